@@ -1,0 +1,138 @@
+//! The I/O vocabulary every machine shares: [`Transmit`], [`Received`], [`BufferTooSmall`]
+
+use core::fmt;
+
+/// What kind of frame a [`Transmit`] is, so the caller knows how to put it on its transport
+///
+/// Datagram and stream machines always use one kind; the LongPort WebSocket transport uses the
+/// binary, ping, pong and close kinds, which the caller's WebSocket library turns into frames.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub enum FrameKind {
+    /// One UDP datagram (game profile)
+    Datagram,
+    /// Bytes to append to a byte stream (LongPort over TCP)
+    Stream,
+    /// One WebSocket binary message holding exactly one packet
+    WsBinary,
+    /// A WebSocket Ping frame; the written bytes are its payload
+    WsPing,
+    /// A WebSocket Pong frame; the written bytes are its payload
+    WsPong,
+    /// A WebSocket Close frame with this status code; the written bytes are the reason text.
+    /// After it, the caller closes the transport.
+    WsClose(u16),
+}
+
+/// One frame the caller must send: `buf[..len]` of the buffer given to `poll_transmit`, to `to`
+#[must_use = "a Transmit describes bytes that must be sent"]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub struct Transmit<P> {
+    /// Destination: `()` for clients, the caller's peer key for servers
+    pub to: P,
+    /// Number of bytes written at the start of the caller's buffer
+    pub len: usize,
+    /// How to frame those bytes on the transport
+    pub kind: FrameKind,
+}
+
+/// What one `handle_input` call did with the caller's bytes
+///
+/// * `consumed` bytes may be dropped from the caller's buffer. Datagram and message transports
+///   always consume the whole input (also when it was dropped as invalid).
+/// * [`Received::need`] is set by stream transports when the buffered bytes do not hold a whole
+///   frame yet: it is the total number of bytes the next frame needs (so the caller can size its
+///   buffer); nothing was consumed and the caller should read more.
+/// * [`Received::app`] borrows application data out of the input (game chunk packets, LongPort
+///   business packets): it is never copied into the machine.
+#[must_use = "Received reports consumed bytes and may carry application data"]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub struct Received<T> {
+    consumed: usize,
+    need: Option<usize>,
+    app: Option<T>,
+}
+
+impl<T> Received<T> {
+    /// `n` bytes consumed, nothing for the application
+    pub const fn consumed(n: usize) -> Self {
+        Received { consumed: n, need: None, app: None }
+    }
+
+    /// Nothing consumed: the next frame needs `total` buffered bytes
+    pub const fn need(total: usize) -> Self {
+        Received { consumed: 0, need: Some(total), app: None }
+    }
+
+    /// `n` bytes consumed carrying application data `app`
+    pub const fn with_app(n: usize, app: T) -> Self {
+        Received { consumed: n, need: None, app: Some(app) }
+    }
+
+    /// Bytes the caller may discard from the front of its input
+    #[must_use]
+    pub const fn bytes_consumed(&self) -> usize {
+        self.consumed
+    }
+
+    /// Total bytes the next frame needs, when the input held only part of it
+    #[must_use]
+    pub const fn needed(&self) -> Option<usize> {
+        self.need
+    }
+
+    /// The application data, if any
+    #[must_use]
+    pub const fn app(&self) -> Option<&T> {
+        self.app.as_ref()
+    }
+
+    /// The application data, by value
+    #[must_use]
+    pub fn into_app(self) -> Option<T> {
+        self.app
+    }
+
+    /// Map the application data
+    pub fn map<U>(self, f: impl FnOnce(T) -> U) -> Received<U> {
+        Received { consumed: self.consumed, need: self.need, app: self.app.map(f) }
+    }
+}
+
+/// The caller's output buffer cannot hold the next frame; nothing was written and no state changed
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub struct BufferTooSmall {
+    /// Exact number of bytes the frame needs
+    pub required: usize,
+}
+
+impl fmt::Display for BufferTooSmall {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "output buffer too small: {} bytes required", self.required)
+    }
+}
+
+impl core::error::Error for BufferTooSmall {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn received_constructors() {
+        let r: Received<u8> = Received::need(30);
+        assert_eq!((r.bytes_consumed(), r.needed(), r.app()), (0, Some(30), None));
+        let r = Received::with_app(7, 1u8).map(|x| x + 1);
+        assert_eq!((r.bytes_consumed(), r.needed(), r.into_app()), (7, None, Some(2)));
+    }
+
+    #[test]
+    fn buffer_too_small_displays_size() {
+        extern crate alloc;
+        use alloc::string::ToString;
+        assert!(BufferTooSmall { required: 12 }.to_string().contains("12"));
+    }
+}

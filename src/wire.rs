@@ -1,0 +1,223 @@
+//! Bounds-checked big-endian reader and writer used by every codec
+//!
+//! Neither type ever panics: reads past the end return `None`, writes past the end return
+//! [`BufferTooSmall`] (and write nothing for that call).
+
+use crate::io::BufferTooSmall;
+
+/// A cursor over borrowed bytes
+#[derive(Debug, Clone)]
+pub struct Reader<'a> {
+    buf: &'a [u8],
+    pos: usize,
+}
+
+impl<'a> Reader<'a> {
+    /// A reader at the start of `buf`
+    #[must_use]
+    pub const fn new(buf: &'a [u8]) -> Self {
+        Reader { buf, pos: 0 }
+    }
+
+    /// Bytes read so far
+    #[must_use]
+    pub const fn position(&self) -> usize {
+        self.pos
+    }
+
+    /// Bytes left
+    #[must_use]
+    pub const fn remaining(&self) -> usize {
+        self.buf.len() - self.pos
+    }
+
+    /// True when nothing is left
+    #[must_use]
+    pub const fn is_empty(&self) -> bool {
+        self.remaining() == 0
+    }
+
+    /// The next `n` bytes, borrowed
+    pub fn bytes(&mut self, n: usize) -> Option<&'a [u8]> {
+        let end = self.pos.checked_add(n)?;
+        let out = self.buf.get(self.pos..end)?;
+        self.pos = end;
+        Some(out)
+    }
+
+    /// The next `N` bytes as an array
+    pub fn array<const N: usize>(&mut self) -> Option<[u8; N]> {
+        let b = self.bytes(N)?;
+        let mut out = [0u8; N];
+        out.copy_from_slice(b);
+        Some(out)
+    }
+
+    /// Everything left, borrowed
+    pub fn rest(&mut self) -> &'a [u8] {
+        let out = &self.buf[self.pos..];
+        self.pos = self.buf.len();
+        out
+    }
+
+    /// Look at the next byte without consuming it
+    #[must_use]
+    pub fn peek_u8(&self) -> Option<u8> {
+        self.buf.get(self.pos).copied()
+    }
+
+    /// One byte
+    pub fn u8(&mut self) -> Option<u8> {
+        let b = self.peek_u8()?;
+        self.pos += 1;
+        Some(b)
+    }
+
+    /// Big-endian u16
+    pub fn u16(&mut self) -> Option<u16> {
+        self.array::<2>().map(u16::from_be_bytes)
+    }
+
+    /// Big-endian 24-bit unsigned integer
+    pub fn u24(&mut self) -> Option<u32> {
+        let [a, b, c] = self.array::<3>()?;
+        Some(u32::from_be_bytes([0, a, b, c]))
+    }
+
+    /// Big-endian u32
+    pub fn u32(&mut self) -> Option<u32> {
+        self.array::<4>().map(u32::from_be_bytes)
+    }
+
+    /// Big-endian u64
+    pub fn u64(&mut self) -> Option<u64> {
+        self.array::<8>().map(u64::from_be_bytes)
+    }
+}
+
+/// A cursor writing into a caller's buffer
+#[derive(Debug)]
+pub struct Writer<'a> {
+    buf: &'a mut [u8],
+    pos: usize,
+}
+
+impl<'a> Writer<'a> {
+    /// A writer at the start of `buf`
+    pub fn new(buf: &'a mut [u8]) -> Self {
+        Writer { buf, pos: 0 }
+    }
+
+    /// Bytes written so far
+    #[must_use]
+    pub const fn written(&self) -> usize {
+        self.pos
+    }
+
+    /// Space left
+    #[must_use]
+    pub fn remaining(&self) -> usize {
+        self.buf.len() - self.pos
+    }
+
+    /// Fail early, writing nothing, unless `n` more bytes fit; `required` reports `position + n`
+    ///
+    /// # Errors
+    /// [`BufferTooSmall`] when fewer than `n` bytes are left.
+    pub fn reserve(&self, n: usize) -> Result<(), BufferTooSmall> {
+        if self.remaining() < n {
+            Err(BufferTooSmall { required: self.pos.saturating_add(n) })
+        } else {
+            Ok(())
+        }
+    }
+
+    /// Append bytes
+    ///
+    /// # Errors
+    /// [`BufferTooSmall`] when `b` does not fit; nothing is written.
+    pub fn bytes(&mut self, b: &[u8]) -> Result<(), BufferTooSmall> {
+        self.reserve(b.len())?;
+        self.buf[self.pos..self.pos + b.len()].copy_from_slice(b);
+        self.pos += b.len();
+        Ok(())
+    }
+
+    /// Append one byte
+    ///
+    /// # Errors
+    /// [`BufferTooSmall`] when the buffer is full.
+    pub fn u8(&mut self, v: u8) -> Result<(), BufferTooSmall> {
+        self.bytes(&[v])
+    }
+
+    /// Append a big-endian u16
+    ///
+    /// # Errors
+    /// [`BufferTooSmall`] when it does not fit.
+    pub fn u16(&mut self, v: u16) -> Result<(), BufferTooSmall> {
+        self.bytes(&v.to_be_bytes())
+    }
+
+    /// Append the low 24 bits of `v`, big-endian
+    ///
+    /// # Errors
+    /// [`BufferTooSmall`] when it does not fit.
+    pub fn u24(&mut self, v: u32) -> Result<(), BufferTooSmall> {
+        self.bytes(&v.to_be_bytes()[1..])
+    }
+
+    /// Append a big-endian u32
+    ///
+    /// # Errors
+    /// [`BufferTooSmall`] when it does not fit.
+    pub fn u32(&mut self, v: u32) -> Result<(), BufferTooSmall> {
+        self.bytes(&v.to_be_bytes())
+    }
+
+    /// Append a big-endian u64
+    ///
+    /// # Errors
+    /// [`BufferTooSmall`] when it does not fit.
+    pub fn u64(&mut self, v: u64) -> Result<(), BufferTooSmall> {
+        self.bytes(&v.to_be_bytes())
+    }
+
+    /// The written prefix
+    #[must_use]
+    pub fn as_written(&self) -> &[u8] {
+        &self.buf[..self.pos]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reader_reads_big_endian_and_stops_at_end() {
+        let data = [1, 2, 3, 4, 5, 6, 7, 8, 9];
+        let mut r = Reader::new(&data);
+        assert_eq!(r.u8(), Some(1));
+        assert_eq!(r.u24(), Some(0x02_0304));
+        assert_eq!(r.u16(), Some(0x0506));
+        assert_eq!(r.u32(), None, "only 3 bytes left");
+        assert_eq!(r.remaining(), 3);
+        assert_eq!(r.rest(), &[7, 8, 9]);
+        assert!(r.is_empty());
+        assert_eq!(r.u8(), None);
+        assert_eq!(r.bytes(usize::MAX), None);
+    }
+
+    #[test]
+    fn writer_refuses_without_writing() {
+        let mut buf = [0u8; 5];
+        let mut w = Writer::new(&mut buf);
+        w.u24(0x0A0B0C).unwrap();
+        assert_eq!(w.u32(1), Err(BufferTooSmall { required: 7 }));
+        assert_eq!(w.written(), 3);
+        w.u16(0xFFEE).unwrap();
+        assert_eq!(w.as_written(), &[0x0A, 0x0B, 0x0C, 0xFF, 0xEE]);
+        assert_eq!(w.u8(0), Err(BufferTooSmall { required: 6 }));
+    }
+}
