@@ -451,6 +451,16 @@ fn ws_query_errors_are_typed() {
             "version=2&codec=1&platform=9",
             QueryError::UnsupportedVersion(2),
         ),
+        // keys and values are compared literally: no case folding, no percent-decoding
+        ("Version=1&codec=1&platform=9", QueryError::Missing(Version)),
+        (
+            "version=%31&codec=1&platform=9",
+            QueryError::Invalid(Version),
+        ),
+        (
+            "version=1 &codec=1&platform=9",
+            QueryError::Invalid(Version),
+        ),
     ];
     for (q, e) in cases {
         assert_eq!(WsParams::parse_query(q), Err(e), "{q}");
