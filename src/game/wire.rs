@@ -1,1 +1,861 @@
-//! (in progress)
+//! Byte layout of Teeworlds 0.6 / DDNet connection-oriented packets: header, control messages, chunk pass-through
+//!
+//! # Header (3 bytes)
+//!
+//! ```text
+//! byte 0:  Z R N C T U a9 a8     Z 0x80 compression, R 0x40 resend, N 0x20 connless, C 0x10 control,
+//!                                T 0x08 / U 0x04 must be zero in 0.6 traffic, a9..a8 = ack bits 9..8
+//! byte 1:  ack bits 7..0         ack = (byte0 & 0x03) << 8 | byte1, a 10-bit number (mod 1024)
+//! byte 2:  num_chunks            always 0 in control packets
+//! ```
+//!
+//! [`Header::parse`] reports a set connless bit as [`DecodeError::Connless`] (those packets have a
+//! different header, out of scope here) and either of the two middle bits as
+//! [`DecodeError::ReservedBits`]: 0x08 is the Teeworlds 0.6.5 header token, 0x04 marks a 0.7 packet
+//! for DDNet. Neither belongs to a plain 0.6 packet.
+//!
+//! # Control messages
+//!
+//! A control packet is the header, one id byte ([`ControlId`]), optional extra data and — on a
+//! connection that uses the DDNet security token — the 4 token bytes at the very end:
+//!
+//! | id | vanilla | DDNet token form |
+//! | --- | --- | --- |
+//! | 0 KEEP_ALIVE | `00` | `00 token` |
+//! | 1 CONNECT | `01` | `01 "TKEN" FF FF FF FF` |
+//! | 2 CONNECT_ACCEPT | `02` | `02 "TKEN" token` |
+//! | 3 ACCEPT | `03` | `03 token` |
+//! | 4 CLOSE | `04 [reason 00]` | `04 [reason 00] token` |
+//!
+//! CONNECT and CONNECT_ACCEPT carry the token behind the `TKEN` magic (the client does not know its
+//! token yet and sends [`Token::UNKNOWN`]); every other packet of a token connection, chunk packets
+//! included, simply ends with the token. For chunk packets the token sits inside the data before
+//! Huffman compression, so a compressed chunk packet is passed through with its token unverified.
+//!
+//! # Token modes
+//!
+//! The bytes alone cannot always tell whether a packet ends with a token (`04 61 62 63 00` is a
+//! CLOSE "abc" or a CLOSE without reason followed by a token), so [`parse`] takes the receiver's
+//! knowledge as a [`TokenMode`]:
+//!
+//! * [`TokenMode::Vanilla`]: the connection has no token; nothing is stripped. Extra data where the
+//!   message has none is reported as [`Warnings::EXTRA_BYTES`].
+//! * [`TokenMode::Trailing`]: an established token connection. Every packet must end with 4 token
+//!   bytes (else [`DecodeError::MissingToken`]); they are stripped and returned for the caller to
+//!   compare. CONNECT / CONNECT_ACCEPT may keep their `TKEN` magic in front of that token.
+//! * [`TokenMode::Detect`]: no connection state yet (a connecting client, a server before admission).
+//!   The structural rules DDNet uses apply: a CONNECT / CONNECT_ACCEPT carries a token when its
+//!   payload is at least 9 bytes and starts `id "TKEN"`; an ACCEPT / KEEP_ALIVE carries one when its
+//!   payload is at least 5 bytes; a CLOSE reason is read up to its NUL and the token is not returned.
+//!
+//! # Tolerance
+//!
+//! Only damage that makes a packet meaningless is a [`DecodeError`]. Oddities that reference peers
+//! tolerate are reported as [`Warnings`] next to the packet: a CLOSE reason without NUL, with invalid
+//! UTF-8, too long, or followed by extra bytes; extra data after a message that has none; the resend
+//! flag on a control packet. A control packet with `num_chunks != 0` is also only a warning
+//! ([`Warnings::CONTROL_NUM_CHUNKS`]): DDNet master drops such packets while older peers ignore the
+//! byte, so the decision is left to the state machine.
+//!
+//! # Where the seed text and the TeeFrame docs are wrong
+//!
+//! * The docs read the ack as `(byte0 & 0x0F) << 8 | byte1`; only the low two bits of byte 0 belong
+//!   to the ack and the next two must be zero (`18 05` is ack 5 with an illegal flag, not ack 2053).
+//!   "6-bit flags, 2-bit ack" and `flags = byte0 >> 4` describe the same wire bits.
+//! * Byte 2 is not "unused": it is `num_chunks`, zero for control packets.
+//! * ACCEPT (3) is not unused: clients send it once, and DDNet servers need it (with the token) to
+//!   create the connection.
+//! * CONNECT / CONNECT_ACCEPT have extra data in the DDNet form (`TKEN` + token).
+//! * The ack is a 10-bit number 0..=1023 that wraps to 0 ([`ACK_MODULO`]), not "max 1024".
+//! * The CLOSE reason is NUL-terminated by senders and readers keep at most
+//!   [`MAX_REASON_LEN`] bytes.
+
+use core::fmt;
+
+use crate::io::BufferTooSmall;
+use crate::wire::{Reader, Writer};
+
+/// Size of the 0.6 packet header
+pub const HEADER_LEN: usize = 3;
+/// Largest datagram (header included) a peer sends or accepts
+pub const MAX_PACKET_LEN: usize = 1400;
+/// Most CLOSE reason bytes kept on parse and written on emit (NUL not counted)
+pub const MAX_REASON_LEN: usize = 127;
+/// The `TKEN` magic in front of the token in DDNet CONNECT / CONNECT_ACCEPT
+pub const TOKEN_MAGIC: [u8; 4] = *b"TKEN";
+/// Size of a security token
+pub const TOKEN_LEN: usize = 4;
+/// Acks and sequence numbers count modulo this
+pub const ACK_MODULO: u16 = 1024;
+/// Largest ack value (10 bits)
+pub const ACK_MAX: u16 = ACK_MODULO - 1;
+
+/// Byte 0 bit: the payload is Huffman compressed
+pub const FLAG_COMPRESSION: u8 = 0x80;
+/// Byte 0 bit: the sender asks for a resend of unacked vital chunks
+pub const FLAG_RESEND: u8 = 0x40;
+/// Byte 0 bit: connectionless packet (different header, not handled here)
+pub const FLAG_CONNLESS: u8 = 0x20;
+/// Byte 0 bit: control packet
+pub const FLAG_CONTROL: u8 = 0x10;
+/// Byte 0 bits that must be zero in 0.6 traffic (0x08: 0.6.5 header token, 0x04: 0.7 marker)
+pub const RESERVED_MASK: u8 = 0x0C;
+/// Byte 0 bits holding ack bits 9..8
+pub const ACK_HIGH_MASK: u8 = 0x03;
+
+/// A DDNet security token: 4 opaque bytes, echoed unchanged (never reinterpreted as an integer)
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub struct Token(pub [u8; 4]);
+
+impl Token {
+    /// `FF FF FF FF`: the placeholder a client puts in its CONNECT
+    pub const UNKNOWN: Token = Token([0xFF; 4]);
+    /// `00 00 00 00`: "no token"; never a real token
+    pub const UNSUPPORTED: Token = Token([0x00; 4]);
+
+    /// True for the two values that are never minted ([`Token::UNKNOWN`], [`Token::UNSUPPORTED`])
+    #[must_use]
+    pub const fn is_sentinel(&self) -> bool {
+        let [a, b, c, d] = self.0;
+        (a == 0 && b == 0 && c == 0 && d == 0) || (a == 0xFF && b == 0xFF && c == 0xFF && d == 0xFF)
+    }
+}
+
+/// The three header flags a 0.6 packet may carry
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Hash)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub struct Flags {
+    /// Payload is Huffman compressed (0x80)
+    pub compression: bool,
+    /// Resend request (0x40)
+    pub resend: bool,
+    /// Control packet (0x10)
+    pub control: bool,
+}
+
+impl Flags {
+    /// The flag bits of byte 0
+    #[must_use]
+    pub const fn bits(self) -> u8 {
+        (if self.compression {
+            FLAG_COMPRESSION
+        } else {
+            0
+        }) | (if self.resend { FLAG_RESEND } else { 0 })
+            | (if self.control { FLAG_CONTROL } else { 0 })
+    }
+}
+
+/// The 3-byte header of a connection-oriented packet
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub struct Header {
+    /// Compression / resend / control flags
+    pub flags: Flags,
+    /// The sender's ack, 0..=1023 (emit keeps only the low 10 bits)
+    pub ack: u16,
+    /// Number of chunks in a chunk packet; 0 for control packets
+    pub num_chunks: u8,
+}
+
+impl Header {
+    /// Size of the header on the wire
+    pub const LEN: usize = HEADER_LEN;
+
+    /// Read the header at the start of `buf` (the rest of `buf` is not looked at)
+    ///
+    /// # Errors
+    /// [`DecodeError::TooShort`] for fewer than 3 bytes, [`DecodeError::Connless`] when bit 0x20 is
+    /// set, [`DecodeError::ReservedBits`] when bit 0x08 or 0x04 is set.
+    pub fn parse(buf: &[u8]) -> Result<Header, DecodeError> {
+        let mut r = Reader::new(buf);
+        let [b0, b1, b2] = r
+            .array::<3>()
+            .ok_or(DecodeError::TooShort { len: buf.len() })?;
+        if b0 & FLAG_CONNLESS != 0 {
+            return Err(DecodeError::Connless);
+        }
+        let reserved = b0 & RESERVED_MASK;
+        if reserved != 0 {
+            return Err(DecodeError::ReservedBits(reserved));
+        }
+        Ok(Header {
+            flags: Flags {
+                compression: b0 & FLAG_COMPRESSION != 0,
+                resend: b0 & FLAG_RESEND != 0,
+                control: b0 & FLAG_CONTROL != 0,
+            },
+            ack: u16::from(b0 & ACK_HIGH_MASK) << 8 | u16::from(b1),
+            num_chunks: b2,
+        })
+    }
+
+    /// The three header bytes (ack reduced modulo 1024)
+    #[must_use]
+    pub const fn to_bytes(&self) -> [u8; 3] {
+        let ack = self.ack % ACK_MODULO;
+        [
+            self.flags.bits() | (ack >> 8) as u8,
+            (ack & 0xFF) as u8,
+            self.num_chunks,
+        ]
+    }
+
+    /// Write the header; returns 3
+    ///
+    /// # Errors
+    /// [`BufferTooSmall`] (required 3) when `buf` is shorter; nothing is written.
+    pub fn emit(&self, buf: &mut [u8]) -> Result<usize, BufferTooSmall> {
+        let mut w = Writer::new(buf);
+        w.bytes(&self.to_bytes())?;
+        Ok(HEADER_LEN)
+    }
+}
+
+/// The one-byte id of a control message
+#[repr(u8)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub enum ControlId {
+    /// 0: keep-alive, sent by either side when idle
+    KeepAlive = 0,
+    /// 1: connect request from the client
+    Connect = 1,
+    /// 2: the server's answer to CONNECT
+    ConnectAccept = 2,
+    /// 3: the client's answer to CONNECT_ACCEPT (admits it on a DDNet server)
+    Accept = 3,
+    /// 4: close, with an optional reason
+    Close = 4,
+}
+
+impl TryFrom<u8> for ControlId {
+    type Error = DecodeError;
+
+    fn try_from(id: u8) -> Result<Self, DecodeError> {
+        match id {
+            0 => Ok(ControlId::KeepAlive),
+            1 => Ok(ControlId::Connect),
+            2 => Ok(ControlId::ConnectAccept),
+            3 => Ok(ControlId::Accept),
+            4 => Ok(ControlId::Close),
+            other => Err(DecodeError::UnknownControl(other)),
+        }
+    }
+}
+
+/// How [`parse`] finds the token of a packet (see the module docs)
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub enum TokenMode {
+    /// No token anywhere: a vanilla connection or vanilla peer
+    Vanilla,
+    /// Established token connection: every packet ends with 4 token bytes, stripped and returned
+    Trailing,
+    /// No connection state: DDNet's structural rules decide whether a control packet has a token
+    Detect,
+}
+
+/// A CLOSE reason: the bytes before the first NUL, at most [`MAX_REASON_LEN`] of them
+///
+/// Never contains a NUL byte. Received reasons may be invalid UTF-8 ([`Reason::as_str`] is then
+/// `None`; [`Reason::to_text`] gives a lossy display form).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub struct Reason<'a> {
+    bytes: &'a [u8],
+}
+
+impl<'a> Reason<'a> {
+    /// No reason (a CLOSE with nothing after the id)
+    pub const EMPTY: Reason<'static> = Reason { bytes: &[] };
+
+    /// A reason to send: cut at the first NUL, then truncated to 127 bytes on a char boundary
+    #[allow(clippy::should_implement_trait)] // borrowing constructor, not `FromStr`
+    #[must_use]
+    pub fn from_str(s: &'a str) -> Self {
+        let s = match s.bytes().position(|b| b == 0) {
+            Some(nul) => s.get(..nul).unwrap_or(""),
+            None => s,
+        };
+        let mut end = s.len().min(MAX_REASON_LEN);
+        while !s.is_char_boundary(end) {
+            end -= 1;
+        }
+        Reason {
+            bytes: s.as_bytes().get(..end).unwrap_or(&[]),
+        }
+    }
+
+    /// A reason from raw bytes: cut at the first NUL, then truncated to 127 bytes (not UTF-8 aware)
+    #[must_use]
+    pub fn from_bytes(b: &'a [u8]) -> Self {
+        let b = match b.iter().position(|&x| x == 0) {
+            Some(nul) => b.get(..nul).unwrap_or(&[]),
+            None => b,
+        };
+        Reason {
+            bytes: b.get(..MAX_REASON_LEN).unwrap_or(b),
+        }
+    }
+
+    /// The reason bytes (no NUL)
+    #[must_use]
+    pub fn as_bytes(&self) -> &'a [u8] {
+        self.bytes
+    }
+
+    /// The reason as text; `None` when it is not valid UTF-8
+    #[must_use]
+    pub fn as_str(&self) -> Option<&'a str> {
+        core::str::from_utf8(self.bytes).ok()
+    }
+
+    /// True when there is no reason
+    #[must_use]
+    pub fn is_empty(&self) -> bool {
+        self.bytes.is_empty()
+    }
+
+    /// Length in bytes (NUL not counted)
+    #[must_use]
+    pub fn len(&self) -> usize {
+        self.bytes.len()
+    }
+
+    /// Display form: control characters become spaces, invalid UTF-8 becomes U+FFFD, and the text
+    /// is cut on a char boundary to fit `N` bytes
+    #[must_use]
+    pub fn to_text<const N: usize>(&self) -> heapless::String<N> {
+        let mut out = heapless::String::new();
+        for chunk in self.bytes.utf8_chunks() {
+            let valid = chunk
+                .valid()
+                .chars()
+                .map(|c| if c.is_control() { ' ' } else { c });
+            let invalid = (!chunk.invalid().is_empty()).then_some(char::REPLACEMENT_CHARACTER);
+            for c in valid.chain(invalid) {
+                if out.push(c).is_err() {
+                    return out;
+                }
+            }
+        }
+        out
+    }
+
+    /// Bytes this reason takes on the wire: the text plus its NUL, or nothing when empty
+    #[must_use]
+    pub fn wire_len(&self) -> usize {
+        if self.bytes.is_empty() {
+            0
+        } else {
+            self.bytes.len() + 1
+        }
+    }
+}
+
+impl Default for Reason<'_> {
+    fn default() -> Self {
+        Reason::EMPTY
+    }
+}
+
+/// A control message with its data
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub enum Control<'a> {
+    /// KEEP_ALIVE (0)
+    KeepAlive,
+    /// CONNECT (1)
+    Connect,
+    /// CONNECT_ACCEPT (2)
+    ConnectAccept,
+    /// ACCEPT (3)
+    Accept,
+    /// CLOSE (4) with its reason (possibly empty)
+    Close(Reason<'a>),
+}
+
+impl Control<'_> {
+    /// The message id
+    #[must_use]
+    pub const fn id(&self) -> ControlId {
+        match self {
+            Control::KeepAlive => ControlId::KeepAlive,
+            Control::Connect => ControlId::Connect,
+            Control::ConnectAccept => ControlId::ConnectAccept,
+            Control::Accept => ControlId::Accept,
+            Control::Close(_) => ControlId::Close,
+        }
+    }
+}
+
+/// A parsed or to-be-sent control packet
+///
+/// `token`: for CONNECT / CONNECT_ACCEPT, `Some` is the DDNet form `TKEN | token` (a CONNECT uses
+/// [`Token::UNKNOWN`]); for the other messages `Some` is the 4 trailing token bytes. The encoder
+/// always writes byte 0 = `0x10 | ack >> 8`, byte 2 = 0: no compression, no resend.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub struct ControlPacket<'a> {
+    /// The sender's ack, 0..=1023 (emit keeps only the low 10 bits)
+    pub ack: u16,
+    /// The message
+    pub control: Control<'a>,
+    /// The security token, if the packet carries one
+    pub token: Option<Token>,
+}
+
+impl ControlPacket<'_> {
+    /// Exact number of bytes [`ControlPacket::emit`] writes
+    #[must_use]
+    pub fn buffer_len(&self) -> usize {
+        let token = if self.token.is_some() { TOKEN_LEN } else { 0 };
+        let extra = match &self.control {
+            Control::Connect | Control::ConnectAccept if self.token.is_some() => TOKEN_MAGIC.len(),
+            Control::Close(reason) => reason.wire_len(),
+            _ => 0,
+        };
+        HEADER_LEN + 1 + extra + token
+    }
+
+    /// Write the packet; returns the number of bytes written
+    ///
+    /// # Errors
+    /// [`BufferTooSmall`] with the exact size when `buf` is shorter than [`ControlPacket::buffer_len`];
+    /// nothing is written.
+    pub fn emit(&self, buf: &mut [u8]) -> Result<usize, BufferTooSmall> {
+        let len = self.buffer_len();
+        let mut w = Writer::new(buf);
+        w.reserve(len)?;
+        let header = Header {
+            flags: Flags {
+                control: true,
+                ..Flags::default()
+            },
+            ack: self.ack,
+            num_chunks: 0,
+        };
+        w.bytes(&header.to_bytes())?;
+        w.u8(self.control.id() as u8)?;
+        match (&self.control, self.token) {
+            (Control::Connect | Control::ConnectAccept, Some(t)) => {
+                w.bytes(&TOKEN_MAGIC)?;
+                w.bytes(&t.0)?;
+            }
+            (Control::Close(reason), token) => {
+                if !reason.is_empty() {
+                    w.bytes(reason.as_bytes())?;
+                    w.u8(0)?;
+                }
+                if let Some(t) = token {
+                    w.bytes(&t.0)?;
+                }
+            }
+            (_, Some(t)) => w.bytes(&t.0)?,
+            (_, None) => {}
+        }
+        debug_assert_eq!(w.written(), len);
+        Ok(w.written())
+    }
+}
+
+/// A non-control packet, passed through with its payload borrowed
+///
+/// `token` is `Some` when the packet was parsed in [`TokenMode::Trailing`] and is not compressed
+/// (a compressed packet has its token inside the compressed data; it is returned unverified with
+/// `token: None`). On emit, `header.flags.control` is ignored (always written clear) and `token`,
+/// when `Some`, is appended after `payload`. The caller keeps the packet within
+/// [`MAX_PACKET_LEN`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub struct ChunkPacket<'a> {
+    /// Header (flags, ack, number of chunks)
+    pub header: Header,
+    /// The chunk data (possibly compressed), token removed
+    pub payload: &'a [u8],
+    /// The trailing token, if it was stripped / is to be appended
+    pub token: Option<Token>,
+}
+
+impl ChunkPacket<'_> {
+    /// Exact number of bytes [`ChunkPacket::emit`] writes
+    #[must_use]
+    pub fn buffer_len(&self) -> usize {
+        let token = if self.token.is_some() { TOKEN_LEN } else { 0 };
+        HEADER_LEN
+            .saturating_add(self.payload.len())
+            .saturating_add(token)
+    }
+
+    /// Write the packet; returns the number of bytes written
+    ///
+    /// # Errors
+    /// [`BufferTooSmall`] with the exact size when `buf` is shorter than [`ChunkPacket::buffer_len`];
+    /// nothing is written.
+    pub fn emit(&self, buf: &mut [u8]) -> Result<usize, BufferTooSmall> {
+        let len = self.buffer_len();
+        let mut w = Writer::new(buf);
+        w.reserve(len)?;
+        let mut header = self.header;
+        header.flags.control = false;
+        w.bytes(&header.to_bytes())?;
+        w.bytes(self.payload)?;
+        if let Some(t) = self.token {
+            w.bytes(&t.0)?;
+        }
+        Ok(w.written())
+    }
+}
+
+/// A parsed connection-oriented packet
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub enum Packet<'a> {
+    /// A control message
+    Control(ControlPacket<'a>),
+    /// Chunks (application data), passed through
+    Chunks(ChunkPacket<'a>),
+}
+
+/// Tolerated oddities found by [`parse`] (a bit set)
+#[derive(Clone, Copy, Default, PartialEq, Eq, Hash)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub struct Warnings(u8);
+
+impl Warnings {
+    /// No warning
+    pub const NONE: Warnings = Warnings(0);
+    /// The CLOSE reason was not NUL-terminated
+    pub const REASON_MISSING_NUL: Warnings = Warnings(1 << 0);
+    /// The CLOSE reason is not valid UTF-8
+    pub const REASON_INVALID_UTF8: Warnings = Warnings(1 << 1);
+    /// The CLOSE reason was longer than [`MAX_REASON_LEN`] bytes and was cut
+    pub const REASON_TRUNCATED: Warnings = Warnings(1 << 2);
+    /// Bytes followed the reason's NUL (other than a token the mode strips)
+    pub const REASON_TRAILING_BYTES: Warnings = Warnings(1 << 3);
+    /// A control packet had `num_chunks != 0` (DDNet master drops these; older peers ignore it)
+    pub const CONTROL_NUM_CHUNKS: Warnings = Warnings(1 << 4);
+    /// Extra data after a control message that has none (ignored)
+    pub const EXTRA_BYTES: Warnings = Warnings(1 << 5);
+    /// A control packet had the resend flag set (references honour it as a resend request)
+    pub const CONTROL_RESEND: Warnings = Warnings(1 << 6);
+
+    const NAMES: [(Warnings, &'static str); 7] = [
+        (Warnings::REASON_MISSING_NUL, "REASON_MISSING_NUL"),
+        (Warnings::REASON_INVALID_UTF8, "REASON_INVALID_UTF8"),
+        (Warnings::REASON_TRUNCATED, "REASON_TRUNCATED"),
+        (Warnings::REASON_TRAILING_BYTES, "REASON_TRAILING_BYTES"),
+        (Warnings::CONTROL_NUM_CHUNKS, "CONTROL_NUM_CHUNKS"),
+        (Warnings::EXTRA_BYTES, "EXTRA_BYTES"),
+        (Warnings::CONTROL_RESEND, "CONTROL_RESEND"),
+    ];
+
+    /// True when every bit of `w` is set
+    #[must_use]
+    pub const fn contains(self, w: Warnings) -> bool {
+        self.0 & w.0 == w.0
+    }
+
+    /// True when no warning is set
+    #[must_use]
+    pub const fn is_empty(self) -> bool {
+        self.0 == 0
+    }
+
+    /// The raw bits
+    #[must_use]
+    pub const fn bits(self) -> u8 {
+        self.0
+    }
+
+    /// Both sets together
+    #[must_use]
+    pub const fn union(self, w: Warnings) -> Warnings {
+        Warnings(self.0 | w.0)
+    }
+
+    /// Add the bits of `w`
+    pub fn insert(&mut self, w: Warnings) {
+        self.0 |= w.0;
+    }
+}
+
+impl core::ops::BitOr for Warnings {
+    type Output = Warnings;
+    fn bitor(self, rhs: Warnings) -> Warnings {
+        self.union(rhs)
+    }
+}
+
+impl core::ops::BitOrAssign for Warnings {
+    fn bitor_assign(&mut self, rhs: Warnings) {
+        self.insert(rhs);
+    }
+}
+
+impl fmt::Debug for Warnings {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Warnings(")?;
+        let mut first = true;
+        for (w, name) in Warnings::NAMES {
+            if self.contains(w) {
+                if !first {
+                    f.write_str(" | ")?;
+                }
+                f.write_str(name)?;
+                first = false;
+            }
+        }
+        f.write_str(")")
+    }
+}
+
+/// What [`parse`] returns: the packet and the tolerated oddities found in it
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub struct Parsed<'a> {
+    /// The packet
+    pub packet: Packet<'a>,
+    /// Oddities that did not prevent parsing
+    pub warnings: Warnings,
+}
+
+/// Why a datagram is not a usable 0.6 connection-oriented packet
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub enum DecodeError {
+    /// Shorter than the 3-byte header
+    TooShort {
+        /// Datagram length
+        len: usize,
+    },
+    /// Longer than [`MAX_PACKET_LEN`]
+    TooLong {
+        /// Datagram length
+        len: usize,
+    },
+    /// Connectionless packet (bit 0x20), not handled by this codec
+    Connless,
+    /// Bit 0x08 (0.6.5 header token) or 0x04 (0.7 marker) set; the value holds those bits
+    ReservedBits(u8),
+    /// A compressed control packet (DDNet drops them; vanilla 0.6.4 may send a compressed CLOSE)
+    CompressedControl,
+    /// A control packet without the id byte
+    MissingControlId,
+    /// A control id other than 0..=4
+    UnknownControl(u8),
+    /// [`TokenMode::Trailing`] and fewer than 4 bytes left for the token
+    MissingToken,
+}
+
+impl fmt::Display for DecodeError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            DecodeError::TooShort { len } => {
+                write!(f, "packet too short ({len} bytes, header is 3)")
+            }
+            DecodeError::TooLong { len } => {
+                write!(f, "packet too long ({len} bytes, max {MAX_PACKET_LEN})")
+            }
+            DecodeError::Connless => f.write_str("connectionless packet"),
+            DecodeError::ReservedBits(bits) => {
+                write!(
+                    f,
+                    "reserved header bits set ({bits:#04x}): not a 0.6 packet"
+                )
+            }
+            DecodeError::CompressedControl => f.write_str("compressed control packet"),
+            DecodeError::MissingControlId => f.write_str("control packet without id"),
+            DecodeError::UnknownControl(id) => write!(f, "unknown control id {id}"),
+            DecodeError::MissingToken => f.write_str("packet too short for its security token"),
+        }
+    }
+}
+
+impl core::error::Error for DecodeError {}
+
+/// Split the last 4 bytes off `data` as the token
+fn split_token(data: &[u8]) -> Result<(&[u8], Token), DecodeError> {
+    let cut = data
+        .len()
+        .checked_sub(TOKEN_LEN)
+        .ok_or(DecodeError::MissingToken)?;
+    let (head, tail) = data.split_at(cut);
+    let mut t = [0u8; TOKEN_LEN];
+    t.copy_from_slice(tail);
+    Ok((head, Token(t)))
+}
+
+/// Read a CLOSE reason out of `extra` (everything after the id, token already removed)
+///
+/// `token_may_follow`: in [`TokenMode::Detect`] exactly 4 bytes after the NUL are taken to be the
+/// token and not reported.
+fn parse_reason<'a>(extra: &'a [u8], token_may_follow: bool, w: &mut Warnings) -> Reason<'a> {
+    if extra.is_empty() {
+        return Reason::EMPTY;
+    }
+    let text = match extra.iter().position(|&b| b == 0) {
+        Some(nul) => {
+            let (text, rest) = extra.split_at(nul);
+            let after = rest.len().saturating_sub(1);
+            if after != 0 && !(token_may_follow && after == TOKEN_LEN) {
+                w.insert(Warnings::REASON_TRAILING_BYTES);
+            }
+            text
+        }
+        None => {
+            w.insert(Warnings::REASON_MISSING_NUL);
+            extra
+        }
+    };
+    let valid = core::str::from_utf8(text).is_ok();
+    let mut kept = text;
+    if text.len() > MAX_REASON_LEN {
+        w.insert(Warnings::REASON_TRUNCATED);
+        let mut end = MAX_REASON_LEN;
+        if valid {
+            // back off to a char boundary: continuation bytes are 0b10xx_xxxx
+            while end > 0 && text.get(end).is_some_and(|&b| b & 0xC0 == 0x80) {
+                end -= 1;
+            }
+        }
+        kept = text.get(..end).unwrap_or(&[]);
+    }
+    if !valid {
+        w.insert(Warnings::REASON_INVALID_UTF8);
+    }
+    Reason { bytes: kept }
+}
+
+/// Parse one datagram as a 0.6 connection-oriented packet
+///
+/// `mode` says how the token is found (see [`TokenMode`]). Chunk packets are returned with their
+/// payload borrowed from `buf`.
+///
+/// # Errors
+/// Any [`DecodeError`]; tolerated oddities are [`Warnings`] in the result instead.
+pub fn parse(buf: &[u8], mode: TokenMode) -> Result<Parsed<'_>, DecodeError> {
+    if buf.len() < HEADER_LEN {
+        return Err(DecodeError::TooShort { len: buf.len() });
+    }
+    if buf.len() > MAX_PACKET_LEN {
+        return Err(DecodeError::TooLong { len: buf.len() });
+    }
+    let header = Header::parse(buf)?;
+    let mut r = Reader::new(buf);
+    let _ = r.bytes(HEADER_LEN);
+    let payload = r.rest();
+    let mut warnings = Warnings::NONE;
+
+    if !header.flags.control {
+        let (payload, token) = match mode {
+            TokenMode::Trailing if !header.flags.compression => {
+                let (p, t) = split_token(payload)?;
+                (p, Some(t))
+            }
+            _ => (payload, None),
+        };
+        return Ok(Parsed {
+            packet: Packet::Chunks(ChunkPacket {
+                header,
+                payload,
+                token,
+            }),
+            warnings,
+        });
+    }
+
+    if header.flags.compression {
+        return Err(DecodeError::CompressedControl);
+    }
+    let (&id, extra) = payload.split_first().ok_or(DecodeError::MissingControlId)?;
+    let id = ControlId::try_from(id)?;
+    if header.num_chunks != 0 {
+        warnings.insert(Warnings::CONTROL_NUM_CHUNKS);
+    }
+    if header.flags.resend {
+        warnings.insert(Warnings::CONTROL_RESEND);
+    }
+
+    let (control, token) = match mode {
+        TokenMode::Vanilla => {
+            let control = match id {
+                ControlId::Close => Control::Close(parse_reason(extra, false, &mut warnings)),
+                other => {
+                    if !extra.is_empty() {
+                        warnings.insert(Warnings::EXTRA_BYTES);
+                    }
+                    simple(other)
+                }
+            };
+            (control, None)
+        }
+        TokenMode::Trailing => {
+            let (extra, token) = split_token(extra)?;
+            let control = match id {
+                ControlId::Close => Control::Close(parse_reason(extra, false, &mut warnings)),
+                ControlId::Connect | ControlId::ConnectAccept => {
+                    if !extra.is_empty() && extra != TOKEN_MAGIC {
+                        warnings.insert(Warnings::EXTRA_BYTES);
+                    }
+                    simple(id)
+                }
+                other => {
+                    if !extra.is_empty() {
+                        warnings.insert(Warnings::EXTRA_BYTES);
+                    }
+                    simple(other)
+                }
+            };
+            (control, Some(token))
+        }
+        TokenMode::Detect => match id {
+            ControlId::Close => (
+                Control::Close(parse_reason(extra, true, &mut warnings)),
+                None,
+            ),
+            ControlId::Connect | ControlId::ConnectAccept => {
+                let mut er = Reader::new(extra);
+                let token = match (er.array::<4>(), er.array::<4>()) {
+                    (Some(magic), Some(t)) if magic == TOKEN_MAGIC => Some(Token(t)),
+                    _ => None,
+                };
+                let rest = if token.is_some() { er.rest() } else { extra };
+                if !rest.is_empty() {
+                    warnings.insert(Warnings::EXTRA_BYTES);
+                }
+                (simple(id), token)
+            }
+            ControlId::KeepAlive | ControlId::Accept => {
+                let mut er = Reader::new(extra);
+                let token = er.array::<4>().map(Token);
+                let rest = if token.is_some() { er.rest() } else { extra };
+                if !rest.is_empty() {
+                    warnings.insert(Warnings::EXTRA_BYTES);
+                }
+                (simple(id), token)
+            }
+        },
+    };
+    Ok(Parsed {
+        packet: Packet::Control(ControlPacket {
+            ack: header.ack,
+            control,
+            token,
+        }),
+        warnings,
+    })
+}
+
+/// The data-less message for `id` (CLOSE gets an empty reason)
+const fn simple(id: ControlId) -> Control<'static> {
+    match id {
+        ControlId::KeepAlive => Control::KeepAlive,
+        ControlId::Connect => Control::Connect,
+        ControlId::ConnectAccept => Control::ConnectAccept,
+        ControlId::Accept => Control::Accept,
+        ControlId::Close => Control::Close(Reason::EMPTY),
+    }
+}
