@@ -54,7 +54,7 @@ fn command_codes() {
 #[test]
 fn v2_heartbeat_timestamp_only() {
     let bytes = hex("08 80 d0 95 ff bc 31");
-    let hb = Heartbeat::decode(&bytes).unwrap();
+    let hb = Heartbeat::decode(bytes).unwrap();
     assert_eq!(
         hb,
         Heartbeat {
@@ -62,7 +62,7 @@ fn v2_heartbeat_timestamp_only() {
             heartbeat_id: None
         }
     );
-    assert_encodes(&hb, &bytes);
+    assert_encodes(&hb, bytes);
 }
 
 #[test]
@@ -79,9 +79,9 @@ fn v5_heartbeat_with_id() {
 fn v5_heartbeat_id_minus_one_is_a_ten_byte_varint() {
     let bytes = hex("08 80 d0 95 ff bc 31 10 ff ff ff ff ff ff ff ff ff 01");
     assert_eq!(bytes.len(), 18);
-    let hb = Heartbeat::decode(&bytes).unwrap();
+    let hb = Heartbeat::decode(bytes).unwrap();
     assert_eq!(hb, Heartbeat::new(1_700_000_000_000, Some(-1)));
-    assert_encodes(&hb, &bytes);
+    assert_encodes(&hb, bytes);
     // what GO emits for request id 0xFFFFFFFF
     assert_eq!(
         Heartbeat::new(1_700_000_000_000, Some(0xFFFF_FFFFu32 as i32)),
@@ -105,15 +105,15 @@ fn heartbeat_id_presence_is_kept() {
 #[test]
 fn v6_auth_request_token_only() {
     let bytes = hex("0a 03 61 62 63");
-    let req = AuthRequest::decode(&bytes).unwrap();
+    let req = AuthRequest::decode(bytes).unwrap();
     assert_eq!(req.token, "abc");
     assert!(req.metadata.is_empty());
     assert_eq!(req.metadata.iter().count(), 0);
     assert_eq!(req, AuthRequest::new("abc", Metadata::EMPTY));
-    assert_encodes(&req, &bytes);
+    assert_encodes(&req, bytes);
     // the same body inside the RS-style request packet
     let packet = hex("01 02 00 00 00 01 13 88 00 00 05 0a 03 61 62 63");
-    assert_eq!(&packet[11..], &bytes[..]);
+    assert_eq!(&packet[11..], bytes);
 }
 
 #[test]
@@ -121,7 +121,7 @@ fn v6_auth_request_with_accept_language() {
     let bytes =
         hex("0a 03 61 62 63 12 15 0a 0f 61 63 63 65 70 74 2d 6c 61 6e 67 75 61 67 65 12 02 65 6e");
     assert_eq!(bytes.len(), 28);
-    let req = AuthRequest::decode(&bytes).unwrap();
+    let req = AuthRequest::decode(bytes).unwrap();
     assert_eq!(req.token, "abc");
     assert_eq!(req.metadata.len(), 1);
     assert_eq!(
@@ -134,14 +134,14 @@ fn v6_auth_request_with_accept_language() {
     let pairs = [("accept-language", "en")];
     let built = AuthRequest::new("abc", Metadata::from_pairs(&pairs));
     assert_eq!(req, built);
-    assert_encodes(&built, &bytes);
-    assert_encodes(&req, &bytes);
+    assert_encodes(&built, bytes);
+    assert_encodes(&req, bytes);
 }
 
 #[test]
 fn v7_auth_response() {
     let bytes = hex("0a 02 73 31 10 80 88 af a8 bd 31");
-    let grant = AuthResponse::decode(&bytes).unwrap();
+    let grant = AuthResponse::decode(bytes).unwrap();
     assert_eq!(
         grant,
         SessionGrant {
@@ -151,7 +151,7 @@ fn v7_auth_response() {
             online: 0
         }
     );
-    assert_encodes(&grant, &bytes);
+    assert_encodes(&grant, bytes);
 }
 
 #[test]
@@ -217,9 +217,9 @@ fn v9_close_empty_body_is_heartbeat_timeout() {
 #[test]
 fn v9_close_connect_duplicate() {
     let bytes = hex("08 06 12 03 64 75 70");
-    let close = Close::decode(&bytes).unwrap();
+    let close = Close::decode(bytes).unwrap();
     assert_eq!(close, Close::new(CloseCode::ConnectDuplicate, "dup"));
-    assert_encodes(&close, &bytes);
+    assert_encodes(&close, bytes);
 }
 
 #[test]
@@ -261,9 +261,9 @@ fn close_codes_round_trip_and_unknown_values_are_kept() {
     assert_encodes(&close, &[0x08, 99]);
     // negative enum value: 10-byte varint, kept
     let bytes = hex("08 fb ff ff ff ff ff ff ff ff 01");
-    let close = Close::decode(&bytes).unwrap();
+    let close = Close::decode(bytes).unwrap();
     assert_eq!(close.code, CloseCode::Other(-5));
-    assert_encodes(&close, &bytes);
+    assert_encodes(&close, bytes);
     // Other(4) built by hand encodes like AuthError
     assert_encodes(&Close::new(CloseCode::Other(4), ""), &[0x08, 0x04]);
 }
@@ -366,7 +366,7 @@ fn metadata_entries_tolerate_missing_parts_unknown_fields_and_interleaving() {
         "12 00 ",
         "12 10 18 01 12 01 76 0a 01 78 25 00 00 00 00 0a 01 6b"
     ));
-    let req = AuthRequest::decode(&bytes).unwrap();
+    let req = AuthRequest::decode(bytes).unwrap();
     assert_eq!(req.token, "t");
     assert_eq!(req.metadata.len(), 4);
     let entries: Vec<_> = req.metadata.iter().collect();
@@ -378,7 +378,7 @@ fn metadata_entries_tolerate_missing_parts_unknown_fields_and_interleaving() {
     // canonical re-encoding: token first, defaults omitted inside entries
     assert_encodes(
         &req,
-        &hex("0a 01 74 12 03 12 01 61 12 03 0a 01 62 12 00 12 06 0a 01 6b 12 01 76"),
+        hex("0a 01 74 12 03 12 01 61 12 03 0a 01 62 12 00 12 06 0a 01 6b 12 01 76"),
     );
     // Debug shows the entries as a map
     let dbg = format!("{:?}", req.metadata);
@@ -388,7 +388,7 @@ fn metadata_entries_tolerate_missing_parts_unknown_fields_and_interleaving() {
 #[test]
 fn metadata_iteration_is_restartable_and_copyable() {
     let bytes = hex("12 06 0a 01 6b 12 01 76 12 06 0a 01 6b 12 01 77");
-    let req = ReconnectRequest::decode(&bytes).unwrap();
+    let req = ReconnectRequest::decode(bytes).unwrap();
     let m = req.metadata;
     assert_eq!(
         m.iter().collect::<Vec<_>>(),
