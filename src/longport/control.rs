@@ -535,7 +535,7 @@ enum Repr<'a> {
 /// [`Metadata::get`] returns. An entry whose key or value is missing yields `""` for it.
 /// Decoding validates every entry, so iteration never fails.
 ///
-/// Equality compares the entry sequences, whatever the backing.
+/// Equality (and hashing) compares the entry sequences, whatever the backing.
 #[derive(Clone, Copy)]
 pub struct Metadata<'a> {
     repr: Repr<'a>,
@@ -673,6 +673,15 @@ impl PartialEq for Metadata<'_> {
 
 impl Eq for Metadata<'_> {}
 
+impl core::hash::Hash for Metadata<'_> {
+    fn hash<H: core::hash::Hasher>(&self, state: &mut H) {
+        state.write_usize(self.len());
+        for entry in self.iter() {
+            entry.hash(state);
+        }
+    }
+}
+
 impl fmt::Debug for Metadata<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_map().entries(self.iter()).finish()
@@ -781,7 +790,7 @@ impl core::iter::FusedIterator for MetadataIter<'_> {}
 // ---------------------------------------------------------------------------------------------
 
 /// Body of an auth request (cmd 2): `AuthRequest { string token = 1; map<string,string> metadata = 2; }`
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
 pub struct AuthRequest<'a> {
     /// One-time password from the HTTP socket-token API
@@ -799,7 +808,7 @@ impl<'a> AuthRequest<'a> {
 }
 
 /// Body of a reconnect request (cmd 3): `ReconnectRequest { string session_id = 1; map<string,string> metadata = 2; }`
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
 pub struct ReconnectRequest<'a> {
     /// Session from an earlier auth or reconnect response
