@@ -19,6 +19,27 @@
 //!
 //! The varint helpers ([`encode_varint`], [`decode_varint`], [`varint_len`]) are public so the
 //! machines can reuse them.
+//!
+//! ```
+//! use tether::longport::control::{AuthRequest, Body, Metadata, SessionGrant};
+//!
+//! // encode an auth request (spec vector V6) into a stack buffer
+//! let pairs = [("accept-language", "en")];
+//! let req = AuthRequest::new("abc", Metadata::from_pairs(&pairs));
+//! let mut buf = [0u8; 64];
+//! let n = req.encode(&mut buf).unwrap();
+//! assert_eq!(n, req.encoded_len());
+//! assert_eq!(&buf[..5], b"\x0a\x03abc");
+//!
+//! // decode borrows from the input; the metadata view iterates the encoded entries
+//! let back = AuthRequest::decode(&buf[..n]).unwrap();
+//! assert_eq!(back.metadata.get("accept-language"), Some("en"));
+//! assert_eq!(back, req);
+//!
+//! // an auth response (spec vector V7)
+//! let grant = SessionGrant::decode(b"\x0a\x02s1\x10\x80\x88\xaf\xa8\xbd\x31").unwrap();
+//! assert_eq!((grant.session_id, grant.expires), ("s1", 1_700_086_400_000));
+//! ```
 
 use core::fmt;
 
