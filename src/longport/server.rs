@@ -763,12 +763,14 @@ fn text(s: &str) -> Text {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
 enum Pending {
     Auth { request_id: u32 },
     Reconnect { request_id: u32, generation: u32 },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
 enum Phase {
     AwaitHandshake,
     AwaitAuth,
@@ -779,6 +781,7 @@ enum Phase {
 }
 
 #[derive(Debug, Clone)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
 enum CtlBody {
     Grant {
         session_id: String<MAX_SESSION_ID_LEN>,
@@ -793,6 +796,7 @@ enum CtlBody {
 }
 
 #[derive(Debug, Clone)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
 struct CtlResponse {
     cmd: u8,
     request_id: u32,
@@ -801,6 +805,7 @@ struct CtlResponse {
 }
 
 #[derive(Debug, Clone)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
 struct Echo {
     request_id: u32,
     gzip: bool,
@@ -808,6 +813,7 @@ struct Echo {
 }
 
 #[derive(Debug, Clone)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
 struct PendingClose {
     code: CloseCode,
     text: Text,
@@ -816,6 +822,7 @@ struct PendingClose {
 }
 
 #[derive(Debug, Clone)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
 struct Peer<C> {
     conn: C,
     transport: Transport,
@@ -863,6 +870,7 @@ impl<C> Peer<C> {
 }
 
 #[derive(Debug, Clone)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
 struct SessionEntry<C> {
     id: String<MAX_SESSION_ID_LEN>,
     expires: i64,
@@ -946,6 +954,7 @@ fn emit_raw(src: &[u8], buf: &mut [u8]) -> Result<usize, BufferTooSmall> {
 /// `C` is the caller's connection id (a socket handle, a slab index, ...). See the
 /// [module docs](self) for the lifecycle, the close signal and every policy choice.
 #[derive(Debug, Clone)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
 pub struct Server<C: Copy + Eq, const PEERS: usize = 16, const SESSIONS: usize = 64> {
     config: ServerConfig,
     clock: Clock,
