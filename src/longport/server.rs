@@ -629,15 +629,20 @@ impl fmt::Display for ConnectError {
 impl core::error::Error for ConnectError {}
 
 /// Why one input was refused; nothing was consumed
+///
+/// For [`InputError::AuthPending`] and [`InputError::Busy`] the caller keeps the bytes (TCP: in
+/// its stream buffer; WebSocket: the message) and feeds them again later. Nothing about the
+/// connection changed, liveness included.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
 pub enum InputError {
     /// The connection id is not registered
     UnknownConn,
-    /// An auth decision is pending for this connection; retry after `accept_*`/`reject_*`
+    /// An auth decision is pending for this connection; feed the input again after
+    /// `accept_*`/`reject_*` (or after the auth deadline closed the connection)
     AuthPending,
-    /// A per-connection slot (heartbeat echo, control response) is full; drain `poll_transmit`
-    /// and retry
+    /// A per-connection slot (heartbeat echo, control response) is full: drain
+    /// `poll_transmit`, then feed the same input again right away (do not wait for new bytes)
     Busy,
 }
 
