@@ -90,8 +90,9 @@
 //! * Echo bodies up to [`MAX_ECHO_LEN`] bytes (64; official clients send at most 22) are copied
 //!   into a per-connection slot and answered from `poll_transmit`. A larger body is not copied:
 //!   it comes back as [`App::HeartbeatEcho`] and the caller must echo it with
-//!   [`Server::respond`] (or [`Server::send`] to keep the gzip flag). A second small heartbeat
-//!   arriving while the slot is still full is refused with [`InputError::Busy`] (unconsumed).
+//!   [`Server::respond`] (or [`Server::send`] to keep the gzip flag). A heartbeat that arrives
+//!   while the slot still holds an unsent echo (two pipelined in one read) is handed over the
+//!   same way, so input is never refused and no echo is lost.
 //! * On WebSocket the machine sends [`FrameKind::WsPing`] every
 //!   [`ServerConfig::ws_ping_interval`] (20 s, from connection start; the official Rust client
 //!   drops a connection that saw no Ping for 120 s). The ping payload is a `Heartbeat{timestamp =
@@ -157,7 +158,7 @@
 //!     let r = match server.handle_input(now, 7, &inbuf) {
 //!         Ok(r) => r,
 //!         // auth decision pending / output slot full: keep the bytes, retry later
-//!         Err(InputError::AuthPending | InputError::Busy) => break,
+//!         Err(InputError::AuthPending) => break,
 //!         Err(InputError::UnknownConn) => unreachable!("registered above"),
 //!     };
 //!     if let Some(App::Auth { token, .. }) = r.app() {
@@ -543,8 +544,9 @@ pub enum App<'a> {
         /// True when `body` is a gzip member
         gzip: bool,
     },
-    /// A heartbeat request too large for the echo slot: echo `body` with [`Server::respond`]
-    /// (status 0, cmd 1, same id; use [`Server::send`] with `with_gzip(gzip)` to keep the flag)
+    /// A heartbeat request the machine cannot echo itself (body over [`MAX_ECHO_LEN`], or the
+    /// echo slot still holds an unsent echo): echo `body` with [`Server::respond`] (status 0,
+    /// cmd 1, same id; use [`Server::send`] with `with_gzip(gzip)` to keep the flag)
     HeartbeatEcho {
         /// Request id to echo
         request_id: u32,
@@ -630,9 +632,9 @@ impl core::error::Error for ConnectError {}
 
 /// Why one input was refused; nothing was consumed
 ///
-/// For [`InputError::AuthPending`] and [`InputError::Busy`] the caller keeps the bytes (TCP: in
-/// its stream buffer; WebSocket: the message) and feeds them again later. Nothing about the
-/// connection changed, liveness included.
+/// For [`InputError::AuthPending`] the caller keeps the bytes (TCP: in its stream buffer;
+/// WebSocket: the message) and feeds them again later. Nothing about the connection changed,
+/// liveness included.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
 pub enum InputError {
@@ -641,9 +643,6 @@ pub enum InputError {
     /// An auth decision is pending for this connection; feed the input again after
     /// `accept_*`/`reject_*` (or after the auth deadline closed the connection)
     AuthPending,
-    /// A per-connection slot (heartbeat echo, control response) is full: drain
-    /// `poll_transmit`, then feed the same input again right away (do not wait for new bytes)
-    Busy,
 }
 
 impl fmt::Display for InputError {
@@ -651,7 +650,6 @@ impl fmt::Display for InputError {
         f.write_str(match self {
             InputError::UnknownConn => "unknown connection",
             InputError::AuthPending => "auth decision pending",
-            InputError::Busy => "output slot full: drain poll_transmit first",
         })
     }
 }
@@ -1740,11 +1738,8 @@ impl<C: Copy + Eq, const PEERS: usize, const SESSIONS: usize> Server<C, PEERS, S
                 request_id,
                 timeout_ms,
             } => match h.cmd {
-                CMD_HEARTBEAT if body.len() <= MAX_ECHO_LEN => {
+                CMD_HEARTBEAT if body.len() <= MAX_ECHO_LEN && self.peers[idx].echo.is_none() => {
                     let p = &mut self.peers[idx];
-                    if p.echo.is_some() {
-                        return Err(InputError::Busy);
-                    }
                     let mut copy = Vec::new();
                     // cannot fail: body.len() <= MAX_ECHO_LEN
                     let _ = copy.extend_from_slice(body);
@@ -1765,7 +1760,10 @@ impl<C: Copy + Eq, const PEERS: usize, const SESSIONS: usize> Server<C, PEERS, S
                 CMD_CLOSE | CMD_AUTH | CMD_RECONNECT => {
                     let p = &mut self.peers[idx];
                     if p.resp.is_some() {
-                        return Err(InputError::Busy);
+                        // a stray control request while the previous answer is unsent: dropped
+                        self.stats.ignored_packets = self.stats.ignored_packets.saturating_add(1);
+                        self.mark_rx(idx, now);
+                        return Ok(Received::consumed(consumed));
                     }
                     p.resp = Some(CtlResponse {
                         cmd: h.cmd,
@@ -2682,8 +2680,16 @@ mod tests {
         let v4 = hex("02 01 00 00 00 01 00 00 00 07 08 80 d0 95 ff bc 31");
         let r = s.handle_input(ms(1), 1, &v3).unwrap();
         assert_eq!((r.bytes_consumed(), r.app()), (18, None));
-        // the slot holds one echo: a second heartbeat waits, unconsumed
-        assert_eq!(s.handle_input(ms(1), 1, &v3), Err(InputError::Busy));
+        // the slot holds one echo: a second pipelined heartbeat goes to the application
+        let v3b = hex("01 01 00 00 00 02 00 00 00 00 07 08 80 d0 95 ff bc 31");
+        assert_eq!(
+            s.handle_input(ms(1), 1, &v3b).unwrap().into_app(),
+            Some(App::HeartbeatEcho {
+                request_id: 2,
+                body: &v3b[11..],
+                gzip: false
+            })
+        );
         assert_eq!(drain(&mut s, ms(1)), [(1, FrameKind::Stream, v4.clone())]);
         let r = s.handle_input(ms(2), 1, &v3).unwrap();
         assert_eq!(r.bytes_consumed(), 18);
@@ -2701,6 +2707,48 @@ mod tests {
              95 ff bc 31 6d 3e 6e 14 07 00 00 00",
         );
         assert_eq!(drain(&mut s, ms(3)), [(1, FrameKind::Stream, v12)]);
+    }
+
+    #[test]
+    fn pipelined_stream_is_held_while_auth_pending_then_parsed_in_order() {
+        let mut s = server();
+        s.handle_connected(ms(0), 1, Transport::Tcp).unwrap();
+        // handshake, auth, a business request and a heartbeat all in one read
+        let mut stream = hex("11 09");
+        stream.extend(auth_req(1, "abc"));
+        stream.extend(packet(&Packet::request(11, 2, 1000, b"q")));
+        stream.extend(hex("01 01 00 00 00 03 00 00 00 00 07 08 80 d0 95 ff bc 31"));
+        let mut seen = StdVec::new();
+        let mut feed = |s: &mut S, buf: &mut StdVec<u8>| -> Result<(), InputError> {
+            while !buf.is_empty() {
+                let r = s.handle_input(ms(1), 1, buf)?;
+                match r.app() {
+                    Some(App::Auth { request_id, .. }) => seen.push(("auth", *request_id)),
+                    Some(App::Request { request_id, .. }) => seen.push(("req", *request_id)),
+                    Some(other) => panic!("unexpected {other:?}"),
+                    None => {}
+                }
+                if r.needed().is_some() {
+                    break;
+                }
+                let n = r.bytes_consumed();
+                buf.drain(..n);
+            }
+            Ok(())
+        };
+        assert_eq!(feed(&mut s, &mut stream), Err(InputError::AuthPending));
+        assert_eq!(stream.len(), 12 + 18, "request and heartbeat held back");
+        s.accept_auth(ms(1), 1, grant("s1", FAR)).unwrap();
+        assert_eq!(feed(&mut s, &mut stream), Ok(()));
+        assert!(stream.is_empty());
+        assert_eq!(seen, [("auth", 1), ("req", 2)]);
+        let out = drain(&mut s, ms(1));
+        assert_eq!(out.len(), 2);
+        assert_eq!(out[0].2[..2], [0x02, CMD_AUTH]);
+        assert_eq!(
+            out[1].2,
+            hex("02 01 00 00 00 03 00 00 00 07 08 80 d0 95 ff bc 31")
+        );
     }
 
     #[test]
@@ -2987,10 +3035,9 @@ mod tests {
         let mut s = server();
         authed(&mut s, ms(0), 1, Transport::WebSocket, "s1");
         let _ = s.handle_input(ms(1), 1, &auth_req(5, "again")).unwrap();
-        assert_eq!(
-            s.handle_input(ms(1), 1, &auth_req(6, "again")),
-            Err(InputError::Busy)
-        );
+        let again = auth_req(6, "again");
+        let r = s.handle_input(ms(1), 1, &again).unwrap();
+        assert_eq!(r.app(), None, "dropped: the first answer is still unsent");
         assert_eq!(
             drain(&mut s, ms(1)),
             [(
@@ -3006,7 +3053,7 @@ mod tests {
         let _ = s
             .handle_input(ms(1), 1, &hex("02 02 00 00 00 01 00 00 00 00"))
             .unwrap();
-        assert_eq!(s.stats().ignored_packets, 2);
+        assert_eq!(s.stats().ignored_packets, 3);
         assert!(drain(&mut s, ms(1)).is_empty());
     }
 
