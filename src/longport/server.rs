@@ -130,8 +130,12 @@
 //!
 //! # Cost
 //!
+//! Memory is fixed by the const generics: on x86_64 a connection slot takes about 540 bytes (the
+//! bounded response, echo, pong and close slots above) and a session entry about 100, so
+//! `Server<u32, 16, 64>` is about 15 KB.
+//!
 //! Connections are found by a linear scan over `PEERS` (fine for the tens of connections a
-//! `no_std` server holds; document-level choice). `poll_timeout` and `handle_timeout` are
+//! `no_std` server holds). `poll_timeout` and `handle_timeout` are
 //! `O(PEERS)`; `poll_transmit` and `poll_event` are `O(PEERS)` per returned item and `O(1)` when
 //! nothing is pending (a dirty flag short-circuits the scan). Session lookups are
 //! `O(SESSIONS)`. Sessions need no timer, so they do not appear in `poll_timeout`. Events are
