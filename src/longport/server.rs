@@ -108,7 +108,11 @@
 //! truncated WebSocket message, a malformed or gzip-compressed Auth/Reconnect body — closes the
 //! connection with `Close{UnpackError}`. Responses and pushes from the client with a control
 //! cmd are ignored (counted in [`ServerStats::ignored_packets`]); with a business cmd they are
-//! passed to the application ([`App::Response`], [`App::Push`]).
+//! passed to the application ([`App::Response`], [`App::Push`]). Close, Auth or Reconnect
+//! *requests* on an authenticated connection are answered with status 3 (BadRequest) and
+//! `Error{400, "unexpected control command"}`; the connection stays up (a further one arriving
+//! before that answer was sent is dropped and counted). Gzip-compressed business bodies are
+//! passed through with their flag; the machine never inflates.
 //!
 //! # Buffers and copies
 //!
