@@ -2440,6 +2440,11 @@ mod tests {
             s.accept_reconnect(ms(0), 1, grant("s", FAR)),
             Err(CommandError::NotPending)
         );
+        assert_eq!(
+            s.reject_reconnect(ms(0), 1, Status::Unauthenticated, 401, "no"),
+            Err(CommandError::NotPending)
+        );
+        assert_eq!(s.state(1), Some(PeerState::AuthPending));
     }
 
     #[test]
@@ -2802,7 +2807,7 @@ mod tests {
         assert!(drain(&mut s, ms(19_999)).is_empty());
         let mut pings = StdVec::new();
         let mut now = 20_000;
-        while now <= 110_000 {
+        while now <= 400_000 {
             assert_eq!(s.poll_timeout(), Some(ms(now)));
             s.handle_timeout(ms(now));
             for (to, kind, payload) in drain(&mut s, ms(now)) {
@@ -2815,10 +2820,37 @@ mod tests {
             s.handle_frame(ms(now), 1, FrameKind::WsPong, &[]);
             now += 20_000;
         }
-        assert_eq!(pings, [20_000, 40_000, 60_000, 80_000, 100_000]);
+        let want: StdVec<u64> = (1..=20).map(|k| k * 20_000).collect();
+        assert_eq!(pings, want);
+        // 400 s > heartbeat timeout: the pongs kept the connection alive
         assert_eq!(s.state(1), Some(PeerState::Authenticated));
-        assert_eq!(s.stats().ws_pings_sent, 5);
-        assert_eq!(s.stats().ws_pongs_received, 5);
+        assert_eq!(s.stats().ws_pings_sent, 20);
+        assert_eq!(s.stats().ws_pongs_received, 20);
+        // the client goes silent: pings continue until 150 s after the last pong
+        let mut now = 420_000;
+        loop {
+            let next = s.poll_timeout().unwrap();
+            assert_eq!(next, ms(now).min(ms(550_000)));
+            s.handle_timeout(next);
+            let out = drain(&mut s, next);
+            if next == ms(550_000) {
+                assert_eq!(
+                    out,
+                    [
+                        (
+                            1,
+                            FrameKind::WsBinary,
+                            close_push(CloseCode::HeartbeatTimeout, "heartbeat timeout")
+                        ),
+                        (1, FrameKind::WsClose(1000), b"heartbeat timeout".to_vec()),
+                    ]
+                );
+                break;
+            }
+            assert_eq!(out.len(), 1);
+            now += 20_000;
+        }
+        assert_eq!(s.stats().heartbeat_timeouts, 1);
     }
 
     #[test]
