@@ -175,6 +175,34 @@ pub enum Frame<'a> {
 /// With `expect_handshake` (server side) the stream must start with the 2-byte handshake; without
 /// it (client side) it holds packets only. It never copies bytes: the caller keeps its buffer and
 /// drops the consumed prefix after each decoded item.
+///
+/// ```
+/// use tether::longport::deframe::{Frame, StreamDeframer};
+/// use tether::longport::wire::DEFAULT_MAX_BODY;
+///
+/// // handshake and an empty push arrived in one read, followed by half of the next packet
+/// let received = [0x11, 0x09, 0x03, 0x65, 0x00, 0x00, 0x00, 0x03, 0x00];
+/// let mut d = StreamDeframer::new(true, DEFAULT_MAX_BODY);
+/// let mut buf = &received[..];
+/// loop {
+///     match d.decode(buf)? {
+///         Frame::Handshake(h, n) => {
+///             assert_eq!(h.platform, 9);
+///             buf = &buf[n..];
+///         }
+///         Frame::Packet(p, n) => {
+///             assert_eq!((p.header.cmd, p.body.len()), (101, 0));
+///             buf = &buf[n..];
+///         }
+///         Frame::Need(total) => {
+///             // keep `buf`, read until at least `total` bytes are buffered
+///             assert_eq!((buf.len(), total), (2, 5));
+///             break;
+///         }
+///     }
+/// }
+/// # Ok::<(), tether::longport::deframe::DeframeError>(())
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
 pub struct StreamDeframer {
