@@ -159,6 +159,9 @@ pub const WS_CLOSE_PROTOCOL: u16 = 1002;
 /// `expires` values below this are relative under [`ClientConfig::relative_expiry_heuristic`]
 pub const RELATIVE_EXPIRY_LIMIT_MS: i64 = 100_000_000_000;
 
+/// Largest inflated control body (auth/reconnect response, Close push) with the `gzip` feature
+pub const CONTROL_INFLATE_LEN: usize = if cfg!(feature = "gzip") { 512 } else { 0 };
+
 const ECHO_SLOTS: usize = 4;
 
 /// Extra reconnect delay for an attempt number, chosen by the caller (e.g. random jitter)
@@ -1700,10 +1703,11 @@ impl<
             // one-time password: used up whatever the answer
             self.token = None;
         }
-        if h.gzip {
-            self.protocol_error(now, ProtocolError::CompressedControl { cmd: h.cmd });
-            return;
-        }
+        let mut scratch = [0u8; CONTROL_INFLATE_LEN];
+        let body = match control_body(&h, body, &mut scratch) {
+            Ok(b) => b,
+            Err(e) => return self.protocol_error(now, e),
+        };
         if status.is_success() {
             match SessionGrant::decode(body) {
                 Ok(grant) => self.on_granted(now, kind, &grant),
@@ -1773,10 +1777,11 @@ impl<
     }
 
     fn on_close_push(&mut self, now: Instant, h: Header, body: &[u8]) {
-        if h.gzip {
-            self.protocol_error(now, ProtocolError::CompressedControl { cmd: h.cmd });
-            return;
-        }
+        let mut scratch = [0u8; CONTROL_INFLATE_LEN];
+        let body = match control_body(&h, body, &mut scratch) {
+            Ok(b) => b,
+            Err(e) => return self.protocol_error(now, e),
+        };
         match Close::decode(body) {
             Ok(c) => {
                 let action = close_action(c.code);
@@ -1861,6 +1866,28 @@ impl<
 
     fn poll_timeout(&self) -> Option<Instant> {
         Client::poll_timeout(self)
+    }
+}
+
+/// The uncompressed body of a control packet: as is, or inflated into `scratch`
+fn control_body<'b>(
+    h: &Header,
+    body: &'b [u8],
+    scratch: &'b mut [u8],
+) -> Result<&'b [u8], ProtocolError> {
+    if !h.gzip {
+        return Ok(body);
+    }
+    let bad = ProtocolError::CompressedControl { cmd: h.cmd };
+    #[cfg(feature = "gzip")]
+    {
+        let n = crate::longport::gzip::gunzip(body, scratch).map_err(|_| bad)?;
+        scratch.get(..n).ok_or(bad)
+    }
+    #[cfg(not(feature = "gzip"))]
+    {
+        let _ = scratch;
+        Err(bad)
     }
 }
 
@@ -2913,6 +2940,48 @@ mod tests {
                 body: &[0x99],
                 gzip: true
             })
+        );
+    }
+
+    #[test]
+    fn gzip_control_bodies_need_the_gzip_feature() {
+        let mut c = C::new(cfg_tcp());
+        c.connect(T0, Credentials::new("abc")).unwrap();
+        let _ = events(&mut c);
+        let (_, rid, _, _) = open_transport(&mut c, T0);
+        let plain = grant("s1", EXPIRES);
+        let mut gz = [0u8; 128];
+        let n = crate::longport::gzip::gzip_stored(&plain, &mut gz).unwrap();
+        let resp = pkt(Packet::response(CMD_AUTH, rid, Status::Success, &gz[..n]).with_gzip(true));
+        feed(&mut c, T0, &resp);
+        let ev = events(&mut c);
+        if cfg!(feature = "gzip") {
+            assert!(
+                matches!(&ev[0], Ev::Authenticated { session_id, .. } if session_id == "s1"),
+                "{ev:?}"
+            );
+        } else {
+            assert_eq!(
+                ev[0],
+                Ev::Disconnected {
+                    reason: DisconnectReason::Protocol(ProtocolError::CompressedControl {
+                        cmd: CMD_AUTH
+                    })
+                }
+            );
+        }
+        // V12: a gzip heartbeat echo is matched by id without inflating
+        let mut c = ready_tcp();
+        c.next_id = 1;
+        c.handle_timeout(at(60_000));
+        let _ = tx(&mut c, at(60_000));
+        let v12 = hex("22 01 00 00 00 01 00 00 00 1e 1f 8b 08 00 00 00 00 00 00 ff 01 07 00 f8 ff 08 80 d0 95 ff bc 31 6d 3e 6e 14 07 00 00 00");
+        feed(&mut c, at(60_010), &v12);
+        assert_eq!(
+            events(&mut c),
+            [Ev::HeartbeatRtt {
+                rtt: Duration::from_millis(10)
+            }]
         );
     }
 

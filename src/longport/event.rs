@@ -72,7 +72,8 @@ pub enum ProtocolError {
         /// What was wrong
         error: PbError,
     },
-    /// A control packet carries a gzip body that this build cannot inflate
+    /// A control packet carries a gzip body that cannot be inflated (no `gzip` feature, bad or
+    /// oversized gzip member)
     CompressedControl {
         /// Command of the packet
         cmd: u8,
