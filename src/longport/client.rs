@@ -1804,7 +1804,7 @@ impl<
     }
 }
 
-/// The per-code reaction to a Close push (spec 6.3 [R])
+/// The per-code reaction to a Close push (spec 6.3, recommendation)
 #[must_use]
 pub const fn close_action(code: CloseCode) -> CloseAction {
     match code {
