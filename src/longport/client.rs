@@ -181,7 +181,8 @@ pub struct ClientConfig {
     pub handshake: Handshake,
     /// How long a dial may take after [`ClientEvent::ConnectTransport`] (default 10 s)
     pub connect_timeout: Duration,
-    /// How long the auth/reconnect response (or a needed token) may take (default 10 s)
+    /// How long the auth/reconnect response (or a needed token) may take (default 10 s); also
+    /// the login request's header timeout field (at most 60000 ms)
     pub auth_timeout: Duration,
     /// Client heartbeat period (default 60 s); `None` sends none (relies on server pings)
     pub heartbeat_interval: Option<Duration>,
@@ -997,7 +998,7 @@ impl<
             // unreachable: checked above; keep the id unused rather than panic
             return Err(SendError::TooManyInFlight);
         }
-        self.stats.packets_sent += 1;
+        bump(&mut self.stats.packets_sent);
         Ok((
             RequestId(id),
             Transmit {
@@ -1049,7 +1050,7 @@ impl<
         let now = self.clock.update(now);
         if !self.phase.link_up() {
             if !data.is_empty() {
-                self.stats.dropped += 1;
+                bump(&mut self.stats.dropped);
             }
             return Ok(Received::consumed(data.len()));
         }
@@ -1074,7 +1075,7 @@ impl<
                         })
                     }
                     Err(e) => {
-                        self.stats.decode_errors += 1;
+                        bump(&mut self.stats.decode_errors);
                         self.link_down(
                             now,
                             DisconnectReason::Protocol(ProtocolError::Framing(e)),
@@ -1088,7 +1089,7 @@ impl<
             Transport::WebSocket => match decode_message(data, self.config.max_body) {
                 Ok((p, trailing)) => {
                     if trailing > 0 {
-                        self.stats.trailing_bytes += 1;
+                        bump(&mut self.stats.trailing_bytes);
                     }
                     Ok(match self.on_packet(now, p) {
                         Some(app) => Received::with_app(data.len(), app),
@@ -1096,7 +1097,7 @@ impl<
                     })
                 }
                 Err(_) => {
-                    self.stats.decode_errors += 1;
+                    bump(&mut self.stats.decode_errors);
                     Ok(Received::consumed(data.len()))
                 }
             },
@@ -1113,7 +1114,7 @@ impl<
     pub fn handle_frame(&mut self, now: Instant, _from: (), kind: FrameKind, payload: &[u8]) {
         let now = self.clock.update(now);
         if self.config.transport != Transport::WebSocket || !self.phase.link_up() {
-            self.stats.dropped += 1;
+            bump(&mut self.stats.dropped);
             return;
         }
         match kind {
@@ -1122,9 +1123,9 @@ impl<
                 match Vec::from_slice(payload) {
                     Ok(p) => {
                         self.tx_pong = Some(p);
-                        self.stats.heartbeats_answered += 1;
+                        bump(&mut self.stats.heartbeats_answered);
                     }
-                    Err(_) => self.stats.dropped += 1,
+                    Err(_) => bump(&mut self.stats.dropped),
                 }
             }
             FrameKind::WsPong => {
@@ -1137,7 +1138,7 @@ impl<
                             }
                         }
                     }
-                    Err(_) => self.stats.decode_errors += 1,
+                    Err(_) => bump(&mut self.stats.decode_errors),
                 }
             }
             FrameKind::WsClose(code) => {
@@ -1148,7 +1149,7 @@ impl<
                 self.apply_close(now, DisconnectReason::WsClose(code), action, None);
             }
             FrameKind::Datagram | FrameKind::Stream | FrameKind::WsBinary => {
-                self.stats.dropped += 1
+                bump(&mut self.stats.dropped)
             }
         }
     }
@@ -1182,7 +1183,7 @@ impl<
         for p in &mut self.pending {
             if p.outcome == Outcome::Waiting && p.deadline <= now {
                 p.outcome = Outcome::TimedOut;
-                self.stats.requests_timed_out += 1;
+                bump(&mut self.stats.requests_timed_out);
             }
         }
         match self.phase {
@@ -1235,14 +1236,14 @@ impl<
         let now = self.clock.update(now);
         if let Some(code) = self.tx_ws_close {
             self.tx_ws_close = None;
-            self.stats.packets_sent += 1;
+            bump(&mut self.stats.packets_sent);
             return Ok(Some(transmit(0, FrameKind::WsClose(code))));
         }
         if self.tx_login && matches!(self.phase, Phase::Login { .. }) {
             let len = self.write_login(buf)?;
             self.tx_login = false;
             self.tx_handshake = false;
-            self.stats.packets_sent += 1;
+            bump(&mut self.stats.packets_sent);
             return Ok(Some(transmit(len, self.data_kind())));
         }
         if self.tx_handshake {
@@ -1259,7 +1260,7 @@ impl<
                 .with_gzip(echo.gzip)
                 .emit(buf)?;
             self.tx_echo.pop_front();
-            self.stats.packets_sent += 1;
+            bump(&mut self.stats.packets_sent);
             return Ok(Some(transmit(len, self.data_kind())));
         }
         if let Some(payload) = &self.tx_pong {
@@ -1269,7 +1270,7 @@ impl<
             out.copy_from_slice(payload);
             let len = payload.len();
             self.tx_pong = None;
-            self.stats.packets_sent += 1;
+            bump(&mut self.stats.packets_sent);
             return Ok(Some(transmit(len, FrameKind::WsPong)));
         }
         if let Some(rid) = self.tx_heartbeat {
@@ -1286,8 +1287,8 @@ impl<
             };
             self.tx_heartbeat = None;
             self.hb_outstanding = Some((rid, now));
-            self.stats.heartbeats_sent += 1;
-            self.stats.packets_sent += 1;
+            bump(&mut self.stats.heartbeats_sent);
+            bump(&mut self.stats.packets_sent);
             return Ok(Some(t));
         }
         Ok(None)
@@ -1348,7 +1349,7 @@ impl<
 
     fn push_event(&mut self, e: ClientEvent<SESSION>) {
         if self.events.push_back(e).is_err() {
-            self.stats.events_dropped += 1;
+            bump(&mut self.stats.events_dropped);
         }
     }
 
@@ -1397,7 +1398,7 @@ impl<
 
     fn dial(&mut self, now: Instant) {
         if self.attempt > 0 {
-            self.stats.reconnects += 1;
+            bump(&mut self.stats.reconnects);
         }
         self.phase = Phase::Dialing {
             deadline: now.saturating_add(self.config.connect_timeout),
@@ -1434,7 +1435,7 @@ impl<
         for p in &mut self.pending {
             if p.outcome == Outcome::Waiting {
                 p.outcome = Outcome::Failed(reason);
-                self.stats.requests_failed += 1;
+                bump(&mut self.stats.requests_failed);
             }
         }
     }
@@ -1454,7 +1455,7 @@ impl<
         }
         self.fail_pending(RequestFailure::Disconnected);
         self.last_reason = reason;
-        self.stats.disconnects += 1;
+        bump(&mut self.stats.disconnects);
         self.push_event(ClientEvent::Disconnected { reason });
         match after {
             After::Reconnect => self.schedule_reconnect(now),
@@ -1548,7 +1549,7 @@ impl<
 
     fn heartbeat_acked(&mut self, now: Instant) {
         if let Some((_, sent)) = self.hb_outstanding.take() {
-            self.stats.heartbeat_acks += 1;
+            bump(&mut self.stats.heartbeat_acks);
             self.push_event(ClientEvent::HeartbeatRtt {
                 rtt: now.saturating_duration_since(sent),
             });
@@ -1588,17 +1589,17 @@ impl<
         match Vec::from_slice(body) {
             Ok(body) => {
                 if self.tx_echo.push_back(Echo { rid, gzip, body }).is_ok() {
-                    self.stats.heartbeats_answered += 1;
+                    bump(&mut self.stats.heartbeats_answered);
                 } else {
-                    self.stats.dropped += 1;
+                    bump(&mut self.stats.dropped);
                 }
             }
-            Err(_) => self.stats.dropped += 1,
+            Err(_) => bump(&mut self.stats.dropped),
         }
     }
 
     fn on_packet<'a>(&mut self, now: Instant, p: Packet<'a>) -> Option<App<'a>> {
-        self.stats.packets_received += 1;
+        bump(&mut self.stats.packets_received);
         if self.config.any_inbound_is_alive {
             self.last_alive = now;
         }
@@ -1609,7 +1610,7 @@ impl<
                     self.last_alive = now;
                     self.queue_echo(request_id, h.gzip, p.body);
                 } else {
-                    self.stats.dropped += 1;
+                    bump(&mut self.stats.dropped);
                 }
                 None
             }
@@ -1621,7 +1622,7 @@ impl<
                 None
             }
             Kind::Push => {
-                self.stats.pushes += 1;
+                bump(&mut self.stats.pushes);
                 Some(App::Push {
                     cmd: h.cmd,
                     body: p.body,
@@ -1655,18 +1656,18 @@ impl<
             .iter()
             .position(|p| p.id == request_id && p.outcome == Outcome::Waiting);
         let Some(i) = waiting else {
-            self.stats.unmatched_responses += 1;
+            bump(&mut self.stats.unmatched_responses);
             return None;
         };
         self.pending.remove(i);
-        self.stats.responses += 1;
+        bump(&mut self.stats.responses);
         let error = if status.is_success() || h.gzip {
             None
         } else {
             match ErrorBody::decode(body) {
                 Ok(e) => Some(e),
                 Err(_) => {
-                    self.stats.decode_errors += 1;
+                    bump(&mut self.stats.decode_errors);
                     None
                 }
             }
@@ -1682,7 +1683,7 @@ impl<
     }
 
     fn protocol_error(&mut self, now: Instant, e: ProtocolError) {
-        self.stats.decode_errors += 1;
+        bump(&mut self.stats.decode_errors);
         self.link_down(
             now,
             DisconnectReason::Protocol(e),
@@ -1720,7 +1721,7 @@ impl<
         let (code, message) = match ErrorBody::decode(body) {
             Ok(e) => (Some(e.code), truncated(e.msg)),
             Err(_) => {
-                self.stats.decode_errors += 1;
+                bump(&mut self.stats.decode_errors);
                 (None, Text::new())
             }
         };
@@ -1742,7 +1743,7 @@ impl<
         let mut id: String<SESSION> = String::new();
         if id.push_str(g.session_id).is_err() {
             id.clear();
-            self.stats.decode_errors += 1;
+            bump(&mut self.stats.decode_errors);
         }
         let relative_deadline = if self.config.relative_expiry_heuristic
             && g.expires > 0
@@ -1889,6 +1890,11 @@ fn control_body<'b>(
         let _ = scratch;
         Err(bad)
     }
+}
+
+/// Count one more (saturating)
+fn bump(counter: &mut u64) {
+    *counter = counter.saturating_add(1);
 }
 
 const fn transmit(len: usize, kind: FrameKind) -> Transmit<()> {
