@@ -1228,6 +1228,7 @@ impl<
     ///
     /// # Errors
     /// [`BufferTooSmall`] with the exact size; the frame stays queued and nothing changed.
+    #[must_use = "a queued frame must be sent"]
     pub fn poll_transmit(
         &mut self,
         now: Instant,
@@ -2695,6 +2696,26 @@ mod tests {
             attempt: 1
         }));
         assert_eq!(expected.len(), 5);
+    }
+
+    #[test]
+    fn reconnect_now_skips_the_back_off_and_connect_starts_over() {
+        let mut c = ready_tcp();
+        c.handle_closed(at(1), ());
+        let _ = events(&mut c);
+        assert_eq!(c.state(), ClientState::WaitingToReconnect);
+        c.reconnect_now(at(2)).unwrap();
+        assert_eq!(events(&mut c), [Ev::ConnectTransport { attempt: 1 }]);
+        assert_eq!(c.reconnect_now(at(3)), Err(ConnectError::AlreadyConnected));
+        c.handle_closed(at(4), ());
+        let _ = events(&mut c);
+        // connect with fresh credentials drops the session: Auth, attempts from 0
+        c.connect(at(5), Credentials::new("new")).unwrap();
+        assert_eq!(events(&mut c), [Ev::ConnectTransport { attempt: 0 }]);
+        assert_eq!(c.session_id(), None);
+        let (cmd, _, _, body) = open_transport(&mut c, at(6));
+        assert_eq!(cmd, CMD_AUTH);
+        assert_eq!(AuthRequest::decode(&body).unwrap().token, "new");
     }
 
     #[test]
