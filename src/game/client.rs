@@ -215,11 +215,19 @@ impl<const E: usize> Client<E> {
             return Err(CloseError::EventQueueFull);
         }
         let send = self.state != ClientState::Offline;
-        self.close_token = if self.state == ClientState::Online { self.token } else { None };
+        self.close_token = if self.state == ClientState::Online {
+            self.token
+        } else {
+            None
+        };
         self.close_reason.clear();
         // `Reason::from_str` already cut the text to MAX_REASON_LEN on a char boundary, so it
         // fits the buffer; on the impossible failure the reason is just left empty.
-        if self.close_reason.push_str(Reason::from_str(reason).as_str().unwrap_or("")).is_err() {
+        if self
+            .close_reason
+            .push_str(Reason::from_str(reason).as_str().unwrap_or(""))
+            .is_err()
+        {
             self.close_reason.clear();
         }
         self.finish(ClientCloseCause::Local);
@@ -261,18 +269,35 @@ impl<const E: usize> Client<E> {
         if self.state != ClientState::Online {
             return Err(SendError::NotOnline);
         }
-        let flags = Flags { control: false, ..flags };
+        let flags = Flags {
+            control: false,
+            ..flags
+        };
         let token = if flags.compression { None } else { self.token };
-        let packet = ChunkPacket { header: Header { flags, ack: self.ack, num_chunks }, payload, token };
+        let packet = ChunkPacket {
+            header: Header {
+                flags,
+                ack: self.ack,
+                num_chunks,
+            },
+            payload,
+            token,
+        };
         let len = packet.buffer_len();
         if len > MAX_PACKET_LEN {
             return Err(SendError::TooLong { len });
         }
-        let len = packet.emit(out).map_err(|e| SendError::BufferTooSmall { required: e.required })?;
+        let len = packet.emit(out).map_err(|e| SendError::BufferTooSmall {
+            required: e.required,
+        })?;
         self.last_send = now;
         self.pending.keep_alive = false;
         self.stats.chunk_packets_sent = self.stats.chunk_packets_sent.wrapping_add(1);
-        Ok(Transmit { to: (), len, kind: FrameKind::Datagram })
+        Ok(Transmit {
+            to: (),
+            len,
+            kind: FrameKind::Datagram,
+        })
     }
 
     /// Where the client is
@@ -366,7 +391,11 @@ impl<const E: usize> Client<E> {
         if mode == TokenMode::Trailing {
             let token = match &parsed.packet {
                 Packet::Control(c) => c.token,
-                Packet::Chunks(c) => c.token.or(if c.header.flags.compression { self.token } else { None }),
+                Packet::Chunks(c) => c.token.or(if c.header.flags.compression {
+                    self.token
+                } else {
+                    None
+                }),
             };
             if token != self.token {
                 self.stats.dropped_wrong_token = self.stats.dropped_wrong_token.wrapping_add(1);
@@ -396,7 +425,8 @@ impl<const E: usize> Client<E> {
                     return Ok(Received::consumed(n));
                 }
                 self.last_recv = now;
-                self.stats.chunk_packets_received = self.stats.chunk_packets_received.wrapping_add(1);
+                self.stats.chunk_packets_received =
+                    self.stats.chunk_packets_received.wrapping_add(1);
                 Ok(Received::with_app(n, c))
             }
         }
@@ -405,18 +435,26 @@ impl<const E: usize> Client<E> {
     fn handle_control(&mut self, now: Instant, c: ControlPacket<'_>) {
         match (self.state, c.control) {
             (_, Control::Close(reason)) => {
-                self.finish(ClientCloseCause::Peer { reason: reason.to_text() });
+                self.finish(ClientCloseCause::Peer {
+                    reason: reason.to_text(),
+                });
             }
             (ClientState::Connecting, Control::ConnectAccept) => {
                 // In vanilla mode a TKEN reply is still answered without token: we promised the
                 // server nothing, and a DDNet server treats our bare CONNECT as vanilla anyway.
-                self.token = if self.config.vanilla { None } else { c.token.filter(|t| !t.is_sentinel()) };
+                self.token = if self.config.vanilla {
+                    None
+                } else {
+                    c.token.filter(|t| !t.is_sentinel())
+                };
                 self.state = ClientState::Online;
                 self.pending.connect = false;
                 self.pending.accept = true;
                 self.last_recv = now;
                 // Room was checked at the top of handle_input.
-                let _ = self.events.push_back(ClientEvent::Connected { token: self.token });
+                let _ = self
+                    .events
+                    .push_back(ClientEvent::Connected { token: self.token });
             }
             (ClientState::Online, Control::KeepAlive) => {
                 self.last_recv = now;
@@ -432,9 +470,17 @@ impl<const E: usize> Client<E> {
     fn next_frame(&self) -> Option<(ControlPacket<'_>, Which)> {
         let p = &self.pending;
         let (control, token, which) = if p.close {
-            (Control::Close(Reason::from_str(&self.close_reason)), self.close_token, Which::Close)
+            (
+                Control::Close(Reason::from_str(&self.close_reason)),
+                self.close_token,
+                Which::Close,
+            )
         } else if p.connect {
-            let token = if self.config.vanilla { None } else { Some(Token::UNKNOWN) };
+            let token = if self.config.vanilla {
+                None
+            } else {
+                Some(Token::UNKNOWN)
+            };
             (Control::Connect, token, Which::Connect)
         } else if p.accept {
             (Control::Accept, self.token, Which::Accept)
@@ -443,7 +489,14 @@ impl<const E: usize> Client<E> {
         } else {
             return None;
         };
-        Some((ControlPacket { ack: self.ack, control, token }, which))
+        Some((
+            ControlPacket {
+                ack: self.ack,
+                control,
+                token,
+            },
+            which,
+        ))
     }
 }
 
@@ -503,7 +556,9 @@ impl<const E: usize> Machine for Client<E> {
                     if !self.events.is_full() {
                         self.finish(ClientCloseCause::ConnectTimeout);
                     }
-                } else if !self.pending.connect && now >= self.last_send + self.config.connect_resend {
+                } else if !self.pending.connect
+                    && now >= self.last_send + self.config.connect_resend
+                {
                     self.pending.connect = true;
                 }
             }
@@ -544,7 +599,11 @@ impl<const E: usize> Machine for Client<E> {
             }
         }
         self.last_send = now;
-        Ok(Some(Transmit { to: (), len, kind: FrameKind::Datagram }))
+        Ok(Some(Transmit {
+            to: (),
+            len,
+            kind: FrameKind::Datagram,
+        }))
     }
 
     fn poll_event(&mut self) -> Option<ClientEvent> {
@@ -557,12 +616,14 @@ impl<const E: usize> Machine for Client<E> {
         match self.state {
             ClientState::Connecting => {
                 let give_up = self.connect_start + self.config.connect_timeout;
-                let resend = (!self.pending.connect).then(|| self.last_send + self.config.connect_resend);
+                let resend =
+                    (!self.pending.connect).then(|| self.last_send + self.config.connect_resend);
                 earliest(Some(give_up), resend)
             }
             ClientState::Online => {
                 let timeout = self.last_recv + self.config.timeout;
-                let keep_alive = (!self.has_pending()).then(|| self.last_send + self.config.keep_alive);
+                let keep_alive =
+                    (!self.has_pending()).then(|| self.last_send + self.config.keep_alive);
                 earliest(Some(timeout), keep_alive)
             }
             ClientState::Offline | ClientState::Closed => None,
