@@ -1117,3 +1117,811 @@ impl<A: Copy + Eq + Hash, const N: usize, const E: usize> Machine for Server<A, 
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    extern crate std;
+    use std::vec::Vec;
+
+    use super::*;
+    use crate::game::client::{Client, ClientConfig, ClientState};
+    use crate::game::event::{ClientCloseCause, ClientEvent};
+
+    type Addr = u32;
+    type Srv = Server<Addr, 4>;
+
+    const SECRET: TokenSecret = TokenSecret([7; 16]);
+
+    fn ms(v: u64) -> Instant {
+        Instant::from_millis(v)
+    }
+
+    fn hex(s: &str) -> Vec<u8> {
+        s.split_whitespace()
+            .map(|b| u8::from_str_radix(b, 16).unwrap())
+            .collect()
+    }
+
+    fn server(vanilla: VanillaPolicy) -> Srv {
+        Server::new(ServerConfig {
+            vanilla,
+            ..ServerConfig::new(SECRET)
+        })
+    }
+
+    fn s_out<const N: usize, const E: usize>(
+        s: &mut Server<Addr, N, E>,
+        now: Instant,
+    ) -> Vec<(Addr, Vec<u8>)> {
+        let mut out = Vec::new();
+        let mut buf = [0u8; 1400];
+        while let Some(t) = s.poll_transmit(now, &mut buf).unwrap() {
+            assert_eq!(t.kind, FrameKind::Datagram);
+            out.push((t.to, buf[..t.len].to_vec()));
+        }
+        out
+    }
+
+    fn c_out(c: &mut Client, now: Instant) -> Vec<Vec<u8>> {
+        let mut out = Vec::new();
+        let mut buf = [0u8; 1400];
+        while let Some(t) = c.poll_transmit(now, &mut buf).unwrap() {
+            out.push(buf[..t.len].to_vec());
+        }
+        out
+    }
+
+    fn s_events<const N: usize, const E: usize>(
+        s: &mut Server<Addr, N, E>,
+    ) -> Vec<ServerEvent<Addr>> {
+        core::iter::from_fn(|| s.poll_event()).collect()
+    }
+
+    fn c_events(c: &mut Client) -> Vec<ClientEvent> {
+        core::iter::from_fn(|| c.poll_event()).collect()
+    }
+
+    fn to_s<const N: usize, const E: usize>(
+        s: &mut Server<Addr, N, E>,
+        now: Instant,
+        from: Addr,
+        d: &[u8],
+    ) -> Option<Vec<u8>> {
+        let r = s.handle_input(now, from, d).unwrap();
+        assert_eq!(r.bytes_consumed(), d.len());
+        r.into_app().map(|a| a.payload.to_vec())
+    }
+
+    fn to_c(c: &mut Client, now: Instant, d: &[u8]) -> Option<Vec<u8>> {
+        let r = c.handle_input(now, (), d).unwrap();
+        r.into_app().map(|a| a.payload.to_vec())
+    }
+
+    /// Run the handshake of `c` (address `addr`) with `s` at `now` over a lossless link
+    fn handshake<const N: usize, const E: usize>(
+        s: &mut Server<Addr, N, E>,
+        c: &mut Client,
+        addr: Addr,
+        now: Instant,
+    ) {
+        c.connect(now).unwrap();
+        for _ in 0..4 {
+            for p in c_out(c, now) {
+                to_s(s, now, addr, &p);
+            }
+            for (to, p) in s_out(s, now) {
+                assert_eq!(to, addr);
+                to_c(c, now, &p);
+            }
+        }
+    }
+
+    fn token_client() -> Client {
+        Client::new(ClientConfig::default())
+    }
+
+    fn vanilla_client() -> Client {
+        Client::new(ClientConfig {
+            vanilla: true,
+            ..ClientConfig::default()
+        })
+    }
+
+    #[test]
+    fn peer_slot_fits_64_bytes() {
+        assert!(
+            core::mem::size_of::<PeerSlot>() <= 64,
+            "{}",
+            core::mem::size_of::<PeerSlot>()
+        );
+    }
+
+    #[test]
+    fn token_handshake_is_stateless_until_accept() {
+        let mut s = server(VanillaPolicy::Reject);
+        let mut c = token_client();
+        c.connect(ms(0)).unwrap();
+        let connect = c_out(&mut c, ms(0));
+        to_s(&mut s, ms(0), 1, &connect[0]);
+        assert_eq!(s.peer_count(), 0);
+        let reply = s_out(&mut s, ms(0));
+        let tok = s.token_for(1);
+        assert!(!tok.is_sentinel());
+        let mut expect = hex("10 00 00 02 54 4b 45 4e");
+        expect.extend_from_slice(&tok.0);
+        assert_eq!(reply, [(1, expect.clone())]);
+        // the same address always gets the same token; nothing stored
+        to_s(&mut s, ms(1), 1, &connect[0]);
+        assert_eq!(s_out(&mut s, ms(1)), [(1, expect.clone())]);
+        assert_eq!(s.peer_count(), 0);
+        assert_eq!(s.poll_timeout(), None);
+
+        to_c(&mut c, ms(2), &expect);
+        assert_eq!(
+            c_events(&mut c),
+            [ClientEvent::Connected { token: Some(tok) }]
+        );
+        let accept = c_out(&mut c, ms(2));
+        let mut expect_accept = hex("10 00 00 03");
+        expect_accept.extend_from_slice(&tok.0);
+        assert_eq!(accept, [expect_accept]);
+        to_s(&mut s, ms(3), 1, &accept[0]);
+        assert_eq!(
+            s_events(&mut s),
+            [ServerEvent::PeerConnected {
+                peer: 1,
+                token: Some(tok)
+            }]
+        );
+        assert!(s.is_online(1));
+        assert_eq!(s.peer_token(1), Some(tok));
+        assert_eq!(s.stats().peers_admitted, 1);
+    }
+
+    #[test]
+    fn accept_with_wrong_or_missing_token_creates_nothing() {
+        let mut s = server(VanillaPolicy::Admit);
+        let good = s.token_for(1);
+        let mut wrong = hex("10 00 00 03");
+        wrong.extend_from_slice(&s.token_for(2).0);
+        to_s(&mut s, ms(0), 1, &wrong);
+        to_s(&mut s, ms(0), 1, &hex("10 00 00 03"));
+        assert_eq!(s.peer_count(), 0);
+        assert_eq!(s.stats().dropped_wrong_token, 1);
+        assert_eq!(s.stats().ignored_unsolicited, 1);
+        assert!(s_out(&mut s, ms(0)).is_empty());
+        let mut right = hex("10 00 00 03");
+        right.extend_from_slice(&good.0);
+        to_s(&mut s, ms(0), 1, &right);
+        assert_eq!(s.peer_count(), 1);
+    }
+
+    #[test]
+    fn vanilla_admit_policy() {
+        let mut s = server(VanillaPolicy::Admit);
+        let mut c = vanilla_client();
+        c.connect(ms(0)).unwrap();
+        to_s(&mut s, ms(0), 9, &c_out(&mut c, ms(0))[0]);
+        assert_eq!(
+            s_events(&mut s),
+            [ServerEvent::PeerConnected {
+                peer: 9,
+                token: None
+            }]
+        );
+        let out = s_out(&mut s, ms(0));
+        assert_eq!(out, [(9, hex("10 00 00 02"))]);
+        to_c(&mut c, ms(1), &out[0].1);
+        assert_eq!(c_events(&mut c), [ClientEvent::Connected { token: None }]);
+        // the client's bare ACCEPT is accepted as liveness, nothing answered
+        to_s(&mut s, ms(1), 9, &c_out(&mut c, ms(1))[0]);
+        assert!(s_out(&mut s, ms(1)).is_empty());
+        // a repeated vanilla CONNECT is ignored
+        to_s(&mut s, ms(2), 9, &hex("10 00 00 01"));
+        assert!(s_out(&mut s, ms(2)).is_empty());
+        // server keep-alive after 1 s of silence: bare
+        s.handle_timeout(ms(1000));
+        assert_eq!(s_out(&mut s, ms(1000)), [(9, hex("10 00 00 00"))]);
+    }
+
+    #[test]
+    fn vanilla_pending_policy() {
+        let mut s = server(VanillaPolicy::Pending);
+        to_s(&mut s, ms(0), 5, &hex("10 00 00 01"));
+        assert!(s_events(&mut s).is_empty());
+        assert_eq!(s_out(&mut s, ms(0)), [(5, hex("10 00 00 02"))]);
+        assert_eq!(s.poll_timeout(), Some(ms(500)));
+        s.handle_timeout(ms(500));
+        assert_eq!(s_out(&mut s, ms(500)), [(5, hex("10 00 00 02"))]);
+        // ACCEPT and keep-alives do not complete the connect
+        to_s(&mut s, ms(600), 5, &hex("10 00 00 03"));
+        assert!(!s.is_online(5));
+        let mut out = [0u8; 16];
+        assert_eq!(
+            s.send_chunks(ms(600), 5, Flags::default(), 0, &[], &mut out),
+            Err(SendError::NotOnline)
+        );
+        // the first chunk packet does
+        assert_eq!(
+            to_s(&mut s, ms(700), 5, &hex("00 00 01 aa")),
+            Some(vec_of(&[0xAA]))
+        );
+        assert_eq!(
+            s_events(&mut s),
+            [ServerEvent::PeerConnected {
+                peer: 5,
+                token: None
+            }]
+        );
+        assert!(s.is_online(5));
+        // online now: keep-alive 1 s after the last send (the resend at 500 ms); the cached
+        // deadline may be earlier (the old resend time) but never later
+        s.handle_timeout(ms(1000));
+        assert!(s_out(&mut s, ms(1000)).is_empty());
+        assert_eq!(s.poll_timeout(), Some(ms(1500)));
+        s.handle_timeout(ms(1500));
+        assert_eq!(s_out(&mut s, ms(1500)), [(5, hex("10 00 00 00"))]);
+    }
+
+    fn vec_of(b: &[u8]) -> Vec<u8> {
+        b.to_vec()
+    }
+
+    #[test]
+    fn pending_slot_times_out_without_event() {
+        let mut s = server(VanillaPolicy::Pending);
+        to_s(&mut s, ms(0), 5, &hex("10 00 00 01"));
+        let mut now = ms(0);
+        let _ = s_out(&mut s, now);
+        while let Some(t) = s.poll_timeout() {
+            now = t;
+            s.handle_timeout(now);
+            let _ = s_out(&mut s, now);
+        }
+        assert_eq!(now, ms(10_000));
+        assert_eq!(s.peer_count(), 0);
+        assert!(s_events(&mut s).is_empty());
+        assert_eq!(s.stats().pending_timed_out, 1);
+        assert_eq!(s.stats().connect_accepts_sent, 20);
+    }
+
+    #[test]
+    fn vanilla_reject_policy_sends_bare_close() {
+        let mut s = server(VanillaPolicy::Reject);
+        let mut c = vanilla_client();
+        c.connect(ms(0)).unwrap();
+        to_s(&mut s, ms(0), 3, &c_out(&mut c, ms(0))[0]);
+        let out = s_out(&mut s, ms(0));
+        assert_eq!(out, [(3, hex("10 00 00 04"))]);
+        assert_eq!(s.peer_count(), 0);
+        to_c(&mut c, ms(1), &out[0].1);
+        assert_eq!(
+            c_events(&mut c),
+            [ClientEvent::Closed {
+                cause: ClientCloseCause::Peer {
+                    reason: ReasonText::new()
+                }
+            }]
+        );
+    }
+
+    #[test]
+    fn in_memory_token_and_vanilla_sessions() {
+        for (policy, mut c, token) in [
+            (VanillaPolicy::Reject, token_client(), true),
+            (VanillaPolicy::Admit, vanilla_client(), false),
+            (VanillaPolicy::Pending, vanilla_client(), false),
+        ] {
+            let mut s = server(policy);
+            handshake(&mut s, &mut c, 1, ms(0));
+            assert_eq!(c.state(), ClientState::Online);
+            assert_eq!(c.token().is_some(), token);
+            // app data both ways
+            let mut buf = [0u8; 64];
+            let t = c
+                .send_chunks(ms(10), Flags::default(), 1, b"hi", &mut buf)
+                .unwrap();
+            assert_eq!(to_s(&mut s, ms(10), 1, &buf[..t.len]), Some(b"hi".to_vec()));
+            assert!(s.is_online(1), "{policy:?}");
+            let t = s
+                .send_chunks(ms(11), 1, Flags::default(), 1, b"yo", &mut buf)
+                .unwrap();
+            assert_eq!(t.to, 1);
+            assert_eq!(to_c(&mut c, ms(11), &buf[..t.len]), Some(b"yo".to_vec()));
+            // 30 s of keep-alives keep both sides up
+            let mut now = ms(11);
+            while now < ms(30_000) {
+                now = crate::time::earliest(c.poll_timeout(), s.poll_timeout()).unwrap();
+                c.handle_timeout(now);
+                s.handle_timeout(now);
+                for p in c_out(&mut c, now) {
+                    to_s(&mut s, now, 1, &p);
+                }
+                for (_, p) in s_out(&mut s, now) {
+                    to_c(&mut c, now, &p);
+                }
+            }
+            assert_eq!(c.state(), ClientState::Online);
+            assert!(s.is_online(1));
+            assert!(
+                c.stats().keep_alives_received >= 29,
+                "{policy:?} {:?}",
+                c.stats()
+            );
+            assert!(
+                s.stats().keep_alives_received >= 100,
+                "{policy:?} {:?}",
+                s.stats()
+            );
+            assert_eq!(
+                s.stats().dropped_wrong_token + c.stats().dropped_wrong_token,
+                0
+            );
+        }
+    }
+
+    #[test]
+    fn lost_connect_and_lost_connect_accept_recover_by_resend() {
+        let mut s = server(VanillaPolicy::Reject);
+        let mut c = token_client();
+        c.connect(ms(0)).unwrap();
+        let _lost_connect = c_out(&mut c, ms(0));
+        c.handle_timeout(ms(500));
+        let connect = c_out(&mut c, ms(500));
+        to_s(&mut s, ms(500), 1, &connect[0]);
+        let _lost_accept = s_out(&mut s, ms(500));
+        c.handle_timeout(ms(1000));
+        let connect = c_out(&mut c, ms(1000));
+        to_s(&mut s, ms(1000), 1, &connect[0]);
+        for (_, p) in s_out(&mut s, ms(1000)) {
+            to_c(&mut c, ms(1000), &p);
+        }
+        for p in c_out(&mut c, ms(1000)) {
+            to_s(&mut s, ms(1000), 1, &p);
+        }
+        assert_eq!(c.state(), ClientState::Online);
+        assert!(s.is_online(1));
+    }
+
+    #[test]
+    fn lost_accept_leaves_server_without_peer_and_client_times_out() {
+        let mut s = server(VanillaPolicy::Reject);
+        let mut c = token_client();
+        c.connect(ms(0)).unwrap();
+        to_s(&mut s, ms(0), 1, &c_out(&mut c, ms(0))[0]);
+        for (_, p) in s_out(&mut s, ms(0)) {
+            to_c(&mut c, ms(0), &p);
+        }
+        let _lost = c_out(&mut c, ms(0));
+        assert_eq!(c.state(), ClientState::Online);
+        let mut now = ms(0);
+        while c.state() == ClientState::Online {
+            now = c.poll_timeout().unwrap();
+            c.handle_timeout(now);
+            for p in c_out(&mut c, now) {
+                to_s(&mut s, now, 1, &p);
+            }
+            assert!(s_out(&mut s, now).is_empty());
+        }
+        assert_eq!(now, ms(10_000));
+        assert_eq!(s.peer_count(), 0);
+        assert!(s.stats().ignored_unsolicited >= 39);
+        assert!(matches!(
+            c_events(&mut c).last(),
+            Some(ClientEvent::Closed {
+                cause: ClientCloseCause::Timeout
+            })
+        ));
+    }
+
+    #[test]
+    fn ddnet_connect_from_existing_peer_is_reanswered() {
+        let mut s = server(VanillaPolicy::Reject);
+        let mut c = token_client();
+        handshake(&mut s, &mut c, 1, ms(0));
+        let _ = s_events(&mut s);
+        s.set_ack(1, 7).unwrap();
+        let tok = s.token_for(1);
+        to_s(
+            &mut s,
+            ms(100),
+            1,
+            &hex("10 00 00 01 54 4b 45 4e ff ff ff ff"),
+        );
+        let mut expect = hex("10 00 00 02 54 4b 45 4e");
+        expect.extend_from_slice(&tok.0);
+        assert_eq!(s_out(&mut s, ms(100)), [(1, expect)]);
+        assert!(s.is_online(1));
+        assert!(s_events(&mut s).is_empty());
+        // the client ignores it while online (it is a valid, in-range packet: liveness only)
+        assert_eq!(s.peer_count(), 1);
+    }
+
+    #[test]
+    fn server_keep_alive_cadence_and_timeout_exactly_at_deadline() {
+        let mut s = server(VanillaPolicy::Reject);
+        let mut c = token_client();
+        handshake(&mut s, &mut c, 1, ms(0));
+        let _ = s_events(&mut s);
+        let tok = s.token_for(1);
+        let mut ka = hex("10 00 00 00");
+        ka.extend_from_slice(&tok.0);
+        // admitted at 0: keep-alives at 1 s, 2 s, ...
+        for i in 1..10u64 {
+            assert_eq!(s.poll_timeout(), Some(ms(i * 1000)));
+            s.handle_timeout(ms(i * 1000 - 1));
+            assert!(s_out(&mut s, ms(i * 1000 - 1)).is_empty());
+            s.handle_timeout(ms(i * 1000));
+            assert_eq!(s_out(&mut s, ms(i * 1000)), [(1, ka.clone())]);
+        }
+        assert_eq!(s.poll_timeout(), Some(ms(10_000)));
+        s.handle_timeout(Instant::from_micros(9_999_999));
+        assert!(s.is_online(1));
+        s.handle_timeout(ms(10_000));
+        assert_eq!(s.peer_count(), 0);
+        assert_eq!(
+            s_events(&mut s),
+            [ServerEvent::PeerClosed {
+                peer: 1,
+                cause: PeerCloseCause::Timeout
+            }]
+        );
+        assert!(s_out(&mut s, ms(10_000)).is_empty());
+        assert_eq!(s.poll_timeout(), None);
+        assert_eq!(s.stats().peers_timed_out, 1);
+    }
+
+    #[test]
+    fn close_reasons_both_ways() {
+        let mut s = server(VanillaPolicy::Reject);
+        let mut c = token_client();
+        handshake(&mut s, &mut c, 1, ms(0));
+        let _ = s_events(&mut s);
+        c.close(ms(5), "bye").unwrap();
+        for p in c_out(&mut c, ms(5)) {
+            to_s(&mut s, ms(5), 1, &p);
+        }
+        let mut reason = ReasonText::new();
+        reason.push_str("bye").unwrap();
+        assert_eq!(
+            s_events(&mut s),
+            [ServerEvent::PeerClosed {
+                peer: 1,
+                cause: PeerCloseCause::PeerClosed { reason }
+            }]
+        );
+        assert!(s_out(&mut s, ms(5)).is_empty(), "nothing sent back");
+
+        let mut c = token_client();
+        handshake(&mut s, &mut c, 2, ms(10));
+        let _ = s_events(&mut s);
+        let _ = c_events(&mut c);
+        s.kick(ms(20), 2, "Kicked (ci test kick)").unwrap();
+        assert_eq!(
+            s_events(&mut s),
+            [ServerEvent::PeerClosed {
+                peer: 2,
+                cause: PeerCloseCause::Kicked
+            }]
+        );
+        let out = s_out(&mut s, ms(20));
+        let mut expect = hex("10 00 00 04");
+        expect.extend_from_slice(b"Kicked (ci test kick)\0");
+        expect.extend_from_slice(&s.token_for(2).0);
+        assert_eq!(out, [(2, expect)]);
+        to_c(&mut c, ms(21), &out[0].1);
+        match c_events(&mut c).as_slice() {
+            [ClientEvent::Closed {
+                cause: ClientCloseCause::Peer { reason },
+            }] => {
+                assert_eq!(reason.as_str(), "Kicked (ci test kick)");
+            }
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(s.kick(ms(22), 2, ""), Err(CommandError::UnknownPeer));
+    }
+
+    #[test]
+    fn wrong_token_and_bad_ack_from_peer_dropped_and_counted() {
+        let mut s = server(VanillaPolicy::Reject);
+        let mut c = token_client();
+        handshake(&mut s, &mut c, 1, ms(0));
+        let _ = s_events(&mut s);
+        let tok = s.token_for(1);
+        to_s(&mut s, ms(1), 1, &hex("10 00 00 04 78 00 01 02 03 04"));
+        to_s(&mut s, ms(1), 1, &hex("10 00 00"));
+        assert_eq!(s.stats().dropped_wrong_token, 1);
+        let mut bad_ack = hex("10 05 00 04 79 00");
+        bad_ack.extend_from_slice(&tok.0);
+        to_s(&mut s, ms(2), 1, &bad_ack);
+        assert_eq!(s.stats().dropped_bad_ack, 1);
+        assert!(s.is_online(1));
+        assert!(s_events(&mut s).is_empty());
+        // the ignored packets did not refresh liveness: timeout still at 10 s
+        s.handle_timeout(ms(10_000));
+        assert!(!s.is_online(1));
+    }
+
+    #[test]
+    fn full_server_answers_accept_with_close_and_token() {
+        let mut s: Server<Addr, 2> = Server::new(ServerConfig::new(SECRET));
+        for a in [1, 2] {
+            let mut c = token_client();
+            handshake(&mut s, &mut c, a, ms(0));
+        }
+        assert_eq!(s.peer_count(), 2);
+        let _ = s_events(&mut s);
+        let mut c = token_client();
+        c.connect(ms(1)).unwrap();
+        to_s(&mut s, ms(1), 3, &c_out(&mut c, ms(1))[0]);
+        for (_, p) in s_out(&mut s, ms(1)) {
+            to_c(&mut c, ms(1), &p);
+        }
+        let accept = c_out(&mut c, ms(1));
+        to_s(&mut s, ms(1), 3, &accept[0]);
+        let out = s_out(&mut s, ms(1));
+        let mut expect = hex("10 00 00 04");
+        expect.extend_from_slice(b"This server is full\0");
+        expect.extend_from_slice(&s.token_for(3).0);
+        assert_eq!(out, [(3, expect)]);
+        assert_eq!(s.stats().rejected_full, 1);
+        assert!(s_events(&mut s).is_empty());
+        to_c(&mut c, ms(2), &out[0].1);
+        assert!(matches!(
+            c_events(&mut c).as_slice(),
+            [
+                ClientEvent::Connected { .. },
+                ClientEvent::Closed {
+                    cause: ClientCloseCause::Peer { .. }
+                }
+            ]
+        ));
+
+        // a vanilla CONNECT to a full Admit server gets a bare CLOSE
+        let mut s: Server<Addr, 2> = Server::new(ServerConfig {
+            vanilla: VanillaPolicy::Admit,
+            ..ServerConfig::new(SECRET)
+        });
+        for a in [1, 2, 3] {
+            to_s(&mut s, ms(0), a, &hex("10 00 00 01"));
+        }
+        let out = s_out(&mut s, ms(0));
+        assert_eq!(out.len(), 3);
+        assert!(out.contains(&(3, hex("10 00 00 04"))), "{out:?}");
+        assert_eq!(s.stats().rejected_full, 1);
+    }
+
+    #[test]
+    fn shutdown_closes_every_peer() {
+        let mut s = server(VanillaPolicy::Admit);
+        let mut clients = Vec::new();
+        for a in [1, 2, 3] {
+            let mut c = if a == 2 {
+                vanilla_client()
+            } else {
+                token_client()
+            };
+            handshake(&mut s, &mut c, a, ms(0));
+            clients.push(c);
+        }
+        let _ = s_events(&mut s);
+        s.shutdown(ms(50), "Server shutdown");
+        assert_eq!(s.state(), ServerState::ShuttingDown);
+        assert_eq!(s.poll_timeout(), None);
+        // events only follow the CLOSEs
+        assert!(s.poll_event().is_none());
+        let out = s_out(&mut s, ms(50));
+        assert_eq!(out.len(), 3);
+        for ((to, p), c) in out.iter().zip(clients.iter_mut()) {
+            let mut expect = hex("10 00 00 04");
+            expect.extend_from_slice(b"Server shutdown\0");
+            if *to != 2 {
+                expect.extend_from_slice(&s.token_for(*to).0);
+            }
+            assert_eq!(p, &expect);
+            to_c(c, ms(51), p);
+            assert_eq!(c.state(), ClientState::Closed);
+        }
+        let ev = s_events(&mut s);
+        assert_eq!(ev.len(), 4);
+        for (a, e) in [1, 2, 3].into_iter().zip(&ev) {
+            assert_eq!(
+                e,
+                &ServerEvent::PeerClosed {
+                    peer: a,
+                    cause: PeerCloseCause::Shutdown
+                }
+            );
+        }
+        assert_eq!(ev[3], ServerEvent::ShutdownComplete);
+        assert_eq!(s.state(), ServerState::Stopped);
+        assert_eq!(s.peer_count(), 0);
+        to_s(
+            &mut s,
+            ms(60),
+            4,
+            &hex("10 00 00 01 54 4b 45 4e ff ff ff ff"),
+        );
+        assert!(s_out(&mut s, ms(60)).is_empty());
+        assert_eq!(s.stats().ignored_stopped, 1);
+        assert_eq!(s.kick(ms(60), 1, ""), Err(CommandError::ShuttingDown));
+    }
+
+    #[test]
+    fn shutdown_without_peers_completes_at_once() {
+        let mut s = server(VanillaPolicy::Reject);
+        s.shutdown(ms(0), "");
+        assert_eq!(s_events(&mut s), [ServerEvent::ShutdownComplete]);
+        assert!(s.poll_event().is_none());
+    }
+
+    #[test]
+    fn buffer_too_small_keeps_frames_queued() {
+        let mut s = server(VanillaPolicy::Reject);
+        to_s(
+            &mut s,
+            ms(0),
+            1,
+            &hex("10 00 00 01 54 4b 45 4e ff ff ff ff"),
+        );
+        let mut small = [0u8; 11];
+        assert_eq!(
+            s.poll_transmit(ms(0), &mut small),
+            Err(BufferTooSmall { required: 12 })
+        );
+        assert_eq!(s.stats().connect_accepts_sent, 0);
+        assert_eq!(s_out(&mut s, ms(0)).len(), 1);
+
+        let mut c = token_client();
+        handshake(&mut s, &mut c, 1, ms(0));
+        s.handle_timeout(ms(1000));
+        assert_eq!(
+            s.poll_transmit(ms(1000), &mut small[..7]),
+            Err(BufferTooSmall { required: 8 })
+        );
+        assert_eq!(s.stats().keep_alives_sent, 0);
+        assert_eq!(s_out(&mut s, ms(1000)).len(), 1);
+        s.kick(ms(1001), 1, "x").unwrap();
+        assert_eq!(
+            s.poll_transmit(ms(1001), &mut small[..4]),
+            Err(BufferTooSmall { required: 10 })
+        );
+        assert_eq!(s_out(&mut s, ms(1001)).len(), 1);
+    }
+
+    #[test]
+    fn backwards_time_is_clamped() {
+        let mut s = server(VanillaPolicy::Reject);
+        let mut c = token_client();
+        handshake(&mut s, &mut c, 1, ms(5_000));
+        s.handle_timeout(ms(1));
+        assert!(s_out(&mut s, ms(0)).is_empty());
+        assert!(s.is_online(1));
+        // a keep-alive stamped in the past refreshes at the clamped 5 s
+        let mut ka = hex("10 00 00 00");
+        ka.extend_from_slice(&s.token_for(1).0);
+        to_s(&mut s, ms(0), 1, &ka);
+        assert_eq!(s.poll_timeout(), Some(ms(6_000)));
+    }
+
+    #[test]
+    fn full_event_queue_refuses_input_without_consuming() {
+        let mut s: Server<Addr, 4, 1> = Server::new(ServerConfig {
+            vanilla: VanillaPolicy::Admit,
+            ..ServerConfig::new(SECRET)
+        });
+        to_s(&mut s, ms(0), 1, &hex("10 00 00 01"));
+        assert_eq!(
+            s.handle_input(ms(0), 2, &hex("10 00 00 01")),
+            Err(InputError::EventQueueFull)
+        );
+        assert_eq!(s.peer_count(), 1);
+        assert_eq!(s.kick(ms(0), 1, ""), Err(CommandError::EventQueueFull));
+        assert_eq!(s_events(&mut s).len(), 1);
+        to_s(&mut s, ms(0), 2, &hex("10 00 00 01"));
+        assert_eq!(s.peer_count(), 2);
+    }
+
+    #[test]
+    fn timeouts_wait_for_event_queue_room() {
+        let mut s: Server<Addr, 4, 1> = Server::new(ServerConfig {
+            vanilla: VanillaPolicy::Admit,
+            ..ServerConfig::new(SECRET)
+        });
+        for a in [1, 2] {
+            to_s(&mut s, ms(0), a, &hex("10 00 00 01"));
+            let _ = s_events(&mut s);
+        }
+        s.handle_timeout(ms(10_000));
+        assert_eq!(s.peer_count(), 1);
+        assert_eq!(
+            s.poll_timeout(),
+            Some(ms(10_000)),
+            "the remaining peer is overdue"
+        );
+        assert_eq!(s_events(&mut s).len(), 1);
+        s.handle_timeout(ms(10_000));
+        assert_eq!(s.peer_count(), 0);
+        assert_eq!(s_events(&mut s).len(), 1);
+    }
+
+    #[test]
+    fn stateless_reply_queue_is_bounded() {
+        let mut s = server(VanillaPolicy::Reject);
+        let connect = hex("10 00 00 01 54 4b 45 4e ff ff ff ff");
+        for a in 0..(STATELESS_QUEUE_LEN as u32 + 3) {
+            to_s(&mut s, ms(0), a, &connect);
+        }
+        assert_eq!(s.stats().dropped_reply_queue_full, 3);
+        assert_eq!(s_out(&mut s, ms(0)).len(), STATELESS_QUEUE_LEN);
+    }
+
+    /// Every reply to an address without a connection is no larger than the request, except the
+    /// documented full-server CLOSE
+    #[test]
+    fn amplification_at_most_one_before_admission() {
+        let tok_connect = hex("10 00 00 01 54 4b 45 4e ff ff ff ff");
+        let mut requests: Vec<Vec<u8>> = vec_list(&[
+            "10 00 00 01",
+            "10 00 00 01 54 4b 45 4e",
+            "10 00 00 01 54 4b 45 4e ff ff ff",
+            "10 00 00 00",
+            "10 00 00 00 01 02 03 04",
+            "10 00 00 02 54 4b 45 4e 01 02 03 04",
+            "10 00 00 03",
+            "10 00 00 03 01 02 03 04",
+            "10 00 00 04",
+            "10 00 00 04 61 62 00",
+            "00 00 01 aa",
+            "10 00",
+            "18 00 00 00",
+            "10 00 00 07",
+        ]);
+        requests.push(tok_connect.clone());
+        for policy in [
+            VanillaPolicy::Reject,
+            VanillaPolicy::Admit,
+            VanillaPolicy::Pending,
+        ] {
+            let mut s: Server<Addr, 64> = Server::new(ServerConfig {
+                vanilla: policy,
+                ..ServerConfig::new(SECRET)
+            });
+            for (i, req) in requests.iter().enumerate() {
+                let from = i as Addr + 100;
+                to_s(&mut s, ms(0), from, req);
+                for (to, reply) in s_out(&mut s, ms(0)) {
+                    assert_eq!(to, from);
+                    assert!(
+                        reply.len() <= req.len(),
+                        "{policy:?}: {req:02x?} -> {reply:02x?}"
+                    );
+                }
+            }
+            // the valid ACCEPT of a token client gets no reply at all (admission)
+            let mut accept = hex("10 00 00 03");
+            accept.extend_from_slice(&s.token_for(1).0);
+            to_s(&mut s, ms(0), 1, &accept);
+            assert!(s_out(&mut s, ms(0)).is_empty());
+        }
+    }
+
+    fn vec_list(items: &[&str]) -> Vec<Vec<u8>> {
+        items.iter().map(|s| hex(s)).collect()
+    }
+
+    #[test]
+    fn set_ack_and_sequence_apply_per_peer() {
+        let mut s = server(VanillaPolicy::Admit);
+        to_s(&mut s, ms(0), 1, &hex("10 00 00 01"));
+        let _ = s_out(&mut s, ms(0));
+        assert_eq!(s.set_ack(9, 1), Err(CommandError::UnknownPeer));
+        s.set_ack(1, 256).unwrap();
+        s.set_sequence(1, 3).unwrap();
+        to_s(&mut s, ms(1), 1, &hex("10 03 00 00"));
+        assert_eq!(s.stats().dropped_bad_ack, 0);
+        assert_eq!(s.stats().keep_alives_received, 1);
+        s.handle_timeout(ms(1000));
+        assert_eq!(s_out(&mut s, ms(1000)), [(1, hex("11 00 00 00"))]);
+    }
+}
