@@ -518,6 +518,20 @@ pub(crate) fn ack_in_range(ack: u16, peer_ack: u16, sequence: u16) -> bool {
     }
 }
 
+#[cfg(feature = "defmt")]
+impl<const E: usize> defmt::Format for Client<E> {
+    fn format(&self, f: defmt::Formatter<'_>) {
+        defmt::write!(
+            f,
+            "Client {{ state: {}, token: {}, ack: {}, peer_ack: {} }}",
+            self.state,
+            self.token,
+            self.ack,
+            self.peer_ack
+        );
+    }
+}
+
 impl<const E: usize> Default for Client<E> {
     fn default() -> Self {
         Client::new(ClientConfig::default())
