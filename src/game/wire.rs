@@ -699,7 +699,7 @@ fn parse_reason<'a>(extra: &'a [u8], token_may_follow: bool, w: &mut Warnings) -
     let text = match extra.iter().position(|&b| b == 0) {
         Some(nul) => {
             let (text, rest) = extra.split_at(nul);
-            let after = rest.len() - 1;
+            let after = rest.len().saturating_sub(1);
             if after != 0 && !(token_may_follow && after == TOKEN_LEN) {
                 w.insert(Warnings::REASON_TRAILING_BYTES);
             }
