@@ -111,6 +111,11 @@ pub struct ServerConfig {
     pub timeout: Duration,
     /// CONNECT_ACCEPT resend interval for [`VanillaPolicy::Pending`] slots. Default: 500 ms.
     pub connect_accept_resend: Duration,
+    /// Admit at most this many peers (online and pending); the table's `N` caps it too.
+    /// Default: `usize::MAX` (up to `N`). The peer table is an open-addressing hash table whose
+    /// probe sequences grow as it fills up: for large tables, choose `N` about twice the peer
+    /// count you need and set `max_peers` to that count to keep lookups short.
+    pub max_peers: usize,
 }
 
 impl ServerConfig {
@@ -132,6 +137,7 @@ impl Default for ServerConfig {
             keep_alive: Duration::from_secs(1),
             timeout: Duration::from_secs(10),
             connect_accept_resend: Duration::from_millis(500),
+            max_peers: usize::MAX,
         }
     }
 }
@@ -634,7 +640,7 @@ impl<A: Copy + Eq + Hash, const N: usize, const E: usize> Server<A, N, E> {
         online: bool,
         out: u8,
     ) -> bool {
-        if self.peers.is_full() {
+        if self.peers.is_full() || self.peers.len() >= self.config.max_peers {
             self.stats.rejected_full = self.stats.rejected_full.wrapping_add(1);
             return false;
         }
@@ -725,9 +731,10 @@ impl<A: Copy + Eq + Hash, const N: usize, const E: usize> Server<A, N, E> {
         now: Instant,
         from: A,
         key: PeerKey<A>,
+        index: usize,
         data: &'a [u8],
     ) -> Option<ChunkPacket<'a>> {
-        let slot = self.peers.get_mut(&key)?;
+        let (_, slot) = self.peers.get_index_mut(index)?;
         let mode = if slot.token.is_some() {
             TokenMode::Trailing
         } else {
@@ -963,8 +970,9 @@ impl<A: Copy + Eq + Hash, const N: usize, const E: usize> Machine for Server<A, 
             return Err(InputError::EventQueueFull);
         }
         let key = self.key(from);
-        if self.peers.contains_key(&key) {
-            Ok(match self.handle_known(now, from, key, data) {
+        // one table lookup per datagram; the entry is then reached by index
+        if let Some(index) = self.peers.get_index_of(&key) {
+            Ok(match self.handle_known(now, from, key, index, data) {
                 Some(app) => Received::with_app(n, app),
                 None => Received::consumed(n),
             })
@@ -2044,5 +2052,66 @@ mod tests {
             assert!(s.stats().peers_admitted > 10, "{policy:?} {:?}", s.stats());
             assert_eq!(s.state(), ServerState::Stopped);
         }
+    }
+    #[test]
+    fn many_peers_admitted_kept_alive_and_timed_out_individually() {
+        extern crate alloc;
+        let config = ServerConfig {
+            max_peers: 2048,
+            ..ServerConfig::new(SECRET)
+        };
+        let mut s: alloc::boxed::Box<Server<Addr, 4096>> =
+            alloc::boxed::Box::new(Server::new(config));
+        let packet = |s: &Server<Addr, 4096>, id: u8, a: Addr| {
+            let mut p = vec![0x10, 0, 0, id];
+            p.extend_from_slice(&s.token_for(a).0);
+            p
+        };
+        for a in 0..2049u32 {
+            let accept = packet(&s, 3, a);
+            to_s(&mut s, ms(0), a, &accept);
+            let _ = s_events(&mut s);
+        }
+        assert_eq!(s.peer_count(), 2048);
+        assert_eq!(s.stats().rejected_full, 1);
+        let out = s_out(&mut s, ms(0));
+        assert_eq!(out.len(), 1);
+        assert_eq!(out[0].0, 2048);
+        // even peers stay alive, odd peers go silent
+        let mut now = ms(0);
+        let mut keep_alives = 0usize;
+        let mut timed_out = Vec::new();
+        while now < ms(12_000) {
+            now = s.poll_timeout().unwrap_or(ms(12_000)).max(now);
+            s.handle_timeout(now);
+            for ev in s_events(&mut s) {
+                match ev {
+                    ServerEvent::PeerClosed {
+                        peer,
+                        cause: PeerCloseCause::Timeout,
+                    } => timed_out.push(peer),
+                    other => panic!("{other:?}"),
+                }
+            }
+            for (to, p) in s_out(&mut s, now) {
+                assert_eq!(p, packet(&s, 0, to));
+                keep_alives += 1;
+                if to % 2 == 0 {
+                    let ka = packet(&s, 0, to);
+                    to_s(&mut s, now, to, &ka);
+                }
+            }
+        }
+        timed_out.sort_unstable();
+        assert_eq!(
+            timed_out,
+            (0..2048).filter(|a| a % 2 == 1).collect::<Vec<_>>()
+        );
+        assert_eq!(s.peer_count(), 1024);
+        assert!((0..2048).all(|a| s.is_online(a) == (a % 2 == 0)));
+        // 2048 peers x 9 keep-alives (1..=9 s) before the odd ones timed out at 10 s (a timeout
+        // wins over a due keep-alive), then the even ones at 10, 11 and 12 s
+        assert_eq!(keep_alives, 2048 * 9 + 1024 * 3);
+        assert_eq!(s.stats().peers_timed_out, 1024);
     }
 }
