@@ -40,10 +40,13 @@
 //! Per peer: KEEP_ALIVE when nothing was sent for [`ServerConfig::keep_alive`], timeout (no CLOSE
 //! sent) when nothing valid arrived for [`ServerConfig::timeout`], and for
 //! [`VanillaPolicy::Pending`] slots a CONNECT_ACCEPT resend every
-//! [`ServerConfig::connect_accept_resend`]. The server caches the earliest deadline:
-//! [`Server::poll_timeout`] is O(1); [`Server::handle_timeout`] is O(1) before that deadline and
-//! scans every peer once (O(N)) when it is reached, recomputing the cache. Changes between scans
-//! only ever lower the cached value, so it is never later than the true earliest deadline.
+//! [`ServerConfig::connect_accept_resend`]. Each peer has one entry in a bounded min-heap of
+//! timer entries: [`Server::poll_timeout`] is O(1) (the heap's top) and
+//! [`Server::handle_timeout`] pops only the due entries, O(log N) each plus one table lookup —
+//! no pass over all peers. Entries are never updated in place: a refresh only moves a peer's
+//! deadlines later, so an entry may wake the caller early and is then re-filed; entries of
+//! removed peers are recognised and dropped. If churn leaves more stale entries than the heap
+//! holds, the heap is rebuilt from the table once (O(N log N)).
 //!
 //! # Peer table
 //!
@@ -53,6 +56,7 @@
 
 use core::hash::{BuildHasher, BuildHasherDefault, Hash, Hasher};
 
+use heapless::binary_heap::{BinaryHeap, Min};
 use heapless::{Deque, IndexMap};
 
 use super::client::ack_in_range;
@@ -214,10 +218,12 @@ struct PeerSlot {
     out: u8,
     /// In the transmit queue
     queued: bool,
+    /// Admission number: identifies this slot's entry in the timer heap
+    gen: u32,
 }
 
 impl PeerSlot {
-    fn new(now: Instant, token: Option<Token>, online: bool) -> Self {
+    fn new(now: Instant, token: Option<Token>, online: bool, gen: u32) -> Self {
         PeerSlot {
             last_send: now,
             last_recv: now,
@@ -228,6 +234,7 @@ impl PeerSlot {
             online,
             out: 0,
             queued: false,
+            gen,
         }
     }
 
@@ -257,18 +264,64 @@ impl PeerSlot {
         }
     }
 
-    /// When this slot's next timer fires
-    fn deadline(&self, config: &ServerConfig) -> Instant {
-        let timeout = self.last_recv + config.timeout;
-        if self.out != 0 {
-            return timeout;
-        }
-        let send = if self.online {
-            self.last_send + config.keep_alive
+    /// Interval of the send timer: keep-alive when online, CONNECT_ACCEPT resend when pending
+    /// (at least 1 µs, so a due timer always moves forward)
+    fn send_interval(&self, config: &ServerConfig) -> Duration {
+        let interval = if self.online {
+            config.keep_alive
         } else {
-            self.last_send + config.connect_accept_resend
+            config.connect_accept_resend
+        };
+        interval.max(Duration::from_micros(1))
+    }
+
+    /// When this slot's timer entry must fire, judged at `now`
+    ///
+    /// Never later than the slot's real next deadline: the timeout, or the send timer. While a
+    /// frame is queued (`out != 0`) the send timer restarts when that frame goes out, which is
+    /// not before `now`, so `now + interval` is a safe lower bound.
+    fn timer_at(&self, config: &ServerConfig, now: Instant) -> Instant {
+        let timeout = self.last_recv + config.timeout;
+        let interval = self.send_interval(config);
+        let send = if self.out != 0 {
+            now + interval
+        } else {
+            self.last_send + interval
         };
         timeout.min(send)
+    }
+}
+
+/// One entry of the timer heap: slot `addr` (admission `gen`) wants a look at `at`
+///
+/// Entries are never updated in place. Liveness refreshes only move a slot's deadlines later, so
+/// an entry may fire early; it is then re-pushed with the slot's current deadline. Entries of
+/// removed slots (or of an earlier admission of the same address) are recognised by `gen` and
+/// dropped when they reach the top.
+#[derive(Debug, Clone, Copy)]
+struct TimerEntry<A> {
+    at: Instant,
+    gen: u32,
+    addr: A,
+}
+
+impl<A> PartialEq for TimerEntry<A> {
+    fn eq(&self, other: &Self) -> bool {
+        (self.at, self.gen) == (other.at, other.gen)
+    }
+}
+
+impl<A> Eq for TimerEntry<A> {}
+
+impl<A> PartialOrd for TimerEntry<A> {
+    fn partial_cmp(&self, other: &Self) -> Option<core::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl<A> Ord for TimerEntry<A> {
+    fn cmp(&self, other: &Self) -> core::cmp::Ordering {
+        (self.at, self.gen).cmp(&(other.at, other.gen))
     }
 }
 
@@ -365,8 +418,12 @@ pub struct Server<A, const N: usize, const E: usize = 8> {
     state: ServerState,
     shutdown: Shutdown,
     shutdown_reason: ReasonText,
-    /// Never later than the earliest peer deadline
-    next_deadline: Option<Instant>,
+    /// Min-heap of per-slot timer entries (plus stale ones, see [`TimerEntry`])
+    timers: BinaryHeap<TimerEntry<A>, Min, N>,
+    /// A push into `timers` failed (too many stale entries): rebuild before the next use
+    timers_lost: bool,
+    /// Next admission number
+    next_gen: u32,
     stats: ServerStats,
 }
 
@@ -376,7 +433,7 @@ impl<A: core::fmt::Debug, const N: usize, const E: usize> core::fmt::Debug for S
             .field("config", &self.config)
             .field("state", &self.state)
             .field("peers", &self.peers.len())
-            .field("next_deadline", &self.next_deadline)
+            .field("timers", &self.timers.len())
             .field("stats", &self.stats)
             .finish_non_exhaustive()
     }
@@ -413,7 +470,9 @@ impl<A: Copy + Eq + Hash, const N: usize, const E: usize> Server<A, N, E> {
             state: ServerState::Running,
             shutdown: Shutdown { tx: 0, ev: 0 },
             shutdown_reason: ReasonText::new(),
-            next_deadline: None,
+            timers: BinaryHeap::new(),
+            timers_lost: false,
+            next_gen: 0,
             stats: ServerStats::default(),
         }
     }
@@ -426,9 +485,26 @@ impl<A: Copy + Eq + Hash, const N: usize, const E: usize> Server<A, N, E> {
         }
     }
 
-    /// Lower the cached deadline to `t`
-    fn note_deadline(&mut self, t: Instant) {
-        self.next_deadline = Some(self.next_deadline.map_or(t, |d| d.min(t)));
+    /// Add a timer entry; on overflow the heap is rebuilt from the table on the next timer call
+    fn push_timer(&mut self, entry: TimerEntry<A>) {
+        if self.timers.push(entry).is_err() {
+            self.timers_lost = true;
+        }
+    }
+
+    /// Replace the heap by one fresh entry per slot (drops stale entries); O(N log N)
+    fn rebuild_timers(&mut self, now: Instant) {
+        self.timers.clear();
+        for (key, slot) in self.peers.iter() {
+            let entry = TimerEntry {
+                at: slot.timer_at(&self.config, now),
+                gen: slot.gen,
+                addr: key.addr,
+            };
+            // capacity N >= number of slots: cannot fail
+            let _ = self.timers.push(entry);
+        }
+        self.timers_lost = false;
     }
 
     /// Mark output bits on a slot and queue the peer for `poll_transmit`
@@ -496,7 +572,8 @@ impl<A: Copy + Eq + Hash, const N: usize, const E: usize> Server<A, N, E> {
         self.shutdown_reason = reason_text(reason);
         self.replies.clear();
         self.dirty.clear();
-        self.next_deadline = None;
+        self.timers.clear();
+        self.timers_lost = false;
     }
 
     /// Report the ack sent to `peer` from now on (its last in-order vital sequence); mod 1024
@@ -572,8 +649,6 @@ impl<A: Copy + Eq + Hash, const N: usize, const E: usize> Server<A, N, E> {
         })?;
         slot.last_send = now;
         slot.out &= !OUT_KEEP_ALIVE;
-        let deadline = slot.deadline(&self.config);
-        self.note_deadline(deadline);
         self.stats.chunk_packets_sent = self.stats.chunk_packets_sent.wrapping_add(1);
         Ok(Transmit {
             to: peer,
@@ -645,7 +720,9 @@ impl<A: Copy + Eq + Hash, const N: usize, const E: usize> Server<A, N, E> {
             return false;
         }
         let key = self.key(from);
-        let mut slot = PeerSlot::new(now, token, online);
+        let gen = self.next_gen;
+        self.next_gen = self.next_gen.wrapping_add(1);
+        let mut slot = PeerSlot::new(now, token, online, gen);
         if out != 0 {
             slot.out = out;
             if self.dirty.push_back(from).is_ok() {
@@ -657,8 +734,11 @@ impl<A: Copy + Eq + Hash, const N: usize, const E: usize> Server<A, N, E> {
             self.stats.rejected_full = self.stats.rejected_full.wrapping_add(1);
             return false;
         }
-        let deadline = slot.deadline(&self.config);
-        self.note_deadline(deadline);
+        self.push_timer(TimerEntry {
+            at: slot.timer_at(&self.config, now),
+            gen,
+            addr: from,
+        });
         if online {
             self.stats.peers_admitted = self.stats.peers_admitted.wrapping_add(1);
             // room was checked at the top of handle_input
@@ -831,8 +911,10 @@ impl<A: Copy + Eq + Hash, const N: usize, const E: usize> Server<A, N, E> {
                         peer: from,
                         token: None,
                     });
-                    let deadline = slot.deadline(&self.config);
-                    self.note_deadline(deadline);
+                    // The timer entry was set for the (shorter by default) resend interval, so it is
+                    // not later than the first keep-alive deadline unless
+                    // `connect_accept_resend > keep_alive` (then that keep-alive is late by at
+                    // most the difference).
                 }
                 self.stats.chunk_packets_received =
                     self.stats.chunk_packets_received.wrapping_add(1);
@@ -916,13 +998,11 @@ impl<A: Copy + Eq + Hash, const N: usize, const E: usize> Server<A, N, E> {
                 slot.queued = false;
                 self.dirty.pop_front();
             }
-            let deadline = slot.deadline(&self.config);
             if bit == OUT_KEEP_ALIVE {
                 self.stats.keep_alives_sent = self.stats.keep_alives_sent.wrapping_add(1);
             } else {
                 self.stats.connect_accepts_sent = self.stats.connect_accepts_sent.wrapping_add(1);
             }
-            self.note_deadline(deadline);
             return Ok(Some(Transmit {
                 to: addr,
                 len,
@@ -984,67 +1064,73 @@ impl<A: Copy + Eq + Hash, const N: usize, const E: usize> Machine for Server<A, 
 
     /// Let peer timers fire: keep-alives, pending CONNECT_ACCEPT resends and timeouts
     ///
-    /// O(1) before [`Server::poll_timeout`]; one pass over all peers when it is reached.
+    /// Pops the due entries of the timer heap: O(k log N) for k due entries (plus one table
+    /// lookup each); a call before [`Server::poll_timeout`] does nothing.
     fn handle_timeout(&mut self, now: Instant) {
         let now = self.clock.update(now);
         if self.state != ServerState::Running {
             return;
         }
-        match self.next_deadline {
-            Some(d) if now >= d => {}
-            _ => return,
+        if self.timers_lost {
+            self.rebuild_timers(now);
         }
         let config = self.config;
-        let mut next: Option<Instant> = None;
-        let mut expired = false;
-        for (key, slot) in self.peers.iter_mut() {
+        // every entry is looked at most once per call: bounded work even for zero intervals
+        let mut budget = self.timers.len();
+        while budget > 0 {
+            budget -= 1;
+            match self.timers.peek() {
+                Some(top) if top.at <= now => {}
+                _ => break,
+            }
+            let Some(entry) = self.timers.pop() else {
+                break;
+            };
+            let key = self.key(entry.addr);
+            let Some(index) = self.peers.get_index_of(&key) else {
+                continue; // stale: the slot is gone
+            };
+            let Some((_, slot)) = self.peers.get_index_mut(index) else {
+                continue;
+            };
+            if slot.gen != entry.gen {
+                continue; // stale: an earlier admission of this address
+            }
             if now >= slot.last_recv + config.timeout {
-                expired = true;
+                if slot.online {
+                    let event = ServerEvent::PeerClosed {
+                        peer: entry.addr,
+                        cause: PeerCloseCause::Timeout,
+                    };
+                    if self.events.push_back(event).is_err() {
+                        // event queue full: keep the peer and its overdue entry (just popped,
+                        // so the push succeeds); the next call after poll_event retries
+                        self.push_timer(entry);
+                        break;
+                    }
+                    self.stats.peers_timed_out = self.stats.peers_timed_out.wrapping_add(1);
+                } else {
+                    self.stats.pending_timed_out = self.stats.pending_timed_out.wrapping_add(1);
+                }
+                self.peers.remove(&key);
                 continue;
             }
             if slot.out == 0 {
-                let due = slot.deadline(&config);
-                if now >= due {
+                if now >= slot.last_send + slot.send_interval(&config) {
                     let bit = if slot.online {
                         OUT_KEEP_ALIVE
                     } else {
                         OUT_CONNECT_ACCEPT
                     };
-                    Self::queue_out(&mut self.dirty, key.addr, slot, bit);
+                    Self::queue_out(&mut self.dirty, entry.addr, slot, bit);
                 }
-            } else if !slot.queued && self.dirty.push_back(key.addr).is_ok() {
+            } else if !slot.queued && self.dirty.push_back(entry.addr).is_ok() {
+                // its earlier queueing failed (stale entries filled the queue): retry
                 slot.queued = true;
             }
-            let d = slot.deadline(&config);
-            next = Some(next.map_or(d, |n: Instant| n.min(d)));
+            let at = slot.timer_at(&config, now);
+            self.push_timer(TimerEntry { at, ..entry });
         }
-        if expired {
-            let events = &mut self.events;
-            let stats = &mut self.stats;
-            self.peers.retain(|key, slot| {
-                if now < slot.last_recv + config.timeout {
-                    return true;
-                }
-                if !slot.online {
-                    stats.pending_timed_out = stats.pending_timed_out.wrapping_add(1);
-                    return false;
-                }
-                let event = ServerEvent::PeerClosed {
-                    peer: key.addr,
-                    cause: PeerCloseCause::Timeout,
-                };
-                if events.push_back(event).is_ok() {
-                    stats.peers_timed_out = stats.peers_timed_out.wrapping_add(1);
-                    false
-                } else {
-                    // event queue full: keep the peer, retry on the next call (deadline is past)
-                    let d = slot.last_recv + config.timeout;
-                    next = Some(next.map_or(d, |n: Instant| n.min(d)));
-                    true
-                }
-            });
-        }
-        self.next_deadline = next;
     }
 
     /// Write the next frame into `buf`: stateless replies first, then kick CLOSEs, then per-peer
@@ -1116,13 +1202,18 @@ impl<A: Copy + Eq + Hash, const N: usize, const E: usize> Machine for Server<A, 
         None
     }
 
-    /// The cached earliest peer deadline (O(1)); `None` without peers or when not running
+    /// The earliest entry of the timer heap (O(1)); `None` without peers or when not running
+    ///
+    /// May be earlier than any real deadline (entries fire early after liveness refreshes and
+    /// linger after a peer is removed); such a wake-up does no more than re-file the entry.
     fn poll_timeout(&self) -> Option<Instant> {
-        if self.state == ServerState::Running {
-            self.next_deadline
-        } else {
-            None
+        if self.state != ServerState::Running {
+            return None;
         }
+        if self.timers_lost {
+            return Some(self.clock.now());
+        }
+        self.timers.peek().map(|e| e.at)
     }
 }
 
@@ -1843,9 +1934,8 @@ mod tests {
         }
         s.handle_timeout(ms(10_000));
         assert_eq!(s.peer_count(), 1);
-        assert_eq!(
-            s.poll_timeout(),
-            Some(ms(10_000)),
+        assert!(
+            s.poll_timeout().is_some_and(|t| t <= ms(10_000)),
             "the remaining peer is overdue"
         );
         assert_eq!(s_events(&mut s).len(), 1);
@@ -2113,5 +2203,90 @@ mod tests {
         // wins over a due keep-alive), then the even ones at 10, 11 and 12 s
         assert_eq!(keep_alives, 2048 * 9 + 1024 * 3);
         assert_eq!(s.stats().peers_timed_out, 1024);
+    }
+    #[test]
+    fn timer_heap_survives_churn_and_overflow() {
+        let mut s: Server<Addr, 2> = Server::new(ServerConfig::new(SECRET));
+        let accept = |s: &Server<Addr, 2>, a: Addr| {
+            let mut p = hex("10 00 00 03");
+            p.extend_from_slice(&s.token_for(a).0);
+            p
+        };
+        for a in [1, 2] {
+            let p = accept(&s, a);
+            to_s(&mut s, ms(0), a, &p);
+        }
+        assert_eq!(s.poll_timeout(), Some(ms(1000)));
+        // kick and re-admit 1 at 400 ms: its old entry is stale, the heap (2 entries) overflows
+        s.kick(ms(400), 1, "").unwrap();
+        let p = accept(&s, 1);
+        to_s(&mut s, ms(400), 1, &p);
+        let _ = s_events(&mut s);
+        let _ = s_out(&mut s, ms(400));
+        assert_eq!(s.poll_timeout(), Some(ms(400)), "rebuild requested");
+        s.handle_timeout(ms(400));
+        assert!(s_out(&mut s, ms(400)).is_empty());
+        // after the rebuild: 2 keeps its 1 s cadence, the new 1 starts from 400 ms
+        assert_eq!(s.poll_timeout(), Some(ms(1000)));
+        s.handle_timeout(ms(1000));
+        assert_eq!(
+            s_out(&mut s, ms(1000))
+                .iter()
+                .map(|(a, _)| *a)
+                .collect::<Vec<_>>(),
+            [2]
+        );
+        assert_eq!(s.poll_timeout(), Some(ms(1400)));
+        s.handle_timeout(ms(1400));
+        assert_eq!(
+            s_out(&mut s, ms(1400))
+                .iter()
+                .map(|(a, _)| *a)
+                .collect::<Vec<_>>(),
+            [1]
+        );
+        // 2 times out at 10 s, 1 at 10.4 s
+        s.handle_timeout(ms(10_000));
+        let _ = s_out(&mut s, ms(10_000));
+        assert_eq!(
+            s_events(&mut s),
+            [ServerEvent::PeerClosed {
+                peer: 2,
+                cause: PeerCloseCause::Timeout
+            }]
+        );
+        while let Some(t) = s.poll_timeout() {
+            s.handle_timeout(t);
+            let _ = s_out(&mut s, t);
+        }
+        assert_eq!(
+            s_events(&mut s),
+            [ServerEvent::PeerClosed {
+                peer: 1,
+                cause: PeerCloseCause::Timeout
+            }]
+        );
+        assert_eq!(s.peer_count(), 0);
+    }
+
+    #[test]
+    fn liveness_refresh_defers_entry_without_early_action() {
+        let mut s = server(VanillaPolicy::Reject);
+        let mut c = token_client();
+        handshake(&mut s, &mut c, 1, ms(0));
+        let mut ka = hex("10 00 00 00");
+        ka.extend_from_slice(&s.token_for(1).0);
+        // the server sends every second; the peer's packets push the timeout back
+        for sec in 1..=30u64 {
+            s.handle_timeout(ms(sec * 1000));
+            assert_eq!(
+                s_out(&mut s, ms(sec * 1000)).len(),
+                1,
+                "keep-alive at {sec} s"
+            );
+            to_s(&mut s, ms(sec * 1000), 1, &ka);
+        }
+        assert!(s.is_online(1));
+        assert_eq!(s.stats().keep_alives_sent, 30);
     }
 }
