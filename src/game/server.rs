@@ -454,8 +454,7 @@ impl<A, const N: usize, const E: usize> defmt::Format for Server<A, N, E> {
 impl<A: Copy + Eq + Hash, const N: usize, const E: usize> Server<A, N, E> {
     /// A running server without peers
     ///
-    /// # Panics
-    /// At compile time (const assertion) when `N` is not a power of two greater than 1.
+    /// `N` must be a power of two greater than 1 (checked at compile time by the table).
     #[must_use]
     pub fn new(config: ServerConfig) -> Self {
         Server {
@@ -1454,8 +1453,8 @@ mod tests {
             }]
         );
         assert!(s.is_online(5));
-        // online now: keep-alive 1 s after the last send (the resend at 500 ms); the cached
-        // deadline may be earlier (the old resend time) but never later
+        // online now: keep-alive 1 s after the last send (the resend at 500 ms); the timer entry
+        // filed for the next resend (1 s) wakes the caller early but sends nothing
         s.handle_timeout(ms(1000));
         assert!(s_out(&mut s, ms(1000)).is_empty());
         assert_eq!(s.poll_timeout(), Some(ms(1500)));
