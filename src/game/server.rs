@@ -1583,9 +1583,12 @@ mod tests {
     }
 
     #[test]
-    fn lost_accept_leaves_server_without_peer_and_client_times_out() {
+    fn lost_accept_without_retry_leaves_server_without_peer_and_client_times_out() {
         let mut s = server(VanillaPolicy::Reject);
-        let mut c = token_client();
+        let mut c = Client::new(ClientConfig {
+            accept_retry: None,
+            ..ClientConfig::default()
+        });
         c.connect(ms(0)).unwrap();
         to_s(&mut s, ms(0), 1, &c_out(&mut c, ms(0))[0]);
         for (_, p) in s_out(&mut s, ms(0)) {
@@ -1611,6 +1614,53 @@ mod tests {
                 cause: ClientCloseCause::Timeout
             })
         ));
+    }
+
+    #[test]
+    fn lost_accept_recovered_by_retry_handshake() {
+        let mut s = server(VanillaPolicy::Reject);
+        let mut c = token_client();
+        c.connect(ms(0)).unwrap();
+        to_s(&mut s, ms(0), 1, &c_out(&mut c, ms(0))[0]);
+        for (_, p) in s_out(&mut s, ms(0)) {
+            to_c(&mut c, ms(0), &p);
+        }
+        assert_eq!(c_events(&mut c).len(), 1);
+        let _lost = c_out(&mut c, ms(0));
+        // keep-alives go unanswered (the server has no peer); at 2 s the client repeats CONNECT
+        let mut now = ms(0);
+        while c.stats().accept_retries == 0 {
+            now = c.poll_timeout().unwrap();
+            c.handle_timeout(now);
+            for p in c_out(&mut c, now) {
+                to_s(&mut s, now, 1, &p);
+            }
+            for (_, p) in s_out(&mut s, now) {
+                to_c(&mut c, now, &p);
+            }
+        }
+        assert_eq!(now, ms(2_000));
+        // CONNECT -> CONNECT_ACCEPT -> ACCEPT happened at 2 s over the lossless link
+        for p in c_out(&mut c, now) {
+            to_s(&mut s, now, 1, &p);
+        }
+        assert!(s.is_online(1));
+        assert_eq!(s_events(&mut s).len(), 1);
+        // the server's first keep-alive ends the retrying; no further handshakes
+        while now < ms(20_000) {
+            now = crate::time::earliest(c.poll_timeout(), s.poll_timeout()).unwrap();
+            c.handle_timeout(now);
+            s.handle_timeout(now);
+            for p in c_out(&mut c, now) {
+                to_s(&mut s, now, 1, &p);
+            }
+            for (_, p) in s_out(&mut s, now) {
+                to_c(&mut c, now, &p);
+            }
+        }
+        assert_eq!(c.stats().accept_retries, 1);
+        assert_eq!(c.state(), ClientState::Online);
+        assert!(c_events(&mut c).is_empty(), "no second Connected event");
     }
 
     #[test]
