@@ -26,9 +26,10 @@
 //!
 //! Packets from a known peer go through the pre-filter of the spec (A.11): token (token peers:
 //! last 4 bytes, dropped and counted when wrong), ack range (A.6, dropped and counted), then
-//! dispatch. A token CONNECT from a known peer is answered again with its CONNECT_ACCEPT, the
-//! connection unchanged; KEEP_ALIVE and every other accepted packet refresh the peer's liveness;
-//! CLOSE removes the peer ([`PeerCloseCause::PeerClosed`], nothing sent back); chunk packets come
+//! dispatch. A CONNECT from a known peer is answered again with its CONNECT_ACCEPT, the
+//! connection unchanged (DDNet does so for token CONNECTs; for vanilla ones it stays silent,
+//! which strands a vanilla client whose CONNECT_ACCEPT was lost — we answer). KEEP_ALIVE and
+//! every other accepted packet refresh the peer's liveness; CLOSE removes the peer ([`PeerCloseCause::PeerClosed`], nothing sent back); chunk packets come
 //! back borrowed in [`Received::app`] (the peer is the `from` the caller passed).
 //!
 //! Like the [`Client`](super::client::Client), the server does no vital-chunk sequencing: each
@@ -847,18 +848,19 @@ impl<A: Copy + Eq + Hash, const N: usize, const E: usize> Server<A, N, E> {
             ..
         }) = parsed.packet
         {
-            // DDNet CONNECT from an existing token peer (its trailing bytes are FF FF FF FF, not
-            // the token): answer CONNECT_ACCEPT again, connection unchanged. Vanilla peers'
-            // repeated CONNECTs are ignored (0.6.4 behaviour).
-            if slot.token.is_some() {
-                let reply = ControlPacket {
-                    ack: 0,
-                    control: Control::ConnectAccept,
-                    token: slot.token,
-                };
-                if reply.buffer_len() <= data.len() {
-                    Self::queue_out(&mut self.dirty, from, slot, OUT_CONNECT_ACCEPT);
-                }
+            // CONNECT from an existing peer: answer CONNECT_ACCEPT again (DDNet form for token
+            // peers), connection unchanged, no liveness refresh. DDNet does this for token
+            // CONNECTs; for vanilla CONNECTs DDNet and 0.6.4 stay silent, which strands a
+            // vanilla client whose first CONNECT_ACCEPT was lost, so we answer those too (4
+            // bytes for 4 bytes). A token CONNECT ends with FF FF FF FF, not the token, so it is
+            // recognised before the token check.
+            let reply = ControlPacket {
+                ack: 0,
+                control: Control::ConnectAccept,
+                token: slot.token,
+            };
+            if reply.buffer_len() <= data.len() {
+                Self::queue_out(&mut self.dirty, from, slot, OUT_CONNECT_ACCEPT);
             }
             return None;
         }
@@ -1415,12 +1417,15 @@ mod tests {
         // the client's bare ACCEPT is accepted as liveness, nothing answered
         to_s(&mut s, ms(1), 9, &c_out(&mut c, ms(1))[0]);
         assert!(s_out(&mut s, ms(1)).is_empty());
-        // a repeated vanilla CONNECT is ignored
+        // a repeated vanilla CONNECT (the first CONNECT_ACCEPT was lost) is answered again
         to_s(&mut s, ms(2), 9, &hex("10 00 00 01"));
-        assert!(s_out(&mut s, ms(2)).is_empty());
-        // server keep-alive after 1 s of silence: bare
-        s.handle_timeout(ms(1000));
-        assert_eq!(s_out(&mut s, ms(1000)), [(9, hex("10 00 00 00"))]);
+        assert_eq!(s_out(&mut s, ms(2)), [(9, hex("10 00 00 02"))]);
+        assert_eq!(s_events(&mut s), []);
+        // server keep-alive after 1 s of silence (last send at 2 ms): bare
+        s.handle_timeout(ms(1001));
+        assert!(s_out(&mut s, ms(1001)).is_empty());
+        s.handle_timeout(ms(1002));
+        assert_eq!(s_out(&mut s, ms(1002)), [(9, hex("10 00 00 00"))]);
     }
 
     #[test]
@@ -2337,5 +2342,26 @@ mod tests {
         }
         assert!(s.is_online(1));
         assert_eq!(s.stats().keep_alives_sent, 30);
+    }
+    #[test]
+    fn vanilla_admit_recovers_from_lost_connect_accept() {
+        let mut s = server(VanillaPolicy::Admit);
+        let mut c = vanilla_client();
+        c.connect(ms(0)).unwrap();
+        to_s(&mut s, ms(0), 1, &c_out(&mut c, ms(0))[0]);
+        let _lost = s_out(&mut s, ms(0));
+        c.handle_timeout(ms(500));
+        to_s(&mut s, ms(500), 1, &c_out(&mut c, ms(500))[0]);
+        for (_, p) in s_out(&mut s, ms(500)) {
+            to_c(&mut c, ms(500), &p);
+        }
+        assert_eq!(c.state(), ClientState::Online);
+        assert_eq!(
+            s_events(&mut s),
+            [ServerEvent::PeerConnected {
+                peer: 1,
+                token: None
+            }]
+        );
     }
 }
