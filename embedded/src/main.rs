@@ -1,6 +1,15 @@
-//! Placeholder firmware: proves the crate links with no allocator (filled in with both profiles)
+//! QEMU firmware: runs tether's game and LongPort machines client <-> server in memory, with no
+//! global allocator, and exits 0 only when every step matched
+//!
+//! `cargo run --release` (thumbv7m-none-eabi, lm3s6965evb) or
+//! `cargo run --release --target thumbv6m-none-eabi` (Cortex-M0, microbit).
 #![no_std]
 #![no_main]
+
+mod clock;
+mod game;
+mod longport;
+mod runner;
 
 use cortex_m_rt::entry;
 use cortex_m_semihosting::{debug, hprintln};
@@ -8,9 +17,20 @@ use panic_semihosting as _;
 
 #[entry]
 fn main() -> ! {
-    let mut clock = tether::time::Clock::new();
-    let now = clock.update(tether::Instant::from_millis(5));
-    hprintln!("tether firmware: now={}ms", now.as_millis());
-    debug::exit(debug::EXIT_SUCCESS);
+    hprintln!(
+        "tether firmware on {} (no global allocator)",
+        env!("FW_TARGET")
+    );
+    let mut runner = runner::Runner::default();
+    game::run(&mut runner);
+    longport::run(&mut runner);
+    hprintln!("{} passed, {} failed", runner.passed, runner.failed);
+    let ok = runner.failed == 0 && runner.passed > 0;
+    debug::exit(if ok {
+        debug::EXIT_SUCCESS
+    } else {
+        debug::EXIT_FAILURE
+    });
+    #[allow(clippy::empty_loop)]
     loop {}
 }

@@ -1,0 +1,87 @@
+//! Footprint: LongPort server (default capacities: 16 connections, 64 sessions), through the loop
+#![no_std]
+#![no_main]
+
+#[path = "../fp_common.rs"]
+mod fp_common;
+
+use core::hint::black_box;
+
+use tether::longport::control::{CloseCode, SessionGrant};
+use tether::longport::deframe::Transport;
+use tether::longport::server::{App, DefaultServer, ServerConfig};
+use tether::longport::wire::Status;
+use tether::Machine;
+
+type LpServer = DefaultServer<u32>;
+
+#[cortex_m_rt::entry]
+fn main() -> ! {
+    let server: &'static mut LpServer =
+        cortex_m::singleton!(: LpServer = LpServer::new(ServerConfig::default())).unwrap();
+    let (mut rx, mut tx) = ([0u8; 1400], [0u8; 1400]);
+    let mut tick = 0;
+    loop {
+        let i = fp_common::inputs(&mut rx, &mut tick);
+        let now = i.now;
+        let conn: u32 = black_box(1);
+        match i.command {
+            0 => {
+                let _ = black_box(server.handle_connected(now, conn, Transport::Tcp));
+            }
+            1 => {
+                let _ = black_box(server.close(now, conn, CloseCode::ServerError, "bye"));
+            }
+            2 => server.shutdown(now),
+            3 => server.handle_closed(now, conn),
+            _ => {}
+        }
+        let mut grant = None;
+        let mut answer = None;
+        match server.handle_input(now, conn, &rx[..i.len]) {
+            Ok(r) => {
+                black_box(r.bytes_consumed());
+                match r.into_app() {
+                    Some(App::Auth { token, .. }) => grant = Some(black_box(token.len()) > 3),
+                    Some(App::Reconnect { .. }) => grant = Some(true),
+                    Some(App::Request {
+                        request_id, cmd, ..
+                    }) => answer = Some((request_id, cmd)),
+                    other => {
+                        black_box(other);
+                    }
+                }
+            }
+            Err(e) => {
+                black_box(e);
+            }
+        }
+        let session = SessionGrant {
+            session_id: "s-1",
+            expires: black_box(1 << 40),
+            limit: 1,
+            online: 1,
+        };
+        match grant {
+            Some(true) => {
+                let _ = black_box(server.accept_auth(now, conn, session));
+                let _ = black_box(server.accept_reconnect(now, conn, session));
+            }
+            Some(false) => {
+                let _ = black_box(server.reject_auth(
+                    now,
+                    conn,
+                    Status::Unauthenticated,
+                    401,
+                    "bad token",
+                ));
+            }
+            None => {}
+        }
+        if let Some((id, cmd)) = answer {
+            let r = server.respond(now, conn, id, cmd, Status::Success, &rx[..8], &mut tx);
+            let _ = black_box((r, &tx));
+        }
+        fp_common::run_loop(server, now, &mut tx);
+    }
+}
