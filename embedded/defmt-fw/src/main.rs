@@ -27,7 +27,8 @@ fn panic(info: &core::panic::PanicInfo) -> ! {
 fn game_session() {
     const ADDR: u16 = 1;
     let mut client: game::Client = game::Client::new(ClientConfig::default());
-    let mut server: game::Server<u16, 4> = game::Server::new(ServerConfig::new(TokenSecret([3; 16])));
+    let mut server: game::Server<u16, 4> =
+        game::Server::new(ServerConfig::new(TokenSecret([3; 16])));
     let mut buf = [0u8; 1400];
     let mut now = Instant::from_secs(1);
     let _ = client.connect(now);
@@ -77,7 +78,9 @@ fn longport_session() {
         while let Ok(Some(t)) = client.poll_transmit(now, &mut buf) {
             let mut data = &buf[..t.len];
             while !data.is_empty() {
-                let Ok(r) = server.handle_input(now, CONN, data) else { break };
+                let Ok(r) = server.handle_input(now, CONN, data) else {
+                    break;
+                };
                 if let Some(lp_server::App::Auth { token, .. }) = r.app() {
                     defmt::info!("auth with a token of {} bytes", token.len());
                 }
@@ -86,7 +89,12 @@ fn longport_session() {
                 }
                 data = &data[r.bytes_consumed()..];
             }
-            let grant = SessionGrant { session_id: "s1", expires: 1 << 41, limit: 1, online: 1 };
+            let grant = SessionGrant {
+                session_id: "s1",
+                expires: 1 << 41,
+                limit: 1,
+                online: 1,
+            };
             if let Err(e) = server.accept_auth(now, CONN, grant) {
                 defmt::info!("accept_auth: {}", e);
             }
@@ -94,7 +102,9 @@ fn longport_session() {
         while let Ok(Some(t)) = server.poll_transmit(now, &mut buf) {
             let mut data = &buf[..t.len];
             while !data.is_empty() {
-                let Ok(r) = client.handle_input(now, (), data) else { break };
+                let Ok(r) = client.handle_input(now, (), data) else {
+                    break;
+                };
                 if r.bytes_consumed() == 0 {
                     break;
                 }
@@ -108,7 +118,11 @@ fn longport_session() {
             defmt::info!("longport server event: {}", ev);
         }
     }
-    defmt::info!("longport client state {} stats {}", client.state(), client.stats());
+    defmt::info!(
+        "longport client state {} stats {}",
+        client.state(),
+        client.stats()
+    );
     defmt::info!("longport server stats {}", server.stats());
 }
 

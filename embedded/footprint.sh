@@ -1,0 +1,145 @@
+#!/usr/bin/env bash
+# Flash / static RAM of each profile x role on thumbv7em (size-optimised), and size_of of the
+# machine types. Prints a markdown report and writes it to embedded/FOOTPRINT.md.
+#
+# Method: every `fp-*` binary runs ONE machine (in a static) through the same fixed drive loop
+# (src/fp_common.rs); `fp-baseline` runs the loop without a machine. Flash = .vector_table +
+# .text + .rodata + .data (initialisers live in flash), static RAM = .data + .bss + .uninit,
+# each minus the baseline. Because the drive loop makes the compiler link the memcpy/memmove/
+# memset routines of compiler-builtins (up to ~3 KB, shared by everything else in a real
+# firmware), they are also reported separately. size_of comes from the `sizes` firmware run
+# on QEMU (thumbv7m: same data layout as thumbv7em).
+#
+# Needs: rustup target thumbv7em-none-eabihf + thumbv7m-none-eabi, arm-none-eabi-size/nm
+# (binutils-arm-none-eabi), qemu-system-arm. Installs nothing.
+set -euo pipefail
+cd "$(dirname "$0")"
+
+TARGET=thumbv7em-none-eabihf
+PROFILE=footprint
+DIR="target/$TARGET/$PROFILE"
+OUT=FOOTPRINT.md
+
+# budgets (bytes)
+BUDGET_GAME_CLIENT_FLASH=6144
+BUDGET_LP_CLIENT_FLASH=16384
+BUDGET_GAME_CLIENT_SIZE=128
+BUDGET_GAME_PEER_SLOT=64
+
+cargo build --quiet --profile "$PROFILE" --target "$TARGET" \
+  --bin fp-baseline --bin fp-game-client --bin fp-game-server --bin fp-lp-client --bin fp-lp-server
+
+# "flash ram" of an ELF
+sections() {
+  arm-none-eabi-size -A "$1" | awk '
+    $1 == ".vector_table" || $1 == ".text" || $1 == ".rodata" { f += $2 }
+    $1 == ".data" { f += $2; r += $2 }
+    $1 == ".bss" || $1 == ".uninit" { r += $2 }
+    END { print f + 0, r + 0 }'
+}
+
+# bytes of compiler-builtins memory routines (memcpy/memmove/memset/memclr and their aeabi entries)
+mem_routines() {
+  local total=0 addr size typ name
+  while read -r addr size typ name; do
+    case "$name" in
+      __aeabi_mem* | compiler_builtins::mem::*) total=$((total + 16#$size)) ;;
+    esac
+  done < <(arm-none-eabi-nm -S -C "$1" | awk 'NF >= 4')
+  echo "$total"
+}
+
+verdict() { # value budget
+  if [ "$1" -le "$2" ]; then echo "hit"; else echo "MISSED"; fi
+}
+
+read -r BASE_FLASH BASE_RAM < <(sections "$DIR/fp-baseline")
+BASE_MEM=$(mem_routines "$DIR/fp-baseline")
+
+declare -A MACHINE=(
+  [fp-game-client]='`game::Client` (E = 8)'
+  [fp-game-server]='`game::Server<([u8; 4], u16), 16>`'
+  [fp-lp-client]='`longport::DefaultClient` (TCP, no `alloc`)'
+  [fp-lp-server]='`longport::server::DefaultServer<u32>` (16 conns, 64 sessions)'
+)
+declare -A ROLE=(
+  [fp-game-client]='game client' [fp-game-server]='game server'
+  [fp-lp-client]='LongPort client' [fp-lp-server]='LongPort server'
+)
+
+flash_rows=""
+budget_rows=""
+for v in fp-game-client fp-game-server fp-lp-client fp-lp-server; do
+  read -r flash ram < <(sections "$DIR/$v")
+  mem=$(mem_routines "$DIR/$v")
+  dflash=$((flash - BASE_FLASH))
+  dmem=$((mem - BASE_MEM))
+  net=$((dflash - dmem))
+  dram=$((ram - BASE_RAM))
+  flash_rows+="| ${ROLE[$v]} | ${MACHINE[$v]} | $dflash | $dmem | $net | $dram |"$'\n'
+  case "$v" in
+    fp-game-client) b=$BUDGET_GAME_CLIENT_FLASH ;;
+    fp-lp-client) b=$BUDGET_LP_CLIENT_FLASH ;;
+    *) continue ;;
+  esac
+  budget_rows+="| ${ROLE[$v]} flash ≤ $b B | $dflash B: $(verdict "$dflash" "$b") | $net B: $(verdict "$net" "$b") |"$'\n'
+done
+
+# size_of, printed by the `sizes` firmware under QEMU (thumbv7m)
+SIZES_LOG=$(cargo run --quiet --release --bin sizes --target thumbv7m-none-eabi 2>/dev/null)
+size_of() { # name -> bytes
+  printf '%s\n' "$SIZES_LOG" | awk -v n="size_of $1 =" 'index($0, n) == 1 { print $NF }'
+}
+size_rows=""
+while IFS= read -r line; do
+  case "$line" in
+    "size_of "*)
+      name=${line#size_of }
+      name=${name% = *}
+      size_rows+="| \`$name\` | ${line##* } |"$'\n'
+      ;;
+  esac
+done <<< "$SIZES_LOG"
+[ -n "$size_rows" ] || { echo "footprint: the sizes firmware printed nothing" >&2; exit 1; }
+
+client_size=$(size_of "game::Client")
+peer_u32=$(size_of "game::Server per peer slot (u32 key)")
+peer_addr=$(size_of "game::Server per peer slot ((ipv4,port) key)")
+budget_rows+="| \`size_of::<game::Client>()\` ≤ $BUDGET_GAME_CLIENT_SIZE B | $client_size B: $(verdict "$client_size" "$BUDGET_GAME_CLIENT_SIZE") | |"$'\n'
+budget_rows+="| game server, one peer slot ≤ $BUDGET_GAME_PEER_SLOT B (whole marginal cost per peer) | u32 key: $peer_u32 B: $(verdict "$peer_u32" "$BUDGET_GAME_PEER_SLOT"); (ipv4, port) key: $peer_addr B: $(verdict "$peer_addr" "$BUDGET_GAME_PEER_SLOT") | |"$'\n'
+
+rustc_v=$(rustc --version)
+report=$(cat <<MD
+## Footprint (thumbv7em-none-eabihf)
+
+Measured by \`embedded/footprint.sh\` with $rustc_v, profile \`footprint\` (opt-level "z",
+LTO, codegen-units 1, panic abort). Each role is one firmware (\`embedded/src/bin/fp_*.rs\`)
+that runs only that machine, in a static, through the same fixed drive loop (opaque inputs,
+the role's commands, \`handle_input\`/\`handle_timeout\`/\`poll_*\`); numbers are that firmware
+minus the baseline firmware without a machine (flash ${BASE_FLASH} B, RAM ${BASE_RAM} B).
+Flash = .text + .rodata (+ .data initialisers, 0 here); static RAM = .data + .bss, which is
+the machine itself (stack not included). "mem*" is compiler-builtins' memcpy/memmove/memset,
+which the machine code makes the linker pull in but which any firmware that copies buffers
+already has.
+
+| role | machine | flash Δ (B) | of which mem* (B) | flash Δ without mem* (B) | static RAM Δ (B) |
+|---|---|---:|---:|---:|---:|
+${flash_rows}
+### size_of (32-bit Cortex-M, default capacities)
+
+| type | bytes |
+|---|---:|
+${size_rows}
+"Per peer slot" / "per connection slot" / "per session entry" are marginal costs:
+(size_of with 2k slots − size_of with k slots) / k, i.e. everything one more slot adds.
+
+### Budgets
+
+| budget | measured | without mem* |
+|---|---|---|
+${budget_rows}
+MD
+)
+printf '%s\n' "$report"
+printf '%s\n' "$report" > "$OUT"
+echo "footprint: wrote embedded/$OUT" >&2
