@@ -510,8 +510,8 @@ impl<A: Copy + Eq + Hash, const N: usize, const E: usize> Server<A, N, E> {
     /// Mark output bits on a slot and queue the peer for `poll_transmit`
     fn queue_out(dirty: &mut Deque<A, N>, addr: A, slot: &mut PeerSlot, bits: u8) {
         slot.out |= bits;
-        // A full queue only happens with stale entries of removed peers; the next timer scan
-        // re-queues the slot then.
+        // A full queue only happens with stale entries of removed peers; the slot's next timer
+        // entry re-queues it then.
         if !slot.queued && dirty.push_back(addr).is_ok() {
             slot.queued = true;
         }
