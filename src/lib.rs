@@ -3,6 +3,8 @@
 //! (Crate docs with the run-loop contract are completed once the first machine lands.)
 #![no_std]
 #![forbid(unsafe_code)]
+#![warn(missing_docs, unreachable_pub)]
+#![warn(clippy::std_instead_of_core, clippy::alloc_instead_of_core)]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 #[cfg(feature = "alloc")]
