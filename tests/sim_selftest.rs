@@ -246,7 +246,12 @@ impl<A: Copy + Eq> Machine for Echo<A> {
             FrameKind::WsPing => self
                 .out
                 .push_back((from, FrameKind::WsPong, payload.to_vec())),
-            FrameKind::WsClose(_) => self.events.push_back(EchoEvent::PeerClosed(from)),
+            FrameKind::WsClose(code) => {
+                self.events.push_back(EchoEvent::PeerClosed(from));
+                // Answer the closing handshake; the simulator drops it with the transport.
+                self.out
+                    .push_back((from, FrameKind::WsClose(code), Vec::new()));
+            }
             _ => {}
         }
     }
@@ -846,6 +851,7 @@ fn websocket_frames_ping_pong_and_close() {
         expect.push(TalkEvent::Pong(vec![i]));
     }
     assert_eq!(p.take_client_events(), expect, "message order kept");
+    p.record_transcript(true);
     p.client_mut()
         .raw(FrameKind::WsClose(1000), b"bye".to_vec());
     p.client_mut().say(b"after close"); // in flight behind the Close: dropped with the transport
@@ -860,6 +866,49 @@ fn websocket_frames_ping_pong_and_close() {
         ]
     );
     assert_eq!(p.server_stats().app_frames, 50);
+    let fates: Vec<(Direction, FrameKind, Fate)> = p
+        .transcript()
+        .iter()
+        .map(|r| (r.dir, r.kind, r.fate))
+        .collect();
+    assert_eq!(
+        fates,
+        [
+            (
+                Direction::ClientToServer,
+                FrameKind::WsClose(1000),
+                Fate::Delivered
+            ),
+            (
+                Direction::ClientToServer,
+                FrameKind::WsBinary,
+                Fate::TransportClosed
+            ),
+            (
+                Direction::ServerToClient,
+                FrameKind::WsClose(1000),
+                Fate::TransportClosed
+            ),
+        ]
+    );
+}
+
+#[test]
+fn event_hooks_see_events_even_when_not_kept() {
+    let mut p = ping_pair(LinkConfig::perfect(), 1, 100);
+    let seen = Rc::new(RefCell::new((0u32, 0u32)));
+    let (s1, s2) = (Rc::clone(&seen), Rc::clone(&seen));
+    p.on_client_event(move |e| {
+        let PingEvent::Pong { seq, .. } = e;
+        assert_eq!(*seq, s1.borrow().0);
+        s1.borrow_mut().0 += 1;
+    });
+    p.on_server_event(move |_| s2.borrow_mut().1 += 1);
+    p.keep_events(false);
+    p.run_for(Duration::from_millis(1_050));
+    assert_eq!(*seen.borrow(), (11, 11));
+    assert!(p.client_events().is_empty() && p.server_events().is_empty());
+    assert_eq!((p.client_stats().events, p.server_stats().events), (11, 11));
 }
 
 #[test]

@@ -115,6 +115,7 @@ struct Slot<C: Machine, A> {
 }
 
 type AppHook<M> = Box<dyn for<'a> FnMut(usize, &<M as Machine>::App<'a>)>;
+type EventHook<E> = Box<dyn FnMut(usize, &E)>;
 type ClosedHook<M> = Box<dyn Fn(&M) -> bool>;
 type Observer = Box<dyn FnMut(&TraceEntry<'_>)>;
 
@@ -209,6 +210,9 @@ where
     plan: Vec<Planned>,
     on_client_app: Option<AppHook<C>>,
     on_server_app: Option<AppHook<S>>,
+    on_client_event: Option<EventHook<C::Event>>,
+    on_server_event: Option<EventHook<S::Event>>,
+    keep_events: bool,
     tracer: Tracer,
     checks: bool,
     ws_close_closes: bool,
@@ -260,6 +264,9 @@ where
             plan: Vec::new(),
             on_client_app: None,
             on_server_app: None,
+            on_client_event: None,
+            on_server_event: None,
+            keep_events: true,
             tracer: Tracer::default(),
             checks: true,
             ws_close_closes: true,
@@ -465,6 +472,25 @@ where
         self.on_server_app = Some(Box::new(f));
     }
 
+    /// Call `f(client index, event)` for every event a client reports, as it is reported
+    pub fn on_client_event(&mut self, f: impl FnMut(usize, &C::Event) + 'static) {
+        self.on_client_event = Some(Box::new(f));
+    }
+
+    /// Call `f(client index, event)` for every event the server reports; the index is the client
+    /// whose frame was being handled, or `usize::MAX` when the event came from a timer or command
+    pub fn on_server_event(&mut self, f: impl FnMut(usize, &S::Event) + 'static) {
+        self.on_server_event = Some(Box::new(f));
+    }
+
+    /// Keep events for [`Fleet::client_events`] / [`Fleet::server_events`] (default true)
+    ///
+    /// Long soak runs can turn this off and watch events through the hooks
+    /// ([`Fleet::on_client_event`], [`Fleet::on_server_event`]) and [`SideStats::events`] instead.
+    pub fn keep_events(&mut self, on: bool) {
+        self.keep_events = on;
+    }
+
     /// Report every frame's fate to `f` (see [`TraceEntry`])
     pub fn set_observer(&mut self, f: impl FnMut(&TraceEntry<'_>) + 'static) {
         self.tracer.observer = Some(Box::new(f));
@@ -515,7 +541,7 @@ where
     }
 
     /// Steps allowed without virtual time advancing before a run reports [`SimError::Stalled`]
-    /// (default 200 000)
+    /// (default 200 000; never less than 100 per client)
     pub fn set_stall_limit(&mut self, steps: u64) {
         self.stall_limit = steps.max(1);
     }
@@ -721,7 +747,7 @@ where
     /// Drain; perform one action due no later than `limit` (else move the clock to `limit`)
     fn advance_one(&mut self, limit: Option<Instant>) -> Result<(), Stop> {
         self.drain();
-        if self.same_instant_steps >= self.stall_limit {
+        if self.same_instant_steps >= self.stall_limit.max(100 * self.clients.len() as u64) {
             return Err(Stop::Stalled);
         }
         let Some((at, action)) = self.next_action() else {
@@ -832,8 +858,12 @@ where
             server_stats,
             on_client_app,
             on_server_app,
+            on_client_event,
+            on_server_event,
+            keep_events,
             ..
         } = self;
+        let keep = *keep_events;
         let slot = &mut clients[i];
         let outcome = match f.dir {
             Direction::ClientToServer => {
@@ -843,6 +873,7 @@ where
                     }
                 };
                 let rx = &mut slot.rx_at_server;
+                let mut sink = |e: S::Event| record(i, e, keep, server_events, on_server_event);
                 deliver_to(
                     server,
                     "server",
@@ -850,7 +881,7 @@ where
                     slot.addr,
                     &f,
                     rx,
-                    server_events,
+                    &mut sink,
                     server_stats,
                     &mut hook,
                     checks,
@@ -863,7 +894,8 @@ where
                     }
                 };
                 let rx = &mut slot.rx_at_client;
-                let (ev, st) = (&mut slot.events, &mut slot.stats);
+                let ev = &mut slot.events;
+                let mut sink = |e: C::Event| record(i, e, keep, ev, on_client_event);
                 deliver_to(
                     &mut slot.machine,
                     "client",
@@ -871,8 +903,8 @@ where
                     (),
                     &f,
                     rx,
-                    ev,
-                    st,
+                    &mut sink,
+                    &mut slot.stats,
                     &mut hook,
                     checks,
                 )
@@ -896,7 +928,13 @@ where
                 }
                 self.close_transport_inner(i);
             }
-            Outcome::WsClosed if self.ws_close_closes => self.close_transport_inner(i),
+            Outcome::WsClosed if self.ws_close_closes => {
+                // Let the receiver answer first (a Close reply): its frames leave on the old
+                // transport and are dropped with it, as a WebSocket library that already replied
+                // would drop them.
+                self.drain();
+                self.close_transport_inner(i);
+            }
             _ => {}
         }
     }
@@ -976,7 +1014,13 @@ where
         let slot = &mut self.clients[i];
         let mut n = 0;
         while let Some(e) = slot.machine.poll_event() {
-            slot.events.push(e);
+            record(
+                i,
+                e,
+                self.keep_events,
+                &mut slot.events,
+                &mut self.on_client_event,
+            );
             slot.stats.events += 1;
             n += 1;
             assert!(
@@ -1037,7 +1081,13 @@ where
         self.scratch = scratch;
         let mut n = 0;
         while let Some(e) = self.server.poll_event() {
-            self.server_events.push(e);
+            record(
+                usize::MAX,
+                e,
+                self.keep_events,
+                &mut self.server_events,
+                &mut self.on_server_event,
+            );
             self.server_stats.events += 1;
             n += 1;
             assert!(
@@ -1051,6 +1101,15 @@ where
             check_deadline("server", 0, t, now);
         }
         self.server_deadline = t;
+    }
+}
+
+fn record<E>(i: usize, e: E, keep: bool, store: &mut Vec<E>, hook: &mut Option<EventHook<E>>) {
+    if let Some(h) = hook.as_mut() {
+        h(i, &e);
+    }
+    if keep {
+        store.push(e);
     }
 }
 
@@ -1102,7 +1161,7 @@ fn deliver_to<M: Machine>(
     from: M::Peer,
     f: &Flight,
     rx: &mut Vec<u8>,
-    events: &mut Vec<M::Event>,
+    events: &mut impl FnMut(M::Event),
     stats: &mut SideStats,
     app: &mut impl for<'a> FnMut(&M::App<'a>),
     checks: bool,
@@ -1166,7 +1225,7 @@ fn feed_stream<M: Machine>(
     now: Instant,
     from: M::Peer,
     rx: &mut Vec<u8>,
-    events: &mut Vec<M::Event>,
+    events: &mut impl FnMut(M::Event),
     stats: &mut SideStats,
     app: &mut impl for<'a> FnMut(&M::App<'a>),
 ) -> bool {
@@ -1204,7 +1263,7 @@ fn feed_stream<M: Machine>(
                 }
                 retried = true;
                 while let Some(e) = m.poll_event() {
-                    events.push(e);
+                    events(e);
                     stats.events += 1;
                 }
             }
@@ -1372,6 +1431,21 @@ where
     /// Call `f` for every application payload the server receives
     pub fn on_server_app(&mut self, mut f: impl for<'a> FnMut(&S::App<'a>) + 'static) {
         self.fleet.on_server_app(move |_, a: &S::App<'_>| f(a));
+    }
+
+    /// Call `f` for every event the client reports, as it is reported
+    pub fn on_client_event(&mut self, mut f: impl FnMut(&C::Event) + 'static) {
+        self.fleet.on_client_event(move |_, e| f(e));
+    }
+
+    /// Call `f` for every event the server reports, as it is reported
+    pub fn on_server_event(&mut self, mut f: impl FnMut(&S::Event) + 'static) {
+        self.fleet.on_server_event(move |_, e| f(e));
+    }
+
+    /// See [`Fleet::keep_events`]
+    pub fn keep_events(&mut self, on: bool) {
+        self.fleet.keep_events(on);
     }
 
     /// Report every frame's fate to `f` (see [`TraceEntry`])
