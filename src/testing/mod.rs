@@ -17,14 +17,77 @@
 //!
 //! # Example
 //!
-//! ```ignore
-//! use tether::testing::{LinkConfig, Pair};
-//! use tether::Duration;
+//! A test owns the machines through the simulator, issues commands through
+//! [`Pair::client_mut`] / [`Pair::server_mut`], and runs virtual time with
+//! [`Pair::run_until`] (fails with a [`SimError`] instead of hanging) or [`Pair::run_for`].
 //!
-//! let mut pair = Pair::new(client, server, addr, LinkConfig::lossy(0.1), 7);
-//! pair.client_mut().connect(pair.now());
-//! pair.run_until(|p| p.client_events().iter().any(|e| e.is_connected()), Duration::from_secs(30))
-//!     .expect("client connects");
+//! ```
+//! use tether::testing::{Fate, Fleet, LinkConfig, Pair};
+//! use tether::{BufferTooSmall, Duration, FrameKind, Instant, Machine, Received, Transmit};
+//! # use std::collections::VecDeque;
+//! # /// Echoes every datagram back to its sender
+//! # #[derive(Default)]
+//! # struct Echo(VecDeque<(u32, Vec<u8>)>);
+//! # impl Machine for Echo {
+//! #     type Peer = u32;
+//! #     type Event = ();
+//! #     type App<'a> = &'a [u8];
+//! #     type InputError = ();
+//! #     fn handle_input<'a>(&mut self, _: Instant, from: u32, d: &'a [u8]) -> Result<Received<&'a [u8]>, ()> {
+//! #         self.0.push_back((from, d.to_vec()));
+//! #         Ok(Received::with_app(d.len(), d))
+//! #     }
+//! #     fn handle_timeout(&mut self, _: Instant) {}
+//! #     fn poll_transmit(&mut self, _: Instant, buf: &mut [u8]) -> Result<Option<Transmit<u32>>, BufferTooSmall> {
+//! #         let Some((to, d)) = self.0.pop_front() else { return Ok(None) };
+//! #         buf[..d.len()].copy_from_slice(&d);
+//! #         Ok(Some(Transmit { to, len: d.len(), kind: FrameKind::Datagram }))
+//! #     }
+//! #     fn poll_event(&mut self) -> Option<()> { None }
+//! #     fn poll_timeout(&self) -> Option<Instant> { None }
+//! # }
+//! # /// Sends a ping every second and reports each echo as an event
+//! # struct Pinger { next: Instant, ping: bool, echoes: VecDeque<Instant> }
+//! # impl Pinger { fn new() -> Self { Pinger { next: Instant::ZERO, ping: false, echoes: VecDeque::new() } } }
+//! # impl Machine for Pinger {
+//! #     type Peer = ();
+//! #     type Event = Instant;
+//! #     type App<'a> = &'a [u8];
+//! #     type InputError = ();
+//! #     fn handle_input<'a>(&mut self, now: Instant, _: (), d: &'a [u8]) -> Result<Received<&'a [u8]>, ()> {
+//! #         self.echoes.push_back(now);
+//! #         Ok(Received::with_app(d.len(), d))
+//! #     }
+//! #     fn handle_timeout(&mut self, now: Instant) {
+//! #         if now >= self.next { self.ping = true; self.next = now + Duration::from_secs(1); }
+//! #     }
+//! #     fn poll_transmit(&mut self, _: Instant, buf: &mut [u8]) -> Result<Option<Transmit<()>>, BufferTooSmall> {
+//! #         if !std::mem::take(&mut self.ping) { return Ok(None) }
+//! #         buf[..4].copy_from_slice(b"ping");
+//! #         Ok(Some(Transmit { to: (), len: 4, kind: FrameKind::Datagram }))
+//! #     }
+//! #     fn poll_event(&mut self) -> Option<Instant> { self.echoes.pop_front() }
+//! #     fn poll_timeout(&self) -> Option<Instant> { Some(self.next) }
+//! # }
+//!
+//! // One client and one server over a lossy link; the server sees the client at address 7.
+//! let mut pair = Pair::new(Pinger::new(), Echo::default(), 7, LinkConfig::lossy(0.1), 42);
+//! pair.record_transcript(true);
+//! pair.run_until(|p| p.client_events().len() >= 5, Duration::from_secs(60))
+//!     .expect("five echoes within a virtual minute");
+//! assert!(pair.client_stats().transmits >= 5);
+//! assert!(pair.transcript().iter().all(|r| r.fate != Fate::Duplicate));
+//! for line in pair.transcript().iter().take(3) {
+//!     println!("{line}"); // e.g. "0.010000s c->s[0] Datagram delivered 70 69 6e 67"
+//! }
+//!
+//! // One server and 100 clients at addresses 0..100, one virtual minute on a perfect link
+//! // (10 ms each way): pings at 0, 1, ..., 60 s; the echo of the last one is still in flight.
+//! let mut fleet = Fleet::new(Echo::default(), 100, |_| Pinger::new(), |i| i as u32, LinkConfig::perfect(), 1);
+//! fleet.run_for(Duration::from_secs(60));
+//! assert_eq!(fleet.total_client_stats().transmits, 100 * 61);
+//! assert_eq!(fleet.total_client_stats().app_frames, 100 * 60);
+//! assert_eq!(fleet.client_events(3).len(), 60);
 //! ```
 
 mod link;

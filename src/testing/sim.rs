@@ -1275,13 +1275,8 @@ fn feed_stream<M: Machine>(
 /// One client and one server joined by a link each way
 ///
 /// A thin wrapper over a one-client [`Fleet`] (client index 0) with the index dropped from every
-/// method; [`Pair::fleet`] / [`Pair::fleet_mut`] reach the rest.
-///
-/// ```ignore
-/// let mut pair = Pair::new(client, server, addr, LinkConfig::perfect(), 1);
-/// pair.record_transcript(true);
-/// pair.run_until(|p| !p.server_events().is_empty(), Duration::from_secs(5))?;
-/// ```
+/// method; [`Pair::fleet`] / [`Pair::fleet_mut`] reach the rest. See the
+/// [module example](crate::testing#example).
 pub struct Pair<C: Machine<Peer = ()>, S: Machine>
 where
     S::Peer: Hash,
