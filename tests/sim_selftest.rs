@@ -1089,6 +1089,16 @@ fn fleet_routes_each_client_separately() {
         LinkConfig::perfect(),
         1,
     );
+    let attributed = Rc::new(RefCell::new(0));
+    let a2 = Rc::clone(&attributed);
+    f.on_server_event(move |i, e| {
+        assert_eq!(
+            e,
+            &EchoEvent::Got(1000 + i as u32, 4),
+            "event attributed to its client"
+        );
+        *a2.borrow_mut() += 1;
+    });
     f.run_for(Duration::from_millis(1_050));
     for i in 0..5 {
         let expect = 1_000 / (100 * (i + 1)) + 1; // pings at 0, T, 2T, ... <= 1000 ms... minus in-flight
@@ -1099,6 +1109,7 @@ fn fleet_routes_each_client_separately() {
         );
         assert_eq!(f.client_addr(i), 1000 + i as u32);
     }
+    assert_eq!(*attributed.borrow(), f.server_stats().events);
     let total = f.total_client_stats();
     assert_eq!(total.app_frames, f.server_stats().app_frames);
 }

@@ -199,6 +199,8 @@ where
     server_silent: bool,
     server_dirty: bool,
     server_deadline: Option<Instant>,
+    /// Client whose frame or transport event the server handled since its last drain
+    server_cause: usize,
     clients: Vec<Slot<C, S::Peer>>,
     client_closed: Option<ClosedHook<C>>,
     by_addr: HashMap<S::Peer, usize>,
@@ -253,6 +255,7 @@ where
             server_silent: false,
             server_dirty: true,
             server_deadline: None,
+            server_cause: usize::MAX,
             clients: Vec::with_capacity(clients),
             client_closed: None,
             by_addr: HashMap::with_capacity(clients),
@@ -478,7 +481,8 @@ where
     }
 
     /// Call `f(client index, event)` for every event the server reports; the index is the client
-    /// whose frame was being handled, or `usize::MAX` when the event came from a timer or command
+    /// whose frame (or transport close) the server had just handled, or `usize::MAX` when the
+    /// event followed a server timer or command
     pub fn on_server_event(&mut self, f: impl FnMut(usize, &S::Event) + 'static) {
         self.on_server_event = Some(Box::new(f));
     }
@@ -612,6 +616,7 @@ where
         self.server.handle_closed(now, addr);
         self.mark_client(i);
         self.server_dirty = true;
+        self.server_cause = i;
     }
 
     /// Hand `bytes` to the server now, as if client `i` had sent them (bypasses the link)
@@ -911,7 +916,10 @@ where
             }
         };
         match f.dir {
-            Direction::ClientToServer => self.server_dirty = true,
+            Direction::ClientToServer => {
+                self.server_dirty = true;
+                self.server_cause = i;
+            }
             Direction::ServerToClient => self.mark_client(i),
         }
         let fate = match (outcome, f.fate) {
@@ -1082,7 +1090,7 @@ where
         let mut n = 0;
         while let Some(e) = self.server.poll_event() {
             record(
-                usize::MAX,
+                self.server_cause,
                 e,
                 self.keep_events,
                 &mut self.server_events,
@@ -1095,6 +1103,7 @@ where
                 "server reported more than {DRAIN_LIMIT} events in one drain"
             );
         }
+        self.server_cause = usize::MAX;
         self.server_silent = closed(&self.server_closed, &self.server);
         let t = self.server.poll_timeout();
         if self.checks {
