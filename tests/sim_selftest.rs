@@ -171,6 +171,8 @@ enum Flavour {
     Datagram,
     Stream,
     Ws,
+    /// Broken stream server: consumes nothing and does not say what it needs
+    StreamStuck,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -227,6 +229,7 @@ impl<A: Copy + Eq> Machine for Echo<A> {
                 self.events.push_back(EchoEvent::Got(from, data.len()));
                 Ok(Received::with_app(data.len(), data))
             }
+            Flavour::StreamStuck => Ok(Received::consumed(0)),
             Flavour::Stream => {
                 let r = parse_prefixed(data);
                 if let Some(p) = r.app() {
@@ -799,6 +802,20 @@ fn stream_protocol_error_resets_the_transport() {
         p.client_events().last(),
         Some(&TalkEvent::Echo(b"again".to_vec()))
     );
+}
+
+#[test]
+#[should_panic(expected = "did not say what it needs")]
+fn stream_input_without_progress_or_need_panics() {
+    let mut p = Pair::new(
+        Talker::new(Flavour::Stream),
+        Echo::new(Flavour::StreamStuck),
+        ADDR,
+        LinkConfig::perfect(),
+        1,
+    );
+    p.client_mut().say(b"hello");
+    p.run_for(Duration::from_secs(1));
 }
 
 #[test]

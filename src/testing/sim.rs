@@ -183,7 +183,7 @@ enum Outcome {
 /// * a transmit after the machine was closed, when a closed-test was given
 ///   ([`Fleet::client_closed_when`], [`Fleet::server_closed_when`]);
 /// * a datagram or WebSocket message not consumed whole, a stream input consuming more bytes
-///   than it was given, `BufferTooSmall` asking for no more than was offered, a `Transmit` longer
+///   than it was given or consuming nothing without a `need` beyond the buffered bytes, `BufferTooSmall` asking for no more than was offered, a `Transmit` longer
 ///   than the buffer, or more than 100 000 frames/events in one drain.
 pub struct Fleet<C: Machine<Peer = ()>, S: Machine>
 where
@@ -1205,7 +1205,7 @@ fn deliver_to<M: Machine>(
         },
         FrameKind::Stream => {
             rx.extend_from_slice(&f.bytes);
-            if feed_stream(m, who, f.client, now, from, rx, events, stats, app) {
+            if feed_stream(m, who, f.client, now, from, rx, events, stats, app, checks) {
                 Outcome::Accepted
             } else {
                 Outcome::Reset
@@ -1225,7 +1225,8 @@ fn deliver_to<M: Machine>(
 /// Feed a stream receive buffer to `m` until it needs more bytes; false when it kept refusing
 ///
 /// On an `Err` the machine's events are drained (a full event queue is the usual cause) and the
-/// input retried once; a second `Err` means the stream cannot make progress.
+/// input retried once; a second `Err` means the stream cannot make progress. With checks on, a
+/// result that consumes nothing must carry a `need` larger than what is buffered.
 #[allow(clippy::too_many_arguments)]
 fn feed_stream<M: Machine>(
     m: &mut M,
@@ -1237,6 +1238,7 @@ fn feed_stream<M: Machine>(
     events: &mut impl FnMut(M::Event),
     stats: &mut SideStats,
     app: &mut impl for<'a> FnMut(&M::App<'a>),
+    checks: bool,
 ) -> bool {
     let mut retried = false;
     while !rx.is_empty() {
@@ -1259,6 +1261,18 @@ fn feed_stream<M: Machine>(
         };
         match res {
             Ok((consumed, need)) => {
+                if checks && consumed == 0 {
+                    match need {
+                        None => panic!(
+                            "invariant: {who} {i} consumed nothing of a {len}-byte stream buffer and \
+                             did not say what it needs (use Received::need, or Err to refuse)"
+                        ),
+                        Some(n) => assert!(
+                            n > len,
+                            "invariant: {who} {i} needs {n} bytes but already has {len} buffered"
+                        ),
+                    }
+                }
                 rx.drain(..consumed);
                 retried = false;
                 if need.is_some() || consumed == 0 {
