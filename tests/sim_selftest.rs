@@ -819,6 +819,50 @@ fn stream_input_without_progress_or_need_panics() {
 }
 
 #[test]
+fn run_until_mut_lets_the_test_answer_events() {
+    // The test plays the application: each echo triggers the next message, ten rounds.
+    let mut p = Pair::new(
+        Talker::new(Flavour::Stream),
+        Echo::new(Flavour::Stream),
+        ADDR,
+        LinkConfig::perfect().with_split_stream(true),
+        8,
+    );
+    p.client_mut().say(&[0]);
+    let mut rounds = 0u8;
+    p.run_until_mut(
+        |p| {
+            for e in p.take_client_events() {
+                assert_eq!(e, TalkEvent::Echo(vec![rounds]));
+                rounds += 1;
+                p.client_mut().say(&[rounds]);
+            }
+            rounds == 10
+        },
+        Duration::from_secs(5),
+    )
+    .expect("ten rounds");
+    // Ten round trips of 2 x 10 ms, plus up to 1 ms per extra chunk of a split 2-byte frame.
+    let t = p.now();
+    assert!(
+        t >= Instant::from_millis(200) && t <= Instant::from_millis(220),
+        "{t}"
+    );
+    let mut f = Fleet::new(
+        Echo::new(Flavour::Datagram),
+        3,
+        |_| Pinger::new(Duration::from_secs(1), Instant::ZERO).limit(1),
+        |i| i as u32,
+        LinkConfig::perfect(),
+        1,
+    );
+    let err = f
+        .run_until_mut(|f| f.server_events().len() > 3, Duration::from_secs(3))
+        .unwrap_err();
+    assert!(matches!(err, SimError::Idle { .. }), "{err}");
+}
+
+#[test]
 fn close_transport_drops_in_flight_stream_frames() {
     let mut p = Pair::new(
         Talker::new(Flavour::Stream),

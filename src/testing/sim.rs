@@ -706,6 +706,28 @@ where
         }
     }
 
+    /// [`Fleet::run_until`] with a closure that may also act: it gets the fleet mutably after
+    /// every step, so it can answer events with commands (open a transport when a client asks for
+    /// one, grant an auth request, ...); return true to stop
+    ///
+    /// # Errors
+    /// As [`Fleet::run_until`].
+    pub fn run_until_mut(
+        &mut self,
+        mut react: impl FnMut(&mut Self) -> bool,
+        budget: Duration,
+    ) -> Result<(), SimError> {
+        let limit = self.clock.now() + budget;
+        loop {
+            self.drain();
+            if react(self) {
+                return Ok(());
+            }
+            self.advance_one(Some(limit))
+                .map_err(|s| self.stop_error(s, budget))?;
+        }
+    }
+
     /// Run every delivery and timer due within `d`, then leave the clock at `now + d`
     ///
     /// Returns the number of steps taken.
@@ -1580,6 +1602,28 @@ where
         loop {
             self.fleet.drain();
             if pred(self) {
+                return Ok(());
+            }
+            self.fleet
+                .advance_one(Some(limit))
+                .map_err(|s| self.fleet.stop_error(s, budget))?;
+        }
+    }
+
+    /// [`Pair::run_until`] with a closure that may also act on the pair (see
+    /// [`Fleet::run_until_mut`]); return true to stop
+    ///
+    /// # Errors
+    /// See [`Fleet::run_until`].
+    pub fn run_until_mut(
+        &mut self,
+        mut react: impl FnMut(&mut Self) -> bool,
+        budget: Duration,
+    ) -> Result<(), SimError> {
+        let limit = self.fleet.clock.now() + budget;
+        loop {
+            self.fleet.drain();
+            if react(self) {
                 return Ok(());
             }
             self.fleet
