@@ -163,6 +163,21 @@ pub struct InFlight {
     seq: u64,
 }
 
+#[cfg(feature = "defmt")]
+impl defmt::Format for InFlight {
+    fn format(&self, f: defmt::Formatter<'_>) {
+        defmt::write!(
+            f,
+            "InFlight {{ deliver_at: {}, sent_at: {}, kind: {}, bytes: {=[u8]}, fate: {} }}",
+            self.deliver_at,
+            self.sent_at,
+            self.kind,
+            self.bytes.as_slice(),
+            self.fate
+        );
+    }
+}
+
 impl Ord for InFlight {
     fn cmp(&self, other: &Self) -> Ordering {
         (self.deliver_at, self.seq).cmp(&(other.deliver_at, other.seq))

@@ -15,6 +15,9 @@
 //!   time runs in milliseconds.
 //! * [`TraceEntry`] / [`TraceRecord`] — a transcript of every frame's fate.
 //!
+//! Value types here implement `defmt::Format` with the `defmt` feature like the rest of the crate;
+//! the drivers ([`Link`], [`Pair`], [`Fleet`]) hold queues and closures and do not.
+//!
 //! # Example
 //!
 //! A test owns the machines through the simulator, issues commands through
