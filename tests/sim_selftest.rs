@@ -11,7 +11,8 @@ use std::collections::{HashMap, VecDeque};
 use std::rc::Rc;
 
 use tether::testing::{
-    Direction, Fate, Fleet, Hex, Link, LinkConfig, Pair, Rng, SimError, TraceRecord, VirtualClock,
+    Direction, Fate, Fleet, Hex, Link, LinkConfig, Pair, Rng, SimError, Solo, TraceRecord,
+    VirtualClock,
 };
 use tether::{BufferTooSmall, Duration, FrameKind, Instant, Machine, Received, Transmit};
 
@@ -1230,4 +1231,83 @@ fn fleet_is_deterministic() {
     let a = run(1);
     assert_eq!(a, run(1));
     assert_ne!(a, run(2));
+}
+
+// ---------------------------------------------------------------------------------------------
+// Solo
+
+#[test]
+fn solo_fires_timers_in_order_and_takes_inputs() {
+    let mut solo = Solo::new(Pinger::new(Duration::from_millis(100), Instant::ZERO));
+    assert_eq!(solo.advance(Duration::from_secs(1)), 11);
+    let sent = solo.take_sent();
+    assert_eq!(sent.len(), 11);
+    for (k, s) in sent.iter().enumerate() {
+        assert_eq!(s.at, Instant::from_millis(100 * k as u64));
+        assert_eq!(s.bytes, (k as u32).to_be_bytes());
+    }
+    assert_eq!(solo.now(), Instant::from_secs(1));
+    assert_eq!(
+        solo.input((), FrameKind::Datagram, &3u32.to_be_bytes()),
+        Fate::Delivered
+    );
+    assert_eq!(
+        solo.events(),
+        &[PingEvent::Pong {
+            seq: 3,
+            rtt: Duration::from_millis(700)
+        }]
+    );
+    assert_eq!(solo.input((), FrameKind::Datagram, b"xx"), Fate::Refused);
+    assert_eq!(solo.stats().input_errors, 1);
+}
+
+#[test]
+fn solo_reassembles_a_byte_by_byte_stream() {
+    let mut solo = Solo::new(Echo::<u8>::new(Flavour::Stream));
+    let apps = Rc::new(RefCell::new(Vec::new()));
+    let a2 = Rc::clone(&apps);
+    solo.on_app(move |a: &&[u8]| a2.borrow_mut().push(a.to_vec()));
+    let mut stream = prefixed(b"hello");
+    stream.extend(prefixed(b""));
+    stream.extend(prefixed(b"world"));
+    for b in &stream {
+        assert_eq!(solo.input(1, FrameKind::Stream, &[*b]), Fate::Delivered);
+    }
+    assert_eq!(
+        *apps.borrow(),
+        [b"hello".to_vec(), vec![], b"world".to_vec()]
+    );
+    let echoed: Vec<u8> = solo.sent().iter().flat_map(|s| s.bytes.clone()).collect();
+    assert_eq!(echoed, stream);
+    // Two peers keep separate buffers.
+    solo.input(1, FrameKind::Stream, &[2, b'a']);
+    solo.input(2, FrameKind::Stream, &[1, b'z']);
+    solo.input(1, FrameKind::Stream, b"b");
+    assert_eq!(apps.borrow().last().unwrap(), b"ab");
+    // A refused stream is closed like a runtime would.
+    assert_eq!(solo.input(2, FrameKind::Stream, &[1, 0xEE]), Fate::Refused);
+    assert_eq!(solo.stats().stream_resets, 1);
+    assert_eq!(solo.events().last(), Some(&EchoEvent::TransportClosed(2)));
+}
+
+#[test]
+#[should_panic(expected = "livelocked")]
+fn solo_detects_a_stalled_timer() {
+    let mut solo = Solo::new(Stuck {
+        deadline: Instant::from_millis(1),
+        go_back: false,
+    });
+    solo.set_stall_limit(100);
+    solo.advance(Duration::from_secs(1));
+}
+
+#[test]
+#[should_panic(expected = "earlier than the last now")]
+fn solo_checks_deadlines() {
+    let mut solo = Solo::new(Stuck {
+        deadline: Instant::from_millis(1),
+        go_back: true,
+    });
+    solo.advance(Duration::from_secs(1));
 }

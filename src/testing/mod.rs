@@ -13,10 +13,12 @@
 //! * [`Pair`] — one client and one server joined by two links; [`Fleet`] — one server and many
 //!   clients. Both jump virtual time to the next event (delivery or timer), so an hour of protocol
 //!   time runs in milliseconds.
+//! * [`Solo`] — one machine driven directly (the test plays every peer): unit tests against
+//!   hand-made bytes and fuzz targets that replay `(delay, bytes)` sequences.
 //! * [`TraceEntry`] / [`TraceRecord`] — a transcript of every frame's fate.
 //!
 //! Value types here implement `defmt::Format` with the `defmt` feature like the rest of the crate;
-//! the drivers ([`Link`], [`Pair`], [`Fleet`]) hold queues and closures and do not.
+//! the drivers ([`Link`], [`Pair`], [`Fleet`], [`Solo`]) hold queues and closures and do not.
 //!
 //! # Example
 //!
@@ -95,9 +97,11 @@
 
 mod link;
 mod sim;
+mod solo;
 
 pub use link::{Link, LinkConfig, Planned};
 pub use sim::{Fleet, Pair, SideStats};
+pub use solo::{Sent, Solo};
 
 use core::fmt;
 use std::vec::Vec;

@@ -15,11 +15,11 @@ use crate::machine::Machine;
 use crate::time::{Duration, Instant};
 
 /// Initial size of the transmit scratch buffer (grown on [`BufferTooSmall`])
-const SCRATCH_LEN: usize = 64 * 1024;
+pub(super) const SCRATCH_LEN: usize = 64 * 1024;
 /// A machine emitting more frames or events than this in one drain is considered broken
-const DRAIN_LIMIT: usize = 100_000;
+pub(super) const DRAIN_LIMIT: usize = 100_000;
 /// Default number of steps allowed without virtual time advancing
-const DEFAULT_STALL_LIMIT: u64 = 200_000;
+pub(super) const DEFAULT_STALL_LIMIT: u64 = 200_000;
 
 /// Counters for one side of a simulation (the server, or one client)
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -114,9 +114,9 @@ struct Slot<C: Machine, A> {
     dirty: bool,
 }
 
-type AppHook<M> = Box<dyn for<'a> FnMut(usize, &<M as Machine>::App<'a>)>;
-type EventHook<E> = Box<dyn FnMut(usize, &E)>;
-type ClosedHook<M> = Box<dyn Fn(&M) -> bool>;
+pub(super) type AppHook<M> = Box<dyn for<'a> FnMut(usize, &<M as Machine>::App<'a>)>;
+pub(super) type EventHook<E> = Box<dyn FnMut(usize, &E)>;
+pub(super) type ClosedHook<M> = Box<dyn Fn(&M) -> bool>;
 type Observer = Box<dyn FnMut(&TraceEntry<'_>)>;
 
 #[derive(Default)]
@@ -151,7 +151,7 @@ enum Stop {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Outcome {
+pub(super) enum Outcome {
     Accepted,
     Refused,
     Reset,
@@ -901,12 +901,17 @@ where
                 };
                 let rx = &mut slot.rx_at_server;
                 let mut sink = |e: S::Event| record(i, e, keep, server_events, on_server_event);
+                let input = Input {
+                    who: "server",
+                    idx: i,
+                    kind: f.kind,
+                    bytes: &f.bytes,
+                };
                 deliver_to(
                     server,
-                    "server",
+                    input,
                     now,
                     slot.addr,
-                    &f,
                     rx,
                     &mut sink,
                     server_stats,
@@ -923,12 +928,17 @@ where
                 let rx = &mut slot.rx_at_client;
                 let ev = &mut slot.events;
                 let mut sink = |e: C::Event| record(i, e, keep, ev, on_client_event);
+                let input = Input {
+                    who: "client",
+                    idx: i,
+                    kind: f.kind,
+                    bytes: &f.bytes,
+                };
                 deliver_to(
                     &mut slot.machine,
-                    "client",
+                    input,
                     now,
                     (),
-                    &f,
                     rx,
                     &mut sink,
                     &mut slot.stats,
@@ -1135,7 +1145,13 @@ where
     }
 }
 
-fn record<E>(i: usize, e: E, keep: bool, store: &mut Vec<E>, hook: &mut Option<EventHook<E>>) {
+pub(super) fn record<E>(
+    i: usize,
+    e: E,
+    keep: bool,
+    store: &mut Vec<E>,
+    hook: &mut Option<EventHook<E>>,
+) {
     if let Some(h) = hook.as_mut() {
         h(i, &e);
     }
@@ -1144,7 +1160,7 @@ fn record<E>(i: usize, e: E, keep: bool, store: &mut Vec<E>, hook: &mut Option<E
     }
 }
 
-fn check_transmit(
+pub(super) fn check_transmit(
     who: &str,
     i: usize,
     len: usize,
@@ -1167,13 +1183,13 @@ fn check_transmit(
     );
 }
 
-fn check_deadline(who: &str, i: usize, t: Option<Instant>, now: Instant) {
+pub(super) fn check_deadline(who: &str, i: usize, t: Option<Instant>, now: Instant) {
     if let Some(t) = t {
         assert!(t >= now, "invariant: {who} {i} poll_timeout() = {t} is earlier than the last now ({now}) it was given");
     }
 }
 
-fn grow(scratch: &mut Vec<u8>, e: BufferTooSmall, who: &str, i: usize) {
+pub(super) fn grow(scratch: &mut Vec<u8>, e: BufferTooSmall, who: &str, i: usize) {
     assert!(
         e.required > scratch.len(),
         "invariant: {who} {i} returned BufferTooSmall {{ required: {} }} for a {}-byte buffer",
@@ -1183,30 +1199,39 @@ fn grow(scratch: &mut Vec<u8>, e: BufferTooSmall, who: &str, i: usize) {
     scratch.resize(e.required, 0);
 }
 
+/// One frame (or stream chunk) on its way into a machine, named for invariant messages
+#[derive(Clone, Copy)]
+pub(super) struct Input<'b> {
+    pub(super) who: &'static str,
+    pub(super) idx: usize,
+    pub(super) kind: FrameKind,
+    pub(super) bytes: &'b [u8],
+}
+
 /// Hand one delivered frame (or stream chunk) to machine `m`
 #[allow(clippy::too_many_arguments)]
-fn deliver_to<M: Machine>(
+pub(super) fn deliver_to<M: Machine>(
     m: &mut M,
-    who: &str,
+    f: Input<'_>,
     now: Instant,
     from: M::Peer,
-    f: &Flight,
     rx: &mut Vec<u8>,
     events: &mut impl FnMut(M::Event),
     stats: &mut SideStats,
     app: &mut impl for<'a> FnMut(&M::App<'a>),
     checks: bool,
 ) -> Outcome {
+    let who = f.who;
     stats.frames_in += 1;
     stats.bytes_in += f.bytes.len() as u64;
     match f.kind {
-        FrameKind::Datagram | FrameKind::WsBinary => match m.handle_input(now, from, &f.bytes) {
+        FrameKind::Datagram | FrameKind::WsBinary => match m.handle_input(now, from, f.bytes) {
             Ok(r) => {
                 if checks {
                     assert!(
                         r.bytes_consumed() == f.bytes.len() && r.needed().is_none(),
                         "invariant: {who} {} consumed {} of a {}-byte {:?} (need {:?}); datagrams and messages are consumed whole",
-                        f.client,
+                        f.idx,
                         r.bytes_consumed(),
                         f.bytes.len(),
                         f.kind,
@@ -1226,19 +1251,19 @@ fn deliver_to<M: Machine>(
             }
         },
         FrameKind::Stream => {
-            rx.extend_from_slice(&f.bytes);
-            if feed_stream(m, who, f.client, now, from, rx, events, stats, app, checks) {
+            rx.extend_from_slice(f.bytes);
+            if feed_stream(m, who, f.idx, now, from, rx, events, stats, app, checks) {
                 Outcome::Accepted
             } else {
                 Outcome::Reset
             }
         }
         FrameKind::WsPing | FrameKind::WsPong => {
-            m.handle_frame(now, from, f.kind, &f.bytes);
+            m.handle_frame(now, from, f.kind, f.bytes);
             Outcome::Accepted
         }
         FrameKind::WsClose(_) => {
-            m.handle_frame(now, from, f.kind, &f.bytes);
+            m.handle_frame(now, from, f.kind, f.bytes);
             Outcome::WsClosed
         }
     }
