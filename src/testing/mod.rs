@@ -99,7 +99,7 @@ mod link;
 mod sim;
 mod solo;
 
-pub use link::{Link, LinkConfig, Planned};
+pub use link::{InFlight, Link, LinkConfig, Planned};
 pub use sim::{Fleet, Pair, SideStats};
 pub use solo::{Sent, Solo};
 
