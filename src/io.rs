@@ -58,29 +58,17 @@ pub struct Received<T> {
 impl<T> Received<T> {
     /// `n` bytes consumed, nothing for the application
     pub const fn consumed(n: usize) -> Self {
-        Received {
-            consumed: n,
-            need: None,
-            app: None,
-        }
+        Received { consumed: n, need: None, app: None }
     }
 
     /// Nothing consumed: the next frame needs `total` buffered bytes
     pub const fn need(total: usize) -> Self {
-        Received {
-            consumed: 0,
-            need: Some(total),
-            app: None,
-        }
+        Received { consumed: 0, need: Some(total), app: None }
     }
 
     /// `n` bytes consumed carrying application data `app`
     pub const fn with_app(n: usize, app: T) -> Self {
-        Received {
-            consumed: n,
-            need: None,
-            app: Some(app),
-        }
+        Received { consumed: n, need: None, app: Some(app) }
     }
 
     /// Bytes the caller may discard from the front of its input
@@ -109,11 +97,7 @@ impl<T> Received<T> {
 
     /// Map the application data
     pub fn map<U>(self, f: impl FnOnce(T) -> U) -> Received<U> {
-        Received {
-            consumed: self.consumed,
-            need: self.need,
-            app: self.app.map(f),
-        }
+        Received { consumed: self.consumed, need: self.need, app: self.app.map(f) }
     }
 }
 
@@ -127,11 +111,7 @@ pub struct BufferTooSmall {
 
 impl fmt::Display for BufferTooSmall {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "output buffer too small: {} bytes required",
-            self.required
-        )
+        write!(f, "output buffer too small: {} bytes required", self.required)
     }
 }
 
@@ -144,15 +124,9 @@ mod tests {
     #[test]
     fn received_constructors() {
         let r: Received<u8> = Received::need(30);
-        assert_eq!(
-            (r.bytes_consumed(), r.needed(), r.app()),
-            (0, Some(30), None)
-        );
+        assert_eq!((r.bytes_consumed(), r.needed(), r.app()), (0, Some(30), None));
         let r = Received::with_app(7, 1u8).map(|x| x + 1);
-        assert_eq!(
-            (r.bytes_consumed(), r.needed(), r.into_app()),
-            (7, None, Some(2))
-        );
+        assert_eq!((r.bytes_consumed(), r.needed(), r.into_app()), (7, None, Some(2)));
     }
 
     #[test]

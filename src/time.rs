@@ -123,9 +123,7 @@ impl Clock {
     /// A clock that has seen only [`Instant::ZERO`]
     #[must_use]
     pub const fn new() -> Self {
-        Clock {
-            last: Instant::ZERO,
-        }
+        Clock { last: Instant::ZERO }
     }
 
     /// Record `now` and return `max(now, latest seen)`
@@ -161,14 +159,8 @@ mod tests {
     fn saturating_arithmetic() {
         assert_eq!(Instant::MAX + Duration::from_secs(1), Instant::MAX);
         assert_eq!(Instant::ZERO - Duration::from_secs(1), Instant::ZERO);
-        assert_eq!(
-            Instant::from_millis(5) - Instant::from_millis(7),
-            Duration::ZERO
-        );
-        assert_eq!(
-            Instant::from_millis(7) - Instant::from_millis(5),
-            Duration::from_millis(2)
-        );
+        assert_eq!(Instant::from_millis(5) - Instant::from_millis(7), Duration::ZERO);
+        assert_eq!(Instant::from_millis(7) - Instant::from_millis(5), Duration::from_millis(2));
         assert_eq!(Instant::from_secs(2).as_millis(), 2_000);
     }
 

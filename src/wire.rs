@@ -126,9 +126,7 @@ impl<'a> Writer<'a> {
     /// [`BufferTooSmall`] when fewer than `n` bytes are left.
     pub fn reserve(&self, n: usize) -> Result<(), BufferTooSmall> {
         if self.remaining() < n {
-            Err(BufferTooSmall {
-                required: self.pos.saturating_add(n),
-            })
+            Err(BufferTooSmall { required: self.pos.saturating_add(n) })
         } else {
             Ok(())
         }
