@@ -4,6 +4,7 @@
 //! packaged one, bound to 127.0.0.1 with `sv_ipv4only 1`, no master-server registration, a console
 //! fifo for test commands, started with no command-line arguments (every argument would run as a
 //! console command). Stopped by PID with SIGINT, then SIGKILL if it lingers.
+#![allow(dead_code)]
 
 use std::fs;
 use std::io::Write;
@@ -13,7 +14,9 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 /// Raw DDNet CONNECT (token form), used only to probe readiness
-const PROBE_CONNECT: [u8; 12] = [0x10, 0, 0, 0x01, b'T', b'K', b'E', b'N', 0xff, 0xff, 0xff, 0xff];
+const PROBE_CONNECT: [u8; 12] = [
+    0x10, 0, 0, 0x01, b'T', b'K', b'E', b'N', 0xff, 0xff, 0xff, 0xff,
+];
 
 pub struct DdnetServer {
     child: Option<Child>,
@@ -56,7 +59,10 @@ impl DdnetServer {
             .duration_since(std::time::UNIX_EPOCH)
             .unwrap()
             .as_nanos();
-        let work = std::env::temp_dir().join(format!("tether-ddnet-{name}-{}-{stamp}", std::process::id()));
+        let work = std::env::temp_dir().join(format!(
+            "tether-ddnet-{name}-{}-{stamp}",
+            std::process::id()
+        ));
         let home = work.join("home");
         let cfg_dir = home.join(".local/share/ddnet");
         fs::create_dir_all(&cfg_dir).unwrap();
@@ -80,7 +86,12 @@ impl DdnetServer {
             .stderr(log)
             .spawn()
             .unwrap_or_else(|e| panic!("cannot spawn {}: {e}", bin.display()));
-        let mut server = DdnetServer { child: Some(child), port, work, fifo };
+        let mut server = DdnetServer {
+            child: Some(child),
+            port,
+            work,
+            fifo,
+        };
         server.wait_ready();
         server
     }
@@ -88,7 +99,8 @@ impl DdnetServer {
     fn wait_ready(&mut self) {
         let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
         sock.connect(("127.0.0.1", self.port)).unwrap();
-        sock.set_read_timeout(Some(Duration::from_millis(50))).unwrap();
+        sock.set_read_timeout(Some(Duration::from_millis(50)))
+            .unwrap();
         let start = Instant::now();
         let mut buf = [0u8; 2048];
         loop {
@@ -110,7 +122,10 @@ impl DdnetServer {
                 }
             }
             if start.elapsed() > Duration::from_secs(20) {
-                panic!("DDNet-Server did not answer within 20 s; log:\n{}", self.log_tail());
+                panic!(
+                    "DDNet-Server did not answer within 20 s; log:\n{}",
+                    self.log_tail()
+                );
             }
         }
     }
@@ -135,7 +150,10 @@ impl DdnetServer {
     /// Send SIGINT (the server then closes every client with "Server shutdown")
     pub fn interrupt(&self) {
         let pid = self.pid();
-        let ok = Command::new("kill").args(["-INT", &pid.to_string()]).status().unwrap();
+        let ok = Command::new("kill")
+            .args(["-INT", &pid.to_string()])
+            .status()
+            .unwrap();
         assert!(ok.success(), "kill -INT {pid} failed");
     }
 

@@ -1,0 +1,4 @@
+//! LongPort section of the demo (written next)
+
+/// Run the LongPort timeline
+pub fn run() {}

@@ -1,0 +1,178 @@
+//! Our game client against a real DDNet server (Debian's `ddnet-server` 16.4) on loopback
+//!
+//! `#[ignore]`d in plain `cargo test`; `.ci/run` runs them with
+//! `cargo test --test interop_ddnet -- --ignored` inside a private network namespace. Every test
+//! starts its own server (temp HOME, 127.0.0.1, free port, no arguments), bounds its time, and
+//! fails loudly when the server cannot start.
+
+#[path = "support/ddnet.rs"]
+mod ddnet;
+#[path = "support/udp_driver.rs"]
+mod udp_driver;
+
+use std::time::Duration;
+
+use ddnet::DdnetServer;
+use tether::game::{ClientCloseCause, ClientConfig, ClientEvent, ClientState};
+use udp_driver::UdpClient;
+
+fn connect(server: &DdnetServer, vanilla: bool) -> UdpClient {
+    let config = ClientConfig {
+        vanilla,
+        ..ClientConfig::default()
+    };
+    let mut c = UdpClient::new(server.addr(), config).unwrap();
+    let now = c.now();
+    c.client().connect(now).unwrap();
+    let mut token = None;
+    let connected = c
+        .run(Duration::from_secs(5), |t, ev| match ev {
+            ClientEvent::Connected { token: tk } => {
+                eprintln!("[{t}] connected, token {tk:?}");
+                token = Some(*tk);
+                true
+            }
+            other => panic!("unexpected event before Connected: {other:?}"),
+        })
+        .unwrap();
+    assert!(
+        connected,
+        "no Connected within 5 s; server log:\n{}",
+        server.log_tail()
+    );
+    let token = token.unwrap();
+    assert_eq!(
+        token.is_none(),
+        vanilla,
+        "token mode must match the configuration"
+    );
+    assert_eq!(c.client().state(), ClientState::Online);
+    c
+}
+
+/// Stay online for 3 s, counting the server's keep-alives; fail on any event
+fn stay_online(c: &mut UdpClient) {
+    let before = c.client().stats().keep_alives_received;
+    let stopped = c
+        .run(Duration::from_secs(3), |_, ev| {
+            panic!("unexpected event while online: {ev:?}")
+        })
+        .unwrap();
+    assert!(!stopped);
+    let got = c.client().stats().keep_alives_received - before;
+    eprintln!("keep-alives from the server in 3 s: {got}");
+    // DDNet sends one after 1 s without traffic to us: expect about 3.
+    assert!(
+        got >= 2,
+        "expected at least 2 keep-alives from DDNet in 3 s, got {got}"
+    );
+    assert_eq!(c.client().state(), ClientState::Online);
+}
+
+fn close_locally(c: &mut UdpClient, server: &DdnetServer) {
+    let now = c.now();
+    c.client().close(now, "tether interop done").unwrap();
+    let mut closed = None;
+    c.run(Duration::from_secs(1), |_, ev| {
+        closed = Some(ev.clone());
+        true
+    })
+    .unwrap();
+    assert!(
+        matches!(
+            closed,
+            Some(ClientEvent::Closed {
+                cause: ClientCloseCause::Local
+            })
+        ),
+        "expected Closed{{Local}}, got {closed:?}"
+    );
+    // While a connection exists DDNet sends a keep-alive after every second of silence; once it
+    // handled our CLOSE it sends nothing at all (spec/game.md B.3, T2). Listen for 2.5 s.
+    let before = c.received;
+    c.run(Duration::from_millis(2500), |_, ev| {
+        panic!("event after Closed: {ev:?}")
+    })
+    .unwrap();
+    assert_eq!(
+        c.received - before,
+        0,
+        "DDNet still sent datagrams after our CLOSE, so it did not drop the connection; log:\n{}",
+        server.log_tail()
+    );
+}
+
+fn wait_peer_close(c: &mut UdpClient, what: &str) -> String {
+    let mut reason = None;
+    let stopped = c
+        .run(Duration::from_secs(5), |t, ev| match ev {
+            ClientEvent::Closed {
+                cause: ClientCloseCause::Peer { reason: r },
+            } => {
+                eprintln!("[{t}] closed by server: {r:?}");
+                reason = Some(r.as_str().to_owned());
+                true
+            }
+            other => panic!("unexpected event waiting for the {what}: {other:?}"),
+        })
+        .unwrap();
+    assert!(
+        stopped,
+        "no CLOSE from the server within 5 s after the {what}"
+    );
+    assert_eq!(c.client().state(), ClientState::Closed);
+    reason.unwrap()
+}
+
+#[test]
+#[ignore = "needs Debian's ddnet-server; run by .ci/run"]
+fn token_mode_online_keepalives_and_close() {
+    let server = DdnetServer::start("token", "");
+    let mut c = connect(&server, false);
+    stay_online(&mut c);
+    close_locally(&mut c, &server);
+}
+
+#[test]
+#[ignore = "needs Debian's ddnet-server; run by .ci/run"]
+fn vanilla_mode_online_keepalives_and_close() {
+    let server = DdnetServer::start("vanilla", "");
+    let mut c = connect(&server, true);
+    stay_online(&mut c);
+    close_locally(&mut c, &server);
+}
+
+#[test]
+#[ignore = "needs Debian's ddnet-server; run by .ci/run"]
+fn kick_through_console_arrives_as_closed_with_reason() {
+    let server = DdnetServer::start("kick", "");
+    let mut c = connect(&server, false);
+    c.run(Duration::from_millis(500), |_, ev| {
+        panic!("unexpected {ev:?}")
+    })
+    .unwrap();
+    for id in 0..4 {
+        server.console(&format!("kick {id} ci test kick"));
+    }
+    let reason = wait_peer_close(&mut c, "kick");
+    assert_eq!(reason, "Kicked (ci test kick)");
+}
+
+#[test]
+#[ignore = "needs Debian's ddnet-server; run by .ci/run"]
+fn shutdown_by_sigint_arrives_as_closed_with_reason() {
+    let mut server = DdnetServer::start("shutdown", "");
+    let mut c = connect(&server, false);
+    c.run(Duration::from_millis(500), |_, ev| {
+        panic!("unexpected {ev:?}")
+    })
+    .unwrap();
+    server.interrupt();
+    let reason = wait_peer_close(&mut c, "shutdown");
+    assert_eq!(reason, "Server shutdown");
+    assert_eq!(
+        server.wait_exit(Duration::from_secs(10)),
+        Some(0),
+        "server exit status"
+    );
+}

@@ -1,0 +1,122 @@
+//! Drive a `tether::game::Client` over a blocking std `UdpSocket`: the run loop of the crate docs
+//!
+//! Shared by `tests/interop_ddnet.rs` and `examples/ddnet_client.rs` (included with `#[path]`).
+#![allow(dead_code)]
+
+use std::io;
+use std::net::{SocketAddr, UdpSocket};
+use std::time::Duration;
+
+use tether::game::wire::MAX_PACKET_LEN;
+use tether::game::{Client, ClientConfig, ClientEvent};
+use tether::{Instant, Machine};
+
+/// A game client bound to one UDP socket, with a monotonic clock relative to its creation
+pub struct UdpClient {
+    sock: UdpSocket,
+    client: Client,
+    epoch: std::time::Instant,
+    /// Datagrams sent and received by this driver
+    pub sent: u64,
+    /// Datagrams received
+    pub received: u64,
+}
+
+impl UdpClient {
+    /// Bind an ephemeral port (loopback when the server is on loopback) and connect the socket
+    pub fn new(server: SocketAddr, config: ClientConfig) -> io::Result<UdpClient> {
+        let local: SocketAddr = if server.ip().is_loopback() {
+            "127.0.0.1:0".parse().unwrap()
+        } else if server.is_ipv4() {
+            "0.0.0.0:0".parse().unwrap()
+        } else {
+            "[::]:0".parse().unwrap()
+        };
+        let sock = UdpSocket::bind(local)?;
+        sock.connect(server)?;
+        Ok(UdpClient {
+            sock,
+            client: Client::new(config),
+            epoch: std::time::Instant::now(),
+            sent: 0,
+            received: 0,
+        })
+    }
+
+    /// Time since creation as a tether `Instant`
+    pub fn now(&self) -> Instant {
+        Instant::from_micros(self.epoch.elapsed().as_micros() as u64)
+    }
+
+    /// Our UDP port
+    pub fn local_port(&self) -> u16 {
+        self.sock.local_addr().map(|a| a.port()).unwrap_or(0)
+    }
+
+    /// The machine, for commands (`connect`, `close`) and getters
+    pub fn client(&mut self) -> &mut Client {
+        &mut self.client
+    }
+
+    /// Run the loop for at most `limit`; `on_event` returns true to stop early. Returns whether
+    /// it stopped because `on_event` asked to.
+    pub fn run(
+        &mut self,
+        limit: Duration,
+        mut on_event: impl FnMut(Instant, &ClientEvent) -> bool,
+    ) -> io::Result<bool> {
+        let start = std::time::Instant::now();
+        let mut out = [0u8; MAX_PACKET_LEN];
+        let mut inp = [0u8; 2048];
+        loop {
+            // 2. drain transmits, 3. drain events
+            let now = self.now();
+            while let Some(t) = self
+                .client
+                .poll_transmit(now, &mut out)
+                .map_err(|e| io::Error::other(e.to_string()))?
+            {
+                self.sock.send(&out[..t.len])?;
+                self.sent += 1;
+            }
+            let mut stop = false;
+            while let Some(ev) = self.client.poll_event() {
+                stop |= on_event(now, &ev);
+            }
+            if stop {
+                return Ok(true);
+            }
+            let elapsed = start.elapsed();
+            if elapsed >= limit {
+                return Ok(false);
+            }
+            // 4. sleep until the next deadline or a datagram
+            let remaining = limit - elapsed;
+            let wait = match self.client.poll_timeout() {
+                Some(t) => Duration::from_micros(t.as_micros().saturating_sub(now.as_micros())),
+                None => remaining,
+            }
+            .min(remaining)
+            .max(Duration::from_millis(1));
+            self.sock.set_read_timeout(Some(wait))?;
+            // 1. exactly one input: a datagram or the timeout
+            match self.sock.recv(&mut inp) {
+                Ok(n) => {
+                    self.received += 1;
+                    let _ = self.client.handle_input(self.now(), (), &inp[..n]);
+                }
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        io::ErrorKind::WouldBlock
+                            | io::ErrorKind::TimedOut
+                            | io::ErrorKind::ConnectionRefused
+                    ) =>
+                {
+                    self.client.handle_timeout(self.now());
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+}
