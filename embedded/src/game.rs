@@ -30,8 +30,8 @@ struct World {
     client: Client,
     server: Server<u8, 4>,
     buf: [u8; 1400],
-    client_events: Vec<ClientEvent, 8>,
-    server_events: Vec<ServerEvent<u8>, 8>,
+    client_events: Vec<ClientEvent, 4>,
+    server_events: Vec<ServerEvent<u8>, 4>,
     /// Chunk payloads the server received (copied out of the datagrams)
     server_chunks: Vec<Vec<u8, 32>, 4>,
     datagrams_c2s: u32,

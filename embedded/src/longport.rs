@@ -77,8 +77,8 @@ struct World {
     /// Server -> client TCP bytes not yet consumed by the client
     s2c: Vec<u8, 512>,
     out: [u8; 256],
-    client_events: Vec<ClientEvent, 8>,
-    server_events: Vec<ServerEvent<u8>, 8>,
+    client_events: Vec<ClientEvent, 4>,
+    server_events: Vec<ServerEvent<u8>, 4>,
     client_apps: Vec<ClientApp, 4>,
     server_apps: Vec<ServerApp, 4>,
     bytes_c2s: usize,

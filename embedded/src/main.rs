@@ -5,14 +5,12 @@
 //! `cargo run --release --target thumbv6m-none-eabi` (Cortex-M0, microbit).
 #![no_std]
 #![no_main]
-// A step failure carries its formatted message inline (no heap to box it into); only the failure
-// path pays for the size.
-#![allow(clippy::result_large_err)]
 
 mod clock;
 mod game;
 mod longport;
 mod runner;
+mod stack;
 
 use cortex_m_rt::entry;
 use cortex_m_semihosting::{debug, hprintln};
@@ -25,8 +23,18 @@ fn main() -> ! {
         env!("FW_TARGET")
     );
     let mut runner = runner::Runner::default();
+    stack::paint();
     game::run(&mut runner);
+    let (game_stack, size) = stack::peak();
+    stack::paint();
     longport::run(&mut runner);
+    let (lp_stack, _) = stack::peak();
+    hprintln!(
+        "peak stack use: game {} B, longport {} B, of {} B",
+        game_stack,
+        lp_stack,
+        size
+    );
     hprintln!("{} passed, {} failed", runner.passed, runner.failed);
     let ok = runner.failed == 0 && runner.passed > 0;
     debug::exit(if ok {

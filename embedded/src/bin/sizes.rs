@@ -26,6 +26,10 @@ fn main() -> ! {
     show!("game::Client", size_of::<game::Client>());
     show!("game::ClientEvent", size_of::<game::ClientEvent>());
     show!("game::Client<1>", size_of::<game::Client<1>>());
+    // parts of the client: what its size is made of
+    show!("game::ClientConfig", size_of::<game::ClientConfig>());
+    show!("game::ClientStats", size_of::<game::ClientStats>());
+    show!("game::ReasonText", size_of::<game::ReasonText>());
     show!("game::Server<u32,16>", size_of::<game::Server<u32, 16>>());
     show!(
         "game::Server<(ipv4,port),16>",
