@@ -40,7 +40,11 @@ lib_build() { # target features...
   if [ "$target" = thumbv6m-none-eabi ] && [ "$*" = "--features alloc" ]; then
     env=(env RUSTFLAGS="--cfg portable_atomic_unsafe_assume_single_core" CARGO_TARGET_DIR="$ROOT/target/thumbv6m-alloc")
   fi
-  (cd "$ROOT" && "${env[@]}" cargo build --quiet --lib --no-default-features "$@" --target "$target")
+  (cd "$ROOT" && "${env[@]}" cargo build --quiet --lib --no-default-features "$@" --target "$target") && return 0
+  if [ ${#env[@]} -gt 0 ] && ! grep -q 'extra-platforms' "$ROOT/Cargo.toml"; then
+    echo "hint: thumbv6m + alloc needs the target-specific bytes/extra-platforms dependency in the root Cargo.toml (embedded/README.md, 'No allocator')" >&2
+  fi
+  return 1
 }
 for t in "${TARGETS[@]}"; do
   check "lib $t --no-default-features" lib_build "$t"
