@@ -512,8 +512,10 @@ impl<const E: usize> Client<E> {
             }
             (ClientState::Online, Control::ConnectAccept) => {
                 self.last_recv = now;
-                if self.awaiting_server {
-                    // the answer to a retry CONNECT: send ACCEPT again
+                // Only the answer to a retry CONNECT gets another ACCEPT. A late or duplicated
+                // answer to an earlier CONNECT does not: a DDNet server takes a repeated ACCEPT
+                // as a "rejoin" and resets the connection (spec A.8 item 6).
+                if self.awaiting_server && self.retry_connecting {
                     self.pending.connect = false;
                     self.pending.accept = true;
                     self.retry_connecting = false;
@@ -1156,6 +1158,26 @@ mod tests {
             .filter(|e| matches!(e, ClientEvent::Closed { .. }))
             .count();
         assert_eq!(closed, 1);
+    }
+
+    #[test]
+    fn late_connect_accept_gets_no_second_accept() {
+        let mut c: Client = Client::default();
+        c.connect(ms(0)).unwrap();
+        let _ = drain(&mut c, ms(0));
+        c.handle_timeout(ms(500));
+        assert_eq!(drain(&mut c, ms(500)).len(), 1, "CONNECT resent");
+        let ca = hex("10 00 00 02 54 4b 45 4e 12 34 56 78");
+        feed(&mut c, ms(600), &ca);
+        assert_eq!(drain(&mut c, ms(600)), [hex("10 00 00 03 12 34 56 78")]);
+        // the answer to the resent CONNECT, and a duplicate of it: liveness only
+        feed(&mut c, ms(1_100), &ca);
+        feed(&mut c, ms(1_101), &ca);
+        assert!(drain(&mut c, ms(1_101)).is_empty());
+        assert_eq!(
+            events(&mut c),
+            [ClientEvent::Connected { token: Some(TOK) }]
+        );
     }
 
     /// Let the client's timers fire up to and including `until`; the frames sent, with times
