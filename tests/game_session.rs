@@ -373,6 +373,24 @@ fn lost_accept_recovered_by_accept_retry() {
 }
 
 #[test]
+fn slow_link_connect_resend_gives_exactly_one_accept() {
+    // 300 ms each way: the CONNECT is resent at 500 ms before the first answer (600 ms) arrives;
+    // the answer to the resend (1.1 s) must not bring a second ACCEPT (a DDNet server would take
+    // it for a "rejoin" and reset the connection)
+    let mut p = connecting_pair(LinkConfig::perfect().with_latency(ms(300)), 23);
+    run_online(&mut p, Duration::from_secs(2));
+    p.run_for(Duration::from_secs(20));
+    let t = p.transcript();
+    assert_eq!(frames(t, 0, Direction::ClientToServer, CONNECT).count(), 2);
+    assert_eq!(
+        frames(t, 0, Direction::ServerToClient, CONNECT_ACCEPT).count(),
+        2
+    );
+    assert_eq!(frames(t, 0, Direction::ClientToServer, ACCEPT).count(), 1);
+    settle(&mut p, 0);
+}
+
+#[test]
 fn lost_accept_of_vanilla_client_is_harmless_under_admit() {
     let mut p = pair_with(
         client_with(vanilla_config()),
@@ -711,11 +729,12 @@ fn shutdown_reason_reaches_every_client() {
         .count();
     assert_eq!(shut, 3);
     assert_eq!(ev.last(), Some(&ServerEvent::ShutdownComplete));
+    // everyone is silent afterwards (the closed-checks would also panic on a transmit)
+    let (c, s) = (f.total_client_stats().transmits, f.server_stats().transmits);
     f.run_for(Duration::from_secs(30));
-    assert_eq!(
-        f.total_client_stats().transmits,
-        f.total_client_stats().transmits
-    );
+    assert_eq!(f.total_client_stats().transmits, c);
+    assert_eq!(f.server_stats().transmits, s);
+    assert_eq!(f.server().m.state(), tether::game::ServerState::Stopped);
 }
 
 // ---------------------------------------------------------------------------------------------
