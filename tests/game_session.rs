@@ -851,11 +851,14 @@ fn third_client_of_a_two_slot_server_is_told_it_is_full() {
 // ---------------------------------------------------------------------------------------------
 // Chunk packets
 
+/// Chunk packets a side received: (num_chunks, payload)
+type Received = Rc<RefCell<Vec<(u8, Vec<u8>)>>>;
+
 #[test]
 fn chunk_packets_both_ways_arrive_borrowed_with_their_payloads() {
     let mut p = connecting_pair(LinkConfig::perfect(), 22);
-    let to_server: Rc<RefCell<Vec<(u8, Vec<u8>)>>> = Rc::default();
-    let to_client: Rc<RefCell<Vec<(u8, Vec<u8>)>>> = Rc::default();
+    let to_server: Received = Rc::default();
+    let to_client: Received = Rc::default();
     let (ts, tc) = (to_server.clone(), to_client.clone());
     p.fleet_mut().on_server_app(move |_, c| {
         ts.borrow_mut()
