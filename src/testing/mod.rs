@@ -287,6 +287,8 @@ pub enum Fate {
     Refused,
     /// Dropped by the link's random loss
     Lost,
+    /// Dropped by the test's drop filter ([`Fleet::set_drop_filter`], [`Pair::set_drop_filter`])
+    Filtered,
     /// A datagram larger than the link MTU, dropped
     Oversize,
     /// Dropped because the link was cut ([`Pair::set_link_up`])
@@ -317,6 +319,7 @@ impl fmt::Display for Fate {
             Fate::Duplicate => "duplicate",
             Fate::Refused => "refused",
             Fate::Lost => "lost",
+            Fate::Filtered => "filtered",
             Fate::Oversize => "oversize",
             Fate::LinkDown => "link-down",
             Fate::TransportClosed => "transport-closed",
@@ -329,7 +332,7 @@ impl fmt::Display for Fate {
 /// One transcript line, borrowed: a frame's fate as it happens
 ///
 /// Delivered frames are reported at delivery time; dropped frames when they are dropped (at send
-/// time for loss, MTU and a cut link). With [`LinkConfig::split_stream`] each chunk of a stream
+/// time for loss, a drop filter, MTU and a cut link). With [`LinkConfig::split_stream`] each chunk of a stream
 /// frame is its own entry.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]

@@ -118,6 +118,7 @@ pub(super) type AppHook<M> = Box<dyn for<'a> FnMut(usize, &<M as Machine>::App<'
 pub(super) type EventHook<E> = Box<dyn FnMut(usize, &E)>;
 pub(super) type ClosedHook<M> = Box<dyn Fn(&M) -> bool>;
 type Observer = Box<dyn FnMut(&TraceEntry<'_>)>;
+type DropFilter = Box<dyn FnMut(usize, &[u8]) -> bool>;
 
 #[derive(Default)]
 struct Tracer {
@@ -216,6 +217,9 @@ where
     on_server_event: Option<EventHook<S::Event>>,
     keep_events: bool,
     tracer: Tracer,
+    /// Test-chosen drops, client-to-server and server-to-client
+    drop_c2s: Option<DropFilter>,
+    drop_s2c: Option<DropFilter>,
     checks: bool,
     ws_close_closes: bool,
     stall_limit: u64,
@@ -271,6 +275,8 @@ where
             on_server_event: None,
             keep_events: true,
             tracer: Tracer::default(),
+            drop_c2s: None,
+            drop_s2c: None,
             checks: true,
             ws_close_closes: true,
             stall_limit: DEFAULT_STALL_LIMIT,
@@ -585,6 +591,33 @@ where
     pub fn set_link_up(&mut self, i: usize, up: bool) {
         self.clients[i].c2s.set_up(up);
         self.clients[i].s2c.set_up(up);
+    }
+
+    /// Drop chosen frames: every frame sent in direction `dir` is first shown to
+    /// `f(client index, bytes)`, and when it returns true the frame is dropped with
+    /// [`Fate::Filtered`] instead of going onto the link
+    ///
+    /// The filter runs before the link decides anything (so a filtered frame draws no random
+    /// numbers), for every frame kind, and replaces an earlier filter for `dir`. Keep state in
+    /// the closure to drop, say, exactly the first frame of some type.
+    pub fn set_drop_filter(
+        &mut self,
+        dir: Direction,
+        f: impl FnMut(usize, &[u8]) -> bool + 'static,
+    ) {
+        *self.drop_filter_mut(dir) = Some(Box::new(f));
+    }
+
+    /// Remove the drop filter of direction `dir` (see [`Fleet::set_drop_filter`])
+    pub fn clear_drop_filter(&mut self, dir: Direction) {
+        *self.drop_filter_mut(dir) = None;
+    }
+
+    fn drop_filter_mut(&mut self, dir: Direction) -> &mut Option<DropFilter> {
+        match dir {
+            Direction::ClientToServer => &mut self.drop_c2s,
+            Direction::ServerToClient => &mut self.drop_s2c,
+        }
     }
 
     /// Frames in flight, all clients
@@ -995,10 +1028,17 @@ where
         let now = self.clock.now();
         let mut plan = core::mem::take(&mut self.plan);
         let epoch = self.clients[i].epoch;
-        match self
-            .link_mut(i, dir)
-            .plan(now, kind, bytes.len(), &mut plan)
-        {
+        let filtered = match self.drop_filter_mut(dir) {
+            Some(f) => f(i, bytes),
+            None => false,
+        };
+        let planned = if filtered {
+            Err(Fate::Filtered)
+        } else {
+            self.link_mut(i, dir)
+                .plan(now, kind, bytes.len(), &mut plan)
+        };
+        match planned {
             Err(fate) => self.tracer.emit(&TraceEntry {
                 at: now,
                 sent_at: now,
@@ -1573,6 +1613,17 @@ where
     /// Cut or restore both links (see [`Fleet::set_link_up`])
     pub fn set_link_up(&mut self, up: bool) {
         self.fleet.set_link_up(0, up);
+    }
+
+    /// Drop the frames in direction `dir` for which `f(bytes)` returns true (see
+    /// [`Fleet::set_drop_filter`]); they show as [`Fate::Filtered`]
+    pub fn set_drop_filter(&mut self, dir: Direction, mut f: impl FnMut(&[u8]) -> bool + 'static) {
+        self.fleet.set_drop_filter(dir, move |_, b| f(b));
+    }
+
+    /// Remove the drop filter of direction `dir`
+    pub fn clear_drop_filter(&mut self, dir: Direction) {
+        self.fleet.clear_drop_filter(dir);
     }
 
     /// Frames in flight
