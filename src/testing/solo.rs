@@ -194,7 +194,10 @@ impl<M: Machine> Solo<M> {
     /// Call `f(machine, now, app data)` for every application payload, with the machine itself
     /// so `f` can answer at once, before the next buffered bytes are fed (see
     /// [`Fleet::answer_server_app`](super::Fleet::answer_server_app)); replaces [`Solo::on_app`]
-    pub fn answer_app(&mut self, mut f: impl for<'a> FnMut(&mut M, Instant, &M::App<'a>) + 'static) {
+    pub fn answer_app(
+        &mut self,
+        mut f: impl for<'a> FnMut(&mut M, Instant, &M::App<'a>) + 'static,
+    ) {
         self.on_app = Some(Box::new(move |m, now, _, a: &M::App<'_>| f(m, now, a)));
     }
 
