@@ -505,9 +505,7 @@ fn auth_denied(transport: Transport, link: LinkConfig) {
         .connect(now, Credentials::new("stale"))
         .unwrap();
     net.run(&mut sim, Duration::from_secs(5), |s| {
-        s.client_events(0)
-            .iter()
-            .any(|e| *e == ClientEvent::TokenNeeded)
+        s.client_events(0).contains(&ClientEvent::TokenNeeded)
     });
     let ev = sim.client_events(0);
     let failed = ev

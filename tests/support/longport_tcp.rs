@@ -104,8 +104,10 @@ pub fn serve(
 ) -> io::Result<ServerReport> {
     listener.set_nonblocking(true)?;
     let epoch = std::time::Instant::now();
-    let mut config = ServerConfig::default();
-    config.wall_offset_ms = unix_ms() - now(epoch).as_millis() as i64;
+    let config = ServerConfig {
+        wall_offset_ms: unix_ms() - now(epoch).as_millis() as i64,
+        ..ServerConfig::default()
+    };
     let mut server: Server<u32, 64, 256> = Server::new(config);
     let mut conns: Vec<Conn> = Vec::new();
     let mut next_id = 1u32;
