@@ -64,18 +64,35 @@ struct AppState {
     requests: Vec<(u32, u32, u8, Vec<u8>)>,
     /// Frames written by `respond` / `push`, to send over the link
     outbox: Vec<(u32, FrameKind, Vec<u8>)>,
+    /// Clients moved away from `addr(i)`: (index, address)
+    moved: Vec<(usize, u32)>,
+    /// Session lifetime granted (0: [`TTL_MS`])
+    ttl_ms: i64,
+    /// Never answer Auth requests
+    ignore_auth: bool,
 }
 
 impl AppState {
+    /// The connection id (address) of client `i`
+    fn conn_of(&self, i: usize) -> u32 {
+        self.moved
+            .iter()
+            .rev()
+            .find(|(j, _)| *j == i)
+            .map_or(addr(i), |&(_, a)| a)
+    }
+
     fn grant(&mut self, now: Instant) -> (String, i64) {
         self.next_session += 1;
         let id = format!("s-{}", self.next_session);
         self.granted.push(id.clone());
-        (id, wall(now) + TTL_MS)
+        let ttl = if self.ttl_ms == 0 { TTL_MS } else { self.ttl_ms };
+        (id, wall(now) + ttl)
     }
 
     fn answer(&mut self, srv: &mut Srv, now: Instant, conn: u32, app: &SApp<'_>) {
         match *app {
+            SApp::Auth { .. } if self.ignore_auth => {}
             SApp::Auth { token, .. } => {
                 if let Some(pos) = self.valid.iter().position(|t| t == token) {
                     self.valid.remove(pos);
@@ -161,7 +178,8 @@ impl Net {
         }));
         let a = app.clone();
         sim.answer_server_app(move |srv, now, i, app| {
-            a.borrow_mut().answer(srv, now, addr(i), app)
+            let conn = a.borrow().conn_of(i);
+            a.borrow_mut().answer(srv, now, conn, app)
         });
         Net {
             app,
@@ -1318,4 +1336,248 @@ fn pipelined_auth_and_heartbeat_answered_in_one_read() {
     sim.inject_to_server(0, FrameKind::Stream, &wire);
     assert_eq!(sim.server_stats().input_errors, 2);
     assert_eq!(sim.server_stats().stream_resets, 1);
+}
+
+// ------------------------------------------------------------------------------------------
+// More lifecycle corners
+// ------------------------------------------------------------------------------------------
+
+/// The client's old connection is half-open (the server has not noticed it died); the client
+/// comes back from a new address with its session: the server closes the older connection with
+/// `Close{ConnectDuplicate}` and the client carries on with the new session
+#[test]
+fn reconnect_from_a_new_address_closes_the_half_open_connection() {
+    let (mut sim, mut net) = setup(1, Transport::Tcp, client_config(Transport::Tcp), tcp_link());
+    connect(&mut sim, &mut net, 0, "tok");
+    let old = addr(0);
+    // the path dies silently; the client notices first (30 s < the server's 45 s)
+    sim.set_link_up(0, false);
+    net.run(&mut sim, Duration::from_secs(40), |s| {
+        s.client_events(0).contains(&ClientEvent::Disconnected {
+            reason: DisconnectReason::HeartbeatTimeout,
+        })
+    });
+    assert_eq!(sim.server().state(old), Some(PeerState::Authenticated));
+    // back online from another address (NAT rebinding); the server still holds `old`
+    let new = addr(7);
+    sim.set_client_addr(0, new);
+    net.app.borrow_mut().moved.push((0, new));
+    sim.set_link_up(0, true);
+    sim.take_client_events(0); // handled above; the loop below sees only new ones
+    let before = sim.server_events().len();
+    // open the transport under the client's new address
+    sim.run_until_mut(
+        |s| {
+            let now = s.now();
+            for e in s.take_client_events(0) {
+                if let ClientEvent::ConnectTransport { .. } = e {
+                    s.server_mut()
+                        .handle_connected(now, new, Transport::Tcp)
+                        .unwrap();
+                    s.client_mut(0).handle_connected(now).unwrap();
+                }
+            }
+            s.client(0).is_ready()
+        },
+        Duration::from_secs(10),
+    )
+    .unwrap();
+    assert_eq!(sim.server().session_id(new), Some("s-2"));
+    let ev = &sim.server_events()[before..];
+    assert!(ev.contains(&ServerEvent::PeerClosed {
+        conn: old,
+        reason: CloseReason::Duplicate
+    }));
+    assert!(ev.contains(&ServerEvent::Disconnect { conn: old }));
+    // the Close{ConnectDuplicate} for the old connection had nowhere to go
+    let unroutable: Vec<_> = sim
+        .transcript()
+        .iter()
+        .filter(|r| r.fate == Fate::Unroutable)
+        .filter_map(|r| Packet::parse(&r.bytes, 1 << 20).ok())
+        .filter(|(p, _)| p.header.kind == Kind::Push && p.header.cmd == 0)
+        .map(|(p, _)| Close::decode(p.body).unwrap().code)
+        .collect();
+    assert_eq!(unroutable, vec![CloseCode::ConnectDuplicate]);
+    assert!(sim.client(0).is_ready());
+}
+
+#[test]
+fn requests_in_flight_fail_when_the_transport_drops() {
+    let (mut sim, mut net) = setup(1, Transport::Tcp, client_config(Transport::Tcp), tcp_link());
+    net.app.borrow_mut().echo = false;
+    connect(&mut sim, &mut net, 0, "tok");
+    let a = request(&mut sim, 0, CMD_ECHO, Duration::from_secs(5), b"a");
+    let b = request(&mut sim, 0, CMD_ECHO, Duration::from_secs(5), b"b");
+    net.close(&mut sim, 0);
+    let ev = sim.client_events(0);
+    for id in [a, b] {
+        assert!(ev.contains(&ClientEvent::RequestFailed {
+            id,
+            reason: tether::longport::event::RequestFailure::Disconnected
+        }));
+    }
+    // and they do not time out later
+    net.run(&mut sim, Duration::from_secs(10), |s| s.client(0).is_ready());
+    sim.run_for(Duration::from_secs(10));
+    assert!(!sim
+        .client_events(0)
+        .iter()
+        .any(|e| matches!(e, ClientEvent::RequestTimedOut { .. })));
+    assert_eq!(sim.client(0).in_flight(), 0);
+}
+
+/// Heartbeat ids at and above 2^31 are negative `heartbeat_id`s (the Go cast); the pong still
+/// matches over WebSocket, and the TCP echo matches by request id
+#[test]
+fn heartbeats_match_with_request_ids_above_i32_max() {
+    for transport in [Transport::Tcp, Transport::WebSocket] {
+        let config = client_config(transport).with_first_request_id(u32::MAX - 1);
+        let (mut sim, mut net) = setup(1, transport, config, LinkConfig::perfect());
+        connect(&mut sim, &mut net, 0, "tok");
+        net.run(&mut sim, Duration::from_secs(40), |s| rtts(s, 0).len() == 3);
+        assert_eq!(
+            rtts(&sim, 0),
+            vec![Duration::from_millis(20); 3],
+            "{transport:?}"
+        );
+    }
+}
+
+/// A TCP server may send its own heartbeat requests: the client echoes them (same id, same
+/// body) and they count as liveness on both sides
+#[test]
+fn server_heartbeat_requests_are_echoed_by_the_client() {
+    let (mut sim, mut net) = setup(1, Transport::Tcp, client_config(Transport::Tcp), tcp_link());
+    let got = Rc::new(RefCell::new(Vec::new()));
+    let g = got.clone();
+    let app = net.app.clone();
+    sim.answer_server_app(move |srv, now, i, a| {
+        if let SApp::Response {
+            request_id,
+            cmd,
+            status,
+            body,
+            ..
+        } = *a
+        {
+            g.borrow_mut().push((request_id, cmd, status, body.to_vec()));
+        }
+        app.borrow_mut().answer(srv, now, addr(i), a);
+    });
+    connect(&mut sim, &mut net, 0, "tok");
+    let now = sim.now();
+    let mut out = [0u8; 64];
+    let t = sim
+        .server_mut()
+        .send(now, addr(0), &Packet::request(1, 77, 0, b"\x08\x2a"), &mut out)
+        .unwrap();
+    sim.send_from_server(addr(0), t.kind, &out[..t.len]);
+    sim.run_for(Duration::from_secs(1));
+    let echoed: Vec<_> = packets(&sim, 0, Direction::ClientToServer)
+        .into_iter()
+        .filter(|(_, k, cmd, _)| *cmd == 1 && matches!(k, Kind::Response { request_id: 77, .. }))
+        .map(|(_, _, _, body)| body)
+        .collect();
+    assert_eq!(echoed, vec![b"\x08\x2a".to_vec()]);
+    assert_eq!(sim.client(0).stats().heartbeats_answered, 1);
+}
+
+/// With a wall clock the client sees its session expire: after a drop it asks for a token and
+/// authenticates instead of presenting a dead session
+#[test]
+fn locally_expired_session_goes_straight_to_auth() {
+    let (mut sim, mut net) = setup(1, Transport::Tcp, client_config(Transport::Tcp), tcp_link());
+    {
+        let mut app = net.app.borrow_mut();
+        app.ttl_ms = 60_000;
+        app.fresh.push_back("fresh".into());
+        app.valid.push("fresh".into());
+    }
+    connect(&mut sim, &mut net, 0, "tok");
+    let now = sim.now();
+    // resumable until 10 s (the margin) before expiry
+    assert!(sim.client(0).session_resumable(now + Duration::from_secs(49)));
+    assert!(!sim.client(0).session_resumable(now + Duration::from_secs(51)));
+    sim.run_for(Duration::from_secs(55));
+    assert!(sim.client(0).is_ready(), "heartbeats keep the connection");
+    let mark = sim.client_events(0).len();
+    net.close(&mut sim, 0);
+    net.run(&mut sim, Duration::from_secs(10), |s| s.client(0).is_ready());
+    assert!(sim.client_events(0)[mark..].contains(&ClientEvent::TokenNeeded));
+    assert_eq!(
+        sessions(&sim, 0),
+        vec![("s-1".into(), LoginKind::Auth), ("s-2".into(), LoginKind::Auth)]
+    );
+    assert!(
+        !packets(&sim, 0, Direction::ClientToServer)
+            .iter()
+            .any(|(_, _, cmd, _)| *cmd == 3),
+        "no Reconnect with the expired session"
+    );
+}
+
+/// WebSocket client without heartbeats of its own (the Rust SDK's mode): the server's pings keep
+/// it alive for an hour; the same client on TCP is closed by the server's heartbeat timeout
+/// with `Close{HeartbeatTimeout}` and resumes its session
+#[test]
+fn client_without_heartbeats_relies_on_server_pings() {
+    let mut config = client_config(Transport::WebSocket);
+    config.heartbeat_interval = None;
+    let (mut sim, mut net) = setup(1, Transport::WebSocket, config, LinkConfig::perfect());
+    connect(&mut sim, &mut net, 0, "tok");
+    net.run(&mut sim, Duration::from_secs(3601), |s| {
+        s.now() >= Instant::from_secs(3600)
+    });
+    assert!(sim.client(0).is_ready());
+    assert_eq!(sessions(&sim, 0).len(), 1, "one connection for the hour");
+    assert!(sim.client(0).stats().heartbeats_answered >= 350, "server pings answered");
+
+    let mut config = client_config(Transport::Tcp);
+    config.heartbeat_interval = None;
+    let (mut sim, mut net) = setup(1, Transport::Tcp, config, LinkConfig::perfect());
+    connect(&mut sim, &mut net, 0, "tok");
+    // the client's own liveness check (30 s) trips first: nothing arrives on a quiet TCP link
+    net.run(&mut sim, Duration::from_secs(60), |s| {
+        s.client_events(0).contains(&ClientEvent::Disconnected {
+            reason: DisconnectReason::HeartbeatTimeout,
+        })
+    });
+    net.run(&mut sim, Duration::from_secs(10), |s| s.client(0).is_ready());
+    assert_eq!(sessions(&sim, 0)[1].1, LoginKind::Reconnect);
+}
+
+/// The application never decides on the Auth: the server closes at its auth deadline (5 s here,
+/// before the client's 10 s login timeout) with `Close{AuthError}`; the client drops its token
+/// and asks for a fresh one
+#[test]
+fn auth_decision_never_comes() {
+    let (mut sim, mut net) = setup(1, Transport::Tcp, client_config(Transport::Tcp), tcp_link());
+    net.auto_token = false;
+    net.app.borrow_mut().ignore_auth = true;
+    *sim.server_mut() = Srv::new(ServerConfig {
+        auth_timeout: Duration::from_secs(5),
+        ..server_config()
+    });
+    let now = sim.now();
+    sim.client_mut(0)
+        .connect(now, Credentials::new("tok"))
+        .unwrap();
+    net.run(&mut sim, Duration::from_secs(20), |s| {
+        s.client(0).state() == ClientState::NeedToken
+    });
+    assert!(sim.server_events().contains(&ServerEvent::PeerClosed {
+        conn: addr(0),
+        reason: CloseReason::AuthTimeout,
+    }));
+    assert_eq!(close_pushes(&sim, 0)[0].0, CloseCode::AuthError);
+    let ev = sim.client_events(0);
+    assert!(ev.contains(&ClientEvent::Disconnected {
+        reason: DisconnectReason::ServerClose(CloseCode::AuthError)
+    }));
+    assert!(ev.contains(&ClientEvent::TokenNeeded), "{ev:?}");
+    assert!(!sim.client(0).has_token());
+    assert!(!ev.contains(&ClientEvent::Disconnected {
+        reason: DisconnectReason::LoginTimeout
+    }));
 }
