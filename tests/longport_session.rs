@@ -86,7 +86,11 @@ impl AppState {
         self.next_session += 1;
         let id = format!("s-{}", self.next_session);
         self.granted.push(id.clone());
-        let ttl = if self.ttl_ms == 0 { TTL_MS } else { self.ttl_ms };
+        let ttl = if self.ttl_ms == 0 {
+            TTL_MS
+        } else {
+            self.ttl_ms
+        };
         (id, wall(now) + ttl)
     }
 
@@ -221,10 +225,16 @@ impl Net {
                             .unwrap();
                         sim.client_mut(i).handle_connected(now).unwrap();
                     }
-                    ClientEvent::Disconnected { .. }
+                    ClientEvent::Disconnected { .. } | ClientEvent::Closed { .. }
                         if sim.link(i, Direction::ClientToServer).is_up() =>
                     {
-                        self.close(sim, i);
+                        if self.transport == Transport::WebSocket {
+                            // a WebSocket Close frame the client queued goes out first
+                            let at = now + Duration::from_millis(100);
+                            self.closing.push((i, self.generation[i], at));
+                        } else {
+                            self.close(sim, i);
+                        }
                     }
                     ClientEvent::TokenNeeded if self.auto_token => {
                         let t = self.app.borrow_mut().fresh.pop_front();
@@ -274,6 +284,26 @@ impl Net {
             budget,
         )
         .unwrap_or_else(|e| panic!("{e}; client events: {:?}", s_events(sim)));
+    }
+}
+
+impl Net {
+    /// Run with reactions until virtual time `until`
+    fn run_to(&mut self, sim: &mut Sim, until: Instant) {
+        let budget = until - sim.now();
+        let r = sim.run_until_mut(
+            |s| {
+                self.react(s);
+                s.drain();
+                self.react(s);
+                false
+            },
+            budget,
+        );
+        match r {
+            Err(tether::testing::SimError::Timeout { .. }) => {}
+            other => panic!("{other:?}"),
+        }
     }
 }
 
@@ -1418,7 +1448,9 @@ fn requests_in_flight_fail_when_the_transport_drops() {
         }));
     }
     // and they do not time out later
-    net.run(&mut sim, Duration::from_secs(10), |s| s.client(0).is_ready());
+    net.run(&mut sim, Duration::from_secs(10), |s| {
+        s.client(0).is_ready()
+    });
     sim.run_for(Duration::from_secs(10));
     assert!(!sim
         .client_events(0)
@@ -1461,7 +1493,8 @@ fn server_heartbeat_requests_are_echoed_by_the_client() {
             ..
         } = *a
         {
-            g.borrow_mut().push((request_id, cmd, status, body.to_vec()));
+            g.borrow_mut()
+                .push((request_id, cmd, status, body.to_vec()));
         }
         app.borrow_mut().answer(srv, now, addr(i), a);
     });
@@ -1470,7 +1503,12 @@ fn server_heartbeat_requests_are_echoed_by_the_client() {
     let mut out = [0u8; 64];
     let t = sim
         .server_mut()
-        .send(now, addr(0), &Packet::request(1, 77, 0, b"\x08\x2a"), &mut out)
+        .send(
+            now,
+            addr(0),
+            &Packet::request(1, 77, 0, b"\x08\x2a"),
+            &mut out,
+        )
         .unwrap();
     sim.send_from_server(addr(0), t.kind, &out[..t.len]);
     sim.run_for(Duration::from_secs(1));
@@ -1497,17 +1535,26 @@ fn locally_expired_session_goes_straight_to_auth() {
     connect(&mut sim, &mut net, 0, "tok");
     let now = sim.now();
     // resumable until 10 s (the margin) before expiry
-    assert!(sim.client(0).session_resumable(now + Duration::from_secs(49)));
-    assert!(!sim.client(0).session_resumable(now + Duration::from_secs(51)));
+    assert!(sim
+        .client(0)
+        .session_resumable(now + Duration::from_secs(49)));
+    assert!(!sim
+        .client(0)
+        .session_resumable(now + Duration::from_secs(51)));
     sim.run_for(Duration::from_secs(55));
     assert!(sim.client(0).is_ready(), "heartbeats keep the connection");
     let mark = sim.client_events(0).len();
     net.close(&mut sim, 0);
-    net.run(&mut sim, Duration::from_secs(10), |s| s.client(0).is_ready());
+    net.run(&mut sim, Duration::from_secs(10), |s| {
+        s.client(0).is_ready()
+    });
     assert!(sim.client_events(0)[mark..].contains(&ClientEvent::TokenNeeded));
     assert_eq!(
         sessions(&sim, 0),
-        vec![("s-1".into(), LoginKind::Auth), ("s-2".into(), LoginKind::Auth)]
+        vec![
+            ("s-1".into(), LoginKind::Auth),
+            ("s-2".into(), LoginKind::Auth)
+        ]
     );
     assert!(
         !packets(&sim, 0, Direction::ClientToServer)
@@ -1531,7 +1578,10 @@ fn client_without_heartbeats_relies_on_server_pings() {
     });
     assert!(sim.client(0).is_ready());
     assert_eq!(sessions(&sim, 0).len(), 1, "one connection for the hour");
-    assert!(sim.client(0).stats().heartbeats_answered >= 350, "server pings answered");
+    assert!(
+        sim.client(0).stats().heartbeats_answered >= 350,
+        "server pings answered"
+    );
 
     let mut config = client_config(Transport::Tcp);
     config.heartbeat_interval = None;
@@ -1543,7 +1593,9 @@ fn client_without_heartbeats_relies_on_server_pings() {
             reason: DisconnectReason::HeartbeatTimeout,
         })
     });
-    net.run(&mut sim, Duration::from_secs(10), |s| s.client(0).is_ready());
+    net.run(&mut sim, Duration::from_secs(10), |s| {
+        s.client(0).is_ready()
+    });
     assert_eq!(sessions(&sim, 0)[1].1, LoginKind::Reconnect);
 }
 
@@ -1580,4 +1632,190 @@ fn auth_decision_never_comes() {
     assert!(!ev.contains(&ClientEvent::Disconnected {
         reason: DisconnectReason::LoginTimeout
     }));
+}
+
+#[test]
+fn client_close_ends_the_server_connection() {
+    for (transport, reason) in [
+        (Transport::Tcp, CloseReason::TransportClosed),
+        (Transport::WebSocket, CloseReason::WsClosed(1000)),
+    ] {
+        let (mut sim, mut net) = setup(1, transport, client_config(transport), tcp_link());
+        connect(&mut sim, &mut net, 0, "tok");
+        let now = sim.now();
+        sim.client_mut(0).close(now);
+        net.run(&mut sim, Duration::from_secs(1), |s| {
+            s.server().state(addr(0)).is_none()
+        });
+        assert_eq!(
+            sim.client_events(0).last(),
+            Some(&ClientEvent::Closed {
+                reason: DisconnectReason::Local
+            })
+        );
+        assert!(
+            sim.server_events().contains(&ServerEvent::PeerClosed {
+                conn: addr(0),
+                reason
+            }),
+            "{transport:?}: {:?}",
+            sim.server_events()
+        );
+        // the session outlives the connection on the server
+        assert_eq!(
+            sim.server().session_expires("s-1"),
+            Some(wall(now) - 25 + TTL_MS)
+        );
+        sim.run_for(Duration::from_secs(60));
+        assert_eq!(sim.client(0).state(), ClientState::Closed);
+    }
+}
+
+/// A WebSocket Close frame without a Close push (a proxy going away): reconnect with the session
+#[test]
+fn bare_websocket_close_frame_reconnects_with_the_session() {
+    let (mut sim, mut net) = setup(
+        1,
+        Transport::WebSocket,
+        client_config(Transport::WebSocket),
+        LinkConfig::perfect(),
+    );
+    connect(&mut sim, &mut net, 0, "tok");
+    sim.inject_to_client(0, FrameKind::WsClose(1001), b"");
+    assert!(sim.client_events(0).contains(&ClientEvent::Disconnected {
+        reason: DisconnectReason::WsClose(1001)
+    }));
+    assert!(sim.server_events().contains(&ServerEvent::PeerClosed {
+        conn: addr(0),
+        reason: CloseReason::TransportClosed
+    }));
+    net.run(&mut sim, Duration::from_secs(5), |s| s.client(0).is_ready());
+    assert_eq!(sessions(&sim, 0)[1], ("s-2".into(), LoginKind::Reconnect));
+}
+
+// ------------------------------------------------------------------------------------------
+// Soak
+// ------------------------------------------------------------------------------------------
+
+/// Three clients for two virtual hours under a seeded storm of drops, server closes with every
+/// code, requests and pushes, over split TCP with jitter and over WebSocket; afterwards every
+/// client is back with a session the server agrees on, and every request got an outcome
+#[test]
+fn soak_storm_of_drops_closes_and_requests() {
+    for (transport, seed) in [
+        (Transport::Tcp, 1u64),
+        (Transport::WebSocket, 2),
+        (Transport::Tcp, 3),
+    ] {
+        let link = tcp_link().with_jitter(Duration::from_millis(15));
+        let (mut sim, mut net) = setup(3, transport, client_config(transport), link);
+        let got = collect_client_app(&mut sim);
+        {
+            let mut app = net.app.borrow_mut();
+            for n in 0..1000 {
+                app.fresh.push_back(format!("f{n}"));
+                app.valid.push(format!("f{n}"));
+            }
+        }
+        for i in 0..3 {
+            connect(&mut sim, &mut net, i, &format!("tok{i}"));
+        }
+        let mut rng = tether::testing::Rng::new(seed);
+        let mut sent = Vec::new();
+        let end = sim.now() + Duration::from_secs(7200);
+        while sim.now() < end {
+            let i = rng.below(3) as usize;
+            let now = sim.now();
+            match rng.below(10) {
+                0 => net.close(&mut sim, i),
+                1 => {
+                    let code = CloseCode::from_i32(rng.below(7) as i32);
+                    let _ = sim.server_mut().close(now, addr(i), code, "storm");
+                }
+                2 if sim.client(i).state() == ClientState::Stopped => {
+                    sim.client_mut(i).reconnect_now(now).unwrap();
+                }
+                3..=6 if sim.client(i).is_ready() => {
+                    let id = request(
+                        &mut sim,
+                        i,
+                        CMD_ECHO,
+                        Duration::from_secs(2),
+                        &[rng.below(256) as u8],
+                    );
+                    sent.push((i, id));
+                }
+                7 if sim.server().state(addr(i)) == Some(PeerState::Authenticated) => {
+                    let mut out = [0u8; 16];
+                    if let Ok(t) =
+                        sim.server_mut()
+                            .push(now, addr(i), CMD_QUOTE_PUSH, b"q", &mut out)
+                    {
+                        sim.send_from_server(addr(i), t.kind, &out[..t.len]);
+                    }
+                }
+                _ => {}
+            }
+            let step = Duration::from_millis(rng.range_inclusive(1, 15_000));
+            let until = sim.now() + step;
+            net.run_to(&mut sim, until);
+        }
+        // calm: stopped clients resume, everyone settles
+        for i in 0..3 {
+            if sim.client(i).state() == ClientState::Stopped {
+                let now = sim.now();
+                sim.client_mut(i).reconnect_now(now).unwrap();
+            }
+        }
+        net.run(&mut sim, Duration::from_secs(120), |s| {
+            (0..3).all(|i| s.client(i).is_ready())
+        });
+        sim.run_for(Duration::from_secs(5));
+        for i in 0..3 {
+            let c = sim.client(i);
+            assert!(
+                c.is_ready(),
+                "{transport:?} seed {seed}: client {i} {:?}",
+                c.state()
+            );
+            assert_eq!(
+                c.session_id(),
+                sim.server().session_id(addr(i)),
+                "client {i} and server agree on the session"
+            );
+            assert_eq!(c.in_flight(), 0);
+            assert_eq!(sim.client_stats(i).stream_resets, 0);
+        }
+        // every request: a response, a timeout or a failure, exactly once
+        let responses = got.borrow().responses.len();
+        let outcomes = (0..3)
+            .flat_map(|i| sim.client_events(i).iter())
+            .filter(|e| {
+                matches!(
+                    e,
+                    ClientEvent::RequestTimedOut { .. } | ClientEvent::RequestFailed { .. }
+                )
+            })
+            .count();
+        assert_eq!(
+            responses + outcomes,
+            sent.len(),
+            "{transport:?} seed {seed}"
+        );
+        assert!(sent.len() > 200, "{} requests", sent.len());
+        // Bytes the client sent before it saw a server Close race the close: they reach a
+        // connection the server already forgot (`Disconnect`), are refused with `UnknownConn`
+        // and the simulator resets the stream, as a real socket would answer with RST. Nothing
+        // else is ever refused.
+        let server_closes = sim
+            .server_events()
+            .iter()
+            .filter(|e| matches!(e, ServerEvent::Disconnect { .. }))
+            .count() as u64;
+        assert!(sim.server_stats().stream_resets <= server_closes);
+        assert_eq!(
+            sim.server_stats().input_errors,
+            2 * sim.server_stats().stream_resets
+        );
+    }
 }
