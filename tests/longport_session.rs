@@ -1889,3 +1889,43 @@ fn soak(transport: Transport, seed: u64) {
         }
     }
 }
+
+/// With the default timers (client: heartbeat 60 s, timeout 120 s; server: timeout 150 s) a
+/// silent cut is detected by the client at 120 s and by the server at 150 s
+#[test]
+fn heartbeat_timeout_with_default_timers() {
+    let config = ClientConfig::tcp().with_wall_offset_ms(WALL0);
+    let (mut sim, mut net) = setup(1, Transport::Tcp, config, LinkConfig::perfect());
+    *sim.server_mut() = Srv::new(ServerConfig {
+        wall_offset_ms: WALL0,
+        ..ServerConfig::default()
+    });
+    connect(&mut sim, &mut net, 0, "tok");
+    let ready = sim.now();
+    // one heartbeat goes through first, then the path goes silent
+    net.run(&mut sim, Duration::from_secs(70), |s| rtts(s, 0).len() == 1);
+    let last = sim.now();
+    assert_eq!(
+        last,
+        ready + Duration::from_secs(60) + Duration::from_millis(20)
+    );
+    net.auto_dial = false;
+    sim.set_link_up(0, false);
+    net.run(&mut sim, Duration::from_secs(200), |s| {
+        s.client_events(0).contains(&ClientEvent::Disconnected {
+            reason: DisconnectReason::HeartbeatTimeout,
+        })
+    });
+    assert_eq!(sim.now(), last + Duration::from_secs(120));
+    net.run(&mut sim, Duration::from_secs(200), |s| {
+        s.server_events().contains(&ServerEvent::PeerClosed {
+            conn: addr(0),
+            reason: CloseReason::HeartbeatTimeout,
+        })
+    });
+    // the server last heard the heartbeat request, 10 ms before its echo reached the client
+    assert_eq!(
+        sim.now(),
+        last - Duration::from_millis(10) + Duration::from_secs(150)
+    );
+}

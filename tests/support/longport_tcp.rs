@@ -333,6 +333,7 @@ pub fn run_client(
             ));
         }
         let mut busy = false;
+        let mut eof = false;
         // 1. inputs
         if let Some(s) = sock.as_mut() {
             let open = read_some(s, &mut rx)?;
@@ -360,12 +361,7 @@ pub fn run_client(
                     break;
                 }
             }
-            if !open {
-                log("server closed the connection".into());
-                sock = None;
-                rx.clear();
-                client.handle_closed(t, ());
-            }
+            eof = !open;
         }
         if client.poll_timeout().is_some_and(|d| d <= t) {
             client.handle_timeout(t);
@@ -437,6 +433,14 @@ pub fn run_client(
                 }
                 _ => {}
             }
+        }
+        // the end of the stream is an input too, after what arrived before it
+        if eof && sock.is_some() {
+            log("server closed the connection".into());
+            sock = None;
+            rx.clear();
+            client.handle_closed(t, ());
+            continue;
         }
         // 4. sleep until the next deadline or a little while
         if !busy {
