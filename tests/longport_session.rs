@@ -792,7 +792,13 @@ fn close_code(transport: Transport, link: LinkConfig, code: CloseCode) {
     let mark = sim.client_events(0).len();
     let now = sim.now();
     sim.server_mut().close(now, addr(0), code, "bye").unwrap();
-    let action = close_action(code);
+    // spec 6.3 recommendation, stated here independently of the client's table
+    let action = match code.to_i32() {
+        0..=3 => CloseAction::Reconnect,
+        4 | 5 => CloseAction::ReAuth,
+        _ => CloseAction::Stop,
+    };
+    assert_eq!(close_action(code), action);
     match action {
         CloseAction::Reconnect | CloseAction::ReAuth => {
             net.run(&mut sim, Duration::from_secs(30), |s| {
