@@ -17,6 +17,14 @@
 //!   hand-made bytes and fuzz targets that replay `(delay, bytes)` sequences.
 //! * [`TraceEntry`] / [`TraceRecord`] — a transcript of every frame's fate.
 //!
+//! Playing the application: `on_*_app` hooks observe the data a machine returns;
+//! [`Fleet::answer_server_app`] (and `answer_client_app`, [`Pair::answer_server_app`],
+//! [`Solo::answer_app`]) also hand over the machine, so the hook can answer at once — e.g. check a
+//! LongPort Auth token and call `accept_auth` — before the next buffered bytes are fed, as a real
+//! loop would. Frames a machine writes outside `poll_transmit` (LongPort `send_request`,
+//! `respond`, `push`) go over the link with [`Fleet::send_from_client`] /
+//! [`Fleet::send_from_server`] (or the [`Pair`] equivalents).
+//!
 //! Value types here implement `defmt::Format` with the `defmt` feature like the rest of the crate;
 //! the drivers ([`Link`], [`Pair`], [`Fleet`], [`Solo`]) hold queues and closures and do not.
 //!
