@@ -1,4 +1,283 @@
-//! Game section of the demo (written next)
+//! Game section of the demo: one server, two DDNet token clients, a seeded lossy link
+//!
+//! Client 1 connects (its first CONNECT is lost, so the 500 ms resend shows up), trades a chunk
+//! packet with the server, idles through a few keep-alives and closes with a reason. Client 2
+//! connects and is kicked. Every datagram is one line; events and received chunk payloads are
+//! printed under the datagram that caused them.
+
+use std::cell::RefCell;
+use std::collections::VecDeque;
+use std::rc::Rc;
+
+use tether::game::wire::{self, Control, Packet, TokenMode};
+use tether::game::{
+    Client, ClientCloseCause, ClientConfig, ClientEvent, Flags, PeerCloseCause, Server,
+    ServerConfig, ServerEvent, Token, TokenSecret,
+};
+use tether::testing::{Fleet, LinkConfig, TraceEntry};
+use tether::{BufferTooSmall, Duration, FrameKind, Instant, Machine, Received, Transmit};
+
+/// Seed of the link's randomness: with it, client 1's first CONNECT and a keep-alive are lost
+const SEED: u64 = 26;
+/// Datagram loss probability of every link
+const LOSS: f64 = 0.1;
+
+/// A game machine plus the application's outbox: `send_chunks` writes a chunk packet into a
+/// buffer, and this hands it to the simulated link like an application hands it to its socket
+struct App<M: Machine> {
+    m: M,
+    outbox: VecDeque<(M::Peer, Vec<u8>)>,
+}
+
+impl<M: Machine> App<M> {
+    fn new(m: M) -> Self {
+        App {
+            m,
+            outbox: VecDeque::new(),
+        }
+    }
+}
+
+impl<M: Machine> Machine for App<M> {
+    type Peer = M::Peer;
+    type Event = M::Event;
+    type App<'a> = M::App<'a>;
+    type InputError = M::InputError;
+
+    fn handle_input<'a>(
+        &mut self,
+        now: Instant,
+        from: M::Peer,
+        data: &'a [u8],
+    ) -> Result<Received<M::App<'a>>, M::InputError> {
+        self.m.handle_input(now, from, data)
+    }
+
+    fn handle_timeout(&mut self, now: Instant) {
+        self.m.handle_timeout(now);
+    }
+
+    fn poll_transmit(
+        &mut self,
+        now: Instant,
+        buf: &mut [u8],
+    ) -> Result<Option<Transmit<M::Peer>>, BufferTooSmall> {
+        if let Some(t) = self.m.poll_transmit(now, buf)? {
+            return Ok(Some(t));
+        }
+        let Some((to, bytes)) = self.outbox.pop_front() else {
+            return Ok(None);
+        };
+        if bytes.len() > buf.len() {
+            let required = bytes.len();
+            self.outbox.push_front((to, bytes));
+            return Err(BufferTooSmall { required });
+        }
+        buf[..bytes.len()].copy_from_slice(&bytes);
+        Ok(Some(Transmit {
+            to,
+            len: bytes.len(),
+            kind: FrameKind::Datagram,
+        }))
+    }
+
+    fn poll_event(&mut self) -> Option<M::Event> {
+        self.m.poll_event()
+    }
+
+    fn poll_timeout(&self) -> Option<Instant> {
+        self.m.poll_timeout()
+    }
+}
+
+type Demo = Fleet<App<Client>, App<Server<u32, 4>>>;
+
+fn hex4(t: Token) -> String {
+    t.0.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The message name of one datagram, as the receiver's decoder sees it
+fn name(bytes: &[u8]) -> String {
+    // no connection state here: the structural rules of spec A.5 find the tokens
+    let parsed = match wire::parse(bytes, TokenMode::Detect) {
+        Ok(p) => p,
+        Err(e) => return format!("malformed ({e})"),
+    };
+    match parsed.packet {
+        Packet::Control(c) => match (c.control, c.token) {
+            (Control::Connect, Some(_)) => "CONNECT (token form)".into(),
+            (Control::Connect, None) => "CONNECT (vanilla)".into(),
+            (Control::ConnectAccept, Some(t)) => format!("CONNECT_ACCEPT token {}", hex4(t)),
+            (Control::ConnectAccept, None) => "CONNECT_ACCEPT (vanilla)".into(),
+            (Control::Accept, _) => "ACCEPT".into(),
+            (Control::KeepAlive, _) => "KEEP_ALIVE".into(),
+            (Control::Close(r), _) if r.is_empty() => "CLOSE".into(),
+            (Control::Close(r), _) => format!("CLOSE {:?}", r.to_text::<127>().as_str()),
+        },
+        // the demo's connections all use a token: the last 4 bytes are not payload
+        Packet::Chunks(_) => match wire::parse(bytes, TokenMode::Trailing) {
+            Ok(wire::Parsed {
+                packet: Packet::Chunks(c),
+                ..
+            }) => format!(
+                "chunks (n={}, {} bytes)",
+                c.header.num_chunks,
+                c.payload.len()
+            ),
+            _ => "chunks (no token)".into(),
+        },
+    }
+}
+
+fn client_event(i: usize, e: &ClientEvent) -> String {
+    match e {
+        ClientEvent::Connected { token: Some(t) } => {
+            format!("client {i} Connected (token {})", hex4(*t))
+        }
+        ClientEvent::Connected { token: None } => format!("client {i} Connected (no token)"),
+        ClientEvent::Closed { cause } => match cause {
+            ClientCloseCause::Local => format!("client {i} Closed (local)"),
+            ClientCloseCause::Peer { reason } => {
+                format!("client {i} Closed by the server: {:?}", reason.as_str())
+            }
+            ClientCloseCause::Timeout => format!("client {i} Closed (timeout)"),
+            ClientCloseCause::ConnectTimeout => format!("client {i} Closed (connect timeout)"),
+        },
+    }
+}
+
+fn server_event(e: &ServerEvent<u32>) -> String {
+    match e {
+        ServerEvent::PeerConnected { peer, token } => match token {
+            Some(t) => format!("server PeerConnected {peer} (token {})", hex4(*t)),
+            None => format!("server PeerConnected {peer} (no token)"),
+        },
+        ServerEvent::PeerClosed { peer, cause } => match cause {
+            PeerCloseCause::Kicked => format!("server PeerClosed {peer} (kicked)"),
+            PeerCloseCause::Shutdown => format!("server PeerClosed {peer} (shutdown)"),
+            PeerCloseCause::PeerClosed { reason } => {
+                format!(
+                    "server PeerClosed {peer}: client said {:?}",
+                    reason.as_str()
+                )
+            }
+            PeerCloseCause::Timeout => format!("server PeerClosed {peer} (timeout)"),
+        },
+        ServerEvent::ShutdownComplete => "server ShutdownComplete".into(),
+    }
+}
+
+/// Send one chunk packet (one chunk) from client `i` through its outbox
+fn client_says(f: &mut Demo, i: usize, payload: &[u8]) {
+    let now = f.now();
+    let mut buf = [0u8; 1400];
+    let app = f.client_mut(i);
+    let t = app
+        .m
+        .send_chunks(now, Flags::default(), 1, payload, &mut buf)
+        .expect("online");
+    app.outbox.push_back(((), buf[..t.len].to_vec()));
+}
+
+/// Send one chunk packet from the server to `peer` through its outbox
+fn server_says(f: &mut Demo, peer: u32, payload: &[u8]) {
+    let now = f.now();
+    let mut buf = [0u8; 1400];
+    let app = f.server_mut();
+    let t = app
+        .m
+        .send_chunks(now, peer, Flags::default(), 1, payload, &mut buf)
+        .expect("online");
+    app.outbox.push_back((t.to, buf[..t.len].to_vec()));
+}
 
 /// Run the game timeline
-pub fn run() {}
+pub fn run() {
+    let server = App::new(Server::new(ServerConfig::new(TokenSecret(
+        *b"demo secret 0001",
+    ))));
+    // DDNet's keep-alive interval (1 s) instead of the 250 ms default keeps the output short
+    let config = ClientConfig {
+        keep_alive: Duration::from_secs(1),
+        ..ClientConfig::default()
+    };
+    let link = LinkConfig::lossy(LOSS).with_latency(Duration::from_millis(15));
+    let mut f: Demo = Fleet::new(
+        server,
+        2,
+        |_| App::new(Client::new(config)),
+        |i| i as u32 + 1,
+        link,
+        SEED,
+    );
+    // A received chunk payload is seen while the datagram is handed over, before the datagram's
+    // own line is printed: keep it until then.
+    let app_lines: Rc<RefCell<Vec<String>>> = Rc::default();
+    let pending = app_lines.clone();
+    f.set_observer(move |e: &TraceEntry<'_>| {
+        let who = e.client.map_or(String::new(), |i| format!("[{}] ", i + 1));
+        crate::line(e, &format!("{who}{}", name(e.bytes)));
+        for l in pending.borrow_mut().drain(..) {
+            println!("{l}");
+        }
+    });
+    f.on_client_event(|i, e| println!("   event: {}", client_event(i + 1, e)));
+    f.on_server_event(|_, e| println!("   event: {}", server_event(e)));
+    let lines = app_lines.clone();
+    f.on_server_app(move |i, c| {
+        lines.borrow_mut().push(format!(
+            "   app:   server got {:?} from client {} (borrowed from the datagram)",
+            String::from_utf8_lossy(c.payload),
+            i + 1
+        ))
+    });
+    f.on_client_app(move |i, c| {
+        app_lines.borrow_mut().push(format!(
+            "   app:   client {} got {:?} (borrowed from the datagram)",
+            i + 1,
+            String::from_utf8_lossy(c.payload)
+        ))
+    });
+    f.keep_events(false);
+
+    println!(
+        "-- client 1 connects; the link loses {LOSS:.0}% of datagrams (seed {SEED})",
+        LOSS = LOSS * 100.0
+    );
+    let now = f.now();
+    f.client_mut(0).m.connect(now).expect("fresh client");
+    f.run_until(|f| f.server().m.is_online(1), Duration::from_secs(10))
+        .expect("client 1 admitted");
+
+    println!("-- a chunk packet each way, then idle");
+    client_says(&mut f, 0, b"hello");
+    f.run_for(Duration::from_millis(50));
+    server_says(&mut f, 1, b"welcome");
+    f.run_for(Duration::from_millis(2_600));
+
+    println!("-- client 1 closes with a reason");
+    let now = f.now();
+    f.client_mut(0).m.close(now, "bye").expect("online");
+    f.run_for(Duration::from_millis(100));
+
+    println!("-- client 2 connects and is kicked");
+    let now = f.now();
+    f.client_mut(1).m.connect(now).expect("fresh client");
+    f.run_until(|f| f.server().m.is_online(2), Duration::from_secs(10))
+        .expect("client 2 admitted");
+    f.run_for(Duration::from_millis(1_100));
+    let now = f.now();
+    f.server_mut()
+        .m
+        .kick(now, 2, "Kicked (demo)")
+        .expect("client 2 is a peer");
+    f.run_for(Duration::from_millis(100));
+    let s = f.server().m.stats();
+    println!(
+        "-- server: {} admitted, {} CONNECT_ACCEPTs, {} keep-alives sent; {} peers left",
+        s.peers_admitted,
+        s.connect_accepts_sent,
+        s.keep_alives_sent,
+        f.server().m.peer_count()
+    );
+}

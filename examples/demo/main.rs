@@ -24,7 +24,12 @@ pub fn line(e: &TraceEntry<'_>, name: &str) {
         _ => " (dropped)",
     };
     let hex: Vec<String> = e.bytes.iter().map(|b| format!("{b:02x}")).collect();
-    println!("{:>12}  {dir}  {:<40} {}", format!("{}", e.at), format!("{name}{fate}"), hex.join(" "));
+    println!(
+        "{:>12}  {dir}  {:<40} {}",
+        format!("{}", e.at),
+        format!("{name}{fate}"),
+        hex.join(" ")
+    );
 }
 
 fn main() {

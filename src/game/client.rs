@@ -30,9 +30,12 @@
 //!   [`ClientConfig::connect_timeout`] (10 s) after `connect` the client gives up
 //!   ([`ClientCloseCause::ConnectTimeout`]).
 //! * Online, a KEEP_ALIVE is sent when nothing was sent for [`ClientConfig::keep_alive`].
-//! * Online, until the server sends anything besides CONNECT_ACCEPT, the handshake is repeated
-//!   every [`ClientConfig::accept_retry`] (2 s): a lost ACCEPT otherwise leaves a DDNet server
-//!   without the connection while the client believes it is online (spec A.8 item 7).
+//! * Online, until the server sends anything besides CONNECT_ACCEPT, the client watches for a
+//!   lost ACCEPT (spec A.8 item 7): a DDNet server creates the connection only on ACCEPT, so a
+//!   lost one leaves the server without the connection while the client believes it is online.
+//!   When nothing but CONNECT_ACCEPT arrived for [`ClientConfig::accept_retry`] (2 s) after the
+//!   ACCEPT, the client starts over: CONNECT every [`ClientConfig::connect_resend`] until a
+//!   CONNECT_ACCEPT arrives, then ACCEPT again and another `accept_retry` of waiting.
 //! * Online, the connection times out ([`ClientCloseCause::Timeout`], no CLOSE sent) when nothing
 //!   valid arrived for [`ClientConfig::timeout`]; the deadline itself counts as expired.
 
@@ -71,8 +74,10 @@ pub struct ClientConfig {
     /// (vanilla 0.6.4; DDNet's `conn_timeout` defaults to 100 s).
     pub timeout: Duration,
     /// Lost-ACCEPT recovery: when nothing but CONNECT_ACCEPT arrived for this long after the
-    /// client sent ACCEPT, it sends CONNECT again (and ACCEPT on the answer), repeating at this
-    /// interval until some other packet arrives or the connection times out. `None` disables it.
+    /// client sent ACCEPT, it starts the handshake over — CONNECT every
+    /// [`ClientConfig::connect_resend`] until a CONNECT_ACCEPT comes back, then ACCEPT and this
+    /// long of waiting again — until some other packet arrives or the connection times out.
+    /// `None` disables it.
     /// Default: 2 s, the spec's recommendation (A.8 item 7): a DDNet server creates the
     /// connection only on ACCEPT and never asks for it again, and it sends a keep-alive within
     /// about 1 s of admission. A repeated handshake on a server that did get the first ACCEPT is
@@ -119,7 +124,9 @@ pub struct ClientStats {
     pub chunk_packets_sent: u32,
     /// Chunk packets delivered in [`Received::app`]
     pub chunk_packets_received: u32,
-    /// Handshakes repeated because nothing came back after ACCEPT ([`ClientConfig::accept_retry`])
+    /// Handshakes started over because nothing came back after ACCEPT
+    /// ([`ClientConfig::accept_retry`]); the CONNECT resends of one such restart count once here
+    /// (and each in [`ClientStats::connects_sent`])
     pub accept_retries: u32,
 }
 
@@ -168,7 +175,9 @@ pub struct Client<const E: usize = 8> {
     pending: Pending,
     /// Online, but nothing except CONNECT_ACCEPT received since ACCEPT (see `accept_retry`)
     awaiting_server: bool,
-    /// When the last ACCEPT was queued (or a retry CONNECT)
+    /// Lost-ACCEPT recovery is resending CONNECT (waiting for CONNECT_ACCEPT)
+    retry_connecting: bool,
+    /// When the last ACCEPT (or, while `retry_connecting`, the last retry CONNECT) was queued
     handshake_at: Instant,
     close_reason: ReasonText,
     close_token: Option<Token>,
@@ -193,6 +202,7 @@ impl<const E: usize> Client<E> {
             last_recv: Instant::ZERO,
             pending: Pending::default(),
             awaiting_server: false,
+            retry_connecting: false,
             handshake_at: Instant::ZERO,
             close_reason: ReasonText::new(),
             close_token: None,
@@ -364,14 +374,25 @@ impl<const E: usize> Client<E> {
         let _ = self.events.push_back(ClientEvent::Closed { cause });
     }
 
-    /// When the next lost-ACCEPT retry is due, if one is armed
+    /// Something besides CONNECT_ACCEPT came from the server: it has the connection
+    fn heard_server(&mut self) {
+        self.awaiting_server = false;
+        self.retry_connecting = false;
+    }
+
+    /// When the next lost-ACCEPT retry (or retry CONNECT resend) is due, if one is armed
     fn accept_retry_at(&self) -> Option<Instant> {
         let retry = self.config.accept_retry?;
         let armed = self.state == ClientState::Online
             && self.awaiting_server
             && !self.pending.connect
             && !self.pending.accept;
-        armed.then(|| self.handshake_at + retry.max(Duration::from_micros(1)))
+        let wait = if self.retry_connecting {
+            self.config.connect_resend
+        } else {
+            retry
+        };
+        armed.then(|| self.handshake_at + wait.max(Duration::from_micros(1)))
     }
 
     fn has_pending(&self) -> bool {
@@ -455,7 +476,7 @@ impl<const E: usize> Client<E> {
                     return Ok(Received::consumed(n));
                 }
                 self.last_recv = now;
-                self.awaiting_server = false;
+                self.heard_server();
                 self.stats.chunk_packets_received =
                     self.stats.chunk_packets_received.wrapping_add(1);
                 Ok(Received::with_app(n, c))
@@ -491,21 +512,24 @@ impl<const E: usize> Client<E> {
             }
             (ClientState::Online, Control::ConnectAccept) => {
                 self.last_recv = now;
-                if self.awaiting_server {
-                    // the answer to a retry CONNECT: send ACCEPT again
+                // Only the answer to a retry CONNECT gets another ACCEPT. A late or duplicated
+                // answer to an earlier CONNECT does not: a DDNet server takes a repeated ACCEPT
+                // as a "rejoin" and resets the connection (spec A.8 item 6).
+                if self.awaiting_server && self.retry_connecting {
                     self.pending.connect = false;
                     self.pending.accept = true;
+                    self.retry_connecting = false;
                     self.handshake_at = now;
                 }
             }
             (ClientState::Online, Control::KeepAlive) => {
                 self.last_recv = now;
-                self.awaiting_server = false;
+                self.heard_server();
                 self.stats.keep_alives_received = self.stats.keep_alives_received.wrapping_add(1);
             }
             (ClientState::Online, _) => {
                 self.last_recv = now;
-                self.awaiting_server = false;
+                self.heard_server();
             }
             // Connecting: KEEP_ALIVE, CONNECT, ACCEPT are ignored
             _ => {}
@@ -632,7 +656,11 @@ impl<const E: usize> Machine for Client<E> {
                         if now >= at {
                             self.pending.connect = true;
                             self.handshake_at = now;
-                            self.stats.accept_retries = self.stats.accept_retries.wrapping_add(1);
+                            if !self.retry_connecting {
+                                self.retry_connecting = true;
+                                self.stats.accept_retries =
+                                    self.stats.accept_retries.wrapping_add(1);
+                            }
                         }
                     }
                     if !self.has_pending() && now >= self.last_send + self.config.keep_alive {
@@ -1130,6 +1158,74 @@ mod tests {
             .filter(|e| matches!(e, ClientEvent::Closed { .. }))
             .count();
         assert_eq!(closed, 1);
+    }
+
+    #[test]
+    fn late_connect_accept_gets_no_second_accept() {
+        let mut c: Client = Client::default();
+        c.connect(ms(0)).unwrap();
+        let _ = drain(&mut c, ms(0));
+        c.handle_timeout(ms(500));
+        assert_eq!(drain(&mut c, ms(500)).len(), 1, "CONNECT resent");
+        let ca = hex("10 00 00 02 54 4b 45 4e 12 34 56 78");
+        feed(&mut c, ms(600), &ca);
+        assert_eq!(drain(&mut c, ms(600)), [hex("10 00 00 03 12 34 56 78")]);
+        // the answer to the resent CONNECT, and a duplicate of it: liveness only
+        feed(&mut c, ms(1_100), &ca);
+        feed(&mut c, ms(1_101), &ca);
+        assert!(drain(&mut c, ms(1_101)).is_empty());
+        assert_eq!(
+            events(&mut c),
+            [ClientEvent::Connected { token: Some(TOK) }]
+        );
+    }
+
+    /// Let the client's timers fire up to and including `until`; the frames sent, with times
+    fn run_until_t(c: &mut Client, until: Instant) -> Vec<(Instant, Vec<u8>)> {
+        let mut out = Vec::new();
+        while let Some(t) = c.poll_timeout().filter(|t| *t <= until) {
+            c.handle_timeout(t);
+            out.extend(drain(c, t).into_iter().map(|f| (t, f)));
+        }
+        out
+    }
+
+    #[test]
+    fn accept_retry_resends_connect_until_answered() {
+        let mut c = online();
+        let connect = hex("10 00 00 01 54 4b 45 4e ff ff ff ff");
+        let connects = |frames: &[(Instant, Vec<u8>)]| {
+            frames
+                .iter()
+                .filter(|(_, f)| *f == connect)
+                .map(|(t, _)| *t)
+                .collect::<Vec<_>>()
+        };
+        // the ACCEPT was lost; keep-alives go unanswered until the retry at 2 s, and every retry
+        // CONNECT is lost too: it is resent every 500 ms
+        let sent = run_until_t(&mut c, ms(3_600));
+        assert_eq!(
+            connects(&sent),
+            [ms(2_000), ms(2_500), ms(3_000), ms(3_500)]
+        );
+        assert_eq!(c.stats().accept_retries, 1);
+        assert_eq!(c.stats().connects_sent, 5);
+        // the answer brings one ACCEPT and 2 s of waiting without CONNECTs
+        feed(
+            &mut c,
+            ms(3_600),
+            &hex("10 00 00 02 54 4b 45 4e 12 34 56 78"),
+        );
+        assert_eq!(drain(&mut c, ms(3_600)), [hex("10 00 00 03 12 34 56 78")]);
+        let sent = run_until_t(&mut c, ms(5_650));
+        assert_eq!(connects(&sent), [ms(5_600)]);
+        assert_eq!(c.stats().accept_retries, 2);
+        // any other packet ends the recovery for good
+        feed(&mut c, ms(5_700), &hex("10 00 00 00 12 34 56 78"));
+        let sent = run_until_t(&mut c, ms(15_000));
+        assert!(connects(&sent).is_empty());
+        assert_eq!(c.stats().accept_retries, 2);
+        assert_eq!(c.state(), ClientState::Online);
     }
 
     #[test]

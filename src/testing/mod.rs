@@ -17,6 +17,14 @@
 //!   hand-made bytes and fuzz targets that replay `(delay, bytes)` sequences.
 //! * [`TraceEntry`] / [`TraceRecord`] — a transcript of every frame's fate.
 //!
+//! Playing the application: `on_*_app` hooks observe the data a machine returns;
+//! [`Fleet::answer_server_app`] (and `answer_client_app`, [`Pair::answer_server_app`],
+//! [`Solo::answer_app`]) also hand over the machine, so the hook can answer at once — e.g. check a
+//! LongPort Auth token and call `accept_auth` — before the next buffered bytes are fed, as a real
+//! loop would. Frames a machine writes outside `poll_transmit` (LongPort `send_request`,
+//! `respond`, `push`) go over the link with [`Fleet::send_from_client`] /
+//! [`Fleet::send_from_server`] (or the [`Pair`] equivalents).
+//!
 //! Value types here implement `defmt::Format` with the `defmt` feature like the rest of the crate;
 //! the drivers ([`Link`], [`Pair`], [`Fleet`], [`Solo`]) hold queues and closures and do not.
 //!
@@ -287,6 +295,8 @@ pub enum Fate {
     Refused,
     /// Dropped by the link's random loss
     Lost,
+    /// Dropped by the test's drop filter ([`Fleet::set_drop_filter`], [`Pair::set_drop_filter`])
+    Filtered,
     /// A datagram larger than the link MTU, dropped
     Oversize,
     /// Dropped because the link was cut ([`Pair::set_link_up`])
@@ -317,6 +327,7 @@ impl fmt::Display for Fate {
             Fate::Duplicate => "duplicate",
             Fate::Refused => "refused",
             Fate::Lost => "lost",
+            Fate::Filtered => "filtered",
             Fate::Oversize => "oversize",
             Fate::LinkDown => "link-down",
             Fate::TransportClosed => "transport-closed",
@@ -329,7 +340,7 @@ impl fmt::Display for Fate {
 /// One transcript line, borrowed: a frame's fate as it happens
 ///
 /// Delivered frames are reported at delivery time; dropped frames when they are dropped (at send
-/// time for loss, MTU and a cut link). With [`LinkConfig::split_stream`] each chunk of a stream
+/// time for loss, a drop filter, MTU and a cut link). With [`LinkConfig::split_stream`] each chunk of a stream
 /// frame is its own entry.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]

@@ -114,10 +114,13 @@ struct Slot<C: Machine, A> {
     dirty: bool,
 }
 
-pub(super) type AppHook<M> = Box<dyn for<'a> FnMut(usize, &<M as Machine>::App<'a>)>;
+/// App hook: gets the machine (to answer at once), the instant, the client index and the data
+pub(super) type AppHook<M> =
+    Box<dyn for<'a> FnMut(&mut M, Instant, usize, &<M as Machine>::App<'a>)>;
 pub(super) type EventHook<E> = Box<dyn FnMut(usize, &E)>;
 pub(super) type ClosedHook<M> = Box<dyn Fn(&M) -> bool>;
 type Observer = Box<dyn FnMut(&TraceEntry<'_>)>;
+type DropFilter = Box<dyn FnMut(usize, &[u8]) -> bool>;
 
 #[derive(Default)]
 struct Tracer {
@@ -216,6 +219,9 @@ where
     on_server_event: Option<EventHook<S::Event>>,
     keep_events: bool,
     tracer: Tracer,
+    /// Test-chosen drops, client-to-server and server-to-client
+    drop_c2s: Option<DropFilter>,
+    drop_s2c: Option<DropFilter>,
     checks: bool,
     ws_close_closes: bool,
     stall_limit: u64,
@@ -271,6 +277,8 @@ where
             on_server_event: None,
             keep_events: true,
             tracer: Tracer::default(),
+            drop_c2s: None,
+            drop_s2c: None,
             checks: true,
             ws_close_closes: true,
             stall_limit: DEFAULT_STALL_LIMIT,
@@ -466,12 +474,44 @@ where
     }
 
     /// Call `f(client index, app data)` for every application payload a client receives
-    pub fn on_client_app(&mut self, f: impl for<'a> FnMut(usize, &C::App<'a>) + 'static) {
-        self.on_client_app = Some(Box::new(f));
+    ///
+    /// Replaces a hook set with [`Fleet::answer_client_app`].
+    pub fn on_client_app(&mut self, mut f: impl for<'a> FnMut(usize, &C::App<'a>) + 'static) {
+        self.on_client_app = Some(Box::new(move |_, _, i, a: &C::App<'_>| f(i, a)));
     }
 
     /// Call `f(client index, app data)` for every application payload the server receives
-    pub fn on_server_app(&mut self, f: impl for<'a> FnMut(usize, &S::App<'a>) + 'static) {
+    ///
+    /// Replaces a hook set with [`Fleet::answer_server_app`].
+    pub fn on_server_app(&mut self, mut f: impl for<'a> FnMut(usize, &S::App<'a>) + 'static) {
+        self.on_server_app = Some(Box::new(move |_, _, i, a: &S::App<'_>| f(i, a)));
+    }
+
+    /// Call `f(client, now, client index, app data)` for every application payload a client
+    /// receives, with the client itself so `f` can answer at once with commands
+    ///
+    /// See [`Fleet::answer_server_app`]. Replaces a hook set with [`Fleet::on_client_app`].
+    pub fn answer_client_app(
+        &mut self,
+        f: impl for<'a> FnMut(&mut C, Instant, usize, &C::App<'a>) + 'static,
+    ) {
+        self.on_client_app = Some(Box::new(f));
+    }
+
+    /// Call `f(server, now, client index, app data)` for every application payload the server
+    /// receives, with the server itself so `f` can answer at once with commands
+    ///
+    /// This is what a real application loop does: it reads one input, acts on its data (e.g.
+    /// checks a LongPort Auth token and calls `accept_auth`), and only then feeds the next
+    /// bytes. A machine that refuses further input until the application decided (an auth
+    /// pending) therefore never sees its stream reset by the simulator, which closes a stream
+    /// transport whose bytes are refused twice in a row. The command's frames and events are
+    /// collected by the drain that follows the delivery. Replaces a hook set with
+    /// [`Fleet::on_server_app`].
+    pub fn answer_server_app(
+        &mut self,
+        f: impl for<'a> FnMut(&mut S, Instant, usize, &S::App<'a>) + 'static,
+    ) {
         self.on_server_app = Some(Box::new(f));
     }
 
@@ -587,6 +627,33 @@ where
         self.clients[i].s2c.set_up(up);
     }
 
+    /// Drop chosen frames: every frame sent in direction `dir` is first shown to
+    /// `f(client index, bytes)`, and when it returns true the frame is dropped with
+    /// [`Fate::Filtered`] instead of going onto the link
+    ///
+    /// The filter runs before the link decides anything (so a filtered frame draws no random
+    /// numbers), for every frame kind, and replaces an earlier filter for `dir`. Keep state in
+    /// the closure to drop, say, exactly the first frame of some type.
+    pub fn set_drop_filter(
+        &mut self,
+        dir: Direction,
+        f: impl FnMut(usize, &[u8]) -> bool + 'static,
+    ) {
+        *self.drop_filter_mut(dir) = Some(Box::new(f));
+    }
+
+    /// Remove the drop filter of direction `dir` (see [`Fleet::set_drop_filter`])
+    pub fn clear_drop_filter(&mut self, dir: Direction) {
+        *self.drop_filter_mut(dir) = None;
+    }
+
+    fn drop_filter_mut(&mut self, dir: Direction) -> &mut Option<DropFilter> {
+        match dir {
+            Direction::ClientToServer => &mut self.drop_c2s,
+            Direction::ServerToClient => &mut self.drop_s2c,
+        }
+    }
+
     /// Frames in flight, all clients
     #[must_use]
     pub fn in_flight(&self) -> usize {
@@ -630,6 +697,44 @@ where
     /// Hand `bytes` to client `i` now, as if the server had sent them (bypasses the link)
     pub fn inject_to_client(&mut self, i: usize, kind: FrameKind, bytes: &[u8]) {
         self.inject(i, Direction::ServerToClient, kind, bytes);
+    }
+
+    /// Send `bytes` from client `i` over its link, as if `poll_transmit` had returned them
+    ///
+    /// For frames a machine writes outside `poll_transmit` (a LongPort client's
+    /// `send_request` writes into the caller's buffer and returns the `Transmit`): they take
+    /// the link's latency, splitting and loss like any transmit and count in
+    /// [`SideStats::transmits`].
+    pub fn send_from_client(&mut self, i: usize, kind: FrameKind, bytes: &[u8]) {
+        let st = &mut self.clients[i].stats;
+        st.transmits += 1;
+        st.bytes_out += bytes.len() as u64;
+        self.send(i, Direction::ClientToServer, kind, bytes);
+    }
+
+    /// Send `bytes` from the server to the client at `to` over its link, as if `poll_transmit`
+    /// had returned them (a LongPort server's `respond` / `push` write into the caller's buffer)
+    ///
+    /// An address that is no client of the fleet counts as [`SideStats::unroutable`].
+    pub fn send_from_server(&mut self, to: S::Peer, kind: FrameKind, bytes: &[u8]) {
+        self.server_stats.transmits += 1;
+        self.server_stats.bytes_out += bytes.len() as u64;
+        match self.by_addr.get(&to).copied() {
+            Some(i) => self.send(i, Direction::ServerToClient, kind, bytes),
+            None => {
+                self.server_stats.unroutable += 1;
+                let now = self.clock.now();
+                self.tracer.emit(&TraceEntry {
+                    at: now,
+                    sent_at: now,
+                    dir: Direction::ServerToClient,
+                    client: None,
+                    kind,
+                    bytes,
+                    fate: Fate::Unroutable,
+                });
+            }
+        }
     }
 
     fn inject(&mut self, i: usize, dir: Direction, kind: FrameKind, bytes: &[u8]) {
@@ -894,9 +999,9 @@ where
         let slot = &mut clients[i];
         let outcome = match f.dir {
             Direction::ClientToServer => {
-                let mut hook = |a: &S::App<'_>| {
+                let mut hook = |m: &mut S, a: &S::App<'_>| {
                     if let Some(h) = on_server_app.as_mut() {
-                        h(i, a);
+                        h(m, now, i, a);
                     }
                 };
                 let rx = &mut slot.rx_at_server;
@@ -920,9 +1025,9 @@ where
                 )
             }
             Direction::ServerToClient => {
-                let mut hook = |a: &C::App<'_>| {
+                let mut hook = |m: &mut C, a: &C::App<'_>| {
                     if let Some(h) = on_client_app.as_mut() {
-                        h(i, a);
+                        h(m, now, i, a);
                     }
                 };
                 let rx = &mut slot.rx_at_client;
@@ -995,10 +1100,17 @@ where
         let now = self.clock.now();
         let mut plan = core::mem::take(&mut self.plan);
         let epoch = self.clients[i].epoch;
-        match self
-            .link_mut(i, dir)
-            .plan(now, kind, bytes.len(), &mut plan)
-        {
+        let filtered = match self.drop_filter_mut(dir) {
+            Some(f) => f(i, bytes),
+            None => false,
+        };
+        let planned = if filtered {
+            Err(Fate::Filtered)
+        } else {
+            self.link_mut(i, dir)
+                .plan(now, kind, bytes.len(), &mut plan)
+        };
+        match planned {
             Err(fate) => self.tracer.emit(&TraceEntry {
                 at: now,
                 sent_at: now,
@@ -1218,7 +1330,7 @@ pub(super) fn deliver_to<M: Machine>(
     rx: &mut Vec<u8>,
     events: &mut impl FnMut(M::Event),
     stats: &mut SideStats,
-    app: &mut impl for<'a> FnMut(&M::App<'a>),
+    app: &mut impl for<'a> FnMut(&mut M, &M::App<'a>),
     checks: bool,
 ) -> Outcome {
     let who = f.who;
@@ -1239,7 +1351,7 @@ pub(super) fn deliver_to<M: Machine>(
                     );
                 }
                 if let Some(a) = r.app() {
-                    app(a);
+                    app(m, a);
                     stats.app_frames += 1;
                     stats.app_bytes += f.bytes.len() as u64;
                 }
@@ -1284,7 +1396,7 @@ fn feed_stream<M: Machine>(
     rx: &mut Vec<u8>,
     events: &mut impl FnMut(M::Event),
     stats: &mut SideStats,
-    app: &mut impl for<'a> FnMut(&M::App<'a>),
+    app: &mut impl for<'a> FnMut(&mut M, &M::App<'a>),
     checks: bool,
 ) -> bool {
     let mut retried = false;
@@ -1298,7 +1410,7 @@ fn feed_stream<M: Machine>(
                     "invariant: {who} {i} consumed {consumed} bytes of a {len}-byte stream buffer"
                 );
                 if let Some(a) = r.app() {
-                    app(a);
+                    app(m, a);
                     stats.app_frames += 1;
                     stats.app_bytes += consumed as u64;
                 }
@@ -1488,6 +1600,17 @@ where
         self.fleet.server_stats()
     }
 
+    /// Send `bytes` from the client over the link (see [`Fleet::send_from_client`])
+    pub fn send_from_client(&mut self, kind: FrameKind, bytes: &[u8]) {
+        self.fleet.send_from_client(0, kind, bytes);
+    }
+
+    /// Send `bytes` from the server to the client over the link (see [`Fleet::send_from_server`])
+    pub fn send_from_server(&mut self, kind: FrameKind, bytes: &[u8]) {
+        let to = self.fleet.client_addr(0);
+        self.fleet.send_from_server(to, kind, bytes);
+    }
+
     /// Call `f` for every application payload the client receives
     pub fn on_client_app(&mut self, mut f: impl for<'a> FnMut(&C::App<'a>) + 'static) {
         self.fleet.on_client_app(move |_, a: &C::App<'_>| f(a));
@@ -1496,6 +1619,27 @@ where
     /// Call `f` for every application payload the server receives
     pub fn on_server_app(&mut self, mut f: impl for<'a> FnMut(&S::App<'a>) + 'static) {
         self.fleet.on_server_app(move |_, a: &S::App<'_>| f(a));
+    }
+
+    /// Call `f(client, now, app data)` for every application payload the client receives, with
+    /// the client itself so `f` can answer at once (see [`Fleet::answer_server_app`])
+    pub fn answer_client_app(
+        &mut self,
+        mut f: impl for<'a> FnMut(&mut C, Instant, &C::App<'a>) + 'static,
+    ) {
+        self.fleet
+            .answer_client_app(move |m, now, _, a: &C::App<'_>| f(m, now, a));
+    }
+
+    /// Call `f(server, now, app data)` for every application payload the server receives, with
+    /// the server itself so `f` can answer at once: e.g. check a LongPort Auth token and call
+    /// `accept_auth` before the next bytes are fed (see [`Fleet::answer_server_app`])
+    pub fn answer_server_app(
+        &mut self,
+        mut f: impl for<'a> FnMut(&mut S, Instant, &S::App<'a>) + 'static,
+    ) {
+        self.fleet
+            .answer_server_app(move |m, now, _, a: &S::App<'_>| f(m, now, a));
     }
 
     /// Call `f` for every event the client reports, as it is reported
@@ -1573,6 +1717,17 @@ where
     /// Cut or restore both links (see [`Fleet::set_link_up`])
     pub fn set_link_up(&mut self, up: bool) {
         self.fleet.set_link_up(0, up);
+    }
+
+    /// Drop the frames in direction `dir` for which `f(bytes)` returns true (see
+    /// [`Fleet::set_drop_filter`]); they show as [`Fate::Filtered`]
+    pub fn set_drop_filter(&mut self, dir: Direction, mut f: impl FnMut(&[u8]) -> bool + 'static) {
+        self.fleet.set_drop_filter(dir, move |_, b| f(b));
+    }
+
+    /// Remove the drop filter of direction `dir`
+    pub fn clear_drop_filter(&mut self, dir: Direction) {
+        self.fleet.clear_drop_filter(dir);
     }
 
     /// Frames in flight

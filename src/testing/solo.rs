@@ -188,7 +188,17 @@ impl<M: Machine> Solo<M> {
 
     /// Call `f` for every application payload the machine returns
     pub fn on_app(&mut self, mut f: impl for<'a> FnMut(&M::App<'a>) + 'static) {
-        self.on_app = Some(Box::new(move |_, a: &M::App<'_>| f(a)));
+        self.on_app = Some(Box::new(move |_, _, _, a: &M::App<'_>| f(a)));
+    }
+
+    /// Call `f(machine, now, app data)` for every application payload, with the machine itself
+    /// so `f` can answer at once, before the next buffered bytes are fed (see
+    /// [`Fleet::answer_server_app`](super::Fleet::answer_server_app)); replaces [`Solo::on_app`]
+    pub fn answer_app(
+        &mut self,
+        mut f: impl for<'a> FnMut(&mut M, Instant, &M::App<'a>) + 'static,
+    ) {
+        self.on_app = Some(Box::new(move |m, now, _, a: &M::App<'_>| f(m, now, a)));
     }
 
     /// Call `f` for every event, as it is reported
@@ -244,9 +254,9 @@ impl<M: Machine> Solo<M> {
             ..
         } = self;
         let keep = *keep_events;
-        let mut hook = |a: &M::App<'_>| {
+        let mut hook = |m: &mut M, a: &M::App<'_>| {
             if let Some(h) = on_app.as_mut() {
-                h(0, a);
+                h(m, now, 0, a);
             }
         };
         let mut sink = |e: M::Event| record(0, e, keep, events, on_event);

@@ -1,0 +1,1148 @@
+//! Game client and server sessions in the simulator (deterministic seeds, virtual clock)
+//!
+//! Handshakes in token and vanilla mode, loss of each handshake packet, keep-alive cadence,
+//! timeouts, close reasons, dropped forgeries, a full server, chunk packets both ways, and fleets
+//! of clients on lossy, duplicating, reordering links.
+
+#[path = "support/game_net.rs"]
+mod game_net;
+
+use std::cell::RefCell;
+use std::rc::Rc;
+
+use game_net::*;
+use tether::game::{Client, Server};
+use tether::game::{
+    ClientCloseCause, ClientConfig, ClientEvent, ClientState, PeerCloseCause, ServerConfig,
+    ServerEvent, TokenSecret, VanillaPolicy,
+};
+use tether::testing::{Direction, Fate, Fleet, LinkConfig, Pair, TraceRecord};
+use tether::{Duration, FrameKind, Instant};
+
+const SECRET: TokenSecret = TokenSecret([0x5a; 16]);
+const ADDR: u32 = 7;
+/// How late a timer may be handled: the simulator handles every timer at its deadline, so the
+/// tolerance of "one poll" is the smallest step we allow for rounding
+const POLL: Duration = Duration::from_millis(1);
+
+type Srv = Server<u32, 16>;
+type GamePair = Pair<Net<Client>, Net<Srv>>;
+
+fn ms(v: u64) -> Duration {
+    Duration::from_millis(v)
+}
+
+fn at(v: u64) -> Instant {
+    Instant::from_millis(v)
+}
+
+fn server_with(vanilla: VanillaPolicy) -> Net<Srv> {
+    Net::new(Server::new(ServerConfig {
+        vanilla,
+        ..ServerConfig::new(SECRET)
+    }))
+}
+
+fn client_with(config: ClientConfig) -> Net<Client> {
+    Net::new(Client::new(config))
+}
+
+fn vanilla_config() -> ClientConfig {
+    ClientConfig {
+        vanilla: true,
+        ..ClientConfig::default()
+    }
+}
+
+/// A pair over `link` with the closed-checks on and the transcript recorded; nothing started
+fn pair_with(client: Net<Client>, server: Net<Srv>, link: LinkConfig, seed: u64) -> GamePair {
+    let mut p = Pair::new(client, server, ADDR, link, seed);
+    p.fleet_mut().client_closed_when(client_closed);
+    p.fleet_mut().server_closed_when(server_stopped);
+    p.record_transcript(true);
+    p
+}
+
+/// Default token client and Reject server over `link`, connect called at the start
+fn connecting_pair(link: LinkConfig, seed: u64) -> GamePair {
+    let mut p = pair_with(
+        client_with(ClientConfig::default()),
+        server_with(VanillaPolicy::Reject),
+        link,
+        seed,
+    );
+    let now = p.now();
+    p.client_mut().m.connect(now).unwrap();
+    p
+}
+
+fn both_online(p: &GamePair) -> bool {
+    p.client().m.state() == ClientState::Online && p.server().m.is_online(ADDR)
+}
+
+/// Run until both sides are online (panics with the transcript when they are not within `budget`)
+fn run_online(p: &mut GamePair, budget: Duration) {
+    if let Err(e) = p.run_until(both_online, budget) {
+        for r in p.transcript() {
+            eprintln!("{r}");
+        }
+        panic!("not online on both sides: {e}");
+    }
+}
+
+fn connected_events(events: &[ClientEvent]) -> usize {
+    events
+        .iter()
+        .filter(|e| matches!(e, ClientEvent::Connected { .. }))
+        .count()
+}
+
+fn closed_events(events: &[ClientEvent]) -> Vec<ClientCloseCause> {
+    events
+        .iter()
+        .filter_map(|e| match e {
+            ClientEvent::Closed { cause } => Some(cause.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+fn peer_connected(events: &[ServerEvent<u32>], peer: u32) -> usize {
+    events
+        .iter()
+        .filter(|e| matches!(e, ServerEvent::PeerConnected { peer: p, .. } if *p == peer))
+        .count()
+}
+
+fn first(t: &[TraceRecord], dir: Direction, id: u8) -> &TraceRecord {
+    frames(t, 0, dir, id)
+        .next()
+        .unwrap_or_else(|| panic!("no control {id} frame {dir}"))
+}
+
+// ---------------------------------------------------------------------------------------------
+// Handshakes
+
+#[test]
+fn token_handshake_by_default() {
+    let mut p = connecting_pair(LinkConfig::perfect(), 1);
+    run_online(&mut p, Duration::from_secs(1));
+    // CONNECT at 0 arrives at 10 ms, CONNECT_ACCEPT at 20 ms, ACCEPT at 30 ms
+    assert_eq!(p.now(), at(30));
+    let tok = p.server().m.token_for(ADDR);
+    assert_eq!(p.client().m.token(), Some(tok));
+    assert_eq!(p.server().m.peer_token(ADDR), Some(tok));
+    assert_eq!(
+        p.client_events(),
+        [ClientEvent::Connected { token: Some(tok) }]
+    );
+    assert_eq!(
+        p.server_events(),
+        [ServerEvent::PeerConnected {
+            peer: ADDR,
+            token: Some(tok)
+        }]
+    );
+    let t = p.transcript();
+    let bytes: Vec<&[u8]> = t.iter().map(|r| r.bytes.as_slice()).collect();
+    let mut accept_ca = b"\x10\x00\x00\x02TKEN".to_vec();
+    accept_ca.extend_from_slice(&tok.0);
+    let mut accept = b"\x10\x00\x00\x03".to_vec();
+    accept.extend_from_slice(&tok.0);
+    assert_eq!(
+        bytes,
+        [
+            b"\x10\x00\x00\x01TKEN\xff\xff\xff\xff".as_slice(),
+            accept_ca.as_slice(),
+            accept.as_slice()
+        ]
+    );
+    assert!(t.iter().all(|r| r.fate == Fate::Delivered));
+    // stays up: a minute of keep-alives without any retry or drop
+    p.run_for(Duration::from_secs(60));
+    assert!(both_online(&p));
+    let c = p.client().m.stats();
+    let s = p.server().m.stats();
+    assert_eq!(c.accept_retries, 0);
+    assert_eq!(c.connects_sent, 1);
+    assert_eq!(c.dropped_wrong_token + c.dropped_bad_ack, 0);
+    assert_eq!(s.dropped_wrong_token + s.dropped_bad_ack, 0);
+    assert_eq!(s.peers_admitted, 1);
+}
+
+#[test]
+fn vanilla_client_admitted_at_once_by_admit_policy() {
+    let mut p = pair_with(
+        client_with(vanilla_config()),
+        server_with(VanillaPolicy::Admit),
+        LinkConfig::perfect(),
+        2,
+    );
+    p.client_mut().m.connect(Instant::ZERO).unwrap();
+    // the server admits on the CONNECT itself (10 ms); the client is online at 20 ms
+    run_online(&mut p, Duration::from_secs(1));
+    assert_eq!(p.now(), at(20));
+    assert_eq!(p.client_events(), [ClientEvent::Connected { token: None }]);
+    assert_eq!(
+        p.server_events(),
+        [ServerEvent::PeerConnected {
+            peer: ADDR,
+            token: None
+        }]
+    );
+    let t = p.transcript();
+    assert_eq!(t[0].bytes, [0x10, 0, 0, 1]);
+    assert_eq!(t[1].bytes, [0x10, 0, 0, 2]);
+    p.run_for(Duration::from_secs(30));
+    assert!(both_online(&p));
+    // every packet of the session is vanilla: 4-byte control packets, no token anywhere
+    assert!(p.transcript().iter().all(|r| r.bytes.len() == 4));
+    assert_eq!(p.client().m.token(), None);
+    assert_eq!(p.server().m.peer_token(ADDR), None);
+}
+
+#[test]
+fn vanilla_client_pending_until_first_chunk_packet() {
+    let mut p = pair_with(
+        client_with(vanilla_config()),
+        server_with(VanillaPolicy::Pending),
+        LinkConfig::perfect(),
+        3,
+    );
+    p.client_mut().m.connect(Instant::ZERO).unwrap();
+    p.run_until(
+        |p| p.client().m.state() == ClientState::Online,
+        Duration::from_secs(1),
+    )
+    .unwrap();
+    assert_eq!(p.client_events(), [ClientEvent::Connected { token: None }]);
+    // a pending slot exists but is not online and produced no event
+    p.run_for(Duration::from_secs(1));
+    assert_eq!(p.server().m.peer_count(), 1);
+    assert!(!p.server().m.is_online(ADDR));
+    assert!(p.server_events().is_empty());
+    // pending: the server resends CONNECT_ACCEPT every 500 ms
+    let resends: Vec<Instant> =
+        frames(p.transcript(), 0, Direction::ServerToClient, CONNECT_ACCEPT)
+            .map(|r| r.sent_at)
+            .collect();
+    assert!(resends.len() >= 3, "{resends:?}");
+    for w in resends.windows(2) {
+        assert_eq!(w[1] - w[0], ms(500), "{resends:?}");
+    }
+    // the first chunk packet completes the connect
+    let now = p.now();
+    p.client_mut().send(now, b"hello").unwrap();
+    p.run_until(|p| p.server().m.is_online(ADDR), ms(100))
+        .unwrap();
+    assert_eq!(
+        p.server_events(),
+        [ServerEvent::PeerConnected {
+            peer: ADDR,
+            token: None
+        }]
+    );
+    p.run_for(Duration::from_secs(30));
+    assert!(both_online(&p));
+    assert_eq!(connected_events(p.client_events()), 1);
+}
+
+#[test]
+fn vanilla_client_rejected_by_reject_policy() {
+    let mut p = pair_with(
+        client_with(vanilla_config()),
+        server_with(VanillaPolicy::Reject),
+        LinkConfig::perfect(),
+        4,
+    );
+    p.client_mut().m.connect(Instant::ZERO).unwrap();
+    p.run_until(
+        |p| p.client().m.state() == ClientState::Closed,
+        Duration::from_secs(1),
+    )
+    .unwrap();
+    assert_eq!(p.now(), at(20));
+    assert_eq!(
+        closed_events(p.client_events()),
+        [ClientCloseCause::Peer {
+            reason: Default::default()
+        }]
+    );
+    assert_eq!(connected_events(p.client_events()), 0);
+    // a bare CLOSE, no larger than the CONNECT; nothing kept on the server
+    assert_eq!(p.transcript()[1].bytes, [0x10, 0, 0, 4]);
+    assert_eq!(p.server().m.peer_count(), 0);
+    assert_eq!(p.server().m.stats().rejected_vanilla, 1);
+    assert!(p.server_events().is_empty());
+    // and the client stays silent afterwards (checked by the simulator's closed-test too)
+    let n = p.transcript().len();
+    p.run_for(Duration::from_secs(20));
+    assert_eq!(p.transcript().len(), n);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Loss of each handshake packet
+
+/// Drop exactly the first frame with control id `id` in direction `dir`
+fn drop_first(p: &mut GamePair, dir: Direction, id: u8) {
+    let mut done = false;
+    p.set_drop_filter(dir, move |b| {
+        if !done && control_id(b) == Some(id) {
+            done = true;
+            true
+        } else {
+            false
+        }
+    });
+}
+
+fn filtered(t: &[TraceRecord]) -> Vec<(Direction, Option<u8>)> {
+    t.iter()
+        .filter(|r| r.fate == Fate::Filtered)
+        .map(|r| (r.dir, control_id(&r.bytes)))
+        .collect()
+}
+
+/// After the handshake recovered: a minute online, one event per side, no more retries
+fn settle(p: &mut GamePair, retries: u32) {
+    let before = p.client().m.stats().accept_retries;
+    assert_eq!(before, retries);
+    p.run_for(Duration::from_secs(60));
+    assert!(both_online(p));
+    assert_eq!(p.client().m.stats().accept_retries, retries);
+    assert_eq!(connected_events(p.client_events()), 1);
+    assert_eq!(peer_connected(p.server_events(), ADDR), 1);
+    assert_eq!(p.server_events().len(), 1);
+}
+
+#[test]
+fn lost_connect_recovered_by_connect_resend() {
+    let mut p = connecting_pair(LinkConfig::perfect(), 5);
+    drop_first(&mut p, Direction::ClientToServer, CONNECT);
+    run_online(&mut p, Duration::from_secs(2));
+    // resent at 500 ms, then the handshake takes 30 ms
+    assert_eq!(p.now(), at(530));
+    let t = p.transcript();
+    assert_eq!(filtered(t), [(Direction::ClientToServer, Some(CONNECT))]);
+    let connects: Vec<Instant> = frames(t, 0, Direction::ClientToServer, CONNECT)
+        .map(|r| r.sent_at)
+        .collect();
+    assert_eq!(connects, [at(0), at(500)]);
+    settle(&mut p, 0);
+}
+
+#[test]
+fn lost_connect_accept_recovered_by_connect_resend() {
+    let mut p = connecting_pair(LinkConfig::perfect(), 6);
+    drop_first(&mut p, Direction::ServerToClient, CONNECT_ACCEPT);
+    run_online(&mut p, Duration::from_secs(2));
+    assert_eq!(p.now(), at(530));
+    assert_eq!(
+        filtered(p.transcript()),
+        [(Direction::ServerToClient, Some(CONNECT_ACCEPT))]
+    );
+    // stateless: the lost reply left nothing behind on the server
+    assert_eq!(p.server().m.stats().connect_accepts_sent, 2);
+    settle(&mut p, 0);
+}
+
+#[test]
+fn lost_accept_recovered_by_accept_retry() {
+    let mut p = connecting_pair(LinkConfig::perfect(), 7);
+    drop_first(&mut p, Direction::ClientToServer, ACCEPT);
+    // the client believes it is online at 20 ms, the server has no peer
+    p.run_until(
+        |p| p.client().m.state() == ClientState::Online,
+        Duration::from_secs(1),
+    )
+    .unwrap();
+    p.run_for(Duration::from_secs(1));
+    assert_eq!(p.server().m.peer_count(), 0);
+    assert!(
+        p.server().m.stats().ignored_unsolicited >= 3,
+        "keep-alives do not admit"
+    );
+    // 2 s after the ACCEPT the client repeats the handshake and the server admits it
+    run_online(&mut p, Duration::from_secs(3));
+    assert_eq!(p.now(), at(20 + 2_000 + 30));
+    assert_eq!(
+        filtered(p.transcript()),
+        [(Direction::ClientToServer, Some(ACCEPT))]
+    );
+    settle(&mut p, 1);
+}
+
+#[test]
+fn slow_link_connect_resend_gives_exactly_one_accept() {
+    // 300 ms each way: the CONNECT is resent at 500 ms before the first answer (600 ms) arrives;
+    // the answer to the resend (1.1 s) must not bring a second ACCEPT (a DDNet server would take
+    // it for a "rejoin" and reset the connection)
+    let mut p = connecting_pair(LinkConfig::perfect().with_latency(ms(300)), 23);
+    run_online(&mut p, Duration::from_secs(2));
+    p.run_for(Duration::from_secs(20));
+    let t = p.transcript();
+    assert_eq!(frames(t, 0, Direction::ClientToServer, CONNECT).count(), 2);
+    assert_eq!(
+        frames(t, 0, Direction::ServerToClient, CONNECT_ACCEPT).count(),
+        2
+    );
+    assert_eq!(frames(t, 0, Direction::ClientToServer, ACCEPT).count(), 1);
+    settle(&mut p, 0);
+}
+
+#[test]
+fn lost_accept_of_vanilla_client_is_harmless_under_admit() {
+    let mut p = pair_with(
+        client_with(vanilla_config()),
+        server_with(VanillaPolicy::Admit),
+        LinkConfig::perfect(),
+        8,
+    );
+    p.client_mut().m.connect(Instant::ZERO).unwrap();
+    drop_first(&mut p, Direction::ClientToServer, ACCEPT);
+    run_online(&mut p, Duration::from_secs(1));
+    settle(&mut p, 0);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Keep-alive cadence
+
+/// Gaps between consecutive sends of one side; every send that is a KEEP_ALIVE must come after
+/// `interval` (within one poll) of silence, and no gap may exceed it by more than one poll
+fn check_cadence(sends: &[(Instant, Option<u8>)], interval: Duration, from: Instant) -> usize {
+    let mut keep_alives = 0;
+    for w in sends.windows(2) {
+        let ((t0, _), (t1, id)) = (w[0], w[1]);
+        if t0 < from {
+            continue;
+        }
+        let gap = t1 - t0;
+        assert!(
+            gap <= interval + POLL,
+            "silence of {gap:?} after {t0} (keep-alive is {interval:?})"
+        );
+        if id == Some(KEEP_ALIVE) {
+            keep_alives += 1;
+            assert!(
+                gap >= interval,
+                "KEEP_ALIVE at {t1} only {gap:?} after the previous send"
+            );
+        }
+    }
+    keep_alives
+}
+
+#[test]
+fn keep_alive_cadence_when_idle() {
+    let mut p = connecting_pair(LinkConfig::perfect(), 9);
+    run_online(&mut p, Duration::from_secs(1));
+    p.run_for(Duration::from_secs(20));
+    let t = p.transcript();
+    let client = sends(t, 0, Direction::ClientToServer);
+    let server = sends(t, 0, Direction::ServerToClient);
+    // client: default 250 ms; from its ACCEPT (20 ms) on
+    let n = check_cadence(&client, ms(250), at(20));
+    assert!(n >= 78, "{n} client keep-alives in 20 s");
+    // server: default 1 s, counted from the admission (ACCEPT arrives at 30 ms); the stateless
+    // CONNECT_ACCEPT at 10 ms does not start the peer's timer
+    assert_eq!(server[1], (at(1_030), Some(KEEP_ALIVE)));
+    let n = check_cadence(&server, Duration::from_secs(1), at(30));
+    assert!(n >= 18, "{n} server keep-alives in 20 s");
+    // the exact spacing: every gap equals the interval on an idle connection
+    assert!(client
+        .windows(2)
+        .skip(2)
+        .all(|w| w[1].0 - w[0].0 == ms(250)));
+    assert!(server
+        .windows(2)
+        .skip(1)
+        .all(|w| w[1].0 - w[0].0 == Duration::from_secs(1)));
+}
+
+#[test]
+fn keep_alive_cadence_with_configured_values() {
+    let client = client_with(ClientConfig {
+        keep_alive: Duration::from_secs(1),
+        ..ClientConfig::default()
+    });
+    let server = Net::new(Server::new(ServerConfig {
+        keep_alive: ms(300),
+        ..ServerConfig::new(SECRET)
+    }));
+    let mut p = pair_with(client, server, LinkConfig::perfect(), 10);
+    p.client_mut().m.connect(Instant::ZERO).unwrap();
+    run_online(&mut p, Duration::from_secs(1));
+    p.run_for(Duration::from_secs(10));
+    let t = p.transcript();
+    let n = check_cadence(
+        &sends(t, 0, Direction::ClientToServer),
+        Duration::from_secs(1),
+        at(20),
+    );
+    assert!(n >= 9, "{n}");
+    let n = check_cadence(&sends(t, 0, Direction::ServerToClient), ms(300), at(30));
+    assert!(n >= 32, "{n}");
+}
+
+#[test]
+fn no_keep_alive_while_chunk_traffic_flows() {
+    let mut p = connecting_pair(LinkConfig::perfect(), 11);
+    run_online(&mut p, Duration::from_secs(1));
+    p.run_for(Duration::from_secs(2));
+    // 5 s of traffic: the client sends a chunk packet every 200 ms, the server one every 800 ms
+    let start = p.now();
+    for k in 0..25u64 {
+        if k > 0 {
+            p.run_for(ms(200));
+        }
+        let now = p.now();
+        assert_eq!(now, start + ms(200 * k));
+        p.client_mut().send(now, &[k as u8]).unwrap();
+        if k % 4 == 0 {
+            p.server_mut().send(now, ADDR, &[0x80 | k as u8]).unwrap();
+        }
+    }
+    let end = p.now();
+    p.run_for(Duration::from_secs(3));
+    let t = p.transcript();
+    let in_window = |dir| {
+        frames(t, 0, dir, KEEP_ALIVE)
+            .filter(|r| r.sent_at > start && r.sent_at < end + ms(200))
+            .count()
+    };
+    assert_eq!(in_window(Direction::ClientToServer), 0);
+    assert_eq!(in_window(Direction::ServerToClient), 0);
+    // idle again afterwards: keep-alives resume at the configured spacing after the last send
+    let client = sends(t, 0, Direction::ClientToServer);
+    assert!(check_cadence(&client, ms(250), end) >= 10);
+    let server = sends(t, 0, Direction::ServerToClient);
+    assert!(check_cadence(&server, Duration::from_secs(1), end) >= 2);
+    assert_eq!(p.server().m.stats().chunk_packets_received, 25);
+    assert_eq!(p.client().m.stats().chunk_packets_received, 7);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Timeouts
+
+/// Last delivery in `dir` at or before `cut`
+fn last_delivery(t: &[TraceRecord], dir: Direction, cut: Instant) -> Instant {
+    t.iter()
+        .filter(|r| r.dir == dir && r.fate == Fate::Delivered && r.at <= cut)
+        .map(|r| r.at)
+        .max()
+        .unwrap()
+}
+
+#[test]
+fn link_cut_times_out_both_sides_at_the_deadline() {
+    for (seed, cut_ms) in [(12, 5_000), (13, 5_137), (14, 7_901)] {
+        let mut p = connecting_pair(LinkConfig::perfect().with_latency(ms(25)), seed);
+        run_online(&mut p, Duration::from_secs(1));
+        p.run_until(|p| p.now() >= at(cut_ms), Duration::from_secs(10))
+            .unwrap();
+        let cut = p.now();
+        p.set_link_up(false);
+        let t = p.transcript();
+        let client_deadline = last_delivery(t, Direction::ServerToClient, cut) + ms(10_000);
+        let server_deadline = last_delivery(t, Direction::ClientToServer, cut) + ms(10_000);
+
+        let timed_out = |p: &GamePair| {
+            p.server_events().iter().any(|e| {
+                matches!(
+                    e,
+                    ServerEvent::PeerClosed {
+                        cause: PeerCloseCause::Timeout,
+                        ..
+                    }
+                )
+            })
+        };
+        // step by step: the time of the step that closed each side
+        let (mut closed_at, mut gone_at) = (None, None);
+        while closed_at.is_none() || gone_at.is_none() {
+            assert!(p.step(), "idle before both sides timed out");
+            assert!(p.now() < cut + ms(20_000));
+            if closed_at.is_none() && p.client().m.state() == ClientState::Closed {
+                closed_at = Some(p.now());
+            }
+            if gone_at.is_none() && timed_out(&p) {
+                gone_at = Some(p.now());
+            }
+        }
+        let (closed_at, gone_at) = (closed_at.unwrap(), gone_at.unwrap());
+        assert!(
+            closed_at >= client_deadline && closed_at <= client_deadline + POLL,
+            "client closed at {closed_at}, deadline {client_deadline}"
+        );
+        assert_eq!(
+            closed_events(p.client_events()),
+            [ClientCloseCause::Timeout]
+        );
+
+        assert!(
+            gone_at >= server_deadline && gone_at <= server_deadline + POLL,
+            "server dropped the peer at {gone_at}, deadline {server_deadline}"
+        );
+        assert_eq!(p.server().m.peer_count(), 0);
+        // no CLOSE on timeout, from either side
+        let t = p.transcript();
+        assert_eq!(frames(t, 0, Direction::ClientToServer, CLOSE).count(), 0);
+        assert_eq!(frames(t, 0, Direction::ServerToClient, CLOSE).count(), 0);
+        // nothing is sent after the client closed (the closed-check covers it; count too)
+        assert!(t
+            .iter()
+            .filter(|r| r.dir == Direction::ClientToServer)
+            .all(|r| r.sent_at <= closed_at));
+    }
+}
+
+#[test]
+fn connect_timeout_when_server_never_answers() {
+    let mut p = connecting_pair(LinkConfig::perfect(), 15);
+    p.set_link_up(false);
+    p.run_until(
+        |p| p.client().m.state() == ClientState::Closed,
+        Duration::from_secs(20),
+    )
+    .unwrap();
+    assert_eq!(p.now(), at(10_000));
+    assert_eq!(
+        closed_events(p.client_events()),
+        [ClientCloseCause::ConnectTimeout]
+    );
+    assert_eq!(p.client().m.stats().connects_sent, 20);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Close reasons
+
+#[test]
+fn client_close_reason_reaches_server() {
+    let mut p = connecting_pair(LinkConfig::perfect(), 16);
+    run_online(&mut p, Duration::from_secs(1));
+    p.run_for(Duration::from_secs(1));
+    let now = p.now();
+    p.client_mut().m.close(now, "bye").unwrap();
+    p.run_until(|p| p.server().m.peer_count() == 0, Duration::from_secs(1))
+        .unwrap();
+    assert_eq!(p.now(), now + ms(10));
+    assert_eq!(closed_events(p.client_events()), [ClientCloseCause::Local]);
+    assert_eq!(
+        p.server_events().last(),
+        Some(&ServerEvent::PeerClosed {
+            peer: ADDR,
+            cause: PeerCloseCause::PeerClosed {
+                reason: "bye".try_into().unwrap()
+            }
+        })
+    );
+    let close = first(p.transcript(), Direction::ClientToServer, CLOSE);
+    let mut expect = b"\x10\x00\x00\x04bye\x00".to_vec();
+    expect.extend_from_slice(&p.server().m.token_for(ADDR).0);
+    assert_eq!(close.bytes, expect);
+    // nothing sent back, nothing sent afterwards by either side
+    let n = p.transcript().len();
+    p.run_for(Duration::from_secs(15));
+    assert_eq!(p.transcript().len(), n);
+}
+
+#[test]
+fn kick_reason_reaches_client() {
+    let mut p = connecting_pair(LinkConfig::perfect(), 17);
+    run_online(&mut p, Duration::from_secs(1));
+    let now = p.now();
+    p.server_mut().m.kick(now, ADDR, "Kicked (test)").unwrap();
+    p.run_until(
+        |p| p.client().m.state() == ClientState::Closed,
+        Duration::from_secs(1),
+    )
+    .unwrap();
+    assert_eq!(
+        closed_events(p.client_events()),
+        [ClientCloseCause::Peer {
+            reason: "Kicked (test)".try_into().unwrap()
+        }]
+    );
+    assert_eq!(
+        p.server_events().last(),
+        Some(&ServerEvent::PeerClosed {
+            peer: ADDR,
+            cause: PeerCloseCause::Kicked
+        })
+    );
+    assert_eq!(p.server().m.peer_count(), 0);
+    let n = p.transcript().len();
+    p.run_for(Duration::from_secs(15));
+    assert_eq!(p.transcript().len(), n, "silence after the kick");
+}
+
+#[test]
+fn shutdown_reason_reaches_every_client() {
+    let mut f: Fleet<Net<Client>, Net<Srv>> = Fleet::new(
+        server_with(VanillaPolicy::Admit),
+        3,
+        |i| {
+            client_with(ClientConfig {
+                vanilla: i == 2,
+                ..ClientConfig::default()
+            })
+        },
+        |i| 100 + i as u32,
+        LinkConfig::perfect(),
+        18,
+    );
+    f.client_closed_when(client_closed);
+    f.server_closed_when(server_stopped);
+    for i in 0..3 {
+        f.client_mut(i).m.connect(Instant::ZERO).unwrap();
+    }
+    f.run_until(|f| f.server().m.peer_count() == 3, Duration::from_secs(1))
+        .unwrap();
+    let now = f.now();
+    f.server_mut().m.shutdown(now, "Server shutdown");
+    f.run_until(
+        |f| (0..3).all(|i| f.client(i).m.state() == ClientState::Closed),
+        Duration::from_secs(1),
+    )
+    .unwrap();
+    for i in 0..3 {
+        assert_eq!(
+            closed_events(f.client_events(i)),
+            [ClientCloseCause::Peer {
+                reason: "Server shutdown".try_into().unwrap()
+            }],
+            "client {i}"
+        );
+    }
+    let ev = f.server_events();
+    let shut = ev
+        .iter()
+        .filter(|e| {
+            matches!(
+                e,
+                ServerEvent::PeerClosed {
+                    cause: PeerCloseCause::Shutdown,
+                    ..
+                }
+            )
+        })
+        .count();
+    assert_eq!(shut, 3);
+    assert_eq!(ev.last(), Some(&ServerEvent::ShutdownComplete));
+    // everyone is silent afterwards (the closed-checks would also panic on a transmit)
+    let (c, s) = (f.total_client_stats().transmits, f.server_stats().transmits);
+    f.run_for(Duration::from_secs(30));
+    assert_eq!(f.total_client_stats().transmits, c);
+    assert_eq!(f.server_stats().transmits, s);
+    assert_eq!(f.server().m.state(), tether::game::ServerState::Stopped);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Forged packets
+
+#[test]
+fn wrong_token_and_bad_ack_are_dropped_and_counted() {
+    let mut p = connecting_pair(LinkConfig::perfect(), 19);
+    run_online(&mut p, Duration::from_secs(1));
+    let tok = p.server().m.token_for(ADDR).0;
+    let wrong = [tok[0] ^ 0xff, tok[1], tok[2], tok[3]];
+    let with = |head: &[u8], t: [u8; 4]| {
+        let mut v = head.to_vec();
+        v.extend_from_slice(&t);
+        v
+    };
+    let c0 = p.client().m.stats();
+    let s0 = p.server().m.stats();
+    let s_events = p.server_events().len();
+
+    // to the client: CLOSE and a chunk packet with the wrong token, CLOSE with ack 5
+    p.inject_to_client(FrameKind::Datagram, &with(b"\x10\x00\x00\x04x\x00", wrong));
+    p.inject_to_client(FrameKind::Datagram, &with(b"\x00\x00\x01\xaa", wrong));
+    p.inject_to_client(FrameKind::Datagram, &with(b"\x10\x05\x00\x04y\x00", tok));
+    // to the server: the same, plus an ACCEPT with the wrong token
+    p.inject_to_server(FrameKind::Datagram, &with(b"\x10\x00\x00\x04x\x00", wrong));
+    p.inject_to_server(FrameKind::Datagram, &with(b"\x00\x00\x01\xaa", wrong));
+    p.inject_to_server(FrameKind::Datagram, &with(b"\x10\x05\x00\x04y\x00", tok));
+    p.inject_to_server(FrameKind::Datagram, &with(b"\x10\x00\x00\x03", wrong));
+
+    let c1 = p.client().m.stats();
+    let s1 = p.server().m.stats();
+    assert_eq!(c1.dropped_wrong_token - c0.dropped_wrong_token, 2);
+    assert_eq!(c1.dropped_bad_ack - c0.dropped_bad_ack, 1);
+    assert_eq!(c1.chunk_packets_received, c0.chunk_packets_received);
+    assert_eq!(s1.dropped_wrong_token - s0.dropped_wrong_token, 3);
+    assert_eq!(s1.dropped_bad_ack - s0.dropped_bad_ack, 1);
+    assert_eq!(s1.chunk_packets_received, s0.chunk_packets_received);
+    assert!(p.client_events().len() == 1 && p.server_events().len() == s_events);
+    assert_eq!(p.fleet().client_stats(0).app_frames, 0);
+    assert_eq!(p.fleet().server_stats().app_frames, 0);
+    // the session is unaffected
+    p.run_for(Duration::from_secs(30));
+    assert!(both_online(&p));
+    assert_eq!(p.client().m.token(), Some(tether::game::Token(tok)));
+}
+
+#[test]
+fn forged_accept_from_unknown_address_creates_nothing() {
+    let mut p = connecting_pair(LinkConfig::perfect(), 20);
+    run_online(&mut p, Duration::from_secs(1));
+    // the client moves to another address and replays its ACCEPT there: the token is minted per
+    // address, so the replay is dropped
+    p.set_client_addr(ADDR + 1);
+    let mut accept = b"\x10\x00\x00\x03".to_vec();
+    accept.extend_from_slice(&p.server().m.token_for(ADDR).0);
+    let before = p.server().m.stats().dropped_wrong_token;
+    p.inject_to_server(FrameKind::Datagram, &accept);
+    assert_eq!(p.server().m.stats().dropped_wrong_token, before + 1);
+    assert!(!p.server().m.is_online(ADDR + 1));
+    assert_eq!(p.server().m.peer_count(), 1);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Server full
+
+#[test]
+fn third_client_of_a_two_slot_server_is_told_it_is_full() {
+    let mut f: Fleet<Net<Client>, Net<Server<u32, 2>>> = Fleet::new(
+        Net::new(Server::new(ServerConfig::new(SECRET))),
+        3,
+        |_| client_with(ClientConfig::default()),
+        |i| 200 + i as u32,
+        LinkConfig::perfect(),
+        21,
+    );
+    f.client_closed_when(client_closed);
+    f.record_transcript(true);
+    for i in 0..2 {
+        f.client_mut(i).m.connect(Instant::ZERO).unwrap();
+    }
+    f.run_until(|f| f.server().m.peer_count() == 2, Duration::from_secs(1))
+        .unwrap();
+    let now = f.now();
+    f.client_mut(2).m.connect(now).unwrap();
+    f.run_until(
+        |f| f.client(2).m.state() == ClientState::Closed,
+        Duration::from_secs(1),
+    )
+    .unwrap();
+    // it was accepted (CONNECT_ACCEPT is stateless), then refused on its ACCEPT
+    assert!(matches!(
+        f.client_events(2)[0],
+        ClientEvent::Connected { token: Some(_) }
+    ));
+    assert_eq!(
+        closed_events(f.client_events(2)),
+        [ClientCloseCause::Peer {
+            reason: "This server is full".try_into().unwrap()
+        }]
+    );
+    assert_eq!(f.server().m.peer_count(), 2);
+    assert_eq!(f.server().m.stats().rejected_full, 1);
+    // the refusal carries the client's token
+    let close = frames(f.transcript(), 2, Direction::ServerToClient, CLOSE)
+        .next()
+        .unwrap();
+    assert!(close.bytes.ends_with(&f.server().m.token_for(202).0));
+    f.run_for(Duration::from_secs(30));
+    assert!((0..2).all(|i| f.client(i).m.state() == ClientState::Online));
+    assert!(f.server().m.is_online(200) && f.server().m.is_online(201));
+}
+
+// ---------------------------------------------------------------------------------------------
+// Chunk packets
+
+/// Chunk packets a side received: (num_chunks, payload)
+type Received = Rc<RefCell<Vec<(u8, Vec<u8>)>>>;
+
+#[test]
+fn chunk_packets_both_ways_arrive_borrowed_with_their_payloads() {
+    let mut p = connecting_pair(LinkConfig::perfect(), 22);
+    let to_server: Received = Rc::default();
+    let to_client: Received = Rc::default();
+    let (ts, tc) = (to_server.clone(), to_client.clone());
+    p.fleet_mut().on_server_app(move |_, c| {
+        ts.borrow_mut()
+            .push((c.header.num_chunks, c.payload.to_vec()))
+    });
+    p.fleet_mut().on_client_app(move |_, c| {
+        tc.borrow_mut()
+            .push((c.header.num_chunks, c.payload.to_vec()))
+    });
+    // not online yet: refused without side effects
+    assert!(p.client_mut().send(Instant::ZERO, b"early").is_err());
+    assert!(p.server_mut().send(Instant::ZERO, ADDR, b"early").is_err());
+    run_online(&mut p, Duration::from_secs(1));
+    let now = p.now();
+    p.client_mut().send(now, b"hello").unwrap();
+    p.client_mut().send(now, &[0u8; 1000]).unwrap();
+    p.server_mut().send(now, ADDR, b"welcome").unwrap();
+    p.server_mut().send(now, ADDR, &[]).unwrap();
+    p.run_for(Duration::from_secs(1));
+    assert_eq!(
+        *to_server.borrow(),
+        [(1, b"hello".to_vec()), (1, vec![0u8; 1000])]
+    );
+    assert_eq!(*to_client.borrow(), [(1, b"welcome".to_vec()), (1, vec![])]);
+    // the token travels at the end of every chunk packet and is stripped on arrival
+    let tok = p.server().m.token_for(ADDR).0;
+    let chunk = p
+        .transcript()
+        .iter()
+        .find(|r| r.dir == Direction::ClientToServer && is_chunks(&r.bytes))
+        .unwrap();
+    assert_eq!(chunk.bytes, [&[0, 0, 1][..], b"hello", &tok].concat());
+    // the largest packet the session produced stays within the protocol limit
+    assert!(p.transcript().iter().all(|r| r.bytes.len() <= 1400));
+    // a payload that would exceed 1400 bytes is refused
+    let now = p.now();
+    assert!(p.client_mut().send(now, &[0u8; 1394]).is_err());
+    assert!(p.client_mut().send(now, &[0u8; 1393]).is_ok());
+}
+
+// ---------------------------------------------------------------------------------------------
+// Bad links and fleets
+
+#[test]
+fn duplicated_and_reordered_datagrams_break_nothing() {
+    let link = LinkConfig::perfect()
+        .with_duplicate(0.3)
+        .with_reorder(0.3, ms(80))
+        .with_jitter(ms(30));
+    for seed in 30..40 {
+        let mut p = connecting_pair(link, seed);
+        let got: Rc<RefCell<Vec<Vec<u8>>>> = Rc::default();
+        let g = got.clone();
+        p.fleet_mut()
+            .on_server_app(move |_, c| g.borrow_mut().push(c.payload.to_vec()));
+        run_online(&mut p, Duration::from_secs(3));
+        for k in 0..20u8 {
+            let now = p.now();
+            p.client_mut().send(now, &[k]).unwrap();
+            p.run_for(ms(50));
+        }
+        p.run_for(Duration::from_secs(30));
+        assert!(both_online(&p), "seed {seed}");
+        assert_eq!(connected_events(p.client_events()), 1, "seed {seed}");
+        assert_eq!(p.server_events().len(), 1, "seed {seed}");
+        let c = p.client().m.stats();
+        let s = p.server().m.stats();
+        assert_eq!(
+            c.dropped_wrong_token + c.dropped_bad_ack + c.dropped_malformed,
+            0
+        );
+        assert_eq!(
+            s.dropped_wrong_token + s.dropped_bad_ack + s.dropped_malformed,
+            0
+        );
+        // every chunk arrived at least once (duplicates are the application's business)
+        let mut seen: Vec<u8> = got.borrow().iter().map(|v| v[0]).collect();
+        seen.sort_unstable();
+        seen.dedup();
+        assert_eq!(seen, (0..20).collect::<Vec<u8>>(), "seed {seed}");
+        assert!(p.transcript().iter().any(|r| r.fate == Fate::Duplicate));
+    }
+}
+
+/// A fleet of `n` default token clients at addresses `0..n`, all connecting at time 0
+fn fleet<const N: usize>(
+    n: usize,
+    link: LinkConfig,
+    seed: u64,
+) -> Fleet<Net<Client>, Net<Server<u32, N>>> {
+    let server = Net::new(Server::new(ServerConfig {
+        max_peers: n,
+        ..ServerConfig::new(SECRET)
+    }));
+    let mut f = Fleet::new(
+        server,
+        n,
+        |_| client_with(ClientConfig::default()),
+        |i| i as u32,
+        link,
+        seed,
+    );
+    f.client_closed_when(client_closed);
+    f.keep_events(false);
+    for i in 0..n {
+        f.client_mut(i).m.connect(Instant::ZERO).unwrap();
+    }
+    f
+}
+
+fn all_connected<const N: usize>(f: &Fleet<Net<Client>, Net<Server<u32, N>>>) -> bool {
+    f.server().m.peer_count() == f.len()
+        && (0..f.len()).all(|i| f.client(i).m.state() == ClientState::Online)
+}
+
+fn fleet_report<const N: usize>(f: &Fleet<Net<Client>, Net<Server<u32, N>>>) -> String {
+    let online = (0..f.len())
+        .filter(|&i| f.client(i).m.state() == ClientState::Online)
+        .count();
+    let stranded: Vec<usize> = (0..f.len())
+        .filter(|&i| {
+            f.client(i).m.state() == ClientState::Online && !f.server().m.is_online(i as u32)
+        })
+        .collect();
+    let others: Vec<String> = (0..f.len())
+        .filter(|&i| f.client(i).m.state() != ClientState::Online)
+        .take(5)
+        .map(|i| {
+            format!(
+                "client {i}: {:?} {:?}",
+                f.client(i).m.state(),
+                f.client(i).m.stats()
+            )
+        })
+        .collect();
+    format!(
+        "at {}: {online} clients online, server has {} peers; online clients the server does not know: {stranded:?}; {others:?}; server {:?}",
+        f.now(),
+        f.server().m.peer_count(),
+        f.server().m.stats()
+    )
+}
+
+/// Every client connected (one `Connected` each) and admitted within `budget`, then 30 s of
+/// virtual time with nobody lost
+fn check_fleet<const N: usize>(f: &mut Fleet<Net<Client>, Net<Server<u32, N>>>, budget: Duration) {
+    let n = f.len();
+    let closed = Rc::new(RefCell::new(0usize));
+    let connected = Rc::new(RefCell::new(0usize));
+    let (cl, co) = (closed.clone(), connected.clone());
+    f.on_client_event(move |_, e| match e {
+        ClientEvent::Connected { .. } => *co.borrow_mut() += 1,
+        ClientEvent::Closed { .. } => *cl.borrow_mut() += 1,
+    });
+    let lost = Rc::new(RefCell::new(0usize));
+    let l = lost.clone();
+    f.on_server_event(move |_, e| {
+        if matches!(e, ServerEvent::PeerClosed { .. }) {
+            *l.borrow_mut() += 1;
+        }
+    });
+    // cheap predicate first (O(1)), the full check only when the counts match
+    let res = f.run_until(
+        |f| f.server().m.peer_count() == n && *connected.borrow() >= n && all_connected(f),
+        budget,
+    );
+    if let Err(e) = res {
+        panic!("{e}: {}", fleet_report(f));
+    }
+    let t_connected = f.now();
+    f.run_for(Duration::from_secs(30));
+    assert!(all_connected(f), "after 30 s: {}", fleet_report(f));
+    assert_eq!(*closed.borrow(), 0, "no client closed");
+    assert_eq!(*lost.borrow(), 0, "no peer lost");
+    assert_eq!(*connected.borrow(), n, "one Connected per client");
+    assert_eq!(f.server().m.stats().peers_admitted as usize, n);
+    assert!(
+        (0..n).all(|i| f.server().m.is_online(i as u32)),
+        "{}",
+        fleet_report(f)
+    );
+    eprintln!("{n} clients connected at {t_connected}");
+}
+
+#[test]
+fn hundred_clients_under_20_percent_loss_all_connect_and_stay() {
+    for seed in [40, 41, 42] {
+        let mut f = fleet::<256>(100, LinkConfig::lossy(0.2), seed);
+        check_fleet(&mut f, Duration::from_secs(30));
+    }
+}
+
+#[test]
+fn thousand_clients_under_5_percent_loss_all_admitted() {
+    let link = LinkConfig::lossy(0.05).with_jitter(ms(20));
+    let mut f = fleet::<2048>(1000, link, 50);
+    check_fleet(&mut f, Duration::from_secs(30));
+}
+
+#[test]
+fn thousand_clients_under_20_percent_loss_all_admitted() {
+    let link = LinkConfig::lossy(0.2)
+        .with_jitter(ms(40))
+        .with_duplicate(0.05)
+        .with_reorder(0.05, ms(50));
+    let mut f = fleet::<2048>(1000, link, 51);
+    check_fleet(&mut f, Duration::from_secs(30));
+}
+
+#[test]
+fn lost_accepts_under_loss_are_recovered_by_retries() {
+    // drop the first ACCEPT of every client on top of random loss: none may stay stranded
+    let mut f = fleet::<256>(100, LinkConfig::lossy(0.1), 60);
+    let mut seen = std::collections::HashSet::new();
+    f.set_drop_filter(Direction::ClientToServer, move |i, b| {
+        control_id(b) == Some(ACCEPT) && seen.insert(i)
+    });
+    let retries = |f: &Fleet<Net<Client>, Net<Server<u32, 256>>>| {
+        (0..f.len())
+            .map(|i| f.client(i).m.stats().accept_retries)
+            .sum::<u32>()
+    };
+    check_fleet(&mut f, Duration::from_secs(30));
+    let r = retries(&f);
+    assert!(r >= 100, "every client had to retry: {r}");
+}
+
+// ---------------------------------------------------------------------------------------------
+// The simulator's drop filter (added for these tests)
+
+#[test]
+fn drop_filter_drops_only_the_chosen_frames_and_can_be_cleared() {
+    let mut f: Fleet<Net<Client>, Net<Srv>> = Fleet::new(
+        server_with(VanillaPolicy::Reject),
+        2,
+        |_| client_with(ClientConfig::default()),
+        |i| 300 + i as u32,
+        LinkConfig::perfect(),
+        70,
+    );
+    f.record_transcript(true);
+    // client 1's CONNECTs never reach the server; every server KEEP_ALIVE to client 0 is dropped
+    f.set_drop_filter(Direction::ClientToServer, |i, b| {
+        i == 1 && control_id(b) == Some(CONNECT)
+    });
+    f.set_drop_filter(Direction::ServerToClient, |i, b| {
+        i == 0 && control_id(b) == Some(KEEP_ALIVE)
+    });
+    for i in 0..2 {
+        f.client_mut(i).m.connect(Instant::ZERO).unwrap();
+    }
+    f.run_for(Duration::from_secs(4));
+    assert_eq!(f.client(0).m.state(), ClientState::Online);
+    assert_eq!(f.client(1).m.state(), ClientState::Connecting);
+    let t = f.transcript();
+    let dropped = |i: usize, dir: Direction, id: u8| {
+        frames(t, i, dir, id)
+            .filter(|r| r.fate == Fate::Filtered)
+            .count()
+    };
+    // CONNECT at 0, 0.5, ..., 4.0 s: 9 filtered, none delivered
+    assert_eq!(dropped(1, Direction::ClientToServer, CONNECT), 9);
+    assert_eq!(
+        frames(t, 1, Direction::ClientToServer, CONNECT).count(),
+        9,
+        "every CONNECT of client 1 was filtered"
+    );
+    assert_eq!(dropped(0, Direction::ClientToServer, CONNECT), 0);
+    // the server's keep-alives to client 0 (at 1.03 and 3.03 s; client 0's lost-ACCEPT retry at
+    // 2.02 s made the server answer CONNECT_ACCEPT at 2.03 s) were filtered; filtered frames are
+    // reported at send time
+    let ka: Vec<&TraceRecord> = frames(t, 0, Direction::ServerToClient, KEEP_ALIVE).collect();
+    assert_eq!(ka.len(), 2);
+    assert!(ka
+        .iter()
+        .all(|r| r.fate == Fate::Filtered && r.at == r.sent_at));
+    assert_eq!(f.client(0).m.stats().keep_alives_received, 0);
+    // cleared: client 1 connects on its next resend
+    f.clear_drop_filter(Direction::ClientToServer);
+    f.clear_drop_filter(Direction::ServerToClient);
+    f.run_for(Duration::from_secs(2));
+    assert_eq!(f.client(1).m.state(), ClientState::Online);
+    assert!(f.server().m.is_online(301));
+    assert!(f.client(0).m.stats().keep_alives_received >= 1);
+    assert_eq!(Fate::Filtered.to_string(), "filtered");
+    assert!(!Fate::Filtered.reached_receiver());
+}
