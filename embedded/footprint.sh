@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Flash / static RAM of each profile x role on thumbv7em (size-optimised), and size_of of the
-# machine types. Prints a markdown report and writes it to embedded/FOOTPRINT.md.
+# machine types. Prints a markdown report and writes it to embedded/FOOTPRINT.md
+# (`--update-readme`: also into the generated section of embedded/README.md).
 #
 # Method: every `fp-*` binary runs ONE machine (in a static) through the same fixed drive loop
 # (src/fp_common.rs); `fp-baseline` runs the loop without a machine. Flash = .vector_table +
@@ -143,3 +144,13 @@ MD
 printf '%s\n' "$report"
 printf '%s\n' "$report" > "$OUT"
 echo "footprint: wrote embedded/$OUT" >&2
+
+# --update-readme: also replace the generated section of embedded/README.md (headings one level down)
+if [ "${1:-}" = --update-readme ]; then
+  body=$(printf '%s\n' "$report" | awk 'NR == 1 && /^## / { next } /^### / { $0 = "#" $0 } { print }')
+  awk -v body="$body" '
+    /<!-- FOOTPRINT:BEGIN/ { print; print body; skip = 1; next }
+    /<!-- FOOTPRINT:END/ { skip = 0 }
+    !skip { print }' README.md > README.md.tmp && mv README.md.tmp README.md
+  echo "footprint: updated embedded/README.md" >&2
+fi
