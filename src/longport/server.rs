@@ -90,8 +90,9 @@
 //! * Echo bodies up to [`MAX_ECHO_LEN`] bytes (64; official clients send at most 22) are copied
 //!   into a per-connection slot and answered from `poll_transmit`. A larger body is not copied:
 //!   it comes back as [`App::HeartbeatEcho`] and the caller must echo it with
-//!   [`Server::respond`] (or [`Server::send`] to keep the gzip flag). A second small heartbeat
-//!   arriving while the slot is still full is refused with [`InputError::Busy`] (unconsumed).
+//!   [`Server::respond`] (or [`Server::send`] to keep the gzip flag). A heartbeat that arrives
+//!   while the slot still holds an unsent echo (two pipelined in one read) is handed over the
+//!   same way, so input is never refused and no echo is lost.
 //! * On WebSocket the machine sends [`FrameKind::WsPing`] every
 //!   [`ServerConfig::ws_ping_interval`] (20 s, from connection start; the official Rust client
 //!   drops a connection that saw no Ping for 120 s). The ping payload is a `Heartbeat{timestamp =
@@ -107,7 +108,11 @@
 //! truncated WebSocket message, a malformed or gzip-compressed Auth/Reconnect body — closes the
 //! connection with `Close{UnpackError}`. Responses and pushes from the client with a control
 //! cmd are ignored (counted in [`ServerStats::ignored_packets`]); with a business cmd they are
-//! passed to the application ([`App::Response`], [`App::Push`]).
+//! passed to the application ([`App::Response`], [`App::Push`]). Close, Auth or Reconnect
+//! *requests* on an authenticated connection are answered with status 3 (BadRequest) and
+//! `Error{400, "unexpected control command"}`; the connection stays up (a further one arriving
+//! before that answer was sent is dropped and counted). Gzip-compressed business bodies are
+//! passed through with their flag; the machine never inflates.
 //!
 //! # Buffers and copies
 //!
@@ -129,8 +134,12 @@
 //!
 //! # Cost
 //!
+//! Memory is fixed by the const generics: on x86_64 a connection slot takes about 540 bytes (the
+//! bounded response, echo, pong and close slots above) and a session entry about 100, so
+//! `Server<u32, 16, 64>` is about 15 KB.
+//!
 //! Connections are found by a linear scan over `PEERS` (fine for the tens of connections a
-//! `no_std` server holds; document-level choice). `poll_timeout` and `handle_timeout` are
+//! `no_std` server holds). `poll_timeout` and `handle_timeout` are
 //! `O(PEERS)`; `poll_transmit` and `poll_event` are `O(PEERS)` per returned item and `O(1)` when
 //! nothing is pending (a dirty flag short-circuits the scan). Session lookups are
 //! `O(SESSIONS)`. Sessions need no timer, so they do not appear in `poll_timeout`. Events are
@@ -157,7 +166,7 @@
 //!     let r = match server.handle_input(now, 7, &inbuf) {
 //!         Ok(r) => r,
 //!         // auth decision pending / output slot full: keep the bytes, retry later
-//!         Err(InputError::AuthPending | InputError::Busy) => break,
+//!         Err(InputError::AuthPending) => break,
 //!         Err(InputError::UnknownConn) => unreachable!("registered above"),
 //!     };
 //!     if let Some(App::Auth { token, .. }) = r.app() {
@@ -543,8 +552,9 @@ pub enum App<'a> {
         /// True when `body` is a gzip member
         gzip: bool,
     },
-    /// A heartbeat request too large for the echo slot: echo `body` with [`Server::respond`]
-    /// (status 0, cmd 1, same id; use [`Server::send`] with `with_gzip(gzip)` to keep the flag)
+    /// A heartbeat request the machine cannot echo itself (body over [`MAX_ECHO_LEN`], or the
+    /// echo slot still holds an unsent echo): echo `body` with [`Server::respond`] (status 0,
+    /// cmd 1, same id; use [`Server::send`] with `with_gzip(gzip)` to keep the flag)
     HeartbeatEcho {
         /// Request id to echo
         request_id: u32,
@@ -629,16 +639,18 @@ impl fmt::Display for ConnectError {
 impl core::error::Error for ConnectError {}
 
 /// Why one input was refused; nothing was consumed
+///
+/// For [`InputError::AuthPending`] the caller keeps the bytes (TCP: in its stream buffer;
+/// WebSocket: the message) and feeds them again later. Nothing about the connection changed,
+/// liveness included.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
 pub enum InputError {
     /// The connection id is not registered
     UnknownConn,
-    /// An auth decision is pending for this connection; retry after `accept_*`/`reject_*`
+    /// An auth decision is pending for this connection; feed the input again after
+    /// `accept_*`/`reject_*` (or after the auth deadline closed the connection)
     AuthPending,
-    /// A per-connection slot (heartbeat echo, control response) is full; drain `poll_transmit`
-    /// and retry
-    Busy,
 }
 
 impl fmt::Display for InputError {
@@ -646,7 +658,6 @@ impl fmt::Display for InputError {
         f.write_str(match self {
             InputError::UnknownConn => "unknown connection",
             InputError::AuthPending => "auth decision pending",
-            InputError::Busy => "output slot full: drain poll_transmit first",
         })
     }
 }
@@ -763,12 +774,14 @@ fn text(s: &str) -> Text {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
 enum Pending {
     Auth { request_id: u32 },
     Reconnect { request_id: u32, generation: u32 },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
 enum Phase {
     AwaitHandshake,
     AwaitAuth,
@@ -779,6 +792,7 @@ enum Phase {
 }
 
 #[derive(Debug, Clone)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
 enum CtlBody {
     Grant {
         session_id: String<MAX_SESSION_ID_LEN>,
@@ -793,6 +807,7 @@ enum CtlBody {
 }
 
 #[derive(Debug, Clone)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
 struct CtlResponse {
     cmd: u8,
     request_id: u32,
@@ -801,6 +816,7 @@ struct CtlResponse {
 }
 
 #[derive(Debug, Clone)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
 struct Echo {
     request_id: u32,
     gzip: bool,
@@ -808,6 +824,7 @@ struct Echo {
 }
 
 #[derive(Debug, Clone)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
 struct PendingClose {
     code: CloseCode,
     text: Text,
@@ -816,6 +833,7 @@ struct PendingClose {
 }
 
 #[derive(Debug, Clone)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
 struct Peer<C> {
     conn: C,
     transport: Transport,
@@ -863,6 +881,7 @@ impl<C> Peer<C> {
 }
 
 #[derive(Debug, Clone)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
 struct SessionEntry<C> {
     id: String<MAX_SESSION_ID_LEN>,
     expires: i64,
@@ -946,6 +965,7 @@ fn emit_raw(src: &[u8], buf: &mut [u8]) -> Result<usize, BufferTooSmall> {
 /// `C` is the caller's connection id (a socket handle, a slab index, ...). See the
 /// [module docs](self) for the lifecycle, the close signal and every policy choice.
 #[derive(Debug, Clone)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
 pub struct Server<C: Copy + Eq, const PEERS: usize = 16, const SESSIONS: usize = 64> {
     config: ServerConfig,
     clock: Clock,
@@ -1116,10 +1136,10 @@ impl<C: Copy + Eq, const PEERS: usize, const SESSIONS: usize> Server<C, PEERS, S
             Some(ConnectError::ShuttingDown)
         } else if self.find(conn).is_some() {
             Some(ConnectError::AlreadyConnected)
-        } else if self.unauthenticated() >= self.config.max_unauthenticated {
-            Some(ConnectError::TooManyUnauthenticated)
         } else if self.peers.is_full() {
             Some(ConnectError::TableFull)
+        } else if self.unauthenticated() >= self.config.max_unauthenticated {
+            Some(ConnectError::TooManyUnauthenticated)
         } else {
             None
         };
@@ -1726,11 +1746,8 @@ impl<C: Copy + Eq, const PEERS: usize, const SESSIONS: usize> Server<C, PEERS, S
                 request_id,
                 timeout_ms,
             } => match h.cmd {
-                CMD_HEARTBEAT if body.len() <= MAX_ECHO_LEN => {
+                CMD_HEARTBEAT if body.len() <= MAX_ECHO_LEN && self.peers[idx].echo.is_none() => {
                     let p = &mut self.peers[idx];
-                    if p.echo.is_some() {
-                        return Err(InputError::Busy);
-                    }
                     let mut copy = Vec::new();
                     // cannot fail: body.len() <= MAX_ECHO_LEN
                     let _ = copy.extend_from_slice(body);
@@ -1751,7 +1768,10 @@ impl<C: Copy + Eq, const PEERS: usize, const SESSIONS: usize> Server<C, PEERS, S
                 CMD_CLOSE | CMD_AUTH | CMD_RECONNECT => {
                     let p = &mut self.peers[idx];
                     if p.resp.is_some() {
-                        return Err(InputError::Busy);
+                        // a stray control request while the previous answer is unsent: dropped
+                        self.stats.ignored_packets = self.stats.ignored_packets.saturating_add(1);
+                        self.mark_rx(idx, now);
+                        return Ok(Received::consumed(consumed));
                     }
                     p.resp = Some(CtlResponse {
                         cmd: h.cmd,
@@ -2079,5 +2099,1334 @@ impl<C: Copy + Eq, const PEERS: usize, const SESSIONS: usize> Machine
                 })
             })
             .min()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    extern crate std;
+
+    use super::*;
+    use std::vec::Vec as StdVec;
+
+    type S = Server<u32, 4, 4>;
+    type Out = StdVec<(u32, FrameKind, StdVec<u8>)>;
+
+    const FAR: i64 = 4_000_000_000_000;
+
+    fn ms(v: u64) -> Instant {
+        Instant::from_millis(v)
+    }
+
+    fn hex(s: &str) -> StdVec<u8> {
+        s.split_whitespace()
+            .map(|b| u8::from_str_radix(b, 16).unwrap())
+            .collect()
+    }
+
+    fn server() -> S {
+        S::new(ServerConfig::default())
+    }
+
+    fn encode<'b, B: Body<'b>>(b: &B) -> StdVec<u8> {
+        let mut v = std::vec![0u8; b.encoded_len()];
+        let n = b.encode(&mut v).unwrap();
+        assert_eq!(n, v.len());
+        v
+    }
+
+    fn packet(p: &Packet<'_>) -> StdVec<u8> {
+        let mut v = std::vec![0u8; p.buffer_len()];
+        let n = p.emit(&mut v).unwrap();
+        assert_eq!(n, v.len());
+        v
+    }
+
+    fn auth_req(rid: u32, token: &str) -> StdVec<u8> {
+        let body = encode(&AuthRequest::new(token, Metadata::EMPTY));
+        packet(&Packet::request(CMD_AUTH, rid, 5000, &body))
+    }
+
+    fn reconnect_req(rid: u32, sid: &str) -> StdVec<u8> {
+        let body = encode(&ReconnectRequest::new(sid, Metadata::EMPTY));
+        packet(&Packet::request(CMD_RECONNECT, rid, 5000, &body))
+    }
+
+    fn close_push(code: CloseCode, reason: &str) -> StdVec<u8> {
+        let body = encode(&Close::new(code, reason));
+        packet(&Packet::push(CMD_CLOSE, &body))
+    }
+
+    fn error_resp(cmd: u8, rid: u32, status: Status, code: u64, msg: &str) -> StdVec<u8> {
+        let body = encode(&ErrorBody::new(code, msg));
+        packet(&Packet::response(cmd, rid, status, &body))
+    }
+
+    fn grant(sid: &str, expires: i64) -> SessionGrant<'_> {
+        SessionGrant {
+            session_id: sid,
+            expires,
+            limit: 0,
+            online: 0,
+        }
+    }
+
+    fn drain(s: &mut S, now: Instant) -> Out {
+        let mut out = StdVec::new();
+        let mut buf = [0u8; 512];
+        while let Some(t) = s.poll_transmit(now, &mut buf).unwrap() {
+            out.push((t.to, t.kind, buf[..t.len].to_vec()));
+        }
+        out
+    }
+
+    fn events(s: &mut S) -> StdVec<ServerEvent<u32>> {
+        core::iter::from_fn(|| s.poll_event()).collect()
+    }
+
+    /// Connected (TCP: handshake sent) and authenticated as `sid`, output and events drained
+    fn authed(s: &mut S, now: Instant, conn: u32, transport: Transport, sid: &str) {
+        s.handle_connected(now, conn, transport).unwrap();
+        if transport == Transport::Tcp {
+            let r = s.handle_input(now, conn, &[0x11, 0x09]).unwrap();
+            assert_eq!(r.bytes_consumed(), 2);
+        }
+        let req = auth_req(1, "tok");
+        let r = s.handle_input(now, conn, &req).unwrap();
+        assert!(matches!(r.app(), Some(App::Auth { token: "tok", .. })));
+        s.accept_auth(now, conn, grant(sid, FAR)).unwrap();
+        let out = drain(s, now);
+        assert_eq!(out.len(), 1);
+        assert_eq!(
+            events(s),
+            [ServerEvent::PeerAuthenticated { conn, expires: FAR }]
+        );
+    }
+
+    fn kind_of(t: Transport) -> FrameKind {
+        match t {
+            Transport::Tcp => FrameKind::Stream,
+            Transport::WebSocket => FrameKind::WsBinary,
+        }
+    }
+
+    #[test]
+    fn ct_eq_compares_contents_and_lengths() {
+        assert!(ct_eq(b"s1", b"s1"));
+        assert!(!ct_eq(b"s1", b"s2"));
+        assert!(!ct_eq(b"s1", b"s12"));
+        assert!(ct_eq(b"", b""));
+    }
+
+    #[test]
+    fn tcp_handshake_and_pipelined_auth_in_one_read() {
+        let mut s = server();
+        s.handle_connected(ms(0), 1, Transport::Tcp).unwrap();
+        assert_eq!(s.state(1), Some(PeerState::AwaitHandshake));
+        // spec V6, pipelined form
+        let buf = hex("11 09 01 02 00 00 00 01 13 88 00 00 05 0a 03 61 62 63");
+        let r = s.handle_input(ms(1), 1, &buf).unwrap();
+        assert_eq!((r.bytes_consumed(), r.needed(), r.app()), (2, None, None));
+        assert_eq!(s.handshake(1), Some(Handshake::OPENAPI));
+        let r = s.handle_input(ms(1), 1, &buf[2..]).unwrap();
+        assert_eq!(r.bytes_consumed(), 16);
+        match r.into_app() {
+            Some(App::Auth {
+                request_id,
+                token,
+                metadata,
+            }) => {
+                assert_eq!((request_id, token, metadata.len()), (1, "abc", 0));
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+        assert_eq!(s.state(1), Some(PeerState::AuthPending));
+        // nothing is sent before the application decides
+        assert!(drain(&mut s, ms(1)).is_empty());
+        assert!(events(&mut s).is_empty());
+        // further input waits for the decision, unconsumed
+        assert_eq!(
+            s.handle_input(ms(1), 1, &hex("01 01 00")),
+            Err(InputError::AuthPending)
+        );
+    }
+
+    #[test]
+    fn tcp_byte_at_a_time() {
+        let mut s = server();
+        s.handle_connected(ms(0), 1, Transport::Tcp).unwrap();
+        let stream = hex("11 09 01 02 00 00 00 01 13 88 00 00 05 0a 03 61 62 63");
+        let mut buf: StdVec<u8> = StdVec::new();
+        let mut needs = StdVec::new();
+        let mut token = None;
+        for &b in &stream {
+            buf.push(b);
+            loop {
+                let r = s.handle_input(ms(0), 1, &buf).unwrap();
+                if let Some(n) = r.needed() {
+                    assert_eq!(r.bytes_consumed(), 0);
+                    needs.push(n);
+                    break;
+                }
+                if let Some(App::Auth { token: t, .. }) = r.app() {
+                    token = Some(std::string::String::from(*t));
+                }
+                buf.drain(..r.bytes_consumed());
+                if buf.is_empty() {
+                    break;
+                }
+            }
+        }
+        assert_eq!(token.as_deref(), Some("abc"));
+        assert!(buf.is_empty());
+        // handshake needs 2; the packet needs 1 byte for its type, 11 for the header, 16 in all
+        assert_eq!(needs[0], 2);
+        assert!(needs[1..11].iter().all(|&n| n == 11));
+        assert!(needs[11..].iter().all(|&n| n == 16));
+        assert_eq!(needs.len(), 1 + 15);
+    }
+
+    #[test]
+    fn bad_handshake_closes_with_unpack_error() {
+        let mut s = server();
+        s.handle_connected(ms(0), 1, Transport::Tcp).unwrap();
+        let bad = hex("12 09 01 02");
+        let r = s.handle_input(ms(0), 1, &bad).unwrap();
+        assert_eq!(r.bytes_consumed(), 4);
+        let out = drain(&mut s, ms(0));
+        assert_eq!(
+            out,
+            [(
+                1,
+                FrameKind::Stream,
+                close_push(CloseCode::UnpackError, "unpack error")
+            )]
+        );
+        assert_eq!(
+            events(&mut s),
+            [
+                ServerEvent::PeerClosed {
+                    conn: 1,
+                    reason: CloseReason::Protocol(ProtocolError::Handshake(2))
+                },
+                ServerEvent::Disconnect { conn: 1 }
+            ]
+        );
+        assert_eq!(s.connections(), 0);
+        assert_eq!(s.stats().protocol_errors, 1);
+    }
+
+    #[test]
+    fn non_auth_first_packet_gets_status_5_and_auth_error_close() {
+        for transport in [Transport::Tcp, Transport::WebSocket] {
+            let mut s = server();
+            s.handle_connected(ms(0), 1, transport).unwrap();
+            if transport == Transport::Tcp {
+                let _ = s.handle_input(ms(0), 1, &[0x11, 0x09]).unwrap();
+            }
+            // spec V3: a heartbeat request as first packet
+            let v3 = hex("01 01 00 00 00 01 00 00 00 00 07 08 80 d0 95 ff bc 31");
+            let r = s.handle_input(ms(0), 1, &v3).unwrap();
+            assert_eq!((r.bytes_consumed(), r.app()), (18, None));
+            // later input is swallowed
+            let r = s.handle_input(ms(0), 1, &v3).unwrap();
+            assert_eq!(r.bytes_consumed(), 18);
+            let out = drain(&mut s, ms(0));
+            let k = kind_of(transport);
+            let mut want = std::vec![
+                (
+                    1,
+                    k,
+                    error_resp(1, 1, Status::Unauthenticated, 401, "not authenticated")
+                ),
+                (1, k, close_push(CloseCode::AuthError, "not authenticated")),
+            ];
+            if transport == Transport::WebSocket {
+                want.push((1, FrameKind::WsClose(1008), b"not authenticated".to_vec()));
+            }
+            assert_eq!(out, want);
+            assert_eq!(out[0].2[6], 5, "status byte");
+            assert_eq!(
+                events(&mut s),
+                [
+                    ServerEvent::PeerClosed {
+                        conn: 1,
+                        reason: CloseReason::NotAuthenticated
+                    },
+                    ServerEvent::Disconnect { conn: 1 }
+                ]
+            );
+        }
+    }
+
+    #[test]
+    fn non_request_first_packet_is_closed_without_response() {
+        let mut s = server();
+        s.handle_connected(ms(0), 1, Transport::WebSocket).unwrap();
+        let _ = s.handle_input(ms(0), 1, &hex("03 65 00 00 00")).unwrap();
+        let out = drain(&mut s, ms(0));
+        assert_eq!(out.len(), 2);
+        assert_eq!(
+            out[0].2,
+            close_push(CloseCode::AuthError, "not authenticated")
+        );
+        assert_eq!(out[1].1, FrameKind::WsClose(1008));
+    }
+
+    #[test]
+    fn auth_accept_response_bytes_match_v7() {
+        let mut s = server();
+        s.handle_connected(ms(0), 1, Transport::Tcp).unwrap();
+        let _ = s.handle_input(ms(0), 1, &[0x11, 0x09]).unwrap();
+        let _ = s.handle_input(ms(0), 1, &auth_req(1, "abc")).unwrap();
+        s.accept_auth(ms(5), 1, grant("s1", 1_700_086_400_000))
+            .unwrap();
+        let out = drain(&mut s, ms(5));
+        assert_eq!(
+            out,
+            [(
+                1,
+                FrameKind::Stream,
+                hex("02 02 00 00 00 01 00 00 00 0b 0a 02 73 31 10 80 88 af a8 bd 31")
+            )]
+        );
+        assert_eq!(s.state(1), Some(PeerState::Authenticated));
+        assert_eq!(s.session_id(1), Some("s1"));
+        assert_eq!(s.stats().auths_accepted, 1);
+
+        // limit/online variant (25 bytes)
+        let mut s = server();
+        s.handle_connected(ms(0), 2, Transport::WebSocket).unwrap();
+        let _ = s.handle_input(ms(0), 2, &auth_req(1, "abc")).unwrap();
+        let g = SessionGrant {
+            session_id: "s1",
+            expires: 1_700_086_400_000,
+            limit: 10,
+            online: 1,
+        };
+        s.accept_auth(ms(0), 2, g).unwrap();
+        assert_eq!(
+            drain(&mut s, ms(0)),
+            [(
+                2,
+                FrameKind::WsBinary,
+                hex("02 02 00 00 00 01 00 00 00 0f 0a 02 73 31 10 80 88 af a8 bd 31 18 0a 20 01")
+            )]
+        );
+        // a second decision is refused
+        assert_eq!(s.accept_auth(ms(0), 2, g), Err(CommandError::NotPending));
+    }
+
+    #[test]
+    fn accept_validates_session_id() {
+        let mut s = server();
+        s.handle_connected(ms(0), 1, Transport::WebSocket).unwrap();
+        let _ = s.handle_input(ms(0), 1, &auth_req(1, "abc")).unwrap();
+        assert_eq!(
+            s.accept_auth(ms(0), 1, grant("", FAR)),
+            Err(CommandError::EmptySessionId)
+        );
+        let long = "x".repeat(MAX_SESSION_ID_LEN + 1);
+        assert_eq!(
+            s.accept_auth(ms(0), 1, grant(&long, FAR)),
+            Err(CommandError::SessionIdTooLong { len: 65 })
+        );
+        assert_eq!(s.state(1), Some(PeerState::AuthPending));
+        assert_eq!(
+            s.accept_auth(ms(0), 9, grant("s", FAR)),
+            Err(CommandError::UnknownConn)
+        );
+        assert_eq!(
+            s.accept_reconnect(ms(0), 1, grant("s", FAR)),
+            Err(CommandError::NotPending)
+        );
+        assert_eq!(
+            s.reject_reconnect(ms(0), 1, Status::Unauthenticated, 401, "no"),
+            Err(CommandError::NotPending)
+        );
+        assert_eq!(s.state(1), Some(PeerState::AuthPending));
+    }
+
+    #[test]
+    fn auth_reject_sends_error_then_close() {
+        let mut s = server();
+        s.handle_connected(ms(0), 1, Transport::WebSocket).unwrap();
+        let _ = s.handle_input(ms(0), 1, &auth_req(1, "abc")).unwrap();
+        s.reject_auth(
+            ms(0),
+            1,
+            Status::PermissionDenied,
+            403,
+            "connections limitation is hit",
+        )
+        .unwrap();
+        let out = drain(&mut s, ms(0));
+        // spec V10, quota rejection (44 bytes)
+        let v10 = hex(
+            "02 02 00 00 00 01 06 00 00 22 08 93 03 12 1d 63 6f 6e 6e 65 63 74 69 6f 6e 73 20 \
+             6c 69 6d 69 74 61 74 69 6f 6e 20 69 73 20 68 69 74",
+        );
+        assert_eq!(
+            out,
+            [
+                (1, FrameKind::WsBinary, v10),
+                (
+                    1,
+                    FrameKind::WsBinary,
+                    close_push(CloseCode::AuthError, "connections limitation is hit")
+                ),
+                (
+                    1,
+                    FrameKind::WsClose(1008),
+                    b"connections limitation is hit".to_vec()
+                ),
+            ]
+        );
+        assert_eq!(
+            events(&mut s),
+            [
+                ServerEvent::PeerClosed {
+                    conn: 1,
+                    reason: CloseReason::AuthRejected(Status::PermissionDenied)
+                },
+                ServerEvent::Disconnect { conn: 1 }
+            ]
+        );
+        assert_eq!(s.stats().auths_rejected, 1);
+        assert_eq!(s.sessions(), 0);
+    }
+
+    #[test]
+    fn reconnect_issues_new_session_id() {
+        let mut s = server();
+        authed(&mut s, ms(0), 1, Transport::Tcp, "s1");
+        s.handle_closed(ms(10), 1);
+        assert_eq!(
+            events(&mut s),
+            [ServerEvent::PeerClosed {
+                conn: 1,
+                reason: CloseReason::TransportClosed
+            }]
+        );
+        assert_eq!(s.connections(), 0);
+        assert_eq!(s.session_expires("s1"), Some(FAR));
+
+        s.handle_connected(ms(20), 2, Transport::WebSocket).unwrap();
+        // spec V8 request
+        let v8 = hex("01 03 00 00 00 01 13 88 00 00 04 0a 02 73 31");
+        let r = s.handle_input(ms(20), 2, &v8).unwrap();
+        assert_eq!(
+            r.into_app(),
+            Some(App::Reconnect {
+                request_id: 1,
+                session_id: "s1",
+                expires: FAR,
+                metadata: Metadata::EMPTY
+            })
+        );
+        s.accept_reconnect(ms(21), 2, grant("s2", 1_700_172_800_000))
+            .unwrap();
+        assert_eq!(
+            drain(&mut s, ms(21)),
+            [(
+                2,
+                FrameKind::WsBinary,
+                hex("02 03 00 00 00 01 00 00 00 0b 0a 02 73 32 10 80 c0 c8 d1 bd 31")
+            )]
+        );
+        assert_eq!(
+            events(&mut s),
+            [ServerEvent::PeerReconnected {
+                conn: 2,
+                expires: 1_700_172_800_000
+            }]
+        );
+        assert_eq!(s.session_id(2), Some("s2"));
+        assert_eq!(s.session_expires("s1"), None, "old session retired");
+        assert_eq!(s.stats().reconnects_accepted, 1);
+    }
+
+    fn assert_sess_expired(s: &mut S, conn: u32, reason: CloseReason) {
+        let out = drain(s, ms(0));
+        assert_eq!(
+            out,
+            [
+                (
+                    conn,
+                    FrameKind::Stream,
+                    error_resp(3, 1, Status::Unauthenticated, 401, "session expired")
+                ),
+                (
+                    conn,
+                    FrameKind::Stream,
+                    close_push(CloseCode::SessExpired, "session expired")
+                ),
+            ]
+        );
+        assert_eq!(
+            events(s),
+            [
+                ServerEvent::PeerClosed { conn, reason },
+                ServerEvent::Disconnect { conn }
+            ]
+        );
+    }
+
+    #[test]
+    fn reconnect_with_unknown_or_expired_session_is_rejected() {
+        let mut s = server();
+        s.handle_connected(ms(0), 1, Transport::Tcp).unwrap();
+        let _ = s.handle_input(ms(0), 1, &[0x11, 0x09]).unwrap();
+        let req = reconnect_req(1, "nope");
+        let r = s.handle_input(ms(0), 1, &req).unwrap();
+        assert_eq!(r.app(), None, "the application is not involved");
+        assert_sess_expired(&mut s, 1, CloseReason::SessionUnknown);
+
+        // expired: wall clock says 2023-11-15, the session ended a second before
+        let mut s = server();
+        s.set_wall_clock(ms(0), 1_700_000_000_000);
+        s.handle_connected(ms(0), 1, Transport::Tcp).unwrap();
+        let _ = s.handle_input(ms(0), 1, &[0x11, 0x09]).unwrap();
+        let _ = s.handle_input(ms(0), 1, &auth_req(1, "t")).unwrap();
+        s.accept_auth(ms(0), 1, grant("s1", 1_700_000_060_000))
+            .unwrap();
+        let _ = drain(&mut s, ms(0));
+        s.handle_closed(ms(0), 1);
+        let _ = events(&mut s);
+        // 61 s later the session has expired
+        s.handle_connected(ms(61_000), 2, Transport::Tcp).unwrap();
+        let _ = s.handle_input(ms(61_000), 2, &[0x11, 0x09]).unwrap();
+        let req = reconnect_req(1, "s1");
+        let r = s.handle_input(ms(61_000), 2, &req).unwrap();
+        assert_eq!(r.app(), None);
+        assert_sess_expired(&mut s, 2, CloseReason::SessionUnknown);
+        assert_eq!(s.sessions(), 0, "expired session purged");
+        assert_eq!(s.stats().reconnects_rejected, 1);
+    }
+
+    #[test]
+    fn reconnect_rejected_by_application() {
+        let mut s = server();
+        authed(&mut s, ms(0), 1, Transport::Tcp, "s1");
+        s.handle_closed(ms(0), 1);
+        let _ = events(&mut s);
+        s.handle_connected(ms(0), 2, Transport::Tcp).unwrap();
+        let _ = s.handle_input(ms(0), 2, &[0x11, 0x09]).unwrap();
+        let _ = s.handle_input(ms(0), 2, &reconnect_req(1, "s1")).unwrap();
+        assert_eq!(
+            s.reject_auth(ms(0), 2, Status::Unauthenticated, 401, "session expired"),
+            Ok(())
+        );
+        assert_sess_expired(
+            &mut s,
+            2,
+            CloseReason::ReconnectRejected(Status::Unauthenticated),
+        );
+        assert_eq!(s.session_expires("s1"), Some(FAR), "kept until it expires");
+    }
+
+    #[test]
+    fn duplicate_session_closes_the_older_connection() {
+        let mut s = server();
+        authed(&mut s, ms(0), 1, Transport::WebSocket, "s1");
+        s.handle_connected(ms(5), 2, Transport::Tcp).unwrap();
+        let _ = s.handle_input(ms(5), 2, &[0x11, 0x09]).unwrap();
+        let _ = s.handle_input(ms(5), 2, &reconnect_req(9, "s1")).unwrap();
+        s.accept_reconnect(ms(6), 2, grant("s2", FAR)).unwrap();
+        let out = drain(&mut s, ms(6));
+        let mut to1: StdVec<_> = out.iter().filter(|t| t.0 == 1).cloned().collect();
+        let to2: StdVec<_> = out.iter().filter(|t| t.0 == 2).collect();
+        assert_eq!(to2.len(), 1);
+        assert_eq!(
+            to2[0].2[0], 0x02,
+            "reconnect response to the new connection"
+        );
+        assert_eq!(
+            to1.remove(0),
+            (
+                1,
+                FrameKind::WsBinary,
+                close_push(CloseCode::ConnectDuplicate, "connect duplicate")
+            )
+        );
+        assert_eq!(
+            to1,
+            [(1, FrameKind::WsClose(1008), b"connect duplicate".to_vec())]
+        );
+        let evs = events(&mut s);
+        assert!(evs.contains(&ServerEvent::PeerClosed {
+            conn: 1,
+            reason: CloseReason::Duplicate
+        }));
+        assert!(evs.contains(&ServerEvent::Disconnect { conn: 1 }));
+        assert!(evs.contains(&ServerEvent::PeerReconnected {
+            conn: 2,
+            expires: FAR
+        }));
+        assert_eq!(s.state(2), Some(PeerState::Authenticated));
+        assert_eq!(s.state(1), None);
+        assert_eq!(s.stats().duplicates_closed, 1);
+    }
+
+    #[test]
+    fn same_session_id_granted_twice_closes_older() {
+        let mut s = server();
+        authed(&mut s, ms(0), 1, Transport::Tcp, "dup");
+        s.handle_connected(ms(0), 2, Transport::WebSocket).unwrap();
+        let _ = s.handle_input(ms(0), 2, &auth_req(1, "t")).unwrap();
+        s.accept_auth(ms(0), 2, grant("dup", FAR)).unwrap();
+        let out = drain(&mut s, ms(0));
+        assert!(out.contains(&(
+            1,
+            FrameKind::Stream,
+            close_push(CloseCode::ConnectDuplicate, "connect duplicate")
+        )));
+        assert_eq!(s.session_id(2), Some("dup"));
+        assert_eq!(s.sessions(), 1);
+    }
+
+    #[test]
+    fn heartbeat_echo_matches_v3_v4() {
+        let mut s = server();
+        authed(&mut s, ms(0), 1, Transport::Tcp, "s1");
+        let v3 = hex("01 01 00 00 00 01 00 00 00 00 07 08 80 d0 95 ff bc 31");
+        let v4 = hex("02 01 00 00 00 01 00 00 00 07 08 80 d0 95 ff bc 31");
+        let r = s.handle_input(ms(1), 1, &v3).unwrap();
+        assert_eq!((r.bytes_consumed(), r.app()), (18, None));
+        // the slot holds one echo: a second pipelined heartbeat goes to the application
+        let v3b = hex("01 01 00 00 00 02 00 00 00 00 07 08 80 d0 95 ff bc 31");
+        assert_eq!(
+            s.handle_input(ms(1), 1, &v3b).unwrap().into_app(),
+            Some(App::HeartbeatEcho {
+                request_id: 2,
+                body: &v3b[11..],
+                gzip: false
+            })
+        );
+        assert_eq!(drain(&mut s, ms(1)), [(1, FrameKind::Stream, v4.clone())]);
+        let r = s.handle_input(ms(2), 1, &v3).unwrap();
+        assert_eq!(r.bytes_consumed(), 18);
+        assert_eq!(drain(&mut s, ms(2)), [(1, FrameKind::Stream, v4)]);
+        assert_eq!(s.stats().heartbeats_echoed, 2);
+
+        // gzip flag echoed (spec V12)
+        let v12_body = hex(
+            "1f 8b 08 00 00 00 00 00 00 ff 01 07 00 f8 ff 08 80 d0 95 ff bc 31 6d 3e 6e 14 07 00 00 00",
+        );
+        let req = packet(&Packet::request(CMD_HEARTBEAT, 1, 0, &v12_body).with_gzip(true));
+        let _ = s.handle_input(ms(3), 1, &req).unwrap();
+        let v12 = hex(
+            "22 01 00 00 00 01 00 00 00 1e 1f 8b 08 00 00 00 00 00 00 ff 01 07 00 f8 ff 08 80 d0 \
+             95 ff bc 31 6d 3e 6e 14 07 00 00 00",
+        );
+        assert_eq!(drain(&mut s, ms(3)), [(1, FrameKind::Stream, v12)]);
+    }
+
+    #[test]
+    fn pipelined_stream_is_held_while_auth_pending_then_parsed_in_order() {
+        let mut s = server();
+        s.handle_connected(ms(0), 1, Transport::Tcp).unwrap();
+        // handshake, auth, a business request and a heartbeat all in one read
+        let mut stream = hex("11 09");
+        stream.extend(auth_req(1, "abc"));
+        stream.extend(packet(&Packet::request(11, 2, 1000, b"q")));
+        stream.extend(hex("01 01 00 00 00 03 00 00 00 00 07 08 80 d0 95 ff bc 31"));
+        let mut seen = StdVec::new();
+        let mut feed = |s: &mut S, buf: &mut StdVec<u8>| -> Result<(), InputError> {
+            while !buf.is_empty() {
+                let r = s.handle_input(ms(1), 1, buf)?;
+                match r.app() {
+                    Some(App::Auth { request_id, .. }) => seen.push(("auth", *request_id)),
+                    Some(App::Request { request_id, .. }) => seen.push(("req", *request_id)),
+                    Some(other) => panic!("unexpected {other:?}"),
+                    None => {}
+                }
+                if r.needed().is_some() {
+                    break;
+                }
+                let n = r.bytes_consumed();
+                buf.drain(..n);
+            }
+            Ok(())
+        };
+        assert_eq!(feed(&mut s, &mut stream), Err(InputError::AuthPending));
+        assert_eq!(stream.len(), 12 + 18, "request and heartbeat held back");
+        s.accept_auth(ms(1), 1, grant("s1", FAR)).unwrap();
+        assert_eq!(feed(&mut s, &mut stream), Ok(()));
+        assert!(stream.is_empty());
+        assert_eq!(seen, [("auth", 1), ("req", 2)]);
+        let out = drain(&mut s, ms(1));
+        assert_eq!(out.len(), 2);
+        assert_eq!(out[0].2[..2], [0x02, CMD_AUTH]);
+        assert_eq!(
+            out[1].2,
+            hex("02 01 00 00 00 03 00 00 00 07 08 80 d0 95 ff bc 31")
+        );
+    }
+
+    #[test]
+    fn oversized_heartbeat_goes_to_the_application() {
+        let mut s = server();
+        authed(&mut s, ms(0), 1, Transport::Tcp, "s1");
+        let body = [7u8; MAX_ECHO_LEN + 1];
+        let req = packet(&Packet::request(CMD_HEARTBEAT, 42, 0, &body));
+        let r = s.handle_input(ms(1), 1, &req).unwrap();
+        assert_eq!(
+            r.into_app(),
+            Some(App::HeartbeatEcho {
+                request_id: 42,
+                body: &body,
+                gzip: false
+            })
+        );
+        let mut out = [0u8; 128];
+        let t = s
+            .respond(
+                ms(1),
+                1,
+                42,
+                CMD_HEARTBEAT,
+                Status::Success,
+                &body,
+                &mut out,
+            )
+            .unwrap();
+        assert_eq!(
+            out[..t.len].to_vec(),
+            packet(&Packet::response(CMD_HEARTBEAT, 42, Status::Success, &body))
+        );
+    }
+
+    #[test]
+    fn ws_ping_cadence_and_pong_liveness() {
+        let mut s = server();
+        s.set_wall_clock(ms(0), 1_700_000_000_000);
+        authed(&mut s, ms(0), 1, Transport::WebSocket, "s1");
+        assert_eq!(s.poll_timeout(), Some(ms(20_000)));
+        s.handle_timeout(ms(19_999));
+        assert!(drain(&mut s, ms(19_999)).is_empty());
+        let mut pings = StdVec::new();
+        let mut now = 20_000;
+        while now <= 400_000 {
+            assert_eq!(s.poll_timeout(), Some(ms(now)));
+            s.handle_timeout(ms(now));
+            for (to, kind, payload) in drain(&mut s, ms(now)) {
+                assert_eq!((to, kind), (1, FrameKind::WsPing));
+                let hb = Heartbeat::decode(&payload).unwrap();
+                assert_eq!(hb.timestamp, 1_700_000_000_000 + now as i64);
+                pings.push(now);
+            }
+            // the client answers with a Pong: liveness refreshed
+            s.handle_frame(ms(now), 1, FrameKind::WsPong, &[]);
+            now += 20_000;
+        }
+        let want: StdVec<u64> = (1..=20).map(|k| k * 20_000).collect();
+        assert_eq!(pings, want);
+        // 400 s > heartbeat timeout: the pongs kept the connection alive
+        assert_eq!(s.state(1), Some(PeerState::Authenticated));
+        assert_eq!(s.stats().ws_pings_sent, 20);
+        assert_eq!(s.stats().ws_pongs_received, 20);
+        // the client goes silent: pings continue until 150 s after the last pong
+        let mut now = 420_000;
+        loop {
+            let next = s.poll_timeout().unwrap();
+            assert_eq!(next, ms(now).min(ms(550_000)));
+            s.handle_timeout(next);
+            let out = drain(&mut s, next);
+            if next == ms(550_000) {
+                assert_eq!(
+                    out,
+                    [
+                        (
+                            1,
+                            FrameKind::WsBinary,
+                            close_push(CloseCode::HeartbeatTimeout, "heartbeat timeout")
+                        ),
+                        (1, FrameKind::WsClose(1000), b"heartbeat timeout".to_vec()),
+                    ]
+                );
+                break;
+            }
+            assert_eq!(out.len(), 1);
+            now += 20_000;
+        }
+        assert_eq!(s.stats().heartbeat_timeouts, 1);
+    }
+
+    #[test]
+    fn ws_pings_start_before_auth_and_client_pings_get_pongs() {
+        let mut s = server();
+        let cfg = ServerConfig {
+            auth_timeout: Duration::from_secs(60),
+            ..ServerConfig::default()
+        };
+        s.config = cfg;
+        s.handle_connected(ms(0), 1, Transport::WebSocket).unwrap();
+        assert_eq!(s.poll_timeout(), Some(ms(20_000)));
+        s.handle_timeout(ms(20_000));
+        let out = drain(&mut s, ms(20_000));
+        assert_eq!(out.len(), 1);
+        assert_eq!(out[0].1, FrameKind::WsPing);
+
+        s.handle_frame(ms(20_001), 1, FrameKind::WsPing, b"one");
+        s.handle_frame(ms(20_002), 1, FrameKind::WsPing, b"two");
+        s.handle_frame(ms(20_003), 1, FrameKind::WsPing, &[0u8; 126]);
+        assert_eq!(
+            drain(&mut s, ms(20_003)),
+            [(1, FrameKind::WsPong, b"two".to_vec())]
+        );
+        assert_eq!(s.stats().ws_pings_oversized, 1);
+    }
+
+    #[test]
+    fn ws_close_from_client_ends_the_connection() {
+        let mut s = server();
+        authed(&mut s, ms(0), 1, Transport::WebSocket, "s1");
+        s.handle_frame(ms(1), 1, FrameKind::WsClose(1000), b"bye");
+        assert!(drain(&mut s, ms(1)).is_empty());
+        assert_eq!(
+            events(&mut s),
+            [ServerEvent::PeerClosed {
+                conn: 1,
+                reason: CloseReason::WsClosed(1000)
+            }]
+        );
+        assert_eq!(s.connections(), 0);
+        assert_eq!(s.session_expires("s1"), Some(FAR));
+        assert_eq!(
+            s.handle_input(ms(2), 1, &[0x01]),
+            Err(InputError::UnknownConn)
+        );
+    }
+
+    #[test]
+    fn heartbeat_timeout_closes() {
+        let mut s = server();
+        authed(&mut s, ms(0), 1, Transport::Tcp, "s1");
+        let v3 = hex("01 01 00 00 00 01 00 00 00 00 07 08 80 d0 95 ff bc 31");
+        let _ = s.handle_input(ms(60_000), 1, &v3).unwrap();
+        let _ = drain(&mut s, ms(60_000));
+        assert_eq!(s.poll_timeout(), Some(ms(210_000)));
+        s.handle_timeout(ms(209_999));
+        assert!(drain(&mut s, ms(209_999)).is_empty());
+        s.handle_timeout(ms(210_000));
+        let out = drain(&mut s, ms(210_000));
+        // code 0 is omitted: body = reason only
+        let want = close_push(CloseCode::HeartbeatTimeout, "heartbeat timeout");
+        assert_eq!(want[..5], hex("03 00 00 00 13")[..]);
+        assert_eq!(out, [(1, FrameKind::Stream, want)]);
+        assert_eq!(
+            events(&mut s),
+            [
+                ServerEvent::PeerClosed {
+                    conn: 1,
+                    reason: CloseReason::HeartbeatTimeout
+                },
+                ServerEvent::Disconnect { conn: 1 }
+            ]
+        );
+        assert_eq!(s.poll_timeout(), None);
+        assert_eq!(s.stats().heartbeat_timeouts, 1);
+    }
+
+    #[test]
+    fn auth_deadline_closes_unauthenticated_connections() {
+        let mut s = server();
+        s.handle_connected(ms(0), 1, Transport::Tcp).unwrap();
+        s.handle_connected(ms(0), 2, Transport::WebSocket).unwrap();
+        let _ = s.handle_input(ms(0), 2, &auth_req(1, "t")).unwrap(); // decision never comes
+        assert_eq!(s.poll_timeout(), Some(ms(10_000)));
+        s.handle_timeout(ms(10_000));
+        let out = drain(&mut s, ms(10_000));
+        let push = close_push(CloseCode::AuthError, "authentication timeout");
+        assert!(out.contains(&(1, FrameKind::Stream, push.clone())));
+        assert!(out.contains(&(2, FrameKind::WsBinary, push)));
+        assert!(out.contains(&(
+            2,
+            FrameKind::WsClose(1008),
+            b"authentication timeout".to_vec()
+        )));
+        assert_eq!(events(&mut s).len(), 4);
+        assert_eq!(s.stats().auth_timeouts, 2);
+        assert_eq!(
+            s.accept_auth(ms(10_000), 2, grant("x", FAR)),
+            Err(CommandError::UnknownConn)
+        );
+    }
+
+    #[test]
+    fn shutdown_closes_everyone() {
+        let mut s = server();
+        authed(&mut s, ms(0), 1, Transport::Tcp, "s1");
+        authed(&mut s, ms(0), 2, Transport::WebSocket, "s2");
+        s.handle_connected(ms(0), 3, Transport::Tcp).unwrap();
+        s.shutdown(ms(1));
+        assert!(s.is_shutting_down());
+        let out = drain(&mut s, ms(1));
+        let push = close_push(CloseCode::ServerShutdown, "server shutdown");
+        for conn in [1, 3] {
+            assert!(out.contains(&(conn, FrameKind::Stream, push.clone())));
+        }
+        assert!(out.contains(&(2, FrameKind::WsBinary, push)));
+        assert!(out.contains(&(2, FrameKind::WsClose(1001), b"server shutdown".to_vec())));
+        assert_eq!(out.len(), 4);
+        let evs = events(&mut s);
+        for conn in [1, 2, 3] {
+            assert!(evs.contains(&ServerEvent::Disconnect { conn }));
+        }
+        assert_eq!(s.connections(), 0);
+        assert_eq!(
+            s.handle_connected(ms(2), 4, Transport::Tcp),
+            Err(ConnectError::ShuttingDown)
+        );
+    }
+
+    #[test]
+    fn unauthenticated_cap_and_table_full() {
+        let mut s = S::new(ServerConfig {
+            max_unauthenticated: 2,
+            ..ServerConfig::default()
+        });
+        s.handle_connected(ms(0), 1, Transport::Tcp).unwrap();
+        s.handle_connected(ms(0), 2, Transport::WebSocket).unwrap();
+        assert_eq!(
+            s.handle_connected(ms(0), 3, Transport::Tcp),
+            Err(ConnectError::TooManyUnauthenticated)
+        );
+        assert_eq!(
+            s.handle_connected(ms(0), 2, Transport::Tcp),
+            Err(ConnectError::AlreadyConnected)
+        );
+        let _ = s.handle_input(ms(0), 2, &auth_req(1, "t")).unwrap();
+        s.accept_auth(ms(0), 2, grant("s2", FAR)).unwrap();
+        s.handle_connected(ms(0), 3, Transport::Tcp).unwrap();
+        assert_eq!(s.unauthenticated(), 2);
+        let _ = s.handle_input(ms(0), 3, &[0x11, 0x09]).unwrap();
+        let _ = s.handle_input(ms(0), 3, &auth_req(1, "t")).unwrap();
+        s.accept_auth(ms(0), 3, grant("s3", FAR)).unwrap();
+        s.handle_connected(ms(0), 4, Transport::Tcp).unwrap();
+        assert_eq!(
+            s.handle_connected(ms(0), 5, Transport::Tcp),
+            Err(ConnectError::TableFull)
+        );
+        assert_eq!(s.stats().connections_refused, 3);
+    }
+
+    #[test]
+    fn business_request_respond_and_push() {
+        let mut s = server();
+        authed(&mut s, ms(0), 1, Transport::Tcp, "s1");
+        let req = packet(&Packet::request(6, 7, 0, b"\x0a\x01x"));
+        let r = s.handle_input(ms(1), 1, &req).unwrap();
+        assert_eq!(r.bytes_consumed(), req.len());
+        assert_eq!(
+            r.into_app(),
+            Some(App::Request {
+                request_id: 7,
+                cmd: 6,
+                timeout_ms: 30_000,
+                body: b"\x0a\x01x",
+                gzip: false,
+                signature: None
+            })
+        );
+        let req = packet(&Packet::request(6, 8, 65_000, b""));
+        match s.handle_input(ms(1), 1, &req).unwrap().into_app() {
+            Some(App::Request { timeout_ms, .. }) => assert_eq!(timeout_ms, 60_000),
+            other => panic!("unexpected {other:?}"),
+        }
+        let mut out = [0u8; 64];
+        let err = encode(&ErrorBody::new(301_600, "invalid request"));
+        let t = s
+            .respond(ms(1), 1, 7, 6, Status::BadRequest, &err, &mut out)
+            .unwrap();
+        assert_eq!((t.to, t.kind), (1, FrameKind::Stream));
+        // spec V10
+        assert_eq!(
+            out[..t.len].to_vec(),
+            hex(
+                "02 06 00 00 00 07 03 00 00 15 08 a0 b4 12 12 0f 69 6e 76 61 6c 69 64 20 72 65 71 \
+                 75 65 73 74"
+            )
+        );
+        let t = s.push(ms(1), 1, 101, &[], &mut out).unwrap();
+        assert_eq!(out[..t.len].to_vec(), hex("03 65 00 00 00"));
+        // server request over TCP is allowed; the client's response comes back
+        let t = s
+            .send(ms(1), 1, &Packet::request(50, 3, 0, b""), &mut out)
+            .unwrap();
+        assert_eq!(t.len, 11);
+        let resp = packet(&Packet::response(50, 3, Status::Success, b"ok"));
+        assert_eq!(
+            s.handle_input(ms(2), 1, &resp).unwrap().into_app(),
+            Some(App::Response {
+                request_id: 3,
+                cmd: 50,
+                status: Status::Success,
+                body: b"ok",
+                gzip: false
+            })
+        );
+        assert_eq!(s.stats().frames_sent, 1 + 3);
+    }
+
+    #[test]
+    fn stray_control_packets_after_auth() {
+        let mut s = server();
+        authed(&mut s, ms(0), 1, Transport::WebSocket, "s1");
+        let _ = s.handle_input(ms(1), 1, &auth_req(5, "again")).unwrap();
+        let again = auth_req(6, "again");
+        let r = s.handle_input(ms(1), 1, &again).unwrap();
+        assert_eq!(r.app(), None, "dropped: the first answer is still unsent");
+        assert_eq!(
+            drain(&mut s, ms(1)),
+            [(
+                1,
+                FrameKind::WsBinary,
+                error_resp(2, 5, Status::BadRequest, 400, "unexpected control command")
+            )]
+        );
+        let _ = s.handle_input(ms(1), 1, &hex("03 00 00 00 00")).unwrap();
+        let _ = s
+            .handle_input(ms(1), 1, &hex("02 01 00 00 00 01 00 00 00 00"))
+            .unwrap();
+        let _ = s
+            .handle_input(ms(1), 1, &hex("02 02 00 00 00 01 00 00 00 00"))
+            .unwrap();
+        assert_eq!(s.stats().ignored_packets, 3);
+        assert!(drain(&mut s, ms(1)).is_empty());
+    }
+
+    #[test]
+    fn send_guards() {
+        let mut s = server();
+        let mut out = [0u8; 64];
+        assert_eq!(
+            s.push(ms(0), 1, 101, b"", &mut out),
+            Err(SendError::UnknownConn)
+        );
+        s.handle_connected(ms(0), 1, Transport::WebSocket).unwrap();
+        assert_eq!(
+            s.push(ms(0), 1, 101, b"", &mut out),
+            Err(SendError::NotAuthenticated)
+        );
+        let _ = s.handle_input(ms(0), 1, &auth_req(1, "t")).unwrap();
+        s.accept_auth(ms(0), 1, grant("s1", FAR)).unwrap();
+        let _ = events(&mut s);
+        // the auth response must go first
+        assert_eq!(
+            s.push(ms(0), 1, 101, b"", &mut out),
+            Err(SendError::ControlPending)
+        );
+        let _ = drain(&mut s, ms(0));
+        assert_eq!(
+            s.send(ms(0), 1, &Packet::request(1, 1, 0, b""), &mut out),
+            Err(SendError::RequestOnWebSocket)
+        );
+        assert_eq!(
+            s.push(ms(0), 1, 101, &[0u8; 100], &mut out),
+            Err(SendError::BufferTooSmall { required: 105 })
+        );
+        assert_eq!(s.stats().frames_sent, 1);
+        s.close(ms(0), 1, CloseCode::ServerError, "maintenance")
+            .unwrap();
+        assert_eq!(
+            s.push(ms(0), 1, 101, b"", &mut out),
+            Err(SendError::Closing)
+        );
+        assert_eq!(
+            s.close(ms(0), 1, CloseCode::ServerError, "again"),
+            Err(CommandError::Closing)
+        );
+        assert_eq!(
+            drain(&mut s, ms(0)),
+            [
+                (
+                    1,
+                    FrameKind::WsBinary,
+                    close_push(CloseCode::ServerError, "maintenance")
+                ),
+                (1, FrameKind::WsClose(1011), b"maintenance".to_vec()),
+            ]
+        );
+        assert_eq!(
+            events(&mut s),
+            [
+                ServerEvent::PeerClosed {
+                    conn: 1,
+                    reason: CloseReason::Local(CloseCode::ServerError)
+                },
+                ServerEvent::Disconnect { conn: 1 }
+            ]
+        );
+    }
+
+    #[test]
+    fn buffer_too_small_keeps_the_frame() {
+        let mut s = server();
+        s.handle_connected(ms(0), 1, Transport::WebSocket).unwrap();
+        let _ = s.handle_input(ms(0), 1, &auth_req(1, "abc")).unwrap();
+        s.accept_auth(ms(0), 1, grant("s1", 1_700_086_400_000))
+            .unwrap();
+        s.close(ms(0), 1, CloseCode::AuthError, "bad token")
+            .unwrap();
+        let mut small = [0u8; 20];
+        for _ in 0..2 {
+            assert_eq!(
+                s.poll_transmit(ms(0), &mut small),
+                Err(BufferTooSmall { required: 21 })
+            );
+        }
+        let mut buf = [0u8; 21];
+        let t = s.poll_transmit(ms(0), &mut buf).unwrap().unwrap();
+        assert_eq!(
+            buf[..t.len].to_vec(),
+            hex("02 02 00 00 00 01 00 00 00 0b 0a 02 73 31 10 80 88 af a8 bd 31")
+        );
+        // spec V9 close push, 18 bytes
+        let mut small = [0u8; 17];
+        assert_eq!(
+            s.poll_transmit(ms(0), &mut small),
+            Err(BufferTooSmall { required: 18 })
+        );
+        let mut small = [0u8; 8];
+        let t = s.poll_transmit(ms(0), &mut buf).unwrap().unwrap();
+        assert_eq!(
+            buf[..t.len].to_vec(),
+            hex("03 00 00 00 0d 08 04 12 09 62 61 64 20 74 6f 6b 65 6e")
+        );
+        assert_eq!(
+            s.poll_transmit(ms(0), &mut small),
+            Err(BufferTooSmall { required: 9 })
+        );
+        // the disconnect waits for the close frame
+        let evs = events(&mut s);
+        assert!(!evs.contains(&ServerEvent::Disconnect { conn: 1 }));
+        let t = s.poll_transmit(ms(0), &mut buf).unwrap().unwrap();
+        assert_eq!(t.kind, FrameKind::WsClose(1008));
+        assert_eq!(events(&mut s), [ServerEvent::Disconnect { conn: 1 }]);
+    }
+
+    #[test]
+    fn backwards_time_is_clamped() {
+        let mut s = server();
+        authed(&mut s, ms(100_000), 1, Transport::Tcp, "s1");
+        let v3 = hex("01 01 00 00 00 01 00 00 00 00 07 08 80 d0 95 ff bc 31");
+        // a stale timestamp counts as the latest seen
+        let _ = s.handle_input(ms(5), 1, &v3).unwrap();
+        let _ = drain(&mut s, ms(5));
+        assert_eq!(s.poll_timeout(), Some(ms(250_000)));
+        s.handle_timeout(ms(249_999));
+        s.handle_timeout(ms(0));
+        assert_eq!(s.state(1), Some(PeerState::Authenticated));
+        s.handle_timeout(ms(250_000));
+        s.handle_timeout(ms(3));
+        assert_eq!(s.state(1), Some(PeerState::Closing));
+        assert_eq!(s.wall_clock_ms(), 250_000);
+    }
+
+    #[test]
+    fn undecodable_input_closes_with_unpack_error() {
+        // unknown type (spec V13 invalid first byte), oversized body, truncated WS message,
+        // malformed and compressed auth bodies
+        let cases: [(Transport, StdVec<u8>, ProtocolError); 5] = [
+            (
+                Transport::Tcp,
+                hex("ec 01 00 00 07"),
+                ProtocolError::UnknownType(12),
+            ),
+            (
+                Transport::WebSocket,
+                hex("03 65 00 01 00"),
+                ProtocolError::BodyTooLarge { len: 256, max: 128 },
+            ),
+            (
+                Transport::WebSocket,
+                hex("01 02 00 00 00 01 13 88 00 00 05 0a 03"),
+                ProtocolError::Truncated {
+                    len: 13,
+                    needed: 16,
+                },
+            ),
+            (
+                Transport::Tcp,
+                hex("01 02 00 00 00 01 13 88 00 00 02 0a 05"),
+                ProtocolError::BadControlBody(AuthRequest::decode(&[0x0a, 0x05]).unwrap_err()),
+            ),
+            (
+                Transport::WebSocket,
+                hex("21 02 00 00 00 01 13 88 00 00 05 0a 03 61 62 63"),
+                ProtocolError::CompressedControl,
+            ),
+        ];
+        for (transport, bytes, err) in cases {
+            let mut s = S::new(ServerConfig {
+                max_body: 128,
+                ..ServerConfig::default()
+            });
+            s.handle_connected(ms(0), 1, transport).unwrap();
+            if transport == Transport::Tcp {
+                let _ = s.handle_input(ms(0), 1, &[0x11, 0x09]).unwrap();
+            }
+            let r = s.handle_input(ms(0), 1, &bytes).unwrap();
+            assert_eq!(r.bytes_consumed(), bytes.len());
+            let out = drain(&mut s, ms(0));
+            assert_eq!(out[0].2, close_push(CloseCode::UnpackError, "unpack error"));
+            if transport == Transport::WebSocket {
+                assert_eq!(out[1].1, FrameKind::WsClose(1002));
+            }
+            assert_eq!(
+                events(&mut s)[0],
+                ServerEvent::PeerClosed {
+                    conn: 1,
+                    reason: CloseReason::Protocol(err)
+                }
+            );
+        }
+    }
+
+    #[test]
+    fn ws_trailing_bytes_are_counted_and_ignored() {
+        let mut s = server();
+        s.handle_connected(ms(0), 1, Transport::WebSocket).unwrap();
+        let mut msg = auth_req(1, "abc");
+        msg.extend_from_slice(b"junk");
+        let r = s.handle_input(ms(0), 1, &msg).unwrap();
+        assert_eq!(r.bytes_consumed(), msg.len());
+        assert!(matches!(r.app(), Some(App::Auth { token: "abc", .. })));
+        assert_eq!(s.stats().trailing_bytes, 1);
+    }
+
+    #[test]
+    fn closed_transport_while_closing_skips_disconnect() {
+        let mut s = server();
+        authed(&mut s, ms(0), 1, Transport::Tcp, "s1");
+        s.close(ms(0), 1, CloseCode::ServerError, "x").unwrap();
+        s.handle_closed(ms(0), 1);
+        assert!(drain(&mut s, ms(0)).is_empty());
+        assert_eq!(
+            events(&mut s),
+            [ServerEvent::PeerClosed {
+                conn: 1,
+                reason: CloseReason::Local(CloseCode::ServerError)
+            }]
+        );
+        assert_eq!(s.connections(), 0);
+        s.handle_connected(ms(0), 1, Transport::Tcp).unwrap();
+    }
+
+    #[test]
+    fn session_table_evicts_expired_then_oldest_detached() {
+        let mut s = server(); // 4 sessions
+        s.set_wall_clock(ms(0), 1_000_000);
+        for (conn, exp) in [
+            (1u32, 2_000_000i64),
+            (2, 1_500_000),
+            (3, 3_000_000),
+            (4, 1_200_000),
+        ] {
+            s.handle_connected(ms(0), conn, Transport::WebSocket)
+                .unwrap();
+            let _ = s.handle_input(ms(0), conn, &auth_req(1, "t")).unwrap();
+            let id = std::format!("s{conn}");
+            s.accept_auth(ms(0), conn, grant(&id, exp)).unwrap();
+        }
+        let _ = drain(&mut s, ms(0));
+        let _ = events(&mut s);
+        // detach 2 and 3; 4 (earliest) stays live
+        s.handle_closed(ms(0), 2);
+        s.handle_closed(ms(0), 3);
+        let _ = events(&mut s);
+        s.handle_connected(ms(0), 5, Transport::WebSocket).unwrap();
+        let _ = s.handle_input(ms(0), 5, &auth_req(1, "t")).unwrap();
+        s.accept_auth(ms(0), 5, grant("s5", 5_000_000)).unwrap();
+        // the earliest-expiring *detached* session (s2) went
+        assert_eq!(s.session_expires("s2"), None);
+        for id in ["s1", "s3", "s4", "s5"] {
+            assert!(s.session_expires(id).is_some(), "{id}");
+        }
+        assert_eq!(s.stats().sessions_evicted, 1);
+        // time passes: s4 (1_200_000) expires and is purged on the next touch
+        let _ = drain(&mut s, ms(0));
+        let _ = events(&mut s);
+        s.handle_closed(ms(300_000), 5);
+        let _ = events(&mut s);
+        s.handle_connected(ms(300_000), 6, Transport::WebSocket)
+            .unwrap();
+        let _ = s
+            .handle_input(ms(300_000), 6, &reconnect_req(1, "s5"))
+            .unwrap();
+        assert_eq!(s.session_expires("s4"), None);
+        assert_eq!(s.stats().sessions_evicted, 2);
+        assert!(s.revoke_session("s3"));
+        assert!(!s.revoke_session("s3"));
+    }
+
+    #[test]
+    fn arbitrary_input_never_panics() {
+        let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
+        let mut next = move || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        for round in 0..300u32 {
+            let mut s = S::new(ServerConfig {
+                max_body: 64,
+                ..ServerConfig::default()
+            });
+            let transport = if round % 2 == 0 {
+                Transport::Tcp
+            } else {
+                Transport::WebSocket
+            };
+            let mut now = 0u64;
+            for conn in 0..3u32 {
+                let _ = s.handle_connected(ms(now), conn, transport);
+            }
+            for _ in 0..40 {
+                let r = next();
+                let conn = (r % 4) as u32;
+                now = now.wrapping_add(r >> 50);
+                let len = (r >> 8) as usize % 40;
+                let mut data: StdVec<u8> = (0..len).map(|_| next() as u8).collect();
+                if r % 5 == 0 && !data.is_empty() {
+                    data[0] = [0x01, 0x02, 0x03, 0x11][(r >> 20) as usize % 4];
+                }
+                match (r >> 4) % 8 {
+                    0 => s.handle_timeout(ms(now)),
+                    1 => s.handle_frame(ms(now), conn, FrameKind::WsPing, &data),
+                    2 => {
+                        let _ = s.accept_auth(ms(now), conn, grant("g", FAR));
+                    }
+                    3 => {
+                        let _ = s.accept_reconnect(ms(now), conn, grant("h", FAR));
+                    }
+                    4 => s.handle_closed(ms(now), conn),
+                    _ => {
+                        if let Ok(r) = s.handle_input(ms(now), conn, &data) {
+                            assert!(r.bytes_consumed() <= data.len());
+                            if r.needed().is_some() {
+                                assert_eq!(r.bytes_consumed(), 0);
+                                assert!(r.needed() > Some(data.len()));
+                            }
+                        }
+                    }
+                }
+                let mut buf = [0u8; 256];
+                while let Ok(Some(t)) = s.poll_transmit(ms(now), &mut buf) {
+                    if t.kind == FrameKind::WsBinary {
+                        assert_ne!(buf[0] & 0x0F, 1, "no binary Request over WS");
+                    }
+                }
+                while s.poll_event().is_some() {}
+                // no livelock: once timers ran, the next deadline lies in the future
+                s.handle_timeout(ms(now));
+                if let Some(t) = s.poll_timeout() {
+                    assert!(t > ms(now), "{t} <= {now} ms");
+                }
+            }
+        }
     }
 }
