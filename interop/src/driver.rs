@@ -9,9 +9,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use futures_util::{SinkExt, StreamExt};
 use tether::longport::control::{CloseCode, SessionGrant};
 use tether::longport::deframe::{Transport, WsParams};
-use tether::longport::server::{
-    App, InputError, SendError, Server, ServerConfig, ServerEvent, ServerStats,
-};
+use tether::longport::server::{App, SendError, Server, ServerConfig, ServerEvent, ServerStats};
 use tether::longport::wire::{Packet, Status};
 use tether::{BufferTooSmall, FrameKind, Instant, Machine};
 use tokio::net::{TcpListener, TcpStream};
@@ -433,28 +431,31 @@ impl Driver {
     }
 
     /// One binary message into the machine, then the application's answer
+    ///
+    /// Auth decisions are taken right here, so `InputError::AuthPending` cannot occur: the
+    /// machine is never left waiting for this application.
     fn input(&mut self, now: Instant, id: ConnId, data: &[u8]) {
-        for attempt in 0..2 {
-            match self.server.handle_input(now, id, data) {
-                Ok(r) => {
-                    if let Some(app) = r.into_app() {
-                        self.on_app(now, id, app);
-                    }
-                    return;
-                }
-                // A per-connection output slot is full: send what is queued, then retry once.
-                Err(InputError::Busy) if attempt == 0 => self.flush(now),
-                Err(e) => {
-                    self.log(format_args!("conn {id}: input refused: {e}"));
-                    return;
+        match self.server.handle_input(now, id, data) {
+            Ok(r) => {
+                if let Some(app) = r.into_app() {
+                    self.on_app(now, id, app);
                 }
             }
+            Err(e) => self.log(format_args!("conn {id}: input refused: {e}")),
         }
     }
 
     fn on_app(&mut self, now: Instant, id: ConnId, app: App<'_>) {
         match app {
-            App::Auth { token, .. } => {
+            App::Auth {
+                request_id,
+                token,
+                metadata,
+            } => {
+                self.log(format_args!(
+                    "conn {id}: auth request rid {request_id}, {} metadata entries",
+                    metadata.len()
+                ));
                 if token == self.config.token {
                     let session_id = self.mint_session();
                     let grant = SessionGrant {
@@ -480,7 +481,14 @@ impl Driver {
                     self.log(format_args!("conn {id}: auth rejected (wrong token)"));
                 }
             }
-            App::Reconnect { session_id, .. } => {
+            App::Reconnect {
+                request_id,
+                session_id,
+                ..
+            } => {
+                self.log(format_args!(
+                    "conn {id}: reconnect request rid {request_id}"
+                ));
                 let old = session_id.to_owned();
                 let new = self.mint_session();
                 let grant = SessionGrant {
@@ -498,10 +506,17 @@ impl Driver {
             App::Request {
                 request_id,
                 cmd,
+                timeout_ms,
                 body,
                 gzip,
                 ..
             } => {
+                self.log(format_args!(
+                    "conn {id}: request cmd {cmd} rid {request_id} timeout {timeout_ms} ms, \
+                     {} body bytes{}",
+                    body.len(),
+                    if gzip { " (gzip)" } else { "" }
+                ));
                 let packet =
                     Packet::response(cmd, request_id, Status::Success, body).with_gzip(gzip);
                 self.send_packet(now, id, &packet);
