@@ -408,7 +408,19 @@ impl Driver {
                     }
                 }
             }
-            ToMachine::Binary { id, data } => self.input(now, id, &data),
+            ToMachine::Binary { id, data } => {
+                if self.config.verbose {
+                    // The fixed header (at most 11 bytes) as sent, for wire observations.
+                    let head: Vec<String> =
+                        data.iter().take(11).map(|b| format!("{b:02x}")).collect();
+                    eprintln!(
+                        "conn {id}: binary message, {} bytes, header {}",
+                        data.len(),
+                        head.join(" ")
+                    );
+                }
+                self.input(now, id, &data);
+            }
             ToMachine::Frame { id, kind, payload } => {
                 self.server.handle_frame(now, id, kind, &payload);
             }
