@@ -95,7 +95,18 @@ enum ToMachine {
         reason: String,
         done: oneshot::Sender<usize>,
     },
-    Stats(oneshot::Sender<ServerStats>),
+    Snapshot(oneshot::Sender<Snapshot>),
+}
+
+/// The machine's counters and table sizes at one moment
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Snapshot {
+    /// The machine's counters
+    pub stats: ServerStats,
+    /// Connections registered with the machine (any state)
+    pub connections: usize,
+    /// Sessions in the machine's table
+    pub sessions: usize,
 }
 
 /// Messages from the machine task to one connection task
@@ -146,8 +157,13 @@ impl Running {
 
     /// The machine's counters
     pub async fn stats(&self) -> Option<ServerStats> {
+        self.snapshot().await.map(|s| s.stats)
+    }
+
+    /// The machine's counters and table sizes
+    pub async fn snapshot(&self) -> Option<Snapshot> {
         let (tx, rx) = oneshot::channel();
-        self.to_machine.send(ToMachine::Stats(tx)).ok()?;
+        self.to_machine.send(ToMachine::Snapshot(tx)).ok()?;
         rx.await.ok()
     }
 }
@@ -436,8 +452,12 @@ impl Driver {
                     .count();
                 let _ = done.send(n);
             }
-            ToMachine::Stats(tx) => {
-                let _ = tx.send(self.server.stats());
+            ToMachine::Snapshot(tx) => {
+                let _ = tx.send(Snapshot {
+                    stats: self.server.stats(),
+                    connections: self.server.connections(),
+                    sessions: self.server.sessions(),
+                });
             }
         }
     }

@@ -23,7 +23,7 @@
 
 mod driver;
 
-pub use driver::{start, Config, Running};
+pub use driver::{start, Config, Running, Snapshot};
 
 /// Connection ids handed to the machine (a counter; never reused)
 pub type ConnId = u64;

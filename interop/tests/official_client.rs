@@ -236,6 +236,51 @@ async fn reconnect_on_a_new_connection_gets_a_new_session() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dropped_client_frees_its_slot_and_its_session_resumes_elsewhere() {
+    let srv = server().await;
+    let (first, _first_events) = connect(srv.local_addr()).await;
+    let s1 = timeout(STEP, first.request_auth(TOKEN, HashMap::new()))
+        .await
+        .expect("request_auth timed out")
+        .expect("request_auth failed");
+    let snap = srv.snapshot().await.expect("snapshot");
+    assert_eq!((snap.connections, snap.sessions), (1, 1), "{snap:?}");
+
+    // Dropping the SDK client ends its task, which drops the socket without a Close frame.
+    drop(first);
+    let freed = timeout(STEP, async {
+        loop {
+            let snap = srv.snapshot().await.expect("snapshot");
+            if snap.connections == 0 {
+                return snap;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .expect("the machine never noticed the dropped connection");
+    assert_eq!(freed.sessions, 1, "the session outlives its transport");
+
+    let (second, mut second_events) = connect(srv.local_addr()).await;
+    let s2 = timeout(
+        STEP,
+        second.request_reconnect(s1.session_id.clone(), HashMap::new()),
+    )
+    .await
+    .expect("request_reconnect timed out")
+    .expect("request_reconnect failed");
+    assert_ne!(s2.session_id, s1.session_id);
+    assert_no_event(&mut second_events, Duration::from_millis(200)).await;
+    let snap = srv.snapshot().await.expect("snapshot");
+    assert_eq!(snap.stats.duplicates_closed, 0, "{snap:?}");
+    assert_eq!(
+        (snap.connections, snap.sessions),
+        (1, 1),
+        "old id retired: {snap:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn business_requests_are_echoed_byte_for_byte() {
     let srv = server().await;
     let (client, mut events) = connect(srv.local_addr()).await;

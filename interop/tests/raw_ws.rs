@@ -250,3 +250,48 @@ async fn silent_connection_is_closed_at_the_auth_timeout() {
     let stats = srv.stats().await.expect("stats");
     assert_eq!(stats.auth_timeouts, 1, "{stats:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_that_never_answers_pings_hits_the_heartbeat_timeout() {
+    let mut config = Config::new("127.0.0.1:0".parse().unwrap(), TOKEN);
+    config.ping_interval = Duration::from_secs(1);
+    config.heartbeat_timeout = Duration::from_millis(1500);
+    config.verbose = true;
+    let srv = timeout(STEP, start(config))
+        .await
+        .expect("start timed out")
+        .expect("bind");
+    let mut ws = open(&srv, "?version=1&codec=1&platform=9")
+        .await
+        .expect("upgrade");
+    ws.send(Message::binary(AUTH_ABC.to_vec()))
+        .await
+        .expect("send auth");
+    match next(&mut ws).await {
+        Message::Binary(b) => assert_eq!(b[6], 0, "auth accepted"),
+        other => panic!("expected the auth response, got {other:?}"),
+    }
+    // Do not read (so tungstenite sends no Pongs) until the server has given up.
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let mut pings = 0;
+    let close_push = loop {
+        match next(&mut ws).await {
+            Message::Ping(_) => pings += 1,
+            Message::Binary(b) => break b,
+            other => panic!("expected Pings then the Close push, got {other:?}"),
+        }
+    };
+    assert!(pings >= 1, "a ping went unanswered first");
+    assert_eq!(&close_push[..2], [0x03, 0x00], "Close push");
+    let close = PbClose::decode(&close_push[5..]).expect("Close body");
+    assert_eq!(
+        (close.code, close.reason.as_str()),
+        (0, "heartbeat timeout")
+    );
+    match next(&mut ws).await {
+        Message::Close(Some(f)) => assert_eq!(u16::from(f.code), 1000),
+        other => panic!("expected a Close frame, got {other:?}"),
+    }
+    let stats = srv.stats().await.expect("stats");
+    assert_eq!(stats.heartbeat_timeouts, 1, "{stats:?}");
+}
