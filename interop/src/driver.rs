@@ -33,6 +33,8 @@ const UPGRADE_TIMEOUT: Duration = Duration::from_secs(5);
 const CLOSE_LINGER: Duration = Duration::from_secs(2);
 /// `Error.code` in the status-5 answer to a wrong token
 const ERROR_CODE_BAD_TOKEN: u64 = 401;
+/// Upgrade request targets kept for [`Running::upgrades`] (the first ones; bounded memory)
+const MAX_RECORDED_UPGRADES: usize = 1024;
 /// Close code 1005 ("no status received") stands for a client Close frame without a code
 const WS_CLOSE_NO_STATUS: u16 = 1005;
 
@@ -133,7 +135,9 @@ impl Running {
         self.local_addr
     }
 
-    /// The request targets (path and query) of every upgrade request seen, accepted or not
+    /// The request targets (path and query) of the upgrade requests seen, accepted or not
+    ///
+    /// Only the first 1024 are kept.
     #[must_use]
     pub fn upgrades(&self) -> Vec<String> {
         self.upgrades.lock().map(|v| v.clone()).unwrap_or_default()
@@ -252,7 +256,9 @@ async fn connection_task(
             eprintln!("conn {id}: upgrade {} {target}", req.method());
         }
         if let Ok(mut v) = upgrades.lock() {
-            v.push(target);
+            if v.len() < MAX_RECORDED_UPGRADES {
+                v.push(target);
+            }
         }
         match WsParams::parse_query(uri.query().unwrap_or("")) {
             Ok(_) => Ok(resp),
