@@ -464,5 +464,28 @@ async fn the_binary_prints_its_address_and_serves_the_sdk() {
         "{err:?}"
     );
     expect_close(&mut bad_events, CloseCode::AuthError, "invalid token", 1008).await;
+
+    // `--ping-interval-ms 1000` reached the machine: a plain WebSocket sees a Ping within ~1 s.
+    let url = format!("ws://{addr}/v2?version=1&codec=1&platform=9");
+    let (mut raw, _) = timeout(STEP, tokio_tungstenite::connect_async(url))
+        .await
+        .expect("raw connect timed out")
+        .expect("raw upgrade");
+    let started = tokio::time::Instant::now();
+    let first = timeout(STEP, futures_util::StreamExt::next(&mut raw))
+        .await
+        .expect("no frame within 10 s");
+    assert!(
+        matches!(
+            first,
+            Some(Ok(tokio_tungstenite::tungstenite::Message::Ping(_)))
+        ),
+        "{first:?}"
+    );
+    let waited = started.elapsed();
+    assert!(
+        waited < Duration::from_millis(1800),
+        "first Ping after {waited:?}"
+    );
     drop(guard);
 }
