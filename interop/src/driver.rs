@@ -1,0 +1,712 @@
+//! The accept loop, the per-connection WebSocket tasks and the single machine task
+
+use std::collections::HashMap;
+use std::io;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use futures_util::{SinkExt, StreamExt};
+use tether::longport::control::{CloseCode, SessionGrant};
+use tether::longport::deframe::{Transport, WsParams};
+use tether::longport::server::{App, SendError, Server, ServerConfig, ServerEvent, ServerStats};
+use tether::longport::wire::{Packet, Status};
+use tether::{BufferTooSmall, FrameKind, Instant, Machine};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinHandle;
+use tokio::time::Instant as TokioInstant;
+use tokio_tungstenite::tungstenite::handshake::server::{ErrorResponse, Request, Response};
+use tokio_tungstenite::tungstenite::http::StatusCode;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode as WsCloseCode;
+use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+use tokio_tungstenite::tungstenite::{Bytes, Message};
+
+use crate::{ConnId, PEERS, SESSIONS};
+
+/// The machine the harness drives
+type LpServer = Server<ConnId, PEERS, SESSIONS>;
+
+/// How long a WebSocket upgrade may take
+const UPGRADE_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long a connection waits for the client's Close reply after the machine said `Disconnect`
+const CLOSE_LINGER: Duration = Duration::from_secs(2);
+/// `Error.code` in the status-5 answer to a wrong token
+const ERROR_CODE_BAD_TOKEN: u64 = 401;
+/// Upgrade request targets kept for [`Running::upgrades`] (the first ones; bounded memory)
+const MAX_RECORDED_UPGRADES: usize = 1024;
+/// Close code 1005 ("no status received") stands for a client Close frame without a code
+const WS_CLOSE_NO_STATUS: u16 = 1005;
+
+/// Settings of a harness server
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Address to bind (`127.0.0.1:0` picks a free port)
+    pub listen: SocketAddr,
+    /// The one token Auth accepts
+    pub token: String,
+    /// WebSocket Ping cadence (the machine raises values below 1 s to 1 s)
+    pub ping_interval: Duration,
+    /// Silence after which an authenticated connection is closed
+    pub heartbeat_timeout: Duration,
+    /// Time a new connection has to authenticate
+    pub auth_timeout: Duration,
+    /// Lifetime of the sessions Auth and Reconnect grant
+    pub session_ttl: Duration,
+    /// Log connection lifecycle lines to stderr
+    pub verbose: bool,
+}
+
+impl Config {
+    /// Machine defaults (20 s pings, 150 s heartbeat timeout, 10 s auth timeout), 1 h sessions
+    #[must_use]
+    pub fn new(listen: SocketAddr, token: impl Into<String>) -> Self {
+        let d = ServerConfig::default();
+        Config {
+            listen,
+            token: token.into(),
+            ping_interval: d.ws_ping_interval,
+            heartbeat_timeout: d.heartbeat_timeout,
+            auth_timeout: d.auth_timeout,
+            session_ttl: Duration::from_secs(3600),
+            verbose: false,
+        }
+    }
+}
+
+/// Messages from connection tasks and from [`Running`] to the machine task
+enum ToMachine {
+    Connected {
+        id: ConnId,
+        out: mpsc::UnboundedSender<ToConn>,
+    },
+    Binary {
+        id: ConnId,
+        data: Bytes,
+    },
+    Frame {
+        id: ConnId,
+        kind: FrameKind,
+        payload: Bytes,
+    },
+    Closed {
+        id: ConnId,
+    },
+    CloseAll {
+        code: CloseCode,
+        reason: String,
+        done: oneshot::Sender<usize>,
+    },
+    Snapshot(oneshot::Sender<Snapshot>),
+}
+
+/// The machine's counters and table sizes at one moment
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Snapshot {
+    /// The machine's counters
+    pub stats: ServerStats,
+    /// Connections registered with the machine (any state)
+    pub connections: usize,
+    /// Sessions in the machine's table
+    pub sessions: usize,
+}
+
+/// Messages from the machine task to one connection task
+enum ToConn {
+    /// Send this WebSocket message
+    Send(Message),
+    /// Every frame for this connection was sent: finish the close and drop the socket
+    Disconnect,
+}
+
+/// A running harness server; dropping it stops the listener and the machine
+#[derive(Debug)]
+pub struct Running {
+    local_addr: SocketAddr,
+    to_machine: mpsc::UnboundedSender<ToMachine>,
+    upgrades: Arc<Mutex<Vec<String>>>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl Running {
+    /// The address the listener is bound to
+    #[must_use]
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// The request targets (path and query) of the upgrade requests seen, accepted or not
+    ///
+    /// Only the first 1024 are kept.
+    #[must_use]
+    pub fn upgrades(&self) -> Vec<String> {
+        self.upgrades.lock().map(|v| v.clone()).unwrap_or_default()
+    }
+
+    /// Close every live connection with `Close{code, reason}` (+ the WS close frame)
+    ///
+    /// Returns how many connections the machine started closing.
+    pub async fn close_all(&self, code: CloseCode, reason: &str) -> usize {
+        let (done, rx) = oneshot::channel();
+        let msg = ToMachine::CloseAll {
+            code,
+            reason: reason.to_owned(),
+            done,
+        };
+        if self.to_machine.send(msg).is_err() {
+            return 0;
+        }
+        rx.await.unwrap_or(0)
+    }
+
+    /// The machine's counters
+    pub async fn stats(&self) -> Option<ServerStats> {
+        self.snapshot().await.map(|s| s.stats)
+    }
+
+    /// The machine's counters and table sizes
+    pub async fn snapshot(&self) -> Option<Snapshot> {
+        let (tx, rx) = oneshot::channel();
+        self.to_machine.send(ToMachine::Snapshot(tx)).ok()?;
+        rx.await.ok()
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        for t in &self.tasks {
+            t.abort();
+        }
+    }
+}
+
+/// Bind `config.listen` and start serving
+///
+/// # Errors
+/// The bind error.
+pub async fn start(config: Config) -> io::Result<Running> {
+    let listener = TcpListener::bind(config.listen).await?;
+    let local_addr = listener.local_addr()?;
+    let (to_machine, rx) = mpsc::unbounded_channel();
+    let upgrades = Arc::new(Mutex::new(Vec::new()));
+    let verbose = config.verbose;
+    let machine = tokio::spawn(machine_task(config, rx));
+    let acceptor = tokio::spawn(accept_loop(
+        listener,
+        to_machine.clone(),
+        upgrades.clone(),
+        verbose,
+    ));
+    Ok(Running {
+        local_addr,
+        to_machine,
+        upgrades,
+        tasks: vec![machine, acceptor],
+    })
+}
+
+async fn accept_loop(
+    listener: TcpListener,
+    to_machine: mpsc::UnboundedSender<ToMachine>,
+    upgrades: Arc<Mutex<Vec<String>>>,
+    verbose: bool,
+) {
+    let mut next_id: ConnId = 1;
+    loop {
+        let (stream, peer) = match listener.accept().await {
+            Ok(x) => x,
+            Err(e) => {
+                eprintln!("accept failed: {e}");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let id = next_id;
+        next_id += 1;
+        if verbose {
+            eprintln!("conn {id}: tcp from {peer}");
+        }
+        tokio::spawn(connection_task(
+            stream,
+            id,
+            to_machine.clone(),
+            upgrades.clone(),
+            verbose,
+        ));
+    }
+}
+
+/// Upgrade, register with the machine, then pump frames both ways until the socket ends
+async fn connection_task(
+    stream: TcpStream,
+    id: ConnId,
+    to_machine: mpsc::UnboundedSender<ToMachine>,
+    upgrades: Arc<Mutex<Vec<String>>>,
+    verbose: bool,
+) {
+    let _ = stream.set_nodelay(true);
+    // The Result type is fixed by tungstenite's `Callback` trait.
+    #[allow(clippy::result_large_err)]
+    let check_query = |req: &Request, resp: Response| -> Result<Response, ErrorResponse> {
+        let uri = req.uri();
+        let target = uri
+            .path_and_query()
+            .map_or_else(|| uri.path().to_owned(), |pq| pq.as_str().to_owned());
+        if verbose {
+            eprintln!("conn {id}: upgrade {} {target}", req.method());
+        }
+        if let Ok(mut v) = upgrades.lock() {
+            if v.len() < MAX_RECORDED_UPGRADES {
+                v.push(target);
+            }
+        }
+        match WsParams::parse_query(uri.query().unwrap_or("")) {
+            Ok(_) => Ok(resp),
+            Err(e) => {
+                let mut r = ErrorResponse::new(Some(format!("bad LongPort query: {e}\n")));
+                *r.status_mut() = StatusCode::BAD_REQUEST;
+                if verbose {
+                    eprintln!("conn {id}: refused upgrade: {e}");
+                }
+                Err(r)
+            }
+        }
+    };
+    let mut ws = match tokio::time::timeout(
+        UPGRADE_TIMEOUT,
+        tokio_tungstenite::accept_hdr_async(stream, check_query),
+    )
+    .await
+    {
+        Ok(Ok(ws)) => ws,
+        Ok(Err(e)) => {
+            if verbose {
+                eprintln!("conn {id}: upgrade failed: {e}");
+            }
+            return;
+        }
+        Err(_) => {
+            if verbose {
+                eprintln!("conn {id}: upgrade timed out");
+            }
+            return;
+        }
+    };
+    let (out_tx, mut out_rx) = mpsc::unbounded_channel();
+    if to_machine
+        .send(ToMachine::Connected { id, out: out_tx })
+        .is_err()
+    {
+        return;
+    }
+    // After `Disconnect`: stop taking machine output, wait a little for the client's Close reply.
+    let mut linger: Option<TokioInstant> = None;
+    loop {
+        let linger_at = linger.unwrap_or_else(TokioInstant::now);
+        tokio::select! {
+            msg = ws.next() => {
+                let to = match msg {
+                    Some(Ok(Message::Binary(data))) => ToMachine::Binary { id, data },
+                    // The spec says servers should never send text; a lenient server (like the Go
+                    // one) decodes a client's text frame as if it were binary.
+                    Some(Ok(Message::Text(t))) => ToMachine::Binary { id, data: Bytes::from(t) },
+                    Some(Ok(Message::Ping(payload))) => {
+                        ToMachine::Frame { id, kind: FrameKind::WsPing, payload }
+                    }
+                    Some(Ok(Message::Pong(payload))) => {
+                        ToMachine::Frame { id, kind: FrameKind::WsPong, payload }
+                    }
+                    Some(Ok(Message::Close(frame))) => {
+                        let code = frame.as_ref().map_or(WS_CLOSE_NO_STATUS, |f| u16::from(f.code));
+                        if verbose {
+                            eprintln!("conn {id}: client close frame {frame:?}");
+                        }
+                        let payload = frame.map(|f| Bytes::from(f.reason)).unwrap_or_default();
+                        ToMachine::Frame { id, kind: FrameKind::WsClose(code), payload }
+                    }
+                    Some(Ok(Message::Frame(_))) => continue,
+                    Some(Err(e)) => {
+                        if verbose {
+                            eprintln!("conn {id}: read ended: {e}");
+                        }
+                        let _ = to_machine.send(ToMachine::Closed { id });
+                        break;
+                    }
+                    None => {
+                        if verbose {
+                            eprintln!("conn {id}: stream ended");
+                        }
+                        let _ = to_machine.send(ToMachine::Closed { id });
+                        break;
+                    }
+                };
+                if to_machine.send(to).is_err() {
+                    break;
+                }
+            }
+            out = out_rx.recv(), if linger.is_none() => match out {
+                Some(ToConn::Send(m)) => {
+                    if let Err(e) = ws.send(m).await {
+                        if verbose {
+                            eprintln!("conn {id}: write failed: {e}");
+                        }
+                        let _ = to_machine.send(ToMachine::Closed { id });
+                        break;
+                    }
+                }
+                Some(ToConn::Disconnect) | None => {
+                    if verbose {
+                        eprintln!("conn {id}: disconnect");
+                    }
+                    linger = Some(TokioInstant::now() + CLOSE_LINGER);
+                }
+            },
+            () = tokio::time::sleep_until(linger_at), if linger.is_some() => break,
+        }
+    }
+}
+
+/// State of the one task that owns the machine
+struct Driver {
+    server: Box<LpServer>,
+    config: Config,
+    start: TokioInstant,
+    conns: HashMap<ConnId, mpsc::UnboundedSender<ToConn>>,
+    buf: Vec<u8>,
+    session_seed: u32,
+    next_session: u64,
+    pongs_dropped: u64,
+}
+
+fn unix_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
+impl Driver {
+    fn now(&self) -> Instant {
+        let us = self.start.elapsed().as_micros();
+        Instant::from_micros(u64::try_from(us).unwrap_or(u64::MAX))
+    }
+
+    fn deadline(&self) -> Option<TokioInstant> {
+        let t = self.server.poll_timeout()?;
+        self.start.checked_add(Duration::from_micros(t.as_micros()))
+    }
+
+    fn mint_session(&mut self) -> String {
+        self.next_session += 1;
+        format!("tether-{:08x}-{}", self.session_seed, self.next_session)
+    }
+
+    fn grant_expires(&self) -> i64 {
+        let ttl = i64::try_from(self.config.session_ttl.as_millis()).unwrap_or(i64::MAX);
+        self.server.wall_clock_ms().saturating_add(ttl)
+    }
+
+    fn log(&self, line: std::fmt::Arguments<'_>) {
+        if self.config.verbose {
+            eprintln!("{line}");
+        }
+    }
+
+    fn handle(&mut self, msg: ToMachine) {
+        let now = self.now();
+        match msg {
+            ToMachine::Connected { id, out } => {
+                match self.server.handle_connected(now, id, Transport::WebSocket) {
+                    Ok(()) => {
+                        self.conns.insert(id, out);
+                    }
+                    Err(e) => {
+                        self.log(format_args!("conn {id}: refused by the machine: {e}"));
+                        let frame = CloseFrame {
+                            code: WsCloseCode::Again,
+                            reason: e.to_string().into(),
+                        };
+                        let _ = out.send(ToConn::Send(Message::Close(Some(frame))));
+                        let _ = out.send(ToConn::Disconnect);
+                    }
+                }
+            }
+            ToMachine::Binary { id, data } => {
+                if self.config.verbose {
+                    // The fixed header (at most 11 bytes) as sent, for wire observations.
+                    let head: Vec<String> =
+                        data.iter().take(11).map(|b| format!("{b:02x}")).collect();
+                    eprintln!(
+                        "conn {id}: binary message, {} bytes, header {}",
+                        data.len(),
+                        head.join(" ")
+                    );
+                }
+                self.input(now, id, &data);
+            }
+            ToMachine::Frame { id, kind, payload } => {
+                self.server.handle_frame(now, id, kind, &payload);
+            }
+            ToMachine::Closed { id } => {
+                self.server.handle_closed(now, id);
+                self.conns.remove(&id);
+            }
+            ToMachine::CloseAll { code, reason, done } => {
+                let ids: Vec<ConnId> = self.conns.keys().copied().collect();
+                let n = ids
+                    .into_iter()
+                    .filter(|&id| self.server.close(now, id, code, &reason).is_ok())
+                    .count();
+                let _ = done.send(n);
+            }
+            ToMachine::Snapshot(tx) => {
+                let _ = tx.send(Snapshot {
+                    stats: self.server.stats(),
+                    connections: self.server.connections(),
+                    sessions: self.server.sessions(),
+                });
+            }
+        }
+    }
+
+    /// One binary message into the machine, then the application's answer
+    ///
+    /// Auth decisions are taken right here, so `InputError::AuthPending` cannot occur: the
+    /// machine is never left waiting for this application.
+    fn input(&mut self, now: Instant, id: ConnId, data: &[u8]) {
+        match self.server.handle_input(now, id, data) {
+            Ok(r) => {
+                if let Some(app) = r.into_app() {
+                    self.on_app(now, id, app);
+                }
+            }
+            Err(e) => self.log(format_args!("conn {id}: input refused: {e}")),
+        }
+    }
+
+    fn on_app(&mut self, now: Instant, id: ConnId, app: App<'_>) {
+        match app {
+            App::Auth {
+                request_id,
+                token,
+                metadata,
+            } => {
+                self.log(format_args!(
+                    "conn {id}: auth request rid {request_id}, {} metadata entries",
+                    metadata.len()
+                ));
+                if token == self.config.token {
+                    let session_id = self.mint_session();
+                    let grant = SessionGrant {
+                        session_id: &session_id,
+                        expires: self.grant_expires(),
+                        limit: u32::try_from(PEERS).unwrap_or(u32::MAX),
+                        online: u32::try_from(self.server.connections()).unwrap_or(u32::MAX),
+                    };
+                    if let Err(e) = self.server.accept_auth(now, id, grant) {
+                        self.log(format_args!("conn {id}: accept_auth failed: {e}"));
+                    } else {
+                        self.log(format_args!("conn {id}: auth ok, session {session_id}"));
+                    }
+                } else if let Err(e) = self.server.reject_auth(
+                    now,
+                    id,
+                    Status::Unauthenticated,
+                    ERROR_CODE_BAD_TOKEN,
+                    "invalid token",
+                ) {
+                    self.log(format_args!("conn {id}: reject_auth failed: {e}"));
+                } else {
+                    self.log(format_args!("conn {id}: auth rejected (wrong token)"));
+                }
+            }
+            App::Reconnect {
+                request_id,
+                session_id,
+                ..
+            } => {
+                self.log(format_args!(
+                    "conn {id}: reconnect request rid {request_id}"
+                ));
+                let old = session_id.to_owned();
+                let new = self.mint_session();
+                let grant = SessionGrant {
+                    session_id: &new,
+                    expires: self.grant_expires(),
+                    limit: u32::try_from(PEERS).unwrap_or(u32::MAX),
+                    online: u32::try_from(self.server.connections()).unwrap_or(u32::MAX),
+                };
+                if let Err(e) = self.server.accept_reconnect(now, id, grant) {
+                    self.log(format_args!("conn {id}: accept_reconnect failed: {e}"));
+                } else {
+                    self.log(format_args!("conn {id}: reconnect {old} -> {new}"));
+                }
+            }
+            App::Request {
+                request_id,
+                cmd,
+                timeout_ms,
+                body,
+                gzip,
+                ..
+            } => {
+                self.log(format_args!(
+                    "conn {id}: request cmd {cmd} rid {request_id} timeout {timeout_ms} ms, \
+                     {} body bytes{}",
+                    body.len(),
+                    if gzip { " (gzip)" } else { "" }
+                ));
+                let packet =
+                    Packet::response(cmd, request_id, Status::Success, body).with_gzip(gzip);
+                self.send_packet(now, id, &packet);
+            }
+            App::HeartbeatEcho {
+                request_id,
+                body,
+                gzip,
+            } => {
+                let packet = Packet::response(
+                    tether::longport::control::CMD_HEARTBEAT,
+                    request_id,
+                    Status::Success,
+                    body,
+                )
+                .with_gzip(gzip);
+                self.send_packet(now, id, &packet);
+            }
+            App::Response { cmd, .. } | App::Push { cmd, .. } => {
+                self.log(format_args!(
+                    "conn {id}: ignoring client packet with cmd {cmd}"
+                ));
+            }
+        }
+    }
+
+    /// Write an application packet through the machine and hand it to the connection
+    fn send_packet(&mut self, now: Instant, id: ConnId, packet: &Packet<'_>) {
+        for _ in 0..3 {
+            match self.server.send(now, id, packet, &mut self.buf) {
+                Ok(t) => {
+                    let bytes = Bytes::copy_from_slice(&self.buf[..t.len]);
+                    self.deliver(t.to, Message::Binary(bytes));
+                    return;
+                }
+                Err(SendError::BufferTooSmall { required }) => self.buf.resize(required, 0),
+                Err(SendError::ControlPending) => self.flush(now),
+                Err(e) => {
+                    self.log(format_args!("conn {id}: send failed: {e}"));
+                    return;
+                }
+            }
+        }
+    }
+
+    fn deliver(&self, to: ConnId, msg: Message) {
+        if let Some(tx) = self.conns.get(&to) {
+            let _ = tx.send(ToConn::Send(msg));
+        }
+    }
+
+    /// Drain `poll_transmit` and `poll_event`
+    fn flush(&mut self, now: Instant) {
+        loop {
+            let t = match self.server.poll_transmit(now, &mut self.buf) {
+                Ok(Some(t)) => t,
+                Ok(None) => break,
+                Err(BufferTooSmall { required }) => {
+                    self.buf.resize(required, 0);
+                    continue;
+                }
+            };
+            let bytes = &self.buf[..t.len];
+            let msg = match t.kind {
+                FrameKind::WsBinary => Message::Binary(Bytes::copy_from_slice(bytes)),
+                FrameKind::WsPing => Message::Ping(Bytes::copy_from_slice(bytes)),
+                FrameKind::WsPong => {
+                    // tungstenite already queued a Pong for that Ping.
+                    self.pongs_dropped += 1;
+                    continue;
+                }
+                FrameKind::WsClose(code) => Message::Close(Some(CloseFrame {
+                    code: WsCloseCode::from(code),
+                    reason: String::from_utf8_lossy(bytes).into_owned().into(),
+                })),
+                FrameKind::Datagram | FrameKind::Stream => {
+                    self.log(format_args!(
+                        "conn {}: unexpected {:?} transmit",
+                        t.to, t.kind
+                    ));
+                    continue;
+                }
+            };
+            self.deliver(t.to, msg);
+        }
+        while let Some(ev) = self.server.poll_event() {
+            match ev {
+                ServerEvent::Disconnect { conn } => {
+                    self.log(format_args!("conn {conn}: machine says disconnect"));
+                    if let Some(tx) = self.conns.remove(&conn) {
+                        let _ = tx.send(ToConn::Disconnect);
+                    }
+                }
+                ServerEvent::PeerClosed { conn, reason } => {
+                    self.log(format_args!("conn {conn}: closed: {reason}"));
+                }
+                ServerEvent::PeerAuthenticated { conn, expires }
+                | ServerEvent::PeerReconnected { conn, expires } => {
+                    self.log(format_args!(
+                        "conn {conn}: session live until {expires} (unix ms)"
+                    ));
+                }
+            }
+        }
+    }
+}
+
+async fn machine_task(config: Config, mut rx: mpsc::UnboundedReceiver<ToMachine>) {
+    let server_config = ServerConfig {
+        auth_timeout: config.auth_timeout,
+        heartbeat_timeout: config.heartbeat_timeout,
+        ws_ping_interval: config.ping_interval,
+        ..ServerConfig::default()
+    };
+    let mut d = Driver {
+        server: Box::new(LpServer::new(server_config)),
+        config,
+        start: TokioInstant::now(),
+        conns: HashMap::new(),
+        buf: vec![0; 64 * 1024],
+        session_seed: 0,
+        next_session: 0,
+        pongs_dropped: 0,
+    };
+    let now = d.now();
+    let wall = unix_ms();
+    d.server.set_wall_clock(now, wall);
+    // Session ids only need to differ between runs of the harness; the wall clock will do.
+    d.session_seed = (wall as u64 ^ u64::from(std::process::id())) as u32;
+    loop {
+        let deadline = d.deadline();
+        let timer = async move {
+            match deadline {
+                Some(at) => tokio::time::sleep_until(at).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            msg = rx.recv() => match msg {
+                Some(m) => d.handle(m),
+                None => break,
+            },
+            () = timer => {
+                let now = d.now();
+                d.server.handle_timeout(now);
+            }
+        }
+        let now = d.now();
+        d.flush(now);
+    }
+    d.log(format_args!(
+        "machine task ends ({} pongs dropped)",
+        d.pongs_dropped
+    ));
+}
