@@ -20,6 +20,8 @@ pub struct UdpClient {
     pub sent: u64,
     /// Datagrams received
     pub received: u64,
+    /// When the latest datagram arrived
+    pub last_received_at: Option<std::time::Instant>,
 }
 
 impl UdpClient {
@@ -40,6 +42,7 @@ impl UdpClient {
             epoch: std::time::Instant::now(),
             sent: 0,
             received: 0,
+            last_received_at: None,
         })
     }
 
@@ -103,6 +106,7 @@ impl UdpClient {
             match self.sock.recv(&mut inp) {
                 Ok(n) => {
                     self.received += 1;
+                    self.last_received_at = Some(std::time::Instant::now());
                     let _ = self.client.handle_input(self.now(), (), &inp[..n]);
                 }
                 Err(e)
