@@ -92,7 +92,10 @@ fn close_locally(c: &mut UdpClient, server: &DdnetServer) {
     // before reading our CLOSE may still arrive, so listen for 4 s and require that nothing
     // arrived after the first 1.5 s: 2.5 s of silence is impossible on a live connection.
     let closed_at = std::time::Instant::now();
-    c.run(Duration::from_secs(4), |_, ev| panic!("event after Closed: {ev:?}")).unwrap();
+    c.run(Duration::from_secs(4), |_, ev| {
+        panic!("event after Closed: {ev:?}")
+    })
+    .unwrap();
     if let Some(last) = c.last_received_at {
         let after = last.saturating_duration_since(closed_at);
         assert!(
