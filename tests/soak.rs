@@ -410,11 +410,8 @@ fn game_soak() {
                             n.link_downs += 1;
                             slots[i].link_down = true;
                             fleet.set_link_up(i, false);
-                            let d = uniform(
-                                &mut rng,
-                                Duration::from_secs(12),
-                                Duration::from_secs(20),
-                            );
+                            let d =
+                                uniform(&mut rng, Duration::from_secs(12), Duration::from_secs(20));
                             agenda.at(now + d, i, GAction::LinkUp);
                         }
                     }
@@ -473,7 +470,10 @@ fn game_soak() {
         assert_eq!(c.dropped_bad_ack, 0, "client {i}");
     }
     assert!(n.connects >= CLIENTS as u64);
-    assert!(drops > 0 && n.reconnects > 0 && timeouts > 0, "chaos happened");
+    assert!(
+        drops > 0 && n.reconnects > 0 && timeouts > 0,
+        "chaos happened"
+    );
     assert_eq!(cstats.input_errors + sstats.input_errors, 0);
 }
 
@@ -772,11 +772,8 @@ fn longport_soak() {
                         n.cuts += 1;
                         slots[i].cut = true;
                         fleet.set_link_up(i, false);
-                        let d = uniform(
-                            &mut rng,
-                            Duration::from_secs(130),
-                            Duration::from_secs(200),
-                        );
+                        let d =
+                            uniform(&mut rng, Duration::from_secs(130), Duration::from_secs(200));
                         agenda.at(now + d, i, LAction::Restore);
                     }
                 }
@@ -793,9 +790,7 @@ fn longport_soak() {
     drive(&mut fleet, end + settle, |f| react(f, false));
 
     let server = &fleet.server().0;
-    let ready = (0..CLIENTS)
-        .filter(|&i| fleet.client(i).is_ready())
-        .count();
+    let ready = (0..CLIENTS).filter(|&i| fleet.client(i).is_ready()).count();
     let cstats = fleet.total_client_stats();
     let sstats = fleet.server_stats();
     let st = server.stats();
@@ -829,12 +824,18 @@ fn longport_soak() {
     );
     println!("soak longport: server stats {st:?}");
 
-    assert_eq!(ready, CLIENTS, "every client is authenticated after settling");
+    assert_eq!(
+        ready, CLIENTS,
+        "every client is authenticated after settling"
+    );
     assert_eq!(server.connections(), CLIENTS, "one connection per client");
     assert_eq!(server.unauthenticated(), 0);
     assert_eq!(st.protocol_errors, 0, "the stream never desynchronises");
     assert_eq!(st.duplicates_closed, 0);
-    assert_eq!(st.reconnects_rejected, 0, "sessions survive transport drops");
+    assert_eq!(
+        st.reconnects_rejected, 0,
+        "sessions survive transport drops"
+    );
     assert!(server.sessions() <= 2048);
     for i in 0..CLIENTS {
         let c = fleet.client(i).stats();
@@ -846,6 +847,9 @@ fn longport_soak() {
     assert_eq!(cstats.stream_resets + sstats.stream_resets, 0);
     assert!(n.drops > 0 && n.reconnects > 0, "chaos happened");
     if horizon >= Duration::from_secs(3_600) {
-        assert!(n.cuts > 0 && n.heartbeat_timeouts > 0, "black holes happened");
+        assert!(
+            n.cuts > 0 && n.heartbeat_timeouts > 0,
+            "black holes happened"
+        );
     }
 }
