@@ -1452,7 +1452,7 @@ fn lp_time_going_backwards_is_clamped_on_both_machines() {
                     ClientEvent::ConnectTransport { .. } => {
                         to_s.clear();
                         to_c.clear();
-                        let _ = s.handle_closed(now, CONN);
+                        s.handle_closed(now, CONN);
                         while s.poll_event().is_some() {}
                         if s.handle_connected(now, CONN, Transport::Tcp).is_ok() {
                             c.handle_connected(now).unwrap();

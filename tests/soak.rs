@@ -304,10 +304,10 @@ fn game_soak() {
     let chaos_mean = Duration::from_secs(600);
 
     // staggered start over the first 10 s, then chaos per client
-    for i in 0..CLIENTS {
+    for (i, slot) in slots.iter_mut().enumerate() {
         let start = rng.duration_up_to(Duration::from_secs(10));
         agenda.at(Instant::ZERO + start, i, GAction::Replace);
-        slots[i].replace_pending = true;
+        slot.replace_pending = true;
         agenda.at(
             Instant::ZERO + start + exp_delay(&mut rng, chaos_mean),
             i,
@@ -872,7 +872,7 @@ fn longport_soak() {
         let c = fleet.client(i).stats();
         assert_eq!(c.decode_errors, 0, "client {i}");
         assert_eq!(c.events_dropped, 0, "client {i}");
-        assert_eq!(server.session_id(fleet.client_addr(i)).is_some(), true);
+        assert!(server.session_id(fleet.client_addr(i)).is_some());
     }
     assert_eq!(cstats.input_errors + sstats.input_errors, 0);
     assert_eq!(cstats.stream_resets + sstats.stream_resets, 0);
