@@ -24,6 +24,13 @@
 //! and after a settling period every client must be online and the server must hold exactly one
 //! connection per client.
 //!
+//! Two harness details (not library behaviour): when the LongPort server says `Disconnect`, the
+//! transport is closed 200 ms later, because the simulator's `close_transport` drops frames
+//! still in flight while a real socket close delivers them first; and a client whose Reconnect
+//! response was lost with its transport presents a session the server already retired (spec
+//! 6.6), is refused with status 5 and re-authenticates with a fresh token (counted as
+//! `sessions-lost`).
+//!
 //! Horizon: one virtual hour when built with optimisations (`cargo test --release --test soak`,
 //! what CI runs; measured on a 2-core machine: game 3.7 s, LongPort 1.5 s); 15 virtual minutes in
 //! debug builds (`cargo test`; measured: 20 s wall for the file, the full hour would take about
