@@ -1249,6 +1249,67 @@ fn lp_auth_flood_hits_the_unauthenticated_cap() {
 }
 
 #[test]
+fn lp_slow_partial_input_does_not_keep_a_connection_alive() {
+    let t0 = Instant::from_secs(1);
+    let hb = heartbeat_req(3);
+    // before auth: WebSocket pings and a TCP auth packet trickled byte by byte; the auth deadline
+    // (10 s after handle_connected) closes both
+    let mut s = LServer::new(ServerConfig::default());
+    s.handle_connected(t0, 1, Transport::WebSocket).unwrap();
+    s.handle_connected(t0, 2, Transport::Tcp).unwrap();
+    let mut tcp = Handshake::OPENAPI.to_bytes().to_vec();
+    tcp.extend(auth_req(1, "tok"));
+    let mut closed = Vec::new();
+    for k in 1..=40u64 {
+        let now = t0 + Duration::from_millis(250 * k);
+        s.handle_frame(now, 1, FrameKind::WsPing, b"alive");
+        // the caller keeps the stream bytes; one more of them arrives every 250 ms
+        let n = (k as usize).min(tcp.len() - 1);
+        let fed = if s.state(2) == Some(PeerState::AwaitHandshake) {
+            &tcp[..n]
+        } else {
+            &tcp[2..n.max(2)]
+        };
+        let _ = s.handle_input(now, 2, fed);
+        s.handle_timeout(now);
+        let _ = srv_out(&mut s, now);
+        for e in srv_events(&mut s) {
+            if let ServerEvent::PeerClosed { conn, reason } = e {
+                closed.push((conn, reason, now));
+            }
+        }
+    }
+    let deadline = t0 + Duration::from_secs(10);
+    assert_eq!(
+        closed,
+        vec![
+            (1, CloseReason::AuthTimeout, deadline),
+            (2, CloseReason::AuthTimeout, deadline)
+        ]
+    );
+    assert_eq!(s.connections(), 0);
+    // after auth: a packet that never completes is no sign of life; the heartbeat timeout
+    // (150 s) closes the connection
+    let mut s = lp_authenticated(Transport::Tcp);
+    let mut now = t0;
+    let mut closed_at = None;
+    for k in 0..400u64 {
+        now = t0 + Duration::from_secs(k);
+        let n = 1 + (k as usize % (hb.len() - 1));
+        if let Ok(r) = s.handle_input(now, CONN, &hb[..n]) {
+            assert_eq!(r.bytes_consumed(), 0);
+        }
+        s.handle_timeout(now);
+        let out = srv_out(&mut s, now);
+        if pushed_close(&out) == Some(CloseCode::HeartbeatTimeout) {
+            closed_at = Some(now);
+            break;
+        }
+    }
+    assert_eq!(closed_at, Some(t0 + Duration::from_secs(150)), "at {now}");
+}
+
+#[test]
 fn lp_input_during_a_pending_auth_decision_is_refused_unconsumed() {
     let mut s = LServer::new(ServerConfig::default());
     let now = Instant::from_secs(1);
