@@ -5,7 +5,8 @@
 //!   disturbance about every 10 minutes: a crash restart (a new `Client` at the same address,
 //!   the server still holding the old peer), a graceful restart (CLOSE, then a new `Client`), or
 //!   the link going down for 12-20 s so both sides time out and the client reconnects.
-//! * `longport_fleet_soak`: 1,000 LongPort TCP clients on one [`longport::server::Server`]
+//! * `longport_fleet_soak`: 1,000 LongPort clients (500 over TCP, 500 over WebSocket with
+//!   server Pings and client Ping heartbeats) on one [`longport::server::Server`]
 //!   (1,024 connection slots, 2,048 sessions, at most 32 unauthenticated), 40 ms ± 20 ms
 //!   latency, streams split into random chunks, and per client a random transport drop about
 //!   every 10 minutes (the client reconnects with its session) plus a black-hole link cut of
@@ -560,6 +561,15 @@ fn longport_fleet_soak() {
     on_big_stack(longport_soak);
 }
 
+/// Even clients use TCP, odd ones WebSocket
+fn lp_transport(i: usize) -> Transport {
+    if i % 2 == 0 {
+        Transport::Tcp
+    } else {
+        Transport::WebSocket
+    }
+}
+
 fn conn_id(i: usize, gen: u32) -> u32 {
     (gen << GEN_SHIFT) | i as u32
 }
@@ -590,7 +600,7 @@ fn longport_soak() {
     let mut fleet: Fleet<LClient, Boxed<LSrv>> = Fleet::new(
         Boxed(Box::new(server)),
         CLIENTS,
-        |_| LClient::new(LClientConfig::tcp()),
+        |i| LClient::new(LClientConfig::new(lp_transport(i))),
         |i| conn_id(i, 0),
         link,
         0x5EED_10C6,
@@ -694,7 +704,7 @@ fn longport_soak() {
                     match fleet
                         .server_mut()
                         .0
-                        .handle_connected(now, conn, Transport::Tcp)
+                        .handle_connected(now, conn, lp_transport(i))
                     {
                         Ok(()) => {
                             slots[i].open = true;
@@ -849,7 +859,7 @@ fn longport_soak() {
         + n.server_heartbeat_timeouts
         + n.server_auth_timeouts;
     println!(
-        "soak longport: {} s virtual, {CLIENTS} TCP clients: connects={} (auth {} + reconnect \
+        "soak longport: {} s virtual, {CLIENTS} clients (TCP and WebSocket): connects={} (auth {} + reconnect \
          {}) reconnects={} timeouts={timeouts} (heartbeat {} + login {} + server heartbeat {} + \
          server auth {}) drops={} (resets {} + black-hole cuts {}) dials={} refused-by-cap={} \
          sessions-lost={} frames={frames} steps={} wall={:.1?}",
