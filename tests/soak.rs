@@ -508,6 +508,59 @@ fn game_soak() {
         "chaos happened"
     );
     assert_eq!(cstats.input_errors + sstats.input_errors, 0);
+
+    // Finally a shutdown under the same 20% loss: the server sends every peer its CLOSE, reports
+    // every peer closed, then ShutdownComplete, and stays silent (checked by the simulator).
+    // Clients whose CLOSE was lost time out.
+    fleet.server_closed_when(|s| s.0.state() == game::ServerState::Stopped);
+    client_events.borrow_mut().clear();
+    server_events.borrow_mut().clear();
+    let now = fleet.now();
+    fleet.server_mut().0.shutdown(now, "Server shutdown");
+    fleet.run_for(Duration::from_secs(15));
+    let sev = server_events.borrow();
+    let shut = sev
+        .iter()
+        .filter(|e| {
+            matches!(
+                e,
+                GServerEvent::PeerClosed {
+                    cause: PeerCloseCause::Shutdown,
+                    ..
+                }
+            )
+        })
+        .count();
+    assert_eq!(shut, CLIENTS, "one PeerClosed(Shutdown) per peer");
+    assert_eq!(sev.len(), CLIENTS + 1);
+    assert_eq!(sev.back(), Some(&GServerEvent::ShutdownComplete));
+    assert_eq!(fleet.server().0.state(), game::ServerState::Stopped);
+    assert_eq!(fleet.server().0.peer_count(), 0);
+    let cev = client_events.borrow();
+    let told = cev
+        .iter()
+        .filter(|(_, e)| {
+            matches!(e, GClientEvent::Closed { cause: ClientCloseCause::Peer { reason } }
+                if reason.as_str() == "Server shutdown")
+        })
+        .count();
+    let timed_out = cev
+        .iter()
+        .filter(|(_, e)| {
+            matches!(
+                e,
+                GClientEvent::Closed {
+                    cause: ClientCloseCause::Timeout
+                }
+            )
+        })
+        .count();
+    assert_eq!(told + timed_out, CLIENTS, "{cev:?}");
+    assert!(told >= CLIENTS * 7 / 10, "about 80% of the CLOSEs arrive");
+    assert!((0..CLIENTS).all(|i| fleet.client(i).state() == GClientState::Closed));
+    println!(
+        "soak game: shutdown: {told} clients got the CLOSE, {timed_out} timed out (CLOSE lost)"
+    );
 }
 
 // =============================================================================================
@@ -928,4 +981,47 @@ fn longport_soak() {
             "black holes happened"
         );
     }
+
+    // Finally a shutdown: every connection gets Close{ServerShutdown} (then WsClose(1001) on
+    // WebSocket), PeerClosed(Shutdown) and Disconnect; every client sees the Close push
+    client_events.borrow_mut().clear();
+    server_events.borrow_mut().clear();
+    let now = fleet.now();
+    fleet.server_mut().0.shutdown(now);
+    fleet.run_for(Duration::from_secs(5));
+    let sev = server_events.borrow();
+    let shut = sev
+        .iter()
+        .filter(|e| {
+            matches!(
+                e,
+                LServerEvent::PeerClosed {
+                    reason: CloseReason::Shutdown,
+                    ..
+                }
+            )
+        })
+        .count();
+    let disconnects = sev
+        .iter()
+        .filter(|e| matches!(e, LServerEvent::Disconnect { .. }))
+        .count();
+    assert_eq!((shut, disconnects), (CLIENTS, CLIENTS));
+    assert_eq!(fleet.server().0.connections(), 0);
+    let cev = client_events.borrow();
+    let told = cev
+        .iter()
+        .filter(|(_, e)| {
+            matches!(
+                e,
+                LClientEvent::Disconnected {
+                    reason: DisconnectReason::ServerClose(
+                        tether::longport::control::CloseCode::ServerShutdown
+                    )
+                }
+            )
+        })
+        .count();
+    assert_eq!(told, CLIENTS, "every client got Close{{ServerShutdown}}");
+    println!("soak longport: shutdown: {told} clients got Close{{ServerShutdown}}");
 }
