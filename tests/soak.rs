@@ -12,7 +12,13 @@
 //!   latency, streams split into random chunks, and per client a random transport drop about
 //!   every 10 minutes (the client reconnects with its session) plus a black-hole link cut of
 //!   130-200 s about every two hours (heartbeat timeout, then dials that fail until the link is
-//!   back). Loss is not modelled on TCP: a reliable stream either delivers or dies.
+//!   back), and at half time every open transport is reset at once (a reconnect storm against
+//!   the unauthenticated cap of 32; reconnects use a random jitter of up to 1 s per attempt:
+//!   without it the storm costs about 16,000 refused dials instead of about 500). Loss is not
+//!   modelled on TCP: a reliable stream either delivers or dies.
+//!
+//! Both end with a server shutdown under load: every peer is closed (game: CLOSE, lost ones time
+//! out on the client; LongPort: `Close{ServerShutdown}`), and the game server stays silent.
 //!
 //! One LongPort server holds all 1,000 connections: its connection table is a linear scan
 //! (`O(PEERS)` per input and per `poll_timeout`), about 550 KB for 1,024 slots, which is still
@@ -585,6 +591,9 @@ enum LAction {
     Cut,
     /// Restore the link
     Restore,
+    /// Reset every open transport at once (a load balancer restart): a reconnect storm against
+    /// the unauthenticated cap
+    MassDrop,
     /// The server closed this connection after its last frames: the FIN reaches the client
     /// after the data (a TCP close delivers what was written before it)
     Fin(u32),
@@ -615,6 +624,7 @@ struct LCounts {
     cuts: u64,
     decisions_late: u64,
     sessions_lost: u64,
+    mass_dropped: u64,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -626,6 +636,18 @@ enum Login {
 #[test]
 fn longport_fleet_soak() {
     on_big_stack(longport_soak);
+}
+
+static JITTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0x5EED);
+
+/// Reconnect jitter: up to one second per attempt (at most 5 s)
+///
+/// `JitterFn` is a plain `fn(attempt)`, so per-client randomness has to come from global state:
+/// a shared counter run through splitmix64 (deterministic as long as only this test uses it).
+fn soak_jitter(attempt: u32) -> Duration {
+    let x = JITTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let span = 1_000_000 * u64::from(attempt.clamp(1, 5));
+    Duration::from_micros(tether::testing::splitmix64(x) % span)
 }
 
 /// Even clients use TCP, odd ones WebSocket
@@ -667,7 +689,7 @@ fn longport_soak() {
     let mut fleet: Fleet<LClient, Boxed<LSrv>> = Fleet::new(
         Boxed(Box::new(server)),
         CLIENTS,
-        |i| LClient::new(LClientConfig::new(lp_transport(i))),
+        |i| LClient::new(LClientConfig::new(lp_transport(i)).with_jitter(soak_jitter)),
         |i| conn_id(i, 0),
         link,
         0x5EED_10C6,
@@ -717,6 +739,7 @@ fn longport_soak() {
         );
     }
     let end = Instant::ZERO + horizon;
+    agenda.at(Instant::ZERO + horizon / 2, 0, LAction::MassDrop);
 
     let mut react = |fleet: &mut Fleet<LClient, Boxed<LSrv>>, chaos: bool| {
         let now = fleet.now();
@@ -891,6 +914,14 @@ fn longport_soak() {
                         close_lp(fleet, &mut slots, i);
                     }
                 }
+                LAction::MassDrop => {
+                    for j in 0..CLIENTS {
+                        if slots[j].open && !slots[j].cut {
+                            n.mass_dropped += 1;
+                            close_lp(fleet, &mut slots, j);
+                        }
+                    }
+                }
                 LAction::Cut => {
                     agenda.at(now + exp_delay(&mut rng, cut_mean), i, LAction::Cut);
                     if !slots[i].cut {
@@ -928,7 +959,8 @@ fn longport_soak() {
     println!(
         "soak longport: {} s virtual, {CLIENTS} clients (TCP and WebSocket): connects={} (auth {} + reconnect \
          {}) reconnects={} timeouts={timeouts} (heartbeat {} + login {} + server heartbeat {} + \
-         server auth {}) drops={} (resets {} + black-hole cuts {}) dials={} refused-by-cap={} \
+         server auth {}) drops={} (resets {} + black-hole cuts {} + mass reset {}) dials={} \
+         refused-by-cap={} \
          sessions-lost={} frames={frames} steps={} wall={:.1?}",
         horizon.as_secs(),
         n.auths + n.reconnects,
@@ -939,9 +971,10 @@ fn longport_soak() {
         n.login_timeouts,
         n.server_heartbeat_timeouts,
         n.server_auth_timeouts,
-        n.drops + n.cuts,
+        n.drops + n.cuts + n.mass_dropped,
         n.drops,
         n.cuts,
+        n.mass_dropped,
         n.dials,
         n.dials_refused,
         n.sessions_lost,
