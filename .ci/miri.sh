@@ -6,8 +6,9 @@
 # Env:   PROPTEST_CASES (default 4); MIRI_ONLY="lib hostile_inputs" runs only these;
 #        MIRI_EXTRA="game_session longport_session" adds test binaries (session tests: measure
 #        their Miri time before adding them to the default list).
-# Measured (2 cores, warm build): lib 128 s, game_vectors 39 s, longport_vectors 12 s,
-# longport_control 15 s, gzip 84 s, hostile_inputs 133 s; 411 s in all.
+# Measured on 2 cores shared with other jobs (load average about 5), warm build: lib 155 s,
+# game_vectors 52 s, longport_vectors 21 s, longport_control 25 s, gzip 125 s, hostile_inputs
+# 67 s: about 7.5 minutes.
 #
 # Selection: the library's unit tests and the vector / control / gzip / hostile-input tests.
 # Excluded: interop_ddnet (real server), soak and flood (millions of steps), sim_selftest (a
