@@ -1,0 +1,1060 @@
+//! Soak: fleets of real machines in virtual time, with loss, drops and restarts
+//!
+//! * `game_fleet_soak`: 1,000 game clients (750 DDNet token clients, 250 vanilla clients admitted
+//!   by [`game::VanillaPolicy::Admit`]) on one [`game::Server`] (capacity 2,048, at most 1,024
+//!   peers), 20% datagram loss each way, 30 ms ± 20 ms latency, and per client a random
+//!   disturbance about every 10 minutes: a crash restart (a new `Client` at the same address,
+//!   the server still holding the old peer), a graceful restart (CLOSE, then a new `Client`), or
+//!   the link going down for 12-20 s so both sides time out and the client reconnects.
+//! * `longport_fleet_soak`: 1,000 LongPort clients (500 over TCP, 500 over WebSocket with
+//!   server Pings and client Ping heartbeats) on one [`longport::server::Server`]
+//!   (1,024 connection slots, 2,048 sessions, at most 32 unauthenticated), 40 ms ± 20 ms
+//!   latency, streams split into random chunks, and per client a random transport drop about
+//!   every 10 minutes (the client reconnects with its session) plus a black-hole link cut of
+//!   130-200 s about every two hours (heartbeat timeout, then dials that fail until the link is
+//!   back), and at half time every open transport is reset at once (a reconnect storm against
+//!   the unauthenticated cap of 32; reconnects use a random jitter of up to 1 s per attempt:
+//!   without it the storm costs about 16,000 refused dials instead of about 500). Loss is not
+//!   modelled on TCP: a reliable stream either delivers or dies.
+//!
+//! Both end with a server shutdown under load: every peer is closed (game: CLOSE, lost ones time
+//! out on the client; LongPort: `Close{ServerShutdown}`), and the game server stays silent.
+//!
+//! One LongPort server holds all 1,000 connections: its connection table is a linear scan
+//! (`O(PEERS)` per input and per `poll_timeout`), about 550 KB for 1,024 slots, which is still
+//! cheap here (the LongPort hour takes about 1.5 s in release), so no split into several servers
+//! was needed. Both servers are far too big for a test thread's stack by value: they are built on
+//! a 64 MiB-stack thread and kept behind a `Box` ([`Boxed`]).
+//!
+//! Both run with the simulator's invariant checks on (deadlines never in the past, datagrams
+//! consumed whole, stream progress, closed machines silent) and check the protocol-level
+//! invariants below as events arrive. After the horizon the disturbances stop, links come back,
+//! and after a settling period every client must be online and the server must hold exactly one
+//! connection per client.
+//!
+//! Two harness details (not library behaviour): when the LongPort server says `Disconnect`, the
+//! transport is closed 200 ms later, because the simulator's `close_transport` drops frames
+//! still in flight while a real socket close delivers them first; and a client whose Reconnect
+//! response was lost with its transport presents a session the server already retired (spec
+//! 6.6), is refused with status 5 and re-authenticates with a fresh token (counted as
+//! `sessions-lost`).
+//!
+//! Horizon: one virtual hour when built with optimisations (`cargo test --release --test soak`,
+//! what CI runs; measured on a 2-core machine: about 4 s wall for the file, the two tests run in
+//! parallel); 15 virtual minutes in debug builds so a plain `cargo test` stays quick (12-20 s
+//! wall). The full hour in a debug build takes about 47 s (`SOAK_SECS=3600 cargo test --test
+//! soak`).
+//! `SOAK_SECS=<n>` overrides both.
+//!
+//! Each test prints one summary line, e.g. (run with `--nocapture`):
+//! `soak game: 3600 s virtual, 1000 clients: connects=.. reconnects=.. timeouts=.. drops=.. frames=.. wall=..`
+
+use std::cell::RefCell;
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashSet, VecDeque};
+use std::rc::Rc;
+
+use tether::game::{
+    self, ClientCloseCause, ClientEvent as GClientEvent, ClientState as GClientState,
+    PeerCloseCause, ServerConfig as GServerConfig, ServerEvent as GServerEvent, TokenSecret,
+};
+use tether::longport::client::{ClientConfig as LClientConfig, Credentials, DefaultClient};
+use tether::longport::control::SessionGrant;
+use tether::longport::deframe::Transport;
+use tether::longport::server::{
+    App as LApp, CloseReason, Server as LServer, ServerConfig as LServerConfig,
+    ServerEvent as LServerEvent,
+};
+use tether::longport::{ClientEvent as LClientEvent, ClientState as LClientState};
+use tether::longport::{DisconnectReason, LoginKind};
+use tether::testing::{Fleet, LinkConfig, Rng, SimError};
+use tether::{BufferTooSmall, Duration, FrameKind, Instant, Machine, Received, Transmit};
+
+const CLIENTS: usize = 1_000;
+
+/// Virtual seconds to run: `SOAK_SECS`, else an hour in optimised builds and less in debug
+fn horizon() -> Duration {
+    if let Some(s) = std::env::var("SOAK_SECS")
+        .ok()
+        .and_then(|v| v.parse::<u64>().ok())
+    {
+        return Duration::from_secs(s);
+    }
+    if cfg!(debug_assertions) {
+        Duration::from_secs(DEBUG_SECS)
+    } else {
+        Duration::from_secs(3_600)
+    }
+}
+
+/// Debug-build horizon (see the module docs)
+const DEBUG_SECS: u64 = 900;
+
+/// A machine behind a `Box`, so servers with large tables live on the heap inside a [`Fleet`]
+struct Boxed<M>(Box<M>);
+
+impl<M: Machine> Machine for Boxed<M> {
+    type Peer = M::Peer;
+    type Event = M::Event;
+    type App<'a> = M::App<'a>;
+    type InputError = M::InputError;
+
+    fn handle_input<'a>(
+        &mut self,
+        now: Instant,
+        from: Self::Peer,
+        data: &'a [u8],
+    ) -> Result<Received<Self::App<'a>>, Self::InputError> {
+        self.0.handle_input(now, from, data)
+    }
+    fn handle_frame(&mut self, now: Instant, from: Self::Peer, kind: FrameKind, payload: &[u8]) {
+        self.0.handle_frame(now, from, kind, payload);
+    }
+    fn handle_closed(&mut self, now: Instant, from: Self::Peer) {
+        self.0.handle_closed(now, from);
+    }
+    fn handle_timeout(&mut self, now: Instant) {
+        self.0.handle_timeout(now);
+    }
+    fn poll_transmit(
+        &mut self,
+        now: Instant,
+        buf: &mut [u8],
+    ) -> Result<Option<Transmit<Self::Peer>>, BufferTooSmall> {
+        self.0.poll_transmit(now, buf)
+    }
+    fn poll_event(&mut self) -> Option<Self::Event> {
+        self.0.poll_event()
+    }
+    fn poll_timeout(&self) -> Option<Instant> {
+        self.0.poll_timeout()
+    }
+}
+
+/// Run `f` on a thread with a big stack (servers with large tables are built by value first)
+fn on_big_stack(f: impl FnOnce() + Send + 'static) {
+    std::thread::Builder::new()
+        .stack_size(64 << 20)
+        .spawn(f)
+        .expect("spawn soak thread")
+        .join()
+        .unwrap_or_else(|e| std::panic::resume_unwind(e));
+}
+
+/// A time-ordered queue of test actions
+struct Agenda<A> {
+    heap: BinaryHeap<Reverse<(Instant, u64, usize, A)>>,
+    seq: u64,
+}
+
+impl<A: Ord + Copy> Agenda<A> {
+    fn new() -> Self {
+        Agenda {
+            heap: BinaryHeap::new(),
+            seq: 0,
+        }
+    }
+    fn at(&mut self, t: Instant, client: usize, a: A) {
+        self.seq += 1;
+        self.heap.push(Reverse((t, self.seq, client, a)));
+    }
+    fn next(&self) -> Option<Instant> {
+        self.heap.peek().map(|Reverse((t, ..))| *t)
+    }
+    fn due(&mut self, now: Instant) -> Option<(usize, A)> {
+        match self.heap.peek() {
+            Some(Reverse((t, ..))) if *t <= now => {
+                let Reverse((_, _, c, a)) = self.heap.pop()?;
+                Some((c, a))
+            }
+            _ => None,
+        }
+    }
+}
+
+/// Exponentially distributed delay with the given mean (at least 1 ms)
+fn exp_delay(rng: &mut Rng, mean: Duration) -> Duration {
+    let u = rng.next_f64().max(1e-12);
+    let secs = -u.ln() * mean.as_secs_f64();
+    Duration::from_secs_f64(secs.clamp(0.001, 1e7))
+}
+
+fn uniform(rng: &mut Rng, lo: Duration, hi: Duration) -> Duration {
+    lo + rng.duration_up_to(hi.saturating_sub(lo))
+}
+
+/// Run `fleet` until `end`, calling `react` after every step; `react` answers events, performs
+/// due test actions and returns when the next test action is due
+///
+/// Virtual time jumps over idle stretches to the next test action.
+fn drive<C, S>(
+    fleet: &mut Fleet<C, S>,
+    end: Instant,
+    mut react: impl FnMut(&mut Fleet<C, S>) -> Option<Instant>,
+) where
+    C: Machine<Peer = ()>,
+    S: Machine,
+    S::Peer: std::hash::Hash,
+{
+    loop {
+        let next = react(fleet).map_or(end, |t| t.min(end));
+        let now = fleet.now();
+        if now >= end {
+            return;
+        }
+        if next <= now {
+            continue;
+        }
+        let r = fleet.run_until_mut(
+            |f| {
+                let nx = react(f);
+                nx.is_some_and(|t| t <= f.now())
+            },
+            next.saturating_duration_since(now),
+        );
+        if let Err(SimError::Idle { at }) = r {
+            fleet.run_for(next.saturating_duration_since(at));
+        }
+    }
+}
+
+// =============================================================================================
+// Game profile
+// =============================================================================================
+
+type GServer = game::Server<u32, 2048>;
+type GClient = game::Client;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum GAction {
+    /// Random disturbance (chosen when it fires)
+    Chaos,
+    /// Replace the client by a new one and connect
+    Replace,
+    /// Restore the link
+    LinkUp,
+}
+
+/// Per-client bookkeeping of the current `Client` instance
+#[derive(Debug, Default, Clone, Copy)]
+struct GSlot {
+    connected: bool,
+    closed: bool,
+    ever_connected: bool,
+    replace_pending: bool,
+    link_down: bool,
+}
+
+#[derive(Debug, Default)]
+struct GCounts {
+    connects: u64,
+    reconnects: u64,
+    client_timeouts: u64,
+    connect_timeouts: u64,
+    server_timeouts: u64,
+    peer_closes: u64,
+    crash_restarts: u64,
+    graceful_restarts: u64,
+    link_downs: u64,
+}
+
+/// Every fourth client speaks vanilla 0.6 (no token); the rest use the DDNet token form
+fn game_vanilla(i: usize) -> bool {
+    i % 4 == 3
+}
+
+fn game_client_config(i: usize) -> game::ClientConfig {
+    game::ClientConfig {
+        vanilla: game_vanilla(i),
+        // DDNet's real keep-alive interval (the crate's 250 ms seed default quadruples the
+        // traffic without exercising anything new)
+        keep_alive: Duration::from_secs(1),
+        ..game::ClientConfig::default()
+    }
+}
+
+fn new_game_client(fleet: &mut Fleet<GClient, Boxed<GServer>>, i: usize, slots: &mut [GSlot]) {
+    let now = fleet.now();
+    *fleet.client_mut(i) = GClient::new(game_client_config(i));
+    fleet
+        .client_mut(i)
+        .connect(now)
+        .expect("a fresh client connects");
+    let s = &mut slots[i];
+    s.connected = false;
+    s.closed = false;
+    s.replace_pending = false;
+}
+
+#[test]
+fn game_fleet_soak() {
+    on_big_stack(game_soak);
+}
+
+fn game_soak() {
+    let wall = std::time::Instant::now();
+    let horizon = horizon();
+    let settle = Duration::from_secs(60);
+    let server = GServer::new(GServerConfig {
+        max_peers: 1_024,
+        // vanilla clients get a token-less peer at once (DDNet with sv_vanilla_antispoof 0)
+        vanilla: game::VanillaPolicy::Admit,
+        ..GServerConfig::new(TokenSecret(*b"soak-game-secret"))
+    });
+    assert!(
+        std::mem::size_of::<GServer>() > 64 * 1024,
+        "the server is big: keep it boxed"
+    );
+    let link = LinkConfig::lossy(0.2)
+        .with_latency(Duration::from_millis(30))
+        .with_jitter(Duration::from_millis(20));
+    let mut fleet: Fleet<GClient, Boxed<GServer>> = Fleet::new(
+        Boxed(Box::new(server)),
+        CLIENTS,
+        |i| GClient::new(game_client_config(i)),
+        |i| i as u32,
+        link,
+        0x5EED_6A3E,
+    );
+    fleet.keep_events(false);
+    fleet.client_closed_when(|c| c.state() == GClientState::Closed);
+
+    let client_events: Rc<RefCell<VecDeque<(usize, GClientEvent)>>> = Rc::default();
+    let server_events: Rc<RefCell<VecDeque<GServerEvent<u32>>>> = Rc::default();
+    {
+        let q = client_events.clone();
+        fleet.on_client_event(move |i, e| q.borrow_mut().push_back((i, e.clone())));
+        let q = server_events.clone();
+        fleet.on_server_event(move |_, e| q.borrow_mut().push_back(e.clone()));
+    }
+
+    let mut rng = Rng::new(0xC4A0_5000);
+    let mut agenda = Agenda::new();
+    let mut slots = vec![GSlot::default(); CLIENTS];
+    let mut online_at_server: HashSet<u32> = HashSet::new();
+    let mut n = GCounts::default();
+    let chaos_mean = Duration::from_secs(600);
+
+    // staggered start over the first 10 s, then chaos per client
+    for (i, slot) in slots.iter_mut().enumerate() {
+        let start = rng.duration_up_to(Duration::from_secs(10));
+        agenda.at(Instant::ZERO + start, i, GAction::Replace);
+        slot.replace_pending = true;
+        agenda.at(
+            Instant::ZERO + start + exp_delay(&mut rng, chaos_mean),
+            i,
+            GAction::Chaos,
+        );
+    }
+    let end = Instant::ZERO + horizon;
+
+    let mut react = |fleet: &mut Fleet<GClient, Boxed<GServer>>, chaos: bool| {
+        let now = fleet.now();
+        loop {
+            let Some((i, e)) = client_events.borrow_mut().pop_front() else {
+                break;
+            };
+            let s = &mut slots[i];
+            match e {
+                GClientEvent::Connected { token } => {
+                    assert!(
+                        !s.connected && !s.closed,
+                        "client {i}: Connected twice or after Closed"
+                    );
+                    assert_eq!(
+                        token.is_some(),
+                        !game_vanilla(i),
+                        "client {i}: tokens exactly for DDNet clients"
+                    );
+                    s.connected = true;
+                    n.connects += 1;
+                    if s.ever_connected {
+                        n.reconnects += 1;
+                    }
+                    s.ever_connected = true;
+                }
+                GClientEvent::Closed { cause } => {
+                    assert!(!s.closed, "client {i}: Closed twice");
+                    s.closed = true;
+                    s.connected = false;
+                    match cause {
+                        ClientCloseCause::Timeout => n.client_timeouts += 1,
+                        ClientCloseCause::ConnectTimeout => n.connect_timeouts += 1,
+                        ClientCloseCause::Local => {}
+                        ClientCloseCause::Peer { reason } => {
+                            panic!("client {i}: the server closed it: {reason}")
+                        }
+                    }
+                    if !s.replace_pending {
+                        s.replace_pending = true;
+                        let d = uniform(&mut rng, Duration::from_secs(1), Duration::from_secs(3));
+                        agenda.at(now + d, i, GAction::Replace);
+                    }
+                }
+            }
+        }
+        loop {
+            let Some(e) = server_events.borrow_mut().pop_front() else {
+                break;
+            };
+            match e {
+                GServerEvent::PeerConnected { peer, token } => {
+                    assert_eq!(token.is_some(), !game_vanilla(peer as usize));
+                    assert!(
+                        online_at_server.insert(peer),
+                        "server: PeerConnected for {peer}, which is already online"
+                    );
+                }
+                GServerEvent::PeerClosed { peer, cause } => {
+                    assert!(
+                        online_at_server.remove(&peer),
+                        "server: PeerClosed for {peer}, which was not online"
+                    );
+                    match cause {
+                        PeerCloseCause::Timeout => n.server_timeouts += 1,
+                        PeerCloseCause::PeerClosed { .. } => n.peer_closes += 1,
+                        other => panic!("server: unexpected close of {peer}: {other:?}"),
+                    }
+                }
+                GServerEvent::ShutdownComplete => panic!("server: shutdown without a command"),
+            }
+        }
+        while let Some((i, a)) = agenda.due(now) {
+            match a {
+                GAction::Replace => new_game_client(fleet, i, &mut slots),
+                GAction::LinkUp => {
+                    fleet.set_link_up(i, true);
+                    slots[i].link_down = false;
+                }
+                GAction::Chaos if !chaos => {}
+                GAction::Chaos => {
+                    agenda.at(now + exp_delay(&mut rng, chaos_mean), i, GAction::Chaos);
+                    if slots[i].replace_pending || slots[i].link_down {
+                        continue;
+                    }
+                    match rng.below(10) {
+                        0..=3 => {
+                            n.crash_restarts += 1;
+                            new_game_client(fleet, i, &mut slots);
+                        }
+                        4..=6 => {
+                            n.graceful_restarts += 1;
+                            // Closed{Local} follows and schedules the replacement
+                            let _ = fleet.client_mut(i).close(now, "restart");
+                        }
+                        _ => {
+                            n.link_downs += 1;
+                            slots[i].link_down = true;
+                            fleet.set_link_up(i, false);
+                            let d =
+                                uniform(&mut rng, Duration::from_secs(12), Duration::from_secs(20));
+                            agenda.at(now + d, i, GAction::LinkUp);
+                        }
+                    }
+                }
+            }
+        }
+        agenda.next()
+    };
+
+    drive(&mut fleet, end, |f| react(f, true));
+    // settle: no more chaos, pending link-ups and replacements still happen
+    drive(&mut fleet, end + settle, |f| react(f, false));
+
+    let server = &fleet.server().0;
+    let online = (0..CLIENTS)
+        .filter(|&i| fleet.client(i).state() == GClientState::Online)
+        .count();
+    let cstats = fleet.total_client_stats();
+    let sstats = fleet.server_stats();
+    let frames = cstats.transmits + sstats.transmits;
+    let drops = n.crash_restarts + n.graceful_restarts + n.link_downs;
+    let timeouts = n.client_timeouts + n.connect_timeouts + n.server_timeouts;
+    println!(
+        "soak game: {} s virtual, {CLIENTS} clients (750 token + 250 vanilla), 20% loss: connects={} reconnects={} \
+         timeouts={timeouts} (client {} + connect {} + server {}) drops={drops} (crash {} + \
+         graceful {} + link-down {}) peer-closes={} frames={frames} steps={} wall={:.1?}",
+        horizon.as_secs(),
+        n.connects,
+        n.reconnects,
+        n.client_timeouts,
+        n.connect_timeouts,
+        n.server_timeouts,
+        n.crash_restarts,
+        n.graceful_restarts,
+        n.link_downs,
+        n.peer_closes,
+        fleet.steps(),
+        wall.elapsed(),
+    );
+    let st = server.stats();
+    println!(
+        "soak game: server stats {st:?}, size_of::<Server<u32, 2048>>() = {} bytes",
+        std::mem::size_of::<GServer>()
+    );
+
+    assert_eq!(online, CLIENTS, "every client is online after settling");
+    assert_eq!(server.peer_count(), CLIENTS, "one peer per client");
+    assert_eq!(online_at_server.len(), CLIENTS, "events match the table");
+    assert!(
+        (0..CLIENTS).all(|i| server.is_online(i as u32)),
+        "every client address is an online peer"
+    );
+    assert_eq!(st.dropped_malformed, 0, "the link never corrupts");
+    assert_eq!(st.dropped_bad_ack, 0, "nobody reports acks");
+    assert_eq!(st.rejected_full, 0, "1,000 clients fit 1,024 peers");
+    for i in 0..CLIENTS {
+        let c = fleet.client(i).stats();
+        assert_eq!(c.dropped_malformed, 0, "client {i}");
+        assert_eq!(c.dropped_bad_ack, 0, "client {i}");
+    }
+    assert!(n.connects >= CLIENTS as u64);
+    assert!(
+        drops > 0 && n.reconnects > 0 && timeouts > 0,
+        "chaos happened"
+    );
+    assert_eq!(cstats.input_errors + sstats.input_errors, 0);
+
+    // Finally a shutdown under the same 20% loss: the server sends every peer its CLOSE, reports
+    // every peer closed, then ShutdownComplete, and stays silent (checked by the simulator).
+    // Clients whose CLOSE was lost time out.
+    fleet.server_closed_when(|s| s.0.state() == game::ServerState::Stopped);
+    client_events.borrow_mut().clear();
+    server_events.borrow_mut().clear();
+    let now = fleet.now();
+    fleet.server_mut().0.shutdown(now, "Server shutdown");
+    fleet.run_for(Duration::from_secs(15));
+    let sev = server_events.borrow();
+    let shut = sev
+        .iter()
+        .filter(|e| {
+            matches!(
+                e,
+                GServerEvent::PeerClosed {
+                    cause: PeerCloseCause::Shutdown,
+                    ..
+                }
+            )
+        })
+        .count();
+    assert_eq!(shut, CLIENTS, "one PeerClosed(Shutdown) per peer");
+    assert_eq!(sev.len(), CLIENTS + 1);
+    assert_eq!(sev.back(), Some(&GServerEvent::ShutdownComplete));
+    assert_eq!(fleet.server().0.state(), game::ServerState::Stopped);
+    assert_eq!(fleet.server().0.peer_count(), 0);
+    let cev = client_events.borrow();
+    let told = cev
+        .iter()
+        .filter(|(_, e)| {
+            matches!(e, GClientEvent::Closed { cause: ClientCloseCause::Peer { reason } }
+                if reason.as_str() == "Server shutdown")
+        })
+        .count();
+    let timed_out = cev
+        .iter()
+        .filter(|(_, e)| {
+            matches!(
+                e,
+                GClientEvent::Closed {
+                    cause: ClientCloseCause::Timeout
+                }
+            )
+        })
+        .count();
+    assert_eq!(told + timed_out, CLIENTS, "{cev:?}");
+    assert!(told >= CLIENTS * 7 / 10, "about 80% of the CLOSEs arrive");
+    assert!((0..CLIENTS).all(|i| fleet.client(i).state() == GClientState::Closed));
+    println!(
+        "soak game: shutdown: {told} clients got the CLOSE, {timed_out} timed out (CLOSE lost)"
+    );
+}
+
+// =============================================================================================
+// LongPort profile
+// =============================================================================================
+
+/// 1,024 connection slots (one per client plus room for reconnect overlap), 2,048 sessions
+type LSrv = LServer<u32, 1024, 2048>;
+type LClient = DefaultClient;
+
+/// Connection ids: client index in the low 10 bits, transport generation above
+const GEN_SHIFT: u32 = 10;
+
+/// A session expiry far in the future (Unix ms)
+const FAR_EXPIRY_MS: i64 = 10_000_000_000_000;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum LAction {
+    /// Close the transport (TCP reset)
+    Drop,
+    /// Black-hole the link for a while (a dead NAT path: nothing arrives, nothing is reset)
+    Cut,
+    /// Restore the link
+    Restore,
+    /// Reset every open transport at once (a load balancer restart): a reconnect storm against
+    /// the unauthenticated cap
+    MassDrop,
+    /// The server closed this connection after its last frames: the FIN reaches the client
+    /// after the data (a TCP close delivers what was written before it)
+    Fin(u32),
+}
+
+#[derive(Debug, Default, Clone, Copy)]
+struct LSlot {
+    gen: u32,
+    open: bool,
+    cut: bool,
+    ever_authenticated: bool,
+    session_lost: bool,
+}
+
+#[derive(Debug, Default)]
+struct LCounts {
+    dials: u64,
+    dials_refused: u64,
+    auths: u64,
+    reconnects: u64,
+    heartbeat_timeouts: u64,
+    login_timeouts: u64,
+    connect_timeouts: u64,
+    transport_closed: u64,
+    server_heartbeat_timeouts: u64,
+    server_auth_timeouts: u64,
+    drops: u64,
+    cuts: u64,
+    decisions_late: u64,
+    sessions_lost: u64,
+    mass_dropped: u64,
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Login {
+    Auth,
+    Reconnect,
+}
+
+#[test]
+fn longport_fleet_soak() {
+    on_big_stack(longport_soak);
+}
+
+static JITTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0x5EED);
+
+/// Reconnect jitter: up to one second per attempt (at most 5 s)
+///
+/// `JitterFn` is a plain `fn(attempt)`, so per-client randomness has to come from global state:
+/// a shared counter run through splitmix64 (deterministic as long as only this test uses it).
+fn soak_jitter(attempt: u32) -> Duration {
+    let x = JITTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let span = 1_000_000 * u64::from(attempt.clamp(1, 5));
+    Duration::from_micros(tether::testing::splitmix64(x) % span)
+}
+
+/// Even clients use TCP, odd ones WebSocket
+fn lp_transport(i: usize) -> Transport {
+    if i % 2 == 0 {
+        Transport::Tcp
+    } else {
+        Transport::WebSocket
+    }
+}
+
+fn conn_id(i: usize, gen: u32) -> u32 {
+    (gen << GEN_SHIFT) | i as u32
+}
+
+fn close_lp(fleet: &mut Fleet<LClient, Boxed<LSrv>>, slots: &mut [LSlot], i: usize) {
+    if slots[i].open {
+        slots[i].open = false;
+        fleet.close_transport(i);
+    }
+}
+
+fn longport_soak() {
+    let wall = std::time::Instant::now();
+    let horizon = horizon();
+    let settle = Duration::from_secs(240);
+    let server = LSrv::new(LServerConfig {
+        max_unauthenticated: 32,
+        ..LServerConfig::default()
+    });
+    assert!(
+        std::mem::size_of::<LSrv>() > 256 * 1024,
+        "the server is big: keep it boxed"
+    );
+    let link = LinkConfig::perfect()
+        .with_latency(Duration::from_millis(40))
+        .with_jitter(Duration::from_millis(20))
+        .with_split_stream(true);
+    let mut fleet: Fleet<LClient, Boxed<LSrv>> = Fleet::new(
+        Boxed(Box::new(server)),
+        CLIENTS,
+        |i| LClient::new(LClientConfig::new(lp_transport(i)).with_jitter(soak_jitter)),
+        |i| conn_id(i, 0),
+        link,
+        0x5EED_10C6,
+    );
+    fleet.keep_events(false);
+    fleet.client_closed_when(|c| c.state() == LClientState::Closed);
+
+    let client_events: Rc<RefCell<VecDeque<(usize, LClientEvent)>>> = Rc::default();
+    let server_events: Rc<RefCell<VecDeque<LServerEvent<u32>>>> = Rc::default();
+    let logins: Rc<RefCell<VecDeque<(usize, Login)>>> = Rc::default();
+    {
+        let q = client_events.clone();
+        fleet.on_client_event(move |i, e| q.borrow_mut().push_back((i, e.clone())));
+        let q = server_events.clone();
+        fleet.on_server_event(move |_, e| q.borrow_mut().push_back(*e));
+        let q = logins.clone();
+        fleet.on_server_app(move |i, a| match a {
+            LApp::Auth { .. } => q.borrow_mut().push_back((i, Login::Auth)),
+            LApp::Reconnect { .. } => q.borrow_mut().push_back((i, Login::Reconnect)),
+            other => panic!("client {i}: unexpected app data at the server: {other:?}"),
+        });
+        fleet.on_client_app(|i, a| panic!("client {i}: unexpected app data: {a:?}"));
+    }
+
+    let mut rng = Rng::new(0xC4A0_1000);
+    let mut agenda = Agenda::new();
+    let mut slots = vec![LSlot::default(); CLIENTS];
+    let mut n = LCounts::default();
+    let drop_mean = Duration::from_secs(600);
+    let cut_mean = Duration::from_secs(7_200);
+
+    // staggered start over the first 30 s
+    let mut starts: Vec<(Duration, usize)> = (0..CLIENTS)
+        .map(|i| (rng.duration_up_to(Duration::from_secs(30)), i))
+        .collect();
+    starts.sort();
+    for i in 0..CLIENTS {
+        agenda.at(
+            Instant::ZERO + Duration::from_secs(30) + exp_delay(&mut rng, drop_mean),
+            i,
+            LAction::Drop,
+        );
+        agenda.at(
+            Instant::ZERO + Duration::from_secs(30) + exp_delay(&mut rng, cut_mean),
+            i,
+            LAction::Cut,
+        );
+    }
+    let end = Instant::ZERO + horizon;
+    agenda.at(Instant::ZERO + horizon / 2, 0, LAction::MassDrop);
+
+    let mut react = |fleet: &mut Fleet<LClient, Boxed<LSrv>>, chaos: bool| {
+        let now = fleet.now();
+        // staggered first connects
+        while let Some(&(d, i)) = starts.first() {
+            if Instant::ZERO + d > now {
+                break;
+            }
+            starts.remove(0);
+            fleet
+                .client_mut(i)
+                .connect(now, Credentials::new("one-time-token"))
+                .expect("first connect");
+        }
+        // the application's auth decisions
+        loop {
+            let Some((i, login)) = logins.borrow_mut().pop_front() else {
+                break;
+            };
+            let conn = fleet.client_addr(i);
+            let session = format!("s{i}-{}", slots[i].gen);
+            let grant = SessionGrant {
+                session_id: &session,
+                expires: FAR_EXPIRY_MS,
+                limit: 0,
+                online: 0,
+            };
+            let server = &mut fleet.server_mut().0;
+            let r = match login {
+                Login::Auth => server.accept_auth(now, conn, grant),
+                Login::Reconnect => server.accept_reconnect(now, conn, grant),
+            };
+            if r.is_err() {
+                // the connection ended before the decision (a drop in the same instant)
+                n.decisions_late += 1;
+            }
+        }
+        loop {
+            let Some((i, e)) = client_events.borrow_mut().pop_front() else {
+                break;
+            };
+            match e {
+                LClientEvent::ConnectTransport { .. } => {
+                    assert!(
+                        !slots[i].open,
+                        "client {i}: ConnectTransport while its transport is open"
+                    );
+                    slots[i].gen += 1;
+                    let conn = conn_id(i, slots[i].gen);
+                    fleet.set_client_addr(i, conn);
+                    n.dials += 1;
+                    match fleet
+                        .server_mut()
+                        .0
+                        .handle_connected(now, conn, lp_transport(i))
+                    {
+                        Ok(()) => {
+                            slots[i].open = true;
+                            fleet
+                                .client_mut(i)
+                                .handle_connected(now)
+                                .expect("a requested transport");
+                        }
+                        Err(_) => {
+                            // refused (unauthenticated cap): the dial fails
+                            n.dials_refused += 1;
+                            fleet.client_mut(i).handle_closed(now, ());
+                        }
+                    }
+                }
+                LClientEvent::Authenticated { via, .. } => {
+                    assert!(slots[i].open, "client {i}: authenticated without transport");
+                    match via {
+                        LoginKind::Auth => n.auths += 1,
+                        LoginKind::Reconnect => n.reconnects += 1,
+                    }
+                    assert!(
+                        via == LoginKind::Reconnect
+                            || !slots[i].ever_authenticated
+                            || slots[i].session_lost,
+                        "client {i}: a fresh Auth although its session was resumable"
+                    );
+                    slots[i].ever_authenticated = true;
+                    slots[i].session_lost = false;
+                }
+                LClientEvent::TokenNeeded => {
+                    assert!(slots[i].session_lost, "client {i}: token needed");
+                    fleet
+                        .client_mut(i)
+                        .provide_token(now, "fresh-token")
+                        .expect("token accepted");
+                }
+                LClientEvent::LoginFailed { kind, status, .. } => {
+                    // The server retires a session when it accepts a Reconnect (spec 6.6). When
+                    // the transport dies before the response arrives, the client still holds
+                    // the retired id; its next Reconnect is refused and it re-authenticates.
+                    assert_eq!(kind, LoginKind::Reconnect, "client {i}: auth refused");
+                    assert_eq!(status, tether::longport::wire::Status::Unauthenticated);
+                    n.sessions_lost += 1;
+                    slots[i].session_lost = true;
+                }
+                LClientEvent::Disconnected { reason } => {
+                    match reason {
+                        DisconnectReason::HeartbeatTimeout => n.heartbeat_timeouts += 1,
+                        DisconnectReason::LoginTimeout => n.login_timeouts += 1,
+                        DisconnectReason::ConnectTimeout => n.connect_timeouts += 1,
+                        DisconnectReason::TransportClosed => n.transport_closed += 1,
+                        DisconnectReason::ServerClose(_) => {}
+                        DisconnectReason::LoginRejected(_) => {
+                            assert!(slots[i].session_lost, "client {i}: login rejected")
+                        }
+                        other => panic!("client {i}: disconnected by {other:?}"),
+                    }
+                    close_lp(fleet, &mut slots, i);
+                }
+                LClientEvent::ServerClosed { code, .. } => {
+                    // only the server's own timers may close (a black-holed connection whose
+                    // Close push got through when the link came back)
+                    assert!(
+                        matches!(
+                            code,
+                            tether::longport::control::CloseCode::HeartbeatTimeout
+                                | tether::longport::control::CloseCode::AuthError
+                        ),
+                        "client {i}: server closed with {code:?}"
+                    );
+                }
+                LClientEvent::HeartbeatRtt { rtt } => {
+                    assert!(rtt <= Duration::from_secs(1), "client {i}: rtt {rtt:?}");
+                }
+                LClientEvent::ReconnectScheduled { .. } => {}
+                other => panic!("client {i}: unexpected event {other:?}"),
+            }
+        }
+        loop {
+            let Some(e) = server_events.borrow_mut().pop_front() else {
+                break;
+            };
+            match e {
+                LServerEvent::Disconnect { conn } => {
+                    // `close_transport` would drop the frames still in flight; a real socket
+                    // close delivers them first, so the close follows the data
+                    let i = (conn & ((1 << GEN_SHIFT) - 1)) as usize;
+                    agenda.at(now + Duration::from_millis(200), i, LAction::Fin(conn));
+                }
+                LServerEvent::PeerClosed { reason, .. } => match reason {
+                    CloseReason::HeartbeatTimeout => n.server_heartbeat_timeouts += 1,
+                    CloseReason::AuthTimeout => n.server_auth_timeouts += 1,
+                    CloseReason::TransportClosed | CloseReason::SessionUnknown => {}
+                    other => panic!("server closed a connection: {other:?}"),
+                },
+                LServerEvent::PeerAuthenticated { .. } | LServerEvent::PeerReconnected { .. } => {}
+            }
+        }
+        while let Some((i, a)) = agenda.due(now) {
+            match a {
+                LAction::Restore => {
+                    slots[i].cut = false;
+                    fleet.set_link_up(i, true);
+                }
+                LAction::Fin(conn) => {
+                    // through a black hole the FIN is lost too: the client finds out by timeout
+                    if fleet.client_addr(i) == conn && !slots[i].cut {
+                        close_lp(fleet, &mut slots, i);
+                    }
+                }
+                _ if !chaos => {}
+                LAction::Drop => {
+                    agenda.at(now + exp_delay(&mut rng, drop_mean), i, LAction::Drop);
+                    if slots[i].open && !slots[i].cut {
+                        n.drops += 1;
+                        close_lp(fleet, &mut slots, i);
+                    }
+                }
+                LAction::MassDrop => {
+                    for j in 0..CLIENTS {
+                        if slots[j].open && !slots[j].cut {
+                            n.mass_dropped += 1;
+                            close_lp(fleet, &mut slots, j);
+                        }
+                    }
+                }
+                LAction::Cut => {
+                    agenda.at(now + exp_delay(&mut rng, cut_mean), i, LAction::Cut);
+                    if !slots[i].cut {
+                        n.cuts += 1;
+                        slots[i].cut = true;
+                        fleet.set_link_up(i, false);
+                        let d =
+                            uniform(&mut rng, Duration::from_secs(130), Duration::from_secs(200));
+                        agenda.at(now + d, i, LAction::Restore);
+                    }
+                }
+            }
+        }
+        let first = starts.first().map(|&(d, _)| Instant::ZERO + d);
+        match (agenda.next(), first) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    };
+
+    drive(&mut fleet, end, |f| react(f, true));
+    drive(&mut fleet, end + settle, |f| react(f, false));
+
+    let server = &fleet.server().0;
+    let ready = (0..CLIENTS).filter(|&i| fleet.client(i).is_ready()).count();
+    let cstats = fleet.total_client_stats();
+    let sstats = fleet.server_stats();
+    let st = server.stats();
+    let frames = cstats.transmits + sstats.transmits;
+    let timeouts = n.heartbeat_timeouts
+        + n.login_timeouts
+        + n.connect_timeouts
+        + n.server_heartbeat_timeouts
+        + n.server_auth_timeouts;
+    println!(
+        "soak longport: {} s virtual, {CLIENTS} clients (TCP and WebSocket): connects={} (auth {} + reconnect \
+         {}) reconnects={} timeouts={timeouts} (heartbeat {} + login {} + server heartbeat {} + \
+         server auth {}) drops={} (resets {} + black-hole cuts {} + mass reset {}) dials={} \
+         refused-by-cap={} \
+         sessions-lost={} frames={frames} steps={} wall={:.1?}",
+        horizon.as_secs(),
+        n.auths + n.reconnects,
+        n.auths,
+        n.reconnects,
+        n.reconnects,
+        n.heartbeat_timeouts,
+        n.login_timeouts,
+        n.server_heartbeat_timeouts,
+        n.server_auth_timeouts,
+        n.drops + n.cuts + n.mass_dropped,
+        n.drops,
+        n.cuts,
+        n.mass_dropped,
+        n.dials,
+        n.dials_refused,
+        n.sessions_lost,
+        fleet.steps(),
+        wall.elapsed(),
+    );
+    println!(
+        "soak longport: server stats {st:?}, size_of::<Server<u32, 1024, 2048>>() = {} bytes",
+        std::mem::size_of::<LSrv>()
+    );
+
+    assert_eq!(
+        ready, CLIENTS,
+        "every client is authenticated after settling"
+    );
+    assert_eq!(server.connections(), CLIENTS, "one connection per client");
+    assert_eq!(server.unauthenticated(), 0);
+    assert_eq!(st.protocol_errors, 0, "the stream never desynchronises");
+    assert_eq!(st.duplicates_closed, 0);
+    assert_eq!(
+        st.reconnects_rejected, n.sessions_lost,
+        "sessions survive transport drops unless a Reconnect response was lost"
+    );
+    assert!(server.sessions() <= 2048);
+    for i in 0..CLIENTS {
+        let c = fleet.client(i).stats();
+        assert_eq!(c.decode_errors, 0, "client {i}");
+        assert_eq!(c.events_dropped, 0, "client {i}");
+        assert!(server.session_id(fleet.client_addr(i)).is_some());
+    }
+    assert_eq!(cstats.input_errors + sstats.input_errors, 0);
+    assert_eq!(cstats.stream_resets + sstats.stream_resets, 0);
+    assert!(n.drops > 0 && n.reconnects > 0, "chaos happened");
+    if horizon >= Duration::from_secs(3_600) {
+        assert!(
+            n.cuts > 0 && n.heartbeat_timeouts > 0,
+            "black holes happened"
+        );
+    }
+
+    // Finally a shutdown: every connection gets Close{ServerShutdown} (then WsClose(1001) on
+    // WebSocket), PeerClosed(Shutdown) and Disconnect; every client sees the Close push
+    client_events.borrow_mut().clear();
+    server_events.borrow_mut().clear();
+    let now = fleet.now();
+    fleet.server_mut().0.shutdown(now);
+    fleet.run_for(Duration::from_secs(5));
+    let sev = server_events.borrow();
+    let shut = sev
+        .iter()
+        .filter(|e| {
+            matches!(
+                e,
+                LServerEvent::PeerClosed {
+                    reason: CloseReason::Shutdown,
+                    ..
+                }
+            )
+        })
+        .count();
+    let disconnects = sev
+        .iter()
+        .filter(|e| matches!(e, LServerEvent::Disconnect { .. }))
+        .count();
+    assert_eq!((shut, disconnects), (CLIENTS, CLIENTS));
+    assert_eq!(fleet.server().0.connections(), 0);
+    let cev = client_events.borrow();
+    let told = cev
+        .iter()
+        .filter(|(_, e)| {
+            matches!(
+                e,
+                LClientEvent::Disconnected {
+                    reason: DisconnectReason::ServerClose(
+                        tether::longport::control::CloseCode::ServerShutdown
+                    )
+                }
+            )
+        })
+        .count();
+    assert_eq!(told, CLIENTS, "every client got Close{{ServerShutdown}}");
+    println!("soak longport: shutdown: {told} clients got Close{{ServerShutdown}}");
+}
