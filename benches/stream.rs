@@ -14,7 +14,7 @@ use std::io::Write as _;
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use tether::longport::deframe::{Frame, Handshake, StreamDeframer};
-use tether::longport::gzip::{gunzip, gzip_stored, stored_len};
+use tether::longport::gzip::{crc32, gunzip, gzip_stored, stored_len};
 use tether::longport::wire::{Packet, Signature, Status, MAX_BODY_LEN};
 
 const STREAM_LEN: usize = 16 << 20;
@@ -173,10 +173,12 @@ fn deframe(c: &mut Criterion) {
         70..=97 => r.range(128, 4096),
         _ => r.range(4096, 256 << 10),
     });
+    // small: control and quote sized bodies only (per-packet cost dominates)
+    let small = make_stream(5, |r| r.range(0, 256));
     // large: 64 KiB ..= 1 MiB bodies
     let large = make_stream(2, |r| r.range(64 << 10, 1 << 20));
     let mut rx = vec![0u8; RX_CAP];
-    for (name, (stream, count)) in [("mixed", &mixed), ("large", &large)] {
+    for (name, (stream, count)) in [("mixed", &mixed), ("small", &small), ("large", &large)] {
         let splits = make_splits(3, stream.len());
         assert_eq!(deframe_in_place(stream, &splits), *count);
         assert_eq!(deframe_with_reads(stream, &splits, &mut rx), *count);
@@ -262,6 +264,7 @@ fn gzip(c: &mut Criterion) {
     g.bench_function("gunzip_stored", |b| {
         b.iter(|| gunzip(black_box(&stored), &mut out))
     });
+    g.bench_function("crc32", |b| b.iter(|| crc32(black_box(&body))));
     g.bench_function("flate2_inflate_dynamic", |b| {
         b.iter(|| reference(&mut inflater, black_box(&mut out)))
     });
