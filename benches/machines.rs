@@ -12,6 +12,10 @@ use core::mem::size_of;
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
 use tether::game::wire::{Control, ControlPacket, Token};
 use tether::game::{Server, ServerConfig, ServerEvent, TokenSecret};
+use tether::longport::control::SessionGrant;
+use tether::longport::deframe::Transport;
+use tether::longport::server::{self as lps, DefaultServer};
+use tether::longport::{ClientConfig, ClientEvent, Credentials, DefaultClient};
 use tether::{Instant, Machine};
 
 /// xorshift64: the peer each iteration picks (fixed seed, no bias that matters here)
@@ -159,5 +163,115 @@ fn game_keep_alive(c: &mut Criterion) {
     keep_alive_harness(c, 65536);
 }
 
-criterion_group!(benches, game_keep_alive);
+/// Feed `bytes` to the LongPort server as one read of connection `conn`; returns the request id
+/// of an Auth request found in it
+fn lp_server_read(
+    srv: &mut DefaultServer<u32>,
+    now: Instant,
+    conn: u32,
+    bytes: &[u8],
+) -> Option<u32> {
+    let mut rest = bytes;
+    let mut auth = None;
+    while !rest.is_empty() {
+        let r = srv.handle_input(now, conn, rest).expect("input taken");
+        if let Some(lps::App::Auth { request_id, .. }) = r.app() {
+            auth = Some(*request_id);
+        }
+        assert!(r.bytes_consumed() > 0, "whole packets only");
+        rest = &rest[r.bytes_consumed()..];
+    }
+    auth
+}
+
+/// A LongPort TCP client and server with one authenticated connection (id 1)
+fn lp_pair() -> (DefaultClient, DefaultServer<u32>, Instant) {
+    let mut client = DefaultClient::new(ClientConfig::tcp());
+    let mut srv: DefaultServer<u32> = DefaultServer::new(lps::ServerConfig::default());
+    let now = Instant::from_secs(1);
+    let (mut c2s, mut s2c) = ([0u8; 1024], [0u8; 1024]);
+    client
+        .connect(now, Credentials::new("one-time-token"))
+        .expect("connect");
+    assert!(matches!(
+        client.poll_event(),
+        Some(ClientEvent::ConnectTransport { .. })
+    ));
+    client.handle_connected(now).expect("connected");
+    srv.handle_connected(now, 1, Transport::Tcp).expect("room");
+    let t = client
+        .poll_transmit(now, &mut c2s)
+        .expect("fits")
+        .expect("login");
+    let auth = lp_server_read(&mut srv, now, 1, &c2s[..t.len]).expect("auth request");
+    let grant = SessionGrant {
+        session_id: "3f2c7a9e-5b1d-4e8f-9a6c-0d4b2e7f1a35",
+        expires: i64::MAX,
+        limit: 10,
+        online: 1,
+    };
+    assert!(auth > 0);
+    srv.accept_auth(now, 1, grant).expect("pending auth");
+    while let Some(t) = srv.poll_transmit(now, &mut s2c).expect("fits") {
+        let r = client
+            .handle_input(now, (), &s2c[..t.len])
+            .expect("input taken");
+        assert_eq!(r.bytes_consumed(), t.len);
+    }
+    while srv.poll_event().is_some() {}
+    let mut authenticated = false;
+    while let Some(e) = client.poll_event() {
+        authenticated |= matches!(e, ClientEvent::Authenticated { .. });
+    }
+    assert!(authenticated);
+    (client, srv, now)
+}
+
+/// One heartbeat round trip: client timer fires → heartbeat request → server echoes →
+/// client matches it and reports the RTT
+fn lp_heartbeat(c: &mut Criterion) {
+    let (mut client, mut srv, _) = lp_pair();
+    let (mut c2s, mut s2c) = ([0u8; 256], [0u8; 256]);
+    let mut g = c.benchmark_group("lp_heartbeat");
+    let mut rtts = 0u64;
+    g.bench_function(BenchmarkId::new("round_trip", "tcp"), |b| {
+        b.iter(|| {
+            let now = client.poll_timeout().expect("heartbeat timer");
+            client.handle_timeout(now);
+            let t = client
+                .poll_transmit(now, &mut c2s)
+                .expect("fits")
+                .expect("heartbeat");
+            let r = srv
+                .handle_input(now, 1, &c2s[..t.len])
+                .expect("input taken");
+            debug_assert_eq!(r.bytes_consumed(), t.len);
+            black_box(r.bytes_consumed());
+            let t = srv
+                .poll_transmit(now, &mut s2c)
+                .expect("fits")
+                .expect("echo");
+            let r = client
+                .handle_input(now, (), &s2c[..t.len])
+                .expect("input taken");
+            black_box(r.bytes_consumed());
+            while let Some(e) = client.poll_event() {
+                rtts += u64::from(matches!(e, ClientEvent::HeartbeatRtt { .. }));
+            }
+            while let Some(e) = srv.poll_event() {
+                black_box(e);
+            }
+        })
+    });
+    g.finish();
+    // every heartbeat sent came back as an RTT event (zero of each when a filter skipped this)
+    assert_eq!(client.stats().heartbeats_sent, rtts);
+    eprintln!(
+        "lp_heartbeat: {rtts} round trips; DefaultClient {} bytes, DefaultServer<u32> {} bytes",
+        size_of::<DefaultClient>(),
+        size_of::<DefaultServer<u32>>()
+    );
+}
+
+criterion_group!(benches, game_keep_alive, lp_heartbeat);
 criterion_main!(benches);
