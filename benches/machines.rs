@@ -158,6 +158,7 @@ fn game_keep_alive(c: &mut Criterion) {
     keep_alive_bench::<1024>(c, "game_server_keep_alive", 1024);
     keep_alive_bench::<65536>(c, "game_server_keep_alive", 65536);
     // the load factor the server docs advise for large tables: N about twice the peer count
+    keep_alive_bench::<16384>(c, "game_server_keep_alive_half_full", 8192);
     keep_alive_bench::<65536>(c, "game_server_keep_alive_half_full", 32768);
     keep_alive_harness(c, 8);
     keep_alive_harness(c, 65536);
