@@ -20,6 +20,52 @@ fn encode<'a>(b: &impl Body<'a>) -> Vec<u8> {
     v
 }
 
+/// Bench-local sketch, not crate code: the least a borrowed `AuthResponse` decode can do (one
+/// pass, inlined varints with a one-byte fast path, UTF-8 check of the session id; unknown fields
+/// are refused instead of skipped). It shows what the crate's decoder could reach.
+#[inline(always)]
+fn sketch_varint(buf: &[u8], pos: &mut usize) -> Option<u64> {
+    let b = *buf.get(*pos)?;
+    *pos += 1;
+    if b < 0x80 {
+        return Some(u64::from(b));
+    }
+    let mut v = u64::from(b & 0x7f);
+    let mut shift = 7;
+    loop {
+        let b = *buf.get(*pos)?;
+        *pos += 1;
+        v |= u64::from(b & 0x7f) << shift;
+        if b < 0x80 {
+            return Some(v);
+        }
+        shift += 7;
+        if shift > 63 {
+            return None;
+        }
+    }
+}
+
+fn sketch_decode(buf: &[u8]) -> Option<AuthResponse<'_>> {
+    let mut out = AuthResponse::default();
+    let mut pos = 0;
+    while pos < buf.len() {
+        match sketch_varint(buf, &mut pos)? {
+            0x0A => {
+                let len = usize::try_from(sketch_varint(buf, &mut pos)?).ok()?;
+                let end = pos.checked_add(len)?;
+                out.session_id = core::str::from_utf8(buf.get(pos..end)?).ok()?;
+                pos = end;
+            }
+            0x10 => out.expires = sketch_varint(buf, &mut pos)? as i64,
+            0x18 => out.limit = sketch_varint(buf, &mut pos)? as u32,
+            0x20 => out.online = sketch_varint(buf, &mut pos)? as u32,
+            _ => return None,
+        }
+    }
+    Some(out)
+}
+
 fn control(c: &mut Criterion) {
     let mut g = c.benchmark_group("control");
     // what a LongPort server grants: a 36-character session id, Unix-ms expiry, quota numbers
@@ -48,6 +94,7 @@ fn control(c: &mut Criterion) {
         (auth.session_id, auth.expires, auth.limit, auth.online)
     );
     assert_eq!(AuthResponse::decode(&auth_bytes), Ok(auth));
+    assert_eq!(sketch_decode(&auth_bytes), Some(auth));
     let p_close = pb::Close::decode(&close_bytes[..]).expect("prost");
     assert_eq!(p_close.reason, close.reason);
     assert_eq!(Close::decode(&close_bytes), Ok(close));
@@ -74,6 +121,11 @@ fn control(c: &mut Criterion) {
         BenchmarkId::new("prost_decode", "auth_response"),
         &auth_bytes,
         |b, bytes| b.iter(|| pb::AuthResponse::decode(black_box(&bytes[..]))),
+    );
+    g.bench_with_input(
+        BenchmarkId::new("sketch_decode", "auth_response"),
+        &auth_bytes,
+        |b, bytes| b.iter(|| sketch_decode(black_box(&bytes[..]))),
     );
     g.bench_with_input(
         BenchmarkId::new("borrowed_decode", "close"),

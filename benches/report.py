@@ -42,6 +42,8 @@ RATIOS = [
      "gzip_64KiB/gunzip_dynamic", "gzip_64KiB/flate2_inflate_dynamic", None),
     ("prost AuthResponse decode / borrowed decode (speed-up)",
      "control/prost_decode/auth_response", "control/borrowed_decode/auth_response", (">=", 5.0)),
+    ("prost AuthResponse decode / bench-local sketch decoder (attainable speed-up)",
+     "control/prost_decode/auth_response", "control/sketch_decode/auth_response", None),
     ("prost Close decode / borrowed decode (speed-up)",
      "control/prost_decode/close", "control/borrowed_decode/close", None),
     ("borrowed AuthResponse decode / copy of the same bytes",
