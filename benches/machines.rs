@@ -37,9 +37,12 @@ fn on_big_stack<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T 
         .expect("setup thread")
 }
 
+/// Each peer's address and the 8-byte KEEP_ALIVE (with its token) it sends
+type KeepAlives = Vec<(u32, [u8; 8])>;
+
 /// A server with `peers` token peers admitted through CONNECT / CONNECT_ACCEPT / ACCEPT, and the
 /// KEEP_ALIVE (with token) each of them sends
-fn game_server<const N: usize>(peers: u32) -> (Box<Server<u32, N>>, Vec<(u32, [u8; 8])>) {
+fn game_server<const N: usize>(peers: u32) -> (Box<Server<u32, N>>, KeepAlives) {
     let mut srv: Box<Server<u32, N>> =
         on_big_stack(|| Box::new(Server::new(ServerConfig::new(TokenSecret([0x5A; 16])))));
     let now = Instant::from_millis(1);
@@ -138,7 +141,7 @@ fn keep_alive_bench<const N: usize>(c: &mut Criterion, group: &str, peers: u32) 
 
 /// The harness alone: the same peer pick and packet load, no server
 fn keep_alive_harness(c: &mut Criterion, peers: u32) {
-    let packets: Vec<(u32, [u8; 8])> = (0..peers).map(|i| (i, [i as u8; 8])).collect();
+    let packets: KeepAlives = (0..peers).map(|i| (i, [i as u8; 8])).collect();
     let mask = (peers as usize).next_power_of_two() - 1;
     let mut rng = 0x2545_F491_4F6C_DD1D_u64;
     c.bench_function(
