@@ -54,6 +54,12 @@ RATIOS = [
      "game_server_keep_alive/peers/1024", "game_server_keep_alive/peers/8", ("<=", 2.0)),
     ("game server KEEP_ALIVE, N = 65,536 / N = 8",
      "game_server_keep_alive/peers/65536", "game_server_keep_alive/peers/8", ("<=", 2.0)),
+    ("game server KEEP_ALIVE, 8,192 peers in 16,384 slots / N = 8",
+     "game_server_keep_alive_half_full/peers/8192", "game_server_keep_alive/peers/8", ("<=", 2.0)),
+    ("game server KEEP_ALIVE, 32,768 peers in 65,536 slots / N = 8",
+     "game_server_keep_alive_half_full/peers/32768", "game_server_keep_alive/peers/8", ("<=", 2.0)),
+    ("game server KEEP_ALIVE, N = 8 / harness alone",
+     "game_server_keep_alive/peers/8", "game_server_keep_alive/harness_only/8", None),
 ]
 
 # (label, benchmark id, op, value in ns)
