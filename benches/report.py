@@ -6,8 +6,11 @@ prints Markdown: one row per benchmark with the median time per operation, opera
 on one core (1e9 / median ns), bytes/s where the bench declares a throughput; then the ratios
 between benchmarks of the same run and the README targets, each marked met or missed.
 
-Usage: python3 benches/report.py [CRITERION_DIR] > benches/RESULTS.md
-Only the standard library is used.
+Usage:
+  python3 benches/report.py [CRITERION_DIR]                 # print the Markdown
+  python3 benches/report.py --update FILE [CRITERION_DIR]   # replace the generated block of FILE
+The generated block of FILE is everything between the lines `<!-- report:begin -->` and
+`<!-- report:end -->`; the prose around it is kept. Only the standard library is used.
 """
 
 import datetime
@@ -167,8 +170,38 @@ def check(value, target):
     return ("met" if ok else "**missed**"), f"{op} {bound:g}"
 
 
+BEGIN = "<!-- report:begin -->"
+END = "<!-- report:end -->"
+
+
 def main():
-    root = sys.argv[1] if len(sys.argv) > 1 else os.path.join("target", "criterion")
+    args = sys.argv[1:]
+    update = None
+    if args[:1] == ["--update"]:
+        if len(args) < 2:
+            sys.exit("--update needs a file")
+        update, args = args[1], args[2:]
+    root = args[0] if args else os.path.join("target", "criterion")
+    if update is None:
+        report(root)
+        return
+    import io
+    from contextlib import redirect_stdout
+    buf = io.StringIO()
+    with redirect_stdout(buf):
+        report(root)
+    with open(update) as f:
+        text = f.read()
+    try:
+        head, rest = text.split(BEGIN, 1)
+        _old, tail = rest.split(END, 1)
+    except ValueError:
+        sys.exit(f"{update} has no {BEGIN} ... {END} block")
+    with open(update, "w") as f:
+        f.write(head + BEGIN + "\n" + buf.getvalue() + END + tail)
+
+
+def report(root):
     data = load(root)
     if not data:
         sys.exit(f"no criterion results under {root}: run `cargo bench` first")
