@@ -13,6 +13,7 @@ use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
 use tether::game::wire::{
     self as gw, ChunkPacket, Control, ControlPacket, Flags, Reason, Token, TokenMode,
 };
+use tether::longport::deframe::{decode_message, Handshake, WsParams};
 use tether::longport::wire::{self as lw, Packet, Signature, Status, DEFAULT_MAX_BODY};
 
 const TOKEN: Token = Token([0x12, 0x34, 0x56, 0x78]);
@@ -58,9 +59,11 @@ fn game_control(c: &mut Criterion) {
     let mut g = c.benchmark_group("game_control");
     let reason = Reason::from_str("kicked by an admin for flooding the chat");
     // (name, packet with token as the token form sends it, packet without token)
-    let cases: [(&str, Control<'_>); 3] = [
+    let cases: [(&str, Control<'_>); 5] = [
         ("keep_alive", Control::KeepAlive),
         ("connect", Control::Connect),
+        ("connect_accept", Control::ConnectAccept),
+        ("accept", Control::Accept),
         ("close_reason", Control::Close(reason)),
     ];
     for (name, control) in cases {
@@ -210,12 +213,40 @@ fn lp_packet(c: &mut Criterion) {
     g.finish();
 }
 
+/// The transport-level types: TCP handshake, WebSocket message, upgrade query
+fn lp_transport(c: &mut Criterion) {
+    let mut g = c.benchmark_group("lp_transport");
+    let hs = Handshake::OPENAPI.to_bytes();
+    g.bench_function("handshake_parse", |b| {
+        b.iter(|| Handshake::parse(black_box(&hs[..])))
+    });
+    let mut out = [0u8; 64];
+    g.bench_function("handshake_emit", |b| {
+        b.iter(|| black_box(&Handshake::OPENAPI).emit(black_box(&mut out[..])))
+    });
+    let body = [7u8; 64];
+    let msg = lp_bytes(&Packet::push(101, &body));
+    g.bench_function("ws_message_decode_64B_push", |b| {
+        b.iter(|| decode_message(black_box(&msg[..]), DEFAULT_MAX_BODY))
+    });
+    let query = "version=1&codec=1&platform=9";
+    assert_eq!(WsParams::parse_query(query), Ok(WsParams::OPENAPI));
+    g.bench_function("ws_query_parse", |b| {
+        b.iter(|| WsParams::parse_query(black_box(query)))
+    });
+    g.bench_function("ws_query_write", |b| {
+        b.iter(|| black_box(&WsParams::OPENAPI).write_query(black_box(&mut out[..])))
+    });
+    g.finish();
+}
+
 criterion_group!(
     benches,
     game_header,
     game_control,
     game_chunk,
     lp_header,
-    lp_packet
+    lp_packet,
+    lp_transport
 );
 criterion_main!(benches);

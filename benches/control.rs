@@ -10,7 +10,10 @@ use core::hint::black_box;
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
 use prost::Message as _;
-use tether::longport::control::{AuthResponse, Body, Close, CloseCode};
+use tether::longport::control::{
+    AuthRequest, AuthResponse, Body, Close, CloseCode, ErrorBody, Heartbeat, Metadata,
+    ReconnectRequest,
+};
 use tether::longport::pb;
 
 fn encode<'a>(b: &impl Body<'a>) -> Vec<u8> {
@@ -156,6 +159,45 @@ fn control(c: &mut Criterion) {
             black_box(&p_close).encode(&mut vec_out)
         })
     });
+
+    // the other bodies: borrowed decode and encode against prost's decode
+    let pairs = [("accept-language", "zh-CN"), ("client-version", "3.0.1")];
+    let heartbeat = encode(&Heartbeat::new(1_763_712_000_123, Some(42)));
+    let auth_req = encode(&AuthRequest::new(
+        "m_eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9.one-time-token",
+        Metadata::from_pairs(&pairs),
+    ));
+    let reconnect = encode(&ReconnectRequest::new(
+        "3f2c7a9e-5b1d-4e8f-9a6c-0d4b2e7f1a35",
+        Metadata::from_pairs(&pairs),
+    ));
+    let error = encode(&ErrorBody::new(301_600, "invalid request parameter"));
+    macro_rules! pair {
+        ($name:expr, $bytes:expr, $borrowed:ty, $prost:ty) => {{
+            let bytes: &[u8] = &$bytes;
+            let ours = <$borrowed as Body>::decode(bytes).expect("valid");
+            let theirs = <$prost as prost::Message>::decode(bytes).expect("valid");
+            assert_eq!(prost::Message::encode_to_vec(&theirs), bytes);
+            g.bench_function(BenchmarkId::new("borrowed_decode", $name), |b| {
+                b.iter(|| <$borrowed as Body>::decode(black_box(bytes)))
+            });
+            g.bench_function(BenchmarkId::new("prost_decode", $name), |b| {
+                b.iter(|| <$prost as prost::Message>::decode(black_box(bytes)))
+            });
+            g.bench_function(BenchmarkId::new("borrowed_encode", $name), |b| {
+                b.iter(|| black_box(&ours).encode(&mut out))
+            });
+        }};
+    }
+    pair!("heartbeat", heartbeat, Heartbeat, pb::Heartbeat);
+    pair!("auth_request", auth_req, AuthRequest, pb::AuthRequest);
+    pair!(
+        "reconnect_request",
+        reconnect,
+        ReconnectRequest,
+        pb::ReconnectRequest
+    );
+    pair!("error", error, ErrorBody, pb::Error);
     g.finish();
     eprintln!(
         "control: AuthResponse {} bytes, Close {} bytes",
