@@ -162,20 +162,23 @@ fn control(c: &mut Criterion) {
 
     // the other bodies: borrowed decode and encode against prost's decode
     let pairs = [("accept-language", "zh-CN"), ("client-version", "3.0.1")];
-    let heartbeat = encode(&Heartbeat::new(1_763_712_000_123, Some(42)));
-    let auth_req = encode(&AuthRequest::new(
+    let heartbeat = Heartbeat::new(1_763_712_000_123, Some(42));
+    let auth_req = AuthRequest::new(
         "m_eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9.one-time-token",
         Metadata::from_pairs(&pairs),
-    ));
-    let reconnect = encode(&ReconnectRequest::new(
+    );
+    let reconnect = ReconnectRequest::new(
         "3f2c7a9e-5b1d-4e8f-9a6c-0d4b2e7f1a35",
         Metadata::from_pairs(&pairs),
-    ));
-    let error = encode(&ErrorBody::new(301_600, "invalid request parameter"));
+    );
+    let error = ErrorBody::new(301_600, "invalid request parameter");
+    // encode from the value an application builds (metadata from pairs); decode its bytes
     macro_rules! pair {
-        ($name:expr, $bytes:expr, $borrowed:ty, $prost:ty) => {{
-            let bytes: &[u8] = &$bytes;
-            let ours = <$borrowed as Body>::decode(bytes).expect("valid");
+        ($name:expr, $value:expr, $borrowed:ty, $prost:ty) => {{
+            let value: $borrowed = $value;
+            let bytes = encode(&value);
+            let bytes: &[u8] = &bytes;
+            assert_eq!(<$borrowed as Body>::decode(bytes), Ok(value));
             let theirs = <$prost as prost::Message>::decode(bytes).expect("valid");
             assert_eq!(prost::Message::encode_to_vec(&theirs), bytes);
             g.bench_function(BenchmarkId::new("borrowed_decode", $name), |b| {
@@ -185,19 +188,25 @@ fn control(c: &mut Criterion) {
                 b.iter(|| <$prost as prost::Message>::decode(black_box(bytes)))
             });
             g.bench_function(BenchmarkId::new("borrowed_encode", $name), |b| {
-                b.iter(|| black_box(&ours).encode(&mut out))
+                b.iter(|| black_box(&value).encode(&mut out))
+            });
+            g.bench_function(BenchmarkId::new("prost_encode", $name), |b| {
+                b.iter(|| {
+                    vec_out.clear();
+                    prost::Message::encode(black_box(&theirs), &mut vec_out)
+                })
             });
         }};
     }
     pair!("heartbeat", heartbeat, Heartbeat, pb::Heartbeat);
-    pair!("auth_request", auth_req, AuthRequest, pb::AuthRequest);
+    pair!("auth_request", auth_req, AuthRequest<'_>, pb::AuthRequest);
     pair!(
         "reconnect_request",
         reconnect,
-        ReconnectRequest,
+        ReconnectRequest<'_>,
         pb::ReconnectRequest
     );
-    pair!("error", error, ErrorBody, pb::Error);
+    pair!("error", error, ErrorBody<'_>, pb::Error);
     g.finish();
     eprintln!(
         "control: AuthResponse {} bytes, Close {} bytes",
