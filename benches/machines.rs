@@ -16,7 +16,7 @@ use tether::longport::control::SessionGrant;
 use tether::longport::deframe::Transport;
 use tether::longport::server::{self as lps, DefaultServer};
 use tether::longport::{ClientConfig, ClientEvent, Credentials, DefaultClient};
-use tether::{Instant, Machine};
+use tether::{FrameKind, Instant, Machine};
 
 /// xorshift64: the peer each iteration picks (fixed seed, no bias that matters here)
 fn next(x: &mut u64) -> u64 {
@@ -188,9 +188,9 @@ fn lp_server_read(
     auth
 }
 
-/// A LongPort TCP client and server with one authenticated connection (id 1)
-fn lp_pair() -> (DefaultClient, DefaultServer<u32>, Instant) {
-    let mut client = DefaultClient::new(ClientConfig::tcp());
+/// A LongPort client and server with one authenticated connection (id 1) over `transport`
+fn lp_pair(transport: Transport) -> (DefaultClient, DefaultServer<u32>, Instant) {
+    let mut client = DefaultClient::new(ClientConfig::new(transport));
     let mut srv: DefaultServer<u32> = DefaultServer::new(lps::ServerConfig::default());
     let now = Instant::from_secs(1);
     let (mut c2s, mut s2c) = ([0u8; 1024], [0u8; 1024]);
@@ -202,7 +202,7 @@ fn lp_pair() -> (DefaultClient, DefaultServer<u32>, Instant) {
         Some(ClientEvent::ConnectTransport { .. })
     ));
     client.handle_connected(now).expect("connected");
-    srv.handle_connected(now, 1, Transport::Tcp).expect("room");
+    srv.handle_connected(now, 1, transport).expect("room");
     let t = client
         .poll_transmit(now, &mut c2s)
         .expect("fits")
@@ -234,7 +234,7 @@ fn lp_pair() -> (DefaultClient, DefaultServer<u32>, Instant) {
 /// One heartbeat round trip: client timer fires → heartbeat request → server echoes →
 /// client matches it and reports the RTT
 fn lp_heartbeat(c: &mut Criterion) {
-    let (mut client, mut srv, _) = lp_pair();
+    let (mut client, mut srv, _) = lp_pair(Transport::Tcp);
     let (mut c2s, mut s2c) = ([0u8; 256], [0u8; 256]);
     let mut g = c.benchmark_group("lp_heartbeat");
     let mut rtts = 0u64;
@@ -267,9 +267,38 @@ fn lp_heartbeat(c: &mut Criterion) {
             }
         })
     });
-    g.finish();
     // every heartbeat sent came back as an RTT event (zero of each when a filter skipped this)
     assert_eq!(client.stats().heartbeats_sent, rtts);
+
+    // WebSocket: the heartbeat is a Ping carrying the Heartbeat body, echoed as a Pong
+    let (mut ws_client, mut ws_srv, _) = lp_pair(Transport::WebSocket);
+    let mut ws_rtts = 0u64;
+    g.bench_function(BenchmarkId::new("round_trip", "websocket"), |b| {
+        b.iter(|| {
+            let now = ws_client.poll_timeout().expect("heartbeat timer");
+            ws_client.handle_timeout(now);
+            let t = ws_client
+                .poll_transmit(now, &mut c2s)
+                .expect("fits")
+                .expect("ping");
+            debug_assert_eq!(t.kind, FrameKind::WsPing);
+            ws_srv.handle_frame(now, 1, t.kind, &c2s[..t.len]);
+            let t = ws_srv
+                .poll_transmit(now, &mut s2c)
+                .expect("fits")
+                .expect("pong");
+            debug_assert_eq!(t.kind, FrameKind::WsPong);
+            ws_client.handle_frame(now, (), t.kind, &s2c[..t.len]);
+            while let Some(e) = ws_client.poll_event() {
+                ws_rtts += u64::from(matches!(e, ClientEvent::HeartbeatRtt { .. }));
+            }
+            while let Some(e) = ws_srv.poll_event() {
+                black_box(e);
+            }
+        })
+    });
+    g.finish();
+    assert_eq!(ws_client.stats().heartbeats_sent, ws_rtts);
     eprintln!(
         "lp_heartbeat: {rtts} round trips; DefaultClient {} bytes, DefaultServer<u32> {} bytes",
         size_of::<DefaultClient>(),

@@ -91,6 +91,7 @@ HEADLINE = [
     ("game server: KEEP_ALIVE from 1 of 65,536 peers (table full)", "game_server_keep_alive/peers/65536"),
     ("game server: KEEP_ALIVE from 1 of 32,768 peers in 65,536 slots", "game_server_keep_alive_half_full/peers/32768"),
     ("LongPort heartbeat round trip (client → server → client, TCP)", "lp_heartbeat/round_trip/tcp"),
+    ("LongPort heartbeat round trip (WebSocket ping → pong)", "lp_heartbeat/round_trip/websocket"),
     ("AuthResponse decode, borrowed", "control/borrowed_decode/auth_response"),
     ("AuthResponse decode, prost", "control/prost_decode/auth_response"),
     ("Close decode, borrowed", "control/borrowed_decode/close"),
@@ -110,6 +111,7 @@ TARGETS = [
     ("LongPort header parse (response)", "lp_header/parse/response", "<=", 5.0),
     ("LongPort header parse (push)", "lp_header/parse/push", "<=", 5.0),
     ("LongPort TCP heartbeat round trip", "lp_heartbeat/round_trip/tcp", "<=", 300.0),
+    ("LongPort WebSocket heartbeat round trip", "lp_heartbeat/round_trip/websocket", "<=", 300.0),
 ]
 
 
