@@ -1,0 +1,310 @@
+//! The machines under load: the game server handling a KEEP_ALIVE from one of N established
+//! peers (N = 8, 1,024, 65,536), and a LongPort heartbeat round trip through client and server
+//!
+//! Run: `cargo bench --bench machines -- --warm-up-time 1 --measurement-time 3`
+
+// criterion_group! generates undocumented public functions
+#![allow(missing_docs)]
+
+use core::hint::black_box;
+use core::mem::size_of;
+
+use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
+use tether::game::wire::{Control, ControlPacket, Token};
+use tether::game::{Server, ServerConfig, ServerEvent, TokenSecret};
+use tether::longport::control::SessionGrant;
+use tether::longport::deframe::Transport;
+use tether::longport::server::{self as lps, DefaultServer};
+use tether::longport::{ClientConfig, ClientEvent, Credentials, DefaultClient};
+use tether::{FrameKind, Instant, Machine};
+
+/// xorshift64: the peer each iteration picks (fixed seed, no bias that matters here)
+fn next(x: &mut u64) -> u64 {
+    *x ^= *x << 13;
+    *x ^= *x >> 7;
+    *x ^= *x << 17;
+    *x
+}
+
+/// Run `f` on a thread with a 1 GiB stack: `Server::new` builds the value on the stack before it
+/// is boxed, and a 65,536-peer server is several MiB
+fn on_big_stack<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
+    std::thread::Builder::new()
+        .stack_size(1 << 30)
+        .spawn(f)
+        .expect("spawn")
+        .join()
+        .expect("setup thread")
+}
+
+/// Each peer's address and the 8-byte KEEP_ALIVE (with its token) it sends
+type KeepAlives = Vec<(u32, [u8; 8])>;
+
+/// A server with `peers` token peers admitted through CONNECT / CONNECT_ACCEPT / ACCEPT, and the
+/// KEEP_ALIVE (with token) each of them sends
+fn game_server<const N: usize>(peers: u32) -> (Box<Server<u32, N>>, KeepAlives) {
+    let mut srv: Box<Server<u32, N>> =
+        on_big_stack(|| Box::new(Server::new(ServerConfig::new(TokenSecret([0x5A; 16])))));
+    let now = Instant::from_millis(1);
+    let connect = ControlPacket {
+        ack: 0,
+        control: Control::Connect,
+        token: Some(Token::UNKNOWN),
+    };
+    let mut c = [0u8; 16];
+    let clen = connect.emit(&mut c).expect("fits");
+    let mut out = [0u8; 1400];
+    let mut keep_alives = Vec::with_capacity(peers as usize);
+    for i in 0..peers {
+        // spread the keys: consecutive integers would be fine too (the table hash is keyed SipHash)
+        let addr = i.wrapping_mul(0x9E37_79B1) ^ 0x0A00_0000;
+        let _ = srv.handle_input(now, addr, &c[..clen]).expect("event room");
+        let t = srv
+            .poll_transmit(now, &mut out)
+            .expect("fits")
+            .expect("CONNECT_ACCEPT");
+        let parsed =
+            tether::game::wire::parse(&out[..t.len], tether::game::wire::TokenMode::Detect)
+                .expect("valid");
+        let tether::game::wire::Packet::Control(ca) = parsed.packet else {
+            panic!("not control")
+        };
+        let token = ca.token.expect("token form");
+        let mut a = [0u8; 8];
+        let alen = ControlPacket {
+            ack: 0,
+            control: Control::Accept,
+            token: Some(token),
+        }
+        .emit(&mut a)
+        .expect("fits");
+        let _ = srv.handle_input(now, addr, &a[..alen]).expect("event room");
+        match srv.poll_event() {
+            Some(ServerEvent::PeerConnected { peer, .. }) if peer == addr => {}
+            other => panic!("peer {i} not admitted: {other:?}"),
+        }
+        let mut ka = [0u8; 8];
+        let klen = ControlPacket {
+            ack: 0,
+            control: Control::KeepAlive,
+            token: Some(token),
+        }
+        .emit(&mut ka)
+        .expect("fits");
+        assert_eq!(klen, 8);
+        keep_alives.push((addr, ka));
+    }
+    assert_eq!(srv.peer_count(), peers as usize);
+    (srv, keep_alives)
+}
+
+fn keep_alive_bench<const N: usize>(c: &mut Criterion, group: &str, peers: u32) {
+    let (mut srv, packets) = game_server::<N>(peers);
+    let before = srv.stats().keep_alives_received;
+    let now = Instant::from_millis(2);
+    let mask = (peers as usize).next_power_of_two() - 1;
+    let mut g = c.benchmark_group(group);
+    let mut rng = 0x2545_F491_4F6C_DD1D_u64;
+    let mut out = [0u8; 1400];
+    g.bench_function(BenchmarkId::new("peers", peers), |b| {
+        b.iter(|| {
+            // mask + reject keeps the pick uniform when `peers` is not a power of two
+            let i = loop {
+                let i = next(&mut rng) as usize & mask;
+                if i < packets.len() {
+                    break i;
+                }
+            };
+            let (addr, ka) = &packets[i];
+            let r = srv.handle_input(now, *addr, ka).expect("event room");
+            // what a caller reads of the result (black-boxing the whole 56-byte value would
+            // measure a store-forwarding stall of the harness)
+            black_box((r.bytes_consumed(), r.app().is_some()));
+            while let Some(t) = srv.poll_transmit(now, &mut out).expect("fits") {
+                let _ = black_box(t);
+            }
+            while let Some(e) = srv.poll_event() {
+                black_box(e);
+            }
+        })
+    });
+    g.finish();
+    let handled = srv.stats().keep_alives_received - before;
+    // (zero when a filter skipped this bench)
+    assert_eq!(srv.stats().dropped_wrong_token, 0);
+    eprintln!(
+        "{group}/peers/{peers}: Server<u32, {N}> is {} bytes = {:.1} bytes per slot; {handled} keep-alives handled",
+        size_of::<Server<u32, N>>(),
+        size_of::<Server<u32, N>>() as f64 / N as f64
+    );
+}
+
+/// The harness alone: the same peer pick and packet load, no server
+fn keep_alive_harness(c: &mut Criterion, peers: u32) {
+    let packets: KeepAlives = (0..peers).map(|i| (i, [i as u8; 8])).collect();
+    let mask = (peers as usize).next_power_of_two() - 1;
+    let mut rng = 0x2545_F491_4F6C_DD1D_u64;
+    c.bench_function(
+        &format!("game_server_keep_alive/harness_only/{peers}"),
+        |b| {
+            b.iter(|| {
+                let i = next(&mut rng) as usize & mask;
+                let (addr, ka) = &packets[i];
+                black_box((*addr, &ka[..]));
+            })
+        },
+    );
+}
+
+fn game_keep_alive(c: &mut Criterion) {
+    keep_alive_bench::<8>(c, "game_server_keep_alive", 8);
+    keep_alive_bench::<1024>(c, "game_server_keep_alive", 1024);
+    keep_alive_bench::<65536>(c, "game_server_keep_alive", 65536);
+    // the load factor the server docs advise for large tables: N about twice the peer count
+    keep_alive_bench::<16384>(c, "game_server_keep_alive_half_full", 8192);
+    keep_alive_bench::<65536>(c, "game_server_keep_alive_half_full", 32768);
+    keep_alive_harness(c, 8);
+    keep_alive_harness(c, 65536);
+}
+
+/// Feed `bytes` to the LongPort server as one read of connection `conn`; returns the request id
+/// of an Auth request found in it
+fn lp_server_read(
+    srv: &mut DefaultServer<u32>,
+    now: Instant,
+    conn: u32,
+    bytes: &[u8],
+) -> Option<u32> {
+    let mut rest = bytes;
+    let mut auth = None;
+    while !rest.is_empty() {
+        let r = srv.handle_input(now, conn, rest).expect("input taken");
+        if let Some(lps::App::Auth { request_id, .. }) = r.app() {
+            auth = Some(*request_id);
+        }
+        assert!(r.bytes_consumed() > 0, "whole packets only");
+        rest = &rest[r.bytes_consumed()..];
+    }
+    auth
+}
+
+/// A LongPort client and server with one authenticated connection (id 1) over `transport`
+fn lp_pair(transport: Transport) -> (DefaultClient, DefaultServer<u32>, Instant) {
+    let mut client = DefaultClient::new(ClientConfig::new(transport));
+    let mut srv: DefaultServer<u32> = DefaultServer::new(lps::ServerConfig::default());
+    let now = Instant::from_secs(1);
+    let (mut c2s, mut s2c) = ([0u8; 1024], [0u8; 1024]);
+    client
+        .connect(now, Credentials::new("one-time-token"))
+        .expect("connect");
+    assert!(matches!(
+        client.poll_event(),
+        Some(ClientEvent::ConnectTransport { .. })
+    ));
+    client.handle_connected(now).expect("connected");
+    srv.handle_connected(now, 1, transport).expect("room");
+    let t = client
+        .poll_transmit(now, &mut c2s)
+        .expect("fits")
+        .expect("login");
+    let auth = lp_server_read(&mut srv, now, 1, &c2s[..t.len]).expect("auth request");
+    let grant = SessionGrant {
+        session_id: "3f2c7a9e-5b1d-4e8f-9a6c-0d4b2e7f1a35",
+        expires: i64::MAX,
+        limit: 10,
+        online: 1,
+    };
+    assert!(auth > 0);
+    srv.accept_auth(now, 1, grant).expect("pending auth");
+    while let Some(t) = srv.poll_transmit(now, &mut s2c).expect("fits") {
+        let r = client
+            .handle_input(now, (), &s2c[..t.len])
+            .expect("input taken");
+        assert_eq!(r.bytes_consumed(), t.len);
+    }
+    while srv.poll_event().is_some() {}
+    let mut authenticated = false;
+    while let Some(e) = client.poll_event() {
+        authenticated |= matches!(e, ClientEvent::Authenticated { .. });
+    }
+    assert!(authenticated);
+    (client, srv, now)
+}
+
+/// One heartbeat round trip: client timer fires → heartbeat request → server echoes →
+/// client matches it and reports the RTT
+fn lp_heartbeat(c: &mut Criterion) {
+    let (mut client, mut srv, _) = lp_pair(Transport::Tcp);
+    let (mut c2s, mut s2c) = ([0u8; 256], [0u8; 256]);
+    let mut g = c.benchmark_group("lp_heartbeat");
+    let mut rtts = 0u64;
+    g.bench_function(BenchmarkId::new("round_trip", "tcp"), |b| {
+        b.iter(|| {
+            let now = client.poll_timeout().expect("heartbeat timer");
+            client.handle_timeout(now);
+            let t = client
+                .poll_transmit(now, &mut c2s)
+                .expect("fits")
+                .expect("heartbeat");
+            let r = srv
+                .handle_input(now, 1, &c2s[..t.len])
+                .expect("input taken");
+            debug_assert_eq!(r.bytes_consumed(), t.len);
+            black_box(r.bytes_consumed());
+            let t = srv
+                .poll_transmit(now, &mut s2c)
+                .expect("fits")
+                .expect("echo");
+            let r = client
+                .handle_input(now, (), &s2c[..t.len])
+                .expect("input taken");
+            black_box(r.bytes_consumed());
+            while let Some(e) = client.poll_event() {
+                rtts += u64::from(matches!(e, ClientEvent::HeartbeatRtt { .. }));
+            }
+            while let Some(e) = srv.poll_event() {
+                black_box(e);
+            }
+        })
+    });
+    // every heartbeat sent came back as an RTT event (zero of each when a filter skipped this)
+    assert_eq!(client.stats().heartbeats_sent, rtts);
+
+    // WebSocket: the heartbeat is a Ping carrying the Heartbeat body, echoed as a Pong
+    let (mut ws_client, mut ws_srv, _) = lp_pair(Transport::WebSocket);
+    let mut ws_rtts = 0u64;
+    g.bench_function(BenchmarkId::new("round_trip", "websocket"), |b| {
+        b.iter(|| {
+            let now = ws_client.poll_timeout().expect("heartbeat timer");
+            ws_client.handle_timeout(now);
+            let t = ws_client
+                .poll_transmit(now, &mut c2s)
+                .expect("fits")
+                .expect("ping");
+            debug_assert_eq!(t.kind, FrameKind::WsPing);
+            ws_srv.handle_frame(now, 1, t.kind, &c2s[..t.len]);
+            let t = ws_srv
+                .poll_transmit(now, &mut s2c)
+                .expect("fits")
+                .expect("pong");
+            debug_assert_eq!(t.kind, FrameKind::WsPong);
+            ws_client.handle_frame(now, (), t.kind, &s2c[..t.len]);
+            while let Some(e) = ws_client.poll_event() {
+                ws_rtts += u64::from(matches!(e, ClientEvent::HeartbeatRtt { .. }));
+            }
+            while let Some(e) = ws_srv.poll_event() {
+                black_box(e);
+            }
+        })
+    });
+    g.finish();
+    assert_eq!(ws_client.stats().heartbeats_sent, ws_rtts);
+    eprintln!(
+        "lp_heartbeat: {rtts} round trips; DefaultClient {} bytes, DefaultServer<u32> {} bytes",
+        size_of::<DefaultClient>(),
+        size_of::<DefaultServer<u32>>()
+    );
+}
+
+criterion_group!(benches, game_keep_alive, lp_heartbeat);
+criterion_main!(benches);

@@ -1,0 +1,268 @@
+//! After set-up, the four machines never allocate: a counting global allocator watches a million
+//! packets go into each of them (debug and release builds alike)
+//!
+//! The build is the std one (the self dev-dependency turns on `std` via `testing`), as a user of
+//! the std build would run it. The counter is `stats_alloc::StatsAlloc<System>`: a wrapper around
+//! `std::alloc::System` with atomic counters. It is taken from a crate because the package-wide
+//! `unsafe_code = "forbid"` lint also covers test targets, and `GlobalAlloc` can only be
+//! implemented with `unsafe impl`.
+//!
+//! Everything runs in one `#[test]` so no other test thread allocates while a region is measured.
+//! Set-up (admission, auth) happens before each region; inside it only the machines and fixed
+//! stack buffers are used — no formatting, no collections.
+
+use std::alloc::System;
+
+use stats_alloc::{Region, Stats, StatsAlloc, INSTRUMENTED_SYSTEM};
+use tether::game::{self, Flags, ServerEvent};
+use tether::longport::control::SessionGrant;
+use tether::longport::deframe::Transport;
+use tether::longport::server::{self as lps, DefaultServer};
+use tether::longport::{
+    client::App as LpApp, ClientConfig, ClientEvent, Credentials, DefaultClient,
+};
+use tether::{Duration, Instant, Machine};
+
+#[global_allocator]
+static GLOBAL: &StatsAlloc<System> = &INSTRUMENTED_SYSTEM;
+
+/// Packets each machine must take in through `handle_input` inside the measured region (the
+/// whole test takes about 4 s in a debug build, 0.4 s with `--release`, so both run the million)
+const PACKETS: u64 = 1_000_000;
+
+const PEER: u32 = 0x0A00_0001;
+
+/// Packets each machine took in, and the allocator's activity in the region
+struct Run {
+    first: u64,
+    second: u64,
+    stats: Stats,
+}
+
+fn allocations(s: &Stats) -> usize {
+    s.allocations + s.reallocations
+}
+
+/// Game client and a 16-slot server: chunk packets both ways, and every other step a 1 s pause
+/// so keep-alives flow both ways too
+fn game_pair() -> Run {
+    let mut client: game::Client = game::Client::new(game::ClientConfig::default());
+    let mut srv: game::Server<u32, 16> =
+        game::Server::new(game::ServerConfig::new(game::TokenSecret([3; 16])));
+    let mut now = Instant::from_secs(1);
+    let (mut c2s, mut s2c) = ([0u8; 1400], [0u8; 1400]);
+    client.connect(now).expect("idle");
+    for _ in 0..2 {
+        while let Some(t) = client.poll_transmit(now, &mut c2s).expect("fits") {
+            let _ = srv.handle_input(now, PEER, &c2s[..t.len]).expect("room");
+        }
+        while let Some(t) = srv.poll_transmit(now, &mut s2c).expect("fits") {
+            let _ = client.handle_input(now, (), &s2c[..t.len]).expect("room");
+        }
+    }
+    assert!(srv.is_online(PEER));
+    while client.poll_event().is_some() {}
+    while srv.poll_event().is_some() {}
+    let payload = [0x42u8; 120];
+
+    let region = Region::new(GLOBAL);
+    let (mut to_client, mut to_server) = (0u64, 0u64);
+    let mut step = 0u64;
+    while to_client < PACKETS || to_server < PACKETS {
+        step += 1;
+        if step % 2 == 0 {
+            let t = srv
+                .send_chunks(now, PEER, Flags::default(), 1, &payload, &mut s2c)
+                .expect("online");
+            let r = client.handle_input(now, (), &s2c[..t.len]).expect("room");
+            assert!(r.app().is_some_and(|c| c.payload.len() == payload.len()));
+            let t = client
+                .send_chunks(now, Flags::default(), 1, &payload, &mut c2s)
+                .expect("online");
+            let r = srv.handle_input(now, PEER, &c2s[..t.len]).expect("room");
+            assert!(r.app().is_some());
+            to_client += 1;
+            to_server += 1;
+        } else {
+            // silence: both keep-alive timers (client 250 ms, server 1 s) fire
+            now += Duration::from_secs(1);
+            client.handle_timeout(now);
+            srv.handle_timeout(now);
+            while let Some(t) = client.poll_transmit(now, &mut c2s).expect("fits") {
+                let _ = srv.handle_input(now, PEER, &c2s[..t.len]).expect("room");
+                to_server += 1;
+            }
+            while let Some(t) = srv.poll_transmit(now, &mut s2c).expect("fits") {
+                let _ = client.handle_input(now, (), &s2c[..t.len]).expect("room");
+                to_client += 1;
+            }
+        }
+        if let Some(e) = client.poll_event() {
+            panic!("unexpected client event {e:?}");
+        }
+        while let Some(e) = srv.poll_event() {
+            assert!(!matches!(e, ServerEvent::PeerClosed { .. }), "{e:?}");
+        }
+    }
+    let stats = region.change();
+    assert!(srv.is_online(PEER));
+    assert!(client.stats().keep_alives_received > 0 && srv.stats().keep_alives_received > 0);
+    Run {
+        first: to_client,
+        second: to_server,
+        stats,
+    }
+}
+
+/// Feed one read to the LongPort server; the Auth request id if the read held one
+fn lp_server_read(srv: &mut DefaultServer<u32>, now: Instant, bytes: &[u8]) -> Option<u32> {
+    let mut rest = bytes;
+    let mut auth = None;
+    while !rest.is_empty() {
+        let r = srv.handle_input(now, 1, rest).expect("taken");
+        if let Some(lps::App::Auth { request_id, .. }) = r.app() {
+            auth = Some(*request_id);
+        }
+        assert!(r.bytes_consumed() > 0);
+        rest = &rest[r.bytes_consumed()..];
+    }
+    auth
+}
+
+/// LongPort TCP client and server: business request → response, server push, and every 8th
+/// step a heartbeat round trip (time jumps to the client's heartbeat deadline)
+fn lp_pair() -> Run {
+    let mut client = DefaultClient::new(ClientConfig::tcp());
+    let mut srv: DefaultServer<u32> = DefaultServer::new(lps::ServerConfig::default());
+    let mut now = Instant::from_secs(1);
+    let (mut c2s, mut s2c) = ([0u8; 1024], [0u8; 1024]);
+    client
+        .connect(now, Credentials::new("one-time-token"))
+        .expect("idle");
+    client.poll_event().expect("ConnectTransport");
+    client.handle_connected(now).expect("dialing");
+    srv.handle_connected(now, 1, Transport::Tcp).expect("room");
+    let t = client
+        .poll_transmit(now, &mut c2s)
+        .expect("fits")
+        .expect("login");
+    lp_server_read(&mut srv, now, &c2s[..t.len]).expect("auth");
+    let grant = SessionGrant {
+        session_id: "3f2c7a9e-5b1d-4e8f-9a6c-0d4b2e7f1a35",
+        expires: i64::MAX,
+        limit: 10,
+        online: 1,
+    };
+    srv.accept_auth(now, 1, grant).expect("pending");
+    while let Some(t) = srv.poll_transmit(now, &mut s2c).expect("fits") {
+        let _ = client.handle_input(now, (), &s2c[..t.len]).expect("taken");
+    }
+    let mut authenticated = false;
+    while let Some(e) = client.poll_event() {
+        authenticated |= matches!(e, ClientEvent::Authenticated { .. });
+    }
+    assert!(authenticated);
+    while srv.poll_event().is_some() {}
+    let body = [0x5Au8; 96];
+
+    let region = Region::new(GLOBAL);
+    let (mut to_client, mut to_server) = (0u64, 0u64);
+    let mut step = 0u64;
+    while to_client < PACKETS || to_server < PACKETS {
+        step += 1;
+        if step % 8 == 0 {
+            now = client.poll_timeout().expect("heartbeat timer");
+            client.handle_timeout(now);
+        } else {
+            let (_, t) = client
+                .send_request(now, 100, Duration::ZERO, &body, &mut c2s)
+                .expect("ready");
+            let r = srv.handle_input(now, 1, &c2s[..t.len]).expect("taken");
+            let Some(lps::App::Request {
+                request_id, cmd, ..
+            }) = r.app().copied()
+            else {
+                panic!("not a request")
+            };
+            to_server += 1;
+            let t = srv
+                .respond(
+                    now,
+                    1,
+                    request_id,
+                    cmd,
+                    tether::longport::wire::Status::Success,
+                    &body,
+                    &mut s2c,
+                )
+                .expect("open");
+            let r = client.handle_input(now, (), &s2c[..t.len]).expect("taken");
+            assert!(matches!(r.app(), Some(LpApp::Response { .. })));
+            let t = srv.push(now, 1, 101, &body, &mut s2c).expect("open");
+            let r = client.handle_input(now, (), &s2c[..t.len]).expect("taken");
+            assert!(matches!(r.app(), Some(LpApp::Push { .. })));
+            to_client += 2;
+        }
+        while let Some(t) = client.poll_transmit(now, &mut c2s).expect("fits") {
+            let r = srv.handle_input(now, 1, &c2s[..t.len]).expect("taken");
+            assert_eq!(r.bytes_consumed(), t.len);
+            to_server += 1;
+        }
+        while let Some(t) = srv.poll_transmit(now, &mut s2c).expect("fits") {
+            let r = client.handle_input(now, (), &s2c[..t.len]).expect("taken");
+            assert_eq!(r.bytes_consumed(), t.len);
+            to_client += 1;
+        }
+        while let Some(e) = client.poll_event() {
+            assert!(matches!(e, ClientEvent::HeartbeatRtt { .. }), "{e:?}");
+        }
+        if let Some(e) = srv.poll_event() {
+            panic!("unexpected server event {e:?}");
+        }
+    }
+    let stats = region.change();
+    assert!(client.stats().heartbeats_sent > 0);
+    assert_eq!(
+        client.stats().heartbeats_sent,
+        client.stats().heartbeat_acks
+    );
+    Run {
+        first: to_client,
+        second: to_server,
+        stats,
+    }
+}
+
+#[test]
+fn a_million_packets_allocate_nothing() {
+    // the allocator really counts: this Vec is seen
+    let region = Region::new(GLOBAL);
+    let v = core::hint::black_box(vec![1u8; 64]);
+    drop(v);
+    assert!(
+        allocations(&region.change()) >= 1,
+        "counting allocator not installed"
+    );
+
+    let game = game_pair();
+    let lp = lp_pair();
+    for (name, run, a, b) in [
+        ("game", &game, "client", "server"),
+        ("longport", &lp, "client", "server"),
+    ] {
+        eprintln!(
+            "{name}: {} packets into the {a}, {} into the {b}; allocations {}, reallocations {}, deallocations {}, bytes allocated {}",
+            run.first,
+            run.second,
+            run.stats.allocations,
+            run.stats.reallocations,
+            run.stats.deallocations,
+            run.stats.bytes_allocated
+        );
+        assert!(run.first >= PACKETS && run.second >= PACKETS);
+    }
+    for (name, run) in [("game", &game), ("longport", &lp)] {
+        assert_eq!(allocations(&run.stats), 0, "{name} machines allocated");
+        assert_eq!(run.stats.deallocations, 0, "{name} machines freed memory");
+    }
+}
