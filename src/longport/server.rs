@@ -1204,7 +1204,8 @@ impl<C: Copy + Eq, const PEERS: usize, const SESSIONS: usize> Server<C, PEERS, S
         };
         let id = session_string(grant.session_id)?;
         self.bind_session(conn, id.clone(), grant.expires);
-        self.finish_accept(conn, CMD_AUTH, request_id, id, grant);
+        let now = self.clock.now();
+        self.finish_accept(now, conn, CMD_AUTH, request_id, id, grant);
         self.stats.auths_accepted = self.stats.auths_accepted.saturating_add(1);
         Ok(())
     }
@@ -1244,13 +1245,21 @@ impl<C: Copy + Eq, const PEERS: usize, const SESSIONS: usize> Server<C, PEERS, S
             }
         }
         self.bind_session(conn, id.clone(), grant.expires);
-        self.finish_accept(conn, CMD_RECONNECT, request_id, id, grant);
+        let now = self.clock.now();
+        self.finish_accept(now, conn, CMD_RECONNECT, request_id, id, grant);
         self.stats.reconnects_accepted = self.stats.reconnects_accepted.saturating_add(1);
         Ok(())
     }
 
+    /// Answer an accepted Auth/Reconnect; liveness starts now
+    ///
+    /// Input is refused while the application decides (`InputError::AuthPending`), so the peer
+    /// could not prove liveness meanwhile: the heartbeat deadline counts from the decision, not
+    /// from the Auth packet (found by the `longport_server` fuzz target: a decision slower than
+    /// `heartbeat_timeout` left the deadline in the past and closed the new session at once).
     fn finish_accept(
         &mut self,
+        now: Instant,
         conn: C,
         cmd: u8,
         request_id: u32,
@@ -1259,6 +1268,7 @@ impl<C: Copy + Eq, const PEERS: usize, const SESSIONS: usize> Server<C, PEERS, S
     ) {
         let Some(idx) = self.find(conn) else { return };
         let p = &mut self.peers[idx];
+        p.last_rx = p.last_rx.max(now);
         p.resp = Some(CtlResponse {
             cmd,
             request_id,
@@ -2927,6 +2937,30 @@ mod tests {
         );
         assert_eq!(s.poll_timeout(), None);
         assert_eq!(s.stats().heartbeat_timeouts, 1);
+    }
+
+    #[test]
+    fn heartbeat_deadline_counts_from_the_auth_decision() {
+        // fuzz regression longport_server/stale-heartbeat-deadline-after-accept: the app takes
+        // longer to decide than heartbeat_timeout; input is refused meanwhile, so the new session
+        // must not be closed for silence the moment it is accepted.
+        let mut s = S::new(ServerConfig {
+            heartbeat_timeout: Duration::from_millis(500),
+            auth_timeout: Duration::from_secs(3),
+            ..ServerConfig::default()
+        });
+        s.handle_connected(ms(1_000), 1, Transport::Tcp).unwrap();
+        let _ = s.handle_input(ms(1_000), 1, &[0x11, 0x09]).unwrap();
+        let _ = s.handle_input(ms(1_000), 1, &auth_req(1, "tok")).unwrap();
+        s.accept_auth(ms(2_000), 1, grant("s1", FAR)).unwrap();
+        assert_eq!(s.poll_timeout(), Some(ms(2_500)), "deadline = decision + timeout");
+        assert!(s.poll_timeout().unwrap() >= ms(2_000), "never before the last now");
+        let _ = drain(&mut s, ms(2_000));
+        s.handle_timeout(ms(2_000));
+        assert_eq!(s.state(1), Some(PeerState::Authenticated));
+        s.handle_timeout(ms(2_500));
+        let _ = drain(&mut s, ms(2_500));
+        assert_eq!(s.stats().heartbeat_timeouts, 1, "silence after the decision still counts");
     }
 
     #[test]
