@@ -2953,14 +2953,25 @@ mod tests {
         let _ = s.handle_input(ms(1_000), 1, &[0x11, 0x09]).unwrap();
         let _ = s.handle_input(ms(1_000), 1, &auth_req(1, "tok")).unwrap();
         s.accept_auth(ms(2_000), 1, grant("s1", FAR)).unwrap();
-        assert_eq!(s.poll_timeout(), Some(ms(2_500)), "deadline = decision + timeout");
-        assert!(s.poll_timeout().unwrap() >= ms(2_000), "never before the last now");
+        assert_eq!(
+            s.poll_timeout(),
+            Some(ms(2_500)),
+            "deadline = decision + timeout"
+        );
+        assert!(
+            s.poll_timeout().unwrap() >= ms(2_000),
+            "never before the last now"
+        );
         let _ = drain(&mut s, ms(2_000));
         s.handle_timeout(ms(2_000));
         assert_eq!(s.state(1), Some(PeerState::Authenticated));
         s.handle_timeout(ms(2_500));
         let _ = drain(&mut s, ms(2_500));
-        assert_eq!(s.stats().heartbeat_timeouts, 1, "silence after the decision still counts");
+        assert_eq!(
+            s.stats().heartbeat_timeouts,
+            1,
+            "silence after the decision still counts"
+        );
     }
 
     #[test]
