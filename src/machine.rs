@@ -66,3 +66,49 @@ pub trait Machine {
     #[must_use]
     fn poll_timeout(&self) -> Option<Instant>;
 }
+
+/// A boxed machine is a machine: lets a simulator or adapter keep large servers on the heap
+#[cfg(feature = "alloc")]
+impl<M: Machine + ?Sized> Machine for alloc::boxed::Box<M> {
+    type Peer = M::Peer;
+    type Event = M::Event;
+    type App<'a> = M::App<'a>;
+    type InputError = M::InputError;
+
+    fn handle_input<'a>(
+        &mut self,
+        now: Instant,
+        from: Self::Peer,
+        data: &'a [u8],
+    ) -> Result<Received<Self::App<'a>>, Self::InputError> {
+        (**self).handle_input(now, from, data)
+    }
+
+    fn handle_frame(&mut self, now: Instant, from: Self::Peer, kind: FrameKind, payload: &[u8]) {
+        (**self).handle_frame(now, from, kind, payload);
+    }
+
+    fn handle_closed(&mut self, now: Instant, from: Self::Peer) {
+        (**self).handle_closed(now, from);
+    }
+
+    fn handle_timeout(&mut self, now: Instant) {
+        (**self).handle_timeout(now);
+    }
+
+    fn poll_transmit(
+        &mut self,
+        now: Instant,
+        buf: &mut [u8],
+    ) -> Result<Option<Transmit<Self::Peer>>, BufferTooSmall> {
+        (**self).poll_transmit(now, buf)
+    }
+
+    fn poll_event(&mut self) -> Option<Self::Event> {
+        (**self).poll_event()
+    }
+
+    fn poll_timeout(&self) -> Option<Instant> {
+        (**self).poll_timeout()
+    }
+}

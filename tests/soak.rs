@@ -24,7 +24,7 @@
 //! (`O(PEERS)` per input and per `poll_timeout`), about 550 KB for 1,024 slots, which is still
 //! cheap here (the LongPort hour takes about 1.5 s in release), so no split into several servers
 //! was needed. Both servers are far too big for a test thread's stack by value: they are built on
-//! a 64 MiB-stack thread and kept behind a `Box` ([`Boxed`]).
+//! a 64 MiB-stack thread and kept behind a `Box` (a boxed machine is a machine).
 //!
 //! Both run with the simulator's invariant checks on (deadlines never in the past, datagrams
 //! consumed whole, stream progress, closed machines silent) and check the protocol-level
@@ -68,7 +68,7 @@ use tether::longport::server::{
 use tether::longport::{ClientEvent as LClientEvent, ClientState as LClientState};
 use tether::longport::{DisconnectReason, LoginKind};
 use tether::testing::{Fleet, LinkConfig, Rng, SimError};
-use tether::{BufferTooSmall, Duration, FrameKind, Instant, Machine, Received, Transmit};
+use tether::{Duration, Instant, Machine};
 
 const CLIENTS: usize = 1_000;
 
@@ -89,47 +89,6 @@ fn horizon() -> Duration {
 
 /// Debug-build horizon (see the module docs)
 const DEBUG_SECS: u64 = 900;
-
-/// A machine behind a `Box`, so servers with large tables live on the heap inside a [`Fleet`]
-struct Boxed<M>(Box<M>);
-
-impl<M: Machine> Machine for Boxed<M> {
-    type Peer = M::Peer;
-    type Event = M::Event;
-    type App<'a> = M::App<'a>;
-    type InputError = M::InputError;
-
-    fn handle_input<'a>(
-        &mut self,
-        now: Instant,
-        from: Self::Peer,
-        data: &'a [u8],
-    ) -> Result<Received<Self::App<'a>>, Self::InputError> {
-        self.0.handle_input(now, from, data)
-    }
-    fn handle_frame(&mut self, now: Instant, from: Self::Peer, kind: FrameKind, payload: &[u8]) {
-        self.0.handle_frame(now, from, kind, payload);
-    }
-    fn handle_closed(&mut self, now: Instant, from: Self::Peer) {
-        self.0.handle_closed(now, from);
-    }
-    fn handle_timeout(&mut self, now: Instant) {
-        self.0.handle_timeout(now);
-    }
-    fn poll_transmit(
-        &mut self,
-        now: Instant,
-        buf: &mut [u8],
-    ) -> Result<Option<Transmit<Self::Peer>>, BufferTooSmall> {
-        self.0.poll_transmit(now, buf)
-    }
-    fn poll_event(&mut self) -> Option<Self::Event> {
-        self.0.poll_event()
-    }
-    fn poll_timeout(&self) -> Option<Instant> {
-        self.0.poll_timeout()
-    }
-}
 
 /// Run `f` on a thread with a big stack (servers with large tables are built by value first)
 fn on_big_stack(f: impl FnOnce() + Send + 'static) {
@@ -273,7 +232,7 @@ fn game_client_config(i: usize) -> game::ClientConfig {
     }
 }
 
-fn new_game_client(fleet: &mut Fleet<GClient, Boxed<GServer>>, i: usize, slots: &mut [GSlot]) {
+fn new_game_client(fleet: &mut Fleet<GClient, Box<GServer>>, i: usize, slots: &mut [GSlot]) {
     let now = fleet.now();
     *fleet.client_mut(i) = GClient::new(game_client_config(i));
     fleet
@@ -308,8 +267,8 @@ fn game_soak() {
     let link = LinkConfig::lossy(0.2)
         .with_latency(Duration::from_millis(30))
         .with_jitter(Duration::from_millis(20));
-    let mut fleet: Fleet<GClient, Boxed<GServer>> = Fleet::new(
-        Boxed(Box::new(server)),
+    let mut fleet: Fleet<GClient, Box<GServer>> = Fleet::new(
+        Box::new(server),
         CLIENTS,
         |i| GClient::new(game_client_config(i)),
         |i| i as u32,
@@ -348,7 +307,7 @@ fn game_soak() {
     }
     let end = Instant::ZERO + horizon;
 
-    let mut react = |fleet: &mut Fleet<GClient, Boxed<GServer>>, chaos: bool| {
+    let mut react = |fleet: &mut Fleet<GClient, Box<GServer>>, chaos: bool| {
         let now = fleet.now();
         loop {
             let Some((i, e)) = client_events.borrow_mut().pop_front() else {
@@ -461,7 +420,7 @@ fn game_soak() {
     // settle: no more chaos, pending link-ups and replacements still happen
     drive(&mut fleet, end + settle, |f| react(f, false));
 
-    let server = &fleet.server().0;
+    let server = &**fleet.server();
     let online = (0..CLIENTS)
         .filter(|&i| fleet.client(i).state() == GClientState::Online)
         .count();
@@ -518,11 +477,11 @@ fn game_soak() {
     // Finally a shutdown under the same 20% loss: the server sends every peer its CLOSE, reports
     // every peer closed, then ShutdownComplete, and stays silent (checked by the simulator).
     // Clients whose CLOSE was lost time out.
-    fleet.server_closed_when(|s| s.0.state() == game::ServerState::Stopped);
+    fleet.server_closed_when(|s| s.state() == game::ServerState::Stopped);
     client_events.borrow_mut().clear();
     server_events.borrow_mut().clear();
     let now = fleet.now();
-    fleet.server_mut().0.shutdown(now, "Server shutdown");
+    fleet.server_mut().shutdown(now, "Server shutdown");
     fleet.run_for(Duration::from_secs(15));
     let sev = server_events.borrow();
     let shut = sev
@@ -540,8 +499,8 @@ fn game_soak() {
     assert_eq!(shut, CLIENTS, "one PeerClosed(Shutdown) per peer");
     assert_eq!(sev.len(), CLIENTS + 1);
     assert_eq!(sev.back(), Some(&GServerEvent::ShutdownComplete));
-    assert_eq!(fleet.server().0.state(), game::ServerState::Stopped);
-    assert_eq!(fleet.server().0.peer_count(), 0);
+    assert_eq!(fleet.server().state(), game::ServerState::Stopped);
+    assert_eq!(fleet.server().peer_count(), 0);
     let cev = client_events.borrow();
     let told = cev
         .iter()
@@ -663,7 +622,7 @@ fn conn_id(i: usize, gen: u32) -> u32 {
     (gen << GEN_SHIFT) | i as u32
 }
 
-fn close_lp(fleet: &mut Fleet<LClient, Boxed<LSrv>>, slots: &mut [LSlot], i: usize) {
+fn close_lp(fleet: &mut Fleet<LClient, Box<LSrv>>, slots: &mut [LSlot], i: usize) {
     if slots[i].open {
         slots[i].open = false;
         fleet.close_transport(i);
@@ -686,8 +645,8 @@ fn longport_soak() {
         .with_latency(Duration::from_millis(40))
         .with_jitter(Duration::from_millis(20))
         .with_split_stream(true);
-    let mut fleet: Fleet<LClient, Boxed<LSrv>> = Fleet::new(
-        Boxed(Box::new(server)),
+    let mut fleet: Fleet<LClient, Box<LSrv>> = Fleet::new(
+        Box::new(server),
         CLIENTS,
         |i| LClient::new(LClientConfig::new(lp_transport(i)).with_jitter(soak_jitter)),
         |i| conn_id(i, 0),
@@ -741,7 +700,7 @@ fn longport_soak() {
     let end = Instant::ZERO + horizon;
     agenda.at(Instant::ZERO + horizon / 2, 0, LAction::MassDrop);
 
-    let mut react = |fleet: &mut Fleet<LClient, Boxed<LSrv>>, chaos: bool| {
+    let mut react = |fleet: &mut Fleet<LClient, Box<LSrv>>, chaos: bool| {
         let now = fleet.now();
         // staggered first connects
         while let Some(&(d, i)) = starts.first() {
@@ -767,7 +726,7 @@ fn longport_soak() {
                 limit: 0,
                 online: 0,
             };
-            let server = &mut fleet.server_mut().0;
+            let server = &mut **fleet.server_mut();
             let r = match login {
                 Login::Auth => server.accept_auth(now, conn, grant),
                 Login::Reconnect => server.accept_reconnect(now, conn, grant),
@@ -793,7 +752,6 @@ fn longport_soak() {
                     n.dials += 1;
                     match fleet
                         .server_mut()
-                        .0
                         .handle_connected(now, conn, lp_transport(i))
                     {
                         Ok(()) => {
@@ -945,7 +903,7 @@ fn longport_soak() {
     drive(&mut fleet, end, |f| react(f, true));
     drive(&mut fleet, end + settle, |f| react(f, false));
 
-    let server = &fleet.server().0;
+    let server = &**fleet.server();
     let ready = (0..CLIENTS).filter(|&i| fleet.client(i).is_ready()).count();
     let cstats = fleet.total_client_stats();
     let sstats = fleet.server_stats();
@@ -1020,7 +978,7 @@ fn longport_soak() {
     client_events.borrow_mut().clear();
     server_events.borrow_mut().clear();
     let now = fleet.now();
-    fleet.server_mut().0.shutdown(now);
+    fleet.server_mut().shutdown(now);
     fleet.run_for(Duration::from_secs(5));
     let sev = server_events.borrow();
     let shut = sev
@@ -1040,7 +998,7 @@ fn longport_soak() {
         .filter(|e| matches!(e, LServerEvent::Disconnect { .. }))
         .count();
     assert_eq!((shut, disconnects), (CLIENTS, CLIENTS));
-    assert_eq!(fleet.server().0.connections(), 0);
+    assert_eq!(fleet.server().connections(), 0);
     let cev = client_events.borrow();
     let told = cev
         .iter()

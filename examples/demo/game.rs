@@ -6,7 +6,6 @@
 //! printed under the datagram that caused them.
 
 use std::cell::RefCell;
-use std::collections::VecDeque;
 use std::rc::Rc;
 
 use tether::game::wire::{self, Control, Packet, TokenMode};
@@ -15,82 +14,14 @@ use tether::game::{
     ServerConfig, ServerEvent, Token, TokenSecret,
 };
 use tether::testing::{Fleet, LinkConfig, TraceEntry};
-use tether::{BufferTooSmall, Duration, FrameKind, Instant, Machine, Received, Transmit};
+use tether::Duration;
 
 /// Seed of the link's randomness: with it, client 1's first CONNECT and a keep-alive are lost
 const SEED: u64 = 26;
 /// Datagram loss probability of every link
 const LOSS: f64 = 0.1;
 
-/// A game machine plus the application's outbox: `send_chunks` writes a chunk packet into a
-/// buffer, and this hands it to the simulated link like an application hands it to its socket
-struct App<M: Machine> {
-    m: M,
-    outbox: VecDeque<(M::Peer, Vec<u8>)>,
-}
-
-impl<M: Machine> App<M> {
-    fn new(m: M) -> Self {
-        App {
-            m,
-            outbox: VecDeque::new(),
-        }
-    }
-}
-
-impl<M: Machine> Machine for App<M> {
-    type Peer = M::Peer;
-    type Event = M::Event;
-    type App<'a> = M::App<'a>;
-    type InputError = M::InputError;
-
-    fn handle_input<'a>(
-        &mut self,
-        now: Instant,
-        from: M::Peer,
-        data: &'a [u8],
-    ) -> Result<Received<M::App<'a>>, M::InputError> {
-        self.m.handle_input(now, from, data)
-    }
-
-    fn handle_timeout(&mut self, now: Instant) {
-        self.m.handle_timeout(now);
-    }
-
-    fn poll_transmit(
-        &mut self,
-        now: Instant,
-        buf: &mut [u8],
-    ) -> Result<Option<Transmit<M::Peer>>, BufferTooSmall> {
-        if let Some(t) = self.m.poll_transmit(now, buf)? {
-            return Ok(Some(t));
-        }
-        let Some((to, bytes)) = self.outbox.pop_front() else {
-            return Ok(None);
-        };
-        if bytes.len() > buf.len() {
-            let required = bytes.len();
-            self.outbox.push_front((to, bytes));
-            return Err(BufferTooSmall { required });
-        }
-        buf[..bytes.len()].copy_from_slice(&bytes);
-        Ok(Some(Transmit {
-            to,
-            len: bytes.len(),
-            kind: FrameKind::Datagram,
-        }))
-    }
-
-    fn poll_event(&mut self) -> Option<M::Event> {
-        self.m.poll_event()
-    }
-
-    fn poll_timeout(&self) -> Option<Instant> {
-        self.m.poll_timeout()
-    }
-}
-
-type Demo = Fleet<App<Client>, App<Server<u32, 4>>>;
+type Demo = Fleet<Client, Server<u32, 4>>;
 
 fn hex4(t: Token) -> String {
     t.0.iter().map(|b| format!("{b:02x}")).collect()
@@ -167,35 +98,32 @@ fn server_event(e: &ServerEvent<u32>) -> String {
     }
 }
 
-/// Send one chunk packet (one chunk) from client `i` through its outbox
+/// Send one chunk packet (one chunk) from client `i`: `send_chunks` writes it into our buffer
+/// and we hand it to the link, as an application hands it to its socket
 fn client_says(f: &mut Demo, i: usize, payload: &[u8]) {
     let now = f.now();
     let mut buf = [0u8; 1400];
-    let app = f.client_mut(i);
-    let t = app
-        .m
+    let t = f
+        .client_mut(i)
         .send_chunks(now, Flags::default(), 1, payload, &mut buf)
         .expect("online");
-    app.outbox.push_back(((), buf[..t.len].to_vec()));
+    f.send_from_client(i, t.kind, &buf[..t.len]);
 }
 
-/// Send one chunk packet from the server to `peer` through its outbox
+/// Send one chunk packet from the server to `peer`
 fn server_says(f: &mut Demo, peer: u32, payload: &[u8]) {
     let now = f.now();
     let mut buf = [0u8; 1400];
-    let app = f.server_mut();
-    let t = app
-        .m
+    let t = f
+        .server_mut()
         .send_chunks(now, peer, Flags::default(), 1, payload, &mut buf)
         .expect("online");
-    app.outbox.push_back((t.to, buf[..t.len].to_vec()));
+    f.send_from_server(t.to, t.kind, &buf[..t.len]);
 }
 
 /// Run the game timeline
 pub fn run() {
-    let server = App::new(Server::new(ServerConfig::new(TokenSecret(
-        *b"demo secret 0001",
-    ))));
+    let server = Server::new(ServerConfig::new(TokenSecret(*b"demo secret 0001")));
     // DDNet's keep-alive interval (1 s) instead of the 250 ms default keeps the output short
     let config = ClientConfig {
         keep_alive: Duration::from_secs(1),
@@ -205,7 +133,7 @@ pub fn run() {
     let mut f: Demo = Fleet::new(
         server,
         2,
-        |_| App::new(Client::new(config)),
+        |_| Client::new(config),
         |i| i as u32 + 1,
         link,
         SEED,
@@ -245,8 +173,8 @@ pub fn run() {
         LOSS = LOSS * 100.0
     );
     let now = f.now();
-    f.client_mut(0).m.connect(now).expect("fresh client");
-    f.run_until(|f| f.server().m.is_online(1), Duration::from_secs(10))
+    f.client_mut(0).connect(now).expect("fresh client");
+    f.run_until(|f| f.server().is_online(1), Duration::from_secs(10))
         .expect("client 1 admitted");
 
     println!("-- a chunk packet each way, then idle");
@@ -257,27 +185,26 @@ pub fn run() {
 
     println!("-- client 1 closes with a reason");
     let now = f.now();
-    f.client_mut(0).m.close(now, "bye").expect("online");
+    f.client_mut(0).close(now, "bye").expect("online");
     f.run_for(Duration::from_millis(100));
 
     println!("-- client 2 connects and is kicked");
     let now = f.now();
-    f.client_mut(1).m.connect(now).expect("fresh client");
-    f.run_until(|f| f.server().m.is_online(2), Duration::from_secs(10))
+    f.client_mut(1).connect(now).expect("fresh client");
+    f.run_until(|f| f.server().is_online(2), Duration::from_secs(10))
         .expect("client 2 admitted");
     f.run_for(Duration::from_millis(1_100));
     let now = f.now();
     f.server_mut()
-        .m
         .kick(now, 2, "Kicked (demo)")
         .expect("client 2 is a peer");
     f.run_for(Duration::from_millis(100));
-    let s = f.server().m.stats();
+    let s = f.server().stats();
     println!(
         "-- server: {} admitted, {} CONNECT_ACCEPTs, {} keep-alives sent; {} peers left",
         s.peers_admitted,
         s.connect_accepts_sent,
         s.keep_alives_sent,
-        f.server().m.peer_count()
+        f.server().peer_count()
     );
 }
