@@ -188,6 +188,11 @@ impl KeyedBuildHasher {
     pub const fn with_key(key: [u8; 16]) -> Self {
         KeyedBuildHasher { key }
     }
+
+    /// The 16 key bytes (seed of the server's placement hash)
+    pub(crate) const fn key_bytes(&self) -> [u8; 16] {
+        self.key
+    }
 }
 
 impl Default for KeyedBuildHasher {
