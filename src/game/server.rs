@@ -60,10 +60,10 @@
 //! CONNECT and ACCEPT), never per datagram of a known peer, whose token is compared with the one
 //! stored in its slot.
 //!
-//! Memory: `size_of::<Server<A, N, E>>()` is about `N × (2 × (8 + size_of::<A>() + 40) +
-//! size_of::<A>() + 16 + size_of::<A>())` bytes plus a fixed part — two buckets (hash, address,
-//! 40-byte peer state), one timer-heap entry and one transmit-queue entry per peer; 116 bytes
-//! per peer for `A = u32` (`Server<u32, 65536>` is 7.6 MB: build it in a `Box` or a `static`).
+//! Memory grows linearly with `N`: per peer of capacity two buckets (a 32-bit hash, the address
+//! `A` and the 40-byte peer state), one timer-heap entry (16 bytes + `A`) and one transmit-queue
+//! entry (`A`), plus a fixed part. For `A = u32` that is 116 bytes per peer
+//! (`Server<u32, 65536>` is 7,604,640 bytes: build large servers in a `Box` or a `static`).
 
 use core::hash::Hash;
 
@@ -127,10 +127,9 @@ pub struct ServerConfig {
     pub timeout: Duration,
     /// CONNECT_ACCEPT resend interval for [`VanillaPolicy::Pending`] slots. Default: 500 ms.
     pub connect_accept_resend: Duration,
-    /// Admit at most this many peers (online and pending); the table's `N` caps it too.
-    /// Default: `usize::MAX` (up to `N`). The peer table is an open-addressing hash table whose
-    /// probe sequences grow as it fills up: for large tables, choose `N` about twice the peer
-    /// count you need and set `max_peers` to that count to keep lookups short.
+    /// Admit at most this many peers (online and pending); the server's `N` caps it too.
+    /// Default: `usize::MAX` (up to `N`). The peer table has `2 × N` buckets, so it is at most
+    /// half full whatever `max_peers` is: lookups stay short up to `N` peers.
     pub max_peers: usize,
 }
 
@@ -369,8 +368,9 @@ struct Shutdown {
 }
 
 /// A sans-IO Teeworlds 0.6 / DDNet game server for up to `N` peers (a power of two, at most
-/// 2^30; the table has `2 × N` buckets, see the module docs on memory), with an event queue of `E` entries (default 8); `A` is the caller's peer key (a
-/// socket address, an `(ip, port)` tuple, ...)
+/// 2^30; the peer table has `2 × N` buckets, see the module docs on memory), with an event queue
+/// of `E` entries (default 8); `A` is the caller's peer key (a socket address, an `(ip, port)`
+/// tuple, ...)
 ///
 /// Drive it with the [`Machine`] run loop. Tokens are minted from the whole key `A`: pass the IP
 /// alone as part of the key's hash if all ports of a host should share one (DDNet's choice), or
