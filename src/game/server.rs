@@ -2361,4 +2361,52 @@ mod tests {
             }]
         );
     }
+
+    #[test]
+    fn more_than_65536_peers_and_churn_at_capacity() {
+        // no 65,536 cap: 70,000 vanilla peers in a Server<_, 131072> (262,144 buckets), then
+        // removal and re-admission at full capacity in a small server
+        std::thread::Builder::new()
+            .stack_size(256 << 20)
+            .spawn(|| {
+                let mut s: std::boxed::Box<Server<Addr, { 1 << 17 }>> =
+                    std::boxed::Box::new(Server::new(ServerConfig {
+                        vanilla: VanillaPolicy::Admit,
+                        ..ServerConfig::new(SECRET)
+                    }));
+                let connect = hex("10 00 00 01");
+                for a in 0..70_000 {
+                    let _ = s.handle_input(ms(0), a, &connect).unwrap();
+                    while s.poll_event().is_some() {}
+                }
+                assert_eq!(s.peer_count(), 70_000);
+                assert!(s.is_online(0) && s.is_online(69_999) && !s.is_online(70_000));
+            })
+            .unwrap()
+            .join()
+            .unwrap();
+
+        let mut s: Server<Addr, 8> = Server::new(ServerConfig {
+            vanilla: VanillaPolicy::Admit,
+            ..ServerConfig::new(SECRET)
+        });
+        let connect = hex("10 00 00 01");
+        for round in 0..200u32 {
+            for a in 0..8 {
+                let _ = s.handle_input(ms(0), round * 8 + a, &connect).unwrap();
+                while s.poll_event().is_some() {}
+            }
+            assert_eq!(s.peer_count(), 8);
+            // full: the next vanilla CONNECT gets a bare CLOSE and no slot
+            let _ = s.handle_input(ms(0), u32::MAX, &connect).unwrap();
+            assert!(!s.is_online(u32::MAX));
+            for a in 0..8 {
+                assert!(s.is_online(round * 8 + a));
+                s.kick(ms(0), round * 8 + a, "").unwrap();
+                while s.poll_event().is_some() {}
+                let _ = s_out(&mut s, ms(0));
+            }
+            assert_eq!(s.peer_count(), 0);
+        }
+    }
 }
