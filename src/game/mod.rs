@@ -43,6 +43,7 @@
 pub mod client;
 pub mod event;
 pub mod server;
+mod table;
 pub mod token;
 pub mod wire;
 

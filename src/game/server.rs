@@ -51,17 +51,28 @@
 //!
 //! # Peer table
 //!
-//! Peers live in a `heapless::IndexMap` with `N` slots (`N` a power of two, at most 65 536):
-//! O(1) average lookup per packet. The table is hashed with a key derived from the secret
-//! ([`KeyedBuildHasher::from_secret`]) so that clients cannot pick colliding addresses.
+//! Peers live in an open-addressing hash table of `2 × N` buckets for at most `N` peers (`N` a
+//! power of two, at most 2^30, checked at compile time): the load factor never exceeds 50 %, so
+//! a lookup is O(1) and short at any `N`, and deletion shifts entries back instead of leaving
+//! tombstones, so churn does not slow it down. The table is placed by a cheap keyed hash (a
+//! folded multiply per word of `A`'s `Hash` stream) whose key is derived from the secret, so
+//! that clients cannot pick colliding addresses; SipHash is only used to mint tokens (stateless
+//! CONNECT and ACCEPT), never per datagram of a known peer, whose token is compared with the one
+//! stored in its slot.
+//!
+//! Memory grows linearly with `N`: per peer of capacity two buckets (a 32-bit hash, the address
+//! `A` and the 40-byte peer state), one timer-heap entry (16 bytes + `A`) and one transmit-queue
+//! entry (`A`), plus a fixed part. For `A = u32` that is 116 bytes per peer
+//! (`Server<u32, 65536>` is 7,604,640 bytes: build large servers in a `Box` or a `static`).
 
-use core::hash::{BuildHasher, BuildHasherDefault, Hash, Hasher};
+use core::hash::Hash;
 
 use heapless::binary_heap::{BinaryHeap, Min};
-use heapless::{Deque, IndexMap};
+use heapless::Deque;
 
 use super::client::ack_in_range;
 use super::event::{CommandError, InputError, PeerCloseCause, ReasonText, SendError, ServerEvent};
+use super::table::{PeerHashKey, Table};
 use super::token::{mint, KeyedBuildHasher, TokenSecret};
 use super::wire::{
     self, ChunkPacket, Control, ControlPacket, DecodeError, Flags, Header, Packet, Reason, Token,
@@ -116,10 +127,9 @@ pub struct ServerConfig {
     pub timeout: Duration,
     /// CONNECT_ACCEPT resend interval for [`VanillaPolicy::Pending`] slots. Default: 500 ms.
     pub connect_accept_resend: Duration,
-    /// Admit at most this many peers (online and pending); the table's `N` caps it too.
-    /// Default: `usize::MAX` (up to `N`). The peer table is an open-addressing hash table whose
-    /// probe sequences grow as it fills up: for large tables, choose `N` about twice the peer
-    /// count you need and set `max_peers` to that count to keep lookups short.
+    /// Admit at most this many peers (online and pending); the server's `N` caps it too.
+    /// Default: `usize::MAX` (up to `N`). The peer table has `2 × N` buckets, so it is at most
+    /// half full whatever `max_peers` is: lookups stay short up to `N` peers.
     pub max_peers: usize,
 }
 
@@ -326,49 +336,7 @@ impl<A> Ord for TimerEntry<A> {
     }
 }
 
-/// Table key: the caller's address plus its keyed hash (only the address takes part in equality)
-#[derive(Debug, Clone, Copy)]
-struct PeerKey<A> {
-    addr: A,
-    tag: u32,
-}
-
-impl<A: PartialEq> PartialEq for PeerKey<A> {
-    fn eq(&self, other: &Self) -> bool {
-        self.addr == other.addr
-    }
-}
-
-impl<A: Eq> Eq for PeerKey<A> {}
-
-impl<A> Hash for PeerKey<A> {
-    fn hash<H: Hasher>(&self, state: &mut H) {
-        state.write_u32(self.tag);
-    }
-}
-
-/// Passes the precomputed keyed tag through to the table
-#[derive(Debug, Clone, Copy, Default)]
-struct TagHasher(u64);
-
-impl Hasher for TagHasher {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-
-    fn write(&mut self, bytes: &[u8]) {
-        for &b in bytes {
-            self.0 = self.0.rotate_left(8) ^ u64::from(b);
-        }
-    }
-
-    fn write_u32(&mut self, v: u32) {
-        self.0 = u64::from(v);
-    }
-}
-
-type PeerTable<A, const N: usize> =
-    IndexMap<PeerKey<A>, PeerSlot, BuildHasherDefault<TagHasher>, N>;
+type PeerTable<A, const N: usize> = Table<A, PeerSlot, N>;
 
 /// A reply to an address without state
 #[derive(Debug, Clone, Copy)]
@@ -400,15 +368,16 @@ struct Shutdown {
 }
 
 /// A sans-IO Teeworlds 0.6 / DDNet game server for up to `N` peers (a power of two, at most
-/// 65 536), with an event queue of `E` entries (default 8); `A` is the caller's peer key (a
-/// socket address, an `(ip, port)` tuple, ...)
+/// 2^30; the peer table has `2 × N` buckets, see the module docs on memory), with an event queue
+/// of `E` entries (default 8); `A` is the caller's peer key (a socket address, an `(ip, port)`
+/// tuple, ...)
 ///
 /// Drive it with the [`Machine`] run loop. Tokens are minted from the whole key `A`: pass the IP
 /// alone as part of the key's hash if all ports of a host should share one (DDNet's choice), or
 /// the full address.
 pub struct Server<A, const N: usize, const E: usize = 8> {
     config: ServerConfig,
-    table_hasher: KeyedBuildHasher,
+    table_hasher: PeerHashKey,
     clock: Clock,
     peers: PeerTable<A, N>,
     /// Peers with `out` bits set (each at most once while `queued`)
@@ -459,10 +428,12 @@ impl<A: Copy + Eq + Hash, const N: usize, const E: usize> Server<A, N, E> {
     #[must_use]
     pub fn new(config: ServerConfig) -> Self {
         Server {
-            table_hasher: KeyedBuildHasher::from_secret(&config.secret),
+            table_hasher: PeerHashKey::new(
+                KeyedBuildHasher::from_secret(&config.secret).key_bytes(),
+            ),
             config,
             clock: Clock::new(),
-            peers: IndexMap::default(),
+            peers: Table::new(),
             dirty: Deque::new(),
             replies: Deque::new(),
             closes: Deque::new(),
@@ -477,12 +448,10 @@ impl<A: Copy + Eq + Hash, const N: usize, const E: usize> Server<A, N, E> {
         }
     }
 
-    fn key(&self, addr: A) -> PeerKey<A> {
-        // the low 32 bits of a keyed SipHash; the table uses the low 16
-        PeerKey {
-            addr,
-            tag: self.table_hasher.hash_one(addr) as u32,
-        }
+    /// Placement hash of `addr` in the peer table (keyed, cheap; not the token)
+    #[inline]
+    fn key(&self, addr: A) -> u32 {
+        self.table_hasher.hash(&addr)
     }
 
     /// Add a timer entry; on overflow the heap is rebuilt from the table on the next timer call
@@ -495,11 +464,11 @@ impl<A: Copy + Eq + Hash, const N: usize, const E: usize> Server<A, N, E> {
     /// Replace the heap by one fresh entry per slot (drops stale entries); O(N log N)
     fn rebuild_timers(&mut self, now: Instant) {
         self.timers.clear();
-        for (key, slot) in self.peers.iter() {
+        for bucket in self.peers.iter() {
             let entry = TimerEntry {
-                at: slot.timer_at(&self.config, now),
-                gen: slot.gen,
-                addr: key.addr,
+                at: bucket.value.timer_at(&self.config, now),
+                gen: bucket.value.gen,
+                addr: bucket.key,
             };
             // capacity N >= number of slots: cannot fail
             let _ = self.timers.push(entry);
@@ -530,15 +499,18 @@ impl<A: Copy + Eq + Hash, const N: usize, const E: usize> Server<A, N, E> {
         if self.state != ServerState::Running {
             return Err(CommandError::ShuttingDown);
         }
-        let key = self.key(peer);
-        let slot = *self.peers.get(&key).ok_or(CommandError::UnknownPeer)?;
+        let pos = self
+            .peers
+            .find(self.key(peer), &peer)
+            .ok_or(CommandError::UnknownPeer)?;
+        let slot = self.peers.get(pos).ok_or(CommandError::UnknownPeer)?.value;
         if self.closes.is_full() {
             return Err(CommandError::CloseQueueFull);
         }
         if slot.online && self.events.is_full() {
             return Err(CommandError::EventQueueFull);
         }
-        self.peers.remove(&key);
+        self.peers.remove_at(pos);
         let frame = CloseFrame {
             to: peer,
             token: slot.token,
@@ -568,7 +540,13 @@ impl<A: Copy + Eq + Hash, const N: usize, const E: usize> Server<A, N, E> {
             return;
         }
         self.state = ServerState::ShuttingDown;
-        self.shutdown = Shutdown { tx: 0, ev: 0 };
+        self.shutdown = Shutdown {
+            tx: self
+                .peers
+                .next_occupied(0)
+                .unwrap_or(PeerTable::<A, N>::SLOTS),
+            ev: 0,
+        };
         self.shutdown_reason = reason_text(reason);
         self.replies.clear();
         self.dirty.clear();
@@ -582,7 +560,10 @@ impl<A: Copy + Eq + Hash, const N: usize, const E: usize> Server<A, N, E> {
     /// [`CommandError::UnknownPeer`].
     pub fn set_ack(&mut self, peer: A, ack: u16) -> Result<(), CommandError> {
         let key = self.key(peer);
-        let slot = self.peers.get_mut(&key).ok_or(CommandError::UnknownPeer)?;
+        let slot = self
+            .peers
+            .lookup_mut(key, &peer)
+            .ok_or(CommandError::UnknownPeer)?;
         slot.ack = ack % ACK_MODULO;
         Ok(())
     }
@@ -594,7 +575,10 @@ impl<A: Copy + Eq + Hash, const N: usize, const E: usize> Server<A, N, E> {
     /// [`CommandError::UnknownPeer`].
     pub fn set_sequence(&mut self, peer: A, sequence: u16) -> Result<(), CommandError> {
         let key = self.key(peer);
-        let slot = self.peers.get_mut(&key).ok_or(CommandError::UnknownPeer)?;
+        let slot = self
+            .peers
+            .lookup_mut(key, &peer)
+            .ok_or(CommandError::UnknownPeer)?;
         slot.sequence = sequence % ACK_MODULO;
         Ok(())
     }
@@ -620,7 +604,7 @@ impl<A: Copy + Eq + Hash, const N: usize, const E: usize> Server<A, N, E> {
             return Err(SendError::NotOnline);
         }
         let key = self.key(peer);
-        let Some(slot) = self.peers.get_mut(&key) else {
+        let Some(slot) = self.peers.lookup_mut(key, &peer) else {
             return Err(SendError::NotOnline);
         };
         if !slot.online {
@@ -672,13 +656,17 @@ impl<A: Copy + Eq + Hash, const N: usize, const E: usize> Server<A, N, E> {
     /// True when `peer` is in the table and online
     #[must_use]
     pub fn is_online(&self, peer: A) -> bool {
-        self.peers.get(&self.key(peer)).is_some_and(|s| s.online)
+        self.peers
+            .lookup(self.key(peer), &peer)
+            .is_some_and(|s| s.online)
     }
 
     /// The token of `peer`, if it is in the table and uses one
     #[must_use]
     pub fn peer_token(&self, peer: A) -> Option<Token> {
-        self.peers.get(&self.key(peer)).and_then(|s| s.token)
+        self.peers
+            .lookup(self.key(peer), &peer)
+            .and_then(|s| s.token)
     }
 
     /// The token this server mints for `peer` (what its CONNECT_ACCEPT carries)
@@ -729,7 +717,7 @@ impl<A: Copy + Eq + Hash, const N: usize, const E: usize> Server<A, N, E> {
                 slot.queued = true;
             }
         }
-        if self.peers.insert(key, slot).is_err() {
+        if self.peers.insert(key, from, slot).is_err() {
             // not reachable (fullness checked above); any queued entry is skipped as stale
             self.stats.rejected_full = self.stats.rejected_full.wrapping_add(1);
             return false;
@@ -810,11 +798,10 @@ impl<A: Copy + Eq + Hash, const N: usize, const E: usize> Server<A, N, E> {
         &mut self,
         now: Instant,
         from: A,
-        key: PeerKey<A>,
-        index: usize,
+        pos: usize,
         data: &'a [u8],
     ) -> Option<ChunkPacket<'a>> {
-        let (_, slot) = self.peers.get_index_mut(index)?;
+        let slot = self.peers.value_mut(pos)?;
         let mode = if slot.token.is_some() {
             TokenMode::Trailing
         } else {
@@ -882,7 +869,7 @@ impl<A: Copy + Eq + Hash, const N: usize, const E: usize> Server<A, N, E> {
                 match c.control {
                     Control::Close(reason) => {
                         let online = slot.online;
-                        self.peers.remove(&key);
+                        self.peers.remove_at(pos);
                         if online {
                             let cause = PeerCloseCause::PeerClosed {
                                 reason: reason.to_text(),
@@ -926,9 +913,10 @@ impl<A: Copy + Eq + Hash, const N: usize, const E: usize> Server<A, N, E> {
 
     /// The next shutdown CLOSE, as (entry index, frame)
     fn shutdown_frame(&self) -> Option<(A, ControlPacket<'_>)> {
-        let (key, slot) = self.peers.get_index(self.shutdown.tx)?;
+        let bucket = self.peers.get(self.shutdown.tx)?;
+        let slot = &bucket.value;
         Some((
-            key.addr,
+            bucket.key,
             ControlPacket {
                 ack: slot.ack,
                 control: Control::Close(Reason::from_str(&self.shutdown_reason)),
@@ -983,7 +971,7 @@ impl<A: Copy + Eq + Hash, const N: usize, const E: usize> Server<A, N, E> {
         // bounded: every iteration pops an entry or returns
         while let Some(&addr) = self.dirty.front() {
             let key = self.key(addr);
-            let Some(slot) = self.peers.get_mut(&key) else {
+            let Some(slot) = self.peers.lookup_mut(key, &addr) else {
                 self.dirty.pop_front();
                 continue;
             };
@@ -1052,8 +1040,8 @@ impl<A: Copy + Eq + Hash, const N: usize, const E: usize> Machine for Server<A, 
         }
         let key = self.key(from);
         // one table lookup per datagram; the entry is then reached by index
-        if let Some(index) = self.peers.get_index_of(&key) {
-            Ok(match self.handle_known(now, from, key, index, data) {
+        if let Some(pos) = self.peers.find(key, &from) {
+            Ok(match self.handle_known(now, from, pos, data) {
                 Some(app) => Received::with_app(n, app),
                 None => Received::consumed(n),
             })
@@ -1088,10 +1076,10 @@ impl<A: Copy + Eq + Hash, const N: usize, const E: usize> Machine for Server<A, 
                 break;
             };
             let key = self.key(entry.addr);
-            let Some(index) = self.peers.get_index_of(&key) else {
+            let Some(pos) = self.peers.find(key, &entry.addr) else {
                 continue; // stale: the slot is gone
             };
-            let Some((_, slot)) = self.peers.get_index_mut(index) else {
+            let Some(slot) = self.peers.value_mut(pos) else {
                 continue;
             };
             if slot.gen != entry.gen {
@@ -1113,7 +1101,7 @@ impl<A: Copy + Eq + Hash, const N: usize, const E: usize> Machine for Server<A, 
                 } else {
                     self.stats.pending_timed_out = self.stats.pending_timed_out.wrapping_add(1);
                 }
-                self.peers.remove(&key);
+                self.peers.remove_at(pos);
                 continue;
             }
             if slot.out == 0 {
@@ -1164,7 +1152,10 @@ impl<A: Copy + Eq + Hash, const N: usize, const E: usize> Machine for Server<A, 
                     return Ok(None);
                 };
                 let len = packet.emit(buf)?;
-                self.shutdown.tx = self.shutdown.tx.saturating_add(1);
+                self.shutdown.tx = self
+                    .peers
+                    .next_occupied(self.shutdown.tx.saturating_add(1))
+                    .unwrap_or(PeerTable::<A, N>::SLOTS);
                 Ok(Some(Transmit {
                     to,
                     len,
@@ -1184,18 +1175,18 @@ impl<A: Copy + Eq + Hash, const N: usize, const E: usize> Machine for Server<A, 
         }
         // Shutdown: one PeerClosed per announced peer whose CLOSE went out, then completion.
         while self.shutdown.ev < self.shutdown.tx {
-            let entry = self.peers.get_index(self.shutdown.ev);
+            let entry = self.peers.get(self.shutdown.ev);
             self.shutdown.ev = self.shutdown.ev.saturating_add(1);
-            if let Some((key, slot)) = entry {
-                if slot.online {
+            if let Some(bucket) = entry {
+                if bucket.value.online {
                     return Some(ServerEvent::PeerClosed {
-                        peer: key.addr,
+                        peer: bucket.key,
                         cause: PeerCloseCause::Shutdown,
                     });
                 }
             }
         }
-        if self.shutdown.ev >= self.peers.len() {
+        if self.shutdown.ev >= PeerTable::<A, N>::SLOTS {
             self.peers.clear();
             self.state = ServerState::Stopped;
             return Some(ServerEvent::ShutdownComplete);
@@ -1866,7 +1857,12 @@ mod tests {
         assert!(s.poll_event().is_none());
         let out = s_out(&mut s, ms(50));
         assert_eq!(out.len(), 3);
-        for ((to, p), c) in out.iter().zip(clients.iter_mut()) {
+        // in table order (hash order), one CLOSE per peer
+        let mut tos: Vec<u32> = out.iter().map(|(to, _)| *to).collect();
+        tos.sort_unstable();
+        assert_eq!(tos, [1, 2, 3]);
+        for (to, p) in &out {
+            let c = &mut clients[*to as usize - 1];
             let mut expect = hex("10 00 00 04");
             expect.extend_from_slice(b"Server shutdown\0");
             if *to != 2 {
@@ -1878,7 +1874,8 @@ mod tests {
         }
         let ev = s_events(&mut s);
         assert_eq!(ev.len(), 4);
-        for (a, e) in [1, 2, 3].into_iter().zip(&ev) {
+        // PeerClosed in the order of the CLOSEs
+        for (a, e) in out.iter().map(|(to, _)| *to).zip(&ev) {
             assert_eq!(
                 e,
                 &ServerEvent::PeerClosed {
@@ -2363,5 +2360,53 @@ mod tests {
                 token: None
             }]
         );
+    }
+
+    #[test]
+    fn more_than_65536_peers_and_churn_at_capacity() {
+        // no 65,536 cap: 70,000 vanilla peers in a Server<_, 131072> (262,144 buckets), then
+        // removal and re-admission at full capacity in a small server
+        std::thread::Builder::new()
+            .stack_size(256 << 20)
+            .spawn(|| {
+                let mut s: std::boxed::Box<Server<Addr, { 1 << 17 }>> =
+                    std::boxed::Box::new(Server::new(ServerConfig {
+                        vanilla: VanillaPolicy::Admit,
+                        ..ServerConfig::new(SECRET)
+                    }));
+                let connect = hex("10 00 00 01");
+                for a in 0..70_000 {
+                    let _ = s.handle_input(ms(0), a, &connect).unwrap();
+                    while s.poll_event().is_some() {}
+                }
+                assert_eq!(s.peer_count(), 70_000);
+                assert!(s.is_online(0) && s.is_online(69_999) && !s.is_online(70_000));
+            })
+            .unwrap()
+            .join()
+            .unwrap();
+
+        let mut s: Server<Addr, 8> = Server::new(ServerConfig {
+            vanilla: VanillaPolicy::Admit,
+            ..ServerConfig::new(SECRET)
+        });
+        let connect = hex("10 00 00 01");
+        for round in 0..200u32 {
+            for a in 0..8 {
+                let _ = s.handle_input(ms(0), round * 8 + a, &connect).unwrap();
+                while s.poll_event().is_some() {}
+            }
+            assert_eq!(s.peer_count(), 8);
+            // full: the next vanilla CONNECT gets a bare CLOSE and no slot
+            let _ = s.handle_input(ms(0), u32::MAX, &connect).unwrap();
+            assert!(!s.is_online(u32::MAX));
+            for a in 0..8 {
+                assert!(s.is_online(round * 8 + a));
+                s.kick(ms(0), round * 8 + a, "").unwrap();
+                while s.poll_event().is_some() {}
+                let _ = s_out(&mut s, ms(0));
+            }
+            assert_eq!(s.peer_count(), 0);
+        }
     }
 }

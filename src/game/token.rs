@@ -10,8 +10,10 @@
 //! Tokens only have to be stable for the lifetime of one server process (the same secret, the same
 //! build): they go through [`core::hash::Hash`], whose byte stream is not a portable format.
 //!
-//! [`KeyedBuildHasher`] lets the server key its peer table with the same hash function, so a peer
-//! cannot choose addresses that collide in the table.
+//! [`KeyedBuildHasher`] is a keyed SipHash [`BuildHasher`] for hash tables keyed by peer
+//! addresses. The game server derives its peer-table key from it
+//! ([`KeyedBuildHasher::from_secret`]) but places peers with a cheaper keyed hash of its own, so
+//! no SipHash runs per datagram.
 
 use core::fmt;
 use core::hash::{BuildHasher, Hash, Hasher};
@@ -153,7 +155,7 @@ pub fn mint<A: Hash>(secret: &TokenSecret, addr: &A) -> Token {
     }
 }
 
-/// A [`BuildHasher`] producing keyed [`SipHasher24`]s, for the server's peer table
+/// A [`BuildHasher`] producing keyed [`SipHasher24`]s, for tables keyed by peer addresses
 ///
 /// [`Default`] uses a fixed, public key (the ASCII bytes `tether-peer-tabl`): deterministic and
 /// fine for tests, but it gives no protection against chosen collisions. [`from_secret`] derives
@@ -187,6 +189,11 @@ impl KeyedBuildHasher {
     #[must_use]
     pub const fn with_key(key: [u8; 16]) -> Self {
         KeyedBuildHasher { key }
+    }
+
+    /// The 16 key bytes (seed of the server's placement hash)
+    pub(crate) const fn key_bytes(&self) -> [u8; 16] {
+        self.key
     }
 }
 
