@@ -1,1 +1,1927 @@
-//! (in progress)
+//! The game server: stateless DDNet token handshake, vanilla policy, keep-alive, timeout, kick and
+//! shutdown for up to `N` peers
+//!
+//! # Admission (DDNet flavour)
+//!
+//! A token CONNECT (`01 "TKEN" FF FF FF FF`) from an unknown address is answered statelessly with
+//! `CONNECT_ACCEPT | "TKEN" | token`, ack 0, where the token is [`mint`]ed from the peer key and
+//! [`ServerConfig::secret`]; nothing is stored. Only an ACCEPT carrying that token creates a peer
+//! (event [`ServerEvent::PeerConnected`]), so a peer exists only for addresses that proved they
+//! receive our packets.
+//!
+//! **Amplification.** Before admission no reply is larger than the request it answers: a token
+//! CONNECT is at least 12 bytes and its CONNECT_ACCEPT 12 bytes; the vanilla replies (bare
+//! CONNECT_ACCEPT, bare CLOSE) are 4 bytes for a request of at least 4. Pending stateless replies
+//! wait in a bounded queue of [`STATELESS_QUEUE_LEN`]; when it is full the request is dropped and
+//! counted ([`ServerStats::dropped_reply_queue_full`]). **The one exception**: when the table is
+//! full, a valid token ACCEPT (8 bytes) is answered with `CLOSE "This server is full"` + token
+//! (28 bytes), as DDNet does — the echoed token proves the sender owns its address, so the reply
+//! cannot be aimed at a third party. A vanilla CONNECT to a full server gets a bare CLOSE.
+//!
+//! # Vanilla clients
+//!
+//! A CONNECT without `TKEN` is handled according to [`ServerConfig::vanilla`] ([`VanillaPolicy`]).
+//!
+//! # Existing peers
+//!
+//! Packets from a known peer go through the pre-filter of the spec (A.11): token (token peers:
+//! last 4 bytes, dropped and counted when wrong), ack range (A.6, dropped and counted), then
+//! dispatch. A token CONNECT from a known peer is answered again with its CONNECT_ACCEPT, the
+//! connection unchanged; KEEP_ALIVE and every other accepted packet refresh the peer's liveness;
+//! CLOSE removes the peer ([`PeerCloseCause::PeerClosed`], nothing sent back); chunk packets come
+//! back borrowed in [`Received::app`] (the peer is the `from` the caller passed).
+//!
+//! Like the [`Client`](super::client::Client), the server does no vital-chunk sequencing: each
+//! peer's ack is what the application reports with [`Server::set_ack`] (0 until then) and its
+//! sequence what it reports with [`Server::set_sequence`].
+//!
+//! # Timers and their cost
+//!
+//! Per peer: KEEP_ALIVE when nothing was sent for [`ServerConfig::keep_alive`], timeout (no CLOSE
+//! sent) when nothing valid arrived for [`ServerConfig::timeout`], and for
+//! [`VanillaPolicy::Pending`] slots a CONNECT_ACCEPT resend every
+//! [`ServerConfig::connect_accept_resend`]. The server caches the earliest deadline:
+//! [`Server::poll_timeout`] is O(1); [`Server::handle_timeout`] is O(1) before that deadline and
+//! scans every peer once (O(N)) when it is reached, recomputing the cache. Changes between scans
+//! only ever lower the cached value, so it is never later than the true earliest deadline.
+//!
+//! # Peer table
+//!
+//! Peers live in a `heapless::IndexMap` with `N` slots (`N` a power of two, at most 65 536):
+//! O(1) average lookup per packet. The table is hashed with a key derived from the secret
+//! ([`KeyedBuildHasher::from_secret`]) so that clients cannot pick colliding addresses.
+
+use core::hash::{BuildHasher, BuildHasherDefault, Hash, Hasher};
+
+use heapless::{Deque, IndexMap};
+
+use super::client::ack_in_range;
+use super::event::{CommandError, InputError, PeerCloseCause, ReasonText, SendError, ServerEvent};
+use super::token::{mint, KeyedBuildHasher, TokenSecret};
+use super::wire::{
+    self, ChunkPacket, Control, ControlPacket, DecodeError, Flags, Header, Packet, Reason, Token,
+    TokenMode, ACK_MODULO, MAX_PACKET_LEN,
+};
+use crate::io::{BufferTooSmall, FrameKind, Received, Transmit};
+use crate::machine::Machine;
+use crate::time::{Clock, Duration, Instant};
+
+/// Capacity of the queue of stateless replies (CONNECT_ACCEPT, refusal CLOSE) to unknown addresses
+pub const STATELESS_QUEUE_LEN: usize = 16;
+/// Capacity of the queue of CLOSE frames with a reason for kicked peers
+pub const CLOSE_QUEUE_LEN: usize = 4;
+/// The reason sent to a token client whose ACCEPT arrives while the table is full
+pub const SERVER_FULL_REASON: &str = "This server is full";
+
+/// What the server does with a vanilla CONNECT (one without the DDNet `TKEN` extension)
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub enum VanillaPolicy {
+    /// Refuse: answer a bare CLOSE (`10 00 00 04`, no reason so the reply is no larger than the
+    /// request) and keep nothing. The default: vanilla clients cannot prove their address.
+    #[default]
+    Reject,
+    /// Like DDNet 16.x with `sv_vanilla_antispoof 0`: answer a bare CONNECT_ACCEPT and create an
+    /// online token-less peer at once (state for an unverified address: a spoofed CONNECT can
+    /// occupy a slot until it times out)
+    Admit,
+    /// Like vanilla 0.6.4: create a pending slot, resend CONNECT_ACCEPT every
+    /// [`ServerConfig::connect_accept_resend`], go online (event `PeerConnected`) on the first
+    /// chunk packet; a pending slot times out after [`ServerConfig::timeout`] without an event.
+    /// The resends make one spoofed 4-byte CONNECT cost up to `timeout / resend` 4-byte replies.
+    Pending,
+}
+
+/// Settings of a [`Server`]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub struct ServerConfig {
+    /// Secret the security tokens and the peer-table hash key are derived from; fill it from a
+    /// random source at start. Default: all zeros — **replace it**: with a known secret anyone
+    /// can compute tokens for spoofed addresses.
+    pub secret: TokenSecret,
+    /// Policy for vanilla CONNECTs. Default: [`VanillaPolicy::Reject`].
+    pub vanilla: VanillaPolicy,
+    /// Send a KEEP_ALIVE to an online peer when nothing was sent to it for this long. Default:
+    /// 1 s, what DDNet and vanilla servers do (the project's seed text mentions 250 ms for
+    /// clients only; that value comes from a stale source comment).
+    pub keep_alive: Duration,
+    /// A peer times out when nothing valid arrived from it for this long. Default: 10 s
+    /// (vanilla 0.6.4; DDNet's `conn_timeout` defaults to 100 s).
+    pub timeout: Duration,
+    /// CONNECT_ACCEPT resend interval for [`VanillaPolicy::Pending`] slots. Default: 500 ms.
+    pub connect_accept_resend: Duration,
+}
+
+impl ServerConfig {
+    /// The defaults with this `secret`
+    #[must_use]
+    pub fn new(secret: TokenSecret) -> Self {
+        ServerConfig {
+            secret,
+            ..ServerConfig::default()
+        }
+    }
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            secret: TokenSecret([0; 16]),
+            vanilla: VanillaPolicy::Reject,
+            keep_alive: Duration::from_secs(1),
+            timeout: Duration::from_secs(10),
+            connect_accept_resend: Duration::from_millis(500),
+        }
+    }
+}
+
+/// Counters of a [`Server`]; they only grow (wrapping)
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Hash)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub struct ServerStats {
+    /// Packets dropped because their token was wrong or missing (known peers and ACCEPTs)
+    pub dropped_wrong_token: u32,
+    /// Packets from known peers dropped because their ack was out of range
+    pub dropped_bad_ack: u32,
+    /// Datagrams that did not parse as a 0.6 packet
+    pub dropped_malformed: u32,
+    /// Requests from unknown addresses dropped because the stateless reply queue was full
+    pub dropped_reply_queue_full: u32,
+    /// Packets from unknown addresses that need no answer (KEEP_ALIVE, CLOSE, chunks, ...)
+    pub ignored_unsolicited: u32,
+    /// Datagrams fed during or after shutdown (ignored)
+    pub ignored_stopped: u32,
+    /// Accepted packets that carried decoder [`Warnings`](super::wire::Warnings)
+    pub warnings: u32,
+    /// CONNECT_ACCEPT packets sent (stateless, re-answers and pending resends)
+    pub connect_accepts_sent: u32,
+    /// KEEP_ALIVE packets sent
+    pub keep_alives_sent: u32,
+    /// KEEP_ALIVE packets received (and accepted)
+    pub keep_alives_received: u32,
+    /// Peers admitted (`PeerConnected` events)
+    pub peers_admitted: u32,
+    /// Admitted peers that timed out
+    pub peers_timed_out: u32,
+    /// Pending vanilla slots that timed out before their first chunk packet
+    pub pending_timed_out: u32,
+    /// Admissions refused because the table was full
+    pub rejected_full: u32,
+    /// Vanilla CONNECTs refused by [`VanillaPolicy::Reject`]
+    pub rejected_vanilla: u32,
+    /// Chunk packets written by [`Server::send_chunks`]
+    pub chunk_packets_sent: u32,
+    /// Chunk packets delivered in [`Received::app`]
+    pub chunk_packets_received: u32,
+}
+
+/// The server's own lifecycle
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub enum ServerState {
+    /// Accepting peers
+    Running,
+    /// [`Server::shutdown`] was called; CLOSEs and `PeerClosed` events are being drained
+    ShuttingDown,
+    /// Shutdown finished ([`ServerEvent::ShutdownComplete`] was emitted); all input is ignored
+    Stopped,
+}
+
+/// Pending-output bit: CONNECT_ACCEPT to this peer
+const OUT_CONNECT_ACCEPT: u8 = 1;
+/// Pending-output bit: KEEP_ALIVE to this peer
+const OUT_KEEP_ALIVE: u8 = 2;
+
+/// Per-peer state; kept at most 64 bytes (checked by a test)
+#[derive(Debug, Clone, Copy)]
+struct PeerSlot {
+    last_send: Instant,
+    last_recv: Instant,
+    token: Option<Token>,
+    ack: u16,
+    sequence: u16,
+    peer_ack: u16,
+    /// Admitted and announced (`PeerConnected`); false for a vanilla pending slot
+    online: bool,
+    /// `OUT_*` bits
+    out: u8,
+    /// In the transmit queue
+    queued: bool,
+}
+
+impl PeerSlot {
+    fn new(now: Instant, token: Option<Token>, online: bool) -> Self {
+        PeerSlot {
+            last_send: now,
+            last_recv: now,
+            token,
+            ack: 0,
+            sequence: 0,
+            peer_ack: 0,
+            online,
+            out: 0,
+            queued: false,
+        }
+    }
+
+    /// The next frame this peer has queued, and its bit
+    fn next_frame(&self) -> Option<(ControlPacket<'static>, u8)> {
+        if self.out & OUT_CONNECT_ACCEPT != 0 {
+            // ack 0: the peer's ack check while connecting accepts only 0
+            Some((
+                ControlPacket {
+                    ack: 0,
+                    control: Control::ConnectAccept,
+                    token: self.token,
+                },
+                OUT_CONNECT_ACCEPT,
+            ))
+        } else if self.out & OUT_KEEP_ALIVE != 0 {
+            Some((
+                ControlPacket {
+                    ack: self.ack,
+                    control: Control::KeepAlive,
+                    token: self.token,
+                },
+                OUT_KEEP_ALIVE,
+            ))
+        } else {
+            None
+        }
+    }
+
+    /// When this slot's next timer fires
+    fn deadline(&self, config: &ServerConfig) -> Instant {
+        let timeout = self.last_recv + config.timeout;
+        if self.out != 0 {
+            return timeout;
+        }
+        let send = if self.online {
+            self.last_send + config.keep_alive
+        } else {
+            self.last_send + config.connect_accept_resend
+        };
+        timeout.min(send)
+    }
+}
+
+/// Table key: the caller's address plus its keyed hash (only the address takes part in equality)
+#[derive(Debug, Clone, Copy)]
+struct PeerKey<A> {
+    addr: A,
+    tag: u32,
+}
+
+impl<A: PartialEq> PartialEq for PeerKey<A> {
+    fn eq(&self, other: &Self) -> bool {
+        self.addr == other.addr
+    }
+}
+
+impl<A: Eq> Eq for PeerKey<A> {}
+
+impl<A> Hash for PeerKey<A> {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        state.write_u32(self.tag);
+    }
+}
+
+/// Passes the precomputed keyed tag through to the table
+#[derive(Debug, Clone, Copy, Default)]
+struct TagHasher(u64);
+
+impl Hasher for TagHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = self.0.rotate_left(8) ^ u64::from(b);
+        }
+    }
+
+    fn write_u32(&mut self, v: u32) {
+        self.0 = u64::from(v);
+    }
+}
+
+type PeerTable<A, const N: usize> =
+    IndexMap<PeerKey<A>, PeerSlot, BuildHasherDefault<TagHasher>, N>;
+
+/// A reply to an address without state
+#[derive(Debug, Clone, Copy)]
+enum Reply<A> {
+    /// CONNECT_ACCEPT (DDNet form when `token` is `Some`), ack 0
+    ConnectAccept { to: A, token: Option<Token> },
+    /// Bare CLOSE, ack 0
+    Close { to: A },
+    /// `CLOSE "This server is full"` + token, ack 0
+    Full { to: A, token: Token },
+}
+
+/// A CLOSE with a reason for a peer already removed from the table
+#[derive(Debug, Clone)]
+struct CloseFrame<A> {
+    to: A,
+    token: Option<Token>,
+    ack: u16,
+    reason: ReasonText,
+}
+
+/// Progress of a shutdown over the peer table (entry indices)
+#[derive(Debug, Clone, Copy)]
+struct Shutdown {
+    /// Next entry to send CLOSE to
+    tx: usize,
+    /// Next entry to emit `PeerClosed` for (always `<= tx`)
+    ev: usize,
+}
+
+/// A sans-IO Teeworlds 0.6 / DDNet game server for up to `N` peers (a power of two, at most
+/// 65 536), with an event queue of `E` entries (default 8); `A` is the caller's peer key (a
+/// socket address, an `(ip, port)` tuple, ...)
+///
+/// Drive it with the [`Machine`] run loop. Tokens are minted from the whole key `A`: pass the IP
+/// alone as part of the key's hash if all ports of a host should share one (DDNet's choice), or
+/// the full address.
+pub struct Server<A, const N: usize, const E: usize = 8> {
+    config: ServerConfig,
+    table_hasher: KeyedBuildHasher,
+    clock: Clock,
+    peers: PeerTable<A, N>,
+    /// Peers with `out` bits set (each at most once while `queued`)
+    dirty: Deque<A, N>,
+    replies: Deque<Reply<A>, STATELESS_QUEUE_LEN>,
+    closes: Deque<CloseFrame<A>, CLOSE_QUEUE_LEN>,
+    events: Deque<ServerEvent<A>, E>,
+    state: ServerState,
+    shutdown: Shutdown,
+    shutdown_reason: ReasonText,
+    /// Never later than the earliest peer deadline
+    next_deadline: Option<Instant>,
+    stats: ServerStats,
+}
+
+impl<A: core::fmt::Debug, const N: usize, const E: usize> core::fmt::Debug for Server<A, N, E> {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("Server")
+            .field("config", &self.config)
+            .field("state", &self.state)
+            .field("peers", &self.peers.len())
+            .field("next_deadline", &self.next_deadline)
+            .field("stats", &self.stats)
+            .finish_non_exhaustive()
+    }
+}
+
+#[cfg(feature = "defmt")]
+impl<A, const N: usize, const E: usize> defmt::Format for Server<A, N, E> {
+    fn format(&self, f: defmt::Formatter<'_>) {
+        defmt::write!(
+            f,
+            "Server {{ state: {}, peers: {} }}",
+            self.state,
+            self.peers.len()
+        );
+    }
+}
+
+impl<A: Copy + Eq + Hash, const N: usize, const E: usize> Server<A, N, E> {
+    /// A running server without peers
+    ///
+    /// # Panics
+    /// At compile time (const assertion) when `N` is not a power of two greater than 1.
+    #[must_use]
+    pub fn new(config: ServerConfig) -> Self {
+        Server {
+            table_hasher: KeyedBuildHasher::from_secret(&config.secret),
+            config,
+            clock: Clock::new(),
+            peers: IndexMap::default(),
+            dirty: Deque::new(),
+            replies: Deque::new(),
+            closes: Deque::new(),
+            events: Deque::new(),
+            state: ServerState::Running,
+            shutdown: Shutdown { tx: 0, ev: 0 },
+            shutdown_reason: ReasonText::new(),
+            next_deadline: None,
+            stats: ServerStats::default(),
+        }
+    }
+
+    fn key(&self, addr: A) -> PeerKey<A> {
+        // the low 32 bits of a keyed SipHash; the table uses the low 16
+        PeerKey {
+            addr,
+            tag: self.table_hasher.hash_one(addr) as u32,
+        }
+    }
+
+    /// Lower the cached deadline to `t`
+    fn note_deadline(&mut self, t: Instant) {
+        self.next_deadline = Some(self.next_deadline.map_or(t, |d| d.min(t)));
+    }
+
+    /// Mark output bits on a slot and queue the peer for `poll_transmit`
+    fn queue_out(dirty: &mut Deque<A, N>, addr: A, slot: &mut PeerSlot, bits: u8) {
+        slot.out |= bits;
+        // A full queue only happens with stale entries of removed peers; the next timer scan
+        // re-queues the slot then.
+        if !slot.queued && dirty.push_back(addr).is_ok() {
+            slot.queued = true;
+        }
+    }
+
+    /// Kick a peer: remove it now, queue `CLOSE reason` (+ token, current ack) and emit
+    /// [`PeerCloseCause::Kicked`] (only for an announced peer; a pending vanilla slot just goes)
+    ///
+    /// `reason` is cut to 127 bytes on a char boundary. DDNet sends e.g. `Kicked (<reason>)`.
+    ///
+    /// # Errors
+    /// [`CommandError::UnknownPeer`], [`CommandError::CloseQueueFull`],
+    /// [`CommandError::EventQueueFull`], [`CommandError::ShuttingDown`]; nothing changed.
+    pub fn kick(&mut self, now: Instant, peer: A, reason: &str) -> Result<(), CommandError> {
+        self.clock.update(now);
+        if self.state != ServerState::Running {
+            return Err(CommandError::ShuttingDown);
+        }
+        let key = self.key(peer);
+        let slot = *self.peers.get(&key).ok_or(CommandError::UnknownPeer)?;
+        if self.closes.is_full() {
+            return Err(CommandError::CloseQueueFull);
+        }
+        if slot.online && self.events.is_full() {
+            return Err(CommandError::EventQueueFull);
+        }
+        self.peers.remove(&key);
+        let frame = CloseFrame {
+            to: peer,
+            token: slot.token,
+            ack: slot.ack,
+            reason: reason_text(reason),
+        };
+        // room checked above
+        let _ = self.closes.push_back(frame);
+        if slot.online {
+            let _ = self.events.push_back(ServerEvent::PeerClosed {
+                peer,
+                cause: PeerCloseCause::Kicked,
+            });
+        }
+        Ok(())
+    }
+
+    /// Shut down: every peer gets `CLOSE reason` (+ token, its ack) from `poll_transmit`, then a
+    /// [`PeerCloseCause::Shutdown`] event, then [`ServerEvent::ShutdownComplete`]
+    ///
+    /// Queued stateless replies and keep-alives are discarded; kick CLOSEs already queued are
+    /// still sent. From now on all input is ignored and no timer runs. DDNet sends
+    /// `Server shutdown`. Calling it again does nothing.
+    pub fn shutdown(&mut self, now: Instant, reason: &str) {
+        self.clock.update(now);
+        if self.state != ServerState::Running {
+            return;
+        }
+        self.state = ServerState::ShuttingDown;
+        self.shutdown = Shutdown { tx: 0, ev: 0 };
+        self.shutdown_reason = reason_text(reason);
+        self.replies.clear();
+        self.dirty.clear();
+        self.next_deadline = None;
+    }
+
+    /// Report the ack sent to `peer` from now on (its last in-order vital sequence); mod 1024
+    ///
+    /// # Errors
+    /// [`CommandError::UnknownPeer`].
+    pub fn set_ack(&mut self, peer: A, ack: u16) -> Result<(), CommandError> {
+        let key = self.key(peer);
+        let slot = self.peers.get_mut(&key).ok_or(CommandError::UnknownPeer)?;
+        slot.ack = ack % ACK_MODULO;
+        Ok(())
+    }
+
+    /// Report the server's own last vital sequence number towards `peer` (upper end of the
+    /// accepted incoming ack range); mod 1024
+    ///
+    /// # Errors
+    /// [`CommandError::UnknownPeer`].
+    pub fn set_sequence(&mut self, peer: A, sequence: u16) -> Result<(), CommandError> {
+        let key = self.key(peer);
+        let slot = self.peers.get_mut(&key).ok_or(CommandError::UnknownPeer)?;
+        slot.sequence = sequence % ACK_MODULO;
+        Ok(())
+    }
+
+    /// Write one chunk packet for `peer` straight into `out`: header (`flags`, the peer's ack,
+    /// `num_chunks`), `payload`, then the peer's token (not when `flags.compression` is set: the
+    /// caller puts the token inside the data before compressing)
+    ///
+    /// # Errors
+    /// [`SendError::NotOnline`] (unknown or pending peer, or not running), [`SendError::TooLong`],
+    /// [`SendError::BufferTooSmall`]; nothing written, no state changed.
+    pub fn send_chunks(
+        &mut self,
+        now: Instant,
+        peer: A,
+        flags: Flags,
+        num_chunks: u8,
+        payload: &[u8],
+        out: &mut [u8],
+    ) -> Result<Transmit<A>, SendError> {
+        let now = self.clock.update(now);
+        if self.state != ServerState::Running {
+            return Err(SendError::NotOnline);
+        }
+        let key = self.key(peer);
+        let Some(slot) = self.peers.get_mut(&key) else {
+            return Err(SendError::NotOnline);
+        };
+        if !slot.online {
+            return Err(SendError::NotOnline);
+        }
+        let flags = Flags {
+            control: false,
+            ..flags
+        };
+        let token = if flags.compression { None } else { slot.token };
+        let packet = ChunkPacket {
+            header: Header {
+                flags,
+                ack: slot.ack,
+                num_chunks,
+            },
+            payload,
+            token,
+        };
+        let len = packet.buffer_len();
+        if len > MAX_PACKET_LEN {
+            return Err(SendError::TooLong { len });
+        }
+        let len = packet.emit(out).map_err(|e| SendError::BufferTooSmall {
+            required: e.required,
+        })?;
+        slot.last_send = now;
+        slot.out &= !OUT_KEEP_ALIVE;
+        let deadline = slot.deadline(&self.config);
+        self.note_deadline(deadline);
+        self.stats.chunk_packets_sent = self.stats.chunk_packets_sent.wrapping_add(1);
+        Ok(Transmit {
+            to: peer,
+            len,
+            kind: FrameKind::Datagram,
+        })
+    }
+
+    /// Where the server is
+    #[must_use]
+    pub fn state(&self) -> ServerState {
+        self.state
+    }
+
+    /// Number of peers in the table (online and pending)
+    #[must_use]
+    pub fn peer_count(&self) -> usize {
+        self.peers.len()
+    }
+
+    /// True when `peer` is in the table and online
+    #[must_use]
+    pub fn is_online(&self, peer: A) -> bool {
+        self.peers.get(&self.key(peer)).is_some_and(|s| s.online)
+    }
+
+    /// The token of `peer`, if it is in the table and uses one
+    #[must_use]
+    pub fn peer_token(&self, peer: A) -> Option<Token> {
+        self.peers.get(&self.key(peer)).and_then(|s| s.token)
+    }
+
+    /// The token this server mints for `peer` (what its CONNECT_ACCEPT carries)
+    #[must_use]
+    pub fn token_for(&self, peer: A) -> Token {
+        mint(&self.config.secret, &peer)
+    }
+
+    /// The configuration
+    #[must_use]
+    pub fn config(&self) -> &ServerConfig {
+        &self.config
+    }
+
+    /// Counters
+    #[must_use]
+    pub fn stats(&self) -> ServerStats {
+        self.stats
+    }
+
+    fn queue_reply(&mut self, reply: Reply<A>) {
+        if self.replies.push_back(reply).is_err() {
+            self.stats.dropped_reply_queue_full =
+                self.stats.dropped_reply_queue_full.wrapping_add(1);
+        }
+    }
+
+    /// Admit `from` as a new slot; `false` when the table is full
+    fn admit(
+        &mut self,
+        now: Instant,
+        from: A,
+        token: Option<Token>,
+        online: bool,
+        out: u8,
+    ) -> bool {
+        if self.peers.is_full() {
+            self.stats.rejected_full = self.stats.rejected_full.wrapping_add(1);
+            return false;
+        }
+        let key = self.key(from);
+        let mut slot = PeerSlot::new(now, token, online);
+        if out != 0 {
+            slot.out = out;
+            if self.dirty.push_back(from).is_ok() {
+                slot.queued = true;
+            }
+        }
+        if self.peers.insert(key, slot).is_err() {
+            // not reachable (fullness checked above); any queued entry is skipped as stale
+            self.stats.rejected_full = self.stats.rejected_full.wrapping_add(1);
+            return false;
+        }
+        let deadline = slot.deadline(&self.config);
+        self.note_deadline(deadline);
+        if online {
+            self.stats.peers_admitted = self.stats.peers_admitted.wrapping_add(1);
+            // room was checked at the top of handle_input
+            let _ = self
+                .events
+                .push_back(ServerEvent::PeerConnected { peer: from, token });
+        }
+        true
+    }
+
+    /// A datagram from an address without a slot: the stateless path
+    fn handle_unknown(&mut self, now: Instant, from: A, data: &[u8]) {
+        let parsed = match wire::parse(data, TokenMode::Detect) {
+            Ok(p) => p,
+            Err(_) => {
+                self.stats.dropped_malformed = self.stats.dropped_malformed.wrapping_add(1);
+                return;
+            }
+        };
+        if !parsed.warnings.is_empty() {
+            self.stats.warnings = self.stats.warnings.wrapping_add(1);
+        }
+        let Packet::Control(c) = parsed.packet else {
+            self.stats.ignored_unsolicited = self.stats.ignored_unsolicited.wrapping_add(1);
+            return;
+        };
+        match (c.control, c.token) {
+            (Control::Connect, Some(_)) => {
+                let token = mint(&self.config.secret, &from);
+                let reply = ControlPacket {
+                    ack: 0,
+                    control: Control::ConnectAccept,
+                    token: Some(token),
+                };
+                if reply.buffer_len() <= data.len() {
+                    self.queue_reply(Reply::ConnectAccept {
+                        to: from,
+                        token: Some(token),
+                    });
+                }
+            }
+            (Control::Connect, None) => match self.config.vanilla {
+                VanillaPolicy::Reject => {
+                    self.stats.rejected_vanilla = self.stats.rejected_vanilla.wrapping_add(1);
+                    self.queue_reply(Reply::Close { to: from });
+                }
+                policy => {
+                    let online = policy == VanillaPolicy::Admit;
+                    if !self.admit(now, from, None, online, OUT_CONNECT_ACCEPT) {
+                        // a reason would amplify: the vanilla client proved nothing
+                        self.queue_reply(Reply::Close { to: from });
+                    }
+                }
+            },
+            (Control::Accept, Some(token)) => {
+                if token != mint(&self.config.secret, &from) {
+                    self.stats.dropped_wrong_token = self.stats.dropped_wrong_token.wrapping_add(1);
+                } else if !self.admit(now, from, Some(token), true, 0) {
+                    // documented exception to amplification <= 1: the token proves the address
+                    self.queue_reply(Reply::Full { to: from, token });
+                }
+            }
+            _ => self.stats.ignored_unsolicited = self.stats.ignored_unsolicited.wrapping_add(1),
+        }
+    }
+
+    /// A datagram from a peer in the table
+    fn handle_known<'a>(
+        &mut self,
+        now: Instant,
+        from: A,
+        key: PeerKey<A>,
+        data: &'a [u8],
+    ) -> Option<ChunkPacket<'a>> {
+        let slot = self.peers.get_mut(&key)?;
+        let mode = if slot.token.is_some() {
+            TokenMode::Trailing
+        } else {
+            TokenMode::Vanilla
+        };
+        let parsed = match wire::parse(data, mode) {
+            Ok(p) => p,
+            Err(DecodeError::MissingToken) => {
+                self.stats.dropped_wrong_token = self.stats.dropped_wrong_token.wrapping_add(1);
+                return None;
+            }
+            Err(_) => {
+                self.stats.dropped_malformed = self.stats.dropped_malformed.wrapping_add(1);
+                return None;
+            }
+        };
+        let (ack, token) = match &parsed.packet {
+            Packet::Control(c) => (c.ack, c.token),
+            // a compressed packet hides its token inside the data: passed through unverified
+            Packet::Chunks(c) => (
+                c.header.ack,
+                if c.header.flags.compression {
+                    slot.token
+                } else {
+                    c.token
+                },
+            ),
+        };
+        if let Packet::Control(ControlPacket {
+            control: Control::Connect,
+            ..
+        }) = parsed.packet
+        {
+            // DDNet CONNECT from an existing token peer (its trailing bytes are FF FF FF FF, not
+            // the token): answer CONNECT_ACCEPT again, connection unchanged. Vanilla peers'
+            // repeated CONNECTs are ignored (0.6.4 behaviour).
+            if slot.token.is_some() {
+                let reply = ControlPacket {
+                    ack: 0,
+                    control: Control::ConnectAccept,
+                    token: slot.token,
+                };
+                if reply.buffer_len() <= data.len() {
+                    Self::queue_out(&mut self.dirty, from, slot, OUT_CONNECT_ACCEPT);
+                }
+            }
+            return None;
+        }
+        if token != slot.token {
+            self.stats.dropped_wrong_token = self.stats.dropped_wrong_token.wrapping_add(1);
+            return None;
+        }
+        if !ack_in_range(ack, slot.peer_ack, slot.sequence) {
+            self.stats.dropped_bad_ack = self.stats.dropped_bad_ack.wrapping_add(1);
+            return None;
+        }
+        slot.peer_ack = ack;
+        slot.last_recv = now;
+        if !parsed.warnings.is_empty() {
+            self.stats.warnings = self.stats.warnings.wrapping_add(1);
+        }
+        match parsed.packet {
+            Packet::Control(c) => {
+                match c.control {
+                    Control::Close(reason) => {
+                        let online = slot.online;
+                        self.peers.remove(&key);
+                        if online {
+                            let cause = PeerCloseCause::PeerClosed {
+                                reason: reason.to_text(),
+                            };
+                            // room was checked at the top of handle_input
+                            let _ = self
+                                .events
+                                .push_back(ServerEvent::PeerClosed { peer: from, cause });
+                        }
+                    }
+                    Control::KeepAlive => {
+                        self.stats.keep_alives_received =
+                            self.stats.keep_alives_received.wrapping_add(1);
+                    }
+                    // ACCEPT (also DDNet's "rejoin" form), CONNECT_ACCEPT: liveness only
+                    _ => {}
+                }
+                None
+            }
+            Packet::Chunks(c) => {
+                if !slot.online {
+                    // VanillaPolicy::Pending: the first chunk packet completes the connect
+                    slot.online = true;
+                    slot.out &= !OUT_CONNECT_ACCEPT;
+                    self.stats.peers_admitted = self.stats.peers_admitted.wrapping_add(1);
+                    let _ = self.events.push_back(ServerEvent::PeerConnected {
+                        peer: from,
+                        token: None,
+                    });
+                    let deadline = slot.deadline(&self.config);
+                    self.note_deadline(deadline);
+                }
+                self.stats.chunk_packets_received =
+                    self.stats.chunk_packets_received.wrapping_add(1);
+                Some(c)
+            }
+        }
+    }
+
+    /// The next shutdown CLOSE, as (entry index, frame)
+    fn shutdown_frame(&self) -> Option<(A, ControlPacket<'_>)> {
+        let (key, slot) = self.peers.get_index(self.shutdown.tx)?;
+        Some((
+            key.addr,
+            ControlPacket {
+                ack: slot.ack,
+                control: Control::Close(Reason::from_str(&self.shutdown_reason)),
+                token: slot.token,
+            },
+        ))
+    }
+
+    fn transmit_running(
+        &mut self,
+        now: Instant,
+        buf: &mut [u8],
+    ) -> Result<Option<Transmit<A>>, BufferTooSmall> {
+        if let Some(reply) = self.replies.front().copied() {
+            let (to, packet) = match reply {
+                Reply::ConnectAccept { to, token } => (
+                    to,
+                    ControlPacket {
+                        ack: 0,
+                        control: Control::ConnectAccept,
+                        token,
+                    },
+                ),
+                Reply::Close { to } => (
+                    to,
+                    ControlPacket {
+                        ack: 0,
+                        control: Control::Close(Reason::EMPTY),
+                        token: None,
+                    },
+                ),
+                Reply::Full { to, token } => (
+                    to,
+                    ControlPacket {
+                        ack: 0,
+                        control: Control::Close(Reason::from_str(SERVER_FULL_REASON)),
+                        token: Some(token),
+                    },
+                ),
+            };
+            let len = packet.emit(buf)?;
+            self.replies.pop_front();
+            if let Reply::ConnectAccept { .. } = reply {
+                self.stats.connect_accepts_sent = self.stats.connect_accepts_sent.wrapping_add(1);
+            }
+            return Ok(Some(Transmit {
+                to,
+                len,
+                kind: FrameKind::Datagram,
+            }));
+        }
+        // bounded: every iteration pops an entry or returns
+        while let Some(&addr) = self.dirty.front() {
+            let key = self.key(addr);
+            let Some(slot) = self.peers.get_mut(&key) else {
+                self.dirty.pop_front();
+                continue;
+            };
+            let Some((packet, bit)) = slot.next_frame() else {
+                slot.queued = false;
+                self.dirty.pop_front();
+                continue;
+            };
+            let len = packet.emit(buf)?;
+            slot.out &= !bit;
+            slot.last_send = now;
+            if slot.out == 0 {
+                slot.queued = false;
+                self.dirty.pop_front();
+            }
+            let deadline = slot.deadline(&self.config);
+            if bit == OUT_KEEP_ALIVE {
+                self.stats.keep_alives_sent = self.stats.keep_alives_sent.wrapping_add(1);
+            } else {
+                self.stats.connect_accepts_sent = self.stats.connect_accepts_sent.wrapping_add(1);
+            }
+            self.note_deadline(deadline);
+            return Ok(Some(Transmit {
+                to: addr,
+                len,
+                kind: FrameKind::Datagram,
+            }));
+        }
+        Ok(None)
+    }
+}
+
+/// `reason` as owned text, cut to 127 bytes on a char boundary
+fn reason_text(reason: &str) -> ReasonText {
+    let mut text = ReasonText::new();
+    // `Reason::from_str` cut it to MAX_REASON_LEN already, so it fits
+    let _ = text.push_str(Reason::from_str(reason).as_str().unwrap_or(""));
+    text
+}
+
+impl<A: Copy + Eq + Hash, const N: usize, const E: usize> Machine for Server<A, N, E> {
+    type Peer = A;
+    type Event = ServerEvent<A>;
+    type App<'a> = ChunkPacket<'a>;
+    type InputError = InputError;
+
+    /// Feed one datagram from `from`
+    ///
+    /// Always consumes the whole datagram, also when it is dropped (counted in
+    /// [`Server::stats`]); chunk packets of online peers come back in [`Received::app`].
+    ///
+    /// # Errors
+    /// [`InputError::EventQueueFull`]: nothing was consumed or changed; drain `poll_event`.
+    fn handle_input<'a>(
+        &mut self,
+        now: Instant,
+        from: A,
+        data: &'a [u8],
+    ) -> Result<Received<ChunkPacket<'a>>, InputError> {
+        let now = self.clock.update(now);
+        let n = data.len();
+        if self.state != ServerState::Running {
+            self.stats.ignored_stopped = self.stats.ignored_stopped.wrapping_add(1);
+            return Ok(Received::consumed(n));
+        }
+        if self.events.is_full() {
+            return Err(InputError::EventQueueFull);
+        }
+        let key = self.key(from);
+        if self.peers.contains_key(&key) {
+            Ok(match self.handle_known(now, from, key, data) {
+                Some(app) => Received::with_app(n, app),
+                None => Received::consumed(n),
+            })
+        } else {
+            self.handle_unknown(now, from, data);
+            Ok(Received::consumed(n))
+        }
+    }
+
+    /// Let peer timers fire: keep-alives, pending CONNECT_ACCEPT resends and timeouts
+    ///
+    /// O(1) before [`Server::poll_timeout`]; one pass over all peers when it is reached.
+    fn handle_timeout(&mut self, now: Instant) {
+        let now = self.clock.update(now);
+        if self.state != ServerState::Running {
+            return;
+        }
+        match self.next_deadline {
+            Some(d) if now >= d => {}
+            _ => return,
+        }
+        let config = self.config;
+        let mut next: Option<Instant> = None;
+        let mut expired = false;
+        for (key, slot) in self.peers.iter_mut() {
+            if now >= slot.last_recv + config.timeout {
+                expired = true;
+                continue;
+            }
+            if slot.out == 0 {
+                let due = slot.deadline(&config);
+                if now >= due {
+                    let bit = if slot.online {
+                        OUT_KEEP_ALIVE
+                    } else {
+                        OUT_CONNECT_ACCEPT
+                    };
+                    Self::queue_out(&mut self.dirty, key.addr, slot, bit);
+                }
+            } else if !slot.queued && self.dirty.push_back(key.addr).is_ok() {
+                slot.queued = true;
+            }
+            let d = slot.deadline(&config);
+            next = Some(next.map_or(d, |n: Instant| n.min(d)));
+        }
+        if expired {
+            let events = &mut self.events;
+            let stats = &mut self.stats;
+            self.peers.retain(|key, slot| {
+                if now < slot.last_recv + config.timeout {
+                    return true;
+                }
+                if !slot.online {
+                    stats.pending_timed_out = stats.pending_timed_out.wrapping_add(1);
+                    return false;
+                }
+                let event = ServerEvent::PeerClosed {
+                    peer: key.addr,
+                    cause: PeerCloseCause::Timeout,
+                };
+                if events.push_back(event).is_ok() {
+                    stats.peers_timed_out = stats.peers_timed_out.wrapping_add(1);
+                    false
+                } else {
+                    // event queue full: keep the peer, retry on the next call (deadline is past)
+                    let d = slot.last_recv + config.timeout;
+                    next = Some(next.map_or(d, |n: Instant| n.min(d)));
+                    true
+                }
+            });
+        }
+        self.next_deadline = next;
+    }
+
+    /// Write the next frame into `buf`: stateless replies first, then kick CLOSEs, then per-peer
+    /// frames (CONNECT_ACCEPT, KEEP_ALIVE); during shutdown the CLOSE to each peer
+    fn poll_transmit(
+        &mut self,
+        now: Instant,
+        buf: &mut [u8],
+    ) -> Result<Option<Transmit<A>>, BufferTooSmall> {
+        let now = self.clock.update(now);
+        if let Some(frame) = self.closes.front() {
+            let packet = ControlPacket {
+                ack: frame.ack,
+                control: Control::Close(Reason::from_str(&frame.reason)),
+                token: frame.token,
+            };
+            let to = frame.to;
+            let len = packet.emit(buf)?;
+            self.closes.pop_front();
+            return Ok(Some(Transmit {
+                to,
+                len,
+                kind: FrameKind::Datagram,
+            }));
+        }
+        match self.state {
+            ServerState::Running => self.transmit_running(now, buf),
+            ServerState::ShuttingDown => {
+                let Some((to, packet)) = self.shutdown_frame() else {
+                    return Ok(None);
+                };
+                let len = packet.emit(buf)?;
+                self.shutdown.tx = self.shutdown.tx.saturating_add(1);
+                Ok(Some(Transmit {
+                    to,
+                    len,
+                    kind: FrameKind::Datagram,
+                }))
+            }
+            ServerState::Stopped => Ok(None),
+        }
+    }
+
+    fn poll_event(&mut self) -> Option<ServerEvent<A>> {
+        if let Some(event) = self.events.pop_front() {
+            return Some(event);
+        }
+        if self.state != ServerState::ShuttingDown {
+            return None;
+        }
+        // Shutdown: one PeerClosed per announced peer whose CLOSE went out, then completion.
+        while self.shutdown.ev < self.shutdown.tx {
+            let entry = self.peers.get_index(self.shutdown.ev);
+            self.shutdown.ev = self.shutdown.ev.saturating_add(1);
+            if let Some((key, slot)) = entry {
+                if slot.online {
+                    return Some(ServerEvent::PeerClosed {
+                        peer: key.addr,
+                        cause: PeerCloseCause::Shutdown,
+                    });
+                }
+            }
+        }
+        if self.shutdown.ev >= self.peers.len() {
+            self.peers.clear();
+            self.state = ServerState::Stopped;
+            return Some(ServerEvent::ShutdownComplete);
+        }
+        None
+    }
+
+    /// The cached earliest peer deadline (O(1)); `None` without peers or when not running
+    fn poll_timeout(&self) -> Option<Instant> {
+        if self.state == ServerState::Running {
+            self.next_deadline
+        } else {
+            None
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    extern crate std;
+    use std::vec::Vec;
+
+    use super::*;
+    use crate::game::client::{Client, ClientConfig, ClientState};
+    use crate::game::event::{ClientCloseCause, ClientEvent};
+
+    type Addr = u32;
+    type Srv = Server<Addr, 4>;
+
+    const SECRET: TokenSecret = TokenSecret([7; 16]);
+
+    fn ms(v: u64) -> Instant {
+        Instant::from_millis(v)
+    }
+
+    fn hex(s: &str) -> Vec<u8> {
+        s.split_whitespace()
+            .map(|b| u8::from_str_radix(b, 16).unwrap())
+            .collect()
+    }
+
+    fn server(vanilla: VanillaPolicy) -> Srv {
+        Server::new(ServerConfig {
+            vanilla,
+            ..ServerConfig::new(SECRET)
+        })
+    }
+
+    fn s_out<const N: usize, const E: usize>(
+        s: &mut Server<Addr, N, E>,
+        now: Instant,
+    ) -> Vec<(Addr, Vec<u8>)> {
+        let mut out = Vec::new();
+        let mut buf = [0u8; 1400];
+        while let Some(t) = s.poll_transmit(now, &mut buf).unwrap() {
+            assert_eq!(t.kind, FrameKind::Datagram);
+            out.push((t.to, buf[..t.len].to_vec()));
+        }
+        out
+    }
+
+    fn c_out(c: &mut Client, now: Instant) -> Vec<Vec<u8>> {
+        let mut out = Vec::new();
+        let mut buf = [0u8; 1400];
+        while let Some(t) = c.poll_transmit(now, &mut buf).unwrap() {
+            out.push(buf[..t.len].to_vec());
+        }
+        out
+    }
+
+    fn s_events<const N: usize, const E: usize>(
+        s: &mut Server<Addr, N, E>,
+    ) -> Vec<ServerEvent<Addr>> {
+        core::iter::from_fn(|| s.poll_event()).collect()
+    }
+
+    fn c_events(c: &mut Client) -> Vec<ClientEvent> {
+        core::iter::from_fn(|| c.poll_event()).collect()
+    }
+
+    fn to_s<const N: usize, const E: usize>(
+        s: &mut Server<Addr, N, E>,
+        now: Instant,
+        from: Addr,
+        d: &[u8],
+    ) -> Option<Vec<u8>> {
+        let r = s.handle_input(now, from, d).unwrap();
+        assert_eq!(r.bytes_consumed(), d.len());
+        r.into_app().map(|a| a.payload.to_vec())
+    }
+
+    fn to_c(c: &mut Client, now: Instant, d: &[u8]) -> Option<Vec<u8>> {
+        let r = c.handle_input(now, (), d).unwrap();
+        r.into_app().map(|a| a.payload.to_vec())
+    }
+
+    /// Run the handshake of `c` (address `addr`) with `s` at `now` over a lossless link
+    fn handshake<const N: usize, const E: usize>(
+        s: &mut Server<Addr, N, E>,
+        c: &mut Client,
+        addr: Addr,
+        now: Instant,
+    ) {
+        c.connect(now).unwrap();
+        for _ in 0..4 {
+            for p in c_out(c, now) {
+                to_s(s, now, addr, &p);
+            }
+            for (to, p) in s_out(s, now) {
+                assert_eq!(to, addr);
+                to_c(c, now, &p);
+            }
+        }
+    }
+
+    fn token_client() -> Client {
+        Client::new(ClientConfig::default())
+    }
+
+    fn vanilla_client() -> Client {
+        Client::new(ClientConfig {
+            vanilla: true,
+            ..ClientConfig::default()
+        })
+    }
+
+    #[test]
+    fn peer_slot_fits_64_bytes() {
+        assert!(
+            core::mem::size_of::<PeerSlot>() <= 64,
+            "{}",
+            core::mem::size_of::<PeerSlot>()
+        );
+    }
+
+    #[test]
+    fn token_handshake_is_stateless_until_accept() {
+        let mut s = server(VanillaPolicy::Reject);
+        let mut c = token_client();
+        c.connect(ms(0)).unwrap();
+        let connect = c_out(&mut c, ms(0));
+        to_s(&mut s, ms(0), 1, &connect[0]);
+        assert_eq!(s.peer_count(), 0);
+        let reply = s_out(&mut s, ms(0));
+        let tok = s.token_for(1);
+        assert!(!tok.is_sentinel());
+        let mut expect = hex("10 00 00 02 54 4b 45 4e");
+        expect.extend_from_slice(&tok.0);
+        assert_eq!(reply, [(1, expect.clone())]);
+        // the same address always gets the same token; nothing stored
+        to_s(&mut s, ms(1), 1, &connect[0]);
+        assert_eq!(s_out(&mut s, ms(1)), [(1, expect.clone())]);
+        assert_eq!(s.peer_count(), 0);
+        assert_eq!(s.poll_timeout(), None);
+
+        to_c(&mut c, ms(2), &expect);
+        assert_eq!(
+            c_events(&mut c),
+            [ClientEvent::Connected { token: Some(tok) }]
+        );
+        let accept = c_out(&mut c, ms(2));
+        let mut expect_accept = hex("10 00 00 03");
+        expect_accept.extend_from_slice(&tok.0);
+        assert_eq!(accept, [expect_accept]);
+        to_s(&mut s, ms(3), 1, &accept[0]);
+        assert_eq!(
+            s_events(&mut s),
+            [ServerEvent::PeerConnected {
+                peer: 1,
+                token: Some(tok)
+            }]
+        );
+        assert!(s.is_online(1));
+        assert_eq!(s.peer_token(1), Some(tok));
+        assert_eq!(s.stats().peers_admitted, 1);
+    }
+
+    #[test]
+    fn accept_with_wrong_or_missing_token_creates_nothing() {
+        let mut s = server(VanillaPolicy::Admit);
+        let good = s.token_for(1);
+        let mut wrong = hex("10 00 00 03");
+        wrong.extend_from_slice(&s.token_for(2).0);
+        to_s(&mut s, ms(0), 1, &wrong);
+        to_s(&mut s, ms(0), 1, &hex("10 00 00 03"));
+        assert_eq!(s.peer_count(), 0);
+        assert_eq!(s.stats().dropped_wrong_token, 1);
+        assert_eq!(s.stats().ignored_unsolicited, 1);
+        assert!(s_out(&mut s, ms(0)).is_empty());
+        let mut right = hex("10 00 00 03");
+        right.extend_from_slice(&good.0);
+        to_s(&mut s, ms(0), 1, &right);
+        assert_eq!(s.peer_count(), 1);
+    }
+
+    #[test]
+    fn vanilla_admit_policy() {
+        let mut s = server(VanillaPolicy::Admit);
+        let mut c = vanilla_client();
+        c.connect(ms(0)).unwrap();
+        to_s(&mut s, ms(0), 9, &c_out(&mut c, ms(0))[0]);
+        assert_eq!(
+            s_events(&mut s),
+            [ServerEvent::PeerConnected {
+                peer: 9,
+                token: None
+            }]
+        );
+        let out = s_out(&mut s, ms(0));
+        assert_eq!(out, [(9, hex("10 00 00 02"))]);
+        to_c(&mut c, ms(1), &out[0].1);
+        assert_eq!(c_events(&mut c), [ClientEvent::Connected { token: None }]);
+        // the client's bare ACCEPT is accepted as liveness, nothing answered
+        to_s(&mut s, ms(1), 9, &c_out(&mut c, ms(1))[0]);
+        assert!(s_out(&mut s, ms(1)).is_empty());
+        // a repeated vanilla CONNECT is ignored
+        to_s(&mut s, ms(2), 9, &hex("10 00 00 01"));
+        assert!(s_out(&mut s, ms(2)).is_empty());
+        // server keep-alive after 1 s of silence: bare
+        s.handle_timeout(ms(1000));
+        assert_eq!(s_out(&mut s, ms(1000)), [(9, hex("10 00 00 00"))]);
+    }
+
+    #[test]
+    fn vanilla_pending_policy() {
+        let mut s = server(VanillaPolicy::Pending);
+        to_s(&mut s, ms(0), 5, &hex("10 00 00 01"));
+        assert!(s_events(&mut s).is_empty());
+        assert_eq!(s_out(&mut s, ms(0)), [(5, hex("10 00 00 02"))]);
+        assert_eq!(s.poll_timeout(), Some(ms(500)));
+        s.handle_timeout(ms(500));
+        assert_eq!(s_out(&mut s, ms(500)), [(5, hex("10 00 00 02"))]);
+        // ACCEPT and keep-alives do not complete the connect
+        to_s(&mut s, ms(600), 5, &hex("10 00 00 03"));
+        assert!(!s.is_online(5));
+        let mut out = [0u8; 16];
+        assert_eq!(
+            s.send_chunks(ms(600), 5, Flags::default(), 0, &[], &mut out),
+            Err(SendError::NotOnline)
+        );
+        // the first chunk packet does
+        assert_eq!(
+            to_s(&mut s, ms(700), 5, &hex("00 00 01 aa")),
+            Some(vec_of(&[0xAA]))
+        );
+        assert_eq!(
+            s_events(&mut s),
+            [ServerEvent::PeerConnected {
+                peer: 5,
+                token: None
+            }]
+        );
+        assert!(s.is_online(5));
+        // online now: keep-alive 1 s after the last send (the resend at 500 ms); the cached
+        // deadline may be earlier (the old resend time) but never later
+        s.handle_timeout(ms(1000));
+        assert!(s_out(&mut s, ms(1000)).is_empty());
+        assert_eq!(s.poll_timeout(), Some(ms(1500)));
+        s.handle_timeout(ms(1500));
+        assert_eq!(s_out(&mut s, ms(1500)), [(5, hex("10 00 00 00"))]);
+    }
+
+    fn vec_of(b: &[u8]) -> Vec<u8> {
+        b.to_vec()
+    }
+
+    #[test]
+    fn pending_slot_times_out_without_event() {
+        let mut s = server(VanillaPolicy::Pending);
+        to_s(&mut s, ms(0), 5, &hex("10 00 00 01"));
+        let mut now = ms(0);
+        let _ = s_out(&mut s, now);
+        while let Some(t) = s.poll_timeout() {
+            now = t;
+            s.handle_timeout(now);
+            let _ = s_out(&mut s, now);
+        }
+        assert_eq!(now, ms(10_000));
+        assert_eq!(s.peer_count(), 0);
+        assert!(s_events(&mut s).is_empty());
+        assert_eq!(s.stats().pending_timed_out, 1);
+        assert_eq!(s.stats().connect_accepts_sent, 20);
+    }
+
+    #[test]
+    fn vanilla_reject_policy_sends_bare_close() {
+        let mut s = server(VanillaPolicy::Reject);
+        let mut c = vanilla_client();
+        c.connect(ms(0)).unwrap();
+        to_s(&mut s, ms(0), 3, &c_out(&mut c, ms(0))[0]);
+        let out = s_out(&mut s, ms(0));
+        assert_eq!(out, [(3, hex("10 00 00 04"))]);
+        assert_eq!(s.peer_count(), 0);
+        to_c(&mut c, ms(1), &out[0].1);
+        assert_eq!(
+            c_events(&mut c),
+            [ClientEvent::Closed {
+                cause: ClientCloseCause::Peer {
+                    reason: ReasonText::new()
+                }
+            }]
+        );
+    }
+
+    #[test]
+    fn in_memory_token_and_vanilla_sessions() {
+        for (policy, mut c, token) in [
+            (VanillaPolicy::Reject, token_client(), true),
+            (VanillaPolicy::Admit, vanilla_client(), false),
+            (VanillaPolicy::Pending, vanilla_client(), false),
+        ] {
+            let mut s = server(policy);
+            handshake(&mut s, &mut c, 1, ms(0));
+            assert_eq!(c.state(), ClientState::Online);
+            assert_eq!(c.token().is_some(), token);
+            // app data both ways
+            let mut buf = [0u8; 64];
+            let t = c
+                .send_chunks(ms(10), Flags::default(), 1, b"hi", &mut buf)
+                .unwrap();
+            assert_eq!(to_s(&mut s, ms(10), 1, &buf[..t.len]), Some(b"hi".to_vec()));
+            assert!(s.is_online(1), "{policy:?}");
+            let t = s
+                .send_chunks(ms(11), 1, Flags::default(), 1, b"yo", &mut buf)
+                .unwrap();
+            assert_eq!(t.to, 1);
+            assert_eq!(to_c(&mut c, ms(11), &buf[..t.len]), Some(b"yo".to_vec()));
+            // 30 s of keep-alives keep both sides up
+            let mut now = ms(11);
+            while now < ms(30_000) {
+                now = crate::time::earliest(c.poll_timeout(), s.poll_timeout()).unwrap();
+                c.handle_timeout(now);
+                s.handle_timeout(now);
+                for p in c_out(&mut c, now) {
+                    to_s(&mut s, now, 1, &p);
+                }
+                for (_, p) in s_out(&mut s, now) {
+                    to_c(&mut c, now, &p);
+                }
+            }
+            assert_eq!(c.state(), ClientState::Online);
+            assert!(s.is_online(1));
+            assert!(
+                c.stats().keep_alives_received >= 29,
+                "{policy:?} {:?}",
+                c.stats()
+            );
+            assert!(
+                s.stats().keep_alives_received >= 100,
+                "{policy:?} {:?}",
+                s.stats()
+            );
+            assert_eq!(
+                s.stats().dropped_wrong_token + c.stats().dropped_wrong_token,
+                0
+            );
+        }
+    }
+
+    #[test]
+    fn lost_connect_and_lost_connect_accept_recover_by_resend() {
+        let mut s = server(VanillaPolicy::Reject);
+        let mut c = token_client();
+        c.connect(ms(0)).unwrap();
+        let _lost_connect = c_out(&mut c, ms(0));
+        c.handle_timeout(ms(500));
+        let connect = c_out(&mut c, ms(500));
+        to_s(&mut s, ms(500), 1, &connect[0]);
+        let _lost_accept = s_out(&mut s, ms(500));
+        c.handle_timeout(ms(1000));
+        let connect = c_out(&mut c, ms(1000));
+        to_s(&mut s, ms(1000), 1, &connect[0]);
+        for (_, p) in s_out(&mut s, ms(1000)) {
+            to_c(&mut c, ms(1000), &p);
+        }
+        for p in c_out(&mut c, ms(1000)) {
+            to_s(&mut s, ms(1000), 1, &p);
+        }
+        assert_eq!(c.state(), ClientState::Online);
+        assert!(s.is_online(1));
+    }
+
+    #[test]
+    fn lost_accept_leaves_server_without_peer_and_client_times_out() {
+        let mut s = server(VanillaPolicy::Reject);
+        let mut c = token_client();
+        c.connect(ms(0)).unwrap();
+        to_s(&mut s, ms(0), 1, &c_out(&mut c, ms(0))[0]);
+        for (_, p) in s_out(&mut s, ms(0)) {
+            to_c(&mut c, ms(0), &p);
+        }
+        let _lost = c_out(&mut c, ms(0));
+        assert_eq!(c.state(), ClientState::Online);
+        let mut now = ms(0);
+        while c.state() == ClientState::Online {
+            now = c.poll_timeout().unwrap();
+            c.handle_timeout(now);
+            for p in c_out(&mut c, now) {
+                to_s(&mut s, now, 1, &p);
+            }
+            assert!(s_out(&mut s, now).is_empty());
+        }
+        assert_eq!(now, ms(10_000));
+        assert_eq!(s.peer_count(), 0);
+        assert!(s.stats().ignored_unsolicited >= 39);
+        assert!(matches!(
+            c_events(&mut c).last(),
+            Some(ClientEvent::Closed {
+                cause: ClientCloseCause::Timeout
+            })
+        ));
+    }
+
+    #[test]
+    fn ddnet_connect_from_existing_peer_is_reanswered() {
+        let mut s = server(VanillaPolicy::Reject);
+        let mut c = token_client();
+        handshake(&mut s, &mut c, 1, ms(0));
+        let _ = s_events(&mut s);
+        s.set_ack(1, 7).unwrap();
+        let tok = s.token_for(1);
+        to_s(
+            &mut s,
+            ms(100),
+            1,
+            &hex("10 00 00 01 54 4b 45 4e ff ff ff ff"),
+        );
+        let mut expect = hex("10 00 00 02 54 4b 45 4e");
+        expect.extend_from_slice(&tok.0);
+        assert_eq!(s_out(&mut s, ms(100)), [(1, expect)]);
+        assert!(s.is_online(1));
+        assert!(s_events(&mut s).is_empty());
+        // the client ignores it while online (it is a valid, in-range packet: liveness only)
+        assert_eq!(s.peer_count(), 1);
+    }
+
+    #[test]
+    fn server_keep_alive_cadence_and_timeout_exactly_at_deadline() {
+        let mut s = server(VanillaPolicy::Reject);
+        let mut c = token_client();
+        handshake(&mut s, &mut c, 1, ms(0));
+        let _ = s_events(&mut s);
+        let tok = s.token_for(1);
+        let mut ka = hex("10 00 00 00");
+        ka.extend_from_slice(&tok.0);
+        // admitted at 0: keep-alives at 1 s, 2 s, ...
+        for i in 1..10u64 {
+            assert_eq!(s.poll_timeout(), Some(ms(i * 1000)));
+            s.handle_timeout(ms(i * 1000 - 1));
+            assert!(s_out(&mut s, ms(i * 1000 - 1)).is_empty());
+            s.handle_timeout(ms(i * 1000));
+            assert_eq!(s_out(&mut s, ms(i * 1000)), [(1, ka.clone())]);
+        }
+        assert_eq!(s.poll_timeout(), Some(ms(10_000)));
+        s.handle_timeout(Instant::from_micros(9_999_999));
+        assert!(s.is_online(1));
+        s.handle_timeout(ms(10_000));
+        assert_eq!(s.peer_count(), 0);
+        assert_eq!(
+            s_events(&mut s),
+            [ServerEvent::PeerClosed {
+                peer: 1,
+                cause: PeerCloseCause::Timeout
+            }]
+        );
+        assert!(s_out(&mut s, ms(10_000)).is_empty());
+        assert_eq!(s.poll_timeout(), None);
+        assert_eq!(s.stats().peers_timed_out, 1);
+    }
+
+    #[test]
+    fn close_reasons_both_ways() {
+        let mut s = server(VanillaPolicy::Reject);
+        let mut c = token_client();
+        handshake(&mut s, &mut c, 1, ms(0));
+        let _ = s_events(&mut s);
+        c.close(ms(5), "bye").unwrap();
+        for p in c_out(&mut c, ms(5)) {
+            to_s(&mut s, ms(5), 1, &p);
+        }
+        let mut reason = ReasonText::new();
+        reason.push_str("bye").unwrap();
+        assert_eq!(
+            s_events(&mut s),
+            [ServerEvent::PeerClosed {
+                peer: 1,
+                cause: PeerCloseCause::PeerClosed { reason }
+            }]
+        );
+        assert!(s_out(&mut s, ms(5)).is_empty(), "nothing sent back");
+
+        let mut c = token_client();
+        handshake(&mut s, &mut c, 2, ms(10));
+        let _ = s_events(&mut s);
+        let _ = c_events(&mut c);
+        s.kick(ms(20), 2, "Kicked (ci test kick)").unwrap();
+        assert_eq!(
+            s_events(&mut s),
+            [ServerEvent::PeerClosed {
+                peer: 2,
+                cause: PeerCloseCause::Kicked
+            }]
+        );
+        let out = s_out(&mut s, ms(20));
+        let mut expect = hex("10 00 00 04");
+        expect.extend_from_slice(b"Kicked (ci test kick)\0");
+        expect.extend_from_slice(&s.token_for(2).0);
+        assert_eq!(out, [(2, expect)]);
+        to_c(&mut c, ms(21), &out[0].1);
+        match c_events(&mut c).as_slice() {
+            [ClientEvent::Closed {
+                cause: ClientCloseCause::Peer { reason },
+            }] => {
+                assert_eq!(reason.as_str(), "Kicked (ci test kick)");
+            }
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(s.kick(ms(22), 2, ""), Err(CommandError::UnknownPeer));
+    }
+
+    #[test]
+    fn wrong_token_and_bad_ack_from_peer_dropped_and_counted() {
+        let mut s = server(VanillaPolicy::Reject);
+        let mut c = token_client();
+        handshake(&mut s, &mut c, 1, ms(0));
+        let _ = s_events(&mut s);
+        let tok = s.token_for(1);
+        to_s(&mut s, ms(1), 1, &hex("10 00 00 04 78 00 01 02 03 04"));
+        to_s(&mut s, ms(1), 1, &hex("10 00 00"));
+        assert_eq!(s.stats().dropped_wrong_token, 1);
+        let mut bad_ack = hex("10 05 00 04 79 00");
+        bad_ack.extend_from_slice(&tok.0);
+        to_s(&mut s, ms(2), 1, &bad_ack);
+        assert_eq!(s.stats().dropped_bad_ack, 1);
+        assert!(s.is_online(1));
+        assert!(s_events(&mut s).is_empty());
+        // the ignored packets did not refresh liveness: timeout still at 10 s
+        s.handle_timeout(ms(10_000));
+        assert!(!s.is_online(1));
+    }
+
+    #[test]
+    fn full_server_answers_accept_with_close_and_token() {
+        let mut s: Server<Addr, 2> = Server::new(ServerConfig::new(SECRET));
+        for a in [1, 2] {
+            let mut c = token_client();
+            handshake(&mut s, &mut c, a, ms(0));
+        }
+        assert_eq!(s.peer_count(), 2);
+        let _ = s_events(&mut s);
+        let mut c = token_client();
+        c.connect(ms(1)).unwrap();
+        to_s(&mut s, ms(1), 3, &c_out(&mut c, ms(1))[0]);
+        for (_, p) in s_out(&mut s, ms(1)) {
+            to_c(&mut c, ms(1), &p);
+        }
+        let accept = c_out(&mut c, ms(1));
+        to_s(&mut s, ms(1), 3, &accept[0]);
+        let out = s_out(&mut s, ms(1));
+        let mut expect = hex("10 00 00 04");
+        expect.extend_from_slice(b"This server is full\0");
+        expect.extend_from_slice(&s.token_for(3).0);
+        assert_eq!(out, [(3, expect)]);
+        assert_eq!(s.stats().rejected_full, 1);
+        assert!(s_events(&mut s).is_empty());
+        to_c(&mut c, ms(2), &out[0].1);
+        assert!(matches!(
+            c_events(&mut c).as_slice(),
+            [
+                ClientEvent::Connected { .. },
+                ClientEvent::Closed {
+                    cause: ClientCloseCause::Peer { .. }
+                }
+            ]
+        ));
+
+        // a vanilla CONNECT to a full Admit server gets a bare CLOSE
+        let mut s: Server<Addr, 2> = Server::new(ServerConfig {
+            vanilla: VanillaPolicy::Admit,
+            ..ServerConfig::new(SECRET)
+        });
+        for a in [1, 2, 3] {
+            to_s(&mut s, ms(0), a, &hex("10 00 00 01"));
+        }
+        let out = s_out(&mut s, ms(0));
+        assert_eq!(out.len(), 3);
+        assert!(out.contains(&(3, hex("10 00 00 04"))), "{out:?}");
+        assert_eq!(s.stats().rejected_full, 1);
+    }
+
+    #[test]
+    fn shutdown_closes_every_peer() {
+        let mut s = server(VanillaPolicy::Admit);
+        let mut clients = Vec::new();
+        for a in [1, 2, 3] {
+            let mut c = if a == 2 {
+                vanilla_client()
+            } else {
+                token_client()
+            };
+            handshake(&mut s, &mut c, a, ms(0));
+            clients.push(c);
+        }
+        let _ = s_events(&mut s);
+        s.shutdown(ms(50), "Server shutdown");
+        assert_eq!(s.state(), ServerState::ShuttingDown);
+        assert_eq!(s.poll_timeout(), None);
+        // events only follow the CLOSEs
+        assert!(s.poll_event().is_none());
+        let out = s_out(&mut s, ms(50));
+        assert_eq!(out.len(), 3);
+        for ((to, p), c) in out.iter().zip(clients.iter_mut()) {
+            let mut expect = hex("10 00 00 04");
+            expect.extend_from_slice(b"Server shutdown\0");
+            if *to != 2 {
+                expect.extend_from_slice(&s.token_for(*to).0);
+            }
+            assert_eq!(p, &expect);
+            to_c(c, ms(51), p);
+            assert_eq!(c.state(), ClientState::Closed);
+        }
+        let ev = s_events(&mut s);
+        assert_eq!(ev.len(), 4);
+        for (a, e) in [1, 2, 3].into_iter().zip(&ev) {
+            assert_eq!(
+                e,
+                &ServerEvent::PeerClosed {
+                    peer: a,
+                    cause: PeerCloseCause::Shutdown
+                }
+            );
+        }
+        assert_eq!(ev[3], ServerEvent::ShutdownComplete);
+        assert_eq!(s.state(), ServerState::Stopped);
+        assert_eq!(s.peer_count(), 0);
+        to_s(
+            &mut s,
+            ms(60),
+            4,
+            &hex("10 00 00 01 54 4b 45 4e ff ff ff ff"),
+        );
+        assert!(s_out(&mut s, ms(60)).is_empty());
+        assert_eq!(s.stats().ignored_stopped, 1);
+        assert_eq!(s.kick(ms(60), 1, ""), Err(CommandError::ShuttingDown));
+    }
+
+    #[test]
+    fn shutdown_without_peers_completes_at_once() {
+        let mut s = server(VanillaPolicy::Reject);
+        s.shutdown(ms(0), "");
+        assert_eq!(s_events(&mut s), [ServerEvent::ShutdownComplete]);
+        assert!(s.poll_event().is_none());
+    }
+
+    #[test]
+    fn buffer_too_small_keeps_frames_queued() {
+        let mut s = server(VanillaPolicy::Reject);
+        to_s(
+            &mut s,
+            ms(0),
+            1,
+            &hex("10 00 00 01 54 4b 45 4e ff ff ff ff"),
+        );
+        let mut small = [0u8; 11];
+        assert_eq!(
+            s.poll_transmit(ms(0), &mut small),
+            Err(BufferTooSmall { required: 12 })
+        );
+        assert_eq!(s.stats().connect_accepts_sent, 0);
+        assert_eq!(s_out(&mut s, ms(0)).len(), 1);
+
+        let mut c = token_client();
+        handshake(&mut s, &mut c, 1, ms(0));
+        s.handle_timeout(ms(1000));
+        assert_eq!(
+            s.poll_transmit(ms(1000), &mut small[..7]),
+            Err(BufferTooSmall { required: 8 })
+        );
+        assert_eq!(s.stats().keep_alives_sent, 0);
+        assert_eq!(s_out(&mut s, ms(1000)).len(), 1);
+        s.kick(ms(1001), 1, "x").unwrap();
+        assert_eq!(
+            s.poll_transmit(ms(1001), &mut small[..4]),
+            Err(BufferTooSmall { required: 10 })
+        );
+        assert_eq!(s_out(&mut s, ms(1001)).len(), 1);
+    }
+
+    #[test]
+    fn backwards_time_is_clamped() {
+        let mut s = server(VanillaPolicy::Reject);
+        let mut c = token_client();
+        handshake(&mut s, &mut c, 1, ms(5_000));
+        s.handle_timeout(ms(1));
+        assert!(s_out(&mut s, ms(0)).is_empty());
+        assert!(s.is_online(1));
+        // a keep-alive stamped in the past refreshes at the clamped 5 s
+        let mut ka = hex("10 00 00 00");
+        ka.extend_from_slice(&s.token_for(1).0);
+        to_s(&mut s, ms(0), 1, &ka);
+        assert_eq!(s.poll_timeout(), Some(ms(6_000)));
+    }
+
+    #[test]
+    fn full_event_queue_refuses_input_without_consuming() {
+        let mut s: Server<Addr, 4, 1> = Server::new(ServerConfig {
+            vanilla: VanillaPolicy::Admit,
+            ..ServerConfig::new(SECRET)
+        });
+        to_s(&mut s, ms(0), 1, &hex("10 00 00 01"));
+        assert_eq!(
+            s.handle_input(ms(0), 2, &hex("10 00 00 01")),
+            Err(InputError::EventQueueFull)
+        );
+        assert_eq!(s.peer_count(), 1);
+        assert_eq!(s.kick(ms(0), 1, ""), Err(CommandError::EventQueueFull));
+        assert_eq!(s_events(&mut s).len(), 1);
+        to_s(&mut s, ms(0), 2, &hex("10 00 00 01"));
+        assert_eq!(s.peer_count(), 2);
+    }
+
+    #[test]
+    fn timeouts_wait_for_event_queue_room() {
+        let mut s: Server<Addr, 4, 1> = Server::new(ServerConfig {
+            vanilla: VanillaPolicy::Admit,
+            ..ServerConfig::new(SECRET)
+        });
+        for a in [1, 2] {
+            to_s(&mut s, ms(0), a, &hex("10 00 00 01"));
+            let _ = s_events(&mut s);
+        }
+        s.handle_timeout(ms(10_000));
+        assert_eq!(s.peer_count(), 1);
+        assert_eq!(
+            s.poll_timeout(),
+            Some(ms(10_000)),
+            "the remaining peer is overdue"
+        );
+        assert_eq!(s_events(&mut s).len(), 1);
+        s.handle_timeout(ms(10_000));
+        assert_eq!(s.peer_count(), 0);
+        assert_eq!(s_events(&mut s).len(), 1);
+    }
+
+    #[test]
+    fn stateless_reply_queue_is_bounded() {
+        let mut s = server(VanillaPolicy::Reject);
+        let connect = hex("10 00 00 01 54 4b 45 4e ff ff ff ff");
+        for a in 0..(STATELESS_QUEUE_LEN as u32 + 3) {
+            to_s(&mut s, ms(0), a, &connect);
+        }
+        assert_eq!(s.stats().dropped_reply_queue_full, 3);
+        assert_eq!(s_out(&mut s, ms(0)).len(), STATELESS_QUEUE_LEN);
+    }
+
+    /// Every reply to an address without a connection is no larger than the request, except the
+    /// documented full-server CLOSE
+    #[test]
+    fn amplification_at_most_one_before_admission() {
+        let tok_connect = hex("10 00 00 01 54 4b 45 4e ff ff ff ff");
+        let mut requests: Vec<Vec<u8>> = vec_list(&[
+            "10 00 00 01",
+            "10 00 00 01 54 4b 45 4e",
+            "10 00 00 01 54 4b 45 4e ff ff ff",
+            "10 00 00 00",
+            "10 00 00 00 01 02 03 04",
+            "10 00 00 02 54 4b 45 4e 01 02 03 04",
+            "10 00 00 03",
+            "10 00 00 03 01 02 03 04",
+            "10 00 00 04",
+            "10 00 00 04 61 62 00",
+            "00 00 01 aa",
+            "10 00",
+            "18 00 00 00",
+            "10 00 00 07",
+        ]);
+        requests.push(tok_connect.clone());
+        for policy in [
+            VanillaPolicy::Reject,
+            VanillaPolicy::Admit,
+            VanillaPolicy::Pending,
+        ] {
+            let mut s: Server<Addr, 64> = Server::new(ServerConfig {
+                vanilla: policy,
+                ..ServerConfig::new(SECRET)
+            });
+            for (i, req) in requests.iter().enumerate() {
+                let from = i as Addr + 100;
+                to_s(&mut s, ms(0), from, req);
+                for (to, reply) in s_out(&mut s, ms(0)) {
+                    assert_eq!(to, from);
+                    assert!(
+                        reply.len() <= req.len(),
+                        "{policy:?}: {req:02x?} -> {reply:02x?}"
+                    );
+                }
+            }
+            // the valid ACCEPT of a token client gets no reply at all (admission)
+            let mut accept = hex("10 00 00 03");
+            accept.extend_from_slice(&s.token_for(1).0);
+            to_s(&mut s, ms(0), 1, &accept);
+            assert!(s_out(&mut s, ms(0)).is_empty());
+        }
+    }
+
+    fn vec_list(items: &[&str]) -> Vec<Vec<u8>> {
+        items.iter().map(|s| hex(s)).collect()
+    }
+
+    #[test]
+    fn set_ack_and_sequence_apply_per_peer() {
+        let mut s = server(VanillaPolicy::Admit);
+        to_s(&mut s, ms(0), 1, &hex("10 00 00 01"));
+        let _ = s_out(&mut s, ms(0));
+        assert_eq!(s.set_ack(9, 1), Err(CommandError::UnknownPeer));
+        s.set_ack(1, 256).unwrap();
+        s.set_sequence(1, 3).unwrap();
+        to_s(&mut s, ms(1), 1, &hex("10 03 00 00"));
+        assert_eq!(s.stats().dropped_bad_ack, 0);
+        assert_eq!(s.stats().keep_alives_received, 1);
+        s.handle_timeout(ms(1000));
+        assert_eq!(s_out(&mut s, ms(1000)), [(1, hex("11 00 00 00"))]);
+    }
+}
