@@ -263,3 +263,19 @@ pub fn run_timers<M: Machine>(m: &mut M, now: Instant, limit: usize, mut after: 
 pub fn is_spurious<M: Machine>(m: &M, now: Instant) -> bool {
     m.poll_timeout().is_none_or(|t| t > now)
 }
+
+/// `TETHER_FUZZ_ALLOW_STALE_TIMEOUT=1`: tolerate a `poll_timeout` in the past after an input or
+/// command (not after `handle_timeout`) as long as running the timers at `now` fixes it
+///
+/// Off by default, so the targets check the invariant strictly. Long exploratory runs set it once
+/// a stale-deadline bug is known and filed (with its reproducer under `regressions/`), so they can
+/// look for other bugs instead of stopping at the known one.
+pub fn allow_stale_timeout() -> bool {
+    static ALLOW: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *ALLOW.get_or_init(|| std::env::var_os("TETHER_FUZZ_ALLOW_STALE_TIMEOUT").is_some_and(|v| v == "1"))
+}
+
+/// True when `poll_timeout` lies before `now`
+pub fn timeout_is_stale<M: Machine>(m: &M, now: Instant) -> bool {
+    m.poll_timeout().is_some_and(|t| t < now)
+}
