@@ -397,7 +397,16 @@ fn metadata_iteration_is_restartable_and_copyable() {
     assert_eq!((&m).into_iter().count(), 2);
     assert_eq!(m.get("k"), Some("w"), "duplicate key: last wins");
     assert_ne!(m, Metadata::from_pairs(&[("k", "v")]));
-    assert_eq!(m, Metadata::from_pairs(&[("k", "v"), ("k", "w")]));
+    let pairs = Metadata::from_pairs(&[("k", "v"), ("k", "w")]);
+    assert_eq!(m, pairs);
+    // equal views hash equally, whatever their backing
+    use core::hash::BuildHasher;
+    let state = std::hash::RandomState::new();
+    assert_eq!(state.hash_one(m), state.hash_one(pairs));
+    assert_ne!(
+        state.hash_one(m),
+        state.hash_one(Metadata::from_pairs(&[("k", "w"), ("k", "v")]))
+    );
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -19,6 +19,27 @@
 //!
 //! The varint helpers ([`encode_varint`], [`decode_varint`], [`varint_len`]) are public so the
 //! machines can reuse them.
+//!
+//! ```
+//! use tether::longport::control::{AuthRequest, Body, Metadata, SessionGrant};
+//!
+//! // encode an auth request (spec vector V6) into a stack buffer
+//! let pairs = [("accept-language", "en")];
+//! let req = AuthRequest::new("abc", Metadata::from_pairs(&pairs));
+//! let mut buf = [0u8; 64];
+//! let n = req.encode(&mut buf).unwrap();
+//! assert_eq!(n, req.encoded_len());
+//! assert_eq!(&buf[..5], b"\x0a\x03abc");
+//!
+//! // decode borrows from the input; the metadata view iterates the encoded entries
+//! let back = AuthRequest::decode(&buf[..n]).unwrap();
+//! assert_eq!(back.metadata.get("accept-language"), Some("en"));
+//! assert_eq!(back, req);
+//!
+//! // an auth response (spec vector V7)
+//! let grant = SessionGrant::decode(b"\x0a\x02s1\x10\x80\x88\xaf\xa8\xbd\x31").unwrap();
+//! assert_eq!((grant.session_id, grant.expires), ("s1", 1_700_086_400_000));
+//! ```
 
 use core::fmt;
 
@@ -535,7 +556,7 @@ enum Repr<'a> {
 /// [`Metadata::get`] returns. An entry whose key or value is missing yields `""` for it.
 /// Decoding validates every entry, so iteration never fails.
 ///
-/// Equality compares the entry sequences, whatever the backing.
+/// Equality (and hashing) compares the entry sequences, whatever the backing.
 #[derive(Clone, Copy)]
 pub struct Metadata<'a> {
     repr: Repr<'a>,
@@ -673,6 +694,15 @@ impl PartialEq for Metadata<'_> {
 
 impl Eq for Metadata<'_> {}
 
+impl core::hash::Hash for Metadata<'_> {
+    fn hash<H: core::hash::Hasher>(&self, state: &mut H) {
+        state.write_usize(self.len());
+        for entry in self.iter() {
+            entry.hash(state);
+        }
+    }
+}
+
 impl fmt::Debug for Metadata<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_map().entries(self.iter()).finish()
@@ -781,7 +811,7 @@ impl core::iter::FusedIterator for MetadataIter<'_> {}
 // ---------------------------------------------------------------------------------------------
 
 /// Body of an auth request (cmd 2): `AuthRequest { string token = 1; map<string,string> metadata = 2; }`
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
 pub struct AuthRequest<'a> {
     /// One-time password from the HTTP socket-token API
@@ -799,7 +829,7 @@ impl<'a> AuthRequest<'a> {
 }
 
 /// Body of a reconnect request (cmd 3): `ReconnectRequest { string session_id = 1; map<string,string> metadata = 2; }`
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
 pub struct ReconnectRequest<'a> {
     /// Session from an earlier auth or reconnect response

@@ -64,10 +64,29 @@ pub fn generate(work: &Path) -> Result<String> {
 }
 
 /// Format one file in place with `rustfmt --edition 2021`
+///
+/// The configuration is pinned: the repository's `rustfmt.toml`/`.rustfmt.toml` when it has
+/// one (what `cargo fmt` at the root uses), otherwise an empty file (rustfmt defaults), so the
+/// scratch directory's location never changes the output.
 fn rustfmt(file: &Path) -> Result<()> {
+    let root = repo_root();
+    let config = ["rustfmt.toml", ".rustfmt.toml"]
+        .iter()
+        .map(|name| root.join(name))
+        .find(|p| p.is_file());
+    let config = match config {
+        Some(p) => p,
+        None => {
+            let empty = file.with_file_name("rustfmt.toml");
+            fs::write(&empty, "")?;
+            empty
+        }
+    };
     let status = Command::new(std::env::var_os("RUSTFMT").unwrap_or_else(|| "rustfmt".into()))
         .arg("--edition")
         .arg("2021")
+        .arg("--config-path")
+        .arg(&config)
         .arg(file)
         .status()
         .map_err(|e| {

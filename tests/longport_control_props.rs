@@ -1,0 +1,333 @@
+//! Property tests: the hand-written control codecs against the generated `prost` messages
+//!
+//! For arbitrary values of every message: our bytes == prost's bytes, prost decodes our bytes to
+//! the same values, and we decode prost's bytes to the same values. For arbitrary (and
+//! structurally plausible) input, no decoder panics, and whenever ours accepts, prost accepts with
+//! the same values; whenever prost accepts and ours refuses, the reason is a group (the one
+//! documented deviation).
+
+use std::collections::BTreeMap;
+
+use proptest::prelude::*;
+use prost::Message;
+use tether::longport::control::{
+    AuthRequest, Body, Close, CloseCode, ErrorBody, Heartbeat, Metadata, PbError, ReconnectRequest,
+    SessionGrant,
+};
+use tether::longport::pb;
+use tether::BufferTooSmall;
+
+/// Our encoding, checked against `encoded_len` and the too-small-buffer contract
+fn ours<'a, B: Body<'a>>(body: &B) -> Vec<u8> {
+    let len = body.encoded_len();
+    let mut buf = vec![0u8; len];
+    assert_eq!(body.encode(&mut buf), Ok(len));
+    if len > 0 {
+        let mut short = vec![0x5Au8; len - 1];
+        assert_eq!(
+            body.encode(&mut short),
+            Err(BufferTooSmall { required: len })
+        );
+        assert!(
+            short.iter().all(|&b| b == 0x5A),
+            "wrote into a too-small buffer"
+        );
+    }
+    buf
+}
+
+fn text() -> impl Strategy<Value = String> {
+    prop_oneof![
+        1 => Just(String::new()),
+        4 => prop::collection::vec(any::<char>(), 0..24).prop_map(String::from_iter),
+        2 => "[a-z-]{1,16}",
+    ]
+}
+
+fn map() -> impl Strategy<Value = BTreeMap<String, String>> {
+    prop::collection::btree_map(text(), text(), 0..6)
+}
+
+/// Pairs in arbitrary order, with repeated keys
+fn pairs() -> impl Strategy<Value = Vec<(String, String)>> {
+    prop::collection::vec((prop_oneof![text(), Just("k".to_owned())], text()), 0..6)
+}
+
+fn borrow_pairs(v: &[(String, String)]) -> Vec<(&str, &str)> {
+    v.iter()
+        .map(|(k, val)| (k.as_str(), val.as_str()))
+        .collect()
+}
+
+fn as_map(m: &Metadata<'_>) -> BTreeMap<String, String> {
+    // map semantics: a later entry with the same key wins
+    m.iter()
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect()
+}
+
+fn int32() -> impl Strategy<Value = i32> {
+    prop_oneof![any::<i32>(), -2..10i32]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 512, ..ProptestConfig::default() })]
+
+    #[test]
+    fn close_matches_prost(code in int32(), reason in text()) {
+        let body = Close::new(CloseCode::from_i32(code), &reason);
+        let p = pb::Close { code, reason: reason.clone() };
+        let bytes = ours(&body);
+        prop_assert_eq!(&bytes, &p.encode_to_vec());
+        prop_assert_eq!(pb::Close::decode(&bytes[..]).unwrap(), p.clone());
+        let prost_bytes = p.encode_to_vec();
+        let back = Close::decode(&prost_bytes).unwrap();
+        prop_assert_eq!(back, body);
+        prop_assert_eq!(back.code.to_i32(), code);
+    }
+
+    #[test]
+    fn heartbeat_matches_prost(timestamp in any::<i64>(), heartbeat_id in prop::option::of(int32())) {
+        let body = Heartbeat::new(timestamp, heartbeat_id);
+        let p = pb::Heartbeat { timestamp, heartbeat_id };
+        let bytes = ours(&body);
+        prop_assert_eq!(&bytes, &p.encode_to_vec());
+        prop_assert_eq!(pb::Heartbeat::decode(&bytes[..]).unwrap(), p);
+        prop_assert_eq!(Heartbeat::decode(&p.encode_to_vec()).unwrap(), body);
+    }
+
+    #[test]
+    fn auth_request_matches_prost(token in text(), metadata in map()) {
+        let sorted: Vec<(&str, &str)> =
+            metadata.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        let body = AuthRequest::new(&token, Metadata::from_pairs(&sorted));
+        let p = pb::AuthRequest { token: token.clone(), metadata: metadata.clone() };
+        let bytes = ours(&body);
+        prop_assert_eq!(&bytes, &p.encode_to_vec());
+        prop_assert_eq!(pb::AuthRequest::decode(&bytes[..]).unwrap(), p.clone());
+        let prost_bytes = p.encode_to_vec();
+        let back = AuthRequest::decode(&prost_bytes).unwrap();
+        prop_assert_eq!(back.token, token.as_str());
+        prop_assert_eq!(back.metadata.len(), metadata.len());
+        prop_assert_eq!(&as_map(&back.metadata), &metadata);
+        prop_assert_eq!(back, body);
+    }
+
+    #[test]
+    fn reconnect_request_matches_prost(session_id in text(), metadata in map()) {
+        let sorted: Vec<(&str, &str)> =
+            metadata.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        let body = ReconnectRequest::new(&session_id, Metadata::from_pairs(&sorted));
+        let p = pb::ReconnectRequest { session_id: session_id.clone(), metadata: metadata.clone() };
+        let bytes = ours(&body);
+        prop_assert_eq!(&bytes, &p.encode_to_vec());
+        prop_assert_eq!(pb::ReconnectRequest::decode(&bytes[..]).unwrap(), p.clone());
+        let prost_bytes = p.encode_to_vec();
+        let back = ReconnectRequest::decode(&prost_bytes).unwrap();
+        prop_assert_eq!(back.session_id, session_id.as_str());
+        prop_assert_eq!(&as_map(&back.metadata), &metadata);
+        prop_assert_eq!(back, body);
+    }
+
+    /// Unsorted pairs with repeated keys: prost sees the same map (last wins); we keep the order
+    #[test]
+    fn unsorted_metadata_pairs(token in text(), entries in pairs()) {
+        let borrowed = borrow_pairs(&entries);
+        let body = AuthRequest::new(&token, Metadata::from_pairs(&borrowed));
+        let bytes = ours(&body);
+        let expected: BTreeMap<String, String> = entries.iter().cloned().collect();
+        let p = pb::AuthRequest::decode(&bytes[..]).unwrap();
+        prop_assert_eq!(&p.metadata, &expected);
+        prop_assert_eq!(&p.token, &token);
+        let back = AuthRequest::decode(&bytes).unwrap();
+        prop_assert_eq!(back.metadata.iter().collect::<Vec<_>>(), borrowed.clone());
+        prop_assert_eq!(as_map(&back.metadata), expected.clone());
+        for (k, v) in &expected {
+            prop_assert_eq!(back.metadata.get(k), Some(v.as_str()));
+        }
+        // re-encoding the decoded view reproduces the bytes
+        prop_assert_eq!(ours(&back), bytes);
+    }
+
+    #[test]
+    fn session_grant_matches_prost_auth_and_reconnect_response(
+        session_id in text(),
+        expires in any::<i64>(),
+        limit in any::<u32>(),
+        online in prop_oneof![any::<u32>(), 0..3u32],
+    ) {
+        let body = SessionGrant { session_id: &session_id, expires, limit, online };
+        let bytes = ours(&body);
+        let a = pb::AuthResponse { session_id: session_id.clone(), expires, limit, online };
+        let r = pb::ReconnectResponse { session_id: session_id.clone(), expires, limit, online };
+        prop_assert_eq!(&bytes, &a.encode_to_vec());
+        prop_assert_eq!(&bytes, &r.encode_to_vec());
+        prop_assert_eq!(pb::AuthResponse::decode(&bytes[..]).unwrap(), a.clone());
+        prop_assert_eq!(pb::ReconnectResponse::decode(&bytes[..]).unwrap(), r);
+        let prost_bytes = a.encode_to_vec();
+        prop_assert_eq!(SessionGrant::decode(&prost_bytes).unwrap(), body);
+    }
+
+    #[test]
+    fn error_body_matches_prost(code in prop_oneof![any::<u64>(), 0..1000u64], msg in text()) {
+        let body = ErrorBody::new(code, &msg);
+        let p = pb::Error { code, msg: msg.clone() };
+        let bytes = ours(&body);
+        prop_assert_eq!(&bytes, &p.encode_to_vec());
+        prop_assert_eq!(pb::Error::decode(&bytes[..]).unwrap(), p.clone());
+        let prost_bytes = p.encode_to_vec();
+        prop_assert_eq!(ErrorBody::decode(&prost_bytes).unwrap(), body);
+    }
+
+    #[test]
+    fn arbitrary_bytes_agree_with_prost(bytes in prop::collection::vec(any::<u8>(), 0..48)) {
+        check_all(&bytes)?;
+    }
+
+    #[test]
+    fn plausible_fields_agree_with_prost(fields in prop::collection::vec(field(), 0..8)) {
+        let bytes: Vec<u8> = fields.concat();
+        check_all(&bytes)?;
+    }
+}
+
+/// One field with a random number (mostly 0..=5), wire type (mostly valid) and payload
+/// (sometimes truncated, sometimes a nested map-entry-like message)
+fn field() -> impl Strategy<Value = Vec<u8>> {
+    let number = prop_oneof![6 => 0u64..6, 1 => 6u64..20, 1 => Just((1u64 << 29) - 1)];
+    let wire = prop_oneof![8 => Just(2u64), 6 => Just(0u64), 2 => Just(1u64), 2 => Just(5u64), 1 => 3u64..8];
+    let entry = prop::collection::vec(
+        (
+            0u64..4,
+            prop_oneof![Just(2u64), Just(0u64)],
+            prop::collection::vec(any::<u8>(), 0..6),
+        ),
+        0..3,
+    );
+    let payload = prop_oneof![
+        4 => prop::collection::vec(any::<u8>(), 0..12),
+        2 => "[a-z]{0,6}".prop_map(String::into_bytes),
+        2 => entry.prop_map(|fs| {
+            let mut v = Vec::new();
+            for (n, wt, p) in fs {
+                put_varint(&mut v, (n << 3) | wt);
+                if wt == 2 {
+                    put_varint(&mut v, p.len() as u64);
+                    v.extend(p);
+                } else {
+                    put_varint(&mut v, p.first().copied().unwrap_or(0).into());
+                }
+            }
+            v
+        }),
+    ];
+    // odd: 0 = truncate the field by one byte, 1 = a 10-byte varint value with a random last
+    // byte, 2 = an 11-byte varint value, otherwise well formed
+    (number, wire, payload, any::<u64>(), 0u8..12).prop_map(|(number, wt, payload, scalar, odd)| {
+        let mut v = Vec::new();
+        put_varint(&mut v, (number << 3) | wt);
+        match wt {
+            0 if odd == 1 => {
+                v.extend([0xff; 9]);
+                v.push(scalar as u8 & 0x7f);
+            }
+            0 if odd == 2 => v.extend([
+                0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x00,
+            ]),
+            0 => put_varint(&mut v, scalar),
+            1 => v.extend(scalar.to_le_bytes()),
+            5 => v.extend(&scalar.to_le_bytes()[..4]),
+            2 => {
+                put_varint(&mut v, payload.len() as u64);
+                v.extend(&payload);
+            }
+            _ => v.extend(&payload),
+        }
+        if odd == 0 && v.len() > 1 {
+            v.pop();
+        }
+        v
+    })
+}
+
+fn put_varint(v: &mut Vec<u8>, x: u64) {
+    let mut buf = [0u8; 10];
+    let n = tether::longport::control::encode_varint(x, &mut buf).unwrap();
+    v.extend(&buf[..n]);
+}
+
+/// prost accepted what we refused: only a group may explain it
+fn refused_ok(ours: PbError) -> Result<(), TestCaseError> {
+    prop_assert!(
+        matches!(ours, PbError::Group { .. }),
+        "prost accepted, we refused with {ours:?}"
+    );
+    Ok(())
+}
+
+fn check_all(bytes: &[u8]) -> Result<(), TestCaseError> {
+    match (Close::decode(bytes), pb::Close::decode(bytes)) {
+        (Ok(o), Ok(p)) => {
+            prop_assert_eq!(o.code.to_i32(), p.code);
+            prop_assert_eq!(o.reason, p.reason.as_str());
+        }
+        (Ok(o), Err(e)) => prop_assert!(false, "we accepted {o:?}, prost refused: {e}"),
+        (Err(o), Ok(_)) => refused_ok(o)?,
+        (Err(_), Err(_)) => {}
+    }
+    match (Heartbeat::decode(bytes), pb::Heartbeat::decode(bytes)) {
+        (Ok(o), Ok(p)) => {
+            prop_assert_eq!(o.timestamp, p.timestamp);
+            prop_assert_eq!(o.heartbeat_id, p.heartbeat_id);
+        }
+        (Ok(o), Err(e)) => prop_assert!(false, "we accepted {o:?}, prost refused: {e}"),
+        (Err(o), Ok(_)) => refused_ok(o)?,
+        (Err(_), Err(_)) => {}
+    }
+    match (AuthRequest::decode(bytes), pb::AuthRequest::decode(bytes)) {
+        (Ok(o), Ok(p)) => {
+            prop_assert_eq!(o.token, p.token.as_str());
+            prop_assert_eq!(as_map(&o.metadata), p.metadata);
+            // the lazy view agrees with itself
+            prop_assert_eq!(o.metadata.iter().count(), o.metadata.len());
+        }
+        (Ok(o), Err(e)) => prop_assert!(false, "we accepted {o:?}, prost refused: {e}"),
+        (Err(o), Ok(_)) => refused_ok(o)?,
+        (Err(_), Err(_)) => {}
+    }
+    match (
+        ReconnectRequest::decode(bytes),
+        pb::ReconnectRequest::decode(bytes),
+    ) {
+        (Ok(o), Ok(p)) => {
+            prop_assert_eq!(o.session_id, p.session_id.as_str());
+            prop_assert_eq!(as_map(&o.metadata), p.metadata);
+            prop_assert_eq!(o.metadata.iter().count(), o.metadata.len());
+        }
+        (Ok(o), Err(e)) => prop_assert!(false, "we accepted {o:?}, prost refused: {e}"),
+        (Err(o), Ok(_)) => refused_ok(o)?,
+        (Err(_), Err(_)) => {}
+    }
+    match (SessionGrant::decode(bytes), pb::AuthResponse::decode(bytes)) {
+        (Ok(o), Ok(p)) => {
+            prop_assert_eq!(o.session_id, p.session_id.as_str());
+            prop_assert_eq!(
+                (o.expires, o.limit, o.online),
+                (p.expires, p.limit, p.online)
+            );
+        }
+        (Ok(o), Err(e)) => prop_assert!(false, "we accepted {o:?}, prost refused: {e}"),
+        (Err(o), Ok(_)) => refused_ok(o)?,
+        (Err(_), Err(_)) => {}
+    }
+    match (ErrorBody::decode(bytes), pb::Error::decode(bytes)) {
+        (Ok(o), Ok(p)) => {
+            prop_assert_eq!(o.code, p.code);
+            prop_assert_eq!(o.msg, p.msg.as_str());
+        }
+        (Ok(o), Err(e)) => prop_assert!(false, "we accepted {o:?}, prost refused: {e}"),
+        (Err(o), Ok(_)) => refused_ok(o)?,
+        (Err(_), Err(_)) => {}
+    }
+    Ok(())
+}
