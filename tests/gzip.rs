@@ -730,14 +730,26 @@ fn dynamic_block_invalid_code_lengths() {
     );
     check(&lit, &[2], "single distance code longer than one bit");
 
-    // HLIT 287 (more than the 286 defined literal/length codes).
+    // HLIT 287 and 288 (more than the 286 defined literal/length codes), with code lengths that
+    // would otherwise be valid: 'a' and EOB one bit each, one distance code.
+    for hlit in [287, 288] {
+        let mut lit = lit_lengths(&[(97, 1), (256, 1)]);
+        lit.resize(hlit, 0);
+        let mut w = BitWriter::default();
+        let (lc, _) = dynamic_plain(&mut w, &lit, &[1]);
+        w.code(lc[97]).code(lc[256]);
+        assert_eq!(
+            decode(&wrap(&w.finish(), b"a"), 16),
+            Err(GzipError::InvalidCodeLengths),
+            "HLIT {hlit}"
+        );
+    }
+    // Control: the same with HLIT 286 decodes.
+    let lit = lit_lengths(&[(97, 1), (256, 1)]);
     let mut w = BitWriter::default();
-    w.bits(1, 1).bits(2, 2).bits(30, 5).bits(0, 5).bits(15, 4);
-    w.bits(0, 3 * 19);
-    assert_eq!(
-        decode(&wrap(&w.finish(), b""), 16),
-        Err(GzipError::InvalidCodeLengths)
-    );
+    let (lc, _) = dynamic_plain(&mut w, &lit, &[1]);
+    w.code(lc[97]).code(lc[256]);
+    assert_eq!(decode(&wrap(&w.finish(), b"a"), 16).unwrap(), b"a");
 
     // Incomplete or over-subscribed code-length code.
     for cl0 in [[1u8, 0, 0], [1, 1, 1]] {

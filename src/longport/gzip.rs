@@ -16,6 +16,21 @@
 //! Work per call is linear in `input.len() + out.len()`: every loop either consumes input bits
 //! or produces output bytes, and the Huffman tables (at most about 4 KiB of stack in total) are
 //! rebuilt only when a block header supplies new code lengths.
+//!
+//! ```
+//! use tether::longport::gzip::{gunzip, gzip_stored, stored_len, GzipError};
+//!
+//! let body = b"heartbeat";
+//! let mut member = [0u8; 64];
+//! let n = gzip_stored(body, &mut member).unwrap();
+//! assert_eq!(n, stored_len(body.len()));
+//!
+//! let mut out = [0u8; 16];
+//! let len = gunzip(&member[..n], &mut out).unwrap();
+//! assert_eq!(&out[..len], body);
+//! // A buffer smaller than the body is refused, whatever the member claims.
+//! assert_eq!(gunzip(&member[..n], &mut out[..4]), Err(GzipError::OutputLimit { limit: 4 }));
+//! ```
 
 use core::fmt;
 
