@@ -30,6 +30,9 @@
 //!   [`ClientConfig::connect_timeout`] (10 s) after `connect` the client gives up
 //!   ([`ClientCloseCause::ConnectTimeout`]).
 //! * Online, a KEEP_ALIVE is sent when nothing was sent for [`ClientConfig::keep_alive`].
+//! * Online, until the server sends anything besides CONNECT_ACCEPT, the handshake is repeated
+//!   every [`ClientConfig::accept_retry`] (2 s): a lost ACCEPT otherwise leaves a DDNet server
+//!   without the connection while the client believes it is online (spec A.8 item 7).
 //! * Online, the connection times out ([`ClientCloseCause::Timeout`], no CLOSE sent) when nothing
 //!   valid arrived for [`ClientConfig::timeout`]; the deadline itself counts as expired.
 
@@ -67,6 +70,14 @@ pub struct ClientConfig {
     /// The connection times out when nothing valid was received for this long. Default: 10 s
     /// (vanilla 0.6.4; DDNet's `conn_timeout` defaults to 100 s).
     pub timeout: Duration,
+    /// Lost-ACCEPT recovery: when nothing but CONNECT_ACCEPT arrived for this long after the
+    /// client sent ACCEPT, it sends CONNECT again (and ACCEPT on the answer), repeating at this
+    /// interval until some other packet arrives or the connection times out. `None` disables it.
+    /// Default: 2 s, the spec's recommendation (A.8 item 7): a DDNet server creates the
+    /// connection only on ACCEPT and never asks for it again, and it sends a keep-alive within
+    /// about 1 s of admission. A repeated handshake on a server that did get the first ACCEPT is
+    /// a harmless "rejoin" of a connection that has exchanged nothing yet.
+    pub accept_retry: Option<Duration>,
 }
 
 impl Default for ClientConfig {
@@ -77,6 +88,7 @@ impl Default for ClientConfig {
             connect_timeout: Duration::from_secs(10),
             keep_alive: Duration::from_millis(250),
             timeout: Duration::from_secs(10),
+            accept_retry: Some(Duration::from_secs(2)),
         }
     }
 }
@@ -107,6 +119,8 @@ pub struct ClientStats {
     pub chunk_packets_sent: u32,
     /// Chunk packets delivered in [`Received::app`]
     pub chunk_packets_received: u32,
+    /// Handshakes repeated because nothing came back after ACCEPT ([`ClientConfig::accept_retry`])
+    pub accept_retries: u32,
 }
 
 /// Where a [`Client`] is
@@ -152,6 +166,10 @@ pub struct Client<const E: usize = 8> {
     last_send: Instant,
     last_recv: Instant,
     pending: Pending,
+    /// Online, but nothing except CONNECT_ACCEPT received since ACCEPT (see `accept_retry`)
+    awaiting_server: bool,
+    /// When the last ACCEPT was queued (or a retry CONNECT)
+    handshake_at: Instant,
     close_reason: ReasonText,
     close_token: Option<Token>,
     events: Deque<ClientEvent, E>,
@@ -174,6 +192,8 @@ impl<const E: usize> Client<E> {
             last_send: Instant::ZERO,
             last_recv: Instant::ZERO,
             pending: Pending::default(),
+            awaiting_server: false,
+            handshake_at: Instant::ZERO,
             close_reason: ReasonText::new(),
             close_token: None,
             events: Deque::new(),
@@ -344,6 +364,16 @@ impl<const E: usize> Client<E> {
         let _ = self.events.push_back(ClientEvent::Closed { cause });
     }
 
+    /// When the next lost-ACCEPT retry is due, if one is armed
+    fn accept_retry_at(&self) -> Option<Instant> {
+        let retry = self.config.accept_retry?;
+        let armed = self.state == ClientState::Online
+            && self.awaiting_server
+            && !self.pending.connect
+            && !self.pending.accept;
+        armed.then(|| self.handshake_at + retry.max(Duration::from_micros(1)))
+    }
+
     fn has_pending(&self) -> bool {
         let p = &self.pending;
         p.connect || p.accept || p.keep_alive || p.close
@@ -425,6 +455,7 @@ impl<const E: usize> Client<E> {
                     return Ok(Received::consumed(n));
                 }
                 self.last_recv = now;
+                self.awaiting_server = false;
                 self.stats.chunk_packets_received =
                     self.stats.chunk_packets_received.wrapping_add(1);
                 Ok(Received::with_app(n, c))
@@ -450,17 +481,32 @@ impl<const E: usize> Client<E> {
                 self.state = ClientState::Online;
                 self.pending.connect = false;
                 self.pending.accept = true;
+                self.awaiting_server = true;
+                self.handshake_at = now;
                 self.last_recv = now;
                 // Room was checked at the top of handle_input.
                 let _ = self
                     .events
                     .push_back(ClientEvent::Connected { token: self.token });
             }
+            (ClientState::Online, Control::ConnectAccept) => {
+                self.last_recv = now;
+                if self.awaiting_server {
+                    // the answer to a retry CONNECT: send ACCEPT again
+                    self.pending.connect = false;
+                    self.pending.accept = true;
+                    self.handshake_at = now;
+                }
+            }
             (ClientState::Online, Control::KeepAlive) => {
                 self.last_recv = now;
+                self.awaiting_server = false;
                 self.stats.keep_alives_received = self.stats.keep_alives_received.wrapping_add(1);
             }
-            (ClientState::Online, _) => self.last_recv = now,
+            (ClientState::Online, _) => {
+                self.last_recv = now;
+                self.awaiting_server = false;
+            }
             // Connecting: KEEP_ALIVE, CONNECT, ACCEPT are ignored
             _ => {}
         }
@@ -518,6 +564,20 @@ pub(crate) fn ack_in_range(ack: u16, peer_ack: u16, sequence: u16) -> bool {
     }
 }
 
+#[cfg(feature = "defmt")]
+impl<const E: usize> defmt::Format for Client<E> {
+    fn format(&self, f: defmt::Formatter<'_>) {
+        defmt::write!(
+            f,
+            "Client {{ state: {}, token: {}, ack: {}, peer_ack: {} }}",
+            self.state,
+            self.token,
+            self.ack,
+            self.peer_ack
+        );
+    }
+}
+
 impl<const E: usize> Default for Client<E> {
     fn default() -> Self {
         Client::new(ClientConfig::default())
@@ -567,8 +627,17 @@ impl<const E: usize> Machine for Client<E> {
                     if !self.events.is_full() {
                         self.finish(ClientCloseCause::Timeout);
                     }
-                } else if !self.has_pending() && now >= self.last_send + self.config.keep_alive {
-                    self.pending.keep_alive = true;
+                } else {
+                    if let Some(at) = self.accept_retry_at() {
+                        if now >= at {
+                            self.pending.connect = true;
+                            self.handshake_at = now;
+                            self.stats.accept_retries = self.stats.accept_retries.wrapping_add(1);
+                        }
+                    }
+                    if !self.has_pending() && now >= self.last_send + self.config.keep_alive {
+                        self.pending.keep_alive = true;
+                    }
                 }
             }
             ClientState::Offline | ClientState::Closed => {}
@@ -624,7 +693,7 @@ impl<const E: usize> Machine for Client<E> {
                 let timeout = self.last_recv + self.config.timeout;
                 let keep_alive =
                     (!self.has_pending()).then(|| self.last_send + self.config.keep_alive);
-                earliest(Some(timeout), keep_alive)
+                earliest(earliest(Some(timeout), keep_alive), self.accept_retry_at())
             }
             ClientState::Offline | ClientState::Closed => None,
         }

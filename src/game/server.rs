@@ -26,9 +26,10 @@
 //!
 //! Packets from a known peer go through the pre-filter of the spec (A.11): token (token peers:
 //! last 4 bytes, dropped and counted when wrong), ack range (A.6, dropped and counted), then
-//! dispatch. A token CONNECT from a known peer is answered again with its CONNECT_ACCEPT, the
-//! connection unchanged; KEEP_ALIVE and every other accepted packet refresh the peer's liveness;
-//! CLOSE removes the peer ([`PeerCloseCause::PeerClosed`], nothing sent back); chunk packets come
+//! dispatch. A CONNECT from a known peer is answered again with its CONNECT_ACCEPT, the
+//! connection unchanged (DDNet does so for token CONNECTs; for vanilla ones it stays silent,
+//! which strands a vanilla client whose CONNECT_ACCEPT was lost — we answer). KEEP_ALIVE and
+//! every other accepted packet refresh the peer's liveness; CLOSE removes the peer ([`PeerCloseCause::PeerClosed`], nothing sent back); chunk packets come
 //! back borrowed in [`Received::app`] (the peer is the `from` the caller passed).
 //!
 //! Like the [`Client`](super::client::Client), the server does no vital-chunk sequencing: each
@@ -40,10 +41,13 @@
 //! Per peer: KEEP_ALIVE when nothing was sent for [`ServerConfig::keep_alive`], timeout (no CLOSE
 //! sent) when nothing valid arrived for [`ServerConfig::timeout`], and for
 //! [`VanillaPolicy::Pending`] slots a CONNECT_ACCEPT resend every
-//! [`ServerConfig::connect_accept_resend`]. The server caches the earliest deadline:
-//! [`Server::poll_timeout`] is O(1); [`Server::handle_timeout`] is O(1) before that deadline and
-//! scans every peer once (O(N)) when it is reached, recomputing the cache. Changes between scans
-//! only ever lower the cached value, so it is never later than the true earliest deadline.
+//! [`ServerConfig::connect_accept_resend`]. Each peer has one entry in a bounded min-heap of
+//! timer entries: [`Server::poll_timeout`] is O(1) (the heap's top) and
+//! [`Server::handle_timeout`] pops only the due entries, O(log N) each plus one table lookup —
+//! no pass over all peers. Entries are never updated in place: a refresh only moves a peer's
+//! deadlines later, so an entry may wake the caller early and is then re-filed; entries of
+//! removed peers are recognised and dropped. If churn leaves more stale entries than the heap
+//! holds, the heap is rebuilt from the table once (O(N log N)).
 //!
 //! # Peer table
 //!
@@ -53,6 +57,7 @@
 
 use core::hash::{BuildHasher, BuildHasherDefault, Hash, Hasher};
 
+use heapless::binary_heap::{BinaryHeap, Min};
 use heapless::{Deque, IndexMap};
 
 use super::client::ack_in_range;
@@ -111,6 +116,11 @@ pub struct ServerConfig {
     pub timeout: Duration,
     /// CONNECT_ACCEPT resend interval for [`VanillaPolicy::Pending`] slots. Default: 500 ms.
     pub connect_accept_resend: Duration,
+    /// Admit at most this many peers (online and pending); the table's `N` caps it too.
+    /// Default: `usize::MAX` (up to `N`). The peer table is an open-addressing hash table whose
+    /// probe sequences grow as it fills up: for large tables, choose `N` about twice the peer
+    /// count you need and set `max_peers` to that count to keep lookups short.
+    pub max_peers: usize,
 }
 
 impl ServerConfig {
@@ -132,6 +142,7 @@ impl Default for ServerConfig {
             keep_alive: Duration::from_secs(1),
             timeout: Duration::from_secs(10),
             connect_accept_resend: Duration::from_millis(500),
+            max_peers: usize::MAX,
         }
     }
 }
@@ -208,10 +219,12 @@ struct PeerSlot {
     out: u8,
     /// In the transmit queue
     queued: bool,
+    /// Admission number: identifies this slot's entry in the timer heap
+    gen: u32,
 }
 
 impl PeerSlot {
-    fn new(now: Instant, token: Option<Token>, online: bool) -> Self {
+    fn new(now: Instant, token: Option<Token>, online: bool, gen: u32) -> Self {
         PeerSlot {
             last_send: now,
             last_recv: now,
@@ -222,6 +235,7 @@ impl PeerSlot {
             online,
             out: 0,
             queued: false,
+            gen,
         }
     }
 
@@ -251,18 +265,64 @@ impl PeerSlot {
         }
     }
 
-    /// When this slot's next timer fires
-    fn deadline(&self, config: &ServerConfig) -> Instant {
-        let timeout = self.last_recv + config.timeout;
-        if self.out != 0 {
-            return timeout;
-        }
-        let send = if self.online {
-            self.last_send + config.keep_alive
+    /// Interval of the send timer: keep-alive when online, CONNECT_ACCEPT resend when pending
+    /// (at least 1 µs, so a due timer always moves forward)
+    fn send_interval(&self, config: &ServerConfig) -> Duration {
+        let interval = if self.online {
+            config.keep_alive
         } else {
-            self.last_send + config.connect_accept_resend
+            config.connect_accept_resend
+        };
+        interval.max(Duration::from_micros(1))
+    }
+
+    /// When this slot's timer entry must fire, judged at `now`
+    ///
+    /// Never later than the slot's real next deadline: the timeout, or the send timer. While a
+    /// frame is queued (`out != 0`) the send timer restarts when that frame goes out, which is
+    /// not before `now`, so `now + interval` is a safe lower bound.
+    fn timer_at(&self, config: &ServerConfig, now: Instant) -> Instant {
+        let timeout = self.last_recv + config.timeout;
+        let interval = self.send_interval(config);
+        let send = if self.out != 0 {
+            now + interval
+        } else {
+            self.last_send + interval
         };
         timeout.min(send)
+    }
+}
+
+/// One entry of the timer heap: slot `addr` (admission `gen`) wants a look at `at`
+///
+/// Entries are never updated in place. Liveness refreshes only move a slot's deadlines later, so
+/// an entry may fire early; it is then re-pushed with the slot's current deadline. Entries of
+/// removed slots (or of an earlier admission of the same address) are recognised by `gen` and
+/// dropped when they reach the top.
+#[derive(Debug, Clone, Copy)]
+struct TimerEntry<A> {
+    at: Instant,
+    gen: u32,
+    addr: A,
+}
+
+impl<A> PartialEq for TimerEntry<A> {
+    fn eq(&self, other: &Self) -> bool {
+        (self.at, self.gen) == (other.at, other.gen)
+    }
+}
+
+impl<A> Eq for TimerEntry<A> {}
+
+impl<A> PartialOrd for TimerEntry<A> {
+    fn partial_cmp(&self, other: &Self) -> Option<core::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl<A> Ord for TimerEntry<A> {
+    fn cmp(&self, other: &Self) -> core::cmp::Ordering {
+        (self.at, self.gen).cmp(&(other.at, other.gen))
     }
 }
 
@@ -359,8 +419,12 @@ pub struct Server<A, const N: usize, const E: usize = 8> {
     state: ServerState,
     shutdown: Shutdown,
     shutdown_reason: ReasonText,
-    /// Never later than the earliest peer deadline
-    next_deadline: Option<Instant>,
+    /// Min-heap of per-slot timer entries (plus stale ones, see [`TimerEntry`])
+    timers: BinaryHeap<TimerEntry<A>, Min, N>,
+    /// A push into `timers` failed (too many stale entries): rebuild before the next use
+    timers_lost: bool,
+    /// Next admission number
+    next_gen: u32,
     stats: ServerStats,
 }
 
@@ -370,7 +434,7 @@ impl<A: core::fmt::Debug, const N: usize, const E: usize> core::fmt::Debug for S
             .field("config", &self.config)
             .field("state", &self.state)
             .field("peers", &self.peers.len())
-            .field("next_deadline", &self.next_deadline)
+            .field("timers", &self.timers.len())
             .field("stats", &self.stats)
             .finish_non_exhaustive()
     }
@@ -391,8 +455,7 @@ impl<A, const N: usize, const E: usize> defmt::Format for Server<A, N, E> {
 impl<A: Copy + Eq + Hash, const N: usize, const E: usize> Server<A, N, E> {
     /// A running server without peers
     ///
-    /// # Panics
-    /// At compile time (const assertion) when `N` is not a power of two greater than 1.
+    /// `N` must be a power of two greater than 1 (checked at compile time by the table).
     #[must_use]
     pub fn new(config: ServerConfig) -> Self {
         Server {
@@ -407,7 +470,9 @@ impl<A: Copy + Eq + Hash, const N: usize, const E: usize> Server<A, N, E> {
             state: ServerState::Running,
             shutdown: Shutdown { tx: 0, ev: 0 },
             shutdown_reason: ReasonText::new(),
-            next_deadline: None,
+            timers: BinaryHeap::new(),
+            timers_lost: false,
+            next_gen: 0,
             stats: ServerStats::default(),
         }
     }
@@ -420,16 +485,33 @@ impl<A: Copy + Eq + Hash, const N: usize, const E: usize> Server<A, N, E> {
         }
     }
 
-    /// Lower the cached deadline to `t`
-    fn note_deadline(&mut self, t: Instant) {
-        self.next_deadline = Some(self.next_deadline.map_or(t, |d| d.min(t)));
+    /// Add a timer entry; on overflow the heap is rebuilt from the table on the next timer call
+    fn push_timer(&mut self, entry: TimerEntry<A>) {
+        if self.timers.push(entry).is_err() {
+            self.timers_lost = true;
+        }
+    }
+
+    /// Replace the heap by one fresh entry per slot (drops stale entries); O(N log N)
+    fn rebuild_timers(&mut self, now: Instant) {
+        self.timers.clear();
+        for (key, slot) in self.peers.iter() {
+            let entry = TimerEntry {
+                at: slot.timer_at(&self.config, now),
+                gen: slot.gen,
+                addr: key.addr,
+            };
+            // capacity N >= number of slots: cannot fail
+            let _ = self.timers.push(entry);
+        }
+        self.timers_lost = false;
     }
 
     /// Mark output bits on a slot and queue the peer for `poll_transmit`
     fn queue_out(dirty: &mut Deque<A, N>, addr: A, slot: &mut PeerSlot, bits: u8) {
         slot.out |= bits;
-        // A full queue only happens with stale entries of removed peers; the next timer scan
-        // re-queues the slot then.
+        // A full queue only happens with stale entries of removed peers; the slot's next timer
+        // entry re-queues it then.
         if !slot.queued && dirty.push_back(addr).is_ok() {
             slot.queued = true;
         }
@@ -490,7 +572,8 @@ impl<A: Copy + Eq + Hash, const N: usize, const E: usize> Server<A, N, E> {
         self.shutdown_reason = reason_text(reason);
         self.replies.clear();
         self.dirty.clear();
-        self.next_deadline = None;
+        self.timers.clear();
+        self.timers_lost = false;
     }
 
     /// Report the ack sent to `peer` from now on (its last in-order vital sequence); mod 1024
@@ -566,8 +649,6 @@ impl<A: Copy + Eq + Hash, const N: usize, const E: usize> Server<A, N, E> {
         })?;
         slot.last_send = now;
         slot.out &= !OUT_KEEP_ALIVE;
-        let deadline = slot.deadline(&self.config);
-        self.note_deadline(deadline);
         self.stats.chunk_packets_sent = self.stats.chunk_packets_sent.wrapping_add(1);
         Ok(Transmit {
             to: peer,
@@ -634,12 +715,14 @@ impl<A: Copy + Eq + Hash, const N: usize, const E: usize> Server<A, N, E> {
         online: bool,
         out: u8,
     ) -> bool {
-        if self.peers.is_full() {
+        if self.peers.is_full() || self.peers.len() >= self.config.max_peers {
             self.stats.rejected_full = self.stats.rejected_full.wrapping_add(1);
             return false;
         }
         let key = self.key(from);
-        let mut slot = PeerSlot::new(now, token, online);
+        let gen = self.next_gen;
+        self.next_gen = self.next_gen.wrapping_add(1);
+        let mut slot = PeerSlot::new(now, token, online, gen);
         if out != 0 {
             slot.out = out;
             if self.dirty.push_back(from).is_ok() {
@@ -651,8 +734,11 @@ impl<A: Copy + Eq + Hash, const N: usize, const E: usize> Server<A, N, E> {
             self.stats.rejected_full = self.stats.rejected_full.wrapping_add(1);
             return false;
         }
-        let deadline = slot.deadline(&self.config);
-        self.note_deadline(deadline);
+        self.push_timer(TimerEntry {
+            at: slot.timer_at(&self.config, now),
+            gen,
+            addr: from,
+        });
         if online {
             self.stats.peers_admitted = self.stats.peers_admitted.wrapping_add(1);
             // room was checked at the top of handle_input
@@ -725,9 +811,10 @@ impl<A: Copy + Eq + Hash, const N: usize, const E: usize> Server<A, N, E> {
         now: Instant,
         from: A,
         key: PeerKey<A>,
+        index: usize,
         data: &'a [u8],
     ) -> Option<ChunkPacket<'a>> {
-        let slot = self.peers.get_mut(&key)?;
+        let (_, slot) = self.peers.get_index_mut(index)?;
         let mode = if slot.token.is_some() {
             TokenMode::Trailing
         } else {
@@ -761,18 +848,19 @@ impl<A: Copy + Eq + Hash, const N: usize, const E: usize> Server<A, N, E> {
             ..
         }) = parsed.packet
         {
-            // DDNet CONNECT from an existing token peer (its trailing bytes are FF FF FF FF, not
-            // the token): answer CONNECT_ACCEPT again, connection unchanged. Vanilla peers'
-            // repeated CONNECTs are ignored (0.6.4 behaviour).
-            if slot.token.is_some() {
-                let reply = ControlPacket {
-                    ack: 0,
-                    control: Control::ConnectAccept,
-                    token: slot.token,
-                };
-                if reply.buffer_len() <= data.len() {
-                    Self::queue_out(&mut self.dirty, from, slot, OUT_CONNECT_ACCEPT);
-                }
+            // CONNECT from an existing peer: answer CONNECT_ACCEPT again (DDNet form for token
+            // peers), connection unchanged, no liveness refresh. DDNet does this for token
+            // CONNECTs; for vanilla CONNECTs DDNet and 0.6.4 stay silent, which strands a
+            // vanilla client whose first CONNECT_ACCEPT was lost, so we answer those too (4
+            // bytes for 4 bytes). A token CONNECT ends with FF FF FF FF, not the token, so it is
+            // recognised before the token check.
+            let reply = ControlPacket {
+                ack: 0,
+                control: Control::ConnectAccept,
+                token: slot.token,
+            };
+            if reply.buffer_len() <= data.len() {
+                Self::queue_out(&mut self.dirty, from, slot, OUT_CONNECT_ACCEPT);
             }
             return None;
         }
@@ -824,8 +912,10 @@ impl<A: Copy + Eq + Hash, const N: usize, const E: usize> Server<A, N, E> {
                         peer: from,
                         token: None,
                     });
-                    let deadline = slot.deadline(&self.config);
-                    self.note_deadline(deadline);
+                    // The timer entry was set for the (shorter by default) resend interval, so it is
+                    // not later than the first keep-alive deadline unless
+                    // `connect_accept_resend > keep_alive` (then that keep-alive is late by at
+                    // most the difference).
                 }
                 self.stats.chunk_packets_received =
                     self.stats.chunk_packets_received.wrapping_add(1);
@@ -909,13 +999,11 @@ impl<A: Copy + Eq + Hash, const N: usize, const E: usize> Server<A, N, E> {
                 slot.queued = false;
                 self.dirty.pop_front();
             }
-            let deadline = slot.deadline(&self.config);
             if bit == OUT_KEEP_ALIVE {
                 self.stats.keep_alives_sent = self.stats.keep_alives_sent.wrapping_add(1);
             } else {
                 self.stats.connect_accepts_sent = self.stats.connect_accepts_sent.wrapping_add(1);
             }
-            self.note_deadline(deadline);
             return Ok(Some(Transmit {
                 to: addr,
                 len,
@@ -963,8 +1051,9 @@ impl<A: Copy + Eq + Hash, const N: usize, const E: usize> Machine for Server<A, 
             return Err(InputError::EventQueueFull);
         }
         let key = self.key(from);
-        if self.peers.contains_key(&key) {
-            Ok(match self.handle_known(now, from, key, data) {
+        // one table lookup per datagram; the entry is then reached by index
+        if let Some(index) = self.peers.get_index_of(&key) {
+            Ok(match self.handle_known(now, from, key, index, data) {
                 Some(app) => Received::with_app(n, app),
                 None => Received::consumed(n),
             })
@@ -976,67 +1065,73 @@ impl<A: Copy + Eq + Hash, const N: usize, const E: usize> Machine for Server<A, 
 
     /// Let peer timers fire: keep-alives, pending CONNECT_ACCEPT resends and timeouts
     ///
-    /// O(1) before [`Server::poll_timeout`]; one pass over all peers when it is reached.
+    /// Pops the due entries of the timer heap: O(k log N) for k due entries (plus one table
+    /// lookup each); a call before [`Server::poll_timeout`] does nothing.
     fn handle_timeout(&mut self, now: Instant) {
         let now = self.clock.update(now);
         if self.state != ServerState::Running {
             return;
         }
-        match self.next_deadline {
-            Some(d) if now >= d => {}
-            _ => return,
+        if self.timers_lost {
+            self.rebuild_timers(now);
         }
         let config = self.config;
-        let mut next: Option<Instant> = None;
-        let mut expired = false;
-        for (key, slot) in self.peers.iter_mut() {
+        // every entry is looked at most once per call: bounded work even for zero intervals
+        let mut budget = self.timers.len();
+        while budget > 0 {
+            budget -= 1;
+            match self.timers.peek() {
+                Some(top) if top.at <= now => {}
+                _ => break,
+            }
+            let Some(entry) = self.timers.pop() else {
+                break;
+            };
+            let key = self.key(entry.addr);
+            let Some(index) = self.peers.get_index_of(&key) else {
+                continue; // stale: the slot is gone
+            };
+            let Some((_, slot)) = self.peers.get_index_mut(index) else {
+                continue;
+            };
+            if slot.gen != entry.gen {
+                continue; // stale: an earlier admission of this address
+            }
             if now >= slot.last_recv + config.timeout {
-                expired = true;
+                if slot.online {
+                    let event = ServerEvent::PeerClosed {
+                        peer: entry.addr,
+                        cause: PeerCloseCause::Timeout,
+                    };
+                    if self.events.push_back(event).is_err() {
+                        // event queue full: keep the peer and its overdue entry (just popped,
+                        // so the push succeeds); the next call after poll_event retries
+                        self.push_timer(entry);
+                        break;
+                    }
+                    self.stats.peers_timed_out = self.stats.peers_timed_out.wrapping_add(1);
+                } else {
+                    self.stats.pending_timed_out = self.stats.pending_timed_out.wrapping_add(1);
+                }
+                self.peers.remove(&key);
                 continue;
             }
             if slot.out == 0 {
-                let due = slot.deadline(&config);
-                if now >= due {
+                if now >= slot.last_send + slot.send_interval(&config) {
                     let bit = if slot.online {
                         OUT_KEEP_ALIVE
                     } else {
                         OUT_CONNECT_ACCEPT
                     };
-                    Self::queue_out(&mut self.dirty, key.addr, slot, bit);
+                    Self::queue_out(&mut self.dirty, entry.addr, slot, bit);
                 }
-            } else if !slot.queued && self.dirty.push_back(key.addr).is_ok() {
+            } else if !slot.queued && self.dirty.push_back(entry.addr).is_ok() {
+                // its earlier queueing failed (stale entries filled the queue): retry
                 slot.queued = true;
             }
-            let d = slot.deadline(&config);
-            next = Some(next.map_or(d, |n: Instant| n.min(d)));
+            let at = slot.timer_at(&config, now);
+            self.push_timer(TimerEntry { at, ..entry });
         }
-        if expired {
-            let events = &mut self.events;
-            let stats = &mut self.stats;
-            self.peers.retain(|key, slot| {
-                if now < slot.last_recv + config.timeout {
-                    return true;
-                }
-                if !slot.online {
-                    stats.pending_timed_out = stats.pending_timed_out.wrapping_add(1);
-                    return false;
-                }
-                let event = ServerEvent::PeerClosed {
-                    peer: key.addr,
-                    cause: PeerCloseCause::Timeout,
-                };
-                if events.push_back(event).is_ok() {
-                    stats.peers_timed_out = stats.peers_timed_out.wrapping_add(1);
-                    false
-                } else {
-                    // event queue full: keep the peer, retry on the next call (deadline is past)
-                    let d = slot.last_recv + config.timeout;
-                    next = Some(next.map_or(d, |n: Instant| n.min(d)));
-                    true
-                }
-            });
-        }
-        self.next_deadline = next;
     }
 
     /// Write the next frame into `buf`: stateless replies first, then kick CLOSEs, then per-peer
@@ -1108,19 +1203,25 @@ impl<A: Copy + Eq + Hash, const N: usize, const E: usize> Machine for Server<A, 
         None
     }
 
-    /// The cached earliest peer deadline (O(1)); `None` without peers or when not running
+    /// The earliest entry of the timer heap (O(1)); `None` without peers or when not running
+    ///
+    /// May be earlier than any real deadline (entries fire early after liveness refreshes and
+    /// linger after a peer is removed); such a wake-up does no more than re-file the entry.
     fn poll_timeout(&self) -> Option<Instant> {
-        if self.state == ServerState::Running {
-            self.next_deadline
-        } else {
-            None
+        if self.state != ServerState::Running {
+            return None;
         }
+        if self.timers_lost {
+            return Some(self.clock.now());
+        }
+        self.timers.peek().map(|e| e.at)
     }
 }
 
 #[cfg(test)]
 mod tests {
     extern crate std;
+    use std::vec;
     use std::vec::Vec;
 
     use super::*;
@@ -1316,12 +1417,15 @@ mod tests {
         // the client's bare ACCEPT is accepted as liveness, nothing answered
         to_s(&mut s, ms(1), 9, &c_out(&mut c, ms(1))[0]);
         assert!(s_out(&mut s, ms(1)).is_empty());
-        // a repeated vanilla CONNECT is ignored
+        // a repeated vanilla CONNECT (the first CONNECT_ACCEPT was lost) is answered again
         to_s(&mut s, ms(2), 9, &hex("10 00 00 01"));
-        assert!(s_out(&mut s, ms(2)).is_empty());
-        // server keep-alive after 1 s of silence: bare
-        s.handle_timeout(ms(1000));
-        assert_eq!(s_out(&mut s, ms(1000)), [(9, hex("10 00 00 00"))]);
+        assert_eq!(s_out(&mut s, ms(2)), [(9, hex("10 00 00 02"))]);
+        assert_eq!(s_events(&mut s), []);
+        // server keep-alive after 1 s of silence (last send at 2 ms): bare
+        s.handle_timeout(ms(1001));
+        assert!(s_out(&mut s, ms(1001)).is_empty());
+        s.handle_timeout(ms(1002));
+        assert_eq!(s_out(&mut s, ms(1002)), [(9, hex("10 00 00 00"))]);
     }
 
     #[test]
@@ -1354,8 +1458,8 @@ mod tests {
             }]
         );
         assert!(s.is_online(5));
-        // online now: keep-alive 1 s after the last send (the resend at 500 ms); the cached
-        // deadline may be earlier (the old resend time) but never later
+        // online now: keep-alive 1 s after the last send (the resend at 500 ms); the timer entry
+        // filed for the next resend (1 s) wakes the caller early but sends nothing
         s.handle_timeout(ms(1000));
         assert!(s_out(&mut s, ms(1000)).is_empty());
         assert_eq!(s.poll_timeout(), Some(ms(1500)));
@@ -1484,9 +1588,12 @@ mod tests {
     }
 
     #[test]
-    fn lost_accept_leaves_server_without_peer_and_client_times_out() {
+    fn lost_accept_without_retry_leaves_server_without_peer_and_client_times_out() {
         let mut s = server(VanillaPolicy::Reject);
-        let mut c = token_client();
+        let mut c = Client::new(ClientConfig {
+            accept_retry: None,
+            ..ClientConfig::default()
+        });
         c.connect(ms(0)).unwrap();
         to_s(&mut s, ms(0), 1, &c_out(&mut c, ms(0))[0]);
         for (_, p) in s_out(&mut s, ms(0)) {
@@ -1512,6 +1619,53 @@ mod tests {
                 cause: ClientCloseCause::Timeout
             })
         ));
+    }
+
+    #[test]
+    fn lost_accept_recovered_by_retry_handshake() {
+        let mut s = server(VanillaPolicy::Reject);
+        let mut c = token_client();
+        c.connect(ms(0)).unwrap();
+        to_s(&mut s, ms(0), 1, &c_out(&mut c, ms(0))[0]);
+        for (_, p) in s_out(&mut s, ms(0)) {
+            to_c(&mut c, ms(0), &p);
+        }
+        assert_eq!(c_events(&mut c).len(), 1);
+        let _lost = c_out(&mut c, ms(0));
+        // keep-alives go unanswered (the server has no peer); at 2 s the client repeats CONNECT
+        let mut now = ms(0);
+        while c.stats().accept_retries == 0 {
+            now = c.poll_timeout().unwrap();
+            c.handle_timeout(now);
+            for p in c_out(&mut c, now) {
+                to_s(&mut s, now, 1, &p);
+            }
+            for (_, p) in s_out(&mut s, now) {
+                to_c(&mut c, now, &p);
+            }
+        }
+        assert_eq!(now, ms(2_000));
+        // CONNECT -> CONNECT_ACCEPT -> ACCEPT happened at 2 s over the lossless link
+        for p in c_out(&mut c, now) {
+            to_s(&mut s, now, 1, &p);
+        }
+        assert!(s.is_online(1));
+        assert_eq!(s_events(&mut s).len(), 1);
+        // the server's first keep-alive ends the retrying; no further handshakes
+        while now < ms(20_000) {
+            now = crate::time::earliest(c.poll_timeout(), s.poll_timeout()).unwrap();
+            c.handle_timeout(now);
+            s.handle_timeout(now);
+            for p in c_out(&mut c, now) {
+                to_s(&mut s, now, 1, &p);
+            }
+            for (_, p) in s_out(&mut s, now) {
+                to_c(&mut c, now, &p);
+            }
+        }
+        assert_eq!(c.stats().accept_retries, 1);
+        assert_eq!(c.state(), ClientState::Online);
+        assert!(c_events(&mut c).is_empty(), "no second Connected event");
     }
 
     #[test]
@@ -1834,9 +1988,8 @@ mod tests {
         }
         s.handle_timeout(ms(10_000));
         assert_eq!(s.peer_count(), 1);
-        assert_eq!(
-            s.poll_timeout(),
-            Some(ms(10_000)),
+        assert!(
+            s.poll_timeout().is_some_and(|t| t <= ms(10_000)),
             "the remaining peer is overdue"
         );
         assert_eq!(s_events(&mut s).len(), 1);
@@ -1923,5 +2076,292 @@ mod tests {
         assert_eq!(s.stats().keep_alives_received, 1);
         s.handle_timeout(ms(1000));
         assert_eq!(s_out(&mut s, ms(1000)), [(1, hex("11 00 00 00"))]);
+    }
+    #[test]
+    fn compressed_chunks_pass_through_unverified() {
+        let mut s = server(VanillaPolicy::Reject);
+        let mut c = token_client();
+        handshake(&mut s, &mut c, 1, ms(0));
+        // compressed: the token is inside the (compressed) data, the caller checks it
+        assert_eq!(
+            to_s(&mut s, ms(1), 1, &hex("80 00 01 de ad")),
+            Some(vec_of(&[0xDE, 0xAD]))
+        );
+        // uncompressed with a wrong token: dropped
+        assert_eq!(
+            to_s(&mut s, ms(1), 1, &hex("00 00 01 de ad 00 00 00 01")),
+            None
+        );
+        assert_eq!(s.stats().dropped_wrong_token, 1);
+        assert_eq!(s.stats().chunk_packets_received, 1);
+    }
+
+    /// Deterministic garbage and mutated valid packets into both machines in every state: no
+    /// panic, every datagram consumed whole, at most one Closed event per client
+    #[test]
+    fn arbitrary_input_never_panics() {
+        let mut seed: u64 = 0x9E37_79B9_7F4A_7C15;
+        let mut next = move || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed
+        };
+        let templates = vec_list(&[
+            "10 00 00 01 54 4b 45 4e ff ff ff ff",
+            "10 00 00 02 54 4b 45 4e 12 34 56 78",
+            "10 00 00 03 12 34 56 78",
+            "10 00 00 04 61 00 12 34 56 78",
+            "10 00 00 00 12 34 56 78",
+            "00 00 01 aa bb 12 34 56 78",
+            "80 00 01 aa",
+            "10 00 00 01",
+            "00 00 01 aa",
+        ]);
+        for policy in [
+            VanillaPolicy::Reject,
+            VanillaPolicy::Admit,
+            VanillaPolicy::Pending,
+        ] {
+            let mut s: Server<Addr, 8, 2> = Server::new(ServerConfig {
+                vanilla: policy,
+                ..ServerConfig::new(SECRET)
+            });
+            let mut c = token_client();
+            c.connect(ms(0)).unwrap();
+            let mut now = 0u64;
+            let mut closed = 0;
+            for round in 0..20_000u32 {
+                now += next() % 300;
+                let mut pkt = if next() % 3 == 0 {
+                    let len = (next() % 40) as usize;
+                    (0..len).map(|_| next() as u8).collect::<Vec<u8>>()
+                } else {
+                    templates[(next() % templates.len() as u64) as usize].clone()
+                };
+                if !pkt.is_empty() && next() % 2 == 0 {
+                    let i = (next() % pkt.len() as u64) as usize;
+                    pkt[i] ^= next() as u8;
+                }
+                let from = (next() % 12) as Addr;
+                if next() % 4 == 0 {
+                    // a packet ending with the right token for `from` (ACCEPT admits it)
+                    let id = [3u8, 0, 4, 3][(next() % 4) as usize];
+                    pkt = vec![0x10, 0, 0, id];
+                    pkt.extend_from_slice(&s.token_for(from).0);
+                }
+                match s.handle_input(ms(now), from, &pkt) {
+                    Ok(r) => assert_eq!(r.bytes_consumed(), pkt.len()),
+                    Err(InputError::EventQueueFull) => {}
+                }
+                match c.handle_input(ms(now), (), &pkt) {
+                    Ok(r) => assert_eq!(r.bytes_consumed(), pkt.len()),
+                    Err(InputError::EventQueueFull) => {}
+                }
+                s.handle_timeout(ms(now));
+                c.handle_timeout(ms(now));
+                if round % 3 == 0 {
+                    let _ = s_out(&mut s, ms(now));
+                    let _ = s_events(&mut s);
+                    let _ = c_out(&mut c, ms(now));
+                    closed += c_events(&mut c)
+                        .iter()
+                        .filter(|e| matches!(e, ClientEvent::Closed { .. }))
+                        .count();
+                }
+                if round == 15_000 {
+                    s.shutdown(ms(now), "bye");
+                }
+                if round % 3 == 0 && s.state() == ServerState::Running {
+                    // once the events are drained, no deadline is left overdue
+                    s.handle_timeout(ms(now));
+                    while !s_events(&mut s).is_empty() {
+                        s.handle_timeout(ms(now));
+                    }
+                    assert!(
+                        s.poll_timeout().map_or(true, |t| t > ms(now)),
+                        "round {round}"
+                    );
+                    assert!(
+                        c.poll_timeout().map_or(true, |t| t > ms(now)),
+                        "round {round}"
+                    );
+                }
+            }
+            closed += c_events(&mut c)
+                .iter()
+                .filter(|e| matches!(e, ClientEvent::Closed { .. }))
+                .count();
+            assert!(closed <= 1);
+            assert!(s.stats().peers_admitted > 10, "{policy:?} {:?}", s.stats());
+            assert_eq!(s.state(), ServerState::Stopped);
+        }
+    }
+    #[test]
+    fn many_peers_admitted_kept_alive_and_timed_out_individually() {
+        extern crate alloc;
+        let config = ServerConfig {
+            max_peers: 2048,
+            ..ServerConfig::new(SECRET)
+        };
+        let mut s: alloc::boxed::Box<Server<Addr, 4096>> =
+            alloc::boxed::Box::new(Server::new(config));
+        let packet = |s: &Server<Addr, 4096>, id: u8, a: Addr| {
+            let mut p = vec![0x10, 0, 0, id];
+            p.extend_from_slice(&s.token_for(a).0);
+            p
+        };
+        for a in 0..2049u32 {
+            let accept = packet(&s, 3, a);
+            to_s(&mut s, ms(0), a, &accept);
+            let _ = s_events(&mut s);
+        }
+        assert_eq!(s.peer_count(), 2048);
+        assert_eq!(s.stats().rejected_full, 1);
+        let out = s_out(&mut s, ms(0));
+        assert_eq!(out.len(), 1);
+        assert_eq!(out[0].0, 2048);
+        // even peers stay alive, odd peers go silent
+        let mut now = ms(0);
+        let mut keep_alives = 0usize;
+        let mut timed_out = Vec::new();
+        while now < ms(12_000) {
+            now = s.poll_timeout().unwrap_or(ms(12_000)).max(now);
+            s.handle_timeout(now);
+            for ev in s_events(&mut s) {
+                match ev {
+                    ServerEvent::PeerClosed {
+                        peer,
+                        cause: PeerCloseCause::Timeout,
+                    } => timed_out.push(peer),
+                    other => panic!("{other:?}"),
+                }
+            }
+            for (to, p) in s_out(&mut s, now) {
+                assert_eq!(p, packet(&s, 0, to));
+                keep_alives += 1;
+                if to % 2 == 0 {
+                    let ka = packet(&s, 0, to);
+                    to_s(&mut s, now, to, &ka);
+                }
+            }
+        }
+        timed_out.sort_unstable();
+        assert_eq!(
+            timed_out,
+            (0..2048).filter(|a| a % 2 == 1).collect::<Vec<_>>()
+        );
+        assert_eq!(s.peer_count(), 1024);
+        assert!((0..2048).all(|a| s.is_online(a) == (a % 2 == 0)));
+        // 2048 peers x 9 keep-alives (1..=9 s) before the odd ones timed out at 10 s (a timeout
+        // wins over a due keep-alive), then the even ones at 10, 11 and 12 s
+        assert_eq!(keep_alives, 2048 * 9 + 1024 * 3);
+        assert_eq!(s.stats().peers_timed_out, 1024);
+    }
+    #[test]
+    fn timer_heap_survives_churn_and_overflow() {
+        let mut s: Server<Addr, 2> = Server::new(ServerConfig::new(SECRET));
+        let accept = |s: &Server<Addr, 2>, a: Addr| {
+            let mut p = hex("10 00 00 03");
+            p.extend_from_slice(&s.token_for(a).0);
+            p
+        };
+        for a in [1, 2] {
+            let p = accept(&s, a);
+            to_s(&mut s, ms(0), a, &p);
+        }
+        assert_eq!(s.poll_timeout(), Some(ms(1000)));
+        // kick and re-admit 1 at 400 ms: its old entry is stale, the heap (2 entries) overflows
+        s.kick(ms(400), 1, "").unwrap();
+        let p = accept(&s, 1);
+        to_s(&mut s, ms(400), 1, &p);
+        let _ = s_events(&mut s);
+        let _ = s_out(&mut s, ms(400));
+        assert_eq!(s.poll_timeout(), Some(ms(400)), "rebuild requested");
+        s.handle_timeout(ms(400));
+        assert!(s_out(&mut s, ms(400)).is_empty());
+        // after the rebuild: 2 keeps its 1 s cadence, the new 1 starts from 400 ms
+        assert_eq!(s.poll_timeout(), Some(ms(1000)));
+        s.handle_timeout(ms(1000));
+        assert_eq!(
+            s_out(&mut s, ms(1000))
+                .iter()
+                .map(|(a, _)| *a)
+                .collect::<Vec<_>>(),
+            [2]
+        );
+        assert_eq!(s.poll_timeout(), Some(ms(1400)));
+        s.handle_timeout(ms(1400));
+        assert_eq!(
+            s_out(&mut s, ms(1400))
+                .iter()
+                .map(|(a, _)| *a)
+                .collect::<Vec<_>>(),
+            [1]
+        );
+        // 2 times out at 10 s, 1 at 10.4 s
+        s.handle_timeout(ms(10_000));
+        let _ = s_out(&mut s, ms(10_000));
+        assert_eq!(
+            s_events(&mut s),
+            [ServerEvent::PeerClosed {
+                peer: 2,
+                cause: PeerCloseCause::Timeout
+            }]
+        );
+        while let Some(t) = s.poll_timeout() {
+            s.handle_timeout(t);
+            let _ = s_out(&mut s, t);
+        }
+        assert_eq!(
+            s_events(&mut s),
+            [ServerEvent::PeerClosed {
+                peer: 1,
+                cause: PeerCloseCause::Timeout
+            }]
+        );
+        assert_eq!(s.peer_count(), 0);
+    }
+
+    #[test]
+    fn liveness_refresh_defers_entry_without_early_action() {
+        let mut s = server(VanillaPolicy::Reject);
+        let mut c = token_client();
+        handshake(&mut s, &mut c, 1, ms(0));
+        let mut ka = hex("10 00 00 00");
+        ka.extend_from_slice(&s.token_for(1).0);
+        // the server sends every second; the peer's packets push the timeout back
+        for sec in 1..=30u64 {
+            s.handle_timeout(ms(sec * 1000));
+            assert_eq!(
+                s_out(&mut s, ms(sec * 1000)).len(),
+                1,
+                "keep-alive at {sec} s"
+            );
+            to_s(&mut s, ms(sec * 1000), 1, &ka);
+        }
+        assert!(s.is_online(1));
+        assert_eq!(s.stats().keep_alives_sent, 30);
+    }
+    #[test]
+    fn vanilla_admit_recovers_from_lost_connect_accept() {
+        let mut s = server(VanillaPolicy::Admit);
+        let mut c = vanilla_client();
+        c.connect(ms(0)).unwrap();
+        to_s(&mut s, ms(0), 1, &c_out(&mut c, ms(0))[0]);
+        let _lost = s_out(&mut s, ms(0));
+        c.handle_timeout(ms(500));
+        to_s(&mut s, ms(500), 1, &c_out(&mut c, ms(500))[0]);
+        for (_, p) in s_out(&mut s, ms(500)) {
+            to_c(&mut c, ms(500), &p);
+        }
+        assert_eq!(c.state(), ClientState::Online);
+        assert_eq!(
+            s_events(&mut s),
+            [ServerEvent::PeerConnected {
+                peer: 1,
+                token: None
+            }]
+        );
     }
 }
