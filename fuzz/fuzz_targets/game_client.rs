@@ -1,8 +1,9 @@
 //! Game client machine: replays a stream of (time step, datagram, command) ops and checks the
 //! machine invariants after every step.
 //!
-//! Input (see `tether_fuzz::OpReader`): 5 config bytes (flags: bit 0 vanilla; connect_resend,
-//! connect_timeout, keep_alive, timeout as `interval` bytes), then ops. An op byte's low 4 bits
+//! Input (see `tether_fuzz::OpReader`): 6 config bytes (flags: bit 0 vanilla; connect_resend,
+//! connect_timeout, keep_alive, timeout as `interval` bytes; accept_retry: 0 = off, else an
+//! `interval` byte), then ops. An op byte's low 4 bits
 //! pick the op; bit 7 makes the drain after it start with a tiny buffer of `(op >> 4 & 7) * 3`
 //! bytes.
 //!
@@ -205,6 +206,10 @@ fuzz_target!(|data: &[u8]| {
         connect_timeout: interval(r.u8()),
         keep_alive: interval(r.u8()),
         timeout: interval(r.u8()),
+        accept_retry: match r.u8() {
+            0 => None,
+            b => Some(interval(b)),
+        },
     };
     let mut h = H {
         c: Client::new(config),

@@ -1,8 +1,9 @@
 //! Game server machine (4 slots, 5 peer addresses): replays a stream of (time step, datagram from
 //! a peer, command) ops and checks the machine invariants after every step.
 //!
-//! Input (see `tether_fuzz::OpReader`): 5 config bytes (vanilla policy; keep_alive, timeout,
-//! connect_accept_resend as `interval` bytes; a secret fill byte), then ops. An op byte's low 4
+//! Input (see `tether_fuzz::OpReader`): 6 config bytes (vanilla policy; keep_alive, timeout,
+//! connect_accept_resend as `interval` bytes; a secret fill byte; max_peers 0..=4 or 5 = no
+//! limit), then ops. An op byte's low 4
 //! bits pick the op; bit 7 makes the drain after it start with a tiny buffer.
 //!
 //! Invariants: no panic; `poll_timeout` is `None` or not before the latest `now`; no timer
@@ -128,7 +129,7 @@ impl H {
             assert_eq!(self.s.peer_count(), 0);
             assert_eq!(self.s.poll_timeout(), None, "timer running after shutdown");
         }
-        assert!(self.s.peer_count() <= N);
+        assert!(self.s.peer_count() <= N.min(self.s.config().max_peers));
         for p in 0..PEERS as u8 {
             if self.s.is_online(p) {
                 assert!(self.online[usize::from(p)], "peer {p} online without PeerConnected");
@@ -196,7 +197,12 @@ fuzz_target!(|data: &[u8]| {
     let timeout = interval(r.u8());
     let connect_accept_resend = interval(r.u8());
     let secret = TokenSecret([r.u8(); 16]);
-    let config = ServerConfig { secret, vanilla, keep_alive, timeout, connect_accept_resend };
+    let max_peers = match r.u8() % 6 {
+        5 => usize::MAX,
+        m => usize::from(m),
+    };
+    let config =
+        ServerConfig { secret, vanilla, keep_alive, timeout, connect_accept_resend, max_peers };
     let mut h = H {
         s: Server::new(config),
         now: Instant::from_millis(1_000),
