@@ -216,6 +216,9 @@ fuzz_target!(|data: &[u8]| {
     while !r.is_empty() && ops < 256 {
         ops += 1;
         let op = r.u8();
+        if tether_fuzz::trace_enabled() {
+            eprintln!("op {:2} (byte {op:#04x}) at {} next {:02x?}", op & 15, h.now, r.peek());
+        }
         if op & 0x80 != 0 {
             h.tiny = Some(usize::from((op >> 4) & 7) * 3);
         }

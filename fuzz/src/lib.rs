@@ -32,6 +32,11 @@ impl<'a> OpReader<'a> {
         self.data.is_empty()
     }
 
+    /// The unread bytes (for tracing)
+    pub fn peek(&self) -> &'a [u8] {
+        &self.data[..self.data.len().min(16)]
+    }
+
     /// One byte (0 at the end)
     pub fn u8(&mut self) -> u8 {
         match self.data.split_first() {
@@ -278,4 +283,10 @@ pub fn allow_stale_timeout() -> bool {
 /// True when `poll_timeout` lies before `now`
 pub fn timeout_is_stale<M: Machine>(m: &M, now: Instant) -> bool {
     m.poll_timeout().is_some_and(|t| t < now)
+}
+
+/// `TETHER_FUZZ_TRACE=1`: print each op of a machine target to stderr (for reading reproducers)
+pub fn trace_enabled() -> bool {
+    static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *ON.get_or_init(|| std::env::var_os("TETHER_FUZZ_TRACE").is_some_and(|v| v == "1"))
 }
