@@ -154,6 +154,9 @@ impl H {
             frames.push((t.kind, bytes.to_vec(), c.state()));
         });
         for (kind, bytes, state) in frames {
+            if tether_fuzz::trace_enabled() {
+                eprintln!("    frame {kind:?} {:02x?}", &bytes[..bytes.len().min(24)]);
+            }
             if let FrameKind::WsClose(code) = kind {
                 assert!(!self.tcp, "WsClose on TCP");
                 assert!(bytes.is_empty());
@@ -205,6 +208,9 @@ impl H {
     }
 
     fn on_event(&mut self, e: ClientEvent<32>) {
+        if tether_fuzz::trace_enabled() {
+            eprintln!("    event {e:?}");
+        }
         assert!(!self.final_seen, "event {e:?} after Closed");
         match e {
             ClientEvent::ConnectTransport { .. } => {

@@ -123,6 +123,9 @@ impl H {
     }
 
     fn on_event(&mut self, e: ServerEvent<u8>) {
+        if tether_fuzz::trace_enabled() {
+            eprintln!("    event {e:?}");
+        }
         match e {
             ServerEvent::PeerAuthenticated { conn, .. } | ServerEvent::PeerReconnected { conn, .. } => {
                 let v = &mut self.conns[usize::from(conn)];
@@ -162,6 +165,9 @@ impl H {
             frames.push((t.to, t.kind, b.to_vec()));
         });
         for (to, kind, b) in frames {
+            if tether_fuzz::trace_enabled() {
+                eprintln!("    frame to {to} {kind:?} {:02x?}", &b[..b.len().min(24)]);
+            }
             self.check_frame(to, kind, &b);
         }
         let mut events = Vec::new();
