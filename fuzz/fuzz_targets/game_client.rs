@@ -61,42 +61,65 @@ impl H {
         let closed = self.closed.is_some();
         let mut closes_after = 0;
         let mut sent_close = 0;
-        drain_transmits(&mut self.c, now, 2048, tiny, MAX_FRAMES_PER_DRAIN, |c, t, bytes| {
-            assert_eq!(t.kind, FrameKind::Datagram);
-            assert!(t.len <= MAX_PACKET_LEN, "datagram of {} bytes", t.len);
-            let parsed = wire::parse(bytes, TokenMode::Detect)
-                .unwrap_or_else(|e| panic!("client sent unparsable {bytes:02x?}: {e:?}"));
-            let Packet::Control(p) = parsed.packet else {
-                panic!("poll_transmit produced a chunk packet {bytes:02x?}")
-            };
-            // (a CLOSE's trailing token may hold a NUL, which Detect reads as trailing bytes)
-            if !matches!(p.control, Control::Close(_)) {
-                assert!(parsed.warnings.is_empty(), "own frame has warnings {:?}", parsed.warnings);
-            }
-            assert_eq!(p.ack, c.ack(), "frame carries another ack than the client's");
-            match p.control {
-                Control::Close(_) => {
-                    sent_close += 1;
-                    if closed {
-                        closes_after += 1;
+        drain_transmits(
+            &mut self.c,
+            now,
+            2048,
+            tiny,
+            MAX_FRAMES_PER_DRAIN,
+            |c, t, bytes| {
+                assert_eq!(t.kind, FrameKind::Datagram);
+                assert!(t.len <= MAX_PACKET_LEN, "datagram of {} bytes", t.len);
+                let parsed = wire::parse(bytes, TokenMode::Detect)
+                    .unwrap_or_else(|e| panic!("client sent unparsable {bytes:02x?}: {e:?}"));
+                let Packet::Control(p) = parsed.packet else {
+                    panic!("poll_transmit produced a chunk packet {bytes:02x?}")
+                };
+                // (a CLOSE's trailing token may hold a NUL, which Detect reads as trailing bytes)
+                if !matches!(p.control, Control::Close(_)) {
+                    assert!(
+                        parsed.warnings.is_empty(),
+                        "own frame has warnings {:?}",
+                        parsed.warnings
+                    );
+                }
+                assert_eq!(
+                    p.ack,
+                    c.ack(),
+                    "frame carries another ack than the client's"
+                );
+                match p.control {
+                    Control::Close(_) => {
+                        sent_close += 1;
+                        if closed {
+                            closes_after += 1;
+                        }
+                    }
+                    other => {
+                        assert!(!closed, "{other:?} sent after the Closed event");
+                        assert_ne!(
+                            c.state(),
+                            ClientState::Closed,
+                            "{other:?} sent while closed"
+                        );
                     }
                 }
-                other => {
-                    assert!(!closed, "{other:?} sent after the Closed event");
-                    assert_ne!(c.state(), ClientState::Closed, "{other:?} sent while closed");
+                match p.control {
+                    Control::Connect => {
+                        let want = if c.config().vanilla {
+                            None
+                        } else {
+                            Some(Token::UNKNOWN)
+                        };
+                        assert_eq!(p.token, want, "CONNECT token form");
+                    }
+                    Control::Accept | Control::KeepAlive => {
+                        assert_eq!(p.token, c.token(), "frame token differs from the client's");
+                    }
+                    _ => {}
                 }
-            }
-            match p.control {
-                Control::Connect => {
-                    let want = if c.config().vanilla { None } else { Some(Token::UNKNOWN) };
-                    assert_eq!(p.token, want, "CONNECT token form");
-                }
-                Control::Accept | Control::KeepAlive => {
-                    assert_eq!(p.token, c.token(), "frame token differs from the client's");
-                }
-                _ => {}
-            }
-        });
+            },
+        );
         self.closes_after += closes_after;
         self.sent_close += sent_close;
         assert!(self.closes_after <= 1, "more than one CLOSE after Closed");
@@ -139,10 +162,17 @@ impl H {
             self.drain();
         }
         let state = self.c.state();
-        assert!(rank(state) >= rank(self.last_state), "state went back: {:?} -> {state:?}", self.last_state);
+        assert!(
+            rank(state) >= rank(self.last_state),
+            "state went back: {:?} -> {state:?}",
+            self.last_state
+        );
         self.last_state = state;
         if state == ClientState::Closed {
-            assert!(self.closed.is_some(), "Closed state without Closed event after a drain");
+            assert!(
+                self.closed.is_some(),
+                "Closed state without Closed event after a drain"
+            );
             assert_eq!(self.c.poll_timeout(), None, "timer running while closed");
         }
         tether_fuzz::check_timeout(&self.c, self.now, "client");
@@ -160,16 +190,30 @@ impl H {
                 _ => return self.after_op(),
             }
         }
-        panic!("timer livelock at {now}: poll_timeout {:?}", self.c.poll_timeout());
+        panic!(
+            "timer livelock at {now}: poll_timeout {:?}",
+            self.c.poll_timeout()
+        );
     }
 
     fn input(&mut self, now: Instant, bytes: &[u8]) {
         let state = self.c.state();
-        let r = self.c.handle_input(now, (), bytes).expect("event queue is drained after every op");
-        assert_eq!(r.bytes_consumed(), bytes.len(), "datagrams are consumed whole");
+        let r = self
+            .c
+            .handle_input(now, (), bytes)
+            .expect("event queue is drained after every op");
+        assert_eq!(
+            r.bytes_consumed(),
+            bytes.len(),
+            "datagrams are consumed whole"
+        );
         assert_eq!(r.needed(), None);
         if let Some(app) = r.app() {
-            assert_eq!(self.c.state(), ClientState::Online, "chunks delivered while not online");
+            assert_eq!(
+                self.c.state(),
+                ClientState::Online,
+                "chunks delivered while not online"
+            );
             assert_eq!(state, ClientState::Online);
             assert!(!app.header.flags.control);
             let start = app.payload.as_ptr() as usize - bytes.as_ptr() as usize;
@@ -228,7 +272,12 @@ fuzz_target!(|data: &[u8]| {
         ops += 1;
         let op = r.u8();
         if tether_fuzz::trace_enabled() {
-            eprintln!("op {:2} (byte {op:#04x}) at {} next {:02x?}", op & 15, h.now, r.peek());
+            eprintln!(
+                "op {:2} (byte {op:#04x}) at {} next {:02x?}",
+                op & 15,
+                h.now,
+                r.peek()
+            );
         }
         if op & 0x80 != 0 {
             h.tiny = Some(usize::from((op >> 4) & 7) * 3);
@@ -256,7 +305,11 @@ fuzz_target!(|data: &[u8]| {
                     3 => Control::Accept,
                     _ => Control::Close(Reason::from_bytes(reason)),
                 };
-                let p = ControlPacket { ack, control, token };
+                let p = ControlPacket {
+                    ack,
+                    control,
+                    token,
+                };
                 let mut buf = vec![0u8; p.buffer_len()];
                 let n = p.emit(&mut buf).expect("exact buffer");
                 h.input(h.now, &buf[..n]);
@@ -270,7 +323,11 @@ fuzz_target!(|data: &[u8]| {
                 let payload = r.blob();
                 let p = ChunkPacket {
                     header: Header {
-                        flags: Flags { compression: f & 1 != 0, resend: f & 2 != 0, control: false },
+                        flags: Flags {
+                            compression: f & 1 != 0,
+                            resend: f & 2 != 0,
+                            control: false,
+                        },
                         ack,
                         num_chunks,
                     },
@@ -313,16 +370,26 @@ fuzz_target!(|data: &[u8]| {
                 let f = r.u8();
                 let num_chunks = r.u8();
                 let payload = r.blob();
-                let flags = Flags { compression: f & 1 != 0, resend: f & 2 != 0, control: f & 4 != 0 };
+                let flags = Flags {
+                    compression: f & 1 != 0,
+                    resend: f & 2 != 0,
+                    control: f & 4 != 0,
+                };
                 let mut out = [0u8; 2048];
                 let online = h.c.state() == ClientState::Online;
                 match h.c.send_chunks(h.now, flags, num_chunks, payload, &mut out) {
                     Ok(t) => {
                         assert!(online, "send_chunks succeeded while not online");
                         assert!(t.len <= MAX_PACKET_LEN);
-                        let mode = if h.c.token().is_some() { TokenMode::Trailing } else { TokenMode::Vanilla };
+                        let mode = if h.c.token().is_some() {
+                            TokenMode::Trailing
+                        } else {
+                            TokenMode::Vanilla
+                        };
                         let p = wire::parse(&out[..t.len], mode).expect("own chunk packet parses");
-                        let Packet::Chunks(c) = p.packet else { panic!("chunk packet parsed as control") };
+                        let Packet::Chunks(c) = p.packet else {
+                            panic!("chunk packet parsed as control")
+                        };
                         assert_eq!(c.payload, payload);
                         assert_eq!(c.header.num_chunks, num_chunks);
                         assert_eq!(c.header.ack, h.c.ack());
@@ -341,11 +408,18 @@ fuzz_target!(|data: &[u8]| {
                     let before = h.c.poll_timeout();
                     let state = h.c.state();
                     h.c.handle_timeout(h.now);
-                    assert_eq!(h.c.poll_timeout(), before, "spurious handle_timeout moved the timer");
+                    assert_eq!(
+                        h.c.poll_timeout(),
+                        before,
+                        "spurious handle_timeout moved the timer"
+                    );
                     assert_eq!(h.c.state(), state);
                     let n = drain_transmits(&mut h.c, h.now, 2048, None, 4, |_, _, _| {});
                     assert_eq!(n, 0, "spurious handle_timeout queued a frame");
-                    assert!(h.c.poll_event().is_none(), "spurious handle_timeout queued an event");
+                    assert!(
+                        h.c.poll_event().is_none(),
+                        "spurious handle_timeout queued an event"
+                    );
                 }
             }
             12 => {

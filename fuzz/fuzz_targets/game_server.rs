@@ -68,7 +68,11 @@ impl H {
                     assert!(!complete, "CONNECT_ACCEPT after ShutdownComplete");
                     assert_eq!(c.ack, 0, "CONNECT_ACCEPT with ack {}", c.ack);
                     if let Some(tok) = c.token {
-                        assert_eq!(tok, s.token_for(t.to), "CONNECT_ACCEPT token is not the minted one");
+                        assert_eq!(
+                            tok,
+                            s.token_for(t.to),
+                            "CONNECT_ACCEPT token is not the minted one"
+                        );
                     }
                 }
                 Control::KeepAlive => {
@@ -89,23 +93,36 @@ impl H {
                 ServerEvent::PeerConnected { peer, token } => {
                     let p = usize::from(peer);
                     assert!(p < PEERS);
-                    assert!(!online[p], "second PeerConnected for peer {p} without PeerClosed");
+                    assert!(
+                        !online[p],
+                        "second PeerConnected for peer {p} without PeerClosed"
+                    );
                     online[p] = true;
                     if let Some(tok) = token {
-                        assert_eq!(tok, s.token_for(peer), "admitted with a token not minted for it");
+                        assert_eq!(
+                            tok,
+                            s.token_for(peer),
+                            "admitted with a token not minted for it"
+                        );
                     }
                 }
                 ServerEvent::PeerClosed { peer, cause } => {
                     let p = usize::from(peer);
                     assert!(p < PEERS);
-                    assert!(online[p], "PeerClosed ({cause:?}) for peer {p}, which is not open");
+                    assert!(
+                        online[p],
+                        "PeerClosed ({cause:?}) for peer {p}, which is not open"
+                    );
                     online[p] = false;
                     if matches!(cause, PeerCloseCause::Shutdown) {
                         assert_ne!(s.state(), ServerState::Running);
                     }
                 }
                 ServerEvent::ShutdownComplete => {
-                    assert!(online.iter().all(|o| !o), "ShutdownComplete with open peers {online:?}");
+                    assert!(
+                        online.iter().all(|o| !o),
+                        "ShutdownComplete with open peers {online:?}"
+                    );
                     assert_eq!(s.state(), ServerState::Stopped);
                     complete = true;
                 }
@@ -124,7 +141,10 @@ impl H {
             self.drain();
         }
         if self.shutdown_called {
-            assert!(self.shutdown_complete, "shutdown not complete after a full drain");
+            assert!(
+                self.shutdown_complete,
+                "shutdown not complete after a full drain"
+            );
             assert_eq!(self.s.state(), ServerState::Stopped);
             assert_eq!(self.s.peer_count(), 0);
             assert_eq!(self.s.poll_timeout(), None, "timer running after shutdown");
@@ -132,7 +152,10 @@ impl H {
         assert!(self.s.peer_count() <= N.min(self.s.config().max_peers));
         for p in 0..PEERS as u8 {
             if self.s.is_online(p) {
-                assert!(self.online[usize::from(p)], "peer {p} online without PeerConnected");
+                assert!(
+                    self.online[usize::from(p)],
+                    "peer {p} online without PeerConnected"
+                );
             }
         }
         tether_fuzz::check_timeout(&self.s, self.now, "server");
@@ -150,14 +173,27 @@ impl H {
                 _ => return self.after_op(),
             }
         }
-        panic!("timer livelock at {now}: poll_timeout {:?}", self.s.poll_timeout());
+        panic!(
+            "timer livelock at {now}: poll_timeout {:?}",
+            self.s.poll_timeout()
+        );
     }
 
     fn input(&mut self, now: Instant, peer: u8, bytes: &[u8]) {
-        let r = self.s.handle_input(now, peer, bytes).expect("event queue is drained after every op");
-        assert_eq!(r.bytes_consumed(), bytes.len(), "datagrams are consumed whole");
+        let r = self
+            .s
+            .handle_input(now, peer, bytes)
+            .expect("event queue is drained after every op");
+        assert_eq!(
+            r.bytes_consumed(),
+            bytes.len(),
+            "datagrams are consumed whole"
+        );
         if let Some(app) = r.app() {
-            assert!(self.s.is_online(peer), "chunks delivered for a peer that is not online");
+            assert!(
+                self.s.is_online(peer),
+                "chunks delivered for a peer that is not online"
+            );
             assert!(!app.header.flags.control);
         }
     }
@@ -201,8 +237,14 @@ fuzz_target!(|data: &[u8]| {
         5 => usize::MAX,
         m => usize::from(m),
     };
-    let config =
-        ServerConfig { secret, vanilla, keep_alive, timeout, connect_accept_resend, max_peers };
+    let config = ServerConfig {
+        secret,
+        vanilla,
+        keep_alive,
+        timeout,
+        connect_accept_resend,
+        max_peers,
+    };
     let mut h = H {
         s: Server::new(config),
         now: Instant::from_millis(1_000),
@@ -217,7 +259,12 @@ fuzz_target!(|data: &[u8]| {
         ops += 1;
         let op = r.u8();
         if tether_fuzz::trace_enabled() {
-            eprintln!("op {:2} (byte {op:#04x}) at {} next {:02x?}", op & 15, h.now, r.peek());
+            eprintln!(
+                "op {:2} (byte {op:#04x}) at {} next {:02x?}",
+                op & 15,
+                h.now,
+                r.peek()
+            );
         }
         if op & 0x80 != 0 {
             h.tiny = Some(usize::from((op >> 4) & 7) * 3);
@@ -246,7 +293,11 @@ fuzz_target!(|data: &[u8]| {
                     3 => Control::Accept,
                     _ => Control::Close(Reason::from_bytes(reason)),
                 };
-                let pkt = ControlPacket { ack, control, token };
+                let pkt = ControlPacket {
+                    ack,
+                    control,
+                    token,
+                };
                 let mut buf = vec![0u8; pkt.buffer_len()];
                 let n = pkt.emit(&mut buf).expect("exact buffer");
                 h.input(h.now, p, &buf[..n]);
@@ -260,7 +311,11 @@ fuzz_target!(|data: &[u8]| {
                 let payload = r.blob();
                 let pkt = ChunkPacket {
                     header: Header {
-                        flags: Flags { compression: f & 1 != 0, resend: f & 2 != 0, control: false },
+                        flags: Flags {
+                            compression: f & 1 != 0,
+                            resend: f & 2 != 0,
+                            control: false,
+                        },
                         ack,
                         num_chunks,
                     },
@@ -277,7 +332,9 @@ fuzz_target!(|data: &[u8]| {
                 match h.s.kick(h.now, p, &reason) {
                     Ok(()) => assert!(!h.shutdown_called),
                     Err(CommandError::ShuttingDown) => assert!(h.shutdown_called),
-                    Err(CommandError::UnknownPeer) => assert!(!h.online[usize::from(p)] || h.shutdown_called),
+                    Err(CommandError::UnknownPeer) => {
+                        assert!(!h.online[usize::from(p)] || h.shutdown_called)
+                    }
                     Err(e) => panic!("kick with drained queues: {e:?}"),
                 }
             }
@@ -307,18 +364,35 @@ fuzz_target!(|data: &[u8]| {
                 let f = r.u8();
                 let num_chunks = r.u8();
                 let payload = r.blob();
-                let flags = Flags { compression: f & 1 != 0, resend: f & 2 != 0, control: f & 4 != 0 };
+                let flags = Flags {
+                    compression: f & 1 != 0,
+                    resend: f & 2 != 0,
+                    control: f & 4 != 0,
+                };
                 let mut out = [0u8; 2048];
-                match h.s.send_chunks(h.now, p, flags, num_chunks, payload, &mut out) {
+                match h
+                    .s
+                    .send_chunks(h.now, p, flags, num_chunks, payload, &mut out)
+                {
                     Ok(t) => {
-                        assert!(h.online[usize::from(p)], "send_chunks to peer {p}, which is not open");
+                        assert!(
+                            h.online[usize::from(p)],
+                            "send_chunks to peer {p}, which is not open"
+                        );
                         assert!(!h.shutdown_called);
                         assert_eq!(t.to, p);
                         assert!(t.len <= MAX_PACKET_LEN);
                         let token = h.s.peer_token(p);
-                        let mode = if token.is_some() { TokenMode::Trailing } else { TokenMode::Vanilla };
-                        let parsed = wire::parse(&out[..t.len], mode).expect("own chunk packet parses");
-                        let Packet::Chunks(c) = parsed.packet else { panic!("chunks parsed as control") };
+                        let mode = if token.is_some() {
+                            TokenMode::Trailing
+                        } else {
+                            TokenMode::Vanilla
+                        };
+                        let parsed =
+                            wire::parse(&out[..t.len], mode).expect("own chunk packet parses");
+                        let Packet::Chunks(c) = parsed.packet else {
+                            panic!("chunks parsed as control")
+                        };
                         assert_eq!(c.payload, payload);
                         if !flags.compression {
                             assert_eq!(c.token, token);
@@ -334,11 +408,18 @@ fuzz_target!(|data: &[u8]| {
                     let before = h.s.poll_timeout();
                     let count = h.s.peer_count();
                     h.s.handle_timeout(h.now);
-                    assert_eq!(h.s.poll_timeout(), before, "spurious handle_timeout moved the timer");
+                    assert_eq!(
+                        h.s.poll_timeout(),
+                        before,
+                        "spurious handle_timeout moved the timer"
+                    );
                     assert_eq!(h.s.peer_count(), count);
                     let n = drain_transmits(&mut h.s, h.now, 2048, None, MAX_FRAMES, |_, _, _| {});
                     assert_eq!(n, 0, "spurious handle_timeout queued a frame");
-                    assert!(h.s.poll_event().is_none(), "spurious handle_timeout queued an event");
+                    assert!(
+                        h.s.poll_event().is_none(),
+                        "spurious handle_timeout queued an event"
+                    );
                 }
             }
             12 => {

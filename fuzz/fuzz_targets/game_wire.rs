@@ -4,7 +4,7 @@
 
 use libfuzzer_sys::fuzz_target;
 use tether::game::wire::{
-    parse, Control, Header, Packet, TokenMode, DecodeError, MAX_PACKET_LEN, MAX_REASON_LEN,
+    parse, Control, DecodeError, Header, Packet, TokenMode, MAX_PACKET_LEN, MAX_REASON_LEN,
 };
 
 fn emit(packet: &Packet<'_>, buf: &mut [u8]) -> Result<usize, tether::BufferTooSmall> {
@@ -60,16 +60,24 @@ fuzz_target!(|data: &[u8]| {
         let len = buffer_len(&parsed.packet);
         let mut buf = vec![0u8; len + 8];
         let n = emit(&parsed.packet, &mut buf).expect("emit into buffer_len bytes");
-        assert_eq!(n, len, "emit wrote another length than buffer_len ({mode:?})");
+        assert_eq!(
+            n, len,
+            "emit wrote another length than buffer_len ({mode:?})"
+        );
         if len > 0 {
             let mut short = vec![0u8; len - 1];
             let e = emit(&parsed.packet, &mut short).expect_err("emit into a short buffer");
             assert_eq!(e.required, len);
         }
-        let again = parse(&buf[..n], mode)
-            .unwrap_or_else(|e| panic!("re-parse of emitted {:02x?} failed: {e:?} ({mode:?})", &buf[..n]));
+        let again = parse(&buf[..n], mode).unwrap_or_else(|e| {
+            panic!(
+                "re-parse of emitted {:02x?} failed: {e:?} ({mode:?})",
+                &buf[..n]
+            )
+        });
         assert_eq!(
-            again.packet, parsed.packet,
+            again.packet,
+            parsed.packet,
             "round trip changed the packet ({mode:?}); emitted {:02x?}",
             &buf[..n]
         );

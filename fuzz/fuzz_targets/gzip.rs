@@ -39,7 +39,11 @@ fuzz_target!(|data: &[u8]| BUFS.with(|b| {
             let trailer = &data[consumed - 8..consumed];
             let crc = u32::from_le_bytes(trailer[..4].try_into().unwrap());
             let isize = u32::from_le_bytes(trailer[4..].try_into().unwrap());
-            assert_eq!(crc, crc32(&out[..n]), "CRC32 of the output differs from the trailer");
+            assert_eq!(
+                crc,
+                crc32(&out[..n]),
+                "CRC32 of the output differs from the trailer"
+            );
             assert_eq!(isize, n as u32, "ISIZE differs from the output length");
             // A smaller buffer: the same bytes, or the output limit.
             let mut small = [0u8; SMALL];
@@ -66,7 +70,11 @@ fuzz_target!(|data: &[u8]| BUFS.with(|b| {
             // lenient in a documented way (it does not check the FHCRC header CRC).
             if let Some(theirs) = flate2_gunzip(data) {
                 if theirs.len() <= LIMIT && !has_fhcrc(data) {
-                    panic!("flate2 decodes {} bytes, we reject: {:?}", theirs.len(), full);
+                    panic!(
+                        "flate2 decodes {} bytes, we reject: {:?}",
+                        theirs.len(),
+                        full
+                    );
                 }
             }
         }
@@ -77,7 +85,10 @@ fuzz_target!(|data: &[u8]| BUFS.with(|b| {
     let mut gz = vec![0u8; len];
     assert_eq!(gzip_stored(data, &mut gz), Ok(len));
     if len > 0 {
-        assert_eq!(gzip_stored(data, &mut gz[..len - 1]).map_err(|e| e.required), Err(len));
+        assert_eq!(
+            gzip_stored(data, &mut gz[..len - 1]).map_err(|e| e.required),
+            Err(len)
+        );
     }
     let mut back = vec![0u8; data.len()];
     assert_eq!(gunzip_member(&gz, &mut back), Ok((data.len(), len)));

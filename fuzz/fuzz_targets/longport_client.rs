@@ -108,7 +108,10 @@ impl H {
             }
             Kind::Response { status, .. } => {
                 assert!(business.is_none());
-                assert_eq!(p.header.cmd, CMD_HEARTBEAT, "client responses are heartbeat echoes");
+                assert_eq!(
+                    p.header.cmd, CMD_HEARTBEAT,
+                    "client responses are heartbeat echoes"
+                );
                 assert_eq!(status, Status::Success);
             }
             Kind::Push => panic!("client sent a push"),
@@ -141,8 +144,14 @@ impl H {
                 Err(e) => panic!("client TCP output does not deframe: {e:?}"),
             }
         }
-        assert!(self.stream.is_empty(), "a Stream transmit ends inside a packet");
-        assert!(packets + handshakes >= 1 && packets <= 1, "a transmit holds one packet (after the handshake)");
+        assert!(
+            self.stream.is_empty(),
+            "a Stream transmit ends inside a packet"
+        );
+        assert!(
+            packets + handshakes >= 1 && packets <= 1,
+            "a transmit holds one packet (after the handshake)"
+        );
     }
 
     fn drain_once(&mut self) -> usize {
@@ -167,7 +176,11 @@ impl H {
                 continue;
             }
             assert!(!self.closed, "{kind:?} frame after Disconnected/Closed");
-            assert_eq!(self.conn, Conn::Up, "{kind:?} frame without an open transport");
+            assert_eq!(
+                self.conn,
+                Conn::Up,
+                "{kind:?} frame without an open transport"
+            );
             assert_eq!(self.ws_closes, 0, "{kind:?} after WsClose");
             assert!(
                 matches!(state, ClientState::LoggingIn | ClientState::Ready),
@@ -180,8 +193,8 @@ impl H {
                 }
                 FrameKind::WsBinary => {
                     assert!(!self.tcp, "WsBinary on TCP");
-                    let (p, trailing) =
-                        decode_message(&bytes, DEFAULT_MAX_BODY).expect("binary frame is one packet");
+                    let (p, trailing) = decode_message(&bytes, DEFAULT_MAX_BODY)
+                        .expect("binary frame is one packet");
                     assert_eq!(trailing, 0);
                     self.check_packet(&p, None);
                 }
@@ -193,7 +206,11 @@ impl H {
                 }
                 FrameKind::WsPong => {
                     assert!(!self.tcp);
-                    assert_eq!(Some(&bytes), self.last_ping_payload.as_ref(), "pong payload");
+                    assert_eq!(
+                        Some(&bytes),
+                        self.last_ping_payload.as_ref(),
+                        "pong payload"
+                    );
                 }
                 other => panic!("{other:?} from the LongPort client"),
             }
@@ -214,13 +231,21 @@ impl H {
         assert!(!self.final_seen, "event {e:?} after Closed");
         match e {
             ClientEvent::ConnectTransport { .. } => {
-                assert_eq!(self.conn, Conn::None, "ConnectTransport while a connection is outstanding");
+                assert_eq!(
+                    self.conn,
+                    Conn::None,
+                    "ConnectTransport while a connection is outstanding"
+                );
                 self.conn = Conn::Dialing;
                 self.closed = false;
                 self.ws_closes = 0;
             }
             ClientEvent::Disconnected { reason } => {
-                assert_ne!(self.conn, Conn::None, "Disconnected ({reason:?}) without a connection");
+                assert_ne!(
+                    self.conn,
+                    Conn::None,
+                    "Disconnected ({reason:?}) without a connection"
+                );
                 self.conn = Conn::None;
                 self.closed = true;
                 self.rx.clear();
@@ -231,7 +256,10 @@ impl H {
             ClientEvent::HeartbeatRtt { .. } => assert_eq!(self.conn, Conn::Up),
             ClientEvent::ReconnectScheduled { at, .. } => assert!(at >= self.now),
             ClientEvent::RequestTimedOut { id } | ClientEvent::RequestFailed { id, .. } => {
-                assert!(self.outstanding.remove(&id.0), "outcome for unknown request {id:?}");
+                assert!(
+                    self.outstanding.remove(&id.0),
+                    "outcome for unknown request {id:?}"
+                );
             }
             ClientEvent::Closed { .. } => {
                 assert!(
@@ -262,13 +290,20 @@ impl H {
             self.c.handle_timeout(self.now);
             self.drain();
         }
-        assert_eq!(self.c.in_flight(), self.outstanding.len(), "in_flight differs from the requests without outcome");
+        assert_eq!(
+            self.c.in_flight(),
+            self.outstanding.len(),
+            "in_flight differs from the requests without outcome"
+        );
         if self.final_seen {
             assert_eq!(self.c.state(), ClientState::Closed);
             assert_eq!(self.c.poll_timeout(), None, "timer running after Closed");
         }
         if self.c.state() == ClientState::Closed {
-            assert!(self.final_seen, "state Closed but no Closed event after a full drain");
+            assert!(
+                self.final_seen,
+                "state Closed but no Closed event after a full drain"
+            );
         }
         tether_fuzz::check_timeout(&self.c, self.now, "longport client");
     }
@@ -285,7 +320,10 @@ impl H {
                 _ => return self.after_op(),
             }
         }
-        panic!("timer livelock at {now}: poll_timeout {:?}", self.c.poll_timeout());
+        panic!(
+            "timer livelock at {now}: poll_timeout {:?}",
+            self.c.poll_timeout()
+        );
     }
 
     fn check_app(&mut self, app: &App<'_>) {
@@ -307,7 +345,11 @@ impl H {
             for _ in 0..4 {
                 match self.c.handle_input(now, (), bytes) {
                     Ok(r) => {
-                        assert_eq!(r.bytes_consumed(), bytes.len(), "WebSocket messages are consumed whole");
+                        assert_eq!(
+                            r.bytes_consumed(),
+                            bytes.len(),
+                            "WebSocket messages are consumed whole"
+                        );
                         if let Some(app) = r.app() {
                             self.check_app(app);
                         }
@@ -361,7 +403,11 @@ impl H {
             2 => {
                 let i = usize::from(r.u8());
                 let ids: Vec<u32> = self.outstanding.iter().copied().collect();
-                if ids.is_empty() { 1 } else { ids[i % ids.len()] }
+                if ids.is_empty() {
+                    1
+                } else {
+                    ids[i % ids.len()]
+                }
             }
             _ => u32::from_le_bytes(r.array4()),
         }
@@ -383,7 +429,16 @@ fn expires(r: &mut OpReader<'_>) -> i64 {
         3 => 5_000,
         4 => i64::MAX,
         5 => 4_000_000_000_000,
-        _ => i64::from_le_bytes([r.u8(), r.u8(), r.u8(), r.u8(), r.u8(), r.u8(), r.u8(), r.u8()]),
+        _ => i64::from_le_bytes([
+            r.u8(),
+            r.u8(),
+            r.u8(),
+            r.u8(),
+            r.u8(),
+            r.u8(),
+            r.u8(),
+            r.u8(),
+        ]),
     }
 }
 
@@ -424,13 +479,21 @@ fuzz_target!(|data: &[u8]| {
     let mut r = OpReader::new(data);
     let flags = r.u8();
     let tcp = flags & 1 == 0;
-    let mut config = if tcp { ClientConfig::tcp() } else { ClientConfig::websocket() };
+    let mut config = if tcp {
+        ClientConfig::tcp()
+    } else {
+        ClientConfig::websocket()
+    };
     config.any_inbound_is_alive = flags & 2 != 0;
     config.relative_expiry_heuristic = flags & 4 != 0;
     config.connect_timeout = interval(r.u8());
     config.auth_timeout = interval(r.u8());
     let hb = r.u8();
-    config.heartbeat_interval = if flags & 8 != 0 { None } else { Some(interval(hb)) };
+    config.heartbeat_interval = if flags & 8 != 0 {
+        None
+    } else {
+        Some(interval(hb))
+    };
     config.heartbeat_timeout = interval(r.u8());
     config.request_timeout = interval(r.u8());
     let rb = r.u8();
@@ -475,7 +538,12 @@ fuzz_target!(|data: &[u8]| {
         ops += 1;
         let op = r.u8();
         if tether_fuzz::trace_enabled() {
-            eprintln!("op {:2} (byte {op:#04x}) at {} next {:02x?}", op & 31, h.now, r.peek());
+            eprintln!(
+                "op {:2} (byte {op:#04x}) at {} next {:02x?}",
+                op & 31,
+                h.now,
+                r.peek()
+            );
         }
         if op & 0x80 != 0 {
             h.tiny = Some(usize::from((op >> 5) & 3) * 5);
@@ -498,7 +566,12 @@ fuzz_target!(|data: &[u8]| {
                 let body = match r.u8() % 4 {
                     0 => {
                         let sid = text(&mut r);
-                        let g = SessionGrant { session_id: &sid, expires: expires(&mut r), limit: u32::from(r.u8()), online: u32::from(r.u8()) };
+                        let g = SessionGrant {
+                            session_id: &sid,
+                            expires: expires(&mut r),
+                            limit: u32::from(r.u8()),
+                            online: u32::from(r.u8()),
+                        };
                         encode(&g)
                     }
                     1 => {
@@ -509,7 +582,11 @@ fuzz_target!(|data: &[u8]| {
                     _ => Vec::new(),
                 };
                 let flags = r.u8();
-                let cmd = if flags & 2 != 0 { CMD_RECONNECT } else { CMD_AUTH };
+                let cmd = if flags & 2 != 0 {
+                    CMD_RECONNECT
+                } else {
+                    CMD_AUTH
+                };
                 let body = maybe_gzip(flags & 1 != 0, body);
                 let p = Packet::response(cmd, rid, st, &body).with_gzip(flags & 1 != 0);
                 h.input(now, &emit(&p));
@@ -518,7 +595,15 @@ fuzz_target!(|data: &[u8]| {
                 // heartbeat echo
                 let rid = h.hb_rid;
                 let body = encode(&Heartbeat::new(i64::from(r.u16()), Some(rid as i32)));
-                h.input(now, &emit(&Packet::response(CMD_HEARTBEAT, rid, Status::Success, &body)));
+                h.input(
+                    now,
+                    &emit(&Packet::response(
+                        CMD_HEARTBEAT,
+                        rid,
+                        Status::Success,
+                        &body,
+                    )),
+                );
             }
             6 => {
                 // business response
@@ -538,7 +623,10 @@ fuzz_target!(|data: &[u8]| {
                 let rid = u32::from_le_bytes(r.array4());
                 let gz = r.u8() & 1 != 0;
                 let body = maybe_gzip(gz, r.blob().to_vec());
-                h.input(now, &emit(&Packet::request(CMD_HEARTBEAT, rid, 0, &body).with_gzip(gz)));
+                h.input(
+                    now,
+                    &emit(&Packet::request(CMD_HEARTBEAT, rid, 0, &body).with_gzip(gz)),
+                );
             }
             8 => {
                 // Close push
@@ -579,13 +667,29 @@ fuzz_target!(|data: &[u8]| {
                 let pairs: &[(&str, &str)] = match r.u8() % 3 {
                     0 => &[],
                     1 => &[("accept-language", "en")],
-                    _ => &[("a", "1"), ("b", "2"), ("c", "3"), ("d", "4"), ("e", "5"), ("f", "6"), ("g", "7"), ("h", "8"), ("i", "9")],
+                    _ => &[
+                        ("a", "1"),
+                        ("b", "2"),
+                        ("c", "3"),
+                        ("d", "4"),
+                        ("e", "5"),
+                        ("f", "6"),
+                        ("g", "7"),
+                        ("h", "8"),
+                        ("i", "9"),
+                    ],
                 };
                 let state = h.c.state();
-                match h.c.connect(now, Credentials::new(&token).with_metadata(pairs)) {
+                match h
+                    .c
+                    .connect(now, Credentials::new(&token).with_metadata(pairs))
+                {
                     Ok(()) => assert!(matches!(
                         state,
-                        ClientState::Idle | ClientState::WaitingToReconnect | ClientState::NeedToken | ClientState::Stopped
+                        ClientState::Idle
+                            | ClientState::WaitingToReconnect
+                            | ClientState::NeedToken
+                            | ClientState::Stopped
                     )),
                     Err(ConnectError::Closed) => assert_eq!(state, ClientState::Closed),
                     Err(ConnectError::AlreadyConnected) => assert!(matches!(
@@ -608,7 +712,11 @@ fuzz_target!(|data: &[u8]| {
                 match h.c.handle_connected(now) {
                     Ok(()) => {
                         assert_eq!(state, ClientState::Connecting);
-                        assert_eq!(h.conn, Conn::Dialing, "handle_connected accepted without ConnectTransport");
+                        assert_eq!(
+                            h.conn,
+                            Conn::Dialing,
+                            "handle_connected accepted without ConnectTransport"
+                        );
                         h.conn = Conn::Up;
                         h.stream.clear();
                         h.stream_deframer = StreamDeframer::new(true, DEFAULT_MAX_BODY);
@@ -635,7 +743,10 @@ fuzz_target!(|data: &[u8]| {
                     Ok((RequestId(id), t)) => {
                         assert_eq!(state, ClientState::Ready);
                         assert_eq!(h.conn, Conn::Up);
-                        assert!(h.outstanding.insert(id), "request id {id} reused while in flight");
+                        assert!(
+                            h.outstanding.insert(id),
+                            "request id {id} reused while in flight"
+                        );
                         assert_ne!(id, 0);
                         let bytes = out[..t.len].to_vec();
                         if h.tcp {
@@ -643,7 +754,8 @@ fuzz_target!(|data: &[u8]| {
                             h.stream_out(&bytes, Some(id));
                         } else {
                             assert_eq!(t.kind, FrameKind::WsBinary);
-                            let (p, trailing) = decode_message(&bytes, DEFAULT_MAX_BODY).expect("request parses");
+                            let (p, trailing) =
+                                decode_message(&bytes, DEFAULT_MAX_BODY).expect("request parses");
                             assert_eq!(trailing, 0);
                             assert_eq!(p.body, &body[..]);
                             h.check_packet(&p, Some(id));
@@ -671,7 +783,11 @@ fuzz_target!(|data: &[u8]| {
                     let before = h.c.poll_timeout();
                     let state = h.c.state();
                     h.c.handle_timeout(now);
-                    assert_eq!(h.c.poll_timeout(), before, "spurious handle_timeout moved the timer");
+                    assert_eq!(
+                        h.c.poll_timeout(),
+                        before,
+                        "spurious handle_timeout moved the timer"
+                    );
                     assert_eq!(h.c.state(), state);
                     assert_eq!(h.drain_once(), 0, "spurious handle_timeout produced output");
                 }

@@ -23,7 +23,11 @@ where
     let v = B::decode(data).ok()?;
     let len = v.encoded_len();
     let mut out = vec![0u8; len];
-    assert_eq!(v.encode(&mut out), Ok(len), "{name}: encode into encoded_len bytes");
+    assert_eq!(
+        v.encode(&mut out),
+        Ok(len),
+        "{name}: encode into encoded_len bytes"
+    );
     if len > 0 {
         let mut short = vec![0u8; len - 1];
         assert_eq!(
@@ -46,7 +50,9 @@ fn pb_decode<M: Message + Default>(data: &[u8], name: &str) -> M {
 
 fn map_of(m: &Metadata<'_>) -> BTreeMap<String, String> {
     // map semantics: the last entry for a key wins
-    m.iter().map(|(k, v)| (k.to_owned(), v.to_owned())).collect()
+    m.iter()
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect()
 }
 
 /// Keys strictly increasing: prost's BTreeMap encoding is then the same sequence of entries
@@ -81,7 +87,11 @@ fuzz_target!(|data: &[u8]| {
             assert_eq!(v.metadata.get(k), Some(val.as_str()));
         }
         if canonical_map(&v.metadata) {
-            assert_eq!(p.encode_to_vec(), out, "AuthRequest: bytes differ from prost");
+            assert_eq!(
+                p.encode_to_vec(),
+                out,
+                "AuthRequest: bytes differ from prost"
+            );
         }
     }
     // ReconnectRequest
@@ -89,9 +99,17 @@ fuzz_target!(|data: &[u8]| {
         again(&out, &v, "ReconnectRequest");
         let p: pb::ReconnectRequest = pb_decode(data, "ReconnectRequest");
         assert_eq!(p.session_id, v.session_id);
-        assert_eq!(p.metadata, map_of(&v.metadata), "ReconnectRequest: metadata");
+        assert_eq!(
+            p.metadata,
+            map_of(&v.metadata),
+            "ReconnectRequest: metadata"
+        );
         if canonical_map(&v.metadata) {
-            assert_eq!(p.encode_to_vec(), out, "ReconnectRequest: bytes differ from prost");
+            assert_eq!(
+                p.encode_to_vec(),
+                out,
+                "ReconnectRequest: bytes differ from prost"
+            );
         }
     }
     // SessionGrant (= AuthResponse = ReconnectResponse)
@@ -100,11 +118,23 @@ fuzz_target!(|data: &[u8]| {
         for (name, p) in [
             ("AuthResponse", {
                 let p: pb::AuthResponse = pb_decode(data, "AuthResponse");
-                (p.session_id.clone(), p.expires, p.limit, p.online, p.encode_to_vec())
+                (
+                    p.session_id.clone(),
+                    p.expires,
+                    p.limit,
+                    p.online,
+                    p.encode_to_vec(),
+                )
             }),
             ("ReconnectResponse", {
                 let p: pb::ReconnectResponse = pb_decode(data, "ReconnectResponse");
-                (p.session_id.clone(), p.expires, p.limit, p.online, p.encode_to_vec())
+                (
+                    p.session_id.clone(),
+                    p.expires,
+                    p.limit,
+                    p.online,
+                    p.encode_to_vec(),
+                )
             }),
         ] {
             assert_eq!(
@@ -130,7 +160,11 @@ fuzz_target!(|data: &[u8]| {
     match ours {
         Ok((v, n)) => {
             assert_eq!(theirs.ok(), Some(v), "varint value differs from prost");
-            assert_eq!(data.len() - theirs_buf.len(), n, "varint length differs from prost");
+            assert_eq!(
+                data.len() - theirs_buf.len(),
+                n,
+                "varint length differs from prost"
+            );
             let mut out = [0u8; 10];
             let m = encode_varint(v, &mut out).expect("10 bytes hold any varint");
             assert_eq!(m, varint_len(v));

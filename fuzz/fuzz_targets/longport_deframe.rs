@@ -54,7 +54,9 @@ fn one_shot(expect_handshake: bool, max: usize, stream: &[u8]) -> (Vec<Item>, En
                 return (items, End::Need(n));
             }
             Ok(f) => {
-                let (Frame::Handshake(_, n) | Frame::Packet(_, n)) = f else { unreachable!() };
+                let (Frame::Handshake(_, n) | Frame::Packet(_, n)) = f else {
+                    unreachable!()
+                };
                 assert!(n > 0, "an item consumed nothing");
                 items.push(item(&f, buf));
                 buf = &buf[n..];
@@ -79,12 +81,18 @@ fn chunked(expect_handshake: bool, max: usize, stream: &[u8], cuts: &[usize]) ->
         loop {
             match d.decode(&buffered) {
                 Ok(Frame::Need(n)) => {
-                    assert!(n > buffered.len(), "Need({n}) with {} bytes buffered", buffered.len());
+                    assert!(
+                        n > buffered.len(),
+                        "Need({n}) with {} bytes buffered",
+                        buffered.len()
+                    );
                     last_need = Some(n);
                     break;
                 }
                 Ok(f) => {
-                    let (Frame::Handshake(_, n) | Frame::Packet(_, n)) = f else { unreachable!() };
+                    let (Frame::Handshake(_, n) | Frame::Packet(_, n)) = f else {
+                        unreachable!()
+                    };
                     let it = item(&f, &buffered);
                     items.push(it);
                     buffered.drain(..n);
@@ -93,24 +101,38 @@ fn chunked(expect_handshake: bool, max: usize, stream: &[u8], cuts: &[usize]) ->
             }
         }
     }
-    (items, End::Need(last_need.expect("the final decode reports Need")))
+    (
+        items,
+        End::Need(last_need.expect("the final decode reports Need")),
+    )
 }
 
 fuzz_target!(|data: &[u8]| {
-    let [flags, ncuts, rest @ ..] = data else { return };
+    let [flags, ncuts, rest @ ..] = data else {
+        return;
+    };
     let expect_handshake = flags & 1 != 0;
     let max = [0, 7, 64, DEFAULT_MAX_BODY][usize::from((flags >> 1) & 3)];
     let ncuts = usize::from(ncuts & 7).min(rest.len());
     let (cut_bytes, stream) = rest.split_at(ncuts);
     let mut cuts: Vec<usize> = cut_bytes
         .iter()
-        .map(|&b| if stream.is_empty() { 0 } else { usize::from(b) % (stream.len() + 1) })
+        .map(|&b| {
+            if stream.is_empty() {
+                0
+            } else {
+                usize::from(b) % (stream.len() + 1)
+            }
+        })
         .collect();
     cuts.sort_unstable();
 
     let whole = one_shot(expect_handshake, max, stream);
     let pieces = chunked(expect_handshake, max, stream, &cuts);
-    assert_eq!(whole, pieces, "chunking changed the decoded stream (cuts {cuts:?})");
+    assert_eq!(
+        whole, pieces,
+        "chunking changed the decoded stream (cuts {cuts:?})"
+    );
     // Byte-at-a-time is the extreme chunking (bounded to keep exec/s up).
     if stream.len() <= 64 {
         let every: Vec<usize> = (0..stream.len()).collect();
@@ -132,9 +154,12 @@ fuzz_target!(|data: &[u8]| {
     }
 
     // The upgrade query.
-    for q in [core::str::from_utf8(data).ok().map(String::from), Some(String::from_utf8_lossy(stream).into_owned())]
-        .into_iter()
-        .flatten()
+    for q in [
+        core::str::from_utf8(data).ok().map(String::from),
+        Some(String::from_utf8_lossy(stream).into_owned()),
+    ]
+    .into_iter()
+    .flatten()
     {
         if let Ok(p) = WsParams::parse_query(&q) {
             assert_eq!(p.version, 1);

@@ -27,11 +27,11 @@ use tether::longport::control::{
     SessionGrant, CMD_AUTH, CMD_CLOSE, CMD_HEARTBEAT, CMD_RECONNECT,
 };
 use tether::longport::deframe::{Handshake, Transport};
+use tether::longport::gzip::{gzip_stored, stored_len};
 use tether::longport::server::{
     App, CloseReason, CommandError, ConnectError, InputError, PeerState, SendError, Server,
     ServerConfig, ServerEvent, MAX_REQUEST_TIMEOUT_MS,
 };
-use tether::longport::gzip::{gzip_stored, stored_len};
 use tether::longport::wire::{Kind, Packet, Signature, Status, DEFAULT_MAX_BODY};
 use tether::{Duration, FrameKind, Instant, Machine};
 use tether_fuzz::{drain_events, drain_transmits, interval, is_spurious, step, OpReader};
@@ -72,14 +72,27 @@ impl H {
         assert!(c < IDS, "frame to unknown id {to}");
         let v = &mut self.conns[c];
         assert!(v.open, "{kind:?} frame to forgotten connection {to}");
-        assert!(!v.gone, "{kind:?} frame to connection {to}, whose transport is gone");
-        assert!(!v.ws_close_sent, "{kind:?} frame after the WebSocket close frame");
+        assert!(
+            !v.gone,
+            "{kind:?} frame to connection {to}, whose transport is gone"
+        );
+        assert!(
+            !v.ws_close_sent,
+            "{kind:?} frame after the WebSocket close frame"
+        );
         if v.close_push_sent {
-            assert!(matches!(kind, FrameKind::WsClose(_)), "{kind:?} frame after the Close push");
+            assert!(
+                matches!(kind, FrameKind::WsClose(_)),
+                "{kind:?} frame after the Close push"
+            );
         }
         match kind {
             FrameKind::Stream | FrameKind::WsBinary => {
-                assert_eq!(kind == FrameKind::Stream, v.tcp, "{kind:?} on the wrong transport");
+                assert_eq!(
+                    kind == FrameKind::Stream,
+                    v.tcp,
+                    "{kind:?} on the wrong transport"
+                );
                 let (p, n) = Packet::parse(bytes, DEFAULT_MAX_BODY).expect("server frame parses");
                 assert_eq!(n, bytes.len(), "a frame holds exactly one packet");
                 match (p.header.kind, p.header.cmd) {
@@ -89,10 +102,26 @@ impl H {
                         v.close_push_sent = true;
                     }
                     (Kind::Push, cmd) => panic!("machine push with cmd {cmd}"),
-                    (Kind::Response { status, .. }, CMD_HEARTBEAT) if status == Status::Success => {}
-                    (Kind::Response { status, .. }, CMD_AUTH | CMD_RECONNECT) if status == Status::Success => {
+                    (
+                        Kind::Response {
+                            status: Status::Success,
+                            ..
+                        },
+                        CMD_HEARTBEAT,
+                    ) => {}
+                    (
+                        Kind::Response {
+                            status: Status::Success,
+                            ..
+                        },
+                        CMD_AUTH | CMD_RECONNECT,
+                    ) => {
                         let g = SessionGrant::decode(p.body).expect("grant decodes");
-                        assert!(!g.session_id.is_empty(), "grant without session id: {:?} {bytes:02x?}", p.header);
+                        assert!(
+                            !g.session_id.is_empty(),
+                            "grant without session id: {:?} {bytes:02x?}",
+                            p.header
+                        );
                     }
                     (Kind::Response { status, .. }, cmd) => {
                         // (a non-auth first request is answered with status 5 and its own cmd)
@@ -114,7 +143,10 @@ impl H {
             FrameKind::WsClose(code) => {
                 assert!(!v.tcp, "WsClose on TCP");
                 assert!(v.close_push_sent, "WsClose before the Close push");
-                assert!(matches!(code, 1000 | 1001 | 1002 | 1008 | 1011), "close code {code}");
+                assert!(
+                    matches!(code, 1000 | 1001 | 1002 | 1008 | 1011),
+                    "close code {code}"
+                );
                 assert!(core::str::from_utf8(bytes).is_ok() && bytes.len() <= 64);
                 v.ws_close_sent = true;
             }
@@ -127,7 +159,8 @@ impl H {
             eprintln!("    event {e:?}");
         }
         match e {
-            ServerEvent::PeerAuthenticated { conn, .. } | ServerEvent::PeerReconnected { conn, .. } => {
+            ServerEvent::PeerAuthenticated { conn, .. }
+            | ServerEvent::PeerReconnected { conn, .. } => {
                 let v = &mut self.conns[usize::from(conn)];
                 assert!(v.open && !v.gone, "{e:?} for a connection that is not open");
                 assert!(!v.announced, "second authentication event for {conn}");
@@ -137,9 +170,15 @@ impl H {
             ServerEvent::PeerClosed { conn, reason } => {
                 let v = &mut self.conns[usize::from(conn)];
                 assert!(v.open, "PeerClosed for forgotten connection {conn}");
-                assert!(!v.closed_reported, "second PeerClosed for {conn} ({reason:?})");
+                assert!(
+                    !v.closed_reported,
+                    "second PeerClosed for {conn} ({reason:?})"
+                );
                 v.closed_reported = true;
-                if matches!(reason, CloseReason::TransportClosed | CloseReason::WsClosed(_)) {
+                if matches!(
+                    reason,
+                    CloseReason::TransportClosed | CloseReason::WsClosed(_)
+                ) {
                     assert!(v.gone, "{reason:?} without the caller reporting it");
                 }
             }
@@ -147,10 +186,19 @@ impl H {
                 let v = &mut self.conns[usize::from(conn)];
                 assert!(v.open, "Disconnect for forgotten connection {conn}");
                 assert!(v.closed_reported, "Disconnect before PeerClosed for {conn}");
-                assert!(!v.gone, "Disconnect for a transport the caller reported gone");
-                assert!(v.close_push_sent, "Disconnect before the Close push went out");
+                assert!(
+                    !v.gone,
+                    "Disconnect for a transport the caller reported gone"
+                );
+                assert!(
+                    v.close_push_sent,
+                    "Disconnect before the Close push went out"
+                );
                 if !v.tcp {
-                    assert!(v.ws_close_sent, "Disconnect before the WebSocket close frame");
+                    assert!(
+                        v.ws_close_sent,
+                        "Disconnect before the WebSocket close frame"
+                    );
                 }
                 *v = ConnView::default();
             }
@@ -201,7 +249,11 @@ impl H {
         let mut open = 0;
         for (c, v) in self.conns.iter().enumerate() {
             let state = self.s.state(c as u8);
-            assert_eq!(state.is_some(), v.open, "conn {c}: machine state {state:?}, view {v:?}");
+            assert_eq!(
+                state.is_some(),
+                v.open,
+                "conn {c}: machine state {state:?}, view {v:?}"
+            );
             if v.open {
                 open += 1;
                 assert!(
@@ -232,21 +284,40 @@ impl H {
                 _ => return self.after_op(),
             }
         }
-        panic!("timer livelock at {now}: poll_timeout {:?}", self.s.poll_timeout());
+        panic!(
+            "timer livelock at {now}: poll_timeout {:?}",
+            self.s.poll_timeout()
+        );
     }
 
     fn check_app(&mut self, conn: u8, app: &App<'_>) {
         let state = self.s.state(conn);
         match app {
             App::Auth { .. } => assert_eq!(state, Some(PeerState::AuthPending)),
-            App::Reconnect { session_id, expires, .. } => {
+            App::Reconnect {
+                session_id,
+                expires,
+                ..
+            } => {
                 assert_eq!(state, Some(PeerState::AuthPending));
-                assert_eq!(self.s.session_expires(session_id), Some(*expires), "reconnect to an unknown session");
+                assert_eq!(
+                    self.s.session_expires(session_id),
+                    Some(*expires),
+                    "reconnect to an unknown session"
+                );
             }
-            App::Request { cmd, timeout_ms, .. } => {
+            App::Request {
+                cmd, timeout_ms, ..
+            } => {
                 assert_eq!(state, Some(PeerState::Authenticated));
-                assert!(*cmd > CMD_RECONNECT, "control request {cmd} handed to the app");
-                assert!(*timeout_ms <= MAX_REQUEST_TIMEOUT_MS.max(self.s.config().default_request_timeout_ms));
+                assert!(
+                    *cmd > CMD_RECONNECT,
+                    "control request {cmd} handed to the app"
+                );
+                assert!(
+                    *timeout_ms
+                        <= MAX_REQUEST_TIMEOUT_MS.max(self.s.config().default_request_timeout_ms)
+                );
             }
             App::Response { cmd, .. } | App::Push { cmd, .. } => {
                 assert_eq!(state, Some(PeerState::Authenticated));
@@ -262,7 +333,11 @@ impl H {
             match self.s.handle_input(now, conn, bytes) {
                 Ok(r) => {
                     assert!(self.conns[c].open);
-                    assert_eq!(r.bytes_consumed(), bytes.len(), "WebSocket messages are consumed whole");
+                    assert_eq!(
+                        r.bytes_consumed(),
+                        bytes.len(),
+                        "WebSocket messages are consumed whole"
+                    );
                     if let Some(app) = r.app() {
                         self.check_app(conn, app);
                     }
@@ -314,7 +389,11 @@ impl H {
         match r.u8() % 5 {
             0 | 1 => {
                 let i = usize::from(r.u8());
-                if self.sessions.is_empty() { "s1".into() } else { self.sessions[i % self.sessions.len()].clone() }
+                if self.sessions.is_empty() {
+                    "s1".into()
+                } else {
+                    self.sessions[i % self.sessions.len()].clone()
+                }
             }
             2 => format!("s{}", r.u8() % 5),
             3 => "x".repeat(70),
@@ -330,7 +409,16 @@ fn expires(r: &mut OpReader<'_>) -> i64 {
         2 => 1_700_086_400_000,
         3 => 10_000,
         4 => i64::MAX,
-        _ => i64::from_le_bytes([r.u8(), r.u8(), r.u8(), r.u8(), r.u8(), r.u8(), r.u8(), r.u8()]),
+        _ => i64::from_le_bytes([
+            r.u8(),
+            r.u8(),
+            r.u8(),
+            r.u8(),
+            r.u8(),
+            r.u8(),
+            r.u8(),
+            r.u8(),
+        ]),
     }
 }
 
@@ -364,13 +452,15 @@ fn conn(r: &mut OpReader<'_>) -> u8 {
 
 fuzz_target!(|data: &[u8]| {
     let mut r = OpReader::new(data);
-    let mut config = ServerConfig::default();
-    config.auth_timeout = interval(r.u8());
-    config.heartbeat_timeout = interval(r.u8());
-    config.ws_ping_interval = interval(r.u8());
-    config.max_unauthenticated = match r.u8() % 6 {
-        5 => usize::MAX,
-        n => usize::from(n),
+    let mut config = ServerConfig {
+        auth_timeout: interval(r.u8()),
+        heartbeat_timeout: interval(r.u8()),
+        ws_ping_interval: interval(r.u8()),
+        max_unauthenticated: match r.u8() % 6 {
+            5 => usize::MAX,
+            n => usize::from(n),
+        },
+        ..ServerConfig::default()
     };
     let flags = r.u8();
     if flags & 1 != 0 {
@@ -398,7 +488,12 @@ fuzz_target!(|data: &[u8]| {
         ops += 1;
         let op = r.u8();
         if tether_fuzz::trace_enabled() {
-            eprintln!("op {:2} (byte {op:#04x}) at {} next {:02x?}", op & 31, h.now, r.peek());
+            eprintln!(
+                "op {:2} (byte {op:#04x}) at {} next {:02x?}",
+                op & 31,
+                h.now,
+                r.peek()
+            );
         }
         if op & 0x80 != 0 {
             h.tiny = Some(usize::from((op >> 5) & 3) * 5);
@@ -417,7 +512,11 @@ fuzz_target!(|data: &[u8]| {
             }
             4 => {
                 let c = conn(&mut r);
-                let hs = if r.u8() & 1 == 0 { Handshake::OPENAPI.to_bytes() } else { [r.u8(), r.u8()] };
+                let hs = if r.u8() & 1 == 0 {
+                    Handshake::OPENAPI.to_bytes()
+                } else {
+                    [r.u8(), r.u8()]
+                };
                 h.input(now, c, &hs);
             }
             5 => {
@@ -425,10 +524,21 @@ fuzz_target!(|data: &[u8]| {
                 let c = conn(&mut r);
                 let rid = u32::from(r.u16());
                 let token = r.text();
-                let pairs: &[(&str, &str)] = if r.u8() & 1 == 0 { &[] } else { &[("accept-language", "en")] };
+                let pairs: &[(&str, &str)] = if r.u8() & 1 == 0 {
+                    &[]
+                } else {
+                    &[("accept-language", "en")]
+                };
                 let gz = r.u8() & 3 == 3;
-                let body = maybe_gzip(gz, encode(&AuthRequest::new(&token, Metadata::from_pairs(pairs))));
-                h.input(now, c, &emit(&Packet::request(CMD_AUTH, rid, 5_000, &body).with_gzip(gz)));
+                let body = maybe_gzip(
+                    gz,
+                    encode(&AuthRequest::new(&token, Metadata::from_pairs(pairs))),
+                );
+                h.input(
+                    now,
+                    c,
+                    &emit(&Packet::request(CMD_AUTH, rid, 5_000, &body).with_gzip(gz)),
+                );
             }
             6 => {
                 // Reconnect request
@@ -436,7 +546,11 @@ fuzz_target!(|data: &[u8]| {
                 let rid = u32::from(r.u16());
                 let sid = h.session(&mut r);
                 let body = encode(&ReconnectRequest::new(&sid, Metadata::EMPTY));
-                h.input(now, c, &emit(&Packet::request(CMD_RECONNECT, rid, 5_000, &body)));
+                h.input(
+                    now,
+                    c,
+                    &emit(&Packet::request(CMD_RECONNECT, rid, 5_000, &body)),
+                );
             }
             7 => {
                 // heartbeat request
@@ -450,7 +564,11 @@ fuzz_target!(|data: &[u8]| {
                 };
                 let gz = sel & 4 != 0;
                 let body = maybe_gzip(gz, body);
-                h.input(now, c, &emit(&Packet::request(CMD_HEARTBEAT, rid, 0, &body).with_gzip(gz)));
+                h.input(
+                    now,
+                    c,
+                    &emit(&Packet::request(CMD_HEARTBEAT, rid, 0, &body).with_gzip(gz)),
+                );
             }
             8 => {
                 // any request (business or control cmd), maybe signed
@@ -460,8 +578,15 @@ fuzz_target!(|data: &[u8]| {
                 let timeout = r.u16();
                 let signed = r.u8() & 1 != 0;
                 let body = r.blob().to_vec();
-                let sig = signed.then_some(Signature { nonce: [1; 8], signature: [0xAA; 16] });
-                h.input(now, c, &emit(&Packet::request(cmd, rid, timeout, &body).with_signature(sig)));
+                let sig = signed.then_some(Signature {
+                    nonce: [1; 8],
+                    signature: [0xAA; 16],
+                });
+                h.input(
+                    now,
+                    c,
+                    &emit(&Packet::request(cmd, rid, timeout, &body).with_signature(sig)),
+                );
             }
             9 => {
                 // response or push from the client
@@ -480,7 +605,11 @@ fuzz_target!(|data: &[u8]| {
                 let c = conn(&mut r);
                 let payload = r.blob().to_vec();
                 let v = &mut h.conns[usize::from(c)];
-                let live = v.open && !v.gone && !v.tcp && !v.closed_reported && h.s.state(c) != Some(PeerState::Closing);
+                let live = v.open
+                    && !v.gone
+                    && !v.tcp
+                    && !v.closed_reported
+                    && h.s.state(c) != Some(PeerState::Closing);
                 if live && payload.len() <= 125 {
                     v.last_ping = Some(payload.clone());
                 }
@@ -503,14 +632,22 @@ fuzz_target!(|data: &[u8]| {
             13 => {
                 let c = conn(&mut r);
                 let tcp = r.u8() & 1 == 0;
-                let transport = if tcp { Transport::Tcp } else { Transport::WebSocket };
+                let transport = if tcp {
+                    Transport::Tcp
+                } else {
+                    Transport::WebSocket
+                };
                 let open = h.conns[usize::from(c)].open;
                 let (connections, unauth) = (h.s.connections(), h.s.unauthenticated());
                 match h.s.handle_connected(now, c, transport) {
                     Ok(()) => {
                         assert!(!open, "handle_connected accepted live id {c}");
                         assert!(!h.shutdown);
-                        h.conns[usize::from(c)] = ConnView { open: true, tcp, ..ConnView::default() };
+                        h.conns[usize::from(c)] = ConnView {
+                            open: true,
+                            tcp,
+                            ..ConnView::default()
+                        };
                     }
                     Err(ConnectError::AlreadyConnected) => assert!(open),
                     Err(ConnectError::TableFull) => assert_eq!(connections, PEERS),
@@ -533,9 +670,18 @@ fuzz_target!(|data: &[u8]| {
                 // accept auth / reconnect
                 let c = conn(&mut r);
                 let sid = h.session(&mut r);
-                let grant = SessionGrant { session_id: &sid, expires: expires(&mut r), limit: 10, online: 1 };
+                let grant = SessionGrant {
+                    session_id: &sid,
+                    expires: expires(&mut r),
+                    limit: 10,
+                    online: 1,
+                };
                 let state = h.s.state(c);
-                let res = if op & 31 == 15 { h.s.accept_auth(now, c, grant) } else { h.s.accept_reconnect(now, c, grant) };
+                let res = if op & 31 == 15 {
+                    h.s.accept_auth(now, c, grant)
+                } else {
+                    h.s.accept_reconnect(now, c, grant)
+                };
                 match res {
                     Ok(()) => {
                         assert_eq!(state, Some(PeerState::AuthPending));
@@ -552,7 +698,12 @@ fuzz_target!(|data: &[u8]| {
                     // an Auth is pending but this is accept_reconnect (or the reverse), or nothing is
                     Err(CommandError::NotPending) => assert!(matches!(
                         state,
-                        Some(PeerState::AwaitHandshake | PeerState::AwaitAuth | PeerState::Authenticated | PeerState::AuthPending)
+                        Some(
+                            PeerState::AwaitHandshake
+                                | PeerState::AwaitAuth
+                                | PeerState::Authenticated
+                                | PeerState::AuthPending
+                        )
                     )),
                 }
             }
@@ -579,9 +730,14 @@ fuzz_target!(|data: &[u8]| {
                 let reason = r.text();
                 let state = h.s.state(c);
                 match h.s.close(now, c, code, &reason) {
-                    Ok(()) => assert!(!matches!(state, None | Some(PeerState::Closing | PeerState::Gone))),
+                    Ok(()) => assert!(!matches!(
+                        state,
+                        None | Some(PeerState::Closing | PeerState::Gone)
+                    )),
                     Err(CommandError::UnknownConn) => assert_eq!(state, None),
-                    Err(CommandError::Closing) => assert!(matches!(state, Some(PeerState::Closing | PeerState::Gone))),
+                    Err(CommandError::Closing) => {
+                        assert!(matches!(state, Some(PeerState::Closing | PeerState::Gone)))
+                    }
                     Err(e) => panic!("close: {e:?}"),
                 }
             }
@@ -599,9 +755,13 @@ fuzz_target!(|data: &[u8]| {
                 let mut out = vec![0u8; BUF];
                 let state = h.s.state(c);
                 let res = match which {
-                    0 => h.s.respond(now, c, rid, cmd, Status::Success, &body, &mut out),
+                    0 => {
+                        h.s.respond(now, c, rid, cmd, Status::Success, &body, &mut out)
+                    }
                     1 => h.s.push(now, c, cmd, &body, &mut out),
-                    _ => h.s.send(now, c, &Packet::request(cmd, rid, 0, &body), &mut out),
+                    _ => {
+                        h.s.send(now, c, &Packet::request(cmd, rid, 0, &body), &mut out)
+                    }
                 };
                 match res {
                     Ok(t) => {
@@ -609,20 +769,37 @@ fuzz_target!(|data: &[u8]| {
                         assert_eq!(t.to, c);
                         let v = &h.conns[usize::from(c)];
                         assert!(v.open && !v.gone && !v.closed_reported);
-                        assert_eq!(t.kind, if v.tcp { FrameKind::Stream } else { FrameKind::WsBinary });
-                        let (p, n) = Packet::parse(&out[..t.len], DEFAULT_MAX_BODY).expect("written packet parses");
+                        assert_eq!(
+                            t.kind,
+                            if v.tcp {
+                                FrameKind::Stream
+                            } else {
+                                FrameKind::WsBinary
+                            }
+                        );
+                        let (p, n) = Packet::parse(&out[..t.len], DEFAULT_MAX_BODY)
+                            .expect("written packet parses");
                         assert_eq!(n, t.len);
                         assert_eq!(p.body, &body[..]);
                         if !v.tcp {
-                            assert!(!matches!(p.header.kind, Kind::Request { .. }), "request to a WebSocket client");
+                            assert!(
+                                !matches!(p.header.kind, Kind::Request { .. }),
+                                "request to a WebSocket client"
+                            );
                         }
                     }
                     Err(SendError::UnknownConn) => assert_eq!(state, None),
                     Err(SendError::NotAuthenticated) => assert!(matches!(
                         state,
-                        Some(PeerState::AwaitHandshake | PeerState::AwaitAuth | PeerState::AuthPending)
+                        Some(
+                            PeerState::AwaitHandshake
+                                | PeerState::AwaitAuth
+                                | PeerState::AuthPending
+                        )
                     )),
-                    Err(SendError::Closing) => assert!(matches!(state, Some(PeerState::Closing | PeerState::Gone))),
+                    Err(SendError::Closing) => {
+                        assert!(matches!(state, Some(PeerState::Closing | PeerState::Gone)))
+                    }
                     Err(SendError::RequestOnWebSocket) => assert_eq!(which, 2),
                     Err(SendError::ControlPending) => {}
                     Err(e) => panic!("send: {e:?}"),
@@ -640,7 +817,11 @@ fuzz_target!(|data: &[u8]| {
                 if is_spurious(&h.s, now) {
                     let before = h.s.poll_timeout();
                     h.s.handle_timeout(now);
-                    assert_eq!(h.s.poll_timeout(), before, "spurious handle_timeout moved the timer");
+                    assert_eq!(
+                        h.s.poll_timeout(),
+                        before,
+                        "spurious handle_timeout moved the timer"
+                    );
                     assert_eq!(h.drain_once(), 0, "spurious handle_timeout produced output");
                 }
             }

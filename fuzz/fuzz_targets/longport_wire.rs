@@ -98,18 +98,26 @@ fuzz_target!(|data: &[u8]| {
     let mut u = Unstructured::new(data);
     if let Ok(b) = Build::arbitrary(&mut u) {
         let p = match b.kind {
-            BuildKind::Request { request_id, timeout_ms } => {
-                Packet::request(b.cmd, request_id, timeout_ms, b.body)
-            }
+            BuildKind::Request {
+                request_id,
+                timeout_ms,
+            } => Packet::request(b.cmd, request_id, timeout_ms, b.body),
             BuildKind::Response { request_id, status } => {
-                assert_eq!(u8::from(Status::from(status)), status, "status code round trip");
+                assert_eq!(
+                    u8::from(Status::from(status)),
+                    status,
+                    "status code round trip"
+                );
                 Packet::response(b.cmd, request_id, Status::from(status), b.body)
             }
             BuildKind::Push => Packet::push(b.cmd, b.body),
         }
         .with_gzip(b.gzip)
         .with_reserve(b.reserve)
-        .with_signature(b.signature.map(|(nonce, signature)| Signature { nonce, signature }));
+        .with_signature(
+            b.signature
+                .map(|(nonce, signature)| Signature { nonce, signature }),
+        );
         let len = p.buffer_len();
         let mut out = vec![0u8; len];
         assert_eq!(p.emit(&mut out), Ok(len));

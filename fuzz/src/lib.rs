@@ -124,8 +124,8 @@ impl OpWriter {
 /// timer due again at the same instant, which is a configuration error, not a bug)
 pub fn interval(b: u8) -> Duration {
     const MS: [u64; 16] = [
-        1, 7, 50, 100, 250, 500, 1_000, 1_500, 2_000, 3_000, 5_000, 10_000, 20_000, 30_000,
-        60_000, 100_000,
+        1, 7, 50, 100, 250, 500, 1_000, 1_500, 2_000, 3_000, 5_000, 10_000, 20_000, 30_000, 60_000,
+        100_000,
     ];
     Duration::from_millis(MS[usize::from(b & 15)])
 }
@@ -203,7 +203,10 @@ pub fn drain_transmits<M: Machine>(
             }
             Ok(None) => return 0,
             Err(BufferTooSmall { required }) => {
-                assert!(required > n, "BufferTooSmall {{ required: {required} }} with a {n}-byte buffer");
+                assert!(
+                    required > n,
+                    "BufferTooSmall {{ required: {required} }} with a {n}-byte buffer"
+                );
                 expect_len = Some(required);
             }
         }
@@ -219,7 +222,10 @@ pub fn drain_transmits<M: Machine>(
                     );
                 }
                 count += 1;
-                assert!(count <= max, "more than {max} frames in one drain: queue unbounded?");
+                assert!(
+                    count <= max,
+                    "more than {max} frames in one drain: queue unbounded?"
+                );
                 check(m, t, &buf[..t.len]);
             }
             Ok(None) => {
@@ -234,11 +240,18 @@ pub fn drain_transmits<M: Machine>(
 }
 
 /// Drain `poll_event`, handing every event to `check`; panics after more than `max` events
-pub fn drain_events<M: Machine>(m: &mut M, max: usize, mut check: impl FnMut(&M, M::Event)) -> usize {
+pub fn drain_events<M: Machine>(
+    m: &mut M,
+    max: usize,
+    mut check: impl FnMut(&M, M::Event),
+) -> usize {
     let mut count = 0usize;
     while let Some(e) = m.poll_event() {
         count += 1;
-        assert!(count <= max, "more than {max} events in one drain: queue unbounded?");
+        assert!(
+            count <= max,
+            "more than {max} events in one drain: queue unbounded?"
+        );
         check(m, e);
     }
     count
@@ -247,7 +260,12 @@ pub fn drain_events<M: Machine>(m: &mut M, max: usize, mut check: impl FnMut(&M,
 /// Run due timers at `now` the way a caller's loop does: while `poll_timeout() <= now`, call
 /// `handle_timeout(now)` and `after` (which drains the machine). Panics when the timer stays due
 /// after `limit` rounds (a livelock: a timer that fires without moving its deadline).
-pub fn run_timers<M: Machine>(m: &mut M, now: Instant, limit: usize, mut after: impl FnMut(&mut M)) {
+pub fn run_timers<M: Machine>(
+    m: &mut M,
+    now: Instant,
+    limit: usize,
+    mut after: impl FnMut(&mut M),
+) {
     for _ in 0..limit {
         match m.poll_timeout() {
             Some(t) if t <= now => {
@@ -277,7 +295,9 @@ pub fn is_spurious<M: Machine>(m: &M, now: Instant) -> bool {
 /// look for other bugs instead of stopping at the known one.
 pub fn allow_stale_timeout() -> bool {
     static ALLOW: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    *ALLOW.get_or_init(|| std::env::var_os("TETHER_FUZZ_ALLOW_STALE_TIMEOUT").is_some_and(|v| v == "1"))
+    *ALLOW.get_or_init(|| {
+        std::env::var_os("TETHER_FUZZ_ALLOW_STALE_TIMEOUT").is_some_and(|v| v == "1")
+    })
 }
 
 /// True when `poll_timeout` lies before `now`
