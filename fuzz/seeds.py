@@ -363,4 +363,26 @@ w.u8(13, 4, 1).u8(3, 4).blob(h(LP["v8_reconnect_request"]))  # unknown session
 w.u8(13, 5, 0).u8(2, 11)  # auth timeout
 write("longport_server", "unknown_session_auth_timeout", w.bytes())
 
+# hold: skip the drains of the next ops so queues fill up (refusal paths, capacity bounds)
+w = W(*GC).u8(6).u8(13, 3).u8(4, 2, 0, 2).blob(b"").u8(0).u16(300).u8(7).blob(b"bye").u8(0).u16(10)
+write("game_client", "hold_queues", w.bytes())
+w = W(*GS).u8(13, 3)
+for p in (0, 1, 2):
+    w.u8(3, p).blob(h(GAME["connect_tok"]))
+w.u8(13, 3)
+for p in (0, 1, 2, 3):
+    w.u8(4, p, 3, 0, 1).blob(b"")
+w.u8(13, 3).u8(6, 0).blob(b"a").u8(6, 1).blob(b"b").u8(6, 2).blob(b"c").u8(6, 3).blob(b"d").u8(0).u16(1)
+write("game_server", "hold_queues", w.bytes())
+w = W(*LC_TCP).u8(13, 3).blob(b"abc").u8(0).u8(16).u8(3).blob(h(LP["v7_auth_response"]))
+w.u8(26, 3)
+for rid in range(5):
+    w.u8(7).raw(bytes([rid + 9, 0, 0, 0])).u8(0).blob(V2)
+w.u8(0).u16(1)
+write("longport_client", "hold_echo_queue", w.bytes())
+w = W(*LS).u8(13, 0, 0).u8(13, 1, 1).u8(26, 3)
+w.u8(3, 0).blob(h(LP["v6_auth_pipelined"])).u8(3, 1).blob(h(LP["v6_auth_go"]))
+w.u8(15, 0, 2, 1, 2).u8(14, 0).u8(16, 1, 2, 2, 2).u8(20)
+write("longport_server", "hold_close_while_queued", w.bytes())
+
 print("seeds:", sum(len(fs) for _, _, fs in os.walk(CORPUS)), "files")

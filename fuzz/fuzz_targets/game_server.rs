@@ -37,6 +37,10 @@ const MAX_EVENTS: usize = E + N + 1;
 const FIXED: Token = Token([0x12, 0x34, 0x56, 0x78]);
 
 struct H {
+    /// ops left whose drain is skipped (queues fill up: refusal paths, capacity bounds)
+    hold: u8,
+    /// the previous op was held: timers refused meanwhile may be due
+    was_held: bool,
     s: Server<u8, N, E>,
     now: Instant,
     tiny: Option<usize>,
@@ -77,7 +81,11 @@ impl H {
                 }
                 Control::KeepAlive => {
                     assert!(!complete, "KEEP_ALIVE after ShutdownComplete");
-                    assert!(online[p], "KEEP_ALIVE to peer {p}, which is not open");
+                    // (after a hold its PeerConnected may still be queued: ask the table)
+                    assert!(
+                        online[p] || s.is_online(t.to),
+                        "KEEP_ALIVE to peer {p}, which is not open"
+                    );
                     assert_eq!(c.token, s.peer_token(t.to), "KEEP_ALIVE token");
                     assert!(parsed.warnings.is_empty());
                 }
@@ -133,7 +141,24 @@ impl H {
     }
 
     fn after_op(&mut self) {
+        if self.hold > 0 {
+            self.hold -= 1;
+            self.was_held = true;
+            return;
+        }
         self.drain();
+        if std::mem::take(&mut self.was_held) {
+            // timers refused while the queues were full are due now; run them as a caller would
+            for _ in 0..64 {
+                match self.s.poll_timeout() {
+                    Some(t) if t <= self.now => {
+                        self.s.handle_timeout(self.now);
+                        self.drain();
+                    }
+                    _ => break,
+                }
+            }
+        }
         if tether_fuzz::allow_stale_timeout() && tether_fuzz::timeout_is_stale(&self.s, self.now) {
             // known, filed: a deadline left in the past by an input; the caller's loop would run
             // the timers now, so do that (strict mode reports it instead)
@@ -163,6 +188,12 @@ impl H {
 
     fn advance(&mut self, d: tether::Duration) {
         self.now += d;
+        if self.hold > 0 {
+            if self.s.poll_timeout().is_some_and(|t| t <= self.now) {
+                self.s.handle_timeout(self.now);
+            }
+            return self.after_op();
+        }
         let now = self.now;
         for _ in 0..64 {
             match self.s.poll_timeout() {
@@ -180,10 +211,16 @@ impl H {
     }
 
     fn input(&mut self, now: Instant, peer: u8, bytes: &[u8]) {
-        let r = self
-            .s
-            .handle_input(now, peer, bytes)
-            .expect("event queue is drained after every op");
+        let r = match self.s.handle_input(now, peer, bytes) {
+            Ok(r) => r,
+            Err(e) => {
+                assert!(
+                    self.hold > 0,
+                    "input refused with a drained event queue: {e:?}"
+                );
+                return;
+            }
+        };
         assert_eq!(
             r.bytes_consumed(),
             bytes.len(),
@@ -246,6 +283,8 @@ fuzz_target!(|data: &[u8]| {
         max_peers,
     };
     let mut h = H {
+        hold: 0,
+        was_held: false,
         s: Server::new(config),
         now: Instant::from_millis(1_000),
         tiny: None,
@@ -337,9 +376,13 @@ fuzz_target!(|data: &[u8]| {
                     Ok(()) => assert!(!h.shutdown_called),
                     Err(CommandError::ShuttingDown) => assert!(h.shutdown_called),
                     Err(CommandError::UnknownPeer) => {
-                        assert!(!h.online[usize::from(p)] || h.shutdown_called)
+                        // (the view lags while events are held)
+                        assert!(!h.online[usize::from(p)] || h.shutdown_called || h.was_held)
                     }
-                    Err(e) => panic!("kick with drained queues: {e:?}"),
+                    Err(CommandError::CloseQueueFull | CommandError::EventQueueFull) => {
+                        assert!(h.hold > 0, "kick refused with drained queues")
+                    }
+                    Err(e) => panic!("kick: {e:?}"),
                 }
             }
             7 => {
@@ -380,7 +423,7 @@ fuzz_target!(|data: &[u8]| {
                 {
                     Ok(t) => {
                         assert!(
-                            h.online[usize::from(p)],
+                            h.online[usize::from(p)] || h.was_held,
                             "send_chunks to peer {p}, which is not open"
                         );
                         assert!(!h.shutdown_called);
@@ -408,7 +451,7 @@ fuzz_target!(|data: &[u8]| {
                 }
             }
             11 => {
-                if is_spurious(&h.s, h.now) {
+                if h.hold == 0 && !h.was_held && is_spurious(&h.s, h.now) {
                     let before = h.s.poll_timeout();
                     let count = h.s.peer_count();
                     h.s.handle_timeout(h.now);
@@ -431,6 +474,11 @@ fuzz_target!(|data: &[u8]| {
                 let p = peer(&mut r);
                 let bytes = r.blob().to_vec();
                 h.input(h.now - back, p, &bytes);
+            }
+            13 => {
+                // skip the drains of the next 1..=4 ops
+                h.hold = r.u8() % 4 + 1;
+                continue;
             }
             _ => {}
         }

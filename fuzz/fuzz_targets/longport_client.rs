@@ -53,6 +53,12 @@ enum Conn {
 }
 
 struct H {
+    /// ops left whose drain is skipped (queues fill up: refusal paths, capacity bounds)
+    hold: u8,
+    /// `now` of the last complete drain: events queued since are stamped no earlier
+    floor: Instant,
+    /// the previous op was held: timers refused meanwhile may be due
+    was_held: bool,
     c: C,
     now: Instant,
     tcp: bool,
@@ -254,7 +260,7 @@ impl H {
                 assert_eq!(self.conn, Conn::Up, "{e:?} without an open transport");
             }
             ClientEvent::HeartbeatRtt { .. } => assert_eq!(self.conn, Conn::Up),
-            ClientEvent::ReconnectScheduled { at, .. } => assert!(at >= self.now),
+            ClientEvent::ReconnectScheduled { at, .. } => assert!(at >= self.floor),
             ClientEvent::RequestTimedOut { id } | ClientEvent::RequestFailed { id, .. } => {
                 assert!(
                     self.outstanding.remove(&id.0),
@@ -279,13 +285,31 @@ impl H {
     fn drain(&mut self) {
         for _ in 0..4 {
             if self.drain_once() == 0 {
-                return;
+                break;
             }
         }
+        self.floor = self.now;
     }
 
     fn after_op(&mut self) {
+        if self.hold > 0 {
+            self.hold -= 1;
+            self.was_held = true;
+            return;
+        }
         self.drain();
+        if std::mem::take(&mut self.was_held) {
+            // timers refused while the queues were full are due now; run them as a caller would
+            for _ in 0..64 {
+                match self.c.poll_timeout() {
+                    Some(t) if t <= self.now => {
+                        self.c.handle_timeout(self.now);
+                        self.drain();
+                    }
+                    _ => break,
+                }
+            }
+        }
         if tether_fuzz::allow_stale_timeout() && tether_fuzz::timeout_is_stale(&self.c, self.now) {
             self.c.handle_timeout(self.now);
             self.drain();
@@ -310,6 +334,12 @@ impl H {
 
     fn advance(&mut self, d: Duration) {
         self.now += d;
+        if self.hold > 0 {
+            if self.c.poll_timeout().is_some_and(|t| t <= self.now) {
+                self.c.handle_timeout(self.now);
+            }
+            return self.after_op();
+        }
         let now = self.now;
         for _ in 0..64 {
             match self.c.poll_timeout() {
@@ -355,6 +385,7 @@ impl H {
                         }
                         return;
                     }
+                    Err(_) if self.hold > 0 => return,
                     Err(_) => self.drain(),
                 }
             }
@@ -368,6 +399,10 @@ impl H {
             }
             let rx = std::mem::take(&mut self.rx);
             match self.c.handle_input(now, (), &rx) {
+                Err(_) if self.hold > 0 => {
+                    self.rx = rx;
+                    return;
+                }
                 Err(_) => {
                     self.rx = rx;
                     busy += 1;
@@ -392,7 +427,9 @@ impl H {
                 }
             }
             // events of this input (a Disconnected clears rx)
-            self.drain();
+            if self.hold == 0 {
+                self.drain();
+            }
         }
     }
 
@@ -516,6 +553,9 @@ fuzz_target!(|data: &[u8]| {
         _ => 0x7FFF_FFFF,
     };
     let mut h = H {
+        hold: 0,
+        floor: Instant::from_millis(1_000),
+        was_held: false,
         c: C::new(config),
         now: Instant::from_millis(1_000),
         tcp,
@@ -700,7 +740,9 @@ fuzz_target!(|data: &[u8]| {
                         state,
                         ClientState::Connecting | ClientState::LoggingIn | ClientState::Ready
                     )),
-                    Err(ConnectError::Busy) => panic!("connect busy with a drained queue"),
+                    Err(ConnectError::Busy) => {
+                        assert!(h.hold > 0, "connect busy with a drained queue")
+                    }
                     Err(_) => {}
                 }
             }
@@ -712,6 +754,11 @@ fuzz_target!(|data: &[u8]| {
                 let _ = h.c.reconnect_now(now);
             }
             16 => {
+                // a caller opens the transport after it saw ConnectTransport: catch up on
+                // events a hold left queued
+                if h.was_held {
+                    h.drain();
+                }
                 let state = h.c.state();
                 match h.c.handle_connected(now) {
                     Ok(()) => {
@@ -774,8 +821,9 @@ fuzz_target!(|data: &[u8]| {
             }
             19 => {
                 h.c.close(now);
+                let held = h.hold > 0;
                 h.after_op();
-                assert!(h.final_seen, "close() without a Closed event");
+                assert!(held || h.final_seen, "close() without a Closed event");
                 continue;
             }
             20 => {
@@ -783,7 +831,7 @@ fuzz_target!(|data: &[u8]| {
                 h.c.set_wall_clock(now, ms);
             }
             21 => {
-                if is_spurious(&h.c, now) {
+                if h.hold == 0 && !h.was_held && is_spurious(&h.c, now) {
                     let before = h.c.poll_timeout();
                     let state = h.c.state();
                     h.c.handle_timeout(now);
@@ -800,6 +848,11 @@ fuzz_target!(|data: &[u8]| {
                 let back = Duration::from_millis(u64::from(r.u16()));
                 let bytes = r.blob().to_vec();
                 h.input(now - back, &bytes);
+            }
+            26 => {
+                // skip the drains of the next 1..=4 ops
+                h.hold = r.u8() % 4 + 1;
+                continue;
             }
             _ => {}
         }
