@@ -1,0 +1,480 @@
+//! Game client machine: replays a stream of (time step, datagram, command) ops and checks the
+//! machine invariants after every step.
+//!
+//! Input (see `tether_fuzz::OpReader`): 6 config bytes (flags: bit 0 vanilla; connect_resend,
+//! connect_timeout, keep_alive, timeout as `interval` bytes; accept_retry: 0 = off, else an
+//! `interval` byte), then ops. An op byte's low 4 bits
+//! pick the op; bit 7 makes the drain after it start with a tiny buffer of `(op >> 4 & 7) * 3`
+//! bytes.
+//!
+//! Invariants: no panic; `poll_timeout` is `None` or not before the latest `now`; no timer
+//! livelock; a timeout call before the deadline is a no-op; at most `E` events and 4 frames per
+//! drain; at most one `Connected` and one `Closed` event, in that order, and the state agrees;
+//! every frame is a well-formed control packet of at most 1400 bytes with the client's ack and
+//! token; after `Closed` only the one CLOSE of a local close goes out; `BufferTooSmall` leaves the
+//! frame queued with the announced size; chunk packets are delivered only while online.
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+use tether::game::client::{Client, ClientConfig, ClientState};
+use tether::game::event::{ClientCloseCause, ClientEvent, CloseError, ConnectError, SendError};
+use tether::game::wire::{
+    self, ChunkPacket, Control, ControlPacket, Flags, Header, Packet, Reason, Token, TokenMode,
+    MAX_PACKET_LEN,
+};
+use tether::{FrameKind, Instant, Machine};
+use tether_fuzz::{drain_events, drain_transmits, interval, is_spurious, step, OpReader};
+
+const E: usize = 8;
+/// Pending control frames: CLOSE, CONNECT, ACCEPT, KEEP_ALIVE
+const MAX_FRAMES_PER_DRAIN: usize = 4;
+const FIXED: Token = Token([0x12, 0x34, 0x56, 0x78]);
+
+struct H {
+    /// ops left whose drain is skipped (queues fill up: refusal paths, capacity bounds)
+    hold: u8,
+    /// the previous op was held: timers refused meanwhile may be due
+    was_held: bool,
+    c: Client<E>,
+    now: Instant,
+    sequence: u16,
+    tiny: Option<usize>,
+    connected: u32,
+    closed: Option<ClientCloseCause>,
+    /// CLOSE frames seen after the Closed event
+    closes_after: u32,
+    /// A local close was requested while connecting/online: one CLOSE is owed
+    local_close_sends: bool,
+    sent_close: u32,
+    last_state: ClientState,
+}
+
+fn rank(s: ClientState) -> u8 {
+    match s {
+        ClientState::Offline => 0,
+        ClientState::Connecting => 1,
+        ClientState::Online => 2,
+        ClientState::Closed => 3,
+    }
+}
+
+impl H {
+    fn drain(&mut self) {
+        let tiny = self.tiny.take();
+        let now = self.now;
+        let closed = self.closed.is_some();
+        let mut closes_after = 0;
+        let mut sent_close = 0;
+        drain_transmits(
+            &mut self.c,
+            now,
+            2048,
+            tiny,
+            MAX_FRAMES_PER_DRAIN,
+            |c, t, bytes| {
+                assert_eq!(t.kind, FrameKind::Datagram);
+                assert!(t.len <= MAX_PACKET_LEN, "datagram of {} bytes", t.len);
+                let parsed = wire::parse(bytes, TokenMode::Detect)
+                    .unwrap_or_else(|e| panic!("client sent unparsable {bytes:02x?}: {e:?}"));
+                let Packet::Control(p) = parsed.packet else {
+                    panic!("poll_transmit produced a chunk packet {bytes:02x?}")
+                };
+                // (a CLOSE's trailing token may hold a NUL, which Detect reads as trailing bytes)
+                if !matches!(p.control, Control::Close(_)) {
+                    assert!(
+                        parsed.warnings.is_empty(),
+                        "own frame has warnings {:?}",
+                        parsed.warnings
+                    );
+                }
+                assert_eq!(
+                    p.ack,
+                    c.ack(),
+                    "frame carries another ack than the client's"
+                );
+                match p.control {
+                    Control::Close(_) => {
+                        sent_close += 1;
+                        if closed {
+                            closes_after += 1;
+                        }
+                    }
+                    other => {
+                        assert!(!closed, "{other:?} sent after the Closed event");
+                        assert_ne!(
+                            c.state(),
+                            ClientState::Closed,
+                            "{other:?} sent while closed"
+                        );
+                    }
+                }
+                match p.control {
+                    Control::Connect => {
+                        let want = if c.config().vanilla {
+                            None
+                        } else {
+                            Some(Token::UNKNOWN)
+                        };
+                        assert_eq!(p.token, want, "CONNECT token form");
+                    }
+                    Control::Accept | Control::KeepAlive => {
+                        assert_eq!(p.token, c.token(), "frame token differs from the client's");
+                    }
+                    _ => {}
+                }
+            },
+        );
+        self.closes_after += closes_after;
+        self.sent_close += sent_close;
+        assert!(self.closes_after <= 1, "more than one CLOSE after Closed");
+        assert!(self.sent_close <= 1, "more than one CLOSE sent");
+        if sent_close > 0 {
+            assert!(self.local_close_sends, "CLOSE sent without a local close");
+        }
+
+        let mut connected = self.connected;
+        let mut closed_ev = self.closed.clone();
+        drain_events(&mut self.c, E, |c, e| match e {
+            ClientEvent::Connected { token } => {
+                assert!(closed_ev.is_none(), "Connected after Closed");
+                connected += 1;
+                assert_eq!(connected, 1, "second Connected");
+                assert_eq!(token, c.token());
+                if c.config().vanilla {
+                    assert_eq!(token, None);
+                }
+            }
+            ClientEvent::Closed { cause } => {
+                assert!(closed_ev.is_none(), "second Closed event: {cause:?}");
+                assert_eq!(c.state(), ClientState::Closed);
+                if matches!(cause, ClientCloseCause::Timeout) {
+                    assert_eq!(connected, 1, "Timeout before Connected");
+                }
+                closed_ev = Some(cause);
+            }
+        });
+        self.connected = connected;
+        self.closed = closed_ev;
+    }
+
+    fn after_op(&mut self) {
+        if self.hold > 0 {
+            self.hold -= 1;
+            self.was_held = true;
+            return;
+        }
+        self.drain();
+        if std::mem::take(&mut self.was_held) {
+            // timers refused while the queues were full are due now; run them as a caller would
+            for _ in 0..64 {
+                match self.c.poll_timeout() {
+                    Some(t) if t <= self.now => {
+                        self.c.handle_timeout(self.now);
+                        self.drain();
+                    }
+                    _ => break,
+                }
+            }
+        }
+        if tether_fuzz::allow_stale_timeout() && tether_fuzz::timeout_is_stale(&self.c, self.now) {
+            // known, filed: a deadline left in the past by an input; the caller's loop would run
+            // the timers now, so do that (strict mode reports it instead)
+            self.c.handle_timeout(self.now);
+            self.drain();
+        }
+        let state = self.c.state();
+        assert!(
+            rank(state) >= rank(self.last_state),
+            "state went back: {:?} -> {state:?}",
+            self.last_state
+        );
+        self.last_state = state;
+        if state == ClientState::Closed {
+            assert!(
+                self.closed.is_some(),
+                "Closed state without Closed event after a drain"
+            );
+            assert_eq!(self.c.poll_timeout(), None, "timer running while closed");
+        }
+        tether_fuzz::check_timeout(&self.c, self.now, "client");
+    }
+
+    fn advance(&mut self, d: tether::Duration) {
+        self.now += d;
+        if self.hold > 0 {
+            if self.c.poll_timeout().is_some_and(|t| t <= self.now) {
+                self.c.handle_timeout(self.now);
+            }
+            return self.after_op();
+        }
+        let now = self.now;
+        for _ in 0..64 {
+            match self.c.poll_timeout() {
+                Some(t) if t <= now => {
+                    self.c.handle_timeout(now);
+                    self.after_op();
+                }
+                _ => return self.after_op(),
+            }
+        }
+        panic!(
+            "timer livelock at {now}: poll_timeout {:?}",
+            self.c.poll_timeout()
+        );
+    }
+
+    fn input(&mut self, now: Instant, bytes: &[u8]) {
+        let state = self.c.state();
+        let r = match self.c.handle_input(now, (), bytes) {
+            Ok(r) => r,
+            Err(e) => {
+                assert!(
+                    self.hold > 0 || self.was_held,
+                    "input refused with a drained event queue: {e:?}"
+                );
+                return;
+            }
+        };
+        assert_eq!(
+            r.bytes_consumed(),
+            bytes.len(),
+            "datagrams are consumed whole"
+        );
+        assert_eq!(r.needed(), None);
+        if let Some(app) = r.app() {
+            assert_eq!(
+                self.c.state(),
+                ClientState::Online,
+                "chunks delivered while not online"
+            );
+            assert_eq!(state, ClientState::Online);
+            assert!(!app.header.flags.control);
+            let start = app.payload.as_ptr() as usize - bytes.as_ptr() as usize;
+            assert!(start + app.payload.len() <= bytes.len());
+        }
+    }
+
+    fn ack_sel(&self, r: &mut OpReader<'_>) -> u16 {
+        match r.u8() % 4 {
+            0 => 0,
+            1 => self.c.peer_ack(),
+            2 => self.sequence,
+            _ => r.u16(),
+        }
+    }
+
+    fn token_sel(&self, r: &mut OpReader<'_>) -> Option<Token> {
+        match r.u8() % 5 {
+            0 => None,
+            1 => self.c.token(),
+            2 => Some(FIXED),
+            3 => Some(Token::UNKNOWN),
+            _ => Some(Token(r.array4())),
+        }
+    }
+}
+
+fuzz_target!(|data: &[u8]| {
+    let mut r = OpReader::new(data);
+    let flags = r.u8();
+    let config = ClientConfig {
+        vanilla: flags & 1 != 0,
+        connect_resend: interval(r.u8()),
+        connect_timeout: interval(r.u8()),
+        keep_alive: interval(r.u8()),
+        timeout: interval(r.u8()),
+        accept_retry: match r.u8() {
+            0 => None,
+            b => Some(interval(b)),
+        },
+    };
+    let mut h = H {
+        hold: 0,
+        was_held: false,
+        c: Client::new(config),
+        now: Instant::from_millis(1_000),
+        sequence: 0,
+        tiny: None,
+        connected: 0,
+        closed: None,
+        closes_after: 0,
+        local_close_sends: false,
+        sent_close: 0,
+        last_state: ClientState::Offline,
+    };
+    // The machine has seen `h.now` from the start (as if created then), so "the latest now passed"
+    // is always `h.now`: stale-stamped inputs are clamped, never the first time it sees.
+    h.c.handle_timeout(h.now);
+    h.after_op();
+    let mut ops = 0;
+    while !r.is_empty() && ops < 256 {
+        ops += 1;
+        let op = r.u8();
+        if tether_fuzz::trace_enabled() {
+            eprintln!(
+                "op {:2} (byte {op:#04x}) at {} next {:02x?}",
+                op & 15,
+                h.now,
+                r.peek()
+            );
+        }
+        if op & 0x80 != 0 {
+            h.tiny = Some(usize::from((op >> 4) & 7) * 3);
+        }
+        match op & 15 {
+            0..=2 => {
+                let d = step(&mut r, op & 15);
+                h.advance(d);
+                continue;
+            }
+            3 => {
+                let bytes = r.blob().to_vec();
+                h.input(h.now, &bytes);
+            }
+            4 => {
+                // a well-formed control packet
+                let id = r.u8();
+                let ack = h.ack_sel(&mut r);
+                let token = h.token_sel(&mut r);
+                let reason = r.blob();
+                let control = match id % 5 {
+                    0 => Control::KeepAlive,
+                    1 => Control::Connect,
+                    2 => Control::ConnectAccept,
+                    3 => Control::Accept,
+                    _ => Control::Close(Reason::from_bytes(reason)),
+                };
+                let p = ControlPacket {
+                    ack,
+                    control,
+                    token,
+                };
+                let mut buf = vec![0u8; p.buffer_len()];
+                let n = p.emit(&mut buf).expect("exact buffer");
+                h.input(h.now, &buf[..n]);
+            }
+            5 => {
+                // a well-formed chunk packet
+                let f = r.u8();
+                let num_chunks = r.u8();
+                let ack = h.ack_sel(&mut r);
+                let token = h.token_sel(&mut r);
+                let payload = r.blob();
+                let p = ChunkPacket {
+                    header: Header {
+                        flags: Flags {
+                            compression: f & 1 != 0,
+                            resend: f & 2 != 0,
+                            control: false,
+                        },
+                        ack,
+                        num_chunks,
+                    },
+                    payload,
+                    token,
+                };
+                let mut buf = vec![0u8; p.buffer_len()];
+                let n = p.emit(&mut buf).expect("exact buffer");
+                h.input(h.now, &buf[..n]);
+            }
+            6 => {
+                let offline = h.c.state() == ClientState::Offline;
+                match h.c.connect(h.now) {
+                    Ok(()) => assert!(offline),
+                    Err(ConnectError::AlreadyStarted) => assert!(!offline),
+                    Err(e) => panic!("connect: {e:?}"),
+                }
+            }
+            7 => {
+                let reason = r.text();
+                let state = h.c.state();
+                match h.c.close(h.now, &reason) {
+                    Ok(()) => {
+                        assert_ne!(state, ClientState::Closed);
+                        assert_eq!(h.c.state(), ClientState::Closed);
+                        if state != ClientState::Offline {
+                            h.local_close_sends = true;
+                        }
+                    }
+                    Err(CloseError::AlreadyClosed) => assert_eq!(state, ClientState::Closed),
+                    Err(CloseError::EventQueueFull) => assert!(h.hold > 0 || h.was_held),
+                    Err(e) => panic!("close: {e:?}"),
+                }
+            }
+            8 => h.c.set_ack(r.u16()),
+            9 => {
+                h.sequence = r.u16() % 1024;
+                h.c.set_sequence(h.sequence);
+            }
+            10 => {
+                let f = r.u8();
+                let num_chunks = r.u8();
+                let payload = r.blob();
+                let flags = Flags {
+                    compression: f & 1 != 0,
+                    resend: f & 2 != 0,
+                    control: f & 4 != 0,
+                };
+                let mut out = [0u8; 2048];
+                let online = h.c.state() == ClientState::Online;
+                match h.c.send_chunks(h.now, flags, num_chunks, payload, &mut out) {
+                    Ok(t) => {
+                        assert!(online, "send_chunks succeeded while not online");
+                        assert!(t.len <= MAX_PACKET_LEN);
+                        let mode = if h.c.token().is_some() {
+                            TokenMode::Trailing
+                        } else {
+                            TokenMode::Vanilla
+                        };
+                        let p = wire::parse(&out[..t.len], mode).expect("own chunk packet parses");
+                        let Packet::Chunks(c) = p.packet else {
+                            panic!("chunk packet parsed as control")
+                        };
+                        assert_eq!(c.payload, payload);
+                        assert_eq!(c.header.num_chunks, num_chunks);
+                        assert_eq!(c.header.ack, h.c.ack());
+                        if !flags.compression {
+                            assert_eq!(c.token, h.c.token());
+                        }
+                    }
+                    Err(SendError::NotOnline) => assert!(!online),
+                    Err(SendError::TooLong { len }) => assert!(len > MAX_PACKET_LEN),
+                    Err(e) => panic!("send_chunks: {e:?}"),
+                }
+            }
+            11 => {
+                // handle_timeout before the deadline must do nothing
+                if h.hold == 0 && !h.was_held && is_spurious(&h.c, h.now) {
+                    let before = h.c.poll_timeout();
+                    let state = h.c.state();
+                    h.c.handle_timeout(h.now);
+                    assert_eq!(
+                        h.c.poll_timeout(),
+                        before,
+                        "spurious handle_timeout moved the timer"
+                    );
+                    assert_eq!(h.c.state(), state);
+                    let n = drain_transmits(&mut h.c, h.now, 2048, None, 4, |_, _, _| {});
+                    assert_eq!(n, 0, "spurious handle_timeout queued a frame");
+                    assert!(
+                        h.c.poll_event().is_none(),
+                        "spurious handle_timeout queued an event"
+                    );
+                }
+            }
+            12 => {
+                // a datagram stamped earlier than the latest now (clock stepped back)
+                let back = tether::Duration::from_millis(u64::from(r.u16()));
+                let bytes = r.blob().to_vec();
+                h.input(h.now - back, &bytes);
+            }
+            13 => {
+                // skip the drains of the next 1..=4 ops
+                h.hold = r.u8() % 4 + 1;
+                continue;
+            }
+            _ => {}
+        }
+        h.after_op();
+    }
+});

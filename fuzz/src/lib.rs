@@ -1,0 +1,328 @@
+//! Shared helpers of the tether fuzz targets
+//!
+//! The targets themselves live in `fuzz_targets/`; this library holds what more than one of them
+//! uses: the op-stream reader/writer, a fuzz clock, bounded drain loops over any
+//! [`tether::Machine`] and the timer invariant.
+
+use tether::{BufferTooSmall, Duration, Instant, Machine, Transmit};
+
+/// Byte reader for the machine targets' op streams
+///
+/// The op streams use a small hand-written format instead of `#[derive(Arbitrary)]` so that seed
+/// files can be written from the test vectors (see `examples/seeds.rs`, which uses [`OpWriter`],
+/// the exact inverse). Reading past the end yields zeros / empty slices, like
+/// `arbitrary::Unstructured`.
+///
+/// * integers: `u8`, `u16` little-endian;
+/// * blobs: a length byte `n`; `n < 255` is the length, `255` is followed by a `u16` length;
+///   then the bytes (cut short at the end of the input).
+#[derive(Debug, Clone)]
+pub struct OpReader<'a> {
+    data: &'a [u8],
+}
+
+impl<'a> OpReader<'a> {
+    /// A reader over `data`
+    pub fn new(data: &'a [u8]) -> Self {
+        OpReader { data }
+    }
+
+    /// True when everything was read
+    pub fn is_empty(&self) -> bool {
+        self.data.is_empty()
+    }
+
+    /// The unread bytes (for tracing)
+    pub fn peek(&self) -> &'a [u8] {
+        &self.data[..self.data.len().min(16)]
+    }
+
+    /// One byte (0 at the end)
+    pub fn u8(&mut self) -> u8 {
+        match self.data.split_first() {
+            Some((&b, rest)) => {
+                self.data = rest;
+                b
+            }
+            None => 0,
+        }
+    }
+
+    /// Two bytes, little-endian
+    pub fn u16(&mut self) -> u16 {
+        u16::from_le_bytes([self.u8(), self.u8()])
+    }
+
+    /// Four bytes
+    pub fn array4(&mut self) -> [u8; 4] {
+        [self.u8(), self.u8(), self.u8(), self.u8()]
+    }
+
+    /// A length-prefixed blob
+    pub fn blob(&mut self) -> &'a [u8] {
+        let n = match self.u8() {
+            255 => usize::from(self.u16()),
+            n => usize::from(n),
+        };
+        let n = n.min(self.data.len());
+        let (b, rest) = self.data.split_at(n);
+        self.data = rest;
+        b
+    }
+
+    /// A blob as text (lossy UTF-8)
+    pub fn text(&mut self) -> String {
+        String::from_utf8_lossy(self.blob()).into_owned()
+    }
+}
+
+/// Writer of the [`OpReader`] format (for seed files)
+#[derive(Debug, Clone, Default)]
+pub struct OpWriter {
+    /// The bytes written so far
+    pub out: Vec<u8>,
+}
+
+impl OpWriter {
+    /// An empty writer
+    pub fn new() -> Self {
+        OpWriter::default()
+    }
+
+    /// One byte
+    pub fn u8(&mut self, b: u8) -> &mut Self {
+        self.out.push(b);
+        self
+    }
+
+    /// Two bytes, little-endian
+    pub fn u16(&mut self, v: u16) -> &mut Self {
+        self.out.extend_from_slice(&v.to_le_bytes());
+        self
+    }
+
+    /// Raw bytes without a length
+    pub fn raw(&mut self, b: &[u8]) -> &mut Self {
+        self.out.extend_from_slice(b);
+        self
+    }
+
+    /// A length-prefixed blob
+    pub fn blob(&mut self, b: &[u8]) -> &mut Self {
+        if b.len() < 255 {
+            self.out.push(b.len() as u8);
+        } else {
+            self.out.push(255);
+            self.u16(u16::try_from(b.len()).expect("blob up to 65535 bytes"));
+        }
+        self.out.extend_from_slice(b);
+        self
+    }
+}
+
+/// Durations for machine configuration, picked by one byte (never zero: a zero interval makes a
+/// timer due again at the same instant, which is a configuration error, not a bug)
+pub fn interval(b: u8) -> Duration {
+    const MS: [u64; 16] = [
+        1, 7, 50, 100, 250, 500, 1_000, 1_500, 2_000, 3_000, 5_000, 10_000, 20_000, 30_000, 60_000,
+        100_000,
+    ];
+    Duration::from_millis(MS[usize::from(b & 15)])
+}
+
+/// Read a time step: `kind` 0 = milliseconds (u16), 1 = microseconds (u16), 2 = seconds (u8)
+pub fn step(r: &mut OpReader<'_>, kind: u8) -> Duration {
+    match kind % 3 {
+        0 => Duration::from_millis(u64::from(r.u16())),
+        1 => Duration::from_micros(u64::from(r.u16())),
+        _ => Duration::from_secs(u64::from(r.u8())),
+    }
+}
+
+/// The fuzz clock: monotonic `now` plus the latest instant any machine was told
+#[derive(Debug, Clone, Copy, Default)]
+pub struct FuzzClock {
+    now: Instant,
+}
+
+impl FuzzClock {
+    /// Starts at a non-zero epoch so that `Instant::ZERO`-based defaults are not special
+    pub fn new(start_ms: u16) -> Self {
+        FuzzClock {
+            now: Instant::from_millis(u64::from(start_ms)),
+        }
+    }
+
+    /// Current time
+    pub fn now(&self) -> Instant {
+        self.now
+    }
+
+    /// Advance by `d`
+    pub fn advance(&mut self, d: Duration) -> Instant {
+        self.now += d;
+        self.now
+    }
+}
+
+/// Assert the timer invariant: `poll_timeout` is `None` or not earlier than the last `now`
+pub fn check_timeout<M: Machine>(m: &M, last_now: Instant, ctx: &str) {
+    if let Some(t) = m.poll_timeout() {
+        assert!(
+            t >= last_now,
+            "{ctx}: poll_timeout {t} earlier than the last now {last_now}"
+        );
+    }
+}
+
+/// Drain `poll_transmit` until it reports nothing, handing every frame to `check`
+///
+/// With `tiny = Some(n)` the first request uses an `n`-byte buffer: a `BufferTooSmall` must name
+/// more than `n` bytes, and the retry with the full buffer must then yield a frame of exactly
+/// that length (nothing changed on the error). Panics when more than `max` frames come out of one
+/// drain (the queues are bounded) or when a frame is longer than the buffer.
+pub fn drain_transmits<M: Machine>(
+    m: &mut M,
+    now: Instant,
+    big: usize,
+    tiny: Option<usize>,
+    max: usize,
+    mut check: impl FnMut(&M, Transmit<M::Peer>, &[u8]),
+) -> usize {
+    let mut buf = vec![0u8; big];
+    let mut count = 0usize;
+    let mut expect_len: Option<usize> = None;
+    if let Some(n) = tiny {
+        let n = n.min(big);
+        let mut small = vec![0u8; n];
+        match m.poll_transmit(now, &mut small) {
+            Ok(Some(t)) => {
+                assert!(t.len <= n, "transmit len {} > buffer {n}", t.len);
+                count += 1;
+                check(m, t, &small[..t.len]);
+            }
+            Ok(None) => return 0,
+            Err(BufferTooSmall { required }) => {
+                assert!(
+                    required > n,
+                    "BufferTooSmall {{ required: {required} }} with a {n}-byte buffer"
+                );
+                expect_len = Some(required);
+            }
+        }
+    }
+    loop {
+        match m.poll_transmit(now, &mut buf) {
+            Ok(Some(t)) => {
+                assert!(t.len <= big, "transmit len {} > buffer {big}", t.len);
+                if let Some(required) = expect_len.take() {
+                    assert_eq!(
+                        t.len, required,
+                        "frame after BufferTooSmall has another length than announced"
+                    );
+                }
+                count += 1;
+                assert!(
+                    count <= max,
+                    "more than {max} frames in one drain: queue unbounded?"
+                );
+                check(m, t, &buf[..t.len]);
+            }
+            Ok(None) => {
+                assert!(expect_len.is_none(), "frame vanished after BufferTooSmall");
+                return count;
+            }
+            Err(BufferTooSmall { required }) => {
+                panic!("BufferTooSmall {{ required: {required} }} with the full {big}-byte buffer")
+            }
+        }
+    }
+}
+
+/// Drain `poll_event`, handing every event to `check`; panics after more than `max` events
+pub fn drain_events<M: Machine>(
+    m: &mut M,
+    max: usize,
+    mut check: impl FnMut(&M, M::Event),
+) -> usize {
+    let mut count = 0usize;
+    while let Some(e) = m.poll_event() {
+        count += 1;
+        assert!(
+            count <= max,
+            "more than {max} events in one drain: queue unbounded?"
+        );
+        check(m, e);
+    }
+    count
+}
+
+/// Run due timers at `now` the way a caller's loop does: while `poll_timeout() <= now`, call
+/// `handle_timeout(now)` and `after` (which drains the machine). Panics when the timer stays due
+/// after `limit` rounds (a livelock: a timer that fires without moving its deadline).
+pub fn run_timers<M: Machine>(
+    m: &mut M,
+    now: Instant,
+    limit: usize,
+    mut after: impl FnMut(&mut M),
+) {
+    for _ in 0..limit {
+        match m.poll_timeout() {
+            Some(t) if t <= now => {
+                m.handle_timeout(now);
+                after(m);
+            }
+            _ => return,
+        }
+    }
+    panic!(
+        "timer livelock: poll_timeout {:?} still due at {now} after {limit} rounds",
+        m.poll_timeout()
+    );
+}
+
+/// `handle_timeout` before the deadline is a no-op: returns true when the call is spurious
+/// (the caller then asserts that nothing came out of it)
+pub fn is_spurious<M: Machine>(m: &M, now: Instant) -> bool {
+    m.poll_timeout().is_none_or(|t| t > now)
+}
+
+/// `TETHER_FUZZ_ALLOW_STALE_TIMEOUT`: tolerate a `poll_timeout` in the past after an input or
+/// command (not after `handle_timeout`) as long as running the timers at `now` fixes it
+///
+/// `1` applies to every target, otherwise a comma-separated list of target names (e.g.
+/// `longport_server`). Unset by default, so the targets check the invariant strictly. Long
+/// exploratory runs set it once a stale-deadline bug is known and filed (with its reproducer
+/// under `regressions/`), so they can look for other bugs instead of stopping at the known one.
+pub fn allow_stale_timeout() -> bool {
+    static ALLOW: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *ALLOW.get_or_init(|| {
+        let Some(v) = std::env::var_os("TETHER_FUZZ_ALLOW_STALE_TIMEOUT") else {
+            return false;
+        };
+        let v = v.to_string_lossy().into_owned();
+        if v == "1" {
+            return true;
+        }
+        let me = std::env::args()
+            .next()
+            .and_then(|a| {
+                std::path::Path::new(&a)
+                    .file_stem()
+                    .map(|s| s.to_string_lossy().into_owned())
+            })
+            .unwrap_or_default();
+        v.split(',').any(|t| t.trim() == me)
+    })
+}
+
+/// True when `poll_timeout` lies before `now`
+pub fn timeout_is_stale<M: Machine>(m: &M, now: Instant) -> bool {
+    m.poll_timeout().is_some_and(|t| t < now)
+}
+
+/// `TETHER_FUZZ_TRACE=1`: print each op of a machine target to stderr (for reading reproducers)
+pub fn trace_enabled() -> bool {
+    static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *ON.get_or_init(|| std::env::var_os("TETHER_FUZZ_TRACE").is_some_and(|v| v == "1"))
+}
