@@ -152,7 +152,7 @@ pub fn encode_varint(v: u64, buf: &mut [u8]) -> Result<usize, BufferTooSmall> {
 /// [`PbError::Truncated`] when `buf` ends before the last byte (high bit clear);
 /// [`PbError::VarintOverflow`] when the varint has more than 10 bytes or its 10th byte carries
 /// bits beyond 64.
-#[inline]
+#[inline(always)]
 pub fn decode_varint(buf: &[u8]) -> Result<(u64, usize), PbError> {
     // Fast paths: tags, lengths and small values are one byte, most others two
     match *buf {
@@ -208,7 +208,7 @@ enum Value<'a> {
 }
 
 /// Read the next field of `buf` (which must not be empty) and advance past it
-#[inline]
+#[inline(always)]
 fn next_field<'a>(buf: &mut &'a [u8]) -> Result<(u32, Value<'a>), PbError> {
     let (key, n) = decode_varint(buf)?;
     let rest = buf.get(n..).ok_or(PbError::Truncated)?;
@@ -245,7 +245,7 @@ fn next_field<'a>(buf: &mut &'a [u8]) -> Result<(u32, Value<'a>), PbError> {
     Ok((field, value))
 }
 
-#[inline]
+#[inline(always)]
 fn want_varint(field: u32, v: Value<'_>) -> Result<u64, PbError> {
     match v {
         Value::Varint(x) => Ok(x),
@@ -253,7 +253,7 @@ fn want_varint(field: u32, v: Value<'_>) -> Result<u64, PbError> {
     }
 }
 
-#[inline]
+#[inline(always)]
 fn want_str(field: u32, v: Value<'_>) -> Result<&str, PbError> {
     match v {
         Value::Bytes(b) => core::str::from_utf8(b).map_err(|_| PbError::InvalidUtf8 { field }),
