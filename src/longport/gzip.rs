@@ -199,10 +199,8 @@ pub fn crc32_update(crc: u32, data: &[u8]) -> u32 {
     let mut c = !crc;
     let mut chunks = data.chunks_exact(8);
     for chunk in &mut chunks {
-        let [b0, b1, b2, b3, b4, b5, b6, b7] = match <[u8; 8]>::try_from(chunk) {
-            Ok(a) => a,
-            Err(_) => [0; 8], // unreachable: chunks_exact(8) yields 8-byte slices
-        };
+        // chunks_exact(8) only yields 8-byte slices: the default is never taken
+        let [b0, b1, b2, b3, b4, b5, b6, b7] = <[u8; 8]>::try_from(chunk).unwrap_or_default();
         let lo = c ^ u32::from_le_bytes([b0, b1, b2, b3]);
         c = t[7][(lo & 0xFF) as usize]
             ^ t[6][((lo >> 8) & 0xFF) as usize]
