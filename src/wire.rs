@@ -15,29 +15,34 @@ pub struct Reader<'a> {
 impl<'a> Reader<'a> {
     /// A reader at the start of `buf`
     #[must_use]
+    #[inline]
     pub const fn new(buf: &'a [u8]) -> Self {
         Reader { buf, pos: 0 }
     }
 
     /// Bytes read so far
     #[must_use]
+    #[inline]
     pub const fn position(&self) -> usize {
         self.pos
     }
 
     /// Bytes left
     #[must_use]
+    #[inline]
     pub const fn remaining(&self) -> usize {
         self.buf.len() - self.pos
     }
 
     /// True when nothing is left
     #[must_use]
+    #[inline]
     pub const fn is_empty(&self) -> bool {
         self.remaining() == 0
     }
 
     /// The next `n` bytes, borrowed
+    #[inline]
     pub fn bytes(&mut self, n: usize) -> Option<&'a [u8]> {
         let end = self.pos.checked_add(n)?;
         let out = self.buf.get(self.pos..end)?;
@@ -46,6 +51,7 @@ impl<'a> Reader<'a> {
     }
 
     /// The next `N` bytes as an array
+    #[inline]
     pub fn array<const N: usize>(&mut self) -> Option<[u8; N]> {
         let b = self.bytes(N)?;
         let mut out = [0u8; N];
@@ -54,6 +60,7 @@ impl<'a> Reader<'a> {
     }
 
     /// Everything left, borrowed
+    #[inline]
     pub fn rest(&mut self) -> &'a [u8] {
         let out = &self.buf[self.pos..];
         self.pos = self.buf.len();
@@ -62,11 +69,13 @@ impl<'a> Reader<'a> {
 
     /// Look at the next byte without consuming it
     #[must_use]
+    #[inline]
     pub fn peek_u8(&self) -> Option<u8> {
         self.buf.get(self.pos).copied()
     }
 
     /// One byte
+    #[inline]
     pub fn u8(&mut self) -> Option<u8> {
         let b = self.peek_u8()?;
         self.pos += 1;
@@ -74,22 +83,26 @@ impl<'a> Reader<'a> {
     }
 
     /// Big-endian u16
+    #[inline]
     pub fn u16(&mut self) -> Option<u16> {
         self.array::<2>().map(u16::from_be_bytes)
     }
 
     /// Big-endian 24-bit unsigned integer
+    #[inline]
     pub fn u24(&mut self) -> Option<u32> {
         let [a, b, c] = self.array::<3>()?;
         Some(u32::from_be_bytes([0, a, b, c]))
     }
 
     /// Big-endian u32
+    #[inline]
     pub fn u32(&mut self) -> Option<u32> {
         self.array::<4>().map(u32::from_be_bytes)
     }
 
     /// Big-endian u64
+    #[inline]
     pub fn u64(&mut self) -> Option<u64> {
         self.array::<8>().map(u64::from_be_bytes)
     }
@@ -104,18 +117,21 @@ pub struct Writer<'a> {
 
 impl<'a> Writer<'a> {
     /// A writer at the start of `buf`
+    #[inline]
     pub fn new(buf: &'a mut [u8]) -> Self {
         Writer { buf, pos: 0 }
     }
 
     /// Bytes written so far
     #[must_use]
+    #[inline]
     pub const fn written(&self) -> usize {
         self.pos
     }
 
     /// Space left
     #[must_use]
+    #[inline]
     pub fn remaining(&self) -> usize {
         self.buf.len() - self.pos
     }
@@ -124,6 +140,7 @@ impl<'a> Writer<'a> {
     ///
     /// # Errors
     /// [`BufferTooSmall`] when fewer than `n` bytes are left.
+    #[inline]
     pub fn reserve(&self, n: usize) -> Result<(), BufferTooSmall> {
         if self.remaining() < n {
             Err(BufferTooSmall {
@@ -138,6 +155,7 @@ impl<'a> Writer<'a> {
     ///
     /// # Errors
     /// [`BufferTooSmall`] when `b` does not fit; nothing is written.
+    #[inline]
     pub fn bytes(&mut self, b: &[u8]) -> Result<(), BufferTooSmall> {
         self.reserve(b.len())?;
         self.buf[self.pos..self.pos + b.len()].copy_from_slice(b);
@@ -149,6 +167,7 @@ impl<'a> Writer<'a> {
     ///
     /// # Errors
     /// [`BufferTooSmall`] when the buffer is full.
+    #[inline]
     pub fn u8(&mut self, v: u8) -> Result<(), BufferTooSmall> {
         self.bytes(&[v])
     }
@@ -157,6 +176,7 @@ impl<'a> Writer<'a> {
     ///
     /// # Errors
     /// [`BufferTooSmall`] when it does not fit.
+    #[inline]
     pub fn u16(&mut self, v: u16) -> Result<(), BufferTooSmall> {
         self.bytes(&v.to_be_bytes())
     }
@@ -165,6 +185,7 @@ impl<'a> Writer<'a> {
     ///
     /// # Errors
     /// [`BufferTooSmall`] when it does not fit.
+    #[inline]
     pub fn u24(&mut self, v: u32) -> Result<(), BufferTooSmall> {
         self.bytes(&v.to_be_bytes()[1..])
     }
@@ -173,6 +194,7 @@ impl<'a> Writer<'a> {
     ///
     /// # Errors
     /// [`BufferTooSmall`] when it does not fit.
+    #[inline]
     pub fn u32(&mut self, v: u32) -> Result<(), BufferTooSmall> {
         self.bytes(&v.to_be_bytes())
     }
@@ -181,12 +203,14 @@ impl<'a> Writer<'a> {
     ///
     /// # Errors
     /// [`BufferTooSmall`] when it does not fit.
+    #[inline]
     pub fn u64(&mut self, v: u64) -> Result<(), BufferTooSmall> {
         self.bytes(&v.to_be_bytes())
     }
 
     /// The written prefix
     #[must_use]
+    #[inline]
     pub fn as_written(&self) -> &[u8] {
         &self.buf[..self.pos]
     }

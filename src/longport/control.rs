@@ -152,7 +152,18 @@ pub fn encode_varint(v: u64, buf: &mut [u8]) -> Result<usize, BufferTooSmall> {
 /// [`PbError::Truncated`] when `buf` ends before the last byte (high bit clear);
 /// [`PbError::VarintOverflow`] when the varint has more than 10 bytes or its 10th byte carries
 /// bits beyond 64.
+#[inline(always)]
 pub fn decode_varint(buf: &[u8]) -> Result<(u64, usize), PbError> {
+    // Fast paths: tags, lengths and small values are one byte, most others two
+    match *buf {
+        [b0, ..] if b0 < 0x80 => Ok((u64::from(b0), 1)),
+        [b0, b1, ..] if b1 < 0x80 => Ok((u64::from(b0 & 0x7f) | (u64::from(b1) << 7), 2)),
+        _ => decode_varint_slow(buf),
+    }
+}
+
+/// The general varint loop: three or more bytes, truncation and overflow
+fn decode_varint_slow(buf: &[u8]) -> Result<(u64, usize), PbError> {
     let mut v: u64 = 0;
     for i in 0..MAX_VARINT_LEN {
         let Some(&b) = buf.get(i) else {
@@ -197,6 +208,7 @@ enum Value<'a> {
 }
 
 /// Read the next field of `buf` (which must not be empty) and advance past it
+#[inline(always)]
 fn next_field<'a>(buf: &mut &'a [u8]) -> Result<(u32, Value<'a>), PbError> {
     let (key, n) = decode_varint(buf)?;
     let rest = buf.get(n..).ok_or(PbError::Truncated)?;
@@ -233,6 +245,7 @@ fn next_field<'a>(buf: &mut &'a [u8]) -> Result<(u32, Value<'a>), PbError> {
     Ok((field, value))
 }
 
+#[inline(always)]
 fn want_varint(field: u32, v: Value<'_>) -> Result<u64, PbError> {
     match v {
         Value::Varint(x) => Ok(x),
@@ -240,6 +253,7 @@ fn want_varint(field: u32, v: Value<'_>) -> Result<u64, PbError> {
     }
 }
 
+#[inline(always)]
 fn want_str(field: u32, v: Value<'_>) -> Result<&str, PbError> {
     match v {
         Value::Bytes(b) => core::str::from_utf8(b).map_err(|_| PbError::InvalidUtf8 { field }),

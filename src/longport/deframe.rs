@@ -71,6 +71,7 @@ impl Handshake {
 
     /// Split two bytes into their nibbles without any check
     #[must_use]
+    #[inline]
     pub const fn from_bytes(bytes: [u8; 2]) -> Handshake {
         Handshake {
             version: bytes[0] & 0x0F,
@@ -101,6 +102,7 @@ impl Handshake {
 
     /// The two bytes on the wire
     #[must_use]
+    #[inline]
     pub const fn to_bytes(&self) -> [u8; 2] {
         [
             (self.version & 0x0F) | ((self.codec & 0x0F) << 4),
@@ -222,12 +224,14 @@ impl StreamDeframer {
 
     /// True while the handshake is still expected
     #[must_use]
+    #[inline]
     pub const fn awaiting_handshake(&self) -> bool {
         self.awaiting_handshake
     }
 
     /// The body length limit
     #[must_use]
+    #[inline]
     pub const fn max_body(&self) -> usize {
         self.max_body
     }
@@ -240,6 +244,7 @@ impl StreamDeframer {
     /// # Errors
     /// A bad handshake version, an unknown packet type or an oversized body announcement. The
     /// stream cannot be resynchronised after an error; close the connection.
+    #[inline]
     pub fn decode<'a>(&mut self, buf: &'a [u8]) -> Result<Frame<'a>, DeframeError> {
         if self.awaiting_handshake {
             return match Handshake::parse(buf) {
@@ -267,6 +272,7 @@ impl StreamDeframer {
 /// # Errors
 /// [`DeframeError::Truncated`] when the message is shorter than its packet, plus the errors of
 /// [`Packet::parse`].
+#[inline]
 pub fn decode_message(msg: &[u8], max_body: usize) -> Result<(Packet<'_>, usize), DeframeError> {
     match Packet::parse(msg, max_body) {
         Ok((p, n)) => Ok((p, msg.len().saturating_sub(n))),
@@ -305,6 +311,7 @@ pub enum DeframeError {
 /// `Incomplete` maps to `Truncated` with `len: 0` (the length is unknown here); the deframer
 /// and [`decode_message`] fill in real values themselves.
 impl From<DecodeError> for DeframeError {
+    #[inline]
     fn from(e: DecodeError) -> Self {
         match e {
             DecodeError::Incomplete { needed } => DeframeError::Truncated { len: 0, needed },
@@ -316,6 +323,7 @@ impl From<DecodeError> for DeframeError {
 
 /// `Incomplete` maps to `Truncated` with `len: 0`, as for [`DecodeError`].
 impl From<HandshakeError> for DeframeError {
+    #[inline]
     fn from(e: HandshakeError) -> Self {
         match e {
             HandshakeError::Incomplete { needed } => DeframeError::Truncated { len: 0, needed },

@@ -151,8 +151,11 @@ impl core::error::Error for GzipError {}
 // ---------------------------------------------------------------------------------------------
 // CRC-32
 
-const fn crc_table() -> [u32; 256] {
-    let mut table = [0u32; 256];
+/// Slice-by-8 tables: `CRC_TABLES[0]` is the classic bytewise table; `CRC_TABLES[k][n]` is the
+/// CRC of byte `n` followed by `k` zero bytes, so eight table lookups advance the CRC by eight
+/// input bytes at once (8 KiB of tables, built at compile time).
+const fn crc_tables() -> [[u32; 256]; 8] {
+    let mut t = [[0u32; 256]; 8];
     let mut n = 0;
     while n < 256 {
         let mut c = n as u32;
@@ -165,13 +168,23 @@ const fn crc_table() -> [u32; 256] {
             };
             k += 1;
         }
-        table[n] = c;
+        t[0][n] = c;
         n += 1;
     }
-    table
+    let mut k = 1;
+    while k < 8 {
+        let mut n = 0;
+        while n < 256 {
+            let prev = t[k - 1][n];
+            t[k][n] = (prev >> 8) ^ t[0][(prev & 0xFF) as usize];
+            n += 1;
+        }
+        k += 1;
+    }
+    t
 }
 
-static CRC_TABLE: [u32; 256] = crc_table();
+static CRC_TABLES: [[u32; 256]; 8] = crc_tables();
 
 /// CRC-32 of `data` as used by gzip (`crc32(b"123456789") == 0xCBF4_3926`)
 #[must_use]
@@ -182,9 +195,24 @@ pub fn crc32(data: &[u8]) -> u32 {
 /// Continue a CRC-32: `crc32_update(crc32(a), b) == crc32(a ++ b)`; start from 0
 #[must_use]
 pub fn crc32_update(crc: u32, data: &[u8]) -> u32 {
+    let t = &CRC_TABLES;
     let mut c = !crc;
-    for &b in data {
-        c = CRC_TABLE[((c ^ u32::from(b)) & 0xFF) as usize] ^ (c >> 8);
+    let mut chunks = data.chunks_exact(8);
+    for chunk in &mut chunks {
+        // chunks_exact(8) only yields 8-byte slices: the default is never taken
+        let [b0, b1, b2, b3, b4, b5, b6, b7] = <[u8; 8]>::try_from(chunk).unwrap_or_default();
+        let lo = c ^ u32::from_le_bytes([b0, b1, b2, b3]);
+        c = t[7][(lo & 0xFF) as usize]
+            ^ t[6][((lo >> 8) & 0xFF) as usize]
+            ^ t[5][((lo >> 16) & 0xFF) as usize]
+            ^ t[4][(lo >> 24) as usize]
+            ^ t[3][usize::from(b4)]
+            ^ t[2][usize::from(b5)]
+            ^ t[1][usize::from(b6)]
+            ^ t[0][usize::from(b7)];
+    }
+    for &b in chunks.remainder() {
+        c = t[0][((c ^ u32::from(b)) & 0xFF) as usize] ^ (c >> 8);
     }
     !c
 }
@@ -754,6 +782,29 @@ mod tests {
         assert_eq!(crc32(b"123456789"), 0xCBF4_3926);
         assert_eq!(crc32(b""), 0);
         assert_eq!(crc32_update(crc32(b"1234"), b"56789"), 0xCBF4_3926);
+    }
+
+    #[test]
+    fn crc32_slice_by_8_matches_bytewise() {
+        fn bytewise(crc: u32, data: &[u8]) -> u32 {
+            let mut c = !crc;
+            for &b in data {
+                c = CRC_TABLES[0][((c ^ u32::from(b)) & 0xFF) as usize] ^ (c >> 8);
+            }
+            !c
+        }
+        let mut data = [0u8; 97];
+        let mut x: u32 = 0x1234_5678;
+        for b in data.iter_mut() {
+            x = x.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+            *b = (x >> 24) as u8;
+        }
+        for len in 0..data.len() {
+            for split in 0..=len {
+                let (a, b) = data[..len].split_at(split);
+                assert_eq!(crc32_update(crc32(a), b), bytewise(0, &data[..len]));
+            }
+        }
     }
 
     #[test]

@@ -152,6 +152,7 @@ pub enum Status {
 impl Status {
     /// The status byte
     #[must_use]
+    #[inline]
     pub const fn as_u8(self) -> u8 {
         match self {
             Status::Success => 0,
@@ -169,6 +170,7 @@ impl Status {
 
     /// The status for a byte (named variant for 0..=8)
     #[must_use]
+    #[inline]
     pub const fn from_u8(v: u8) -> Status {
         match v {
             0 => Status::Success,
@@ -186,6 +188,7 @@ impl Status {
 
     /// True for [`Status::Success`] (and `Other(0)`)
     #[must_use]
+    #[inline]
     pub const fn is_success(self) -> bool {
         self.as_u8() == 0
     }
@@ -246,6 +249,7 @@ pub enum Kind {
 impl Kind {
     /// The type nibble: 1, 2 or 3
     #[must_use]
+    #[inline]
     pub const fn type_code(&self) -> u8 {
         match self {
             Kind::Request { .. } => TYPE_REQUEST,
@@ -256,6 +260,7 @@ impl Kind {
 
     /// Fixed header length of this type: 11, 10 or 5
     #[must_use]
+    #[inline]
     pub const fn header_len(&self) -> usize {
         match self {
             Kind::Request { .. } => REQUEST_HEADER_LEN,
@@ -266,6 +271,7 @@ impl Kind {
 
     /// The request id of a request or response
     #[must_use]
+    #[inline]
     pub const fn request_id(&self) -> Option<u32> {
         match self {
             Kind::Request { request_id, .. } | Kind::Response { request_id, .. } => {
@@ -277,6 +283,7 @@ impl Kind {
 }
 
 /// Header length for a type nibble, or `None` for an unknown type
+#[inline]
 const fn header_len_for(type_code: u8) -> Option<usize> {
     match type_code {
         TYPE_REQUEST => Some(REQUEST_HEADER_LEN),
@@ -286,6 +293,7 @@ const fn header_len_for(type_code: u8) -> Option<usize> {
     }
 }
 
+#[inline]
 fn to_usize(v: u32) -> usize {
     usize::try_from(v).unwrap_or(usize::MAX)
 }
@@ -315,12 +323,14 @@ impl Header {
     /// Header length: 11 (request), 10 (response) or 5 (push)
     #[must_use]
     #[allow(clippy::len_without_is_empty)]
+    #[inline]
     pub const fn len(&self) -> usize {
         self.kind.header_len()
     }
 
     /// Whole packet length: header + body + 24 when `verify` (saturating)
     #[must_use]
+    #[inline]
     pub fn packet_len(&self) -> usize {
         let trailer = if self.verify { SIGNATURE_LEN } else { 0 };
         self.len()
@@ -330,6 +340,7 @@ impl Header {
 
     /// The first byte as it is emitted
     #[must_use]
+    #[inline]
     pub const fn first_byte(&self) -> u8 {
         let mut b = self.kind.type_code();
         if self.verify {
@@ -351,6 +362,7 @@ impl Header {
     /// * [`DecodeError::Incomplete`] when `buf` is shorter than the header; `needed` is the
     ///   header length (1 when `buf` is empty);
     /// * [`DecodeError::BodyTooLarge`] when the announced body exceeds `max_body`.
+    #[inline]
     pub fn parse(buf: &[u8], max_body: usize) -> Result<(Header, usize), DecodeError> {
         let mut r = Reader::new(buf);
         let first = r.u8().ok_or(DecodeError::Incomplete { needed: 1 })?;
@@ -399,6 +411,7 @@ impl Header {
     /// [`BufferTooSmall`] with the header length when `buf` is too short; nothing is written.
     /// A `body_len` above [`MAX_BODY_LEN`] cannot be represented and is refused with
     /// `required: usize::MAX`, which no buffer satisfies.
+    #[inline]
     pub fn emit(&self, buf: &mut [u8]) -> Result<usize, BufferTooSmall> {
         if to_usize(self.body_len) > MAX_BODY_LEN {
             return Err(BufferTooSmall {
@@ -445,6 +458,7 @@ pub struct Packet<'a> {
 }
 
 impl<'a> Packet<'a> {
+    #[inline]
     fn plain(kind: Kind, cmd: u8, body: &'a [u8]) -> Self {
         Packet {
             header: Header {
@@ -462,6 +476,7 @@ impl<'a> Packet<'a> {
 
     /// An unsigned, uncompressed request
     #[must_use]
+    #[inline]
     pub fn request(cmd: u8, request_id: u32, timeout_ms: u16, body: &'a [u8]) -> Self {
         Self::plain(
             Kind::Request {
@@ -475,18 +490,21 @@ impl<'a> Packet<'a> {
 
     /// An unsigned, uncompressed response
     #[must_use]
+    #[inline]
     pub fn response(cmd: u8, request_id: u32, status: Status, body: &'a [u8]) -> Self {
         Self::plain(Kind::Response { request_id, status }, cmd, body)
     }
 
     /// An unsigned, uncompressed push
     #[must_use]
+    #[inline]
     pub fn push(cmd: u8, body: &'a [u8]) -> Self {
         Self::plain(Kind::Push, cmd, body)
     }
 
     /// The same packet with the gzip flag set as given (the body must already be gzip)
     #[must_use]
+    #[inline]
     pub const fn with_gzip(mut self, gzip: bool) -> Self {
         self.header.gzip = gzip;
         self
@@ -494,6 +512,7 @@ impl<'a> Packet<'a> {
 
     /// The same packet carrying `signature` (sets the verify bit) or none
     #[must_use]
+    #[inline]
     pub const fn with_signature(mut self, signature: Option<Signature>) -> Self {
         self.header.verify = signature.is_some();
         self.signature = signature;
@@ -502,6 +521,7 @@ impl<'a> Packet<'a> {
 
     /// The same packet with these reserve bits (`0..=3`)
     #[must_use]
+    #[inline]
     pub const fn with_reserve(mut self, reserve: u8) -> Self {
         self.header.reserve = reserve & RESERVE_MASK;
         self
@@ -515,6 +535,7 @@ impl<'a> Packet<'a> {
     /// # Errors
     /// As [`Header::parse`]; when the header is complete but the body or trailer is not,
     /// [`DecodeError::Incomplete`] carries the whole packet length.
+    #[inline]
     pub fn parse(buf: &'a [u8], max_body: usize) -> Result<(Packet<'a>, usize), DecodeError> {
         let (header, hlen) = Header::parse(buf, max_body)?;
         let total = header.packet_len();
@@ -544,6 +565,7 @@ impl<'a> Packet<'a> {
 
     /// Exact number of bytes [`Packet::emit`] writes
     #[must_use]
+    #[inline]
     pub fn buffer_len(&self) -> usize {
         let trailer = if self.signature.is_some() {
             SIGNATURE_LEN
@@ -558,6 +580,7 @@ impl<'a> Packet<'a> {
 
     /// The header as emitted: `body_len` and `verify` follow the body and signature
     #[must_use]
+    #[inline]
     pub fn wire_header(&self) -> Header {
         Header {
             body_len: u32::try_from(self.body.len()).unwrap_or(u32::MAX),
@@ -572,6 +595,7 @@ impl<'a> Packet<'a> {
     /// [`BufferTooSmall`] with [`Packet::buffer_len`] when `buf` is too short; nothing is
     /// written. A body longer than [`MAX_BODY_LEN`] cannot be represented and is refused with
     /// `required: usize::MAX`.
+    #[inline]
     pub fn emit(&self, buf: &mut [u8]) -> Result<usize, BufferTooSmall> {
         if self.body.len() > MAX_BODY_LEN {
             return Err(BufferTooSmall {
