@@ -741,13 +741,14 @@ fuzz_target!(|data: &[u8]| {
                                 | PeerState::AuthPending
                         )
                     )),
+                    Err(CommandError::SuccessStatus) => panic!("accept returned SuccessStatus"),
                 }
             }
             17 | 18 => {
                 let c = conn(&mut r);
-                // (a "rejection" with status 0 would read as a successful login with an empty
-                // session on the client; the API accepts it — reported, not exercised here)
-                let st = Status::from(1 + r.u8() % 9);
+                // a "rejection" with status 0 would read as a successful login with an empty
+                // session on the client: the API refuses it with CommandError::SuccessStatus
+                let st = Status::from(r.u8() % 10);
                 let code = u64::from(r.u16());
                 let msg = r.text();
                 let state = h.s.state(c);
@@ -756,7 +757,9 @@ fuzz_target!(|data: &[u8]| {
                 } else {
                     h.s.reject_reconnect(now, c, st, code, &msg)
                 };
-                if res.is_ok() {
+                if st.is_success() {
+                    assert_eq!(res, Err(CommandError::SuccessStatus));
+                } else if res.is_ok() {
                     assert_eq!(state, Some(PeerState::AuthPending));
                 }
             }

@@ -230,9 +230,10 @@ impl<const E: usize> Client<E> {
     /// Close the connection: queue CLOSE with `reason` (may be empty; cut to 127 bytes on a char
     /// boundary) and end in `Closed` with [`ClientCloseCause::Local`]
     ///
-    /// While online the CLOSE carries the current ack and, in token mode, the token; while
-    /// connecting it is the bare vanilla form with ack 0 (no token is known yet). When `connect`
-    /// was never called nothing is sent.
+    /// The CLOSE carries the current ack (spec A.11: a local disconnect sends the current ack; it
+    /// is 0 unless the application reported one with [`Client::set_ack`]) and, in token mode
+    /// while online, the token; while connecting no token is known yet, so it is the bare form.
+    /// When `connect` was never called nothing is sent.
     ///
     /// # Errors
     /// [`CloseError::AlreadyClosed`], or [`CloseError::EventQueueFull`] (nothing changed).

@@ -681,6 +681,8 @@ pub enum CommandError {
         /// Its length
         len: usize,
     },
+    /// A rejection must carry a non-success status (a status-0 reply would read as a login)
+    SuccessStatus,
 }
 
 impl fmt::Display for CommandError {
@@ -693,6 +695,7 @@ impl fmt::Display for CommandError {
             CommandError::SessionIdTooLong { len } => {
                 write!(f, "session id of {len} bytes exceeds {MAX_SESSION_ID_LEN}")
             }
+            CommandError::SuccessStatus => f.write_str("a rejection cannot use status 0 (success)"),
         }
     }
 }
@@ -1388,6 +1391,9 @@ impl<C: Copy + Eq, const PEERS: usize, const SESSIONS: usize> Server<C, PEERS, S
         reconnect_only: bool,
     ) -> Result<(), CommandError> {
         self.clock.update(now);
+        if status.is_success() {
+            return Err(CommandError::SuccessStatus);
+        }
         let idx = self.find(conn).ok_or(CommandError::UnknownConn)?;
         let (cmd, request_id, reason) = match self.peers[idx].phase {
             Phase::Pending(Pending::Auth { request_id }) if !reconnect_only => {
@@ -2972,6 +2978,30 @@ mod tests {
             1,
             "silence after the decision still counts"
         );
+    }
+
+    #[test]
+    fn reject_with_success_status_is_refused() {
+        // found by the longport_server fuzz target: a status-0 rejection with an empty Error body
+        // reads as a successful login with an empty session id
+        let mut s = server();
+        s.handle_connected(ms(0), 1, Transport::WebSocket).unwrap();
+        let _ = s.handle_input(ms(0), 1, &auth_req(1, "tok")).unwrap();
+        assert_eq!(
+            s.reject_auth(ms(1), 1, Status::Success, 0, ""),
+            Err(CommandError::SuccessStatus)
+        );
+        assert_eq!(
+            s.reject_auth(ms(1), 1, Status::Other(0), 0, ""),
+            Err(CommandError::SuccessStatus)
+        );
+        assert!(
+            drain(&mut s, ms(1)).is_empty(),
+            "nothing sent, decision still pending"
+        );
+        s.reject_auth(ms(1), 1, Status::Unauthenticated, 401, "no")
+            .unwrap();
+        assert!(!drain(&mut s, ms(1)).is_empty());
     }
 
     #[test]
