@@ -51,19 +51,25 @@
 //!
 //! # Peer table
 //!
-//! Peers live in an open-addressing hash table of `2 × N` buckets for at most `N` peers (`N` a
-//! power of two, at most 2^30, checked at compile time): the load factor never exceeds 50 %, so
-//! a lookup is O(1) and short at any `N`, and deletion shifts entries back instead of leaving
-//! tombstones, so churn does not slow it down. The table is placed by a cheap keyed hash (a
-//! folded multiply per word of `A`'s `Hash` stream) whose key is derived from the secret, so
-//! that clients cannot pick colliding addresses; SipHash is only used to mint tokens (stateless
-//! CONNECT and ACCEPT), never per datagram of a known peer, whose token is compared with the one
-//! stored in its slot.
+//! Peers live in `N` dense slots (`N` a power of two, at most 2^30, checked at compile time)
+//! found through an open-addressing index of `2 × N` 32-bit buckets: the load factor never
+//! exceeds 50 %, so a lookup is O(1) and short at any `N`, and deletion shifts buckets back
+//! instead of leaving tombstones, so churn does not slow it down. A bucket holds the slot
+//! number and a tag of the key's hash, so a datagram from a known peer reads one bucket and one
+//! slot. The slot holds the key and the 16 bytes every datagram needs (last receive time,
+//! token, ack, sequence, online flag); what only timers and sends need (last send time, the ack
+//! we send, queued output, admission number) sits in an array beside it. The index is placed
+//! by a cheap keyed hash (a folded multiply per word of `A`'s `Hash` stream) whose key is
+//! derived from the secret, so that clients cannot pick colliding addresses; SipHash is only
+//! used to mint tokens (stateless CONNECT and ACCEPT), never per datagram of a known peer,
+//! whose token is compared with the one stored in its slot.
 //!
-//! Memory grows linearly with `N`: per peer of capacity two buckets (a 32-bit hash, the address
-//! `A` and the 40-byte peer state), one timer-heap entry (16 bytes + `A`) and one transmit-queue
-//! entry (`A`), plus a fixed part. For `A = u32` that is 116 bytes per peer
-//! (`Server<u32, 65536>` is 7,604,640 bytes: build large servers in a `Box` or a `static`).
+//! Memory grows linearly with `N`. Per peer of capacity: two index buckets (8 bytes), one slot
+//! (`A`, a flag and 16 bytes of state: 24 bytes for `A = u32`), a free-list entry (4), the
+//! state beside the table (16), one timer-heap entry (16) and one transmit-queue entry (4),
+//! plus a fixed part: 72 bytes per peer for `A = u32` (`Server<u32, 65536>` is 4,721,080
+//! bytes: build large servers in a `Box` or a `static`). With 65,536 peers the index and the
+//! slots — all a KEEP_ALIVE touches — are 2 MiB.
 
 use core::hash::Hash;
 
@@ -214,129 +220,183 @@ const OUT_CONNECT_ACCEPT: u8 = 1;
 /// Pending-output bit: KEEP_ALIVE to this peer
 const OUT_KEEP_ALIVE: u8 = 2;
 
-/// Per-peer state; kept at most 64 bytes (checked by a test)
+/// Bit of [`PeerHot::peer_ack`] set for an online peer (acks use the low 10 bits)
+const ONLINE_BIT: u16 = 0x8000;
+
+/// The per-peer state every datagram from the peer reads or writes; 16 bytes, stored with the
+/// key in the table's slot
 #[derive(Debug, Clone, Copy)]
-struct PeerSlot {
-    last_send: Instant,
+struct PeerHot {
     last_recv: Instant,
-    token: Option<Token>,
-    ack: u16,
-    sequence: u16,
+    /// The peer's token; [`Token::UNSUPPORTED`] (00 00 00 00, never minted) for a vanilla peer
+    token: Token,
+    /// The last ack the peer sent (mod 1024), plus [`ONLINE_BIT`] once admitted and announced
+    /// (`PeerConnected`); a vanilla pending slot is not online
     peer_ack: u16,
-    /// Admitted and announced (`PeerConnected`); false for a vanilla pending slot
-    online: bool,
-    /// `OUT_*` bits
-    out: u8,
-    /// In the transmit queue
-    queued: bool,
-    /// Admission number: identifies this slot's entry in the timer heap
-    gen: u32,
+    /// Our own last vital sequence towards the peer (upper end of its accepted ack range)
+    sequence: u16,
 }
 
-impl PeerSlot {
-    fn new(now: Instant, token: Option<Token>, online: bool, gen: u32) -> Self {
-        PeerSlot {
-            last_send: now,
+impl PeerHot {
+    fn new(now: Instant, token: Option<Token>, online: bool) -> Self {
+        PeerHot {
             last_recv: now,
-            token,
-            ack: 0,
+            token: token.unwrap_or(Token::UNSUPPORTED),
+            peer_ack: if online { ONLINE_BIT } else { 0 },
             sequence: 0,
-            peer_ack: 0,
-            online,
-            out: 0,
-            queued: false,
-            gen,
         }
     }
 
-    /// The next frame this peer has queued, and its bit
-    fn next_frame(&self) -> Option<(ControlPacket<'static>, u8)> {
-        if self.out & OUT_CONNECT_ACCEPT != 0 {
-            // ack 0: the peer's ack check while connecting accepts only 0
-            Some((
-                ControlPacket {
-                    ack: 0,
-                    control: Control::ConnectAccept,
-                    token: self.token,
-                },
-                OUT_CONNECT_ACCEPT,
-            ))
-        } else if self.out & OUT_KEEP_ALIVE != 0 {
-            Some((
-                ControlPacket {
-                    ack: self.ack,
-                    control: Control::KeepAlive,
-                    token: self.token,
-                },
-                OUT_KEEP_ALIVE,
-            ))
-        } else {
+    #[inline]
+    fn token(&self) -> Option<Token> {
+        if self.token == Token::UNSUPPORTED {
             None
+        } else {
+            Some(self.token)
         }
+    }
+
+    #[inline]
+    fn online(&self) -> bool {
+        self.peer_ack & ONLINE_BIT != 0
+    }
+
+    #[inline]
+    fn peer_ack(&self) -> u16 {
+        self.peer_ack & !ONLINE_BIT
+    }
+
+    #[inline]
+    fn set_peer_ack(&mut self, ack: u16) {
+        self.peer_ack = (self.peer_ack & ONLINE_BIT) | (ack % ACK_MODULO);
+    }
+
+    fn set_online(&mut self) {
+        self.peer_ack |= ONLINE_BIT;
     }
 
     /// Interval of the send timer: keep-alive when online, CONNECT_ACCEPT resend when pending
     /// (at least 1 µs, so a due timer always moves forward)
     fn send_interval(&self, config: &ServerConfig) -> Duration {
-        let interval = if self.online {
+        let interval = if self.online() {
             config.keep_alive
         } else {
             config.connect_accept_resend
         };
         interval.max(Duration::from_micros(1))
     }
+}
 
-    /// When this slot's timer entry must fire, judged at `now`
-    ///
-    /// Never later than the slot's real next deadline: the timeout, or the send timer. While a
-    /// frame is queued (`out != 0`) the send timer restarts when that frame goes out, which is
-    /// not before `now`, so `now + interval` is a safe lower bound.
-    fn timer_at(&self, config: &ServerConfig, now: Instant) -> Instant {
-        let timeout = self.last_recv + config.timeout;
-        let interval = self.send_interval(config);
-        let send = if self.out != 0 {
-            now + interval
-        } else {
-            self.last_send + interval
-        };
-        timeout.min(send)
+/// The per-peer state only timers, commands and sends touch; 16 bytes, in an array beside the
+/// table indexed by the peer's slot
+#[derive(Debug, Clone, Copy)]
+struct PeerCold {
+    last_send: Instant,
+    /// Admission number: identifies this slot's entry in the timer heap
+    gen: u32,
+    /// The ack we send (the application's last in-order vital sequence), mod 1024
+    ack: u16,
+    /// `OUT_*` bits
+    out: u8,
+    /// In the transmit queue
+    queued: bool,
+}
+
+impl PeerCold {
+    const EMPTY: PeerCold = PeerCold {
+        last_send: Instant::ZERO,
+        gen: 0,
+        ack: 0,
+        out: 0,
+        queued: false,
+    };
+
+    fn new(now: Instant, gen: u32) -> Self {
+        PeerCold {
+            last_send: now,
+            gen,
+            ..Self::EMPTY
+        }
     }
 }
 
-/// One entry of the timer heap: slot `addr` (admission `gen`) wants a look at `at`
-///
-/// Entries are never updated in place. Liveness refreshes only move a slot's deadlines later, so
-/// an entry may fire early; it is then re-pushed with the slot's current deadline. Entries of
-/// removed slots (or of an earlier admission of the same address) are recognised by `gen` and
-/// dropped when they reach the top.
-#[derive(Debug, Clone, Copy)]
-struct TimerEntry<A> {
-    at: Instant,
-    gen: u32,
-    addr: A,
+/// The next frame a peer has queued, and its bit
+fn next_frame(hot: &PeerHot, cold: &PeerCold) -> Option<(ControlPacket<'static>, u8)> {
+    if cold.out & OUT_CONNECT_ACCEPT != 0 {
+        // ack 0: the peer's ack check while connecting accepts only 0
+        Some((
+            ControlPacket {
+                ack: 0,
+                control: Control::ConnectAccept,
+                token: hot.token(),
+            },
+            OUT_CONNECT_ACCEPT,
+        ))
+    } else if cold.out & OUT_KEEP_ALIVE != 0 {
+        Some((
+            ControlPacket {
+                ack: cold.ack,
+                control: Control::KeepAlive,
+                token: hot.token(),
+            },
+            OUT_KEEP_ALIVE,
+        ))
+    } else {
+        None
+    }
 }
 
-impl<A> PartialEq for TimerEntry<A> {
+/// When a peer's timer entry must fire, judged at `now`
+///
+/// Never later than the peer's real next deadline: the timeout, or the send timer. While a
+/// frame is queued (`out != 0`) the send timer restarts when that frame goes out, which is not
+/// before `now`, so `now + interval` is a safe lower bound.
+fn timer_at(hot: &PeerHot, cold: &PeerCold, config: &ServerConfig, now: Instant) -> Instant {
+    let timeout = hot.last_recv + config.timeout;
+    let interval = hot.send_interval(config);
+    let send = if cold.out != 0 {
+        now + interval
+    } else {
+        cold.last_send + interval
+    };
+    timeout.min(send)
+}
+
+/// One entry of the timer heap: the peer in table slot `slot` (admission `gen`) wants a look at
+/// `at`
+///
+/// Entries are never updated in place. Liveness refreshes only move a peer's deadlines later, so
+/// an entry may fire early; it is then re-pushed with the peer's current deadline. Entries of
+/// removed peers (or of an earlier occupant of the slot) are recognised by `gen` and dropped
+/// when they reach the top.
+#[derive(Debug, Clone, Copy)]
+struct TimerEntry {
+    at: Instant,
+    gen: u32,
+    slot: u32,
+}
+
+impl PartialEq for TimerEntry {
     fn eq(&self, other: &Self) -> bool {
         (self.at, self.gen) == (other.at, other.gen)
     }
 }
 
-impl<A> Eq for TimerEntry<A> {}
+impl Eq for TimerEntry {}
 
-impl<A> PartialOrd for TimerEntry<A> {
+impl PartialOrd for TimerEntry {
     fn partial_cmp(&self, other: &Self) -> Option<core::cmp::Ordering> {
         Some(self.cmp(other))
     }
 }
 
-impl<A> Ord for TimerEntry<A> {
+impl Ord for TimerEntry {
     fn cmp(&self, other: &Self) -> core::cmp::Ordering {
         (self.at, self.gen).cmp(&(other.at, other.gen))
     }
 }
 
-type PeerTable<A, const N: usize> = Table<A, PeerSlot, N>;
+type PeerTable<A, const N: usize> = Table<A, PeerHot, PeerHashKey, N>;
 
 /// A reply to an address without state
 #[derive(Debug, Clone, Copy)]
@@ -358,13 +418,15 @@ struct CloseFrame<A> {
     reason: ReasonText,
 }
 
-/// Progress of a shutdown over the peer table (entry indices)
+/// Progress of a shutdown over the peer table (slot numbers)
 #[derive(Debug, Clone, Copy)]
 struct Shutdown {
-    /// Next entry to send CLOSE to
+    /// Next slot to send CLOSE to
     tx: usize,
-    /// Next entry to emit `PeerClosed` for (always `<= tx`)
+    /// Next slot to emit `PeerClosed` for (always `<= tx`)
     ev: usize,
+    /// One past the last slot handed out (no slot is added or freed while shutting down)
+    end: usize,
 }
 
 /// A sans-IO Teeworlds 0.6 / DDNet game server for up to `N` peers (a power of two, at most
@@ -377,11 +439,12 @@ struct Shutdown {
 /// the full address.
 pub struct Server<A, const N: usize, const E: usize = 8> {
     config: ServerConfig,
-    table_hasher: PeerHashKey,
     clock: Clock,
     peers: PeerTable<A, N>,
-    /// Peers with `out` bits set (each at most once while `queued`)
-    dirty: Deque<A, N>,
+    /// Per-slot state beside the table (see [`PeerCold`])
+    cold: [PeerCold; N],
+    /// Slots of peers with `out` bits set (each at most once while `queued`)
+    dirty: Deque<u32, N>,
     replies: Deque<Reply<A>, STATELESS_QUEUE_LEN>,
     closes: Deque<CloseFrame<A>, CLOSE_QUEUE_LEN>,
     events: Deque<ServerEvent<A>, E>,
@@ -389,7 +452,7 @@ pub struct Server<A, const N: usize, const E: usize = 8> {
     shutdown: Shutdown,
     shutdown_reason: ReasonText,
     /// Min-heap of per-slot timer entries (plus stale ones, see [`TimerEntry`])
-    timers: BinaryHeap<TimerEntry<A>, Min, N>,
+    timers: BinaryHeap<TimerEntry, Min, N>,
     /// A push into `timers` failed (too many stale entries): rebuild before the next use
     timers_lost: bool,
     /// Next admission number
@@ -428,18 +491,22 @@ impl<A: Copy + Eq + Hash, const N: usize, const E: usize> Server<A, N, E> {
     #[must_use]
     pub fn new(config: ServerConfig) -> Self {
         Server {
-            table_hasher: PeerHashKey::new(
+            peers: Table::new(PeerHashKey::new(
                 KeyedBuildHasher::from_secret(&config.secret).key_bytes(),
-            ),
+            )),
             config,
             clock: Clock::new(),
-            peers: Table::new(),
+            cold: [PeerCold::EMPTY; N],
             dirty: Deque::new(),
             replies: Deque::new(),
             closes: Deque::new(),
             events: Deque::new(),
             state: ServerState::Running,
-            shutdown: Shutdown { tx: 0, ev: 0 },
+            shutdown: Shutdown {
+                tx: 0,
+                ev: 0,
+                end: 0,
+            },
             shutdown_reason: ReasonText::new(),
             timers: BinaryHeap::new(),
             timers_lost: false,
@@ -448,14 +515,14 @@ impl<A: Copy + Eq + Hash, const N: usize, const E: usize> Server<A, N, E> {
         }
     }
 
-    /// Placement hash of `addr` in the peer table (keyed, cheap; not the token)
+    /// The state beside the table of slot `slot` (a slot number is always below `N`)
     #[inline]
-    fn key(&self, addr: A) -> u32 {
-        self.table_hasher.hash(&addr)
+    fn cold_mut(cold: &mut [PeerCold; N], slot: usize) -> &mut PeerCold {
+        &mut cold[slot & (N - 1)]
     }
 
     /// Add a timer entry; on overflow the heap is rebuilt from the table on the next timer call
-    fn push_timer(&mut self, entry: TimerEntry<A>) {
+    fn push_timer(&mut self, entry: TimerEntry) {
         if self.timers.push(entry).is_err() {
             self.timers_lost = true;
         }
@@ -464,11 +531,12 @@ impl<A: Copy + Eq + Hash, const N: usize, const E: usize> Server<A, N, E> {
     /// Replace the heap by one fresh entry per slot (drops stale entries); O(N log N)
     fn rebuild_timers(&mut self, now: Instant) {
         self.timers.clear();
-        for bucket in self.peers.iter() {
+        for (slot, entry) in self.peers.iter() {
+            let cold = &self.cold[slot & (N - 1)];
             let entry = TimerEntry {
-                at: bucket.value.timer_at(&self.config, now),
-                gen: bucket.value.gen,
-                addr: bucket.key,
+                at: timer_at(&entry.value, cold, &self.config, now),
+                gen: cold.gen,
+                slot: slot as u32,
             };
             // capacity N >= number of slots: cannot fail
             let _ = self.timers.push(entry);
@@ -477,12 +545,12 @@ impl<A: Copy + Eq + Hash, const N: usize, const E: usize> Server<A, N, E> {
     }
 
     /// Mark output bits on a slot and queue the peer for `poll_transmit`
-    fn queue_out(dirty: &mut Deque<A, N>, addr: A, slot: &mut PeerSlot, bits: u8) {
-        slot.out |= bits;
+    fn queue_out(dirty: &mut Deque<u32, N>, slot: usize, cold: &mut PeerCold, bits: u8) {
+        cold.out |= bits;
         // A full queue only happens with stale entries of removed peers; the slot's next timer
         // entry re-queues it then.
-        if !slot.queued && dirty.push_back(addr).is_ok() {
-            slot.queued = true;
+        if !cold.queued && dirty.push_back(slot as u32).is_ok() {
+            cold.queued = true;
         }
     }
 
@@ -499,27 +567,24 @@ impl<A: Copy + Eq + Hash, const N: usize, const E: usize> Server<A, N, E> {
         if self.state != ServerState::Running {
             return Err(CommandError::ShuttingDown);
         }
-        let pos = self
-            .peers
-            .find(self.key(peer), &peer)
-            .ok_or(CommandError::UnknownPeer)?;
-        let slot = self.peers.get(pos).ok_or(CommandError::UnknownPeer)?.value;
+        let slot = self.peers.find(&peer).ok_or(CommandError::UnknownPeer)?;
+        let hot = self.peers.get(slot).ok_or(CommandError::UnknownPeer)?.value;
         if self.closes.is_full() {
             return Err(CommandError::CloseQueueFull);
         }
-        if slot.online && self.events.is_full() {
+        if hot.online() && self.events.is_full() {
             return Err(CommandError::EventQueueFull);
         }
-        self.peers.remove_at(pos);
+        self.peers.remove(slot);
         let frame = CloseFrame {
             to: peer,
-            token: slot.token,
-            ack: slot.ack,
+            token: hot.token(),
+            ack: Self::cold_mut(&mut self.cold, slot).ack,
             reason: reason_text(reason),
         };
         // room checked above
         let _ = self.closes.push_back(frame);
-        if slot.online {
+        if hot.online() {
             let _ = self.events.push_back(ServerEvent::PeerClosed {
                 peer,
                 cause: PeerCloseCause::Kicked,
@@ -540,12 +605,11 @@ impl<A: Copy + Eq + Hash, const N: usize, const E: usize> Server<A, N, E> {
             return;
         }
         self.state = ServerState::ShuttingDown;
+        let end = self.peers.slot_limit();
         self.shutdown = Shutdown {
-            tx: self
-                .peers
-                .next_occupied(0)
-                .unwrap_or(PeerTable::<A, N>::SLOTS),
+            tx: self.peers.next_live(0).unwrap_or(end),
             ev: 0,
+            end,
         };
         self.shutdown_reason = reason_text(reason);
         self.replies.clear();
@@ -559,12 +623,8 @@ impl<A: Copy + Eq + Hash, const N: usize, const E: usize> Server<A, N, E> {
     /// # Errors
     /// [`CommandError::UnknownPeer`].
     pub fn set_ack(&mut self, peer: A, ack: u16) -> Result<(), CommandError> {
-        let key = self.key(peer);
-        let slot = self
-            .peers
-            .lookup_mut(key, &peer)
-            .ok_or(CommandError::UnknownPeer)?;
-        slot.ack = ack % ACK_MODULO;
+        let slot = self.peers.find(&peer).ok_or(CommandError::UnknownPeer)?;
+        Self::cold_mut(&mut self.cold, slot).ack = ack % ACK_MODULO;
         Ok(())
     }
 
@@ -574,12 +634,11 @@ impl<A: Copy + Eq + Hash, const N: usize, const E: usize> Server<A, N, E> {
     /// # Errors
     /// [`CommandError::UnknownPeer`].
     pub fn set_sequence(&mut self, peer: A, sequence: u16) -> Result<(), CommandError> {
-        let key = self.key(peer);
-        let slot = self
+        let hot = self
             .peers
-            .lookup_mut(key, &peer)
+            .lookup_mut(&peer)
             .ok_or(CommandError::UnknownPeer)?;
-        slot.sequence = sequence % ACK_MODULO;
+        hot.sequence = sequence % ACK_MODULO;
         Ok(())
     }
 
@@ -603,22 +662,25 @@ impl<A: Copy + Eq + Hash, const N: usize, const E: usize> Server<A, N, E> {
         if self.state != ServerState::Running {
             return Err(SendError::NotOnline);
         }
-        let key = self.key(peer);
-        let Some(slot) = self.peers.lookup_mut(key, &peer) else {
+        let Some(slot) = self.peers.find(&peer) else {
             return Err(SendError::NotOnline);
         };
-        if !slot.online {
+        let Some(hot) = self.peers.get(slot).map(|s| s.value) else {
+            return Err(SendError::NotOnline);
+        };
+        if !hot.online() {
             return Err(SendError::NotOnline);
         }
+        let cold = Self::cold_mut(&mut self.cold, slot);
         let flags = Flags {
             control: false,
             ..flags
         };
-        let token = if flags.compression { None } else { slot.token };
+        let token = if flags.compression { None } else { hot.token() };
         let packet = ChunkPacket {
             header: Header {
                 flags,
-                ack: slot.ack,
+                ack: cold.ack,
                 num_chunks,
             },
             payload,
@@ -631,8 +693,8 @@ impl<A: Copy + Eq + Hash, const N: usize, const E: usize> Server<A, N, E> {
         let len = packet.emit(out).map_err(|e| SendError::BufferTooSmall {
             required: e.required,
         })?;
-        slot.last_send = now;
-        slot.out &= !OUT_KEEP_ALIVE;
+        cold.last_send = now;
+        cold.out &= !OUT_KEEP_ALIVE;
         self.stats.chunk_packets_sent = self.stats.chunk_packets_sent.wrapping_add(1);
         Ok(Transmit {
             to: peer,
@@ -656,17 +718,13 @@ impl<A: Copy + Eq + Hash, const N: usize, const E: usize> Server<A, N, E> {
     /// True when `peer` is in the table and online
     #[must_use]
     pub fn is_online(&self, peer: A) -> bool {
-        self.peers
-            .lookup(self.key(peer), &peer)
-            .is_some_and(|s| s.online)
+        self.peers.lookup(&peer).is_some_and(PeerHot::online)
     }
 
     /// The token of `peer`, if it is in the table and uses one
     #[must_use]
     pub fn peer_token(&self, peer: A) -> Option<Token> {
-        self.peers
-            .lookup(self.key(peer), &peer)
-            .and_then(|s| s.token)
+        self.peers.lookup(&peer).and_then(PeerHot::token)
     }
 
     /// The token this server mints for `peer` (what its CONNECT_ACCEPT carries)
@@ -707,25 +765,27 @@ impl<A: Copy + Eq + Hash, const N: usize, const E: usize> Server<A, N, E> {
             self.stats.rejected_full = self.stats.rejected_full.wrapping_add(1);
             return false;
         }
-        let key = self.key(from);
         let gen = self.next_gen;
         self.next_gen = self.next_gen.wrapping_add(1);
-        let mut slot = PeerSlot::new(now, token, online, gen);
-        if out != 0 {
-            slot.out = out;
-            if self.dirty.push_back(from).is_ok() {
-                slot.queued = true;
-            }
-        }
-        if self.peers.insert(key, from, slot).is_err() {
-            // not reachable (fullness checked above); any queued entry is skipped as stale
+        let hot = PeerHot::new(now, token, online);
+        let Ok(slot) = self.peers.insert(from, hot) else {
+            // not reachable (fullness checked above)
             self.stats.rejected_full = self.stats.rejected_full.wrapping_add(1);
             return false;
+        };
+        let cold = Self::cold_mut(&mut self.cold, slot);
+        *cold = PeerCold::new(now, gen);
+        if out != 0 {
+            cold.out = out;
+            if self.dirty.push_back(slot as u32).is_ok() {
+                cold.queued = true;
+            }
         }
+        let at = timer_at(&hot, cold, &self.config, now);
         self.push_timer(TimerEntry {
-            at: slot.timer_at(&self.config, now),
+            at,
             gen,
-            addr: from,
+            slot: slot as u32,
         });
         if online {
             self.stats.peers_admitted = self.stats.peers_admitted.wrapping_add(1);
@@ -798,11 +858,11 @@ impl<A: Copy + Eq + Hash, const N: usize, const E: usize> Server<A, N, E> {
         &mut self,
         now: Instant,
         from: A,
-        pos: usize,
+        slot: usize,
         data: &'a [u8],
     ) -> Option<ChunkPacket<'a>> {
-        let slot = self.peers.value_mut(pos)?;
-        let mode = if slot.token.is_some() {
+        let hot = self.peers.value_mut(slot)?;
+        let mode = if hot.token != Token::UNSUPPORTED {
             TokenMode::Trailing
         } else {
             TokenMode::Vanilla
@@ -824,7 +884,7 @@ impl<A: Copy + Eq + Hash, const N: usize, const E: usize> Server<A, N, E> {
             Packet::Chunks(c) => (
                 c.header.ack,
                 if c.header.flags.compression {
-                    slot.token
+                    hot.token()
                 } else {
                     c.token
                 },
@@ -844,23 +904,24 @@ impl<A: Copy + Eq + Hash, const N: usize, const E: usize> Server<A, N, E> {
             let reply = ControlPacket {
                 ack: 0,
                 control: Control::ConnectAccept,
-                token: slot.token,
+                token: hot.token(),
             };
             if reply.buffer_len() <= data.len() {
-                Self::queue_out(&mut self.dirty, from, slot, OUT_CONNECT_ACCEPT);
+                let cold = Self::cold_mut(&mut self.cold, slot);
+                Self::queue_out(&mut self.dirty, slot, cold, OUT_CONNECT_ACCEPT);
             }
             return None;
         }
-        if token != slot.token {
+        if token != hot.token() {
             self.stats.dropped_wrong_token = self.stats.dropped_wrong_token.wrapping_add(1);
             return None;
         }
-        if !ack_in_range(ack, slot.peer_ack, slot.sequence) {
+        if !ack_in_range(ack, hot.peer_ack(), hot.sequence) {
             self.stats.dropped_bad_ack = self.stats.dropped_bad_ack.wrapping_add(1);
             return None;
         }
-        slot.peer_ack = ack;
-        slot.last_recv = now;
+        hot.set_peer_ack(ack);
+        hot.last_recv = now;
         if !parsed.warnings.is_empty() {
             self.stats.warnings = self.stats.warnings.wrapping_add(1);
         }
@@ -868,8 +929,8 @@ impl<A: Copy + Eq + Hash, const N: usize, const E: usize> Server<A, N, E> {
             Packet::Control(c) => {
                 match c.control {
                     Control::Close(reason) => {
-                        let online = slot.online;
-                        self.peers.remove_at(pos);
+                        let online = hot.online();
+                        self.peers.remove(slot);
                         if online {
                             let cause = PeerCloseCause::PeerClosed {
                                 reason: reason.to_text(),
@@ -890,10 +951,10 @@ impl<A: Copy + Eq + Hash, const N: usize, const E: usize> Server<A, N, E> {
                 None
             }
             Packet::Chunks(c) => {
-                if !slot.online {
+                if !hot.online() {
                     // VanillaPolicy::Pending: the first chunk packet completes the connect
-                    slot.online = true;
-                    slot.out &= !OUT_CONNECT_ACCEPT;
+                    hot.set_online();
+                    Self::cold_mut(&mut self.cold, slot).out &= !OUT_CONNECT_ACCEPT;
                     self.stats.peers_admitted = self.stats.peers_admitted.wrapping_add(1);
                     let _ = self.events.push_back(ServerEvent::PeerConnected {
                         peer: from,
@@ -911,16 +972,16 @@ impl<A: Copy + Eq + Hash, const N: usize, const E: usize> Server<A, N, E> {
         }
     }
 
-    /// The next shutdown CLOSE, as (entry index, frame)
+    /// The next shutdown CLOSE, as (peer, frame)
     fn shutdown_frame(&self) -> Option<(A, ControlPacket<'_>)> {
-        let bucket = self.peers.get(self.shutdown.tx)?;
-        let slot = &bucket.value;
+        let entry = self.peers.get(self.shutdown.tx)?;
+        let cold = &self.cold[self.shutdown.tx & (N - 1)];
         Some((
-            bucket.key,
+            entry.key,
             ControlPacket {
-                ack: slot.ack,
+                ack: cold.ack,
                 control: Control::Close(Reason::from_str(&self.shutdown_reason)),
-                token: slot.token,
+                token: entry.value.token(),
             },
         ))
     }
@@ -969,22 +1030,24 @@ impl<A: Copy + Eq + Hash, const N: usize, const E: usize> Server<A, N, E> {
             }));
         }
         // bounded: every iteration pops an entry or returns
-        while let Some(&addr) = self.dirty.front() {
-            let key = self.key(addr);
-            let Some(slot) = self.peers.lookup_mut(key, &addr) else {
+        while let Some(&slot) = self.dirty.front() {
+            let slot = slot as usize;
+            let Some(entry) = self.peers.get(slot) else {
                 self.dirty.pop_front();
                 continue;
             };
-            let Some((packet, bit)) = slot.next_frame() else {
-                slot.queued = false;
+            let addr = entry.key;
+            let cold = Self::cold_mut(&mut self.cold, slot);
+            let Some((packet, bit)) = next_frame(&entry.value, cold) else {
+                cold.queued = false;
                 self.dirty.pop_front();
                 continue;
             };
             let len = packet.emit(buf)?;
-            slot.out &= !bit;
-            slot.last_send = now;
-            if slot.out == 0 {
-                slot.queued = false;
+            cold.out &= !bit;
+            cold.last_send = now;
+            if cold.out == 0 {
+                cold.queued = false;
                 self.dirty.pop_front();
             }
             if bit == OUT_KEEP_ALIVE {
@@ -1038,10 +1101,9 @@ impl<A: Copy + Eq + Hash, const N: usize, const E: usize> Machine for Server<A, 
         if self.events.is_full() {
             return Err(InputError::EventQueueFull);
         }
-        let key = self.key(from);
-        // one table lookup per datagram; the entry is then reached by index
-        if let Some(pos) = self.peers.find(key, &from) {
-            Ok(match self.handle_known(now, from, pos, data) {
+        // one table lookup per datagram; the entry is then reached by its slot
+        if let Some(slot) = self.peers.find(&from) {
+            Ok(match self.handle_known(now, from, slot, data) {
                 Some(app) => Received::with_app(n, app),
                 None => Received::consumed(n),
             })
@@ -1075,20 +1137,18 @@ impl<A: Copy + Eq + Hash, const N: usize, const E: usize> Machine for Server<A, 
             let Some(entry) = self.timers.pop() else {
                 break;
             };
-            let key = self.key(entry.addr);
-            let Some(pos) = self.peers.find(key, &entry.addr) else {
-                continue; // stale: the slot is gone
+            let slot = entry.slot as usize;
+            let Some((&addr, hot)) = self.peers.get_mut(slot) else {
+                continue; // stale: the slot is free
             };
-            let Some(slot) = self.peers.value_mut(pos) else {
-                continue;
-            };
-            if slot.gen != entry.gen {
-                continue; // stale: an earlier admission of this address
+            let cold = Self::cold_mut(&mut self.cold, slot);
+            if cold.gen != entry.gen {
+                continue; // stale: an earlier occupant of the slot
             }
-            if now >= slot.last_recv + config.timeout {
-                if slot.online {
+            if now >= hot.last_recv + config.timeout {
+                if hot.online() {
                     let event = ServerEvent::PeerClosed {
-                        peer: entry.addr,
+                        peer: addr,
                         cause: PeerCloseCause::Timeout,
                     };
                     if self.events.push_back(event).is_err() {
@@ -1101,23 +1161,23 @@ impl<A: Copy + Eq + Hash, const N: usize, const E: usize> Machine for Server<A, 
                 } else {
                     self.stats.pending_timed_out = self.stats.pending_timed_out.wrapping_add(1);
                 }
-                self.peers.remove_at(pos);
+                self.peers.remove(slot);
                 continue;
             }
-            if slot.out == 0 {
-                if now >= slot.last_send + slot.send_interval(&config) {
-                    let bit = if slot.online {
+            if cold.out == 0 {
+                if now >= cold.last_send + hot.send_interval(&config) {
+                    let bit = if hot.online() {
                         OUT_KEEP_ALIVE
                     } else {
                         OUT_CONNECT_ACCEPT
                     };
-                    Self::queue_out(&mut self.dirty, entry.addr, slot, bit);
+                    Self::queue_out(&mut self.dirty, slot, cold, bit);
                 }
-            } else if !slot.queued && self.dirty.push_back(entry.addr).is_ok() {
+            } else if !cold.queued && self.dirty.push_back(entry.slot).is_ok() {
                 // its earlier queueing failed (stale entries filled the queue): retry
-                slot.queued = true;
+                cold.queued = true;
             }
-            let at = slot.timer_at(&config, now);
+            let at = timer_at(hot, cold, &config, now);
             self.push_timer(TimerEntry { at, ..entry });
         }
     }
@@ -1154,8 +1214,8 @@ impl<A: Copy + Eq + Hash, const N: usize, const E: usize> Machine for Server<A, 
                 let len = packet.emit(buf)?;
                 self.shutdown.tx = self
                     .peers
-                    .next_occupied(self.shutdown.tx.saturating_add(1))
-                    .unwrap_or(PeerTable::<A, N>::SLOTS);
+                    .next_live(self.shutdown.tx.saturating_add(1))
+                    .unwrap_or(self.shutdown.end);
                 Ok(Some(Transmit {
                     to,
                     len,
@@ -1177,16 +1237,16 @@ impl<A: Copy + Eq + Hash, const N: usize, const E: usize> Machine for Server<A, 
         while self.shutdown.ev < self.shutdown.tx {
             let entry = self.peers.get(self.shutdown.ev);
             self.shutdown.ev = self.shutdown.ev.saturating_add(1);
-            if let Some(bucket) = entry {
-                if bucket.value.online {
+            if let Some(entry) = entry {
+                if entry.value.online() {
                     return Some(ServerEvent::PeerClosed {
-                        peer: bucket.key,
+                        peer: entry.key,
                         cause: PeerCloseCause::Shutdown,
                     });
                 }
             }
         }
-        if self.shutdown.ev >= PeerTable::<A, N>::SLOTS {
+        if self.shutdown.ev >= self.shutdown.end {
             self.peers.clear();
             self.state = ServerState::Stopped;
             return Some(ServerEvent::ShutdownComplete);
@@ -1320,12 +1380,18 @@ mod tests {
     }
 
     #[test]
-    fn peer_slot_fits_64_bytes() {
-        assert!(
-            core::mem::size_of::<PeerSlot>() <= 64,
-            "{}",
-            core::mem::size_of::<PeerSlot>()
-        );
+    fn per_peer_memory_layout() {
+        use core::mem::size_of;
+        // what a datagram touches: one 4-byte index bucket and a 24-byte slot (u32 key)
+        assert_eq!(size_of::<PeerHot>(), 16);
+        assert_eq!(size_of::<crate::game::table::Slot<u32, PeerHot>>(), 24);
+        assert_eq!(size_of::<PeerCold>(), 16);
+        assert_eq!(size_of::<TimerEntry>(), 16);
+        // per peer of capacity: 2 buckets (8) + slot (24) + free-list entry (4) + cold (16) +
+        // timer entry (16) + transmit-queue entry (4) = 72 bytes, plus a fixed part
+        let fixed = size_of::<Server<u32, 2>>() - 2 * 72;
+        assert_eq!(size_of::<Server<u32, 1024>>(), fixed + 1024 * 72);
+        assert_eq!(size_of::<Server<u32, 65536>>(), fixed + 65536 * 72);
     }
 
     #[test]

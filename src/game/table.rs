@@ -1,41 +1,86 @@
-//! The game server's peer table: open addressing with linear probing and backward-shift deletion
+//! The game server's peer table: a small open-addressing index in front of a dense slot array
 //!
-//! A `Table<K, V, N>` holds at most `N` entries in `2 × N` buckets (`N` a power of two, checked
-//! at compile time), so the load factor never exceeds 50 % and an unsuccessful probe ends at an
-//! empty bucket after a short run. Deletion shifts the following run back instead of leaving
-//! tombstones, so churn (admit, time out, admit ...) does not lengthen probe sequences.
-//! Positions are `u32`-sized (no 65 536 cap); a lookup touches the home bucket and, on a
-//! collision, its neighbours — usually one cache line.
+//! A `Table<K, V, S, N>` holds at most `N` entries (`N` a power of two, checked at compile time).
+//! Entries live in a dense array of `N` slots and keep their slot number for as long as they
+//! exist, so the caller can keep per-slot side arrays and refer to an entry by its slot number.
+//! Keys are found through an index of `2 × N` 32-bit buckets (load factor ≤ 50 %, linear
+//! probing, backward-shift deletion: no tombstones, so churn does not lengthen probes). A bucket
+//! holds the slot number plus the high bits of the key's hash as a tag, so a probe reads the
+//! key of a slot only when the tag matches: a lookup touches one index bucket and one slot.
 //!
-//! The caller supplies the hash of every key (a keyed hash: clients must not be able to pick
-//! colliding addresses). Even with every key in one bucket a probe visits at most `len + 1`
-//! buckets, and `len <= N` (the server caps it further with `max_peers`).
+//! Why two arrays: with `N = 65 536` the index is 512 KiB and a `u32`-keyed slot 24 bytes, so
+//! everything a datagram touches stays within a core's L2 cache; buckets holding the whole
+//! slot (the previous layout, 48 bytes each at 50 % load) made the table 7.6 MB and each
+//! datagram a cache and TLB miss.
 //!
-//! [`PeerHasher`] is the keyed hash the server uses: a folded 64 × 64 → 128-bit multiply per
+//! The table hashes keys itself with its [`KeyHash`] (a keyed hash: clients must not be able to
+//! pick colliding addresses). Even with every key in one bucket a probe visits at most
+//! `len + 1` buckets, and `len <= N` (the server caps it further with `max_peers`).
+//!
+//! [`PeerHashKey`] is the keyed hash the server uses: a folded 64 × 64 → 128-bit multiply per
 //! word of the key's `Hash` stream, keyed by 16 bytes derived from the server secret. It is not a
 //! MAC (tokens still use SipHash-2-4), only a placement hash that an off-path client cannot
 //! predict; a few nanoseconds per datagram instead of a SipHash.
 
 use core::hash::{Hash, Hasher};
 
-/// One occupied bucket: the key's hash (for placement and backward shift), the key, the value
+use heapless::Vec;
+
+/// The 32-bit placement hash of a key
+pub(crate) trait KeyHash<K: ?Sized> {
+    /// Hash of `key`
+    fn hash_key(&self, key: &K) -> u32;
+}
+
+/// One slot: the key, whether the slot is in use, the value
+///
+/// A free slot keeps its last key and value (they are never read again).
 #[derive(Debug, Clone, Copy)]
-pub(crate) struct Bucket<K, V> {
-    pub(crate) hash: u32,
+pub(crate) struct Slot<K, V> {
     pub(crate) key: K,
+    live: bool,
     pub(crate) value: V,
 }
 
-/// Open-addressing table of at most `N` entries in `2 × N` buckets (see the module docs)
+/// Open-addressing index of `2 × N` buckets in front of `N` dense slots (see the module docs)
 ///
-/// The buckets are stored as two halves of `N` each because `[T; 2 * N]` is not expressible on
-/// stable Rust; a position `p` in `0..2N` lives at `halves[p / N][p % N]`.
-pub(crate) struct Table<K, V, const N: usize> {
-    halves: [[Option<Bucket<K, V>>; N]; 2],
+/// The index is stored as two halves of `N` buckets because `[T; 2 * N]` is not expressible on
+/// stable Rust; a position `p` in `0..2N` lives at `index[p / N][p % N]`.
+pub(crate) struct Table<K, V, S, const N: usize> {
+    hasher: S,
+    /// 0 = empty, else `tag | (slot + 1)` (see [`Table::word`])
+    index: [[u32; N]; 2],
+    /// Slots handed out so far (free ones included); never shrinks except in `clear`
+    slots: Vec<Slot<K, V>, N>,
+    /// Free slot numbers, reused last-freed first
+    free: Vec<u32, N>,
     len: u32,
 }
 
-impl<K, V, const N: usize> Table<K, V, N> {
+impl<K, V, S, const N: usize> Table<K, V, S, N> {
+    /// Compile-time check of `N`
+    const CHECK: () = assert!(
+        N.is_power_of_two() && N >= 2 && N <= 1 << 30,
+        "the peer table size N must be a power of two, at least 2 and at most 2^30"
+    );
+    /// Number of index buckets
+    pub(crate) const BUCKETS: usize = 2 * N;
+    /// Low bits of a hash: the home bucket; low bits of a bucket word: slot + 1 (1..=N < 2N)
+    const POS_MASK: u32 = (2 * N - 1) as u32;
+
+    /// An empty table placing keys with `hasher`
+    pub(crate) const fn new(hasher: S) -> Self {
+        #[allow(clippy::let_unit_value)]
+        let () = Self::CHECK;
+        Table {
+            hasher,
+            index: [[0; N]; 2],
+            slots: Vec::new(),
+            free: Vec::new(),
+            len: 0,
+        }
+    }
+
     /// Number of entries
     pub(crate) fn len(&self) -> usize {
         self.len as usize
@@ -45,158 +90,220 @@ impl<K, V, const N: usize> Table<K, V, N> {
     pub(crate) fn is_full(&self) -> bool {
         self.len as usize >= N
     }
-}
 
-impl<K: Copy + Eq, V: Copy, const N: usize> Table<K, V, N> {
-    /// Compile-time check of `N`
-    const CHECK: () = assert!(
-        N.is_power_of_two() && N <= 1 << 30,
-        "the peer table size N must be a power of two, at most 2^30"
-    );
-    const EMPTY: Option<Bucket<K, V>> = None;
-    const EMPTY_HALF: [Option<Bucket<K, V>>; N] = [Self::EMPTY; N];
-    /// Number of buckets
-    pub(crate) const SLOTS: usize = 2 * N;
-    const MASK: usize = 2 * N - 1;
-
-    /// An empty table
-    pub(crate) const fn new() -> Self {
-        #[allow(clippy::let_unit_value)]
-        let () = Self::CHECK;
-        Table {
-            halves: [Self::EMPTY_HALF; 2],
-            len: 0,
-        }
+    /// The bucket word of slot `slot` for a key hashed to `hash`: the hash bits above the
+    /// position bits as a tag, and `slot + 1` (never 0, so 0 marks an empty bucket)
+    #[inline]
+    const fn word(hash: u32, slot: usize) -> u32 {
+        (hash & !Self::POS_MASK) | (slot as u32 + 1)
     }
 
     #[inline]
-    fn bucket(&self, pos: usize) -> &Option<Bucket<K, V>> {
-        &self.halves[(pos / N) & 1][pos % N]
+    fn bucket(&self, pos: usize) -> u32 {
+        self.index[(pos / N) & 1][pos % N]
     }
 
     #[inline]
-    fn bucket_mut(&mut self, pos: usize) -> &mut Option<Bucket<K, V>> {
-        &mut self.halves[(pos / N) & 1][pos % N]
+    fn bucket_mut(&mut self, pos: usize) -> &mut u32 {
+        &mut self.index[(pos / N) & 1][pos % N]
     }
 
-    /// Position of `key` (hashed to `hash`), if present
-    #[inline]
-    pub(crate) fn find(&self, hash: u32, key: &K) -> Option<usize> {
-        let mut pos = hash as usize & Self::MASK;
-        // at least one bucket is empty (len <= N < 2N): the loop ends; bounded anyway
-        for _ in 0..=self.len {
-            match self.bucket(pos) {
-                None => return None,
-                Some(b) if b.hash == hash && b.key == *key => return Some(pos),
-                Some(_) => pos = (pos + 1) & Self::MASK,
-            }
-        }
-        None
+    /// The entry in `slot`, if that slot is in use
+    pub(crate) fn get(&self, slot: usize) -> Option<&Slot<K, V>> {
+        self.slots.get(slot).filter(|s| s.live)
     }
 
-    /// The entry at `pos`, if occupied
-    pub(crate) fn get(&self, pos: usize) -> Option<&Bucket<K, V>> {
-        if pos < Self::SLOTS {
-            self.bucket(pos).as_ref()
-        } else {
-            None
-        }
+    /// The value in `slot`, if that slot is in use
+    pub(crate) fn value_mut(&mut self, slot: usize) -> Option<&mut V> {
+        self.slots
+            .get_mut(slot)
+            .filter(|s| s.live)
+            .map(|s| &mut s.value)
     }
 
-    /// The value at `pos`, if occupied
-    pub(crate) fn value_mut(&mut self, pos: usize) -> Option<&mut V> {
-        if pos < Self::SLOTS {
-            self.bucket_mut(pos).as_mut().map(|b| &mut b.value)
-        } else {
-            None
-        }
+    /// The key and value in `slot`, if that slot is in use (the key stays read-only: it places
+    /// the entry in the index)
+    pub(crate) fn get_mut(&mut self, slot: usize) -> Option<(&K, &mut V)> {
+        self.slots
+            .get_mut(slot)
+            .filter(|s| s.live)
+            .map(|s| (&s.key, &mut s.value))
     }
 
-    /// The value of `key`
-    pub(crate) fn lookup(&self, hash: u32, key: &K) -> Option<&V> {
-        let pos = self.find(hash, key)?;
-        self.get(pos).map(|b| &b.value)
+    /// The first slot in use at or after `from`
+    pub(crate) fn next_live(&self, from: usize) -> Option<usize> {
+        let slots = self.slots.get(from..)?;
+        slots.iter().position(|s| s.live).map(|i| from + i)
     }
 
-    /// The value of `key`, mutably
-    pub(crate) fn lookup_mut(&mut self, hash: u32, key: &K) -> Option<&mut V> {
-        let pos = self.find(hash, key)?;
-        self.value_mut(pos)
+    /// Upper bound of the slot numbers in use (`next_live` returns less)
+    pub(crate) fn slot_limit(&self) -> usize {
+        self.slots.len()
     }
 
-    /// Insert `key` → `value` (replacing the value of an existing `key`); `Err` when the table
-    /// holds `N` entries already and `key` is new. Returns the position.
-    pub(crate) fn insert(&mut self, hash: u32, key: K, value: V) -> Result<usize, (K, V)> {
-        let mut pos = hash as usize & Self::MASK;
-        let full = self.is_full();
-        for _ in 0..=self.len {
-            match self.bucket_mut(pos) {
-                Some(b) if b.hash == hash && b.key == key => {
-                    b.value = value;
-                    return Ok(pos);
-                }
-                Some(_) => pos = (pos + 1) & Self::MASK,
-                empty @ None => {
-                    if full {
-                        return Err((key, value));
-                    }
-                    *empty = Some(Bucket { hash, key, value });
-                    self.len += 1;
-                    return Ok(pos);
-                }
-            }
-        }
-        // not reachable: len + 1 probes always meet an empty bucket
-        Err((key, value))
-    }
-
-    /// Remove the entry at `pos` (backward-shift deletion: no tombstones); returns its value
-    pub(crate) fn remove_at(&mut self, pos: usize) -> Option<V> {
-        if pos >= Self::SLOTS {
-            return None;
-        }
-        let removed = self.bucket_mut(pos).take()?;
-        self.len -= 1;
-        let mut hole = pos;
-        let mut i = (pos + 1) & Self::MASK;
-        // every iteration visits a new occupied bucket: at most len iterations
-        while let Some(b) = *self.bucket(i) {
-            let home = b.hash as usize & Self::MASK;
-            // the entry at `i` may move back to `hole` when `hole` lies on its probe path
-            // [home, i] (cyclically): its distance from home is at least the hole's distance
-            if (i.wrapping_sub(home) & Self::MASK) >= (i.wrapping_sub(hole) & Self::MASK) {
-                *self.bucket_mut(hole) = Some(b);
-                *self.bucket_mut(i) = None;
-                hole = i;
-            }
-            i = (i + 1) & Self::MASK;
-        }
-        Some(removed.value)
-    }
-
-    /// Remove `key`; returns its value
-    #[cfg(test)]
-    pub(crate) fn remove(&mut self, hash: u32, key: &K) -> Option<V> {
-        let pos = self.find(hash, key)?;
-        self.remove_at(pos)
-    }
-
-    /// The first occupied position at or after `from`
-    pub(crate) fn next_occupied(&self, from: usize) -> Option<usize> {
-        (from..Self::SLOTS).find(|&p| self.bucket(p).is_some())
-    }
-
-    /// All entries, in bucket order
-    pub(crate) fn iter(&self) -> impl Iterator<Item = &Bucket<K, V>> {
-        self.halves.iter().flatten().filter_map(Option::as_ref)
+    /// All entries with their slot numbers, in slot order
+    pub(crate) fn iter(&self) -> impl Iterator<Item = (usize, &Slot<K, V>)> {
+        self.slots.iter().enumerate().filter(|(_, s)| s.live)
     }
 
     /// Remove every entry; O(N)
     pub(crate) fn clear(&mut self) {
-        for half in &mut self.halves {
-            half.fill(None);
+        for half in &mut self.index {
+            half.fill(0);
         }
+        self.slots.clear();
+        self.free.clear();
         self.len = 0;
+    }
+}
+
+/// Where a probe for a key ended
+enum Probe {
+    /// Found at bucket `pos`, in slot `slot`
+    Found { pos: usize, slot: usize },
+    /// Not present; `Some(pos)`: the empty bucket where it would go
+    Missing(Option<usize>),
+}
+
+impl<K: Eq, V, S: KeyHash<K>, const N: usize> Table<K, V, S, N> {
+    #[inline]
+    fn probe(&self, hash: u32, key: &K) -> Probe {
+        let tag = hash & !Self::POS_MASK;
+        let mut pos = (hash & Self::POS_MASK) as usize;
+        // at least one bucket is empty (len <= N < 2N): the loop ends; bounded anyway
+        for _ in 0..=self.len {
+            let word = self.bucket(pos);
+            if word == 0 {
+                return Probe::Missing(Some(pos));
+            }
+            if word & !Self::POS_MASK == tag {
+                let slot = (word & Self::POS_MASK) as usize - 1;
+                if self.slots.get(slot).is_some_and(|s| s.key == *key) {
+                    return Probe::Found { pos, slot };
+                }
+            }
+            pos = (pos + 1) & (Self::BUCKETS - 1);
+        }
+        Probe::Missing(None)
+    }
+
+    /// Slot of `key`, if present
+    #[inline]
+    pub(crate) fn find(&self, key: &K) -> Option<usize> {
+        match self.probe(self.hasher.hash_key(key), key) {
+            Probe::Found { slot, .. } => Some(slot),
+            Probe::Missing(_) => None,
+        }
+    }
+
+    /// The value of `key`
+    pub(crate) fn lookup(&self, key: &K) -> Option<&V> {
+        let slot = self.find(key)?;
+        self.get(slot).map(|s| &s.value)
+    }
+
+    /// The value of `key`, mutably
+    pub(crate) fn lookup_mut(&mut self, key: &K) -> Option<&mut V> {
+        let slot = self.find(key)?;
+        self.value_mut(slot)
+    }
+
+    /// Insert `key` → `value` (replacing the value of an existing `key`); `Err` when the table
+    /// holds `N` entries already and `key` is new. Returns the slot.
+    pub(crate) fn insert(&mut self, key: K, value: V) -> Result<usize, (K, V)> {
+        let hash = self.hasher.hash_key(&key);
+        let pos = match self.probe(hash, &key) {
+            Probe::Found { slot, .. } => {
+                if let Some(s) = self.slots.get_mut(slot) {
+                    s.value = value;
+                }
+                return Ok(slot);
+            }
+            // not reachable: len + 1 probes always meet an empty bucket
+            Probe::Missing(None) => return Err((key, value)),
+            Probe::Missing(Some(_)) if self.is_full() => return Err((key, value)),
+            Probe::Missing(Some(pos)) => pos,
+        };
+        let entry = Slot {
+            key,
+            live: true,
+            value,
+        };
+        let slot = match self.free.pop() {
+            Some(slot) => {
+                let slot = slot as usize;
+                match self.slots.get_mut(slot) {
+                    Some(s) => *s = entry,
+                    // not reachable: only handed-out slots are freed
+                    None => return Err((entry.key, entry.value)),
+                }
+                slot
+            }
+            None => {
+                let slot = self.slots.len();
+                if let Err(e) = self.slots.push(entry) {
+                    // not reachable: fewer than N entries and no free slot means < N handed out
+                    return Err((e.key, e.value));
+                }
+                slot
+            }
+        };
+        *self.bucket_mut(pos) = Self::word(hash, slot);
+        self.len += 1;
+        Ok(slot)
+    }
+
+    /// Remove the entry in `slot` (backward-shift deletion in the index); returns it
+    pub(crate) fn remove(&mut self, slot: usize) -> Option<(K, V)>
+    where
+        K: Copy,
+        V: Copy,
+    {
+        let entry = *self.get(slot)?;
+        let hash = self.hasher.hash_key(&entry.key);
+        let Probe::Found { pos, .. } = self.probe(hash, &entry.key) else {
+            // not reachable: every live slot is indexed
+            return None;
+        };
+        *self.bucket_mut(pos) = 0;
+        let mask = Self::BUCKETS - 1;
+        let mut hole = pos;
+        let mut i = (pos + 1) & mask;
+        // every iteration visits a new occupied bucket and an empty one ends the run: at most
+        // len iterations
+        for _ in 0..self.len {
+            let word = self.bucket(i);
+            if word == 0 {
+                break;
+            }
+            let moved = (word & Self::POS_MASK) as usize - 1;
+            let home = match self.slots.get(moved) {
+                Some(s) => self.hasher.hash_key(&s.key) as usize & mask,
+                None => i, // not reachable; leaves the bucket where it is
+            };
+            // the entry at `i` may move back to `hole` when `hole` lies on its probe path
+            // [home, i] (cyclically): its distance from home is at least the hole's distance
+            if (i.wrapping_sub(home) & mask) >= (i.wrapping_sub(hole) & mask) {
+                *self.bucket_mut(hole) = word;
+                *self.bucket_mut(i) = 0;
+                hole = i;
+            }
+            i = (i + 1) & mask;
+        }
+        if let Some(s) = self.slots.get_mut(slot) {
+            s.live = false;
+        }
+        // capacity N >= slots handed out: cannot fail
+        let _ = self.free.push(slot as u32);
+        self.len -= 1;
+        Some((entry.key, entry.value))
+    }
+}
+
+impl<K: Hash + ?Sized> KeyHash<K> for PeerHashKey {
+    #[inline]
+    fn hash_key(&self, key: &K) -> u32 {
+        self.hash(key)
     }
 }
 
@@ -309,6 +416,15 @@ mod tests {
 
     use super::*;
 
+    /// Every key in one bucket: what an attacker who knew the hash key would aim for
+    struct Fixed(u32);
+
+    impl KeyHash<u32> for Fixed {
+        fn hash_key(&self, _: &u32) -> u32 {
+            self.0
+        }
+    }
+
     /// Deterministic xorshift for the churn test
     fn rng(state: &mut u64) -> u64 {
         *state ^= *state << 13;
@@ -317,68 +433,98 @@ mod tests {
         *state
     }
 
-    fn check_invariants<const N: usize>(t: &Table<u32, u32, N>) {
-        // every entry is reachable from its home without crossing an empty bucket
+    fn check_invariants<S: KeyHash<u32>, const N: usize>(t: &Table<u32, u32, S, N>) {
+        // every entry is reachable from its home without crossing an empty bucket, through a
+        // bucket naming its slot
         let mut count = 0;
-        for pos in 0..Table::<u32, u32, N>::SLOTS {
-            if let Some(b) = t.get(pos) {
-                count += 1;
-                assert_eq!(t.find(b.hash, &b.key), Some(pos));
-            }
+        for (slot, s) in t.iter() {
+            count += 1;
+            assert_eq!(t.find(&s.key), Some(slot));
         }
         assert_eq!(count, t.len());
+        // every non-empty bucket names a live slot, each slot at most once
+        let mut named = Vec::new();
+        for pos in 0..Table::<u32, u32, S, N>::BUCKETS {
+            let word = t.bucket(pos);
+            if word != 0 {
+                let slot = (word & Table::<u32, u32, S, N>::POS_MASK) as usize - 1;
+                assert!(t.get(slot).is_some(), "bucket {pos} names free slot {slot}");
+                named.push(slot);
+            }
+        }
+        named.sort_unstable();
+        named.dedup();
+        assert_eq!(named.len(), t.len());
+        // free + live slots are exactly the slots handed out
+        assert_eq!(t.free.len() + t.len(), t.slot_limit());
     }
 
     #[test]
     fn insert_lookup_remove() {
-        let key = PeerHashKey::new([3; 16]);
-        let mut t: Table<u32, u32, 8> = Table::new();
+        let mut t: Table<u32, u32, _, 8> = Table::new(PeerHashKey::new([3; 16]));
         assert_eq!(t.len(), 0);
         for k in 0..8u32 {
-            assert!(t.insert(key.hash(&k), k, k * 10).is_ok());
+            assert_eq!(t.insert(k, k * 10), Ok(k as usize), "dense slots in order");
         }
         assert!(t.is_full());
         check_invariants(&t);
         for k in 0..8u32 {
-            assert_eq!(t.lookup(key.hash(&k), &k), Some(&(k * 10)));
+            assert_eq!(t.lookup(&k), Some(&(k * 10)));
         }
-        assert_eq!(t.lookup(key.hash(&99u32), &99), None);
+        assert_eq!(t.lookup(&99), None);
         // replacing an existing key works when full; a new key is refused
-        assert!(t.insert(key.hash(&3u32), 3, 33).is_ok());
-        assert_eq!(t.lookup(key.hash(&3u32), &3), Some(&33));
-        assert_eq!(t.insert(key.hash(&8u32), 8, 80), Err((8, 80)));
+        assert_eq!(t.insert(3, 33), Ok(3));
+        assert_eq!(t.lookup(&3), Some(&33));
+        assert_eq!(t.insert(8, 80), Err((8, 80)));
         assert_eq!(t.len(), 8);
-        assert_eq!(t.remove(key.hash(&3u32), &3), Some(33));
-        assert_eq!(t.remove(key.hash(&3u32), &3), None);
+        assert_eq!(t.remove(3), Some((3, 33)));
+        assert_eq!(t.remove(3), None);
+        assert_eq!(t.get(3).map(|s| s.key), None);
+        assert_eq!(t.find(&3), None);
         check_invariants(&t);
-        assert!(t.insert(key.hash(&8u32), 8, 80).is_ok());
-        *t.lookup_mut(key.hash(&8u32), &8).unwrap() += 1;
-        assert_eq!(t.lookup(key.hash(&8u32), &8), Some(&81));
+        // the freed slot is reused; the other slots did not move
+        assert_eq!(t.insert(8, 80), Ok(3));
+        for k in [0u32, 1, 2, 4, 5, 6, 7, 8] {
+            let slot = if k == 8 { 3 } else { k as usize };
+            assert_eq!(t.find(&k), Some(slot));
+        }
+        *t.lookup_mut(&8).unwrap() += 1;
+        assert_eq!(t.lookup(&8), Some(&81));
         assert_eq!(t.iter().count(), 8);
+        assert_eq!(t.next_live(3), Some(3));
         t.clear();
         assert_eq!(t.len(), 0);
-        assert_eq!(t.next_occupied(0), None);
+        assert_eq!(t.next_live(0), None);
+        assert_eq!(t.find(&8), None);
+        check_invariants(&t);
     }
 
     #[test]
     fn churn_with_backward_shift_matches_a_model() {
-        let key = PeerHashKey::new([9; 16]);
-        let mut t: Table<u32, u32, 64> = Table::new();
-        let mut model: HashMap<u32, u32> = HashMap::new();
+        let mut t: Table<u32, u32, _, 64> = Table::new(PeerHashKey::new([9; 16]));
+        // key -> (slot, value)
+        let mut model: HashMap<u32, (usize, u32)> = HashMap::new();
         let mut s = 0x1234_5678_9abc_def0;
         for step in 0..20_000u32 {
             let k = (rng(&mut s) % 200) as u32;
-            let h = key.hash(&k);
             if rng(&mut s) % 2 == 0 {
-                let r = t.insert(h, k, step);
-                if model.len() < 64 || model.contains_key(&k) {
-                    assert!(r.is_ok());
-                    model.insert(k, step);
+                let r = t.insert(k, step);
+                if let Some(&(slot, _)) = model.get(&k) {
+                    assert_eq!(r, Ok(slot), "a replaced key keeps its slot");
+                    model.insert(k, (slot, step));
+                } else if model.len() < 64 {
+                    let slot = r.expect("room left");
+                    assert!(model.values().all(|&(o, _)| o != slot), "slot in use");
+                    model.insert(k, (slot, step));
                 } else {
-                    assert!(r.is_err());
+                    assert_eq!(r, Err((k, step)));
                 }
             } else {
-                assert_eq!(t.remove(h, &k), model.remove(&k));
+                let found = t.find(&k);
+                assert_eq!(found, model.get(&k).map(|&(slot, _)| slot));
+                if let Some(slot) = found {
+                    assert_eq!(t.remove(slot), model.remove(&k).map(|(_, v)| (k, v)));
+                }
             }
             assert_eq!(t.len(), model.len());
             if step % 512 == 0 {
@@ -386,59 +532,86 @@ mod tests {
             }
         }
         check_invariants(&t);
-        for (k, v) in &model {
-            assert_eq!(t.lookup(key.hash(k), k), Some(v));
+        for (k, (slot, v)) in &model {
+            assert_eq!(t.find(k), Some(*slot));
+            assert_eq!(t.lookup(k), Some(v));
         }
     }
 
     #[test]
     fn colliding_keys_wrap_around_and_shift_back() {
-        // all keys in the last bucket: the run wraps around the end of the table
-        let mut t: Table<u32, u32, 4> = Table::new();
-        let h = 7; // bucket 7 of 8
+        // all keys in the last bucket: the run wraps around the end of the index
+        let mut t: Table<u32, u32, _, 4> = Table::new(Fixed(7)); // bucket 7 of 8
         for k in 0..4u32 {
-            assert!(t.insert(h, k, k).is_ok());
+            assert!(t.insert(k, k).is_ok());
         }
-        assert_eq!(t.insert(h, 4, 4), Err((4, 4)));
+        assert_eq!(t.insert(4, 4), Err((4, 4)));
         check_invariants(&t);
-        assert_eq!(t.remove(h, &1), Some(1));
+        assert_eq!(t.remove(1), Some((1, 1)));
         check_invariants(&t);
-        assert_eq!(t.remove(h, &0), Some(0));
+        assert_eq!(t.remove(0), Some((0, 0)));
         check_invariants(&t);
         // the remaining two are back in buckets 7 and 0
-        assert!(t.get(7).is_some() && t.get(0).is_some() && t.get(1).is_none());
+        assert!(t.bucket(7) != 0 && t.bucket(0) != 0 && t.bucket(1) == 0);
         for k in [2u32, 3] {
-            assert_eq!(t.lookup(h, &k), Some(&k));
+            assert_eq!(t.lookup(&k), Some(&k));
         }
     }
 
     #[test]
     fn adversarial_same_bucket_keys_stay_correct_and_bounded() {
-        // a hash that puts every key into one bucket (what an attacker who knew the key would
-        // aim for): correctness holds and a probe never passes more than len + 1 buckets
+        // every key in one bucket: correctness holds and a probe never passes more than
+        // len + 1 buckets
         const N: usize = 256;
-        let mut t: Table<u32, u32, N> = Table::new();
+        let mut t: Table<u32, u32, _, N> = Table::new(Fixed(42));
         let max_peers = 100u32;
         for k in 0..max_peers {
-            assert!(t.insert(42, k, k).is_ok());
+            assert!(t.insert(k, k).is_ok());
         }
         check_invariants(&t);
         // the longest probe (last key, or a miss) ends within len + 1 buckets
-        let last = t.find(42, &(max_peers - 1)).unwrap();
-        assert_eq!(last, 42 + max_peers as usize - 1);
-        assert_eq!(t.find(42, &1000), None);
+        let Probe::Found { pos, .. } = t.probe(42, &(max_peers - 1)) else {
+            panic!("last key not found");
+        };
+        assert_eq!(pos, 42 + max_peers as usize - 1);
+        assert!(matches!(
+            t.probe(42, &1000),
+            Probe::Missing(Some(p)) if p == 42 + max_peers as usize
+        ));
         // churn in the collision run
         for k in (0..max_peers).step_by(3) {
-            assert_eq!(t.remove(42, &k), Some(k));
+            let slot = t.find(&k).unwrap();
+            assert_eq!(t.remove(slot), Some((k, k)));
         }
         check_invariants(&t);
         let left: Vec<u32> = (0..max_peers).filter(|k| k % 3 != 0).collect();
         for k in &left {
-            assert_eq!(t.lookup(42, k), Some(k));
+            assert_eq!(t.lookup(k), Some(k));
         }
         // the run is compact again: no tombstones, no holes
-        let run = (42..42 + left.len()).all(|p| t.get(p).is_some());
-        assert!(run && t.get(42 + left.len()).is_none());
+        let run = (42..42 + left.len()).all(|p| t.bucket(p) != 0);
+        assert!(run && t.bucket(42 + left.len()) == 0);
+    }
+
+    #[test]
+    fn tags_keep_probes_off_other_slots() {
+        // two keys with the same home bucket but different tags: the tag alone tells them
+        // apart, and a key with a matching tag is still compared
+        struct ByKey;
+        impl KeyHash<u32> for ByKey {
+            fn hash_key(&self, key: &u32) -> u32 {
+                // home bucket 5 of 16 for every key; tag = the key above the position bits
+                5 | (key << 4)
+            }
+        }
+        let mut t: Table<u32, u32, _, 8> = Table::new(ByKey);
+        assert!(t.insert(1, 10).is_ok());
+        assert!(t.insert(2, 20).is_ok());
+        assert_eq!(t.lookup(&2), Some(&20));
+        assert_eq!(t.lookup(&3), None);
+        // 1 + 2^28 has the same tag bits as 1 in a 32-bit word: compared by key, not found
+        assert_eq!(t.lookup(&(1 + (1 << 28))), None);
+        check_invariants(&t);
     }
 
     #[test]
