@@ -56,22 +56,25 @@
 //! exceeds 50 %, so a lookup is O(1) and short at any `N`, and deletion shifts buckets back
 //! instead of leaving tombstones, so churn does not slow it down. A bucket holds the slot
 //! number and a tag of the key's hash, so a datagram from a known peer reads one bucket and one
-//! slot. The slot holds the key and the 16 bytes every datagram needs (last receive time,
-//! token, ack, sequence, online flag); what only timers and sends need (last send time, the ack
-//! we send, queued output, admission number) sits in an array beside it. The index is placed
+//! slot. The slot holds the key and the 12 bytes every datagram needs (last receive time as a
+//! 32-bit millisecond stamp, token, ack, sequence, online flag); what only timers and sends
+//! need (last send time, the ack we send, queued output, admission number) sits in an array
+//! beside it. Receive times are kept at 1 ms resolution, rounded up: a timeout fires up to 1 ms
+//! after the exact deadline (exactly on it for whole-millisecond times). The index is placed
 //! by a cheap keyed hash (a folded multiply per word of `A`'s `Hash` stream) whose key is
 //! derived from the secret, so that clients cannot pick colliding addresses; SipHash is only
 //! used to mint tokens (stateless CONNECT and ACCEPT), never per datagram of a known peer,
 //! whose token is compared with the one stored in its slot.
 //!
 //! Memory grows linearly with `N`. Per peer of capacity: two index buckets (8 bytes), one slot
-//! (`A`, a flag and 16 bytes of state: 24 bytes for `A = u32`), a free-list entry (4), the
-//! state beside the table (16), one timer-heap entry (16) and one transmit-queue entry (4),
-//! plus a fixed part: 72 bytes per peer for `A = u32` (`Server<u32, 65536>` is 4,721,080
-//! bytes: build large servers in a `Box` or a `static`). With 65,536 peers the index and the
-//! slots — all a KEEP_ALIVE touches — are 2 MiB.
+//! (`A` and 12 bytes of state: 16 bytes for `A = u32`), a free-list entry (4), the state
+//! beside the table (16), one timer-heap entry (16) and one transmit-queue entry (4), plus a
+//! fixed part: 64 bytes per peer for `A = u32` (`Server<u32, 65536>` is about 4.2 MB: build
+//! large servers in a `Box` or a `static`). With 65,536 peers the index and the slots — all a
+//! KEEP_ALIVE touches — are 1.5 MiB.
 
 use core::hash::Hash;
+use core::num::NonZeroU32;
 
 use heapless::binary_heap::{BinaryHeap, Min};
 use heapless::Deque;
@@ -220,30 +223,58 @@ const OUT_CONNECT_ACCEPT: u8 = 1;
 /// Pending-output bit: KEEP_ALIVE to this peer
 const OUT_KEEP_ALIVE: u8 = 2;
 
-/// Bit of [`PeerHot::peer_ack`] set for an online peer (acks use the low 10 bits)
-const ONLINE_BIT: u16 = 0x8000;
+/// [`PeerHot::bits`]: the peer's last ack (bits 0..10)
+const ACK_MASK: u32 = 0x3FF;
+/// [`PeerHot::bits`]: our own sequence towards the peer (bits 10..20)
+const SEQUENCE_SHIFT: u32 = 10;
+/// [`PeerHot::bits`]: admitted and announced (`PeerConnected`); a vanilla pending slot is not
+const ONLINE_BIT: u32 = 1 << 30;
+/// [`PeerHot::bits`]: always set, so the field is never zero and `Option<PeerHot>` needs no tag
+const PRESENT: NonZeroU32 = match NonZeroU32::new(1 << 31) {
+    Some(v) => v,
+    None => panic!("1 << 31 is not zero"),
+};
 
-/// The per-peer state every datagram from the peer reads or writes; 16 bytes, stored with the
-/// key in the table's slot
+/// A peer's last receive time as kept in its slot: milliseconds since the caller's epoch,
+/// rounded up, low 32 bits (wraps every 49.7 days; see [`unstamp`])
+#[inline]
+fn stamp(t: Instant) -> u32 {
+    t.as_micros().div_ceil(1_000) as u32
+}
+
+/// The instant of a [`stamp`]: the latest whole millisecond at or before `now` (rounded up)
+/// whose low 32 bits are `stamp`
+///
+/// Exact while the stamp is younger than 2^32 ms (49.7 days). A peer is looked at by its timer
+/// at least every keep-alive interval and removed after the timeout, so a stamp is that old
+/// only if `handle_timeout` was not called for 49 days while the peer stayed silent; the peer
+/// then looks younger than it is and times out one timeout later.
+#[inline]
+fn unstamp(stamp: u32, now: Instant) -> Instant {
+    let now_ms = now.as_micros().div_ceil(1_000);
+    let age = (now_ms as u32).wrapping_sub(stamp);
+    Instant::from_millis(now_ms.saturating_sub(u64::from(age)))
+}
+
+/// The per-peer state every datagram from the peer reads or writes; 12 bytes, stored with the
+/// key in the table's slot (16 bytes with a `u32` key)
 #[derive(Debug, Clone, Copy)]
 struct PeerHot {
-    last_recv: Instant,
     /// The peer's token; [`Token::UNSUPPORTED`] (00 00 00 00, never minted) for a vanilla peer
     token: Token,
-    /// The last ack the peer sent (mod 1024), plus [`ONLINE_BIT`] once admitted and announced
-    /// (`PeerConnected`); a vanilla pending slot is not online
-    peer_ack: u16,
-    /// Our own last vital sequence towards the peer (upper end of its accepted ack range)
-    sequence: u16,
+    /// When the last accepted datagram arrived (a [`stamp`]: 1 ms resolution, so a timeout
+    /// fires up to 1 ms after the exact deadline)
+    last_recv: u32,
+    /// The last ack the peer sent, our sequence towards it, [`ONLINE_BIT`], [`PRESENT`]
+    bits: NonZeroU32,
 }
 
 impl PeerHot {
     fn new(now: Instant, token: Option<Token>, online: bool) -> Self {
         PeerHot {
-            last_recv: now,
             token: token.unwrap_or(Token::UNSUPPORTED),
-            peer_ack: if online { ONLINE_BIT } else { 0 },
-            sequence: 0,
+            last_recv: stamp(now),
+            bits: PRESENT | if online { ONLINE_BIT } else { 0 },
         }
     }
 
@@ -258,21 +289,40 @@ impl PeerHot {
 
     #[inline]
     fn online(&self) -> bool {
-        self.peer_ack & ONLINE_BIT != 0
+        self.bits.get() & ONLINE_BIT != 0
     }
 
+    fn set_online(&mut self) {
+        self.bits |= ONLINE_BIT;
+    }
+
+    /// The last ack the peer sent (mod 1024)
     #[inline]
     fn peer_ack(&self) -> u16 {
-        self.peer_ack & !ONLINE_BIT
+        (self.bits.get() & ACK_MASK) as u16
     }
 
     #[inline]
     fn set_peer_ack(&mut self, ack: u16) {
-        self.peer_ack = (self.peer_ack & ONLINE_BIT) | (ack % ACK_MODULO);
+        self.bits = PRESENT | (self.bits.get() & !ACK_MASK) | (u32::from(ack) & ACK_MASK);
     }
 
-    fn set_online(&mut self) {
-        self.peer_ack |= ONLINE_BIT;
+    /// Our own last vital sequence towards the peer (upper end of its accepted ack range)
+    #[inline]
+    fn sequence(&self) -> u16 {
+        ((self.bits.get() >> SEQUENCE_SHIFT) & ACK_MASK) as u16
+    }
+
+    fn set_sequence(&mut self, sequence: u16) {
+        let mask = ACK_MASK << SEQUENCE_SHIFT;
+        self.bits = PRESENT
+            | (self.bits.get() & !mask)
+            | ((u32::from(sequence) & ACK_MASK) << SEQUENCE_SHIFT);
+    }
+
+    /// When the last accepted datagram arrived (1 ms resolution, judged at `now`)
+    fn last_recv(&self, now: Instant) -> Instant {
+        unstamp(self.last_recv, now)
     }
 
     /// Interval of the send timer: keep-alive when online, CONNECT_ACCEPT resend when pending
@@ -352,7 +402,7 @@ fn next_frame(hot: &PeerHot, cold: &PeerCold) -> Option<(ControlPacket<'static>,
 /// frame is queued (`out != 0`) the send timer restarts when that frame goes out, which is not
 /// before `now`, so `now + interval` is a safe lower bound.
 fn timer_at(hot: &PeerHot, cold: &PeerCold, config: &ServerConfig, now: Instant) -> Instant {
-    let timeout = hot.last_recv + config.timeout;
+    let timeout = hot.last_recv(now) + config.timeout;
     let interval = hot.send_interval(config);
     let send = if cold.out != 0 {
         now + interval
@@ -531,10 +581,10 @@ impl<A: Copy + Eq + Hash, const N: usize, const E: usize> Server<A, N, E> {
     /// Replace the heap by one fresh entry per slot (drops stale entries); O(N log N)
     fn rebuild_timers(&mut self, now: Instant) {
         self.timers.clear();
-        for (slot, entry) in self.peers.iter() {
+        for (slot, _, hot) in self.peers.iter() {
             let cold = &self.cold[slot & (N - 1)];
             let entry = TimerEntry {
-                at: timer_at(&entry.value, cold, &self.config, now),
+                at: timer_at(hot, cold, &self.config, now),
                 gen: cold.gen,
                 slot: slot as u32,
             };
@@ -568,7 +618,7 @@ impl<A: Copy + Eq + Hash, const N: usize, const E: usize> Server<A, N, E> {
             return Err(CommandError::ShuttingDown);
         }
         let slot = self.peers.find(&peer).ok_or(CommandError::UnknownPeer)?;
-        let hot = self.peers.get(slot).ok_or(CommandError::UnknownPeer)?.value;
+        let (_, &hot) = self.peers.get(slot).ok_or(CommandError::UnknownPeer)?;
         if self.closes.is_full() {
             return Err(CommandError::CloseQueueFull);
         }
@@ -638,7 +688,7 @@ impl<A: Copy + Eq + Hash, const N: usize, const E: usize> Server<A, N, E> {
             .peers
             .lookup_mut(&peer)
             .ok_or(CommandError::UnknownPeer)?;
-        hot.sequence = sequence % ACK_MODULO;
+        hot.set_sequence(sequence % ACK_MODULO);
         Ok(())
     }
 
@@ -665,7 +715,7 @@ impl<A: Copy + Eq + Hash, const N: usize, const E: usize> Server<A, N, E> {
         let Some(slot) = self.peers.find(&peer) else {
             return Err(SendError::NotOnline);
         };
-        let Some(hot) = self.peers.get(slot).map(|s| s.value) else {
+        let Some((_, &hot)) = self.peers.get(slot) else {
             return Err(SendError::NotOnline);
         };
         if !hot.online() {
@@ -916,12 +966,12 @@ impl<A: Copy + Eq + Hash, const N: usize, const E: usize> Server<A, N, E> {
             self.stats.dropped_wrong_token = self.stats.dropped_wrong_token.wrapping_add(1);
             return None;
         }
-        if !ack_in_range(ack, hot.peer_ack(), hot.sequence) {
+        if !ack_in_range(ack, hot.peer_ack(), hot.sequence()) {
             self.stats.dropped_bad_ack = self.stats.dropped_bad_ack.wrapping_add(1);
             return None;
         }
         hot.set_peer_ack(ack);
-        hot.last_recv = now;
+        hot.last_recv = stamp(now);
         if !parsed.warnings.is_empty() {
             self.stats.warnings = self.stats.warnings.wrapping_add(1);
         }
@@ -974,14 +1024,14 @@ impl<A: Copy + Eq + Hash, const N: usize, const E: usize> Server<A, N, E> {
 
     /// The next shutdown CLOSE, as (peer, frame)
     fn shutdown_frame(&self) -> Option<(A, ControlPacket<'_>)> {
-        let entry = self.peers.get(self.shutdown.tx)?;
+        let (&peer, hot) = self.peers.get(self.shutdown.tx)?;
         let cold = &self.cold[self.shutdown.tx & (N - 1)];
         Some((
-            entry.key,
+            peer,
             ControlPacket {
                 ack: cold.ack,
                 control: Control::Close(Reason::from_str(&self.shutdown_reason)),
-                token: entry.value.token(),
+                token: hot.token(),
             },
         ))
     }
@@ -1032,13 +1082,12 @@ impl<A: Copy + Eq + Hash, const N: usize, const E: usize> Server<A, N, E> {
         // bounded: every iteration pops an entry or returns
         while let Some(&slot) = self.dirty.front() {
             let slot = slot as usize;
-            let Some(entry) = self.peers.get(slot) else {
+            let Some((&addr, hot)) = self.peers.get(slot) else {
                 self.dirty.pop_front();
                 continue;
             };
-            let addr = entry.key;
             let cold = Self::cold_mut(&mut self.cold, slot);
-            let Some((packet, bit)) = next_frame(&entry.value, cold) else {
+            let Some((packet, bit)) = next_frame(hot, cold) else {
                 cold.queued = false;
                 self.dirty.pop_front();
                 continue;
@@ -1145,7 +1194,7 @@ impl<A: Copy + Eq + Hash, const N: usize, const E: usize> Machine for Server<A, 
             if cold.gen != entry.gen {
                 continue; // stale: an earlier occupant of the slot
             }
-            if now >= hot.last_recv + config.timeout {
+            if now >= hot.last_recv(now) + config.timeout {
                 if hot.online() {
                     let event = ServerEvent::PeerClosed {
                         peer: addr,
@@ -1237,10 +1286,10 @@ impl<A: Copy + Eq + Hash, const N: usize, const E: usize> Machine for Server<A, 
         while self.shutdown.ev < self.shutdown.tx {
             let entry = self.peers.get(self.shutdown.ev);
             self.shutdown.ev = self.shutdown.ev.saturating_add(1);
-            if let Some(entry) = entry {
-                if entry.value.online() {
+            if let Some((&peer, hot)) = entry {
+                if hot.online() {
                     return Some(ServerEvent::PeerClosed {
-                        peer: entry.key,
+                        peer,
                         cause: PeerCloseCause::Shutdown,
                     });
                 }
@@ -1382,16 +1431,90 @@ mod tests {
     #[test]
     fn per_peer_memory_layout() {
         use core::mem::size_of;
-        // what a datagram touches: one 4-byte index bucket and a 24-byte slot (u32 key)
-        assert_eq!(size_of::<PeerHot>(), 16);
-        assert_eq!(size_of::<crate::game::table::Slot<u32, PeerHot>>(), 24);
+        // what a datagram touches: one 4-byte index bucket and a 16-byte slot (u32 key)
+        assert_eq!(size_of::<PeerHot>(), 12);
+        assert_eq!(
+            size_of::<Option<PeerHot>>(),
+            12,
+            "the niche holds the free flag"
+        );
+        assert_eq!(size_of::<crate::game::table::Slot<u32, PeerHot>>(), 16);
         assert_eq!(size_of::<PeerCold>(), 16);
         assert_eq!(size_of::<TimerEntry>(), 16);
-        // per peer of capacity: 2 buckets (8) + slot (24) + free-list entry (4) + cold (16) +
-        // timer entry (16) + transmit-queue entry (4) = 72 bytes, plus a fixed part
-        let fixed = size_of::<Server<u32, 2>>() - 2 * 72;
-        assert_eq!(size_of::<Server<u32, 1024>>(), fixed + 1024 * 72);
-        assert_eq!(size_of::<Server<u32, 65536>>(), fixed + 65536 * 72);
+        // per peer of capacity: 2 buckets (8) + slot (16) + free-list entry (4) + cold (16) +
+        // timer entry (16) + transmit-queue entry (4) = 64 bytes, plus a fixed part
+        let fixed = size_of::<Server<u32, 2>>() - 2 * 64;
+        assert_eq!(size_of::<Server<u32, 1024>>(), fixed + 1024 * 64);
+        assert_eq!(size_of::<Server<u32, 65536>>(), fixed + 65536 * 64);
+    }
+
+    #[test]
+    fn liveness_stamps_round_up_and_survive_the_32_bit_wrap() {
+        // 1 ms resolution, rounded up: never earlier than the real receive time
+        assert_eq!(stamp(Instant::from_micros(0)), 0);
+        assert_eq!(stamp(Instant::from_micros(1)), 1);
+        assert_eq!(stamp(Instant::from_micros(1_000)), 1);
+        assert_eq!(stamp(Instant::from_micros(1_001)), 2);
+        let t = Instant::from_micros(1_500);
+        assert_eq!(unstamp(stamp(t), t), ms(2));
+        assert_eq!(unstamp(stamp(t), ms(9_000)), ms(2));
+        // across the wrap of the low 32 bits of the millisecond count
+        let wrap = 1u64 << 32;
+        let before = ms(wrap - 3);
+        assert_eq!(stamp(before), u32::MAX - 2);
+        assert_eq!(unstamp(stamp(before), ms(wrap + 10_000)), before);
+        // near the end of time: no overflow
+        assert_eq!(
+            unstamp(stamp(Instant::MAX), Instant::MAX).as_millis(),
+            u64::MAX / 1_000
+        );
+        // a stamp older than 2^32 ms reads as younger (documented)
+        assert_eq!(unstamp(stamp(ms(5)), ms(wrap + 5)), ms(wrap + 5));
+    }
+
+    #[test]
+    fn peer_times_out_on_schedule_across_the_millisecond_wrap() {
+        // an epoch at which the 32-bit millisecond stamp wraps while the peer is online
+        let base = (1u64 << 32) - 4_000;
+        let mut s = server(VanillaPolicy::Reject);
+        let mut c = token_client();
+        handshake(&mut s, &mut c, 1, ms(base));
+        let _ = s_events(&mut s);
+        let mut ka = hex("10 00 00 00");
+        ka.extend_from_slice(&s.token_for(1).0);
+        // the peer sends a KEEP_ALIVE every 500 ms for 20 s, across the wrap; the server runs
+        // every timer it asks for
+        let mut now = base;
+        let mut sent = 0;
+        while now < base + 20_000 {
+            now += 500;
+            while let Some(t) = s.poll_timeout().filter(|&t| t <= ms(now)) {
+                s.handle_timeout(t);
+                sent += s_out(&mut s, t).len();
+            }
+            to_s(&mut s, ms(now), 1, &ka);
+        }
+        assert!(s.is_online(1), "kept alive across the wrap");
+        assert!(s_events(&mut s).is_empty());
+        assert!((19..=21).contains(&sent), "server keep-alives: {sent}");
+        // then silence: the timeout fires exactly 10 s after the last KEEP_ALIVE
+        let deadline = ms(now + 10_000);
+        while let Some(t) = s.poll_timeout() {
+            assert!(t <= deadline, "no timer up to the deadline: {t:?}");
+            assert!(s.is_online(1), "timed out before {deadline:?}");
+            s.handle_timeout(t);
+            let _ = s_out(&mut s, t);
+            if s.peer_count() == 0 {
+                assert_eq!(t, deadline);
+            }
+        }
+        assert_eq!(
+            s_events(&mut s),
+            [ServerEvent::PeerClosed {
+                peer: 1,
+                cause: PeerCloseCause::Timeout
+            }]
+        );
     }
 
     #[test]

@@ -32,14 +32,14 @@ pub(crate) trait KeyHash<K: ?Sized> {
     fn hash_key(&self, key: &K) -> u32;
 }
 
-/// One slot: the key, whether the slot is in use, the value
+/// One slot: the key and, while the slot is in use, the value
 ///
-/// A free slot keeps its last key and value (they are never read again).
+/// A free slot keeps its last key (never read again). With a value type that has a niche (the
+/// server's has a `NonZeroU32`), `Option<V>` costs no extra byte.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Slot<K, V> {
-    pub(crate) key: K,
-    live: bool,
-    pub(crate) value: V,
+    key: K,
+    value: Option<V>,
 }
 
 /// Open-addressing index of `2 × N` buckets in front of `N` dense slots (see the module docs)
@@ -108,32 +108,32 @@ impl<K, V, S, const N: usize> Table<K, V, S, N> {
         &mut self.index[(pos / N) & 1][pos % N]
     }
 
-    /// The entry in `slot`, if that slot is in use
-    pub(crate) fn get(&self, slot: usize) -> Option<&Slot<K, V>> {
-        self.slots.get(slot).filter(|s| s.live)
+    /// The key and value in `slot`, if that slot is in use
+    pub(crate) fn get(&self, slot: usize) -> Option<(&K, &V)> {
+        let s = self.slots.get(slot)?;
+        Some((&s.key, s.value.as_ref()?))
     }
 
     /// The value in `slot`, if that slot is in use
+    #[inline]
     pub(crate) fn value_mut(&mut self, slot: usize) -> Option<&mut V> {
-        self.slots
-            .get_mut(slot)
-            .filter(|s| s.live)
-            .map(|s| &mut s.value)
+        self.slots.get_mut(slot)?.value.as_mut()
     }
 
     /// The key and value in `slot`, if that slot is in use (the key stays read-only: it places
     /// the entry in the index)
     pub(crate) fn get_mut(&mut self, slot: usize) -> Option<(&K, &mut V)> {
-        self.slots
-            .get_mut(slot)
-            .filter(|s| s.live)
-            .map(|s| (&s.key, &mut s.value))
+        let s = self.slots.get_mut(slot)?;
+        Some((&s.key, s.value.as_mut()?))
     }
 
     /// The first slot in use at or after `from`
     pub(crate) fn next_live(&self, from: usize) -> Option<usize> {
         let slots = self.slots.get(from..)?;
-        slots.iter().position(|s| s.live).map(|i| from + i)
+        slots
+            .iter()
+            .position(|s| s.value.is_some())
+            .map(|i| from + i)
     }
 
     /// Upper bound of the slot numbers in use (`next_live` returns less)
@@ -142,8 +142,11 @@ impl<K, V, S, const N: usize> Table<K, V, S, N> {
     }
 
     /// All entries with their slot numbers, in slot order
-    pub(crate) fn iter(&self) -> impl Iterator<Item = (usize, &Slot<K, V>)> {
-        self.slots.iter().enumerate().filter(|(_, s)| s.live)
+    pub(crate) fn iter(&self) -> impl Iterator<Item = (usize, &K, &V)> {
+        self.slots
+            .iter()
+            .enumerate()
+            .filter_map(|(i, s)| Some((i, &s.key, s.value.as_ref()?)))
     }
 
     /// Remove every entry; O(N)
@@ -199,7 +202,7 @@ impl<K: Eq, V, S: KeyHash<K>, const N: usize> Table<K, V, S, N> {
     /// The value of `key`
     pub(crate) fn lookup(&self, key: &K) -> Option<&V> {
         let slot = self.find(key)?;
-        self.get(slot).map(|s| &s.value)
+        self.get(slot).map(|(_, v)| v)
     }
 
     /// The value of `key`, mutably
@@ -210,12 +213,16 @@ impl<K: Eq, V, S: KeyHash<K>, const N: usize> Table<K, V, S, N> {
 
     /// Insert `key` → `value` (replacing the value of an existing `key`); `Err` when the table
     /// holds `N` entries already and `key` is new. Returns the slot.
-    pub(crate) fn insert(&mut self, key: K, value: V) -> Result<usize, (K, V)> {
+    pub(crate) fn insert(&mut self, key: K, value: V) -> Result<usize, (K, V)>
+    where
+        K: Copy,
+        V: Copy,
+    {
         let hash = self.hasher.hash_key(&key);
         let pos = match self.probe(hash, &key) {
             Probe::Found { slot, .. } => {
                 if let Some(s) = self.slots.get_mut(slot) {
-                    s.value = value;
+                    s.value = Some(value);
                 }
                 return Ok(slot);
             }
@@ -226,8 +233,7 @@ impl<K: Eq, V, S: KeyHash<K>, const N: usize> Table<K, V, S, N> {
         };
         let entry = Slot {
             key,
-            live: true,
-            value,
+            value: Some(value),
         };
         let slot = match self.free.pop() {
             Some(slot) => {
@@ -235,15 +241,15 @@ impl<K: Eq, V, S: KeyHash<K>, const N: usize> Table<K, V, S, N> {
                 match self.slots.get_mut(slot) {
                     Some(s) => *s = entry,
                     // not reachable: only handed-out slots are freed
-                    None => return Err((entry.key, entry.value)),
+                    None => return Err((key, value)),
                 }
                 slot
             }
             None => {
                 let slot = self.slots.len();
-                if let Err(e) = self.slots.push(entry) {
+                if self.slots.push(entry).is_err() {
                     // not reachable: fewer than N entries and no free slot means < N handed out
-                    return Err((e.key, e.value));
+                    return Err((key, value));
                 }
                 slot
             }
@@ -259,9 +265,9 @@ impl<K: Eq, V, S: KeyHash<K>, const N: usize> Table<K, V, S, N> {
         K: Copy,
         V: Copy,
     {
-        let entry = *self.get(slot)?;
-        let hash = self.hasher.hash_key(&entry.key);
-        let Probe::Found { pos, .. } = self.probe(hash, &entry.key) else {
+        let (&key, &value) = self.get(slot)?;
+        let hash = self.hasher.hash_key(&key);
+        let Probe::Found { pos, .. } = self.probe(hash, &key) else {
             // not reachable: every live slot is indexed
             return None;
         };
@@ -291,12 +297,12 @@ impl<K: Eq, V, S: KeyHash<K>, const N: usize> Table<K, V, S, N> {
             i = (i + 1) & mask;
         }
         if let Some(s) = self.slots.get_mut(slot) {
-            s.live = false;
+            s.value = None;
         }
         // capacity N >= slots handed out: cannot fail
         let _ = self.free.push(slot as u32);
         self.len -= 1;
-        Some((entry.key, entry.value))
+        Some((key, value))
     }
 }
 
@@ -437,9 +443,9 @@ mod tests {
         // every entry is reachable from its home without crossing an empty bucket, through a
         // bucket naming its slot
         let mut count = 0;
-        for (slot, s) in t.iter() {
+        for (slot, key, _) in t.iter() {
             count += 1;
-            assert_eq!(t.find(&s.key), Some(slot));
+            assert_eq!(t.find(key), Some(slot));
         }
         assert_eq!(count, t.len());
         // every non-empty bucket names a live slot, each slot at most once
@@ -479,7 +485,7 @@ mod tests {
         assert_eq!(t.len(), 8);
         assert_eq!(t.remove(3), Some((3, 33)));
         assert_eq!(t.remove(3), None);
-        assert_eq!(t.get(3).map(|s| s.key), None);
+        assert_eq!(t.get(3), None);
         assert_eq!(t.find(&3), None);
         check_invariants(&t);
         // the freed slot is reused; the other slots did not move
