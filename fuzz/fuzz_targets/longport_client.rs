@@ -81,6 +81,28 @@ struct H {
     rx: Vec<u8>,
 }
 
+impl tether_fuzz::Harness for H {
+    type M = C;
+    fn machine(&mut self) -> &mut Self::M {
+        &mut self.c
+    }
+    fn now(&self) -> Instant {
+        self.now
+    }
+    fn set_now(&mut self, now: Instant) {
+        self.now = now;
+    }
+    fn drain(&mut self) {
+        H::drain(self);
+    }
+    fn after_op(&mut self) {
+        H::after_op(self);
+    }
+    fn hold(&mut self) -> (&mut u8, &mut bool) {
+        (&mut self.hold, &mut self.was_held)
+    }
+}
+
 impl H {
     fn check_packet(&mut self, p: &Packet<'_>, business: Option<u32>) {
         match p.header.kind {
@@ -292,27 +314,8 @@ impl H {
     }
 
     fn after_op(&mut self) {
-        if self.hold > 0 {
-            self.hold -= 1;
-            self.was_held = true;
+        if !tether_fuzz::settle(self) {
             return;
-        }
-        self.drain();
-        if std::mem::take(&mut self.was_held) {
-            // timers refused while the queues were full are due now; run them as a caller would
-            for _ in 0..64 {
-                match self.c.poll_timeout() {
-                    Some(t) if t <= self.now => {
-                        self.c.handle_timeout(self.now);
-                        self.drain();
-                    }
-                    _ => break,
-                }
-            }
-        }
-        if tether_fuzz::allow_stale_timeout() && tether_fuzz::timeout_is_stale(&self.c, self.now) {
-            self.c.handle_timeout(self.now);
-            self.drain();
         }
         assert_eq!(
             self.c.in_flight(),
@@ -330,30 +333,6 @@ impl H {
             );
         }
         tether_fuzz::check_timeout(&self.c, self.now, "longport client");
-    }
-
-    fn advance(&mut self, d: Duration) {
-        self.now += d;
-        if self.hold > 0 {
-            if self.c.poll_timeout().is_some_and(|t| t <= self.now) {
-                self.c.handle_timeout(self.now);
-            }
-            return self.after_op();
-        }
-        let now = self.now;
-        for _ in 0..64 {
-            match self.c.poll_timeout() {
-                Some(t) if t <= now => {
-                    self.c.handle_timeout(now);
-                    self.after_op();
-                }
-                _ => return self.after_op(),
-            }
-        }
-        panic!(
-            "timer livelock at {now}: poll_timeout {:?}",
-            self.c.poll_timeout()
-        );
     }
 
     fn check_app(&mut self, app: &App<'_>) {
@@ -596,7 +575,7 @@ fuzz_target!(|data: &[u8]| {
         match op & 31 {
             0..=2 => {
                 let d = step(&mut r, op & 31);
-                h.advance(d);
+                tether_fuzz::advance(&mut h, d);
                 continue;
             }
             3 => {

@@ -70,6 +70,28 @@ struct H {
     shutdown: bool,
 }
 
+impl tether_fuzz::Harness for H {
+    type M = S;
+    fn machine(&mut self) -> &mut Self::M {
+        &mut self.s
+    }
+    fn now(&self) -> Instant {
+        self.now
+    }
+    fn set_now(&mut self, now: Instant) {
+        self.now = now;
+    }
+    fn drain(&mut self) {
+        H::drain(self);
+    }
+    fn after_op(&mut self) {
+        H::after_op(self);
+    }
+    fn hold(&mut self) -> (&mut u8, &mut bool) {
+        (&mut self.hold, &mut self.was_held)
+    }
+}
+
 impl H {
     fn check_frame(&mut self, to: u8, kind: FrameKind, bytes: &[u8]) {
         let c = usize::from(to);
@@ -246,27 +268,8 @@ impl H {
     }
 
     fn after_op(&mut self) {
-        if self.hold > 0 {
-            self.hold -= 1;
-            self.was_held = true;
+        if !tether_fuzz::settle(self) {
             return;
-        }
-        self.drain();
-        if std::mem::take(&mut self.was_held) {
-            // timers refused while the queues were full are due now; run them as a caller would
-            for _ in 0..64 {
-                match self.s.poll_timeout() {
-                    Some(t) if t <= self.now => {
-                        self.s.handle_timeout(self.now);
-                        self.drain();
-                    }
-                    _ => break,
-                }
-            }
-        }
-        if tether_fuzz::allow_stale_timeout() && tether_fuzz::timeout_is_stale(&self.s, self.now) {
-            self.s.handle_timeout(self.now);
-            self.drain();
         }
         let mut open = 0;
         for (c, v) in self.conns.iter().enumerate() {
@@ -292,30 +295,6 @@ impl H {
             assert_eq!(self.s.connections(), 0, "connections left after shutdown");
         }
         tether_fuzz::check_timeout(&self.s, self.now, "longport server");
-    }
-
-    fn advance(&mut self, d: Duration) {
-        self.now += d;
-        if self.hold > 0 {
-            if self.s.poll_timeout().is_some_and(|t| t <= self.now) {
-                self.s.handle_timeout(self.now);
-            }
-            return self.after_op();
-        }
-        let now = self.now;
-        for _ in 0..64 {
-            match self.s.poll_timeout() {
-                Some(t) if t <= now => {
-                    self.s.handle_timeout(now);
-                    self.after_op();
-                }
-                _ => return self.after_op(),
-            }
-        }
-        panic!(
-            "timer livelock at {now}: poll_timeout {:?}",
-            self.s.poll_timeout()
-        );
     }
 
     fn check_app(&mut self, conn: u8, app: &App<'_>) {
@@ -538,7 +517,7 @@ fuzz_target!(|data: &[u8]| {
         match op & 31 {
             0..=2 => {
                 let d = step(&mut r, op & 31);
-                h.advance(d);
+                tether_fuzz::advance(&mut h, d);
                 continue;
             }
             3 => {

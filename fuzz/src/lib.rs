@@ -326,3 +326,84 @@ pub fn trace_enabled() -> bool {
     static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
     *ON.get_or_init(|| std::env::var_os("TETHER_FUZZ_TRACE").is_some_and(|v| v == "1"))
 }
+
+/// What the four machine targets share for [`settle`]: the machine, the latest `now`, a full
+/// drain of the machine's queues, and the hold bookkeeping (ops during which the target leaves
+/// the queues full, to reach the "queue full" paths)
+pub trait Harness {
+    /// The machine under test
+    type M: Machine;
+    /// The machine
+    fn machine(&mut self) -> &mut Self::M;
+    /// The latest `now` passed to the machine
+    fn now(&self) -> Instant;
+    /// Move the target's clock (the machine sees it with the next call)
+    fn set_now(&mut self, now: Instant);
+    /// Drain transmits and events, checking them
+    fn drain(&mut self);
+    /// Settle after an op and check the target's invariants (starts with [`settle`])
+    fn after_op(&mut self);
+    /// Ops still to hold, and whether a hold happened since the last settle
+    fn hold(&mut self) -> (&mut u8, &mut bool);
+}
+
+/// The start of every target's `after_op`. While holding: count the op down and return false
+/// (the queues stay full, invariants that need a drain are not checked). Otherwise drain; after
+/// a hold, run the timers it left due the way a caller's loop would (at most 64 rounds); with
+/// [`allow_stale_timeout`], run the timers an input left in the past (a known, filed bug) instead
+/// of reporting it. Returns true: the caller checks its invariants next.
+pub fn settle<H: Harness>(h: &mut H) -> bool {
+    let (hold, was_held) = h.hold();
+    if *hold > 0 {
+        *hold -= 1;
+        *was_held = true;
+        return false;
+    }
+    let held = std::mem::take(was_held);
+    h.drain();
+    if held {
+        for _ in 0..64 {
+            let now = h.now();
+            match h.machine().poll_timeout() {
+                Some(t) if t <= now => {
+                    h.machine().handle_timeout(now);
+                    h.drain();
+                }
+                _ => break,
+            }
+        }
+    }
+    let now = h.now();
+    if allow_stale_timeout() && timeout_is_stale(h.machine(), now) {
+        h.machine().handle_timeout(now);
+        h.drain();
+    }
+    true
+}
+
+/// Let `d` pass: run the timers that fall due the way a caller's loop does, with
+/// [`Harness::after_op`] after each round. While holding, at most one timer round runs (the
+/// queues stay full). Panics when a timer stays due after 64 rounds (a livelock).
+pub fn advance<H: Harness>(h: &mut H, d: Duration) {
+    let now = h.now() + d;
+    h.set_now(now);
+    if *h.hold().0 > 0 {
+        if h.machine().poll_timeout().is_some_and(|t| t <= now) {
+            h.machine().handle_timeout(now);
+        }
+        return h.after_op();
+    }
+    for _ in 0..64 {
+        match h.machine().poll_timeout() {
+            Some(t) if t <= now => {
+                h.machine().handle_timeout(now);
+                h.after_op();
+            }
+            _ => return h.after_op(),
+        }
+    }
+    panic!(
+        "timer livelock at {now}: poll_timeout {:?}",
+        h.machine().poll_timeout()
+    );
+}
