@@ -58,27 +58,7 @@ fn rank(s: ClientState) -> u8 {
     }
 }
 
-impl tether_fuzz::Harness for H {
-    type M = Client<E>;
-    fn machine(&mut self) -> &mut Self::M {
-        &mut self.c
-    }
-    fn now(&self) -> Instant {
-        self.now
-    }
-    fn set_now(&mut self, now: Instant) {
-        self.now = now;
-    }
-    fn drain(&mut self) {
-        H::drain(self);
-    }
-    fn after_op(&mut self) {
-        H::after_op(self);
-    }
-    fn hold(&mut self) -> (&mut u8, &mut bool) {
-        (&mut self.hold, &mut self.was_held)
-    }
-}
+tether_fuzz::impl_harness!(H, c: Client<E>);
 
 impl H {
     fn drain(&mut self) {

@@ -50,27 +50,7 @@ struct H {
     shutdown_complete: bool,
 }
 
-impl tether_fuzz::Harness for H {
-    type M = Server<u8, N, E>;
-    fn machine(&mut self) -> &mut Self::M {
-        &mut self.s
-    }
-    fn now(&self) -> Instant {
-        self.now
-    }
-    fn set_now(&mut self, now: Instant) {
-        self.now = now;
-    }
-    fn drain(&mut self) {
-        H::drain(self);
-    }
-    fn after_op(&mut self) {
-        H::after_op(self);
-    }
-    fn hold(&mut self) -> (&mut u8, &mut bool) {
-        (&mut self.hold, &mut self.was_held)
-    }
-}
+tether_fuzz::impl_harness!(H, s: Server<u8, N, E>);
 
 impl H {
     fn drain(&mut self) {

@@ -81,27 +81,7 @@ struct H {
     rx: Vec<u8>,
 }
 
-impl tether_fuzz::Harness for H {
-    type M = C;
-    fn machine(&mut self) -> &mut Self::M {
-        &mut self.c
-    }
-    fn now(&self) -> Instant {
-        self.now
-    }
-    fn set_now(&mut self, now: Instant) {
-        self.now = now;
-    }
-    fn drain(&mut self) {
-        H::drain(self);
-    }
-    fn after_op(&mut self) {
-        H::after_op(self);
-    }
-    fn hold(&mut self) -> (&mut u8, &mut bool) {
-        (&mut self.hold, &mut self.was_held)
-    }
-}
+tether_fuzz::impl_harness!(H, c: C);
 
 impl H {
     fn check_packet(&mut self, p: &Packet<'_>, business: Option<u32>) {

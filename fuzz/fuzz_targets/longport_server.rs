@@ -70,27 +70,7 @@ struct H {
     shutdown: bool,
 }
 
-impl tether_fuzz::Harness for H {
-    type M = S;
-    fn machine(&mut self) -> &mut Self::M {
-        &mut self.s
-    }
-    fn now(&self) -> Instant {
-        self.now
-    }
-    fn set_now(&mut self, now: Instant) {
-        self.now = now;
-    }
-    fn drain(&mut self) {
-        H::drain(self);
-    }
-    fn after_op(&mut self) {
-        H::after_op(self);
-    }
-    fn hold(&mut self) -> (&mut u8, &mut bool) {
-        (&mut self.hold, &mut self.was_held)
-    }
-}
+tether_fuzz::impl_harness!(H, s: S);
 
 impl H {
     fn check_frame(&mut self, to: u8, kind: FrameKind, bytes: &[u8]) {

@@ -407,3 +407,32 @@ pub fn advance<H: Harness>(h: &mut H, d: Duration) {
         h.machine().poll_timeout()
     );
 }
+
+/// `impl Harness for $h` for a target struct with fields `$machine: $ty`, `now: Instant`,
+/// `hold: u8`, `was_held: bool` and inherent `drain` / `after_op` methods
+#[macro_export]
+macro_rules! impl_harness {
+    ($h:ident, $machine:ident: $ty:ty) => {
+        impl $crate::Harness for $h {
+            type M = $ty;
+            fn machine(&mut self) -> &mut Self::M {
+                &mut self.$machine
+            }
+            fn now(&self) -> ::tether::Instant {
+                self.now
+            }
+            fn set_now(&mut self, now: ::tether::Instant) {
+                self.now = now;
+            }
+            fn drain(&mut self) {
+                $h::drain(self);
+            }
+            fn after_op(&mut self) {
+                $h::after_op(self);
+            }
+            fn hold(&mut self) -> (&mut u8, &mut bool) {
+                (&mut self.hold, &mut self.was_held)
+            }
+        }
+    };
+}
