@@ -45,8 +45,8 @@ use super::event::{
     ClientCloseCause, ClientEvent, CloseError, ConnectError, InputError, ReasonText, SendError,
 };
 use super::wire::{
-    self, ChunkPacket, Control, ControlPacket, DecodeError, Flags, Header, Packet, Reason, Token,
-    TokenMode, ACK_MODULO, MAX_PACKET_LEN,
+    self, ChunkPacket, Control, ControlPacket, DecodeError, Flags, Packet, Reason, Token,
+    TokenMode, ACK_MODULO,
 };
 use crate::io::{BufferTooSmall, FrameKind, Received, Transmit};
 use crate::machine::Machine;
@@ -300,27 +300,7 @@ impl<const E: usize> Client<E> {
         if self.state != ClientState::Online {
             return Err(SendError::NotOnline);
         }
-        let flags = Flags {
-            control: false,
-            ..flags
-        };
-        let token = if flags.compression { None } else { self.token };
-        let packet = ChunkPacket {
-            header: Header {
-                flags,
-                ack: self.ack,
-                num_chunks,
-            },
-            payload,
-            token,
-        };
-        let len = packet.buffer_len();
-        if len > MAX_PACKET_LEN {
-            return Err(SendError::TooLong { len });
-        }
-        let len = packet.emit(out).map_err(|e| SendError::BufferTooSmall {
-            required: e.required,
-        })?;
+        let len = super::write_chunks(flags, self.ack, num_chunks, payload, self.token, out)?;
         self.last_send = now;
         self.pending.keep_alive = false;
         self.stats.chunk_packets_sent = self.stats.chunk_packets_sent.wrapping_add(1);

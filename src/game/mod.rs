@@ -55,3 +55,37 @@ pub use event::{
 pub use server::{Server, ServerConfig, ServerState, ServerStats, VanillaPolicy};
 pub use token::TokenSecret;
 pub use wire::{ChunkPacket, Flags, Header, Token};
+
+/// Write one chunk packet of a connection (its `ack` and `token`) into `out`, for the
+/// `send_chunks` of both machines: the control flag cleared, the token left out when
+/// `flags.compression` is set (the caller puts it inside the compressed data), the length
+/// checked against [`wire::MAX_PACKET_LEN`] before anything is written. Returns the length.
+fn write_chunks(
+    flags: Flags,
+    ack: u16,
+    num_chunks: u8,
+    payload: &[u8],
+    token: Option<Token>,
+    out: &mut [u8],
+) -> Result<usize, SendError> {
+    let flags = Flags {
+        control: false,
+        ..flags
+    };
+    let packet = ChunkPacket {
+        header: Header {
+            flags,
+            ack,
+            num_chunks,
+        },
+        payload,
+        token: if flags.compression { None } else { token },
+    };
+    let len = packet.buffer_len();
+    if len > wire::MAX_PACKET_LEN {
+        return Err(SendError::TooLong { len });
+    }
+    packet.emit(out).map_err(|e| SendError::BufferTooSmall {
+        required: e.required,
+    })
+}

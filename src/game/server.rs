@@ -84,8 +84,8 @@ use super::event::{CommandError, InputError, PeerCloseCause, ReasonText, SendErr
 use super::table::{PeerHashKey, Table};
 use super::token::{mint, KeyedBuildHasher, TokenSecret};
 use super::wire::{
-    self, ChunkPacket, Control, ControlPacket, DecodeError, Flags, Header, Packet, Reason, Token,
-    TokenMode, ACK_MODULO, MAX_PACKET_LEN,
+    self, ChunkPacket, Control, ControlPacket, DecodeError, Flags, Packet, Reason, Token,
+    TokenMode, ACK_MODULO,
 };
 use crate::io::{BufferTooSmall, FrameKind, Received, Transmit};
 use crate::machine::Machine;
@@ -722,27 +722,7 @@ impl<A: Copy + Eq + Hash, const N: usize, const E: usize> Server<A, N, E> {
             return Err(SendError::NotOnline);
         }
         let cold = Self::cold_mut(&mut self.cold, slot);
-        let flags = Flags {
-            control: false,
-            ..flags
-        };
-        let token = if flags.compression { None } else { hot.token() };
-        let packet = ChunkPacket {
-            header: Header {
-                flags,
-                ack: cold.ack,
-                num_chunks,
-            },
-            payload,
-            token,
-        };
-        let len = packet.buffer_len();
-        if len > MAX_PACKET_LEN {
-            return Err(SendError::TooLong { len });
-        }
-        let len = packet.emit(out).map_err(|e| SendError::BufferTooSmall {
-            required: e.required,
-        })?;
+        let len = super::write_chunks(flags, cold.ack, num_chunks, payload, hot.token(), out)?;
         cold.last_send = now;
         cold.out &= !OUT_KEEP_ALIVE;
         self.stats.chunk_packets_sent = self.stats.chunk_packets_sent.wrapping_add(1);
