@@ -1,5 +1,6 @@
 //! LongPort control bodies: the borrowed, allocation-free decoder against prost's decode of the
-//! same bytes (types generated from the same `.proto`), with a copy of the bytes as the floor
+//! same bytes (types generated from the same `.proto`), with two floors: a copy of the bytes, and
+//! `core::str::from_utf8` of the body's string in place (which any borrowed `&str` decode pays)
 //!
 //! Run: `cargo bench --bench control -- --warm-up-time 1 --measurement-time 3`
 
@@ -21,52 +22,6 @@ fn encode<'a>(b: &impl Body<'a>) -> Vec<u8> {
     let n = b.encode(&mut v).expect("sized");
     v.truncate(n);
     v
-}
-
-/// Bench-local sketch, not crate code: the least a borrowed `AuthResponse` decode can do (one
-/// pass, inlined varints with a one-byte fast path, UTF-8 check of the session id; unknown fields
-/// are refused instead of skipped). It shows what the crate's decoder could reach.
-#[inline(always)]
-fn sketch_varint(buf: &[u8], pos: &mut usize) -> Option<u64> {
-    let b = *buf.get(*pos)?;
-    *pos += 1;
-    if b < 0x80 {
-        return Some(u64::from(b));
-    }
-    let mut v = u64::from(b & 0x7f);
-    let mut shift = 7;
-    loop {
-        let b = *buf.get(*pos)?;
-        *pos += 1;
-        v |= u64::from(b & 0x7f) << shift;
-        if b < 0x80 {
-            return Some(v);
-        }
-        shift += 7;
-        if shift > 63 {
-            return None;
-        }
-    }
-}
-
-fn sketch_decode(buf: &[u8]) -> Option<AuthResponse<'_>> {
-    let mut out = AuthResponse::default();
-    let mut pos = 0;
-    while pos < buf.len() {
-        match sketch_varint(buf, &mut pos)? {
-            0x0A => {
-                let len = usize::try_from(sketch_varint(buf, &mut pos)?).ok()?;
-                let end = pos.checked_add(len)?;
-                out.session_id = core::str::from_utf8(buf.get(pos..end)?).ok()?;
-                pos = end;
-            }
-            0x10 => out.expires = sketch_varint(buf, &mut pos)? as i64,
-            0x18 => out.limit = sketch_varint(buf, &mut pos)? as u32,
-            0x20 => out.online = sketch_varint(buf, &mut pos)? as u32,
-            _ => return None,
-        }
-    }
-    Some(out)
 }
 
 fn control(c: &mut Criterion) {
@@ -97,7 +52,6 @@ fn control(c: &mut Criterion) {
         (auth.session_id, auth.expires, auth.limit, auth.online)
     );
     assert_eq!(AuthResponse::decode(&auth_bytes), Ok(auth));
-    assert_eq!(sketch_decode(&auth_bytes), Some(auth));
     let p_close = pb::Close::decode(&close_bytes[..]).expect("prost");
     assert_eq!(p_close.reason, close.reason);
     assert_eq!(Close::decode(&close_bytes), Ok(close));
@@ -106,13 +60,25 @@ fn control(c: &mut Criterion) {
 
     let mut out = [0u8; 256];
     let mut vec_out: Vec<u8> = Vec::with_capacity(256);
-    for (name, bytes) in [("auth_response", &auth_bytes), ("close", &close_bytes)] {
+    // where the strings sit in the bodies (one-byte key and length before each)
+    let id_at = 2..2 + auth.session_id.len();
+    let reason_at = 4..4 + close.reason.len();
+    assert_eq!(&auth_bytes[id_at.clone()], auth.session_id.as_bytes());
+    assert_eq!(&close_bytes[reason_at.clone()], close.reason.as_bytes());
+    for (name, bytes, text) in [
+        ("auth_response", &auth_bytes, id_at),
+        ("close", &close_bytes, reason_at),
+    ] {
         g.bench_with_input(BenchmarkId::new("copy_floor", name), bytes, |b, bytes| {
             b.iter(|| {
                 let src = black_box(&bytes[..]);
                 out[..src.len()].copy_from_slice(src);
                 black_box(&out);
             })
+        });
+        // the UTF-8 check of the string where it lies: every borrowed decode pays it
+        g.bench_with_input(BenchmarkId::new("utf8_floor", name), bytes, |b, bytes| {
+            b.iter(|| core::str::from_utf8(&black_box(&bytes[..])[text.clone()]))
         });
     }
     g.bench_with_input(
@@ -124,11 +90,6 @@ fn control(c: &mut Criterion) {
         BenchmarkId::new("prost_decode", "auth_response"),
         &auth_bytes,
         |b, bytes| b.iter(|| pb::AuthResponse::decode(black_box(&bytes[..]))),
-    );
-    g.bench_with_input(
-        BenchmarkId::new("sketch_decode", "auth_response"),
-        &auth_bytes,
-        |b, bytes| b.iter(|| sketch_decode(black_box(&bytes[..]))),
     );
     g.bench_with_input(
         BenchmarkId::new("borrowed_decode", "close"),

@@ -154,15 +154,34 @@ pub fn encode_varint(v: u64, buf: &mut [u8]) -> Result<usize, BufferTooSmall> {
 /// bits beyond 64.
 #[inline(always)]
 pub fn decode_varint(buf: &[u8]) -> Result<(u64, usize), PbError> {
-    // Fast paths: tags, lengths and small values are one byte, most others two
+    // Fast path: tags, lengths and small values are one byte
     match *buf {
         [b0, ..] if b0 < 0x80 => Ok((u64::from(b0), 1)),
-        [b0, b1, ..] if b1 < 0x80 => Ok((u64::from(b0 & 0x7f) | (u64::from(b1) << 7), 2)),
-        _ => decode_varint_slow(buf),
+        _ => decode_varint_multi(buf),
     }
 }
 
-/// The general varint loop: three or more bytes, truncation and overflow
+/// A varint that is not a single byte (or an empty buffer)
+#[inline(always)]
+fn decode_varint_multi(buf: &[u8]) -> Result<(u64, usize), PbError> {
+    // Eight bytes at once when the varint ends within them (values below 2^56): keep the bytes
+    // up to the first one with a clear high bit, drop the high bits, pack the 7-bit groups.
+    if let Some(word) = buf.first_chunk::<8>() {
+        let w = u64::from_le_bytes(*word);
+        let ends = !w & 0x8080_8080_8080_8080;
+        if ends != 0 {
+            // bits 0 ..= the high bit of the last byte
+            let x = w & (ends ^ (ends - 1)) & 0x7f7f_7f7f_7f7f_7f7f;
+            let x = (x & 0x007f_007f_007f_007f) | ((x & 0x7f00_7f00_7f00_7f00) >> 1);
+            let x = (x & 0x0000_3fff_0000_3fff) | ((x & 0x3fff_0000_3fff_0000) >> 2);
+            let x = (x & 0x0000_0000_0fff_ffff) | ((x & 0x0fff_ffff_0000_0000) >> 4);
+            return Ok((x, (ends.trailing_zeros() / 8 + 1) as usize));
+        }
+    }
+    decode_varint_slow(buf)
+}
+
+/// The general varint loop: short buffers, nine- and ten-byte varints, truncation and overflow
 fn decode_varint_slow(buf: &[u8]) -> Result<(u64, usize), PbError> {
     let mut v: u64 = 0;
     for i in 0..MAX_VARINT_LEN {
@@ -207,6 +226,32 @@ enum Value<'a> {
     Fixed32,
 }
 
+/// Value of a varint field whose key has been read; returns it and the rest of the body
+#[inline(always)]
+fn take_varint(buf: &[u8]) -> Result<(u64, &[u8]), PbError> {
+    let (v, n) = decode_varint(buf)?;
+    Ok((v, buf.get(n..).ok_or(PbError::Truncated)?))
+}
+
+/// Payload of a length-delimited field whose key has been read; returns it and the rest
+#[inline(always)]
+fn take_bytes(buf: &[u8]) -> Result<(&[u8], &[u8]), PbError> {
+    let (len, n) = decode_varint(buf)?;
+    let rest = buf.get(n..).ok_or(PbError::Truncated)?;
+    let len = usize::try_from(len).map_err(|_| PbError::Truncated)?;
+    rest.split_at_checked(len).ok_or(PbError::Truncated)
+}
+
+/// String field `field` whose key has been read; returns it and the rest of the body
+#[inline(always)]
+fn take_str(buf: &[u8], field: u32) -> Result<(&str, &[u8]), PbError> {
+    let (data, rest) = take_bytes(buf)?;
+    match core::str::from_utf8(data) {
+        Ok(s) => Ok((s, rest)),
+        Err(_) => Err(PbError::InvalidUtf8 { field }),
+    }
+}
+
 /// Read the next field of `buf` (which must not be empty) and advance past it
 #[inline(always)]
 fn next_field<'a>(buf: &mut &'a [u8]) -> Result<(u32, Value<'a>), PbError> {
@@ -223,18 +268,12 @@ fn next_field<'a>(buf: &mut &'a [u8]) -> Result<(u32, Value<'a>), PbError> {
     }
     let (value, rest) = match wt {
         WT_VARINT => {
-            let (v, n) = decode_varint(rest)?;
-            (Value::Varint(v), rest.get(n..).ok_or(PbError::Truncated)?)
+            let (v, rest) = take_varint(rest)?;
+            (Value::Varint(v), rest)
         }
         WT_I64 => (Value::Fixed64, rest.get(8..).ok_or(PbError::Truncated)?),
         WT_LEN => {
-            let (len, n) = decode_varint(rest)?;
-            let rest = rest.get(n..).ok_or(PbError::Truncated)?;
-            let len = usize::try_from(len).map_err(|_| PbError::Truncated)?;
-            if len > rest.len() {
-                return Err(PbError::Truncated);
-            }
-            let (data, rest) = rest.split_at(len);
+            let (data, rest) = take_bytes(rest)?;
             (Value::Bytes(data), rest)
         }
         WT_I32 => (Value::Fixed32, rest.get(4..).ok_or(PbError::Truncated)?),
@@ -457,17 +496,37 @@ const fn int32_wire(v: i32) -> u64 {
     v as i64 as u64
 }
 
-impl<'a> Body<'a> for Close<'a> {
-    fn decode(mut buf: &'a [u8]) -> Result<Self, PbError> {
-        let mut out = Close::default();
+impl<'a> Close<'a> {
+    /// The general field loop, from wherever the in-order fast path stopped
+    fn decode_rest(mut self, mut buf: &'a [u8]) -> Result<Self, PbError> {
         while !buf.is_empty() {
             match next_field(&mut buf)? {
-                (1, v) => out.code = CloseCode::from_i32(want_varint(1, v)? as i32),
-                (2, v) => out.reason = want_str(2, v)?,
+                (1, v) => self.code = CloseCode::from_i32(want_varint(1, v)? as i32),
+                (2, v) => self.reason = want_str(2, v)?,
                 _ => {}
             }
         }
-        Ok(out)
+        Ok(self)
+    }
+}
+
+impl<'a> Body<'a> for Close<'a> {
+    fn decode(mut buf: &'a [u8]) -> Result<Self, PbError> {
+        // Fast path: the fields in declaration order with their one-byte keys; anything else
+        // continues in the general loop (see `SessionGrant::decode`)
+        let mut out = Close::default();
+        if let [0x08, ref rest @ ..] = *buf {
+            let (v, rest) = take_varint(rest)?;
+            (out.code, buf) = (CloseCode::from_i32(v as i32), rest);
+        }
+        if let [0x12, ref rest @ ..] = *buf {
+            (out.reason, buf) = take_str(rest, 2)?;
+        }
+        if buf.is_empty() {
+            Ok(out)
+        } else {
+            out.decode_rest(buf)
+        }
     }
 
     fn encoded_len(&self) -> usize {
@@ -510,17 +569,38 @@ impl Heartbeat {
     }
 }
 
-impl<'a> Body<'a> for Heartbeat {
-    fn decode(mut buf: &'a [u8]) -> Result<Self, PbError> {
-        let mut out = Heartbeat::default();
+impl Heartbeat {
+    /// The general field loop, from wherever the in-order fast path stopped
+    fn decode_rest(mut self, mut buf: &[u8]) -> Result<Self, PbError> {
         while !buf.is_empty() {
             match next_field(&mut buf)? {
-                (1, v) => out.timestamp = want_varint(1, v)? as i64,
-                (2, v) => out.heartbeat_id = Some(want_varint(2, v)? as i32),
+                (1, v) => self.timestamp = want_varint(1, v)? as i64,
+                (2, v) => self.heartbeat_id = Some(want_varint(2, v)? as i32),
                 _ => {}
             }
         }
-        Ok(out)
+        Ok(self)
+    }
+}
+
+impl<'a> Body<'a> for Heartbeat {
+    fn decode(mut buf: &'a [u8]) -> Result<Self, PbError> {
+        // Fast path: the fields in declaration order with their one-byte keys; anything else
+        // continues in the general loop (see `SessionGrant::decode`)
+        let mut out = Heartbeat::default();
+        if let [0x08, ref rest @ ..] = *buf {
+            let (v, rest) = take_varint(rest)?;
+            (out.timestamp, buf) = (v as i64, rest);
+        }
+        if let [0x10, ref rest @ ..] = *buf {
+            let (v, rest) = take_varint(rest)?;
+            (out.heartbeat_id, buf) = (Some(v as i32), rest);
+        }
+        if buf.is_empty() {
+            Ok(out)
+        } else {
+            out.decode_rest(buf)
+        }
     }
 
     fn encoded_len(&self) -> usize {
@@ -947,19 +1027,48 @@ pub type AuthResponse<'a> = SessionGrant<'a>;
 /// Body of a successful reconnect response (cmd 3); same layout as [`AuthResponse`]
 pub type ReconnectResponse<'a> = SessionGrant<'a>;
 
-impl<'a> Body<'a> for SessionGrant<'a> {
-    fn decode(mut buf: &'a [u8]) -> Result<Self, PbError> {
-        let mut out = SessionGrant::default();
+impl<'a> SessionGrant<'a> {
+    /// The general field loop, from wherever the in-order fast path stopped
+    fn decode_rest(mut self, mut buf: &'a [u8]) -> Result<Self, PbError> {
         while !buf.is_empty() {
             match next_field(&mut buf)? {
-                (1, v) => out.session_id = want_str(1, v)?,
-                (2, v) => out.expires = want_varint(2, v)? as i64,
-                (3, v) => out.limit = want_varint(3, v)? as u32,
-                (4, v) => out.online = want_varint(4, v)? as u32,
+                (1, v) => self.session_id = want_str(1, v)?,
+                (2, v) => self.expires = want_varint(2, v)? as i64,
+                (3, v) => self.limit = want_varint(3, v)? as u32,
+                (4, v) => self.online = want_varint(4, v)? as u32,
                 _ => {}
             }
         }
-        Ok(out)
+        Ok(self)
+    }
+}
+
+impl<'a> Body<'a> for SessionGrant<'a> {
+    fn decode(mut buf: &'a [u8]) -> Result<Self, PbError> {
+        // Fast path: the fields in declaration order with their one-byte keys (what every encoder
+        // writes); each may be absent. Whatever comes next goes through the general loop, which
+        // applies the rest in wire order, so a repeated field still keeps its last value.
+        let mut out = SessionGrant::default();
+        if let [0x0A, ref rest @ ..] = *buf {
+            (out.session_id, buf) = take_str(rest, 1)?;
+        }
+        if let [0x10, ref rest @ ..] = *buf {
+            let (v, rest) = take_varint(rest)?;
+            (out.expires, buf) = (v as i64, rest);
+        }
+        if let [0x18, ref rest @ ..] = *buf {
+            let (v, rest) = take_varint(rest)?;
+            (out.limit, buf) = (v as u32, rest);
+        }
+        if let [0x20, ref rest @ ..] = *buf {
+            let (v, rest) = take_varint(rest)?;
+            (out.online, buf) = (v as u32, rest);
+        }
+        if buf.is_empty() {
+            Ok(out)
+        } else {
+            out.decode_rest(buf)
+        }
     }
 
     fn encoded_len(&self) -> usize {
@@ -1001,17 +1110,36 @@ impl<'a> ErrorBody<'a> {
     }
 }
 
-impl<'a> Body<'a> for ErrorBody<'a> {
-    fn decode(mut buf: &'a [u8]) -> Result<Self, PbError> {
-        let mut out = ErrorBody::default();
+impl<'a> ErrorBody<'a> {
+    /// The general field loop, from wherever the in-order fast path stopped
+    fn decode_rest(mut self, mut buf: &'a [u8]) -> Result<Self, PbError> {
         while !buf.is_empty() {
             match next_field(&mut buf)? {
-                (1, v) => out.code = want_varint(1, v)?,
-                (2, v) => out.msg = want_str(2, v)?,
+                (1, v) => self.code = want_varint(1, v)?,
+                (2, v) => self.msg = want_str(2, v)?,
                 _ => {}
             }
         }
-        Ok(out)
+        Ok(self)
+    }
+}
+
+impl<'a> Body<'a> for ErrorBody<'a> {
+    fn decode(mut buf: &'a [u8]) -> Result<Self, PbError> {
+        // Fast path: the fields in declaration order with their one-byte keys; anything else
+        // continues in the general loop (see `SessionGrant::decode`)
+        let mut out = ErrorBody::default();
+        if let [0x08, ref rest @ ..] = *buf {
+            (out.code, buf) = take_varint(rest)?;
+        }
+        if let [0x12, ref rest @ ..] = *buf {
+            (out.msg, buf) = take_str(rest, 2)?;
+        }
+        if buf.is_empty() {
+            Ok(out)
+        } else {
+            out.decode_rest(buf)
+        }
     }
 
     fn encoded_len(&self) -> usize {
