@@ -151,6 +151,7 @@ pub struct Flags {
 impl Flags {
     /// The flag bits of byte 0
     #[must_use]
+    #[inline]
     pub const fn bits(self) -> u8 {
         (if self.compression {
             FLAG_COMPRESSION
@@ -207,6 +208,7 @@ impl Header {
 
     /// The three header bytes (ack reduced modulo 1024)
     #[must_use]
+    #[inline]
     pub const fn to_bytes(&self) -> [u8; 3] {
         let ack = self.ack % ACK_MODULO;
         [
@@ -220,10 +222,9 @@ impl Header {
     ///
     /// # Errors
     /// [`BufferTooSmall`] (required 3) when `buf` is shorter; nothing is written.
+    #[inline]
     pub fn emit(&self, buf: &mut [u8]) -> Result<usize, BufferTooSmall> {
-        let mut w = Writer::new(buf);
-        w.bytes(&self.to_bytes())?;
-        Ok(HEADER_LEN)
+        put(buf, self.to_bytes())
     }
 }
 
@@ -424,6 +425,7 @@ pub struct ControlPacket<'a> {
 impl ControlPacket<'_> {
     /// Exact number of bytes [`ControlPacket::emit`] writes
     #[must_use]
+    #[inline]
     pub fn buffer_len(&self) -> usize {
         let token = if self.token.is_some() { TOKEN_LEN } else { 0 };
         let extra = match &self.control {
@@ -439,40 +441,62 @@ impl ControlPacket<'_> {
     /// # Errors
     /// [`BufferTooSmall`] with the exact size when `buf` is shorter than [`ControlPacket::buffer_len`];
     /// nothing is written.
+    #[inline]
     pub fn emit(&self, buf: &mut [u8]) -> Result<usize, BufferTooSmall> {
-        let len = self.buffer_len();
-        let mut w = Writer::new(buf);
-        w.reserve(len)?;
-        let header = Header {
-            flags: Flags {
-                control: true,
-                ..Flags::default()
-            },
-            ack: self.ack,
-            num_chunks: 0,
-        };
-        w.bytes(&header.to_bytes())?;
-        w.u8(self.control.id() as u8)?;
+        // byte 0 = 0x10 | ack >> 8, byte 1 = ack & 0xFF, byte 2 = 0: no compression, no resend
+        let ack = self.ack % ACK_MODULO;
+        let [h0, h1] = [FLAG_CONTROL | (ack >> 8) as u8, (ack & 0xFF) as u8];
+        let id = self.control.id() as u8;
         match (&self.control, self.token) {
-            (Control::Connect | Control::ConnectAccept, Some(t)) => {
-                w.bytes(&TOKEN_MAGIC)?;
-                w.bytes(&t.0)?;
+            (Control::Close(reason), token) => emit_close([h0, h1, 0, id], *reason, token, buf),
+            (Control::Connect | Control::ConnectAccept, Some(Token([t0, t1, t2, t3]))) => {
+                let [m0, m1, m2, m3] = TOKEN_MAGIC;
+                put(buf, [h0, h1, 0, id, m0, m1, m2, m3, t0, t1, t2, t3])
             }
-            (Control::Close(reason), token) => {
-                if !reason.is_empty() {
-                    w.bytes(reason.as_bytes())?;
-                    w.u8(0)?;
-                }
-                if let Some(t) = token {
-                    w.bytes(&t.0)?;
-                }
-            }
-            (_, Some(t)) => w.bytes(&t.0)?,
-            (_, None) => {}
+            (_, Some(Token([t0, t1, t2, t3]))) => put(buf, [h0, h1, 0, id, t0, t1, t2, t3]),
+            (_, None) => put(buf, [h0, h1, 0, id]),
         }
-        debug_assert_eq!(w.written(), len);
-        Ok(w.written())
     }
+}
+
+/// Write `bytes` at the start of `buf` in one copy; returns `N`
+///
+/// # Errors
+/// [`BufferTooSmall`] (required `N`) when `buf` is shorter; nothing is written.
+#[inline]
+fn put<const N: usize>(buf: &mut [u8], bytes: [u8; N]) -> Result<usize, BufferTooSmall> {
+    let dst = buf
+        .first_chunk_mut::<N>()
+        .ok_or(BufferTooSmall { required: N })?;
+    *dst = bytes;
+    Ok(N)
+}
+
+/// Write a CLOSE: `head` (header and id), the reason with its NUL when not empty, the token
+///
+/// # Errors
+/// [`BufferTooSmall`] with the exact size when `buf` is too short; nothing is written.
+#[inline(never)]
+fn emit_close(
+    head: [u8; 4],
+    reason: Reason<'_>,
+    token: Option<Token>,
+    buf: &mut [u8],
+) -> Result<usize, BufferTooSmall> {
+    let token_len = if token.is_some() { TOKEN_LEN } else { 0 };
+    let len = head.len() + reason.wire_len() + token_len;
+    let mut w = Writer::new(buf);
+    w.reserve(len)?;
+    w.bytes(&head)?;
+    if !reason.is_empty() {
+        w.bytes(reason.as_bytes())?;
+        w.u8(0)?;
+    }
+    if let Some(t) = token {
+        w.bytes(&t.0)?;
+    }
+    debug_assert_eq!(w.written(), len);
+    Ok(w.written())
 }
 
 /// A non-control packet, passed through with its payload borrowed
