@@ -120,6 +120,10 @@ const fn header_error(b0: u8) -> DecodeError {
 /// A DDNet security token: 4 opaque bytes, echoed unchanged (never reinterpreted as an integer)
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
+// align(4): `Option<Token>` is then 8 bytes with the token in its own aligned word, which the
+// compiler keeps in a register; with the 5-byte unaligned layout it was spilled and read back with
+// mismatched widths (a store-forwarding stall on every parse result that carries a token).
+#[repr(align(4))]
 pub struct Token(pub [u8; 4]);
 
 impl Token {
@@ -763,9 +767,9 @@ fn parse_reason<'a>(extra: &'a [u8], token_may_follow: bool, w: &mut Warnings) -
 ///
 /// # Errors
 /// Any [`DecodeError`]; tolerated oddities are [`Warnings`] in the result instead.
-// Always inlined: this is a short dispatcher (errors, CLOSE reasons, Detect mode and unusual control
-// packets are out of line), and inlined the caller can keep the 48-byte result in registers instead
-// of reading back through memory what was just written field by field.
+// Always inlined (as are the helpers below): the loops and the error construction are out of line
+// (`parse_reason`, `frame_error`), and inlined the caller keeps the 48-byte result in registers
+// instead of reading back through memory what was just written field by field.
 #[inline(always)]
 pub fn parse(buf: &[u8], mode: TokenMode) -> Result<Parsed<'_>, DecodeError> {
     match buf.split_first_chunk::<HEADER_LEN>() {
@@ -829,8 +833,8 @@ fn parse_chunks(
 /// A control packet (byte 0 checked, control bit set); `payload` is everything after the header
 ///
 /// The packets a live connection sees nearly all the time — a KEEP_ALIVE or ACCEPT that is just
-/// the id and the token, a bare id on a vanilla connection — are decoded here; everything else
-/// goes to [`parse_control_any`], which handles every control packet.
+/// the id and the token, a bare id on a vanilla connection — are decoded here in a few
+/// instructions; everything else goes to [`parse_control_any`], which handles every control packet.
 #[inline(always)]
 fn parse_control(
     b0: u8,
@@ -884,7 +888,7 @@ const fn control_warnings(b0: u8, b2: u8) -> Warnings {
 }
 
 /// Any control packet (byte 0 checked, control bit set); `payload` is everything after the header
-#[inline(never)]
+#[inline(always)]
 fn parse_control_any(
     b0: u8,
     b1: u8,
@@ -938,7 +942,7 @@ fn parse_control_any(
 }
 
 /// A control message parsed in [`TokenMode::Detect`] (spec A.5 structural rules)
-#[inline]
+#[inline(always)]
 fn detect<'a>(id: u8, extra: &'a [u8], warnings: &mut Warnings) -> (Control<'a>, Option<Token>) {
     match id {
         CLOSE => (Control::Close(parse_reason(extra, true, warnings)), None),
