@@ -97,6 +97,14 @@ fn game_control(c: &mut Criterion) {
                 |b, bytes| b.iter(|| gw::parse(black_box(&bytes[..]), black_box(mode))),
             );
         }
+        // what the server's hot path reads: ack, token, message kind and warnings
+        g.bench_with_input(
+            BenchmarkId::new("parse_trailing_fields", name),
+            &tok_bytes,
+            |b, bytes| {
+                b.iter(|| receive_fields(black_box(&bytes[..]), black_box(TokenMode::Trailing)))
+            },
+        );
         let mut out = [0u8; gw::MAX_PACKET_LEN];
         for (form, p) in [("token", tokened), ("vanilla", vanilla)] {
             g.bench_function(BenchmarkId::new(format!("emit_{form}"), name), |b| {
@@ -105,6 +113,21 @@ fn game_control(c: &mut Criterion) {
         }
     }
     g.finish();
+}
+
+/// Parse and keep only what a connection's receive path looks at (ack, token, kind, warnings),
+/// folded into one integer the way a caller uses them: in registers (returning them as a tuple
+/// would add a store/reload of the tuple to the measurement)
+fn receive_fields(bytes: &[u8], mode: TokenMode) -> u64 {
+    let Ok(parsed) = gw::parse(bytes, mode) else {
+        return u64::MAX;
+    };
+    let (ack, token, kind) = match parsed.packet {
+        gw::Packet::Control(c) => (c.ack, c.token, c.control.id() as u8),
+        gw::Packet::Chunks(c) => (c.header.ack, c.token, u8::MAX),
+    };
+    let token = token.map_or(0, |t| u64::from(u32::from_le_bytes(t.0)) | 1 << 32);
+    token | u64::from(ack) << 33 | u64::from(kind) << 43 | u64::from(parsed.warnings.bits()) << 51
 }
 
 fn game_chunk(c: &mut Criterion) {
@@ -142,6 +165,11 @@ fn game_chunk(c: &mut Criterion) {
             |b, bytes| b.iter(|| gw::parse(black_box(&bytes[..]), black_box(mode))),
         );
     }
+    g.bench_with_input(
+        BenchmarkId::new("parse_200B_fields", "trailing"),
+        &tok_bytes,
+        |b, bytes| b.iter(|| receive_fields(black_box(&bytes[..]), black_box(TokenMode::Trailing))),
+    );
     let mut out = [0u8; gw::MAX_PACKET_LEN];
     for (form, p) in [("token", tokened), ("vanilla", vanilla)] {
         g.bench_function(BenchmarkId::new("emit_200B", form), |b| {

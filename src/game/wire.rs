@@ -73,7 +73,7 @@
 use core::fmt;
 
 use crate::io::BufferTooSmall;
-use crate::wire::{Reader, Writer};
+use crate::wire::Writer;
 
 /// Size of the 0.6 packet header
 pub const HEADER_LEN: usize = 3;
@@ -103,9 +103,27 @@ pub const RESERVED_MASK: u8 = 0x0C;
 /// Byte 0 bits holding ack bits 9..8
 pub const ACK_HIGH_MASK: u8 = 0x03;
 
+/// Byte 0 bits that make [`Header::parse`] fail: connless or reserved
+const HEADER_ERROR_MASK: u8 = FLAG_CONNLESS | RESERVED_MASK;
+
+/// The error for a byte 0 that has a [`HEADER_ERROR_MASK`] bit set (connless takes precedence)
+#[cold]
+#[inline(never)]
+const fn header_error(b0: u8) -> DecodeError {
+    if b0 & FLAG_CONNLESS != 0 {
+        DecodeError::Connless
+    } else {
+        DecodeError::ReservedBits(b0 & RESERVED_MASK)
+    }
+}
+
 /// A DDNet security token: 4 opaque bytes, echoed unchanged (never reinterpreted as an integer)
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
+// align(4): `Option<Token>` is then 8 bytes with the token in its own aligned word, which the
+// compiler keeps in a register; with the 5-byte unaligned layout it was spilled and read back with
+// mismatched widths (a store-forwarding stall on every parse result that carries a token).
+#[repr(align(4))]
 pub struct Token(pub [u8; 4]);
 
 impl Token {
@@ -137,6 +155,7 @@ pub struct Flags {
 impl Flags {
     /// The flag bits of byte 0
     #[must_use]
+    #[inline]
     pub const fn bits(self) -> u8 {
         (if self.compression {
             FLAG_COMPRESSION
@@ -168,31 +187,32 @@ impl Header {
     /// # Errors
     /// [`DecodeError::TooShort`] for fewer than 3 bytes, [`DecodeError::Connless`] when bit 0x20 is
     /// set, [`DecodeError::ReservedBits`] when bit 0x08 or 0x04 is set.
+    #[inline]
     pub fn parse(buf: &[u8]) -> Result<Header, DecodeError> {
-        let mut r = Reader::new(buf);
-        let [b0, b1, b2] = r
-            .array::<3>()
-            .ok_or(DecodeError::TooShort { len: buf.len() })?;
-        if b0 & FLAG_CONNLESS != 0 {
-            return Err(DecodeError::Connless);
+        match buf.first_chunk::<HEADER_LEN>() {
+            Some(&[b0, b1, b2]) if b0 & HEADER_ERROR_MASK == 0 => Ok(Header::decode(b0, b1, b2)),
+            Some(&[b0, ..]) => Err(header_error(b0)),
+            None => Err(DecodeError::TooShort { len: buf.len() }),
         }
-        let reserved = b0 & RESERVED_MASK;
-        if reserved != 0 {
-            return Err(DecodeError::ReservedBits(reserved));
-        }
-        Ok(Header {
+    }
+
+    /// The header of three bytes whose byte 0 passed the [`HEADER_ERROR_MASK`] check
+    #[inline]
+    const fn decode(b0: u8, b1: u8, b2: u8) -> Header {
+        Header {
             flags: Flags {
                 compression: b0 & FLAG_COMPRESSION != 0,
                 resend: b0 & FLAG_RESEND != 0,
                 control: b0 & FLAG_CONTROL != 0,
             },
-            ack: u16::from(b0 & ACK_HIGH_MASK) << 8 | u16::from(b1),
+            ack: ack(b0, b1),
             num_chunks: b2,
-        })
+        }
     }
 
     /// The three header bytes (ack reduced modulo 1024)
     #[must_use]
+    #[inline]
     pub const fn to_bytes(&self) -> [u8; 3] {
         let ack = self.ack % ACK_MODULO;
         [
@@ -206,10 +226,9 @@ impl Header {
     ///
     /// # Errors
     /// [`BufferTooSmall`] (required 3) when `buf` is shorter; nothing is written.
+    #[inline]
     pub fn emit(&self, buf: &mut [u8]) -> Result<usize, BufferTooSmall> {
-        let mut w = Writer::new(buf);
-        w.bytes(&self.to_bytes())?;
-        Ok(HEADER_LEN)
+        put(buf, self.to_bytes())
     }
 }
 
@@ -410,6 +429,7 @@ pub struct ControlPacket<'a> {
 impl ControlPacket<'_> {
     /// Exact number of bytes [`ControlPacket::emit`] writes
     #[must_use]
+    #[inline]
     pub fn buffer_len(&self) -> usize {
         let token = if self.token.is_some() { TOKEN_LEN } else { 0 };
         let extra = match &self.control {
@@ -425,40 +445,62 @@ impl ControlPacket<'_> {
     /// # Errors
     /// [`BufferTooSmall`] with the exact size when `buf` is shorter than [`ControlPacket::buffer_len`];
     /// nothing is written.
+    #[inline]
     pub fn emit(&self, buf: &mut [u8]) -> Result<usize, BufferTooSmall> {
-        let len = self.buffer_len();
-        let mut w = Writer::new(buf);
-        w.reserve(len)?;
-        let header = Header {
-            flags: Flags {
-                control: true,
-                ..Flags::default()
-            },
-            ack: self.ack,
-            num_chunks: 0,
-        };
-        w.bytes(&header.to_bytes())?;
-        w.u8(self.control.id() as u8)?;
+        // byte 0 = 0x10 | ack >> 8, byte 1 = ack & 0xFF, byte 2 = 0: no compression, no resend
+        let ack = self.ack % ACK_MODULO;
+        let [h0, h1] = [FLAG_CONTROL | (ack >> 8) as u8, (ack & 0xFF) as u8];
+        let id = self.control.id() as u8;
         match (&self.control, self.token) {
-            (Control::Connect | Control::ConnectAccept, Some(t)) => {
-                w.bytes(&TOKEN_MAGIC)?;
-                w.bytes(&t.0)?;
+            (Control::Close(reason), token) => emit_close([h0, h1, 0, id], *reason, token, buf),
+            (Control::Connect | Control::ConnectAccept, Some(Token([t0, t1, t2, t3]))) => {
+                let [m0, m1, m2, m3] = TOKEN_MAGIC;
+                put(buf, [h0, h1, 0, id, m0, m1, m2, m3, t0, t1, t2, t3])
             }
-            (Control::Close(reason), token) => {
-                if !reason.is_empty() {
-                    w.bytes(reason.as_bytes())?;
-                    w.u8(0)?;
-                }
-                if let Some(t) = token {
-                    w.bytes(&t.0)?;
-                }
-            }
-            (_, Some(t)) => w.bytes(&t.0)?,
-            (_, None) => {}
+            (_, Some(Token([t0, t1, t2, t3]))) => put(buf, [h0, h1, 0, id, t0, t1, t2, t3]),
+            (_, None) => put(buf, [h0, h1, 0, id]),
         }
-        debug_assert_eq!(w.written(), len);
-        Ok(w.written())
     }
+}
+
+/// Write `bytes` at the start of `buf` in one copy; returns `N`
+///
+/// # Errors
+/// [`BufferTooSmall`] (required `N`) when `buf` is shorter; nothing is written.
+#[inline]
+fn put<const N: usize>(buf: &mut [u8], bytes: [u8; N]) -> Result<usize, BufferTooSmall> {
+    let dst = buf
+        .first_chunk_mut::<N>()
+        .ok_or(BufferTooSmall { required: N })?;
+    *dst = bytes;
+    Ok(N)
+}
+
+/// Write a CLOSE: `head` (header and id), the reason with its NUL when not empty, the token
+///
+/// # Errors
+/// [`BufferTooSmall`] with the exact size when `buf` is too short; nothing is written.
+#[inline(never)]
+fn emit_close(
+    head: [u8; 4],
+    reason: Reason<'_>,
+    token: Option<Token>,
+    buf: &mut [u8],
+) -> Result<usize, BufferTooSmall> {
+    let token_len = if token.is_some() { TOKEN_LEN } else { 0 };
+    let len = head.len() + reason.wire_len() + token_len;
+    let mut w = Writer::new(buf);
+    w.reserve(len)?;
+    w.bytes(&head)?;
+    if !reason.is_empty() {
+        w.bytes(reason.as_bytes())?;
+        w.u8(0)?;
+    }
+    if let Some(t) = token {
+        w.bytes(&t.0)?;
+    }
+    debug_assert_eq!(w.written(), len);
+    Ok(w.written())
 }
 
 /// A non-control packet, passed through with its payload borrowed
@@ -676,22 +718,11 @@ impl fmt::Display for DecodeError {
 
 impl core::error::Error for DecodeError {}
 
-/// Split the last 4 bytes off `data` as the token
-fn split_token(data: &[u8]) -> Result<(&[u8], Token), DecodeError> {
-    let cut = data
-        .len()
-        .checked_sub(TOKEN_LEN)
-        .ok_or(DecodeError::MissingToken)?;
-    let (head, tail) = data.split_at(cut);
-    let mut t = [0u8; TOKEN_LEN];
-    t.copy_from_slice(tail);
-    Ok((head, Token(t)))
-}
-
 /// Read a CLOSE reason out of `extra` (everything after the id, token already removed)
 ///
 /// `token_may_follow`: in [`TokenMode::Detect`] exactly 4 bytes after the NUL are taken to be the
 /// token and not reported.
+#[inline(never)]
 fn parse_reason<'a>(extra: &'a [u8], token_may_follow: bool, w: &mut Warnings) -> Reason<'a> {
     if extra.is_empty() {
         return Reason::EMPTY;
@@ -736,112 +767,173 @@ fn parse_reason<'a>(extra: &'a [u8], token_may_follow: bool, w: &mut Warnings) -
 ///
 /// # Errors
 /// Any [`DecodeError`]; tolerated oddities are [`Warnings`] in the result instead.
+// Always inlined (as are the helpers below): the loops and the error construction are out of line
+// (`parse_reason`, `frame_error`), and inlined the caller keeps the 48-byte result in registers
+// instead of reading back through memory what was just written field by field.
+#[inline(always)]
 pub fn parse(buf: &[u8], mode: TokenMode) -> Result<Parsed<'_>, DecodeError> {
-    if buf.len() < HEADER_LEN {
-        return Err(DecodeError::TooShort { len: buf.len() });
-    }
-    if buf.len() > MAX_PACKET_LEN {
-        return Err(DecodeError::TooLong { len: buf.len() });
-    }
-    let header = Header::parse(buf)?;
-    let mut r = Reader::new(buf);
-    let _ = r.bytes(HEADER_LEN);
-    let payload = r.rest();
-    let mut warnings = Warnings::NONE;
-
-    if !header.flags.control {
-        let (payload, token) = match mode {
-            TokenMode::Trailing if !header.flags.compression => {
-                let (p, t) = split_token(payload)?;
-                (p, Some(t))
+    match buf.split_first_chunk::<HEADER_LEN>() {
+        Some((&[b0, b1, b2], payload))
+            if buf.len() <= MAX_PACKET_LEN && b0 & HEADER_ERROR_MASK == 0 =>
+        {
+            if b0 & FLAG_CONTROL == 0 {
+                parse_chunks(b0, b1, b2, payload, mode)
+            } else {
+                parse_control(b0, b1, b2, payload, mode)
             }
-            _ => (payload, None),
-        };
-        return Ok(Parsed {
-            packet: Packet::Chunks(ChunkPacket {
-                header,
-                payload,
-                token,
-            }),
-            warnings,
-        });
+        }
+        _ => Err(frame_error(buf)),
     }
+}
 
-    if header.flags.compression {
+/// Why `buf` has no usable header: too short, too long, connless or reserved bits (in that order)
+#[cold]
+#[inline(never)]
+fn frame_error(buf: &[u8]) -> DecodeError {
+    let len = buf.len();
+    match buf.first() {
+        Some(&b0) if len >= HEADER_LEN => {
+            if len > MAX_PACKET_LEN {
+                DecodeError::TooLong { len }
+            } else {
+                header_error(b0)
+            }
+        }
+        _ => DecodeError::TooShort { len },
+    }
+}
+
+/// A chunk packet (byte 0 checked, control bit clear); `payload` is everything after the header
+#[inline(always)]
+fn parse_chunks(
+    b0: u8,
+    b1: u8,
+    b2: u8,
+    payload: &[u8],
+    mode: TokenMode,
+) -> Result<Parsed<'_>, DecodeError> {
+    let (payload, token) = if matches!(mode, TokenMode::Trailing) && b0 & FLAG_COMPRESSION == 0 {
+        let Some((payload, token)) = payload.split_last_chunk::<TOKEN_LEN>() else {
+            return Err(DecodeError::MissingToken);
+        };
+        (payload, Some(Token(*token)))
+    } else {
+        (payload, None)
+    };
+    Ok(Parsed {
+        packet: Packet::Chunks(ChunkPacket {
+            header: Header::decode(b0, b1, b2),
+            payload,
+            token,
+        }),
+        warnings: Warnings::NONE,
+    })
+}
+
+/// A control packet (byte 0 checked, control bit set); `payload` is everything after the header
+///
+/// The packets a live connection sees nearly all the time — a KEEP_ALIVE or ACCEPT that is just
+/// the id and the token, a bare id on a vanilla connection — are decoded here in a few
+/// instructions; everything else goes to [`parse_control_any`], which handles every control packet.
+#[inline(always)]
+fn parse_control(
+    b0: u8,
+    b1: u8,
+    b2: u8,
+    payload: &[u8],
+    mode: TokenMode,
+) -> Result<Parsed<'_>, DecodeError> {
+    if b0 & FLAG_COMPRESSION == 0 {
+        let fast = match (mode, payload) {
+            (TokenMode::Trailing, &[KEEP_ALIVE, t0, t1, t2, t3]) => {
+                Some((Control::KeepAlive, Some(Token([t0, t1, t2, t3]))))
+            }
+            (TokenMode::Trailing, &[ACCEPT, t0, t1, t2, t3]) => {
+                Some((Control::Accept, Some(Token([t0, t1, t2, t3]))))
+            }
+            (TokenMode::Vanilla, &[id @ ..=ACCEPT]) => Some((simple(id), None)),
+            _ => None,
+        };
+        if let Some((control, token)) = fast {
+            return Ok(Parsed {
+                packet: Packet::Control(ControlPacket {
+                    ack: ack(b0, b1),
+                    control,
+                    token,
+                }),
+                warnings: control_warnings(b0, b2),
+            });
+        }
+    }
+    parse_control_any(b0, b1, b2, payload, mode)
+}
+
+/// The sender's ack from header bytes 0 and 1
+#[inline]
+const fn ack(b0: u8, b1: u8) -> u16 {
+    (b0 as u16 & ACK_HIGH_MASK as u16) << 8 | b1 as u16
+}
+
+/// The header's warnings for a control packet: resend flag, `num_chunks != 0`
+#[inline]
+const fn control_warnings(b0: u8, b2: u8) -> Warnings {
+    // CONTROL_RESEND is the resend flag's own bit
+    let resend = b0 & FLAG_RESEND;
+    let num_chunks = if b2 != 0 {
+        Warnings::CONTROL_NUM_CHUNKS.0
+    } else {
+        0
+    };
+    Warnings(resend | num_chunks)
+}
+
+/// Any control packet (byte 0 checked, control bit set); `payload` is everything after the header
+#[inline(always)]
+fn parse_control_any(
+    b0: u8,
+    b1: u8,
+    b2: u8,
+    payload: &[u8],
+    mode: TokenMode,
+) -> Result<Parsed<'_>, DecodeError> {
+    if b0 & FLAG_COMPRESSION != 0 {
         return Err(DecodeError::CompressedControl);
     }
-    let (&id, extra) = payload.split_first().ok_or(DecodeError::MissingControlId)?;
-    let id = ControlId::try_from(id)?;
-    if header.num_chunks != 0 {
-        warnings.insert(Warnings::CONTROL_NUM_CHUNKS);
+    let Some((&id, extra)) = payload.split_first() else {
+        return Err(DecodeError::MissingControlId);
+    };
+    if id > CLOSE {
+        return Err(DecodeError::UnknownControl(id));
     }
-    if header.flags.resend {
-        warnings.insert(Warnings::CONTROL_RESEND);
-    }
-
-    let (control, token) = match mode {
-        TokenMode::Vanilla => {
-            let control = match id {
-                ControlId::Close => Control::Close(parse_reason(extra, false, &mut warnings)),
-                other => {
-                    if !extra.is_empty() {
-                        warnings.insert(Warnings::EXTRA_BYTES);
-                    }
-                    simple(other)
-                }
-            };
-            (control, None)
+    let mut warnings = control_warnings(b0, b2);
+    let (control, token) = match (mode, id) {
+        (TokenMode::Vanilla, CLOSE) => (
+            Control::Close(parse_reason(extra, false, &mut warnings)),
+            None,
+        ),
+        (TokenMode::Vanilla, _) => {
+            warnings.insert(extra_bytes(extra));
+            (simple(id), None)
         }
-        TokenMode::Trailing => {
-            let (extra, token) = split_token(extra)?;
+        (TokenMode::Trailing, _) => {
+            let Some((extra, token)) = extra.split_last_chunk::<TOKEN_LEN>() else {
+                return Err(DecodeError::MissingToken);
+            };
             let control = match id {
-                ControlId::Close => Control::Close(parse_reason(extra, false, &mut warnings)),
-                ControlId::Connect | ControlId::ConnectAccept => {
-                    if !extra.is_empty() && extra != TOKEN_MAGIC {
-                        warnings.insert(Warnings::EXTRA_BYTES);
-                    }
+                CLOSE => Control::Close(parse_reason(extra, false, &mut warnings)),
+                CONNECT | CONNECT_ACCEPT if *extra == TOKEN_MAGIC => simple(id),
+                _ => {
+                    warnings.insert(extra_bytes(extra));
                     simple(id)
                 }
-                other => {
-                    if !extra.is_empty() {
-                        warnings.insert(Warnings::EXTRA_BYTES);
-                    }
-                    simple(other)
-                }
             };
-            (control, Some(token))
+            (control, Some(Token(*token)))
         }
-        TokenMode::Detect => match id {
-            ControlId::Close => (
-                Control::Close(parse_reason(extra, true, &mut warnings)),
-                None,
-            ),
-            ControlId::Connect | ControlId::ConnectAccept => {
-                let mut er = Reader::new(extra);
-                let token = match (er.array::<4>(), er.array::<4>()) {
-                    (Some(magic), Some(t)) if magic == TOKEN_MAGIC => Some(Token(t)),
-                    _ => None,
-                };
-                let rest = if token.is_some() { er.rest() } else { extra };
-                if !rest.is_empty() {
-                    warnings.insert(Warnings::EXTRA_BYTES);
-                }
-                (simple(id), token)
-            }
-            ControlId::KeepAlive | ControlId::Accept => {
-                let mut er = Reader::new(extra);
-                let token = er.array::<4>().map(Token);
-                let rest = if token.is_some() { er.rest() } else { extra };
-                if !rest.is_empty() {
-                    warnings.insert(Warnings::EXTRA_BYTES);
-                }
-                (simple(id), token)
-            }
-        },
+        (TokenMode::Detect, _) => detect(id, extra, &mut warnings),
     };
     Ok(Parsed {
         packet: Packet::Control(ControlPacket {
-            ack: header.ack,
+            ack: ack(b0, b1),
             control,
             token,
         }),
@@ -849,13 +941,66 @@ pub fn parse(buf: &[u8], mode: TokenMode) -> Result<Parsed<'_>, DecodeError> {
     })
 }
 
-/// The data-less message for `id` (CLOSE gets an empty reason)
-const fn simple(id: ControlId) -> Control<'static> {
+/// A control message parsed in [`TokenMode::Detect`] (spec A.5 structural rules)
+#[inline(always)]
+fn detect<'a>(id: u8, extra: &'a [u8], warnings: &mut Warnings) -> (Control<'a>, Option<Token>) {
     match id {
-        ControlId::KeepAlive => Control::KeepAlive,
-        ControlId::Connect => Control::Connect,
-        ControlId::ConnectAccept => Control::ConnectAccept,
-        ControlId::Accept => Control::Accept,
-        ControlId::Close => Control::Close(Reason::EMPTY),
+        CLOSE => (Control::Close(parse_reason(extra, true, warnings)), None),
+        CONNECT | CONNECT_ACCEPT => match extra.split_first_chunk::<8>() {
+            Some((&[b'T', b'K', b'E', b'N', t0, t1, t2, t3], rest)) => {
+                warnings.insert(extra_bytes(rest));
+                (simple(id), Some(Token([t0, t1, t2, t3])))
+            }
+            _ => {
+                warnings.insert(extra_bytes(extra));
+                (simple(id), None)
+            }
+        },
+        _ => match extra.split_first_chunk::<TOKEN_LEN>() {
+            Some((token, rest)) => {
+                warnings.insert(extra_bytes(rest));
+                (simple(id), Some(Token(*token)))
+            }
+            None => {
+                warnings.insert(extra_bytes(extra));
+                (simple(id), None)
+            }
+        },
+    }
+}
+
+/// [`Warnings::EXTRA_BYTES`] when `rest` (data a message does not have) is not empty
+#[inline]
+const fn extra_bytes(rest: &[u8]) -> Warnings {
+    if rest.is_empty() {
+        Warnings::NONE
+    } else {
+        Warnings::EXTRA_BYTES
+    }
+}
+
+const KEEP_ALIVE: u8 = ControlId::KeepAlive as u8;
+const CONNECT: u8 = ControlId::Connect as u8;
+const CONNECT_ACCEPT: u8 = ControlId::ConnectAccept as u8;
+const ACCEPT: u8 = ControlId::Accept as u8;
+const CLOSE: u8 = ControlId::Close as u8;
+// the resend flag doubles as the CONTROL_RESEND warning bit
+const _: () = assert!(Warnings::CONTROL_RESEND.0 == FLAG_RESEND);
+const _: () = assert!(
+    TOKEN_MAGIC[0] == b'T'
+        && TOKEN_MAGIC[1] == b'K'
+        && TOKEN_MAGIC[2] == b'E'
+        && TOKEN_MAGIC[3] == b'N'
+);
+
+/// The data-less message for a known `id` 0..=4 (CLOSE gets an empty reason)
+#[inline]
+const fn simple(id: u8) -> Control<'static> {
+    match id {
+        KEEP_ALIVE => Control::KeepAlive,
+        CONNECT => Control::Connect,
+        CONNECT_ACCEPT => Control::ConnectAccept,
+        ACCEPT => Control::Accept,
+        _ => Control::Close(Reason::EMPTY),
     }
 }
