@@ -162,7 +162,7 @@ pub fn decode_varint(buf: &[u8]) -> Result<(u64, usize), PbError> {
 }
 
 /// A varint that is not a single byte (or an empty buffer)
-#[inline(always)]
+#[inline]
 fn decode_varint_multi(buf: &[u8]) -> Result<(u64, usize), PbError> {
     // Eight bytes at once when the varint ends within them (values below 2^56): keep the bytes
     // up to the first one with a clear high bit, drop the high bits, pack the 7-bit groups.
@@ -227,14 +227,14 @@ enum Value<'a> {
 }
 
 /// Value of a varint field whose key has been read; returns it and the rest of the body
-#[inline(always)]
+#[inline]
 fn take_varint(buf: &[u8]) -> Result<(u64, &[u8]), PbError> {
     let (v, n) = decode_varint(buf)?;
     Ok((v, buf.get(n..).ok_or(PbError::Truncated)?))
 }
 
 /// Payload of a length-delimited field whose key has been read; returns it and the rest
-#[inline(always)]
+#[inline]
 fn take_bytes(buf: &[u8]) -> Result<(&[u8], &[u8]), PbError> {
     let (len, n) = decode_varint(buf)?;
     let rest = buf.get(n..).ok_or(PbError::Truncated)?;
@@ -243,7 +243,7 @@ fn take_bytes(buf: &[u8]) -> Result<(&[u8], &[u8]), PbError> {
 }
 
 /// String field `field` whose key has been read; returns it and the rest of the body
-#[inline(always)]
+#[inline]
 fn take_str(buf: &[u8], field: u32) -> Result<(&str, &[u8]), PbError> {
     let (data, rest) = take_bytes(buf)?;
     match core::str::from_utf8(data) {
