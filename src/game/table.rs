@@ -8,10 +8,10 @@
 //! holds the slot number plus the high bits of the key's hash as a tag, so a probe reads the
 //! key of a slot only when the tag matches: a lookup touches one index bucket and one slot.
 //!
-//! Why two arrays: with `N = 65 536` the index is 512 KiB and a `u32`-keyed slot 24 bytes, so
-//! everything a datagram touches stays within a core's L2 cache; buckets holding the whole
-//! slot (the previous layout, 48 bytes each at 50 % load) made the table 7.6 MB and each
-//! datagram a cache and TLB miss.
+//! Why two arrays: with `N = 65 536` the index is 512 KiB and the server's slots (16 bytes with
+//! a `u32` key) 1 MiB, so what a datagram touches stays near a core's L2 cache; buckets holding
+//! the whole peer (the previous layout, 48 bytes each at 50 % load) made the table 7.6 MB and
+//! each datagram a cache and TLB miss.
 //!
 //! The table hashes keys itself with its [`KeyHash`] (a keyed hash: clients must not be able to
 //! pick colliding addresses). Even with every key in one bucket a probe visits at most
