@@ -18,10 +18,7 @@
 use libfuzzer_sys::fuzz_target;
 use tether::game::client::{Client, ClientConfig, ClientState};
 use tether::game::event::{ClientCloseCause, ClientEvent, CloseError, ConnectError, SendError};
-use tether::game::wire::{
-    self, ChunkPacket, Control, ControlPacket, Flags, Header, Packet, Reason, Token, TokenMode,
-    MAX_PACKET_LEN,
-};
+use tether::game::wire::{self, Control, Flags, Packet, Token, TokenMode, MAX_PACKET_LEN};
 use tether::{FrameKind, Instant, Machine};
 use tether_fuzz::{drain_events, drain_transmits, interval, is_spurious, step, OpReader};
 
@@ -259,22 +256,9 @@ fuzz_target!(|data: &[u8]| {
         sent_close: 0,
         last_state: ClientState::Offline,
     };
-    // The machine has seen `h.now` from the start (as if created then), so "the latest now passed"
-    // is always `h.now`: stale-stamped inputs are clamped, never the first time it sees.
-    h.c.handle_timeout(h.now);
-    h.after_op();
+    tether_fuzz::start(&mut h);
     let mut ops = 0;
-    while !r.is_empty() && ops < 256 {
-        ops += 1;
-        let op = r.u8();
-        if tether_fuzz::trace_enabled() {
-            eprintln!(
-                "op {:2} (byte {op:#04x}) at {} next {:02x?}",
-                op & 15,
-                h.now,
-                r.peek()
-            );
-        }
+    while let Some(op) = tether_fuzz::next_op(&mut r, &mut ops, 15, h.now) {
         if op & 0x80 != 0 {
             h.tiny = Some(usize::from((op >> 4) & 7) * 3);
         }
@@ -294,21 +278,8 @@ fuzz_target!(|data: &[u8]| {
                 let ack = h.ack_sel(&mut r);
                 let token = h.token_sel(&mut r);
                 let reason = r.blob();
-                let control = match id % 5 {
-                    0 => Control::KeepAlive,
-                    1 => Control::Connect,
-                    2 => Control::ConnectAccept,
-                    3 => Control::Accept,
-                    _ => Control::Close(Reason::from_bytes(reason)),
-                };
-                let p = ControlPacket {
-                    ack,
-                    control,
-                    token,
-                };
-                let mut buf = vec![0u8; p.buffer_len()];
-                let n = p.emit(&mut buf).expect("exact buffer");
-                h.input(h.now, &buf[..n]);
+                let bytes = tether_fuzz::game_control(id, ack, token, reason);
+                h.input(h.now, &bytes);
             }
             5 => {
                 // a well-formed chunk packet
@@ -317,22 +288,8 @@ fuzz_target!(|data: &[u8]| {
                 let ack = h.ack_sel(&mut r);
                 let token = h.token_sel(&mut r);
                 let payload = r.blob();
-                let p = ChunkPacket {
-                    header: Header {
-                        flags: Flags {
-                            compression: f & 1 != 0,
-                            resend: f & 2 != 0,
-                            control: false,
-                        },
-                        ack,
-                        num_chunks,
-                    },
-                    payload,
-                    token,
-                };
-                let mut buf = vec![0u8; p.buffer_len()];
-                let n = p.emit(&mut buf).expect("exact buffer");
-                h.input(h.now, &buf[..n]);
+                let bytes = tether_fuzz::game_chunks(f, num_chunks, ack, token, payload);
+                h.input(h.now, &bytes);
             }
             6 => {
                 let offline = h.c.state() == ClientState::Offline;

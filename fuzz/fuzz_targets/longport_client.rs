@@ -532,22 +532,9 @@ fuzz_target!(|data: &[u8]| {
         last_ping_payload: None,
         rx: Vec::new(),
     };
-    // The machine has seen `h.now` from the start (as if created then), so "the latest now passed"
-    // is always `h.now`: stale-stamped inputs are clamped, never the first time it sees.
-    h.c.handle_timeout(h.now);
-    h.after_op();
+    tether_fuzz::start(&mut h);
     let mut ops = 0;
-    while !r.is_empty() && ops < 256 {
-        ops += 1;
-        let op = r.u8();
-        if tether_fuzz::trace_enabled() {
-            eprintln!(
-                "op {:2} (byte {op:#04x}) at {} next {:02x?}",
-                op & 31,
-                h.now,
-                r.peek()
-            );
-        }
+    while let Some(op) = tether_fuzz::next_op(&mut r, &mut ops, 31, h.now) {
         if op & 0x80 != 0 {
             h.tiny = Some(usize::from((op >> 5) & 3) * 5);
         }

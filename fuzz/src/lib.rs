@@ -436,3 +436,86 @@ macro_rules! impl_harness {
         }
     };
 }
+
+/// Start a machine target: the machine has seen `h.now()` from the start (as if created then),
+/// so "the latest now passed" is always `h.now()` and stale-stamped inputs are clamped, never
+/// the first time it sees; then the first [`Harness::after_op`]
+pub fn start<H: Harness>(h: &mut H) {
+    let now = h.now();
+    h.machine().handle_timeout(now);
+    h.after_op();
+}
+
+/// The next op byte of a machine target (at most 256 per input, counted in `ops`); with
+/// `TETHER_FUZZ_TRACE=1` it is printed with its op number (`byte & mask`), `now` and the bytes
+/// that follow
+pub fn next_op(r: &mut OpReader<'_>, ops: &mut u32, mask: u8, now: Instant) -> Option<u8> {
+    if r.is_empty() || *ops >= 256 {
+        return None;
+    }
+    *ops += 1;
+    let op = r.u8();
+    if trace_enabled() {
+        eprintln!(
+            "op {:2} (byte {op:#04x}) at {now} next {:02x?}",
+            op & mask,
+            r.peek()
+        );
+    }
+    Some(op)
+}
+
+/// A well-formed game control packet: `id % 5` picks KEEP_ALIVE, CONNECT, CONNECT_ACCEPT, ACCEPT
+/// or CLOSE with `reason`
+pub fn game_control(
+    id: u8,
+    ack: u16,
+    token: Option<tether::game::wire::Token>,
+    reason: &[u8],
+) -> Vec<u8> {
+    use tether::game::wire::{Control, ControlPacket, Reason};
+    let control = match id % 5 {
+        0 => Control::KeepAlive,
+        1 => Control::Connect,
+        2 => Control::ConnectAccept,
+        3 => Control::Accept,
+        _ => Control::Close(Reason::from_bytes(reason)),
+    };
+    let p = ControlPacket {
+        ack,
+        control,
+        token,
+    };
+    let mut buf = vec![0u8; p.buffer_len()];
+    let n = p.emit(&mut buf).expect("exact buffer");
+    buf.truncate(n);
+    buf
+}
+
+/// A well-formed game chunk packet; bits of `f`: 1 compression, 2 resend
+pub fn game_chunks(
+    f: u8,
+    num_chunks: u8,
+    ack: u16,
+    token: Option<tether::game::wire::Token>,
+    payload: &[u8],
+) -> Vec<u8> {
+    use tether::game::wire::{ChunkPacket, Flags, Header};
+    let p = ChunkPacket {
+        header: Header {
+            flags: Flags {
+                compression: f & 1 != 0,
+                resend: f & 2 != 0,
+                control: false,
+            },
+            ack,
+            num_chunks,
+        },
+        payload,
+        token,
+    };
+    let mut buf = vec![0u8; p.buffer_len()];
+    let n = p.emit(&mut buf).expect("exact buffer");
+    buf.truncate(n);
+    buf
+}
