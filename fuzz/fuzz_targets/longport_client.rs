@@ -32,7 +32,6 @@ use tether::longport::control::{
 };
 use tether::longport::deframe::{decode_message, Frame, Handshake, StreamDeframer};
 use tether::longport::event::{ClientEvent, RequestId};
-use tether::longport::gzip::{gzip_stored, stored_len};
 use tether::longport::wire::{Kind, Packet, Status, DEFAULT_MAX_BODY};
 use tether::{Duration, FrameKind, Instant};
 use tether_fuzz::{drain_events, drain_transmits, interval, is_spurious, step, OpReader};
@@ -447,30 +446,6 @@ fn text(r: &mut OpReader<'_>) -> String {
     }
 }
 
-fn encode<'a, B: Body<'a>>(b: &B) -> Vec<u8> {
-    let mut out = vec![0u8; b.encoded_len()];
-    let n = b.encode(&mut out).expect("exact buffer");
-    out.truncate(n);
-    out
-}
-
-fn maybe_gzip(gz: bool, body: Vec<u8>) -> Vec<u8> {
-    if !gz {
-        return body;
-    }
-    let mut out = vec![0u8; stored_len(body.len())];
-    let n = gzip_stored(&body, &mut out).expect("exact buffer");
-    out.truncate(n);
-    out
-}
-
-fn emit(p: &Packet<'_>) -> Vec<u8> {
-    let mut out = vec![0u8; p.buffer_len()];
-    let n = p.emit(&mut out).expect("exact buffer");
-    out.truncate(n);
-    out
-}
-
 fuzz_target!(|data: &[u8]| {
     let mut r = OpReader::new(data);
     let flags = r.u8();
@@ -562,11 +537,11 @@ fuzz_target!(|data: &[u8]| {
                             limit: u32::from(r.u8()),
                             online: u32::from(r.u8()),
                         };
-                        encode(&g)
+                        tether_fuzz::lp_encode(&g)
                     }
                     1 => {
                         let msg = text(&mut r);
-                        encode(&ErrorBody::new(u64::from(r.u16()), &msg))
+                        tether_fuzz::lp_encode(&ErrorBody::new(u64::from(r.u16()), &msg))
                     }
                     2 => r.blob().to_vec(),
                     _ => Vec::new(),
@@ -577,17 +552,18 @@ fuzz_target!(|data: &[u8]| {
                 } else {
                     CMD_AUTH
                 };
-                let body = maybe_gzip(flags & 1 != 0, body);
+                let body = tether_fuzz::lp_maybe_gzip(flags & 1 != 0, body);
                 let p = Packet::response(cmd, rid, st, &body).with_gzip(flags & 1 != 0);
-                h.input(now, &emit(&p));
+                h.input(now, &tether_fuzz::lp_emit(&p));
             }
             5 => {
                 // heartbeat echo
                 let rid = h.hb_rid;
-                let body = encode(&Heartbeat::new(i64::from(r.u16()), Some(rid as i32)));
+                let body =
+                    tether_fuzz::lp_encode(&Heartbeat::new(i64::from(r.u16()), Some(rid as i32)));
                 h.input(
                     now,
-                    &emit(&Packet::response(
+                    &tether_fuzz::lp_emit(&Packet::response(
                         CMD_HEARTBEAT,
                         rid,
                         Status::Success,
@@ -602,20 +578,25 @@ fuzz_target!(|data: &[u8]| {
                 let st = status(&mut r);
                 let body = if r.u8() & 1 == 0 {
                     let msg = text(&mut r);
-                    encode(&ErrorBody::new(u64::from(r.u16()), &msg))
+                    tether_fuzz::lp_encode(&ErrorBody::new(u64::from(r.u16()), &msg))
                 } else {
                     r.blob().to_vec()
                 };
-                h.input(now, &emit(&Packet::response(cmd, rid, st, &body)));
+                h.input(
+                    now,
+                    &tether_fuzz::lp_emit(&Packet::response(cmd, rid, st, &body)),
+                );
             }
             7 => {
                 // server heartbeat request
                 let rid = u32::from_le_bytes(r.array4());
                 let gz = r.u8() & 1 != 0;
-                let body = maybe_gzip(gz, r.blob().to_vec());
+                let body = tether_fuzz::lp_maybe_gzip(gz, r.blob().to_vec());
                 h.input(
                     now,
-                    &emit(&Packet::request(CMD_HEARTBEAT, rid, 0, &body).with_gzip(gz)),
+                    &tether_fuzz::lp_emit(
+                        &Packet::request(CMD_HEARTBEAT, rid, 0, &body).with_gzip(gz),
+                    ),
                 );
             }
             8 => {
@@ -623,13 +604,19 @@ fuzz_target!(|data: &[u8]| {
                 let code = CloseCode::from_i32(i32::from(r.u8() as i8));
                 let reason = text(&mut r);
                 let gz = r.u8() & 1 != 0;
-                let body = maybe_gzip(gz, encode(&Close::new(code, &reason)));
-                h.input(now, &emit(&Packet::push(CMD_CLOSE, &body).with_gzip(gz)));
+                let body = tether_fuzz::lp_maybe_gzip(
+                    gz,
+                    tether_fuzz::lp_encode(&Close::new(code, &reason)),
+                );
+                h.input(
+                    now,
+                    &tether_fuzz::lp_emit(&Packet::push(CMD_CLOSE, &body).with_gzip(gz)),
+                );
             }
             9 => {
                 let cmd = r.u8();
                 let body = r.blob().to_vec();
-                h.input(now, &emit(&Packet::push(cmd, &body)));
+                h.input(now, &tether_fuzz::lp_emit(&Packet::push(cmd, &body)));
             }
             10 => {
                 let payload = r.blob().to_vec();
@@ -641,7 +628,7 @@ fuzz_target!(|data: &[u8]| {
             }
             11 => {
                 let payload = if r.u8() & 1 == 0 {
-                    encode(&Heartbeat::new(7, h.ping_hb_id))
+                    tether_fuzz::lp_encode(&Heartbeat::new(7, h.ping_hb_id))
                 } else {
                     r.blob().to_vec()
                 };

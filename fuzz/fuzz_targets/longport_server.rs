@@ -27,7 +27,6 @@ use tether::longport::control::{
     SessionGrant, CMD_AUTH, CMD_CLOSE, CMD_HEARTBEAT, CMD_RECONNECT,
 };
 use tether::longport::deframe::{Handshake, Transport};
-use tether::longport::gzip::{gzip_stored, stored_len};
 use tether::longport::server::{
     App, CloseReason, CommandError, ConnectError, InputError, PeerState, SendError, Server,
     ServerConfig, ServerEvent, MAX_REQUEST_TIMEOUT_MS,
@@ -411,30 +410,6 @@ fn expires(r: &mut OpReader<'_>) -> i64 {
     }
 }
 
-fn encode<'a, B: Body<'a>>(b: &B) -> Vec<u8> {
-    let mut out = vec![0u8; b.encoded_len()];
-    let n = b.encode(&mut out).expect("exact buffer");
-    out.truncate(n);
-    out
-}
-
-fn emit(p: &Packet<'_>) -> Vec<u8> {
-    let mut out = vec![0u8; p.buffer_len()];
-    let n = p.emit(&mut out).expect("exact buffer");
-    out.truncate(n);
-    out
-}
-
-fn maybe_gzip(gz: bool, body: Vec<u8>) -> Vec<u8> {
-    if !gz {
-        return body;
-    }
-    let mut out = vec![0u8; stored_len(body.len())];
-    let n = gzip_stored(&body, &mut out).expect("exact buffer");
-    out.truncate(n);
-    out
-}
-
 fn conn(r: &mut OpReader<'_>) -> u8 {
     r.u8() % IDS as u8
 }
@@ -512,14 +487,16 @@ fuzz_target!(|data: &[u8]| {
                     &[("accept-language", "en")]
                 };
                 let gz = r.u8() & 3 == 3;
-                let body = maybe_gzip(
+                let body = tether_fuzz::lp_maybe_gzip(
                     gz,
-                    encode(&AuthRequest::new(&token, Metadata::from_pairs(pairs))),
+                    tether_fuzz::lp_encode(&AuthRequest::new(&token, Metadata::from_pairs(pairs))),
                 );
                 h.input(
                     now,
                     c,
-                    &emit(&Packet::request(CMD_AUTH, rid, 5_000, &body).with_gzip(gz)),
+                    &tether_fuzz::lp_emit(
+                        &Packet::request(CMD_AUTH, rid, 5_000, &body).with_gzip(gz),
+                    ),
                 );
             }
             6 => {
@@ -527,11 +504,11 @@ fuzz_target!(|data: &[u8]| {
                 let c = conn(&mut r);
                 let rid = u32::from(r.u16());
                 let sid = h.session(&mut r);
-                let body = encode(&ReconnectRequest::new(&sid, Metadata::EMPTY));
+                let body = tether_fuzz::lp_encode(&ReconnectRequest::new(&sid, Metadata::EMPTY));
                 h.input(
                     now,
                     c,
-                    &emit(&Packet::request(CMD_RECONNECT, rid, 5_000, &body)),
+                    &tether_fuzz::lp_emit(&Packet::request(CMD_RECONNECT, rid, 5_000, &body)),
                 );
             }
             7 => {
@@ -540,16 +517,20 @@ fuzz_target!(|data: &[u8]| {
                 let rid = u32::from(r.u16());
                 let sel = r.u8();
                 let body = match sel % 3 {
-                    0 => encode(&Heartbeat::new(1_700_000_000_000, Some(rid as i32))),
+                    0 => {
+                        tether_fuzz::lp_encode(&Heartbeat::new(1_700_000_000_000, Some(rid as i32)))
+                    }
                     1 => vec![7u8; 100],
                     _ => r.blob().to_vec(),
                 };
                 let gz = sel & 4 != 0;
-                let body = maybe_gzip(gz, body);
+                let body = tether_fuzz::lp_maybe_gzip(gz, body);
                 h.input(
                     now,
                     c,
-                    &emit(&Packet::request(CMD_HEARTBEAT, rid, 0, &body).with_gzip(gz)),
+                    &tether_fuzz::lp_emit(
+                        &Packet::request(CMD_HEARTBEAT, rid, 0, &body).with_gzip(gz),
+                    ),
                 );
             }
             8 => {
@@ -567,7 +548,9 @@ fuzz_target!(|data: &[u8]| {
                 h.input(
                     now,
                     c,
-                    &emit(&Packet::request(cmd, rid, timeout, &body).with_signature(sig)),
+                    &tether_fuzz::lp_emit(
+                        &Packet::request(cmd, rid, timeout, &body).with_signature(sig),
+                    ),
                 );
             }
             9 => {
@@ -581,7 +564,7 @@ fuzz_target!(|data: &[u8]| {
                 } else {
                     Packet::response(cmd, rid, Status::Success, &body)
                 };
-                h.input(now, c, &emit(&p));
+                h.input(now, c, &tether_fuzz::lp_emit(&p));
             }
             10 => {
                 let c = conn(&mut r);

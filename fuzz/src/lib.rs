@@ -519,3 +519,31 @@ pub fn game_chunks(
     buf.truncate(n);
     buf
 }
+
+/// A LongPort control body's bytes
+pub fn lp_encode<'a, B: tether::longport::control::Body<'a>>(b: &B) -> Vec<u8> {
+    let mut out = vec![0u8; b.encoded_len()];
+    let n = b.encode(&mut out).expect("exact buffer");
+    out.truncate(n);
+    out
+}
+
+/// `body`, wrapped in a stored-block gzip stream when `gz`
+pub fn lp_maybe_gzip(gz: bool, body: Vec<u8>) -> Vec<u8> {
+    use tether::longport::gzip::{gzip_stored, stored_len};
+    if !gz {
+        return body;
+    }
+    let mut out = vec![0u8; stored_len(body.len())];
+    let n = gzip_stored(&body, &mut out).expect("exact buffer");
+    out.truncate(n);
+    out
+}
+
+/// A LongPort packet's bytes
+pub fn lp_emit(p: &tether::longport::wire::Packet<'_>) -> Vec<u8> {
+    let mut out = vec![0u8; p.buffer_len()];
+    let n = p.emit(&mut out).expect("exact buffer");
+    out.truncate(n);
+    out
+}
