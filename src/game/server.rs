@@ -571,6 +571,12 @@ impl<A: Copy + Eq + Hash, const N: usize, const E: usize> Server<A, N, E> {
         &mut cold[slot & (N - 1)]
     }
 
+    /// The state beside the table of slot `slot`, read-only
+    #[inline]
+    fn cold(&self, slot: usize) -> &PeerCold {
+        &self.cold[slot & (N - 1)]
+    }
+
     /// Add a timer entry; on overflow the heap is rebuilt from the table on the next timer call
     fn push_timer(&mut self, entry: TimerEntry) {
         if self.timers.push(entry).is_err() {
@@ -582,7 +588,7 @@ impl<A: Copy + Eq + Hash, const N: usize, const E: usize> Server<A, N, E> {
     fn rebuild_timers(&mut self, now: Instant) {
         self.timers.clear();
         for (slot, _, hot) in self.peers.iter() {
-            let cold = &self.cold[slot & (N - 1)];
+            let cold = self.cold(slot);
             let entry = TimerEntry {
                 at: timer_at(hot, cold, &self.config, now),
                 gen: cold.gen,
@@ -1005,7 +1011,7 @@ impl<A: Copy + Eq + Hash, const N: usize, const E: usize> Server<A, N, E> {
     /// The next shutdown CLOSE, as (peer, frame)
     fn shutdown_frame(&self) -> Option<(A, ControlPacket<'_>)> {
         let (&peer, hot) = self.peers.get(self.shutdown.tx)?;
-        let cold = &self.cold[self.shutdown.tx & (N - 1)];
+        let cold = self.cold(self.shutdown.tx);
         Some((
             peer,
             ControlPacket {
