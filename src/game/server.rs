@@ -803,6 +803,11 @@ impl<A: Copy + Eq + Hash, const N: usize, const E: usize> Server<A, N, E> {
         }
         let gen = self.next_gen;
         self.next_gen = self.next_gen.wrapping_add(1);
+        // a minted token is never a sentinel, so 00 00 00 00 can mean "vanilla" in the slot
+        debug_assert!(
+            token != Some(Token::UNSUPPORTED),
+            "admitted with a sentinel token"
+        );
         let hot = PeerHot::new(now, token, online);
         let Ok(slot) = self.peers.insert(from, hot) else {
             // not reachable (fullness checked above)
