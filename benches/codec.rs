@@ -10,11 +10,11 @@
 use core::hint::black_box;
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
-use tether::game::wire::{
+use tether_net::game::wire::{
     self as gw, ChunkPacket, Control, ControlPacket, Flags, Reason, Token, TokenMode,
 };
-use tether::longport::deframe::{decode_message, Handshake, WsParams};
-use tether::longport::wire::{self as lw, Packet, Signature, Status, DEFAULT_MAX_BODY};
+use tether_net::longport::deframe::{decode_message, Handshake, WsParams};
+use tether_net::longport::wire::{self as lw, Packet, Signature, Status, DEFAULT_MAX_BODY};
 
 const TOKEN: Token = Token([0x12, 0x34, 0x56, 0x78]);
 

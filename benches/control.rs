@@ -11,11 +11,11 @@ use core::hint::black_box;
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
 use prost::Message as _;
-use tether::longport::control::{
+use tether_net::longport::control::{
     AuthRequest, AuthResponse, Body, Close, CloseCode, ErrorBody, Heartbeat, Metadata,
     ReconnectRequest,
 };
-use tether::longport::pb;
+use tether_net::longport::pb;
 
 fn encode<'a>(b: &impl Body<'a>) -> Vec<u8> {
     let mut v = vec![0u8; b.encoded_len()];

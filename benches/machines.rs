@@ -10,13 +10,13 @@ use core::hint::black_box;
 use core::mem::size_of;
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
-use tether::game::wire::{Control, ControlPacket, Token};
-use tether::game::{Server, ServerConfig, ServerEvent, TokenSecret};
-use tether::longport::control::SessionGrant;
-use tether::longport::deframe::Transport;
-use tether::longport::server::{self as lps, DefaultServer};
-use tether::longport::{ClientConfig, ClientEvent, Credentials, DefaultClient};
-use tether::{FrameKind, Instant, Machine};
+use tether_net::game::wire::{Control, ControlPacket, Token};
+use tether_net::game::{Server, ServerConfig, ServerEvent, TokenSecret};
+use tether_net::longport::control::SessionGrant;
+use tether_net::longport::deframe::Transport;
+use tether_net::longport::server::{self as lps, DefaultServer};
+use tether_net::longport::{ClientConfig, ClientEvent, Credentials, DefaultClient};
+use tether_net::{FrameKind, Instant, Machine};
 
 /// xorshift64: the peer each iteration picks (fixed seed, no bias that matters here)
 fn next(x: &mut u64) -> u64 {
@@ -88,9 +88,9 @@ fn game_server<const N: usize>(peers: u32) -> (Box<Server<u32, N>>, KeepAlives) 
             .expect("fits")
             .expect("CONNECT_ACCEPT");
         let parsed =
-            tether::game::wire::parse(&out[..t.len], tether::game::wire::TokenMode::Detect)
+            tether_net::game::wire::parse(&out[..t.len], tether_net::game::wire::TokenMode::Detect)
                 .expect("valid");
-        let tether::game::wire::Packet::Control(ca) = parsed.packet else {
+        let tether_net::game::wire::Packet::Control(ca) = parsed.packet else {
             panic!("not control")
         };
         let token = ca.token.expect("token form");

@@ -13,9 +13,9 @@ use core::hint::black_box;
 use std::io::Write as _;
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use tether::longport::deframe::{Frame, Handshake, StreamDeframer};
-use tether::longport::gzip::{crc32, gunzip, gzip_stored, stored_len};
-use tether::longport::wire::{Packet, Signature, Status, MAX_BODY_LEN};
+use tether_net::longport::deframe::{Frame, Handshake, StreamDeframer};
+use tether_net::longport::gzip::{crc32, gunzip, gzip_stored, stored_len};
+use tether_net::longport::wire::{Packet, Signature, Status, MAX_BODY_LEN};
 
 const STREAM_LEN: usize = 16 << 20;
 /// Largest single read the simulated socket returns

@@ -14,7 +14,7 @@ use std::net::{SocketAddr, ToSocketAddrs};
 use std::process::ExitCode;
 use std::time::Duration;
 
-use tether::game::{ClientCloseCause, ClientConfig, ClientEvent};
+use tether_net::game::{ClientCloseCause, ClientConfig, ClientEvent};
 use udp_driver::UdpClient;
 
 fn usage() -> ExitCode {
@@ -50,7 +50,7 @@ struct Outcome {
 
 impl Outcome {
     /// Print the event; always stop the current run so `main` decides what comes next
-    fn on_event(&mut self, t: tether::Instant, ev: &ClientEvent) -> bool {
+    fn on_event(&mut self, t: tether_net::Instant, ev: &ClientEvent) -> bool {
         println!("[{t}] {}", describe(ev));
         match ev {
             ClientEvent::Connected { .. } => self.connected = true,

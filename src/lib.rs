@@ -38,8 +38,8 @@
 //!   game profile or the LongPort control plane, and no peer input can make a machine panic.
 //!
 //! ```
-//! use tether::game::{Client, ClientConfig, ClientEvent, Server, ServerConfig, ServerEvent, TokenSecret};
-//! use tether::{Instant, Machine};
+//! use tether_net::game::{Client, ClientConfig, ClientEvent, Server, ServerConfig, ServerEvent, TokenSecret};
+//! use tether_net::{Instant, Machine};
 //!
 //! let mut client: Client = Client::new(ClientConfig::default());
 //! let mut server: Server<u32, 16> = Server::new(ServerConfig::new(TokenSecret([7; 16])));
@@ -92,7 +92,7 @@
 //! | `std` | `alloc` plus std integration |
 //! | `gzip` | `longport::gzip`: bounded, allocation-free inflate of gzip bodies |
 //! | `defmt` | `defmt::Format` on every public type |
-//! | `testing` | `tether::testing`: virtual clock, seeded lossy link, pair and fleet simulators |
+//! | `testing` | `tether_net::testing`: virtual clock, seeded lossy link, pair and fleet simulators |
 #![no_std]
 #![forbid(unsafe_code)]
 #![warn(missing_docs, unreachable_pub)]

@@ -1,7 +1,7 @@
 //! The trait the four machines share
 //!
 //! Inherent methods on each machine are the primary API; this trait exists so generic code (the
-//! simulator in `tether::testing`, runtime adapters, fuzz targets) can drive any machine with the
+//! simulator in `tether_net::testing`, runtime adapters, fuzz targets) can drive any machine with the
 //! same loop. See the crate docs for the run-loop contract.
 
 use crate::io::{BufferTooSmall, FrameKind, Received, Transmit};

@@ -15,16 +15,16 @@
 //! A counting global allocator is not possible here: the crate's lint table forbids
 //! `unsafe_code` in every target, tests included, and `GlobalAlloc` needs an `unsafe impl`.
 
-use tether::game::server::{SERVER_FULL_REASON, STATELESS_QUEUE_LEN};
-use tether::game::wire::{self, Control, ControlPacket, Packet, Token, TokenMode};
-use tether::game::{Server as GServer, ServerConfig as GServerConfig, TokenSecret, VanillaPolicy};
-use tether::longport::control::{AuthRequest, Body, Heartbeat, Metadata, SessionGrant};
-use tether::longport::deframe::{Handshake, Transport};
-use tether::longport::server::{
+use tether_net::game::server::{SERVER_FULL_REASON, STATELESS_QUEUE_LEN};
+use tether_net::game::wire::{self, Control, ControlPacket, Packet, Token, TokenMode};
+use tether_net::game::{Server as GServer, ServerConfig as GServerConfig, TokenSecret, VanillaPolicy};
+use tether_net::longport::control::{AuthRequest, Body, Heartbeat, Metadata, SessionGrant};
+use tether_net::longport::deframe::{Handshake, Transport};
+use tether_net::longport::server::{
     ConnectError, InputError, PeerState, Server as LServer, ServerConfig, ServerEvent,
 };
-use tether::longport::wire::Packet as LPacket;
-use tether::{Duration, Instant, Machine};
+use tether_net::longport::wire::Packet as LPacket;
+use tether_net::{Duration, Instant, Machine};
 
 fn token_connect() -> Vec<u8> {
     let p = ControlPacket {

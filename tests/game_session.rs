@@ -11,13 +11,13 @@ use std::cell::RefCell;
 use std::rc::Rc;
 
 use game_net::*;
-use tether::game::{Client, Server};
-use tether::game::{
+use tether_net::game::{Client, Server};
+use tether_net::game::{
     ClientCloseCause, ClientConfig, ClientEvent, ClientState, PeerCloseCause, ServerConfig,
     ServerEvent, TokenSecret, VanillaPolicy,
 };
-use tether::testing::{Direction, Fate, Fleet, LinkConfig, Pair, TraceRecord};
-use tether::{Duration, FrameKind, Instant};
+use tether_net::testing::{Direction, Fate, Fleet, LinkConfig, Pair, TraceRecord};
+use tether_net::{Duration, FrameKind, Instant};
 
 const SECRET: TokenSecret = TokenSecret([0x5a; 16]);
 const ADDR: u32 = 7;
@@ -734,7 +734,7 @@ fn shutdown_reason_reaches_every_client() {
     f.run_for(Duration::from_secs(30));
     assert_eq!(f.total_client_stats().transmits, c);
     assert_eq!(f.server_stats().transmits, s);
-    assert_eq!(f.server().m.state(), tether::game::ServerState::Stopped);
+    assert_eq!(f.server().m.state(), tether_net::game::ServerState::Stopped);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -779,7 +779,7 @@ fn wrong_token_and_bad_ack_are_dropped_and_counted() {
     // the session is unaffected
     p.run_for(Duration::from_secs(30));
     assert!(both_online(&p));
-    assert_eq!(p.client().m.token(), Some(tether::game::Token(tok)));
+    assert_eq!(p.client().m.token(), Some(tether_net::game::Token(tok)));
 }
 
 #[test]

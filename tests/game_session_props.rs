@@ -7,12 +7,12 @@ mod game_net;
 
 use game_net::*;
 use proptest::prelude::*;
-use tether::game::{
+use tether_net::game::{
     Client, ClientCloseCause, ClientConfig, ClientEvent, ClientState, PeerCloseCause, Server,
     ServerConfig, ServerEvent, TokenSecret, VanillaPolicy,
 };
-use tether::testing::{Direction, Fate, LinkConfig, Pair, TraceRecord};
-use tether::{Duration, Instant};
+use tether_net::testing::{Direction, Fate, LinkConfig, Pair, TraceRecord};
+use tether_net::{Duration, Instant};
 
 const ADDR: u32 = 9;
 /// How late a timer may be reported: the simulator handles every timer at its deadline
@@ -204,7 +204,7 @@ proptest! {
             );
         }
         if end == 3 {
-            prop_assert_eq!(p.server().m.state(), tether::game::ServerState::Stopped);
+            prop_assert_eq!(p.server().m.state(), tether_net::game::ServerState::Stopped);
         }
     }
 

@@ -5,8 +5,8 @@
 //! `BufferTooSmall { required: len }` and stays untouched, and `parse` in the given mode gives back
 //! the same packet without warnings.
 
-use tether::game::wire::*;
-use tether::BufferTooSmall;
+use tether_net::game::wire::*;
+use tether_net::BufferTooSmall;
 
 /// Parse "10 00 0a" style hex (leaked, so parsed packets may borrow it freely)
 fn hex(s: &str) -> &'static [u8] {

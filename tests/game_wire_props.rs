@@ -2,8 +2,8 @@
 
 use proptest::prelude::*;
 use proptest::sample::Index;
-use tether::game::wire::*;
-use tether::BufferTooSmall;
+use tether_net::game::wire::*;
+use tether_net::BufferTooSmall;
 
 fn token() -> impl Strategy<Value = Token> {
     any::<[u8; 4]>().prop_map(Token)

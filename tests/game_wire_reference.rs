@@ -6,7 +6,7 @@
 //! borrowed slices, same warnings) and the same `Err` values for any bytes in every token mode.
 
 use proptest::prelude::*;
-use tether::game::wire::*;
+use tether_net::game::wire::*;
 
 const MODES: [TokenMode; 3] = [TokenMode::Vanilla, TokenMode::Trailing, TokenMode::Detect];
 

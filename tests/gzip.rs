@@ -6,10 +6,10 @@ use std::sync::OnceLock;
 
 use flate2::{read::GzDecoder, write::GzEncoder, Compression, Crc, GzBuilder};
 use proptest::prelude::*;
-use tether::longport::gzip::{
+use tether_net::longport::gzip::{
     crc32, crc32_update, gunzip, gunzip_member, gzip_stored, stored_len, GzipError, HEADER_LEN,
 };
-use tether::BufferTooSmall;
+use tether_net::BufferTooSmall;
 
 /// V2: Heartbeat{timestamp = 1700000000000}
 const HEARTBEAT: [u8; 7] = [0x08, 0x80, 0xd0, 0x95, 0xff, 0xbc, 0x31];

@@ -9,26 +9,26 @@
 
 use std::collections::VecDeque;
 
-use tether::game::wire::{Control, ControlPacket, Reason, Token, MAX_REASON_LEN};
-use tether::game::{
+use tether_net::game::wire::{Control, ControlPacket, Reason, Token, MAX_REASON_LEN};
+use tether_net::game::{
     self, ClientCloseCause, ClientEvent as GEvent, ClientState as GState,
     InputError as GInputError, PeerCloseCause, ServerEvent as GServerEvent, TokenSecret,
 };
-use tether::longport::client::{ClientConfig, Credentials, InputError as LInputError};
-use tether::longport::control::{
+use tether_net::longport::client::{ClientConfig, Credentials, InputError as LInputError};
+use tether_net::longport::control::{
     AuthRequest, Body, Close, CloseCode, ErrorBody, Heartbeat, Metadata, PbError, ReconnectRequest,
     SessionGrant,
 };
-use tether::longport::deframe::DeframeError;
-use tether::longport::deframe::{Handshake, Transport};
-use tether::longport::event::{ClientEvent, DisconnectReason, ProtocolError as CProtocolError};
-use tether::longport::server::{
+use tether_net::longport::deframe::DeframeError;
+use tether_net::longport::deframe::{Handshake, Transport};
+use tether_net::longport::event::{ClientEvent, DisconnectReason, ProtocolError as CProtocolError};
+use tether_net::longport::server::{
     App as SApp, CloseReason, InputError as SInputError, PeerState, ProtocolError, ServerConfig,
     ServerEvent,
 };
-use tether::longport::wire::{DecodeError as LDecodeError, Kind, Packet, Status, MAX_BODY_LEN};
-use tether::testing::Rng;
-use tether::{Duration, FrameKind, Instant, Machine};
+use tether_net::longport::wire::{DecodeError as LDecodeError, Kind, Packet, Status, MAX_BODY_LEN};
+use tether_net::testing::Rng;
+use tether_net::{Duration, FrameKind, Instant, Machine};
 
 // =============================================================================================
 // Game profile helpers
@@ -512,8 +512,8 @@ fn game_time_going_backwards_is_clamped_on_both_machines() {
 // LongPort helpers
 // =============================================================================================
 
-type LServer = tether::longport::server::Server<u32, 8, 8>;
-type LClient = tether::longport::DefaultClient;
+type LServer = tether_net::longport::server::Server<u32, 8, 8>;
+type LClient = tether_net::longport::DefaultClient;
 const CONN: u32 = 1;
 const FAR: i64 = 10_000_000_000_000;
 
@@ -664,7 +664,7 @@ fn assert_server_closed(
         let last = out.last().unwrap();
         assert_eq!(
             last.kind,
-            FrameKind::WsClose(tether::longport::server::ws_close_code(code))
+            FrameKind::WsClose(tether_net::longport::server::ws_close_code(code))
         );
     }
     let ev = srv_events(s);
@@ -1103,7 +1103,7 @@ fn lp_close_push_reason_over_length_is_truncated_and_invalid_utf8_is_an_error() 
         panic!("{ev:?}")
     };
     assert_eq!(*code, CloseCode::ServerShutdown);
-    assert!(reason.len() <= tether::longport::event::MAX_TEXT_LEN && reason.len() >= 126);
+    assert!(reason.len() <= tether_net::longport::event::MAX_TEXT_LEN && reason.len() >= 126);
     assert!(reason.chars().all(|ch| ch == 'ü'));
     // reason bytes that are not UTF-8: the body is undecodable
     let mut c = lp_client_ready(ClientConfig::tcp());
@@ -1122,7 +1122,7 @@ fn lp_close_push_reason_over_length_is_truncated_and_invalid_utf8_is_an_error() 
     let out = srv_out(&mut s, now);
     let (p, _) = Packet::parse(&out[0].bytes, MAX_BODY_LEN).unwrap();
     let close = Close::decode(p.body).unwrap();
-    assert!(close.reason.len() <= tether::longport::server::MAX_TEXT_LEN);
+    assert!(close.reason.len() <= tether_net::longport::server::MAX_TEXT_LEN);
     assert!(close.reason.chars().all(|ch| ch == 'ü'));
 }
 
@@ -1229,7 +1229,7 @@ fn lp_auth_flood_hits_the_unauthenticated_cap() {
     for conn in 3..100 {
         assert_eq!(
             s.handle_connected(now, conn, Transport::WebSocket),
-            Err(tether::longport::server::ConnectError::TooManyUnauthenticated)
+            Err(tether_net::longport::server::ConnectError::TooManyUnauthenticated)
         );
     }
     assert_eq!(s.connections(), 3);
@@ -1392,7 +1392,7 @@ fn lp_duplicate_session_closes_the_older_connection() {
         &mut c,
         DisconnectReason::ServerClose(CloseCode::ConnectDuplicate),
     );
-    assert_eq!(c.state(), tether::longport::ClientState::Stopped);
+    assert_eq!(c.state(), tether_net::longport::ClientState::Stopped);
 }
 
 // =============================================================================================

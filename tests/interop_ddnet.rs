@@ -13,7 +13,7 @@ mod udp_driver;
 use std::time::Duration;
 
 use ddnet::DdnetServer;
-use tether::game::{ClientCloseCause, ClientConfig, ClientEvent, ClientState};
+use tether_net::game::{ClientCloseCause, ClientConfig, ClientEvent, ClientState};
 use udp_driver::UdpClient;
 
 fn connect(server: &DdnetServer, vanilla: bool) -> UdpClient {

@@ -1,11 +1,11 @@
 //! LongPort control bodies: spec section 8 vectors, malformed input and unknown fields
 
-use tether::longport::control::{
+use tether_net::longport::control::{
     decode_varint, encode_varint, varint_len, AuthRequest, AuthResponse, Body, Close, CloseCode,
     ErrorBody, Heartbeat, Metadata, PbError, ReconnectRequest, ReconnectResponse, SessionGrant,
     CMD_AUTH, CMD_CLOSE, CMD_HEARTBEAT, CMD_RECONNECT,
 };
-use tether::BufferTooSmall;
+use tether_net::BufferTooSmall;
 
 /// Hex to bytes; leaked so decoded views can borrow from it anywhere in a test
 fn hex(s: &str) -> &'static [u8] {

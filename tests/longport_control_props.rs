@@ -10,12 +10,12 @@ use std::collections::BTreeMap;
 
 use proptest::prelude::*;
 use prost::Message;
-use tether::longport::control::{
+use tether_net::longport::control::{
     AuthRequest, Body, Close, CloseCode, ErrorBody, Heartbeat, Metadata, PbError, ReconnectRequest,
     SessionGrant,
 };
-use tether::longport::pb;
-use tether::BufferTooSmall;
+use tether_net::longport::pb;
+use tether_net::BufferTooSmall;
 
 /// Our encoding, checked against `encoded_len` and the too-small-buffer contract
 fn ours<'a, B: Body<'a>>(body: &B) -> Vec<u8> {
@@ -252,7 +252,7 @@ fn field() -> impl Strategy<Value = Vec<u8>> {
 
 fn put_varint(v: &mut Vec<u8>, x: u64) {
     let mut buf = [0u8; 10];
-    let n = tether::longport::control::encode_varint(x, &mut buf).unwrap();
+    let n = tether_net::longport::control::encode_varint(x, &mut buf).unwrap();
     v.extend(&buf[..n]);
 }
 
@@ -357,7 +357,7 @@ fn check_bodies(bytes: &[u8]) -> Result<(), TestCaseError> {
 /// take shortcuts for the usual layout; they must return exactly what these return, errors
 /// included.
 mod reference {
-    use tether::longport::control::{
+    use tether_net::longport::control::{
         Close, CloseCode, ErrorBody, Heartbeat, PbError, SessionGrant,
     };
 
@@ -578,7 +578,7 @@ proptest! {
     #[test]
     fn decode_varint_matches_the_byte_loop(bytes in varint_bytes()) {
         prop_assert_eq!(
-            tether::longport::control::decode_varint(&bytes),
+            tether_net::longport::control::decode_varint(&bytes),
             reference::varint(&bytes)
         );
     }

@@ -12,17 +12,17 @@ use std::cell::RefCell;
 use std::collections::VecDeque;
 use std::rc::Rc;
 
-use tether::longport::client::{close_action, App as CApp};
-use tether::longport::control::{Body, Close, CloseCode, SessionGrant};
-use tether::longport::deframe::{Handshake, Transport};
-use tether::longport::event::{CloseAction, DisconnectReason, LoginKind, RequestId};
-use tether::longport::server::{
+use tether_net::longport::client::{close_action, App as CApp};
+use tether_net::longport::control::{Body, Close, CloseCode, SessionGrant};
+use tether_net::longport::deframe::{Handshake, Transport};
+use tether_net::longport::event::{CloseAction, DisconnectReason, LoginKind, RequestId};
+use tether_net::longport::server::{
     App as SApp, CloseReason, PeerState, Server, ServerConfig, ServerEvent,
 };
-use tether::longport::wire::{Kind, Packet, Status};
-use tether::longport::{ClientConfig, ClientEvent, ClientState, Credentials, DefaultClient};
-use tether::testing::{Direction, Fate, Fleet, LinkConfig, Solo};
-use tether::{Duration, FrameKind, Instant, Machine};
+use tether_net::longport::wire::{Kind, Packet, Status};
+use tether_net::longport::{ClientConfig, ClientEvent, ClientState, Credentials, DefaultClient};
+use tether_net::testing::{Direction, Fate, Fleet, LinkConfig, Solo};
+use tether_net::{Duration, FrameKind, Instant, Machine};
 
 /// Unix ms at virtual `Instant::ZERO`, on both sides
 const WALL0: i64 = 1_700_000_000_000;
@@ -302,9 +302,9 @@ impl Net {
             budget,
         );
         match r {
-            Err(tether::testing::SimError::Timeout { .. }) => {}
+            Err(tether_net::testing::SimError::Timeout { .. }) => {}
             // nothing scheduled (every client stopped): let the clock jump
-            Err(tether::testing::SimError::Idle { .. }) => {
+            Err(tether_net::testing::SimError::Idle { .. }) => {
                 sim.run_for(until - sim.now());
             }
             other => panic!("{other:?}"),
@@ -651,7 +651,7 @@ fn tcp_heartbeat_every_interval_with_rtt_twice_the_latency() {
             *at >= sent && *at - sent < Duration::from_millis(30),
             "heartbeat {n} at {at}"
         );
-        let hb = tether::longport::control::Heartbeat::decode(body).unwrap();
+        let hb = tether_net::longport::control::Heartbeat::decode(body).unwrap();
         assert_eq!(hb.timestamp, wall(sent), "timestamp is wall-clock ms");
     }
     let echoes = packets(&sim, 0, Direction::ServerToClient)
@@ -696,7 +696,7 @@ fn websocket_heartbeat_is_a_ping_with_a_heartbeat_payload() {
         .collect();
     assert_eq!(pings.len(), 3);
     for p in &pings {
-        let hb = tether::longport::control::Heartbeat::decode(&p.bytes).unwrap();
+        let hb = tether_net::longport::control::Heartbeat::decode(&p.bytes).unwrap();
         assert_eq!(hb.timestamp, wall(p.sent_at));
         assert!(hb.heartbeat_id.is_some());
     }
@@ -861,7 +861,7 @@ fn close_code(transport: Transport, link: LinkConfig, code: CloseCode) {
                 .into_iter()
                 .filter(|(_, _, cmd, _)| *cmd == 2)
                 .map(|(_, _, _, body)| {
-                    tether::longport::control::AuthRequest::decode(&body)
+                    tether_net::longport::control::AuthRequest::decode(&body)
                         .unwrap()
                         .token
                         .to_string()
@@ -929,7 +929,7 @@ fn transport_drop(transport: Transport, link: LinkConfig) {
         .into_iter()
         .find(|(_, _, cmd, _)| *cmd == 3)
         .unwrap();
-    let body = tether::longport::control::ReconnectRequest::decode(&reconnect.3).unwrap();
+    let body = tether_net::longport::control::ReconnectRequest::decode(&reconnect.3).unwrap();
     assert_eq!(body.session_id, "s-1");
     assert!(sim.server_events().contains(&ServerEvent::PeerClosed {
         conn: addr(0),
@@ -1040,9 +1040,9 @@ fn duplicate_connection_closes_the_older_one() {
         .handle_connected(now, addr(1), Transport::Tcp)
         .unwrap();
     let mut bytes = Handshake::OPENAPI.to_bytes().to_vec();
-    let body = tether::longport::control::ReconnectRequest::new(
+    let body = tether_net::longport::control::ReconnectRequest::new(
         "s-1",
-        tether::longport::control::Metadata::EMPTY,
+        tether_net::longport::control::Metadata::EMPTY,
     );
     let mut b = vec![0u8; body.encoded_len()];
     body.encode(&mut b).unwrap();
@@ -1340,9 +1340,9 @@ fn tcp_one_byte_per_input_both_ways() {
 fn pipelined_auth_and_heartbeat_answered_in_one_read() {
     let mut wire = Handshake::OPENAPI.to_bytes().to_vec();
     let mut pkt = [0u8; 64];
-    let auth = tether::longport::control::AuthRequest::new(
+    let auth = tether_net::longport::control::AuthRequest::new(
         "tok",
-        tether::longport::control::Metadata::EMPTY,
+        tether_net::longport::control::Metadata::EMPTY,
     );
     let mut body = vec![0u8; auth.encoded_len()];
     auth.encode(&mut body).unwrap();
@@ -1455,7 +1455,7 @@ fn requests_in_flight_fail_when_the_transport_drops() {
     for id in [a, b] {
         assert!(ev.contains(&ClientEvent::RequestFailed {
             id,
-            reason: tether::longport::event::RequestFailure::Disconnected
+            reason: tether_net::longport::event::RequestFailure::Disconnected
         }));
     }
     // and they do not time out later
@@ -1747,7 +1747,7 @@ fn soak(transport: Transport, seed: u64) {
         for i in 0..3 {
             connect(&mut sim, &mut net, i, &format!("tok{i}"));
         }
-        let mut rng = tether::testing::Rng::new(seed);
+        let mut rng = tether_net::testing::Rng::new(seed);
         let mut sent = Vec::new();
         let mut cut_until = [None::<Instant>; 3];
         let end = sim.now() + Duration::from_secs(7200);

@@ -1,14 +1,14 @@
 //! Byte-exact vectors of the LongPort digest (section 8) through the v1 packet codec and deframer
 
-use tether::longport::deframe::{
+use tether_net::longport::deframe::{
     decode_message, DeframeError, Frame, Handshake, HandshakeError, QueryError, QueryParam,
     StreamDeframer, WsParams,
 };
-use tether::longport::wire::{
+use tether_net::longport::wire::{
     DecodeError, Header, Kind, Packet, Signature, Status, DEFAULT_MAX_BODY, MAX_BODY_LEN,
     PUSH_HEADER_LEN, REQUEST_HEADER_LEN, RESPONSE_HEADER_LEN, SIGNATURE_LEN,
 };
-use tether::BufferTooSmall;
+use tether_net::BufferTooSmall;
 
 /// Bytes from space-separated hex
 fn hex(s: &str) -> Vec<u8> {

@@ -1,10 +1,10 @@
 //! Properties of the LongPort v1 codec and deframer
 
 use proptest::prelude::*;
-use tether::longport::deframe::{
+use tether_net::longport::deframe::{
     decode_message, DeframeError, Frame, Handshake, StreamDeframer, WsParams,
 };
-use tether::longport::wire::{
+use tether_net::longport::wire::{
     DecodeError, Header, Kind, Packet, Signature, Status, DEFAULT_MAX_BODY, MAX_BODY_LEN,
 };
 

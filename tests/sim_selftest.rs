@@ -1,4 +1,4 @@
-//! Self-tests of `tether::testing` with tiny toy machines
+//! Self-tests of `tether_net::testing` with tiny toy machines
 //!
 //! * `Pinger` — datagram client: every `interval` it sends a 4-byte big-endian sequence number and
 //!   reports the round-trip time of each echo.
@@ -10,11 +10,11 @@ use core::cell::RefCell;
 use std::collections::{HashMap, VecDeque};
 use std::rc::Rc;
 
-use tether::testing::{
+use tether_net::testing::{
     Direction, Fate, Fleet, Hex, Link, LinkConfig, Pair, Rng, SimError, Solo, TraceRecord,
     VirtualClock,
 };
-use tether::{BufferTooSmall, Duration, FrameKind, Instant, Machine, Received, Transmit};
+use tether_net::{BufferTooSmall, Duration, FrameKind, Instant, Machine, Received, Transmit};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct ToyError;

@@ -54,21 +54,21 @@ use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashSet, VecDeque};
 use std::rc::Rc;
 
-use tether::game::{
+use tether_net::game::{
     self, ClientCloseCause, ClientEvent as GClientEvent, ClientState as GClientState,
     PeerCloseCause, ServerConfig as GServerConfig, ServerEvent as GServerEvent, TokenSecret,
 };
-use tether::longport::client::{ClientConfig as LClientConfig, Credentials, DefaultClient};
-use tether::longport::control::SessionGrant;
-use tether::longport::deframe::Transport;
-use tether::longport::server::{
+use tether_net::longport::client::{ClientConfig as LClientConfig, Credentials, DefaultClient};
+use tether_net::longport::control::SessionGrant;
+use tether_net::longport::deframe::Transport;
+use tether_net::longport::server::{
     App as LApp, CloseReason, Server as LServer, ServerConfig as LServerConfig,
     ServerEvent as LServerEvent,
 };
-use tether::longport::{ClientEvent as LClientEvent, ClientState as LClientState};
-use tether::longport::{DisconnectReason, LoginKind};
-use tether::testing::{Fleet, LinkConfig, Rng, SimError};
-use tether::{Duration, Instant, Machine};
+use tether_net::longport::{ClientEvent as LClientEvent, ClientState as LClientState};
+use tether_net::longport::{DisconnectReason, LoginKind};
+use tether_net::testing::{Fleet, LinkConfig, Rng, SimError};
+use tether_net::{Duration, Instant, Machine};
 
 const CLIENTS: usize = 1_000;
 
@@ -606,7 +606,7 @@ static JITTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(
 fn soak_jitter(attempt: u32) -> Duration {
     let x = JITTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let span = 1_000_000 * u64::from(attempt.clamp(1, 5));
-    Duration::from_micros(tether::testing::splitmix64(x) % span)
+    Duration::from_micros(tether_net::testing::splitmix64(x) % span)
 }
 
 /// Even clients use TCP, odd ones WebSocket
@@ -795,7 +795,7 @@ fn longport_soak() {
                     // the transport dies before the response arrives, the client still holds
                     // the retired id; its next Reconnect is refused and it re-authenticates.
                     assert_eq!(kind, LoginKind::Reconnect, "client {i}: auth refused");
-                    assert_eq!(status, tether::longport::wire::Status::Unauthenticated);
+                    assert_eq!(status, tether_net::longport::wire::Status::Unauthenticated);
                     n.sessions_lost += 1;
                     slots[i].session_lost = true;
                 }
@@ -819,8 +819,8 @@ fn longport_soak() {
                     assert!(
                         matches!(
                             code,
-                            tether::longport::control::CloseCode::HeartbeatTimeout
-                                | tether::longport::control::CloseCode::AuthError
+                            tether_net::longport::control::CloseCode::HeartbeatTimeout
+                                | tether_net::longport::control::CloseCode::AuthError
                         ),
                         "client {i}: server closed with {code:?}"
                     );
@@ -1007,7 +1007,7 @@ fn longport_soak() {
                 e,
                 LClientEvent::Disconnected {
                     reason: DisconnectReason::ServerClose(
-                        tether::longport::control::CloseCode::ServerShutdown
+                        tether_net::longport::control::CloseCode::ServerShutdown
                     )
                 }
             )

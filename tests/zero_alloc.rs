@@ -18,14 +18,14 @@
 use std::alloc::System;
 
 use stats_alloc::{Region, Stats, StatsAlloc, INSTRUMENTED_SYSTEM};
-use tether::game::{self, Flags, ServerEvent};
-use tether::longport::control::SessionGrant;
-use tether::longport::deframe::Transport;
-use tether::longport::server::{self as lps, DefaultServer};
-use tether::longport::{
+use tether_net::game::{self, Flags, ServerEvent};
+use tether_net::longport::control::SessionGrant;
+use tether_net::longport::deframe::Transport;
+use tether_net::longport::server::{self as lps, DefaultServer};
+use tether_net::longport::{
     client::App as LpApp, ClientConfig, ClientEvent, Credentials, DefaultClient,
 };
-use tether::{Duration, Instant, Machine};
+use tether_net::{Duration, Instant, Machine};
 
 #[global_allocator]
 static GLOBAL: &StatsAlloc<System> = &INSTRUMENTED_SYSTEM;
@@ -195,7 +195,7 @@ fn lp_pair() -> Run {
                     1,
                     request_id,
                     cmd,
-                    tether::longport::wire::Status::Success,
+                    tether_net::longport::wire::Status::Success,
                     &body,
                     &mut s2c,
                 )

@@ -1,7 +1,7 @@
 //! The counted virtual clock the scenarios run on (the machines never read a clock)
 
-use tether::time::earliest;
-use tether::{Duration, Instant};
+use tether_net::time::earliest;
+use tether_net::{Duration, Instant};
 
 /// Virtual time that only moves when a scenario moves it; counts its moves
 pub struct VClock {

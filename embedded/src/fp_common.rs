@@ -9,7 +9,7 @@
 
 use core::hint::black_box;
 
-use tether::{Instant, Machine};
+use tether_net::{Instant, Machine};
 
 /// A panic parks the core: no formatting machinery is linked (the variants are measured, not run)
 #[panic_handler]

@@ -4,11 +4,11 @@
 //! time, and a client CLOSE whose reason the server reports.
 
 use heapless::Vec;
-use tether::game::{
+use tether_net::game::{
     ChunkPacket, Client, ClientCloseCause, ClientConfig, ClientEvent, ClientState, Flags,
     PeerCloseCause, Server, ServerConfig, ServerEvent, TokenSecret,
 };
-use tether::{Duration, FrameKind, Instant, Machine};
+use tether_net::{Duration, FrameKind, Instant, Machine};
 
 use crate::clock::VClock;
 use crate::runner::{Runner, Step, StepResult};
@@ -170,7 +170,7 @@ fn keep_alives(w: &mut World) -> StepResult {
     let ticks_before = w.clock.ticks;
     loop {
         let (c, s) = (w.client.poll_timeout(), w.server.poll_timeout());
-        let Some(next) = tether::time::earliest(c, s) else {
+        let Some(next) = tether_net::time::earliest(c, s) else {
             return Err(crate::runner::Fail::new(
                 line!(),
                 format_args!("no timer runs while online"),
@@ -231,7 +231,7 @@ fn close(w: &mut World) -> StepResult {
             cause: ClientCloseCause::Local
         }]
     );
-    let reason = try_step!(tether::game::ReasonText::try_from(CLOSE_REASON));
+    let reason = try_step!(tether_net::game::ReasonText::try_from(CLOSE_REASON));
     ensure_eq!(
         w.server_events.as_slice(),
         &[ServerEvent::PeerClosed {

@@ -5,15 +5,15 @@
 //! `respond()`, then a server shutdown whose Close push reaches the client.
 
 use heapless::{String, Vec};
-use tether::longport::control::{CloseCode, SessionGrant};
-use tether::longport::deframe::Transport;
-use tether::longport::server::{self, CloseReason, PeerState, Server, ServerConfig, ServerEvent};
-use tether::longport::wire::Status;
-use tether::longport::{
+use tether_net::longport::control::{CloseCode, SessionGrant};
+use tether_net::longport::deframe::Transport;
+use tether_net::longport::server::{self, CloseReason, PeerState, Server, ServerConfig, ServerEvent};
+use tether_net::longport::wire::Status;
+use tether_net::longport::{
     App, ClientConfig, ClientEvent, ClientState, CloseAction, Credentials, DefaultClient,
     DisconnectReason, LoginKind, RequestId,
 };
-use tether::{Duration, FrameKind, Instant, Machine};
+use tether_net::{Duration, FrameKind, Instant, Machine};
 
 use crate::clock::VClock;
 use crate::runner::{Fail, Runner, Step, StepResult};

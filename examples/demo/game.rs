@@ -8,13 +8,13 @@
 use std::cell::RefCell;
 use std::rc::Rc;
 
-use tether::game::wire::{self, Control, Packet, TokenMode};
-use tether::game::{
+use tether_net::game::wire::{self, Control, Packet, TokenMode};
+use tether_net::game::{
     Client, ClientCloseCause, ClientConfig, ClientEvent, Flags, PeerCloseCause, Server,
     ServerConfig, ServerEvent, Token, TokenSecret,
 };
-use tether::testing::{Fleet, LinkConfig, TraceEntry};
-use tether::Duration;
+use tether_net::testing::{Fleet, LinkConfig, TraceEntry};
+use tether_net::Duration;
 
 /// Seed of the link's randomness: with it, client 1's first CONNECT and a keep-alive are lost
 const SEED: u64 = 26;

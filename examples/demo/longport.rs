@@ -2,12 +2,12 @@
 
 use std::{cell::RefCell, rc::Rc};
 
-use tether::longport::control::{Body, Close, SessionGrant};
-use tether::longport::server::{App, Server, ServerConfig};
-use tether::longport::wire::{Kind, Packet, Status};
-use tether::longport::{deframe::Transport, ClientConfig, ClientEvent, Credentials, DefaultClient};
-use tether::testing::{LinkConfig, Pair};
-use tether::{Duration, FrameKind};
+use tether_net::longport::control::{Body, Close, SessionGrant};
+use tether_net::longport::server::{App, Server, ServerConfig};
+use tether_net::longport::wire::{Kind, Packet, Status};
+use tether_net::longport::{deframe::Transport, ClientConfig, ClientEvent, Credentials, DefaultClient};
+use tether_net::testing::{LinkConfig, Pair};
+use tether_net::{Duration, FrameKind};
 
 type Sim = Pair<DefaultClient, Server<u32>>;
 const WALL: i64 = 1_700_000_000_000; // Unix ms at virtual time zero, on both sides
@@ -116,7 +116,7 @@ pub fn run() {
         _ => {}
     });
     p.client_mut()
-        .connect(tether::Instant::ZERO, Credentials::new("demo-token"))
+        .connect(tether_net::Instant::ZERO, Credentials::new("demo-token"))
         .unwrap();
     until(&mut p, &o, |p| p.client().is_ready());
     until(&mut p, &o, |p| p.client().stats().heartbeat_acks == 1);

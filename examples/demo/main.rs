@@ -9,7 +9,7 @@
 mod game;
 mod longport;
 
-use tether::testing::{Direction, Fate, TraceEntry};
+use tether_net::testing::{Direction, Fate, TraceEntry};
 
 /// Print one timeline line: `time  direction  fate  name  hex bytes`
 pub fn line(e: &TraceEntry<'_>, name: &str) {

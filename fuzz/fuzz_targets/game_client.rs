@@ -16,10 +16,10 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use tether::game::client::{Client, ClientConfig, ClientState};
-use tether::game::event::{ClientCloseCause, ClientEvent, CloseError, ConnectError, SendError};
-use tether::game::wire::{self, Control, Flags, Packet, Token, TokenMode, MAX_PACKET_LEN};
-use tether::{FrameKind, Instant, Machine};
+use tether_net::game::client::{Client, ClientConfig, ClientState};
+use tether_net::game::event::{ClientCloseCause, ClientEvent, CloseError, ConnectError, SendError};
+use tether_net::game::wire::{self, Control, Flags, Packet, Token, TokenMode, MAX_PACKET_LEN};
+use tether_net::{FrameKind, Instant, Machine};
 use tether_fuzz::{drain_events, drain_transmits, interval, is_spurious, step, OpReader};
 
 const E: usize = 8;
@@ -378,7 +378,7 @@ fuzz_target!(|data: &[u8]| {
             }
             12 => {
                 // a datagram stamped earlier than the latest now (clock stepped back)
-                let back = tether::Duration::from_millis(u64::from(r.u16()));
+                let back = tether_net::Duration::from_millis(u64::from(r.u16()));
                 let bytes = r.blob().to_vec();
                 h.input(h.now - back, &bytes);
             }

@@ -17,13 +17,13 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use tether::game::event::{CommandError, PeerCloseCause, SendError, ServerEvent};
-use tether::game::server::{
+use tether_net::game::event::{CommandError, PeerCloseCause, SendError, ServerEvent};
+use tether_net::game::server::{
     Server, ServerConfig, ServerState, VanillaPolicy, CLOSE_QUEUE_LEN, STATELESS_QUEUE_LEN,
 };
-use tether::game::token::TokenSecret;
-use tether::game::wire::{self, Control, Flags, Packet, Token, TokenMode, MAX_PACKET_LEN};
-use tether::{FrameKind, Instant, Machine};
+use tether_net::game::token::TokenSecret;
+use tether_net::game::wire::{self, Control, Flags, Packet, Token, TokenMode, MAX_PACKET_LEN};
+use tether_net::{FrameKind, Instant, Machine};
 use tether_fuzz::{drain_events, drain_transmits, interval, is_spurious, step, OpReader};
 
 const N: usize = 4;
@@ -384,7 +384,7 @@ fuzz_target!(|data: &[u8]| {
                 }
             }
             12 => {
-                let back = tether::Duration::from_millis(u64::from(r.u16()));
+                let back = tether_net::Duration::from_millis(u64::from(r.u16()));
                 let p = peer(&mut r);
                 let bytes = r.blob().to_vec();
                 h.input(h.now - back, p, &bytes);

@@ -3,11 +3,11 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use tether::game::wire::{
+use tether_net::game::wire::{
     parse, Control, DecodeError, Header, Packet, TokenMode, MAX_PACKET_LEN, MAX_REASON_LEN,
 };
 
-fn emit(packet: &Packet<'_>, buf: &mut [u8]) -> Result<usize, tether::BufferTooSmall> {
+fn emit(packet: &Packet<'_>, buf: &mut [u8]) -> Result<usize, tether_net::BufferTooSmall> {
     match packet {
         Packet::Control(c) => c.emit(buf),
         Packet::Chunks(c) => c.emit(buf),

@@ -23,17 +23,17 @@
 use std::collections::BTreeSet;
 
 use libfuzzer_sys::fuzz_target;
-use tether::longport::client::{
+use tether_net::longport::client::{
     App, Client, ClientConfig, ClientState, ConnectError, ConnectedError, Credentials, SendError,
 };
-use tether::longport::control::{
+use tether_net::longport::control::{
     AuthRequest, Body, Close, CloseCode, ErrorBody, Heartbeat, ReconnectRequest, SessionGrant,
     CMD_AUTH, CMD_CLOSE, CMD_HEARTBEAT, CMD_RECONNECT,
 };
-use tether::longport::deframe::{decode_message, Frame, Handshake, StreamDeframer};
-use tether::longport::event::{ClientEvent, RequestId};
-use tether::longport::wire::{Kind, Packet, Status, DEFAULT_MAX_BODY};
-use tether::{Duration, FrameKind, Instant};
+use tether_net::longport::deframe::{decode_message, Frame, Handshake, StreamDeframer};
+use tether_net::longport::event::{ClientEvent, RequestId};
+use tether_net::longport::wire::{Kind, Packet, Status, DEFAULT_MAX_BODY};
+use tether_net::{Duration, FrameKind, Instant};
 use tether_fuzz::{drain_events, drain_transmits, interval, is_spurious, step, OpReader};
 
 const REQS: usize = 4;

@@ -9,11 +9,11 @@ use std::collections::BTreeMap;
 
 use libfuzzer_sys::fuzz_target;
 use prost::Message;
-use tether::longport::control::{
+use tether_net::longport::control::{
     decode_varint, encode_varint, varint_len, AuthRequest, Body, Close, ErrorBody, Heartbeat,
     Metadata, ReconnectRequest, SessionGrant,
 };
-use tether::longport::pb;
+use tether_net::longport::pb;
 
 /// decode → encode → decode; returns the encoding
 fn round_trip<'a, B>(data: &'a [u8], name: &str) -> Option<(B, Vec<u8>)>

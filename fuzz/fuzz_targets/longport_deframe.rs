@@ -8,10 +8,10 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use tether::longport::deframe::{
+use tether_net::longport::deframe::{
     decode_message, DeframeError, Frame, Handshake, StreamDeframer, WsParams,
 };
-use tether::longport::wire::{Packet, DEFAULT_MAX_BODY};
+use tether_net::longport::wire::{Packet, DEFAULT_MAX_BODY};
 
 /// An owned decoded item, for comparison across runs
 #[derive(Debug, PartialEq, Eq)]

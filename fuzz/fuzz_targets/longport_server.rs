@@ -22,17 +22,17 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use tether::longport::control::{
+use tether_net::longport::control::{
     AuthRequest, Body, Close, CloseCode, ErrorBody, Heartbeat, Metadata, ReconnectRequest,
     SessionGrant, CMD_AUTH, CMD_CLOSE, CMD_HEARTBEAT, CMD_RECONNECT,
 };
-use tether::longport::deframe::{Handshake, Transport};
-use tether::longport::server::{
+use tether_net::longport::deframe::{Handshake, Transport};
+use tether_net::longport::server::{
     App, CloseReason, CommandError, ConnectError, InputError, PeerState, SendError, Server,
     ServerConfig, ServerEvent, MAX_REQUEST_TIMEOUT_MS,
 };
-use tether::longport::wire::{Kind, Packet, Signature, Status, DEFAULT_MAX_BODY};
-use tether::{Duration, FrameKind, Instant, Machine};
+use tether_net::longport::wire::{Kind, Packet, Signature, Status, DEFAULT_MAX_BODY};
+use tether_net::{Duration, FrameKind, Instant, Machine};
 use tether_fuzz::{drain_events, drain_transmits, interval, is_spurious, step, OpReader};
 
 const PEERS: usize = 4;

@@ -2,9 +2,9 @@
 //!
 //! The targets themselves live in `fuzz_targets/`; this library holds what more than one of them
 //! uses: the op-stream reader/writer, a fuzz clock, bounded drain loops over any
-//! [`tether::Machine`] and the timer invariant.
+//! [`tether_net::Machine`] and the timer invariant.
 
-use tether::{BufferTooSmall, Duration, Instant, Machine, Transmit};
+use tether_net::{BufferTooSmall, Duration, Instant, Machine, Transmit};
 
 /// Byte reader for the machine targets' op streams
 ///
@@ -418,10 +418,10 @@ macro_rules! impl_harness {
             fn machine(&mut self) -> &mut Self::M {
                 &mut self.$machine
             }
-            fn now(&self) -> ::tether::Instant {
+            fn now(&self) -> ::tether_net::Instant {
                 self.now
             }
-            fn set_now(&mut self, now: ::tether::Instant) {
+            fn set_now(&mut self, now: ::tether_net::Instant) {
                 self.now = now;
             }
             fn drain(&mut self) {
@@ -470,10 +470,10 @@ pub fn next_op(r: &mut OpReader<'_>, ops: &mut u32, mask: u8, now: Instant) -> O
 pub fn game_control(
     id: u8,
     ack: u16,
-    token: Option<tether::game::wire::Token>,
+    token: Option<tether_net::game::wire::Token>,
     reason: &[u8],
 ) -> Vec<u8> {
-    use tether::game::wire::{Control, ControlPacket, Reason};
+    use tether_net::game::wire::{Control, ControlPacket, Reason};
     let control = match id % 5 {
         0 => Control::KeepAlive,
         1 => Control::Connect,
@@ -497,10 +497,10 @@ pub fn game_chunks(
     f: u8,
     num_chunks: u8,
     ack: u16,
-    token: Option<tether::game::wire::Token>,
+    token: Option<tether_net::game::wire::Token>,
     payload: &[u8],
 ) -> Vec<u8> {
-    use tether::game::wire::{ChunkPacket, Flags, Header};
+    use tether_net::game::wire::{ChunkPacket, Flags, Header};
     let p = ChunkPacket {
         header: Header {
             flags: Flags {
@@ -521,7 +521,7 @@ pub fn game_chunks(
 }
 
 /// A LongPort control body's bytes
-pub fn lp_encode<'a, B: tether::longport::control::Body<'a>>(b: &B) -> Vec<u8> {
+pub fn lp_encode<'a, B: tether_net::longport::control::Body<'a>>(b: &B) -> Vec<u8> {
     let mut out = vec![0u8; b.encoded_len()];
     let n = b.encode(&mut out).expect("exact buffer");
     out.truncate(n);
@@ -530,7 +530,7 @@ pub fn lp_encode<'a, B: tether::longport::control::Body<'a>>(b: &B) -> Vec<u8> {
 
 /// `body`, wrapped in a stored-block gzip stream when `gz`
 pub fn lp_maybe_gzip(gz: bool, body: Vec<u8>) -> Vec<u8> {
-    use tether::longport::gzip::{gzip_stored, stored_len};
+    use tether_net::longport::gzip::{gzip_stored, stored_len};
     if !gz {
         return body;
     }
@@ -541,7 +541,7 @@ pub fn lp_maybe_gzip(gz: bool, body: Vec<u8>) -> Vec<u8> {
 }
 
 /// A LongPort packet's bytes
-pub fn lp_emit(p: &tether::longport::wire::Packet<'_>) -> Vec<u8> {
+pub fn lp_emit(p: &tether_net::longport::wire::Packet<'_>) -> Vec<u8> {
     let mut out = vec![0u8; p.buffer_len()];
     let n = p.emit(&mut out).expect("exact buffer");
     out.truncate(n);

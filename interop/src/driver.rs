@@ -7,11 +7,11 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use futures_util::{SinkExt, StreamExt};
-use tether::longport::control::{CloseCode, SessionGrant};
-use tether::longport::deframe::{Transport, WsParams};
-use tether::longport::server::{App, SendError, Server, ServerConfig, ServerEvent, ServerStats};
-use tether::longport::wire::{Packet, Status};
-use tether::{BufferTooSmall, FrameKind, Instant, Machine};
+use tether_net::longport::control::{CloseCode, SessionGrant};
+use tether_net::longport::deframe::{Transport, WsParams};
+use tether_net::longport::server::{App, SendError, Server, ServerConfig, ServerEvent, ServerStats};
+use tether_net::longport::wire::{Packet, Status};
+use tether_net::{BufferTooSmall, FrameKind, Instant, Machine};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
@@ -565,7 +565,7 @@ impl Driver {
                 gzip,
             } => {
                 let packet = Packet::response(
-                    tether::longport::control::CMD_HEARTBEAT,
+                    tether_net::longport::control::CMD_HEARTBEAT,
                     request_id,
                     Status::Success,
                     body,

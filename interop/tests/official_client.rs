@@ -16,7 +16,7 @@ use longport_wscli::{
     WsResponseErrorDetail,
 };
 use prost::Message as _;
-use tether::longport::control::CloseCode;
+use tether_net::longport::control::CloseCode;
 use tether_interop::{start, Config, Running};
 use tokio::sync::mpsc;
 use tokio::time::timeout;

@@ -19,8 +19,8 @@
 //! silence (the server's default); timeouts default to vanilla's 10 s (DDNet: 100 s).
 //!
 //! ```
-//! use tether::game::{Client, ClientConfig, Server, ServerConfig, TokenSecret};
-//! use tether::{Instant, Machine};
+//! use tether_net::game::{Client, ClientConfig, Server, ServerConfig, TokenSecret};
+//! use tether_net::{Instant, Machine};
 //!
 //! let mut client: Client = Client::new(ClientConfig::default());
 //! let mut server: Server<u32, 16> = Server::new(ServerConfig::new(TokenSecret([42; 16])));

@@ -21,7 +21,7 @@
 //! machines can reuse them.
 //!
 //! ```
-//! use tether::longport::control::{AuthRequest, Body, Metadata, SessionGrant};
+//! use tether_net::longport::control::{AuthRequest, Body, Metadata, SessionGrant};
 //!
 //! // encode an auth request (spec vector V6) into a stack buffer
 //! let pairs = [("accept-language", "en")];

@@ -179,8 +179,8 @@ pub enum Frame<'a> {
 /// drops the consumed prefix after each decoded item.
 ///
 /// ```
-/// use tether::longport::deframe::{Frame, StreamDeframer};
-/// use tether::longport::wire::DEFAULT_MAX_BODY;
+/// use tether_net::longport::deframe::{Frame, StreamDeframer};
+/// use tether_net::longport::wire::DEFAULT_MAX_BODY;
 ///
 /// // handshake and an empty push arrived in one read, followed by half of the next packet
 /// let received = [0x11, 0x09, 0x03, 0x65, 0x00, 0x00, 0x00, 0x03, 0x00];
@@ -203,7 +203,7 @@ pub enum Frame<'a> {
 ///         }
 ///     }
 /// }
-/// # Ok::<(), tether::longport::deframe::DeframeError>(())
+/// # Ok::<(), tether_net::longport::deframe::DeframeError>(())
 /// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]

@@ -18,7 +18,7 @@
 //! rebuilt only when a block header supplies new code lengths.
 //!
 //! ```
-//! use tether::longport::gzip::{gunzip, gzip_stored, stored_len, GzipError};
+//! use tether_net::longport::gzip::{gunzip, gzip_stored, stored_len, GzipError};
 //!
 //! let body = b"heartbeat";
 //! let mut member = [0u8; 64];

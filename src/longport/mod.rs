@@ -20,8 +20,8 @@
 //! # Client quick start
 //!
 //! ```
-//! use tether::longport::{Client, ClientConfig, ClientEvent, Credentials, DefaultClient};
-//! use tether::{FrameKind, Instant};
+//! use tether_net::longport::{Client, ClientConfig, ClientEvent, Credentials, DefaultClient};
+//! use tether_net::{FrameKind, Instant};
 //!
 //! let mut client = DefaultClient::new(ClientConfig::tcp());
 //! let now = Instant::from_secs(1);
@@ -33,7 +33,7 @@
 //! let t = client.poll_transmit(now, &mut buf).unwrap().unwrap();
 //! assert_eq!(t.kind, FrameKind::Stream);
 //! assert_eq!(&buf[..2], &[0x11, 0x09]); // handshake, then the Auth request
-//! # let _: Option<tether::longport::client::App<'_>> = None;
+//! # let _: Option<tether_net::longport::client::App<'_>> = None;
 //! # let _ = Client::<1, 8, 32, 32, 32>::new(ClientConfig::websocket());
 //! ```
 

@@ -151,10 +151,10 @@
 //! TCP, per readable socket (the caller keeps unconsumed bytes in its own buffer):
 //!
 //! ```
-//! use tether::longport::deframe::Transport;
-//! use tether::longport::server::{App, InputError, Server, ServerConfig, ServerEvent};
-//! use tether::longport::control::SessionGrant;
-//! use tether::{Instant, Machine};
+//! use tether_net::longport::deframe::Transport;
+//! use tether_net::longport::server::{App, InputError, Server, ServerConfig, ServerEvent};
+//! use tether_net::longport::control::SessionGrant;
+//! use tether_net::{Instant, Machine};
 //!
 //! let mut server: Server<u32> = Server::new(ServerConfig::default());
 //! let now = Instant::from_secs(1);

@@ -35,8 +35,8 @@
 //! [`Pair::run_until`] (fails with a [`SimError`] instead of hanging) or [`Pair::run_for`].
 //!
 //! ```
-//! use tether::testing::{Fate, Fleet, LinkConfig, Pair};
-//! use tether::{BufferTooSmall, Duration, FrameKind, Instant, Machine, Received, Transmit};
+//! use tether_net::testing::{Fate, Fleet, LinkConfig, Pair};
+//! use tether_net::{BufferTooSmall, Duration, FrameKind, Instant, Machine, Received, Transmit};
 //! # use std::collections::VecDeque;
 //! # /// Echoes every datagram back to its sender
 //! # #[derive(Default)]

@@ -49,8 +49,8 @@ impl<P: defmt::Format> defmt::Format for Sent<P> {
 /// `(delay, bytes)` pairs through `advance` and `input` checks the run-loop contract for free.
 ///
 /// ```
-/// # use tether::testing::Solo;
-/// # use tether::{BufferTooSmall, Duration, FrameKind, Instant, Machine, Received, Transmit};
+/// # use tether_net::testing::Solo;
+/// # use tether_net::{BufferTooSmall, Duration, FrameKind, Instant, Machine, Received, Transmit};
 /// # struct Counter(u32, bool);
 /// # impl Machine for Counter {
 /// #     type Peer = u8; type Event = u32; type App<'a> = (); type InputError = ();
@@ -69,7 +69,7 @@ impl<P: defmt::Format> defmt::Format for Sent<P> {
 /// let mut solo = Solo::new(Counter(0, false));
 /// solo.input(9, FrameKind::Datagram, b"hello");
 /// solo.advance(Duration::from_millis(5));
-/// assert_eq!(solo.input(9, FrameKind::Datagram, b""), tether::testing::Fate::Refused);
+/// assert_eq!(solo.input(9, FrameKind::Datagram, b""), tether_net::testing::Fate::Refused);
 /// assert_eq!(solo.sent()[0].bytes, [1]);
 /// assert_eq!(solo.stats().input_errors, 1);
 /// ```

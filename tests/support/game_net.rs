@@ -9,9 +9,9 @@
 
 use std::collections::VecDeque;
 
-use tether::game::{Client, ClientState, Flags, SendError, Server, ServerState, VanillaPolicy};
-use tether::testing::{Direction, Fate, TraceRecord};
-use tether::{BufferTooSmall, FrameKind, Instant, Machine, Received, Transmit};
+use tether_net::game::{Client, ClientState, Flags, SendError, Server, ServerState, VanillaPolicy};
+use tether_net::testing::{Direction, Fate, TraceRecord};
+use tether_net::{BufferTooSmall, FrameKind, Instant, Machine, Received, Transmit};
 
 /// A game machine plus the application's outbox of chunk packets
 pub struct Net<M: Machine> {

@@ -11,13 +11,13 @@ use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use tether::longport::client::App as ClientApp;
-use tether::longport::control::SessionGrant;
-use tether::longport::deframe::Transport;
-use tether::longport::server::{App as ServerApp, InputError, Server, ServerConfig};
-use tether::longport::wire::Status;
-use tether::longport::{ClientConfig, ClientEvent, Credentials, DefaultClient};
-use tether::{Instant, Machine};
+use tether_net::longport::client::App as ClientApp;
+use tether_net::longport::control::SessionGrant;
+use tether_net::longport::deframe::Transport;
+use tether_net::longport::server::{App as ServerApp, InputError, Server, ServerConfig};
+use tether_net::longport::wire::Status;
+use tether_net::longport::{ClientConfig, ClientEvent, Credentials, DefaultClient};
+use tether_net::{Instant, Machine};
 
 /// Business command the client sends and the server echoes (QueryUserQuoteProfile's number)
 pub const CMD_ECHO: u8 = 4;

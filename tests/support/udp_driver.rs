@@ -1,4 +1,4 @@
-//! Drive a `tether::game::Client` over a blocking std `UdpSocket`: the run loop of the crate docs
+//! Drive a `tether_net::game::Client` over a blocking std `UdpSocket`: the run loop of the crate docs
 //!
 //! Shared by `tests/interop_ddnet.rs` and `examples/ddnet_client.rs` (included with `#[path]`).
 #![allow(dead_code)]
@@ -7,9 +7,9 @@ use std::io;
 use std::net::{SocketAddr, UdpSocket};
 use std::time::Duration;
 
-use tether::game::wire::MAX_PACKET_LEN;
-use tether::game::{Client, ClientConfig, ClientEvent};
-use tether::{Instant, Machine};
+use tether_net::game::wire::MAX_PACKET_LEN;
+use tether_net::game::{Client, ClientConfig, ClientEvent};
+use tether_net::{Instant, Machine};
 
 /// A game client bound to one UDP socket, with a monotonic clock relative to its creation
 pub struct UdpClient {

@@ -8,12 +8,12 @@
 use cortex_m::asm;
 use cortex_m_rt::entry;
 use defmt_rtt as _;
-use tether::game::{self, ClientConfig, ServerConfig, TokenSecret};
-use tether::longport::control::SessionGrant;
-use tether::longport::deframe::Transport;
-use tether::longport::server::{self as lp_server, DefaultServer};
-use tether::longport::{self, Credentials, DefaultClient};
-use tether::{Duration, Instant, Machine};
+use tether_net::game::{self, ClientConfig, ServerConfig, TokenSecret};
+use tether_net::longport::control::SessionGrant;
+use tether_net::longport::deframe::Transport;
+use tether_net::longport::server::{self as lp_server, DefaultServer};
+use tether_net::longport::{self, Credentials, DefaultClient};
+use tether_net::{Duration, Instant, Machine};
 
 #[panic_handler]
 fn panic(info: &core::panic::PanicInfo) -> ! {

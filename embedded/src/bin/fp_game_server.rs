@@ -7,8 +7,8 @@ mod fp_common;
 
 use core::hint::black_box;
 
-use tether::game::{Flags, Server, ServerConfig, TokenSecret};
-use tether::Machine;
+use tether_net::game::{Flags, Server, ServerConfig, TokenSecret};
+use tether_net::Machine;
 
 type Addr = ([u8; 4], u16);
 type GameServer = Server<Addr, 16>;

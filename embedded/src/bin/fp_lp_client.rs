@@ -7,8 +7,8 @@ mod fp_common;
 
 use core::hint::black_box;
 
-use tether::longport::{ClientConfig, ClientEvent, Credentials, DefaultClient};
-use tether::Duration;
+use tether_net::longport::{ClientConfig, ClientEvent, Credentials, DefaultClient};
+use tether_net::Duration;
 
 #[cortex_m_rt::entry]
 fn main() -> ! {

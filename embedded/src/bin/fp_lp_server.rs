@@ -7,11 +7,11 @@ mod fp_common;
 
 use core::hint::black_box;
 
-use tether::longport::control::{CloseCode, SessionGrant};
-use tether::longport::deframe::Transport;
-use tether::longport::server::{App, DefaultServer, ServerConfig};
-use tether::longport::wire::Status;
-use tether::Machine;
+use tether_net::longport::control::{CloseCode, SessionGrant};
+use tether_net::longport::deframe::Transport;
+use tether_net::longport::server::{App, DefaultServer, ServerConfig};
+use tether_net::longport::wire::Status;
+use tether_net::Machine;
 
 type LpServer = DefaultServer<u32>;
 

@@ -10,7 +10,7 @@ use core::mem::size_of;
 use cortex_m_rt::entry;
 use cortex_m_semihosting::{debug, hprintln};
 use panic_semihosting as _;
-use tether::{game, longport};
+use tether_net::{game, longport};
 
 type Addr = ([u8; 4], u16);
 

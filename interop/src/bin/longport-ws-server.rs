@@ -108,7 +108,7 @@ async fn main() -> ExitCode {
     let _ = tokio::signal::ctrl_c().await;
     let n = running
         .close_all(
-            tether::longport::control::CloseCode::ServerShutdown,
+            tether_net::longport::control::CloseCode::ServerShutdown,
             "server shutdown",
         )
         .await;
