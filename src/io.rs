@@ -137,6 +137,107 @@ impl fmt::Display for BufferTooSmall {
 
 impl core::error::Error for BufferTooSmall {}
 
+/// Text a peer sent (a close reason, an error message), borrowed from the input it arrived in
+///
+/// Machines never copy peer texts into events; they hand them out borrowed, inside the
+/// application value of the input that carried them. The bytes are exactly what the peer sent:
+/// [`PeerText::to_str`] gives them as `&str` when they are valid UTF-8, and `Display` prints them
+/// safely whatever they are (invalid UTF-8 becomes U+FFFD, control characters become spaces), so
+/// a hostile peer cannot inject terminal escapes or line breaks into a log.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub struct PeerText<'a>(&'a [u8]);
+
+impl<'a> PeerText<'a> {
+    /// Wrap raw bytes
+    #[must_use]
+    pub const fn new(bytes: &'a [u8]) -> Self {
+        PeerText(bytes)
+    }
+
+    /// The bytes as the peer sent them
+    #[must_use]
+    pub const fn as_bytes(&self) -> &'a [u8] {
+        self.0
+    }
+
+    /// The text as `&str`, when it is valid UTF-8 (control characters included)
+    #[must_use]
+    pub fn to_str(&self) -> Option<&'a str> {
+        core::str::from_utf8(self.0).ok()
+    }
+
+    /// Length in bytes
+    #[must_use]
+    pub const fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    /// True when the peer sent no text
+    #[must_use]
+    pub const fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// The printable characters of `Display`, one by one
+    fn printable(&self) -> impl Iterator<Item = char> + 'a {
+        self.0.utf8_chunks().flat_map(|chunk| {
+            let bad = (!chunk.invalid().is_empty()).then_some(char::REPLACEMENT_CHARACTER);
+            chunk
+                .valid()
+                .chars()
+                .map(|c| if c.is_control() { ' ' } else { c })
+                .chain(bad)
+        })
+    }
+}
+
+impl PartialEq<str> for PeerText<'_> {
+    fn eq(&self, other: &str) -> bool {
+        self.0 == other.as_bytes()
+    }
+}
+
+impl PartialEq<&str> for PeerText<'_> {
+    fn eq(&self, other: &&str) -> bool {
+        self.0 == other.as_bytes()
+    }
+}
+
+impl fmt::Display for PeerText<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        use fmt::Write;
+        for c in self.printable() {
+            f.write_char(c)?;
+        }
+        Ok(())
+    }
+}
+
+impl fmt::Debug for PeerText<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        use fmt::Write;
+        f.write_char('"')?;
+        for chunk in self.0.utf8_chunks() {
+            for c in chunk.valid().chars() {
+                for e in c.escape_debug() {
+                    f.write_char(e)?;
+                }
+            }
+            for b in chunk.invalid() {
+                write!(f, "\\x{b:02x}")?;
+            }
+        }
+        f.write_char('"')
+    }
+}
+
+#[cfg(feature = "defmt")]
+impl defmt::Format for PeerText<'_> {
+    fn format(&self, f: defmt::Formatter<'_>) {
+        defmt::write!(f, "{=[u8]:a}", self.0);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -153,6 +254,23 @@ mod tests {
             (r.bytes_consumed(), r.needed(), r.into_app()),
             (7, None, Some(2))
         );
+    }
+
+    #[test]
+    fn peer_text_prints_safely_and_keeps_the_bytes() {
+        extern crate alloc;
+        use alloc::format;
+        use alloc::string::ToString;
+        let t = PeerText::new(b"bye\x1b[31m\nnow\xff!");
+        assert_eq!(t.to_string(), "bye [31m now\u{fffd}!");
+        assert_eq!(format!("{t:?}"), "\"bye\\u{1b}[31m\\nnow\\xff!\"");
+        assert_eq!(t.to_str(), None);
+        assert_eq!(t.len(), 14);
+        assert_eq!(t.as_bytes(), b"bye\x1b[31m\nnow\xff!");
+        let ok = PeerText::new("Kicked (spam) é".as_bytes());
+        assert_eq!(ok.to_str(), Some("Kicked (spam) é"));
+        assert_eq!(ok, "Kicked (spam) é");
+        assert!(PeerText::default().is_empty() && !ok.is_empty());
     }
 
     #[test]

@@ -16,13 +16,14 @@
 //!
 //! 1. Do exactly one input: bytes that arrived (`handle_input`, or `handle_frame` for a WebSocket
 //!    Ping/Pong/Close), a due timer (`handle_timeout`), a lost transport (`handle_closed`), or a
-//!    command (an inherent method such as `connect`, `close`, `kick`, `send_request`).
-//! 2. Drain [`Machine::poll_transmit`] until it returns `None`, sending each frame: the bytes are
-//!    written into your buffer and [`Transmit`] says how many, to whom and as what
-//!    [`FrameKind`]. A buffer that is too small gives [`BufferTooSmall`] with the exact size and
-//!    leaves the frame queued.
-//! 3. Drain [`Machine::poll_event`] until it returns `None`.
-//! 4. Sleep until [`Machine::poll_timeout`], new bytes or a new command, then go to 1.
+//!    command (an inherent method such as `connect`, `close`, `send_request`).
+//! 2. Drain: send every frame [`Machine::poll_transmit`] writes into your buffer ([`Transmit`]
+//!    says how many bytes, to whom and as what [`FrameKind`]; a buffer that is too small gives
+//!    [`BufferTooSmall`] with the exact size and leaves the frame queued), then take **one**
+//!    event from [`Machine::poll_event`] and handle it. Handling it may issue commands; whatever
+//!    they queue goes out when you go back to the frames. Repeat until both are empty.
+//!    [`drain`] is exactly this step.
+//! 3. Sleep until [`Machine::poll_timeout`], new bytes or a new command, then go to 1.
 //!
 //! Rules the machines keep:
 //!
@@ -114,6 +115,6 @@ pub mod wire;
 #[cfg(feature = "testing")]
 pub mod testing;
 
-pub use io::{BufferTooSmall, FrameKind, Received, Transmit};
-pub use machine::Machine;
+pub use io::{BufferTooSmall, FrameKind, PeerText, Received, Transmit};
+pub use machine::{drain, DrainError, Machine};
 pub use time::{Duration, Instant};

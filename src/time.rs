@@ -1,9 +1,27 @@
 //! Time as the caller tells it: [`Instant`] and helpers around [`core::time::Duration`]
 //!
 //! A machine never reads a clock. Every input carries `now`, an [`Instant`] counted in
-//! microseconds since an epoch the caller chooses (boot, process start, Unix epoch — anything
-//! monotonic). Machines remember the latest `now` they saw and clamp an earlier one to it, so a
-//! clock that steps backwards is tolerated and never causes a panic.
+//! microseconds since an epoch the caller chooses. **The source must be monotonic**: process
+//! start or boot time through `std::time::Instant` (see [`Epoch`] with the `std` feature),
+//! embassy's `Instant`, a hardware timer. A wall clock (Unix time) is not suitable: NTP and
+//! users step it.
+//!
+//! # When `now` goes backwards
+//!
+//! A `now` earlier than the latest one a machine has seen is a backward step. The machine treats
+//! the step as no time passing and shifts its own timeline by the size of the step: timers keep
+//! the time they had left, and every instant it hands back ([`poll_timeout`], instants inside
+//! events) is expressed in the caller's (stepped) clock. A clock that jumps back one hour
+//! therefore delays nothing: keep-alives and heartbeats continue on schedule. A step forward
+//! cannot be told from time passing: timers due in the skipped span fire at once.
+//!
+//! # Bounds
+//!
+//! Configurations clamp every interval and timeout to at most [`MAX_DELAY`], so a deadline from
+//! [`poll_timeout`] is never more than `MAX_DELAY` after the latest `now` and can be added to any
+//! caller clock without overflow.
+//!
+//! [`poll_timeout`]: crate::Machine::poll_timeout
 
 pub use core::time::Duration;
 
@@ -18,7 +36,9 @@ pub struct Instant(u64);
 impl Instant {
     /// The epoch itself
     pub const ZERO: Instant = Instant(0);
-    /// The latest representable instant (used as "never")
+    /// The latest representable instant
+    ///
+    /// Machines never return it as a deadline (see [`MAX_DELAY`]).
     pub const MAX: Instant = Instant(u64::MAX);
 
     /// An instant `us` microseconds after the epoch
@@ -103,53 +123,129 @@ impl core::fmt::Display for Instant {
     }
 }
 
+/// Longest interval or timeout any configuration accepts: 30 days
+///
+/// Setters clamp larger values to it; see the module docs.
+pub const MAX_DELAY: Duration = Duration::from_secs(30 * 24 * 3600);
+
 /// A [`Duration`] in whole microseconds, saturating at `u64::MAX`
 #[must_use]
-pub fn duration_micros(d: Duration) -> u64 {
+pub(crate) fn duration_micros(d: Duration) -> u64 {
     u64::try_from(d.as_micros()).unwrap_or(u64::MAX)
 }
 
-/// The latest of the times a machine has seen: keeps `now` monotonic
+/// `d` clamped into `[min, MAX_DELAY]` (for config setters)
+#[must_use]
+#[allow(dead_code)] // the machines' config setters adopt it in the contract change
+pub(crate) const fn clamp_delay(d: Duration, min: Duration) -> Duration {
+    if d.as_nanos() < min.as_nanos() {
+        min
+    } else if d.as_nanos() > MAX_DELAY.as_nanos() {
+        MAX_DELAY
+    } else {
+        d
+    }
+}
+
+/// A machine's view of time: monotonic, and shifted past backward steps of the caller's clock
 ///
-/// Every machine holds one. [`Clock::update`] clamps an earlier `now` to the latest one seen and
-/// returns the value the machine should use.
+/// Every machine holds one. [`Clock::update`] turns the caller's `now` into machine time: equal
+/// to the caller's time plus the sum of all backward steps seen so far, so machine time never
+/// goes back and a step back counts as no time passing. [`Clock::to_caller`] turns a machine
+/// instant (a deadline) back into the caller's clock.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
-pub struct Clock {
+pub(crate) struct Clock {
     last: Instant,
+    shift: u64,
 }
 
 impl Clock {
     /// A clock that has seen only [`Instant::ZERO`]
     #[must_use]
-    pub const fn new() -> Self {
+    pub(crate) const fn new() -> Self {
         Clock {
             last: Instant::ZERO,
+            shift: 0,
         }
     }
 
-    /// Record `now` and return `max(now, latest seen)`
-    pub fn update(&mut self, now: Instant) -> Instant {
-        if now > self.last {
-            self.last = now;
+    /// Machine time for the caller's `now`; records a backward step as a shift
+    pub(crate) fn update(&mut self, now: Instant) -> Instant {
+        let t = now.0.saturating_add(self.shift);
+        if t < self.last.0 {
+            self.shift += self.last.0 - t;
+        } else {
+            self.last = Instant(t);
         }
         self.last
     }
 
-    /// The latest instant seen
+    /// The latest machine time
     #[must_use]
-    pub const fn now(&self) -> Instant {
+    pub(crate) const fn now(&self) -> Instant {
         self.last
+    }
+
+    /// A machine instant in the caller's clock (saturating at [`Instant::ZERO`])
+    #[must_use]
+    pub(crate) const fn to_caller(self, t: Instant) -> Instant {
+        Instant(t.0.saturating_sub(self.shift))
     }
 }
 
-/// Earliest of two optional deadlines
+/// The earlier of two optional deadlines
 #[must_use]
-pub fn earliest(a: Option<Instant>, b: Option<Instant>) -> Option<Instant> {
+pub(crate) fn earliest(a: Option<Instant>, b: Option<Instant>) -> Option<Instant> {
     match (a, b) {
         (Some(a), Some(b)) => Some(a.min(b)),
         (a, None) => a,
         (None, b) => b,
+    }
+}
+
+/// Converts between `std::time::Instant` and [`Instant`] around a fixed origin (feature `std`)
+///
+/// Reads no clock itself: you pass the origin (typically `std::time::Instant::now()` once at
+/// start-up) and the times to convert.
+///
+/// ```
+/// use tether_net::time::Epoch;
+/// let epoch = Epoch::new(std::time::Instant::now());
+/// let now = epoch.instant(std::time::Instant::now());
+/// let deadline = now + core::time::Duration::from_millis(250);
+/// let wake_at: std::time::Instant = epoch.to_std(deadline);
+/// assert!(wake_at >= epoch.origin());
+/// ```
+#[cfg(feature = "std")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Epoch(std::time::Instant);
+
+#[cfg(feature = "std")]
+impl Epoch {
+    /// An epoch at `origin`: [`Instant::ZERO`] stands for `origin`
+    #[must_use]
+    pub const fn new(origin: std::time::Instant) -> Self {
+        Epoch(origin)
+    }
+
+    /// The origin
+    #[must_use]
+    pub const fn origin(&self) -> std::time::Instant {
+        self.0
+    }
+
+    /// `t` as an [`Instant`]; times before the origin map to [`Instant::ZERO`]
+    #[must_use]
+    pub fn instant(&self, t: std::time::Instant) -> Instant {
+        Instant(duration_micros(t.saturating_duration_since(self.0)))
+    }
+
+    /// `t` as a `std::time::Instant` (for `sleep_until`, socket timeouts)
+    #[must_use]
+    pub fn to_std(&self, t: Instant) -> std::time::Instant {
+        let d = Duration::from_micros(t.0);
+        self.0.checked_add(d).unwrap_or(self.0 + MAX_DELAY)
     }
 }
 
@@ -173,11 +269,54 @@ mod tests {
     }
 
     #[test]
-    fn clock_clamps_backwards_time() {
+    fn clock_shifts_past_backward_steps() {
+        let ms = Instant::from_millis;
         let mut c = Clock::new();
-        assert_eq!(c.update(Instant::from_millis(10)), Instant::from_millis(10));
-        assert_eq!(c.update(Instant::from_millis(3)), Instant::from_millis(10));
-        assert_eq!(c.update(Instant::from_millis(11)), Instant::from_millis(11));
+        assert_eq!(c.update(ms(10)), ms(10));
+        assert_eq!(c.to_caller(ms(15)), ms(15));
+        // a step back of 7 ms: no time passes, and the timeline moves by 7 ms
+        assert_eq!(c.update(ms(3)), ms(10));
+        assert_eq!(
+            c.to_caller(ms(15)),
+            ms(8),
+            "5 ms left, in the caller's clock"
+        );
+        assert_eq!(c.update(ms(4)), ms(11), "time runs again from the step");
+        assert_eq!(c.now(), ms(11));
+        // a second step accumulates
+        assert_eq!(c.update(ms(1)), ms(11));
+        assert_eq!(c.update(ms(2)), ms(12));
+        assert_eq!(c.to_caller(ms(12)), ms(2));
+        assert_eq!(
+            c.to_caller(ms(5)),
+            ms(0),
+            "deadlines before the shift saturate"
+        );
+    }
+
+    #[test]
+    fn clamp_delay_bounds() {
+        let min = Duration::from_millis(1);
+        assert_eq!(clamp_delay(Duration::ZERO, min), min);
+        assert_eq!(
+            clamp_delay(Duration::from_secs(5), min),
+            Duration::from_secs(5)
+        );
+        assert_eq!(clamp_delay(Duration::MAX, min), MAX_DELAY);
+    }
+
+    #[cfg(feature = "std")]
+    #[test]
+    fn epoch_round_trips() {
+        let origin = std::time::Instant::now();
+        let e = Epoch::new(origin);
+        let later = origin + Duration::from_millis(1500);
+        assert_eq!(e.instant(later), Instant::from_millis(1500));
+        assert_eq!(e.to_std(Instant::from_millis(1500)), later);
+        assert_eq!(
+            e.instant(origin.checked_sub(Duration::from_secs(1)).unwrap_or(origin)),
+            Instant::ZERO
+        );
     }
 
     #[test]

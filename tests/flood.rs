@@ -17,7 +17,9 @@
 
 use tether_net::game::server::{SERVER_FULL_REASON, STATELESS_QUEUE_LEN};
 use tether_net::game::wire::{self, Control, ControlPacket, Packet, Token, TokenMode};
-use tether_net::game::{Server as GServer, ServerConfig as GServerConfig, TokenSecret, VanillaPolicy};
+use tether_net::game::{
+    Server as GServer, ServerConfig as GServerConfig, TokenSecret, VanillaPolicy,
+};
 use tether_net::longport::control::{AuthRequest, Body, Heartbeat, Metadata, SessionGrant};
 use tether_net::longport::deframe::{Handshake, Transport};
 use tether_net::longport::server::{

@@ -488,7 +488,7 @@ fn reason_followed_by_extra_bytes() {
 #[test]
 fn reason_several_warnings_at_once() {
     let mut bytes = hexv("10 00 00 04");
-    bytes.extend(core::iter::repeat(0xFF).take(130));
+    bytes.extend(std::iter::repeat_n(0xFF, 130));
     let p = parse(&bytes, TokenMode::Vanilla).unwrap();
     let Packet::Control(ControlPacket {
         control: Control::Close(r),

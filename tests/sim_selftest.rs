@@ -114,7 +114,7 @@ impl Machine for Pinger {
     type Peer = ();
     type Event = PingEvent;
     type App<'a> = &'a [u8];
-    type InputError = ToyError;
+    type Error = ToyError;
 
     fn handle_input<'a>(
         &mut self,
@@ -208,7 +208,7 @@ impl<A: Copy + Eq> Machine for Echo<A> {
     type Peer = A;
     type Event = EchoEvent<A>;
     type App<'a> = &'a [u8];
-    type InputError = ToyError;
+    type Error = ToyError;
 
     fn handle_input<'a>(
         &mut self,
@@ -329,7 +329,7 @@ impl Machine for Talker {
     type Peer = ();
     type Event = TalkEvent;
     type App<'a> = &'a [u8];
-    type InputError = ToyError;
+    type Error = ToyError;
 
     fn handle_input<'a>(
         &mut self,
@@ -390,7 +390,7 @@ impl Machine for Stuck {
     type Peer = ();
     type Event = ();
     type App<'a> = ();
-    type InputError = ToyError;
+    type Error = ToyError;
 
     fn handle_input(&mut self, _: Instant, _: (), _: &[u8]) -> Result<Received<()>, ToyError> {
         Err(ToyError)

@@ -611,7 +611,7 @@ fn soak_jitter(attempt: u32) -> Duration {
 
 /// Even clients use TCP, odd ones WebSocket
 fn lp_transport(i: usize) -> Transport {
-    if i % 2 == 0 {
+    if i.is_multiple_of(2) {
         Transport::Tcp
     } else {
         Transport::WebSocket

@@ -74,7 +74,7 @@ fn game_pair() -> Run {
     let mut step = 0u64;
     while to_client < PACKETS || to_server < PACKETS {
         step += 1;
-        if step % 2 == 0 {
+        if step.is_multiple_of(2) {
             let t = srv
                 .send_chunks(now, PEER, Flags::default(), 1, &payload, &mut s2c)
                 .expect("online");
@@ -174,7 +174,7 @@ fn lp_pair() -> Run {
     let mut step = 0u64;
     while to_client < PACKETS || to_server < PACKETS {
         step += 1;
-        if step % 8 == 0 {
+        if step.is_multiple_of(8) {
             now = client.poll_timeout().expect("heartbeat timer");
             client.handle_timeout(now);
         } else {

@@ -5,7 +5,9 @@ use std::{cell::RefCell, rc::Rc};
 use tether_net::longport::control::{Body, Close, SessionGrant};
 use tether_net::longport::server::{App, Server, ServerConfig};
 use tether_net::longport::wire::{Kind, Packet, Status};
-use tether_net::longport::{deframe::Transport, ClientConfig, ClientEvent, Credentials, DefaultClient};
+use tether_net::longport::{
+    deframe::Transport, ClientConfig, ClientEvent, Credentials, DefaultClient,
+};
 use tether_net::testing::{LinkConfig, Pair};
 use tether_net::{Duration, FrameKind};
 

@@ -535,6 +535,17 @@ impl<A, const N: usize, const E: usize> defmt::Format for Server<A, N, E> {
 }
 
 impl<A: Copy + Eq + Hash, const N: usize, const E: usize> Server<A, N, E> {
+    /// The next deadline in machine time (see `time::Clock`)
+    fn next_deadline(&self) -> Option<Instant> {
+        if self.state != ServerState::Running {
+            return None;
+        }
+        if self.timers_lost {
+            return Some(self.clock.now());
+        }
+        self.timers.peek().map(|e| e.at)
+    }
+
     /// A running server without peers
     ///
     /// `N` must be a power of two greater than 1 (checked at compile time by the table).
@@ -1117,7 +1128,7 @@ impl<A: Copy + Eq + Hash, const N: usize, const E: usize> Machine for Server<A, 
     type Peer = A;
     type Event = ServerEvent<A>;
     type App<'a> = ChunkPacket<'a>;
-    type InputError = InputError;
+    type Error = InputError;
 
     /// Feed one datagram from `from`
     ///
@@ -1299,13 +1310,7 @@ impl<A: Copy + Eq + Hash, const N: usize, const E: usize> Machine for Server<A, 
     /// May be earlier than any real deadline (entries fire early after liveness refreshes and
     /// linger after a peer is removed); such a wake-up does no more than re-file the entry.
     fn poll_timeout(&self) -> Option<Instant> {
-        if self.state != ServerState::Running {
-            return None;
-        }
-        if self.timers_lost {
-            return Some(self.clock.now());
-        }
-        self.timers.peek().map(|e| e.at)
+        self.next_deadline().map(|t| self.clock.to_caller(t))
     }
 }
 
@@ -2121,18 +2126,27 @@ mod tests {
     }
 
     #[test]
-    fn backwards_time_is_clamped() {
+    fn backwards_time_shifts_the_timeline() {
         let mut s = server(VanillaPolicy::Reject);
         let mut c = token_client();
         handshake(&mut s, &mut c, 1, ms(5_000));
+        // the caller's clock steps back 5 s: no time passes, nothing is due
         s.handle_timeout(ms(1));
         assert!(s_out(&mut s, ms(0)).is_empty());
         assert!(s.is_online(1));
-        // a keep-alive stamped in the past refreshes at the clamped 5 s
+        // a keep-alive after the step: the next one is due 1 s later in the caller's clock
         let mut ka = hex("10 00 00 00");
         ka.extend_from_slice(&s.token_for(1).0);
         to_s(&mut s, ms(0), 1, &ka);
-        assert_eq!(s.poll_timeout(), Some(ms(6_000)));
+        assert_eq!(s.poll_timeout(), Some(ms(1_000)));
+        // and the peer times out 10 s after its last keep-alive, in the caller's clock
+        let mut now = ms(1_000);
+        while s.is_online(1) {
+            s.handle_timeout(now);
+            let _ = s_out(&mut s, now);
+            now = s.poll_timeout().unwrap_or(now);
+        }
+        assert!(now <= ms(10_001), "timed out at {now}");
     }
 
     #[test]
@@ -2356,11 +2370,11 @@ mod tests {
                         s.handle_timeout(ms(now));
                     }
                     assert!(
-                        s.poll_timeout().map_or(true, |t| t > ms(now)),
+                        s.poll_timeout().is_none_or(|t| t > ms(now)),
                         "round {round}"
                     );
                     assert!(
-                        c.poll_timeout().map_or(true, |t| t > ms(now)),
+                        c.poll_timeout().is_none_or(|t| t > ms(now)),
                         "round {round}"
                     );
                 }

@@ -513,7 +513,7 @@ mod tests {
         let mut s = 0x1234_5678_9abc_def0;
         for step in 0..20_000u32 {
             let k = (rng(&mut s) % 200) as u32;
-            if rng(&mut s) % 2 == 0 {
+            if rng(&mut s).is_multiple_of(2) {
                 let r = t.insert(k, step);
                 if let Some(&(slot, _)) = model.get(&k) {
                     assert_eq!(r, Ok(slot), "a replaced key keeps its slot");

@@ -130,7 +130,6 @@ use crate::longport::event::{
 use crate::longport::wire::{
     Header, Kind, Packet, Status, DEFAULT_MAX_BODY, MAX_BODY_LEN, REQUEST_HEADER_LEN,
 };
-use crate::machine::Machine;
 use crate::time::{earliest, Clock, Duration, Instant};
 use crate::wire::Reader;
 
@@ -1326,6 +1325,11 @@ impl<
     /// When [`Client::handle_timeout`] must be called next
     #[must_use]
     pub fn poll_timeout(&self) -> Option<Instant> {
+        self.next_deadline().map(|t| self.clock.to_caller(t))
+    }
+
+    /// The next deadline in machine time (see `time::Clock`)
+    fn next_deadline(&self) -> Option<Instant> {
         let phase = match self.phase {
             Phase::Dialing { deadline }
             | Phase::AwaitToken { deadline }
@@ -1820,55 +1824,20 @@ pub const fn close_action(code: CloseCode) -> CloseAction {
     }
 }
 
-impl<
+crate::machine::impl_machine! {
+    impl[
         const REQS: usize,
         const EVENTS: usize,
         const TOKEN: usize,
         const SESSION: usize,
         const META: usize,
-    > Machine for Client<REQS, EVENTS, TOKEN, SESSION, META>
-{
-    type Peer = ();
-    type Event = ClientEvent<SESSION>;
-    type App<'a> = App<'a>;
-    type InputError = InputError;
-
-    fn handle_input<'a>(
-        &mut self,
-        now: Instant,
-        from: (),
-        data: &'a [u8],
-    ) -> Result<Received<App<'a>>, InputError> {
-        Client::handle_input(self, now, from, data)
+    ] for Client<REQS, EVENTS, TOKEN, SESSION, META> {
+        Peer = (),
+        Event = ClientEvent<SESSION>,
+        App<'a> = App<'a>,
+        Error = InputError,
     }
-
-    fn handle_frame(&mut self, now: Instant, from: (), kind: FrameKind, payload: &[u8]) {
-        Client::handle_frame(self, now, from, kind, payload);
-    }
-
-    fn handle_closed(&mut self, now: Instant, from: ()) {
-        Client::handle_closed(self, now, from);
-    }
-
-    fn handle_timeout(&mut self, now: Instant) {
-        Client::handle_timeout(self, now);
-    }
-
-    fn poll_transmit(
-        &mut self,
-        now: Instant,
-        buf: &mut [u8],
-    ) -> Result<Option<Transmit<()>>, BufferTooSmall> {
-        Client::poll_transmit(self, now, buf)
-    }
-
-    fn poll_event(&mut self) -> Option<ClientEvent<SESSION>> {
-        Client::poll_event(self)
-    }
-
-    fn poll_timeout(&self) -> Option<Instant> {
-        Client::poll_timeout(self)
-    }
+    frames {}
 }
 
 /// The uncompressed body of a control packet: as is, or inflated into `scratch`
@@ -1993,6 +1962,7 @@ mod tests {
 
     use super::*;
     use crate::longport::wire::MAX_PACKET_LEN;
+    use crate::machine::Machine;
 
     type C = Client<4, 16, 64, 32, 64>;
     type Ev = ClientEvent<32>;

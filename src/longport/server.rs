@@ -872,7 +872,7 @@ impl<C> Peer<C> {
             && self
                 .close
                 .as_ref()
-                .map_or(true, |c| !c.push_pending && !c.ws_pending)
+                .is_none_or(|c| !c.push_pending && !c.ws_pending)
     }
 
     fn packet_kind(&self) -> FrameKind {
@@ -986,6 +986,25 @@ pub struct Server<C: Copy + Eq, const PEERS: usize = 16, const SESSIONS: usize =
 pub type DefaultServer<C> = Server<C, 16, 64>;
 
 impl<C: Copy + Eq, const PEERS: usize, const SESSIONS: usize> Server<C, PEERS, SESSIONS> {
+    /// The next deadline in machine time (see `time::Clock`)
+    fn next_deadline(&self) -> Option<Instant> {
+        let hb = self.config.heartbeat_timeout;
+        self.peers
+            .iter()
+            .filter_map(|p| {
+                let d = match p.phase {
+                    Phase::AwaitHandshake | Phase::AwaitAuth | Phase::Pending(_) => p.auth_deadline,
+                    Phase::Authenticated => p.last_rx + hb,
+                    Phase::Closing | Phase::Gone => return None,
+                };
+                Some(match p.transport {
+                    Transport::WebSocket => d.min(p.next_ping),
+                    Transport::Tcp => d,
+                })
+            })
+            .min()
+    }
+
     /// A server with no connections
     #[must_use]
     pub fn new(config: ServerConfig) -> Self {
@@ -1918,7 +1937,7 @@ impl<C: Copy + Eq, const PEERS: usize, const SESSIONS: usize> Machine
     type Peer = C;
     type Event = ServerEvent<C>;
     type App<'a> = App<'a>;
-    type InputError = InputError;
+    type Error = InputError;
 
     /// Feed the buffered bytes of a TCP connection (one handshake or packet per call) or one
     /// whole WebSocket binary message
@@ -2100,21 +2119,7 @@ impl<C: Copy + Eq, const PEERS: usize, const SESSIONS: usize> Machine
 
     /// Earliest auth deadline, heartbeat deadline or WS ping time over all connections (`O(PEERS)`)
     fn poll_timeout(&self) -> Option<Instant> {
-        let hb = self.config.heartbeat_timeout;
-        self.peers
-            .iter()
-            .filter_map(|p| {
-                let d = match p.phase {
-                    Phase::AwaitHandshake | Phase::AwaitAuth | Phase::Pending(_) => p.auth_deadline,
-                    Phase::Authenticated => p.last_rx + hb,
-                    Phase::Closing | Phase::Gone => return None,
-                };
-                Some(match p.transport {
-                    Transport::WebSocket => d.min(p.next_ping),
-                    Transport::Tcp => d,
-                })
-            })
-            .min()
+        self.next_deadline().map(|t| self.clock.to_caller(t))
     }
 }
 
@@ -3283,20 +3288,23 @@ mod tests {
     }
 
     #[test]
-    fn backwards_time_is_clamped() {
+    fn backwards_time_shifts_the_timeline() {
         let mut s = server();
         authed(&mut s, ms(100_000), 1, Transport::Tcp, "s1");
         let v3 = hex("01 01 00 00 00 01 00 00 00 00 07 08 80 d0 95 ff bc 31");
-        // a stale timestamp counts as the latest seen
+        // the caller's clock steps back to 5 ms: no time passes, and the heartbeat deadline
+        // (150 s after this packet) is reported in the caller's clock
         let _ = s.handle_input(ms(5), 1, &v3).unwrap();
         let _ = drain(&mut s, ms(5));
-        assert_eq!(s.poll_timeout(), Some(ms(250_000)));
-        s.handle_timeout(ms(249_999));
-        s.handle_timeout(ms(0));
+        assert_eq!(s.poll_timeout(), Some(ms(150_005)));
+        s.handle_timeout(ms(150_004));
+        // a second step back: still no time passes, the deadline moves with it
+        s.handle_timeout(ms(4));
         assert_eq!(s.state(1), Some(PeerState::Authenticated));
-        s.handle_timeout(ms(250_000));
-        s.handle_timeout(ms(3));
+        assert_eq!(s.poll_timeout(), Some(ms(5)));
+        s.handle_timeout(ms(5));
         assert_eq!(s.state(1), Some(PeerState::Closing));
+        // machine time ran 150 s past the 100 s it had seen
         assert_eq!(s.wall_clock_ms(), 250_000);
     }
 

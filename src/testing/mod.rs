@@ -45,7 +45,7 @@
 //! #     type Peer = u32;
 //! #     type Event = ();
 //! #     type App<'a> = &'a [u8];
-//! #     type InputError = ();
+//! #     type Error = ();
 //! #     fn handle_input<'a>(&mut self, _: Instant, from: u32, d: &'a [u8]) -> Result<Received<&'a [u8]>, ()> {
 //! #         self.0.push_back((from, d.to_vec()));
 //! #         Ok(Received::with_app(d.len(), d))
@@ -66,7 +66,7 @@
 //! #     type Peer = ();
 //! #     type Event = Instant;
 //! #     type App<'a> = &'a [u8];
-//! #     type InputError = ();
+//! #     type Error = ();
 //! #     fn handle_input<'a>(&mut self, now: Instant, _: (), d: &'a [u8]) -> Result<Received<&'a [u8]>, ()> {
 //! #         self.echoes.push_back(now);
 //! #         Ok(Received::with_app(d.len(), d))

@@ -915,12 +915,12 @@ where
             .peek()
             .map(|Reverse(f)| (f.at, Action::Deliver));
         if let Some(&Reverse((t, i, _))) = self.timers.peek() {
-            if best.map_or(true, |(b, _)| t < b) {
+            if best.is_none_or(|(b, _)| t < b) {
                 best = Some((t, Action::Client(i)));
             }
         }
         if let Some(t) = self.server_deadline {
-            if best.map_or(true, |(b, _)| t < b) {
+            if best.is_none_or(|(b, _)| t < b) {
                 best = Some((t, Action::Server));
             }
         }

@@ -53,7 +53,7 @@ impl<P: defmt::Format> defmt::Format for Sent<P> {
 /// # use tether_net::{BufferTooSmall, Duration, FrameKind, Instant, Machine, Received, Transmit};
 /// # struct Counter(u32, bool);
 /// # impl Machine for Counter {
-/// #     type Peer = u8; type Event = u32; type App<'a> = (); type InputError = ();
+/// #     type Peer = u8; type Event = u32; type App<'a> = (); type Error = ();
 /// #     fn handle_input<'a>(&mut self, _: Instant, _: u8, d: &'a [u8]) -> Result<Received<()>, ()> {
 /// #         if d.is_empty() { return Err(()) } self.0 += 1; self.1 = true; Ok(Received::consumed(d.len()))
 /// #     }

@@ -57,14 +57,14 @@ impl<M: Machine> Machine for Net<M> {
     type Peer = M::Peer;
     type Event = M::Event;
     type App<'a> = M::App<'a>;
-    type InputError = M::InputError;
+    type Error = M::Error;
 
     fn handle_input<'a>(
         &mut self,
         now: Instant,
         from: M::Peer,
         data: &'a [u8],
-    ) -> Result<Received<M::App<'a>>, M::InputError> {
+    ) -> Result<Received<M::App<'a>>, M::Error> {
         self.m.handle_input(now, from, data)
     }
 
