@@ -2,5 +2,9 @@
 //!
 //! (crate docs: see the end of part 1)
 
+pub mod market;
+pub mod quote;
 pub mod reply;
 pub mod script;
+pub mod session;
+pub mod trade;

@@ -75,7 +75,7 @@ impl Clock {
 }
 
 /// A quote package of an account (shown by the SDK's `quote_package_details`)
-#[derive(Clone, Debug, PartialEq, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Package {
     /// Package key
@@ -105,7 +105,7 @@ fn year_2100() -> UnixTime {
 }
 
 /// Cash detail of one currency in a balance
-#[derive(Clone, Debug, PartialEq, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CashInfo {
     /// Currency
@@ -125,7 +125,7 @@ pub struct CashInfo {
 }
 
 /// Frozen transaction fee of one currency
-#[derive(Clone, Debug, PartialEq, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct FrozenFee {
     /// Currency
@@ -136,7 +136,7 @@ pub struct FrozenFee {
 }
 
 /// One entry of `TradeContext::account_balance`
-#[derive(Clone, Debug, PartialEq, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Balance {
     /// Currency of the totals
@@ -191,7 +191,7 @@ pub struct RateLimit {
 }
 
 /// An account: what the token endpoint checks and what the sockets answer about the user
-#[derive(Clone, Debug, PartialEq, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Account {
     /// App key (`X-Api-Key`)

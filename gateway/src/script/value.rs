@@ -21,8 +21,8 @@ pub const DEC_MAX_FRAC_DIGITS: usize = 10;
 /// in the HTTP JSON; the SDK parses them with `rust_decimal`. A script writes them as JSON strings
 /// (or plain JSON numbers, which are taken as the shortest text that round-trips). Accepted form:
 /// an optional `-`, at most 20 integer digits, optionally `.` and 1 to 10 fraction digits; no
-/// exponent.
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+/// exponent. Equality and order are by value (`"1.50" == "1.5"`); the text is kept as written.
+#[derive(Clone, Debug)]
 pub struct Dec(String);
 
 impl Dec {
@@ -109,6 +109,14 @@ fn format_scaled(v: i128, scale: usize) -> String {
         format!("{sign}{int}.{frac}")
     }
 }
+
+impl PartialEq for Dec {
+    fn eq(&self, other: &Self) -> bool {
+        self.scaled() == other.scaled()
+    }
+}
+
+impl Eq for Dec {}
 
 impl PartialOrd for Dec {
     fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
@@ -455,6 +463,9 @@ mod tests {
         assert!(d("388.2") > d("388.19"));
         assert!(d("-1") < d("0"));
         assert_eq!(d("1.50").cmp(&d("1.5")), Ordering::Equal);
+        assert_eq!(d("1.50"), d("1.5"));
+        assert_eq!(d("1.50").as_str(), "1.50", "the text is kept");
+        assert_eq!(d("-0"), d("0"));
         assert_eq!(d("0.1").checked_add(&d("0.2")).unwrap().as_str(), "0.3");
         assert_eq!(d("100").checked_add(&d("0.25")).unwrap().as_str(), "100.25");
         assert_eq!(d("-1.5").checked_add(&d("0.5")).unwrap().as_str(), "-1.0");
