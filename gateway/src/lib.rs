@@ -2,9 +2,11 @@
 //!
 //! (crate docs: see the end of part 1)
 
+pub mod http;
 pub mod market;
 pub mod quote;
 pub mod reply;
 pub mod script;
 pub mod session;
+pub mod token;
 pub mod trade;
