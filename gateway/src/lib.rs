@@ -2,6 +2,7 @@
 //!
 //! (crate docs: see the end of part 1)
 
+pub mod feed;
 pub mod http;
 pub mod market;
 pub mod quote;

@@ -422,3 +422,42 @@ fn garbage_bodies_never_panic() {
         }
     }
 }
+
+/// The SDK's own conversions (the `TryFrom` impls `QuoteContext` applies) accept our replies
+#[test]
+fn the_sdk_converts_our_replies() {
+    use longport::quote::{QuotePackageDetail, SecurityQuote, SecurityStaticInfo, TradeStatus};
+    let (_, market, mut conn) = setup();
+    let p: pb::UserQuoteProfileResponse =
+        ok(&handle(CMD_USER_QUOTE_PROFILE, &[], &mut conn, &market));
+    for pkg in p.quote_level_detail.unwrap().by_package_key.into_values() {
+        QuotePackageDetail::try_from(pkg).expect("valid package times");
+    }
+    let q: pb::SecurityQuoteResponse = ok(&handle(
+        CMD_SECURITY_QUOTE,
+        &multi(&["700.HK", "9988.HK", "AAPL.US"]),
+        &mut conn,
+        &market,
+    ));
+    let quotes: Vec<SecurityQuote> = q
+        .secu_quote
+        .into_iter()
+        .map(|q| SecurityQuote::try_from(q).unwrap())
+        .collect();
+    assert_eq!(quotes[0].last_done.to_string(), "305.0");
+    assert_eq!(quotes[0].timestamp.unix_timestamp(), 1_704_158_400);
+    assert_eq!(quotes[0].trade_status, TradeStatus::Normal);
+    assert_eq!(
+        quotes[2].last_done.to_string(),
+        "0",
+        "an all-default security still converts"
+    );
+    let s: pb::SecurityStaticInfoResponse = ok(&handle(
+        CMD_STATIC_INFO,
+        &multi(&["700.HK"]),
+        &mut conn,
+        &market,
+    ));
+    let info = SecurityStaticInfo::try_from(s.secu_static_info[0].clone()).unwrap();
+    assert_eq!((info.name_en.as_str(), info.lot_size), ("TENCENT", 100));
+}
