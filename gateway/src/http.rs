@@ -50,6 +50,7 @@ use serde_json::{json, Value};
 use sha1::{Digest, Sha1};
 use sha2::Sha256;
 use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Semaphore;
 
 use crate::script::{Account, Balance};
 use crate::token::TokenStore;
@@ -62,8 +63,58 @@ pub const ACCOUNT_BALANCE_PATH: &str = "/v1/asset/account";
 /// Largest request body read by default
 pub const DEFAULT_MAX_BODY: usize = 64 * 1024;
 
-/// How long a client may take to send a request's headers
+/// How long a client may take to send a request's headers by default
 pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// HTTP connections served at once by default
+pub const DEFAULT_MAX_CONNECTIONS: usize = 256;
+
+/// Limits of the HTTP side
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct HttpConfig {
+    /// Largest request body read (default 64 KiB); a larger one gets 413
+    pub max_body: usize,
+    /// How long a client may take to send a request's headers, including the wait for the
+    /// next request on a kept-alive connection (default 10 s); then the connection is closed
+    pub header_read_timeout: Duration,
+    /// Connections [`HttpGateway::serve`] serves at once (default 256); one more is closed at
+    /// once
+    pub max_connections: usize,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        HttpConfig {
+            max_body: DEFAULT_MAX_BODY,
+            header_read_timeout: HEADER_READ_TIMEOUT,
+            max_connections: DEFAULT_MAX_CONNECTIONS,
+        }
+    }
+}
+
+impl HttpConfig {
+    /// With `max_body`
+    #[must_use]
+    pub fn max_body(mut self, bytes: usize) -> Self {
+        self.max_body = bytes;
+        self
+    }
+
+    /// With `header_read_timeout` (at least 1 ms)
+    #[must_use]
+    pub fn header_read_timeout(mut self, t: Duration) -> Self {
+        self.header_read_timeout = t.max(Duration::from_millis(1));
+        self
+    }
+
+    /// With `max_connections` (at least 1)
+    #[must_use]
+    pub fn max_connections(mut self, n: usize) -> Self {
+        self.max_connections = n.max(1);
+        self
+    }
+}
 
 /// Error codes of the OpenAPI error table
 pub mod code {
@@ -337,7 +388,7 @@ struct Inner {
     accounts: HashMap<String, Arc<Account>>,
     tokens: Arc<TokenStore>,
     quota: Arc<dyn Quota>,
-    max_body: usize,
+    config: HttpConfig,
     trace: AtomicU64,
 }
 
@@ -354,7 +405,7 @@ impl fmt::Debug for HttpGateway {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("HttpGateway")
             .field("accounts", &self.inner.accounts.len())
-            .field("max_body", &self.inner.max_body)
+            .field("config", &self.inner.config)
             .finish_non_exhaustive()
     }
 }
@@ -371,6 +422,16 @@ impl HttpGateway {
         tokens: Arc<TokenStore>,
         quota: Arc<dyn Quota>,
     ) -> Self {
+        Self::with_config(accounts, tokens, quota, HttpConfig::default())
+    }
+
+    /// A gateway with `quota` and the limits of `config`
+    pub fn with_config(
+        accounts: impl IntoIterator<Item = Arc<Account>>,
+        tokens: Arc<TokenStore>,
+        quota: Arc<dyn Quota>,
+        config: HttpConfig,
+    ) -> Self {
         HttpGateway {
             inner: Arc::new(Inner {
                 accounts: accounts
@@ -379,7 +440,7 @@ impl HttpGateway {
                     .collect(),
                 tokens,
                 quota,
-                max_body: DEFAULT_MAX_BODY,
+                config,
                 trace: AtomicU64::new(1),
             }),
         }
@@ -473,7 +534,8 @@ impl HttpGateway {
         Ok(account)
     }
 
-    /// Answer a hyper request: read its body (at most 64 KiB), take `Instant::now()`, call
+    /// Answer a hyper request: read its body (at most [`HttpConfig::max_body`]), take
+    /// `Instant::now()`, call
     /// [`respond`](Self::respond), and build the response (JSON, `x-trace-id`)
     pub async fn handle<B>(&self, req: Request<B>) -> Response<Full<Bytes>>
     where
@@ -481,7 +543,10 @@ impl HttpGateway {
         B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
     {
         let (parts, body) = req.into_parts();
-        let reply = match Limited::new(body, self.inner.max_body).collect().await {
+        let reply = match Limited::new(body, self.inner.config.max_body)
+            .collect()
+            .await
+        {
             Ok(body) => {
                 let body = body.to_bytes();
                 let req = HttpRequest {
@@ -498,7 +563,7 @@ impl HttpGateway {
                 413,
                 format!(
                     "request body unreadable or over {} bytes",
-                    self.inner.max_body
+                    self.inner.config.max_body
                 ),
             ),
         };
@@ -516,7 +581,8 @@ impl HttpGateway {
         resp
     }
 
-    /// Serve HTTP/1.1 on one accepted connection until it closes
+    /// Serve HTTP/1.1 on one accepted connection until it closes (or stalls for
+    /// [`HttpConfig::header_read_timeout`] while sending headers)
     pub async fn serve_connection(&self, stream: TcpStream) {
         let gw = self.clone();
         let service = hyper::service::service_fn(move |req| {
@@ -525,20 +591,29 @@ impl HttpGateway {
         });
         let _ = hyper::server::conn::http1::Builder::new()
             .timer(TokioTimer::new())
-            .header_read_timeout(HEADER_READ_TIMEOUT)
+            .header_read_timeout(self.inner.config.header_read_timeout)
             .serve_connection(TokioIo::new(stream), service)
             .await;
     }
 
-    /// Accept connections on `listener` for ever, one task each
+    /// Accept connections on `listener` for ever, one task each, at most
+    /// [`HttpConfig::max_connections`] at once (one more is closed at once)
     ///
     /// Accept errors (e.g. out of file descriptors) are retried after 50 ms.
     pub async fn serve(self, listener: TcpListener) -> io::Result<()> {
+        let slots = Arc::new(Semaphore::new(self.inner.config.max_connections));
         loop {
             match listener.accept().await {
                 Ok((stream, _)) => {
+                    let Ok(permit) = Arc::clone(&slots).try_acquire_owned() else {
+                        drop(stream);
+                        continue;
+                    };
                     let gw = self.clone();
-                    tokio::spawn(async move { gw.serve_connection(stream).await });
+                    tokio::spawn(async move {
+                        gw.serve_connection(stream).await;
+                        drop(permit);
+                    });
                 }
                 Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
             }
