@@ -621,6 +621,12 @@ impl HttpGateway {
     }
 }
 
+/// Bind a listener on 127.0.0.1 (the gateway's default: nothing outside the machine reaches it);
+/// port 0 lets the OS pick one (`local_addr` tells which)
+pub async fn bind_loopback(port: u16) -> io::Result<TcpListener> {
+    TcpListener::bind((std::net::Ipv4Addr::LOCALHOST, port)).await
+}
+
 /// One balance as the SDK's `AccountBalance` reads it (decimals and `risk_level` as strings)
 fn balance_json(b: &Balance) -> Value {
     json!({

@@ -6,11 +6,11 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use longport_gateway::http::{FixedQuota, HttpConfig, HttpGateway};
+use longport_gateway::http::{bind_loopback, FixedQuota, HttpConfig, HttpGateway};
 use longport_gateway::script::Script;
 use longport_gateway::token::TokenStore;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpStream;
 use tokio::time::timeout;
 
 const SCRIPT: &str = include_str!("../scripts/trading-day.jsonl");
@@ -23,9 +23,7 @@ async fn start(config: HttpConfig) -> std::net::SocketAddr {
         Arc::new(FixedQuota::default()),
         config,
     );
-    let listener = TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind 127.0.0.1:0");
+    let listener = bind_loopback(0).await.expect("cannot bind 127.0.0.1:0");
     let addr = listener.local_addr().unwrap();
     tokio::spawn(gw.serve(listener));
     addr

@@ -9,10 +9,9 @@ use std::time::{Duration, Instant};
 
 use longport::httpclient::{HttpClient, HttpClientConfig, HttpClientError, Json, Method};
 use longport::{Config, TradeContext};
-use longport_gateway::http::{Connections, HttpGateway, Quota};
+use longport_gateway::http::{bind_loopback, Connections, HttpGateway, Quota};
 use longport_gateway::script::{Account, Script};
 use longport_gateway::token::TokenStore;
-use tokio::net::TcpListener;
 use tokio::time::timeout;
 
 const SCRIPT: &str = include_str!("../scripts/trading-day.jsonl");
@@ -47,9 +46,7 @@ async fn start(quota: Option<Arc<dyn Quota>>) -> (String, HttpGateway) {
         Some(q) => HttpGateway::with_quota(script.accounts, tokens, q),
         None => HttpGateway::new(script.accounts, tokens),
     };
-    let listener = TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("cannot bind 127.0.0.1:0");
+    let listener = bind_loopback(0).await.expect("cannot bind 127.0.0.1:0");
     let addr = listener.local_addr().unwrap();
     assert!(addr.ip().is_loopback());
     tokio::spawn(gw.clone().serve(listener));
