@@ -818,3 +818,12 @@ fn decode_errors_display() {
     assert!(DecodeError::UnknownControl(9).to_string().contains('9'));
     assert!(DecodeError::ReservedBits(0x08).to_string().contains("0x08"));
 }
+
+#[test]
+fn ack_range_wraps() {
+    assert!(ack_in_range(0, 0, 0));
+    assert!(!ack_in_range(1, 0, 0));
+    assert!(ack_in_range(1023, 1000, 3));
+    assert!(ack_in_range(2, 1000, 3));
+    assert!(!ack_in_range(500, 1000, 3));
+}

@@ -43,7 +43,6 @@
 pub mod client;
 pub mod event;
 pub mod server;
-mod table;
 pub mod token;
 pub mod wire;
 

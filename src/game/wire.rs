@@ -103,6 +103,25 @@ pub const RESERVED_MASK: u8 = 0x0C;
 /// Byte 0 bits holding ack bits 9..8
 pub const ACK_HIGH_MASK: u8 = 0x03;
 
+/// Whether a received packet's `ack` is acceptable on a connection: `peer_ack <= ack <= sequence`,
+/// counted modulo [`ACK_MODULO`]
+///
+/// `peer_ack` is the last ack the peer sent (accepted), `sequence` the receiver's own last vital
+/// sequence number: a peer cannot acknowledge a chunk that was never sent, nor go back behind an
+/// ack it already gave. When `sequence < peer_ack` the range wraps through 1023 → 0. With both
+/// at 0 only ack 0 passes. The same check as DDNet's `CNetConnection::Feed`
+/// ([network_conn.cpp](https://github.com/ddnet/ddnet/blob/master/src/engine/shared/network_conn.cpp)),
+/// which drops every packet, control packets included, that fails it.
+#[must_use]
+#[inline]
+pub const fn ack_in_range(ack: u16, peer_ack: u16, sequence: u16) -> bool {
+    if sequence >= peer_ack {
+        peer_ack <= ack && ack <= sequence
+    } else {
+        ack >= peer_ack || ack <= sequence
+    }
+}
+
 /// Byte 0 bits that make [`Header::parse`] fail: connless or reserved
 const HEADER_ERROR_MASK: u8 = FLAG_CONNLESS | RESERVED_MASK;
 

@@ -1,0 +1,498 @@
+extern crate std;
+use std::vec;
+use std::vec::Vec;
+
+use super::*;
+
+const TOK: Token = Token([0x12, 0x34, 0x56, 0x78]);
+
+fn ms(v: u64) -> Instant {
+    Instant::from_millis(v)
+}
+
+fn hex(s: &str) -> Vec<u8> {
+    s.split_whitespace()
+        .map(|b| u8::from_str_radix(b, 16).unwrap())
+        .collect()
+}
+
+/// Every frame the client has queued, as byte vectors
+fn drain<const E: usize>(c: &mut Client<E>, now: Instant) -> Vec<Vec<u8>> {
+    let mut out = Vec::new();
+    let mut buf = [0u8; 1400];
+    while let Some(t) = c.poll_transmit(now, &mut buf).unwrap() {
+        out.push(buf[..t.len].to_vec());
+    }
+    out
+}
+
+fn events<const E: usize>(c: &mut Client<E>) -> Vec<ClientEvent> {
+    core::iter::from_fn(|| c.poll_event()).collect()
+}
+
+fn feed<const E: usize>(c: &mut Client<E>, now: Instant, bytes: &[u8]) -> Option<Vec<u8>> {
+    let r = c.handle_input(now, (), bytes).unwrap();
+    assert_eq!(r.bytes_consumed(), bytes.len());
+    r.into_app().map(|a| a.payload.to_vec())
+}
+
+/// A token-mode client online at 0 ms with token TOK (CONNECT and ACCEPT drained)
+fn online() -> Client {
+    let mut c = Client::new(ClientConfig::default());
+    c.connect(ms(0)).unwrap();
+    assert_eq!(drain(&mut c, ms(0)).len(), 1);
+    feed(&mut c, ms(0), &hex("10 00 00 02 54 4b 45 4e 12 34 56 78"));
+    assert_eq!(drain(&mut c, ms(0)), [hex("10 00 00 03 12 34 56 78")]);
+    assert_eq!(
+        events(&mut c),
+        [ClientEvent::Connected { token: Some(TOK) }]
+    );
+    c
+}
+
+fn closed_cause<const E: usize>(c: &mut Client<E>) -> ClientCloseCause {
+    match events(c).as_slice() {
+        [ClientEvent::Closed { cause }] => cause.clone(),
+        other => panic!("expected one Closed event, got {other:?}"),
+    }
+}
+
+#[test]
+fn connect_sends_token_form_and_vanilla_form() {
+    let mut c: Client = Client::default();
+    assert_eq!(c.state(), ClientState::Offline);
+    assert_eq!(c.poll_timeout(), None);
+    c.connect(ms(0)).unwrap();
+    assert_eq!(c.connect(ms(0)), Err(ConnectError::AlreadyStarted));
+    assert_eq!(
+        drain(&mut c, ms(0)),
+        [hex("10 00 00 01 54 4b 45 4e ff ff ff ff")]
+    );
+
+    let mut v: Client = Client::new(ClientConfig {
+        vanilla: true,
+        ..ClientConfig::default()
+    });
+    v.connect(ms(0)).unwrap();
+    assert_eq!(drain(&mut v, ms(0)), [hex("10 00 00 01")]);
+}
+
+#[test]
+fn connect_resent_every_500ms_then_connect_timeout() {
+    let mut c: Client = Client::default();
+    c.connect(ms(0)).unwrap();
+    assert_eq!(drain(&mut c, ms(0)).len(), 1);
+    assert_eq!(c.poll_timeout(), Some(ms(500)));
+    c.handle_timeout(ms(499));
+    assert!(drain(&mut c, ms(499)).is_empty());
+    c.handle_timeout(ms(500));
+    assert_eq!(
+        drain(&mut c, ms(500)),
+        [hex("10 00 00 01 54 4b 45 4e ff ff ff ff")]
+    );
+    assert_eq!(c.poll_timeout(), Some(ms(1000)));
+    let mut t = 1000;
+    while t < 10_000 {
+        c.handle_timeout(ms(t));
+        assert_eq!(drain(&mut c, ms(t)).len(), 1, "resend at {t} ms");
+        t += 500;
+    }
+    assert_eq!(c.stats().connects_sent, 20);
+    assert_eq!(c.poll_timeout(), Some(ms(10_000)));
+    c.handle_timeout(ms(10_000));
+    assert_eq!(closed_cause(&mut c), ClientCloseCause::ConnectTimeout);
+    assert!(drain(&mut c, ms(10_000)).is_empty());
+    assert_eq!(c.state(), ClientState::Closed);
+    assert_eq!(c.poll_timeout(), None);
+}
+
+#[test]
+fn token_accept_goes_online() {
+    let c = online();
+    assert_eq!(c.state(), ClientState::Online);
+    assert_eq!(c.token(), Some(TOK));
+}
+
+#[test]
+fn bare_connect_accept_means_vanilla_connection() {
+    let mut c: Client = Client::default();
+    c.connect(ms(0)).unwrap();
+    let _ = drain(&mut c, ms(0));
+    feed(&mut c, ms(100), &hex("10 00 00 02"));
+    assert_eq!(events(&mut c), [ClientEvent::Connected { token: None }]);
+    assert_eq!(drain(&mut c, ms(100)), [hex("10 00 00 03")]);
+    c.handle_timeout(ms(350));
+    assert_eq!(drain(&mut c, ms(350)), [hex("10 00 00 00")]);
+    // vanilla connection: a packet with trailing bytes is not token-checked
+    feed(&mut c, ms(400), &hex("10 00 00 00"));
+    assert_eq!(c.stats().keep_alives_received, 1);
+}
+
+#[test]
+fn vanilla_mode_ignores_offered_token() {
+    let mut c: Client = Client::new(ClientConfig {
+        vanilla: true,
+        ..ClientConfig::default()
+    });
+    c.connect(ms(0)).unwrap();
+    let _ = drain(&mut c, ms(0));
+    feed(&mut c, ms(1), &hex("10 00 00 02 54 4b 45 4e 12 34 56 78"));
+    assert_eq!(events(&mut c), [ClientEvent::Connected { token: None }]);
+    assert_eq!(drain(&mut c, ms(1)), [hex("10 00 00 03")]);
+}
+
+#[test]
+fn keep_alive_cadence_and_chunk_traffic_defers_it() {
+    let mut c = online();
+    // ACCEPT went out at 0 ms
+    assert_eq!(c.poll_timeout(), Some(ms(250)));
+    c.handle_timeout(ms(249));
+    assert!(drain(&mut c, ms(249)).is_empty());
+    c.handle_timeout(ms(250));
+    assert_eq!(drain(&mut c, ms(250)), [hex("10 00 00 00 12 34 56 78")]);
+    assert_eq!(c.poll_timeout(), Some(ms(500)));
+    // a chunk packet at 400 ms counts as activity
+    let mut out = [0u8; 64];
+    let t = c
+        .send_chunks(ms(400), Flags::default(), 1, &[0xAA, 0xBB], &mut out)
+        .unwrap();
+    assert_eq!(&out[..t.len], hex("00 00 01 aa bb 12 34 56 78").as_slice());
+    assert_eq!(c.poll_timeout(), Some(ms(650)));
+    c.handle_timeout(ms(500));
+    assert!(drain(&mut c, ms(500)).is_empty());
+    c.handle_timeout(ms(650));
+    assert_eq!(drain(&mut c, ms(650)).len(), 1);
+    assert_eq!(c.stats().keep_alives_sent, 2);
+    assert_eq!(c.stats().chunk_packets_sent, 1);
+}
+
+#[test]
+fn timeout_exactly_at_deadline_sends_nothing() {
+    let mut c = online();
+    feed(&mut c, ms(2_000), &hex("10 00 00 00 12 34 56 78"));
+    let deadline = ms(12_000);
+    // keep-alives until just before the deadline
+    let mut now = ms(2_000);
+    while let Some(t) = c.poll_timeout() {
+        if t >= deadline {
+            break;
+        }
+        now = t.max(now);
+        c.handle_timeout(now);
+        let _ = drain(&mut c, now);
+    }
+    assert!(now < deadline);
+    assert_eq!(c.poll_timeout(), Some(deadline));
+    c.handle_timeout(Instant::from_micros(deadline.as_micros() - 1));
+    assert_eq!(c.state(), ClientState::Online);
+    c.handle_timeout(deadline);
+    assert_eq!(closed_cause(&mut c), ClientCloseCause::Timeout);
+    assert!(drain(&mut c, deadline).is_empty());
+}
+
+#[test]
+fn local_close_with_reason_then_silence() {
+    let mut c = online();
+    c.close(ms(10), "bye").unwrap();
+    assert_eq!(closed_cause(&mut c), ClientCloseCause::Local);
+    assert_eq!(
+        drain(&mut c, ms(10)),
+        [hex("10 00 00 04 62 79 65 00 12 34 56 78")]
+    );
+    assert_eq!(c.close(ms(11), "again"), Err(CloseError::AlreadyClosed));
+    feed(&mut c, ms(12), &hex("10 00 00 00 12 34 56 78"));
+    assert_eq!(c.stats().ignored_closed, 1);
+    c.handle_timeout(ms(60_000));
+    assert!(drain(&mut c, ms(60_000)).is_empty());
+    assert!(events(&mut c).is_empty());
+    let mut out = [0u8; 16];
+    assert_eq!(
+        c.send_chunks(ms(1), Flags::default(), 0, &[], &mut out),
+        Err(SendError::NotOnline)
+    );
+}
+
+#[test]
+fn close_carries_ack_and_empty_reason() {
+    let mut c = online();
+    c.set_ack(1);
+    c.close(ms(10), "").unwrap();
+    assert_eq!(drain(&mut c, ms(10)), [hex("10 01 00 04 12 34 56 78")]);
+}
+
+#[test]
+fn close_before_connect_sends_nothing_and_while_connecting_is_bare() {
+    let mut c: Client = Client::default();
+    c.close(ms(0), "x").unwrap();
+    assert_eq!(closed_cause(&mut c), ClientCloseCause::Local);
+    assert!(drain(&mut c, ms(0)).is_empty());
+
+    let mut c: Client = Client::default();
+    c.connect(ms(0)).unwrap();
+    c.close(ms(1), "").unwrap();
+    // the queued CONNECT is dropped, only the CLOSE goes out
+    assert_eq!(drain(&mut c, ms(1)), [hex("10 00 00 04")]);
+}
+
+#[test]
+fn peer_close_with_reason_online_and_while_connecting() {
+    let mut c = online();
+    let mut pkt = hex("10 00 00 04");
+    pkt.extend_from_slice(b"Kicked (ci test kick)\0");
+    pkt.extend_from_slice(&TOK.0);
+    feed(&mut c, ms(5), &pkt);
+    match closed_cause(&mut c) {
+        ClientCloseCause::Peer { reason } => {
+            assert_eq!(reason.as_str(), "Kicked (ci test kick)")
+        }
+        other => panic!("{other:?}"),
+    }
+    assert!(drain(&mut c, ms(5)).is_empty());
+
+    let mut c: Client = Client::default();
+    c.connect(ms(0)).unwrap();
+    let _ = drain(&mut c, ms(0));
+    let mut pkt = hex("10 00 00 04");
+    pkt.extend_from_slice(b"This server is full\0");
+    pkt.extend_from_slice(&[1, 2, 3, 4]);
+    feed(&mut c, ms(1), &pkt);
+    match closed_cause(&mut c) {
+        ClientCloseCause::Peer { reason } => assert_eq!(reason.as_str(), "This server is full"),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn wrong_token_dropped_and_counted() {
+    let mut c = online();
+    feed(&mut c, ms(5), &hex("10 00 00 04 78 00 01 02 03 04"));
+    feed(&mut c, ms(5), &hex("00 00 01 aa 01 02 03 04"));
+    feed(&mut c, ms(5), &hex("10 00 00"));
+    assert_eq!(c.stats().dropped_wrong_token, 2);
+    assert_eq!(c.stats().dropped_malformed, 1);
+    assert_eq!(c.state(), ClientState::Online);
+    assert!(events(&mut c).is_empty());
+}
+
+#[test]
+fn bad_ack_dropped_and_counted_until_sequence_reported() {
+    let mut c = online();
+    let close_ack5 = hex("10 05 00 04 79 00 12 34 56 78");
+    feed(&mut c, ms(5), &close_ack5);
+    assert_eq!(c.stats().dropped_bad_ack, 1);
+    assert_eq!(c.state(), ClientState::Online);
+    c.set_sequence(5);
+    feed(&mut c, ms(6), &hex("10 03 00 00 12 34 56 78"));
+    assert_eq!(c.peer_ack(), 3);
+    // below peer_ack now: dropped
+    feed(&mut c, ms(7), &hex("10 02 00 00 12 34 56 78"));
+    assert_eq!(c.stats().dropped_bad_ack, 2);
+    feed(&mut c, ms(8), &close_ack5);
+    assert!(matches!(
+        closed_cause(&mut c),
+        ClientCloseCause::Peer { .. }
+    ));
+}
+
+#[test]
+fn connect_accept_with_nonzero_ack_is_dropped() {
+    let mut c: Client = Client::default();
+    c.connect(ms(0)).unwrap();
+    let _ = drain(&mut c, ms(0));
+    feed(&mut c, ms(1), &hex("10 01 00 02 54 4b 45 4e 12 34 56 78"));
+    assert_eq!(c.stats().dropped_bad_ack, 1);
+    assert_eq!(c.state(), ClientState::Connecting);
+}
+
+#[test]
+fn chunks_delivered_borrowed_and_refresh_liveness() {
+    let mut c = online();
+    let app = feed(&mut c, ms(9_000), &hex("00 00 01 42 43 12 34 56 78"));
+    assert_eq!(app, Some(vec![0x42, 0x43]));
+    assert_eq!(c.stats().chunk_packets_received, 1);
+    // the timeout now runs from 9 s
+    c.handle_timeout(ms(10_000));
+    let _ = drain(&mut c, ms(10_000));
+    assert_eq!(c.state(), ClientState::Online);
+    // a compressed packet is passed through unverified (its token is inside the data)
+    let app = feed(&mut c, ms(10_001), &hex("80 00 01 ff ee"));
+    assert_eq!(app, Some(vec![0xFF, 0xEE]));
+}
+
+#[test]
+fn chunks_while_connecting_are_dropped() {
+    let mut c: Client = Client::default();
+    c.connect(ms(0)).unwrap();
+    assert_eq!(feed(&mut c, ms(1), &hex("00 00 01 42")), None);
+    assert_eq!(c.stats().dropped_not_online, 1);
+}
+
+#[test]
+fn send_chunks_errors_leave_state() {
+    let mut c = online();
+    let mut small = [0u8; 5];
+    assert_eq!(
+        c.send_chunks(ms(1), Flags::default(), 1, &[1, 2], &mut small),
+        Err(SendError::BufferTooSmall { required: 9 })
+    );
+    assert_eq!(c.stats().chunk_packets_sent, 0);
+    let big = [0u8; 1394];
+    let mut out = [0u8; 1500];
+    assert_eq!(
+        c.send_chunks(ms(1), Flags::default(), 1, &big, &mut out),
+        Err(SendError::TooLong { len: 1401 })
+    );
+    // compressed: no token appended, ack carried
+    c.set_ack(513);
+    let flags = Flags {
+        compression: true,
+        ..Flags::default()
+    };
+    let t = c.send_chunks(ms(1), flags, 2, &[9], &mut out).unwrap();
+    assert_eq!(&out[..t.len], hex("82 01 02 09").as_slice());
+}
+
+#[test]
+fn buffer_too_small_keeps_frame_queued() {
+    let mut c: Client = Client::default();
+    c.connect(ms(0)).unwrap();
+    let mut small = [0u8; 4];
+    assert_eq!(
+        c.poll_transmit(ms(0), &mut small),
+        Err(BufferTooSmall { required: 12 })
+    );
+    assert_eq!(c.stats().connects_sent, 0);
+    assert_eq!(drain(&mut c, ms(0)).len(), 1);
+}
+
+#[test]
+fn backwards_time_shifts_the_timeline() {
+    let mut c = online();
+    c.handle_timeout(ms(300));
+    let _ = drain(&mut c, ms(300));
+    // the caller's clock steps back 300 ms: no time passes, nothing is due
+    c.handle_timeout(ms(1));
+    assert!(drain(&mut c, ms(0)).is_empty());
+    feed(&mut c, Instant::ZERO, &hex("10 00 00 00 12 34 56 78"));
+    // the next keep-alive is due 250 ms after this packet, in the caller's clock
+    assert_eq!(c.poll_timeout(), Some(ms(250)));
+    let mut now = ms(250);
+    while c.state() == ClientState::Online {
+        c.handle_timeout(now);
+        let _ = drain(&mut c, now);
+        now = c.poll_timeout().unwrap_or(now);
+    }
+    // keep-alives kept going; the timeout came 10 s after the last packet
+    assert_eq!(now, ms(10_000));
+}
+
+#[test]
+fn full_event_queue_refuses_input_without_consuming() {
+    let mut c: Client<1> = Client::new(ClientConfig::default());
+    c.connect(ms(0)).unwrap();
+    let _ = drain(&mut c, ms(0));
+    feed(&mut c, ms(1), &hex("10 00 00 02 54 4b 45 4e 12 34 56 78"));
+    let close = hex("10 00 00 04 12 34 56 78");
+    assert_eq!(
+        c.handle_input(ms(2), (), &close),
+        Err(InputError::EventQueueFull)
+    );
+    assert_eq!(c.close(ms(2), ""), Err(CloseError::EventQueueFull));
+    assert_eq!(c.state(), ClientState::Online);
+    assert_eq!(events(&mut c).len(), 1);
+    feed(&mut c, ms(3), &close);
+    assert!(matches!(
+        closed_cause(&mut c),
+        ClientCloseCause::Peer { .. }
+    ));
+}
+
+#[test]
+fn at_most_one_closed_event() {
+    let mut c = online();
+    feed(&mut c, ms(1), &hex("10 00 00 04 12 34 56 78"));
+    c.handle_timeout(ms(100_000));
+    let _ = c.close(ms(100_001), "late");
+    let closed = events(&mut c)
+        .iter()
+        .filter(|e| matches!(e, ClientEvent::Closed { .. }))
+        .count();
+    assert_eq!(closed, 1);
+}
+
+#[test]
+fn late_connect_accept_gets_no_second_accept() {
+    let mut c: Client = Client::default();
+    c.connect(ms(0)).unwrap();
+    let _ = drain(&mut c, ms(0));
+    c.handle_timeout(ms(500));
+    assert_eq!(drain(&mut c, ms(500)).len(), 1, "CONNECT resent");
+    let ca = hex("10 00 00 02 54 4b 45 4e 12 34 56 78");
+    feed(&mut c, ms(600), &ca);
+    assert_eq!(drain(&mut c, ms(600)), [hex("10 00 00 03 12 34 56 78")]);
+    // the answer to the resent CONNECT, and a duplicate of it: liveness only
+    feed(&mut c, ms(1_100), &ca);
+    feed(&mut c, ms(1_101), &ca);
+    assert!(drain(&mut c, ms(1_101)).is_empty());
+    assert_eq!(
+        events(&mut c),
+        [ClientEvent::Connected { token: Some(TOK) }]
+    );
+}
+
+/// Let the client's timers fire up to and including `until`; the frames sent, with times
+fn run_until_t(c: &mut Client, until: Instant) -> Vec<(Instant, Vec<u8>)> {
+    let mut out = Vec::new();
+    while let Some(t) = c.poll_timeout().filter(|t| *t <= until) {
+        c.handle_timeout(t);
+        out.extend(drain(c, t).into_iter().map(|f| (t, f)));
+    }
+    out
+}
+
+#[test]
+fn accept_retry_resends_connect_until_answered() {
+    let mut c = online();
+    let connect = hex("10 00 00 01 54 4b 45 4e ff ff ff ff");
+    let connects = |frames: &[(Instant, Vec<u8>)]| {
+        frames
+            .iter()
+            .filter(|(_, f)| *f == connect)
+            .map(|(t, _)| *t)
+            .collect::<Vec<_>>()
+    };
+    // the ACCEPT was lost; keep-alives go unanswered until the retry at 2 s, and every retry
+    // CONNECT is lost too: it is resent every 500 ms
+    let sent = run_until_t(&mut c, ms(3_600));
+    assert_eq!(
+        connects(&sent),
+        [ms(2_000), ms(2_500), ms(3_000), ms(3_500)]
+    );
+    assert_eq!(c.stats().accept_retries, 1);
+    assert_eq!(c.stats().connects_sent, 5);
+    // the answer brings one ACCEPT and 2 s of waiting without CONNECTs
+    feed(
+        &mut c,
+        ms(3_600),
+        &hex("10 00 00 02 54 4b 45 4e 12 34 56 78"),
+    );
+    assert_eq!(drain(&mut c, ms(3_600)), [hex("10 00 00 03 12 34 56 78")]);
+    let sent = run_until_t(&mut c, ms(5_650));
+    assert_eq!(connects(&sent), [ms(5_600)]);
+    assert_eq!(c.stats().accept_retries, 2);
+    // any other packet ends the recovery for good
+    feed(&mut c, ms(5_700), &hex("10 00 00 00 12 34 56 78"));
+    let sent = run_until_t(&mut c, ms(15_000));
+    assert!(connects(&sent).is_empty());
+    assert_eq!(c.stats().accept_retries, 2);
+    assert_eq!(c.state(), ClientState::Online);
+}
+
+#[test]
+fn keep_alive_carries_reported_ack() {
+    let mut c = online();
+    c.set_ack(1023 + 1024);
+    assert_eq!(c.ack(), 1023);
+    c.handle_timeout(ms(250));
+    assert_eq!(drain(&mut c, ms(250)), [hex("13 ff 00 00 12 34 56 78")]);
+}
