@@ -72,7 +72,7 @@
 
 use core::fmt;
 
-use crate::io::BufferTooSmall;
+use crate::io::{BufferTooSmall, PeerText};
 use crate::wire::Writer;
 
 /// Size of the 0.6 packet header
@@ -298,7 +298,7 @@ pub enum TokenMode {
 /// A CLOSE reason: the bytes before the first NUL, at most [`MAX_REASON_LEN`] of them
 ///
 /// Never contains a NUL byte. Received reasons may be invalid UTF-8 ([`Reason::as_str`] is then
-/// `None`; [`Reason::to_text`] gives a lossy display form).
+/// `None`; [`Reason::text`] prints a safe display form).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
 pub struct Reason<'a> {
@@ -362,24 +362,11 @@ impl<'a> Reason<'a> {
         self.bytes.len()
     }
 
-    /// Display form: control characters become spaces, invalid UTF-8 becomes U+FFFD, and the text
-    /// is cut on a char boundary to fit `N` bytes
+    /// The reason as [`PeerText`]: the raw bytes, and a `Display` that is safe to print
+    /// (control characters become spaces, invalid UTF-8 becomes U+FFFD)
     #[must_use]
-    pub fn to_text<const N: usize>(&self) -> heapless::String<N> {
-        let mut out = heapless::String::new();
-        for chunk in self.bytes.utf8_chunks() {
-            let valid = chunk
-                .valid()
-                .chars()
-                .map(|c| if c.is_control() { ' ' } else { c });
-            let invalid = (!chunk.invalid().is_empty()).then_some(char::REPLACEMENT_CHARACTER);
-            for c in valid.chain(invalid) {
-                if out.push(c).is_err() {
-                    return out;
-                }
-            }
-        }
-        out
+    pub const fn text(&self) -> PeerText<'a> {
+        PeerText::new(self.bytes)
     }
 
     /// Bytes this reason takes on the wire: the text plus its NUL, or nothing when empty

@@ -1,92 +1,55 @@
 //! The game client: CONNECT → CONNECT_ACCEPT → ACCEPT, keep-alive, timeout and CLOSE
 //!
-//! States: `Offline` → [`Client::connect`] → `Connecting` → CONNECT_ACCEPT → `Online` →
-//! `Closed` (local close, peer CLOSE, timeout or connect timeout). The client connects once; to
-//! reconnect, create a new one.
-//!
-//! # Token mode and vanilla mode
-//!
-//! By default the client sends the DDNet form `CONNECT | "TKEN" | FF FF FF FF` and learns its
-//! security token from the `CONNECT_ACCEPT | "TKEN" | token` reply; from then on every packet in
-//! both directions ends with the token, and incoming packets with another token are dropped
-//! ([`ClientStats::dropped_wrong_token`]). A server that answers with a bare CONNECT_ACCEPT is a
-//! vanilla server: the connection then runs without token. [`ClientConfig::vanilla`] makes the
-//! client send the bare vanilla CONNECT itself.
-//!
-//! # Ack and sequence
-//!
-//! The client implements the control plane only, not vital-chunk sequencing. Every packet it
-//! sends carries its `ack` — the value the application last reported with [`Client::set_ack`]
-//! (0 until then). Incoming packets are checked against the range the spec (A.6) allows:
-//! `peer_ack <= ack <= sequence` (mod 1024), where `peer_ack` is the last ack the server reported
-//! and `sequence` the client's own last vital sequence number, reported with
-//! [`Client::set_sequence`] (0 until then). Packets outside that range are dropped and counted in
-//! [`ClientStats::dropped_bad_ack`]; with both values 0 only ack 0 is accepted, as in the
-//! reference implementations.
-//!
-//! # Timers
-//!
-//! * CONNECT is resent every [`ClientConfig::connect_resend`] (500 ms) while connecting;
-//!   [`ClientConfig::connect_timeout`] (10 s) after `connect` the client gives up
-//!   ([`ClientCloseCause::ConnectTimeout`]).
-//! * Online, a KEEP_ALIVE is sent when nothing was sent for [`ClientConfig::keep_alive`].
-//! * Online, until the server sends anything besides CONNECT_ACCEPT, the client watches for a
-//!   lost ACCEPT (spec A.8 item 7): a DDNet server creates the connection only on ACCEPT, so a
-//!   lost one leaves the server without the connection while the client believes it is online.
-//!   When nothing but CONNECT_ACCEPT arrived for [`ClientConfig::accept_retry`] (2 s) after the
-//!   ACCEPT, the client starts over: CONNECT every [`ClientConfig::connect_resend`] until a
-//!   CONNECT_ACCEPT arrives, then ACCEPT again and another `accept_retry` of waiting.
-//! * Online, the connection times out ([`ClientCloseCause::Timeout`], no CLOSE sent) when nothing
-//!   valid arrived for [`ClientConfig::timeout`]; the deadline itself counts as expired.
+//! The public description (states, token mode, ack, timers) is on [`Client`].
 
 use heapless::Deque;
 
-use super::event::{
-    ClientCloseCause, ClientEvent, CloseError, ConnectError, InputError, ReasonText, SendError,
-};
+use super::error::Error;
+use super::event::{ClientApp, ClientEvent, CloseCause};
 use super::wire::{
-    self, ack_in_range, ChunkPacket, Control, ControlPacket, DecodeError, Flags, Packet, Reason,
-    Token, TokenMode, ACK_MODULO,
+    self, ack_in_range, Control, ControlPacket, DecodeError, Flags, Packet, Reason, Token,
+    TokenMode, ACK_MODULO,
 };
+use super::{count, local_reason, LocalReason, MIN_DELAY};
 use crate::io::{BufferTooSmall, FrameKind, Received, Transmit};
-use crate::machine::Machine;
-use crate::time::{earliest, Clock, Duration, Instant};
+use crate::time::{clamp_delay, earliest, Clock, Duration, Instant};
+
+#[cfg(test)]
+mod tests;
 
 /// Settings of a [`Client`]
+///
+/// Build it with [`ClientConfig::new`] (or `default()`, the same) and the `with_*` setters;
+/// every interval and timeout is clamped into `[1 ms, 30 days]` ([`MAX_DELAY`]).
+///
+/// ```
+/// use core::time::Duration;
+/// use tether_net::game::ClientConfig;
+/// let config = ClientConfig::new()
+///     .with_keep_alive(Duration::from_secs(1))
+///     .with_timeout(Duration::ZERO); // clamped to 1 ms
+/// assert_eq!(config.keep_alive(), Duration::from_secs(1));
+/// assert_eq!(config.timeout(), Duration::from_millis(1));
+/// ```
+///
+/// [`MAX_DELAY`]: crate::time::MAX_DELAY
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
+#[non_exhaustive]
 pub struct ClientConfig {
-    /// Send the bare vanilla CONNECT (`10 00 00 01`) instead of the DDNet token form.
-    /// Default: `false` (token form; a vanilla server's bare reply still works).
-    pub vanilla: bool,
-    /// Interval between CONNECT retransmissions while connecting. Default: 500 ms (both
-    /// reference implementations).
-    pub connect_resend: Duration,
-    /// Give up connecting after this long. Default: 10 s. (The references have no network-layer
-    /// connect timeout; their game layer gives up.)
-    pub connect_timeout: Duration,
-    /// Send a KEEP_ALIVE when online and nothing was sent for this long. Default: 250 ms, the
-    /// value of the project's seed text. DDNet and vanilla 0.6 actually use 1 s on both sides
-    /// (the 250 ms comes from a stale source comment, see the spec's corrections, A.13); set
-    /// `Duration::from_secs(1)` to match them on the wire.
-    pub keep_alive: Duration,
-    /// The connection times out when nothing valid was received for this long. Default: 10 s
-    /// (vanilla 0.6.4; DDNet's `conn_timeout` defaults to 100 s).
-    pub timeout: Duration,
-    /// Lost-ACCEPT recovery: when nothing but CONNECT_ACCEPT arrived for this long after the
-    /// client sent ACCEPT, it starts the handshake over — CONNECT every
-    /// [`ClientConfig::connect_resend`] until a CONNECT_ACCEPT comes back, then ACCEPT and this
-    /// long of waiting again — until some other packet arrives or the connection times out.
-    /// `None` disables it.
-    /// Default: 2 s, the spec's recommendation (A.8 item 7): a DDNet server creates the
-    /// connection only on ACCEPT and never asks for it again, and it sends a keep-alive within
-    /// about 1 s of admission. A repeated handshake on a server that did get the first ACCEPT is
-    /// a harmless "rejoin" of a connection that has exchanged nothing yet.
-    pub accept_retry: Option<Duration>,
+    vanilla: bool,
+    connect_resend: Duration,
+    connect_timeout: Duration,
+    keep_alive: Duration,
+    timeout: Duration,
+    accept_retry: Option<Duration>,
 }
 
-impl Default for ClientConfig {
-    fn default() -> Self {
+impl ClientConfig {
+    /// The defaults: token mode, CONNECT resent every 500 ms, connect timeout 10 s, keep-alive
+    /// 250 ms, timeout 10 s, lost-ACCEPT recovery after 2 s
+    #[must_use]
+    pub const fn new() -> Self {
         ClientConfig {
             vanilla: false,
             connect_resend: Duration::from_millis(500),
@@ -96,43 +59,147 @@ impl Default for ClientConfig {
             accept_retry: Some(Duration::from_secs(2)),
         }
     }
+
+    /// Send the bare vanilla CONNECT (`10 00 00 01`) instead of the DDNet token form
+    /// `CONNECT | "TKEN" | FF FF FF FF`. Default: `false` (token form; a vanilla server's bare
+    /// reply still works).
+    #[must_use]
+    pub const fn with_vanilla(mut self, vanilla: bool) -> Self {
+        self.vanilla = vanilla;
+        self
+    }
+
+    /// Interval between CONNECT retransmissions while connecting, clamped into
+    /// `[1 ms, 30 days]`. Default: 500 ms, as DDNet and vanilla 0.6.
+    #[must_use]
+    pub const fn with_connect_resend(mut self, interval: Duration) -> Self {
+        self.connect_resend = clamp_delay(interval, MIN_DELAY);
+        self
+    }
+
+    /// Give up connecting ([`CloseCause::ConnectTimeout`]) this long after `connect`, clamped
+    /// into `[1 ms, 30 days]`. Default: 10 s. (DDNet's and vanilla's network layer has no connect
+    /// timeout; their game layer gives up.)
+    #[must_use]
+    pub const fn with_connect_timeout(mut self, timeout: Duration) -> Self {
+        self.connect_timeout = clamp_delay(timeout, MIN_DELAY);
+        self
+    }
+
+    /// Send a KEEP_ALIVE when online and nothing was sent for this long, clamped into
+    /// `[1 ms, 30 days]`. Default: 250 ms. DDNet and vanilla 0.6 send one after 1 s without
+    /// sending, on both sides; set `Duration::from_secs(1)` to match them on the wire.
+    #[must_use]
+    pub const fn with_keep_alive(mut self, interval: Duration) -> Self {
+        self.keep_alive = clamp_delay(interval, MIN_DELAY);
+        self
+    }
+
+    /// The connection times out ([`CloseCause::Timeout`], no CLOSE sent) when nothing valid was
+    /// received for this long, clamped into `[1 ms, 30 days]`. Default: 10 s (vanilla 0.6.4;
+    /// DDNet's `conn_timeout` defaults to 100 s).
+    #[must_use]
+    pub const fn with_timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = clamp_delay(timeout, MIN_DELAY);
+        self
+    }
+
+    /// Lost-ACCEPT recovery: when nothing but CONNECT_ACCEPT arrived for this long after the
+    /// client sent ACCEPT, it starts the handshake over (see [`Client`]); `None` disables it.
+    /// Clamped into `[1 ms, 30 days]`. Default: 2 s: a DDNet server creates the connection only
+    /// on ACCEPT and never asks for it again, and it sends a keep-alive within about 1 s of
+    /// admission. A repeated handshake on a server that did get the first ACCEPT is a harmless
+    /// "rejoin" of a connection that has exchanged nothing yet.
+    #[must_use]
+    pub const fn with_accept_retry(mut self, wait: Option<Duration>) -> Self {
+        self.accept_retry = match wait {
+            Some(d) => Some(clamp_delay(d, MIN_DELAY)),
+            None => None,
+        };
+        self
+    }
+
+    /// Whether the client sends the vanilla CONNECT
+    #[must_use]
+    pub const fn vanilla(&self) -> bool {
+        self.vanilla
+    }
+
+    /// CONNECT resend interval
+    #[must_use]
+    pub const fn connect_resend(&self) -> Duration {
+        self.connect_resend
+    }
+
+    /// Connect timeout
+    #[must_use]
+    pub const fn connect_timeout(&self) -> Duration {
+        self.connect_timeout
+    }
+
+    /// Keep-alive interval
+    #[must_use]
+    pub const fn keep_alive(&self) -> Duration {
+        self.keep_alive
+    }
+
+    /// Timeout of an online connection
+    #[must_use]
+    pub const fn timeout(&self) -> Duration {
+        self.timeout
+    }
+
+    /// Lost-ACCEPT recovery wait, `None` when disabled
+    #[must_use]
+    pub const fn accept_retry(&self) -> Option<Duration> {
+        self.accept_retry
+    }
 }
 
-/// Counters of a [`Client`]; they only grow (wrapping)
+impl Default for ClientConfig {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// Counters of a [`Client`]; they only grow (saturating)
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Hash)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
+#[non_exhaustive]
 pub struct ClientStats {
     /// Packets dropped because their token was wrong or missing
-    pub dropped_wrong_token: u32,
+    pub dropped_wrong_token: u64,
     /// Packets dropped because their ack was outside `peer_ack..=sequence`
-    pub dropped_bad_ack: u32,
+    /// ([`wire::ack_in_range`])
+    pub dropped_bad_ack: u64,
     /// Datagrams that did not parse as a 0.6 packet
-    pub dropped_malformed: u32,
+    pub dropped_malformed: u64,
     /// Chunk packets received while not online (dropped)
-    pub dropped_not_online: u32,
+    pub dropped_not_online: u64,
     /// Datagrams fed before `connect` or after the connection closed (ignored)
-    pub ignored_closed: u32,
+    pub ignored_closed: u64,
     /// Accepted packets that carried decoder [`Warnings`](super::wire::Warnings)
-    pub warnings: u32,
+    pub warnings: u64,
     /// CONNECT packets sent (first one and retransmissions)
-    pub connects_sent: u32,
+    pub connects_sent: u64,
     /// KEEP_ALIVE packets sent
-    pub keep_alives_sent: u32,
+    pub keep_alives_sent: u64,
     /// KEEP_ALIVE packets received (and accepted)
-    pub keep_alives_received: u32,
+    pub keep_alives_received: u64,
     /// Chunk packets written by [`Client::send_chunks`]
-    pub chunk_packets_sent: u32,
-    /// Chunk packets delivered in [`Received::app`]
-    pub chunk_packets_received: u32,
+    pub chunk_packets_sent: u64,
+    /// Chunk packets delivered as [`ClientApp::Chunks`]
+    pub chunk_packets_received: u64,
     /// Handshakes started over because nothing came back after ACCEPT
-    /// ([`ClientConfig::accept_retry`]); the CONNECT resends of one such restart count once here
-    /// (and each in [`ClientStats::connects_sent`])
-    pub accept_retries: u32,
+    /// ([`ClientConfig::with_accept_retry`]); the CONNECT resends of one such restart count once
+    /// here (and each in [`ClientStats::connects_sent`])
+    pub accept_retries: u64,
 }
 
 /// Where a [`Client`] is
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
+#[non_exhaustive]
 pub enum ClientState {
     /// Created; [`Client::connect`] not called yet
     Offline,
@@ -153,15 +220,76 @@ struct Pending {
     close: bool,
 }
 
-/// A sans-IO Teeworlds 0.6 / DDNet game client (control plane), with an event queue of `E`
-/// entries (default 8)
+/// A sans-IO Teeworlds 0.6 / DDNet game client (control plane), with an event queue of `EVENTS`
+/// entries (default 4)
 ///
-/// Drive it with the [`Machine`] run loop: one input (datagram, timeout or command), then drain
-/// [`Client::poll_transmit`] and [`Client::poll_event`], then sleep until
-/// [`Client::poll_timeout`]. Application (chunk) packets are written by [`Client::send_chunks`]
-/// straight into the caller's buffer and come back borrowed from `handle_input`.
+/// Drive it with the crate's run loop: one input ([`Client::handle_input`],
+/// [`Client::handle_timeout`] or a command), then hand out every frame and event
+/// ([`drain`](crate::drain) does it), then sleep until [`Client::poll_timeout`]. Application
+/// (chunk) packets are written by [`Client::send_chunks`] straight into the caller's buffer and
+/// come back borrowed from `handle_input` as [`ClientApp::Chunks`].
+///
+/// # States
+///
+/// `Offline` → [`Client::connect`] → `Connecting` → CONNECT_ACCEPT → `Online` → `Closed` (local
+/// close, peer CLOSE, timeout or connect timeout). The client connects once; to reconnect, create
+/// a new one. Its whole life has at most two events, `Connected` and `Closed`, so the default
+/// queue of 4 never fills.
+///
+/// # Token mode and vanilla mode
+///
+/// By default the client sends the DDNet form `CONNECT | "TKEN" | FF FF FF FF` and learns its
+/// security token from the `CONNECT_ACCEPT | "TKEN" | token` reply; from then on every packet in
+/// both directions ends with the token, and incoming packets with another token are dropped
+/// ([`ClientStats::dropped_wrong_token`]). A server that answers with a bare CONNECT_ACCEPT is a
+/// vanilla server: the connection then runs without token. [`ClientConfig::with_vanilla`] makes
+/// the client send the bare vanilla CONNECT itself.
+///
+/// # Ack and sequence
+///
+/// The client implements the control plane only, not vital-chunk sequencing. Every packet it
+/// sends carries its `ack`, the value the application last reported with [`Client::set_ack`]
+/// (0 until then). Incoming packets must pass [`wire::ack_in_range`]: `peer_ack <= ack <=
+/// sequence` (mod 1024), where `peer_ack` is the last ack the server reported and `sequence` the
+/// client's own last vital sequence number, reported with [`Client::set_sequence`] (0 until
+/// then). Packets outside that range are dropped and counted in
+/// [`ClientStats::dropped_bad_ack`]; with both values 0 only ack 0 is accepted, as in DDNet.
+///
+/// # Timers
+///
+/// * CONNECT is resent every [`ClientConfig::connect_resend`] (500 ms) while connecting;
+///   [`ClientConfig::connect_timeout`] (10 s) after `connect` the client gives up
+///   ([`CloseCause::ConnectTimeout`]).
+/// * Online, a KEEP_ALIVE is sent when nothing was sent for [`ClientConfig::keep_alive`].
+/// * Online, until the server sends anything besides CONNECT_ACCEPT, the client watches for a
+///   lost ACCEPT: a DDNet server creates the connection only on ACCEPT, so a lost one leaves the
+///   server without the connection while the client believes it is online. When nothing but
+///   CONNECT_ACCEPT arrived for [`ClientConfig::accept_retry`] (2 s) after the ACCEPT, the client
+///   starts over: CONNECT every [`ClientConfig::connect_resend`] until a CONNECT_ACCEPT arrives,
+///   then ACCEPT again and another `accept_retry` of waiting.
+/// * Online, the connection times out ([`CloseCause::Timeout`], no CLOSE sent) when nothing valid
+///   arrived for [`ClientConfig::timeout`]; the deadline itself counts as expired.
+///
+/// Time comes from the caller and must be monotonic; a step back is taken as no time passing
+/// (see [`time`](crate::time)).
+///
+/// ```
+/// use tether_net::game::{Client, ClientConfig, ClientEvent};
+/// use tether_net::{drain, Instant};
+///
+/// let mut client = Client::new(ClientConfig::default()); // Client<4>, no annotation needed
+/// let small: Client<2> = Client::with_capacities(ClientConfig::default());
+/// client.connect(Instant::ZERO).unwrap();
+/// let mut buf = [0u8; 1400];
+/// drain(&mut client, Instant::ZERO, &mut buf, |_, bytes| {
+///     assert_eq!(bytes, b"\x10\x00\x00\x01TKEN\xff\xff\xff\xff"); // socket.send(bytes)
+///     Ok::<(), ()>(())
+/// }, |_, _: ClientEvent| {})
+/// .unwrap();
+/// # let _ = small;
+/// ```
 #[derive(Debug)]
-pub struct Client<const E: usize = 8> {
+pub struct Client<const EVENTS: usize = 4> {
     config: ClientConfig,
     clock: Clock,
     state: ClientState,
@@ -179,35 +307,34 @@ pub struct Client<const E: usize = 8> {
     retry_connecting: bool,
     /// When the last ACCEPT (or, while `retry_connecting`, the last retry CONNECT) was queued
     handshake_at: Instant,
-    close_reason: ReasonText,
+    close_reason: LocalReason,
     close_token: Option<Token>,
-    events: Deque<ClientEvent, E>,
+    events: Deque<ClientEvent, EVENTS>,
     stats: ClientStats,
 }
 
-impl<const E: usize> Client<E> {
-    /// The next deadline in machine time (see `time::Clock`)
-    fn next_deadline(&self) -> Option<Instant> {
-        match self.state {
-            ClientState::Connecting => {
-                let give_up = self.connect_start + self.config.connect_timeout;
-                let resend =
-                    (!self.pending.connect).then(|| self.last_send + self.config.connect_resend);
-                earliest(Some(give_up), resend)
-            }
-            ClientState::Online => {
-                let timeout = self.last_recv + self.config.timeout;
-                let keep_alive =
-                    (!self.has_pending()).then(|| self.last_send + self.config.keep_alive);
-                earliest(earliest(Some(timeout), keep_alive), self.accept_retry_at())
-            }
-            ClientState::Offline | ClientState::Closed => None,
-        }
-    }
-
-    /// A client in state `Offline` with this configuration
+impl Client {
+    /// A client in state `Offline` with the default event capacity (4: more than the two events
+    /// of a client's life)
+    ///
+    /// For another capacity use [`Client::with_capacities`].
     #[must_use]
     pub fn new(config: ClientConfig) -> Self {
+        Self::with_capacities(config)
+    }
+}
+
+impl<const EVENTS: usize> Client<EVENTS> {
+    /// A client in state `Offline` with an event queue of `EVENTS` entries (at least 1, checked
+    /// at compile time)
+    #[must_use]
+    pub fn with_capacities(config: ClientConfig) -> Self {
+        const {
+            assert!(
+                EVENTS >= 1,
+                "a game Client needs room for at least one event"
+            )
+        };
         Client {
             config,
             clock: Clock::new(),
@@ -223,22 +350,151 @@ impl<const E: usize> Client<E> {
             awaiting_server: false,
             retry_connecting: false,
             handshake_at: Instant::ZERO,
-            close_reason: ReasonText::new(),
+            close_reason: LocalReason::new(),
             close_token: None,
             events: Deque::new(),
             stats: ClientStats::default(),
         }
     }
 
+    /// Feed one datagram from the server
+    ///
+    /// Always consumes the whole datagram, also when it is dropped (counted in
+    /// [`Client::stats`]). A chunk packet of the online connection comes back as
+    /// [`ClientApp::Chunks`]; the server's CLOSE as [`ClientApp::Close`] with its reason (the
+    /// `Closed` event follows from `poll_event`).
+    ///
+    /// # Errors
+    /// [`Error::QueueFull`]: nothing was consumed or changed; drain `poll_event` and feed the
+    /// same datagram again.
+    pub fn handle_input<'a>(
+        &mut self,
+        now: Instant,
+        _from: (),
+        data: &'a [u8],
+    ) -> Result<Received<ClientApp<'a>>, Error> {
+        let n = data.len();
+        match self.state {
+            ClientState::Offline | ClientState::Closed => {
+                self.clock.update(now);
+                count(&mut self.stats.ignored_closed);
+                return Ok(Received::consumed(n));
+            }
+            ClientState::Connecting | ClientState::Online => {}
+        }
+        if self.events.is_full() {
+            return Err(Error::QueueFull);
+        }
+        let now = self.clock.update(now);
+        Ok(match self.handle_datagram(now, data) {
+            Some(app) => Received::with_app(n, app),
+            None => Received::consumed(n),
+        })
+    }
+
+    /// Let timers fire: CONNECT resend, connect timeout, keep-alive, lost-ACCEPT recovery,
+    /// timeout; a call before [`Client::poll_timeout`] does nothing
+    pub fn handle_timeout(&mut self, now: Instant) {
+        let now = self.clock.update(now);
+        match self.state {
+            ClientState::Connecting => {
+                if now >= self.connect_start + self.config.connect_timeout {
+                    if !self.events.is_full() {
+                        self.finish(CloseCause::ConnectTimeout);
+                    }
+                } else if !self.pending.connect
+                    && now >= self.last_send + self.config.connect_resend
+                {
+                    self.pending.connect = true;
+                }
+            }
+            ClientState::Online => {
+                if now >= self.last_recv + self.config.timeout {
+                    if !self.events.is_full() {
+                        self.finish(CloseCause::Timeout);
+                    }
+                } else {
+                    if let Some(at) = self.accept_retry_at() {
+                        if now >= at {
+                            self.pending.connect = true;
+                            self.handshake_at = now;
+                            if !self.retry_connecting {
+                                self.retry_connecting = true;
+                                count(&mut self.stats.accept_retries);
+                            }
+                        }
+                    }
+                    if !self.has_pending() && now >= self.last_send + self.config.keep_alive {
+                        self.pending.keep_alive = true;
+                    }
+                }
+            }
+            ClientState::Offline | ClientState::Closed => {}
+        }
+    }
+
+    /// Write the next control frame (CLOSE, CONNECT, ACCEPT, KEEP_ALIVE) into `buf`
+    ///
+    /// # Errors
+    /// [`BufferTooSmall`] with the exact size when `buf` cannot hold the frame; it stays queued.
+    pub fn poll_transmit(
+        &mut self,
+        now: Instant,
+        buf: &mut [u8],
+    ) -> Result<Option<Transmit<()>>, BufferTooSmall> {
+        let now = self.clock.update(now);
+        let Some((packet, which)) = self.next_frame() else {
+            return Ok(None);
+        };
+        let len = packet.emit(buf)?;
+        match which {
+            Which::Close => self.pending.close = false,
+            Which::Connect => {
+                self.pending.connect = false;
+                count(&mut self.stats.connects_sent);
+            }
+            Which::Accept => self.pending.accept = false,
+            Which::KeepAlive => {
+                self.pending.keep_alive = false;
+                count(&mut self.stats.keep_alives_sent);
+            }
+        }
+        self.last_send = now;
+        Ok(Some(Transmit {
+            to: (),
+            len,
+            kind: FrameKind::Datagram,
+        }))
+    }
+
+    /// The next event: `Connected`, then `Closed` (always the last)
+    #[must_use]
+    pub fn poll_event(&mut self) -> Option<ClientEvent> {
+        self.events.pop_front()
+    }
+
+    /// When [`Client::handle_timeout`] must be called next, in the caller's clock: CONNECT resend
+    /// or connect timeout while connecting, keep-alive, lost-ACCEPT recovery or timeout while
+    /// online; `None` when offline or closed
+    ///
+    /// Never more than 30 days ([`MAX_DELAY`](crate::time::MAX_DELAY)) after the latest `now`.
+    #[must_use]
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        self.next_deadline().map(|t| self.clock.to_caller(t))
+    }
+
     /// Start connecting: queue the first CONNECT
     ///
     /// # Errors
-    /// [`ConnectError::AlreadyStarted`] unless the client is `Offline`.
-    pub fn connect(&mut self, now: Instant) -> Result<(), ConnectError> {
-        let now = self.clock.update(now);
-        if self.state != ClientState::Offline {
-            return Err(ConnectError::AlreadyStarted);
+    /// [`Error::AlreadyStarted`] when `connect` was called before, [`Error::Closed`] when the
+    /// client is closed; nothing changed.
+    pub fn connect(&mut self, now: Instant) -> Result<(), Error> {
+        match self.state {
+            ClientState::Offline => {}
+            ClientState::Closed => return Err(Error::Closed),
+            ClientState::Connecting | ClientState::Online => return Err(Error::AlreadyStarted),
         }
+        let now = self.clock.update(now);
         self.state = ClientState::Connecting;
         self.connect_start = now;
         self.last_send = now;
@@ -246,41 +502,33 @@ impl<const E: usize> Client<E> {
         Ok(())
     }
 
-    /// Close the connection: queue CLOSE with `reason` (may be empty; cut to 127 bytes on a char
-    /// boundary) and end in `Closed` with [`ClientCloseCause::Local`]
+    /// Close the connection: queue CLOSE with `reason` and end in `Closed` with
+    /// [`CloseCause::Local`]
     ///
-    /// The CLOSE carries the current ack (spec A.11: a local disconnect sends the current ack; it
-    /// is 0 unless the application reported one with [`Client::set_ack`]) and, in token mode
-    /// while online, the token; while connecting no token is known yet, so it is the bare form.
-    /// When `connect` was never called nothing is sent.
+    /// `reason` may be empty; it is cut at a NUL and to 127 bytes on a char boundary (what DDNet
+    /// reads at most). The CLOSE carries the current ack (0 unless the application reported one
+    /// with [`Client::set_ack`]) and, in token mode while online, the token; while connecting no
+    /// token is known yet, so it is the bare form. When `connect` was never called nothing is
+    /// sent. The `Closed` event is queued at once; the CLOSE comes from the next `poll_transmit`.
     ///
     /// # Errors
-    /// [`CloseError::AlreadyClosed`], or [`CloseError::EventQueueFull`] (nothing changed).
-    pub fn close(&mut self, now: Instant, reason: &str) -> Result<(), CloseError> {
-        self.clock.update(now);
+    /// [`Error::Closed`] when already closed, [`Error::QueueFull`]; nothing changed.
+    pub fn close(&mut self, now: Instant, reason: &str) -> Result<(), Error> {
         if self.state == ClientState::Closed {
-            return Err(CloseError::AlreadyClosed);
+            return Err(Error::Closed);
         }
         if self.events.is_full() {
-            return Err(CloseError::EventQueueFull);
+            return Err(Error::QueueFull);
         }
+        self.clock.update(now);
         let send = self.state != ClientState::Offline;
         self.close_token = if self.state == ClientState::Online {
             self.token
         } else {
             None
         };
-        self.close_reason.clear();
-        // `Reason::from_str` already cut the text to MAX_REASON_LEN on a char boundary, so it
-        // fits the buffer; on the impossible failure the reason is just left empty.
-        if self
-            .close_reason
-            .push_str(Reason::from_str(reason).as_str().unwrap_or(""))
-            .is_err()
-        {
-            self.close_reason.clear();
-        }
-        self.finish(ClientCloseCause::Local);
+        self.close_reason = local_reason(reason);
+        self.finish(CloseCause::Local);
         self.pending.close = send;
         Ok(())
     }
@@ -305,8 +553,8 @@ impl<const E: usize> Client<E> {
     /// [`Client::token`] before compressing. Sending counts as activity for the keep-alive timer.
     ///
     /// # Errors
-    /// [`SendError::NotOnline`], [`SendError::TooLong`] (over 1400 bytes) or
-    /// [`SendError::BufferTooSmall`]; nothing was written and no state changed.
+    /// [`Error::NotOpen`] (not connected yet), [`Error::Closed`], [`Error::TooLong`] (over 1400
+    /// bytes) or [`Error::BufferTooSmall`]; nothing was written and no state changed.
     pub fn send_chunks(
         &mut self,
         now: Instant,
@@ -314,15 +562,16 @@ impl<const E: usize> Client<E> {
         num_chunks: u8,
         payload: &[u8],
         out: &mut [u8],
-    ) -> Result<Transmit<()>, SendError> {
-        let now = self.clock.update(now);
-        if self.state != ClientState::Online {
-            return Err(SendError::NotOnline);
+    ) -> Result<Transmit<()>, Error> {
+        match self.state {
+            ClientState::Online => {}
+            ClientState::Closed => return Err(Error::Closed),
+            ClientState::Offline | ClientState::Connecting => return Err(Error::NotOpen),
         }
         let len = super::write_chunks(flags, self.ack, num_chunks, payload, self.token, out)?;
-        self.last_send = now;
+        self.last_send = self.clock.update(now);
         self.pending.keep_alive = false;
-        self.stats.chunk_packets_sent = self.stats.chunk_packets_sent.wrapping_add(1);
+        count(&mut self.stats.chunk_packets_sent);
         Ok(Transmit {
             to: (),
             len,
@@ -366,8 +615,27 @@ impl<const E: usize> Client<E> {
         self.stats
     }
 
+    /// The next deadline in machine time (see `time::Clock`)
+    fn next_deadline(&self) -> Option<Instant> {
+        match self.state {
+            ClientState::Connecting => {
+                let give_up = self.connect_start + self.config.connect_timeout;
+                let resend =
+                    (!self.pending.connect).then(|| self.last_send + self.config.connect_resend);
+                earliest(Some(give_up), resend)
+            }
+            ClientState::Online => {
+                let timeout = self.last_recv + self.config.timeout;
+                let keep_alive =
+                    (!self.has_pending()).then(|| self.last_send + self.config.keep_alive);
+                earliest(earliest(Some(timeout), keep_alive), self.accept_retry_at())
+            }
+            ClientState::Offline | ClientState::Closed => None,
+        }
+    }
+
     /// Enter `Closed` and queue the one `Closed` event (caller checked there is room)
-    fn finish(&mut self, cause: ClientCloseCause) {
+    fn finish(&mut self, cause: CloseCause) {
         self.state = ClientState::Closed;
         self.pending = Pending::default();
         // Room was checked by every caller; a full queue cannot happen here.
@@ -392,7 +660,7 @@ impl<const E: usize> Client<E> {
         } else {
             retry
         };
-        armed.then(|| self.handshake_at + wait.max(Duration::from_micros(1)))
+        armed.then(|| self.handshake_at + wait)
     }
 
     fn has_pending(&self) -> bool {
@@ -400,27 +668,8 @@ impl<const E: usize> Client<E> {
         p.connect || p.accept || p.keep_alive || p.close
     }
 
-    /// The ack-range check of spec A.6 against `peer_ack` and `sequence`
-    fn ack_ok(&self, ack: u16) -> bool {
-        ack_in_range(ack, self.peer_ack, self.sequence)
-    }
-
-    fn handle_datagram<'a>(
-        &mut self,
-        now: Instant,
-        data: &'a [u8],
-    ) -> Result<Received<ChunkPacket<'a>>, InputError> {
-        let n = data.len();
-        match self.state {
-            ClientState::Offline | ClientState::Closed => {
-                self.stats.ignored_closed = self.stats.ignored_closed.wrapping_add(1);
-                return Ok(Received::consumed(n));
-            }
-            ClientState::Connecting | ClientState::Online => {}
-        }
-        if self.events.is_full() {
-            return Err(InputError::EventQueueFull);
-        }
+    /// A datagram while connecting or online (the event queue has room)
+    fn handle_datagram<'a>(&mut self, now: Instant, data: &'a [u8]) -> Option<ClientApp<'a>> {
         let mode = match (self.state, self.token) {
             (ClientState::Connecting, _) => TokenMode::Detect,
             (_, Some(_)) => TokenMode::Trailing,
@@ -429,12 +678,12 @@ impl<const E: usize> Client<E> {
         let parsed = match wire::parse(data, mode) {
             Ok(p) => p,
             Err(DecodeError::MissingToken) => {
-                self.stats.dropped_wrong_token = self.stats.dropped_wrong_token.wrapping_add(1);
-                return Ok(Received::consumed(n));
+                count(&mut self.stats.dropped_wrong_token);
+                return None;
             }
             Err(_) => {
-                self.stats.dropped_malformed = self.stats.dropped_malformed.wrapping_add(1);
-                return Ok(Received::consumed(n));
+                count(&mut self.stats.dropped_malformed);
+                return None;
             }
         };
         // Token check (online token mode only; a compressed chunk packet carries its token inside
@@ -449,46 +698,43 @@ impl<const E: usize> Client<E> {
                 }),
             };
             if token != self.token {
-                self.stats.dropped_wrong_token = self.stats.dropped_wrong_token.wrapping_add(1);
-                return Ok(Received::consumed(n));
+                count(&mut self.stats.dropped_wrong_token);
+                return None;
             }
         }
         let ack = match &parsed.packet {
             Packet::Control(c) => c.ack,
             Packet::Chunks(c) => c.header.ack,
         };
-        if !self.ack_ok(ack) {
-            self.stats.dropped_bad_ack = self.stats.dropped_bad_ack.wrapping_add(1);
-            return Ok(Received::consumed(n));
+        if !ack_in_range(ack, self.peer_ack, self.sequence) {
+            count(&mut self.stats.dropped_bad_ack);
+            return None;
         }
         self.peer_ack = ack;
         if !parsed.warnings.is_empty() {
-            self.stats.warnings = self.stats.warnings.wrapping_add(1);
+            count(&mut self.stats.warnings);
         }
         match parsed.packet {
-            Packet::Control(c) => {
-                self.handle_control(now, c);
-                Ok(Received::consumed(n))
-            }
+            Packet::Control(c) => self.handle_control(now, c),
             Packet::Chunks(c) => {
                 if self.state != ClientState::Online {
-                    self.stats.dropped_not_online = self.stats.dropped_not_online.wrapping_add(1);
-                    return Ok(Received::consumed(n));
+                    count(&mut self.stats.dropped_not_online);
+                    return None;
                 }
                 self.last_recv = now;
                 self.heard_server();
-                self.stats.chunk_packets_received =
-                    self.stats.chunk_packets_received.wrapping_add(1);
-                Ok(Received::with_app(n, c))
+                count(&mut self.stats.chunk_packets_received);
+                Some(ClientApp::Chunks(c))
             }
         }
     }
 
-    fn handle_control(&mut self, now: Instant, c: ControlPacket<'_>) {
+    fn handle_control<'a>(&mut self, now: Instant, c: ControlPacket<'a>) -> Option<ClientApp<'a>> {
         match (self.state, c.control) {
             (_, Control::Close(reason)) => {
-                self.finish(ClientCloseCause::Peer {
-                    reason: reason.to_text(),
+                self.finish(CloseCause::Peer);
+                return Some(ClientApp::Close {
+                    reason: reason.text(),
                 });
             }
             (ClientState::Connecting, Control::ConnectAccept) => {
@@ -513,8 +759,8 @@ impl<const E: usize> Client<E> {
             (ClientState::Online, Control::ConnectAccept) => {
                 self.last_recv = now;
                 // Only the answer to a retry CONNECT gets another ACCEPT. A late or duplicated
-                // answer to an earlier CONNECT does not: a DDNet server takes a repeated ACCEPT
-                // as a "rejoin" and resets the connection (spec A.8 item 6).
+                // answer to an earlier CONNECT does not: a DDNet server takes an ACCEPT on an
+                // existing connection as a "rejoin" and resets that connection.
                 if self.awaiting_server && self.retry_connecting {
                     self.pending.connect = false;
                     self.pending.accept = true;
@@ -525,7 +771,7 @@ impl<const E: usize> Client<E> {
             (ClientState::Online, Control::KeepAlive) => {
                 self.last_recv = now;
                 self.heard_server();
-                self.stats.keep_alives_received = self.stats.keep_alives_received.wrapping_add(1);
+                count(&mut self.stats.keep_alives_received);
             }
             (ClientState::Online, _) => {
                 self.last_recv = now;
@@ -534,6 +780,7 @@ impl<const E: usize> Client<E> {
             // Connecting: KEEP_ALIVE, CONNECT, ACCEPT are ignored
             _ => {}
         }
+        None
     }
 
     /// The next control frame to send, if any, and which pending flag it clears
@@ -580,7 +827,7 @@ enum Which {
 }
 
 #[cfg(feature = "defmt")]
-impl<const E: usize> defmt::Format for Client<E> {
+impl<const EVENTS: usize> defmt::Format for Client<EVENTS> {
     fn format(&self, f: defmt::Formatter<'_>) {
         defmt::write!(
             f,
@@ -593,117 +840,11 @@ impl<const E: usize> defmt::Format for Client<E> {
     }
 }
 
-impl<const E: usize> Default for Client<E> {
-    fn default() -> Self {
-        Client::new(ClientConfig::default())
+crate::machine::impl_machine! {
+    impl[const EVENTS: usize] for Client<EVENTS> {
+        Peer = (),
+        Event = ClientEvent,
+        App<'a> = ClientApp<'a>,
+        Error = Error,
     }
 }
-
-impl<const E: usize> Machine for Client<E> {
-    type Peer = ();
-    type Event = ClientEvent;
-    type App<'a> = ChunkPacket<'a>;
-    type Error = InputError;
-
-    /// Feed one datagram from the server
-    ///
-    /// Always consumes the whole datagram, also when it is dropped (counted in
-    /// [`Client::stats`]); chunk packets of an online connection come back in
-    /// [`Received::app`].
-    ///
-    /// # Errors
-    /// [`InputError::EventQueueFull`]: nothing was consumed or changed; drain `poll_event`.
-    fn handle_input<'a>(
-        &mut self,
-        now: Instant,
-        _from: (),
-        data: &'a [u8],
-    ) -> Result<Received<ChunkPacket<'a>>, InputError> {
-        let now = self.clock.update(now);
-        self.handle_datagram(now, data)
-    }
-
-    fn handle_timeout(&mut self, now: Instant) {
-        let now = self.clock.update(now);
-        match self.state {
-            ClientState::Connecting => {
-                if now >= self.connect_start + self.config.connect_timeout {
-                    if !self.events.is_full() {
-                        self.finish(ClientCloseCause::ConnectTimeout);
-                    }
-                } else if !self.pending.connect
-                    && now >= self.last_send + self.config.connect_resend
-                {
-                    self.pending.connect = true;
-                }
-            }
-            ClientState::Online => {
-                if now >= self.last_recv + self.config.timeout {
-                    if !self.events.is_full() {
-                        self.finish(ClientCloseCause::Timeout);
-                    }
-                } else {
-                    if let Some(at) = self.accept_retry_at() {
-                        if now >= at {
-                            self.pending.connect = true;
-                            self.handshake_at = now;
-                            if !self.retry_connecting {
-                                self.retry_connecting = true;
-                                self.stats.accept_retries =
-                                    self.stats.accept_retries.wrapping_add(1);
-                            }
-                        }
-                    }
-                    if !self.has_pending() && now >= self.last_send + self.config.keep_alive {
-                        self.pending.keep_alive = true;
-                    }
-                }
-            }
-            ClientState::Offline | ClientState::Closed => {}
-        }
-    }
-
-    /// Write the next control frame (CLOSE, CONNECT, ACCEPT, KEEP_ALIVE) into `buf`
-    fn poll_transmit(
-        &mut self,
-        now: Instant,
-        buf: &mut [u8],
-    ) -> Result<Option<Transmit<()>>, BufferTooSmall> {
-        let now = self.clock.update(now);
-        let Some((packet, which)) = self.next_frame() else {
-            return Ok(None);
-        };
-        let len = packet.emit(buf)?;
-        match which {
-            Which::Close => self.pending.close = false,
-            Which::Connect => {
-                self.pending.connect = false;
-                self.stats.connects_sent = self.stats.connects_sent.wrapping_add(1);
-            }
-            Which::Accept => self.pending.accept = false,
-            Which::KeepAlive => {
-                self.pending.keep_alive = false;
-                self.stats.keep_alives_sent = self.stats.keep_alives_sent.wrapping_add(1);
-            }
-        }
-        self.last_send = now;
-        Ok(Some(Transmit {
-            to: (),
-            len,
-            kind: FrameKind::Datagram,
-        }))
-    }
-
-    fn poll_event(&mut self) -> Option<ClientEvent> {
-        self.events.pop_front()
-    }
-
-    /// The next timer: CONNECT resend or connect timeout while connecting, keep-alive or timeout
-    /// while online; `None` when offline or closed
-    fn poll_timeout(&self) -> Option<Instant> {
-        self.next_deadline().map(|t| self.clock.to_caller(t))
-    }
-}
-
-#[cfg(test)]
-mod tests;

@@ -3,6 +3,7 @@ use std::vec;
 use std::vec::Vec;
 
 use super::*;
+use crate::io::PeerText;
 
 const TOK: Token = Token([0x12, 0x34, 0x56, 0x78]);
 
@@ -30,10 +31,20 @@ fn events<const E: usize>(c: &mut Client<E>) -> Vec<ClientEvent> {
     core::iter::from_fn(|| c.poll_event()).collect()
 }
 
+/// Feed one datagram; the payload of a chunk packet it delivered
 fn feed<const E: usize>(c: &mut Client<E>, now: Instant, bytes: &[u8]) -> Option<Vec<u8>> {
+    feed_app(c, now, bytes).and_then(|a| a.chunks().map(|c| c.payload.to_vec()))
+}
+
+/// Feed one datagram; what it delivered to the application
+fn feed_app<'a, const E: usize>(
+    c: &mut Client<E>,
+    now: Instant,
+    bytes: &'a [u8],
+) -> Option<ClientApp<'a>> {
     let r = c.handle_input(now, (), bytes).unwrap();
     assert_eq!(r.bytes_consumed(), bytes.len());
-    r.into_app().map(|a| a.payload.to_vec())
+    r.into_app()
 }
 
 /// A token-mode client online at 0 ms with token TOK (CONNECT and ACCEPT drained)
@@ -50,36 +61,33 @@ fn online() -> Client {
     c
 }
 
-fn closed_cause<const E: usize>(c: &mut Client<E>) -> ClientCloseCause {
+fn closed_cause<const E: usize>(c: &mut Client<E>) -> CloseCause {
     match events(c).as_slice() {
-        [ClientEvent::Closed { cause }] => cause.clone(),
+        [ClientEvent::Closed { cause }] => *cause,
         other => panic!("expected one Closed event, got {other:?}"),
     }
 }
 
 #[test]
 fn connect_sends_token_form_and_vanilla_form() {
-    let mut c: Client = Client::default();
+    let mut c = Client::new(ClientConfig::default());
     assert_eq!(c.state(), ClientState::Offline);
     assert_eq!(c.poll_timeout(), None);
     c.connect(ms(0)).unwrap();
-    assert_eq!(c.connect(ms(0)), Err(ConnectError::AlreadyStarted));
+    assert_eq!(c.connect(ms(0)), Err(Error::AlreadyStarted));
     assert_eq!(
         drain(&mut c, ms(0)),
         [hex("10 00 00 01 54 4b 45 4e ff ff ff ff")]
     );
 
-    let mut v: Client = Client::new(ClientConfig {
-        vanilla: true,
-        ..ClientConfig::default()
-    });
+    let mut v = Client::new(ClientConfig::new().with_vanilla(true));
     v.connect(ms(0)).unwrap();
     assert_eq!(drain(&mut v, ms(0)), [hex("10 00 00 01")]);
 }
 
 #[test]
 fn connect_resent_every_500ms_then_connect_timeout() {
-    let mut c: Client = Client::default();
+    let mut c = Client::new(ClientConfig::default());
     c.connect(ms(0)).unwrap();
     assert_eq!(drain(&mut c, ms(0)).len(), 1);
     assert_eq!(c.poll_timeout(), Some(ms(500)));
@@ -100,7 +108,7 @@ fn connect_resent_every_500ms_then_connect_timeout() {
     assert_eq!(c.stats().connects_sent, 20);
     assert_eq!(c.poll_timeout(), Some(ms(10_000)));
     c.handle_timeout(ms(10_000));
-    assert_eq!(closed_cause(&mut c), ClientCloseCause::ConnectTimeout);
+    assert_eq!(closed_cause(&mut c), CloseCause::ConnectTimeout);
     assert!(drain(&mut c, ms(10_000)).is_empty());
     assert_eq!(c.state(), ClientState::Closed);
     assert_eq!(c.poll_timeout(), None);
@@ -115,7 +123,7 @@ fn token_accept_goes_online() {
 
 #[test]
 fn bare_connect_accept_means_vanilla_connection() {
-    let mut c: Client = Client::default();
+    let mut c = Client::new(ClientConfig::default());
     c.connect(ms(0)).unwrap();
     let _ = drain(&mut c, ms(0));
     feed(&mut c, ms(100), &hex("10 00 00 02"));
@@ -130,10 +138,7 @@ fn bare_connect_accept_means_vanilla_connection() {
 
 #[test]
 fn vanilla_mode_ignores_offered_token() {
-    let mut c: Client = Client::new(ClientConfig {
-        vanilla: true,
-        ..ClientConfig::default()
-    });
+    let mut c = Client::new(ClientConfig::new().with_vanilla(true));
     c.connect(ms(0)).unwrap();
     let _ = drain(&mut c, ms(0));
     feed(&mut c, ms(1), &hex("10 00 00 02 54 4b 45 4e 12 34 56 78"));
@@ -186,7 +191,7 @@ fn timeout_exactly_at_deadline_sends_nothing() {
     c.handle_timeout(Instant::from_micros(deadline.as_micros() - 1));
     assert_eq!(c.state(), ClientState::Online);
     c.handle_timeout(deadline);
-    assert_eq!(closed_cause(&mut c), ClientCloseCause::Timeout);
+    assert_eq!(closed_cause(&mut c), CloseCause::Timeout);
     assert!(drain(&mut c, deadline).is_empty());
 }
 
@@ -194,12 +199,12 @@ fn timeout_exactly_at_deadline_sends_nothing() {
 fn local_close_with_reason_then_silence() {
     let mut c = online();
     c.close(ms(10), "bye").unwrap();
-    assert_eq!(closed_cause(&mut c), ClientCloseCause::Local);
+    assert_eq!(closed_cause(&mut c), CloseCause::Local);
     assert_eq!(
         drain(&mut c, ms(10)),
         [hex("10 00 00 04 62 79 65 00 12 34 56 78")]
     );
-    assert_eq!(c.close(ms(11), "again"), Err(CloseError::AlreadyClosed));
+    assert_eq!(c.close(ms(11), "again"), Err(Error::Closed));
     feed(&mut c, ms(12), &hex("10 00 00 00 12 34 56 78"));
     assert_eq!(c.stats().ignored_closed, 1);
     c.handle_timeout(ms(60_000));
@@ -208,7 +213,7 @@ fn local_close_with_reason_then_silence() {
     let mut out = [0u8; 16];
     assert_eq!(
         c.send_chunks(ms(1), Flags::default(), 0, &[], &mut out),
-        Err(SendError::NotOnline)
+        Err(Error::Closed)
     );
 }
 
@@ -222,12 +227,12 @@ fn close_carries_ack_and_empty_reason() {
 
 #[test]
 fn close_before_connect_sends_nothing_and_while_connecting_is_bare() {
-    let mut c: Client = Client::default();
+    let mut c = Client::new(ClientConfig::default());
     c.close(ms(0), "x").unwrap();
-    assert_eq!(closed_cause(&mut c), ClientCloseCause::Local);
+    assert_eq!(closed_cause(&mut c), CloseCause::Local);
     assert!(drain(&mut c, ms(0)).is_empty());
 
-    let mut c: Client = Client::default();
+    let mut c = Client::new(ClientConfig::default());
     c.connect(ms(0)).unwrap();
     c.close(ms(1), "").unwrap();
     // the queued CONNECT is dropped, only the CLOSE goes out
@@ -240,26 +245,28 @@ fn peer_close_with_reason_online_and_while_connecting() {
     let mut pkt = hex("10 00 00 04");
     pkt.extend_from_slice(b"Kicked (ci test kick)\0");
     pkt.extend_from_slice(&TOK.0);
-    feed(&mut c, ms(5), &pkt);
-    match closed_cause(&mut c) {
-        ClientCloseCause::Peer { reason } => {
-            assert_eq!(reason.as_str(), "Kicked (ci test kick)")
-        }
-        other => panic!("{other:?}"),
-    }
+    let app = feed_app(&mut c, ms(5), &pkt).expect("the reason");
+    assert_eq!(
+        app.close_reason().and_then(|r| r.to_str()),
+        Some("Kicked (ci test kick)")
+    );
+    assert_eq!(closed_cause(&mut c), CloseCause::Peer);
     assert!(drain(&mut c, ms(5)).is_empty());
 
-    let mut c: Client = Client::default();
+    let mut c = Client::new(ClientConfig::default());
     c.connect(ms(0)).unwrap();
     let _ = drain(&mut c, ms(0));
     let mut pkt = hex("10 00 00 04");
     pkt.extend_from_slice(b"This server is full\0");
     pkt.extend_from_slice(&[1, 2, 3, 4]);
-    feed(&mut c, ms(1), &pkt);
-    match closed_cause(&mut c) {
-        ClientCloseCause::Peer { reason } => assert_eq!(reason.as_str(), "This server is full"),
-        other => panic!("{other:?}"),
-    }
+    let app = feed_app(&mut c, ms(1), &pkt);
+    assert_eq!(
+        app,
+        Some(ClientApp::Close {
+            reason: PeerText::new(b"This server is full")
+        })
+    );
+    assert_eq!(closed_cause(&mut c), CloseCause::Peer);
 }
 
 #[test]
@@ -288,15 +295,12 @@ fn bad_ack_dropped_and_counted_until_sequence_reported() {
     feed(&mut c, ms(7), &hex("10 02 00 00 12 34 56 78"));
     assert_eq!(c.stats().dropped_bad_ack, 2);
     feed(&mut c, ms(8), &close_ack5);
-    assert!(matches!(
-        closed_cause(&mut c),
-        ClientCloseCause::Peer { .. }
-    ));
+    assert_eq!(closed_cause(&mut c), CloseCause::Peer);
 }
 
 #[test]
 fn connect_accept_with_nonzero_ack_is_dropped() {
-    let mut c: Client = Client::default();
+    let mut c = Client::new(ClientConfig::default());
     c.connect(ms(0)).unwrap();
     let _ = drain(&mut c, ms(0));
     feed(&mut c, ms(1), &hex("10 01 00 02 54 4b 45 4e 12 34 56 78"));
@@ -321,7 +325,7 @@ fn chunks_delivered_borrowed_and_refresh_liveness() {
 
 #[test]
 fn chunks_while_connecting_are_dropped() {
-    let mut c: Client = Client::default();
+    let mut c = Client::new(ClientConfig::default());
     c.connect(ms(0)).unwrap();
     assert_eq!(feed(&mut c, ms(1), &hex("00 00 01 42")), None);
     assert_eq!(c.stats().dropped_not_online, 1);
@@ -333,14 +337,17 @@ fn send_chunks_errors_leave_state() {
     let mut small = [0u8; 5];
     assert_eq!(
         c.send_chunks(ms(1), Flags::default(), 1, &[1, 2], &mut small),
-        Err(SendError::BufferTooSmall { required: 9 })
+        Err(Error::BufferTooSmall { required: 9 })
     );
     assert_eq!(c.stats().chunk_packets_sent, 0);
     let big = [0u8; 1394];
     let mut out = [0u8; 1500];
     assert_eq!(
         c.send_chunks(ms(1), Flags::default(), 1, &big, &mut out),
-        Err(SendError::TooLong { len: 1401 })
+        Err(Error::TooLong {
+            len: 1401,
+            max: 1400
+        })
     );
     // compressed: no token appended, ack carried
     c.set_ack(513);
@@ -354,7 +361,7 @@ fn send_chunks_errors_leave_state() {
 
 #[test]
 fn buffer_too_small_keeps_frame_queued() {
-    let mut c: Client = Client::default();
+    let mut c = Client::new(ClientConfig::default());
     c.connect(ms(0)).unwrap();
     let mut small = [0u8; 4];
     assert_eq!(
@@ -388,23 +395,17 @@ fn backwards_time_shifts_the_timeline() {
 
 #[test]
 fn full_event_queue_refuses_input_without_consuming() {
-    let mut c: Client<1> = Client::new(ClientConfig::default());
+    let mut c: Client<1> = Client::with_capacities(ClientConfig::default());
     c.connect(ms(0)).unwrap();
     let _ = drain(&mut c, ms(0));
     feed(&mut c, ms(1), &hex("10 00 00 02 54 4b 45 4e 12 34 56 78"));
     let close = hex("10 00 00 04 12 34 56 78");
-    assert_eq!(
-        c.handle_input(ms(2), (), &close),
-        Err(InputError::EventQueueFull)
-    );
-    assert_eq!(c.close(ms(2), ""), Err(CloseError::EventQueueFull));
+    assert_eq!(c.handle_input(ms(2), (), &close), Err(Error::QueueFull));
+    assert_eq!(c.close(ms(2), ""), Err(Error::QueueFull));
     assert_eq!(c.state(), ClientState::Online);
     assert_eq!(events(&mut c).len(), 1);
     feed(&mut c, ms(3), &close);
-    assert!(matches!(
-        closed_cause(&mut c),
-        ClientCloseCause::Peer { .. }
-    ));
+    assert_eq!(closed_cause(&mut c), CloseCause::Peer);
 }
 
 #[test]
@@ -422,7 +423,7 @@ fn at_most_one_closed_event() {
 
 #[test]
 fn late_connect_accept_gets_no_second_accept() {
-    let mut c: Client = Client::default();
+    let mut c = Client::new(ClientConfig::default());
     c.connect(ms(0)).unwrap();
     let _ = drain(&mut c, ms(0));
     c.handle_timeout(ms(500));

@@ -2,9 +2,10 @@ extern crate std;
 use std::vec;
 use std::vec::Vec;
 
+use super::peer::unstamp;
 use super::*;
-use crate::game::client::{Client, ClientConfig, ClientState};
-use crate::game::event::{ClientCloseCause, ClientEvent};
+use crate::game::{Client, ClientConfig, ClientEvent, ClientState};
+use crate::io::PeerText;
 
 type Addr = u32;
 type Srv = Server<Addr, 4>;
@@ -22,10 +23,7 @@ fn hex(s: &str) -> Vec<u8> {
 }
 
 fn server(vanilla: VanillaPolicy) -> Srv {
-    Server::new(ServerConfig {
-        vanilla,
-        ..ServerConfig::new(SECRET)
-    })
+    Server::with_capacities(ServerConfig::new(SECRET).with_vanilla(vanilla))
 }
 
 fn s_out<const N: usize, const E: usize>(
@@ -66,12 +64,16 @@ fn to_s<const N: usize, const E: usize>(
 ) -> Option<Vec<u8>> {
     let r = s.handle_input(now, from, d).unwrap();
     assert_eq!(r.bytes_consumed(), d.len());
-    r.into_app().map(|a| a.payload.to_vec())
+    r.into_app()
+        .and_then(|a| a.chunks())
+        .map(|c| c.payload.to_vec())
 }
 
 fn to_c(c: &mut Client, now: Instant, d: &[u8]) -> Option<Vec<u8>> {
     let r = c.handle_input(now, (), d).unwrap();
-    r.into_app().map(|a| a.payload.to_vec())
+    r.into_app()
+        .and_then(|a| a.chunks())
+        .map(|c| c.payload.to_vec())
 }
 
 /// Run the handshake of `c` (address `addr`) with `s` at `now` over a lossless link
@@ -98,10 +100,7 @@ fn token_client() -> Client {
 }
 
 fn vanilla_client() -> Client {
-    Client::new(ClientConfig {
-        vanilla: true,
-        ..ClientConfig::default()
-    })
+    Client::new(ClientConfig::new().with_vanilla(true))
 }
 
 #[test]
@@ -186,9 +185,9 @@ fn peer_times_out_on_schedule_across_the_millisecond_wrap() {
     }
     assert_eq!(
         s_events(&mut s),
-        [ServerEvent::PeerClosed {
+        [ServerEvent::Closed {
             peer: 1,
-            cause: PeerCloseCause::Timeout
+            cause: CloseCause::Timeout
         }]
     );
 }
@@ -225,7 +224,7 @@ fn token_handshake_is_stateless_until_accept() {
     to_s(&mut s, ms(3), 1, &accept[0]);
     assert_eq!(
         s_events(&mut s),
-        [ServerEvent::PeerConnected {
+        [ServerEvent::Connected {
             peer: 1,
             token: Some(tok)
         }]
@@ -261,7 +260,7 @@ fn vanilla_admit_policy() {
     to_s(&mut s, ms(0), 9, &c_out(&mut c, ms(0))[0]);
     assert_eq!(
         s_events(&mut s),
-        [ServerEvent::PeerConnected {
+        [ServerEvent::Connected {
             peer: 9,
             token: None
         }]
@@ -299,7 +298,7 @@ fn vanilla_pending_policy() {
     let mut out = [0u8; 16];
     assert_eq!(
         s.send_chunks(ms(600), 5, Flags::default(), 0, &[], &mut out),
-        Err(SendError::NotOnline)
+        Err(Error::NotOpen)
     );
     // the first chunk packet does
     assert_eq!(
@@ -308,7 +307,7 @@ fn vanilla_pending_policy() {
     );
     assert_eq!(
         s_events(&mut s),
-        [ServerEvent::PeerConnected {
+        [ServerEvent::Connected {
             peer: 5,
             token: None
         }]
@@ -354,13 +353,15 @@ fn vanilla_reject_policy_sends_bare_close() {
     let out = s_out(&mut s, ms(0));
     assert_eq!(out, [(3, hex("10 00 00 04"))]);
     assert_eq!(s.peer_count(), 0);
-    to_c(&mut c, ms(1), &out[0].1);
+    let r = c.handle_input(ms(1), (), &out[0].1).unwrap();
+    assert_eq!(
+        r.into_app().and_then(|a| a.close_reason()),
+        Some(PeerText::new(b""))
+    );
     assert_eq!(
         c_events(&mut c),
         [ClientEvent::Closed {
-            cause: ClientCloseCause::Peer {
-                reason: ReasonText::new()
-            }
+            cause: CloseCause::Peer
         }]
     );
 }
@@ -446,10 +447,7 @@ fn lost_connect_and_lost_connect_accept_recover_by_resend() {
 #[test]
 fn lost_accept_without_retry_leaves_server_without_peer_and_client_times_out() {
     let mut s = server(VanillaPolicy::Reject);
-    let mut c = Client::new(ClientConfig {
-        accept_retry: None,
-        ..ClientConfig::default()
-    });
+    let mut c = Client::new(ClientConfig::new().with_accept_retry(None));
     c.connect(ms(0)).unwrap();
     to_s(&mut s, ms(0), 1, &c_out(&mut c, ms(0))[0]);
     for (_, p) in s_out(&mut s, ms(0)) {
@@ -472,7 +470,7 @@ fn lost_accept_without_retry_leaves_server_without_peer_and_client_times_out() {
     assert!(matches!(
         c_events(&mut c).last(),
         Some(ClientEvent::Closed {
-            cause: ClientCloseCause::Timeout
+            cause: CloseCause::Timeout
         })
     ));
 }
@@ -571,9 +569,9 @@ fn server_keep_alive_cadence_and_timeout_exactly_at_deadline() {
     assert_eq!(s.peer_count(), 0);
     assert_eq!(
         s_events(&mut s),
-        [ServerEvent::PeerClosed {
+        [ServerEvent::Closed {
             peer: 1,
-            cause: PeerCloseCause::Timeout
+            cause: CloseCause::Timeout
         }]
     );
     assert!(s_out(&mut s, ms(10_000)).is_empty());
@@ -588,16 +586,20 @@ fn close_reasons_both_ways() {
     handshake(&mut s, &mut c, 1, ms(0));
     let _ = s_events(&mut s);
     c.close(ms(5), "bye").unwrap();
-    for p in c_out(&mut c, ms(5)) {
-        to_s(&mut s, ms(5), 1, &p);
-    }
-    let mut reason = ReasonText::new();
-    reason.push_str("bye").unwrap();
+    let close = c_out(&mut c, ms(5));
+    assert_eq!(close.len(), 1);
+    let r = s.handle_input(ms(5), 1, &close[0]).unwrap();
+    assert_eq!(
+        r.into_app(),
+        Some(ServerApp::Close {
+            reason: PeerText::new(b"bye")
+        })
+    );
     assert_eq!(
         s_events(&mut s),
-        [ServerEvent::PeerClosed {
+        [ServerEvent::Closed {
             peer: 1,
-            cause: PeerCloseCause::PeerClosed { reason }
+            cause: CloseCause::Peer
         }]
     );
     assert!(s_out(&mut s, ms(5)).is_empty(), "nothing sent back");
@@ -606,12 +608,12 @@ fn close_reasons_both_ways() {
     handshake(&mut s, &mut c, 2, ms(10));
     let _ = s_events(&mut s);
     let _ = c_events(&mut c);
-    s.kick(ms(20), 2, "Kicked (ci test kick)").unwrap();
+    s.close(ms(20), 2, "Kicked (ci test kick)").unwrap();
     assert_eq!(
         s_events(&mut s),
-        [ServerEvent::PeerClosed {
+        [ServerEvent::Closed {
             peer: 2,
-            cause: PeerCloseCause::Kicked
+            cause: CloseCause::Local
         }]
     );
     let out = s_out(&mut s, ms(20));
@@ -619,16 +621,18 @@ fn close_reasons_both_ways() {
     expect.extend_from_slice(b"Kicked (ci test kick)\0");
     expect.extend_from_slice(&s.token_for(2).0);
     assert_eq!(out, [(2, expect)]);
-    to_c(&mut c, ms(21), &out[0].1);
-    match c_events(&mut c).as_slice() {
+    let r = c.handle_input(ms(21), (), &out[0].1).unwrap();
+    assert_eq!(
+        r.into_app().and_then(|a| a.close_reason()),
+        Some(PeerText::new(b"Kicked (ci test kick)"))
+    );
+    assert_eq!(
+        c_events(&mut c),
         [ClientEvent::Closed {
-            cause: ClientCloseCause::Peer { reason },
-        }] => {
-            assert_eq!(reason.as_str(), "Kicked (ci test kick)");
-        }
-        other => panic!("{other:?}"),
-    }
-    assert_eq!(s.kick(ms(22), 2, ""), Err(CommandError::UnknownPeer));
+            cause: CloseCause::Peer
+        }]
+    );
+    assert_eq!(s.close(ms(22), 2, ""), Err(Error::UnknownPeer));
 }
 
 #[test]
@@ -654,7 +658,7 @@ fn wrong_token_and_bad_ack_from_peer_dropped_and_counted() {
 
 #[test]
 fn full_server_answers_accept_with_close_and_token() {
-    let mut s: Server<Addr, 2> = Server::new(ServerConfig::new(SECRET));
+    let mut s: Server<Addr, 2> = Server::with_capacities(ServerConfig::new(SECRET));
     for a in [1, 2] {
         let mut c = token_client();
         handshake(&mut s, &mut c, a, ms(0));
@@ -682,16 +686,14 @@ fn full_server_answers_accept_with_close_and_token() {
         [
             ClientEvent::Connected { .. },
             ClientEvent::Closed {
-                cause: ClientCloseCause::Peer { .. }
+                cause: CloseCause::Peer
             }
         ]
     ));
 
     // a vanilla CONNECT to a full Admit server gets a bare CLOSE
-    let mut s: Server<Addr, 2> = Server::new(ServerConfig {
-        vanilla: VanillaPolicy::Admit,
-        ..ServerConfig::new(SECRET)
-    });
+    let mut s: Server<Addr, 2> =
+        Server::with_capacities(ServerConfig::new(SECRET).with_vanilla(VanillaPolicy::Admit));
     for a in [1, 2, 3] {
         to_s(&mut s, ms(0), a, &hex("10 00 00 01"));
     }
@@ -715,8 +717,9 @@ fn shutdown_closes_every_peer() {
         clients.push(c);
     }
     let _ = s_events(&mut s);
-    s.shutdown(ms(50), "Server shutdown");
+    s.shutdown(ms(50), "Server shutdown").unwrap();
     assert_eq!(s.state(), ServerState::ShuttingDown);
+    assert_eq!(s.shutdown(ms(50), "again"), Err(Error::Closed));
     assert_eq!(s.poll_timeout(), None);
     // events only follow the CLOSEs
     assert!(s.poll_event().is_none());
@@ -743,9 +746,9 @@ fn shutdown_closes_every_peer() {
     for (a, e) in out.iter().map(|(to, _)| *to).zip(&ev) {
         assert_eq!(
             e,
-            &ServerEvent::PeerClosed {
+            &ServerEvent::Closed {
                 peer: a,
-                cause: PeerCloseCause::Shutdown
+                cause: CloseCause::Shutdown
             }
         );
     }
@@ -760,13 +763,14 @@ fn shutdown_closes_every_peer() {
     );
     assert!(s_out(&mut s, ms(60)).is_empty());
     assert_eq!(s.stats().ignored_stopped, 1);
-    assert_eq!(s.kick(ms(60), 1, ""), Err(CommandError::ShuttingDown));
+    assert_eq!(s.close(ms(60), 1, ""), Err(Error::Closed));
+    assert_eq!(s.shutdown(ms(60), ""), Err(Error::Closed));
 }
 
 #[test]
 fn shutdown_without_peers_completes_at_once() {
     let mut s = server(VanillaPolicy::Reject);
-    s.shutdown(ms(0), "");
+    s.shutdown(ms(0), "").unwrap();
     assert_eq!(s_events(&mut s), [ServerEvent::ShutdownComplete]);
     assert!(s.poll_event().is_none());
 }
@@ -797,7 +801,7 @@ fn buffer_too_small_keeps_frames_queued() {
     );
     assert_eq!(s.stats().keep_alives_sent, 0);
     assert_eq!(s_out(&mut s, ms(1000)).len(), 1);
-    s.kick(ms(1001), 1, "x").unwrap();
+    s.close(ms(1001), 1, "x").unwrap();
     assert_eq!(
         s.poll_transmit(ms(1001), &mut small[..4]),
         Err(BufferTooSmall { required: 10 })
@@ -831,17 +835,15 @@ fn backwards_time_shifts_the_timeline() {
 
 #[test]
 fn full_event_queue_refuses_input_without_consuming() {
-    let mut s: Server<Addr, 4, 1> = Server::new(ServerConfig {
-        vanilla: VanillaPolicy::Admit,
-        ..ServerConfig::new(SECRET)
-    });
+    let mut s: Server<Addr, 4, 1> =
+        Server::with_capacities(ServerConfig::new(SECRET).with_vanilla(VanillaPolicy::Admit));
     to_s(&mut s, ms(0), 1, &hex("10 00 00 01"));
     assert_eq!(
         s.handle_input(ms(0), 2, &hex("10 00 00 01")),
-        Err(InputError::EventQueueFull)
+        Err(Error::QueueFull)
     );
     assert_eq!(s.peer_count(), 1);
-    assert_eq!(s.kick(ms(0), 1, ""), Err(CommandError::EventQueueFull));
+    assert_eq!(s.close(ms(0), 1, ""), Err(Error::QueueFull));
     assert_eq!(s_events(&mut s).len(), 1);
     to_s(&mut s, ms(0), 2, &hex("10 00 00 01"));
     assert_eq!(s.peer_count(), 2);
@@ -849,10 +851,8 @@ fn full_event_queue_refuses_input_without_consuming() {
 
 #[test]
 fn timeouts_wait_for_event_queue_room() {
-    let mut s: Server<Addr, 4, 1> = Server::new(ServerConfig {
-        vanilla: VanillaPolicy::Admit,
-        ..ServerConfig::new(SECRET)
-    });
+    let mut s: Server<Addr, 4, 1> =
+        Server::with_capacities(ServerConfig::new(SECRET).with_vanilla(VanillaPolicy::Admit));
     for a in [1, 2] {
         to_s(&mut s, ms(0), a, &hex("10 00 00 01"));
         let _ = s_events(&mut s);
@@ -907,10 +907,8 @@ fn amplification_at_most_one_before_admission() {
         VanillaPolicy::Admit,
         VanillaPolicy::Pending,
     ] {
-        let mut s: Server<Addr, 64> = Server::new(ServerConfig {
-            vanilla: policy,
-            ..ServerConfig::new(SECRET)
-        });
+        let mut s: Server<Addr, 64> =
+            Server::with_capacities(ServerConfig::new(SECRET).with_vanilla(policy));
         for (i, req) in requests.iter().enumerate() {
             let from = i as Addr + 100;
             to_s(&mut s, ms(0), from, req);
@@ -939,7 +937,7 @@ fn set_ack_and_sequence_apply_per_peer() {
     let mut s = server(VanillaPolicy::Admit);
     to_s(&mut s, ms(0), 1, &hex("10 00 00 01"));
     let _ = s_out(&mut s, ms(0));
-    assert_eq!(s.set_ack(9, 1), Err(CommandError::UnknownPeer));
+    assert_eq!(s.set_ack(9, 1), Err(Error::UnknownPeer));
     s.set_ack(1, 256).unwrap();
     s.set_sequence(1, 3).unwrap();
     to_s(&mut s, ms(1), 1, &hex("10 03 00 00"));
@@ -994,10 +992,8 @@ fn arbitrary_input_never_panics() {
         VanillaPolicy::Admit,
         VanillaPolicy::Pending,
     ] {
-        let mut s: Server<Addr, 8, 2> = Server::new(ServerConfig {
-            vanilla: policy,
-            ..ServerConfig::new(SECRET)
-        });
+        let mut s: Server<Addr, 8, 2> =
+            Server::with_capacities(ServerConfig::new(SECRET).with_vanilla(policy));
         let mut c = token_client();
         c.connect(ms(0)).unwrap();
         let mut now = 0u64;
@@ -1023,11 +1019,11 @@ fn arbitrary_input_never_panics() {
             }
             match s.handle_input(ms(now), from, &pkt) {
                 Ok(r) => assert_eq!(r.bytes_consumed(), pkt.len()),
-                Err(InputError::EventQueueFull) => {}
+                Err(e) => assert_eq!(e, Error::QueueFull),
             }
             match c.handle_input(ms(now), (), &pkt) {
                 Ok(r) => assert_eq!(r.bytes_consumed(), pkt.len()),
-                Err(InputError::EventQueueFull) => {}
+                Err(e) => assert_eq!(e, Error::QueueFull),
             }
             s.handle_timeout(ms(now));
             c.handle_timeout(ms(now));
@@ -1041,7 +1037,7 @@ fn arbitrary_input_never_panics() {
                     .count();
             }
             if round == 15_000 {
-                s.shutdown(ms(now), "bye");
+                s.shutdown(ms(now), "bye").unwrap();
             }
             if round % 3 == 0 && s.state() == ServerState::Running {
                 // once the events are drained, no deadline is left overdue
@@ -1071,11 +1067,9 @@ fn arbitrary_input_never_panics() {
 #[test]
 fn many_peers_admitted_kept_alive_and_timed_out_individually() {
     extern crate alloc;
-    let config = ServerConfig {
-        max_peers: 2048,
-        ..ServerConfig::new(SECRET)
-    };
-    let mut s: alloc::boxed::Box<Server<Addr, 4096>> = alloc::boxed::Box::new(Server::new(config));
+    let config = ServerConfig::new(SECRET).with_max_peers(2048);
+    let mut s: alloc::boxed::Box<Server<Addr, 4096>> =
+        alloc::boxed::Box::new(Server::with_capacities(config));
     let packet = |s: &Server<Addr, 4096>, id: u8, a: Addr| {
         let mut p = vec![0x10, 0, 0, id];
         p.extend_from_slice(&s.token_for(a).0);
@@ -1100,9 +1094,9 @@ fn many_peers_admitted_kept_alive_and_timed_out_individually() {
         s.handle_timeout(now);
         for ev in s_events(&mut s) {
             match ev {
-                ServerEvent::PeerClosed {
+                ServerEvent::Closed {
                     peer,
-                    cause: PeerCloseCause::Timeout,
+                    cause: CloseCause::Timeout,
                 } => timed_out.push(peer),
                 other => panic!("{other:?}"),
             }
@@ -1130,7 +1124,7 @@ fn many_peers_admitted_kept_alive_and_timed_out_individually() {
 }
 #[test]
 fn timer_heap_survives_churn_and_overflow() {
-    let mut s: Server<Addr, 2> = Server::new(ServerConfig::new(SECRET));
+    let mut s: Server<Addr, 2> = Server::with_capacities(ServerConfig::new(SECRET));
     let accept = |s: &Server<Addr, 2>, a: Addr| {
         let mut p = hex("10 00 00 03");
         p.extend_from_slice(&s.token_for(a).0);
@@ -1142,7 +1136,7 @@ fn timer_heap_survives_churn_and_overflow() {
     }
     assert_eq!(s.poll_timeout(), Some(ms(1000)));
     // kick and re-admit 1 at 400 ms: its old entry is stale, the heap (2 entries) overflows
-    s.kick(ms(400), 1, "").unwrap();
+    s.close(ms(400), 1, "").unwrap();
     let p = accept(&s, 1);
     to_s(&mut s, ms(400), 1, &p);
     let _ = s_events(&mut s);
@@ -1174,9 +1168,9 @@ fn timer_heap_survives_churn_and_overflow() {
     let _ = s_out(&mut s, ms(10_000));
     assert_eq!(
         s_events(&mut s),
-        [ServerEvent::PeerClosed {
+        [ServerEvent::Closed {
             peer: 2,
-            cause: PeerCloseCause::Timeout
+            cause: CloseCause::Timeout
         }]
     );
     while let Some(t) = s.poll_timeout() {
@@ -1185,9 +1179,9 @@ fn timer_heap_survives_churn_and_overflow() {
     }
     assert_eq!(
         s_events(&mut s),
-        [ServerEvent::PeerClosed {
+        [ServerEvent::Closed {
             peer: 1,
-            cause: PeerCloseCause::Timeout
+            cause: CloseCause::Timeout
         }]
     );
     assert_eq!(s.peer_count(), 0);
@@ -1228,7 +1222,7 @@ fn vanilla_admit_recovers_from_lost_connect_accept() {
     assert_eq!(c.state(), ClientState::Online);
     assert_eq!(
         s_events(&mut s),
-        [ServerEvent::PeerConnected {
+        [ServerEvent::Connected {
             peer: 1,
             token: None
         }]
@@ -1243,10 +1237,9 @@ fn more_than_65536_peers_and_churn_at_capacity() {
         .stack_size(256 << 20)
         .spawn(|| {
             let mut s: std::boxed::Box<Server<Addr, { 1 << 17 }>> =
-                std::boxed::Box::new(Server::new(ServerConfig {
-                    vanilla: VanillaPolicy::Admit,
-                    ..ServerConfig::new(SECRET)
-                }));
+                std::boxed::Box::new(Server::with_capacities(
+                    ServerConfig::new(SECRET).with_vanilla(VanillaPolicy::Admit),
+                ));
             let connect = hex("10 00 00 01");
             for a in 0..70_000 {
                 let _ = s.handle_input(ms(0), a, &connect).unwrap();
@@ -1259,10 +1252,8 @@ fn more_than_65536_peers_and_churn_at_capacity() {
         .join()
         .unwrap();
 
-    let mut s: Server<Addr, 8> = Server::new(ServerConfig {
-        vanilla: VanillaPolicy::Admit,
-        ..ServerConfig::new(SECRET)
-    });
+    let mut s: Server<Addr, 8> =
+        Server::with_capacities(ServerConfig::new(SECRET).with_vanilla(VanillaPolicy::Admit));
     let connect = hex("10 00 00 01");
     for round in 0..200u32 {
         for a in 0..8 {
@@ -1275,7 +1266,7 @@ fn more_than_65536_peers_and_churn_at_capacity() {
         assert!(!s.is_online(u32::MAX));
         for a in 0..8 {
             assert!(s.is_online(round * 8 + a));
-            s.kick(ms(0), round * 8 + a, "").unwrap();
+            s.close(ms(0), round * 8 + a, "").unwrap();
             while s.poll_event().is_some() {}
             let _ = s_out(&mut s, ms(0));
         }
