@@ -1117,3 +1117,113 @@ fn drop_filter_drops_only_the_chosen_frames_and_can_be_cleared() {
     assert_eq!(Fate::Filtered.to_string(), "filtered");
     assert!(!Fate::Filtered.reached_receiver());
 }
+
+// ---------------------------------------------------------------------------------------------
+// The run loop: step 2 is exactly `tether_net::drain`, with commands issued inside `on_event`
+
+/// Hand out every frame and event of a machine with `tether_net::drain`, appending the frames to
+/// `wire`; `on_event` may issue commands
+fn drain_into<M: tether_net::Machine>(
+    m: &mut M,
+    now: Instant,
+    wire: &mut Vec<Vec<u8>>,
+    on_event: impl FnMut(&mut M, M::Event),
+) {
+    let mut buf = [0u8; 1400];
+    tether_net::drain(
+        m,
+        now,
+        &mut buf,
+        |_, bytes| {
+            wire.push(bytes.to_vec());
+            Ok::<(), ()>(())
+        },
+        on_event,
+    )
+    .expect("buffer fits and sending works");
+}
+
+#[test]
+fn drain_sends_the_close_a_client_issues_on_connected_before_the_loop_sleeps() {
+    let mut c = Client::new(ClientConfig::default());
+    let mut s = server_with(VanillaPolicy::Reject);
+    let now = at(0);
+    c.connect(now).unwrap();
+    let (mut c2s, mut s2c) = (Vec::new(), Vec::new());
+    let mut on_connected = 0;
+    for _ in 0..3 {
+        drain_into(&mut c, now, &mut c2s, |c, e| {
+            if let ClientEvent::Connected { .. } = e {
+                on_connected += 1;
+                c.close(now, "bye").unwrap();
+            }
+        });
+        // the loop would sleep now: whatever the handler queued went out in this drain
+        assert_eq!(c.poll_transmit(now, &mut [0u8; 1400]), Ok(None));
+        assert!(c.poll_event().is_none());
+        for d in c2s.drain(..) {
+            if control_id(&d) == Some(CLOSE) {
+                assert_eq!(on_connected, 1, "the CLOSE follows the Connected event");
+                let mut close = b"\x10\x00\x00\x04bye\x00".to_vec();
+                close.extend_from_slice(&s.token_for(ADDR).0);
+                assert_eq!(d, close);
+            }
+            let _ = s.handle_input(now, ADDR, &d).unwrap();
+        }
+        drain_into(&mut s, now, &mut s2c, |_, _| {});
+        for d in s2c.drain(..) {
+            let _ = c.handle_input(now, (), &d).unwrap();
+        }
+    }
+    assert_eq!(on_connected, 1);
+    assert_eq!(c.state(), ClientState::Closed);
+    // the server got ACCEPT and then the CLOSE: admitted and gone again
+    assert_eq!(s.stats().peers_admitted, 1);
+    assert_eq!(s.peer_count(), 0);
+}
+
+#[test]
+fn drain_sends_the_close_a_server_issues_on_connected_before_the_loop_sleeps() {
+    let mut c = Client::new(ClientConfig::default());
+    let mut s = server_with(VanillaPolicy::Reject);
+    let now = at(0);
+    c.connect(now).unwrap();
+    let (mut c2s, mut s2c) = (Vec::new(), Vec::new());
+    let mut closed_by_server = Vec::new();
+    let mut client_events = Vec::new();
+    for _ in 0..3 {
+        drain_into(&mut c, now, &mut c2s, |_, e| client_events.push(e));
+        for d in c2s.drain(..) {
+            let _ = s.handle_input(now, ADDR, &d).unwrap();
+        }
+        drain_into(&mut s, now, &mut s2c, |s, e| {
+            if let ServerEvent::Connected { peer, .. } = e {
+                s.close(now, peer, "Kicked (welcome)").unwrap();
+                closed_by_server.push(peer);
+            }
+        });
+        // the loop would sleep now: the CLOSE went out in this drain
+        assert_eq!(s.poll_transmit(now, &mut [0u8; 1400]), Ok(None));
+        assert!(s.poll_event().is_none());
+        for d in s2c.drain(..) {
+            if control_id(&d) == Some(CLOSE) {
+                assert_eq!(
+                    closed_by_server,
+                    [ADDR],
+                    "the CLOSE follows the Connected event"
+                );
+            }
+            let r = c.handle_input(now, (), &d).unwrap();
+            if let Some(reason) = r.into_app().and_then(|a| a.close_reason()) {
+                assert_eq!(reason, "Kicked (welcome)");
+            }
+        }
+    }
+    assert_eq!(closed_by_server, [ADDR]);
+    assert_eq!(s.peer_count(), 0);
+    assert_eq!(c.state(), ClientState::Closed);
+    drain_into(&mut c, now, &mut c2s, |_, e| client_events.push(e));
+    assert!(c2s.is_empty(), "nothing sent back to a CLOSE");
+    assert_eq!(connected_events(&client_events), 1);
+    assert_eq!(closed_events(&client_events), [CloseCause::Peer]);
+}

@@ -497,3 +497,229 @@ fn keep_alive_carries_reported_ack() {
     c.handle_timeout(ms(250));
     assert_eq!(drain(&mut c, ms(250)), [hex("13 ff 00 00 12 34 56 78")]);
 }
+
+#[test]
+fn config_setters_clamp_zero_and_huge_values() {
+    use crate::time::MAX_DELAY;
+    let zero = ClientConfig::new()
+        .with_connect_resend(Duration::ZERO)
+        .with_connect_timeout(Duration::ZERO)
+        .with_keep_alive(Duration::ZERO)
+        .with_timeout(Duration::ZERO)
+        .with_accept_retry(Some(Duration::ZERO));
+    let one = Duration::from_millis(1);
+    assert_eq!(
+        (
+            zero.connect_resend(),
+            zero.connect_timeout(),
+            zero.keep_alive(),
+            zero.timeout(),
+            zero.accept_retry()
+        ),
+        (one, one, one, one, Some(one))
+    );
+    let huge = ClientConfig::new()
+        .with_connect_resend(Duration::MAX)
+        .with_connect_timeout(Duration::MAX)
+        .with_keep_alive(Duration::MAX)
+        .with_timeout(Duration::MAX)
+        .with_accept_retry(Some(Duration::MAX));
+    assert_eq!(
+        (
+            huge.connect_resend(),
+            huge.connect_timeout(),
+            huge.keep_alive(),
+            huge.timeout(),
+            huge.accept_retry()
+        ),
+        (MAX_DELAY, MAX_DELAY, MAX_DELAY, MAX_DELAY, Some(MAX_DELAY))
+    );
+    // in range: kept; the defaults are what `new` documents
+    let d = ClientConfig::default();
+    assert_eq!(d, ClientConfig::new());
+    assert_eq!(
+        (
+            d.connect_resend(),
+            d.keep_alive(),
+            d.timeout(),
+            d.accept_retry()
+        ),
+        (
+            Duration::from_millis(500),
+            Duration::from_millis(250),
+            Duration::from_secs(10),
+            Some(Duration::from_secs(2))
+        )
+    );
+    assert!(!d.vanilla() && d.with_vanilla(true).vanilla());
+    assert_eq!(d.with_accept_retry(None).accept_retry(), None);
+}
+
+/// Drive a client with `config` through connect, handshake and idling, and check every deadline
+/// it hands out: never `Instant::MAX`, never more than `MAX_DELAY` after the latest `now`, and
+/// never at or before that `now` after its timers ran (no spinning)
+fn check_deadlines(config: ClientConfig, start: Instant) {
+    use crate::time::MAX_DELAY;
+    let check = |c: &Client, now: Instant| {
+        if let Some(t) = c.poll_timeout() {
+            assert_ne!(t, Instant::MAX);
+            assert!(
+                t <= now + MAX_DELAY,
+                "{t} is more than MAX_DELAY after {now}"
+            );
+            assert!(
+                t > now,
+                "{t} is due at {now} after handle_timeout: spinning"
+            );
+        }
+    };
+    let mut c = Client::new(config);
+    let mut now = start;
+    c.connect(now).unwrap();
+    check(&c, now);
+    let _ = drain(&mut c, now);
+    feed(&mut c, now, &hex("10 00 00 02 54 4b 45 4e 12 34 56 78"));
+    let _ = drain(&mut c, now);
+    for _ in 0..50 {
+        let Some(t) = c.poll_timeout() else { break };
+        now = t;
+        c.handle_timeout(now);
+        let _ = drain(&mut c, now);
+        check(&c, now);
+    }
+}
+
+#[test]
+fn poll_timeout_stays_within_max_delay_and_never_spins() {
+    let zero = ClientConfig::new()
+        .with_connect_resend(Duration::ZERO)
+        .with_connect_timeout(Duration::ZERO)
+        .with_keep_alive(Duration::ZERO)
+        .with_timeout(Duration::ZERO)
+        .with_accept_retry(Some(Duration::ZERO));
+    let huge = ClientConfig::new()
+        .with_connect_resend(Duration::MAX)
+        .with_connect_timeout(Duration::MAX)
+        .with_keep_alive(Duration::MAX)
+        .with_timeout(Duration::MAX)
+        .with_accept_retry(Some(Duration::MAX));
+    // a year of uptime, so that a deadline past MAX_DELAY would be visible
+    let year = Instant::from_secs(365 * 24 * 3600);
+    for config in [zero, huge, ClientConfig::default()] {
+        check_deadlines(config, Instant::ZERO);
+        check_deadlines(config, year);
+    }
+}
+
+/// A deterministic xorshift for the backpressure test
+fn xorshift(state: &mut u64) -> u64 {
+    *state ^= *state << 13;
+    *state ^= *state >> 7;
+    *state ^= *state << 17;
+    *state
+}
+
+/// Random inputs and commands into clients with a one-entry event queue: a refusal
+/// (`QueueFull`) changes nothing, and after a complete drain of `poll_transmit` and `poll_event`
+/// the next input or command is never refused
+#[test]
+fn queue_full_changes_nothing_and_a_drain_always_makes_room() {
+    let datagrams = [
+        hex("10 00 00 02 54 4b 45 4e 12 34 56 78"),
+        hex("10 00 00 02"),
+        hex("10 00 00 00 12 34 56 78"),
+        hex("10 00 00 04 62 79 65 00 12 34 56 78"),
+        hex("10 00 00 04"),
+        hex("00 00 01 aa 12 34 56 78"),
+        hex("10 00 00 03 12 34 56 78"),
+    ];
+    let mut rng = 0x1234_5678_9abc_def1u64;
+    let (mut refused, mut after_drain) = (0, 0);
+    for _ in 0..1000 {
+        let mut c: Client<1> = Client::with_capacities(ClientConfig::default());
+        let mut now = ms(0);
+        // mostly connecting, sometimes not yet
+        if !xorshift(&mut rng).is_multiple_of(4) {
+            c.connect(now).unwrap();
+        }
+        let mut drained = true;
+        for _ in 0..40 {
+            now += Duration::from_millis(xorshift(&mut rng) % 300);
+            let pick = xorshift(&mut rng);
+            let op = |c: &mut Client<1>| -> Result<(), Error> {
+                match pick % 6 {
+                    0 => c.connect(now),
+                    1 => c.close(now, "bye"),
+                    2 => {
+                        let mut out = [0u8; 64];
+                        c.send_chunks(now, Flags::default(), 1, b"x", &mut out)
+                            .map(drop)
+                    }
+                    3 => {
+                        c.handle_timeout(now);
+                        Ok(())
+                    }
+                    _ => {
+                        let d = &datagrams[(pick >> 8) as usize % datagrams.len()];
+                        c.handle_input(now, (), d).map(drop)
+                    }
+                }
+            };
+            let before = std::format!("{c:?}");
+            let r = op(&mut c);
+            if drained {
+                after_drain += 1;
+                assert_ne!(r, Err(Error::QueueFull), "refused after a complete drain");
+            }
+            if r == Err(Error::QueueFull) {
+                refused += 1;
+                assert_eq!(
+                    std::format!("{c:?}"),
+                    before,
+                    "a refusal changed the client"
+                );
+                let _ = drain(&mut c, now);
+                let _ = events(&mut c);
+                assert_ne!(
+                    op(&mut c),
+                    Err(Error::QueueFull),
+                    "refused again after a drain"
+                );
+            }
+            drained = xorshift(&mut rng).is_multiple_of(3);
+            if drained {
+                let _ = drain(&mut c, now);
+                let _ = events(&mut c);
+            }
+        }
+    }
+    assert!(
+        refused > 100 && after_drain > 5000,
+        "{refused} refusals, {after_drain} ops after a drain"
+    );
+}
+
+#[test]
+fn the_default_queue_holds_a_whole_life() {
+    // Connected and Closed are the only events of a client's life: with the default capacity
+    // (4) nothing is ever refused even when the application never drains events
+    let mut c = Client::new(ClientConfig::default());
+    c.connect(ms(0)).unwrap();
+    let _ = drain(&mut c, ms(0));
+    feed(&mut c, ms(1), &hex("10 00 00 02 54 4b 45 4e 12 34 56 78"));
+    feed(&mut c, ms(2), &hex("10 00 00 04 12 34 56 78"));
+    assert_eq!(c.close(ms(3), ""), Err(Error::Closed));
+    for t in 4..100 {
+        assert!(c.handle_input(ms(t), (), &hex("10 00 00 04")).is_ok());
+        c.handle_timeout(ms(t * 1000));
+    }
+    assert_eq!(
+        events(&mut c),
+        [
+            ClientEvent::Connected { token: Some(TOK) },
+            ClientEvent::Closed {
+                cause: CloseCause::Peer
+            }
+        ]
+    );
+}

@@ -1273,3 +1273,336 @@ fn more_than_65536_peers_and_churn_at_capacity() {
         assert_eq!(s.peer_count(), 0);
     }
 }
+
+#[test]
+fn config_setters_clamp_zero_and_huge_values() {
+    use crate::time::MAX_DELAY;
+    let one = Duration::from_millis(1);
+    let zero = ServerConfig::new(SECRET)
+        .with_keep_alive(Duration::ZERO)
+        .with_timeout(Duration::ZERO)
+        .with_connect_accept_resend(Duration::ZERO)
+        .with_max_peers(0);
+    assert_eq!(
+        (
+            zero.keep_alive(),
+            zero.timeout(),
+            zero.connect_accept_resend(),
+            zero.max_peers()
+        ),
+        (one, one, one, 1)
+    );
+    let huge = ServerConfig::new(SECRET)
+        .with_keep_alive(Duration::MAX)
+        .with_timeout(Duration::MAX)
+        .with_connect_accept_resend(Duration::MAX)
+        .with_max_peers(usize::MAX);
+    assert_eq!(
+        (
+            huge.keep_alive(),
+            huge.timeout(),
+            huge.connect_accept_resend()
+        ),
+        (MAX_DELAY, MAX_DELAY, MAX_DELAY)
+    );
+    // max_peers is clamped to the capacity by the server
+    let s: Server<Addr, 8> = Server::with_capacities(huge);
+    assert_eq!(s.config().max_peers(), 8);
+    let s: Server<Addr, 8> = Server::with_capacities(huge.with_max_peers(3));
+    assert_eq!(s.config().max_peers(), 3);
+    let s = Server::<Addr>::new(ServerConfig::new(SECRET));
+    assert_eq!(s.config().max_peers(), 64, "default capacity");
+    // the defaults, and the secret kept
+    let d = ServerConfig::new(SECRET);
+    assert_eq!(
+        (
+            d.vanilla(),
+            d.keep_alive(),
+            d.timeout(),
+            d.connect_accept_resend()
+        ),
+        (
+            VanillaPolicy::Reject,
+            Duration::from_secs(1),
+            Duration::from_secs(10),
+            Duration::from_millis(500)
+        )
+    );
+    assert_eq!(d.secret(), &SECRET);
+    // a one-peer limit admits exactly one peer
+    let mut s: Srv = Server::with_capacities(zero.with_vanilla(VanillaPolicy::Admit));
+    to_s(&mut s, ms(0), 1, &hex("10 00 00 01"));
+    to_s(&mut s, ms(0), 2, &hex("10 00 00 01"));
+    assert_eq!(s.peer_count(), 1);
+}
+
+/// Run a server with `config` with peers in every state (online, pending, closed) and check
+/// every deadline it hands out: never `Instant::MAX`, never more than `MAX_DELAY` after the
+/// latest `now`, never at or before that `now` after its timers ran (no spinning)
+fn check_server_deadlines(config: ServerConfig, start: Instant) {
+    use crate::time::MAX_DELAY;
+    let check = |s: &Srv, now: Instant| {
+        if let Some(t) = s.poll_timeout() {
+            assert_ne!(t, Instant::MAX);
+            assert!(
+                t <= now + MAX_DELAY,
+                "{t} is more than MAX_DELAY after {now}"
+            );
+            assert!(
+                t > now,
+                "{t} is due at {now} after handle_timeout: spinning"
+            );
+        }
+    };
+    let mut s: Srv = Server::with_capacities(config.with_vanilla(VanillaPolicy::Pending));
+    let mut now = start;
+    let mut accept = hex("10 00 00 03");
+    accept.extend_from_slice(&s.token_for(1).0);
+    to_s(&mut s, now, 1, &accept);
+    to_s(&mut s, now, 2, &hex("10 00 00 01"));
+    let _ = s_out(&mut s, now);
+    let _ = s_events(&mut s);
+    check(&s, now);
+    for round in 0..60 {
+        let Some(t) = s.poll_timeout() else { break };
+        now = t;
+        s.handle_timeout(now);
+        let _ = s_out(&mut s, now);
+        let _ = s_events(&mut s);
+        check(&s, now);
+        if round == 5 {
+            let _ = s.close(now, 1, "bye");
+        }
+    }
+}
+
+#[test]
+fn poll_timeout_stays_within_max_delay_and_never_spins() {
+    let zero = ServerConfig::new(SECRET)
+        .with_keep_alive(Duration::ZERO)
+        .with_timeout(Duration::ZERO)
+        .with_connect_accept_resend(Duration::ZERO);
+    let huge = ServerConfig::new(SECRET)
+        .with_keep_alive(Duration::MAX)
+        .with_timeout(Duration::MAX)
+        .with_connect_accept_resend(Duration::MAX);
+    let year = Instant::from_secs(365 * 24 * 3600);
+    for config in [zero, huge, ServerConfig::new(SECRET)] {
+        check_server_deadlines(config, Instant::ZERO);
+        check_server_deadlines(config, year);
+    }
+}
+
+/// What a refusal must leave unchanged (the server's `Debug` shows only a summary)
+fn snapshot<const N: usize, const E: usize>(s: &Server<Addr, N, E>) -> std::string::String {
+    let online: Vec<bool> = (0..8).map(|p| s.is_online(p)).collect();
+    std::format!(
+        "{s:?} {:?} {:?} {:?} {online:?}",
+        s.stats(),
+        s.poll_timeout(),
+        s.state()
+    )
+}
+
+/// Random datagrams from eight addresses and random commands into a server with a one-entry
+/// event queue: a refusal (`QueueFull`) changes nothing, and after a complete drain of
+/// `poll_transmit` and `poll_event` the next input or command is never refused
+#[test]
+fn queue_full_changes_nothing_and_a_drain_always_makes_room() {
+    let mut rng = 0x0bad_cafe_f00d_1234u64;
+    let mut next = move || {
+        rng ^= rng << 13;
+        rng ^= rng >> 7;
+        rng ^= rng << 17;
+        rng
+    };
+    let (mut refused, mut after_drain) = (0, 0);
+    for policy in [VanillaPolicy::Admit, VanillaPolicy::Pending] {
+        let mut s: Server<Addr, 4, 1> =
+            Server::with_capacities(ServerConfig::new(SECRET).with_vanilla(policy));
+        let mut now = ms(0);
+        let mut drained = true;
+        for round in 0..20_000u32 {
+            now += Duration::from_millis(next() % 200);
+            let pick = next();
+            let peer = (pick >> 8) as Addr % 8;
+            let token = s.token_for(peer).0;
+            let with_token = |head: &str| {
+                let mut d = hex(head);
+                d.extend_from_slice(&token);
+                d
+            };
+            let datagram = match pick % 7 {
+                0 => with_token("10 00 00 03"),
+                1 => with_token("10 00 00 04 62 79 65 00"),
+                2 => with_token("10 00 00 00"),
+                3 => with_token("00 00 01 aa"),
+                4 => hex("10 00 00 01"),
+                5 => hex("00 00 01 aa"),
+                _ => hex("10 00 00 04"),
+            };
+            let op = |s: &mut Server<Addr, 4, 1>| -> Result<(), Error> {
+                match (pick >> 16) % 8 {
+                    0 => s.close(now, peer, "kicked"),
+                    1 => {
+                        let mut out = [0u8; 64];
+                        s.send_chunks(now, peer, Flags::default(), 1, b"x", &mut out)
+                            .map(drop)
+                    }
+                    2 => {
+                        s.handle_timeout(now);
+                        Ok(())
+                    }
+                    3 => s.set_ack(peer, 0),
+                    _ => s.handle_input(now, peer, &datagram).map(drop),
+                }
+            };
+            let before = snapshot(&s);
+            let r = op(&mut s);
+            if drained {
+                after_drain += 1;
+                assert_ne!(r, Err(Error::QueueFull), "refused after a complete drain");
+            }
+            if r == Err(Error::QueueFull) {
+                refused += 1;
+                assert_eq!(snapshot(&s), before, "a refusal changed the server");
+                let _ = s_out(&mut s, now);
+                let _ = s_events(&mut s);
+                assert_ne!(op(&mut s), Err(Error::QueueFull), "refused after a drain");
+            }
+            drained = next().is_multiple_of(3);
+            if drained {
+                let _ = s_out(&mut s, now);
+                let _ = s_events(&mut s);
+            }
+            if round == 19_000 {
+                // shutdown never refuses; after it everything is `Closed` or ignored
+                s.shutdown(now, "bye").unwrap();
+            }
+        }
+        assert_eq!(s.state(), ServerState::Stopped);
+    }
+    assert!(
+        refused > 500 && after_drain > 10_000,
+        "{refused} refusals, {after_drain} ops after a drain"
+    );
+}
+
+/// A lossless session of a token client and the server in real time from `base`; at `step_at`
+/// the caller of one side (the client when `client_steps`) starts reading a clock one hour
+/// behind. Returns the real send times of the client and of the server after the handshake.
+fn session_with_clock_step_back(client_steps: bool) -> (Vec<Instant>, Vec<Instant>) {
+    const HOUR: Duration = Duration::from_secs(3600);
+    let base = Instant::from_secs(2 * 3600);
+    let step_at = STEP_AT;
+    let end = base + Duration::from_secs(60);
+    let mut s = server(VanillaPolicy::Reject);
+    let mut c = token_client();
+    handshake(&mut s, &mut c, 1, base);
+    assert_eq!(c_events(&mut c).len(), 1);
+    assert_eq!(s_events(&mut s).len(), 1);
+    // what each caller's clock reads at real time `real`, and a deadline it got back in real time
+    let clock = |steps: bool, real: Instant| {
+        if steps && real >= step_at {
+            real - HOUR
+        } else {
+            real
+        }
+    };
+    let real_of = |steps: bool, real_now: Instant, t: Instant| {
+        if steps && real_now >= step_at {
+            t + HOUR
+        } else {
+            t
+        }
+    };
+    let (mut c_sends, mut s_sends) = (Vec::new(), Vec::new());
+    let mut real = base;
+    while real < end {
+        let cd = c.poll_timeout().map(|t| real_of(client_steps, real, t));
+        let sd = s.poll_timeout().map(|t| real_of(!client_steps, real, t));
+        let mut next = crate::time::earliest(cd, sd).expect("timers run while online");
+        if real < step_at && next > step_at {
+            // the step is seen at the first call after it: a wake-up at the step itself
+            next = step_at;
+        }
+        assert!(next >= real, "a deadline in the past: {next} at {real}");
+        real = next;
+        let (ct, st) = (clock(client_steps, real), clock(!client_steps, real));
+        c.handle_timeout(ct);
+        s.handle_timeout(st);
+        if real == step_at {
+            // right after the step the deadlines are in the stepped clock: less than a second
+            // (the longest interval here) after the stepped `now`
+            let (stepped, t) = if client_steps {
+                (ct, c.poll_timeout())
+            } else {
+                (st, s.poll_timeout())
+            };
+            let t = t.expect("a deadline");
+            assert!(
+                t >= stepped && t <= stepped + Duration::from_secs(1),
+                "{t} not in the stepped clock ({stepped})"
+            );
+        }
+        for p in c_out(&mut c, ct) {
+            c_sends.push(real);
+            to_s(&mut s, st, 1, &p);
+        }
+        for (_, p) in s_out(&mut s, st) {
+            s_sends.push(real);
+            to_c(&mut c, ct, &p);
+        }
+    }
+    assert_eq!(
+        c.state(),
+        ClientState::Online,
+        "the client did not time out"
+    );
+    assert!(s.is_online(1), "the server did not time the client out");
+    assert!(c_events(&mut c).is_empty() && s_events(&mut s).is_empty());
+    (c_sends, s_sends)
+}
+
+/// Every gap between consecutive sends is exactly `interval` (lossless, idle connection), except
+/// the one across `step` (when given): a step back counts as no time passing since the previous
+/// call, so that gap may grow by at most one interval
+fn assert_cadence(who: &str, sends: &[Instant], interval: Duration, step: Option<Instant>) {
+    assert!(sends.len() >= 40, "{who}: only {} sends", sends.len());
+    for w in sends.windows(2) {
+        let gap = w[1] - w[0];
+        if step.is_some_and(|s| w[0] < s && s <= w[1]) {
+            assert!(
+                gap >= interval && gap <= 2 * interval,
+                "{who}: gap of {gap:?} across the step at {}",
+                w[0]
+            );
+        } else {
+            assert_eq!(gap, interval, "{who}: gap at {}", w[0]);
+        }
+    }
+}
+
+/// The real time of the clock step in `session_with_clock_step_back`
+const STEP_AT: Instant = Instant::from_secs(2 * 3600 + 10);
+
+#[test]
+fn client_clock_stepping_back_one_hour_keeps_the_session() {
+    let (c_sends, s_sends) = session_with_clock_step_back(true);
+    // the client's keep-alives go on every 250 ms of real time (the stepped clock's deadlines
+    // are an hour earlier), the server's every second, and neither side timed out
+    assert_cadence(
+        "client",
+        &c_sends,
+        Duration::from_millis(250),
+        Some(STEP_AT),
+    );
+    assert_cadence("server", &s_sends, Duration::from_secs(1), None);
+}
+
+#[test]
+fn server_clock_stepping_back_one_hour_keeps_the_session() {
+    let (c_sends, s_sends) = session_with_clock_step_back(false);
+    assert_cadence("client", &c_sends, Duration::from_millis(250), None);
+    assert_cadence("server", &s_sends, Duration::from_secs(1), Some(STEP_AT));
+}
