@@ -57,9 +57,9 @@
 //! ([`Warnings::CONTROL_NUM_CHUNKS`]): DDNet master drops such packets while older peers ignore the
 //! byte, so the decision is left to the state machine.
 //!
-//! # Where the seed text and the TeeFrame docs are wrong
+//! # Common misreadings of the format
 //!
-//! * The docs read the ack as `(byte0 & 0x0F) << 8 | byte1`; only the low two bits of byte 0 belong
+//! * The ack is not `(byte0 & 0x0F) << 8 | byte1`; only the low two bits of byte 0 belong
 //!   to the ack and the next two must be zero (`18 05` is ack 5 with an illegal flag, not ack 2053).
 //!   "6-bit flags, 2-bit ack" and `flags = byte0 >> 4` describe the same wire bits.
 //! * Byte 2 is not "unused": it is `num_chunks`, zero for control packets.
@@ -947,7 +947,7 @@ fn parse_control_any(
     })
 }
 
-/// A control message parsed in [`TokenMode::Detect`] (spec A.5 structural rules)
+/// A control message parsed in [`TokenMode::Detect`] (the structural rules of the module docs)
 #[inline(always)]
 fn detect<'a>(id: u8, extra: &'a [u8], warnings: &mut Warnings) -> (Control<'a>, Option<Token>) {
     match id {

@@ -17,7 +17,7 @@ pub(super) const OUT_KEEP_ALIVE: u8 = 2;
 const ACK_MASK: u32 = 0x3FF;
 /// [`PeerHot::bits`]: our own sequence towards the peer (bits 10..20)
 const SEQUENCE_SHIFT: u32 = 10;
-/// [`PeerHot::bits`]: admitted and announced (`PeerConnected`); a vanilla pending slot is not
+/// [`PeerHot::bits`]: admitted and announced (`Connected`); a vanilla pending slot is not
 const ONLINE_BIT: u32 = 1 << 30;
 /// [`PeerHot::bits`]: always set, so the field is never zero and `Option<PeerHot>` needs no tag
 const PRESENT: NonZeroU32 = match NonZeroU32::new(1 << 31) {
