@@ -249,7 +249,7 @@ fn vanilla_client_rejected_by_reject_policy() {
         4,
     );
     p.client_mut().connect(Instant::ZERO).unwrap();
-    let reasons = client_close_reasons(p.fleet_mut());
+    let (reasons, _) = close_reasons(p.fleet_mut());
     p.run_until(
         |p| p.client().state() == ClientState::Closed,
         Duration::from_secs(1),
@@ -603,7 +603,7 @@ fn client_close_reason_reaches_server() {
     run_online(&mut p, Duration::from_secs(1));
     p.run_for(Duration::from_secs(1));
     let now = p.now();
-    let reasons = server_close_reasons(p.fleet_mut());
+    let (_, reasons) = close_reasons(p.fleet_mut());
     p.client_mut().close(now, "bye").unwrap();
     p.run_until(|p| p.server().peer_count() == 0, Duration::from_secs(1))
         .unwrap();
@@ -632,7 +632,7 @@ fn server_close_reason_reaches_client() {
     let mut p = connecting_pair(LinkConfig::perfect(), 17);
     run_online(&mut p, Duration::from_secs(1));
     let now = p.now();
-    let reasons = client_close_reasons(p.fleet_mut());
+    let (reasons, _) = close_reasons(p.fleet_mut());
     p.server_mut().close(now, ADDR, "Kicked (test)").unwrap();
     p.run_until(
         |p| p.client().state() == ClientState::Closed,
@@ -672,7 +672,7 @@ fn shutdown_reason_reaches_every_client() {
     f.run_until(|f| f.server().peer_count() == 3, Duration::from_secs(1))
         .unwrap();
     let now = f.now();
-    let reasons = client_close_reasons(&mut f);
+    let (reasons, _) = close_reasons(&mut f);
     f.server_mut().shutdown(now, "Server shutdown").unwrap();
     f.run_until(
         |f| (0..3).all(|i| f.client(i).state() == ClientState::Closed),
@@ -793,7 +793,7 @@ fn third_client_of_a_two_slot_server_is_told_it_is_full() {
     );
     f.client_closed_when(client_closed);
     f.record_transcript(true);
-    let reasons = client_close_reasons(&mut f);
+    let (reasons, _) = close_reasons(&mut f);
     for i in 0..2 {
         f.client_mut(i).connect(Instant::ZERO).unwrap();
     }

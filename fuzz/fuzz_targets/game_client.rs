@@ -218,10 +218,7 @@ impl H {
                     "CLOSE reason delivered in {state:?}"
                 );
                 assert_eq!(self.c.state(), ClientState::Closed, "CLOSE without closing");
-                let reason = reason.as_bytes();
-                assert!(reason.len() <= wire::MAX_REASON_LEN && !reason.contains(&0));
-                let start = reason.as_ptr() as usize - bytes.as_ptr() as usize;
-                assert!(reason.is_empty() || start + reason.len() <= bytes.len());
+                tether_fuzz::game_check_reason(*reason, bytes);
             }
             Some(other) => panic!("unknown app value {other:?}"),
             None => {}

@@ -188,11 +188,11 @@ impl H {
                 assert!(!app.header.flags.control);
             }
             Some(ServerApp::Close { reason }) => {
-                assert!(!self.s.is_online(peer), "peer {peer} still online after CLOSE");
-                let reason = reason.as_bytes();
-                assert!(reason.len() <= wire::MAX_REASON_LEN && !reason.contains(&0));
-                let start = reason.as_ptr() as usize - bytes.as_ptr() as usize;
-                assert!(reason.is_empty() || start + reason.len() <= bytes.len());
+                assert!(
+                    !self.s.is_online(peer),
+                    "peer {peer} still online after CLOSE"
+                );
+                tether_fuzz::game_check_reason(*reason, bytes);
             }
             Some(other) => panic!("unknown app value {other:?}"),
             None => {}
@@ -302,7 +302,10 @@ fuzz_target!(|data: &[u8]| {
                         assert!(!h.online[usize::from(p)] || h.shutdown_called || h.was_held)
                     }
                     Err(Error::QueueFull) => {
-                        assert!(h.hold > 0 || h.was_held, "close refused with drained queues")
+                        assert!(
+                            h.hold > 0 || h.was_held,
+                            "close refused with drained queues"
+                        )
                     }
                     Err(e) => panic!("close: {e:?}"),
                 }

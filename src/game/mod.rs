@@ -129,3 +129,40 @@ fn write_chunks(
     }
     Ok(packet.emit(out)?)
 }
+
+/// Helpers of the machines' unit tests
+#[cfg(test)]
+mod test_util {
+    extern crate std;
+    use std::vec::Vec;
+
+    use crate::{Instant, Machine};
+
+    /// `v` milliseconds after the epoch
+    pub(super) fn ms(v: u64) -> Instant {
+        Instant::from_millis(v)
+    }
+
+    /// Bytes from space-separated hex pairs
+    pub(super) fn hex(s: &str) -> Vec<u8> {
+        s.split_whitespace()
+            .map(|b| u8::from_str_radix(b, 16).unwrap())
+            .collect()
+    }
+
+    /// After `m`'s timers ran at `now`, its next deadline is not `Instant::MAX`, not more than
+    /// `MAX_DELAY` after `now`, and not at or before `now` (no spinning)
+    pub(super) fn assert_sane_deadline<M: Machine>(m: &M, now: Instant) {
+        if let Some(t) = m.poll_timeout() {
+            assert_ne!(t, Instant::MAX);
+            assert!(
+                t <= now + crate::time::MAX_DELAY,
+                "{t} is more than MAX_DELAY after {now}"
+            );
+            assert!(
+                t > now,
+                "{t} is due at {now} after handle_timeout: spinning"
+            );
+        }
+    }
+}

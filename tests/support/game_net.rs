@@ -53,28 +53,20 @@ pub fn server_send<const N: usize>(
 /// CLOSE reasons the application saw: (client index, reason as printed), in arrival order
 pub type Reasons = Rc<RefCell<Vec<(usize, String)>>>;
 
-/// Record the CLOSE reasons the clients receive ([`ClientApp::Close`])
-pub fn client_close_reasons<const N: usize>(f: &mut GameFleet<N>) -> Reasons {
-    let log = Reasons::default();
-    let l = log.clone();
-    f.on_client_app(move |i, app: &ClientApp<'_>| {
-        if let Some(reason) = app.close_reason() {
+/// Record the CLOSE reasons the clients ([`ClientApp::Close`]) and the server
+/// ([`ServerApp::Close`], by client index) receive; replaces the fleet's app hooks
+pub fn close_reasons<const N: usize>(f: &mut GameFleet<N>) -> (Reasons, Reasons) {
+    let (clients, server) = (Reasons::default(), Reasons::default());
+    let log = |l: &Reasons, i: usize, reason: Option<tether_net::PeerText<'_>>| {
+        if let Some(reason) = reason {
             l.borrow_mut().push((i, reason.to_string()));
         }
-    });
-    log
-}
-
-/// Record the CLOSE reasons the server receives ([`ServerApp::Close`]), by client index
-pub fn server_close_reasons<const N: usize>(f: &mut GameFleet<N>) -> Reasons {
-    let log = Reasons::default();
-    let l = log.clone();
-    f.on_server_app(move |i, app: &ServerApp<'_>| {
-        if let Some(reason) = app.close_reason() {
-            l.borrow_mut().push((i, reason.to_string()));
-        }
-    });
-    log
+    };
+    let l = clients.clone();
+    f.on_client_app(move |i, app: &ClientApp<'_>| log(&l, i, app.close_reason()));
+    let l = server.clone();
+    f.on_server_app(move |i, app: &ServerApp<'_>| log(&l, i, app.close_reason()));
+    (clients, server)
 }
 
 pub fn client_closed(c: &Client) -> bool {

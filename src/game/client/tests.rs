@@ -3,19 +3,10 @@ use std::vec;
 use std::vec::Vec;
 
 use super::*;
+use crate::game::test_util::{hex, ms};
 use crate::io::PeerText;
 
 const TOK: Token = Token([0x12, 0x34, 0x56, 0x78]);
-
-fn ms(v: u64) -> Instant {
-    Instant::from_millis(v)
-}
-
-fn hex(s: &str) -> Vec<u8> {
-    s.split_whitespace()
-        .map(|b| u8::from_str_radix(b, 16).unwrap())
-        .collect()
-}
 
 /// Every frame the client has queued, as byte vectors
 fn drain<const E: usize>(c: &mut Client<E>, now: Instant) -> Vec<Vec<u8>> {
@@ -498,15 +489,30 @@ fn keep_alive_carries_reported_ack() {
     assert_eq!(drain(&mut c, ms(250)), [hex("13 ff 00 00 12 34 56 78")]);
 }
 
-#[test]
-fn config_setters_clamp_zero_and_huge_values() {
-    use crate::time::MAX_DELAY;
-    let zero = ClientConfig::new()
+/// Every interval and timeout zero
+fn zero_config() -> ClientConfig {
+    ClientConfig::new()
         .with_connect_resend(Duration::ZERO)
         .with_connect_timeout(Duration::ZERO)
         .with_keep_alive(Duration::ZERO)
         .with_timeout(Duration::ZERO)
-        .with_accept_retry(Some(Duration::ZERO));
+        .with_accept_retry(Some(Duration::ZERO))
+}
+
+/// Every interval and timeout `Duration::MAX`
+fn huge_config() -> ClientConfig {
+    ClientConfig::new()
+        .with_connect_resend(Duration::MAX)
+        .with_connect_timeout(Duration::MAX)
+        .with_keep_alive(Duration::MAX)
+        .with_timeout(Duration::MAX)
+        .with_accept_retry(Some(Duration::MAX))
+}
+
+#[test]
+fn config_setters_clamp_zero_and_huge_values() {
+    use crate::time::MAX_DELAY;
+    let zero = zero_config();
     let one = Duration::from_millis(1);
     assert_eq!(
         (
@@ -518,12 +524,7 @@ fn config_setters_clamp_zero_and_huge_values() {
         ),
         (one, one, one, one, Some(one))
     );
-    let huge = ClientConfig::new()
-        .with_connect_resend(Duration::MAX)
-        .with_connect_timeout(Duration::MAX)
-        .with_keep_alive(Duration::MAX)
-        .with_timeout(Duration::MAX)
-        .with_accept_retry(Some(Duration::MAX));
+    let huge = huge_config();
     assert_eq!(
         (
             huge.connect_resend(),
@@ -559,20 +560,7 @@ fn config_setters_clamp_zero_and_huge_values() {
 /// it hands out: never `Instant::MAX`, never more than `MAX_DELAY` after the latest `now`, and
 /// never at or before that `now` after its timers ran (no spinning)
 fn check_deadlines(config: ClientConfig, start: Instant) {
-    use crate::time::MAX_DELAY;
-    let check = |c: &Client, now: Instant| {
-        if let Some(t) = c.poll_timeout() {
-            assert_ne!(t, Instant::MAX);
-            assert!(
-                t <= now + MAX_DELAY,
-                "{t} is more than MAX_DELAY after {now}"
-            );
-            assert!(
-                t > now,
-                "{t} is due at {now} after handle_timeout: spinning"
-            );
-        }
-    };
+    let check = crate::game::test_util::assert_sane_deadline::<Client>;
     let mut c = Client::new(config);
     let mut now = start;
     c.connect(now).unwrap();
@@ -591,18 +579,7 @@ fn check_deadlines(config: ClientConfig, start: Instant) {
 
 #[test]
 fn poll_timeout_stays_within_max_delay_and_never_spins() {
-    let zero = ClientConfig::new()
-        .with_connect_resend(Duration::ZERO)
-        .with_connect_timeout(Duration::ZERO)
-        .with_keep_alive(Duration::ZERO)
-        .with_timeout(Duration::ZERO)
-        .with_accept_retry(Some(Duration::ZERO));
-    let huge = ClientConfig::new()
-        .with_connect_resend(Duration::MAX)
-        .with_connect_timeout(Duration::MAX)
-        .with_keep_alive(Duration::MAX)
-        .with_timeout(Duration::MAX)
-        .with_accept_retry(Some(Duration::MAX));
+    let (zero, huge) = (zero_config(), huge_config());
     // a year of uptime, so that a deadline past MAX_DELAY would be visible
     let year = Instant::from_secs(365 * 24 * 3600);
     for config in [zero, huge, ClientConfig::default()] {

@@ -4,6 +4,7 @@ use std::vec::Vec;
 
 use super::peer::unstamp;
 use super::*;
+use crate::game::test_util::{hex, ms};
 use crate::game::{Client, ClientConfig, ClientEvent, ClientState};
 use crate::io::PeerText;
 
@@ -11,16 +12,6 @@ type Addr = u32;
 type Srv = Server<Addr, 4>;
 
 const SECRET: TokenSecret = TokenSecret([7; 16]);
-
-fn ms(v: u64) -> Instant {
-    Instant::from_millis(v)
-}
-
-fn hex(s: &str) -> Vec<u8> {
-    s.split_whitespace()
-        .map(|b| u8::from_str_radix(b, 16).unwrap())
-        .collect()
-}
 
 fn server(vanilla: VanillaPolicy) -> Srv {
     Server::with_capacities(ServerConfig::new(SECRET).with_vanilla(vanilla))
@@ -1274,15 +1265,29 @@ fn more_than_65536_peers_and_churn_at_capacity() {
     }
 }
 
+/// Every interval and timeout zero, and no peers allowed
+fn zero_config() -> ServerConfig {
+    ServerConfig::new(SECRET)
+        .with_keep_alive(Duration::ZERO)
+        .with_timeout(Duration::ZERO)
+        .with_connect_accept_resend(Duration::ZERO)
+        .with_max_peers(0)
+}
+
+/// Every interval and timeout `Duration::MAX`, no peer limit
+fn huge_config() -> ServerConfig {
+    ServerConfig::new(SECRET)
+        .with_keep_alive(Duration::MAX)
+        .with_timeout(Duration::MAX)
+        .with_connect_accept_resend(Duration::MAX)
+        .with_max_peers(usize::MAX)
+}
+
 #[test]
 fn config_setters_clamp_zero_and_huge_values() {
     use crate::time::MAX_DELAY;
     let one = Duration::from_millis(1);
-    let zero = ServerConfig::new(SECRET)
-        .with_keep_alive(Duration::ZERO)
-        .with_timeout(Duration::ZERO)
-        .with_connect_accept_resend(Duration::ZERO)
-        .with_max_peers(0);
+    let zero = zero_config();
     assert_eq!(
         (
             zero.keep_alive(),
@@ -1292,11 +1297,7 @@ fn config_setters_clamp_zero_and_huge_values() {
         ),
         (one, one, one, 1)
     );
-    let huge = ServerConfig::new(SECRET)
-        .with_keep_alive(Duration::MAX)
-        .with_timeout(Duration::MAX)
-        .with_connect_accept_resend(Duration::MAX)
-        .with_max_peers(usize::MAX);
+    let huge = huge_config();
     assert_eq!(
         (
             huge.keep_alive(),
@@ -1340,20 +1341,7 @@ fn config_setters_clamp_zero_and_huge_values() {
 /// every deadline it hands out: never `Instant::MAX`, never more than `MAX_DELAY` after the
 /// latest `now`, never at or before that `now` after its timers ran (no spinning)
 fn check_server_deadlines(config: ServerConfig, start: Instant) {
-    use crate::time::MAX_DELAY;
-    let check = |s: &Srv, now: Instant| {
-        if let Some(t) = s.poll_timeout() {
-            assert_ne!(t, Instant::MAX);
-            assert!(
-                t <= now + MAX_DELAY,
-                "{t} is more than MAX_DELAY after {now}"
-            );
-            assert!(
-                t > now,
-                "{t} is due at {now} after handle_timeout: spinning"
-            );
-        }
-    };
+    let check = crate::game::test_util::assert_sane_deadline::<Srv>;
     let mut s: Srv = Server::with_capacities(config.with_vanilla(VanillaPolicy::Pending));
     let mut now = start;
     let mut accept = hex("10 00 00 03");
@@ -1378,14 +1366,7 @@ fn check_server_deadlines(config: ServerConfig, start: Instant) {
 
 #[test]
 fn poll_timeout_stays_within_max_delay_and_never_spins() {
-    let zero = ServerConfig::new(SECRET)
-        .with_keep_alive(Duration::ZERO)
-        .with_timeout(Duration::ZERO)
-        .with_connect_accept_resend(Duration::ZERO);
-    let huge = ServerConfig::new(SECRET)
-        .with_keep_alive(Duration::MAX)
-        .with_timeout(Duration::MAX)
-        .with_connect_accept_resend(Duration::MAX);
+    let (zero, huge) = (zero_config(), huge_config());
     let year = Instant::from_secs(365 * 24 * 3600);
     for config in [zero, huge, ServerConfig::new(SECRET)] {
         check_server_deadlines(config, Instant::ZERO);
