@@ -360,7 +360,7 @@ struct Shutdown {
 /// (see [`time`](crate::time)).
 ///
 /// ```
-/// use tether_net::game::{Server, ServerConfig, ServerEvent, TokenSecret};
+/// use tether_net::game::{Server, ServerConfig, TokenSecret};
 /// use tether_net::Instant;
 ///
 /// # let random_bytes = [9u8; 16];
@@ -371,7 +371,8 @@ struct Shutdown {
 /// let t = server.poll_transmit(Instant::ZERO, &mut buf).unwrap().unwrap();
 /// assert_eq!((t.to, &buf[..8]), (42, &b"\x10\x00\x00\x02TKEN"[..]));
 /// // other capacities
-/// let big: Box<Server<u32, 4096, 64>> = Box::new(Server::with_capacities(ServerConfig::new(TokenSecret(random_bytes))));
+/// let config = ServerConfig::new(TokenSecret(random_bytes));
+/// let big: Box<Server<u32, 4096, 64>> = Box::new(Server::with_capacities(config));
 /// # let _ = big;
 /// ```
 pub struct Server<P, const PEERS: usize = 64, const EVENTS: usize = 16> {
