@@ -404,10 +404,12 @@ fuzz_target!(|data: &[u8]| {
                 }
             }
             12 => {
-                // a datagram stamped earlier than the latest now (clock stepped back)
+                // the caller's clock steps back: a datagram stamped earlier than the latest now,
+                // and time goes on from there (the machine takes the step as no time passing)
                 let back = tether_net::Duration::from_millis(u64::from(r.u16()));
                 let bytes = r.blob().to_vec();
-                h.input(h.now - back, &bytes);
+                h.now = h.now - back;
+                h.input(h.now, &bytes);
             }
             13 => {
                 // skip the drains of the next 1..=4 ops
