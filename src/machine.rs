@@ -151,7 +151,7 @@ impl<E: fmt::Debug + fmt::Display> core::error::Error for DrainError<E> {}
 /// use tether_net::game::{Client, ClientConfig, ClientEvent};
 /// use tether_net::{drain, Instant};
 ///
-/// let mut client: Client = Client::new(ClientConfig::default());
+/// let mut client = Client::new(ClientConfig::default());
 /// client.connect(Instant::ZERO).unwrap();
 /// let mut buf = [0u8; 1400];
 /// let mut sent = Vec::new();
