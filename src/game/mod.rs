@@ -42,6 +42,8 @@
 
 pub mod client;
 pub mod event;
+pub mod huffman;
+pub mod packer;
 pub mod server;
 mod table;
 pub mod token;
