@@ -48,8 +48,12 @@
 //! let mut out = [0u8; 1394];
 //! let m = decompress(&packed[..n], &mut out).unwrap();
 //! assert_eq!(&out[..m], &data);
-//! // the form without the final zero byte decodes the same
-//! assert_eq!(decompress(&packed[..n - 1], &mut out), Ok(7));
+//!
+//! // `00` + EOF is 16 bits: DDNet 16.4 adds a zero byte, newer versions do not; both decode
+//! assert_eq!(compress(&[0x00], &mut packed), Ok(3));
+//! assert_eq!(&packed[..3], &[0x15, 0x37, 0x00]);
+//! assert_eq!(decompress(&packed[..3], &mut out), Ok(1));
+//! assert_eq!(decompress(&packed[..2], &mut out), Ok(1));
 //! ```
 
 use core::fmt;

@@ -40,9 +40,11 @@
 //! assert!(client.token().is_some());
 //! ```
 
+pub mod chunk;
 pub mod client;
 pub mod event;
 pub mod huffman;
+pub mod msg;
 pub mod packer;
 pub mod server;
 mod table;
