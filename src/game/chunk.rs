@@ -1,6 +1,6 @@
 //! Chunks: the messages inside a Teeworlds 0.6 / DDNet chunk packet
 //!
-//! A non-control packet is the 3-byte [`Header`](super::wire::Header) (its `num_chunks` byte
+//! A non-control packet is the 3-byte [`Header`] (its `num_chunks` byte
 //! counts the chunks), the chunks one after the other, and — on a DDNet token connection — the
 //! 4 token bytes. Everything after the header, the token included, is Huffman-compressed as one
 //! stream when that is strictly shorter (header flag 0x80, see [`super::huffman`]).

@@ -42,6 +42,7 @@
 
 pub mod chunk;
 pub mod client;
+pub mod connless;
 pub mod event;
 pub mod huffman;
 pub mod msg;
@@ -49,6 +50,7 @@ pub mod packer;
 pub mod server;
 mod table;
 pub mod token;
+pub mod vital;
 pub mod wire;
 
 pub use client::{Client, ClientConfig, ClientState, ClientStats};
