@@ -31,9 +31,10 @@
 //!
 //! # Speed
 //!
-//! The decoder reads 11 bits at a time and looks them up in a 2,048-entry table (16 KiB, built at
-//! compile time) that yields up to six whole symbols per lookup; codes longer than 11 bits finish
-//! bit by bit (at most 4 more steps). The encoder looks up one packed code word per byte and writes
+//! The decoder reads 12 bits at a time (9 on targets with pointers narrower than 64 bits) and
+//! looks them up in a table built at compile time (4,096 × 8 bytes = 32 KiB; 4 KiB with 9 bits)
+//! that yields up to six whole symbols per lookup; longer codes finish bit by bit. Four lookups
+//! share one refill of a 64-bit bit buffer, and each stores 8 bytes at once. The encoder looks up one packed code word per byte and writes
 //! the output four bytes at a time.
 //!
 //! ```
@@ -77,263 +78,21 @@ pub const MAX_CODE_LEN: u32 = 15;
 ///
 /// The C++ arrays carry a 257th value for EOF (1517 in 0.6.4 and DDNet 16.4, 1 in newer DDNet),
 /// but every version builds the tree with an EOF frequency of 1.
+#[rustfmt::skip]
 pub const FREQUENCIES: [u32; 256] = [
-    1 << 30,
-    4545,
-    2657,
-    431,
-    1950,
-    919,
-    444,
-    482,
-    2244,
-    617,
-    838,
-    542,
-    715,
-    1814,
-    304,
-    240,
-    754,
-    212,
-    647,
-    186,
-    283,
-    131,
-    146,
-    166,
-    543,
-    164,
-    167,
-    136,
-    179,
-    859,
-    363,
-    113,
-    157,
-    154,
-    204,
-    108,
-    137,
-    180,
-    202,
-    176,
-    872,
-    404,
-    168,
-    134,
-    151,
-    111,
-    113,
-    109,
-    120,
-    126,
-    129,
-    100,
-    41,
-    20,
-    16,
-    22,
-    18,
-    18,
-    17,
-    19,
-    16,
-    37,
-    13,
-    21,
-    362,
-    166,
-    99,
-    78,
-    95,
-    88,
-    81,
-    70,
-    83,
-    284,
-    91,
-    187,
-    77,
-    68,
-    52,
-    68,
-    59,
-    66,
-    61,
-    638,
-    71,
-    157,
-    50,
-    46,
-    69,
-    43,
-    11,
-    24,
-    13,
-    19,
-    10,
-    12,
-    12,
-    20,
-    14,
-    9,
-    20,
-    20,
-    10,
-    10,
-    15,
-    15,
-    12,
-    12,
-    7,
-    19,
-    15,
-    14,
-    13,
-    18,
-    35,
-    19,
-    17,
-    14,
-    8,
-    5,
-    15,
-    17,
-    9,
-    15,
-    14,
-    18,
-    8,
-    10,
-    2173,
-    134,
-    157,
-    68,
-    188,
-    60,
-    170,
-    60,
-    194,
-    62,
-    175,
-    71,
-    148,
-    67,
-    167,
-    78,
-    211,
-    67,
-    156,
-    69,
-    1674,
-    90,
-    174,
-    53,
-    147,
-    89,
-    181,
-    51,
-    174,
-    63,
-    163,
-    80,
-    167,
-    94,
-    128,
-    122,
-    223,
-    153,
-    218,
-    77,
-    200,
-    110,
-    190,
-    73,
-    174,
-    69,
-    145,
-    66,
-    277,
-    143,
-    141,
-    60,
-    136,
-    53,
-    180,
-    57,
-    142,
-    57,
-    158,
-    61,
-    166,
-    112,
-    152,
-    92,
-    26,
-    22,
-    21,
-    28,
-    20,
-    26,
-    30,
-    21,
-    32,
-    27,
-    20,
-    17,
-    23,
-    21,
-    30,
-    22,
-    22,
-    21,
-    27,
-    25,
-    17,
-    27,
-    23,
-    18,
-    39,
-    26,
-    15,
-    21,
-    12,
-    18,
-    18,
-    27,
-    20,
-    18,
-    15,
-    19,
-    11,
-    17,
-    33,
-    12,
-    18,
-    15,
-    19,
-    18,
-    16,
-    26,
-    17,
-    18,
-    9,
-    10,
-    25,
-    22,
-    22,
-    17,
-    20,
-    16,
-    6,
-    16,
-    15,
-    20,
-    14,
-    18,
-    24,
-    335,
+    1 << 30, 4545, 2657, 431, 1950, 919, 444, 482, 2244, 617, 838, 542, 715, 1814, 304, 240, 754, 212, 647, 186,
+    283, 131, 146, 166, 543, 164, 167, 136, 179, 859, 363, 113, 157, 154, 204, 108, 137, 180, 202, 176,
+    872, 404, 168, 134, 151, 111, 113, 109, 120, 126, 129, 100, 41, 20, 16, 22, 18, 18, 17, 19,
+    16, 37, 13, 21, 362, 166, 99, 78, 95, 88, 81, 70, 83, 284, 91, 187, 77, 68, 52, 68,
+    59, 66, 61, 638, 71, 157, 50, 46, 69, 43, 11, 24, 13, 19, 10, 12, 12, 20, 14, 9,
+    20, 20, 10, 10, 15, 15, 12, 12, 7, 19, 15, 14, 13, 18, 35, 19, 17, 14, 8, 5,
+    15, 17, 9, 15, 14, 18, 8, 10, 2173, 134, 157, 68, 188, 60, 170, 60, 194, 62, 175, 71,
+    148, 67, 167, 78, 211, 67, 156, 69, 1674, 90, 174, 53, 147, 89, 181, 51, 174, 63, 163, 80,
+    167, 94, 128, 122, 223, 153, 218, 77, 200, 110, 190, 73, 174, 69, 145, 66, 277, 143, 141, 60,
+    136, 53, 180, 57, 142, 57, 158, 61, 166, 112, 152, 92, 26, 22, 21, 28, 20, 26, 30, 21,
+    32, 27, 20, 17, 23, 21, 30, 22, 22, 21, 27, 25, 17, 27, 23, 18, 39, 26, 15, 21,
+    12, 18, 18, 27, 20, 18, 15, 19, 11, 17, 33, 12, 18, 15, 19, 18, 16, 26, 17, 18,
+    9, 10, 25, 22, 22, 17, 20, 16, 6, 16, 15, 20, 14, 18, 24, 335,
 ];
 
 /// The children of the internal nodes 257..=512: `[child for bit 0, child for bit 1]`
@@ -342,24 +101,32 @@ const TREE: [[u16; 2]; INTERNAL] = build_tree();
 /// Per symbol: the code bits (first choice in bit 0) in bits 0..16 and the length in bits 16..24
 static CODES: [u32; SYMBOLS] = build_codes();
 
-/// Bits the decoder looks up at once
-const LOOKUP_BITS: u32 = 11;
+/// Bits the decoder looks up at once: 12 (a 32 KiB table) on 64-bit targets, 9 (4 KiB) on
+/// smaller ones, where flash is scarce and the 64-bit arithmetic of the fast path is slow anyway
+const LOOKUP_BITS: u32 = if cfg!(target_pointer_width = "64") {
+    12
+} else {
+    9
+};
+const _: () = assert!(3 * LOOKUP_BITS + MAX_CODE_LEN <= 56 && 4 * LOOKUP_BITS <= 56);
 const LOOKUP_MASK: u64 = (1 << LOOKUP_BITS) - 1;
 /// Most whole symbols one table entry holds
 const MAX_RUN: u32 = 6;
 
 // Table entry layout (u64):
-//   bits 0..48   up to 6 decoded bytes, first in the lowest byte (LONG: the node id instead)
-//   bits 48..52  bits consumed by those symbols (and EOF, when ENTRY_EOF is set)
-//   bits 52..55  number of bytes (0..=6)
-//   bit 55       ENTRY_EOF: EOF follows the bytes within the 11 bits
-//   bit 56       ENTRY_LONG: no symbol ends within the 11 bits; bits 0..10 hold the node reached
-const ENTRY_USED_SHIFT: u32 = 48;
-const ENTRY_COUNT_SHIFT: u32 = 52;
-const ENTRY_EOF: u64 = 1 << 55;
-const ENTRY_LONG: u64 = 1 << 56;
+//   bits 0..6    bits consumed by the symbols (and EOF, when ENTRY_EOF is set): the low 6 bits,
+//                so `buf >> e` shifts by exactly that much
+//   bits 8..56   up to 6 decoded bytes, first in bits 8..16 (LONG: the node id instead)
+//   bits 56..59  number of bytes (0..=6)
+//   bit 59       ENTRY_EOF: EOF follows the bytes within the lookup bits
+//   LONG entries (no symbol ends within the lookup bits) have count 0 and no EOF; bits 8..18 hold
+//   the node reached after them
+const ENTRY_SYMS_SHIFT: u32 = 8;
+const ENTRY_COUNT_SHIFT: u32 = 56;
+const ENTRY_EOF: u64 = 1 << 59;
 
-/// The multi-symbol decode table, indexed by the next 11 input bits (first bit in bit 0)
+/// The multi-symbol decode table, indexed by the next [`LOOKUP_BITS`] input bits (first bit in
+/// bit 0)
 static DECODE: [u64; 1 << LOOKUP_BITS] = build_decode();
 
 /// Build the tree from [`FREQUENCIES`] (EOF frequency 1) with DDNet's tie-breaking
@@ -441,7 +208,7 @@ const fn build_codes() -> [u32; SYMBOLS] {
     codes
 }
 
-/// Build the 11-bit multi-symbol decode table
+/// Build the multi-symbol decode table
 const fn build_decode() -> [u64; 1 << LOOKUP_BITS] {
     let mut table = [0u64; 1 << LOOKUP_BITS];
     let mut index = 0;
@@ -458,7 +225,7 @@ const fn build_decode() -> [u64; 1 << LOOKUP_BITS] {
             node = child(node, bits >> pos);
             pos += 1;
             if node == EOF {
-                entry = syms | ENTRY_EOF | ((pos as u64) << ENTRY_USED_SHIFT);
+                entry = (syms << ENTRY_SYMS_SHIFT) | ENTRY_EOF | pos as u64;
                 done = true;
             } else if (node as usize) < SYMBOLS {
                 syms |= (node as u64) << (8 * count);
@@ -473,9 +240,9 @@ const fn build_decode() -> [u64; 1 << LOOKUP_BITS] {
         if entry == 0 {
             entry = if count == 0 {
                 // the code is longer than the lookup: continue from `node` bit by bit
-                ENTRY_LONG | node as u64 | ((LOOKUP_BITS as u64) << ENTRY_USED_SHIFT)
+                ((node as u64) << ENTRY_SYMS_SHIFT) | LOOKUP_BITS as u64
             } else {
-                syms | ((used as u64) << ENTRY_USED_SHIFT)
+                (syms << ENTRY_SYMS_SHIFT) | used as u64
             };
         }
         table[index] = entry | ((count as u64) << ENTRY_COUNT_SHIFT);
@@ -681,8 +448,18 @@ pub fn compress(input: &[u8], out: &mut [u8]) -> Result<usize, CompressError> {
 /// [`DecompressError::Truncated`] when `input` ends before EOF. Either way the contents of `out`
 /// are unspecified.
 pub fn decompress(input: &[u8], out: &mut [u8]) -> Result<usize, DecompressError> {
+    let input_bits = input.len() * 8;
+    // inputs shorter than one 8-byte load are decoded from a zero-padded copy
+    let mut padded = [0u8; 8];
+    let data = if input.len() < 8 {
+        padded[..input.len()].copy_from_slice(input);
+        &padded[..]
+    } else {
+        input
+    };
     let mut d = BitReader {
-        input,
+        input: data,
+        len: input.len(),
         pos: 0,
         buf: 0,
         nbits: 0,
@@ -690,58 +467,82 @@ pub fn decompress(input: &[u8], out: &mut [u8]) -> Result<usize, DecompressError
     let mut o = 0usize;
     let full = DecompressError::OutputFull { limit: out.len() };
 
-    // Fast path: 8 input bytes readable and room for three table entries' 8-byte stores.
-    while d.pos + 8 <= input.len() && o + 32 <= out.len() {
-        d.refill_fast();
-        // ≥ 56 bits buffered; three lookups use at most 3 × 15 bits
-        for _ in 0..3 {
+    // Fast path, while three table entries' 8-byte stores fit: the input is read as if followed
+    // by zero bytes, and the bits consumed are checked against the real input before every group
+    // of lookups and at EOF; a stream that ran into the padding is truncated.
+    'fast: while o + 32 <= out.len() {
+        d.refill_padded();
+        if d.consumed() > input_bits {
+            return Err(truncated(out, o, d.consumed(), input_bits));
+        }
+        // ≥ 56 bits buffered: four lookups of ≤ 12 bits, or fewer and then one long code (≤ 15
+        // bits, after which the buffer is refilled); four entries store at most 18 + 8 bytes
+        for _ in 0..4 {
             let e = DECODE[(d.buf & LOOKUP_MASK) as usize];
-            if e & (ENTRY_EOF | ENTRY_LONG) == 0 {
+            let meta = (e >> ENTRY_COUNT_SHIFT) as u32;
+            if meta.wrapping_sub(1) < MAX_RUN {
+                // 1..=6 bytes, no EOF: store 8 bytes, keep `meta` of them
                 if let Some(dst) = out.get_mut(o..o + 8) {
-                    dst.copy_from_slice(&e.to_le_bytes());
+                    dst.copy_from_slice(&(e >> ENTRY_SYMS_SHIFT).to_le_bytes());
                 }
-                o += entry_count(e);
+                o += meta as usize;
                 d.consume(entry_used(e));
             } else if e & ENTRY_EOF != 0 {
                 let n = entry_count(e);
                 if let Some(dst) = out.get_mut(o..o + n) {
-                    dst.copy_from_slice(&e.to_le_bytes()[..n]);
+                    dst.copy_from_slice(&(e >> ENTRY_SYMS_SHIFT).to_le_bytes()[..n]);
+                }
+                d.consume(entry_used(e));
+                let end = d.consumed();
+                if end > input_bits {
+                    let symbols_end = end - MAX_CODE_LEN as usize;
+                    return Err(truncated(out, o + n, symbols_end, input_bits));
                 }
                 return Ok(o + n);
             } else {
                 d.consume(LOOKUP_BITS);
-                let mut node = (e & 0x3FF) as u16;
+                let mut node = entry_node(e);
                 while node as usize >= SYMBOLS {
                     node = child(node, d.buf);
                     d.consume(1);
                 }
                 if node == EOF {
+                    let end = d.consumed();
+                    if end > input_bits {
+                        return Err(truncated(out, o, end - MAX_CODE_LEN as usize, input_bits));
+                    }
                     return Ok(o);
                 }
                 if let Some(b) = out.get_mut(o) {
                     *b = node as u8;
                 }
                 o += 1;
+                continue 'fast;
             }
         }
     }
+    if d.consumed() > input_bits {
+        return Err(truncated(out, o, d.consumed(), input_bits));
+    }
 
-    // Careful path: exact bit accounting at the end of the input or the output.
+    // Careful path near the end of the output: exact bit accounting, one symbol at a time.
     loop {
         d.refill_slow();
-        let avail = d.nbits;
+        let avail = (input_bits - d.consumed()).min(d.nbits as usize) as u32;
         let e = DECODE[(d.buf & LOOKUP_MASK) as usize];
-        if e & ENTRY_LONG != 0 {
-            // first the 11 bits, then one bit at a time
+        if entry_count(e) == 0 && e & ENTRY_EOF == 0 {
+            // LONG: first the lookup bits, then one bit at a time
             if avail < LOOKUP_BITS {
                 return Err(DecompressError::Truncated { decoded: o });
             }
+            let mut avail = avail - LOOKUP_BITS;
             d.consume(LOOKUP_BITS);
-            let mut node = (e & 0x3FF) as u16;
+            let mut node = entry_node(e);
             while node as usize >= SYMBOLS {
-                if d.nbits == 0 {
+                if avail == 0 {
                     return Err(DecompressError::Truncated { decoded: o });
                 }
+                avail -= 1;
                 node = child(node, d.buf);
                 d.consume(1);
             }
@@ -754,7 +555,7 @@ pub fn decompress(input: &[u8], out: &mut [u8]) -> Result<usize, DecompressError
         }
         // whole symbols, one at a time, each checked against the input and the output
         let mut used = 0u32;
-        let bytes = e.to_le_bytes();
+        let bytes = (e >> ENTRY_SYMS_SHIFT).to_le_bytes();
         for &sym in &bytes[..entry_count(e)] {
             used += CODES[sym as usize] >> 16;
             if used > avail {
@@ -773,6 +574,20 @@ pub fn decompress(input: &[u8], out: &mut [u8]) -> Result<usize, DecompressError
     }
 }
 
+/// The [`DecompressError::Truncated`] of a fast-path decode that read `end` bits (the end of
+/// its last symbol) while the input has only `input_bits`: the symbols that end past the input
+/// were decoded from padding and are not counted
+#[cold]
+fn truncated(out: &[u8], mut o: usize, mut end: usize, input_bits: usize) -> DecompressError {
+    while end > input_bits && o > 0 {
+        o -= 1;
+        end -= out
+            .get(o)
+            .map_or(0, |&b| (CODES[b as usize] >> 16) as usize);
+    }
+    DecompressError::Truncated { decoded: o }
+}
+
 #[inline(always)]
 const fn entry_count(e: u64) -> usize {
     ((e >> ENTRY_COUNT_SHIFT) & 0x7) as usize
@@ -780,37 +595,67 @@ const fn entry_count(e: u64) -> usize {
 
 #[inline(always)]
 const fn entry_used(e: u64) -> u32 {
-    ((e >> ENTRY_USED_SHIFT) & 0xF) as u32
+    (e & 63) as u32
 }
 
-/// LSB-first bit buffer over the input
+#[inline(always)]
+const fn entry_node(e: u64) -> u16 {
+    ((e >> ENTRY_SYMS_SHIFT) & 0x3FF) as u16
+}
+
+/// LSB-first bit buffer over the input, read as if zero bytes followed it
 ///
-/// Invariant: `buf` holds `nbits` valid bits in its low bits; bits above them are either zero or
-/// the bits of the input bytes starting at `pos` (so OR-ing those bytes in again is harmless).
+/// `input` holds at least 8 bytes (a short input is copied into a zero-padded array first);
+/// `len` is the real input length. `pos` counts the bytes fetched, padding included (it may pass
+/// the input's end). Invariant: `buf` holds `nbits` bits in its low bits; the bits above them are
+/// zero or the bits of the bytes starting at `pos` (zero past the end), so fetching those bytes
+/// again is harmless.
 struct BitReader<'a> {
     input: &'a [u8],
+    len: usize,
     pos: usize,
     buf: u64,
     nbits: u32,
 }
 
+/// The 8 bytes of `b` at `at` as a little-endian word (zero when out of range)
+#[inline(always)]
+fn load(b: &[u8], at: usize) -> u64 {
+    b.get(at..at + 8).map_or(0, |w| {
+        let mut a = [0u8; 8];
+        a.copy_from_slice(w);
+        u64::from_le_bytes(a)
+    })
+}
+
 impl BitReader<'_> {
-    /// Top up to ≥ 56 bits from 8 readable input bytes (`pos + 8 <= input.len()`)
+    /// Bits taken out of the buffer so far
     #[inline(always)]
-    fn refill_fast(&mut self) {
-        if let Some(word) = self.input.get(self.pos..self.pos + 8) {
-            let mut w = [0u8; 8];
-            w.copy_from_slice(word);
-            self.buf |= u64::from_le_bytes(w) << self.nbits;
-            self.pos += ((63 - self.nbits) >> 3) as usize;
-            self.nbits |= 56;
-        }
+    fn consumed(&self) -> usize {
+        self.pos * 8 - self.nbits as usize
     }
 
-    /// Top up byte by byte while there is input and room
+    /// Top up to ≥ 56 bits, zero bytes past the end of the input
+    #[inline(always)]
+    fn refill_padded(&mut self) {
+        let n = self.input.len();
+        let word = if self.pos + 8 <= n {
+            load(self.input, self.pos)
+        } else if self.pos < n {
+            // the last 8 bytes, shifted so that the byte at `pos` comes first
+            load(self.input, n - 8) >> (8 * (self.pos + 8 - n))
+        } else {
+            0
+        };
+        self.buf |= word << self.nbits;
+        self.pos += ((63 - self.nbits) >> 3) as usize;
+        self.nbits |= 56;
+    }
+
+    /// Top up byte by byte while there is real input and room
     #[inline]
     fn refill_slow(&mut self) {
-        while self.nbits <= 56 {
+        while self.nbits <= 56 && self.pos < self.len {
             let Some(&b) = self.input.get(self.pos) else {
                 break;
             };
@@ -822,8 +667,9 @@ impl BitReader<'_> {
 
     #[inline(always)]
     fn consume(&mut self, n: u32) {
-        self.buf >>= n;
-        self.nbits = self.nbits.saturating_sub(n);
+        // callers never take more than the buffered bits
+        self.buf >>= n & 63;
+        self.nbits = self.nbits.wrapping_sub(n);
     }
 }
 
