@@ -219,8 +219,8 @@ fn simulate(
             let (_, to, bytes) = link.in_flight.remove(0);
             sides[to].receive(now, &bytes);
         }
-        for i in 0..2 {
-            sides[i].step(&mut rng, now, &mut link, 1 - i);
+        for (i, side) in sides.iter_mut().enumerate() {
+            side.step(&mut rng, now, &mut link, 1 - i);
         }
         // exactly once, in order, at every moment
         for i in 0..2 {
