@@ -403,6 +403,13 @@ pub struct Chunks<'a> {
     left: u8,
 }
 
+#[cfg(feature = "defmt")]
+impl defmt::Format for Chunks<'_> {
+    fn format(&self, f: defmt::Formatter<'_>) {
+        defmt::write!(f, "Chunks {{ offset: {}, left: {} }}", self.pos, self.left);
+    }
+}
+
 impl<'a> Chunks<'a> {
     /// The chunks of `payload`, `num_chunks` of them (the packet header's byte 2)
     #[must_use]
@@ -530,6 +537,19 @@ pub struct ChunkWriter<'b> {
     len: usize,
     limit: usize,
     count: u8,
+}
+
+#[cfg(feature = "defmt")]
+impl defmt::Format for ChunkWriter<'_> {
+    fn format(&self, f: defmt::Formatter<'_>) {
+        defmt::write!(
+            f,
+            "ChunkWriter {{ len: {}, chunks: {}, limit: {} }}",
+            self.len,
+            self.count,
+            self.limit
+        );
+    }
 }
 
 impl<'b> ChunkWriter<'b> {

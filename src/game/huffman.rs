@@ -343,6 +343,18 @@ pub struct Encoder<'o> {
     nbits: u32,
 }
 
+#[cfg(feature = "defmt")]
+impl defmt::Format for Encoder<'_> {
+    fn format(&self, f: defmt::Formatter<'_>) {
+        defmt::write!(
+            f,
+            "Encoder {{ written: {}, bits: {} }}",
+            self.len,
+            self.nbits
+        );
+    }
+}
+
 impl<'o> Encoder<'o> {
     /// An encoder writing into `out`
     #[must_use]

@@ -269,6 +269,13 @@ pub struct Unpacker<'a> {
     buf: &'a [u8],
 }
 
+#[cfg(feature = "defmt")]
+impl defmt::Format for Unpacker<'_> {
+    fn format(&self, f: defmt::Formatter<'_>) {
+        defmt::write!(f, "Unpacker {{ remaining: {} }}", self.buf.len());
+    }
+}
+
 impl<'a> Unpacker<'a> {
     /// A reader over `buf`
     #[must_use]
@@ -363,6 +370,13 @@ impl<'a> Unpacker<'a> {
 pub struct Packer<'b> {
     buf: &'b mut [u8],
     pos: usize,
+}
+
+#[cfg(feature = "defmt")]
+impl defmt::Format for Packer<'_> {
+    fn format(&self, f: defmt::Formatter<'_>) {
+        defmt::write!(f, "Packer {{ written: {} }}", self.pos);
+    }
 }
 
 impl<'b> Packer<'b> {
