@@ -32,10 +32,10 @@
 //! # Speed
 //!
 //! The decoder reads 12 bits at a time (9 on targets with pointers narrower than 64 bits) and
-//! looks them up in a table built at compile time (4,096 × 8 bytes = 32 KiB; 4 KiB with 9 bits)
-//! that yields up to six whole symbols per lookup; longer codes finish bit by bit. Four lookups
-//! share one refill of a 64-bit bit buffer, and each stores 8 bytes at once. The encoder looks up one packed code word per byte and writes
-//! the output four bytes at a time.
+//! looks them up in two tables built at compile time (4,096 × (8 + 2) bytes = 40 KiB; 5 KiB with
+//! 9 bits) that yield up to eight whole symbols per lookup; longer codes finish bit by bit. Four
+//! lookups share one refill of a 64-bit bit buffer, and each stores 8 bytes at once. The encoder
+//! looks up one packed code word per byte and writes the output four bytes at a time.
 //!
 //! ```
 //! use tether_net::game::huffman::{compress, compressed_len, decompress};
@@ -101,7 +101,7 @@ const TREE: [[u16; 2]; INTERNAL] = build_tree();
 /// Per symbol: the code bits (first choice in bit 0) in bits 0..16 and the length in bits 16..24
 static CODES: [u32; SYMBOLS] = build_codes();
 
-/// Bits the decoder looks up at once: 12 (a 32 KiB table) on 64-bit targets, 9 (4 KiB) on
+/// Bits the decoder looks up at once: 12 (40 KiB of tables) on 64-bit targets, 9 (5 KiB) on
 /// smaller ones, where flash is scarce and the 64-bit arithmetic of the fast path is slow anyway
 const LOOKUP_BITS: u32 = if cfg!(target_pointer_width = "64") {
     12
@@ -111,23 +111,23 @@ const LOOKUP_BITS: u32 = if cfg!(target_pointer_width = "64") {
 const _: () = assert!(3 * LOOKUP_BITS + MAX_CODE_LEN <= 56 && 4 * LOOKUP_BITS <= 56);
 const LOOKUP_MASK: u64 = (1 << LOOKUP_BITS) - 1;
 /// Most whole symbols one table entry holds
-const MAX_RUN: u32 = 6;
+const MAX_RUN: u32 = 8;
 
-// Table entry layout (u64):
-//   bits 0..6    bits consumed by the symbols (and EOF, when ENTRY_EOF is set): the low 6 bits,
-//                so `buf >> e` shifts by exactly that much
-//   bits 8..56   up to 6 decoded bytes, first in bits 8..16 (LONG: the node id instead)
-//   bits 56..59  number of bytes (0..=6)
-//   bit 59       ENTRY_EOF: EOF follows the bytes within the lookup bits
-//   LONG entries (no symbol ends within the lookup bits) have count 0 and no EOF; bits 8..18 hold
-//   the node reached after them
-const ENTRY_SYMS_SHIFT: u32 = 8;
-const ENTRY_COUNT_SHIFT: u32 = 56;
-const ENTRY_EOF: u64 = 1 << 59;
+// Two tables share the lookup index: SYMS (u64) holds up to 8 decoded bytes, first in the lowest
+// byte (LONG entries: the node reached), META (u16) says what they mean:
+//   bits 0..6    bits consumed by the bytes (and EOF, when META_EOF is set): the low 6 bits, so
+//                `buf >> meta` shifts by exactly that much
+//   bits 8..12   number of bytes (0..=8)
+//   bit 12       META_EOF: EOF follows the bytes within the lookup bits
+//   LONG entries (no symbol ends within the lookup bits) have count 0 and no EOF
+const META_COUNT_SHIFT: u32 = 8;
+const META_EOF: u16 = 1 << 12;
 
-/// The multi-symbol decode table, indexed by the next [`LOOKUP_BITS`] input bits (first bit in
+/// The multi-symbol decode tables, indexed by the next [`LOOKUP_BITS`] input bits (first bit in
 /// bit 0)
-static DECODE: [u64; 1 << LOOKUP_BITS] = build_decode();
+const DECODE: ([u64; 1 << LOOKUP_BITS], [u16; 1 << LOOKUP_BITS]) = build_decode();
+static SYMS: [u64; 1 << LOOKUP_BITS] = DECODE.0;
+static META: [u16; 1 << LOOKUP_BITS] = DECODE.1;
 
 /// Build the tree from [`FREQUENCIES`] (EOF frequency 1) with DDNet's tie-breaking
 const fn build_tree() -> [[u16; 2]; INTERNAL] {
@@ -208,9 +208,10 @@ const fn build_codes() -> [u32; SYMBOLS] {
     codes
 }
 
-/// Build the multi-symbol decode table
-const fn build_decode() -> [u64; 1 << LOOKUP_BITS] {
-    let mut table = [0u64; 1 << LOOKUP_BITS];
+/// Build the multi-symbol decode tables
+const fn build_decode() -> ([u64; 1 << LOOKUP_BITS], [u16; 1 << LOOKUP_BITS]) {
+    let mut syms_table = [0u64; 1 << LOOKUP_BITS];
+    let mut meta_table = [0u16; 1 << LOOKUP_BITS];
     let mut index = 0;
     while index < (1 << LOOKUP_BITS) {
         let bits = index as u64;
@@ -219,36 +220,31 @@ const fn build_decode() -> [u64; 1 << LOOKUP_BITS] {
         let mut count = 0u32;
         let mut syms = 0u64;
         let mut node = ROOT;
-        let mut entry = 0u64;
-        let mut done = false;
-        while !done && pos < LOOKUP_BITS {
+        let mut eof = false;
+        while !eof && count < MAX_RUN && pos < LOOKUP_BITS {
             node = child(node, bits >> pos);
             pos += 1;
             if node == EOF {
-                entry = (syms << ENTRY_SYMS_SHIFT) | ENTRY_EOF | pos as u64;
-                done = true;
+                eof = true;
+                used = pos;
             } else if (node as usize) < SYMBOLS {
                 syms |= (node as u64) << (8 * count);
                 count += 1;
                 used = pos;
                 node = ROOT;
-                if count == MAX_RUN {
-                    done = true;
-                }
             }
         }
-        if entry == 0 {
-            entry = if count == 0 {
-                // the code is longer than the lookup: continue from `node` bit by bit
-                ((node as u64) << ENTRY_SYMS_SHIFT) | LOOKUP_BITS as u64
-            } else {
-                (syms << ENTRY_SYMS_SHIFT) | used as u64
-            };
+        if count == 0 && !eof {
+            // the code is longer than the lookup: continue from `node` bit by bit
+            syms = node as u64;
+            used = LOOKUP_BITS;
         }
-        table[index] = entry | ((count as u64) << ENTRY_COUNT_SHIFT);
+        syms_table[index] = syms;
+        meta_table[index] =
+            (used as u16) | ((count as u16) << META_COUNT_SHIFT) | if eof { META_EOF } else { 0 };
         index += 1;
     }
-    table
+    (syms_table, meta_table)
 }
 
 /// Length in bits of the code of `symbol` (0..=255, or [`EOF`])
@@ -490,21 +486,23 @@ pub fn decompress(input: &[u8], out: &mut [u8]) -> Result<usize, DecompressError
         // ≥ 56 bits buffered: four lookups of ≤ 12 bits, or fewer and then one long code (≤ 15
         // bits, after which the buffer is refilled); four entries store at most 18 + 8 bytes
         for _ in 0..4 {
-            let e = DECODE[(d.buf & LOOKUP_MASK) as usize];
-            let meta = (e >> ENTRY_COUNT_SHIFT) as u32;
-            if meta.wrapping_sub(1) < MAX_RUN {
-                // 1..=6 bytes, no EOF: store 8 bytes, keep `meta` of them
+            let i = (d.buf & LOOKUP_MASK) as usize;
+            let m = META[i];
+            let e = SYMS[i];
+            let count = u32::from(m >> META_COUNT_SHIFT);
+            if count.wrapping_sub(1) < MAX_RUN {
+                // 1..=8 bytes, no EOF: store all 8, keep `count` of them
                 if let Some(dst) = out.get_mut(o..o + 8) {
-                    dst.copy_from_slice(&(e >> ENTRY_SYMS_SHIFT).to_le_bytes());
+                    dst.copy_from_slice(&e.to_le_bytes());
                 }
-                o += meta as usize;
-                d.consume(entry_used(e));
-            } else if e & ENTRY_EOF != 0 {
-                let n = entry_count(e);
+                o += count as usize;
+                d.consume(u32::from(m) & 63);
+            } else if m & META_EOF != 0 {
+                let n = (count & 0xF) as usize;
                 if let Some(dst) = out.get_mut(o..o + n) {
-                    dst.copy_from_slice(&(e >> ENTRY_SYMS_SHIFT).to_le_bytes()[..n]);
+                    dst.copy_from_slice(&e.to_le_bytes()[..n]);
                 }
-                d.consume(entry_used(e));
+                d.consume(u32::from(m) & 63);
                 let end = d.consumed();
                 if end > input_bits {
                     let symbols_end = end - MAX_CODE_LEN as usize;
@@ -513,7 +511,7 @@ pub fn decompress(input: &[u8], out: &mut [u8]) -> Result<usize, DecompressError
                 return Ok(o + n);
             } else {
                 d.consume(LOOKUP_BITS);
-                let mut node = entry_node(e);
+                let mut node = e as u16;
                 while node as usize >= SYMBOLS {
                     node = child(node, d.buf);
                     d.consume(1);
@@ -541,15 +539,17 @@ pub fn decompress(input: &[u8], out: &mut [u8]) -> Result<usize, DecompressError
     loop {
         d.refill_slow();
         let avail = (input_bits - d.consumed()).min(d.nbits as usize) as u32;
-        let e = DECODE[(d.buf & LOOKUP_MASK) as usize];
-        if entry_count(e) == 0 && e & ENTRY_EOF == 0 {
+        let i = (d.buf & LOOKUP_MASK) as usize;
+        let (m, e) = (META[i], SYMS[i]);
+        let count = usize::from((m >> META_COUNT_SHIFT) & 0xF);
+        if count == 0 && m & META_EOF == 0 {
             // LONG: first the lookup bits, then one bit at a time
             if avail < LOOKUP_BITS {
                 return Err(DecompressError::Truncated { decoded: o });
             }
             let mut avail = avail - LOOKUP_BITS;
             d.consume(LOOKUP_BITS);
-            let mut node = entry_node(e);
+            let mut node = e as u16;
             while node as usize >= SYMBOLS {
                 if avail == 0 {
                     return Err(DecompressError::Truncated { decoded: o });
@@ -567,8 +567,8 @@ pub fn decompress(input: &[u8], out: &mut [u8]) -> Result<usize, DecompressError
         }
         // whole symbols, one at a time, each checked against the input and the output
         let mut used = 0u32;
-        let bytes = (e >> ENTRY_SYMS_SHIFT).to_le_bytes();
-        for &sym in &bytes[..entry_count(e)] {
+        let bytes = e.to_le_bytes();
+        for &sym in &bytes[..count] {
             used += CODES[sym as usize] >> 16;
             if used > avail {
                 return Err(DecompressError::Truncated { decoded: o });
@@ -576,8 +576,8 @@ pub fn decompress(input: &[u8], out: &mut [u8]) -> Result<usize, DecompressError
             *out.get_mut(o).ok_or(full)? = sym;
             o += 1;
         }
-        if e & ENTRY_EOF != 0 {
-            if entry_used(e) > avail {
+        if m & META_EOF != 0 {
+            if u32::from(m & 63) > avail {
                 return Err(DecompressError::Truncated { decoded: o });
             }
             return Ok(o);
@@ -598,21 +598,6 @@ fn truncated(out: &[u8], mut o: usize, mut end: usize, input_bits: usize) -> Dec
             .map_or(0, |&b| (CODES[b as usize] >> 16) as usize);
     }
     DecompressError::Truncated { decoded: o }
-}
-
-#[inline(always)]
-const fn entry_count(e: u64) -> usize {
-    ((e >> ENTRY_COUNT_SHIFT) & 0x7) as usize
-}
-
-#[inline(always)]
-const fn entry_used(e: u64) -> u32 {
-    (e & 63) as u32
-}
-
-#[inline(always)]
-const fn entry_node(e: u64) -> u16 {
-    ((e >> ENTRY_SYMS_SHIFT) & 0x3FF) as u16
 }
 
 /// LSB-first bit buffer over the input, read as if zero bytes followed it
