@@ -63,8 +63,6 @@ pub const MAX_CHUNKS: usize = 255;
 /// Chunk bytes plus token a peer accepts in one packet (`NET_MAX_PAYLOAD`); also the limit for
 /// decompressed data
 pub const MAX_PAYLOAD: usize = huffman::MAX_DECOMPRESSED_LEN;
-/// Sequence numbers count modulo this
-pub const SEQ_MODULO: u16 = 1024;
 /// Size of the scratch buffer [`decompress_packet`] needs: the header and [`MAX_PAYLOAD`] bytes
 pub const SCRATCH_LEN: usize = HEADER_LEN + MAX_PAYLOAD;
 
