@@ -385,4 +385,120 @@ w.u8(3, 0).blob(h(LP["v6_auth_pipelined"])).u8(3, 1).blob(h(LP["v6_auth_go"]))
 w.u8(15, 0, 2, 1, 2).u8(14, 0).u8(16, 1, 2, 2, 2).u8(20)
 write("longport_server", "hold_close_while_queued", w.bytes())
 
+# --------------------------------------------------------------------------------------------
+# game chunk layer (spec/game-chunks.md C.4, C.6.4, D.2-D.4: live DDNet 16.4 captures)
+T40 = "40 72 f6 5a"
+INFO_CHUNK = "41 07 01 03 " + b"0.6 626fce9a778df4d4".hex(" ") + " 00 00"
+SERVER_ANSWER = (
+    "41 02 01 01 12 81 0e 1f a1 db 33 78 b4 fb 16 4e d6 50 59 26 00 "
+    "41 03 02 01 f6 21 a5 a1 f5 85 37 75 8e 73 41 be ee 79 f2 b2 05 3f "
+    "44 04 03 01 f9 11 7b 3c 80 39 34 16 9f c0 ae f2 bc b7 5c 03 " + b"Tutorial\0".hex(" ") + " "
+    "0d af bb a3 01 08 4a eb bf 43 95 75 e3 6a 44 bf b6 5a 4f 15 e6 06 e9 ee c3 81 4e 2e 0e 28 d9 53 "
+    "f9 ed 9c ab 0e 97 95 84 01 00 "
+    "41 03 04 05 " + b"Tutorial\0".hex(" ") + " f9 ed 9c ab 0e 97 95 84 01"
+)
+S2C_PLAIN = "00 04 13 8c 01 11 02 05 0f 8c 01 02 e9 f3 a4 dd 01 1b 00 01 00 09 00 02" + " 00" * 21
+CHUNK_PACKETS = {
+    "info": "00 00 01 " + INFO_CHUNK + " " + T40,
+    "server_answer": "00 01 04 " + SERVER_ANSWER + " " + T40,
+    "request_map_data": "00 04 01 40 02 02 27 00 " + T40,
+    "input_compressed": "80 cd 01 98 91 49 64 81 d6 ff 95 e0 c4 31 8a 4b 71 03",
+    "snap_compressed_extra_byte": "80 bd 02 3d 55 b4 d0 94 b0 bb a3 85 c2 35 49 9d 6d aa 47 68 31 b3 f8 ff ff b6 65 99 b6 1f 14 37 00",
+    "ready": "00 bd 01 40 21 bb 1d " + T40,
+    "motd_con_ready": "00 bb 02 40 22 be 02 00 40 21 bf 09 " + T40,
+    "entergame": "00 c2 01 40 21 bd 1f " + T40,
+    "resend_request": "40 07 00 a7 34 ec 04",
+    "resent_pings": "00 ce 02 c0 21 bf 2d c0 31 c0 2d d4 78 93 97",
+    "bomb": "80 00 01" + " ff" * 64,
+    "truncated_data": "00 00 01 78 0a 05 01 02 03",
+}
+for name, hexs in CHUNK_PACKETS.items():
+    write("game_chunks", name, h(hexs))
+# the iterator view: a count byte, then chunk bytes
+write("game_chunks", "iter_server_answer", bytes([4]) + h(SERVER_ANSWER))
+write("game_chunks", "iter_s2c", bytes([2]) + h(S2C_PLAIN))
+write("game_chunks", "iter_headers", bytes([5]) + h("78 0a 05") + bytes(906) + h("40 f1 ff 00 ff 4f 00") + bytes(1023) + h("c0 15 40 01 02 03 04 05 01 00") + bytes(16))
+
+HUFFMAN = {
+    "empty_packed": "8a 1b",
+    "zero_packed": "15 37 00",
+    "zero_packed_master": "15 37",
+    "four_zeros_packed": "af b8 01",
+    "mixed_packed": "b1 08 2a 6e 00",
+    "ff8_packed": "92 92 92 92 92 92 92 92 8a 1b",
+    "hello_packed": "ae 95 13 5c 09 57 c2 16 29 6e 00",
+    "input_packed": "98 91 49 64 81 d6 ff 95 e0 c4 31 8a 4b 71 03",
+    "s2c_packed": "3d 55 b4 d0 94 b0 bb a3 85 c2 35 49 9d 6d aa 47 68 31 b3 f8 ff ff b6 65 99 b6 1f 14 37 00",
+    "s2c_plain": S2C_PLAIN + " a4 27 df 91",
+    "info_plain": INFO_CHUNK + " 12 34 56 78",
+    "counting": " ".join("%02x" % i for i in range(16)),
+    "bomb_ones": " ff" * 200,
+    "bomb_zeros": " 00" * 200,
+}
+for name, hexs in HUFFMAN.items():
+    write("huffman", name, h(hexs))
+
+def strs(*parts):
+    return b"".join(p.encode() + b"\0" for p in parts)
+
+FF10 = b"\xff" * 10
+CONNLESS = {
+    "gie3": FF10 + b"gie3\x56",
+    "gie3_xe": h("78 65 12 34 00 00 ff ff ff ff") + b"gie3\x56",
+    "fstd": FF10 + b"fstd\x56",
+    "inf3": FF10 + b"inf3" + strs("86", "0.6.4, 16.4", "probe [0/64]", "Tutorial", "DDraceNetwork", "0", "0", "16", "0", "16"),
+    "inf3_client": FF10 + b"inf3" + strs("86", "0.6.4, 16.4", "probe", "Tutorial", "DDraceNetwork", "0", "1", "16", "1", "16", "joinpy", "", "-1", "-9999", "1"),
+    "iext": FF10 + b"iext" + strs("1193046", "0.6.4, 16.4", "probe", "Tutorial", "-1924373370", "1082711", "DDraceNetwork", "0", "0", "64", "0", "64", "") + strs("joinpy", "", "-1", "-9999", "1", ""),
+    "iex_more": FF10 + b"iex+" + strs("1193046", "1", "") + strs("a", "b", "276", "10", "0", ""),
+    "dtsf": FF10 + b"dtsf" + strs("86", "0.6.4, 16.4", "probe", "Tutorial", "DDraceNetwork", "0", "0", "64", "0", "64") + b"\x00",
+    "unsolicited": FF10 + b"inf3" + strs("-1", "0.6.4, 16.4", "probe2 [1/64]", "Tutorial", "DDraceNetwork", "0", "1", "16", "1", "16"),
+    "sixup": h("21 00 00 00 00 00 00 00 00"),
+}
+for name, data in CONNLESS.items():
+    write("game_connless", name, data)
+
+MSGS = {
+    "info": "03 " + b"0.6 626fce9a778df4d4".hex(" ") + " 00 00",
+    "rcon_type": "01 12 81 0e 1f a1 db 33 78 b4 fb 16 4e d6 50 59 26 00",
+    "capabilities": "01 f6 21 a5 a1 f5 85 37 75 8e 73 41 be ee 79 f2 b2 05 3f",
+    "map_change": "05 " + b"Tutorial\0".hex(" ") + " f9 ed 9c ab 0e 97 95 84 01",
+    "map_data_last": "07 01 f9 ed 9c ab 0e b8 12 97 05" + " 00" * 343,
+    "request_map_data": "27 00",
+    "ready": "1d",
+    "con_ready": "09",
+    "entergame": "1f",
+    "input": "21 90 01 92 01 28" + " 00" * 10,
+    "input_timing": "13 8c 01 11",
+    "snapsingle": "0f 8c 01 02 e9 f3 a4 dd 01 1b 00 01 00 09 00 02" + " 00" * 21,
+    "start_info": "28 " + b"joinpy\0\0".hex(" ") + " 40 " + b"default\0".hex(" ") + " 00 00 00",
+    "motd": "02 00",
+    "int_max": "bf ff ff ff 0f",
+    "int_min": "ff ff ff ff 0f",
+    "overlong": "80 80 80 80 ff 33",
+}
+for name, hexs in MSGS.items():
+    write("game_msg", name, h(hexs))
+write("game_msg", "map_details", h("01 f9 11 7b 3c 80 39 34 16 9f c0 ae f2 bc b7 5c 03") + b"Tutorial\0" + h("0d af bb a3 01 08 4a eb bf 43 95 75 e3 6a 44 bf b6 5a 4f 15 e6 06 e9 ee c3 81 4e 2e 0e 28 d9 53 f9 ed 9c ab 0e 97 95 84 01 00"))
+
+# vital channel op streams: preset byte, then ops (see fuzz_targets/game_vital.rs)
+w = W(0)
+w.u8(0, 1).blob(h(MSGS["info"]))          # queue INFO, flushed
+w.u8(2)                                   # timers + fill everything due
+w.u8(4, 0x00, 0x01)                       # ack 1
+w.u8(5).u16(1).u8(1).blob(h(MSGS["rcon_type"]))
+w.u8(5).u16(3).u8(1).blob(h(MSGS["map_change"]))   # gap
+w.u8(5).u16(2).u8(1).blob(h(MSGS["capabilities"]))
+w.u8(1).u16(1000).u8(2)
+w.u8(4, 0x40, 0x00)                       # resend request, ack 0 (refused: below the last)
+w.u8(0, 0).blob(b"chat").u8(1).u16(600).u8(2).u8(3, 10)
+write("game_vital", "reference_join", w.bytes())
+w = W(1)
+for s in (3, 5, 4, 2):
+    w.u8(5).u16(s).u8(1).blob(bytes([s]) * 100)
+w.u8(5).u16(1).u8(3).blob(b"gap").u8(2)
+for i in range(40):
+    w.u8(0, i & 1).blob(bytes([i]) * 200)
+w.u8(2).u8(4, 0x40, 0x05).u8(2).u8(1).u16(300).u8(2).u8(6)
+write("game_vital", "fast_reorder_and_storm", w.bytes())
+
 print("seeds:", sum(len(fs) for _, _, fs in os.walk(CORPUS)), "files")

@@ -56,11 +56,17 @@
 //! assert!(client.token().is_some());
 //! ```
 
+pub mod chunk;
 mod client;
+pub mod connless;
 mod error;
 mod event;
+pub mod huffman;
+pub mod msg;
+pub mod packer;
 mod server;
 pub mod token;
+pub mod vital;
 pub mod wire;
 
 pub use client::{Client, ClientConfig, ClientState, ClientStats};
