@@ -2,6 +2,7 @@
 //! with commands issued while handling events, a caller clock stepping back one hour on either
 //! side, clamped configurations and bounded `poll_timeout`, and the backpressure rule
 
+use tether_net::longport::control::{AuthRequest, Body, Metadata};
 use tether_net::longport::wire::{Kind, Packet};
 use tether_net::longport::{
     Client, ClientConfig, ClientEvent, ClientState, CloseCause, CloseCode, Credentials, Error,
@@ -15,6 +16,34 @@ type Srv = Server<u32, 4, 8>;
 
 const PEER: u32 = 7;
 const FAR: i64 = 4_000_000_000_000;
+
+/// An Auth request (id 1, token "t") as the client would send it
+fn auth_request() -> Vec<u8> {
+    let a = AuthRequest::new("t", Metadata::EMPTY);
+    let mut body = vec![0u8; a.encoded_len()];
+    a.encode(&mut body).unwrap();
+    let p = Packet::request(2, RequestId(1), 0, &body);
+    let mut out = vec![0u8; p.buffer_len()];
+    p.emit(&mut out).unwrap();
+    out
+}
+
+/// The status-0 answer to `login` (a request written by the client) granting session "s1"
+fn login_response(login: &[u8]) -> Vec<u8> {
+    let (p, _) = Packet::parse(login, 1 << 20).unwrap();
+    let g = grant("s1");
+    let mut body = vec![0u8; g.encoded_len()];
+    g.encode(&mut body).unwrap();
+    let r = Packet::response(
+        2,
+        p.header.kind.request_id().unwrap(),
+        Status::Success,
+        &body,
+    );
+    let mut out = vec![0u8; r.buffer_len()];
+    r.emit(&mut out).unwrap();
+    out
+}
 
 fn grant(id: &str) -> SessionGrant<'_> {
     SessionGrant {
@@ -316,7 +345,6 @@ const START: Instant = Instant::from_secs(10 * 3600);
 struct Clocks {
     client: Client,
     server: Srv,
-    transport: Transport,
     /// real time
     t: Instant,
     /// the real instant of the step; the machines see both clocks at that instant (first the
@@ -434,16 +462,10 @@ impl Clocks {
         }
     }
 
-    fn new(
-        transport: Transport,
-        client: ClientConfig,
-        server: ServerConfig,
-        client_steps: bool,
-    ) -> Self {
+    fn new(transport: Transport, client: ClientConfig, client_steps: bool) -> Self {
         let mut c = Clocks {
             client: Client::new(client),
-            server: Srv::with_capacities(server),
-            transport,
+            server: Srv::with_capacities(ServerConfig::new()),
             t: START,
             step_at: START + Duration::from_secs(90),
             stepped: false,
@@ -501,34 +523,37 @@ impl Clocks {
     }
 }
 
-/// The client's caller clock steps back one hour while authenticated (TCP): its heartbeats go
-/// on every 60 s of real time, `poll_timeout` is in the stepped clock, and the server, whose
-/// clock did not step, never times the client out
-#[test]
-fn client_clock_stepping_back_an_hour_keeps_heartbeats_on_schedule() {
-    let mut c = Clocks::new(
-        Transport::Tcp,
-        ClientConfig::tcp(),
-        ServerConfig::new(),
-        true,
-    );
+/// Run `c` (one side's clock steps back an hour at real 90 s) for 600 s of real time: the
+/// stepping side's next deadline (real `next` s) moves into the stepped clock, its periodic
+/// frames (heartbeats or pings) keep coming every `period` s of real time, and neither side
+/// reports anything but the login
+fn steps_back_an_hour_on_schedule(mut c: Clocks, next: u64, period: u64) {
+    let stepping = |c: &Clocks| {
+        if c.client_steps {
+            c.client.poll_timeout()
+        } else {
+            c.server.poll_timeout()
+        }
+    };
+    let next = START + Duration::from_secs(next);
     c.run(START + Duration::from_secs(89));
-    // 60 s after the login, in both clocks
-    assert_eq!(
-        c.client.poll_timeout(),
-        Some(START + Duration::from_secs(120))
-    );
+    assert_eq!(stepping(&c), Some(next), "before the step, in both clocks");
     c.run(START + Duration::from_secs(91));
-    // after the step the same deadline is reported in the stepped clock
     assert_eq!(
-        c.client.poll_timeout(),
-        Some(START + Duration::from_secs(120) - HOUR)
+        stepping(&c),
+        Some(next - HOUR),
+        "the same deadline, in the stepped clock"
     );
     c.run(START + Duration::from_secs(600));
-    let want: Vec<Instant> = (1..=10)
-        .map(|k| START + Duration::from_secs(60 * k))
+    let marks = if c.client_steps {
+        &c.heartbeats
+    } else {
+        &c.pings
+    };
+    let want: Vec<Instant> = (1..=600 / period)
+        .map(|k| START + Duration::from_secs(period * k))
         .collect();
-    assert_eq!(c.heartbeats, want, "a heartbeat every 60 s of real time");
+    assert_eq!(*marks, want, "one every {period} s of real time");
     assert!(c.client.is_connected());
     assert_eq!(c.server.state(PEER), Some(ServerState::Authenticated));
     assert!(c.client_events.iter().all(|(_, e)| matches!(
@@ -543,57 +568,44 @@ fn client_clock_stepping_back_an_hour_keeps_heartbeats_on_schedule() {
         .all(|(_, e)| matches!(e, ServerEvent::Connected { .. })));
 }
 
+/// The client's caller clock steps back one hour while authenticated (TCP): its heartbeats go
+/// on every 60 s of real time, `poll_timeout` is in the stepped clock, and the server, whose
+/// clock did not step, never times the client out
+#[test]
+fn client_clock_stepping_back_an_hour_keeps_heartbeats_on_schedule() {
+    let c = Clocks::new(Transport::Tcp, ClientConfig::tcp(), true);
+    steps_back_an_hour_on_schedule(c, 120, 60);
+}
+
 /// The server's caller clock steps back one hour while a WebSocket client is authenticated: its
 /// pings go on every 20 s of real time, and the client (which sends no heartbeats of its own and
 /// relies on those pings, like the official Rust client) never times out
 #[test]
 fn server_clock_stepping_back_an_hour_keeps_pings_on_schedule() {
-    let mut c = Clocks::new(
-        Transport::WebSocket,
-        ClientConfig::websocket().with_heartbeat_interval(None),
-        ServerConfig::new(),
-        false,
-    );
-    c.run(START + Duration::from_secs(89));
-    assert_eq!(
-        c.server.poll_timeout(),
-        Some(START + Duration::from_secs(100))
-    );
-    c.run(START + Duration::from_secs(91));
-    assert_eq!(
-        c.server.poll_timeout(),
-        Some(START + Duration::from_secs(100) - HOUR),
-        "the next ping, in the stepped clock"
-    );
-    c.run(START + Duration::from_secs(600));
-    let want: Vec<Instant> = (1..=30)
-        .map(|k| START + Duration::from_secs(20 * k))
-        .collect();
-    assert_eq!(c.pings, want, "a ping every 20 s of real time");
-    assert!(c.client.is_connected());
-    assert_eq!(c.server.state(PEER), Some(ServerState::Authenticated));
-    assert!(c.client_events.iter().all(|(_, e)| matches!(
-        e,
-        ClientEvent::ConnectTransport { .. } | ClientEvent::Connected { .. }
-    )));
-    assert_eq!(c.transport, Transport::WebSocket);
+    let config = ClientConfig::websocket().with_heartbeat_interval(None);
+    let c = Clocks::new(Transport::WebSocket, config, false);
+    steps_back_an_hour_on_schedule(c, 100, 20);
 }
 
 // ---------------------------------------------------------------------------------------------
 // Configurations are clamped; poll_timeout stays within MAX_DELAY of the latest now
 // ---------------------------------------------------------------------------------------------
 
+/// `config` with every interval, timeout and margin set to `d`
+fn every_duration(config: ClientConfig, d: Duration) -> ClientConfig {
+    config
+        .with_connect_timeout(d)
+        .with_auth_timeout(d)
+        .with_heartbeat_interval(Some(d))
+        .with_heartbeat_timeout(d)
+        .with_request_timeout(d)
+        .with_reconnect_backoff(d, d)
+        .with_expiry_margin(d)
+}
+
 #[test]
 fn client_config_setters_clamp_zero_and_huge_values() {
-    let zero = ClientConfig::tcp()
-        .with_connect_timeout(Duration::ZERO)
-        .with_auth_timeout(Duration::ZERO)
-        .with_heartbeat_interval(Some(Duration::ZERO))
-        .with_heartbeat_timeout(Duration::ZERO)
-        .with_request_timeout(Duration::ZERO)
-        .with_reconnect_backoff(Duration::ZERO, Duration::ZERO)
-        .with_expiry_margin(Duration::ZERO)
-        .with_first_request_id(0);
+    let zero = every_duration(ClientConfig::tcp(), Duration::ZERO).with_first_request_id(0);
     let ms = Duration::from_millis(1);
     assert_eq!(zero.connect_timeout(), ms);
     assert_eq!(zero.auth_timeout(), ms);
@@ -603,15 +615,7 @@ fn client_config_setters_clamp_zero_and_huge_values() {
     assert_eq!((zero.reconnect_base(), zero.reconnect_max()), (ms, ms));
     assert_eq!(zero.expiry_margin(), Duration::ZERO);
     assert_eq!(zero.first_request_id(), 1);
-    let huge = ClientConfig::websocket()
-        .with_connect_timeout(Duration::MAX)
-        .with_auth_timeout(Duration::MAX)
-        .with_heartbeat_interval(Some(Duration::MAX))
-        .with_heartbeat_timeout(Duration::MAX)
-        .with_request_timeout(Duration::MAX)
-        .with_reconnect_backoff(Duration::MAX, Duration::MAX)
-        .with_expiry_margin(Duration::MAX)
-        .with_max_body(usize::MAX);
+    let huge = every_duration(ClientConfig::websocket(), Duration::MAX).with_max_body(usize::MAX);
     for d in [
         huge.connect_timeout(),
         huge.auth_timeout(),
@@ -673,14 +677,7 @@ fn huge_jitter(_: u32) -> Duration {
 
 #[test]
 fn client_deadlines_stay_within_max_delay_with_huge_configs_and_jitter() {
-    let config = ClientConfig::tcp()
-        .with_connect_timeout(Duration::MAX)
-        .with_auth_timeout(Duration::MAX)
-        .with_heartbeat_interval(Some(Duration::MAX))
-        .with_heartbeat_timeout(Duration::MAX)
-        .with_request_timeout(Duration::MAX)
-        .with_reconnect_backoff(Duration::MAX, Duration::MAX)
-        .with_jitter(huge_jitter);
+    let config = every_duration(ClientConfig::tcp(), Duration::MAX).with_jitter(huge_jitter);
     let mut c = Client::new(config);
     let mut now = Instant::from_secs(1);
     c.connect(now, Credentials::new("tok")).unwrap();
@@ -689,17 +686,9 @@ fn client_deadlines_stay_within_max_delay_with_huge_configs_and_jitter() {
     bounded(c.poll_timeout(), now, "logging in");
     let mut buf = [0u8; 256];
     let t = c.poll_transmit(now, &mut buf).unwrap().unwrap();
-    let (p, _) = Packet::parse(&buf[2..t.len], 1 << 20).unwrap();
-    let Kind::Request { request_id, .. } = p.header.kind else {
-        panic!("no login request")
-    };
-    let mut body = [0u8; 64];
-    let n = tether_net::longport::control::Body::encode(&grant("s1"), &mut body).unwrap();
-    let mut resp = [0u8; 128];
-    let m = Packet::response(2, request_id, Status::Success, &body[..n])
-        .emit(&mut resp)
+    let _ = c
+        .handle_input(now, (), &login_response(&buf[2..t.len]))
         .unwrap();
-    let _ = c.handle_input(now, (), &resp[..m]).unwrap();
     assert!(c.is_connected());
     bounded(c.poll_timeout(), now, "connected");
     let mut out = [0u8; 64];
@@ -737,19 +726,7 @@ fn server_deadlines_stay_within_max_delay_with_huge_configs() {
         s.handle_connected(now, peer, transport).unwrap();
         bounded(s.poll_timeout(), now, "unauthenticated");
     }
-    let auth = {
-        let mut body = [0u8; 32];
-        let a = tether_net::longport::control::AuthRequest::new(
-            "t",
-            tether_net::longport::control::Metadata::EMPTY,
-        );
-        let n = tether_net::longport::control::Body::encode(&a, &mut body).unwrap();
-        let mut p = [0u8; 64];
-        let m = Packet::request(2, RequestId(1), 0, &body[..n])
-            .emit(&mut p)
-            .unwrap();
-        p[..m].to_vec()
-    };
+    let auth = auth_request();
     let _ = s.handle_input(now, 2, &auth).unwrap();
     s.accept_auth(now, 2, grant("s2")).unwrap();
     bounded(s.poll_timeout(), now, "authenticated");
@@ -768,17 +745,9 @@ fn client_queue_full_changes_nothing_and_a_drain_makes_room() {
     c.handle_connected(now).unwrap();
     let mut buf = [0u8; 256];
     let t = c.poll_transmit(now, &mut buf).unwrap().unwrap();
-    let (p, _) = Packet::parse(&buf[2..t.len], 1 << 20).unwrap();
-    let Kind::Request { request_id, .. } = p.header.kind else {
-        panic!()
-    };
-    let mut body = [0u8; 64];
-    let n = tether_net::longport::control::Body::encode(&grant("s1"), &mut body).unwrap();
-    let mut pkt = [0u8; 128];
-    let m = Packet::response(2, request_id, Status::Success, &body[..n])
-        .emit(&mut pkt)
+    let _ = c
+        .handle_input(now, (), &login_response(&buf[2..t.len]))
         .unwrap();
-    let _ = c.handle_input(now, (), &pkt[..m]).unwrap();
     let push = {
         let mut p = [0u8; 16];
         let n = Packet::push(101, b"x").emit(&mut p).unwrap();
@@ -831,19 +800,7 @@ fn server_queue_full_changes_nothing_and_a_drain_makes_room() {
     let mut s = Srv::with_capacities(ServerConfig::new());
     let now = Instant::from_secs(1);
     s.handle_connected(now, PEER, Transport::WebSocket).unwrap();
-    let auth = {
-        let mut body = [0u8; 32];
-        let a = tether_net::longport::control::AuthRequest::new(
-            "t",
-            tether_net::longport::control::Metadata::EMPTY,
-        );
-        let n = tether_net::longport::control::Body::encode(&a, &mut body).unwrap();
-        let mut p = [0u8; 64];
-        let m = Packet::request(2, RequestId(1), 0, &body[..n])
-            .emit(&mut p)
-            .unwrap();
-        p[..m].to_vec()
-    };
+    let auth = auth_request();
     let _ = s.handle_input(now, PEER, &auth).unwrap();
     s.accept_auth(now, PEER, grant("s1")).unwrap();
     // the AuthResponse is queued: a push must not overtake it

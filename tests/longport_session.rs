@@ -452,7 +452,13 @@ struct Got {
 fn collect_client_app(sim: &mut Sim) -> Rc<RefCell<Got>> {
     let got = Rc::new(RefCell::new(Got::default()));
     let g = got.clone();
-    sim.on_client_app(move |i, a| match *a {
+    sim.on_client_app(move |i, a| record(&g, i, a));
+    got
+}
+
+/// Note what client `i`'s input carried for the application
+fn record(g: &RefCell<Got>, i: usize, a: &CApp<'_>) {
+    match *a {
         CApp::Response {
             cmd,
             request_id,
@@ -476,8 +482,7 @@ fn collect_client_app(sim: &mut Sim) -> Rc<RefCell<Got>> {
             g.borrow_mut().login_errors.push((i, status, code, m));
         }
         _ => {}
-    });
-    got
+    }
 }
 
 /// The bytes of one direction of client `i`'s stream transports, reassembled from the chunks
@@ -1283,31 +1288,7 @@ fn tcp_one_byte_per_input_both_ways() {
     server.answer_app(move |srv, now, data| a.borrow_mut().answer(srv, now, addr(0), data));
     let got = Rc::new(RefCell::new(Got::default()));
     let g = got.clone();
-    client.on_app(move |a| match *a {
-        CApp::Response {
-            cmd,
-            request_id,
-            status,
-            body,
-            ..
-        } => g
-            .borrow_mut()
-            .responses
-            .push((request_id.0, cmd, status, body.to_vec())),
-        CApp::Push { cmd, body, .. } => g.borrow_mut().pushes.push((cmd, body.to_vec())),
-        CApp::Close { code, reason } => {
-            g.borrow_mut().closes.push((0, code, reason.to_string()));
-        }
-        CApp::LoginError {
-            status,
-            code,
-            message,
-        } => {
-            let m = message.to_string();
-            g.borrow_mut().login_errors.push((0, status, code, m));
-        }
-        _ => {}
-    });
+    client.on_app(move |a| record(&g, 0, a));
     client
         .machine_mut()
         .connect(Instant::ZERO, Credentials::new("tok"))

@@ -1241,19 +1241,16 @@ mod tests {
         assert_eq!(decode_varint(&[]), Err(PbError::Truncated));
     }
 
-    /// Byte-at-a-time varint
+    /// The varint rules stated plainly: the length is up to the first byte below 0x80 among
+    /// the first ten; a tenth byte above 1 overflows; the groups are little-endian
     fn varint_reference(buf: &[u8]) -> Result<(u64, usize), PbError> {
-        let mut v = 0u64;
-        for (i, &b) in buf.iter().enumerate().take(10) {
-            if i == 9 && b > 1 {
-                return Err(PbError::VarintOverflow);
-            }
-            v |= u64::from(b & 0x7f) << (7 * i);
-            if b < 0x80 {
-                return Ok((v, i + 1));
-            }
+        let len = buf.iter().take(10).position(|&b| b < 0x80).map(|i| i + 1);
+        if buf.get(9).is_some_and(|&b| b > 1) && len.is_none_or(|n| n == 10) {
+            return Err(PbError::VarintOverflow);
         }
-        Err(PbError::Truncated)
+        let n = len.ok_or(PbError::Truncated)?;
+        let groups = buf[..n].iter().rev();
+        Ok((groups.fold(0, |v, &b| (v << 7) | u64::from(b & 0x7f)), n))
     }
 
     /// Bytes that start with a varint of any length, mostly continuation bytes

@@ -143,19 +143,25 @@ fn open_transport(c: &mut C, now: Instant) -> (u8, RequestId, u16, StdVec<u8>) {
     }
 }
 
-fn ready_with(cfg: ClientConfig) -> C {
-    let mut c = client(cfg);
+/// Connect at T0 with token "abc", open the transport and answer the Auth with a grant of
+/// session "s1" expiring at `expires`
+fn log_in(c: &mut C, expires: i64) {
     c.connect(T0, Credentials::new("abc")).unwrap();
-    assert_eq!(events(&mut c), [Ev::ConnectTransport { attempt: 0 }]);
-    let (cmd, rid, _, _) = open_transport(&mut c, T0);
+    assert_eq!(events(c), [Ev::ConnectTransport { attempt: 0 }]);
+    let (cmd, rid, _, _) = open_transport(c, T0);
     assert_eq!(cmd, CMD_AUTH);
     let resp = pkt(Packet::response(
         CMD_AUTH,
         rid,
         Status::Success,
-        &grant("s1", EXPIRES),
+        &grant("s1", expires),
     ));
-    feed(&mut c, T0, &resp);
+    feed(c, T0, &resp);
+}
+
+fn ready_with(cfg: ClientConfig) -> C {
+    let mut c = client(cfg);
+    log_in(&mut c, EXPIRES);
     let ev = events(&mut c);
     assert!(matches!(ev.as_slice(), [Ev::Connected { .. }]), "{ev:?}");
     assert!(c.is_connected());
@@ -837,19 +843,7 @@ fn expired_session_falls_back_to_auth_with_a_fresh_token() {
 fn zero_or_past_expires_is_not_resumable() {
     for expires in [0, -5, WALL_T0 - 1] {
         let mut c = client(cfg_tcp());
-        c.connect(T0, Credentials::new("abc")).unwrap();
-        let _ = events(&mut c);
-        let (_, rid, _, _) = open_transport(&mut c, T0);
-        feed(
-            &mut c,
-            T0,
-            &pkt(Packet::response(
-                CMD_AUTH,
-                rid,
-                Status::Success,
-                &grant("s1", expires),
-            )),
-        );
+        log_in(&mut c, expires);
         let ev = events(&mut c);
         assert!(
             matches!(
@@ -870,36 +864,14 @@ fn zero_or_past_expires_is_not_resumable() {
 #[test]
 fn without_a_wall_clock_only_zero_is_checked_and_the_heuristic_reads_relative_ms() {
     let mut c = C::with_capacities(ClientConfig::tcp());
-    c.connect(T0, Credentials::new("abc")).unwrap();
-    let (_, rid, _, _) = open_transport(&mut c, T0);
-    feed(
-        &mut c,
-        T0,
-        &pkt(Packet::response(
-            CMD_AUTH,
-            rid,
-            Status::Success,
-            &grant("s1", 5),
-        )),
-    );
+    log_in(&mut c, 5);
     assert!(
         c.session_resumable(at(1_000_000)),
         "no wall clock: server decides"
     );
     let cfg = ClientConfig::tcp().with_relative_expiry_heuristic(true);
     let mut c = C::with_capacities(cfg);
-    c.connect(T0, Credentials::new("abc")).unwrap();
-    let (_, rid, _, _) = open_transport(&mut c, T0);
-    feed(
-        &mut c,
-        T0,
-        &pkt(Packet::response(
-            CMD_AUTH,
-            rid,
-            Status::Success,
-            &grant("s1", 60_000),
-        )),
-    );
+    log_in(&mut c, 60_000);
     assert!(c.session_resumable(at(49_999)));
     assert!(
         !c.session_resumable(at(50_000)),

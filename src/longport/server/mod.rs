@@ -742,18 +742,7 @@ impl<P: Copy + Eq, const PEERS: usize, const SESSIONS: usize> Server<P, PEERS, S
         peer: P,
         grant: SessionGrant<'_>,
     ) -> Result<(), Error> {
-        let now = self.clock.update(now);
-        let idx = self.find(peer).ok_or(Error::UnknownPeer)?;
-        let request_id = match self.peers[idx].phase {
-            Phase::Pending(Login::Auth { request_id }) => request_id,
-            Phase::Closing | Phase::Gone => return Err(Error::Closed),
-            _ => return Err(Error::NotPending),
-        };
-        let id = session_string(grant.session_id)?;
-        self.bind_session(peer, id.clone(), grant.expires);
-        self.finish_accept(now, peer, LoginKind::Auth, request_id, id, grant);
-        bump(&mut self.stats.auths_accepted);
-        Ok(())
+        self.accept(now, peer, LoginKind::Auth, grant)
     }
 
     /// Accept a pending Reconnect with a freshly minted session (`grant.session_id`)
@@ -770,23 +759,43 @@ impl<P: Copy + Eq, const PEERS: usize, const SESSIONS: usize> Server<P, PEERS, S
         peer: P,
         grant: SessionGrant<'_>,
     ) -> Result<(), Error> {
+        self.accept(now, peer, LoginKind::Reconnect, grant)
+    }
+
+    /// `accept_auth` / `accept_reconnect`: the login of kind `via` must be pending
+    fn accept(
+        &mut self,
+        now: Instant,
+        peer: P,
+        via: LoginKind,
+        grant: SessionGrant<'_>,
+    ) -> Result<(), Error> {
         let now = self.clock.update(now);
         let idx = self.find(peer).ok_or(Error::UnknownPeer)?;
-        let (request_id, generation) = match self.peers[idx].phase {
-            Phase::Pending(Login::Reconnect {
-                request_id,
-                generation,
-            }) => (request_id, generation),
-            Phase::Closing | Phase::Gone => return Err(Error::Closed),
+        let (request_id, retired) = match (self.peers[idx].phase, via) {
+            (Phase::Pending(Login::Auth { request_id }), LoginKind::Auth) => (request_id, None),
+            (
+                Phase::Pending(Login::Reconnect {
+                    request_id,
+                    generation,
+                }),
+                LoginKind::Reconnect,
+            ) => (request_id, Some(generation)),
+            (Phase::Closing | Phase::Gone, _) => return Err(Error::Closed),
             _ => return Err(Error::NotPending),
         };
         let id = session_string(grant.session_id)?;
-        if let Some(other) = self.sessions.retire(generation).filter(|&o| o != peer) {
-            self.close_duplicate(other);
+        if let Some(generation) = retired {
+            if let Some(other) = self.sessions.retire(generation).filter(|&o| o != peer) {
+                self.close_duplicate(other);
+            }
         }
         self.bind_session(peer, id.clone(), grant.expires);
-        self.finish_accept(now, peer, LoginKind::Reconnect, request_id, id, grant);
-        bump(&mut self.stats.reconnects_accepted);
+        self.finish_accept(now, peer, via, request_id, id, grant);
+        match via {
+            LoginKind::Auth => bump(&mut self.stats.auths_accepted),
+            LoginKind::Reconnect => bump(&mut self.stats.reconnects_accepted),
+        }
         Ok(())
     }
 

@@ -107,6 +107,11 @@ fn authed(s: &mut S, now: Instant, conn: u32, transport: Transport, sid: &str) {
     );
 }
 
+/// The one event is `Closed { peer, cause }`
+fn assert_closed(s: &mut S, peer: u32, cause: CloseCause) {
+    assert_eq!(events(s), [ServerEvent::Closed { peer, cause }]);
+}
+
 fn kind_of(t: Transport) -> FrameKind {
     match t {
         Transport::Tcp => FrameKind::Stream,
@@ -244,13 +249,7 @@ fn non_auth_first_packet_gets_status_5_and_auth_error_close() {
         }
         assert_eq!(out, want);
         assert_eq!(out[0].2[6], 5, "status byte");
-        assert_eq!(
-            events(&mut s),
-            [ServerEvent::Closed {
-                peer: 1,
-                cause: CloseCause::NotAuthenticated
-            }]
-        );
+        assert_closed(&mut s, 1, CloseCause::NotAuthenticated);
     }
 }
 
@@ -380,12 +379,10 @@ fn auth_reject_sends_error_then_close() {
             ),
         ]
     );
-    assert_eq!(
-        events(&mut s),
-        [ServerEvent::Closed {
-            peer: 1,
-            cause: CloseCause::LoginRejected(Status::PermissionDenied)
-        }]
+    assert_closed(
+        &mut s,
+        1,
+        CloseCause::LoginRejected(Status::PermissionDenied),
     );
     assert_eq!(s.stats().auths_rejected, 1);
     assert_eq!(s.sessions(), 0);
@@ -396,13 +393,7 @@ fn reconnect_issues_new_session_id() {
     let mut s = server();
     authed(&mut s, ms(0), 1, Transport::Tcp, "s1");
     s.handle_closed(ms(10), 1);
-    assert_eq!(
-        events(&mut s),
-        [ServerEvent::Closed {
-            peer: 1,
-            cause: CloseCause::TransportClosed
-        }]
-    );
+    assert_closed(&mut s, 1, CloseCause::TransportClosed);
     assert_eq!(s.connections(), 0);
     assert_eq!(s.session_expires("s1"), Some(FAR));
 
@@ -775,13 +766,7 @@ fn ws_close_from_client_ends_the_connection() {
     authed(&mut s, ms(0), 1, Transport::WebSocket, "s1");
     s.handle_frame(ms(1), 1, FrameKind::WsClose(1000), b"bye");
     assert!(drain(&mut s, ms(1)).is_empty());
-    assert_eq!(
-        events(&mut s),
-        [ServerEvent::Closed {
-            peer: 1,
-            cause: CloseCause::WsClosed { code: 1000 }
-        }]
-    );
+    assert_closed(&mut s, 1, CloseCause::WsClosed { code: 1000 });
     assert_eq!(s.connections(), 0);
     assert_eq!(s.session_expires("s1"), Some(FAR));
     assert_eq!(s.handle_input(ms(2), 1, &[0x01]), Err(Error::UnknownPeer));
@@ -803,13 +788,7 @@ fn heartbeat_timeout_closes() {
     let want = close_push(CloseCode::HeartbeatTimeout, "heartbeat timeout");
     assert_eq!(want[..5], hex("03 00 00 00 13")[..]);
     assert_eq!(out, [(1, FrameKind::Stream, want)]);
-    assert_eq!(
-        events(&mut s),
-        [ServerEvent::Closed {
-            peer: 1,
-            cause: CloseCause::Timeout
-        }]
-    );
+    assert_closed(&mut s, 1, CloseCause::Timeout);
     assert_eq!(s.poll_timeout(), None);
     assert_eq!(s.stats().heartbeat_timeouts, 1);
 }
@@ -1113,13 +1092,7 @@ fn send_guards() {
             (1, FrameKind::WsClose(1011), b"maintenance".to_vec()),
         ]
     );
-    assert_eq!(
-        events(&mut s),
-        [ServerEvent::Closed {
-            peer: 1,
-            cause: CloseCause::Local
-        }]
-    );
+    assert_closed(&mut s, 1, CloseCause::Local);
 }
 
 #[test]
@@ -1165,13 +1138,7 @@ fn buffer_too_small_keeps_the_frame() {
     assert!(!evs.iter().any(|e| matches!(e, ServerEvent::Closed { .. })));
     let t = s.poll_transmit(ms(0), &mut buf).unwrap().unwrap();
     assert_eq!(t.kind, FrameKind::WsClose(1008));
-    assert_eq!(
-        events(&mut s),
-        [ServerEvent::Closed {
-            peer: 1,
-            cause: CloseCause::Local
-        }]
-    );
+    assert_closed(&mut s, 1, CloseCause::Local);
 }
 
 #[test]
@@ -1249,13 +1216,7 @@ fn undecodable_input_closes_with_unpack_error() {
         if transport == Transport::WebSocket {
             assert_eq!(out[1].1, FrameKind::WsClose(1002));
         }
-        assert_eq!(
-            events(&mut s),
-            [ServerEvent::Closed {
-                peer: 1,
-                cause: CloseCause::Protocol(err)
-            }]
-        );
+        assert_closed(&mut s, 1, CloseCause::Protocol(err));
     }
 }
 
@@ -1281,13 +1242,7 @@ fn closed_transport_while_closing_reports_the_first_cause() {
     s.close(ms(0), 1, CloseCode::ServerError, "x").unwrap();
     s.handle_closed(ms(0), 1);
     assert!(drain(&mut s, ms(0)).is_empty());
-    assert_eq!(
-        events(&mut s),
-        [ServerEvent::Closed {
-            peer: 1,
-            cause: CloseCause::Local
-        }]
-    );
+    assert_closed(&mut s, 1, CloseCause::Local);
     assert_eq!(s.connections(), 0);
     s.handle_connected(ms(0), 1, Transport::Tcp).unwrap();
 }
