@@ -10,8 +10,8 @@ use futures_util::{SinkExt, StreamExt};
 use tether_net::longport::deframe::WsParams;
 use tether_net::longport::wire::Packet;
 use tether_net::longport::{
-    CloseCause, CloseCode, Error, Server, ServerApp as App, ServerConfig, ServerEvent,
-    ServerStats, SessionGrant, Status, Transport,
+    CloseCause, CloseCode, Error, Server, ServerApp as App, ServerConfig, ServerEvent, ServerStats,
+    SessionGrant, Status, Transport,
 };
 use tether_net::{drain, DrainError, FrameKind, Instant};
 use tokio::net::{TcpListener, TcpStream};
@@ -404,7 +404,10 @@ impl Driver {
 
     fn grant_expires(&self) -> i64 {
         let ttl = i64::try_from(self.config.session_ttl.as_millis()).unwrap_or(i64::MAX);
-        let wall = self.server.wall_clock_ms(self.now()).unwrap_or_else(unix_ms);
+        let wall = self
+            .server
+            .wall_clock_ms(self.now())
+            .unwrap_or_else(unix_ms);
         wall.saturating_add(ttl)
     }
 
