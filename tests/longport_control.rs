@@ -1,4 +1,4 @@
-//! LongPort control bodies: spec section 8 vectors, malformed input and unknown fields
+//! LongPort control bodies: byte-exact vectors of the protocol, malformed input and unknown fields
 
 use tether_net::longport::control::{
     AuthRequest, AuthResponse, Body, Close, CloseCode, ErrorBody, Heartbeat, Metadata, PbError,

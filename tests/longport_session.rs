@@ -217,7 +217,7 @@ impl Net {
         }
         for i in 0..sim.len() {
             while self.seen_client[i] < sim.client_events(i).len() {
-                let e = sim.client_events(i)[self.seen_client[i]].clone();
+                let e = sim.client_events(i)[self.seen_client[i]];
                 self.seen_client[i] += 1;
                 match e {
                     ClientEvent::ConnectTransport { .. } if self.auto_dial => {
@@ -1385,10 +1385,9 @@ fn tcp_one_byte_per_input_both_ways() {
     let moved = shuttle(&mut client, &mut server, &app);
     assert!(moved > 30, "heartbeat request and echo: {moved} bytes");
     assert_eq!(client.machine().stats().heartbeat_acks, 1);
-    assert!(client.events().iter().any(|e| *e
-        == ClientEvent::HeartbeatRtt {
-            rtt: Duration::ZERO
-        }));
+    assert!(client.events().contains(&ClientEvent::HeartbeatRtt {
+        rtt: Duration::ZERO
+    }));
     assert_eq!(
         client.stats().stream_resets + server.stats().stream_resets,
         0

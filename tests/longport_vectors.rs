@@ -1,4 +1,4 @@
-//! Byte-exact vectors of the LongPort digest (section 8) through the v1 packet codec and deframer
+//! Byte-exact vectors of the LongPort protocol through the v1 packet codec and deframer
 
 use tether_net::longport::deframe::{
     decode_message, DeframeError, Frame, Handshake, HandshakeError, QueryError, QueryParam,

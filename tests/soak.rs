@@ -655,7 +655,7 @@ fn longport_soak() {
     let logins: Rc<RefCell<VecDeque<(usize, Login)>>> = Rc::default();
     {
         let q = client_events.clone();
-        fleet.on_client_event(move |i, e| q.borrow_mut().push_back((i, e.clone())));
+        fleet.on_client_event(move |i, e| q.borrow_mut().push_back((i, *e)));
         let q = server_events.clone();
         fleet.on_server_event(move |_, e| q.borrow_mut().push_back(*e));
         let q = logins.clone();

@@ -309,7 +309,7 @@ async fn connection_task(
             msg = ws.next() => {
                 let to = match msg {
                     Some(Ok(Message::Binary(data))) => ToMachine::Binary { id, data },
-                    // The spec says servers should never send text; a lenient server (like the Go
+                    // The protocol says servers should never send text; a lenient server (like the Go
                     // one) decodes a client's text frame as if it were binary.
                     Some(Ok(Message::Text(t))) => ToMachine::Binary { id, data: Bytes::from(t) },
                     Some(Ok(Message::Ping(payload))) => {
