@@ -67,8 +67,11 @@ impl KeepAlives {
 /// A server with `peers` token peers admitted through CONNECT / CONNECT_ACCEPT / ACCEPT, and the
 /// KEEP_ALIVE (with token) each of them sends
 fn game_server<const N: usize>(peers: u32) -> (Box<Server<u32, N>>, KeepAlives) {
-    let mut srv: Box<Server<u32, N>> =
-        on_big_stack(|| Box::new(Server::new(ServerConfig::new(TokenSecret([0x5A; 16])))));
+    let mut srv: Box<Server<u32, N>> = on_big_stack(|| {
+        Box::new(Server::with_capacities(ServerConfig::new(TokenSecret(
+            [0x5A; 16],
+        ))))
+    });
     let now = Instant::from_millis(1);
     let connect = ControlPacket {
         ack: 0,
@@ -104,7 +107,7 @@ fn game_server<const N: usize>(peers: u32) -> (Box<Server<u32, N>>, KeepAlives) 
         .expect("fits");
         let _ = srv.handle_input(now, addr, &a[..alen]).expect("event room");
         match srv.poll_event() {
-            Some(ServerEvent::PeerConnected { peer, .. }) if peer == addr => {}
+            Some(ServerEvent::Connected { peer, .. }) if peer == addr => {}
             other => panic!("peer {i} not admitted: {other:?}"),
         }
         let mut ka = [0u8; 8];

@@ -58,7 +58,7 @@ read -r BASE_FLASH BASE_RAM < <(sections "$DIR/fp-baseline")
 BASE_MEM=$(mem_routines "$DIR/fp-baseline")
 
 declare -A MACHINE=(
-  [fp-game-client]='`game::Client` (E = 8)'
+  [fp-game-client]='`game::Client` (EVENTS = 4)'
   [fp-game-server]='`game::Server<([u8; 4], u16), 16>`'
   [fp-lp-client]='`longport::Client` (default capacities, TCP, no `alloc`)'
   [fp-lp-server]='`longport::Server<u32>` (16 conns, 64 sessions)'

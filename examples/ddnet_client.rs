@@ -6,60 +6,41 @@
 //! Prints one line per event (`connected ...`, `closed: <reason>`), closes after N seconds
 //! (default 5) with the reason "bye" and exits 0. Exits 1 when the connection fails or the server
 //! closes it.
+//!
+//! The whole driver is the crate's run loop over a blocking `std::net::UdpSocket`: one input (a
+//! datagram, a due timer, or the `close` command), then `tether_net::drain` (send every frame,
+//! handle every event), then sleep until `poll_timeout` or the next datagram.
 
-#[path = "../tests/support/udp_driver.rs"]
-mod udp_driver;
-
-use std::net::{SocketAddr, ToSocketAddrs};
+use std::io;
+use std::net::{SocketAddr, ToSocketAddrs, UdpSocket};
 use std::process::ExitCode;
 use std::time::Duration;
 
-use tether_net::game::{ClientCloseCause, ClientConfig, ClientEvent};
-use udp_driver::UdpClient;
+use tether_net::game::{Client, ClientApp, ClientConfig, ClientEvent, CloseCause};
+use tether_net::time::Epoch;
+use tether_net::{drain, Instant};
 
 fn usage() -> ExitCode {
     eprintln!("usage: ddnet_client ADDR [--seconds N] [--vanilla]");
     ExitCode::from(2)
 }
 
-fn describe(ev: &ClientEvent) -> String {
+fn describe(ev: &ClientEvent, reason: Option<&str>) -> String {
     match ev {
         ClientEvent::Connected { token: Some(t) } => format!(
             "connected (DDNet token mode, token {:02x}{:02x}{:02x}{:02x})",
             t.0[0], t.0[1], t.0[2], t.0[3]
         ),
         ClientEvent::Connected { token: None } => "connected (vanilla mode, no token)".into(),
-        ClientEvent::Closed { cause } => match cause {
-            ClientCloseCause::Local => "closed: bye (by us)".into(),
-            ClientCloseCause::Peer { reason } if reason.is_empty() => {
-                "closed: (server gave no reason)".into()
-            }
-            ClientCloseCause::Peer { reason } => format!("closed: {reason}"),
-            ClientCloseCause::Timeout => "closed: timeout (nothing received)".into(),
-            ClientCloseCause::ConnectTimeout => "closed: connect timeout".into(),
+        ClientEvent::Closed { cause } => match (cause, reason) {
+            (CloseCause::Local, _) => "closed: bye (by us)".into(),
+            (CloseCause::Peer, None | Some("")) => "closed: (server gave no reason)".into(),
+            (CloseCause::Peer, Some(r)) => format!("closed: {r}"),
+            (CloseCause::Timeout, _) => "closed: timeout (nothing received)".into(),
+            (CloseCause::ConnectTimeout, _) => "closed: connect timeout".into(),
+            (other, _) => format!("closed: {other:?}"),
         },
-    }
-}
-
-#[derive(Default)]
-struct Outcome {
-    connected: bool,
-    closed: bool,
-    failed: bool,
-}
-
-impl Outcome {
-    /// Print the event; always stop the current run so `main` decides what comes next
-    fn on_event(&mut self, t: tether_net::Instant, ev: &ClientEvent) -> bool {
-        println!("[{t}] {}", describe(ev));
-        match ev {
-            ClientEvent::Connected { .. } => self.connected = true,
-            ClientEvent::Closed { cause } => {
-                self.closed = true;
-                self.failed |= !matches!(cause, ClientCloseCause::Local);
-            }
-        }
-        true
+        other => format!("{other:?}"),
     }
 }
 
@@ -89,50 +70,107 @@ fn main() -> ExitCode {
         }
     }
     let Some(addr) = addr else { return usage() };
-
-    let config = ClientConfig {
-        vanilla,
-        ..ClientConfig::default()
-    };
-    let mut c = match UdpClient::new(addr, config) {
-        Ok(c) => c,
-        Err(e) => {
-            eprintln!("socket: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    let now = c.now();
-    c.client().connect(now).expect("fresh client");
     println!(
         "connecting to {addr} ({} mode)",
         if vanilla { "vanilla" } else { "token" }
     );
-
-    // Connect (the client gives up after its 10 s connect timeout), then stay for N seconds.
-    let mut o = Outcome::default();
-    if let Err(e) = c.run(Duration::from_secs(15), |t, ev| o.on_event(t, ev)) {
-        eprintln!("io: {e}");
-        return ExitCode::FAILURE;
-    }
-    if o.connected && !o.closed {
-        if let Err(e) = c.run(Duration::from_secs(seconds), |t, ev| o.on_event(t, ev)) {
+    match run(addr, vanilla, Duration::from_secs(seconds)) {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::FAILURE,
+        Err(e) => {
             eprintln!("io: {e}");
-            return ExitCode::FAILURE;
+            ExitCode::FAILURE
         }
     }
-    if o.connected && !o.closed {
-        let now = c.now();
-        let _ = c.client().close(now, "bye");
-        let _ = c.run(Duration::from_millis(200), |t, ev| o.on_event(t, ev));
-    }
-    let stats = c.client().stats();
-    println!(
-        "datagrams sent {}, received {}, keep-alives received {}",
-        c.sent, c.received, stats.keep_alives_received
-    );
-    if o.failed || !o.connected {
-        ExitCode::FAILURE
+}
+
+/// Connect, stay `stay` once connected, close; true when we were the ones who closed
+fn run(addr: SocketAddr, vanilla: bool, stay: Duration) -> io::Result<bool> {
+    let local = if addr.is_ipv4() {
+        "0.0.0.0:0"
     } else {
-        ExitCode::SUCCESS
+        "[::]:0"
+    };
+    let sock = UdpSocket::bind(local)?;
+    sock.connect(addr)?;
+    let epoch = Epoch::new(std::time::Instant::now());
+    let now = || epoch.instant(std::time::Instant::now());
+    let mut client = Client::new(ClientConfig::new().with_vanilla(vanilla));
+    let (mut out, mut inp) = ([0u8; 1400], [0u8; 2048]);
+    let (mut sent, mut received) = (0u64, 0u64);
+    let mut reason: Option<String> = None;
+    let mut close_at: Option<Instant> = None;
+    let mut outcome = None;
+
+    // 1. the first input: the connect command (the client gives up after its 10 s timeout)
+    client.connect(now()).expect("a fresh client");
+    while outcome.is_none() {
+        // 2. send every frame, handle every event (a command issued here is sent at once)
+        let t = now();
+        drain(
+            &mut client,
+            t,
+            &mut out,
+            |_, bytes| {
+                sent += 1;
+                sock.send(bytes).map(drop)
+            },
+            |_, ev| {
+                println!("[{t}] {}", describe(&ev, reason.as_deref()));
+                match ev {
+                    ClientEvent::Connected { .. } => close_at = Some(t + stay),
+                    ClientEvent::Closed { cause } => outcome = Some(cause == CloseCause::Local),
+                    _ => {}
+                }
+            },
+        )
+        .map_err(|e| io::Error::other(e.to_string()))?;
+        if outcome.is_some() {
+            break;
+        }
+        // 3. sleep until the next timer, our close, or a datagram
+        let wake = [client.poll_timeout(), close_at]
+            .into_iter()
+            .flatten()
+            .min();
+        let wait = wake.map_or(Duration::from_secs(1), |w| {
+            epoch
+                .to_std(w)
+                .saturating_duration_since(std::time::Instant::now())
+        });
+        sock.set_read_timeout(Some(wait.max(Duration::from_millis(1))))?;
+        // 1. one input: a datagram, our close command, or a due timer
+        match sock.recv(&mut inp) {
+            Ok(n) => {
+                received += 1;
+                let r = client
+                    .handle_input(now(), (), &inp[..n])
+                    .map_err(io::Error::other)?;
+                if let Some(ClientApp::Close { reason: r }) = r.into_app() {
+                    reason = Some(r.to_string());
+                }
+            }
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                ) =>
+            {
+                if close_at.is_some_and(|c| now() >= c) {
+                    close_at = None;
+                    client.close(now(), "bye").map_err(io::Error::other)?;
+                } else {
+                    client.handle_timeout(now());
+                }
+            }
+            Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => client.handle_timeout(now()),
+            Err(e) => return Err(e),
+        }
     }
+    let stats = client.stats();
+    println!(
+        "datagrams sent {sent}, received {received}, keep-alives received {}",
+        stats.keep_alives_received
+    );
+    Ok(outcome == Some(true))
 }

@@ -40,10 +40,10 @@
 //!
 //! ```
 //! use tether_net::game::{Client, ClientConfig, ClientEvent, Server, ServerConfig, ServerEvent, TokenSecret};
-//! use tether_net::{Instant, Machine};
+//! use tether_net::Instant;
 //!
-//! let mut client: Client = Client::new(ClientConfig::default());
-//! let mut server: Server<u32, 16> = Server::new(ServerConfig::new(TokenSecret([7; 16])));
+//! let mut client = Client::new(ClientConfig::default());
+//! let mut server = Server::new(ServerConfig::new(TokenSecret([7; 16])));
 //! let mut now = Instant::ZERO;
 //! let (mut buf, mut events) = ([0u8; 1400], Vec::new());
 //!
@@ -54,7 +54,7 @@
 //!     loop {
 //!         let mut quiet = true;
 //!         while let Some(t) = client.poll_transmit(now, &mut buf).unwrap() {
-//!             let _ = server.handle_input(now, 1, &buf[..t.len]).unwrap();
+//!             let _ = server.handle_input(now, 1u32, &buf[..t.len]).unwrap();
 //!             quiet = false;
 //!         }
 //!         while let Some(t) = server.poll_transmit(now, &mut buf).unwrap() {
@@ -70,7 +70,7 @@
 //!         events.push(format!("client: {e:?}"));
 //!     }
 //!     while let Some(e) = server.poll_event() {
-//!         if let ServerEvent::PeerConnected { peer, .. } = e {
+//!         if let ServerEvent::Connected { peer, .. } = e {
 //!             events.push(format!("server: peer {peer} connected"));
 //!         }
 //!     }

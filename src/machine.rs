@@ -151,7 +151,7 @@ impl<E: fmt::Debug + fmt::Display> core::error::Error for DrainError<E> {}
 /// use tether_net::game::{Client, ClientConfig, ClientEvent};
 /// use tether_net::{drain, Instant};
 ///
-/// let mut client: Client = Client::new(ClientConfig::default());
+/// let mut client = Client::new(ClientConfig::default());
 /// client.connect(Instant::ZERO).unwrap();
 /// let mut buf = [0u8; 1400];
 /// let mut sent = Vec::new();
@@ -256,3 +256,200 @@ macro_rules! impl_machine {
     };
 }
 pub(crate) use impl_machine;
+
+#[cfg(test)]
+mod tests {
+    extern crate alloc;
+    extern crate std;
+    use alloc::boxed::Box;
+    use alloc::string::{String, ToString};
+    use alloc::vec::Vec;
+    use core::convert::Infallible;
+
+    use super::*;
+
+    /// Records every call; `poll_transmit` sends queued frames (a frame of 3 bytes needs 3 bytes),
+    /// `poll_event` pops queued events; event `1` issues the command "queue frame 9 and event 2"
+    #[derive(Default)]
+    struct Toy {
+        calls: Vec<String>,
+        frames: Vec<u8>,
+        events: Vec<u8>,
+    }
+
+    impl Toy {
+        fn command(&mut self) {
+            self.frames.push(9);
+            self.events.push(2);
+        }
+    }
+
+    impl Machine for Toy {
+        type Peer = u8;
+        type Event = u8;
+        type App<'a> = &'a [u8];
+        type Error = ();
+
+        fn handle_input<'a>(
+            &mut self,
+            now: Instant,
+            from: u8,
+            data: &'a [u8],
+        ) -> Result<Received<&'a [u8]>, ()> {
+            self.calls.push(std::format!("input {now} {from} {data:?}"));
+            if data.is_empty() {
+                return Err(());
+            }
+            Ok(Received::with_app(data.len(), data))
+        }
+        fn handle_frame(&mut self, now: Instant, from: u8, kind: FrameKind, payload: &[u8]) {
+            self.calls
+                .push(std::format!("frame {now} {from} {kind:?} {payload:?}"));
+        }
+        fn handle_closed(&mut self, now: Instant, from: u8) {
+            self.calls.push(std::format!("closed {now} {from}"));
+        }
+        fn handle_timeout(&mut self, now: Instant) {
+            self.calls.push(std::format!("timeout {now}"));
+        }
+        fn poll_transmit(
+            &mut self,
+            _now: Instant,
+            buf: &mut [u8],
+        ) -> Result<Option<Transmit<u8>>, BufferTooSmall> {
+            let Some(&f) = self.frames.first() else {
+                return Ok(None);
+            };
+            if buf.len() < 3 {
+                return Err(BufferTooSmall { required: 3 });
+            }
+            self.frames.remove(0);
+            buf[..3].fill(f);
+            Ok(Some(Transmit {
+                to: f,
+                len: 3,
+                kind: FrameKind::Datagram,
+            }))
+        }
+        fn poll_event(&mut self) -> Option<u8> {
+            (!self.events.is_empty()).then(|| self.events.remove(0))
+        }
+        fn poll_timeout(&self) -> Option<Instant> {
+            Some(Instant::from_millis(self.calls.len() as u64))
+        }
+    }
+
+    #[test]
+    fn a_box_delegates_every_method() {
+        let mut m: Box<Toy> = Box::default();
+        let t = Instant::from_millis(5);
+        let r = Machine::handle_input(&mut m, t, 1, b"ab").unwrap();
+        assert_eq!((r.bytes_consumed(), r.into_app()), (2, Some(&b"ab"[..])));
+        assert_eq!(Machine::handle_input(&mut m, t, 1, b""), Err(()));
+        Machine::handle_frame(&mut m, t, 2, FrameKind::WsPing, b"p");
+        Machine::handle_closed(&mut m, t, 3);
+        Machine::handle_timeout(&mut m, t);
+        assert_eq!(
+            m.calls,
+            [
+                "input 0.005000s 1 [97, 98]",
+                "input 0.005000s 1 []",
+                "frame 0.005000s 2 WsPing [112]",
+                "closed 0.005000s 3",
+                "timeout 0.005000s",
+            ]
+        );
+        assert_eq!(Machine::poll_timeout(&m), Some(Instant::from_millis(5)));
+        m.frames.push(4);
+        m.events.push(7);
+        let mut buf = [0u8; 3];
+        assert_eq!(
+            Machine::poll_transmit(&mut m, t, &mut buf[..2]),
+            Err(BufferTooSmall { required: 3 })
+        );
+        let tx = Machine::poll_transmit(&mut m, t, &mut buf)
+            .unwrap()
+            .unwrap();
+        assert_eq!((tx.to, tx.len, buf), (4, 3, [4, 4, 4]));
+        assert_eq!(Machine::poll_transmit(&mut m, t, &mut buf), Ok(None));
+        assert_eq!(Machine::poll_event(&mut m), Some(7));
+        assert_eq!(Machine::poll_event(&mut m), None);
+    }
+
+    #[test]
+    fn drain_sends_what_a_command_in_an_event_handler_queues_before_the_next_event() {
+        let mut m = Toy {
+            frames: alloc::vec![5],
+            events: alloc::vec![1, 3],
+            ..Toy::default()
+        };
+        let log = core::cell::RefCell::new(Vec::new());
+        let mut buf = [0u8; 8];
+        drain(
+            &mut m,
+            Instant::ZERO,
+            &mut buf,
+            |t, bytes| {
+                log.borrow_mut()
+                    .push(std::format!("send {} {bytes:?}", t.to));
+                Ok::<(), Infallible>(())
+            },
+            |m, e| {
+                log.borrow_mut().push(std::format!("event {e}"));
+                if e == 1 {
+                    m.command();
+                }
+            },
+        )
+        .unwrap();
+        assert_eq!(
+            log.into_inner(),
+            [
+                "send 5 [5, 5, 5]",
+                "event 1",
+                "send 9 [9, 9, 9]",
+                "event 3",
+                "event 2"
+            ]
+        );
+        assert!(m.frames.is_empty() && m.events.is_empty());
+    }
+
+    #[test]
+    fn drain_reports_a_small_buffer_and_a_failed_send() {
+        let mut m = Toy {
+            frames: alloc::vec![5, 6],
+            ..Toy::default()
+        };
+        let mut small = [0u8; 2];
+        let e = drain(
+            &mut m,
+            Instant::ZERO,
+            &mut small,
+            |_, _| Ok::<(), Infallible>(()),
+            |_, _| {},
+        )
+        .unwrap_err();
+        assert_eq!(
+            e,
+            DrainError::BufferTooSmall(BufferTooSmall { required: 3 })
+        );
+        assert_eq!(m.frames, [5, 6], "the frame stays queued");
+        let mut buf = [0u8; 3];
+        let e = drain(
+            &mut m,
+            Instant::ZERO,
+            &mut buf,
+            |_, _| Err("down"),
+            |_, _| {},
+        )
+        .unwrap_err();
+        assert_eq!(e, DrainError::Send("down"));
+        assert_eq!(m.frames, [6], "the failed frame is gone, the next stays");
+        assert_eq!(e.to_string(), "send failed: down");
+        assert_eq!(
+            DrainError::<&str>::BufferTooSmall(BufferTooSmall { required: 3 }).to_string(),
+            "output buffer too small: 3 bytes required"
+        );
+    }
+}

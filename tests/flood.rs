@@ -15,10 +15,10 @@
 //! A counting global allocator is not possible here: the crate's lint table forbids
 //! `unsafe_code` in every target, tests included, and `GlobalAlloc` needs an `unsafe impl`.
 
-use tether_net::game::server::{SERVER_FULL_REASON, STATELESS_QUEUE_LEN};
 use tether_net::game::wire::{self, Control, ControlPacket, Packet, Token, TokenMode};
 use tether_net::game::{
     Server as GServer, ServerConfig as GServerConfig, TokenSecret, VanillaPolicy,
+    SERVER_FULL_REASON, STATELESS_QUEUE_LEN,
 };
 use tether_net::longport::control::{AuthRequest, Body, Heartbeat, Metadata};
 use tether_net::longport::wire::Packet as LPacket;
@@ -26,7 +26,7 @@ use tether_net::longport::{
     Error as LError, Handshake, RequestId, Server as LServer, ServerConfig, ServerEvent,
     ServerState, SessionGrant, Transport,
 };
-use tether_net::{Duration, Instant, Machine};
+use tether_net::{Duration, Instant};
 
 fn token_connect() -> Vec<u8> {
     let p = ControlPacket {
@@ -99,9 +99,9 @@ fn game_connect_flood_creates_no_state() {
     assert_eq!(server.peer_count(), 0);
     assert_eq!(game_timers(&server), 0, "no timer entries");
     assert!(server.poll_event().is_none(), "no events");
-    assert_eq!(u64::from(st.connect_accepts_sent), replies);
+    assert_eq!(st.connect_accepts_sent, replies);
     assert_eq!(
-        u64::from(st.connect_accepts_sent) + u64::from(st.dropped_reply_queue_full),
+        st.connect_accepts_sent + st.dropped_reply_queue_full,
         u64::from(FLOOD),
         "every CONNECT is answered or counted"
     );
@@ -154,14 +154,14 @@ fn game_forged_accept_and_vanilla_flood_creates_no_state() {
 }
 
 /// Vanilla CONNECT flood under the stateful policies: state exists but is capped by `max_peers`
-/// (and `N`); a full table answers bare CLOSEs; pending slots expire
+/// (and `PEERS`); a full table answers bare CLOSEs; pending slots expire
 #[test]
 fn game_vanilla_flood_under_pending_policy_is_capped() {
-    let mut server: GServer<u32, 64> = GServer::new(GServerConfig {
-        vanilla: VanillaPolicy::Pending,
-        max_peers: 32,
-        ..GServerConfig::new(TokenSecret([4; 16]))
-    });
+    let mut server: GServer<u32, 64> = GServer::new(
+        GServerConfig::new(TokenSecret([4; 16]))
+            .with_vanilla(VanillaPolicy::Pending)
+            .with_max_peers(32),
+    );
     let mut now = Instant::from_secs(1);
     let mut buf = [0u8; 1400];
     let vanilla = [0x10, 0x00, 0x00, 0x01];
@@ -192,10 +192,8 @@ fn game_vanilla_flood_under_pending_policy_is_capped() {
 /// A valid ACCEPT to a full server: the one reply larger than its request, carrying the token
 #[test]
 fn game_full_server_answers_valid_accept_with_reasoned_close() {
-    let mut server: GServer<u32, 4> = GServer::new(GServerConfig {
-        max_peers: 1,
-        ..GServerConfig::new(TokenSecret([5; 16]))
-    });
+    let mut server: GServer<u32, 4> =
+        GServer::with_capacities(GServerConfig::new(TokenSecret([5; 16])).with_max_peers(1));
     let now = Instant::from_secs(1);
     let mut buf = [0u8; 1400];
     for addr in [1u32, 2] {

@@ -13,8 +13,8 @@ use std::rc::Rc;
 use game_net::*;
 use tether_net::game::{Client, Server};
 use tether_net::game::{
-    ClientCloseCause, ClientConfig, ClientEvent, ClientState, PeerCloseCause, ServerConfig,
-    ServerEvent, TokenSecret, VanillaPolicy,
+    ClientConfig, ClientEvent, ClientState, CloseCause, ServerConfig, ServerEvent, TokenSecret,
+    VanillaPolicy,
 };
 use tether_net::testing::{Direction, Fate, Fleet, LinkConfig, Pair, TraceRecord};
 use tether_net::{Duration, FrameKind, Instant};
@@ -26,7 +26,7 @@ const ADDR: u32 = 7;
 const POLL: Duration = Duration::from_millis(1);
 
 type Srv = Server<u32, 16>;
-type GamePair = Pair<Net<Client>, Net<Srv>>;
+type GamePair = Pair<Client, Srv>;
 
 fn ms(v: u64) -> Duration {
     Duration::from_millis(v)
@@ -36,26 +36,20 @@ fn at(v: u64) -> Instant {
     Instant::from_millis(v)
 }
 
-fn server_with(vanilla: VanillaPolicy) -> Net<Srv> {
-    Net::new(Server::new(ServerConfig {
-        vanilla,
-        ..ServerConfig::new(SECRET)
-    }))
+fn server_with(vanilla: VanillaPolicy) -> Srv {
+    Server::with_capacities(ServerConfig::new(SECRET).with_vanilla(vanilla))
 }
 
-fn client_with(config: ClientConfig) -> Net<Client> {
-    Net::new(Client::new(config))
+fn client_with(config: ClientConfig) -> Client {
+    Client::new(config)
 }
 
 fn vanilla_config() -> ClientConfig {
-    ClientConfig {
-        vanilla: true,
-        ..ClientConfig::default()
-    }
+    ClientConfig::new().with_vanilla(true)
 }
 
 /// A pair over `link` with the closed-checks on and the transcript recorded; nothing started
-fn pair_with(client: Net<Client>, server: Net<Srv>, link: LinkConfig, seed: u64) -> GamePair {
+fn pair_with(client: Client, server: Srv, link: LinkConfig, seed: u64) -> GamePair {
     let mut p = Pair::new(client, server, ADDR, link, seed);
     p.fleet_mut().client_closed_when(client_closed);
     p.fleet_mut().server_closed_when(server_stopped);
@@ -72,12 +66,12 @@ fn connecting_pair(link: LinkConfig, seed: u64) -> GamePair {
         seed,
     );
     let now = p.now();
-    p.client_mut().m.connect(now).unwrap();
+    p.client_mut().connect(now).unwrap();
     p
 }
 
 fn both_online(p: &GamePair) -> bool {
-    p.client().m.state() == ClientState::Online && p.server().m.is_online(ADDR)
+    p.client().state() == ClientState::Online && p.server().is_online(ADDR)
 }
 
 /// Run until both sides are online (panics with the transcript when they are not within `budget`)
@@ -97,11 +91,11 @@ fn connected_events(events: &[ClientEvent]) -> usize {
         .count()
 }
 
-fn closed_events(events: &[ClientEvent]) -> Vec<ClientCloseCause> {
+fn closed_events(events: &[ClientEvent]) -> Vec<CloseCause> {
     events
         .iter()
         .filter_map(|e| match e {
-            ClientEvent::Closed { cause } => Some(cause.clone()),
+            ClientEvent::Closed { cause } => Some(*cause),
             _ => None,
         })
         .collect()
@@ -110,7 +104,7 @@ fn closed_events(events: &[ClientEvent]) -> Vec<ClientCloseCause> {
 fn peer_connected(events: &[ServerEvent<u32>], peer: u32) -> usize {
     events
         .iter()
-        .filter(|e| matches!(e, ServerEvent::PeerConnected { peer: p, .. } if *p == peer))
+        .filter(|e| matches!(e, ServerEvent::Connected { peer: p, .. } if *p == peer))
         .count()
 }
 
@@ -129,16 +123,16 @@ fn token_handshake_by_default() {
     run_online(&mut p, Duration::from_secs(1));
     // CONNECT at 0 arrives at 10 ms, CONNECT_ACCEPT at 20 ms, ACCEPT at 30 ms
     assert_eq!(p.now(), at(30));
-    let tok = p.server().m.token_for(ADDR);
-    assert_eq!(p.client().m.token(), Some(tok));
-    assert_eq!(p.server().m.peer_token(ADDR), Some(tok));
+    let tok = p.server().token_for(ADDR);
+    assert_eq!(p.client().token(), Some(tok));
+    assert_eq!(p.server().peer_token(ADDR), Some(tok));
     assert_eq!(
         p.client_events(),
         [ClientEvent::Connected { token: Some(tok) }]
     );
     assert_eq!(
         p.server_events(),
-        [ServerEvent::PeerConnected {
+        [ServerEvent::Connected {
             peer: ADDR,
             token: Some(tok)
         }]
@@ -161,8 +155,8 @@ fn token_handshake_by_default() {
     // stays up: a minute of keep-alives without any retry or drop
     p.run_for(Duration::from_secs(60));
     assert!(both_online(&p));
-    let c = p.client().m.stats();
-    let s = p.server().m.stats();
+    let c = p.client().stats();
+    let s = p.server().stats();
     assert_eq!(c.accept_retries, 0);
     assert_eq!(c.connects_sent, 1);
     assert_eq!(c.dropped_wrong_token + c.dropped_bad_ack, 0);
@@ -178,14 +172,14 @@ fn vanilla_client_admitted_at_once_by_admit_policy() {
         LinkConfig::perfect(),
         2,
     );
-    p.client_mut().m.connect(Instant::ZERO).unwrap();
+    p.client_mut().connect(Instant::ZERO).unwrap();
     // the server admits on the CONNECT itself (10 ms); the client is online at 20 ms
     run_online(&mut p, Duration::from_secs(1));
     assert_eq!(p.now(), at(20));
     assert_eq!(p.client_events(), [ClientEvent::Connected { token: None }]);
     assert_eq!(
         p.server_events(),
-        [ServerEvent::PeerConnected {
+        [ServerEvent::Connected {
             peer: ADDR,
             token: None
         }]
@@ -197,8 +191,8 @@ fn vanilla_client_admitted_at_once_by_admit_policy() {
     assert!(both_online(&p));
     // every packet of the session is vanilla: 4-byte control packets, no token anywhere
     assert!(p.transcript().iter().all(|r| r.bytes.len() == 4));
-    assert_eq!(p.client().m.token(), None);
-    assert_eq!(p.server().m.peer_token(ADDR), None);
+    assert_eq!(p.client().token(), None);
+    assert_eq!(p.server().peer_token(ADDR), None);
 }
 
 #[test]
@@ -209,17 +203,17 @@ fn vanilla_client_pending_until_first_chunk_packet() {
         LinkConfig::perfect(),
         3,
     );
-    p.client_mut().m.connect(Instant::ZERO).unwrap();
+    p.client_mut().connect(Instant::ZERO).unwrap();
     p.run_until(
-        |p| p.client().m.state() == ClientState::Online,
+        |p| p.client().state() == ClientState::Online,
         Duration::from_secs(1),
     )
     .unwrap();
     assert_eq!(p.client_events(), [ClientEvent::Connected { token: None }]);
     // a pending slot exists but is not online and produced no event
     p.run_for(Duration::from_secs(1));
-    assert_eq!(p.server().m.peer_count(), 1);
-    assert!(!p.server().m.is_online(ADDR));
+    assert_eq!(p.server().peer_count(), 1);
+    assert!(!p.server().is_online(ADDR));
     assert!(p.server_events().is_empty());
     // pending: the server resends CONNECT_ACCEPT every 500 ms
     let resends: Vec<Instant> =
@@ -231,13 +225,12 @@ fn vanilla_client_pending_until_first_chunk_packet() {
         assert_eq!(w[1] - w[0], ms(500), "{resends:?}");
     }
     // the first chunk packet completes the connect
-    let now = p.now();
-    p.client_mut().send(now, b"hello").unwrap();
-    p.run_until(|p| p.server().m.is_online(ADDR), ms(100))
+    client_send(p.fleet_mut(), 0, b"hello").unwrap();
+    p.run_until(|p| p.server().is_online(ADDR), ms(100))
         .unwrap();
     assert_eq!(
         p.server_events(),
-        [ServerEvent::PeerConnected {
+        [ServerEvent::Connected {
             peer: ADDR,
             token: None
         }]
@@ -255,24 +248,21 @@ fn vanilla_client_rejected_by_reject_policy() {
         LinkConfig::perfect(),
         4,
     );
-    p.client_mut().m.connect(Instant::ZERO).unwrap();
+    p.client_mut().connect(Instant::ZERO).unwrap();
+    let (reasons, _) = close_reasons(p.fleet_mut());
     p.run_until(
-        |p| p.client().m.state() == ClientState::Closed,
+        |p| p.client().state() == ClientState::Closed,
         Duration::from_secs(1),
     )
     .unwrap();
     assert_eq!(p.now(), at(20));
-    assert_eq!(
-        closed_events(p.client_events()),
-        [ClientCloseCause::Peer {
-            reason: Default::default()
-        }]
-    );
+    assert_eq!(closed_events(p.client_events()), [CloseCause::Peer]);
+    assert_eq!(*reasons.borrow(), [(0, String::new())]);
     assert_eq!(connected_events(p.client_events()), 0);
     // a bare CLOSE, no larger than the CONNECT; nothing kept on the server
     assert_eq!(p.transcript()[1].bytes, [0x10, 0, 0, 4]);
-    assert_eq!(p.server().m.peer_count(), 0);
-    assert_eq!(p.server().m.stats().rejected_vanilla, 1);
+    assert_eq!(p.server().peer_count(), 0);
+    assert_eq!(p.server().stats().rejected_vanilla, 1);
     assert!(p.server_events().is_empty());
     // and the client stays silent afterwards (checked by the simulator's closed-test too)
     let n = p.transcript().len();
@@ -304,12 +294,12 @@ fn filtered(t: &[TraceRecord]) -> Vec<(Direction, Option<u8>)> {
 }
 
 /// After the handshake recovered: a minute online, one event per side, no more retries
-fn settle(p: &mut GamePair, retries: u32) {
-    let before = p.client().m.stats().accept_retries;
+fn settle(p: &mut GamePair, retries: u64) {
+    let before = p.client().stats().accept_retries;
     assert_eq!(before, retries);
     p.run_for(Duration::from_secs(60));
     assert!(both_online(p));
-    assert_eq!(p.client().m.stats().accept_retries, retries);
+    assert_eq!(p.client().stats().accept_retries, retries);
     assert_eq!(connected_events(p.client_events()), 1);
     assert_eq!(peer_connected(p.server_events(), ADDR), 1);
     assert_eq!(p.server_events().len(), 1);
@@ -342,7 +332,7 @@ fn lost_connect_accept_recovered_by_connect_resend() {
         [(Direction::ServerToClient, Some(CONNECT_ACCEPT))]
     );
     // stateless: the lost reply left nothing behind on the server
-    assert_eq!(p.server().m.stats().connect_accepts_sent, 2);
+    assert_eq!(p.server().stats().connect_accepts_sent, 2);
     settle(&mut p, 0);
 }
 
@@ -352,14 +342,14 @@ fn lost_accept_recovered_by_accept_retry() {
     drop_first(&mut p, Direction::ClientToServer, ACCEPT);
     // the client believes it is online at 20 ms, the server has no peer
     p.run_until(
-        |p| p.client().m.state() == ClientState::Online,
+        |p| p.client().state() == ClientState::Online,
         Duration::from_secs(1),
     )
     .unwrap();
     p.run_for(Duration::from_secs(1));
-    assert_eq!(p.server().m.peer_count(), 0);
+    assert_eq!(p.server().peer_count(), 0);
     assert!(
-        p.server().m.stats().ignored_unsolicited >= 3,
+        p.server().stats().ignored_unsolicited >= 3,
         "keep-alives do not admit"
     );
     // 2 s after the ACCEPT the client repeats the handshake and the server admits it
@@ -398,7 +388,7 @@ fn lost_accept_of_vanilla_client_is_harmless_under_admit() {
         LinkConfig::perfect(),
         8,
     );
-    p.client_mut().m.connect(Instant::ZERO).unwrap();
+    p.client_mut().connect(Instant::ZERO).unwrap();
     drop_first(&mut p, Direction::ClientToServer, ACCEPT);
     run_online(&mut p, Duration::from_secs(1));
     settle(&mut p, 0);
@@ -461,16 +451,10 @@ fn keep_alive_cadence_when_idle() {
 
 #[test]
 fn keep_alive_cadence_with_configured_values() {
-    let client = client_with(ClientConfig {
-        keep_alive: Duration::from_secs(1),
-        ..ClientConfig::default()
-    });
-    let server = Net::new(Server::new(ServerConfig {
-        keep_alive: ms(300),
-        ..ServerConfig::new(SECRET)
-    }));
+    let client = client_with(ClientConfig::new().with_keep_alive(Duration::from_secs(1)));
+    let server = Server::with_capacities(ServerConfig::new(SECRET).with_keep_alive(ms(300)));
     let mut p = pair_with(client, server, LinkConfig::perfect(), 10);
-    p.client_mut().m.connect(Instant::ZERO).unwrap();
+    p.client_mut().connect(Instant::ZERO).unwrap();
     run_online(&mut p, Duration::from_secs(1));
     p.run_for(Duration::from_secs(10));
     let t = p.transcript();
@@ -497,9 +481,9 @@ fn no_keep_alive_while_chunk_traffic_flows() {
         }
         let now = p.now();
         assert_eq!(now, start + ms(200 * k));
-        p.client_mut().send(now, &[k as u8]).unwrap();
+        client_send(p.fleet_mut(), 0, &[k as u8]).unwrap();
         if k % 4 == 0 {
-            p.server_mut().send(now, ADDR, &[0x80 | k as u8]).unwrap();
+            server_send(p.fleet_mut(), ADDR, &[0x80 | k as u8]).unwrap();
         }
     }
     let end = p.now();
@@ -517,8 +501,8 @@ fn no_keep_alive_while_chunk_traffic_flows() {
     assert!(check_cadence(&client, ms(250), end) >= 10);
     let server = sends(t, 0, Direction::ServerToClient);
     assert!(check_cadence(&server, Duration::from_secs(1), end) >= 2);
-    assert_eq!(p.server().m.stats().chunk_packets_received, 25);
-    assert_eq!(p.client().m.stats().chunk_packets_received, 7);
+    assert_eq!(p.server().stats().chunk_packets_received, 25);
+    assert_eq!(p.client().stats().chunk_packets_received, 7);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -550,8 +534,8 @@ fn link_cut_times_out_both_sides_at_the_deadline() {
             p.server_events().iter().any(|e| {
                 matches!(
                     e,
-                    ServerEvent::PeerClosed {
-                        cause: PeerCloseCause::Timeout,
+                    ServerEvent::Closed {
+                        cause: CloseCause::Timeout,
                         ..
                     }
                 )
@@ -562,7 +546,7 @@ fn link_cut_times_out_both_sides_at_the_deadline() {
         while closed_at.is_none() || gone_at.is_none() {
             assert!(p.step(), "idle before both sides timed out");
             assert!(p.now() < cut + ms(20_000));
-            if closed_at.is_none() && p.client().m.state() == ClientState::Closed {
+            if closed_at.is_none() && p.client().state() == ClientState::Closed {
                 closed_at = Some(p.now());
             }
             if gone_at.is_none() && timed_out(&p) {
@@ -574,16 +558,13 @@ fn link_cut_times_out_both_sides_at_the_deadline() {
             closed_at >= client_deadline && closed_at <= client_deadline + POLL,
             "client closed at {closed_at}, deadline {client_deadline}"
         );
-        assert_eq!(
-            closed_events(p.client_events()),
-            [ClientCloseCause::Timeout]
-        );
+        assert_eq!(closed_events(p.client_events()), [CloseCause::Timeout]);
 
         assert!(
             gone_at >= server_deadline && gone_at <= server_deadline + POLL,
             "server dropped the peer at {gone_at}, deadline {server_deadline}"
         );
-        assert_eq!(p.server().m.peer_count(), 0);
+        assert_eq!(p.server().peer_count(), 0);
         // no CLOSE on timeout, from either side
         let t = p.transcript();
         assert_eq!(frames(t, 0, Direction::ClientToServer, CLOSE).count(), 0);
@@ -601,16 +582,16 @@ fn connect_timeout_when_server_never_answers() {
     let mut p = connecting_pair(LinkConfig::perfect(), 15);
     p.set_link_up(false);
     p.run_until(
-        |p| p.client().m.state() == ClientState::Closed,
+        |p| p.client().state() == ClientState::Closed,
         Duration::from_secs(20),
     )
     .unwrap();
     assert_eq!(p.now(), at(10_000));
     assert_eq!(
         closed_events(p.client_events()),
-        [ClientCloseCause::ConnectTimeout]
+        [CloseCause::ConnectTimeout]
     );
-    assert_eq!(p.client().m.stats().connects_sent, 20);
+    assert_eq!(p.client().stats().connects_sent, 20);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -622,23 +603,23 @@ fn client_close_reason_reaches_server() {
     run_online(&mut p, Duration::from_secs(1));
     p.run_for(Duration::from_secs(1));
     let now = p.now();
-    p.client_mut().m.close(now, "bye").unwrap();
-    p.run_until(|p| p.server().m.peer_count() == 0, Duration::from_secs(1))
+    let (_, reasons) = close_reasons(p.fleet_mut());
+    p.client_mut().close(now, "bye").unwrap();
+    p.run_until(|p| p.server().peer_count() == 0, Duration::from_secs(1))
         .unwrap();
     assert_eq!(p.now(), now + ms(10));
-    assert_eq!(closed_events(p.client_events()), [ClientCloseCause::Local]);
+    assert_eq!(closed_events(p.client_events()), [CloseCause::Local]);
     assert_eq!(
         p.server_events().last(),
-        Some(&ServerEvent::PeerClosed {
+        Some(&ServerEvent::Closed {
             peer: ADDR,
-            cause: PeerCloseCause::PeerClosed {
-                reason: "bye".try_into().unwrap()
-            }
+            cause: CloseCause::Peer
         })
     );
+    assert_eq!(*reasons.borrow(), [(0, "bye".to_string())]);
     let close = first(p.transcript(), Direction::ClientToServer, CLOSE);
     let mut expect = b"\x10\x00\x00\x04bye\x00".to_vec();
-    expect.extend_from_slice(&p.server().m.token_for(ADDR).0);
+    expect.extend_from_slice(&p.server().token_for(ADDR).0);
     assert_eq!(close.bytes, expect);
     // nothing sent back, nothing sent afterwards by either side
     let n = p.transcript().len();
@@ -647,30 +628,27 @@ fn client_close_reason_reaches_server() {
 }
 
 #[test]
-fn kick_reason_reaches_client() {
+fn server_close_reason_reaches_client() {
     let mut p = connecting_pair(LinkConfig::perfect(), 17);
     run_online(&mut p, Duration::from_secs(1));
     let now = p.now();
-    p.server_mut().m.kick(now, ADDR, "Kicked (test)").unwrap();
+    let (reasons, _) = close_reasons(p.fleet_mut());
+    p.server_mut().close(now, ADDR, "Kicked (test)").unwrap();
     p.run_until(
-        |p| p.client().m.state() == ClientState::Closed,
+        |p| p.client().state() == ClientState::Closed,
         Duration::from_secs(1),
     )
     .unwrap();
-    assert_eq!(
-        closed_events(p.client_events()),
-        [ClientCloseCause::Peer {
-            reason: "Kicked (test)".try_into().unwrap()
-        }]
-    );
+    assert_eq!(closed_events(p.client_events()), [CloseCause::Peer]);
+    assert_eq!(*reasons.borrow(), [(0, "Kicked (test)".to_string())]);
     assert_eq!(
         p.server_events().last(),
-        Some(&ServerEvent::PeerClosed {
+        Some(&ServerEvent::Closed {
             peer: ADDR,
-            cause: PeerCloseCause::Kicked
+            cause: CloseCause::Local
         })
     );
-    assert_eq!(p.server().m.peer_count(), 0);
+    assert_eq!(p.server().peer_count(), 0);
     let n = p.transcript().len();
     p.run_for(Duration::from_secs(15));
     assert_eq!(p.transcript().len(), n, "silence after the kick");
@@ -678,15 +656,10 @@ fn kick_reason_reaches_client() {
 
 #[test]
 fn shutdown_reason_reaches_every_client() {
-    let mut f: Fleet<Net<Client>, Net<Srv>> = Fleet::new(
+    let mut f: GameFleet<16> = Fleet::new(
         server_with(VanillaPolicy::Admit),
         3,
-        |i| {
-            client_with(ClientConfig {
-                vanilla: i == 2,
-                ..ClientConfig::default()
-            })
-        },
+        |i| client_with(ClientConfig::new().with_vanilla(i == 2)),
         |i| 100 + i as u32,
         LinkConfig::perfect(),
         18,
@@ -694,34 +667,41 @@ fn shutdown_reason_reaches_every_client() {
     f.client_closed_when(client_closed);
     f.server_closed_when(server_stopped);
     for i in 0..3 {
-        f.client_mut(i).m.connect(Instant::ZERO).unwrap();
+        f.client_mut(i).connect(Instant::ZERO).unwrap();
     }
-    f.run_until(|f| f.server().m.peer_count() == 3, Duration::from_secs(1))
+    f.run_until(|f| f.server().peer_count() == 3, Duration::from_secs(1))
         .unwrap();
     let now = f.now();
-    f.server_mut().m.shutdown(now, "Server shutdown");
+    let (reasons, _) = close_reasons(&mut f);
+    f.server_mut().shutdown(now, "Server shutdown").unwrap();
     f.run_until(
-        |f| (0..3).all(|i| f.client(i).m.state() == ClientState::Closed),
+        |f| (0..3).all(|i| f.client(i).state() == ClientState::Closed),
         Duration::from_secs(1),
     )
     .unwrap();
     for i in 0..3 {
         assert_eq!(
             closed_events(f.client_events(i)),
-            [ClientCloseCause::Peer {
-                reason: "Server shutdown".try_into().unwrap()
-            }],
+            [CloseCause::Peer],
             "client {i}"
         );
     }
+    let mut got = reasons.borrow().clone();
+    got.sort();
+    assert_eq!(
+        got,
+        (0..3)
+            .map(|i| (i, "Server shutdown".to_string()))
+            .collect::<Vec<_>>()
+    );
     let ev = f.server_events();
     let shut = ev
         .iter()
         .filter(|e| {
             matches!(
                 e,
-                ServerEvent::PeerClosed {
-                    cause: PeerCloseCause::Shutdown,
+                ServerEvent::Closed {
+                    cause: CloseCause::Shutdown,
                     ..
                 }
             )
@@ -734,7 +714,7 @@ fn shutdown_reason_reaches_every_client() {
     f.run_for(Duration::from_secs(30));
     assert_eq!(f.total_client_stats().transmits, c);
     assert_eq!(f.server_stats().transmits, s);
-    assert_eq!(f.server().m.state(), tether_net::game::ServerState::Stopped);
+    assert_eq!(f.server().state(), tether_net::game::ServerState::Stopped);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -744,15 +724,15 @@ fn shutdown_reason_reaches_every_client() {
 fn wrong_token_and_bad_ack_are_dropped_and_counted() {
     let mut p = connecting_pair(LinkConfig::perfect(), 19);
     run_online(&mut p, Duration::from_secs(1));
-    let tok = p.server().m.token_for(ADDR).0;
+    let tok = p.server().token_for(ADDR).0;
     let wrong = [tok[0] ^ 0xff, tok[1], tok[2], tok[3]];
     let with = |head: &[u8], t: [u8; 4]| {
         let mut v = head.to_vec();
         v.extend_from_slice(&t);
         v
     };
-    let c0 = p.client().m.stats();
-    let s0 = p.server().m.stats();
+    let c0 = p.client().stats();
+    let s0 = p.server().stats();
     let s_events = p.server_events().len();
 
     // to the client: CLOSE and a chunk packet with the wrong token, CLOSE with ack 5
@@ -765,8 +745,8 @@ fn wrong_token_and_bad_ack_are_dropped_and_counted() {
     p.inject_to_server(FrameKind::Datagram, &with(b"\x10\x05\x00\x04y\x00", tok));
     p.inject_to_server(FrameKind::Datagram, &with(b"\x10\x00\x00\x03", wrong));
 
-    let c1 = p.client().m.stats();
-    let s1 = p.server().m.stats();
+    let c1 = p.client().stats();
+    let s1 = p.server().stats();
     assert_eq!(c1.dropped_wrong_token - c0.dropped_wrong_token, 2);
     assert_eq!(c1.dropped_bad_ack - c0.dropped_bad_ack, 1);
     assert_eq!(c1.chunk_packets_received, c0.chunk_packets_received);
@@ -779,7 +759,7 @@ fn wrong_token_and_bad_ack_are_dropped_and_counted() {
     // the session is unaffected
     p.run_for(Duration::from_secs(30));
     assert!(both_online(&p));
-    assert_eq!(p.client().m.token(), Some(tether_net::game::Token(tok)));
+    assert_eq!(p.client().token(), Some(tether_net::game::Token(tok)));
 }
 
 #[test]
@@ -790,12 +770,12 @@ fn forged_accept_from_unknown_address_creates_nothing() {
     // address, so the replay is dropped
     p.set_client_addr(ADDR + 1);
     let mut accept = b"\x10\x00\x00\x03".to_vec();
-    accept.extend_from_slice(&p.server().m.token_for(ADDR).0);
-    let before = p.server().m.stats().dropped_wrong_token;
+    accept.extend_from_slice(&p.server().token_for(ADDR).0);
+    let before = p.server().stats().dropped_wrong_token;
     p.inject_to_server(FrameKind::Datagram, &accept);
-    assert_eq!(p.server().m.stats().dropped_wrong_token, before + 1);
-    assert!(!p.server().m.is_online(ADDR + 1));
-    assert_eq!(p.server().m.peer_count(), 1);
+    assert_eq!(p.server().stats().dropped_wrong_token, before + 1);
+    assert!(!p.server().is_online(ADDR + 1));
+    assert_eq!(p.server().peer_count(), 1);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -803,8 +783,8 @@ fn forged_accept_from_unknown_address_creates_nothing() {
 
 #[test]
 fn third_client_of_a_two_slot_server_is_told_it_is_full() {
-    let mut f: Fleet<Net<Client>, Net<Server<u32, 2>>> = Fleet::new(
-        Net::new(Server::new(ServerConfig::new(SECRET))),
+    let mut f: GameFleet<2> = Fleet::new(
+        Server::with_capacities(ServerConfig::new(SECRET)),
         3,
         |_| client_with(ClientConfig::default()),
         |i| 200 + i as u32,
@@ -813,15 +793,16 @@ fn third_client_of_a_two_slot_server_is_told_it_is_full() {
     );
     f.client_closed_when(client_closed);
     f.record_transcript(true);
+    let (reasons, _) = close_reasons(&mut f);
     for i in 0..2 {
-        f.client_mut(i).m.connect(Instant::ZERO).unwrap();
+        f.client_mut(i).connect(Instant::ZERO).unwrap();
     }
-    f.run_until(|f| f.server().m.peer_count() == 2, Duration::from_secs(1))
+    f.run_until(|f| f.server().peer_count() == 2, Duration::from_secs(1))
         .unwrap();
     let now = f.now();
-    f.client_mut(2).m.connect(now).unwrap();
+    f.client_mut(2).connect(now).unwrap();
     f.run_until(
-        |f| f.client(2).m.state() == ClientState::Closed,
+        |f| f.client(2).state() == ClientState::Closed,
         Duration::from_secs(1),
     )
     .unwrap();
@@ -830,22 +811,18 @@ fn third_client_of_a_two_slot_server_is_told_it_is_full() {
         f.client_events(2)[0],
         ClientEvent::Connected { token: Some(_) }
     ));
-    assert_eq!(
-        closed_events(f.client_events(2)),
-        [ClientCloseCause::Peer {
-            reason: "This server is full".try_into().unwrap()
-        }]
-    );
-    assert_eq!(f.server().m.peer_count(), 2);
-    assert_eq!(f.server().m.stats().rejected_full, 1);
+    assert_eq!(closed_events(f.client_events(2)), [CloseCause::Peer]);
+    assert_eq!(*reasons.borrow(), [(2, "This server is full".to_string())]);
+    assert_eq!(f.server().peer_count(), 2);
+    assert_eq!(f.server().stats().rejected_full, 1);
     // the refusal carries the client's token
     let close = frames(f.transcript(), 2, Direction::ServerToClient, CLOSE)
         .next()
         .unwrap();
-    assert!(close.bytes.ends_with(&f.server().m.token_for(202).0));
+    assert!(close.bytes.ends_with(&f.server().token_for(202).0));
     f.run_for(Duration::from_secs(30));
-    assert!((0..2).all(|i| f.client(i).m.state() == ClientState::Online));
-    assert!(f.server().m.is_online(200) && f.server().m.is_online(201));
+    assert!((0..2).all(|i| f.client(i).state() == ClientState::Online));
+    assert!(f.server().is_online(200) && f.server().is_online(201));
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -860,23 +837,24 @@ fn chunk_packets_both_ways_arrive_borrowed_with_their_payloads() {
     let to_server: Received = Rc::default();
     let to_client: Received = Rc::default();
     let (ts, tc) = (to_server.clone(), to_client.clone());
-    p.fleet_mut().on_server_app(move |_, c| {
+    p.fleet_mut().on_server_app(move |_, app| {
+        let c = app.chunks().expect("chunks");
         ts.borrow_mut()
             .push((c.header.num_chunks, c.payload.to_vec()))
     });
-    p.fleet_mut().on_client_app(move |_, c| {
+    p.fleet_mut().on_client_app(move |_, app| {
+        let c = app.chunks().expect("chunks");
         tc.borrow_mut()
             .push((c.header.num_chunks, c.payload.to_vec()))
     });
     // not online yet: refused without side effects
-    assert!(p.client_mut().send(Instant::ZERO, b"early").is_err());
-    assert!(p.server_mut().send(Instant::ZERO, ADDR, b"early").is_err());
+    assert!(client_send(p.fleet_mut(), 0, b"early").is_err());
+    assert!(server_send(p.fleet_mut(), ADDR, b"early").is_err());
     run_online(&mut p, Duration::from_secs(1));
-    let now = p.now();
-    p.client_mut().send(now, b"hello").unwrap();
-    p.client_mut().send(now, &[0u8; 1000]).unwrap();
-    p.server_mut().send(now, ADDR, b"welcome").unwrap();
-    p.server_mut().send(now, ADDR, &[]).unwrap();
+    client_send(p.fleet_mut(), 0, b"hello").unwrap();
+    client_send(p.fleet_mut(), 0, &[0u8; 1000]).unwrap();
+    server_send(p.fleet_mut(), ADDR, b"welcome").unwrap();
+    server_send(p.fleet_mut(), ADDR, &[]).unwrap();
     p.run_for(Duration::from_secs(1));
     assert_eq!(
         *to_server.borrow(),
@@ -884,7 +862,7 @@ fn chunk_packets_both_ways_arrive_borrowed_with_their_payloads() {
     );
     assert_eq!(*to_client.borrow(), [(1, b"welcome".to_vec()), (1, vec![])]);
     // the token travels at the end of every chunk packet and is stripped on arrival
-    let tok = p.server().m.token_for(ADDR).0;
+    let tok = p.server().token_for(ADDR).0;
     let chunk = p
         .transcript()
         .iter()
@@ -894,9 +872,8 @@ fn chunk_packets_both_ways_arrive_borrowed_with_their_payloads() {
     // the largest packet the session produced stays within the protocol limit
     assert!(p.transcript().iter().all(|r| r.bytes.len() <= 1400));
     // a payload that would exceed 1400 bytes is refused
-    let now = p.now();
-    assert!(p.client_mut().send(now, &[0u8; 1394]).is_err());
-    assert!(p.client_mut().send(now, &[0u8; 1393]).is_ok());
+    assert!(client_send(p.fleet_mut(), 0, &[0u8; 1394]).is_err());
+    assert!(client_send(p.fleet_mut(), 0, &[0u8; 1393]).is_ok());
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -912,20 +889,22 @@ fn duplicated_and_reordered_datagrams_break_nothing() {
         let mut p = connecting_pair(link, seed);
         let got: Rc<RefCell<Vec<Vec<u8>>>> = Rc::default();
         let g = got.clone();
-        p.fleet_mut()
-            .on_server_app(move |_, c| g.borrow_mut().push(c.payload.to_vec()));
+        p.fleet_mut().on_server_app(move |_, app| {
+            if let Some(c) = app.chunks() {
+                g.borrow_mut().push(c.payload.to_vec());
+            }
+        });
         run_online(&mut p, Duration::from_secs(3));
         for k in 0..20u8 {
-            let now = p.now();
-            p.client_mut().send(now, &[k]).unwrap();
+            client_send(p.fleet_mut(), 0, &[k]).unwrap();
             p.run_for(ms(50));
         }
         p.run_for(Duration::from_secs(30));
         assert!(both_online(&p), "seed {seed}");
         assert_eq!(connected_events(p.client_events()), 1, "seed {seed}");
         assert_eq!(p.server_events().len(), 1, "seed {seed}");
-        let c = p.client().m.stats();
-        let s = p.server().m.stats();
+        let c = p.client().stats();
+        let s = p.server().stats();
         assert_eq!(
             c.dropped_wrong_token + c.dropped_bad_ack + c.dropped_malformed,
             0
@@ -944,15 +923,8 @@ fn duplicated_and_reordered_datagrams_break_nothing() {
 }
 
 /// A fleet of `n` default token clients at addresses `0..n`, all connecting at time 0
-fn fleet<const N: usize>(
-    n: usize,
-    link: LinkConfig,
-    seed: u64,
-) -> Fleet<Net<Client>, Net<Server<u32, N>>> {
-    let server = Net::new(Server::new(ServerConfig {
-        max_peers: n,
-        ..ServerConfig::new(SECRET)
-    }));
+fn fleet<const N: usize>(n: usize, link: LinkConfig, seed: u64) -> GameFleet<N> {
+    let server = Server::with_capacities(ServerConfig::new(SECRET).with_max_peers(n));
     let mut f = Fleet::new(
         server,
         n,
@@ -964,47 +936,45 @@ fn fleet<const N: usize>(
     f.client_closed_when(client_closed);
     f.keep_events(false);
     for i in 0..n {
-        f.client_mut(i).m.connect(Instant::ZERO).unwrap();
+        f.client_mut(i).connect(Instant::ZERO).unwrap();
     }
     f
 }
 
-fn all_connected<const N: usize>(f: &Fleet<Net<Client>, Net<Server<u32, N>>>) -> bool {
-    f.server().m.peer_count() == f.len()
-        && (0..f.len()).all(|i| f.client(i).m.state() == ClientState::Online)
+fn all_connected<const N: usize>(f: &GameFleet<N>) -> bool {
+    f.server().peer_count() == f.len()
+        && (0..f.len()).all(|i| f.client(i).state() == ClientState::Online)
 }
 
-fn fleet_report<const N: usize>(f: &Fleet<Net<Client>, Net<Server<u32, N>>>) -> String {
+fn fleet_report<const N: usize>(f: &GameFleet<N>) -> String {
     let online = (0..f.len())
-        .filter(|&i| f.client(i).m.state() == ClientState::Online)
+        .filter(|&i| f.client(i).state() == ClientState::Online)
         .count();
     let stranded: Vec<usize> = (0..f.len())
-        .filter(|&i| {
-            f.client(i).m.state() == ClientState::Online && !f.server().m.is_online(i as u32)
-        })
+        .filter(|&i| f.client(i).state() == ClientState::Online && !f.server().is_online(i as u32))
         .collect();
     let others: Vec<String> = (0..f.len())
-        .filter(|&i| f.client(i).m.state() != ClientState::Online)
+        .filter(|&i| f.client(i).state() != ClientState::Online)
         .take(5)
         .map(|i| {
             format!(
                 "client {i}: {:?} {:?}",
-                f.client(i).m.state(),
-                f.client(i).m.stats()
+                f.client(i).state(),
+                f.client(i).stats()
             )
         })
         .collect();
     format!(
         "at {}: {online} clients online, server has {} peers; online clients the server does not know: {stranded:?}; {others:?}; server {:?}",
         f.now(),
-        f.server().m.peer_count(),
-        f.server().m.stats()
+        f.server().peer_count(),
+        f.server().stats()
     )
 }
 
 /// Every client connected (one `Connected` each) and admitted within `budget`, then 30 s of
 /// virtual time with nobody lost
-fn check_fleet<const N: usize>(f: &mut Fleet<Net<Client>, Net<Server<u32, N>>>, budget: Duration) {
+fn check_fleet<const N: usize>(f: &mut GameFleet<N>, budget: Duration) {
     let n = f.len();
     let closed = Rc::new(RefCell::new(0usize));
     let connected = Rc::new(RefCell::new(0usize));
@@ -1012,17 +982,18 @@ fn check_fleet<const N: usize>(f: &mut Fleet<Net<Client>, Net<Server<u32, N>>>, 
     f.on_client_event(move |_, e| match e {
         ClientEvent::Connected { .. } => *co.borrow_mut() += 1,
         ClientEvent::Closed { .. } => *cl.borrow_mut() += 1,
+        _ => {}
     });
     let lost = Rc::new(RefCell::new(0usize));
     let l = lost.clone();
     f.on_server_event(move |_, e| {
-        if matches!(e, ServerEvent::PeerClosed { .. }) {
+        if matches!(e, ServerEvent::Closed { .. }) {
             *l.borrow_mut() += 1;
         }
     });
     // cheap predicate first (O(1)), the full check only when the counts match
     let res = f.run_until(
-        |f| f.server().m.peer_count() == n && *connected.borrow() >= n && all_connected(f),
+        |f| f.server().peer_count() == n && *connected.borrow() >= n && all_connected(f),
         budget,
     );
     if let Err(e) = res {
@@ -1034,9 +1005,9 @@ fn check_fleet<const N: usize>(f: &mut Fleet<Net<Client>, Net<Server<u32, N>>>, 
     assert_eq!(*closed.borrow(), 0, "no client closed");
     assert_eq!(*lost.borrow(), 0, "no peer lost");
     assert_eq!(*connected.borrow(), n, "one Connected per client");
-    assert_eq!(f.server().m.stats().peers_admitted as usize, n);
+    assert_eq!(f.server().stats().peers_admitted as usize, n);
     assert!(
-        (0..n).all(|i| f.server().m.is_online(i as u32)),
+        (0..n).all(|i| f.server().is_online(i as u32)),
         "{}",
         fleet_report(f)
     );
@@ -1076,10 +1047,10 @@ fn lost_accepts_under_loss_are_recovered_by_retries() {
     f.set_drop_filter(Direction::ClientToServer, move |i, b| {
         control_id(b) == Some(ACCEPT) && seen.insert(i)
     });
-    let retries = |f: &Fleet<Net<Client>, Net<Server<u32, 256>>>| {
+    let retries = |f: &GameFleet<256>| {
         (0..f.len())
-            .map(|i| f.client(i).m.stats().accept_retries)
-            .sum::<u32>()
+            .map(|i| f.client(i).stats().accept_retries)
+            .sum::<u64>()
     };
     check_fleet(&mut f, Duration::from_secs(30));
     let r = retries(&f);
@@ -1091,7 +1062,7 @@ fn lost_accepts_under_loss_are_recovered_by_retries() {
 
 #[test]
 fn drop_filter_drops_only_the_chosen_frames_and_can_be_cleared() {
-    let mut f: Fleet<Net<Client>, Net<Srv>> = Fleet::new(
+    let mut f: GameFleet<16> = Fleet::new(
         server_with(VanillaPolicy::Reject),
         2,
         |_| client_with(ClientConfig::default()),
@@ -1108,11 +1079,11 @@ fn drop_filter_drops_only_the_chosen_frames_and_can_be_cleared() {
         i == 0 && control_id(b) == Some(KEEP_ALIVE)
     });
     for i in 0..2 {
-        f.client_mut(i).m.connect(Instant::ZERO).unwrap();
+        f.client_mut(i).connect(Instant::ZERO).unwrap();
     }
     f.run_for(Duration::from_secs(4));
-    assert_eq!(f.client(0).m.state(), ClientState::Online);
-    assert_eq!(f.client(1).m.state(), ClientState::Connecting);
+    assert_eq!(f.client(0).state(), ClientState::Online);
+    assert_eq!(f.client(1).state(), ClientState::Connecting);
     let t = f.transcript();
     let dropped = |i: usize, dir: Direction, id: u8| {
         frames(t, i, dir, id)
@@ -1135,14 +1106,124 @@ fn drop_filter_drops_only_the_chosen_frames_and_can_be_cleared() {
     assert!(ka
         .iter()
         .all(|r| r.fate == Fate::Filtered && r.at == r.sent_at));
-    assert_eq!(f.client(0).m.stats().keep_alives_received, 0);
+    assert_eq!(f.client(0).stats().keep_alives_received, 0);
     // cleared: client 1 connects on its next resend
     f.clear_drop_filter(Direction::ClientToServer);
     f.clear_drop_filter(Direction::ServerToClient);
     f.run_for(Duration::from_secs(2));
-    assert_eq!(f.client(1).m.state(), ClientState::Online);
-    assert!(f.server().m.is_online(301));
-    assert!(f.client(0).m.stats().keep_alives_received >= 1);
+    assert_eq!(f.client(1).state(), ClientState::Online);
+    assert!(f.server().is_online(301));
+    assert!(f.client(0).stats().keep_alives_received >= 1);
     assert_eq!(Fate::Filtered.to_string(), "filtered");
     assert!(!Fate::Filtered.reached_receiver());
+}
+
+// ---------------------------------------------------------------------------------------------
+// The run loop: step 2 is exactly `tether_net::drain`, with commands issued inside `on_event`
+
+/// Hand out every frame and event of a machine with `tether_net::drain`, appending the frames to
+/// `wire`; `on_event` may issue commands
+fn drain_into<M: tether_net::Machine>(
+    m: &mut M,
+    now: Instant,
+    wire: &mut Vec<Vec<u8>>,
+    on_event: impl FnMut(&mut M, M::Event),
+) {
+    let mut buf = [0u8; 1400];
+    tether_net::drain(
+        m,
+        now,
+        &mut buf,
+        |_, bytes| {
+            wire.push(bytes.to_vec());
+            Ok::<(), ()>(())
+        },
+        on_event,
+    )
+    .expect("buffer fits and sending works");
+}
+
+#[test]
+fn drain_sends_the_close_a_client_issues_on_connected_before_the_loop_sleeps() {
+    let mut c = Client::new(ClientConfig::default());
+    let mut s = server_with(VanillaPolicy::Reject);
+    let now = at(0);
+    c.connect(now).unwrap();
+    let (mut c2s, mut s2c) = (Vec::new(), Vec::new());
+    let mut on_connected = 0;
+    for _ in 0..3 {
+        drain_into(&mut c, now, &mut c2s, |c, e| {
+            if let ClientEvent::Connected { .. } = e {
+                on_connected += 1;
+                c.close(now, "bye").unwrap();
+            }
+        });
+        // the loop would sleep now: whatever the handler queued went out in this drain
+        assert_eq!(c.poll_transmit(now, &mut [0u8; 1400]), Ok(None));
+        assert!(c.poll_event().is_none());
+        for d in c2s.drain(..) {
+            if control_id(&d) == Some(CLOSE) {
+                assert_eq!(on_connected, 1, "the CLOSE follows the Connected event");
+                let mut close = b"\x10\x00\x00\x04bye\x00".to_vec();
+                close.extend_from_slice(&s.token_for(ADDR).0);
+                assert_eq!(d, close);
+            }
+            let _ = s.handle_input(now, ADDR, &d).unwrap();
+        }
+        drain_into(&mut s, now, &mut s2c, |_, _| {});
+        for d in s2c.drain(..) {
+            let _ = c.handle_input(now, (), &d).unwrap();
+        }
+    }
+    assert_eq!(on_connected, 1);
+    assert_eq!(c.state(), ClientState::Closed);
+    // the server got ACCEPT and then the CLOSE: admitted and gone again
+    assert_eq!(s.stats().peers_admitted, 1);
+    assert_eq!(s.peer_count(), 0);
+}
+
+#[test]
+fn drain_sends_the_close_a_server_issues_on_connected_before_the_loop_sleeps() {
+    let mut c = Client::new(ClientConfig::default());
+    let mut s = server_with(VanillaPolicy::Reject);
+    let now = at(0);
+    c.connect(now).unwrap();
+    let (mut c2s, mut s2c) = (Vec::new(), Vec::new());
+    let mut closed_by_server = Vec::new();
+    let mut client_events = Vec::new();
+    for _ in 0..3 {
+        drain_into(&mut c, now, &mut c2s, |_, e| client_events.push(e));
+        for d in c2s.drain(..) {
+            let _ = s.handle_input(now, ADDR, &d).unwrap();
+        }
+        drain_into(&mut s, now, &mut s2c, |s, e| {
+            if let ServerEvent::Connected { peer, .. } = e {
+                s.close(now, peer, "Kicked (welcome)").unwrap();
+                closed_by_server.push(peer);
+            }
+        });
+        // the loop would sleep now: the CLOSE went out in this drain
+        assert_eq!(s.poll_transmit(now, &mut [0u8; 1400]), Ok(None));
+        assert!(s.poll_event().is_none());
+        for d in s2c.drain(..) {
+            if control_id(&d) == Some(CLOSE) {
+                assert_eq!(
+                    closed_by_server,
+                    [ADDR],
+                    "the CLOSE follows the Connected event"
+                );
+            }
+            let r = c.handle_input(now, (), &d).unwrap();
+            if let Some(reason) = r.into_app().and_then(|a| a.close_reason()) {
+                assert_eq!(reason, "Kicked (welcome)");
+            }
+        }
+    }
+    assert_eq!(closed_by_server, [ADDR]);
+    assert_eq!(s.peer_count(), 0);
+    assert_eq!(c.state(), ClientState::Closed);
+    drain_into(&mut c, now, &mut c2s, |_, e| client_events.push(e));
+    assert!(c2s.is_empty(), "nothing sent back to a CLOSE");
+    assert_eq!(connected_events(&client_events), 1);
+    assert_eq!(closed_events(&client_events), [CloseCause::Peer]);
 }

@@ -8,8 +8,8 @@ mod game_net;
 use game_net::*;
 use proptest::prelude::*;
 use tether_net::game::{
-    Client, ClientCloseCause, ClientConfig, ClientEvent, ClientState, PeerCloseCause, Server,
-    ServerConfig, ServerEvent, TokenSecret, VanillaPolicy,
+    Client, ClientConfig, ClientEvent, ClientState, CloseCause, Server, ServerConfig, ServerEvent,
+    TokenSecret, VanillaPolicy,
 };
 use tether_net::testing::{Direction, Fate, LinkConfig, Pair, TraceRecord};
 use tether_net::{Duration, Instant};
@@ -18,7 +18,7 @@ const ADDR: u32 = 9;
 /// How late a timer may be reported: the simulator handles every timer at its deadline
 const POLL: Duration = Duration::from_millis(1);
 
-type GamePair = Pair<Net<Client>, Net<Server<u32, 8>>>;
+type GamePair = Pair<Client, Server<u32, 8>>;
 
 fn ms(v: u64) -> Duration {
     Duration::from_millis(v)
@@ -46,8 +46,8 @@ fn lossy_link() -> impl Strategy<Value = LinkConfig> {
 
 fn pair(client: ClientConfig, server: ServerConfig, link: LinkConfig, seed: u64) -> GamePair {
     let mut p = Pair::new(
-        Net::new(Client::new(client)),
-        Net::new(Server::new(server)),
+        Client::new(client),
+        Server::with_capacities(server),
         ADDR,
         link,
         seed,
@@ -66,7 +66,7 @@ fn secret(seed: u64) -> ServerConfig {
 }
 
 fn both_online(p: &GamePair) -> bool {
-    p.client().m.state() == ClientState::Online && p.server().m.is_online(ADDR)
+    p.client().state() == ClientState::Online && p.server().is_online(ADDR)
 }
 
 fn count_closed(events: &[ClientEvent]) -> usize {
@@ -100,25 +100,25 @@ fn check_invariants(p: &GamePair) -> Result<(), TestCaseError> {
     let mut online = false;
     for e in p.server_events() {
         match e {
-            ServerEvent::PeerConnected { .. } => {
-                prop_assert!(!online, "PeerConnected twice: {:?}", p.server_events());
+            ServerEvent::Connected { .. } => {
+                prop_assert!(!online, "Connected twice: {:?}", p.server_events());
                 online = true;
             }
-            ServerEvent::PeerClosed { .. } => {
-                prop_assert!(online, "PeerClosed without PeerConnected");
+            ServerEvent::Closed { .. } => {
+                prop_assert!(online, "Closed without Connected");
                 online = false;
             }
-            ServerEvent::ShutdownComplete => {}
+            _ => {}
         }
     }
-    prop_assert_eq!(online, p.server().m.is_online(ADDR));
+    prop_assert_eq!(online, p.server().is_online(ADDR));
     let t = p.transcript();
     let longest = t.iter().map(|r| r.bytes.len()).max().unwrap_or(0);
     prop_assert!(longest <= 1400, "datagram of {} bytes", longest);
     prop_assert!(t.iter().all(|r| r.fate != Fate::Unroutable));
     // nothing forged is on this link, so nothing may be dropped as forged
-    let c = p.client().m.stats();
-    let s = p.server().m.stats();
+    let c = p.client().stats();
+    let s = p.server().stats();
     prop_assert_eq!(
         c.dropped_wrong_token + c.dropped_malformed + c.dropped_bad_ack,
         0
@@ -161,12 +161,12 @@ proptest! {
         let vanilla_policy = [VanillaPolicy::Reject, VanillaPolicy::Admit, VanillaPolicy::Pending]
             [usize::from(policy)];
         let mut p = pair(
-            ClientConfig { vanilla, ..ClientConfig::default() },
-            ServerConfig { vanilla: vanilla_policy, ..secret(seed) },
+            ClientConfig::new().with_vanilla(vanilla),
+            secret(seed).with_vanilla(vanilla_policy),
             link,
             seed,
         );
-        p.client_mut().m.connect(Instant::ZERO).unwrap();
+        p.client_mut().connect(Instant::ZERO).unwrap();
         let mut chunks = chunks;
         chunks.sort_unstable();
         for (at_ms, len, from_client) in chunks {
@@ -174,13 +174,12 @@ proptest! {
             if target > p.now() {
                 p.run_for(target - p.now());
             }
-            let now = p.now();
             let payload = vec![0xA5u8; len];
             // refused when not online; that is fine here
             let _ = if from_client {
-                p.client_mut().send(now, &payload)
+                client_send(p.fleet_mut(), 0, &payload)
             } else {
-                p.server_mut().send(now, ADDR, &payload)
+                server_send(p.fleet_mut(), ADDR, &payload)
             };
         }
         let target = Instant::from_millis(end_at);
@@ -190,21 +189,21 @@ proptest! {
         let now = p.now();
         match end {
             0 => {}
-            1 => { let _ = p.client_mut().m.close(now, "bye"); }
-            2 => { let _ = p.server_mut().m.kick(now, ADDR, "Kicked (prop)"); }
-            _ => p.server_mut().m.shutdown(now, "Server shutdown"),
+            1 => { let _ = p.client_mut().close(now, "bye"); }
+            2 => { let _ = p.server_mut().close(now, ADDR, "Kicked (prop)"); }
+            _ => p.server_mut().shutdown(now, "Server shutdown").unwrap(),
         }
         p.run_for(Duration::from_secs(15));
         check_invariants(&p)?;
-        if end == 0 && p.client().m.state() == ClientState::Online {
+        if end == 0 && p.client().state() == ClientState::Online {
             // (the chance that every one of ~10 handshake restarts lost its ACCEPT is tiny)
             prop_assert!(
-                p.server().m.is_online(ADDR) || p.server().m.peer_count() == 1,
-                "client online, server without it: {:?}", p.server().m.stats()
+                p.server().is_online(ADDR) || p.server().peer_count() == 1,
+                "client online, server without it: {:?}", p.server().stats()
             );
         }
         if end == 3 {
-            prop_assert_eq!(p.server().m.state(), tether_net::game::ServerState::Stopped);
+            prop_assert_eq!(p.server().state(), tether_net::game::ServerState::Stopped);
         }
     }
 
@@ -222,9 +221,9 @@ proptest! {
             .with_latency(ms(latency))
             .with_jitter(ms(jitter))
             .with_duplicate(dup);
-        let server = ServerConfig { vanilla: VanillaPolicy::Admit, ..secret(seed) };
-        let mut p = pair(ClientConfig { vanilla, ..ClientConfig::default() }, server, link, seed);
-        p.client_mut().m.connect(Instant::ZERO).unwrap();
+        let server = secret(seed).with_vanilla(VanillaPolicy::Admit);
+        let mut p = pair(ClientConfig::new().with_vanilla(vanilla), server, link, seed);
+        p.client_mut().connect(Instant::ZERO).unwrap();
         let rtt = ms(2 * (latency + jitter));
         p.run_until(both_online, 2 * rtt + POLL).map_err(|e| {
             TestCaseError::fail(format!("not online within 2 RTT = {:?}: {e}", 2 * rtt))
@@ -232,7 +231,7 @@ proptest! {
         p.run_for(Duration::from_secs(5));
         prop_assert!(both_online(&p));
         prop_assert_eq!(count_connected(p.client_events()), 1);
-        prop_assert_eq!(p.client().m.stats().accept_retries, 0);
+        prop_assert_eq!(p.client().stats().accept_retries, 0);
         check_invariants(&p)?;
     }
 
@@ -246,10 +245,10 @@ proptest! {
         server_timeout in 2_000u64..15_000,
         cut_after in 0u64..20_000,
     ) {
-        let client = ClientConfig { timeout: ms(client_timeout), ..ClientConfig::default() };
-        let server = ServerConfig { timeout: ms(server_timeout), ..secret(seed) };
+        let client = ClientConfig::new().with_timeout(ms(client_timeout));
+        let server = secret(seed).with_timeout(ms(server_timeout));
         let mut p = pair(client, server, link, seed);
-        p.client_mut().m.connect(Instant::ZERO).unwrap();
+        p.client_mut().connect(Instant::ZERO).unwrap();
         // both online first (almost always within seconds; a rare unlucky run is skipped)
         prop_assume!(p.run_until(both_online, Duration::from_secs(30)).is_ok());
         p.run_for(ms(cut_after));
@@ -266,14 +265,14 @@ proptest! {
         let timed_out = |p: &GamePair| {
             p.server_events().iter().any(|e| matches!(
                 e,
-                ServerEvent::PeerClosed { cause: PeerCloseCause::Timeout, .. }
+                ServerEvent::Closed { cause: CloseCause::Timeout, .. }
             ))
         };
         let (mut client_at, mut server_at) = (None, None);
         while client_at.is_none() || server_at.is_none() {
             prop_assert!(p.step(), "idle before both timed out");
             prop_assert!(p.now() <= cut + ms(16_000), "no timeout by {}", p.now());
-            if client_at.is_none() && p.client().m.state() == ClientState::Closed {
+            if client_at.is_none() && p.client().state() == ClientState::Closed {
                 client_at = Some(p.now());
             }
             if server_at.is_none() && timed_out(&p) {
@@ -291,9 +290,9 @@ proptest! {
         );
         prop_assert_eq!(
             p.client_events().last(),
-            Some(&ClientEvent::Closed { cause: ClientCloseCause::Timeout })
+            Some(&ClientEvent::Closed { cause: CloseCause::Timeout })
         );
-        prop_assert_eq!(p.server().m.peer_count(), 0);
+        prop_assert_eq!(p.server().peer_count(), 0);
         check_invariants(&p)?;
     }
 }

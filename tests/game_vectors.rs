@@ -414,7 +414,7 @@ fn reason_with_invalid_utf8() {
     assert_eq!(r.as_str(), None);
     assert_eq!(t, None);
     assert_eq!(w, Warnings::REASON_INVALID_UTF8);
-    assert_eq!(r.to_text::<32>().as_str(), "\u{FFFD}\u{FFFD}A");
+    assert_eq!(r.text().to_string(), "\u{FFFD}\u{FFFD}A");
 }
 
 #[test]
@@ -517,12 +517,13 @@ fn reason_nul_only_is_empty_without_warning() {
 }
 
 #[test]
-fn reason_to_text_replaces_control_chars_and_truncates() {
+fn reason_text_replaces_control_chars_and_keeps_the_bytes() {
     let r = Reason::from_str("a\tb\nc\u{7f}");
-    assert_eq!(r.to_text::<16>().as_str(), "a b c ");
+    assert_eq!(r.text().to_string(), "a b c ");
+    assert_eq!(r.text().as_bytes(), b"a\tb\nc\x7f");
     let r = Reason::from_str("héllo");
-    assert_eq!(r.to_text::<2>().as_str(), "h", "cut before the 2-byte char");
-    assert_eq!(r.to_text::<3>().as_str(), "hé");
+    assert_eq!(r.text().to_string(), "héllo");
+    assert_eq!(r.text().to_str(), Some("héllo"));
 }
 
 #[test]
@@ -817,4 +818,13 @@ fn decode_errors_display() {
     assert!(e.to_string().contains("1401"));
     assert!(DecodeError::UnknownControl(9).to_string().contains('9'));
     assert!(DecodeError::ReservedBits(0x08).to_string().contains("0x08"));
+}
+
+#[test]
+fn ack_range_wraps() {
+    assert!(ack_in_range(0, 0, 0));
+    assert!(!ack_in_range(1, 0, 0));
+    assert!(ack_in_range(1023, 1000, 3));
+    assert!(ack_in_range(2, 1000, 3));
+    assert!(!ack_in_range(500, 1000, 3));
 }

@@ -101,7 +101,7 @@ fn check_parsed(buf: &[u8], mode: TokenMode, p: &Parsed<'_>) -> Result<(), TestC
                     r.as_str().is_none(),
                     p.warnings.contains(Warnings::REASON_INVALID_UTF8)
                 );
-                let _ = r.to_text::<64>();
+                prop_assert!(!r.text().to_string().chars().any(char::is_control));
             }
             match mode {
                 TokenMode::Vanilla => prop_assert!(c.token.is_none()),

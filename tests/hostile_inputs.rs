@@ -11,8 +11,9 @@ use std::collections::VecDeque;
 
 use tether_net::game::wire::{Control, ControlPacket, Reason, Token, MAX_REASON_LEN};
 use tether_net::game::{
-    self, ClientCloseCause, ClientEvent as GEvent, ClientState as GState,
-    InputError as GInputError, PeerCloseCause, ServerEvent as GServerEvent, TokenSecret,
+    self, ClientApp as GClientApp, ClientEvent as GEvent, ClientState as GState,
+    CloseCause as GCloseCause, Error as GError, ServerApp as GServerApp,
+    ServerEvent as GServerEvent, TokenSecret,
 };
 use tether_net::longport::control::{
     AuthRequest, Body, Close, ErrorBody, Heartbeat, Metadata, PbError, ReconnectRequest,
@@ -25,7 +26,7 @@ use tether_net::longport::{
     SessionGrant, Status, Transport,
 };
 use tether_net::testing::Rng;
-use tether_net::{Duration, FrameKind, Instant, Machine};
+use tether_net::{Duration, FrameKind, Instant};
 
 // =============================================================================================
 // Game profile helpers
@@ -75,7 +76,7 @@ fn c_out<const E: usize>(c: &mut game::Client<E>, now: Instant) -> Vec<Vec<u8>> 
 
 /// A token client at address [`PEER`] online at a server; events drained
 fn game_online<const E: usize>() -> (game::Server<u32, 16, E>, GClient, Token) {
-    let mut s = game::Server::new(game::ServerConfig::new(SECRET));
+    let mut s = game::Server::with_capacities(game::ServerConfig::new(SECRET));
     let mut c = GClient::new(game::ClientConfig::default());
     let now = ms(0);
     c.connect(now).unwrap();
@@ -122,7 +123,7 @@ fn game_drop_both(bytes: &[u8]) -> (game::ServerStats, game::ClientStats) {
 
 /// Feed `bytes` from an unknown address: no peer, no reply
 fn game_unknown_drop(bytes: &[u8]) -> game::ServerStats {
-    let mut s = GServer::new(game::ServerConfig::new(SECRET));
+    let mut s = GServer::with_capacities(game::ServerConfig::new(SECRET));
     let now = ms(1);
     let r = s.handle_input(now, 99, bytes).unwrap();
     assert_eq!(r.bytes_consumed(), bytes.len());
@@ -192,33 +193,46 @@ fn game_reserved_bits_connless_and_compressed_control_are_dropped() {
 // Game: CLOSE reasons
 // =============================================================================================
 
-/// The server gets `close` from its online peer; returns the reported reason text
-fn server_reason(close: &[u8]) -> (String, game::ServerStats) {
+/// A reason as the application gets it: the raw bytes, and the text as printed
+type ReasonSeen = (Vec<u8>, String);
+
+/// The server gets `close` from its online peer; returns the reason handed to the application
+/// (with the `Closed { cause: Peer }` event)
+fn server_reason(close: &[u8]) -> (ReasonSeen, game::ServerStats) {
     let (mut s, _c, _) = game_online::<8>();
-    let _ = s.handle_input(ms(10), PEER, close).unwrap();
+    let r = s.handle_input(ms(10), PEER, close).unwrap();
+    let Some(GServerApp::Close { reason }) = r.into_app() else {
+        panic!("expected the reason, got {:?}", r.into_app());
+    };
     assert!(s_out(&mut s, ms(10)).is_empty(), "nothing is sent back");
     assert_eq!(s.peer_count(), 0);
-    match s.poll_event() {
-        Some(GServerEvent::PeerClosed {
+    assert_eq!(
+        s.poll_event(),
+        Some(GServerEvent::Closed {
             peer: PEER,
-            cause: PeerCloseCause::PeerClosed { reason },
-        }) => (reason.to_string(), s.stats()),
-        other => panic!("expected PeerClosed, got {other:?}"),
-    }
+            cause: GCloseCause::Peer
+        })
+    );
+    ((reason.as_bytes().to_vec(), reason.to_string()), s.stats())
 }
 
-/// The client gets `close` from the server; returns the reported reason text
-fn client_reason(close: &[u8]) -> (String, game::ClientStats) {
+/// The client gets `close` from the server; returns the reason handed to the application (with
+/// the `Closed { cause: Peer }` event)
+fn client_reason(close: &[u8]) -> (ReasonSeen, game::ClientStats) {
     let (_s, mut c, _) = game_online::<8>();
-    let _ = c.handle_input(ms(10), (), close).unwrap();
+    let r = c.handle_input(ms(10), (), close).unwrap();
+    let Some(GClientApp::Close { reason }) = r.into_app() else {
+        panic!("expected the reason, got {:?}", r.into_app());
+    };
     assert!(c_out(&mut c, ms(10)).is_empty(), "nothing is sent back");
     assert_eq!(c.state(), GState::Closed);
-    match c.poll_event() {
+    assert_eq!(
+        c.poll_event(),
         Some(GEvent::Closed {
-            cause: ClientCloseCause::Peer { reason },
-        }) => (reason.to_string(), c.stats()),
-        other => panic!("expected Closed, got {other:?}"),
-    }
+            cause: GCloseCause::Peer
+        })
+    );
+    ((reason.as_bytes().to_vec(), reason.to_string()), c.stats())
 }
 
 /// CLOSE with a raw reason (no NUL added) and the token
@@ -233,11 +247,11 @@ fn raw_close(reason: &[u8], token: Token) -> Vec<u8> {
 fn game_close_reason_without_nul_is_read_to_the_token_and_flagged() {
     let (_, _, token) = game_online::<8>();
     let bytes = raw_close(b"bye", token);
-    let (r, st) = server_reason(&bytes);
-    assert_eq!(r, "bye");
+    let ((raw, r), st) = server_reason(&bytes);
+    assert_eq!((raw.as_slice(), r.as_str()), (&b"bye"[..], "bye"));
     assert_eq!(st.warnings, 1, "REASON_MISSING_NUL is counted");
-    let (r, st) = client_reason(&bytes);
-    assert_eq!(r, "bye");
+    let ((raw, r), st) = client_reason(&bytes);
+    assert_eq!((raw.as_slice(), r.as_str()), (&b"bye"[..], "bye"));
     assert_eq!(st.warnings, 1);
 }
 
@@ -247,23 +261,25 @@ fn game_close_reason_over_length_is_truncated_to_127_bytes() {
     let mut reason = "é".repeat(150).into_bytes(); // 300 bytes, 2-byte chars
     reason.push(0);
     let bytes = raw_close(&reason, token);
-    let (r, st) = server_reason(&bytes);
+    let ((raw, r), st) = server_reason(&bytes);
     assert!(r.len() <= MAX_REASON_LEN && r.len() >= MAX_REASON_LEN - 1);
     assert!(r.chars().all(|c| c == 'é'), "cut on a char boundary");
+    assert_eq!(raw, r.as_bytes(), "the text is the bytes");
     assert_eq!(st.warnings, 1);
     let (r2, _) = client_reason(&bytes);
-    assert_eq!(r, r2);
+    assert_eq!((raw, r), r2);
 }
 
 #[test]
 fn game_close_reason_invalid_utf8_and_control_chars_become_safe_text() {
     let (_, _, token) = game_online::<8>();
     let bytes = raw_close(b"a\xff\xfeb\n\x1b[31mc\0", token);
-    let (r, _) = server_reason(&bytes);
+    let ((raw, r), _) = server_reason(&bytes);
+    assert_eq!(raw, b"a\xff\xfeb\n\x1b[31mc", "the bytes as sent");
     assert!(!r.chars().any(char::is_control), "{r:?}");
     assert!(r.contains('\u{FFFD}') && r.starts_with('a') && r.ends_with('c'));
     let (r2, _) = client_reason(&bytes);
-    assert_eq!(r, r2);
+    assert_eq!((raw, r), r2);
 }
 
 // =============================================================================================
@@ -337,7 +353,7 @@ fn game_duplicate_connect_and_accept_from_an_online_peer_keep_one_session() {
         .handle_input(now, PEER, &ctl(0, Control::Accept, Some(token)))
         .unwrap();
     assert!(s_out(&mut s, now).is_empty());
-    assert!(s.poll_event().is_none(), "no second PeerConnected");
+    assert!(s.poll_event().is_none(), "no second Connected");
     assert_eq!(s.peer_count(), 1);
     assert_eq!(s.stats().peers_admitted, 1);
 }
@@ -345,7 +361,7 @@ fn game_duplicate_connect_and_accept_from_an_online_peer_keep_one_session() {
 #[test]
 fn game_connect_flood_creates_no_peer_state() {
     // the big version (1,000,000 addresses) is flood::game_connect_flood_creates_no_state
-    let mut s = GServer::new(game::ServerConfig::new(SECRET));
+    let mut s = GServer::with_capacities(game::ServerConfig::new(SECRET));
     let connect = ctl(0, Control::Connect, Some(Token::UNKNOWN));
     let now = ms(1);
     let mut replies = 0;
@@ -378,8 +394,9 @@ fn game_connect_flood_creates_no_peer_state() {
 
 #[test]
 fn game_full_event_queues_refuse_input_without_consuming_it() {
-    // server with a one-entry event queue: PeerConnected is still queued
-    let mut s: game::Server<u32, 16, 1> = game::Server::new(game::ServerConfig::new(SECRET));
+    // server with a one-entry event queue: Connected is still queued
+    let mut s: game::Server<u32, 16, 1> =
+        game::Server::with_capacities(game::ServerConfig::new(SECRET));
     let now = ms(0);
     let token = s.token_for(PEER);
     let _ = s
@@ -387,27 +404,21 @@ fn game_full_event_queues_refuse_input_without_consuming_it() {
         .unwrap();
     let close = ctl(0, Control::Close(Reason::from_str("bye")), Some(token));
     let before = s.stats();
-    assert_eq!(
-        s.handle_input(now, PEER, &close),
-        Err(GInputError::EventQueueFull)
-    );
+    assert_eq!(s.handle_input(now, PEER, &close), Err(GError::QueueFull));
     assert_eq!(s.stats(), before, "nothing counted");
     assert!(s.is_online(PEER), "nothing changed");
     assert!(matches!(
         s.poll_event(),
-        Some(GServerEvent::PeerConnected { .. })
+        Some(GServerEvent::Connected { .. })
     ));
     // the same datagram, fed again, now takes effect
     let r = s.handle_input(now, PEER, &close).unwrap();
     assert_eq!(r.bytes_consumed(), close.len());
-    assert!(matches!(
-        s.poll_event(),
-        Some(GServerEvent::PeerClosed { .. })
-    ));
+    assert!(matches!(s.poll_event(), Some(GServerEvent::Closed { .. })));
 
     // client with a one-entry event queue: Connected is still queued
-    let mut srv = GServer::new(game::ServerConfig::new(SECRET));
-    let mut c: game::Client<1> = game::Client::new(game::ClientConfig::default());
+    let mut srv = GServer::with_capacities(game::ServerConfig::new(SECRET));
+    let mut c: game::Client<1> = game::Client::with_capacities(game::ClientConfig::default());
     c.connect(now).unwrap();
     for _ in 0..2 {
         for d in c_out(&mut c, now) {
@@ -419,10 +430,7 @@ fn game_full_event_queues_refuse_input_without_consuming_it() {
     }
     let token = c.token().unwrap();
     let close = ctl(0, Control::Close(Reason::from_str("kick")), Some(token));
-    assert_eq!(
-        c.handle_input(now, (), &close),
-        Err(GInputError::EventQueueFull)
-    );
+    assert_eq!(c.handle_input(now, (), &close), Err(GError::QueueFull));
     assert_eq!(c.state(), GState::Online, "nothing changed");
     assert!(matches!(c.poll_event(), Some(GEvent::Connected { .. })));
     let _ = c.handle_input(now, (), &close).unwrap();
@@ -464,7 +472,7 @@ fn check_deadline(who: &str, deadline: Option<Instant>, last_now: Instant) {
 fn game_time_going_backwards_shifts_the_timeline_on_both_machines() {
     for seed in 0..SEEDS {
         let mut rng = Rng::new(seed);
-        let mut s = GServer::new(game::ServerConfig::new(SECRET));
+        let mut s = GServer::with_capacities(game::ServerConfig::new(SECRET));
         let mut c = GClient::new(game::ClientConfig::default());
         let mut t = 0u64;
         let mut buf = [0u8; 1400];

@@ -55,8 +55,8 @@ use std::collections::{BinaryHeap, HashSet, VecDeque};
 use std::rc::Rc;
 
 use tether_net::game::{
-    self, ClientCloseCause, ClientEvent as GClientEvent, ClientState as GClientState,
-    PeerCloseCause, ServerConfig as GServerConfig, ServerEvent as GServerEvent, TokenSecret,
+    self, ClientEvent as GClientEvent, ClientState as GClientState, CloseCause as GCloseCause,
+    ServerConfig as GServerConfig, ServerEvent as GServerEvent, TokenSecret,
 };
 use tether_net::longport::{
     Client as LClientMachine, ClientApp as LClientApp, ClientConfig as LClientConfig,
@@ -220,13 +220,11 @@ fn game_vanilla(i: usize) -> bool {
 }
 
 fn game_client_config(i: usize) -> game::ClientConfig {
-    game::ClientConfig {
-        vanilla: game_vanilla(i),
-        // DDNet's real keep-alive interval (the crate's 250 ms seed default quadruples the
-        // traffic without exercising anything new)
-        keep_alive: Duration::from_secs(1),
-        ..game::ClientConfig::default()
-    }
+    game::ClientConfig::new()
+        .with_vanilla(game_vanilla(i))
+        // DDNet's real keep-alive interval (the crate's 250 ms default quadruples the traffic
+        // without exercising anything new)
+        .with_keep_alive(Duration::from_secs(1))
 }
 
 fn new_game_client(fleet: &mut Fleet<GClient, Box<GServer>>, i: usize, slots: &mut [GSlot]) {
@@ -251,12 +249,12 @@ fn game_soak() {
     let wall = std::time::Instant::now();
     let horizon = horizon();
     let settle = Duration::from_secs(60);
-    let server = GServer::new(GServerConfig {
-        max_peers: 1_024,
-        // vanilla clients get a token-less peer at once (DDNet with sv_vanilla_antispoof 0)
-        vanilla: game::VanillaPolicy::Admit,
-        ..GServerConfig::new(TokenSecret(*b"soak-game-secret"))
-    });
+    let server = GServer::with_capacities(
+        GServerConfig::new(TokenSecret(*b"soak-game-secret"))
+            .with_max_peers(1_024)
+            // vanilla clients get a token-less peer at once (DDNet with sv_vanilla_antispoof 0)
+            .with_vanilla(game::VanillaPolicy::Admit),
+    );
     assert!(
         std::mem::size_of::<GServer>() > 64 * 1024,
         "the server is big: keep it boxed"
@@ -277,11 +275,19 @@ fn game_soak() {
 
     let client_events: Rc<RefCell<VecDeque<(usize, GClientEvent)>>> = Rc::default();
     let server_events: Rc<RefCell<VecDeque<GServerEvent<u32>>>> = Rc::default();
+    // CLOSE reasons the clients received (the `Closed { cause: Peer }` event carries no text)
+    let client_reasons: Rc<RefCell<Vec<(usize, String)>>> = Rc::default();
     {
         let q = client_events.clone();
-        fleet.on_client_event(move |i, e| q.borrow_mut().push_back((i, e.clone())));
+        fleet.on_client_event(move |i, e| q.borrow_mut().push_back((i, *e)));
         let q = server_events.clone();
-        fleet.on_server_event(move |_, e| q.borrow_mut().push_back(e.clone()));
+        fleet.on_server_event(move |_, e| q.borrow_mut().push_back(*e));
+        let q = client_reasons.clone();
+        fleet.on_client_app(move |i, app| {
+            if let Some(reason) = app.close_reason() {
+                q.borrow_mut().push((i, reason.to_string()));
+            }
+        });
     }
 
     let mut rng = Rng::new(0xC4A0_5000);
@@ -334,12 +340,13 @@ fn game_soak() {
                     s.closed = true;
                     s.connected = false;
                     match cause {
-                        ClientCloseCause::Timeout => n.client_timeouts += 1,
-                        ClientCloseCause::ConnectTimeout => n.connect_timeouts += 1,
-                        ClientCloseCause::Local => {}
-                        ClientCloseCause::Peer { reason } => {
-                            panic!("client {i}: the server closed it: {reason}")
-                        }
+                        GCloseCause::Timeout => n.client_timeouts += 1,
+                        GCloseCause::ConnectTimeout => n.connect_timeouts += 1,
+                        GCloseCause::Local => {}
+                        other => panic!(
+                            "client {i}: the server closed it ({other:?}): {:?}",
+                            client_reasons.borrow().last()
+                        ),
                     }
                     if !s.replace_pending {
                         s.replace_pending = true;
@@ -347,6 +354,7 @@ fn game_soak() {
                         agenda.at(now + d, i, GAction::Replace);
                     }
                 }
+                other => panic!("client {i}: unexpected event {other:?}"),
             }
         }
         loop {
@@ -354,25 +362,26 @@ fn game_soak() {
                 break;
             };
             match e {
-                GServerEvent::PeerConnected { peer, token } => {
+                GServerEvent::Connected { peer, token } => {
                     assert_eq!(token.is_some(), !game_vanilla(peer as usize));
                     assert!(
                         online_at_server.insert(peer),
-                        "server: PeerConnected for {peer}, which is already online"
+                        "server: Connected for {peer}, which is already online"
                     );
                 }
-                GServerEvent::PeerClosed { peer, cause } => {
+                GServerEvent::Closed { peer, cause } => {
                     assert!(
                         online_at_server.remove(&peer),
-                        "server: PeerClosed for {peer}, which was not online"
+                        "server: Closed for {peer}, which was not online"
                     );
                     match cause {
-                        PeerCloseCause::Timeout => n.server_timeouts += 1,
-                        PeerCloseCause::PeerClosed { .. } => n.peer_closes += 1,
+                        GCloseCause::Timeout => n.server_timeouts += 1,
+                        GCloseCause::Peer => n.peer_closes += 1,
                         other => panic!("server: unexpected close of {peer}: {other:?}"),
                     }
                 }
                 GServerEvent::ShutdownComplete => panic!("server: shutdown without a command"),
+                other => panic!("server: unexpected event {other:?}"),
             }
         }
         while let Some((i, a)) = agenda.due(now) {
@@ -477,8 +486,9 @@ fn game_soak() {
     fleet.server_closed_when(|s| s.state() == game::ServerState::Stopped);
     client_events.borrow_mut().clear();
     server_events.borrow_mut().clear();
+    client_reasons.borrow_mut().clear();
     let now = fleet.now();
-    fleet.server_mut().shutdown(now, "Server shutdown");
+    fleet.server_mut().shutdown(now, "Server shutdown").unwrap();
     fleet.run_for(Duration::from_secs(15));
     let sev = server_events.borrow();
     let shut = sev
@@ -486,14 +496,14 @@ fn game_soak() {
         .filter(|e| {
             matches!(
                 e,
-                GServerEvent::PeerClosed {
-                    cause: PeerCloseCause::Shutdown,
+                GServerEvent::Closed {
+                    cause: GCloseCause::Shutdown,
                     ..
                 }
             )
         })
         .count();
-    assert_eq!(shut, CLIENTS, "one PeerClosed(Shutdown) per peer");
+    assert_eq!(shut, CLIENTS, "one Closed(Shutdown) per peer");
     assert_eq!(sev.len(), CLIENTS + 1);
     assert_eq!(sev.back(), Some(&GServerEvent::ShutdownComplete));
     assert_eq!(fleet.server().state(), game::ServerState::Stopped);
@@ -502,17 +512,28 @@ fn game_soak() {
     let told = cev
         .iter()
         .filter(|(_, e)| {
-            matches!(e, GClientEvent::Closed { cause: ClientCloseCause::Peer { reason } }
-                if reason.as_str() == "Server shutdown")
+            matches!(
+                e,
+                GClientEvent::Closed {
+                    cause: GCloseCause::Peer
+                }
+            )
         })
         .count();
+    // every one of them read the shutdown reason from the CLOSE it got
+    let reasons = client_reasons.borrow();
+    assert_eq!(reasons.len(), told);
+    assert!(
+        reasons.iter().all(|(_, r)| r == "Server shutdown"),
+        "{reasons:?}"
+    );
     let timed_out = cev
         .iter()
         .filter(|(_, e)| {
             matches!(
                 e,
                 GClientEvent::Closed {
-                    cause: ClientCloseCause::Timeout
+                    cause: GCloseCause::Timeout
                 }
             )
         })

@@ -5,10 +5,10 @@
 
 use heapless::Vec;
 use tether_net::game::{
-    ChunkPacket, Client, ClientCloseCause, ClientConfig, ClientEvent, ClientState, Flags,
-    PeerCloseCause, Server, ServerConfig, ServerEvent, TokenSecret,
+    ChunkPacket, Client, ClientConfig, ClientEvent, ClientState, CloseCause, Flags, Server,
+    ServerApp, ServerConfig, ServerEvent, TokenSecret,
 };
-use tether_net::{Duration, FrameKind, Instant, Machine};
+use tether_net::{Duration, FrameKind, Instant};
 
 use crate::clock::VClock;
 use crate::runner::{Runner, Step, StepResult};
@@ -34,6 +34,8 @@ struct World {
     server_events: Vec<ServerEvent<u8>, 4>,
     /// Chunk payloads the server received (copied out of the datagrams)
     server_chunks: Vec<Vec<u8, 32>, 4>,
+    /// The CLOSE reason the server received (copied out of the datagram)
+    server_close_reason: Option<Vec<u8, 127>>,
     datagrams_c2s: u32,
     datagrams_s2c: u32,
     /// Instant of admission (start of the keep-alive window)
@@ -45,11 +47,12 @@ impl World {
         World {
             clock: VClock::new(Instant::from_secs(1)),
             client: Client::new(ClientConfig::default()),
-            server: Server::new(ServerConfig::new(TokenSecret(*b"firmware-secret!"))),
+            server: Server::with_capacities(ServerConfig::new(TokenSecret(*b"firmware-secret!"))),
             buf: [0; 1400],
             client_events: Vec::new(),
             server_events: Vec::new(),
             server_chunks: Vec::new(),
+            server_close_reason: None,
             datagrams_c2s: 0,
             datagrams_s2c: 0,
             online_at: Instant::ZERO,
@@ -61,6 +64,7 @@ impl World {
         self.client_events.clear();
         self.server_events.clear();
         self.server_chunks.clear();
+        self.server_close_reason = None;
     }
 
     /// Carry datagrams both ways until neither side has anything to send; collect events
@@ -74,8 +78,14 @@ impl World {
                 moved = true;
                 let r = try_step!(self.server.handle_input(now, ADDR, &self.buf[..t.len]));
                 ensure_eq!(r.bytes_consumed(), t.len);
-                if let Some(chunk) = r.into_app() {
-                    record_chunk(&mut self.server_chunks, &chunk)?;
+                match r.into_app() {
+                    Some(ServerApp::Chunks(chunk)) => {
+                        record_chunk(&mut self.server_chunks, &chunk)?
+                    }
+                    Some(ServerApp::Close { reason }) => {
+                        self.server_close_reason = Some(try_step!(Vec::from_slice(reason.as_bytes())));
+                    }
+                    _ => {}
                 }
             }
             while let Some(t) = try_step!(self.server.poll_transmit(now, &mut self.buf)) {
@@ -127,7 +137,7 @@ fn handshake(w: &mut World) -> StepResult {
     );
     ensure_eq!(
         w.server_events.as_slice(),
-        &[ServerEvent::PeerConnected {
+        &[ServerEvent::Connected {
             peer: ADDR,
             token: Some(token)
         }]
@@ -150,7 +160,7 @@ fn chunk_packet(w: &mut World) -> StepResult {
     // header (3) + payload (5) + token (4)
     ensure_eq!(t.len, 12);
     let r = try_step!(w.server.handle_input(now, ADDR, &out[..t.len]));
-    let Some(chunk) = r.into_app() else {
+    let Some(chunk) = r.into_app().and_then(|a| a.chunks()) else {
         return Err(crate::runner::Fail::new(
             line!(),
             format_args!("no chunk packet delivered"),
@@ -228,15 +238,19 @@ fn close(w: &mut World) -> StepResult {
     ensure_eq!(
         w.client_events.as_slice(),
         &[ClientEvent::Closed {
-            cause: ClientCloseCause::Local
+            cause: CloseCause::Local
         }]
     );
-    let reason = try_step!(tether_net::game::ReasonText::try_from(CLOSE_REASON));
+    // the reason came borrowed with the CLOSE datagram (ServerApp::Close), before the event
+    ensure_eq!(
+        w.server_close_reason.as_deref(),
+        Some(CLOSE_REASON.as_bytes())
+    );
     ensure_eq!(
         w.server_events.as_slice(),
-        &[ServerEvent::PeerClosed {
+        &[ServerEvent::Closed {
             peer: ADDR,
-            cause: PeerCloseCause::PeerClosed { reason }
+            cause: CloseCause::Peer
         }]
     );
     ensure_eq!(w.client.state(), ClientState::Closed);

@@ -2,15 +2,16 @@
 //!
 //! Client 1 connects (its first CONNECT is lost, so the 500 ms resend shows up), trades a chunk
 //! packet with the server, idles through a few keep-alives and closes with a reason. Client 2
-//! connects and is kicked. Every datagram is one line; events and received chunk payloads are
-//! printed under the datagram that caused them.
+//! connects and the server closes it. Every datagram is one line; events and what the machines
+//! hand to the application (chunk payloads, CLOSE reasons) are printed under the datagram that
+//! caused them.
 
 use std::cell::RefCell;
 use std::rc::Rc;
 
 use tether_net::game::wire::{self, Control, Packet, TokenMode};
 use tether_net::game::{
-    Client, ClientCloseCause, ClientConfig, ClientEvent, Flags, PeerCloseCause, Server,
+    Client, ClientApp, ClientConfig, ClientEvent, CloseCause, Flags, Server, ServerApp,
     ServerConfig, ServerEvent, Token, TokenSecret,
 };
 use tether_net::testing::{Fleet, LinkConfig, TraceEntry};
@@ -29,7 +30,7 @@ fn hex4(t: Token) -> String {
 
 /// The message name of one datagram, as the receiver's decoder sees it
 fn name(bytes: &[u8]) -> String {
-    // no connection state here: the structural rules of spec A.5 find the tokens
+    // no connection state here: the structural rules DDNet uses find the tokens
     let parsed = match wire::parse(bytes, TokenMode::Detect) {
         Ok(p) => p,
         Err(e) => return format!("malformed ({e})"),
@@ -43,7 +44,7 @@ fn name(bytes: &[u8]) -> String {
             (Control::Accept, _) => "ACCEPT".into(),
             (Control::KeepAlive, _) => "KEEP_ALIVE".into(),
             (Control::Close(r), _) if r.is_empty() => "CLOSE".into(),
-            (Control::Close(r), _) => format!("CLOSE {:?}", r.to_text::<127>().as_str()),
+            (Control::Close(r), _) => format!("CLOSE {:?}", r.text().to_string()),
         },
         // the demo's connections all use a token: the last 4 bytes are not payload
         Packet::Chunks(_) => match wire::parse(bytes, TokenMode::Trailing) {
@@ -66,35 +67,45 @@ fn client_event(i: usize, e: &ClientEvent) -> String {
             format!("client {i} Connected (token {})", hex4(*t))
         }
         ClientEvent::Connected { token: None } => format!("client {i} Connected (no token)"),
-        ClientEvent::Closed { cause } => match cause {
-            ClientCloseCause::Local => format!("client {i} Closed (local)"),
-            ClientCloseCause::Peer { reason } => {
-                format!("client {i} Closed by the server: {:?}", reason.as_str())
-            }
-            ClientCloseCause::Timeout => format!("client {i} Closed (timeout)"),
-            ClientCloseCause::ConnectTimeout => format!("client {i} Closed (connect timeout)"),
-        },
+        ClientEvent::Closed { cause } => format!("client {i} Closed ({})", cause_name(*cause)),
+        other => format!("client {i} {other:?}"),
+    }
+}
+
+fn cause_name(cause: CloseCause) -> &'static str {
+    match cause {
+        CloseCause::Local => "local",
+        CloseCause::Shutdown => "shutdown",
+        CloseCause::Peer => "by the peer",
+        CloseCause::Timeout => "timeout",
+        CloseCause::ConnectTimeout => "connect timeout",
+        _ => "other",
     }
 }
 
 fn server_event(e: &ServerEvent<u32>) -> String {
     match e {
-        ServerEvent::PeerConnected { peer, token } => match token {
-            Some(t) => format!("server PeerConnected {peer} (token {})", hex4(*t)),
-            None => format!("server PeerConnected {peer} (no token)"),
+        ServerEvent::Connected { peer, token } => match token {
+            Some(t) => format!("server Connected {peer} (token {})", hex4(*t)),
+            None => format!("server Connected {peer} (no token)"),
         },
-        ServerEvent::PeerClosed { peer, cause } => match cause {
-            PeerCloseCause::Kicked => format!("server PeerClosed {peer} (kicked)"),
-            PeerCloseCause::Shutdown => format!("server PeerClosed {peer} (shutdown)"),
-            PeerCloseCause::PeerClosed { reason } => {
-                format!(
-                    "server PeerClosed {peer}: client said {:?}",
-                    reason.as_str()
-                )
-            }
-            PeerCloseCause::Timeout => format!("server PeerClosed {peer} (timeout)"),
-        },
+        ServerEvent::Closed { peer, cause } => {
+            format!("server Closed {peer} ({})", cause_name(*cause))
+        }
         ServerEvent::ShutdownComplete => "server ShutdownComplete".into(),
+        other => format!("server {other:?}"),
+    }
+}
+
+/// What a machine handed to the application from one datagram, borrowed from it
+fn app_line(who: &str, from: &str, chunks: Option<&[u8]>, reason: Option<String>) -> String {
+    match (chunks, reason) {
+        (Some(payload), _) => format!(
+            "   app:   {who} got {:?}{from} (borrowed from the datagram)",
+            String::from_utf8_lossy(payload)
+        ),
+        (None, Some(reason)) => format!("   app:   {who} got the CLOSE reason {reason:?}{from}"),
+        (None, None) => format!("   app:   {who} got something new{from}"),
     }
 }
 
@@ -123,12 +134,9 @@ fn server_says(f: &mut Demo, peer: u32, payload: &[u8]) {
 
 /// Run the game timeline
 pub fn run() {
-    let server = Server::new(ServerConfig::new(TokenSecret(*b"demo secret 0001")));
+    let server = Server::with_capacities(ServerConfig::new(TokenSecret(*b"demo secret 0001")));
     // DDNet's keep-alive interval (1 s) instead of the 250 ms default keeps the output short
-    let config = ClientConfig {
-        keep_alive: Duration::from_secs(1),
-        ..ClientConfig::default()
-    };
+    let config = ClientConfig::new().with_keep_alive(Duration::from_secs(1));
     let link = LinkConfig::lossy(LOSS).with_latency(Duration::from_millis(15));
     let mut f: Demo = Fleet::new(
         server,
@@ -152,18 +160,20 @@ pub fn run() {
     f.on_client_event(|i, e| println!("   event: {}", client_event(i + 1, e)));
     f.on_server_event(|_, e| println!("   event: {}", server_event(e)));
     let lines = app_lines.clone();
-    f.on_server_app(move |i, c| {
-        lines.borrow_mut().push(format!(
-            "   app:   server got {:?} from client {} (borrowed from the datagram)",
-            String::from_utf8_lossy(c.payload),
-            i + 1
+    f.on_server_app(move |i, app: &ServerApp<'_>| {
+        lines.borrow_mut().push(app_line(
+            "server",
+            &format!(" from client {}", i + 1),
+            app.chunks().map(|c| c.payload),
+            app.close_reason().map(|r| r.to_string()),
         ))
     });
-    f.on_client_app(move |i, c| {
-        app_lines.borrow_mut().push(format!(
-            "   app:   client {} got {:?} (borrowed from the datagram)",
-            i + 1,
-            String::from_utf8_lossy(c.payload)
+    f.on_client_app(move |i, app: &ClientApp<'_>| {
+        app_lines.borrow_mut().push(app_line(
+            &format!("client {}", i + 1),
+            "",
+            app.chunks().map(|c| c.payload),
+            app.close_reason().map(|r| r.to_string()),
         ))
     });
     f.keep_events(false);
@@ -188,7 +198,7 @@ pub fn run() {
     f.client_mut(0).close(now, "bye").expect("online");
     f.run_for(Duration::from_millis(100));
 
-    println!("-- client 2 connects and is kicked");
+    println!("-- client 2 connects and the server closes it");
     let now = f.now();
     f.client_mut(1).connect(now).expect("fresh client");
     f.run_until(|f| f.server().is_online(2), Duration::from_secs(10))
@@ -196,7 +206,7 @@ pub fn run() {
     f.run_for(Duration::from_millis(1_100));
     let now = f.now();
     f.server_mut()
-        .kick(now, 2, "Kicked (demo)")
+        .close(now, 2, "Kicked (demo)")
         .expect("client 2 is a peer");
     f.run_for(Duration::from_millis(100));
     let s = f.server().stats();

@@ -12,14 +12,17 @@
 //! drain; at most one `Connected` and one `Closed` event, in that order, and the state agrees;
 //! every frame is a well-formed control packet of at most 1400 bytes with the client's ack and
 //! token; after `Closed` only the one CLOSE of a local close goes out; `BufferTooSmall` leaves the
-//! frame queued with the announced size; chunk packets are delivered only while online.
+//! frame queued with the announced size; chunk packets are delivered only while online; a CLOSE
+//! reason comes back borrowed from the datagram together with the end of the connection; after a
+//! drain no input or command is refused with `QueueFull`.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use tether_net::game::client::{Client, ClientConfig, ClientState};
-use tether_net::game::event::{ClientCloseCause, ClientEvent, CloseError, ConnectError, SendError};
-use tether_net::game::wire::{self, Control, Flags, Packet, Token, TokenMode, MAX_PACKET_LEN};
-use tether_net::{FrameKind, Instant, Machine};
+use tether_net::game::wire::{self, Control, Packet, Token, TokenMode, MAX_PACKET_LEN};
+use tether_net::game::{
+    Client, ClientApp, ClientConfig, ClientEvent, ClientState, CloseCause, Error, Flags,
+};
+use tether_net::{FrameKind, Instant};
 use tether_fuzz::{drain_events, drain_transmits, interval, is_spurious, step, OpReader};
 
 const E: usize = 8;
@@ -37,7 +40,7 @@ struct H {
     sequence: u16,
     tiny: Option<usize>,
     connected: u32,
-    closed: Option<ClientCloseCause>,
+    closed: Option<CloseCause>,
     /// CLOSE frames seen after the Closed event
     closes_after: u32,
     /// A local close was requested while connecting/online: one CLOSE is owed
@@ -52,6 +55,7 @@ fn rank(s: ClientState) -> u8 {
         ClientState::Connecting => 1,
         ClientState::Online => 2,
         ClientState::Closed => 3,
+        other => panic!("unknown state {other:?}"),
     }
 }
 
@@ -109,7 +113,7 @@ impl H {
                 }
                 match p.control {
                     Control::Connect => {
-                        let want = if c.config().vanilla {
+                        let want = if c.config().vanilla() {
                             None
                         } else {
                             Some(Token::UNKNOWN)
@@ -132,25 +136,26 @@ impl H {
         }
 
         let mut connected = self.connected;
-        let mut closed_ev = self.closed.clone();
+        let mut closed_ev = self.closed;
         drain_events(&mut self.c, E, |c, e| match e {
             ClientEvent::Connected { token } => {
                 assert!(closed_ev.is_none(), "Connected after Closed");
                 connected += 1;
                 assert_eq!(connected, 1, "second Connected");
                 assert_eq!(token, c.token());
-                if c.config().vanilla {
+                if c.config().vanilla() {
                     assert_eq!(token, None);
                 }
             }
             ClientEvent::Closed { cause } => {
                 assert!(closed_ev.is_none(), "second Closed event: {cause:?}");
                 assert_eq!(c.state(), ClientState::Closed);
-                if matches!(cause, ClientCloseCause::Timeout) {
+                if matches!(cause, CloseCause::Timeout) {
                     assert_eq!(connected, 1, "Timeout before Connected");
                 }
                 closed_ev = Some(cause);
             }
+            other => panic!("unknown event {other:?}"),
         });
         self.connected = connected;
         self.closed = closed_ev;
@@ -195,16 +200,28 @@ impl H {
             "datagrams are consumed whole"
         );
         assert_eq!(r.needed(), None);
-        if let Some(app) = r.app() {
-            assert_eq!(
-                self.c.state(),
-                ClientState::Online,
-                "chunks delivered while not online"
-            );
-            assert_eq!(state, ClientState::Online);
-            assert!(!app.header.flags.control);
-            let start = app.payload.as_ptr() as usize - bytes.as_ptr() as usize;
-            assert!(start + app.payload.len() <= bytes.len());
+        match r.app() {
+            Some(ClientApp::Chunks(app)) => {
+                assert_eq!(
+                    self.c.state(),
+                    ClientState::Online,
+                    "chunks delivered while not online"
+                );
+                assert_eq!(state, ClientState::Online);
+                assert!(!app.header.flags.control);
+                let start = app.payload.as_ptr() as usize - bytes.as_ptr() as usize;
+                assert!(start + app.payload.len() <= bytes.len());
+            }
+            Some(ClientApp::Close { reason }) => {
+                assert!(
+                    matches!(state, ClientState::Connecting | ClientState::Online),
+                    "CLOSE reason delivered in {state:?}"
+                );
+                assert_eq!(self.c.state(), ClientState::Closed, "CLOSE without closing");
+                tether_fuzz::game_check_reason(*reason, bytes);
+            }
+            Some(other) => panic!("unknown app value {other:?}"),
+            None => {}
         }
     }
 
@@ -231,21 +248,20 @@ impl H {
 fuzz_target!(|data: &[u8]| {
     let mut r = OpReader::new(data);
     let flags = r.u8();
-    let config = ClientConfig {
-        vanilla: flags & 1 != 0,
-        connect_resend: interval(r.u8()),
-        connect_timeout: interval(r.u8()),
-        keep_alive: interval(r.u8()),
-        timeout: interval(r.u8()),
-        accept_retry: match r.u8() {
+    let config = ClientConfig::new()
+        .with_vanilla(flags & 1 != 0)
+        .with_connect_resend(interval(r.u8()))
+        .with_connect_timeout(interval(r.u8()))
+        .with_keep_alive(interval(r.u8()))
+        .with_timeout(interval(r.u8()))
+        .with_accept_retry(match r.u8() {
             0 => None,
             b => Some(interval(b)),
-        },
-    };
+        });
     let mut h = H {
         hold: 0,
         was_held: false,
-        c: Client::new(config),
+        c: Client::with_capacities(config),
         now: Instant::from_millis(1_000),
         sequence: 0,
         tiny: None,
@@ -292,10 +308,14 @@ fuzz_target!(|data: &[u8]| {
                 h.input(h.now, &bytes);
             }
             6 => {
-                let offline = h.c.state() == ClientState::Offline;
+                let state = h.c.state();
                 match h.c.connect(h.now) {
-                    Ok(()) => assert!(offline),
-                    Err(ConnectError::AlreadyStarted) => assert!(!offline),
+                    Ok(()) => assert_eq!(state, ClientState::Offline),
+                    Err(Error::AlreadyStarted) => assert!(matches!(
+                        state,
+                        ClientState::Connecting | ClientState::Online
+                    )),
+                    Err(Error::Closed) => assert_eq!(state, ClientState::Closed),
                     Err(e) => panic!("connect: {e:?}"),
                 }
             }
@@ -310,8 +330,8 @@ fuzz_target!(|data: &[u8]| {
                             h.local_close_sends = true;
                         }
                     }
-                    Err(CloseError::AlreadyClosed) => assert_eq!(state, ClientState::Closed),
-                    Err(CloseError::EventQueueFull) => assert!(h.hold > 0 || h.was_held),
+                    Err(Error::Closed) => assert_eq!(state, ClientState::Closed),
+                    Err(Error::QueueFull) => assert!(h.hold > 0 || h.was_held),
                     Err(e) => panic!("close: {e:?}"),
                 }
             }
@@ -330,7 +350,8 @@ fuzz_target!(|data: &[u8]| {
                     control: f & 4 != 0,
                 };
                 let mut out = [0u8; 2048];
-                let online = h.c.state() == ClientState::Online;
+                let state = h.c.state();
+                let online = state == ClientState::Online;
                 match h.c.send_chunks(h.now, flags, num_chunks, payload, &mut out) {
                     Ok(t) => {
                         assert!(online, "send_chunks succeeded while not online");
@@ -351,8 +372,14 @@ fuzz_target!(|data: &[u8]| {
                             assert_eq!(c.token, h.c.token());
                         }
                     }
-                    Err(SendError::NotOnline) => assert!(!online),
-                    Err(SendError::TooLong { len }) => assert!(len > MAX_PACKET_LEN),
+                    Err(Error::NotOpen) => assert!(matches!(
+                        state,
+                        ClientState::Offline | ClientState::Connecting
+                    )),
+                    Err(Error::Closed) => assert_eq!(state, ClientState::Closed),
+                    Err(Error::TooLong { len, max }) => {
+                        assert!(max == MAX_PACKET_LEN && len > max)
+                    }
                     Err(e) => panic!("send_chunks: {e:?}"),
                 }
             }
@@ -377,10 +404,12 @@ fuzz_target!(|data: &[u8]| {
                 }
             }
             12 => {
-                // a datagram stamped earlier than the latest now (clock stepped back)
+                // the caller's clock steps back: a datagram stamped earlier than the latest now,
+                // and time goes on from there (the machine takes the step as no time passing)
                 let back = tether_net::Duration::from_millis(u64::from(r.u16()));
                 let bytes = r.blob().to_vec();
-                h.input(h.now - back, &bytes);
+                h.now = h.now - back;
+                h.input(h.now, &bytes);
             }
             13 => {
                 // skip the drains of the next 1..=4 ops

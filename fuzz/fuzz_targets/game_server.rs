@@ -2,28 +2,29 @@
 //! a peer, command) ops and checks the machine invariants after every step.
 //!
 //! Input (see `tether_fuzz::OpReader`): 6 config bytes (vanilla policy; keep_alive, timeout,
-//! connect_accept_resend as `interval` bytes; a secret fill byte; max_peers 0..=4 or 5 = no
-//! limit), then ops. An op byte's low 4
+//! connect_accept_resend as `interval` bytes; a secret fill byte; max_peers 0..=4 (0 is clamped
+//! to 1) or 5 = no limit), then ops. An op byte's low 4
 //! bits pick the op; bit 7 makes the drain after it start with a tiny buffer.
 //!
 //! Invariants: no panic; `poll_timeout` is `None` or not before the latest `now`; no timer
 //! livelock; a timeout call before the deadline is a no-op; bounded frames and events per drain;
-//! per peer, `PeerConnected` and `PeerClosed` alternate (a closed peer may be admitted again);
+//! per peer, `Connected` and `Closed` alternate (a closed peer may be admitted again);
 //! `ShutdownComplete` once, after every open peer was closed, and right after the shutdown's
 //! drain; every frame is a well-formed control packet of at most 1400 bytes; KEEP_ALIVE only to
 //! open peers and with their token; CONNECT_ACCEPT carries the minted token; after its
-//! `PeerClosed` a peer gets only CLOSE / CONNECT_ACCEPT (stateless) frames until admitted again;
-//! after `ShutdownComplete` only queued CLOSEs; `send_chunks` only works for open peers.
+//! `Closed` a peer gets only CLOSE / CONNECT_ACCEPT (stateless) frames until admitted again;
+//! after `ShutdownComplete` only queued CLOSEs; `send_chunks` only works for open peers; a CLOSE
+//! reason comes back borrowed from the datagram of an online peer, which is then gone; after a
+//! drain no input or command is refused with `QueueFull`.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use tether_net::game::event::{CommandError, PeerCloseCause, SendError, ServerEvent};
-use tether_net::game::server::{
-    Server, ServerConfig, ServerState, VanillaPolicy, CLOSE_QUEUE_LEN, STATELESS_QUEUE_LEN,
+use tether_net::game::wire::{self, Control, Packet, Token, TokenMode, MAX_PACKET_LEN};
+use tether_net::game::{
+    CloseCause, Error, Flags, Server, ServerApp, ServerConfig, ServerEvent, ServerState,
+    TokenSecret, VanillaPolicy, CLOSE_QUEUE_LEN, STATELESS_QUEUE_LEN,
 };
-use tether_net::game::token::TokenSecret;
-use tether_net::game::wire::{self, Control, Flags, Packet, Token, TokenMode, MAX_PACKET_LEN};
-use tether_net::{FrameKind, Instant, Machine};
+use tether_net::{FrameKind, Instant};
 use tether_fuzz::{drain_events, drain_transmits, interval, is_spurious, step, OpReader};
 
 const N: usize = 4;
@@ -80,7 +81,7 @@ impl H {
                 }
                 Control::KeepAlive => {
                     assert!(!complete, "KEEP_ALIVE after ShutdownComplete");
-                    // (after a hold its PeerConnected may still be queued: ask the table)
+                    // (after a hold its Connected may still be queued: ask the table)
                     assert!(
                         online[p] || s.is_online(t.to),
                         "KEEP_ALIVE to peer {p}, which is not open"
@@ -97,13 +98,10 @@ impl H {
         drain_events(&mut self.s, MAX_EVENTS, |s, e| {
             assert!(!complete, "event {e:?} after ShutdownComplete");
             match e {
-                ServerEvent::PeerConnected { peer, token } => {
+                ServerEvent::Connected { peer, token } => {
                     let p = usize::from(peer);
                     assert!(p < PEERS);
-                    assert!(
-                        !online[p],
-                        "second PeerConnected for peer {p} without PeerClosed"
-                    );
+                    assert!(!online[p], "second Connected for peer {p} without Closed");
                     online[p] = true;
                     if let Some(tok) = token {
                         assert_eq!(
@@ -113,15 +111,15 @@ impl H {
                         );
                     }
                 }
-                ServerEvent::PeerClosed { peer, cause } => {
+                ServerEvent::Closed { peer, cause } => {
                     let p = usize::from(peer);
                     assert!(p < PEERS);
                     assert!(
                         online[p],
-                        "PeerClosed ({cause:?}) for peer {p}, which is not open"
+                        "Closed ({cause:?}) for peer {p}, which is not open"
                     );
                     online[p] = false;
-                    if matches!(cause, PeerCloseCause::Shutdown) {
+                    if matches!(cause, CloseCause::Shutdown) {
                         assert_ne!(s.state(), ServerState::Running);
                     }
                 }
@@ -133,6 +131,7 @@ impl H {
                     assert_eq!(s.state(), ServerState::Stopped);
                     complete = true;
                 }
+                other => panic!("unknown event {other:?}"),
             }
         });
         self.online = online;
@@ -152,12 +151,12 @@ impl H {
             assert_eq!(self.s.peer_count(), 0);
             assert_eq!(self.s.poll_timeout(), None, "timer running after shutdown");
         }
-        assert!(self.s.peer_count() <= N.min(self.s.config().max_peers));
+        assert!(self.s.peer_count() <= N.min(self.s.config().max_peers()));
         for p in 0..PEERS as u8 {
             if self.s.is_online(p) {
                 assert!(
                     self.online[usize::from(p)],
-                    "peer {p} online without PeerConnected"
+                    "peer {p} online without Connected"
                 );
             }
         }
@@ -180,12 +179,23 @@ impl H {
             bytes.len(),
             "datagrams are consumed whole"
         );
-        if let Some(app) = r.app() {
-            assert!(
-                self.s.is_online(peer),
-                "chunks delivered for a peer that is not online"
-            );
-            assert!(!app.header.flags.control);
+        match r.app() {
+            Some(ServerApp::Chunks(app)) => {
+                assert!(
+                    self.s.is_online(peer),
+                    "chunks delivered for a peer that is not online"
+                );
+                assert!(!app.header.flags.control);
+            }
+            Some(ServerApp::Close { reason }) => {
+                assert!(
+                    !self.s.is_online(peer),
+                    "peer {peer} still online after CLOSE"
+                );
+                tether_fuzz::game_check_reason(*reason, bytes);
+            }
+            Some(other) => panic!("unknown app value {other:?}"),
+            None => {}
         }
     }
 
@@ -228,18 +238,16 @@ fuzz_target!(|data: &[u8]| {
         5 => usize::MAX,
         m => usize::from(m),
     };
-    let config = ServerConfig {
-        secret,
-        vanilla,
-        keep_alive,
-        timeout,
-        connect_accept_resend,
-        max_peers,
-    };
+    let config = ServerConfig::new(secret)
+        .with_vanilla(vanilla)
+        .with_keep_alive(keep_alive)
+        .with_timeout(timeout)
+        .with_connect_accept_resend(connect_accept_resend)
+        .with_max_peers(max_peers);
     let mut h = H {
         hold: 0,
         was_held: false,
-        s: Server::new(config),
+        s: Server::with_capacities(config),
         now: Instant::from_millis(1_000),
         tiny: None,
         online: [false; PEERS],
@@ -286,22 +294,29 @@ fuzz_target!(|data: &[u8]| {
             6 => {
                 let p = peer(&mut r);
                 let reason = r.text();
-                match h.s.kick(h.now, p, &reason) {
+                match h.s.close(h.now, p, &reason) {
                     Ok(()) => assert!(!h.shutdown_called),
-                    Err(CommandError::ShuttingDown) => assert!(h.shutdown_called),
-                    Err(CommandError::UnknownPeer) => {
+                    Err(Error::Closed) => assert!(h.shutdown_called),
+                    Err(Error::UnknownPeer) => {
                         // (the view lags while events are held)
                         assert!(!h.online[usize::from(p)] || h.shutdown_called || h.was_held)
                     }
-                    Err(CommandError::CloseQueueFull | CommandError::EventQueueFull) => {
-                        assert!(h.hold > 0 || h.was_held, "kick refused with drained queues")
+                    Err(Error::QueueFull) => {
+                        assert!(
+                            h.hold > 0 || h.was_held,
+                            "close refused with drained queues"
+                        )
                     }
-                    Err(e) => panic!("kick: {e:?}"),
+                    Err(e) => panic!("close: {e:?}"),
                 }
             }
             7 => {
                 let reason = r.text();
-                h.s.shutdown(h.now, &reason);
+                match h.s.shutdown(h.now, &reason) {
+                    Ok(()) => assert!(!h.shutdown_called),
+                    Err(Error::Closed) => assert!(h.shutdown_called),
+                    Err(e) => panic!("shutdown: {e:?}"),
+                }
                 h.shutdown_called = true;
             }
             8 => {
@@ -309,7 +324,7 @@ fuzz_target!(|data: &[u8]| {
                 let ack = r.u16();
                 match h.s.set_ack(p, ack) {
                     Ok(()) => {}
-                    Err(CommandError::UnknownPeer) => assert!(!h.s.is_online(p)),
+                    Err(Error::UnknownPeer) => assert!(!h.s.is_online(p)),
                     Err(e) => panic!("set_ack: {e:?}"),
                 }
             }
@@ -359,8 +374,12 @@ fuzz_target!(|data: &[u8]| {
                             assert_eq!(c.token, token);
                         }
                     }
-                    Err(SendError::NotOnline) => {}
-                    Err(SendError::TooLong { len }) => assert!(len > MAX_PACKET_LEN),
+                    Err(Error::Closed) => assert!(h.shutdown_called),
+                    Err(Error::UnknownPeer) => assert!(!h.s.is_online(p)),
+                    Err(Error::NotOpen) => assert!(!h.s.is_online(p)),
+                    Err(Error::TooLong { len, max }) => {
+                        assert!(max == MAX_PACKET_LEN && len > max)
+                    }
                     Err(e) => panic!("send_chunks: {e:?}"),
                 }
             }
@@ -384,10 +403,13 @@ fuzz_target!(|data: &[u8]| {
                 }
             }
             12 => {
+                // the caller's clock steps back: a datagram stamped earlier than the latest now,
+                // and time goes on from there (the machine takes the step as no time passing)
                 let back = tether_net::Duration::from_millis(u64::from(r.u16()));
                 let p = peer(&mut r);
                 let bytes = r.blob().to_vec();
-                h.input(h.now - back, p, &bytes);
+                h.now = h.now - back;
+                h.input(h.now, p, &bytes);
             }
             13 => {
                 // skip the drains of the next 1..=4 ops

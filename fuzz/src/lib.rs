@@ -520,6 +520,23 @@ pub fn game_chunks(
     buf
 }
 
+/// Check a CLOSE reason a game machine handed out: at most 127 bytes, no NUL, borrowed from
+/// the `datagram` that carried it
+pub fn game_check_reason(reason: tether_net::PeerText<'_>, datagram: &[u8]) {
+    let r = reason.as_bytes();
+    assert!(
+        r.len() <= tether_net::game::wire::MAX_REASON_LEN && !r.contains(&0),
+        "reason {r:02x?}"
+    );
+    if !r.is_empty() {
+        let (start, at) = (datagram.as_ptr() as usize, r.as_ptr() as usize);
+        assert!(
+            at >= start && at + r.len() <= start + datagram.len(),
+            "reason not borrowed from the datagram"
+        );
+    }
+}
+
 /// A LongPort control body's bytes
 pub fn lp_encode<'a, B: tether_net::longport::control::Body<'a>>(b: &B) -> Vec<u8> {
     let mut out = vec![0u8; b.encoded_len()];

@@ -1,221 +1,158 @@
-//! Events, close causes, errors and counters of the game [`Client`](super::client::Client) and
-//! [`Server`](super::server::Server)
+//! Events, close causes and application values of the game [`Client`](super::Client) and
+//! [`Server`](super::Server)
 //!
-//! Events are small owned values: a CLOSE reason received from the peer is copied (lossily, as
-//! display text) into a [`ReasonText`]. Application data never becomes an event; it comes back
-//! borrowed in [`Received::app`](crate::io::Received::app).
+//! Events are small `Copy` values without text. What a peer sends — chunk packets and the reason
+//! of its CLOSE — comes back borrowed from the `handle_input` call that carried it, as a
+//! [`ClientApp`] / [`ServerApp`] in [`Received::app`](crate::Received::app); nothing of it is
+//! copied into the machine.
 
-use core::fmt;
+use super::wire::{ChunkPacket, Token};
+use crate::io::PeerText;
 
-use super::wire::{Token, MAX_REASON_LEN};
-
-/// A CLOSE reason as display text: at most [`MAX_REASON_LEN`] bytes of UTF-8
-///
-/// Received reasons are converted lossily (control characters become spaces, invalid UTF-8 becomes
-/// U+FFFD, the text is cut on a character boundary), so the text is safe to print or log.
-pub type ReasonText = heapless::String<MAX_REASON_LEN>;
-
-/// Why a [`Client`](super::client::Client) connection ended
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// Why a connection ended (client) or a peer is gone (server)
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
-pub enum ClientCloseCause {
-    /// The application called [`Client::close`](super::client::Client::close) (a CLOSE was sent
-    /// when the connect had started)
+#[non_exhaustive]
+pub enum CloseCause {
+    /// This side's application closed it: [`Client::close`](super::Client::close) or
+    /// [`Server::close`](super::Server::close); a CLOSE with the given reason was sent (a client
+    /// that never called `connect` sends nothing)
     Local,
-    /// The server sent CLOSE with this reason (empty when it sent none); nothing was sent back
-    Peer {
-        /// The server's reason, lossily converted
-        reason: ReasonText,
-    },
-    /// Nothing valid arrived from the server for [`ClientConfig::timeout`](super::client::ClientConfig::timeout);
-    /// no CLOSE was sent
+    /// [`Server::shutdown`](super::Server::shutdown): the peer got a CLOSE with the shutdown
+    /// reason
+    Shutdown,
+    /// The peer sent CLOSE; nothing was sent back. Its reason came with the datagram, as
+    /// [`ClientApp::Close`] / [`ServerApp::Close`]
+    Peer,
+    /// Nothing valid arrived from the peer for the configured timeout
+    /// ([`ClientConfig::timeout`](super::ClientConfig::timeout),
+    /// [`ServerConfig::timeout`](super::ServerConfig::timeout)); no CLOSE was sent
     Timeout,
-    /// No CONNECT_ACCEPT within [`ClientConfig::connect_timeout`](super::client::ClientConfig::connect_timeout);
-    /// no CLOSE was sent
+    /// The client got no CONNECT_ACCEPT within
+    /// [`ClientConfig::connect_timeout`](super::ClientConfig::connect_timeout); no CLOSE was sent
     ConnectTimeout,
 }
 
-/// Control-plane events of the game [`Client`](super::client::Client)
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// Control-plane events of the game [`Client`](super::Client)
+///
+/// A client's whole life has at most two events: `Connected`, then `Closed` (always the last).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
+#[non_exhaustive]
 pub enum ClientEvent {
     /// The server accepted the connection; ACCEPT was queued and the client is online
     Connected {
-        /// The DDNet security token the server minted, `None` when the server is vanilla
-        /// (bare CONNECT_ACCEPT) or the client runs in vanilla mode
+        /// The DDNet security token the server minted, `None` when the server is vanilla (bare
+        /// CONNECT_ACCEPT) or the client runs in vanilla mode
         token: Option<Token>,
     },
-    /// The connection ended; emitted at most once, after it the client sends nothing
+    /// The connection ended; emitted exactly once, as the last event; after it the client sends
+    /// nothing
     Closed {
         /// Why
-        cause: ClientCloseCause,
+        cause: CloseCause,
     },
 }
 
-/// Why a [`Server`](super::server::Server) peer is gone
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// Control-plane events of the game [`Server`](super::Server), generic over the caller's peer
+/// key `P`
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
-pub enum PeerCloseCause {
-    /// The application called [`Server::kick`](super::server::Server::kick); a CLOSE was sent
-    Kicked,
-    /// The application called [`Server::shutdown`](super::server::Server::shutdown); a CLOSE was sent
-    Shutdown,
-    /// The peer sent CLOSE; nothing was sent back
-    PeerClosed {
-        /// The peer's reason, lossily converted (empty when it sent none)
-        reason: ReasonText,
-    },
-    /// Nothing valid arrived from the peer for [`ServerConfig::timeout`](super::server::ServerConfig::timeout);
-    /// no CLOSE was sent
-    Timeout,
-}
-
-/// Control-plane events of the game [`Server`](super::server::Server), generic over the caller's
-/// peer key `A`
-#[derive(Debug, Clone, PartialEq, Eq)]
-#[cfg_attr(feature = "defmt", derive(defmt::Format))]
-pub enum ServerEvent<A> {
+#[non_exhaustive]
+pub enum ServerEvent<P> {
     /// A peer was admitted: a DDNet client whose ACCEPT carried the right token, a vanilla client
-    /// under [`VanillaPolicy::Admit`](super::server::VanillaPolicy::Admit), or a pending vanilla
-    /// client that sent its first chunk packet under
-    /// [`VanillaPolicy::Pending`](super::server::VanillaPolicy::Pending)
-    PeerConnected {
+    /// under [`VanillaPolicy::Admit`](super::VanillaPolicy::Admit), or a pending vanilla client
+    /// that sent its first chunk packet under
+    /// [`VanillaPolicy::Pending`](super::VanillaPolicy::Pending)
+    Connected {
         /// The peer's key
-        peer: A,
+        peer: P,
         /// Its security token, `None` for vanilla peers
         token: Option<Token>,
     },
-    /// An admitted peer is gone (never emitted for a peer without a `PeerConnected` before it)
-    PeerClosed {
+    /// An admitted peer is gone; the server has forgotten it (never emitted for a peer without a
+    /// `Connected` before it)
+    Closed {
         /// The peer's key
-        peer: A,
+        peer: P,
         /// Why
-        cause: PeerCloseCause,
+        cause: CloseCause,
     },
-    /// [`Server::shutdown`](super::server::Server::shutdown) finished: every peer got its CLOSE and
-    /// its `PeerClosed` event; the server is stopped
+    /// [`Server::shutdown`](super::Server::shutdown) finished: every peer got its CLOSE from
+    /// `poll_transmit` and its `Closed` event; the server is stopped
     ShutdownComplete,
 }
 
-/// Why [`Machine::handle_input`](crate::Machine::handle_input) refused a datagram
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+/// What the game [`Client`](super::Client) hands to the application from one datagram
+///
+/// Borrowed from the datagram given to `handle_input`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
 #[non_exhaustive]
-pub enum InputError {
-    /// The event queue is full: drain `poll_event` and feed the same datagram again (it was not
-    /// consumed)
-    EventQueueFull,
-}
-
-impl fmt::Display for InputError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            InputError::EventQueueFull => f.write_str("event queue full: drain poll_event first"),
-        }
-    }
-}
-
-impl core::error::Error for InputError {}
-
-/// Why [`Client::connect`](super::client::Client::connect) was refused
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-#[cfg_attr(feature = "defmt", derive(defmt::Format))]
-#[non_exhaustive]
-pub enum ConnectError {
-    /// `connect` was already called on this client (a client connects once; make a new one)
-    AlreadyStarted,
-}
-
-impl fmt::Display for ConnectError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            ConnectError::AlreadyStarted => f.write_str("connect already called on this client"),
-        }
-    }
-}
-
-impl core::error::Error for ConnectError {}
-
-/// Why [`Client::close`](super::client::Client::close) was refused
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-#[cfg_attr(feature = "defmt", derive(defmt::Format))]
-#[non_exhaustive]
-pub enum CloseError {
-    /// The connection is already closed
-    AlreadyClosed,
-    /// The event queue is full: drain `poll_event` and call again (nothing changed)
-    EventQueueFull,
-}
-
-impl fmt::Display for CloseError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            CloseError::AlreadyClosed => f.write_str("connection already closed"),
-            CloseError::EventQueueFull => f.write_str("event queue full: drain poll_event first"),
-        }
-    }
-}
-
-impl core::error::Error for CloseError {}
-
-/// Why `send_chunks` wrote nothing
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-#[cfg_attr(feature = "defmt", derive(defmt::Format))]
-#[non_exhaustive]
-pub enum SendError {
-    /// The connection is not online (client: not yet connected or closed; server: unknown or
-    /// still pending peer)
-    NotOnline,
-    /// The packet would be longer than [`MAX_PACKET_LEN`](super::wire::MAX_PACKET_LEN)
-    TooLong {
-        /// Length the packet would have
-        len: usize,
-    },
-    /// The output buffer is too small; nothing was written and no state changed
-    BufferTooSmall {
-        /// Exact number of bytes the packet needs
-        required: usize,
+pub enum ClientApp<'a> {
+    /// A chunk packet of the online connection (the machines do not look inside)
+    Chunks(ChunkPacket<'a>),
+    /// The server closed the connection with this reason (empty when it sent none); the
+    /// [`ClientEvent::Closed`] event with [`CloseCause::Peer`] follows from `poll_event`
+    Close {
+        /// The reason as the server sent it (at most 127 bytes, without the NUL)
+        reason: PeerText<'a>,
     },
 }
 
-impl fmt::Display for SendError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+/// What the game [`Server`](super::Server) hands to the application from one datagram
+///
+/// Borrowed from the datagram given to `handle_input`; the peer is the `from` of that call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+#[non_exhaustive]
+pub enum ServerApp<'a> {
+    /// A chunk packet of an online peer (the machines do not look inside)
+    Chunks(ChunkPacket<'a>),
+    /// An online peer closed its connection with this reason (empty when it sent none); the
+    /// [`ServerEvent::Closed`] event with [`CloseCause::Peer`] follows from `poll_event`
+    Close {
+        /// The reason as the peer sent it (at most 127 bytes, without the NUL)
+        reason: PeerText<'a>,
+    },
+}
+
+impl<'a> ClientApp<'a> {
+    /// The chunk packet, if this is one
+    #[must_use]
+    pub const fn chunks(&self) -> Option<ChunkPacket<'a>> {
         match self {
-            SendError::NotOnline => f.write_str("connection not online"),
-            SendError::TooLong { len } => write!(f, "packet too long ({len} bytes)"),
-            SendError::BufferTooSmall { required } => {
-                write!(f, "output buffer too small: {required} bytes required")
-            }
+            ClientApp::Chunks(c) => Some(*c),
+            ClientApp::Close { .. } => None,
+        }
+    }
+
+    /// The server's CLOSE reason, if this is one
+    #[must_use]
+    pub const fn close_reason(&self) -> Option<PeerText<'a>> {
+        match self {
+            ClientApp::Close { reason } => Some(*reason),
+            ClientApp::Chunks(_) => None,
         }
     }
 }
 
-impl core::error::Error for SendError {}
+impl<'a> ServerApp<'a> {
+    /// The chunk packet, if this is one
+    #[must_use]
+    pub const fn chunks(&self) -> Option<ChunkPacket<'a>> {
+        match self {
+            ServerApp::Chunks(c) => Some(*c),
+            ServerApp::Close { .. } => None,
+        }
+    }
 
-/// Why a [`Server`](super::server::Server) command (`kick`, `set_ack`, ...) was refused
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-#[cfg_attr(feature = "defmt", derive(defmt::Format))]
-#[non_exhaustive]
-pub enum CommandError {
-    /// No peer with that key
-    UnknownPeer,
-    /// The queue of outgoing CLOSE frames with a reason is full: drain `poll_transmit` first
-    CloseQueueFull,
-    /// The event queue is full: drain `poll_event` first (nothing changed)
-    EventQueueFull,
-    /// The server is shutting down or stopped
-    ShuttingDown,
-}
-
-impl fmt::Display for CommandError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            CommandError::UnknownPeer => "no such peer",
-            CommandError::CloseQueueFull => "close queue full: drain poll_transmit first",
-            CommandError::EventQueueFull => "event queue full: drain poll_event first",
-            CommandError::ShuttingDown => "server is shutting down",
-        })
+    /// The peer's CLOSE reason, if this is one
+    #[must_use]
+    pub const fn close_reason(&self) -> Option<PeerText<'a>> {
+        match self {
+            ServerApp::Close { reason } => Some(*reason),
+            ServerApp::Chunks(_) => None,
+        }
     }
 }
-
-impl core::error::Error for CommandError {}

@@ -1,36 +1,52 @@
 //! Teeworlds 0.6 / DDNet UDP control plane: KEEP_ALIVE, CONNECT, CONNECT_ACCEPT, ACCEPT, CLOSE
 //!
-//! * [`wire`]: byte layout (header, control messages, chunk pass-through), no state.
-//! * [`token`]: stateless DDNet security tokens (SipHash-2-4 keyed by a server secret).
-//! * [`client::Client`]: connects (DDNet token form by default, vanilla on request), keeps the
+//! * [`wire`]: byte layout (header, control messages, chunk pass-through, ack rule), no state.
+//! * [`token`]: stateless DDNet security tokens keyed by a server [`TokenSecret`].
+//! * [`Client`]: connects (DDNet token form by default, vanilla on request), keeps the
 //!   connection alive, detects timeouts, closes with a reason.
-//! * [`server::Server`]: admits DDNet clients statelessly (no state before a valid ACCEPT, no
-//!   reply larger than its request), handles vanilla clients by [`server::VanillaPolicy`], keeps
-//!   up to `N` peers alive, kicks and shuts down.
-//! * [`event`]: the events, close causes, errors of both machines.
+//! * [`Server`]: admits DDNet clients statelessly (no state before a valid ACCEPT, no reply
+//!   larger than its request), handles vanilla clients by [`VanillaPolicy`], keeps up to `PEERS`
+//!   peers alive, closes peers and shuts down.
 //!
-//! Both machines implement [`crate::Machine`] and pass application (chunk) packets through
-//! borrowed in [`crate::Received::app`] as [`wire::ChunkPacket`]; they do not implement
-//! vital-chunk sequencing, so the application reports its ack (`set_ack`) and sequence
-//! (`set_sequence`) and the machines put the ack on every packet and range-check incoming acks.
+//! Both machines follow the crate's run loop with inherent methods (`handle_input`,
+//! `handle_timeout`, `poll_transmit`, `poll_event`, `poll_timeout`) and implement
+//! [`Machine`](crate::Machine). They share one vocabulary:
 //!
-//! Timer defaults differ from the reference peers where the project's seed says so: the client's
-//! keep-alive default is the seed's 250 ms while DDNet and vanilla 0.6 send one after 1 s of
-//! silence (the server's default); timeouts default to vanilla's 10 s (DDNet: 100 s).
+//! | machine | commands | events | errors |
+//! |---|---|---|---|
+//! | [`Client`] | `connect`, `close(now, reason)`, `send_chunks`, `set_ack`, `set_sequence` | [`ClientEvent`]`::{Connected { token }, Closed { cause }}` | [`Error`]`::{QueueFull, NotOpen, Closed, BufferTooSmall, TooLong, AlreadyStarted}` |
+//! | [`Server`] | `close(now, peer, reason)`, `shutdown(now, reason)`, `send_chunks`, `set_ack`, `set_sequence` | [`ServerEvent`]`::{Connected { peer, token }, Closed { peer, cause }, ShutdownComplete}` | [`Error`]`::{QueueFull, UnknownPeer, NotOpen, Closed, BufferTooSmall, TooLong}` |
+//!
+//! Application data comes back borrowed from `handle_input` as [`ClientApp`] / [`ServerApp`]:
+//! chunk packets ([`wire::ChunkPacket`]) and the reason of a peer's CLOSE (a
+//! [`PeerText`](crate::PeerText)). The machines do not implement vital-chunk sequencing: the
+//! application reports its ack (`set_ack`) and sequence (`set_sequence`), and the machines put
+//! the ack on every packet and check incoming acks with [`wire::ack_in_range`].
+//!
+//! Defaults: the client sends a KEEP_ALIVE after 250 ms without sending, the server after 1 s
+//! (DDNet and vanilla 0.6 send one after 1 s of silence on both sides); both time out after 10 s
+//! without a valid packet, as vanilla 0.6.4 does (DDNet's `conn_timeout` defaults to 100 s).
+//! See DDNet's [network_client.cpp], [network_server.cpp] and [network_conn.cpp] for the
+//! reference behaviour.
+//!
+//! [network_client.cpp]: https://github.com/ddnet/ddnet/blob/master/src/engine/shared/network_client.cpp
+//! [network_server.cpp]: https://github.com/ddnet/ddnet/blob/master/src/engine/shared/network_server.cpp
+//! [network_conn.cpp]: https://github.com/ddnet/ddnet/blob/master/src/engine/shared/network_conn.cpp
 //!
 //! ```
 //! use tether_net::game::{Client, ClientConfig, Server, ServerConfig, TokenSecret};
-//! use tether_net::{Instant, Machine};
+//! use tether_net::Instant;
 //!
-//! let mut client: Client = Client::new(ClientConfig::default());
-//! let mut server: Server<u32, 16> = Server::new(ServerConfig::new(TokenSecret([42; 16])));
+//! let mut client = Client::new(ClientConfig::default());
+//! // the secret must come from a random source (a fixed one lets anyone mint tokens)
+//! let mut server = Server::new(ServerConfig::new(TokenSecret([42; 16])));
 //! let now = Instant::from_millis(0);
 //! client.connect(now).unwrap();
 //! let (mut to_server, mut to_client) = ([0u8; 1400], [0u8; 1400]);
 //! // CONNECT -> CONNECT_ACCEPT -> ACCEPT over a perfect link; peer address 7
 //! for _ in 0..2 {
 //!     while let Some(t) = client.poll_transmit(now, &mut to_server).unwrap() {
-//!         let _ = server.handle_input(now, 7, &to_server[..t.len]).unwrap();
+//!         let _ = server.handle_input(now, 7u32, &to_server[..t.len]).unwrap();
 //!     }
 //!     while let Some(t) = server.poll_transmit(now, &mut to_client).unwrap() {
 //!         let _ = client.handle_input(now, (), &to_client[..t.len]).unwrap();
@@ -40,21 +56,44 @@
 //! assert!(client.token().is_some());
 //! ```
 
-pub mod client;
-pub mod event;
-pub mod server;
-mod table;
+mod client;
+mod error;
+mod event;
+mod server;
 pub mod token;
 pub mod wire;
 
 pub use client::{Client, ClientConfig, ClientState, ClientStats};
-pub use event::{
-    ClientCloseCause, ClientEvent, CloseError, CommandError, ConnectError, InputError,
-    PeerCloseCause, ReasonText, SendError, ServerEvent,
+pub use error::Error;
+pub use event::{ClientApp, ClientEvent, CloseCause, ServerApp, ServerEvent};
+pub use server::{
+    Server, ServerConfig, ServerState, ServerStats, VanillaPolicy, CLOSE_QUEUE_LEN,
+    SERVER_FULL_REASON, STATELESS_QUEUE_LEN,
 };
-pub use server::{Server, ServerConfig, ServerState, ServerStats, VanillaPolicy};
 pub use token::TokenSecret;
 pub use wire::{ChunkPacket, Flags, Header, Token};
+
+use crate::time::Duration;
+
+/// Shortest interval or timeout the configurations accept (see their setters)
+const MIN_DELAY: Duration = Duration::from_millis(1);
+
+/// Add one to a counter of the stats (they saturate)
+#[inline]
+fn count(counter: &mut u64) {
+    *counter = counter.saturating_add(1);
+}
+
+/// A local CLOSE reason kept until its CLOSE is written: at most [`wire::MAX_REASON_LEN`] bytes
+type LocalReason = heapless::String<{ wire::MAX_REASON_LEN }>;
+
+/// `reason` as sent in a CLOSE (cut at a NUL, then to 127 bytes on a char boundary), kept
+fn local_reason(reason: &str) -> LocalReason {
+    let mut text = LocalReason::new();
+    // `Reason::from_str` cut it to MAX_REASON_LEN already, so it fits
+    let _ = text.push_str(wire::Reason::from_str(reason).as_str().unwrap_or(""));
+    text
+}
 
 /// Write one chunk packet of a connection (its `ack` and `token`) into `out`, for the
 /// `send_chunks` of both machines: the control flag cleared, the token left out when
@@ -67,7 +106,7 @@ fn write_chunks(
     payload: &[u8],
     token: Option<Token>,
     out: &mut [u8],
-) -> Result<usize, SendError> {
+) -> Result<usize, Error> {
     let flags = Flags {
         control: false,
         ..flags
@@ -83,9 +122,47 @@ fn write_chunks(
     };
     let len = packet.buffer_len();
     if len > wire::MAX_PACKET_LEN {
-        return Err(SendError::TooLong { len });
+        return Err(Error::TooLong {
+            len,
+            max: wire::MAX_PACKET_LEN,
+        });
     }
-    packet.emit(out).map_err(|e| SendError::BufferTooSmall {
-        required: e.required,
-    })
+    Ok(packet.emit(out)?)
+}
+
+/// Helpers of the machines' unit tests
+#[cfg(test)]
+mod test_util {
+    extern crate std;
+    use std::vec::Vec;
+
+    use crate::{Instant, Machine};
+
+    /// `v` milliseconds after the epoch
+    pub(super) fn ms(v: u64) -> Instant {
+        Instant::from_millis(v)
+    }
+
+    /// Bytes from space-separated hex pairs
+    pub(super) fn hex(s: &str) -> Vec<u8> {
+        s.split_whitespace()
+            .map(|b| u8::from_str_radix(b, 16).unwrap())
+            .collect()
+    }
+
+    /// After `m`'s timers ran at `now`, its next deadline is not `Instant::MAX`, not more than
+    /// `MAX_DELAY` after `now`, and not at or before `now` (no spinning)
+    pub(super) fn assert_sane_deadline<M: Machine>(m: &M, now: Instant) {
+        if let Some(t) = m.poll_timeout() {
+            assert_ne!(t, Instant::MAX);
+            assert!(
+                t <= now + crate::time::MAX_DELAY,
+                "{t} is more than MAX_DELAY after {now}"
+            );
+            assert!(
+                t > now,
+                "{t} is due at {now} after handle_timeout: spinning"
+            );
+        }
+    }
 }

@@ -1,26 +1,32 @@
 //! Stateless security tokens: SipHash-2-4 keyed by a server secret
 //!
 //! A DDNet-style server answers every CONNECT with a token derived from the peer's address and
-//! keeps no state until the peer echoes that token in ACCEPT. [`mint`] computes such a token as a
-//! keyed hash (SipHash-2-4, written here from the published algorithm) of whatever address value the
-//! caller passes: hash the IP alone to give all ports of one host the same token (what DDNet does),
-//! or the whole socket address to tie it to the port. The two sentinel values
+//! keeps no state until the peer echoes that token in ACCEPT. The game
+//! [`Server`](super::Server) computes such a token ([`Server::token_for`](super::Server::token_for))
+//! as a keyed hash (SipHash-2-4, written here from the published algorithm) of whatever peer key
+//! the caller uses: hash the IP alone to give all ports of one host the same token (what DDNet
+//! does), or the whole socket address to tie it to the port. The two sentinel values
 //! [`Token::UNSUPPORTED`] (`00000000`) and [`Token::UNKNOWN`] (`FFFFFFFF`) are never returned.
+//! DDNet itself mints with SHA-256 over a random seed and the address
+//! ([network_server.cpp](https://github.com/ddnet/ddnet/blob/master/src/engine/shared/network_server.cpp));
+//! only the server that minted a token ever checks it, so the function is the server's choice.
 //!
 //! Tokens only have to be stable for the lifetime of one server process (the same secret, the same
 //! build): they go through [`core::hash::Hash`], whose byte stream is not a portable format.
 //!
-//! [`KeyedBuildHasher`] is a keyed SipHash [`BuildHasher`] for hash tables keyed by peer
-//! addresses. The game server derives its peer-table key from it
-//! ([`KeyedBuildHasher::from_secret`]) but places peers with a cheaper keyed hash of its own, so
-//! no SipHash runs per datagram.
+//! The key of the server's peer-table placement hash is derived from the same secret (SipHash of
+//! a fixed label), so table hashes never equal token material.
 
 use core::fmt;
-use core::hash::{BuildHasher, Hash, Hasher};
+use core::hash::{Hash, Hasher};
 
 use super::wire::Token;
 
-/// The 128-bit server secret tokens are derived from; the caller fills it from a random source
+/// The 128-bit server secret tokens are derived from
+///
+/// Fill it from a random source (the OS's random generator, a hardware RNG) at start-up: anyone
+/// who knows or guesses it can compute valid tokens for spoofed addresses offline. `Debug` and
+/// `defmt` print it as `TokenSecret(..)`.
 #[derive(Clone, Copy, PartialEq, Eq)]
 pub struct TokenSecret(pub [u8; 16]);
 
@@ -39,7 +45,7 @@ impl defmt::Format for TokenSecret {
 
 /// SipHash-2-4 with a 128-bit key, 64-bit output, as a streaming [`Hasher`]
 #[derive(Clone)]
-pub struct SipHasher24 {
+pub(crate) struct SipHasher24 {
     v0: u64,
     v1: u64,
     v2: u64,
@@ -58,17 +64,10 @@ impl fmt::Debug for SipHasher24 {
     }
 }
 
-#[cfg(feature = "defmt")]
-impl defmt::Format for SipHasher24 {
-    fn format(&self, f: defmt::Formatter<'_>) {
-        defmt::write!(f, "SipHasher24 {{ .. }}");
-    }
-}
-
 impl SipHasher24 {
     /// A hasher keyed with 16 bytes (k0 = bytes 0..8, k1 = bytes 8..16, both little-endian)
     #[must_use]
-    pub const fn new_with_key(key: &[u8; 16]) -> Self {
+    pub(crate) const fn new_with_key(key: &[u8; 16]) -> Self {
         let [a0, a1, a2, a3, a4, a5, a6, a7, b0, b1, b2, b3, b4, b5, b6, b7] = *key;
         let k0 = u64::from_le_bytes([a0, a1, a2, a3, a4, a5, a6, a7]);
         let k1 = u64::from_le_bytes([b0, b1, b2, b3, b4, b5, b6, b7]);
@@ -85,7 +84,7 @@ impl SipHasher24 {
 
     /// A hasher keyed with a [`TokenSecret`]
     #[must_use]
-    pub const fn new(secret: &TokenSecret) -> Self {
+    pub(crate) const fn new(secret: &TokenSecret) -> Self {
         Self::new_with_key(&secret.0)
     }
 
@@ -143,7 +142,7 @@ impl Hasher for SipHasher24 {
 /// The token for `addr` under `secret`: the high 4 bytes of SipHash-2-4(`secret`, `addr`), with the
 /// sentinels `00000000` and `FFFFFFFF` replaced by `00000001`
 #[must_use]
-pub fn mint<A: Hash>(secret: &TokenSecret, addr: &A) -> Token {
+pub(crate) fn mint<A: Hash>(secret: &TokenSecret, addr: &A) -> Token {
     let mut h = SipHasher24::new(secret);
     addr.hash(&mut h);
     let v = (h.finish() >> 32) as u32;
@@ -155,75 +154,16 @@ pub fn mint<A: Hash>(secret: &TokenSecret, addr: &A) -> Token {
     }
 }
 
-/// A [`BuildHasher`] producing keyed [`SipHasher24`]s, for tables keyed by peer addresses
-///
-/// [`Default`] uses a fixed, public key (the ASCII bytes `tether-peer-tabl`): deterministic and
-/// fine for tests, but it gives no protection against chosen collisions. [`from_secret`] derives
-/// a separate key from the token secret (SipHash of two fixed labels), so table hashes never equal
-/// token material.
-///
-/// [`from_secret`]: KeyedBuildHasher::from_secret
-#[derive(Clone, PartialEq, Eq)]
-pub struct KeyedBuildHasher {
-    key: [u8; 16],
-}
-
-impl KeyedBuildHasher {
-    /// The key [`Default`] uses
-    pub const DEFAULT_KEY: [u8; 16] = *b"tether-peer-tabl";
-
-    /// A hasher builder with a key derived from `secret`
-    #[must_use]
-    pub fn from_secret(secret: &TokenSecret) -> Self {
-        let mut key = [0u8; 16];
-        for (i, half) in key.chunks_exact_mut(8).enumerate() {
-            let mut h = SipHasher24::new(secret);
-            h.write(b"tether peer table key");
-            h.write_u8(i as u8);
-            half.copy_from_slice(&h.finish().to_le_bytes());
-        }
-        KeyedBuildHasher { key }
+/// The 16-byte key of the server's peer-table placement hash, derived from `secret`
+pub(crate) fn table_key(secret: &TokenSecret) -> [u8; 16] {
+    let mut key = [0u8; 16];
+    for (i, half) in key.chunks_exact_mut(8).enumerate() {
+        let mut h = SipHasher24::new(secret);
+        h.write(b"tether peer table key");
+        h.write_u8(i as u8);
+        half.copy_from_slice(&h.finish().to_le_bytes());
     }
-
-    /// A hasher builder with an explicit key
-    #[must_use]
-    pub const fn with_key(key: [u8; 16]) -> Self {
-        KeyedBuildHasher { key }
-    }
-
-    /// The 16 key bytes (seed of the server's placement hash)
-    pub(crate) const fn key_bytes(&self) -> [u8; 16] {
-        self.key
-    }
-}
-
-impl Default for KeyedBuildHasher {
-    fn default() -> Self {
-        KeyedBuildHasher {
-            key: Self::DEFAULT_KEY,
-        }
-    }
-}
-
-impl fmt::Debug for KeyedBuildHasher {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("KeyedBuildHasher { .. }")
-    }
-}
-
-#[cfg(feature = "defmt")]
-impl defmt::Format for KeyedBuildHasher {
-    fn format(&self, f: defmt::Formatter<'_>) {
-        defmt::write!(f, "KeyedBuildHasher {{ .. }}");
-    }
-}
-
-impl BuildHasher for KeyedBuildHasher {
-    type Hasher = SipHasher24;
-
-    fn build_hasher(&self) -> SipHasher24 {
-        SipHasher24::new_with_key(&self.key)
-    }
+    key
 }
 
 #[cfg(test)]
@@ -286,17 +226,13 @@ mod tests {
     }
 
     #[test]
-    fn build_hasher_default_and_from_secret() {
-        let d = KeyedBuildHasher::default();
-        assert_eq!(d.hash_one(42u32), d.clone().hash_one(42u32));
-        assert_eq!(
-            d.hash_one(42u32),
-            KeyedBuildHasher::with_key(KeyedBuildHasher::DEFAULT_KEY).hash_one(42u32)
-        );
+    fn table_key_is_derived_from_the_secret() {
         let secret = TokenSecret([9; 16]);
-        let k = KeyedBuildHasher::from_secret(&secret);
-        assert_ne!(k.hash_one(42u32), d.hash_one(42u32));
-        assert_eq!(k, KeyedBuildHasher::from_secret(&secret));
-        assert_ne!(k, KeyedBuildHasher::from_secret(&TokenSecret([10; 16])));
+        let k = table_key(&secret);
+        assert_eq!(k, table_key(&secret));
+        assert_ne!(k, table_key(&TokenSecret([10; 16])));
+        // never the secret itself, never token material
+        assert_ne!(k, secret.0);
+        assert!(!k.windows(4).any(|w| w == mint(&secret, &42u32).0));
     }
 }

@@ -57,9 +57,9 @@
 //! ([`Warnings::CONTROL_NUM_CHUNKS`]): DDNet master drops such packets while older peers ignore the
 //! byte, so the decision is left to the state machine.
 //!
-//! # Where the seed text and the TeeFrame docs are wrong
+//! # Common misreadings of the format
 //!
-//! * The docs read the ack as `(byte0 & 0x0F) << 8 | byte1`; only the low two bits of byte 0 belong
+//! * The ack is not `(byte0 & 0x0F) << 8 | byte1`; only the low two bits of byte 0 belong
 //!   to the ack and the next two must be zero (`18 05` is ack 5 with an illegal flag, not ack 2053).
 //!   "6-bit flags, 2-bit ack" and `flags = byte0 >> 4` describe the same wire bits.
 //! * Byte 2 is not "unused": it is `num_chunks`, zero for control packets.
@@ -72,7 +72,7 @@
 
 use core::fmt;
 
-use crate::io::BufferTooSmall;
+use crate::io::{BufferTooSmall, PeerText};
 use crate::wire::Writer;
 
 /// Size of the 0.6 packet header
@@ -102,6 +102,25 @@ pub const FLAG_CONTROL: u8 = 0x10;
 pub const RESERVED_MASK: u8 = 0x0C;
 /// Byte 0 bits holding ack bits 9..8
 pub const ACK_HIGH_MASK: u8 = 0x03;
+
+/// Whether a received packet's `ack` is acceptable on a connection: `peer_ack <= ack <= sequence`,
+/// counted modulo [`ACK_MODULO`]
+///
+/// `peer_ack` is the last ack the peer sent (accepted), `sequence` the receiver's own last vital
+/// sequence number: a peer cannot acknowledge a chunk that was never sent, nor go back behind an
+/// ack it already gave. When `sequence < peer_ack` the range wraps through 1023 → 0. With both
+/// at 0 only ack 0 passes. The same check as DDNet's `CNetConnection::Feed`
+/// ([network_conn.cpp](https://github.com/ddnet/ddnet/blob/master/src/engine/shared/network_conn.cpp)),
+/// which drops every packet, control packets included, that fails it.
+#[must_use]
+#[inline]
+pub const fn ack_in_range(ack: u16, peer_ack: u16, sequence: u16) -> bool {
+    if sequence >= peer_ack {
+        peer_ack <= ack && ack <= sequence
+    } else {
+        ack >= peer_ack || ack <= sequence
+    }
+}
 
 /// Byte 0 bits that make [`Header::parse`] fail: connless or reserved
 const HEADER_ERROR_MASK: u8 = FLAG_CONNLESS | RESERVED_MASK;
@@ -279,7 +298,7 @@ pub enum TokenMode {
 /// A CLOSE reason: the bytes before the first NUL, at most [`MAX_REASON_LEN`] of them
 ///
 /// Never contains a NUL byte. Received reasons may be invalid UTF-8 ([`Reason::as_str`] is then
-/// `None`; [`Reason::to_text`] gives a lossy display form).
+/// `None`; [`Reason::text`] prints a safe display form).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
 pub struct Reason<'a> {
@@ -343,24 +362,11 @@ impl<'a> Reason<'a> {
         self.bytes.len()
     }
 
-    /// Display form: control characters become spaces, invalid UTF-8 becomes U+FFFD, and the text
-    /// is cut on a char boundary to fit `N` bytes
+    /// The reason as [`PeerText`]: the raw bytes, and a `Display` that is safe to print
+    /// (control characters become spaces, invalid UTF-8 becomes U+FFFD)
     #[must_use]
-    pub fn to_text<const N: usize>(&self) -> heapless::String<N> {
-        let mut out = heapless::String::new();
-        for chunk in self.bytes.utf8_chunks() {
-            let valid = chunk
-                .valid()
-                .chars()
-                .map(|c| if c.is_control() { ' ' } else { c });
-            let invalid = (!chunk.invalid().is_empty()).then_some(char::REPLACEMENT_CHARACTER);
-            for c in valid.chain(invalid) {
-                if out.push(c).is_err() {
-                    return out;
-                }
-            }
-        }
-        out
+    pub const fn text(&self) -> PeerText<'a> {
+        PeerText::new(self.bytes)
     }
 
     /// Bytes this reason takes on the wire: the text plus its NUL, or nothing when empty
@@ -941,7 +947,7 @@ fn parse_control_any(
     })
 }
 
-/// A control message parsed in [`TokenMode::Detect`] (spec A.5 structural rules)
+/// A control message parsed in [`TokenMode::Detect`] (the structural rules of the module docs)
 #[inline(always)]
 fn detect<'a>(id: u8, extra: &'a [u8], warnings: &mut Warnings) -> (Control<'a>, Option<Token>) {
     match id {

@@ -1,6 +1,6 @@
 //! Start and stop a real DDNet server (Debian's `ddnet-server`) on loopback for interop tests
 //!
-//! Recipe from spec/game.md B.2: a throw-away HOME whose `autoexec_server.cfg` shadows the
+//! Recipe: a throw-away HOME whose `autoexec_server.cfg` shadows the
 //! packaged one, bound to 127.0.0.1 with `sv_ipv4only 1`, no master-server registration, a console
 //! fifo for test commands, started with no command-line arguments (every argument would run as a
 //! console command). Stopped by PID with SIGINT, then SIGKILL if it lingers.

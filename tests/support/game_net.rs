@@ -1,118 +1,80 @@
-//! Shared helpers of the game session tests: a wrapper that lets the application send chunk
-//! packets over the simulated link, and small frame classifiers
+//! Shared helpers of the game session tests: the application's chunk sends over the simulated
+//! link, a log of close reasons, and small frame classifiers
 //!
 //! `Client::send_chunks` / `Server::send_chunks` write a chunk packet into the caller's buffer;
-//! a real application then hands it to its socket. [`Net`] plays that application inside the
-//! simulator: it keeps such packets in an outbox and transmits them from `poll_transmit` after
-//! the machine's own frames, so they cross the same lossy link as everything else.
+//! a real application then hands it to its socket. [`client_send`] / [`server_send`] play that
+//! application inside the simulator: they hand the packet to [`Fleet::send_from_client`] /
+//! [`Fleet::send_from_server`], so it crosses the same lossy link as everything else (a
+//! [`tether_net::testing::Pair`] is reached through `fleet_mut()`, its client is index 0).
 #![allow(dead_code)]
 
-use std::collections::VecDeque;
+use std::cell::RefCell;
+use std::rc::Rc;
 
-use tether_net::game::{Client, ClientState, Flags, SendError, Server, ServerState, VanillaPolicy};
-use tether_net::testing::{Direction, Fate, TraceRecord};
-use tether_net::{BufferTooSmall, FrameKind, Instant, Machine, Received, Transmit};
+use tether_net::game::{
+    Client, ClientApp, ClientState, Error, Flags, Server, ServerApp, ServerState, VanillaPolicy,
+};
+use tether_net::testing::{Direction, Fate, Fleet, TraceRecord};
+use tether_net::{FrameKind, Instant};
 
-/// A game machine plus the application's outbox of chunk packets
-pub struct Net<M: Machine> {
-    /// The machine
-    pub m: M,
-    outbox: VecDeque<(M::Peer, Vec<u8>)>,
+/// The game fleet these tests use: default clients, a server keyed by `u32`
+pub type GameFleet<const N: usize> = Fleet<Client, Server<u32, N>>;
+
+/// Write one chunk packet (`num_chunks` = 1) with `payload` from client `i` and send it
+pub fn client_send<const N: usize>(
+    f: &mut GameFleet<N>,
+    i: usize,
+    payload: &[u8],
+) -> Result<(), Error> {
+    let now = f.now();
+    let mut buf = [0u8; 1400];
+    let t = f
+        .client_mut(i)
+        .send_chunks(now, Flags::default(), 1, payload, &mut buf)?;
+    f.send_from_client(i, FrameKind::Datagram, &buf[..t.len]);
+    Ok(())
 }
 
-impl<M: Machine> Net<M> {
-    pub fn new(m: M) -> Self {
-        Net {
-            m,
-            outbox: VecDeque::new(),
+/// Write one chunk packet (`num_chunks` = 1) with `payload` from the server to `peer` and send it
+pub fn server_send<const N: usize>(
+    f: &mut GameFleet<N>,
+    peer: u32,
+    payload: &[u8],
+) -> Result<(), Error> {
+    let now = f.now();
+    let mut buf = [0u8; 1400];
+    let t = f
+        .server_mut()
+        .send_chunks(now, peer, Flags::default(), 1, payload, &mut buf)?;
+    f.send_from_server(t.to, FrameKind::Datagram, &buf[..t.len]);
+    Ok(())
+}
+
+/// CLOSE reasons the application saw: (client index, reason as printed), in arrival order
+pub type Reasons = Rc<RefCell<Vec<(usize, String)>>>;
+
+/// Record the CLOSE reasons the clients ([`ClientApp::Close`]) and the server
+/// ([`ServerApp::Close`], by client index) receive; replaces the fleet's app hooks
+pub fn close_reasons<const N: usize>(f: &mut GameFleet<N>) -> (Reasons, Reasons) {
+    let (clients, server) = (Reasons::default(), Reasons::default());
+    let log = |l: &Reasons, i: usize, reason: Option<tether_net::PeerText<'_>>| {
+        if let Some(reason) = reason {
+            l.borrow_mut().push((i, reason.to_string()));
         }
-    }
+    };
+    let l = clients.clone();
+    f.on_client_app(move |i, app: &ClientApp<'_>| log(&l, i, app.close_reason()));
+    let l = server.clone();
+    f.on_server_app(move |i, app: &ServerApp<'_>| log(&l, i, app.close_reason()));
+    (clients, server)
 }
 
-impl<const E: usize> Net<Client<E>> {
-    /// Write one chunk packet (`num_chunks` = 1) with `payload` and queue it for the link
-    pub fn send(&mut self, now: Instant, payload: &[u8]) -> Result<(), SendError> {
-        let mut buf = [0u8; 1400];
-        let t = self
-            .m
-            .send_chunks(now, Flags::default(), 1, payload, &mut buf)?;
-        self.outbox.push_back(((), buf[..t.len].to_vec()));
-        Ok(())
-    }
+pub fn client_closed(c: &Client) -> bool {
+    c.state() == ClientState::Closed
 }
 
-impl<const N: usize, const E: usize> Net<Server<u32, N, E>> {
-    /// Write one chunk packet (`num_chunks` = 1) with `payload` for `peer` and queue it
-    pub fn send(&mut self, now: Instant, peer: u32, payload: &[u8]) -> Result<(), SendError> {
-        let mut buf = [0u8; 1400];
-        let t = self
-            .m
-            .send_chunks(now, peer, Flags::default(), 1, payload, &mut buf)?;
-        self.outbox.push_back((t.to, buf[..t.len].to_vec()));
-        Ok(())
-    }
-}
-
-impl<M: Machine> Machine for Net<M> {
-    type Peer = M::Peer;
-    type Event = M::Event;
-    type App<'a> = M::App<'a>;
-    type Error = M::Error;
-
-    fn handle_input<'a>(
-        &mut self,
-        now: Instant,
-        from: M::Peer,
-        data: &'a [u8],
-    ) -> Result<Received<M::App<'a>>, M::Error> {
-        self.m.handle_input(now, from, data)
-    }
-
-    fn handle_timeout(&mut self, now: Instant) {
-        self.m.handle_timeout(now);
-    }
-
-    fn poll_transmit(
-        &mut self,
-        now: Instant,
-        buf: &mut [u8],
-    ) -> Result<Option<Transmit<M::Peer>>, BufferTooSmall> {
-        if let Some(t) = self.m.poll_transmit(now, buf)? {
-            return Ok(Some(t));
-        }
-        let Some((to, bytes)) = self.outbox.front() else {
-            return Ok(None);
-        };
-        if bytes.len() > buf.len() {
-            return Err(BufferTooSmall {
-                required: bytes.len(),
-            });
-        }
-        buf[..bytes.len()].copy_from_slice(bytes);
-        let t = Transmit {
-            to: *to,
-            len: bytes.len(),
-            kind: FrameKind::Datagram,
-        };
-        self.outbox.pop_front();
-        Ok(Some(t))
-    }
-
-    fn poll_event(&mut self) -> Option<M::Event> {
-        self.m.poll_event()
-    }
-
-    fn poll_timeout(&self) -> Option<Instant> {
-        self.m.poll_timeout()
-    }
-}
-
-pub fn client_closed(c: &Net<Client>) -> bool {
-    c.m.state() == ClientState::Closed
-}
-
-pub fn server_stopped<const N: usize>(s: &Net<Server<u32, N>>) -> bool {
-    s.m.state() == ServerState::Stopped
+pub fn server_stopped<const N: usize>(s: &Server<u32, N>) -> bool {
+    s.state() == ServerState::Stopped
 }
 
 pub const KEEP_ALIVE: u8 = 0;
@@ -164,5 +126,6 @@ pub fn policy_name(p: VanillaPolicy) -> &'static str {
         VanillaPolicy::Reject => "Reject",
         VanillaPolicy::Admit => "Admit",
         VanillaPolicy::Pending => "Pending",
+        _ => "other",
     }
 }

@@ -1,6 +1,7 @@
-//! Drive a `tether_net::game::Client` over a blocking std `UdpSocket`: the run loop of the crate docs
+//! Drive a `tether_net::game::Client` over a blocking std `UdpSocket`: the run loop of the crate
+//! docs, step 2 being exactly `tether_net::drain`
 //!
-//! Shared by `tests/interop_ddnet.rs` and `examples/ddnet_client.rs` (included with `#[path]`).
+//! Used by `tests/interop_ddnet.rs` (included with `#[path]`).
 #![allow(dead_code)]
 
 use std::io;
@@ -8,20 +9,23 @@ use std::net::{SocketAddr, UdpSocket};
 use std::time::Duration;
 
 use tether_net::game::wire::MAX_PACKET_LEN;
-use tether_net::game::{Client, ClientConfig, ClientEvent};
-use tether_net::{Instant, Machine};
+use tether_net::game::{Client, ClientApp, ClientConfig, ClientEvent};
+use tether_net::time::Epoch;
+use tether_net::{drain, DrainError, Instant};
 
 /// A game client bound to one UDP socket, with a monotonic clock relative to its creation
 pub struct UdpClient {
     sock: UdpSocket,
     client: Client,
-    epoch: std::time::Instant,
+    epoch: Epoch,
     /// Datagrams sent and received by this driver
     pub sent: u64,
     /// Datagrams received
     pub received: u64,
     /// When the latest datagram arrived
     pub last_received_at: Option<std::time::Instant>,
+    /// The reason of the server's CLOSE, as printed, once one arrived
+    pub close_reason: Option<String>,
 }
 
 impl UdpClient {
@@ -39,16 +43,17 @@ impl UdpClient {
         Ok(UdpClient {
             sock,
             client: Client::new(config),
-            epoch: std::time::Instant::now(),
+            epoch: Epoch::new(std::time::Instant::now()),
             sent: 0,
             received: 0,
             last_received_at: None,
+            close_reason: None,
         })
     }
 
     /// Time since creation as a tether `Instant`
     pub fn now(&self) -> Instant {
-        Instant::from_micros(self.epoch.elapsed().as_micros() as u64)
+        self.epoch.instant(std::time::Instant::now())
     }
 
     /// Our UDP port
@@ -72,20 +77,25 @@ impl UdpClient {
         let mut out = [0u8; MAX_PACKET_LEN];
         let mut inp = [0u8; 2048];
         loop {
-            // 2. drain transmits, 3. drain events
+            // 2. hand out every frame and event
             let now = self.now();
-            while let Some(t) = self
-                .client
-                .poll_transmit(now, &mut out)
-                .map_err(|e| io::Error::other(e.to_string()))?
-            {
-                self.sock.send(&out[..t.len])?;
-                self.sent += 1;
-            }
             let mut stop = false;
-            while let Some(ev) = self.client.poll_event() {
-                stop |= on_event(now, &ev);
-            }
+            let (sock, sent) = (&self.sock, &mut self.sent);
+            drain(
+                &mut self.client,
+                now,
+                &mut out,
+                |_, bytes| {
+                    sock.send(bytes)?;
+                    *sent += 1;
+                    Ok::<(), io::Error>(())
+                },
+                |_, ev| stop |= on_event(now, &ev),
+            )
+            .map_err(|e| match e {
+                DrainError::Send(e) => e,
+                other => io::Error::other(other.to_string()),
+            })?;
             if stop {
                 return Ok(true);
             }
@@ -93,10 +103,13 @@ impl UdpClient {
             if elapsed >= limit {
                 return Ok(false);
             }
-            // 4. sleep until the next deadline or a datagram
+            // 3. sleep until the next deadline or a datagram
             let remaining = limit - elapsed;
             let wait = match self.client.poll_timeout() {
-                Some(t) => Duration::from_micros(t.as_micros().saturating_sub(now.as_micros())),
+                Some(t) => self
+                    .epoch
+                    .to_std(t)
+                    .saturating_duration_since(std::time::Instant::now()),
                 None => remaining,
             }
             .min(remaining)
@@ -107,7 +120,14 @@ impl UdpClient {
                 Ok(n) => {
                     self.received += 1;
                     self.last_received_at = Some(std::time::Instant::now());
-                    let _ = self.client.handle_input(self.now(), (), &inp[..n]);
+                    let now = self.now();
+                    let r = self
+                        .client
+                        .handle_input(now, (), &inp[..n])
+                        .map_err(io::Error::other)?;
+                    if let Some(ClientApp::Close { reason }) = r.into_app() {
+                        self.close_reason = Some(reason.to_string());
+                    }
                 }
                 Err(e)
                     if matches!(

@@ -23,9 +23,9 @@ fn panic(info: &core::panic::PanicInfo) -> ! {
 /// Game: CONNECT / CONNECT_ACCEPT / ACCEPT, one keep-alive period, CLOSE
 fn game_session() {
     const ADDR: u16 = 1;
-    let mut client: game::Client = game::Client::new(ClientConfig::default());
+    let mut client = game::Client::new(ClientConfig::default());
     let mut server: game::Server<u16, 4> =
-        game::Server::new(ServerConfig::new(TokenSecret([3; 16])));
+        game::Server::with_capacities(ServerConfig::new(TokenSecret([3; 16])));
     let mut buf = [0u8; 1400];
     let mut now = Instant::from_secs(1);
     let _ = client.connect(now);

@@ -8,7 +8,6 @@ mod fp_common;
 use core::hint::black_box;
 
 use tether_net::game::{Client, ClientConfig, Flags};
-use tether_net::Machine;
 
 #[cortex_m_rt::entry]
 fn main() -> ! {

@@ -8,7 +8,6 @@ mod fp_common;
 use core::hint::black_box;
 
 use tether_net::game::{Flags, Server, ServerConfig, TokenSecret};
-use tether_net::Machine;
 
 type Addr = ([u8; 4], u16);
 type GameServer = Server<Addr, 16>;
@@ -16,7 +15,7 @@ type GameServer = Server<Addr, 16>;
 #[cortex_m_rt::entry]
 fn main() -> ! {
     let server: &'static mut GameServer = cortex_m::singleton!(
-        : GameServer = GameServer::new(ServerConfig::new(TokenSecret(black_box([7; 16]))))
+        : GameServer = GameServer::with_capacities(ServerConfig::new(TokenSecret(black_box([7; 16]))))
     )
     .unwrap();
     let (mut rx, mut tx) = ([0u8; 1400], [0u8; 1400]);
@@ -27,9 +26,11 @@ fn main() -> ! {
         let from: Addr = black_box(([10, 0, 0, 1], 8303));
         match i.command {
             0 => {
-                let _ = black_box(server.kick(now, from, "kicked"));
+                let _ = black_box(server.close(now, from, "kicked"));
             }
-            1 => server.shutdown(now, "shutdown"),
+            1 => {
+                let _ = black_box(server.shutdown(now, "shutdown"));
+            }
             2 => {
                 let t = server.send_chunks(
                     now,

@@ -1,0 +1,1213 @@
+//! The game server: stateless DDNet token handshake, vanilla policy, keep-alive, timeout, close
+//! and shutdown for up to `PEERS` peers
+//!
+//! The public description (admission, amplification, timers, memory) is on [`Server`]. Inside:
+//! the peer table (`table`: index and dense slots), the per-peer state (`peer`) and the
+//! timer heap (`timers`).
+
+use core::hash::Hash;
+
+use heapless::Deque;
+
+use super::error::Error;
+use super::event::{CloseCause, ServerApp, ServerEvent};
+use super::token::{mint, table_key, TokenSecret};
+use super::wire::{
+    self, ack_in_range, Control, ControlPacket, DecodeError, Flags, Packet, Reason, Token,
+    TokenMode, ACK_MODULO,
+};
+use super::{count, local_reason, LocalReason, MIN_DELAY};
+use crate::io::{BufferTooSmall, FrameKind, Received, Transmit};
+use crate::time::{clamp_delay, Clock, Duration, Instant};
+use peer::{next_frame, stamp, PeerCold, PeerHot, OUT_CONNECT_ACCEPT, OUT_KEEP_ALIVE};
+use table::{PeerHashKey, Table};
+use timers::{timer_at, TimerEntry, Timers};
+
+mod peer;
+mod table;
+#[cfg(test)]
+mod tests;
+mod timers;
+
+/// Capacity of the [`Server`]'s queue of stateless replies (CONNECT_ACCEPT, refusal CLOSE) to
+/// addresses without a slot; requests beyond it are dropped and counted
+pub const STATELESS_QUEUE_LEN: usize = 16;
+/// Capacity of the [`Server`]'s queue of CLOSE frames for peers closed with [`Server::close`]
+pub const CLOSE_QUEUE_LEN: usize = 4;
+/// The reason sent to a token client whose ACCEPT arrives while the [`Server`]'s table is full
+/// (DDNet's text)
+pub const SERVER_FULL_REASON: &str = "This server is full";
+
+/// What the [`Server`] does with a vanilla CONNECT (one without the DDNet `TKEN` extension)
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+#[non_exhaustive]
+pub enum VanillaPolicy {
+    /// Refuse: answer a bare CLOSE (`10 00 00 04`, no reason so the reply is no larger than the
+    /// request) and keep nothing. The default: vanilla clients cannot prove their address.
+    #[default]
+    Reject,
+    /// Like DDNet 16.x with `sv_vanilla_antispoof 0`: answer a bare CONNECT_ACCEPT and create an
+    /// online token-less peer at once (state for an unverified address: a spoofed CONNECT can
+    /// occupy a slot until it times out)
+    Admit,
+    /// Like vanilla 0.6.4: create a pending slot, resend CONNECT_ACCEPT every
+    /// [`ServerConfig::connect_accept_resend`], go online (event `Connected`) on the first chunk
+    /// packet; a pending slot times out after [`ServerConfig::timeout`] without an event. The
+    /// resends make one spoofed 4-byte CONNECT cost up to `timeout / resend` 4-byte replies.
+    Pending,
+}
+
+/// Settings of a [`Server`]
+///
+/// There is no `Default`: the token secret must be given, and it **must come from a random
+/// source** (the OS's random generator, a hardware RNG) at start-up. Tokens and the peer-table
+/// hash key are derived from it; with a known or guessable secret anyone can compute valid
+/// tokens for spoofed addresses offline. Every interval and timeout is clamped into
+/// `[1 ms, 30 days]` ([`MAX_DELAY`]).
+///
+/// ```
+/// use core::time::Duration;
+/// use tether_net::game::{ServerConfig, TokenSecret, VanillaPolicy};
+/// # let random_bytes = [9u8; 16];
+/// let config = ServerConfig::new(TokenSecret(random_bytes))
+///     .with_vanilla(VanillaPolicy::Admit)
+///     .with_timeout(Duration::from_secs(30))
+///     .with_max_peers(0); // clamped to 1
+/// assert_eq!(config.max_peers(), 1);
+/// ```
+///
+/// [`MAX_DELAY`]: crate::time::MAX_DELAY
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+#[non_exhaustive]
+pub struct ServerConfig {
+    secret: TokenSecret,
+    vanilla: VanillaPolicy,
+    keep_alive: Duration,
+    timeout: Duration,
+    connect_accept_resend: Duration,
+    max_peers: usize,
+}
+
+impl ServerConfig {
+    /// The defaults with this `secret` (from a random source): vanilla CONNECTs rejected,
+    /// keep-alive 1 s, timeout 10 s, pending CONNECT_ACCEPT resent every 500 ms, up to `PEERS`
+    /// peers
+    #[must_use]
+    pub const fn new(secret: TokenSecret) -> Self {
+        ServerConfig {
+            secret,
+            vanilla: VanillaPolicy::Reject,
+            keep_alive: Duration::from_secs(1),
+            timeout: Duration::from_secs(10),
+            connect_accept_resend: Duration::from_millis(500),
+            max_peers: usize::MAX,
+        }
+    }
+
+    /// Policy for vanilla CONNECTs. Default: [`VanillaPolicy::Reject`].
+    #[must_use]
+    pub const fn with_vanilla(mut self, policy: VanillaPolicy) -> Self {
+        self.vanilla = policy;
+        self
+    }
+
+    /// Send a KEEP_ALIVE to an online peer when nothing was sent to it for this long, clamped
+    /// into `[1 ms, 30 days]`. Default: 1 s, what DDNet and vanilla servers do.
+    #[must_use]
+    pub const fn with_keep_alive(mut self, interval: Duration) -> Self {
+        self.keep_alive = clamp_delay(interval, MIN_DELAY);
+        self
+    }
+
+    /// A peer times out ([`CloseCause::Timeout`], no CLOSE sent) when nothing valid arrived from
+    /// it for this long, clamped into `[1 ms, 30 days]`. Default: 10 s (vanilla 0.6.4; DDNet's
+    /// `conn_timeout` defaults to 100 s).
+    #[must_use]
+    pub const fn with_timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = clamp_delay(timeout, MIN_DELAY);
+        self
+    }
+
+    /// CONNECT_ACCEPT resend interval for [`VanillaPolicy::Pending`] slots, clamped into
+    /// `[1 ms, 30 days]`. Default: 500 ms.
+    #[must_use]
+    pub const fn with_connect_accept_resend(mut self, interval: Duration) -> Self {
+        self.connect_accept_resend = clamp_delay(interval, MIN_DELAY);
+        self
+    }
+
+    /// Admit at most this many peers (online and pending), at least 1; the server clamps it to
+    /// its `PEERS` too. Default: `PEERS`. The peer table has `2 × PEERS` buckets, so it is at
+    /// most half full whatever `max_peers` is: lookups stay short.
+    #[must_use]
+    pub const fn with_max_peers(mut self, max_peers: usize) -> Self {
+        self.max_peers = if max_peers == 0 { 1 } else { max_peers };
+        self
+    }
+
+    /// The token secret
+    #[must_use]
+    pub const fn secret(&self) -> &TokenSecret {
+        &self.secret
+    }
+
+    /// Policy for vanilla CONNECTs
+    #[must_use]
+    pub const fn vanilla(&self) -> VanillaPolicy {
+        self.vanilla
+    }
+
+    /// Keep-alive interval
+    #[must_use]
+    pub const fn keep_alive(&self) -> Duration {
+        self.keep_alive
+    }
+
+    /// Peer timeout
+    #[must_use]
+    pub const fn timeout(&self) -> Duration {
+        self.timeout
+    }
+
+    /// CONNECT_ACCEPT resend interval of pending vanilla slots
+    #[must_use]
+    pub const fn connect_accept_resend(&self) -> Duration {
+        self.connect_accept_resend
+    }
+
+    /// Most peers admitted; `usize::MAX` until a server clamped it to its `PEERS`
+    /// ([`Server::config`] shows the clamped value)
+    #[must_use]
+    pub const fn max_peers(&self) -> usize {
+        self.max_peers
+    }
+}
+
+/// Counters of a [`Server`]; they only grow (saturating)
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Hash)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+#[non_exhaustive]
+pub struct ServerStats {
+    /// Packets dropped because their token was wrong or missing (known peers and ACCEPTs)
+    pub dropped_wrong_token: u64,
+    /// Packets from known peers dropped because their ack was out of range
+    /// ([`wire::ack_in_range`])
+    pub dropped_bad_ack: u64,
+    /// Datagrams that did not parse as a 0.6 packet
+    pub dropped_malformed: u64,
+    /// Requests from unknown addresses dropped because the stateless reply queue was full
+    pub dropped_reply_queue_full: u64,
+    /// Packets from unknown addresses that need no answer (KEEP_ALIVE, CLOSE, chunks, ...)
+    pub ignored_unsolicited: u64,
+    /// Datagrams fed during or after shutdown (ignored)
+    pub ignored_stopped: u64,
+    /// Accepted packets that carried decoder [`Warnings`](super::wire::Warnings)
+    pub warnings: u64,
+    /// CONNECT_ACCEPT packets sent (stateless, re-answers and pending resends)
+    pub connect_accepts_sent: u64,
+    /// KEEP_ALIVE packets sent
+    pub keep_alives_sent: u64,
+    /// KEEP_ALIVE packets received (and accepted)
+    pub keep_alives_received: u64,
+    /// Peers admitted ([`ServerEvent::Connected`] events)
+    pub peers_admitted: u64,
+    /// Admitted peers that timed out
+    pub peers_timed_out: u64,
+    /// Pending vanilla slots that timed out before their first chunk packet
+    pub pending_timed_out: u64,
+    /// Admissions refused because the table was full
+    pub rejected_full: u64,
+    /// Vanilla CONNECTs refused by [`VanillaPolicy::Reject`]
+    pub rejected_vanilla: u64,
+    /// Chunk packets written by [`Server::send_chunks`]
+    pub chunk_packets_sent: u64,
+    /// Chunk packets delivered as [`ServerApp::Chunks`]
+    pub chunk_packets_received: u64,
+}
+
+/// The [`Server`]'s own lifecycle
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+#[non_exhaustive]
+pub enum ServerState {
+    /// Accepting peers
+    Running,
+    /// [`Server::shutdown`] was called; CLOSEs and `Closed` events are being handed out
+    ShuttingDown,
+    /// Shutdown finished ([`ServerEvent::ShutdownComplete`] was emitted); all input is ignored
+    Stopped,
+}
+
+type PeerTable<P, const PEERS: usize> = Table<P, PeerHot, PeerHashKey, PEERS>;
+
+/// A reply to an address without state
+#[derive(Debug, Clone, Copy)]
+enum Reply<P> {
+    /// CONNECT_ACCEPT (DDNet form when `token` is `Some`), ack 0
+    ConnectAccept { to: P, token: Option<Token> },
+    /// Bare CLOSE, ack 0
+    Close { to: P },
+    /// `CLOSE "This server is full"` + token, ack 0
+    Full { to: P, token: Token },
+}
+
+/// A CLOSE with a reason for a peer already removed from the table
+#[derive(Debug, Clone)]
+struct CloseFrame<P> {
+    to: P,
+    token: Option<Token>,
+    ack: u16,
+    reason: LocalReason,
+}
+
+/// Progress of a shutdown over the peer table (slot numbers)
+#[derive(Debug, Clone, Copy)]
+struct Shutdown {
+    /// Next slot to send CLOSE to
+    tx: usize,
+    /// Next slot to emit `Closed` for (always `<= tx`)
+    ev: usize,
+    /// One past the last slot handed out (no slot is added or freed while shutting down)
+    end: usize,
+}
+
+/// A sans-IO Teeworlds 0.6 / DDNet game server for up to `PEERS` peers (default 64; a power of
+/// two, at most 2^30, checked at compile time), with an event queue of `EVENTS` entries (default
+/// 16); `P` is the caller's peer key (a socket address, an `(ip, port)` tuple, ...)
+///
+/// Drive it with the crate's run loop: one input ([`Server::handle_input`],
+/// [`Server::handle_timeout`] or a command), then hand out every frame and event
+/// ([`drain`](crate::drain) does it), then sleep until [`Server::poll_timeout`]. Tokens are
+/// minted from the whole key `P`: pass the IP alone as part of the key's hash if all ports of a
+/// host should share one (DDNet's choice), or the full address.
+///
+/// # Admission (DDNet flavour)
+///
+/// A token CONNECT (`01 "TKEN" FF FF FF FF`) from an unknown address is answered statelessly with
+/// `CONNECT_ACCEPT | "TKEN" | token`, ack 0, where the token is a keyed hash (SipHash-2-4) of the
+/// peer key under the [`ServerConfig`]'s secret ([`Server::token_for`]); nothing is stored. Only
+/// an ACCEPT carrying that token creates a peer (event [`ServerEvent::Connected`]), so a peer
+/// exists only for addresses that proved they receive our packets.
+///
+/// **Amplification.** Before admission no reply is larger than the request it answers: a token
+/// CONNECT is at least 12 bytes and its CONNECT_ACCEPT 12 bytes; the vanilla replies (bare
+/// CONNECT_ACCEPT, bare CLOSE) are 4 bytes for a request of at least 4. Pending stateless replies
+/// wait in a bounded queue of [`STATELESS_QUEUE_LEN`]; when it is full the request is dropped and
+/// counted ([`ServerStats::dropped_reply_queue_full`]). **The one exception**: when the table is
+/// full, a valid token ACCEPT (8 bytes) is answered with `CLOSE "This server is full"` + token
+/// (28 bytes), as DDNet does: the echoed token proves the sender owns its address, so the reply
+/// cannot be aimed at a third party. A vanilla CONNECT to a full server gets a bare CLOSE.
+///
+/// # Vanilla clients
+///
+/// A CONNECT without `TKEN` is handled according to [`ServerConfig::vanilla`] ([`VanillaPolicy`]).
+///
+/// # Existing peers
+///
+/// A packet from a known peer is checked like DDNet checks it: its token (token peers: the last
+/// 4 bytes; dropped and counted when wrong), then its ack ([`wire::ack_in_range`]; dropped and
+/// counted when out of range), then dispatched. A CONNECT from a known peer is answered again
+/// with its CONNECT_ACCEPT, the connection unchanged (DDNet does so for token CONNECTs; for
+/// vanilla ones it stays silent, which strands a vanilla client whose CONNECT_ACCEPT was lost:
+/// we answer). KEEP_ALIVE and every other accepted packet refresh the peer's liveness; CLOSE
+/// removes the peer (its reason comes back as [`ServerApp::Close`], the event is `Closed` with
+/// [`CloseCause::Peer`]; nothing is sent back); chunk packets come back borrowed as
+/// [`ServerApp::Chunks`] (the peer is the `from` the caller passed).
+///
+/// Like the [`Client`](super::Client), the server does no vital-chunk sequencing: each peer's ack
+/// is what the application reports with [`Server::set_ack`] (0 until then) and its sequence what
+/// it reports with [`Server::set_sequence`].
+///
+/// # Timers and their cost
+///
+/// Per peer: KEEP_ALIVE when nothing was sent for [`ServerConfig::keep_alive`], timeout (no CLOSE
+/// sent) when nothing valid arrived for [`ServerConfig::timeout`], and for
+/// [`VanillaPolicy::Pending`] slots a CONNECT_ACCEPT resend every
+/// [`ServerConfig::connect_accept_resend`]. Each peer has one entry in a bounded min-heap of
+/// timer entries: [`Server::poll_timeout`] is O(1) (the heap's top) and
+/// [`Server::handle_timeout`] pops only the due entries, O(log PEERS) each plus one table lookup;
+/// no pass over all peers. Entries are never updated in place: a refresh only moves a peer's
+/// deadlines later, so an entry may wake the caller early and is then re-filed; entries of
+/// removed peers are recognised and dropped. If churn leaves more stale entries than the heap
+/// holds, the heap is rebuilt from the table once (O(PEERS log PEERS)).
+///
+/// # Peer table
+///
+/// Peers live in `PEERS` dense slots found through an open-addressing index of `2 × PEERS` 32-bit
+/// buckets: the load factor never exceeds 50 %, so a lookup is O(1) and short at any size, and
+/// deletion shifts buckets back instead of leaving tombstones, so churn does not slow it down. A
+/// bucket holds the slot number and a tag of the key's hash, so a datagram from a known peer
+/// reads one bucket and one slot. The slot holds the key and the 12 bytes every datagram needs
+/// (last receive time as a 32-bit millisecond stamp, token, ack, sequence, online flag); what
+/// only timers and sends need (last send time, the ack we send, queued output, admission number)
+/// sits in an array beside it. Receive times are kept at 1 ms resolution, rounded up: a timeout
+/// fires up to 1 ms after the exact deadline (exactly on it for whole-millisecond times). The
+/// index is placed by a cheap keyed hash (a folded multiply per word of `P`'s `Hash` stream)
+/// whose key is derived from the secret, so that clients cannot pick colliding addresses;
+/// SipHash is only used to mint tokens (stateless CONNECT and ACCEPT), never per datagram of a
+/// known peer, whose token is compared with the one stored in its slot.
+///
+/// Memory grows linearly with `PEERS`. Per peer of capacity: two index buckets (8 bytes), one
+/// slot (`P` and 12 bytes of state: 16 bytes for `P = u32`), a free-list entry (4), the state
+/// beside the table (16), one timer-heap entry (16) and one transmit-queue entry (4), plus a
+/// fixed part: 64 bytes per peer for `P = u32` (`Server<u32, 65536>` is about 4.2 MB: build
+/// large servers in a `Box` or a `static`). With 65,536 peers the index and the slots (all a
+/// KEEP_ALIVE touches) are 1.5 MiB.
+///
+/// Time comes from the caller and must be monotonic; a step back is taken as no time passing
+/// (see [`time`](crate::time)).
+///
+/// ```
+/// use tether_net::game::{Server, ServerConfig, TokenSecret};
+/// use tether_net::Instant;
+///
+/// # let random_bytes = [9u8; 16];
+/// // default capacities (64 peers, 16 events); the key type comes from use
+/// let mut server = Server::new(ServerConfig::new(TokenSecret(random_bytes)));
+/// let _ = server.handle_input(Instant::ZERO, 42u32, b"\x10\x00\x00\x01TKEN\xff\xff\xff\xff");
+/// let mut buf = [0u8; 1400];
+/// let t = server.poll_transmit(Instant::ZERO, &mut buf).unwrap().unwrap();
+/// assert_eq!((t.to, &buf[..8]), (42, &b"\x10\x00\x00\x02TKEN"[..]));
+/// // other capacities
+/// let config = ServerConfig::new(TokenSecret(random_bytes));
+/// let big: Box<Server<u32, 4096, 64>> = Box::new(Server::with_capacities(config));
+/// # let _ = big;
+/// ```
+pub struct Server<P, const PEERS: usize = 64, const EVENTS: usize = 16> {
+    config: ServerConfig,
+    clock: Clock,
+    peers: PeerTable<P, PEERS>,
+    /// Per-slot state beside the table (see [`PeerCold`])
+    cold: [PeerCold; PEERS],
+    /// Slots of peers with `out` bits set (each at most once while `queued`)
+    dirty: Deque<u32, PEERS>,
+    replies: Deque<Reply<P>, STATELESS_QUEUE_LEN>,
+    closes: Deque<CloseFrame<P>, CLOSE_QUEUE_LEN>,
+    events: Deque<ServerEvent<P>, EVENTS>,
+    state: ServerState,
+    shutdown: Shutdown,
+    shutdown_reason: LocalReason,
+    /// Per-slot timer entries (plus stale ones, see [`TimerEntry`])
+    timers: Timers<PEERS>,
+    /// Next admission number
+    next_gen: u32,
+    stats: ServerStats,
+}
+
+impl<P: core::fmt::Debug, const PEERS: usize, const EVENTS: usize> core::fmt::Debug
+    for Server<P, PEERS, EVENTS>
+{
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("Server")
+            .field("config", &self.config)
+            .field("state", &self.state)
+            .field("peers", &self.peers.len())
+            .field("timers", &self.timers.len())
+            .field("stats", &self.stats)
+            .finish_non_exhaustive()
+    }
+}
+
+#[cfg(feature = "defmt")]
+impl<P, const PEERS: usize, const EVENTS: usize> defmt::Format for Server<P, PEERS, EVENTS> {
+    fn format(&self, f: defmt::Formatter<'_>) {
+        defmt::write!(
+            f,
+            "Server {{ state: {}, peers: {} }}",
+            self.state,
+            self.peers.len()
+        );
+    }
+}
+
+impl<P: Copy + Eq + Hash> Server<P> {
+    /// A running server without peers, with the default capacities: 64 peers, 16 events
+    ///
+    /// For other capacities use [`Server::with_capacities`].
+    #[must_use]
+    pub fn new(config: ServerConfig) -> Self {
+        Self::with_capacities(config)
+    }
+}
+
+impl<P: Copy + Eq + Hash, const PEERS: usize, const EVENTS: usize> Server<P, PEERS, EVENTS> {
+    /// A running server without peers for up to `PEERS` peers (a power of two, at least 2, at
+    /// most 2^30) with an event queue of `EVENTS` entries (at least 1); both checked at compile
+    /// time. `config`'s `max_peers` is clamped to `PEERS`.
+    #[must_use]
+    pub fn with_capacities(config: ServerConfig) -> Self {
+        const {
+            assert!(
+                EVENTS >= 1,
+                "a game Server needs room for at least one event"
+            )
+        };
+        let config = ServerConfig {
+            max_peers: if config.max_peers > PEERS {
+                PEERS
+            } else {
+                config.max_peers
+            },
+            ..config
+        };
+        Server {
+            peers: Table::new(PeerHashKey::new(table_key(&config.secret))),
+            config,
+            clock: Clock::new(),
+            cold: [PeerCold::EMPTY; PEERS],
+            dirty: Deque::new(),
+            replies: Deque::new(),
+            closes: Deque::new(),
+            events: Deque::new(),
+            state: ServerState::Running,
+            shutdown: Shutdown {
+                tx: 0,
+                ev: 0,
+                end: 0,
+            },
+            shutdown_reason: LocalReason::new(),
+            timers: Timers::new(),
+            next_gen: 0,
+            stats: ServerStats::default(),
+        }
+    }
+
+    /// Feed one datagram from `from`
+    ///
+    /// Always consumes the whole datagram, also when it is dropped (counted in
+    /// [`Server::stats`]). A chunk packet of an online peer comes back as
+    /// [`ServerApp::Chunks`]; the CLOSE of an online peer as [`ServerApp::Close`] with its reason
+    /// (the `Closed` event follows from `poll_event`).
+    ///
+    /// # Errors
+    /// [`Error::QueueFull`]: nothing was consumed or changed; drain `poll_event` and feed the
+    /// same datagram again.
+    pub fn handle_input<'a>(
+        &mut self,
+        now: Instant,
+        from: P,
+        data: &'a [u8],
+    ) -> Result<Received<ServerApp<'a>>, Error> {
+        let n = data.len();
+        if self.state != ServerState::Running {
+            self.clock.update(now);
+            count(&mut self.stats.ignored_stopped);
+            return Ok(Received::consumed(n));
+        }
+        if self.events.is_full() {
+            return Err(Error::QueueFull);
+        }
+        let now = self.clock.update(now);
+        // one table lookup per datagram; the entry is then reached by its slot
+        if let Some(slot) = self.peers.find(&from) {
+            Ok(match self.handle_known(now, from, slot, data) {
+                Some(app) => Received::with_app(n, app),
+                None => Received::consumed(n),
+            })
+        } else {
+            self.handle_unknown(now, from, data);
+            Ok(Received::consumed(n))
+        }
+    }
+
+    /// Let peer timers fire: keep-alives, pending CONNECT_ACCEPT resends and timeouts
+    ///
+    /// Pops the due entries of the timer heap: O(k log PEERS) for k due entries (plus one table
+    /// lookup each); a call before [`Server::poll_timeout`] does nothing. When the event queue
+    /// fills up, the remaining timeouts wait (the deadline stays due) until it was drained.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        let now = self.clock.update(now);
+        if self.state != ServerState::Running {
+            return;
+        }
+        if self.timers.needs_rebuild() {
+            self.rebuild_timers(now);
+        }
+        let config = self.config;
+        // every entry is looked at most once per call: bounded work
+        let mut budget = self.timers.len();
+        while budget > 0 {
+            budget -= 1;
+            let Some(entry) = self.timers.pop_due(now) else {
+                break;
+            };
+            let slot = entry.slot as usize;
+            let Some((&addr, hot)) = self.peers.get_mut(slot) else {
+                continue; // stale: the slot is free
+            };
+            let cold = Self::cold_mut(&mut self.cold, slot);
+            if cold.gen != entry.gen {
+                continue; // stale: an earlier occupant of the slot
+            }
+            if now >= hot.last_recv(now) + config.timeout {
+                if hot.online() {
+                    let event = ServerEvent::Closed {
+                        peer: addr,
+                        cause: CloseCause::Timeout,
+                    };
+                    if self.events.push_back(event).is_err() {
+                        // event queue full: keep the peer and its overdue entry (just popped,
+                        // so the push succeeds); the next call after poll_event retries
+                        self.timers.push(entry);
+                        break;
+                    }
+                    count(&mut self.stats.peers_timed_out);
+                } else {
+                    count(&mut self.stats.pending_timed_out);
+                }
+                self.peers.remove(slot);
+                continue;
+            }
+            if cold.out == 0 {
+                if now >= cold.last_send + hot.send_interval(&config) {
+                    let bit = if hot.online() {
+                        OUT_KEEP_ALIVE
+                    } else {
+                        OUT_CONNECT_ACCEPT
+                    };
+                    Self::queue_out(&mut self.dirty, slot, cold, bit);
+                }
+            } else if !cold.queued && self.dirty.push_back(entry.slot).is_ok() {
+                // its earlier queueing failed (stale entries filled the queue): retry
+                cold.queued = true;
+            }
+            let at = timer_at(hot, cold, &config, now);
+            self.timers.push(TimerEntry { at, ..entry });
+        }
+    }
+
+    /// Write the next frame into `buf`: CLOSEs of closed peers first, then stateless replies,
+    /// then per-peer frames (CONNECT_ACCEPT, KEEP_ALIVE); during shutdown the CLOSE to each peer
+    ///
+    /// # Errors
+    /// [`BufferTooSmall`] with the exact size when `buf` cannot hold the frame; it stays queued.
+    pub fn poll_transmit(
+        &mut self,
+        now: Instant,
+        buf: &mut [u8],
+    ) -> Result<Option<Transmit<P>>, BufferTooSmall> {
+        let now = self.clock.update(now);
+        if let Some(frame) = self.closes.front() {
+            let packet = ControlPacket {
+                ack: frame.ack,
+                control: Control::Close(Reason::from_str(&frame.reason)),
+                token: frame.token,
+            };
+            let to = frame.to;
+            let len = packet.emit(buf)?;
+            self.closes.pop_front();
+            return Ok(Some(Transmit {
+                to,
+                len,
+                kind: FrameKind::Datagram,
+            }));
+        }
+        match self.state {
+            ServerState::Running => self.transmit_running(now, buf),
+            ServerState::ShuttingDown => {
+                let Some((to, packet)) = self.shutdown_frame() else {
+                    return Ok(None);
+                };
+                let len = packet.emit(buf)?;
+                self.shutdown.tx = self
+                    .peers
+                    .next_live(self.shutdown.tx.saturating_add(1))
+                    .unwrap_or(self.shutdown.end);
+                Ok(Some(Transmit {
+                    to,
+                    len,
+                    kind: FrameKind::Datagram,
+                }))
+            }
+            ServerState::Stopped => Ok(None),
+        }
+    }
+
+    /// The next event
+    ///
+    /// During shutdown: one `Closed` with [`CloseCause::Shutdown`] per online peer whose CLOSE
+    /// `poll_transmit` handed out, then [`ServerEvent::ShutdownComplete`] once every CLOSE went
+    /// out.
+    #[must_use]
+    pub fn poll_event(&mut self) -> Option<ServerEvent<P>> {
+        if let Some(event) = self.events.pop_front() {
+            return Some(event);
+        }
+        if self.state != ServerState::ShuttingDown {
+            return None;
+        }
+        while self.shutdown.ev < self.shutdown.tx {
+            let entry = self.peers.get(self.shutdown.ev);
+            self.shutdown.ev = self.shutdown.ev.saturating_add(1);
+            if let Some((&peer, hot)) = entry {
+                if hot.online() {
+                    return Some(ServerEvent::Closed {
+                        peer,
+                        cause: CloseCause::Shutdown,
+                    });
+                }
+            }
+        }
+        if self.shutdown.ev >= self.shutdown.end {
+            self.peers.clear();
+            self.state = ServerState::Stopped;
+            return Some(ServerEvent::ShutdownComplete);
+        }
+        None
+    }
+
+    /// When [`Server::handle_timeout`] must be called next, in the caller's clock: the earliest
+    /// entry of the timer heap (O(1)); `None` without peers or when not running
+    ///
+    /// May be earlier than any real deadline (entries fire early after liveness refreshes and
+    /// linger after a peer is removed); such a wake-up does no more than re-file the entry.
+    /// Never more than 30 days ([`MAX_DELAY`](crate::time::MAX_DELAY)) after the latest `now`.
+    #[must_use]
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        self.next_deadline().map(|t| self.clock.to_caller(t))
+    }
+
+    /// Close a peer: remove it now, queue `CLOSE reason` (+ token, current ack) and emit
+    /// `Closed` with [`CloseCause::Local`] (only for an online peer; a pending vanilla slot just
+    /// goes)
+    ///
+    /// `reason` is cut at a NUL and to 127 bytes on a char boundary (what DDNet reads at most).
+    /// DDNet sends e.g. `Kicked (<reason>)`. The CLOSE goes out before any other frame.
+    ///
+    /// # Errors
+    /// [`Error::UnknownPeer`], [`Error::QueueFull`] (CLOSE or event queue full),
+    /// [`Error::Closed`] (shutting down or stopped); nothing changed.
+    pub fn close(&mut self, now: Instant, peer: P, reason: &str) -> Result<(), Error> {
+        if self.state != ServerState::Running {
+            return Err(Error::Closed);
+        }
+        let slot = self.peers.find(&peer).ok_or(Error::UnknownPeer)?;
+        let (_, &hot) = self.peers.get(slot).ok_or(Error::UnknownPeer)?;
+        if self.closes.is_full() || (hot.online() && self.events.is_full()) {
+            return Err(Error::QueueFull);
+        }
+        self.clock.update(now);
+        self.peers.remove(slot);
+        let frame = CloseFrame {
+            to: peer,
+            token: hot.token(),
+            ack: Self::cold_mut(&mut self.cold, slot).ack,
+            reason: local_reason(reason),
+        };
+        // room checked above
+        let _ = self.closes.push_back(frame);
+        if hot.online() {
+            let _ = self.events.push_back(ServerEvent::Closed {
+                peer,
+                cause: CloseCause::Local,
+            });
+        }
+        Ok(())
+    }
+
+    /// Shut down: every peer gets `CLOSE reason` (+ token, its ack) from `poll_transmit`, then a
+    /// `Closed` event with [`CloseCause::Shutdown`] (online peers), then
+    /// [`ServerEvent::ShutdownComplete`]
+    ///
+    /// `reason` is cut like [`Server::close`]'s. Queued stateless replies and keep-alives are
+    /// discarded; CLOSEs of [`Server::close`] already queued are still sent. From now on all
+    /// input is ignored and no timer runs. DDNet sends `Server shutdown`.
+    ///
+    /// # Errors
+    /// [`Error::Closed`] when already shutting down or stopped; nothing changed.
+    pub fn shutdown(&mut self, now: Instant, reason: &str) -> Result<(), Error> {
+        if self.state != ServerState::Running {
+            return Err(Error::Closed);
+        }
+        self.clock.update(now);
+        self.state = ServerState::ShuttingDown;
+        let end = self.peers.slot_limit();
+        self.shutdown = Shutdown {
+            tx: self.peers.next_live(0).unwrap_or(end),
+            ev: 0,
+            end,
+        };
+        self.shutdown_reason = local_reason(reason);
+        self.replies.clear();
+        self.dirty.clear();
+        self.timers.clear();
+        Ok(())
+    }
+
+    /// Report the ack sent to `peer` from now on (its last in-order vital sequence); mod 1024
+    ///
+    /// # Errors
+    /// [`Error::UnknownPeer`].
+    pub fn set_ack(&mut self, peer: P, ack: u16) -> Result<(), Error> {
+        let slot = self.peers.find(&peer).ok_or(Error::UnknownPeer)?;
+        Self::cold_mut(&mut self.cold, slot).ack = ack % ACK_MODULO;
+        Ok(())
+    }
+
+    /// Report the server's own last vital sequence number towards `peer` (upper end of the
+    /// accepted incoming ack range); mod 1024
+    ///
+    /// # Errors
+    /// [`Error::UnknownPeer`].
+    pub fn set_sequence(&mut self, peer: P, sequence: u16) -> Result<(), Error> {
+        let hot = self.peers.lookup_mut(&peer).ok_or(Error::UnknownPeer)?;
+        hot.set_sequence(sequence % ACK_MODULO);
+        Ok(())
+    }
+
+    /// Write one chunk packet for `peer` straight into `out`: header (`flags`, the peer's ack,
+    /// `num_chunks`), `payload`, then the peer's token (not when `flags.compression` is set: the
+    /// caller puts the token inside the data before compressing)
+    ///
+    /// # Errors
+    /// [`Error::Closed`] (shutting down or stopped), [`Error::UnknownPeer`], [`Error::NotOpen`]
+    /// (a pending vanilla slot), [`Error::TooLong`], [`Error::BufferTooSmall`]; nothing written,
+    /// no state changed.
+    pub fn send_chunks(
+        &mut self,
+        now: Instant,
+        peer: P,
+        flags: Flags,
+        num_chunks: u8,
+        payload: &[u8],
+        out: &mut [u8],
+    ) -> Result<Transmit<P>, Error> {
+        if self.state != ServerState::Running {
+            return Err(Error::Closed);
+        }
+        let slot = self.peers.find(&peer).ok_or(Error::UnknownPeer)?;
+        let (_, &hot) = self.peers.get(slot).ok_or(Error::UnknownPeer)?;
+        if !hot.online() {
+            return Err(Error::NotOpen);
+        }
+        let cold = Self::cold_mut(&mut self.cold, slot);
+        let len = super::write_chunks(flags, cold.ack, num_chunks, payload, hot.token(), out)?;
+        cold.last_send = self.clock.update(now);
+        cold.out &= !OUT_KEEP_ALIVE;
+        count(&mut self.stats.chunk_packets_sent);
+        Ok(Transmit {
+            to: peer,
+            len,
+            kind: FrameKind::Datagram,
+        })
+    }
+
+    /// Where the server is
+    #[must_use]
+    pub fn state(&self) -> ServerState {
+        self.state
+    }
+
+    /// Number of peers in the table (online and pending)
+    #[must_use]
+    pub fn peer_count(&self) -> usize {
+        self.peers.len()
+    }
+
+    /// True when `peer` is in the table and online
+    #[must_use]
+    pub fn is_online(&self, peer: P) -> bool {
+        self.peers.lookup(&peer).is_some_and(PeerHot::online)
+    }
+
+    /// The token of `peer`, if it is in the table and uses one
+    #[must_use]
+    pub fn peer_token(&self, peer: P) -> Option<Token> {
+        self.peers.lookup(&peer).and_then(PeerHot::token)
+    }
+
+    /// The token this server mints for `peer` (what its CONNECT_ACCEPT carries): the high 4
+    /// bytes of SipHash-2-4 of `peer` keyed by the secret, never one of the two sentinels
+    #[must_use]
+    pub fn token_for(&self, peer: P) -> Token {
+        mint(&self.config.secret, &peer)
+    }
+
+    /// The configuration (`max_peers` clamped to `PEERS`)
+    #[must_use]
+    pub fn config(&self) -> &ServerConfig {
+        &self.config
+    }
+
+    /// Counters
+    #[must_use]
+    pub fn stats(&self) -> ServerStats {
+        self.stats
+    }
+
+    /// The next deadline in machine time (see `time::Clock`)
+    fn next_deadline(&self) -> Option<Instant> {
+        if self.state != ServerState::Running {
+            return None;
+        }
+        self.timers.next(self.clock.now())
+    }
+
+    /// The state beside the table of slot `slot` (a slot number is always below `PEERS`)
+    #[inline]
+    fn cold_mut(cold: &mut [PeerCold; PEERS], slot: usize) -> &mut PeerCold {
+        &mut cold[slot & (PEERS - 1)]
+    }
+
+    /// The state beside the table of slot `slot`, read-only
+    #[inline]
+    fn cold(&self, slot: usize) -> &PeerCold {
+        &self.cold[slot & (PEERS - 1)]
+    }
+
+    /// Replace the timer heap by one fresh entry per slot (drops stale entries)
+    fn rebuild_timers(&mut self, now: Instant) {
+        let config = &self.config;
+        let cold = &self.cold;
+        self.timers.rebuild(self.peers.iter().map(|(slot, _, hot)| {
+            let c = &cold[slot & (PEERS - 1)];
+            TimerEntry {
+                at: timer_at(hot, c, config, now),
+                gen: c.gen,
+                slot: slot as u32,
+            }
+        }));
+    }
+
+    /// Mark output bits on a slot and queue the peer for `poll_transmit`
+    fn queue_out(dirty: &mut Deque<u32, PEERS>, slot: usize, cold: &mut PeerCold, bits: u8) {
+        cold.out |= bits;
+        // A full queue only happens with stale entries of removed peers; the slot's next timer
+        // entry re-queues it then.
+        if !cold.queued && dirty.push_back(slot as u32).is_ok() {
+            cold.queued = true;
+        }
+    }
+
+    fn queue_reply(&mut self, reply: Reply<P>) {
+        if self.replies.push_back(reply).is_err() {
+            count(&mut self.stats.dropped_reply_queue_full);
+        }
+    }
+
+    /// Admit `from` as a new slot; `false` when the table is full
+    fn admit(
+        &mut self,
+        now: Instant,
+        from: P,
+        token: Option<Token>,
+        online: bool,
+        out: u8,
+    ) -> bool {
+        if self.peers.is_full() || self.peers.len() >= self.config.max_peers {
+            count(&mut self.stats.rejected_full);
+            return false;
+        }
+        let gen = self.next_gen;
+        self.next_gen = self.next_gen.wrapping_add(1);
+        // a minted token is never a sentinel, so 00 00 00 00 can mean "vanilla" in the slot
+        debug_assert!(
+            token != Some(Token::UNSUPPORTED),
+            "admitted with a sentinel token"
+        );
+        let hot = PeerHot::new(now, token, online);
+        let Ok(slot) = self.peers.insert(from, hot) else {
+            // not reachable (fullness checked above)
+            count(&mut self.stats.rejected_full);
+            return false;
+        };
+        let cold = Self::cold_mut(&mut self.cold, slot);
+        *cold = PeerCold::new(now, gen);
+        if out != 0 {
+            cold.out = out;
+            if self.dirty.push_back(slot as u32).is_ok() {
+                cold.queued = true;
+            }
+        }
+        let at = timer_at(&hot, cold, &self.config, now);
+        self.timers.push(TimerEntry {
+            at,
+            gen,
+            slot: slot as u32,
+        });
+        if online {
+            count(&mut self.stats.peers_admitted);
+            // room was checked at the top of handle_input
+            let _ = self
+                .events
+                .push_back(ServerEvent::Connected { peer: from, token });
+        }
+        true
+    }
+
+    /// A datagram from an address without a slot: the stateless path
+    fn handle_unknown(&mut self, now: Instant, from: P, data: &[u8]) {
+        let parsed = match wire::parse(data, TokenMode::Detect) {
+            Ok(p) => p,
+            Err(_) => {
+                count(&mut self.stats.dropped_malformed);
+                return;
+            }
+        };
+        if !parsed.warnings.is_empty() {
+            count(&mut self.stats.warnings);
+        }
+        let Packet::Control(c) = parsed.packet else {
+            count(&mut self.stats.ignored_unsolicited);
+            return;
+        };
+        match (c.control, c.token) {
+            (Control::Connect, Some(_)) => {
+                let token = mint(&self.config.secret, &from);
+                let reply = ControlPacket {
+                    ack: 0,
+                    control: Control::ConnectAccept,
+                    token: Some(token),
+                };
+                if reply.buffer_len() <= data.len() {
+                    self.queue_reply(Reply::ConnectAccept {
+                        to: from,
+                        token: Some(token),
+                    });
+                }
+            }
+            (Control::Connect, None) => match self.config.vanilla {
+                VanillaPolicy::Reject => {
+                    count(&mut self.stats.rejected_vanilla);
+                    self.queue_reply(Reply::Close { to: from });
+                }
+                policy => {
+                    let online = policy == VanillaPolicy::Admit;
+                    if !self.admit(now, from, None, online, OUT_CONNECT_ACCEPT) {
+                        // a reason would amplify: the vanilla client proved nothing
+                        self.queue_reply(Reply::Close { to: from });
+                    }
+                }
+            },
+            (Control::Accept, Some(token)) => {
+                if token != mint(&self.config.secret, &from) {
+                    count(&mut self.stats.dropped_wrong_token);
+                } else if !self.admit(now, from, Some(token), true, 0) {
+                    // documented exception to amplification <= 1: the token proves the address
+                    self.queue_reply(Reply::Full { to: from, token });
+                }
+            }
+            _ => count(&mut self.stats.ignored_unsolicited),
+        }
+    }
+
+    /// A datagram from a peer in the table
+    fn handle_known<'a>(
+        &mut self,
+        now: Instant,
+        from: P,
+        slot: usize,
+        data: &'a [u8],
+    ) -> Option<ServerApp<'a>> {
+        let hot = self.peers.value_mut(slot)?;
+        let mode = if hot.token != Token::UNSUPPORTED {
+            TokenMode::Trailing
+        } else {
+            TokenMode::Vanilla
+        };
+        let parsed = match wire::parse(data, mode) {
+            Ok(p) => p,
+            Err(DecodeError::MissingToken) => {
+                count(&mut self.stats.dropped_wrong_token);
+                return None;
+            }
+            Err(_) => {
+                count(&mut self.stats.dropped_malformed);
+                return None;
+            }
+        };
+        let (ack, token) = match &parsed.packet {
+            Packet::Control(c) => (c.ack, c.token),
+            // a compressed packet hides its token inside the data: passed through unverified
+            Packet::Chunks(c) => (
+                c.header.ack,
+                if c.header.flags.compression {
+                    hot.token()
+                } else {
+                    c.token
+                },
+            ),
+        };
+        if let Packet::Control(ControlPacket {
+            control: Control::Connect,
+            ..
+        }) = parsed.packet
+        {
+            // CONNECT from an existing peer: answer CONNECT_ACCEPT again (DDNet form for token
+            // peers), connection unchanged, no liveness refresh. DDNet does this for token
+            // CONNECTs; for vanilla CONNECTs DDNet and 0.6.4 stay silent, which strands a
+            // vanilla client whose first CONNECT_ACCEPT was lost, so we answer those too (4
+            // bytes for 4 bytes). A token CONNECT ends with FF FF FF FF, not the token, so it is
+            // recognised before the token check.
+            let reply = ControlPacket {
+                ack: 0,
+                control: Control::ConnectAccept,
+                token: hot.token(),
+            };
+            if reply.buffer_len() <= data.len() {
+                let cold = Self::cold_mut(&mut self.cold, slot);
+                Self::queue_out(&mut self.dirty, slot, cold, OUT_CONNECT_ACCEPT);
+            }
+            return None;
+        }
+        if token != hot.token() {
+            count(&mut self.stats.dropped_wrong_token);
+            return None;
+        }
+        if !ack_in_range(ack, hot.peer_ack(), hot.sequence()) {
+            count(&mut self.stats.dropped_bad_ack);
+            return None;
+        }
+        hot.set_peer_ack(ack);
+        hot.last_recv = stamp(now);
+        if !parsed.warnings.is_empty() {
+            count(&mut self.stats.warnings);
+        }
+        match parsed.packet {
+            Packet::Control(c) => {
+                match c.control {
+                    Control::Close(reason) => {
+                        let online = hot.online();
+                        self.peers.remove(slot);
+                        if online {
+                            // room was checked at the top of handle_input
+                            let _ = self.events.push_back(ServerEvent::Closed {
+                                peer: from,
+                                cause: CloseCause::Peer,
+                            });
+                            return Some(ServerApp::Close {
+                                reason: reason.text(),
+                            });
+                        }
+                    }
+                    Control::KeepAlive => {
+                        count(&mut self.stats.keep_alives_received);
+                    }
+                    // ACCEPT (also DDNet's "rejoin" form), CONNECT_ACCEPT: liveness only
+                    _ => {}
+                }
+                None
+            }
+            Packet::Chunks(c) => {
+                if !hot.online() {
+                    // VanillaPolicy::Pending: the first chunk packet completes the connect
+                    hot.set_online();
+                    Self::cold_mut(&mut self.cold, slot).out &= !OUT_CONNECT_ACCEPT;
+                    count(&mut self.stats.peers_admitted);
+                    let _ = self.events.push_back(ServerEvent::Connected {
+                        peer: from,
+                        token: None,
+                    });
+                    // The timer entry was set for the (shorter by default) resend interval, so it is
+                    // not later than the first keep-alive deadline unless
+                    // `connect_accept_resend > keep_alive` (then that keep-alive is late by at
+                    // most the difference).
+                }
+                count(&mut self.stats.chunk_packets_received);
+                Some(ServerApp::Chunks(c))
+            }
+        }
+    }
+
+    /// The next shutdown CLOSE, as (peer, frame)
+    fn shutdown_frame(&self) -> Option<(P, ControlPacket<'_>)> {
+        let (&peer, hot) = self.peers.get(self.shutdown.tx)?;
+        let cold = self.cold(self.shutdown.tx);
+        Some((
+            peer,
+            ControlPacket {
+                ack: cold.ack,
+                control: Control::Close(Reason::from_str(&self.shutdown_reason)),
+                token: hot.token(),
+            },
+        ))
+    }
+
+    fn transmit_running(
+        &mut self,
+        now: Instant,
+        buf: &mut [u8],
+    ) -> Result<Option<Transmit<P>>, BufferTooSmall> {
+        if let Some(reply) = self.replies.front().copied() {
+            let (to, packet) = match reply {
+                Reply::ConnectAccept { to, token } => (
+                    to,
+                    ControlPacket {
+                        ack: 0,
+                        control: Control::ConnectAccept,
+                        token,
+                    },
+                ),
+                Reply::Close { to } => (
+                    to,
+                    ControlPacket {
+                        ack: 0,
+                        control: Control::Close(Reason::EMPTY),
+                        token: None,
+                    },
+                ),
+                Reply::Full { to, token } => (
+                    to,
+                    ControlPacket {
+                        ack: 0,
+                        control: Control::Close(Reason::from_str(SERVER_FULL_REASON)),
+                        token: Some(token),
+                    },
+                ),
+            };
+            let len = packet.emit(buf)?;
+            self.replies.pop_front();
+            if let Reply::ConnectAccept { .. } = reply {
+                count(&mut self.stats.connect_accepts_sent);
+            }
+            return Ok(Some(Transmit {
+                to,
+                len,
+                kind: FrameKind::Datagram,
+            }));
+        }
+        // bounded: every iteration pops an entry or returns
+        while let Some(&slot) = self.dirty.front() {
+            let slot = slot as usize;
+            let Some((&addr, hot)) = self.peers.get(slot) else {
+                self.dirty.pop_front();
+                continue;
+            };
+            let cold = Self::cold_mut(&mut self.cold, slot);
+            let Some((packet, bit)) = next_frame(hot, cold) else {
+                cold.queued = false;
+                self.dirty.pop_front();
+                continue;
+            };
+            let len = packet.emit(buf)?;
+            cold.out &= !bit;
+            cold.last_send = now;
+            if cold.out == 0 {
+                cold.queued = false;
+                self.dirty.pop_front();
+            }
+            if bit == OUT_KEEP_ALIVE {
+                count(&mut self.stats.keep_alives_sent);
+            } else {
+                count(&mut self.stats.connect_accepts_sent);
+            }
+            return Ok(Some(Transmit {
+                to: addr,
+                len,
+                kind: FrameKind::Datagram,
+            }));
+        }
+        Ok(None)
+    }
+}
+
+crate::machine::impl_machine! {
+    impl[P: Copy + Eq + Hash, const PEERS: usize, const EVENTS: usize] for Server<P, PEERS, EVENTS> {
+        Peer = P,
+        Event = ServerEvent<P>,
+        App<'a> = ServerApp<'a>,
+        Error = Error,
+    }
+}

@@ -1,0 +1,186 @@
+//! Per-peer state of the game server: the 12 bytes every datagram touches ([`PeerHot`], kept
+//! in the peer table's slot) and the 16 bytes only timers, commands and sends touch
+//! ([`PeerCold`], in an array beside the table)
+
+use core::num::NonZeroU32;
+
+use super::ServerConfig;
+use crate::game::wire::{Control, ControlPacket, Token};
+use crate::time::{Duration, Instant};
+
+/// Pending-output bit: CONNECT_ACCEPT to this peer
+pub(super) const OUT_CONNECT_ACCEPT: u8 = 1;
+/// Pending-output bit: KEEP_ALIVE to this peer
+pub(super) const OUT_KEEP_ALIVE: u8 = 2;
+
+/// [`PeerHot::bits`]: the peer's last ack (bits 0..10)
+const ACK_MASK: u32 = 0x3FF;
+/// [`PeerHot::bits`]: our own sequence towards the peer (bits 10..20)
+const SEQUENCE_SHIFT: u32 = 10;
+/// [`PeerHot::bits`]: admitted and announced (`Connected`); a vanilla pending slot is not
+const ONLINE_BIT: u32 = 1 << 30;
+/// [`PeerHot::bits`]: always set, so the field is never zero and `Option<PeerHot>` needs no tag
+const PRESENT: NonZeroU32 = match NonZeroU32::new(1 << 31) {
+    Some(v) => v,
+    None => panic!("1 << 31 is not zero"),
+};
+
+/// A peer's last receive time as kept in its slot: milliseconds since the caller's epoch,
+/// rounded up, low 32 bits (wraps every 49.7 days; see [`unstamp`])
+#[inline]
+pub(super) fn stamp(t: Instant) -> u32 {
+    t.as_micros().div_ceil(1_000) as u32
+}
+
+/// The instant of a [`stamp`]: the latest whole millisecond at or before `now` (rounded up)
+/// whose low 32 bits are `stamp`
+///
+/// Exact while the stamp is younger than 2^32 ms (49.7 days). A peer is looked at by its timer
+/// at least every keep-alive interval and removed after the timeout, so a stamp is that old
+/// only if `handle_timeout` was not called for 49 days while the peer stayed silent; the peer
+/// then looks younger than it is and times out one timeout later.
+#[inline]
+pub(super) fn unstamp(stamp: u32, now: Instant) -> Instant {
+    let now_ms = now.as_micros().div_ceil(1_000);
+    let age = (now_ms as u32).wrapping_sub(stamp);
+    Instant::from_millis(now_ms.saturating_sub(u64::from(age)))
+}
+
+/// The per-peer state every datagram from the peer reads or writes; 12 bytes, stored with the
+/// key in the table's slot (16 bytes with a `u32` key)
+#[derive(Debug, Clone, Copy)]
+pub(super) struct PeerHot {
+    /// The peer's token; [`Token::UNSUPPORTED`] (00 00 00 00, never minted) for a vanilla peer
+    pub(super) token: Token,
+    /// When the last accepted datagram arrived (a [`stamp`]: 1 ms resolution, so a timeout
+    /// fires up to 1 ms after the exact deadline)
+    pub(super) last_recv: u32,
+    /// The last ack the peer sent, our sequence towards it, [`ONLINE_BIT`], [`PRESENT`]
+    bits: NonZeroU32,
+}
+
+impl PeerHot {
+    pub(super) fn new(now: Instant, token: Option<Token>, online: bool) -> Self {
+        PeerHot {
+            token: token.unwrap_or(Token::UNSUPPORTED),
+            last_recv: stamp(now),
+            bits: PRESENT | if online { ONLINE_BIT } else { 0 },
+        }
+    }
+
+    #[inline]
+    pub(super) fn token(&self) -> Option<Token> {
+        if self.token == Token::UNSUPPORTED {
+            None
+        } else {
+            Some(self.token)
+        }
+    }
+
+    #[inline]
+    pub(super) fn online(&self) -> bool {
+        self.bits.get() & ONLINE_BIT != 0
+    }
+
+    pub(super) fn set_online(&mut self) {
+        self.bits |= ONLINE_BIT;
+    }
+
+    /// The last ack the peer sent (mod 1024)
+    #[inline]
+    pub(super) fn peer_ack(&self) -> u16 {
+        (self.bits.get() & ACK_MASK) as u16
+    }
+
+    #[inline]
+    pub(super) fn set_peer_ack(&mut self, ack: u16) {
+        self.bits = PRESENT | (self.bits.get() & !ACK_MASK) | (u32::from(ack) & ACK_MASK);
+    }
+
+    /// Our own last vital sequence towards the peer (upper end of its accepted ack range)
+    #[inline]
+    pub(super) fn sequence(&self) -> u16 {
+        ((self.bits.get() >> SEQUENCE_SHIFT) & ACK_MASK) as u16
+    }
+
+    pub(super) fn set_sequence(&mut self, sequence: u16) {
+        let mask = ACK_MASK << SEQUENCE_SHIFT;
+        self.bits = PRESENT
+            | (self.bits.get() & !mask)
+            | ((u32::from(sequence) & ACK_MASK) << SEQUENCE_SHIFT);
+    }
+
+    /// When the last accepted datagram arrived (1 ms resolution, judged at `now`)
+    pub(super) fn last_recv(&self, now: Instant) -> Instant {
+        unstamp(self.last_recv, now)
+    }
+
+    /// Interval of the send timer: keep-alive when online, CONNECT_ACCEPT resend when pending
+    /// (at least 1 ms by the config's clamping, so a due timer always moves forward)
+    pub(super) fn send_interval(&self, config: &ServerConfig) -> Duration {
+        if self.online() {
+            config.keep_alive
+        } else {
+            config.connect_accept_resend
+        }
+    }
+}
+
+/// The per-peer state only timers, commands and sends touch; 16 bytes, in an array beside the
+/// table indexed by the peer's slot
+#[derive(Debug, Clone, Copy)]
+pub(super) struct PeerCold {
+    pub(super) last_send: Instant,
+    /// Admission number: identifies this slot's entry in the timer heap
+    pub(super) gen: u32,
+    /// The ack we send (the application's last in-order vital sequence), mod 1024
+    pub(super) ack: u16,
+    /// `OUT_*` bits
+    pub(super) out: u8,
+    /// In the transmit queue
+    pub(super) queued: bool,
+}
+
+impl PeerCold {
+    pub(super) const EMPTY: PeerCold = PeerCold {
+        last_send: Instant::ZERO,
+        gen: 0,
+        ack: 0,
+        out: 0,
+        queued: false,
+    };
+
+    pub(super) fn new(now: Instant, gen: u32) -> Self {
+        PeerCold {
+            last_send: now,
+            gen,
+            ..Self::EMPTY
+        }
+    }
+}
+
+/// The next frame a peer has queued, and its bit
+pub(super) fn next_frame(hot: &PeerHot, cold: &PeerCold) -> Option<(ControlPacket<'static>, u8)> {
+    if cold.out & OUT_CONNECT_ACCEPT != 0 {
+        // ack 0: the peer's ack check while connecting accepts only 0
+        Some((
+            ControlPacket {
+                ack: 0,
+                control: Control::ConnectAccept,
+                token: hot.token(),
+            },
+            OUT_CONNECT_ACCEPT,
+        ))
+    } else if cold.out & OUT_KEEP_ALIVE != 0 {
+        Some((
+            ControlPacket {
+                ack: cold.ack,
+                control: Control::KeepAlive,
+                token: hot.token(),
+            },
+            OUT_KEEP_ALIVE,
+        ))
+    } else {
+        None
+    }
+}
