@@ -695,6 +695,13 @@ fn longport_soak() {
                 ),
                 "client {i}: server closed with {code:?}"
             ),
+            // a lost Reconnect response leaves the client with a retired session: refused
+            // (see LoginFailed below)
+            LClientApp::LoginError { status, .. } => assert_eq!(
+                *status,
+                tether_net::longport::Status::Unauthenticated,
+                "client {i}"
+            ),
             other => panic!("client {i}: unexpected app data: {other:?}"),
         });
     }
