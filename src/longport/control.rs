@@ -1263,7 +1263,7 @@ mod tests {
     }
 
     proptest::proptest! {
-        #![proptest_config(proptest::prelude::ProptestConfig { cases: 2048, ..Default::default() })]
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(if cfg!(miri) { 4 } else { 2048 }))]
 
         #[test]
         fn decode_varint_matches_the_byte_loop(bytes in varint_bytes()) {
