@@ -14,7 +14,9 @@ use tether_net::game::wire::{
     self as gw, ChunkPacket, Control, ControlPacket, Flags, Reason, Token, TokenMode,
 };
 use tether_net::longport::deframe::{decode_message, Handshake, WsParams};
-use tether_net::longport::wire::{self as lw, Packet, Signature, Status, DEFAULT_MAX_BODY};
+use tether_net::longport::wire::{
+    self as lw, Packet, RequestId, Signature, Status, DEFAULT_MAX_BODY,
+};
 
 const TOKEN: Token = Token([0x12, 0x34, 0x56, 0x78]);
 
@@ -185,8 +187,8 @@ const SIG: Signature = Signature {
 };
 
 fn lp_packets(body: &[u8]) -> [(&'static str, Packet<'_>); 6] {
-    let req = Packet::request(100, 0x0102_0304, 5_000, body);
-    let resp = Packet::response(100, 0x0102_0304, Status::Success, body);
+    let req = Packet::request(100, RequestId(0x0102_0304), 5_000, body);
+    let resp = Packet::response(100, RequestId(0x0102_0304), Status::Success, body);
     let push = Packet::push(101, body);
     [
         ("request", req),

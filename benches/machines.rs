@@ -12,10 +12,10 @@ use core::mem::size_of;
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
 use tether_net::game::wire::{Control, ControlPacket, Token};
 use tether_net::game::{Server, ServerConfig, ServerEvent, TokenSecret};
-use tether_net::longport::control::SessionGrant;
-use tether_net::longport::deframe::Transport;
-use tether_net::longport::server::{self as lps, DefaultServer};
-use tether_net::longport::{ClientConfig, ClientEvent, Credentials, DefaultClient};
+use tether_net::longport::{
+    Client as LpClient, ClientConfig, ClientEvent, Credentials, RequestId, Server as LpServer,
+    ServerApp as LpServerApp, ServerConfig as LpServerConfig, SessionGrant, Transport,
+};
 use tether_net::{FrameKind, Instant, Machine};
 
 /// xorshift64: the peer each iteration picks (fixed seed, no bias that matters here)
@@ -202,16 +202,16 @@ fn game_keep_alive(c: &mut Criterion) {
 /// Feed `bytes` to the LongPort server as one read of connection `conn`; returns the request id
 /// of an Auth request found in it
 fn lp_server_read(
-    srv: &mut DefaultServer<u32>,
+    srv: &mut LpServer<u32>,
     now: Instant,
     conn: u32,
     bytes: &[u8],
-) -> Option<u32> {
+) -> Option<RequestId> {
     let mut rest = bytes;
     let mut auth = None;
     while !rest.is_empty() {
         let r = srv.handle_input(now, conn, rest).expect("input taken");
-        if let Some(lps::App::Auth { request_id, .. }) = r.app() {
+        if let Some(LpServerApp::Auth { request_id, .. }) = r.app() {
             auth = Some(*request_id);
         }
         assert!(r.bytes_consumed() > 0, "whole packets only");
@@ -221,9 +221,9 @@ fn lp_server_read(
 }
 
 /// A LongPort client and server with one authenticated connection (id 1) over `transport`
-fn lp_pair(transport: Transport) -> (DefaultClient, DefaultServer<u32>, Instant) {
-    let mut client = DefaultClient::new(ClientConfig::new(transport));
-    let mut srv: DefaultServer<u32> = DefaultServer::new(lps::ServerConfig::default());
+fn lp_pair(transport: Transport) -> (LpClient, LpServer<u32>, Instant) {
+    let mut client = LpClient::new(ClientConfig::new(transport));
+    let mut srv = LpServer::new(LpServerConfig::new());
     let now = Instant::from_secs(1);
     let (mut c2s, mut s2c) = ([0u8; 1024], [0u8; 1024]);
     client
@@ -246,7 +246,7 @@ fn lp_pair(transport: Transport) -> (DefaultClient, DefaultServer<u32>, Instant)
         limit: 10,
         online: 1,
     };
-    assert!(auth > 0);
+    assert!(auth.0 > 0);
     srv.accept_auth(now, 1, grant).expect("pending auth");
     while let Some(t) = srv.poll_transmit(now, &mut s2c).expect("fits") {
         let r = client
@@ -257,7 +257,7 @@ fn lp_pair(transport: Transport) -> (DefaultClient, DefaultServer<u32>, Instant)
     while srv.poll_event().is_some() {}
     let mut authenticated = false;
     while let Some(e) = client.poll_event() {
-        authenticated |= matches!(e, ClientEvent::Authenticated { .. });
+        authenticated |= matches!(e, ClientEvent::Connected { .. });
     }
     assert!(authenticated);
     (client, srv, now)
@@ -332,9 +332,9 @@ fn lp_heartbeat(c: &mut Criterion) {
     g.finish();
     assert_eq!(ws_client.stats().heartbeats_sent, ws_rtts);
     eprintln!(
-        "lp_heartbeat: {rtts} round trips; DefaultClient {} bytes, DefaultServer<u32> {} bytes",
-        size_of::<DefaultClient>(),
-        size_of::<DefaultServer<u32>>()
+        "lp_heartbeat: {rtts} round trips; Client {} bytes, Server<u32> {} bytes",
+        size_of::<LpClient>(),
+        size_of::<LpServer<u32>>()
     );
 }
 

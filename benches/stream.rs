@@ -15,7 +15,7 @@ use std::io::Write as _;
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use tether_net::longport::deframe::{Frame, Handshake, StreamDeframer};
 use tether_net::longport::gzip::{crc32, gunzip, gzip_stored, stored_len};
-use tether_net::longport::wire::{Packet, Signature, Status, MAX_BODY_LEN};
+use tether_net::longport::wire::{Packet, RequestId, Signature, Status, MAX_BODY_LEN};
 
 const STREAM_LEN: usize = 16 << 20;
 /// Largest single read the simulated socket returns
@@ -53,7 +53,7 @@ fn make_stream(seed: u64, mut body_len: impl FnMut(&mut Rng) -> usize) -> (Vec<u
     while s.len() < STREAM_LEN {
         let len = body_len(&mut rng).min(MAX_BODY_LEN);
         let body = &body_src[..len];
-        let id = rng.next() as u32;
+        let id = RequestId(rng.next() as u32);
         let p = match rng.range(0, 2) {
             0 => Packet::request(rng.range(0, 255) as u8, id, 10_000, body),
             1 => Packet::response(rng.range(0, 255) as u8, id, Status::Success, body),

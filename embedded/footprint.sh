@@ -60,8 +60,8 @@ BASE_MEM=$(mem_routines "$DIR/fp-baseline")
 declare -A MACHINE=(
   [fp-game-client]='`game::Client` (EVENTS = 4)'
   [fp-game-server]='`game::Server<([u8; 4], u16), 16>`'
-  [fp-lp-client]='`longport::DefaultClient` (TCP, no `alloc`)'
-  [fp-lp-server]='`longport::server::DefaultServer<u32>` (16 conns, 64 sessions)'
+  [fp-lp-client]='`longport::Client` (default capacities, TCP, no `alloc`)'
+  [fp-lp-server]='`longport::Server<u32>` (16 conns, 64 sessions)'
 )
 declare -A ROLE=(
   [fp-game-client]='game client' [fp-game-server]='game server'

@@ -33,7 +33,7 @@ fn main() {
         addr,
         &token,
         body,
-        Duration::from_millis(200),
+        Duration::from_secs(1),
         Duration::from_secs(10),
         |line| println!("{line}"),
     ) {

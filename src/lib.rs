@@ -8,7 +8,7 @@
 //! | profile | transport | machines |
 //! |---|---|---|
 //! | [`game`]: Teeworlds 0.6 / DDNet control messages (KEEP_ALIVE, CONNECT, CONNECT_ACCEPT, ACCEPT, CLOSE; vanilla and DDNet token modes) | UDP datagrams | [`game::Client`], [`game::Server`] |
-//! | [`longport`]: LongPort OpenAPI socket control plane (auth, heartbeat, reconnect, server close, request correlation) | TCP (2-byte handshake) or WebSocket | [`longport::client::Client`], [`longport::server::Server`] |
+//! | [`longport`]: LongPort OpenAPI socket control plane (auth, heartbeat, reconnect, server close, request correlation) | TCP (2-byte handshake) or WebSocket | [`longport::Client`], [`longport::Server`] |
 //!
 //! # The run-loop contract
 //!

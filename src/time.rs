@@ -181,6 +181,13 @@ impl Clock {
         self.last
     }
 
+    /// Machine time for the caller's `now` without recording it (for getters): a `now` earlier
+    /// than the latest one counts as no time passing
+    #[must_use]
+    pub(crate) fn peek(&self, now: Instant) -> Instant {
+        Instant(now.0.saturating_add(self.shift).max(self.last.0))
+    }
+
     /// The latest machine time
     #[must_use]
     pub(crate) const fn now(&self) -> Instant {
@@ -281,6 +288,8 @@ mod tests {
             ms(8),
             "5 ms left, in the caller's clock"
         );
+        assert_eq!(c.peek(ms(5)), ms(12), "peek maps without recording");
+        assert_eq!(c.peek(ms(1)), ms(10), "an earlier now is no time passing");
         assert_eq!(c.update(ms(4)), ms(11), "time runs again from the step");
         assert_eq!(c.now(), ms(11));
         // a second step accumulates

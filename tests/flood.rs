@@ -9,7 +9,7 @@
 //! * LongPort: waves of connections that never authenticate (silent, handshake only, pending auth
 //!   decision, or a request before auth) never hold more than
 //!   [`ServerConfig::max_unauthenticated`] slots; every further `handle_connected` is refused
-//!   with [`ConnectError::TooManyUnauthenticated`] and counted; authenticated connections keep
+//!   with [`LError::TooManyUnauthenticated`] and counted; authenticated connections keep
 //!   working and a legitimate client gets in once a wave has timed out.
 //!
 //! A counting global allocator is not possible here: the crate's lint table forbids
@@ -20,13 +20,13 @@ use tether_net::game::{
     Server as GServer, ServerConfig as GServerConfig, TokenSecret, VanillaPolicy,
     SERVER_FULL_REASON, STATELESS_QUEUE_LEN,
 };
-use tether_net::longport::control::{AuthRequest, Body, Heartbeat, Metadata, SessionGrant};
-use tether_net::longport::deframe::{Handshake, Transport};
-use tether_net::longport::server::{
-    ConnectError, InputError, PeerState, Server as LServer, ServerConfig, ServerEvent,
-};
+use tether_net::longport::control::{AuthRequest, Body, Heartbeat, Metadata};
 use tether_net::longport::wire::Packet as LPacket;
-use tether_net::{Duration, Instant, Machine};
+use tether_net::longport::{
+    Error as LError, Handshake, RequestId, Server as LServer, ServerConfig, ServerEvent,
+    ServerState, SessionGrant, Transport,
+};
+use tether_net::{Duration, Instant};
 
 fn token_connect() -> Vec<u8> {
     let p = ControlPacket {
@@ -230,7 +230,7 @@ fn auth_request(rid: u32, token: &str) -> Vec<u8> {
     let body = AuthRequest::new(token, Metadata::EMPTY);
     let mut b = vec![0u8; body.encoded_len()];
     body.encode(&mut b).unwrap();
-    let p = LPacket::request(2, rid, 10_000, &b);
+    let p = LPacket::request(2, RequestId(rid), 10_000, &b);
     let mut out = vec![0u8; p.buffer_len()];
     p.emit(&mut out).unwrap();
     out
@@ -240,7 +240,7 @@ fn heartbeat_request(rid: u32) -> Vec<u8> {
     let body = Heartbeat::new(1, None);
     let mut b = vec![0u8; body.encoded_len()];
     body.encode(&mut b).unwrap();
-    let p = LPacket::request(1, rid, 10_000, &b);
+    let p = LPacket::request(1, RequestId(rid), 10_000, &b);
     let mut out = vec![0u8; p.buffer_len()];
     p.emit(&mut out).unwrap();
     out
@@ -252,8 +252,8 @@ fn drain(s: &mut Srv, now: Instant) -> Vec<u32> {
     while s.poll_transmit(now, &mut buf).unwrap().is_some() {}
     let mut gone = Vec::new();
     while let Some(e) = s.poll_event() {
-        if let ServerEvent::Disconnect { conn } = e {
-            gone.push(conn);
+        if let ServerEvent::Closed { peer, .. } = e {
+            gone.push(peer);
         }
     }
     gone
@@ -276,7 +276,7 @@ fn authenticate(s: &mut Srv, now: Instant, conn: u32) {
     };
     s.accept_auth(now, conn, grant).unwrap();
     assert!(drain(s, now).is_empty());
-    assert_eq!(s.state(conn), Some(PeerState::Authenticated));
+    assert_eq!(s.state(conn), Some(ServerState::Authenticated));
 }
 
 /// One million connection attempts in waves of four kinds of unauthenticated clients: the table
@@ -286,10 +286,7 @@ fn authenticate(s: &mut Srv, now: Instant, conn: u32) {
 fn longport_auth_flood_is_capped() {
     const CAP: usize = 8;
     const ATTEMPTS: u32 = 1_000_000;
-    let mut s: Srv = Srv::new(ServerConfig {
-        max_unauthenticated: CAP,
-        ..ServerConfig::default()
-    });
+    let mut s: Srv = Srv::with_capacities(ServerConfig::new().with_max_unauthenticated(CAP));
     let mut now = Instant::from_secs(1);
     // three legitimate, authenticated connections
     for conn in 0..3 {
@@ -313,7 +310,7 @@ fn longport_auth_flood_is_capped() {
                     held.push(conn);
                 }
                 Err(e) => {
-                    assert_eq!(e, ConnectError::TooManyUnauthenticated);
+                    assert_eq!(e, LError::TooManyUnauthenticated);
                     refused += 1;
                 }
             }
@@ -341,7 +338,7 @@ fn longport_auth_flood_is_capped() {
                     assert!(r.app().is_some(), "the Auth comes back to the application");
                     assert_eq!(
                         s.handle_input(now, conn, &hb),
-                        Err(InputError::AuthPending),
+                        Err(LError::AuthPending),
                         "input after a pending auth is refused, not consumed"
                     );
                     pending_refusals += 1;
@@ -385,7 +382,7 @@ fn longport_auth_flood_is_capped() {
     assert!(st.auth_timeouts > 0 && st.sessions_evicted == 0);
     assert_eq!(st.heartbeats_echoed, u64::from(wave) * 3);
     for conn in 0..3 {
-        assert_eq!(s.state(conn), Some(PeerState::Authenticated));
+        assert_eq!(s.state(conn), Some(ServerState::Authenticated));
     }
     // a legitimate client still gets in
     authenticate(&mut s, now, 999);

@@ -1,4 +1,5 @@
-//! gzip codec: spec vector V12, round-trips against flate2, hand-built malformed deflate streams
+//! gzip codec: the gzip heartbeat response vector, round-trips against flate2, hand-built malformed
+//! deflate streams
 //! and never-panic properties
 
 use std::io::{Read, Write};
@@ -11,10 +12,10 @@ use tether_net::longport::gzip::{
 };
 use tether_net::BufferTooSmall;
 
-/// V2: Heartbeat{timestamp = 1700000000000}
+/// Heartbeat{timestamp = 1700000000000}
 const HEARTBEAT: [u8; 7] = [0x08, 0x80, 0xd0, 0x95, 0xff, 0xbc, 0x31];
 
-/// V12: gzip response packet (10-byte LongPort header, then a 30-byte gzip member)
+/// A gzip heartbeat response packet (10-byte LongPort header, then a 30-byte gzip member)
 const V12: [u8; 40] = [
     0x22, 0x01, 0x00, 0x00, 0x00, 0x01, 0x00, 0x00, 0x00, 0x1e, 0x1f, 0x8b, 0x08, 0x00, 0x00, 0x00,
     0x00, 0x00, 0x00, 0xff, 0x01, 0x07, 0x00, 0xf8, 0xff, 0x08, 0x80, 0xd0, 0x95, 0xff, 0xbc, 0x31,

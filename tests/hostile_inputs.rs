@@ -15,21 +15,18 @@ use tether_net::game::{
     CloseCause as GCloseCause, Error as GError, ServerApp as GServerApp,
     ServerEvent as GServerEvent, TokenSecret,
 };
-use tether_net::longport::client::{ClientConfig, Credentials, InputError as LInputError};
 use tether_net::longport::control::{
-    AuthRequest, Body, Close, CloseCode, ErrorBody, Heartbeat, Metadata, PbError, ReconnectRequest,
-    SessionGrant,
+    AuthRequest, Body, Close, ErrorBody, Heartbeat, Metadata, PbError, ReconnectRequest,
 };
 use tether_net::longport::deframe::DeframeError;
-use tether_net::longport::deframe::{Handshake, Transport};
-use tether_net::longport::event::{ClientEvent, DisconnectReason, ProtocolError as CProtocolError};
-use tether_net::longport::server::{
-    App as SApp, CloseReason, InputError as SInputError, PeerState, ProtocolError, ServerConfig,
-    ServerEvent,
+use tether_net::longport::wire::{DecodeError as LDecodeError, Kind, Packet, MAX_BODY_LEN};
+use tether_net::longport::{
+    ClientConfig, ClientEvent, CloseCause, CloseCode, Credentials, Error as LError, Handshake,
+    ProtocolError, RequestId, ServerApp as SApp, ServerConfig, ServerEvent, ServerState,
+    SessionGrant, Status, Transport,
 };
-use tether_net::longport::wire::{DecodeError as LDecodeError, Kind, Packet, Status, MAX_BODY_LEN};
 use tether_net::testing::Rng;
-use tether_net::{Duration, FrameKind, Instant, Machine};
+use tether_net::{Duration, FrameKind, Instant};
 
 // =============================================================================================
 // Game profile helpers
@@ -518,8 +515,8 @@ fn game_time_going_backwards_shifts_the_timeline_on_both_machines() {
 // LongPort helpers
 // =============================================================================================
 
-type LServer = tether_net::longport::server::Server<u32, 8, 8>;
-type LClient = tether_net::longport::DefaultClient;
+type LServer = tether_net::longport::Server<u32, 8, 8>;
+type LClient = tether_net::longport::Client;
 const CONN: u32 = 1;
 const FAR: i64 = 10_000_000_000_000;
 
@@ -540,7 +537,7 @@ fn packet(p: &Packet<'_>) -> Vec<u8> {
 fn auth_req(rid: u32, token: &str) -> Vec<u8> {
     packet(&Packet::request(
         2,
-        rid,
+        RequestId(rid),
         10_000,
         &encode(&AuthRequest::new(token, Metadata::EMPTY)),
     ))
@@ -549,7 +546,7 @@ fn auth_req(rid: u32, token: &str) -> Vec<u8> {
 fn heartbeat_req(rid: u32) -> Vec<u8> {
     packet(&Packet::request(
         1,
-        rid,
+        RequestId(rid),
         10_000,
         &encode(&Heartbeat::new(5, Some(rid as i32))),
     ))
@@ -604,7 +601,7 @@ fn responses(frames: &[Out]) -> Vec<(u8, u32, Status, Option<u64>)> {
             let code = (!status.is_success())
                 .then(|| ErrorBody::decode(p.body).ok().map(|e| e.code))
                 .flatten();
-            Some((p.header.cmd, request_id, status, code))
+            Some((p.header.cmd, request_id.0, status, code))
         })
         .collect()
 }
@@ -626,7 +623,7 @@ fn feed_tcp(s: &mut LServer, now: Instant, conn: u32, mut data: &[u8]) -> bool {
 
 /// A server with connection [`CONN`] over `transport`, authenticated (drained)
 fn lp_authenticated(transport: Transport) -> LServer {
-    let mut s = LServer::new(ServerConfig::default());
+    let mut s = LServer::with_capacities(ServerConfig::new());
     let now = Instant::from_secs(1);
     s.handle_connected(now, CONN, transport).unwrap();
     let auth = auth_req(1, "good");
@@ -650,37 +647,28 @@ fn lp_authenticated(transport: Transport) -> LServer {
     s.accept_auth(now, CONN, grant).unwrap();
     let _ = srv_out(&mut s, now);
     let _ = srv_events(&mut s);
-    assert_eq!(s.state(CONN), Some(PeerState::Authenticated));
+    assert_eq!(s.state(CONN), Some(ServerState::Authenticated));
     s
 }
 
-/// The server closed [`CONN`] with `code` for `reason`: Close push on the wire, WsClose on WS,
-/// PeerClosed then Disconnect, slot freed
+/// The server closed [`CONN`] with `code` for `cause`: Close push on the wire, WsClose on WS,
+/// then `Closed`, slot freed
 fn assert_server_closed(
     s: &mut LServer,
     now: Instant,
     transport: Transport,
     code: CloseCode,
-    reason: CloseReason,
+    cause: CloseCause,
 ) -> Vec<Out> {
     let out = srv_out(s, now);
     assert_eq!(pushed_close(&out), Some(code), "Close push in {out:?}");
     assert!(out.iter().all(|o| o.to == CONN));
     if transport == Transport::WebSocket {
         let last = out.last().unwrap();
-        assert_eq!(
-            last.kind,
-            FrameKind::WsClose(tether_net::longport::server::ws_close_code(code))
-        );
+        assert_eq!(last.kind, FrameKind::WsClose(code.ws_close_code()));
     }
     let ev = srv_events(s);
-    assert_eq!(
-        ev,
-        vec![
-            ServerEvent::PeerClosed { conn: CONN, reason },
-            ServerEvent::Disconnect { conn: CONN }
-        ]
-    );
+    assert_eq!(ev, vec![ServerEvent::Closed { peer: CONN, cause }]);
     assert_eq!(s.connections(), 0, "slot freed");
     out
 }
@@ -703,13 +691,13 @@ fn lp_client_ready(config: ClientConfig) -> LClient {
         now,
         &packet(&Packet::response(2, rid, Status::Success, &grant)),
     );
-    assert!(c.is_ready());
+    assert!(c.is_connected());
     while c.poll_event().is_some() {}
     c
 }
 
 /// The request id of the login the client just queued (TCP: after the handshake)
-fn login_rid(c: &mut LClient, now: Instant) -> u32 {
+fn login_rid(c: &mut LClient, now: Instant) -> RequestId {
     let mut buf = [0u8; 2048];
     let t = c.poll_transmit(now, &mut buf).unwrap().unwrap();
     let start = if t.kind == FrameKind::Stream { 2 } else { 0 };
@@ -740,14 +728,14 @@ fn client_frames(c: &mut LClient, now: Instant) -> Vec<(FrameKind, Vec<u8>)> {
     out
 }
 
-/// The client's first event is `Disconnected { reason }`
-fn assert_disconnected(c: &mut LClient, reason: DisconnectReason) {
+/// The client's events contain `Disconnected { cause }`
+fn assert_disconnected(c: &mut LClient, cause: CloseCause) {
     let ev = client_events(c);
     assert!(
-        ev.contains(&ClientEvent::Disconnected { reason }),
-        "expected Disconnected({reason:?}) in {ev:?}"
+        ev.contains(&ClientEvent::Disconnected { cause }),
+        "expected Disconnected({cause:?}) in {ev:?}"
     );
-    assert!(!c.is_ready());
+    assert!(!c.is_connected());
 }
 
 // =============================================================================================
@@ -767,13 +755,13 @@ fn lp_truncated_tcp_packet_waits_for_more_and_consumes_nothing() {
         }
     }
     assert!(srv_out(&mut s, now).is_empty());
-    assert_eq!(s.state(CONN), Some(PeerState::Authenticated));
+    assert_eq!(s.state(CONN), Some(ServerState::Authenticated));
     // client side: the same for a response prefix
     let mut c = lp_client_ready(ClientConfig::tcp());
     let push = packet(&Packet::push(100, b"quote"));
     let r = c.handle_input(now, (), &push[..push.len() - 1]).unwrap();
     assert_eq!((r.bytes_consumed(), r.needed()), (0, Some(push.len())));
-    assert!(c.is_ready());
+    assert!(c.is_connected());
 }
 
 #[test]
@@ -792,10 +780,10 @@ fn lp_truncated_websocket_message_closes_with_unpack_error() {
         now,
         Transport::WebSocket,
         CloseCode::UnpackError,
-        CloseReason::Protocol(ProtocolError::Truncated {
+        CloseCause::Protocol(ProtocolError::Framing(DeframeError::Truncated {
             len: hb.len() - 1,
             needed: hb.len(),
-        }),
+        })),
     );
     // client side: a truncated WS message is dropped and counted, the connection stays
     let mut c = lp_client_ready(ClientConfig::websocket());
@@ -803,7 +791,7 @@ fn lp_truncated_websocket_message_closes_with_unpack_error() {
     let r = c.handle_input(now, (), &push[..push.len() - 1]).unwrap();
     assert_eq!(r.bytes_consumed(), push.len() - 1);
     assert_eq!(c.stats().decode_errors, 1);
-    assert!(c.is_ready());
+    assert!(c.is_connected());
 }
 
 #[test]
@@ -820,10 +808,10 @@ fn lp_body_length_beyond_max_body_closes_before_the_body_arrives() {
             now,
             transport,
             CloseCode::UnpackError,
-            CloseReason::Protocol(ProtocolError::BodyTooLarge {
+            CloseCause::Protocol(ProtocolError::Framing(DeframeError::BodyTooLarge {
                 len: 0xFF_FFFF,
                 max: 1 << 20,
-            }),
+            })),
         );
     }
     // client: a push announcing more than its max_body ends the connection
@@ -834,7 +822,7 @@ fn lp_body_length_beyond_max_body_closes_before_the_body_arrives() {
         .unwrap();
     assert_disconnected(
         &mut c,
-        DisconnectReason::Protocol(CProtocolError::Framing(DeframeError::BodyTooLarge {
+        CloseCause::Protocol(ProtocolError::Framing(DeframeError::BodyTooLarge {
             len: 0x10_0001,
             max: 1 << 20,
         })),
@@ -854,13 +842,13 @@ fn lp_unknown_packet_types_close_with_unpack_error() {
             now,
             Transport::Tcp,
             CloseCode::UnpackError,
-            CloseReason::Protocol(ProtocolError::UnknownType(t)),
+            CloseCause::Protocol(ProtocolError::Framing(DeframeError::UnknownType(t))),
         );
         let mut c = lp_client_ready(ClientConfig::tcp());
         let _ = c.handle_input(now, (), &hb).unwrap();
         assert_disconnected(
             &mut c,
-            DisconnectReason::Protocol(CProtocolError::Framing(DeframeError::UnknownType(t))),
+            CloseCause::Protocol(ProtocolError::Framing(DeframeError::UnknownType(t))),
         );
         // the codec error underneath
         assert_eq!(
@@ -872,7 +860,7 @@ fn lp_unknown_packet_types_close_with_unpack_error() {
 
 #[test]
 fn lp_bad_tcp_handshake_closes_with_unpack_error() {
-    let mut s = LServer::new(ServerConfig::default());
+    let mut s = LServer::with_capacities(ServerConfig::new());
     let now = Instant::from_secs(1);
     s.handle_connected(now, CONN, Transport::Tcp).unwrap();
     // the version is the low nibble of the first byte: 0x12 is version 2
@@ -882,7 +870,7 @@ fn lp_bad_tcp_handshake_closes_with_unpack_error() {
         now,
         Transport::Tcp,
         CloseCode::UnpackError,
-        CloseReason::Protocol(ProtocolError::Handshake(2)),
+        CloseCause::Protocol(ProtocolError::Framing(DeframeError::UnsupportedVersion(2))),
     );
     s.handle_connected(now, CONN, Transport::Tcp).unwrap();
     let _ = s.handle_input(now, CONN, &[0x10, 0x09]).unwrap();
@@ -891,7 +879,7 @@ fn lp_bad_tcp_handshake_closes_with_unpack_error() {
         now,
         Transport::Tcp,
         CloseCode::UnpackError,
-        CloseReason::Protocol(ProtocolError::Handshake(0)),
+        CloseCause::Protocol(ProtocolError::Framing(DeframeError::UnsupportedVersion(0))),
     );
 }
 
@@ -900,13 +888,13 @@ fn lp_reserved_bits_are_ignored() {
     let mut s = lp_authenticated(Transport::Tcp);
     let now = Instant::from_secs(2);
     let body = encode(&Heartbeat::new(5, Some(9)));
-    let hb = packet(&Packet::request(1, 9, 1_000, &body).with_reserve(0x3));
+    let hb = packet(&Packet::request(1, RequestId(9), 1_000, &body).with_reserve(0x3));
     let (parsed, _) = Packet::parse(&hb, MAX_BODY_LEN).unwrap();
     assert_eq!(parsed.header.reserve, 0x3);
     assert!(!feed_tcp(&mut s, now, CONN, &hb));
     let out = srv_out(&mut s, now);
     assert_eq!(responses(&out), vec![(1, 9, Status::Success, None)]);
-    assert_eq!(s.state(CONN), Some(PeerState::Authenticated));
+    assert_eq!(s.state(CONN), Some(ServerState::Authenticated));
 }
 
 // =============================================================================================
@@ -916,17 +904,17 @@ fn lp_reserved_bits_are_ignored() {
 #[test]
 fn lp_unknown_commands_are_business_after_auth_and_refused_before() {
     // before auth: status 5 + Error{401}, Close{AuthError}
-    let mut s = LServer::new(ServerConfig::default());
+    let mut s = LServer::with_capacities(ServerConfig::new());
     let now = Instant::from_secs(1);
     s.handle_connected(now, CONN, Transport::WebSocket).unwrap();
-    let req = packet(&Packet::request(200, 3, 1_000, b"?"));
+    let req = packet(&Packet::request(200, RequestId(3), 1_000, b"?"));
     let _ = s.handle_input(now, CONN, &req).unwrap();
     let out = assert_server_closed(
         &mut s,
         now,
         Transport::WebSocket,
         CloseCode::AuthError,
-        CloseReason::NotAuthenticated,
+        CloseCause::NotAuthenticated,
     );
     assert_eq!(
         responses(&out),
@@ -939,18 +927,18 @@ fn lp_unknown_commands_are_business_after_auth_and_refused_before() {
         r.app(),
         Some(SApp::Request {
             cmd: 200,
-            request_id: 3,
+            request_id: RequestId(3),
             ..
         })
     ));
     // a control *request* after auth (Close/Auth/Reconnect): status 3 + Error{400}, stays up
-    let close_req = packet(&Packet::request(0, 4, 1_000, &[]));
+    let close_req = packet(&Packet::request(0, RequestId(4), 1_000, &[]));
     let _ = s.handle_input(now, CONN, &close_req).unwrap();
     let out = srv_out(&mut s, now);
     assert_eq!(responses(&out), vec![(0, 4, Status::BadRequest, Some(400))]);
-    assert_eq!(s.state(CONN), Some(PeerState::Authenticated));
+    assert_eq!(s.state(CONN), Some(ServerState::Authenticated));
     // a response with a control cmd: ignored and counted
-    let resp = packet(&Packet::response(2, 77, Status::Success, &[]));
+    let resp = packet(&Packet::response(2, RequestId(77), Status::Success, &[]));
     let _ = s.handle_input(now, CONN, &resp).unwrap();
     assert_eq!(s.stats().ignored_packets, 1);
     assert!(srv_out(&mut s, now).is_empty());
@@ -959,7 +947,7 @@ fn lp_unknown_commands_are_business_after_auth_and_refused_before() {
     let before = c.stats().dropped;
     feed_client(&mut c, now, &req);
     assert_eq!(c.stats().dropped, before + 1);
-    assert!(c.is_ready() && client_frames(&mut c, now).is_empty());
+    assert!(c.is_connected() && client_frames(&mut c, now).is_empty());
 }
 
 /// Auth bodies that are not valid protobuf, each with the error the server must report
@@ -990,10 +978,10 @@ fn malformed_auth_bodies() -> Vec<(&'static str, Vec<u8>, PbError)> {
 fn lp_malformed_protobuf_auth_body_closes_with_unpack_error() {
     for (what, body, err) in malformed_auth_bodies() {
         assert_eq!(AuthRequest::decode(&body).unwrap_err(), err, "{what}");
-        let mut s = LServer::new(ServerConfig::default());
+        let mut s = LServer::with_capacities(ServerConfig::new());
         let now = Instant::from_secs(1);
         s.handle_connected(now, CONN, Transport::WebSocket).unwrap();
-        let p = packet(&Packet::request(2, 1, 1_000, &body));
+        let p = packet(&Packet::request(2, RequestId(1), 1_000, &body));
         let r = s.handle_input(now, CONN, &p).unwrap();
         assert!(r.app().is_none(), "{what}: not handed to the application");
         assert_server_closed(
@@ -1001,7 +989,7 @@ fn lp_malformed_protobuf_auth_body_closes_with_unpack_error() {
             now,
             Transport::WebSocket,
             CloseCode::UnpackError,
-            CloseReason::Protocol(ProtocolError::BadControlBody(err)),
+            CloseCause::Protocol(ProtocolError::ControlBody { cmd: 2, error: err }),
         );
         // the same body inside a Reconnect
         assert!(ReconnectRequest::decode(&body).is_err());
@@ -1026,7 +1014,7 @@ fn lp_malformed_protobuf_auth_response_ends_the_client_connection() {
         );
         assert_disconnected(
             &mut c,
-            DisconnectReason::Protocol(CProtocolError::ControlBody { cmd: 2, error: e }),
+            CloseCause::Protocol(ProtocolError::ControlBody { cmd: 2, error: e }),
         );
         assert!(c.session_id().is_none(), "{what} ({err:?}): no session");
     }
@@ -1061,7 +1049,7 @@ fn lp_gzip_bomb_and_bad_crc_in_control_bodies_are_protocol_errors() {
         );
         assert_disconnected(
             &mut c,
-            DisconnectReason::Protocol(CProtocolError::CompressedControl { cmd: 0 }),
+            CloseCause::Protocol(ProtocolError::CompressedControl { cmd: 0 }),
         );
         assert!(c.stats().decode_errors >= 1, "{what}");
     }
@@ -1075,17 +1063,19 @@ fn lp_gzip_bomb_and_bad_crc_in_control_bodies_are_protocol_errors() {
     );
     assert_disconnected(
         &mut c,
-        DisconnectReason::ServerClose(CloseCode::ServerError),
+        CloseCause::Peer {
+            code: CloseCode::ServerError,
+        },
     );
 }
 
 #[test]
 fn lp_compressed_auth_request_closes_with_unpack_error() {
-    let mut s = LServer::new(ServerConfig::default());
+    let mut s = LServer::with_capacities(ServerConfig::new());
     let now = Instant::from_secs(1);
     s.handle_connected(now, CONN, Transport::WebSocket).unwrap();
     let body = gzip(&encode(&AuthRequest::new("tok", Metadata::EMPTY)));
-    let p = packet(&Packet::request(2, 1, 1_000, &body).with_gzip(true));
+    let p = packet(&Packet::request(2, RequestId(1), 1_000, &body).with_gzip(true));
     let r = s.handle_input(now, CONN, &p).unwrap();
     assert!(r.app().is_none());
     assert_server_closed(
@@ -1093,31 +1083,43 @@ fn lp_compressed_auth_request_closes_with_unpack_error() {
         now,
         Transport::WebSocket,
         CloseCode::UnpackError,
-        CloseReason::Protocol(ProtocolError::CompressedControl),
+        CloseCause::Protocol(ProtocolError::CompressedControl { cmd: 2 }),
     );
 }
 
 #[test]
-fn lp_close_push_reason_over_length_is_truncated_and_invalid_utf8_is_an_error() {
+fn lp_close_push_reason_over_length_is_borrowed_whole_and_invalid_utf8_is_an_error() {
     let now = Instant::from_secs(2);
     let long = "ü".repeat(500);
     let mut c = lp_client_ready(ClientConfig::tcp());
     let body = encode(&Close::new(CloseCode::ServerShutdown, &long));
-    feed_client(&mut c, now, &packet(&Packet::push(0, &body)));
-    let ev = client_events(&mut c);
-    let Some(ClientEvent::ServerClosed { code, reason, .. }) = ev.first() else {
-        panic!("{ev:?}")
+    let push = packet(&Packet::push(0, &body));
+    // the client copies no peer text: the 1000-byte reason comes back borrowed from the input
+    let r = c.handle_input(now, (), &push).unwrap();
+    let Some(tether_net::longport::ClientApp::Close { code, reason }) = r.into_app() else {
+        panic!("no Close")
     };
-    assert_eq!(*code, CloseCode::ServerShutdown);
-    assert!(reason.len() <= tether_net::longport::event::MAX_TEXT_LEN && reason.len() >= 126);
-    assert!(reason.chars().all(|ch| ch == 'ü'));
+    assert_eq!(code, CloseCode::ServerShutdown);
+    assert_eq!(reason.to_str(), Some(long.as_str()));
+    let (at, len) = (reason.as_bytes().as_ptr() as usize, reason.len());
+    let input = push.as_ptr() as usize..push.as_ptr() as usize + push.len();
+    assert!(input.contains(&at) && at + len <= input.end, "borrowed");
+    let ev = client_events(&mut c);
+    assert_eq!(
+        ev.first(),
+        Some(&ClientEvent::Disconnected {
+            cause: CloseCause::Peer {
+                code: CloseCode::ServerShutdown
+            }
+        })
+    );
     // reason bytes that are not UTF-8: the body is undecodable
     let mut c = lp_client_ready(ClientConfig::tcp());
     let bad = [0x08, 0x02, 0x12, 0x02, 0xC3, 0x28];
     feed_client(&mut c, now, &packet(&Packet::push(0, &bad)));
     assert_disconnected(
         &mut c,
-        DisconnectReason::Protocol(CProtocolError::ControlBody {
+        CloseCause::Protocol(ProtocolError::ControlBody {
             cmd: 0,
             error: PbError::InvalidUtf8 { field: 2 },
         }),
@@ -1128,7 +1130,7 @@ fn lp_close_push_reason_over_length_is_truncated_and_invalid_utf8_is_an_error() 
     let out = srv_out(&mut s, now);
     let (p, _) = Packet::parse(&out[0].bytes, MAX_BODY_LEN).unwrap();
     let close = Close::decode(p.body).unwrap();
-    assert!(close.reason.len() <= tether_net::longport::server::MAX_TEXT_LEN);
+    assert!(close.reason.len() <= tether_net::longport::MAX_TEXT_LEN);
     assert!(close.reason.chars().all(|ch| ch == 'ü'));
 }
 
@@ -1138,7 +1140,7 @@ fn lp_close_push_reason_over_length_is_truncated_and_invalid_utf8_is_an_error() 
 
 #[test]
 fn lp_wrong_token_is_rejected_with_status_and_auth_error_close() {
-    let mut s = LServer::new(ServerConfig::default());
+    let mut s = LServer::with_capacities(ServerConfig::new());
     let now = Instant::from_secs(1);
     s.handle_connected(now, CONN, Transport::WebSocket).unwrap();
     let req = auth_req(5, "wrong");
@@ -1151,7 +1153,7 @@ fn lp_wrong_token_is_rejected_with_status_and_auth_error_close() {
         now,
         Transport::WebSocket,
         CloseCode::AuthError,
-        CloseReason::AuthRejected(Status::Unauthenticated),
+        CloseCause::LoginRejected(Status::Unauthenticated),
     );
     assert_eq!(
         responses(&out),
@@ -1166,7 +1168,7 @@ fn lp_reconnect_with_unknown_session_is_rejected_automatically() {
     let now = Instant::from_secs(2);
     s.handle_connected(now, 2, Transport::WebSocket).unwrap();
     let body = encode(&ReconnectRequest::new("sess-guess", Metadata::EMPTY));
-    let req = packet(&Packet::request(3, 8, 1_000, &body));
+    let req = packet(&Packet::request(3, RequestId(8), 1_000, &body));
     let r = s.handle_input(now, 2, &req).unwrap();
     assert!(r.app().is_none(), "the application is not asked");
     let out = srv_out(&mut s, now);
@@ -1178,21 +1180,18 @@ fn lp_reconnect_with_unknown_session_is_rejected_automatically() {
     );
     assert_eq!(
         srv_events(&mut s),
-        vec![
-            ServerEvent::PeerClosed {
-                conn: 2,
-                reason: CloseReason::SessionUnknown
-            },
-            ServerEvent::Disconnect { conn: 2 }
-        ]
+        vec![ServerEvent::Closed {
+            peer: 2,
+            cause: CloseCause::SessionUnknown
+        }]
     );
-    assert_eq!(s.state(CONN), Some(PeerState::Authenticated), "untouched");
+    assert_eq!(s.state(CONN), Some(ServerState::Authenticated), "untouched");
 }
 
 #[test]
 fn lp_requests_before_auth_get_status_5_and_auth_error_close() {
     for transport in [Transport::Tcp, Transport::WebSocket] {
-        let mut s = LServer::new(ServerConfig::default());
+        let mut s = LServer::with_capacities(ServerConfig::new());
         let now = Instant::from_secs(1);
         s.handle_connected(now, CONN, transport).unwrap();
         let mut input = Vec::new();
@@ -1210,7 +1209,7 @@ fn lp_requests_before_auth_get_status_5_and_auth_error_close() {
             now,
             transport,
             CloseCode::AuthError,
-            CloseReason::NotAuthenticated,
+            CloseCause::NotAuthenticated,
         );
         assert_eq!(
             responses(&out),
@@ -1221,10 +1220,7 @@ fn lp_requests_before_auth_get_status_5_and_auth_error_close() {
 
 #[test]
 fn lp_auth_flood_hits_the_unauthenticated_cap() {
-    let mut s = LServer::new(ServerConfig {
-        max_unauthenticated: 3,
-        ..ServerConfig::default()
-    });
+    let mut s = LServer::with_capacities(ServerConfig::new().with_max_unauthenticated(3));
     let now = Instant::from_secs(1);
     for conn in 0..3 {
         s.handle_connected(now, conn, Transport::WebSocket).unwrap();
@@ -1235,7 +1231,7 @@ fn lp_auth_flood_hits_the_unauthenticated_cap() {
     for conn in 3..100 {
         assert_eq!(
             s.handle_connected(now, conn, Transport::WebSocket),
-            Err(tether_net::longport::server::ConnectError::TooManyUnauthenticated)
+            Err(LError::TooManyUnauthenticated)
         );
     }
     assert_eq!(s.connections(), 3);
@@ -1262,7 +1258,7 @@ fn lp_slow_partial_input_does_not_keep_a_connection_alive() {
     let hb = heartbeat_req(3);
     // before auth: WebSocket pings and a TCP auth packet trickled byte by byte; the auth deadline
     // (10 s after handle_connected) closes both
-    let mut s = LServer::new(ServerConfig::default());
+    let mut s = LServer::with_capacities(ServerConfig::new());
     s.handle_connected(t0, 1, Transport::WebSocket).unwrap();
     s.handle_connected(t0, 2, Transport::Tcp).unwrap();
     let mut tcp = Handshake::OPENAPI.to_bytes().to_vec();
@@ -1273,7 +1269,7 @@ fn lp_slow_partial_input_does_not_keep_a_connection_alive() {
         s.handle_frame(now, 1, FrameKind::WsPing, b"alive");
         // the caller keeps the stream bytes; one more of them arrives every 250 ms
         let n = (k as usize).min(tcp.len() - 1);
-        let fed = if s.state(2) == Some(PeerState::AwaitHandshake) {
+        let fed = if s.state(2) == Some(ServerState::AwaitHandshake) {
             &tcp[..n]
         } else {
             &tcp[2..n.max(2)]
@@ -1282,8 +1278,8 @@ fn lp_slow_partial_input_does_not_keep_a_connection_alive() {
         s.handle_timeout(now);
         let _ = srv_out(&mut s, now);
         for e in srv_events(&mut s) {
-            if let ServerEvent::PeerClosed { conn, reason } = e {
-                closed.push((conn, reason, now));
+            if let ServerEvent::Closed { peer, cause } = e {
+                closed.push((peer, cause, now));
             }
         }
     }
@@ -1291,8 +1287,8 @@ fn lp_slow_partial_input_does_not_keep_a_connection_alive() {
     assert_eq!(
         closed,
         vec![
-            (1, CloseReason::AuthTimeout, deadline),
-            (2, CloseReason::AuthTimeout, deadline)
+            (1, CloseCause::LoginTimeout, deadline),
+            (2, CloseCause::LoginTimeout, deadline)
         ]
     );
     assert_eq!(s.connections(), 0);
@@ -1319,18 +1315,15 @@ fn lp_slow_partial_input_does_not_keep_a_connection_alive() {
 
 #[test]
 fn lp_input_during_a_pending_auth_decision_is_refused_unconsumed() {
-    let mut s = LServer::new(ServerConfig::default());
+    let mut s = LServer::with_capacities(ServerConfig::new());
     let now = Instant::from_secs(1);
     s.handle_connected(now, CONN, Transport::Tcp).unwrap();
     let mut input = Handshake::OPENAPI.to_bytes().to_vec();
     input.extend(auth_req(1, "tok"));
     let hb = heartbeat_req(2);
     assert!(feed_tcp(&mut s, now, CONN, &input));
-    assert_eq!(
-        s.handle_input(now, CONN, &hb),
-        Err(SInputError::AuthPending)
-    );
-    assert_eq!(s.state(CONN), Some(PeerState::AuthPending));
+    assert_eq!(s.handle_input(now, CONN, &hb), Err(LError::AuthPending));
+    assert_eq!(s.state(CONN), Some(ServerState::AuthPending));
     s.accept_auth(
         now,
         CONN,
@@ -1359,7 +1352,7 @@ fn lp_duplicate_session_closes_the_older_connection() {
     // a second connection presents the live session of CONN
     s.handle_connected(now, 2, Transport::WebSocket).unwrap();
     let body = encode(&ReconnectRequest::new("sess-1", Metadata::EMPTY));
-    let req = packet(&Packet::request(3, 1, 1_000, &body));
+    let req = packet(&Packet::request(3, RequestId(1), 1_000, &body));
     let r = s.handle_input(now, 2, &req).unwrap();
     assert!(matches!(
         r.app(),
@@ -1383,12 +1376,11 @@ fn lp_duplicate_session_closes_the_older_connection() {
     let old: Vec<Out> = out.into_iter().filter(|o| o.to == CONN).collect();
     assert_eq!(pushed_close(&old), Some(CloseCode::ConnectDuplicate));
     let ev = srv_events(&mut s);
-    assert!(ev.contains(&ServerEvent::PeerClosed {
-        conn: CONN,
-        reason: CloseReason::Duplicate
+    assert!(ev.contains(&ServerEvent::Closed {
+        peer: CONN,
+        cause: CloseCause::Duplicate
     }));
-    assert!(ev.contains(&ServerEvent::Disconnect { conn: CONN }));
-    assert_eq!(s.state(2), Some(PeerState::Authenticated));
+    assert_eq!(s.state(2), Some(ServerState::Authenticated));
     assert_eq!(s.stats().duplicates_closed, 1);
     // the client that receives ConnectDuplicate stops (no automatic reconnect)
     let mut c = lp_client_ready(ClientConfig::tcp());
@@ -1396,7 +1388,9 @@ fn lp_duplicate_session_closes_the_older_connection() {
     feed_client(&mut c, now, &packet(&Packet::push(0, &body)));
     assert_disconnected(
         &mut c,
-        DisconnectReason::ServerClose(CloseCode::ConnectDuplicate),
+        CloseCause::Peer {
+            code: CloseCode::ConnectDuplicate,
+        },
     );
     assert_eq!(c.state(), tether_net::longport::ClientState::Stopped);
 }
@@ -1417,7 +1411,7 @@ fn lp_responses_with_unknown_request_ids_are_dropped_and_counted() {
         feed_client(
             &mut c,
             now,
-            &packet(&Packet::response(10, rid, Status::Success, b"r")),
+            &packet(&Packet::response(10, RequestId(rid), Status::Success, b"r")),
         );
     }
     assert_eq!(c.stats().unmatched_responses, 3);
@@ -1428,7 +1422,7 @@ fn lp_responses_with_unknown_request_ids_are_dropped_and_counted() {
     feed_client(
         &mut c,
         now + Duration::from_secs(6),
-        &packet(&Packet::response(10, id.0, Status::Success, b"late")),
+        &packet(&Packet::response(10, id, Status::Success, b"late")),
     );
     assert_eq!(c.stats().unmatched_responses, 4);
 }
@@ -1446,7 +1440,7 @@ fn lp_request_ids_wrap_past_u32_max_skipping_zero_and_ids_in_flight() {
         let (p, _) = Packet::parse(&buf[..t.len], MAX_BODY_LEN).unwrap();
         assert_eq!(
             p.header.kind.request_id(),
-            Some(id.0),
+            Some(id),
             "the wire carries the id"
         );
         ids.push(id.0);
@@ -1459,7 +1453,7 @@ fn lp_request_ids_wrap_past_u32_max_skipping_zero_and_ids_in_flight() {
         feed_client(
             &mut c,
             now,
-            &packet(&Packet::response(10, rid, Status::Success, b"")),
+            &packet(&Packet::response(10, RequestId(rid), Status::Success, b"")),
         );
     }
     assert_eq!(c.in_flight(), 3);
@@ -1486,7 +1480,7 @@ fn lp_full_event_queue_refuses_input_without_consuming_it() {
         limit: 0,
         online: 0,
     });
-    // event 2: Authenticated
+    // event 2: Connected
     feed_client(
         &mut c,
         t,
@@ -1500,7 +1494,7 @@ fn lp_full_event_queue_refuses_input_without_consuming_it() {
         match c.handle_input(t, (), &push) {
             Ok(r) => assert_eq!(r.bytes_consumed(), push.len()),
             Err(e) => {
-                assert_eq!(e, LInputError::Busy);
+                assert_eq!(e, LError::QueueFull);
                 break;
             }
         }
@@ -1521,9 +1515,9 @@ fn lp_full_event_queue_refuses_input_without_consuming_it() {
         assert!(rtts < 16, "the queue never filled");
     }
     let before = c.stats();
-    assert_eq!(c.handle_input(t, (), &push), Err(LInputError::Busy));
+    assert_eq!(c.handle_input(t, (), &push), Err(LError::QueueFull));
     assert_eq!(c.stats(), before, "nothing consumed or counted");
-    assert!(c.is_ready());
+    assert!(c.is_connected());
     // timers wait too: no heartbeat while the queue is full
     c.handle_timeout(t + Duration::from_secs(60));
     assert!(c.poll_transmit(t, &mut buf).unwrap().is_none());
@@ -1541,7 +1535,7 @@ fn lp_full_event_queue_refuses_input_without_consuming_it() {
 fn lp_time_going_backwards_shifts_the_timeline_on_both_machines() {
     for seed in 0..SEEDS {
         let mut rng = Rng::new(100 + seed);
-        let mut s = LServer::new(ServerConfig::default());
+        let mut s = LServer::with_capacities(ServerConfig::new());
         let mut c = LClient::new(ClientConfig::tcp());
         let mut t = 0u64;
         let mut buf = [0u8; 2048];
@@ -1564,7 +1558,7 @@ fn lp_time_going_backwards_shifts_the_timeline_on_both_machines() {
                             c.handle_closed(now, ());
                         }
                     }
-                    ClientEvent::Authenticated { .. } => authenticated = true,
+                    ClientEvent::Connected { .. } => authenticated = true,
                     ClientEvent::TokenNeeded => c.provide_token(now, "tok").unwrap(),
                     _ => {}
                 }

@@ -250,10 +250,12 @@ fn field() -> impl Strategy<Value = Vec<u8>> {
     })
 }
 
-fn put_varint(v: &mut Vec<u8>, x: u64) {
-    let mut buf = [0u8; 10];
-    let n = tether_net::longport::control::encode_varint(x, &mut buf).unwrap();
-    v.extend(&buf[..n]);
+fn put_varint(v: &mut Vec<u8>, mut x: u64) {
+    while x >= 0x80 {
+        v.push(x as u8 | 0x80);
+        x >>= 7;
+    }
+    v.push(x as u8);
 }
 
 /// prost accepted what we refused: only a group may explain it
@@ -564,24 +566,8 @@ fn body() -> impl Strategy<Value = Vec<u8>> {
         })
 }
 
-/// Bytes that start with a varint of any length, mostly continuation bytes
-fn varint_bytes() -> impl Strategy<Value = Vec<u8>> {
-    prop::collection::vec(
-        prop_oneof![3 => 0x80u8..=0xff, 1 => 0u8..0x80, 1 => 0u8..2],
-        0..14,
-    )
-}
-
 proptest! {
     #![proptest_config(ProptestConfig { cases: 2048, ..ProptestConfig::default() })]
-
-    #[test]
-    fn decode_varint_matches_the_byte_loop(bytes in varint_bytes()) {
-        prop_assert_eq!(
-            tether_net::longport::control::decode_varint(&bytes),
-            reference::varint(&bytes)
-        );
-    }
 
     /// Fields out of order, repeated, padded, interleaved with unknown fields, multi-byte varints
     /// and lengths, truncated bodies: same values and same errors as the plain field loop, and

@@ -6,23 +6,22 @@
 //! simulator's `answer_server_app` hook (as a real loop would, before feeding more bytes), echoes
 //! business requests with `respond`, and its frames go over the link with `send_from_server`.
 //! [`Net::react`] plays the socket layer: it opens transports on `ConnectTransport`, closes them
-//! on `Disconnected` / `Disconnect`, and hands out fresh tokens on `TokenNeeded`.
+//! on `Disconnected` / server `Closed`, and hands out fresh tokens on `TokenNeeded`; it also
+//! notes the session id the client holds when it reports `Connected`.
 
 use std::cell::RefCell;
 use std::collections::VecDeque;
 use std::rc::Rc;
 
-use tether_net::longport::client::{close_action, App as CApp};
-use tether_net::longport::control::{Body, Close, CloseCode, SessionGrant};
-use tether_net::longport::deframe::{Handshake, Transport};
-use tether_net::longport::event::{CloseAction, DisconnectReason, LoginKind, RequestId};
-use tether_net::longport::server::{
-    App as SApp, CloseReason, PeerState, Server, ServerConfig, ServerEvent,
+use tether_net::longport::control::{Body, Close};
+use tether_net::longport::wire::{Kind, Packet};
+use tether_net::longport::{
+    Client, ClientApp as CApp, ClientConfig, ClientEvent, ClientState, CloseCause, CloseCode,
+    Credentials, Handshake, LoginKind, RequestId, Server, ServerApp as SApp, ServerConfig,
+    ServerEvent, ServerState, SessionGrant, Status, Transport,
 };
-use tether_net::longport::wire::{Kind, Packet, Status};
-use tether_net::longport::{ClientConfig, ClientEvent, ClientState, Credentials, DefaultClient};
 use tether_net::testing::{Direction, Fate, Fleet, LinkConfig, Solo};
-use tether_net::{Duration, FrameKind, Instant, Machine};
+use tether_net::{Duration, FrameKind, Instant};
 
 /// Unix ms at virtual `Instant::ZERO`, on both sides
 const WALL0: i64 = 1_700_000_000_000;
@@ -32,7 +31,7 @@ const CMD_ECHO: u8 = 4;
 const CMD_QUOTE_PUSH: u8 = 101;
 
 type Srv = Server<u32, 4, 16>;
-type Sim = Fleet<DefaultClient, Srv>;
+type Sim = Fleet<Client, Srv>;
 
 fn addr(i: usize) -> u32 {
     100 + i as u32
@@ -61,7 +60,7 @@ struct AppState {
     /// Session ids granted, in order
     granted: Vec<String>,
     /// Business requests seen: (conn, request id, cmd, body)
-    requests: Vec<(u32, u32, u8, Vec<u8>)>,
+    requests: Vec<(u32, RequestId, u8, Vec<u8>)>,
     /// Frames written by `respond` / `push`, to send over the link
     outbox: Vec<(u32, FrameKind, Vec<u8>)>,
     /// Clients moved away from `addr(i)`: (index, address)
@@ -138,7 +137,7 @@ impl AppState {
                 if self.echo {
                     let mut out = vec![0u8; 64 + body.len()];
                     let t = srv
-                        .respond(now, conn, request_id, cmd, Status::Success, body, &mut out)
+                        .respond(now, conn, cmd, request_id, Status::Success, body, &mut out)
                         .unwrap();
                     self.outbox.push((conn, t.kind, out[..t.len].to_vec()));
                 }
@@ -148,11 +147,11 @@ impl AppState {
             } => {
                 let mut out = vec![0u8; 64 + body.len()];
                 let t = srv
-                    .respond(now, conn, request_id, 1, Status::Success, body, &mut out)
+                    .respond(now, conn, 1, request_id, Status::Success, body, &mut out)
                     .unwrap();
                 self.outbox.push((conn, t.kind, out[..t.len].to_vec()));
             }
-            SApp::Response { .. } | SApp::Push { .. } => {}
+            _ => {}
         }
     }
 }
@@ -170,8 +169,12 @@ struct Net {
     seen_server: usize,
     /// Transport generation per client: bumped on every open and close
     generation: Vec<u64>,
-    /// Server `Disconnect`s waiting for their last frames to arrive: (client, generation, at)
+    /// Server `Closed`s waiting for their last frames to arrive: (client, generation, at)
     closing: Vec<(usize, u64, Instant)>,
+    /// Per client: the session id it held when it reported `Connected`, and how
+    sessions: Vec<Vec<(String, LoginKind)>>,
+    /// What the clients' inputs carried for the application
+    got: Rc<RefCell<Got>>,
 }
 
 impl Net {
@@ -185,6 +188,7 @@ impl Net {
             let conn = a.borrow().conn_of(i);
             a.borrow_mut().answer(srv, now, conn, app)
         });
+        let got = collect_client_app(sim);
         Net {
             app,
             transport,
@@ -194,6 +198,8 @@ impl Net {
             seen_server: 0,
             generation: vec![0; sim.len()],
             closing: Vec::new(),
+            sessions: vec![Vec::new(); sim.len()],
+            got,
         }
     }
 
@@ -211,7 +217,7 @@ impl Net {
         }
         for i in 0..sim.len() {
             while self.seen_client[i] < sim.client_events(i).len() {
-                let e = sim.client_events(i)[self.seen_client[i]].clone();
+                let e = sim.client_events(i)[self.seen_client[i]];
                 self.seen_client[i] += 1;
                 match e {
                     ClientEvent::ConnectTransport { .. } if self.auto_dial => {
@@ -219,7 +225,7 @@ impl Net {
                         if sim.server().state(addr(i)).is_some() {
                             // the server still holds a half-open connection from this address
                             sim.server_mut().handle_closed(now, addr(i));
-                            sim.drain(); // the slot is freed once PeerClosed is polled
+                            sim.drain(); // the slot is freed once Closed is polled
                         }
                         sim.server_mut()
                             .handle_connected(now, addr(i), self.transport)
@@ -237,6 +243,10 @@ impl Net {
                             self.close(sim, i);
                         }
                     }
+                    ClientEvent::Connected { via, .. } => {
+                        let id = sim.client(i).session_id().unwrap_or_default().to_string();
+                        self.sessions[i].push((id, via));
+                    }
                     ClientEvent::TokenNeeded if self.auto_token => {
                         let t = self.app.borrow_mut().fresh.pop_front();
                         if let Some(t) = t {
@@ -250,8 +260,15 @@ impl Net {
         while self.seen_server < sim.server_events().len() {
             let e = sim.server_events()[self.seen_server];
             self.seen_server += 1;
-            if let ServerEvent::Disconnect { conn } = e {
-                let i = index(conn);
+            // a transport the caller reported gone is closed already
+            if let ServerEvent::Closed { peer, cause } = e {
+                if matches!(
+                    cause,
+                    CloseCause::TransportClosed | CloseCause::WsClosed { .. }
+                ) {
+                    continue;
+                }
+                let i = index(peer);
                 // a graceful close: the Close push still in flight arrives first
                 self.closing
                     .push((i, self.generation[i], now + Duration::from_millis(100)));
@@ -329,31 +346,44 @@ fn tcp_link() -> LinkConfig {
 }
 
 fn client_config(transport: Transport) -> ClientConfig {
-    let mut c = ClientConfig::new(transport).with_wall_offset_ms(WALL0);
-    c.heartbeat_interval = Some(Duration::from_secs(10));
-    c.heartbeat_timeout = Duration::from_secs(30);
-    c
+    ClientConfig::new(transport)
+        .with_heartbeat_interval(Some(Duration::from_secs(10)))
+        .with_heartbeat_timeout(Duration::from_secs(30))
 }
 
 fn server_config() -> ServerConfig {
-    ServerConfig {
-        wall_offset_ms: WALL0,
-        heartbeat_timeout: Duration::from_secs(45),
-        ws_ping_interval: Duration::from_secs(10),
-        ..ServerConfig::default()
-    }
+    ServerConfig::new()
+        .with_heartbeat_timeout(Duration::from_secs(45))
+        .with_ws_ping_interval(Duration::from_secs(10))
+}
+
+/// A client whose wall clock reads WALL0 at `Instant::ZERO`
+fn new_client(config: ClientConfig) -> Client {
+    let mut c = Client::new(config);
+    c.set_wall_clock(Instant::ZERO, WALL0);
+    c
+}
+
+/// A server whose wall clock reads WALL0 at `Instant::ZERO`
+fn new_server(config: ServerConfig) -> Srv {
+    let mut s = Srv::with_capacities(config);
+    s.set_wall_clock(Instant::ZERO, WALL0);
+    s
 }
 
 /// `n` clients and a server, with `tokens` valid; clients not connected yet
 fn setup(n: usize, transport: Transport, config: ClientConfig, link: LinkConfig) -> (Sim, Net) {
-    let mut sim = Fleet::new(
-        Srv::new(server_config()),
-        n,
-        |_| DefaultClient::new(config),
-        addr,
-        link,
-        7,
-    );
+    setup_with(n, transport, link, |_| new_client(config))
+}
+
+/// [`setup`] with clients made by `make`
+fn setup_with(
+    n: usize,
+    transport: Transport,
+    link: LinkConfig,
+    make: impl FnMut(usize) -> Client,
+) -> (Sim, Net) {
+    let mut sim = Fleet::new(new_server(server_config()), n, make, addr, link, 7);
     sim.record_transcript(true);
     let net = Net::new(&mut sim, transport);
     (sim, net)
@@ -365,29 +395,35 @@ fn connect(sim: &mut Sim, net: &mut Net, i: usize, token: &str) {
     sim.client_mut(i)
         .connect(now, Credentials::new(token))
         .unwrap();
-    net.run(sim, Duration::from_secs(5), |s| s.client(i).is_ready());
+    net.run(sim, Duration::from_secs(5), |s| s.client(i).is_connected());
 }
 
-fn authenticated(e: &ClientEvent) -> Option<(String, i64, u32, u32, LoginKind)> {
+fn connected(e: &ClientEvent) -> Option<(i64, u32, u32, LoginKind)> {
     match e {
-        ClientEvent::Authenticated {
-            session_id,
+        ClientEvent::Connected {
             expires,
             limit,
             online,
             via,
             ..
-        } => Some((session_id.to_string(), *expires, *limit, *online, *via)),
+        } => Some((*expires, *limit, *online, *via)),
         _ => None,
     }
 }
 
-fn sessions(sim: &Sim, i: usize) -> Vec<(String, LoginKind)> {
+/// How many times client `i` reported `Connected`
+fn logins(sim: &Sim, i: usize) -> usize {
     sim.client_events(i)
         .iter()
-        .filter_map(authenticated)
-        .map(|(s, _, _, _, via)| (s, via))
-        .collect()
+        .filter(|e| connected(e).is_some())
+        .count()
+}
+
+impl Net {
+    /// The sessions client `i` reported `Connected` with, in order
+    fn sessions(&self, i: usize) -> Vec<(String, LoginKind)> {
+        self.sessions[i].clone()
+    }
 }
 
 /// Send a business request from client `i` over the link
@@ -402,17 +438,27 @@ fn request(sim: &mut Sim, i: usize, cmd: u8, timeout: Duration, body: &[u8]) -> 
     id
 }
 
-/// Collects the client's app data (responses and pushes), owned
+/// Collects the clients' app data, owned
 #[derive(Default, Debug, Clone, PartialEq)]
 struct Got {
     responses: Vec<(u32, u8, Status, Vec<u8>)>,
     pushes: Vec<(u8, Vec<u8>)>,
+    /// Close pushes: (client, code, reason)
+    closes: Vec<(usize, CloseCode, String)>,
+    /// Refused logins: (client, status, error code, message)
+    login_errors: Vec<(usize, Status, Option<u64>, String)>,
 }
 
 fn collect_client_app(sim: &mut Sim) -> Rc<RefCell<Got>> {
     let got = Rc::new(RefCell::new(Got::default()));
     let g = got.clone();
-    sim.on_client_app(move |_, a| match *a {
+    sim.on_client_app(move |i, a| record(&g, i, a));
+    got
+}
+
+/// Note what client `i`'s input carried for the application
+fn record(g: &RefCell<Got>, i: usize, a: &CApp<'_>) {
+    match *a {
         CApp::Response {
             cmd,
             request_id,
@@ -424,8 +470,19 @@ fn collect_client_app(sim: &mut Sim) -> Rc<RefCell<Got>> {
             .responses
             .push((request_id.0, cmd, status, body.to_vec())),
         CApp::Push { cmd, body, .. } => g.borrow_mut().pushes.push((cmd, body.to_vec())),
-    });
-    got
+        CApp::Close { code, reason } => {
+            g.borrow_mut().closes.push((i, code, reason.to_string()));
+        }
+        CApp::LoginError {
+            status,
+            code,
+            message,
+        } => {
+            let m = message.to_string();
+            g.borrow_mut().login_errors.push((i, status, code, m));
+        }
+        _ => {}
+    }
 }
 
 /// The bytes of one direction of client `i`'s stream transports, reassembled from the chunks
@@ -503,9 +560,8 @@ fn auth_ok(transport: Transport, link: LinkConfig) {
     let (mut sim, mut net) = setup(1, transport, client_config(transport), link);
     connect(&mut sim, &mut net, 0, "tok-1");
     let now = sim.now();
-    let (session, expires, limit, online, via) =
-        sim.client_events(0).iter().find_map(authenticated).unwrap();
-    assert_eq!(session, "s-1");
+    let (expires, limit, online, via) = sim.client_events(0).iter().find_map(connected).unwrap();
+    assert_eq!(net.sessions(0), [("s-1".to_string(), LoginKind::Auth)]);
     assert_eq!(via, LoginKind::Auth);
     assert_eq!((limit, online), (10, 1));
     // granted at the server one link latency before the client saw it: absolute Unix ms
@@ -517,18 +573,22 @@ fn auth_ok(transport: Transport, link: LinkConfig) {
         sim.client_events(0)[..],
         [
             ClientEvent::ConnectTransport { attempt: 0 },
-            ClientEvent::Authenticated {
+            ClientEvent::Connected {
                 resumable: true,
                 ..
             }
         ]
     ));
-    assert_eq!(sim.server().state(addr(0)), Some(PeerState::Authenticated));
+    assert_eq!(
+        sim.server().state(addr(0)),
+        Some(ServerState::Authenticated)
+    );
     assert_eq!(sim.server().session_id(addr(0)), Some("s-1"));
     assert_eq!(
         sim.server_events(),
-        &[ServerEvent::PeerAuthenticated {
-            conn: addr(0),
+        &[ServerEvent::Connected {
+            peer: addr(0),
+            via: LoginKind::Auth,
             expires
         }]
     );
@@ -564,49 +624,43 @@ fn auth_denied(transport: Transport, link: LinkConfig) {
     let failed = ev
         .iter()
         .find_map(|e| match e {
-            ClientEvent::LoginFailed {
-                kind,
-                status,
-                code,
-                message,
-            } => Some((*kind, *status, *code, message.to_string())),
+            ClientEvent::LoginFailed { kind, status, code } => Some((*kind, *status, *code)),
             _ => None,
         })
         .unwrap();
     assert_eq!(
         failed,
-        (
-            LoginKind::Auth,
+        (LoginKind::Auth, Status::Unauthenticated, Some(401))
+    );
+    // the message came borrowed with the input that carried the refusal
+    assert_eq!(
+        net.got.borrow().login_errors,
+        [(
+            0,
             Status::Unauthenticated,
             Some(401),
             "token expired".to_string()
-        )
+        )]
     );
     assert!(ev.contains(&ClientEvent::Disconnected {
-        reason: DisconnectReason::LoginRejected(Status::Unauthenticated)
+        cause: CloseCause::LoginRejected(Status::Unauthenticated)
     }));
-    assert!(!ev.iter().any(|e| authenticated(e).is_some()));
+    assert!(!ev.iter().any(|e| connected(e).is_some()));
     assert!(!sim.client(0).has_token(), "the one-time token is used up");
     assert_eq!(sim.client(0).session_id(), None);
     // the server pushed Close{AuthError} after the status-5 response
-    assert!(sim.server_events().contains(&ServerEvent::PeerClosed {
-        conn: addr(0),
-        reason: CloseReason::AuthRejected(Status::Unauthenticated)
+    assert!(sim.server_events().contains(&ServerEvent::Closed {
+        peer: addr(0),
+        cause: CloseCause::LoginRejected(Status::Unauthenticated)
     }));
-    assert!(sim
-        .server_events()
-        .contains(&ServerEvent::Disconnect { conn: addr(0) }));
     // a fresh token resumes: the next login is an Auth
     net.app.borrow_mut().valid.push("fresh".into());
     let now = sim.now();
     sim.client_mut(0).provide_token(now, "fresh").unwrap();
     net.run(&mut sim, Duration::from_secs(60), |s| {
-        s.client(0).is_ready()
+        s.client(0).is_connected()
     });
-    assert_eq!(
-        sessions(&sim, 0),
-        vec![("s-1".to_string(), LoginKind::Auth)]
-    );
+    assert_eq!(net.sessions(0), vec![("s-1".to_string(), LoginKind::Auth)]);
 }
 
 #[test]
@@ -729,7 +783,7 @@ fn heartbeat_timeout(transport: Transport, link: LinkConfig) {
     sim.set_link_up(0, false);
     net.run(&mut sim, Duration::from_secs(60), |s| {
         s.client_events(0).contains(&ClientEvent::Disconnected {
-            reason: DisconnectReason::HeartbeatTimeout,
+            cause: CloseCause::Timeout,
         })
     });
     assert_eq!(
@@ -737,11 +791,14 @@ fn heartbeat_timeout(transport: Transport, link: LinkConfig) {
         ready + Duration::from_secs(30),
         "client heartbeat_timeout"
     );
-    assert_eq!(sim.server().state(addr(0)), Some(PeerState::Authenticated));
+    assert_eq!(
+        sim.server().state(addr(0)),
+        Some(ServerState::Authenticated)
+    );
     net.run(&mut sim, Duration::from_secs(60), |s| {
-        s.server_events().contains(&ServerEvent::PeerClosed {
-            conn: addr(0),
-            reason: CloseReason::HeartbeatTimeout,
+        s.server_events().contains(&ServerEvent::Closed {
+            peer: addr(0),
+            cause: CloseCause::Timeout,
         })
     });
     let at = sim.now();
@@ -781,6 +838,14 @@ fn heartbeat_timeout_both_sides_websocket() {
 // Close codes and reconnects
 // ------------------------------------------------------------------------------------------
 
+/// What the client does after a Close push with a given code
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Action {
+    Reconnect,
+    ReAuth,
+    Stop,
+}
+
 fn close_code(transport: Transport, link: LinkConfig, code: CloseCode) {
     let (mut sim, mut net) = setup(1, transport, client_config(transport), link);
     {
@@ -792,20 +857,19 @@ fn close_code(transport: Transport, link: LinkConfig, code: CloseCode) {
     let mark = sim.client_events(0).len();
     let now = sim.now();
     sim.server_mut().close(now, addr(0), code, "bye").unwrap();
-    // spec 6.3 recommendation, stated here independently of the client's table
+    // the per-code policy, stated here independently of the client's table
     let action = match code.to_i32() {
-        0..=3 => CloseAction::Reconnect,
-        4 | 5 => CloseAction::ReAuth,
-        _ => CloseAction::Stop,
+        0..=3 => Action::Reconnect,
+        4 | 5 => Action::ReAuth,
+        _ => Action::Stop,
     };
-    assert_eq!(close_action(code), action);
     match action {
-        CloseAction::Reconnect | CloseAction::ReAuth => {
+        Action::Reconnect | Action::ReAuth => {
             net.run(&mut sim, Duration::from_secs(30), |s| {
-                sessions(s, 0).len() == 2 && s.client(0).is_ready()
+                logins(s, 0) == 2 && s.client(0).is_connected()
             });
         }
-        CloseAction::Stop => {
+        Action::Stop => {
             net.run(&mut sim, Duration::from_secs(5), |s| {
                 s.client(0).state() == ClientState::Stopped
             });
@@ -815,18 +879,16 @@ fn close_code(transport: Transport, link: LinkConfig, code: CloseCode) {
     let ev = &sim.client_events(0)[mark..];
     assert_eq!(
         ev[0],
-        ClientEvent::ServerClosed {
-            code,
-            reason: "bye".try_into().unwrap(),
-            action
+        ClientEvent::Disconnected {
+            cause: CloseCause::Peer { code }
         },
         "{code:?}"
     );
+    // the reason came borrowed with the Close push
     assert_eq!(
-        ev[1],
-        ClientEvent::Disconnected {
-            reason: DisconnectReason::ServerClose(code)
-        }
+        net.got.borrow().closes,
+        [(0, code, "bye".to_string())],
+        "{code:?}"
     );
     assert_eq!(close_pushes(&sim, 0), vec![(code, "bye".to_string())]);
     let dials = ev
@@ -838,20 +900,20 @@ fn close_code(transport: Transport, link: LinkConfig, code: CloseCode) {
         .filter(|e| **e == ClientEvent::TokenNeeded)
         .count();
     match action {
-        CloseAction::Reconnect => {
+        Action::Reconnect => {
             assert_eq!((dials, tokens), (1, 0), "{code:?}: {ev:?}");
             assert_eq!(
-                sessions(&sim, 0),
+                net.sessions(0),
                 vec![
                     ("s-1".into(), LoginKind::Auth),
                     ("s-2".into(), LoginKind::Reconnect)
                 ]
             );
         }
-        CloseAction::ReAuth => {
+        Action::ReAuth => {
             assert_eq!((dials, tokens), (1, 1), "{code:?}: {ev:?}");
             assert_eq!(
-                sessions(&sim, 0),
+                net.sessions(0),
                 vec![
                     ("s-1".into(), LoginKind::Auth),
                     ("s-2".into(), LoginKind::Auth)
@@ -869,14 +931,16 @@ fn close_code(transport: Transport, link: LinkConfig, code: CloseCode) {
                 .collect::<Vec<_>>();
             assert_eq!(auths, vec!["tok", "fresh"]);
         }
-        CloseAction::Stop => {
+        Action::Stop => {
             assert_eq!(dials, 0, "no automatic reconnect after {code:?}: {ev:?}");
             assert_eq!(sim.client(0).state(), ClientState::Stopped);
             // the caller decides: reconnect_now resumes the session
             let now = sim.now();
             sim.client_mut(0).reconnect_now(now).unwrap();
-            net.run(&mut sim, Duration::from_secs(5), |s| s.client(0).is_ready());
-            assert_eq!(sessions(&sim, 0)[1], ("s-2".into(), LoginKind::Reconnect));
+            net.run(&mut sim, Duration::from_secs(5), |s| {
+                s.client(0).is_connected()
+            });
+            assert_eq!(net.sessions(0)[1], ("s-2".into(), LoginKind::Reconnect));
         }
     }
 }
@@ -901,16 +965,14 @@ fn close_codes_0_to_6_over_websocket() {
 
 fn transport_drop(transport: Transport, link: LinkConfig) {
     let (mut sim, mut net) = setup(1, transport, client_config(transport), link);
-    let got = collect_client_app(&mut sim);
+    let got = net.got.clone();
     connect(&mut sim, &mut net, 0, "tok");
     net.close(&mut sim, 0);
     assert!(sim.client_events(0).contains(&ClientEvent::Disconnected {
-        reason: DisconnectReason::TransportClosed
+        cause: CloseCause::TransportClosed
     }));
     let dropped = sim.now();
-    net.run(&mut sim, Duration::from_secs(10), |s| {
-        sessions(s, 0).len() == 2
-    });
+    net.run(&mut sim, Duration::from_secs(10), |s| logins(s, 0) == 2);
     // 1 s back-off + one round trip (+ up to 1 ms per extra chunk of a split frame)
     let took = sim.now() - dropped;
     let min = Duration::from_secs(1) + link.latency * 2;
@@ -919,7 +981,7 @@ fn transport_drop(transport: Transport, link: LinkConfig) {
         "{took:?}"
     );
     assert_eq!(
-        sessions(&sim, 0),
+        net.sessions(0),
         vec![
             ("s-1".into(), LoginKind::Auth),
             ("s-2".into(), LoginKind::Reconnect)
@@ -931,13 +993,16 @@ fn transport_drop(transport: Transport, link: LinkConfig) {
         .unwrap();
     let body = tether_net::longport::control::ReconnectRequest::decode(&reconnect.3).unwrap();
     assert_eq!(body.session_id, "s-1");
-    assert!(sim.server_events().contains(&ServerEvent::PeerClosed {
-        conn: addr(0),
-        reason: CloseReason::TransportClosed
+    assert!(sim.server_events().contains(&ServerEvent::Closed {
+        peer: addr(0),
+        cause: CloseCause::TransportClosed
     }));
     assert!(matches!(
         sim.server_events().last(),
-        Some(ServerEvent::PeerReconnected { .. })
+        Some(ServerEvent::Connected {
+            via: LoginKind::Reconnect,
+            ..
+        })
     ));
     assert_eq!(sim.server().session_id(addr(0)), Some("s-2"));
     // business traffic works on the new connection
@@ -964,9 +1029,8 @@ fn reconnect_with_session_after_transport_drop_websocket() {
 #[test]
 fn expired_session_is_rejected_and_the_client_falls_back_to_auth() {
     // the client has no wall clock, so only the server can tell that the session expired
-    let mut config = client_config(Transport::Tcp);
-    config.wall_offset_ms = None;
-    let (mut sim, mut net) = setup(1, Transport::Tcp, config, tcp_link());
+    let config = client_config(Transport::Tcp);
+    let (mut sim, mut net) = setup_with(1, Transport::Tcp, tcp_link(), |_| Client::new(config));
     {
         let mut app = net.app.borrow_mut();
         app.fresh.push_back("fresh".into());
@@ -978,9 +1042,7 @@ fn expired_session_is_rejected_and_the_client_falls_back_to_auth() {
     sim.server_mut().set_wall_clock(now, wall(now) + 2 * TTL_MS);
     let mark = sim.client_events(0).len();
     net.close(&mut sim, 0);
-    net.run(&mut sim, Duration::from_secs(30), |s| {
-        sessions(s, 0).len() == 2
-    });
+    net.run(&mut sim, Duration::from_secs(30), |s| logins(s, 0) == 2);
     let ev = &sim.client_events(0)[mark..];
     let failed = ev
         .iter()
@@ -1015,7 +1077,7 @@ fn expired_session_is_rejected_and_the_client_falls_back_to_auth() {
         ]
     );
     assert_eq!(
-        sessions(&sim, 0),
+        net.sessions(0),
         vec![
             ("s-1".into(), LoginKind::Auth),
             ("s-2".into(), LoginKind::Auth)
@@ -1023,8 +1085,8 @@ fn expired_session_is_rejected_and_the_client_falls_back_to_auth() {
     );
     assert!(sim.server_events().iter().any(|e| matches!(
         e,
-        ServerEvent::PeerClosed {
-            reason: CloseReason::SessionUnknown | CloseReason::ReconnectRejected(_),
+        ServerEvent::Closed {
+            cause: CloseCause::SessionUnknown | CloseCause::LoginRejected(_),
             ..
         }
     )));
@@ -1047,32 +1109,44 @@ fn duplicate_connection_closes_the_older_one() {
     let mut b = vec![0u8; body.encoded_len()];
     body.encode(&mut b).unwrap();
     let mut pkt = vec![0u8; 64];
-    let n = Packet::request(3, 1, 5000, &b).emit(&mut pkt).unwrap();
+    let n = Packet::request(3, RequestId(1), 5000, &b)
+        .emit(&mut pkt)
+        .unwrap();
     bytes.extend_from_slice(&pkt[..n]);
     sim.inject_to_server(1, FrameKind::Stream, &bytes);
     assert_eq!(sim.server().session_id(addr(1)), Some("s-2"));
     net.run(&mut sim, Duration::from_secs(5), |s| {
         s.client(0).state() == ClientState::Stopped
     });
-    assert!(sim.server_events().contains(&ServerEvent::PeerClosed {
-        conn: addr(0),
-        reason: CloseReason::Duplicate
+    assert!(sim.server_events().contains(&ServerEvent::Closed {
+        peer: addr(0),
+        cause: CloseCause::Duplicate
     }));
-    assert!(sim.server_events().contains(&ServerEvent::PeerReconnected {
-        conn: addr(1),
+    assert!(sim.server_events().contains(&ServerEvent::Connected {
+        peer: addr(1),
+        via: LoginKind::Reconnect,
         expires: wall(now) + TTL_MS
     }));
     assert_eq!(close_pushes(&sim, 0).len(), 1);
     assert_eq!(close_pushes(&sim, 0)[0].0, CloseCode::ConnectDuplicate);
-    assert!(sim.client_events(0).iter().any(|e| matches!(
-        e,
-        ClientEvent::ServerClosed {
-            code: CloseCode::ConnectDuplicate,
-            action: CloseAction::Stop,
-            ..
+    assert!(sim.client_events(0).contains(&ClientEvent::Disconnected {
+        cause: CloseCause::Peer {
+            code: CloseCode::ConnectDuplicate
         }
-    )));
-    assert_eq!(sim.server().state(addr(1)), Some(PeerState::Authenticated));
+    }));
+    // Close code 6 stops the client: nothing follows the Disconnected
+    assert_eq!(
+        sim.client_events(0).last(),
+        Some(&ClientEvent::Disconnected {
+            cause: CloseCause::Peer {
+                code: CloseCode::ConnectDuplicate
+            }
+        })
+    );
+    assert_eq!(
+        sim.server().state(addr(1)),
+        Some(ServerState::Authenticated)
+    );
     // the older holder does not fight back
     let mark = sim.client_events(0).len();
     sim.run_for(Duration::from_secs(60));
@@ -1092,7 +1166,7 @@ fn business_request_echoed_and_server_push_delivered() {
         (Transport::WebSocket, LinkConfig::perfect()),
     ] {
         let (mut sim, mut net) = setup(1, transport, client_config(transport), link);
-        let got = collect_client_app(&mut sim);
+        let got = net.got.clone();
         connect(&mut sim, &mut net, 0, "tok");
         let id = request(
             &mut sim,
@@ -1114,7 +1188,7 @@ fn business_request_echoed_and_server_push_delivered() {
             )]
         );
         assert_eq!(net.app.borrow().requests.len(), 1);
-        assert_eq!(net.app.borrow().requests[0].1, id.0);
+        assert_eq!(net.app.borrow().requests[0].1, id);
         let now = sim.now();
         let mut out = [0u8; 64];
         let t = sim
@@ -1136,7 +1210,7 @@ fn business_request_echoed_and_server_push_delivered() {
 #[test]
 fn request_times_out_at_its_deadline_and_a_late_response_is_dropped() {
     let (mut sim, mut net) = setup(1, Transport::Tcp, client_config(Transport::Tcp), tcp_link());
-    let got = collect_client_app(&mut sim);
+    let got = net.got.clone();
     net.app.borrow_mut().echo = false;
     connect(&mut sim, &mut net, 0, "tok");
     let sent = sim.now();
@@ -1155,8 +1229,8 @@ fn request_times_out_at_its_deadline_and_a_late_response_is_dropped() {
         .respond(
             now,
             addr(0),
-            id.0,
             CMD_ECHO,
+            id,
             Status::Success,
             b"late",
             &mut out,
@@ -1167,7 +1241,7 @@ fn request_times_out_at_its_deadline_and_a_late_response_is_dropped() {
     assert!(got.borrow().responses.is_empty());
     assert_eq!(sim.client(0).stats().unmatched_responses, 1);
     assert!(
-        sim.client(0).is_ready(),
+        sim.client(0).is_connected(),
         "a timeout does not end the connection"
     );
 }
@@ -1176,7 +1250,7 @@ fn request_times_out_at_its_deadline_and_a_late_response_is_dropped() {
 fn request_ids_wrap_past_u32_max_and_responses_correlate() {
     let config = client_config(Transport::Tcp).with_first_request_id(u32::MAX - 2);
     let (mut sim, mut net) = setup(1, Transport::Tcp, config, tcp_link());
-    let got = collect_client_app(&mut sim);
+    let got = net.got.clone();
     connect(&mut sim, &mut net, 0, "tok");
     let ids: Vec<u32> = (0..4u8)
         .map(|n| request(&mut sim, 0, CMD_ECHO + n, Duration::ZERO, &[n; 3]).0)
@@ -1192,7 +1266,7 @@ fn request_ids_wrap_past_u32_max_and_responses_correlate() {
         .map(|(&id, n)| (id, CMD_ECHO + n, Status::Success, vec![n; 3]))
         .collect();
     assert_eq!(got.borrow().responses, want);
-    let seen: Vec<u32> = net.app.borrow().requests.iter().map(|r| r.1).collect();
+    let seen: Vec<u32> = net.app.borrow().requests.iter().map(|r| r.1 .0).collect();
     assert_eq!(seen, ids, "the server saw the same ids");
 }
 
@@ -1203,8 +1277,8 @@ fn request_ids_wrap_past_u32_max_and_responses_correlate() {
 /// Client and server each on a `Solo`; every frame is carried across one byte per input
 #[test]
 fn tcp_one_byte_per_input_both_ways() {
-    let mut client = Solo::new(DefaultClient::new(client_config(Transport::Tcp)));
-    let mut server = Solo::new(Srv::new(server_config()));
+    let mut client = Solo::new(new_client(client_config(Transport::Tcp)));
+    let mut server = Solo::new(new_server(server_config()));
     let app = Rc::new(RefCell::new(AppState {
         echo: true,
         valid: vec!["tok".into()],
@@ -1214,19 +1288,7 @@ fn tcp_one_byte_per_input_both_ways() {
     server.answer_app(move |srv, now, data| a.borrow_mut().answer(srv, now, addr(0), data));
     let got = Rc::new(RefCell::new(Got::default()));
     let g = got.clone();
-    client.on_app(move |a| match *a {
-        CApp::Response {
-            cmd,
-            request_id,
-            status,
-            body,
-            ..
-        } => g
-            .borrow_mut()
-            .responses
-            .push((request_id.0, cmd, status, body.to_vec())),
-        CApp::Push { cmd, body, .. } => g.borrow_mut().pushes.push((cmd, body.to_vec())),
-    });
+    client.on_app(move |a| record(&g, 0, a));
     client
         .machine_mut()
         .connect(Instant::ZERO, Credentials::new("tok"))
@@ -1242,7 +1304,7 @@ fn tcp_one_byte_per_input_both_ways() {
     client.drain();
     // shuttle everything one byte at a time until both sides are quiet
     fn shuttle(
-        client: &mut Solo<DefaultClient>,
+        client: &mut Solo<Client>,
         server: &mut Solo<Srv>,
         app: &Rc<RefCell<AppState>>,
     ) -> usize {
@@ -1277,7 +1339,7 @@ fn tcp_one_byte_per_input_both_ways() {
         }
     }
     shuttle(&mut client, &mut server, &app);
-    assert!(client.machine().is_ready());
+    assert!(client.machine().is_connected());
     assert_eq!(client.machine().session_id(), Some("s-1"));
     // a business request, its echo and a push
     let mut out = [0u8; 64];
@@ -1323,10 +1385,9 @@ fn tcp_one_byte_per_input_both_ways() {
     let moved = shuttle(&mut client, &mut server, &app);
     assert!(moved > 30, "heartbeat request and echo: {moved} bytes");
     assert_eq!(client.machine().stats().heartbeat_acks, 1);
-    assert!(client.events().iter().any(|e| *e
-        == ClientEvent::HeartbeatRtt {
-            rtt: Duration::ZERO
-        }));
+    assert!(client.events().contains(&ClientEvent::HeartbeatRtt {
+        rtt: Duration::ZERO
+    }));
     assert_eq!(
         client.stats().stream_resets + server.stats().stream_resets,
         0
@@ -1346,9 +1407,11 @@ fn pipelined_auth_and_heartbeat_answered_in_one_read() {
     );
     let mut body = vec![0u8; auth.encoded_len()];
     auth.encode(&mut body).unwrap();
-    let n = Packet::request(2, 1, 5000, &body).emit(&mut pkt).unwrap();
+    let n = Packet::request(2, RequestId(1), 5000, &body)
+        .emit(&mut pkt)
+        .unwrap();
     wire.extend_from_slice(&pkt[..n]);
-    let n = Packet::request(1, 2, 0, b"\x08\x01")
+    let n = Packet::request(1, RequestId(2), 0, b"\x08\x01")
         .emit(&mut pkt)
         .unwrap();
     wire.extend_from_slice(&pkt[..n]);
@@ -1361,7 +1424,10 @@ fn pipelined_auth_and_heartbeat_answered_in_one_read() {
         .handle_connected(now, addr(0), Transport::Tcp)
         .unwrap();
     sim.inject_to_server(0, FrameKind::Stream, &wire);
-    assert_eq!(sim.server().state(addr(0)), Some(PeerState::Authenticated));
+    assert_eq!(
+        sim.server().state(addr(0)),
+        Some(ServerState::Authenticated)
+    );
     assert_eq!(sim.server().stats().heartbeats_echoed, 1);
     assert_eq!(sim.server_stats().input_errors, 0);
     assert_eq!(sim.server_stats().stream_resets, 0);
@@ -1395,10 +1461,10 @@ fn reconnect_from_a_new_address_closes_the_half_open_connection() {
     sim.set_link_up(0, false);
     net.run(&mut sim, Duration::from_secs(40), |s| {
         s.client_events(0).contains(&ClientEvent::Disconnected {
-            reason: DisconnectReason::HeartbeatTimeout,
+            cause: CloseCause::Timeout,
         })
     });
-    assert_eq!(sim.server().state(old), Some(PeerState::Authenticated));
+    assert_eq!(sim.server().state(old), Some(ServerState::Authenticated));
     // back online from another address (NAT rebinding); the server still holds `old`
     let new = addr(7);
     sim.set_client_addr(0, new);
@@ -1418,18 +1484,17 @@ fn reconnect_from_a_new_address_closes_the_half_open_connection() {
                     s.client_mut(0).handle_connected(now).unwrap();
                 }
             }
-            s.client(0).is_ready()
+            s.client(0).is_connected()
         },
         Duration::from_secs(10),
     )
     .unwrap();
     assert_eq!(sim.server().session_id(new), Some("s-2"));
     let ev = &sim.server_events()[before..];
-    assert!(ev.contains(&ServerEvent::PeerClosed {
-        conn: old,
-        reason: CloseReason::Duplicate
+    assert!(ev.contains(&ServerEvent::Closed {
+        peer: old,
+        cause: CloseCause::Duplicate
     }));
-    assert!(ev.contains(&ServerEvent::Disconnect { conn: old }));
     // the Close{ConnectDuplicate} for the old connection had nowhere to go
     let unroutable: Vec<_> = sim
         .transcript()
@@ -1440,7 +1505,7 @@ fn reconnect_from_a_new_address_closes_the_half_open_connection() {
         .map(|(p, _)| Close::decode(p.body).unwrap().code)
         .collect();
     assert_eq!(unroutable, vec![CloseCode::ConnectDuplicate]);
-    assert!(sim.client(0).is_ready());
+    assert!(sim.client(0).is_connected());
 }
 
 #[test]
@@ -1455,12 +1520,12 @@ fn requests_in_flight_fail_when_the_transport_drops() {
     for id in [a, b] {
         assert!(ev.contains(&ClientEvent::RequestFailed {
             id,
-            reason: tether_net::longport::event::RequestFailure::Disconnected
+            reason: tether_net::longport::RequestFailure::Disconnected
         }));
     }
     // and they do not time out later
     net.run(&mut sim, Duration::from_secs(10), |s| {
-        s.client(0).is_ready()
+        s.client(0).is_connected()
     });
     sim.run_for(Duration::from_secs(10));
     assert!(!sim
@@ -1517,7 +1582,7 @@ fn server_heartbeat_requests_are_echoed_by_the_client() {
         .send(
             now,
             addr(0),
-            &Packet::request(1, 77, 0, b"\x08\x2a"),
+            &Packet::request(1, RequestId(77), 0, b"\x08\x2a"),
             &mut out,
         )
         .unwrap();
@@ -1525,7 +1590,16 @@ fn server_heartbeat_requests_are_echoed_by_the_client() {
     sim.run_for(Duration::from_secs(1));
     let echoed: Vec<_> = packets(&sim, 0, Direction::ClientToServer)
         .into_iter()
-        .filter(|(_, k, cmd, _)| *cmd == 1 && matches!(k, Kind::Response { request_id: 77, .. }))
+        .filter(|(_, k, cmd, _)| {
+            *cmd == 1
+                && matches!(
+                    k,
+                    Kind::Response {
+                        request_id: RequestId(77),
+                        ..
+                    }
+                )
+        })
         .map(|(_, _, _, body)| body)
         .collect();
     assert_eq!(echoed, vec![b"\x08\x2a".to_vec()]);
@@ -1553,15 +1627,18 @@ fn locally_expired_session_goes_straight_to_auth() {
         .client(0)
         .session_resumable(now + Duration::from_secs(51)));
     sim.run_for(Duration::from_secs(55));
-    assert!(sim.client(0).is_ready(), "heartbeats keep the connection");
+    assert!(
+        sim.client(0).is_connected(),
+        "heartbeats keep the connection"
+    );
     let mark = sim.client_events(0).len();
     net.close(&mut sim, 0);
     net.run(&mut sim, Duration::from_secs(10), |s| {
-        s.client(0).is_ready()
+        s.client(0).is_connected()
     });
     assert!(sim.client_events(0)[mark..].contains(&ClientEvent::TokenNeeded));
     assert_eq!(
-        sessions(&sim, 0),
+        net.sessions(0),
         vec![
             ("s-1".into(), LoginKind::Auth),
             ("s-2".into(), LoginKind::Auth)
@@ -1580,34 +1657,32 @@ fn locally_expired_session_goes_straight_to_auth() {
 /// with `Close{HeartbeatTimeout}` and resumes its session
 #[test]
 fn client_without_heartbeats_relies_on_server_pings() {
-    let mut config = client_config(Transport::WebSocket);
-    config.heartbeat_interval = None;
+    let config = client_config(Transport::WebSocket).with_heartbeat_interval(None);
     let (mut sim, mut net) = setup(1, Transport::WebSocket, config, LinkConfig::perfect());
     connect(&mut sim, &mut net, 0, "tok");
     net.run(&mut sim, Duration::from_secs(3601), |s| {
         s.now() >= Instant::from_secs(3600)
     });
-    assert!(sim.client(0).is_ready());
-    assert_eq!(sessions(&sim, 0).len(), 1, "one connection for the hour");
+    assert!(sim.client(0).is_connected());
+    assert_eq!(net.sessions(0).len(), 1, "one connection for the hour");
     assert!(
         sim.client(0).stats().heartbeats_answered >= 350,
         "server pings answered"
     );
 
-    let mut config = client_config(Transport::Tcp);
-    config.heartbeat_interval = None;
+    let config = client_config(Transport::Tcp).with_heartbeat_interval(None);
     let (mut sim, mut net) = setup(1, Transport::Tcp, config, LinkConfig::perfect());
     connect(&mut sim, &mut net, 0, "tok");
     // the client's own liveness check (30 s) trips first: nothing arrives on a quiet TCP link
     net.run(&mut sim, Duration::from_secs(60), |s| {
         s.client_events(0).contains(&ClientEvent::Disconnected {
-            reason: DisconnectReason::HeartbeatTimeout,
+            cause: CloseCause::Timeout,
         })
     });
     net.run(&mut sim, Duration::from_secs(10), |s| {
-        s.client(0).is_ready()
+        s.client(0).is_connected()
     });
-    assert_eq!(sessions(&sim, 0)[1].1, LoginKind::Reconnect);
+    assert_eq!(net.sessions(0)[1].1, LoginKind::Reconnect);
 }
 
 /// The application never decides on the Auth: the server closes at its auth deadline (5 s here,
@@ -1618,10 +1693,7 @@ fn auth_decision_never_comes() {
     let (mut sim, mut net) = setup(1, Transport::Tcp, client_config(Transport::Tcp), tcp_link());
     net.auto_token = false;
     net.app.borrow_mut().ignore_auth = true;
-    *sim.server_mut() = Srv::new(ServerConfig {
-        auth_timeout: Duration::from_secs(5),
-        ..server_config()
-    });
+    *sim.server_mut() = new_server(server_config().with_auth_timeout(Duration::from_secs(5)));
     let now = sim.now();
     sim.client_mut(0)
         .connect(now, Credentials::new("tok"))
@@ -1629,45 +1701,47 @@ fn auth_decision_never_comes() {
     net.run(&mut sim, Duration::from_secs(20), |s| {
         s.client(0).state() == ClientState::NeedToken
     });
-    assert!(sim.server_events().contains(&ServerEvent::PeerClosed {
-        conn: addr(0),
-        reason: CloseReason::AuthTimeout,
+    assert!(sim.server_events().contains(&ServerEvent::Closed {
+        peer: addr(0),
+        cause: CloseCause::LoginTimeout,
     }));
     assert_eq!(close_pushes(&sim, 0)[0].0, CloseCode::AuthError);
     let ev = sim.client_events(0);
     assert!(ev.contains(&ClientEvent::Disconnected {
-        reason: DisconnectReason::ServerClose(CloseCode::AuthError)
+        cause: CloseCause::Peer {
+            code: CloseCode::AuthError
+        }
     }));
     assert!(ev.contains(&ClientEvent::TokenNeeded), "{ev:?}");
     assert!(!sim.client(0).has_token());
     assert!(!ev.contains(&ClientEvent::Disconnected {
-        reason: DisconnectReason::LoginTimeout
+        cause: CloseCause::LoginTimeout
     }));
 }
 
 #[test]
 fn client_close_ends_the_server_connection() {
-    for (transport, reason) in [
-        (Transport::Tcp, CloseReason::TransportClosed),
-        (Transport::WebSocket, CloseReason::WsClosed(1000)),
+    for (transport, cause) in [
+        (Transport::Tcp, CloseCause::TransportClosed),
+        (Transport::WebSocket, CloseCause::WsClosed { code: 1000 }),
     ] {
         let (mut sim, mut net) = setup(1, transport, client_config(transport), tcp_link());
         connect(&mut sim, &mut net, 0, "tok");
         let now = sim.now();
-        sim.client_mut(0).close(now);
+        sim.client_mut(0).close(now, "bye").unwrap();
         net.run(&mut sim, Duration::from_secs(1), |s| {
             s.server().state(addr(0)).is_none()
         });
         assert_eq!(
             sim.client_events(0).last(),
             Some(&ClientEvent::Closed {
-                reason: DisconnectReason::Local
+                cause: CloseCause::Local
             })
         );
         assert!(
-            sim.server_events().contains(&ServerEvent::PeerClosed {
-                conn: addr(0),
-                reason
+            sim.server_events().contains(&ServerEvent::Closed {
+                peer: addr(0),
+                cause
             }),
             "{transport:?}: {:?}",
             sim.server_events()
@@ -1694,14 +1768,16 @@ fn bare_websocket_close_frame_reconnects_with_the_session() {
     connect(&mut sim, &mut net, 0, "tok");
     sim.inject_to_client(0, FrameKind::WsClose(1001), b"");
     assert!(sim.client_events(0).contains(&ClientEvent::Disconnected {
-        reason: DisconnectReason::WsClose(1001)
+        cause: CloseCause::WsClosed { code: 1001 }
     }));
-    assert!(sim.server_events().contains(&ServerEvent::PeerClosed {
-        conn: addr(0),
-        reason: CloseReason::TransportClosed
+    assert!(sim.server_events().contains(&ServerEvent::Closed {
+        peer: addr(0),
+        cause: CloseCause::TransportClosed
     }));
-    net.run(&mut sim, Duration::from_secs(5), |s| s.client(0).is_ready());
-    assert_eq!(sessions(&sim, 0)[1], ("s-2".into(), LoginKind::Reconnect));
+    net.run(&mut sim, Duration::from_secs(5), |s| {
+        s.client(0).is_connected()
+    });
+    assert_eq!(net.sessions(0)[1], ("s-2".into(), LoginKind::Reconnect));
 }
 
 // ------------------------------------------------------------------------------------------
@@ -1736,7 +1812,7 @@ fn soak(transport: Transport, seed: u64) {
     {
         let link = tcp_link().with_jitter(Duration::from_millis(15));
         let (mut sim, mut net) = setup(3, transport, client_config(transport), link);
-        let got = collect_client_app(&mut sim);
+        let got = net.got.clone();
         {
             let mut app = net.app.borrow_mut();
             for n in 0..1000 {
@@ -1772,7 +1848,7 @@ fn soak(transport: Transport, seed: u64) {
                 2 if sim.client(i).state() == ClientState::Stopped => {
                     sim.client_mut(i).reconnect_now(now).unwrap();
                 }
-                3..=6 if sim.client(i).is_ready() => {
+                3..=6 if sim.client(i).is_connected() => {
                     let id = request(
                         &mut sim,
                         i,
@@ -1782,7 +1858,7 @@ fn soak(transport: Transport, seed: u64) {
                     );
                     sent.push((i, id));
                 }
-                7 if sim.server().state(addr(i)) == Some(PeerState::Authenticated) => {
+                7 if sim.server().state(addr(i)) == Some(ServerState::Authenticated) => {
                     let mut out = [0u8; 16];
                     if let Ok(t) =
                         sim.server_mut()
@@ -1816,7 +1892,7 @@ fn soak(transport: Transport, seed: u64) {
             }
         }
         net.run(&mut sim, Duration::from_secs(120), |s| {
-            (0..3).all(|i| s.client(i).is_ready())
+            (0..3).all(|i| s.client(i).is_connected())
         });
         let calm = sim.now() + Duration::from_secs(5);
         net.run_to(&mut sim, calm);
@@ -1824,12 +1900,12 @@ fn soak(transport: Transport, seed: u64) {
             let c = sim.client(i);
             let tail: Vec<_> = sim.client_events(i).iter().rev().take(12).rev().collect();
             assert!(
-                c.is_ready(),
+                c.is_connected(),
                 "{tail:#?}\n{:#?}",
                 &sim.server_events()[sim.server_events().len().saturating_sub(12)..]
             );
             assert!(
-                c.is_ready(),
+                c.is_connected(),
                 "{transport:?} seed {seed}: client {i} {:?}",
                 c.state()
             );
@@ -1861,8 +1937,8 @@ fn soak(transport: Transport, seed: u64) {
         assert!(
             !sim.server_events().iter().any(|e| matches!(
                 e,
-                ServerEvent::PeerClosed {
-                    reason: CloseReason::Protocol(_),
+                ServerEvent::Closed {
+                    cause: CloseCause::Protocol(_),
                     ..
                 }
             )),
@@ -1872,13 +1948,16 @@ fn soak(transport: Transport, seed: u64) {
             assert_eq!(sim.client(i).stats().decode_errors, 0);
         }
         // Bytes the client sent before it saw a server Close race the close: they reach a
-        // connection the server already forgot (`Disconnect`), are refused with `UnknownConn`
-        // and the simulator resets the stream, as a real socket would answer with RST. Nothing
-        // else is ever refused.
+        // connection the server already forgot (`Closed` of a close it started), are refused
+        // with `UnknownPeer` and the simulator resets the stream, as a real socket would answer
+        // with RST. Nothing else is ever refused.
         let server_closes = sim
             .server_events()
             .iter()
-            .filter(|e| matches!(e, ServerEvent::Disconnect { .. }))
+            .filter(|e| {
+                matches!(e, ServerEvent::Closed { cause, .. }
+                    if !matches!(cause, CloseCause::TransportClosed | CloseCause::WsClosed { .. }))
+            })
             .count() as u64;
         // (A WebSocket message is refused once and dropped, a TCP stream twice then reset.)
         let st = sim.server_stats();
@@ -1900,12 +1979,9 @@ fn soak(transport: Transport, seed: u64) {
 /// silent cut is detected by the client at 120 s and by the server at 150 s
 #[test]
 fn heartbeat_timeout_with_default_timers() {
-    let config = ClientConfig::tcp().with_wall_offset_ms(WALL0);
+    let config = ClientConfig::tcp();
     let (mut sim, mut net) = setup(1, Transport::Tcp, config, LinkConfig::perfect());
-    *sim.server_mut() = Srv::new(ServerConfig {
-        wall_offset_ms: WALL0,
-        ..ServerConfig::default()
-    });
+    *sim.server_mut() = new_server(ServerConfig::new());
     connect(&mut sim, &mut net, 0, "tok");
     let ready = sim.now();
     // one heartbeat goes through first, then the path goes silent
@@ -1919,14 +1995,14 @@ fn heartbeat_timeout_with_default_timers() {
     sim.set_link_up(0, false);
     net.run(&mut sim, Duration::from_secs(200), |s| {
         s.client_events(0).contains(&ClientEvent::Disconnected {
-            reason: DisconnectReason::HeartbeatTimeout,
+            cause: CloseCause::Timeout,
         })
     });
     assert_eq!(sim.now(), last + Duration::from_secs(120));
     net.run(&mut sim, Duration::from_secs(200), |s| {
-        s.server_events().contains(&ServerEvent::PeerClosed {
-            conn: addr(0),
-            reason: CloseReason::HeartbeatTimeout,
+        s.server_events().contains(&ServerEvent::Closed {
+            peer: addr(0),
+            cause: CloseCause::Timeout,
         })
     });
     // the server last heard the heartbeat request, 10 ms before its echo reached the client

@@ -1,12 +1,12 @@
-//! Byte-exact vectors of the LongPort digest (section 8) through the v1 packet codec and deframer
+//! Byte-exact vectors of the LongPort protocol through the v1 packet codec and deframer
 
 use tether_net::longport::deframe::{
     decode_message, DeframeError, Frame, Handshake, HandshakeError, QueryError, QueryParam,
     StreamDeframer, WsParams,
 };
 use tether_net::longport::wire::{
-    DecodeError, Header, Kind, Packet, Signature, Status, DEFAULT_MAX_BODY, MAX_BODY_LEN,
-    PUSH_HEADER_LEN, REQUEST_HEADER_LEN, RESPONSE_HEADER_LEN, SIGNATURE_LEN,
+    DecodeError, Header, Kind, Packet, RequestId, Signature, Status, DEFAULT_MAX_BODY,
+    MAX_BODY_LEN, PUSH_HEADER_LEN, REQUEST_HEADER_LEN, RESPONSE_HEADER_LEN, SIGNATURE_LEN,
 };
 use tether_net::BufferTooSmall;
 
@@ -89,12 +89,12 @@ fn v3_heartbeat_request() {
     assert_eq!(body.len(), 7);
     let wire = hex("01 01 00 00 00 01 00 00 00 00 07 08 80 d0 95 ff bc 31");
     assert_eq!(wire.len(), 18);
-    let p = Packet::request(1, 1, 0, &body);
+    let p = Packet::request(1, RequestId(1), 0, &body);
     check(&p, &wire);
     assert_eq!(
         p.header.kind,
         Kind::Request {
-            request_id: 1,
+            request_id: RequestId(1),
             timeout_ms: 0
         }
     );
@@ -105,7 +105,10 @@ fn v4_heartbeat_response() {
     let body = hex(V2_HEARTBEAT);
     let wire = hex("02 01 00 00 00 01 00 00 00 07 08 80 d0 95 ff bc 31");
     assert_eq!(wire.len(), 17);
-    check(&Packet::response(1, 1, Status::Success, &body), &wire);
+    check(
+        &Packet::response(1, RequestId(1), Status::Success, &body),
+        &wire,
+    );
 }
 
 #[test]
@@ -113,24 +116,24 @@ fn v5_go_heartbeat_request() {
     let body = hex(V5_BODY);
     let wire = hex("01 01 00 00 00 01 00 00 00 00 09 08 80 d0 95 ff bc 31 10 01");
     assert_eq!(wire.len(), 20);
-    check(&Packet::request(1, 1, 0, &body), &wire);
+    check(&Packet::request(1, RequestId(1), 0, &body), &wire);
     // the heartbeat_id = -1 body variant is carried opaquely
     let body = hex("08 80 d0 95 ff bc 31 10 ff ff ff ff ff ff ff ff ff 01");
     assert_eq!(body.len(), 18);
     let mut wire = hex("01 01 ff ff ff ff 00 00 00 00 12");
     wire.extend_from_slice(&body);
-    check(&Packet::request(1, 0xFFFF_FFFF, 0, &body), &wire);
+    check(&Packet::request(1, RequestId(0xFFFF_FFFF), 0, &body), &wire);
 }
 
 #[test]
 fn v6_auth_requests() {
     let body = hex(V6_AUTH);
     check(
-        &Packet::request(2, 1, 5000, &body),
+        &Packet::request(2, RequestId(1), 5000, &body),
         &hex("01 02 00 00 00 01 13 88 00 00 05 0a 03 61 62 63"),
     );
     check(
-        &Packet::request(2, 1, 0, &body),
+        &Packet::request(2, RequestId(1), 0, &body),
         &hex("01 02 00 00 00 01 00 00 00 00 05 0a 03 61 62 63"),
     );
     let meta =
@@ -138,7 +141,7 @@ fn v6_auth_requests() {
     assert_eq!(meta.len(), 28);
     let mut wire = hex("01 02 00 00 00 01 13 88 00 00 1c");
     wire.extend_from_slice(&meta);
-    check(&Packet::request(2, 1, 5000, &meta), &wire);
+    check(&Packet::request(2, RequestId(1), 5000, &meta), &wire);
 }
 
 #[test]
@@ -155,7 +158,10 @@ fn v6_pipelined_first_tcp_write() {
     let rest = &stream[2..];
     assert_eq!(
         d.decode(rest),
-        Ok(Frame::Packet(Packet::request(2, 1, 5000, &body), 16))
+        Ok(Frame::Packet(
+            Packet::request(2, RequestId(1), 5000, &body),
+            16
+        ))
     );
     assert_eq!(d.decode(&rest[16..]), Ok(Frame::Need(1)));
 }
@@ -165,13 +171,16 @@ fn v7_auth_responses() {
     let grant = hex(V7_GRANT);
     assert_eq!(grant.len(), 11);
     check(
-        &Packet::response(2, 1, Status::Success, &grant),
+        &Packet::response(2, RequestId(1), Status::Success, &grant),
         &hex("02 02 00 00 00 01 00 00 00 0b 0a 02 73 31 10 80 88 af a8 bd 31"),
     );
     let grant = hex("0a 02 73 31 10 80 88 af a8 bd 31 18 0a 20 01");
     let wire = hex("02 02 00 00 00 01 00 00 00 0f 0a 02 73 31 10 80 88 af a8 bd 31 18 0a 20 01");
     assert_eq!(wire.len(), 25);
-    check(&Packet::response(2, 1, Status::Success, &grant), &wire);
+    check(
+        &Packet::response(2, RequestId(1), Status::Success, &grant),
+        &wire,
+    );
 }
 
 #[test]
@@ -179,11 +188,14 @@ fn v8_reconnect() {
     let body = hex("0a 02 73 31");
     let wire = hex("01 03 00 00 00 01 13 88 00 00 04 0a 02 73 31");
     assert_eq!(wire.len(), 15);
-    check(&Packet::request(3, 1, 5000, &body), &wire);
+    check(&Packet::request(3, RequestId(1), 5000, &body), &wire);
     let body = hex("0a 02 73 32 10 80 c0 c8 d1 bd 31");
     let wire = hex("02 03 00 00 00 01 00 00 00 0b 0a 02 73 32 10 80 c0 c8 d1 bd 31");
     assert_eq!(wire.len(), 21);
-    check(&Packet::response(3, 1, Status::Success, &body), &wire);
+    check(
+        &Packet::response(3, RequestId(1), Status::Success, &body),
+        &wire,
+    );
 }
 
 #[test]
@@ -206,7 +218,7 @@ fn v10_error_responses() {
     let mut wire = hex("02 06 00 00 00 07 03 00 00 15");
     wire.extend_from_slice(&body);
     assert_eq!(wire.len(), 31);
-    let p = Packet::response(6, 7, Status::BadRequest, &body);
+    let p = Packet::response(6, RequestId(7), Status::BadRequest, &body);
     check(&p, &wire);
     assert!(!Status::BadRequest.is_success());
 
@@ -216,12 +228,12 @@ fn v10_error_responses() {
     let mut wire = hex("02 02 00 00 00 01 06 00 00 22");
     wire.extend_from_slice(&body);
     assert_eq!(wire.len(), 44);
-    let p = Packet::response(2, 1, Status::PermissionDenied, &body);
+    let p = Packet::response(2, RequestId(1), Status::PermissionDenied, &body);
     check(&p, &wire);
     assert_eq!(
         p.header.kind,
         Kind::Response {
-            request_id: 1,
+            request_id: RequestId(1),
             status: Status::from(6)
         }
     );
@@ -230,9 +242,9 @@ fn v10_error_responses() {
 #[test]
 fn v11_edge_cases() {
     check(&Packet::push(101, &[]), &hex("03 65 00 00 00"));
-    let p = Packet::request(4, 0xFFFF_FFFF, 60000, &[]);
+    let p = Packet::request(4, RequestId(0xFFFF_FFFF), 60000, &[]);
     check(&p, &hex("01 04 ff ff ff ff ea 60 00 00 00"));
-    assert_eq!(p.header.kind.request_id(), Some(u32::MAX));
+    assert_eq!(p.header.kind.request_id(), Some(RequestId(u32::MAX)));
 
     let sig = Signature {
         nonce: [1, 2, 3, 4, 5, 6, 7, 8],
@@ -257,7 +269,7 @@ fn v12_gzip_response_header() {
     let mut wire = hex("22 01 00 00 00 01 00 00 00 1e");
     wire.extend_from_slice(&gz);
     assert_eq!(wire.len(), 40);
-    let p = Packet::response(1, 1, Status::Success, &gz).with_gzip(true);
+    let p = Packet::response(1, RequestId(1), Status::Success, &gz).with_gzip(true);
     check(&p, &wire);
     let (h, n) = Header::parse(&wire, DEFAULT_MAX_BODY).unwrap();
     assert_eq!(n, RESPONSE_HEADER_LEN);
@@ -272,7 +284,7 @@ fn v13_go_header_vectors() {
             "01 01 00 00 00 01 00 ff 00 00 07",
             Header {
                 kind: Kind::Request {
-                    request_id: 1,
+                    request_id: RequestId(1),
                     timeout_ms: 255,
                 },
                 cmd: 1,
@@ -286,7 +298,7 @@ fn v13_go_header_vectors() {
             "32 01 00 00 00 01 08 00 00 07",
             Header {
                 kind: Kind::Response {
-                    request_id: 1,
+                    request_id: RequestId(1),
                     status: Status::ClientInternalError,
                 },
                 cmd: 1,
@@ -606,8 +618,8 @@ fn buffer_too_small_reports_exact_size_and_writes_nothing() {
         signature: [9; 16],
     };
     let packets = [
-        Packet::request(1, 1, 0, &body),
-        Packet::response(1, 1, Status::Other(200), &body).with_signature(Some(sig)),
+        Packet::request(1, RequestId(1), 0, &body),
+        Packet::response(1, RequestId(1), Status::Other(200), &body).with_signature(Some(sig)),
         Packet::push(101, &[]),
         Packet::push(101, &body)
             .with_gzip(true)

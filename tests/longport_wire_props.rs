@@ -5,7 +5,7 @@ use tether_net::longport::deframe::{
     decode_message, DeframeError, Frame, Handshake, StreamDeframer, WsParams,
 };
 use tether_net::longport::wire::{
-    DecodeError, Header, Kind, Packet, Signature, Status, DEFAULT_MAX_BODY, MAX_BODY_LEN,
+    DecodeError, Header, Kind, Packet, RequestId, Signature, Status, DEFAULT_MAX_BODY, MAX_BODY_LEN,
 };
 
 /// Everything about a packet except the body, which is generated separately and borrowed
@@ -20,12 +20,12 @@ struct Shape {
 
 fn kind() -> impl Strategy<Value = Kind> {
     prop_oneof![
-        (any::<u32>(), any::<u16>()).prop_map(|(request_id, timeout_ms)| Kind::Request {
-            request_id,
+        (any::<u32>(), any::<u16>()).prop_map(|(id, timeout_ms)| Kind::Request {
+            request_id: RequestId(id),
             timeout_ms
         }),
-        (any::<u32>(), any::<u8>()).prop_map(|(request_id, s)| Kind::Response {
-            request_id,
+        (any::<u32>(), any::<u8>()).prop_map(|(id, s)| Kind::Response {
+            request_id: RequestId(id),
             status: Status::from(s)
         }),
         Just(Kind::Push),

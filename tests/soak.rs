@@ -7,7 +7,7 @@
 //!   the server still holding the old peer), a graceful restart (CLOSE, then a new `Client`), or
 //!   the link going down for 12-20 s so both sides time out and the client reconnects.
 //! * `longport_fleet_soak`: 1,000 LongPort clients (500 over TCP, 500 over WebSocket with
-//!   server Pings and client Ping heartbeats) on one [`longport::server::Server`]
+//!   server Pings and client Ping heartbeats) on one [`longport::Server`]
 //!   (1,024 connection slots, 2,048 sessions, at most 32 unauthenticated), 40 ms ± 20 ms
 //!   latency, streams split into random chunks, and per client a random transport drop about
 //!   every 10 minutes (the client reconnects with its session) plus a black-hole link cut of
@@ -58,15 +58,12 @@ use tether_net::game::{
     self, ClientEvent as GClientEvent, ClientState as GClientState, CloseCause as GCloseCause,
     ServerConfig as GServerConfig, ServerEvent as GServerEvent, TokenSecret,
 };
-use tether_net::longport::client::{ClientConfig as LClientConfig, Credentials, DefaultClient};
-use tether_net::longport::control::SessionGrant;
-use tether_net::longport::deframe::Transport;
-use tether_net::longport::server::{
-    App as LApp, CloseReason, Server as LServer, ServerConfig as LServerConfig,
-    ServerEvent as LServerEvent,
+use tether_net::longport::{
+    Client as LClientMachine, ClientApp as LClientApp, ClientConfig as LClientConfig,
+    ClientEvent as LClientEvent, ClientState as LClientState, CloseCause, CloseCode, Credentials,
+    LoginKind, Server as LServer, ServerApp as LApp, ServerConfig as LServerConfig,
+    ServerEvent as LServerEvent, SessionGrant, Transport,
 };
-use tether_net::longport::{ClientEvent as LClientEvent, ClientState as LClientState};
-use tether_net::longport::{DisconnectReason, LoginKind};
 use tether_net::testing::{Fleet, LinkConfig, Rng, SimError};
 use tether_net::{Duration, Instant, Machine};
 
@@ -555,7 +552,7 @@ fn game_soak() {
 
 /// 1,024 connection slots (one per client plus room for reconnect overlap), 2,048 sessions
 type LSrv = LServer<u32, 1024, 2048>;
-type LClient = DefaultClient;
+type LClient = LClientMachine;
 
 /// Connection ids: client index in the low 10 bits, transport generation above
 const GEN_SHIFT: u32 = 10;
@@ -654,10 +651,7 @@ fn longport_soak() {
     let wall = std::time::Instant::now();
     let horizon = horizon();
     let settle = Duration::from_secs(240);
-    let server = LSrv::new(LServerConfig {
-        max_unauthenticated: 32,
-        ..LServerConfig::default()
-    });
+    let server = LSrv::with_capacities(LServerConfig::new().with_max_unauthenticated(32));
     assert!(
         std::mem::size_of::<LSrv>() > 256 * 1024,
         "the server is big: keep it boxed"
@@ -682,7 +676,7 @@ fn longport_soak() {
     let logins: Rc<RefCell<VecDeque<(usize, Login)>>> = Rc::default();
     {
         let q = client_events.clone();
-        fleet.on_client_event(move |i, e| q.borrow_mut().push_back((i, e.clone())));
+        fleet.on_client_event(move |i, e| q.borrow_mut().push_back((i, *e)));
         let q = server_events.clone();
         fleet.on_server_event(move |_, e| q.borrow_mut().push_back(*e));
         let q = logins.clone();
@@ -691,7 +685,25 @@ fn longport_soak() {
             LApp::Reconnect { .. } => q.borrow_mut().push_back((i, Login::Reconnect)),
             other => panic!("client {i}: unexpected app data at the server: {other:?}"),
         });
-        fleet.on_client_app(|i, a| panic!("client {i}: unexpected app data: {a:?}"));
+        fleet.on_client_app(|i, a| match a {
+            // only the server's own timers close (a black-holed connection whose Close push got
+            // through when the link came back), and the shutdown at the end
+            LClientApp::Close { code, .. } => assert!(
+                matches!(
+                    code,
+                    CloseCode::HeartbeatTimeout | CloseCode::AuthError | CloseCode::ServerShutdown
+                ),
+                "client {i}: server closed with {code:?}"
+            ),
+            // a lost Reconnect response leaves the client with a retired session: refused
+            // (see LoginFailed below)
+            LClientApp::LoginError { status, .. } => assert_eq!(
+                *status,
+                tether_net::longport::Status::Unauthenticated,
+                "client {i}"
+            ),
+            other => panic!("client {i}: unexpected app data: {other:?}"),
+        });
     }
 
     let mut rng = Rng::new(0xC4A0_1000);
@@ -789,7 +801,7 @@ fn longport_soak() {
                         }
                     }
                 }
-                LClientEvent::Authenticated { via, .. } => {
+                LClientEvent::Connected { via, .. } => {
                     assert!(slots[i].open, "client {i}: authenticated without transport");
                     match via {
                         LoginKind::Auth => n.auths += 1,
@@ -812,39 +824,32 @@ fn longport_soak() {
                         .expect("token accepted");
                 }
                 LClientEvent::LoginFailed { kind, status, .. } => {
-                    // The server retires a session when it accepts a Reconnect (spec 6.6). When
+                    // The server retires a session when it accepts a Reconnect. When
                     // the transport dies before the response arrives, the client still holds
                     // the retired id; its next Reconnect is refused and it re-authenticates.
                     assert_eq!(kind, LoginKind::Reconnect, "client {i}: auth refused");
-                    assert_eq!(status, tether_net::longport::wire::Status::Unauthenticated);
+                    assert_eq!(status, tether_net::longport::Status::Unauthenticated);
                     n.sessions_lost += 1;
                     slots[i].session_lost = true;
                 }
-                LClientEvent::Disconnected { reason } => {
-                    match reason {
-                        DisconnectReason::HeartbeatTimeout => n.heartbeat_timeouts += 1,
-                        DisconnectReason::LoginTimeout => n.login_timeouts += 1,
-                        DisconnectReason::ConnectTimeout => n.connect_timeouts += 1,
-                        DisconnectReason::TransportClosed => n.transport_closed += 1,
-                        DisconnectReason::ServerClose(_) => {}
-                        DisconnectReason::LoginRejected(_) => {
+                LClientEvent::Disconnected { cause } => {
+                    match cause {
+                        CloseCause::Timeout => n.heartbeat_timeouts += 1,
+                        CloseCause::LoginTimeout => n.login_timeouts += 1,
+                        CloseCause::ConnectTimeout => n.connect_timeouts += 1,
+                        CloseCause::TransportClosed => n.transport_closed += 1,
+                        // only the server's own timers may close (a black-holed connection
+                        // whose Close push got through when the link came back)
+                        CloseCause::Peer { code } => assert!(
+                            matches!(code, CloseCode::HeartbeatTimeout | CloseCode::AuthError),
+                            "client {i}: server closed with {code:?}"
+                        ),
+                        CloseCause::LoginRejected(_) => {
                             assert!(slots[i].session_lost, "client {i}: login rejected")
                         }
                         other => panic!("client {i}: disconnected by {other:?}"),
                     }
                     close_lp(fleet, &mut slots, i);
-                }
-                LClientEvent::ServerClosed { code, .. } => {
-                    // only the server's own timers may close (a black-holed connection whose
-                    // Close push got through when the link came back)
-                    assert!(
-                        matches!(
-                            code,
-                            tether_net::longport::control::CloseCode::HeartbeatTimeout
-                                | tether_net::longport::control::CloseCode::AuthError
-                        ),
-                        "client {i}: server closed with {code:?}"
-                    );
                 }
                 LClientEvent::HeartbeatRtt { rtt } => {
                     assert!(rtt <= Duration::from_secs(1), "client {i}: rtt {rtt:?}");
@@ -858,19 +863,23 @@ fn longport_soak() {
                 break;
             };
             match e {
-                LServerEvent::Disconnect { conn } => {
-                    // `close_transport` would drop the frames still in flight; a real socket
-                    // close delivers them first, so the close follows the data
-                    let i = (conn & ((1 << GEN_SHIFT) - 1)) as usize;
-                    agenda.at(now + Duration::from_millis(200), i, LAction::Fin(conn));
+                LServerEvent::Closed { peer, cause } => {
+                    match cause {
+                        CloseCause::Timeout => n.server_heartbeat_timeouts += 1,
+                        CloseCause::LoginTimeout => n.server_auth_timeouts += 1,
+                        CloseCause::TransportClosed | CloseCause::SessionUnknown => {}
+                        other => panic!("server closed a connection: {other:?}"),
+                    }
+                    if cause != CloseCause::TransportClosed {
+                        // the server closed it: `close_transport` would drop the frames still
+                        // in flight; a real socket close delivers them first, so the close
+                        // follows the data
+                        let i = (peer & ((1 << GEN_SHIFT) - 1)) as usize;
+                        agenda.at(now + Duration::from_millis(200), i, LAction::Fin(peer));
+                    }
                 }
-                LServerEvent::PeerClosed { reason, .. } => match reason {
-                    CloseReason::HeartbeatTimeout => n.server_heartbeat_timeouts += 1,
-                    CloseReason::AuthTimeout => n.server_auth_timeouts += 1,
-                    CloseReason::TransportClosed | CloseReason::SessionUnknown => {}
-                    other => panic!("server closed a connection: {other:?}"),
-                },
-                LServerEvent::PeerAuthenticated { .. } | LServerEvent::PeerReconnected { .. } => {}
+                LServerEvent::Connected { .. } => {}
+                other => panic!("unexpected server event {other:?}"),
             }
         }
         while let Some((i, a)) = agenda.due(now) {
@@ -925,7 +934,9 @@ fn longport_soak() {
     drive(&mut fleet, end + settle, |f| react(f, false));
 
     let server = &**fleet.server();
-    let ready = (0..CLIENTS).filter(|&i| fleet.client(i).is_ready()).count();
+    let ready = (0..CLIENTS)
+        .filter(|&i| fleet.client(i).is_connected())
+        .count();
     let cstats = fleet.total_client_stats();
     let sstats = fleet.server_stats();
     let st = server.stats();
@@ -995,11 +1006,11 @@ fn longport_soak() {
     }
 
     // Finally a shutdown: every connection gets Close{ServerShutdown} (then WsClose(1001) on
-    // WebSocket), PeerClosed(Shutdown) and Disconnect; every client sees the Close push
+    // WebSocket) and Closed(Shutdown), then ShutdownComplete; every client sees the Close push
     client_events.borrow_mut().clear();
     server_events.borrow_mut().clear();
     let now = fleet.now();
-    fleet.server_mut().shutdown(now);
+    fleet.server_mut().shutdown(now, "server shutdown").unwrap();
     fleet.run_for(Duration::from_secs(5));
     let sev = server_events.borrow();
     let shut = sev
@@ -1007,18 +1018,19 @@ fn longport_soak() {
         .filter(|e| {
             matches!(
                 e,
-                LServerEvent::PeerClosed {
-                    reason: CloseReason::Shutdown,
+                LServerEvent::Closed {
+                    cause: CloseCause::Shutdown,
                     ..
                 }
             )
         })
         .count();
-    let disconnects = sev
+    let closed = sev
         .iter()
-        .filter(|e| matches!(e, LServerEvent::Disconnect { .. }))
+        .filter(|e| matches!(e, LServerEvent::Closed { .. }))
         .count();
-    assert_eq!((shut, disconnects), (CLIENTS, CLIENTS));
+    assert_eq!((shut, closed), (CLIENTS, CLIENTS));
+    assert_eq!(sev.back(), Some(&LServerEvent::ShutdownComplete));
     assert_eq!(fleet.server().connections(), 0);
     let cev = client_events.borrow();
     let told = cev
@@ -1027,9 +1039,9 @@ fn longport_soak() {
             matches!(
                 e,
                 LClientEvent::Disconnected {
-                    reason: DisconnectReason::ServerClose(
-                        tether_net::longport::control::CloseCode::ServerShutdown
-                    )
+                    cause: CloseCause::Peer {
+                        code: CloseCode::ServerShutdown
+                    }
                 }
             )
         })

@@ -19,13 +19,12 @@ use std::alloc::System;
 
 use stats_alloc::{Region, Stats, StatsAlloc, INSTRUMENTED_SYSTEM};
 use tether_net::game::{self, Flags, ServerEvent};
-use tether_net::longport::control::SessionGrant;
-use tether_net::longport::deframe::Transport;
-use tether_net::longport::server::{self as lps, DefaultServer};
 use tether_net::longport::{
-    client::App as LpApp, ClientConfig, ClientEvent, Credentials, DefaultClient,
+    Client as LpClient, ClientApp as LpApp, ClientConfig, ClientEvent, Credentials, RequestId,
+    Server as LpServer, ServerApp as LpServerApp, ServerConfig as LpServerConfig, SessionGrant,
+    Transport,
 };
-use tether_net::{Duration, Instant, Machine};
+use tether_net::{Duration, Instant};
 
 #[global_allocator]
 static GLOBAL: &StatsAlloc<System> = &INSTRUMENTED_SYSTEM;
@@ -122,12 +121,12 @@ fn game_pair() -> Run {
 }
 
 /// Feed one read to the LongPort server; the Auth request id if the read held one
-fn lp_server_read(srv: &mut DefaultServer<u32>, now: Instant, bytes: &[u8]) -> Option<u32> {
+fn lp_server_read(srv: &mut LpServer<u32>, now: Instant, bytes: &[u8]) -> Option<RequestId> {
     let mut rest = bytes;
     let mut auth = None;
     while !rest.is_empty() {
         let r = srv.handle_input(now, 1, rest).expect("taken");
-        if let Some(lps::App::Auth { request_id, .. }) = r.app() {
+        if let Some(LpServerApp::Auth { request_id, .. }) = r.app() {
             auth = Some(*request_id);
         }
         assert!(r.bytes_consumed() > 0);
@@ -139,8 +138,8 @@ fn lp_server_read(srv: &mut DefaultServer<u32>, now: Instant, bytes: &[u8]) -> O
 /// LongPort TCP client and server: business request → response, server push, and every 8th
 /// step a heartbeat round trip (time jumps to the client's heartbeat deadline)
 fn lp_pair() -> Run {
-    let mut client = DefaultClient::new(ClientConfig::tcp());
-    let mut srv: DefaultServer<u32> = DefaultServer::new(lps::ServerConfig::default());
+    let mut client = LpClient::new(ClientConfig::tcp());
+    let mut srv = LpServer::new(LpServerConfig::new());
     let mut now = Instant::from_secs(1);
     let (mut c2s, mut s2c) = ([0u8; 1024], [0u8; 1024]);
     client
@@ -166,7 +165,7 @@ fn lp_pair() -> Run {
     }
     let mut authenticated = false;
     while let Some(e) = client.poll_event() {
-        authenticated |= matches!(e, ClientEvent::Authenticated { .. });
+        authenticated |= matches!(e, ClientEvent::Connected { .. });
     }
     assert!(authenticated);
     while srv.poll_event().is_some() {}
@@ -185,7 +184,7 @@ fn lp_pair() -> Run {
                 .send_request(now, 100, Duration::ZERO, &body, &mut c2s)
                 .expect("ready");
             let r = srv.handle_input(now, 1, &c2s[..t.len]).expect("taken");
-            let Some(lps::App::Request {
+            let Some(LpServerApp::Request {
                 request_id, cmd, ..
             }) = r.app().copied()
             else {
@@ -196,9 +195,9 @@ fn lp_pair() -> Run {
                 .respond(
                     now,
                     1,
-                    request_id,
                     cmd,
-                    tether_net::longport::wire::Status::Success,
+                    request_id,
+                    tether_net::longport::Status::Success,
                     &body,
                     &mut s2c,
                 )

@@ -5,15 +5,12 @@
 //! `respond()`, then a server shutdown whose Close push reaches the client.
 
 use heapless::{String, Vec};
-use tether_net::longport::control::{CloseCode, SessionGrant};
-use tether_net::longport::deframe::Transport;
-use tether_net::longport::server::{self, CloseReason, PeerState, Server, ServerConfig, ServerEvent};
-use tether_net::longport::wire::Status;
 use tether_net::longport::{
-    App, ClientConfig, ClientEvent, ClientState, CloseAction, Credentials, DefaultClient,
-    DisconnectReason, LoginKind, RequestId,
+    Client, ClientApp as LpClientApp, ClientConfig, ClientEvent, ClientState, CloseCause,
+    CloseCode, Credentials, Error, LoginKind, RequestId, Server, ServerApp as LpServerApp,
+    ServerConfig, ServerEvent, ServerState, SessionGrant, Status, Transport,
 };
-use tether_net::{Duration, FrameKind, Instant, Machine};
+use tether_net::{Duration, FrameKind, Instant};
 
 use crate::clock::VClock;
 use crate::runner::{Fail, Runner, Step, StepResult};
@@ -46,9 +43,9 @@ enum ServerApp {
         token: String<32>,
     },
     Request {
-        request_id: u32,
+        request_id: RequestId,
         cmd: u8,
-        timeout_ms: u16,
+        timeout: Duration,
         body: Vec<u8, 32>,
     },
     Other,
@@ -63,6 +60,11 @@ enum ClientApp {
         status: Status,
         body: Vec<u8, 32>,
     },
+    /// A Close push: its code and reason (borrowed in the input, copied here)
+    Close {
+        code: CloseCode,
+        reason: String<32>,
+    },
     Other,
 }
 
@@ -70,7 +72,7 @@ type LpServer = Server<u8, 4, 8>;
 
 struct World {
     clock: VClock,
-    client: DefaultClient,
+    client: Client,
     server: LpServer,
     /// Client -> server TCP bytes not yet consumed by the server
     c2s: Vec<u8, 512>,
@@ -105,8 +107,8 @@ impl World {
     fn new() -> Self {
         World {
             clock: VClock::new(Instant::from_secs(1)),
-            client: DefaultClient::new(ClientConfig::tcp()),
-            server: LpServer::new(ServerConfig::default()),
+            client: Client::new(ClientConfig::tcp()),
+            server: LpServer::with_capacities(ServerConfig::new()),
             c2s: Vec::new(),
             s2c: Vec::new(),
             out: [0; 256],
@@ -158,25 +160,25 @@ impl World {
         while !self.c2s.is_empty() {
             let r = match self.server.handle_input(now, CONN, &self.c2s) {
                 Ok(r) => r,
-                Err(server::InputError::AuthPending) => break,
+                Err(Error::AuthPending) => break,
                 Err(e) => return Err(Fail::new(line!(), format_args!("server input: {e:?}"))),
             };
             let consumed = r.bytes_consumed();
             if let Some(app) = r.into_app() {
                 let entry = match app {
-                    server::App::Auth { token, .. } => ServerApp::Auth {
+                    LpServerApp::Auth { token, .. } => ServerApp::Auth {
                         token: try_step!(String::try_from(token)),
                     },
-                    server::App::Request {
+                    LpServerApp::Request {
                         request_id,
                         cmd,
-                        timeout_ms,
+                        timeout,
                         body,
                         ..
                     } => ServerApp::Request {
                         request_id,
                         cmd,
-                        timeout_ms,
+                        timeout,
                         body: copy(body)?,
                     },
                     _ => ServerApp::Other,
@@ -199,7 +201,7 @@ impl World {
             let consumed = r.bytes_consumed();
             if let Some(app) = r.into_app() {
                 let entry = match app {
-                    App::Response {
+                    LpClientApp::Response {
                         cmd,
                         request_id,
                         status,
@@ -211,7 +213,13 @@ impl World {
                         status,
                         body: copy(body)?,
                     },
-                    App::Push { .. } => ClientApp::Other,
+                    LpClientApp::Close { code, reason } => ClientApp::Close {
+                        code,
+                        reason: try_step!(String::try_from(try_step!(reason
+                            .to_str()
+                            .ok_or("reason not UTF-8")))),
+                    },
+                    _ => ClientApp::Other,
                 };
                 ensure!(self.client_apps.push(entry).is_ok(), "client app log full");
             }
@@ -267,7 +275,7 @@ fn connect(w: &mut World) -> StepResult {
     ensure_eq!(w.client.state(), ClientState::Connecting);
     // the caller "opens the TCP connection": both ends learn about it
     try_step!(w.server.handle_connected(now, CONN, Transport::Tcp));
-    ensure_eq!(w.server.state(CONN), Some(PeerState::AwaitHandshake));
+    ensure_eq!(w.server.state(CONN), Some(ServerState::AwaitHandshake));
     try_step!(w.client.handle_connected(now));
     ensure_eq!(w.client.state(), ClientState::LoggingIn);
     Ok(())
@@ -280,7 +288,7 @@ fn auth(w: &mut World) -> StepResult {
         w.server.handshake(CONN).map(|h| h.to_bytes()),
         Some([0x11, 0x09])
     );
-    ensure_eq!(w.server.state(CONN), Some(PeerState::AuthPending));
+    ensure_eq!(w.server.state(CONN), Some(ServerState::AuthPending));
     let expected = ServerApp::Auth {
         token: try_step!(String::try_from(TOKEN)),
     };
@@ -298,28 +306,27 @@ fn auth(w: &mut World) -> StepResult {
     };
     try_step!(w.server.accept_auth(now, CONN, grant));
     w.pump()?;
-    let session_id = try_step!(String::try_from(SESSION));
     ensure_eq!(
         w.client_events.as_slice(),
-        &[ClientEvent::Authenticated {
-            session_id,
+        &[ClientEvent::Connected {
+            via: LoginKind::Auth,
             expires: EXPIRES,
             limit: 3,
             online: 1,
-            via: LoginKind::Auth,
             resumable: true,
         }]
     );
     ensure_eq!(
         w.server_events.as_slice(),
-        &[ServerEvent::PeerAuthenticated {
-            conn: CONN,
+        &[ServerEvent::Connected {
+            peer: CONN,
+            via: LoginKind::Auth,
             expires: EXPIRES
         }]
     );
-    ensure!(w.client.is_ready(), "client ready");
+    ensure!(w.client.is_connected(), "client connected");
     ensure_eq!(w.client.session_id(), Some(SESSION));
-    ensure_eq!(w.server.state(CONN), Some(PeerState::Authenticated));
+    ensure_eq!(w.server.state(CONN), Some(ServerState::Authenticated));
     ensure_eq!(w.server.session_id(CONN), Some(SESSION));
     ensure!(w.c2s.is_empty() && w.s2c.is_empty(), "pipes drained");
     Ok(())
@@ -350,7 +357,7 @@ fn heartbeat(w: &mut World) -> StepResult {
     ensure_eq!(w.server.stats().heartbeats_echoed, 1);
     let cs = w.client.stats();
     ensure_eq!((cs.heartbeats_sent, cs.heartbeat_acks), (1, 1));
-    ensure!(w.client.is_ready(), "still ready");
+    ensure!(w.client.is_connected(), "still connected");
     Ok(())
 }
 
@@ -370,9 +377,9 @@ fn request(w: &mut World) -> StepResult {
     ensure_eq!(w.client.in_flight(), 1);
     w.feed_server()?;
     let expected = ServerApp::Request {
-        request_id: id.0,
+        request_id: id,
         cmd: CMD_ECHO,
-        timeout_ms: 5000,
+        timeout: Duration::from_secs(5),
         body: copy(BODY)?,
     };
     ensure_eq!(w.server_apps.as_slice(), &[expected]);
@@ -380,7 +387,7 @@ fn request(w: &mut World) -> StepResult {
     let t =
         try_step!(w
             .server
-            .respond(now, CONN, id.0, CMD_ECHO, Status::Success, BODY, &mut w.out));
+            .respond(now, CONN, CMD_ECHO, id, Status::Success, BODY, &mut w.out));
     ensure_eq!(t.to, CONN);
     ensure!(
         w.s2c.extend_from_slice(&w.out[..t.len]).is_ok(),
@@ -405,32 +412,36 @@ fn request(w: &mut World) -> StepResult {
 
 fn shutdown_close(w: &mut World) -> StepResult {
     let now = w.clock.now();
-    w.server.shutdown(now);
+    try_step!(w.server.shutdown(now, "server shutdown"));
     ensure_eq!(w.flush_server()?, 1);
     w.collect_events()?;
     ensure_eq!(
         w.server_events.as_slice(),
         &[
-            ServerEvent::PeerClosed {
-                conn: CONN,
-                reason: CloseReason::Shutdown
+            ServerEvent::Closed {
+                peer: CONN,
+                cause: CloseCause::Shutdown
             },
-            ServerEvent::Disconnect { conn: CONN },
+            ServerEvent::ShutdownComplete,
         ]
     );
     ensure_eq!(w.server.connections(), 0);
     w.feed_client()?;
     let reason = try_step!(String::try_from("server shutdown"));
     ensure_eq!(
+        w.client_apps.as_slice(),
+        &[ClientApp::Close {
+            code: CloseCode::ServerShutdown,
+            reason
+        }]
+    );
+    ensure_eq!(
         w.client_events.as_slice(),
         &[
-            ClientEvent::ServerClosed {
-                code: CloseCode::ServerShutdown,
-                reason,
-                action: CloseAction::Reconnect
-            },
             ClientEvent::Disconnected {
-                reason: DisconnectReason::ServerClose(CloseCode::ServerShutdown)
+                cause: CloseCause::Peer {
+                    code: CloseCode::ServerShutdown
+                }
             },
             ClientEvent::ReconnectScheduled {
                 at: now + Duration::from_secs(1),
@@ -445,12 +456,12 @@ fn shutdown_close(w: &mut World) -> StepResult {
 
 fn client_close(w: &mut World) -> StepResult {
     let now = w.clock.now();
-    w.client.close(now);
+    try_step!(w.client.close(now, "done"));
     w.collect_events()?;
     ensure_eq!(
         w.client_events.as_slice(),
         &[ClientEvent::Closed {
-            reason: DisconnectReason::Local
+            cause: CloseCause::Local
         }]
     );
     ensure_eq!(w.client.state(), ClientState::Closed);

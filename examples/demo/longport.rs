@@ -2,16 +2,16 @@
 
 use std::{cell::RefCell, rc::Rc};
 
-use tether_net::longport::control::{Body, Close, SessionGrant};
-use tether_net::longport::server::{App, Server, ServerConfig};
-use tether_net::longport::wire::{Kind, Packet, Status};
+use tether_net::longport::control::{Body, Close};
+use tether_net::longport::wire::{Kind, Packet};
 use tether_net::longport::{
-    deframe::Transport, ClientConfig, ClientEvent, Credentials, DefaultClient,
+    Client, ClientConfig, ClientEvent, Credentials, Server, ServerApp as App, ServerConfig,
+    SessionGrant, Status, Transport,
 };
 use tether_net::testing::{LinkConfig, Pair};
 use tether_net::{Duration, FrameKind};
 
-type Sim = Pair<DefaultClient, Server<u32>>;
+type Sim = Pair<Client, Server<u32>>;
 const WALL: i64 = 1_700_000_000_000; // Unix ms at virtual time zero, on both sides
 
 /// Name a frame: the handshake, then the packet decoded with the wire and control codecs
@@ -25,18 +25,18 @@ fn name(b: &[u8]) -> String {
     let cmd = ["CLOSE", "HEARTBEAT", "AUTH", "RECONNECT"].get(usize::from(p.header.cmd));
     let what = cmd.map_or(format!("cmd {}", p.header.cmd), |c| c.to_string());
     match p.header.kind {
-        Kind::Request { request_id, .. } => format!("{what} request #{request_id}"),
+        Kind::Request { request_id, .. } => format!("{what} request {request_id}"),
         Kind::Response {
             request_id,
             status: Status::Success,
         } => match SessionGrant::decode(p.body) {
             Ok(g) if p.header.cmd >= 2 => {
-                format!("{what} response #{request_id} ok session {}", g.session_id)
+                format!("{what} response {request_id} ok session {}", g.session_id)
             }
-            _ => format!("{what} response #{request_id} ok"),
+            _ => format!("{what} response {request_id} ok"),
         },
         Kind::Response { request_id, status } => {
-            format!("{what} response #{request_id} status {status}")
+            format!("{what} response {request_id} status {status}")
         }
         Kind::Push if p.header.cmd == 0 => format!(
             "CLOSE push {:?}",
@@ -68,19 +68,12 @@ fn until(p: &mut Sim, out: &Rc<RefCell<Vec<Vec<u8>>>>, done: impl Fn(&Sim) -> bo
 
 /// Run the LongPort timeline
 pub fn run() {
-    let mut config = ClientConfig::tcp().with_wall_offset_ms(WALL);
-    config.heartbeat_interval = Some(Duration::from_secs(5));
-    let server = Server::new(ServerConfig {
-        wall_offset_ms: WALL,
-        ..ServerConfig::default()
-    });
-    let mut p = Pair::new(
-        DefaultClient::new(config),
-        server,
-        1,
-        LinkConfig::perfect(),
-        1,
-    );
+    let config = ClientConfig::tcp().with_heartbeat_interval(Some(Duration::from_secs(5)));
+    let mut client = Client::new(config);
+    let mut server = Server::new(ServerConfig::new());
+    client.set_wall_clock(tether_net::Instant::ZERO, WALL);
+    server.set_wall_clock(tether_net::Instant::ZERO, WALL);
+    let mut p = Pair::new(client, server, 1, LinkConfig::perfect(), 1);
     p.set_observer(|e| crate::line(e, &name(e.bytes)));
     p.on_client_event(|e| println!("   event: client {e:?}"));
     p.on_server_event(|e| println!("   event: server {e:?}"));
@@ -111,7 +104,7 @@ pub fn run() {
         } => {
             let mut b = vec![0u8; 64 + body.len()];
             let t = s
-                .respond(now, 1, request_id, cmd, Status::Success, body, &mut b)
+                .respond(now, 1, cmd, request_id, Status::Success, body, &mut b)
                 .unwrap();
             o2.borrow_mut().push(b[..t.len].to_vec());
         }
@@ -120,7 +113,7 @@ pub fn run() {
     p.client_mut()
         .connect(tether_net::Instant::ZERO, Credentials::new("demo-token"))
         .unwrap();
-    until(&mut p, &o, |p| p.client().is_ready());
+    until(&mut p, &o, |p| p.client().is_connected());
     until(&mut p, &o, |p| p.client().stats().heartbeat_acks == 1);
     let (now, mut buf) = (p.now(), [0u8; 64]);
     let (_, t) = p
@@ -137,8 +130,8 @@ pub fn run() {
     until(&mut p, &o, |p| p.client().stats().pushes == 1);
     println!("   (transport drops)");
     p.close_transport();
-    until(&mut p, &o, |p| p.client().is_ready());
+    until(&mut p, &o, |p| p.client().is_connected());
     let now = p.now();
-    p.server_mut().shutdown(now);
-    until(&mut p, &o, |p| !p.client().is_ready());
+    p.server_mut().shutdown(now, "server shutdown").unwrap();
+    until(&mut p, &o, |p| !p.client().is_connected());
 }

@@ -17,24 +17,26 @@
 //! close frame may follow); frame kinds match the transport; TCP output is handshake then whole
 //! packets (re-deframed), WebSocket binary frames are exactly one packet; the client sends only
 //! requests (heartbeat, auth, reconnect) and heartbeat echoes; pings carry a `Heartbeat` body and
-//! pongs echo the last ping payload.
+//! pongs echo the last ping payload; a WebSocket close frame carries the `close` reason or
+//! nothing; `ReconnectScheduled { at }` (in the caller's clock) is not before the earliest `now`
+//! given since the last drain.
 #![no_main]
 
 use std::collections::BTreeSet;
 
 use libfuzzer_sys::fuzz_target;
-use tether_net::longport::client::{
-    App, Client, ClientConfig, ClientState, ConnectError, ConnectedError, Credentials, SendError,
-};
-use tether_net::longport::control::{
-    AuthRequest, Body, Close, CloseCode, ErrorBody, Heartbeat, ReconnectRequest, SessionGrant,
-    CMD_AUTH, CMD_CLOSE, CMD_HEARTBEAT, CMD_RECONNECT,
-};
-use tether_net::longport::deframe::{decode_message, Frame, Handshake, StreamDeframer};
-use tether_net::longport::event::{ClientEvent, RequestId};
-use tether_net::longport::wire::{Kind, Packet, Status, DEFAULT_MAX_BODY};
-use tether_net::{Duration, FrameKind, Instant};
 use tether_fuzz::{drain_events, drain_transmits, interval, is_spurious, step, OpReader};
+use tether_net::longport::control::{
+    AuthRequest, Body, Close, ErrorBody, Heartbeat, ReconnectRequest, CMD_AUTH, CMD_CLOSE,
+    CMD_HEARTBEAT, CMD_RECONNECT,
+};
+use tether_net::longport::deframe::{decode_message, Frame, StreamDeframer};
+use tether_net::longport::wire::{Kind, Packet, DEFAULT_MAX_BODY};
+use tether_net::longport::{
+    Client, ClientApp as App, ClientConfig, ClientEvent, ClientState, CloseCode, Credentials,
+    Error, Handshake, RequestId, SessionGrant, Status,
+};
+use tether_net::{Duration, FrameKind, Instant};
 
 const REQS: usize = 4;
 const EVENTS: usize = 8;
@@ -43,6 +45,8 @@ const BUF: usize = 64 * 1024;
 /// WsClose, login (+handshake), 4 echoes, pong, heartbeat — with slack
 const MAX_FRAMES: usize = 12;
 const MAX_EVENTS: usize = EVENTS + REQS + 1;
+/// The reason op 19 passes to `close`
+const CLOSE_REASON: &str = "bye";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Conn {
@@ -54,7 +58,8 @@ enum Conn {
 struct H {
     /// ops left whose drain is skipped (queues fill up: refusal paths, capacity bounds)
     hold: u8,
-    /// `now` of the last complete drain: events queued since are stamped no earlier
+    /// `now` of the last complete drain, or an earlier `now` given since: events queued since
+    /// are stamped no earlier
     floor: Instant,
     /// the previous op was held: timers refused meanwhile may be due
     was_held: bool,
@@ -86,6 +91,7 @@ impl H {
     fn check_packet(&mut self, p: &Packet<'_>, business: Option<u32>) {
         match p.header.kind {
             Kind::Request { request_id, .. } => {
+                let request_id = request_id.0;
                 assert_ne!(request_id, 0, "request id 0");
                 if let Some(id) = business {
                     assert_eq!(request_id, id);
@@ -175,7 +181,10 @@ impl H {
             }
             if let FrameKind::WsClose(code) = kind {
                 assert!(!self.tcp, "WsClose on TCP");
-                assert!(bytes.is_empty());
+                assert!(
+                    bytes.is_empty() || bytes == CLOSE_REASON.as_bytes(),
+                    "{bytes:02x?}"
+                );
                 assert!(code == 1000 || code == 1002, "close code {code}");
                 assert_eq!(self.conn, Conn::Up, "WsClose without an open transport");
                 self.ws_closes += 1;
@@ -190,7 +199,7 @@ impl H {
             );
             assert_eq!(self.ws_closes, 0, "{kind:?} after WsClose");
             assert!(
-                matches!(state, ClientState::LoggingIn | ClientState::Ready),
+                matches!(state, ClientState::LoggingIn | ClientState::Connected),
                 "{kind:?} frame in state {state:?}"
             );
             match kind {
@@ -223,7 +232,7 @@ impl H {
             }
         }
 
-        let mut out: Vec<ClientEvent<32>> = Vec::new();
+        let mut out: Vec<ClientEvent> = Vec::new();
         let m = drain_events(&mut self.c, MAX_EVENTS, |_, e| out.push(e));
         for e in out {
             self.on_event(e);
@@ -231,7 +240,7 @@ impl H {
         n + m
     }
 
-    fn on_event(&mut self, e: ClientEvent<32>) {
+    fn on_event(&mut self, e: ClientEvent) {
         if tether_fuzz::trace_enabled() {
             eprintln!("    event {e:?}");
         }
@@ -247,17 +256,17 @@ impl H {
                 self.closed = false;
                 self.ws_closes = 0;
             }
-            ClientEvent::Disconnected { reason } => {
+            ClientEvent::Disconnected { cause } => {
                 assert_ne!(
                     self.conn,
                     Conn::None,
-                    "Disconnected ({reason:?}) without a connection"
+                    "Disconnected ({cause:?}) without a connection"
                 );
                 self.conn = Conn::None;
                 self.closed = true;
                 self.rx.clear();
             }
-            ClientEvent::Authenticated { .. } | ClientEvent::LoginFailed { .. } => {
+            ClientEvent::Connected { .. } | ClientEvent::LoginFailed { .. } => {
                 assert_eq!(self.conn, Conn::Up, "{e:?} without an open transport");
             }
             ClientEvent::HeartbeatRtt { .. } => assert_eq!(self.conn, Conn::Up),
@@ -279,7 +288,8 @@ impl H {
                 self.final_seen = true;
                 self.rx.clear();
             }
-            ClientEvent::ServerClosed { .. } | ClientEvent::TokenNeeded => {}
+            ClientEvent::TokenNeeded => {}
+            other => panic!("unknown event {other:?}"),
         }
     }
 
@@ -323,6 +333,10 @@ impl H {
                 );
             }
             App::Push { cmd, .. } => assert_ne!(*cmd, CMD_CLOSE, "Close push handed to the app"),
+            // the Close push and the refused login come with their texts, borrowed
+            App::Close { reason, .. } => assert!(reason.len() < BUF),
+            App::LoginError { status, .. } => assert!(!status.is_success()),
+            other => panic!("unknown app value {other:?}"),
         }
     }
 
@@ -450,47 +464,51 @@ fuzz_target!(|data: &[u8]| {
     let mut r = OpReader::new(data);
     let flags = r.u8();
     let tcp = flags & 1 == 0;
-    let mut config = if tcp {
+    let config = if tcp {
         ClientConfig::tcp()
     } else {
         ClientConfig::websocket()
     };
-    config.any_inbound_is_alive = flags & 2 != 0;
-    config.relative_expiry_heuristic = flags & 4 != 0;
-    config.connect_timeout = interval(r.u8());
-    config.auth_timeout = interval(r.u8());
+    // (the setters clamp: heartbeat intervals below 1 s become 1 s)
+    let mut config = config
+        .with_any_inbound_is_alive(flags & 2 != 0)
+        .with_relative_expiry_heuristic(flags & 4 != 0)
+        .with_connect_timeout(interval(r.u8()))
+        .with_auth_timeout(interval(r.u8()));
     let hb = r.u8();
-    config.heartbeat_interval = if flags & 8 != 0 {
+    config = config.with_heartbeat_interval(if flags & 8 != 0 {
         None
     } else {
         Some(interval(hb))
-    };
-    config.heartbeat_timeout = interval(r.u8());
-    config.request_timeout = interval(r.u8());
+    });
+    config = config
+        .with_heartbeat_timeout(interval(r.u8()))
+        .with_request_timeout(interval(r.u8()));
     let rb = r.u8();
-    config.reconnect_base = interval(rb);
-    config.reconnect_max = interval(rb >> 4);
+    config = config.with_reconnect_backoff(interval(rb), interval(rb >> 4));
     let last = r.u8();
-    if flags & 16 != 0 {
-        config.wall_offset_ms = Some(1_700_000_000_000);
-    }
     if flags & 32 != 0 {
-        config.max_reconnect_attempts = Some(u32::from((last >> 2) % 4));
+        config = config.with_max_reconnect_attempts(Some(u32::from((last >> 2) % 4)));
     }
     if flags & 64 != 0 {
-        config.max_body = 64;
+        config = config.with_max_body(64);
     }
-    config.first_request_id = match last % 4 {
+    config = config.with_first_request_id(match last % 4 {
         0 => 1,
         1 => u32::MAX - 1,
         2 => u32::MAX,
         _ => 0x7FFF_FFFF,
-    };
+    });
+    let mut c = C::with_capacities(config);
+    if flags & 16 != 0 {
+        // Unix ms 1.7e12 at the caller's epoch
+        c.set_wall_clock(Instant::ZERO, 1_700_000_000_000);
+    }
     let mut h = H {
         hold: 0,
         floor: Instant::from_millis(1_000),
         was_held: false,
-        c: C::new(config),
+        c,
         now: Instant::from_millis(1_000),
         tcp,
         tiny: None,
@@ -553,7 +571,7 @@ fuzz_target!(|data: &[u8]| {
                     CMD_AUTH
                 };
                 let body = tether_fuzz::lp_maybe_gzip(flags & 1 != 0, body);
-                let p = Packet::response(cmd, rid, st, &body).with_gzip(flags & 1 != 0);
+                let p = Packet::response(cmd, RequestId(rid), st, &body).with_gzip(flags & 1 != 0);
                 h.input(now, &tether_fuzz::lp_emit(&p));
             }
             5 => {
@@ -565,7 +583,7 @@ fuzz_target!(|data: &[u8]| {
                     now,
                     &tether_fuzz::lp_emit(&Packet::response(
                         CMD_HEARTBEAT,
-                        rid,
+                        RequestId(rid),
                         Status::Success,
                         &body,
                     )),
@@ -584,7 +602,7 @@ fuzz_target!(|data: &[u8]| {
                 };
                 h.input(
                     now,
-                    &tether_fuzz::lp_emit(&Packet::response(cmd, rid, st, &body)),
+                    &tether_fuzz::lp_emit(&Packet::response(cmd, RequestId(rid), st, &body)),
                 );
             }
             7 => {
@@ -595,7 +613,7 @@ fuzz_target!(|data: &[u8]| {
                 h.input(
                     now,
                     &tether_fuzz::lp_emit(
-                        &Packet::request(CMD_HEARTBEAT, rid, 0, &body).with_gzip(gz),
+                        &Packet::request(CMD_HEARTBEAT, RequestId(rid), 0, &body).with_gzip(gz),
                     ),
                 );
             }
@@ -671,12 +689,12 @@ fuzz_target!(|data: &[u8]| {
                             | ClientState::NeedToken
                             | ClientState::Stopped
                     )),
-                    Err(ConnectError::Closed) => assert_eq!(state, ClientState::Closed),
-                    Err(ConnectError::AlreadyConnected) => assert!(matches!(
+                    Err(Error::Closed) => assert_eq!(state, ClientState::Closed),
+                    Err(Error::AlreadyConnected) => assert!(matches!(
                         state,
-                        ClientState::Connecting | ClientState::LoggingIn | ClientState::Ready
+                        ClientState::Connecting | ClientState::LoggingIn | ClientState::Connected
                     )),
-                    Err(ConnectError::Busy) => {
+                    Err(Error::QueueFull) => {
                         assert!(
                             h.hold > 0 || h.was_held,
                             "connect busy with a drained queue"
@@ -714,7 +732,7 @@ fuzz_target!(|data: &[u8]| {
                         h.last_ping_payload = None;
                         h.ping_hb_id = None;
                     }
-                    Err(ConnectedError::Closed) => assert_eq!(state, ClientState::Closed),
+                    Err(Error::Closed) => assert_eq!(state, ClientState::Closed),
                     Err(_) => assert_ne!(state, ClientState::Connecting),
                 }
             }
@@ -731,7 +749,7 @@ fuzz_target!(|data: &[u8]| {
                 let in_flight = h.c.in_flight();
                 match h.c.send_request(now, cmd, timeout, &body, &mut out) {
                     Ok((RequestId(id), t)) => {
-                        assert_eq!(state, ClientState::Ready);
+                        assert_eq!(state, ClientState::Connected);
                         assert_eq!(h.conn, Conn::Up);
                         assert!(
                             h.outstanding.insert(id),
@@ -759,15 +777,18 @@ fuzz_target!(|data: &[u8]| {
                             h.check_packet(&p, Some(id));
                         }
                     }
-                    Err(SendError::NotReady) => assert_ne!(state, ClientState::Ready),
-                    Err(SendError::Closed) => assert_eq!(state, ClientState::Closed),
-                    Err(SendError::ControlCommand(c)) => assert!(c <= CMD_RECONNECT),
-                    Err(SendError::TooManyInFlight) => assert!(in_flight >= REQS),
+                    Err(Error::NotOpen) => assert_ne!(state, ClientState::Connected),
+                    Err(Error::Closed) => assert_eq!(state, ClientState::Closed),
+                    Err(Error::ControlCommand(c)) => assert!(c <= CMD_RECONNECT),
+                    Err(Error::TooManyInFlight) => assert!(in_flight >= REQS),
                     Err(e) => panic!("send_request: {e:?}"),
                 }
             }
             19 => {
-                h.c.close(now);
+                // (reads no op bytes, as before the reason existed: seeds keep their meaning)
+                let state = h.c.state();
+                let res = h.c.close(now, CLOSE_REASON);
+                assert_eq!(res.is_err(), state == ClientState::Closed, "{res:?}");
                 let held = h.hold > 0;
                 h.after_op();
                 assert!(held || h.final_seen, "close() without a Closed event");
@@ -794,7 +815,12 @@ fuzz_target!(|data: &[u8]| {
             22 => {
                 let back = Duration::from_millis(u64::from(r.u16()));
                 let bytes = r.blob().to_vec();
-                h.input(now - back, &bytes);
+                // the caller's clock steps back: the machine shifts its timeline and reports
+                // deadlines in the stepped clock, which the target then continues from
+                let at = now - back;
+                h.floor = h.floor.min(at);
+                h.now = at;
+                h.input(at, &bytes);
             }
             26 => {
                 // skip the drains of the next 1..=4 ops

@@ -8,32 +8,32 @@
 //!
 //! Invariants: no panic; `poll_timeout` is `None` or not before the latest `now`; no timer
 //! livelock; early `handle_timeout` is a no-op; bounded frames and events per drain; per
-//! connection lifetime at most one `PeerAuthenticated`/`PeerReconnected`, exactly one
-//! `PeerClosed`, and `Disconnect` only after `PeerClosed`, after the Close push (and on WebSocket
-//! the close frame) went out, and never for a transport the caller reported gone; after a full
-//! drain every closing connection is gone and the machine's table matches the event history
-//! (`state(conn)` is `None` exactly for forgotten ids); no frame to an unknown, forgotten or
-//! transport-gone connection, nothing after the WebSocket close frame, only the close frame after
-//! the Close push, no pings/pongs once closing; frame kinds match the transport; every packet
-//! frame is exactly one packet, never a request; control responses and Close pushes decode;
-//! pings carry a `Heartbeat`, pongs echo the last ping; WS close codes are the documented ones;
-//! `App` values match the connection state; `respond`/`push`/`send` work only for authenticated
-//! connections; after `shutdown` and a drain no connection is left.
+//! connection lifetime at most one `Connected` and exactly one `Closed`, which for a close the
+//! machine started comes only after the Close push (and on WebSocket the close frame) went out,
+//! and whose transport causes (`TransportClosed`, `WsClosed`) only follow the caller's report;
+//! after a full drain no connection is closing and the machine's table matches the event
+//! history (`state(conn)` is `None` exactly for forgotten ids); no frame to an unknown,
+//! forgotten or transport-gone connection, nothing after the WebSocket close frame, only the
+//! close frame after the Close push, no pings/pongs once closing; frame kinds match the
+//! transport; every packet frame is exactly one packet, never a request; control responses and
+//! Close pushes decode; pings carry a `Heartbeat`, pongs echo the last ping; WS close codes are
+//! the documented ones; `ServerApp` values match the connection state; `respond`/`push`/`send`
+//! work only for authenticated connections; after `shutdown` and a drain no connection is left
+//! and `ShutdownComplete` came once, last.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use tether_net::longport::control::{
-    AuthRequest, Body, Close, CloseCode, ErrorBody, Heartbeat, Metadata, ReconnectRequest,
-    SessionGrant, CMD_AUTH, CMD_CLOSE, CMD_HEARTBEAT, CMD_RECONNECT,
-};
-use tether_net::longport::deframe::{Handshake, Transport};
-use tether_net::longport::server::{
-    App, CloseReason, CommandError, ConnectError, InputError, PeerState, SendError, Server,
-    ServerConfig, ServerEvent, MAX_REQUEST_TIMEOUT_MS,
-};
-use tether_net::longport::wire::{Kind, Packet, Signature, Status, DEFAULT_MAX_BODY};
-use tether_net::{Duration, FrameKind, Instant, Machine};
 use tether_fuzz::{drain_events, drain_transmits, interval, is_spurious, step, OpReader};
+use tether_net::longport::control::{
+    AuthRequest, Body, Close, ErrorBody, Heartbeat, Metadata, ReconnectRequest, CMD_AUTH,
+    CMD_CLOSE, CMD_HEARTBEAT, CMD_RECONNECT,
+};
+use tether_net::longport::wire::{Kind, Packet, Signature, DEFAULT_MAX_BODY};
+use tether_net::longport::{
+    CloseCause, CloseCode, Error, Handshake, RequestId, Server, ServerApp as App, ServerConfig,
+    ServerEvent, ServerState, SessionGrant, Status, Transport,
+};
+use tether_net::{Duration, FrameKind, Instant};
 
 const PEERS: usize = 4;
 const SESSIONS: usize = 3;
@@ -43,12 +43,14 @@ const BUF: usize = 64 * 1024;
 const MAX_FRAMES: usize = 6 * PEERS;
 const MAX_EVENTS: usize = 3 * PEERS;
 
+/// Longest request timeout a client may ask for
+const MAX_REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
+
 #[derive(Debug, Clone, Default)]
 struct ConnView {
     open: bool,
     tcp: bool,
     announced: bool,
-    closed_reported: bool,
     gone: bool,
     close_push_sent: bool,
     ws_close_sent: bool,
@@ -67,6 +69,7 @@ struct H {
     conns: Vec<ConnView>,
     sessions: Vec<String>,
     shutdown: bool,
+    shutdown_reported: bool,
 }
 
 tether_fuzz::impl_harness!(H, s: S);
@@ -75,6 +78,10 @@ impl H {
     fn check_frame(&mut self, to: u8, kind: FrameKind, bytes: &[u8]) {
         let c = usize::from(to);
         assert!(c < IDS, "frame to unknown id {to}");
+        let closing = matches!(
+            self.s.state(to),
+            Some(ServerState::Closing | ServerState::Gone)
+        );
         let v = &mut self.conns[c];
         assert!(v.open, "{kind:?} frame to forgotten connection {to}");
         assert!(
@@ -137,12 +144,13 @@ impl H {
             }
             FrameKind::WsPing => {
                 assert!(!v.tcp);
-                assert!(!v.closed_reported, "ping to a closing connection");
+                // (poll_transmit changes no state: the state now is the state it saw)
+                assert!(!closing, "ping to a closing connection");
                 Heartbeat::decode(bytes).expect("ping payload is a Heartbeat");
             }
             FrameKind::WsPong => {
                 assert!(!v.tcp);
-                assert!(!v.closed_reported, "pong to a closing connection");
+                assert!(!closing, "pong to a closing connection");
                 assert_eq!(Some(bytes), v.last_ping.as_deref(), "pong payload");
             }
             FrameKind::WsClose(code) => {
@@ -163,51 +171,40 @@ impl H {
         if tether_fuzz::trace_enabled() {
             eprintln!("    event {e:?}");
         }
+        assert!(!self.shutdown_reported, "{e:?} after ShutdownComplete");
         match e {
-            ServerEvent::PeerAuthenticated { conn, .. }
-            | ServerEvent::PeerReconnected { conn, .. } => {
-                let v = &mut self.conns[usize::from(conn)];
+            ServerEvent::Connected { peer, .. } => {
+                let v = &mut self.conns[usize::from(peer)];
                 // (the transport may be reported gone after the accept while events were held)
                 assert!(v.open, "{e:?} for a connection that is not open");
-                assert!(!v.announced, "second authentication event for {conn}");
-                assert!(!v.closed_reported, "{e:?} after PeerClosed");
+                assert!(!v.announced, "second Connected for {peer}");
                 v.announced = true;
             }
-            ServerEvent::PeerClosed { conn, reason } => {
-                let v = &mut self.conns[usize::from(conn)];
-                assert!(v.open, "PeerClosed for forgotten connection {conn}");
-                assert!(
-                    !v.closed_reported,
-                    "second PeerClosed for {conn} ({reason:?})"
-                );
-                v.closed_reported = true;
+            ServerEvent::Closed { peer, cause } => {
+                let v = &mut self.conns[usize::from(peer)];
+                assert!(v.open, "Closed for forgotten connection {peer} ({cause:?})");
                 if matches!(
-                    reason,
-                    CloseReason::TransportClosed | CloseReason::WsClosed(_)
+                    cause,
+                    CloseCause::TransportClosed | CloseCause::WsClosed { .. }
                 ) {
-                    assert!(v.gone, "{reason:?} without the caller reporting it");
+                    assert!(v.gone, "{cause:?} without the caller reporting it");
                 }
-            }
-            ServerEvent::Disconnect { conn } => {
-                let v = &mut self.conns[usize::from(conn)];
-                assert!(v.open, "Disconnect for forgotten connection {conn}");
-                assert!(v.closed_reported, "Disconnect before PeerClosed for {conn}");
-                assert!(
-                    !v.gone,
-                    "Disconnect for a transport the caller reported gone"
-                );
-                assert!(
-                    v.close_push_sent,
-                    "Disconnect before the Close push went out"
-                );
-                if !v.tcp {
-                    assert!(
-                        v.ws_close_sent,
-                        "Disconnect before the WebSocket close frame"
-                    );
+                if !v.gone {
+                    // a close the machine started: every frame of it went out first
+                    assert!(v.close_push_sent, "Closed before the Close push went out");
+                    if !v.tcp {
+                        assert!(v.ws_close_sent, "Closed before the WebSocket close frame");
+                    }
                 }
+                assert_eq!(self.s.state(peer), None, "Closed, yet still known");
                 *v = ConnView::default();
             }
+            ServerEvent::ShutdownComplete => {
+                assert!(self.shutdown, "ShutdownComplete without shutdown");
+                assert!(self.conns.iter().all(|v| !v.open), "connections left");
+                self.shutdown_reported = true;
+            }
+            other => panic!("unknown event {other:?}"),
         }
     }
 
@@ -238,12 +235,6 @@ impl H {
                 break;
             }
         }
-        // transport gone and reported: the machine forgot the connection
-        for v in &mut self.conns {
-            if v.open && v.gone && v.closed_reported {
-                *v = ConnView::default();
-            }
-        }
     }
 
     fn after_op(&mut self) {
@@ -261,7 +252,7 @@ impl H {
             if v.open {
                 open += 1;
                 assert!(
-                    !(v.closed_reported && !v.gone),
+                    !matches!(state, Some(ServerState::Closing | ServerState::Gone)),
                     "conn {c} still closing after a full drain (state {state:?})"
                 );
             }
@@ -269,9 +260,13 @@ impl H {
         assert_eq!(self.s.connections(), open);
         assert!(self.s.connections() <= PEERS);
         assert!(self.s.sessions() <= SESSIONS);
-        assert!(self.s.unauthenticated() <= self.s.config().max_unauthenticated.min(PEERS));
+        assert!(self.s.unauthenticated() <= self.s.config().max_unauthenticated().min(PEERS));
         if self.shutdown {
             assert_eq!(self.s.connections(), 0, "connections left after shutdown");
+            assert!(
+                self.shutdown_reported,
+                "no ShutdownComplete after a full drain"
+            );
         }
         tether_fuzz::check_timeout(&self.s, self.now, "longport server");
     }
@@ -279,37 +274,33 @@ impl H {
     fn check_app(&mut self, conn: u8, app: &App<'_>) {
         let state = self.s.state(conn);
         match app {
-            App::Auth { .. } => assert_eq!(state, Some(PeerState::AuthPending)),
+            App::Auth { .. } => assert_eq!(state, Some(ServerState::AuthPending)),
             App::Reconnect {
                 session_id,
                 expires,
                 ..
             } => {
-                assert_eq!(state, Some(PeerState::AuthPending));
+                assert_eq!(state, Some(ServerState::AuthPending));
                 assert_eq!(
                     self.s.session_expires(session_id),
                     Some(*expires),
                     "reconnect to an unknown session"
                 );
             }
-            App::Request {
-                cmd, timeout_ms, ..
-            } => {
-                assert_eq!(state, Some(PeerState::Authenticated));
+            App::Request { cmd, timeout, .. } => {
+                assert_eq!(state, Some(ServerState::Authenticated));
                 assert!(
                     *cmd > CMD_RECONNECT,
                     "control request {cmd} handed to the app"
                 );
-                assert!(
-                    *timeout_ms
-                        <= MAX_REQUEST_TIMEOUT_MS.max(self.s.config().default_request_timeout_ms)
-                );
+                assert!(!timeout.is_zero() && *timeout <= MAX_REQUEST_TIMEOUT);
             }
             App::Response { cmd, .. } | App::Push { cmd, .. } => {
-                assert_eq!(state, Some(PeerState::Authenticated));
+                assert_eq!(state, Some(ServerState::Authenticated));
                 assert!(*cmd > CMD_RECONNECT);
             }
-            App::HeartbeatEcho { .. } => assert_eq!(state, Some(PeerState::Authenticated)),
+            App::HeartbeatEcho { .. } => assert_eq!(state, Some(ServerState::Authenticated)),
+            other => panic!("unknown app value {other:?}"),
         }
     }
 
@@ -328,10 +319,11 @@ impl H {
                         self.check_app(conn, app);
                     }
                 }
-                Err(InputError::UnknownConn) => assert!(!self.conns[c].open),
-                Err(InputError::AuthPending) => {
-                    assert_eq!(self.s.state(conn), Some(PeerState::AuthPending));
+                Err(Error::UnknownPeer) => assert!(!self.conns[c].open),
+                Err(Error::AuthPending) => {
+                    assert_eq!(self.s.state(conn), Some(ServerState::AuthPending));
                 }
+                Err(e) => panic!("handle_input: {e:?}"),
             }
             return;
         }
@@ -342,12 +334,12 @@ impl H {
                 return;
             }
             match self.s.handle_input(now, conn, &rx) {
-                Err(InputError::AuthPending) => {
-                    assert_eq!(self.s.state(conn), Some(PeerState::AuthPending));
+                Err(Error::AuthPending) => {
+                    assert_eq!(self.s.state(conn), Some(ServerState::AuthPending));
                     self.conns[c].rx = rx;
                     return;
                 }
-                Err(InputError::UnknownConn) => panic!("open TCP connection {conn} unknown"),
+                Err(e) => panic!("open TCP connection {conn}: {e:?}"),
                 Ok(r) => {
                     if let Some(app) = r.app() {
                         self.check_app(conn, app);
@@ -416,39 +408,41 @@ fn conn(r: &mut OpReader<'_>) -> u8 {
 
 fuzz_target!(|data: &[u8]| {
     let mut r = OpReader::new(data);
-    let mut config = ServerConfig {
-        auth_timeout: interval(r.u8()),
-        heartbeat_timeout: interval(r.u8()),
-        ws_ping_interval: interval(r.u8()),
-        max_unauthenticated: match r.u8() % 6 {
+    // (the setters clamp: a zero max_unauthenticated becomes 1, a zero default request timeout
+    // 1 ms and 65 s becomes 60 s; the ping interval is at least 1 s)
+    let mut config = ServerConfig::new()
+        .with_auth_timeout(interval(r.u8()))
+        .with_heartbeat_timeout(interval(r.u8()))
+        .with_ws_ping_interval(interval(r.u8()))
+        .with_max_unauthenticated(match r.u8() % 6 {
             5 => usize::MAX,
             n => usize::from(n),
-        },
-        ..ServerConfig::default()
-    };
+        });
     let flags = r.u8();
     if flags & 1 != 0 {
-        config.max_body = 64;
+        config = config.with_max_body(64);
     }
-    if flags & 2 != 0 {
-        config.wall_offset_ms = 1_700_000_000_000;
-    }
-    config.default_request_timeout_ms = match r.u8() % 3 {
+    config = config.with_default_request_timeout(Duration::from_millis(match r.u8() % 3 {
         0 => 30_000,
         1 => 0,
         _ => 65_000,
-    };
+    }));
     let _reserved = r.u8();
     let mut h = H {
         hold: 0,
         was_held: false,
-        s: S::new(config),
+        s: S::with_capacities(config),
         now: Instant::from_millis(1_000),
         tiny: None,
         conns: vec![ConnView::default(); IDS],
         sessions: Vec::new(),
         shutdown: false,
+        shutdown_reported: false,
     };
+    if flags & 2 != 0 {
+        // Unix ms 1.7e12 at the caller's epoch
+        h.s.set_wall_clock(Instant::ZERO, 1_700_000_000_000);
+    }
     tether_fuzz::start(&mut h);
     let mut ops = 0;
     while let Some(op) = tether_fuzz::next_op(&mut r, &mut ops, 31, h.now) {
@@ -495,7 +489,7 @@ fuzz_target!(|data: &[u8]| {
                     now,
                     c,
                     &tether_fuzz::lp_emit(
-                        &Packet::request(CMD_AUTH, rid, 5_000, &body).with_gzip(gz),
+                        &Packet::request(CMD_AUTH, RequestId(rid), 5_000, &body).with_gzip(gz),
                     ),
                 );
             }
@@ -508,7 +502,12 @@ fuzz_target!(|data: &[u8]| {
                 h.input(
                     now,
                     c,
-                    &tether_fuzz::lp_emit(&Packet::request(CMD_RECONNECT, rid, 5_000, &body)),
+                    &tether_fuzz::lp_emit(&Packet::request(
+                        CMD_RECONNECT,
+                        RequestId(rid),
+                        5_000,
+                        &body,
+                    )),
                 );
             }
             7 => {
@@ -529,7 +528,7 @@ fuzz_target!(|data: &[u8]| {
                     now,
                     c,
                     &tether_fuzz::lp_emit(
-                        &Packet::request(CMD_HEARTBEAT, rid, 0, &body).with_gzip(gz),
+                        &Packet::request(CMD_HEARTBEAT, RequestId(rid), 0, &body).with_gzip(gz),
                     ),
                 );
             }
@@ -549,7 +548,7 @@ fuzz_target!(|data: &[u8]| {
                     now,
                     c,
                     &tether_fuzz::lp_emit(
-                        &Packet::request(cmd, rid, timeout, &body).with_signature(sig),
+                        &Packet::request(cmd, RequestId(rid), timeout, &body).with_signature(sig),
                     ),
                 );
             }
@@ -562,7 +561,7 @@ fuzz_target!(|data: &[u8]| {
                 let p = if cmd & 0x80 != 0 {
                     Packet::push(cmd & 0x7f, &body)
                 } else {
-                    Packet::response(cmd, rid, Status::Success, &body)
+                    Packet::response(cmd, RequestId(rid), Status::Success, &body)
                 };
                 h.input(now, c, &tether_fuzz::lp_emit(&p));
             }
@@ -570,11 +569,8 @@ fuzz_target!(|data: &[u8]| {
                 let c = conn(&mut r);
                 let payload = r.blob().to_vec();
                 let v = &mut h.conns[usize::from(c)];
-                let live = v.open
-                    && !v.gone
-                    && !v.tcp
-                    && !v.closed_reported
-                    && h.s.state(c) != Some(PeerState::Closing);
+                let live =
+                    v.open && !v.gone && !v.tcp && h.s.state(c) != Some(ServerState::Closing);
                 if live && payload.len() <= 125 {
                     v.last_ping = Some(payload.clone());
                 }
@@ -614,12 +610,13 @@ fuzz_target!(|data: &[u8]| {
                             ..ConnView::default()
                         };
                     }
-                    Err(ConnectError::AlreadyConnected) => assert!(open),
-                    Err(ConnectError::TableFull) => assert_eq!(connections, PEERS),
-                    Err(ConnectError::TooManyUnauthenticated) => {
-                        assert!(unauth >= h.s.config().max_unauthenticated)
+                    Err(Error::AlreadyConnected) => assert!(open),
+                    Err(Error::TableFull) => assert_eq!(connections, PEERS),
+                    Err(Error::TooManyUnauthenticated) => {
+                        assert!(unauth >= h.s.config().max_unauthenticated())
                     }
-                    Err(ConnectError::ShuttingDown) => assert!(h.shutdown),
+                    Err(Error::Closed) => assert!(h.shutdown),
+                    Err(e) => panic!("handle_connected: {e:?}"),
                 }
             }
             14 => {
@@ -649,34 +646,37 @@ fuzz_target!(|data: &[u8]| {
                 };
                 match res {
                     Ok(()) => {
-                        assert_eq!(state, Some(PeerState::AuthPending));
+                        assert_eq!(state, Some(ServerState::AuthPending));
                         if !h.sessions.contains(&sid) {
                             h.sessions.push(sid);
                         }
                     }
-                    Err(CommandError::UnknownConn) => assert_eq!(state, None),
-                    Err(CommandError::EmptySessionId) => assert!(sid.is_empty()),
-                    Err(CommandError::SessionIdTooLong { len }) => assert!(len > 64),
-                    Err(CommandError::Closing) => {
-                        assert!(matches!(state, Some(PeerState::Closing | PeerState::Gone)))
+                    Err(Error::UnknownPeer) => assert_eq!(state, None),
+                    Err(Error::EmptySessionId) => assert!(sid.is_empty()),
+                    Err(Error::TooLong { len, max }) => assert!(len > max && max == 64),
+                    Err(Error::Closed) => {
+                        assert!(matches!(
+                            state,
+                            Some(ServerState::Closing | ServerState::Gone)
+                        ))
                     }
                     // an Auth is pending but this is accept_reconnect (or the reverse), or nothing is
-                    Err(CommandError::NotPending) => assert!(matches!(
+                    Err(Error::NotPending) => assert!(matches!(
                         state,
                         Some(
-                            PeerState::AwaitHandshake
-                                | PeerState::AwaitAuth
-                                | PeerState::Authenticated
-                                | PeerState::AuthPending
+                            ServerState::AwaitHandshake
+                                | ServerState::AwaitAuth
+                                | ServerState::Authenticated
+                                | ServerState::AuthPending
                         )
                     )),
-                    Err(CommandError::SuccessStatus) => panic!("accept returned SuccessStatus"),
+                    Err(e) => panic!("accept: {e:?}"),
                 }
             }
             17 | 18 => {
                 let c = conn(&mut r);
                 // a "rejection" with status 0 would read as a successful login with an empty
-                // session on the client: the API refuses it with CommandError::SuccessStatus
+                // session on the client: the API refuses it with Error::SuccessStatus
                 let st = Status::from(r.u8() % 10);
                 let code = u64::from(r.u16());
                 let msg = r.text();
@@ -687,9 +687,9 @@ fuzz_target!(|data: &[u8]| {
                     h.s.reject_reconnect(now, c, st, code, &msg)
                 };
                 if st.is_success() {
-                    assert_eq!(res, Err(CommandError::SuccessStatus));
+                    assert_eq!(res, Err(Error::SuccessStatus));
                 } else if res.is_ok() {
-                    assert_eq!(state, Some(PeerState::AuthPending));
+                    assert_eq!(state, Some(ServerState::AuthPending));
                 }
             }
             19 => {
@@ -700,17 +700,22 @@ fuzz_target!(|data: &[u8]| {
                 match h.s.close(now, c, code, &reason) {
                     Ok(()) => assert!(!matches!(
                         state,
-                        None | Some(PeerState::Closing | PeerState::Gone)
+                        None | Some(ServerState::Closing | ServerState::Gone)
                     )),
-                    Err(CommandError::UnknownConn) => assert_eq!(state, None),
-                    Err(CommandError::Closing) => {
-                        assert!(matches!(state, Some(PeerState::Closing | PeerState::Gone)))
+                    Err(Error::UnknownPeer) => assert_eq!(state, None),
+                    Err(Error::Closed) => {
+                        assert!(matches!(
+                            state,
+                            Some(ServerState::Closing | ServerState::Gone)
+                        ))
                     }
                     Err(e) => panic!("close: {e:?}"),
                 }
             }
             20 => {
-                h.s.shutdown(now);
+                // (reads no op bytes, as before the reason existed: seeds keep their meaning)
+                let res = h.s.shutdown(now, "server shutdown");
+                assert_eq!(res.is_err(), h.shutdown, "shutdown twice: {res:?}");
                 h.shutdown = true;
             }
             21 => {
@@ -723,20 +728,29 @@ fuzz_target!(|data: &[u8]| {
                 let mut out = vec![0u8; BUF];
                 let state = h.s.state(c);
                 let res = match which {
-                    0 => {
-                        h.s.respond(now, c, rid, cmd, Status::Success, &body, &mut out)
-                    }
+                    0 => h.s.respond(
+                        now,
+                        c,
+                        cmd,
+                        RequestId(rid),
+                        Status::Success,
+                        &body,
+                        &mut out,
+                    ),
                     1 => h.s.push(now, c, cmd, &body, &mut out),
-                    _ => {
-                        h.s.send(now, c, &Packet::request(cmd, rid, 0, &body), &mut out)
-                    }
+                    _ => h.s.send(
+                        now,
+                        c,
+                        &Packet::request(cmd, RequestId(rid), 0, &body),
+                        &mut out,
+                    ),
                 };
                 match res {
                     Ok(t) => {
-                        assert_eq!(state, Some(PeerState::Authenticated));
+                        assert_eq!(state, Some(ServerState::Authenticated));
                         assert_eq!(t.to, c);
                         let v = &h.conns[usize::from(c)];
-                        assert!(v.open && !v.gone && !v.closed_reported);
+                        assert!(v.open && !v.gone);
                         assert_eq!(
                             t.kind,
                             if v.tcp {
@@ -756,20 +770,23 @@ fuzz_target!(|data: &[u8]| {
                             );
                         }
                     }
-                    Err(SendError::UnknownConn) => assert_eq!(state, None),
-                    Err(SendError::NotAuthenticated) => assert!(matches!(
+                    Err(Error::UnknownPeer) => assert_eq!(state, None),
+                    Err(Error::NotOpen) => assert!(matches!(
                         state,
                         Some(
-                            PeerState::AwaitHandshake
-                                | PeerState::AwaitAuth
-                                | PeerState::AuthPending
+                            ServerState::AwaitHandshake
+                                | ServerState::AwaitAuth
+                                | ServerState::AuthPending
                         )
                     )),
-                    Err(SendError::Closing) => {
-                        assert!(matches!(state, Some(PeerState::Closing | PeerState::Gone)))
+                    Err(Error::Closed) => {
+                        assert!(matches!(
+                            state,
+                            Some(ServerState::Closing | ServerState::Gone)
+                        ))
                     }
-                    Err(SendError::RequestOnWebSocket) => assert_eq!(which, 2),
-                    Err(SendError::ControlPending) => {}
+                    Err(Error::RequestOnWebSocket) => assert_eq!(which, 2),
+                    Err(Error::QueueFull) => {}
                     Err(e) => panic!("send: {e:?}"),
                 }
             }
@@ -797,7 +814,11 @@ fuzz_target!(|data: &[u8]| {
                 let back = Duration::from_millis(u64::from(r.u16()));
                 let c = conn(&mut r);
                 let bytes = r.blob().to_vec();
-                h.input(now - back, c, &bytes);
+                // the caller's clock steps back: the machine shifts its timeline and reports
+                // deadlines in the stepped clock, which the target then continues from
+                let at = now - back;
+                h.now = at;
+                h.input(at, c, &bytes);
             }
             26 => {
                 // skip the drains of the next 1..=4 ops

@@ -6,7 +6,7 @@
 use arbitrary::{Arbitrary, Unstructured};
 use libfuzzer_sys::fuzz_target;
 use tether_net::longport::wire::{
-    DecodeError, Header, Kind, Packet, Signature, Status, DEFAULT_MAX_BODY, MAX_BODY_LEN,
+    DecodeError, Header, Kind, Packet, RequestId, Signature, Status, DEFAULT_MAX_BODY, MAX_BODY_LEN,
 };
 
 #[derive(Debug, Arbitrary)]
@@ -101,14 +101,14 @@ fuzz_target!(|data: &[u8]| {
             BuildKind::Request {
                 request_id,
                 timeout_ms,
-            } => Packet::request(b.cmd, request_id, timeout_ms, b.body),
+            } => Packet::request(b.cmd, RequestId(request_id), timeout_ms, b.body),
             BuildKind::Response { request_id, status } => {
                 assert_eq!(
                     u8::from(Status::from(status)),
                     status,
                     "status code round trip"
                 );
-                Packet::response(b.cmd, request_id, Status::from(status), b.body)
+                Packet::response(b.cmd, RequestId(request_id), Status::from(status), b.body)
             }
             BuildKind::Push => Packet::push(b.cmd, b.body),
         }

@@ -7,11 +7,13 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use futures_util::{SinkExt, StreamExt};
-use tether_net::longport::control::{CloseCode, SessionGrant};
-use tether_net::longport::deframe::{Transport, WsParams};
-use tether_net::longport::server::{App, SendError, Server, ServerConfig, ServerEvent, ServerStats};
-use tether_net::longport::wire::{Packet, Status};
-use tether_net::{BufferTooSmall, FrameKind, Instant, Machine};
+use tether_net::longport::deframe::WsParams;
+use tether_net::longport::wire::Packet;
+use tether_net::longport::{
+    CloseCause, CloseCode, Error, Server, ServerApp as App, ServerConfig, ServerEvent, ServerStats,
+    SessionGrant, Status, Transport,
+};
+use tether_net::{drain, DrainError, FrameKind, Instant};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
@@ -29,7 +31,7 @@ type LpServer = Server<ConnId, PEERS, SESSIONS>;
 
 /// How long a WebSocket upgrade may take
 const UPGRADE_TIMEOUT: Duration = Duration::from_secs(5);
-/// How long a connection waits for the client's Close reply after the machine said `Disconnect`
+/// How long a connection waits for the client's Close reply after the machine said `Closed`
 const CLOSE_LINGER: Duration = Duration::from_secs(2);
 /// `Error.code` in the status-5 answer to a wrong token
 const ERROR_CODE_BAD_TOKEN: u64 = 401;
@@ -61,13 +63,13 @@ impl Config {
     /// Machine defaults (20 s pings, 150 s heartbeat timeout, 10 s auth timeout), 1 h sessions
     #[must_use]
     pub fn new(listen: SocketAddr, token: impl Into<String>) -> Self {
-        let d = ServerConfig::default();
+        let d = ServerConfig::new();
         Config {
             listen,
             token: token.into(),
-            ping_interval: d.ws_ping_interval,
-            heartbeat_timeout: d.heartbeat_timeout,
-            auth_timeout: d.auth_timeout,
+            ping_interval: d.ws_ping_interval(),
+            heartbeat_timeout: d.heartbeat_timeout(),
+            auth_timeout: d.auth_timeout(),
             session_ttl: Duration::from_secs(3600),
             verbose: false,
         }
@@ -299,7 +301,7 @@ async fn connection_task(
     {
         return;
     }
-    // After `Disconnect`: stop taking machine output, wait a little for the client's Close reply.
+    // After `Closed`: stop taking machine output, wait a little for the client's Close reply.
     let mut linger: Option<TokioInstant> = None;
     loop {
         let linger_at = linger.unwrap_or_else(TokioInstant::now);
@@ -307,7 +309,7 @@ async fn connection_task(
             msg = ws.next() => {
                 let to = match msg {
                     Some(Ok(Message::Binary(data))) => ToMachine::Binary { id, data },
-                    // The spec says servers should never send text; a lenient server (like the Go
+                    // The protocol says servers should never send text; a lenient server (like the Go
                     // one) decodes a client's text frame as if it were binary.
                     Some(Ok(Message::Text(t))) => ToMachine::Binary { id, data: Bytes::from(t) },
                     Some(Ok(Message::Ping(payload))) => {
@@ -402,7 +404,11 @@ impl Driver {
 
     fn grant_expires(&self) -> i64 {
         let ttl = i64::try_from(self.config.session_ttl.as_millis()).unwrap_or(i64::MAX);
-        self.server.wall_clock_ms().saturating_add(ttl)
+        let wall = self
+            .server
+            .wall_clock_ms(self.now())
+            .unwrap_or_else(unix_ms);
+        wall.saturating_add(ttl)
     }
 
     fn log(&self, line: std::fmt::Arguments<'_>) {
@@ -470,7 +476,7 @@ impl Driver {
 
     /// One binary message into the machine, then the application's answer
     ///
-    /// Auth decisions are taken right here, so `InputError::AuthPending` cannot occur: the
+    /// Auth decisions are taken right here, so `Error::AuthPending` cannot occur: the
     /// machine is never left waiting for this application.
     fn input(&mut self, now: Instant, id: ConnId, data: &[u8]) {
         match self.server.handle_input(now, id, data) {
@@ -544,14 +550,15 @@ impl Driver {
             App::Request {
                 request_id,
                 cmd,
-                timeout_ms,
+                timeout,
                 body,
                 gzip,
                 ..
             } => {
                 self.log(format_args!(
-                    "conn {id}: request cmd {cmd} rid {request_id} timeout {timeout_ms} ms, \
+                    "conn {id}: request cmd {cmd} rid {request_id} timeout {} ms, \
                      {} body bytes{}",
+                    timeout.as_millis(),
                     body.len(),
                     if gzip { " (gzip)" } else { "" }
                 ));
@@ -578,6 +585,7 @@ impl Driver {
                     "conn {id}: ignoring client packet with cmd {cmd}"
                 ));
             }
+            other => self.log(format_args!("conn {id}: ignoring {other:?}")),
         }
     }
 
@@ -590,8 +598,8 @@ impl Driver {
                     self.deliver(t.to, Message::Binary(bytes));
                     return;
                 }
-                Err(SendError::BufferTooSmall { required }) => self.buf.resize(required, 0),
-                Err(SendError::ControlPending) => self.flush(now),
+                Err(Error::BufferTooSmall { required }) => self.buf.resize(required, 0),
+                Err(Error::QueueFull) => self.flush(now),
                 Err(e) => {
                     self.log(format_args!("conn {id}: send failed: {e}"));
                     return;
@@ -606,71 +614,90 @@ impl Driver {
         }
     }
 
-    /// Drain `poll_transmit` and `poll_event`
+    /// Step 2 of the run loop, through `tether_net::drain`: every transmit to its connection,
+    /// then the events
     fn flush(&mut self, now: Instant) {
+        let mut events = Vec::new();
         loop {
-            let t = match self.server.poll_transmit(now, &mut self.buf) {
-                Ok(Some(t)) => t,
-                Ok(None) => break,
-                Err(BufferTooSmall { required }) => {
-                    self.buf.resize(required, 0);
-                    continue;
-                }
-            };
-            let bytes = &self.buf[..t.len];
-            let msg = match t.kind {
-                FrameKind::WsBinary => Message::Binary(Bytes::copy_from_slice(bytes)),
-                FrameKind::WsPing => Message::Ping(Bytes::copy_from_slice(bytes)),
-                FrameKind::WsPong => {
-                    // tungstenite already queued a Pong for that Ping.
-                    self.pongs_dropped += 1;
-                    continue;
-                }
-                FrameKind::WsClose(code) => Message::Close(Some(CloseFrame {
-                    code: WsCloseCode::from(code),
-                    reason: String::from_utf8_lossy(bytes).into_owned().into(),
-                })),
-                FrameKind::Datagram | FrameKind::Stream => {
-                    self.log(format_args!(
-                        "conn {}: unexpected {:?} transmit",
-                        t.to, t.kind
-                    ));
-                    continue;
-                }
-            };
-            self.deliver(t.to, msg);
+            let Driver {
+                server,
+                conns,
+                buf,
+                pongs_dropped,
+                config,
+                ..
+            } = self;
+            let verbose = config.verbose;
+            let r = drain(
+                &mut **server,
+                now,
+                buf,
+                |t, bytes| {
+                    let msg = match t.kind {
+                        FrameKind::WsBinary => Message::Binary(Bytes::copy_from_slice(bytes)),
+                        FrameKind::WsPing => Message::Ping(Bytes::copy_from_slice(bytes)),
+                        FrameKind::WsPong => {
+                            // tungstenite already queued a Pong for that Ping.
+                            *pongs_dropped += 1;
+                            return Ok::<(), std::convert::Infallible>(());
+                        }
+                        FrameKind::WsClose(code) => Message::Close(Some(CloseFrame {
+                            code: WsCloseCode::from(code),
+                            reason: String::from_utf8_lossy(bytes).into_owned().into(),
+                        })),
+                        FrameKind::Datagram | FrameKind::Stream => {
+                            if verbose {
+                                eprintln!("conn {}: unexpected {:?} transmit", t.to, t.kind);
+                            }
+                            return Ok(());
+                        }
+                    };
+                    if let Some(tx) = conns.get(&t.to) {
+                        let _ = tx.send(ToConn::Send(msg));
+                    }
+                    Ok(())
+                },
+                // no command is issued from these events: handled once the frames are out
+                |_, ev| events.push(ev),
+            );
+            match r {
+                Ok(()) => break,
+                Err(DrainError::BufferTooSmall(e)) => self.buf.resize(e.required, 0),
+                Err(DrainError::Send(never)) => match never {},
+            }
         }
-        while let Some(ev) = self.server.poll_event() {
+        for ev in events {
             match ev {
-                ServerEvent::Disconnect { conn } => {
-                    self.log(format_args!("conn {conn}: machine says disconnect"));
-                    if let Some(tx) = self.conns.remove(&conn) {
-                        let _ = tx.send(ToConn::Disconnect);
+                ServerEvent::Closed { peer, cause } => {
+                    self.log(format_args!("conn {peer}: closed: {cause}"));
+                    // a transport the client ended is closed already: nothing to finish
+                    if !matches!(
+                        cause,
+                        CloseCause::TransportClosed | CloseCause::WsClosed { .. }
+                    ) {
+                        if let Some(tx) = self.conns.remove(&peer) {
+                            let _ = tx.send(ToConn::Disconnect);
+                        }
                     }
                 }
-                ServerEvent::PeerClosed { conn, reason } => {
-                    self.log(format_args!("conn {conn}: closed: {reason}"));
-                }
-                ServerEvent::PeerAuthenticated { conn, expires }
-                | ServerEvent::PeerReconnected { conn, expires } => {
+                ServerEvent::Connected { peer, expires, .. } => {
                     self.log(format_args!(
-                        "conn {conn}: session live until {expires} (unix ms)"
+                        "conn {peer}: session live until {expires} (unix ms)"
                     ));
                 }
+                other => self.log(format_args!("event {other:?}")),
             }
         }
     }
 }
 
 async fn machine_task(config: Config, mut rx: mpsc::UnboundedReceiver<ToMachine>) {
-    let server_config = ServerConfig {
-        auth_timeout: config.auth_timeout,
-        heartbeat_timeout: config.heartbeat_timeout,
-        ws_ping_interval: config.ping_interval,
-        ..ServerConfig::default()
-    };
+    let server_config = ServerConfig::new()
+        .with_auth_timeout(config.auth_timeout)
+        .with_heartbeat_timeout(config.heartbeat_timeout)
+        .with_ws_ping_interval(config.ping_interval);
     let mut d = Driver {
-        server: Box::new(LpServer::new(server_config)),
+        server: Box::new(LpServer::with_capacities(server_config)),
         config,
         start: TokioInstant::now(),
         conns: HashMap::new(),

@@ -2,7 +2,7 @@
 //!
 //! [`start`] binds a TCP listener, upgrades each connection with `tokio-tungstenite` (refusing
 //! upgrade requests whose `version/codec/platform` query does not parse, with HTTP 400) and
-//! drives **one** [`tether_net::longport::server::Server`] from **one** tokio task: connection tasks
+//! drives **one** [`tether_net::longport::Server`] from **one** tokio task: connection tasks
 //! talk to it over channels, and the task sleeps until the machine's `poll_timeout`.
 //!
 //! Application policy (the parts the sans-IO machine leaves to its caller):

@@ -16,8 +16,8 @@ use longport_wscli::{
     WsResponseErrorDetail,
 };
 use prost::Message as _;
-use tether_net::longport::control::CloseCode;
 use tether_interop::{start, Config, Running};
+use tether_net::longport::control::CloseCode;
 use tokio::sync::mpsc;
 use tokio::time::timeout;
 

@@ -16,7 +16,7 @@ use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
 const TOKEN: &str = "abc";
 const STEP: Duration = Duration::from_secs(10);
-/// V6 of the spec: Auth request, rid 1, timeout 5000, token "abc"
+/// The Auth request vector: rid 1, timeout 5000, token "abc"
 const AUTH_ABC: [u8; 16] = [
     0x01, 0x02, 0x00, 0x00, 0x00, 0x01, 0x13, 0x88, 0x00, 0x00, 0x05, 0x0a, 0x03, b'a', b'b', b'c',
 ];

@@ -17,13 +17,10 @@
 //! Deviation from `prost`: the deprecated group wire types (3 and 4) are refused with
 //! [`PbError::Group`] instead of being skipped. No LongPort peer emits them.
 //!
-//! The varint helpers ([`encode_varint`], [`decode_varint`], [`varint_len`]) are public so the
-//! machines can reuse them.
-//!
 //! ```
 //! use tether_net::longport::control::{AuthRequest, Body, Metadata, SessionGrant};
 //!
-//! // encode an auth request (spec vector V6) into a stack buffer
+//! // encode an auth request into a stack buffer
 //! let pairs = [("accept-language", "en")];
 //! let req = AuthRequest::new("abc", Metadata::from_pairs(&pairs));
 //! let mut buf = [0u8; 64];
@@ -36,7 +33,7 @@
 //! assert_eq!(back.metadata.get("accept-language"), Some("en"));
 //! assert_eq!(back, req);
 //!
-//! // an auth response (spec vector V7)
+//! // an auth response: session "s1", expires 1_700_086_400_000
 //! let grant = SessionGrant::decode(b"\x0a\x02s1\x10\x80\x88\xaf\xa8\xbd\x31").unwrap();
 //! assert_eq!((grant.session_id, grant.expires), ("s1", 1_700_086_400_000));
 //! ```
@@ -44,6 +41,7 @@
 use core::fmt;
 
 use crate::io::BufferTooSmall;
+use crate::longport::wire::{Header, Kind};
 use crate::wire::Writer;
 
 /// Command code of a Close push
@@ -56,7 +54,7 @@ pub const CMD_AUTH: u8 = 2;
 pub const CMD_RECONNECT: u8 = 3;
 
 /// Most bytes a varint of a 64-bit value takes
-pub const MAX_VARINT_LEN: usize = 10;
+pub(crate) const MAX_VARINT_LEN: usize = 10;
 
 const WT_VARINT: u8 = 0;
 const WT_I64: u8 = 1;
@@ -128,7 +126,7 @@ impl core::error::Error for PbError {}
 
 /// Number of bytes the varint encoding of `v` takes (1..=10)
 #[must_use]
-pub const fn varint_len(v: u64) -> usize {
+pub(crate) const fn varint_len(v: u64) -> usize {
     // bits needed, at least 1; 7 bits per byte
     let bits = 64 - (v | 1).leading_zeros() as usize;
     bits.div_ceil(7)
@@ -138,7 +136,8 @@ pub const fn varint_len(v: u64) -> usize {
 ///
 /// # Errors
 /// [`BufferTooSmall`] when `buf` is shorter than [`varint_len`]`(v)`; nothing is written.
-pub fn encode_varint(v: u64, buf: &mut [u8]) -> Result<usize, BufferTooSmall> {
+#[cfg(test)]
+pub(crate) fn encode_varint(v: u64, buf: &mut [u8]) -> Result<usize, BufferTooSmall> {
     let mut w = Writer::new(buf);
     put_varint(&mut w, v)?;
     Ok(w.written())
@@ -153,7 +152,7 @@ pub fn encode_varint(v: u64, buf: &mut [u8]) -> Result<usize, BufferTooSmall> {
 /// [`PbError::VarintOverflow`] when the varint has more than 10 bytes or its 10th byte carries
 /// bits beyond 64.
 #[inline(always)]
-pub fn decode_varint(buf: &[u8]) -> Result<(u64, usize), PbError> {
+pub(crate) fn decode_varint(buf: &[u8]) -> Result<(u64, usize), PbError> {
     // Fast path: tags, lengths and small values are one byte
     match *buf {
         [b0, ..] if b0 < 0x80 => Ok((u64::from(b0), 1)),
@@ -383,6 +382,40 @@ pub trait Body<'a>: Sized {
     fn encode(&self, buf: &mut [u8]) -> Result<usize, BufferTooSmall>;
 }
 
+/// Write `prefix`, then a packet of `kind` and `cmd` whose body is `body` encoded in place
+///
+/// Returns the bytes written; nothing is written on error. The machines use it for their own
+/// control packets (login requests, heartbeats, login responses, Close pushes), whose bodies are
+/// bounded far below the 24-bit length limit.
+pub(crate) fn emit_packet<'b>(
+    buf: &mut [u8],
+    prefix: &[u8],
+    kind: Kind,
+    cmd: u8,
+    body: &impl Body<'b>,
+) -> Result<usize, BufferTooSmall> {
+    let body_len = body.encoded_len();
+    let header = Header {
+        kind,
+        cmd,
+        gzip: false,
+        verify: false,
+        reserve: 0,
+        body_len: u32::try_from(body_len).unwrap_or(u32::MAX),
+    };
+    let required = prefix
+        .len()
+        .saturating_add(header.len())
+        .saturating_add(body_len);
+    let out = buf.get_mut(..required).ok_or(BufferTooSmall { required })?;
+    let (pre, rest) = out.split_at_mut(prefix.len());
+    let hlen = header.emit(rest)?;
+    let body_out = rest.get_mut(hlen..).ok_or(BufferTooSmall { required })?;
+    body.encode(body_out)?;
+    pre.copy_from_slice(prefix);
+    Ok(required)
+}
+
 // ---------------------------------------------------------------------------------------------
 // Close
 // ---------------------------------------------------------------------------------------------
@@ -441,6 +474,24 @@ impl CloseCode {
             CloseCode::SessExpired => 5,
             CloseCode::ConnectDuplicate => 6,
             CloseCode::Other(v) => v,
+        }
+    }
+
+    /// The RFC 6455 status code the server machine sends in the WebSocket Close frame that
+    /// follows a `Close` push with this code
+    ///
+    /// 1000 (normal) for heartbeat timeout and unknown codes, 1001 (going away) for shutdown,
+    /// 1002 (protocol error) for unpack errors, 1008 (policy violation) for the auth, session and
+    /// duplicate cases, 1011 (internal error) for server errors. Codes 0..=6 themselves are not
+    /// legal WebSocket status codes.
+    #[must_use]
+    pub const fn ws_close_code(self) -> u16 {
+        match self {
+            CloseCode::ServerShutdown => 1001,
+            CloseCode::UnpackError => 1002,
+            CloseCode::AuthError | CloseCode::SessExpired | CloseCode::ConnectDuplicate => 1008,
+            CloseCode::ServerError => 1011,
+            CloseCode::HeartbeatTimeout | CloseCode::Other(_) => 1000,
         }
     }
 }
@@ -1156,6 +1207,8 @@ impl<'a> Body<'a> for ErrorBody<'a> {
 
 #[cfg(test)]
 mod tests {
+    extern crate alloc;
+
     use super::*;
 
     #[test]
@@ -1172,6 +1225,70 @@ mod tests {
             let mut buf = [0u8; 10];
             assert_eq!(encode_varint(v, &mut buf), Ok(n));
             assert_eq!(decode_varint(&buf[..n]), Ok((v, n)));
+        }
+    }
+
+    /// The helpers are crate-private; these checks moved here from tests/longport_control.rs,
+    /// tests/longport_control_props.rs and the `longport_control` fuzz target
+    #[test]
+    fn decode_varint_helper() {
+        let v = [0x80, 0xd0, 0x95, 0xff, 0xbc, 0x31, 0xff];
+        assert_eq!(decode_varint(&v), Ok((1_700_000_000_000, 6)));
+        assert_eq!(varint_len(1_700_000_000_000), 6);
+        let mut buf = [0u8; 6];
+        assert_eq!(encode_varint(1_700_000_000_000, &mut buf), Ok(6));
+        assert_eq!(buf, v[..6]);
+        assert_eq!(decode_varint(&[]), Err(PbError::Truncated));
+    }
+
+    /// The varint rules stated plainly: the length is up to the first byte below 0x80 among
+    /// the first ten; a tenth byte above 1 overflows; the groups are little-endian
+    fn varint_reference(buf: &[u8]) -> Result<(u64, usize), PbError> {
+        let len = buf.iter().take(10).position(|&b| b < 0x80).map(|i| i + 1);
+        if buf.get(9).is_some_and(|&b| b > 1) && len.is_none_or(|n| n == 10) {
+            return Err(PbError::VarintOverflow);
+        }
+        let n = len.ok_or(PbError::Truncated)?;
+        let groups = buf[..n].iter().rev();
+        Ok((groups.fold(0, |v, &b| (v << 7) | u64::from(b & 0x7f)), n))
+    }
+
+    /// Bytes that start with a varint of any length, mostly continuation bytes
+    fn varint_bytes() -> impl proptest::strategy::Strategy<Value = alloc::vec::Vec<u8>> {
+        use proptest::prelude::*;
+        prop::collection::vec(
+            prop_oneof![3 => 0x80u8..=0xff, 1 => 0u8..0x80, 1 => 0u8..2],
+            0..14,
+        )
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(if cfg!(miri) { 4 } else { 2048 }))]
+
+        #[test]
+        fn decode_varint_matches_the_byte_loop(bytes in varint_bytes()) {
+            proptest::prop_assert_eq!(decode_varint(&bytes), varint_reference(&bytes));
+        }
+
+        /// Ours and prost's agree on what a varint is and what it is worth; what decodes
+        /// re-encodes minimally
+        #[test]
+        fn varints_agree_with_prost(bytes in varint_bytes()) {
+            let mut theirs_buf = bytes.as_slice();
+            let theirs = prost::encoding::decode_varint(&mut theirs_buf);
+            match decode_varint(&bytes) {
+                Ok((v, n)) => {
+                    proptest::prop_assert_eq!(theirs.ok(), Some(v), "value differs from prost");
+                    proptest::prop_assert_eq!(bytes.len() - theirs_buf.len(), n, "length differs");
+                    let mut out = [0u8; MAX_VARINT_LEN];
+                    let m = encode_varint(v, &mut out).expect("10 bytes hold any varint");
+                    proptest::prop_assert_eq!(m, varint_len(v));
+                    proptest::prop_assert_eq!(decode_varint(&out[..m]), Ok((v, m)));
+                    proptest::prop_assert!(m <= n);
+                    proptest::prop_assert!(encode_varint(v, &mut out[..m - 1]).is_err());
+                }
+                Err(_) => proptest::prop_assert!(theirs.is_err(), "prost reads a varint we refuse"),
+            }
         }
     }
 

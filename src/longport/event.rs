@@ -1,53 +1,18 @@
-//! LongPort events and the small owned types both roles share
+//! LongPort events ([`ClientEvent`], [`ServerEvent`]) and the small owned types both roles share
+//! ([`CloseCause`], [`LoginKind`], [`RequestFailure`])
 //!
-//! [`ClientEvent`] is what [`crate::longport::client::Client`] reports through `poll_event`.
-//! [`RequestId`], [`DisconnectReason`], [`ProtocolError`] and [`LoginKind`] are meant for the
-//! server machine too. Events are owned and small; texts from the peer (close reasons, error
-//! messages) are copied into fixed-capacity strings of [`MAX_TEXT_LEN`] bytes, truncated on a
-//! character boundary.
+//! Events are `Copy` and hold no text. Texts the peer sent (a Close push's reason, a refused
+//! login's error message) come back borrowed, as [`PeerText`](crate::PeerText) inside the
+//! application value of the input that carried them
+//! ([`ClientApp::Close`](crate::longport::ClientApp::Close),
+//! [`ClientApp::LoginError`](crate::longport::ClientApp::LoginError)).
 
 use core::fmt;
 
-use heapless::String;
-
-use crate::longport::control::{CloseCode, PbError};
-use crate::longport::deframe::DeframeError;
-use crate::longport::wire::Status;
-use crate::time::Instant;
-
-/// Capacity of peer texts kept in events (close reasons, error messages), in bytes
-pub const MAX_TEXT_LEN: usize = 128;
-
-/// Default capacity of a session id, in bytes
-pub const DEFAULT_SESSION_LEN: usize = 128;
-
-/// A peer text (close reason, error message) truncated to [`MAX_TEXT_LEN`] bytes
-pub type Text = String<MAX_TEXT_LEN>;
-
-/// Copy `s` into a fixed-capacity string, truncated on a character boundary
-#[must_use]
-pub fn truncated<const N: usize>(s: &str) -> String<N> {
-    let mut out = String::new();
-    for c in s.chars() {
-        if out.push(c).is_err() {
-            break;
-        }
-    }
-    out
-}
-
-/// Id of a request, unique among the requests in flight on one connection
-///
-/// Ids are allocated by the side that sends the request; a response copies it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-#[cfg_attr(feature = "defmt", derive(defmt::Format))]
-pub struct RequestId(pub u32);
-
-impl fmt::Display for RequestId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "#{}", self.0)
-    }
-}
+use crate::longport::control::CloseCode;
+use crate::longport::error::ProtocolError;
+use crate::longport::wire::{RequestId, Status};
+use crate::time::{Duration, Instant};
 
 /// Which login request opens a connection
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -59,79 +24,75 @@ pub enum LoginKind {
     Reconnect,
 }
 
-/// Peer bytes a machine could not make sense of, fatal to the connection they arrived on
+/// Why a connection ended (both roles)
+///
+/// The client reports it in [`ClientEvent::Disconnected`] (one transport ended) and
+/// [`ClientEvent::Closed`] (the machine is finished), the server in [`ServerEvent::Closed`].
+/// Which variants a role produces is said on each.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
-pub enum ProtocolError {
-    /// The TCP stream cannot be deframed (unknown packet type, oversized body)
-    Framing(DeframeError),
-    /// A control body (auth/reconnect response, close push) is not valid protobuf
-    ControlBody {
-        /// Command of the packet
-        cmd: u8,
-        /// What was wrong
-        error: PbError,
-    },
-    /// A control packet carries a gzip body that cannot be inflated (no `gzip` feature, bad or
-    /// oversized gzip member)
-    CompressedControl {
-        /// Command of the packet
-        cmd: u8,
-    },
-}
-
-impl fmt::Display for ProtocolError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            ProtocolError::Framing(e) => write!(f, "framing error: {e}"),
-            ProtocolError::ControlBody { cmd, error } => {
-                write!(f, "bad body of control command {cmd}: {error}")
-            }
-            ProtocolError::CompressedControl { cmd } => {
-                write!(f, "compressed control command {cmd} cannot be inflated")
-            }
-        }
-    }
-}
-
-impl core::error::Error for ProtocolError {}
-
-/// Why a connection (one transport) ended
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-#[cfg_attr(feature = "defmt", derive(defmt::Format))]
-pub enum DisconnectReason {
-    /// The caller reported the transport gone (`handle_closed`), or the dial failed
-    TransportClosed,
-    /// The transport did not open within the connect timeout
-    ConnectTimeout,
-    /// No answer to the auth/reconnect request (or no token) within the auth timeout
-    LoginTimeout,
-    /// No sign of life within the heartbeat timeout
-    HeartbeatTimeout,
-    /// The peer pushed a Close packet with this code
-    ServerClose(CloseCode),
-    /// The peer sent a WebSocket Close frame with this status code
-    WsClose(u16),
-    /// The auth or reconnect request was answered with this non-zero status
-    LoginRejected(Status),
-    /// Undecodable peer bytes
-    Protocol(ProtocolError),
-    /// The local application closed the machine
+#[non_exhaustive]
+pub enum CloseCause {
+    /// This side's application closed: client `close`, server `close(peer, ..)`
     Local,
+    /// Server: [`Server::shutdown`](crate::longport::Server::shutdown) (`Close{ServerShutdown}`)
+    Shutdown,
+    /// Client: the server pushed a Close packet (cmd 0) with this code
+    ///
+    /// What the client does next shows in the event that follows: codes 0..=3 and unknown codes
+    /// reconnect with the session ([`ClientEvent::ReconnectScheduled`]), 4 and 5 drop the
+    /// session and the token ([`ClientEvent::TokenNeeded`], then `ReconnectScheduled`), 6
+    /// (`ConnectDuplicate`) stops: nothing follows until `reconnect_now` or `connect`.
+    Peer {
+        /// The Close code
+        code: CloseCode,
+    },
+    /// No sign of life within the heartbeat timeout (server: `Close{HeartbeatTimeout}`)
+    Timeout,
+    /// Client: the transport did not open within the connect timeout
+    ConnectTimeout,
+    /// Undecodable peer bytes (server: `Close{UnpackError}`)
+    Protocol(ProtocolError),
+    /// The peer sent a WebSocket Close frame with this status code; nothing was sent back
+    WsClosed {
+        /// The RFC 6455 status code
+        code: u16,
+    },
+    /// The caller reported the transport gone (`handle_closed`), or the client's dial failed;
+    /// nothing was sent
+    TransportClosed,
+    /// No login in time: client, no answer to the auth/reconnect request (or no token) within
+    /// the auth timeout; server, not authenticated within its auth timeout
+    /// (`Close{AuthError}`)
+    LoginTimeout,
+    /// The auth or reconnect request was refused with this non-zero status (client: the
+    /// server's answer; server: the application's `reject_auth` (`Close{AuthError}`) or
+    /// `reject_reconnect` (`Close{SessExpired}`))
+    LoginRejected(Status),
+    /// Server: the first packet was not an Auth or Reconnect request (`Close{AuthError}`)
+    NotAuthenticated,
+    /// Server: a Reconnect presented an unknown or expired session (`Close{SessExpired}`)
+    SessionUnknown,
+    /// Server: the session went live on a newer connection (`Close{ConnectDuplicate}`)
+    Duplicate,
 }
 
-impl fmt::Display for DisconnectReason {
+impl fmt::Display for CloseCause {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            DisconnectReason::TransportClosed => f.write_str("transport closed"),
-            DisconnectReason::ConnectTimeout => f.write_str("connect timeout"),
-            DisconnectReason::LoginTimeout => f.write_str("login timeout"),
-            DisconnectReason::HeartbeatTimeout => f.write_str("heartbeat timeout"),
-            DisconnectReason::ServerClose(c) => write!(f, "closed by server: {c}"),
-            DisconnectReason::WsClose(c) => write!(f, "WebSocket closed with code {c}"),
-            DisconnectReason::LoginRejected(s) => write!(f, "login rejected: {s}"),
-            DisconnectReason::Protocol(e) => write!(f, "protocol error: {e}"),
-            DisconnectReason::Local => f.write_str("closed locally"),
+            CloseCause::Local => f.write_str("closed locally"),
+            CloseCause::Shutdown => f.write_str("server shutdown"),
+            CloseCause::Peer { code } => write!(f, "closed by the server: {code}"),
+            CloseCause::Timeout => f.write_str("heartbeat timeout"),
+            CloseCause::ConnectTimeout => f.write_str("connect timeout"),
+            CloseCause::Protocol(e) => write!(f, "protocol error: {e}"),
+            CloseCause::WsClosed { code } => write!(f, "WebSocket closed with code {code}"),
+            CloseCause::TransportClosed => f.write_str("transport closed"),
+            CloseCause::LoginTimeout => f.write_str("login timeout"),
+            CloseCause::LoginRejected(s) => write!(f, "login rejected: {s}"),
+            CloseCause::NotAuthenticated => f.write_str("not authenticated"),
+            CloseCause::SessionUnknown => f.write_str("unknown or expired session"),
+            CloseCause::Duplicate => f.write_str("session connected twice"),
         }
     }
 }
@@ -139,6 +100,7 @@ impl fmt::Display for DisconnectReason {
 /// Why a request in flight got no response
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
+#[non_exhaustive]
 pub enum RequestFailure {
     /// The connection it was sent on ended; it may or may not have been processed
     Disconnected,
@@ -155,24 +117,11 @@ impl fmt::Display for RequestFailure {
     }
 }
 
-/// What the client does after a Close push (spec 6.3, per-code policy)
+/// A control-plane event of the LongPort [`Client`](crate::longport::Client)
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
-pub enum CloseAction {
-    /// Codes 0-3 and unknown codes: reconnect after back-off, with the session while it is valid
-    Reconnect,
-    /// Codes 4-5: session (and token) dropped; a fresh token is needed ([`ClientEvent::TokenNeeded`])
-    ReAuth,
-    /// Code 6: no automatic reconnect; the caller decides (`reconnect_now` or `connect`)
-    Stop,
-}
-
-/// A control-plane event of the LongPort client
-///
-/// `S` is the session-id capacity of the client (see [`DEFAULT_SESSION_LEN`]).
-#[derive(Debug, Clone, PartialEq, Eq)]
-#[cfg_attr(feature = "defmt", derive(defmt::Format))]
-pub enum ClientEvent<const S: usize = DEFAULT_SESSION_LEN> {
+#[non_exhaustive]
+pub enum ClientEvent {
     /// Open a new transport (TCP socket or WebSocket) and call `handle_connected` when it is up
     ///
     /// If the dial fails, call `handle_closed`.
@@ -181,17 +130,19 @@ pub enum ClientEvent<const S: usize = DEFAULT_SESSION_LEN> {
         attempt: u32,
     },
     /// The auth or reconnect request succeeded; business requests may be sent
-    Authenticated {
-        /// Session id granted by the server (empty if it did not fit the client's capacity)
-        session_id: String<S>,
-        /// `expires` as received: absolute Unix milliseconds in practice (spec 6.7)
+    ///
+    /// The session id granted is available from `Client::session_id` (empty if it did not fit
+    /// the client's capacity: then it is not resumable).
+    Connected {
+        /// How the connection was opened: `Reconnect` means the old session was resumed
+        via: LoginKind,
+        /// `expires` as received: absolute Unix milliseconds in practice (the official Go
+        /// client treats it so and the official Rust client's auth path too)
         expires: i64,
         /// Connection quota of the account (0 when absent)
         limit: u32,
         /// Connections currently open for the account (0 when absent)
         online: u32,
-        /// How the connection was opened: `Reconnect` means the old session was resumed
-        via: LoginKind,
         /// Whether the session can be used for a later reconnect (non-zero, not yet expired by
         /// the wall clock, and fitting the capacity)
         resumable: bool,
@@ -199,7 +150,8 @@ pub enum ClientEvent<const S: usize = DEFAULT_SESSION_LEN> {
     /// The auth or reconnect request was answered with a non-zero status
     ///
     /// The transport is dropped ([`ClientEvent::Disconnected`] follows), the token and session
-    /// are discarded, and [`ClientEvent::TokenNeeded`] follows.
+    /// are discarded, and [`ClientEvent::TokenNeeded`] follows. The error message came with the
+    /// input, borrowed, as [`ClientApp::LoginError`](crate::longport::ClientApp::LoginError).
     LoginFailed {
         /// Which request was refused
         kind: LoginKind,
@@ -207,24 +159,13 @@ pub enum ClientEvent<const S: usize = DEFAULT_SESSION_LEN> {
         status: Status,
         /// `Error.code` of the body (`None` if the body did not decode)
         code: Option<u64>,
-        /// `Error.msg` of the body, truncated
-        message: Text,
     },
     /// A fresh one-time token is needed: call `provide_token`
     TokenNeeded,
     /// Round-trip time of a heartbeat, from its send instant to its echo
     HeartbeatRtt {
         /// Measured round-trip time
-        rtt: core::time::Duration,
-    },
-    /// The server pushed a Close packet (cmd 0)
-    ServerClosed {
-        /// Close code
-        code: CloseCode,
-        /// Reason text, truncated
-        reason: Text,
-        /// What the client does about it
-        action: CloseAction,
+        rtt: Duration,
     },
     /// The current transport is finished: close it if it is still open
     ///
@@ -233,11 +174,11 @@ pub enum ClientEvent<const S: usize = DEFAULT_SESSION_LEN> {
     /// [`ClientEvent::Closed`].
     Disconnected {
         /// Why
-        reason: DisconnectReason,
+        cause: CloseCause,
     },
     /// A new connection attempt will start at `at` ([`ClientEvent::ConnectTransport`])
     ReconnectScheduled {
-        /// When the attempt starts
+        /// When the attempt starts, in the caller's clock
         at: Instant,
         /// Number of this attempt (1 for the first retry after a loss)
         attempt: u32,
@@ -257,8 +198,41 @@ pub enum ClientEvent<const S: usize = DEFAULT_SESSION_LEN> {
     /// The machine is finished; always the last event, emitted exactly once
     Closed {
         /// Why
-        reason: DisconnectReason,
+        cause: CloseCause,
     },
+}
+
+/// A control-plane event of the LongPort [`Server`](crate::longport::Server); `P` is the
+/// caller's peer key
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+#[non_exhaustive]
+pub enum ServerEvent<P> {
+    /// `accept_auth` or `accept_reconnect` took effect; the response is queued
+    Connected {
+        /// The connection
+        peer: P,
+        /// Which login it accepted
+        via: LoginKind,
+        /// Session expiry granted (Unix ms)
+        expires: i64,
+    },
+    /// Close the transport now: the connection is over and every frame for it has been handed
+    /// out by `poll_transmit`
+    ///
+    /// On TCP, close the socket. On WebSocket the last transmit was the close frame; finish the
+    /// close handshake (or drop the socket). The machine has forgotten `peer`; the key may be
+    /// reused.
+    Closed {
+        /// The connection
+        peer: P,
+        /// Why
+        cause: CloseCause,
+    },
+    /// After `shutdown`: every connection has been closed and all its frames handed out
+    ///
+    /// Emitted once, after the last [`ServerEvent::Closed`].
+    ShutdownComplete,
 }
 
 #[cfg(test)]
@@ -266,21 +240,15 @@ mod tests {
     use super::*;
 
     #[test]
-    fn truncation_respects_char_boundaries() {
-        let s: String<5> = truncated("abcdé");
-        assert_eq!(s.as_str(), "abcd", "é needs two bytes and does not fit");
-        let s: String<5> = truncated("abc");
-        assert_eq!(s.as_str(), "abc");
-    }
-
-    #[test]
     fn displays_mention_the_cause() {
         extern crate alloc;
         use alloc::string::ToString;
-        let r = DisconnectReason::ServerClose(CloseCode::ConnectDuplicate);
+        let r = CloseCause::Peer {
+            code: CloseCode::ConnectDuplicate,
+        };
         assert!(r.to_string().contains("duplicate"));
         assert!(RequestId(7).to_string().contains('7'));
-        assert!(DisconnectReason::LoginRejected(Status::Unauthenticated)
+        assert!(CloseCause::LoginRejected(Status::Unauthenticated)
             .to_string()
             .contains('5'));
     }

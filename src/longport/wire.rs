@@ -224,6 +224,21 @@ impl fmt::Display for Status {
     }
 }
 
+/// Id of a request, unique among the requests in flight on one connection
+///
+/// The side that sends a request allocates the id; the response copies it. Both machines use
+/// this type for every id they take or hand out, so an id cannot be swapped with another integer
+/// argument (a command code, a status) without a compile error.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub struct RequestId(pub u32);
+
+impl fmt::Display for RequestId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "#{}", self.0)
+    }
+}
+
 /// Packet type with the fields only that type carries
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
@@ -231,14 +246,14 @@ pub enum Kind {
     /// Type 1: a request expecting a response with the same id
     Request {
         /// Sender-allocated id, echoed by the response
-        request_id: u32,
+        request_id: RequestId,
         /// Processing deadline hint in milliseconds (0 = receiver's default)
         timeout_ms: u16,
     },
     /// Type 2: the answer to a request
     Response {
         /// Id of the request being answered
-        request_id: u32,
+        request_id: RequestId,
         /// Outcome
         status: Status,
     },
@@ -272,7 +287,7 @@ impl Kind {
     /// The request id of a request or response
     #[must_use]
     #[inline]
-    pub const fn request_id(&self) -> Option<u32> {
+    pub const fn request_id(&self) -> Option<RequestId> {
         match self {
             Kind::Request { request_id, .. } | Kind::Response { request_id, .. } => {
                 Some(*request_id)
@@ -375,7 +390,7 @@ impl Header {
         let cmd = r.u8().ok_or(incomplete)?;
         let kind = match type_code {
             TYPE_REQUEST => {
-                let request_id = r.u32().ok_or(incomplete)?;
+                let request_id = RequestId(r.u32().ok_or(incomplete)?);
                 let timeout_ms = r.u16().ok_or(incomplete)?;
                 Kind::Request {
                     request_id,
@@ -383,7 +398,7 @@ impl Header {
                 }
             }
             TYPE_RESPONSE => {
-                let request_id = r.u32().ok_or(incomplete)?;
+                let request_id = RequestId(r.u32().ok_or(incomplete)?);
                 let status = Status::from_u8(r.u8().ok_or(incomplete)?);
                 Kind::Response { request_id, status }
             }
@@ -427,11 +442,11 @@ impl Header {
                 request_id,
                 timeout_ms,
             } => {
-                w.u32(request_id)?;
+                w.u32(request_id.0)?;
                 w.u16(timeout_ms)?;
             }
             Kind::Response { request_id, status } => {
-                w.u32(request_id)?;
+                w.u32(request_id.0)?;
                 w.u8(status.as_u8())?;
             }
             Kind::Push => {}
@@ -477,7 +492,7 @@ impl<'a> Packet<'a> {
     /// An unsigned, uncompressed request
     #[must_use]
     #[inline]
-    pub fn request(cmd: u8, request_id: u32, timeout_ms: u16, body: &'a [u8]) -> Self {
+    pub fn request(cmd: u8, request_id: RequestId, timeout_ms: u16, body: &'a [u8]) -> Self {
         Self::plain(
             Kind::Request {
                 request_id,
@@ -491,7 +506,7 @@ impl<'a> Packet<'a> {
     /// An unsigned, uncompressed response
     #[must_use]
     #[inline]
-    pub fn response(cmd: u8, request_id: u32, status: Status, body: &'a [u8]) -> Self {
+    pub fn response(cmd: u8, request_id: RequestId, status: Status, body: &'a [u8]) -> Self {
         Self::plain(Kind::Response { request_id, status }, cmd, body)
     }
 

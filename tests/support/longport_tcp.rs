@@ -1,23 +1,22 @@
-//! Drive the LongPort client and server machines over blocking std TCP: the run loop of the
-//! crate docs with real sockets
+//! Drive the LongPort client and server machines over non-blocking std TCP: the run loop of the
+//! crate docs with real sockets (one input, then `tether_net::drain`, then a short sleep)
 //!
 //! Shared by `tests/longport_tcp_examples.rs` and `examples/longport_tcp_{server,client}.rs`
 //! (included with `#[path]`). Every line the loops print goes through a `log` callback, one line
 //! per event.
 #![allow(dead_code)]
 
+use std::cell::RefCell;
 use std::io::{self, ErrorKind, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use tether_net::longport::client::App as ClientApp;
-use tether_net::longport::control::SessionGrant;
-use tether_net::longport::deframe::Transport;
-use tether_net::longport::server::{App as ServerApp, InputError, Server, ServerConfig};
-use tether_net::longport::wire::Status;
-use tether_net::longport::{ClientConfig, ClientEvent, Credentials, DefaultClient};
-use tether_net::{Instant, Machine};
+use tether_net::longport::{
+    Client, ClientApp, ClientConfig, ClientEvent, Credentials, Error, Server, ServerApp,
+    ServerConfig, ServerEvent, SessionGrant, Status, Transport,
+};
+use tether_net::{drain, DrainError, Instant};
 
 /// Business command the client sends and the server echoes (QueryUserQuoteProfile's number)
 pub const CMD_ECHO: u8 = 4;
@@ -104,12 +103,9 @@ pub fn serve(
 ) -> io::Result<ServerReport> {
     listener.set_nonblocking(true)?;
     let epoch = std::time::Instant::now();
-    let config = ServerConfig {
-        wall_offset_ms: unix_ms() - now(epoch).as_millis() as i64,
-        ..ServerConfig::default()
-    };
-    let mut server: Server<u32, 64, 256> = Server::new(config);
-    let mut conns: Vec<Conn> = Vec::new();
+    let mut server: Server<u32, 64, 256> = Server::with_capacities(ServerConfig::new());
+    server.set_wall_clock(now(epoch), unix_ms());
+    let conns: RefCell<Vec<Conn>> = RefCell::new(Vec::new());
     let mut next_id = 1u32;
     let mut report = ServerReport::default();
     let mut out = vec![0u8; MAX_PACKET];
@@ -119,10 +115,7 @@ pub fn serve(
         if stop.load(Ordering::Relaxed) && !shutting_down {
             shutting_down = true;
             log("shutdown: Close{ServerShutdown} to every connection".into());
-            server.shutdown(t);
-        }
-        if shutting_down && conns.is_empty() {
-            return Ok(report);
+            let _ = server.shutdown(t, "server shutdown");
         }
         let mut busy = false;
         // 1. inputs: new connections, bytes, closed sockets, timers
@@ -136,7 +129,7 @@ pub fn serve(
                     Ok(()) => {
                         log(format!("conn {id}: connected from {peer}"));
                         report.connections += 1;
-                        conns.push(Conn {
+                        conns.borrow_mut().push(Conn {
                             id,
                             sock,
                             rx: Vec::new(),
@@ -152,13 +145,13 @@ pub fn serve(
         let mut gone = Vec::new();
         // frames in send order: (connection, bytes)
         let mut outbox: Vec<(u32, Vec<u8>)> = Vec::new();
-        for c in conns.iter_mut() {
+        for c in conns.borrow_mut().iter_mut() {
             let open = read_some(&mut c.sock, &mut c.rx).unwrap_or(false);
             while !c.rx.is_empty() {
                 let r = match server.handle_input(t, c.id, &c.rx) {
                     Ok(r) => r,
-                    Err(InputError::AuthPending) => break,
-                    Err(InputError::UnknownConn) => {
+                    Err(Error::AuthPending) => break,
+                    Err(_) => {
                         c.rx.clear();
                         break;
                     }
@@ -174,7 +167,7 @@ pub fn serve(
                             let session = format!("s-{}", report.authenticated);
                             let grant = SessionGrant {
                                 session_id: &session,
-                                expires: server.wall_clock_ms() + SESSION_TTL_MS,
+                                expires: server.wall_clock_ms(t).unwrap_or(0) + SESSION_TTL_MS,
                                 limit: 10,
                                 online: 1,
                             };
@@ -194,7 +187,7 @@ pub fn serve(
                         let session = format!("s-r{}", next_id);
                         let grant = SessionGrant {
                             session_id: &session,
-                            expires: server.wall_clock_ms() + SESSION_TTL_MS,
+                            expires: server.wall_clock_ms(t).unwrap_or(0) + SESSION_TTL_MS,
                             limit: 10,
                             online: 1,
                         };
@@ -207,7 +200,7 @@ pub fn serve(
                         ..
                     }) => {
                         log(format!(
-                            "conn {}: request #{request_id} cmd {cmd}, {} bytes: echo",
+                            "conn {}: request {request_id} cmd {cmd}, {} bytes: echo",
                             c.id,
                             body.len()
                         ));
@@ -226,7 +219,7 @@ pub fn serve(
                         outbox.push((tx.to, out[..tx.len].to_vec()));
                     }
                     if let Ok(tx) =
-                        server.respond(t, c.id, rid, cmd, Status::Success, &body, &mut out)
+                        server.respond(t, c.id, cmd, rid, Status::Success, &body, &mut out)
                     {
                         if cmd != 1 {
                             report.echoed += 1;
@@ -243,7 +236,7 @@ pub fn serve(
             }
         }
         for (to, bytes) in outbox {
-            if let Some(c) = conns.iter_mut().find(|c| c.id == to) {
+            if let Some(c) = conns.borrow_mut().iter_mut().find(|c| c.id == to) {
                 if write_all(&mut c.sock, &bytes).is_err() {
                     gone.push(to);
                 }
@@ -255,27 +248,40 @@ pub fn serve(
         if server.poll_timeout().is_some_and(|d| d <= t) {
             server.handle_timeout(t);
         }
-        // 2. transmits
-        while let Some(tx) = server.poll_transmit(t, &mut out).expect("buffer") {
-            busy = true;
-            if let Some(c) = conns.iter_mut().find(|c| c.id == tx.to) {
-                let _ = write_all(&mut c.sock, &out[..tx.len]);
-            }
+        // 2. drain: every frame goes to its socket; `Closed` means close that socket now
+        let (mut complete, mut sent) = (false, false);
+        drain(
+            &mut server,
+            t,
+            &mut out,
+            |tx, bytes| {
+                sent = true;
+                if let Some(c) = conns.borrow_mut().iter_mut().find(|c| c.id == tx.to) {
+                    let _ = write_all(&mut c.sock, bytes);
+                }
+                Ok::<(), io::Error>(())
+            },
+            |_server, e| {
+                busy = true;
+                log(format!("event: {e:?}"));
+                match e {
+                    ServerEvent::Closed { peer, .. } => conns.borrow_mut().retain(|c| {
+                        if c.id == peer {
+                            let _ = c.sock.shutdown(Shutdown::Both);
+                        }
+                        c.id != peer
+                    }),
+                    ServerEvent::ShutdownComplete => complete = true,
+                    _ => {}
+                }
+            },
+        )
+        .map_err(|e| io::Error::other(e.to_string()))?;
+        busy |= sent;
+        if complete {
+            return Ok(report);
         }
-        // 3. events; close the sockets of connections the machine has forgotten (after
-        //    `Disconnect`, or once `PeerClosed` for a lost transport was polled)
-        while let Some(e) = server.poll_event() {
-            busy = true;
-            log(format!("event: {e:?}"));
-        }
-        conns.retain(|c| {
-            let keep = server.state(c.id).is_some();
-            if !keep {
-                let _ = c.sock.shutdown(Shutdown::Both);
-            }
-            keep
-        });
-        // 4. sleep a little when idle
+        // 3. sleep a little when idle
         if !busy {
             std::thread::sleep(Duration::from_millis(1));
         }
@@ -298,7 +304,7 @@ pub struct ClientReport {
 }
 
 /// Connect to `addr`, authenticate with `token`, send one business request with `body`, wait
-/// for its echo and one heartbeat RTT (heartbeat every `heartbeat`), then close
+/// for its echo and one heartbeat RTT (heartbeat every `heartbeat`, at least 1 s), then close
 ///
 /// # Errors
 /// A socket error, a refused login (`PermissionDenied` with the server's message) or no
@@ -312,18 +318,20 @@ pub fn run_client(
     mut log: impl FnMut(String),
 ) -> io::Result<ClientReport> {
     let epoch = std::time::Instant::now();
-    let mut config = ClientConfig::tcp();
-    config.heartbeat_interval = Some(heartbeat);
-    let mut client = DefaultClient::new(config);
+    let config = ClientConfig::tcp().with_heartbeat_interval(Some(heartbeat));
+    let mut client = Client::new(config);
     client.set_wall_clock(now(epoch), unix_ms());
     client
         .connect(now(epoch), Credentials::new(token))
         .map_err(|e| io::Error::other(e.to_string()))?;
-    let mut sock: Option<TcpStream> = None;
+    let sock: RefCell<Option<TcpStream>> = RefCell::new(None);
     let mut rx: Vec<u8> = Vec::new();
     let mut out = vec![0u8; MAX_PACKET];
+    let mut req_buf = vec![0u8; MAX_PACKET];
     let (mut session, mut echo, mut rtt) = (None, None, None);
     let mut request = None;
+    let mut refusal = None;
+    let mut closing = false;
     loop {
         let t = now(epoch);
         if epoch.elapsed() > deadline {
@@ -335,24 +343,28 @@ pub fn run_client(
         let mut busy = false;
         let mut eof = false;
         // 1. inputs
-        if let Some(s) = sock.as_mut() {
+        if let Some(s) = sock.borrow_mut().as_mut() {
             let open = read_some(s, &mut rx)?;
             while !rx.is_empty() {
                 let Ok(r) = client.handle_input(t, (), &rx) else {
-                    break; // Busy: drain events below, then retry
+                    break; // QueueFull: the drain below empties the queues, then we retry
                 };
                 busy = true;
-                if let Some(ClientApp::Response {
-                    request_id, body, ..
-                }) = r.app()
-                {
-                    if Some(*request_id) == request {
+                match r.app() {
+                    Some(ClientApp::Response {
+                        request_id, body, ..
+                    }) if Some(*request_id) == request => {
                         log(format!(
                             "echo: {request_id} {:?}",
                             String::from_utf8_lossy(body)
                         ));
                         echo = Some(body.to_vec());
                     }
+                    // the refusal's message, borrowed from `rx`: keep a copy for the error
+                    Some(ClientApp::LoginError { message, .. }) => {
+                        refusal = Some(message.to_string());
+                    }
+                    _ => {}
                 }
                 let consumed = r.bytes_consumed();
                 let need = r.needed().is_some();
@@ -366,83 +378,120 @@ pub fn run_client(
         if client.poll_timeout().is_some_and(|d| d <= t) {
             client.handle_timeout(t);
         }
-        if echo.is_some() && rtt.is_some() {
-            client.close(t); // later calls do nothing
+        if echo.is_some() && rtt.is_some() && !closing {
+            closing = true;
+            client.close(t, "done").expect("open");
         }
-        // 2. transmits
-        while let Some(tx) = client.poll_transmit(t, &mut out).expect("buffer") {
-            busy = true;
-            if let Some(s) = sock.as_mut() {
-                write_all(s, &out[..tx.len])?;
-            }
+        // 2. drain: frames to the socket; commands issued while handling an event (the login
+        //    after `handle_connected`, the request after `Connected`) go out in the same drain
+        let (mut result, mut sent) = (None, false);
+        let drained = drain(
+            &mut client,
+            t,
+            &mut out,
+            |_tx, bytes| {
+                sent = true;
+                match sock.borrow_mut().as_mut() {
+                    Some(s) => write_all(s, bytes),
+                    None => Ok(()),
+                }
+            },
+            |client, e| {
+                busy = true;
+                log(format!("event: {e:?}"));
+                if result.is_some() {
+                    return;
+                }
+                match e {
+                    ClientEvent::ConnectTransport { .. } => {
+                        let opened = TcpStream::connect(addr).and_then(|s| {
+                            s.set_nodelay(true)?;
+                            s.set_nonblocking(true)?;
+                            Ok(s)
+                        });
+                        match opened {
+                            Ok(s) => {
+                                *sock.borrow_mut() = Some(s);
+                                rx.clear();
+                                client.handle_connected(t).expect("requested");
+                            }
+                            Err(e) => result = Some(Err(e)),
+                        }
+                    }
+                    ClientEvent::Connected { .. } => {
+                        session = client.session_id().map(str::to_string);
+                        match client.send_request(
+                            t,
+                            CMD_ECHO,
+                            Duration::from_secs(5),
+                            body,
+                            &mut req_buf,
+                        ) {
+                            Ok((id, tx)) => {
+                                log(format!(
+                                    "request: {id} cmd {CMD_ECHO}, {} bytes",
+                                    body.len()
+                                ));
+                                // a request is written by `send_request`: send it right away
+                                if let Some(s) = sock.borrow_mut().as_mut() {
+                                    if let Err(e) = write_all(s, &req_buf[..tx.len]) {
+                                        result = Some(Err(e));
+                                    }
+                                }
+                                request = Some(id);
+                            }
+                            Err(e) => result = Some(Err(io::Error::other(e.to_string()))),
+                        }
+                    }
+                    ClientEvent::HeartbeatRtt { rtt: d } => rtt = rtt.or(Some(d)),
+                    ClientEvent::LoginFailed { .. } => {
+                        let message = refusal.take().unwrap_or_default();
+                        result = Some(Err(io::Error::new(
+                            ErrorKind::PermissionDenied,
+                            format!("login refused: {message}"),
+                        )));
+                    }
+                    ClientEvent::Disconnected { .. } => {
+                        if let Some(s) = sock.borrow_mut().take() {
+                            let _ = s.shutdown(Shutdown::Both);
+                        }
+                        rx.clear();
+                    }
+                    ClientEvent::Closed { .. } => {
+                        if let Some(s) = sock.borrow_mut().take() {
+                            let _ = s.shutdown(Shutdown::Both);
+                        }
+                        result = Some(match (session.take(), echo.take(), rtt) {
+                            (Some(session_id), Some(echo), Some(rtt)) => Ok(ClientReport {
+                                session_id,
+                                echo,
+                                rtt,
+                            }),
+                            _ => Err(io::Error::other("closed before the echo and RTT")),
+                        });
+                    }
+                    _ => {}
+                }
+            },
+        );
+        busy |= sent;
+        match drained {
+            Ok(()) => {}
+            Err(DrainError::Send(e)) => return Err(e),
+            Err(DrainError::BufferTooSmall(e)) => return Err(io::Error::other(e.to_string())),
         }
-        // 3. events
-        while let Some(e) = client.poll_event() {
-            busy = true;
-            log(format!("event: {e:?}"));
-            match e {
-                ClientEvent::ConnectTransport { .. } => {
-                    let s = TcpStream::connect(addr)?;
-                    s.set_nodelay(true)?;
-                    s.set_nonblocking(true)?;
-                    sock = Some(s);
-                    rx.clear();
-                    client
-                        .handle_connected(now(epoch))
-                        .map_err(|e| io::Error::other(e.to_string()))?;
-                }
-                ClientEvent::Authenticated { session_id, .. } => {
-                    session = Some(session_id.to_string());
-                    let (id, tx) = client
-                        .send_request(now(epoch), CMD_ECHO, Duration::from_secs(5), body, &mut out)
-                        .map_err(|e| io::Error::other(e.to_string()))?;
-                    log(format!(
-                        "request: {id} cmd {CMD_ECHO}, {} bytes",
-                        body.len()
-                    ));
-                    if let Some(s) = sock.as_mut() {
-                        write_all(s, &out[..tx.len])?;
-                    }
-                    request = Some(id);
-                }
-                ClientEvent::HeartbeatRtt { rtt: d } => rtt = rtt.or(Some(d)),
-                ClientEvent::LoginFailed { message, .. } => {
-                    return Err(io::Error::new(
-                        ErrorKind::PermissionDenied,
-                        format!("login refused: {message}"),
-                    ));
-                }
-                ClientEvent::Disconnected { .. } => {
-                    if let Some(s) = sock.take() {
-                        let _ = s.shutdown(Shutdown::Both);
-                    }
-                    rx.clear();
-                }
-                ClientEvent::Closed { .. } => {
-                    if let Some(s) = sock.take() {
-                        let _ = s.shutdown(Shutdown::Both);
-                    }
-                    return match (session, echo, rtt) {
-                        (Some(session_id), Some(echo), Some(rtt)) => Ok(ClientReport {
-                            session_id,
-                            echo,
-                            rtt,
-                        }),
-                        _ => Err(io::Error::other("closed before the echo and RTT")),
-                    };
-                }
-                _ => {}
-            }
+        if let Some(r) = result {
+            return r;
         }
         // the end of the stream is an input too, after what arrived before it
-        if eof && sock.is_some() {
+        if eof && sock.borrow().is_some() {
             log("server closed the connection".into());
-            sock = None;
+            *sock.borrow_mut() = None;
             rx.clear();
             client.handle_closed(t, ());
             continue;
         }
-        // 4. sleep until the next deadline or a little while
+        // 3. sleep until the next deadline or a little while
         if !busy {
             std::thread::sleep(Duration::from_millis(1));
         }

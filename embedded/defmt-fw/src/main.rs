@@ -9,10 +9,7 @@ use cortex_m::asm;
 use cortex_m_rt::entry;
 use defmt_rtt as _;
 use tether_net::game::{self, ClientConfig, ServerConfig, TokenSecret};
-use tether_net::longport::control::SessionGrant;
-use tether_net::longport::deframe::Transport;
-use tether_net::longport::server::{self as lp_server, DefaultServer};
-use tether_net::longport::{self, Credentials, DefaultClient};
+use tether_net::longport::{self, Credentials, SessionGrant, Transport};
 use tether_net::{Duration, Instant, Machine};
 
 #[panic_handler]
@@ -67,8 +64,8 @@ fn game_session() {
 /// LongPort over in-memory TCP: handshake + auth, accepted by the application
 fn longport_session() {
     const CONN: u8 = 1;
-    let mut client = DefaultClient::new(longport::ClientConfig::tcp());
-    let mut server: DefaultServer<u8> = DefaultServer::new(lp_server::ServerConfig::default());
+    let mut client = longport::Client::new(longport::ClientConfig::tcp());
+    let mut server: longport::Server<u8> = longport::Server::new(longport::ServerConfig::new());
     let now = Instant::from_secs(1);
     let mut buf = [0u8; 512];
     let _ = client.connect(now, Credentials::new("token"));
@@ -81,7 +78,7 @@ fn longport_session() {
                 let Ok(r) = server.handle_input(now, CONN, data) else {
                     break;
                 };
-                if let Some(lp_server::App::Auth { token, .. }) = r.app() {
+                if let Some(longport::ServerApp::Auth { token, .. }) = r.app() {
                     defmt::info!("auth with a token of {} bytes", token.len());
                 }
                 if r.bytes_consumed() == 0 {

@@ -7,13 +7,13 @@ mod fp_common;
 
 use core::hint::black_box;
 
-use tether_net::longport::{ClientConfig, ClientEvent, Credentials, DefaultClient};
+use tether_net::longport::{Client, ClientConfig, ClientEvent, Credentials};
 use tether_net::Duration;
 
 #[cortex_m_rt::entry]
 fn main() -> ! {
-    let client: &'static mut DefaultClient =
-        cortex_m::singleton!(: DefaultClient = DefaultClient::new(ClientConfig::tcp())).unwrap();
+    let client: &'static mut Client =
+        cortex_m::singleton!(: Client = Client::new(ClientConfig::tcp())).unwrap();
     let (mut rx, mut tx) = ([0u8; 1400], [0u8; 1400]);
     let mut tick = 0;
     loop {
@@ -34,7 +34,9 @@ fn main() -> ! {
                 let _ = black_box(client.provide_token(now, "fresh-token"));
             }
             4 => client.handle_closed(now, ()),
-            5 => client.close(now),
+            5 => {
+                let _ = black_box(client.close(now, "bye"));
+            }
             _ => {}
         }
         match client.handle_input(now, (), &rx[..i.len]) {

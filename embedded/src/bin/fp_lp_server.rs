@@ -7,18 +7,16 @@ mod fp_common;
 
 use core::hint::black_box;
 
-use tether_net::longport::control::{CloseCode, SessionGrant};
-use tether_net::longport::deframe::Transport;
-use tether_net::longport::server::{App, DefaultServer, ServerConfig};
-use tether_net::longport::wire::Status;
-use tether_net::Machine;
+use tether_net::longport::{
+    CloseCode, Server, ServerApp as App, ServerConfig, SessionGrant, Status, Transport,
+};
 
-type LpServer = DefaultServer<u32>;
+type LpServer = Server<u32>;
 
 #[cortex_m_rt::entry]
 fn main() -> ! {
     let server: &'static mut LpServer =
-        cortex_m::singleton!(: LpServer = LpServer::new(ServerConfig::default())).unwrap();
+        cortex_m::singleton!(: LpServer = LpServer::new(ServerConfig::new())).unwrap();
     let (mut rx, mut tx) = ([0u8; 1400], [0u8; 1400]);
     let mut tick = 0;
     loop {
@@ -32,7 +30,9 @@ fn main() -> ! {
             1 => {
                 let _ = black_box(server.close(now, conn, CloseCode::ServerError, "bye"));
             }
-            2 => server.shutdown(now),
+            2 => {
+                let _ = black_box(server.shutdown(now, "bye"));
+            }
             3 => server.handle_closed(now, conn),
             _ => {}
         }
@@ -79,7 +79,7 @@ fn main() -> ! {
             None => {}
         }
         if let Some((id, cmd)) = answer {
-            let r = server.respond(now, conn, id, cmd, Status::Success, &rx[..8], &mut tx);
+            let r = server.respond(now, conn, cmd, id, Status::Success, &rx[..8], &mut tx);
             let _ = black_box((r, &tx));
         }
         fp_common::run_loop(server, now, &mut tx);

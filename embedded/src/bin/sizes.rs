@@ -50,24 +50,18 @@ fn main() -> ! {
         "game::Server per peer slot ((ipv4,port) key)",
         per_peer_addr
     );
-    show!(
-        "longport::DefaultClient",
-        size_of::<longport::DefaultClient>()
-    );
+    show!("longport::Client", size_of::<longport::Client>());
     show!("longport::ClientEvent", size_of::<longport::ClientEvent>());
+    show!("longport::Server<u32>", size_of::<longport::Server<u32>>());
     show!(
-        "longport::DefaultServer<u32>",
-        size_of::<longport::server::DefaultServer<u32>>()
+        "longport::ServerEvent<u32>",
+        size_of::<longport::ServerEvent<u32>>()
     );
-    show!(
-        "longport::server::ServerEvent<u32>",
-        size_of::<longport::server::ServerEvent<u32>>()
-    );
-    let per_conn = (size_of::<longport::server::Server<u32, 32, 64>>()
-        - size_of::<longport::server::Server<u32, 16, 64>>())
+    let per_conn = (size_of::<longport::Server<u32, 32, 64>>()
+        - size_of::<longport::Server<u32, 16, 64>>())
         / 16;
-    let per_session = (size_of::<longport::server::Server<u32, 16, 128>>()
-        - size_of::<longport::server::Server<u32, 16, 64>>())
+    let per_session = (size_of::<longport::Server<u32, 16, 128>>()
+        - size_of::<longport::Server<u32, 16, 64>>())
         / 64;
     show!("longport::Server per connection slot (u32 id)", per_conn);
     show!("longport::Server per session entry", per_session);

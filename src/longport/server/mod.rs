@@ -1,0 +1,1617 @@
+//! LongPort server machine: auth gate, session table, heartbeat echo, WS pings, Close pushes
+//!
+//! [`Server`] keeps the control plane of many client connections, over TCP and WebSocket, for
+//! the caller's own gateway. The caller owns the sockets, the clock, the token check and the
+//! session-id generator; the machine decides what goes on the wire and when. Its inputs and
+//! outputs are inherent methods, and it implements [`Machine`](crate::Machine) with
+//! `Peer = P` (the caller's connection key) by delegating to them.
+//!
+//! # Connection lifecycle
+//!
+//! ```text
+//! handle_connected ─► AwaitHandshake (TCP only, 2 bytes) ─► AwaitAuth ─► AuthPending ─► Authenticated
+//!                                                              │              │              │
+//!                                                              └──────────────┴──────────────┴─► Closing ─► (Closed event, slot freed)
+//! ```
+//!
+//! 1. [`Server::handle_connected`] registers a connection under the caller's key `P`. The
+//!    table holds `PEERS` connections; at most [`ServerConfig::max_unauthenticated`] of them may
+//!    be unauthenticated at once. Refusals are typed ([`Error`]); the caller then closes the
+//!    socket without sending anything.
+//! 2. TCP connections first send the 2-byte handshake. It is validated (version 1) and
+//!    recorded ([`Server::handshake`]); a bad one is answered with `Close{UnpackError}`. The
+//!    handshake and the first packet may arrive in the same read.
+//! 3. The first packet must be an Auth (cmd 2) or Reconnect (cmd 3) request. Anything else —
+//!    heartbeats included — is answered, if it is a request, with status 5 (Unauthenticated) and
+//!    an `Error{401}` body, then `Close{AuthError}`.
+//! 4. Auth: [`Server::handle_input`] returns [`ServerApp::Auth`] borrowing the token and
+//!    metadata from the caller's buffer. The application checks the token and calls
+//!    [`Server::accept_auth`] with a [`SessionGrant`] it chose (session id, expiry, quota
+//!    numbers) or [`Server::reject_auth`] (status + `Error` response, `Close{AuthError}`). No
+//!    event is queued for the request: the `ServerApp` value is the one signal, so the caller
+//!    cannot miss the token.
+//! 5. Reconnect: the session id is looked up in the machine's session table first. An unknown or
+//!    expired id is rejected **automatically**, without involving the application: status 5,
+//!    `Error{401, "session expired"}`, `Close{SessExpired}`. A known id yields
+//!    [`ServerApp::Reconnect`]; the application mints a fresh session id and calls
+//!    [`Server::accept_reconnect`] (the old id is retired: the protocol issues a new session
+//!    on every reconnect) or [`Server::reject_reconnect`] (`Close{SessExpired}`).
+//! 6. Until the application decides, further input from that connection is refused with
+//!    [`Error::AuthPending`] and left unconsumed (official clients wait for the auth response
+//!    before sending anything else). The auth deadline ([`ServerConfig::auth_timeout`], 10 s)
+//!    covers the whole unauthenticated phase, including a decision that never comes:
+//!    `Close{AuthError}`.
+//! 7. Authenticated: [`ServerEvent::Connected`]. Business requests come back as
+//!    [`ServerApp::Request`] (borrowed); the application answers with [`Server::respond`] and
+//!    pushes with [`Server::push`], both writing straight into the caller's buffer.
+//!
+//! # Closing and the "close the transport now" signal
+//!
+//! Whenever the machine closes a connection it queues, in this order, any pending control
+//! response (e.g. the status-5 answer), a `Close{code, reason}` push (cmd 0), and on WebSocket a
+//! [`FrameKind::WsClose`] frame with a legal RFC 6455 code ([`CloseCode::ws_close_code`]: 1000
+//! heartbeat timeout, 1001 shutdown, 1002 unpack error, 1008 auth/session/duplicate, 1011 server
+//! error) whose payload is the reason. **Once every frame for that connection has been handed
+//! out by `poll_transmit`**, it reports [`ServerEvent::Closed`] with the [`CloseCause`]: the
+//! signal to close the socket (TCP) or to finish the WebSocket close (WS; the close frame was
+//! the last transmit). After `Closed` the machine has forgotten the connection and the key may
+//! be reused.
+//!
+//! When the caller reports the transport gone ([`Server::handle_closed`], or a WebSocket Close
+//! frame from the client via [`Server::handle_frame`]), queued frames are dropped and `Closed`
+//! follows at once (with the cause of a close already under way, else
+//! [`CloseCause::TransportClosed`] / [`CloseCause::WsClosed`]). The session survives: a
+//! closed transport releases nothing but the connection.
+//!
+//! [`Server::shutdown`] closes every connection with `Close{ServerShutdown}` and refuses new
+//! ones; [`ServerEvent::ShutdownComplete`] follows the last `Closed`.
+//!
+//! # Sessions
+//!
+//! Sessions live in a table of `SESSIONS` entries and outlive their connections until they
+//! expire. `expires` is absolute Unix milliseconds (as the official clients read it), compared
+//! against the caller's wall clock ([`Server::set_wall_clock`]; without one, against
+//! milliseconds since the caller's epoch). A session is usable while `wall_ms < expires`.
+//! Expired entries are purged whenever the table is touched. When the table is full, the entry
+//! that expires first among those **without** a live connection is evicted; if every entry has
+//! a live connection, the one expiring first is evicted (its connection stays authenticated but
+//! can no longer be resumed by Reconnect). Evictions are counted in
+//! [`ServerStats::sessions_evicted`].
+//!
+//! Session ids are compared in constant time over their bytes: no early exit on content, and
+//! the whole table is scanned on every lookup. Ids of different lengths compare unequal
+//! immediately, so the **length** of a valid id is not hidden.
+//!
+//! Duplicate sessions: when a session becomes live on a second connection (a Reconnect accepted
+//! while the old connection is still open, or `accept_*` given an id that another live
+//! connection holds), the **older** connection is closed with `Close{ConnectDuplicate}`
+//! ([`CloseCause::Duplicate`]). The new connection is the one the client just proved it
+//! controls; the old one is typically half-dead (NAT rebinding, a client that gave up on it).
+//!
+//! # Heartbeats and liveness
+//!
+//! * cmd-1 requests from authenticated peers are echoed (status 0, same request id, same body,
+//!   same gzip flag), over TCP and over WebSocket (third-party clients send them there). Before
+//!   authentication they are treated like any other non-auth first packet (rejected).
+//! * Echo bodies up to [`MAX_ECHO_LEN`](crate::longport::MAX_ECHO_LEN) bytes (64; official
+//!   clients send at most 22) are copied into a per-connection slot and answered from
+//!   `poll_transmit`. A larger body is not copied: it comes back as [`ServerApp::HeartbeatEcho`]
+//!   and the caller must echo it with [`Server::respond`] (or [`Server::send`] to keep the gzip
+//!   flag). A heartbeat that arrives while the slot still holds an unsent echo (two pipelined in
+//!   one read) is handed over the same way, so input is never refused and no echo is lost.
+//! * On WebSocket the machine sends [`FrameKind::WsPing`] every
+//!   [`ServerConfig::ws_ping_interval`] (20 s, from connection start; the official Rust client
+//!   drops a connection that saw no Ping for 120 s). The ping payload is a `Heartbeat{timestamp =
+//!   wall ms}` body. Client Pings are answered with [`FrameKind::WsPong`] echoing the payload
+//!   (only the latest one, as RFC 6455 allows); a caller whose WebSocket library already answers
+//!   pings may drop those transmits.
+//! * Every complete inbound packet, Ping and Pong refreshes liveness. An authenticated
+//!   connection without any for [`ServerConfig::heartbeat_timeout`] (default **150 s**: the Go
+//!   client heartbeats every 60 s, so one lost heartbeat plus 30 s of slack is tolerated) gets
+//!   `Close{HeartbeatTimeout}` ([`CloseCause::Timeout`]).
+//!
+//! Undecodable input — unknown packet type, announced body above [`ServerConfig::max_body`], a
+//! truncated WebSocket message, a malformed or gzip-compressed Auth/Reconnect body — closes the
+//! connection with `Close{UnpackError}` ([`CloseCause::Protocol`]). Responses and pushes from
+//! the client with a control cmd are ignored (counted in [`ServerStats::ignored_packets`]); with
+//! a business cmd they are passed to the application ([`ServerApp::Response`],
+//! [`ServerApp::Push`]). Close, Auth or Reconnect *requests* on an authenticated connection are
+//! answered with status 3 (BadRequest) and `Error{400, "unexpected control command"}`; the
+//! connection stays up (a further one arriving before that answer was sent is dropped and
+//! counted). Gzip-compressed business bodies are passed through with their flag; the machine
+//! never inflates.
+//!
+//! # Buffers and copies
+//!
+//! Business bodies are never copied: inbound ones are borrowed in [`ServerApp`], outbound ones
+//! are written by [`Server::respond`] / [`Server::push`] / [`Server::send`] straight into the
+//! caller's buffer. The machine's own frames are produced at `poll_transmit` time from small
+//! bounded per-connection state: the auth/reconnect/error response (session id up to
+//! [`MAX_SESSION_ID_LEN`] bytes, error message up to
+//! [`MAX_TEXT_LEN`](crate::longport::MAX_TEXT_LEN)), one heartbeat echo, one Pong payload (up
+//! to 125 bytes), one Close push. A caller-supplied message or close reason longer than
+//! `MAX_TEXT_LEN` bytes is truncated on a char boundary. `poll_transmit` with a too-small
+//! buffer returns [`BufferTooSmall`] with the exact size and changes nothing.
+//!
+//! [`Server::respond`] and friends refuse to write while a machine-generated control response
+//! for that connection still waits in `poll_transmit` ([`Error::QueueFull`]: drain, retry), so
+//! an application push cannot overtake the auth response. They never write a Request packet to
+//! a WebSocket client ([`Error::RequestOnWebSocket`]): the official Rust client treats one as
+//! fatal. The machine itself never sends Request packets.
+//!
+//! # Cost
+//!
+//! Memory is fixed by the const generics: on x86_64 a connection slot takes about 540 bytes (the
+//! bounded response, echo, pong and close slots above) and a session entry about 100, so
+//! `Server<u32, 16, 64>` is about 15 KB.
+//!
+//! Connections are found by a linear scan over `PEERS` (fine for the tens of connections a
+//! `no_std` server holds). `poll_timeout` and `handle_timeout` are `O(PEERS)`; `poll_transmit`
+//! and `poll_event` are `O(PEERS)` per returned item and `O(1)` when nothing is pending (a dirty
+//! flag short-circuits the scan). Session lookups are `O(SESSIONS)`. Sessions need no timer, so
+//! they do not appear in `poll_timeout`. Events are derived from per-connection state, so there
+//! is no event queue that could overflow; their order across connections follows the table,
+//! not time.
+//!
+//! # Driving it
+//!
+//! The run loop of the crate docs: one input, then [`drain`](crate::drain), then sleep until
+//! [`Server::poll_timeout`]. TCP, per readable socket (the caller keeps unconsumed bytes in its
+//! own buffer):
+//!
+//! ```
+//! use tether_net::longport::{Error, Server, ServerApp, ServerConfig, ServerEvent, SessionGrant, Transport};
+//! use tether_net::Instant;
+//!
+//! let mut server: Server<u32> = Server::new(ServerConfig::new());
+//! let now = Instant::from_secs(1);
+//! server.handle_connected(now, 7, Transport::Tcp).unwrap();
+//! // handshake 11 09 and an auth request for token "abc", in one read
+//! let mut inbuf = vec![0x11, 0x09, 0x01, 0x02, 0, 0, 0, 1, 0x13, 0x88, 0, 0, 5, 0x0a, 3, b'a', b'b', b'c'];
+//! let mut auth = None;
+//! while !inbuf.is_empty() {
+//!     let r = match server.handle_input(now, 7, &inbuf) {
+//!         Ok(r) => r,
+//!         // auth decision pending: keep the bytes, feed them again after deciding
+//!         Err(Error::AuthPending) => break,
+//!         Err(e) => unreachable!("{e}"),
+//!     };
+//!     if let Some(ServerApp::Auth { token, .. }) = r.app() {
+//!         auth = Some(*token == "abc"); // check the one-time password (here: trivially)
+//!     }
+//!     if r.needed().is_some() {
+//!         break; // partial packet: read more from the socket
+//!     }
+//!     inbuf.drain(..r.bytes_consumed());
+//! }
+//! assert_eq!(auth, Some(true));
+//! let grant = SessionGrant { session_id: "s1", expires: 1_700_086_400_000, limit: 0, online: 0 };
+//! server.accept_auth(now, 7, grant).unwrap();
+//! let mut out = [0u8; 256];
+//! let mut sent = Vec::new();
+//! tether_net::drain(&mut server, now, &mut out, |t, bytes| {
+//!     sent.push((t.to, bytes.to_vec())); // write to the socket of t.to
+//!     Ok::<(), std::io::Error>(())
+//! }, |_server, ev| assert!(matches!(ev, ServerEvent::Connected { peer: 7, .. })))
+//! .unwrap();
+//! assert_eq!(sent.len(), 1);
+//! assert_eq!(sent[0].1.len(), 21);
+//! ```
+//!
+//! WebSocket: parse the `version/codec/platform` query with
+//! [`WsParams::parse_query`](crate::longport::deframe::WsParams::parse_query) before upgrading,
+//! call `handle_connected(now, key, Transport::WebSocket)`, feed each binary message whole to
+//! `handle_input`, Ping/Pong/Close frames to [`Server::handle_frame`], and send each
+//! [`Transmit`] as the frame its [`FrameKind`] names (binary, ping, pong, close). In both cases
+//! call `handle_timeout` at `poll_timeout`, and close the socket on [`ServerEvent::Closed`].
+
+mod peer;
+mod session;
+#[cfg(test)]
+mod tests;
+
+use heapless::{String, Vec};
+
+use crate::io::{BufferTooSmall, FrameKind, Received, Transmit};
+use crate::longport::control::{
+    AuthRequest, Body, CloseCode, Metadata, ReconnectRequest, SessionGrant, CMD_AUTH, CMD_CLOSE,
+    CMD_HEARTBEAT, CMD_RECONNECT,
+};
+use crate::longport::deframe::{decode_message, Frame, Handshake, Transport};
+use crate::longport::error::{Error, ProtocolError};
+use crate::longport::event::{CloseCause, LoginKind, ServerEvent};
+use crate::longport::wire::{
+    Kind, Packet, RequestId, Signature, Status, DEFAULT_MAX_BODY, MAX_BODY_LEN,
+};
+use crate::longport::{bump, bump_by, truncated, Echo, Text, WallClock};
+use crate::time::{clamp_delay, Clock, Duration, Instant};
+
+use peer::{CtlBody, CtlResponse, Login, Peer, Phase};
+use session::Sessions;
+
+/// Longest session id [`Server::accept_auth`] / [`Server::accept_reconnect`] accept, in bytes
+pub const MAX_SESSION_ID_LEN: usize = 64;
+/// Longest request timeout a client may ask for (the official clients' limit)
+const MAX_REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
+/// `Error.code` the machine puts in its status-5 answers
+const ERROR_CODE_UNAUTHENTICATED: u64 = 401;
+/// `Error.code` the machine puts in its status-3 answers to stray control requests
+const ERROR_CODE_BAD_REQUEST: u64 = 400;
+/// Shortest WebSocket ping interval [`ServerConfig::with_ws_ping_interval`] accepts
+const MIN_WS_PING_INTERVAL: Duration = Duration::from_secs(1);
+/// Shortest timeout any setter accepts
+const MIN_TIMEOUT: Duration = Duration::from_millis(1);
+
+// ---------------------------------------------------------------------------------------------
+// Public types
+// ---------------------------------------------------------------------------------------------
+
+/// Timers and limits of a [`Server`]
+///
+/// Build with [`ServerConfig::new`] (or `Default`) and adjust with the `with_*` setters, which
+/// clamp every value into the range they document (so [`Server::poll_timeout`] never lies more
+/// than [`MAX_DELAY`](crate::time::MAX_DELAY) ahead).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+#[non_exhaustive]
+pub struct ServerConfig {
+    auth_timeout: Duration,
+    heartbeat_timeout: Duration,
+    ws_ping_interval: Duration,
+    max_unauthenticated: usize,
+    max_body: usize,
+    default_request_timeout: Duration,
+}
+
+impl ServerConfig {
+    /// The defaults: auth timeout 10 s, heartbeat timeout 150 s, WebSocket pings every 20 s, 8
+    /// unauthenticated connections, bodies up to 1 MiB, default request timeout 30 s
+    #[must_use]
+    pub const fn new() -> Self {
+        ServerConfig {
+            auth_timeout: Duration::from_secs(10),
+            heartbeat_timeout: Duration::from_secs(150),
+            ws_ping_interval: Duration::from_secs(20),
+            max_unauthenticated: 8,
+            max_body: DEFAULT_MAX_BODY,
+            default_request_timeout: Duration::from_secs(30),
+        }
+    }
+
+    /// Time from `handle_connected` until the connection must be authenticated (default 10 s;
+    /// clamped to 1 ms ..= [`MAX_DELAY`](crate::time::MAX_DELAY))
+    #[must_use]
+    pub const fn with_auth_timeout(mut self, timeout: Duration) -> Self {
+        self.auth_timeout = clamp_delay(timeout, MIN_TIMEOUT);
+        self
+    }
+
+    /// Silence after which an authenticated connection is closed (default 150 s; clamped to
+    /// 1 ms ..= [`MAX_DELAY`](crate::time::MAX_DELAY))
+    #[must_use]
+    pub const fn with_heartbeat_timeout(mut self, timeout: Duration) -> Self {
+        self.heartbeat_timeout = clamp_delay(timeout, MIN_TIMEOUT);
+        self
+    }
+
+    /// WebSocket Ping cadence (default 20 s; clamped to 1 s ..= [`MAX_DELAY`](crate::time::MAX_DELAY))
+    #[must_use]
+    pub const fn with_ws_ping_interval(mut self, interval: Duration) -> Self {
+        self.ws_ping_interval = clamp_delay(interval, MIN_WS_PING_INTERVAL);
+        self
+    }
+
+    /// Most connections that may be unauthenticated at once (default 8; at least 1, and never
+    /// more than the `PEERS` the table holds)
+    #[must_use]
+    pub const fn with_max_unauthenticated(mut self, max: usize) -> Self {
+        self.max_unauthenticated = if max == 0 { 1 } else { max };
+        self
+    }
+
+    /// Largest announced body accepted (default 1 MiB; at most [`MAX_BODY_LEN`], the most the
+    /// 24-bit length field can announce)
+    #[must_use]
+    pub const fn with_max_body(mut self, max_body: usize) -> Self {
+        self.max_body = if max_body > MAX_BODY_LEN {
+            MAX_BODY_LEN
+        } else {
+            max_body
+        };
+        self
+    }
+
+    /// Timeout reported in [`ServerApp::Request`] when the client sent 0 (default 30 s;
+    /// clamped to 1 ms ..= 60 s, the largest a client may ask for)
+    #[must_use]
+    pub const fn with_default_request_timeout(mut self, timeout: Duration) -> Self {
+        let t = clamp_delay(timeout, MIN_TIMEOUT);
+        self.default_request_timeout = if t.as_nanos() > MAX_REQUEST_TIMEOUT.as_nanos() {
+            MAX_REQUEST_TIMEOUT
+        } else {
+            t
+        };
+        self
+    }
+
+    /// See [`ServerConfig::with_auth_timeout`]
+    #[must_use]
+    pub const fn auth_timeout(&self) -> Duration {
+        self.auth_timeout
+    }
+
+    /// See [`ServerConfig::with_heartbeat_timeout`]
+    #[must_use]
+    pub const fn heartbeat_timeout(&self) -> Duration {
+        self.heartbeat_timeout
+    }
+
+    /// See [`ServerConfig::with_ws_ping_interval`]
+    #[must_use]
+    pub const fn ws_ping_interval(&self) -> Duration {
+        self.ws_ping_interval
+    }
+
+    /// See [`ServerConfig::with_max_unauthenticated`] (the value set, before the `PEERS` cap)
+    #[must_use]
+    pub const fn max_unauthenticated(&self) -> usize {
+        self.max_unauthenticated
+    }
+
+    /// See [`ServerConfig::with_max_body`]
+    #[must_use]
+    pub const fn max_body(&self) -> usize {
+        self.max_body
+    }
+
+    /// See [`ServerConfig::with_default_request_timeout`]
+    #[must_use]
+    pub const fn default_request_timeout(&self) -> Duration {
+        self.default_request_timeout
+    }
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// Where a connection is in its lifecycle
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+#[non_exhaustive]
+pub enum ServerState {
+    /// TCP: waiting for the 2-byte handshake
+    AwaitHandshake,
+    /// Waiting for the first packet (Auth or Reconnect)
+    AwaitAuth,
+    /// The application must call `accept_*` or `reject_*`
+    AuthPending,
+    /// Authenticated: business traffic flows
+    Authenticated,
+    /// A Close push is queued or sent; waiting for the frames to drain and the `Closed` event
+    Closing,
+    /// The transport is gone; the slot is freed when the `Closed` event has been polled
+    Gone,
+}
+
+/// What one input of the [`Server`] carried for the application, borrowed from that input
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+#[non_exhaustive]
+pub enum ServerApp<'a> {
+    /// An Auth request: check `token`, then call `accept_auth` or `reject_auth`
+    Auth {
+        /// Request id (echoed by the machine in its response)
+        request_id: RequestId,
+        /// The one-time password
+        token: &'a str,
+        /// Client metadata (`accept-language`, ...)
+        metadata: Metadata<'a>,
+    },
+    /// A Reconnect request for a live session: call `accept_reconnect` or `reject_reconnect`
+    Reconnect {
+        /// Request id
+        request_id: RequestId,
+        /// The session presented (known to the table and not expired)
+        session_id: &'a str,
+        /// Its expiry (Unix ms)
+        expires: i64,
+        /// Client metadata
+        metadata: Metadata<'a>,
+    },
+    /// A business request from an authenticated client: answer with [`Server::respond`]
+    Request {
+        /// Request id to echo
+        request_id: RequestId,
+        /// Command code (4 and up)
+        cmd: u8,
+        /// Processing deadline: the client's value clamped to 60 s, or the configured default
+        /// for 0
+        timeout: Duration,
+        /// Body as on the wire
+        body: &'a [u8],
+        /// True when `body` is a gzip member
+        gzip: bool,
+        /// Nonce and signature, when the client signed the packet (never checked)
+        signature: Option<Signature>,
+    },
+    /// A response from the client to a request the application sent with [`Server::send`] (TCP)
+    Response {
+        /// Request id
+        request_id: RequestId,
+        /// Command code
+        cmd: u8,
+        /// Status
+        status: Status,
+        /// Body as on the wire
+        body: &'a [u8],
+        /// True when `body` is a gzip member
+        gzip: bool,
+    },
+    /// A push from the client (not used by official clients)
+    Push {
+        /// Command code
+        cmd: u8,
+        /// Body as on the wire
+        body: &'a [u8],
+        /// True when `body` is a gzip member
+        gzip: bool,
+    },
+    /// A heartbeat request the machine cannot echo itself (body over
+    /// [`MAX_ECHO_LEN`](crate::longport::MAX_ECHO_LEN), or the echo slot still holds an unsent
+    /// echo): echo `body` with [`Server::respond`] (status 0, cmd 1, same id; use
+    /// [`Server::send`] with `with_gzip(gzip)` to keep the flag)
+    HeartbeatEcho {
+        /// Request id to echo
+        request_id: RequestId,
+        /// Body to echo
+        body: &'a [u8],
+        /// True when `body` is a gzip member
+        gzip: bool,
+    },
+}
+
+/// Counters of a [`Server`] (saturating)
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+#[non_exhaustive]
+pub struct ServerStats {
+    /// Connections registered
+    pub connections_accepted: u64,
+    /// Connections refused by `handle_connected`
+    pub connections_refused: u64,
+    /// Complete packets received
+    pub packets_received: u64,
+    /// Frames handed out by `poll_transmit` plus packets written by `respond`/`push`/`send`
+    pub frames_sent: u64,
+    /// Heartbeat requests echoed by the machine
+    pub heartbeats_echoed: u64,
+    /// WebSocket Pings sent
+    pub ws_pings_sent: u64,
+    /// WebSocket Pings received
+    pub ws_pings_received: u64,
+    /// WebSocket Pongs received
+    pub ws_pongs_received: u64,
+    /// Ping payloads over 125 bytes (not answered)
+    pub ws_pings_oversized: u64,
+    /// Auths accepted
+    pub auths_accepted: u64,
+    /// Auths rejected by the application
+    pub auths_rejected: u64,
+    /// Reconnects accepted
+    pub reconnects_accepted: u64,
+    /// Reconnects rejected (by the application or for an unknown/expired session)
+    pub reconnects_rejected: u64,
+    /// Sessions dropped because they expired or the table was full
+    pub sessions_evicted: u64,
+    /// Connections closed for undecodable input
+    pub protocol_errors: u64,
+    /// Connections closed for missing heartbeats
+    pub heartbeat_timeouts: u64,
+    /// Connections closed for missing authentication
+    pub auth_timeouts: u64,
+    /// Connections closed as duplicates
+    pub duplicates_closed: u64,
+    /// Client responses/pushes with a control cmd, dropped
+    pub ignored_packets: u64,
+    /// WebSocket messages with bytes after the packet (ignored)
+    pub trailing_bytes: u64,
+}
+
+// ---------------------------------------------------------------------------------------------
+// Server
+// ---------------------------------------------------------------------------------------------
+
+/// Where [`Server::shutdown`] is
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+enum Shutdown {
+    Running,
+    Draining,
+    Reported,
+}
+
+/// Sans-IO LongPort server for up to `PEERS` connections (default 16) and `SESSIONS` sessions
+/// (default 64)
+///
+/// `P` is the caller's connection key (a socket handle, a slab index, ...). See the
+/// module docs for the lifecycle, the close signal and every policy choice.
+/// [`Server::new`] builds one with the default capacities, [`Server::with_capacities`] with
+/// others.
+#[derive(Debug, Clone)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub struct Server<P, const PEERS: usize = 16, const SESSIONS: usize = 64> {
+    config: ServerConfig,
+    clock: Clock,
+    wall: WallClock,
+    peers: Vec<Peer<P>, PEERS>,
+    sessions: Sessions<P, SESSIONS>,
+    tx_cursor: usize,
+    tx_dirty: bool,
+    ev_dirty: bool,
+    shutdown: Shutdown,
+    stats: ServerStats,
+}
+
+impl<P: Copy + Eq> Server<P> {
+    /// A server with the default capacities and no connections
+    #[must_use]
+    pub fn new(config: ServerConfig) -> Self {
+        Self::with_capacities(config)
+    }
+}
+
+impl<P: Copy + Eq, const PEERS: usize, const SESSIONS: usize> Server<P, PEERS, SESSIONS> {
+    /// A server with these capacities (`Server::<u32, 4, 8>::with_capacities(cfg)`) and no
+    /// connections
+    #[must_use]
+    pub fn with_capacities(config: ServerConfig) -> Self {
+        Server {
+            config,
+            clock: Clock::new(),
+            wall: WallClock::default(),
+            peers: Vec::new(),
+            sessions: Sessions::new(),
+            tx_cursor: 0,
+            tx_dirty: false,
+            ev_dirty: false,
+            shutdown: Shutdown::Running,
+            stats: ServerStats::default(),
+        }
+    }
+
+    // -----------------------------------------------------------------------------------------
+    // Getters
+    // -----------------------------------------------------------------------------------------
+
+    /// The configuration
+    #[must_use]
+    pub const fn config(&self) -> &ServerConfig {
+        &self.config
+    }
+
+    /// The counters
+    #[must_use]
+    pub const fn stats(&self) -> ServerStats {
+        self.stats
+    }
+
+    /// Unix milliseconds at `now`, once [`Server::set_wall_clock`] was called
+    #[must_use]
+    pub fn wall_clock_ms(&self, now: Instant) -> Option<i64> {
+        self.wall.at(self.clock.peek(now))
+    }
+
+    /// Registered connections (any state)
+    #[must_use]
+    pub fn connections(&self) -> usize {
+        self.peers.len()
+    }
+
+    /// Registered connections not authenticated yet
+    #[must_use]
+    pub fn unauthenticated(&self) -> usize {
+        self.peers.iter().filter(|p| p.is_unauthenticated()).count()
+    }
+
+    /// Sessions in the table (expired ones included until the table is next touched)
+    #[must_use]
+    pub fn sessions(&self) -> usize {
+        self.sessions.len()
+    }
+
+    /// State of a connection
+    #[must_use]
+    pub fn state(&self, peer: P) -> Option<ServerState> {
+        self.find(peer).map(|i| match self.peers[i].phase {
+            Phase::AwaitHandshake => ServerState::AwaitHandshake,
+            Phase::AwaitAuth => ServerState::AwaitAuth,
+            Phase::Pending(_) => ServerState::AuthPending,
+            Phase::Authenticated => ServerState::Authenticated,
+            Phase::Closing => ServerState::Closing,
+            Phase::Gone => ServerState::Gone,
+        })
+    }
+
+    /// The TCP handshake a connection sent
+    #[must_use]
+    pub fn handshake(&self, peer: P) -> Option<Handshake> {
+        self.find(peer).and_then(|i| self.peers[i].handshake)
+    }
+
+    /// The session currently bound to a live connection
+    #[must_use]
+    pub fn session_id(&self, peer: P) -> Option<&str> {
+        self.sessions.id_of(peer)
+    }
+
+    /// Expiry (Unix ms) of a session in the table, expired or not
+    #[must_use]
+    pub fn session_expires(&self, session_id: &str) -> Option<i64> {
+        self.sessions.find(session_id).map(|s| s.expires)
+    }
+
+    /// True once [`Server::shutdown`] was called
+    #[must_use]
+    pub const fn is_shutting_down(&self) -> bool {
+        !matches!(self.shutdown, Shutdown::Running)
+    }
+
+    // -----------------------------------------------------------------------------------------
+    // Commands
+    // -----------------------------------------------------------------------------------------
+
+    /// Tell the machine that Unix time is `unix_ms` at `now`; session expiry and WebSocket
+    /// ping timestamps use it (without it: milliseconds since your epoch)
+    pub fn set_wall_clock(&mut self, now: Instant, unix_ms: i64) {
+        let now = self.clock.update(now);
+        self.wall.set(now, unix_ms);
+    }
+
+    /// Forget a session (e.g. the account logged out); its connection, if any, stays open
+    pub fn revoke_session(&mut self, session_id: &str) -> bool {
+        self.sessions.revoke(session_id)
+    }
+
+    /// Register a new transport connection
+    ///
+    /// TCP connections start by waiting for the 2-byte handshake, WebSocket ones for the first
+    /// packet. The auth deadline and the WS ping timer start now.
+    ///
+    /// # Errors
+    /// The caller should close the socket without sending anything:
+    /// * [`Error::Closed`] — [`Server::shutdown`] was called;
+    /// * [`Error::AlreadyConnected`] — this key is still registered (poll its `Closed` event
+    ///   before reusing it);
+    /// * [`Error::TableFull`] — all `PEERS` slots are in use;
+    /// * [`Error::TooManyUnauthenticated`] — [`ServerConfig::max_unauthenticated`] connections
+    ///   are already unauthenticated.
+    pub fn handle_connected(
+        &mut self,
+        now: Instant,
+        peer: P,
+        transport: Transport,
+    ) -> Result<(), Error> {
+        let now = self.clock.update(now);
+        let refused = if self.is_shutting_down() {
+            Some(Error::Closed)
+        } else if self.find(peer).is_some() {
+            Some(Error::AlreadyConnected)
+        } else if self.peers.is_full() {
+            Some(Error::TableFull)
+        } else if self.unauthenticated() >= self.config.max_unauthenticated {
+            Some(Error::TooManyUnauthenticated)
+        } else {
+            None
+        };
+        if let Some(e) = refused {
+            bump(&mut self.stats.connections_refused);
+            return Err(e);
+        }
+        let p = Peer::new(
+            peer,
+            transport,
+            now,
+            self.config.auth_timeout,
+            self.config.ws_ping_interval,
+            self.config.max_body,
+        );
+        if self.peers.push(p).is_err() {
+            bump(&mut self.stats.connections_refused);
+            return Err(Error::TableFull);
+        }
+        bump(&mut self.stats.connections_accepted);
+        Ok(())
+    }
+
+    /// Accept a pending Auth: queue the status-0 `AuthResponse{grant}` and bind the session
+    ///
+    /// The session is stored (see the module docs for eviction); if another live connection
+    /// holds the same id, that older connection is closed with `Close{ConnectDuplicate}`.
+    /// [`ServerEvent::Connected`] follows.
+    ///
+    /// # Errors
+    /// Nothing changed on error: [`Error::UnknownPeer`], [`Error::Closed`] (the connection
+    /// closes), [`Error::NotPending`] (no Auth waits for a decision), [`Error::EmptySessionId`],
+    /// [`Error::TooLong`] (the session id is longer than [`MAX_SESSION_ID_LEN`]).
+    pub fn accept_auth(
+        &mut self,
+        now: Instant,
+        peer: P,
+        grant: SessionGrant<'_>,
+    ) -> Result<(), Error> {
+        self.accept(now, peer, LoginKind::Auth, grant)
+    }
+
+    /// Accept a pending Reconnect with a freshly minted session (`grant.session_id`)
+    ///
+    /// The presented session is retired; if it was still live on another (older) connection,
+    /// that connection is closed with `Close{ConnectDuplicate}`. [`ServerEvent::Connected`]
+    /// follows.
+    ///
+    /// # Errors
+    /// As [`Server::accept_auth`] ([`Error::NotPending`] when no Reconnect waits).
+    pub fn accept_reconnect(
+        &mut self,
+        now: Instant,
+        peer: P,
+        grant: SessionGrant<'_>,
+    ) -> Result<(), Error> {
+        self.accept(now, peer, LoginKind::Reconnect, grant)
+    }
+
+    /// `accept_auth` / `accept_reconnect`: the login of kind `via` must be pending
+    fn accept(
+        &mut self,
+        now: Instant,
+        peer: P,
+        via: LoginKind,
+        grant: SessionGrant<'_>,
+    ) -> Result<(), Error> {
+        let now = self.clock.update(now);
+        let idx = self.find(peer).ok_or(Error::UnknownPeer)?;
+        let (request_id, retired) = match (self.peers[idx].phase, via) {
+            (Phase::Pending(Login::Auth { request_id }), LoginKind::Auth) => (request_id, None),
+            (
+                Phase::Pending(Login::Reconnect {
+                    request_id,
+                    generation,
+                }),
+                LoginKind::Reconnect,
+            ) => (request_id, Some(generation)),
+            (Phase::Closing | Phase::Gone, _) => return Err(Error::Closed),
+            _ => return Err(Error::NotPending),
+        };
+        let id = session_string(grant.session_id)?;
+        if let Some(generation) = retired {
+            if let Some(other) = self.sessions.retire(generation).filter(|&o| o != peer) {
+                self.close_duplicate(other);
+            }
+        }
+        self.bind_session(peer, id.clone(), grant.expires);
+        self.finish_accept(now, peer, via, request_id, id, grant);
+        match via {
+            LoginKind::Auth => bump(&mut self.stats.auths_accepted),
+            LoginKind::Reconnect => bump(&mut self.stats.reconnects_accepted),
+        }
+        Ok(())
+    }
+
+    /// Reject a pending Auth: status + `Error{code, msg}` response, `Close{AuthError}`, then
+    /// [`ServerEvent::Closed`] with [`CloseCause::LoginRejected`]
+    ///
+    /// `msg` (truncated to [`MAX_TEXT_LEN`](crate::longport::MAX_TEXT_LEN) bytes) is also the
+    /// Close reason. A reconnect pending on the connection is rejected the same way but with
+    /// [`Server::reject_reconnect`]'s close code; use that for clarity.
+    ///
+    /// # Errors
+    /// Nothing changed on error: [`Error::SuccessStatus`], [`Error::UnknownPeer`],
+    /// [`Error::Closed`], [`Error::NotPending`].
+    pub fn reject_auth(
+        &mut self,
+        now: Instant,
+        peer: P,
+        status: Status,
+        code: u64,
+        msg: &str,
+    ) -> Result<(), Error> {
+        self.reject(now, peer, status, code, msg, false)
+    }
+
+    /// Reject a pending Reconnect: status + `Error{code, msg}`, `Close{SessExpired}`, then
+    /// [`ServerEvent::Closed`] with [`CloseCause::LoginRejected`]
+    ///
+    /// The presented session stays in the table until it expires.
+    ///
+    /// # Errors
+    /// As [`Server::reject_auth`] ([`Error::NotPending`] if an Auth, not a Reconnect, is
+    /// pending).
+    pub fn reject_reconnect(
+        &mut self,
+        now: Instant,
+        peer: P,
+        status: Status,
+        code: u64,
+        msg: &str,
+    ) -> Result<(), Error> {
+        self.reject(now, peer, status, code, msg, true)
+    }
+
+    /// Close a connection: `Close{code, reason}` push (+ WebSocket close frame with `reason`),
+    /// then [`ServerEvent::Closed`] with [`CloseCause::Local`]
+    ///
+    /// `reason` is truncated to [`MAX_TEXT_LEN`](crate::longport::MAX_TEXT_LEN) bytes.
+    ///
+    /// # Errors
+    /// [`Error::UnknownPeer`], or [`Error::Closed`] when it already closes; nothing changed.
+    pub fn close(
+        &mut self,
+        now: Instant,
+        peer: P,
+        code: CloseCode,
+        reason: &str,
+    ) -> Result<(), Error> {
+        self.clock.update(now);
+        let idx = self.find(peer).ok_or(Error::UnknownPeer)?;
+        if self.begin_close(idx, CloseCause::Local, code, truncated(reason)) {
+            Ok(())
+        } else {
+            Err(Error::Closed)
+        }
+    }
+
+    /// Close every connection with `Close{ServerShutdown, reason}` (+ WebSocket close 1001) and
+    /// refuse new ones; [`ServerEvent::ShutdownComplete`] follows the last
+    /// [`ServerEvent::Closed`]
+    ///
+    /// `reason` is truncated to [`MAX_TEXT_LEN`](crate::longport::MAX_TEXT_LEN) bytes.
+    ///
+    /// # Errors
+    /// [`Error::Closed`] when the server is already shutting down; nothing changed.
+    pub fn shutdown(&mut self, now: Instant, reason: &str) -> Result<(), Error> {
+        self.clock.update(now);
+        if self.is_shutting_down() {
+            return Err(Error::Closed);
+        }
+        self.shutdown = Shutdown::Draining;
+        self.ev_dirty = true;
+        let text = truncated(reason);
+        for i in 0..self.peers.len() {
+            self.begin_close(
+                i,
+                CloseCause::Shutdown,
+                CloseCode::ServerShutdown,
+                text.clone(),
+            );
+        }
+        Ok(())
+    }
+
+    /// Write a response packet into `out` (business bodies are never copied into the machine)
+    ///
+    /// # Errors
+    /// As [`Server::send`].
+    #[allow(clippy::too_many_arguments)]
+    pub fn respond(
+        &mut self,
+        now: Instant,
+        peer: P,
+        cmd: u8,
+        request_id: RequestId,
+        status: Status,
+        body: &[u8],
+        out: &mut [u8],
+    ) -> Result<Transmit<P>, Error> {
+        self.send(
+            now,
+            peer,
+            &Packet::response(cmd, request_id, status, body),
+            out,
+        )
+    }
+
+    /// Write a push packet into `out`
+    ///
+    /// # Errors
+    /// As [`Server::send`].
+    pub fn push(
+        &mut self,
+        now: Instant,
+        peer: P,
+        cmd: u8,
+        body: &[u8],
+        out: &mut [u8],
+    ) -> Result<Transmit<P>, Error> {
+        self.send(now, peer, &Packet::push(cmd, body), out)
+    }
+
+    /// Write any packet (gzip flag, signature trailer as given) into `out`
+    ///
+    /// Request packets are refused on WebSocket; on TCP they are allowed, and the client's
+    /// responses come back as [`ServerApp::Response`] (cmd-1 responses count as liveness only).
+    ///
+    /// # Errors
+    /// Nothing was written and nothing changed on error:
+    /// * [`Error::UnknownPeer`] — the key is not registered;
+    /// * [`Error::NotOpen`] — the connection is not authenticated yet;
+    /// * [`Error::Closed`] — the connection is closing;
+    /// * [`Error::QueueFull`] — a machine-generated response waits in `poll_transmit`: drain it
+    ///   first, so that nothing overtakes it;
+    /// * [`Error::RequestOnWebSocket`] — a Request packet for a WebSocket client;
+    /// * [`Error::TooLong`] — the body exceeds the 24-bit length field;
+    /// * [`Error::BufferTooSmall`] — `out` cannot hold the packet.
+    pub fn send(
+        &mut self,
+        now: Instant,
+        peer: P,
+        packet: &Packet<'_>,
+        out: &mut [u8],
+    ) -> Result<Transmit<P>, Error> {
+        self.clock.update(now);
+        let idx = self.find(peer).ok_or(Error::UnknownPeer)?;
+        let p = &self.peers[idx];
+        match p.phase {
+            Phase::Authenticated => {}
+            Phase::Closing | Phase::Gone => return Err(Error::Closed),
+            _ => return Err(Error::NotOpen),
+        }
+        if p.resp.is_some() {
+            return Err(Error::QueueFull);
+        }
+        if p.transport == Transport::WebSocket && matches!(packet.header.kind, Kind::Request { .. })
+        {
+            return Err(Error::RequestOnWebSocket);
+        }
+        if packet.body.len() > MAX_BODY_LEN {
+            return Err(Error::TooLong {
+                len: packet.body.len(),
+                max: MAX_BODY_LEN,
+            });
+        }
+        let kind = p.packet_kind();
+        let len = packet.emit(out)?;
+        bump(&mut self.stats.frames_sent);
+        Ok(Transmit {
+            to: peer,
+            len,
+            kind,
+        })
+    }
+
+    // -----------------------------------------------------------------------------------------
+    // Inputs and outputs (also available through the `Machine` trait)
+    // -----------------------------------------------------------------------------------------
+
+    /// Feed the buffered bytes of a TCP connection (one handshake or packet per call) or one
+    /// whole WebSocket binary message
+    ///
+    /// TCP: partial frames are left in the caller's buffer ([`Received::needed`]). Input of a
+    /// closing connection is consumed and ignored.
+    ///
+    /// # Errors
+    /// Nothing was consumed and nothing changed (liveness included) on error:
+    /// * [`Error::UnknownPeer`] — the key is not registered;
+    /// * [`Error::AuthPending`] — an auth decision is pending on this connection: keep the
+    ///   bytes (TCP: in your stream buffer; WebSocket: the message) and feed them again after
+    ///   `accept_*`/`reject_*`.
+    pub fn handle_input<'a>(
+        &mut self,
+        now: Instant,
+        from: P,
+        data: &'a [u8],
+    ) -> Result<Received<ServerApp<'a>>, Error> {
+        let now = self.clock.update(now);
+        let idx = self.find(from).ok_or(Error::UnknownPeer)?;
+        let p = &self.peers[idx];
+        match p.phase {
+            Phase::Closing | Phase::Gone => return Ok(Received::consumed(data.len())),
+            Phase::Pending(_) => return Err(Error::AuthPending),
+            _ => {}
+        }
+        match p.transport {
+            Transport::Tcp => {
+                let mut deframer = p.deframer;
+                match deframer.decode(data) {
+                    Ok(Frame::Need(n)) => Ok(Received::need(n)),
+                    Ok(Frame::Handshake(h, n)) => {
+                        let p = &mut self.peers[idx];
+                        p.deframer = deframer;
+                        p.handshake = Some(h);
+                        p.phase = Phase::AwaitAuth;
+                        p.last_rx = now;
+                        Ok(Received::consumed(n))
+                    }
+                    // a packet leaves the deframer's state as it was
+                    Ok(Frame::Packet(packet, n)) => self.dispatch(idx, now, packet, n),
+                    Err(e) => {
+                        self.protocol_error(idx, e.into());
+                        Ok(Received::consumed(data.len()))
+                    }
+                }
+            }
+            Transport::WebSocket => match decode_message(data, self.config.max_body) {
+                Ok((packet, trailing)) => {
+                    let r = self.dispatch(idx, now, packet, data.len());
+                    if trailing > 0 && r.is_ok() {
+                        bump(&mut self.stats.trailing_bytes);
+                    }
+                    r
+                }
+                Err(e) => {
+                    self.protocol_error(idx, e.into());
+                    Ok(Received::consumed(data.len()))
+                }
+            },
+        }
+    }
+
+    /// Feed a WebSocket Ping (answered with a Pong, liveness), Pong (liveness) or Close
+    /// (the transport is gone: [`ServerEvent::Closed`] follows)
+    pub fn handle_frame(&mut self, now: Instant, from: P, kind: FrameKind, payload: &[u8]) {
+        let now = self.clock.update(now);
+        let Some(idx) = self.find(from) else { return };
+        let p = &mut self.peers[idx];
+        if p.transport != Transport::WebSocket || p.phase == Phase::Gone {
+            return;
+        }
+        match kind {
+            FrameKind::WsPing => {
+                p.last_rx = now;
+                bump(&mut self.stats.ws_pings_received);
+                if p.phase == Phase::Closing {
+                    return;
+                }
+                match Vec::from_slice(payload) {
+                    Ok(v) => {
+                        p.pong = Some(v);
+                        self.tx_dirty = true;
+                    }
+                    Err(_) => bump(&mut self.stats.ws_pings_oversized),
+                }
+            }
+            FrameKind::WsPong => {
+                p.last_rx = now;
+                bump(&mut self.stats.ws_pongs_received);
+            }
+            FrameKind::WsClose(code) => self.transport_gone(idx, CloseCause::WsClosed { code }),
+            FrameKind::Datagram | FrameKind::Stream | FrameKind::WsBinary => {}
+        }
+    }
+
+    /// The caller's transport to `from` is gone: its queued frames are dropped and
+    /// [`ServerEvent::Closed`] follows; unknown keys are ignored
+    pub fn handle_closed(&mut self, now: Instant, from: P) {
+        self.clock.update(now);
+        if let Some(idx) = self.find(from) {
+            self.transport_gone(idx, CloseCause::TransportClosed);
+        }
+    }
+
+    /// Let timers fire: auth deadlines, heartbeat timeouts, WebSocket pings; early calls do
+    /// nothing
+    pub fn handle_timeout(&mut self, now: Instant) {
+        let now = self.clock.update(now);
+        let interval = self.config.ws_ping_interval;
+        let hb = self.config.heartbeat_timeout;
+        for i in 0..self.peers.len() {
+            let p = &self.peers[i];
+            let expired = match p.phase {
+                Phase::AwaitHandshake | Phase::AwaitAuth | Phase::Pending(_) => {
+                    (now >= p.auth_deadline).then_some(CloseCause::LoginTimeout)
+                }
+                Phase::Authenticated => (now >= p.last_rx + hb).then_some(CloseCause::Timeout),
+                Phase::Closing | Phase::Gone => continue,
+            };
+            if let Some(cause) = expired {
+                self.close_for(i, cause);
+                continue;
+            }
+            let p = &mut self.peers[i];
+            if p.transport == Transport::WebSocket && now >= p.next_ping {
+                p.ping_due = true;
+                p.next_ping = now + interval;
+                self.tx_dirty = true;
+            }
+        }
+    }
+
+    /// Write the next frame into `buf` (connections take turns)
+    ///
+    /// # Errors
+    /// [`BufferTooSmall`] with the exact size; the frame stays queued and nothing changed.
+    #[must_use = "a queued frame must be sent"]
+    pub fn poll_transmit(
+        &mut self,
+        now: Instant,
+        buf: &mut [u8],
+    ) -> Result<Option<Transmit<P>>, BufferTooSmall> {
+        let now = self.clock.update(now);
+        if !self.tx_dirty {
+            return Ok(None);
+        }
+        let wall = self.wall.or_epoch_ms(now);
+        let n = self.peers.len();
+        for k in 0..n {
+            let i = (self.tx_cursor.wrapping_add(k)) % n;
+            let p = &mut self.peers[i];
+            if let Some((len, kind)) = p.next_frame(buf, wall)? {
+                if p.phase == Phase::Closing {
+                    self.ev_dirty = true;
+                }
+                if kind == FrameKind::WsPing {
+                    bump(&mut self.stats.ws_pings_sent);
+                }
+                bump(&mut self.stats.frames_sent);
+                self.tx_cursor = (i + 1) % n;
+                return Ok(Some(Transmit {
+                    to: p.key,
+                    len,
+                    kind,
+                }));
+            }
+        }
+        self.tx_dirty = false;
+        Ok(None)
+    }
+
+    /// Next event: `Connected` as soon as a login is accepted, `Closed` once a closing
+    /// connection's frames are all handed out, then `ShutdownComplete`
+    #[must_use]
+    pub fn poll_event(&mut self) -> Option<ServerEvent<P>> {
+        if !self.ev_dirty {
+            return None;
+        }
+        let mut i = 0;
+        while let Some(p) = self.peers.get_mut(i) {
+            if let Some(ev) = p.announce.take() {
+                return Some(ev);
+            }
+            let done = match p.phase {
+                Phase::Closing => p.flushed(),
+                Phase::Gone => true,
+                _ => false,
+            };
+            if done {
+                let ev = ServerEvent::Closed {
+                    peer: p.key,
+                    cause: p.cause.unwrap_or(CloseCause::TransportClosed),
+                };
+                self.peers.swap_remove(i);
+                return Some(ev);
+            }
+            i += 1;
+        }
+        if self.shutdown == Shutdown::Draining && self.peers.is_empty() {
+            self.shutdown = Shutdown::Reported;
+            return Some(ServerEvent::ShutdownComplete);
+        }
+        self.ev_dirty = false;
+        None
+    }
+
+    /// Earliest auth deadline, heartbeat deadline or WebSocket ping time over all connections,
+    /// in the caller's clock (`O(PEERS)`)
+    ///
+    /// Never more than [`MAX_DELAY`](crate::time::MAX_DELAY) after the latest `now` given to the server.
+    #[must_use]
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        let hb = self.config.heartbeat_timeout;
+        self.peers
+            .iter()
+            .filter_map(|p| p.deadline(hb))
+            .min()
+            .map(|t| self.clock.to_caller(t))
+    }
+
+    // -----------------------------------------------------------------------------------------
+    // Internals
+    // -----------------------------------------------------------------------------------------
+
+    fn find(&self, peer: P) -> Option<usize> {
+        self.peers.iter().position(|p| p.key == peer)
+    }
+
+    /// The wall clock at the latest `now` (milliseconds since the epoch when not set)
+    fn wall_ms(&self) -> i64 {
+        self.wall.or_epoch_ms(self.clock.now())
+    }
+
+    /// Answer an accepted Auth/Reconnect; liveness starts now
+    ///
+    /// Input is refused while the application decides (`Error::AuthPending`), so the peer
+    /// could not prove liveness meanwhile: the heartbeat deadline counts from the decision, not
+    /// from the Auth packet (found by the `longport_server` fuzz target: a decision slower than
+    /// `heartbeat_timeout` left the deadline in the past and closed the new session at once).
+    fn finish_accept(
+        &mut self,
+        now: Instant,
+        peer: P,
+        via: LoginKind,
+        request_id: RequestId,
+        session_id: String<MAX_SESSION_ID_LEN>,
+        grant: SessionGrant<'_>,
+    ) {
+        let Some(idx) = self.find(peer) else { return };
+        let p = &mut self.peers[idx];
+        p.last_rx = p.last_rx.max(now);
+        p.resp = Some(CtlResponse {
+            cmd: match via {
+                LoginKind::Auth => CMD_AUTH,
+                LoginKind::Reconnect => CMD_RECONNECT,
+            },
+            request_id,
+            status: Status::Success,
+            body: CtlBody::Grant {
+                session_id,
+                expires: grant.expires,
+                limit: grant.limit,
+                online: grant.online,
+            },
+        });
+        p.phase = Phase::Authenticated;
+        p.announce = Some(ServerEvent::Connected {
+            peer,
+            via,
+            expires: grant.expires,
+        });
+        self.tx_dirty = true;
+        self.ev_dirty = true;
+    }
+
+    /// Store `id` bound to `peer`; evicts as documented, closes an older holder of the same id
+    fn bind_session(&mut self, peer: P, id: String<MAX_SESSION_ID_LEN>, expires: i64) {
+        let wall = self.wall_ms();
+        let bound = self.sessions.bind(peer, id, expires, wall);
+        bump_by(&mut self.stats.sessions_evicted, bound.evicted);
+        if let Some(other) = bound.displaced {
+            self.close_duplicate(other);
+        }
+    }
+
+    fn close_duplicate(&mut self, other: P) {
+        if let Some(i) = self.find(other) {
+            if self.close_for(i, CloseCause::Duplicate) {
+                bump(&mut self.stats.duplicates_closed);
+            }
+        }
+    }
+
+    fn reject(
+        &mut self,
+        now: Instant,
+        peer: P,
+        status: Status,
+        code: u64,
+        msg: &str,
+        reconnect_only: bool,
+    ) -> Result<(), Error> {
+        self.clock.update(now);
+        if status.is_success() {
+            return Err(Error::SuccessStatus);
+        }
+        let idx = self.find(peer).ok_or(Error::UnknownPeer)?;
+        let (cmd, request_id, close_code) = match self.peers[idx].phase {
+            Phase::Pending(Login::Auth { request_id }) if !reconnect_only => {
+                (CMD_AUTH, request_id, CloseCode::AuthError)
+            }
+            Phase::Pending(Login::Reconnect { request_id, .. }) => {
+                (CMD_RECONNECT, request_id, CloseCode::SessExpired)
+            }
+            Phase::Closing | Phase::Gone => return Err(Error::Closed),
+            _ => return Err(Error::NotPending),
+        };
+        let msg = truncated(msg);
+        self.peers[idx].resp = Some(CtlResponse {
+            cmd,
+            request_id,
+            status,
+            body: CtlBody::Error {
+                code,
+                msg: msg.clone(),
+            },
+        });
+        self.begin_close(idx, CloseCause::LoginRejected(status), close_code, msg);
+        if cmd == CMD_AUTH {
+            bump(&mut self.stats.auths_rejected);
+        } else {
+            bump(&mut self.stats.reconnects_rejected);
+        }
+        Ok(())
+    }
+
+    /// Close peer `idx` for a cause the machine found, with that cause's code and text
+    fn close_for(&mut self, idx: usize, cause: CloseCause) -> bool {
+        let (code, text) = match cause {
+            CloseCause::LoginTimeout => (CloseCode::AuthError, "authentication timeout"),
+            CloseCause::NotAuthenticated => (CloseCode::AuthError, "not authenticated"),
+            CloseCause::SessionUnknown => (CloseCode::SessExpired, "session expired"),
+            CloseCause::Duplicate => (CloseCode::ConnectDuplicate, "connect duplicate"),
+            CloseCause::Timeout => (CloseCode::HeartbeatTimeout, "heartbeat timeout"),
+            CloseCause::Protocol(_) => (CloseCode::UnpackError, "unpack error"),
+            _ => (CloseCode::ServerError, ""),
+        };
+        self.begin_close(idx, cause, code, truncated(text))
+    }
+
+    /// Queue `Close{code, text}` (+ WebSocket close) for peer `idx`; false if it already closes
+    fn begin_close(&mut self, idx: usize, cause: CloseCause, code: CloseCode, text: Text) -> bool {
+        let Some(p) = self.peers.get_mut(idx) else {
+            return false;
+        };
+        if !p.begin_close(cause, code, text) {
+            return false;
+        }
+        let key = p.key;
+        self.sessions.detach(key);
+        match cause {
+            CloseCause::Protocol(_) => bump(&mut self.stats.protocol_errors),
+            CloseCause::Timeout => bump(&mut self.stats.heartbeat_timeouts),
+            CloseCause::LoginTimeout => bump(&mut self.stats.auth_timeouts),
+            _ => {}
+        }
+        self.tx_dirty = true;
+        self.ev_dirty = true;
+        true
+    }
+
+    /// The transport of peer `idx` is gone: drop its frames, report `cause` unless a close was
+    /// under way
+    fn transport_gone(&mut self, idx: usize, cause: CloseCause) {
+        let Some(p) = self.peers.get_mut(idx) else {
+            return;
+        };
+        if p.transport_gone(cause) {
+            let key = p.key;
+            self.sessions.detach(key);
+            self.ev_dirty = true;
+        }
+    }
+
+    fn protocol_error(&mut self, idx: usize, e: ProtocolError) {
+        self.close_for(idx, CloseCause::Protocol(e));
+    }
+
+    fn dispatch<'a>(
+        &mut self,
+        idx: usize,
+        now: Instant,
+        packet: Packet<'a>,
+        consumed: usize,
+    ) -> Result<Received<ServerApp<'a>>, Error> {
+        match self.peers[idx].phase {
+            Phase::AwaitHandshake | Phase::AwaitAuth => {
+                Ok(self.first_packet(idx, now, packet, consumed))
+            }
+            Phase::Authenticated => Ok(self.authenticated_packet(idx, now, packet, consumed)),
+            Phase::Pending(_) => Err(Error::AuthPending),
+            Phase::Closing | Phase::Gone => Ok(Received::consumed(consumed)),
+        }
+    }
+
+    fn mark_rx(&mut self, idx: usize, now: Instant) {
+        self.peers[idx].last_rx = now;
+        bump(&mut self.stats.packets_received);
+    }
+
+    fn first_packet<'a>(
+        &mut self,
+        idx: usize,
+        now: Instant,
+        packet: Packet<'a>,
+        consumed: usize,
+    ) -> Received<ServerApp<'a>> {
+        self.mark_rx(idx, now);
+        let h = packet.header;
+        let Kind::Request { request_id, .. } = h.kind else {
+            self.close_for(idx, CloseCause::NotAuthenticated);
+            return Received::consumed(consumed);
+        };
+        let app = match h.cmd {
+            CMD_AUTH | CMD_RECONNECT if h.gzip => {
+                self.protocol_error(idx, ProtocolError::CompressedControl { cmd: h.cmd });
+                None
+            }
+            CMD_AUTH => match AuthRequest::decode(packet.body) {
+                Ok(req) => {
+                    self.peers[idx].phase = Phase::Pending(Login::Auth { request_id });
+                    Some(ServerApp::Auth {
+                        request_id,
+                        token: req.token,
+                        metadata: req.metadata,
+                    })
+                }
+                Err(error) => {
+                    self.protocol_error(idx, ProtocolError::ControlBody { cmd: h.cmd, error });
+                    None
+                }
+            },
+            CMD_RECONNECT => match ReconnectRequest::decode(packet.body) {
+                Ok(req) => self.reconnect_request(idx, request_id, req),
+                Err(error) => {
+                    self.protocol_error(idx, ProtocolError::ControlBody { cmd: h.cmd, error });
+                    None
+                }
+            },
+            cmd => {
+                self.reject_first(idx, cmd, request_id, CloseCause::NotAuthenticated);
+                None
+            }
+        };
+        match app {
+            Some(app) => Received::with_app(consumed, app),
+            None => Received::consumed(consumed),
+        }
+    }
+
+    /// A Reconnect as first packet: the application decides on a known session, an unknown or
+    /// expired one is refused at once
+    fn reconnect_request<'a>(
+        &mut self,
+        idx: usize,
+        request_id: RequestId,
+        req: ReconnectRequest<'a>,
+    ) -> Option<ServerApp<'a>> {
+        let wall = self.wall_ms();
+        let purged = self.sessions.purge_expired(wall);
+        bump_by(&mut self.stats.sessions_evicted, purged);
+        match self.sessions.find(req.session_id) {
+            Some(found) => {
+                self.peers[idx].phase = Phase::Pending(Login::Reconnect {
+                    request_id,
+                    generation: found.generation,
+                });
+                Some(ServerApp::Reconnect {
+                    request_id,
+                    session_id: req.session_id,
+                    expires: found.expires,
+                    metadata: req.metadata,
+                })
+            }
+            None => {
+                bump(&mut self.stats.reconnects_rejected);
+                self.reject_first(idx, CMD_RECONNECT, request_id, CloseCause::SessionUnknown);
+                None
+            }
+        }
+    }
+
+    /// Status 5 + `Error{401}` response, then close with `cause`
+    fn reject_first(&mut self, idx: usize, cmd: u8, request_id: RequestId, cause: CloseCause) {
+        let msg = match cause {
+            CloseCause::SessionUnknown => "session expired",
+            _ => "not authenticated",
+        };
+        self.peers[idx].resp = Some(CtlResponse {
+            cmd,
+            request_id,
+            status: Status::Unauthenticated,
+            body: CtlBody::Error {
+                code: ERROR_CODE_UNAUTHENTICATED,
+                msg: truncated(msg),
+            },
+        });
+        self.close_for(idx, cause);
+    }
+
+    fn authenticated_packet<'a>(
+        &mut self,
+        idx: usize,
+        now: Instant,
+        packet: Packet<'a>,
+        consumed: usize,
+    ) -> Received<ServerApp<'a>> {
+        let h = packet.header;
+        let body = packet.body;
+        let app = match h.kind {
+            Kind::Request {
+                request_id,
+                timeout_ms,
+            } => match h.cmd {
+                CMD_HEARTBEAT if self.peers[idx].echo.is_none() => {
+                    match Echo::new(request_id, h.gzip, body) {
+                        Some(echo) => {
+                            self.peers[idx].echo = Some(echo);
+                            self.tx_dirty = true;
+                            bump(&mut self.stats.heartbeats_echoed);
+                            None
+                        }
+                        None => Some(ServerApp::HeartbeatEcho {
+                            request_id,
+                            body,
+                            gzip: h.gzip,
+                        }),
+                    }
+                }
+                CMD_HEARTBEAT => Some(ServerApp::HeartbeatEcho {
+                    request_id,
+                    body,
+                    gzip: h.gzip,
+                }),
+                CMD_CLOSE | CMD_AUTH | CMD_RECONNECT => {
+                    let p = &mut self.peers[idx];
+                    if p.resp.is_some() {
+                        // a stray control request while the previous answer is unsent: dropped
+                        bump(&mut self.stats.ignored_packets);
+                        self.mark_rx(idx, now);
+                        return Received::consumed(consumed);
+                    }
+                    p.resp = Some(CtlResponse {
+                        cmd: h.cmd,
+                        request_id,
+                        status: Status::BadRequest,
+                        body: CtlBody::Error {
+                            code: ERROR_CODE_BAD_REQUEST,
+                            msg: truncated("unexpected control command"),
+                        },
+                    });
+                    self.tx_dirty = true;
+                    None
+                }
+                cmd => Some(ServerApp::Request {
+                    request_id,
+                    cmd,
+                    timeout: self.effective_timeout(timeout_ms),
+                    body,
+                    gzip: h.gzip,
+                    signature: packet.signature,
+                }),
+            },
+            Kind::Response { request_id, status } if h.cmd > CMD_RECONNECT => {
+                Some(ServerApp::Response {
+                    request_id,
+                    cmd: h.cmd,
+                    status,
+                    body,
+                    gzip: h.gzip,
+                })
+            }
+            Kind::Push if h.cmd > CMD_RECONNECT => Some(ServerApp::Push {
+                cmd: h.cmd,
+                body,
+                gzip: h.gzip,
+            }),
+            Kind::Response { .. } if h.cmd == CMD_HEARTBEAT => None,
+            Kind::Response { .. } | Kind::Push => {
+                bump(&mut self.stats.ignored_packets);
+                None
+            }
+        };
+        self.mark_rx(idx, now);
+        match app {
+            Some(app) => Received::with_app(consumed, app),
+            None => Received::consumed(consumed),
+        }
+    }
+
+    /// The processing deadline of a request: the client's, at most 60 s, or the default for 0
+    fn effective_timeout(&self, timeout_ms: u16) -> Duration {
+        match timeout_ms {
+            0 => self.config.default_request_timeout,
+            t => Duration::from_millis(u64::from(t)).min(MAX_REQUEST_TIMEOUT),
+        }
+    }
+}
+
+fn session_string(id: &str) -> Result<String<MAX_SESSION_ID_LEN>, Error> {
+    if id.is_empty() {
+        return Err(Error::EmptySessionId);
+    }
+    let mut s = String::new();
+    s.push_str(id).map_err(|_| Error::TooLong {
+        len: id.len(),
+        max: MAX_SESSION_ID_LEN,
+    })?;
+    Ok(s)
+}
+
+crate::machine::impl_machine! {
+    impl[P: Copy + Eq, const PEERS: usize, const SESSIONS: usize] for Server<P, PEERS, SESSIONS> {
+        Peer = P,
+        Event = ServerEvent<P>,
+        App<'a> = ServerApp<'a>,
+        Error = Error,
+    }
+    frames {}
+}
