@@ -55,6 +55,8 @@ pub trait LongPortClient:
     fn set_wall_clock(&mut self, now: Instant, unix_ms: i64);
     /// The session id, once granted
     fn session_id(&self) -> Option<&str>;
+    /// Requests tracked (`Client::in_flight`)
+    fn in_flight(&self) -> usize;
 }
 
 impl<
@@ -101,6 +103,9 @@ impl<
     }
     fn session_id(&self) -> Option<&str> {
         longport::Client::session_id(self)
+    }
+    fn in_flight(&self) -> usize {
+        longport::Client::in_flight(self)
     }
 }
 

@@ -220,6 +220,25 @@ pub enum ServerInput {
     },
 }
 
+/// One item for the application of a LongPort server driver
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ServerItem {
+    /// A connection was registered with the machine
+    Accepted {
+        /// Its key
+        peer: ConnId,
+        /// The client's address
+        remote: std::net::SocketAddr,
+        /// TCP or WebSocket
+        transport: Transport,
+    },
+    /// What a connection carried: decide auths, answer requests
+    Input(ServerInput),
+    /// An event of the machine (`Connected`, `Closed`, `ShutdownComplete`)
+    Event(ServerEvent<ConnId>),
+}
+
 /// A frame for a connection's socket
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct OutFrame {
@@ -250,12 +269,24 @@ enum Rx {
     Messages(VecDeque<WsIn>, usize),
 }
 
+impl Rx {
+    /// Bytes held
+    fn len(&self) -> usize {
+        match self {
+            Rx::Stream(b) => b.len(),
+            Rx::Messages(_, n) => *n,
+        }
+    }
+}
+
 struct Conn<O> {
     rx: Rx,
     outbox: O,
     over_high_since: Option<Instant>,
     pending_requests: usize,
     blocked: bool,
+    /// Input bytes parsed since the driver last asked ([`Hub::take_consumed`])
+    consumed: usize,
 }
 
 /// Counters of the driver layer (the machine has its own: `ServerStats`)
@@ -321,16 +352,8 @@ impl<O: Outbox, const PEERS: usize, const SESSIONS: usize> Hub<O, PEERS, SESSION
         }
     }
 
-    pub(crate) fn limits(&self) -> &ServerLimits {
-        &self.limits
-    }
-
     pub(crate) fn stats(&self) -> HubStats {
         self.stats
-    }
-
-    pub(crate) fn connections(&self) -> usize {
-        self.conns.len()
     }
 
     pub(crate) fn ids(&self) -> Vec<ConnId> {
@@ -358,14 +381,10 @@ impl<O: Outbox, const PEERS: usize, const SESSIONS: usize> Hub<O, PEERS, SESSION
                 over_high_since: None,
                 pending_requests: 0,
                 blocked: false,
+                consumed: 0,
             },
         );
         Ok(())
-    }
-
-    /// The outbox of a connection (for the driver's writer)
-    pub(crate) fn outbox_mut(&mut self, id: ConnId) -> Option<&mut O> {
-        self.conns.get_mut(&id).map(|c| &mut c.outbox)
     }
 
     /// How many bytes the driver may read from this connection now (0: do not read)
@@ -394,6 +413,25 @@ impl<O: Outbox, const PEERS: usize, const SESSIONS: usize> Hub<O, PEERS, SESSION
             c.blocked = false;
         }
         room
+    }
+
+    /// Input bytes of a connection parsed since the last call (the driver's read credit)
+    pub(crate) fn take_consumed(&mut self, id: ConnId) -> usize {
+        self.conns
+            .get_mut(&id)
+            .map_or(0, |c| std::mem::take(&mut c.consumed))
+    }
+
+    /// True while the application owes this connection `max_pending_requests` answers
+    pub(crate) fn requests_pending(&self, id: ConnId) -> bool {
+        self.conns
+            .get(&id)
+            .is_some_and(|c| c.pending_requests >= self.limits.max_pending_requests)
+    }
+
+    /// The largest receive buffer of a connection
+    pub(crate) fn max_input(&self) -> usize {
+        self.max_input
     }
 
     /// Bytes of a TCP stream; returns how many were taken (at most [`Hub::room`])
@@ -505,6 +543,7 @@ impl<O: Outbox, const PEERS: usize, const SESSIONS: usize> Hub<O, PEERS, SESSION
             }
             // take the buffer out, so that the app value may borrow it while the hub works
             let mut rx = std::mem::replace(&mut c.rx, Rx::Messages(VecDeque::new(), 0));
+            let before = rx.len();
             let mut got: Option<ServerInput> = None;
             let step = match &mut rx {
                 Rx::Stream(b) => match feed_one(&mut *self.server, now, id, b, |_, app| {
@@ -537,6 +576,7 @@ impl<O: Outbox, const PEERS: usize, const SESSIONS: usize> Hub<O, PEERS, SESSION
                 },
             };
             if let Some(c) = self.conns.get_mut(&id) {
+                c.consumed += before - rx.len();
                 c.rx = rx;
             }
             match step {
@@ -614,8 +654,10 @@ impl<O: Outbox, const PEERS: usize, const SESSIONS: usize> Hub<O, PEERS, SESSION
                 conns,
                 out,
                 events,
+                stats,
                 ..
             } = self;
+            let peak = &mut stats.peak_outbox;
             let mut overflow = Vec::new();
             let max = self.limits.outbox_max;
             let r = drain(
@@ -631,6 +673,7 @@ impl<O: Outbox, const PEERS: usize, const SESSIONS: usize> Hub<O, PEERS, SESSION
                                 kind: t.kind,
                                 bytes: bytes.to_vec(),
                             });
+                            *peak = (*peak).max(c.outbox.queued() as u64);
                         }
                     }
                     Ok::<(), core::convert::Infallible>(())
@@ -691,6 +734,7 @@ impl<O: Outbox, const PEERS: usize, const SESSIONS: usize> Hub<O, PEERS, SESSION
                         kind: t.kind,
                         bytes: self.out[..t.len].to_vec(),
                     });
+                    self.stats.peak_outbox = self.stats.peak_outbox.max(c.outbox.queued() as u64);
                     return Ok(());
                 }
                 Err(Error::QueueFull) => self.flush(now),

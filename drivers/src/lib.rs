@@ -25,6 +25,8 @@ pub mod client;
 pub mod rx;
 
 #[cfg(feature = "std")]
+mod datagram;
+#[cfg(feature = "std")]
 mod hub;
 
 #[cfg(feature = "blocking")]

@@ -41,9 +41,9 @@ mod udp;
 
 use tether_net::Machine;
 
-pub use crate::hub::{ConnId, Grant, ServerInput, ServerLimits};
+pub use crate::hub::{ConnId, Grant, ServerInput, ServerItem, ServerLimits};
 pub use tcp_client::{TcpClient, TcpClientStats, TokenSource};
-pub use tcp_server::{Ctl, ServerItem, TcpServer, TcpServerStats};
+pub use tcp_server::{Ctl, TcpServer, TcpServerStats};
 pub use udp::{DatagramPeer, UdpDriver, UdpStats};
 
 /// One thing a blocking driver hands to your closure: an event of the machine, or the

@@ -9,35 +9,16 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use std::vec::Vec;
 
 use tether_net::longport::wire::RequestId;
-use tether_net::longport::{
-    CloseCode, Error, Server, ServerConfig, ServerEvent, Status, Transport,
-};
+use tether_net::longport::{CloseCode, Error, Server, ServerConfig, Status, Transport};
 use tether_net::time::Epoch;
 use tether_net::Instant;
 
 use crate::hub::{
-    ConnId, Grant, Hub, HubStats, OutFrame, Outbox, SendError, ServerInput, ServerLimits,
+    ConnId, Grant, Hub, HubStats, OutFrame, Outbox, SendError, ServerItem, ServerLimits,
 };
 
 /// Largest read from one socket per loop turn
 const READ_CHUNK: usize = 16 * 1024;
-
-/// One item for the application of a [`TcpServer`]
-#[derive(Debug, Clone, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum ServerItem {
-    /// A TCP connection was registered with the machine
-    Accepted {
-        /// Its key
-        peer: ConnId,
-        /// The client's address
-        remote: SocketAddr,
-    },
-    /// What a connection carried: decide auths, answer requests
-    Input(ServerInput),
-    /// An event of the machine (`Connected`, `Closed`, `ShutdownComplete`)
-    Event(ServerEvent<ConnId>),
-}
 
 /// A connection's outbox: bytes the socket has not taken yet
 #[derive(Debug, Default)]
@@ -356,7 +337,11 @@ impl<const PEERS: usize, const SESSIONS: usize> TcpServer<PEERS, SESSIONS> {
                                         eof: false,
                                     },
                                 );
-                                accepted.push(ServerItem::Accepted { peer: id, remote });
+                                accepted.push(ServerItem::Accepted {
+                                    peer: id,
+                                    remote,
+                                    transport: Transport::Tcp,
+                                });
                             }
                             // refused by the machine (full, shutting down): close unanswered
                             Err(_) => drop(stream),

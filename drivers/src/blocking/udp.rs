@@ -12,36 +12,11 @@ use tether_net::time::Epoch;
 use tether_net::{drain, DrainError, Instant, Machine};
 
 use super::Input;
+pub use crate::datagram::DatagramPeer;
 use crate::QueueFull;
 
 /// Largest datagram the driver receives (game packets are at most 1400 bytes)
 const RECV_LEN: usize = 2048;
-
-/// How a machine's peer key maps to UDP addresses
-pub trait DatagramPeer: Copy + Eq {
-    /// The key for a datagram that came from `addr`
-    fn from_addr(addr: SocketAddr) -> Self;
-    /// Where a frame for this key goes; `None`: to the address the socket is connected to
-    fn to_addr(self) -> Option<SocketAddr>;
-}
-
-/// A client's peer: the one server its socket is connected to
-impl DatagramPeer for () {
-    fn from_addr(_: SocketAddr) -> Self {}
-    fn to_addr(self) -> Option<SocketAddr> {
-        None
-    }
-}
-
-/// A server's peer: the client's address
-impl DatagramPeer for SocketAddr {
-    fn from_addr(addr: SocketAddr) -> Self {
-        addr
-    }
-    fn to_addr(self) -> Option<SocketAddr> {
-        Some(self)
-    }
-}
 
 /// Datagram counters of a [`UdpDriver`]
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
