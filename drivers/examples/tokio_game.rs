@@ -1,1 +1,26 @@
-fn main() {}
+//! Game client scenario on the tokio driver: connect, stay 5 s, close with a reason
+//!
+//! `cargo run --example tokio_game --features tokio -- 127.0.0.1:8303`
+use std::time::Duration;
+use tether_net::game::ClientConfig;
+use tether_net_drivers::tokio::GameClient;
+
+#[tokio::main(flavor = "current_thread")]
+async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let server = std::env::args()
+        .nth(1)
+        .unwrap_or_else(|| "127.0.0.1:8303".into());
+    let (client, mut events) = GameClient::connect(server, ClientConfig::new()).await?;
+    println!("connected");
+    let stay = tokio::time::sleep(Duration::from_secs(5));
+    tokio::pin!(stay);
+    loop {
+        tokio::select! {
+            () = &mut stay => break,
+            item = events.next() => println!("{item:?}"), // the server's CLOSE ends up here
+        }
+    }
+    client.close("bye").await?;
+    println!("closed");
+    Ok(())
+}

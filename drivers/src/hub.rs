@@ -498,8 +498,9 @@ impl<O: Outbox, const PEERS: usize, const SESSIONS: usize> Hub<O, PEERS, SESSION
         }
     }
 
-    /// Drop a connection that cannot be written to: the socket closes now
-    fn kill(&mut self, now: Instant, id: ConnId) {
+    /// Drop a connection (it cannot be written to, or the application asked): the socket
+    /// closes now
+    pub(crate) fn kill(&mut self, now: Instant, id: ConnId) {
         if self.conns.contains_key(&id) && !self.killed.contains(&id) {
             self.stats.stalled += 1;
             self.killed.push(id);

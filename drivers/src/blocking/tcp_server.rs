@@ -181,6 +181,13 @@ impl<const PEERS: usize, const SESSIONS: usize> Ctl<'_, PEERS, SESSIONS> {
         self.hub.close(self.now, peer, code, reason)
     }
 
+    /// Drop a connection's transport without a word (as a network failure would): the socket
+    /// closes now, the machine reports `Closed` with `TransportClosed`, the session stays
+    /// resumable
+    pub fn drop_connection(&mut self, peer: ConnId) {
+        self.hub.kill(self.now, peer);
+    }
+
     /// Close every connection with `Close{ServerShutdown, reason}`, refuse new ones;
     /// `ShutdownComplete` follows
     ///
