@@ -387,8 +387,30 @@ impl<O: Outbox, const PEERS: usize, const SESSIONS: usize> Hub<O, PEERS, SESSION
         Ok(())
     }
 
-    /// How many bytes the driver may read from this connection now (0: do not read)
-    pub(crate) fn room(&mut self, id: ConnId) -> usize {
+    /// Start the stall clock of every outbox above the high-water mark, stop it for the others
+    fn note_outboxes(&mut self, now: Instant) {
+        let high = self.limits.outbox_high;
+        for c in self.conns.values_mut() {
+            if c.outbox.queued() >= high {
+                c.over_high_since.get_or_insert(now);
+            } else {
+                c.over_high_since = None;
+            }
+        }
+    }
+
+    /// The connection's outbox went below the high-water mark (its writer says so)
+    pub(crate) fn drained(&mut self, id: ConnId) {
+        if let Some(c) = self.conns.get_mut(&id) {
+            if c.outbox.queued() < self.limits.outbox_high {
+                c.over_high_since = None;
+            }
+        }
+    }
+
+    /// How many bytes the driver may read from this connection now (0: do not read); also
+    /// starts or stops its stall clock
+    pub(crate) fn room(&mut self, now: Instant, id: ConnId) -> usize {
         let (high, max_pending, max_input) = (
             self.limits.outbox_high,
             self.limits.max_pending_requests,
@@ -397,6 +419,11 @@ impl<O: Outbox, const PEERS: usize, const SESSIONS: usize> Hub<O, PEERS, SESSION
         let Some(c) = self.conns.get_mut(&id) else {
             return 0;
         };
+        if c.outbox.queued() >= high {
+            c.over_high_since.get_or_insert(now);
+        } else {
+            c.over_high_since = None;
+        }
         let used = match &c.rx {
             Rx::Stream(b) => b.len(),
             Rx::Messages(_, n) => *n,
@@ -684,6 +711,7 @@ impl<O: Outbox, const PEERS: usize, const SESSIONS: usize> Hub<O, PEERS, SESSION
             for id in overflow {
                 self.kill(now, id);
             }
+            self.note_outboxes(now);
             match r {
                 Ok(()) => break,
                 Err(DrainError::BufferTooSmall(e)) => self.out.resize(e.required, 0),
@@ -736,6 +764,9 @@ impl<O: Outbox, const PEERS: usize, const SESSIONS: usize> Hub<O, PEERS, SESSION
                         bytes: self.out[..t.len].to_vec(),
                     });
                     self.stats.peak_outbox = self.stats.peak_outbox.max(c.outbox.queued() as u64);
+                    if c.outbox.queued() >= self.limits.outbox_high {
+                        c.over_high_since.get_or_insert(now);
+                    }
                     return Ok(());
                 }
                 Err(Error::QueueFull) => self.flush(now),

@@ -448,7 +448,7 @@ impl<const PEERS: usize, const SESSIONS: usize> TcpServer<PEERS, SESSIONS> {
                 return false;
             }
         };
-        let room = self.hub.room(id).min(self.chunk.len());
+        let room = self.hub.room(now, id).min(self.chunk.len());
         if room == 0 {
             return moved;
         }

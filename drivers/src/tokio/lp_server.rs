@@ -272,6 +272,7 @@ enum ConnMsg {
     Bytes(ConnId, Vec<u8>),
     Message(ConnId, WsIn),
     Gone(ConnId),
+    Drained(ConnId),
 }
 
 impl LongPortServer {
@@ -723,7 +724,11 @@ impl Conn {
                             let _ = self.conn_tx.send(ConnMsg::Gone(self.id)).await;
                             return;
                         }
-                        shared.queued.fetch_sub(n, Ordering::AcqRel);
+                        let before = shared.queued.fetch_sub(n, Ordering::AcqRel);
+                        if before >= shared.outbox_high && before - n < shared.outbox_high {
+                            // below the high-water mark again: the stall clock stops
+                            let _ = self.conn_tx.try_send(ConnMsg::Drained(self.id));
+                        }
                         shared.wake.notify_one();
                     }
                     Some(OutMsg::Finish(linger)) => {
@@ -1008,6 +1013,7 @@ impl<const PEERS: usize, const SESSIONS: usize> MachineTask<PEERS, SESSIONS> {
             }
             ConnMsg::Message(id, msg) => self.hub.input_message(id, msg),
             ConnMsg::Gone(id) => self.hub.closed(now, id),
+            ConnMsg::Drained(id) => self.hub.drained(id),
         }
     }
 
