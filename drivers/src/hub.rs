@@ -1,4 +1,4 @@
-#![cfg_attr(not(feature = "tokio"), allow(dead_code))]
+#![cfg_attr(not(all(feature = "tokio", feature = "blocking")), allow(dead_code))]
 //! The LongPort server core the blocking and tokio server drivers share: one machine, a bounded
 //! receive buffer and a bounded outbox per connection, and the rules against clients that do not
 //! read
@@ -776,7 +776,9 @@ impl<O: Outbox, const PEERS: usize, const SESSIONS: usize> Hub<O, PEERS, SESSION
         }
     }
 
-    /// Answer a business request; counts it answered for the pipelining bound
+    /// Answer a business request (`gzip`: the body is a gzip member); counts it answered for
+    /// the pipelining bound
+    #[allow(clippy::too_many_arguments)]
     pub(crate) fn respond(
         &mut self,
         now: Instant,
@@ -785,11 +787,13 @@ impl<O: Outbox, const PEERS: usize, const SESSIONS: usize> Hub<O, PEERS, SESSION
         request_id: RequestId,
         status: Status,
         body: &[u8],
+        gzip: bool,
     ) -> Result<(), SendError> {
         if let Some(c) = self.conns.get_mut(&peer) {
             c.pending_requests = c.pending_requests.saturating_sub(1);
         }
-        self.send(now, peer, &Packet::response(cmd, request_id, status, body))
+        let packet = Packet::response(cmd, request_id, status, body).with_gzip(gzip);
+        self.send(now, peer, &packet)
     }
 
     pub(crate) fn accept(

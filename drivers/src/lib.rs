@@ -59,7 +59,7 @@ pub fn random_session_id() -> std::string::String {
 }
 
 /// The end of a `limit` that starts now, for `run(limit, ..)` (a year for absurd limits)
-#[cfg(feature = "std")]
+#[cfg(feature = "blocking")]
 pub(crate) fn deadline(limit: core::time::Duration) -> std::time::Instant {
     let now = std::time::Instant::now();
     now.checked_add(limit)

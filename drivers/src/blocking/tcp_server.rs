@@ -160,7 +160,7 @@ impl<const PEERS: usize, const SESSIONS: usize> Ctl<'_, PEERS, SESSIONS> {
     ) -> Result<(), Error> {
         answer(
             self.hub
-                .respond(self.now, peer, cmd, request_id, status, body),
+                .respond(self.now, peer, cmd, request_id, status, body, false),
         )
     }
 

@@ -177,6 +177,7 @@ enum Cmd {
         request_id: RequestId,
         status: Status,
         body: Vec<u8>,
+        gzip: bool,
         reply: Done,
     },
     Push {
@@ -470,6 +471,33 @@ impl LongPortServer {
             request_id,
             status,
             body,
+            gzip: false,
+            reply,
+        })
+        .await
+    }
+
+    /// [`LongPortServer::respond`] with a body that is a gzip member (the packet's gzip flag
+    /// set)
+    ///
+    /// # Errors
+    /// As [`LongPortServer::respond`].
+    pub async fn respond_gzip(
+        &self,
+        peer: ConnId,
+        cmd: u8,
+        request_id: RequestId,
+        status: Status,
+        body: impl Into<Vec<u8>>,
+    ) -> Result<(), DriverError> {
+        let body = body.into();
+        self.call(|reply| Cmd::Respond {
+            peer,
+            cmd,
+            request_id,
+            status,
+            body,
+            gzip: true,
             reply,
         })
         .await
@@ -1048,9 +1076,12 @@ impl<const PEERS: usize, const SESSIONS: usize> MachineTask<PEERS, SESSIONS> {
                 request_id,
                 status,
                 body,
+                gzip,
                 reply,
             } => {
-                let r = self.hub.respond(now, peer, cmd, request_id, status, &body);
+                let r = self
+                    .hub
+                    .respond(now, peer, cmd, request_id, status, &body, gzip);
                 let _ = reply.send(answer(r));
             }
             Cmd::Push {

@@ -38,7 +38,7 @@ impl<T> Outlet<T> {
         }
         if self.backlog.is_empty() {
             match self.tx.try_send(item) {
-                Ok(()) => return,
+                Ok(()) => {}
                 Err(mpsc::error::TrySendError::Full(item)) => self.backlog.push_back(item),
                 Err(mpsc::error::TrySendError::Closed(_)) => {
                     // nobody listens: items are dropped from now on

@@ -72,12 +72,10 @@ impl TestServer {
                         cmd,
                         body,
                         ..
-                    }) => {
-                        if cmd != CMD_SILENT {
-                            let _ = s
-                                .respond(peer, cmd, request_id, Status::Success, body)
-                                .await;
-                        }
+                    }) if cmd != CMD_SILENT => {
+                        let _ = s
+                            .respond(peer, cmd, request_id, Status::Success, body)
+                            .await;
                     }
                     _ => {}
                 }
