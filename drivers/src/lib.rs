@@ -38,6 +38,32 @@ pub mod tokio;
 #[cfg(feature = "embassy")]
 pub mod embassy;
 
+use tether_net::Machine;
+
+/// One thing a blocking or embassy driver hands to your closure: an event of the machine, or the
+/// application value one input carried (borrowed from that input)
+pub enum Input<'a, M: Machine + 'a> {
+    /// A control-plane event
+    Event(M::Event),
+    /// Application data from a peer (game chunks or the server's CLOSE reason; LongPort
+    /// responses, pushes, the server's Close reason, a refused login's message)
+    App(M::Peer, M::App<'a>),
+}
+
+impl<'a, M: Machine + 'a> core::fmt::Debug for Input<'a, M>
+where
+    M::Event: core::fmt::Debug,
+    M::Peer: core::fmt::Debug,
+    M::App<'a>: core::fmt::Debug,
+{
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            Input::Event(e) => f.debug_tuple("Event").field(e).finish(),
+            Input::App(p, a) => f.debug_tuple("App").field(p).field(a).finish(),
+        }
+    }
+}
+
 /// A LongPort session id from the OS random source: 128 random bits as 32 hex digits
 ///
 /// Session ids are bearer secrets (whoever presents one in a Reconnect takes the session over):

@@ -39,33 +39,8 @@ mod tcp_client;
 mod tcp_server;
 mod udp;
 
-use tether_net::Machine;
-
 pub use crate::hub::{ConnId, Grant, ServerInput, ServerItem, ServerLimits};
+pub use crate::Input;
 pub use tcp_client::{TcpClient, TcpClientStats, TokenSource};
 pub use tcp_server::{Ctl, TcpServer, TcpServerStats};
 pub use udp::{DatagramPeer, UdpDriver, UdpStats};
-
-/// One thing a blocking driver hands to your closure: an event of the machine, or the
-/// application value one input carried (borrowed from that input)
-pub enum Input<'a, M: Machine + 'a> {
-    /// A control-plane event
-    Event(M::Event),
-    /// Application data from a peer (game chunks or the server's CLOSE reason; LongPort
-    /// responses, pushes, the server's Close reason, a refused login's message)
-    App(M::Peer, M::App<'a>),
-}
-
-impl<'a, M: Machine + 'a> core::fmt::Debug for Input<'a, M>
-where
-    M::Event: core::fmt::Debug,
-    M::Peer: core::fmt::Debug,
-    M::App<'a>: core::fmt::Debug,
-{
-    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
-        match self {
-            Input::Event(e) => f.debug_tuple("Event").field(e).finish(),
-            Input::App(p, a) => f.debug_tuple("App").field(p).field(a).finish(),
-        }
-    }
-}

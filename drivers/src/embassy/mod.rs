@@ -1,1 +1,46 @@
+//! embassy drivers (`no_std`, no allocator): the game client over `embassy_net::udp` and the
+//! LongPort client over `embassy_net::tcp`
+//!
+//! Both own their socket, the machine and fixed buffers, read time from `embassy_time`, and run
+//! the run loop inside `run(limit, f)`, which hands every event and application value to your
+//! closure (the same shape as the blocking drivers). Frames go out with the socket's async
+//! send, one at a time, before the next event is taken: the run loop's step 2, awaited.
+//!
+//! [`UdpDriver`] serves any datagram machine whose peer is `()` (a client: frames go to the
+//! server endpoint) or an `IpEndpoint` (a server). [`TcpClient`] serves the LongPort client: it
+//! dials on `ConnectTransport`, keeps a compacting receive buffer of `RX` bytes, retries on a
+//! full queue and runs the timers.
+//!
+//! # Game client: connect, stay, close with a reason
+//!
+//! ```ignore
+//! let mut d = UdpDriver::new(socket, server, Client::new(ClientConfig::new()));
+//! d.command(|c, now| c.connect(now)).unwrap();
+//! let up = d.run(Duration::from_secs(10), |_, _, i| matches!(i, Input::Event(ClientEvent::Connected { .. })).then_some(())).await;
+//! d.run(Duration::from_secs(5), |_, _, _| None::<()>).await; // stay
+//! d.command(|c, now| c.close(now, "bye")).unwrap();
+//! d.run(Duration::from_secs(1), |_, _, i| matches!(i, Input::Event(ClientEvent::Closed { .. })).then_some(())).await;
+//! ```
+//!
+//! The complete program, with the LongPort scenario too and the embassy executor on Linux over a
+//! TAP interface, is `drivers/examples/embassy_tap.rs`.
 
+mod tcp;
+mod udp;
+
+pub use tcp::TcpClient;
+pub use udp::{EmbassyPeer, UdpDriver};
+
+use tether_net::Instant;
+
+/// Now, from `embassy_time` (a monotonic clock), as a tether `Instant`
+#[must_use]
+pub fn now() -> Instant {
+    Instant::from_micros(embassy_time::Instant::now().as_micros())
+}
+
+/// A tether `Instant` in `embassy_time`'s clock
+#[must_use]
+pub fn to_embassy(t: Instant) -> embassy_time::Instant {
+    embassy_time::Instant::from_micros(t.as_micros())
+}
