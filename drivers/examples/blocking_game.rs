@@ -3,34 +3,21 @@
 //! `cargo run --example blocking_game -- 127.0.0.1:8303`
 use std::time::Duration;
 use tether_net::game::{Client, ClientConfig, ClientEvent};
-use tether_net_drivers::blocking::{Input, UdpDriver};
+use tether_net_drivers::blocking::UdpDriver;
 
 fn main() -> std::io::Result<()> {
-    let server = std::env::args()
-        .nth(1)
-        .unwrap_or_else(|| "127.0.0.1:8303".into());
+    let server = std::env::args().nth(1).expect("ADDR");
     let mut d = UdpDriver::connect(Client::new(ClientConfig::new()), server)?;
-    d.command(|c, now| c.connect(now))
-        .map_err(std::io::Error::other)?;
-    let mut stay = Duration::from_secs(10); // at most 10 s to connect, then 5 s online
-    loop {
-        let event = d.run(stay, |_, _, input| match input {
-            Input::Event(e) => Some(e),
-            Input::App(..) => None,
-        })?;
-        match event {
-            Some(ClientEvent::Connected { .. }) => {
-                println!("connected");
-                stay = Duration::from_secs(5);
-            }
-            Some(ClientEvent::Closed { cause }) => {
-                println!("closed: {cause:?}");
-                return Ok(());
-            }
-            None => d
-                .command(|c, now| c.close(now, "bye"))
-                .map_err(std::io::Error::other)?,
-            Some(_) => {}
+    d.try_command(|c, now| c.connect(now))?;
+    if let Some(ClientEvent::Connected { .. }) = d.next_event(Duration::from_secs(10))? {
+        println!("connected");
+        // stay 5 s (an event here is the server closing us)
+        if let Some(e) = d.next_event(Duration::from_secs(5))? {
+            println!("{e:?}");
+            return Ok(());
         }
+        d.try_command(|c, now| c.close(now, "bye"))?;
     }
+    println!("{:?}", d.next_event(Duration::from_secs(1))?);
+    Ok(())
 }

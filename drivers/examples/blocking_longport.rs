@@ -3,43 +3,22 @@
 //!
 //! `cargo run --example blocking_longport -- 127.0.0.1:7000 TOKEN`
 use std::time::Duration;
-use tether_net::longport::{Client, ClientApp, ClientConfig, ClientEvent, Credentials, LoginKind};
-use tether_net_drivers::blocking::{Input, TcpClient};
+use tether_net::longport::{Client, ClientConfig, ClientEvent, Credentials, LoginKind};
+use tether_net_drivers::blocking::TcpClient;
 
 fn main() -> std::io::Result<()> {
     let mut args = std::env::args().skip(1);
-    let server = args.next().unwrap_or_else(|| "127.0.0.1:7000".into());
-    let token = args.next().unwrap_or_else(|| "demo-token".into());
+    let (server, token) = (args.next().expect("ADDR"), args.next().expect("TOKEN"));
     let mut d = TcpClient::new(Client::new(ClientConfig::tcp()), server)?;
-    d.command(|c, now| c.connect(now, Credentials::new(&token)))
-        .map_err(std::io::Error::other)?;
-    let wait = Duration::from_secs(60);
-    loop {
-        // the driver dials, logs in, and reconnects with the session when the transport drops
-        let step = d.run(wait, |_, _, input| match input {
-            Input::Event(ClientEvent::Connected { via, .. }) => Some(Some(via)),
-            Input::Event(ClientEvent::Closed { .. }) => Some(None),
-            Input::App(_, ClientApp::Response { body, .. }) => {
-                println!("response: {}", String::from_utf8_lossy(body));
-                None
-            }
-            _ => None,
-        })?;
-        match step {
-            Some(Some(LoginKind::Auth)) => {
-                d.request(4, Duration::from_secs(5), b"hello")
-                    .map_err(std::io::Error::other)?;
-            }
-            Some(Some(_)) => println!("reconnected"),
-            _ => return Err(std::io::Error::other("closed")),
-        }
-        if d.machine().stats().reconnects > 0 {
-            break;
-        }
-    }
-    d.command(|c, now| c.close(now, "bye"))
-        .map_err(std::io::Error::other)?;
-    d.run(Duration::from_secs(1), |_, _, _| None::<()>)?;
-    println!("closed");
+    d.try_command(|c, now| c.connect(now, Credentials::new(&token)))?;
+    let connected = |e: Option<ClientEvent>, how: LoginKind| matches!(e, Some(ClientEvent::Connected { via, .. }) if via == how);
+    while !connected(d.next_event(Duration::from_secs(10))?, LoginKind::Auth) {}
+    let body = d.call(4, Duration::from_secs(5), b"hello")?;
+    println!("response: {}", String::from_utf8_lossy(&body));
+    // when the transport drops, the driver reconnects with the session by itself
+    while !connected(d.next_event(Duration::from_secs(60))?, LoginKind::Reconnect) {}
+    println!("reconnected");
+    d.try_command(|c, now| c.close(now, "bye"))?;
+    println!("{:?}", d.next_event(Duration::from_secs(1))?);
     Ok(())
 }

@@ -15,16 +15,15 @@ use std::time::Duration as StdDuration;
 use embassy_executor::Spawner;
 use embassy_net::tcp::TcpSocket;
 use embassy_net::udp::{PacketMetadata, UdpSocket};
-use embassy_net::{Config, IpEndpoint, Ipv4Cidr, Runner, StackResources, StaticConfigV4};
+use embassy_net::{Config, IpEndpoint, Ipv4Cidr, Runner, Stack, StackResources, StaticConfigV4};
 use embassy_net_tuntap::TunTapDevice;
 use embassy_time::Duration;
 use static_cell::StaticCell;
 use tether_net::game::{
     Client as GameClient, ClientConfig as GameConfig, ClientEvent as GameEvent,
 };
-use tether_net::longport::{Client, ClientApp, ClientConfig, ClientEvent, Credentials, LoginKind};
+use tether_net::longport::{Client, ClientConfig, ClientEvent, Credentials, LoginKind};
 use tether_net_drivers::embassy::{TcpClient, UdpDriver};
-use tether_net_drivers::Input;
 
 #[embassy_executor::task]
 async fn net_task(mut runner: Runner<'static, TunTapDevice>) -> ! {
@@ -65,75 +64,65 @@ async fn main(spawner: Spawner) {
     stack.wait_config_up().await;
     println!("stack up at {}", args[1]);
 
-    // --- game client over UDP: connect, stay 5 s, close with a reason ----------------------
+    if let Err(e) = game(stack, endpoint(&args[2])).await {
+        fail(&format!("game: {e}"));
+    }
+    if let Err(e) = longport(stack, endpoint(&args[3]), &args[4]).await {
+        fail(&format!("longport: {e}"));
+    }
+    std::process::exit(0);
+}
+
+/// Game client over UDP: connect, stay 5 s, close with a reason
+async fn game(stack: Stack<'_>, server: IpEndpoint) -> Result<(), String> {
     let (mut rx_meta, mut tx_meta) = ([PacketMetadata::EMPTY; 8], [PacketMetadata::EMPTY; 8]);
     let (mut rx_buf, mut tx_buf) = ([0u8; 8192], [0u8; 8192]);
     let mut sock = UdpSocket::new(stack, &mut rx_meta, &mut rx_buf, &mut tx_meta, &mut tx_buf);
-    sock.bind(0).expect("bind a UDP port");
-    let mut d = UdpDriver::new(sock, endpoint(&args[2]), GameClient::new(GameConfig::new()));
-    d.command(|c, now| c.connect(now)).expect("a fresh client");
-    let event = |_: &mut GameClient, _, i: Input<'_, GameClient>| match i {
-        Input::Event(e) => Some(e),
-        Input::App(..) => None,
-    };
-    match d.run(Duration::from_secs(10), event).await {
+    sock.bind(0).map_err(|e| format!("{e:?}"))?;
+    let mut d = UdpDriver::new(sock, server, GameClient::new(GameConfig::new()));
+    d.command(|c, now| c.connect(now))
+        .map_err(|e| e.to_string())?;
+    match d.next_event(Duration::from_secs(10)).await {
         Some(GameEvent::Connected { .. }) => println!("game: connected"),
-        other => fail(&format!("game: {other:?} instead of Connected")),
+        other => return Err(format!("{other:?} instead of Connected")),
     }
-    if let Some(e) = d.run(Duration::from_secs(5), event).await {
-        fail(&format!("game: {e:?} while staying"));
+    if let Some(e) = d.next_event(Duration::from_secs(5)).await {
+        return Err(format!("{e:?} while staying"));
     }
     d.command(|c, now| c.close(now, "bye from embassy"))
-        .expect("open");
-    match d.run(Duration::from_secs(1), event).await {
-        Some(GameEvent::Closed { cause }) => println!("game: closed: {cause:?}"),
-        other => fail(&format!("game: {other:?} instead of Closed")),
-    }
+        .map_err(|e| e.to_string())?;
+    println!("game: {:?}", d.next_event(Duration::from_secs(1)).await);
+    Ok(())
+}
 
-    // --- LongPort client over TCP: auth, one request, reconnect, close ------------------------
+/// LongPort client over TCP: auth, one request, reconnect when the transport drops, close
+async fn longport(stack: Stack<'_>, server: IpEndpoint, token: &str) -> Result<(), String> {
     let (mut rx_buf, mut tx_buf) = ([0u8; 4096], [0u8; 4096]);
     let sock = TcpSocket::new(stack, &mut rx_buf, &mut tx_buf);
     let config = ClientConfig::tcp().with_max_body(2000);
-    let mut lp: TcpClient<'_, Client> =
-        TcpClient::new(sock, endpoint(&args[3]), Client::new(config));
-    lp.command(|c, now| c.connect(now, Credentials::new(&args[4])))
-        .expect("a fresh client");
-    let mut requested = false;
-    loop {
-        let step = lp
-            .run(Duration::from_secs(30), |_, _, i| match i {
-                Input::Event(ClientEvent::Connected { via, .. }) => Some(Some(via)),
-                Input::Event(ClientEvent::Closed { .. } | ClientEvent::LoginFailed { .. }) => {
-                    Some(None)
-                }
-                Input::App(_, ClientApp::Response { body, .. }) => {
-                    println!("longport: response: {}", String::from_utf8_lossy(body));
-                    None
-                }
-                _ => None,
-            })
-            .await;
-        match step {
-            Some(Some(LoginKind::Auth)) if !requested => {
-                requested = true;
-                println!("longport: connected");
-                lp.request(4, StdDuration::from_secs(5), b"hello")
-                    .await
-                    .expect("request");
-            }
-            Some(Some(LoginKind::Reconnect)) => {
-                println!("longport: reconnected");
-                break;
-            }
-            other => fail(&format!("longport: {other:?}")),
-        }
-    }
-    lp.command(|c, now| c.close(now, "bye")).expect("open");
-    lp.run(Duration::from_secs(1), |_, _, i| match i {
-        Input::Event(ClientEvent::Closed { .. }) => Some(()),
-        _ => None,
-    })
-    .await;
-    println!("longport: closed");
-    std::process::exit(0);
+    let mut d: TcpClient<'_, Client> = TcpClient::new(sock, server, Client::new(config));
+    d.command(|c, now| c.connect(now, Credentials::new(token)))
+        .map_err(|e| e.to_string())?;
+    let connected = |e: Option<ClientEvent>, how: LoginKind| matches!(e, Some(ClientEvent::Connected { via, .. }) if via == how);
+    while !connected(d.next_event(Duration::from_secs(10)).await, LoginKind::Auth) {}
+    println!("longport: connected");
+    let mut body = [0u8; 64];
+    let n = d
+        .call(4, StdDuration::from_secs(5), b"hello", &mut body)
+        .await;
+    let n = n.map_err(|e| format!("{e:?}"))?;
+    println!(
+        "longport: response: {}",
+        String::from_utf8_lossy(&body[..n])
+    );
+    // when the transport drops, the driver reconnects with the session by itself
+    while !connected(
+        d.next_event(Duration::from_secs(30)).await,
+        LoginKind::Reconnect,
+    ) {}
+    println!("longport: reconnected");
+    d.command(|c, now| c.close(now, "bye"))
+        .map_err(|e| e.to_string())?;
+    println!("longport: {:?}", d.next_event(Duration::from_secs(1)).await);
+    Ok(())
 }

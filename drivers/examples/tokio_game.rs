@@ -7,20 +7,11 @@ use tether_net_drivers::tokio::GameClient;
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let server = std::env::args()
-        .nth(1)
-        .unwrap_or_else(|| "127.0.0.1:8303".into());
-    let (client, mut events) = GameClient::connect(server, ClientConfig::new()).await?;
+    let server = std::env::args().nth(1).expect("ADDR");
+    let (client, _events) = GameClient::connect(server, ClientConfig::new()).await?;
     println!("connected");
-    let stay = tokio::time::sleep(Duration::from_secs(5));
-    tokio::pin!(stay);
-    loop {
-        tokio::select! {
-            () = &mut stay => break,
-            item = events.next() => println!("{item:?}"), // the server's CLOSE ends up here
-        }
-    }
-    client.close("bye").await?;
+    tokio::time::sleep(Duration::from_secs(5)).await; // stay
+    client.close("bye").await?; // fails with `Closed` if the server closed us meanwhile
     println!("closed");
     Ok(())
 }

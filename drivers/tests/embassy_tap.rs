@@ -139,7 +139,7 @@ fn the_embassy_example_over_tap_against_ddnet_and_our_server() {
     );
     p.expect_line("stack up", LINE);
     p.expect_line("game: connected", LINE);
-    assert_eq!(p.expect_line("game: closed", LINE), "game: closed: Local");
+    p.expect_line("game: Some(Closed { cause: Local })", LINE);
     p.expect_line("longport: connected", LINE);
     assert_eq!(
         p.expect_line("longport: response", LINE),
@@ -147,7 +147,7 @@ fn the_embassy_example_over_tap_against_ddnet_and_our_server() {
     );
     drop_first.store(true, Ordering::Relaxed);
     p.expect_line("longport: reconnected", LINE);
-    p.expect_line("longport: closed", LINE);
+    p.expect_line("longport: Some(Closed { cause: Local })", LINE);
     assert_eq!(p.wait(LINE), Some(0), "{:#?}", p.seen);
     stop.store(true, Ordering::Relaxed);
     assert_eq!(thread.join().unwrap().len(), 2, "login and reconnect");

@@ -4,11 +4,11 @@ use std::collections::VecDeque;
 use std::fmt;
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream, ToSocketAddrs};
-use std::string::String;
+use std::string::{String, ToString};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use std::vec::Vec;
 
-use tether_net::longport::{Client, ClientEvent, RequestId};
+use tether_net::longport::{Client, ClientApp, ClientEvent, RequestId, Status};
 use tether_net::time::Epoch;
 use tether_net::{drain, DrainError, FrameKind, Instant};
 
@@ -185,6 +185,75 @@ impl<M: LongPortClient> TcpClient<M> {
             }
         }
         Ok(id)
+    }
+
+    /// [`TcpClient::command`] for a command that returns the machine's `Result`, its error
+    /// turned into an `io::Error`
+    ///
+    /// # Errors
+    /// The machine's refusal.
+    pub fn try_command<R>(
+        &mut self,
+        f: impl FnOnce(&mut M, Instant) -> Result<R, tether_net::longport::Error>,
+    ) -> io::Result<R> {
+        self.command(f).map_err(io::Error::other)
+    }
+
+    /// Run the loop until the next event (at most `limit`; `None` when none came), dropping
+    /// application values
+    ///
+    /// # Errors
+    /// As [`TcpClient::run`].
+    pub fn next_event(&mut self, limit: Duration) -> io::Result<Option<ClientEvent>> {
+        self.run(limit, |_, _, input| match input {
+            Input::Event(e) => Some(e),
+            Input::App(..) => None,
+        })
+    }
+
+    /// Send a business request and run the loop until its outcome: the body of a status-0
+    /// response
+    ///
+    /// Events that arrive meanwhile are kept for the next `run`/`next_event`; other
+    /// application values are dropped.
+    ///
+    /// # Errors
+    /// The machine's refusal, a non-zero status (`Other`, with the status), `TimedOut` (no
+    /// response within the request's timeout), `ConnectionAborted` (the connection ended
+    /// first), or the loop's errors.
+    pub fn call(&mut self, cmd: u8, timeout: Duration, body: &[u8]) -> io::Result<Vec<u8>> {
+        let id = self.request(cmd, timeout, body).map_err(io::Error::other)?;
+        let mut seen = Vec::new();
+        let outcome = self.run(Duration::MAX, |_, _, input| match input {
+            Input::App(
+                _,
+                ClientApp::Response {
+                    request_id,
+                    status,
+                    body,
+                    ..
+                },
+            ) if request_id == id => Some(if status == Status::Success {
+                Ok(body.to_vec())
+            } else {
+                Err(io::Error::other(format!("status {status}")))
+            }),
+            Input::Event(ClientEvent::RequestTimedOut { id: x }) if x == id => {
+                Some(Err(io::ErrorKind::TimedOut.into()))
+            }
+            Input::Event(ClientEvent::RequestFailed { id: x, reason }) if x == id => Some(Err(
+                io::Error::new(io::ErrorKind::ConnectionAborted, reason.to_string()),
+            )),
+            Input::Event(e) => {
+                seen.push(e);
+                None
+            }
+            Input::App(..) => None,
+        })?;
+        for e in seen.into_iter().rev() {
+            self.backlog.push_front(e);
+        }
+        outcome.unwrap_or_else(|| Err(io::ErrorKind::TimedOut.into()))
     }
 
     /// Drop the TCP connection now, as if the network had (the machine is told, and reconnects

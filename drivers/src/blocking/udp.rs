@@ -150,6 +150,30 @@ where
         f(&mut self.machine, now)
     }
 
+    /// [`UdpDriver::command`] for a command that returns the machine's `Result`, its error
+    /// turned into an `io::Error`
+    ///
+    /// # Errors
+    /// The machine's refusal.
+    pub fn try_command<R, E: fmt::Display>(
+        &mut self,
+        f: impl FnOnce(&mut M, Instant) -> Result<R, E>,
+    ) -> io::Result<R> {
+        self.command(f).map_err(|e| io::Error::other(e.to_string()))
+    }
+
+    /// Run the loop until the next event (at most `limit`; `None` when none came), dropping
+    /// application values
+    ///
+    /// # Errors
+    /// As [`UdpDriver::run`].
+    pub fn next_event(&mut self, limit: Duration) -> io::Result<Option<M::Event>> {
+        self.run(limit, |_, _, input| match input {
+            Input::Event(e) => Some(e),
+            Input::App(..) => None,
+        })
+    }
+
     /// Run the loop for at most `limit`, handing every event and application value to `f`
     ///
     /// `f` may issue commands on the machine it is given; their frames are sent before the

@@ -28,7 +28,7 @@
 mod tcp;
 mod udp;
 
-pub use tcp::TcpClient;
+pub use tcp::{CallError, TcpClient};
 pub use udp::{EmbassyPeer, UdpDriver};
 
 use tether_net::Instant;

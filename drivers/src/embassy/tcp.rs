@@ -4,13 +4,29 @@ use embassy_futures::select::{select, Either};
 use embassy_net::tcp::TcpSocket;
 use embassy_net::IpEndpoint;
 use embassy_time::{with_timeout, Duration, Timer};
-use tether_net::longport::{ClientEvent, Error, RequestId};
+use tether_net::longport::{ClientApp, ClientEvent, Error, RequestFailure, RequestId, Status};
 use tether_net::{Duration as TDuration, FrameKind, Instant};
 
 use super::{now, to_embassy};
 use crate::client::LongPortClient;
 use crate::rx::{feed_one, Fed, RxBuf};
 use crate::Input;
+
+/// Why [`TcpClient::call`] got no response body
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum CallError {
+    /// The machine refused to send the request
+    Refused(Error),
+    /// The response carried this non-zero status
+    Status(Status),
+    /// The response body (this many bytes) does not fit the buffer
+    TooLong(usize),
+    /// No response within the request's timeout
+    TimedOut,
+    /// The connection ended first
+    Failed(RequestFailure),
+}
 
 /// A LongPort client on an `embassy_net` TCP socket, with a receive buffer of `RX` bytes and an
 /// output buffer of `OUT` bytes (the login packet and every request must fit: configure the
@@ -74,6 +90,68 @@ impl<'s, M: LongPortClient, const RX: usize, const OUT: usize> TcpClient<'s, M, 
             self.lose();
         }
         Ok(id)
+    }
+
+    /// Run the loop until the next event (at most `limit`; `None` when none came), dropping
+    /// application values
+    pub async fn next_event(&mut self, limit: Duration) -> Option<ClientEvent> {
+        self.run(limit, |_, _, input| match input {
+            Input::Event(e) => Some(e),
+            Input::App(..) => None,
+        })
+        .await
+    }
+
+    /// Send a business request and run the loop until its outcome; the body of a status-0
+    /// response is copied into `response` and its length returned
+    ///
+    /// Other events and application values that arrive meanwhile are dropped (no allocator:
+    /// there is no backlog); use [`TcpClient::request`] and [`TcpClient::run`] to see them.
+    ///
+    /// # Errors
+    /// [`CallError`].
+    pub async fn call(
+        &mut self,
+        cmd: u8,
+        timeout: TDuration,
+        body: &[u8],
+        response: &mut [u8],
+    ) -> Result<usize, CallError> {
+        let id = self
+            .request(cmd, timeout, body)
+            .await
+            .map_err(CallError::Refused)?;
+        let outcome = self
+            .run(
+                Duration::from_secs(30 * 24 * 3600),
+                |_, _, input| match input {
+                    Input::App(
+                        _,
+                        ClientApp::Response {
+                            request_id,
+                            status,
+                            body,
+                            ..
+                        },
+                    ) if request_id == id => Some(if status != Status::Success {
+                        Err(CallError::Status(status))
+                    } else if body.len() > response.len() {
+                        Err(CallError::TooLong(body.len()))
+                    } else {
+                        response[..body.len()].copy_from_slice(body);
+                        Ok(body.len())
+                    }),
+                    Input::Event(ClientEvent::RequestTimedOut { id: x }) if x == id => {
+                        Some(Err(CallError::TimedOut))
+                    }
+                    Input::Event(ClientEvent::RequestFailed { id: x, reason }) if x == id => {
+                        Some(Err(CallError::Failed(reason)))
+                    }
+                    _ => None,
+                },
+            )
+            .await;
+        outcome.unwrap_or(Err(CallError::TimedOut))
     }
 
     /// Drop the TCP connection now, as if the network had (the machine reconnects per policy)

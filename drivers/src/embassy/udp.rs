@@ -83,6 +83,16 @@ where
         f(&mut self.machine, now())
     }
 
+    /// Run the loop until the next event (at most `limit`; `None` when none came), dropping
+    /// application values
+    pub async fn next_event(&mut self, limit: Duration) -> Option<M::Event> {
+        self.run(limit, |_, _, input| match input {
+            Input::Event(e) => Some(e),
+            Input::App(..) => None,
+        })
+        .await
+    }
+
     /// Run the loop for at most `limit`, handing every event and application value to `f`;
     /// `Some(r)` as soon as `f` returns it (later events of that drain wait in the machine for
     /// the next call), `None` when `limit` elapsed
