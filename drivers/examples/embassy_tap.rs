@@ -13,8 +13,6 @@ use std::net::SocketAddrV4;
 use std::time::Duration as StdDuration;
 
 use embassy_executor::Spawner;
-use embassy_net::tcp::TcpSocket;
-use embassy_net::udp::{PacketMetadata, UdpSocket};
 use embassy_net::{Config, IpEndpoint, Ipv4Cidr, Runner, Stack, StackResources, StaticConfigV4};
 use embassy_net_tuntap::TunTapDevice;
 use embassy_time::Duration;
@@ -23,7 +21,7 @@ use tether_net::game::{
     Client as GameClient, ClientConfig as GameConfig, ClientEvent as GameEvent,
 };
 use tether_net::longport::{Client, ClientConfig, ClientEvent, Credentials, LoginKind};
-use tether_net_drivers::embassy::{TcpClient, UdpDriver};
+use tether_net_drivers::embassy::{TcpBuffers, TcpClient, UdpBuffers, UdpDriver};
 
 #[embassy_executor::task]
 async fn net_task(mut runner: Runner<'static, TunTapDevice>) -> ! {
@@ -75,11 +73,10 @@ async fn main(spawner: Spawner) {
 
 /// Game client over UDP: connect, stay 5 s, close with a reason
 async fn game(stack: Stack<'_>, server: IpEndpoint) -> Result<(), String> {
-    let (mut rx_meta, mut tx_meta) = ([PacketMetadata::EMPTY; 8], [PacketMetadata::EMPTY; 8]);
-    let (mut rx_buf, mut tx_buf) = ([0u8; 8192], [0u8; 8192]);
-    let mut sock = UdpSocket::new(stack, &mut rx_meta, &mut rx_buf, &mut tx_meta, &mut tx_buf);
-    sock.bind(0).map_err(|e| format!("{e:?}"))?;
-    let mut d = UdpDriver::new(sock, server, GameClient::new(GameConfig::new()));
+    let mut buffers: UdpBuffers = UdpBuffers::new();
+    let client = GameClient::new(GameConfig::new());
+    let mut d =
+        UdpDriver::bind(stack, &mut buffers, server, client).map_err(|e| format!("{e:?}"))?;
     d.command(|c, now| c.connect(now))
         .map_err(|e| e.to_string())?;
     match d.next_event(Duration::from_secs(10)).await {
@@ -97,10 +94,9 @@ async fn game(stack: Stack<'_>, server: IpEndpoint) -> Result<(), String> {
 
 /// LongPort client over TCP: auth, one request, reconnect when the transport drops, close
 async fn longport(stack: Stack<'_>, server: IpEndpoint, token: &str) -> Result<(), String> {
-    let (mut rx_buf, mut tx_buf) = ([0u8; 4096], [0u8; 4096]);
-    let sock = TcpSocket::new(stack, &mut rx_buf, &mut tx_buf);
-    let config = ClientConfig::tcp().with_max_body(2000);
-    let mut d: TcpClient<'_, Client> = TcpClient::new(sock, server, Client::new(config));
+    let mut buffers: TcpBuffers = TcpBuffers::new();
+    let client = Client::new(ClientConfig::tcp().with_max_body(2000));
+    let mut d: TcpClient<'_, Client> = TcpClient::with_buffers(stack, &mut buffers, server, client);
     d.command(|c, now| c.connect(now, Credentials::new(token)))
         .map_err(|e| e.to_string())?;
     let connected = |e: Option<ClientEvent>, how: LoginKind| matches!(e, Some(ClientEvent::Connected { via, .. }) if via == how);

@@ -16,16 +16,19 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let response = client.request(4, b"hello".to_vec()).await?;
     println!("response: {}", String::from_utf8_lossy(&response.body));
     // when the transport drops, the driver reconnects with the session by itself
-    loop {
-        match events.next().await {
-            Some(ClientItem::Event(ClientEvent::Connected {
+    let reconnected = |i: &ClientItem| {
+        matches!(
+            i,
+            ClientItem::Event(ClientEvent::Connected {
                 via: LoginKind::Reconnect,
                 ..
-            })) => break,
-            Some(_) => {}
-            None => return Err("closed before reconnecting".into()),
-        }
-    }
+            })
+        )
+    };
+    events
+        .wait_for(reconnected)
+        .await
+        .ok_or("closed before reconnecting")?;
     println!("reconnected");
     client.close("bye").await?;
     println!("closed");

@@ -28,8 +28,8 @@
 mod tcp;
 mod udp;
 
-pub use tcp::{CallError, TcpClient};
-pub use udp::{EmbassyPeer, UdpDriver};
+pub use tcp::{CallError, TcpBuffers, TcpClient};
+pub use udp::{EmbassyPeer, UdpBuffers, UdpDriver};
 
 use tether_net::Instant;
 

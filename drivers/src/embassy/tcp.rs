@@ -2,7 +2,7 @@
 
 use embassy_futures::select::{select, Either};
 use embassy_net::tcp::TcpSocket;
-use embassy_net::IpEndpoint;
+use embassy_net::{IpEndpoint, Stack};
 use embassy_time::{with_timeout, Duration, Timer};
 use tether_net::longport::{ClientApp, ClientEvent, Error, RequestFailure, RequestId, Status};
 use tether_net::{Duration as TDuration, FrameKind, Instant};
@@ -11,6 +11,28 @@ use super::{now, to_embassy};
 use crate::client::LongPortClient;
 use crate::rx::{feed_one, Fed, RxBuf};
 use crate::Input;
+
+/// The buffers of a TCP socket: `N` bytes each way
+pub struct TcpBuffers<const N: usize = 4096> {
+    rx: [u8; N],
+    tx: [u8; N],
+}
+
+impl<const N: usize> TcpBuffers<N> {
+    /// Empty buffers (put them in a `static` or a long-lived task frame)
+    pub const fn new() -> Self {
+        TcpBuffers {
+            rx: [0; N],
+            tx: [0; N],
+        }
+    }
+}
+
+impl<const N: usize> Default for TcpBuffers<N> {
+    fn default() -> Self {
+        Self::new()
+    }
+}
 
 /// Why [`TcpClient::call`] got no response body
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -55,6 +77,17 @@ impl<'s, M: LongPortClient, const RX: usize, const OUT: usize> TcpClient<'s, M, 
             dial: false,
             gone: false,
         }
+    }
+
+    /// A socket on `stack` with `buffers`, driving `machine` towards `remote`
+    pub fn with_buffers<const N: usize>(
+        stack: Stack<'s>,
+        buffers: &'s mut TcpBuffers<N>,
+        remote: IpEndpoint,
+        machine: M,
+    ) -> Self {
+        let TcpBuffers { rx, tx } = buffers;
+        Self::new(TcpSocket::new(stack, rx, tx), remote, machine)
     }
 
     /// The machine (getters)

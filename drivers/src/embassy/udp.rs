@@ -1,8 +1,8 @@
 //! Datagram machines over `embassy_net::udp::UdpSocket`
 
 use embassy_futures::select::{select, Either};
-use embassy_net::udp::UdpSocket;
-use embassy_net::IpEndpoint;
+use embassy_net::udp::{BindError, PacketMetadata, UdpSocket};
+use embassy_net::{IpEndpoint, Stack};
 use embassy_time::{Duration, Timer};
 use tether_net::{Instant, Machine};
 
@@ -36,6 +36,32 @@ impl EmbassyPeer for IpEndpoint {
     }
 }
 
+/// The buffers of a UDP socket: `META` datagrams of metadata and `N` bytes each way
+pub struct UdpBuffers<const META: usize = 8, const N: usize = 4096> {
+    rx_meta: [PacketMetadata; META],
+    tx_meta: [PacketMetadata; META],
+    rx: [u8; N],
+    tx: [u8; N],
+}
+
+impl<const META: usize, const N: usize> UdpBuffers<META, N> {
+    /// Empty buffers (put them in a `static` or a long-lived task frame)
+    pub const fn new() -> Self {
+        UdpBuffers {
+            rx_meta: [PacketMetadata::EMPTY; META],
+            tx_meta: [PacketMetadata::EMPTY; META],
+            rx: [0; N],
+            tx: [0; N],
+        }
+    }
+}
+
+impl<const META: usize, const N: usize> Default for UdpBuffers<META, N> {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
 /// A datagram machine on a bound `embassy_net` UDP socket
 ///
 /// For a client, `remote` is the server: frames go there, and datagrams from anywhere else are
@@ -65,6 +91,27 @@ where
             inp: [0; DATAGRAM],
             send_errors: 0,
         }
+    }
+
+    /// A socket on `stack` with `buffers`, bound to an ephemeral port, driving `machine`
+    ///
+    /// # Errors
+    /// The bind error.
+    pub fn bind<const META: usize, const N: usize>(
+        stack: Stack<'s>,
+        buffers: &'s mut UdpBuffers<META, N>,
+        remote: IpEndpoint,
+        machine: M,
+    ) -> Result<Self, BindError> {
+        let UdpBuffers {
+            rx_meta,
+            tx_meta,
+            rx,
+            tx,
+        } = buffers;
+        let mut sock = UdpSocket::new(stack, rx_meta, rx, tx_meta, tx);
+        sock.bind(0)?;
+        Ok(Self::new(sock, remote, machine))
     }
 
     /// The machine (getters)

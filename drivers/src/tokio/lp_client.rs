@@ -239,6 +239,16 @@ impl LongPortEvents {
     pub async fn next(&mut self) -> Option<ClientItem> {
         self.0.recv().await
     }
+
+    /// Skip items until one matches `f` (returned); `None` when the stream ended first
+    pub async fn wait_for(&mut self, mut f: impl FnMut(&ClientItem) -> bool) -> Option<ClientItem> {
+        while let Some(item) = self.0.recv().await {
+            if f(&item) {
+                return Some(item);
+            }
+        }
+        None
+    }
 }
 
 impl futures_core::Stream for LongPortEvents {
