@@ -38,7 +38,7 @@ fn main() {
     println!("listening on {}", server.local_addr().expect("bound"));
     let served = server.run(Duration::MAX, |ctl, item| {
         match item {
-            ServerItem::Accepted { peer, remote } => {
+            ServerItem::Accepted { peer, remote, .. } => {
                 println!("conn {peer}: connected from {remote}")
             }
             ServerItem::Input(ServerInput::Auth { peer, token: t, .. }) => {

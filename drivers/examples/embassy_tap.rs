@@ -17,9 +17,7 @@ use embassy_net::{Config, IpEndpoint, Ipv4Cidr, Runner, Stack, StackResources, S
 use embassy_net_tuntap::TunTapDevice;
 use embassy_time::Duration;
 use static_cell::StaticCell;
-use tether_net::game::{
-    Client as GameClient, ClientConfig as GameConfig, ClientEvent as GameEvent,
-};
+use tether_net::game;
 use tether_net::longport::{Client, ClientConfig, ClientEvent, Credentials, LoginKind};
 use tether_net_drivers::embassy::{TcpBuffers, TcpClient, UdpBuffers, UdpDriver};
 
@@ -74,13 +72,13 @@ async fn main(spawner: Spawner) {
 /// Game client over UDP: connect, stay 5 s, close with a reason
 async fn game(stack: Stack<'_>, server: IpEndpoint) -> Result<(), String> {
     let mut buffers: UdpBuffers = UdpBuffers::new();
-    let client = GameClient::new(GameConfig::new());
+    let client = game::Client::new(game::ClientConfig::new());
     let mut d =
         UdpDriver::bind(stack, &mut buffers, server, client).map_err(|e| format!("{e:?}"))?;
     d.command(|c, now| c.connect(now))
         .map_err(|e| e.to_string())?;
     match d.next_event(Duration::from_secs(10)).await {
-        Some(GameEvent::Connected { .. }) => println!("game: connected"),
+        Some(game::ClientEvent::Connected { .. }) => println!("game: connected"),
         other => return Err(format!("{other:?} instead of Connected")),
     }
     if let Some(e) = d.next_event(Duration::from_secs(5)).await {

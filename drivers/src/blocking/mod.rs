@@ -15,25 +15,21 @@
 //!
 //! # Game client: connect, stay, close with a reason
 //!
-//! ```no_run
-//! use std::time::Duration;
-//! use tether_net::game::{Client, ClientConfig, ClientEvent};
-//! use tether_net_drivers::blocking::{Input, UdpDriver};
+//! `examples/blocking_game.rs` (11 lines of glue, see the crate README for the rule):
 //!
-//! fn main() -> std::io::Result<()> {
-//!     let mut d = UdpDriver::connect(Client::new(ClientConfig::new()), "127.0.0.1:8303")?;
-//!     d.command(|c, now| c.connect(now)).map_err(std::io::Error::other)?;
-//!     d.run(Duration::from_secs(5), |c, now, input| match input {
-//!         Input::Event(ClientEvent::Connected { .. }) => c.close(now, "bye").ok(),
-//!         Input::Event(ClientEvent::Closed { cause }) => panic!("closed: {cause:?}"),
-//!         _ => None,
-//!     })?; // (a stay of 5 s comes first in the real program below)
-//!     Ok(())
-//! }
-//! ```
+#![doc = concat!("```no_run\n", include_str!("../../examples/blocking_game.rs"), "```")]
 //!
-//! The complete programs of the two scenarios are `drivers/examples/blocking_game.rs` and
-//! `drivers/examples/blocking_longport.rs`.
+//! # LongPort client: auth, one request, reconnect after the transport drops, close
+//!
+//! `examples/blocking_longport.rs` (10 lines of glue):
+//!
+#![doc = concat!("```no_run\n", include_str!("../../examples/blocking_longport.rs"), "```")]
+//!
+//! # LongPort server
+//!
+//! [`TcpServer::run`] hands the application every new connection, auth request, business
+//! request and machine event ([`ServerItem`]) with a [`Ctl`] to decide and answer; see
+//! `examples/longport_tcp_server.rs` of the `tether-net` repository for a complete server.
 
 mod tcp_client;
 mod tcp_server;

@@ -11,19 +11,15 @@
 //! dials on `ConnectTransport`, keeps a compacting receive buffer of `RX` bytes, retries on a
 //! full queue and runs the timers.
 //!
-//! # Game client: connect, stay, close with a reason
+//! # Both scenarios, on Linux over a TAP interface
 //!
-//! ```ignore
-//! let mut d = UdpDriver::new(socket, server, Client::new(ClientConfig::new()));
-//! d.command(|c, now| c.connect(now)).unwrap();
-//! let up = d.run(Duration::from_secs(10), |_, _, i| matches!(i, Input::Event(ClientEvent::Connected { .. })).then_some(())).await;
-//! d.run(Duration::from_secs(5), |_, _, _| None::<()>).await; // stay
-//! d.command(|c, now| c.close(now, "bye")).unwrap();
-//! d.run(Duration::from_secs(1), |_, _, i| matches!(i, Input::Event(ClientEvent::Closed { .. })).then_some(())).await;
-//! ```
+//! `examples/embassy_tap.rs`: `game` (connect, stay, close with a reason; 15 lines of glue with
+//! its imports) and `longport` (auth, one request, reconnect after the transport drops, close;
+//! 14 lines of glue with its imports) run on the embassy executor; `main` is the platform
+//! setup (TAP device, IP stack, executor) that any `embassy-net` program has, on a
+//! microcontroller the board's:
 //!
-//! The complete program, with the LongPort scenario too and the embassy executor on Linux over a
-//! TAP interface, is `drivers/examples/embassy_tap.rs`.
+#![doc = concat!("```no_run\n", include_str!("../../examples/embassy_tap.rs"), "```")]
 
 mod tcp;
 mod udp;

@@ -10,6 +10,28 @@
 //! run loop; you hold a cloneable handle whose methods send commands to that task, and a stream
 //! of events.
 //!
+//! # Game client: connect, stay, close with a reason
+//!
+//! `examples/tokio_game.rs` (8 lines of glue, see the crate README for the rule):
+//!
+#![doc = concat!("```no_run\n", include_str!("../../examples/tokio_game.rs"), "```")]
+//!
+//! # LongPort client: auth, one request, reconnect after the transport drops, close
+//!
+//! `examples/tokio_longport.rs` (9 lines of glue):
+//!
+#![doc = concat!("```no_run\n", include_str!("../../examples/tokio_longport.rs"), "```")]
+//!
+//! # LongPort server
+//!
+//! [`LongPortServer::bind`] on TCP, `ws://` and `wss://` listeners returns a handle and a
+//! stream of [`ServerItem`]s (new connections, auth and business requests to answer, machine
+//! events); answer with `accept_auth`/`reject_auth`/`respond`/`push`/`close` on the handle.
+//! Each connection has a bounded receive buffer and a bounded outbox ([`ServerLimits`]): a
+//! client whose answers cannot be written is not read any more, and one whose outbox stays
+//! above the high-water mark past the stall timeout (or overflows) is dropped, so one stuck
+//! client never delays the others.
+//!
 //! # Backpressure and memory
 //!
 //! Commands travel on a bounded channel (a handle method waits when it is full). Events and
@@ -38,15 +60,16 @@ mod tls;
 mod udp;
 
 pub use lp_client::{
-    ClientItem, ClientOptions, LongPortClient, LongPortEvents, PendingResponse, RequestError,
-    Response,
+    ClientConnectError, ClientItem, ClientOptions, LongPortClient, LongPortEvents, PendingResponse,
+    RequestError, Response,
 };
 pub use lp_server::{
     Listener, LongPortServer, ServerEvents, ServerOptions, ServerSnapshot, UpgradeHook,
 };
 pub use tls::{client_config_with_roots, webpki_client_config};
 pub use udp::{
-    GameClient, GameClientItem, GameEvents, GameServer, GameServerEvents, GameServerItem,
+    GameClient, GameClientItem, GameConnectError, GameEvents, GameServer, GameServerEvents,
+    GameServerItem,
 };
 
 pub use crate::datagram::DatagramPeer;
