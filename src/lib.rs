@@ -36,7 +36,8 @@
 //!    [`BufferTooSmall`] with the exact size and leaves the frame queued), then take **one**
 //!    event from [`Machine::poll_event`] and handle it. Handling it may issue commands; whatever
 //!    they queue goes out when you go back to the frames. Repeat until both are empty.
-//!    [`drain`] is exactly this step.
+//!    [`drain`] is exactly this step with callbacks; [`poll_output`] is the same step one item at
+//!    a time (the next frame, else the next event), for async loops that `.await` each send.
 //! 3. Sleep until [`Machine::poll_timeout`], new bytes or a new command, then go to 1.
 //!
 //! ```
@@ -136,5 +137,5 @@ pub mod wire;
 pub mod testing;
 
 pub use io::{BufferTooSmall, FrameKind, PeerText, Received, Transmit};
-pub use machine::{drain, DrainError, Machine};
+pub use machine::{drain, poll_output, DrainError, Machine, Output};
 pub use time::{Duration, Instant};

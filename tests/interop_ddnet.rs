@@ -4,6 +4,7 @@
 //! `cargo test --test interop_ddnet -- --ignored` inside a private network namespace. Every test
 //! starts its own server (temp HOME, 127.0.0.1, free port, no arguments), bounds its time, and
 //! fails loudly when the server cannot start.
+#![cfg(not(target_family = "wasm"))]
 
 #[path = "support/ddnet.rs"]
 mod ddnet;

@@ -1,6 +1,7 @@
 //! The LongPort TCP drivers the examples use (`tether_net_drivers::blocking::{TcpServer,
 //! TcpClient}`) over real loopback sockets, with the examples' policy: auth with a fixed token,
 //! an echoed business request and a heartbeat RTT; a wrong token is refused
+#![cfg(not(target_family = "wasm"))]
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -150,6 +151,10 @@ fn run_client(
 }
 
 #[test]
+#[cfg_attr(
+    target_os = "wasi",
+    ignore = "real TCP sockets and threads: not on WASI"
+)]
 fn client_and_server_loops_over_loopback_tcp() {
     let server = TcpServer::bind("127.0.0.1:0", ServerConfig::new()).unwrap();
     let addr = server.local_addr().unwrap();

@@ -716,6 +716,8 @@ impl<O: Outbox, const PEERS: usize, const SESSIONS: usize> Hub<O, PEERS, SESSION
                 Ok(()) => break,
                 Err(DrainError::BufferTooSmall(e)) => self.out.resize(e.required, 0),
                 Err(DrainError::Send(never)) => match never {},
+                // a kind of refusal this driver does not know: nothing more to hand out
+                Err(_) => break,
             }
         }
         // `Closed`: the machine has forgotten the connection; its outbox goes out, then the

@@ -310,6 +310,7 @@ where
                 Ok(()) => return Ok(()),
                 Err(DrainError::BufferTooSmall(e)) => self.out.resize(e.required, 0),
                 Err(DrainError::Send(e)) => return Err(e),
+                Err(e) => return Err(io::Error::other(e.to_string())),
             }
         }
     }
