@@ -7,18 +7,17 @@
 //! (default 5) with the reason "bye" and exits 0. Exits 1 when the connection fails or the server
 //! closes it.
 //!
-//! The whole driver is the crate's run loop over a blocking `std::net::UdpSocket`: one input (a
-//! datagram, a due timer, or the `close` command), then `tether_net::drain` (send every frame,
-//! handle every event), then sleep until `poll_timeout` or the next datagram.
+//! The driver is `tether_net_drivers::blocking::UdpDriver`: the crate's run loop over a blocking
+//! `std::net::UdpSocket` (one input, `tether_net::drain`, sleep until `poll_timeout` or the next
+//! datagram). This program holds only what to do with the events.
 
 use std::io;
-use std::net::{SocketAddr, ToSocketAddrs, UdpSocket};
+use std::net::{SocketAddr, ToSocketAddrs};
 use std::process::ExitCode;
 use std::time::Duration;
 
 use tether_net::game::{Client, ClientApp, ClientConfig, ClientEvent, CloseCause};
-use tether_net::time::Epoch;
-use tether_net::{drain, Instant};
+use tether_net_drivers::blocking::{Input, UdpDriver};
 
 fn usage() -> ExitCode {
     eprintln!("usage: ddnet_client ADDR [--seconds N] [--vanilla]");
@@ -84,93 +83,59 @@ fn main() -> ExitCode {
     }
 }
 
+/// What the event handler tells the program
+enum Step {
+    Online,
+    Closed { by_us: bool },
+}
+
 /// Connect, stay `stay` once connected, close; true when we were the ones who closed
 fn run(addr: SocketAddr, vanilla: bool, stay: Duration) -> io::Result<bool> {
-    let local = if addr.is_ipv4() {
-        "0.0.0.0:0"
-    } else {
-        "[::]:0"
-    };
-    let sock = UdpSocket::bind(local)?;
-    sock.connect(addr)?;
-    let epoch = Epoch::new(std::time::Instant::now());
-    let now = || epoch.instant(std::time::Instant::now());
-    let mut client = Client::new(ClientConfig::new().with_vanilla(vanilla));
-    let (mut out, mut inp) = ([0u8; 1400], [0u8; 2048]);
-    let (mut sent, mut received) = (0u64, 0u64);
+    let client = Client::new(ClientConfig::new().with_vanilla(vanilla));
+    let mut d = UdpDriver::connect(client, addr)?;
     let mut reason: Option<String> = None;
-    let mut close_at: Option<Instant> = None;
-    let mut outcome = None;
-
-    // 1. the first input: the connect command (the client gives up after its 10 s timeout)
-    client.connect(now()).expect("a fresh client");
-    while outcome.is_none() {
-        // 2. send every frame, handle every event (a command issued here is sent at once)
-        let t = now();
-        drain(
-            &mut client,
-            t,
-            &mut out,
-            |_, bytes| {
-                sent += 1;
-                sock.send(bytes).map(drop)
-            },
-            |_, ev| {
-                println!("[{t}] {}", describe(&ev, reason.as_deref()));
-                match ev {
-                    ClientEvent::Connected { .. } => close_at = Some(t + stay),
-                    ClientEvent::Closed { cause } => outcome = Some(cause == CloseCause::Local),
-                    _ => {}
-                }
-            },
-        )
-        .map_err(|e| io::Error::other(e.to_string()))?;
-        if outcome.is_some() {
-            break;
-        }
-        // 3. sleep until the next timer, our close, or a datagram
-        let wake = [client.poll_timeout(), close_at]
-            .into_iter()
-            .flatten()
-            .min();
-        let wait = wake.map_or(Duration::from_secs(1), |w| {
-            epoch
-                .to_std(w)
-                .saturating_duration_since(std::time::Instant::now())
+    // the connect command; the client gives up after its 10 s connect timeout
+    d.command(|c, now| c.connect(now))
+        .map_err(io::Error::other)?;
+    let mut stay_until: Option<std::time::Instant> = None;
+    let by_us = loop {
+        let limit = stay_until.map_or(Duration::from_secs(60), |at| {
+            at.saturating_duration_since(std::time::Instant::now())
         });
-        sock.set_read_timeout(Some(wait.max(Duration::from_millis(1))))?;
-        // 1. one input: a datagram, our close command, or a due timer
-        match sock.recv(&mut inp) {
-            Ok(n) => {
-                received += 1;
-                let r = client
-                    .handle_input(now(), (), &inp[..n])
+        let step = d.run(limit, |_, now, input| match input {
+            Input::App(_, ClientApp::Close { reason: r }) => {
+                reason = Some(r.to_string());
+                None
+            }
+            Input::Event(ev) => {
+                println!("[{now}] {}", describe(&ev, reason.as_deref()));
+                match ev {
+                    ClientEvent::Connected { .. } => Some(Step::Online),
+                    ClientEvent::Closed { cause } => Some(Step::Closed {
+                        by_us: cause == CloseCause::Local,
+                    }),
+                    _ => None,
+                }
+            }
+            _ => None,
+        })?;
+        match step {
+            Some(Step::Online) => stay_until = Some(std::time::Instant::now() + stay),
+            Some(Step::Closed { by_us }) => break by_us,
+            // the stay is over: close with a reason; the loop then reports `Closed`
+            None if stay_until.is_some() => {
+                stay_until = None;
+                d.command(|c, now| c.close(now, "bye"))
                     .map_err(io::Error::other)?;
-                if let Some(ClientApp::Close { reason: r }) = r.into_app() {
-                    reason = Some(r.to_string());
-                }
             }
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
-                ) =>
-            {
-                if close_at.is_some_and(|c| now() >= c) {
-                    close_at = None;
-                    client.close(now(), "bye").map_err(io::Error::other)?;
-                } else {
-                    client.handle_timeout(now());
-                }
-            }
-            Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => client.handle_timeout(now()),
-            Err(e) => return Err(e),
+            None => {}
         }
-    }
-    let stats = client.stats();
+    };
     println!(
-        "datagrams sent {sent}, received {received}, keep-alives received {}",
-        stats.keep_alives_received
+        "datagrams sent {}, received {}, keep-alives received {}",
+        d.stats().sent,
+        d.stats().received,
+        d.machine().stats().keep_alives_received
     );
-    Ok(outcome == Some(true))
+    Ok(by_us)
 }

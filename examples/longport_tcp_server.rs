@@ -4,13 +4,18 @@
 //! cargo run --example longport_tcp_server -- [--listen 127.0.0.1:PORT] [--token T]
 //! ```
 //! Prints `listening on ADDR`, then one line per connection and per event. Any Auth token other
-//! than T (default `demo-token`) is refused with status 5 and `Close{AuthError}`.
+//! than T (default `demo-token`) is refused with status 5 and `Close{AuthError}`. Session ids
+//! are 128 random bits (they are bearer secrets). The socket work (non-blocking sockets, bounded
+//! buffers per connection, the run loop) is `tether_net_drivers::blocking::TcpServer`.
 
-#[path = "../tests/support/longport_tcp.rs"]
-mod longport_tcp;
+use std::time::Duration;
 
-use std::net::TcpListener;
-use std::sync::atomic::AtomicBool;
+use tether_net::longport::{ServerConfig, Status};
+use tether_net_drivers::blocking::{Grant, ServerInput, ServerItem, TcpServer};
+use tether_net_drivers::random_session_id;
+
+/// Session lifetime granted
+const SESSION_TTL_MS: i64 = 3_600_000;
 
 fn main() {
     let mut listen = "127.0.0.1:0".to_string();
@@ -26,13 +31,51 @@ fn main() {
             }
         }
     }
-    let listener = TcpListener::bind(&listen).unwrap_or_else(|e| {
+    let mut server = TcpServer::bind(&listen, ServerConfig::new()).unwrap_or_else(|e| {
         eprintln!("cannot listen on {listen}: {e}");
         std::process::exit(1);
     });
-    println!("listening on {}", listener.local_addr().expect("bound"));
-    let stop = AtomicBool::new(false);
-    if let Err(e) = longport_tcp::serve(listener, &token, &stop, |line| println!("{line}")) {
+    println!("listening on {}", server.local_addr().expect("bound"));
+    let served = server.run(Duration::MAX, |ctl, item| {
+        match item {
+            ServerItem::Accepted { peer, remote, .. } => {
+                println!("conn {peer}: connected from {remote}")
+            }
+            ServerItem::Input(ServerInput::Auth { peer, token: t, .. }) => {
+                let r = if t == token {
+                    let grant =
+                        Grant::new(random_session_id(), ctl.wall_clock_ms() + SESSION_TTL_MS);
+                    ctl.accept_auth(peer, &grant)
+                } else {
+                    ctl.reject_auth(peer, Status::Unauthenticated, 401, "invalid token")
+                };
+                if let Err(e) = r {
+                    println!("conn {peer}: auth decision refused: {e}");
+                }
+            }
+            ServerItem::Input(ServerInput::Reconnect { peer, .. }) => {
+                let grant = Grant::new(random_session_id(), ctl.wall_clock_ms() + SESSION_TTL_MS);
+                let _ = ctl.accept_reconnect(peer, &grant);
+            }
+            ServerItem::Input(ServerInput::Request {
+                peer,
+                request_id,
+                cmd,
+                body,
+                ..
+            }) => {
+                println!(
+                    "conn {peer}: request {request_id} cmd {cmd}, {} bytes: echo",
+                    body.len()
+                );
+                let _ = ctl.respond(peer, cmd, request_id, Status::Success, &body);
+            }
+            ServerItem::Event(e) => println!("event: {e:?}"),
+            other => println!("{other:?}"),
+        }
+        None::<()>
+    });
+    if let Err(e) = served {
         eprintln!("server error: {e}");
         std::process::exit(1);
     }

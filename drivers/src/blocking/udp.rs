@@ -1,0 +1,317 @@
+//! The datagram driver: any machine whose peer is `()` (a client on a connected socket) or a
+//! `SocketAddr` (a server), over one blocking `std::net::UdpSocket`
+
+use std::collections::VecDeque;
+use std::fmt;
+use std::io;
+use std::net::{SocketAddr, ToSocketAddrs, UdpSocket};
+use std::time::Duration;
+use std::vec::Vec;
+
+use tether_net::time::Epoch;
+use tether_net::{drain, DrainError, Instant, Machine};
+
+use super::Input;
+pub use crate::datagram::DatagramPeer;
+use crate::QueueFull;
+
+/// Largest datagram the driver receives (game packets are at most 1400 bytes)
+const RECV_LEN: usize = 2048;
+
+/// Datagram counters of a [`UdpDriver`]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct UdpStats {
+    /// Datagrams sent
+    pub sent: u64,
+    /// Sends that failed (UDP is lossy: the frame is dropped, the machine's timers recover)
+    pub send_errors: u64,
+    /// Datagrams received
+    pub received: u64,
+    /// Inputs the machine refused with `QueueFull` and that were fed again after a drain
+    pub retried: u64,
+}
+
+/// A machine over one blocking UDP socket, with a monotonic clock started at creation
+///
+/// Serves the game [`Client`](tether_net::game::Client) (peer `()`, socket connected to the
+/// server: [`UdpDriver::connect`]) and the game [`Server`](tether_net::game::Server) keyed by
+/// `SocketAddr` ([`UdpDriver::bind`]) with the same loop. Commands go through
+/// [`UdpDriver::command`]; [`UdpDriver::run`] runs the loop and hands every event and every
+/// application value to your closure.
+pub struct UdpDriver<M: Machine> {
+    sock: UdpSocket,
+    machine: M,
+    epoch: Epoch,
+    out: Vec<u8>,
+    inp: Vec<u8>,
+    /// Events that arrived after the closure asked to stop, handed out by the next `run`
+    backlog: VecDeque<M::Event>,
+    stats: UdpStats,
+}
+
+impl<M: Machine> fmt::Debug for UdpDriver<M> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("UdpDriver")
+            .field("local", &self.sock.local_addr().ok())
+            .field("stats", &self.stats)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<M> UdpDriver<M>
+where
+    M: Machine,
+    M::Peer: DatagramPeer,
+    M::Error: QueueFull + fmt::Display,
+{
+    /// Drive `machine` over `sock` (blocking mode; the driver sets its read timeout)
+    pub fn new(machine: M, sock: UdpSocket) -> Self {
+        UdpDriver {
+            sock,
+            machine,
+            epoch: Epoch::new(std::time::Instant::now()),
+            out: std::vec![0; RECV_LEN],
+            inp: std::vec![0; RECV_LEN],
+            backlog: VecDeque::new(),
+            stats: UdpStats::default(),
+        }
+    }
+
+    /// A server socket bound to `local`
+    ///
+    /// # Errors
+    /// The bind error.
+    pub fn bind(machine: M, local: impl ToSocketAddrs) -> io::Result<Self> {
+        Ok(Self::new(machine, UdpSocket::bind(local)?))
+    }
+
+    /// A client socket on an ephemeral port, connected to `server` (loopback servers get a
+    /// loopback socket)
+    ///
+    /// # Errors
+    /// Resolution, bind or connect errors.
+    pub fn connect(machine: M, server: impl ToSocketAddrs) -> io::Result<Self> {
+        let server = server
+            .to_socket_addrs()?
+            .next()
+            .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "no address"))?;
+        let local: SocketAddr = match server {
+            SocketAddr::V4(a) if a.ip().is_loopback() => ([127, 0, 0, 1], 0).into(),
+            SocketAddr::V4(_) => ([0, 0, 0, 0], 0).into(),
+            SocketAddr::V6(_) => (std::net::Ipv6Addr::UNSPECIFIED, 0).into(),
+        };
+        let sock = UdpSocket::bind(local)?;
+        sock.connect(server)?;
+        Ok(Self::new(machine, sock))
+    }
+
+    /// The driver's clock: time since it was created
+    #[must_use]
+    pub fn now(&self) -> Instant {
+        self.epoch.instant(std::time::Instant::now())
+    }
+
+    /// The machine (getters)
+    #[must_use]
+    pub fn machine(&self) -> &M {
+        &self.machine
+    }
+
+    /// The machine, mutably (prefer [`UdpDriver::command`], which passes the current time)
+    pub fn machine_mut(&mut self) -> &mut M {
+        &mut self.machine
+    }
+
+    /// The socket
+    #[must_use]
+    pub fn socket(&self) -> &UdpSocket {
+        &self.sock
+    }
+
+    /// The socket's local address
+    ///
+    /// # Errors
+    /// As [`UdpSocket::local_addr`].
+    pub fn local_addr(&self) -> io::Result<SocketAddr> {
+        self.sock.local_addr()
+    }
+
+    /// Counters
+    #[must_use]
+    pub fn stats(&self) -> UdpStats {
+        self.stats
+    }
+
+    /// Issue a command (`connect`, `close`, `send_chunks`, ...) at the current time; what it
+    /// queues goes out at the start of the next [`UdpDriver::run`]
+    pub fn command<R>(&mut self, f: impl FnOnce(&mut M, Instant) -> R) -> R {
+        let now = self.now();
+        f(&mut self.machine, now)
+    }
+
+    /// [`UdpDriver::command`] for a command that returns the machine's `Result`, its error
+    /// turned into an `io::Error`
+    ///
+    /// # Errors
+    /// The machine's refusal.
+    pub fn try_command<R, E: fmt::Display>(
+        &mut self,
+        f: impl FnOnce(&mut M, Instant) -> Result<R, E>,
+    ) -> io::Result<R> {
+        self.command(f).map_err(|e| io::Error::other(e.to_string()))
+    }
+
+    /// Run the loop until the next event (at most `limit`; `None` when none came), dropping
+    /// application values
+    ///
+    /// # Errors
+    /// As [`UdpDriver::run`].
+    pub fn next_event(&mut self, limit: Duration) -> io::Result<Option<M::Event>> {
+        self.run(limit, |_, _, input| match input {
+            Input::Event(e) => Some(e),
+            Input::App(..) => None,
+        })
+    }
+
+    /// Run the loop for at most `limit`, handing every event and application value to `f`
+    ///
+    /// `f` may issue commands on the machine it is given; their frames are sent before the
+    /// next event. Returns `Some(r)` as soon as `f` returns `Some(r)` (events that were already
+    /// queued then are kept for the next call), `None` when `limit` elapsed.
+    ///
+    /// # Errors
+    /// Socket errors other than timeouts and ICMP refusals, and machine errors other than
+    /// `QueueFull` (which the loop handles by draining and feeding the datagram again).
+    pub fn run<R>(
+        &mut self,
+        limit: Duration,
+        mut f: impl for<'a> FnMut(&mut M, Instant, Input<'a, M>) -> Option<R>,
+    ) -> io::Result<Option<R>> {
+        let end = crate::deadline(limit);
+        let mut result = None;
+        while let Some(ev) = self.backlog.pop_front() {
+            let now = self.now();
+            if let Some(r) = f(&mut self.machine, now, Input::Event(ev)) {
+                return Ok(Some(r));
+            }
+        }
+        loop {
+            // 2. drain: every frame to its address, every event to `f`
+            self.flush(&mut f, &mut result)?;
+            if result.is_some() {
+                return Ok(result);
+            }
+            let wall = std::time::Instant::now();
+            if wall >= end {
+                return Ok(None);
+            }
+            // 3. sleep until the machine's deadline, the end of `limit` or a datagram
+            let wake = self
+                .machine
+                .poll_timeout()
+                .map_or(end, |t| self.epoch.to_std(t).min(end));
+            let wait = wake
+                .saturating_duration_since(wall)
+                .max(Duration::from_millis(1));
+            self.sock.set_read_timeout(Some(wait))?;
+            // 1. one input: a datagram or a due timer
+            match self.sock.recv_from(&mut self.inp) {
+                Ok((n, from)) => {
+                    self.stats.received += 1;
+                    self.feed(n, M::Peer::from_addr(from), &mut f, &mut result)?;
+                }
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        io::ErrorKind::WouldBlock
+                            | io::ErrorKind::TimedOut
+                            | io::ErrorKind::ConnectionRefused
+                            | io::ErrorKind::Interrupted
+                    ) =>
+                {
+                    let now = self.now();
+                    self.machine.handle_timeout(now);
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// Feed `inp[..n]`; on `QueueFull` drain and feed it again
+    fn feed<R>(
+        &mut self,
+        n: usize,
+        from: M::Peer,
+        f: &mut impl for<'a> FnMut(&mut M, Instant, Input<'a, M>) -> Option<R>,
+        result: &mut Option<R>,
+    ) -> io::Result<()> {
+        loop {
+            let now = self.now();
+            let refused = match self.machine.handle_input(now, from, &self.inp[..n]) {
+                Ok(r) => {
+                    if let Some(app) = r.into_app() {
+                        if result.is_none() {
+                            *result = f(&mut self.machine, now, Input::App(from, app));
+                        }
+                    }
+                    return Ok(());
+                }
+                Err(e) => e,
+            };
+            if !refused.is_queue_full() {
+                return Err(io::Error::other(refused.to_string()));
+            }
+            self.stats.retried += 1;
+            self.flush(f, result)?;
+        }
+    }
+
+    /// Step 2: [`drain`] into the socket and `f`
+    fn flush<R>(
+        &mut self,
+        f: &mut impl for<'a> FnMut(&mut M, Instant, Input<'a, M>) -> Option<R>,
+        result: &mut Option<R>,
+    ) -> io::Result<()> {
+        loop {
+            let now = self.now();
+            let UdpDriver {
+                sock,
+                machine,
+                out,
+                backlog,
+                stats,
+                ..
+            } = self;
+            let r = drain(
+                machine,
+                now,
+                out,
+                |t, bytes| {
+                    let sent = match t.to.to_addr() {
+                        Some(addr) => sock.send_to(bytes, addr),
+                        None => sock.send(bytes),
+                    };
+                    match sent {
+                        Ok(_) => stats.sent += 1,
+                        Err(_) => stats.send_errors += 1,
+                    }
+                    Ok::<(), io::Error>(())
+                },
+                |m, ev| {
+                    if result.is_some() {
+                        backlog.push_back(ev);
+                    } else {
+                        *result = f(m, now, Input::Event(ev));
+                    }
+                },
+            );
+            match r {
+                Ok(()) => return Ok(()),
+                Err(DrainError::BufferTooSmall(e)) => self.out.resize(e.required, 0),
+                Err(DrainError::Send(e)) => return Err(e),
+                Err(e) => return Err(io::Error::other(e.to_string())),
+            }
+        }
+    }
+}

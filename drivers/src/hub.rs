@@ -1,0 +1,928 @@
+#![cfg_attr(not(all(feature = "tokio", feature = "blocking")), allow(dead_code))]
+//! The LongPort server core the blocking and tokio server drivers share: one machine, a bounded
+//! receive buffer and a bounded outbox per connection, and the rules against clients that do not
+//! read
+//!
+//! The hub does no I/O. A driver hands it bytes (TCP) or messages (WebSocket) of a connection
+//! only while [`Hub::room`] allows, writes what it finds in each connection's [`Outbox`], closes
+//! the sockets the hub lists in [`Hub::take_closing`] and [`Hub::take_killed`], and calls
+//! [`Hub::tick`] at [`Hub::poll_timeout`].
+//!
+//! Rules (see [`ServerLimits`]):
+//! * a connection is read only while its outbox holds less than `outbox_high` bytes and its
+//!   receive buffer has room (at most `max_input` bytes), and while fewer than
+//!   `max_pending_requests` of its requests wait for the application's answer;
+//! * an outbox above `outbox_high` for longer than `stall_timeout`, or one that would grow past
+//!   `outbox_max`, ends the connection at once (the socket is dropped; the machine hears
+//!   `handle_closed` and reports `Closed`);
+//! * nothing waits on one connection: all work per call is bounded, so one stuck client never
+//!   delays the others.
+
+use std::collections::{HashMap, VecDeque};
+use std::string::{String, ToString};
+use std::vec::Vec;
+
+use tether_net::longport::wire::{Packet, RequestId};
+use tether_net::longport::{
+    CloseCode, Error, Server, ServerApp, ServerConfig, ServerEvent, SessionGrant, Status, Transport,
+};
+use tether_net::{drain, DrainError, Duration, FrameKind, Instant};
+
+use crate::client::rx_capacity;
+use crate::rx::{feed_one, Fed, RxBuf};
+
+/// A connection's key in the driver's server machine: a counter, never reused
+pub type ConnId = u64;
+
+/// Bounds a server driver keeps per connection against clients that do not read
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ServerLimits {
+    /// Largest receive buffer of a connection, in bytes (TCP stream bytes not parsed yet, or
+    /// WebSocket messages waiting for an auth decision); `None`: one packet of the machine's
+    /// `max_body`
+    pub max_input: Option<usize>,
+    /// Outbox bytes (written by the machine, not yet taken by the socket) above which the
+    /// connection is not read any more
+    pub outbox_high: usize,
+    /// Outbox bytes beyond which the connection is dropped at once
+    pub outbox_max: usize,
+    /// How long an outbox may stay above `outbox_high` before the connection is dropped
+    pub stall_timeout: Duration,
+    /// Business requests of one connection handed to the application and not answered yet
+    /// above which the connection is not read any more
+    pub max_pending_requests: usize,
+    /// How long a closing WebSocket waits for the client's Close reply
+    pub close_linger: Duration,
+}
+
+impl Default for ServerLimits {
+    /// 64 KiB outbox high-water mark, 4 MiB outbox at most, 5 s stall timeout, 32 pending
+    /// requests, 2 s close linger, a receive buffer for one packet of the machine's `max_body`
+    fn default() -> Self {
+        ServerLimits {
+            max_input: None,
+            outbox_high: 64 * 1024,
+            outbox_max: 4 * 1024 * 1024,
+            stall_timeout: Duration::from_secs(5),
+            max_pending_requests: 32,
+            close_linger: Duration::from_secs(2),
+        }
+    }
+}
+
+impl ServerLimits {
+    /// Set [`ServerLimits::max_input`]
+    #[must_use]
+    pub const fn with_max_input(mut self, bytes: usize) -> Self {
+        self.max_input = Some(bytes);
+        self
+    }
+    /// Set [`ServerLimits::outbox_high`] and [`ServerLimits::outbox_max`]
+    #[must_use]
+    pub const fn with_outbox(mut self, high: usize, max: usize) -> Self {
+        self.outbox_high = high;
+        self.outbox_max = if max > high { max } else { high };
+        self
+    }
+    /// Set [`ServerLimits::stall_timeout`]
+    #[must_use]
+    pub const fn with_stall_timeout(mut self, timeout: Duration) -> Self {
+        self.stall_timeout = timeout;
+        self
+    }
+    /// Set [`ServerLimits::max_pending_requests`] (at least 1)
+    #[must_use]
+    pub const fn with_max_pending_requests(mut self, n: usize) -> Self {
+        self.max_pending_requests = if n == 0 { 1 } else { n };
+        self
+    }
+    /// Set [`ServerLimits::close_linger`]
+    #[must_use]
+    pub const fn with_close_linger(mut self, linger: Duration) -> Self {
+        self.close_linger = linger;
+        self
+    }
+}
+
+/// A session the application grants (owned [`SessionGrant`])
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Grant {
+    /// The session id: a bearer secret, draw it from a random source (at least 128 bits)
+    pub session_id: String,
+    /// Expiry, absolute Unix milliseconds
+    pub expires: i64,
+    /// Connection quota of the account (0: not reported)
+    pub limit: u32,
+    /// Connections open for the account (0: not reported)
+    pub online: u32,
+}
+
+impl Grant {
+    /// A session `session_id` expiring at `expires` (Unix ms), no quota numbers
+    #[must_use]
+    pub fn new(session_id: impl Into<String>, expires: i64) -> Self {
+        Grant {
+            session_id: session_id.into(),
+            expires,
+            limit: 0,
+            online: 0,
+        }
+    }
+    /// Report the account's quota numbers
+    #[must_use]
+    pub fn with_quota(mut self, limit: u32, online: u32) -> Self {
+        self.limit = limit;
+        self.online = online;
+        self
+    }
+    fn as_grant(&self) -> SessionGrant<'_> {
+        SessionGrant {
+            session_id: &self.session_id,
+            expires: self.expires,
+            limit: self.limit,
+            online: self.online,
+        }
+    }
+}
+
+/// What a connection carried for the application (an owned [`ServerApp`])
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ServerInput {
+    /// An Auth request: check `token`, then accept or reject (further input of this connection
+    /// waits until you do, or until the machine's auth timeout closes it)
+    Auth {
+        /// The connection
+        peer: ConnId,
+        /// Request id
+        request_id: RequestId,
+        /// The one-time password
+        token: String,
+        /// Metadata pairs
+        metadata: Vec<(String, String)>,
+    },
+    /// A Reconnect request for a session the machine knows: accept with a fresh session id,
+    /// or reject
+    Reconnect {
+        /// The connection
+        peer: ConnId,
+        /// Request id
+        request_id: RequestId,
+        /// The session presented
+        session_id: String,
+        /// Its expiry (Unix ms)
+        expires: i64,
+        /// Metadata pairs
+        metadata: Vec<(String, String)>,
+    },
+    /// A business request: answer it (`respond`)
+    Request {
+        /// The connection
+        peer: ConnId,
+        /// Request id to answer
+        request_id: RequestId,
+        /// Command code
+        cmd: u8,
+        /// The processing deadline the client asked for (clamped by the machine)
+        timeout: Duration,
+        /// Body as on the wire
+        body: Vec<u8>,
+        /// The body is a gzip member
+        gzip: bool,
+    },
+    /// A response from the client (to a request sent with `send` on TCP)
+    Response {
+        /// The connection
+        peer: ConnId,
+        /// Request id
+        request_id: RequestId,
+        /// Command code
+        cmd: u8,
+        /// Status
+        status: Status,
+        /// Body
+        body: Vec<u8>,
+        /// The body is a gzip member
+        gzip: bool,
+    },
+    /// A push from the client
+    Push {
+        /// The connection
+        peer: ConnId,
+        /// Command code
+        cmd: u8,
+        /// Body
+        body: Vec<u8>,
+        /// The body is a gzip member
+        gzip: bool,
+    },
+}
+
+/// One item for the application of a LongPort server driver
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ServerItem {
+    /// A connection was registered with the machine
+    Accepted {
+        /// Its key
+        peer: ConnId,
+        /// The client's address
+        remote: std::net::SocketAddr,
+        /// TCP or WebSocket
+        transport: Transport,
+    },
+    /// What a connection carried: decide auths, answer requests
+    Input(ServerInput),
+    /// An event of the machine (`Connected`, `Closed`, `ShutdownComplete`)
+    Event(ServerEvent<ConnId>),
+}
+
+/// A frame for a connection's socket
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct OutFrame {
+    pub(crate) kind: FrameKind,
+    pub(crate) bytes: Vec<u8>,
+}
+
+/// Where a connection's frames wait for its socket
+pub(crate) trait Outbox {
+    /// Bytes queued and not yet taken by the socket
+    fn queued(&self) -> usize;
+    /// Queue a frame
+    fn push(&mut self, frame: OutFrame);
+    /// No more frames will come: write what is queued, then close the transport
+    fn finish(&mut self, linger: Duration);
+}
+
+/// A WebSocket input waiting for its turn (messages queue behind a pending auth decision)
+#[derive(Debug)]
+pub(crate) enum WsIn {
+    Binary(Vec<u8>),
+    Frame(FrameKind, Vec<u8>),
+}
+
+#[derive(Debug)]
+enum Rx {
+    Stream(RxBuf<Vec<u8>>),
+    Messages(VecDeque<WsIn>, usize),
+}
+
+impl Rx {
+    /// Bytes held
+    fn len(&self) -> usize {
+        match self {
+            Rx::Stream(b) => b.len(),
+            Rx::Messages(_, n) => *n,
+        }
+    }
+}
+
+struct Conn<O> {
+    rx: Rx,
+    outbox: O,
+    over_high_since: Option<Instant>,
+    pending_requests: usize,
+    blocked: bool,
+    /// Input bytes parsed since the driver last asked ([`Hub::take_consumed`])
+    consumed: usize,
+}
+
+/// Counters of the driver layer (the machine has its own: `ServerStats`)
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct HubStats {
+    /// Connections dropped because their outbox stayed full past the stall timeout or
+    /// overflowed
+    pub stalled: u64,
+    /// Largest receive buffer any connection had, in bytes
+    pub peak_input: u64,
+    /// Largest outbox any connection had, in bytes
+    pub peak_outbox: u64,
+    /// Times reading a connection was paused (outbox full, buffer full, requests pending)
+    pub paused: u64,
+}
+
+/// Why `respond`/`push`/`send` did not queue a packet
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum SendError {
+    Machine(Error),
+    /// The outbox overflowed: the connection was dropped
+    Stalled,
+}
+
+pub(crate) struct Hub<O, const PEERS: usize, const SESSIONS: usize> {
+    pub(crate) server: std::boxed::Box<Server<ConnId, PEERS, SESSIONS>>,
+    conns: HashMap<ConnId, Conn<O>>,
+    out: Vec<u8>,
+    limits: ServerLimits,
+    max_input: usize,
+    events: VecDeque<ServerEvent<ConnId>>,
+    inputs: VecDeque<ServerInput>,
+    /// Connections whose `Closed` was reported: finish their outbox, then close
+    closing: Vec<ConnId>,
+    /// Connections dropped by the stall rules: close the socket now
+    killed: Vec<ConnId>,
+    stats: HubStats,
+}
+
+fn pairs(m: &tether_net::longport::Metadata<'_>) -> Vec<(String, String)> {
+    m.iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
+
+impl<O: Outbox, const PEERS: usize, const SESSIONS: usize> Hub<O, PEERS, SESSIONS> {
+    pub(crate) fn new(config: ServerConfig, limits: ServerLimits) -> Self {
+        let max_input = limits
+            .max_input
+            .unwrap_or_else(|| rx_capacity(config.max_body()));
+        Hub {
+            server: std::boxed::Box::new(Server::with_capacities(config)),
+            conns: HashMap::new(),
+            out: std::vec![0; 4096],
+            limits,
+            max_input,
+            events: VecDeque::new(),
+            inputs: VecDeque::new(),
+            closing: Vec::new(),
+            killed: Vec::new(),
+            stats: HubStats::default(),
+        }
+    }
+
+    pub(crate) fn stats(&self) -> HubStats {
+        self.stats
+    }
+
+    pub(crate) fn ids(&self) -> Vec<ConnId> {
+        self.conns.keys().copied().collect()
+    }
+
+    /// Register a new transport
+    pub(crate) fn connect(
+        &mut self,
+        now: Instant,
+        id: ConnId,
+        transport: Transport,
+        outbox: O,
+    ) -> Result<(), Error> {
+        self.server.handle_connected(now, id, transport)?;
+        let rx = match transport {
+            Transport::Tcp => Rx::Stream(RxBuf::with_capacity(4096.min(self.max_input))),
+            _ => Rx::Messages(VecDeque::new(), 0),
+        };
+        self.conns.insert(
+            id,
+            Conn {
+                rx,
+                outbox,
+                over_high_since: None,
+                pending_requests: 0,
+                blocked: false,
+                consumed: 0,
+            },
+        );
+        Ok(())
+    }
+
+    /// Start the stall clock of every outbox above the high-water mark, stop it for the others
+    fn note_outboxes(&mut self, now: Instant) {
+        let high = self.limits.outbox_high;
+        for c in self.conns.values_mut() {
+            if c.outbox.queued() >= high {
+                c.over_high_since.get_or_insert(now);
+            } else {
+                c.over_high_since = None;
+            }
+        }
+    }
+
+    /// The connection's outbox went below the high-water mark (its writer says so)
+    pub(crate) fn drained(&mut self, id: ConnId) {
+        if let Some(c) = self.conns.get_mut(&id) {
+            if c.outbox.queued() < self.limits.outbox_high {
+                c.over_high_since = None;
+            }
+        }
+    }
+
+    /// How many bytes the driver may read from this connection now (0: do not read); also
+    /// starts or stops its stall clock
+    pub(crate) fn room(&mut self, now: Instant, id: ConnId) -> usize {
+        let (high, max_pending, max_input) = (
+            self.limits.outbox_high,
+            self.limits.max_pending_requests,
+            self.max_input,
+        );
+        let Some(c) = self.conns.get_mut(&id) else {
+            return 0;
+        };
+        if c.outbox.queued() >= high {
+            c.over_high_since.get_or_insert(now);
+        } else {
+            c.over_high_since = None;
+        }
+        let used = match &c.rx {
+            Rx::Stream(b) => b.len(),
+            Rx::Messages(_, n) => *n,
+        };
+        let room = if c.outbox.queued() >= high || c.pending_requests >= max_pending {
+            0
+        } else {
+            max_input.saturating_sub(used)
+        };
+        if room == 0 && !c.blocked {
+            c.blocked = true;
+            self.stats.paused += 1;
+        } else if room > 0 {
+            c.blocked = false;
+        }
+        room
+    }
+
+    /// Input bytes of a connection parsed since the last call (the driver's read credit)
+    pub(crate) fn take_consumed(&mut self, id: ConnId) -> usize {
+        self.conns
+            .get_mut(&id)
+            .map_or(0, |c| std::mem::take(&mut c.consumed))
+    }
+
+    /// True while the application owes this connection `max_pending_requests` answers
+    pub(crate) fn requests_pending(&self, id: ConnId) -> bool {
+        self.conns
+            .get(&id)
+            .is_some_and(|c| c.pending_requests >= self.limits.max_pending_requests)
+    }
+
+    /// The largest receive buffer of a connection
+    pub(crate) fn max_input(&self) -> usize {
+        self.max_input
+    }
+
+    /// Bytes of a TCP stream; returns how many were taken (at most [`Hub::room`])
+    pub(crate) fn input_stream(&mut self, id: ConnId, data: &[u8]) -> usize {
+        let max_input = self.max_input;
+        let Some(c) = self.conns.get_mut(&id) else {
+            return data.len();
+        };
+        let Rx::Stream(b) = &mut c.rx else {
+            return data.len();
+        };
+        let want = b.len() + data.len();
+        if want > b.capacity() && b.capacity() < max_input {
+            let mut bigger =
+                RxBuf::with_capacity(want.min(max_input).max(b.capacity() * 2).min(max_input));
+            bigger.extend(b.data());
+            *b = bigger;
+        }
+        let n = b.extend(data);
+        self.stats.peak_input = self.stats.peak_input.max(b.len() as u64);
+        n
+    }
+
+    /// One WebSocket input (binary message or control frame)
+    pub(crate) fn input_message(&mut self, id: ConnId, msg: WsIn) {
+        let Some(c) = self.conns.get_mut(&id) else {
+            return;
+        };
+        if let Rx::Messages(q, n) = &mut c.rx {
+            *n += match &msg {
+                WsIn::Binary(b) | WsIn::Frame(_, b) => b.len(),
+            };
+            self.stats.peak_input = self.stats.peak_input.max(*n as u64);
+            q.push_back(msg);
+        }
+    }
+
+    /// The transport is gone
+    pub(crate) fn closed(&mut self, now: Instant, id: ConnId) {
+        if self.conns.contains_key(&id) {
+            self.server.handle_closed(now, id);
+        }
+    }
+
+    /// Timers of the machine and the stall rules
+    pub(crate) fn tick(&mut self, now: Instant) {
+        self.server.handle_timeout(now);
+        let (high, stall) = (self.limits.outbox_high, self.limits.stall_timeout);
+        let mut stuck = Vec::new();
+        for (&id, c) in &mut self.conns {
+            let q = c.outbox.queued();
+            self.stats.peak_outbox = self.stats.peak_outbox.max(q as u64);
+            if q >= high {
+                let since = *c.over_high_since.get_or_insert(now);
+                if now.saturating_duration_since(since) >= stall {
+                    stuck.push(id);
+                }
+            } else {
+                c.over_high_since = None;
+            }
+        }
+        for id in stuck {
+            self.kill(now, id);
+        }
+    }
+
+    /// Drop a connection (it cannot be written to, or the application asked): the socket
+    /// closes now
+    pub(crate) fn kill(&mut self, now: Instant, id: ConnId) {
+        if self.conns.contains_key(&id) && !self.killed.contains(&id) {
+            self.stats.stalled += 1;
+            self.killed.push(id);
+            self.server.handle_closed(now, id);
+        }
+    }
+
+    /// The earliest of the machine's deadline and the stall deadlines
+    pub(crate) fn poll_timeout(&self) -> Option<Instant> {
+        let stall = self
+            .conns
+            .values()
+            .filter_map(|c| c.over_high_since)
+            .min()
+            .map(|t| t + self.limits.stall_timeout);
+        match (self.server.poll_timeout(), stall) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, None) => a,
+            (None, b) => b,
+        }
+    }
+
+    /// Feed what the connections hold, one packet at a time with a drain after each, as long as
+    /// each connection's bounds allow
+    pub(crate) fn process(&mut self, now: Instant) {
+        let ids: Vec<ConnId> = self.conns.keys().copied().collect();
+        for id in ids {
+            self.process_conn(now, id);
+        }
+        self.flush(now);
+    }
+
+    fn process_conn(&mut self, now: Instant, id: ConnId) {
+        let (high, max_pending) = (self.limits.outbox_high, self.limits.max_pending_requests);
+        loop {
+            let Some(c) = self.conns.get_mut(&id) else {
+                return;
+            };
+            if c.outbox.queued() >= high || c.pending_requests >= max_pending {
+                return;
+            }
+            // take the buffer out, so that the app value may borrow it while the hub works
+            let mut rx = std::mem::replace(&mut c.rx, Rx::Messages(VecDeque::new(), 0));
+            let before = rx.len();
+            let mut got: Option<ServerInput> = None;
+            let step = match &mut rx {
+                Rx::Stream(b) => match feed_one(&mut *self.server, now, id, b, |_, app| {
+                    got = owned(id, app);
+                }) {
+                    Ok(Fed::Frame) => Ok(true),
+                    Ok(Fed::NeedMore(_)) => Ok(false),
+                    Err(e) => Err(e),
+                },
+                Rx::Messages(q, n) => match q.pop_front() {
+                    None => Ok(false),
+                    Some(WsIn::Frame(kind, payload)) => {
+                        *n -= payload.len();
+                        self.server.handle_frame(now, id, kind, &payload);
+                        Ok(true)
+                    }
+                    Some(WsIn::Binary(msg)) => match self.server.handle_input(now, id, &msg) {
+                        Ok(r) => {
+                            *n -= msg.len();
+                            if let Some(app) = r.into_app() {
+                                got = owned(id, app);
+                            }
+                            Ok(true)
+                        }
+                        Err(e) => {
+                            q.push_front(WsIn::Binary(msg));
+                            Err(e)
+                        }
+                    },
+                },
+            };
+            if let Some(c) = self.conns.get_mut(&id) {
+                c.consumed += before - rx.len();
+                c.rx = rx;
+            }
+            match step {
+                Ok(true) => {}
+                Ok(false) => return,
+                // an auth decision is pending: the bytes wait in the buffer
+                Err(Error::AuthPending) => return,
+                Err(Error::QueueFull) => {}
+                // the connection is gone from the machine
+                Err(_) => return,
+            }
+            if let Some(input) = got {
+                self.on_input(now, input);
+            }
+            self.flush(now);
+        }
+    }
+
+    fn on_input(&mut self, now: Instant, input: ServerInput) {
+        match input {
+            ServerInput::Request {
+                peer,
+                request_id,
+                cmd: tether_net::longport::control::CMD_HEARTBEAT,
+                body,
+                gzip,
+                ..
+            } => {
+                // a heartbeat the machine could not echo itself: echo it here
+                let packet = Packet::response(
+                    tether_net::longport::control::CMD_HEARTBEAT,
+                    request_id,
+                    Status::Success,
+                    &body,
+                )
+                .with_gzip(gzip);
+                let _ = self.send(now, peer, &packet);
+            }
+            ServerInput::Request { peer, .. } => {
+                if let Some(c) = self.conns.get_mut(&peer) {
+                    c.pending_requests += 1;
+                }
+                self.inputs.push_back(input);
+            }
+            other => self.inputs.push_back(other),
+        }
+    }
+
+    /// What the connections carried, for the application
+    pub(crate) fn next_input(&mut self) -> Option<ServerInput> {
+        self.inputs.pop_front()
+    }
+
+    /// The machine's events, for the application
+    pub(crate) fn next_event(&mut self) -> Option<ServerEvent<ConnId>> {
+        self.events.pop_front()
+    }
+
+    /// Connections whose `Closed` was reported since the last call: finish their outbox, then
+    /// close the transport
+    pub(crate) fn take_closing(&mut self) -> Vec<ConnId> {
+        std::mem::take(&mut self.closing)
+    }
+
+    /// Connections dropped by the stall rules since the last call: close the socket now
+    pub(crate) fn take_killed(&mut self) -> Vec<ConnId> {
+        std::mem::take(&mut self.killed)
+    }
+
+    /// Step 2: the machine's frames to the outboxes, its events to the queue
+    pub(crate) fn flush(&mut self, now: Instant) {
+        loop {
+            let Hub {
+                server,
+                conns,
+                out,
+                events,
+                stats,
+                ..
+            } = self;
+            let peak = &mut stats.peak_outbox;
+            let mut overflow = Vec::new();
+            let max = self.limits.outbox_max;
+            let r = drain(
+                &mut **server,
+                now,
+                out,
+                |t, bytes| {
+                    if let Some(c) = conns.get_mut(&t.to) {
+                        if c.outbox.queued() + bytes.len() > max {
+                            overflow.push(t.to);
+                        } else {
+                            c.outbox.push(OutFrame {
+                                kind: t.kind,
+                                bytes: bytes.to_vec(),
+                            });
+                            *peak = (*peak).max(c.outbox.queued() as u64);
+                        }
+                    }
+                    Ok::<(), core::convert::Infallible>(())
+                },
+                |_, ev| events.push_back(ev),
+            );
+            for id in overflow {
+                self.kill(now, id);
+            }
+            self.note_outboxes(now);
+            match r {
+                Ok(()) => break,
+                Err(DrainError::BufferTooSmall(e)) => self.out.resize(e.required, 0),
+                Err(DrainError::Send(never)) => match never {},
+                // a kind of refusal this driver does not know: nothing more to hand out
+                Err(_) => break,
+            }
+        }
+        // `Closed`: the machine has forgotten the connection; its outbox goes out, then the
+        // transport closes
+        let linger = self.limits.close_linger;
+        let closed: Vec<ConnId> = self
+            .events
+            .iter()
+            .filter_map(|e| match e {
+                ServerEvent::Closed { peer, .. } => Some(*peer),
+                _ => None,
+            })
+            .filter(|p| self.conns.contains_key(p))
+            .collect();
+        for id in closed {
+            if let Some(mut c) = self.conns.remove(&id) {
+                c.outbox.finish(linger);
+                if !self.killed.contains(&id) {
+                    self.closing.push(id);
+                }
+            }
+        }
+    }
+
+    /// Write a packet through the machine into the connection's outbox
+    pub(crate) fn send(
+        &mut self,
+        now: Instant,
+        peer: ConnId,
+        packet: &Packet<'_>,
+    ) -> Result<(), SendError> {
+        loop {
+            match self.server.send(now, peer, packet, &mut self.out) {
+                Ok(t) => {
+                    let max = self.limits.outbox_max;
+                    let Some(c) = self.conns.get_mut(&peer) else {
+                        return Err(SendError::Machine(Error::UnknownPeer));
+                    };
+                    if c.outbox.queued() + t.len > max {
+                        self.kill(now, peer);
+                        self.flush(now);
+                        return Err(SendError::Stalled);
+                    }
+                    c.outbox.push(OutFrame {
+                        kind: t.kind,
+                        bytes: self.out[..t.len].to_vec(),
+                    });
+                    self.stats.peak_outbox = self.stats.peak_outbox.max(c.outbox.queued() as u64);
+                    if c.outbox.queued() >= self.limits.outbox_high {
+                        c.over_high_since.get_or_insert(now);
+                    }
+                    return Ok(());
+                }
+                Err(Error::QueueFull) => self.flush(now),
+                Err(Error::BufferTooSmall { required }) => self.out.resize(required, 0),
+                Err(e) => return Err(SendError::Machine(e)),
+            }
+        }
+    }
+
+    /// Answer a business request (`gzip`: the body is a gzip member); counts it answered for
+    /// the pipelining bound
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn respond(
+        &mut self,
+        now: Instant,
+        peer: ConnId,
+        cmd: u8,
+        request_id: RequestId,
+        status: Status,
+        body: &[u8],
+        gzip: bool,
+    ) -> Result<(), SendError> {
+        if let Some(c) = self.conns.get_mut(&peer) {
+            c.pending_requests = c.pending_requests.saturating_sub(1);
+        }
+        let packet = Packet::response(cmd, request_id, status, body).with_gzip(gzip);
+        self.send(now, peer, &packet)
+    }
+
+    pub(crate) fn accept(
+        &mut self,
+        now: Instant,
+        peer: ConnId,
+        reconnect: bool,
+        grant: &Grant,
+    ) -> Result<(), Error> {
+        let r = if reconnect {
+            self.server.accept_reconnect(now, peer, grant.as_grant())
+        } else {
+            self.server.accept_auth(now, peer, grant.as_grant())
+        };
+        self.flush(now);
+        r
+    }
+
+    pub(crate) fn reject(
+        &mut self,
+        now: Instant,
+        peer: ConnId,
+        reconnect: bool,
+        status: Status,
+        code: u64,
+        msg: &str,
+    ) -> Result<(), Error> {
+        let r = if reconnect {
+            self.server.reject_reconnect(now, peer, status, code, msg)
+        } else {
+            self.server.reject_auth(now, peer, status, code, msg)
+        };
+        self.flush(now);
+        r
+    }
+
+    pub(crate) fn close(
+        &mut self,
+        now: Instant,
+        peer: ConnId,
+        code: CloseCode,
+        reason: &str,
+    ) -> Result<(), Error> {
+        let r = self.server.close(now, peer, code, reason);
+        self.flush(now);
+        r
+    }
+
+    pub(crate) fn shutdown(&mut self, now: Instant, reason: &str) -> Result<(), Error> {
+        let r = self.server.shutdown(now, reason);
+        self.flush(now);
+        r
+    }
+}
+
+/// The owned copy of an application value
+fn owned(peer: ConnId, app: ServerApp<'_>) -> Option<ServerInput> {
+    Some(match app {
+        ServerApp::Auth {
+            request_id,
+            token,
+            metadata,
+        } => ServerInput::Auth {
+            peer,
+            request_id,
+            token: token.to_string(),
+            metadata: pairs(&metadata),
+        },
+        ServerApp::Reconnect {
+            request_id,
+            session_id,
+            expires,
+            metadata,
+        } => ServerInput::Reconnect {
+            peer,
+            request_id,
+            session_id: session_id.to_string(),
+            expires,
+            metadata: pairs(&metadata),
+        },
+        ServerApp::Request {
+            request_id,
+            cmd,
+            timeout,
+            body,
+            gzip,
+            ..
+        } => ServerInput::Request {
+            peer,
+            request_id,
+            cmd,
+            timeout,
+            body: body.to_vec(),
+            gzip,
+        },
+        ServerApp::HeartbeatEcho {
+            request_id,
+            body,
+            gzip,
+        } => ServerInput::Request {
+            peer,
+            request_id,
+            cmd: tether_net::longport::control::CMD_HEARTBEAT,
+            timeout: Duration::ZERO,
+            body: body.to_vec(),
+            gzip,
+        },
+        ServerApp::Response {
+            request_id,
+            cmd,
+            status,
+            body,
+            gzip,
+        } => ServerInput::Response {
+            peer,
+            request_id,
+            cmd,
+            status,
+            body: body.to_vec(),
+            gzip,
+        },
+        ServerApp::Push { cmd, body, gzip } => ServerInput::Push {
+            peer,
+            cmd,
+            body: body.to_vec(),
+            gzip,
+        },
+        _ => return None,
+    })
+}

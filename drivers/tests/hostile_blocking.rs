@@ -1,0 +1,180 @@
+//! The blocking LongPort server driver against hostile clients on 127.0.0.1 (the socket-level
+//! half of the attacks of issue 12): a client that pipelines requests and never reads, and
+//! idle sockets held open from one host
+
+#[path = "support/attack.rs"]
+mod attack;
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tether_net::longport::{
+    Client, ClientApp, ClientConfig, ClientEvent, Credentials, ServerConfig, Status,
+};
+use tether_net_drivers::blocking::{
+    Grant, Input, ServerInput, ServerItem, ServerLimits, TcpClient, TcpServer,
+};
+use tether_net_drivers::random_session_id;
+
+const TOKEN: &str = "hostile-test";
+
+/// Our blocking server with the echo policy on a thread, until `stop`; returns the driver's
+/// counters
+fn serve(server: TcpServer, stop: Arc<AtomicBool>) -> std::thread::JoinHandle<TcpServer> {
+    let mut server = server;
+    std::thread::spawn(move || {
+        while !stop.load(Ordering::Relaxed) {
+            server
+                .run(Duration::from_millis(20), |ctl, item| {
+                    match item {
+                        ServerItem::Input(ServerInput::Auth { peer, token, .. }) => {
+                            if token == TOKEN {
+                                let g = Grant::new(
+                                    random_session_id(),
+                                    ctl.wall_clock_ms() + 3_600_000,
+                                );
+                                let _ = ctl.accept_auth(peer, &g);
+                            } else {
+                                let _ = ctl.reject_auth(
+                                    peer,
+                                    Status::Unauthenticated,
+                                    401,
+                                    "invalid token",
+                                );
+                            }
+                        }
+                        ServerItem::Input(ServerInput::Request {
+                            peer,
+                            request_id,
+                            cmd,
+                            body,
+                            ..
+                        }) => {
+                            let _ = ctl.respond(peer, cmd, request_id, Status::Success, &body);
+                        }
+                        _ => {}
+                    }
+                    None::<()>
+                })
+                .unwrap();
+        }
+        server
+    })
+}
+
+/// A legitimate client: login and one echo; the time both took
+fn login_and_request(addr: std::net::SocketAddr) -> Result<Duration, String> {
+    let started = std::time::Instant::now();
+    let mut d = TcpClient::new(Client::new(ClientConfig::tcp()), addr).unwrap();
+    d.command(|c, now| c.connect(now, Credentials::new(TOKEN)))
+        .unwrap();
+    let up = d
+        .run(Duration::from_secs(5), |_, _, i| match i {
+            Input::Event(ClientEvent::Connected { .. }) => Some(true),
+            Input::Event(ClientEvent::Disconnected { .. } | ClientEvent::LoginFailed { .. }) => {
+                Some(false)
+            }
+            _ => None,
+        })
+        .map_err(|e| e.to_string())?;
+    if up != Some(true) {
+        return Err(format!("no login: {up:?}"));
+    }
+    d.request(4, Duration::from_secs(5), b"legit")
+        .map_err(|e| e.to_string())?;
+    let echoed = d
+        .run(Duration::from_secs(5), |_, _, i| match i {
+            Input::App(_, ClientApp::Response { body, .. }) => Some(body == b"legit"),
+            _ => None,
+        })
+        .map_err(|e| e.to_string())?;
+    if echoed != Some(true) {
+        return Err("no echo".into());
+    }
+    let took = started.elapsed();
+    let _ = d.command(|c, now| c.close(now, "bye"));
+    Ok(took)
+}
+
+#[test]
+fn a_pipelining_client_that_never_reads_delays_nobody_and_memory_stays_bounded() {
+    let limits = ServerLimits::default()
+        .with_outbox(64 * 1024, 1024 * 1024)
+        .with_stall_timeout(Duration::from_secs(2));
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let server: TcpServer =
+        TcpServer::with_capacities(listener, ServerConfig::new(), limits).unwrap();
+    let stop = Arc::new(AtomicBool::new(false));
+    let thread = serve(server, stop.clone());
+    let rss_before = attack::rss_kib();
+
+    let attacker = attack::Pipeliner::start(addr, TOKEN, 60 * 1024, Duration::from_secs(8));
+    std::thread::sleep(Duration::from_millis(500));
+    let mut worst = Duration::ZERO;
+    let delays = Arc::new(Mutex::new(Vec::new()));
+    for _ in 0..5 {
+        let took = login_and_request(addr).expect("a legitimate client is served");
+        delays.lock().unwrap().push(took);
+        worst = worst.max(took);
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    // the attacker's outbox stays full past the stall timeout: it is dropped
+    std::thread::sleep(Duration::from_secs(3));
+    let written = attacker.written.load(Ordering::Relaxed);
+    drop(attacker);
+    stop.store(true, Ordering::Relaxed);
+    let server = thread.join().unwrap();
+    let stats = server.stats();
+    let rss_after = attack::rss_kib();
+    eprintln!(
+        "attacker wrote {} KiB; legit login+request took {:?} (worst {worst:?}); driver {stats:?}; RSS {rss_before} -> {rss_after} KiB",
+        written / 1024,
+        delays.lock().unwrap()
+    );
+    assert!(
+        worst < Duration::from_secs(1),
+        "a legitimate client waited {worst:?}"
+    );
+    assert!(stats.peak_outbox <= 1024 * 1024 + 64 * 1024, "{stats:?}");
+    assert!(stats.peak_input <= (1 << 20) + 64, "{stats:?}");
+    assert!(
+        stats.stalled >= 1,
+        "the non-reading client was dropped: {stats:?}"
+    );
+    assert!(
+        rss_after.saturating_sub(rss_before) < 64 * 1024,
+        "RSS grew {rss_before} -> {rss_after} KiB"
+    );
+}
+
+#[test]
+#[ignore = "needs the machine's eviction of idle unauthenticated connections (issue 12, branch lp-hostile): today 8 idle sockets exhaust ServerConfig::max_unauthenticated"]
+fn sixty_four_idle_sockets_from_one_host_do_not_lock_logins_out() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let server: TcpServer =
+        TcpServer::with_capacities(listener, ServerConfig::new(), ServerLimits::default()).unwrap();
+    let stop = Arc::new(AtomicBool::new(false));
+    let thread = serve(server, stop.clone());
+    let idle = attack::IdleSockets::hold(addr, 64);
+    std::thread::sleep(Duration::from_millis(300));
+    let mut ok = 0;
+    for _ in 0..20 {
+        if login_and_request(addr).is_ok_and(|t| t < Duration::from_secs(2)) {
+            ok += 1;
+        }
+    }
+    eprintln!(
+        "{ok} of 20 logins within 2 s; idle sockets reopened {} times",
+        idle.reopened.load(Ordering::Relaxed)
+    );
+    drop(idle);
+    stop.store(true, Ordering::Relaxed);
+    thread.join().unwrap();
+    assert!(
+        ok >= 18,
+        "{ok} of 20 logins succeeded within 2 s while 64 idle sockets were open"
+    );
+}

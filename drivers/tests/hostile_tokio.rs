@@ -1,0 +1,142 @@
+//! The tokio LongPort server driver against hostile clients on 127.0.0.1 (the socket-level
+//! half of the attacks of issue 12): a client that pipelines requests and never reads, and
+//! idle sockets held open from one host
+#![cfg(feature = "tokio")]
+
+#[path = "support/attack.rs"]
+mod attack;
+#[path = "support/lp.rs"]
+mod lp;
+
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use lp::{TestServer, CMD_ECHO, TOKEN};
+use tether_net::longport::{ClientConfig, ServerConfig};
+use tether_net_drivers::tokio::{
+    ClientOptions, Listener, LongPortClient, ServerLimits, ServerOptions,
+};
+use tokio::time::timeout;
+
+/// A legitimate client: login and one echo; the time both took
+async fn login_and_request(url: &str) -> Result<Duration, String> {
+    let started = std::time::Instant::now();
+    let (client, _events) = timeout(
+        Duration::from_secs(5),
+        LongPortClient::connect(url, ClientConfig::tcp(), TOKEN, ClientOptions::default()),
+    )
+    .await
+    .map_err(|_| "no login within 5 s".to_string())?
+    .map_err(|e| e.to_string())?;
+    let r = timeout(
+        Duration::from_secs(5),
+        client.request(CMD_ECHO, b"legit".to_vec()),
+    )
+    .await
+    .map_err(|_| "no echo within 5 s".to_string())?
+    .map_err(|e| e.to_string())?;
+    if r.body != b"legit" {
+        return Err("wrong echo".into());
+    }
+    let took = started.elapsed();
+    let _ = client.close("bye").await;
+    Ok(took)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pipelining_client_that_never_reads_delays_nobody_and_memory_stays_bounded() {
+    let limits = ServerLimits::default()
+        .with_outbox(64 * 1024, 1024 * 1024)
+        .with_stall_timeout(Duration::from_secs(2));
+    let srv = TestServer::start(
+        &[Listener::Tcp("127.0.0.1:0".parse().unwrap())],
+        ServerConfig::new(),
+        ServerOptions::default().with_limits(limits),
+    )
+    .await;
+    let addr = srv.addrs[0];
+    let url = format!("tcp://{addr}");
+    let rss_before = attack::rss_kib();
+    let attacker = tokio::task::spawn_blocking(move || {
+        attack::Pipeliner::start(addr, TOKEN, 60 * 1024, Duration::from_secs(8))
+    })
+    .await
+    .unwrap();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let mut delays = Vec::new();
+    for _ in 0..5 {
+        delays.push(
+            login_and_request(&url)
+                .await
+                .expect("a legitimate client is served"),
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let written = attacker.written.load(Ordering::Relaxed);
+    tokio::task::spawn_blocking(move || drop(attacker))
+        .await
+        .unwrap();
+    let snap = srv.server.snapshot().await.unwrap();
+    let rss_after = attack::rss_kib();
+    let worst = delays.iter().max().copied().unwrap();
+    eprintln!(
+        "attacker wrote {} KiB; legit login+request took {delays:?}; driver {:?}; RSS {rss_before} -> {rss_after} KiB",
+        written / 1024,
+        snap.driver
+    );
+    assert!(
+        worst < Duration::from_secs(1),
+        "a legitimate client waited {worst:?}"
+    );
+    assert!(
+        snap.driver.peak_outbox <= 1024 * 1024 + 64 * 1024,
+        "{snap:?}"
+    );
+    assert!(snap.driver.peak_input <= (1 << 20) + 64, "{snap:?}");
+    assert!(
+        snap.driver.stalled >= 1,
+        "the non-reading client was dropped: {snap:?}"
+    );
+    assert!(
+        rss_after.saturating_sub(rss_before) < 64 * 1024,
+        "RSS grew {rss_before} -> {rss_after} KiB"
+    );
+    srv.server.shutdown("done").await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs the machine's eviction of idle unauthenticated connections (issue 12, branch lp-hostile): today 8 idle sockets exhaust ServerConfig::max_unauthenticated"]
+async fn sixty_four_idle_sockets_from_one_host_do_not_lock_logins_out() {
+    let srv = TestServer::start(
+        &[Listener::Tcp("127.0.0.1:0".parse().unwrap())],
+        ServerConfig::new(),
+        ServerOptions::default(),
+    )
+    .await;
+    let addr = srv.addrs[0];
+    let idle = tokio::task::spawn_blocking(move || attack::IdleSockets::hold(addr, 64))
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let url = format!("tcp://{addr}");
+    let mut ok = 0;
+    for _ in 0..20 {
+        let login = timeout(Duration::from_secs(2), login_and_request(&url)).await;
+        if matches!(login, Ok(Ok(_))) {
+            ok += 1;
+        }
+    }
+    eprintln!(
+        "{ok} of 20 logins within 2 s; idle sockets reopened {} times; {:?}",
+        idle.reopened.load(Ordering::Relaxed),
+        srv.server.snapshot().await
+    );
+    tokio::task::spawn_blocking(move || drop(idle))
+        .await
+        .unwrap();
+    assert!(
+        ok >= 18,
+        "{ok} of 20 logins succeeded within 2 s while 64 idle sockets were open"
+    );
+}

@@ -1,0 +1,519 @@
+//! Our tokio LongPort client against our tokio LongPort server on 127.0.0.1: TCP, ws:// and
+//! wss:// (a self-signed certificate generated here), a reconnect with the session after the
+//! server drops the transport, and the failure cases: a peer that vanishes, a slow consumer,
+//! a close and a shutdown with requests in flight, a cancelled request
+#![cfg(feature = "tokio")]
+
+#[path = "support/lp.rs"]
+mod lp;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use lp::{TestServer, CMD_ECHO, CMD_SILENT, STEP, TOKEN};
+use tether_net::longport::{
+    ClientConfig, ClientEvent, CloseCause, CloseCode, LoginKind, RequestFailure, ServerConfig,
+    ServerEvent,
+};
+use tether_net_drivers::tokio::{
+    client_config_with_roots, ClientItem, ClientOptions, Listener, LongPortClient, LongPortEvents,
+    RequestError, ServerItem, ServerLimits, ServerOptions,
+};
+use tokio::time::timeout;
+
+/// The next event item matching `f`, within `STEP`
+async fn wait_for(
+    events: &mut LongPortEvents,
+    what: &str,
+    f: impl Fn(&ClientItem) -> bool,
+) -> ClientItem {
+    let mut seen = Vec::new();
+    let r = timeout(STEP, async {
+        while let Some(item) = events.next().await {
+            if f(&item) {
+                return Some(item);
+            }
+            seen.push(item);
+        }
+        None
+    })
+    .await;
+    match r {
+        Ok(Some(item)) => item,
+        _ => panic!("no {what} within {STEP:?}; saw {seen:#?}"),
+    }
+}
+
+fn loopback() -> std::net::SocketAddr {
+    "127.0.0.1:0".parse().unwrap()
+}
+
+/// auth, one request, the server drops the transport, reconnect with the session, a request,
+/// close with a reason
+async fn scenario(
+    url: &str,
+    config: ClientConfig,
+    options: ClientOptions,
+    srv: &TestServer,
+    ws: bool,
+) {
+    let (client, mut events) = timeout(STEP, LongPortClient::connect(url, config, TOKEN, options))
+        .await
+        .expect("connect in time")
+        .expect("connected");
+    wait_for(&mut events, "Connected", |i| {
+        matches!(
+            i,
+            ClientItem::Event(ClientEvent::Connected {
+                via: LoginKind::Auth,
+                ..
+            })
+        )
+    })
+    .await;
+    let first_session = client.session_id().await.expect("a session");
+    assert_eq!(first_session.len(), 32);
+    let r = timeout(STEP, client.request(CMD_ECHO, b"one".to_vec()))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(r.body, b"one");
+
+    // the server drops the transport without a word
+    let peer = *srv
+        .connected_peers()
+        .last()
+        .expect("the server saw the login");
+    srv.server.drop_connection(peer).await;
+    wait_for(&mut events, "Disconnected", |i| {
+        matches!(i, ClientItem::Event(ClientEvent::Disconnected { .. }))
+    })
+    .await;
+    wait_for(&mut events, "Connected via Reconnect", |i| {
+        matches!(
+            i,
+            ClientItem::Event(ClientEvent::Connected {
+                via: LoginKind::Reconnect,
+                ..
+            })
+        )
+    })
+    .await;
+    let second_session = client.session_id().await.expect("a session");
+    assert_ne!(
+        first_session, second_session,
+        "a reconnect grants a new session"
+    );
+    let r = timeout(STEP, client.request(CMD_ECHO, b"two".to_vec()))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(r.body, b"two");
+
+    timeout(STEP, client.close("bye")).await.unwrap().unwrap();
+    wait_for(&mut events, "Closed", |i| {
+        matches!(
+            i,
+            ClientItem::Event(ClientEvent::Closed {
+                cause: CloseCause::Local
+            })
+        )
+    })
+    .await;
+    assert!(
+        timeout(STEP, events.next()).await.unwrap().is_none(),
+        "Closed is the last item"
+    );
+    // the server saw the reconnect and the client's end of the second connection
+    let second = *srv.connected_peers().last().unwrap();
+    assert_ne!(second, peer);
+    let ended = timeout(STEP, async {
+        loop {
+            let done = srv.saw(|i| {
+                matches!(i, ServerItem::Event(ServerEvent::Closed { peer: p, cause })
+                    if *p == second && (!ws || *cause == CloseCause::WsClosed { code: 1000 })
+                        && (ws || *cause == CloseCause::TransportClosed))
+            });
+            if done {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+    assert!(
+        ended.is_ok(),
+        "server side end of the second connection: {:#?}",
+        srv.log.lock().unwrap()
+    );
+}
+
+#[tokio::test]
+async fn tcp_auth_request_reconnect_close() {
+    let srv = TestServer::start(
+        &[Listener::Tcp(loopback())],
+        ServerConfig::new(),
+        ServerOptions::default(),
+    )
+    .await;
+    let url = format!("tcp://{}", srv.addrs[0]);
+    scenario(
+        &url,
+        ClientConfig::tcp(),
+        ClientOptions::default(),
+        &srv,
+        false,
+    )
+    .await;
+    timeout(STEP, srv.server.shutdown("done"))
+        .await
+        .unwrap()
+        .unwrap();
+}
+
+#[tokio::test]
+async fn ws_auth_request_reconnect_close() {
+    let srv = TestServer::start(
+        &[Listener::Ws(loopback())],
+        ServerConfig::new(),
+        ServerOptions::default(),
+    )
+    .await;
+    let url = format!("ws://{}/v2", srv.addrs[0]);
+    scenario(
+        &url,
+        ClientConfig::websocket(),
+        ClientOptions::default(),
+        &srv,
+        true,
+    )
+    .await;
+    timeout(STEP, srv.server.shutdown("done"))
+        .await
+        .unwrap()
+        .unwrap();
+}
+
+#[tokio::test]
+async fn wss_with_a_self_signed_certificate() {
+    let (server_tls, roots) = lp::self_signed();
+    let srv = TestServer::start(
+        &[Listener::Wss(loopback(), server_tls)],
+        ServerConfig::new(),
+        ServerOptions::default(),
+    )
+    .await;
+    let url = format!("wss://localhost:{}/v2", srv.addrs[0].port());
+    let options = ClientOptions::default().with_tls(client_config_with_roots(roots));
+    scenario(&url, ClientConfig::websocket(), options, &srv, true).await;
+
+    // without the test root, the certificate is not trusted: the dial fails and the
+    // client keeps retrying (no login)
+    let untrusted = LongPortClient::connect(
+        &url,
+        ClientConfig::websocket().with_connect_timeout(Duration::from_millis(500)),
+        TOKEN,
+        ClientOptions::default(),
+    );
+    assert!(
+        timeout(Duration::from_secs(2), untrusted).await.is_err(),
+        "no login with an untrusted certificate"
+    );
+    timeout(STEP, srv.server.shutdown("done"))
+        .await
+        .unwrap()
+        .unwrap();
+}
+
+#[tokio::test]
+async fn wrong_token_is_refused_with_the_servers_message() {
+    let srv = TestServer::start(
+        &[Listener::Ws(loopback())],
+        ServerConfig::new(),
+        ServerOptions::default(),
+    )
+    .await;
+    let url = format!("ws://{}/v2", srv.addrs[0]);
+    let err = timeout(
+        STEP,
+        LongPortClient::connect(
+            &url,
+            ClientConfig::websocket(),
+            "wrong",
+            ClientOptions::default(),
+        ),
+    )
+    .await
+    .unwrap()
+    .unwrap_err();
+    assert!(err.to_string().contains("invalid token"), "{err}");
+}
+
+/// Copy `r` to `w` until frozen; then forward nothing and close nothing
+async fn pipe(
+    mut r: tokio::net::tcp::OwnedReadHalf,
+    mut w: tokio::net::tcp::OwnedWriteHalf,
+    frozen: Arc<std::sync::atomic::AtomicBool>,
+) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut buf = [0u8; 4096];
+    while let Ok(n) = r.read(&mut buf).await {
+        if n == 0 || frozen.load(std::sync::atomic::Ordering::Relaxed) {
+            std::future::pending::<()>().await;
+        }
+        if w.write_all(&buf[..n]).await.is_err() {
+            return;
+        }
+    }
+}
+
+/// A TCP proxy that can be frozen: it then forwards nothing and closes nothing (the peer has
+/// vanished, as behind a dead NAT)
+async fn freezable_proxy(
+    to: std::net::SocketAddr,
+) -> (std::net::SocketAddr, Arc<std::sync::atomic::AtomicBool>) {
+    let frozen = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let listener = tokio::net::TcpListener::bind(loopback()).await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let f = frozen.clone();
+    tokio::spawn(async move {
+        while let Ok((inbound, _)) = listener.accept().await {
+            let outbound = tokio::net::TcpStream::connect(to).await.unwrap();
+            let (ri, wi) = inbound.into_split();
+            let (ro, wo) = outbound.into_split();
+            tokio::spawn(pipe(ri, wo, f.clone()));
+            tokio::spawn(pipe(ro, wi, f.clone()));
+        }
+    });
+    (addr, frozen)
+}
+
+#[tokio::test]
+async fn a_peer_that_vanishes_ends_in_a_timeout_not_a_hang() {
+    let srv = TestServer::start(
+        &[Listener::Tcp(loopback())],
+        ServerConfig::new(),
+        ServerOptions::default(),
+    )
+    .await;
+    let (proxy, frozen) = freezable_proxy(srv.addrs[0]).await;
+    let config = ClientConfig::tcp()
+        .with_heartbeat_interval(Some(Duration::from_secs(1)))
+        .with_heartbeat_timeout(Duration::from_millis(2500))
+        .with_request_timeout(Duration::from_secs(30))
+        .with_max_reconnect_attempts(Some(1))
+        .with_reconnect_backoff(Duration::from_millis(100), Duration::from_millis(200))
+        .with_connect_timeout(Duration::from_millis(500))
+        .with_auth_timeout(Duration::from_millis(500));
+    let (client, mut events) = LongPortClient::connect(
+        &format!("tcp://{proxy}"),
+        config,
+        TOKEN,
+        ClientOptions::default(),
+    )
+    .await
+    .unwrap();
+    frozen.store(true, std::sync::atomic::Ordering::Relaxed);
+    let pending = client
+        .send(CMD_ECHO, Duration::ZERO, b"lost".to_vec())
+        .await
+        .unwrap();
+    let started = std::time::Instant::now();
+    let item = wait_for(&mut events, "Disconnected", |i| {
+        matches!(i, ClientItem::Event(ClientEvent::Disconnected { .. }))
+    })
+    .await;
+    assert_eq!(
+        item,
+        ClientItem::Event(ClientEvent::Disconnected {
+            cause: CloseCause::Timeout
+        })
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(
+        timeout(STEP, pending).await.unwrap(),
+        Err(RequestError::Failed(RequestFailure::Disconnected)),
+        "the request in flight is resolved, not left hanging"
+    );
+    // the frozen proxy lets the reconnect dial in but answers nothing: the login times out,
+    // the one retry allowed too, and the client ends
+    wait_for(&mut events, "Closed", |i| {
+        matches!(i, ClientItem::Event(ClientEvent::Closed { .. }))
+    })
+    .await;
+    assert!(timeout(STEP, client.closed()).await.is_ok());
+}
+
+#[tokio::test]
+async fn close_and_shutdown_resolve_every_request_in_flight() {
+    let srv = TestServer::start(
+        &[Listener::Tcp(loopback())],
+        ServerConfig::new(),
+        ServerOptions::default(),
+    )
+    .await;
+    let url = format!("tcp://{}", srv.addrs[0]);
+    // a local close with 8 requests in flight
+    let (client, _events) =
+        LongPortClient::connect(&url, ClientConfig::tcp(), TOKEN, ClientOptions::default())
+            .await
+            .unwrap();
+    let mut pending = Vec::new();
+    for i in 0..8u8 {
+        pending.push(
+            client
+                .send(CMD_SILENT, Duration::ZERO, vec![i])
+                .await
+                .unwrap(),
+        );
+    }
+    assert_eq!(client.in_flight().await, Some((8, 8)));
+    timeout(STEP, client.close("bye")).await.unwrap().unwrap();
+    for p in pending {
+        assert_eq!(
+            timeout(STEP, p).await.unwrap(),
+            Err(RequestError::Failed(RequestFailure::Closed))
+        );
+    }
+    assert_eq!(client.in_flight().await, None, "the driver task has ended");
+    assert_eq!(
+        client.request(CMD_ECHO, b"late".to_vec()).await,
+        Err(RequestError::Stopped)
+    );
+
+    // the server shuts down with 8 requests in flight
+    let (client, mut events) =
+        LongPortClient::connect(&url, ClientConfig::tcp(), TOKEN, ClientOptions::default())
+            .await
+            .unwrap();
+    let mut pending = Vec::new();
+    for i in 0..8u8 {
+        pending.push(
+            client
+                .send(CMD_SILENT, Duration::ZERO, vec![i])
+                .await
+                .unwrap(),
+        );
+    }
+    timeout(STEP, srv.server.shutdown("maintenance"))
+        .await
+        .unwrap()
+        .unwrap();
+    for p in pending {
+        assert_eq!(
+            timeout(STEP, p).await.unwrap(),
+            Err(RequestError::Failed(RequestFailure::Disconnected))
+        );
+    }
+    let close = wait_for(&mut events, "ServerClose", |i| {
+        matches!(i, ClientItem::ServerClose { .. })
+    })
+    .await;
+    assert_eq!(
+        close,
+        ClientItem::ServerClose {
+            code: CloseCode::ServerShutdown,
+            reason: "maintenance".into()
+        }
+    );
+    assert_eq!(
+        client.in_flight().await.map(|(_, d)| d),
+        Some(0),
+        "no reply slot left behind"
+    );
+    timeout(STEP, client.close("bye")).await.unwrap().unwrap();
+}
+
+#[tokio::test]
+async fn a_cancelled_request_leaves_nothing_behind() {
+    let srv = TestServer::start(
+        &[Listener::Tcp(loopback())],
+        ServerConfig::new(),
+        ServerOptions::default(),
+    )
+    .await;
+    let url = format!("tcp://{}", srv.addrs[0]);
+    let config = ClientConfig::tcp().with_request_timeout(Duration::from_millis(300));
+    let (client, _events) = LongPortClient::connect(&url, config, TOKEN, ClientOptions::default())
+        .await
+        .unwrap();
+    // dropped while waiting for its response
+    assert!(timeout(
+        Duration::from_millis(50),
+        client.request(CMD_SILENT, b"x".to_vec())
+    )
+    .await
+    .is_err());
+    // the next request is not disturbed
+    let r = timeout(STEP, client.request(CMD_ECHO, b"after".to_vec()))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(r.body, b"after");
+    // once the machine's timeout passed, nothing of the cancelled request is left
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(client.in_flight().await, Some((0, 0)));
+    timeout(STEP, client.close("bye")).await.unwrap().unwrap();
+}
+
+#[tokio::test]
+async fn a_slow_consumer_gets_backpressure_not_unbounded_memory() {
+    // the server pushes 20 000 pushes of 1 KiB to a client whose application reads no events
+    let limits = ServerLimits::default()
+        .with_outbox(64 * 1024, 1024 * 1024)
+        .with_stall_timeout(Duration::from_secs(1));
+    let srv = TestServer::start(
+        &[Listener::Tcp(loopback())],
+        ServerConfig::new(),
+        ServerOptions::default().with_limits(limits),
+    )
+    .await;
+    let url = format!("tcp://{}", srv.addrs[0]);
+    let options = ClientOptions::default().with_events_capacity(16);
+    let (client, mut events) = LongPortClient::connect(&url, ClientConfig::tcp(), TOKEN, options)
+        .await
+        .unwrap();
+    let peer = *srv.connected_peers().last().unwrap();
+    let body = vec![7u8; 1024];
+    let mut pushed = 0usize;
+    let started = std::time::Instant::now();
+    for _ in 0..20_000 {
+        match srv.server.push(peer, 101, body.clone()).await {
+            Ok(()) => pushed += 1,
+            Err(_) => break,
+        }
+    }
+    // the server could not hand over more than the socket buffers and its outbox hold: the
+    // client task stopped reading once its event channel and backlog were full
+    let snap = srv.server.snapshot().await.unwrap();
+    assert!(snap.driver.peak_outbox <= 1024 * 1024 + 2048, "{snap:?}");
+    eprintln!(
+        "pushed {pushed} before the server gave up, in {:?}; {snap:?}",
+        started.elapsed()
+    );
+    // the stuck connection is dropped by the server's stall rule within about a second
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let snap = srv.server.snapshot().await.unwrap();
+    assert_eq!(snap.driver.stalled, 1, "{snap:?}");
+    assert!(
+        pushed < 20_000,
+        "the server could not queue everything: {pushed}"
+    );
+    // the consumer wakes up: it gets what was queued (bounded), then the disconnect
+    let pushes = std::sync::atomic::AtomicUsize::new(0);
+    wait_for(&mut events, "Disconnected", |i| {
+        if matches!(i, ClientItem::Push { .. }) {
+            pushes.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+        matches!(i, ClientItem::Event(ClientEvent::Disconnected { .. }))
+    })
+    .await;
+    let pushes = pushes.into_inner();
+    eprintln!("the consumer got {pushes} pushes, then the disconnect");
+    assert!(pushes <= pushed);
+    timeout(STEP, client.close("bye")).await.unwrap().unwrap();
+}
