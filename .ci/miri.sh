@@ -6,9 +6,9 @@
 # Env:   PROPTEST_CASES (default 4); MIRI_ONLY="lib hostile_inputs" runs only these;
 #        MIRI_EXTRA="game_session longport_session" adds test binaries (session tests: measure
 #        their Miri time before adding them to the default list).
-# Measured on 2 cores shared with other jobs (load average about 5), warm build: lib 155 s,
+# Measured on 2 cores shared with other jobs: lib 134 s (2026-12-04, 195 tests, warm build),
 # game_vectors 52 s, longport_vectors 21 s, longport_control 25 s, gzip 125 s, hostile_inputs
-# 67 s: about 7.5 minutes.
+# 67 s (earlier round): about 7 minutes. Every binary is bounded by MIRI_TARGET_SECS.
 #
 # Selection: the library's unit tests and the vector / control / gzip / hostile-input tests.
 # Excluded: interop_ddnet (real server), soak and flood (millions of steps), sim_selftest (a
@@ -42,7 +42,8 @@ SKIP="--skip arbitrary_input_never_panics --skip no_panics_on_arbitrary_input \
 --skip flate2_levels_decode --skip many_empty_blocks_stay_linear \
 --skip decompression_bomb_hits_output_limit --skip truncated_at_every_byte_is_an_error \
 --skip stored_len_is_exact_across_block_boundaries \
---skip more_than_65536_peers_and_churn_at_capacity --skip churn_with_backward_shift_matches_a_model"
+--skip more_than_65536_peers_and_churn_at_capacity --skip churn_with_backward_shift_matches_a_model \
+--skip queue_full_changes_nothing_and_a_drain_always_makes_room --skip crc32_slice_by_8_matches_bytewise"
 
 TARGETS="${MIRI_ONLY:-lib game_vectors longport_vectors longport_control gzip hostile_inputs} ${MIRI_EXTRA:-}"
 
@@ -54,7 +55,10 @@ for t in $TARGETS; do
     start=$(date +%s)
     echo "== miri: $t"
     # shellcheck disable=SC2086
-    if cargo +nightly miri test $sel -- $SKIP; then
+    # Each binary is bounded (MIRI_TARGET_SECS, default 900): a test that turns slow under Miri
+    # fails this step loudly instead of eating the whole CI budget (the 2026-12-04 run spent over
+    # an hour in one 40,000-step randomized test, now skipped above).
+    if timeout "${MIRI_TARGET_SECS:-900}" cargo +nightly miri test $sel -- $SKIP; then
         passed="$passed $t($(($(date +%s) - start))s)"
     else
         failed="$failed $t($(($(date +%s) - start))s)"
