@@ -279,4 +279,18 @@ mod tests {
         use alloc::string::ToString;
         assert!(BufferTooSmall { required: 12 }.to_string().contains("12"));
     }
+
+    #[test]
+    fn peer_text_compares_with_str_by_its_bytes() {
+        let t = PeerText::new(b"bye");
+        // against `str` and against `&str`
+        assert!(t == *"bye");
+        assert!(t != *"by");
+        assert!(t != *"bye!");
+        assert!(t == "bye");
+        assert!(t != "Bye");
+        // invalid UTF-8 equals no string, not even its replacement
+        let bad = PeerText::new(b"\xff");
+        assert!(bad != *"\u{fffd}" && bad != "\u{fffd}");
+    }
 }

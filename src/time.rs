@@ -313,6 +313,16 @@ mod tests {
         assert_eq!(clamp_delay(Duration::MAX, min), MAX_DELAY);
     }
 
+    #[test]
+    fn max_delay_is_thirty_days() {
+        let day = Duration::from_secs(24 * 3600);
+        let min = Duration::from_millis(1);
+        assert_eq!(clamp_delay(30 * day, min), 30 * day);
+        assert_eq!(clamp_delay(31 * day, min), 30 * day);
+        let just_under = 30 * day - Duration::from_micros(1);
+        assert_eq!(clamp_delay(just_under, min), just_under);
+    }
+
     #[cfg(feature = "std")]
     #[test]
     fn epoch_round_trips() {

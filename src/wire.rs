@@ -246,4 +246,20 @@ mod tests {
         assert_eq!(w.as_written(), &[0x0A, 0x0B, 0x0C, 0xFF, 0xEE]);
         assert_eq!(w.u8(0), Err(BufferTooSmall { required: 6 }));
     }
+
+    #[test]
+    fn u64_round_trips_big_endian() {
+        let mut buf = [0u8; 9];
+        let mut w = Writer::new(&mut buf);
+        w.u64(0x0102_0304_0506_0708).unwrap();
+        assert_eq!(w.u64(1), Err(BufferTooSmall { required: 16 }));
+        assert_eq!(w.as_written(), &[1, 2, 3, 4, 5, 6, 7, 8]);
+        w.u8(9).unwrap();
+        let mut r = Reader::new(&buf);
+        assert!(!r.is_empty());
+        assert_eq!(r.u64(), Some(0x0102_0304_0506_0708));
+        assert!(!r.is_empty(), "one byte left");
+        assert_eq!(r.u64(), None, "only 1 byte left");
+        assert_eq!((r.position(), r.u8(), r.is_empty()), (8, Some(9), true));
+    }
 }

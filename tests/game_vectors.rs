@@ -828,3 +828,84 @@ fn ack_range_wraps() {
     assert!(ack_in_range(2, 1000, 3));
     assert!(!ack_in_range(500, 1000, 3));
 }
+
+#[test]
+fn ack_max_is_the_largest_ack_on_the_wire() {
+    let pkt = ctl(ACK_MAX, Control::KeepAlive, None);
+    check_emit(&pkt, hex("13 ff 00 00"));
+    check_parse(hex("13 ff 00 00"), TokenMode::Vanilla, &pkt);
+    // one more wraps to 0
+    let mut buf = [0u8; 4];
+    ctl(ACK_MAX + 1, Control::KeepAlive, None)
+        .emit(&mut buf)
+        .unwrap();
+    assert_eq!(buf, [0x10, 0x00, 0x00, 0x00]);
+    assert_eq!(ACK_MAX + 1, ACK_MODULO);
+}
+
+#[test]
+fn tokens_near_the_sentinels_are_real_tokens() {
+    // one byte away from 00000000 or FFFFFFFF, in each position
+    for i in 0..4 {
+        let mut zero = [0u8; 4];
+        zero[i] = 1;
+        let mut ones = [0xFF; 4];
+        ones[i] = 0xFE;
+        assert!(!Token(zero).is_sentinel(), "{zero:02x?}");
+        assert!(!Token(ones).is_sentinel(), "{ones:02x?}");
+    }
+    assert!(!Token([0x00, 0xFF, 0x00, 0xFF]).is_sentinel());
+}
+
+#[test]
+fn warnings_are_a_set_of_distinct_bits() {
+    let all = [
+        Warnings::REASON_MISSING_NUL,
+        Warnings::REASON_INVALID_UTF8,
+        Warnings::REASON_TRUNCATED,
+        Warnings::REASON_TRAILING_BYTES,
+        Warnings::CONTROL_NUM_CHUNKS,
+        Warnings::EXTRA_BYTES,
+        Warnings::CONTROL_RESEND,
+    ];
+    assert_eq!(Warnings::NONE.bits(), 0);
+    let mut seen = Warnings::NONE;
+    for w in all {
+        assert_eq!(w.bits().count_ones(), 1, "{w:?}");
+        assert!(!seen.contains(w), "{w:?} shares a bit");
+        let before = seen;
+        seen |= w;
+        assert_eq!(seen.bits(), before.bits() | w.bits());
+        // a set already holding `w` stays the same
+        assert_eq!(seen | w, seen);
+        assert_eq!(seen.union(w), seen);
+        assert!(seen.contains(w) && seen.contains(before));
+    }
+    assert_eq!(seen.bits().count_ones(), 7);
+    // what parse reports is readable through bits(): CONTROL_RESEND is the resend flag's bit
+    let p = parse(hex("50 00 00 00"), TokenMode::Vanilla).unwrap();
+    assert_eq!(p.warnings.bits(), FLAG_RESEND);
+}
+
+#[test]
+fn reason_of_exactly_127_bytes_is_kept_whole() {
+    for (len, warnings) in [
+        (MAX_REASON_LEN, Warnings::NONE),
+        (MAX_REASON_LEN + 1, Warnings::REASON_TRUNCATED),
+    ] {
+        let text = "b".repeat(len);
+        let mut bytes = hexv("10 00 00 04");
+        bytes.extend_from_slice(text.as_bytes());
+        bytes.push(0);
+        let p = parse(&bytes, TokenMode::Vanilla).unwrap();
+        let Packet::Control(ControlPacket {
+            control: Control::Close(r),
+            ..
+        }) = p.packet
+        else {
+            panic!("not a CLOSE")
+        };
+        assert_eq!(r.as_str(), Some(&text[..MAX_REASON_LEN]), "{len} bytes");
+        assert_eq!(p.warnings, warnings, "{len} bytes");
+    }
+}

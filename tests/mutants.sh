@@ -52,11 +52,20 @@ else
   sel=(--shard "$what")
   tests=$(all_targets)
 fi
+# Exit status of cargo-mutants: 0 all caught, 2 some missed, 3 some timed out; anything else
+# (1 usage, 4 the unmutated tree fails its tests) means there is no score to print.
+start=$SECONDS
+status=0
 # shellcheck disable=SC2086
-cargo mutants "${sel[@]}" --jobs "${MUTANTS_JOBS:-1}" --output "$out" "$@" -- --lib $tests || true
+cargo mutants "${sel[@]}" --jobs "${MUTANTS_JOBS:-1}" --output "$out" "$@" -- --lib $tests || status=$?
+case "$status" in
+  0|2|3) ;;
+  *) echo "$what: cargo mutants failed (exit $status); no score" >&2; exit "$status" ;;
+esac
 
 dir="$out/mutants.out"
-count() { [ -f "$dir/$1.txt" ] && grep -c . "$dir/$1.txt" || echo 0; }
+# grep -c prints 0 and exits 1 on an empty file: keep its output, ignore its status.
+count() { local n=0; [ -f "$dir/$1.txt" ] && n=$(grep -c . "$dir/$1.txt") || true; echo "${n:-0}"; }
 caught=$(count caught); missed=$(count missed); timeout=$(count timeout); unviable=$(count unviable)
 viable=$((caught + missed + timeout))
 if [ "$viable" -gt 0 ]; then
@@ -65,6 +74,7 @@ else
   score="n/a"
 fi
 echo "$what: caught $caught, missed $missed, timeout $timeout, unviable $unviable, score $score%"
+echo "$what: took $(( (SECONDS - start) / 60 )) min $(( (SECONDS - start) % 60 )) s"
 if [ "$missed" -gt 0 ]; then
   echo "missed:"
   sed 's/^/  /' "$dir/missed.txt"

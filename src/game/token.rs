@@ -235,4 +235,15 @@ mod tests {
         assert_ne!(k, secret.0);
         assert!(!k.windows(4).any(|w| w == mint(&secret, &42u32).0));
     }
+
+    #[test]
+    fn debug_never_prints_the_secret_or_the_keyed_state() {
+        extern crate alloc;
+        use alloc::format;
+        let secret = TokenSecret([0xA5; 16]);
+        assert_eq!(format!("{secret:?}"), "TokenSecret(..)");
+        let mut h = SipHasher24::new(&secret);
+        h.write(b"peer");
+        assert_eq!(format!("{h:?}"), "SipHasher24 { .. }");
+    }
 }
