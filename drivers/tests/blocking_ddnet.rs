@@ -5,7 +5,7 @@
 //! `#[ignore]`d (they need Debian's `ddnet-server`); CI runs them with `--ignored` inside a
 //! private network namespace. Each test starts its own server and stops it by PID.
 
-#[path = "support/ddnet.rs"]
+#[path = "../../tests/support/ddnet.rs"]
 mod ddnet;
 #[path = "support/proc.rs"]
 mod proc;

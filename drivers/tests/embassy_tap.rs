@@ -8,7 +8,7 @@
 //! private network namespace, `/dev/net/tun` and Debian's `ddnet-server`.
 #![cfg(feature = "embassy")]
 
-#[path = "support/ddnet.rs"]
+#[path = "../../tests/support/ddnet.rs"]
 mod ddnet;
 #[path = "support/proc.rs"]
 mod proc;

@@ -6,7 +6,7 @@
 //! private network namespace. Each test starts its own server and stops it by PID.
 #![cfg(feature = "tokio")]
 
-#[path = "support/ddnet.rs"]
+#[path = "../../tests/support/ddnet.rs"]
 mod ddnet;
 #[path = "support/proc.rs"]
 mod proc;

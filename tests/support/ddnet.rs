@@ -1,9 +1,11 @@
-//! Start and stop a real DDNet server (Debian's `ddnet-server`) on loopback for interop tests
+//! Start and stop a real DDNet server (Debian's `ddnet-server`) for interop tests, on loopback or
+//! on an address of the test's private network namespace (shared by the root crate's tests and
+//! the drivers' tests, which include this file by path)
 //!
-//! Recipe: a throw-away HOME whose `autoexec_server.cfg` shadows the
-//! packaged one, bound to 127.0.0.1 with `sv_ipv4only 1`, no master-server registration, a console
-//! fifo for test commands, started with no command-line arguments (every argument would run as a
-//! console command). Stopped by PID with SIGINT, then SIGKILL if it lingers.
+//! Recipe: a throw-away HOME whose `autoexec_server.cfg` shadows the packaged one, bound to
+//! 127.0.0.1 (or the given address) with `sv_ipv4only 1`, no master-server registration, a
+//! console fifo for test commands, started with no command-line arguments (every argument would
+//! run as a console command). Stopped by PID with SIGINT, then SIGKILL if it lingers.
 #![allow(dead_code)]
 
 use std::fs;
@@ -20,6 +22,7 @@ const PROBE_CONNECT: [u8; 12] = [
 
 pub struct DdnetServer {
     child: Option<Child>,
+    pub ip: std::net::Ipv4Addr,
     pub port: u16,
     pub work: PathBuf,
     fifo: PathBuf,
@@ -40,8 +43,8 @@ fn binary() -> PathBuf {
     PathBuf::from("/usr/games/DDNet-Server")
 }
 
-fn free_udp_port() -> u16 {
-    let s = UdpSocket::bind("127.0.0.1:0").expect("bind probe socket on 127.0.0.1");
+fn free_udp_port(ip: std::net::Ipv4Addr) -> u16 {
+    let s = UdpSocket::bind((ip, 0)).expect("bind a probe socket");
     s.local_addr().unwrap().port()
 }
 
@@ -49,6 +52,12 @@ impl DdnetServer {
     /// Start a server; `extra_cfg` lines are appended to the config. Panics loudly (with the
     /// server log) when it cannot start or does not answer within 20 s.
     pub fn start(name: &str, extra_cfg: &str) -> DdnetServer {
+        Self::start_on(name, extra_cfg, std::net::Ipv4Addr::LOCALHOST)
+    }
+
+    /// Start a server bound to `ip` (an address of this host or of the test's private
+    /// network namespace)
+    pub fn start_on(name: &str, extra_cfg: &str, ip: std::net::Ipv4Addr) -> DdnetServer {
         let bin = binary();
         assert!(
             bin.exists(),
@@ -67,9 +76,9 @@ impl DdnetServer {
         let cfg_dir = home.join(".local/share/ddnet");
         fs::create_dir_all(&cfg_dir).unwrap();
         let fifo = work.join("console.fifo");
-        let port = free_udp_port();
+        let port = free_udp_port(ip);
         let cfg = format!(
-            "sv_register 0\nsv_ipv4only 1\nbindaddr 127.0.0.1\nsv_port {port}\nsv_name \"tether-ci\"\n\
+            "sv_register 0\nsv_ipv4only 1\nbindaddr {ip}\nsv_port {port}\nsv_name \"tether-ci\"\n\
              ec_port 0\nsv_use_sql 0\nsv_sqlite_file \"{w}/ddnet-server.sqlite\"\n\
              sv_input_fifo \"{f}\"\nlogfile \"\"\nsv_vanilla_antispoof 0\nsv_map \"Tutorial\"\n\
              sv_max_clients_per_ip 64\nsv_connlimit_time 0\n{extra_cfg}\n",
@@ -88,6 +97,7 @@ impl DdnetServer {
             .unwrap_or_else(|e| panic!("cannot spawn {}: {e}", bin.display()));
         let mut server = DdnetServer {
             child: Some(child),
+            ip,
             port,
             work,
             fifo,
@@ -97,8 +107,8 @@ impl DdnetServer {
     }
 
     fn wait_ready(&mut self) {
-        let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
-        sock.connect(("127.0.0.1", self.port)).unwrap();
+        let sock = UdpSocket::bind((self.ip, 0)).unwrap();
+        sock.connect((self.ip, self.port)).unwrap();
         sock.set_read_timeout(Some(Duration::from_millis(50)))
             .unwrap();
         let start = Instant::now();
@@ -114,7 +124,8 @@ impl DdnetServer {
             if let Ok(n) = sock.recv(&mut buf) {
                 if n >= 4 && buf[3] == 0x02 {
                     eprintln!(
-                        "ddnet-server ready on 127.0.0.1:{} after {:?}",
+                        "ddnet-server ready on {}:{} after {:?}",
+                        self.ip,
                         self.port,
                         start.elapsed()
                     );
@@ -131,7 +142,7 @@ impl DdnetServer {
     }
 
     pub fn addr(&self) -> std::net::SocketAddr {
-        std::net::SocketAddr::from(([127, 0, 0, 1], self.port))
+        std::net::SocketAddr::from((self.ip, self.port))
     }
 
     pub fn pid(&self) -> u32 {
