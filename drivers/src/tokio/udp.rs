@@ -465,20 +465,13 @@ impl GameClient {
         num_chunks: u8,
         payload: &[u8],
     ) -> Result<(), DriverError> {
-        let (reply, rx) = oneshot::channel();
-        let cmd = ClientCmd::Send {
+        call(&self.commands, |reply| ClientCmd::Send {
             flags,
             num_chunks,
             payload: payload.to_vec(),
             reply,
-        };
-        self.commands
-            .send(cmd)
-            .await
-            .map_err(|_| DriverError::Stopped)?;
-        rx.await
-            .map_err(|_| DriverError::Stopped)?
-            .map_err(DriverError::Game)
+        })
+        .await
     }
 
     /// Close with `reason`; returns once the CLOSE was sent and the machine reported `Closed`
@@ -486,18 +479,11 @@ impl GameClient {
     /// # Errors
     /// The machine's refusal (`Closed`: it is closed already), or [`DriverError::Stopped`].
     pub async fn close(&self, reason: &str) -> Result<(), DriverError> {
-        let (reply, rx) = oneshot::channel();
-        let cmd = ClientCmd::Close {
+        call(&self.commands, |reply| ClientCmd::Close {
             reason: reason.to_string(),
             reply,
-        };
-        self.commands
-            .send(cmd)
-            .await
-            .map_err(|_| DriverError::Stopped)?;
-        rx.await
-            .map_err(|_| DriverError::Stopped)?
-            .map_err(DriverError::Game)
+        })
+        .await
     }
 
     /// Wait until the connection has ended, for whatever cause
@@ -506,6 +492,22 @@ impl GameClient {
         self.commands.send(ClientCmd::Closed(reply)).await.ok()?;
         rx.await.ok()
     }
+}
+
+/// Send a command that carries a reply channel to the driver task and wait for the machine's
+/// answer to it
+async fn call<C>(
+    commands: &mpsc::Sender<C>,
+    cmd: impl FnOnce(oneshot::Sender<Result<(), Error>>) -> C,
+) -> Result<(), DriverError> {
+    let (reply, rx) = oneshot::channel();
+    commands
+        .send(cmd(reply))
+        .await
+        .map_err(|_| DriverError::Stopped)?;
+    rx.await
+        .map_err(|_| DriverError::Stopped)?
+        .map_err(DriverError::Game)
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -717,21 +719,14 @@ impl GameServer {
         num_chunks: u8,
         payload: &[u8],
     ) -> Result<(), DriverError> {
-        let (reply, rx) = oneshot::channel();
-        let cmd = ServerCmd::Send {
+        call(&self.commands, |reply| ServerCmd::Send {
             peer,
             flags,
             num_chunks,
             payload: payload.to_vec(),
             reply,
-        };
-        self.commands
-            .send(cmd)
-            .await
-            .map_err(|_| DriverError::Stopped)?;
-        rx.await
-            .map_err(|_| DriverError::Stopped)?
-            .map_err(DriverError::Game)
+        })
+        .await
     }
 
     /// Close one peer with `reason`
@@ -739,19 +734,12 @@ impl GameServer {
     /// # Errors
     /// The machine's refusal (`UnknownPeer`), or [`DriverError::Stopped`].
     pub async fn close(&self, peer: SocketAddr, reason: &str) -> Result<(), DriverError> {
-        let (reply, rx) = oneshot::channel();
-        let cmd = ServerCmd::Close {
+        call(&self.commands, |reply| ServerCmd::Close {
             peer,
             reason: reason.to_string(),
             reply,
-        };
-        self.commands
-            .send(cmd)
-            .await
-            .map_err(|_| DriverError::Stopped)?;
-        rx.await
-            .map_err(|_| DriverError::Stopped)?
-            .map_err(DriverError::Game)
+        })
+        .await
     }
 
     /// Close every peer with `reason`; returns once `ShutdownComplete` was reported
@@ -759,17 +747,10 @@ impl GameServer {
     /// # Errors
     /// The machine's refusal (`Closed`: already shutting down), or [`DriverError::Stopped`].
     pub async fn shutdown(&self, reason: &str) -> Result<(), DriverError> {
-        let (reply, rx) = oneshot::channel();
-        let cmd = ServerCmd::Shutdown {
+        call(&self.commands, |reply| ServerCmd::Shutdown {
             reason: reason.to_string(),
             reply,
-        };
-        self.commands
-            .send(cmd)
-            .await
-            .map_err(|_| DriverError::Stopped)?;
-        rx.await
-            .map_err(|_| DriverError::Stopped)?
-            .map_err(DriverError::Game)
+        })
+        .await
     }
 }
