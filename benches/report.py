@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Turn criterion's output into the README benchmark table
 
-Reads every target/criterion/**/new/{benchmark,estimates}.json (written by `cargo bench`), and
+Reads every benches/target/criterion/**/new/{benchmark,estimates}.json (written by `cargo bench`), and
 prints Markdown: one row per benchmark with the median time per operation, operations per second
 on one core (1e9 / median ns), bytes/s where the bench declares a throughput; then the ratios
 between benchmarks of the same run and the README targets, each marked met or missed.
@@ -192,7 +192,7 @@ def main():
         if len(args) < 2:
             sys.exit("--update needs a file")
         update, args = args[1], args[2:]
-    root = args[0] if args else os.path.join("target", "criterion")
+    root = args[0] if args else os.path.join(os.path.dirname(os.path.abspath(__file__)), "target", "criterion")
     if update is None:
         report(root)
         return
