@@ -586,6 +586,78 @@ pub fn decompress(input: &[u8], out: &mut [u8]) -> Result<usize, DecompressError
     }
 }
 
+/// Decode `input` bit by bit without an output buffer: `sink(index, byte)` for each byte, at most
+/// `limit` bytes; returns the decoded length (the same result and errors as [`decompress`] into
+/// a `limit`-byte buffer)
+fn decode_each(
+    input: &[u8],
+    limit: usize,
+    mut sink: impl FnMut(usize, u8),
+) -> Result<usize, DecompressError> {
+    let mut node = ROOT;
+    let mut n = 0usize;
+    for &byte in input {
+        for bit in 0..8 {
+            node = child(node, u64::from(byte >> bit));
+            if node == EOF {
+                return Ok(n);
+            }
+            if (node as usize) < SYMBOLS {
+                if n == limit {
+                    return Err(DecompressError::OutputFull { limit });
+                }
+                sink(n, node as u8);
+                n += 1;
+                node = ROOT;
+            }
+        }
+    }
+    Err(DecompressError::Truncated { decoded: n })
+}
+
+/// The decompressed length of `input` and its last four bytes (fewer are zero-filled at the
+/// front), found without an output buffer
+///
+/// This is how a receiver that does not want the decompressed data checks the security token of a
+/// compressed chunk packet: DDNet appends the token before compressing, so it is the last four
+/// decompressed bytes. The limit is [`MAX_DECOMPRESSED_LEN`]. Slower than [`decompress`] (one
+/// tree step per bit).
+///
+/// ```
+/// use tether_net::game::huffman::{compress, decompressed_tail};
+/// let mut packed = [0u8; 32];
+/// let n = compress(&[0, 0, 0, 0, 0x12, 0x34, 0x56, 0x78], &mut packed).unwrap();
+/// assert_eq!(decompressed_tail(&packed[..n]), Ok((8, [0x12, 0x34, 0x56, 0x78])));
+/// ```
+///
+/// # Errors
+/// As [`decompress`] with a [`MAX_DECOMPRESSED_LEN`]-byte output buffer.
+pub fn decompressed_tail(input: &[u8]) -> Result<(usize, [u8; 4]), DecompressError> {
+    let mut tail = [0u8; 4];
+    let n = decode_each(input, MAX_DECOMPRESSED_LEN, |_, b| {
+        tail.copy_within(1.., 0);
+        tail[3] = b;
+    })?;
+    Ok((n, tail))
+}
+
+/// Decompress the first `out.len()` bytes of `input` into `out` and return the whole
+/// decompressed length (at most [`MAX_DECOMPRESSED_LEN`]; the rest is decoded and dropped)
+///
+/// For small messages in a possibly longer stream, e.g. a vanilla 0.6.4 peer's compressed
+/// CLOSE, whose reason a receiver keeps to 127 bytes anyway.
+///
+/// # Errors
+/// As [`decompress`] with a [`MAX_DECOMPRESSED_LEN`]-byte output buffer; the contents of `out`
+/// are then unspecified.
+pub fn decompress_prefix(input: &[u8], out: &mut [u8]) -> Result<usize, DecompressError> {
+    decode_each(input, MAX_DECOMPRESSED_LEN, |i, b| {
+        if let Some(o) = out.get_mut(i) {
+            *o = b;
+        }
+    })
+}
+
 /// The [`DecompressError::Truncated`] of a fast-path decode that read `end` bits (the end of
 /// its last symbol) while the input has only `input_bits`: the symbols that end past the input
 /// were decoded from padding and are not counted
@@ -775,6 +847,41 @@ mod tests {
         assert_eq!(
             decompress(&input, &mut small),
             Err(DecompressError::OutputFull { limit: 3 })
+        );
+    }
+
+    #[test]
+    fn tail_and_prefix_agree_with_decompress() {
+        let inputs: [&[u8]; 5] = [
+            &[],
+            &[0x12],
+            &[0, 0, 0, 0, 0x12, 0x34, 0x56, 0x78],
+            b"\x04Server shutdown\0",
+            &[0xff; 200],
+        ];
+        for plain in inputs {
+            let mut packed = [0u8; 512];
+            let n = compress(plain, &mut packed).unwrap();
+            let mut out = [0u8; MAX_DECOMPRESSED_LEN];
+            let m = decompress(&packed[..n], &mut out).unwrap();
+            let mut tail = [0u8; 4];
+            let k = m.min(4);
+            tail[4 - k..].copy_from_slice(&out[m - k..m]);
+            assert_eq!(decompressed_tail(&packed[..n]), Ok((m, tail)));
+            let mut prefix = [0u8; 6];
+            assert_eq!(decompress_prefix(&packed[..n], &mut prefix), Ok(m));
+            assert_eq!(&prefix[..m.min(6)], &out[..m.min(6)]);
+        }
+        // errors as decompress's: truncated, and the zero-bit bomb stopped at the limit
+        assert_eq!(
+            decompressed_tail(&[0u8; 4]),
+            Err(DecompressError::Truncated { decoded: 6 })
+        );
+        assert_eq!(
+            decompressed_tail(&[0u8; 1390]),
+            Err(DecompressError::OutputFull {
+                limit: MAX_DECOMPRESSED_LEN
+            })
         );
     }
 }
