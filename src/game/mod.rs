@@ -62,6 +62,7 @@ pub mod connless;
 mod error;
 mod event;
 pub mod huffman;
+mod layer;
 pub mod msg;
 pub mod packer;
 mod server;
@@ -72,6 +73,7 @@ pub mod wire;
 pub use client::{Client, ClientConfig, ClientState, ClientStats};
 pub use error::Error;
 pub use event::{ClientApp, ClientEvent, CloseCause, ServerApp, ServerEvent};
+pub use layer::{ChunkConfig, ControlOnly, Layer, Reliable};
 pub use server::{
     Server, ServerConfig, ServerState, ServerStats, VanillaPolicy, CLOSE_QUEUE_LEN,
     SERVER_FULL_REASON, STATELESS_QUEUE_LEN,
@@ -90,14 +92,15 @@ fn count(counter: &mut u64) {
     *counter = counter.saturating_add(1);
 }
 
-/// A local CLOSE reason kept until its CLOSE is written: at most [`wire::MAX_REASON_LEN`] bytes
-type LocalReason = heapless::String<{ wire::MAX_REASON_LEN }>;
+/// A CLOSE reason kept until its CLOSE is written (or a peer's, kept after it closed): at most
+/// [`wire::MAX_REASON_LEN`] bytes, no NUL
+type LocalReason = heapless::Vec<u8, { wire::MAX_REASON_LEN }>;
 
 /// `reason` as sent in a CLOSE (cut at a NUL, then to 127 bytes on a char boundary), kept
 fn local_reason(reason: &str) -> LocalReason {
     let mut text = LocalReason::new();
     // `Reason::from_str` cut it to MAX_REASON_LEN already, so it fits
-    let _ = text.push_str(wire::Reason::from_str(reason).as_str().unwrap_or(""));
+    let _ = text.extend_from_slice(wire::Reason::from_str(reason).as_bytes());
     text
 }
 

@@ -12,6 +12,8 @@ use crate::time::{Duration, Instant};
 pub(super) const OUT_CONNECT_ACCEPT: u8 = 1;
 /// Pending-output bit: KEEP_ALIVE to this peer
 pub(super) const OUT_KEEP_ALIVE: u8 = 2;
+/// Pending-output bit: a chunk packet of the chunk layer is due for this peer
+pub(super) const OUT_CHUNKS: u8 = 4;
 
 /// [`PeerHot::bits`]: the peer's last ack (bits 0..10)
 const ACK_MASK: u32 = 0x3FF;
