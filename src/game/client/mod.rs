@@ -955,7 +955,11 @@ impl<const EVENTS: usize, L: Layer> Client<EVENTS, L> {
                 let timeout = self.last_recv + self.config.timeout;
                 let keep_alive =
                     (!self.has_pending()).then(|| self.last_send + self.config.keep_alive);
-                let vital = L::conn_channel(&self.chunks).and_then(|v| v.poll_timeout());
+                // a vital deadline that passed (the oldest chunk changed when an ack released
+                // the one before it) is due now
+                let vital = L::conn_channel(&self.chunks)
+                    .and_then(|v| v.poll_timeout())
+                    .map(|t| t.max(self.clock.now()));
                 earliest(
                     earliest(earliest(Some(timeout), keep_alive), self.accept_retry_at()),
                     vital,
