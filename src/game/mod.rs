@@ -62,6 +62,7 @@ pub mod connless;
 mod error;
 mod event;
 pub mod huffman;
+pub mod join;
 mod layer;
 pub mod msg;
 pub mod packer;
