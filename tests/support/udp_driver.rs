@@ -8,10 +8,23 @@ use std::io;
 use std::net::{SocketAddr, UdpSocket};
 use std::time::Duration;
 
+use tether_net::game::connless::InfoKind;
 use tether_net::game::wire::MAX_PACKET_LEN;
 use tether_net::game::{Client, ClientApp, ClientConfig, ClientEvent};
 use tether_net::time::Epoch;
 use tether_net::{drain, DrainError, Instant};
+
+/// A server-info answer as the driver keeps it
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InfoSeen {
+    pub token: i32,
+    pub name: String,
+    pub map: String,
+    pub version: String,
+    /// Map CRC32 and size, in the extended answer
+    pub map_crc_size: Option<(u32, i32)>,
+    pub clients: usize,
+}
 
 /// A game client bound to one UDP socket, with a monotonic clock relative to its creation
 pub struct UdpClient {
@@ -26,6 +39,8 @@ pub struct UdpClient {
     pub last_received_at: Option<std::time::Instant>,
     /// The reason of the server's CLOSE, as printed, once one arrived
     pub close_reason: Option<String>,
+    /// Server-info answers received
+    pub info: Vec<InfoSeen>,
 }
 
 impl UdpClient {
@@ -48,6 +63,7 @@ impl UdpClient {
             received: 0,
             last_received_at: None,
             close_reason: None,
+            info: Vec::new(),
         })
     }
 
@@ -125,8 +141,24 @@ impl UdpClient {
                         .client
                         .handle_input(now, (), &inp[..n])
                         .map_err(io::Error::other)?;
-                    if let Some(ClientApp::Close { reason }) = r.into_app() {
-                        self.close_reason = Some(reason.to_string());
+                    match r.into_app() {
+                        Some(ClientApp::Close { reason }) => {
+                            self.close_reason = Some(reason.to_string());
+                        }
+                        Some(ClientApp::ServerInfo(i)) => self.info.push(InfoSeen {
+                            token: i.token,
+                            name: i.name.to_text::<256>().to_string(),
+                            map: i.map.to_text::<256>().to_string(),
+                            version: i.version.to_text::<256>().to_string(),
+                            map_crc_size: match i.kind {
+                                InfoKind::Extended { map_crc, map_size } => {
+                                    Some((map_crc, map_size))
+                                }
+                                _ => None,
+                            },
+                            clients: i.clients.len(),
+                        }),
+                        _ => {}
                     }
                 }
                 Err(e)
