@@ -342,7 +342,11 @@ pub fn run_chunks() {
             };
             lines.borrow_mut().push(format!(
                 "   app:   client got {what} ({}, borrowed from the client)",
-                if chunk.flags.vital { "vital" } else { "non-vital" }
+                if chunk.flags.vital {
+                    "vital"
+                } else {
+                    "non-vital"
+                }
             ));
         }
     });
@@ -357,7 +361,9 @@ pub fn run_chunks() {
         drop
     });
 
-    println!("-- a client with the chunk layer connects and sends INFO (vital); the packet is lost");
+    println!(
+        "-- a client with the chunk layer connects and sends INFO (vital); the packet is lost"
+    );
     let now = p.now();
     p.client_mut().connect(now).expect("fresh client");
     p.run_until(|p| p.server().is_online(9), Duration::from_secs(5))
