@@ -400,12 +400,61 @@ pub(crate) fn tail_token(bytes: &[u8]) -> Option<Token> {
     bytes.last_chunk::<TOKEN_LEN>().map(|t| Token(*t))
 }
 
+/// A chunk packet written and not yet handed out: `poll_transmit` writes a packet here first (the
+/// vital channel's state changes when it is written), so that a caller buffer that turns out too
+/// small gets the exact size and the same packet on the next call
+pub(crate) struct Out {
+    buf: [u8; MAX_PACKET_LEN],
+    len: u16,
+}
+
+impl Out {
+    const fn new() -> Self {
+        Out {
+            buf: [0; MAX_PACKET_LEN],
+            len: 0,
+        }
+    }
+
+    /// True when no packet waits
+    pub(crate) fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// The buffer to write a packet into
+    pub(crate) fn buf(&mut self) -> &mut [u8; MAX_PACKET_LEN] {
+        &mut self.buf
+    }
+
+    /// A packet of `len` bytes was written into [`Out::buf`]
+    pub(crate) fn set(&mut self, len: usize) {
+        self.len = len.min(MAX_PACKET_LEN) as u16;
+    }
+
+    /// Copy the waiting packet into `to` and forget it; its length
+    pub(crate) fn take_into(&mut self, to: &mut [u8]) -> Result<usize, crate::io::BufferTooSmall> {
+        let len = usize::from(self.len);
+        let dst = to
+            .get_mut(..len)
+            .ok_or(crate::io::BufferTooSmall { required: len })?;
+        dst.copy_from_slice(&self.buf[..len]);
+        self.len = 0;
+        Ok(len)
+    }
+
+    /// Forget the waiting packet
+    pub(crate) fn clear(&mut self) {
+        self.len = 0;
+    }
+}
+
 /// The chunk-layer state of a client: the vital channel, the receive buffer, the construct buffer
 /// for outgoing packets, the configuration
 pub struct ClientChunks<const SB: usize, const SN: usize, const RB: usize, const RN: usize> {
     pub(crate) vital: Vital<SB, SN, RB, RN>,
     pub(crate) rx: Rx,
     pub(crate) tx: [u8; MAX_PAYLOAD],
+    pub(crate) out: Out,
     pub(crate) config: ChunkConfig,
 }
 
@@ -426,6 +475,9 @@ impl<const SB: usize, const SN: usize, const RB: usize, const RN: usize> core::f
 pub struct SharedChunks {
     pub(crate) rx: Rx,
     pub(crate) tx: [u8; MAX_PAYLOAD],
+    pub(crate) out: Out,
+    /// Slot and admission number of the peer the packet in `out` goes to
+    pub(crate) out_to: Option<(usize, u32)>,
     pub(crate) config: ChunkConfig,
     /// Slot and admission number of the peer whose packet `rx` holds
     pub(crate) owner: Option<(usize, u32)>,
@@ -452,6 +504,7 @@ pub struct ConnParts<'a> {
     pub(crate) vital: &'a mut dyn Channel,
     pub(crate) rx: &'a mut Rx,
     pub(crate) tx: &'a mut [u8; MAX_PAYLOAD],
+    pub(crate) out: &'a mut Out,
     pub(crate) config: &'a ChunkConfig,
 }
 
@@ -459,6 +512,8 @@ pub struct ConnParts<'a> {
 pub struct SharedParts<'a> {
     pub(crate) rx: &'a mut Rx,
     pub(crate) tx: &'a mut [u8; MAX_PAYLOAD],
+    pub(crate) out: &'a mut Out,
+    pub(crate) out_to: &'a mut Option<(usize, u32)>,
     pub(crate) config: &'a ChunkConfig,
     pub(crate) owner: &'a mut Option<(usize, u32)>,
 }
@@ -544,6 +599,7 @@ pub(crate) mod imp {
                 vital: Vital::new(config.vital),
                 rx: Rx::new(),
                 tx: [0; MAX_PAYLOAD],
+                out: Out::new(),
                 config,
             }
         }
@@ -557,6 +613,8 @@ pub(crate) mod imp {
             SharedChunks {
                 rx: Rx::new(),
                 tx: [0; MAX_PAYLOAD],
+                out: Out::new(),
+                out_to: None,
                 config,
                 owner: None,
             }
@@ -566,6 +624,7 @@ pub(crate) mod imp {
                 vital: &mut c.vital,
                 rx: &mut c.rx,
                 tx: &mut c.tx,
+                out: &mut c.out,
                 config: &c.config,
             })
         }
@@ -585,6 +644,8 @@ pub(crate) mod imp {
             Some(SharedParts {
                 rx: &mut s.rx,
                 tx: &mut s.tx,
+                out: &mut s.out,
+                out_to: &mut s.out_to,
                 config: &s.config,
                 owner: &mut s.owner,
             })

@@ -420,8 +420,8 @@ pub enum TooWeak {
     NotAcked {
         /// Its sequence
         seq: u16,
-        /// The timeout in whole seconds (for the reason text)
-        secs: u64,
+        /// The timeout in whole seconds (for the reason text; at most 30 days)
+        secs: u32,
     },
     /// The resend buffer overflowed (what vanilla 0.6 does on [`QueueError::BufferFull`])
     OutOfBuffer,
@@ -965,7 +965,7 @@ impl<const SB: usize, const SN: usize, const RB: usize, const RN: usize> Vital<S
         if now >= first + unacked_timeout {
             return Err(TooWeak::NotAcked {
                 seq: s.seq,
-                secs: unacked_timeout.as_secs(),
+                secs: u32::try_from(unacked_timeout.as_secs()).unwrap_or(u32::MAX),
             });
         }
         if !s.pending && now >= s.last + resend_timeout {

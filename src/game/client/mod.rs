@@ -702,7 +702,6 @@ impl<const EVENTS: usize, L: Layer> Client<EVENTS, L> {
     ///
     /// # Errors
     /// [`BufferTooSmall`] with the exact size when `buf` cannot hold the frame; it stays queued.
-    /// A chunk packet needs [`MAX_PACKET_LEN`] bytes.
     pub fn poll_transmit(
         &mut self,
         now: Instant,
@@ -730,27 +729,32 @@ impl<const EVENTS: usize, L: Layer> Client<EVENTS, L> {
             return sent(len);
         }
         if self.state == ClientState::Online {
+            let mut built = false;
             if let Some(p) = L::conn(&mut self.chunks) {
-                if p.vital.needs_packet(now) {
-                    if buf.len() < MAX_PACKET_LEN {
-                        return Err(BufferTooSmall {
-                            required: MAX_PACKET_LEN,
-                        });
-                    }
+                if p.out.is_empty() && p.vital.needs_packet(now) {
                     let compress = p.config.compression();
-                    match layer::write_chunk_packet(
-                        p.vital, p.tx, now, self.token, compress, None, buf,
+                    // the writer stays within the payload limit: no error is reachable
+                    if let Ok((len, _)) = layer::write_chunk_packet(
+                        p.vital,
+                        p.tx,
+                        now,
+                        self.token,
+                        compress,
+                        None,
+                        p.out.buf(),
                     ) {
-                        Ok((len, _)) => {
-                            self.sent_chunks(now);
-                            return sent(len);
-                        }
-                        Err(Error::BufferTooSmall { required }) => {
-                            return Err(BufferTooSmall { required })
-                        }
-                        // not reachable: the writer stays within the payload limit
-                        Err(_) => {}
+                        p.out.set(len);
+                        built = true;
                     }
+                }
+            }
+            if built {
+                self.sent_chunks(now);
+            }
+            if let Some(p) = L::conn(&mut self.chunks) {
+                if !p.out.is_empty() {
+                    let len = p.out.take_into(buf)?;
+                    return sent(len);
                 }
             }
         }
@@ -975,6 +979,7 @@ impl<const EVENTS: usize, L: Layer> Client<EVENTS, L> {
         self.pending = Pending::default();
         if let Some(p) = L::conn(&mut self.chunks) {
             p.rx.clear();
+            p.out.clear();
         }
         // Room was checked by every caller; a full queue cannot happen here.
         let _ = self.events.push_back(ClientEvent::Closed { cause });
@@ -1232,6 +1237,7 @@ impl<const EVENTS: usize, L: Layer> Client<EVENTS, L> {
     }
 
     /// Parse `bytes` in `mode`; decode errors counted
+    #[inline(never)]
     fn parse<'p>(&mut self, bytes: &'p [u8], mode: TokenMode) -> Option<Pkt<'p>> {
         match wire::parse(bytes, mode) {
             Ok(p) => Some(match p.packet {
@@ -1256,7 +1262,9 @@ impl<const EVENTS: usize, L: Layer> Client<EVENTS, L> {
         }
     }
 
-    /// The token, ack and state checks of a decoded packet, then what it does
+    /// The token, ack and state checks of a decoded packet, then what it does (out of line: three
+    /// callers, one copy in a firmware)
+    #[inline(never)]
     fn process<'p>(
         &mut self,
         now: Instant,

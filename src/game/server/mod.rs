@@ -916,7 +916,6 @@ impl<P: Copy + Eq + Hash, const PEERS: usize, const EVENTS: usize, L: Layer>
     ///
     /// # Errors
     /// [`BufferTooSmall`] with the exact size when `buf` cannot hold the frame; it stays queued.
-    /// A chunk packet needs [`MAX_PACKET_LEN`] bytes.
     pub fn poll_transmit(
         &mut self,
         now: Instant,
@@ -1131,6 +1130,14 @@ impl<P: Copy + Eq + Hash, const PEERS: usize, const EVENTS: usize, L: Layer>
     #[must_use]
     pub fn peer_token(&self, peer: P) -> Option<Token> {
         self.peers.lookup(&peer).and_then(PeerHot::token)
+    }
+
+    /// The ack the server sends `peer` (its last in-order vital sequence: what `set_ack`
+    /// reported, or with the chunk layer the vital channel's), if it is in the table
+    #[must_use]
+    pub fn ack(&self, peer: P) -> Option<u16> {
+        let slot = self.peers.find(&peer)?;
+        Some(self.cold(slot).ack)
     }
 
     /// The token this server mints for `peer` (what its CONNECT_ACCEPT carries): the high 4
@@ -1784,11 +1791,39 @@ impl<P: Copy + Eq + Hash, const PEERS: usize, const EVENTS: usize, L: Layer>
         ))
     }
 
+    /// Hand out the chunk packet waiting in the shared out buffer (dropped when its peer is gone)
+    fn emit_out(&mut self, buf: &mut [u8]) -> Result<Option<Transmit<P>>, BufferTooSmall> {
+        let Some(sh) = L::shared(&mut self.layer) else {
+            return Ok(None);
+        };
+        let Some((slot, gen)) = *sh.out_to else {
+            return Ok(None);
+        };
+        let to = match self.peers.get(slot) {
+            Some((&to, _)) if self.cold[slot & (PEERS - 1)].gen == gen => to,
+            _ => {
+                sh.out.clear();
+                *sh.out_to = None;
+                return Ok(None);
+            }
+        };
+        let len = sh.out.take_into(buf)?;
+        *sh.out_to = None;
+        Ok(Some(Transmit {
+            to,
+            len,
+            kind: FrameKind::Datagram,
+        }))
+    }
+
     fn transmit_running(
         &mut self,
         now: Instant,
         buf: &mut [u8],
     ) -> Result<Option<Transmit<P>>, BufferTooSmall> {
+        if let Some(t) = self.emit_out(buf)? {
+            return Ok(Some(t));
+        }
         if let Some(reply) = self.replies.front().copied() {
             let (to, packet) = match reply {
                 Reply::ConnectAccept { to, token } => (
@@ -1841,12 +1876,8 @@ impl<P: Copy + Eq + Hash, const PEERS: usize, const EVENTS: usize, L: Layer>
                 let shared = L::shared(&mut self.layer);
                 if let (Some((v, _)), Some(sh)) = (chunks, shared) {
                     if v.needs_packet(now) {
-                        if buf.len() < MAX_PACKET_LEN {
-                            return Err(BufferTooSmall {
-                                required: MAX_PACKET_LEN,
-                            });
-                        }
                         let compress = sh.config.compression();
+                        // the writer stays within the payload limit: no error is reachable
                         let written = layer::write_chunk_packet(
                             v,
                             sh.tx,
@@ -1854,9 +1885,11 @@ impl<P: Copy + Eq + Hash, const PEERS: usize, const EVENTS: usize, L: Layer>
                             hot.token(),
                             compress,
                             None,
-                            buf,
+                            sh.out.buf(),
                         );
                         if let Ok((len, _)) = written {
+                            sh.out.set(len);
+                            *sh.out_to = Some((slot, cold.gen));
                             cold.last_send = now;
                             cold.out &= !OUT_KEEP_ALIVE;
                             if !v.needs_packet(now) {
@@ -1867,11 +1900,7 @@ impl<P: Copy + Eq + Hash, const PEERS: usize, const EVENTS: usize, L: Layer>
                                 self.dirty.pop_front();
                             }
                             count(&mut self.stats.chunk_packets_sent);
-                            return Ok(Some(Transmit {
-                                to: addr,
-                                len,
-                                kind: FrameKind::Datagram,
-                            }));
+                            return self.emit_out(buf);
                         }
                     }
                 }
