@@ -107,11 +107,13 @@ static CODES: [u32; SYMBOLS] = build_codes();
 
 /// Bits the decoder looks up at once: 12 (40 KiB of tables) on 64-bit targets, 9 (5 KiB) on
 /// smaller ones, where flash is scarce and the 64-bit arithmetic of the fast path is slow anyway
+#[cfg(not(feature = "small-huffman"))]
 const LOOKUP_BITS: u32 = if cfg!(target_pointer_width = "64") {
     12
 } else {
     9
 };
+#[cfg(not(feature = "small-huffman"))]
 const _: () = assert!(3 * LOOKUP_BITS + MAX_CODE_LEN <= 56 && 4 * LOOKUP_BITS <= 56);
 #[cfg(not(feature = "small-huffman"))]
 const LOOKUP_MASK: u64 = (1 << LOOKUP_BITS) - 1;

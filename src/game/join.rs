@@ -1,5 +1,5 @@
 //! Joining a Teeworlds 0.6 / DDNet server: the steps after the connection is up, map download
-//! included, as a helper that drives a [`Reliable`](super::Reliable) client
+//! included, as a helper that drives a [`Reliable`] client
 //!
 //! ```text
 //! client                                   server

@@ -1,48 +1,6 @@
-//! The opt-in chunk layer of the game machines: [`ControlOnly`] or [`Reliable`]
-//!
-//! The last type parameter of [`Client`](super::Client) and [`Server`](super::Server) chooses
-//! what a connection does with chunk packets:
-//!
-//! * [`ControlOnly`] (the default): the machines run the control plane only and pass chunk
-//!   packets through as [`ChunkPacket`](super::wire::ChunkPacket)s; the application does its own
-//!   sequencing (`set_ack`, `set_sequence`, `send_chunks`). No memory beyond the control plane.
-//! * [`Reliable`]: each connection (the client's one, each server peer) gets a vital channel
-//!   ([`Vital`]) with the const-generic capacities of the type. The machines then decompress,
-//!   sequence, ack, resend, reorder and compress; the application sends chunks with
-//!   `send_vital` / `send_non_vital` and reads the delivered ones with `poll_chunk`.
-//!
-//! ```
-//! use tether_net::game::{ChunkConfig, Client, ClientConfig, Reliable};
-//! // a client with the chunk layer: 8 KiB resend buffer (32 chunks), 16 KiB reorder buffer (32)
-//! let client: Client<4, Reliable<8192, 32, 16384, 32>> =
-//!     Client::with_chunks(ClientConfig::new(), ChunkConfig::fast());
-//! # let _ = client;
-//! ```
-//!
-//! # Receiving: `handle_input`, then `poll_chunk`
-//!
-//! A chunk packet is decompressed (when its header says so) **before** its token and ack are
-//! checked, into one receive buffer of 1,397 bytes (the client's, or one shared by all of a
-//! server's peers); an uncompressed one is copied there. `handle_input` then returns
-//! [`ClientApp::ChunksReady`](super::ClientApp::ChunksReady) /
-//! [`ServerApp::ChunksReady`](super::ServerApp::ChunksReady), and `poll_chunk` hands out the
-//! packet's chunks one by one, borrowed from the machine: non-vital chunks as they come, vital
-//! chunks in sequence order exactly once. A vital chunk that arrived early waits in the reorder
-//! buffer (bounded by `REORDER_BYTES` / `REORDER_CHUNKS`) and is handed out, borrowed from there,
-//! by the `poll_chunk` call after the one that delivered the chunk before it. Read every chunk
-//! before the next `handle_input`: that input replaces the packet, and vital chunks not read are
-//! not acknowledged (the peer sends them again).
-//!
-//! # Sending
-//!
-//! `send_vital(now, data, flush)` copies the chunk into the bounded resend buffer and gives it its
-//! sequence number; it goes out from `poll_transmit`, at once with `flush`, else with the next
-//! packet or after the flush timeout (DDNet's MSGFLAG_FLUSH). `send_non_vital(now, data, out)`
-//! writes a packet at once with that chunk and every queued vital chunk that fits. Packets are
-//! Huffman-compressed when that makes them shorter ([`ChunkConfig::with_compression`]), as DDNet
-//! does. Resends, acks, resend requests and flushes run from `handle_timeout` / `poll_timeout`.
-//! A connection whose oldest unacked chunk is older than the unacked timeout ends with
-//! [`CloseCause::TooWeak`](super::CloseCause::TooWeak) (no CLOSE is sent, as in DDNet).
+//! The opt-in chunk layer of the game machines ([`ControlOnly`] or [`Reliable`]): the marker
+//! types, their configuration, and the state and code the machines share for it (receive buffer,
+//! lazy chunk reading, packet writing). The user documentation is on [`Reliable`].
 
 use super::chunk::{
     payload_limit, Chunk, ChunkWriter, Chunks, MAX_CHUNK_SIZE, MAX_PAYLOAD, SCRATCH_LEN,
@@ -59,7 +17,7 @@ use crate::time::Instant;
 /// Control-plane connections without a chunk layer (the default of both machines)
 ///
 /// Chunk packets are passed through as [`ChunkPacket`](super::wire::ChunkPacket)s; the machines
-/// keep no memory for them. See the [module docs](self).
+/// keep no memory for them. The alternative is [`Reliable`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
 pub struct ControlOnly;
@@ -71,7 +29,53 @@ pub struct ControlOnly;
 /// arrive before their turn (0 = none: such chunks are dropped and asked for again, as the
 /// reference does). DDNet 16.4's map download keeps 16 MAP_DATA chunks of 906 bytes in flight:
 /// its receiver wants a reorder buffer of at least 16 × 906 bytes, its sender a resend buffer of
-/// that size. See the [module docs](self).
+/// that size.
+///
+/// # The layer is a type parameter
+///
+/// The last type parameter of [`Client`](super::Client) and [`Server`](super::Server) chooses
+/// what a connection does with chunk packets:
+///
+/// * [`ControlOnly`] (the default): the machines run the control plane only and pass chunk
+///   packets through as [`ChunkPacket`](super::wire::ChunkPacket)s; the application does its own
+///   sequencing (`set_ack`, `set_sequence`, `send_chunks`). No memory beyond the control plane.
+/// * [`Reliable`]: each connection (the client's one, each server peer) gets a vital channel
+///   ([`Vital`]) with the const-generic capacities of the type. The machines then decompress,
+///   sequence, ack, resend, reorder and compress; the application sends chunks with
+///   `send_vital` / `send_non_vital` and reads the delivered ones with `poll_chunk`.
+///
+/// ```
+/// use tether_net::game::{ChunkConfig, Client, ClientConfig, Reliable};
+/// // a client with the chunk layer: 8 KiB resend buffer (32 chunks), 16 KiB reorder buffer (32)
+/// let client: Client<4, Reliable<8192, 32, 16384, 32>> =
+///     Client::with_chunks(ClientConfig::new(), ChunkConfig::fast());
+/// # let _ = client;
+/// ```
+///
+/// # Receiving: `handle_input`, then `poll_chunk`
+///
+/// A chunk packet is decompressed (when its header says so) **before** its token and ack are
+/// checked, into one receive buffer of 1,397 bytes (the client's, or one shared by all of a
+/// server's peers); an uncompressed one is copied there. `handle_input` then returns
+/// [`ClientApp::ChunksReady`](super::ClientApp::ChunksReady) /
+/// [`ServerApp::ChunksReady`](super::ServerApp::ChunksReady), and `poll_chunk` hands out the
+/// packet's chunks one by one, borrowed from the machine: non-vital chunks as they come, vital
+/// chunks in sequence order exactly once. A vital chunk that arrived early waits in the reorder
+/// buffer (bounded by `REORDER_BYTES` / `REORDER_CHUNKS`) and is handed out, borrowed from there,
+/// by the `poll_chunk` call after the one that delivered the chunk before it. Read every chunk
+/// before the next `handle_input`: that input replaces the packet, and vital chunks not read are
+/// not acknowledged (the peer sends them again).
+///
+/// # Sending
+///
+/// `send_vital(now, data, flush)` copies the chunk into the bounded resend buffer and gives it its
+/// sequence number; it goes out from `poll_transmit`, at once with `flush`, else with the next
+/// packet or after the flush timeout (DDNet's MSGFLAG_FLUSH). `send_non_vital(now, data, out)`
+/// writes a packet at once with that chunk and every queued vital chunk that fits. Packets are
+/// Huffman-compressed when that makes them shorter ([`ChunkConfig::with_compression`]), as DDNet
+/// does. Resends, acks, resend requests and flushes run from `handle_timeout` / `poll_timeout`.
+/// A connection whose oldest unacked chunk is older than the unacked timeout ends with
+/// [`CloseCause::TooWeak`](super::CloseCause::TooWeak) (no CLOSE is sent, as in DDNet).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
 pub struct Reliable<
