@@ -202,8 +202,14 @@ fn client_socket(to: SocketAddr) -> UdpSocket {
     sock
 }
 
-/// Join the server (directly or through `via`), print the run, check the map and the log
-fn join_and_check(server: &DdnetServer, via: SocketAddr, limit: Duration) -> ddnet_join::Report {
+/// Join the server (directly or through `via`), print the run, check the map and the log; with
+/// `lossy` our single CLOSE datagram may be lost on the way, so the log check of it is skipped
+fn join_and_check(
+    server: &DdnetServer,
+    via: SocketAddr,
+    limit: Duration,
+    lossy: bool,
+) -> ddnet_join::Report {
     let sock = client_socket(via);
     let opts = ddnet_join::Options {
         stay: Duration::from_secs(3),
@@ -241,8 +247,10 @@ fn join_and_check(server: &DdnetServer, via: SocketAddr, limit: Duration) -> ddn
         "server log:\n{}",
         server.log_tail()
     );
+    let left = log.contains("leave player='0:tether'") || log.contains("has left the game");
+    eprintln!("server log shows our CLOSE: {left}");
     assert!(
-        log.contains("leave player='0:tether'") || log.contains("has left the game"),
+        left || lossy,
         "our CLOSE was not honoured; server log:\n{}",
         server.log_tail()
     );
@@ -258,7 +266,7 @@ fn join_and_check(server: &DdnetServer, via: SocketAddr, limit: Duration) -> ddn
 #[ignore = "needs Debian's ddnet-server; run by .ci/run"]
 fn full_join_with_map_download() {
     let server = DdnetServer::start("join", "");
-    let report = join_and_check(&server, server.addr(), Duration::from_secs(30));
+    let report = join_and_check(&server, server.addr(), Duration::from_secs(30), false);
     eprintln!(
         "direct: entered {:.2} s after the first CONNECT",
         report.entered_after.unwrap().as_secs_f64()
@@ -362,7 +370,7 @@ fn chance(state: &mut u64, p: f64) -> bool {
 fn full_join_through_30_percent_loss_each_way() {
     let server = DdnetServer::start("join-loss", "");
     let proxy = LossyProxy::start(server.addr(), 0.3, 11);
-    let report = join_and_check(&server, proxy.addr, Duration::from_secs(90));
+    let report = join_and_check(&server, proxy.addr, Duration::from_secs(90), true);
     let entered = report.entered_after.unwrap();
     let [c2s, c2s_lost, s2c, s2c_lost] = proxy.counts();
     eprintln!(
