@@ -116,9 +116,60 @@ impl<M: Machine + ?Sized> Machine for alloc::boxed::Box<M> {
     }
 }
 
+/// The next thing step 2 of the run loop must do: send a frame or handle an event
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub enum Output<P, E> {
+    /// Send the frame written into your buffer
+    Transmit(Transmit<P>),
+    /// Handle this event (commands issued while handling it are fine)
+    Event(E),
+}
+
+/// Step 2 of the run loop, one item at a time: the next frame, else the next event
+///
+/// Frames always come first, so calling it until it returns `None` hands out everything, and a
+/// command you issue while handling an [`Output::Event`] has its frames handed out by the next
+/// call. This is the form for async code, where sending means `.await`:
+///
+/// ```
+/// # use tether_net::game::{Client, ClientConfig, ClientEvent};
+/// # use tether_net::{poll_output, Instant, Output};
+/// # let mut client = Client::new(ClientConfig::new());
+/// # let now = Instant::ZERO;
+/// # client.connect(now).unwrap();
+/// # let mut sent = 0;
+/// let mut buf = [0u8; 1400];
+/// while let Some(out) = poll_output(&mut client, now, &mut buf)? {
+///     match out {
+///         Output::Transmit(t) => sent += 1, // socket.send(&buf[..t.len]).await?
+///         Output::Event(ClientEvent::Connected { .. }) => client.close(now, "bye")?,
+///         Output::Event(_) => {}
+///     }
+/// }
+/// # assert_eq!(sent, 1);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+///
+/// # Errors
+/// [`BufferTooSmall`] when `buf` cannot hold the next frame; it stays queued.
+#[must_use = "an output must be sent or handled"]
+#[allow(clippy::type_complexity)] // the machine's own associated types, spelled out for rustdoc
+pub fn poll_output<M: Machine + ?Sized>(
+    machine: &mut M,
+    now: Instant,
+    buf: &mut [u8],
+) -> Result<Option<Output<M::Peer, M::Event>>, BufferTooSmall> {
+    if let Some(t) = machine.poll_transmit(now, buf)? {
+        return Ok(Some(Output::Transmit(t)));
+    }
+    Ok(machine.poll_event().map(Output::Event))
+}
+
 /// Why [`drain`] stopped early
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
+#[non_exhaustive]
 pub enum DrainError<E> {
     /// `buf` cannot hold the next frame; it stays queued: call again with a buffer of at least
     /// `required` bytes
@@ -163,6 +214,8 @@ impl<E: fmt::Debug + fmt::Display> core::error::Error for DrainError<E> {}
 /// assert_eq!(sent.len(), 1, "the CONNECT");
 /// ```
 ///
+/// [`poll_output`] is the same step one item at a time, for loops that must `.await` a send.
+///
 /// # Errors
 /// [`DrainError`]; what was handed out before the error stays handed out.
 pub fn drain<M: Machine + ?Sized, E>(
@@ -172,19 +225,16 @@ pub fn drain<M: Machine + ?Sized, E>(
     mut send: impl FnMut(Transmit<M::Peer>, &[u8]) -> Result<(), E>,
     mut on_event: impl FnMut(&mut M, M::Event),
 ) -> Result<(), DrainError<E>> {
-    loop {
-        while let Some(t) = machine
-            .poll_transmit(now, buf)
-            .map_err(DrainError::BufferTooSmall)?
-        {
-            let bytes = buf.get(..t.len).unwrap_or(buf);
-            send(t, bytes).map_err(DrainError::Send)?;
-        }
-        match machine.poll_event() {
-            Some(event) => on_event(machine, event),
-            None => return Ok(()),
+    while let Some(out) = poll_output(machine, now, buf).map_err(DrainError::BufferTooSmall)? {
+        match out {
+            Output::Transmit(t) => {
+                let bytes = buf.get(..t.len).unwrap_or(buf);
+                send(t, bytes).map_err(DrainError::Send)?;
+            }
+            Output::Event(event) => on_event(machine, event),
         }
     }
+    Ok(())
 }
 
 /// Implements [`Machine`] for a machine type by delegating to its inherent methods
@@ -413,6 +463,46 @@ mod tests {
             ]
         );
         assert!(m.frames.is_empty() && m.events.is_empty());
+    }
+
+    #[test]
+    fn poll_output_hands_out_frames_before_events_and_then_the_command_frames() {
+        let mut m = Toy {
+            frames: alloc::vec![5],
+            events: alloc::vec![1, 3],
+            ..Toy::default()
+        };
+        let mut buf = [0u8; 8];
+        let mut got = Vec::new();
+        while let Some(out) = poll_output(&mut m, Instant::ZERO, &mut buf).unwrap() {
+            if out == Output::Event(1) {
+                m.command();
+            }
+            got.push(out);
+        }
+        let tx = |to| {
+            Output::Transmit(Transmit {
+                to,
+                len: 3,
+                kind: FrameKind::Datagram,
+            })
+        };
+        assert_eq!(
+            got,
+            [
+                tx(5),
+                Output::Event(1),
+                tx(9),
+                Output::Event(3),
+                Output::Event(2)
+            ]
+        );
+        m.frames.push(4);
+        assert_eq!(
+            poll_output(&mut m, Instant::ZERO, &mut buf[..2]),
+            Err(BufferTooSmall { required: 3 })
+        );
+        assert_eq!(m.frames, [4], "the frame stays queued");
     }
 
     #[test]

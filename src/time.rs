@@ -136,7 +136,6 @@ pub(crate) fn duration_micros(d: Duration) -> u64 {
 
 /// `d` clamped into `[min, MAX_DELAY]` (for config setters)
 #[must_use]
-#[allow(dead_code)] // the machines' config setters adopt it in the contract change
 pub(crate) const fn clamp_delay(d: Duration, min: Duration) -> Duration {
     if d.as_nanos() < min.as_nanos() {
         min

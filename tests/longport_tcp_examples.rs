@@ -10,6 +10,10 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 #[test]
+#[cfg_attr(
+    target_os = "wasi",
+    ignore = "real TCP sockets and threads: not on WASI"
+)]
 fn client_and_server_loops_over_loopback_tcp() {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = listener.local_addr().unwrap();

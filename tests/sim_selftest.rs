@@ -496,6 +496,7 @@ fn rng_is_deterministic_and_roughly_uniform() {
 }
 
 #[test]
+#[cfg_attr(panic = "abort", ignore = "catches a panic: wasm32 aborts on panic")]
 fn virtual_clock_moves_forward_only() {
     let mut c = VirtualClock::new(Instant::from_secs(10));
     assert_eq!(
@@ -541,6 +542,7 @@ fn standalone_link_queues_and_delivers() {
 }
 
 #[test]
+#[cfg_attr(panic = "abort", ignore = "expects a panic: wasm32 aborts on panic")]
 #[should_panic(expected = "LinkConfig::loss must be in 0..=1")]
 fn link_rejects_bad_probability() {
     let _ = Link::new(LinkConfig::lossy(1.5), 0);
@@ -806,6 +808,7 @@ fn stream_protocol_error_resets_the_transport() {
 }
 
 #[test]
+#[cfg_attr(panic = "abort", ignore = "expects a panic: wasm32 aborts on panic")]
 #[should_panic(expected = "did not say what it needs")]
 fn stream_input_without_progress_or_need_panics() {
     let mut p = Pair::new(
@@ -1091,6 +1094,7 @@ fn run_until_reports_idle() {
 }
 
 #[test]
+#[cfg_attr(panic = "abort", ignore = "expects a panic: wasm32 aborts on panic")]
 #[should_panic(expected = "earlier than the last now")]
 fn deadline_in_the_past_panics() {
     let mut p = Pair::new(
@@ -1117,6 +1121,7 @@ fn closed_client_may_send_its_last_frame() {
 }
 
 #[test]
+#[cfg_attr(panic = "abort", ignore = "expects a panic: wasm32 aborts on panic")]
 #[should_panic(expected = "after it reported closed")]
 fn transmit_after_close_panics() {
     let mut p = ping_pair(LinkConfig::perfect(), 1, 100);
@@ -1292,6 +1297,7 @@ fn solo_reassembles_a_byte_by_byte_stream() {
 }
 
 #[test]
+#[cfg_attr(panic = "abort", ignore = "expects a panic: wasm32 aborts on panic")]
 #[should_panic(expected = "livelocked")]
 fn solo_detects_a_stalled_timer() {
     let mut solo = Solo::new(Stuck {
@@ -1303,6 +1309,7 @@ fn solo_detects_a_stalled_timer() {
 }
 
 #[test]
+#[cfg_attr(panic = "abort", ignore = "expects a panic: wasm32 aborts on panic")]
 #[should_panic(expected = "earlier than the last now")]
 fn solo_checks_deadlines() {
     let mut solo = Solo::new(Stuck {

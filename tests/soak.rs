@@ -241,6 +241,10 @@ fn new_game_client(fleet: &mut Fleet<GClient, Box<GServer>>, i: usize, slots: &m
 }
 
 #[test]
+#[cfg_attr(
+    target_os = "wasi",
+    ignore = "needs a thread (64 MiB stack): no threads on WASI"
+)]
 fn game_fleet_soak() {
     on_big_stack(game_soak);
 }
@@ -611,6 +615,10 @@ enum Login {
 }
 
 #[test]
+#[cfg_attr(
+    target_os = "wasi",
+    ignore = "needs a thread (64 MiB stack): no threads on WASI"
+)]
 fn longport_fleet_soak() {
     on_big_stack(longport_soak);
 }

@@ -664,6 +664,7 @@ impl Driver {
                 Ok(()) => break,
                 Err(DrainError::BufferTooSmall(e)) => self.buf.resize(e.required, 0),
                 Err(DrainError::Send(never)) => match never {},
+                Err(e) => panic!("drain: {e}"),
             }
         }
         for ev in events {

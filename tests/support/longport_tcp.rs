@@ -478,7 +478,7 @@ pub fn run_client(
         match drained {
             Ok(()) => {}
             Err(DrainError::Send(e)) => return Err(e),
-            Err(DrainError::BufferTooSmall(e)) => return Err(io::Error::other(e.to_string())),
+            Err(e) => return Err(io::Error::other(e.to_string())),
         }
         if let Some(r) = result {
             return r;

@@ -1236,6 +1236,10 @@ fn vanilla_admit_recovers_from_lost_connect_accept() {
 }
 
 #[test]
+#[cfg_attr(
+    target_os = "wasi",
+    ignore = "needs a thread (256 MiB stack): no threads on WASI"
+)]
 fn more_than_65536_peers_and_churn_at_capacity() {
     // no 65,536 cap: 70,000 vanilla peers in a Server<_, 131072> (262,144 buckets), then
     // removal and re-admission at full capacity in a small server
