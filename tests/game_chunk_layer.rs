@@ -22,7 +22,7 @@ const ADDR: u32 = 3;
 
 type Layer = Reliable<16384, 64, 16384, 64>;
 type RClient = Client<4, Layer>;
-type RServer = Server<u32, 4, 16, Layer>;
+type RServer = Server<u32, 2, 16, Layer>;
 /// Boxed: a server with four 36 KiB channels is too big to move around on a test thread's stack
 type RPair = Pair<Box<RClient>, Box<RServer>>;
 

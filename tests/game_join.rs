@@ -26,7 +26,7 @@ const ADDR: u32 = 11;
 type CLayer = Reliable<4096, 32, 16384, 64>;
 type SLayer = Reliable<32768, 64, 2048, 16>;
 type JClient = Client<4, CLayer>;
-type JServer = Server<u32, 4, 16, SLayer>;
+type JServer = Server<u32, 2, 16, SLayer>;
 
 /// What the client application saw
 #[derive(Default)]
