@@ -104,8 +104,8 @@ use crate::time::{clamp_delay, Duration, Instant};
 
 /// 10-bit sequence and ack arithmetic (everything modulo 1024)
 pub mod seq {
-    /// Sequence numbers count modulo this
-    pub const MODULO: u16 = 1024;
+    /// Sequence numbers count modulo this (the same 10-bit space as the packet ack)
+    pub const MODULO: u16 = crate::game::wire::ACK_MODULO;
     /// Size of the backroom window below an ack, the ack excluded
     pub const HALF: u16 = MODULO / 2;
 
