@@ -211,8 +211,8 @@ fn compressed_close_from_a_vanilla_server_is_understood() {
 
 #[test]
 fn repeated_accept_from_an_online_peer_resets_its_connection() {
-    // A DDNet client that re-handshakes from the same port sends ACCEPT again: DDNet resets the
-    // connection's sequence and ack ("rejoin"). Before: the server kept the old ack state, so
+    // A DDNet client that re-handshakes from the same port sends CONNECT and ACCEPT again: DDNet
+    // resets the connection's sequence and ack ("rejoin"). Before: the server kept the old ack state, so
     // the re-joined client's ack 0 was dropped as out of range.
     let mut p = pair(LinkConfig::perfect());
     online(&mut p);
@@ -232,9 +232,15 @@ fn repeated_accept_from_an_online_peer_resets_its_connection() {
     };
     p.inject_to_server(FrameKind::Datagram, &keep_alive(5));
     let bad_before = p.server().stats().dropped_bad_ack;
-    // the rejoin: ACCEPT + token on the live connection
+    // the rejoin: CONNECT again, then ACCEPT + token on the live connection
     let mut accept = vec![0x10, 0x00, 0x00, 0x03];
     accept.extend_from_slice(&token.0);
+    p.inject_to_server(
+        FrameKind::Datagram,
+        &[
+            0x10, 0x00, 0x00, 0x01, b'T', b'K', b'E', b'N', 0xff, 0xff, 0xff, 0xff,
+        ],
+    );
     p.inject_to_server(FrameKind::Datagram, &accept);
     // after the reset the client's fresh ack 0 is in range again
     p.inject_to_server(FrameKind::Datagram, &keep_alive(0));

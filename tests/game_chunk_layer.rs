@@ -74,13 +74,16 @@ fn pair(link: LinkConfig, seed: u64, fast: bool) -> (RPair, Log, Log) {
     });
     let now = p.now();
     p.client_mut().connect(now).unwrap();
-    // confirmed (the server was heard after the ACCEPT): from now on no lost-ACCEPT retry can
-    // make the server reset the connection ("rejoin"), which would drop its queued chunks
+    // confirmed (the server was heard after the ACCEPT): from now on the client makes no
+    // lost-ACCEPT retry, which would make the server reset the connection ("rejoin") and drop
+    // its queued chunks; then let a retry already in flight (reordering delays it up to 60 ms,
+    // jitter 20 ms) arrive before any chunk is queued
     p.run_until(
         |p| p.client().is_confirmed() && p.server().is_online(ADDR),
         Duration::from_secs(60),
     )
     .expect("online");
+    p.run_for(Duration::from_millis(200));
     (p, at_client, at_server)
 }
 
@@ -203,6 +206,25 @@ proptest! {
     }
 }
 
+/// A case the property test found: the client's retried handshake (CONNECT, ACCEPT) was still in
+/// flight when the exchange began, and its late ACCEPT reset the server's channel mid-exchange
+/// (3 of 20 chunks lost); the pair now lets it arrive first, and a duplicate of that ACCEPT
+/// (delivered 10 ms later) is no second rejoin
+#[test]
+fn a_handshake_retry_in_flight_does_not_reset_the_exchange() {
+    let link = LinkConfig::perfect()
+        .with_loss(0.134)
+        .with_duplicate(0.083)
+        .with_reorder(0.227, Duration::from_millis(60))
+        .with_jitter(Duration::from_millis(20));
+    let (mut p, at_client, at_server) = pair(link, 12555051530173486740, false);
+    let lens = [1, 0, 17, 0, 300];
+    exchange(&mut p, 20, &lens);
+    check(&at_server, b'c', 20, &lens);
+    check(&at_client, b's', 20, &lens);
+    assert_eq!(p.server().stats().rejoins, 0);
+}
+
 #[test]
 fn non_vital_chunks_pass_through_and_packets_are_compressed_when_shorter() {
     let (mut p, at_client, at_server) = pair(LinkConfig::perfect(), 2, false);
@@ -289,16 +311,28 @@ fn unacked_vital_chunk_ends_the_connection_as_too_weak() {
     );
 }
 
+/// A DDNet CONNECT (token form, no token yet)
+const TOKEN_CONNECT: [u8; 12] = [
+    0x10, 0x00, 0x00, 0x01, b'T', b'K', b'E', b'N', 0xff, 0xff, 0xff, 0xff,
+];
+
 #[test]
 fn rejoin_resets_the_servers_channel() {
     let (mut p, _at_client, at_server) = pair(LinkConfig::perfect(), 4, false);
     let lens = [5];
     exchange(&mut p, 10, &lens);
     check(&at_server, b'c', 10, &lens);
-    // a second ACCEPT from the client's address (a DDNet client re-handshaking)
+    // a late copy of the first ACCEPT changes nothing
     let token = p.server().token_for(ADDR);
     let mut accept = vec![0x10, 0x00, 0x00, 0x03];
     accept.extend_from_slice(&token.0);
+    p.inject_to_server(FrameKind::Datagram, &accept);
+    assert!(!p
+        .server_events()
+        .contains(&ServerEvent::Rejoined { peer: ADDR }));
+    assert_eq!(p.server().stats().rejoins, 0);
+    // a DDNet client re-handshaking from the same address: CONNECT again, then ACCEPT
+    p.inject_to_server(FrameKind::Datagram, &TOKEN_CONNECT);
     p.inject_to_server(FrameKind::Datagram, &accept);
     assert!(p
         .server_events()
@@ -314,6 +348,29 @@ fn rejoin_resets_the_servers_channel() {
         Some(&(true, vec![0xaa, 0xbb])),
         "sequence 1 accepted after the rejoin"
     );
+}
+
+#[test]
+fn a_connect_followed_by_chunks_is_a_late_retry_not_a_rejoin() {
+    let (mut p, _at_client, at_server) = pair(LinkConfig::perfect(), 4, false);
+    let lens = [5];
+    exchange(&mut p, 3, &lens);
+    let token = p.server().token_for(ADDR);
+    // a late CONNECT retry, then the client carries on with chunks, then a late ACCEPT
+    p.inject_to_server(FrameKind::Datagram, &TOKEN_CONNECT);
+    exchange(&mut p, 3, &lens);
+    let mut accept = vec![0x10, 0x00, 0x00, 0x03];
+    accept.extend_from_slice(&token.0);
+    p.inject_to_server(FrameKind::Datagram, &accept);
+    assert_eq!(p.server().stats().rejoins, 0);
+    assert!(!p
+        .server_events()
+        .contains(&ServerEvent::Rejoined { peer: ADDR }));
+    // the connection goes on where it was: nine chunks, each delivered once
+    exchange(&mut p, 3, &lens);
+    p.run_for(Duration::from_secs(2));
+    assert_eq!(at_server.borrow().len(), 9);
+    assert_eq!(p.server().chunk_stats(ADDR).unwrap().delivered, 9);
 }
 
 fn info_content<'a>(clients: &'a [ClientInfo<'a>]) -> InfoContent<'a> {

@@ -96,11 +96,12 @@ pub enum ServerEvent<P> {
     /// [`Server::shutdown`](super::Server::shutdown) finished: every peer got its CLOSE from
     /// `poll_transmit` and its `Closed` event; the server is stopped
     ShutdownComplete,
-    /// An online token peer sent ACCEPT again (a DDNet client re-handshaking from the same
-    /// port): as DDNet does, its connection was reset — sequence and ack back to 0, the chunk
-    /// layer's buffers emptied — and the game-level join starts over. Not raised while the
-    /// connection has exchanged no vital chunk (the reset would change nothing; e.g. a
-    /// duplicated ACCEPT datagram)
+    /// An online token peer re-handshook (a DDNet client reconnecting from the same port: CONNECT
+    /// again, then ACCEPT): as DDNet does, its connection was reset — sequence and ack back to
+    /// 0, the chunk layer's buffers emptied — and the game-level join starts over. An ACCEPT
+    /// without a CONNECT before it (a duplicated or late copy of the first one) changes nothing;
+    /// nor is the event raised while the connection has exchanged no vital chunk (the reset
+    /// would change nothing)
     Rejoined {
         /// The peer's key
         peer: P,

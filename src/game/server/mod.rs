@@ -1466,6 +1466,12 @@ impl<P: Copy + Eq + Hash, const PEERS: usize, const EVENTS: usize, L: Layer>
                         let cold = Self::cold_mut(&mut self.cold, slot);
                         Self::queue_out(&mut self.dirty, slot, cold, OUT_CONNECT_ACCEPT);
                     }
+                    // a token peer that is online re-handshakes: its next ACCEPT re-joins
+                    if let Some((_, h)) = self.peers.get_mut(slot) {
+                        if h.online() && h.token().is_some() {
+                            h.arm_rejoin();
+                        }
+                    }
                     return None;
                 }
                 Pkt::Control {
@@ -1651,6 +1657,11 @@ impl<P: Copy + Eq + Hash, const PEERS: usize, const EVENTS: usize, L: Layer>
             count(&mut self.stats.dropped_wrong_token);
             return Outcome::Nothing;
         }
+        if matches!(pkt, Pkt::Chunks { .. }) {
+            // chunks after a CONNECT: the peer carries on with this connection (the CONNECT was
+            // a late retry of its first handshake), so a later ACCEPT is no rejoin
+            let _ = hot.take_rejoin();
+        }
         if let Pkt::Control { c, warnings } = &pkt {
             let used = hot.peer_ack() != 0
                 || hot.sequence() != 0
@@ -1661,12 +1672,16 @@ impl<P: Copy + Eq + Hash, const PEERS: usize, const EVENTS: usize, L: Layer>
                 && hot.online()
                 && hot.token().is_some()
                 && !warnings.contains(Warnings::EXTRA_BYTES)
+                && hot.take_rejoin()
                 && used
             {
                 // DDNet's "rejoin": a second ACCEPT (exactly id + token) on a live connection
                 // resets it before its ack is looked at, and the game-level join starts over.
+                // Unlike DDNet 16.4, only after the peer re-handshook (a token CONNECT since it
+                // went online): a duplicated or late copy of the first ACCEPT, which the network
+                // may deliver at any time, does not wipe a live connection's reliable state.
                 // (On a connection that has exchanged no vital chunk yet the reset would change
-                // nothing: a duplicated ACCEPT datagram then raises no event.)
+                // nothing: no event then.)
                 hot.set_peer_ack(0);
                 hot.set_sequence(0);
                 Self::cold_mut(&mut self.cold, slot).ack = 0;
