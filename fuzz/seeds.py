@@ -239,6 +239,26 @@ write("game_client", "accept_retry_then_timeout", w.bytes())
 w = W(*GC).u8(8).u16(5).u8(9).u16(7).u8(6).u8(4, 2, 3).u16(0).u8(2).blob(b"").u8(11).u8(12).u16(100).blob(h(GAME["keepalive_ack0_tok"]))
 write("game_client", "acks_and_stale_time", w.bytes())
 
+# game client with the chunk layer (config flag bit 1; bit 2 = fast timers), and the op-14
+# inputs: 0 compressed packet, 1 connless, 2 forged CONNECT_ACCEPT, 3 request_info, 4 chunks
+INFO = "03 30 2e 36 20 36 32 36 66 63 65 39 61 37 37 38 64 66 34 64 34 00 00"
+for flags, name in [(0x02, "chunk_layer_reference"), (0x06, "chunk_layer_fast")]:
+    w = W(flags, *GC[1:]).u8(14, 3).u16(0x42).u8(0)  # server-info request first
+    w.u8(14, 1, 0).blob(b"name")  # its answer
+    w.u8(6)
+    w.u8(14, 2, 0)  # a forged CONNECT_ACCEPT with FF FF FF FF: dropped
+    gc_raw(w, GAME["connect_accept_tok"])
+    w.u8(8, 1).blob(h(INFO))  # send_vital INFO, flushed
+    # chunks from the server: a vital one in order, one early, a non-vital, compressed
+    w.u8(14, 4, 1, 1, 3)
+    w.u8(1).blob(b"\x05Tutorial\x00")
+    w.u8(3).blob(b"early")
+    w.u8(0).blob(bytes(40))
+    w.u8(14, 0, 0, 1, 1).blob(b"")  # a compressed KEEP_ALIVE with the token
+    w.u8(10).blob(bytes(30))  # send_non_vital
+    w.u8(0).u16(1200)  # timers: resends, keep-alive
+    write("game_client", name, w.bytes())
+
 # game server: config [policy, keep_alive, timeout, connect_accept_resend, secret, max_peers]
 GS = (0x00, 0x06, 0x0B, 0x05, 0x2A, 0x05)
 w = W(*GS)
@@ -250,6 +270,25 @@ w.u8(5, 1, 0, 1, 0, 2).blob(b"hi")  # chunks
 w.u8(10, 1, 0, 1).blob(b"hi")  # send_chunks
 w.u8(6, 1).blob(b"Kicked (ci test kick)")
 write("game_server", "token_admission_kick", w.bytes())
+
+# game server with the chunk layer (config byte 0 bit 7; bit 6 = fast timers) and op 14:
+# 0 compressed packet, 1 connless (a burst of info requests), 2 rejoin ACCEPT, 3 chunks
+for first, name in [(0x81, "chunk_layer_reference"), (0xC0, "chunk_layer_fast")]:
+    w = W(first, *GS[1:])
+    w.u8(14, 1, 1, 0x30).u16(0x1234).u8(0)  # 4 info requests from peer 1 (extended)
+    w.u8(3, 1).blob(h(GAME["connect_tok"]))
+    w.u8(4, 1, 3, 0, 1).blob(b"")  # ACCEPT with the minted token
+    # peer 1 sends INFO (vital 1), a chunk too early, a non-vital one, compressed
+    w.u8(14, 1, 3, 1, 0, 3)
+    w.u8(1).blob(h(INFO))
+    w.u8(3).blob(b"early")
+    w.u8(0).blob(bytes(40))
+    w.u8(8, 1, 1).blob(b"\x05Tutorial\x00")  # send_vital MAP_CHANGE-like, flushed
+    w.u8(10, 1).blob(bytes(60))  # send_non_vital (compressed)
+    w.u8(14, 1, 0, 1, 0, 2).blob(b"")  # a compressed KEEP_ALIVE with the peer's token
+    w.u8(14, 1, 2)  # rejoin
+    w.u8(0).u16(1300)  # timers: resends, keep-alives
+    write("game_server", name, w.bytes())
 
 w = W(0x01, 0x06, 0x0B, 0x05, 0x2A, 0x05)
 w.u8(3, 2).blob(h(GAME["connect"]))

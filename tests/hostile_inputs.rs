@@ -172,8 +172,9 @@ fn game_unknown_control_ids_are_dropped_and_counted() {
 
 #[test]
 fn game_reserved_bits_connless_and_compressed_control_are_dropped() {
-    // reserved bits (0x04: 0.6.5 token flag, 0x08), connless (0x20), compressed control (0x90)
-    for first in [0x14u8, 0x18, 0x1C, 0x30, 0x90, 0xD0] {
+    // reserved bits (0x04: 0.6.5 token flag, 0x08), compressed control (0x90) on a token
+    // connection (DDNet never sends one; only vanilla 0.6.4 peers do, without token)
+    for first in [0x14u8, 0x18, 0x1C, 0x90, 0xD0] {
         let bytes = [first, 0x00, 0x00, 0x00]; // "KEEP_ALIVE" with the odd header
         let (s, c) = game_drop_both(&bytes);
         assert_eq!(
@@ -183,6 +184,11 @@ fn game_reserved_bits_connless_and_compressed_control_are_dropped() {
         );
         assert_eq!(game_unknown_drop(&bytes).dropped_malformed, 1);
     }
+    // connless (0x20): not a connection packet, not a server-info request either
+    let bytes = [0x30, 0x00, 0x00, 0x00];
+    let (s, c) = game_drop_both(&bytes);
+    assert_eq!((s.dropped_connless, c.dropped_connless), (1, 1));
+    assert_eq!(game_unknown_drop(&bytes).dropped_connless, 1);
     // a token CONNECT with the compression flag is not answered
     let mut connect = ctl(0, Control::Connect, Some(Token::UNKNOWN));
     connect[0] |= 0x80;

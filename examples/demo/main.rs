@@ -36,6 +36,9 @@ fn main() {
     println!("== game profile: Teeworlds 0.6 / DDNet control messages over a lossy UDP link ==");
     game::run();
     println!();
+    println!("== game profile: the chunk layer (vital chunks, resend, compression) ==");
+    game::run_chunks();
+    println!();
     println!("== longport profile: LongPort OpenAPI control plane over TCP ==");
     longport::run();
 }
