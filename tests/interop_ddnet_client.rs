@@ -14,6 +14,8 @@ mod ddnet_join;
 mod lossy_proxy;
 #[path = "support/real_client.rs"]
 mod real_client;
+#[path = "support/udp_driver.rs"]
+mod udp_driver;
 
 use std::net::UdpSocket;
 use std::time::{Duration, Instant};
@@ -286,4 +288,54 @@ fn real_client_downloads_a_large_map_through_the_window() {
         (t1 - t0).as_secs_f64()
     );
     check_download(&client, &name, &map);
+}
+
+#[test]
+#[ignore = "needs the ddnet_server example; run by .ci/run"]
+fn server_info_of_our_server_lists_name_map_and_players() {
+    let map = map_bytes();
+    let name = fresh_name("info");
+    let server = OurServer::start(&["--map", MAP, "--map-name", &name, "--name", "tether info"]);
+    let addr = server.addr;
+    // a player in the game for 4 s
+    let player = std::thread::spawn(move || {
+        let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
+        sock.connect(addr).unwrap();
+        let opts = ddnet_join::Options {
+            stay: Duration::from_secs(4),
+            name: "infoplayer".into(),
+            limit: Duration::from_secs(30),
+            verbose: false,
+            ..ddnet_join::Options::default()
+        };
+        ddnet_join::run_join(&sock, &opts, |_| {}).unwrap()
+    });
+    assert!(server
+        .wait_line("entered the game", Duration::from_secs(10))
+        .is_some());
+    let mut c = udp_driver::UdpClient::new(addr, tether_net::game::ClientConfig::new()).unwrap();
+    for (token, extended) in [(0x5au32, false), (0x12_3456, true)] {
+        let now = c.now();
+        c.client().request_info(now, token, extended).unwrap();
+        c.info.clear();
+        c.run(Duration::from_millis(1000), |_, ev| {
+            panic!("unexpected {ev:?}")
+        })
+        .unwrap();
+        let info = c.info.first().cloned().unwrap_or_else(|| {
+            panic!(
+                "no info answer (extended {extended}); server:\n{}",
+                server.output()
+            )
+        });
+        eprintln!("info (extended {extended}): {info:?}");
+        assert_eq!(info.name, "tether info");
+        assert_eq!(info.map, name);
+        assert_eq!(info.token as u32, token);
+        assert_eq!(info.clients, 1, "the player in the game");
+        if extended {
+            assert_eq!(info.map_crc_size, Some((crc(&map), map.len() as i32)));
+        }
+    }
+    assert!(player.join().unwrap().success());
 }
