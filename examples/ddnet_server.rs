@@ -4,7 +4,7 @@
 //! ```text
 //! cargo run --example ddnet_server -- --listen 127.0.0.1:PORT [--map PATH] [--name NAME]
 //!     [--map-name NAME] [--motd TEXT] [--chat TEXT] [--kick-after SECONDS REASON]
-//!     [--shutdown-reason TEXT]
+//!     [--shutdown-reason TEXT] [--reference-timers]
 //! ```
 //! Prints `listening on ADDR`, then one line per peer event (`ADDR connected`, `ADDR info ok`,
 //! `ADDR map download done`, `ADDR ready`, `ADDR start info name='...'`, `ADDR entered the game`,
@@ -15,14 +15,17 @@
 //! (name, map, players); on Ctrl-C / SIGINT shuts down with a CLOSE `Server shutdown` (or
 //! `--shutdown-reason`) to every peer and exits 0.
 //!
+//! The chunk layer runs the loss-tolerant timers of `VitalConfig::fast` (our resends after
+//! 250 ms, a resend request as soon as a client's vital chunk is missing) unless
+//! `--reference-timers` asks for DDNet 16.4's (1 s resend of the oldest chunk).
+//!
 //! In the game every client gets an empty snapshot every second tick (25 a second, ticks of
 //! 20 ms), enough for a DDNet client to stay in the game; there is no world.
 
 use std::collections::HashMap;
 use std::fs::File;
-use std::io::{self, Read};
+use std::io::{self, Read, Seek, SeekFrom};
 use std::net::{SocketAddr, UdpSocket};
-use std::os::unix::fs::FileExt;
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -49,7 +52,7 @@ type GameServer = Server<SocketAddr, 16, 16, Layer>;
 const USAGE: &str =
     "usage: ddnet_server --listen ADDR [--map PATH] [--name NAME] [--map-name NAME] \
                      [--motd TEXT] [--chat TEXT] [--kick-after SECONDS REASON] \
-                     [--shutdown-reason TEXT]";
+                     [--shutdown-reason TEXT] [--reference-timers]";
 /// Debian's ddnet-data: a 4.6 KB map every DDNet client has under this name
 const DEFAULT_MAP: &str = "/usr/share/games/ddnet/data/maps/ctf1.map";
 /// One game tick (DDNet: 50 a second)
@@ -61,7 +64,8 @@ struct FileMap(File);
 impl MapSource for FileMap {
     fn read_at(&mut self, offset: u32, out: &mut [u8]) -> Result<(), MapReadError> {
         self.0
-            .read_exact_at(out, u64::from(offset))
+            .seek(SeekFrom::Start(u64::from(offset)))
+            .and_then(|_| self.0.read_exact(out))
             .map_err(|_| MapReadError)
     }
 }
@@ -75,6 +79,7 @@ struct Options {
     chat: Option<String>,
     kick: Option<(u64, String)>,
     shutdown_reason: String,
+    reference_timers: bool,
 }
 
 fn parse_args() -> Result<Options, String> {
@@ -87,6 +92,7 @@ fn parse_args() -> Result<Options, String> {
         chat: None,
         kick: None,
         shutdown_reason: "Server shutdown".into(),
+        reference_timers: false,
     };
     let mut args = std::env::args().skip(1);
     let mut listen = false;
@@ -103,6 +109,7 @@ fn parse_args() -> Result<Options, String> {
             "--motd" => o.motd = value()?,
             "--chat" => o.chat = Some(value()?),
             "--shutdown-reason" => o.shutdown_reason = value()?,
+            "--reference-timers" => o.reference_timers = true,
             "--kick-after" => {
                 let secs = value()?.parse().map_err(|e| format!("--kick-after: {e}"))?;
                 let reason = args.next().ok_or("--kick-after needs SECONDS REASON")?;
@@ -190,6 +197,18 @@ fn random_secret() -> TokenSecret {
     TokenSecret(s)
 }
 
+/// Ctrl-C / SIGINT sets `stop`
+#[cfg(not(target_family = "wasm"))]
+fn on_interrupt(stop: Arc<AtomicBool>) -> io::Result<()> {
+    ctrlc::set_handler(move || stop.store(true, Ordering::SeqCst)).map_err(io::Error::other)
+}
+
+/// No signals here: the server runs until it fails
+#[cfg(target_family = "wasm")]
+fn on_interrupt(_stop: Arc<AtomicBool>) -> io::Result<()> {
+    Ok(())
+}
+
 fn run(opts: &Options) -> io::Result<()> {
     let (crc, sha, size) =
         map_digest(&opts.map).map_err(|e| io::Error::other(format!("map {}: {e}", opts.map)))?;
@@ -203,19 +222,22 @@ fn run(opts: &Options) -> io::Result<()> {
         .with_sha256(sha)
         .with_motd(&opts.motd);
     let stop = Arc::new(AtomicBool::new(false));
-    {
-        let stop = stop.clone();
-        ctrlc::set_handler(move || stop.store(true, Ordering::SeqCst)).map_err(io::Error::other)?;
-    }
+    on_interrupt(stop.clone())?;
     let sock = UdpSocket::bind(opts.listen)?;
     println!("listening on {}", sock.local_addr()?);
     println!(
         "map {map_name}: {size} bytes, crc {crc:08x}, sha256 {}",
         sha.iter().map(|b| format!("{b:02x}")).collect::<String>()
     );
-    // DDNet 16.4's timers, every resend request answered, 100 s before a peer is too weak
-    let chunks = ChunkConfig::new().with_vital(
+    // loss-tolerant timers (resends after 250 ms, a resend request at once after a gap) or
+    // DDNet 16.4's; every resend request answered, 100 s before a peer is too weak
+    let vital = if opts.reference_timers {
         VitalConfig::reference()
+    } else {
+        VitalConfig::fast()
+    };
+    let chunks = ChunkConfig::new().with_vital(
+        vital
             .with_answer_interval(Duration::ZERO)
             .with_unacked_timeout(Duration::from_secs(100)),
     );

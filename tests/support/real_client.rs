@@ -78,7 +78,8 @@ pub struct OurServer {
 }
 
 impl OurServer {
-    /// Start `ddnet_server --listen 127.0.0.1:<free port> <args>`; panics unless it prints
+    /// Start `ddnet_server --listen 127.0.0.1:<free port> <args>` (and the words of
+    /// `TETHER_DDNET_SERVER_ARGS`, for measurements by hand); panics unless it prints
     /// `listening on` within 10 s
     pub fn start(args: &[&str]) -> OurServer {
         let port = free_udp_port();
@@ -87,6 +88,12 @@ impl OurServer {
             .arg("--listen")
             .arg(addr.to_string())
             .args(args)
+            // extra flags for measurements by hand (e.g. --reference-timers)
+            .args(
+                std::env::var("TETHER_DDNET_SERVER_ARGS")
+                    .unwrap_or_default()
+                    .split_whitespace(),
+            )
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
@@ -96,10 +103,14 @@ impl OurServer {
         let lines: Arc<Mutex<Vec<(Instant, String)>>> = Arc::default();
         {
             let lines = lines.clone();
+            let start = Instant::now();
             std::thread::spawn(move || {
                 for line in BufReader::new(out).lines() {
                     let Ok(line) = line else { break };
-                    eprintln!("[ddnet_server] {line}");
+                    eprintln!(
+                        "[ddnet_server {:7.3}s] {line}",
+                        start.elapsed().as_secs_f64()
+                    );
                     lines.lock().unwrap().push((Instant::now(), line));
                 }
             });
