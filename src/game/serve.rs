@@ -14,9 +14,10 @@
 //! ENTERGAME                           →   in the game: the application sends snapshots
 //! ```
 //!
-//! [`Serve`] keeps only the join's state (a few dozen bytes): the map stays with the application,
-//! which gives a [`MapSource`] (a `&[u8]` in memory, a file, flash) from which each piece is read
-//! into a stack buffer when it is queued. What the server offers — map name, CRC32, size,
+//! [`Serve`] keeps only the join's state (about 330 bytes, most of it the queue of due pieces and
+//! a refusal's CLOSE text): the map stays with the application, which gives a [`MapSource`] (a
+//! `&[u8]` in memory, a file, flash) from which each piece is read into a stack buffer when it is
+//! sent. What the server offers — map name, CRC32, size,
 //! SHA-256, message of the day, password — is an [`Offer`] the application passes with every
 //! call. Every message the join does not consume (INPUT, Cl_Say, `clientver@ddnet.tw`, ...) comes
 //! back as [`ServeEvent::Message`]; snapshots are the application's ([`empty_snapshot`] writes
@@ -413,7 +414,7 @@ mod due {
     pub(super) const CLOSE: u16 = 1 << 9;
 }
 
-/// The server side of one client's join (see the [module docs](self)): about 200 bytes
+/// The server side of one client's join (see the [module docs](self)): 328 bytes on 64-bit targets
 #[derive(Debug, Clone)]
 pub struct Serve {
     state: ServeState,

@@ -526,3 +526,13 @@ fn empty_snapshot_layout() {
         Err(BufferTooSmall { required: 5 })
     );
 }
+
+#[test]
+fn serve_stays_small() {
+    // the due-piece queue (32 x i32) and the refusal text (127 bytes) dominate
+    assert!(
+        core::mem::size_of::<Serve>() <= 336,
+        "{}",
+        core::mem::size_of::<Serve>()
+    );
+}
