@@ -290,6 +290,35 @@ for first, name in [(0x81, "chunk_layer_reference"), (0xC0, "chunk_layer_fast")]
     w.u8(0).u16(1300)  # timers: resends, keep-alives
     write("game_server", name, w.bytes())
 
+# the join (game::serve) with the chunk layer, op 15: [peer, f] (f % 6: 0 INFO (+ a version
+# blob; (f >> 3) % 3: right, wrong, fuzzed), 1 REQUEST_MAP_DATA ((f >> 3) % 6: 0, next, last, -1,
+# one past the end, any), 2 READY, 3 start info, 4 ENTERGAME, 5 PING_EX; 0x40 non-vital, 0x20 one
+# ahead), then an ack selector
+for first, name in [(0x81, "join_reference"), (0xC0, "join_fast")]:
+    w = W(first, *GS[1:])
+    for p in (1, 2):
+        w.u8(3, p).blob(h(GAME["connect_tok"]))
+        w.u8(4, p, 3, 0, 1).blob(b"")
+    w.u8(15, 1, 4, 0)  # ENTERGAME before INFO
+    w.u8(15, 1, 0).blob(b"").u8(0)  # INFO, right version
+    w.u8(15, 1, 0).blob(b"").u8(0)  # INFO again
+    w.u8(15, 1, 1, 0)  # REQUEST_MAP_DATA 0: the window
+    w.u8(15, 1, 13, 0)  # the next in order
+    w.u8(15, 1, 19, 0)  # the last piece
+    w.u8(15, 1, 25, 0)  # -1
+    w.u8(15, 1, 1, 0)  # 0 again
+    w.u8(15, 1, 4, 0)  # ENTERGAME before READY
+    w.u8(15, 1, 2, 0)  # READY
+    w.u8(15, 1, 4, 0)  # ENTERGAME before the start info
+    w.u8(15, 1, 3, 0)  # start info
+    w.u8(15, 1, 0x44, 0)  # ENTERGAME, not vital
+    w.u8(15, 1, 4, 0)  # ENTERGAME
+    w.u8(15, 1, 5, 0)  # PING_EX
+    w.u8(15, 2, 12).blob(b"").u8(0)  # peer 2: a wrong version
+    w.u8(15, 2, 16).blob(b"\x01\x1b[31m" + b"x" * 150).u8(0)  # then a fuzzed one: ignored
+    w.u8(0).u16(1300)  # timers
+    write("game_server", name, w.bytes())
+
 w = W(0x01, 0x06, 0x0B, 0x05, 0x2A, 0x05)
 w.u8(3, 2).blob(h(GAME["connect"]))
 w.u8(3, 2).blob(h("00 00 01 41 42 43"))

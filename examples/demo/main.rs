@@ -8,6 +8,7 @@
 
 mod game;
 mod longport;
+mod serve;
 
 use tether_net::testing::{Direction, Fate, TraceEntry};
 
@@ -38,6 +39,9 @@ fn main() {
     println!();
     println!("== game profile: the chunk layer (vital chunks, resend, compression) ==");
     game::run_chunks();
+    println!();
+    println!("== game profile: serving a join (game::serve against game::join) ==");
+    serve::run();
     println!();
     println!("== longport profile: LongPort OpenAPI control plane over TCP ==");
     longport::run();

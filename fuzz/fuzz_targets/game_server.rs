@@ -26,6 +26,16 @@
 //! the chunk layer: chunk packets go only to open peers and decompress and parse with their token;
 //! `poll_chunk` hands out each peer's vital chunks with consecutive sequence numbers (the
 //! server's ack follows them); info answers fit a datagram and carry the request's token.
+//!
+//! The join (`game::serve`, chunk layer only): every delivered chunk goes to the peer's `Serve`
+//! (reset on `Connected` and `Rejoined`), which is flushed after every input with a 3,000-byte
+//! map. Op 15 (unused before, so older seeds keep their meaning) sends a join message as the
+//! next vital chunk of a peer (or non-vital, or out of order): INFO with the right, a wrong or a
+//! fuzzed version; REQUEST_MAP_DATA for piece 0, the next in order, the last, −1, one past the
+//! end or any index; READY; a start info; ENTERGAME; a PING_EX — so each comes in every state.
+//! Invariants: the join enters the game only from READY after a start info; a refusal closes
+//! the peer; the due pieces and the answered requests stay bounded (32, 2 × pieces + 16);
+//! `flush` fails only for a peer that is not open.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
@@ -36,7 +46,11 @@ use tether_net::game::chunk::{
 use tether_net::game::connless::{
     ClientInfo, InfoContent, InfoRequest, InfoRequestKind, ServerInfo,
 };
+use tether_net::game::msg::{
+    EnterGame, Info, PingEx, Ready, RequestMapData, StartInfo, VERSION_0_6,
+};
 use tether_net::game::packer::Str;
+use tether_net::game::serve::{Offer, Serve, ServeError, ServeEvent, ServeState};
 use tether_net::game::vital::seq;
 use tether_net::game::wire::{self, Control, Header, Packet, Token, TokenMode, MAX_PACKET_LEN};
 use tether_net::game::{
@@ -57,6 +71,13 @@ const FIXED: Token = Token([0x12, 0x34, 0x56, 0x78]);
 
 /// The chunk layer under test: small buffers, so that they fill up
 type FuzzLayer = Reliable<2048, 16, 2048, 16>;
+/// The map the join serves: 4 pieces (the last one 312 bytes)
+const MAP_LEN: usize = 3000;
+const MAP_CRC: u32 = 0x1234_5678;
+
+fn offer() -> Offer<'static> {
+    Offer::new("fuzzmap", MAP_CRC, MAP_LEN as u32).with_motd("motd")
+}
 
 struct H<L: Layer> {
     /// ops left whose drain is skipped (queues fill up: refusal paths, capacity bounds)
@@ -73,6 +94,10 @@ struct H<L: Layer> {
     /// Per peer: the last vital sequence `poll_chunk` handed out, and the admission/rejoin count
     /// when it did (a reset starts the sequence over)
     last_vital: [Option<(u16, u64)>; PEERS],
+    /// Per peer: its join (chunk layer)
+    serve: [Serve; PEERS],
+    /// The map the join serves
+    map: Vec<u8>,
 }
 
 /// What differs between the two layers
@@ -186,6 +211,7 @@ where
 
         let mut online = self.online;
         let mut complete = self.shutdown_complete;
+        let mut reset = [false; PEERS];
         drain_events(&mut *self.s, MAX_EVENTS, |s, e| {
             assert!(!complete, "event {e:?} after ShutdownComplete");
             match e {
@@ -194,6 +220,7 @@ where
                     assert!(p < PEERS);
                     assert!(!online[p], "second Connected for peer {p} without Closed");
                     online[p] = true;
+                    reset[p] = true;
                     if let Some(tok) = token {
                         assert_eq!(
                             tok,
@@ -221,6 +248,7 @@ where
                     let p = usize::from(peer);
                     assert!(p < PEERS);
                     assert!(online[p], "Rejoined for peer {p}, which is not open");
+                    reset[p] = true;
                 }
                 ServerEvent::ShutdownComplete => {
                     assert!(
@@ -235,6 +263,11 @@ where
         });
         self.online = online;
         self.shutdown_complete = complete;
+        for (p, r) in reset.iter().enumerate() {
+            if *r {
+                self.serve[p] = Serve::new();
+            }
+        }
     }
 
     fn after_op(&mut self) {
@@ -463,6 +496,78 @@ where
             }
         }
     }
+
+    /// Op 15: a join message from a peer, as its next vital chunk (or not vital, or early)
+    fn join_message(&mut self, r: &mut OpReader<'_>) {
+        let p = peer(r);
+        let f = r.u8();
+        let mut msg = [0u8; 512];
+        let n = match f % 6 {
+            0 => {
+                let fuzzed = r.blob();
+                let version = match (f >> 3) % 3 {
+                    0 => Str::new(VERSION_0_6),
+                    1 => Str::new("0.6 626fce9a778ab4d4"),
+                    _ => Str::from_bytes(&fuzzed[..fuzzed.len().min(200)]),
+                };
+                let password = Str::new(if f & 0x80 != 0 { "pw" } else { "" });
+                Info { version, password }.emit(&mut msg)
+            }
+            1 => {
+                let chunk = match (f >> 3) % 6 {
+                    0 => 0,
+                    1 => self.serve[usize::from(p)].requests() as i32,
+                    2 => MAP_LEN.div_ceil(896) as i32 - 1,
+                    3 => -1,
+                    4 => MAP_LEN.div_ceil(896) as i32,
+                    _ => i32::from_le_bytes([r.u8(), r.u8(), r.u8(), r.u8()]),
+                };
+                RequestMapData { chunk }.emit(&mut msg)
+            }
+            2 => Ready {}.emit(&mut msg),
+            3 => StartInfo {
+                name: Str::new("fuzz"),
+                clan: Str::EMPTY,
+                country: -1,
+                skin: Str::new("default"),
+                use_custom_color: 0,
+                color_body: 0,
+                color_feet: 0,
+            }
+            .emit(&mut msg),
+            4 => EnterGame {}.emit(&mut msg),
+            _ => PingEx { id: [f; 16] }.emit(&mut msg),
+        }
+        .expect("fits");
+        let ack = self.ack_sel(r, usize::from(p));
+        let base = self.s.ack(p).unwrap_or(0);
+        let chunk = if f & 0x40 != 0 {
+            Chunk::non_vital(&msg[..n])
+        } else {
+            // in order, or (bit 5) one ahead: the reorder buffer or a resend request
+            let ahead = u16::from(f & 0x20 != 0);
+            Chunk::vital((base + 1 + ahead) % 1024, &msg[..n])
+        };
+        let mut payload = [0u8; 1400];
+        let mut w = ChunkWriter::new(&mut payload, 1390);
+        w.push(&chunk).expect("fits");
+        let header = Header {
+            flags: Flags::default(),
+            ack,
+            num_chunks: w.num_chunks(),
+        };
+        let len = w.len();
+        let mut out = [0u8; 2048];
+        let n = write_packet(
+            header,
+            &payload[..len],
+            self.s.peer_token(p),
+            false,
+            &mut out,
+        )
+        .expect("fits");
+        self.input(self.now, p, &out[..n]);
+    }
 }
 
 /// A chunk packet the server sent: decompresses, parses with the peer's token, chunks whole
@@ -612,6 +717,30 @@ impl Variant for H<FuzzLayer> {
             assert!(chunk.data.len() <= 1023);
             let (vital, s) = (chunk.flags.vital, chunk.seq);
             let p = usize::from(peer);
+            let serve = &mut self.serve[p];
+            let before = serve.state();
+            let had_start_info = matches!(before, ServeState::Ready | ServeState::InGame);
+            match serve.handle_chunk(&offer(), chunk) {
+                Ok(ServeEvent::Entered) => {
+                    assert!(vital, "ENTERGAME counted without being vital");
+                    assert_eq!(before, ServeState::Ready, "entered from {before:?}");
+                    assert!(had_start_info);
+                }
+                Ok(ServeEvent::Refused(_)) => {
+                    assert_eq!(before, ServeState::Auth);
+                    assert!(serve.refusal_reason().is_some_and(|r| r.len() <= 127));
+                }
+                Ok(ServeEvent::Info { .. }) => assert_eq!(before, ServeState::Auth),
+                Ok(ServeEvent::MapRequest { queued, .. }) => {
+                    assert!(queued <= 16);
+                    assert_ne!(before, ServeState::Auth);
+                }
+                Ok(_) | Err(ServeError::Message(_)) => {}
+                Err(e) => panic!("handle_chunk: {e:?}"),
+            }
+            if before == ServeState::Refused {
+                assert_eq!(serve.state(), ServeState::Refused, "a refusal is final");
+            }
             if vital {
                 if let Some((last, e)) = self.last_vital[p] {
                     if e == epoch {
@@ -628,6 +757,25 @@ impl Variant for H<FuzzLayer> {
                     Some(s),
                     "the server's ack follows the delivery"
                 );
+            }
+            let pieces = (MAP_LEN as u32).div_ceil(896);
+            assert!(serve.pieces_due() <= 32);
+            assert!(serve.requests() <= 2 * pieces + 16);
+        }
+        // what the chunks made due (the peers whose acks made room too)
+        let o = offer();
+        for p in 0..PEERS {
+            if !self.serve[p].wants_flush() {
+                continue;
+            }
+            let peer = p as u8;
+            let mut map = &self.map[..];
+            match self.serve[p].flush(self.now, &mut *self.s, peer, &o, &mut map) {
+                Ok(()) => {}
+                Err(ServeError::Send(Error::UnknownPeer | Error::NotOpen | Error::Closed)) => {
+                    assert!(!self.s.is_online(peer) || self.shutdown_called);
+                }
+                Err(e) => panic!("flush: {e:?}"),
             }
         }
     }
@@ -652,6 +800,8 @@ where
         shutdown_called: false,
         shutdown_complete: false,
         last_vital: [None; PEERS],
+        serve: core::array::from_fn(|_| Serve::new()),
+        map: (0..MAP_LEN).map(|i| (i % 251) as u8).collect(),
     };
     tether_fuzz::start(&mut h);
     let mut ops = 0;
@@ -761,6 +911,7 @@ where
                 continue;
             }
             14 => h.extended(r),
+            15 => h.join_message(r),
             _ => {}
         }
         h.after_op();

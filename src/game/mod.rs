@@ -18,6 +18,9 @@
 //!   compression; see [`Reliable`]).
 //! * [`join`]: the join of a server (INFO, map download with CRC check, READY, ENTERGAME) as a
 //!   helper over a [`Reliable`] client.
+//! * [`serve`]: the server side of a join (version check, map announcement, map download from a
+//!   caller byte source with DDNet's window, ready-to-enter, ENTERGAME) as a helper per peer of
+//!   a [`Reliable`] server; [`sha256`] for the map hash DDNet clients check.
 //!
 //! Both machines follow the crate's run loop with inherent methods (`handle_input`,
 //! `handle_timeout`, `poll_transmit`, `poll_event`, `poll_timeout`) and implement
@@ -81,7 +84,9 @@ pub mod join;
 mod layer;
 pub mod msg;
 pub mod packer;
+pub mod serve;
 mod server;
+pub mod sha256;
 pub mod token;
 pub mod vital;
 pub mod wire;
