@@ -336,6 +336,74 @@ fn lp_pair() -> Run {
     }
 }
 
+/// A 16-slot game server fed through `handle_batch`: 8 peers admitted, then batches of 32
+/// KEEP_ALIVEs from them (every 64th batch a second later, so the server's timers fire too);
+/// `first` counts datagrams, `second` batches × 32
+fn game_batch() -> Run {
+    use game::wire::{Control, ControlPacket, Token};
+    let mut srv: game::Server<u32, 16> =
+        game::Server::with_capacities(game::ServerConfig::new(game::TokenSecret([5; 16])));
+    let mut now = Instant::from_secs(1);
+    let mut out = [0u8; 1400];
+    let emit = |control, token| {
+        let mut b = [0u8; 16];
+        let n = ControlPacket {
+            ack: 0,
+            control,
+            token: Some(token),
+        }
+        .emit(&mut b)
+        .expect("fits");
+        (b, n)
+    };
+    let mut keep_alives = [[0u8; 8]; 8];
+    for (peer, ka) in (0u32..8).zip(&mut keep_alives) {
+        let token = srv.token_for(peer);
+        let (c, cn) = emit(Control::Connect, Token::UNKNOWN);
+        let _ = srv.handle_input(now, peer, &c[..cn]).expect("room");
+        let (a, an) = emit(Control::Accept, token);
+        let _ = srv.handle_input(now, peer, &a[..an]).expect("room");
+        let (k, kn) = emit(Control::KeepAlive, token);
+        assert_eq!(kn, 8);
+        ka.copy_from_slice(&k[..8]);
+        while srv.poll_transmit(now, &mut out).expect("fits").is_some() {}
+        while srv.poll_event().is_some() {}
+        assert!(srv.is_online(peer));
+    }
+    let mut batch: [(u32, &[u8]); 32] = [(0, &[]); 32];
+    for (i, b) in batch.iter_mut().enumerate() {
+        *b = (i as u32 * 5 % 8, &keep_alives[i * 5 % 8]);
+    }
+    let before = srv.stats().keep_alives_received;
+    let region = Region::new(GLOBAL);
+    let (mut datagrams, mut batches) = (0u64, 0u64);
+    while datagrams < PACKETS {
+        batches += 1;
+        if batches.is_multiple_of(64) {
+            now += Duration::from_secs(1);
+            srv.handle_timeout(now);
+        }
+        let mut apps = 0u32;
+        let done = srv.handle_batch(now, &batch, |_, _, r| {
+            apps += u32::from(r.app().is_some());
+        });
+        assert_eq!((done, apps), (batch.len(), 0));
+        datagrams += done as u64;
+        while srv.poll_transmit(now, &mut out).expect("fits").is_some() {}
+        if let Some(e) = srv.poll_event() {
+            panic!("unexpected server event {e:?}");
+        }
+    }
+    let stats = region.change();
+    assert_eq!(srv.stats().keep_alives_received - before, datagrams);
+    assert_eq!(srv.peer_count(), 8);
+    Run {
+        first: datagrams,
+        second: batches * 32,
+        stats,
+    }
+}
+
 fn main() -> std::process::ExitCode {
     let mut args = libtest_mimic::Arguments::from_args();
     // on this thread: nothing else may allocate while a region is measured
@@ -360,7 +428,14 @@ fn a_million_packets_allocate_nothing() {
     let game = game_pair();
     let chunks = game_chunk_pair();
     let lp = lp_pair();
+    let batch = game_batch();
     for (name, run, a, b) in [
+        (
+            "game server batched input",
+            &batch,
+            "server",
+            "server (batches × 32)",
+        ),
         ("game", &game, "client", "server"),
         ("game chunk layer", &chunks, "client", "server"),
         ("longport", &lp, "client", "server"),
@@ -382,6 +457,7 @@ fn a_million_packets_allocate_nothing() {
         assert!(run.first >= want && run.second >= want);
     }
     for (name, run) in [
+        ("game server batched input", &batch),
         ("game", &game),
         ("game chunk layer", &chunks),
         ("longport", &lp),
