@@ -30,8 +30,9 @@ use tether_net::longport::control::{
 };
 use tether_net::longport::wire::{Kind, Packet, Signature, DEFAULT_MAX_BODY};
 use tether_net::longport::{
-    CloseCause, CloseCode, Error, Handshake, RequestId, Server, ServerApp as App, ServerConfig,
-    ServerEvent, ServerState, SessionGrant, Status, Transport,
+    Admission, CloseCause, CloseCode, Error, Grant, Handshake, RequestId, Server,
+    ServerApp as App, ServerConfig, ServerEvent, ServerState, SessionGrant, SessionId, Source,
+    Status, Transport,
 };
 use tether_net::{Duration, FrameKind, Instant};
 
@@ -402,6 +403,24 @@ fn expires(r: &mut OpReader<'_>) -> i64 {
     }
 }
 
+/// The session id the application grants for `text`: a session id the harness granted before
+/// (hex text) is granted again (duplicates), anything else becomes 16 bytes derived from it
+fn session_id(text: &str) -> SessionId {
+    if text.len() == 32 && text.is_ascii() {
+        if let Ok(b) = (0..16)
+            .map(|i| u8::from_str_radix(&text[2 * i..2 * i + 2], 16))
+            .collect::<Result<Vec<u8>, _>>()
+        {
+            return SessionId::from_random_bytes(&b).expect("16 bytes");
+        }
+    }
+    let mut b = [0u8; 16];
+    for (i, x) in text.bytes().enumerate() {
+        b[i % 16] = b[i % 16].wrapping_mul(31).wrapping_add(x);
+    }
+    SessionId::from_random(b)
+}
+
 fn conn(r: &mut OpReader<'_>) -> u8 {
     r.u8() % IDS as u8
 }
@@ -599,8 +618,8 @@ fuzz_target!(|data: &[u8]| {
                     Transport::WebSocket
                 };
                 let open = h.conns[usize::from(c)].open;
-                let (connections, unauth) = (h.s.connections(), h.s.unauthenticated());
-                match h.s.handle_connected(now, c, transport) {
+                let connections = h.s.connections();
+                match h.s.handle_connected(now, c, transport, Source::UNKNOWN) {
                     Ok(()) => {
                         assert!(!open, "handle_connected accepted live id {c}");
                         assert!(!h.shutdown);
@@ -612,9 +631,6 @@ fuzz_target!(|data: &[u8]| {
                     }
                     Err(Error::AlreadyConnected) => assert!(open),
                     Err(Error::TableFull) => assert_eq!(connections, PEERS),
-                    Err(Error::TooManyUnauthenticated) => {
-                        assert!(unauth >= h.s.config().max_unauthenticated())
-                    }
                     Err(Error::Closed) => assert!(h.shutdown),
                     Err(e) => panic!("handle_connected: {e:?}"),
                 }
@@ -632,12 +648,8 @@ fuzz_target!(|data: &[u8]| {
                 // accept auth / reconnect
                 let c = conn(&mut r);
                 let sid = h.session(&mut r);
-                let grant = SessionGrant {
-                    session_id: &sid,
-                    expires: expires(&mut r),
-                    limit: 10,
-                    online: 1,
-                };
+                let id = session_id(&sid);
+                let grant = Grant::new(id.clone(), expires(&mut r)).with_limit_online(10, 1);
                 let state = h.s.state(c);
                 let res = if op & 31 == 15 {
                     h.s.accept_auth(now, c, grant)
@@ -645,15 +657,15 @@ fuzz_target!(|data: &[u8]| {
                     h.s.accept_reconnect(now, c, grant)
                 };
                 match res {
-                    Ok(()) => {
+                    Ok(Admission::Granted { .. }) => {
                         assert_eq!(state, Some(ServerState::AuthPending));
-                        if !h.sessions.contains(&sid) {
-                            h.sessions.push(sid);
+                        let text = id.as_str().to_string();
+                        if !h.sessions.contains(&text) {
+                            h.sessions.push(text);
                         }
                     }
+                    Ok(other) => panic!("no quota, yet {other:?}"),
                     Err(Error::UnknownPeer) => assert_eq!(state, None),
-                    Err(Error::EmptySessionId) => assert!(sid.is_empty()),
-                    Err(Error::TooLong { len, max }) => assert!(len > max && max == 64),
                     Err(Error::Closed) => {
                         assert!(matches!(
                             state,

@@ -10,8 +10,8 @@ use futures_util::{SinkExt, StreamExt};
 use tether_net::longport::deframe::WsParams;
 use tether_net::longport::wire::Packet;
 use tether_net::longport::{
-    CloseCause, CloseCode, Error, Server, ServerApp as App, ServerConfig, ServerEvent, ServerStats,
-    SessionGrant, Status, Transport,
+    CloseCause, CloseCode, Error, Grant, Server, ServerApp as App, ServerConfig, ServerEvent,
+    ServerStats, SessionId, Source, Status, Transport,
 };
 use tether_net::{drain, DrainError, FrameKind, Instant};
 use tokio::net::{TcpListener, TcpStream};
@@ -375,8 +375,6 @@ struct Driver {
     start: TokioInstant,
     conns: HashMap<ConnId, mpsc::UnboundedSender<ToConn>>,
     buf: Vec<u8>,
-    session_seed: u32,
-    next_session: u64,
     pongs_dropped: u64,
 }
 
@@ -397,9 +395,14 @@ impl Driver {
         self.start.checked_add(Duration::from_micros(t.as_micros()))
     }
 
-    fn mint_session(&mut self) -> String {
-        self.next_session += 1;
-        format!("tether-{:08x}-{}", self.session_seed, self.next_session)
+    /// A session id of 128 bits from the OS random source (session ids are bearer secrets)
+    fn mint_session(&mut self) -> SessionId {
+        use std::io::Read;
+        let mut bytes = [0u8; 16];
+        std::fs::File::open("/dev/urandom")
+            .and_then(|mut f| f.read_exact(&mut bytes))
+            .expect("the OS random source");
+        SessionId::from_random(bytes)
     }
 
     fn grant_expires(&self) -> i64 {
@@ -421,7 +424,7 @@ impl Driver {
         let now = self.now();
         match msg {
             ToMachine::Connected { id, out } => {
-                match self.server.handle_connected(now, id, Transport::WebSocket) {
+                match self.server.handle_connected(now, id, Transport::WebSocket, Source::UNKNOWN) {
                     Ok(()) => {
                         self.conns.insert(id, out);
                     }
@@ -502,16 +505,18 @@ impl Driver {
                 ));
                 if token == self.config.token {
                     let session_id = self.mint_session();
-                    let grant = SessionGrant {
-                        session_id: &session_id,
-                        expires: self.grant_expires(),
-                        limit: u32::try_from(PEERS).unwrap_or(u32::MAX),
-                        online: u32::try_from(self.server.connections()).unwrap_or(u32::MAX),
-                    };
+                    let grant = Grant::new(session_id.clone(), self.grant_expires())
+                        .with_limit_online(
+                            u32::try_from(PEERS).unwrap_or(u32::MAX),
+                            u32::try_from(self.server.connections()).unwrap_or(u32::MAX),
+                        );
                     if let Err(e) = self.server.accept_auth(now, id, grant) {
                         self.log(format_args!("conn {id}: accept_auth failed: {e}"));
                     } else {
-                        self.log(format_args!("conn {id}: auth ok, session {session_id}"));
+                        self.log(format_args!(
+                            "conn {id}: auth ok, session {}",
+                            session_id.as_str()
+                        ));
                     }
                 } else if let Err(e) = self.server.reject_auth(
                     now,
@@ -535,16 +540,17 @@ impl Driver {
                 ));
                 let old = session_id.to_owned();
                 let new = self.mint_session();
-                let grant = SessionGrant {
-                    session_id: &new,
-                    expires: self.grant_expires(),
-                    limit: u32::try_from(PEERS).unwrap_or(u32::MAX),
-                    online: u32::try_from(self.server.connections()).unwrap_or(u32::MAX),
-                };
+                let grant = Grant::new(new.clone(), self.grant_expires()).with_limit_online(
+                    u32::try_from(PEERS).unwrap_or(u32::MAX),
+                    u32::try_from(self.server.connections()).unwrap_or(u32::MAX),
+                );
                 if let Err(e) = self.server.accept_reconnect(now, id, grant) {
                     self.log(format_args!("conn {id}: accept_reconnect failed: {e}"));
                 } else {
-                    self.log(format_args!("conn {id}: reconnect {old} -> {new}"));
+                    self.log(format_args!(
+                        "conn {id}: reconnect {old} -> {}",
+                        new.as_str()
+                    ));
                 }
             }
             App::Request {
@@ -702,15 +708,11 @@ async fn machine_task(config: Config, mut rx: mpsc::UnboundedReceiver<ToMachine>
         start: TokioInstant::now(),
         conns: HashMap::new(),
         buf: vec![0; 64 * 1024],
-        session_seed: 0,
-        next_session: 0,
         pongs_dropped: 0,
     };
     let now = d.now();
     let wall = unix_ms();
     d.server.set_wall_clock(now, wall);
-    // Session ids only need to differ between runs of the harness; the wall clock will do.
-    d.session_seed = (wall as u64 ^ u64::from(std::process::id())) as u32;
     loop {
         let deadline = d.deadline();
         let timer = async move {

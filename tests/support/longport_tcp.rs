@@ -13,8 +13,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use tether_net::longport::{
-    Client, ClientApp, ClientConfig, ClientEvent, Credentials, Error, Server, ServerApp,
-    ServerConfig, ServerEvent, SessionGrant, Status, Transport,
+    Client, ClientApp, ClientConfig, ClientEvent, Credentials, Error, Grant, QuotaPolicy, Server,
+    ServerApp, ServerConfig, ServerEvent, SessionId, Source, Status, Transport,
 };
 use tether_net::{drain, DrainError, Instant};
 
@@ -35,6 +35,13 @@ fn unix_ms() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as i64)
+}
+
+/// A fresh session id: 128 bits from the OS random source (session ids are bearer secrets)
+pub fn random_session_id() -> SessionId {
+    let mut bytes = [0u8; 16];
+    getrandom::fill(&mut bytes).expect("the OS random source");
+    SessionId::from_random(bytes)
 }
 
 /// Write all of `buf` to a non-blocking socket, waiting out `WouldBlock`
@@ -125,7 +132,7 @@ pub fn serve(
                 sock.set_nodelay(true)?;
                 let id = next_id;
                 next_id += 1;
-                match server.handle_connected(t, id, Transport::Tcp) {
+                match server.handle_connected(t, id, Transport::Tcp, Source::from_ip(peer.ip())) {
                     Ok(()) => {
                         log(format!("conn {id}: connected from {peer}"));
                         report.connections += 1;
@@ -164,13 +171,9 @@ pub fn serve(
                     Some(ServerApp::Auth { token: got, .. }) => {
                         if got == token {
                             report.authenticated += 1;
-                            let session = format!("s-{}", report.authenticated);
-                            let grant = SessionGrant {
-                                session_id: &session,
-                                expires: server.wall_clock_ms(t).unwrap_or(0) + SESSION_TTL_MS,
-                                limit: 10,
-                                online: 1,
-                            };
+                            let expires = server.wall_clock_ms(t).unwrap_or(0) + SESSION_TTL_MS;
+                            let grant =
+                                Grant::new(random_session_id(), expires).with_limit_online(10, 1);
                             let _ = server.accept_auth(t, c.id, grant);
                         } else {
                             report.rejected += 1;
@@ -184,13 +187,9 @@ pub fn serve(
                         }
                     }
                     Some(ServerApp::Reconnect { .. }) => {
-                        let session = format!("s-r{}", next_id);
-                        let grant = SessionGrant {
-                            session_id: &session,
-                            expires: server.wall_clock_ms(t).unwrap_or(0) + SESSION_TTL_MS,
-                            limit: 10,
-                            online: 1,
-                        };
+                        let expires = server.wall_clock_ms(t).unwrap_or(0) + SESSION_TTL_MS;
+                        let grant =
+                            Grant::new(random_session_id(), expires).with_limit_online(10, 1);
                         let _ = server.accept_reconnect(t, c.id, grant);
                     }
                     Some(ServerApp::Request {
@@ -318,7 +317,10 @@ pub fn run_client(
     mut log: impl FnMut(String),
 ) -> io::Result<ClientReport> {
     let epoch = std::time::Instant::now();
-    let config = ClientConfig::tcp().with_heartbeat_interval(Some(heartbeat));
+    // a refusal for the account's connection quota (status 6) stops the client (no token loop)
+    let config = ClientConfig::tcp()
+        .with_heartbeat_interval(Some(heartbeat))
+        .with_quota_policy(QuotaPolicy::Stop);
     let mut client = Client::new(config);
     client.set_wall_clock(now(epoch), unix_ms());
     client
@@ -363,6 +365,21 @@ pub fn run_client(
                     // the refusal's message, borrowed from `rx`: keep a copy for the error
                     Some(ClientApp::LoginError { message, .. }) => {
                         refusal = Some(message.to_string());
+                    }
+                    // a server heartbeat too big for the client's own echo slots: echo it here
+                    Some(ClientApp::HeartbeatEcho {
+                        request_id,
+                        body,
+                        gzip,
+                    }) => {
+                        let mut echo_buf = vec![0u8; 16 + body.len()];
+                        if let Ok(tx) =
+                            client.echo_heartbeat(t, *request_id, body, *gzip, &mut echo_buf)
+                        {
+                            if let Some(s) = sock.borrow_mut().as_mut() {
+                                write_all(s, &echo_buf[..tx.len])?;
+                            }
+                        }
                     }
                     _ => {}
                 }

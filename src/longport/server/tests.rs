@@ -59,13 +59,8 @@ fn error_resp(cmd: u8, rid: u32, status: Status, code: u64, msg: &str) -> StdVec
     packet(&Packet::response(cmd, RequestId(rid), status, &body))
 }
 
-fn grant(sid: &str, expires: i64) -> SessionGrant<'_> {
-    SessionGrant {
-        session_id: sid,
-        expires,
-        limit: 0,
-        online: 0,
-    }
+fn grant(sid: &str, expires: i64) -> Grant {
+    Grant::new(SessionId::from_text(sid), expires)
 }
 
 fn drain(s: &mut S, now: Instant) -> Out {
@@ -83,7 +78,8 @@ fn events(s: &mut S) -> StdVec<ServerEvent<u32>> {
 
 /// Connected (TCP: handshake sent) and authenticated as `sid`, output and events drained
 fn authed(s: &mut S, now: Instant, conn: u32, transport: Transport, sid: &str) {
-    s.handle_connected(now, conn, transport).unwrap();
+    s.handle_connected(now, conn, transport, Source::UNKNOWN)
+        .unwrap();
     if transport == Transport::Tcp {
         let r = s.handle_input(now, conn, &[0x11, 0x09]).unwrap();
         assert_eq!(r.bytes_consumed(), 2);
@@ -122,7 +118,8 @@ fn kind_of(t: Transport) -> FrameKind {
 #[test]
 fn tcp_handshake_and_pipelined_auth_in_one_read() {
     let mut s = server();
-    s.handle_connected(ms(0), 1, Transport::Tcp).unwrap();
+    s.handle_connected(ms(0), 1, Transport::Tcp, Source::UNKNOWN)
+        .unwrap();
     assert_eq!(s.state(1), Some(ServerState::AwaitHandshake));
     // the handshake and an auth request (id 1, token "abc") in one read
     let buf = hex("11 09 01 02 00 00 00 01 13 88 00 00 05 0a 03 61 62 63");
@@ -158,7 +155,8 @@ fn tcp_handshake_and_pipelined_auth_in_one_read() {
 #[test]
 fn tcp_byte_at_a_time() {
     let mut s = server();
-    s.handle_connected(ms(0), 1, Transport::Tcp).unwrap();
+    s.handle_connected(ms(0), 1, Transport::Tcp, Source::UNKNOWN)
+        .unwrap();
     let stream = hex("11 09 01 02 00 00 00 01 13 88 00 00 05 0a 03 61 62 63");
     let mut buf: StdVec<u8> = StdVec::new();
     let mut needs = StdVec::new();
@@ -193,7 +191,8 @@ fn tcp_byte_at_a_time() {
 #[test]
 fn bad_handshake_closes_with_unpack_error() {
     let mut s = server();
-    s.handle_connected(ms(0), 1, Transport::Tcp).unwrap();
+    s.handle_connected(ms(0), 1, Transport::Tcp, Source::UNKNOWN)
+        .unwrap();
     let bad = hex("12 09 01 02");
     let r = s.handle_input(ms(0), 1, &bad).unwrap();
     assert_eq!(r.bytes_consumed(), 4);
@@ -223,7 +222,8 @@ fn bad_handshake_closes_with_unpack_error() {
 fn non_auth_first_packet_gets_status_5_and_auth_error_close() {
     for transport in [Transport::Tcp, Transport::WebSocket] {
         let mut s = server();
-        s.handle_connected(ms(0), 1, transport).unwrap();
+        s.handle_connected(ms(0), 1, transport, Source::UNKNOWN)
+            .unwrap();
         if transport == Transport::Tcp {
             let _ = s.handle_input(ms(0), 1, &[0x11, 0x09]).unwrap();
         }
@@ -256,7 +256,8 @@ fn non_auth_first_packet_gets_status_5_and_auth_error_close() {
 #[test]
 fn non_request_first_packet_is_closed_without_response() {
     let mut s = server();
-    s.handle_connected(ms(0), 1, Transport::WebSocket).unwrap();
+    s.handle_connected(ms(0), 1, Transport::WebSocket, Source::UNKNOWN)
+        .unwrap();
     let _ = s.handle_input(ms(0), 1, &hex("03 65 00 00 00")).unwrap();
     let out = drain(&mut s, ms(0));
     assert_eq!(out.len(), 2);
@@ -270,7 +271,8 @@ fn non_request_first_packet_is_closed_without_response() {
 #[test]
 fn auth_accept_response_bytes_match_the_vector() {
     let mut s = server();
-    s.handle_connected(ms(0), 1, Transport::Tcp).unwrap();
+    s.handle_connected(ms(0), 1, Transport::Tcp, Source::UNKNOWN)
+        .unwrap();
     let _ = s.handle_input(ms(0), 1, &[0x11, 0x09]).unwrap();
     let _ = s.handle_input(ms(0), 1, &auth_req(1, "abc")).unwrap();
     s.accept_auth(ms(5), 1, grant("s1", 1_700_086_400_000))
@@ -290,15 +292,11 @@ fn auth_accept_response_bytes_match_the_vector() {
 
     // limit/online variant (25 bytes)
     let mut s = server();
-    s.handle_connected(ms(0), 2, Transport::WebSocket).unwrap();
+    s.handle_connected(ms(0), 2, Transport::WebSocket, Source::UNKNOWN)
+        .unwrap();
     let _ = s.handle_input(ms(0), 2, &auth_req(1, "abc")).unwrap();
-    let g = SessionGrant {
-        session_id: "s1",
-        expires: 1_700_086_400_000,
-        limit: 10,
-        online: 1,
-    };
-    s.accept_auth(ms(0), 2, g).unwrap();
+    let g = grant("s1", 1_700_086_400_000).with_limit_online(10, 1);
+    s.accept_auth(ms(0), 2, g.clone()).unwrap();
     assert_eq!(
         drain(&mut s, ms(0)),
         [(
@@ -312,23 +310,11 @@ fn auth_accept_response_bytes_match_the_vector() {
 }
 
 #[test]
-fn accept_validates_session_id() {
+fn accept_checks_what_is_pending() {
     let mut s = server();
-    s.handle_connected(ms(0), 1, Transport::WebSocket).unwrap();
+    s.handle_connected(ms(0), 1, Transport::WebSocket, Source::UNKNOWN)
+        .unwrap();
     let _ = s.handle_input(ms(0), 1, &auth_req(1, "abc")).unwrap();
-    assert_eq!(
-        s.accept_auth(ms(0), 1, grant("", FAR)),
-        Err(Error::EmptySessionId)
-    );
-    let long = "x".repeat(MAX_SESSION_ID_LEN + 1);
-    assert_eq!(
-        s.accept_auth(ms(0), 1, grant(&long, FAR)),
-        Err(Error::TooLong {
-            len: 65,
-            max: MAX_SESSION_ID_LEN
-        })
-    );
-    assert_eq!(s.state(1), Some(ServerState::AuthPending));
     assert_eq!(
         s.accept_auth(ms(0), 9, grant("s", FAR)),
         Err(Error::UnknownPeer)
@@ -347,7 +333,8 @@ fn accept_validates_session_id() {
 #[test]
 fn auth_reject_sends_error_then_close() {
     let mut s = server();
-    s.handle_connected(ms(0), 1, Transport::WebSocket).unwrap();
+    s.handle_connected(ms(0), 1, Transport::WebSocket, Source::UNKNOWN)
+        .unwrap();
     let _ = s.handle_input(ms(0), 1, &auth_req(1, "abc")).unwrap();
     s.reject_auth(
         ms(0),
@@ -397,7 +384,8 @@ fn reconnect_issues_new_session_id() {
     assert_eq!(s.connections(), 0);
     assert_eq!(s.session_expires("s1"), Some(FAR));
 
-    s.handle_connected(ms(20), 2, Transport::WebSocket).unwrap();
+    s.handle_connected(ms(20), 2, Transport::WebSocket, Source::UNKNOWN)
+        .unwrap();
     // a reconnect request (id 1) for session "s1"
     let v8 = hex("01 03 00 00 00 01 13 88 00 00 04 0a 02 73 31");
     let r = s.handle_input(ms(20), 2, &v8).unwrap();
@@ -456,7 +444,8 @@ fn assert_sess_expired(s: &mut S, conn: u32, cause: CloseCause) {
 #[test]
 fn reconnect_with_unknown_or_expired_session_is_rejected() {
     let mut s = server();
-    s.handle_connected(ms(0), 1, Transport::Tcp).unwrap();
+    s.handle_connected(ms(0), 1, Transport::Tcp, Source::UNKNOWN)
+        .unwrap();
     let _ = s.handle_input(ms(0), 1, &[0x11, 0x09]).unwrap();
     let req = reconnect_req(1, "nope");
     let r = s.handle_input(ms(0), 1, &req).unwrap();
@@ -466,7 +455,8 @@ fn reconnect_with_unknown_or_expired_session_is_rejected() {
     // expired: wall clock says 2023-11-15, the session ended a second before
     let mut s = server();
     s.set_wall_clock(ms(0), 1_700_000_000_000);
-    s.handle_connected(ms(0), 1, Transport::Tcp).unwrap();
+    s.handle_connected(ms(0), 1, Transport::Tcp, Source::UNKNOWN)
+        .unwrap();
     let _ = s.handle_input(ms(0), 1, &[0x11, 0x09]).unwrap();
     let _ = s.handle_input(ms(0), 1, &auth_req(1, "t")).unwrap();
     s.accept_auth(ms(0), 1, grant("s1", 1_700_000_060_000))
@@ -475,7 +465,8 @@ fn reconnect_with_unknown_or_expired_session_is_rejected() {
     s.handle_closed(ms(0), 1);
     let _ = events(&mut s);
     // 61 s later the session has expired
-    s.handle_connected(ms(61_000), 2, Transport::Tcp).unwrap();
+    s.handle_connected(ms(61_000), 2, Transport::Tcp, Source::UNKNOWN)
+        .unwrap();
     let _ = s.handle_input(ms(61_000), 2, &[0x11, 0x09]).unwrap();
     let req = reconnect_req(1, "s1");
     let r = s.handle_input(ms(61_000), 2, &req).unwrap();
@@ -491,7 +482,8 @@ fn reconnect_rejected_by_application() {
     authed(&mut s, ms(0), 1, Transport::Tcp, "s1");
     s.handle_closed(ms(0), 1);
     let _ = events(&mut s);
-    s.handle_connected(ms(0), 2, Transport::Tcp).unwrap();
+    s.handle_connected(ms(0), 2, Transport::Tcp, Source::UNKNOWN)
+        .unwrap();
     let _ = s.handle_input(ms(0), 2, &[0x11, 0x09]).unwrap();
     let _ = s.handle_input(ms(0), 2, &reconnect_req(1, "s1")).unwrap();
     assert_eq!(
@@ -510,7 +502,8 @@ fn reconnect_rejected_by_application() {
 fn duplicate_session_closes_the_older_connection() {
     let mut s = server();
     authed(&mut s, ms(0), 1, Transport::WebSocket, "s1");
-    s.handle_connected(ms(5), 2, Transport::Tcp).unwrap();
+    s.handle_connected(ms(5), 2, Transport::Tcp, Source::UNKNOWN)
+        .unwrap();
     let _ = s.handle_input(ms(5), 2, &[0x11, 0x09]).unwrap();
     let _ = s.handle_input(ms(5), 2, &reconnect_req(9, "s1")).unwrap();
     s.accept_reconnect(ms(6), 2, grant("s2", FAR)).unwrap();
@@ -553,7 +546,8 @@ fn duplicate_session_closes_the_older_connection() {
 fn same_session_id_granted_twice_closes_older() {
     let mut s = server();
     authed(&mut s, ms(0), 1, Transport::Tcp, "dup");
-    s.handle_connected(ms(0), 2, Transport::WebSocket).unwrap();
+    s.handle_connected(ms(0), 2, Transport::WebSocket, Source::UNKNOWN)
+        .unwrap();
     let _ = s.handle_input(ms(0), 2, &auth_req(1, "t")).unwrap();
     s.accept_auth(ms(0), 2, grant("dup", FAR)).unwrap();
     let out = drain(&mut s, ms(0));
@@ -606,7 +600,8 @@ fn heartbeat_echo_matches_the_vectors() {
 #[test]
 fn pipelined_stream_is_held_while_auth_pending_then_parsed_in_order() {
     let mut s = server();
-    s.handle_connected(ms(0), 1, Transport::Tcp).unwrap();
+    s.handle_connected(ms(0), 1, Transport::Tcp, Source::UNKNOWN)
+        .unwrap();
     // handshake, auth, a business request and a heartbeat all in one read
     let mut stream = hex("11 09");
     stream.extend(auth_req(1, "abc"));
@@ -743,7 +738,8 @@ fn ws_ping_cadence_and_pong_liveness() {
 fn ws_pings_start_before_auth_and_client_pings_get_pongs() {
     let mut s = server();
     s.config = ServerConfig::new().with_auth_timeout(Duration::from_secs(60));
-    s.handle_connected(ms(0), 1, Transport::WebSocket).unwrap();
+    s.handle_connected(ms(0), 1, Transport::WebSocket, Source::UNKNOWN)
+        .unwrap();
     assert_eq!(s.poll_timeout(), Some(ms(20_000)));
     s.handle_timeout(ms(20_000));
     let out = drain(&mut s, ms(20_000));
@@ -803,7 +799,8 @@ fn heartbeat_deadline_counts_from_the_auth_decision() {
             .with_heartbeat_timeout(Duration::from_millis(500))
             .with_auth_timeout(Duration::from_secs(3)),
     );
-    s.handle_connected(ms(1_000), 1, Transport::Tcp).unwrap();
+    s.handle_connected(ms(1_000), 1, Transport::Tcp, Source::UNKNOWN)
+        .unwrap();
     let _ = s.handle_input(ms(1_000), 1, &[0x11, 0x09]).unwrap();
     let _ = s.handle_input(ms(1_000), 1, &auth_req(1, "tok")).unwrap();
     s.accept_auth(ms(2_000), 1, grant("s1", FAR)).unwrap();
@@ -833,7 +830,8 @@ fn reject_with_success_status_is_refused() {
     // found by the longport_server fuzz target: a status-0 rejection with an empty Error body
     // reads as a successful login with an empty session id
     let mut s = server();
-    s.handle_connected(ms(0), 1, Transport::WebSocket).unwrap();
+    s.handle_connected(ms(0), 1, Transport::WebSocket, Source::UNKNOWN)
+        .unwrap();
     let _ = s.handle_input(ms(0), 1, &auth_req(1, "tok")).unwrap();
     assert_eq!(
         s.reject_auth(ms(1), 1, Status::Success, 0, ""),
@@ -855,8 +853,10 @@ fn reject_with_success_status_is_refused() {
 #[test]
 fn auth_deadline_closes_unauthenticated_connections() {
     let mut s = server();
-    s.handle_connected(ms(0), 1, Transport::Tcp).unwrap();
-    s.handle_connected(ms(0), 2, Transport::WebSocket).unwrap();
+    s.handle_connected(ms(0), 1, Transport::Tcp, Source::UNKNOWN)
+        .unwrap();
+    s.handle_connected(ms(0), 2, Transport::WebSocket, Source::UNKNOWN)
+        .unwrap();
     let _ = s.handle_input(ms(0), 2, &auth_req(1, "t")).unwrap(); // decision never comes
     assert_eq!(s.poll_timeout(), Some(ms(10_000)));
     s.handle_timeout(ms(10_000));
@@ -889,7 +889,8 @@ fn shutdown_closes_everyone() {
     let mut s = server();
     authed(&mut s, ms(0), 1, Transport::Tcp, "s1");
     authed(&mut s, ms(0), 2, Transport::WebSocket, "s2");
-    s.handle_connected(ms(0), 3, Transport::Tcp).unwrap();
+    s.handle_connected(ms(0), 3, Transport::Tcp, Source::UNKNOWN)
+        .unwrap();
     s.shutdown(ms(1), "server shutdown").unwrap();
     assert!(s.is_shutting_down());
     assert_eq!(s.shutdown(ms(1), "again"), Err(Error::Closed));
@@ -913,37 +914,99 @@ fn shutdown_closes_everyone() {
     assert!(events(&mut s).is_empty());
     assert_eq!(s.connections(), 0);
     assert_eq!(
-        s.handle_connected(ms(2), 4, Transport::Tcp),
+        s.handle_connected(ms(2), 4, Transport::Tcp, Source::UNKNOWN),
         Err(Error::Closed)
     );
 }
 
 #[test]
-fn unauthenticated_cap_and_table_full() {
+fn unauthenticated_cap_evicts_the_oldest_and_table_full() {
     let mut s = S::with_capacities(ServerConfig::new().with_max_unauthenticated(2));
-    s.handle_connected(ms(0), 1, Transport::Tcp).unwrap();
-    s.handle_connected(ms(0), 2, Transport::WebSocket).unwrap();
+    s.handle_connected(ms(0), 1, Transport::Tcp, Source::UNKNOWN)
+        .unwrap();
+    s.handle_connected(ms(1), 2, Transport::WebSocket, Source::UNKNOWN)
+        .unwrap();
+    // a third evicts the oldest, with a proper close
+    s.handle_connected(ms(2), 3, Transport::Tcp, Source::UNKNOWN)
+        .unwrap();
+    assert_eq!(s.state(1), Some(ServerState::Closing));
+    assert_eq!(s.unauthenticated(), 2);
     assert_eq!(
-        s.handle_connected(ms(0), 3, Transport::Tcp),
-        Err(Error::TooManyUnauthenticated)
+        drain(&mut s, ms(2)),
+        [(
+            1,
+            FrameKind::Stream,
+            close_push(
+                CloseCode::ServerError,
+                "too many unauthenticated connections"
+            )
+        )]
     );
+    assert_closed(&mut s, 1, CloseCause::Evicted);
+    assert_eq!(s.stats().connections_evicted, 1);
     assert_eq!(
-        s.handle_connected(ms(0), 2, Transport::Tcp),
+        s.handle_connected(ms(2), 2, Transport::Tcp, Source::UNKNOWN),
         Err(Error::AlreadyConnected)
     );
-    let _ = s.handle_input(ms(0), 2, &auth_req(1, "t")).unwrap();
-    s.accept_auth(ms(0), 2, grant("s2", FAR)).unwrap();
-    s.handle_connected(ms(0), 3, Transport::Tcp).unwrap();
-    assert_eq!(s.unauthenticated(), 2);
-    let _ = s.handle_input(ms(0), 3, &[0x11, 0x09]).unwrap();
-    let _ = s.handle_input(ms(0), 3, &auth_req(1, "t")).unwrap();
-    s.accept_auth(ms(0), 3, grant("s3", FAR)).unwrap();
-    s.handle_connected(ms(0), 4, Transport::Tcp).unwrap();
+    // a connection whose login waits for the application is evicted last
+    let _ = s.handle_input(ms(3), 2, &auth_req(1, "t")).unwrap();
+    s.handle_connected(ms(4), 4, Transport::Tcp, Source::UNKNOWN)
+        .unwrap();
+    assert_eq!(s.state(3), Some(ServerState::Closing));
+    assert_eq!(s.state(2), Some(ServerState::AuthPending));
+    let _ = drain(&mut s, ms(4));
+    assert_closed(&mut s, 3, CloseCause::Evicted);
+    s.accept_auth(ms(5), 2, grant("s2", FAR)).unwrap();
+    let _ = drain(&mut s, ms(5));
+    let _ = events(&mut s);
+    // table: 2 (authenticated), 4; then 5, and 6 evicts 4, which keeps its slot until drained
+    s.handle_connected(ms(6), 5, Transport::Tcp, Source::UNKNOWN)
+        .unwrap();
+    s.handle_connected(ms(7), 6, Transport::Tcp, Source::UNKNOWN)
+        .unwrap();
+    assert_eq!(s.connections(), 4);
     assert_eq!(
-        s.handle_connected(ms(0), 5, Transport::Tcp),
+        s.handle_connected(ms(8), 7, Transport::Tcp, Source::UNKNOWN),
         Err(Error::TableFull)
     );
-    assert_eq!(s.stats().connections_refused, 3);
+    assert_eq!(
+        s.stats().connections_evicted,
+        3,
+        "a full table evicts nothing"
+    );
+    assert_eq!(s.stats().connections_refused, 2);
+    let _ = drain(&mut s, ms(8));
+    assert_closed(&mut s, 4, CloseCause::Evicted);
+    s.handle_connected(ms(9), 7, Transport::Tcp, Source::UNKNOWN)
+        .unwrap();
+}
+
+#[test]
+fn per_source_cap_evicts_that_sources_oldest() {
+    let cfg = ServerConfig::new()
+        .with_max_unauthenticated(3)
+        .with_max_unauthenticated_per_source(2);
+    let mut s = Server::<u32, 8, 4>::with_capacities(cfg);
+    let attacker = Source::from(core::net::Ipv4Addr::new(192, 0, 2, 66));
+    let victim = Source::from(core::net::Ipv4Addr::new(198, 51, 100, 7));
+    s.handle_connected(ms(0), 1, Transport::Tcp, victim)
+        .unwrap();
+    for (i, conn) in (10..20).enumerate() {
+        s.handle_connected(ms(1 + i as u64), conn, Transport::Tcp, attacker)
+            .unwrap();
+        let _ = s.poll_transmit(ms(20), &mut [0u8; 256]);
+        while s.poll_event().is_some() {}
+    }
+    // the attacker holds its last two; the victim's connection was never touched
+    assert_eq!(s.state(1), Some(ServerState::AwaitHandshake));
+    assert_eq!(s.state(18), Some(ServerState::AwaitHandshake));
+    assert_eq!(s.state(19), Some(ServerState::AwaitHandshake));
+    assert_eq!(s.unauthenticated(), 3);
+    assert_eq!(s.stats().connections_evicted, 8);
+    // unknown sources only meet the global cap
+    s.handle_connected(ms(30), 30, Transport::Tcp, Source::UNKNOWN)
+        .unwrap();
+    assert_eq!(s.state(1), Some(ServerState::Closing), "the oldest of all");
 }
 
 #[test]
@@ -1052,7 +1115,8 @@ fn send_guards() {
         s.push(ms(0), 1, 101, b"", &mut out),
         Err(Error::UnknownPeer)
     );
-    s.handle_connected(ms(0), 1, Transport::WebSocket).unwrap();
+    s.handle_connected(ms(0), 1, Transport::WebSocket, Source::UNKNOWN)
+        .unwrap();
     assert_eq!(s.push(ms(0), 1, 101, b"", &mut out), Err(Error::NotOpen));
     let _ = s.handle_input(ms(0), 1, &auth_req(1, "t")).unwrap();
     s.accept_auth(ms(0), 1, grant("s1", FAR)).unwrap();
@@ -1098,7 +1162,8 @@ fn send_guards() {
 #[test]
 fn buffer_too_small_keeps_the_frame() {
     let mut s = server();
-    s.handle_connected(ms(0), 1, Transport::WebSocket).unwrap();
+    s.handle_connected(ms(0), 1, Transport::WebSocket, Source::UNKNOWN)
+        .unwrap();
     let _ = s.handle_input(ms(0), 1, &auth_req(1, "abc")).unwrap();
     s.accept_auth(ms(0), 1, grant("s1", 1_700_086_400_000))
         .unwrap();
@@ -1205,7 +1270,8 @@ fn undecodable_input_closes_with_unpack_error() {
     ];
     for (transport, bytes, err) in cases {
         let mut s = S::with_capacities(ServerConfig::new().with_max_body(128));
-        s.handle_connected(ms(0), 1, transport).unwrap();
+        s.handle_connected(ms(0), 1, transport, Source::UNKNOWN)
+            .unwrap();
         if transport == Transport::Tcp {
             let _ = s.handle_input(ms(0), 1, &[0x11, 0x09]).unwrap();
         }
@@ -1223,7 +1289,8 @@ fn undecodable_input_closes_with_unpack_error() {
 #[test]
 fn ws_trailing_bytes_are_counted_and_ignored() {
     let mut s = server();
-    s.handle_connected(ms(0), 1, Transport::WebSocket).unwrap();
+    s.handle_connected(ms(0), 1, Transport::WebSocket, Source::UNKNOWN)
+        .unwrap();
     let mut msg = auth_req(1, "abc");
     msg.extend_from_slice(b"junk");
     let r = s.handle_input(ms(0), 1, &msg).unwrap();
@@ -1244,7 +1311,8 @@ fn closed_transport_while_closing_reports_the_first_cause() {
     assert!(drain(&mut s, ms(0)).is_empty());
     assert_closed(&mut s, 1, CloseCause::Local);
     assert_eq!(s.connections(), 0);
-    s.handle_connected(ms(0), 1, Transport::Tcp).unwrap();
+    s.handle_connected(ms(0), 1, Transport::Tcp, Source::UNKNOWN)
+        .unwrap();
 }
 
 #[test]
@@ -1257,7 +1325,7 @@ fn session_table_evicts_expired_then_oldest_detached() {
         (3, 3_000_000),
         (4, 1_200_000),
     ] {
-        s.handle_connected(ms(0), conn, Transport::WebSocket)
+        s.handle_connected(ms(0), conn, Transport::WebSocket, Source::UNKNOWN)
             .unwrap();
         let _ = s.handle_input(ms(0), conn, &auth_req(1, "t")).unwrap();
         let id = std::format!("s{conn}");
@@ -1269,7 +1337,8 @@ fn session_table_evicts_expired_then_oldest_detached() {
     s.handle_closed(ms(0), 2);
     s.handle_closed(ms(0), 3);
     let _ = events(&mut s);
-    s.handle_connected(ms(0), 5, Transport::WebSocket).unwrap();
+    s.handle_connected(ms(0), 5, Transport::WebSocket, Source::UNKNOWN)
+        .unwrap();
     let _ = s.handle_input(ms(0), 5, &auth_req(1, "t")).unwrap();
     s.accept_auth(ms(0), 5, grant("s5", 5_000_000)).unwrap();
     // the earliest-expiring *detached* session (s2) went
@@ -1283,7 +1352,7 @@ fn session_table_evicts_expired_then_oldest_detached() {
     let _ = events(&mut s);
     s.handle_closed(ms(300_000), 5);
     let _ = events(&mut s);
-    s.handle_connected(ms(300_000), 6, Transport::WebSocket)
+    s.handle_connected(ms(300_000), 6, Transport::WebSocket, Source::UNKNOWN)
         .unwrap();
     let _ = s
         .handle_input(ms(300_000), 6, &reconnect_req(1, "s5"))
@@ -1312,7 +1381,7 @@ fn arbitrary_input_never_panics() {
         };
         let mut now = 0u64;
         for conn in 0..3u32 {
-            let _ = s.handle_connected(ms(now), conn, transport);
+            let _ = s.handle_connected(ms(now), conn, transport, Source::UNKNOWN);
         }
         for _ in 0..40 {
             let r = next();
