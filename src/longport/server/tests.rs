@@ -1427,3 +1427,382 @@ fn arbitrary_input_never_panics() {
         }
     }
 }
+
+/// Authenticated (TCP: handshake sent) with an account, output and events drained
+fn authed_as(s: &mut S, now: Instant, conn: u32, transport: Transport, account: u64) -> Admission {
+    s.handle_connected(now, conn, transport, Source::UNKNOWN)
+        .unwrap();
+    if transport == Transport::Tcp {
+        let _ = s.handle_input(now, conn, &[0x11, 0x09]).unwrap();
+    }
+    let _ = s.handle_input(now, conn, &auth_req(1, "tok")).unwrap();
+    let sid = std::format!("acct-{conn}");
+    let a = s
+        .accept_auth(now, conn, grant(&sid, FAR).with_account(AccountId(account)))
+        .unwrap();
+    let _ = drain(s, now);
+    let _ = events(s);
+    a
+}
+
+#[test]
+fn quota_refusal_matches_the_vector_and_frees_slots_on_close() {
+    let mut s = S::with_capacities(ServerConfig::new().with_account_quota(Some(2)));
+    assert_eq!(
+        authed_as(&mut s, ms(0), 1, Transport::Tcp, 7),
+        Admission::Granted {
+            limit: 2,
+            online: 1
+        }
+    );
+    assert_eq!(
+        authed_as(&mut s, ms(0), 2, Transport::WebSocket, 7),
+        Admission::Granted {
+            limit: 2,
+            online: 2
+        }
+    );
+    assert_eq!(s.online(AccountId(7)), 2);
+    assert_eq!(s.account(2), Some(AccountId(7)));
+    // a third of the same account: refused by the machine, status 6 + Error{403} (the spec's
+    // vector, 44 bytes), then Close{AuthError} with the same text
+    s.handle_connected(ms(1), 3, Transport::Tcp, Source::UNKNOWN)
+        .unwrap();
+    let _ = s.handle_input(ms(1), 3, &[0x11, 0x09]).unwrap();
+    let _ = s.handle_input(ms(1), 3, &auth_req(1, "tok")).unwrap();
+    assert_eq!(
+        s.accept_auth(ms(1), 3, grant("third", FAR).with_account(AccountId(7))),
+        Ok(Admission::OverQuota {
+            limit: 2,
+            online: 2
+        })
+    );
+    assert_eq!(s.session_expires("third"), None, "no session stored");
+    let out = drain(&mut s, ms(1));
+    assert_eq!(
+        out,
+        [
+            (
+                3,
+                FrameKind::Stream,
+                hex("02 02 00 00 00 01 06 00 00 22 08 93 03 12 1d 63 6f 6e 6e 65 63 74 69 6f 6e 73 20 6c 69 6d 69 74 61 74 69 6f 6e 20 69 73 20 68 69 74")
+            ),
+            (
+                3,
+                FrameKind::Stream,
+                close_push(CloseCode::AuthError, "connections limitation is hit")
+            )
+        ]
+    );
+    assert_closed(
+        &mut s,
+        3,
+        CloseCause::LoginRejected(Status::PermissionDenied),
+    );
+    assert_eq!(s.stats().quota_refusals, 1);
+    // another account, and a login without an account, are not counted
+    assert!(matches!(
+        authed_as(&mut s, ms(2), 4, Transport::Tcp, 8),
+        Admission::Granted { online: 1, .. }
+    ));
+    // a closing connection stops counting at once
+    s.close(ms(3), 1, CloseCode::ServerShutdown, "bye").unwrap();
+    assert_eq!(s.online(AccountId(7)), 1);
+    let _ = drain(&mut s, ms(3));
+    let _ = events(&mut s);
+    // (the table holds 4: 1 freed)
+    assert!(matches!(
+        authed_as(&mut s, ms(4), 5, Transport::Tcp, 7),
+        Admission::Granted { online: 2, .. }
+    ));
+    // without a quota the grant's numbers are reported
+    let mut s = server();
+    s.handle_connected(ms(0), 1, Transport::WebSocket, Source::UNKNOWN)
+        .unwrap();
+    let _ = s.handle_input(ms(0), 1, &auth_req(1, "t")).unwrap();
+    assert_eq!(
+        s.accept_auth(ms(0), 1, grant("s", FAR).with_limit_online(10, 3)),
+        Ok(Admission::Granted {
+            limit: 10,
+            online: 3
+        })
+    );
+}
+
+#[test]
+fn rate_limit_refusals_are_answered_in_order_and_bounded() {
+    let cfg = ServerConfig::new()
+        .with_rate_limit(Some(RateLimit::per_second(1, 2)))
+        .with_command_rate_limit(14, Some(RateLimit::per_second(1, 1)));
+    let mut s = S::with_capacities(cfg);
+    authed(&mut s, ms(0), 1, Transport::Tcp, "s1");
+    let req = |cmd, id| packet(&Packet::request(cmd, RequestId(id), 0, b"x"));
+    // the command limit: one 14, the second refused; the connection's burst of 2 is charged
+    // only by what passes
+    assert!(s
+        .handle_input(ms(1), 1, &req(14, 10))
+        .unwrap()
+        .app()
+        .is_some());
+    assert!(s
+        .handle_input(ms(1), 1, &req(14, 11))
+        .unwrap()
+        .app()
+        .is_none());
+    assert!(s
+        .handle_input(ms(1), 1, &req(6, 12))
+        .unwrap()
+        .app()
+        .is_some());
+    assert!(s
+        .handle_input(ms(1), 1, &req(6, 13))
+        .unwrap()
+        .app()
+        .is_none());
+    // heartbeats and control requests are not limited
+    let hb = packet(&Packet::request(CMD_HEARTBEAT, RequestId(20), 0, b"hb"));
+    let _ = s.handle_input(ms(1), 1, &hb).unwrap();
+    assert_eq!(s.stats().requests_rate_limited, 2);
+    assert_eq!(
+        s.pending_requests(1),
+        Some(2),
+        "refused ones are not pending"
+    );
+    let out = drain(&mut s, ms(1));
+    assert_eq!(
+        out,
+        [
+            (
+                1,
+                FrameKind::Stream,
+                packet(&Packet::response(
+                    CMD_HEARTBEAT,
+                    RequestId(20),
+                    Status::Success,
+                    b"hb"
+                ))
+            ),
+            (
+                1,
+                FrameKind::Stream,
+                error_resp(14, 11, Status::BadRequest, 301_606, "request rate limited")
+            ),
+            (
+                1,
+                FrameKind::Stream,
+                error_resp(6, 13, Status::BadRequest, 301_606, "request rate limited")
+            ),
+        ]
+    );
+    // four refusals wait at most; the fifth input is QueueFull until they are handed out
+    for id in 30..34 {
+        assert!(s
+            .handle_input(ms(2), 1, &req(6, id))
+            .unwrap()
+            .app()
+            .is_none());
+    }
+    let before = s.stats();
+    assert_eq!(s.handle_input(ms(2), 1, &req(6, 34)), Err(Error::QueueFull));
+    assert_eq!(s.stats(), before, "nothing changed");
+    assert_eq!(drain(&mut s, ms(2)).len(), 4);
+    assert!(s
+        .handle_input(ms(2), 1, &req(6, 34))
+        .unwrap()
+        .app()
+        .is_none());
+    // a second later the bucket has one token again
+    assert!(s
+        .handle_input(ms(1_002), 1, &req(6, 35))
+        .unwrap()
+        .app()
+        .is_some());
+}
+
+#[test]
+fn command_rate_limit_table_replaces_removes_and_fills() {
+    let l = |r| Some(RateLimit::per_second(r, 1));
+    let mut cfg = ServerConfig::new()
+        .with_command_rate_limit(6, l(1))
+        .with_command_rate_limit(6, l(2))
+        .with_command_rate_limit(2, l(3));
+    assert_eq!(cfg.command_rate_limit(6), l(2), "replaced");
+    assert_eq!(
+        cfg.command_rate_limit(2),
+        None,
+        "control commands are never limited"
+    );
+    cfg = cfg.with_command_rate_limit(6, None);
+    assert_eq!(cfg.command_rate_limit(6), None, "removed");
+    for cmd in 10..10 + MAX_COMMAND_LIMITS as u8 {
+        cfg = cfg.with_command_rate_limit(cmd, l(u32::from(cmd)));
+    }
+    cfg = cfg.with_command_rate_limit(99, l(99));
+    assert_eq!(
+        cfg.command_rate_limit(99),
+        l(99),
+        "the last entry was replaced"
+    );
+    assert_eq!(
+        cfg.command_rate_limit(10 + MAX_COMMAND_LIMITS as u8 - 1),
+        None
+    );
+    assert_eq!(cfg.command_rate_limit(10), l(10));
+}
+
+#[test]
+fn unanswered_requests_are_capped_per_connection() {
+    let mut s = S::with_capacities(ServerConfig::new().with_max_pending_requests(2));
+    authed(&mut s, ms(0), 1, Transport::WebSocket, "s1");
+    let req = |id| packet(&Packet::request(6, RequestId(id), 0, b"x"));
+    let big_hb = packet(&Packet::request(
+        CMD_HEARTBEAT,
+        RequestId(9),
+        0,
+        &[0u8; 100],
+    ));
+    assert!(s.handle_input(ms(1), 1, &req(1)).unwrap().app().is_some());
+    // an oversized heartbeat handed over counts too
+    assert!(matches!(
+        s.handle_input(ms(1), 1, &big_hb).unwrap().app(),
+        Some(ServerApp::HeartbeatEcho { .. })
+    ));
+    assert_eq!(s.pending_requests(1), Some(2));
+    assert_eq!(
+        s.handle_input(ms(1), 1, &req(2)),
+        Err(Error::TooManyInFlight)
+    );
+    assert_eq!(
+        s.handle_input(ms(1), 1, &big_hb),
+        Err(Error::TooManyInFlight)
+    );
+    // responses, a push from the client and a small heartbeat still pass
+    let push = packet(&Packet::push(101, b"p"));
+    assert!(s.handle_input(ms(1), 1, &push).is_ok());
+    let hb = packet(&Packet::request(CMD_HEARTBEAT, RequestId(3), 0, b"hb"));
+    assert!(s.handle_input(ms(1), 1, &hb).is_ok());
+    let mut out = [0u8; 256];
+    let _ = s
+        .respond(
+            ms(1),
+            1,
+            CMD_HEARTBEAT,
+            RequestId(9),
+            Status::Success,
+            &[0u8; 100],
+            &mut out,
+        )
+        .unwrap();
+    assert_eq!(s.pending_requests(1), Some(1));
+    assert!(s.handle_input(ms(1), 1, &req(2)).unwrap().app().is_some());
+    // pushes do not answer anything
+    let _ = s.push(ms(1), 1, 101, b"q", &mut out).unwrap();
+    assert_eq!(s.pending_requests(1), Some(2));
+    assert_eq!(s.pending_requests(9), None);
+}
+
+#[test]
+fn tcp_server_heartbeats_and_rtt() {
+    let cfg = ServerConfig::new().with_tcp_heartbeat_interval(Some(Duration::from_secs(5)));
+    let mut s = S::with_capacities(cfg);
+    s.set_wall_clock(ms(0), 1_700_000_000_000);
+    // none before authentication
+    s.handle_connected(ms(0), 1, Transport::Tcp, Source::UNKNOWN)
+        .unwrap();
+    assert_eq!(s.poll_timeout(), Some(ms(10_000)), "only the auth deadline");
+    let _ = s.handle_input(ms(0), 1, &[0x11, 0x09]).unwrap();
+    let _ = s.handle_input(ms(0), 1, &auth_req(1, "tok")).unwrap();
+    s.accept_auth(ms(1_000), 1, grant("s1", FAR)).unwrap();
+    let _ = drain(&mut s, ms(1_000));
+    let _ = events(&mut s);
+    assert_eq!(s.poll_timeout(), Some(ms(6_000)));
+    s.handle_timeout(ms(6_000));
+    let out = drain(&mut s, ms(6_010));
+    // a cmd-1 request, id 1, Heartbeat{timestamp, heartbeat_id: 1}
+    let (p, n) = Packet::parse(&out[0].2, MAX_BODY_LEN).unwrap();
+    assert_eq!(
+        (out.len(), n, out[0].1),
+        (1, out[0].2.len(), FrameKind::Stream)
+    );
+    assert_eq!(
+        p.header.kind,
+        Kind::Request {
+            request_id: RequestId(1),
+            timeout_ms: 0
+        }
+    );
+    assert_eq!(p.header.cmd, CMD_HEARTBEAT);
+    let hb = Heartbeat::decode(p.body).unwrap();
+    assert_eq!(
+        (hb.timestamp, hb.heartbeat_id),
+        (1_700_000_006_010, Some(1))
+    );
+    assert_eq!(s.stats().heartbeats_sent, 1);
+    // the echo 30 ms after it was handed out: RTT
+    let echo = packet(&Packet::response(
+        CMD_HEARTBEAT,
+        RequestId(1),
+        Status::Success,
+        p.body,
+    ));
+    let _ = s.handle_input(ms(6_040), 1, &echo).unwrap();
+    assert_eq!(
+        events(&mut s),
+        [ServerEvent::HeartbeatRtt {
+            peer: 1,
+            rtt: Duration::from_millis(30)
+        }]
+    );
+    // a stale or unknown id measures nothing
+    let _ = s.handle_input(ms(6_050), 1, &echo).unwrap();
+    assert!(events(&mut s).is_empty());
+    assert_eq!(s.stats().heartbeat_acks, 1);
+    // the next one five seconds after the previous fired; ids count up
+    s.handle_timeout(ms(11_000));
+    let out = drain(&mut s, ms(11_000));
+    let (p, _) = Packet::parse(&out[0].2, MAX_BODY_LEN).unwrap();
+    assert_eq!(p.header.kind.request_id(), Some(RequestId(2)));
+}
+
+#[test]
+fn websocket_pong_of_the_last_ping_gives_rtt() {
+    let mut s = server();
+    authed(&mut s, ms(0), 1, Transport::WebSocket, "s1");
+    s.handle_timeout(ms(20_000));
+    let out = drain(&mut s, ms(20_000));
+    assert_eq!(out[0].1, FrameKind::WsPing);
+    let hb = Heartbeat::decode(&out[0].2).unwrap();
+    assert_eq!(hb.heartbeat_id, Some(1));
+    s.handle_frame(ms(20_025), 1, FrameKind::WsPong, b"other");
+    assert!(events(&mut s).is_empty());
+    s.handle_frame(ms(20_050), 1, FrameKind::WsPong, &out[0].2);
+    assert_eq!(
+        events(&mut s),
+        [ServerEvent::HeartbeatRtt {
+            peer: 1,
+            rtt: Duration::from_millis(50)
+        }]
+    );
+}
+
+#[test]
+fn pre_auth_body_limit_switches_to_max_body_after_auth_on_tcp() {
+    let mut s = server();
+    s.handle_connected(ms(0), 1, Transport::Tcp, Source::UNKNOWN)
+        .unwrap();
+    let mut stream = std::vec![0x11, 0x09];
+    stream.extend(auth_req(1, "tok"));
+    // pipelined after the Auth: a request with a 10 KB body (over the pre-auth 4 KiB)
+    let big = packet(&Packet::request(6, RequestId(2), 0, &[1u8; 10_000]));
+    stream.extend(&big);
+    let r = s.handle_input(ms(0), 1, &stream).unwrap();
+    let mut rest = &stream[r.bytes_consumed()..];
+    let r = s.handle_input(ms(0), 1, rest).unwrap();
+    assert!(matches!(r.app(), Some(ServerApp::Auth { .. })));
+    rest = &rest[r.bytes_consumed()..];
+    assert_eq!(s.handle_input(ms(0), 1, rest), Err(Error::AuthPending));
+    s.accept_auth(ms(0), 1, grant("s1", FAR)).unwrap();
+    let r = s.handle_input(ms(0), 1, rest).unwrap();
+    assert_eq!(r.bytes_consumed(), big.len());
+    assert!(matches!(r.app(), Some(ServerApp::Request { .. })));
+}
