@@ -1806,3 +1806,34 @@ fn pre_auth_body_limit_switches_to_max_body_after_auth_on_tcp() {
     assert_eq!(r.bytes_consumed(), big.len());
     assert!(matches!(r.app(), Some(ServerApp::Request { .. })));
 }
+
+#[test]
+fn an_expired_session_displaces_nobody_and_counts_for_the_quota() {
+    // found by the fuzz target: a second login granted the id of an expired session was
+    // admitted as if it displaced the first connection, which stayed live: 2 over a quota of 1
+    let mut s = S::with_capacities(ServerConfig::new().with_account_quota(Some(1)));
+    s.set_wall_clock(ms(0), 1_700_000_000_000);
+    s.handle_connected(ms(0), 1, Transport::WebSocket, Source::UNKNOWN)
+        .unwrap();
+    let _ = s.handle_input(ms(0), 1, &auth_req(1, "t")).unwrap();
+    let expired = 1_600_000_000_000;
+    let g = grant("same", expired).with_account(AccountId(1));
+    assert!(matches!(
+        s.accept_auth(ms(0), 1, g.clone()),
+        Ok(Admission::Granted { .. })
+    ));
+    let _ = drain(&mut s, ms(0));
+    let _ = events(&mut s);
+    s.handle_connected(ms(1), 2, Transport::WebSocket, Source::UNKNOWN)
+        .unwrap();
+    let _ = s.handle_input(ms(1), 2, &auth_req(1, "t")).unwrap();
+    assert_eq!(
+        s.accept_auth(ms(1), 2, g),
+        Ok(Admission::OverQuota {
+            limit: 1,
+            online: 1
+        })
+    );
+    assert_eq!(s.state(1), Some(ServerState::Authenticated));
+    assert_eq!(s.online(AccountId(1)), 1);
+}
