@@ -157,7 +157,10 @@ pub fn serve(
             while !c.rx.is_empty() {
                 let r = match server.handle_input(t, c.id, &c.rx) {
                     Ok(r) => r,
-                    Err(Error::AuthPending) => break,
+                    // keep the bytes and feed them again later: a login decision is pending,
+                    // the application still owes answers, or the machine's refusals wait to be
+                    // sent (this loop answers every request at once, so the last two are rare)
+                    Err(Error::AuthPending | Error::TooManyInFlight | Error::QueueFull) => break,
                     Err(_) => {
                         c.rx.clear();
                         break;
