@@ -1,144 +1,5 @@
 //! LongPort client machine: auth → session, heartbeat + RTT, reconnect with the session, per-code
-//! reaction to server Close pushes, request/response correlation
-//!
-//! [`Client`] is sans-IO: the caller owns the socket (TCP or WebSocket), the clock and the
-//! source of one-time tokens. Its inputs and outputs are inherent methods, and it implements
-//! [`Machine`](crate::Machine) with `Peer = ()` by delegating to them.
-//!
-//! # Lifecycle
-//!
-//! 1. [`Client::connect`] with [`Credentials`] (one-time token from the HTTP socket-token API,
-//!    optional metadata pairs). The client emits [`ClientEvent::ConnectTransport`].
-//! 2. On every `ConnectTransport` the caller opens a **new** transport (TCP connection, or a
-//!    WebSocket upgrade with the query `version=1&codec=1&platform=9`) and calls
-//!    [`Client::handle_connected`] once it is open, or [`Client::handle_closed`] if the dial
-//!    failed. A dial that takes longer than [`ClientConfig::connect_timeout`] is abandoned with
-//!    [`ClientEvent::Disconnected`] (cause [`CloseCause::ConnectTimeout`]).
-//! 3. The client queues the login: on TCP the 2-byte handshake `11 09` and the Auth request
-//!    (cmd 2) in one [`FrameKind::Stream`] transmit; on WebSocket the Auth request as one
-//!    [`FrameKind::WsBinary`]. With a still-valid session it sends Reconnect (cmd 3) instead.
-//! 4. [`ClientEvent::Connected`] (within [`ClientConfig::auth_timeout`], else `Disconnected`
-//!    with [`CloseCause::LoginTimeout`]): business requests may now go out with
-//!    [`Client::send_request`]. The session id is [`Client::session_id`].
-//! 5. Whenever the connection ends — the caller reports it ([`Client::handle_closed`], a
-//!    WebSocket Close frame through [`Client::handle_frame`]), the heartbeat times out, the
-//!    server pushes Close, the stream is undecodable — the client emits
-//!    [`ClientEvent::Disconnected`] (close the transport if it is still open), fails the requests
-//!    in flight ([`ClientEvent::RequestFailed`] with [`RequestFailure::Disconnected`]) and, per
-//!    policy, schedules a reconnect ([`ClientEvent::ReconnectScheduled`], then at that instant
-//!    `ConnectTransport` again) or asks for a token first ([`ClientEvent::TokenNeeded`] → call
-//!    [`Client::provide_token`]). [`CloseCause::Peer`] documents the per-code policy for Close
-//!    pushes: codes 4, 5 and 6 (`ConnectDuplicate`: the session was taken over) re-authenticate,
-//!    the others reconnect with the session.
-//! 6. A login refused with status 6 (PermissionDenied: the account holds its quota of
-//!    connections, `Error{403, "connections limitation is hit"}`) is different: a new token
-//!    cannot help, so the client never loops asking for one. [`ClientConfig::with_quota_policy`]
-//!    decides: [`QuotaPolicy::Stop`] (default; [`ClientState::Stopped`] until you call
-//!    [`Client::connect`] again) or [`QuotaPolicy::RetryAfter`] (a long back-off, then one
-//!    `TokenNeeded`).
-//! 7. [`Client::close`] ends everything: on WebSocket a `WsClose(1000)` frame carrying your
-//!    reason is queued (nothing extra on TCP), then exactly one final [`ClientEvent::Closed`] is
-//!    emitted.
-//!
-//! # Driving it
-//!
-//! The run loop of the crate docs: one input, then [`drain`](crate::drain) (or its two steps by
-//! hand: send every transmit, take one event, repeat), then sleep until
-//! [`Client::poll_timeout`]. Commands given while handling an event (`handle_connected` on
-//! `ConnectTransport`, `provide_token` on `TokenNeeded`) queue output that the same drain sends.
-//!
-//! TCP: keep a receive buffer (at least the largest packet you accept: 11 + max_body + 24) and
-//! feed it whole after every read:
-//!
-//! ```text
-//! loop {
-//!     match client.handle_input(now, (), &rx[..filled]) {
-//!         Err(Error::QueueFull) => { drain, then retry }
-//!         Ok(r) => {
-//!             if let Some(app) = r.app() { handle the response/push (borrowed from rx) }
-//!             if r.bytes_consumed() == 0 { break }   // r.needed(): total bytes the next packet needs
-//!             drop r.bytes_consumed() bytes from the front of rx
-//!         }
-//!     }
-//!     drain (write every FrameKind::Stream transmit to the socket, handle the events)
-//! }
-//! ```
-//!
-//! WebSocket:
-//!
-//! * every binary message → `handle_input(now, (), msg)` (always consumed whole);
-//! * Ping / Pong / Close frames → `handle_frame(now, (), FrameKind::WsPing | WsPong | WsClose(code), payload)`;
-//!   text frames are not part of the protocol and are best dropped by the caller;
-//! * transmits come as `WsBinary` (one message), `WsPing`/`WsPong` (control frames whose payload
-//!   is the written bytes) and `WsClose(code)` (the written bytes are the reason; then close the
-//!   socket).
-//!
-//! Let the WebSocket library answer pings itself *or* let the client do it, not both (the
-//! client queues a `WsPong` echo for every `WsPing` it is given).
-//!
-//! # Heartbeat
-//!
-//! * TCP: every [`ClientConfig::heartbeat_interval`] (60 s) a cmd-1 request with body
-//!   `Heartbeat { timestamp: wall-clock ms, heartbeat_id: request id as i32 }` (as the official
-//!   Go client does); the echo is matched by request id and [`ClientEvent::HeartbeatRtt`]
-//!   reports the time since the request was handed out by `poll_transmit` (the body is not
-//!   trusted).
-//! * WebSocket: the same `Heartbeat` body is the payload of a `WsPing`; a `WsPong` payload is
-//!   decoded as `Heartbeat` and matched by `heartbeat_id`. No heartbeat interval sends nothing
-//!   and relies on the server's pings (the official Rust client's behaviour).
-//! * Server heartbeat requests (cmd-1 requests, TCP or WS binary) are echoed: response with the
-//!   same id, status 0 and the same body (and gzip flag). Bodies up to
-//!   [`MAX_ECHO_LEN`](crate::longport::MAX_ECHO_LEN) bytes are echoed by the client itself (at
-//!   most 4 waiting); a bigger one (any size up to the body limit), or one more while 4 wait,
-//!   comes back as [`ClientApp::HeartbeatEcho`] for you to echo with
-//!   [`Client::echo_heartbeat`]. Server `WsPing`s get a `WsPong` with the same payload (up to
-//!   125 bytes).
-//! * [`Client::send_heartbeat`] sends one now (e.g. to check a quiet connection before a
-//!   burst of requests); its echo gives `HeartbeatRtt` like the periodic ones.
-//! * Liveness: heartbeat echoes, server heartbeat requests, pings and pongs always count; with
-//!   [`ClientConfig::any_inbound_is_alive`] (default) every inbound packet counts too. No sign
-//!   of life for [`ClientConfig::heartbeat_timeout`] (120 s) ends the connection
-//!   ([`CloseCause::Timeout`]).
-//!
-//! # Session expiry
-//!
-//! `expires` is taken as absolute Unix milliseconds, as the official Go client does
-//! (`isAuthExpired` in <https://github.com/longportapp/openapi-protocol>). The client compares
-//! it with a wall clock the caller provides ([`Client::set_wall_clock`]): a session is
-//! resumable when `expires != 0` and `expires - expiry_margin` (10 s, like the Go client) is
-//! still in the future. `expires <= 0` is never resumable. Without a wall clock only the zero
-//! check applies and a stale session is found out by the server (status 5 → re-auth).
-//! [`ClientConfig::relative_expiry_heuristic`] (off by default) reads values below `1e11` as
-//! milliseconds relative to the moment the response arrived — the reading of the official Rust
-//! client's reconnect path; it is a heuristic, not protocol.
-//!
-//! # Requests
-//!
-//! [`Client::send_request`] writes the packet straight into the caller's buffer and returns
-//! the [`Transmit`] describing it: **send it right away**, before the next `poll_transmit`
-//! frame. Nothing of the body is copied or queued inside the client, so memory stays bounded
-//! whatever the body size, and there is no second buffer to size. Bodies go out as given;
-//! `ClientConfig::with_gzip_requests` (feature `gzip`) wraps those from a threshold up in a
-//! gzip member of stored blocks (the form the official Go client uses for bodies of 1 KiB and
-//! more, without the compression: this crate has no compressor), and
-//! [`Client::send_request_gzip`] sends a body you compressed yourself. The request is then tracked
-//! (at most `REQUESTS` in flight) until its response ([`ClientApp::Response`], borrowed from the
-//! input), its timeout ([`ClientEvent::RequestTimedOut`]) or the end of the connection
-//! ([`ClientEvent::RequestFailed`]).
-//!
-//! Request ids start at [`ClientConfig::first_request_id`] (1), increase by one for every
-//! request (business, heartbeat, login), wrap from `u32::MAX` to 1 (0 is skipped) and skip ids
-//! still in use. The counter continues across reconnects (ids stay unique per connection).
-//!
-//! # Bounded work and memory
-//!
-//! Events sit in a queue of `EVENTS` entries (at least 8). An input or command that could queue
-//! events is refused with [`Error::QueueFull`] (nothing consumed or changed) unless 4 slots are
-//! free, and `handle_timeout` does nothing until they are (its deadline stays due): after a
-//! complete drain of `poll_transmit` and `poll_event` the next input is always accepted.
-//! Request outcomes (`RequestTimedOut`, `RequestFailed`) are kept in the request table and
-//! reported by `poll_event` after the queued events, so a disconnect with many requests in
-//! flight never overflows the queue; [`ClientEvent::Closed`] is always the very last event.
+//! reaction to server Close pushes, request/response correlation (documented on [`Client`])
 
 mod reconnect;
 mod request;
@@ -348,7 +209,7 @@ impl ClientConfig {
     }
 
     /// Read `expires` below `1e11` as milliseconds relative to the response (a heuristic,
-    /// default false; see the module docs)
+    /// default false; see [`Client`], Session expiry)
     #[must_use]
     pub const fn with_relative_expiry_heuristic(mut self, on: bool) -> Self {
         self.relative_expiry_heuristic = on;
@@ -705,6 +566,145 @@ struct Session<const S: usize> {
 /// id (128), `METADATA_LEN` bytes of stored metadata (256, two length bytes plus the text per
 /// key and per value). [`Client::new`] builds one with the defaults,
 /// [`Client::with_capacities`] with others.
+///
+/// [`Client`] is sans-IO: the caller owns the socket (TCP or WebSocket), the clock and the
+/// source of one-time tokens. Its inputs and outputs are inherent methods, and it implements
+/// [`Machine`](crate::Machine) with `Peer = ()` by delegating to them.
+///
+/// # Lifecycle
+///
+/// 1. [`Client::connect`] with [`Credentials`] (one-time token from the HTTP socket-token API,
+///    optional metadata pairs). The client emits [`ClientEvent::ConnectTransport`].
+/// 2. On every `ConnectTransport` the caller opens a **new** transport (TCP connection, or a
+///    WebSocket upgrade with the query `version=1&codec=1&platform=9`) and calls
+///    [`Client::handle_connected`] once it is open, or [`Client::handle_closed`] if the dial
+///    failed. A dial that takes longer than [`ClientConfig::connect_timeout`] is abandoned with
+///    [`ClientEvent::Disconnected`] (cause [`CloseCause::ConnectTimeout`]).
+/// 3. The client queues the login: on TCP the 2-byte handshake `11 09` and the Auth request
+///    (cmd 2) in one [`FrameKind::Stream`] transmit; on WebSocket the Auth request as one
+///    [`FrameKind::WsBinary`]. With a still-valid session it sends Reconnect (cmd 3) instead.
+/// 4. [`ClientEvent::Connected`] (within [`ClientConfig::auth_timeout`], else `Disconnected`
+///    with [`CloseCause::LoginTimeout`]): business requests may now go out with
+///    [`Client::send_request`]. The session id is [`Client::session_id`].
+/// 5. Whenever the connection ends — the caller reports it ([`Client::handle_closed`], a
+///    WebSocket Close frame through [`Client::handle_frame`]), the heartbeat times out, the
+///    server pushes Close, the stream is undecodable — the client emits
+///    [`ClientEvent::Disconnected`] (close the transport if it is still open), fails the requests
+///    in flight ([`ClientEvent::RequestFailed`] with [`RequestFailure::Disconnected`]) and, per
+///    policy, schedules a reconnect ([`ClientEvent::ReconnectScheduled`], then at that instant
+///    `ConnectTransport` again) or asks for a token first ([`ClientEvent::TokenNeeded`] → call
+///    [`Client::provide_token`]). [`CloseCause::Peer`] documents the per-code policy for Close
+///    pushes: codes 4, 5 and 6 (`ConnectDuplicate`: the session was taken over) re-authenticate,
+///    the others reconnect with the session.
+/// 6. A login refused with status 6 (PermissionDenied: the account holds its quota of
+///    connections, `Error{403, "connections limitation is hit"}`) is different: a new token
+///    cannot help, so the client never loops asking for one. [`ClientConfig::with_quota_policy`]
+///    decides: [`QuotaPolicy::Stop`] (default; [`ClientState::Stopped`] until you call
+///    [`Client::connect`] again) or [`QuotaPolicy::RetryAfter`] (a long back-off, then one
+///    `TokenNeeded`).
+/// 7. [`Client::close`] ends everything: on WebSocket a `WsClose(1000)` frame carrying your
+///    reason is queued (nothing extra on TCP), then exactly one final [`ClientEvent::Closed`] is
+///    emitted.
+///
+/// # Driving it
+///
+/// The run loop of the crate docs: one input, then [`drain`](crate::drain) (or its two steps by
+/// hand: send every transmit, take one event, repeat), then sleep until
+/// [`Client::poll_timeout`]. Commands given while handling an event (`handle_connected` on
+/// `ConnectTransport`, `provide_token` on `TokenNeeded`) queue output that the same drain sends.
+///
+/// TCP: keep a receive buffer (at least the largest packet you accept: 11 + max_body + 24) and
+/// feed it whole after every read:
+///
+/// ```text
+/// loop {
+///     match client.handle_input(now, (), &rx[..filled]) {
+///         Err(Error::QueueFull) => { drain, then retry }
+///         Ok(r) => {
+///             if let Some(app) = r.app() { handle the response/push (borrowed from rx) }
+///             if r.bytes_consumed() == 0 { break }   // r.needed(): total bytes the next packet needs
+///             drop r.bytes_consumed() bytes from the front of rx
+///         }
+///     }
+///     drain (write every FrameKind::Stream transmit to the socket, handle the events)
+/// }
+/// ```
+///
+/// WebSocket:
+///
+/// * every binary message → `handle_input(now, (), msg)` (always consumed whole);
+/// * Ping / Pong / Close frames → `handle_frame(now, (), FrameKind::WsPing | WsPong | WsClose(code), payload)`;
+///   text frames are not part of the protocol and are best dropped by the caller;
+/// * transmits come as `WsBinary` (one message), `WsPing`/`WsPong` (control frames whose payload
+///   is the written bytes) and `WsClose(code)` (the written bytes are the reason; then close the
+///   socket).
+///
+/// Let the WebSocket library answer pings itself *or* let the client do it, not both (the
+/// client queues a `WsPong` echo for every `WsPing` it is given).
+///
+/// # Heartbeat
+///
+/// * TCP: every [`ClientConfig::heartbeat_interval`] (60 s) a cmd-1 request with body
+///   `Heartbeat { timestamp: wall-clock ms, heartbeat_id: request id as i32 }` (as the official
+///   Go client does); the echo is matched by request id and [`ClientEvent::HeartbeatRtt`]
+///   reports the time since the request was handed out by `poll_transmit` (the body is not
+///   trusted).
+/// * WebSocket: the same `Heartbeat` body is the payload of a `WsPing`; a `WsPong` payload is
+///   decoded as `Heartbeat` and matched by `heartbeat_id`. No heartbeat interval sends nothing
+///   and relies on the server's pings (the official Rust client's behaviour).
+/// * Server heartbeat requests (cmd-1 requests, TCP or WS binary) are echoed: response with the
+///   same id, status 0 and the same body (and gzip flag). Bodies up to
+///   [`MAX_ECHO_LEN`](crate::longport::MAX_ECHO_LEN) bytes are echoed by the client itself (at
+///   most 4 waiting); a bigger one (any size up to the body limit), or one more while 4 wait,
+///   comes back as [`ClientApp::HeartbeatEcho`] for you to echo with
+///   [`Client::echo_heartbeat`]. Server `WsPing`s get a `WsPong` with the same payload (up to
+///   125 bytes).
+/// * [`Client::send_heartbeat`] sends one now (e.g. to check a quiet connection before a
+///   burst of requests); its echo gives `HeartbeatRtt` like the periodic ones.
+/// * Liveness: heartbeat echoes, server heartbeat requests, pings and pongs always count; with
+///   [`ClientConfig::any_inbound_is_alive`] (default) every inbound packet counts too. No sign
+///   of life for [`ClientConfig::heartbeat_timeout`] (120 s) ends the connection
+///   ([`CloseCause::Timeout`]).
+///
+/// # Session expiry
+///
+/// `expires` is taken as absolute Unix milliseconds, as the official Go client does
+/// (`isAuthExpired` in <https://github.com/longportapp/openapi-protocol>). The client compares
+/// it with a wall clock the caller provides ([`Client::set_wall_clock`]): a session is
+/// resumable when `expires != 0` and `expires - expiry_margin` (10 s, like the Go client) is
+/// still in the future. `expires <= 0` is never resumable. Without a wall clock only the zero
+/// check applies and a stale session is found out by the server (status 5 → re-auth).
+/// [`ClientConfig::relative_expiry_heuristic`] (off by default) reads values below `1e11` as
+/// milliseconds relative to the moment the response arrived — the reading of the official Rust
+/// client's reconnect path; it is a heuristic, not protocol.
+///
+/// # Requests
+///
+/// [`Client::send_request`] writes the packet straight into the caller's buffer and returns
+/// the [`Transmit`] describing it: **send it right away**, before the next `poll_transmit`
+/// frame. Nothing of the body is copied or queued inside the client, so memory stays bounded
+/// whatever the body size, and there is no second buffer to size. Bodies go out as given;
+/// `ClientConfig::with_gzip_requests` (feature `gzip`) wraps those from a threshold up in a
+/// gzip member of stored blocks (the form the official Go client uses for bodies of 1 KiB and
+/// more, without the compression: this crate has no compressor), and
+/// [`Client::send_request_gzip`] sends a body you compressed yourself. The request is then tracked
+/// (at most `REQUESTS` in flight) until its response ([`ClientApp::Response`], borrowed from the
+/// input), its timeout ([`ClientEvent::RequestTimedOut`]) or the end of the connection
+/// ([`ClientEvent::RequestFailed`]).
+///
+/// Request ids start at [`ClientConfig::first_request_id`] (1), increase by one for every
+/// request (business, heartbeat, login), wrap from `u32::MAX` to 1 (0 is skipped) and skip ids
+/// still in use. The counter continues across reconnects (ids stay unique per connection).
+///
+/// # Bounded work and memory
+///
+/// Events sit in a queue of `EVENTS` entries (at least 8). An input or command that could queue
+/// events is refused with [`Error::QueueFull`] (nothing consumed or changed) unless 4 slots are
+/// free, and `handle_timeout` does nothing until they are (its deadline stays due): after a
+/// complete drain of `poll_transmit` and `poll_event` the next input is always accepted.
+/// Request outcomes (`RequestTimedOut`, `RequestFailed`) are kept in the request table and
+/// reported by `poll_event` after the queued events, so a disconnect with many requests in
+/// flight never overflows the queue; [`ClientEvent::Closed`] is always the very last event.
 #[derive(Debug)]
 pub struct Client<
     const REQUESTS: usize = 16,

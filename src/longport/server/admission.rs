@@ -131,8 +131,8 @@ impl Grant {
         self
     }
 
-    /// `limit` and `online` to put in the response when the server has no account quota
-    /// configured (with a quota, the machine reports the quota and the account's connections)
+    /// `limit` and `online` to put in the response when the server has no account quota or the
+    /// login no account (otherwise the machine reports the quota and the account's connections)
     #[must_use]
     pub const fn with_limit_online(mut self, limit: u32, online: u32) -> Self {
         self.limit = limit;

@@ -1,290 +1,6 @@
 //! LongPort server machine: auth gate, session table, heartbeats, WS pings, Close pushes, and
-//! the gateway's limits
-//!
-//! [`Server`] keeps the control plane of many client connections, over TCP and WebSocket, for
-//! the caller's own gateway. The caller owns the sockets, the clock, the token check and the
-//! random source for session ids; the machine decides what goes on the wire and when. Its inputs
-//! and outputs are inherent methods, and it implements [`Machine`](crate::Machine) with
-//! `Peer = P` (the caller's connection key) by delegating to them.
-//!
-//! # Connection lifecycle
-//!
-//! ```text
-//! handle_connected ─► AwaitHandshake (TCP only, 2 bytes) ─► AwaitAuth ─► AuthPending ─► Authenticated
-//!                                                              │              │              │
-//!                                                              └──────────────┴──────────────┴─► Closing ─► (Closed event, slot freed)
-//! ```
-//!
-//! 1. [`Server::handle_connected`] registers a connection under the caller's key `P`, with the
-//!    [`Source`] it comes from (its IP address, or [`Source::UNKNOWN`]). The table holds
-//!    `PEERS` connections. Unauthenticated ones are bounded without letting idle sockets lock
-//!    anybody out: one source holds at most
-//!    [`ServerConfig::max_unauthenticated_per_source`] (4) of them, all sources together
-//!    [`ServerConfig::max_unauthenticated`] (8), and a new connection beyond either cap
-//!    **evicts the oldest** unauthenticated connection (of its source, else of all; those whose
-//!    login waits for the application go last) with `Close{ServerError, "too many
-//!    unauthenticated connections"}` ([`CloseCause::Evicted`]). So an attacker's idle sockets
-//!    only push out each other, and a login, which takes two round trips, is pushed out only by
-//!    `max_unauthenticated` newer connections arriving meanwhile. Refusals are typed
-//!    ([`Error`]); the caller then closes the socket without sending anything.
-//! 2. TCP connections first send the 2-byte handshake. It is validated (version 1) and
-//!    recorded ([`Server::handshake`]); a bad one is answered with `Close{UnpackError}`. The
-//!    handshake and the first packet may arrive in the same read.
-//! 3. Before authentication a packet may announce at most [`ServerConfig::max_auth_body`]
-//!    bytes of body (4 KiB): a header announcing more closes the connection at once with
-//!    `Close{UnpackError}`, so nobody has to buffer more for an unauthenticated peer. The first
-//!    packet must be an Auth (cmd 2) or Reconnect (cmd 3) request. Anything else — heartbeats
-//!    included — is answered, if it is a request, with status 5 (Unauthenticated) and an
-//!    `Error{401}` body, then `Close{AuthError}`.
-//! 4. Auth: [`Server::handle_input`] returns [`ServerApp::Auth`] borrowing the token and
-//!    metadata from the caller's buffer. The application checks the token and calls
-//!    [`Server::accept_auth`] with a [`Grant`] (a [`SessionId`] it drew from its random
-//!    source, the expiry, optionally the [`AccountId`]) or [`Server::reject_auth`] (status +
-//!    `Error` response, `Close{AuthError}`). No event is queued for the request: the
-//!    `ServerApp` value is the one signal, so the caller cannot miss the token. With the `gzip`
-//!    feature a gzip-compressed Auth (the official Go client compresses bodies of 1 KiB and
-//!    more) is inflated within the same limit (at most [`MAX_INFLATED_LOGIN`]), checked, and
-//!    handed over as [`ServerApp::CompressedAuth`] (inflate it again to read the token);
-//!    without the feature it is closed with `Close{UnpackError}`.
-//! 5. Reconnect: the session id is looked up in the machine's session table first. An unknown or
-//!    expired id is rejected **automatically**, without involving the application: status 5,
-//!    `Error{401, "session expired"}`, `Close{SessExpired}`. A known id yields
-//!    [`ServerApp::Reconnect`] (or [`ServerApp::CompressedReconnect`]); the application mints
-//!    a fresh session id and calls [`Server::accept_reconnect`] (the old id is retired: the
-//!    protocol issues a new session on every reconnect) or [`Server::reject_reconnect`]
-//!    (`Close{SessExpired}`).
-//! 6. Until the application decides, further input from that connection is refused with
-//!    [`Error::AuthPending`] and left unconsumed (official clients wait for the auth response
-//!    before sending anything else). The auth deadline ([`ServerConfig::auth_timeout`], 10 s)
-//!    covers the whole unauthenticated phase, including a decision that never comes:
-//!    `Close{AuthError}`.
-//! 7. Authenticated: [`ServerEvent::Connected`]. Business requests come back as
-//!    [`ServerApp::Request`] (borrowed); the application answers each with [`Server::respond`]
-//!    and pushes with [`Server::push`], both writing straight into the caller's buffer.
-//!
-//! # Closing and the "close the transport now" signal
-//!
-//! Whenever the machine closes a connection it queues, in this order, any pending control
-//! response (e.g. the status-5 answer), a `Close{code, reason}` push (cmd 0), and on WebSocket a
-//! [`FrameKind::WsClose`] frame with a legal RFC 6455 code ([`CloseCode::ws_close_code`]: 1000
-//! heartbeat timeout, 1001 shutdown, 1002 unpack error, 1008 auth/session/duplicate, 1011 server
-//! error) whose payload is the reason. **Once every frame for that connection has been handed
-//! out by `poll_transmit`**, it reports [`ServerEvent::Closed`] with the [`CloseCause`]: the
-//! signal to close the socket (TCP) or to finish the WebSocket close (WS; the close frame was
-//! the last transmit). After `Closed` the machine has forgotten the connection and the key may
-//! be reused.
-//!
-//! When the caller reports the transport gone ([`Server::handle_closed`], or a WebSocket Close
-//! frame from the client via [`Server::handle_frame`]), queued frames are dropped and `Closed`
-//! follows at once (with the cause of a close already under way, else
-//! [`CloseCause::TransportClosed`] / [`CloseCause::WsClosed`]). The session survives: a
-//! closed transport releases nothing but the connection (and its place in the account quota).
-//!
-//! [`Server::shutdown`] closes every connection with `Close{ServerShutdown}` and refuses new
-//! ones; [`ServerEvent::ShutdownComplete`] follows the last `Closed`.
-//!
-//! # Sessions
-//!
-//! **A session id is a bearer secret**: whoever presents it in a Reconnect resumes the session,
-//! nothing else is checked. So the server only grants [`SessionId`]s, built from at least 128
-//! bits the caller draws from a cryptographically secure random source (the machine has no
-//! randomness of its own), sent as lowercase hex; guesses of the old `s-1` kind are hopeless,
-//! and a failed guess changes nothing for the session's holder (the guesser gets status 5 and
-//! `Close{SessExpired}`). Reconnect requests may present any text: it is looked up as it is.
-//!
-//! Sessions live in a table of `SESSIONS` entries and outlive their connections until they
-//! expire. `expires` is absolute Unix milliseconds (as the official clients read it), compared
-//! against the caller's wall clock ([`Server::set_wall_clock`]; without one, against
-//! milliseconds since the caller's epoch). A session is usable while `wall_ms < expires`.
-//! Expired entries are purged whenever the table is touched. When the table is full, the entry
-//! that expires first among those **without** a live connection is evicted; if every entry has
-//! a live connection, the one expiring first is evicted (its connection stays authenticated but
-//! can no longer be resumed by Reconnect). Evictions are counted in
-//! [`ServerStats::sessions_evicted`].
-//!
-//! Session ids are compared in constant time over their bytes: no early exit on content, and
-//! the whole table is scanned on every lookup. Ids of different lengths compare unequal
-//! immediately, so the **length** of a valid id is not hidden (it is 32 characters for 16
-//! bytes anyway).
-//!
-//! Duplicate sessions: when a session becomes live on a second connection (a Reconnect accepted
-//! while the old connection is still open, or `accept_*` given an id that another live
-//! connection holds), the **older** connection is closed with `Close{ConnectDuplicate}`
-//! ([`CloseCause::Duplicate`]). The new connection is the one that proved it holds the secret
-//! now; the old one is typically half-dead (NAT rebinding, a client that gave up on it). What
-//! the LongPort gateway does here is not public. The new connection gets a new session id (every
-//! Reconnect does), so the displaced client cannot flip it back; this crate's
-//! [`Client`](crate::longport::Client) answers `ConnectDuplicate` with a fresh Auth (a session
-//! of its own), never by stopping for good.
-//!
-//! # Heartbeats and liveness
-//!
-//! * cmd-1 requests from authenticated peers are echoed (status 0, same request id, same body,
-//!   same gzip flag), over TCP and over WebSocket (third-party clients send them there). Before
-//!   authentication they are treated like any other non-auth first packet (rejected).
-//! * Echo bodies up to [`MAX_ECHO_LEN`](crate::longport::MAX_ECHO_LEN) bytes (64; official
-//!   clients send at most 22) are copied into a per-connection slot and answered from
-//!   `poll_transmit`. A larger body is not copied: it comes back as [`ServerApp::HeartbeatEcho`]
-//!   and the caller must echo it with [`Server::respond`] (or [`Server::send`] to keep the gzip
-//!   flag). A heartbeat that arrives while the slot still holds an unsent echo (two pipelined in
-//!   one read) is handed over the same way, so no echo is lost.
-//! * On WebSocket the machine sends [`FrameKind::WsPing`] every
-//!   [`ServerConfig::ws_ping_interval`] (20 s, from connection start; the official Rust client
-//!   drops a connection that saw no Ping for 120 s). On TCP it sends its own cmd-1 heartbeat
-//!   requests to authenticated clients every [`ServerConfig::tcp_heartbeat_interval`] (off by
-//!   default; the official Go client echoes them). Both carry a `Heartbeat{timestamp = wall ms,
-//!   heartbeat_id}` body; the answer (the cmd-1 response with the same id, or a Pong echoing
-//!   the payload) gives [`ServerEvent::HeartbeatRtt`]. Client Pings are answered with
-//!   [`FrameKind::WsPong`] echoing the payload (only the latest one, as RFC 6455 allows); a
-//!   caller whose WebSocket library already answers pings may drop those transmits.
-//! * Every complete inbound packet, Ping and Pong refreshes liveness. An authenticated
-//!   connection without any for [`ServerConfig::heartbeat_timeout`] (default **150 s**: the Go
-//!   client heartbeats every 60 s, so one lost heartbeat plus 30 s of slack is tolerated) gets
-//!   `Close{HeartbeatTimeout}` ([`CloseCause::Timeout`]).
-//!
-//! # The gateway's limits (off by default)
-//!
-//! * **Account quota** ([`ServerConfig::with_account_quota`]): the live connections of one
-//!   [`AccountId`] (named by the application in [`Grant::with_account`]) are counted; a login
-//!   beyond the quota is refused by the machine as the LongPort gateway does — status 6
-//!   (PermissionDenied), `Error{403, "connections limitation is hit"}`, `Close{AuthError}` —
-//!   and `accept_*` returns [`Admission::OverQuota`]. A connection stops counting as soon as it
-//!   closes (the users of the official SDKs report slots that linger after a crash: here the
-//!   transport closing frees the slot). With a quota, `limit` and `online` in every granted
-//!   response are the quota and the account's connections.
-//! * **Rate limits** ([`ServerConfig::with_rate_limit`] per connection,
-//!   [`ServerConfig::with_command_rate_limit`] per command; token buckets on the caller's
-//!   clock): a business request over a limit is answered by the machine with status 3
-//!   (BadRequest) and `Error{301606}`, the code the LongPort documentation lists for rate
-//!   limiting, and never reaches the application. Up to 4 such answers wait per connection;
-//!   one more request is refused with [`Error::QueueFull`] until they are handed out.
-//!
-//! Undecodable input — unknown packet type, announced body above the limit, a truncated
-//! WebSocket message, a malformed Auth/Reconnect body, a gzip-compressed one that does not
-//! inflate within the limit — closes the connection with `Close{UnpackError}`
-//! ([`CloseCause::Protocol`]). Responses and pushes from the client with a control cmd are
-//! ignored (counted in [`ServerStats::ignored_packets`]); with a business cmd they are passed
-//! to the application ([`ServerApp::Response`], [`ServerApp::Push`]). Close, Auth or Reconnect
-//! *requests* on an authenticated connection are answered with status 3 (BadRequest) and
-//! `Error{400, "unexpected control command"}`; the connection stays up (a further one arriving
-//! before that answer was sent is dropped and counted). Gzip-compressed business bodies are
-//! passed through with their flag; the machine never inflates them.
-//!
-//! # Buffers and copies
-//!
-//! Business bodies are never copied: inbound ones are borrowed in [`ServerApp`], outbound ones
-//! are written by [`Server::respond`] / [`Server::push`] / [`Server::send`] straight into the
-//! caller's buffer. The machine's own frames are produced at `poll_transmit` time from small
-//! bounded per-connection state: the auth/reconnect/error response (session id up to
-//! [`MAX_SESSION_ID_LEN`] bytes, error message up to
-//! [`MAX_TEXT_LEN`](crate::longport::MAX_TEXT_LEN)), one heartbeat echo, up to 4 rate-limit
-//! refusals, one Pong payload (up to 125 bytes), one server heartbeat, one Close push. A
-//! caller-supplied message or close reason longer than `MAX_TEXT_LEN` bytes is truncated on a
-//! char boundary. `poll_transmit` with a too-small buffer returns [`BufferTooSmall`] with the
-//! exact size and changes nothing.
-//!
-//! [`Server::respond`] and friends refuse to write while a machine-generated control response
-//! for that connection still waits in `poll_transmit` ([`Error::QueueFull`]: drain, retry), so
-//! an application push cannot overtake the auth response. They never write a Request packet to
-//! a WebSocket client ([`Error::RequestOnWebSocket`]): the official Rust client treats one as
-//! fatal. The only Request packets the machine sends itself are its TCP heartbeats.
-//!
-//! # Cost
-//!
-//! Memory is fixed by the const generics: on x86_64 a connection slot takes about 740 bytes (the
-//! bounded response, echo, refusal, pong and close slots above, and the rate-limit buckets) and
-//! a session entry about 110, so `Server<u32, 16, 64>` is about 19 KB.
-//!
-//! Connections are found by a linear scan over `PEERS` (fine for the tens of connections a
-//! `no_std` server holds). `poll_timeout` and `handle_timeout` are `O(PEERS)`; `poll_transmit`
-//! and `poll_event` are `O(PEERS)` per returned item and `O(1)` when nothing is pending (a dirty
-//! flag short-circuits the scan). Session lookups are `O(SESSIONS)`, account quota checks
-//! `O(PEERS)`. Sessions need no timer, so they do not appear in `poll_timeout`. Events are
-//! derived from per-connection state, so there is no event queue that could overflow; their
-//! order across connections follows the table, not time.
-//!
-//! # Driving it
-//!
-//! The run loop of the crate docs: one input, then [`drain`](crate::drain), then sleep until
-//! [`Server::poll_timeout`]. TCP, per readable socket (the caller keeps unconsumed bytes in its
-//! own buffer):
-//!
-//! ```
-//! use tether_net::longport::{Error, Grant, Server, ServerApp, ServerConfig, ServerEvent, SessionId, Source, Transport};
-//! use tether_net::Instant;
-//!
-//! let mut server: Server<u32> = Server::new(ServerConfig::new());
-//! let now = Instant::from_secs(1);
-//! let peer_ip = std::net::Ipv4Addr::new(192, 0, 2, 1);
-//! server.handle_connected(now, 7, Transport::Tcp, Source::from(peer_ip)).unwrap();
-//! // handshake 11 09 and an auth request for token "abc", in one read
-//! let mut inbuf = vec![0x11, 0x09, 0x01, 0x02, 0, 0, 0, 1, 0x13, 0x88, 0, 0, 5, 0x0a, 3, b'a', b'b', b'c'];
-//! let mut auth = None;
-//! while !inbuf.is_empty() {
-//!     let r = match server.handle_input(now, 7, &inbuf) {
-//!         Ok(r) => r,
-//!         // auth decision pending: keep the bytes, feed them again after deciding
-//!         Err(Error::AuthPending) => break,
-//!         Err(e) => unreachable!("{e}"),
-//!     };
-//!     if let Some(ServerApp::Auth { token, .. }) = r.app() {
-//!         auth = Some(*token == "abc"); // check the one-time password (here: trivially)
-//!     }
-//!     if r.needed().is_some() {
-//!         break; // partial packet: read more from the socket
-//!     }
-//!     inbuf.drain(..r.bytes_consumed());
-//! }
-//! assert_eq!(auth, Some(true));
-//! // 16 bytes from the OS random source in real code (getrandom::fill, /dev/urandom)
-//! let random = [0x3c; 16];
-//! let grant = Grant::new(SessionId::from_random(random), 1_700_086_400_000);
-//! server.accept_auth(now, 7, grant).unwrap();
-//! let mut out = [0u8; 256];
-//! let mut sent = Vec::new();
-//! tether_net::drain(&mut server, now, &mut out, |t, bytes| {
-//!     sent.push((t.to, bytes.to_vec())); // write to the socket of t.to
-//!     Ok::<(), std::io::Error>(())
-//! }, |_server, ev| assert!(matches!(ev, ServerEvent::Connected { peer: 7, .. })))
-//! .unwrap();
-//! assert_eq!(sent.len(), 1);
-//! assert_eq!(sent[0].1.len(), 51); // the AuthResponse with a 32-character session id
-//! ```
-//!
-//! WebSocket: parse the `version/codec/platform` query with
-//! [`WsParams::parse_query`](crate::longport::deframe::WsParams::parse_query) before upgrading,
-//! call `handle_connected(now, key, Transport::WebSocket, source)`, feed each binary message
-//! whole to `handle_input`, Ping/Pong/Close frames to [`Server::handle_frame`], and send each
-//! [`Transmit`] as the frame its [`FrameKind`] names (binary, ping, pong, close). In both cases
-//! call `handle_timeout` at `poll_timeout`, and close the socket on [`ServerEvent::Closed`].
-//!
-//! ## Bounded input and output per connection
-//!
-//! One peer must never stall the others or grow the server's memory. The machine bounds what it
-//! holds itself; the driver bounds the rest:
-//!
-//! * **Input.** Read from a socket only into a bounded buffer: the largest packet it can hold
-//!   is 11 + [`ServerConfig::max_body`] + 24 bytes after authentication, 11 +
-//!   [`ServerConfig::max_auth_body`] + 24 before (a larger announcement closes the
-//!   connection at the header). A request the application has not answered yet counts against
-//!   [`ServerConfig::max_pending_requests`] (32): beyond it `handle_input` refuses the next
-//!   request with [`Error::TooManyInFlight`] and consumes nothing. Then **stop reading from that
-//!   socket** (keep its bytes; TCP flow control pushes back on the client) until the
-//!   application has answered, and feed the same bytes again. Answer every request once
-//!   (status 3 for commands you do not serve) so the count comes down.
-//! * **Output.** Keep a bounded outbox per connection (the frames `poll_transmit` and
-//!   `respond`/`push` gave you that the socket did not take yet). Its worst case is
-//!   `max_pending_requests` answers plus a handful of machine frames
-//!   ([`Server::has_pending_output`] tells whether the machine still holds any for a peer)
-//!   plus your pushes. **Stop reading from a peer whose answers cannot be written** — its
-//!   outbox is full — so it cannot make you produce more; and stop pushing to it.
-//! * **A peer that does not read.** Give each outbox a deadline: a peer whose outbox stays full
-//!   past it (a few seconds; longer than a slow but live link needs to drain it) is not coming
-//!   back. Drop its socket and call [`Server::handle_closed`]: its frames are dropped and
-//!   `Closed { cause: TransportClosed }` follows at once (a graceful [`Server::close`] would
-//!   queue a Close push that cannot be written either). Never block on one socket: write with
-//!   non-blocking sockets (or one task per connection), so timers — auth deadlines, heartbeat
-//!   timeouts, pings — keep running for everyone.
+//! the gateway's limits (documented on [`Server`])
+
 mod admission;
 mod peer;
 mod rate;
@@ -511,10 +227,11 @@ impl ServerConfig {
     ///
     /// A login that would exceed it is refused by the machine as the LongPort gateway does:
     /// status 6 (PermissionDenied), `Error{403, "connections limitation is hit"}`, then
-    /// `Close{AuthError}`. With a quota, `limit` and `online` in every granted response are the
-    /// quota and the account's live connections. A connection stops counting as soon as it
-    /// closes. The account is the one the application names in [`Grant::with_account`]; logins
-    /// without one are not counted.
+    /// `Close{AuthError}`. With a quota, `limit` and `online` in the response granting a login
+    /// with an account are the quota and the account's live connections (this one included). A
+    /// connection stops counting as soon as it closes. The account is the one the application
+    /// names in [`Grant::with_account`] (a Reconnect without one keeps the session's); logins
+    /// without an account are not counted and report the grant's own numbers.
     #[must_use]
     pub const fn with_account_quota(mut self, quota: Option<u32>) -> Self {
         self.account_quota = match quota {
@@ -902,10 +619,295 @@ enum Shutdown {
 /// Sans-IO LongPort server for up to `PEERS` connections (default 16) and `SESSIONS` sessions
 /// (default 64)
 ///
-/// `P` is the caller's connection key (a socket handle, a slab index, ...). See the
-/// module docs for the lifecycle, the close signal and every policy choice.
+/// `P` is the caller's connection key (a socket handle, a slab index, ...).
 /// [`Server::new`] builds one with the default capacities, [`Server::with_capacities`] with
-/// others.
+/// others. The sections below give the lifecycle, the close signal, every policy choice and how
+/// to drive it.
+///
+/// [`Server`] keeps the control plane of many client connections, over TCP and WebSocket, for
+/// the caller's own gateway. The caller owns the sockets, the clock, the token check and the
+/// random source for session ids; the machine decides what goes on the wire and when. Its inputs
+/// and outputs are inherent methods, and it implements [`Machine`](crate::Machine) with
+/// `Peer = P` (the caller's connection key) by delegating to them.
+///
+/// # Connection lifecycle
+///
+/// ```text
+/// handle_connected ─► AwaitHandshake (TCP only, 2 bytes) ─► AwaitAuth ─► AuthPending ─► Authenticated
+///                                                              │              │              │
+///                                                              └──────────────┴──────────────┴─► Closing ─► (Closed event, slot freed)
+/// ```
+///
+/// 1. [`Server::handle_connected`] registers a connection under the caller's key `P`, with the
+///    [`Source`] it comes from (its IP address, or [`Source::UNKNOWN`]). The table holds
+///    `PEERS` connections. Unauthenticated ones are bounded without letting idle sockets lock
+///    anybody out: one source holds at most
+///    [`ServerConfig::max_unauthenticated_per_source`] (4) of them, all sources together
+///    [`ServerConfig::max_unauthenticated`] (8), and a new connection beyond either cap
+///    **evicts the oldest** unauthenticated connection (of its source, else of all; those whose
+///    login waits for the application go last) with `Close{ServerError, "too many
+///    unauthenticated connections"}` ([`CloseCause::Evicted`]). So an attacker's idle sockets
+///    only push out each other, and a login, which takes two round trips, is pushed out only by
+///    `max_unauthenticated` newer connections arriving meanwhile. Refusals are typed
+///    ([`Error`]); the caller then closes the socket without sending anything.
+/// 2. TCP connections first send the 2-byte handshake. It is validated (version 1) and
+///    recorded ([`Server::handshake`]); a bad one is answered with `Close{UnpackError}`. The
+///    handshake and the first packet may arrive in the same read.
+/// 3. Before authentication a packet may announce at most [`ServerConfig::max_auth_body`]
+///    bytes of body (4 KiB): a header announcing more closes the connection at once with
+///    `Close{UnpackError}`, so nobody has to buffer more for an unauthenticated peer. The first
+///    packet must be an Auth (cmd 2) or Reconnect (cmd 3) request. Anything else — heartbeats
+///    included — is answered, if it is a request, with status 5 (Unauthenticated) and an
+///    `Error{401}` body, then `Close{AuthError}`.
+/// 4. Auth: [`Server::handle_input`] returns [`ServerApp::Auth`] borrowing the token and
+///    metadata from the caller's buffer. The application checks the token and calls
+///    [`Server::accept_auth`] with a [`Grant`] (a [`SessionId`] it drew from its random
+///    source, the expiry, optionally the [`AccountId`]) or [`Server::reject_auth`] (status +
+///    `Error` response, `Close{AuthError}`). No event is queued for the request: the
+///    `ServerApp` value is the one signal, so the caller cannot miss the token. With the `gzip`
+///    feature a gzip-compressed Auth (the official Go client compresses bodies of 1 KiB and
+///    more) is inflated within the same limit (at most [`MAX_INFLATED_LOGIN`]), checked, and
+///    handed over as [`ServerApp::CompressedAuth`] (inflate it again to read the token);
+///    without the feature it is closed with `Close{UnpackError}`.
+/// 5. Reconnect: the session id is looked up in the machine's session table first. An unknown or
+///    expired id is rejected **automatically**, without involving the application: status 5,
+///    `Error{401, "session expired"}`, `Close{SessExpired}`. A known id yields
+///    [`ServerApp::Reconnect`] (or [`ServerApp::CompressedReconnect`]); the application mints
+///    a fresh session id and calls [`Server::accept_reconnect`] (the old id is retired: the
+///    protocol issues a new session on every reconnect) or [`Server::reject_reconnect`]
+///    (`Close{SessExpired}`).
+/// 6. Until the application decides, further input from that connection is refused with
+///    [`Error::AuthPending`] and left unconsumed (official clients wait for the auth response
+///    before sending anything else). The auth deadline ([`ServerConfig::auth_timeout`], 10 s)
+///    covers the whole unauthenticated phase, including a decision that never comes:
+///    `Close{AuthError}`.
+/// 7. Authenticated: [`ServerEvent::Connected`]. Business requests come back as
+///    [`ServerApp::Request`] (borrowed); the application answers each with [`Server::respond`]
+///    and pushes with [`Server::push`], both writing straight into the caller's buffer.
+///
+/// # Closing and the "close the transport now" signal
+///
+/// Whenever the machine closes a connection it queues, in this order, any pending control
+/// response (e.g. the status-5 answer), a `Close{code, reason}` push (cmd 0), and on WebSocket a
+/// [`FrameKind::WsClose`] frame with a legal RFC 6455 code ([`CloseCode::ws_close_code`]: 1000
+/// heartbeat timeout, 1001 shutdown, 1002 unpack error, 1008 auth/session/duplicate, 1011 server
+/// error) whose payload is the reason. **Once every frame for that connection has been handed
+/// out by `poll_transmit`**, it reports [`ServerEvent::Closed`] with the [`CloseCause`]: the
+/// signal to close the socket (TCP) or to finish the WebSocket close (WS; the close frame was
+/// the last transmit). After `Closed` the machine has forgotten the connection and the key may
+/// be reused.
+///
+/// When the caller reports the transport gone ([`Server::handle_closed`], or a WebSocket Close
+/// frame from the client via [`Server::handle_frame`]), queued frames are dropped and `Closed`
+/// follows at once (with the cause of a close already under way, else
+/// [`CloseCause::TransportClosed`] / [`CloseCause::WsClosed`]). The session survives: a
+/// closed transport releases nothing but the connection (and its place in the account quota).
+///
+/// [`Server::shutdown`] closes every connection with `Close{ServerShutdown}` and refuses new
+/// ones; [`ServerEvent::ShutdownComplete`] follows the last `Closed`.
+///
+/// # Sessions
+///
+/// **A session id is a bearer secret**: whoever presents it in a Reconnect resumes the session,
+/// nothing else is checked. So the server only grants [`SessionId`]s, built from at least 128
+/// bits the caller draws from a cryptographically secure random source (the machine has no
+/// randomness of its own), sent as lowercase hex; guesses of the old `s-1` kind are hopeless,
+/// and a failed guess changes nothing for the session's holder (the guesser gets status 5 and
+/// `Close{SessExpired}`). Reconnect requests may present any text: it is looked up as it is.
+///
+/// Sessions live in a table of `SESSIONS` entries and outlive their connections until they
+/// expire. `expires` is absolute Unix milliseconds (as the official clients read it), compared
+/// against the caller's wall clock ([`Server::set_wall_clock`]; without one, against
+/// milliseconds since the caller's epoch). A session is usable while `wall_ms < expires`.
+/// Expired entries are purged whenever the table is touched. When the table is full, the entry
+/// that expires first among those **without** a live connection is evicted; if every entry has
+/// a live connection, the one expiring first is evicted (its connection stays authenticated but
+/// can no longer be resumed by Reconnect). Evictions are counted in
+/// [`ServerStats::sessions_evicted`].
+///
+/// Session ids are compared in constant time over their bytes: no early exit on content, and
+/// the whole table is scanned on every lookup. Ids of different lengths compare unequal
+/// immediately, so the **length** of a valid id is not hidden (it is 32 characters for 16
+/// bytes anyway).
+///
+/// Duplicate sessions: when a session becomes live on a second connection (a Reconnect accepted
+/// while the old connection is still open, or `accept_*` given an id that another live
+/// connection holds), the **older** connection is closed with `Close{ConnectDuplicate}`
+/// ([`CloseCause::Duplicate`]). The new connection is the one that proved it holds the secret
+/// now; the old one is typically half-dead (NAT rebinding, a client that gave up on it). What
+/// the LongPort gateway does here is not public. The new connection gets a new session id (every
+/// Reconnect does), so the displaced client cannot flip it back; this crate's
+/// [`Client`](crate::longport::Client) answers `ConnectDuplicate` with a fresh Auth (a session
+/// of its own), never by stopping for good.
+///
+/// # Heartbeats and liveness
+///
+/// * cmd-1 requests from authenticated peers are echoed (status 0, same request id, same body,
+///   same gzip flag), over TCP and over WebSocket (third-party clients send them there). Before
+///   authentication they are treated like any other non-auth first packet (rejected).
+/// * Echo bodies up to [`MAX_ECHO_LEN`](crate::longport::MAX_ECHO_LEN) bytes (64; official
+///   clients send at most 22) are copied into a per-connection slot and answered from
+///   `poll_transmit`. A larger body is not copied: it comes back as [`ServerApp::HeartbeatEcho`]
+///   and the caller must echo it with [`Server::respond`] (or [`Server::send`] to keep the gzip
+///   flag). A heartbeat that arrives while the slot still holds an unsent echo (two pipelined in
+///   one read) is handed over the same way, so no echo is lost.
+/// * On WebSocket the machine sends [`FrameKind::WsPing`] every
+///   [`ServerConfig::ws_ping_interval`] (20 s, from connection start; the official Rust client
+///   drops a connection that saw no Ping for 120 s). On TCP it sends its own cmd-1 heartbeat
+///   requests to authenticated clients every [`ServerConfig::tcp_heartbeat_interval`] (off by
+///   default; the official Go client echoes them). Both carry a `Heartbeat{timestamp = wall ms,
+///   heartbeat_id}` body; the answer (the cmd-1 response with the same id, or a Pong echoing
+///   the payload) gives [`ServerEvent::HeartbeatRtt`]. Client Pings are answered with
+///   [`FrameKind::WsPong`] echoing the payload (only the latest one, as RFC 6455 allows); a
+///   caller whose WebSocket library already answers pings may drop those transmits.
+/// * Every complete inbound packet, Ping and Pong refreshes liveness. An authenticated
+///   connection without any for [`ServerConfig::heartbeat_timeout`] (default **150 s**: the Go
+///   client heartbeats every 60 s, so one lost heartbeat plus 30 s of slack is tolerated) gets
+///   `Close{HeartbeatTimeout}` ([`CloseCause::Timeout`]).
+///
+/// # The gateway's limits (off by default)
+///
+/// * **Account quota** ([`ServerConfig::with_account_quota`]): the live connections of one
+///   [`AccountId`] (named by the application in [`Grant::with_account`]) are counted; a login
+///   beyond the quota is refused by the machine as the LongPort gateway does — status 6
+///   (PermissionDenied), `Error{403, "connections limitation is hit"}`, `Close{AuthError}` —
+///   and `accept_*` returns [`Admission::OverQuota`]. A connection stops counting as soon as it
+///   closes (the users of the official SDKs report slots that linger after a crash: here the
+///   transport closing frees the slot). With a quota, `limit` and `online` in every granted
+///   response are the quota and the account's connections.
+/// * **Rate limits** ([`ServerConfig::with_rate_limit`] per connection,
+///   [`ServerConfig::with_command_rate_limit`] per command; token buckets on the caller's
+///   clock): a business request over a limit is answered by the machine with status 3
+///   (BadRequest) and `Error{301606}`, the code the LongPort documentation lists for rate
+///   limiting, and never reaches the application. Up to 4 such answers wait per connection;
+///   one more request is refused with [`Error::QueueFull`] until they are handed out.
+///
+/// Undecodable input — unknown packet type, announced body above the limit, a truncated
+/// WebSocket message, a malformed Auth/Reconnect body, a gzip-compressed one that does not
+/// inflate within the limit — closes the connection with `Close{UnpackError}`
+/// ([`CloseCause::Protocol`]). Responses and pushes from the client with a control cmd are
+/// ignored (counted in [`ServerStats::ignored_packets`]); with a business cmd they are passed
+/// to the application ([`ServerApp::Response`], [`ServerApp::Push`]). Close, Auth or Reconnect
+/// *requests* on an authenticated connection are answered with status 3 (BadRequest) and
+/// `Error{400, "unexpected control command"}`; the connection stays up (a further one arriving
+/// before that answer was sent is dropped and counted). Gzip-compressed business bodies are
+/// passed through with their flag; the machine never inflates them.
+///
+/// # Buffers and copies
+///
+/// Business bodies are never copied: inbound ones are borrowed in [`ServerApp`], outbound ones
+/// are written by [`Server::respond`] / [`Server::push`] / [`Server::send`] straight into the
+/// caller's buffer. The machine's own frames are produced at `poll_transmit` time from small
+/// bounded per-connection state: the auth/reconnect/error response (session id up to
+/// [`MAX_SESSION_ID_LEN`] bytes, error message up to
+/// [`MAX_TEXT_LEN`](crate::longport::MAX_TEXT_LEN)), one heartbeat echo, up to 4 rate-limit
+/// refusals, one Pong payload (up to 125 bytes), one server heartbeat, one Close push. A
+/// caller-supplied message or close reason longer than `MAX_TEXT_LEN` bytes is truncated on a
+/// char boundary. `poll_transmit` with a too-small buffer returns [`BufferTooSmall`] with the
+/// exact size and changes nothing.
+///
+/// [`Server::respond`] and friends refuse to write while a machine-generated control response
+/// for that connection still waits in `poll_transmit` ([`Error::QueueFull`]: drain, retry), so
+/// an application push cannot overtake the auth response. They never write a Request packet to
+/// a WebSocket client ([`Error::RequestOnWebSocket`]): the official Rust client treats one as
+/// fatal. The only Request packets the machine sends itself are its TCP heartbeats.
+///
+/// # Cost
+///
+/// Memory is fixed by the const generics: on x86_64 a connection slot takes about 740 bytes (the
+/// bounded response, echo, refusal, pong and close slots above, and the rate-limit buckets) and
+/// a session entry about 110, so `Server<u32, 16, 64>` is about 19 KB.
+///
+/// Connections are found by a linear scan over `PEERS` (fine for the tens of connections a
+/// `no_std` server holds). `poll_timeout` and `handle_timeout` are `O(PEERS)`; `poll_transmit`
+/// and `poll_event` are `O(PEERS)` per returned item and `O(1)` when nothing is pending (a dirty
+/// flag short-circuits the scan). Session lookups are `O(SESSIONS)`, account quota checks
+/// `O(PEERS)`. Sessions need no timer, so they do not appear in `poll_timeout`. Events are
+/// derived from per-connection state, so there is no event queue that could overflow; their
+/// order across connections follows the table, not time.
+///
+/// # Driving it
+///
+/// The run loop of the crate docs: one input, then [`drain`](crate::drain), then sleep until
+/// [`Server::poll_timeout`]. TCP, per readable socket (the caller keeps unconsumed bytes in its
+/// own buffer):
+///
+/// ```
+/// use tether_net::longport::{Error, Grant, Server, ServerApp, ServerConfig, ServerEvent, SessionId, Source, Transport};
+/// use tether_net::Instant;
+///
+/// let mut server: Server<u32> = Server::new(ServerConfig::new());
+/// let now = Instant::from_secs(1);
+/// let peer_ip = std::net::Ipv4Addr::new(192, 0, 2, 1);
+/// server.handle_connected(now, 7, Transport::Tcp, Source::from(peer_ip)).unwrap();
+/// // handshake 11 09 and an auth request for token "abc", in one read
+/// let mut inbuf = vec![0x11, 0x09, 0x01, 0x02, 0, 0, 0, 1, 0x13, 0x88, 0, 0, 5, 0x0a, 3, b'a', b'b', b'c'];
+/// let mut auth = None;
+/// while !inbuf.is_empty() {
+///     let r = match server.handle_input(now, 7, &inbuf) {
+///         Ok(r) => r,
+///         // auth decision pending: keep the bytes, feed them again after deciding
+///         Err(Error::AuthPending) => break,
+///         Err(e) => unreachable!("{e}"),
+///     };
+///     if let Some(ServerApp::Auth { token, .. }) = r.app() {
+///         auth = Some(*token == "abc"); // check the one-time password (here: trivially)
+///     }
+///     if r.needed().is_some() {
+///         break; // partial packet: read more from the socket
+///     }
+///     inbuf.drain(..r.bytes_consumed());
+/// }
+/// assert_eq!(auth, Some(true));
+/// // 16 bytes from the OS random source in real code (getrandom::fill, /dev/urandom)
+/// let random = [0x3c; 16];
+/// let grant = Grant::new(SessionId::from_random(random), 1_700_086_400_000);
+/// server.accept_auth(now, 7, grant).unwrap();
+/// let mut out = [0u8; 256];
+/// let mut sent = Vec::new();
+/// tether_net::drain(&mut server, now, &mut out, |t, bytes| {
+///     sent.push((t.to, bytes.to_vec())); // write to the socket of t.to
+///     Ok::<(), std::io::Error>(())
+/// }, |_server, ev| assert!(matches!(ev, ServerEvent::Connected { peer: 7, .. })))
+/// .unwrap();
+/// assert_eq!(sent.len(), 1);
+/// assert_eq!(sent[0].1.len(), 51); // the AuthResponse with a 32-character session id
+/// ```
+///
+/// WebSocket: parse the `version/codec/platform` query with
+/// [`WsParams::parse_query`](crate::longport::deframe::WsParams::parse_query) before upgrading,
+/// call `handle_connected(now, key, Transport::WebSocket, source)`, feed each binary message
+/// whole to `handle_input`, Ping/Pong/Close frames to [`Server::handle_frame`], and send each
+/// [`Transmit`] as the frame its [`FrameKind`] names (binary, ping, pong, close). In both cases
+/// call `handle_timeout` at `poll_timeout`, and close the socket on [`ServerEvent::Closed`].
+///
+/// ## Bounded input and output per connection
+///
+/// One peer must never stall the others or grow the server's memory. The machine bounds what it
+/// holds itself; the driver bounds the rest:
+///
+/// * **Input.** Read from a socket only into a bounded buffer: the largest packet it can hold
+///   is 11 + [`ServerConfig::max_body`] + 24 bytes after authentication, 11 +
+///   [`ServerConfig::max_auth_body`] + 24 before (a larger announcement closes the
+///   connection at the header). A request the application has not answered yet counts against
+///   [`ServerConfig::max_pending_requests`] (32): beyond it `handle_input` refuses the next
+///   request with [`Error::TooManyInFlight`] and consumes nothing. Then **stop reading from that
+///   socket** (keep its bytes; TCP flow control pushes back on the client) until the
+///   application has answered, and feed the same bytes again. Answer every request once
+///   (status 3 for commands you do not serve) so the count comes down.
+/// * **Output.** Keep a bounded outbox per connection (the frames `poll_transmit` and
+///   `respond`/`push` gave you that the socket did not take yet). Its worst case is
+///   `max_pending_requests` answers plus a handful of machine frames
+///   ([`Server::has_pending_output`] tells whether the machine still holds any for a peer)
+///   plus your pushes. **Stop reading from a peer whose answers cannot be written** — its
+///   outbox is full — so it cannot make you produce more; and stop pushing to it.
+/// * **A peer that does not read.** Give each outbox a deadline: a peer whose outbox stays full
+///   past it (a few seconds; longer than a slow but live link needs to drain it) is not coming
+///   back. Drop its socket and call [`Server::handle_closed`]: its frames are dropped and
+///   `Closed { cause: TransportClosed }` follows at once (a graceful [`Server::close`] would
+///   queue a Close push that cannot be written either). Never block on one socket: write with
+///   non-blocking sockets (or one task per connection), so timers — auth deadlines, heartbeat
+///   timeouts, pings — keep running for everyone.
 #[derive(Debug, Clone)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
 pub struct Server<P, const PEERS: usize = 16, const SESSIONS: usize = 64> {
@@ -1141,7 +1143,7 @@ impl<P: Copy + Eq, const PEERS: usize, const SESSIONS: usize> Server<P, PEERS, S
     /// Accept a pending Auth: queue the status-0 `AuthResponse` and bind the session `grant`
     /// names
     ///
-    /// The session is stored (see the module docs for eviction); if another live connection
+    /// The session is stored (see [`Server`], Sessions, for eviction); if another live connection
     /// holds the same id, that older connection is closed with `Close{ConnectDuplicate}`.
     /// [`ServerEvent::Connected`] follows.
     ///

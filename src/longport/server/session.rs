@@ -257,7 +257,7 @@ impl<P: Copy + Eq, const N: usize> Sessions<P, N> {
     }
 
     /// Store `id` bound to `peer` (after purging what expired at `wall_ms`), evicting for room
-    /// as the module docs say; an older holder of the same id is reported as displaced
+    /// as the file docs say; an older holder of the same id is reported as displaced
     pub(super) fn bind(
         &mut self,
         peer: P,
