@@ -29,9 +29,10 @@
 //! out on the client; LongPort: `Close{ServerShutdown}`), and the game server stays silent.
 //!
 //! One LongPort server holds all 1,000 connections: its connection table is a linear scan
-//! (`O(PEERS)` per input and per `poll_timeout`), about 550 KB for 1,024 slots, which is still
-//! cheap here (the LongPort hour takes about 1.5 s in release), so no split into several servers
-//! was needed. Both servers are far too big for a test thread's stack by value: they are built on
+//! (`O(PEERS)` per input and per `poll_timeout`), about 990 KB for 1,024 slots and 2,048
+//! sessions, which is still affordable here (the LongPort hour takes about 15 s in release on a
+//! busy 2-core machine, about 5 s of it without the request bursts and server heartbeats, which
+//! nearly double the frames), so no split into several servers was needed. Both servers are far too big for a test thread's stack by value: they are built on
 //! a 64 MiB-stack thread and kept behind a `Box` (a boxed machine is a machine).
 //!
 //! Both run with the simulator's invariant checks on (deadlines never in the past, datagrams
@@ -48,10 +49,10 @@
 //! `sessions-lost`).
 //!
 //! Horizon: one virtual hour when built with optimisations (`cargo test --release --test soak`,
-//! what CI runs; measured on a 2-core machine: about 4 s wall for the file, the two tests run in
-//! parallel); 15 virtual minutes in debug builds so a plain `cargo test` stays quick (12-20 s
-//! wall). The full hour in a debug build takes about 47 s (`SOAK_SECS=3600 cargo test --test
-//! soak`).
+//! what CI runs; measured on a busy 2-core machine: about 15 s wall for the file, the two tests
+//! run in parallel); 15 virtual minutes in debug builds so a plain `cargo test` stays quick
+//! (about 35 s wall; `SOAK_SECS=3600 cargo test --test soak` runs the full hour in a debug
+//! build).
 //! `SOAK_SECS=<n>` overrides both.
 //!
 //! Each test prints one summary line, e.g. (run with `--nocapture`):
