@@ -16,8 +16,9 @@ use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
 use tether_net::game::wire::{Control, ControlPacket, Token};
 use tether_net::game::{Server, ServerConfig, ServerEvent, TokenSecret};
 use tether_net::longport::{
-    Client as LpClient, ClientConfig, ClientEvent, Credentials, RequestId, Server as LpServer,
-    ServerApp as LpServerApp, ServerConfig as LpServerConfig, SessionGrant, Transport,
+    Client as LpClient, ClientConfig, ClientEvent, Credentials, Grant, RequestId,
+    Server as LpServer, ServerApp as LpServerApp, ServerConfig as LpServerConfig, SessionId,
+    Source, Transport,
 };
 use tether_net::{FrameKind, Instant, Machine};
 
@@ -370,18 +371,16 @@ fn lp_pair(transport: Transport) -> (LpClient, LpServer<u32>, Instant) {
         Some(ClientEvent::ConnectTransport { .. })
     ));
     client.handle_connected(now).expect("connected");
-    srv.handle_connected(now, 1, transport).expect("room");
+    srv.handle_connected(now, 1, transport, Source::UNKNOWN)
+        .expect("room");
     let t = client
         .poll_transmit(now, &mut c2s)
         .expect("fits")
         .expect("login");
     let auth = lp_server_read(&mut srv, now, 1, &c2s[..t.len]).expect("auth request");
-    let grant = SessionGrant {
-        session_id: "3f2c7a9e-5b1d-4e8f-9a6c-0d4b2e7f1a35",
-        expires: i64::MAX,
-        limit: 10,
-        online: 1,
-    };
+    let mut random = [0u8; 16];
+    getrandom::fill(&mut random).expect("the OS random source");
+    let grant = Grant::new(SessionId::from_random(random), i64::MAX).with_limit_online(10, 1);
     assert!(auth.0 > 0);
     srv.accept_auth(now, 1, grant).expect("pending auth");
     while let Some(t) = srv.poll_transmit(now, &mut s2c).expect("fits") {

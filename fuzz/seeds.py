@@ -393,8 +393,21 @@ write("longport_client", "rejected_then_protocol_error", w.bytes())
 w = W(*LC_TCP).u8(13, 3).blob(b"abc").u8(0).u8(2, 11).u8(2, 2).u8(16).u8(2, 11)
 write("longport_client", "dial_and_login_timeouts", w.bytes())
 
+# gzip'd request bodies from 16 bytes (flag bit 7), QuotaPolicy::RetryAfter (last byte bit 4):
+# a big server heartbeat handed over and echoed, a heartbeat on demand, then the Reconnect
+# refused for the quota (status 6)
+w = W(*((LC_TCP[0] | 0x80,) + LC_TCP[1:7] + (0x10,))).u8(13, 3).blob(b"abc").u8(0).u8(16)
+w.u8(3).blob(h(LP["v7_auth_response"]))
+w.u8(18, 6).u16(5000).blob(b"x" * 40)  # a 40-byte body: gzip'd
+w.u8(7).raw(b"\x09\x00\x00\x00").u8(0).blob(b"\x07" * 200)  # too big for the echo slots
+w.u8(27)  # send_heartbeat
+w.u8(17).u8(2, 2).u8(16)  # transport lost, back-off, reopen: Reconnect
+w.u8(28, 1)  # refused: status 6
+w.u8(2, 11).u8(2, 11)
+write("longport_client", "gzip_big_echo_quota_retry", w.bytes())
+
 # LongPort server: 7 config bytes [auth_timeout, heartbeat_timeout, ws_ping_interval,
-# max_unauthenticated, flags, default timeout, reserved]
+# max_unauthenticated, flags, default timeout, gateway limits]
 LS = (0x0B, 0x0F, 0x0B, 0x05, 0x00, 0x00, 0x00)
 w = W(*LS)
 w.u8(13, 0, 0)  # TCP connection 0
@@ -430,6 +443,34 @@ w = W(*LS)
 w.u8(13, 4, 1).u8(3, 4).blob(h(LP["v8_reconnect_request"]))  # unknown session
 w.u8(13, 5, 0).u8(2, 11)  # auth timeout
 write("longport_server", "unknown_session_auth_timeout", w.bytes())
+
+# the gateway's limits (the seventh config byte): quota 2 (bits 0-1), rate limits (bits 2-3),
+# server heartbeats over TCP (bit 4); three logins of account 0 from one source: the third is
+# over the quota; a burst of requests; the server's heartbeat answered, then a wrong id
+w = W(*(LS[:6] + (0x1E,)))
+for c in (0, 1, 2):
+    w.u8(13, c, 2)  # TCP connection c from source 1
+    w.u8(3, c).blob(h(LP["v6_auth_pipelined"]))
+    w.u8(27, c, 0, 2, c, 2)  # accept_auth with account 0, session "s<c>"
+w.u8(29, 0, 0, 5).u16(100)  # six cmd-6 requests in one read
+w.u8(2, 11)  # heartbeat timer
+w.u8(30, 0, 0).u8(30, 1, 1)
+write("longport_server", "gateway_limits", w.bytes())
+
+# one unauthenticated connection per source (bit 6), 64 bytes of body before auth (bit 7): a
+# second connection from source 1 evicts the first; a header announcing 6,400 bytes closes
+w = W(*(LS[:6] + (0xC0,)))
+w.u8(13, 0, 2).u8(13, 1, 2).u8(13, 2, 4)
+w.u8(3, 2).blob(h("11 09")).u8(31, 2).u16(100)
+write("longport_server", "evict_and_pre_auth_limit", w.bytes())
+
+# a gzip'd Reconnect with the session granted before
+w = W(*LS)
+w.u8(13, 0, 0).u8(3, 0).blob(h(LP["v6_auth_pipelined"])).u8(15, 0, 2, 1, 2)
+w.u8(14, 0)  # transport lost
+w.u8(13, 1, 1).u8(28, 1).u16(2).u8(0, 0)  # gzip'd Reconnect with the granted session
+w.u8(16, 1, 2, 2, 2)
+write("longport_server", "gzip_reconnect", w.bytes())
 
 # hold: skip the drains of the next ops so queues fill up (refusal paths, capacity bounds)
 w = W(*GC).u8(6).u8(13, 3).u8(4, 2, 0, 2).blob(b"").u8(0).u16(300).u8(7).blob(b"bye").u8(0).u16(10)

@@ -20,8 +20,9 @@ use std::alloc::System;
 use stats_alloc::{Region, Stats, StatsAlloc, INSTRUMENTED_SYSTEM};
 use tether_net::game::{self, Flags, ServerEvent};
 use tether_net::longport::{
-    Client as LpClient, ClientApp as LpApp, ClientConfig, ClientEvent, Credentials, RequestId,
-    Server as LpServer, ServerApp as LpServerApp, ServerConfig as LpServerConfig, SessionGrant,
+    AccountId, Client as LpClient, ClientApp as LpApp, ClientConfig, ClientEvent, Credentials,
+    Grant, RateLimit, RequestId, Server as LpServer, ServerApp as LpServerApp,
+    ServerConfig as LpServerConfig, ServerEvent as LpServerEvent, SessionId, Source, Status,
     Transport,
 };
 use tether_net::{Duration, Instant};
@@ -232,11 +233,19 @@ fn lp_server_read(srv: &mut LpServer<u32>, now: Instant, bytes: &[u8]) -> Option
     auth
 }
 
-/// LongPort TCP client and server: business request → response, server push, and every 8th
-/// step a heartbeat round trip (time jumps to the client's heartbeat deadline)
+/// LongPort TCP client and server with the gateway's limits on (account quota, a per-connection
+/// and a per-command rate limit, server heartbeats): business request → response (or the
+/// machine's rate-limit refusal), server push, 1 ms per step, and every 8th step a heartbeat
+/// round trip (time jumps to the client's heartbeat deadline)
 fn lp_pair() -> Run {
     let mut client = LpClient::new(ClientConfig::tcp());
-    let mut srv = LpServer::new(LpServerConfig::new());
+    let mut srv = LpServer::new(
+        LpServerConfig::new()
+            .with_account_quota(Some(10))
+            .with_rate_limit(Some(RateLimit::per_second(5_000, 100)))
+            .with_command_rate_limit(100, Some(RateLimit::per_second(100, 5)))
+            .with_tcp_heartbeat_interval(Some(Duration::from_secs(5))),
+    );
     let mut now = Instant::from_secs(1);
     let (mut c2s, mut s2c) = ([0u8; 1024], [0u8; 1024]);
     client
@@ -244,18 +253,17 @@ fn lp_pair() -> Run {
         .expect("idle");
     client.poll_event().expect("ConnectTransport");
     client.handle_connected(now).expect("dialing");
-    srv.handle_connected(now, 1, Transport::Tcp).expect("room");
+    srv.handle_connected(now, 1, Transport::Tcp, Source::UNKNOWN)
+        .expect("room");
     let t = client
         .poll_transmit(now, &mut c2s)
         .expect("fits")
         .expect("login");
     lp_server_read(&mut srv, now, &c2s[..t.len]).expect("auth");
-    let grant = SessionGrant {
-        session_id: "3f2c7a9e-5b1d-4e8f-9a6c-0d4b2e7f1a35",
-        expires: i64::MAX,
-        limit: 10,
-        online: 1,
-    };
+    let session = SessionId::from_random(
+        *b"\x3f\x2c\x7a\x9e\x5b\x1d\x4e\x8f\x9a\x6c\x0d\x4b\x2e\x7f\x1a\x35",
+    );
+    let grant = Grant::new(session, i64::MAX).with_account(AccountId(42));
     srv.accept_auth(now, 1, grant).expect("pending");
     while let Some(t) = srv.poll_transmit(now, &mut s2c).expect("fits") {
         let _ = client.handle_input(now, (), &s2c[..t.len]).expect("taken");
@@ -270,37 +278,51 @@ fn lp_pair() -> Run {
 
     let region = Region::new(GLOBAL);
     let (mut to_client, mut to_server) = (0u64, 0u64);
+    let (mut answered, mut limited, mut rtts) = (0u64, 0u64, 0u64);
     let mut step = 0u64;
     while to_client < PACKETS || to_server < PACKETS {
         step += 1;
+        now += Duration::from_millis(1);
         if step.is_multiple_of(8) {
-            now = client.poll_timeout().expect("heartbeat timer");
+            now = client.poll_timeout().expect("heartbeat timer").max(now);
             client.handle_timeout(now);
+            srv.handle_timeout(now);
         } else {
             let (_, t) = client
                 .send_request(now, 100, Duration::ZERO, &body, &mut c2s)
                 .expect("ready");
             let r = srv.handle_input(now, 1, &c2s[..t.len]).expect("taken");
-            let Some(LpServerApp::Request {
+            to_server += 1;
+            if let Some(LpServerApp::Request {
                 request_id, cmd, ..
             }) = r.app().copied()
-            else {
-                panic!("not a request")
-            };
-            to_server += 1;
-            let t = srv
-                .respond(
-                    now,
-                    1,
-                    cmd,
-                    request_id,
-                    tether_net::longport::Status::Success,
-                    &body,
-                    &mut s2c,
-                )
-                .expect("open");
-            let r = client.handle_input(now, (), &s2c[..t.len]).expect("taken");
-            assert!(matches!(r.app(), Some(LpApp::Response { .. })));
+            {
+                answered += 1;
+                let t = srv
+                    .respond(now, 1, cmd, request_id, Status::Success, &body, &mut s2c)
+                    .expect("open");
+                let r = client.handle_input(now, (), &s2c[..t.len]).expect("taken");
+                assert!(matches!(
+                    r.app(),
+                    Some(LpApp::Response {
+                        status: Status::Success,
+                        ..
+                    })
+                ));
+            } else {
+                // over the rate limit: the machine's own answer, status 3 / Error{301606}
+                limited += 1;
+                let t = srv
+                    .poll_transmit(now, &mut s2c)
+                    .expect("fits")
+                    .expect("refusal");
+                let r = client.handle_input(now, (), &s2c[..t.len]).expect("taken");
+                let Some(LpApp::Response { status, error, .. }) = r.app() else {
+                    panic!("not a response");
+                };
+                assert_eq!(*status, Status::BadRequest);
+                assert_eq!(error.map(|e| e.code), Some(301_606));
+            }
             let t = srv.push(now, 1, 101, &body, &mut s2c).expect("open");
             let r = client.handle_input(now, (), &s2c[..t.len]).expect("taken");
             assert!(matches!(r.app(), Some(LpApp::Push { .. })));
@@ -319,11 +341,18 @@ fn lp_pair() -> Run {
         while let Some(e) = client.poll_event() {
             assert!(matches!(e, ClientEvent::HeartbeatRtt { .. }), "{e:?}");
         }
-        if let Some(e) = srv.poll_event() {
-            panic!("unexpected server event {e:?}");
+        while let Some(e) = srv.poll_event() {
+            assert!(matches!(e, LpServerEvent::HeartbeatRtt { .. }), "{e:?}");
+            rtts += 1;
         }
     }
     let stats = region.change();
+    assert!(
+        answered > 0 && limited > 0 && rtts > 0,
+        "{answered} {limited} {rtts}"
+    );
+    assert_eq!(srv.stats().requests_rate_limited, limited);
+    assert_eq!(srv.online(AccountId(42)), 1);
     assert!(client.stats().heartbeats_sent > 0);
     assert_eq!(
         client.stats().heartbeats_sent,

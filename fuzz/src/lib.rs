@@ -571,6 +571,16 @@ pub fn lp_maybe_gzip(gz: bool, body: Vec<u8>) -> Vec<u8> {
     out
 }
 
+/// The inflated body of a gzip'd Auth/Reconnect the server handed over (it checked that it
+/// inflates within `MAX_INFLATED_LOGIN`)
+pub fn lp_gunzip_login(body: &[u8]) -> Vec<u8> {
+    use tether_net::longport::{gzip::gunzip, MAX_INFLATED_LOGIN};
+    let mut out = vec![0u8; MAX_INFLATED_LOGIN];
+    let n = gunzip(body, &mut out).expect("a login the server accepted inflates");
+    out.truncate(n);
+    out
+}
+
 /// A LongPort packet's bytes
 pub fn lp_emit(p: &tether_net::longport::wire::Packet<'_>) -> Vec<u8> {
     let mut out = vec![0u8; p.buffer_len()];
