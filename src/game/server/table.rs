@@ -647,7 +647,7 @@ mod tests {
 
     #[test]
     fn hash_spreads_every_kind_of_peer_key() {
-        use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
+        use core::net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
         // 256 keys over 1024 buckets land in about 226 distinct buckets at random; a hash that
         // ignores part of the key puts them all in one
         let h = PeerHashKey::new([0x5a; 16]);
