@@ -6,7 +6,8 @@ use tether_net::longport::deframe::{
 };
 use tether_net::longport::wire::{
     DecodeError, Header, Kind, Packet, RequestId, Signature, Status, DEFAULT_MAX_BODY,
-    MAX_BODY_LEN, PUSH_HEADER_LEN, REQUEST_HEADER_LEN, RESPONSE_HEADER_LEN, SIGNATURE_LEN,
+    MAX_BODY_LEN, MAX_PACKET_LEN, PUSH_HEADER_LEN, REQUEST_HEADER_LEN, RESPONSE_HEADER_LEN,
+    SIGNATURE_LEN,
 };
 use tether_net::BufferTooSmall;
 
@@ -756,4 +757,27 @@ fn server_deframer_rejects_a_bad_handshake() {
     assert_eq!(d.decode(&[0x11, 0x09]), Ok(Frame::Need(REQUEST_HEADER_LEN)));
     assert_eq!(d.decode(&[0x14, 0x09]), Err(DeframeError::UnknownType(4)));
     assert_eq!(d.max_body(), DEFAULT_MAX_BODY);
+}
+
+#[test]
+fn max_packet_len_is_the_largest_packet() {
+    // a signed request with the largest body there is: a buffer of MAX_PACKET_LEN holds it,
+    // one byte less does not, and the whole buffer parses back as that packet
+    let body = vec![0x5a; MAX_BODY_LEN];
+    let sig = Signature {
+        nonce: [1; 8],
+        signature: [2; 16],
+    };
+    let p = Packet::request(9, RequestId(7), 30_000, &body).with_signature(Some(sig));
+    assert_eq!(p.buffer_len(), MAX_PACKET_LEN);
+    let mut buf = vec![0u8; MAX_PACKET_LEN];
+    assert_eq!(
+        p.emit(&mut buf[..MAX_PACKET_LEN - 1]),
+        Err(BufferTooSmall {
+            required: MAX_PACKET_LEN
+        })
+    );
+    assert_eq!(p.emit(&mut buf), Ok(MAX_PACKET_LEN));
+    let (q, used) = Packet::parse(&buf, MAX_BODY_LEN).expect("parse");
+    assert_eq!((q, used), (p, MAX_PACKET_LEN));
 }

@@ -668,4 +668,49 @@ mod tests {
         // byte-stream keys of different lengths differ
         assert_ne!(a.hash(&[1u8][..]), a.hash(&[1u8, 0][..]));
     }
+
+    /// Distinct home buckets (of 1024) of `keys`
+    fn homes<T: Hash>(h: &PeerHashKey, keys: impl Iterator<Item = T>) -> usize {
+        let mut seen = [false; 1024];
+        for k in keys {
+            seen[h.hash(&k) as usize & 1023] = true;
+        }
+        seen.iter().filter(|&&s| s).count()
+    }
+
+    #[test]
+    fn hash_spreads_every_kind_of_peer_key() {
+        use core::net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
+        // 256 keys over 1024 buckets land in about 226 distinct buckets at random; a hash that
+        // ignores part of the key puts them all in one
+        let h = PeerHashKey::new([0x5a; 16]);
+        let spread = |n: usize, what: &str| assert!(n >= 150, "{what}: {n} home buckets");
+        spread(homes(&h, 0..=255u8), "u8");
+        spread(homes(&h, (0..256u16).map(|i| i * 251)), "u16");
+        spread(homes(&h, (0..256u64).map(|i| i << 40)), "u64");
+        spread(homes(&h, (0..256usize).map(|i| i * 7)), "usize");
+        // keys that differ only above the bucket bits: an off-path client picking addresses in
+        // one /16 must not be able to stack them in one bucket
+        spread(homes(&h, (0..256u32).map(|i| i << 16)), "u32 high bits");
+        // hosts of one subnet on one port, and one host on many ports
+        let host =
+            |i: u32| SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::from(0x0a00_0000 | i), 8303));
+        spread(homes(&h, (0..256).map(host)), "IPv4 hosts");
+        let port = |p: u16| SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::LOCALHOST, 8000 + p));
+        spread(homes(&h, (0..256).map(port)), "ports");
+        let v6 = |i: u128| SocketAddr::V6(SocketAddrV6::new(Ipv6Addr::from(i << 64), 8303, 0, 0));
+        spread(homes(&h, (0..256).map(v6)), "IPv6 prefixes");
+        // every one-bit change of an IPv6 address gives another hash
+        let base = 0x2001_0db8_0000_0000_0000_0000_0000_0001u128;
+        let mut hashes: Vec<u32> = (0..128)
+            .map(|b| h.hash(&Ipv6Addr::from(base ^ (1 << b))))
+            .collect();
+        hashes.push(h.hash(&Ipv6Addr::from(base)));
+        hashes.sort_unstable();
+        hashes.dedup();
+        assert_eq!(hashes.len(), 129);
+        // text keys that differ by a trailing NUL are different keys
+        assert_ne!(h.hash("a"), h.hash("a\0"));
+        assert_ne!(h.hash("peer-1234567"), h.hash("peer-1234567\0"));
+    }
 }
