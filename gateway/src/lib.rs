@@ -29,6 +29,7 @@ pub mod market;
 pub mod quote;
 pub mod reply;
 pub mod script;
+pub mod server;
 pub mod session;
 pub mod token;
 pub mod trade;
