@@ -231,3 +231,82 @@ async fn a_wrong_app_secret_is_refused_at_the_token_endpoint() {
     assert_eq!(g.count("auth ok"), 0);
     assert_eq!(g.count("connected from"), 0, "refused before any socket");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_context_more_than_the_quota_gets_status_6_with_error_403() {
+    let mut g = Gateway::start("", &["--max-connections", "2"]);
+    let mut held = Vec::new();
+    for _ in 0..2 {
+        let (ctx, rx) = QuoteContext::new(config(&g, SECRET));
+        assert_eq!(
+            timeout(STEP, ctx.member_id()).await.unwrap().unwrap(),
+            MEMBER_ID
+        );
+        held.push((ctx, rx));
+    }
+    let (third, _rx) = QuoteContext::new(config(&g, SECRET));
+    let err = timeout(STEP, third.member_id())
+        .await
+        .unwrap()
+        .expect_err("over the quota");
+    match err {
+        Error::WsClient(WsClientError::ResponseError {
+            status,
+            detail: Some(d),
+        }) => {
+            assert_eq!(status, 6);
+            assert_eq!(d.code, 403);
+        }
+        other => panic!("expected ResponseError 6/403, got {other:?}"),
+    }
+    g.wait_for(
+        "auth refused: test-app-key holds 2 of 2 quote connections",
+        STEP,
+    );
+    // the trade socket has its own count
+    let (trade, _trx) = TradeContext::new(config(&g, SECRET));
+    timeout(STEP, trade.subscribe([TopicType::Private]))
+        .await
+        .unwrap()
+        .unwrap();
+    // the held contexts still work
+    let q = timeout(STEP, held[0].0.quote(["700.HK"]))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(q[0].last_done, dec("388.2"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_burst_over_the_rate_limit_gets_status_3_with_code_301606() {
+    let mut g = Gateway::start("", &["--rate-limit", "1:4"]);
+    let (ctx, _rx) = QuoteContext::new(config(&g, SECRET));
+    // the connect's cmd 4 takes one request of the burst of 4
+    assert_eq!(
+        timeout(STEP, ctx.member_id()).await.unwrap().unwrap(),
+        MEMBER_ID
+    );
+    let mut set = tokio::task::JoinSet::new();
+    for _ in 0..12 {
+        let ctx = ctx.clone();
+        set.spawn(async move { timeout(STEP, ctx.quote(["700.HK"])).await });
+    }
+    let (mut ok, mut limited) = (0, 0);
+    while let Some(r) = set.join_next().await {
+        match r.unwrap().expect("quote timed out") {
+            Ok(q) => {
+                assert_eq!(q[0].last_done, dec("388.2"));
+                ok += 1;
+            }
+            Err(Error::WsClient(WsClientError::ResponseError {
+                status: 3,
+                detail: Some(d),
+            })) if d.code == 301_606 => limited += 1,
+            Err(other) => panic!("unexpected error {other:?}"),
+        }
+    }
+    assert!(ok >= 3, "the rest of the burst is served: {ok} ok");
+    assert!(limited >= 1, "some are limited: {ok} ok, {limited} limited");
+    assert_eq!(ok + limited, 12);
+    g.wait_for("cmd 11: status 3, error 301606", STEP);
+}
