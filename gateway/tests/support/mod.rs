@@ -183,6 +183,11 @@ impl Gateway {
         format!("ws://{}/v2", self.trade)
     }
 
+    /// The process id
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// Whether the process has exited (within `limit`)
     pub fn exited_within(&mut self, limit: Duration) -> bool {
         let deadline = Instant::now() + limit;
@@ -202,4 +207,15 @@ impl Drop for Gateway {
         let _ = self.child.wait();
         let _ = std::fs::remove_file(&self.script);
     }
+}
+
+/// Resident memory of process `pid` in KiB (`VmRSS` of /proc/PID/status)
+pub fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("/proc status");
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .expect("VmRSS")
 }
