@@ -250,3 +250,40 @@ async fn a_reader_that_stops_reading_is_dropped_and_others_are_served() {
     still_serves(&g).await;
     drop(s);
 }
+
+#[tokio::test]
+async fn websocket_pings_come_at_the_configured_cadence() {
+    use futures_util::StreamExt as _;
+    use tokio_tungstenite::tungstenite::Message;
+    let g = Gateway::start("", &["--ping-interval", "1", "--auth-timeout", "30"]);
+    // authenticated like the SDK (the machine pings authenticated connections)
+    let token = otp(&g).await;
+    let (mut ws, _) = timeout(
+        STEP,
+        tokio_tungstenite::connect_async(format!("{}?version=1&codec=1&platform=9", g.quote_url())),
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    let auth = longport_proto::control::AuthRequest {
+        token,
+        metadata: Default::default(),
+    }
+    .encode_to_vec();
+    use futures_util::SinkExt as _;
+    ws.send(Message::Binary(request(2, 1, &auth).into()))
+        .await
+        .unwrap();
+    let t0 = Instant::now();
+    let mut pings = 0;
+    while pings < 3 {
+        match timeout(Duration::from_secs(5), ws.next()).await {
+            Ok(Some(Ok(Message::Ping(_)))) => pings += 1,
+            Ok(Some(Ok(_))) => {}
+            other => panic!("the socket ended or went silent: {other:?}"),
+        }
+    }
+    let spent = t0.elapsed();
+    assert!(spent >= Duration::from_millis(1500), "3 pings in {spent:?}");
+    assert!(spent < Duration::from_secs(10), "3 pings in {spent:?}");
+}
