@@ -363,7 +363,9 @@ impl App {
                 Wake::Item(kind, Some(item)) => self.item(kind, item).await,
                 Wake::Timeline => {
                     if self.timeline_due().await {
-                        break;
+                        // shutting down: the loop goes on logging the connections' Closed
+                        // events until both servers have handed out everything
+                        self.started = None;
                     }
                 }
             }
@@ -624,7 +626,10 @@ impl App {
     async fn apply(&mut self, step: Step, line: usize) -> bool {
         if let Step::Shutdown { reason } = &step {
             self.log(format_args!("script line {line}: shutdown ({reason})"));
-            let _ = tokio::join!(self.quote.shutdown(reason), self.trade.shutdown(reason));
+            for server in [self.quote.clone(), self.trade.clone()] {
+                let reason = reason.clone();
+                tokio::spawn(async move { server.shutdown(&reason).await });
+            }
             return true;
         }
         let mut targeted = Vec::new();

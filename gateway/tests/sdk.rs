@@ -310,3 +310,48 @@ async fn a_burst_over_the_rate_limit_gets_status_3_with_code_301606() {
     assert_eq!(ok + limited, 12);
     g.wait_for("cmd 11: status 3, error 301606", STEP);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_scripted_drop_makes_the_trade_context_reconnect_and_order_pushes_continue() {
+    let mut g = Gateway::start(
+        concat!(
+            r#"{"drop": {"at": "1s", "socket": "trade"}}"#,
+            "\n",
+            r#"{"push_order": {"at": "6s", "order_id": "9002", "symbol": "700.HK", "side": "Sell", "order_type": "LO", "status": "NewStatus", "submitted_quantity": "100", "submitted_price": "390"}}"#,
+            "\n",
+        ),
+        &["--start-on-auth"],
+    );
+    let (ctx, mut rx) = TradeContext::new(config(&g, SECRET));
+    timeout(STEP, ctx.subscribe([TopicType::Private]))
+        .await
+        .unwrap()
+        .unwrap();
+    g.wait_for("drop trade#1", STEP);
+    g.wait_for("trade#2 reconnect ok", STEP);
+    let TradePush::OrderChanged(o) = timeout(STEP, rx.recv()).await.unwrap().unwrap();
+    assert_eq!(o.order_id, "9002");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_scripted_shutdown_closes_the_sdk_and_stops_the_gateway() {
+    let mut g = Gateway::start(
+        concat!(
+            r#"{"shutdown": {"at": "1s", "reason": "end of the trading day"}}"#,
+            "\n"
+        ),
+        &["--start-on-auth"],
+    );
+    let (ctx, _rx) = QuoteContext::new(config(&g, SECRET));
+    assert_eq!(
+        timeout(STEP, ctx.member_id()).await.unwrap().unwrap(),
+        MEMBER_ID
+    );
+    g.wait_for("shutdown (end of the trading day)", STEP);
+    g.wait_for("quote#1 closed", STEP);
+    g.wait_for("stopped: the script shut the gateway down", STEP);
+    assert!(
+        g.exited_within(STEP),
+        "the gateway exits after a scripted shutdown"
+    );
+}
