@@ -152,9 +152,11 @@ impl Running {
         }
     }
 
-    /// Close every connection with `Close{ServerShutdown, reason}` and stop
+    /// Close every connection with `Close{ServerShutdown, reason}` and stop (waits at most
+    /// 5 s for the connections' Closed events to be logged)
     pub async fn shutdown(&mut self, reason: &str) {
         let _ = tokio::join!(self.quote.shutdown(reason), self.trade.shutdown(reason));
+        let _ = tokio::time::timeout(Duration::from_secs(5), self.finished()).await;
         self.app.abort();
     }
 
