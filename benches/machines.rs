@@ -1,6 +1,9 @@
 //! The machines under load: the game server handling a KEEP_ALIVE from one of N established
 //! peers (N = 8, 1,024, 65,536), and a LongPort heartbeat round trip through client and server
 //!
+//! `game_server_batch_*`: the same KEEP_ALIVEs from uniformly random peers through
+//! `Server::handle_batch`, 32 per call, with `u32` and `SocketAddr` keys (8 and 65,536 peers).
+//!
 //! Run: `cargo bench --bench machines -- --warm-up-time 1 --measurement-time 3`
 
 // criterion_group! generates undocumented public functions
@@ -13,8 +16,9 @@ use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
 use tether_net::game::wire::{Control, ControlPacket, Token};
 use tether_net::game::{Server, ServerConfig, ServerEvent, TokenSecret};
 use tether_net::longport::{
-    Client as LpClient, ClientConfig, ClientEvent, Credentials, RequestId, Server as LpServer,
-    ServerApp as LpServerApp, ServerConfig as LpServerConfig, SessionGrant, Transport,
+    Client as LpClient, ClientConfig, ClientEvent, Credentials, Grant, RequestId,
+    Server as LpServer, ServerApp as LpServerApp, ServerConfig as LpServerConfig, SessionId,
+    Source, Transport,
 };
 use tether_net::{FrameKind, Instant, Machine};
 
@@ -199,6 +203,139 @@ fn game_keep_alive(c: &mut Criterion) {
     keep_alive_harness(c, 65536);
 }
 
+/// Key types of the batched bench: made from the peer number on the fly, like `peer_addr`
+trait BenchKey: Copy + Eq + core::hash::Hash + core::fmt::Debug + Send + 'static {
+    const NAME: &'static str;
+    fn key(i: u32) -> Self;
+}
+
+impl BenchKey for u32 {
+    const NAME: &'static str = "u32";
+    #[inline(always)]
+    fn key(i: u32) -> Self {
+        peer_addr(i)
+    }
+}
+
+impl BenchKey for std::net::SocketAddr {
+    const NAME: &'static str = "socket_addr";
+    #[inline(always)]
+    fn key(i: u32) -> Self {
+        let a = peer_addr(i);
+        std::net::SocketAddr::from((a.to_be_bytes(), 8303 + (i & 0xFF) as u16))
+    }
+}
+
+/// `game_server` for any key type
+fn game_server_keyed<K: BenchKey, const N: usize>(peers: u32) -> (Box<Server<K, N>>, KeepAlives) {
+    let mut srv: Box<Server<K, N>> = on_big_stack(|| {
+        Box::new(Server::with_capacities(ServerConfig::new(TokenSecret(
+            [0x5A; 16],
+        ))))
+    });
+    let now = Instant::from_millis(1);
+    let mut tokens = Vec::with_capacity(peers as usize);
+    let mut template = [0u8; 8];
+    let mut out = [0u8; 1400];
+    for i in 0..peers {
+        let addr = K::key(i);
+        let token = srv.token_for(addr);
+        for control in [Control::Connect, Control::Accept] {
+            let mut b = [0u8; 16];
+            let n = ControlPacket {
+                ack: 0,
+                control,
+                token: Some(if control == Control::Connect {
+                    Token::UNKNOWN
+                } else {
+                    token
+                }),
+            }
+            .emit(&mut b)
+            .expect("fits");
+            let _ = srv.handle_input(now, addr, &b[..n]).expect("event room");
+        }
+        while srv.poll_transmit(now, &mut out).expect("fits").is_some() {}
+        match srv.poll_event() {
+            Some(ServerEvent::Connected { .. }) => {}
+            other => panic!("peer {i} not admitted: {other:?}"),
+        }
+        let mut ka = [0u8; 8];
+        let _ = ControlPacket {
+            ack: 0,
+            control: Control::KeepAlive,
+            token: Some(token),
+        }
+        .emit(&mut ka)
+        .expect("fits");
+        template[..4].copy_from_slice(&ka[..4]);
+        tokens.push(token.0);
+    }
+    assert_eq!(srv.peer_count(), peers as usize);
+    (srv, KeepAlives { template, tokens })
+}
+
+/// Datagrams per `handle_batch` call in the batched bench (a typical `recvmmsg` batch)
+const BATCH: usize = 32;
+
+/// KEEP_ALIVEs from uniformly random peers among `peers`, `BATCH` per `handle_batch` call (one
+/// iteration = one batch: divide the time by `BATCH` for ns/datagram)
+fn batch_bench<K: BenchKey, const N: usize>(c: &mut Criterion, peers: u32) {
+    let (mut srv, packets) = game_server_keyed::<K, N>(peers);
+    let before = srv.stats().keep_alives_received;
+    let now = Instant::from_millis(2);
+    let mask = (peers as usize).next_power_of_two() - 1;
+    let mut rng = 0x2545_F491_4F6C_DD1D_u64;
+    let mut out = [0u8; 1400];
+    let mut g = c.benchmark_group(format!("game_server_batch_{}", K::NAME));
+    g.throughput(criterion::Throughput::Elements(BATCH as u64));
+    g.bench_function(BenchmarkId::new("random_peers", peers), |b| {
+        b.iter(|| {
+            let mut keys = [K::key(0); BATCH];
+            let mut bytes = [[0u8; 8]; BATCH];
+            for (k, d) in keys.iter_mut().zip(&mut bytes) {
+                let i = loop {
+                    let i = next(&mut rng) as usize & mask;
+                    if i < packets.len() {
+                        break i;
+                    }
+                };
+                *k = K::key(i as u32);
+                *d = packets.datagram(i).1;
+            }
+            let mut batch: [(K, &[u8]); BATCH] = [(keys[0], &[]); BATCH];
+            for ((slot, k), d) in batch.iter_mut().zip(&keys).zip(&bytes) {
+                *slot = (*k, d);
+            }
+            let mut apps = 0u32;
+            let done = srv.handle_batch(now, &batch, |_, _, r| {
+                apps += u32::from(r.app().is_some());
+            });
+            black_box((done, apps));
+            while let Some(t) = srv.poll_transmit(now, &mut out).expect("fits") {
+                let _ = black_box(t);
+            }
+            while let Some(e) = srv.poll_event() {
+                black_box(e);
+            }
+        })
+    });
+    g.finish();
+    let handled = srv.stats().keep_alives_received - before;
+    assert_eq!(srv.stats().dropped_wrong_token, 0);
+    eprintln!(
+        "game_server_batch_{}/random_peers/{peers}: {handled} keep-alives handled",
+        K::NAME
+    );
+}
+
+fn game_batch(c: &mut Criterion) {
+    batch_bench::<u32, 8>(c, 8);
+    batch_bench::<u32, 65536>(c, 65536);
+    batch_bench::<std::net::SocketAddr, 8>(c, 8);
+    batch_bench::<std::net::SocketAddr, 65536>(c, 65536);
+}
+
 /// Feed `bytes` to the LongPort server as one read of connection `conn`; returns the request id
 /// of an Auth request found in it
 fn lp_server_read(
@@ -234,18 +371,16 @@ fn lp_pair(transport: Transport) -> (LpClient, LpServer<u32>, Instant) {
         Some(ClientEvent::ConnectTransport { .. })
     ));
     client.handle_connected(now).expect("connected");
-    srv.handle_connected(now, 1, transport).expect("room");
+    srv.handle_connected(now, 1, transport, Source::UNKNOWN)
+        .expect("room");
     let t = client
         .poll_transmit(now, &mut c2s)
         .expect("fits")
         .expect("login");
     let auth = lp_server_read(&mut srv, now, 1, &c2s[..t.len]).expect("auth request");
-    let grant = SessionGrant {
-        session_id: "3f2c7a9e-5b1d-4e8f-9a6c-0d4b2e7f1a35",
-        expires: i64::MAX,
-        limit: 10,
-        online: 1,
-    };
+    let mut random = [0u8; 16];
+    getrandom::fill(&mut random).expect("the OS random source");
+    let grant = Grant::new(SessionId::from_random(random), i64::MAX).with_limit_online(10, 1);
     assert!(auth.0 > 0);
     srv.accept_auth(now, 1, grant).expect("pending auth");
     while let Some(t) = srv.poll_transmit(now, &mut s2c).expect("fits") {
@@ -338,5 +473,5 @@ fn lp_heartbeat(c: &mut Criterion) {
     );
 }
 
-criterion_group!(benches, game_keep_alive, lp_heartbeat);
+criterion_group!(benches, game_keep_alive, game_batch, lp_heartbeat);
 criterion_main!(benches);

@@ -26,9 +26,23 @@ BUDGET_GAME_CLIENT_FLASH=6144
 BUDGET_LP_CLIENT_FLASH=16384
 BUDGET_GAME_CLIENT_SIZE=128
 BUDGET_GAME_PEER_SLOT=64
+BUDGET_CHUNK_LAYER_FLASH=4096
 
 cargo build --quiet --profile "$PROFILE" --target "$TARGET" \
-  --bin fp-baseline --bin fp-game-client --bin fp-game-server --bin fp-lp-client --bin fp-lp-server
+  --bin fp-baseline --bin fp-game-client --bin fp-game-server --bin fp-lp-client --bin fp-lp-server \
+  --bin fp-game-client-chunks --bin fp-vital --bin fp-huffman
+# measure copies (cargo's outputs are hard links it may rewrite), then the chunk-layer variants
+# again with tether's `small-huffman` decoder
+M="$DIR/measure"
+rm -rf "$M" && mkdir -p "$M"
+for v in fp-baseline fp-game-client fp-game-server fp-lp-client fp-lp-server \
+  fp-game-client-chunks fp-vital fp-huffman; do
+  cp "$DIR/$v" "$M/$v"
+done
+cargo build --quiet --profile "$PROFILE" --target "$TARGET" --features small-huffman \
+  --bin fp-game-client-chunks --bin fp-huffman
+for v in fp-game-client-chunks fp-huffman; do cp "$DIR/$v" "$M/$v-small"; done
+DIR="$M"
 
 # "flash ram" of an ELF
 sections() {
@@ -62,15 +76,24 @@ declare -A MACHINE=(
   [fp-game-server]='`game::Server<([u8; 4], u16), 16>`'
   [fp-lp-client]='`longport::Client` (default capacities, TCP, no `alloc`)'
   [fp-lp-server]='`longport::Server<u32>` (16 conns, 64 sessions)'
+  [fp-game-client-chunks]='`game::Client<4, Reliable<2048, 16, 2048, 16>>`'
+  [fp-game-client-chunks-small]='the same, `small-huffman`'
+  [fp-vital]='`game::vital::Vital<2048, 16, 2048, 16>` + chunk codec'
+  [fp-huffman]='`game::huffman` compress + decompress (lookup tables)'
+  [fp-huffman-small]='`game::huffman` compress + decompress (`small-huffman`)'
 )
 declare -A ROLE=(
   [fp-game-client]='game client' [fp-game-server]='game server'
   [fp-lp-client]='LongPort client' [fp-lp-server]='LongPort server'
+  [fp-game-client-chunks]='game client, chunk layer' [fp-game-client-chunks-small]='game client, chunk layer'
+  [fp-vital]='vital channel' [fp-huffman]='Huffman' [fp-huffman-small]='Huffman'
 )
 
 flash_rows=""
 budget_rows=""
-for v in fp-game-client fp-game-server fp-lp-client fp-lp-server; do
+declare -A NET=()
+for v in fp-game-client fp-game-server fp-lp-client fp-lp-server fp-game-client-chunks \
+  fp-game-client-chunks-small fp-vital fp-huffman fp-huffman-small; do
   read -r flash ram < <(sections "$DIR/$v")
   mem=$(mem_routines "$DIR/$v")
   dflash=$((flash - BASE_FLASH))
@@ -78,6 +101,7 @@ for v in fp-game-client fp-game-server fp-lp-client fp-lp-server; do
   net=$((dflash - dmem))
   dram=$((ram - BASE_RAM))
   flash_rows+="| ${ROLE[$v]} | ${MACHINE[$v]} | $dflash | $dmem | $net | $dram |"$'\n'
+  NET[$v]=$net
   case "$v" in
     fp-game-client) b=$BUDGET_GAME_CLIENT_FLASH ;;
     fp-lp-client) b=$BUDGET_LP_CLIENT_FLASH ;;
@@ -102,6 +126,12 @@ while IFS= read -r line; do
   esac
 done <<< "$SIZES_LOG"
 [ -n "$size_rows" ] || { echo "footprint: the sizes firmware printed nothing" >&2; exit 1; }
+
+declare -A HUFF=([fp-huffman]='lookup tables' [fp-huffman-small]='`small-huffman`')
+for h in fp-huffman fp-huffman-small; do
+  sum=$((NET[fp-vital] + NET[$h]))
+  budget_rows+="| chunk layer (vital channel + Huffman with ${HUFF[$h]}) flash ≤ $BUDGET_CHUNK_LAYER_FLASH B | | ${NET[fp-vital]} + ${NET[$h]} = $sum B: $(verdict "$sum" "$BUDGET_CHUNK_LAYER_FLASH") |"$'\n'
+done
 
 client_size=$(size_of "game::Client")
 peer_u32=$(size_of "game::Server per peer slot (u32 key)")

@@ -45,7 +45,7 @@ fn main() {
                 let r = if t == token {
                     let grant =
                         Grant::new(random_session_id(), ctl.wall_clock_ms() + SESSION_TTL_MS);
-                    ctl.accept_auth(peer, &grant)
+                    ctl.accept_auth(peer, grant).map(|_| ())
                 } else {
                     ctl.reject_auth(peer, Status::Unauthenticated, 401, "invalid token")
                 };
@@ -55,7 +55,7 @@ fn main() {
             }
             ServerItem::Input(ServerInput::Reconnect { peer, .. }) => {
                 let grant = Grant::new(random_session_id(), ctl.wall_clock_ms() + SESSION_TTL_MS);
-                let _ = ctl.accept_reconnect(peer, &grant);
+                let _ = ctl.accept_reconnect(peer, grant);
             }
             ServerItem::Input(ServerInput::Request {
                 peer,

@@ -239,6 +239,26 @@ write("game_client", "accept_retry_then_timeout", w.bytes())
 w = W(*GC).u8(8).u16(5).u8(9).u16(7).u8(6).u8(4, 2, 3).u16(0).u8(2).blob(b"").u8(11).u8(12).u16(100).blob(h(GAME["keepalive_ack0_tok"]))
 write("game_client", "acks_and_stale_time", w.bytes())
 
+# game client with the chunk layer (config flag bit 1; bit 2 = fast timers), and the op-14
+# inputs: 0 compressed packet, 1 connless, 2 forged CONNECT_ACCEPT, 3 request_info, 4 chunks
+INFO = "03 30 2e 36 20 36 32 36 66 63 65 39 61 37 37 38 64 66 34 64 34 00 00"
+for flags, name in [(0x02, "chunk_layer_reference"), (0x06, "chunk_layer_fast")]:
+    w = W(flags, *GC[1:]).u8(14, 3).u16(0x42).u8(0)  # server-info request first
+    w.u8(14, 1, 0).blob(b"name")  # its answer
+    w.u8(6)
+    w.u8(14, 2, 0)  # a forged CONNECT_ACCEPT with FF FF FF FF: dropped
+    gc_raw(w, GAME["connect_accept_tok"])
+    w.u8(8, 1).blob(h(INFO))  # send_vital INFO, flushed
+    # chunks from the server: a vital one in order, one early, a non-vital, compressed
+    w.u8(14, 4, 1, 1, 3)
+    w.u8(1).blob(b"\x05Tutorial\x00")
+    w.u8(3).blob(b"early")
+    w.u8(0).blob(bytes(40))
+    w.u8(14, 0, 0, 1, 1).blob(b"")  # a compressed KEEP_ALIVE with the token
+    w.u8(10).blob(bytes(30))  # send_non_vital
+    w.u8(0).u16(1200)  # timers: resends, keep-alive
+    write("game_client", name, w.bytes())
+
 # game server: config [policy, keep_alive, timeout, connect_accept_resend, secret, max_peers]
 GS = (0x00, 0x06, 0x0B, 0x05, 0x2A, 0x05)
 w = W(*GS)
@@ -250,6 +270,54 @@ w.u8(5, 1, 0, 1, 0, 2).blob(b"hi")  # chunks
 w.u8(10, 1, 0, 1).blob(b"hi")  # send_chunks
 w.u8(6, 1).blob(b"Kicked (ci test kick)")
 write("game_server", "token_admission_kick", w.bytes())
+
+# game server with the chunk layer (config byte 0 bit 7; bit 6 = fast timers) and op 14:
+# 0 compressed packet, 1 connless (a burst of info requests), 2 rejoin ACCEPT, 3 chunks
+for first, name in [(0x81, "chunk_layer_reference"), (0xC0, "chunk_layer_fast")]:
+    w = W(first, *GS[1:])
+    w.u8(14, 1, 1, 0x30).u16(0x1234).u8(0)  # 4 info requests from peer 1 (extended)
+    w.u8(3, 1).blob(h(GAME["connect_tok"]))
+    w.u8(4, 1, 3, 0, 1).blob(b"")  # ACCEPT with the minted token
+    # peer 1 sends INFO (vital 1), a chunk too early, a non-vital one, compressed
+    w.u8(14, 1, 3, 1, 0, 3)
+    w.u8(1).blob(h(INFO))
+    w.u8(3).blob(b"early")
+    w.u8(0).blob(bytes(40))
+    w.u8(8, 1, 1).blob(b"\x05Tutorial\x00")  # send_vital MAP_CHANGE-like, flushed
+    w.u8(10, 1).blob(bytes(60))  # send_non_vital (compressed)
+    w.u8(14, 1, 0, 1, 0, 2).blob(b"")  # a compressed KEEP_ALIVE with the peer's token
+    w.u8(14, 1, 2)  # rejoin
+    w.u8(0).u16(1300)  # timers: resends, keep-alives
+    write("game_server", name, w.bytes())
+
+# the join (game::serve) with the chunk layer, op 15: [peer, f] (f % 6: 0 INFO (+ a version
+# blob; (f >> 3) % 3: right, wrong, fuzzed), 1 REQUEST_MAP_DATA ((f >> 3) % 6: 0, next, last, -1,
+# one past the end, any), 2 READY, 3 start info, 4 ENTERGAME, 5 PING_EX; 0x40 non-vital, 0x20 one
+# ahead), then an ack selector
+for first, name in [(0x81, "join_reference"), (0xC0, "join_fast")]:
+    w = W(first, *GS[1:])
+    for p in (1, 2):
+        w.u8(3, p).blob(h(GAME["connect_tok"]))
+        w.u8(4, p, 3, 0, 1).blob(b"")
+    w.u8(15, 1, 4, 0)  # ENTERGAME before INFO
+    w.u8(15, 1, 0).blob(b"").u8(0)  # INFO, right version
+    w.u8(15, 1, 0).blob(b"").u8(0)  # INFO again
+    w.u8(15, 1, 1, 0)  # REQUEST_MAP_DATA 0: the window
+    w.u8(15, 1, 13, 0)  # the next in order
+    w.u8(15, 1, 19, 0)  # the last piece
+    w.u8(15, 1, 25, 0)  # -1
+    w.u8(15, 1, 1, 0)  # 0 again
+    w.u8(15, 1, 4, 0)  # ENTERGAME before READY
+    w.u8(15, 1, 2, 0)  # READY
+    w.u8(15, 1, 4, 0)  # ENTERGAME before the start info
+    w.u8(15, 1, 3, 0)  # start info
+    w.u8(15, 1, 0x44, 0)  # ENTERGAME, not vital
+    w.u8(15, 1, 4, 0)  # ENTERGAME
+    w.u8(15, 1, 5, 0)  # PING_EX
+    w.u8(15, 2, 12).blob(b"").u8(0)  # peer 2: a wrong version
+    w.u8(15, 2, 16).blob(b"\x01\x1b[31m" + b"x" * 150).u8(0)  # then a fuzzed one: ignored
+    w.u8(0).u16(1300)  # timers
+    write("game_server", name, w.bytes())
 
 w = W(0x01, 0x06, 0x0B, 0x05, 0x2A, 0x05)
 w.u8(3, 2).blob(h(GAME["connect"]))
@@ -325,8 +393,21 @@ write("longport_client", "rejected_then_protocol_error", w.bytes())
 w = W(*LC_TCP).u8(13, 3).blob(b"abc").u8(0).u8(2, 11).u8(2, 2).u8(16).u8(2, 11)
 write("longport_client", "dial_and_login_timeouts", w.bytes())
 
+# gzip'd request bodies from 16 bytes (flag bit 7), QuotaPolicy::RetryAfter (last byte bit 4):
+# a big server heartbeat handed over and echoed, a heartbeat on demand, then the Reconnect
+# refused for the quota (status 6)
+w = W(*((LC_TCP[0] | 0x80,) + LC_TCP[1:7] + (0x10,))).u8(13, 3).blob(b"abc").u8(0).u8(16)
+w.u8(3).blob(h(LP["v7_auth_response"]))
+w.u8(18, 6).u16(5000).blob(b"x" * 40)  # a 40-byte body: gzip'd
+w.u8(7).raw(b"\x09\x00\x00\x00").u8(0).blob(b"\x07" * 200)  # too big for the echo slots
+w.u8(27)  # send_heartbeat
+w.u8(17).u8(2, 2).u8(16)  # transport lost, back-off, reopen: Reconnect
+w.u8(28, 1)  # refused: status 6
+w.u8(2, 11).u8(2, 11)
+write("longport_client", "gzip_big_echo_quota_retry", w.bytes())
+
 # LongPort server: 7 config bytes [auth_timeout, heartbeat_timeout, ws_ping_interval,
-# max_unauthenticated, flags, default timeout, reserved]
+# max_unauthenticated, flags, default timeout, gateway limits]
 LS = (0x0B, 0x0F, 0x0B, 0x05, 0x00, 0x00, 0x00)
 w = W(*LS)
 w.u8(13, 0, 0)  # TCP connection 0
@@ -362,6 +443,34 @@ w = W(*LS)
 w.u8(13, 4, 1).u8(3, 4).blob(h(LP["v8_reconnect_request"]))  # unknown session
 w.u8(13, 5, 0).u8(2, 11)  # auth timeout
 write("longport_server", "unknown_session_auth_timeout", w.bytes())
+
+# the gateway's limits (the seventh config byte): quota 2 (bits 0-1), rate limits (bits 2-3),
+# server heartbeats over TCP (bit 4); three logins of account 0 from one source: the third is
+# over the quota; a burst of requests; the server's heartbeat answered, then a wrong id
+w = W(*(LS[:6] + (0x1E,)))
+for c in (0, 1, 2):
+    w.u8(13, c, 2)  # TCP connection c from source 1
+    w.u8(3, c).blob(h(LP["v6_auth_pipelined"]))
+    w.u8(27, c, 0, 2, c, 2)  # accept_auth with account 0, session "s<c>"
+w.u8(29, 0, 0, 5).u16(100)  # six cmd-6 requests in one read
+w.u8(2, 11)  # heartbeat timer
+w.u8(30, 0, 0).u8(30, 1, 1)
+write("longport_server", "gateway_limits", w.bytes())
+
+# one unauthenticated connection per source (bit 6), 64 bytes of body before auth (bit 7): a
+# second connection from source 1 evicts the first; a header announcing 6,400 bytes closes
+w = W(*(LS[:6] + (0xC0,)))
+w.u8(13, 0, 2).u8(13, 1, 2).u8(13, 2, 4)
+w.u8(3, 2).blob(h("11 09")).u8(31, 2).u16(100)
+write("longport_server", "evict_and_pre_auth_limit", w.bytes())
+
+# a gzip'd Reconnect with the session granted before
+w = W(*LS)
+w.u8(13, 0, 0).u8(3, 0).blob(h(LP["v6_auth_pipelined"])).u8(15, 0, 2, 1, 2)
+w.u8(14, 0)  # transport lost
+w.u8(13, 1, 1).u8(28, 1).u16(2).u8(0, 0)  # gzip'd Reconnect with the granted session
+w.u8(16, 1, 2, 2, 2)
+write("longport_server", "gzip_reconnect", w.bytes())
 
 # hold: skip the drains of the next ops so queues fill up (refusal paths, capacity bounds)
 w = W(*GC).u8(6).u8(13, 3).u8(4, 2, 0, 2).blob(b"").u8(0).u16(300).u8(7).blob(b"bye").u8(0).u16(10)

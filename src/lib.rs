@@ -7,7 +7,7 @@
 //!
 //! | profile | transport | machines |
 //! |---|---|---|
-//! | [`game`]: Teeworlds 0.6 / DDNet: control messages (KEEP_ALIVE, CONNECT, CONNECT_ACCEPT, ACCEPT, CLOSE; vanilla and DDNet token modes) and the chunk layer codecs (chunks, vital channel, Huffman, int packer, system messages, connectionless packets) | UDP datagrams | [`game::Client`], [`game::Server`] |
+//! | [`game`]: Teeworlds 0.6 / DDNet: control messages (KEEP_ALIVE, CONNECT, CONNECT_ACCEPT, ACCEPT, CLOSE; vanilla and DDNet token modes) and an opt-in chunk layer ([`game::Reliable`]: vital chunks in order exactly once, resends, Huffman compression, system messages, the map download of [`game::join`], server info) | UDP datagrams | [`game::Client`], [`game::Server`] |
 //! | [`longport`]: LongPort OpenAPI socket control plane (auth, heartbeat, reconnect, server close, request correlation) | TCP (2-byte handshake) or WebSocket | [`longport::Client`], [`longport::Server`] |
 //!
 //! # One contract for the four machines

@@ -7,10 +7,12 @@
 //!   allocates) — so "memory stays flat" means: no peer, no timer entry, no queued reply beyond
 //!   the bounded queue. The `Debug` output exposes the timer-heap length, which is checked too.
 //! * LongPort: waves of connections that never authenticate (silent, handshake only, pending auth
-//!   decision, or a request before auth) never hold more than
-//!   [`ServerConfig::max_unauthenticated`] slots; every further `handle_connected` is refused
-//!   with [`LError::TooManyUnauthenticated`] and counted; authenticated connections keep
-//!   working and a legitimate client gets in once a wave has timed out.
+//!   decision, or a request before auth) from 16 sources never hold more than
+//!   [`ServerConfig::max_unauthenticated`] slots in all, nor more than
+//!   [`ServerConfig::max_unauthenticated_per_source`] per source: every further
+//!   `handle_connected` is admitted and evicts the oldest (of its source, else of all), with a
+//!   close that is counted; authenticated connections keep working and a legitimate client gets
+//!   in at any time.
 //!
 //! A counting global allocator is not possible here: the crate's lint table forbids
 //! `unsafe_code` in every target, tests included, and `GlobalAlloc` needs an `unsafe impl`.
@@ -23,8 +25,8 @@ use tether_net::game::{
 use tether_net::longport::control::{AuthRequest, Body, Heartbeat, Metadata};
 use tether_net::longport::wire::Packet as LPacket;
 use tether_net::longport::{
-    Error as LError, Handshake, RequestId, Server as LServer, ServerConfig, ServerEvent,
-    ServerState, SessionGrant, Transport,
+    CloseCause, Error as LError, Grant, Handshake, RequestId, Server as LServer, ServerConfig,
+    ServerEvent, ServerState, SessionId, Source, Transport,
 };
 use tether_net::{Duration, Instant};
 
@@ -246,47 +248,58 @@ fn heartbeat_request(rid: u32) -> Vec<u8> {
     out
 }
 
-/// Drain a server; returns the connections it told us to close
-fn drain(s: &mut Srv, now: Instant) -> Vec<u32> {
+/// Drain a server; returns the connections it told us to close, and why
+fn drain(s: &mut Srv, now: Instant) -> Vec<(u32, CloseCause)> {
     let mut buf = [0u8; 4096];
     while s.poll_transmit(now, &mut buf).unwrap().is_some() {}
     let mut gone = Vec::new();
     while let Some(e) = s.poll_event() {
-        if let ServerEvent::Closed { peer, .. } = e {
-            gone.push(peer);
+        if let ServerEvent::Closed { peer, cause } = e {
+            gone.push((peer, cause));
         }
     }
     gone
 }
 
-/// Authenticate connection `conn` over TCP
-fn authenticate(s: &mut Srv, now: Instant, conn: u32) {
-    s.handle_connected(now, conn, Transport::Tcp).unwrap();
+/// Authenticate connection `conn` over TCP; returns how many (attacker) connections its
+/// admission evicted
+fn authenticate(s: &mut Srv, now: Instant, conn: u32) -> u64 {
+    s.handle_connected(now, conn, Transport::Tcp, Source::UNKNOWN)
+        .unwrap();
     let mut input = Handshake::OPENAPI.to_bytes().to_vec();
     input.extend(auth_request(1, "good"));
     let r = s.handle_input(now, conn, &input).unwrap();
     input.drain(..r.bytes_consumed());
     let r = s.handle_input(now, conn, &input).unwrap();
     assert_eq!(r.bytes_consumed(), input.len());
-    let grant = SessionGrant {
-        session_id: &format!("session-{conn}"),
-        expires: i64::MAX,
-        limit: 0,
-        online: 0,
-    };
+    // deterministic bytes (a real server draws them from the OS random source)
+    let mut random = [0x5e; 16];
+    random[..4].copy_from_slice(&conn.to_be_bytes());
+    let grant = Grant::new(SessionId::from_random(random), i64::MAX);
     s.accept_auth(now, conn, grant).unwrap();
-    assert!(drain(s, now).is_empty());
+    // admitting it may have evicted an attacker's connection, nothing else
+    let gone = drain(s, now);
+    assert!(gone
+        .iter()
+        .all(|&(c, cause)| c >= 1_000 && cause == CloseCause::Evicted));
     assert_eq!(s.state(conn), Some(ServerState::Authenticated));
+    gone.len() as u64
 }
 
-/// One million connection attempts in waves of four kinds of unauthenticated clients: the table
-/// never holds more than `max_unauthenticated` of them, refusals are typed and counted, the
-/// authenticated connections stay up and a legitimate client gets in after the wave
+/// One million connection attempts from 16 sources in waves of four kinds of unauthenticated
+/// clients: the table never holds more than `max_unauthenticated` of them (nor more than
+/// `max_unauthenticated_per_source` of one source), every attempt is admitted and the excess is
+/// evicted and counted, the authenticated connections stay up and a legitimate client gets in
+/// in the middle of a wave
 #[test]
 fn longport_auth_flood_is_capped() {
     const CAP: usize = 8;
+    const PER_SOURCE: usize = 4;
     const ATTEMPTS: u32 = 1_000_000;
-    let mut s: Srv = Srv::with_capacities(ServerConfig::new().with_max_unauthenticated(CAP));
+    let config = ServerConfig::new()
+        .with_max_unauthenticated(CAP)
+        .with_max_unauthenticated_per_source(PER_SOURCE);
+    let mut s: Srv = Srv::with_capacities(config);
     let mut now = Instant::from_secs(1);
     // three legitimate, authenticated connections
     for conn in 0..3 {
@@ -295,32 +308,29 @@ fn longport_auth_flood_is_capped() {
     let size = std::mem::size_of::<Srv>();
     let hb = heartbeat_request(7);
     let auth = auth_request(9, "attacker");
+    let source = |conn: u32| Source::from_bytes([(conn % 16) as u8; 16]);
     let mut next_conn = 1_000u32;
-    let (mut accepted, mut refused, mut pending_refusals) = (0u64, 0u64, 0u64);
+    let (mut accepted, mut evicted, mut pending_refusals) = (0u64, 0u64, 0u64);
     let mut wave = 0u32;
+    let closed = |gone: Vec<(u32, CloseCause)>, evicted: &mut u64| {
+        for (conn, cause) in gone {
+            assert!(conn >= 1_000, "a legitimate connection was disconnected");
+            if cause == CloseCause::Evicted {
+                *evicted += 1;
+            }
+        }
+    };
     while next_conn - 1_000 < ATTEMPTS {
         wave += 1;
-        let mut held = Vec::new();
-        for _ in 0..100 {
+        for k in 0..100u32 {
             let conn = next_conn;
             next_conn += 1;
-            match s.handle_connected(now, conn, Transport::Tcp) {
-                Ok(()) => {
-                    accepted += 1;
-                    held.push(conn);
-                }
-                Err(e) => {
-                    assert_eq!(e, LError::TooManyUnauthenticated);
-                    refused += 1;
-                }
-            }
-            assert!(s.unauthenticated() <= CAP);
-            assert!(s.connections() <= CAP + 3);
-        }
-        // what the held connections do this wave
-        for (k, &conn) in held.iter().enumerate() {
-            match (wave + k as u32) % 4 {
-                // silent: nothing at all (waits for the auth timeout)
+            s.handle_connected(now, conn, Transport::Tcp, source(conn))
+                .expect("admitted: the oldest is evicted instead");
+            accepted += 1;
+            // what the connection does
+            match (wave + k) % 4 {
+                // silent: nothing at all (waits for the auth timeout or eviction)
                 0 => {}
                 // handshake only
                 1 => {
@@ -352,22 +362,52 @@ fn longport_auth_flood_is_capped() {
                     let _ = s.handle_input(now, conn, rest).unwrap();
                 }
             }
+            closed(drain(&mut s, now), &mut evicted);
+            assert!(s.unauthenticated() <= CAP);
+            assert!(s.connections() <= CAP + 3);
+            for k in (0..16).filter(|_| conn.is_multiple_of(7)) {
+                let from = Source::from_bytes([k; 16]);
+                let held = (1_000..next_conn)
+                    .rev()
+                    .take(CAP * 2)
+                    .filter(|&c| {
+                        source(c) == from
+                            && matches!(
+                                s.state(c),
+                                Some(
+                                    ServerState::AwaitHandshake
+                                        | ServerState::AwaitAuth
+                                        | ServerState::AuthPending
+                                )
+                            )
+                    })
+                    .count();
+                assert!(held <= PER_SOURCE, "source {k} holds {held}");
+            }
+            if wave % 1_000 == 500 && k == 50 {
+                // a legitimate login in the middle of a wave
+                evicted += authenticate(&mut s, now, 900);
+                s.close(
+                    now,
+                    900,
+                    tether_net::longport::CloseCode::ServerShutdown,
+                    "bye",
+                )
+                .unwrap();
+                drain(&mut s, now);
+            }
         }
         // the legitimate clients keep heart-beating (and get their echoes)
         for conn in 0..3 {
             let r = s.handle_input(now, conn, &hb).unwrap();
             assert_eq!(r.bytes_consumed(), hb.len());
         }
-        for conn in drain(&mut s, now) {
-            assert!(conn >= 1_000, "a legitimate connection was disconnected");
-        }
+        closed(drain(&mut s, now), &mut evicted);
         assert!(s.unauthenticated() <= CAP);
         // let the auth deadline (10 s) pass so the wave is closed and the slots are free
         now += Duration::from_secs(11);
         s.handle_timeout(now);
-        for conn in drain(&mut s, now) {
-            assert!(conn >= 1_000, "a legitimate connection was disconnected");
-        }
+        closed(drain(&mut s, now), &mut evicted);
         assert_eq!(
             s.unauthenticated(),
             0,
@@ -376,10 +416,11 @@ fn longport_auth_flood_is_capped() {
         assert_eq!(s.connections(), 3);
     }
     let st = s.stats();
-    assert_eq!(st.connections_refused, refused);
-    assert_eq!(st.connections_accepted, accepted + 3);
-    assert_eq!(accepted + refused, u64::from(ATTEMPTS));
+    assert_eq!(st.connections_refused, 0);
+    assert_eq!(st.connections_evicted, evicted);
+    assert_eq!(accepted, u64::from(ATTEMPTS));
     assert!(st.auth_timeouts > 0 && st.sessions_evicted == 0);
+    assert!(evicted > u64::from(ATTEMPTS) / 2, "{evicted} evicted");
     assert_eq!(st.heartbeats_echoed, u64::from(wave) * 3);
     for conn in 0..3 {
         assert_eq!(s.state(conn), Some(ServerState::Authenticated));
@@ -388,9 +429,9 @@ fn longport_auth_flood_is_capped() {
     authenticate(&mut s, now, 999);
     assert_eq!(std::mem::size_of::<Srv>(), size);
     println!(
-        "longport auth flood: {ATTEMPTS} attempts in {wave} waves, {accepted} admitted (cap {CAP}), \
-         {refused} refused, {pending_refusals} pending-auth inputs refused, {} auth timeouts, \
-         server size {size} bytes",
+        "longport auth flood: {ATTEMPTS} attempts in {wave} waves from 16 sources, {evicted} \
+         evicted (cap {CAP}, {PER_SOURCE} per source), {pending_refusals} pending-auth inputs \
+         refused, {} auth timeouts, server size {size} bytes",
         st.auth_timeouts
     );
 }

@@ -257,9 +257,8 @@ fn simulate(
     }
 }
 
-fn lenient(mut c: VitalConfig) -> VitalConfig {
-    c.unacked_timeout = Duration::from_secs(600);
-    c
+fn lenient(c: VitalConfig) -> VitalConfig {
+    c.with_unacked_timeout(Duration::from_secs(600))
 }
 
 proptest! {
@@ -481,8 +480,7 @@ fn too_weak_connection_conditions() {
         "too weak connection (out of buffer)"
     );
     // not acked for the timeout (DDNet's 100 s here)
-    let mut c = VitalConfig::reference();
-    c.unacked_timeout = Duration::from_secs(100);
+    let c = VitalConfig::reference().with_unacked_timeout(Duration::from_secs(100));
     let mut v = Channel::new(c);
     v.queue(ms(0), b"x", true).unwrap();
     assert_eq!(flush(&mut v, ms(0)), 1);
@@ -658,9 +656,9 @@ fn map_download(
         jitter_ms: 2,
         in_flight: Vec::new(),
     };
-    let mut server_config = VitalConfig::reference();
-    server_config.answer_interval = Duration::ZERO; // 16.4 answers every request
-    server_config.unacked_timeout = Duration::from_secs(100); // DDNet conn_timeout
+    let server_config = VitalConfig::reference()
+        .with_answer_interval(Duration::ZERO) // 16.4 answers every request
+        .with_unacked_timeout(Duration::from_secs(100)); // DDNet conn_timeout
     let mut server: Peer<0, 0> = Peer::new(server_config);
     let mut client: Peer<16384, 32> = Peer::new(client_config);
     let piece = |k: u32| -> Vec<u8> {
@@ -750,8 +748,7 @@ fn map_download_through_30_percent_loss() {
     // timers are reported for comparison (the live reference client fetched 564 pieces in 150 s)
     for seed in [11u64, 7] {
         let fast = map_download(seed, VitalConfig::fast(), 1209, 300);
-        let mut reference = VitalConfig::reference();
-        reference.unacked_timeout = Duration::from_secs(100);
+        let reference = VitalConfig::reference().with_unacked_timeout(Duration::from_secs(100));
         let slow = map_download(seed, reference, 1209, 300);
         println!("seed {seed}: 1,209 pieces through 30 % loss: fast {fast:?}, reference {slow:?}");
         let fast = fast.expect("fast preset did not finish in 300 s");

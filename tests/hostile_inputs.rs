@@ -21,9 +21,9 @@ use tether_net::longport::control::{
 use tether_net::longport::deframe::DeframeError;
 use tether_net::longport::wire::{DecodeError as LDecodeError, Kind, Packet, MAX_BODY_LEN};
 use tether_net::longport::{
-    ClientConfig, ClientEvent, CloseCause, CloseCode, Credentials, Error as LError, Handshake,
-    ProtocolError, RequestId, ServerApp as SApp, ServerConfig, ServerEvent, ServerState,
-    SessionGrant, Status, Transport,
+    ClientConfig, ClientEvent, CloseCause, CloseCode, Credentials, Error as LError, Grant,
+    Handshake, ProtocolError, RequestId, ServerApp as SApp, ServerConfig, ServerEvent, ServerState,
+    SessionGrant, SessionId, Source, Status, Transport,
 };
 use tether_net::testing::Rng;
 use tether_net::{Duration, FrameKind, Instant};
@@ -172,8 +172,9 @@ fn game_unknown_control_ids_are_dropped_and_counted() {
 
 #[test]
 fn game_reserved_bits_connless_and_compressed_control_are_dropped() {
-    // reserved bits (0x04: 0.6.5 token flag, 0x08), connless (0x20), compressed control (0x90)
-    for first in [0x14u8, 0x18, 0x1C, 0x30, 0x90, 0xD0] {
+    // reserved bits (0x04: 0.6.5 token flag, 0x08), compressed control (0x90) on a token
+    // connection (DDNet never sends one; only vanilla 0.6.4 peers do, without token)
+    for first in [0x14u8, 0x18, 0x1C, 0x90, 0xD0] {
         let bytes = [first, 0x00, 0x00, 0x00]; // "KEEP_ALIVE" with the odd header
         let (s, c) = game_drop_both(&bytes);
         assert_eq!(
@@ -183,6 +184,11 @@ fn game_reserved_bits_connless_and_compressed_control_are_dropped() {
         );
         assert_eq!(game_unknown_drop(&bytes).dropped_malformed, 1);
     }
+    // connless (0x20): not a connection packet, not a server-info request either
+    let bytes = [0x30, 0x00, 0x00, 0x00];
+    let (s, c) = game_drop_both(&bytes);
+    assert_eq!((s.dropped_connless, c.dropped_connless), (1, 1));
+    assert_eq!(game_unknown_drop(&bytes).dropped_connless, 1);
     // a token CONNECT with the compression flag is not answered
     let mut connect = ctl(0, Control::Connect, Some(Token::UNKNOWN));
     connect[0] |= 0x80;
@@ -516,6 +522,17 @@ fn game_time_going_backwards_shifts_the_timeline_on_both_machines() {
 // =============================================================================================
 
 type LServer = tether_net::longport::Server<u32, 8, 8>;
+
+/// Session id number `n` (deterministic bytes; a real server draws them from the OS random
+/// source)
+fn lp_session(n: u8) -> SessionId {
+    SessionId::from_random([n; 16])
+}
+
+/// A grant of session `n`, valid for ever
+fn lp_grant(n: u8) -> Grant {
+    Grant::new(lp_session(n), FAR)
+}
 type LClient = tether_net::longport::Client;
 const CONN: u32 = 1;
 const FAR: i64 = 10_000_000_000_000;
@@ -625,7 +642,8 @@ fn feed_tcp(s: &mut LServer, now: Instant, conn: u32, mut data: &[u8]) -> bool {
 fn lp_authenticated(transport: Transport) -> LServer {
     let mut s = LServer::with_capacities(ServerConfig::new());
     let now = Instant::from_secs(1);
-    s.handle_connected(now, CONN, transport).unwrap();
+    s.handle_connected(now, CONN, transport, Source::UNKNOWN)
+        .unwrap();
     let auth = auth_req(1, "good");
     match transport {
         Transport::Tcp => {
@@ -638,13 +656,7 @@ fn lp_authenticated(transport: Transport) -> LServer {
             assert!(matches!(r.app(), Some(SApp::Auth { .. })));
         }
     }
-    let grant = SessionGrant {
-        session_id: "sess-1",
-        expires: FAR,
-        limit: 0,
-        online: 0,
-    };
-    s.accept_auth(now, CONN, grant).unwrap();
+    s.accept_auth(now, CONN, lp_grant(1)).unwrap();
     let _ = srv_out(&mut s, now);
     let _ = srv_events(&mut s);
     assert_eq!(s.state(CONN), Some(ServerState::Authenticated));
@@ -862,7 +874,8 @@ fn lp_unknown_packet_types_close_with_unpack_error() {
 fn lp_bad_tcp_handshake_closes_with_unpack_error() {
     let mut s = LServer::with_capacities(ServerConfig::new());
     let now = Instant::from_secs(1);
-    s.handle_connected(now, CONN, Transport::Tcp).unwrap();
+    s.handle_connected(now, CONN, Transport::Tcp, Source::UNKNOWN)
+        .unwrap();
     // the version is the low nibble of the first byte: 0x12 is version 2
     let _ = s.handle_input(now, CONN, &[0x12, 0x09]).unwrap();
     assert_server_closed(
@@ -872,7 +885,8 @@ fn lp_bad_tcp_handshake_closes_with_unpack_error() {
         CloseCode::UnpackError,
         CloseCause::Protocol(ProtocolError::Framing(DeframeError::UnsupportedVersion(2))),
     );
-    s.handle_connected(now, CONN, Transport::Tcp).unwrap();
+    s.handle_connected(now, CONN, Transport::Tcp, Source::UNKNOWN)
+        .unwrap();
     let _ = s.handle_input(now, CONN, &[0x10, 0x09]).unwrap();
     assert_server_closed(
         &mut s,
@@ -906,7 +920,8 @@ fn lp_unknown_commands_are_business_after_auth_and_refused_before() {
     // before auth: status 5 + Error{401}, Close{AuthError}
     let mut s = LServer::with_capacities(ServerConfig::new());
     let now = Instant::from_secs(1);
-    s.handle_connected(now, CONN, Transport::WebSocket).unwrap();
+    s.handle_connected(now, CONN, Transport::WebSocket, Source::UNKNOWN)
+        .unwrap();
     let req = packet(&Packet::request(200, RequestId(3), 1_000, b"?"));
     let _ = s.handle_input(now, CONN, &req).unwrap();
     let out = assert_server_closed(
@@ -980,7 +995,8 @@ fn lp_malformed_protobuf_auth_body_closes_with_unpack_error() {
         assert_eq!(AuthRequest::decode(&body).unwrap_err(), err, "{what}");
         let mut s = LServer::with_capacities(ServerConfig::new());
         let now = Instant::from_secs(1);
-        s.handle_connected(now, CONN, Transport::WebSocket).unwrap();
+        s.handle_connected(now, CONN, Transport::WebSocket, Source::UNKNOWN)
+            .unwrap();
         let p = packet(&Packet::request(2, RequestId(1), 1_000, &body));
         let r = s.handle_input(now, CONN, &p).unwrap();
         assert!(r.app().is_none(), "{what}: not handed to the application");
@@ -1070,20 +1086,72 @@ fn lp_gzip_bomb_and_bad_crc_in_control_bodies_are_protocol_errors() {
 }
 
 #[test]
-fn lp_compressed_auth_request_closes_with_unpack_error() {
-    let mut s = LServer::with_capacities(ServerConfig::new());
+fn lp_compressed_login_is_inflated_within_the_limits() {
     let now = Instant::from_secs(1);
-    s.handle_connected(now, CONN, Transport::WebSocket).unwrap();
-    let body = gzip(&encode(&AuthRequest::new("tok", Metadata::EMPTY)));
+    // a real gzip'd Auth (as the Go SDK sends bodies of 1 KiB and more) is accepted: checked
+    // by the machine, handed over compressed
+    let auth = encode(&AuthRequest::new("tok", Metadata::EMPTY));
+    let mut s = LServer::with_capacities(ServerConfig::new());
+    s.handle_connected(now, CONN, Transport::WebSocket, Source::UNKNOWN)
+        .unwrap();
+    let body = gzip(&auth);
     let p = packet(&Packet::request(2, RequestId(1), 1_000, &body).with_gzip(true));
     let r = s.handle_input(now, CONN, &p).unwrap();
-    assert!(r.app().is_none());
+    let Some(SApp::CompressedAuth { request_id, body }) = r.app() else {
+        panic!("{:?}", r.app());
+    };
+    assert_eq!(*request_id, RequestId(1));
+    let mut plain = [0u8; tether_net::longport::MAX_INFLATED_LOGIN];
+    let n = tether_net::longport::gzip::gunzip(body, &mut plain).unwrap();
+    assert_eq!(AuthRequest::decode(&plain[..n]).unwrap().token, "tok");
+    s.accept_auth(now, CONN, lp_grant(1)).unwrap();
+    assert_eq!(s.stats().compressed_logins, 1);
+    // a bomb (inflates beyond the 4 KiB limit before authentication), a bad CRC, a body that
+    // is not an AuthRequest: closed with UnpackError, the application never sees them
+    let long_token = "t".repeat(5_000);
+    let bomb = gzip(&encode(&AuthRequest::new(&long_token, Metadata::EMPTY)));
+    let mut bad_crc = gzip(&auth);
+    let at = bad_crc.len() - 8;
+    bad_crc[at] ^= 0xff;
+    let not_protobuf = gzip(&[0x0a, 0x05, 0x61]);
+    for (body, cause) in [
+        (bomb, ProtocolError::CompressedControl { cmd: 2 }),
+        (bad_crc, ProtocolError::CompressedControl { cmd: 2 }),
+        (
+            not_protobuf,
+            ProtocolError::ControlBody {
+                cmd: 2,
+                error: tether_net::longport::control::PbError::Truncated,
+            },
+        ),
+    ] {
+        let mut s = LServer::with_capacities(ServerConfig::new());
+        s.handle_connected(now, CONN, Transport::WebSocket, Source::UNKNOWN)
+            .unwrap();
+        let p = packet(&Packet::request(2, RequestId(1), 1_000, &body).with_gzip(true));
+        let r = s.handle_input(now, CONN, &p).unwrap();
+        assert!(r.app().is_none());
+        assert_server_closed(
+            &mut s,
+            now,
+            Transport::WebSocket,
+            CloseCode::UnpackError,
+            CloseCause::Protocol(cause),
+        );
+    }
+    // a gzip'd Reconnect with an unknown session is refused like a plain one
+    let mut s = LServer::with_capacities(ServerConfig::new());
+    s.handle_connected(now, CONN, Transport::WebSocket, Source::UNKNOWN)
+        .unwrap();
+    let body = gzip(&encode(&ReconnectRequest::new("guess", Metadata::EMPTY)));
+    let p = packet(&Packet::request(3, RequestId(1), 1_000, &body).with_gzip(true));
+    assert!(s.handle_input(now, CONN, &p).unwrap().app().is_none());
     assert_server_closed(
         &mut s,
         now,
         Transport::WebSocket,
-        CloseCode::UnpackError,
-        CloseCause::Protocol(ProtocolError::CompressedControl { cmd: 2 }),
+        CloseCode::SessExpired,
+        CloseCause::SessionUnknown,
     );
 }
 
@@ -1142,7 +1210,8 @@ fn lp_close_push_reason_over_length_is_borrowed_whole_and_invalid_utf8_is_an_err
 fn lp_wrong_token_is_rejected_with_status_and_auth_error_close() {
     let mut s = LServer::with_capacities(ServerConfig::new());
     let now = Instant::from_secs(1);
-    s.handle_connected(now, CONN, Transport::WebSocket).unwrap();
+    s.handle_connected(now, CONN, Transport::WebSocket, Source::UNKNOWN)
+        .unwrap();
     let req = auth_req(5, "wrong");
     let r = s.handle_input(now, CONN, &req).unwrap();
     assert!(matches!(r.app(), Some(SApp::Auth { token: "wrong", .. })));
@@ -1166,7 +1235,8 @@ fn lp_wrong_token_is_rejected_with_status_and_auth_error_close() {
 fn lp_reconnect_with_unknown_session_is_rejected_automatically() {
     let mut s = lp_authenticated(Transport::Tcp);
     let now = Instant::from_secs(2);
-    s.handle_connected(now, 2, Transport::WebSocket).unwrap();
+    s.handle_connected(now, 2, Transport::WebSocket, Source::UNKNOWN)
+        .unwrap();
     let body = encode(&ReconnectRequest::new("sess-guess", Metadata::EMPTY));
     let req = packet(&Packet::request(3, RequestId(8), 1_000, &body));
     let r = s.handle_input(now, 2, &req).unwrap();
@@ -1193,7 +1263,8 @@ fn lp_requests_before_auth_get_status_5_and_auth_error_close() {
     for transport in [Transport::Tcp, Transport::WebSocket] {
         let mut s = LServer::with_capacities(ServerConfig::new());
         let now = Instant::from_secs(1);
-        s.handle_connected(now, CONN, transport).unwrap();
+        s.handle_connected(now, CONN, transport, Source::UNKNOWN)
+            .unwrap();
         let mut input = Vec::new();
         if transport == Transport::Tcp {
             input.extend(Handshake::OPENAPI.to_bytes());
@@ -1223,33 +1294,48 @@ fn lp_auth_flood_hits_the_unauthenticated_cap() {
     let mut s = LServer::with_capacities(ServerConfig::new().with_max_unauthenticated(3));
     let now = Instant::from_secs(1);
     for conn in 0..3 {
-        s.handle_connected(now, conn, Transport::WebSocket).unwrap();
+        s.handle_connected(now, conn, Transport::WebSocket, Source::UNKNOWN)
+            .unwrap();
         let req = auth_req(1, "x");
         let r = s.handle_input(now, conn, &req).unwrap();
         assert!(r.app().is_some());
     }
+    // every further connection is admitted and evicts the oldest idle one (the logins waiting
+    // for the application go last): never more than 3 unauthenticated
     for conn in 3..100 {
-        assert_eq!(
-            s.handle_connected(now, conn, Transport::WebSocket),
-            Err(LError::TooManyUnauthenticated)
-        );
+        s.handle_connected(now, conn, Transport::WebSocket, Source::UNKNOWN)
+            .unwrap();
+        assert_eq!(s.unauthenticated(), 3);
+        let out = srv_out(&mut s, now);
+        if conn > 3 {
+            assert_eq!(pushed_close(&out), Some(CloseCode::ServerError));
+            assert_eq!(
+                srv_events(&mut s),
+                vec![ServerEvent::Closed {
+                    peer: conn - 1,
+                    cause: CloseCause::Evicted
+                }]
+            );
+        } else {
+            assert_eq!(
+                srv_events(&mut s),
+                vec![ServerEvent::Closed {
+                    peer: 0,
+                    cause: CloseCause::Evicted
+                }],
+                "all three wait for a decision: the oldest goes"
+            );
+        }
     }
     assert_eq!(s.connections(), 3);
-    assert_eq!(s.stats().connections_refused, 97);
+    assert_eq!(s.stats().connections_evicted, 97);
+    assert_eq!(s.stats().connections_refused, 0);
     // deciding frees room: an authenticated connection does not count
-    s.accept_auth(
-        now,
-        0,
-        SessionGrant {
-            session_id: "a",
-            expires: FAR,
-            limit: 0,
-            online: 0,
-        },
-    )
-    .unwrap();
-    s.handle_connected(now, 100, Transport::WebSocket).unwrap();
+    s.accept_auth(now, 1, lp_grant(0xa)).unwrap();
+    s.handle_connected(now, 100, Transport::WebSocket, Source::UNKNOWN)
+        .unwrap();
     assert_eq!(s.unauthenticated(), 3);
+    assert_eq!(s.stats().connections_evicted, 97);
 }
 
 #[test]
@@ -1259,8 +1345,10 @@ fn lp_slow_partial_input_does_not_keep_a_connection_alive() {
     // before auth: WebSocket pings and a TCP auth packet trickled byte by byte; the auth deadline
     // (10 s after handle_connected) closes both
     let mut s = LServer::with_capacities(ServerConfig::new());
-    s.handle_connected(t0, 1, Transport::WebSocket).unwrap();
-    s.handle_connected(t0, 2, Transport::Tcp).unwrap();
+    s.handle_connected(t0, 1, Transport::WebSocket, Source::UNKNOWN)
+        .unwrap();
+    s.handle_connected(t0, 2, Transport::Tcp, Source::UNKNOWN)
+        .unwrap();
     let mut tcp = Handshake::OPENAPI.to_bytes().to_vec();
     tcp.extend(auth_req(1, "tok"));
     let mut closed = Vec::new();
@@ -1317,24 +1405,15 @@ fn lp_slow_partial_input_does_not_keep_a_connection_alive() {
 fn lp_input_during_a_pending_auth_decision_is_refused_unconsumed() {
     let mut s = LServer::with_capacities(ServerConfig::new());
     let now = Instant::from_secs(1);
-    s.handle_connected(now, CONN, Transport::Tcp).unwrap();
+    s.handle_connected(now, CONN, Transport::Tcp, Source::UNKNOWN)
+        .unwrap();
     let mut input = Handshake::OPENAPI.to_bytes().to_vec();
     input.extend(auth_req(1, "tok"));
     let hb = heartbeat_req(2);
     assert!(feed_tcp(&mut s, now, CONN, &input));
     assert_eq!(s.handle_input(now, CONN, &hb), Err(LError::AuthPending));
     assert_eq!(s.state(CONN), Some(ServerState::AuthPending));
-    s.accept_auth(
-        now,
-        CONN,
-        SessionGrant {
-            session_id: "a",
-            expires: FAR,
-            limit: 0,
-            online: 0,
-        },
-    )
-    .unwrap();
+    s.accept_auth(now, CONN, lp_grant(0xa)).unwrap();
     // the same bytes again, now parsed
     let r = s.handle_input(now, CONN, &hb).unwrap();
     assert_eq!(r.bytes_consumed(), hb.len());
@@ -1350,28 +1429,17 @@ fn lp_duplicate_session_closes_the_older_connection() {
     let mut s = lp_authenticated(Transport::Tcp);
     let now = Instant::from_secs(2);
     // a second connection presents the live session of CONN
-    s.handle_connected(now, 2, Transport::WebSocket).unwrap();
-    let body = encode(&ReconnectRequest::new("sess-1", Metadata::EMPTY));
+    s.handle_connected(now, 2, Transport::WebSocket, Source::UNKNOWN)
+        .unwrap();
+    let victim = lp_session(1);
+    let body = encode(&ReconnectRequest::new(victim.as_str(), Metadata::EMPTY));
     let req = packet(&Packet::request(3, RequestId(1), 1_000, &body));
     let r = s.handle_input(now, 2, &req).unwrap();
     assert!(matches!(
         r.app(),
-        Some(SApp::Reconnect {
-            session_id: "sess-1",
-            ..
-        })
+        Some(SApp::Reconnect { session_id, .. }) if *session_id == victim.as_str()
     ));
-    s.accept_reconnect(
-        now,
-        2,
-        SessionGrant {
-            session_id: "sess-2",
-            expires: FAR,
-            limit: 0,
-            online: 0,
-        },
-    )
-    .unwrap();
+    s.accept_reconnect(now, 2, lp_grant(2)).unwrap();
     let out = srv_out(&mut s, now);
     let old: Vec<Out> = out.into_iter().filter(|o| o.to == CONN).collect();
     assert_eq!(pushed_close(&old), Some(CloseCode::ConnectDuplicate));
@@ -1382,17 +1450,25 @@ fn lp_duplicate_session_closes_the_older_connection() {
     }));
     assert_eq!(s.state(2), Some(ServerState::Authenticated));
     assert_eq!(s.stats().duplicates_closed, 1);
-    // the client that receives ConnectDuplicate stops (no automatic reconnect)
+    // the client that receives ConnectDuplicate drops the session and re-authenticates (a
+    // session of its own: no fight over the displaced one, and not stopped for good)
     let mut c = lp_client_ready(ClientConfig::tcp());
     let body = encode(&Close::new(CloseCode::ConnectDuplicate, "dup"));
     feed_client(&mut c, now, &packet(&Packet::push(0, &body)));
-    assert_disconnected(
-        &mut c,
-        CloseCause::Peer {
-            code: CloseCode::ConnectDuplicate,
-        },
+    let ev = client_events(&mut c);
+    assert_eq!(
+        ev[..2],
+        [
+            ClientEvent::Disconnected {
+                cause: CloseCause::Peer {
+                    code: CloseCode::ConnectDuplicate,
+                },
+            },
+            ClientEvent::TokenNeeded
+        ]
     );
-    assert_eq!(c.state(), tether_net::longport::ClientState::Stopped);
+    assert!(matches!(ev[2], ClientEvent::ReconnectScheduled { .. }));
+    assert_eq!(c.session_id(), None);
 }
 
 // =============================================================================================
@@ -1552,7 +1628,9 @@ fn lp_time_going_backwards_shifts_the_timeline_on_both_machines() {
                         to_c.clear();
                         s.handle_closed(now, CONN);
                         while s.poll_event().is_some() {}
-                        if s.handle_connected(now, CONN, Transport::Tcp).is_ok() {
+                        if s.handle_connected(now, CONN, Transport::Tcp, Source::UNKNOWN)
+                            .is_ok()
+                        {
                             c.handle_connected(now).unwrap();
                         } else {
                             c.handle_closed(now, ());
@@ -1588,13 +1666,7 @@ fn lp_time_going_backwards_shifts_the_timeline_on_both_machines() {
             }
             to_s.drain(..used);
             if auth {
-                let grant = SessionGrant {
-                    session_id: "s",
-                    expires: FAR,
-                    limit: 0,
-                    online: 0,
-                };
-                let _ = s.accept_auth(now, CONN, grant);
+                let _ = s.accept_auth(now, CONN, lp_grant(7));
             }
             s.handle_timeout(now);
             while let Some(x) = s.poll_transmit(now, &mut buf).unwrap() {

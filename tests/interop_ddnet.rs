@@ -8,22 +8,57 @@
 
 #[path = "support/ddnet.rs"]
 mod ddnet;
+#[path = "../examples/ddnet_client/join.rs"]
+mod ddnet_join;
 
+use std::net::{SocketAddr, UdpSocket};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
 use std::time::Duration;
 
 use ddnet::DdnetServer;
-use tether_net::game::{Client, ClientApp, ClientConfig, ClientEvent, ClientState, CloseCause};
+use tether_net::game::chunk::{write_packet, Chunk, ChunkWriter};
+use tether_net::game::connless::InfoKind;
+use tether_net::game::join::Crc32;
+use tether_net::game::wire::{Control, ControlPacket, Flags, Header};
+use tether_net::game::{
+    Client, ClientApp, ClientConfig, ClientEvent, ClientState, CloseCause, Token,
+};
 use tether_net::Instant;
 use tether_net_drivers::blocking::{Input, UdpDriver};
 
-/// The blocking datagram driver of `tether-net-drivers`, plus the reason of the server's CLOSE
+/// A server-info answer as the tests keep it
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct InfoSeen {
+    token: i32,
+    name: String,
+    map: String,
+    version: String,
+    /// Map CRC32 and size, in the extended answer
+    map_crc_size: Option<(u32, i32)>,
+    clients: usize,
+}
+
+/// The blocking datagram driver of `tether-net-drivers`, plus what the client application saw:
+/// the reason of the server's CLOSE and server-info answers
 struct UdpClient {
     d: UdpDriver<Client>,
     /// The reason of the server's CLOSE, as printed, once one arrived
     close_reason: Option<String>,
+    /// Server-info answers received
+    info: Vec<InfoSeen>,
 }
 
 impl UdpClient {
+    fn new(server: SocketAddr, config: ClientConfig) -> std::io::Result<UdpClient> {
+        Ok(UdpClient {
+            d: UdpDriver::connect(Client::new(config), server)?,
+            close_reason: None,
+            info: Vec::new(),
+        })
+    }
+
     fn client(&mut self) -> &mut Client {
         self.d.machine_mut()
     }
@@ -44,11 +79,25 @@ impl UdpClient {
         limit: Duration,
         mut on_event: impl FnMut(Instant, &ClientEvent) -> bool,
     ) -> std::io::Result<bool> {
-        let reason = &mut self.close_reason;
+        let (reason, info) = (&mut self.close_reason, &mut self.info);
         let stopped = self.d.run(limit, |_, now, input| match input {
             Input::Event(ev) => on_event(now, &ev).then_some(()),
             Input::App(_, ClientApp::Close { reason: r }) => {
                 *reason = Some(r.to_string());
+                None
+            }
+            Input::App(_, ClientApp::ServerInfo(i)) => {
+                info.push(InfoSeen {
+                    token: i.token,
+                    name: i.name.to_text::<256>().to_string(),
+                    map: i.map.to_text::<256>().to_string(),
+                    version: i.version.to_text::<256>().to_string(),
+                    map_crc_size: match i.kind {
+                        InfoKind::Extended { map_crc, map_size } => Some((map_crc, map_size)),
+                        _ => None,
+                    },
+                    clients: i.clients.len(),
+                });
                 None
             }
             Input::App(..) => None,
@@ -59,10 +108,7 @@ impl UdpClient {
 
 fn connect(server: &DdnetServer, vanilla: bool) -> UdpClient {
     let config = ClientConfig::new().with_vanilla(vanilla);
-    let mut c = UdpClient {
-        d: UdpDriver::connect(Client::new(config), server.addr()).unwrap(),
-        close_reason: None,
-    };
+    let mut c = UdpClient::new(server.addr(), config).unwrap();
     let now = c.now();
     c.client().connect(now).unwrap();
     let mut token = None;
@@ -223,5 +269,348 @@ fn shutdown_by_sigint_arrives_as_closed_with_reason() {
         server.wait_exit(Duration::from_secs(10)),
         Some(0),
         "server exit status"
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// The chunk layer and the join (issue 11)
+
+/// The Tutorial map as Debian's ddnet-data installs it (what the server serves)
+const TUTORIAL: &str = "/usr/share/games/ddnet/data/maps/Tutorial.map";
+const TUTORIAL_SIZE: u32 = 1_082_711;
+const TUTORIAL_CRC: u32 = 0x8d4c_6486;
+
+fn client_socket(to: SocketAddr) -> UdpSocket {
+    let sock = UdpSocket::bind("127.0.0.1:0").expect("bind a client socket on 127.0.0.1");
+    sock.connect(to).unwrap();
+    sock
+}
+
+/// Join the server (directly or through `via`), print the run, check the map and the log; with
+/// `lossy` our single CLOSE datagram may be lost on the way, so the log check of it is skipped
+fn join_and_check(
+    server: &DdnetServer,
+    via: SocketAddr,
+    limit: Duration,
+    lossy: bool,
+) -> ddnet_join::Report {
+    let sock = client_socket(via);
+    let opts = ddnet_join::Options {
+        stay: Duration::from_secs(3),
+        name: "tether".into(),
+        limit,
+        ..ddnet_join::Options::default()
+    };
+    let report = ddnet_join::run_join(&sock, &opts, |l| eprintln!("{l}")).unwrap();
+    eprintln!(
+        "entered after {:?}, {} snapshots, {} resends, stats {:?}",
+        report.entered_after, report.snapshots, report.resends, report.stats
+    );
+    assert!(
+        report.success(),
+        "join failed: {report:?}; server log:\n{}",
+        server.log_tail()
+    );
+    let (name, size, crc) = report.map.clone().unwrap();
+    assert_eq!(
+        (name.as_str(), size, crc),
+        ("Tutorial", TUTORIAL_SIZE, TUTORIAL_CRC)
+    );
+    let mut c = Crc32::new();
+    c.update(&report.map_bytes);
+    assert_eq!(c.finish(), TUTORIAL_CRC);
+    if let Ok(file) = std::fs::read(TUTORIAL) {
+        assert!(report.map_bytes == file, "the map equals {TUTORIAL}");
+    }
+    assert!(report.snapshots > 0);
+    // the server saw the player enter and leave (our CLOSE), and no too weak connection
+    std::thread::sleep(Duration::from_millis(300));
+    let log = server.log();
+    assert!(
+        log.contains("player has entered the game"),
+        "server log:\n{}",
+        server.log_tail()
+    );
+    let left = log.contains("leave player='0:tether'") || log.contains("has left the game");
+    eprintln!("server log shows our CLOSE: {left}");
+    assert!(
+        left || lossy,
+        "our CLOSE was not honoured; server log:\n{}",
+        server.log_tail()
+    );
+    assert!(
+        !log.to_lowercase().contains("too weak connection"),
+        "server log:\n{}",
+        server.log_tail()
+    );
+    report
+}
+
+#[test]
+#[ignore = "needs Debian's ddnet-server; run by .ci/run"]
+fn full_join_with_map_download() {
+    let server = DdnetServer::start("join", "");
+    let report = join_and_check(&server, server.addr(), Duration::from_secs(30), false);
+    eprintln!(
+        "direct: entered {:.2} s after the first CONNECT",
+        report.entered_after.unwrap().as_secs_f64()
+    );
+}
+
+/// A loopback UDP proxy that drops a seeded share of the datagrams each way
+struct LossyProxy {
+    addr: SocketAddr,
+    stop: Arc<AtomicBool>,
+    threads: Vec<JoinHandle<()>>,
+    /// (forwarded, dropped) client→server, then server→client
+    counts: Arc<[AtomicU64; 4]>,
+}
+
+impl LossyProxy {
+    fn start(server: SocketAddr, loss: f64, seed: u64) -> LossyProxy {
+        let front = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let back = UdpSocket::bind("127.0.0.1:0").unwrap();
+        back.connect(server).unwrap();
+        for s in [&front, &back] {
+            s.set_read_timeout(Some(Duration::from_millis(20))).unwrap();
+        }
+        let addr = front.local_addr().unwrap();
+        let stop = Arc::new(AtomicBool::new(false));
+        let counts: Arc<[AtomicU64; 4]> = Arc::new(Default::default());
+        let client: Arc<Mutex<Option<SocketAddr>>> = Arc::default();
+        let (front2, back2) = (front.try_clone().unwrap(), back.try_clone().unwrap());
+        let mut threads = Vec::new();
+        // client -> server
+        {
+            let (stop, counts, client) = (stop.clone(), counts.clone(), client.clone());
+            threads.push(std::thread::spawn(move || {
+                let mut rng = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+                let mut buf = [0u8; 2048];
+                while !stop.load(Ordering::Relaxed) {
+                    if let Ok((n, from)) = front.recv_from(&mut buf) {
+                        *client.lock().unwrap() = Some(from);
+                        if chance(&mut rng, loss) {
+                            counts[1].fetch_add(1, Ordering::Relaxed);
+                        } else {
+                            counts[0].fetch_add(1, Ordering::Relaxed);
+                            let _ = back.send(&buf[..n]);
+                        }
+                    }
+                }
+            }));
+        }
+        // server -> client
+        {
+            let (stop, counts, client) = (stop.clone(), counts.clone(), client.clone());
+            threads.push(std::thread::spawn(move || {
+                let mut rng = (seed ^ 0xA5A5_5A5A).wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+                let mut buf = [0u8; 2048];
+                while !stop.load(Ordering::Relaxed) {
+                    if let Ok(n) = back2.recv(&mut buf) {
+                        let to = *client.lock().unwrap();
+                        if chance(&mut rng, loss) {
+                            counts[3].fetch_add(1, Ordering::Relaxed);
+                        } else if let Some(to) = to {
+                            counts[2].fetch_add(1, Ordering::Relaxed);
+                            let _ = front2.send_to(&buf[..n], to);
+                        }
+                    }
+                }
+            }));
+        }
+        LossyProxy {
+            addr,
+            stop,
+            threads,
+            counts,
+        }
+    }
+
+    fn counts(&self) -> [u64; 4] {
+        core::array::from_fn(|i| self.counts[i].load(Ordering::Relaxed))
+    }
+}
+
+impl Drop for LossyProxy {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        for t in self.threads.drain(..) {
+            let _ = t.join();
+        }
+    }
+}
+
+/// xorshift64*: true with probability `p`
+fn chance(state: &mut u64, p: f64) -> bool {
+    *state ^= *state >> 12;
+    *state ^= *state << 25;
+    *state ^= *state >> 27;
+    let x = state.wrapping_mul(0x2545_F491_4F6C_DD1D);
+    ((x >> 11) as f64 / (1u64 << 53) as f64) < p
+}
+
+#[test]
+#[ignore = "needs Debian's ddnet-server; run by .ci/run"]
+fn full_join_through_30_percent_loss_each_way() {
+    let server = DdnetServer::start("join-loss", "");
+    let proxy = LossyProxy::start(server.addr(), 0.3, 11);
+    let report = join_and_check(&server, proxy.addr, Duration::from_secs(90), true);
+    let entered = report.entered_after.unwrap();
+    let [c2s, c2s_lost, s2c, s2c_lost] = proxy.counts();
+    eprintln!(
+        "30% loss: entered {:.1} s after the first CONNECT; proxy c->s {c2s} forwarded / {c2s_lost} \
+         dropped, s->c {s2c} / {s2c_lost}",
+        entered.as_secs_f64()
+    );
+    assert!(entered < Duration::from_secs(90), "{entered:?}");
+    assert!(c2s_lost > 0 && s2c_lost > 0);
+}
+
+#[test]
+#[ignore = "needs Debian's ddnet-server; run by .ci/run"]
+fn server_info_query_returns_name_map_and_version() {
+    let server = DdnetServer::start("info", "");
+    let mut c = UdpClient::new(server.addr(), ClientConfig::new()).unwrap();
+    for (token, extended) in [(0x5au32, false), (0x12_3456, true)] {
+        let now = c.now();
+        c.client().request_info(now, token, extended).unwrap();
+        c.info.clear();
+        c.run(Duration::from_millis(1500), |_, ev| {
+            panic!("unexpected {ev:?}")
+        })
+        .unwrap();
+        let info = c.info.first().cloned().unwrap_or_else(|| {
+            panic!(
+                "no answer (extended {extended}); log:\n{}",
+                server.log_tail()
+            )
+        });
+        eprintln!("info (extended {extended}): {info:?}");
+        // 16.4 appends " [clients/slots]" to the name in the 0.6 answer when it has > 16 slots
+        assert!(info.name.starts_with("tether-ci"), "{info:?}");
+        if extended {
+            assert_eq!(info.name, "tether-ci");
+            assert_eq!(
+                info.map_crc_size,
+                Some((TUTORIAL_CRC, TUTORIAL_SIZE as i32))
+            );
+        }
+        assert_eq!(info.map, "Tutorial");
+        assert!(info.version.starts_with("0.6.4"), "{info:?}");
+        assert_eq!(info.token as u32, token);
+    }
+    assert_eq!(
+        c.client().state(),
+        ClientState::Offline,
+        "no connection needed"
+    );
+}
+
+/// A chunk packet whose payload (one chunk and `token`) is Huffman-compressed
+fn compressed_chunk_packet(token: Token) -> Vec<u8> {
+    let mut chunks = [0u8; 64];
+    let mut w = ChunkWriter::new(&mut chunks, 64);
+    w.push(&Chunk::non_vital(&[0; 24])).unwrap();
+    let n = w.len();
+    let header = Header {
+        flags: Flags::default(),
+        ack: 0,
+        num_chunks: 1,
+    };
+    let mut out = [0u8; 128];
+    let len = write_packet(header, &chunks[..n], Some(token), true, &mut out).unwrap();
+    assert_ne!(out[0] & 0x80, 0);
+    out[..len].to_vec()
+}
+
+#[test]
+#[ignore = "needs Debian's ddnet-server; run by .ci/run"]
+fn spoofed_compressed_datagrams_do_not_refresh_liveness() {
+    let server = DdnetServer::start("spoof", "");
+    let config = ClientConfig::new().with_timeout(Duration::from_secs(3));
+    let mut c = UdpClient::new(server.addr(), config).unwrap();
+    let now = c.now();
+    c.client().connect(now).unwrap();
+    assert!(c
+        .run(Duration::from_secs(5), |_, ev| matches!(
+            ev,
+            ClientEvent::Connected { .. }
+        ))
+        .unwrap());
+    // genuine keep-alives keep it up for 2 s
+    c.run(Duration::from_secs(2), |_, ev| panic!("unexpected {ev:?}"))
+        .unwrap();
+    assert!(c.client().is_confirmed());
+    let real = c.client().token().unwrap();
+    // from now on the server's datagrams are not read (the path is dead); an off-path sender
+    // keeps sending compressed datagrams with a wrong token, four a second
+    let spoof = compressed_chunk_packet(Token([!real.0[0], real.0[1], real.0[2], real.0[3]]));
+    let start = std::time::Instant::now();
+    let mut closed = None;
+    while closed.is_none() && start.elapsed() < Duration::from_secs(10) {
+        let now = c.now();
+        let _ = c.client().handle_input(now, (), &spoof).unwrap();
+        std::thread::sleep(Duration::from_millis(250));
+        let now = c.now();
+        c.client().handle_timeout(now);
+        while let Some(ev) = c.client().poll_event() {
+            if let ClientEvent::Closed { cause } = ev {
+                closed = Some((cause, start.elapsed()));
+            }
+        }
+    }
+    let (cause, after) = closed.expect("the client must time out");
+    eprintln!(
+        "timed out {after:?} after the path died, {} spoofed datagrams dropped",
+        c.client().stats().dropped_wrong_token
+    );
+    assert_eq!(cause, CloseCause::Timeout);
+    assert!(after <= Duration::from_millis(3500), "{after:?}");
+    assert!(c.client().stats().dropped_wrong_token >= 8);
+}
+
+#[test]
+#[ignore = "needs Debian's ddnet-server; run by .ci/run"]
+fn forged_connect_accept_before_the_real_one_still_joins() {
+    let server = DdnetServer::start("forged", "");
+    // the genuine token of 127.0.0.1 (DDNet mints it from the IP alone)
+    let probe = client_socket(server.addr());
+    probe
+        .set_read_timeout(Some(Duration::from_secs(2)))
+        .unwrap();
+    probe.send(b"\x10\x00\x00\x01TKEN\xff\xff\xff\xff").unwrap();
+    let mut buf = [0u8; 64];
+    let n = probe.recv(&mut buf).unwrap();
+    assert_eq!(&buf[..8], b"\x10\x00\x00\x02TKEN");
+    let genuine = [buf[8], buf[9], buf[10], buf[11]];
+    let _ = n;
+    let forged_token = Token([genuine[0] ^ 0x55, 1, 2, 3]);
+    let mut forged = [0u8; 16];
+    let n = ControlPacket {
+        ack: 0,
+        control: Control::ConnectAccept,
+        token: Some(forged_token),
+    }
+    .emit(&mut forged)
+    .unwrap();
+    let sock = client_socket(server.addr());
+    let opts = ddnet_join::Options {
+        stay: Duration::from_secs(2),
+        limit: Duration::from_secs(30),
+        inject_after_connect: Some(forged[..n].to_vec()),
+        ..ddnet_join::Options::default()
+    };
+    let report = ddnet_join::run_join(&sock, &opts, |l| eprintln!("{l}")).unwrap();
+    assert!(report.success(), "{report:?}; log:\n{}", server.log_tail());
+    assert_eq!(
+        report.token,
+        Some(genuine),
+        "recovered onto the genuine token"
+    );
+    let stats = report.stats.unwrap();
+    assert_eq!(stats.token_candidates, 1, "{stats:?}");
+    eprintln!(
+        "forged CONNECT_ACCEPT first: entered after {:?}",
+        report.entered_after
     );
 }

@@ -6,8 +6,8 @@ use tether_net::longport::control::{AuthRequest, Body, Metadata};
 use tether_net::longport::wire::{Kind, Packet};
 use tether_net::longport::{
     Client, ClientConfig, ClientEvent, ClientState, CloseCause, CloseCode, Credentials, Error,
-    LoginKind, RequestId, Server, ServerApp, ServerConfig, ServerEvent, ServerState, SessionGrant,
-    Status, Transport,
+    Grant, LoginKind, RequestId, Server, ServerApp, ServerConfig, ServerEvent, ServerState,
+    SessionGrant, SessionId, Source, Status, Transport,
 };
 use tether_net::time::MAX_DELAY;
 use tether_net::{drain, Duration, FrameKind, Instant};
@@ -31,7 +31,12 @@ fn auth_request() -> Vec<u8> {
 /// The status-0 answer to `login` (a request written by the client) granting session "s1"
 fn login_response(login: &[u8]) -> Vec<u8> {
     let (p, _) = Packet::parse(login, 1 << 20).unwrap();
-    let g = grant("s1");
+    let g = SessionGrant {
+        session_id: "s1",
+        expires: FAR,
+        limit: 0,
+        online: 0,
+    };
     let mut body = vec![0u8; g.encoded_len()];
     g.encode(&mut body).unwrap();
     let r = Packet::response(
@@ -45,13 +50,14 @@ fn login_response(login: &[u8]) -> Vec<u8> {
     out
 }
 
-fn grant(id: &str) -> SessionGrant<'_> {
-    SessionGrant {
-        session_id: id,
-        expires: FAR,
-        limit: 0,
-        online: 0,
-    }
+/// Session id number `n` (deterministic bytes: a real server draws them from the OS random
+/// source)
+fn session(n: u8) -> SessionId {
+    SessionId::from_random([n; 16])
+}
+
+fn grant(n: u8) -> Grant {
+    Grant::new(session(n), FAR)
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -125,7 +131,9 @@ impl Loop {
                 match e {
                     // open the transport at once (both ends learn of it) and say so
                     ClientEvent::ConnectTransport { .. } => {
-                        server.handle_connected(now, PEER, Transport::Tcp).unwrap();
+                        server
+                            .handle_connected(now, PEER, Transport::Tcp, Source::UNKNOWN)
+                            .unwrap();
                         *transport_open = true;
                         client.handle_connected(now).unwrap();
                     }
@@ -194,9 +202,7 @@ impl Loop {
                 Some(ServerApp::Auth { token, .. }) => {
                     if let Some(i) = self.valid.iter().position(|v| v == token) {
                         self.valid.remove(i);
-                        self.server
-                            .accept_auth(self.now, PEER, grant("s1"))
-                            .unwrap();
+                        self.server.accept_auth(self.now, PEER, grant(1)).unwrap();
                     } else {
                         self.server
                             .reject_auth(self.now, PEER, Status::Unauthenticated, 401, "no")
@@ -289,7 +295,7 @@ fn client_commands_issued_while_draining_go_out_before_sleeping() {
             .count(),
         2
     );
-    assert_eq!(l.client.session_id(), Some("s1"));
+    assert_eq!(l.client.session_id(), Some(session(1).as_str()));
 }
 
 /// `close(peer)` given while handling `Connected`: the Close push goes out and `Closed` (close
@@ -442,7 +448,7 @@ impl Clocks {
                         while !rest.is_empty() {
                             let r = self.server.handle_input(sn, PEER, rest).unwrap();
                             if let Some(ServerApp::Auth { .. }) = r.app() {
-                                self.server.accept_auth(sn, PEER, grant("s1")).unwrap();
+                                self.server.accept_auth(sn, PEER, grant(1)).unwrap();
                             }
                             rest = &rest[r.bytes_consumed()..];
                         }
@@ -478,7 +484,9 @@ impl Clocks {
             pings: Vec::new(),
         };
         c.client.connect(START, Credentials::new("tok")).unwrap();
-        c.server.handle_connected(START, PEER, transport).unwrap();
+        c.server
+            .handle_connected(START, PEER, transport, Source::UNKNOWN)
+            .unwrap();
         c.client.handle_connected(START).unwrap();
         c.pump();
         assert!(c.client.is_connected());
@@ -562,10 +570,10 @@ fn steps_back_an_hour_on_schedule(mut c: Clocks, next: u64, period: u64) {
             | ClientEvent::ConnectTransport { .. }
             | ClientEvent::Connected { .. }
     )));
-    assert!(c
-        .server_events
-        .iter()
-        .all(|(_, e)| matches!(e, ServerEvent::Connected { .. })));
+    assert!(c.server_events.iter().all(|(_, e)| matches!(
+        e,
+        ServerEvent::Connected { .. } | ServerEvent::HeartbeatRtt { .. }
+    )));
 }
 
 /// The client's caller clock steps back one hour while authenticated (TCP): its heartbeats go
@@ -723,12 +731,13 @@ fn server_deadlines_stay_within_max_delay_with_huge_configs() {
     let mut s = Srv::with_capacities(config);
     let now = Instant::from_secs(1);
     for (peer, transport) in [(1, Transport::Tcp), (2, Transport::WebSocket)] {
-        s.handle_connected(now, peer, transport).unwrap();
+        s.handle_connected(now, peer, transport, Source::UNKNOWN)
+            .unwrap();
         bounded(s.poll_timeout(), now, "unauthenticated");
     }
     let auth = auth_request();
     let _ = s.handle_input(now, 2, &auth).unwrap();
-    s.accept_auth(now, 2, grant("s2")).unwrap();
+    s.accept_auth(now, 2, grant(2)).unwrap();
     bounded(s.poll_timeout(), now, "authenticated");
 }
 
@@ -799,10 +808,11 @@ fn client_queue_full_changes_nothing_and_a_drain_makes_room() {
 fn server_queue_full_changes_nothing_and_a_drain_makes_room() {
     let mut s = Srv::with_capacities(ServerConfig::new());
     let now = Instant::from_secs(1);
-    s.handle_connected(now, PEER, Transport::WebSocket).unwrap();
+    s.handle_connected(now, PEER, Transport::WebSocket, Source::UNKNOWN)
+        .unwrap();
     let auth = auth_request();
     let _ = s.handle_input(now, PEER, &auth).unwrap();
-    s.accept_auth(now, PEER, grant("s1")).unwrap();
+    s.accept_auth(now, PEER, grant(1)).unwrap();
     // the AuthResponse is queued: a push must not overtake it
     let mut out = [0u8; 64];
     let stats = s.stats();

@@ -17,8 +17,8 @@ use tether_net::longport::control::{Body, Close};
 use tether_net::longport::wire::{Kind, Packet};
 use tether_net::longport::{
     Client, ClientApp as CApp, ClientConfig, ClientEvent, ClientState, CloseCause, CloseCode,
-    Credentials, Handshake, LoginKind, RequestId, Server, ServerApp as SApp, ServerConfig,
-    ServerEvent, ServerState, SessionGrant, Status, Transport,
+    Credentials, Grant, Handshake, LoginKind, RequestId, Server, ServerApp as SApp, ServerConfig,
+    ServerEvent, ServerState, SessionId, Source, Status, Transport,
 };
 use tether_net::testing::{Direction, Fate, Fleet, LinkConfig, Solo};
 use tether_net::{Duration, FrameKind, Instant};
@@ -32,6 +32,19 @@ const CMD_QUOTE_PUSH: u8 = 101;
 
 type Srv = Server<u32, 4, 16>;
 type Sim = Fleet<Client, Srv>;
+
+/// The `n`-th session id the test application grants (deterministic bytes, so runs repeat; a
+/// real server draws them from the OS random source)
+fn session_id(n: u32) -> SessionId {
+    let mut bytes = *b"test-session-\0\0\0";
+    bytes[12..].copy_from_slice(&n.to_be_bytes());
+    SessionId::from_random(bytes)
+}
+
+/// [`session_id`] as text
+fn sid(n: u32) -> String {
+    session_id(n).as_str().to_string()
+}
 
 fn addr(i: usize) -> u32 {
     100 + i as u32
@@ -81,10 +94,10 @@ impl AppState {
             .map_or(addr(i), |&(_, a)| a)
     }
 
-    fn grant(&mut self, now: Instant) -> (String, i64) {
+    fn grant(&mut self, now: Instant) -> (SessionId, i64) {
         self.next_session += 1;
-        let id = format!("s-{}", self.next_session);
-        self.granted.push(id.clone());
+        let id = session_id(self.next_session);
+        self.granted.push(id.as_str().to_string());
         let ttl = if self.ttl_ms == 0 {
             TTL_MS
         } else {
@@ -100,12 +113,7 @@ impl AppState {
                 if let Some(pos) = self.valid.iter().position(|t| t == token) {
                     self.valid.remove(pos);
                     let (id, expires) = self.grant(now);
-                    let grant = SessionGrant {
-                        session_id: &id,
-                        expires,
-                        limit: 10,
-                        online: 1,
-                    };
+                    let grant = Grant::new(id, expires).with_limit_online(10, 1);
                     srv.accept_auth(now, conn, grant).unwrap();
                 } else {
                     srv.reject_auth(now, conn, Status::Unauthenticated, 401, "token expired")
@@ -118,12 +126,7 @@ impl AppState {
                         .unwrap();
                 } else {
                     let (id, expires) = self.grant(now);
-                    let grant = SessionGrant {
-                        session_id: &id,
-                        expires,
-                        limit: 10,
-                        online: 1,
-                    };
+                    let grant = Grant::new(id, expires).with_limit_online(10, 1);
                     srv.accept_reconnect(now, conn, grant).unwrap();
                 }
             }
@@ -228,7 +231,7 @@ impl Net {
                             sim.drain(); // the slot is freed once Closed is polled
                         }
                         sim.server_mut()
-                            .handle_connected(now, addr(i), self.transport)
+                            .handle_connected(now, addr(i), self.transport, Source::UNKNOWN)
                             .unwrap();
                         sim.client_mut(i).handle_connected(now).unwrap();
                     }
@@ -561,13 +564,13 @@ fn auth_ok(transport: Transport, link: LinkConfig) {
     connect(&mut sim, &mut net, 0, "tok-1");
     let now = sim.now();
     let (expires, limit, online, via) = sim.client_events(0).iter().find_map(connected).unwrap();
-    assert_eq!(net.sessions(0), [("s-1".to_string(), LoginKind::Auth)]);
+    assert_eq!(net.sessions(0), [(sid(1), LoginKind::Auth)]);
     assert_eq!(via, LoginKind::Auth);
     assert_eq!((limit, online), (10, 1));
     // granted at the server one link latency before the client saw it: absolute Unix ms
     let lat = link.latency.as_millis() as i64;
     assert_eq!(expires, wall(now) - lat + TTL_MS);
-    assert_eq!(sim.client(0).session_id(), Some("s-1"));
+    assert_eq!(sim.client(0).session_id(), Some(sid(1).as_str()));
     assert!(sim.client(0).session_resumable(now));
     assert!(matches!(
         sim.client_events(0)[..],
@@ -583,7 +586,7 @@ fn auth_ok(transport: Transport, link: LinkConfig) {
         sim.server().state(addr(0)),
         Some(ServerState::Authenticated)
     );
-    assert_eq!(sim.server().session_id(addr(0)), Some("s-1"));
+    assert_eq!(sim.server().session_id(addr(0)), Some(sid(1).as_str()));
     assert_eq!(
         sim.server_events(),
         &[ServerEvent::Connected {
@@ -660,7 +663,7 @@ fn auth_denied(transport: Transport, link: LinkConfig) {
     net.run(&mut sim, Duration::from_secs(60), |s| {
         s.client(0).is_connected()
     });
-    assert_eq!(net.sessions(0), vec![("s-1".to_string(), LoginKind::Auth)]);
+    assert_eq!(net.sessions(0), vec![(sid(1), LoginKind::Auth)]);
 }
 
 #[test]
@@ -843,7 +846,6 @@ fn heartbeat_timeout_both_sides_websocket() {
 enum Action {
     Reconnect,
     ReAuth,
-    Stop,
 }
 
 fn close_code(transport: Transport, link: LinkConfig, code: CloseCode) {
@@ -860,22 +862,11 @@ fn close_code(transport: Transport, link: LinkConfig, code: CloseCode) {
     // the per-code policy, stated here independently of the client's table
     let action = match code.to_i32() {
         0..=3 => Action::Reconnect,
-        4 | 5 => Action::ReAuth,
-        _ => Action::Stop,
+        _ => Action::ReAuth,
     };
-    match action {
-        Action::Reconnect | Action::ReAuth => {
-            net.run(&mut sim, Duration::from_secs(30), |s| {
-                logins(s, 0) == 2 && s.client(0).is_connected()
-            });
-        }
-        Action::Stop => {
-            net.run(&mut sim, Duration::from_secs(5), |s| {
-                s.client(0).state() == ClientState::Stopped
-            });
-            sim.run_for(Duration::from_secs(60));
-        }
-    }
+    net.run(&mut sim, Duration::from_secs(30), |s| {
+        logins(s, 0) == 2 && s.client(0).is_connected()
+    });
     let ev = &sim.client_events(0)[mark..];
     assert_eq!(
         ev[0],
@@ -904,20 +895,14 @@ fn close_code(transport: Transport, link: LinkConfig, code: CloseCode) {
             assert_eq!((dials, tokens), (1, 0), "{code:?}: {ev:?}");
             assert_eq!(
                 net.sessions(0),
-                vec![
-                    ("s-1".into(), LoginKind::Auth),
-                    ("s-2".into(), LoginKind::Reconnect)
-                ]
+                vec![(sid(1), LoginKind::Auth), (sid(2), LoginKind::Reconnect)]
             );
         }
         Action::ReAuth => {
             assert_eq!((dials, tokens), (1, 1), "{code:?}: {ev:?}");
             assert_eq!(
                 net.sessions(0),
-                vec![
-                    ("s-1".into(), LoginKind::Auth),
-                    ("s-2".into(), LoginKind::Auth)
-                ]
+                vec![(sid(1), LoginKind::Auth), (sid(2), LoginKind::Auth)]
             );
             let auths = packets(&sim, 0, Direction::ClientToServer)
                 .into_iter()
@@ -930,17 +915,6 @@ fn close_code(transport: Transport, link: LinkConfig, code: CloseCode) {
                 })
                 .collect::<Vec<_>>();
             assert_eq!(auths, vec!["tok", "fresh"]);
-        }
-        Action::Stop => {
-            assert_eq!(dials, 0, "no automatic reconnect after {code:?}: {ev:?}");
-            assert_eq!(sim.client(0).state(), ClientState::Stopped);
-            // the caller decides: reconnect_now resumes the session
-            let now = sim.now();
-            sim.client_mut(0).reconnect_now(now).unwrap();
-            net.run(&mut sim, Duration::from_secs(5), |s| {
-                s.client(0).is_connected()
-            });
-            assert_eq!(net.sessions(0)[1], ("s-2".into(), LoginKind::Reconnect));
         }
     }
 }
@@ -982,17 +956,14 @@ fn transport_drop(transport: Transport, link: LinkConfig) {
     );
     assert_eq!(
         net.sessions(0),
-        vec![
-            ("s-1".into(), LoginKind::Auth),
-            ("s-2".into(), LoginKind::Reconnect)
-        ]
+        vec![(sid(1), LoginKind::Auth), (sid(2), LoginKind::Reconnect)]
     );
     let reconnect = packets(&sim, 0, Direction::ClientToServer)
         .into_iter()
         .find(|(_, _, cmd, _)| *cmd == 3)
         .unwrap();
     let body = tether_net::longport::control::ReconnectRequest::decode(&reconnect.3).unwrap();
-    assert_eq!(body.session_id, "s-1");
+    assert_eq!(body.session_id, sid(1));
     assert!(sim.server_events().contains(&ServerEvent::Closed {
         peer: addr(0),
         cause: CloseCause::TransportClosed
@@ -1004,7 +975,7 @@ fn transport_drop(transport: Transport, link: LinkConfig) {
             ..
         })
     ));
-    assert_eq!(sim.server().session_id(addr(0)), Some("s-2"));
+    assert_eq!(sim.server().session_id(addr(0)), Some(sid(2).as_str()));
     // business traffic works on the new connection
     let id = request(&mut sim, 0, CMD_ECHO, Duration::ZERO, b"after");
     net.run(&mut sim, Duration::from_secs(1), |_| {
@@ -1078,10 +1049,7 @@ fn expired_session_is_rejected_and_the_client_falls_back_to_auth() {
     );
     assert_eq!(
         net.sessions(0),
-        vec![
-            ("s-1".into(), LoginKind::Auth),
-            ("s-2".into(), LoginKind::Auth)
-        ]
+        vec![(sid(1), LoginKind::Auth), (sid(2), LoginKind::Auth)]
     );
     assert!(sim.server_events().iter().any(|e| matches!(
         e,
@@ -1099,11 +1067,12 @@ fn duplicate_connection_closes_the_older_one() {
     // a second connection (from client 1's address) presents client 0's session
     let now = sim.now();
     sim.server_mut()
-        .handle_connected(now, addr(1), Transport::Tcp)
+        .handle_connected(now, addr(1), Transport::Tcp, Source::UNKNOWN)
         .unwrap();
     let mut bytes = Handshake::OPENAPI.to_bytes().to_vec();
+    let victim = sid(1);
     let body = tether_net::longport::control::ReconnectRequest::new(
-        "s-1",
+        &victim,
         tether_net::longport::control::Metadata::EMPTY,
     );
     let mut b = vec![0u8; body.encoded_len()];
@@ -1114,9 +1083,11 @@ fn duplicate_connection_closes_the_older_one() {
         .unwrap();
     bytes.extend_from_slice(&pkt[..n]);
     sim.inject_to_server(1, FrameKind::Stream, &bytes);
-    assert_eq!(sim.server().session_id(addr(1)), Some("s-2"));
+    assert_eq!(sim.server().session_id(addr(1)), Some(sid(2).as_str()));
+    net.app.borrow_mut().valid.push("fresh".into());
+    net.app.borrow_mut().fresh.push_back("fresh".into());
     net.run(&mut sim, Duration::from_secs(5), |s| {
-        s.client(0).state() == ClientState::Stopped
+        logins(s, 0) == 2 && s.client(0).is_connected()
     });
     assert!(sim.server_events().contains(&ServerEvent::Closed {
         peer: addr(0),
@@ -1134,25 +1105,30 @@ fn duplicate_connection_closes_the_older_one() {
             code: CloseCode::ConnectDuplicate
         }
     }));
-    // Close code 6 stops the client: nothing follows the Disconnected
+    // Close code 6: the client re-authenticates and gets a session of its own (it is not
+    // stopped for good), the newer holder keeps the session it resumed
+    assert!(sim.client_events(0).contains(&ClientEvent::TokenNeeded));
     assert_eq!(
-        sim.client_events(0).last(),
-        Some(&ClientEvent::Disconnected {
-            cause: CloseCause::Peer {
-                code: CloseCode::ConnectDuplicate
-            }
-        })
+        net.sessions(0),
+        vec![(sid(1), LoginKind::Auth), (sid(3), LoginKind::Auth)]
     );
     assert_eq!(
         sim.server().state(addr(1)),
         Some(ServerState::Authenticated)
     );
-    // the older holder does not fight back
+    assert_eq!(sim.server().session_id(addr(1)), Some(sid(2).as_str()));
+    // and nobody fights back: 30 s later (the injected connection sends no heartbeats and
+    // times out after 45 s) both connections are still the same ones
     let mark = sim.client_events(0).len();
-    sim.run_for(Duration::from_secs(60));
-    assert!(!sim.client_events(0)[mark..]
+    let server_mark = sim.server_events().len();
+    let until = sim.now() + Duration::from_secs(30);
+    net.run_to(&mut sim, until);
+    assert!(sim.client_events(0)[mark..]
         .iter()
-        .any(|e| matches!(e, ClientEvent::ConnectTransport { .. })));
+        .all(|e| matches!(e, ClientEvent::HeartbeatRtt { .. })));
+    assert!(!sim.server_events()[server_mark..]
+        .iter()
+        .any(|e| matches!(e, ServerEvent::Closed { .. })));
 }
 
 // ------------------------------------------------------------------------------------------
@@ -1299,7 +1275,7 @@ fn tcp_one_byte_per_input_both_ways() {
         .unwrap();
     server
         .machine_mut()
-        .handle_connected(Instant::ZERO, addr(0), Transport::Tcp)
+        .handle_connected(Instant::ZERO, addr(0), Transport::Tcp, Source::UNKNOWN)
         .unwrap();
     client.drain();
     // shuttle everything one byte at a time until both sides are quiet
@@ -1340,7 +1316,7 @@ fn tcp_one_byte_per_input_both_ways() {
     }
     shuttle(&mut client, &mut server, &app);
     assert!(client.machine().is_connected());
-    assert_eq!(client.machine().session_id(), Some("s-1"));
+    assert_eq!(client.machine().session_id(), Some(sid(1).as_str()));
     // a business request, its echo and a push
     let mut out = [0u8; 64];
     let now = client.now();
@@ -1421,7 +1397,7 @@ fn pipelined_auth_and_heartbeat_answered_in_one_read() {
     net.app.borrow_mut().valid.push("tok".into());
     let now = sim.now();
     sim.server_mut()
-        .handle_connected(now, addr(0), Transport::Tcp)
+        .handle_connected(now, addr(0), Transport::Tcp, Source::UNKNOWN)
         .unwrap();
     sim.inject_to_server(0, FrameKind::Stream, &wire);
     assert_eq!(
@@ -1438,7 +1414,7 @@ fn pipelined_auth_and_heartbeat_answered_in_one_read() {
     sim.on_server_app(|_, _| {});
     let now = sim.now();
     sim.server_mut()
-        .handle_connected(now, addr(0), Transport::Tcp)
+        .handle_connected(now, addr(0), Transport::Tcp, Source::UNKNOWN)
         .unwrap();
     sim.inject_to_server(0, FrameKind::Stream, &wire);
     assert_eq!(sim.server_stats().input_errors, 2);
@@ -1479,7 +1455,7 @@ fn reconnect_from_a_new_address_closes_the_half_open_connection() {
             for e in s.take_client_events(0) {
                 if let ClientEvent::ConnectTransport { .. } = e {
                     s.server_mut()
-                        .handle_connected(now, new, Transport::Tcp)
+                        .handle_connected(now, new, Transport::Tcp, Source::UNKNOWN)
                         .unwrap();
                     s.client_mut(0).handle_connected(now).unwrap();
                 }
@@ -1489,7 +1465,7 @@ fn reconnect_from_a_new_address_closes_the_half_open_connection() {
         Duration::from_secs(10),
     )
     .unwrap();
-    assert_eq!(sim.server().session_id(new), Some("s-2"));
+    assert_eq!(sim.server().session_id(new), Some(sid(2).as_str()));
     let ev = &sim.server_events()[before..];
     assert!(ev.contains(&ServerEvent::Closed {
         peer: old,
@@ -1639,10 +1615,7 @@ fn locally_expired_session_goes_straight_to_auth() {
     assert!(sim.client_events(0)[mark..].contains(&ClientEvent::TokenNeeded));
     assert_eq!(
         net.sessions(0),
-        vec![
-            ("s-1".into(), LoginKind::Auth),
-            ("s-2".into(), LoginKind::Auth)
-        ]
+        vec![(sid(1), LoginKind::Auth), (sid(2), LoginKind::Auth)]
     );
     assert!(
         !packets(&sim, 0, Direction::ClientToServer)
@@ -1748,7 +1721,7 @@ fn client_close_ends_the_server_connection() {
         );
         // the session outlives the connection on the server
         assert_eq!(
-            sim.server().session_expires("s-1"),
+            sim.server().session_expires(&sid(1)),
             Some(wall(now) - 25 + TTL_MS)
         );
         sim.run_for(Duration::from_secs(60));
@@ -1777,7 +1750,7 @@ fn bare_websocket_close_frame_reconnects_with_the_session() {
     net.run(&mut sim, Duration::from_secs(5), |s| {
         s.client(0).is_connected()
     });
-    assert_eq!(net.sessions(0)[1], ("s-2".into(), LoginKind::Reconnect));
+    assert_eq!(net.sessions(0)[1], (sid(2), LoginKind::Reconnect));
 }
 
 // ------------------------------------------------------------------------------------------

@@ -49,7 +49,7 @@ fn serve(
                             r.authenticated += 1;
                             let grant =
                                 Grant::new(random_session_id(), ctl.wall_clock_ms() + 3_600_000);
-                            ctl.accept_auth(peer, &grant).unwrap();
+                            ctl.accept_auth(peer, grant).unwrap();
                         } else {
                             r.rejected += 1;
                             ctl.reject_auth(peer, Status::Unauthenticated, 401, "invalid token")

@@ -13,17 +13,26 @@
 //!   every 10 minutes (the client reconnects with its session) plus a black-hole link cut of
 //!   130-200 s about every two hours (heartbeat timeout, then dials that fail until the link is
 //!   back), and at half time every open transport is reset at once (a reconnect storm against
-//!   the unauthenticated cap of 32; reconnects use a random jitter of up to 1 s per attempt:
-//!   without it the storm costs about 16,000 refused dials instead of about 500). Loss is not
-//!   modelled on TCP: a reliable stream either delivers or dies.
+//!   the unauthenticated cap of 32, which evicts the oldest unauthenticated connection for each
+//!   new one; reconnects use a random jitter of up to 1 s per attempt). The gateway's limits
+//!   are on: two clients per account with a quota of 4 connections per account (never hit: a
+//!   client holds one connection and at most one stale one the server has not timed out yet),
+//!   four clients per source (the per-source cap of 4 is never hit either), and rate limits of
+//!   5 requests/s per connection and 1/s (bursts of 2) for the quote command: about every five
+//!   minutes each client sends three quote requests at once, so the third is refused by the
+//!   machine with status 3 / `Error{301606}` and the application never sees more than two
+//!   within a second. The server also sends its own heartbeats to TCP clients every 60 s (and
+//!   measures their round trips, as it does for its WebSocket pings). Loss is not modelled on
+//!   TCP: a reliable stream either delivers or dies.
 //!
 //! Both end with a server shutdown under load: every peer is closed (game: CLOSE, lost ones time
 //! out on the client; LongPort: `Close{ServerShutdown}`), and the game server stays silent.
 //!
 //! One LongPort server holds all 1,000 connections: its connection table is a linear scan
-//! (`O(PEERS)` per input and per `poll_timeout`), about 550 KB for 1,024 slots, which is still
-//! cheap here (the LongPort hour takes about 1.5 s in release), so no split into several servers
-//! was needed. Both servers are far too big for a test thread's stack by value: they are built on
+//! (`O(PEERS)` per input and per `poll_timeout`), about 990 KB for 1,024 slots and 2,048
+//! sessions, which is still affordable here (the LongPort hour takes about 15 s in release on a
+//! busy 2-core machine, about 5 s of it without the request bursts and server heartbeats, which
+//! nearly double the frames), so no split into several servers was needed. Both servers are far too big for a test thread's stack by value: they are built on
 //! a 64 MiB-stack thread and kept behind a `Box` (a boxed machine is a machine).
 //!
 //! Both run with the simulator's invariant checks on (deadlines never in the past, datagrams
@@ -40,10 +49,10 @@
 //! `sessions-lost`).
 //!
 //! Horizon: one virtual hour when built with optimisations (`cargo test --release --test soak`,
-//! what CI runs; measured on a 2-core machine: about 4 s wall for the file, the two tests run in
-//! parallel); 15 virtual minutes in debug builds so a plain `cargo test` stays quick (12-20 s
-//! wall). The full hour in a debug build takes about 47 s (`SOAK_SECS=3600 cargo test --test
-//! soak`).
+//! what CI runs; measured on a busy 2-core machine: about 15 s wall for the file, the two tests
+//! run in parallel); 15 virtual minutes in debug builds so a plain `cargo test` stays quick
+//! (about 35 s wall; `SOAK_SECS=3600 cargo test --test soak` runs the full hour in a debug
+//! build).
 //! `SOAK_SECS=<n>` overrides both.
 //!
 //! Each test prints one summary line, e.g. (run with `--nocapture`):
@@ -59,10 +68,11 @@ use tether_net::game::{
     ServerConfig as GServerConfig, ServerEvent as GServerEvent, TokenSecret,
 };
 use tether_net::longport::{
-    Client as LClientMachine, ClientApp as LClientApp, ClientConfig as LClientConfig,
-    ClientEvent as LClientEvent, ClientState as LClientState, CloseCause, CloseCode, Credentials,
-    LoginKind, Server as LServer, ServerApp as LApp, ServerConfig as LServerConfig,
-    ServerEvent as LServerEvent, SessionGrant, Transport,
+    AccountId, Admission, Client as LClientMachine, ClientApp as LClientApp,
+    ClientConfig as LClientConfig, ClientEvent as LClientEvent, ClientState as LClientState,
+    CloseCause, CloseCode, Credentials, Grant, LoginKind, RateLimit, Server as LServer,
+    ServerApp as LApp, ServerConfig as LServerConfig, ServerEvent as LServerEvent, SessionId,
+    Source, Status, Transport,
 };
 use tether_net::testing::{Fleet, LinkConfig, Rng, SimError};
 use tether_net::{Duration, Instant, Machine};
@@ -578,7 +588,15 @@ enum LAction {
     /// The server closed this connection after its last frames: the FIN reaches the client
     /// after the data (a TCP close delivers what was written before it)
     Fin(u32),
+    /// Send three quote requests at once (the third is over the command's rate limit)
+    Burst,
 }
+
+/// The command the soak's requests use (QuerySecurityQuote) and its rate limit
+const CMD_QUOTE: u8 = 11;
+const QUOTE_LIMIT: RateLimit = RateLimit::per_second(1, 2);
+/// Connections one account may hold (two clients per account)
+const QUOTA: u32 = 4;
 
 #[derive(Debug, Default, Clone, Copy)]
 struct LSlot {
@@ -606,6 +624,11 @@ struct LCounts {
     decisions_late: u64,
     sessions_lost: u64,
     mass_dropped: u64,
+    evicted: u64,
+    server_rtts: u64,
+    bursts: u64,
+    requests: u64,
+    requests_failed: u64,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -648,7 +671,83 @@ fn conn_id(i: usize, gen: u32) -> u32 {
     (gen << GEN_SHIFT) | i as u32
 }
 
-fn close_lp(fleet: &mut Fleet<LClient, Box<LSrv>>, slots: &mut [LSlot], i: usize) {
+/// Client `i`'s account: two clients per account
+fn account(i: usize) -> AccountId {
+    AccountId((i / 2) as u64)
+}
+
+/// Client `i`'s source (its host): four clients per source
+fn source(i: usize) -> Source {
+    let mut key = [0u8; 16];
+    key[..8].copy_from_slice(&((i / 4) as u64).to_be_bytes());
+    Source::from_bytes(key)
+}
+
+/// The LongPort server as a gateway's socket layer runs it: once the server reported `Closed`
+/// for a connection the socket is closed, and bytes from it are never read. The simulator
+/// closes a transport 200 ms after the server's `Closed` (so the last frames arrive first); what
+/// the client sent meanwhile is discarded here, as the closed socket would, and counted.
+struct Gateway {
+    server: Box<LSrv>,
+    late: u64,
+}
+
+impl std::ops::Deref for Gateway {
+    type Target = LSrv;
+    fn deref(&self) -> &LSrv {
+        &self.server
+    }
+}
+
+impl std::ops::DerefMut for Gateway {
+    fn deref_mut(&mut self) -> &mut LSrv {
+        &mut self.server
+    }
+}
+
+impl Machine for Gateway {
+    type Peer = u32;
+    type Event = LServerEvent<u32>;
+    type App<'a> = LApp<'a>;
+    type Error = tether_net::longport::Error;
+
+    fn handle_input<'a>(
+        &mut self,
+        now: Instant,
+        from: u32,
+        data: &'a [u8],
+    ) -> Result<tether_net::Received<LApp<'a>>, Self::Error> {
+        if self.server.state(from).is_none() {
+            self.late += 1;
+            return Ok(tether_net::Received::consumed(data.len()));
+        }
+        self.server.handle_input(now, from, data)
+    }
+    fn handle_frame(&mut self, now: Instant, from: u32, kind: tether_net::FrameKind, p: &[u8]) {
+        self.server.handle_frame(now, from, kind, p);
+    }
+    fn handle_closed(&mut self, now: Instant, from: u32) {
+        self.server.handle_closed(now, from);
+    }
+    fn handle_timeout(&mut self, now: Instant) {
+        self.server.handle_timeout(now);
+    }
+    fn poll_transmit(
+        &mut self,
+        now: Instant,
+        buf: &mut [u8],
+    ) -> Result<Option<tether_net::Transmit<u32>>, tether_net::BufferTooSmall> {
+        self.server.poll_transmit(now, buf)
+    }
+    fn poll_event(&mut self) -> Option<LServerEvent<u32>> {
+        self.server.poll_event()
+    }
+    fn poll_timeout(&self) -> Option<Instant> {
+        self.server.poll_timeout()
+    }
+}
+
+fn close_lp(fleet: &mut Fleet<LClient, Gateway>, slots: &mut [LSlot], i: usize) {
     if slots[i].open {
         slots[i].open = false;
         fleet.close_transport(i);
@@ -659,7 +758,14 @@ fn longport_soak() {
     let wall = std::time::Instant::now();
     let horizon = horizon();
     let settle = Duration::from_secs(240);
-    let server = LSrv::with_capacities(LServerConfig::new().with_max_unauthenticated(32));
+    let server = LSrv::with_capacities(
+        LServerConfig::new()
+            .with_max_unauthenticated(32)
+            .with_tcp_heartbeat_interval(Some(Duration::from_secs(60)))
+            .with_account_quota(Some(QUOTA))
+            .with_rate_limit(Some(RateLimit::per_second(5, 10)))
+            .with_command_rate_limit(CMD_QUOTE, Some(QUOTE_LIMIT)),
+    );
     assert!(
         std::mem::size_of::<LSrv>() > 256 * 1024,
         "the server is big: keep it boxed"
@@ -668,8 +774,11 @@ fn longport_soak() {
         .with_latency(Duration::from_millis(40))
         .with_jitter(Duration::from_millis(20))
         .with_split_stream(true);
-    let mut fleet: Fleet<LClient, Box<LSrv>> = Fleet::new(
-        Box::new(server),
+    let mut fleet: Fleet<LClient, Gateway> = Fleet::new(
+        Gateway {
+            server: Box::new(server),
+            late: 0,
+        },
         CLIENTS,
         |i| LClient::new(LClientConfig::new(lp_transport(i)).with_jitter(soak_jitter)),
         |i| conn_id(i, 0),
@@ -682,27 +791,83 @@ fn longport_soak() {
     let client_events: Rc<RefCell<VecDeque<(usize, LClientEvent)>>> = Rc::default();
     let server_events: Rc<RefCell<VecDeque<LServerEvent<u32>>>> = Rc::default();
     let logins: Rc<RefCell<VecDeque<(usize, Login)>>> = Rc::default();
+    // the server application's answers to requests, to send over the link: (conn, kind, bytes)
+    type Outbox = Vec<(u32, tether_net::FrameKind, Vec<u8>)>;
+    let outbox: Rc<RefCell<Outbox>> = Rc::default();
+    // the current connection id of each client
+    let conns: Rc<RefCell<Vec<u32>>> =
+        Rc::new(RefCell::new((0..CLIENTS).map(|i| conn_id(i, 0)).collect()));
+    // the client-side outcome of requests: (answered, rate limited)
+    let outcomes: Rc<RefCell<(u64, u64)>> = Rc::default();
     {
         let q = client_events.clone();
         fleet.on_client_event(move |i, e| q.borrow_mut().push_back((i, *e)));
         let q = server_events.clone();
         fleet.on_server_event(move |_, e| q.borrow_mut().push_back(*e));
         let q = logins.clone();
-        fleet.on_server_app(move |i, a| match a {
+        let out = outbox.clone();
+        let conns = conns.clone();
+        // when the application saw quote requests, per client
+        let mut seen: Vec<VecDeque<Instant>> = vec![VecDeque::new(); CLIENTS];
+        fleet.answer_server_app(move |srv, now, i, a| match *a {
             LApp::Auth { .. } => q.borrow_mut().push_back((i, Login::Auth)),
             LApp::Reconnect { .. } => q.borrow_mut().push_back((i, Login::Reconnect)),
-            other => panic!("client {i}: unexpected app data at the server: {other:?}"),
+            LApp::Request {
+                request_id, cmd, ..
+            } => {
+                assert_eq!(cmd, CMD_QUOTE);
+                let conn = conns.borrow()[i];
+                // the machine's rate limit: never more than the burst within one interval
+                let times = &mut seen[i];
+                times.retain(|&t| now - t < QUOTE_LIMIT.interval());
+                times.push_back(now);
+                assert!(
+                    times.len() <= QUOTE_LIMIT.burst() as usize,
+                    "client {i}: {} quote requests within a second reached the application",
+                    times.len()
+                );
+                let mut buf = [0u8; 64];
+                let t = srv
+                    .respond(now, conn, cmd, request_id, Status::Success, b"q", &mut buf)
+                    .expect("answer");
+                out.borrow_mut().push((conn, t.kind, buf[..t.len].to_vec()));
+            }
+            ref other => panic!("client {i}: unexpected app data at the server: {other:?}"),
         });
-        fleet.on_client_app(|i, a| match a {
+        let got = outcomes.clone();
+        fleet.on_client_app(move |i, a| match a {
+            LClientApp::Response { status, error, .. } => {
+                let mut got = got.borrow_mut();
+                match status {
+                    Status::Success => got.0 += 1,
+                    Status::BadRequest => {
+                        assert_eq!(error.map(|e| e.code), Some(301_606), "client {i}");
+                        got.1 += 1;
+                    }
+                    other => panic!("client {i}: request answered with {other:?}"),
+                }
+            }
             // only the server's own timers close (a black-holed connection whose Close push got
-            // through when the link came back), and the shutdown at the end
-            LClientApp::Close { code, .. } => assert!(
-                matches!(
-                    code,
-                    CloseCode::HeartbeatTimeout | CloseCode::AuthError | CloseCode::ServerShutdown
-                ),
-                "client {i}: server closed with {code:?}"
-            ),
+            // through when the link came back), eviction in the reconnect storm, and the
+            // shutdown at the end
+            LClientApp::Close { code, reason } => {
+                assert!(
+                    matches!(
+                        code,
+                        CloseCode::HeartbeatTimeout
+                            | CloseCode::AuthError
+                            | CloseCode::ServerShutdown
+                            | CloseCode::ServerError
+                    ),
+                    "client {i}: server closed with {code:?}"
+                );
+                if *code == CloseCode::ServerError {
+                    assert_eq!(
+                        reason.to_str(),
+                        Some("too many unauthenticated connections")
+                    );
+                }
+            }
             // a lost Reconnect response leaves the client with a retired session: refused
             // (see LoginFailed below)
             LClientApp::LoginError { status, .. } => assert_eq!(
@@ -720,6 +885,7 @@ fn longport_soak() {
     let mut n = LCounts::default();
     let drop_mean = Duration::from_secs(600);
     let cut_mean = Duration::from_secs(7_200);
+    let burst_mean = Duration::from_secs(300);
 
     // staggered start over the first 30 s
     let mut starts: Vec<(Duration, usize)> = (0..CLIENTS)
@@ -737,11 +903,16 @@ fn longport_soak() {
             i,
             LAction::Cut,
         );
+        agenda.at(
+            Instant::ZERO + Duration::from_secs(40) + exp_delay(&mut rng, burst_mean),
+            i,
+            LAction::Burst,
+        );
     }
     let end = Instant::ZERO + horizon;
     agenda.at(Instant::ZERO + horizon / 2, 0, LAction::MassDrop);
 
-    let mut react = |fleet: &mut Fleet<LClient, Box<LSrv>>, chaos: bool| {
+    let mut react = |fleet: &mut Fleet<LClient, Gateway>, chaos: bool| {
         let now = fleet.now();
         // staggered first connects
         while let Some(&(d, i)) = starts.first() {
@@ -760,22 +931,31 @@ fn longport_soak() {
                 break;
             };
             let conn = fleet.client_addr(i);
-            let session = format!("s{i}-{}", slots[i].gen);
-            let grant = SessionGrant {
-                session_id: &session,
-                expires: FAR_EXPIRY_MS,
-                limit: 0,
-                online: 0,
-            };
+            // 128 random bits (from the test's seeded generator, so runs repeat)
+            let mut random = [0u8; 16];
+            rng.fill(&mut random);
+            let grant =
+                Grant::new(SessionId::from_random(random), FAR_EXPIRY_MS).with_account(account(i));
             let server = &mut **fleet.server_mut();
             let r = match login {
                 Login::Auth => server.accept_auth(now, conn, grant),
                 Login::Reconnect => server.accept_reconnect(now, conn, grant),
             };
-            if r.is_err() {
+            match r {
+                Ok(Admission::Granted { limit, online }) => {
+                    assert_eq!(limit, QUOTA);
+                    assert!((1..=QUOTA).contains(&online), "client {i}: online {online}");
+                    assert_eq!(server.online(account(i)), online as usize);
+                }
+                Ok(other) => panic!("client {i}: {other:?}"),
                 // the connection ended before the decision (a drop in the same instant)
-                n.decisions_late += 1;
+                Err(_) => n.decisions_late += 1,
             }
+        }
+        // the application's answers go out
+        let answers: Outbox = outbox.borrow_mut().drain(..).collect();
+        for (conn, kind, bytes) in answers {
+            fleet.send_from_server(conn, kind, &bytes);
         }
         loop {
             let Some((i, e)) = client_events.borrow_mut().pop_front() else {
@@ -790,10 +970,11 @@ fn longport_soak() {
                     slots[i].gen += 1;
                     let conn = conn_id(i, slots[i].gen);
                     fleet.set_client_addr(i, conn);
+                    conns.borrow_mut()[i] = conn;
                     n.dials += 1;
                     match fleet
                         .server_mut()
-                        .handle_connected(now, conn, lp_transport(i))
+                        .handle_connected(now, conn, lp_transport(i), source(i))
                     {
                         Ok(()) => {
                             slots[i].open = true;
@@ -803,7 +984,7 @@ fn longport_soak() {
                                 .expect("a requested transport");
                         }
                         Err(_) => {
-                            // refused (unauthenticated cap): the dial fails
+                            // refused (table full): the dial fails
                             n.dials_refused += 1;
                             fleet.client_mut(i).handle_closed(now, ());
                         }
@@ -847,9 +1028,15 @@ fn longport_soak() {
                         CloseCause::ConnectTimeout => n.connect_timeouts += 1,
                         CloseCause::TransportClosed => n.transport_closed += 1,
                         // only the server's own timers may close (a black-holed connection
-                        // whose Close push got through when the link came back)
+                        // whose Close push got through when the link came back), and eviction
+                        // in the reconnect storm (ServerError)
                         CloseCause::Peer { code } => assert!(
-                            matches!(code, CloseCode::HeartbeatTimeout | CloseCode::AuthError),
+                            matches!(
+                                code,
+                                CloseCode::HeartbeatTimeout
+                                    | CloseCode::AuthError
+                                    | CloseCode::ServerError
+                            ),
                             "client {i}: server closed with {code:?}"
                         ),
                         CloseCause::LoginRejected(_) => {
@@ -863,6 +1050,9 @@ fn longport_soak() {
                     assert!(rtt <= Duration::from_secs(1), "client {i}: rtt {rtt:?}");
                 }
                 LClientEvent::ReconnectScheduled { .. } => {}
+                LClientEvent::RequestFailed { .. } | LClientEvent::RequestTimedOut { .. } => {
+                    n.requests_failed += 1;
+                }
                 other => panic!("client {i}: unexpected event {other:?}"),
             }
         }
@@ -876,6 +1066,7 @@ fn longport_soak() {
                         CloseCause::Timeout => n.server_heartbeat_timeouts += 1,
                         CloseCause::LoginTimeout => n.server_auth_timeouts += 1,
                         CloseCause::TransportClosed | CloseCause::SessionUnknown => {}
+                        CloseCause::Evicted => n.evicted += 1,
                         other => panic!("server closed a connection: {other:?}"),
                     }
                     if cause != CloseCause::TransportClosed {
@@ -887,6 +1078,10 @@ fn longport_soak() {
                     }
                 }
                 LServerEvent::Connected { .. } => {}
+                LServerEvent::HeartbeatRtt { rtt, .. } => {
+                    assert!(rtt <= Duration::from_secs(1), "server rtt {rtt:?}");
+                    n.server_rtts += 1;
+                }
                 other => panic!("unexpected server event {other:?}"),
             }
         }
@@ -915,6 +1110,21 @@ fn longport_soak() {
                         if slots[j].open && !slots[j].cut {
                             n.mass_dropped += 1;
                             close_lp(fleet, &mut slots, j);
+                        }
+                    }
+                }
+                LAction::Burst => {
+                    agenda.at(now + exp_delay(&mut rng, burst_mean), i, LAction::Burst);
+                    if fleet.client(i).is_connected() {
+                        n.bursts += 1;
+                        for _ in 0..3 {
+                            let mut buf = [0u8; 64];
+                            let (_, t) = fleet
+                                .client_mut(i)
+                                .send_request(now, CMD_QUOTE, Duration::ZERO, b"700.HK", &mut buf)
+                                .expect("request");
+                            n.requests += 1;
+                            fleet.send_from_client(i, t.kind, &buf[..t.len]);
                         }
                     }
                 }
@@ -958,8 +1168,9 @@ fn longport_soak() {
         "soak longport: {} s virtual, {CLIENTS} clients (TCP and WebSocket): connects={} (auth {} + reconnect \
          {}) reconnects={} timeouts={timeouts} (heartbeat {} + login {} + server heartbeat {} + \
          server auth {}) drops={} (resets {} + black-hole cuts {} + mass reset {}) dials={} \
-         refused-by-cap={} \
-         sessions-lost={} frames={frames} steps={} wall={:.1?}",
+         refused={} evicted={} late-input={} \
+         sessions-lost={} requests={} (bursts {}: answered {} + rate-limited {} + failed {}) \
+         frames={frames} steps={} wall={:.1?}",
         horizon.as_secs(),
         n.auths + n.reconnects,
         n.auths,
@@ -975,7 +1186,14 @@ fn longport_soak() {
         n.mass_dropped,
         n.dials,
         n.dials_refused,
+        n.evicted,
+        fleet.server().late,
         n.sessions_lost,
+        n.requests,
+        n.bursts,
+        outcomes.borrow().0,
+        outcomes.borrow().1,
+        n.requests_failed,
         fleet.steps(),
         wall.elapsed(),
     );
@@ -1006,6 +1224,25 @@ fn longport_soak() {
     assert_eq!(cstats.input_errors + sstats.input_errors, 0);
     assert_eq!(cstats.stream_resets + sstats.stream_resets, 0);
     assert!(n.drops > 0 && n.reconnects > 0, "chaos happened");
+    // every request has exactly one outcome; about one in three is over the rate limit
+    let (answered, limited) = *outcomes.borrow();
+    assert_eq!(answered + limited + n.requests_failed, n.requests);
+    // (two bursts of one client within a second find the bucket not refilled: a few more)
+    assert!(
+        limited * 10 >= n.bursts * 9 && limited * 10 <= n.bursts * 11,
+        "{limited} refused in {} bursts",
+        n.bursts
+    );
+    assert!(st.requests_rate_limited >= limited);
+    assert_eq!(st.quota_refusals, 0);
+    assert_eq!(st.connections_evicted, n.evicted);
+    assert!(n.server_rtts > 0 && st.heartbeat_acks == n.server_rtts);
+    for i in 0..CLIENTS {
+        assert!(
+            server.online(account(i)) == 2,
+            "both clients of account {i}/2 online"
+        );
+    }
     if horizon >= Duration::from_secs(3_600) {
         assert!(
             n.cuts > 0 && n.heartbeat_timeouts > 0,

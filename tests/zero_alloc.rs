@@ -20,8 +20,9 @@ use std::alloc::System;
 use stats_alloc::{Region, Stats, StatsAlloc, INSTRUMENTED_SYSTEM};
 use tether_net::game::{self, Flags, ServerEvent};
 use tether_net::longport::{
-    Client as LpClient, ClientApp as LpApp, ClientConfig, ClientEvent, Credentials, RequestId,
-    Server as LpServer, ServerApp as LpServerApp, ServerConfig as LpServerConfig, SessionGrant,
+    AccountId, Client as LpClient, ClientApp as LpApp, ClientConfig, ClientEvent, Credentials,
+    Grant, RateLimit, RequestId, Server as LpServer, ServerApp as LpServerApp,
+    ServerConfig as LpServerConfig, ServerEvent as LpServerEvent, SessionId, Source, Status,
     Transport,
 };
 use tether_net::{Duration, Instant};
@@ -120,6 +121,103 @@ fn game_pair() -> Run {
     }
 }
 
+/// Packets each chunk-layer machine takes in (decompression, sequencing and compression make a
+/// packet about ten times the work of a control-plane one in a debug build)
+const CHUNK_PACKETS: u64 = 100_000;
+
+type ChunkLayer = game::Reliable<8192, 32, 8192, 32>;
+
+/// Game client and server with the chunk layer: vital chunks both ways, non-vital compressed
+/// ones, every 7th datagram lost (resend requests, reordering, timer resends)
+fn game_chunk_pair() -> Run {
+    let config = game::ChunkConfig::fast();
+    let mut client: Box<game::Client<4, ChunkLayer>> = Box::new(game::Client::with_chunks(
+        game::ClientConfig::default(),
+        config,
+    ));
+    let mut srv: Box<game::Server<u32, 4, 16, ChunkLayer>> = Box::new(game::Server::with_chunks(
+        game::ServerConfig::new(game::TokenSecret([3; 16])),
+        config,
+    ));
+    let mut now = Instant::from_secs(1);
+    let (mut c2s, mut s2c) = ([0u8; 1400], [0u8; 1400]);
+    client.connect(now).expect("idle");
+    for _ in 0..2 {
+        while let Some(t) = client.poll_transmit(now, &mut c2s).expect("fits") {
+            let _ = srv.handle_input(now, PEER, &c2s[..t.len]).expect("room");
+        }
+        while let Some(t) = srv.poll_transmit(now, &mut s2c).expect("fits") {
+            let _ = client.handle_input(now, (), &s2c[..t.len]).expect("room");
+        }
+    }
+    assert!(srv.is_online(PEER));
+    while client.poll_event().is_some() {}
+    while srv.poll_event().is_some() {}
+    let vital = [0x42u8; 40];
+    let zeros = [0u8; 300];
+
+    let region = Region::new(GLOBAL);
+    let (mut to_client, mut to_server) = (0u64, 0u64);
+    let (mut got_client, mut got_server) = (0u64, 0u64);
+    let mut sent = 0u64;
+    while to_client < CHUNK_PACKETS || to_server < CHUNK_PACKETS {
+        now += Duration::from_millis(20);
+        // queue while there is room (the resend buffers fill when acks are lost)
+        let _ = client.send_vital(now, &vital, true);
+        let _ = srv.send_vital(now, PEER, &vital, false);
+        client.handle_timeout(now);
+        srv.handle_timeout(now);
+        let t = srv
+            .send_non_vital(now, PEER, &zeros, &mut s2c)
+            .expect("online");
+        sent += 1;
+        if !sent.is_multiple_of(7) {
+            let _ = client.handle_input(now, (), &s2c[..t.len]).expect("room");
+            while client.poll_chunk().is_some() {
+                got_client += 1;
+            }
+            to_client += 1;
+        }
+        while let Some(t) = client.poll_transmit(now, &mut c2s).expect("fits") {
+            sent += 1;
+            if !sent.is_multiple_of(7) {
+                let _ = srv.handle_input(now, PEER, &c2s[..t.len]).expect("room");
+                while srv.poll_chunk().is_some() {
+                    got_server += 1;
+                }
+                to_server += 1;
+            }
+        }
+        while let Some(t) = srv.poll_transmit(now, &mut s2c).expect("fits") {
+            sent += 1;
+            if !sent.is_multiple_of(7) {
+                let _ = client.handle_input(now, (), &s2c[..t.len]).expect("room");
+                while client.poll_chunk().is_some() {
+                    got_client += 1;
+                }
+                to_client += 1;
+            }
+        }
+        if let Some(e) = client.poll_event() {
+            panic!("unexpected client event {e:?}");
+        }
+        while let Some(e) = srv.poll_event() {
+            assert!(!matches!(e, ServerEvent::Closed { .. }), "{e:?}");
+        }
+    }
+    let stats = region.change();
+    assert!(srv.is_online(PEER));
+    let (cs, ss) = (client.chunk_stats(), srv.chunk_stats(PEER).expect("peer"));
+    assert!(got_client > 0 && got_server > 0);
+    assert!(cs.resent > 0 && ss.resent > 0, "{cs:?} {ss:?}");
+    assert!(client.stats().chunk_packets_received > 0);
+    Run {
+        first: to_client,
+        second: to_server,
+        stats,
+    }
+}
+
 /// Feed one read to the LongPort server; the Auth request id if the read held one
 fn lp_server_read(srv: &mut LpServer<u32>, now: Instant, bytes: &[u8]) -> Option<RequestId> {
     let mut rest = bytes;
@@ -135,11 +233,19 @@ fn lp_server_read(srv: &mut LpServer<u32>, now: Instant, bytes: &[u8]) -> Option
     auth
 }
 
-/// LongPort TCP client and server: business request → response, server push, and every 8th
-/// step a heartbeat round trip (time jumps to the client's heartbeat deadline)
+/// LongPort TCP client and server with the gateway's limits on (account quota, a per-connection
+/// and a per-command rate limit, server heartbeats): business request → response (or the
+/// machine's rate-limit refusal), server push, 1 ms per step, and every 8th step a heartbeat
+/// round trip (time jumps to the client's heartbeat deadline)
 fn lp_pair() -> Run {
     let mut client = LpClient::new(ClientConfig::tcp());
-    let mut srv = LpServer::new(LpServerConfig::new());
+    let mut srv = LpServer::new(
+        LpServerConfig::new()
+            .with_account_quota(Some(10))
+            .with_rate_limit(Some(RateLimit::per_second(5_000, 100)))
+            .with_command_rate_limit(100, Some(RateLimit::per_second(100, 5)))
+            .with_tcp_heartbeat_interval(Some(Duration::from_secs(5))),
+    );
     let mut now = Instant::from_secs(1);
     let (mut c2s, mut s2c) = ([0u8; 1024], [0u8; 1024]);
     client
@@ -147,18 +253,17 @@ fn lp_pair() -> Run {
         .expect("idle");
     client.poll_event().expect("ConnectTransport");
     client.handle_connected(now).expect("dialing");
-    srv.handle_connected(now, 1, Transport::Tcp).expect("room");
+    srv.handle_connected(now, 1, Transport::Tcp, Source::UNKNOWN)
+        .expect("room");
     let t = client
         .poll_transmit(now, &mut c2s)
         .expect("fits")
         .expect("login");
     lp_server_read(&mut srv, now, &c2s[..t.len]).expect("auth");
-    let grant = SessionGrant {
-        session_id: "3f2c7a9e-5b1d-4e8f-9a6c-0d4b2e7f1a35",
-        expires: i64::MAX,
-        limit: 10,
-        online: 1,
-    };
+    let session = SessionId::from_random(
+        *b"\x3f\x2c\x7a\x9e\x5b\x1d\x4e\x8f\x9a\x6c\x0d\x4b\x2e\x7f\x1a\x35",
+    );
+    let grant = Grant::new(session, i64::MAX).with_account(AccountId(42));
     srv.accept_auth(now, 1, grant).expect("pending");
     while let Some(t) = srv.poll_transmit(now, &mut s2c).expect("fits") {
         let _ = client.handle_input(now, (), &s2c[..t.len]).expect("taken");
@@ -173,37 +278,51 @@ fn lp_pair() -> Run {
 
     let region = Region::new(GLOBAL);
     let (mut to_client, mut to_server) = (0u64, 0u64);
+    let (mut answered, mut limited, mut rtts) = (0u64, 0u64, 0u64);
     let mut step = 0u64;
     while to_client < PACKETS || to_server < PACKETS {
         step += 1;
+        now += Duration::from_millis(1);
         if step.is_multiple_of(8) {
-            now = client.poll_timeout().expect("heartbeat timer");
+            now = client.poll_timeout().expect("heartbeat timer").max(now);
             client.handle_timeout(now);
+            srv.handle_timeout(now);
         } else {
             let (_, t) = client
                 .send_request(now, 100, Duration::ZERO, &body, &mut c2s)
                 .expect("ready");
             let r = srv.handle_input(now, 1, &c2s[..t.len]).expect("taken");
-            let Some(LpServerApp::Request {
+            to_server += 1;
+            if let Some(LpServerApp::Request {
                 request_id, cmd, ..
             }) = r.app().copied()
-            else {
-                panic!("not a request")
-            };
-            to_server += 1;
-            let t = srv
-                .respond(
-                    now,
-                    1,
-                    cmd,
-                    request_id,
-                    tether_net::longport::Status::Success,
-                    &body,
-                    &mut s2c,
-                )
-                .expect("open");
-            let r = client.handle_input(now, (), &s2c[..t.len]).expect("taken");
-            assert!(matches!(r.app(), Some(LpApp::Response { .. })));
+            {
+                answered += 1;
+                let t = srv
+                    .respond(now, 1, cmd, request_id, Status::Success, &body, &mut s2c)
+                    .expect("open");
+                let r = client.handle_input(now, (), &s2c[..t.len]).expect("taken");
+                assert!(matches!(
+                    r.app(),
+                    Some(LpApp::Response {
+                        status: Status::Success,
+                        ..
+                    })
+                ));
+            } else {
+                // over the rate limit: the machine's own answer, status 3 / Error{301606}
+                limited += 1;
+                let t = srv
+                    .poll_transmit(now, &mut s2c)
+                    .expect("fits")
+                    .expect("refusal");
+                let r = client.handle_input(now, (), &s2c[..t.len]).expect("taken");
+                let Some(LpApp::Response { status, error, .. }) = r.app() else {
+                    panic!("not a response");
+                };
+                assert_eq!(*status, Status::BadRequest);
+                assert_eq!(error.map(|e| e.code), Some(301_606));
+            }
             let t = srv.push(now, 1, 101, &body, &mut s2c).expect("open");
             let r = client.handle_input(now, (), &s2c[..t.len]).expect("taken");
             assert!(matches!(r.app(), Some(LpApp::Push { .. })));
@@ -222,11 +341,18 @@ fn lp_pair() -> Run {
         while let Some(e) = client.poll_event() {
             assert!(matches!(e, ClientEvent::HeartbeatRtt { .. }), "{e:?}");
         }
-        if let Some(e) = srv.poll_event() {
-            panic!("unexpected server event {e:?}");
+        while let Some(e) = srv.poll_event() {
+            assert!(matches!(e, LpServerEvent::HeartbeatRtt { .. }), "{e:?}");
+            rtts += 1;
         }
     }
     let stats = region.change();
+    assert!(
+        answered > 0 && limited > 0 && rtts > 0,
+        "{answered} {limited} {rtts}"
+    );
+    assert_eq!(srv.stats().requests_rate_limited, limited);
+    assert_eq!(srv.online(AccountId(42)), 1);
     assert!(client.stats().heartbeats_sent > 0);
     assert_eq!(
         client.stats().heartbeats_sent,
@@ -235,6 +361,74 @@ fn lp_pair() -> Run {
     Run {
         first: to_client,
         second: to_server,
+        stats,
+    }
+}
+
+/// A 16-slot game server fed through `handle_batch`: 8 peers admitted, then batches of 32
+/// KEEP_ALIVEs from them (every 64th batch a second later, so the server's timers fire too);
+/// `first` counts datagrams, `second` batches × 32
+fn game_batch() -> Run {
+    use game::wire::{Control, ControlPacket, Token};
+    let mut srv: game::Server<u32, 16> =
+        game::Server::with_capacities(game::ServerConfig::new(game::TokenSecret([5; 16])));
+    let mut now = Instant::from_secs(1);
+    let mut out = [0u8; 1400];
+    let emit = |control, token| {
+        let mut b = [0u8; 16];
+        let n = ControlPacket {
+            ack: 0,
+            control,
+            token: Some(token),
+        }
+        .emit(&mut b)
+        .expect("fits");
+        (b, n)
+    };
+    let mut keep_alives = [[0u8; 8]; 8];
+    for (peer, ka) in (0u32..8).zip(&mut keep_alives) {
+        let token = srv.token_for(peer);
+        let (c, cn) = emit(Control::Connect, Token::UNKNOWN);
+        let _ = srv.handle_input(now, peer, &c[..cn]).expect("room");
+        let (a, an) = emit(Control::Accept, token);
+        let _ = srv.handle_input(now, peer, &a[..an]).expect("room");
+        let (k, kn) = emit(Control::KeepAlive, token);
+        assert_eq!(kn, 8);
+        ka.copy_from_slice(&k[..8]);
+        while srv.poll_transmit(now, &mut out).expect("fits").is_some() {}
+        while srv.poll_event().is_some() {}
+        assert!(srv.is_online(peer));
+    }
+    let mut batch: [(u32, &[u8]); 32] = [(0, &[]); 32];
+    for (i, b) in batch.iter_mut().enumerate() {
+        *b = (i as u32 * 5 % 8, &keep_alives[i * 5 % 8]);
+    }
+    let before = srv.stats().keep_alives_received;
+    let region = Region::new(GLOBAL);
+    let (mut datagrams, mut batches) = (0u64, 0u64);
+    while datagrams < PACKETS {
+        batches += 1;
+        if batches.is_multiple_of(64) {
+            now += Duration::from_secs(1);
+            srv.handle_timeout(now);
+        }
+        let mut apps = 0u32;
+        let done = srv.handle_batch(now, &batch, |_, _, r| {
+            apps += u32::from(r.app().is_some());
+        });
+        assert_eq!((done, apps), (batch.len(), 0));
+        datagrams += done as u64;
+        while srv.poll_transmit(now, &mut out).expect("fits").is_some() {}
+        if let Some(e) = srv.poll_event() {
+            panic!("unexpected server event {e:?}");
+        }
+    }
+    let stats = region.change();
+    assert_eq!(srv.stats().keep_alives_received - before, datagrams);
+    assert_eq!(srv.peer_count(), 8);
+    Run {
+        first: datagrams,
+        second: batches * 32,
         stats,
     }
 }
@@ -261,9 +455,18 @@ fn a_million_packets_allocate_nothing() {
     );
 
     let game = game_pair();
+    let chunks = game_chunk_pair();
     let lp = lp_pair();
+    let batch = game_batch();
     for (name, run, a, b) in [
+        (
+            "game server batched input",
+            &batch,
+            "server",
+            "server (batches × 32)",
+        ),
         ("game", &game, "client", "server"),
+        ("game chunk layer", &chunks, "client", "server"),
         ("longport", &lp, "client", "server"),
     ] {
         eprintln!(
@@ -275,9 +478,19 @@ fn a_million_packets_allocate_nothing() {
             run.stats.deallocations,
             run.stats.bytes_allocated
         );
-        assert!(run.first >= PACKETS && run.second >= PACKETS);
+        let want = if name == "game chunk layer" {
+            CHUNK_PACKETS
+        } else {
+            PACKETS
+        };
+        assert!(run.first >= want && run.second >= want);
     }
-    for (name, run) in [("game", &game), ("longport", &lp)] {
+    for (name, run) in [
+        ("game server batched input", &batch),
+        ("game", &game),
+        ("game chunk layer", &chunks),
+        ("longport", &lp),
+    ] {
         assert_eq!(allocations(&run.stats), 0, "{name} machines allocated");
         assert_eq!(run.stats.deallocations, 0, "{name} machines freed memory");
     }

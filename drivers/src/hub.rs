@@ -10,8 +10,12 @@
 //!
 //! Rules (see [`ServerLimits`]):
 //! * a connection is read only while its outbox holds less than `outbox_high` bytes and its
-//!   receive buffer has room (at most `max_input` bytes), and while fewer than
-//!   `max_pending_requests` of its requests wait for the application's answer;
+//!   receive buffer has room (at most `max_input` bytes);
+//! * the machine counts the requests it handed to the application and that are not answered
+//!   yet (`ServerConfig::with_max_pending_requests`): when it refuses the next one with
+//!   `TooManyInFlight`, its bytes stay in the receive buffer and the connection is not read
+//!   until the application's answers bring `Server::pending_requests` below the limit (unlike
+//!   `QueueFull`, draining does not clear that refusal);
 //! * an outbox above `outbox_high` for longer than `stall_timeout`, or one that would grow past
 //!   `outbox_max`, ends the connection at once (the socket is dropped; the machine hears
 //!   `handle_closed` and reports `Closed`);
@@ -24,7 +28,8 @@ use std::vec::Vec;
 
 use tether_net::longport::wire::{Packet, RequestId};
 use tether_net::longport::{
-    CloseCode, Error, Server, ServerApp, ServerConfig, ServerEvent, SessionGrant, Status, Transport,
+    Admission, CloseCode, Error, Grant, Server, ServerApp, ServerConfig, ServerEvent, Source,
+    Status, Transport,
 };
 use tether_net::{drain, DrainError, Duration, FrameKind, Instant};
 
@@ -35,6 +40,10 @@ use crate::rx::{feed_one, Fed, RxBuf};
 pub type ConnId = u64;
 
 /// Bounds a server driver keeps per connection against clients that do not read
+///
+/// Requests handed to the application and not answered yet are bounded by the machine
+/// (`ServerConfig::with_max_pending_requests`, default 32): beyond it the connection is not
+/// read until the application answers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct ServerLimits {
@@ -49,23 +58,19 @@ pub struct ServerLimits {
     pub outbox_max: usize,
     /// How long an outbox may stay above `outbox_high` before the connection is dropped
     pub stall_timeout: Duration,
-    /// Business requests of one connection handed to the application and not answered yet
-    /// above which the connection is not read any more
-    pub max_pending_requests: usize,
     /// How long a closing WebSocket waits for the client's Close reply
     pub close_linger: Duration,
 }
 
 impl Default for ServerLimits {
-    /// 64 KiB outbox high-water mark, 4 MiB outbox at most, 5 s stall timeout, 32 pending
-    /// requests, 2 s close linger, a receive buffer for one packet of the machine's `max_body`
+    /// 64 KiB outbox high-water mark, 4 MiB outbox at most, 5 s stall timeout, 2 s close
+    /// linger, a receive buffer for one packet of the machine's `max_body`
     fn default() -> Self {
         ServerLimits {
             max_input: None,
             outbox_high: 64 * 1024,
             outbox_max: 4 * 1024 * 1024,
             stall_timeout: Duration::from_secs(5),
-            max_pending_requests: 32,
             close_linger: Duration::from_secs(2),
         }
     }
@@ -91,59 +96,11 @@ impl ServerLimits {
         self.stall_timeout = timeout;
         self
     }
-    /// Set [`ServerLimits::max_pending_requests`] (at least 1)
-    #[must_use]
-    pub const fn with_max_pending_requests(mut self, n: usize) -> Self {
-        self.max_pending_requests = if n == 0 { 1 } else { n };
-        self
-    }
     /// Set [`ServerLimits::close_linger`]
     #[must_use]
     pub const fn with_close_linger(mut self, linger: Duration) -> Self {
         self.close_linger = linger;
         self
-    }
-}
-
-/// A session the application grants (owned [`SessionGrant`])
-#[derive(Debug, Clone, PartialEq, Eq)]
-#[non_exhaustive]
-pub struct Grant {
-    /// The session id: a bearer secret, draw it from a random source (at least 128 bits)
-    pub session_id: String,
-    /// Expiry, absolute Unix milliseconds
-    pub expires: i64,
-    /// Connection quota of the account (0: not reported)
-    pub limit: u32,
-    /// Connections open for the account (0: not reported)
-    pub online: u32,
-}
-
-impl Grant {
-    /// A session `session_id` expiring at `expires` (Unix ms), no quota numbers
-    #[must_use]
-    pub fn new(session_id: impl Into<String>, expires: i64) -> Self {
-        Grant {
-            session_id: session_id.into(),
-            expires,
-            limit: 0,
-            online: 0,
-        }
-    }
-    /// Report the account's quota numbers
-    #[must_use]
-    pub fn with_quota(mut self, limit: u32, online: u32) -> Self {
-        self.limit = limit;
-        self.online = online;
-        self
-    }
-    fn as_grant(&self) -> SessionGrant<'_> {
-        SessionGrant {
-            session_id: &self.session_id,
-            expires: self.expires,
-            limit: self.limit,
-            online: self.online,
-        }
     }
 }
 
@@ -153,6 +110,9 @@ impl Grant {
 pub enum ServerInput {
     /// An Auth request: check `token`, then accept or reject (further input of this connection
     /// waits until you do, or until the machine's auth timeout closes it)
+    ///
+    /// With the feature `gzip`, a gzip-compressed Auth (`ServerApp::CompressedAuth`) arrives
+    /// here too, inflated and decoded by the driver.
     Auth {
         /// The connection
         peer: ConnId,
@@ -165,6 +125,9 @@ pub enum ServerInput {
     },
     /// A Reconnect request for a session the machine knows: accept with a fresh session id,
     /// or reject
+    ///
+    /// With the feature `gzip`, a gzip-compressed Reconnect (`ServerApp::CompressedReconnect`)
+    /// arrives here too, inflated and decoded by the driver.
     Reconnect {
         /// The connection
         peer: ConnId,
@@ -177,7 +140,9 @@ pub enum ServerInput {
         /// Metadata pairs
         metadata: Vec<(String, String)>,
     },
-    /// A business request: answer it (`respond`)
+    /// A business request: answer it (`respond`) exactly once, also for commands you do not
+    /// serve (status 3): until answered it counts against the machine's
+    /// `ServerConfig::with_max_pending_requests`, beyond which the connection is not read
     Request {
         /// The connection
         peer: ConnId,
@@ -235,7 +200,10 @@ pub enum ServerItem {
     },
     /// What a connection carried: decide auths, answer requests
     Input(ServerInput),
-    /// An event of the machine (`Connected`, `Closed`, `ShutdownComplete`)
+    /// An event of the machine: `Connected`, `HeartbeatRtt` (the round trip of a server
+    /// heartbeat: WebSocket pings, and TCP heartbeats with
+    /// `ServerConfig::with_tcp_heartbeat_interval`), `Closed` (among the causes `Evicted`: an
+    /// unauthenticated connection made room for a newer one), `ShutdownComplete`
     Event(ServerEvent<ConnId>),
 }
 
@@ -283,7 +251,9 @@ struct Conn<O> {
     rx: Rx,
     outbox: O,
     over_high_since: Option<Instant>,
-    pending_requests: usize,
+    /// The machine refused the next request with `TooManyInFlight`: not read, not fed, until
+    /// its pending requests drop below the limit
+    in_flight_full: bool,
     blocked: bool,
     /// Input bytes parsed since the driver last asked ([`Hub::take_consumed`])
     consumed: usize,
@@ -302,6 +272,9 @@ pub struct HubStats {
     pub peak_outbox: u64,
     /// Times reading a connection was paused (outbox full, buffer full, requests pending)
     pub paused: u64,
+    /// Times the machine refused a connection's next request with `TooManyInFlight` (the
+    /// application owed it `max_pending_requests` answers)
+    pub in_flight_full: u64,
 }
 
 /// Why `respond`/`push`/`send` did not queue a packet
@@ -360,15 +333,17 @@ impl<O: Outbox, const PEERS: usize, const SESSIONS: usize> Hub<O, PEERS, SESSION
         self.conns.keys().copied().collect()
     }
 
-    /// Register a new transport
+    /// Register a new transport from `source` (the remote address: the machine limits the
+    /// unauthenticated connections of one source and evicts that source's oldest beyond it)
     pub(crate) fn connect(
         &mut self,
         now: Instant,
         id: ConnId,
         transport: Transport,
+        source: Source,
         outbox: O,
     ) -> Result<(), Error> {
-        self.server.handle_connected(now, id, transport)?;
+        self.server.handle_connected(now, id, transport, source)?;
         let rx = match transport {
             Transport::Tcp => Rx::Stream(RxBuf::with_capacity(4096.min(self.max_input))),
             _ => Rx::Messages(VecDeque::new(), 0),
@@ -379,7 +354,7 @@ impl<O: Outbox, const PEERS: usize, const SESSIONS: usize> Hub<O, PEERS, SESSION
                 rx,
                 outbox,
                 over_high_since: None,
-                pending_requests: 0,
+                in_flight_full: false,
                 blocked: false,
                 consumed: 0,
             },
@@ -411,11 +386,8 @@ impl<O: Outbox, const PEERS: usize, const SESSIONS: usize> Hub<O, PEERS, SESSION
     /// How many bytes the driver may read from this connection now (0: do not read); also
     /// starts or stops its stall clock
     pub(crate) fn room(&mut self, now: Instant, id: ConnId) -> usize {
-        let (high, max_pending, max_input) = (
-            self.limits.outbox_high,
-            self.limits.max_pending_requests,
-            self.max_input,
-        );
+        let (high, max_input) = (self.limits.outbox_high, self.max_input);
+        let in_flight_full = self.requests_pending(id);
         let Some(c) = self.conns.get_mut(&id) else {
             return 0;
         };
@@ -428,7 +400,7 @@ impl<O: Outbox, const PEERS: usize, const SESSIONS: usize> Hub<O, PEERS, SESSION
             Rx::Stream(b) => b.len(),
             Rx::Messages(_, n) => *n,
         };
-        let room = if c.outbox.queued() >= high || c.pending_requests >= max_pending {
+        let room = if c.outbox.queued() >= high || in_flight_full {
             0
         } else {
             max_input.saturating_sub(used)
@@ -449,11 +421,19 @@ impl<O: Outbox, const PEERS: usize, const SESSIONS: usize> Hub<O, PEERS, SESSION
             .map_or(0, |c| std::mem::take(&mut c.consumed))
     }
 
-    /// True while the application owes this connection `max_pending_requests` answers
-    pub(crate) fn requests_pending(&self, id: ConnId) -> bool {
-        self.conns
-            .get(&id)
-            .is_some_and(|c| c.pending_requests >= self.limits.max_pending_requests)
+    /// True while the machine's refusal `TooManyInFlight` holds for this connection: the
+    /// application owes it `max_pending_requests` answers (cleared once the answers bring the
+    /// machine's count below the limit)
+    pub(crate) fn requests_pending(&mut self, id: ConnId) -> bool {
+        let max = self.server.config().max_pending_requests();
+        let pending = self.server.pending_requests(id).unwrap_or(0);
+        let Some(c) = self.conns.get_mut(&id) else {
+            return false;
+        };
+        if c.in_flight_full && pending < max {
+            c.in_flight_full = false;
+        }
+        c.in_flight_full
     }
 
     /// The largest receive buffer of a connection
@@ -561,18 +541,21 @@ impl<O: Outbox, const PEERS: usize, const SESSIONS: usize> Hub<O, PEERS, SESSION
     }
 
     fn process_conn(&mut self, now: Instant, id: ConnId) {
-        let (high, max_pending) = (self.limits.outbox_high, self.limits.max_pending_requests);
+        let high = self.limits.outbox_high;
         loop {
+            if self.requests_pending(id) {
+                return;
+            }
             let Some(c) = self.conns.get_mut(&id) else {
                 return;
             };
-            if c.outbox.queued() >= high || c.pending_requests >= max_pending {
+            if c.outbox.queued() >= high {
                 return;
             }
             // take the buffer out, so that the app value may borrow it while the hub works
             let mut rx = std::mem::replace(&mut c.rx, Rx::Messages(VecDeque::new(), 0));
             let before = rx.len();
-            let mut got: Option<ServerInput> = None;
+            let mut got: Option<Owned> = None;
             let step = match &mut rx {
                 Rx::Stream(b) => match feed_one(&mut *self.server, now, id, b, |_, app| {
                     got = owned(id, app);
@@ -612,14 +595,47 @@ impl<O: Outbox, const PEERS: usize, const SESSIONS: usize> Hub<O, PEERS, SESSION
                 Ok(false) => return,
                 // an auth decision is pending: the bytes wait in the buffer
                 Err(Error::AuthPending) => return,
+                // the application owes this connection its answers: the bytes wait in the
+                // buffer and the connection is not read until the answers come (draining
+                // does not help here, unlike `QueueFull`)
+                Err(Error::TooManyInFlight) => {
+                    if let Some(c) = self.conns.get_mut(&id) {
+                        c.in_flight_full = true;
+                        self.stats.in_flight_full += 1;
+                    }
+                    return;
+                }
+                // the machine's own answers (rate-limit refusals) wait in `poll_transmit`
                 Err(Error::QueueFull) => {}
                 // the connection is gone from the machine
                 Err(_) => return,
             }
-            if let Some(input) = got {
-                self.on_input(now, input);
+            match got {
+                Some(Owned::Input(input)) => self.on_input(now, input),
+                Some(Owned::UnreadableLogin { reconnect }) => {
+                    let _ = self.server_reject_unreadable(now, id, reconnect);
+                }
+                None => {}
             }
             self.flush(now);
+        }
+    }
+
+    /// A compressed login the driver cannot read (built without the feature `gzip` while the
+    /// machine has it): refused with status 3
+    fn server_reject_unreadable(
+        &mut self,
+        now: Instant,
+        id: ConnId,
+        reconnect: bool,
+    ) -> Result<(), Error> {
+        const MSG: &str = "compressed login not supported";
+        if reconnect {
+            self.server
+                .reject_reconnect(now, id, Status::BadRequest, 400, MSG)
+        } else {
+            self.server
+                .reject_auth(now, id, Status::BadRequest, 400, MSG)
         }
     }
 
@@ -642,12 +658,6 @@ impl<O: Outbox, const PEERS: usize, const SESSIONS: usize> Hub<O, PEERS, SESSION
                 )
                 .with_gzip(gzip);
                 let _ = self.send(now, peer, &packet);
-            }
-            ServerInput::Request { peer, .. } => {
-                if let Some(c) = self.conns.get_mut(&peer) {
-                    c.pending_requests += 1;
-                }
-                self.inputs.push_back(input);
             }
             other => self.inputs.push_back(other),
         }
@@ -778,8 +788,8 @@ impl<O: Outbox, const PEERS: usize, const SESSIONS: usize> Hub<O, PEERS, SESSION
         }
     }
 
-    /// Answer a business request (`gzip`: the body is a gzip member); counts it answered for
-    /// the pipelining bound
+    /// Answer a business request (`gzip`: the body is a gzip member); the machine counts it
+    /// answered ([`Server::pending_requests`])
     #[allow(clippy::too_many_arguments)]
     pub(crate) fn respond(
         &mut self,
@@ -791,9 +801,6 @@ impl<O: Outbox, const PEERS: usize, const SESSIONS: usize> Hub<O, PEERS, SESSION
         body: &[u8],
         gzip: bool,
     ) -> Result<(), SendError> {
-        if let Some(c) = self.conns.get_mut(&peer) {
-            c.pending_requests = c.pending_requests.saturating_sub(1);
-        }
         let packet = Packet::response(cmd, request_id, status, body).with_gzip(gzip);
         self.send(now, peer, &packet)
     }
@@ -803,12 +810,12 @@ impl<O: Outbox, const PEERS: usize, const SESSIONS: usize> Hub<O, PEERS, SESSION
         now: Instant,
         peer: ConnId,
         reconnect: bool,
-        grant: &Grant,
-    ) -> Result<(), Error> {
+        grant: Grant,
+    ) -> Result<Admission, Error> {
         let r = if reconnect {
-            self.server.accept_reconnect(now, peer, grant.as_grant())
+            self.server.accept_reconnect(now, peer, grant)
         } else {
-            self.server.accept_auth(now, peer, grant.as_grant())
+            self.server.accept_auth(now, peer, grant)
         };
         self.flush(now);
         r
@@ -851,9 +858,61 @@ impl<O: Outbox, const PEERS: usize, const SESSIONS: usize> Hub<O, PEERS, SESSION
     }
 }
 
+/// What the hub makes of an application value
+enum Owned {
+    /// Its owned copy
+    Input(ServerInput),
+    /// A compressed Auth/Reconnect that does not inflate or decode here
+    UnreadableLogin { reconnect: bool },
+}
+
+/// A compressed login body inflated (the machine checked it inflates within
+/// `MAX_INFLATED_LOGIN` bytes)
+#[cfg(feature = "gzip")]
+fn inflate_login(body: &[u8]) -> Option<Vec<u8>> {
+    let mut plain = std::vec![0u8; tether_net::longport::MAX_INFLATED_LOGIN];
+    let n = tether_net::longport::gzip::gunzip(body, &mut plain).ok()?;
+    plain.truncate(n);
+    Some(plain)
+}
+
+/// A compressed Auth as the plain one
+#[cfg(feature = "gzip")]
+fn compressed_auth(peer: ConnId, request_id: RequestId, body: &[u8]) -> Option<ServerInput> {
+    use tether_net::longport::control::{AuthRequest, Body};
+    let plain = inflate_login(body)?;
+    let auth = AuthRequest::decode(&plain).ok()?;
+    Some(ServerInput::Auth {
+        peer,
+        request_id,
+        token: auth.token.to_string(),
+        metadata: pairs(&auth.metadata),
+    })
+}
+
+/// A compressed Reconnect as the plain one
+#[cfg(feature = "gzip")]
+fn compressed_reconnect(
+    peer: ConnId,
+    request_id: RequestId,
+    expires: i64,
+    body: &[u8],
+) -> Option<ServerInput> {
+    use tether_net::longport::control::{Body, ReconnectRequest};
+    let plain = inflate_login(body)?;
+    let r = ReconnectRequest::decode(&plain).ok()?;
+    Some(ServerInput::Reconnect {
+        peer,
+        request_id,
+        session_id: r.session_id.to_string(),
+        expires,
+        metadata: pairs(&r.metadata),
+    })
+}
+
 /// The owned copy of an application value
-fn owned(peer: ConnId, app: ServerApp<'_>) -> Option<ServerInput> {
-    Some(match app {
+fn owned(peer: ConnId, app: ServerApp<'_>) -> Option<Owned> {
+    Some(Owned::Input(match app {
         ServerApp::Auth {
             request_id,
             token,
@@ -923,6 +982,32 @@ fn owned(peer: ConnId, app: ServerApp<'_>) -> Option<ServerInput> {
             body: body.to_vec(),
             gzip,
         },
+        #[cfg(feature = "gzip")]
+        ServerApp::CompressedAuth { request_id, body } => {
+            return Some(
+                compressed_auth(peer, request_id, body)
+                    .map_or(Owned::UnreadableLogin { reconnect: false }, Owned::Input),
+            )
+        }
+        #[cfg(feature = "gzip")]
+        ServerApp::CompressedReconnect {
+            request_id,
+            expires,
+            body,
+        } => {
+            return Some(
+                compressed_reconnect(peer, request_id, expires, body)
+                    .map_or(Owned::UnreadableLogin { reconnect: true }, Owned::Input),
+            )
+        }
+        #[cfg(not(feature = "gzip"))]
+        ServerApp::CompressedAuth { .. } => {
+            return Some(Owned::UnreadableLogin { reconnect: false })
+        }
+        #[cfg(not(feature = "gzip"))]
+        ServerApp::CompressedReconnect { .. } => {
+            return Some(Owned::UnreadableLogin { reconnect: true })
+        }
         _ => return None,
-    })
+    }))
 }

@@ -64,7 +64,8 @@ where
     }
 }
 
-/// A LongPort session id from the OS random source: 128 random bits as 32 hex digits
+/// A LongPort session id from the OS random source: 128 random bits (32 hex digits on the
+/// wire), for [`Grant::new`](tether_net::longport::Grant::new)
 ///
 /// Session ids are bearer secrets (whoever presents one in a Reconnect takes the session over):
 /// draw every one from a random source, never from a counter.
@@ -73,15 +74,10 @@ where
 /// When the OS random source fails (it does not on supported systems).
 #[cfg(feature = "std")]
 #[must_use]
-pub fn random_session_id() -> std::string::String {
-    use core::fmt::Write as _;
+pub fn random_session_id() -> tether_net::longport::SessionId {
     let mut bytes = [0u8; 16];
     getrandom::fill(&mut bytes).expect("the OS random source");
-    let mut s = std::string::String::with_capacity(32);
-    for b in bytes {
-        let _ = write!(s, "{b:02x}");
-    }
-    s
+    tether_net::longport::SessionId::from_random(bytes)
 }
 
 /// The end of a `limit` that starts now, for `run(limit, ..)` (a year for absurd limits)

@@ -101,11 +101,11 @@ fn the_embassy_example_over_tap_against_ddnet_and_our_server() {
                         ServerItem::Input(ServerInput::Auth { peer, token, .. })
                             if token == TOKEN =>
                         {
-                            ctl.accept_auth(peer, &Grant::new(random_session_id(), expires))
+                            ctl.accept_auth(peer, Grant::new(random_session_id(), expires))
                                 .unwrap();
                         }
                         ServerItem::Input(ServerInput::Reconnect { peer, .. }) => {
-                            ctl.accept_reconnect(peer, &Grant::new(random_session_id(), expires))
+                            ctl.accept_reconnect(peer, Grant::new(random_session_id(), expires))
                                 .unwrap();
                         }
                         ServerItem::Input(ServerInput::Request {

@@ -106,7 +106,6 @@ async fn a_pipelining_client_that_never_reads_delays_nobody_and_memory_stays_bou
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "needs the machine's eviction of idle unauthenticated connections (issue 12, branch lp-hostile): today 8 idle sockets exhaust ServerConfig::max_unauthenticated"]
 async fn sixty_four_idle_sockets_from_one_host_do_not_lock_logins_out() {
     let srv = TestServer::start(
         &[Listener::Tcp("127.0.0.1:0".parse().unwrap())],

@@ -60,12 +60,12 @@ fn blocking_longport_example_over_tcp() {
                         ServerItem::Input(ServerInput::Auth { peer, .. }) => {
                             let g =
                                 Grant::new(random_session_id(), ctl.wall_clock_ms() + 3_600_000);
-                            ctl.accept_auth(peer, &g).unwrap();
+                            ctl.accept_auth(peer, g).unwrap();
                         }
                         ServerItem::Input(ServerInput::Reconnect { peer, .. }) => {
                             let g =
                                 Grant::new(random_session_id(), ctl.wall_clock_ms() + 3_600_000);
-                            ctl.accept_reconnect(peer, &g).unwrap();
+                            ctl.accept_reconnect(peer, g).unwrap();
                         }
                         ServerItem::Input(ServerInput::Request {
                             peer,

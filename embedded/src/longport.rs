@@ -8,7 +8,7 @@ use heapless::{String, Vec};
 use tether_net::longport::{
     Client, ClientApp as LpClientApp, ClientConfig, ClientEvent, ClientState, CloseCause,
     CloseCode, Credentials, Error, LoginKind, RequestId, Server, ServerApp as LpServerApp,
-    ServerConfig, ServerEvent, ServerState, SessionGrant, Status, Transport,
+    ServerConfig, ServerEvent, ServerState, Grant, SessionId, Source, Status, Transport,
 };
 use tether_net::{Duration, FrameKind, Instant};
 
@@ -21,7 +21,11 @@ const CONN: u8 = 3;
 /// One-time password the client presents and the application checks
 const TOKEN: &str = "fw-one-time-token";
 /// Session the application grants
-const SESSION: &str = "fw-session-1";
+/// The session id's 128 bits: a real firmware draws them from its hardware random number
+/// generator (QEMU's lm3s6965evb board has none); the machine never makes them up
+const SESSION_RANDOM: [u8; 16] = *b"fw-session-1\x00\x00\x00\x01";
+/// Their text on the wire (lowercase hex)
+const SESSION: &str = "66772d73657373696f6e2d3100000001";
 /// Absolute Unix ms expiry of the session
 const EXPIRES: i64 = 1_900_000_000_000;
 /// A business command (anything above the control commands 0..=3)
@@ -274,7 +278,7 @@ fn connect(w: &mut World) -> StepResult {
     );
     ensure_eq!(w.client.state(), ClientState::Connecting);
     // the caller "opens the TCP connection": both ends learn about it
-    try_step!(w.server.handle_connected(now, CONN, Transport::Tcp));
+    try_step!(w.server.handle_connected(now, CONN, Transport::Tcp, Source::UNKNOWN));
     ensure_eq!(w.server.state(CONN), Some(ServerState::AwaitHandshake));
     try_step!(w.client.handle_connected(now));
     ensure_eq!(w.client.state(), ClientState::LoggingIn);
@@ -298,12 +302,8 @@ fn auth(w: &mut World) -> StepResult {
         "client waits for the auth response"
     );
     let now = w.clock.now();
-    let grant = SessionGrant {
-        session_id: SESSION,
-        expires: EXPIRES,
-        limit: 3,
-        online: 1,
-    };
+    let grant =
+        Grant::new(SessionId::from_random(SESSION_RANDOM), EXPIRES).with_limit_online(3, 1);
     try_step!(w.server.accept_auth(now, CONN, grant));
     w.pump()?;
     ensure_eq!(

@@ -1,4 +1,5 @@
-//! QEMU firmware: runs tether's game and LongPort machines client <-> server in memory, with no
+//! QEMU firmware: runs tether's game and LongPort machines client <-> server in memory, and the
+//! game chunk layer (vital channel, Huffman) against a peer played with the codecs, with no
 //! global allocator, and exits 0 only when every step matched
 //!
 //! `cargo run --release` (thumbv7m-none-eabi, lm3s6965evb) or
@@ -6,6 +7,7 @@
 #![no_std]
 #![no_main]
 
+mod chunks;
 mod clock;
 mod game;
 mod longport;
@@ -27,11 +29,15 @@ fn main() -> ! {
     game::run(&mut runner);
     let (game_stack, size) = stack::peak();
     stack::paint();
+    chunks::run(&mut runner);
+    let (chunks_stack, _) = stack::peak();
+    stack::paint();
     longport::run(&mut runner);
     let (lp_stack, _) = stack::peak();
     hprintln!(
-        "peak stack use: game {} B, longport {} B, of {} B",
+        "peak stack use: game {} B, chunk layer {} B, longport {} B, of {} B",
         game_stack,
+        chunks_stack,
         lp_stack,
         size
     );

@@ -2,20 +2,25 @@
 //!
 //! Client 1 connects (its first CONNECT is lost, so the 500 ms resend shows up), trades a chunk
 //! packet with the server, idles through a few keep-alives and closes with a reason. Client 2
-//! connects and the server closes it. Every datagram is one line; events and what the machines
-//! hand to the application (chunk payloads, CLOSE reasons) are printed under the datagram that
-//! caused them.
+//! connects and the server closes it. Then a client with the chunk layer (`Reliable`) sends a
+//! vital INFO whose packet is lost and resent, the server answers MAP_CHANGE, and a non-vital
+//! snapshot goes out compressed. Every datagram is one line; events and what the machines hand
+//! to the application (chunk payloads, CLOSE reasons, delivered chunks) are printed under the
+//! datagram that caused them.
 
 use std::cell::RefCell;
 use std::rc::Rc;
 
+use tether_net::game::chunk::{decompress_packet, Chunks, SCRATCH_LEN};
+use tether_net::game::msg::{Info, MapChange, Message, SnapSingle, VERSION_0_6};
+use tether_net::game::packer::Str;
 use tether_net::game::wire::{self, Control, Packet, TokenMode};
 use tether_net::game::{
-    Client, ClientApp, ClientConfig, ClientEvent, CloseCause, Flags, Server, ServerApp,
-    ServerConfig, ServerEvent, Token, TokenSecret,
+    ChunkConfig, Client, ClientApp, ClientConfig, ClientEvent, CloseCause, Flags, Reliable, Server,
+    ServerApp, ServerConfig, ServerEvent, Token, TokenSecret,
 };
-use tether_net::testing::{Fleet, LinkConfig, TraceEntry};
-use tether_net::Duration;
+use tether_net::testing::{Direction, Fleet, LinkConfig, Pair, TraceEntry};
+use tether_net::{Duration, FrameKind};
 
 /// Seed of the link's randomness: with it, client 1's first CONNECT and a keep-alive are lost
 const SEED: u64 = 26;
@@ -216,5 +221,191 @@ pub fn run() {
         s.connect_accepts_sent,
         s.keep_alives_sent,
         f.server().peer_count()
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// The chunk layer: vital chunks, a loss repaired by a resend, a compressed packet
+
+type ChunkClient = Client<4, Reliable<4096, 16, 4096, 16>>;
+type ChunkServer = Server<u32, 4, 16, Reliable<4096, 16, 4096, 16>>;
+
+/// What the chunks of one datagram are, as its receiver reads them (token known: `token`)
+fn chunk_names(bytes: &[u8], token: Option<Token>) -> String {
+    let mut scratch = [0u8; SCRATCH_LEN];
+    let compressed = bytes.first().is_some_and(|b| b & 0x80 != 0);
+    let Ok(plain) = decompress_packet(bytes, &mut scratch) else {
+        return "undecodable".into();
+    };
+    let mode = if token.is_some() {
+        TokenMode::Trailing
+    } else {
+        TokenMode::Detect
+    };
+    let c = match wire::parse(plain, mode) {
+        Ok(wire::Parsed {
+            packet: Packet::Chunks(c),
+            ..
+        }) => c,
+        _ => return name(bytes),
+    };
+    let mut parts: Vec<String> = Chunks::new(c.payload, c.header.num_chunks)
+        .filter_map(Result::ok)
+        .map(|ch| {
+            let what = match Message::parse(ch.data) {
+                Ok(Message::Info(_)) => "INFO".to_string(),
+                Ok(Message::MapChange(m)) => format!("MAP_CHANGE {}", m.name.to_text::<32>()),
+                Ok(Message::SnapSingle(s)) => format!("SNAPSINGLE tick {}", s.tick),
+                Ok(other) => format!("{:?}", other.header().id),
+                Err(_) => "?".into(),
+            };
+            match (ch.flags.vital, ch.flags.resend) {
+                (true, true) => format!("{what} (vital {}, RESENT)", ch.seq),
+                (true, false) => format!("{what} (vital {})", ch.seq),
+                _ => what,
+            }
+        })
+        .collect();
+    if parts.is_empty() {
+        parts.push(format!("ack {}", c.header.ack));
+    }
+    let how = if compressed {
+        format!("compressed {} -> {} B: ", plain.len(), bytes.len())
+    } else {
+        String::new()
+    };
+    format!("{how}{}", parts.join(", "))
+}
+
+/// Run the chunk-layer timeline
+pub fn run_chunks() {
+    let config = ChunkConfig::new();
+    let client: ChunkClient = Client::with_chunks(
+        ClientConfig::new().with_keep_alive(Duration::from_secs(1)),
+        config,
+    );
+    let server: ChunkServer =
+        Server::with_chunks(ServerConfig::new(TokenSecret(*b"demo secret 0002")), config);
+    let link = LinkConfig::perfect().with_latency(Duration::from_millis(15));
+    let mut p = Pair::new(Box::new(client), Box::new(server), 9, link, SEED);
+    let token: Rc<RefCell<Option<Token>>> = Rc::default();
+    let tok = token.clone();
+    let app_lines: Rc<RefCell<Vec<String>>> = Rc::default();
+    let pending = app_lines.clone();
+    p.set_observer(move |e: &TraceEntry<'_>| {
+        let text = if e.bytes.first().is_some_and(|b| b & 0x10 != 0) {
+            name(e.bytes)
+        } else {
+            chunk_names(e.bytes, *tok.borrow())
+        };
+        crate::line(e, &text);
+        for l in pending.borrow_mut().drain(..) {
+            println!("{l}");
+        }
+    });
+    let lines = app_lines.clone();
+    p.answer_server_app(move |s, now, app| {
+        if !matches!(app, ServerApp::ChunksReady) {
+            return;
+        }
+        let mut got = Vec::new();
+        while let Some((_, chunk)) = s.poll_chunk() {
+            got.push(chunk.data.to_vec());
+        }
+        for data in got {
+            if let Ok(Message::Info(_)) = Message::parse(&data) {
+                lines
+                    .borrow_mut()
+                    .push("   app:   server got INFO (vital, in order, once)".into());
+                let mut buf = [0u8; 64];
+                let n = MapChange {
+                    name: Str::new("Tutorial"),
+                    crc: 0x8d4c6486,
+                    size: 1_082_711,
+                }
+                .emit(&mut buf)
+                .expect("fits");
+                s.send_vital(now, 9, &buf[..n], true).expect("queued");
+            }
+        }
+    });
+    let lines = app_lines.clone();
+    p.answer_client_app(move |c, _, app| {
+        if !matches!(app, ClientApp::ChunksReady) {
+            return;
+        }
+        while let Some(chunk) = c.poll_chunk() {
+            let what = match Message::parse(chunk.data) {
+                Ok(Message::MapChange(m)) => format!("MAP_CHANGE {}", m.name.to_text::<32>()),
+                Ok(Message::SnapSingle(s)) => format!("SNAPSINGLE tick {}", s.tick),
+                _ => "a chunk".into(),
+            };
+            lines.borrow_mut().push(format!(
+                "   app:   client got {what} ({}, borrowed from the client)",
+                if chunk.flags.vital {
+                    "vital"
+                } else {
+                    "non-vital"
+                }
+            ));
+        }
+    });
+    p.on_client_event(|e| println!("   event: {}", client_event(1, e)));
+    p.on_server_event(|e| println!("   event: {}", server_event(e)));
+    // the client's first chunk packet (its INFO) is lost on the way
+    let mut first = true;
+    p.set_drop_filter(Direction::ClientToServer, move |bytes| {
+        let chunks = bytes.first().is_some_and(|b| b & 0x10 == 0);
+        let drop = chunks && first;
+        first &= !chunks;
+        drop
+    });
+
+    println!(
+        "-- a client with the chunk layer connects and sends INFO (vital); the packet is lost"
+    );
+    let now = p.now();
+    p.client_mut().connect(now).expect("fresh client");
+    p.run_until(|p| p.server().is_online(9), Duration::from_secs(5))
+        .expect("online");
+    *token.borrow_mut() = p.client().token();
+    let mut buf = [0u8; 64];
+    let n = Info {
+        version: Str::new(VERSION_0_6),
+        password: Str::EMPTY,
+    }
+    .emit(&mut buf)
+    .expect("fits");
+    let now = p.now();
+    p.client_mut()
+        .send_vital(now, &buf[..n], true)
+        .expect("online");
+    p.fleet_mut().drain();
+    println!("-- 1 s later (DDNet's resend timer) the client sends it again, flagged as a resend");
+    p.run_for(Duration::from_millis(1_500));
+    println!("-- a snapshot-like non-vital chunk of mostly zero bytes goes out Huffman-compressed");
+    let now = p.now();
+    let mut snap = [0u8; 128];
+    let n = SnapSingle {
+        tick: 100,
+        delta: 101,
+        crc: 0,
+        data: &[0u8; 64],
+    }
+    .emit(&mut snap)
+    .expect("fits");
+    let mut out = [0u8; 1400];
+    let t = p
+        .server_mut()
+        .send_non_vital(now, 9, &snap[..n], &mut out)
+        .expect("online");
+    p.send_from_server(FrameKind::Datagram, &out[..t.len]);
+    p.run_for(Duration::from_millis(100));
+    let c = p.client().chunk_stats();
+    println!(
+        "-- client channel: {} vital chunk sent, {} resent; server channel: {} delivered",
+        c.sent,
+        c.resent,
+        p.server().chunk_stats(9).map(|s| s.delivered).unwrap_or(0)
     );
 }

@@ -5,8 +5,8 @@ use std::{cell::RefCell, rc::Rc};
 use tether_net::longport::control::{Body, Close};
 use tether_net::longport::wire::{Kind, Packet};
 use tether_net::longport::{
-    Client, ClientConfig, ClientEvent, Credentials, Server, ServerApp as App, ServerConfig,
-    SessionGrant, Status, Transport,
+    AccountId, Client, ClientConfig, ClientEvent, Credentials, Grant, QuotaPolicy, Server,
+    ServerApp as App, ServerConfig, SessionGrant, SessionId, Source, Status, Transport,
 };
 use tether_net::testing::{LinkConfig, Pair};
 use tether_net::{Duration, FrameKind};
@@ -56,7 +56,7 @@ fn until(p: &mut Sim, out: &Rc<RefCell<Vec<Vec<u8>>>>, done: impl Fn(&Sim) -> bo
             if let ClientEvent::ConnectTransport { .. } = e {
                 let now = p.now();
                 p.server_mut()
-                    .handle_connected(now, 1, Transport::Tcp)
+                    .handle_connected(now, 1, Transport::Tcp, Source::UNKNOWN)
                     .unwrap();
                 p.client_mut().handle_connected(now).unwrap();
             }
@@ -66,11 +66,26 @@ fn until(p: &mut Sim, out: &Rc<RefCell<Vec<Vec<u8>>>>, done: impl Fn(&Sim) -> bo
     p.run_until_mut(react, Duration::from_secs(60)).unwrap();
 }
 
+/// A session id: 128 bits from the OS random source (whoever holds it can resume the session)
+fn random_session_id() -> SessionId {
+    let mut bytes = [0u8; 16];
+    getrandom::fill(&mut bytes).expect("the OS random source");
+    SessionId::from_random(bytes)
+}
+
 /// Run the LongPort timeline
 pub fn run() {
-    let config = ClientConfig::tcp().with_heartbeat_interval(Some(Duration::from_secs(5)));
+    let config = ClientConfig::tcp()
+        .with_heartbeat_interval(Some(Duration::from_secs(5)))
+        // refused for the account's connection quota (status 6): stop, do not loop for tokens
+        .with_quota_policy(QuotaPolicy::Stop);
     let mut client = Client::new(config);
-    let mut server = Server::new(ServerConfig::new());
+    // the gateway's limits: 2 connections per account (reported as limit/online), and the
+    // server's own heartbeat over TCP every 7 s (its round trip is a server event)
+    let server_config = ServerConfig::new()
+        .with_account_quota(Some(2))
+        .with_tcp_heartbeat_interval(Some(Duration::from_secs(7)));
+    let mut server = Server::new(server_config);
     client.set_wall_clock(tether_net::Instant::ZERO, WALL);
     server.set_wall_clock(tether_net::Instant::ZERO, WALL);
     let mut p = Pair::new(client, server, 1, LinkConfig::perfect(), 1);
@@ -82,19 +97,13 @@ pub fn run() {
     p.answer_server_app(move |s, now, app| match *app {
         App::Auth { .. } | App::Reconnect { .. } => {
             n += 1;
-            let id = format!("s-{n}");
-            let g = SessionGrant {
-                session_id: &id,
-                expires: WALL + 3_600_000,
-                limit: 10,
-                online: 1,
-            };
+            let g = Grant::new(random_session_id(), WALL + 3_600_000).with_account(AccountId(7));
             let r = if let App::Auth { .. } = app {
                 s.accept_auth(now, 1, g)
             } else {
                 s.accept_reconnect(now, 1, g)
             };
-            r.unwrap();
+            println!("   app: login {n} {:?}", r.unwrap());
         }
         App::Request {
             request_id,
@@ -115,6 +124,7 @@ pub fn run() {
         .unwrap();
     until(&mut p, &o, |p| p.client().is_connected());
     until(&mut p, &o, |p| p.client().stats().heartbeat_acks == 1);
+    until(&mut p, &o, |p| p.server().stats().heartbeat_acks == 1);
     let (now, mut buf) = (p.now(), [0u8; 64]);
     let (_, t) = p
         .client_mut()

@@ -8,6 +8,7 @@
 
 mod game;
 mod longport;
+mod serve;
 
 use tether_net::testing::{Direction, Fate, TraceEntry};
 
@@ -35,6 +36,12 @@ pub fn line(e: &TraceEntry<'_>, name: &str) {
 fn main() {
     println!("== game profile: Teeworlds 0.6 / DDNet control messages over a lossy UDP link ==");
     game::run();
+    println!();
+    println!("== game profile: the chunk layer (vital chunks, resend, compression) ==");
+    game::run_chunks();
+    println!();
+    println!("== game profile: serving a join (game::serve against game::join) ==");
+    serve::run();
     println!();
     println!("== longport profile: LongPort OpenAPI control plane over TCP ==");
     longport::run();

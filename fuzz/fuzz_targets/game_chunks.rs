@@ -7,8 +7,7 @@
 
 use libfuzzer_sys::fuzz_target;
 use tether_net::game::chunk::{
-    decompress_packet, write_packet, Chunk, ChunkError, ChunkWriter, Chunks, PushError,
-    SCRATCH_LEN,
+    decompress_packet, write_packet, Chunk, ChunkError, ChunkWriter, Chunks, PushError, SCRATCH_LEN,
 };
 use tether_net::game::wire::{self, Flags, Header, Packet, Token, TokenMode};
 

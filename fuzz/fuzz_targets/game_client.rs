@@ -1,11 +1,17 @@
 //! Game client machine: replays a stream of (time step, datagram, command) ops and checks the
 //! machine invariants after every step.
 //!
-//! Input (see `tether_fuzz::OpReader`): 6 config bytes (flags: bit 0 vanilla; connect_resend,
+//! Input (see `tether_fuzz::OpReader`): 6 config bytes (flags: bit 0 vanilla, bit 1 the chunk
+//! layer `Reliable` instead of `ControlOnly`, bit 2 its fast timers; connect_resend,
 //! connect_timeout, keep_alive, timeout as `interval` bytes; accept_retry: 0 = off, else an
 //! `interval` byte), then ops. An op byte's low 4 bits
 //! pick the op; bit 7 makes the drain after it start with a tiny buffer of `(op >> 4 & 7) * 3`
-//! bytes.
+//! bytes. Ops 8–10 are `set_ack` / `set_sequence` / `send_chunks` for `ControlOnly` and
+//! `send_vital` / nothing / `send_non_vital` for `Reliable`; op 14 (added last, so older seeds
+//! keep their meaning) is followed by a sub-op byte: 0 a Huffman-compressed control or chunk
+//! packet, 1 a connectionless datagram (a server-info answer with a chosen token), 2 a forged
+//! CONNECT_ACCEPT (any token, sentinels included), 3 `request_info`, 4 a chunk packet of
+//! well-formed chunks (vital ones with sequences near the client's ack), optionally compressed.
 //!
 //! Invariants: no panic; `poll_timeout` is `None` or not before the latest `now`; no timer
 //! livelock; a timeout call before the deadline is a no-op; at most `E` events and 4 frames per
@@ -14,28 +20,43 @@
 //! token; after `Closed` only the one CLOSE of a local close goes out; `BufferTooSmall` leaves the
 //! frame queued with the announced size; chunk packets are delivered only while online; a CLOSE
 //! reason comes back borrowed from the datagram together with the end of the connection; after a
-//! drain no input or command is refused with `QueueFull`.
+//! drain no input or command is refused with `QueueFull`. With the chunk layer: chunk packets in
+//! `poll_transmit` decompress and parse with the client's token and ack; `poll_chunk` hands out
+//! vital chunks with consecutive sequence numbers (each exactly once, in order); a server-info
+//! answer carries the requested token (or −1).
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use tether_net::game::wire::{self, Control, Packet, Token, TokenMode, MAX_PACKET_LEN};
+use tether_fuzz::{drain_events, drain_transmits, interval, is_spurious, step, OpReader};
+use tether_net::game::chunk::{
+    decompress_packet, write_packet, Chunk, ChunkWriter, Chunks, SCRATCH_LEN,
+};
+use tether_net::game::connless::{ClientList, InfoKind, ServerInfo};
+use tether_net::game::packer::Str;
+use tether_net::game::vital::seq;
+use tether_net::game::wire::{self, Control, Header, Packet, Token, TokenMode, MAX_PACKET_LEN};
 use tether_net::game::{
-    Client, ClientApp, ClientConfig, ClientEvent, ClientState, CloseCause, Error, Flags,
+    ChunkConfig, Client, ClientApp, ClientConfig, ClientEvent, ClientState, CloseCause,
+    ControlOnly, Error, Flags, Layer, Reliable,
 };
 use tether_net::{FrameKind, Instant};
-use tether_fuzz::{drain_events, drain_transmits, interval, is_spurious, step, OpReader};
 
 const E: usize = 8;
-/// Pending control frames: CLOSE, CONNECT, ACCEPT, KEEP_ALIVE
-const MAX_FRAMES_PER_DRAIN: usize = 4;
+/// Pending control frames: CLOSE, CONNECT, ACCEPT, KEEP_ALIVE, and a server-info request
+const MAX_FRAMES_PER_DRAIN: usize = 5;
+/// With the chunk layer: chunk packets too (resends of up to 16 chunks, a request)
+const MAX_FRAMES_CHUNKS: usize = 5 + 20;
 const FIXED: Token = Token([0x12, 0x34, 0x56, 0x78]);
 
-struct H {
+/// The chunk layer under test: small buffers, so that they fill up
+type FuzzLayer = Reliable<2048, 16, 2048, 16>;
+
+struct H<L: Layer> {
     /// ops left whose drain is skipped (queues fill up: refusal paths, capacity bounds)
     hold: u8,
     /// the previous op was held: timers refused meanwhile may be due
     was_held: bool,
-    c: Client<E>,
+    c: Client<E, L>,
     now: Instant,
     sequence: u16,
     tiny: Option<usize>,
@@ -47,6 +68,10 @@ struct H {
     local_close_sends: bool,
     sent_close: u32,
     last_state: ClientState,
+    /// The vital sequence `poll_chunk` must hand out next
+    next_vital: u16,
+    /// The token of the last server-info request (as answers carry it)
+    info_token: Option<i32>,
 }
 
 fn rank(s: ClientState) -> u8 {
@@ -59,74 +84,128 @@ fn rank(s: ClientState) -> u8 {
     }
 }
 
-tether_fuzz::impl_harness!(H, c: Client<E>);
+/// What differs between the two layers
+trait Variant: Sized {
+    /// True for the chunk layer
+    const CHUNKS: bool;
+    /// Op 8
+    fn op8(&mut self, r: &mut OpReader<'_>);
+    /// Op 9
+    fn op9(&mut self, r: &mut OpReader<'_>);
+    /// Op 10
+    fn op10(&mut self, r: &mut OpReader<'_>);
+    /// Read the chunks of an accepted packet (chunk layer)
+    fn read_chunks(&mut self);
+}
 
-impl H {
+impl<L: Layer> tether_fuzz::Harness for H<L>
+where
+    H<L>: Variant,
+{
+    type M = Client<E, L>;
+    fn machine(&mut self) -> &mut Self::M {
+        &mut self.c
+    }
+    fn now(&self) -> Instant {
+        self.now
+    }
+    fn set_now(&mut self, now: Instant) {
+        self.now = now;
+    }
+    fn drain(&mut self) {
+        H::drain(self);
+    }
+    fn after_op(&mut self) {
+        H::after_op(self);
+    }
+    fn hold(&mut self) -> (&mut u8, &mut bool) {
+        (&mut self.hold, &mut self.was_held)
+    }
+}
+
+impl<L: Layer> H<L>
+where
+    H<L>: Variant,
+{
     fn drain(&mut self) {
         let tiny = self.tiny.take();
         let now = self.now;
         let closed = self.closed.is_some();
         let mut closes_after = 0;
         let mut sent_close = 0;
-        drain_transmits(
-            &mut self.c,
-            now,
-            2048,
-            tiny,
-            MAX_FRAMES_PER_DRAIN,
-            |c, t, bytes| {
-                assert_eq!(t.kind, FrameKind::Datagram);
-                assert!(t.len <= MAX_PACKET_LEN, "datagram of {} bytes", t.len);
-                let parsed = wire::parse(bytes, TokenMode::Detect)
-                    .unwrap_or_else(|e| panic!("client sent unparsable {bytes:02x?}: {e:?}"));
-                let Packet::Control(p) = parsed.packet else {
-                    panic!("poll_transmit produced a chunk packet {bytes:02x?}")
-                };
-                // (a CLOSE's trailing token may hold a NUL, which Detect reads as trailing bytes)
-                if !matches!(p.control, Control::Close(_)) {
-                    assert!(
-                        parsed.warnings.is_empty(),
-                        "own frame has warnings {:?}",
-                        parsed.warnings
+        let max = if Self::CHUNKS {
+            MAX_FRAMES_CHUNKS
+        } else {
+            MAX_FRAMES_PER_DRAIN
+        };
+        drain_transmits(&mut self.c, now, 2048, tiny, max, |c, t, bytes| {
+            assert_eq!(t.kind, FrameKind::Datagram);
+            assert!(t.len <= MAX_PACKET_LEN, "datagram of {} bytes", t.len);
+            if bytes.first().is_some_and(|b| b & 0x20 != 0) {
+                // a server-info request
+                assert!(
+                    tether_net::game::connless::InfoRequest::parse(bytes).is_ok(),
+                    "unparsable info request {bytes:02x?}"
+                );
+                return;
+            }
+            if bytes.first().is_some_and(|b| b & 0x10 == 0) {
+                assert!(
+                    Self::CHUNKS,
+                    "poll_transmit produced a chunk packet {bytes:02x?}"
+                );
+                check_chunk_packet(c, bytes);
+                return;
+            }
+            let parsed = wire::parse(bytes, TokenMode::Detect)
+                .unwrap_or_else(|e| panic!("client sent unparsable {bytes:02x?}: {e:?}"));
+            let Packet::Control(p) = parsed.packet else {
+                panic!("control flag but chunk packet {bytes:02x?}")
+            };
+            // (a CLOSE's trailing token may hold a NUL, which Detect reads as trailing bytes)
+            if !matches!(p.control, Control::Close(_)) {
+                assert!(
+                    parsed.warnings.is_empty(),
+                    "own frame has warnings {:?}",
+                    parsed.warnings
+                );
+            }
+            assert_eq!(
+                p.ack,
+                c.ack(),
+                "frame carries another ack than the client's"
+            );
+            match p.control {
+                Control::Close(_) => {
+                    sent_close += 1;
+                    if closed {
+                        closes_after += 1;
+                    }
+                }
+                other => {
+                    assert!(!closed, "{other:?} sent after the Closed event");
+                    assert_ne!(
+                        c.state(),
+                        ClientState::Closed,
+                        "{other:?} sent while closed"
                     );
                 }
-                assert_eq!(
-                    p.ack,
-                    c.ack(),
-                    "frame carries another ack than the client's"
-                );
-                match p.control {
-                    Control::Close(_) => {
-                        sent_close += 1;
-                        if closed {
-                            closes_after += 1;
-                        }
-                    }
-                    other => {
-                        assert!(!closed, "{other:?} sent after the Closed event");
-                        assert_ne!(
-                            c.state(),
-                            ClientState::Closed,
-                            "{other:?} sent while closed"
-                        );
-                    }
+            }
+            match p.control {
+                Control::Connect => {
+                    let want = if c.config().vanilla() {
+                        None
+                    } else {
+                        Some(Token::UNKNOWN)
+                    };
+                    assert_eq!(p.token, want, "CONNECT token form");
                 }
-                match p.control {
-                    Control::Connect => {
-                        let want = if c.config().vanilla() {
-                            None
-                        } else {
-                            Some(Token::UNKNOWN)
-                        };
-                        assert_eq!(p.token, want, "CONNECT token form");
-                    }
-                    Control::Accept | Control::KeepAlive => {
-                        assert_eq!(p.token, c.token(), "frame token differs from the client's");
-                    }
-                    _ => {}
+                Control::Accept | Control::KeepAlive => {
+                    assert_eq!(p.token, c.token(), "frame token differs from the client's");
                 }
-            },
-        );
+                _ => {}
+            }
+        });
         self.closes_after += closes_after;
         self.sent_close += sent_close;
         assert!(self.closes_after <= 1, "more than one CLOSE after Closed");
@@ -142,7 +221,16 @@ impl H {
                 assert!(closed_ev.is_none(), "Connected after Closed");
                 connected += 1;
                 assert_eq!(connected, 1, "second Connected");
-                assert_eq!(token, c.token());
+                // (a CONNECT_ACCEPT with another token may have replaced it since, unconfirmed)
+                assert!(
+                    token == c.token() || c.stats().token_candidates > 0,
+                    "Connected {token:?} but the client has {:?}",
+                    c.token()
+                );
+                assert!(
+                    !token.is_some_and(|t| t.is_sentinel()),
+                    "sentinel token adopted"
+                );
                 if c.config().vanilla() {
                     assert_eq!(token, None);
                 }
@@ -150,8 +238,11 @@ impl H {
             ClientEvent::Closed { cause } => {
                 assert!(closed_ev.is_none(), "second Closed event: {cause:?}");
                 assert_eq!(c.state(), ClientState::Closed);
-                if matches!(cause, CloseCause::Timeout) {
-                    assert_eq!(connected, 1, "Timeout before Connected");
+                if matches!(cause, CloseCause::Timeout | CloseCause::TooWeak(_)) {
+                    assert_eq!(connected, 1, "{cause:?} before Connected");
+                }
+                if matches!(cause, CloseCause::TooWeak(_)) {
+                    assert!(Self::CHUNKS, "too weak without the chunk layer");
                 }
                 closed_ev = Some(cause);
             }
@@ -179,6 +270,9 @@ impl H {
             );
             assert_eq!(self.c.poll_timeout(), None, "timer running while closed");
         }
+        if let Some(t) = self.c.token() {
+            assert!(!t.is_sentinel(), "sentinel token adopted");
+        }
         tether_fuzz::check_timeout(&self.c, self.now, "client");
     }
 
@@ -200,8 +294,10 @@ impl H {
             "datagrams are consumed whole"
         );
         assert_eq!(r.needed(), None);
+        let mut chunks = false;
         match r.app() {
             Some(ClientApp::Chunks(app)) => {
+                assert!(!Self::CHUNKS, "a raw chunk packet with the chunk layer");
                 assert_eq!(
                     self.c.state(),
                     ClientState::Online,
@@ -212,16 +308,36 @@ impl H {
                 let start = app.payload.as_ptr() as usize - bytes.as_ptr() as usize;
                 assert!(start + app.payload.len() <= bytes.len());
             }
+            Some(ClientApp::ChunksReady) => {
+                assert!(Self::CHUNKS, "ChunksReady without the chunk layer");
+                assert_eq!(state, ClientState::Online);
+                chunks = true;
+            }
             Some(ClientApp::Close { reason }) => {
                 assert!(
                     matches!(state, ClientState::Connecting | ClientState::Online),
                     "CLOSE reason delivered in {state:?}"
                 );
                 assert_eq!(self.c.state(), ClientState::Closed, "CLOSE without closing");
-                tether_fuzz::game_check_reason(*reason, bytes);
+                if !reason.is_empty() {
+                    tether_fuzz::game_check_reason(*reason, bytes);
+                }
+                assert!(self.c.peer_close_reason().is_some());
+            }
+            Some(ClientApp::ServerInfo(info)) => {
+                assert!(
+                    Some(info.token) == self.info_token
+                        || (info.token == -1 && state == ClientState::Online),
+                    "server info with token {} (asked {:?})",
+                    info.token,
+                    self.info_token
+                );
             }
             Some(other) => panic!("unknown app value {other:?}"),
             None => {}
+        }
+        if chunks {
+            self.read_chunks();
         }
     }
 
@@ -243,25 +359,293 @@ impl H {
             _ => Some(Token(r.array4())),
         }
     }
+
+    /// Op 14: the inputs added with the chunk layer
+    fn extended(&mut self, r: &mut OpReader<'_>) {
+        match r.u8() % 5 {
+            0 => {
+                // a Huffman-compressed control or chunk packet
+                let kind = r.u8();
+                let ack = self.ack_sel(r);
+                let token = self.token_sel(r);
+                let body = r.blob();
+                let plain = if kind & 1 == 0 {
+                    tether_fuzz::game_control(kind >> 1, ack, token, body)
+                } else {
+                    tether_fuzz::game_chunks(0, kind >> 1, ack, token, body)
+                };
+                let bytes = tether_fuzz::game_compress(&plain);
+                self.input(self.now, &bytes);
+            }
+            1 => {
+                // a connectionless datagram: a server-info answer, or raw bytes
+                let f = r.u8();
+                let bytes = if f & 1 == 0 {
+                    let token = match f >> 1 & 3 {
+                        0 => self.info_token.unwrap_or(0),
+                        1 => -1,
+                        _ => r.u16().into(),
+                    };
+                    let name = r.blob();
+                    let info = ServerInfo {
+                        kind: if f & 8 != 0 {
+                            InfoKind::Extended {
+                                map_crc: 1,
+                                map_size: 2,
+                            }
+                        } else {
+                            InfoKind::Vanilla
+                        },
+                        token,
+                        version: Str::new("0.6.4"),
+                        name: Str::from_bytes(name),
+                        map: Str::new("m"),
+                        game_type: Str::new("DM"),
+                        flags: 0,
+                        num_players: 0,
+                        max_players: 8,
+                        num_clients: 0,
+                        max_clients: 8,
+                        clients: ClientList::EMPTY,
+                    };
+                    let mut out = vec![0u8; info.buffer_len()];
+                    let n = info.emit(&mut out).expect("exact buffer");
+                    out.truncate(n);
+                    out
+                } else {
+                    let mut b = vec![0xff; 6];
+                    b.extend_from_slice(r.blob());
+                    b
+                };
+                self.input(self.now, &bytes);
+            }
+            2 => {
+                // a forged CONNECT_ACCEPT: any token, the sentinels included
+                let token = match r.u8() % 4 {
+                    0 => Some(Token([0xff; 4])),
+                    1 => Some(Token([0; 4])),
+                    2 => None,
+                    _ => Some(Token(r.array4())),
+                };
+                let bytes = tether_fuzz::game_control(2, 0, token, &[]);
+                self.input(self.now, &bytes);
+            }
+            3 => {
+                let token = u32::from(r.u16()) | u32::from(r.u8()) << 16;
+                let extended = token & 1 != 0;
+                let state = self.c.state();
+                match self.c.request_info(self.now, token, extended) {
+                    Ok(()) => {
+                        let mask = if extended { 0xFF_FFFF } else { 0xFF };
+                        self.info_token = Some((token & mask) as i32);
+                    }
+                    Err(Error::Closed) => assert_eq!(state, ClientState::Closed),
+                    Err(e) => panic!("request_info: {e:?}"),
+                }
+            }
+            _ => {
+                // well-formed chunks (vital ones near the expected sequence), maybe compressed
+                let f = r.u8();
+                let ack = self.ack_sel(r);
+                let token = if f & 2 != 0 {
+                    self.token_sel(r)
+                } else {
+                    self.c.token()
+                };
+                let n = r.u8() % 8;
+                let mut payload = [0u8; 1400];
+                let mut w = ChunkWriter::new(&mut payload, 1390);
+                for _ in 0..n {
+                    let g = r.u8();
+                    let data = r.blob();
+                    let data = &data[..data.len().min(1023)];
+                    let chunk = if g & 1 == 0 {
+                        Chunk::non_vital(data)
+                    } else {
+                        let seq = self.c.ack().wrapping_add(u16::from(g >> 1) % 6) % 1024;
+                        let mut c = Chunk::vital(seq.wrapping_add(1) % 1024, data);
+                        c.flags.resend = g & 0x80 != 0;
+                        c
+                    };
+                    if w.push(&chunk).is_err() {
+                        break;
+                    }
+                }
+                let header = Header {
+                    flags: Flags {
+                        resend: f & 4 != 0,
+                        ..Flags::default()
+                    },
+                    ack,
+                    num_chunks: w.num_chunks(),
+                };
+                let len = w.len();
+                let mut out = [0u8; 2048];
+                let n = write_packet(header, &payload[..len], token, f & 1 != 0, &mut out)
+                    .expect("fits");
+                self.input(self.now, &out[..n]);
+            }
+        }
+    }
 }
 
-fuzz_target!(|data: &[u8]| {
-    let mut r = OpReader::new(data);
-    let flags = r.u8();
-    let config = ClientConfig::new()
-        .with_vanilla(flags & 1 != 0)
-        .with_connect_resend(interval(r.u8()))
-        .with_connect_timeout(interval(r.u8()))
-        .with_keep_alive(interval(r.u8()))
-        .with_timeout(interval(r.u8()))
-        .with_accept_retry(match r.u8() {
-            0 => None,
-            b => Some(interval(b)),
-        });
+/// A chunk packet the client sent: decompresses, parses with its token and ack, every chunk whole
+fn check_chunk_packet<L: Layer>(c: &Client<E, L>, bytes: &[u8]) {
+    let mut scratch = [0u8; SCRATCH_LEN];
+    let plain = decompress_packet(bytes, &mut scratch)
+        .unwrap_or_else(|e| panic!("own chunk packet does not decompress: {e:?}"));
+    let mode = if c.token().is_some() {
+        TokenMode::Trailing
+    } else {
+        TokenMode::Vanilla
+    };
+    let p = wire::parse(plain, mode).expect("own chunk packet parses");
+    let Packet::Chunks(p) = p.packet else {
+        panic!("chunk packet parsed as control")
+    };
+    assert_eq!(p.token, c.token(), "chunk packet token");
+    assert_eq!(p.header.ack, c.ack(), "chunk packet ack");
+    let mut it = Chunks::new(p.payload, p.header.num_chunks);
+    for chunk in it.by_ref() {
+        let chunk = chunk.expect("own chunks are whole");
+        assert!(chunk.data.len() <= 1023);
+    }
+    assert!(it.trailing().is_empty(), "bytes after the chunks");
+}
+
+impl Variant for H<ControlOnly> {
+    const CHUNKS: bool = false;
+
+    fn op8(&mut self, r: &mut OpReader<'_>) {
+        self.c.set_ack(r.u16());
+    }
+
+    fn op9(&mut self, r: &mut OpReader<'_>) {
+        self.sequence = r.u16() % 1024;
+        self.c.set_sequence(self.sequence);
+    }
+
+    fn op10(&mut self, r: &mut OpReader<'_>) {
+        let f = r.u8();
+        let num_chunks = r.u8();
+        let payload = r.blob();
+        let flags = Flags {
+            compression: f & 1 != 0,
+            resend: f & 2 != 0,
+            control: f & 4 != 0,
+        };
+        let mut out = [0u8; 2048];
+        let state = self.c.state();
+        let online = state == ClientState::Online;
+        match self
+            .c
+            .send_chunks(self.now, flags, num_chunks, payload, &mut out)
+        {
+            Ok(t) => {
+                assert!(online, "send_chunks succeeded while not online");
+                assert!(t.len <= MAX_PACKET_LEN);
+                let mode = if self.c.token().is_some() {
+                    TokenMode::Trailing
+                } else {
+                    TokenMode::Vanilla
+                };
+                let p = wire::parse(&out[..t.len], mode).expect("own chunk packet parses");
+                let Packet::Chunks(c) = p.packet else {
+                    panic!("chunk packet parsed as control")
+                };
+                assert_eq!(c.payload, payload);
+                assert_eq!(c.header.num_chunks, num_chunks);
+                assert_eq!(c.header.ack, self.c.ack());
+                if !flags.compression {
+                    assert_eq!(c.token, self.c.token());
+                }
+            }
+            Err(Error::NotOpen) => assert!(matches!(
+                state,
+                ClientState::Offline | ClientState::Connecting
+            )),
+            Err(Error::Closed) => assert_eq!(state, ClientState::Closed),
+            Err(Error::TooLong { len, max }) => assert!(max == MAX_PACKET_LEN && len > max),
+            Err(e) => panic!("send_chunks: {e:?}"),
+        }
+    }
+
+    fn read_chunks(&mut self) {}
+}
+
+impl Variant for H<FuzzLayer> {
+    const CHUNKS: bool = true;
+
+    fn op8(&mut self, r: &mut OpReader<'_>) {
+        let flush = r.u8() & 1 != 0;
+        let data = r.blob();
+        let state = self.c.state();
+        let before = self.c.unacked();
+        match self.c.send_vital(self.now, data, flush) {
+            Ok(seq) => {
+                assert_eq!(state, ClientState::Online);
+                assert!(seq < 1024);
+                assert_eq!(self.c.unacked(), before + 1);
+            }
+            Err(Error::NotOpen) => assert!(matches!(
+                state,
+                ClientState::Offline | ClientState::Connecting
+            )),
+            Err(Error::Closed) => assert_eq!(state, ClientState::Closed),
+            Err(Error::TooLong { len, max }) => assert!(max == 1023 && len > max),
+            Err(Error::TooManyInFlight) => assert!(before > 0),
+            Err(e) => panic!("send_vital: {e:?}"),
+        }
+    }
+
+    fn op9(&mut self, _r: &mut OpReader<'_>) {}
+
+    fn op10(&mut self, r: &mut OpReader<'_>) {
+        let data = r.blob();
+        let state = self.c.state();
+        let mut out = [0u8; 2048];
+        match self.c.send_non_vital(self.now, data, &mut out) {
+            Ok(t) => {
+                assert_eq!(state, ClientState::Online);
+                check_chunk_packet(&self.c, &out[..t.len]);
+            }
+            Err(Error::NotOpen) => assert!(matches!(
+                state,
+                ClientState::Offline | ClientState::Connecting
+            )),
+            Err(Error::Closed) => assert_eq!(state, ClientState::Closed),
+            Err(Error::TooLong { len, max }) => assert!(max == 1023 && len > max),
+            Err(e) => panic!("send_non_vital: {e:?}"),
+        }
+    }
+
+    fn read_chunks(&mut self) {
+        let mut n = 0;
+        while let Some(chunk) = self.c.poll_chunk() {
+            n += 1;
+            assert!(
+                n <= 255 + 16,
+                "more chunks than a packet and the reorder buffer hold"
+            );
+            assert!(chunk.data.len() <= 1023);
+            if chunk.flags.vital {
+                let want = seq::next(self.next_vital.wrapping_sub(1) % 1024);
+                assert_eq!(chunk.seq, want, "vital chunks out of order or twice");
+                self.next_vital = seq::next(want);
+            }
+        }
+        assert_eq!(self.c.ack(), self.next_vital.wrapping_add(1023) % 1024);
+    }
+}
+
+fn run<L: Layer>(r: &mut OpReader<'_>, c: Client<E, L>)
+where
+    H<L>: Variant,
+{
     let mut h = H {
         hold: 0,
         was_held: false,
-        c: Client::with_capacities(config),
+        c,
         now: Instant::from_millis(1_000),
         sequence: 0,
         tiny: None,
@@ -271,16 +655,18 @@ fuzz_target!(|data: &[u8]| {
         local_close_sends: false,
         sent_close: 0,
         last_state: ClientState::Offline,
+        next_vital: 1,
+        info_token: None,
     };
     tether_fuzz::start(&mut h);
     let mut ops = 0;
-    while let Some(op) = tether_fuzz::next_op(&mut r, &mut ops, 15, h.now) {
+    while let Some(op) = tether_fuzz::next_op(r, &mut ops, 15, h.now) {
         if op & 0x80 != 0 {
             h.tiny = Some(usize::from((op >> 4) & 7) * 3);
         }
         match op & 15 {
             0..=2 => {
-                let d = step(&mut r, op & 15);
+                let d = step(r, op & 15);
                 tether_fuzz::advance(&mut h, d);
                 continue;
             }
@@ -291,8 +677,8 @@ fuzz_target!(|data: &[u8]| {
             4 => {
                 // a well-formed control packet
                 let id = r.u8();
-                let ack = h.ack_sel(&mut r);
-                let token = h.token_sel(&mut r);
+                let ack = h.ack_sel(r);
+                let token = h.token_sel(r);
                 let reason = r.blob();
                 let bytes = tether_fuzz::game_control(id, ack, token, reason);
                 h.input(h.now, &bytes);
@@ -301,8 +687,8 @@ fuzz_target!(|data: &[u8]| {
                 // a well-formed chunk packet
                 let f = r.u8();
                 let num_chunks = r.u8();
-                let ack = h.ack_sel(&mut r);
-                let token = h.token_sel(&mut r);
+                let ack = h.ack_sel(r);
+                let token = h.token_sel(r);
                 let payload = r.blob();
                 let bytes = tether_fuzz::game_chunks(f, num_chunks, ack, token, payload);
                 h.input(h.now, &bytes);
@@ -335,54 +721,9 @@ fuzz_target!(|data: &[u8]| {
                     Err(e) => panic!("close: {e:?}"),
                 }
             }
-            8 => h.c.set_ack(r.u16()),
-            9 => {
-                h.sequence = r.u16() % 1024;
-                h.c.set_sequence(h.sequence);
-            }
-            10 => {
-                let f = r.u8();
-                let num_chunks = r.u8();
-                let payload = r.blob();
-                let flags = Flags {
-                    compression: f & 1 != 0,
-                    resend: f & 2 != 0,
-                    control: f & 4 != 0,
-                };
-                let mut out = [0u8; 2048];
-                let state = h.c.state();
-                let online = state == ClientState::Online;
-                match h.c.send_chunks(h.now, flags, num_chunks, payload, &mut out) {
-                    Ok(t) => {
-                        assert!(online, "send_chunks succeeded while not online");
-                        assert!(t.len <= MAX_PACKET_LEN);
-                        let mode = if h.c.token().is_some() {
-                            TokenMode::Trailing
-                        } else {
-                            TokenMode::Vanilla
-                        };
-                        let p = wire::parse(&out[..t.len], mode).expect("own chunk packet parses");
-                        let Packet::Chunks(c) = p.packet else {
-                            panic!("chunk packet parsed as control")
-                        };
-                        assert_eq!(c.payload, payload);
-                        assert_eq!(c.header.num_chunks, num_chunks);
-                        assert_eq!(c.header.ack, h.c.ack());
-                        if !flags.compression {
-                            assert_eq!(c.token, h.c.token());
-                        }
-                    }
-                    Err(Error::NotOpen) => assert!(matches!(
-                        state,
-                        ClientState::Offline | ClientState::Connecting
-                    )),
-                    Err(Error::Closed) => assert_eq!(state, ClientState::Closed),
-                    Err(Error::TooLong { len, max }) => {
-                        assert!(max == MAX_PACKET_LEN && len > max)
-                    }
-                    Err(e) => panic!("send_chunks: {e:?}"),
-                }
-            }
+            8 => h.op8(r),
+            9 => h.op9(r),
+            10 => h.op10(r),
             11 => {
                 // handle_timeout before the deadline must do nothing
                 if h.hold == 0 && !h.was_held && is_spurious(&h.c, h.now) {
@@ -395,7 +736,7 @@ fuzz_target!(|data: &[u8]| {
                         "spurious handle_timeout moved the timer"
                     );
                     assert_eq!(h.c.state(), state);
-                    let n = drain_transmits(&mut h.c, h.now, 2048, None, 4, |_, _, _| {});
+                    let n = drain_transmits(&mut h.c, h.now, 2048, None, 64, |_, _, _| {});
                     assert_eq!(n, 0, "spurious handle_timeout queued a frame");
                     assert!(
                         h.c.poll_event().is_none(),
@@ -416,8 +757,35 @@ fuzz_target!(|data: &[u8]| {
                 h.hold = r.u8() % 4 + 1;
                 continue;
             }
+            14 => h.extended(r),
             _ => {}
         }
         h.after_op();
+    }
+}
+
+fuzz_target!(|data: &[u8]| {
+    let mut r = OpReader::new(data);
+    let flags = r.u8();
+    let config = ClientConfig::new()
+        .with_vanilla(flags & 1 != 0)
+        .with_connect_resend(interval(r.u8()))
+        .with_connect_timeout(interval(r.u8()))
+        .with_keep_alive(interval(r.u8()))
+        .with_timeout(interval(r.u8()))
+        .with_accept_retry(match r.u8() {
+            0 => None,
+            b => Some(interval(b)),
+        });
+    if flags & 2 != 0 {
+        let chunks = if flags & 4 != 0 {
+            ChunkConfig::fast()
+        } else {
+            ChunkConfig::new()
+        };
+        let c: Box<Client<E, FuzzLayer>> = Box::new(Client::with_chunks(config, chunks));
+        run(&mut r, *c);
+    } else {
+        run(&mut r, Client::<E>::with_capacities(config));
     }
 });

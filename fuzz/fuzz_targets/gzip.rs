@@ -7,7 +7,9 @@
 use std::io::Read;
 
 use libfuzzer_sys::fuzz_target;
-use tether_net::longport::gzip::{crc32, gunzip, gunzip_member, gzip_stored, stored_len, GzipError};
+use tether_net::longport::gzip::{
+    crc32, gunzip, gunzip_member, gzip_stored, stored_len, GzipError,
+};
 
 /// Output bound: four times libFuzzer's default input cap, so bombs hit the limit quickly
 const LIMIT: usize = 16 * 1024;

@@ -21,7 +21,11 @@ fuzz_target!(|data: &[u8]| {
     assert_eq!(out, data);
     if packed[len - 1] == 0 {
         // possibly the extra byte: the shorter form must decode too when EOF ended on a byte
-        let bits: usize = data.iter().map(|&b| code(u16::from(b)).1 as usize).sum::<usize>() + 15;
+        let bits: usize = data
+            .iter()
+            .map(|&b| code(u16::from(b)).1 as usize)
+            .sum::<usize>()
+            + 15;
         if bits % 8 == 0 {
             assert_eq!(decompress(&packed[..len - 1], &mut out), Ok(data.len()));
         }
@@ -36,8 +40,11 @@ fuzz_target!(|data: &[u8]| {
         Ok(n) => {
             assert_eq!(wide, Ok(n));
             assert_eq!(small[..n], big[..n]);
-            let bits: usize =
-                small[..n].iter().map(|&b| code(u16::from(b)).1 as usize).sum::<usize>() + 15;
+            let bits: usize = small[..n]
+                .iter()
+                .map(|&b| code(u16::from(b)).1 as usize)
+                .sum::<usize>()
+                + 15;
             let mut again = vec![0u8; compressed_len(&small[..n])];
             compress(&small[..n], &mut again).unwrap();
             assert_eq!(data[..bits / 8], again[..bits / 8]);

@@ -19,7 +19,12 @@
 //! requests (heartbeat, auth, reconnect) and heartbeat echoes; pings carry a `Heartbeat` body and
 //! pongs echo the last ping payload; a WebSocket close frame carries the `close` reason or
 //! nothing; `ReconnectScheduled { at }` (in the caller's clock) is not before the earliest `now`
-//! given since the last drain.
+//! given since the last drain. Server heartbeats the client hands over (`HeartbeatEcho`) are
+//! echoed with `echo_heartbeat` and must be that echo; with config flag bit 7, request bodies of
+//! 16 bytes and more go out as gzip members that inflate to the body; after a status-6 refusal
+//! under `QuotaPolicy::Stop` (bit 4 of the last config byte clear) no `TokenNeeded` and no
+//! dial follow until the next `connect`. Ops 27 (`send_heartbeat`) and 28 (a status-6 answer
+//! to the login) are the newer ones.
 #![no_main]
 
 use std::collections::BTreeSet;
@@ -34,7 +39,7 @@ use tether_net::longport::deframe::{decode_message, Frame, StreamDeframer};
 use tether_net::longport::wire::{Kind, Packet, DEFAULT_MAX_BODY};
 use tether_net::longport::{
     Client, ClientApp as App, ClientConfig, ClientEvent, ClientState, CloseCode, Credentials,
-    Error, Handshake, RequestId, SessionGrant, Status,
+    Error, Handshake, QuotaPolicy, RequestId, SessionGrant, Status,
 };
 use tether_net::{Duration, FrameKind, Instant};
 
@@ -83,6 +88,10 @@ struct H {
     last_ping_payload: Option<Vec<u8>>,
     /// bytes from the "server" not yet consumed by the client (TCP)
     rx: Vec<u8>,
+    /// `QuotaPolicy::Stop` configured
+    quota_stop: bool,
+    /// a status-6 refusal under `QuotaPolicy::Stop` was seen, no `connect` since
+    quota_stopped: bool,
 }
 
 tether_fuzz::impl_harness!(H, c: C);
@@ -252,6 +261,7 @@ impl H {
                     Conn::None,
                     "ConnectTransport while a connection is outstanding"
                 );
+                assert!(!self.quota_stopped, "a dial after a quota refusal");
                 self.conn = Conn::Dialing;
                 self.closed = false;
                 self.ws_closes = 0;
@@ -266,8 +276,14 @@ impl H {
                 self.closed = true;
                 self.rx.clear();
             }
-            ClientEvent::Connected { .. } | ClientEvent::LoginFailed { .. } => {
+            ClientEvent::Connected { .. } => {
                 assert_eq!(self.conn, Conn::Up, "{e:?} without an open transport");
+            }
+            ClientEvent::LoginFailed { status, .. } => {
+                assert_eq!(self.conn, Conn::Up, "{e:?} without an open transport");
+                if status == Status::PermissionDenied && self.quota_stop {
+                    self.quota_stopped = true;
+                }
             }
             ClientEvent::HeartbeatRtt { .. } => assert_eq!(self.conn, Conn::Up),
             ClientEvent::ReconnectScheduled { at, .. } => assert!(at >= self.floor),
@@ -288,7 +304,12 @@ impl H {
                 self.final_seen = true;
                 self.rx.clear();
             }
-            ClientEvent::TokenNeeded => {}
+            ClientEvent::TokenNeeded => {
+                assert!(
+                    !self.quota_stopped,
+                    "a token asked for after a quota refusal"
+                );
+            }
             other => panic!("unknown event {other:?}"),
         }
     }
@@ -336,6 +357,37 @@ impl H {
             // the Close push and the refused login come with their texts, borrowed
             App::Close { reason, .. } => assert!(reason.len() < BUF),
             App::LoginError { status, .. } => assert!(!status.is_success()),
+            App::HeartbeatEcho {
+                request_id,
+                body,
+                gzip,
+            } => {
+                // echo it, as a caller does, and send it with the rest of the output
+                assert_eq!(self.conn, Conn::Up, "server heartbeat without a transport");
+                let mut out = vec![0u8; BUF];
+                let t = self
+                    .c
+                    .echo_heartbeat(self.now, *request_id, body, *gzip, &mut out)
+                    .expect("echo of a heartbeat handed over");
+                let bytes = out[..t.len].to_vec();
+                let (p, n) = Packet::parse(&bytes, DEFAULT_MAX_BODY).expect("echo parses");
+                assert_eq!(n, bytes.len());
+                assert_eq!(
+                    p.header.kind,
+                    Kind::Response {
+                        request_id: *request_id,
+                        status: Status::Success
+                    }
+                );
+                assert_eq!(
+                    (p.header.cmd, p.header.gzip, p.body),
+                    (CMD_HEARTBEAT, *gzip, *body)
+                );
+                if self.tcp && !self.stream_deframer.awaiting_handshake() {
+                    assert_eq!(t.kind, FrameKind::Stream);
+                    self.stream_out(&bytes, None);
+                }
+            }
             other => panic!("unknown app value {other:?}"),
         }
     }
@@ -493,6 +545,14 @@ fuzz_target!(|data: &[u8]| {
     if flags & 64 != 0 {
         config = config.with_max_body(64);
     }
+    let gzip_requests = flags & 128 != 0;
+    if gzip_requests {
+        config = config.with_gzip_requests(Some(16));
+    }
+    let quota_stop = (last >> 4) & 1 == 0;
+    if !quota_stop {
+        config = config.with_quota_policy(QuotaPolicy::RetryAfter(Duration::from_secs(5)));
+    }
     config = config.with_first_request_id(match last % 4 {
         0 => 1,
         1 => u32::MAX - 1,
@@ -524,6 +584,8 @@ fuzz_target!(|data: &[u8]| {
         ping_hb_id: None,
         last_ping_payload: None,
         rx: Vec::new(),
+        quota_stop,
+        quota_stopped: false,
     };
     tether_fuzz::start(&mut h);
     let mut ops = 0;
@@ -678,6 +740,8 @@ fuzz_target!(|data: &[u8]| {
                     ],
                 };
                 let state = h.c.state();
+                // a connect after a quota refusal is the caller's decision to try again
+                let stopped = std::mem::take(&mut h.quota_stopped);
                 match h
                     .c
                     .connect(now, Credentials::new(&token).with_metadata(pairs))
@@ -689,6 +753,7 @@ fuzz_target!(|data: &[u8]| {
                             | ClientState::NeedToken
                             | ClientState::Stopped
                     )),
+                    Err(_) if stopped => h.quota_stopped = true,
                     Err(Error::Closed) => assert_eq!(state, ClientState::Closed),
                     Err(Error::AlreadyConnected) => assert!(matches!(
                         state,
@@ -708,7 +773,10 @@ fuzz_target!(|data: &[u8]| {
                 let _ = h.c.provide_token(now, &token);
             }
             15 => {
-                let _ = h.c.reconnect_now(now);
+                if h.c.reconnect_now(now).is_ok() {
+                    // the caller's decision to try again (with a token it provided)
+                    h.quota_stopped = false;
+                }
             }
             16 => {
                 // a caller opens the transport after it saw ConnectTransport: catch up on
@@ -773,7 +841,15 @@ fuzz_target!(|data: &[u8]| {
                             let (p, trailing) =
                                 decode_message(&bytes, DEFAULT_MAX_BODY).expect("request parses");
                             assert_eq!(trailing, 0);
-                            assert_eq!(p.body, &body[..]);
+                            if p.header.gzip {
+                                assert!(gzip_requests && body.len() >= 16);
+                                let mut plain = vec![0u8; body.len()];
+                                let n = tether_net::longport::gzip::gunzip(p.body, &mut plain)
+                                    .expect("a gzip'd body inflates");
+                                assert_eq!(&plain[..n], &body[..]);
+                            } else {
+                                assert_eq!(p.body, &body[..]);
+                            }
                             h.check_packet(&p, Some(id));
                         }
                     }
@@ -826,6 +902,34 @@ fuzz_target!(|data: &[u8]| {
                 // skip the drains of the next 1..=4 ops
                 h.hold = r.u8() % 4 + 1;
                 continue;
+            }
+            27 => {
+                let state = h.c.state();
+                match h.c.send_heartbeat(now) {
+                    Ok(()) => assert_eq!(state, ClientState::Connected),
+                    Err(Error::Closed) => assert_eq!(state, ClientState::Closed),
+                    Err(Error::NotOpen) => assert_ne!(state, ClientState::Connected),
+                    Err(e) => panic!("send_heartbeat: {e:?}"),
+                }
+            }
+            28 => {
+                // the login refused for the account's connection quota
+                let err =
+                    tether_fuzz::lp_encode(&ErrorBody::new(403, "connections limitation is hit"));
+                let cmd = if r.u8() & 1 == 0 {
+                    CMD_AUTH
+                } else {
+                    CMD_RECONNECT
+                };
+                h.input(
+                    now,
+                    &tether_fuzz::lp_emit(&Packet::response(
+                        cmd,
+                        RequestId(h.login_rid),
+                        Status::PermissionDenied,
+                        &err,
+                    )),
+                );
             }
             _ => {}
         }

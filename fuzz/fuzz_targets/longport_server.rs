@@ -4,7 +4,13 @@
 //!
 //! Input (see `tether_fuzz::OpReader`): 7 config bytes, then ops; an op byte's low 5 bits pick
 //! the op, bit 7 makes the drain after it start with a tiny buffer. Valid client packets reuse the
-//! session ids the application granted, so Reconnect gets past the session table.
+//! session ids the application granted, so Reconnect gets past the session table. The seventh
+//! config byte turns on the gateway's limits: an account quota of 1 or 2 (bits 0-1), a
+//! per-connection rate limit (bit 2), a rate limit on cmd 6 (bit 3), server heartbeats over TCP
+//! every 2 s (bit 4), at most 2 unanswered requests (bit 5), one unauthenticated connection per
+//! source (bit 6), a 64-byte body limit before authentication (bit 7). Ops 27-31 exercise them:
+//! accepts with an account, gzip'd Reconnects, bursts of requests, answers to the server's own
+//! heartbeats (a TCP response or a WebSocket pong), a pre-auth header announcing a large body.
 //!
 //! Invariants: no panic; `poll_timeout` is `None` or not before the latest `now`; no timer
 //! livelock; early `handle_timeout` is a no-op; bounded frames and events per drain; per
@@ -19,7 +25,13 @@
 //! Close pushes decode; pings carry a `Heartbeat`, pongs echo the last ping; WS close codes are
 //! the documented ones; `ServerApp` values match the connection state; `respond`/`push`/`send`
 //! work only for authenticated connections; after `shutdown` and a drain no connection is left
-//! and `ShutdownComplete` came once, last.
+//! and `ShutdownComplete` came once, last. Limits: one source never holds more unauthenticated
+//! connections than its cap, nor all of them more than theirs; an account never has more live
+//! connections than its quota, and `accept_*` says `OverQuota` exactly when the quota was
+//! full; the machine sends requests only on TCP, only heartbeats, only when configured, and
+//! answers refused requests only with status 3 / 301606 (rate limits) or status 6 / 403
+//! (quota) when those are on; `TooManyInFlight` only at the pending-request cap; gzip'd logins
+//! handed over inflate to what they claim.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
@@ -30,8 +42,9 @@ use tether_net::longport::control::{
 };
 use tether_net::longport::wire::{Kind, Packet, Signature, DEFAULT_MAX_BODY};
 use tether_net::longport::{
-    CloseCause, CloseCode, Error, Handshake, RequestId, Server, ServerApp as App, ServerConfig,
-    ServerEvent, ServerState, SessionGrant, Status, Transport,
+    AccountId, Admission, CloseCause, CloseCode, Error, Grant, Handshake, RateLimit, RequestId,
+    Server, ServerApp as App, ServerConfig, ServerEvent, ServerState, SessionGrant, SessionId,
+    Source, Status, Transport,
 };
 use tether_net::{Duration, FrameKind, Instant};
 
@@ -56,6 +69,25 @@ struct ConnView {
     ws_close_sent: bool,
     last_ping: Option<Vec<u8>>,
     rx: Vec<u8>,
+    /// The source it was registered with
+    source: Source,
+    /// The account its login was granted with
+    account: Option<AccountId>,
+    /// The last server heartbeat to it: a TCP request id, or a WebSocket ping payload
+    server_hb: Option<(u32, Vec<u8>)>,
+    /// The application refused its login (`reject_*`): any status may follow
+    app_rejected: bool,
+}
+
+/// The gateway limits a run has on
+#[derive(Debug, Clone, Copy, Default)]
+struct Limits {
+    quota: Option<u32>,
+    rate: bool,
+    cmd_rate: bool,
+    tcp_heartbeats: bool,
+    pending: usize,
+    per_source: usize,
 }
 
 struct H {
@@ -70,6 +102,7 @@ struct H {
     sessions: Vec<String>,
     shutdown: bool,
     shutdown_reported: bool,
+    limits: Limits,
 }
 
 tether_fuzz::impl_harness!(H, s: S);
@@ -108,7 +141,22 @@ impl H {
                 let (p, n) = Packet::parse(bytes, DEFAULT_MAX_BODY).expect("server frame parses");
                 assert_eq!(n, bytes.len(), "a frame holds exactly one packet");
                 match (p.header.kind, p.header.cmd) {
-                    (Kind::Request { .. }, _) => panic!("poll_transmit produced a request"),
+                    (Kind::Request { request_id, .. }, CMD_HEARTBEAT) => {
+                        // the server's own heartbeat: TCP, configured, authenticated
+                        assert!(v.tcp, "a request to a WebSocket client");
+                        assert!(self.limits.tcp_heartbeats, "heartbeat without the setting");
+                        assert_eq!(
+                            self.s.state(to),
+                            Some(ServerState::Authenticated),
+                            "heartbeat before authentication"
+                        );
+                        let hb = Heartbeat::decode(p.body).expect("heartbeat body");
+                        assert_eq!(hb.heartbeat_id, Some(request_id.0 as i32));
+                        v.server_hb = Some((request_id.0, p.body.to_vec()));
+                    }
+                    (Kind::Request { .. }, cmd) => {
+                        panic!("poll_transmit produced a request with cmd {cmd}")
+                    }
                     (Kind::Push, CMD_CLOSE) => {
                         Close::decode(p.body).expect("Close push body decodes");
                         v.close_push_sent = true;
@@ -138,7 +186,16 @@ impl H {
                     (Kind::Response { status, .. }, cmd) => {
                         // (a non-auth first request is answered with status 5 and its own cmd)
                         assert!(!status.is_success(), "success response with cmd {cmd}");
-                        ErrorBody::decode(p.body).expect("error body decodes");
+                        let e = ErrorBody::decode(p.body).expect("error body decodes");
+                        if e.code == 301_606 {
+                            assert_eq!(status, Status::BadRequest);
+                            assert!(self.limits.rate || self.limits.cmd_rate, "rate limited");
+                            assert!(cmd > CMD_RECONNECT);
+                        }
+                        if status == Status::PermissionDenied && !v.app_rejected {
+                            assert!(self.limits.quota.is_some(), "status 6 without a quota");
+                            assert_eq!(e.code, 403);
+                        }
                     }
                 }
             }
@@ -146,7 +203,9 @@ impl H {
                 assert!(!v.tcp);
                 // (poll_transmit changes no state: the state now is the state it saw)
                 assert!(!closing, "ping to a closing connection");
-                Heartbeat::decode(bytes).expect("ping payload is a Heartbeat");
+                let hb = Heartbeat::decode(bytes).expect("ping payload is a Heartbeat");
+                let id = hb.heartbeat_id.expect("ping carries its id") as u32;
+                v.server_hb = Some((id, bytes.to_vec()));
             }
             FrameKind::WsPong => {
                 assert!(!v.tcp);
@@ -198,6 +257,11 @@ impl H {
                 }
                 assert_eq!(self.s.state(peer), None, "Closed, yet still known");
                 *v = ConnView::default();
+            }
+            ServerEvent::HeartbeatRtt { peer, rtt } => {
+                let v = &self.conns[usize::from(peer)];
+                assert!(v.open, "{e:?} for a connection that is not open");
+                assert!(rtt <= Duration::from_secs(3_600 * 24 * 60), "{e:?}");
             }
             ServerEvent::ShutdownComplete => {
                 assert!(self.shutdown, "ShutdownComplete without shutdown");
@@ -261,6 +325,36 @@ impl H {
         assert!(self.s.connections() <= PEERS);
         assert!(self.s.sessions() <= SESSIONS);
         assert!(self.s.unauthenticated() <= self.s.config().max_unauthenticated().min(PEERS));
+        // per source, and per account
+        for k in 1..4u8 {
+            let src = Source::from_bytes([k; 16]);
+            let held = self
+                .conns
+                .iter()
+                .enumerate()
+                .filter(|(c, v)| {
+                    v.open
+                        && v.source == src
+                        && matches!(
+                            self.s.state(*c as u8),
+                            Some(
+                                ServerState::AwaitHandshake
+                                    | ServerState::AwaitAuth
+                                    | ServerState::AuthPending
+                            )
+                        )
+                })
+                .count();
+            assert!(held <= self.limits.per_source, "source {k} holds {held}");
+        }
+        if let Some(q) = self.limits.quota {
+            for a in 0..3 {
+                assert!(
+                    self.s.online(AccountId(a)) <= q as usize,
+                    "account {a} over quota"
+                );
+            }
+        }
         if self.shutdown {
             assert_eq!(self.s.connections(), 0, "connections left after shutdown");
             assert!(
@@ -300,6 +394,16 @@ impl H {
                 assert!(*cmd > CMD_RECONNECT);
             }
             App::HeartbeatEcho { .. } => assert_eq!(state, Some(ServerState::Authenticated)),
+            App::CompressedAuth { body, .. } | App::CompressedReconnect { body, .. } => {
+                assert_eq!(state, Some(ServerState::AuthPending));
+                let plain = tether_fuzz::lp_gunzip_login(body);
+                if let App::CompressedAuth { .. } = app {
+                    AuthRequest::decode(&plain).expect("a checked AuthRequest");
+                } else {
+                    let req = ReconnectRequest::decode(&plain).expect("a checked Reconnect");
+                    assert!(self.s.session_expires(req.session_id).is_some());
+                }
+            }
             other => panic!("unknown app value {other:?}"),
         }
     }
@@ -323,7 +427,7 @@ impl H {
                 Err(Error::AuthPending) => {
                     assert_eq!(self.s.state(conn), Some(ServerState::AuthPending));
                 }
-                Err(e) => panic!("handle_input: {e:?}"),
+                Err(e) => self.refused(conn, e),
             }
             return;
         }
@@ -339,7 +443,11 @@ impl H {
                     self.conns[c].rx = rx;
                     return;
                 }
-                Err(e) => panic!("open TCP connection {conn}: {e:?}"),
+                Err(e) => {
+                    self.refused(conn, e);
+                    self.conns[c].rx = rx;
+                    return;
+                }
                 Ok(r) => {
                     if let Some(app) = r.app() {
                         self.check_app(conn, app);
@@ -362,6 +470,78 @@ impl H {
             if !self.conns[c].open {
                 return;
             }
+        }
+    }
+
+    /// `handle_input` refused a packet of an authenticated connection: at the pending-request cap
+    /// or with the rate-limit refusals full (only while drains are held)
+    fn refused(&self, conn: u8, e: Error) {
+        assert_eq!(
+            self.s.state(conn),
+            Some(ServerState::Authenticated),
+            "{e:?}"
+        );
+        match e {
+            Error::TooManyInFlight => {
+                assert_eq!(self.s.pending_requests(conn), Some(self.limits.pending));
+            }
+            Error::QueueFull => {
+                assert!(self.limits.rate || self.limits.cmd_rate);
+                assert!(self.s.has_pending_output(conn));
+            }
+            e => panic!("open connection {conn}: {e:?}"),
+        }
+    }
+
+    /// Check what `accept_*` said against the quota
+    fn admitted(
+        &mut self,
+        c: u8,
+        state: Option<ServerState>,
+        res: Result<Admission, Error>,
+        id: &SessionId,
+        account: Option<AccountId>,
+    ) {
+        match res {
+            Ok(Admission::Granted { limit, online }) => {
+                assert_eq!(state, Some(ServerState::AuthPending));
+                let text = id.as_str().to_string();
+                if !self.sessions.contains(&text) {
+                    self.sessions.push(text);
+                }
+                let account = account.or(self.s.account(c));
+                self.conns[usize::from(c)].account = account;
+                if let (Some(q), Some(a)) = (self.limits.quota, account) {
+                    assert_eq!(limit, q);
+                    assert!(online >= 1 && online <= q);
+                    assert_eq!(self.s.online(a), online as usize);
+                }
+            }
+            Ok(Admission::OverQuota { limit, online }) => {
+                assert_eq!(state, Some(ServerState::AuthPending));
+                assert_eq!(Some(limit), self.limits.quota, "OverQuota without a quota");
+                assert!(online >= limit);
+                assert_eq!(self.s.state(c), Some(ServerState::Closing));
+            }
+            Ok(other) => panic!("accept: {other:?}"),
+            Err(Error::UnknownPeer) => assert_eq!(state, None),
+            Err(Error::Closed) => {
+                assert!(matches!(
+                    state,
+                    Some(ServerState::Closing | ServerState::Gone)
+                ))
+            }
+            // an Auth is pending but this is accept_reconnect (or the reverse), or nothing is
+            Err(Error::NotPending) => assert!(matches!(
+                state,
+                Some(
+                    ServerState::AwaitHandshake
+                        | ServerState::AwaitAuth
+                        | ServerState::Authenticated
+                        | ServerState::AuthPending
+                )
+            )),
+            Err(e) => panic!("accept: {e:?}"),
         }
     }
 
@@ -402,6 +582,24 @@ fn expires(r: &mut OpReader<'_>) -> i64 {
     }
 }
 
+/// The session id the application grants for `text`: a session id the harness granted before
+/// (hex text) is granted again (duplicates), anything else becomes 16 bytes derived from it
+fn session_id(text: &str) -> SessionId {
+    if text.len() == 32 && text.is_ascii() {
+        if let Ok(b) = (0..16)
+            .map(|i| u8::from_str_radix(&text[2 * i..2 * i + 2], 16))
+            .collect::<Result<Vec<u8>, _>>()
+        {
+            return SessionId::from_random_bytes(&b).expect("16 bytes");
+        }
+    }
+    let mut b = [0u8; 16];
+    for (i, x) in text.bytes().enumerate() {
+        b[i % 16] = b[i % 16].wrapping_mul(31).wrapping_add(x);
+    }
+    SessionId::from_random(b)
+}
+
 fn conn(r: &mut OpReader<'_>) -> u8 {
     r.u8() % IDS as u8
 }
@@ -427,7 +625,37 @@ fuzz_target!(|data: &[u8]| {
         1 => 0,
         _ => 65_000,
     }));
-    let _reserved = r.u8();
+    // the gateway's limits (this byte was reserved: old seeds have them off)
+    let extra = r.u8();
+    let mut limits = Limits {
+        quota: match extra & 3 {
+            1 => Some(1),
+            2 => Some(2),
+            _ => None,
+        },
+        rate: extra & 4 != 0,
+        cmd_rate: extra & 8 != 0,
+        tcp_heartbeats: extra & 16 != 0,
+        pending: if extra & 32 != 0 { 2 } else { 32 },
+        per_source: if extra & 64 != 0 { 1 } else { 4 },
+    };
+    config = config
+        .with_account_quota(limits.quota)
+        .with_max_pending_requests(limits.pending)
+        .with_max_unauthenticated_per_source(limits.per_source);
+    if limits.rate {
+        config = config.with_rate_limit(Some(RateLimit::per_second(2, 3)));
+    }
+    if limits.cmd_rate {
+        config = config.with_command_rate_limit(6, Some(RateLimit::per_second(1, 1)));
+    }
+    if limits.tcp_heartbeats {
+        config = config.with_tcp_heartbeat_interval(Some(Duration::from_secs(2)));
+    }
+    if extra & 128 != 0 {
+        config = config.with_max_auth_body(64);
+    }
+    limits.per_source = config.max_unauthenticated_per_source();
     let mut h = H {
         hold: 0,
         was_held: false,
@@ -438,6 +666,7 @@ fuzz_target!(|data: &[u8]| {
         sessions: Vec::new(),
         shutdown: false,
         shutdown_reported: false,
+        limits,
     };
     if flags & 2 != 0 {
         // Unix ms 1.7e12 at the caller's epoch
@@ -592,29 +821,32 @@ fuzz_target!(|data: &[u8]| {
             }
             13 => {
                 let c = conn(&mut r);
-                let tcp = r.u8() & 1 == 0;
+                let sel = r.u8();
+                let tcp = sel & 1 == 0;
+                let source = match (sel >> 1) & 3 {
+                    0 => Source::UNKNOWN,
+                    k => Source::from_bytes([k; 16]),
+                };
                 let transport = if tcp {
                     Transport::Tcp
                 } else {
                     Transport::WebSocket
                 };
                 let open = h.conns[usize::from(c)].open;
-                let (connections, unauth) = (h.s.connections(), h.s.unauthenticated());
-                match h.s.handle_connected(now, c, transport) {
+                let connections = h.s.connections();
+                match h.s.handle_connected(now, c, transport, source) {
                     Ok(()) => {
                         assert!(!open, "handle_connected accepted live id {c}");
                         assert!(!h.shutdown);
                         h.conns[usize::from(c)] = ConnView {
                             open: true,
                             tcp,
+                            source,
                             ..ConnView::default()
                         };
                     }
                     Err(Error::AlreadyConnected) => assert!(open),
                     Err(Error::TableFull) => assert_eq!(connections, PEERS),
-                    Err(Error::TooManyUnauthenticated) => {
-                        assert!(unauth >= h.s.config().max_unauthenticated())
-                    }
                     Err(Error::Closed) => assert!(h.shutdown),
                     Err(e) => panic!("handle_connected: {e:?}"),
                 }
@@ -632,46 +864,15 @@ fuzz_target!(|data: &[u8]| {
                 // accept auth / reconnect
                 let c = conn(&mut r);
                 let sid = h.session(&mut r);
-                let grant = SessionGrant {
-                    session_id: &sid,
-                    expires: expires(&mut r),
-                    limit: 10,
-                    online: 1,
-                };
+                let id = session_id(&sid);
+                let grant = Grant::new(id.clone(), expires(&mut r)).with_limit_online(10, 1);
                 let state = h.s.state(c);
                 let res = if op & 31 == 15 {
                     h.s.accept_auth(now, c, grant)
                 } else {
                     h.s.accept_reconnect(now, c, grant)
                 };
-                match res {
-                    Ok(()) => {
-                        assert_eq!(state, Some(ServerState::AuthPending));
-                        if !h.sessions.contains(&sid) {
-                            h.sessions.push(sid);
-                        }
-                    }
-                    Err(Error::UnknownPeer) => assert_eq!(state, None),
-                    Err(Error::EmptySessionId) => assert!(sid.is_empty()),
-                    Err(Error::TooLong { len, max }) => assert!(len > max && max == 64),
-                    Err(Error::Closed) => {
-                        assert!(matches!(
-                            state,
-                            Some(ServerState::Closing | ServerState::Gone)
-                        ))
-                    }
-                    // an Auth is pending but this is accept_reconnect (or the reverse), or nothing is
-                    Err(Error::NotPending) => assert!(matches!(
-                        state,
-                        Some(
-                            ServerState::AwaitHandshake
-                                | ServerState::AwaitAuth
-                                | ServerState::Authenticated
-                                | ServerState::AuthPending
-                        )
-                    )),
-                    Err(e) => panic!("accept: {e:?}"),
-                }
+                h.admitted(c, state, res, &id, None);
             }
             17 | 18 => {
                 let c = conn(&mut r);
@@ -690,6 +891,7 @@ fuzz_target!(|data: &[u8]| {
                     assert_eq!(res, Err(Error::SuccessStatus));
                 } else if res.is_ok() {
                     assert_eq!(state, Some(ServerState::AuthPending));
+                    h.conns[usize::from(c)].app_rejected = true;
                 }
             }
             19 => {
@@ -824,6 +1026,96 @@ fuzz_target!(|data: &[u8]| {
                 // skip the drains of the next 1..=4 ops
                 h.hold = r.u8() % 4 + 1;
                 continue;
+            }
+            27 => {
+                // accept with an account (the quota counts it)
+                let c = conn(&mut r);
+                let sel = r.u8();
+                let account = AccountId(u64::from(sel % 3));
+                let sid = h.session(&mut r);
+                let id = session_id(&sid);
+                let grant = Grant::new(id.clone(), expires(&mut r)).with_account(account);
+                let state = h.s.state(c);
+                let res = if sel & 0x80 == 0 {
+                    h.s.accept_auth(now, c, grant)
+                } else {
+                    h.s.accept_reconnect(now, c, grant)
+                };
+                h.admitted(c, state, res, &id, Some(account));
+            }
+            28 => {
+                // a gzip'd Reconnect request
+                let c = conn(&mut r);
+                let rid = u32::from(r.u16());
+                let sid = h.session(&mut r);
+                let body = tether_fuzz::lp_maybe_gzip(
+                    true,
+                    tether_fuzz::lp_encode(&ReconnectRequest::new(&sid, Metadata::EMPTY)),
+                );
+                h.input(
+                    now,
+                    c,
+                    &tether_fuzz::lp_emit(
+                        &Packet::request(CMD_RECONNECT, RequestId(rid), 5_000, &body)
+                            .with_gzip(true),
+                    ),
+                );
+            }
+            29 => {
+                // a burst of business requests (one read on TCP, one message each on WebSocket)
+                let c = conn(&mut r);
+                let cmd = if r.u8() & 1 == 0 { 6 } else { 11 };
+                let n = r.u8() % 8 + 1;
+                let rid = u32::from(r.u16());
+                let reqs: Vec<Vec<u8>> = (0..u32::from(n))
+                    .map(|k| {
+                        tether_fuzz::lp_emit(&Packet::request(cmd, RequestId(rid + k), 0, b"x"))
+                    })
+                    .collect();
+                if h.conns[usize::from(c)].tcp {
+                    h.input(now, c, &reqs.concat());
+                } else {
+                    for q in reqs {
+                        h.input(now, c, &q);
+                    }
+                }
+            }
+            30 => {
+                // the client answers the server's last heartbeat (or a wrong id)
+                let c = conn(&mut r);
+                let wrong = r.u8() & 1 != 0;
+                let v = &h.conns[usize::from(c)];
+                let (id, body) = v.server_hb.clone().unwrap_or((7, vec![8, 1]));
+                let id = if wrong { id.wrapping_add(1) } else { id };
+                if v.tcp {
+                    let resp = tether_fuzz::lp_emit(&Packet::response(
+                        CMD_HEARTBEAT,
+                        RequestId(id),
+                        Status::Success,
+                        &body,
+                    ));
+                    h.input(now, c, &resp);
+                } else {
+                    let mut payload = body;
+                    if wrong {
+                        payload.push(0);
+                    }
+                    h.s.handle_frame(now, c, FrameKind::WsPong, &payload);
+                }
+            }
+            31 => {
+                // a header announcing a large body (an Auth before authentication, a business
+                // request after), nothing of the body
+                let c = conn(&mut r);
+                let len = u32::from(r.u16()) * 64;
+                let cmd = if h.s.state(c) == Some(ServerState::Authenticated) {
+                    6
+                } else {
+                    CMD_AUTH
+                };
+                let mut header = vec![0x01, cmd, 0, 0, 0, 1, 0, 0];
+                header.extend_from_slice(&len.to_be_bytes()[1..]);
+                h.input(now, c, &header);
             }
             _ => {}
         }

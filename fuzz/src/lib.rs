@@ -520,6 +520,20 @@ pub fn game_chunks(
     buf
 }
 
+/// `packet` (a game control or chunk packet) with everything after its header Huffman-compressed
+/// and the compression flag set, as a vanilla 0.6.4 peer sends it (or DDNet a chunk packet)
+pub fn game_compress(packet: &[u8]) -> Vec<u8> {
+    let Some((head, body)) = packet.split_first_chunk::<3>() else {
+        return packet.to_vec();
+    };
+    let mut out = vec![0u8; 3 + tether_net::game::huffman::compressed_len(body)];
+    out[..3].copy_from_slice(head);
+    out[0] |= 0x80;
+    let n = tether_net::game::huffman::compress(body, &mut out[3..]).expect("exact buffer");
+    out.truncate(3 + n);
+    out
+}
+
 /// Check a CLOSE reason a game machine handed out: at most 127 bytes, no NUL, borrowed from
 /// the `datagram` that carried it
 pub fn game_check_reason(reason: tether_net::PeerText<'_>, datagram: &[u8]) {
@@ -553,6 +567,16 @@ pub fn lp_maybe_gzip(gz: bool, body: Vec<u8>) -> Vec<u8> {
     }
     let mut out = vec![0u8; stored_len(body.len())];
     let n = gzip_stored(&body, &mut out).expect("exact buffer");
+    out.truncate(n);
+    out
+}
+
+/// The inflated body of a gzip'd Auth/Reconnect the server handed over (it checked that it
+/// inflates within `MAX_INFLATED_LOGIN`)
+pub fn lp_gunzip_login(body: &[u8]) -> Vec<u8> {
+    use tether_net::longport::{gzip::gunzip, MAX_INFLATED_LOGIN};
+    let mut out = vec![0u8; MAX_INFLATED_LOGIN];
+    let n = gunzip(body, &mut out).expect("a login the server accepted inflates");
     out.truncate(n);
     out
 }

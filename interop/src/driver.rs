@@ -184,11 +184,8 @@ async fn on_item(server: &LongPortServer, config: &Config, item: ServerItem) {
     let ttl = i64::try_from(config.session_ttl.as_millis()).unwrap_or(i64::MAX);
     let grant = || {
         let connections = u32::try_from(PEERS).unwrap_or(u32::MAX);
-        Grant::new(
-            format!("tether-{}", random_session_id()),
-            unix_ms().saturating_add(ttl),
-        )
-        .with_quota(connections, 0)
+        Grant::new(random_session_id(), unix_ms().saturating_add(ttl))
+            .with_limit_online(connections, 0)
     };
     match item {
         ServerItem::Accepted {
@@ -208,8 +205,11 @@ async fn on_item(server: &LongPortServer, config: &Config, item: ServerItem) {
             ));
             let r = if token == config.token {
                 let g = grant();
-                log(format!("conn {peer}: auth ok, session {}", g.session_id));
-                server.accept_auth(peer, g).await
+                log(format!(
+                    "conn {peer}: auth ok, session {}",
+                    g.session_id().as_str()
+                ));
+                server.accept_auth(peer, g).await.map(|_| ())
             } else {
                 log(format!("conn {peer}: auth rejected (wrong token)"));
                 server
@@ -234,7 +234,7 @@ async fn on_item(server: &LongPortServer, config: &Config, item: ServerItem) {
             let g = grant();
             log(format!(
                 "conn {peer}: reconnect rid {request_id}: {session_id} -> {}",
-                g.session_id
+                g.session_id().as_str()
             ));
             if let Err(e) = server.accept_reconnect(peer, g).await {
                 log(format!("conn {peer}: accept_reconnect failed: {e}"));

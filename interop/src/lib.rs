@@ -10,8 +10,8 @@
 //!
 //! * Auth: the token must equal [`Config::token`] exactly; anything else is rejected with status
 //!   5 (Unauthenticated) and `Error{401, "invalid token"}`, after which the machine pushes
-//!   `Close{AuthError}` and sends a WebSocket Close 1008. Session ids are `tether-` and 128
-//!   bits from the OS random source (they are bearer secrets).
+//!   `Close{AuthError}` and sends a WebSocket Close 1008. Session ids are 128 bits from
+//!   the OS random source, 32 hex digits on the wire (they are bearer secrets).
 //! * Reconnect: a session the machine still knows is accepted with a fresh session id.
 //! * Business requests (cmd ≥ 4) are answered with status 0 and the request body echoed
 //!   byte-for-byte (gzip flag kept).

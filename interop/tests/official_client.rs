@@ -111,7 +111,11 @@ async fn auth_with_the_right_token_grants_a_session() {
         .expect("request_auth timed out")
         .expect("request_auth failed");
     assert!(
-        session.session_id.starts_with("tether-"),
+        session.session_id.len() == 32
+            && session
+                .session_id
+                .bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)),
         "{}",
         session.session_id
     );

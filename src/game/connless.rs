@@ -667,6 +667,109 @@ impl<'a> ServerInfo<'a> {
     }
 }
 
+/// What a server says about itself in a server-info answer, whatever form the request had
+///
+/// [`InfoContent::answer`] turns it into the answer a request asks for. A game server keeps one
+/// of these (name, map, version, player counts, the client list) and hands it to
+/// [`Server::answer_info`](super::Server::answer_info).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub struct InfoContent<'a> {
+    /// Game version, e.g. `0.6.4, 16.4`
+    pub version: Str<'a>,
+    /// Server name
+    pub name: Str<'a>,
+    /// Map name
+    pub map: Str<'a>,
+    /// CRC32 of the map file (only the extended answer carries it)
+    pub map_crc: u32,
+    /// Map size in bytes (only the extended answer carries it)
+    pub map_size: i32,
+    /// Game type, e.g. `DDraceNetwork`
+    pub game_type: Str<'a>,
+    /// Bit 0: password required
+    pub flags: i32,
+    /// Players in game
+    pub num_players: i32,
+    /// Player slots
+    pub max_players: i32,
+    /// Clients (players and spectators)
+    pub num_clients: i32,
+    /// Client slots
+    pub max_clients: i32,
+    /// The clients, as many of them as fit are listed
+    pub clients: &'a [ClientInfo<'a>],
+}
+
+/// Most clients an `inf3` answer lists (DDNet 16.4)
+pub const INF3_MAX_CLIENTS: usize = 16;
+/// Most clients a `dtsf` answer lists per packet (DDNet 16.4)
+pub const DTSF_MAX_CLIENTS: usize = 24;
+
+impl<'a> InfoContent<'a> {
+    /// The answer to `request`, in one datagram: `inf3` for a vanilla `gie3`, `iext` for a
+    /// `gie3` with the "xe" header, `dtsf` for `fstd`; with the request's token and, when
+    /// `with_clients`, as many clients as fit into [`MAX_PACKET_LEN`] bytes (`inf3` at most 16,
+    /// `dtsf` at most 24, as DDNet 16.4). Clients that do not fit are left out (DDNet would send
+    /// further `iex+` / `dtsf` packets).
+    ///
+    /// ```
+    /// use tether_net::game::connless::{InfoContent, InfoKind, InfoRequest, InfoRequestKind};
+    /// use tether_net::game::packer::Str;
+    /// let content = InfoContent {
+    ///     version: Str::new("0.6.4, tether"), name: Str::new("my server"), map: Str::new("Tutorial"),
+    ///     map_crc: 0x8d4c6486, map_size: 1_082_711, game_type: Str::new("DM"), flags: 0,
+    ///     num_players: 0, max_players: 8, num_clients: 0, max_clients: 8, clients: &[],
+    /// };
+    /// let request = InfoRequest { kind: InfoRequestKind::Info, extended: true, token: 0x123456 };
+    /// let answer = content.answer(&request, true);
+    /// assert_eq!(answer.token, 0x123456);
+    /// assert!(matches!(answer.kind, InfoKind::Extended { map_size: 1_082_711, .. }));
+    /// ```
+    #[must_use]
+    pub fn answer(&self, request: &InfoRequest, with_clients: bool) -> ServerInfo<'a> {
+        let (kind, cap) = match (request.kind, request.extended) {
+            (InfoRequestKind::Legacy64, _) => (InfoKind::Legacy64 { offset: 0 }, DTSF_MAX_CLIENTS),
+            (InfoRequestKind::Info, true) => (
+                InfoKind::Extended {
+                    map_crc: self.map_crc,
+                    map_size: self.map_size,
+                },
+                usize::MAX,
+            ),
+            (InfoRequestKind::Info, false) => (InfoKind::Vanilla, INF3_MAX_CLIENTS),
+        };
+        let mut info = ServerInfo {
+            kind,
+            token: request.answer_token(),
+            version: self.version,
+            name: self.name,
+            map: self.map,
+            game_type: self.game_type,
+            flags: self.flags,
+            num_players: self.num_players,
+            max_players: self.max_players,
+            num_clients: self.num_clients,
+            max_clients: self.max_clients,
+            clients: ClientList::EMPTY,
+        };
+        if with_clients {
+            let extended = matches!(kind, InfoKind::Extended { .. });
+            let mut len = info.buffer_len();
+            let mut n = 0;
+            for c in self.clients.iter().take(cap) {
+                len += c.wire_len(extended);
+                if len > MAX_PACKET_LEN {
+                    break;
+                }
+                n += 1;
+            }
+            info.clients = ClientList::from_slice(self.clients.get(..n).unwrap_or(&[]));
+        }
+        info
+    }
+}
+
 /// A further packet of an extended answer (`iex+`): the clients that did not fit into `iext`
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]

@@ -37,6 +37,11 @@ pub enum Error {
     /// [`Client::connect`](super::Client::connect) was already called (a client connects once;
     /// make a new one to reconnect)
     AlreadyStarted,
+    /// The connection's resend buffer has no room for another vital chunk: the peer has not
+    /// acknowledged enough of the chunks sent. Draining does not help; wait for its acks (the
+    /// next `handle_input`), or close (vanilla 0.6 closes with "too weak connection (out of
+    /// buffer)"). Nothing was queued.
+    TooManyInFlight,
 }
 
 impl fmt::Display for Error {
@@ -53,6 +58,9 @@ impl fmt::Display for Error {
                 write!(f, "packet too long: {len} bytes, at most {max}")
             }
             Error::AlreadyStarted => f.write_str("connect already called on this client"),
+            Error::TooManyInFlight => {
+                f.write_str("resend buffer full: too many vital chunks not acknowledged yet")
+            }
         }
     }
 }

@@ -37,6 +37,10 @@
 //! lookups share one refill of a 64-bit bit buffer, and each stores 8 bytes at once. The encoder
 //! looks up one packed code word per byte and writes the output four bytes at a time.
 //!
+//! For flash-constrained targets the cargo feature `small-huffman` replaces the table-driven
+//! decoder by a bit-by-bit walk of the tree (the tree's 1 KiB instead of the 5 KiB of tables;
+//! same results, several times slower); the encoder and its 1 KiB code table stay.
+//!
 //! ```
 //! use tether_net::game::huffman::{compress, compressed_len, decompress};
 //!
@@ -103,14 +107,18 @@ static CODES: [u32; SYMBOLS] = build_codes();
 
 /// Bits the decoder looks up at once: 12 (40 KiB of tables) on 64-bit targets, 9 (5 KiB) on
 /// smaller ones, where flash is scarce and the 64-bit arithmetic of the fast path is slow anyway
+#[cfg(not(feature = "small-huffman"))]
 const LOOKUP_BITS: u32 = if cfg!(target_pointer_width = "64") {
     12
 } else {
     9
 };
+#[cfg(not(feature = "small-huffman"))]
 const _: () = assert!(3 * LOOKUP_BITS + MAX_CODE_LEN <= 56 && 4 * LOOKUP_BITS <= 56);
+#[cfg(not(feature = "small-huffman"))]
 const LOOKUP_MASK: u64 = (1 << LOOKUP_BITS) - 1;
 /// Most whole symbols one table entry holds
+#[cfg(not(feature = "small-huffman"))]
 const MAX_RUN: u32 = 8;
 
 // Two tables share the lookup index: SYMS (u64) holds up to 8 decoded bytes, first in the lowest
@@ -120,13 +128,18 @@ const MAX_RUN: u32 = 8;
 //   bits 8..12   number of bytes (0..=8)
 //   bit 12       META_EOF: EOF follows the bytes within the lookup bits
 //   LONG entries (no symbol ends within the lookup bits) have count 0 and no EOF
+#[cfg(not(feature = "small-huffman"))]
 const META_COUNT_SHIFT: u32 = 8;
+#[cfg(not(feature = "small-huffman"))]
 const META_EOF: u16 = 1 << 12;
 
 /// The multi-symbol decode tables, indexed by the next [`LOOKUP_BITS`] input bits (first bit in
 /// bit 0)
+#[cfg(not(feature = "small-huffman"))]
 const DECODE: ([u64; 1 << LOOKUP_BITS], [u16; 1 << LOOKUP_BITS]) = build_decode();
+#[cfg(not(feature = "small-huffman"))]
 static SYMS: [u64; 1 << LOOKUP_BITS] = DECODE.0;
+#[cfg(not(feature = "small-huffman"))]
 static META: [u16; 1 << LOOKUP_BITS] = DECODE.1;
 
 /// Build the tree from [`FREQUENCIES`] (EOF frequency 1) with DDNet's tie-breaking
@@ -209,6 +222,7 @@ const fn build_codes() -> [u32; SYMBOLS] {
 }
 
 /// Build the multi-symbol decode tables
+#[cfg(not(feature = "small-huffman"))]
 const fn build_decode() -> ([u64; 1 << LOOKUP_BITS], [u16; 1 << LOOKUP_BITS]) {
     let mut syms_table = [0u64; 1 << LOOKUP_BITS];
     let mut meta_table = [0u16; 1 << LOOKUP_BITS];
@@ -448,13 +462,23 @@ pub fn compress(input: &[u8], out: &mut [u8]) -> Result<usize, CompressError> {
 
 /// Decompress `input` into `out`; returns the number of bytes written
 ///
-/// Decoding stops at the EOF symbol; bytes after it are ignored (DDNet 16.4 writes a `00` byte
+/// With the `small-huffman` feature this is the bit-by-bit decoder (1 KiB of tree instead of the
+/// lookup tables; several times slower), else the table-driven one. Decoding stops at the EOF
+/// symbol; bytes after it are ignored (DDNet 16.4 writes a `00` byte
 /// there when the stream ends on a byte boundary, newer versions do not).
 ///
 /// # Errors
 /// [`DecompressError::OutputFull`] when the decoded data does not fit into `out`;
 /// [`DecompressError::Truncated`] when `input` ends before EOF. Either way the contents of `out`
 /// are unspecified.
+#[cfg(feature = "small-huffman")]
+pub fn decompress(input: &[u8], out: &mut [u8]) -> Result<usize, DecompressError> {
+    let limit = out.len();
+    decode_bits(input, limit, out, &mut [0; 4])
+}
+
+/// The table-driven decoder (see "Speed" in the module docs)
+#[cfg(not(feature = "small-huffman"))]
 pub fn decompress(input: &[u8], out: &mut [u8]) -> Result<usize, DecompressError> {
     let input_bits = input.len() * 8;
     // inputs shorter than one 8-byte load are decoded from a zero-padded copy
@@ -586,10 +610,84 @@ pub fn decompress(input: &[u8], out: &mut [u8]) -> Result<usize, DecompressError
     }
 }
 
+/// Decode `input` bit by bit: the first `out.len()` bytes go to `out`, the last four to `tail`
+/// (shifted in), at most `limit` bytes in all; returns the decoded length (the same result and
+/// errors as [`decompress`] into a `limit`-byte buffer). One function (not generic) serves
+/// [`decompressed_tail`], [`decompress_prefix`] and the `small-huffman` [`decompress`], so the
+/// loop exists once in a firmware.
+#[inline(never)]
+fn decode_bits(
+    input: &[u8],
+    limit: usize,
+    out: &mut [u8],
+    tail: &mut [u8; 4],
+) -> Result<usize, DecompressError> {
+    let mut node = ROOT;
+    let mut n = 0usize;
+    for &byte in input {
+        for bit in 0..8 {
+            node = child(node, u64::from(byte >> bit));
+            if node == EOF {
+                return Ok(n);
+            }
+            if (node as usize) < SYMBOLS {
+                if n == limit {
+                    return Err(DecompressError::OutputFull { limit });
+                }
+                let b = node as u8;
+                if let Some(o) = out.get_mut(n) {
+                    *o = b;
+                }
+                *tail = [tail[1], tail[2], tail[3], b];
+                n += 1;
+                node = ROOT;
+            }
+        }
+    }
+    Err(DecompressError::Truncated { decoded: n })
+}
+
+/// The decompressed length of `input` and its last four bytes (fewer are zero-filled at the
+/// front), found without an output buffer
+///
+/// This is how a receiver that does not want the decompressed data checks the security token of a
+/// compressed chunk packet: DDNet appends the token before compressing, so it is the last four
+/// decompressed bytes. The limit is [`MAX_DECOMPRESSED_LEN`]. Slower than [`decompress`] (one
+/// tree step per bit).
+///
+/// ```
+/// use tether_net::game::huffman::{compress, decompressed_tail};
+/// let mut packed = [0u8; 32];
+/// let n = compress(&[0, 0, 0, 0, 0x12, 0x34, 0x56, 0x78], &mut packed).unwrap();
+/// assert_eq!(decompressed_tail(&packed[..n]), Ok((8, [0x12, 0x34, 0x56, 0x78])));
+/// ```
+///
+/// # Errors
+/// As [`decompress`] with a [`MAX_DECOMPRESSED_LEN`]-byte output buffer.
+pub fn decompressed_tail(input: &[u8]) -> Result<(usize, [u8; 4]), DecompressError> {
+    let mut tail = [0u8; 4];
+    let n = decode_bits(input, MAX_DECOMPRESSED_LEN, &mut [], &mut tail)?;
+    Ok((n, tail))
+}
+
+/// Decompress the first `out.len()` bytes of `input` into `out` and return the whole
+/// decompressed length (at most [`MAX_DECOMPRESSED_LEN`]; the rest is decoded and dropped)
+///
+/// For small messages in a possibly longer stream, e.g. a vanilla 0.6.4 peer's compressed
+/// CLOSE, whose reason a receiver keeps to 127 bytes anyway.
+///
+/// # Errors
+/// As [`decompress`] with a [`MAX_DECOMPRESSED_LEN`]-byte output buffer; the contents of `out`
+/// are then unspecified.
+pub fn decompress_prefix(input: &[u8], out: &mut [u8]) -> Result<usize, DecompressError> {
+    decode_bits(input, MAX_DECOMPRESSED_LEN, out, &mut [0; 4])
+}
+
 /// The [`DecompressError::Truncated`] of a fast-path decode that read `end` bits (the end of
 /// its last symbol) while the input has only `input_bits`: the symbols that end past the input
 /// were decoded from padding and are not counted
 #[cold]
+#[cfg(not(feature = "small-huffman"))]
 fn truncated(out: &[u8], mut o: usize, mut end: usize, input_bits: usize) -> DecompressError {
     while end > input_bits && o > 0 {
         o -= 1;
@@ -607,6 +705,7 @@ fn truncated(out: &[u8], mut o: usize, mut end: usize, input_bits: usize) -> Dec
 /// the input's end). Invariant: `buf` holds `nbits` bits in its low bits; the bits above them are
 /// zero or the bits of the bytes starting at `pos` (zero past the end), so fetching those bytes
 /// again is harmless.
+#[cfg(not(feature = "small-huffman"))]
 struct BitReader<'a> {
     input: &'a [u8],
     len: usize,
@@ -617,6 +716,7 @@ struct BitReader<'a> {
 
 /// The 8 bytes of `b` at `at` as a little-endian word (zero when out of range)
 #[inline(always)]
+#[cfg(not(feature = "small-huffman"))]
 fn load(b: &[u8], at: usize) -> u64 {
     b.get(at..at + 8).map_or(0, |w| {
         let mut a = [0u8; 8];
@@ -625,6 +725,7 @@ fn load(b: &[u8], at: usize) -> u64 {
     })
 }
 
+#[cfg(not(feature = "small-huffman"))]
 impl BitReader<'_> {
     /// Bits taken out of the buffer so far
     #[inline(always)]
@@ -776,5 +877,81 @@ mod tests {
             decompress(&input, &mut small),
             Err(DecompressError::OutputFull { limit: 3 })
         );
+    }
+
+    #[test]
+    fn tail_and_prefix_agree_with_decompress() {
+        let inputs: [&[u8]; 5] = [
+            &[],
+            &[0x12],
+            &[0, 0, 0, 0, 0x12, 0x34, 0x56, 0x78],
+            b"\x04Server shutdown\0",
+            &[0xff; 200],
+        ];
+        for plain in inputs {
+            let mut packed = [0u8; 512];
+            let n = compress(plain, &mut packed).unwrap();
+            let mut out = [0u8; MAX_DECOMPRESSED_LEN];
+            let m = decompress(&packed[..n], &mut out).unwrap();
+            let mut tail = [0u8; 4];
+            let k = m.min(4);
+            tail[4 - k..].copy_from_slice(&out[m - k..m]);
+            assert_eq!(decompressed_tail(&packed[..n]), Ok((m, tail)));
+            let mut prefix = [0u8; 6];
+            assert_eq!(decompress_prefix(&packed[..n], &mut prefix), Ok(m));
+            assert_eq!(&prefix[..m.min(6)], &out[..m.min(6)]);
+        }
+        // errors as decompress's: truncated, and the zero-bit bomb stopped at the limit
+        assert_eq!(
+            decompressed_tail(&[0u8; 4]),
+            Err(DecompressError::Truncated { decoded: 6 })
+        );
+        assert_eq!(
+            decompressed_tail(&[0u8; 1390]),
+            Err(DecompressError::OutputFull {
+                limit: MAX_DECOMPRESSED_LEN
+            })
+        );
+    }
+
+    #[test]
+    fn bit_by_bit_decoder_agrees_with_the_tables() {
+        // the `small-huffman` decoder (decode_each) against the default one, on arbitrary bytes
+        // and on real streams, for several output limits
+        let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
+        let mut next = || {
+            x ^= x >> 12;
+            x ^= x << 25;
+            x ^= x >> 27;
+            x.wrapping_mul(0x2545_F491_4F6C_DD1D)
+        };
+        for round in 0..3000 {
+            let len = (next() % 64) as usize;
+            let mut input = [0u8; 64];
+            for b in input.iter_mut().take(len) {
+                *b = next() as u8;
+            }
+            let input = if round % 2 == 0 {
+                let mut packed = [0u8; 200];
+                let n = compress(&input[..len], &mut packed).unwrap();
+                let mut v = heapless::Vec::<u8, 200>::new();
+                let _ = v.extend_from_slice(&packed[..n]);
+                v
+            } else {
+                let mut v = heapless::Vec::<u8, 200>::new();
+                let _ = v.extend_from_slice(&input[..len]);
+                v
+            };
+            for limit in [0usize, 3, 17, 64, 300] {
+                let mut a = [0u8; 300];
+                let mut b = [0u8; 300];
+                let fast = decompress(&input, &mut a[..limit]);
+                let slow = decode_bits(&input, limit, &mut b[..limit], &mut [0; 4]);
+                assert_eq!(fast, slow, "input {:02x?} limit {limit}", input.as_slice());
+                if let Ok(n) = fast {
+                    assert_eq!(&a[..n], &b[..n]);
+                }
+            }
+        }
     }
 }

@@ -1,12 +1,26 @@
-//! Teeworlds 0.6 / DDNet UDP control plane: KEEP_ALIVE, CONNECT, CONNECT_ACCEPT, ACCEPT, CLOSE
+//! Teeworlds 0.6 / DDNet over UDP: the control plane (KEEP_ALIVE, CONNECT, CONNECT_ACCEPT,
+//! ACCEPT, CLOSE) and an opt-in chunk layer (vital reliability, Huffman, system messages)
 //!
 //! * [`wire`]: byte layout (header, control messages, chunk pass-through, ack rule), no state.
 //! * [`token`]: stateless DDNet security tokens keyed by a server [`TokenSecret`].
+//! * [`chunk`], [`huffman`], [`packer`], [`msg`], [`connless`], [`vital`]: the chunk layer's
+//!   codecs and its reliable channel.
 //! * [`Client`]: connects (DDNet token form by default, vanilla on request), keeps the
-//!   connection alive, detects timeouts, closes with a reason.
+//!   connection alive, detects timeouts, closes with a reason; recovers from forged
+//!   CONNECT_ACCEPTs; queries server info.
 //! * [`Server`]: admits DDNet clients statelessly (no state before a valid ACCEPT, no reply
 //!   larger than its request), handles vanilla clients by [`VanillaPolicy`], keeps up to `PEERS`
-//!   peers alive, closes peers and shuts down.
+//!   peers alive, closes peers and shuts down; resets a peer on DDNet's "rejoin"; hands
+//!   server-info requests to the application within a rate limit.
+//! * The chunk layer is a choice in the type: `Client<EVENTS, L>` / `Server<P, PEERS, EVENTS, L>`
+//!   with `L` = [`ControlOnly`] (default: chunk packets pass through, no extra memory) or
+//!   [`Reliable`] (a vital channel per connection: in-order exactly-once delivery, resends,
+//!   compression; see [`Reliable`]).
+//! * [`join`]: the join of a server (INFO, map download with CRC check, READY, ENTERGAME) as a
+//!   helper over a [`Reliable`] client.
+//! * [`serve`]: the server side of a join (version check, map announcement, map download from a
+//!   caller byte source with DDNet's window, ready-to-enter, ENTERGAME) as a helper per peer of
+//!   a [`Reliable`] server; [`sha256`] for the map hash DDNet clients check.
 //!
 //! Both machines follow the crate's run loop with inherent methods (`handle_input`,
 //! `handle_timeout`, `poll_transmit`, `poll_event`, `poll_timeout`) and implement
@@ -14,14 +28,18 @@
 //!
 //! | machine | commands | events | errors |
 //! |---|---|---|---|
-//! | [`Client`] | `connect`, `close(now, reason)`, `send_chunks`, `set_ack`, `set_sequence` | [`ClientEvent`]`::{Connected { token }, Closed { cause }}` | [`Error`]`::{QueueFull, NotOpen, Closed, BufferTooSmall, TooLong, AlreadyStarted}` |
-//! | [`Server`] | `close(now, peer, reason)`, `shutdown(now, reason)`, `send_chunks`, `set_ack`, `set_sequence` | [`ServerEvent`]`::{Connected { peer, token }, Closed { peer, cause }, ShutdownComplete}` | [`Error`]`::{QueueFull, UnknownPeer, NotOpen, Closed, BufferTooSmall, TooLong}` |
+//! | [`Client`] | `connect`, `close(now, reason)`, `request_info`; [`ControlOnly`]: `send_chunks`, `set_ack`, `set_sequence`; [`Reliable`]: `send_vital`, `send_non_vital`, `poll_chunk` | [`ClientEvent`]`::{Connected { token }, Closed { cause }}` | [`Error`]`::{QueueFull, NotOpen, Closed, BufferTooSmall, TooLong, AlreadyStarted, TooManyInFlight}` |
+//! | [`Server`] | `close(now, peer, reason)`, `shutdown(now, reason)`, `answer_info`; [`ControlOnly`]: `send_chunks`, `set_ack`, `set_sequence`; [`Reliable`]: `send_vital`, `send_non_vital`, `poll_chunk` | [`ServerEvent`]`::{Connected { peer, token }, Closed { peer, cause }, Rejoined { peer }, ShutdownComplete}` | [`Error`]`::{QueueFull, UnknownPeer, NotOpen, Closed, BufferTooSmall, TooLong, TooManyInFlight}` |
 //!
-//! Application data comes back borrowed from `handle_input` as [`ClientApp`] / [`ServerApp`]:
-//! chunk packets ([`wire::ChunkPacket`]) and the reason of a peer's CLOSE (a
-//! [`PeerText`](crate::PeerText)). The machines do not implement vital-chunk sequencing: the
-//! application reports its ack (`set_ack`) and sequence (`set_sequence`), and the machines put
-//! the ack on every packet and check incoming acks with [`wire::ack_in_range`].
+//! Application data comes back borrowed: from `handle_input` as [`ClientApp`] / [`ServerApp`] —
+//! chunk packets ([`wire::ChunkPacket`], [`ControlOnly`]), the reason of a peer's CLOSE (a
+//! [`PeerText`](crate::PeerText)), server-info answers and requests — and with [`Reliable`] the
+//! delivered chunks from `poll_chunk`, borrowed from the machine. With [`ControlOnly`] the
+//! machines do not implement vital-chunk sequencing: the application reports its ack
+//! (`set_ack`) and sequence (`set_sequence`), and the machines put the ack on every packet and
+//! check incoming acks with [`wire::ack_in_range`]. Every packet with the compression flag is
+//! decompressed (or, with [`ControlOnly`], decoded in passing) before its token and ack are
+//! checked.
 //!
 //! Defaults: the client sends a KEEP_ALIVE after 250 ms without sending, the server after 1 s
 //! (DDNet and vanilla 0.6 send one after 1 s of silence on both sides); both time out after 10 s
@@ -62,9 +80,13 @@ pub mod connless;
 mod error;
 mod event;
 pub mod huffman;
+pub mod join;
+mod layer;
 pub mod msg;
 pub mod packer;
+pub mod serve;
 mod server;
+pub mod sha256;
 pub mod token;
 pub mod vital;
 pub mod wire;
@@ -72,6 +94,7 @@ pub mod wire;
 pub use client::{Client, ClientConfig, ClientState, ClientStats};
 pub use error::Error;
 pub use event::{ClientApp, ClientEvent, CloseCause, ServerApp, ServerEvent};
+pub use layer::{ChunkConfig, ControlOnly, Layer, Reliable};
 pub use server::{
     Server, ServerConfig, ServerState, ServerStats, VanillaPolicy, CLOSE_QUEUE_LEN,
     SERVER_FULL_REASON, STATELESS_QUEUE_LEN,
@@ -90,14 +113,15 @@ fn count(counter: &mut u64) {
     *counter = counter.saturating_add(1);
 }
 
-/// A local CLOSE reason kept until its CLOSE is written: at most [`wire::MAX_REASON_LEN`] bytes
-type LocalReason = heapless::String<{ wire::MAX_REASON_LEN }>;
+/// A CLOSE reason kept until its CLOSE is written (or a peer's, kept after it closed): at most
+/// [`wire::MAX_REASON_LEN`] bytes, no NUL
+type LocalReason = heapless::Vec<u8, { wire::MAX_REASON_LEN }>;
 
 /// `reason` as sent in a CLOSE (cut at a NUL, then to 127 bytes on a char boundary), kept
 fn local_reason(reason: &str) -> LocalReason {
     let mut text = LocalReason::new();
     // `Reason::from_str` cut it to MAX_REASON_LEN already, so it fits
-    let _ = text.push_str(wire::Reason::from_str(reason).as_str().unwrap_or(""));
+    let _ = text.extend_from_slice(wire::Reason::from_str(reason).as_bytes());
     text
 }
 

@@ -31,13 +31,20 @@ pub enum Error {
         required: usize,
     },
     /// A value is longer than the protocol or a capacity can represent (body, token, session
-    /// id, metadata)
+    /// id, metadata, random bytes of a session id)
     TooLong {
         /// Its length in bytes (for metadata: as stored, or the number of pairs when there are
         /// too many)
         len: usize,
         /// The largest length accepted
         max: usize,
+    },
+    /// A value is too short: a session id needs at least 16 random bytes (128 bits)
+    TooShort {
+        /// Its length in bytes
+        len: usize,
+        /// The shortest length accepted
+        min: usize,
     },
     /// Server: an auth or reconnect decision is pending on this connection; feed the input
     /// again after `accept_*`/`reject_*` (or after the auth deadline closed the connection)
@@ -51,22 +58,22 @@ pub enum Error {
     AlreadyConnected,
     /// Commands 0..=3 belong to the control plane and cannot be sent as business requests
     ControlCommand(u8),
-    /// Client: `REQUESTS` requests are in flight (or their outcome events are not polled yet)
+    /// Client: `REQUESTS` requests are in flight (or their outcome events are not polled yet).
+    /// Server `handle_input`: this connection has
+    /// [`ServerConfig::max_pending_requests`](crate::longport::ServerConfig::max_pending_requests)
+    /// requests the application has not answered; nothing was consumed: stop reading from this
+    /// peer, answer (`respond`), then feed the same bytes again
     TooManyInFlight,
     /// Client `reconnect_now`: neither a resumable session nor a token is available
     NoCredentials,
     /// Server `reject_*`: a rejection must carry a non-success status (a status-0 answer would
     /// read as a login)
     SuccessStatus,
-    /// Server `accept_*`: the session id is empty
-    EmptySessionId,
     /// Server: Request packets are never sent to WebSocket clients (the official Rust client
     /// treats one as fatal)
     RequestOnWebSocket,
     /// Server `handle_connected`: all `PEERS` slots are in use
     TableFull,
-    /// Server `handle_connected`: the configured number of connections are unauthenticated
-    TooManyUnauthenticated,
 }
 
 impl fmt::Display for Error {
@@ -80,6 +87,7 @@ impl fmt::Display for Error {
                 write!(f, "output buffer too small: {required} bytes required")
             }
             Error::TooLong { len, max } => write!(f, "{len} bytes long, at most {max} accepted"),
+            Error::TooShort { len, min } => write!(f, "{len} bytes long, at least {min} needed"),
             Error::AuthPending => f.write_str("auth decision pending"),
             Error::NotPending => f.write_str("nothing of the kind is pending"),
             Error::AlreadyConnected => f.write_str("already connecting or connected"),
@@ -87,10 +95,8 @@ impl fmt::Display for Error {
             Error::TooManyInFlight => f.write_str("too many requests in flight"),
             Error::NoCredentials => f.write_str("no session and no token"),
             Error::SuccessStatus => f.write_str("a rejection cannot use status 0 (success)"),
-            Error::EmptySessionId => f.write_str("empty session id"),
             Error::RequestOnWebSocket => f.write_str("request packets are not sent over WebSocket"),
             Error::TableFull => f.write_str("connection table full"),
-            Error::TooManyUnauthenticated => f.write_str("too many unauthenticated connections"),
         }
     }
 }

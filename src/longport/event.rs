@@ -40,9 +40,9 @@ pub enum CloseCause {
     /// Client: the server pushed a Close packet (cmd 0) with this code
     ///
     /// What the client does next shows in the event that follows: codes 0..=3 and unknown codes
-    /// reconnect with the session ([`ClientEvent::ReconnectScheduled`]), 4 and 5 drop the
-    /// session and the token ([`ClientEvent::TokenNeeded`], then `ReconnectScheduled`), 6
-    /// (`ConnectDuplicate`) stops: nothing follows until `reconnect_now` or `connect`.
+    /// reconnect with the session ([`ClientEvent::ReconnectScheduled`]); 4, 5 and 6
+    /// (`ConnectDuplicate`: a newer connection took the session over) drop the session and the
+    /// token ([`ClientEvent::TokenNeeded`], then `ReconnectScheduled`): a fresh Auth.
     Peer {
         /// The Close code
         code: CloseCode,
@@ -75,6 +75,9 @@ pub enum CloseCause {
     SessionUnknown,
     /// Server: the session went live on a newer connection (`Close{ConnectDuplicate}`)
     Duplicate,
+    /// Server: evicted while unauthenticated to admit a newer connection (too many
+    /// unauthenticated connections, from its source or in all; `Close{ServerError}`)
+    Evicted,
 }
 
 impl fmt::Display for CloseCause {
@@ -93,6 +96,7 @@ impl fmt::Display for CloseCause {
             CloseCause::NotAuthenticated => f.write_str("not authenticated"),
             CloseCause::SessionUnknown => f.write_str("unknown or expired session"),
             CloseCause::Duplicate => f.write_str("session connected twice"),
+            CloseCause::Evicted => f.write_str("evicted: too many unauthenticated connections"),
         }
     }
 }
@@ -150,8 +154,11 @@ pub enum ClientEvent {
     /// The auth or reconnect request was answered with a non-zero status
     ///
     /// The transport is dropped ([`ClientEvent::Disconnected`] follows), the token and session
-    /// are discarded, and [`ClientEvent::TokenNeeded`] follows. The error message came with the
-    /// input, borrowed, as [`ClientApp::LoginError`](crate::longport::ClientApp::LoginError).
+    /// are discarded, and [`ClientEvent::TokenNeeded`] follows — except for status 6
+    /// (PermissionDenied, the account's connection quota), which follows the
+    /// [`QuotaPolicy`](crate::longport::QuotaPolicy): stop (nothing follows), or
+    /// `ReconnectScheduled` after a long delay. The error message came with the input, borrowed,
+    /// as [`ClientApp::LoginError`](crate::longport::ClientApp::LoginError).
     LoginFailed {
         /// Which request was refused
         kind: LoginKind,
@@ -170,7 +177,8 @@ pub enum ClientEvent {
     /// The current transport is finished: close it if it is still open
     ///
     /// What follows depends on the cause: [`ClientEvent::ReconnectScheduled`],
-    /// [`ClientEvent::TokenNeeded`], nothing (Close code 6: the client is stopped) or
+    /// [`ClientEvent::TokenNeeded`], nothing (a status-6 refusal under
+    /// [`QuotaPolicy::Stop`](crate::longport::QuotaPolicy::Stop): the client is stopped) or
     /// [`ClientEvent::Closed`].
     Disconnected {
         /// Why
@@ -216,6 +224,16 @@ pub enum ServerEvent<P> {
         via: LoginKind,
         /// Session expiry granted (Unix ms)
         expires: i64,
+    },
+    /// A server heartbeat was answered: round-trip time from the moment `poll_transmit` handed
+    /// it out (a cmd-1 request on TCP, see
+    /// [`ServerConfig::with_tcp_heartbeat_interval`](crate::longport::ServerConfig::with_tcp_heartbeat_interval);
+    /// a WebSocket ping whose pong echoes its payload)
+    HeartbeatRtt {
+        /// The connection
+        peer: P,
+        /// Measured round-trip time
+        rtt: Duration,
     },
     /// Close the transport now: the connection is over and every frame for it has been handed
     /// out by `poll_transmit`

@@ -9,8 +9,8 @@
 //!
 //! | item | what |
 //! |---|---|
-//! | [`Client`] | auth → session, heartbeat + RTT, reconnect with the session, per-code reaction to Close pushes, request/response correlation |
-//! | [`Server`] | auth gate, session table, heartbeat echo, WebSocket pings, Close pushes, for many connections |
+//! | [`Client`] | auth → session, heartbeat + RTT, reconnect with the session, per-code reaction to Close pushes and to quota refusals ([`QuotaPolicy`]), request/response correlation |
+//! | [`Server`] | auth gate with bounded admission, session table (unguessable [`SessionId`]s), heartbeat echo, server heartbeats and RTT, Close pushes, account quota and rate limits, for many connections |
 //! | [`ClientEvent`], [`ServerEvent`], [`CloseCause`], [`Error`] | what the machines report and refuse with, shared by both roles where the meaning is shared |
 //! | [`wire`] | packet headers and packets: `parse`, `emit`, `buffer_len` |
 //! | [`deframe`] | TCP handshake and stream deframer, WebSocket message decoding, upgrade query |
@@ -44,21 +44,22 @@
 //! # Server quick start
 //!
 //! ```
-//! use tether_net::longport::{Server, ServerApp, ServerConfig, ServerEvent, SessionGrant, Transport};
+//! use tether_net::longport::{Grant, Server, ServerApp, ServerConfig, ServerEvent, SessionId, Source, Transport};
 //! use tether_net::Instant;
 //!
 //! let mut server = Server::new(ServerConfig::new());
 //! let now = Instant::from_secs(1);
-//! server.handle_connected(now, 7u32, Transport::WebSocket).unwrap();
+//! server.handle_connected(now, 7u32, Transport::WebSocket, Source::UNKNOWN).unwrap();
 //! // one binary message: an Auth request (id 1) for the token "abc"
 //! let msg = [0x01, 0x02, 0, 0, 0, 1, 0x13, 0x88, 0, 0, 5, 0x0a, 3, b'a', b'b', b'c'];
 //! let r = server.handle_input(now, 7, &msg).unwrap();
 //! assert!(matches!(r.app(), Some(ServerApp::Auth { token: "abc", .. })));
-//! let grant = SessionGrant { session_id: "s1", expires: 1_700_086_400_000, limit: 0, online: 0 };
+//! // the session id is a bearer secret: 16 bytes from the OS random source in real code
+//! let grant = Grant::new(SessionId::from_random([0xa5; 16]), 1_700_086_400_000);
 //! server.accept_auth(now, 7, grant).unwrap();
 //! let mut out = [0u8; 256];
 //! let t = server.poll_transmit(now, &mut out).unwrap().unwrap(); // the AuthResponse
-//! assert_eq!((t.to, t.len), (7, 21));
+//! assert_eq!((t.to, t.len), (7, 51));
 //! assert!(matches!(server.poll_event(), Some(ServerEvent::Connected { peer: 7, .. })));
 //! ```
 
@@ -75,14 +76,18 @@ mod server;
 pub mod wire;
 
 pub use client::{
-    Client, ClientApp, ClientConfig, ClientState, ClientStats, Credentials, JitterFn,
+    Client, ClientApp, ClientConfig, ClientState, ClientStats, Credentials, JitterFn, QuotaPolicy,
     MAX_METADATA_PAIRS,
 };
 pub use control::{CloseCode, ErrorBody, Metadata, SessionGrant};
 pub use deframe::{Handshake, Transport};
 pub use error::{Error, ProtocolError};
 pub use event::{ClientEvent, CloseCause, LoginKind, RequestFailure, ServerEvent};
-pub use server::{Server, ServerApp, ServerConfig, ServerState, ServerStats, MAX_SESSION_ID_LEN};
+pub use server::{
+    AccountId, Admission, Grant, RateLimit, Server, ServerApp, ServerConfig, ServerState,
+    ServerStats, SessionId, Source, DEFAULT_MAX_AUTH_BODY, MAX_COMMAND_LIMITS, MAX_INFLATED_LOGIN,
+    MAX_SESSION_ENTROPY, MAX_SESSION_ID_LEN, MIN_SESSION_ENTROPY,
+};
 pub use wire::{RequestId, Status};
 
 use heapless::{String, Vec};

@@ -35,8 +35,9 @@ mod tcp_client;
 mod tcp_server;
 mod udp;
 
-pub use crate::hub::{ConnId, Grant, ServerInput, ServerItem, ServerLimits};
+pub use crate::hub::{ConnId, ServerInput, ServerItem, ServerLimits};
 pub use crate::Input;
 pub use tcp_client::{TcpClient, TcpClientStats, TokenSource};
 pub use tcp_server::{Ctl, TcpServer, TcpServerStats};
+pub use tether_net::longport::{Admission, Grant, SessionId, Source};
 pub use udp::{DatagramPeer, UdpDriver, UdpStats};

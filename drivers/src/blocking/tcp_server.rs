@@ -9,13 +9,13 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use std::vec::Vec;
 
 use tether_net::longport::wire::RequestId;
-use tether_net::longport::{CloseCode, Error, Server, ServerConfig, Status, Transport};
+use tether_net::longport::{
+    Admission, CloseCode, Error, Grant, Server, ServerConfig, Source, Status, Transport,
+};
 use tether_net::time::Epoch;
 use tether_net::Instant;
 
-use crate::hub::{
-    ConnId, Grant, Hub, HubStats, OutFrame, Outbox, SendError, ServerItem, ServerLimits,
-};
+use crate::hub::{ConnId, Hub, HubStats, OutFrame, Outbox, SendError, ServerItem, ServerLimits};
 
 /// Largest read from one socket per loop turn
 const READ_CHUNK: usize = 16 * 1024;
@@ -101,19 +101,20 @@ impl<const PEERS: usize, const SESSIONS: usize> Ctl<'_, PEERS, SESSIONS> {
         self.hub.server.wall_clock_ms(self.now).unwrap_or(0)
     }
 
-    /// Accept a pending Auth with this session
+    /// Accept a pending Auth with this session (answer: the machine's [`Admission`], `OverQuota`
+    /// when the grant's account already holds its quota: the machine refused the login instead)
     ///
     /// # Errors
     /// As `Server::accept_auth`.
-    pub fn accept_auth(&mut self, peer: ConnId, grant: &Grant) -> Result<(), Error> {
+    pub fn accept_auth(&mut self, peer: ConnId, grant: Grant) -> Result<Admission, Error> {
         self.hub.accept(self.now, peer, false, grant)
     }
 
-    /// Accept a pending Reconnect with a fresh session
+    /// Accept a pending Reconnect with a fresh session (answer: the machine's [`Admission`])
     ///
     /// # Errors
     /// As `Server::accept_reconnect`.
-    pub fn accept_reconnect(&mut self, peer: ConnId, grant: &Grant) -> Result<(), Error> {
+    pub fn accept_reconnect(&mut self, peer: ConnId, grant: Grant) -> Result<Admission, Error> {
         self.hub.accept(self.now, peer, true, grant)
     }
 
@@ -334,7 +335,13 @@ impl<const PEERS: usize, const SESSIONS: usize> TcpServer<PEERS, SESSIONS> {
                         }
                         let _ = stream.set_nodelay(true);
                         let out = SharedQueue::default();
-                        match self.hub.connect(now, id, Transport::Tcp, out.clone()) {
+                        match self.hub.connect(
+                            now,
+                            id,
+                            Transport::Tcp,
+                            Source::from(remote.ip()),
+                            out.clone(),
+                        ) {
                             Ok(()) => {
                                 self.socks.insert(
                                     id,

@@ -17,7 +17,8 @@ use futures_util::{SinkExt, StreamExt};
 use tether_net::longport::deframe::WsParams;
 use tether_net::longport::wire::{Packet, RequestId};
 use tether_net::longport::{
-    CloseCode, Error, ServerConfig, ServerEvent, ServerStats, Status, Transport,
+    Admission, CloseCode, Error, Grant, ServerConfig, ServerEvent, ServerStats, Source, Status,
+    Transport,
 };
 use tether_net::time::Epoch;
 use tether_net::{FrameKind, Instant};
@@ -36,7 +37,7 @@ use super::outlet::Outlet;
 use super::tls::ServerStream;
 use super::{sleep_until, tokio_at, unix_ms, DriverError, COMMANDS, EVENTS};
 use crate::hub::{
-    ConnId, Grant, Hub, HubStats, OutFrame, Outbox, SendError, ServerItem, ServerLimits, WsIn,
+    ConnId, Hub, HubStats, OutFrame, Outbox, SendError, ServerItem, ServerLimits, WsIn,
 };
 
 /// Largest read from one socket at a time
@@ -154,14 +155,14 @@ impl futures_core::Stream for ServerEvents {
     }
 }
 
-type Done = oneshot::Sender<Result<(), Error>>;
+type Done<T = ()> = oneshot::Sender<Result<T, Error>>;
 
 enum Cmd {
     Accept {
         peer: ConnId,
         reconnect: bool,
         grant: Grant,
-        reply: Done,
+        reply: Done<Admission>,
     },
     Reject {
         peer: ConnId,
@@ -367,7 +368,7 @@ impl LongPortServer {
         &self.addrs
     }
 
-    async fn call(&self, make: impl FnOnce(Done) -> Cmd) -> Result<(), DriverError> {
+    async fn call<T>(&self, make: impl FnOnce(Done<T>) -> Cmd) -> Result<T, DriverError> {
         let (reply, rx) = oneshot::channel();
         self.commands
             .send(make(reply))
@@ -381,9 +382,12 @@ impl LongPortServer {
     /// Accept a pending Auth with this session (draw the id from a random source: it is a
     /// bearer secret)
     ///
+    /// The answer is the machine's [`Admission`]: `OverQuota` when the grant names an account
+    /// that already holds its quota of connections (the machine refused the login instead).
+    ///
     /// # Errors
     /// As `Server::accept_auth`, or [`DriverError::Stopped`].
-    pub async fn accept_auth(&self, peer: ConnId, grant: Grant) -> Result<(), DriverError> {
+    pub async fn accept_auth(&self, peer: ConnId, grant: Grant) -> Result<Admission, DriverError> {
         self.call(|reply| Cmd::Accept {
             peer,
             reconnect: false,
@@ -393,11 +397,15 @@ impl LongPortServer {
         .await
     }
 
-    /// Accept a pending Reconnect with a fresh session
+    /// Accept a pending Reconnect with a fresh session (answer: the machine's [`Admission`])
     ///
     /// # Errors
     /// As `Server::accept_reconnect`, or [`DriverError::Stopped`].
-    pub async fn accept_reconnect(&self, peer: ConnId, grant: Grant) -> Result<(), DriverError> {
+    pub async fn accept_reconnect(
+        &self,
+        peer: ConnId,
+        grant: Grant,
+    ) -> Result<Admission, DriverError> {
         self.call(|reply| Cmd::Accept {
             peer,
             reconnect: true,
@@ -1020,7 +1028,10 @@ impl<const PEERS: usize, const SESSIONS: usize> MachineTask<PEERS, SESSIONS> {
                 reply,
             } => {
                 let shared = outbox.shared.clone();
-                match self.hub.connect(now, id, transport, outbox) {
+                match self
+                    .hub
+                    .connect(now, id, transport, Source::from(remote.ip()), outbox)
+                {
                     Ok(()) => {
                         self.conns.insert(id, ConnEntry { shared, abort });
                         let _ = reply.send(true);
@@ -1061,7 +1072,7 @@ impl<const PEERS: usize, const SESSIONS: usize> MachineTask<PEERS, SESSIONS> {
                 grant,
                 reply,
             } => {
-                let _ = reply.send(self.hub.accept(now, peer, reconnect, &grant));
+                let _ = reply.send(self.hub.accept(now, peer, reconnect, grant));
             }
             Cmd::Reject {
                 peer,

@@ -73,7 +73,8 @@ pub use udp::{
 };
 
 pub use crate::datagram::DatagramPeer;
-pub use crate::hub::{ConnId, Grant, HubStats, ServerInput, ServerItem, ServerLimits};
+pub use crate::hub::{ConnId, HubStats, ServerInput, ServerItem, ServerLimits};
+pub use tether_net::longport::{Admission, Grant, SessionId, Source};
 
 /// What a command of a tokio driver could not do
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -9,7 +9,7 @@ use cortex_m::asm;
 use cortex_m_rt::entry;
 use defmt_rtt as _;
 use tether_net::game::{self, ClientConfig, ServerConfig, TokenSecret};
-use tether_net::longport::{self, Credentials, SessionGrant, Transport};
+use tether_net::longport::{self, Credentials, Grant, SessionId, Source, Transport};
 use tether_net::{Duration, Instant, Machine};
 
 #[panic_handler]
@@ -69,7 +69,7 @@ fn longport_session() {
     let now = Instant::from_secs(1);
     let mut buf = [0u8; 512];
     let _ = client.connect(now, Credentials::new("token"));
-    let _ = server.handle_connected(now, CONN, Transport::Tcp);
+    let _ = server.handle_connected(now, CONN, Transport::Tcp, Source::UNKNOWN);
     let _ = client.handle_connected(now);
     for _ in 0..3 {
         while let Ok(Some(t)) = client.poll_transmit(now, &mut buf) {
@@ -86,12 +86,8 @@ fn longport_session() {
                 }
                 data = &data[r.bytes_consumed()..];
             }
-            let grant = SessionGrant {
-                session_id: "s1",
-                expires: 1 << 41,
-                limit: 1,
-                online: 1,
-            };
+            // (128 bits from the hardware RNG in a real firmware; QEMU's board has none)
+            let grant = Grant::new(SessionId::from_random([0x5a; 16]), 1 << 41);
             if let Err(e) = server.accept_auth(now, CONN, grant) {
                 defmt::info!("accept_auth: {}", e);
             }

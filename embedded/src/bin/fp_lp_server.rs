@@ -8,7 +8,8 @@ mod fp_common;
 use core::hint::black_box;
 
 use tether_net::longport::{
-    CloseCode, Server, ServerApp as App, ServerConfig, SessionGrant, Status, Transport,
+    CloseCode, Grant, Server, ServerApp as App, ServerConfig, SessionId, Source, Status,
+    Transport,
 };
 
 type LpServer = Server<u32>;
@@ -25,7 +26,7 @@ fn main() -> ! {
         let conn: u32 = black_box(1);
         match i.command {
             0 => {
-                let _ = black_box(server.handle_connected(now, conn, Transport::Tcp));
+                let _ = black_box(server.handle_connected(now, conn, Transport::Tcp, Source::UNKNOWN));
             }
             1 => {
                 let _ = black_box(server.close(now, conn, CloseCode::ServerError, "bye"));
@@ -56,15 +57,11 @@ fn main() -> ! {
                 black_box(e);
             }
         }
-        let session = SessionGrant {
-            session_id: "s-1",
-            expires: black_box(1 << 40),
-            limit: 1,
-            online: 1,
-        };
+        // (from the hardware RNG in a real firmware)
+        let session = Grant::new(SessionId::from_random(black_box([7; 16])), black_box(1 << 40));
         match grant {
             Some(true) => {
-                let _ = black_box(server.accept_auth(now, conn, session));
+                let _ = black_box(server.accept_auth(now, conn, session.clone()));
                 let _ = black_box(server.accept_reconnect(now, conn, session));
             }
             Some(false) => {

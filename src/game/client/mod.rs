@@ -4,14 +4,23 @@
 
 use heapless::Deque;
 
+use super::chunk::{Chunk, MAX_CHUNK_SIZE};
+use super::connless::{InfoRequest, InfoRequestKind, ServerInfo};
 use super::error::Error;
 use super::event::{ClientApp, ClientEvent, CloseCause};
+use super::huffman;
+use super::layer::{
+    self, imp::Imp, tail_token, ChunkConfig, ControlOnly, Layer, Outcome, Payload, Pkt, Reliable,
+    SMALL_LEN,
+};
+use super::vital::VitalStats;
 use super::wire::{
-    self, ack_in_range, Control, ControlPacket, DecodeError, Flags, Packet, Reason, Token,
-    TokenMode, ACK_MODULO,
+    self, ack_in_range, Control, ControlId, ControlPacket, DecodeError, Flags, Header, Packet,
+    Reason, Token, TokenMode, Warnings, ACK_MODULO, FLAG_COMPRESSION, FLAG_CONNLESS, FLAG_CONTROL,
+    HEADER_LEN, MAX_PACKET_LEN, TOKEN_LEN,
 };
 use super::{count, local_reason, LocalReason, MIN_DELAY};
-use crate::io::{BufferTooSmall, FrameKind, Received, Transmit};
+use crate::io::{BufferTooSmall, FrameKind, PeerText, Received, Transmit};
 use crate::time::{clamp_delay, earliest, Clock, Duration, Instant};
 
 #[cfg(test)]
@@ -163,6 +172,9 @@ impl Default for ClientConfig {
 }
 
 /// Counters of a [`Client`]; they only grow (saturating)
+///
+/// The chunk layer's own counters (resends, duplicates, reordered chunks) are
+/// [`Client::chunk_stats`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Hash)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
 #[non_exhaustive]
@@ -194,6 +206,20 @@ pub struct ClientStats {
     /// ([`ClientConfig::with_accept_retry`]); the CONNECT resends of one such restart count once
     /// here (and each in [`ClientStats::connects_sent`])
     pub accept_retries: u64,
+    /// CONNECT_ACCEPTs dropped because their token was a sentinel (`FF FF FF FF` or
+    /// `00 00 00 00`, which no server mints)
+    pub dropped_sentinel_token: u64,
+    /// CONNECT_ACCEPTs with another token than the current one, answered with ACCEPT while the
+    /// connection was not confirmed yet (see [`ClientEvent::Connected`])
+    pub token_candidates: u64,
+    /// Server-info answers handed out ([`ClientApp::ServerInfo`])
+    pub info_answers: u64,
+    /// Server-info requests sent
+    pub info_requests_sent: u64,
+    /// Connectionless datagrams dropped (not an answer to our query, or malformed)
+    pub dropped_connless: u64,
+    /// Chunk packets whose chunks ran past the end of the packet (the rest was dropped)
+    pub malformed_chunks: u64,
 }
 
 /// Where a [`Client`] is
@@ -218,23 +244,29 @@ struct Pending {
     accept: bool,
     keep_alive: bool,
     close: bool,
+    info: bool,
 }
 
-/// A sans-IO Teeworlds 0.6 / DDNet game client (control plane), with an event queue of `EVENTS`
-/// entries (default 4)
+/// A sans-IO Teeworlds 0.6 / DDNet game client, with an event queue of `EVENTS` entries (default
+/// 4) and the chunk layer `L` ([`ControlOnly`], the default, or [`Reliable`])
 ///
 /// Drive it with the crate's run loop: one input ([`Client::handle_input`],
 /// [`Client::handle_timeout`] or a command), then hand out every frame and event
-/// ([`drain`](crate::drain) does it), then sleep until [`Client::poll_timeout`]. Application
-/// (chunk) packets are written by [`Client::send_chunks`] straight into the caller's buffer and
-/// come back borrowed from `handle_input` as [`ClientApp::Chunks`].
+/// ([`drain`](crate::drain) does it), then sleep until [`Client::poll_timeout`].
+///
+/// * [`ControlOnly`] (`Client::new`): the control plane. Application (chunk) packets are written
+///   by [`Client::send_chunks`] straight into the caller's buffer and come back borrowed from
+///   `handle_input` as [`ClientApp::Chunks`].
+/// * [`Reliable`] ([`Client::with_chunks`]): the chunk layer with vital reliability, compression
+///   and a reorder buffer: [`Client::send_vital`], [`Client::send_non_vital`] and
+///   [`Client::poll_chunk`] (see [`Reliable`] and the `layer` section below).
 ///
 /// # States
 ///
 /// `Offline` → [`Client::connect`] → `Connecting` → CONNECT_ACCEPT → `Online` → `Closed` (local
-/// close, peer CLOSE, timeout or connect timeout). The client connects once; to reconnect, create
-/// a new one. Its whole life has at most two events, `Connected` and `Closed`, so the default
-/// queue of 4 never fills.
+/// close, peer CLOSE, timeout, connect timeout, or with the chunk layer a too weak connection).
+/// The client connects once; to reconnect, create a new one. Its whole life has at most two
+/// events, `Connected` and `Closed`, so the default queue of 4 never fills.
 ///
 /// # Token mode and vanilla mode
 ///
@@ -243,17 +275,45 @@ struct Pending {
 /// both directions ends with the token, and incoming packets with another token are dropped
 /// ([`ClientStats::dropped_wrong_token`]). A server that answers with a bare CONNECT_ACCEPT is a
 /// vanilla server: the connection then runs without token. [`ClientConfig::with_vanilla`] makes
-/// the client send the bare vanilla CONNECT itself.
+/// the client send the bare vanilla CONNECT itself. A CONNECT_ACCEPT whose token is one of the
+/// two sentinels (`FF FF FF FF`, `00 00 00 00`, never minted by a server) is dropped and counted
+/// ([`ClientStats::dropped_sentinel_token`]), not taken as a vanilla server.
+///
+/// # Forged CONNECT_ACCEPTs and what `Connected` promises
+///
+/// 0.6 has no client nonce: anyone who knows the client's address can send it a CONNECT_ACCEPT
+/// with a token of their own. So until the connection is *confirmed* — a packet other than
+/// CONNECT_ACCEPT that carries the token arrived after the ACCEPT ([`Client::is_confirmed`]) —
+/// the client keeps two candidate tokens: a CONNECT_ACCEPT with a new token becomes the current
+/// one (answered with ACCEPT, counted in [`ClientStats::token_candidates`]), the previous one
+/// stays the alternative, and whichever of the two the server's next packets carry wins. A forged
+/// CONNECT_ACCEPT that arrives before (or after) the genuine one therefore only delays the
+/// confirmation until the server's first packet (its keep-alive after about 1 s, or its answer to
+/// the first vital chunk). [`ClientEvent::Connected`] is emitted once, at the first
+/// CONNECT_ACCEPT; see its docs. A sender that also forges the server's later packets can still
+/// impersonate it: the token protects the server from spoofed clients, not the client.
 ///
 /// # Ack and sequence
 ///
-/// The client implements the control plane only, not vital-chunk sequencing. Every packet it
-/// sends carries its `ack`, the value the application last reported with [`Client::set_ack`]
-/// (0 until then). Incoming packets must pass [`wire::ack_in_range`]: `peer_ack <= ack <=
-/// sequence` (mod 1024), where `peer_ack` is the last ack the server reported and `sequence` the
-/// client's own last vital sequence number, reported with [`Client::set_sequence`] (0 until
-/// then). Packets outside that range are dropped and counted in
-/// [`ClientStats::dropped_bad_ack`]; with both values 0 only ack 0 is accepted, as in DDNet.
+/// With [`ControlOnly`] the client implements the control plane only, not vital-chunk
+/// sequencing. Every packet it sends carries its `ack`, the value the application last reported
+/// with [`Client::set_ack`] (0 until then). Incoming packets must pass [`wire::ack_in_range`]:
+/// `peer_ack <= ack <= sequence` (mod 1024), where `peer_ack` is the last ack the server reported
+/// and `sequence` the client's own last vital sequence number, reported with
+/// [`Client::set_sequence`] (0 until then). Packets outside that range are dropped and counted in
+/// [`ClientStats::dropped_bad_ack`]; with both values 0 only ack 0 is accepted, as in DDNet. With
+/// [`Reliable`] the vital channel keeps both numbers itself.
+///
+/// # Compressed packets
+///
+/// A packet with the compression flag is decompressed **before** its token and ack are checked
+/// (DDNet puts the token inside the compressed data): a compressed datagram with a wrong token is
+/// dropped like any other and does not count as a sign of life. [`ControlOnly`] decodes it in
+/// passing without a buffer (only the length and the last four bytes are kept) and hands the
+/// payload out still compressed; [`Reliable`] decompresses it into its receive buffer. A
+/// compressed control packet (vanilla 0.6.4 peers compress CLOSE when that is shorter) is
+/// understood on a token-less connection; DDNet never sends one, so on a token connection it is
+/// dropped.
 ///
 /// # Timers
 ///
@@ -269,9 +329,18 @@ struct Pending {
 ///   then ACCEPT again and another `accept_retry` of waiting.
 /// * Online, the connection times out ([`CloseCause::Timeout`], no CLOSE sent) when nothing valid
 ///   arrived for [`ClientConfig::timeout`]; the deadline itself counts as expired.
+/// * With [`Reliable`]: resends, flushes and resend requests of the vital channel, and the too
+///   weak connection ([`CloseCause::TooWeak`], no CLOSE sent).
 ///
 /// Time comes from the caller and must be monotonic; a step back is taken as no time passing
 /// (see [`time`](crate::time)).
+///
+/// # Server info
+///
+/// [`Client::request_info`] sends a server-info request (what a server browser sends), also
+/// before or without `connect`; the answers with its token come back as
+/// [`ClientApp::ServerInfo`], as does the unsolicited update (token −1) a DDNet server sends its
+/// players.
 ///
 /// ```
 /// use tether_net::game::{Client, ClientConfig, ClientEvent};
@@ -289,11 +358,13 @@ struct Pending {
 /// # let _ = small;
 /// ```
 #[derive(Debug)]
-pub struct Client<const EVENTS: usize = 4> {
+pub struct Client<const EVENTS: usize = 4, L: Layer = ControlOnly> {
     config: ClientConfig,
     clock: Clock,
     state: ClientState,
     token: Option<Token>,
+    /// While not confirmed: the other candidate token (`Some(None)`: a bare CONNECT_ACCEPT)
+    alt_token: Option<Option<Token>>,
     ack: u16,
     sequence: u16,
     peer_ack: u16,
@@ -301,23 +372,31 @@ pub struct Client<const EVENTS: usize = 4> {
     last_send: Instant,
     last_recv: Instant,
     pending: Pending,
-    /// Online, but nothing except CONNECT_ACCEPT received since ACCEPT (see `accept_retry`)
+    /// Online, but nothing except CONNECT_ACCEPT received since ACCEPT (see `accept_retry`):
+    /// the connection is not confirmed
     awaiting_server: bool,
     /// Lost-ACCEPT recovery is resending CONNECT (waiting for CONNECT_ACCEPT)
     retry_connecting: bool,
     /// When the last ACCEPT (or, while `retry_connecting`, the last retry CONNECT) was queued
     handshake_at: Instant,
+    /// Our CLOSE's reason, or after the server's CLOSE its reason (`peer_closed`)
     close_reason: LocalReason,
+    peer_closed: bool,
     close_token: Option<Token>,
+    /// The server-info query of `request_info`
+    info: Option<InfoRequest>,
     events: Deque<ClientEvent, EVENTS>,
     stats: ClientStats,
+    /// The chunk layer's state (nothing for [`ControlOnly`])
+    chunks: <L as Imp>::Conn,
 }
 
 impl Client {
-    /// A client in state `Offline` with the default event capacity (4: more than the two events
-    /// of a client's life)
+    /// A control-only client in state `Offline` with the default event capacity (4: more than the
+    /// two events of a client's life)
     ///
-    /// For another capacity use [`Client::with_capacities`].
+    /// For another capacity use [`Client::with_capacities`], for the chunk layer
+    /// [`Client::with_chunks`].
     #[must_use]
     pub fn new(config: ClientConfig) -> Self {
         Self::with_capacities(config)
@@ -325,212 +404,11 @@ impl Client {
 }
 
 impl<const EVENTS: usize> Client<EVENTS> {
-    /// A client in state `Offline` with an event queue of `EVENTS` entries (at least 1, checked
-    /// at compile time)
+    /// A control-only client in state `Offline` with an event queue of `EVENTS` entries (at least
+    /// 1, checked at compile time)
     #[must_use]
     pub fn with_capacities(config: ClientConfig) -> Self {
-        const {
-            assert!(
-                EVENTS >= 1,
-                "a game Client needs room for at least one event"
-            )
-        };
-        Client {
-            config,
-            clock: Clock::new(),
-            state: ClientState::Offline,
-            token: None,
-            ack: 0,
-            sequence: 0,
-            peer_ack: 0,
-            connect_start: Instant::ZERO,
-            last_send: Instant::ZERO,
-            last_recv: Instant::ZERO,
-            pending: Pending::default(),
-            awaiting_server: false,
-            retry_connecting: false,
-            handshake_at: Instant::ZERO,
-            close_reason: LocalReason::new(),
-            close_token: None,
-            events: Deque::new(),
-            stats: ClientStats::default(),
-        }
-    }
-
-    /// Feed one datagram from the server
-    ///
-    /// Always consumes the whole datagram, also when it is dropped (counted in
-    /// [`Client::stats`]). A chunk packet of the online connection comes back as
-    /// [`ClientApp::Chunks`]; the server's CLOSE as [`ClientApp::Close`] with its reason (the
-    /// `Closed` event follows from `poll_event`).
-    ///
-    /// # Errors
-    /// [`Error::QueueFull`]: nothing was consumed or changed; drain `poll_event` and feed the
-    /// same datagram again.
-    pub fn handle_input<'a>(
-        &mut self,
-        now: Instant,
-        _from: (),
-        data: &'a [u8],
-    ) -> Result<Received<ClientApp<'a>>, Error> {
-        let n = data.len();
-        match self.state {
-            ClientState::Offline | ClientState::Closed => {
-                self.clock.update(now);
-                count(&mut self.stats.ignored_closed);
-                return Ok(Received::consumed(n));
-            }
-            ClientState::Connecting | ClientState::Online => {}
-        }
-        if self.events.is_full() {
-            return Err(Error::QueueFull);
-        }
-        let now = self.clock.update(now);
-        Ok(match self.handle_datagram(now, data) {
-            Some(app) => Received::with_app(n, app),
-            None => Received::consumed(n),
-        })
-    }
-
-    /// Let timers fire: CONNECT resend, connect timeout, keep-alive, lost-ACCEPT recovery,
-    /// timeout; a call before [`Client::poll_timeout`] does nothing
-    pub fn handle_timeout(&mut self, now: Instant) {
-        let now = self.clock.update(now);
-        match self.state {
-            ClientState::Connecting => {
-                if now >= self.connect_start + self.config.connect_timeout {
-                    if !self.events.is_full() {
-                        self.finish(CloseCause::ConnectTimeout);
-                    }
-                } else if !self.pending.connect
-                    && now >= self.last_send + self.config.connect_resend
-                {
-                    self.pending.connect = true;
-                }
-            }
-            ClientState::Online => {
-                if now >= self.last_recv + self.config.timeout {
-                    if !self.events.is_full() {
-                        self.finish(CloseCause::Timeout);
-                    }
-                } else {
-                    if let Some(at) = self.accept_retry_at() {
-                        if now >= at {
-                            self.pending.connect = true;
-                            self.handshake_at = now;
-                            if !self.retry_connecting {
-                                self.retry_connecting = true;
-                                count(&mut self.stats.accept_retries);
-                            }
-                        }
-                    }
-                    if !self.has_pending() && now >= self.last_send + self.config.keep_alive {
-                        self.pending.keep_alive = true;
-                    }
-                }
-            }
-            ClientState::Offline | ClientState::Closed => {}
-        }
-    }
-
-    /// Write the next control frame (CLOSE, CONNECT, ACCEPT, KEEP_ALIVE) into `buf`
-    ///
-    /// # Errors
-    /// [`BufferTooSmall`] with the exact size when `buf` cannot hold the frame; it stays queued.
-    pub fn poll_transmit(
-        &mut self,
-        now: Instant,
-        buf: &mut [u8],
-    ) -> Result<Option<Transmit<()>>, BufferTooSmall> {
-        let now = self.clock.update(now);
-        let Some((packet, which)) = self.next_frame() else {
-            return Ok(None);
-        };
-        let len = packet.emit(buf)?;
-        match which {
-            Which::Close => self.pending.close = false,
-            Which::Connect => {
-                self.pending.connect = false;
-                count(&mut self.stats.connects_sent);
-            }
-            Which::Accept => self.pending.accept = false,
-            Which::KeepAlive => {
-                self.pending.keep_alive = false;
-                count(&mut self.stats.keep_alives_sent);
-            }
-        }
-        self.last_send = now;
-        Ok(Some(Transmit {
-            to: (),
-            len,
-            kind: FrameKind::Datagram,
-        }))
-    }
-
-    /// The next event: `Connected`, then `Closed` (always the last)
-    #[must_use]
-    pub fn poll_event(&mut self) -> Option<ClientEvent> {
-        self.events.pop_front()
-    }
-
-    /// When [`Client::handle_timeout`] must be called next, in the caller's clock: CONNECT resend
-    /// or connect timeout while connecting, keep-alive, lost-ACCEPT recovery or timeout while
-    /// online; `None` when offline or closed
-    ///
-    /// Never more than 30 days ([`MAX_DELAY`](crate::time::MAX_DELAY)) after the latest `now`.
-    #[must_use]
-    pub fn poll_timeout(&self) -> Option<Instant> {
-        self.next_deadline().map(|t| self.clock.to_caller(t))
-    }
-
-    /// Start connecting: queue the first CONNECT
-    ///
-    /// # Errors
-    /// [`Error::AlreadyStarted`] when `connect` was called before, [`Error::Closed`] when the
-    /// client is closed; nothing changed.
-    pub fn connect(&mut self, now: Instant) -> Result<(), Error> {
-        match self.state {
-            ClientState::Offline => {}
-            ClientState::Closed => return Err(Error::Closed),
-            ClientState::Connecting | ClientState::Online => return Err(Error::AlreadyStarted),
-        }
-        let now = self.clock.update(now);
-        self.state = ClientState::Connecting;
-        self.connect_start = now;
-        self.last_send = now;
-        self.pending.connect = true;
-        Ok(())
-    }
-
-    /// Close the connection: queue CLOSE with `reason` and end in `Closed` with
-    /// [`CloseCause::Local`]
-    ///
-    /// `reason` may be empty; it is cut at a NUL and to 127 bytes on a char boundary (what DDNet
-    /// reads at most). The CLOSE carries the current ack (0 unless the application reported one
-    /// with [`Client::set_ack`]) and, in token mode while online, the token; while connecting no
-    /// token is known yet, so it is the bare form. When `connect` was never called nothing is
-    /// sent. The `Closed` event is queued at once; the CLOSE comes from the next `poll_transmit`.
-    ///
-    /// # Errors
-    /// [`Error::Closed`] when already closed, [`Error::QueueFull`]; nothing changed.
-    pub fn close(&mut self, now: Instant, reason: &str) -> Result<(), Error> {
-        if self.state == ClientState::Closed {
-            return Err(Error::Closed);
-        }
-        if self.events.is_full() {
-            return Err(Error::QueueFull);
-        }
-        self.clock.update(now);
-        let send = self.state != ClientState::Offline;
-        self.close_token = if self.state == ClientState::Online {
-            self.token
-        } else {
-            None
-        };
-        self.close_reason = local_reason(reason);
-        self.finish(CloseCause::Local);
-        self.pending.close = send;
-        Ok(())
+        Self::build(config, ())
     }
 
     /// Report the client's current ack (last in-order vital sequence received), carried by every
@@ -563,11 +441,7 @@ impl<const EVENTS: usize> Client<EVENTS> {
         payload: &[u8],
         out: &mut [u8],
     ) -> Result<Transmit<()>, Error> {
-        match self.state {
-            ClientState::Online => {}
-            ClientState::Closed => return Err(Error::Closed),
-            ClientState::Offline | ClientState::Connecting => return Err(Error::NotOpen),
-        }
+        self.check_open()?;
         let len = super::write_chunks(flags, self.ack, num_chunks, payload, self.token, out)?;
         self.last_send = self.clock.update(now);
         self.pending.keep_alive = false;
@@ -578,6 +452,409 @@ impl<const EVENTS: usize> Client<EVENTS> {
             kind: FrameKind::Datagram,
         })
     }
+}
+
+impl<const EVENTS: usize, const SB: usize, const SN: usize, const RB: usize, const RN: usize>
+    Client<EVENTS, Reliable<SB, SN, RB, RN>>
+{
+    /// A client with the chunk layer in state `Offline`: vital channel, receive and construct
+    /// buffers with the capacities of the type (see [`Reliable`])
+    ///
+    /// ```
+    /// use tether_net::game::{ChunkConfig, Client, ClientConfig, Reliable};
+    /// let client: Client<4, Reliable> = Client::with_chunks(ClientConfig::new(), ChunkConfig::fast());
+    /// # let _ = client;
+    /// ```
+    #[must_use]
+    pub fn with_chunks(config: ClientConfig, chunks: ChunkConfig) -> Self {
+        Self::build(config, <Reliable<SB, SN, RB, RN> as Imp>::new_conn(chunks))
+    }
+
+    /// Queue a vital chunk: copied into the resend buffer with the next sequence number, which is
+    /// returned; it goes out from `poll_transmit`, at once with `flush`, else with the next packet
+    /// or after the flush timeout (DDNet flushes INFO, REQUEST_MAP_DATA, READY, ENTERGAME and
+    /// game messages like Cl_StartInfo)
+    ///
+    /// # Errors
+    /// [`Error::NotOpen`] (not online yet), [`Error::Closed`], [`Error::TooLong`] (more than 1023
+    /// bytes), [`Error::TooManyInFlight`] (the resend buffer is full until the server acks);
+    /// nothing was queued.
+    pub fn send_vital(&mut self, now: Instant, data: &[u8], flush: bool) -> Result<u16, Error> {
+        self.check_open()?;
+        let now = self.clock.update(now);
+        self.chunks
+            .vital
+            .queue(now, data, flush)
+            .map_err(layer::queue_error)
+    }
+
+    /// Write a chunk packet into `out` now: this non-vital chunk (never acked or resent; DDNet
+    /// sends INPUT this way), then every queued vital chunk that fits
+    ///
+    /// `out` must hold [`MAX_PACKET_LEN`] bytes.
+    ///
+    /// # Errors
+    /// [`Error::NotOpen`], [`Error::Closed`], [`Error::TooLong`] (more than 1023 bytes),
+    /// [`Error::BufferTooSmall`]; nothing was written and no state changed.
+    pub fn send_non_vital(
+        &mut self,
+        now: Instant,
+        data: &[u8],
+        out: &mut [u8],
+    ) -> Result<Transmit<()>, Error> {
+        self.check_open()?;
+        if data.len() > MAX_CHUNK_SIZE {
+            return Err(Error::TooLong {
+                len: data.len(),
+                max: MAX_CHUNK_SIZE,
+            });
+        }
+        if out.len() < MAX_PACKET_LEN {
+            return Err(Error::BufferTooSmall {
+                required: MAX_PACKET_LEN,
+            });
+        }
+        let now = self.clock.update(now);
+        let c = &mut self.chunks;
+        let (len, _) = layer::write_chunk_packet(
+            &mut c.vital,
+            &mut c.tx,
+            now,
+            self.token,
+            c.config.compression(),
+            Some(data),
+            out,
+        )?;
+        self.sent_chunks(now);
+        Ok(Transmit {
+            to: (),
+            len,
+            kind: FrameKind::Datagram,
+        })
+    }
+
+    /// The next chunk of the packet the last `handle_input` accepted
+    /// ([`ClientApp::ChunksReady`]), borrowed from the client: non-vital chunks as they come,
+    /// vital ones in sequence order exactly once (also those the reorder buffer releases); `None`
+    /// when there is nothing more
+    ///
+    /// Read until `None` before the next input: the next chunk packet replaces this one, and
+    /// vital chunks not read are not acknowledged (the server sends them again).
+    #[must_use]
+    pub fn poll_chunk(&mut self) -> Option<Chunk<'_>> {
+        let now = self.clock.now();
+        let c = &mut self.chunks;
+        let next = layer::next_chunk(&mut c.rx, &mut c.vital, now);
+        if let layer::Next::Done { malformed: true } = next {
+            count(&mut self.stats.malformed_chunks);
+        }
+        let c = &self.chunks;
+        layer::chunk_of(&c.rx, &c.vital, &next)
+    }
+
+    /// Counters of the vital channel (chunks sent, resent, delivered, duplicates, ...)
+    #[must_use]
+    pub fn chunk_stats(&self) -> VitalStats {
+        *self.chunks.vital.stats()
+    }
+
+    /// Vital chunks sent or queued and not acknowledged yet
+    #[must_use]
+    pub fn unacked(&self) -> usize {
+        self.chunks.vital.unacked()
+    }
+}
+
+impl<const EVENTS: usize, L: Layer> Client<EVENTS, L> {
+    fn build(config: ClientConfig, chunks: <L as Imp>::Conn) -> Self {
+        const {
+            assert!(
+                EVENTS >= 1,
+                "a game Client needs room for at least one event"
+            )
+        };
+        Client {
+            config,
+            clock: Clock::new(),
+            state: ClientState::Offline,
+            token: None,
+            alt_token: None,
+            ack: 0,
+            sequence: 0,
+            peer_ack: 0,
+            connect_start: Instant::ZERO,
+            last_send: Instant::ZERO,
+            last_recv: Instant::ZERO,
+            pending: Pending::default(),
+            awaiting_server: false,
+            retry_connecting: false,
+            handshake_at: Instant::ZERO,
+            close_reason: LocalReason::new(),
+            peer_closed: false,
+            close_token: None,
+            info: None,
+            events: Deque::new(),
+            stats: ClientStats::default(),
+            chunks,
+        }
+    }
+
+    /// Feed one datagram from the server
+    ///
+    /// Always consumes the whole datagram, also when it is dropped (counted in
+    /// [`Client::stats`]). A chunk packet of the online connection comes back as
+    /// [`ClientApp::Chunks`] ([`ControlOnly`]) or [`ClientApp::ChunksReady`] ([`Reliable`]: read
+    /// it with [`Client::poll_chunk`]); the server's CLOSE as [`ClientApp::Close`] with its reason
+    /// (the `Closed` event follows from `poll_event`); a server-info answer to
+    /// [`Client::request_info`] as [`ClientApp::ServerInfo`].
+    ///
+    /// # Errors
+    /// [`Error::QueueFull`]: nothing was consumed or changed; drain `poll_event` and feed the
+    /// same datagram again.
+    pub fn handle_input<'a>(
+        &mut self,
+        now: Instant,
+        _from: (),
+        data: &'a [u8],
+    ) -> Result<Received<ClientApp<'a>>, Error> {
+        let n = data.len();
+        if data.first().is_some_and(|&b| b & FLAG_CONNLESS != 0) {
+            self.clock.update(now);
+            return Ok(match self.handle_connless(data) {
+                Some(app) => Received::with_app(n, app),
+                None => Received::consumed(n),
+            });
+        }
+        match self.state {
+            ClientState::Offline | ClientState::Closed => {
+                self.clock.update(now);
+                count(&mut self.stats.ignored_closed);
+                return Ok(Received::consumed(n));
+            }
+            ClientState::Connecting | ClientState::Online => {}
+        }
+        if self.events.is_full() {
+            return Err(Error::QueueFull);
+        }
+        let now = self.clock.update(now);
+        Ok(match self.handle_datagram(now, data) {
+            Some(app) => Received::with_app(n, app),
+            None => Received::consumed(n),
+        })
+    }
+
+    /// Let timers fire: CONNECT resend, connect timeout, keep-alive, lost-ACCEPT recovery,
+    /// timeout, and the chunk layer's resends and too-weak check; a call before
+    /// [`Client::poll_timeout`] does nothing
+    pub fn handle_timeout(&mut self, now: Instant) {
+        let now = self.clock.update(now);
+        match self.state {
+            ClientState::Connecting => {
+                if now >= self.connect_start + self.config.connect_timeout {
+                    if !self.events.is_full() {
+                        self.finish(CloseCause::ConnectTimeout);
+                    }
+                } else if !self.pending.connect
+                    && now >= self.last_send + self.config.connect_resend
+                {
+                    self.pending.connect = true;
+                }
+            }
+            ClientState::Online => {
+                if now >= self.last_recv + self.config.timeout {
+                    if !self.events.is_full() {
+                        self.finish(CloseCause::Timeout);
+                    }
+                    return;
+                }
+                let mut wants_ack = false;
+                if let Some(p) = L::conn(&mut self.chunks) {
+                    if let Err(weak) = p.vital.handle_timeout(now) {
+                        if !self.events.is_full() {
+                            self.finish(CloseCause::TooWeak(weak));
+                        }
+                        return;
+                    }
+                    wants_ack = p.vital.needs_ack(now);
+                }
+                if let Some(at) = self.accept_retry_at() {
+                    if now >= at {
+                        self.pending.connect = true;
+                        self.handshake_at = now;
+                        if !self.retry_connecting {
+                            self.retry_connecting = true;
+                            count(&mut self.stats.accept_retries);
+                        }
+                    }
+                }
+                if !self.has_pending()
+                    && (wants_ack || now >= self.last_send + self.config.keep_alive)
+                {
+                    self.pending.keep_alive = true;
+                }
+            }
+            ClientState::Offline | ClientState::Closed => {}
+        }
+    }
+
+    /// Write the next frame into `buf`: a server-info request, then CLOSE, CONNECT, ACCEPT, then
+    /// (chunk layer) a due chunk packet, then KEEP_ALIVE
+    ///
+    /// # Errors
+    /// [`BufferTooSmall`] with the exact size when `buf` cannot hold the frame; it stays queued.
+    pub fn poll_transmit(
+        &mut self,
+        now: Instant,
+        buf: &mut [u8],
+    ) -> Result<Option<Transmit<()>>, BufferTooSmall> {
+        let now = self.clock.update(now);
+        let sent = |len| {
+            Ok(Some(Transmit {
+                to: (),
+                len,
+                kind: FrameKind::Datagram,
+            }))
+        };
+        if self.pending.info && self.state != ClientState::Closed {
+            if let Some(q) = self.info {
+                let len = q.emit(buf)?;
+                self.pending.info = false;
+                count(&mut self.stats.info_requests_sent);
+                return sent(len);
+            }
+        }
+        if let Some((packet, which)) = self.next_frame(false) {
+            let len = packet.emit(buf)?;
+            self.frame_sent(now, which);
+            return sent(len);
+        }
+        if self.state == ClientState::Online {
+            let mut built = false;
+            if let Some(p) = L::conn(&mut self.chunks) {
+                if p.out.is_empty() && p.vital.needs_packet(now) {
+                    let compress = p.config.compression();
+                    // the writer stays within the payload limit: no error is reachable
+                    if let Ok((len, _)) = layer::write_chunk_packet(
+                        p.vital,
+                        p.tx,
+                        now,
+                        self.token,
+                        compress,
+                        None,
+                        p.out.buf(),
+                    ) {
+                        p.out.set(len);
+                        built = true;
+                    }
+                }
+            }
+            if built {
+                self.sent_chunks(now);
+            }
+            if let Some(p) = L::conn(&mut self.chunks) {
+                if !p.out.is_empty() {
+                    let len = p.out.take_into(buf)?;
+                    return sent(len);
+                }
+            }
+        }
+        if let Some((packet, which)) = self.next_frame(true) {
+            let len = packet.emit(buf)?;
+            self.frame_sent(now, which);
+            return sent(len);
+        }
+        Ok(None)
+    }
+
+    /// The next event: `Connected`, then `Closed` (always the last)
+    #[must_use]
+    pub fn poll_event(&mut self) -> Option<ClientEvent> {
+        self.events.pop_front()
+    }
+
+    /// When [`Client::handle_timeout`] must be called next, in the caller's clock: CONNECT resend
+    /// or connect timeout while connecting, keep-alive, lost-ACCEPT recovery, timeout and the
+    /// chunk layer's timers while online; `None` when offline or closed
+    ///
+    /// Never more than 30 days ([`MAX_DELAY`](crate::time::MAX_DELAY)) after the latest `now`.
+    #[must_use]
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        self.next_deadline().map(|t| self.clock.to_caller(t))
+    }
+
+    /// Start connecting: queue the first CONNECT
+    ///
+    /// # Errors
+    /// [`Error::AlreadyStarted`] when `connect` was called before, [`Error::Closed`] when the
+    /// client is closed; nothing changed.
+    pub fn connect(&mut self, now: Instant) -> Result<(), Error> {
+        match self.state {
+            ClientState::Offline => {}
+            ClientState::Closed => return Err(Error::Closed),
+            ClientState::Connecting | ClientState::Online => return Err(Error::AlreadyStarted),
+        }
+        let now = self.clock.update(now);
+        self.state = ClientState::Connecting;
+        self.connect_start = now;
+        self.last_send = now;
+        self.pending.connect = true;
+        Ok(())
+    }
+
+    /// Close the connection: queue CLOSE with `reason` and end in `Closed` with
+    /// [`CloseCause::Local`]
+    ///
+    /// `reason` may be empty; it is cut at a NUL and to 127 bytes on a char boundary (what DDNet
+    /// reads at most). The CLOSE carries the current ack and, in token mode while online, the
+    /// token; while connecting no token is known yet, so it is the bare form. When `connect` was
+    /// never called nothing is sent. The `Closed` event is queued at once; the CLOSE comes from
+    /// the next `poll_transmit`.
+    ///
+    /// # Errors
+    /// [`Error::Closed`] when already closed, [`Error::QueueFull`]; nothing changed.
+    pub fn close(&mut self, now: Instant, reason: &str) -> Result<(), Error> {
+        if self.state == ClientState::Closed {
+            return Err(Error::Closed);
+        }
+        if self.events.is_full() {
+            return Err(Error::QueueFull);
+        }
+        self.clock.update(now);
+        let send = self.state != ClientState::Offline;
+        self.close_token = if self.state == ClientState::Online {
+            self.token
+        } else {
+            None
+        };
+        self.close_reason = local_reason(reason);
+        self.finish(CloseCause::Local);
+        self.pending.close = send;
+        Ok(())
+    }
+
+    /// Send a server-info request (`gie3`, what a server browser or status bot sends) with
+    /// `token`; `extended` uses DDNet's "xe" header (24-bit token, answered with `iext`)
+    ///
+    /// Works in any state but `Closed`, also before `connect`. Answers carrying the request's
+    /// token (8 bits, or 24 with `extended`) come back from `handle_input` as
+    /// [`ClientApp::ServerInfo`]; a later call replaces the query. There is no retry timer: a
+    /// lost request or answer is the caller's to repeat (servers rate-limit answers).
+    ///
+    /// # Errors
+    /// [`Error::Closed`].
+    pub fn request_info(&mut self, now: Instant, token: u32, extended: bool) -> Result<(), Error> {
+        if self.state == ClientState::Closed {
+            return Err(Error::Closed);
+        }
+        self.clock.update(now);
+        self.info = Some(InfoRequest {
+            kind: InfoRequestKind::Info,
+            extended,
+            token: token & if extended { 0xFF_FFFF } else { 0xFF },
+        });
+        self.pending.info = true;
+        Ok(())
+    }
 
     /// Where the client is
     #[must_use]
@@ -585,22 +862,40 @@ impl<const EVENTS: usize> Client<EVENTS> {
         self.state
     }
 
-    /// The security token, once CONNECT_ACCEPT brought one (`None` in vanilla mode)
+    /// The current security token (`None` in vanilla mode); see [`ClientEvent::Connected`] for
+    /// when it may still change
     #[must_use]
     pub fn token(&self) -> Option<Token> {
         self.token
     }
 
-    /// The ack the client sends (see [`Client::set_ack`])
+    /// True once a packet other than CONNECT_ACCEPT carrying the token arrived after the ACCEPT:
+    /// the server has the connection and the token is final (see [`ClientEvent::Connected`])
+    #[must_use]
+    pub fn is_confirmed(&self) -> bool {
+        self.state == ClientState::Online && !self.awaiting_server
+    }
+
+    /// The ack the client sends (see [`Client::set_ack`]; with the chunk layer, the vital
+    /// channel's)
     #[must_use]
     pub fn ack(&self) -> u16 {
-        self.ack
+        L::conn_channel(&self.chunks).map_or(self.ack, |v| v.ack())
     }
 
     /// The last ack the server reported
     #[must_use]
     pub fn peer_ack(&self) -> u16 {
-        self.peer_ack
+        L::conn_channel(&self.chunks).map_or(self.peer_ack, |v| v.peer_ack())
+    }
+
+    /// The reason of the server's CLOSE, once the client closed because of one (kept, at most 127
+    /// bytes; also the text of a Huffman-compressed CLOSE, which
+    /// [`ClientApp::Close`] cannot carry)
+    #[must_use]
+    pub fn peer_close_reason(&self) -> Option<PeerText<'_>> {
+        self.peer_closed
+            .then(|| PeerText::new(self.close_reason.as_slice()))
     }
 
     /// The configuration
@@ -613,6 +908,42 @@ impl<const EVENTS: usize> Client<EVENTS> {
     #[must_use]
     pub fn stats(&self) -> ClientStats {
         self.stats
+    }
+
+    /// Online: `Err(NotOpen)` before, `Err(Closed)` after
+    fn check_open(&self) -> Result<(), Error> {
+        match self.state {
+            ClientState::Online => Ok(()),
+            ClientState::Closed => Err(Error::Closed),
+            ClientState::Offline | ClientState::Connecting => Err(Error::NotOpen),
+        }
+    }
+
+    /// A chunk packet went out at `now`
+    fn sent_chunks(&mut self, now: Instant) {
+        self.last_send = now;
+        self.pending.keep_alive = false;
+        count(&mut self.stats.chunk_packets_sent);
+    }
+
+    /// A control frame went out at `now`
+    fn frame_sent(&mut self, now: Instant, which: Which) {
+        match which {
+            Which::Close => self.pending.close = false,
+            Which::Connect => {
+                self.pending.connect = false;
+                count(&mut self.stats.connects_sent);
+            }
+            Which::Accept => self.pending.accept = false,
+            Which::KeepAlive => {
+                self.pending.keep_alive = false;
+                count(&mut self.stats.keep_alives_sent);
+                if let Some(p) = L::conn(&mut self.chunks) {
+                    p.vital.note_sent(now);
+                }
+            }
+        }
+        self.last_send = now;
     }
 
     /// The next deadline in machine time (see `time::Clock`)
@@ -628,7 +959,15 @@ impl<const EVENTS: usize> Client<EVENTS> {
                 let timeout = self.last_recv + self.config.timeout;
                 let keep_alive =
                     (!self.has_pending()).then(|| self.last_send + self.config.keep_alive);
-                earliest(earliest(Some(timeout), keep_alive), self.accept_retry_at())
+                // a vital deadline that passed (the oldest chunk changed when an ack released
+                // the one before it) is due now
+                let vital = L::conn_channel(&self.chunks)
+                    .and_then(|v| v.poll_timeout())
+                    .map(|t| t.max(self.clock.now()));
+                earliest(
+                    earliest(earliest(Some(timeout), keep_alive), self.accept_retry_at()),
+                    vital,
+                )
             }
             ClientState::Offline | ClientState::Closed => None,
         }
@@ -638,14 +977,20 @@ impl<const EVENTS: usize> Client<EVENTS> {
     fn finish(&mut self, cause: CloseCause) {
         self.state = ClientState::Closed;
         self.pending = Pending::default();
+        if let Some(p) = L::conn(&mut self.chunks) {
+            p.rx.clear();
+            p.out.clear();
+        }
         // Room was checked by every caller; a full queue cannot happen here.
         let _ = self.events.push_back(ClientEvent::Closed { cause });
     }
 
-    /// Something besides CONNECT_ACCEPT came from the server: it has the connection
+    /// Something besides CONNECT_ACCEPT came from the server with the token: it has the
+    /// connection, the token is final
     fn heard_server(&mut self) {
         self.awaiting_server = false;
         self.retry_connecting = false;
+        self.alt_token = None;
     }
 
     /// When the next lost-ACCEPT retry (or retry CONNECT resend) is due, if one is armed
@@ -668,83 +1013,356 @@ impl<const EVENTS: usize> Client<EVENTS> {
         p.connect || p.accept || p.keep_alive || p.close
     }
 
-    /// A datagram while connecting or online (the event queue has room)
-    fn handle_datagram<'a>(&mut self, now: Instant, data: &'a [u8]) -> Option<ClientApp<'a>> {
-        let mode = match (self.state, self.token) {
-            (ClientState::Connecting, _) => TokenMode::Detect,
-            (_, Some(_)) => TokenMode::Trailing,
-            (_, None) => TokenMode::Vanilla,
-        };
-        let parsed = match wire::parse(data, mode) {
-            Ok(p) => p,
-            Err(DecodeError::MissingToken) => {
-                count(&mut self.stats.dropped_wrong_token);
-                return None;
+    /// A connectionless datagram: a server-info answer to our query (or the unsolicited update,
+    /// token −1, while online), anything else dropped
+    fn handle_connless<'a>(&mut self, data: &'a [u8]) -> Option<ClientApp<'a>> {
+        let wanted = match ServerInfo::parse(data) {
+            Ok(info) if self.state != ClientState::Closed => {
+                let ours = self.info.is_some_and(|q| info.token == q.answer_token());
+                let update = info.token == -1 && self.state == ClientState::Online;
+                (ours || update).then_some(info)
             }
-            Err(_) => {
-                count(&mut self.stats.dropped_malformed);
-                return None;
-            }
+            _ => None,
         };
-        // Token check (online token mode only; a compressed chunk packet carries its token inside
-        // the compressed data and is passed through unverified with `token: None`).
-        if mode == TokenMode::Trailing {
-            let token = match &parsed.packet {
-                Packet::Control(c) => c.token,
-                Packet::Chunks(c) => c.token.or(if c.header.flags.compression {
-                    self.token
-                } else {
-                    None
-                }),
-            };
-            if token != self.token {
-                count(&mut self.stats.dropped_wrong_token);
-                return None;
+        match wanted {
+            Some(info) => {
+                count(&mut self.stats.info_answers);
+                Some(ClientApp::ServerInfo(info))
             }
-        }
-        let ack = match &parsed.packet {
-            Packet::Control(c) => c.ack,
-            Packet::Chunks(c) => c.header.ack,
-        };
-        if !ack_in_range(ack, self.peer_ack, self.sequence) {
-            count(&mut self.stats.dropped_bad_ack);
-            return None;
-        }
-        self.peer_ack = ack;
-        if !parsed.warnings.is_empty() {
-            count(&mut self.stats.warnings);
-        }
-        match parsed.packet {
-            Packet::Control(c) => self.handle_control(now, c),
-            Packet::Chunks(c) => {
-                if self.state != ClientState::Online {
-                    count(&mut self.stats.dropped_not_online);
-                    return None;
-                }
-                self.last_recv = now;
-                self.heard_server();
-                count(&mut self.stats.chunk_packets_received);
-                Some(ClientApp::Chunks(c))
+            None => {
+                count(&mut self.stats.dropped_connless);
+                None
             }
         }
     }
 
-    fn handle_control<'a>(&mut self, now: Instant, c: ControlPacket<'a>) -> Option<ClientApp<'a>> {
+    /// How to read a packet whose last four (decompressed) bytes are `tail` and whose control id
+    /// is `id` (`None`: a chunk packet): the token mode, and whether the alternative candidate
+    /// token is the one (see "Forged CONNECT_ACCEPTs" on [`Client`])
+    fn read_mode(&self, id: Option<u8>, tail: Option<Token>) -> Option<(TokenMode, bool)> {
+        if self.state == ClientState::Connecting {
+            return Some((TokenMode::Detect, false));
+        }
+        if self.awaiting_server && !self.config.vanilla {
+            if id == Some(ControlId::ConnectAccept as u8) {
+                return Some((TokenMode::Detect, false));
+            }
+            if self.token.is_some() && tail == self.token {
+                return Some((TokenMode::Trailing, false));
+            }
+            if let Some(Some(alt)) = self.alt_token {
+                if tail == Some(alt) {
+                    return Some((TokenMode::Trailing, true));
+                }
+            }
+            if self.token.is_none() {
+                return Some((TokenMode::Vanilla, false));
+            }
+            if self.alt_token == Some(None) {
+                return Some((TokenMode::Vanilla, true));
+            }
+            // no candidate fits: read it with the current token, which drops it (wrong token,
+            // or malformed when it is not even a packet)
+            return Some((TokenMode::Trailing, false));
+        }
+        Some(match self.token {
+            Some(_) => (TokenMode::Trailing, false),
+            None => (TokenMode::Vanilla, false),
+        })
+    }
+
+    /// A datagram while connecting or online (the event queue has room)
+    fn handle_datagram<'a>(&mut self, now: Instant, data: &'a [u8]) -> Option<ClientApp<'a>> {
+        let b0 = match Header::parse(data) {
+            // (a control packet needs its id byte)
+            Ok(h)
+                if data.len() <= MAX_PACKET_LEN
+                    && !(h.flags.control && data.len() == HEADER_LEN) =>
+            {
+                data[0]
+            }
+            _ => {
+                count(&mut self.stats.dropped_malformed);
+                return None;
+            }
+        };
+        if b0 & FLAG_COMPRESSION != 0 {
+            return self.handle_compressed(now, data);
+        }
+        let id = (b0 & FLAG_CONTROL != 0).then(|| data.get(HEADER_LEN).copied().unwrap_or(0xff));
+        let tail = tail_token(data);
+        let (mode, swap) = self.read_mode(id, tail)?;
+        let pkt = self.parse(data, mode)?;
+        match self.process(now, mode, swap, pkt) {
+            Outcome::Nothing => None,
+            Outcome::Close(reason) => {
+                self.keep_peer_reason(reason);
+                Some(ClientApp::Close {
+                    reason: reason.text(),
+                })
+            }
+            Outcome::Chunks {
+                header,
+                token,
+                payload: Payload::Slice(payload),
+            } => match L::conn(&mut self.chunks) {
+                Some(p) => {
+                    p.rx.load(header.num_chunks, HEADER_LEN, payload.len(), Some(payload));
+                    Some(ClientApp::ChunksReady)
+                }
+                None => Some(ClientApp::Chunks(wire::ChunkPacket {
+                    header,
+                    payload,
+                    token,
+                })),
+            },
+            Outcome::Chunks { .. } => None,
+        }
+    }
+
+    /// A datagram with the compression flag: decompressed (into the receive buffer, or in passing
+    /// without a buffer) before anything else is looked at
+    fn handle_compressed<'a>(&mut self, now: Instant, data: &'a [u8]) -> Option<ClientApp<'a>> {
+        let (head, payload) = data.split_first_chunk::<HEADER_LEN>()?;
+        let control = head[0] & FLAG_CONTROL != 0;
+        if control {
+            // decoded into a small buffer: only vanilla 0.6.4 peers send these, without token
+            let mut small = [0u8; SMALL_LEN];
+            small[..HEADER_LEN].copy_from_slice(head);
+            small[0] &= !FLAG_COMPRESSION;
+            let Ok(total) = huffman::decompress_prefix(payload, &mut small[HEADER_LEN..]) else {
+                count(&mut self.stats.dropped_malformed);
+                return None;
+            };
+            let len = (HEADER_LEN + total).min(SMALL_LEN);
+            let id = small.get(HEADER_LEN).copied();
+            let (mode, swap) = self.read_mode(id, None)?;
+            if mode == TokenMode::Trailing || total + HEADER_LEN > SMALL_LEN {
+                // DDNet never compresses control packets; on a token connection drop them
+                count(&mut self.stats.dropped_malformed);
+                return None;
+            }
+            let pkt = self.parse(&small[..len], mode)?;
+            return match self.process(now, mode, swap, pkt) {
+                Outcome::Close(reason) => {
+                    self.keep_peer_reason(reason);
+                    Some(ClientApp::Close {
+                        reason: PeerText::new(&[]),
+                    })
+                }
+                _ => None,
+            };
+        }
+        let header = Header::parse(head).ok()?;
+        let pkt = if let Some(p) = L::conn(&mut self.chunks) {
+            let Some(plain_len) = p.rx.decompress(data).map(<[u8]>::len) else {
+                count(&mut self.stats.dropped_malformed);
+                return None;
+            };
+            let tail = tail_token(p.rx.bytes(plain_len));
+            let (mode, swap) = self.read_mode(None, tail)?;
+            let (token, len) = match mode {
+                TokenMode::Trailing => match plain_len.checked_sub(HEADER_LEN + TOKEN_LEN) {
+                    Some(len) => (tail, len),
+                    None => {
+                        count(&mut self.stats.dropped_wrong_token);
+                        return None;
+                    }
+                },
+                _ => (None, plain_len - HEADER_LEN),
+            };
+            (
+                mode,
+                swap,
+                Pkt::Chunks {
+                    header: Header {
+                        flags: Flags {
+                            compression: false,
+                            ..header.flags
+                        },
+                        ..header
+                    },
+                    token,
+                    payload: Payload::Rx(len),
+                },
+            )
+        } else {
+            let Ok((plain_len, last4)) = huffman::decompressed_tail(payload) else {
+                count(&mut self.stats.dropped_malformed);
+                return None;
+            };
+            let tail = (plain_len >= TOKEN_LEN).then_some(Token(last4));
+            let (mode, swap) = self.read_mode(None, tail)?;
+            if mode == TokenMode::Trailing && tail.is_none() {
+                count(&mut self.stats.dropped_wrong_token);
+                return None;
+            }
+            let token = if mode == TokenMode::Trailing {
+                tail
+            } else {
+                None
+            };
+            (
+                mode,
+                swap,
+                Pkt::Chunks {
+                    header,
+                    token,
+                    payload: Payload::Slice(payload),
+                },
+            )
+        };
+        let (mode, swap, pkt) = pkt;
+        match self.process(now, mode, swap, pkt) {
+            Outcome::Chunks {
+                header,
+                payload: Payload::Slice(payload),
+                ..
+            } => Some(ClientApp::Chunks(wire::ChunkPacket {
+                header,
+                payload,
+                token: None,
+            })),
+            Outcome::Chunks {
+                header,
+                payload: Payload::Rx(len),
+                ..
+            } => {
+                let p = L::conn(&mut self.chunks)?;
+                p.rx.load(header.num_chunks, HEADER_LEN, len, None);
+                Some(ClientApp::ChunksReady)
+            }
+            _ => None,
+        }
+    }
+
+    /// Parse `bytes` in `mode`; decode errors counted
+    #[inline(never)]
+    fn parse<'p>(&mut self, bytes: &'p [u8], mode: TokenMode) -> Option<Pkt<'p>> {
+        match wire::parse(bytes, mode) {
+            Ok(p) => Some(match p.packet {
+                Packet::Control(c) => Pkt::Control {
+                    c,
+                    warnings: p.warnings,
+                },
+                Packet::Chunks(c) => Pkt::Chunks {
+                    header: c.header,
+                    token: c.token,
+                    payload: Payload::Slice(c.payload),
+                },
+            }),
+            Err(DecodeError::MissingToken) => {
+                count(&mut self.stats.dropped_wrong_token);
+                None
+            }
+            Err(_) => {
+                count(&mut self.stats.dropped_malformed);
+                None
+            }
+        }
+    }
+
+    /// The token, ack and state checks of a decoded packet, then what it does (out of line: three
+    /// callers, one copy in a firmware)
+    #[inline(never)]
+    fn process<'p>(
+        &mut self,
+        now: Instant,
+        mode: TokenMode,
+        swap: bool,
+        pkt: Pkt<'p>,
+    ) -> Outcome<'p> {
+        // the token the packet must carry
+        let expect = if swap {
+            self.alt_token.flatten()
+        } else {
+            self.token
+        };
+        let (token, ack, resend, warnings) = match &pkt {
+            Pkt::Control { c, warnings } => (
+                c.token,
+                c.ack,
+                warnings.contains(Warnings::CONTROL_RESEND),
+                *warnings,
+            ),
+            Pkt::Chunks { header, token, .. } => {
+                (*token, header.ack, header.flags.resend, Warnings::NONE)
+            }
+        };
+        if mode == TokenMode::Trailing && token != expect {
+            count(&mut self.stats.dropped_wrong_token);
+            return Outcome::Nothing;
+        }
+        let header = Header {
+            flags: Flags {
+                resend,
+                ..Flags::default()
+            },
+            ack,
+            num_chunks: 0,
+        };
+        match L::conn(&mut self.chunks) {
+            Some(p) => {
+                if p.vital.on_packet(now, &header).is_err() {
+                    count(&mut self.stats.dropped_bad_ack);
+                    return Outcome::Nothing;
+                }
+            }
+            None => {
+                if !ack_in_range(ack, self.peer_ack, self.sequence) {
+                    count(&mut self.stats.dropped_bad_ack);
+                    return Outcome::Nothing;
+                }
+            }
+        }
+        self.peer_ack = ack;
+        if swap {
+            let old = self.token;
+            self.token = expect;
+            self.alt_token = Some(old);
+        }
+        if !warnings.is_empty() {
+            count(&mut self.stats.warnings);
+        }
+        match pkt {
+            Pkt::Control { c, .. } => self.handle_control(now, c),
+            Pkt::Chunks {
+                header,
+                token,
+                payload,
+            } => {
+                if self.state != ClientState::Online {
+                    count(&mut self.stats.dropped_not_online);
+                    return Outcome::Nothing;
+                }
+                self.last_recv = now;
+                self.heard_server();
+                count(&mut self.stats.chunk_packets_received);
+                Outcome::Chunks {
+                    header,
+                    token,
+                    payload,
+                }
+            }
+        }
+    }
+
+    fn handle_control<'p>(&mut self, now: Instant, c: ControlPacket<'p>) -> Outcome<'p> {
         match (self.state, c.control) {
             (_, Control::Close(reason)) => {
                 self.finish(CloseCause::Peer);
-                return Some(ClientApp::Close {
-                    reason: reason.text(),
-                });
+                return Outcome::Close(reason);
             }
             (ClientState::Connecting, Control::ConnectAccept) => {
                 // In vanilla mode a TKEN reply is still answered without token: we promised the
                 // server nothing, and a DDNet server treats our bare CONNECT as vanilla anyway.
-                self.token = if self.config.vanilla {
-                    None
-                } else {
-                    c.token.filter(|t| !t.is_sentinel())
-                };
+                let token = if self.config.vanilla { None } else { c.token };
+                if token.is_some_and(|t| t.is_sentinel()) {
+                    count(&mut self.stats.dropped_sentinel_token);
+                    return Outcome::Nothing;
+                }
+                self.token = token;
+                self.alt_token = None;
                 self.state = ClientState::Online;
                 self.pending.connect = false;
                 self.pending.accept = true;
@@ -757,15 +1375,32 @@ impl<const EVENTS: usize> Client<EVENTS> {
                     .push_back(ClientEvent::Connected { token: self.token });
             }
             (ClientState::Online, Control::ConnectAccept) => {
-                self.last_recv = now;
-                // Only the answer to a retry CONNECT gets another ACCEPT. A late or duplicated
-                // answer to an earlier CONNECT does not: a DDNet server takes an ACCEPT on an
-                // existing connection as a "rejoin" and resets that connection.
-                if self.awaiting_server && self.retry_connecting {
+                let token = if self.config.vanilla { None } else { c.token };
+                if token.is_some_and(|t| t.is_sentinel()) {
+                    count(&mut self.stats.dropped_sentinel_token);
+                    return Outcome::Nothing;
+                }
+                if token == self.token {
+                    self.last_recv = now;
+                    // Only the answer to a retry CONNECT gets another ACCEPT. A late or duplicated
+                    // answer to an earlier CONNECT does not: a DDNet server takes an ACCEPT on an
+                    // existing connection as a "rejoin" and resets that connection.
+                    if self.awaiting_server && self.retry_connecting {
+                        self.pending.connect = false;
+                        self.pending.accept = true;
+                        self.retry_connecting = false;
+                        self.handshake_at = now;
+                    }
+                } else if self.awaiting_server && self.alt_token != Some(token) {
+                    // another candidate (see "Forged CONNECT_ACCEPTs"): it becomes the current
+                    // token and is answered; the previous one stays the alternative
+                    self.alt_token = Some(self.token);
+                    self.token = token;
                     self.pending.connect = false;
                     self.pending.accept = true;
                     self.retry_connecting = false;
                     self.handshake_at = now;
+                    count(&mut self.stats.token_candidates);
                 }
             }
             (ClientState::Online, Control::KeepAlive) => {
@@ -780,15 +1415,24 @@ impl<const EVENTS: usize> Client<EVENTS> {
             // Connecting: KEEP_ALIVE, CONNECT, ACCEPT are ignored
             _ => {}
         }
-        None
+        Outcome::Nothing
     }
 
-    /// The next control frame to send, if any, and which pending flag it clears
-    fn next_frame(&self) -> Option<(ControlPacket<'_>, Which)> {
+    /// Keep the server's CLOSE reason (for [`Client::peer_close_reason`])
+    fn keep_peer_reason(&mut self, reason: Reason<'_>) {
+        self.close_reason.clear();
+        // at most MAX_REASON_LEN bytes: fits
+        let _ = self.close_reason.extend_from_slice(reason.as_bytes());
+        self.peer_closed = true;
+    }
+
+    /// The next control frame to send, if any, and which pending flag it clears; the
+    /// KEEP_ALIVE only when `keep_alive` (it comes after a chunk packet)
+    fn next_frame(&self, keep_alive: bool) -> Option<(ControlPacket<'_>, Which)> {
         let p = &self.pending;
         let (control, token, which) = if p.close {
             (
-                Control::Close(Reason::from_str(&self.close_reason)),
+                Control::Close(Reason::from_bytes(&self.close_reason)),
                 self.close_token,
                 Which::Close,
             )
@@ -801,14 +1445,14 @@ impl<const EVENTS: usize> Client<EVENTS> {
             (Control::Connect, token, Which::Connect)
         } else if p.accept {
             (Control::Accept, self.token, Which::Accept)
-        } else if p.keep_alive {
+        } else if p.keep_alive && keep_alive {
             (Control::KeepAlive, self.token, Which::KeepAlive)
         } else {
             return None;
         };
         Some((
             ControlPacket {
-                ack: self.ack,
+                ack: self.ack(),
                 control,
                 token,
             },
@@ -827,21 +1471,21 @@ enum Which {
 }
 
 #[cfg(feature = "defmt")]
-impl<const EVENTS: usize> defmt::Format for Client<EVENTS> {
+impl<const EVENTS: usize, L: Layer> defmt::Format for Client<EVENTS, L> {
     fn format(&self, f: defmt::Formatter<'_>) {
         defmt::write!(
             f,
             "Client {{ state: {}, token: {}, ack: {}, peer_ack: {} }}",
             self.state,
             self.token,
-            self.ack,
-            self.peer_ack
+            self.ack(),
+            self.peer_ack()
         );
     }
 }
 
 crate::machine::impl_machine! {
-    impl[const EVENTS: usize] for Client<EVENTS> {
+    impl[const EVENTS: usize, L: Layer] for Client<EVENTS, L> {
         Peer = (),
         Event = ClientEvent,
         App<'a> = ClientApp<'a>,

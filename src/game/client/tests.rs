@@ -309,9 +309,24 @@ fn chunks_delivered_borrowed_and_refresh_liveness() {
     c.handle_timeout(ms(10_000));
     let _ = drain(&mut c, ms(10_000));
     assert_eq!(c.state(), ClientState::Online);
-    // a compressed packet is passed through unverified (its token is inside the data)
-    let app = feed(&mut c, ms(10_001), &hex("80 00 01 ff ee"));
-    assert_eq!(app, Some(vec![0xFF, 0xEE]));
+    // a compressed packet is passed through still compressed, after its token (inside the
+    // compressed data) was checked: the right token is accepted, a wrong one dropped
+    let mut packed = [0u8; 32];
+    let n = crate::game::huffman::compress(&hex("42 43 12 34 56 78"), &mut packed).unwrap();
+    let mut pkt = hex("80 00 01");
+    pkt.extend_from_slice(&packed[..n]);
+    let app = feed(&mut c, ms(10_001), &pkt);
+    assert_eq!(app.as_deref(), Some(&packed[..n]));
+    let n = crate::game::huffman::compress(&hex("42 43 12 34 56 79"), &mut packed).unwrap();
+    let mut pkt = hex("80 00 01");
+    pkt.extend_from_slice(&packed[..n]);
+    let wrong = c.stats().dropped_wrong_token;
+    assert_eq!(feed(&mut c, ms(10_002), &pkt), None);
+    assert_eq!(c.stats().dropped_wrong_token, wrong + 1);
+    // undecodable: dropped as malformed
+    let malformed = c.stats().dropped_malformed;
+    assert_eq!(feed(&mut c, ms(10_003), &hex("80 00 01 ff ee")), None);
+    assert_eq!(c.stats().dropped_malformed, malformed + 1);
 }
 
 #[test]

@@ -9,17 +9,26 @@ use core::hash::Hash;
 
 use heapless::Deque;
 
+use super::chunk::{Chunk, MAX_CHUNK_SIZE};
+use super::connless::{ConnlessPacket, InfoContent, InfoRequest};
 use super::error::Error;
 use super::event::{CloseCause, ServerApp, ServerEvent};
+use super::huffman;
+use super::layer::{
+    self, imp::Imp, tail_token, ChunkConfig, ControlOnly, Layer, Outcome, Payload, Pkt, Reliable,
+    SMALL_LEN,
+};
 use super::token::{mint, table_key, TokenSecret};
+use super::vital::VitalStats;
 use super::wire::{
-    self, ack_in_range, Control, ControlPacket, DecodeError, Flags, Packet, Reason, Token,
-    TokenMode, ACK_MODULO,
+    self, ack_in_range, Control, ControlPacket, DecodeError, Flags, Header, Packet, Reason, Token,
+    TokenMode, Warnings, ACK_MODULO, FLAG_COMPRESSION, FLAG_CONNLESS, HEADER_LEN, MAX_PACKET_LEN,
+    TOKEN_LEN,
 };
 use super::{count, local_reason, LocalReason, MIN_DELAY};
-use crate::io::{BufferTooSmall, FrameKind, Received, Transmit};
+use crate::io::{BufferTooSmall, FrameKind, PeerText, Received, Transmit};
 use crate::time::{clamp_delay, Clock, Duration, Instant};
-use peer::{next_frame, stamp, PeerCold, PeerHot, OUT_CONNECT_ACCEPT, OUT_KEEP_ALIVE};
+use peer::{next_frame, stamp, PeerCold, PeerHot, OUT_CHUNKS, OUT_CONNECT_ACCEPT, OUT_KEEP_ALIVE};
 use table::{PeerHashKey, Table};
 use timers::{timer_at, TimerEntry, Timers};
 
@@ -88,12 +97,14 @@ pub struct ServerConfig {
     timeout: Duration,
     connect_accept_resend: Duration,
     max_peers: usize,
+    info_per_second: u32,
+    info_replies_per_second: u32,
 }
 
 impl ServerConfig {
     /// The defaults with this `secret` (from a random source): vanilla CONNECTs rejected,
     /// keep-alive 1 s, timeout 10 s, pending CONNECT_ACCEPT resent every 500 ms, up to `PEERS`
-    /// peers
+    /// peers, server-info requests: 50 a second answered with the client list, 500 at all
     #[must_use]
     pub const fn new(secret: TokenSecret) -> Self {
         ServerConfig {
@@ -103,7 +114,45 @@ impl ServerConfig {
             timeout: Duration::from_secs(10),
             connect_accept_resend: Duration::from_millis(500),
             max_peers: usize::MAX,
+            info_per_second: 50,
+            info_replies_per_second: 500,
         }
+    }
+
+    /// Server-info requests per second (a window of 1 s) handed to the application as
+    /// [`ServerApp::InfoRequest`] with the client list allowed; later ones in the window get the
+    /// answer without the list, which is little larger than the request (DDNet 16.4's
+    /// `sv_server_info_per_second`, default 50). Clamped to at most
+    /// [`ServerConfig::info_replies_per_second`].
+    #[must_use]
+    pub const fn with_info_per_second(mut self, n: u32) -> Self {
+        self.info_per_second = n;
+        self
+    }
+
+    /// Server-info requests per second answered at all; more are dropped and counted
+    /// ([`ServerStats::dropped_info_flood`]). Default 500 (newer DDNet's
+    /// `sv_server_info_replies_per_second`); 0 answers none.
+    #[must_use]
+    pub const fn with_info_replies_per_second(mut self, n: u32) -> Self {
+        self.info_replies_per_second = n;
+        self
+    }
+
+    /// Server-info requests per second answered with the client list
+    #[must_use]
+    pub const fn info_per_second(&self) -> u32 {
+        if self.info_per_second > self.info_replies_per_second {
+            self.info_replies_per_second
+        } else {
+            self.info_per_second
+        }
+    }
+
+    /// Server-info requests per second answered at all
+    #[must_use]
+    pub const fn info_replies_per_second(&self) -> u32 {
+        self.info_replies_per_second
     }
 
     /// Policy for vanilla CONNECTs. Default: [`VanillaPolicy::Reject`].
@@ -223,8 +272,25 @@ pub struct ServerStats {
     pub rejected_vanilla: u64,
     /// Chunk packets written by [`Server::send_chunks`]
     pub chunk_packets_sent: u64,
-    /// Chunk packets delivered as [`ServerApp::Chunks`]
+    /// Chunk packets delivered as [`ServerApp::Chunks`] or [`ServerApp::ChunksReady`]
     pub chunk_packets_received: u64,
+    /// Repeated ACCEPTs of online peers that reset their connection ([`ServerEvent::Rejoined`])
+    pub rejoins: u64,
+    /// Peers closed because their connection was too weak ([`CloseCause::TooWeak`])
+    pub peers_too_weak: u64,
+    /// Chunk packets whose chunks ran past the end of the packet (the rest was dropped)
+    pub malformed_chunks: u64,
+    /// Server-info requests received (connectionless)
+    pub info_requests: u64,
+    /// Server-info answers written by [`Server::answer_info`] with the client list
+    pub info_answers_full: u64,
+    /// Server-info answers written without the client list (rate limit)
+    pub info_answers_short: u64,
+    /// Server-info requests dropped: more than
+    /// [`ServerConfig::info_replies_per_second`] in one second
+    pub dropped_info_flood: u64,
+    /// Other connectionless datagrams (not a server-info request), dropped
+    pub dropped_connless: u64,
 }
 
 /// The [`Server`]'s own lifecycle
@@ -375,7 +441,7 @@ struct Shutdown {
 /// let big: Box<Server<u32, 4096, 64>> = Box::new(Server::with_capacities(config));
 /// # let _ = big;
 /// ```
-pub struct Server<P, const PEERS: usize = 64, const EVENTS: usize = 16> {
+pub struct Server<P, const PEERS: usize = 64, const EVENTS: usize = 16, L: Layer = ControlOnly> {
     config: ServerConfig,
     clock: Clock,
     peers: PeerTable<P, PEERS>,
@@ -394,10 +460,20 @@ pub struct Server<P, const PEERS: usize = 64, const EVENTS: usize = 16> {
     /// Next admission number
     next_gen: u32,
     stats: ServerStats,
+    /// Start of the current one-second window of server-info requests, and its request count
+    info_window: Instant,
+    info_count: u32,
+    /// The server-info request of the last input, if it was one within the rate limit: (from,
+    /// request, client list allowed); answered by `answer_info`
+    info_pending: Option<(P, InfoRequest, bool)>,
+    /// Per-slot chunk-layer state (nothing for [`ControlOnly`])
+    layer_peers: [<L as Imp>::Peer; PEERS],
+    /// Chunk-layer state shared by the peers (nothing for [`ControlOnly`])
+    layer: <L as Imp>::Shared,
 }
 
-impl<P: core::fmt::Debug, const PEERS: usize, const EVENTS: usize> core::fmt::Debug
-    for Server<P, PEERS, EVENTS>
+impl<P: core::fmt::Debug, const PEERS: usize, const EVENTS: usize, L: Layer> core::fmt::Debug
+    for Server<P, PEERS, EVENTS, L>
 {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         f.debug_struct("Server")
@@ -411,7 +487,9 @@ impl<P: core::fmt::Debug, const PEERS: usize, const EVENTS: usize> core::fmt::De
 }
 
 #[cfg(feature = "defmt")]
-impl<P, const PEERS: usize, const EVENTS: usize> defmt::Format for Server<P, PEERS, EVENTS> {
+impl<P, const PEERS: usize, const EVENTS: usize, L: Layer> defmt::Format
+    for Server<P, PEERS, EVENTS, L>
+{
     fn format(&self, f: defmt::Formatter<'_>) {
         defmt::write!(
             f,
@@ -423,9 +501,11 @@ impl<P, const PEERS: usize, const EVENTS: usize> defmt::Format for Server<P, PEE
 }
 
 impl<P: Copy + Eq + Hash> Server<P> {
-    /// A running server without peers, with the default capacities: 64 peers, 16 events
+    /// A running control-only server without peers, with the default capacities: 64 peers, 16
+    /// events
     ///
-    /// For other capacities use [`Server::with_capacities`].
+    /// For other capacities use [`Server::with_capacities`], for the chunk layer
+    /// [`Server::with_chunks`].
     #[must_use]
     pub fn new(config: ServerConfig) -> Self {
         Self::with_capacities(config)
@@ -433,11 +513,220 @@ impl<P: Copy + Eq + Hash> Server<P> {
 }
 
 impl<P: Copy + Eq + Hash, const PEERS: usize, const EVENTS: usize> Server<P, PEERS, EVENTS> {
-    /// A running server without peers for up to `PEERS` peers (a power of two, at least 2, at
-    /// most 2^30) with an event queue of `EVENTS` entries (at least 1); both checked at compile
-    /// time. `config`'s `max_peers` is clamped to `PEERS`.
+    /// A running control-only server without peers for up to `PEERS` peers (a power of two, at
+    /// least 2, at most 2^30) with an event queue of `EVENTS` entries (at least 1); both checked
+    /// at compile time. `config`'s `max_peers` is clamped to `PEERS`.
     #[must_use]
     pub fn with_capacities(config: ServerConfig) -> Self {
+        Self::build(config, ChunkConfig::new())
+    }
+
+    /// Report the ack sent to `peer` from now on (its last in-order vital sequence); mod 1024
+    ///
+    /// # Errors
+    /// [`Error::UnknownPeer`].
+    pub fn set_ack(&mut self, peer: P, ack: u16) -> Result<(), Error> {
+        let slot = self.peers.find(&peer).ok_or(Error::UnknownPeer)?;
+        Self::cold_mut(&mut self.cold, slot).ack = ack % ACK_MODULO;
+        Ok(())
+    }
+
+    /// Report the server's own last vital sequence number towards `peer` (upper end of the
+    /// accepted incoming ack range); mod 1024
+    ///
+    /// # Errors
+    /// [`Error::UnknownPeer`].
+    pub fn set_sequence(&mut self, peer: P, sequence: u16) -> Result<(), Error> {
+        let hot = self.peers.lookup_mut(&peer).ok_or(Error::UnknownPeer)?;
+        hot.set_sequence(sequence % ACK_MODULO);
+        Ok(())
+    }
+
+    /// Write one chunk packet for `peer` straight into `out`: header (`flags`, the peer's ack,
+    /// `num_chunks`), `payload`, then the peer's token (not when `flags.compression` is set: the
+    /// caller puts the token inside the data before compressing)
+    ///
+    /// # Errors
+    /// [`Error::Closed`] (shutting down or stopped), [`Error::UnknownPeer`], [`Error::NotOpen`]
+    /// (a pending vanilla slot), [`Error::TooLong`], [`Error::BufferTooSmall`]; nothing written,
+    /// no state changed.
+    pub fn send_chunks(
+        &mut self,
+        now: Instant,
+        peer: P,
+        flags: Flags,
+        num_chunks: u8,
+        payload: &[u8],
+        out: &mut [u8],
+    ) -> Result<Transmit<P>, Error> {
+        let (slot, hot) = self.open_peer(peer)?;
+        let cold = Self::cold_mut(&mut self.cold, slot);
+        let len = super::write_chunks(flags, cold.ack, num_chunks, payload, hot.token(), out)?;
+        cold.last_send = self.clock.update(now);
+        cold.out &= !OUT_KEEP_ALIVE;
+        count(&mut self.stats.chunk_packets_sent);
+        Ok(Transmit {
+            to: peer,
+            len,
+            kind: FrameKind::Datagram,
+        })
+    }
+}
+
+impl<
+        P: Copy + Eq + Hash,
+        const PEERS: usize,
+        const EVENTS: usize,
+        const SB: usize,
+        const SN: usize,
+        const RB: usize,
+        const RN: usize,
+    > Server<P, PEERS, EVENTS, Reliable<SB, SN, RB, RN>>
+{
+    /// A running server with the chunk layer, without peers: a vital channel per peer slot with
+    /// the capacities of [`Reliable`], one receive and one construct buffer shared by all peers
+    ///
+    /// The peers' channels are part of the server (`PEERS × ` the channel's size): build a large
+    /// one in a `Box` or a `static`.
+    ///
+    /// ```
+    /// use tether_net::game::{ChunkConfig, Reliable, Server, ServerConfig, TokenSecret};
+    /// # let random_bytes = [9u8; 16];
+    /// let server: Box<Server<u32, 4, 16, Reliable<16384, 64, 2048, 16>>> =
+    ///     Box::new(Server::with_chunks(ServerConfig::new(TokenSecret(random_bytes)), ChunkConfig::new()));
+    /// # let _ = server;
+    /// ```
+    #[must_use]
+    pub fn with_chunks(config: ServerConfig, chunks: ChunkConfig) -> Self {
+        Self::build(config, chunks)
+    }
+
+    /// Queue a vital chunk for `peer`: copied into its resend buffer with its next sequence
+    /// number, which is returned; it goes out from `poll_transmit`, at once with `flush`, else
+    /// with the next packet to the peer or after the flush timeout (DDNet flushes MAP_CHANGE,
+    /// MAP_DATA, CON_READY, Sv_ReadyToEnter and every snapshot)
+    ///
+    /// # Errors
+    /// [`Error::Closed`] (shutting down or stopped), [`Error::UnknownPeer`], [`Error::NotOpen`]
+    /// (a pending vanilla slot), [`Error::TooLong`] (more than 1023 bytes),
+    /// [`Error::TooManyInFlight`] (its resend buffer is full until it acks); nothing was queued.
+    pub fn send_vital(
+        &mut self,
+        now: Instant,
+        peer: P,
+        data: &[u8],
+        flush: bool,
+    ) -> Result<u16, Error> {
+        let (slot, _) = self.open_peer(peer)?;
+        let now = self.clock.update(now);
+        let seq = self.layer_peers[slot & (PEERS - 1)]
+            .vital
+            .queue(now, data, flush)
+            .map_err(layer::queue_error)?;
+        self.reschedule(slot, now);
+        Ok(seq)
+    }
+
+    /// Write a chunk packet for `peer` into `out` now: this non-vital chunk (never acked or
+    /// resent; DDNet sends snapshots this way), then every vital chunk queued for the peer that
+    /// fits
+    ///
+    /// `out` must hold [`MAX_PACKET_LEN`] bytes.
+    ///
+    /// # Errors
+    /// [`Error::Closed`], [`Error::UnknownPeer`], [`Error::NotOpen`], [`Error::TooLong`] (more
+    /// than 1023 bytes), [`Error::BufferTooSmall`]; nothing was written and no state changed.
+    pub fn send_non_vital(
+        &mut self,
+        now: Instant,
+        peer: P,
+        data: &[u8],
+        out: &mut [u8],
+    ) -> Result<Transmit<P>, Error> {
+        let (slot, hot) = self.open_peer(peer)?;
+        if data.len() > MAX_CHUNK_SIZE {
+            return Err(Error::TooLong {
+                len: data.len(),
+                max: MAX_CHUNK_SIZE,
+            });
+        }
+        if out.len() < MAX_PACKET_LEN {
+            return Err(Error::BufferTooSmall {
+                required: MAX_PACKET_LEN,
+            });
+        }
+        let now = self.clock.update(now);
+        let shared = &mut self.layer;
+        let (len, _) = layer::write_chunk_packet(
+            &mut self.layer_peers[slot & (PEERS - 1)].vital,
+            &mut shared.tx,
+            now,
+            hot.token(),
+            shared.config.compression(),
+            Some(data),
+            out,
+        )?;
+        let cold = Self::cold_mut(&mut self.cold, slot);
+        cold.last_send = now;
+        cold.out &= !OUT_KEEP_ALIVE;
+        count(&mut self.stats.chunk_packets_sent);
+        self.reschedule(slot, now);
+        Ok(Transmit {
+            to: peer,
+            len,
+            kind: FrameKind::Datagram,
+        })
+    }
+
+    /// The next chunk of the packet the last `handle_input` accepted
+    /// ([`ServerApp::ChunksReady`]), with the peer it came from, borrowed from the server:
+    /// non-vital chunks as they come, vital ones in sequence order exactly once (also those the
+    /// peer's reorder buffer releases); `None` when there is nothing more
+    ///
+    /// Read until `None` before the next input: the next chunk packet (from any peer) replaces
+    /// this one, and vital chunks not read are not acknowledged (the peer sends them again).
+    #[must_use]
+    pub fn poll_chunk(&mut self) -> Option<(P, Chunk<'_>)> {
+        let (slot, gen) = self.layer.owner?;
+        let live = self.peers.get(slot).map(|(&p, _)| p);
+        let peer = match live {
+            Some(p) if self.cold(slot).gen == gen => p,
+            _ => {
+                // the peer is gone (closed by the application in between)
+                self.layer.rx.clear();
+                self.layer.owner = None;
+                return None;
+            }
+        };
+        let now = self.clock.now();
+        let vital = &mut self.layer_peers[slot & (PEERS - 1)].vital;
+        let next = layer::next_chunk(&mut self.layer.rx, vital, now);
+        if let layer::Next::Done { malformed } = next {
+            if malformed {
+                count(&mut self.stats.malformed_chunks);
+            }
+            self.layer.owner = None;
+        }
+        Self::cold_mut(&mut self.cold, slot).ack = self.layer_peers[slot & (PEERS - 1)].vital.ack();
+        self.reschedule(slot, now);
+        let v = &self.layer_peers[slot & (PEERS - 1)].vital;
+        layer::chunk_of(&self.layer.rx, v, &next).map(|c| (peer, c))
+    }
+
+    /// Counters of `peer`'s vital channel (chunks sent, resent, delivered, duplicates, ...)
+    ///
+    /// # Errors
+    /// [`Error::UnknownPeer`].
+    pub fn chunk_stats(&self, peer: P) -> Result<VitalStats, Error> {
+        let slot = self.peers.find(&peer).ok_or(Error::UnknownPeer)?;
+        Ok(*self.layer_peers[slot & (PEERS - 1)].vital.stats())
+    }
+}
+
+impl<P: Copy + Eq + Hash, const PEERS: usize, const EVENTS: usize, L: Layer>
+    Server<P, PEERS, EVENTS, L>
+{
+    fn build(config: ServerConfig, chunks: ChunkConfig) -> Self {
         const {
             assert!(
                 EVENTS >= 1,
@@ -471,15 +760,22 @@ impl<P: Copy + Eq + Hash, const PEERS: usize, const EVENTS: usize> Server<P, PEE
             timers: Timers::new(),
             next_gen: 0,
             stats: ServerStats::default(),
+            info_window: Instant::ZERO,
+            info_count: 0,
+            info_pending: None,
+            layer_peers: core::array::from_fn(|_| L::new_peer(chunks)),
+            layer: L::new_shared(chunks),
         }
     }
 
     /// Feed one datagram from `from`
     ///
     /// Always consumes the whole datagram, also when it is dropped (counted in
-    /// [`Server::stats`]). A chunk packet of an online peer comes back as
-    /// [`ServerApp::Chunks`]; the CLOSE of an online peer as [`ServerApp::Close`] with its reason
-    /// (the `Closed` event follows from `poll_event`).
+    /// [`Server::stats`]). A chunk packet of an online peer comes back as [`ServerApp::Chunks`]
+    /// ([`ControlOnly`]) or [`ServerApp::ChunksReady`] ([`Reliable`]: read it with
+    /// [`Server::poll_chunk`]); the CLOSE of an online peer as [`ServerApp::Close`] with its
+    /// reason (the `Closed` event follows from `poll_event`); a server-info request within the
+    /// rate limit as [`ServerApp::InfoRequest`] (answer it with [`Server::answer_info`]).
     ///
     /// # Errors
     /// [`Error::QueueFull`]: nothing was consumed or changed; drain `poll_event` and feed the
@@ -490,18 +786,87 @@ impl<P: Copy + Eq + Hash, const PEERS: usize, const EVENTS: usize> Server<P, PEE
         from: P,
         data: &'a [u8],
     ) -> Result<Received<ServerApp<'a>>, Error> {
+        let hash = self.peers.hash_of(&from);
+        self.input_hashed(now, from, hash, data)
+    }
+
+    /// Feed a batch of datagrams, as `recvmmsg` hands them over: `batch[i]` is (sender, bytes)
+    ///
+    /// The same as calling [`Server::handle_input`] on each datagram in order, and `on_each`
+    /// right after each one with the server, the index and what `handle_input` returned (so
+    /// [`Server::answer_info`], [`Server::close`] or a drain of `poll_event` work as they do
+    /// after a single input). The difference is speed: the peer table is looked up for a group
+    /// of datagrams at once (all keys hashed, then their index buckets read, then their slots),
+    /// so the cache misses of a large table overlap instead of coming one after the other.
+    ///
+    /// Returns how many datagrams were consumed. When that is less than `batch.len()`,
+    /// `batch[returned]` was refused with [`Error::QueueFull`] (nothing of it consumed): drain
+    /// `poll_transmit` and `poll_event` and feed the rest again.
+    pub fn handle_batch<'a, F>(
+        &mut self,
+        now: Instant,
+        batch: &[(P, &'a [u8])],
+        mut on_each: F,
+    ) -> usize
+    where
+        F: FnMut(&mut Self, usize, Received<ServerApp<'a>>),
+    {
+        const GROUP: usize = 16;
+        let mut done = 0;
+        for group in batch.chunks(GROUP) {
+            let mut hashes = [0u32; GROUP];
+            let mut words = [0u32; GROUP];
+            for (h, (from, _)) in hashes.iter_mut().zip(group) {
+                *h = self.peers.hash_of(from);
+            }
+            for (w, h) in words.iter_mut().zip(&hashes) {
+                *w = self.peers.touch(*h);
+            }
+            let mut hits = 0u32;
+            for ((w, h), (from, _)) in words.iter().zip(&hashes).zip(group) {
+                hits += u32::from(self.peers.touch_slot(*h, *w, from));
+            }
+            core::hint::black_box(hits);
+            for (h, (from, data)) in hashes.iter().zip(group) {
+                match self.input_hashed(now, *from, *h, data) {
+                    Ok(received) => on_each(self, done, received),
+                    Err(_) => return done,
+                }
+                done += 1;
+            }
+        }
+        done
+    }
+
+    /// [`Server::handle_input`] with the sender's placement hash already computed
+    #[inline]
+    fn input_hashed<'a>(
+        &mut self,
+        now: Instant,
+        from: P,
+        hash: u32,
+        data: &'a [u8],
+    ) -> Result<Received<ServerApp<'a>>, Error> {
         let n = data.len();
+        self.info_pending = None;
         if self.state != ServerState::Running {
             self.clock.update(now);
             count(&mut self.stats.ignored_stopped);
             return Ok(Received::consumed(n));
+        }
+        if data.first().is_some_and(|&b| b & FLAG_CONNLESS != 0) {
+            let now = self.clock.update(now);
+            return Ok(match self.handle_connless(now, from, data) {
+                Some(app) => Received::with_app(n, app),
+                None => Received::consumed(n),
+            });
         }
         if self.events.is_full() {
             return Err(Error::QueueFull);
         }
         let now = self.clock.update(now);
         // one table lookup per datagram; the entry is then reached by its slot
-        if let Some(slot) = self.peers.find(&from) {
+        if let Some(slot) = self.peers.find_hashed(hash, &from) {
             Ok(match self.handle_known(now, from, slot, data) {
                 Some(app) => Received::with_app(n, app),
                 None => Received::consumed(n),
@@ -512,7 +877,8 @@ impl<P: Copy + Eq + Hash, const PEERS: usize, const EVENTS: usize> Server<P, PEE
         }
     }
 
-    /// Let peer timers fire: keep-alives, pending CONNECT_ACCEPT resends and timeouts
+    /// Let peer timers fire: keep-alives, pending CONNECT_ACCEPT resends, timeouts, and the chunk
+    /// layer's resends, flushes and too-weak checks
     ///
     /// Pops the due entries of the timer heap: O(k log PEERS) for k due entries (plus one table
     /// lookup each); a call before [`Server::poll_timeout`] does nothing. When the event queue
@@ -541,45 +907,73 @@ impl<P: Copy + Eq + Hash, const PEERS: usize, const EVENTS: usize> Server<P, PEE
             if cold.gen != entry.gen {
                 continue; // stale: an earlier occupant of the slot
             }
-            if now >= hot.last_recv(now) + config.timeout {
+            let chunks = L::peer(&mut self.layer_peers[slot & (PEERS - 1)]);
+            if let Some((_, timer_at)) = &chunks {
+                if entry.at != **timer_at {
+                    // superseded by an earlier entry filed for a vital deadline: that one is
+                    // the peer's live entry
+                    continue;
+                }
+            }
+            let timed_out = now >= hot.last_recv(now) + config.timeout;
+            let too_weak = match chunks {
+                Some((v, _)) if !timed_out => v.handle_timeout(now).err(),
+                _ => None,
+            };
+            if timed_out || too_weak.is_some() {
                 if hot.online() {
-                    let event = ServerEvent::Closed {
-                        peer: addr,
-                        cause: CloseCause::Timeout,
+                    let cause = match too_weak {
+                        Some(w) => CloseCause::TooWeak(w),
+                        None => CloseCause::Timeout,
                     };
+                    let event = ServerEvent::Closed { peer: addr, cause };
                     if self.events.push_back(event).is_err() {
                         // event queue full: keep the peer and its overdue entry (just popped,
                         // so the push succeeds); the next call after poll_event retries
                         self.timers.push(entry);
                         break;
                     }
-                    count(&mut self.stats.peers_timed_out);
+                    if too_weak.is_some() {
+                        count(&mut self.stats.peers_too_weak);
+                    } else {
+                        count(&mut self.stats.peers_timed_out);
+                    }
                 } else {
                     count(&mut self.stats.pending_timed_out);
                 }
                 self.peers.remove(slot);
                 continue;
             }
-            if cold.out == 0 {
-                if now >= cold.last_send + hot.send_interval(&config) {
-                    let bit = if hot.online() {
-                        OUT_KEEP_ALIVE
-                    } else {
-                        OUT_CONNECT_ACCEPT
-                    };
-                    Self::queue_out(&mut self.dirty, slot, cold, bit);
+            let mut bits = 0;
+            if let Some((v, _)) = L::peer(&mut self.layer_peers[slot & (PEERS - 1)]) {
+                if v.needs_packet(now) {
+                    bits |= OUT_CHUNKS;
                 }
-            } else if !cold.queued && self.dirty.push_back(entry.slot).is_ok() {
+                if v.needs_ack(now) && cold.out & OUT_CHUNKS == 0 {
+                    bits |= OUT_KEEP_ALIVE;
+                }
+            }
+            if cold.out == 0 && now >= cold.last_send + hot.send_interval(&config) {
+                bits |= if hot.online() {
+                    OUT_KEEP_ALIVE
+                } else {
+                    OUT_CONNECT_ACCEPT
+                };
+            }
+            if bits != 0 {
+                Self::queue_out(&mut self.dirty, slot, cold, bits);
+            } else if cold.out != 0 && !cold.queued && self.dirty.push_back(entry.slot).is_ok() {
                 // its earlier queueing failed (stale entries filled the queue): retry
                 cold.queued = true;
             }
-            let at = timer_at(hot, cold, &config, now);
+            let at = Self::entry_at(&config, hot, cold, &mut self.layer_peers, slot, now);
             self.timers.push(TimerEntry { at, ..entry });
         }
     }
 
     /// Write the next frame into `buf`: CLOSEs of closed peers first, then stateless replies,
-    /// then per-peer frames (CONNECT_ACCEPT, KEEP_ALIVE); during shutdown the CLOSE to each peer
+    /// then per-peer frames (CONNECT_ACCEPT, with the chunk layer a due chunk packet,
+    /// KEEP_ALIVE); during shutdown the CLOSE to each peer
     ///
     /// # Errors
     /// [`BufferTooSmall`] with the exact size when `buf` cannot hold the frame; it stays queued.
@@ -592,7 +986,7 @@ impl<P: Copy + Eq + Hash, const PEERS: usize, const EVENTS: usize> Server<P, PEE
         if let Some(frame) = self.closes.front() {
             let packet = ControlPacket {
                 ack: frame.ack,
-                control: Control::Close(Reason::from_str(&frame.reason)),
+                control: Control::Close(Reason::from_bytes(&frame.reason)),
                 token: frame.token,
             };
             let to = frame.to;
@@ -736,62 +1130,43 @@ impl<P: Copy + Eq + Hash, const PEERS: usize, const EVENTS: usize> Server<P, PEE
         Ok(())
     }
 
-    /// Report the ack sent to `peer` from now on (its last in-order vital sequence); mod 1024
+    /// Write the answer to the server-info request the last `handle_input` handed out
+    /// ([`ServerApp::InfoRequest`]) into `out`: `content` in the form the request asks for
+    /// ([`InfoContent::answer`]), with the client list only while the request was within
+    /// [`ServerConfig::info_per_second`]; `None` when the last input was no such request (each
+    /// request is answered at most once)
+    ///
+    /// The answer goes to the request's source address unverified (connectionless packets have no
+    /// token), which is why the machine bounds how many answers a second carry the client list
+    /// and how many are sent at all: above the first limit an answer is the fixed part only
+    /// (about 80 bytes for a 15-byte request, as in DDNet 16.4); above
+    /// [`ServerConfig::info_replies_per_second`] requests are dropped.
     ///
     /// # Errors
-    /// [`Error::UnknownPeer`].
-    pub fn set_ack(&mut self, peer: P, ack: u16) -> Result<(), Error> {
-        let slot = self.peers.find(&peer).ok_or(Error::UnknownPeer)?;
-        Self::cold_mut(&mut self.cold, slot).ack = ack % ACK_MODULO;
-        Ok(())
-    }
-
-    /// Report the server's own last vital sequence number towards `peer` (upper end of the
-    /// accepted incoming ack range); mod 1024
-    ///
-    /// # Errors
-    /// [`Error::UnknownPeer`].
-    pub fn set_sequence(&mut self, peer: P, sequence: u16) -> Result<(), Error> {
-        let hot = self.peers.lookup_mut(&peer).ok_or(Error::UnknownPeer)?;
-        hot.set_sequence(sequence % ACK_MODULO);
-        Ok(())
-    }
-
-    /// Write one chunk packet for `peer` straight into `out`: header (`flags`, the peer's ack,
-    /// `num_chunks`), `payload`, then the peer's token (not when `flags.compression` is set: the
-    /// caller puts the token inside the data before compressing)
-    ///
-    /// # Errors
-    /// [`Error::Closed`] (shutting down or stopped), [`Error::UnknownPeer`], [`Error::NotOpen`]
-    /// (a pending vanilla slot), [`Error::TooLong`], [`Error::BufferTooSmall`]; nothing written,
-    /// no state changed.
-    pub fn send_chunks(
+    /// [`Error::BufferTooSmall`] with the exact size; the request stays answerable.
+    pub fn answer_info(
         &mut self,
         now: Instant,
-        peer: P,
-        flags: Flags,
-        num_chunks: u8,
-        payload: &[u8],
+        content: &InfoContent<'_>,
         out: &mut [u8],
-    ) -> Result<Transmit<P>, Error> {
-        if self.state != ServerState::Running {
-            return Err(Error::Closed);
+    ) -> Result<Option<Transmit<P>>, Error> {
+        self.clock.update(now);
+        let Some((to, request, full)) = self.info_pending else {
+            return Ok(None);
+        };
+        let answer = content.answer(&request, full);
+        let len = answer.emit(out)?;
+        self.info_pending = None;
+        if full {
+            count(&mut self.stats.info_answers_full);
+        } else {
+            count(&mut self.stats.info_answers_short);
         }
-        let slot = self.peers.find(&peer).ok_or(Error::UnknownPeer)?;
-        let (_, &hot) = self.peers.get(slot).ok_or(Error::UnknownPeer)?;
-        if !hot.online() {
-            return Err(Error::NotOpen);
-        }
-        let cold = Self::cold_mut(&mut self.cold, slot);
-        let len = super::write_chunks(flags, cold.ack, num_chunks, payload, hot.token(), out)?;
-        cold.last_send = self.clock.update(now);
-        cold.out &= !OUT_KEEP_ALIVE;
-        count(&mut self.stats.chunk_packets_sent);
-        Ok(Transmit {
-            to: peer,
+        Ok(Some(Transmit {
+            to,
             len,
             kind: FrameKind::Datagram,
-        })
+        }))
     }
 
     /// Where the server is
@@ -818,6 +1193,14 @@ impl<P: Copy + Eq + Hash, const PEERS: usize, const EVENTS: usize> Server<P, PEE
         self.peers.lookup(&peer).and_then(PeerHot::token)
     }
 
+    /// The ack the server sends `peer` (its last in-order vital sequence: what `set_ack`
+    /// reported, or with the chunk layer the vital channel's), if it is in the table
+    #[must_use]
+    pub fn ack(&self, peer: P) -> Option<u16> {
+        let slot = self.peers.find(&peer)?;
+        Some(self.cold(slot).ack)
+    }
+
     /// The token this server mints for `peer` (what its CONNECT_ACCEPT carries): the high 4
     /// bytes of SipHash-2-4 of `peer` keyed by the secret, never one of the two sentinels
     #[must_use]
@@ -835,6 +1218,19 @@ impl<P: Copy + Eq + Hash, const PEERS: usize, const EVENTS: usize> Server<P, PEE
     #[must_use]
     pub fn stats(&self) -> ServerStats {
         self.stats
+    }
+
+    /// The slot and state of an online peer (for sends)
+    fn open_peer(&self, peer: P) -> Result<(usize, PeerHot), Error> {
+        if self.state != ServerState::Running {
+            return Err(Error::Closed);
+        }
+        let slot = self.peers.find(&peer).ok_or(Error::UnknownPeer)?;
+        let (_, &hot) = self.peers.get(slot).ok_or(Error::UnknownPeer)?;
+        if !hot.online() {
+            return Err(Error::NotOpen);
+        }
+        Ok((slot, hot))
     }
 
     /// The next deadline in machine time (see `time::Clock`)
@@ -857,14 +1253,60 @@ impl<P: Copy + Eq + Hash, const PEERS: usize, const EVENTS: usize> Server<P, PEE
         &self.cold[slot & (PEERS - 1)]
     }
 
+    /// When slot `slot`'s timer entry must fire (the control timers and, with the chunk layer,
+    /// the vital channel's), recorded as the peer's live entry
+    fn entry_at(
+        config: &ServerConfig,
+        hot: &PeerHot,
+        cold: &PeerCold,
+        layer_peers: &mut [<L as Imp>::Peer; PEERS],
+        slot: usize,
+        now: Instant,
+    ) -> Instant {
+        let mut at = timer_at(hot, cold, config, now);
+        if let Some((v, timer_at)) = L::peer(&mut layer_peers[slot & (PEERS - 1)]) {
+            if let Some(t) = v.poll_timeout() {
+                // a due vital deadline is handled by the transmit queue: no spinning entry
+                at = at.min(t.max(now + MIN_DELAY));
+            }
+            *timer_at = at;
+        }
+        at
+    }
+
+    /// After the chunk layer of slot `slot` changed (a chunk queued, a packet or chunk
+    /// received): queue a due packet, or file an earlier timer entry when its next deadline
+    /// moved before the live one
+    fn reschedule(&mut self, slot: usize, now: Instant) {
+        let Some((v, timer_at)) = L::peer(&mut self.layer_peers[slot & (PEERS - 1)]) else {
+            return;
+        };
+        let cold = Self::cold_mut(&mut self.cold, slot);
+        if v.needs_packet(now) {
+            Self::queue_out(&mut self.dirty, slot, cold, OUT_CHUNKS);
+        }
+        if let Some(t) = v.poll_timeout() {
+            let t = t.max(now + MIN_DELAY);
+            if t < *timer_at {
+                *timer_at = t;
+                self.timers.push(TimerEntry {
+                    at: t,
+                    gen: cold.gen,
+                    slot: slot as u32,
+                });
+            }
+        }
+    }
+
     /// Replace the timer heap by one fresh entry per slot (drops stale entries)
     fn rebuild_timers(&mut self, now: Instant) {
         let config = &self.config;
         let cold = &self.cold;
+        let layer_peers = &mut self.layer_peers;
         self.timers.rebuild(self.peers.iter().map(|(slot, _, hot)| {
             let c = &cold[slot & (PEERS - 1)];
             TimerEntry {
-                at: timer_at(hot, c, config, now),
+                at: Self::entry_at(config, hot, c, layer_peers, slot, now),
                 gen: c.gen,
                 slot: slot as u32,
             }
@@ -913,6 +1355,9 @@ impl<P: Copy + Eq + Hash, const PEERS: usize, const EVENTS: usize> Server<P, PEE
             count(&mut self.stats.rejected_full);
             return false;
         };
+        if let Some((v, _)) = L::peer(&mut self.layer_peers[slot & (PEERS - 1)]) {
+            v.reset();
+        }
         let cold = Self::cold_mut(&mut self.cold, slot);
         *cold = PeerCold::new(now, gen);
         if out != 0 {
@@ -921,7 +1366,7 @@ impl<P: Copy + Eq + Hash, const PEERS: usize, const EVENTS: usize> Server<P, PEE
                 cold.queued = true;
             }
         }
-        let at = timer_at(&hot, cold, &self.config, now);
+        let at = Self::entry_at(&self.config, &hot, cold, &mut self.layer_peers, slot, now);
         self.timers.push(TimerEntry {
             at,
             gen,
@@ -935,6 +1380,36 @@ impl<P: Copy + Eq + Hash, const PEERS: usize, const EVENTS: usize> Server<P, PEE
                 .push_back(ServerEvent::Connected { peer: from, token });
         }
         true
+    }
+
+    /// A connectionless datagram: a server-info request within the rate limit is handed to the
+    /// application; nothing else is answered
+    fn handle_connless(
+        &mut self,
+        now: Instant,
+        from: P,
+        data: &[u8],
+    ) -> Option<ServerApp<'static>> {
+        let request = ConnlessPacket::parse(data)
+            .ok()
+            .and_then(|p| InfoRequest::from_packet(&p).ok());
+        let Some(request) = request else {
+            count(&mut self.stats.dropped_connless);
+            return None;
+        };
+        count(&mut self.stats.info_requests);
+        if now >= self.info_window + Duration::from_secs(1) {
+            self.info_window = now;
+            self.info_count = 0;
+        }
+        if self.info_count >= self.config.info_replies_per_second {
+            count(&mut self.stats.dropped_info_flood);
+            return None;
+        }
+        let full = self.info_count < self.config.info_per_second();
+        self.info_count += 1;
+        self.info_pending = Some((from, request, full));
+        Some(ServerApp::InfoRequest(request))
     }
 
     /// A datagram from an address without a slot: the stateless path
@@ -1001,12 +1476,28 @@ impl<P: Copy + Eq + Hash, const PEERS: usize, const EVENTS: usize> Server<P, PEE
         slot: usize,
         data: &'a [u8],
     ) -> Option<ServerApp<'a>> {
-        let hot = self.peers.value_mut(slot)?;
-        let mode = if hot.token != Token::UNSUPPORTED {
+        let (_, &hot) = self.peers.get(slot)?;
+        let mode = if hot.token().is_some() {
             TokenMode::Trailing
         } else {
             TokenMode::Vanilla
         };
+        let b0 = match Header::parse(data) {
+            // (a control packet needs its id byte)
+            Ok(h)
+                if data.len() <= MAX_PACKET_LEN
+                    && !(h.flags.control && data.len() == HEADER_LEN) =>
+            {
+                data[0]
+            }
+            _ => {
+                count(&mut self.stats.dropped_malformed);
+                return None;
+            }
+        };
+        if b0 & FLAG_COMPRESSION != 0 {
+            return self.handle_known_compressed(now, from, slot, mode, data);
+        }
         let parsed = match wire::parse(data, mode) {
             Ok(p) => p,
             Err(DecodeError::MissingToken) => {
@@ -1018,79 +1509,315 @@ impl<P: Copy + Eq + Hash, const PEERS: usize, const EVENTS: usize> Server<P, PEE
                 return None;
             }
         };
-        let (ack, token) = match &parsed.packet {
-            Packet::Control(c) => (c.ack, c.token),
-            // a compressed packet hides its token inside the data: passed through unverified
-            Packet::Chunks(c) => (
-                c.header.ack,
-                if c.header.flags.compression {
-                    hot.token()
-                } else {
-                    c.token
-                },
-            ),
-        };
-        if let Packet::Control(ControlPacket {
-            control: Control::Connect,
-            ..
-        }) = parsed.packet
-        {
-            // CONNECT from an existing peer: answer CONNECT_ACCEPT again (DDNet form for token
-            // peers), connection unchanged, no liveness refresh. DDNet does this for token
-            // CONNECTs; for vanilla CONNECTs DDNet and 0.6.4 stay silent, which strands a
-            // vanilla client whose first CONNECT_ACCEPT was lost, so we answer those too (4
-            // bytes for 4 bytes). A token CONNECT ends with FF FF FF FF, not the token, so it is
-            // recognised before the token check.
-            let reply = ControlPacket {
-                ack: 0,
-                control: Control::ConnectAccept,
-                token: hot.token(),
-            };
-            if reply.buffer_len() <= data.len() {
-                let cold = Self::cold_mut(&mut self.cold, slot);
-                Self::queue_out(&mut self.dirty, slot, cold, OUT_CONNECT_ACCEPT);
+        let pkt = match parsed.packet {
+            Packet::Control(c) => {
+                if c.control == Control::Connect {
+                    // CONNECT from an existing peer: answer CONNECT_ACCEPT again (DDNet form for
+                    // token peers), connection unchanged, no liveness refresh. DDNet does this
+                    // for token CONNECTs; for vanilla CONNECTs DDNet and 0.6.4 stay silent, which
+                    // strands a vanilla client whose first CONNECT_ACCEPT was lost, so we answer
+                    // those too (4 bytes for 4 bytes). A token CONNECT ends with FF FF FF FF, not
+                    // the token, so it is recognised before the token check.
+                    let reply = ControlPacket {
+                        ack: 0,
+                        control: Control::ConnectAccept,
+                        token: hot.token(),
+                    };
+                    if reply.buffer_len() <= data.len() {
+                        let cold = Self::cold_mut(&mut self.cold, slot);
+                        Self::queue_out(&mut self.dirty, slot, cold, OUT_CONNECT_ACCEPT);
+                    }
+                    // a token peer that is online re-handshakes: its next ACCEPT re-joins
+                    if let Some((_, h)) = self.peers.get_mut(slot) {
+                        if h.online() && h.token().is_some() {
+                            h.arm_rejoin();
+                        }
+                    }
+                    return None;
+                }
+                Pkt::Control {
+                    c,
+                    warnings: parsed.warnings,
+                }
             }
-            return None;
+            Packet::Chunks(c) => Pkt::Chunks {
+                header: c.header,
+                token: c.token,
+                payload: Payload::Slice(c.payload),
+            },
+        };
+        match self.process_known(now, from, slot, pkt) {
+            Outcome::Nothing => None,
+            Outcome::Close(reason) => Some(ServerApp::Close {
+                reason: reason.text(),
+            }),
+            Outcome::Chunks {
+                header,
+                token,
+                payload: Payload::Slice(payload),
+            } => match L::shared(&mut self.layer) {
+                Some(sh) => {
+                    sh.rx
+                        .load(header.num_chunks, HEADER_LEN, payload.len(), Some(payload));
+                    *sh.owner = Some((slot, self.cold[slot & (PEERS - 1)].gen));
+                    Some(ServerApp::ChunksReady)
+                }
+                None => Some(ServerApp::Chunks(wire::ChunkPacket {
+                    header,
+                    payload,
+                    token,
+                })),
+            },
+            Outcome::Chunks { .. } => None,
         }
+    }
+
+    /// A datagram with the compression flag from a peer in the table: decompressed (into the
+    /// shared receive buffer, or in passing without a buffer) before the token and ack checks
+    fn handle_known_compressed<'a>(
+        &mut self,
+        now: Instant,
+        from: P,
+        slot: usize,
+        mode: TokenMode,
+        data: &'a [u8],
+    ) -> Option<ServerApp<'a>> {
+        let (head, payload) = data.split_first_chunk::<HEADER_LEN>()?;
+        if head[0] & wire::FLAG_CONTROL != 0 {
+            // only vanilla 0.6.4 peers send these (without token); DDNet never does
+            let mut small = [0u8; SMALL_LEN];
+            small[..HEADER_LEN].copy_from_slice(head);
+            small[0] &= !FLAG_COMPRESSION;
+            let total = huffman::decompress_prefix(payload, &mut small[HEADER_LEN..]);
+            let len = match total {
+                Ok(t) if mode == TokenMode::Vanilla && HEADER_LEN + t <= SMALL_LEN => {
+                    HEADER_LEN + t
+                }
+                _ => {
+                    count(&mut self.stats.dropped_malformed);
+                    return None;
+                }
+            };
+            let parsed = match wire::parse(&small[..len], mode) {
+                Ok(p) => p,
+                Err(_) => {
+                    count(&mut self.stats.dropped_malformed);
+                    return None;
+                }
+            };
+            let Packet::Control(c) = parsed.packet else {
+                return None;
+            };
+            if c.control == Control::Connect {
+                return None;
+            }
+            let pkt = Pkt::Control {
+                c,
+                warnings: parsed.warnings,
+            };
+            return match self.process_known(now, from, slot, pkt) {
+                Outcome::Close(_) => Some(ServerApp::Close {
+                    reason: PeerText::new(&[]),
+                }),
+                _ => None,
+            };
+        }
+        let header = Header::parse(head).ok()?;
+        let token_peer = mode == TokenMode::Trailing;
+        let pkt = if let Some(sh) = L::shared(&mut self.layer) {
+            let Some(plain_len) = sh.rx.decompress(data).map(<[u8]>::len) else {
+                count(&mut self.stats.dropped_malformed);
+                return None;
+            };
+            let tail = tail_token(sh.rx.bytes(plain_len));
+            let len = if token_peer {
+                match plain_len.checked_sub(HEADER_LEN + TOKEN_LEN) {
+                    Some(len) => len,
+                    None => {
+                        count(&mut self.stats.dropped_wrong_token);
+                        return None;
+                    }
+                }
+            } else {
+                plain_len - HEADER_LEN
+            };
+            Pkt::Chunks {
+                header: Header {
+                    flags: Flags {
+                        compression: false,
+                        ..header.flags
+                    },
+                    ..header
+                },
+                token: if token_peer { tail } else { None },
+                payload: Payload::Rx(len),
+            }
+        } else {
+            let Ok((plain_len, last4)) = huffman::decompressed_tail(payload) else {
+                count(&mut self.stats.dropped_malformed);
+                return None;
+            };
+            if token_peer && plain_len < TOKEN_LEN {
+                count(&mut self.stats.dropped_wrong_token);
+                return None;
+            }
+            Pkt::Chunks {
+                header,
+                token: token_peer.then_some(Token(last4)),
+                payload: Payload::Slice(payload),
+            }
+        };
+        match self.process_known(now, from, slot, pkt) {
+            Outcome::Chunks {
+                header,
+                payload: Payload::Slice(payload),
+                ..
+            } => Some(ServerApp::Chunks(wire::ChunkPacket {
+                header,
+                payload,
+                token: None,
+            })),
+            Outcome::Chunks {
+                header,
+                payload: Payload::Rx(len),
+                ..
+            } => {
+                let gen = self.cold(slot).gen;
+                let sh = L::shared(&mut self.layer)?;
+                sh.rx.load(header.num_chunks, HEADER_LEN, len, None);
+                *sh.owner = Some((slot, gen));
+                Some(ServerApp::ChunksReady)
+            }
+            _ => None,
+        }
+    }
+
+    /// The token, ack and state checks of a decoded packet of a known peer, then what it does
+    fn process_known<'p>(
+        &mut self,
+        now: Instant,
+        from: P,
+        slot: usize,
+        pkt: Pkt<'p>,
+    ) -> Outcome<'p> {
+        let Some((_, hot)) = self.peers.get_mut(slot) else {
+            return Outcome::Nothing;
+        };
+        let (token, ack, resend, warnings) = match &pkt {
+            Pkt::Control { c, warnings } => (
+                c.token,
+                c.ack,
+                warnings.contains(Warnings::CONTROL_RESEND),
+                *warnings,
+            ),
+            Pkt::Chunks { header, token, .. } => {
+                (*token, header.ack, header.flags.resend, Warnings::NONE)
+            }
+        };
         if token != hot.token() {
             count(&mut self.stats.dropped_wrong_token);
-            return None;
+            return Outcome::Nothing;
         }
-        if !ack_in_range(ack, hot.peer_ack(), hot.sequence()) {
-            count(&mut self.stats.dropped_bad_ack);
-            return None;
+        if matches!(pkt, Pkt::Chunks { .. }) {
+            // chunks after a CONNECT: the peer carries on with this connection (the CONNECT was
+            // a late retry of its first handshake), so a later ACCEPT is no rejoin
+            let _ = hot.take_rejoin();
+        }
+        if let Pkt::Control { c, warnings } = &pkt {
+            let used = hot.peer_ack() != 0
+                || hot.sequence() != 0
+                || self.cold[slot & (PEERS - 1)].ack != 0
+                || L::peer_channel(&self.layer_peers[slot & (PEERS - 1)])
+                    .is_some_and(|v| v.sequence() != 0 || v.ack() != 0);
+            if c.control == Control::Accept
+                && hot.online()
+                && hot.token().is_some()
+                && !warnings.contains(Warnings::EXTRA_BYTES)
+                && hot.take_rejoin()
+                && used
+            {
+                // DDNet's "rejoin": a second ACCEPT (exactly id + token) on a live connection
+                // resets it before its ack is looked at, and the game-level join starts over.
+                // Unlike DDNet 16.4, only after the peer re-handshook (a token CONNECT since it
+                // went online): a duplicated or late copy of the first ACCEPT, which the network
+                // may deliver at any time, does not wipe a live connection's reliable state.
+                // (On a connection that has exchanged no vital chunk yet the reset would change
+                // nothing: no event then.)
+                hot.set_peer_ack(0);
+                hot.set_sequence(0);
+                Self::cold_mut(&mut self.cold, slot).ack = 0;
+                if let Some((v, _)) = L::peer(&mut self.layer_peers[slot & (PEERS - 1)]) {
+                    v.reset();
+                }
+                self.release_rx(slot);
+                count(&mut self.stats.rejoins);
+                // room was checked at the top of handle_input
+                let _ = self.events.push_back(ServerEvent::Rejoined { peer: from });
+            }
+        }
+        let Some((_, hot)) = self.peers.get_mut(slot) else {
+            return Outcome::Nothing;
+        };
+        let header = Header {
+            flags: Flags {
+                resend,
+                ..Flags::default()
+            },
+            ack,
+            num_chunks: 0,
+        };
+        match L::peer(&mut self.layer_peers[slot & (PEERS - 1)]) {
+            Some((v, _)) => {
+                if v.on_packet(now, &header).is_err() {
+                    count(&mut self.stats.dropped_bad_ack);
+                    return Outcome::Nothing;
+                }
+            }
+            None => {
+                if !ack_in_range(ack, hot.peer_ack(), hot.sequence()) {
+                    count(&mut self.stats.dropped_bad_ack);
+                    return Outcome::Nothing;
+                }
+            }
         }
         hot.set_peer_ack(ack);
         hot.last_recv = stamp(now);
-        if !parsed.warnings.is_empty() {
+        if !warnings.is_empty() {
             count(&mut self.stats.warnings);
         }
-        match parsed.packet {
-            Packet::Control(c) => {
-                match c.control {
-                    Control::Close(reason) => {
-                        let online = hot.online();
-                        self.peers.remove(slot);
-                        if online {
-                            // room was checked at the top of handle_input
-                            let _ = self.events.push_back(ServerEvent::Closed {
-                                peer: from,
-                                cause: CloseCause::Peer,
-                            });
-                            return Some(ServerApp::Close {
-                                reason: reason.text(),
-                            });
-                        }
+        // a RESEND request or an ack may have made a packet due
+        self.reschedule(slot, now);
+        let Some((_, hot)) = self.peers.get_mut(slot) else {
+            return Outcome::Nothing;
+        };
+        match pkt {
+            Pkt::Control { c, .. } => match c.control {
+                Control::Close(reason) => {
+                    let online = hot.online();
+                    self.peers.remove(slot);
+                    self.release_rx(slot);
+                    if online {
+                        // room was checked at the top of handle_input
+                        let _ = self.events.push_back(ServerEvent::Closed {
+                            peer: from,
+                            cause: CloseCause::Peer,
+                        });
+                        return Outcome::Close(reason);
                     }
-                    Control::KeepAlive => {
-                        count(&mut self.stats.keep_alives_received);
-                    }
-                    // ACCEPT (also DDNet's "rejoin" form), CONNECT_ACCEPT: liveness only
-                    _ => {}
+                    Outcome::Nothing
                 }
-                None
-            }
-            Packet::Chunks(c) => {
+                Control::KeepAlive => {
+                    count(&mut self.stats.keep_alives_received);
+                    Outcome::Nothing
+                }
+                // ACCEPT (a rejoin was handled above), CONNECT_ACCEPT: liveness only
+                _ => Outcome::Nothing,
+            },
+            Pkt::Chunks {
+                header,
+                token,
+                payload,
+            } => {
                 if !hot.online() {
                     // VanillaPolicy::Pending: the first chunk packet completes the connect
                     hot.set_online();
@@ -1100,13 +1827,28 @@ impl<P: Copy + Eq + Hash, const PEERS: usize, const EVENTS: usize> Server<P, PEE
                         peer: from,
                         token: None,
                     });
-                    // The timer entry was set for the (shorter by default) resend interval, so it is
-                    // not later than the first keep-alive deadline unless
+                    // The timer entry was set for the (shorter by default) resend interval, so it
+                    // is not later than the first keep-alive deadline unless
                     // `connect_accept_resend > keep_alive` (then that keep-alive is late by at
                     // most the difference).
                 }
                 count(&mut self.stats.chunk_packets_received);
-                Some(ServerApp::Chunks(c))
+                Outcome::Chunks {
+                    header,
+                    token,
+                    payload,
+                }
+            }
+        }
+    }
+
+    /// Forget the packet in the receive buffer if it belongs to slot `slot` (the peer is gone or
+    /// reset)
+    fn release_rx(&mut self, slot: usize) {
+        if let Some(sh) = L::shared(&mut self.layer) {
+            if sh.owner.is_some_and(|(s, _)| s == slot) {
+                sh.rx.clear();
+                *sh.owner = None;
             }
         }
     }
@@ -1119,10 +1861,35 @@ impl<P: Copy + Eq + Hash, const PEERS: usize, const EVENTS: usize> Server<P, PEE
             peer,
             ControlPacket {
                 ack: cold.ack,
-                control: Control::Close(Reason::from_str(&self.shutdown_reason)),
+                control: Control::Close(Reason::from_bytes(&self.shutdown_reason)),
                 token: hot.token(),
             },
         ))
+    }
+
+    /// Hand out the chunk packet waiting in the shared out buffer (dropped when its peer is gone)
+    fn emit_out(&mut self, buf: &mut [u8]) -> Result<Option<Transmit<P>>, BufferTooSmall> {
+        let Some(sh) = L::shared(&mut self.layer) else {
+            return Ok(None);
+        };
+        let Some((slot, gen)) = *sh.out_to else {
+            return Ok(None);
+        };
+        let to = match self.peers.get(slot) {
+            Some((&to, _)) if self.cold[slot & (PEERS - 1)].gen == gen => to,
+            _ => {
+                sh.out.clear();
+                *sh.out_to = None;
+                return Ok(None);
+            }
+        };
+        let len = sh.out.take_into(buf)?;
+        *sh.out_to = None;
+        Ok(Some(Transmit {
+            to,
+            len,
+            kind: FrameKind::Datagram,
+        }))
     }
 
     fn transmit_running(
@@ -1130,6 +1897,9 @@ impl<P: Copy + Eq + Hash, const PEERS: usize, const EVENTS: usize> Server<P, PEE
         now: Instant,
         buf: &mut [u8],
     ) -> Result<Option<Transmit<P>>, BufferTooSmall> {
+        if let Some(t) = self.emit_out(buf)? {
+            return Ok(Some(t));
+        }
         if let Some(reply) = self.replies.front().copied() {
             let (to, packet) = match reply {
                 Reply::ConnectAccept { to, token } => (
@@ -1175,8 +1945,44 @@ impl<P: Copy + Eq + Hash, const PEERS: usize, const EVENTS: usize> Server<P, PEE
                 self.dirty.pop_front();
                 continue;
             };
+            let hot = *hot;
             let cold = Self::cold_mut(&mut self.cold, slot);
-            let Some((packet, bit)) = next_frame(hot, cold) else {
+            if cold.out & OUT_CONNECT_ACCEPT == 0 && cold.out & OUT_CHUNKS != 0 {
+                let chunks = L::peer(&mut self.layer_peers[slot & (PEERS - 1)]);
+                let shared = L::shared(&mut self.layer);
+                if let (Some((v, _)), Some(sh)) = (chunks, shared) {
+                    if v.needs_packet(now) {
+                        let compress = sh.config.compression();
+                        // the writer stays within the payload limit: no error is reachable
+                        let written = layer::write_chunk_packet(
+                            v,
+                            sh.tx,
+                            now,
+                            hot.token(),
+                            compress,
+                            None,
+                            sh.out.buf(),
+                        );
+                        if let Ok((len, _)) = written {
+                            sh.out.set(len);
+                            *sh.out_to = Some((slot, cold.gen));
+                            cold.last_send = now;
+                            cold.out &= !OUT_KEEP_ALIVE;
+                            if !v.needs_packet(now) {
+                                cold.out &= !OUT_CHUNKS;
+                            }
+                            if cold.out == 0 {
+                                cold.queued = false;
+                                self.dirty.pop_front();
+                            }
+                            count(&mut self.stats.chunk_packets_sent);
+                            return self.emit_out(buf);
+                        }
+                    }
+                }
+                cold.out &= !OUT_CHUNKS;
+            }
+            let Some((packet, bit)) = next_frame(&hot, cold) else {
                 cold.queued = false;
                 self.dirty.pop_front();
                 continue;
@@ -1190,6 +1996,9 @@ impl<P: Copy + Eq + Hash, const PEERS: usize, const EVENTS: usize> Server<P, PEE
             }
             if bit == OUT_KEEP_ALIVE {
                 count(&mut self.stats.keep_alives_sent);
+                if let Some((v, _)) = L::peer(&mut self.layer_peers[slot & (PEERS - 1)]) {
+                    v.note_sent(now);
+                }
             } else {
                 count(&mut self.stats.connect_accepts_sent);
             }
@@ -1204,7 +2013,7 @@ impl<P: Copy + Eq + Hash, const PEERS: usize, const EVENTS: usize> Server<P, PEE
 }
 
 crate::machine::impl_machine! {
-    impl[P: Copy + Eq + Hash, const PEERS: usize, const EVENTS: usize] for Server<P, PEERS, EVENTS> {
+    impl[P: Copy + Eq + Hash, const PEERS: usize, const EVENTS: usize, L: Layer] for Server<P, PEERS, EVENTS, L> {
         Peer = P,
         Event = ServerEvent<P>,
         App<'a> = ServerApp<'a>,

@@ -12,11 +12,17 @@ use crate::time::{Duration, Instant};
 pub(super) const OUT_CONNECT_ACCEPT: u8 = 1;
 /// Pending-output bit: KEEP_ALIVE to this peer
 pub(super) const OUT_KEEP_ALIVE: u8 = 2;
+/// Pending-output bit: a chunk packet of the chunk layer is due for this peer
+pub(super) const OUT_CHUNKS: u8 = 4;
 
 /// [`PeerHot::bits`]: the peer's last ack (bits 0..10)
 const ACK_MASK: u32 = 0x3FF;
 /// [`PeerHot::bits`]: our own sequence towards the peer (bits 10..20)
 const SEQUENCE_SHIFT: u32 = 10;
+/// [`PeerHot::bits`]: an online token peer sent CONNECT again (a DDNet client re-handshaking from
+/// the same port): the next ACCEPT is a rejoin; any other ACCEPT (e.g. a duplicated or late copy
+/// of the first one) is not
+const REHANDSHAKE_BIT: u32 = 1 << 29;
 /// [`PeerHot::bits`]: admitted and announced (`Connected`); a vanilla pending slot is not
 const ONLINE_BIT: u32 = 1 << 30;
 /// [`PeerHot::bits`]: always set, so the field is never zero and `Option<PeerHot>` needs no tag
@@ -84,6 +90,18 @@ impl PeerHot {
 
     pub(super) fn set_online(&mut self) {
         self.bits |= ONLINE_BIT;
+    }
+
+    /// Note a token CONNECT from this online peer: its next ACCEPT re-joins
+    pub(super) fn arm_rejoin(&mut self) {
+        self.bits |= REHANDSHAKE_BIT;
+    }
+
+    /// Whether a re-handshake was noted; clears the note
+    pub(super) fn take_rejoin(&mut self) -> bool {
+        let armed = self.bits.get() & REHANDSHAKE_BIT != 0;
+        self.bits = PRESENT | (self.bits.get() & !REHANDSHAKE_BIT);
+        armed
     }
 
     /// The last ack the peer sent (mod 1024)

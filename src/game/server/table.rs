@@ -199,6 +199,39 @@ impl<K: Eq, V, S: KeyHash<K>, const N: usize> Table<K, V, S, N> {
         }
     }
 
+    /// The placement hash of `key` (what [`Table::find_hashed`] and [`Table::touch`] take)
+    #[inline]
+    pub(crate) fn hash_of(&self, key: &K) -> u32 {
+        self.hasher.hash_key(key)
+    }
+
+    /// Slot of `key`, whose placement hash is `hash` (from [`Table::hash_of`])
+    #[inline]
+    pub(crate) fn find_hashed(&self, hash: u32, key: &K) -> Option<usize> {
+        match self.probe(hash, key) {
+            Probe::Found { slot, .. } => Some(slot),
+            Probe::Missing(_) => None,
+        }
+    }
+
+    /// Read the home bucket of `hash` and return its word (a load the CPU can start early;
+    /// batched input does this for many keys before it probes any of them)
+    #[inline]
+    pub(crate) fn touch(&self, hash: u32) -> u32 {
+        self.bucket((hash & Self::POS_MASK) as usize)
+    }
+
+    /// Read the key of the slot a bucket word (from [`Table::touch`]) points at, when its tag
+    /// matches `hash`; returns whether that key is `key` (the value only feeds `black_box`)
+    #[inline]
+    pub(crate) fn touch_slot(&self, hash: u32, word: u32, key: &K) -> bool {
+        if word == 0 || word & !Self::POS_MASK != hash & !Self::POS_MASK {
+            return false;
+        }
+        let slot = (word & Self::POS_MASK) as usize - 1;
+        self.slots.get(slot).is_some_and(|s| s.key == *key)
+    }
+
     /// The value of `key`
     pub(crate) fn lookup(&self, key: &K) -> Option<&V> {
         let slot = self.find(key)?;

@@ -938,22 +938,37 @@ fn set_ack_and_sequence_apply_per_peer() {
     assert_eq!(s_out(&mut s, ms(1000)), [(1, hex("11 00 00 00"))]);
 }
 #[test]
-fn compressed_chunks_pass_through_unverified() {
+fn compressed_chunks_have_their_token_checked_after_decompression() {
     let mut s = server(VanillaPolicy::Reject);
     let mut c = token_client();
     handshake(&mut s, &mut c, 1, ms(0));
-    // compressed: the token is inside the (compressed) data, the caller checks it
-    assert_eq!(
-        to_s(&mut s, ms(1), 1, &hex("80 00 01 de ad")),
-        Some(vec_of(&[0xDE, 0xAD]))
-    );
+    let token = s.peer_token(1).unwrap();
+    let compressed = |plain: &[u8]| {
+        let mut packed = [0u8; 64];
+        let n = crate::game::huffman::compress(plain, &mut packed).unwrap();
+        let mut pkt = hex("80 00 01");
+        pkt.extend_from_slice(&packed[..n]);
+        (pkt, packed[..n].to_vec())
+    };
+    // the token is inside the compressed data: checked after decompressing in passing, the
+    // payload handed out still compressed
+    let mut plain = vec![0xde, 0xad];
+    plain.extend_from_slice(&token.0);
+    let (pkt, packed) = compressed(&plain);
+    assert_eq!(to_s(&mut s, ms(1), 1, &pkt), Some(packed));
+    // a wrong token inside: dropped, no sign of life
+    let (pkt, _) = compressed(&[0xde, 0xad, 0, 0, 0, 1]);
+    assert_eq!(to_s(&mut s, ms(1), 1, &pkt), None);
     // uncompressed with a wrong token: dropped
     assert_eq!(
         to_s(&mut s, ms(1), 1, &hex("00 00 01 de ad 00 00 00 01")),
         None
     );
-    assert_eq!(s.stats().dropped_wrong_token, 1);
+    assert_eq!(s.stats().dropped_wrong_token, 2);
     assert_eq!(s.stats().chunk_packets_received, 1);
+    // undecodable: malformed
+    assert_eq!(to_s(&mut s, ms(1), 1, &hex("80 00 01 de ad")), None);
+    assert_eq!(s.stats().dropped_malformed, 1);
 }
 
 /// Deterministic garbage and mutated valid packets into both machines in every state: no

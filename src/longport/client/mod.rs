@@ -1,130 +1,5 @@
 //! LongPort client machine: auth → session, heartbeat + RTT, reconnect with the session, per-code
-//! reaction to server Close pushes, request/response correlation
-//!
-//! [`Client`] is sans-IO: the caller owns the socket (TCP or WebSocket), the clock and the
-//! source of one-time tokens. Its inputs and outputs are inherent methods, and it implements
-//! [`Machine`](crate::Machine) with `Peer = ()` by delegating to them.
-//!
-//! # Lifecycle
-//!
-//! 1. [`Client::connect`] with [`Credentials`] (one-time token from the HTTP socket-token API,
-//!    optional metadata pairs). The client emits [`ClientEvent::ConnectTransport`].
-//! 2. On every `ConnectTransport` the caller opens a **new** transport (TCP connection, or a
-//!    WebSocket upgrade with the query `version=1&codec=1&platform=9`) and calls
-//!    [`Client::handle_connected`] once it is open, or [`Client::handle_closed`] if the dial
-//!    failed. A dial that takes longer than [`ClientConfig::connect_timeout`] is abandoned with
-//!    [`ClientEvent::Disconnected`] (cause [`CloseCause::ConnectTimeout`]).
-//! 3. The client queues the login: on TCP the 2-byte handshake `11 09` and the Auth request
-//!    (cmd 2) in one [`FrameKind::Stream`] transmit; on WebSocket the Auth request as one
-//!    [`FrameKind::WsBinary`]. With a still-valid session it sends Reconnect (cmd 3) instead.
-//! 4. [`ClientEvent::Connected`] (within [`ClientConfig::auth_timeout`], else `Disconnected`
-//!    with [`CloseCause::LoginTimeout`]): business requests may now go out with
-//!    [`Client::send_request`]. The session id is [`Client::session_id`].
-//! 5. Whenever the connection ends — the caller reports it ([`Client::handle_closed`], a
-//!    WebSocket Close frame through [`Client::handle_frame`]), the heartbeat times out, the
-//!    server pushes Close, the stream is undecodable — the client emits
-//!    [`ClientEvent::Disconnected`] (close the transport if it is still open), fails the requests
-//!    in flight ([`ClientEvent::RequestFailed`] with [`RequestFailure::Disconnected`]) and, per
-//!    policy, schedules a reconnect ([`ClientEvent::ReconnectScheduled`], then at that instant
-//!    `ConnectTransport` again), asks for a token ([`ClientEvent::TokenNeeded`] → call
-//!    [`Client::provide_token`]) or stops (Close code 6 → call [`Client::reconnect_now`] or
-//!    [`Client::connect`] when you want to continue). [`CloseCause::Peer`] documents the
-//!    per-code policy for Close pushes.
-//! 6. [`Client::close`] ends everything: on WebSocket a `WsClose(1000)` frame carrying your
-//!    reason is queued (nothing extra on TCP), then exactly one final [`ClientEvent::Closed`] is
-//!    emitted.
-//!
-//! # Driving it
-//!
-//! The run loop of the crate docs: one input, then [`drain`](crate::drain) (or its two steps by
-//! hand: send every transmit, take one event, repeat), then sleep until
-//! [`Client::poll_timeout`]. Commands given while handling an event (`handle_connected` on
-//! `ConnectTransport`, `provide_token` on `TokenNeeded`) queue output that the same drain sends.
-//!
-//! TCP: keep a receive buffer (at least the largest packet you accept: 11 + max_body + 24) and
-//! feed it whole after every read:
-//!
-//! ```text
-//! loop {
-//!     match client.handle_input(now, (), &rx[..filled]) {
-//!         Err(Error::QueueFull) => { drain, then retry }
-//!         Ok(r) => {
-//!             if let Some(app) = r.app() { handle the response/push (borrowed from rx) }
-//!             if r.bytes_consumed() == 0 { break }   // r.needed(): total bytes the next packet needs
-//!             drop r.bytes_consumed() bytes from the front of rx
-//!         }
-//!     }
-//!     drain (write every FrameKind::Stream transmit to the socket, handle the events)
-//! }
-//! ```
-//!
-//! WebSocket:
-//!
-//! * every binary message → `handle_input(now, (), msg)` (always consumed whole);
-//! * Ping / Pong / Close frames → `handle_frame(now, (), FrameKind::WsPing | WsPong | WsClose(code), payload)`;
-//!   text frames are not part of the protocol and are best dropped by the caller;
-//! * transmits come as `WsBinary` (one message), `WsPing`/`WsPong` (control frames whose payload
-//!   is the written bytes) and `WsClose(code)` (the written bytes are the reason; then close the
-//!   socket).
-//!
-//! Let the WebSocket library answer pings itself *or* let the client do it, not both (the
-//! client queues a `WsPong` echo for every `WsPing` it is given).
-//!
-//! # Heartbeat
-//!
-//! * TCP: every [`ClientConfig::heartbeat_interval`] (60 s) a cmd-1 request with body
-//!   `Heartbeat { timestamp: wall-clock ms, heartbeat_id: request id as i32 }` (as the official
-//!   Go client does); the echo is matched by request id and [`ClientEvent::HeartbeatRtt`]
-//!   reports the time since the request was handed out by `poll_transmit` (the body is not
-//!   trusted).
-//! * WebSocket: the same `Heartbeat` body is the payload of a `WsPing`; a `WsPong` payload is
-//!   decoded as `Heartbeat` and matched by `heartbeat_id`. No heartbeat interval sends nothing
-//!   and relies on the server's pings (the official Rust client's behaviour).
-//! * Server heartbeat requests (cmd-1 requests, TCP or WS binary) are echoed: response with the
-//!   same id, status 0 and the same body (and gzip flag), for bodies up to
-//!   [`MAX_ECHO_LEN`](crate::longport::MAX_ECHO_LEN) bytes, at most 4 waiting (bigger ones are
-//!   dropped and counted). Server `WsPing`s get a `WsPong` with the same payload (up to 125
-//!   bytes).
-//! * Liveness: heartbeat echoes, server heartbeat requests, pings and pongs always count; with
-//!   [`ClientConfig::any_inbound_is_alive`] (default) every inbound packet counts too. No sign
-//!   of life for [`ClientConfig::heartbeat_timeout`] (120 s) ends the connection
-//!   ([`CloseCause::Timeout`]).
-//!
-//! # Session expiry
-//!
-//! `expires` is taken as absolute Unix milliseconds, as the official Go client does
-//! (`isAuthExpired` in <https://github.com/longportapp/openapi-protocol>). The client compares
-//! it with a wall clock the caller provides ([`Client::set_wall_clock`]): a session is
-//! resumable when `expires != 0` and `expires - expiry_margin` (10 s, like the Go client) is
-//! still in the future. `expires <= 0` is never resumable. Without a wall clock only the zero
-//! check applies and a stale session is found out by the server (status 5 → re-auth).
-//! [`ClientConfig::relative_expiry_heuristic`] (off by default) reads values below `1e11` as
-//! milliseconds relative to the moment the response arrived — the reading of the official Rust
-//! client's reconnect path; it is a heuristic, not protocol.
-//!
-//! # Requests
-//!
-//! [`Client::send_request`] writes the packet straight into the caller's buffer and returns
-//! the [`Transmit`] describing it: **send it right away**, before the next `poll_transmit`
-//! frame. Nothing of the body is copied or queued inside the client, so memory stays bounded
-//! whatever the body size, and there is no second buffer to size. The request is then tracked
-//! (at most `REQUESTS` in flight) until its response ([`ClientApp::Response`], borrowed from the
-//! input), its timeout ([`ClientEvent::RequestTimedOut`]) or the end of the connection
-//! ([`ClientEvent::RequestFailed`]).
-//!
-//! Request ids start at [`ClientConfig::first_request_id`] (1), increase by one for every
-//! request (business, heartbeat, login), wrap from `u32::MAX` to 1 (0 is skipped) and skip ids
-//! still in use. The counter continues across reconnects (ids stay unique per connection).
-//!
-//! # Bounded work and memory
-//!
-//! Events sit in a queue of `EVENTS` entries (at least 8). An input or command that could queue
-//! events is refused with [`Error::QueueFull`] (nothing consumed or changed) unless 4 slots are
-//! free, and `handle_timeout` does nothing until they are (its deadline stays due): after a
-//! complete drain of `poll_transmit` and `poll_event` the next input is always accepted.
-//! Request outcomes (`RequestTimedOut`, `RequestFailed`) are kept in the request table and
-//! reported by `poll_event` after the queued events, so a disconnect with many requests in
-//! flight never overflows the queue; [`ClientEvent::Closed`] is always the very last event.
+//! reaction to server Close pushes, request/response correlation (documented on [`Client`])
 
 mod reconnect;
 mod request;
@@ -150,8 +25,8 @@ use crate::longport::{
 use crate::time::{clamp_delay, earliest, Clock, Duration, Instant, MAX_DELAY};
 use crate::wire::Reader;
 
-pub use reconnect::JitterFn;
 use reconnect::{backoff, After};
+pub use reconnect::{JitterFn, QuotaPolicy};
 use request::{IdCounter, Requests};
 
 /// Most metadata pairs accepted in [`Credentials`]
@@ -201,6 +76,8 @@ pub struct ClientConfig {
     relative_expiry_heuristic: bool,
     max_body: usize,
     first_request_id: u32,
+    quota_policy: QuotaPolicy,
+    gzip_requests: Option<usize>,
 }
 
 impl ClientConfig {
@@ -224,6 +101,8 @@ impl ClientConfig {
             relative_expiry_heuristic: false,
             max_body: DEFAULT_MAX_BODY,
             first_request_id: 1,
+            quota_policy: QuotaPolicy::Stop,
+            gzip_requests: None,
         }
     }
 
@@ -330,7 +209,7 @@ impl ClientConfig {
     }
 
     /// Read `expires` below `1e11` as milliseconds relative to the response (a heuristic,
-    /// default false; see the module docs)
+    /// default false; see [`Client`], Session expiry)
     #[must_use]
     pub const fn with_relative_expiry_heuristic(mut self, on: bool) -> Self {
         self.relative_expiry_heuristic = on;
@@ -353,6 +232,29 @@ impl ClientConfig {
     #[must_use]
     pub const fn with_first_request_id(mut self, id: u32) -> Self {
         self.first_request_id = if id == 0 { 1 } else { id };
+        self
+    }
+
+    /// What a login refused with status 6 (the account's connection quota) leads to (default
+    /// [`QuotaPolicy::Stop`]; a `RetryAfter` delay is clamped to 1 s ..= [`MAX_DELAY`])
+    #[must_use]
+    pub const fn with_quota_policy(mut self, policy: QuotaPolicy) -> Self {
+        self.quota_policy = policy.clamped();
+        self
+    }
+
+    /// Send business request bodies of at least `threshold` bytes as gzip members (default
+    /// `None`: never; feature `gzip`)
+    ///
+    /// The official Go client compresses bodies of 1024 bytes and more. This crate has no
+    /// compressor: the member is made of stored (uncompressed) deflate blocks
+    /// ([`gzip_stored`](crate::longport::gzip::gzip_stored)), 18 bytes plus 5 per 64 KiB larger
+    /// than the body. It is the wire form servers must accept, not a saving; to really
+    /// compress, deflate the body yourself and send it with [`Client::send_request_gzip`].
+    #[cfg(feature = "gzip")]
+    #[must_use]
+    pub const fn with_gzip_requests(mut self, threshold: Option<usize>) -> Self {
+        self.gzip_requests = threshold;
         self
     }
 
@@ -451,6 +353,18 @@ impl ClientConfig {
     pub const fn first_request_id(&self) -> u32 {
         self.first_request_id
     }
+
+    /// See [`ClientConfig::with_quota_policy`]
+    #[must_use]
+    pub const fn quota_policy(&self) -> QuotaPolicy {
+        self.quota_policy
+    }
+
+    /// See `ClientConfig::with_gzip_requests` (feature `gzip`; always `None` without it)
+    #[must_use]
+    pub const fn gzip_requests(&self) -> Option<usize> {
+        self.gzip_requests
+    }
 }
 
 /// Login material: a one-time token and optional metadata pairs (e.g. `accept-language`)
@@ -520,6 +434,17 @@ pub enum ClientApp<'a> {
         /// The reason text (empty when the body was gzip-compressed)
         reason: PeerText<'a>,
     },
+    /// A heartbeat request of the server (cmd 1) the client does not echo by itself (body over
+    /// [`MAX_ECHO_LEN`](crate::longport::MAX_ECHO_LEN) bytes, or 4 echoes already waiting):
+    /// echo it with [`Client::echo_heartbeat`] (the official clients echo every body)
+    HeartbeatEcho {
+        /// The server's request id, to echo
+        request_id: RequestId,
+        /// Body to echo
+        body: &'a [u8],
+        /// True when `body` is a gzip member (the echo keeps the flag)
+        gzip: bool,
+    },
     /// The auth or reconnect request was refused; [`ClientEvent::LoginFailed`] follows
     LoginError {
         /// The response status (not 0)
@@ -548,7 +473,8 @@ pub enum ClientState {
     WaitingToReconnect,
     /// Waiting for [`Client::provide_token`]
     NeedToken,
-    /// Stopped after Close code 6; resume with [`Client::reconnect_now`] or [`Client::connect`]
+    /// Stopped after a login refused for the account's connection quota (status 6) under
+    /// [`QuotaPolicy::Stop`]; resume with [`Client::connect`] and fresh credentials
     Stopped,
     /// Finished
     Closed,
@@ -640,6 +566,145 @@ struct Session<const S: usize> {
 /// id (128), `METADATA_LEN` bytes of stored metadata (256, two length bytes plus the text per
 /// key and per value). [`Client::new`] builds one with the defaults,
 /// [`Client::with_capacities`] with others.
+///
+/// [`Client`] is sans-IO: the caller owns the socket (TCP or WebSocket), the clock and the
+/// source of one-time tokens. Its inputs and outputs are inherent methods, and it implements
+/// [`Machine`](crate::Machine) with `Peer = ()` by delegating to them.
+///
+/// # Lifecycle
+///
+/// 1. [`Client::connect`] with [`Credentials`] (one-time token from the HTTP socket-token API,
+///    optional metadata pairs). The client emits [`ClientEvent::ConnectTransport`].
+/// 2. On every `ConnectTransport` the caller opens a **new** transport (TCP connection, or a
+///    WebSocket upgrade with the query `version=1&codec=1&platform=9`) and calls
+///    [`Client::handle_connected`] once it is open, or [`Client::handle_closed`] if the dial
+///    failed. A dial that takes longer than [`ClientConfig::connect_timeout`] is abandoned with
+///    [`ClientEvent::Disconnected`] (cause [`CloseCause::ConnectTimeout`]).
+/// 3. The client queues the login: on TCP the 2-byte handshake `11 09` and the Auth request
+///    (cmd 2) in one [`FrameKind::Stream`] transmit; on WebSocket the Auth request as one
+///    [`FrameKind::WsBinary`]. With a still-valid session it sends Reconnect (cmd 3) instead.
+/// 4. [`ClientEvent::Connected`] (within [`ClientConfig::auth_timeout`], else `Disconnected`
+///    with [`CloseCause::LoginTimeout`]): business requests may now go out with
+///    [`Client::send_request`]. The session id is [`Client::session_id`].
+/// 5. Whenever the connection ends — the caller reports it ([`Client::handle_closed`], a
+///    WebSocket Close frame through [`Client::handle_frame`]), the heartbeat times out, the
+///    server pushes Close, the stream is undecodable — the client emits
+///    [`ClientEvent::Disconnected`] (close the transport if it is still open), fails the requests
+///    in flight ([`ClientEvent::RequestFailed`] with [`RequestFailure::Disconnected`]) and, per
+///    policy, schedules a reconnect ([`ClientEvent::ReconnectScheduled`], then at that instant
+///    `ConnectTransport` again) or asks for a token first ([`ClientEvent::TokenNeeded`] → call
+///    [`Client::provide_token`]). [`CloseCause::Peer`] documents the per-code policy for Close
+///    pushes: codes 4, 5 and 6 (`ConnectDuplicate`: the session was taken over) re-authenticate,
+///    the others reconnect with the session.
+/// 6. A login refused with status 6 (PermissionDenied: the account holds its quota of
+///    connections, `Error{403, "connections limitation is hit"}`) is different: a new token
+///    cannot help, so the client never loops asking for one. [`ClientConfig::with_quota_policy`]
+///    decides: [`QuotaPolicy::Stop`] (default; [`ClientState::Stopped`] until you call
+///    [`Client::connect`] again) or [`QuotaPolicy::RetryAfter`] (a long back-off, then one
+///    `TokenNeeded`).
+/// 7. [`Client::close`] ends everything: on WebSocket a `WsClose(1000)` frame carrying your
+///    reason is queued (nothing extra on TCP), then exactly one final [`ClientEvent::Closed`] is
+///    emitted.
+///
+/// # Driving it
+///
+/// The run loop of the crate docs: one input, then [`drain`](crate::drain) (or its two steps by
+/// hand: send every transmit, take one event, repeat), then sleep until
+/// [`Client::poll_timeout`]. Commands given while handling an event (`handle_connected` on
+/// `ConnectTransport`, `provide_token` on `TokenNeeded`) queue output that the same drain sends.
+///
+/// TCP: keep a receive buffer (at least the largest packet you accept: 11 + max_body + 24) and
+/// feed it whole after every read:
+///
+/// ```text
+/// loop {
+///     match client.handle_input(now, (), &rx[..filled]) {
+///         Err(Error::QueueFull) => { drain, then retry }
+///         Ok(r) => {
+///             if let Some(app) = r.app() { handle the response/push (borrowed from rx) }
+///             if r.bytes_consumed() == 0 { break }   // r.needed(): total bytes the next packet needs
+///             drop r.bytes_consumed() bytes from the front of rx
+///         }
+///     }
+///     drain (write every FrameKind::Stream transmit to the socket, handle the events)
+/// }
+/// ```
+///
+/// WebSocket:
+///
+/// * every binary message → `handle_input(now, (), msg)` (always consumed whole);
+/// * Ping / Pong / Close frames → `handle_frame(now, (), FrameKind::WsPing | WsPong | WsClose(code), payload)`;
+///   text frames are not part of the protocol and are best dropped by the caller;
+/// * transmits come as `WsBinary` (one message), `WsPing`/`WsPong` (control frames whose payload
+///   is the written bytes) and `WsClose(code)` (the written bytes are the reason; then close the
+///   socket).
+///
+/// Let the WebSocket library answer pings itself *or* let the client do it, not both (the
+/// client queues a `WsPong` echo for every `WsPing` it is given).
+///
+/// # Heartbeat
+///
+/// * TCP: every [`ClientConfig::heartbeat_interval`] (60 s) a cmd-1 request with body
+///   `Heartbeat { timestamp: wall-clock ms, heartbeat_id: request id as i32 }` (as the official
+///   Go client does); the echo is matched by request id and [`ClientEvent::HeartbeatRtt`]
+///   reports the time since the request was handed out by `poll_transmit` (the body is not
+///   trusted).
+/// * WebSocket: the same `Heartbeat` body is the payload of a `WsPing`; a `WsPong` payload is
+///   decoded as `Heartbeat` and matched by `heartbeat_id`. No heartbeat interval sends nothing
+///   and relies on the server's pings (the official Rust client's behaviour).
+/// * Server heartbeat requests (cmd-1 requests, TCP or WS binary) are echoed: response with the
+///   same id, status 0 and the same body (and gzip flag). Bodies up to
+///   [`MAX_ECHO_LEN`](crate::longport::MAX_ECHO_LEN) bytes are echoed by the client itself (at
+///   most 4 waiting); a bigger one (any size up to the body limit), or one more while 4 wait,
+///   comes back as [`ClientApp::HeartbeatEcho`] for you to echo with
+///   [`Client::echo_heartbeat`]. Server `WsPing`s get a `WsPong` with the same payload (up to
+///   125 bytes).
+/// * [`Client::send_heartbeat`] sends one now (e.g. to check a quiet connection before a
+///   burst of requests); its echo gives `HeartbeatRtt` like the periodic ones.
+/// * Liveness: heartbeat echoes, server heartbeat requests, pings and pongs always count; with
+///   [`ClientConfig::any_inbound_is_alive`] (default) every inbound packet counts too. No sign
+///   of life for [`ClientConfig::heartbeat_timeout`] (120 s) ends the connection
+///   ([`CloseCause::Timeout`]).
+///
+/// # Session expiry
+///
+/// `expires` is taken as absolute Unix milliseconds, as the official Go client does
+/// (`isAuthExpired` in <https://github.com/longportapp/openapi-protocol>). The client compares
+/// it with a wall clock the caller provides ([`Client::set_wall_clock`]): a session is
+/// resumable when `expires != 0` and `expires - expiry_margin` (10 s, like the Go client) is
+/// still in the future. `expires <= 0` is never resumable. Without a wall clock only the zero
+/// check applies and a stale session is found out by the server (status 5 → re-auth).
+/// [`ClientConfig::relative_expiry_heuristic`] (off by default) reads values below `1e11` as
+/// milliseconds relative to the moment the response arrived — the reading of the official Rust
+/// client's reconnect path; it is a heuristic, not protocol.
+///
+/// # Requests
+///
+/// [`Client::send_request`] writes the packet straight into the caller's buffer and returns
+/// the [`Transmit`] describing it: **send it right away**, before the next `poll_transmit`
+/// frame. Nothing of the body is copied or queued inside the client, so memory stays bounded
+/// whatever the body size, and there is no second buffer to size. Bodies go out as given;
+/// `ClientConfig::with_gzip_requests` (feature `gzip`) wraps those from a threshold up in a
+/// gzip member of stored blocks (the form the official Go client uses for bodies of 1 KiB and
+/// more, without the compression: this crate has no compressor), and
+/// [`Client::send_request_gzip`] sends a body you compressed yourself. The request is then tracked
+/// (at most `REQUESTS` in flight) until its response ([`ClientApp::Response`], borrowed from the
+/// input), its timeout ([`ClientEvent::RequestTimedOut`]) or the end of the connection
+/// ([`ClientEvent::RequestFailed`]).
+///
+/// Request ids start at [`ClientConfig::first_request_id`] (1), increase by one for every
+/// request (business, heartbeat, login), wrap from `u32::MAX` to 1 (0 is skipped) and skip ids
+/// still in use. The counter continues across reconnects (ids stay unique per connection).
+///
+/// # Bounded work and memory
+///
+/// Events sit in a queue of `EVENTS` entries (at least 8). An input or command that could queue
+/// events is refused with [`Error::QueueFull`] (nothing consumed or changed) unless 4 slots are
+/// free, and `handle_timeout` does nothing until they are (its deadline stays due): after a
+/// complete drain of `poll_transmit` and `poll_event` the next input is always accepted.
+/// Request outcomes (`RequestTimedOut`, `RequestFailed`) are kept in the request table and
+/// reported by `poll_event` after the queued events, so a disconnect with many requests in
+/// flight never overflows the queue; [`ClientEvent::Closed`] is always the very last event.
 #[derive(Debug)]
 pub struct Client<
     const REQUESTS: usize = 16,
@@ -934,15 +999,16 @@ impl<
     ///
     /// `timeout` bounds the wait for the response ([`ClientEvent::RequestTimedOut`]); zero
     /// means [`ClientConfig::request_timeout`], and it is clamped to [`MAX_DELAY`]. The header's
-    /// timeout field carries `min(timeout in ms, 60000)`. The body is sent uncompressed, as
-    /// given.
+    /// timeout field carries `min(timeout in ms, 60000)`. The body is sent as given, unless
+    /// `ClientConfig::with_gzip_requests` (feature `gzip`) wraps bodies from its threshold up
+    /// in a gzip member.
     ///
     /// # Errors
     /// Nothing was written and nothing changed on error:
     /// * [`Error::Closed`] — the client is closed;
     /// * [`Error::NotOpen`] — not authenticated (yet, or any more);
     /// * [`Error::ControlCommand`] — `cmd` is 0..=3;
-    /// * [`Error::TooLong`] — the body exceeds the 24-bit length field;
+    /// * [`Error::TooLong`] — the body (as sent) exceeds the 24-bit length field;
     /// * [`Error::TooManyInFlight`] — `REQUESTS` requests are in flight (or their outcome
     ///   events are not polled yet);
     /// * [`Error::BufferTooSmall`] — `out` cannot hold the packet.
@@ -954,6 +1020,40 @@ impl<
         body: &[u8],
         out: &mut [u8],
     ) -> Result<(RequestId, Transmit<()>), Error> {
+        let wrap = self.config.gzip_requests.is_some_and(|t| body.len() >= t);
+        let form = if wrap {
+            BodyForm::Stored
+        } else {
+            BodyForm::Plain
+        };
+        self.write_request(now, cmd, timeout, body, form, out)
+    }
+
+    /// [`Client::send_request`] with a body you compressed yourself: `member` is one gzip
+    /// member (RFC 1952) and goes out as it is, with the packet's gzip flag set
+    ///
+    /// # Errors
+    /// As [`Client::send_request`].
+    pub fn send_request_gzip(
+        &mut self,
+        now: Instant,
+        cmd: u8,
+        timeout: Duration,
+        member: &[u8],
+        out: &mut [u8],
+    ) -> Result<(RequestId, Transmit<()>), Error> {
+        self.write_request(now, cmd, timeout, member, BodyForm::Member, out)
+    }
+
+    fn write_request(
+        &mut self,
+        now: Instant,
+        cmd: u8,
+        timeout: Duration,
+        body: &[u8],
+        form: BodyForm,
+        out: &mut [u8],
+    ) -> Result<(RequestId, Transmit<()>), Error> {
         let now = self.clock.update(now);
         match self.phase {
             Phase::Closed => return Err(Error::Closed),
@@ -963,16 +1063,17 @@ impl<
         if cmd <= CMD_RECONNECT {
             return Err(Error::ControlCommand(cmd));
         }
-        if body.len() > MAX_BODY_LEN {
+        let wire_len = form.wire_len(body.len());
+        if wire_len > MAX_BODY_LEN {
             return Err(Error::TooLong {
-                len: body.len(),
+                len: wire_len,
                 max: MAX_BODY_LEN,
             });
         }
         if self.requests.is_full() {
             return Err(Error::TooManyInFlight);
         }
-        let required = REQUEST_HEADER_LEN.saturating_add(body.len());
+        let required = REQUEST_HEADER_LEN.saturating_add(wire_len);
         if out.len() < required {
             return Err(Error::BufferTooSmall { required });
         }
@@ -982,7 +1083,21 @@ impl<
             timeout.min(MAX_DELAY)
         };
         let id = self.alloc_id();
-        let len = Packet::request(cmd, id, header_timeout(timeout), body).emit(out)?;
+        let header = Header {
+            kind: Kind::Request {
+                request_id: id,
+                timeout_ms: header_timeout(timeout),
+            },
+            cmd,
+            gzip: !matches!(form, BodyForm::Plain),
+            verify: false,
+            reserve: 0,
+            // checked above: at most MAX_BODY_LEN
+            body_len: u32::try_from(wire_len).unwrap_or(u32::MAX),
+        };
+        let hlen = header.emit(out)?;
+        let rest = out.get_mut(hlen..).unwrap_or_default();
+        let blen = form.write(body, rest)?;
         if !self.requests.insert(id, now.saturating_add(timeout)) {
             // unreachable: checked above; keep the id unused rather than panic
             return Err(Error::TooManyInFlight);
@@ -992,10 +1107,69 @@ impl<
             id,
             Transmit {
                 to: (),
-                len,
+                len: hlen + blen,
                 kind: self.data_kind(),
             },
         ))
+    }
+
+    /// Queue a heartbeat now (as if its interval had elapsed; the next one follows an interval
+    /// later): a cmd-1 request on TCP, a `WsPing` on WebSocket; its echo gives
+    /// [`ClientEvent::HeartbeatRtt`]
+    ///
+    /// A heartbeat already queued is sent once; one still unanswered is superseded (its echo
+    /// no longer measures anything).
+    ///
+    /// # Errors
+    /// [`Error::Closed`] (the client is closed) or [`Error::NotOpen`] (not authenticated);
+    /// nothing changed.
+    pub fn send_heartbeat(&mut self, now: Instant) -> Result<(), Error> {
+        let now = self.clock.update(now);
+        match self.phase {
+            Phase::Closed => Err(Error::Closed),
+            Phase::Ready => {
+                self.queue_heartbeat(now);
+                Ok(())
+            }
+            _ => Err(Error::NotOpen),
+        }
+    }
+
+    /// Write the echo of a server heartbeat handed over as [`ClientApp::HeartbeatEcho`] into
+    /// `out` (status 0, cmd 1, the server's request id, the same body and gzip flag); send
+    /// `out[..len]` right away
+    ///
+    /// # Errors
+    /// Nothing was written on error: [`Error::Closed`], [`Error::NotOpen`] (no transport is
+    /// open), [`Error::TooLong`] (body over the 24-bit length field),
+    /// [`Error::BufferTooSmall`].
+    pub fn echo_heartbeat(
+        &mut self,
+        now: Instant,
+        request_id: RequestId,
+        body: &[u8],
+        gzip: bool,
+        out: &mut [u8],
+    ) -> Result<Transmit<()>, Error> {
+        let _ = self.clock.update(now);
+        if self.phase == Phase::Closed {
+            return Err(Error::Closed);
+        }
+        if !self.phase.link_up() {
+            return Err(Error::NotOpen);
+        }
+        if body.len() > MAX_BODY_LEN {
+            return Err(Error::TooLong {
+                len: body.len(),
+                max: MAX_BODY_LEN,
+            });
+        }
+        let len = Packet::response(CMD_HEARTBEAT, request_id, Status::Success, body)
+            .with_gzip(gzip)
+            .emit(out)?;
+        bump(&mut self.stats.heartbeats_answered);
+        bump(&mut self.stats.packets_sent);
+        Ok(transmit(len, self.data_kind()))
     }
 
     /// End everything: fail requests in flight, queue `WsClose(1000)` with `reason` (truncated
@@ -1035,7 +1209,7 @@ impl<
     /// a [`ClientEvent::Disconnected`]) is dropped and counted.
     ///
     /// # Errors
-    /// [`Error::QueueFull`] when the event or echo queue is full; nothing was consumed.
+    /// [`Error::QueueFull`] when the event queue is full; nothing was consumed.
     pub fn handle_input<'a>(
         &mut self,
         now: Instant,
@@ -1049,7 +1223,7 @@ impl<
             }
             return Ok(Received::consumed(data.len()));
         }
-        if self.events_free() < EVENT_RESERVE || self.tx_echo.is_full() {
+        if self.events_free() < EVENT_RESERVE {
             return Err(Error::QueueFull);
         }
         match self.config.transport {
@@ -1444,21 +1618,30 @@ impl<
         bump(&mut self.stats.disconnects);
         self.push_event(ClientEvent::Disconnected { cause });
         match after {
-            After::Reconnect => self.schedule_reconnect(now),
+            After::Reconnect => self.schedule_reconnect(now, None),
             After::ReAuth => {
                 self.session = None;
                 self.token = None;
-                self.schedule_reconnect(now);
+                self.schedule_reconnect(now, None);
             }
-            After::Stop => {
-                // counts as a failed attempt: a later reconnect_now is a reconnect
-                self.attempt = self.attempt.saturating_add(1);
-                self.phase = Phase::Stopped;
+            After::Quota => {
+                self.session = None;
+                self.token = None;
+                match self.config.quota_policy {
+                    QuotaPolicy::RetryAfter(delay) => self.schedule_reconnect(now, Some(delay)),
+                    _ => {
+                        // counts as a failed attempt: a later connect starts over anyway
+                        self.attempt = self.attempt.saturating_add(1);
+                        self.phase = Phase::Stopped;
+                    }
+                }
             }
         }
     }
 
-    fn schedule_reconnect(&mut self, now: Instant) {
+    /// Back off before the next attempt: the exponential back-off, or `fixed` (a quota
+    /// refusal: the token is asked for only when it elapses)
+    fn schedule_reconnect(&mut self, now: Instant, fixed: Option<Duration>) {
         self.attempt = self.attempt.saturating_add(1);
         if let Some(max) = self.config.max_reconnect_attempts {
             if self.attempt > max {
@@ -1466,15 +1649,17 @@ impl<
                 return;
             }
         }
-        let delay = backoff(
-            self.config.reconnect_base,
-            self.config.reconnect_max,
-            self.config.jitter,
-            self.attempt,
-        );
+        let delay = fixed.unwrap_or_else(|| {
+            backoff(
+                self.config.reconnect_base,
+                self.config.reconnect_max,
+                self.config.jitter,
+                self.attempt,
+            )
+        });
         let at = now.saturating_add(delay);
         self.phase = Phase::Backoff { at };
-        if !self.can_login(now) {
+        if fixed.is_none() && !self.can_login(now) {
             self.session = None;
             self.request_token();
         }
@@ -1553,13 +1738,13 @@ impl<
         }
     }
 
-    fn queue_echo(&mut self, id: RequestId, gzip: bool, body: &[u8]) {
+    /// Queue the echo of a server heartbeat; false when it is too big or the slots are full
+    fn queue_echo(&mut self, id: RequestId, gzip: bool, body: &[u8]) -> bool {
         let queued = Echo::new(id, gzip, body).is_some_and(|e| self.tx_echo.push_back(e).is_ok());
         if queued {
             bump(&mut self.stats.heartbeats_answered);
-        } else {
-            bump(&mut self.stats.dropped);
         }
+        queued
     }
 
     fn on_packet<'a>(&mut self, now: Instant, p: Packet<'a>) -> Option<ClientApp<'a>> {
@@ -1570,13 +1755,20 @@ impl<
         let h = p.header;
         match h.kind {
             Kind::Request { request_id, .. } => {
-                if h.cmd == CMD_HEARTBEAT {
-                    self.last_alive = now;
-                    self.queue_echo(request_id, h.gzip, p.body);
-                } else {
+                if h.cmd != CMD_HEARTBEAT {
                     bump(&mut self.stats.dropped);
+                    return None;
                 }
-                None
+                self.last_alive = now;
+                if self.queue_echo(request_id, h.gzip, p.body) {
+                    None
+                } else {
+                    Some(ClientApp::HeartbeatEcho {
+                        request_id,
+                        body: p.body,
+                        gzip: h.gzip,
+                    })
+                }
             }
             Kind::Response { request_id, status } => {
                 self.on_response(now, h, request_id, status, p.body)
@@ -1684,11 +1876,16 @@ impl<
             }
         };
         self.push_event(ClientEvent::LoginFailed { kind, status, code });
+        let after = if status == Status::PermissionDenied {
+            After::Quota
+        } else {
+            After::ReAuth
+        };
         self.link_down(
             now,
             CloseCause::LoginRejected(status),
             Some(WS_CLOSE_NORMAL),
-            After::ReAuth,
+            after,
         );
         Some(ClientApp::LoginError {
             status,
@@ -1820,6 +2017,39 @@ fn control_body<'b>(
     {
         let _ = scratch;
         Err(bad)
+    }
+}
+
+/// How a request body goes on the wire
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum BodyForm {
+    /// As given, gzip flag clear
+    Plain,
+    /// Already a gzip member: as given, gzip flag set
+    Member,
+    /// Wrapped in a gzip member of stored blocks (only chosen with the `gzip` feature)
+    Stored,
+}
+
+impl BodyForm {
+    /// Length on the wire of a body of `len` bytes
+    const fn wire_len(self, len: usize) -> usize {
+        match self {
+            BodyForm::Plain | BodyForm::Member => len,
+            #[cfg(feature = "gzip")]
+            BodyForm::Stored => crate::longport::gzip::stored_len(len),
+            #[cfg(not(feature = "gzip"))]
+            BodyForm::Stored => len,
+        }
+    }
+
+    /// Write `body` in this form at the start of `out`
+    fn write(self, body: &[u8], out: &mut [u8]) -> Result<usize, BufferTooSmall> {
+        match self {
+            #[cfg(feature = "gzip")]
+            BodyForm::Stored => crate::longport::gzip::gzip_stored(body, out),
+            _ => emit_raw(body, out),
+        }
     }
 }
 

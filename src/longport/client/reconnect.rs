@@ -1,7 +1,45 @@
-//! The client's reconnect policy: what follows each way a connection ends, and the back-off
+//! The client's reconnect policy: what follows each way a connection ends, the back-off, and
+//! what a refusal for the account's connection quota does ([`QuotaPolicy`])
 
 use crate::longport::control::CloseCode;
-use crate::time::{Duration, MAX_DELAY};
+use crate::time::{clamp_delay, Duration, MAX_DELAY};
+
+/// Shortest delay [`QuotaPolicy::RetryAfter`] is clamped to
+const MIN_QUOTA_RETRY: Duration = Duration::from_secs(1);
+
+/// What the client does when a login is refused with status 6 (PermissionDenied), the answer
+/// of the LongPort gateway when the account already holds its quota of connections
+/// (`Error{403, "connections limitation is hit"}`)
+///
+/// A new token cannot help (the quota counts connections, not tokens), so the client never
+/// asks for one at once: [`ClientEvent::LoginFailed`](crate::longport::ClientEvent::LoginFailed)
+/// (status 6, code 403) and [`ClientEvent::Disconnected`](crate::longport::ClientEvent::Disconnected)
+/// (cause `LoginRejected(PermissionDenied)`) are followed by:
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+#[non_exhaustive]
+pub enum QuotaPolicy {
+    /// Nothing: the client is [`ClientState::Stopped`](crate::longport::ClientState::Stopped)
+    /// (session and token dropped) until you call `connect` with fresh credentials, e.g. after
+    /// closing the account's other connections (the default)
+    Stop,
+    /// [`ClientEvent::ReconnectScheduled`](crate::longport::ClientEvent::ReconnectScheduled)
+    /// this long after the refusal (clamped to 1 s ..= [`MAX_DELAY`]); when it elapses,
+    /// [`ClientEvent::TokenNeeded`](crate::longport::ClientEvent::TokenNeeded), then a fresh
+    /// Auth. Counts as a failed attempt for
+    /// [`ClientConfig::with_max_reconnect_attempts`](crate::longport::ClientConfig::with_max_reconnect_attempts).
+    RetryAfter(Duration),
+}
+
+impl QuotaPolicy {
+    /// The policy with its delay clamped
+    pub(super) const fn clamped(self) -> Self {
+        match self {
+            QuotaPolicy::Stop => QuotaPolicy::Stop,
+            QuotaPolicy::RetryAfter(d) => QuotaPolicy::RetryAfter(clamp_delay(d, MIN_QUOTA_RETRY)),
+        }
+    }
+}
 
 /// Extra reconnect delay for an attempt number, chosen by the caller (e.g. random jitter)
 ///
@@ -16,21 +54,26 @@ pub(super) enum After {
     Reconnect,
     /// Drop the session and the token: a fresh token is needed, then reconnect
     ReAuth,
-    /// No automatic reconnect; the caller decides (`reconnect_now` or `connect`)
-    Stop,
+    /// A login refused for the account's quota: session and token dropped, then the
+    /// [`QuotaPolicy`]
+    Quota,
 }
 
 impl After {
-    /// The reaction to a Close push: codes 4 (`AuthError`) and 5 (`SessExpired`) re-authenticate,
-    /// 6 (`ConnectDuplicate`) stops (two holders of one session would otherwise kick each other
-    /// for ever), every other code reconnects
+    /// The reaction to a Close push: codes 4 (`AuthError`), 5 (`SessExpired`) and 6
+    /// (`ConnectDuplicate`) re-authenticate, every other code reconnects with the session
     ///
     /// The official clients reconnect whatever the code; this is stricter where reconnecting
-    /// with the same session cannot work.
+    /// with the same session cannot work. After code 6 the session belongs to the newer
+    /// connection that presented it (a server mints a new id for it on every Reconnect), so a
+    /// fresh Auth gets this client a session of its own; two holders of one session therefore
+    /// cannot kick each other for ever, and a client displaced by someone who got hold of its
+    /// session id is not stopped for good either.
     pub(super) const fn close_push(code: CloseCode) -> After {
         match code {
-            CloseCode::AuthError | CloseCode::SessExpired => After::ReAuth,
-            CloseCode::ConnectDuplicate => After::Stop,
+            CloseCode::AuthError | CloseCode::SessExpired | CloseCode::ConnectDuplicate => {
+                After::ReAuth
+            }
             CloseCode::HeartbeatTimeout
             | CloseCode::ServerError
             | CloseCode::ServerShutdown
@@ -86,15 +129,28 @@ mod tests {
     }
 
     #[test]
+    fn quota_retry_is_clamped() {
+        assert_eq!(
+            QuotaPolicy::RetryAfter(Duration::ZERO).clamped(),
+            QuotaPolicy::RetryAfter(MIN_QUOTA_RETRY)
+        );
+        assert_eq!(
+            QuotaPolicy::RetryAfter(Duration::MAX).clamped(),
+            QuotaPolicy::RetryAfter(MAX_DELAY)
+        );
+        assert_eq!(QuotaPolicy::Stop.clamped(), QuotaPolicy::Stop);
+    }
+
+    #[test]
     fn close_codes_map_to_the_policy() {
         let after = |c| After::close_push(CloseCode::from_i32(c));
         assert_eq!(after(0), After::Reconnect);
         assert_eq!(after(3), After::Reconnect);
         assert_eq!(after(4), After::ReAuth);
         assert_eq!(after(5), After::ReAuth);
-        assert_eq!(after(6), After::Stop);
+        assert_eq!(after(6), After::ReAuth);
         assert_eq!(after(99), After::Reconnect);
-        assert_eq!(After::ws_close(4006), After::Stop);
+        assert_eq!(After::ws_close(4006), After::ReAuth);
         assert_eq!(After::ws_close(4004), After::ReAuth);
         assert_eq!(After::ws_close(4007), After::Reconnect);
         assert_eq!(After::ws_close(1001), After::Reconnect);

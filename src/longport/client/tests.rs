@@ -103,6 +103,7 @@ fn feed(c: &mut C, now: Instant, bytes: &[u8]) -> StdVec<(u8, StdVec<u8>)> {
                 ClientApp::LoginError { message, .. } => {
                     apps.push((255, message.as_bytes().to_vec()));
                 }
+                ClientApp::HeartbeatEcho { body, .. } => apps.push((1, body.to_vec())),
             }
         }
         assert!(r.bytes_consumed() > 0, "whole packets are fed: {r:?}");
@@ -610,8 +611,7 @@ fn close_codes_follow_the_per_code_policy() {
             })
         );
         let action = match code {
-            4 | 5 => After::ReAuth,
-            6 => After::Stop,
+            4..=6 => After::ReAuth,
             _ => After::Reconnect,
         };
         assert_eq!(After::close_push(close_code), action);
@@ -648,15 +648,7 @@ fn close_codes_follow_the_per_code_policy() {
                 let (cmd, _, _, _) = open_transport(&mut c, at(3_000));
                 assert_eq!(cmd, CMD_AUTH);
             }
-            After::Stop => {
-                assert_eq!(ev.len(), 1, "no automatic reconnect");
-                assert_eq!(c.state(), ClientState::Stopped);
-                assert_eq!(c.poll_timeout(), None);
-                c.reconnect_now(at(9_000)).unwrap();
-                assert_eq!(events(&mut c), [Ev::ConnectTransport { attempt: 1 }]);
-                let (cmd, _, _, _) = open_transport(&mut c, at(9_000));
-                assert_eq!(cmd, CMD_RECONNECT);
-            }
+            After::Quota => unreachable!("not a Close push reaction"),
         }
     }
 }
@@ -701,8 +693,18 @@ fn websocket_close_frames_end_the_connection() {
     );
     let mut c = ready_with(cfg_ws());
     c.handle_frame(at(1), (), FrameKind::WsClose(4006), b"");
-    assert_eq!(events(&mut c).len(), 1);
-    assert_eq!(c.state(), ClientState::Stopped, "4000 + ConnectDuplicate");
+    assert_eq!(
+        events(&mut c)[1..],
+        [
+            Ev::TokenNeeded,
+            Ev::ReconnectScheduled {
+                at: at(1_001),
+                attempt: 1
+            }
+        ],
+        "4000 + ConnectDuplicate: re-authenticate"
+    );
+    assert_eq!(c.session_id(), None);
 }
 
 #[test]
@@ -1365,5 +1367,224 @@ proptest::proptest! {
         }
         proptest::prop_assert!(closed <= 1);
         let _ = MAX_PACKET_LEN;
+    }
+}
+
+#[test]
+fn server_heartbeats_of_any_size_are_handed_over_to_echo() {
+    let mut c = ready_tcp();
+    // 200 bytes: too big for the client's own echo slots, handed over
+    let body = [7u8; 200];
+    let req = pkt(Packet::request(CMD_HEARTBEAT, RequestId(77), 0, &body).with_gzip(true));
+    let r = c.handle_input(at(1), (), &req).unwrap();
+    assert_eq!(
+        r.into_app(),
+        Some(ClientApp::HeartbeatEcho {
+            request_id: RequestId(77),
+            body: &body[..],
+            gzip: true
+        })
+    );
+    assert!(
+        tx(&mut c, at(1)).is_empty(),
+        "nothing echoed by the client itself"
+    );
+    let mut out = [0u8; 256];
+    let t = c
+        .echo_heartbeat(at(1), RequestId(77), &body, true, &mut out)
+        .unwrap();
+    assert_eq!(t.kind, FrameKind::Stream);
+    assert_eq!(
+        out[..t.len],
+        pkt(Packet::response(CMD_HEARTBEAT, RequestId(77), Status::Success, &body).with_gzip(true))
+    );
+    assert_eq!(c.stats().heartbeats_answered, 1);
+    assert_eq!(c.stats().dropped, 0);
+    // five small ones in one read: four echoed by the client, the fifth handed over
+    let mut handed = StdVec::new();
+    for id in 1..=5u32 {
+        let req = pkt(Packet::request(CMD_HEARTBEAT, RequestId(id), 0, b"hb"));
+        if let Some(ClientApp::HeartbeatEcho { request_id, .. }) =
+            c.handle_input(at(2), (), &req).unwrap().into_app()
+        {
+            handed.push(request_id);
+        }
+    }
+    assert_eq!(handed, [RequestId(5)]);
+    assert_eq!(tx(&mut c, at(2)).len(), 4);
+    // up to the body limit; not without a transport
+    let cfg = cfg_ws().with_max_body(100_000);
+    let mut c = ready_with(cfg);
+    let big = vec![1u8; 100_000];
+    let req = pkt(Packet::request(CMD_HEARTBEAT, RequestId(9), 0, &big));
+    assert!(matches!(
+        c.handle_input(at(1), (), &req).unwrap().app(),
+        Some(ClientApp::HeartbeatEcho { .. })
+    ));
+    let mut out = vec![0u8; 100_010];
+    let t = c
+        .echo_heartbeat(at(1), RequestId(9), &big, false, &mut out)
+        .unwrap();
+    assert_eq!((t.len, t.kind), (100_010, FrameKind::WsBinary));
+    assert_eq!(
+        c.echo_heartbeat(at(1), RequestId(9), &big, false, &mut out[..10]),
+        Err(Error::BufferTooSmall { required: 100_010 })
+    );
+    c.handle_closed(at(2), ());
+    assert_eq!(
+        c.echo_heartbeat(at(2), RequestId(9), b"x", false, &mut out),
+        Err(Error::NotOpen)
+    );
+    c.close(at(3), "bye").unwrap();
+    assert_eq!(
+        c.echo_heartbeat(at(3), RequestId(9), b"x", false, &mut out),
+        Err(Error::Closed)
+    );
+}
+
+#[test]
+fn send_heartbeat_on_demand() {
+    let mut c = client(cfg_tcp());
+    assert_eq!(c.send_heartbeat(T0), Err(Error::NotOpen));
+    log_in(&mut c, EXPIRES);
+    let _ = events(&mut c);
+    c.send_heartbeat(at(5)).unwrap();
+    c.send_heartbeat(at(5)).unwrap();
+    let out = tx(&mut c, at(5));
+    assert_eq!(out.len(), 1, "one queued heartbeat goes out once");
+    let (cmd, rid, _, body) = request(&out[0].1);
+    assert_eq!(cmd, CMD_HEARTBEAT);
+    assert_eq!(
+        Heartbeat::decode(&body).unwrap().heartbeat_id,
+        Some(heartbeat_id(rid))
+    );
+    feed(
+        &mut c,
+        at(25),
+        &pkt(Packet::response(CMD_HEARTBEAT, rid, Status::Success, &body)),
+    );
+    assert_eq!(
+        events(&mut c),
+        [Ev::HeartbeatRtt {
+            rtt: Duration::from_millis(20)
+        }]
+    );
+    // the periodic one follows an interval after the one on demand
+    assert_eq!(c.poll_timeout(), Some(at(60_005)));
+    // WebSocket: a ping
+    let mut c = ready_with(cfg_ws());
+    c.send_heartbeat(at(1)).unwrap();
+    let out = tx(&mut c, at(1));
+    assert_eq!(out[0].0, FrameKind::WsPing);
+    c.close(at(2), "").unwrap();
+    assert_eq!(c.send_heartbeat(at(2)), Err(Error::Closed));
+}
+
+#[cfg(feature = "gzip")]
+#[test]
+fn request_bodies_from_the_threshold_are_gzip_members() {
+    use crate::longport::gzip::{gunzip, stored_len};
+    let mut c = ready_with(cfg_tcp().with_gzip_requests(Some(1024)));
+    let mut out = vec![0u8; 4096];
+    // below the threshold: as given
+    let (_, t) = c
+        .send_request(at(1), 6, Duration::ZERO, &[1u8; 1023], &mut out)
+        .unwrap();
+    let (p, _) = Packet::parse(&out[..t.len], MAX_BODY_LEN).unwrap();
+    assert!(!p.header.gzip);
+    assert_eq!(p.body, &[1u8; 1023][..]);
+    // from it: a stored gzip member, flag set, exact size reported
+    let body: StdVec<u8> = (0..1024u32).map(|i| i as u8).collect();
+    let (_, t) = c
+        .send_request(at(1), 6, Duration::ZERO, &body, &mut out)
+        .unwrap();
+    assert_eq!(t.len, REQUEST_HEADER_LEN + stored_len(1024));
+    let (p, _) = Packet::parse(&out[..t.len], MAX_BODY_LEN).unwrap();
+    assert!(p.header.gzip);
+    let member = p.body.to_vec();
+    let mut plain = [0u8; 2048];
+    let n = gunzip(&member, &mut plain).unwrap();
+    assert_eq!(plain[..n], body[..]);
+    // a too-small buffer asks for the wrapped size and changes nothing
+    let in_flight = c.in_flight();
+    assert_eq!(
+        c.send_request(at(1), 6, Duration::ZERO, &body, &mut out[..1050]),
+        Err(Error::BufferTooSmall {
+            required: REQUEST_HEADER_LEN + stored_len(1024)
+        })
+    );
+    assert_eq!(c.in_flight(), in_flight);
+    // a body compressed by the caller goes out as it is
+    let (_, t) = c
+        .send_request_gzip(at(1), 6, Duration::ZERO, &member, &mut out)
+        .unwrap();
+    let (q, _) = Packet::parse(&out[..t.len], MAX_BODY_LEN).unwrap();
+    assert!(q.header.gzip);
+    assert_eq!(q.body.len(), stored_len(1024));
+}
+
+#[test]
+fn quota_refusal_of_a_reconnect_follows_the_policy() {
+    for policy in [
+        QuotaPolicy::Stop,
+        QuotaPolicy::RetryAfter(Duration::from_secs(300)),
+    ] {
+        let mut c = ready_with(cfg_tcp().with_quota_policy(policy));
+        c.handle_closed(at(1), ());
+        let _ = events(&mut c);
+        c.handle_timeout(at(1_001));
+        let _ = events(&mut c);
+        let (cmd, rid, _, _) = open_transport(&mut c, at(1_001));
+        assert_eq!(cmd, CMD_RECONNECT);
+        let err = enc(&ErrorBody::new(403, "connections limitation is hit"));
+        let apps = feed(
+            &mut c,
+            at(1_002),
+            &pkt(Packet::response(
+                CMD_RECONNECT,
+                rid,
+                Status::PermissionDenied,
+                &err,
+            )),
+        );
+        assert_eq!(apps, [(255, b"connections limitation is hit".to_vec())]);
+        let ev = events(&mut c);
+        assert_eq!(
+            ev[..2],
+            [
+                Ev::LoginFailed {
+                    kind: LoginKind::Reconnect,
+                    status: Status::PermissionDenied,
+                    code: Some(403)
+                },
+                Ev::Disconnected {
+                    cause: CloseCause::LoginRejected(Status::PermissionDenied)
+                }
+            ]
+        );
+        assert_eq!(c.session_id(), None);
+        assert!(!c.has_token());
+        match policy {
+            QuotaPolicy::Stop => {
+                assert_eq!(ev.len(), 2);
+                assert_eq!(c.state(), ClientState::Stopped);
+                assert_eq!(c.poll_timeout(), None);
+                assert_eq!(c.reconnect_now(at(2_000)), Err(Error::NoCredentials));
+                c.connect(at(2_000), Credentials::new("fresh")).unwrap();
+                assert_eq!(events(&mut c), [Ev::ConnectTransport { attempt: 0 }]);
+            }
+            _ => {
+                assert_eq!(
+                    ev[2..],
+                    [Ev::ReconnectScheduled {
+                        at: at(301_002),
+                        attempt: 2
+                    }]
+                );
+                c.handle_timeout(at(301_002));
+                assert_eq!(events(&mut c), [Ev::TokenNeeded]);
+                assert_eq!(c.state(), ClientState::NeedToken);
+            }
+        }
     }
 }

@@ -1,223 +1,21 @@
-//! LongPort server machine: auth gate, session table, heartbeat echo, WS pings, Close pushes
-//!
-//! [`Server`] keeps the control plane of many client connections, over TCP and WebSocket, for
-//! the caller's own gateway. The caller owns the sockets, the clock, the token check and the
-//! session-id generator; the machine decides what goes on the wire and when. Its inputs and
-//! outputs are inherent methods, and it implements [`Machine`](crate::Machine) with
-//! `Peer = P` (the caller's connection key) by delegating to them.
-//!
-//! # Connection lifecycle
-//!
-//! ```text
-//! handle_connected ─► AwaitHandshake (TCP only, 2 bytes) ─► AwaitAuth ─► AuthPending ─► Authenticated
-//!                                                              │              │              │
-//!                                                              └──────────────┴──────────────┴─► Closing ─► (Closed event, slot freed)
-//! ```
-//!
-//! 1. [`Server::handle_connected`] registers a connection under the caller's key `P`. The
-//!    table holds `PEERS` connections; at most [`ServerConfig::max_unauthenticated`] of them may
-//!    be unauthenticated at once. Refusals are typed ([`Error`]); the caller then closes the
-//!    socket without sending anything.
-//! 2. TCP connections first send the 2-byte handshake. It is validated (version 1) and
-//!    recorded ([`Server::handshake`]); a bad one is answered with `Close{UnpackError}`. The
-//!    handshake and the first packet may arrive in the same read.
-//! 3. The first packet must be an Auth (cmd 2) or Reconnect (cmd 3) request. Anything else —
-//!    heartbeats included — is answered, if it is a request, with status 5 (Unauthenticated) and
-//!    an `Error{401}` body, then `Close{AuthError}`.
-//! 4. Auth: [`Server::handle_input`] returns [`ServerApp::Auth`] borrowing the token and
-//!    metadata from the caller's buffer. The application checks the token and calls
-//!    [`Server::accept_auth`] with a [`SessionGrant`] it chose (session id, expiry, quota
-//!    numbers) or [`Server::reject_auth`] (status + `Error` response, `Close{AuthError}`). No
-//!    event is queued for the request: the `ServerApp` value is the one signal, so the caller
-//!    cannot miss the token.
-//! 5. Reconnect: the session id is looked up in the machine's session table first. An unknown or
-//!    expired id is rejected **automatically**, without involving the application: status 5,
-//!    `Error{401, "session expired"}`, `Close{SessExpired}`. A known id yields
-//!    [`ServerApp::Reconnect`]; the application mints a fresh session id and calls
-//!    [`Server::accept_reconnect`] (the old id is retired: the protocol issues a new session
-//!    on every reconnect) or [`Server::reject_reconnect`] (`Close{SessExpired}`).
-//! 6. Until the application decides, further input from that connection is refused with
-//!    [`Error::AuthPending`] and left unconsumed (official clients wait for the auth response
-//!    before sending anything else). The auth deadline ([`ServerConfig::auth_timeout`], 10 s)
-//!    covers the whole unauthenticated phase, including a decision that never comes:
-//!    `Close{AuthError}`.
-//! 7. Authenticated: [`ServerEvent::Connected`]. Business requests come back as
-//!    [`ServerApp::Request`] (borrowed); the application answers with [`Server::respond`] and
-//!    pushes with [`Server::push`], both writing straight into the caller's buffer.
-//!
-//! # Closing and the "close the transport now" signal
-//!
-//! Whenever the machine closes a connection it queues, in this order, any pending control
-//! response (e.g. the status-5 answer), a `Close{code, reason}` push (cmd 0), and on WebSocket a
-//! [`FrameKind::WsClose`] frame with a legal RFC 6455 code ([`CloseCode::ws_close_code`]: 1000
-//! heartbeat timeout, 1001 shutdown, 1002 unpack error, 1008 auth/session/duplicate, 1011 server
-//! error) whose payload is the reason. **Once every frame for that connection has been handed
-//! out by `poll_transmit`**, it reports [`ServerEvent::Closed`] with the [`CloseCause`]: the
-//! signal to close the socket (TCP) or to finish the WebSocket close (WS; the close frame was
-//! the last transmit). After `Closed` the machine has forgotten the connection and the key may
-//! be reused.
-//!
-//! When the caller reports the transport gone ([`Server::handle_closed`], or a WebSocket Close
-//! frame from the client via [`Server::handle_frame`]), queued frames are dropped and `Closed`
-//! follows at once (with the cause of a close already under way, else
-//! [`CloseCause::TransportClosed`] / [`CloseCause::WsClosed`]). The session survives: a
-//! closed transport releases nothing but the connection.
-//!
-//! [`Server::shutdown`] closes every connection with `Close{ServerShutdown}` and refuses new
-//! ones; [`ServerEvent::ShutdownComplete`] follows the last `Closed`.
-//!
-//! # Sessions
-//!
-//! Sessions live in a table of `SESSIONS` entries and outlive their connections until they
-//! expire. `expires` is absolute Unix milliseconds (as the official clients read it), compared
-//! against the caller's wall clock ([`Server::set_wall_clock`]; without one, against
-//! milliseconds since the caller's epoch). A session is usable while `wall_ms < expires`.
-//! Expired entries are purged whenever the table is touched. When the table is full, the entry
-//! that expires first among those **without** a live connection is evicted; if every entry has
-//! a live connection, the one expiring first is evicted (its connection stays authenticated but
-//! can no longer be resumed by Reconnect). Evictions are counted in
-//! [`ServerStats::sessions_evicted`].
-//!
-//! Session ids are compared in constant time over their bytes: no early exit on content, and
-//! the whole table is scanned on every lookup. Ids of different lengths compare unequal
-//! immediately, so the **length** of a valid id is not hidden.
-//!
-//! Duplicate sessions: when a session becomes live on a second connection (a Reconnect accepted
-//! while the old connection is still open, or `accept_*` given an id that another live
-//! connection holds), the **older** connection is closed with `Close{ConnectDuplicate}`
-//! ([`CloseCause::Duplicate`]). The new connection is the one the client just proved it
-//! controls; the old one is typically half-dead (NAT rebinding, a client that gave up on it).
-//!
-//! # Heartbeats and liveness
-//!
-//! * cmd-1 requests from authenticated peers are echoed (status 0, same request id, same body,
-//!   same gzip flag), over TCP and over WebSocket (third-party clients send them there). Before
-//!   authentication they are treated like any other non-auth first packet (rejected).
-//! * Echo bodies up to [`MAX_ECHO_LEN`](crate::longport::MAX_ECHO_LEN) bytes (64; official
-//!   clients send at most 22) are copied into a per-connection slot and answered from
-//!   `poll_transmit`. A larger body is not copied: it comes back as [`ServerApp::HeartbeatEcho`]
-//!   and the caller must echo it with [`Server::respond`] (or [`Server::send`] to keep the gzip
-//!   flag). A heartbeat that arrives while the slot still holds an unsent echo (two pipelined in
-//!   one read) is handed over the same way, so input is never refused and no echo is lost.
-//! * On WebSocket the machine sends [`FrameKind::WsPing`] every
-//!   [`ServerConfig::ws_ping_interval`] (20 s, from connection start; the official Rust client
-//!   drops a connection that saw no Ping for 120 s). The ping payload is a `Heartbeat{timestamp =
-//!   wall ms}` body. Client Pings are answered with [`FrameKind::WsPong`] echoing the payload
-//!   (only the latest one, as RFC 6455 allows); a caller whose WebSocket library already answers
-//!   pings may drop those transmits.
-//! * Every complete inbound packet, Ping and Pong refreshes liveness. An authenticated
-//!   connection without any for [`ServerConfig::heartbeat_timeout`] (default **150 s**: the Go
-//!   client heartbeats every 60 s, so one lost heartbeat plus 30 s of slack is tolerated) gets
-//!   `Close{HeartbeatTimeout}` ([`CloseCause::Timeout`]).
-//!
-//! Undecodable input — unknown packet type, announced body above [`ServerConfig::max_body`], a
-//! truncated WebSocket message, a malformed or gzip-compressed Auth/Reconnect body — closes the
-//! connection with `Close{UnpackError}` ([`CloseCause::Protocol`]). Responses and pushes from
-//! the client with a control cmd are ignored (counted in [`ServerStats::ignored_packets`]); with
-//! a business cmd they are passed to the application ([`ServerApp::Response`],
-//! [`ServerApp::Push`]). Close, Auth or Reconnect *requests* on an authenticated connection are
-//! answered with status 3 (BadRequest) and `Error{400, "unexpected control command"}`; the
-//! connection stays up (a further one arriving before that answer was sent is dropped and
-//! counted). Gzip-compressed business bodies are passed through with their flag; the machine
-//! never inflates.
-//!
-//! # Buffers and copies
-//!
-//! Business bodies are never copied: inbound ones are borrowed in [`ServerApp`], outbound ones
-//! are written by [`Server::respond`] / [`Server::push`] / [`Server::send`] straight into the
-//! caller's buffer. The machine's own frames are produced at `poll_transmit` time from small
-//! bounded per-connection state: the auth/reconnect/error response (session id up to
-//! [`MAX_SESSION_ID_LEN`] bytes, error message up to
-//! [`MAX_TEXT_LEN`](crate::longport::MAX_TEXT_LEN)), one heartbeat echo, one Pong payload (up
-//! to 125 bytes), one Close push. A caller-supplied message or close reason longer than
-//! `MAX_TEXT_LEN` bytes is truncated on a char boundary. `poll_transmit` with a too-small
-//! buffer returns [`BufferTooSmall`] with the exact size and changes nothing.
-//!
-//! [`Server::respond`] and friends refuse to write while a machine-generated control response
-//! for that connection still waits in `poll_transmit` ([`Error::QueueFull`]: drain, retry), so
-//! an application push cannot overtake the auth response. They never write a Request packet to
-//! a WebSocket client ([`Error::RequestOnWebSocket`]): the official Rust client treats one as
-//! fatal. The machine itself never sends Request packets.
-//!
-//! # Cost
-//!
-//! Memory is fixed by the const generics: on x86_64 a connection slot takes about 540 bytes (the
-//! bounded response, echo, pong and close slots above) and a session entry about 100, so
-//! `Server<u32, 16, 64>` is about 15 KB.
-//!
-//! Connections are found by a linear scan over `PEERS` (fine for the tens of connections a
-//! `no_std` server holds). `poll_timeout` and `handle_timeout` are `O(PEERS)`; `poll_transmit`
-//! and `poll_event` are `O(PEERS)` per returned item and `O(1)` when nothing is pending (a dirty
-//! flag short-circuits the scan). Session lookups are `O(SESSIONS)`. Sessions need no timer, so
-//! they do not appear in `poll_timeout`. Events are derived from per-connection state, so there
-//! is no event queue that could overflow; their order across connections follows the table,
-//! not time.
-//!
-//! # Driving it
-//!
-//! The run loop of the crate docs: one input, then [`drain`](crate::drain), then sleep until
-//! [`Server::poll_timeout`]. TCP, per readable socket (the caller keeps unconsumed bytes in its
-//! own buffer):
-//!
-//! ```
-//! use tether_net::longport::{Error, Server, ServerApp, ServerConfig, ServerEvent, SessionGrant, Transport};
-//! use tether_net::Instant;
-//!
-//! let mut server: Server<u32> = Server::new(ServerConfig::new());
-//! let now = Instant::from_secs(1);
-//! server.handle_connected(now, 7, Transport::Tcp).unwrap();
-//! // handshake 11 09 and an auth request for token "abc", in one read
-//! let mut inbuf = vec![0x11, 0x09, 0x01, 0x02, 0, 0, 0, 1, 0x13, 0x88, 0, 0, 5, 0x0a, 3, b'a', b'b', b'c'];
-//! let mut auth = None;
-//! while !inbuf.is_empty() {
-//!     let r = match server.handle_input(now, 7, &inbuf) {
-//!         Ok(r) => r,
-//!         // auth decision pending: keep the bytes, feed them again after deciding
-//!         Err(Error::AuthPending) => break,
-//!         Err(e) => unreachable!("{e}"),
-//!     };
-//!     if let Some(ServerApp::Auth { token, .. }) = r.app() {
-//!         auth = Some(*token == "abc"); // check the one-time password (here: trivially)
-//!     }
-//!     if r.needed().is_some() {
-//!         break; // partial packet: read more from the socket
-//!     }
-//!     inbuf.drain(..r.bytes_consumed());
-//! }
-//! assert_eq!(auth, Some(true));
-//! let grant = SessionGrant { session_id: "s1", expires: 1_700_086_400_000, limit: 0, online: 0 };
-//! server.accept_auth(now, 7, grant).unwrap();
-//! let mut out = [0u8; 256];
-//! let mut sent = Vec::new();
-//! tether_net::drain(&mut server, now, &mut out, |t, bytes| {
-//!     sent.push((t.to, bytes.to_vec())); // write to the socket of t.to
-//!     Ok::<(), std::io::Error>(())
-//! }, |_server, ev| assert!(matches!(ev, ServerEvent::Connected { peer: 7, .. })))
-//! .unwrap();
-//! assert_eq!(sent.len(), 1);
-//! assert_eq!(sent[0].1.len(), 21);
-//! ```
-//!
-//! WebSocket: parse the `version/codec/platform` query with
-//! [`WsParams::parse_query`](crate::longport::deframe::WsParams::parse_query) before upgrading,
-//! call `handle_connected(now, key, Transport::WebSocket)`, feed each binary message whole to
-//! `handle_input`, Ping/Pong/Close frames to [`Server::handle_frame`], and send each
-//! [`Transmit`] as the frame its [`FrameKind`] names (binary, ping, pong, close). In both cases
-//! call `handle_timeout` at `poll_timeout`, and close the socket on [`ServerEvent::Closed`].
+//! LongPort server machine: auth gate, session table, heartbeats, WS pings, Close pushes, and
+//! the gateway's limits (documented on [`Server`])
 
+mod admission;
 mod peer;
+mod rate;
 mod session;
 #[cfg(test)]
 mod tests;
 
-use heapless::{String, Vec};
+use heapless::Vec;
 
 use crate::io::{BufferTooSmall, FrameKind, Received, Transmit};
 use crate::longport::control::{
-    AuthRequest, Body, CloseCode, Metadata, ReconnectRequest, SessionGrant, CMD_AUTH, CMD_CLOSE,
+    AuthRequest, Body, CloseCode, Heartbeat, Metadata, ReconnectRequest, CMD_AUTH, CMD_CLOSE,
     CMD_HEARTBEAT, CMD_RECONNECT,
 };
-use crate::longport::deframe::{decode_message, Frame, Handshake, Transport};
+use crate::longport::deframe::{decode_message, Frame, Handshake, StreamDeframer, Transport};
 use crate::longport::error::{Error, ProtocolError};
 use crate::longport::event::{CloseCause, LoginKind, ServerEvent};
 use crate::longport::wire::{
@@ -226,11 +24,27 @@ use crate::longport::wire::{
 use crate::longport::{bump, bump_by, truncated, Echo, Text, WallClock};
 use crate::time::{clamp_delay, Clock, Duration, Instant};
 
-use peer::{CtlBody, CtlResponse, Login, Peer, Phase};
+pub use admission::{AccountId, Admission, Grant, Source};
+pub use rate::{RateLimit, MAX_COMMAND_LIMITS};
+pub use session::{SessionId, MAX_SESSION_ENTROPY, MIN_SESSION_ENTROPY};
+
+use peer::{CtlBody, CtlResponse, Login, Peer, Phase, Refusal};
 use session::Sessions;
 
-/// Longest session id [`Server::accept_auth`] / [`Server::accept_reconnect`] accept, in bytes
+/// Longest session id the server grants, in bytes of text (the hex of
+/// [`MAX_SESSION_ENTROPY`] random bytes)
 pub const MAX_SESSION_ID_LEN: usize = 64;
+/// Default of [`ServerConfig::with_max_auth_body`]: the largest body accepted before
+/// authentication
+pub const DEFAULT_MAX_AUTH_BODY: usize = 4096;
+/// Largest inflated Auth/Reconnect body the server accepts (feature `gzip`), whatever
+/// [`ServerConfig::max_auth_body`] says
+pub const MAX_INFLATED_LOGIN: usize = 4096;
+/// `Error.code` the machine puts in its status-6 answer when an account is over its quota
+const ERROR_CODE_QUOTA: u64 = 403;
+/// `Error.msg` of that answer (and the Close reason that follows), as the LongPort gateway
+/// words it
+const QUOTA_TEXT: &str = "connections limitation is hit";
 /// Longest request timeout a client may ask for (the official clients' limit)
 const MAX_REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
 /// `Error.code` the machine puts in its status-5 answers
@@ -250,7 +64,9 @@ const MIN_TIMEOUT: Duration = Duration::from_millis(1);
 ///
 /// Build with [`ServerConfig::new`] (or `Default`) and adjust with the `with_*` setters, which
 /// clamp every value into the range they document (so [`Server::poll_timeout`] never lies more
-/// than [`MAX_DELAY`](crate::time::MAX_DELAY) ahead).
+/// than [`MAX_DELAY`](crate::time::MAX_DELAY) ahead). What the real LongPort gateway does where
+/// its numbers are not public (account quota, rate limits, server heartbeats over TCP) is off by
+/// default.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
 #[non_exhaustive]
@@ -258,23 +74,39 @@ pub struct ServerConfig {
     auth_timeout: Duration,
     heartbeat_timeout: Duration,
     ws_ping_interval: Duration,
+    tcp_heartbeat_interval: Option<Duration>,
     max_unauthenticated: usize,
+    max_unauthenticated_per_source: usize,
     max_body: usize,
+    max_auth_body: usize,
+    max_pending_requests: u16,
     default_request_timeout: Duration,
+    account_quota: Option<u32>,
+    rate_limit: Option<RateLimit>,
+    command_limits: [Option<(u8, RateLimit)>; MAX_COMMAND_LIMITS],
 }
 
 impl ServerConfig {
-    /// The defaults: auth timeout 10 s, heartbeat timeout 150 s, WebSocket pings every 20 s, 8
-    /// unauthenticated connections, bodies up to 1 MiB, default request timeout 30 s
+    /// The defaults: auth timeout 10 s, heartbeat timeout 150 s, WebSocket pings every 20 s, no
+    /// server heartbeats over TCP, 8 unauthenticated connections (4 per source), bodies up to
+    /// 1 MiB (4 KiB before authentication), 32 unanswered requests per connection, default
+    /// request timeout 30 s, no account quota, no rate limits
     #[must_use]
     pub const fn new() -> Self {
         ServerConfig {
             auth_timeout: Duration::from_secs(10),
             heartbeat_timeout: Duration::from_secs(150),
             ws_ping_interval: Duration::from_secs(20),
+            tcp_heartbeat_interval: None,
             max_unauthenticated: 8,
+            max_unauthenticated_per_source: 4,
             max_body: DEFAULT_MAX_BODY,
+            max_auth_body: DEFAULT_MAX_AUTH_BODY,
+            max_pending_requests: 32,
             default_request_timeout: Duration::from_secs(30),
+            account_quota: None,
+            rate_limit: None,
+            command_limits: [None; MAX_COMMAND_LIMITS],
         }
     }
 
@@ -301,11 +133,33 @@ impl ServerConfig {
         self
     }
 
+    /// Cadence of the server's own heartbeat requests (cmd 1) to authenticated TCP clients
+    /// (default `None`: none; clamped to 1 s ..= [`MAX_DELAY`](crate::time::MAX_DELAY))
+    ///
+    /// Each answer gives [`ServerEvent::HeartbeatRtt`]. The official Go client echoes them;
+    /// the official Rust client has no TCP transport.
+    #[must_use]
+    pub const fn with_tcp_heartbeat_interval(mut self, interval: Option<Duration>) -> Self {
+        self.tcp_heartbeat_interval = match interval {
+            Some(i) => Some(clamp_delay(i, MIN_WS_PING_INTERVAL)),
+            None => None,
+        };
+        self
+    }
+
     /// Most connections that may be unauthenticated at once (default 8; at least 1, and never
-    /// more than the `PEERS` the table holds)
+    /// more than the `PEERS` the table holds); a new connection beyond it evicts the oldest
     #[must_use]
     pub const fn with_max_unauthenticated(mut self, max: usize) -> Self {
         self.max_unauthenticated = if max == 0 { 1 } else { max };
+        self
+    }
+
+    /// Most unauthenticated connections one known [`Source`] may hold (default 4; at least 1);
+    /// a new connection from that source beyond it evicts that source's oldest
+    #[must_use]
+    pub const fn with_max_unauthenticated_per_source(mut self, max: usize) -> Self {
+        self.max_unauthenticated_per_source = if max == 0 { 1 } else { max };
         self
     }
 
@@ -321,6 +175,40 @@ impl ServerConfig {
         self
     }
 
+    /// Largest announced body accepted before authentication (default 4 KiB, ample for a
+    /// token and its metadata; at most [`MAX_BODY_LEN`]; the smaller of this and
+    /// [`ServerConfig::max_body`] applies)
+    ///
+    /// A packet header that announces more closes the connection at once with
+    /// `Close{UnpackError}`, so the caller never buffers more than this for a connection
+    /// nobody has authenticated.
+    #[must_use]
+    pub const fn with_max_auth_body(mut self, max: usize) -> Self {
+        self.max_auth_body = if max > MAX_BODY_LEN {
+            MAX_BODY_LEN
+        } else {
+            max
+        };
+        self
+    }
+
+    /// Most requests of one connection handed to the application and not answered yet
+    /// (default 32; clamped to 1 ..= 65535)
+    ///
+    /// Beyond it `handle_input` refuses the next request with [`Error::TooManyInFlight`]
+    /// without consuming it: stop reading from that peer until the application has answered.
+    #[must_use]
+    pub const fn with_max_pending_requests(mut self, max: usize) -> Self {
+        self.max_pending_requests = if max == 0 {
+            1
+        } else if max > u16::MAX as usize {
+            u16::MAX
+        } else {
+            max as u16
+        };
+        self
+    }
+
     /// Timeout reported in [`ServerApp::Request`] when the client sent 0 (default 30 s;
     /// clamped to 1 ms ..= 60 s, the largest a client may ask for)
     #[must_use]
@@ -330,6 +218,79 @@ impl ServerConfig {
             MAX_REQUEST_TIMEOUT
         } else {
             t
+        };
+        self
+    }
+
+    /// Most live connections per [`AccountId`] (default `None`: no quota; `Some(0)` is taken
+    /// as 1)
+    ///
+    /// A login that would exceed it is refused by the machine as the LongPort gateway does:
+    /// status 6 (PermissionDenied), `Error{403, "connections limitation is hit"}`, then
+    /// `Close{AuthError}`. With a quota, `limit` and `online` in the response granting a login
+    /// with an account are the quota and the account's live connections (this one included). A
+    /// connection stops counting as soon as it closes. The account is the one the application
+    /// names in [`Grant::with_account`] (a Reconnect without one keeps the session's); logins
+    /// without an account are not counted and report the grant's own numbers.
+    #[must_use]
+    pub const fn with_account_quota(mut self, quota: Option<u32>) -> Self {
+        self.account_quota = match quota {
+            Some(0) => Some(1),
+            q => q,
+        };
+        self
+    }
+
+    /// Rate limit of the business requests of each connection (default `None`)
+    ///
+    /// A request over it is answered by the machine with status 3 and `Error{301606}`; the
+    /// application never sees it. Heartbeats and control requests are not limited.
+    #[must_use]
+    pub const fn with_rate_limit(mut self, limit: Option<RateLimit>) -> Self {
+        self.rate_limit = limit;
+        self
+    }
+
+    /// Rate limit of command `cmd` on each connection (in addition to
+    /// [`ServerConfig::with_rate_limit`]); `None` removes it
+    ///
+    /// At most [`MAX_COMMAND_LIMITS`] commands have a limit: setting one more when the table is
+    /// full replaces the last entry. Commands 0..=3 (control) are never limited and ignored
+    /// here.
+    #[must_use]
+    pub const fn with_command_rate_limit(mut self, cmd: u8, limit: Option<RateLimit>) -> Self {
+        if cmd <= CMD_RECONNECT {
+            return self;
+        }
+        // the entry of `cmd`, else the first free one, else the last
+        let mut slot = MAX_COMMAND_LIMITS;
+        let mut free = MAX_COMMAND_LIMITS;
+        let mut i = 0;
+        while i < MAX_COMMAND_LIMITS {
+            match self.command_limits[i] {
+                Some((c, _)) if c == cmd => {
+                    slot = i;
+                }
+                None if free == MAX_COMMAND_LIMITS => {
+                    free = i;
+                }
+                _ => {}
+            }
+            i += 1;
+        }
+        if slot == MAX_COMMAND_LIMITS {
+            if limit.is_none() {
+                return self;
+            }
+            slot = if free < MAX_COMMAND_LIMITS {
+                free
+            } else {
+                MAX_COMMAND_LIMITS - 1
+            };
+        }
+        self.command_limits[slot] = match limit {
+            Some(l) => Some((cmd, l)),
+            None => None,
         };
         self
     }
@@ -352,10 +313,22 @@ impl ServerConfig {
         self.ws_ping_interval
     }
 
+    /// See [`ServerConfig::with_tcp_heartbeat_interval`]
+    #[must_use]
+    pub const fn tcp_heartbeat_interval(&self) -> Option<Duration> {
+        self.tcp_heartbeat_interval
+    }
+
     /// See [`ServerConfig::with_max_unauthenticated`] (the value set, before the `PEERS` cap)
     #[must_use]
     pub const fn max_unauthenticated(&self) -> usize {
         self.max_unauthenticated
+    }
+
+    /// See [`ServerConfig::with_max_unauthenticated_per_source`]
+    #[must_use]
+    pub const fn max_unauthenticated_per_source(&self) -> usize {
+        self.max_unauthenticated_per_source
     }
 
     /// See [`ServerConfig::with_max_body`]
@@ -364,10 +337,66 @@ impl ServerConfig {
         self.max_body
     }
 
+    /// See [`ServerConfig::with_max_auth_body`] (the value set, before the `max_body` cap)
+    #[must_use]
+    pub const fn max_auth_body(&self) -> usize {
+        self.max_auth_body
+    }
+
+    /// See [`ServerConfig::with_max_pending_requests`]
+    #[must_use]
+    pub const fn max_pending_requests(&self) -> usize {
+        self.max_pending_requests as usize
+    }
+
     /// See [`ServerConfig::with_default_request_timeout`]
     #[must_use]
     pub const fn default_request_timeout(&self) -> Duration {
         self.default_request_timeout
+    }
+
+    /// See [`ServerConfig::with_account_quota`]
+    #[must_use]
+    pub const fn account_quota(&self) -> Option<u32> {
+        self.account_quota
+    }
+
+    /// See [`ServerConfig::with_rate_limit`]
+    #[must_use]
+    pub const fn rate_limit(&self) -> Option<RateLimit> {
+        self.rate_limit
+    }
+
+    /// The limit of command `cmd`, see [`ServerConfig::with_command_rate_limit`]
+    #[must_use]
+    pub const fn command_rate_limit(&self, cmd: u8) -> Option<RateLimit> {
+        match self.command_limit(cmd) {
+            Some((_, l)) => Some(l),
+            None => None,
+        }
+    }
+
+    /// The limit of `cmd` and its slot in the table
+    const fn command_limit(&self, cmd: u8) -> Option<(usize, RateLimit)> {
+        let mut i = 0;
+        while i < MAX_COMMAND_LIMITS {
+            if let Some((c, l)) = self.command_limits[i] {
+                if c == cmd {
+                    return Some((i, l));
+                }
+            }
+            i += 1;
+        }
+        None
+    }
+
+    /// The body limit before authentication
+    const fn auth_body_limit(&self) -> usize {
+        if self.max_auth_body < self.max_body {
+            self.max_auth_body
+        } else {
+            self.max_body
+        }
     }
 }
 
@@ -421,7 +450,47 @@ pub enum ServerApp<'a> {
         /// Client metadata
         metadata: Metadata<'a>,
     },
+    /// An Auth request whose body is gzip-compressed (feature `gzip`; the official Go client
+    /// compresses bodies of 1 KiB and more): inflate `body`, check the token, then call
+    /// `accept_auth` or `reject_auth`
+    ///
+    /// The machine has inflated and decoded it already (within [`MAX_INFLATED_LOGIN`] bytes and
+    /// [`ServerConfig::max_auth_body`]), so this cannot fail with a buffer that large:
+    ///
+    /// ```
+    /// # #[cfg(feature = "gzip")] {
+    /// use tether_net::longport::control::{AuthRequest, Body};
+    /// use tether_net::longport::{gzip, MAX_INFLATED_LOGIN};
+    /// # let mut member = [0u8; 64];
+    /// # let n = gzip::gzip_stored(b"\x0a\x03abc", &mut member).unwrap();
+    /// # let body = &member[..n];
+    /// let mut plain = [0u8; MAX_INFLATED_LOGIN];
+    /// let len = gzip::gunzip(body, &mut plain).unwrap();
+    /// let auth = AuthRequest::decode(&plain[..len]).unwrap();
+    /// assert_eq!(auth.token, "abc");
+    /// # }
+    /// ```
+    CompressedAuth {
+        /// Request id
+        request_id: RequestId,
+        /// The gzip member: an `AuthRequest` once inflated
+        body: &'a [u8],
+    },
+    /// A Reconnect request with a gzip-compressed body for a live session (feature `gzip`):
+    /// call `accept_reconnect` or `reject_reconnect` (the body inflates to a
+    /// `ReconnectRequest` as for [`ServerApp::CompressedAuth`])
+    CompressedReconnect {
+        /// Request id
+        request_id: RequestId,
+        /// Expiry (Unix ms) of the session presented (known to the table and not expired)
+        expires: i64,
+        /// The gzip member
+        body: &'a [u8],
+    },
     /// A business request from an authenticated client: answer with [`Server::respond`]
+    ///
+    /// Answer every request exactly once (status 3 and an `Error` for commands you do not
+    /// serve): until answered it counts against [`ServerConfig::max_pending_requests`].
     Request {
         /// Request id to echo
         request_id: RequestId,
@@ -462,7 +531,8 @@ pub enum ServerApp<'a> {
     /// A heartbeat request the machine cannot echo itself (body over
     /// [`MAX_ECHO_LEN`](crate::longport::MAX_ECHO_LEN), or the echo slot still holds an unsent
     /// echo): echo `body` with [`Server::respond`] (status 0, cmd 1, same id; use
-    /// [`Server::send`] with `with_gzip(gzip)` to keep the flag)
+    /// [`Server::send`] with `with_gzip(gzip)` to keep the flag); counts as a pending request
+    /// until then
     HeartbeatEcho {
         /// Request id to echo
         request_id: RequestId,
@@ -518,6 +588,19 @@ pub struct ServerStats {
     pub ignored_packets: u64,
     /// WebSocket messages with bytes after the packet (ignored)
     pub trailing_bytes: u64,
+    /// Unauthenticated connections evicted to admit a new one (`Closed { cause: Evicted }`)
+    pub connections_evicted: u64,
+    /// Logins refused because the account held its quota of connections (status 6)
+    pub quota_refusals: u64,
+    /// Requests answered by the machine with status 3 / `Error{301606}` (rate limited)
+    pub requests_rate_limited: u64,
+    /// Server heartbeat requests sent over TCP (cmd 1)
+    pub heartbeats_sent: u64,
+    /// Server heartbeats answered (TCP responses and WebSocket pongs matching the
+    /// outstanding one): round-trip times reported
+    pub heartbeat_acks: u64,
+    /// Gzip-compressed Auth/Reconnect requests inflated
+    pub compressed_logins: u64,
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -536,10 +619,295 @@ enum Shutdown {
 /// Sans-IO LongPort server for up to `PEERS` connections (default 16) and `SESSIONS` sessions
 /// (default 64)
 ///
-/// `P` is the caller's connection key (a socket handle, a slab index, ...). See the
-/// module docs for the lifecycle, the close signal and every policy choice.
+/// `P` is the caller's connection key (a socket handle, a slab index, ...).
 /// [`Server::new`] builds one with the default capacities, [`Server::with_capacities`] with
-/// others.
+/// others. The sections below give the lifecycle, the close signal, every policy choice and how
+/// to drive it.
+///
+/// [`Server`] keeps the control plane of many client connections, over TCP and WebSocket, for
+/// the caller's own gateway. The caller owns the sockets, the clock, the token check and the
+/// random source for session ids; the machine decides what goes on the wire and when. Its inputs
+/// and outputs are inherent methods, and it implements [`Machine`](crate::Machine) with
+/// `Peer = P` (the caller's connection key) by delegating to them.
+///
+/// # Connection lifecycle
+///
+/// ```text
+/// handle_connected ─► AwaitHandshake (TCP only, 2 bytes) ─► AwaitAuth ─► AuthPending ─► Authenticated
+///                                                              │              │              │
+///                                                              └──────────────┴──────────────┴─► Closing ─► (Closed event, slot freed)
+/// ```
+///
+/// 1. [`Server::handle_connected`] registers a connection under the caller's key `P`, with the
+///    [`Source`] it comes from (its IP address, or [`Source::UNKNOWN`]). The table holds
+///    `PEERS` connections. Unauthenticated ones are bounded without letting idle sockets lock
+///    anybody out: one source holds at most
+///    [`ServerConfig::max_unauthenticated_per_source`] (4) of them, all sources together
+///    [`ServerConfig::max_unauthenticated`] (8), and a new connection beyond either cap
+///    **evicts the oldest** unauthenticated connection (of its source, else of all; those whose
+///    login waits for the application go last) with `Close{ServerError, "too many
+///    unauthenticated connections"}` ([`CloseCause::Evicted`]). So an attacker's idle sockets
+///    only push out each other, and a login, which takes two round trips, is pushed out only by
+///    `max_unauthenticated` newer connections arriving meanwhile. Refusals are typed
+///    ([`Error`]); the caller then closes the socket without sending anything.
+/// 2. TCP connections first send the 2-byte handshake. It is validated (version 1) and
+///    recorded ([`Server::handshake`]); a bad one is answered with `Close{UnpackError}`. The
+///    handshake and the first packet may arrive in the same read.
+/// 3. Before authentication a packet may announce at most [`ServerConfig::max_auth_body`]
+///    bytes of body (4 KiB): a header announcing more closes the connection at once with
+///    `Close{UnpackError}`, so nobody has to buffer more for an unauthenticated peer. The first
+///    packet must be an Auth (cmd 2) or Reconnect (cmd 3) request. Anything else — heartbeats
+///    included — is answered, if it is a request, with status 5 (Unauthenticated) and an
+///    `Error{401}` body, then `Close{AuthError}`.
+/// 4. Auth: [`Server::handle_input`] returns [`ServerApp::Auth`] borrowing the token and
+///    metadata from the caller's buffer. The application checks the token and calls
+///    [`Server::accept_auth`] with a [`Grant`] (a [`SessionId`] it drew from its random
+///    source, the expiry, optionally the [`AccountId`]) or [`Server::reject_auth`] (status +
+///    `Error` response, `Close{AuthError}`). No event is queued for the request: the
+///    `ServerApp` value is the one signal, so the caller cannot miss the token. With the `gzip`
+///    feature a gzip-compressed Auth (the official Go client compresses bodies of 1 KiB and
+///    more) is inflated within the same limit (at most [`MAX_INFLATED_LOGIN`]), checked, and
+///    handed over as [`ServerApp::CompressedAuth`] (inflate it again to read the token);
+///    without the feature it is closed with `Close{UnpackError}`.
+/// 5. Reconnect: the session id is looked up in the machine's session table first. An unknown or
+///    expired id is rejected **automatically**, without involving the application: status 5,
+///    `Error{401, "session expired"}`, `Close{SessExpired}`. A known id yields
+///    [`ServerApp::Reconnect`] (or [`ServerApp::CompressedReconnect`]); the application mints
+///    a fresh session id and calls [`Server::accept_reconnect`] (the old id is retired: the
+///    protocol issues a new session on every reconnect) or [`Server::reject_reconnect`]
+///    (`Close{SessExpired}`).
+/// 6. Until the application decides, further input from that connection is refused with
+///    [`Error::AuthPending`] and left unconsumed (official clients wait for the auth response
+///    before sending anything else). The auth deadline ([`ServerConfig::auth_timeout`], 10 s)
+///    covers the whole unauthenticated phase, including a decision that never comes:
+///    `Close{AuthError}`.
+/// 7. Authenticated: [`ServerEvent::Connected`]. Business requests come back as
+///    [`ServerApp::Request`] (borrowed); the application answers each with [`Server::respond`]
+///    and pushes with [`Server::push`], both writing straight into the caller's buffer.
+///
+/// # Closing and the "close the transport now" signal
+///
+/// Whenever the machine closes a connection it queues, in this order, any pending control
+/// response (e.g. the status-5 answer), a `Close{code, reason}` push (cmd 0), and on WebSocket a
+/// [`FrameKind::WsClose`] frame with a legal RFC 6455 code ([`CloseCode::ws_close_code`]: 1000
+/// heartbeat timeout, 1001 shutdown, 1002 unpack error, 1008 auth/session/duplicate, 1011 server
+/// error) whose payload is the reason. **Once every frame for that connection has been handed
+/// out by `poll_transmit`**, it reports [`ServerEvent::Closed`] with the [`CloseCause`]: the
+/// signal to close the socket (TCP) or to finish the WebSocket close (WS; the close frame was
+/// the last transmit). After `Closed` the machine has forgotten the connection and the key may
+/// be reused.
+///
+/// When the caller reports the transport gone ([`Server::handle_closed`], or a WebSocket Close
+/// frame from the client via [`Server::handle_frame`]), queued frames are dropped and `Closed`
+/// follows at once (with the cause of a close already under way, else
+/// [`CloseCause::TransportClosed`] / [`CloseCause::WsClosed`]). The session survives: a
+/// closed transport releases nothing but the connection (and its place in the account quota).
+///
+/// [`Server::shutdown`] closes every connection with `Close{ServerShutdown}` and refuses new
+/// ones; [`ServerEvent::ShutdownComplete`] follows the last `Closed`.
+///
+/// # Sessions
+///
+/// **A session id is a bearer secret**: whoever presents it in a Reconnect resumes the session,
+/// nothing else is checked. So the server only grants [`SessionId`]s, built from at least 128
+/// bits the caller draws from a cryptographically secure random source (the machine has no
+/// randomness of its own), sent as lowercase hex; guesses of the old `s-1` kind are hopeless,
+/// and a failed guess changes nothing for the session's holder (the guesser gets status 5 and
+/// `Close{SessExpired}`). Reconnect requests may present any text: it is looked up as it is.
+///
+/// Sessions live in a table of `SESSIONS` entries and outlive their connections until they
+/// expire. `expires` is absolute Unix milliseconds (as the official clients read it), compared
+/// against the caller's wall clock ([`Server::set_wall_clock`]; without one, against
+/// milliseconds since the caller's epoch). A session is usable while `wall_ms < expires`.
+/// Expired entries are purged whenever the table is touched. When the table is full, the entry
+/// that expires first among those **without** a live connection is evicted; if every entry has
+/// a live connection, the one expiring first is evicted (its connection stays authenticated but
+/// can no longer be resumed by Reconnect). Evictions are counted in
+/// [`ServerStats::sessions_evicted`].
+///
+/// Session ids are compared in constant time over their bytes: no early exit on content, and
+/// the whole table is scanned on every lookup. Ids of different lengths compare unequal
+/// immediately, so the **length** of a valid id is not hidden (it is 32 characters for 16
+/// bytes anyway).
+///
+/// Duplicate sessions: when a session becomes live on a second connection (a Reconnect accepted
+/// while the old connection is still open, or `accept_*` given an id that another live
+/// connection holds), the **older** connection is closed with `Close{ConnectDuplicate}`
+/// ([`CloseCause::Duplicate`]). The new connection is the one that proved it holds the secret
+/// now; the old one is typically half-dead (NAT rebinding, a client that gave up on it). What
+/// the LongPort gateway does here is not public. The new connection gets a new session id (every
+/// Reconnect does), so the displaced client cannot flip it back; this crate's
+/// [`Client`](crate::longport::Client) answers `ConnectDuplicate` with a fresh Auth (a session
+/// of its own), never by stopping for good.
+///
+/// # Heartbeats and liveness
+///
+/// * cmd-1 requests from authenticated peers are echoed (status 0, same request id, same body,
+///   same gzip flag), over TCP and over WebSocket (third-party clients send them there). Before
+///   authentication they are treated like any other non-auth first packet (rejected).
+/// * Echo bodies up to [`MAX_ECHO_LEN`](crate::longport::MAX_ECHO_LEN) bytes (64; official
+///   clients send at most 22) are copied into a per-connection slot and answered from
+///   `poll_transmit`. A larger body is not copied: it comes back as [`ServerApp::HeartbeatEcho`]
+///   and the caller must echo it with [`Server::respond`] (or [`Server::send`] to keep the gzip
+///   flag). A heartbeat that arrives while the slot still holds an unsent echo (two pipelined in
+///   one read) is handed over the same way, so no echo is lost.
+/// * On WebSocket the machine sends [`FrameKind::WsPing`] every
+///   [`ServerConfig::ws_ping_interval`] (20 s, from connection start; the official Rust client
+///   drops a connection that saw no Ping for 120 s). On TCP it sends its own cmd-1 heartbeat
+///   requests to authenticated clients every [`ServerConfig::tcp_heartbeat_interval`] (off by
+///   default; the official Go client echoes them). Both carry a `Heartbeat{timestamp = wall ms,
+///   heartbeat_id}` body; the answer (the cmd-1 response with the same id, or a Pong echoing
+///   the payload) gives [`ServerEvent::HeartbeatRtt`]. Client Pings are answered with
+///   [`FrameKind::WsPong`] echoing the payload (only the latest one, as RFC 6455 allows); a
+///   caller whose WebSocket library already answers pings may drop those transmits.
+/// * Every complete inbound packet, Ping and Pong refreshes liveness. An authenticated
+///   connection without any for [`ServerConfig::heartbeat_timeout`] (default **150 s**: the Go
+///   client heartbeats every 60 s, so one lost heartbeat plus 30 s of slack is tolerated) gets
+///   `Close{HeartbeatTimeout}` ([`CloseCause::Timeout`]).
+///
+/// # The gateway's limits (off by default)
+///
+/// * **Account quota** ([`ServerConfig::with_account_quota`]): the live connections of one
+///   [`AccountId`] (named by the application in [`Grant::with_account`]) are counted; a login
+///   beyond the quota is refused by the machine as the LongPort gateway does — status 6
+///   (PermissionDenied), `Error{403, "connections limitation is hit"}`, `Close{AuthError}` —
+///   and `accept_*` returns [`Admission::OverQuota`]. A connection stops counting as soon as it
+///   closes (the users of the official SDKs report slots that linger after a crash: here the
+///   transport closing frees the slot). With a quota, `limit` and `online` in every granted
+///   response are the quota and the account's connections.
+/// * **Rate limits** ([`ServerConfig::with_rate_limit`] per connection,
+///   [`ServerConfig::with_command_rate_limit`] per command; token buckets on the caller's
+///   clock): a business request over a limit is answered by the machine with status 3
+///   (BadRequest) and `Error{301606}`, the code the LongPort documentation lists for rate
+///   limiting, and never reaches the application. Up to 4 such answers wait per connection;
+///   one more request is refused with [`Error::QueueFull`] until they are handed out.
+///
+/// Undecodable input — unknown packet type, announced body above the limit, a truncated
+/// WebSocket message, a malformed Auth/Reconnect body, a gzip-compressed one that does not
+/// inflate within the limit — closes the connection with `Close{UnpackError}`
+/// ([`CloseCause::Protocol`]). Responses and pushes from the client with a control cmd are
+/// ignored (counted in [`ServerStats::ignored_packets`]); with a business cmd they are passed
+/// to the application ([`ServerApp::Response`], [`ServerApp::Push`]). Close, Auth or Reconnect
+/// *requests* on an authenticated connection are answered with status 3 (BadRequest) and
+/// `Error{400, "unexpected control command"}`; the connection stays up (a further one arriving
+/// before that answer was sent is dropped and counted). Gzip-compressed business bodies are
+/// passed through with their flag; the machine never inflates them.
+///
+/// # Buffers and copies
+///
+/// Business bodies are never copied: inbound ones are borrowed in [`ServerApp`], outbound ones
+/// are written by [`Server::respond`] / [`Server::push`] / [`Server::send`] straight into the
+/// caller's buffer. The machine's own frames are produced at `poll_transmit` time from small
+/// bounded per-connection state: the auth/reconnect/error response (session id up to
+/// [`MAX_SESSION_ID_LEN`] bytes, error message up to
+/// [`MAX_TEXT_LEN`](crate::longport::MAX_TEXT_LEN)), one heartbeat echo, up to 4 rate-limit
+/// refusals, one Pong payload (up to 125 bytes), one server heartbeat, one Close push. A
+/// caller-supplied message or close reason longer than `MAX_TEXT_LEN` bytes is truncated on a
+/// char boundary. `poll_transmit` with a too-small buffer returns [`BufferTooSmall`] with the
+/// exact size and changes nothing.
+///
+/// [`Server::respond`] and friends refuse to write while a machine-generated control response
+/// for that connection still waits in `poll_transmit` ([`Error::QueueFull`]: drain, retry), so
+/// an application push cannot overtake the auth response. They never write a Request packet to
+/// a WebSocket client ([`Error::RequestOnWebSocket`]): the official Rust client treats one as
+/// fatal. The only Request packets the machine sends itself are its TCP heartbeats.
+///
+/// # Cost
+///
+/// Memory is fixed by the const generics: on x86_64 a connection slot takes about 740 bytes (the
+/// bounded response, echo, refusal, pong and close slots above, and the rate-limit buckets) and
+/// a session entry about 110, so `Server<u32, 16, 64>` is about 19 KB.
+///
+/// Connections are found by a linear scan over `PEERS` (fine for the tens of connections a
+/// `no_std` server holds). `poll_timeout` and `handle_timeout` are `O(PEERS)`; `poll_transmit`
+/// and `poll_event` are `O(PEERS)` per returned item and `O(1)` when nothing is pending (a dirty
+/// flag short-circuits the scan). Session lookups are `O(SESSIONS)`, account quota checks
+/// `O(PEERS)`. Sessions need no timer, so they do not appear in `poll_timeout`. Events are
+/// derived from per-connection state, so there is no event queue that could overflow; their
+/// order across connections follows the table, not time.
+///
+/// # Driving it
+///
+/// The run loop of the crate docs: one input, then [`drain`](crate::drain), then sleep until
+/// [`Server::poll_timeout`]. TCP, per readable socket (the caller keeps unconsumed bytes in its
+/// own buffer):
+///
+/// ```
+/// use tether_net::longport::{Error, Grant, Server, ServerApp, ServerConfig, ServerEvent, SessionId, Source, Transport};
+/// use tether_net::Instant;
+///
+/// let mut server: Server<u32> = Server::new(ServerConfig::new());
+/// let now = Instant::from_secs(1);
+/// let peer_ip = std::net::Ipv4Addr::new(192, 0, 2, 1);
+/// server.handle_connected(now, 7, Transport::Tcp, Source::from(peer_ip)).unwrap();
+/// // handshake 11 09 and an auth request for token "abc", in one read
+/// let mut inbuf = vec![0x11, 0x09, 0x01, 0x02, 0, 0, 0, 1, 0x13, 0x88, 0, 0, 5, 0x0a, 3, b'a', b'b', b'c'];
+/// let mut auth = None;
+/// while !inbuf.is_empty() {
+///     let r = match server.handle_input(now, 7, &inbuf) {
+///         Ok(r) => r,
+///         // auth decision pending: keep the bytes, feed them again after deciding
+///         Err(Error::AuthPending) => break,
+///         Err(e) => unreachable!("{e}"),
+///     };
+///     if let Some(ServerApp::Auth { token, .. }) = r.app() {
+///         auth = Some(*token == "abc"); // check the one-time password (here: trivially)
+///     }
+///     if r.needed().is_some() {
+///         break; // partial packet: read more from the socket
+///     }
+///     inbuf.drain(..r.bytes_consumed());
+/// }
+/// assert_eq!(auth, Some(true));
+/// // 16 bytes from the OS random source in real code (getrandom::fill, /dev/urandom)
+/// let random = [0x3c; 16];
+/// let grant = Grant::new(SessionId::from_random(random), 1_700_086_400_000);
+/// server.accept_auth(now, 7, grant).unwrap();
+/// let mut out = [0u8; 256];
+/// let mut sent = Vec::new();
+/// tether_net::drain(&mut server, now, &mut out, |t, bytes| {
+///     sent.push((t.to, bytes.to_vec())); // write to the socket of t.to
+///     Ok::<(), std::io::Error>(())
+/// }, |_server, ev| assert!(matches!(ev, ServerEvent::Connected { peer: 7, .. })))
+/// .unwrap();
+/// assert_eq!(sent.len(), 1);
+/// assert_eq!(sent[0].1.len(), 51); // the AuthResponse with a 32-character session id
+/// ```
+///
+/// WebSocket: parse the `version/codec/platform` query with
+/// [`WsParams::parse_query`](crate::longport::deframe::WsParams::parse_query) before upgrading,
+/// call `handle_connected(now, key, Transport::WebSocket, source)`, feed each binary message
+/// whole to `handle_input`, Ping/Pong/Close frames to [`Server::handle_frame`], and send each
+/// [`Transmit`] as the frame its [`FrameKind`] names (binary, ping, pong, close). In both cases
+/// call `handle_timeout` at `poll_timeout`, and close the socket on [`ServerEvent::Closed`].
+///
+/// ## Bounded input and output per connection
+///
+/// One peer must never stall the others or grow the server's memory. The machine bounds what it
+/// holds itself; the driver bounds the rest:
+///
+/// * **Input.** Read from a socket only into a bounded buffer: the largest packet it can hold
+///   is 11 + [`ServerConfig::max_body`] + 24 bytes after authentication, 11 +
+///   [`ServerConfig::max_auth_body`] + 24 before (a larger announcement closes the
+///   connection at the header). A request the application has not answered yet counts against
+///   [`ServerConfig::max_pending_requests`] (32): beyond it `handle_input` refuses the next
+///   request with [`Error::TooManyInFlight`] and consumes nothing. Then **stop reading from that
+///   socket** (keep its bytes; TCP flow control pushes back on the client) until the
+///   application has answered, and feed the same bytes again. Answer every request once
+///   (status 3 for commands you do not serve) so the count comes down.
+/// * **Output.** Keep a bounded outbox per connection (the frames `poll_transmit` and
+///   `respond`/`push` gave you that the socket did not take yet). Its worst case is
+///   `max_pending_requests` answers plus a handful of machine frames
+///   ([`Server::has_pending_output`] tells whether the machine still holds any for a peer)
+///   plus your pushes. **Stop reading from a peer whose answers cannot be written** — its
+///   outbox is full — so it cannot make you produce more; and stop pushing to it.
+/// * **A peer that does not read.** Give each outbox a deadline: a peer whose outbox stays full
+///   past it (a few seconds; longer than a slow but live link needs to drain it) is not coming
+///   back. Drop its socket and call [`Server::handle_closed`]: its frames are dropped and
+///   `Closed { cause: TransportClosed }` follows at once (a graceful [`Server::close`] would
+///   queue a Close push that cannot be written either). Never block on one socket: write with
+///   non-blocking sockets (or one task per connection), so timers — auth deadlines, heartbeat
+///   timeouts, pings — keep running for everyone.
 #[derive(Debug, Clone)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
 pub struct Server<P, const PEERS: usize = 16, const SESSIONS: usize = 64> {
@@ -653,6 +1021,35 @@ impl<P: Copy + Eq, const PEERS: usize, const SESSIONS: usize> Server<P, PEERS, S
         self.sessions.find(session_id).map(|s| s.expires)
     }
 
+    /// Live (authenticated, not closing) connections of `account`: what its quota counts
+    #[must_use]
+    pub fn online(&self, account: AccountId) -> usize {
+        self.peers
+            .iter()
+            .filter(|p| p.is_live() && p.account == Some(account))
+            .count()
+    }
+
+    /// The account of a connection, once its login was accepted with one
+    #[must_use]
+    pub fn account(&self, peer: P) -> Option<AccountId> {
+        self.find(peer).and_then(|i| self.peers[i].account)
+    }
+
+    /// Requests of a connection handed to the application and not answered yet (see
+    /// [`ServerConfig::with_max_pending_requests`])
+    #[must_use]
+    pub fn pending_requests(&self, peer: P) -> Option<usize> {
+        self.find(peer)
+            .map(|i| usize::from(self.peers[i].unanswered))
+    }
+
+    /// True while frames of the machine for this connection wait for `poll_transmit`
+    #[must_use]
+    pub fn has_pending_output(&self, peer: P) -> bool {
+        self.find(peer).is_some_and(|i| !self.peers[i].flushed())
+    }
+
     /// True once [`Server::shutdown`] was called
     #[must_use]
     pub const fn is_shutting_down(&self) -> bool {
@@ -675,24 +1072,36 @@ impl<P: Copy + Eq, const PEERS: usize, const SESSIONS: usize> Server<P, PEERS, S
         self.sessions.revoke(session_id)
     }
 
-    /// Register a new transport connection
+    /// Register a new transport connection from `source`
     ///
     /// TCP connections start by waiting for the 2-byte handshake, WebSocket ones for the first
     /// packet. The auth deadline and the WS ping timer start now.
+    ///
+    /// Admission never refuses for lack of unauthenticated room: when `source` (unless
+    /// [`Source::UNKNOWN`]) already holds
+    /// [`ServerConfig::max_unauthenticated_per_source`] unauthenticated connections, its oldest
+    /// one is evicted; when [`ServerConfig::max_unauthenticated`] connections are
+    /// unauthenticated, the oldest of all is evicted. Eviction prefers connections that have not
+    /// sent their login yet, and closes them like any other close: `Close{ServerError, "too
+    /// many unauthenticated connections"}` (+ WebSocket close 1011), then
+    /// [`ServerEvent::Closed`] with [`CloseCause::Evicted`]. So idle sockets can delay nobody's
+    /// login by more than they delay their own.
     ///
     /// # Errors
     /// The caller should close the socket without sending anything:
     /// * [`Error::Closed`] — [`Server::shutdown`] was called;
     /// * [`Error::AlreadyConnected`] — this key is still registered (poll its `Closed` event
     ///   before reusing it);
-    /// * [`Error::TableFull`] — all `PEERS` slots are in use;
-    /// * [`Error::TooManyUnauthenticated`] — [`ServerConfig::max_unauthenticated`] connections
-    ///   are already unauthenticated.
+    /// * [`Error::TableFull`] — all `PEERS` slots are in use (by authenticated, unauthenticated
+    ///   and closing connections whose `Closed` has not been polled yet); nothing is evicted
+    ///   then: size `PEERS` above `max_unauthenticated` plus the authenticated connections you
+    ///   expect.
     pub fn handle_connected(
         &mut self,
         now: Instant,
         peer: P,
         transport: Transport,
+        source: Source,
     ) -> Result<(), Error> {
         let now = self.clock.update(now);
         let refused = if self.is_shutting_down() {
@@ -701,8 +1110,6 @@ impl<P: Copy + Eq, const PEERS: usize, const SESSIONS: usize> Server<P, PEERS, S
             Some(Error::AlreadyConnected)
         } else if self.peers.is_full() {
             Some(Error::TableFull)
-        } else if self.unauthenticated() >= self.config.max_unauthenticated {
-            Some(Error::TooManyUnauthenticated)
         } else {
             None
         };
@@ -710,46 +1117,54 @@ impl<P: Copy + Eq, const PEERS: usize, const SESSIONS: usize> Server<P, PEERS, S
             bump(&mut self.stats.connections_refused);
             return Err(e);
         }
+        if source.is_known()
+            && self.unauthenticated_from(source) >= self.config.max_unauthenticated_per_source
+        {
+            self.evict_oldest(Some(source));
+        }
+        if self.unauthenticated() >= self.config.max_unauthenticated.min(PEERS) {
+            self.evict_oldest(None);
+        }
         let p = Peer::new(
             peer,
             transport,
+            source,
             now,
             self.config.auth_timeout,
             self.config.ws_ping_interval,
-            self.config.max_body,
+            self.config.auth_body_limit(),
         );
-        if self.peers.push(p).is_err() {
-            bump(&mut self.stats.connections_refused);
-            return Err(Error::TableFull);
-        }
+        // cannot fail: the table was not full above and eviction frees no slot yet
+        let _ = self.peers.push(p);
         bump(&mut self.stats.connections_accepted);
         Ok(())
     }
 
-    /// Accept a pending Auth: queue the status-0 `AuthResponse{grant}` and bind the session
+    /// Accept a pending Auth: queue the status-0 `AuthResponse` and bind the session `grant`
+    /// names
     ///
-    /// The session is stored (see the module docs for eviction); if another live connection
+    /// The session is stored (see [`Server`], Sessions, for eviction); if another live connection
     /// holds the same id, that older connection is closed with `Close{ConnectDuplicate}`.
     /// [`ServerEvent::Connected`] follows.
     ///
+    /// With an account quota ([`ServerConfig::with_account_quota`]) and an account in the
+    /// grant, a login that would exceed the quota is refused by the machine instead:
+    /// [`Admission::OverQuota`] (status 6, `Error{403}`, `Close{AuthError}`).
+    ///
     /// # Errors
     /// Nothing changed on error: [`Error::UnknownPeer`], [`Error::Closed`] (the connection
-    /// closes), [`Error::NotPending`] (no Auth waits for a decision), [`Error::EmptySessionId`],
-    /// [`Error::TooLong`] (the session id is longer than [`MAX_SESSION_ID_LEN`]).
-    pub fn accept_auth(
-        &mut self,
-        now: Instant,
-        peer: P,
-        grant: SessionGrant<'_>,
-    ) -> Result<(), Error> {
+    /// closes), [`Error::NotPending`] (no Auth waits for a decision).
+    pub fn accept_auth(&mut self, now: Instant, peer: P, grant: Grant) -> Result<Admission, Error> {
         self.accept(now, peer, LoginKind::Auth, grant)
     }
 
-    /// Accept a pending Reconnect with a freshly minted session (`grant.session_id`)
+    /// Accept a pending Reconnect with a freshly minted session (`grant.session_id()`)
     ///
     /// The presented session is retired; if it was still live on another (older) connection,
-    /// that connection is closed with `Close{ConnectDuplicate}`. [`ServerEvent::Connected`]
-    /// follows.
+    /// that connection is closed with `Close{ConnectDuplicate}` (the connection that presents
+    /// the bearer secret now wins: the older one is typically half-dead). The account is the
+    /// grant's, else the presented session's; the quota counts the retiring connection out.
+    /// [`ServerEvent::Connected`] follows.
     ///
     /// # Errors
     /// As [`Server::accept_auth`] ([`Error::NotPending`] when no Reconnect waits).
@@ -757,8 +1172,8 @@ impl<P: Copy + Eq, const PEERS: usize, const SESSIONS: usize> Server<P, PEERS, S
         &mut self,
         now: Instant,
         peer: P,
-        grant: SessionGrant<'_>,
-    ) -> Result<(), Error> {
+        grant: Grant,
+    ) -> Result<Admission, Error> {
         self.accept(now, peer, LoginKind::Reconnect, grant)
     }
 
@@ -768,8 +1183,8 @@ impl<P: Copy + Eq, const PEERS: usize, const SESSIONS: usize> Server<P, PEERS, S
         now: Instant,
         peer: P,
         via: LoginKind,
-        grant: SessionGrant<'_>,
-    ) -> Result<(), Error> {
+        grant: Grant,
+    ) -> Result<Admission, Error> {
         let now = self.clock.update(now);
         let idx = self.find(peer).ok_or(Error::UnknownPeer)?;
         let (request_id, retired) = match (self.peers[idx].phase, via) {
@@ -784,19 +1199,79 @@ impl<P: Copy + Eq, const PEERS: usize, const SESSIONS: usize> Server<P, PEERS, S
             (Phase::Closing | Phase::Gone, _) => return Err(Error::Closed),
             _ => return Err(Error::NotPending),
         };
-        let id = session_string(grant.session_id)?;
+        // what expired goes first: an expired session displaces nobody (found by the
+        // `longport_server` fuzz target: a holder counted out of the quota stayed live)
+        let wall = self.wall_ms();
+        let purged = self.sessions.purge_expired(wall);
+        bump_by(&mut self.stats.sessions_evicted, purged);
+        let presented = retired.and_then(|g| self.sessions.by_generation(g));
+        let account = grant.account.or(presented.and_then(|f| f.account));
+        // the live connection this login displaces, if any: it does not count for the quota
+        let displaced = match presented {
+            Some(found) => found.peer,
+            None => self.sessions.holder(grant.session_id.as_str()),
+        }
+        .filter(|&o| o != peer);
+        let (limit, online) = match (self.config.account_quota, account) {
+            (Some(quota), Some(a)) => {
+                let others = self
+                    .peers
+                    .iter()
+                    .filter(|p| {
+                        p.is_live()
+                            && p.account == Some(a)
+                            && p.key != peer
+                            && Some(p.key) != displaced
+                    })
+                    .count();
+                let others = u32::try_from(others).unwrap_or(u32::MAX);
+                if others >= quota {
+                    self.refuse_over_quota(idx, via, request_id);
+                    return Ok(Admission::OverQuota {
+                        limit: quota,
+                        online: others,
+                    });
+                }
+                (quota, others.saturating_add(1))
+            }
+            _ => (grant.limit, grant.online),
+        };
         if let Some(generation) = retired {
             if let Some(other) = self.sessions.retire(generation).filter(|&o| o != peer) {
                 self.close_duplicate(other);
             }
         }
-        self.bind_session(peer, id.clone(), grant.expires);
-        self.finish_accept(now, peer, via, request_id, id, grant);
+        self.bind_session(peer, grant.session_id.clone(), grant.expires, account);
+        self.finish_accept(now, peer, via, request_id, grant, account, limit, online);
         match via {
             LoginKind::Auth => bump(&mut self.stats.auths_accepted),
             LoginKind::Reconnect => bump(&mut self.stats.reconnects_accepted),
         }
-        Ok(())
+        Ok(Admission::Granted { limit, online })
+    }
+
+    /// Status 6 + `Error{403, "connections limitation is hit"}`, then `Close{AuthError}`
+    fn refuse_over_quota(&mut self, idx: usize, via: LoginKind, request_id: RequestId) {
+        let status = Status::PermissionDenied;
+        self.peers[idx].resp = Some(CtlResponse {
+            cmd: match via {
+                LoginKind::Auth => CMD_AUTH,
+                LoginKind::Reconnect => CMD_RECONNECT,
+            },
+            request_id,
+            status,
+            body: CtlBody::Error {
+                code: ERROR_CODE_QUOTA,
+                msg: truncated(QUOTA_TEXT),
+            },
+        });
+        self.begin_close(
+            idx,
+            CloseCause::LoginRejected(status),
+            CloseCode::AuthError,
+            truncated(QUOTA_TEXT),
+        );
+        bump(&mut self.stats.quota_refusals);
     }
 
     /// Reject a pending Auth: status + `Error{code, msg}` response, `Close{AuthError}`, then
@@ -930,7 +1405,9 @@ impl<P: Copy + Eq, const PEERS: usize, const SESSIONS: usize> Server<P, PEERS, S
     /// Write any packet (gzip flag, signature trailer as given) into `out`
     ///
     /// Request packets are refused on WebSocket; on TCP they are allowed, and the client's
-    /// responses come back as [`ServerApp::Response`] (cmd-1 responses count as liveness only).
+    /// responses come back as [`ServerApp::Response`] (cmd-1 responses count as liveness only:
+    /// heartbeat ids belong to the machine when it sends its own). Every Response packet
+    /// counts as the answer to one pending request ([`Server::pending_requests`]).
     ///
     /// # Errors
     /// Nothing was written and nothing changed on error:
@@ -972,6 +1449,10 @@ impl<P: Copy + Eq, const PEERS: usize, const SESSIONS: usize> Server<P, PEERS, S
         }
         let kind = p.packet_kind();
         let len = packet.emit(out)?;
+        if matches!(packet.header.kind, Kind::Response { .. }) {
+            let p = &mut self.peers[idx];
+            p.unanswered = p.unanswered.saturating_sub(1);
+        }
         bump(&mut self.stats.frames_sent);
         Ok(Transmit {
             to: peer,
@@ -995,7 +1476,12 @@ impl<P: Copy + Eq, const PEERS: usize, const SESSIONS: usize> Server<P, PEERS, S
     /// * [`Error::UnknownPeer`] — the key is not registered;
     /// * [`Error::AuthPending`] — an auth decision is pending on this connection: keep the
     ///   bytes (TCP: in your stream buffer; WebSocket: the message) and feed them again after
-    ///   `accept_*`/`reject_*`.
+    ///   `accept_*`/`reject_*`;
+    /// * [`Error::TooManyInFlight`] — the next packet is a request and this connection already
+    ///   has [`ServerConfig::max_pending_requests`] unanswered ones: keep the bytes, stop
+    ///   reading from this peer, and feed them again once the application has answered;
+    /// * [`Error::QueueFull`] — the next packet is a request over a rate limit and the
+    ///   connection's refusals (4) still wait in `poll_transmit`: drain, then retry.
     pub fn handle_input<'a>(
         &mut self,
         now: Instant,
@@ -1031,7 +1517,7 @@ impl<P: Copy + Eq, const PEERS: usize, const SESSIONS: usize> Server<P, PEERS, S
                     }
                 }
             }
-            Transport::WebSocket => match decode_message(data, self.config.max_body) {
+            Transport::WebSocket => match decode_message(data, self.body_limit(idx)) {
                 Ok((packet, trailing)) => {
                     let r = self.dispatch(idx, now, packet, data.len());
                     if trailing > 0 && r.is_ok() {
@@ -1074,6 +1560,16 @@ impl<P: Copy + Eq, const PEERS: usize, const SESSIONS: usize> Server<P, PEERS, S
             FrameKind::WsPong => {
                 p.last_rx = now;
                 bump(&mut self.stats.ws_pongs_received);
+                if let Ok(Heartbeat {
+                    heartbeat_id: Some(id),
+                    ..
+                }) = Heartbeat::decode(payload)
+                {
+                    if p.heartbeat_answered(u32::from_ne_bytes(id.to_ne_bytes()), now) {
+                        bump(&mut self.stats.heartbeat_acks);
+                        self.ev_dirty = true;
+                    }
+                }
             }
             FrameKind::WsClose(code) => self.transport_gone(idx, CloseCause::WsClosed { code }),
             FrameKind::Datagram | FrameKind::Stream | FrameKind::WsBinary => {}
@@ -1089,11 +1585,10 @@ impl<P: Copy + Eq, const PEERS: usize, const SESSIONS: usize> Server<P, PEERS, S
         }
     }
 
-    /// Let timers fire: auth deadlines, heartbeat timeouts, WebSocket pings; early calls do
-    /// nothing
+    /// Let timers fire: auth deadlines, heartbeat timeouts, WebSocket pings, server heartbeats
+    /// over TCP; early calls do nothing
     pub fn handle_timeout(&mut self, now: Instant) {
         let now = self.clock.update(now);
-        let interval = self.config.ws_ping_interval;
         let hb = self.config.heartbeat_timeout;
         for i in 0..self.peers.len() {
             let p = &self.peers[i];
@@ -1108,11 +1603,14 @@ impl<P: Copy + Eq, const PEERS: usize, const SESSIONS: usize> Server<P, PEERS, S
                 self.close_for(i, cause);
                 continue;
             }
+            let interval = self.heartbeat_interval(self.peers[i].transport);
             let p = &mut self.peers[i];
-            if p.transport == Transport::WebSocket && now >= p.next_ping {
-                p.ping_due = true;
-                p.next_ping = now + interval;
-                self.tx_dirty = true;
+            if let (Some(at), Some(interval)) = (p.next_ping, interval) {
+                if now >= at {
+                    p.ping_due = true;
+                    p.next_ping = Some(now + interval);
+                    self.tx_dirty = true;
+                }
             }
         }
     }
@@ -1136,12 +1634,15 @@ impl<P: Copy + Eq, const PEERS: usize, const SESSIONS: usize> Server<P, PEERS, S
         for k in 0..n {
             let i = (self.tx_cursor.wrapping_add(k)) % n;
             let p = &mut self.peers[i];
-            if let Some((len, kind)) = p.next_frame(buf, wall)? {
+            let ping = p.ping_due;
+            if let Some((len, kind)) = p.next_frame(buf, now, wall)? {
                 if p.phase == Phase::Closing {
                     self.ev_dirty = true;
                 }
                 if kind == FrameKind::WsPing {
                     bump(&mut self.stats.ws_pings_sent);
+                } else if ping && !p.ping_due {
+                    bump(&mut self.stats.heartbeats_sent);
                 }
                 bump(&mut self.stats.frames_sent);
                 self.tx_cursor = (i + 1) % n;
@@ -1156,8 +1657,9 @@ impl<P: Copy + Eq, const PEERS: usize, const SESSIONS: usize> Server<P, PEERS, S
         Ok(None)
     }
 
-    /// Next event: `Connected` as soon as a login is accepted, `Closed` once a closing
-    /// connection's frames are all handed out, then `ShutdownComplete`
+    /// Next event: `Connected` as soon as a login is accepted, `HeartbeatRtt` when a server
+    /// heartbeat is answered, `Closed` once a closing connection's frames are all handed out,
+    /// then `ShutdownComplete`
     #[must_use]
     pub fn poll_event(&mut self) -> Option<ServerEvent<P>> {
         if !self.ev_dirty {
@@ -1167,6 +1669,9 @@ impl<P: Copy + Eq, const PEERS: usize, const SESSIONS: usize> Server<P, PEERS, S
         while let Some(p) = self.peers.get_mut(i) {
             if let Some(ev) = p.announce.take() {
                 return Some(ev);
+            }
+            if let Some(rtt) = p.rtt.take() {
+                return Some(ServerEvent::HeartbeatRtt { peer: p.key, rtt });
             }
             let done = match p.phase {
                 Phase::Closing => p.flushed(),
@@ -1218,22 +1723,69 @@ impl<P: Copy + Eq, const PEERS: usize, const SESSIONS: usize> Server<P, PEERS, S
         self.wall.or_epoch_ms(self.clock.now())
     }
 
+    /// Unauthenticated connections from `source`
+    fn unauthenticated_from(&self, source: Source) -> usize {
+        self.peers
+            .iter()
+            .filter(|p| p.is_unauthenticated() && p.source == source)
+            .count()
+    }
+
+    /// Close the oldest unauthenticated connection (of `source`, if given): those that have
+    /// not sent a login first
+    fn evict_oldest(&mut self, source: Option<Source>) {
+        let victim = self
+            .peers
+            .iter()
+            .enumerate()
+            .filter(|(_, p)| p.is_unauthenticated() && source.is_none_or(|s| p.source == s))
+            .min_by_key(|(_, p)| (matches!(p.phase, Phase::Pending(_)), p.since))
+            .map(|(i, _)| i);
+        if let Some(i) = victim {
+            if self.close_for(i, CloseCause::Evicted) {
+                bump(&mut self.stats.connections_evicted);
+            }
+        }
+    }
+
+    /// The server heartbeat cadence on `transport`, if any
+    fn heartbeat_interval(&self, transport: Transport) -> Option<Duration> {
+        match transport {
+            Transport::WebSocket => Some(self.config.ws_ping_interval),
+            Transport::Tcp => self.config.tcp_heartbeat_interval,
+        }
+    }
+
+    /// The body limit of peer `idx` in its phase
+    fn body_limit(&self, idx: usize) -> usize {
+        if self.peers[idx].is_unauthenticated() {
+            self.config.auth_body_limit()
+        } else {
+            self.config.max_body
+        }
+    }
+
     /// Answer an accepted Auth/Reconnect; liveness starts now
     ///
     /// Input is refused while the application decides (`Error::AuthPending`), so the peer
     /// could not prove liveness meanwhile: the heartbeat deadline counts from the decision, not
     /// from the Auth packet (found by the `longport_server` fuzz target: a decision slower than
     /// `heartbeat_timeout` left the deadline in the past and closed the new session at once).
+    #[allow(clippy::too_many_arguments)]
     fn finish_accept(
         &mut self,
         now: Instant,
         peer: P,
         via: LoginKind,
         request_id: RequestId,
-        session_id: String<MAX_SESSION_ID_LEN>,
-        grant: SessionGrant<'_>,
+        grant: Grant,
+        account: Option<AccountId>,
+        limit: u32,
+        online: u32,
     ) {
         let Some(idx) = self.find(peer) else { return };
+        let tcp_interval = self.config.tcp_heartbeat_interval;
+        let max_body = self.config.max_body;
         let p = &mut self.peers[idx];
         p.last_rx = p.last_rx.max(now);
         p.resp = Some(CtlResponse {
@@ -1244,13 +1796,19 @@ impl<P: Copy + Eq, const PEERS: usize, const SESSIONS: usize> Server<P, PEERS, S
             request_id,
             status: Status::Success,
             body: CtlBody::Grant {
-                session_id,
+                session_id: grant.session_id,
                 expires: grant.expires,
-                limit: grant.limit,
-                online: grant.online,
+                limit,
+                online,
             },
         });
         p.phase = Phase::Authenticated;
+        p.account = account;
+        if p.transport == Transport::Tcp {
+            // the handshake is behind us: only the body limit changes
+            p.deframer = StreamDeframer::new(false, max_body);
+            p.next_ping = tcp_interval.map(|i| now + i);
+        }
         p.announce = Some(ServerEvent::Connected {
             peer,
             via,
@@ -1261,9 +1819,9 @@ impl<P: Copy + Eq, const PEERS: usize, const SESSIONS: usize> Server<P, PEERS, S
     }
 
     /// Store `id` bound to `peer`; evicts as documented, closes an older holder of the same id
-    fn bind_session(&mut self, peer: P, id: String<MAX_SESSION_ID_LEN>, expires: i64) {
+    fn bind_session(&mut self, peer: P, id: SessionId, expires: i64, account: Option<AccountId>) {
         let wall = self.wall_ms();
-        let bound = self.sessions.bind(peer, id, expires, wall);
+        let bound = self.sessions.bind(peer, id, expires, account, wall);
         bump_by(&mut self.stats.sessions_evicted, bound.evicted);
         if let Some(other) = bound.displaced {
             self.close_duplicate(other);
@@ -1330,6 +1888,10 @@ impl<P: Copy + Eq, const PEERS: usize, const SESSIONS: usize> Server<P, PEERS, S
             CloseCause::Duplicate => (CloseCode::ConnectDuplicate, "connect duplicate"),
             CloseCause::Timeout => (CloseCode::HeartbeatTimeout, "heartbeat timeout"),
             CloseCause::Protocol(_) => (CloseCode::UnpackError, "unpack error"),
+            CloseCause::Evicted => (
+                CloseCode::ServerError,
+                "too many unauthenticated connections",
+            ),
             _ => (CloseCode::ServerError, ""),
         };
         self.begin_close(idx, cause, code, truncated(text))
@@ -1384,7 +1946,7 @@ impl<P: Copy + Eq, const PEERS: usize, const SESSIONS: usize> Server<P, PEERS, S
             Phase::AwaitHandshake | Phase::AwaitAuth => {
                 Ok(self.first_packet(idx, now, packet, consumed))
             }
-            Phase::Authenticated => Ok(self.authenticated_packet(idx, now, packet, consumed)),
+            Phase::Authenticated => self.authenticated_packet(idx, now, packet, consumed),
             Phase::Pending(_) => Err(Error::AuthPending),
             Phase::Closing | Phase::Gone => Ok(Received::consumed(consumed)),
         }
@@ -1410,8 +1972,7 @@ impl<P: Copy + Eq, const PEERS: usize, const SESSIONS: usize> Server<P, PEERS, S
         };
         let app = match h.cmd {
             CMD_AUTH | CMD_RECONNECT if h.gzip => {
-                self.protocol_error(idx, ProtocolError::CompressedControl { cmd: h.cmd });
-                None
+                self.compressed_login(idx, h.cmd, request_id, packet.body)
             }
             CMD_AUTH => match AuthRequest::decode(packet.body) {
                 Ok(req) => {
@@ -1428,7 +1989,14 @@ impl<P: Copy + Eq, const PEERS: usize, const SESSIONS: usize> Server<P, PEERS, S
                 }
             },
             CMD_RECONNECT => match ReconnectRequest::decode(packet.body) {
-                Ok(req) => self.reconnect_request(idx, request_id, req),
+                Ok(req) => self
+                    .reconnect_request(idx, request_id, req.session_id)
+                    .map(|expires| ServerApp::Reconnect {
+                        request_id,
+                        session_id: req.session_id,
+                        expires,
+                        metadata: req.metadata,
+                    }),
                 Err(error) => {
                     self.protocol_error(idx, ProtocolError::ControlBody { cmd: h.cmd, error });
                     None
@@ -1445,29 +2013,83 @@ impl<P: Copy + Eq, const PEERS: usize, const SESSIONS: usize> Server<P, PEERS, S
         }
     }
 
-    /// A Reconnect as first packet: the application decides on a known session, an unknown or
-    /// expired one is refused at once
-    fn reconnect_request<'a>(
+    /// A gzip-compressed Auth or Reconnect: inflated (bounded) and decoded here to check it,
+    /// handed over compressed (the inflated text cannot outlive this call)
+    #[cfg(feature = "gzip")]
+    fn compressed_login<'a>(
+        &mut self,
+        idx: usize,
+        cmd: u8,
+        request_id: RequestId,
+        body: &'a [u8],
+    ) -> Option<ServerApp<'a>> {
+        let mut scratch = [0u8; MAX_INFLATED_LOGIN];
+        let limit = self.config.auth_body_limit().min(MAX_INFLATED_LOGIN);
+        let plain = match crate::longport::gzip::gunzip(body, &mut scratch[..limit]) {
+            Ok(n) => &scratch[..n],
+            Err(_) => {
+                self.protocol_error(idx, ProtocolError::CompressedControl { cmd });
+                return None;
+            }
+        };
+        let decoded = if cmd == CMD_AUTH {
+            AuthRequest::decode(plain).map(|_| None)
+        } else {
+            ReconnectRequest::decode(plain).map(|r| Some(r.session_id))
+        };
+        match decoded {
+            Ok(None) => {
+                bump(&mut self.stats.compressed_logins);
+                self.peers[idx].phase = Phase::Pending(Login::Auth { request_id });
+                Some(ServerApp::CompressedAuth { request_id, body })
+            }
+            Ok(Some(session_id)) => {
+                bump(&mut self.stats.compressed_logins);
+                self.reconnect_request(idx, request_id, session_id)
+                    .map(|expires| ServerApp::CompressedReconnect {
+                        request_id,
+                        expires,
+                        body,
+                    })
+            }
+            Err(error) => {
+                self.protocol_error(idx, ProtocolError::ControlBody { cmd, error });
+                None
+            }
+        }
+    }
+
+    /// Without the `gzip` feature a compressed Auth or Reconnect closes with `UnpackError`
+    #[cfg(not(feature = "gzip"))]
+    fn compressed_login<'a>(
+        &mut self,
+        idx: usize,
+        cmd: u8,
+        _request_id: RequestId,
+        _body: &'a [u8],
+    ) -> Option<ServerApp<'a>> {
+        self.protocol_error(idx, ProtocolError::CompressedControl { cmd });
+        None
+    }
+
+    /// A Reconnect as first packet: a known session waits for the application's decision (its
+    /// expiry is returned), an unknown or expired one is refused at once
+    fn reconnect_request(
         &mut self,
         idx: usize,
         request_id: RequestId,
-        req: ReconnectRequest<'a>,
-    ) -> Option<ServerApp<'a>> {
+        session_id: &str,
+    ) -> Option<i64> {
         let wall = self.wall_ms();
         let purged = self.sessions.purge_expired(wall);
         bump_by(&mut self.stats.sessions_evicted, purged);
-        match self.sessions.find(req.session_id) {
+        match self.sessions.find(session_id) {
             Some(found) => {
                 self.peers[idx].phase = Phase::Pending(Login::Reconnect {
                     request_id,
                     generation: found.generation,
                 });
-                Some(ServerApp::Reconnect {
-                    request_id,
-                    session_id: req.session_id,
-                    expires: found.expires,
-                    metadata: req.metadata,
-                })
+                Some(found.expires)
             }
             None => {
                 bump(&mut self.stats.reconnects_rejected);
@@ -1495,13 +2117,52 @@ impl<P: Copy + Eq, const PEERS: usize, const SESSIONS: usize> Server<P, PEERS, S
         self.close_for(idx, cause);
     }
 
+    /// A request for the application, unless over a rate limit (answered here) or over the
+    /// pending-request cap (refused, nothing consumed)
+    fn admit_request(
+        &mut self,
+        idx: usize,
+        now: Instant,
+        cmd: u8,
+        request_id: RequestId,
+        rate_limited: bool,
+    ) -> Result<bool, Error> {
+        let conn = if rate_limited {
+            self.config.rate_limit
+        } else {
+            None
+        };
+        let per_cmd = if rate_limited {
+            self.config.command_limit(cmd)
+        } else {
+            None
+        };
+        let cap = self.config.max_pending_requests;
+        let p = &mut self.peers[idx];
+        let mut buckets = p.buckets;
+        if !buckets.admit(now, conn, per_cmd) {
+            p.refusals
+                .push(Refusal { cmd, request_id })
+                .map_err(|_| Error::QueueFull)?;
+            self.tx_dirty = true;
+            bump(&mut self.stats.requests_rate_limited);
+            return Ok(false);
+        }
+        if p.unanswered >= cap {
+            return Err(Error::TooManyInFlight);
+        }
+        p.buckets = buckets;
+        p.unanswered = p.unanswered.saturating_add(1);
+        Ok(true)
+    }
+
     fn authenticated_packet<'a>(
         &mut self,
         idx: usize,
         now: Instant,
         packet: Packet<'a>,
         consumed: usize,
-    ) -> Received<ServerApp<'a>> {
+    ) -> Result<Received<ServerApp<'a>>, Error> {
         let h = packet.header;
         let body = packet.body;
         let app = match h.kind {
@@ -1517,25 +2178,31 @@ impl<P: Copy + Eq, const PEERS: usize, const SESSIONS: usize> Server<P, PEERS, S
                             bump(&mut self.stats.heartbeats_echoed);
                             None
                         }
-                        None => Some(ServerApp::HeartbeatEcho {
-                            request_id,
-                            body,
-                            gzip: h.gzip,
-                        }),
+                        None => {
+                            self.admit_request(idx, now, h.cmd, request_id, false)?;
+                            Some(ServerApp::HeartbeatEcho {
+                                request_id,
+                                body,
+                                gzip: h.gzip,
+                            })
+                        }
                     }
                 }
-                CMD_HEARTBEAT => Some(ServerApp::HeartbeatEcho {
-                    request_id,
-                    body,
-                    gzip: h.gzip,
-                }),
+                CMD_HEARTBEAT => {
+                    self.admit_request(idx, now, h.cmd, request_id, false)?;
+                    Some(ServerApp::HeartbeatEcho {
+                        request_id,
+                        body,
+                        gzip: h.gzip,
+                    })
+                }
                 CMD_CLOSE | CMD_AUTH | CMD_RECONNECT => {
                     let p = &mut self.peers[idx];
                     if p.resp.is_some() {
                         // a stray control request while the previous answer is unsent: dropped
                         bump(&mut self.stats.ignored_packets);
                         self.mark_rx(idx, now);
-                        return Received::consumed(consumed);
+                        return Ok(Received::consumed(consumed));
                     }
                     p.resp = Some(CtlResponse {
                         cmd: h.cmd,
@@ -1549,14 +2216,20 @@ impl<P: Copy + Eq, const PEERS: usize, const SESSIONS: usize> Server<P, PEERS, S
                     self.tx_dirty = true;
                     None
                 }
-                cmd => Some(ServerApp::Request {
-                    request_id,
-                    cmd,
-                    timeout: self.effective_timeout(timeout_ms),
-                    body,
-                    gzip: h.gzip,
-                    signature: packet.signature,
-                }),
+                cmd => {
+                    if self.admit_request(idx, now, cmd, request_id, true)? {
+                        Some(ServerApp::Request {
+                            request_id,
+                            cmd,
+                            timeout: self.effective_timeout(timeout_ms),
+                            body,
+                            gzip: h.gzip,
+                            signature: packet.signature,
+                        })
+                    } else {
+                        None
+                    }
+                }
             },
             Kind::Response { request_id, status } if h.cmd > CMD_RECONNECT => {
                 Some(ServerApp::Response {
@@ -1572,17 +2245,23 @@ impl<P: Copy + Eq, const PEERS: usize, const SESSIONS: usize> Server<P, PEERS, S
                 body,
                 gzip: h.gzip,
             }),
-            Kind::Response { .. } if h.cmd == CMD_HEARTBEAT => None,
+            Kind::Response { request_id, .. } if h.cmd == CMD_HEARTBEAT => {
+                if self.peers[idx].heartbeat_answered(request_id.0, now) {
+                    bump(&mut self.stats.heartbeat_acks);
+                    self.ev_dirty = true;
+                }
+                None
+            }
             Kind::Response { .. } | Kind::Push => {
                 bump(&mut self.stats.ignored_packets);
                 None
             }
         };
         self.mark_rx(idx, now);
-        match app {
+        Ok(match app {
             Some(app) => Received::with_app(consumed, app),
             None => Received::consumed(consumed),
-        }
+        })
     }
 
     /// The processing deadline of a request: the client's, at most 60 s, or the default for 0
@@ -1592,18 +2271,6 @@ impl<P: Copy + Eq, const PEERS: usize, const SESSIONS: usize> Server<P, PEERS, S
             t => Duration::from_millis(u64::from(t)).min(MAX_REQUEST_TIMEOUT),
         }
     }
-}
-
-fn session_string(id: &str) -> Result<String<MAX_SESSION_ID_LEN>, Error> {
-    if id.is_empty() {
-        return Err(Error::EmptySessionId);
-    }
-    let mut s = String::new();
-    s.push_str(id).map_err(|_| Error::TooLong {
-        len: id.len(),
-        max: MAX_SESSION_ID_LEN,
-    })?;
-    Ok(s)
 }
 
 crate::machine::impl_machine! {

@@ -1,18 +1,29 @@
 //! One connection of the server: its phase, deadlines and the bounded slots of frames it still
 //! has to send
 
-use heapless::{String, Vec};
+use heapless::Vec;
 
 use crate::io::{BufferTooSmall, FrameKind};
 use crate::longport::control::{
     emit_packet, Body, Close, CloseCode, ErrorBody, Heartbeat, SessionGrant, CMD_CLOSE,
+    CMD_HEARTBEAT,
 };
 use crate::longport::deframe::{Handshake, StreamDeframer, Transport};
 use crate::longport::event::{CloseCause, ServerEvent};
-use crate::longport::server::MAX_SESSION_ID_LEN;
+use crate::longport::server::admission::{AccountId, Source};
+use crate::longport::server::rate::Buckets;
+use crate::longport::server::session::SessionId;
 use crate::longport::wire::{Kind, RequestId, Status};
 use crate::longport::{emit_raw, Echo, Text, MAX_WS_CONTROL_PAYLOAD};
 use crate::time::{Duration, Instant};
+
+/// Rate-limit refusals a connection holds for `poll_transmit`; one more input is refused with
+/// `QueueFull` until they are handed out
+pub(super) const REFUSAL_SLOTS: usize = 4;
+/// `Error.code` of a rate-limit refusal (the code the LongPort documentation lists)
+pub(super) const ERROR_CODE_RATE_LIMITED: u64 = 301_606;
+/// `Error.msg` of a rate-limit refusal
+const RATE_LIMITED_TEXT: &str = "request rate limited";
 
 /// The login waiting for the application's decision
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -46,7 +57,7 @@ pub(super) enum Phase {
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
 pub(super) enum CtlBody {
     Grant {
-        session_id: String<MAX_SESSION_ID_LEN>,
+        session_id: SessionId,
         expires: i64,
         limit: u32,
         online: u32,
@@ -81,7 +92,7 @@ impl CtlResponse {
                 online,
             } => {
                 let grant = SessionGrant {
-                    session_id,
+                    session_id: session_id.as_str(),
                     expires: *expires,
                     limit: *limit,
                     online: *online,
@@ -92,6 +103,25 @@ impl CtlResponse {
                 emit_packet(buf, &[], kind, self.cmd, &ErrorBody::new(*code, msg))
             }
         }
+    }
+}
+
+/// A request the machine refused by itself (status 3 + `Error{301606}`: rate limited)
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub(super) struct Refusal {
+    pub(super) cmd: u8,
+    pub(super) request_id: RequestId,
+}
+
+impl Refusal {
+    fn emit(&self, buf: &mut [u8]) -> Result<usize, BufferTooSmall> {
+        let kind = Kind::Response {
+            request_id: self.request_id,
+            status: Status::BadRequest,
+        };
+        let body = ErrorBody::new(ERROR_CODE_RATE_LIMITED, RATE_LIMITED_TEXT);
+        emit_packet(buf, &[], kind, self.cmd, &body)
     }
 }
 
@@ -111,16 +141,34 @@ pub(super) struct PendingClose {
 pub(super) struct Peer<P> {
     pub(super) key: P,
     pub(super) transport: Transport,
+    /// Where it comes from (the caller's key), for the per-source cap
+    pub(super) source: Source,
+    /// When it was registered (machine time): eviction takes the oldest first
+    pub(super) since: Instant,
     pub(super) phase: Phase,
     pub(super) deframer: StreamDeframer,
     pub(super) handshake: Option<Handshake>,
     pub(super) auth_deadline: Instant,
     pub(super) last_rx: Instant,
-    pub(super) next_ping: Instant,
+    /// Next heartbeat of the server (WebSocket ping from the start; TCP request once
+    /// authenticated, when configured)
+    pub(super) next_ping: Option<Instant>,
     pub(super) resp: Option<CtlResponse>,
     pub(super) echo: Option<Echo>,
+    pub(super) refusals: Vec<Refusal, REFUSAL_SLOTS>,
     pub(super) pong: Option<Vec<u8, MAX_WS_CONTROL_PAYLOAD>>,
     pub(super) ping_due: bool,
+    /// Id of the next server heartbeat
+    pub(super) hb_next_id: u32,
+    /// The server heartbeat handed out and not yet answered: its id and when
+    pub(super) hb_sent: Option<(u32, Instant)>,
+    /// A measured round-trip time, until polled as `HeartbeatRtt`
+    pub(super) rtt: Option<Duration>,
+    /// The account of the login, once accepted
+    pub(super) account: Option<AccountId>,
+    /// Requests handed to the application and not answered yet
+    pub(super) unanswered: u16,
+    pub(super) buckets: Buckets,
     close: Option<PendingClose>,
     /// `Connected`, until polled
     pub(super) announce: Option<ServerEvent<P>>,
@@ -129,19 +177,23 @@ pub(super) struct Peer<P> {
 }
 
 impl<P: Copy> Peer<P> {
-    /// A new connection at `now`: TCP waits for the handshake, WebSocket for the first packet
+    /// A new connection at `now`: TCP waits for the handshake, WebSocket for the first packet;
+    /// `max_body` is the limit before authentication
     pub(super) fn new(
         key: P,
         transport: Transport,
+        source: Source,
         now: Instant,
         auth_timeout: Duration,
-        ping_interval: Duration,
+        ws_ping_interval: Duration,
         max_body: usize,
     ) -> Self {
         let tcp = transport == Transport::Tcp;
         Peer {
             key,
             transport,
+            source,
+            since: now,
             phase: if tcp {
                 Phase::AwaitHandshake
             } else {
@@ -151,14 +203,39 @@ impl<P: Copy> Peer<P> {
             handshake: None,
             auth_deadline: now + auth_timeout,
             last_rx: now,
-            next_ping: now + ping_interval,
+            next_ping: (!tcp).then(|| now + ws_ping_interval),
             resp: None,
             echo: None,
+            refusals: Vec::new(),
             pong: None,
             ping_due: false,
+            hb_next_id: 1,
+            hb_sent: None,
+            rtt: None,
+            account: None,
+            unanswered: 0,
+            buckets: Buckets::new(),
             close: None,
             announce: None,
             cause: None,
+        }
+    }
+
+    /// Authenticated and not closing: counts against its account's quota
+    pub(super) fn is_live(&self) -> bool {
+        self.phase == Phase::Authenticated
+    }
+
+    /// An answer to server heartbeat `id` arrived at `now`: the round-trip time is kept for
+    /// `poll_event`; false when `id` is not the one outstanding
+    pub(super) fn heartbeat_answered(&mut self, id: u32, now: Instant) -> bool {
+        match self.hb_sent {
+            Some((sent_id, at)) if sent_id == id => {
+                self.hb_sent = None;
+                self.rtt = Some(now.saturating_duration_since(at));
+                true
+            }
+            _ => false,
         }
     }
 
@@ -177,6 +254,7 @@ impl<P: Copy> Peer<P> {
     pub(super) fn flushed(&self) -> bool {
         self.resp.is_none()
             && self.echo.is_none()
+            && self.refusals.is_empty()
             && self.pong.is_none()
             && !self.ping_due
             && self
@@ -200,9 +278,9 @@ impl<P: Copy> Peer<P> {
             Phase::Authenticated => self.last_rx + heartbeat_timeout,
             Phase::Closing | Phase::Gone => return None,
         };
-        Some(match self.transport {
-            Transport::WebSocket => d.min(self.next_ping),
-            Transport::Tcp => d,
+        Some(match self.next_ping {
+            Some(ping) => d.min(ping),
+            None => d,
         })
     }
 
@@ -214,6 +292,7 @@ impl<P: Copy> Peer<P> {
         }
         self.phase = Phase::Closing;
         self.ping_due = false;
+        self.next_ping = None;
         self.pong = None;
         self.close = Some(PendingClose {
             code,
@@ -237,19 +316,24 @@ impl<P: Copy> Peer<P> {
         self.phase = Phase::Gone;
         self.resp = None;
         self.echo = None;
+        self.refusals.clear();
         self.pong = None;
         self.ping_due = false;
+        self.next_ping = None;
         self.close = None;
         true
     }
 
     /// Write the next frame into `buf`; the slot is cleared only on success
     ///
-    /// Order: control response, heartbeat echo, pong, ping (a `Heartbeat{timestamp = wall_ms}`
-    /// payload), Close push, WebSocket close frame. Returns the length and the frame kind.
+    /// Order: control response, heartbeat echo, rate-limit refusals, pong, server heartbeat (a
+    /// `Heartbeat{timestamp = wall_ms, heartbeat_id}` body: a WebSocket ping's payload, or a
+    /// cmd-1 request on TCP), Close push, WebSocket close frame. Returns the length and the
+    /// frame kind; `now` is when a heartbeat handed out was sent.
     pub(super) fn next_frame(
         &mut self,
         buf: &mut [u8],
+        now: Instant,
         wall_ms: i64,
     ) -> Result<Option<(usize, FrameKind)>, BufferTooSmall> {
         let packet_kind = self.packet_kind();
@@ -261,14 +345,33 @@ impl<P: Copy> Peer<P> {
             let len = e.emit(buf)?;
             self.echo = None;
             (len, packet_kind)
+        } else if let Some(r) = self.refusals.first() {
+            let len = r.emit(buf)?;
+            self.refusals.remove(0);
+            (len, packet_kind)
         } else if let Some(payload) = &self.pong {
             let len = emit_raw(payload, buf)?;
             self.pong = None;
             (len, FrameKind::WsPong)
         } else if self.ping_due {
-            let len = Heartbeat::new(wall_ms, None).encode(buf)?;
+            let id = self.hb_next_id;
+            let body = Heartbeat::new(wall_ms, Some(i32::from_ne_bytes(id.to_ne_bytes())));
+            let frame = match self.transport {
+                Transport::WebSocket => (body.encode(buf)?, FrameKind::WsPing),
+                Transport::Tcp => {
+                    let kind = Kind::Request {
+                        request_id: RequestId(id),
+                        timeout_ms: 0,
+                    };
+                    let len = emit_packet(buf, &[], kind, CMD_HEARTBEAT, &body)?;
+                    (len, FrameKind::Stream)
+                }
+            };
             self.ping_due = false;
-            (len, FrameKind::WsPing)
+            self.hb_sent = Some((id, now));
+            // ids count from 1 and skip 0 on wrap
+            self.hb_next_id = id.checked_add(1).unwrap_or(1);
+            frame
         } else if let Some(c) = &mut self.close {
             if c.push_pending {
                 let body = Close::new(c.code, &c.text);

@@ -59,13 +59,8 @@ fn error_resp(cmd: u8, rid: u32, status: Status, code: u64, msg: &str) -> StdVec
     packet(&Packet::response(cmd, RequestId(rid), status, &body))
 }
 
-fn grant(sid: &str, expires: i64) -> SessionGrant<'_> {
-    SessionGrant {
-        session_id: sid,
-        expires,
-        limit: 0,
-        online: 0,
-    }
+fn grant(sid: &str, expires: i64) -> Grant {
+    Grant::new(SessionId::from_text(sid), expires)
 }
 
 fn drain(s: &mut S, now: Instant) -> Out {
@@ -83,7 +78,8 @@ fn events(s: &mut S) -> StdVec<ServerEvent<u32>> {
 
 /// Connected (TCP: handshake sent) and authenticated as `sid`, output and events drained
 fn authed(s: &mut S, now: Instant, conn: u32, transport: Transport, sid: &str) {
-    s.handle_connected(now, conn, transport).unwrap();
+    s.handle_connected(now, conn, transport, Source::UNKNOWN)
+        .unwrap();
     if transport == Transport::Tcp {
         let r = s.handle_input(now, conn, &[0x11, 0x09]).unwrap();
         assert_eq!(r.bytes_consumed(), 2);
@@ -122,7 +118,8 @@ fn kind_of(t: Transport) -> FrameKind {
 #[test]
 fn tcp_handshake_and_pipelined_auth_in_one_read() {
     let mut s = server();
-    s.handle_connected(ms(0), 1, Transport::Tcp).unwrap();
+    s.handle_connected(ms(0), 1, Transport::Tcp, Source::UNKNOWN)
+        .unwrap();
     assert_eq!(s.state(1), Some(ServerState::AwaitHandshake));
     // the handshake and an auth request (id 1, token "abc") in one read
     let buf = hex("11 09 01 02 00 00 00 01 13 88 00 00 05 0a 03 61 62 63");
@@ -158,7 +155,8 @@ fn tcp_handshake_and_pipelined_auth_in_one_read() {
 #[test]
 fn tcp_byte_at_a_time() {
     let mut s = server();
-    s.handle_connected(ms(0), 1, Transport::Tcp).unwrap();
+    s.handle_connected(ms(0), 1, Transport::Tcp, Source::UNKNOWN)
+        .unwrap();
     let stream = hex("11 09 01 02 00 00 00 01 13 88 00 00 05 0a 03 61 62 63");
     let mut buf: StdVec<u8> = StdVec::new();
     let mut needs = StdVec::new();
@@ -193,7 +191,8 @@ fn tcp_byte_at_a_time() {
 #[test]
 fn bad_handshake_closes_with_unpack_error() {
     let mut s = server();
-    s.handle_connected(ms(0), 1, Transport::Tcp).unwrap();
+    s.handle_connected(ms(0), 1, Transport::Tcp, Source::UNKNOWN)
+        .unwrap();
     let bad = hex("12 09 01 02");
     let r = s.handle_input(ms(0), 1, &bad).unwrap();
     assert_eq!(r.bytes_consumed(), 4);
@@ -223,7 +222,8 @@ fn bad_handshake_closes_with_unpack_error() {
 fn non_auth_first_packet_gets_status_5_and_auth_error_close() {
     for transport in [Transport::Tcp, Transport::WebSocket] {
         let mut s = server();
-        s.handle_connected(ms(0), 1, transport).unwrap();
+        s.handle_connected(ms(0), 1, transport, Source::UNKNOWN)
+            .unwrap();
         if transport == Transport::Tcp {
             let _ = s.handle_input(ms(0), 1, &[0x11, 0x09]).unwrap();
         }
@@ -256,7 +256,8 @@ fn non_auth_first_packet_gets_status_5_and_auth_error_close() {
 #[test]
 fn non_request_first_packet_is_closed_without_response() {
     let mut s = server();
-    s.handle_connected(ms(0), 1, Transport::WebSocket).unwrap();
+    s.handle_connected(ms(0), 1, Transport::WebSocket, Source::UNKNOWN)
+        .unwrap();
     let _ = s.handle_input(ms(0), 1, &hex("03 65 00 00 00")).unwrap();
     let out = drain(&mut s, ms(0));
     assert_eq!(out.len(), 2);
@@ -270,7 +271,8 @@ fn non_request_first_packet_is_closed_without_response() {
 #[test]
 fn auth_accept_response_bytes_match_the_vector() {
     let mut s = server();
-    s.handle_connected(ms(0), 1, Transport::Tcp).unwrap();
+    s.handle_connected(ms(0), 1, Transport::Tcp, Source::UNKNOWN)
+        .unwrap();
     let _ = s.handle_input(ms(0), 1, &[0x11, 0x09]).unwrap();
     let _ = s.handle_input(ms(0), 1, &auth_req(1, "abc")).unwrap();
     s.accept_auth(ms(5), 1, grant("s1", 1_700_086_400_000))
@@ -290,15 +292,11 @@ fn auth_accept_response_bytes_match_the_vector() {
 
     // limit/online variant (25 bytes)
     let mut s = server();
-    s.handle_connected(ms(0), 2, Transport::WebSocket).unwrap();
+    s.handle_connected(ms(0), 2, Transport::WebSocket, Source::UNKNOWN)
+        .unwrap();
     let _ = s.handle_input(ms(0), 2, &auth_req(1, "abc")).unwrap();
-    let g = SessionGrant {
-        session_id: "s1",
-        expires: 1_700_086_400_000,
-        limit: 10,
-        online: 1,
-    };
-    s.accept_auth(ms(0), 2, g).unwrap();
+    let g = grant("s1", 1_700_086_400_000).with_limit_online(10, 1);
+    s.accept_auth(ms(0), 2, g.clone()).unwrap();
     assert_eq!(
         drain(&mut s, ms(0)),
         [(
@@ -312,23 +310,11 @@ fn auth_accept_response_bytes_match_the_vector() {
 }
 
 #[test]
-fn accept_validates_session_id() {
+fn accept_checks_what_is_pending() {
     let mut s = server();
-    s.handle_connected(ms(0), 1, Transport::WebSocket).unwrap();
+    s.handle_connected(ms(0), 1, Transport::WebSocket, Source::UNKNOWN)
+        .unwrap();
     let _ = s.handle_input(ms(0), 1, &auth_req(1, "abc")).unwrap();
-    assert_eq!(
-        s.accept_auth(ms(0), 1, grant("", FAR)),
-        Err(Error::EmptySessionId)
-    );
-    let long = "x".repeat(MAX_SESSION_ID_LEN + 1);
-    assert_eq!(
-        s.accept_auth(ms(0), 1, grant(&long, FAR)),
-        Err(Error::TooLong {
-            len: 65,
-            max: MAX_SESSION_ID_LEN
-        })
-    );
-    assert_eq!(s.state(1), Some(ServerState::AuthPending));
     assert_eq!(
         s.accept_auth(ms(0), 9, grant("s", FAR)),
         Err(Error::UnknownPeer)
@@ -347,7 +333,8 @@ fn accept_validates_session_id() {
 #[test]
 fn auth_reject_sends_error_then_close() {
     let mut s = server();
-    s.handle_connected(ms(0), 1, Transport::WebSocket).unwrap();
+    s.handle_connected(ms(0), 1, Transport::WebSocket, Source::UNKNOWN)
+        .unwrap();
     let _ = s.handle_input(ms(0), 1, &auth_req(1, "abc")).unwrap();
     s.reject_auth(
         ms(0),
@@ -397,7 +384,8 @@ fn reconnect_issues_new_session_id() {
     assert_eq!(s.connections(), 0);
     assert_eq!(s.session_expires("s1"), Some(FAR));
 
-    s.handle_connected(ms(20), 2, Transport::WebSocket).unwrap();
+    s.handle_connected(ms(20), 2, Transport::WebSocket, Source::UNKNOWN)
+        .unwrap();
     // a reconnect request (id 1) for session "s1"
     let v8 = hex("01 03 00 00 00 01 13 88 00 00 04 0a 02 73 31");
     let r = s.handle_input(ms(20), 2, &v8).unwrap();
@@ -456,7 +444,8 @@ fn assert_sess_expired(s: &mut S, conn: u32, cause: CloseCause) {
 #[test]
 fn reconnect_with_unknown_or_expired_session_is_rejected() {
     let mut s = server();
-    s.handle_connected(ms(0), 1, Transport::Tcp).unwrap();
+    s.handle_connected(ms(0), 1, Transport::Tcp, Source::UNKNOWN)
+        .unwrap();
     let _ = s.handle_input(ms(0), 1, &[0x11, 0x09]).unwrap();
     let req = reconnect_req(1, "nope");
     let r = s.handle_input(ms(0), 1, &req).unwrap();
@@ -466,7 +455,8 @@ fn reconnect_with_unknown_or_expired_session_is_rejected() {
     // expired: wall clock says 2023-11-15, the session ended a second before
     let mut s = server();
     s.set_wall_clock(ms(0), 1_700_000_000_000);
-    s.handle_connected(ms(0), 1, Transport::Tcp).unwrap();
+    s.handle_connected(ms(0), 1, Transport::Tcp, Source::UNKNOWN)
+        .unwrap();
     let _ = s.handle_input(ms(0), 1, &[0x11, 0x09]).unwrap();
     let _ = s.handle_input(ms(0), 1, &auth_req(1, "t")).unwrap();
     s.accept_auth(ms(0), 1, grant("s1", 1_700_000_060_000))
@@ -475,7 +465,8 @@ fn reconnect_with_unknown_or_expired_session_is_rejected() {
     s.handle_closed(ms(0), 1);
     let _ = events(&mut s);
     // 61 s later the session has expired
-    s.handle_connected(ms(61_000), 2, Transport::Tcp).unwrap();
+    s.handle_connected(ms(61_000), 2, Transport::Tcp, Source::UNKNOWN)
+        .unwrap();
     let _ = s.handle_input(ms(61_000), 2, &[0x11, 0x09]).unwrap();
     let req = reconnect_req(1, "s1");
     let r = s.handle_input(ms(61_000), 2, &req).unwrap();
@@ -491,7 +482,8 @@ fn reconnect_rejected_by_application() {
     authed(&mut s, ms(0), 1, Transport::Tcp, "s1");
     s.handle_closed(ms(0), 1);
     let _ = events(&mut s);
-    s.handle_connected(ms(0), 2, Transport::Tcp).unwrap();
+    s.handle_connected(ms(0), 2, Transport::Tcp, Source::UNKNOWN)
+        .unwrap();
     let _ = s.handle_input(ms(0), 2, &[0x11, 0x09]).unwrap();
     let _ = s.handle_input(ms(0), 2, &reconnect_req(1, "s1")).unwrap();
     assert_eq!(
@@ -510,7 +502,8 @@ fn reconnect_rejected_by_application() {
 fn duplicate_session_closes_the_older_connection() {
     let mut s = server();
     authed(&mut s, ms(0), 1, Transport::WebSocket, "s1");
-    s.handle_connected(ms(5), 2, Transport::Tcp).unwrap();
+    s.handle_connected(ms(5), 2, Transport::Tcp, Source::UNKNOWN)
+        .unwrap();
     let _ = s.handle_input(ms(5), 2, &[0x11, 0x09]).unwrap();
     let _ = s.handle_input(ms(5), 2, &reconnect_req(9, "s1")).unwrap();
     s.accept_reconnect(ms(6), 2, grant("s2", FAR)).unwrap();
@@ -553,7 +546,8 @@ fn duplicate_session_closes_the_older_connection() {
 fn same_session_id_granted_twice_closes_older() {
     let mut s = server();
     authed(&mut s, ms(0), 1, Transport::Tcp, "dup");
-    s.handle_connected(ms(0), 2, Transport::WebSocket).unwrap();
+    s.handle_connected(ms(0), 2, Transport::WebSocket, Source::UNKNOWN)
+        .unwrap();
     let _ = s.handle_input(ms(0), 2, &auth_req(1, "t")).unwrap();
     s.accept_auth(ms(0), 2, grant("dup", FAR)).unwrap();
     let out = drain(&mut s, ms(0));
@@ -606,7 +600,8 @@ fn heartbeat_echo_matches_the_vectors() {
 #[test]
 fn pipelined_stream_is_held_while_auth_pending_then_parsed_in_order() {
     let mut s = server();
-    s.handle_connected(ms(0), 1, Transport::Tcp).unwrap();
+    s.handle_connected(ms(0), 1, Transport::Tcp, Source::UNKNOWN)
+        .unwrap();
     // handshake, auth, a business request and a heartbeat all in one read
     let mut stream = hex("11 09");
     stream.extend(auth_req(1, "abc"));
@@ -743,7 +738,8 @@ fn ws_ping_cadence_and_pong_liveness() {
 fn ws_pings_start_before_auth_and_client_pings_get_pongs() {
     let mut s = server();
     s.config = ServerConfig::new().with_auth_timeout(Duration::from_secs(60));
-    s.handle_connected(ms(0), 1, Transport::WebSocket).unwrap();
+    s.handle_connected(ms(0), 1, Transport::WebSocket, Source::UNKNOWN)
+        .unwrap();
     assert_eq!(s.poll_timeout(), Some(ms(20_000)));
     s.handle_timeout(ms(20_000));
     let out = drain(&mut s, ms(20_000));
@@ -803,7 +799,8 @@ fn heartbeat_deadline_counts_from_the_auth_decision() {
             .with_heartbeat_timeout(Duration::from_millis(500))
             .with_auth_timeout(Duration::from_secs(3)),
     );
-    s.handle_connected(ms(1_000), 1, Transport::Tcp).unwrap();
+    s.handle_connected(ms(1_000), 1, Transport::Tcp, Source::UNKNOWN)
+        .unwrap();
     let _ = s.handle_input(ms(1_000), 1, &[0x11, 0x09]).unwrap();
     let _ = s.handle_input(ms(1_000), 1, &auth_req(1, "tok")).unwrap();
     s.accept_auth(ms(2_000), 1, grant("s1", FAR)).unwrap();
@@ -833,7 +830,8 @@ fn reject_with_success_status_is_refused() {
     // found by the longport_server fuzz target: a status-0 rejection with an empty Error body
     // reads as a successful login with an empty session id
     let mut s = server();
-    s.handle_connected(ms(0), 1, Transport::WebSocket).unwrap();
+    s.handle_connected(ms(0), 1, Transport::WebSocket, Source::UNKNOWN)
+        .unwrap();
     let _ = s.handle_input(ms(0), 1, &auth_req(1, "tok")).unwrap();
     assert_eq!(
         s.reject_auth(ms(1), 1, Status::Success, 0, ""),
@@ -855,8 +853,10 @@ fn reject_with_success_status_is_refused() {
 #[test]
 fn auth_deadline_closes_unauthenticated_connections() {
     let mut s = server();
-    s.handle_connected(ms(0), 1, Transport::Tcp).unwrap();
-    s.handle_connected(ms(0), 2, Transport::WebSocket).unwrap();
+    s.handle_connected(ms(0), 1, Transport::Tcp, Source::UNKNOWN)
+        .unwrap();
+    s.handle_connected(ms(0), 2, Transport::WebSocket, Source::UNKNOWN)
+        .unwrap();
     let _ = s.handle_input(ms(0), 2, &auth_req(1, "t")).unwrap(); // decision never comes
     assert_eq!(s.poll_timeout(), Some(ms(10_000)));
     s.handle_timeout(ms(10_000));
@@ -889,7 +889,8 @@ fn shutdown_closes_everyone() {
     let mut s = server();
     authed(&mut s, ms(0), 1, Transport::Tcp, "s1");
     authed(&mut s, ms(0), 2, Transport::WebSocket, "s2");
-    s.handle_connected(ms(0), 3, Transport::Tcp).unwrap();
+    s.handle_connected(ms(0), 3, Transport::Tcp, Source::UNKNOWN)
+        .unwrap();
     s.shutdown(ms(1), "server shutdown").unwrap();
     assert!(s.is_shutting_down());
     assert_eq!(s.shutdown(ms(1), "again"), Err(Error::Closed));
@@ -913,37 +914,99 @@ fn shutdown_closes_everyone() {
     assert!(events(&mut s).is_empty());
     assert_eq!(s.connections(), 0);
     assert_eq!(
-        s.handle_connected(ms(2), 4, Transport::Tcp),
+        s.handle_connected(ms(2), 4, Transport::Tcp, Source::UNKNOWN),
         Err(Error::Closed)
     );
 }
 
 #[test]
-fn unauthenticated_cap_and_table_full() {
+fn unauthenticated_cap_evicts_the_oldest_and_table_full() {
     let mut s = S::with_capacities(ServerConfig::new().with_max_unauthenticated(2));
-    s.handle_connected(ms(0), 1, Transport::Tcp).unwrap();
-    s.handle_connected(ms(0), 2, Transport::WebSocket).unwrap();
+    s.handle_connected(ms(0), 1, Transport::Tcp, Source::UNKNOWN)
+        .unwrap();
+    s.handle_connected(ms(1), 2, Transport::WebSocket, Source::UNKNOWN)
+        .unwrap();
+    // a third evicts the oldest, with a proper close
+    s.handle_connected(ms(2), 3, Transport::Tcp, Source::UNKNOWN)
+        .unwrap();
+    assert_eq!(s.state(1), Some(ServerState::Closing));
+    assert_eq!(s.unauthenticated(), 2);
     assert_eq!(
-        s.handle_connected(ms(0), 3, Transport::Tcp),
-        Err(Error::TooManyUnauthenticated)
+        drain(&mut s, ms(2)),
+        [(
+            1,
+            FrameKind::Stream,
+            close_push(
+                CloseCode::ServerError,
+                "too many unauthenticated connections"
+            )
+        )]
     );
+    assert_closed(&mut s, 1, CloseCause::Evicted);
+    assert_eq!(s.stats().connections_evicted, 1);
     assert_eq!(
-        s.handle_connected(ms(0), 2, Transport::Tcp),
+        s.handle_connected(ms(2), 2, Transport::Tcp, Source::UNKNOWN),
         Err(Error::AlreadyConnected)
     );
-    let _ = s.handle_input(ms(0), 2, &auth_req(1, "t")).unwrap();
-    s.accept_auth(ms(0), 2, grant("s2", FAR)).unwrap();
-    s.handle_connected(ms(0), 3, Transport::Tcp).unwrap();
-    assert_eq!(s.unauthenticated(), 2);
-    let _ = s.handle_input(ms(0), 3, &[0x11, 0x09]).unwrap();
-    let _ = s.handle_input(ms(0), 3, &auth_req(1, "t")).unwrap();
-    s.accept_auth(ms(0), 3, grant("s3", FAR)).unwrap();
-    s.handle_connected(ms(0), 4, Transport::Tcp).unwrap();
+    // a connection whose login waits for the application is evicted last
+    let _ = s.handle_input(ms(3), 2, &auth_req(1, "t")).unwrap();
+    s.handle_connected(ms(4), 4, Transport::Tcp, Source::UNKNOWN)
+        .unwrap();
+    assert_eq!(s.state(3), Some(ServerState::Closing));
+    assert_eq!(s.state(2), Some(ServerState::AuthPending));
+    let _ = drain(&mut s, ms(4));
+    assert_closed(&mut s, 3, CloseCause::Evicted);
+    s.accept_auth(ms(5), 2, grant("s2", FAR)).unwrap();
+    let _ = drain(&mut s, ms(5));
+    let _ = events(&mut s);
+    // table: 2 (authenticated), 4; then 5, and 6 evicts 4, which keeps its slot until drained
+    s.handle_connected(ms(6), 5, Transport::Tcp, Source::UNKNOWN)
+        .unwrap();
+    s.handle_connected(ms(7), 6, Transport::Tcp, Source::UNKNOWN)
+        .unwrap();
+    assert_eq!(s.connections(), 4);
     assert_eq!(
-        s.handle_connected(ms(0), 5, Transport::Tcp),
+        s.handle_connected(ms(8), 7, Transport::Tcp, Source::UNKNOWN),
         Err(Error::TableFull)
     );
-    assert_eq!(s.stats().connections_refused, 3);
+    assert_eq!(
+        s.stats().connections_evicted,
+        3,
+        "a full table evicts nothing"
+    );
+    assert_eq!(s.stats().connections_refused, 2);
+    let _ = drain(&mut s, ms(8));
+    assert_closed(&mut s, 4, CloseCause::Evicted);
+    s.handle_connected(ms(9), 7, Transport::Tcp, Source::UNKNOWN)
+        .unwrap();
+}
+
+#[test]
+fn per_source_cap_evicts_that_sources_oldest() {
+    let cfg = ServerConfig::new()
+        .with_max_unauthenticated(3)
+        .with_max_unauthenticated_per_source(2);
+    let mut s = Server::<u32, 8, 4>::with_capacities(cfg);
+    let attacker = Source::from(core::net::Ipv4Addr::new(192, 0, 2, 66));
+    let victim = Source::from(core::net::Ipv4Addr::new(198, 51, 100, 7));
+    s.handle_connected(ms(0), 1, Transport::Tcp, victim)
+        .unwrap();
+    for (i, conn) in (10..20).enumerate() {
+        s.handle_connected(ms(1 + i as u64), conn, Transport::Tcp, attacker)
+            .unwrap();
+        let _ = s.poll_transmit(ms(20), &mut [0u8; 256]);
+        while s.poll_event().is_some() {}
+    }
+    // the attacker holds its last two; the victim's connection was never touched
+    assert_eq!(s.state(1), Some(ServerState::AwaitHandshake));
+    assert_eq!(s.state(18), Some(ServerState::AwaitHandshake));
+    assert_eq!(s.state(19), Some(ServerState::AwaitHandshake));
+    assert_eq!(s.unauthenticated(), 3);
+    assert_eq!(s.stats().connections_evicted, 8);
+    // unknown sources only meet the global cap
+    s.handle_connected(ms(30), 30, Transport::Tcp, Source::UNKNOWN)
+        .unwrap();
+    assert_eq!(s.state(1), Some(ServerState::Closing), "the oldest of all");
 }
 
 #[test]
@@ -1052,7 +1115,8 @@ fn send_guards() {
         s.push(ms(0), 1, 101, b"", &mut out),
         Err(Error::UnknownPeer)
     );
-    s.handle_connected(ms(0), 1, Transport::WebSocket).unwrap();
+    s.handle_connected(ms(0), 1, Transport::WebSocket, Source::UNKNOWN)
+        .unwrap();
     assert_eq!(s.push(ms(0), 1, 101, b"", &mut out), Err(Error::NotOpen));
     let _ = s.handle_input(ms(0), 1, &auth_req(1, "t")).unwrap();
     s.accept_auth(ms(0), 1, grant("s1", FAR)).unwrap();
@@ -1098,7 +1162,8 @@ fn send_guards() {
 #[test]
 fn buffer_too_small_keeps_the_frame() {
     let mut s = server();
-    s.handle_connected(ms(0), 1, Transport::WebSocket).unwrap();
+    s.handle_connected(ms(0), 1, Transport::WebSocket, Source::UNKNOWN)
+        .unwrap();
     let _ = s.handle_input(ms(0), 1, &auth_req(1, "abc")).unwrap();
     s.accept_auth(ms(0), 1, grant("s1", 1_700_086_400_000))
         .unwrap();
@@ -1205,7 +1270,8 @@ fn undecodable_input_closes_with_unpack_error() {
     ];
     for (transport, bytes, err) in cases {
         let mut s = S::with_capacities(ServerConfig::new().with_max_body(128));
-        s.handle_connected(ms(0), 1, transport).unwrap();
+        s.handle_connected(ms(0), 1, transport, Source::UNKNOWN)
+            .unwrap();
         if transport == Transport::Tcp {
             let _ = s.handle_input(ms(0), 1, &[0x11, 0x09]).unwrap();
         }
@@ -1223,7 +1289,8 @@ fn undecodable_input_closes_with_unpack_error() {
 #[test]
 fn ws_trailing_bytes_are_counted_and_ignored() {
     let mut s = server();
-    s.handle_connected(ms(0), 1, Transport::WebSocket).unwrap();
+    s.handle_connected(ms(0), 1, Transport::WebSocket, Source::UNKNOWN)
+        .unwrap();
     let mut msg = auth_req(1, "abc");
     msg.extend_from_slice(b"junk");
     let r = s.handle_input(ms(0), 1, &msg).unwrap();
@@ -1244,7 +1311,8 @@ fn closed_transport_while_closing_reports_the_first_cause() {
     assert!(drain(&mut s, ms(0)).is_empty());
     assert_closed(&mut s, 1, CloseCause::Local);
     assert_eq!(s.connections(), 0);
-    s.handle_connected(ms(0), 1, Transport::Tcp).unwrap();
+    s.handle_connected(ms(0), 1, Transport::Tcp, Source::UNKNOWN)
+        .unwrap();
 }
 
 #[test]
@@ -1257,7 +1325,7 @@ fn session_table_evicts_expired_then_oldest_detached() {
         (3, 3_000_000),
         (4, 1_200_000),
     ] {
-        s.handle_connected(ms(0), conn, Transport::WebSocket)
+        s.handle_connected(ms(0), conn, Transport::WebSocket, Source::UNKNOWN)
             .unwrap();
         let _ = s.handle_input(ms(0), conn, &auth_req(1, "t")).unwrap();
         let id = std::format!("s{conn}");
@@ -1269,7 +1337,8 @@ fn session_table_evicts_expired_then_oldest_detached() {
     s.handle_closed(ms(0), 2);
     s.handle_closed(ms(0), 3);
     let _ = events(&mut s);
-    s.handle_connected(ms(0), 5, Transport::WebSocket).unwrap();
+    s.handle_connected(ms(0), 5, Transport::WebSocket, Source::UNKNOWN)
+        .unwrap();
     let _ = s.handle_input(ms(0), 5, &auth_req(1, "t")).unwrap();
     s.accept_auth(ms(0), 5, grant("s5", 5_000_000)).unwrap();
     // the earliest-expiring *detached* session (s2) went
@@ -1283,7 +1352,7 @@ fn session_table_evicts_expired_then_oldest_detached() {
     let _ = events(&mut s);
     s.handle_closed(ms(300_000), 5);
     let _ = events(&mut s);
-    s.handle_connected(ms(300_000), 6, Transport::WebSocket)
+    s.handle_connected(ms(300_000), 6, Transport::WebSocket, Source::UNKNOWN)
         .unwrap();
     let _ = s
         .handle_input(ms(300_000), 6, &reconnect_req(1, "s5"))
@@ -1312,7 +1381,7 @@ fn arbitrary_input_never_panics() {
         };
         let mut now = 0u64;
         for conn in 0..3u32 {
-            let _ = s.handle_connected(ms(now), conn, transport);
+            let _ = s.handle_connected(ms(now), conn, transport, Source::UNKNOWN);
         }
         for _ in 0..40 {
             let r = next();
@@ -1357,4 +1426,414 @@ fn arbitrary_input_never_panics() {
             }
         }
     }
+}
+
+/// Authenticated (TCP: handshake sent) with an account, output and events drained
+fn authed_as(s: &mut S, now: Instant, conn: u32, transport: Transport, account: u64) -> Admission {
+    s.handle_connected(now, conn, transport, Source::UNKNOWN)
+        .unwrap();
+    if transport == Transport::Tcp {
+        let _ = s.handle_input(now, conn, &[0x11, 0x09]).unwrap();
+    }
+    let _ = s.handle_input(now, conn, &auth_req(1, "tok")).unwrap();
+    let sid = std::format!("acct-{conn}");
+    let a = s
+        .accept_auth(now, conn, grant(&sid, FAR).with_account(AccountId(account)))
+        .unwrap();
+    let _ = drain(s, now);
+    let _ = events(s);
+    a
+}
+
+#[test]
+fn quota_refusal_matches_the_vector_and_frees_slots_on_close() {
+    let mut s = S::with_capacities(ServerConfig::new().with_account_quota(Some(2)));
+    assert_eq!(
+        authed_as(&mut s, ms(0), 1, Transport::Tcp, 7),
+        Admission::Granted {
+            limit: 2,
+            online: 1
+        }
+    );
+    assert_eq!(
+        authed_as(&mut s, ms(0), 2, Transport::WebSocket, 7),
+        Admission::Granted {
+            limit: 2,
+            online: 2
+        }
+    );
+    assert_eq!(s.online(AccountId(7)), 2);
+    assert_eq!(s.account(2), Some(AccountId(7)));
+    // a third of the same account: refused by the machine, status 6 + Error{403} (the spec's
+    // vector, 44 bytes), then Close{AuthError} with the same text
+    s.handle_connected(ms(1), 3, Transport::Tcp, Source::UNKNOWN)
+        .unwrap();
+    let _ = s.handle_input(ms(1), 3, &[0x11, 0x09]).unwrap();
+    let _ = s.handle_input(ms(1), 3, &auth_req(1, "tok")).unwrap();
+    assert_eq!(
+        s.accept_auth(ms(1), 3, grant("third", FAR).with_account(AccountId(7))),
+        Ok(Admission::OverQuota {
+            limit: 2,
+            online: 2
+        })
+    );
+    assert_eq!(s.session_expires("third"), None, "no session stored");
+    let out = drain(&mut s, ms(1));
+    assert_eq!(
+        out,
+        [
+            (
+                3,
+                FrameKind::Stream,
+                hex("02 02 00 00 00 01 06 00 00 22 08 93 03 12 1d 63 6f 6e 6e 65 63 74 69 6f 6e 73 20 6c 69 6d 69 74 61 74 69 6f 6e 20 69 73 20 68 69 74")
+            ),
+            (
+                3,
+                FrameKind::Stream,
+                close_push(CloseCode::AuthError, "connections limitation is hit")
+            )
+        ]
+    );
+    assert_closed(
+        &mut s,
+        3,
+        CloseCause::LoginRejected(Status::PermissionDenied),
+    );
+    assert_eq!(s.stats().quota_refusals, 1);
+    // another account, and a login without an account, are not counted
+    assert!(matches!(
+        authed_as(&mut s, ms(2), 4, Transport::Tcp, 8),
+        Admission::Granted { online: 1, .. }
+    ));
+    // a closing connection stops counting at once
+    s.close(ms(3), 1, CloseCode::ServerShutdown, "bye").unwrap();
+    assert_eq!(s.online(AccountId(7)), 1);
+    let _ = drain(&mut s, ms(3));
+    let _ = events(&mut s);
+    // (the table holds 4: 1 freed)
+    assert!(matches!(
+        authed_as(&mut s, ms(4), 5, Transport::Tcp, 7),
+        Admission::Granted { online: 2, .. }
+    ));
+    // without a quota the grant's numbers are reported
+    let mut s = server();
+    s.handle_connected(ms(0), 1, Transport::WebSocket, Source::UNKNOWN)
+        .unwrap();
+    let _ = s.handle_input(ms(0), 1, &auth_req(1, "t")).unwrap();
+    assert_eq!(
+        s.accept_auth(ms(0), 1, grant("s", FAR).with_limit_online(10, 3)),
+        Ok(Admission::Granted {
+            limit: 10,
+            online: 3
+        })
+    );
+}
+
+#[test]
+fn rate_limit_refusals_are_answered_in_order_and_bounded() {
+    let cfg = ServerConfig::new()
+        .with_rate_limit(Some(RateLimit::per_second(1, 2)))
+        .with_command_rate_limit(14, Some(RateLimit::per_second(1, 1)));
+    let mut s = S::with_capacities(cfg);
+    authed(&mut s, ms(0), 1, Transport::Tcp, "s1");
+    let req = |cmd, id| packet(&Packet::request(cmd, RequestId(id), 0, b"x"));
+    // the command limit: one 14, the second refused; the connection's burst of 2 is charged
+    // only by what passes
+    assert!(s
+        .handle_input(ms(1), 1, &req(14, 10))
+        .unwrap()
+        .app()
+        .is_some());
+    assert!(s
+        .handle_input(ms(1), 1, &req(14, 11))
+        .unwrap()
+        .app()
+        .is_none());
+    assert!(s
+        .handle_input(ms(1), 1, &req(6, 12))
+        .unwrap()
+        .app()
+        .is_some());
+    assert!(s
+        .handle_input(ms(1), 1, &req(6, 13))
+        .unwrap()
+        .app()
+        .is_none());
+    // heartbeats and control requests are not limited
+    let hb = packet(&Packet::request(CMD_HEARTBEAT, RequestId(20), 0, b"hb"));
+    let _ = s.handle_input(ms(1), 1, &hb).unwrap();
+    assert_eq!(s.stats().requests_rate_limited, 2);
+    assert_eq!(
+        s.pending_requests(1),
+        Some(2),
+        "refused ones are not pending"
+    );
+    let out = drain(&mut s, ms(1));
+    assert_eq!(
+        out,
+        [
+            (
+                1,
+                FrameKind::Stream,
+                packet(&Packet::response(
+                    CMD_HEARTBEAT,
+                    RequestId(20),
+                    Status::Success,
+                    b"hb"
+                ))
+            ),
+            (
+                1,
+                FrameKind::Stream,
+                error_resp(14, 11, Status::BadRequest, 301_606, "request rate limited")
+            ),
+            (
+                1,
+                FrameKind::Stream,
+                error_resp(6, 13, Status::BadRequest, 301_606, "request rate limited")
+            ),
+        ]
+    );
+    // four refusals wait at most; the fifth input is QueueFull until they are handed out
+    for id in 30..34 {
+        assert!(s
+            .handle_input(ms(2), 1, &req(6, id))
+            .unwrap()
+            .app()
+            .is_none());
+    }
+    let before = s.stats();
+    assert_eq!(s.handle_input(ms(2), 1, &req(6, 34)), Err(Error::QueueFull));
+    assert_eq!(s.stats(), before, "nothing changed");
+    assert_eq!(drain(&mut s, ms(2)).len(), 4);
+    assert!(s
+        .handle_input(ms(2), 1, &req(6, 34))
+        .unwrap()
+        .app()
+        .is_none());
+    // a second later the bucket has one token again
+    assert!(s
+        .handle_input(ms(1_002), 1, &req(6, 35))
+        .unwrap()
+        .app()
+        .is_some());
+}
+
+#[test]
+fn command_rate_limit_table_replaces_removes_and_fills() {
+    let l = |r| Some(RateLimit::per_second(r, 1));
+    let mut cfg = ServerConfig::new()
+        .with_command_rate_limit(6, l(1))
+        .with_command_rate_limit(6, l(2))
+        .with_command_rate_limit(2, l(3));
+    assert_eq!(cfg.command_rate_limit(6), l(2), "replaced");
+    assert_eq!(
+        cfg.command_rate_limit(2),
+        None,
+        "control commands are never limited"
+    );
+    cfg = cfg.with_command_rate_limit(6, None);
+    assert_eq!(cfg.command_rate_limit(6), None, "removed");
+    for cmd in 10..10 + MAX_COMMAND_LIMITS as u8 {
+        cfg = cfg.with_command_rate_limit(cmd, l(u32::from(cmd)));
+    }
+    cfg = cfg.with_command_rate_limit(99, l(99));
+    assert_eq!(
+        cfg.command_rate_limit(99),
+        l(99),
+        "the last entry was replaced"
+    );
+    assert_eq!(
+        cfg.command_rate_limit(10 + MAX_COMMAND_LIMITS as u8 - 1),
+        None
+    );
+    assert_eq!(cfg.command_rate_limit(10), l(10));
+}
+
+#[test]
+fn unanswered_requests_are_capped_per_connection() {
+    let mut s = S::with_capacities(ServerConfig::new().with_max_pending_requests(2));
+    authed(&mut s, ms(0), 1, Transport::WebSocket, "s1");
+    let req = |id| packet(&Packet::request(6, RequestId(id), 0, b"x"));
+    let big_hb = packet(&Packet::request(
+        CMD_HEARTBEAT,
+        RequestId(9),
+        0,
+        &[0u8; 100],
+    ));
+    assert!(s.handle_input(ms(1), 1, &req(1)).unwrap().app().is_some());
+    // an oversized heartbeat handed over counts too
+    assert!(matches!(
+        s.handle_input(ms(1), 1, &big_hb).unwrap().app(),
+        Some(ServerApp::HeartbeatEcho { .. })
+    ));
+    assert_eq!(s.pending_requests(1), Some(2));
+    assert_eq!(
+        s.handle_input(ms(1), 1, &req(2)),
+        Err(Error::TooManyInFlight)
+    );
+    assert_eq!(
+        s.handle_input(ms(1), 1, &big_hb),
+        Err(Error::TooManyInFlight)
+    );
+    // responses, a push from the client and a small heartbeat still pass
+    let push = packet(&Packet::push(101, b"p"));
+    assert!(s.handle_input(ms(1), 1, &push).is_ok());
+    let hb = packet(&Packet::request(CMD_HEARTBEAT, RequestId(3), 0, b"hb"));
+    assert!(s.handle_input(ms(1), 1, &hb).is_ok());
+    let mut out = [0u8; 256];
+    let _ = s
+        .respond(
+            ms(1),
+            1,
+            CMD_HEARTBEAT,
+            RequestId(9),
+            Status::Success,
+            &[0u8; 100],
+            &mut out,
+        )
+        .unwrap();
+    assert_eq!(s.pending_requests(1), Some(1));
+    assert!(s.handle_input(ms(1), 1, &req(2)).unwrap().app().is_some());
+    // pushes do not answer anything
+    let _ = s.push(ms(1), 1, 101, b"q", &mut out).unwrap();
+    assert_eq!(s.pending_requests(1), Some(2));
+    assert_eq!(s.pending_requests(9), None);
+}
+
+#[test]
+fn tcp_server_heartbeats_and_rtt() {
+    let cfg = ServerConfig::new().with_tcp_heartbeat_interval(Some(Duration::from_secs(5)));
+    let mut s = S::with_capacities(cfg);
+    s.set_wall_clock(ms(0), 1_700_000_000_000);
+    // none before authentication
+    s.handle_connected(ms(0), 1, Transport::Tcp, Source::UNKNOWN)
+        .unwrap();
+    assert_eq!(s.poll_timeout(), Some(ms(10_000)), "only the auth deadline");
+    let _ = s.handle_input(ms(0), 1, &[0x11, 0x09]).unwrap();
+    let _ = s.handle_input(ms(0), 1, &auth_req(1, "tok")).unwrap();
+    s.accept_auth(ms(1_000), 1, grant("s1", FAR)).unwrap();
+    let _ = drain(&mut s, ms(1_000));
+    let _ = events(&mut s);
+    assert_eq!(s.poll_timeout(), Some(ms(6_000)));
+    s.handle_timeout(ms(6_000));
+    let out = drain(&mut s, ms(6_010));
+    // a cmd-1 request, id 1, Heartbeat{timestamp, heartbeat_id: 1}
+    let (p, n) = Packet::parse(&out[0].2, MAX_BODY_LEN).unwrap();
+    assert_eq!(
+        (out.len(), n, out[0].1),
+        (1, out[0].2.len(), FrameKind::Stream)
+    );
+    assert_eq!(
+        p.header.kind,
+        Kind::Request {
+            request_id: RequestId(1),
+            timeout_ms: 0
+        }
+    );
+    assert_eq!(p.header.cmd, CMD_HEARTBEAT);
+    let hb = Heartbeat::decode(p.body).unwrap();
+    assert_eq!(
+        (hb.timestamp, hb.heartbeat_id),
+        (1_700_000_006_010, Some(1))
+    );
+    assert_eq!(s.stats().heartbeats_sent, 1);
+    // the echo 30 ms after it was handed out: RTT
+    let echo = packet(&Packet::response(
+        CMD_HEARTBEAT,
+        RequestId(1),
+        Status::Success,
+        p.body,
+    ));
+    let _ = s.handle_input(ms(6_040), 1, &echo).unwrap();
+    assert_eq!(
+        events(&mut s),
+        [ServerEvent::HeartbeatRtt {
+            peer: 1,
+            rtt: Duration::from_millis(30)
+        }]
+    );
+    // a stale or unknown id measures nothing
+    let _ = s.handle_input(ms(6_050), 1, &echo).unwrap();
+    assert!(events(&mut s).is_empty());
+    assert_eq!(s.stats().heartbeat_acks, 1);
+    // the next one five seconds after the previous fired; ids count up
+    s.handle_timeout(ms(11_000));
+    let out = drain(&mut s, ms(11_000));
+    let (p, _) = Packet::parse(&out[0].2, MAX_BODY_LEN).unwrap();
+    assert_eq!(p.header.kind.request_id(), Some(RequestId(2)));
+}
+
+#[test]
+fn websocket_pong_of_the_last_ping_gives_rtt() {
+    let mut s = server();
+    authed(&mut s, ms(0), 1, Transport::WebSocket, "s1");
+    s.handle_timeout(ms(20_000));
+    let out = drain(&mut s, ms(20_000));
+    assert_eq!(out[0].1, FrameKind::WsPing);
+    let hb = Heartbeat::decode(&out[0].2).unwrap();
+    assert_eq!(hb.heartbeat_id, Some(1));
+    s.handle_frame(ms(20_025), 1, FrameKind::WsPong, b"other");
+    assert!(events(&mut s).is_empty());
+    s.handle_frame(ms(20_050), 1, FrameKind::WsPong, &out[0].2);
+    assert_eq!(
+        events(&mut s),
+        [ServerEvent::HeartbeatRtt {
+            peer: 1,
+            rtt: Duration::from_millis(50)
+        }]
+    );
+}
+
+#[test]
+fn pre_auth_body_limit_switches_to_max_body_after_auth_on_tcp() {
+    let mut s = server();
+    s.handle_connected(ms(0), 1, Transport::Tcp, Source::UNKNOWN)
+        .unwrap();
+    let mut stream = std::vec![0x11, 0x09];
+    stream.extend(auth_req(1, "tok"));
+    // pipelined after the Auth: a request with a 10 KB body (over the pre-auth 4 KiB)
+    let big = packet(&Packet::request(6, RequestId(2), 0, &[1u8; 10_000]));
+    stream.extend(&big);
+    let r = s.handle_input(ms(0), 1, &stream).unwrap();
+    let mut rest = &stream[r.bytes_consumed()..];
+    let r = s.handle_input(ms(0), 1, rest).unwrap();
+    assert!(matches!(r.app(), Some(ServerApp::Auth { .. })));
+    rest = &rest[r.bytes_consumed()..];
+    assert_eq!(s.handle_input(ms(0), 1, rest), Err(Error::AuthPending));
+    s.accept_auth(ms(0), 1, grant("s1", FAR)).unwrap();
+    let r = s.handle_input(ms(0), 1, rest).unwrap();
+    assert_eq!(r.bytes_consumed(), big.len());
+    assert!(matches!(r.app(), Some(ServerApp::Request { .. })));
+}
+
+#[test]
+fn an_expired_session_displaces_nobody_and_counts_for_the_quota() {
+    // found by the fuzz target: a second login granted the id of an expired session was
+    // admitted as if it displaced the first connection, which stayed live: 2 over a quota of 1
+    let mut s = S::with_capacities(ServerConfig::new().with_account_quota(Some(1)));
+    s.set_wall_clock(ms(0), 1_700_000_000_000);
+    s.handle_connected(ms(0), 1, Transport::WebSocket, Source::UNKNOWN)
+        .unwrap();
+    let _ = s.handle_input(ms(0), 1, &auth_req(1, "t")).unwrap();
+    let expired = 1_600_000_000_000;
+    let g = grant("same", expired).with_account(AccountId(1));
+    assert!(matches!(
+        s.accept_auth(ms(0), 1, g.clone()),
+        Ok(Admission::Granted { .. })
+    ));
+    let _ = drain(&mut s, ms(0));
+    let _ = events(&mut s);
+    s.handle_connected(ms(1), 2, Transport::WebSocket, Source::UNKNOWN)
+        .unwrap();
+    let _ = s.handle_input(ms(1), 2, &auth_req(1, "t")).unwrap();
+    assert_eq!(
+        s.accept_auth(ms(1), 2, g),
+        Ok(Admission::OverQuota {
+            limit: 1,
+            online: 1
+        })
+    );
+    assert_eq!(s.state(1), Some(ServerState::Authenticated));
+    assert_eq!(s.online(AccountId(1)), 1);
 }

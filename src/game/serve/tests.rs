@@ -1,0 +1,538 @@
+//! Hostile inputs first: out-of-range and repeated map requests, ENTERGAME before its turn,
+//! wrong versions, non-vital join messages; then the whole join against a recording server
+
+extern crate std;
+use std::string::String;
+use std::vec::Vec;
+
+use super::*;
+use crate::game::chunk::{Chunk, ChunkFlags};
+use crate::game::msg::{EnterGame, Info, Ready, RequestMapData, StartInfo};
+
+/// A server that records what the join queues; `room` vital chunks fit before it refuses with
+/// `TooManyInFlight`
+#[derive(Default)]
+struct Rec {
+    sent: Vec<(Vec<u8>, bool)>,
+    closed: Vec<String>,
+    room: Option<usize>,
+}
+
+impl ServeTo<u32> for Rec {
+    fn send_vital(
+        &mut self,
+        _: Instant,
+        peer: u32,
+        data: &[u8],
+        flush: bool,
+    ) -> Result<u16, Error> {
+        assert_eq!(peer, 7);
+        if let Some(r) = self.room.as_mut() {
+            if *r == 0 {
+                return Err(Error::TooManyInFlight);
+            }
+            *r -= 1;
+        }
+        self.sent.push((data.to_vec(), flush));
+        Ok(self.sent.len() as u16)
+    }
+    fn close(&mut self, _: Instant, _: u32, reason: &str) -> Result<(), Error> {
+        self.closed.push(reason.into());
+        Ok(())
+    }
+}
+
+impl Rec {
+    fn messages(&self) -> Vec<Message<'_>> {
+        self.sent
+            .iter()
+            .map(|(d, _)| Message::parse(d).unwrap())
+            .collect()
+    }
+    fn pieces(&self) -> Vec<i32> {
+        self.messages()
+            .into_iter()
+            .filter_map(|m| match m {
+                Message::MapData(d) => Some(d.chunk),
+                _ => None,
+            })
+            .collect()
+    }
+}
+
+const NOW: Instant = Instant::ZERO;
+
+/// A 20-piece map (the last one 100 bytes)
+fn map() -> Vec<u8> {
+    (0..19 * MAP_PIECE + 100)
+        .map(|i| (i * 31 % 251) as u8)
+        .collect()
+}
+
+fn offer(map: &[u8]) -> Offer<'_> {
+    let mut c = crate::game::join::Crc32::new();
+    c.update(map);
+    Offer::new("hostile", c.finish(), map.len() as u32)
+}
+
+fn vital(data: &[u8]) -> Chunk<'_> {
+    Chunk {
+        flags: ChunkFlags::VITAL,
+        seq: 1,
+        data,
+    }
+}
+
+fn emit(m: impl FnOnce(&mut [u8]) -> usize) -> Vec<u8> {
+    let mut b = [0u8; 1024];
+    let n = m(&mut b);
+    b[..n].to_vec()
+}
+
+fn info(version: &str, password: &str) -> Vec<u8> {
+    emit(|b| {
+        Info {
+            version: Str::new(version),
+            password: Str::new(password),
+        }
+        .emit(b)
+        .unwrap()
+    })
+}
+
+fn request(k: i32) -> Vec<u8> {
+    emit(|b| RequestMapData { chunk: k }.emit(b).unwrap())
+}
+
+fn start_info() -> Vec<u8> {
+    emit(|b| {
+        StartInfo {
+            name: Str::new("p"),
+            clan: Str::EMPTY,
+            country: -1,
+            skin: Str::new("default"),
+            use_custom_color: 0,
+            color_body: 0,
+            color_feet: 0,
+        }
+        .emit(b)
+        .unwrap()
+    })
+}
+
+/// Feed one vital message and flush
+fn feed<'a>(
+    s: &mut Serve,
+    rec: &mut Rec,
+    o: &Offer<'_>,
+    m: &mut &[u8],
+    data: &'a [u8],
+) -> ServeEvent<'a> {
+    let ev = s.handle_chunk(o, vital(data)).unwrap();
+    s.flush(NOW, rec, 7, o, m).unwrap();
+    ev
+}
+
+fn joined(s: &mut Serve, rec: &mut Rec, o: &Offer<'_>, m: &mut &[u8]) {
+    let i = info(VERSION_0_6, "");
+    assert!(matches!(feed(s, rec, o, m, &i), ServeEvent::Info { .. }));
+}
+
+#[test]
+fn map_requests_before_info_are_ignored() {
+    let m = map();
+    let o = offer(&m);
+    let (mut s, mut rec) = (Serve::new(), Rec::default());
+    let r = request(0);
+    assert_eq!(
+        feed(&mut s, &mut rec, &o, &mut &m[..], &r),
+        ServeEvent::Ignored(Ignored::WrongState)
+    );
+    assert!(rec.sent.is_empty());
+}
+
+#[test]
+fn out_of_range_map_requests_are_ignored() {
+    let m = map();
+    let o = offer(&m);
+    let (mut s, mut rec) = (Serve::new(), Rec::default());
+    joined(&mut s, &mut rec, &o, &mut &m[..]);
+    let before = rec.sent.len();
+    for k in [-1, i32::MIN, 20, 21, i32::MAX, 0x0500_0000] {
+        let r = request(k);
+        assert_eq!(
+            feed(&mut s, &mut rec, &o, &mut &m[..], &r),
+            ServeEvent::Ignored(Ignored::OutOfRange),
+            "piece {k}"
+        );
+    }
+    assert_eq!(
+        rec.sent.len(),
+        before,
+        "nothing sent for out-of-range pieces"
+    );
+    assert_eq!(s.requests(), 0);
+}
+
+#[test]
+fn window_like_16_4_and_last_piece() {
+    let m = map();
+    let o = offer(&m);
+    let (mut s, mut rec) = (Serve::new(), Rec::default());
+    joined(&mut s, &mut rec, &o, &mut &m[..]);
+    let r = request(0);
+    assert_eq!(
+        feed(&mut s, &mut rec, &o, &mut &m[..], &r),
+        ServeEvent::MapRequest {
+            piece: 0,
+            queued: 16
+        }
+    );
+    assert_eq!(rec.pieces(), (0..16).collect::<Vec<_>>());
+    // in-order requests: one more piece each, until the map ends
+    for k in 1..20 {
+        let r = request(k);
+        let ev = feed(&mut s, &mut rec, &o, &mut &m[..], &r);
+        let expect = u8::from(k + 15 < 20);
+        assert_eq!(
+            ev,
+            ServeEvent::MapRequest {
+                piece: k,
+                queued: expect
+            }
+        );
+    }
+    assert_eq!(rec.pieces(), (0..20).collect::<Vec<_>>());
+    // reassemble: every byte, the last piece flagged and short
+    let mut file = Vec::new();
+    for msg in rec.messages() {
+        if let Message::MapData(d) = msg {
+            assert_eq!(d.crc, o.crc());
+            assert_eq!(d.last, i32::from(d.chunk == 19));
+            file.extend_from_slice(d.data);
+        }
+    }
+    assert_eq!(file, m);
+    // every MAP_DATA flushed, as DDNet does
+    assert!(rec
+        .sent
+        .iter()
+        .all(|(d, f)| !matches!(Message::parse(d), Ok(Message::MapData(_))) || *f));
+}
+
+#[test]
+fn repeated_map_requests_are_bounded() {
+    let m = map();
+    let o = offer(&m);
+    let (mut s, mut rec) = (Serve::new(), Rec::default());
+    joined(&mut s, &mut rec, &o, &mut &m[..]);
+    let r = request(0);
+    let mut answered = 0;
+    for _ in 0..1000 {
+        match feed(&mut s, &mut rec, &o, &mut &m[..], &r) {
+            ServeEvent::MapRequest { .. } => answered += 1,
+            ServeEvent::Ignored(Ignored::TooManyRequests) => {}
+            other => panic!("{other:?}"),
+        }
+    }
+    // 2 x 20 pieces + 16
+    assert_eq!(answered, 56);
+    // the first request: 16 pieces; every repeat: piece 0 only
+    assert_eq!(rec.pieces().len(), 16 + 55);
+    assert_eq!(s.pieces_due(), 0);
+}
+
+#[test]
+fn out_of_order_flood_does_not_grow_the_queue() {
+    let m = map();
+    let o = offer(&m);
+    // nothing fits into the resend buffer: requests pile up as due pieces
+    let (mut s, mut rec) = (Serve::new(), Rec::default());
+    joined(&mut s, &mut rec, &o, &mut &m[..]);
+    rec.room = Some(0);
+    for k in (0..20).cycle().skip(3).take(50) {
+        let r = request(k);
+        let _ = feed(&mut s, &mut rec, &o, &mut &m[..], &r);
+    }
+    assert_eq!(s.pieces_due(), DUE_PIECES);
+    assert!(s.dropped() > 0);
+    assert!(s.wants_flush());
+    // room again: everything due goes out in order of the requests
+    rec.room = None;
+    s.flush(NOW, &mut rec, 7, &o, &mut &m[..]).unwrap();
+    assert_eq!(s.pieces_due(), 0);
+    assert!(!s.wants_flush());
+}
+
+#[test]
+fn enter_game_before_ready_and_start_info_is_ignored() {
+    let m = map();
+    let o = offer(&m);
+    let (mut s, mut rec) = (Serve::new(), Rec::default());
+    let e = emit(|b| EnterGame {}.emit(b).unwrap());
+    let ready = emit(|b| Ready {}.emit(b).unwrap());
+    let si = start_info();
+    // before INFO
+    assert_eq!(
+        feed(&mut s, &mut rec, &o, &mut &m[..], &e),
+        ServeEvent::Ignored(Ignored::WrongState)
+    );
+    assert_eq!(
+        feed(&mut s, &mut rec, &o, &mut &m[..], &si),
+        ServeEvent::Ignored(Ignored::WrongState)
+    );
+    assert_eq!(
+        feed(&mut s, &mut rec, &o, &mut &m[..], &ready),
+        ServeEvent::Ignored(Ignored::WrongState)
+    );
+    joined(&mut s, &mut rec, &o, &mut &m[..]);
+    // after INFO, before READY
+    assert_eq!(
+        feed(&mut s, &mut rec, &o, &mut &m[..], &e),
+        ServeEvent::Ignored(Ignored::WrongState)
+    );
+    assert_eq!(
+        feed(&mut s, &mut rec, &o, &mut &m[..], &si),
+        ServeEvent::Ignored(Ignored::WrongState)
+    );
+    assert_eq!(
+        feed(&mut s, &mut rec, &o, &mut &m[..], &ready),
+        ServeEvent::Ready { first: true }
+    );
+    // READY, no start info yet
+    assert_eq!(
+        feed(&mut s, &mut rec, &o, &mut &m[..], &e),
+        ServeEvent::Ignored(Ignored::WrongState)
+    );
+    // non-vital start info and ENTERGAME do not count
+    assert_eq!(
+        s.handle_chunk(&o, Chunk::non_vital(&si)).unwrap(),
+        ServeEvent::Ignored(Ignored::NotVital)
+    );
+    assert!(matches!(
+        feed(&mut s, &mut rec, &o, &mut &m[..], &si),
+        ServeEvent::StartInfo { .. }
+    ));
+    assert_eq!(
+        feed(&mut s, &mut rec, &o, &mut &m[..], &si),
+        ServeEvent::Ignored(Ignored::Repeated)
+    );
+    assert_eq!(
+        s.handle_chunk(&o, Chunk::non_vital(&e)).unwrap(),
+        ServeEvent::Ignored(Ignored::NotVital)
+    );
+    assert_eq!(
+        feed(&mut s, &mut rec, &o, &mut &m[..], &e),
+        ServeEvent::Entered
+    );
+    assert!(s.in_game());
+    // a second ENTERGAME changes nothing; a second READY gets another CON_READY
+    assert_eq!(
+        feed(&mut s, &mut rec, &o, &mut &m[..], &e),
+        ServeEvent::Ignored(Ignored::WrongState)
+    );
+    let n = rec.sent.len();
+    assert_eq!(
+        feed(&mut s, &mut rec, &o, &mut &m[..], &ready),
+        ServeEvent::Ready { first: false }
+    );
+    assert_eq!(rec.messages()[n..], [Message::ConReady(ConReady {})]);
+}
+
+#[test]
+fn wrong_version_is_closed_with_ddnet_wording() {
+    let m = map();
+    let o = offer(&m);
+    let (mut s, mut rec) = (Serve::new(), Rec::default());
+    let i = info("0.6 626fce9a778ab4d4", "");
+    assert_eq!(
+        feed(&mut s, &mut rec, &o, &mut &m[..], &i),
+        ServeEvent::Refused(Refusal::WrongVersion)
+    );
+    assert_eq!(
+        rec.closed,
+        ["Wrong version. Server is running '0.6 626fce9a778df4d4' and client '0.6 626fce9a778ab4d4'"]
+    );
+    assert!(rec.sent.is_empty(), "no MAP_CHANGE for a refused client");
+    assert_eq!(s.state(), ServeState::Refused);
+    // everything after is ignored, the CLOSE is not repeated
+    for data in [info(VERSION_0_6, ""), request(0)] {
+        assert_eq!(
+            feed(&mut s, &mut rec, &o, &mut &m[..], &data),
+            ServeEvent::Ignored(Ignored::WrongState)
+        );
+    }
+    assert_eq!(rec.closed.len(), 1);
+    assert!(rec.sent.is_empty());
+}
+
+#[test]
+fn hostile_version_strings_fit_the_close() {
+    let m = map();
+    let o = offer(&m);
+    let long = "é".repeat(200);
+    for v in ["", "0.7 802f1be60a05665f", "\x01\x1b[31mred\n", &long] {
+        let (mut s, mut rec) = (Serve::new(), Rec::default());
+        let i = info(v, "");
+        let _ = feed(&mut s, &mut rec, &o, &mut &m[..], &i);
+        let r = &rec.closed[0];
+        assert!(r.len() <= MAX_REASON_LEN, "{} bytes", r.len());
+        assert!(r.starts_with(WRONG_VERSION_HEAD) && r.ends_with('\''));
+        assert!(!r.chars().any(|c| c.is_control()), "{r:?}");
+        assert_eq!(s.refusal_reason(), Some(r.as_str()));
+    }
+}
+
+#[test]
+fn wrong_password_and_repeated_info() {
+    let m = map();
+    let o = offer(&m).with_password("secret");
+    let (mut s, mut rec) = (Serve::new(), Rec::default());
+    let i = info(VERSION_0_6, "guess");
+    assert_eq!(
+        feed(&mut s, &mut rec, &o, &mut &m[..], &i),
+        ServeEvent::Refused(Refusal::WrongPassword)
+    );
+    assert_eq!(rec.closed, [WRONG_PASSWORD]);
+    // the right password; then a second INFO is ignored (one announcement)
+    let (mut s, mut rec) = (Serve::new(), Rec::default());
+    let i = info(VERSION_0_6, "secret");
+    assert!(matches!(
+        feed(&mut s, &mut rec, &o, &mut &m[..], &i),
+        ServeEvent::Info { .. }
+    ));
+    let n = rec.sent.len();
+    assert_eq!(
+        feed(&mut s, &mut rec, &o, &mut &m[..], &i),
+        ServeEvent::Ignored(Ignored::WrongState)
+    );
+    assert_eq!(rec.sent.len(), n);
+    // non-vital INFO does not count
+    let mut s = Serve::new();
+    assert_eq!(
+        s.handle_chunk(&o, Chunk::non_vital(&i)).unwrap(),
+        ServeEvent::Ignored(Ignored::NotVital)
+    );
+}
+
+#[test]
+fn announcement_like_16_4() {
+    let m = map();
+    let sha = crate::game::sha256::Sha256::digest(&m);
+    let o = offer(&m).with_sha256(sha);
+    let (mut s, mut rec) = (Serve::new(), Rec::default());
+    joined(&mut s, &mut rec, &o, &mut &m[..]);
+    let msgs = rec.messages();
+    assert!(matches!(msgs[0], Message::RconType(_)));
+    assert_eq!(
+        msgs[1],
+        Message::Capabilities(Capabilities {
+            version: 5,
+            flags: 0x3f
+        })
+    );
+    let Message::MapDetails(d) = msgs[2] else {
+        panic!("{:?}", msgs[2])
+    };
+    assert_eq!((d.sha256, d.crc, d.size), (sha, o.crc(), m.len() as i32));
+    let Message::MapChange(c) = msgs[3] else {
+        panic!("{:?}", msgs[3])
+    };
+    assert_eq!(
+        (c.name.as_bytes(), c.crc, c.size),
+        (&b"hostile"[..], o.crc(), m.len() as i32)
+    );
+    // MAP_CHANGE flushes the packet; the three before it ride along
+    let flushes: Vec<bool> = rec.sent.iter().map(|(_, f)| *f).collect();
+    assert_eq!(flushes, [false, false, false, true]);
+    // a vanilla announcement: MAP_CHANGE only
+    let o = offer(&m).with_capabilities(None);
+    let (mut s, mut rec) = (Serve::new(), Rec::default());
+    joined(&mut s, &mut rec, &o, &mut &m[..]);
+    assert!(matches!(rec.messages()[..], [Message::MapChange(_)]));
+}
+
+#[test]
+fn full_resend_buffer_keeps_messages_due_in_order() {
+    let m = map();
+    let o = offer(&m).with_motd("hi");
+    let (mut s, mut rec) = (Serve::new(), Rec::default());
+    rec.room = Some(2);
+    joined(&mut s, &mut rec, &o, &mut &m[..]);
+    assert_eq!(rec.sent.len(), 2);
+    assert!(s.wants_flush());
+    let r = request(0);
+    let _ = feed(&mut s, &mut rec, &o, &mut &m[..], &r);
+    assert_eq!(rec.sent.len(), 2);
+    rec.room = None;
+    s.flush(NOW, &mut rec, 7, &o, &mut &m[..]).unwrap();
+    let msgs = rec.messages();
+    assert!(matches!(msgs[2], Message::MapChange(_)));
+    assert!(matches!(
+        msgs[3],
+        Message::MapData(MapData { chunk: 0, .. })
+    ));
+    assert_eq!(msgs.len(), 3 + 16);
+}
+
+#[test]
+fn short_map_source_is_an_error_not_a_panic() {
+    let m = map();
+    let o = offer(&m);
+    let short = &m[..1000];
+    let (mut s, mut rec) = (Serve::new(), Rec::default());
+    joined(&mut s, &mut rec, &o, &mut &m[..]);
+    let r = request(0);
+    let _ = s.handle_chunk(&o, vital(&r)).unwrap();
+    assert_eq!(
+        s.flush(NOW, &mut rec, 7, &o, &mut &short[..]),
+        Err(ServeError::Map(MapReadError))
+    );
+    // piece 0 went out, piece 1 stays due
+    assert_eq!(rec.pieces(), [0]);
+    assert_eq!(s.pieces_due(), 15);
+}
+
+#[test]
+fn ping_ex_is_answered_and_other_messages_pass_through() {
+    let m = map();
+    let o = offer(&m);
+    let (mut s, mut rec) = (Serve::new(), Rec::default());
+    let p = emit(|b| crate::game::msg::PingEx { id: [5; 16] }.emit(b).unwrap());
+    assert_eq!(
+        feed(&mut s, &mut rec, &o, &mut &m[..], &p),
+        ServeEvent::Ping
+    );
+    assert_eq!(rec.messages(), [Message::PongEx(PongEx { id: [5; 16] })]);
+    let say = emit(|b| emit_message(MsgHeader::game(17), b"\0\0hi\0", b).unwrap());
+    assert!(matches!(
+        feed(&mut s, &mut rec, &o, &mut &m[..], &say),
+        ServeEvent::Message(Message::Game { .. })
+    ));
+    assert!(matches!(
+        s.handle_chunk(&o, vital(&[0x80])),
+        Err(ServeError::Message(_))
+    ));
+}
+
+#[test]
+fn empty_snapshot_layout() {
+    let mut b = [0u8; 16];
+    let n = empty_snapshot(80, &mut b).unwrap();
+    // SNAPEMPTY (6), tick 80, tick - delta_tick = 81
+    assert_eq!(&b[..n], &[0x0d, 0x90, 0x01, 0x91, 0x01]);
+    assert_eq!(
+        empty_snapshot(80, &mut b[..2]),
+        Err(BufferTooSmall { required: 5 })
+    );
+}
+
+#[test]
+fn serve_stays_small() {
+    // the due-piece queue (32 x i32) and the refusal text (127 bytes) dominate
+    assert!(
+        core::mem::size_of::<Serve>() <= 336,
+        "{}",
+        core::mem::size_of::<Serve>()
+    );
+}
