@@ -26,12 +26,14 @@ Script and account:
   --app-secret SECRET      replaces its app secret
 Limits:
   --max-connections N      authenticated connections per account and socket  [10]
-  --rate-limit R[:BURST]   business requests per second per connection        [none]
+  --rate-limit R[:BURST]   business requests per second per connection (integer) [none]
   --session-ttl SECS       lifetime of a socket session                       [3600]
   --ping-interval SECS     WebSocket Ping cadence (the SDK wants one within 120 s) [20]
   --heartbeat-timeout SECS silence after which a connection is closed         [150]
   --auth-timeout SECS      time a new connection has to authenticate          [10]
   --max-unauthenticated N  connections waiting for Auth at once, per socket   [64]
+  --max-unauthenticated-per-source N   of those from one IP address (a new one
+                           beyond it evicts that address's oldest)             [64]
 Other:
   --start-on-auth          start the script's timeline at the first successful Auth
   --quiet                  no connection log lines (the `listening on` lines too)
@@ -86,36 +88,34 @@ fn parse_args(args: impl IntoIterator<Item = String>) -> Result<GatewayConfig, S
             "--script" => script_path = Some(value()?),
             "--app-key" => app_key = Some(value()?),
             "--app-secret" => app_secret = Some(value()?),
-            "--max-connections" | "--max-unauthenticated" => {
+            "--max-connections" | "--max-unauthenticated" | "--max-unauthenticated-per-source" => {
                 let v = value()?;
                 let n: u32 = v
                     .parse()
                     .ok()
                     .filter(|&n| n > 0)
                     .ok_or_else(|| format!("{flag} {v:?}: want a positive integer"))?;
-                if flag == "--max-connections" {
-                    c.max_connections = n;
-                } else {
-                    c.max_unauthenticated = n as usize;
+                match flag.as_str() {
+                    "--max-connections" => c.max_connections = n,
+                    "--max-unauthenticated" => c.max_unauthenticated = n as usize,
+                    _ => c.max_unauthenticated_per_source = n as usize,
                 }
             }
             "--rate-limit" => {
                 let v = value()?;
                 let (r, b) = v.split_once(':').unwrap_or((&v, ""));
-                let per_second: f64 = r
-                    .parse()
-                    .ok()
-                    .filter(|r: &f64| r.is_finite() && *r > 0.0)
-                    .ok_or_else(|| format!("--rate-limit {v:?}: want RATE[:BURST], RATE > 0"))?;
+                let per_second: u32 = r.parse().ok().filter(|&r| r > 0).ok_or_else(|| {
+                    format!("--rate-limit {v:?}: want RATE[:BURST], RATE a positive integer")
+                })?;
                 let burst = if b.is_empty() {
-                    (per_second.ceil() as u32).max(1)
+                    per_second
                 } else {
                     b.parse()
                         .ok()
                         .filter(|&b| b > 0)
                         .ok_or_else(|| format!("--rate-limit {v:?}: BURST must be positive"))?
                 };
-                c.rate_limit = Some(RateLimit { per_second, burst });
+                c.rate_limit = Some(RateLimit::per_second(per_second, burst));
             }
             "--session-ttl" => c.session_ttl = secs(&flag, &value()?)?,
             "--ping-interval" => c.ping_interval = secs(&flag, &value()?)?,
@@ -179,13 +179,7 @@ mod tests {
         assert_eq!(c.script.accounts[0].app_key, "k");
         assert_eq!(c.script.accounts[0].app_secret, "s");
         assert_eq!(c.max_connections, 2);
-        assert_eq!(
-            c.rate_limit,
-            Some(RateLimit {
-                per_second: 5.0,
-                burst: 10
-            })
-        );
+        assert_eq!(c.rate_limit, Some(RateLimit::per_second(5, 10)));
         assert_eq!(c.session_ttl, Duration::from_secs(60));
         assert_eq!(c.ping_interval, Duration::from_millis(1500));
         assert!(c.start_on_auth && !c.verbose);

@@ -14,10 +14,11 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use tether_net::longport::{CloseCode, ServerConfig, ServerEvent, Status};
+pub use tether_net::longport::RateLimit;
+use tether_net::longport::{AccountId, CloseCode, ServerConfig, ServerEvent, Status};
 use tether_net_drivers::random_session_id;
 use tether_net_drivers::tokio::{
-    ConnId, Grant, Listener, LongPortServer, ServerEvents, ServerInput, ServerItem, ServerLimits,
+    Admission, ConnId, Grant, Listener, LongPortServer, ServerEvents, ServerInput, ServerItem,
     ServerOptions,
 };
 use tokio::sync::oneshot;
@@ -38,19 +39,10 @@ pub const SESSIONS: usize = 2048;
 
 /// `Error.code` of an Auth with an unknown, used or expired one-time token
 pub const CODE_BAD_TOKEN: u64 = 401_003;
-/// `Error.code` of an Auth over the account's connection quota
+/// `Error.code` of an Auth over the account's connection quota (the machine's answer)
 pub const CODE_OVER_QUOTA: u64 = 403;
 /// `Error.code` of a Reconnect whose session the gateway no longer holds
 pub const CODE_SESSION_GONE: u64 = 401_005;
-
-/// A per-connection request rate limit (token bucket)
-#[derive(Clone, Copy, Debug, PartialEq)]
-pub struct RateLimit {
-    /// Requests per second
-    pub per_second: f64,
-    /// Requests allowed at once
-    pub burst: u32,
-}
 
 /// Everything the gateway is started with
 #[derive(Clone, Debug)]
@@ -82,6 +74,9 @@ pub struct GatewayConfig {
     pub auth_timeout: Duration,
     /// Connections that may be unauthenticated at once, per socket
     pub max_unauthenticated: usize,
+    /// Of those, from one source address (all of a loopback gateway's clients share
+    /// 127.0.0.1; a new one beyond it evicts that source's oldest)
+    pub max_unauthenticated_per_source: usize,
     /// Start the timeline at the first successful Auth instead of at start-up
     pub start_on_auth: bool,
     /// Print one line per connection event on stdout
@@ -106,6 +101,7 @@ impl GatewayConfig {
             heartbeat_timeout: Duration::from_secs(150),
             auth_timeout: Duration::from_secs(10),
             max_unauthenticated: 64,
+            max_unauthenticated_per_source: 64,
             start_on_auth: false,
             verbose: true,
         }
@@ -218,10 +214,11 @@ pub async fn start(config: GatewayConfig) -> io::Result<Running> {
         .with_auth_timeout(config.auth_timeout)
         .with_heartbeat_timeout(config.heartbeat_timeout)
         .with_ws_ping_interval(config.ping_interval)
-        .with_max_unauthenticated(config.max_unauthenticated);
-    let options = ServerOptions::default()
-        .with_limits(ServerLimits::default().with_max_pending_requests(32))
-        .with_events_capacity(256);
+        .with_max_unauthenticated(config.max_unauthenticated)
+        .with_max_unauthenticated_per_source(config.max_unauthenticated_per_source)
+        .with_account_quota(Some(config.max_connections))
+        .with_rate_limit(config.rate_limit);
+    let options = ServerOptions::default().with_events_capacity(256);
     let mut quote_listeners = vec![Listener::Ws(config.quote_ws)];
     quote_listeners.extend(config.quote_tcp.map(Listener::Tcp));
     let mut trade_listeners = vec![Listener::Ws(config.trade_ws)];
@@ -268,7 +265,6 @@ pub async fn start(config: GatewayConfig) -> io::Result<Running> {
         started: (!config.start_on_auth).then(Instant::now),
         conns: HashMap::new(),
         parked: SessionStore::new(4 * SESSIONS, config.session_ttl),
-        online: HashMap::new(),
         config,
     };
     let task = tokio::spawn(app.run(quote_events, trade_events, done_tx));
@@ -288,9 +284,6 @@ struct Conn {
     state: Option<ConnState>,
     /// The session granted to it
     session: Option<String>,
-    /// Request budget (rate limit)
-    bucket: f64,
-    refilled: Instant,
 }
 
 struct App {
@@ -303,8 +296,6 @@ struct App {
     started: Option<Instant>,
     conns: HashMap<(SocketKind, ConnId), Conn>,
     parked: SessionStore<(SocketKind, String)>,
-    /// Authenticated connections per (socket, app key)
-    online: HashMap<(SocketKind, String), u32>,
     config: GatewayConfig,
 }
 
@@ -332,15 +323,19 @@ impl App {
         say(self.config.verbose, line);
     }
 
-    fn grant(&self, app_key: &str, kind: SocketKind) -> Grant {
+    /// A fresh session for `app_key`'s account (the machine counts the account's connections
+    /// against the quota and reports `limit`/`online`)
+    fn grant(&self, app_key: &str) -> Grant {
         let ttl = i64::try_from(self.config.session_ttl.as_millis()).unwrap_or(i64::MAX);
-        let online = self
-            .online
-            .get(&(kind, app_key.to_owned()))
-            .copied()
-            .unwrap_or(0);
+        let index = self
+            .config
+            .script
+            .accounts
+            .iter()
+            .position(|a| a.app_key == app_key)
+            .unwrap_or(usize::MAX);
         Grant::new(random_session_id(), unix_ms().saturating_add(ttl))
-            .with_quota(self.config.max_connections, online.saturating_add(1))
+            .with_account(AccountId(index as u64))
     }
 
     async fn run(
@@ -391,8 +386,6 @@ impl App {
                     Conn {
                         state: None,
                         session: None,
-                        bucket: f64::from(self.config.rate_limit.map_or(0, |r| r.burst)),
-                        refilled: Instant::now(),
                     },
                 );
             }
@@ -444,14 +437,8 @@ impl App {
             ServerItem::Event(ServerEvent::Closed { peer, cause }) => {
                 self.log(format_args!("{k}#{peer} closed: {cause}"));
                 if let Some(c) = self.conns.remove(&(kind, peer)) {
-                    if let Some(state) = c.state {
-                        let key = (kind, state.account().app_key.clone());
-                        if let Some(n) = self.online.get_mut(&key) {
-                            *n = n.saturating_sub(1);
-                        }
-                        if let Some(s) = c.session {
-                            self.parked.park((kind, s), state, Instant::now());
-                        }
+                    if let (Some(state), Some(s)) = (c.state, c.session) {
+                        self.parked.park((kind, s), state, Instant::now());
                     }
                 }
             }
@@ -480,34 +467,22 @@ impl App {
                 .await;
             return;
         };
-        let key = (kind, account.app_key.clone());
-        let online = self.online.get(&key).copied().unwrap_or(0);
-        if online >= self.config.max_connections {
-            self.log(format_args!(
-                "{k}#{peer} auth refused: {} holds {online} of {} {k} connections",
-                account.app_key, self.config.max_connections
-            ));
-            let _ = server
-                .reject_auth(
-                    peer,
-                    Status::PermissionDenied,
-                    CODE_OVER_QUOTA,
-                    "connection limit exceeded",
-                )
-                .await;
-            return;
-        }
-        let grant = self.grant(&account.app_key, kind);
-        let session = grant.session_id.clone();
+        let grant = self.grant(&account.app_key);
+        let session = grant.session_id().as_str().to_owned();
         match server.accept_auth(peer, grant).await {
-            Ok(()) => {
+            Ok(Admission::OverQuota { limit, online }) => {
+                self.log(format_args!(
+                    "{k}#{peer} auth refused: {} holds {online} of {limit} {k} connections",
+                    account.app_key
+                ));
+            }
+            Ok(_) => {
                 self.log(format_args!(
                     "{k}#{peer} auth ok: {} (member {}), session {}…",
                     account.app_key,
                     account.member_id,
                     &session[..8]
                 ));
-                *self.online.entry(key).or_insert(0) += 1;
                 if let Some(c) = self.conns.get_mut(&(kind, peer)) {
                     c.state = Some(ConnState::new(kind, account));
                     c.session = Some(session);
@@ -550,16 +525,20 @@ impl App {
             return;
         };
         let app_key = state.account().app_key.clone();
-        let grant = self.grant(&app_key, kind);
-        let session = grant.session_id.clone();
+        let grant = self.grant(&app_key);
+        let session = grant.session_id().as_str().to_owned();
         match server.accept_reconnect(peer, grant).await {
-            Ok(()) => {
+            Ok(Admission::OverQuota { limit, online }) => {
+                self.log(format_args!(
+                    "{k}#{peer} reconnect refused: {app_key} holds {online} of {limit} {k} connections"
+                ));
+            }
+            Ok(_) => {
                 self.log(format_args!(
                     "{k}#{peer} reconnect ok: {app_key}, session {}… -> {}…",
                     &session_id[..session_id.len().min(8)],
                     &session[..8]
                 ));
-                *self.online.entry((kind, app_key)).or_insert(0) += 1;
                 if let Some(c) = self.conns.get_mut(&(kind, peer)) {
                     c.state = Some(state);
                     c.session = Some(session);
@@ -578,24 +557,10 @@ impl App {
         body: &[u8],
         gzip: bool,
     ) -> Reply {
-        let rate = self.config.rate_limit;
+        // rate limits are the machine's: a request over them never gets here
         let Some(conn) = self.conns.get_mut(&(kind, peer)) else {
             return Reply::error(7, code::INVALID_REQUEST, "not authenticated");
         };
-        if let Some(r) = rate {
-            let now = Instant::now();
-            let refill = now.duration_since(conn.refilled).as_secs_f64() * r.per_second;
-            conn.bucket = (conn.bucket + refill).min(f64::from(r.burst));
-            conn.refilled = now;
-            if conn.bucket < 1.0 {
-                return Reply::error(
-                    crate::reply::status::BAD_REQUEST,
-                    code::RATE_LIMITED,
-                    "request rate limit exceeded",
-                );
-            }
-            conn.bucket -= 1.0;
-        }
         let Some(state) = conn.state.as_mut() else {
             return Reply::error(7, code::INVALID_REQUEST, "not authenticated");
         };

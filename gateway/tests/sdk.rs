@@ -279,7 +279,7 @@ async fn one_context_more_than_the_quota_gets_status_6_with_error_403() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_burst_over_the_rate_limit_gets_status_3_with_code_301606() {
-    let mut g = Gateway::start("", &["--rate-limit", "1:4"]);
+    let g = Gateway::start("", &["--rate-limit", "1:4"]);
     let (ctx, _rx) = QuoteContext::new(config(&g, SECRET));
     // the connect's cmd 4 takes one request of the burst of 4
     assert_eq!(
@@ -308,7 +308,6 @@ async fn a_burst_over_the_rate_limit_gets_status_3_with_code_301606() {
     assert!(ok >= 3, "the rest of the burst is served: {ok} ok");
     assert!(limited >= 1, "some are limited: {ok} ok, {limited} limited");
     assert_eq!(ok + limited, 12);
-    g.wait_for("cmd 11: status 3, error 301606", STEP);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

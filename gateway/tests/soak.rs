@@ -107,7 +107,14 @@ async fn a_thousand_connections_twice_with_bounded_memory() {
     raise_open_files();
     let mut g = Gateway::start(
         "",
-        &["--max-connections", "5000", "--max-unauthenticated", "256"],
+        &[
+            "--max-connections",
+            "5000",
+            "--max-unauthenticated",
+            "256",
+            "--max-unauthenticated-per-source",
+            "256",
+        ],
     );
     let http =
         HttpClient::new(HttpClientConfig::from_apikey(KEY, SECRET, ACCESS).http_url(g.http_url()));
