@@ -1,8 +1,10 @@
 //! An offline LongPort OpenAPI gateway for testing code built on the official SDKs
 //!
-//! The pieces of the gateway that do not depend on the socket protocol machine: the HTTP side,
-//! the market-data script, and the business handlers of the quote and trade sockets. A socket
-//! layer (the LongPort server machine of `tether-net` behind WebSocket listeners) plugs into them:
+//! [`server::start`] runs the whole gateway (the `longport-gateway` binary is its command line):
+//! HTTP, quote and trade listeners on `tether-net`'s LongPort server machine and the tokio
+//! driver of `tether-net-drivers`. The other modules are the pieces that do not depend on the
+//! socket protocol machine: the HTTP side, the market-data script, and the business handlers of
+//! the quote and trade sockets. [`server`] plugs them in like this:
 //!
 //! | step | piece |
 //! |---|---|
@@ -17,7 +19,7 @@
 //! | reconnect with a session | [`session::SessionStore`]: park the state when a connection ends, take it back on Reconnect |
 //! | quota and rate-limit hooks | [`http::Quota`] (token endpoint's `limit`/`online`), [`market::Market::set_rate_limits`] (cmd 4's `rate_limit`) |
 //!
-//! Nothing here reads a clock except [`http::HttpGateway::handle`] (`Instant::now()` for the
+//! Outside [`server`], nothing reads a clock except [`http::HttpGateway::handle`] (`Instant::now()` for the
 //! token's issue time); everything else takes the time as an argument. Business bodies are the
 //! official `longport-proto` 4.3.7 messages, the version the `longport` 4.3.7 SDK uses.
 
@@ -29,6 +31,7 @@ pub mod market;
 pub mod quote;
 pub mod reply;
 pub mod script;
+pub mod server;
 pub mod session;
 pub mod token;
 pub mod trade;

@@ -19,7 +19,9 @@
 //!   because tungstenite already answers every Ping by itself (sending both would duplicate
 //!   Pongs).
 //!
-//! The binary `longport-ws-server` is a thin command-line wrapper around [`start`].
+//! The binary `longport-ws-server` is a thin command-line wrapper around [`start`]. It is a
+//! protocol test harness (echo); the offline gateway the full official SDK runs against is
+//! `gateway/`'s `longport-gateway`, on the same server driver.
 
 #![forbid(unsafe_code)]
 

@@ -702,7 +702,11 @@ impl<M: Machine + Send + 'static> Task<M> {
         }
         // the machine is finished
         if let Some(Link::Ws(mut ws)) = self.link.take() {
-            let _ = tokio::time::timeout(Duration::from_millis(200), ws.close(None)).await;
+            let _ = tokio::time::timeout(
+                Duration::from_millis(200),
+                WebSocketStream::close(&mut ws, None),
+            )
+            .await;
         }
         for (_, reply) in self.requests.drain() {
             let _ = reply.send(Err(RequestError::Failed(RequestFailure::Closed)));

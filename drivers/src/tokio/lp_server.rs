@@ -732,8 +732,11 @@ impl Conn {
                         code: WsCloseCode::Again,
                         reason: "server busy".into(),
                     };
-                    let _ =
-                        tokio::time::timeout(Duration::from_secs(1), ws.close(Some(frame))).await;
+                    let _ = tokio::time::timeout(
+                        Duration::from_secs(1),
+                        WebSocketStream::close(&mut ws, Some(frame)),
+                    )
+                    .await;
                 }
                 return;
             }
