@@ -472,17 +472,8 @@ impl LongPortServer {
         status: Status,
         body: impl Into<Vec<u8>>,
     ) -> Result<(), DriverError> {
-        let body = body.into();
-        self.call(|reply| Cmd::Respond {
-            peer,
-            cmd,
-            request_id,
-            status,
-            body,
-            gzip: false,
-            reply,
-        })
-        .await
+        self.respond_flagged(peer, cmd, request_id, status, body.into(), false)
+            .await
     }
 
     /// [`LongPortServer::respond`] with a body that is a gzip member (the packet's gzip flag
@@ -498,14 +489,27 @@ impl LongPortServer {
         status: Status,
         body: impl Into<Vec<u8>>,
     ) -> Result<(), DriverError> {
-        let body = body.into();
+        self.respond_flagged(peer, cmd, request_id, status, body.into(), true)
+            .await
+    }
+
+    /// `respond` / `respond_gzip`: the answer with the packet's gzip flag as given
+    async fn respond_flagged(
+        &self,
+        peer: ConnId,
+        cmd: u8,
+        request_id: RequestId,
+        status: Status,
+        body: Vec<u8>,
+        gzip: bool,
+    ) -> Result<(), DriverError> {
         self.call(|reply| Cmd::Respond {
             peer,
             cmd,
             request_id,
             status,
             body,
-            gzip: true,
+            gzip,
             reply,
         })
         .await
