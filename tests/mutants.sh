@@ -18,6 +18,8 @@
 #
 # For --file, only the test targets that exercise that part of the crate are run per mutant
 # (the library's unit tests always); a shard runs every target but the slow soak and flood.
+# The copy cargo-mutants builds in leaves out what .gitignore files ignore (the nested target
+# directories of the other workspaces would add gigabytes).
 # Environment: MUTANTS_JOBS (default 1), MUTANTS_OUT (default target/mutants/<name>).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -79,7 +81,7 @@ if [ "$mode" = retry ]; then
     done <"$work/todo.txt"
     status=0
     # shellcheck disable=SC2046
-    cargo mutants --file "$what" "${re[@]}" --jobs "${MUTANTS_JOBS:-1}" --output "$work" "$@" \
+    cargo mutants --file "$what" "${re[@]}" --jobs "${MUTANTS_JOBS:-1}" --gitignore true --output "$work" "$@" \
       -- --lib $(targets_for "$what") || status=$?
     case "$status" in
       0|2|3) ;;
@@ -108,7 +110,7 @@ else
   start=$SECONDS
   status=0
   # shellcheck disable=SC2086
-  cargo mutants "${sel[@]}" --jobs "${MUTANTS_JOBS:-1}" --output "$out" "$@" -- --lib $tests || status=$?
+  cargo mutants "${sel[@]}" --jobs "${MUTANTS_JOBS:-1}" --gitignore true --output "$out" "$@" -- --lib $tests || status=$?
   case "$status" in
     0|2|3) ;;
     *) echo "$what: cargo mutants failed (exit $status); no score" >&2; exit "$status" ;;
