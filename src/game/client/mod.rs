@@ -20,8 +20,9 @@ use super::wire::{
     HEADER_LEN, MAX_PACKET_LEN, TOKEN_LEN,
 };
 use super::{count, local_reason, LocalReason, MIN_DELAY};
+use crate::config::{getters, setters};
 use crate::io::{BufferTooSmall, FrameKind, PeerText, Received, Transmit};
-use crate::time::{clamp_delay, earliest, Clock, Duration, Instant};
+use crate::time::{clamp_delay, clamp_some, earliest, Clock, Duration, Instant};
 
 #[cfg(test)]
 mod tests;
@@ -69,99 +70,53 @@ impl ClientConfig {
         }
     }
 
-    /// Send the bare vanilla CONNECT (`10 00 00 01`) instead of the DDNet token form
-    /// `CONNECT | "TKEN" | FF FF FF FF`. Default: `false` (token form; a vanilla server's bare
-    /// reply still works).
-    #[must_use]
-    pub const fn with_vanilla(mut self, vanilla: bool) -> Self {
-        self.vanilla = vanilla;
-        self
+    setters! {
+        /// Send the bare vanilla CONNECT (`10 00 00 01`) instead of the DDNet token form
+        /// `CONNECT | "TKEN" | FF FF FF FF`. Default: `false` (token form; a vanilla server's bare
+        /// reply still works).
+        fn with_vanilla(vanilla: bool) { vanilla = vanilla }
+
+        /// Interval between CONNECT retransmissions while connecting, clamped into
+        /// `[1 ms, 30 days]`. Default: 500 ms, as DDNet and vanilla 0.6.
+        fn with_connect_resend(interval: Duration) { connect_resend = clamp_delay(interval, MIN_DELAY) }
+
+        /// Give up connecting ([`CloseCause::ConnectTimeout`]) this long after `connect`, clamped
+        /// into `[1 ms, 30 days]`. Default: 10 s. (DDNet's and vanilla's network layer has no connect
+        /// timeout; their game layer gives up.)
+        fn with_connect_timeout(timeout: Duration) { connect_timeout = clamp_delay(timeout, MIN_DELAY) }
+
+        /// Send a KEEP_ALIVE when online and nothing was sent for this long, clamped into
+        /// `[1 ms, 30 days]`. Default: 250 ms. DDNet and vanilla 0.6 send one after 1 s without
+        /// sending, on both sides; set `Duration::from_secs(1)` to match them on the wire.
+        fn with_keep_alive(interval: Duration) { keep_alive = clamp_delay(interval, MIN_DELAY) }
+
+        /// The connection times out ([`CloseCause::Timeout`], no CLOSE sent) when nothing valid was
+        /// received for this long, clamped into `[1 ms, 30 days]`. Default: 10 s (vanilla 0.6.4;
+        /// DDNet's `conn_timeout` defaults to 100 s).
+        fn with_timeout(timeout: Duration) { timeout = clamp_delay(timeout, MIN_DELAY) }
+
+        /// Lost-ACCEPT recovery: when nothing but CONNECT_ACCEPT arrived for this long after the
+        /// client sent ACCEPT, it starts the handshake over (see [`Client`]); `None` disables it.
+        /// Clamped into `[1 ms, 30 days]`. Default: 2 s: a DDNet server creates the connection only
+        /// on ACCEPT and never asks for it again, and it sends a keep-alive within about 1 s of
+        /// admission. A repeated handshake on a server that did get the first ACCEPT is a harmless
+        /// "rejoin" of a connection that has exchanged nothing yet.
+        fn with_accept_retry(wait: Option<Duration>) { accept_retry = clamp_some(wait, MIN_DELAY) }
     }
 
-    /// Interval between CONNECT retransmissions while connecting, clamped into
-    /// `[1 ms, 30 days]`. Default: 500 ms, as DDNet and vanilla 0.6.
-    #[must_use]
-    pub const fn with_connect_resend(mut self, interval: Duration) -> Self {
-        self.connect_resend = clamp_delay(interval, MIN_DELAY);
-        self
-    }
-
-    /// Give up connecting ([`CloseCause::ConnectTimeout`]) this long after `connect`, clamped
-    /// into `[1 ms, 30 days]`. Default: 10 s. (DDNet's and vanilla's network layer has no connect
-    /// timeout; their game layer gives up.)
-    #[must_use]
-    pub const fn with_connect_timeout(mut self, timeout: Duration) -> Self {
-        self.connect_timeout = clamp_delay(timeout, MIN_DELAY);
-        self
-    }
-
-    /// Send a KEEP_ALIVE when online and nothing was sent for this long, clamped into
-    /// `[1 ms, 30 days]`. Default: 250 ms. DDNet and vanilla 0.6 send one after 1 s without
-    /// sending, on both sides; set `Duration::from_secs(1)` to match them on the wire.
-    #[must_use]
-    pub const fn with_keep_alive(mut self, interval: Duration) -> Self {
-        self.keep_alive = clamp_delay(interval, MIN_DELAY);
-        self
-    }
-
-    /// The connection times out ([`CloseCause::Timeout`], no CLOSE sent) when nothing valid was
-    /// received for this long, clamped into `[1 ms, 30 days]`. Default: 10 s (vanilla 0.6.4;
-    /// DDNet's `conn_timeout` defaults to 100 s).
-    #[must_use]
-    pub const fn with_timeout(mut self, timeout: Duration) -> Self {
-        self.timeout = clamp_delay(timeout, MIN_DELAY);
-        self
-    }
-
-    /// Lost-ACCEPT recovery: when nothing but CONNECT_ACCEPT arrived for this long after the
-    /// client sent ACCEPT, it starts the handshake over (see [`Client`]); `None` disables it.
-    /// Clamped into `[1 ms, 30 days]`. Default: 2 s: a DDNet server creates the connection only
-    /// on ACCEPT and never asks for it again, and it sends a keep-alive within about 1 s of
-    /// admission. A repeated handshake on a server that did get the first ACCEPT is a harmless
-    /// "rejoin" of a connection that has exchanged nothing yet.
-    #[must_use]
-    pub const fn with_accept_retry(mut self, wait: Option<Duration>) -> Self {
-        self.accept_retry = match wait {
-            Some(d) => Some(clamp_delay(d, MIN_DELAY)),
-            None => None,
-        };
-        self
-    }
-
-    /// Whether the client sends the vanilla CONNECT
-    #[must_use]
-    pub const fn vanilla(&self) -> bool {
-        self.vanilla
-    }
-
-    /// CONNECT resend interval
-    #[must_use]
-    pub const fn connect_resend(&self) -> Duration {
-        self.connect_resend
-    }
-
-    /// Connect timeout
-    #[must_use]
-    pub const fn connect_timeout(&self) -> Duration {
-        self.connect_timeout
-    }
-
-    /// Keep-alive interval
-    #[must_use]
-    pub const fn keep_alive(&self) -> Duration {
-        self.keep_alive
-    }
-
-    /// Timeout of an online connection
-    #[must_use]
-    pub const fn timeout(&self) -> Duration {
-        self.timeout
-    }
-
-    /// Lost-ACCEPT recovery wait, `None` when disabled
-    #[must_use]
-    pub const fn accept_retry(&self) -> Option<Duration> {
-        self.accept_retry
+    getters! {
+        /// Whether the client sends the vanilla CONNECT
+        fn vanilla() -> bool;
+        /// CONNECT resend interval
+        fn connect_resend() -> Duration;
+        /// Connect timeout
+        fn connect_timeout() -> Duration;
+        /// Keep-alive interval
+        fn keep_alive() -> Duration;
+        /// Timeout of an online connection
+        fn timeout() -> Duration;
+        /// Lost-ACCEPT recovery wait, `None` when disabled
+        fn accept_retry() -> Option<Duration>;
     }
 }
 

@@ -26,6 +26,7 @@ use super::wire::{
     TOKEN_LEN,
 };
 use super::{count, local_reason, LocalReason, MIN_DELAY};
+use crate::config::{at_least_one, getters, setters};
 use crate::io::{BufferTooSmall, FrameKind, PeerText, Received, Transmit};
 use crate::time::{clamp_delay, Clock, Duration, Instant};
 use peer::{next_frame, stamp, PeerCold, PeerHot, OUT_CHUNKS, OUT_CONNECT_ACCEPT, OUT_KEEP_ALIVE};
@@ -119,24 +120,18 @@ impl ServerConfig {
         }
     }
 
-    /// Server-info requests per second (a window of 1 s) handed to the application as
-    /// [`ServerApp::InfoRequest`] with the client list allowed; later ones in the window get the
-    /// answer without the list, which is little larger than the request (DDNet 16.4's
-    /// `sv_server_info_per_second`, default 50). Clamped to at most
-    /// [`ServerConfig::info_replies_per_second`].
-    #[must_use]
-    pub const fn with_info_per_second(mut self, n: u32) -> Self {
-        self.info_per_second = n;
-        self
-    }
+    setters! {
+        /// Server-info requests per second (a window of 1 s) handed to the application as
+        /// [`ServerApp::InfoRequest`] with the client list allowed; later ones in the window get the
+        /// answer without the list, which is little larger than the request (DDNet 16.4's
+        /// `sv_server_info_per_second`, default 50). Clamped to at most
+        /// [`ServerConfig::info_replies_per_second`].
+        fn with_info_per_second(n: u32) { info_per_second = n }
 
-    /// Server-info requests per second answered at all; more are dropped and counted
-    /// ([`ServerStats::dropped_info_flood`]). Default 500 (newer DDNet's
-    /// `sv_server_info_replies_per_second`); 0 answers none.
-    #[must_use]
-    pub const fn with_info_replies_per_second(mut self, n: u32) -> Self {
-        self.info_replies_per_second = n;
-        self
+        /// Server-info requests per second answered at all; more are dropped and counted
+        /// ([`ServerStats::dropped_info_flood`]). Default 500 (newer DDNet's
+        /// `sv_server_info_replies_per_second`); 0 answers none.
+        fn with_info_replies_per_second(n: u32) { info_replies_per_second = n }
     }
 
     /// Server-info requests per second answered with the client list
@@ -155,45 +150,27 @@ impl ServerConfig {
         self.info_replies_per_second
     }
 
-    /// Policy for vanilla CONNECTs. Default: [`VanillaPolicy::Reject`].
-    #[must_use]
-    pub const fn with_vanilla(mut self, policy: VanillaPolicy) -> Self {
-        self.vanilla = policy;
-        self
-    }
+    setters! {
+        /// Policy for vanilla CONNECTs. Default: [`VanillaPolicy::Reject`].
+        fn with_vanilla(policy: VanillaPolicy) { vanilla = policy }
 
-    /// Send a KEEP_ALIVE to an online peer when nothing was sent to it for this long, clamped
-    /// into `[1 ms, 30 days]`. Default: 1 s, what DDNet and vanilla servers do.
-    #[must_use]
-    pub const fn with_keep_alive(mut self, interval: Duration) -> Self {
-        self.keep_alive = clamp_delay(interval, MIN_DELAY);
-        self
-    }
+        /// Send a KEEP_ALIVE to an online peer when nothing was sent to it for this long, clamped
+        /// into `[1 ms, 30 days]`. Default: 1 s, what DDNet and vanilla servers do.
+        fn with_keep_alive(interval: Duration) { keep_alive = clamp_delay(interval, MIN_DELAY) }
 
-    /// A peer times out ([`CloseCause::Timeout`], no CLOSE sent) when nothing valid arrived from
-    /// it for this long, clamped into `[1 ms, 30 days]`. Default: 10 s (vanilla 0.6.4; DDNet's
-    /// `conn_timeout` defaults to 100 s).
-    #[must_use]
-    pub const fn with_timeout(mut self, timeout: Duration) -> Self {
-        self.timeout = clamp_delay(timeout, MIN_DELAY);
-        self
-    }
+        /// A peer times out ([`CloseCause::Timeout`], no CLOSE sent) when nothing valid arrived from
+        /// it for this long, clamped into `[1 ms, 30 days]`. Default: 10 s (vanilla 0.6.4; DDNet's
+        /// `conn_timeout` defaults to 100 s).
+        fn with_timeout(timeout: Duration) { timeout = clamp_delay(timeout, MIN_DELAY) }
 
-    /// CONNECT_ACCEPT resend interval for [`VanillaPolicy::Pending`] slots, clamped into
-    /// `[1 ms, 30 days]`. Default: 500 ms.
-    #[must_use]
-    pub const fn with_connect_accept_resend(mut self, interval: Duration) -> Self {
-        self.connect_accept_resend = clamp_delay(interval, MIN_DELAY);
-        self
-    }
+        /// CONNECT_ACCEPT resend interval for [`VanillaPolicy::Pending`] slots, clamped into
+        /// `[1 ms, 30 days]`. Default: 500 ms.
+        fn with_connect_accept_resend(interval: Duration) { connect_accept_resend = clamp_delay(interval, MIN_DELAY) }
 
-    /// Admit at most this many peers (online and pending), at least 1; the server clamps it to
-    /// its `PEERS` too. Default: `PEERS`. The peer table has `2 × PEERS` buckets, so it is at
-    /// most half full whatever `max_peers` is: lookups stay short.
-    #[must_use]
-    pub const fn with_max_peers(mut self, max_peers: usize) -> Self {
-        self.max_peers = if max_peers == 0 { 1 } else { max_peers };
-        self
+        /// Admit at most this many peers (online and pending), at least 1; the server clamps it to
+        /// its `PEERS` too. Default: `PEERS`. The peer table has `2 × PEERS` buckets, so it is at
+        /// most half full whatever `max_peers` is: lookups stay short.
+        fn with_max_peers(max_peers: usize) { max_peers = at_least_one(max_peers) }
     }
 
     /// The token secret
@@ -202,35 +179,18 @@ impl ServerConfig {
         &self.secret
     }
 
-    /// Policy for vanilla CONNECTs
-    #[must_use]
-    pub const fn vanilla(&self) -> VanillaPolicy {
-        self.vanilla
-    }
-
-    /// Keep-alive interval
-    #[must_use]
-    pub const fn keep_alive(&self) -> Duration {
-        self.keep_alive
-    }
-
-    /// Peer timeout
-    #[must_use]
-    pub const fn timeout(&self) -> Duration {
-        self.timeout
-    }
-
-    /// CONNECT_ACCEPT resend interval of pending vanilla slots
-    #[must_use]
-    pub const fn connect_accept_resend(&self) -> Duration {
-        self.connect_accept_resend
-    }
-
-    /// Most peers admitted; `usize::MAX` until a server clamped it to its `PEERS`
-    /// ([`Server::config`] shows the clamped value)
-    #[must_use]
-    pub const fn max_peers(&self) -> usize {
-        self.max_peers
+    getters! {
+        /// Policy for vanilla CONNECTs
+        fn vanilla() -> VanillaPolicy;
+        /// Keep-alive interval
+        fn keep_alive() -> Duration;
+        /// Peer timeout
+        fn timeout() -> Duration;
+        /// CONNECT_ACCEPT resend interval of pending vanilla slots
+        fn connect_accept_resend() -> Duration;
+        /// Most peers admitted; `usize::MAX` until a server clamped it to its `PEERS`
+        /// ([`Server::config`] shows the clamped value)
+        fn max_peers() -> usize;
     }
 }
 
