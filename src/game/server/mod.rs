@@ -9,21 +9,18 @@ use core::hash::Hash;
 
 use heapless::Deque;
 
-use super::chunk::{Chunk, MAX_CHUNK_SIZE};
+use super::chunk::Chunk;
 use super::connless::{ConnlessPacket, InfoContent, InfoRequest};
 use super::error::Error;
 use super::event::{CloseCause, ServerApp, ServerEvent};
-use super::huffman;
 use super::layer::{
-    self, imp::Imp, tail_token, ChunkConfig, ControlOnly, Layer, Outcome, Payload, Pkt, Reliable,
-    SMALL_LEN,
+    self, imp::Imp, ChunkConfig, ControlOnly, Dropped, Layer, Outcome, Pkt, Reliable, SMALL_LEN,
 };
 use super::token::{mint, table_key, TokenSecret};
 use super::vital::VitalStats;
 use super::wire::{
-    self, ack_in_range, Control, ControlPacket, DecodeError, Flags, Header, Packet, Reason, Token,
-    TokenMode, Warnings, ACK_MODULO, FLAG_COMPRESSION, FLAG_CONNLESS, HEADER_LEN, MAX_PACKET_LEN,
-    TOKEN_LEN,
+    self, Control, ControlPacket, Flags, Packet, Reason, Token, TokenMode, Warnings, ACK_MODULO,
+    FLAG_COMPRESSION, FLAG_CONNLESS, HEADER_LEN,
 };
 use super::{count, local_reason, LocalReason, MIN_DELAY};
 use crate::config::{at_least_one, getters, setters};
@@ -591,7 +588,7 @@ impl<
     /// resent; DDNet sends snapshots this way), then every vital chunk queued for the peer that
     /// fits
     ///
-    /// `out` must hold [`MAX_PACKET_LEN`] bytes.
+    /// `out` must hold [`MAX_PACKET_LEN`](super::wire::MAX_PACKET_LEN) bytes.
     ///
     /// # Errors
     /// [`Error::Closed`], [`Error::UnknownPeer`], [`Error::NotOpen`], [`Error::TooLong`] (more
@@ -604,17 +601,7 @@ impl<
         out: &mut [u8],
     ) -> Result<Transmit<P>, Error> {
         let (slot, hot) = self.open_peer(peer)?;
-        if data.len() > MAX_CHUNK_SIZE {
-            return Err(Error::TooLong {
-                len: data.len(),
-                max: MAX_CHUNK_SIZE,
-            });
-        }
-        if out.len() < MAX_PACKET_LEN {
-            return Err(Error::BufferTooSmall {
-                required: MAX_PACKET_LEN,
-            });
-        }
+        layer::check_non_vital(data, out)?;
         let now = self.clock.update(now);
         let shared = &mut self.layer;
         let (len, _) = layer::write_chunk_packet(
@@ -816,10 +803,7 @@ impl<P: Copy + Eq + Hash, const PEERS: usize, const EVENTS: usize, L: Layer>
         }
         if data.first().is_some_and(|&b| b & FLAG_CONNLESS != 0) {
             let now = self.clock.update(now);
-            return Ok(match self.handle_connless(now, from, data) {
-                Some(app) => Received::with_app(n, app),
-                None => Received::consumed(n),
-            });
+            return Ok(Received::maybe(n, self.handle_connless(now, from, data)));
         }
         if self.events.is_full() {
             return Err(Error::QueueFull);
@@ -827,10 +811,13 @@ impl<P: Copy + Eq + Hash, const PEERS: usize, const EVENTS: usize, L: Layer>
         let now = self.clock.update(now);
         // one table lookup per datagram; the entry is then reached by its slot
         if let Some(slot) = self.peers.find_hashed(hash, &from) {
-            Ok(match self.handle_known(now, from, slot, data) {
-                Some(app) => Received::with_app(n, app),
-                None => Received::consumed(n),
-            })
+            let handled = self.handle_known(now, from, slot, data);
+            let app = layer::counted(
+                handled,
+                &mut self.stats.dropped_malformed,
+                &mut self.stats.dropped_wrong_token,
+            );
+            Ok(Received::maybe(n, app))
         } else {
             self.handle_unknown(now, from, data);
             Ok(Received::consumed(n))
@@ -1435,101 +1422,46 @@ impl<P: Copy + Eq + Hash, const PEERS: usize, const EVENTS: usize, L: Layer>
         from: P,
         slot: usize,
         data: &'a [u8],
-    ) -> Option<ServerApp<'a>> {
-        let (_, &hot) = self.peers.get(slot)?;
+    ) -> Result<Option<ServerApp<'a>>, Dropped> {
+        let (_, &hot) = self.peers.get(slot).ok_or(Dropped::Silent)?;
         let mode = if hot.token().is_some() {
             TokenMode::Trailing
         } else {
             TokenMode::Vanilla
         };
-        let b0 = match Header::parse(data) {
-            // (a control packet needs its id byte)
-            Ok(h)
-                if data.len() <= MAX_PACKET_LEN
-                    && !(h.flags.control && data.len() == HEADER_LEN) =>
-            {
-                data[0]
-            }
-            _ => {
-                count(&mut self.stats.dropped_malformed);
-                return None;
-            }
-        };
+        let b0 = layer::first_byte(data)?;
         if b0 & FLAG_COMPRESSION != 0 {
-            return self.handle_known_compressed(now, from, slot, mode, data);
+            return self.handle_known_compressed(now, from, slot, mode, b0, data);
         }
-        let parsed = match wire::parse(data, mode) {
-            Ok(p) => p,
-            Err(DecodeError::MissingToken) => {
-                count(&mut self.stats.dropped_wrong_token);
-                return None;
-            }
-            Err(_) => {
-                count(&mut self.stats.dropped_malformed);
-                return None;
-            }
-        };
-        let pkt = match parsed.packet {
-            Packet::Control(c) => {
-                if c.control == Control::Connect {
-                    // CONNECT from an existing peer: answer CONNECT_ACCEPT again (DDNet form for
-                    // token peers), connection unchanged, no liveness refresh. DDNet does this
-                    // for token CONNECTs; for vanilla CONNECTs DDNet and 0.6.4 stay silent, which
-                    // strands a vanilla client whose first CONNECT_ACCEPT was lost, so we answer
-                    // those too (4 bytes for 4 bytes). A token CONNECT ends with FF FF FF FF, not
-                    // the token, so it is recognised before the token check.
-                    let reply = ControlPacket {
-                        ack: 0,
-                        control: Control::ConnectAccept,
-                        token: hot.token(),
-                    };
-                    if reply.buffer_len() <= data.len() {
-                        let cold = Self::cold_mut(&mut self.cold, slot);
-                        Self::queue_out(&mut self.dirty, slot, cold, OUT_CONNECT_ACCEPT);
+        let pkt = layer::parse(data, mode)?;
+        if let Pkt::Control { c, .. } = &pkt {
+            if c.control == Control::Connect {
+                // CONNECT from an existing peer: answer CONNECT_ACCEPT again (DDNet form for
+                // token peers), connection unchanged, no liveness refresh. DDNet does this
+                // for token CONNECTs; for vanilla CONNECTs DDNet and 0.6.4 stay silent, which
+                // strands a vanilla client whose first CONNECT_ACCEPT was lost, so we answer
+                // those too (4 bytes for 4 bytes). A token CONNECT ends with FF FF FF FF, not
+                // the token, so it is recognised before the token check.
+                let reply = ControlPacket {
+                    ack: 0,
+                    control: Control::ConnectAccept,
+                    token: hot.token(),
+                };
+                if reply.buffer_len() <= data.len() {
+                    let cold = Self::cold_mut(&mut self.cold, slot);
+                    Self::queue_out(&mut self.dirty, slot, cold, OUT_CONNECT_ACCEPT);
+                }
+                // a token peer that is online re-handshakes: its next ACCEPT re-joins
+                if let Some((_, h)) = self.peers.get_mut(slot) {
+                    if h.online() && h.token().is_some() {
+                        h.arm_rejoin();
                     }
-                    // a token peer that is online re-handshakes: its next ACCEPT re-joins
-                    if let Some((_, h)) = self.peers.get_mut(slot) {
-                        if h.online() && h.token().is_some() {
-                            h.arm_rejoin();
-                        }
-                    }
-                    return None;
                 }
-                Pkt::Control {
-                    c,
-                    warnings: parsed.warnings,
-                }
+                return Ok(None);
             }
-            Packet::Chunks(c) => Pkt::Chunks {
-                header: c.header,
-                token: c.token,
-                payload: Payload::Slice(c.payload),
-            },
-        };
-        match self.process_known(now, from, slot, pkt) {
-            Outcome::Nothing => None,
-            Outcome::Close(reason) => Some(ServerApp::Close {
-                reason: reason.text(),
-            }),
-            Outcome::Chunks {
-                header,
-                token,
-                payload: Payload::Slice(payload),
-            } => match L::shared(&mut self.layer) {
-                Some(sh) => {
-                    sh.rx
-                        .load(header.num_chunks, HEADER_LEN, payload.len(), Some(payload));
-                    *sh.owner = Some((slot, self.cold[slot & (PEERS - 1)].gen));
-                    Some(ServerApp::ChunksReady)
-                }
-                None => Some(ServerApp::Chunks(wire::ChunkPacket {
-                    header,
-                    payload,
-                    token,
-                })),
-            },
-            Outcome::Chunks { .. } => None,
         }
+        let outcome = self.process_known(now, from, slot, pkt);
+        Ok(self.known_app(slot, outcome))
     }
 
     /// A datagram with the compression flag from a peer in the table: decompressed (into the
@@ -1540,115 +1472,51 @@ impl<P: Copy + Eq + Hash, const PEERS: usize, const EVENTS: usize, L: Layer>
         from: P,
         slot: usize,
         mode: TokenMode,
+        b0: u8,
         data: &'a [u8],
-    ) -> Option<ServerApp<'a>> {
-        let (head, payload) = data.split_first_chunk::<HEADER_LEN>()?;
-        if head[0] & wire::FLAG_CONTROL != 0 {
+    ) -> Result<Option<ServerApp<'a>>, Dropped> {
+        if b0 & wire::FLAG_CONTROL != 0 {
             // only vanilla 0.6.4 peers send these (without token); DDNet never does
             let mut small = [0u8; SMALL_LEN];
-            small[..HEADER_LEN].copy_from_slice(head);
-            small[0] &= !FLAG_COMPRESSION;
-            let total = huffman::decompress_prefix(payload, &mut small[HEADER_LEN..]);
-            let len = match total {
-                Ok(t) if mode == TokenMode::Vanilla && HEADER_LEN + t <= SMALL_LEN => {
-                    HEADER_LEN + t
-                }
-                _ => {
-                    count(&mut self.stats.dropped_malformed);
-                    return None;
-                }
-            };
-            let parsed = match wire::parse(&small[..len], mode) {
-                Ok(p) => p,
-                Err(_) => {
-                    count(&mut self.stats.dropped_malformed);
-                    return None;
-                }
-            };
-            let Packet::Control(c) = parsed.packet else {
-                return None;
-            };
-            if c.control == Control::Connect {
-                return None;
+            let total = layer::decompress_control(data, &mut small)?;
+            if mode != TokenMode::Vanilla || HEADER_LEN + total > SMALL_LEN {
+                return Err(Dropped::Malformed);
             }
-            let pkt = Pkt::Control {
-                c,
-                warnings: parsed.warnings,
-            };
-            return match self.process_known(now, from, slot, pkt) {
+            let pkt =
+                layer::parse(&small[..HEADER_LEN + total], mode).map_err(|_| Dropped::Malformed)?;
+            match &pkt {
+                Pkt::Control { c, .. } if c.control != Control::Connect => {}
+                _ => return Ok(None),
+            }
+            return Ok(match self.process_known(now, from, slot, pkt) {
                 Outcome::Close(_) => Some(ServerApp::Close {
                     reason: PeerText::new(&[]),
                 }),
                 _ => None,
-            };
+            });
         }
-        let header = Header::parse(head).ok()?;
-        let token_peer = mode == TokenMode::Trailing;
-        let pkt = if let Some(sh) = L::shared(&mut self.layer) {
-            let Some(plain_len) = sh.rx.decompress(data).map(<[u8]>::len) else {
-                count(&mut self.stats.dropped_malformed);
-                return None;
-            };
-            let tail = tail_token(sh.rx.bytes(plain_len));
-            let len = if token_peer {
-                match plain_len.checked_sub(HEADER_LEN + TOKEN_LEN) {
-                    Some(len) => len,
-                    None => {
-                        count(&mut self.stats.dropped_wrong_token);
-                        return None;
-                    }
-                }
-            } else {
-                plain_len - HEADER_LEN
-            };
-            Pkt::Chunks {
-                header: Header {
-                    flags: Flags {
-                        compression: false,
-                        ..header.flags
-                    },
-                    ..header
-                },
-                token: if token_peer { tail } else { None },
-                payload: Payload::Rx(len),
-            }
-        } else {
-            let Ok((plain_len, last4)) = huffman::decompressed_tail(payload) else {
-                count(&mut self.stats.dropped_malformed);
-                return None;
-            };
-            if token_peer && plain_len < TOKEN_LEN {
-                count(&mut self.stats.dropped_wrong_token);
-                return None;
-            }
-            Pkt::Chunks {
-                header,
-                token: token_peer.then_some(Token(last4)),
-                payload: Payload::Slice(payload),
-            }
-        };
-        match self.process_known(now, from, slot, pkt) {
-            Outcome::Chunks {
-                header,
-                payload: Payload::Slice(payload),
-                ..
-            } => Some(ServerApp::Chunks(wire::ChunkPacket {
-                header,
-                payload,
-                token: None,
-            })),
-            Outcome::Chunks {
-                header,
-                payload: Payload::Rx(len),
-                ..
-            } => {
+        let rx = L::shared(&mut self.layer).map(|sh| sh.rx);
+        let pkt = layer::decompress_chunks(rx, data)?.packet(mode)?;
+        let outcome = self.process_known(now, from, slot, pkt);
+        Ok(self.known_app(slot, outcome))
+    }
+
+    /// What an accepted packet of the peer in `slot` gives the application
+    fn known_app<'a>(&mut self, slot: usize, outcome: Outcome<'a>) -> Option<ServerApp<'a>> {
+        match outcome {
+            Outcome::Nothing => None,
+            Outcome::Close(reason) => Some(ServerApp::Close {
+                reason: reason.text(),
+            }),
+            Outcome::Chunks(chunks) => {
                 let gen = self.cold(slot).gen;
-                let sh = L::shared(&mut self.layer)?;
-                sh.rx.load(header.num_chunks, HEADER_LEN, len, None);
-                *sh.owner = Some((slot, gen));
-                Some(ServerApp::ChunksReady)
+                let rx = L::shared(&mut self.layer).map(|sh| {
+                    // the packet in the receive buffer is this peer's now
+                    *sh.owner = Some((slot, gen));
+                    sh.rx
+                });
+                layer::deliver(rx, chunks, ServerApp::Chunks, ServerApp::ChunksReady)
             }
-            _ => None,
         }
     }
 
@@ -1663,22 +1531,12 @@ impl<P: Copy + Eq + Hash, const PEERS: usize, const EVENTS: usize, L: Layer>
         let Some((_, hot)) = self.peers.get_mut(slot) else {
             return Outcome::Nothing;
         };
-        let (token, ack, resend, warnings) = match &pkt {
-            Pkt::Control { c, warnings } => (
-                c.token,
-                c.ack,
-                warnings.contains(Warnings::CONTROL_RESEND),
-                *warnings,
-            ),
-            Pkt::Chunks { header, token, .. } => {
-                (*token, header.ack, header.flags.resend, Warnings::NONE)
-            }
-        };
-        if token != hot.token() {
+        let marks = pkt.marks();
+        if marks.token != hot.token() {
             count(&mut self.stats.dropped_wrong_token);
             return Outcome::Nothing;
         }
-        if matches!(pkt, Pkt::Chunks { .. }) {
+        if matches!(pkt, Pkt::Chunks(_)) {
             // chunks after a CONNECT: the peer carries on with this connection (the CONNECT was
             // a late retry of its first handshake), so a later ACCEPT is no rejoin
             let _ = hot.take_rejoin();
@@ -1718,31 +1576,14 @@ impl<P: Copy + Eq + Hash, const PEERS: usize, const EVENTS: usize, L: Layer>
         let Some((_, hot)) = self.peers.get_mut(slot) else {
             return Outcome::Nothing;
         };
-        let header = Header {
-            flags: Flags {
-                resend,
-                ..Flags::default()
-            },
-            ack,
-            num_chunks: 0,
-        };
-        match L::peer(&mut self.layer_peers[slot & (PEERS - 1)]) {
-            Some((v, _)) => {
-                if v.on_packet(now, &header).is_err() {
-                    count(&mut self.stats.dropped_bad_ack);
-                    return Outcome::Nothing;
-                }
-            }
-            None => {
-                if !ack_in_range(ack, hot.peer_ack(), hot.sequence()) {
-                    count(&mut self.stats.dropped_bad_ack);
-                    return Outcome::Nothing;
-                }
-            }
+        let vital = L::peer(&mut self.layer_peers[slot & (PEERS - 1)]).map(|(v, _)| v);
+        if !layer::ack_ok(vital, now, &marks, hot.peer_ack(), hot.sequence()) {
+            count(&mut self.stats.dropped_bad_ack);
+            return Outcome::Nothing;
         }
-        hot.set_peer_ack(ack);
+        hot.set_peer_ack(marks.ack);
         hot.last_recv = stamp(now);
-        if !warnings.is_empty() {
+        if !marks.warnings.is_empty() {
             count(&mut self.stats.warnings);
         }
         // a RESEND request or an ack may have made a packet due
@@ -1773,11 +1614,7 @@ impl<P: Copy + Eq + Hash, const PEERS: usize, const EVENTS: usize, L: Layer>
                 // ACCEPT (a rejoin was handled above), CONNECT_ACCEPT: liveness only
                 _ => Outcome::Nothing,
             },
-            Pkt::Chunks {
-                header,
-                token,
-                payload,
-            } => {
+            Pkt::Chunks(chunks) => {
                 if !hot.online() {
                     // VanillaPolicy::Pending: the first chunk packet completes the connect
                     hot.set_online();
@@ -1793,11 +1630,7 @@ impl<P: Copy + Eq + Hash, const PEERS: usize, const EVENTS: usize, L: Layer>
                     // most the difference).
                 }
                 count(&mut self.stats.chunk_packets_received);
-                Outcome::Chunks {
-                    header,
-                    token,
-                    payload,
-                }
+                Outcome::Chunks(chunks)
             }
         }
     }

@@ -1109,10 +1109,7 @@ impl<
                     }
                     Ok(Frame::Packet(p, n)) => {
                         self.deframer = deframer;
-                        Ok(match self.on_packet(now, p) {
-                            Some(app) => Received::with_app(n, app),
-                            None => Received::consumed(n),
-                        })
+                        Ok(Received::maybe(n, self.on_packet(now, p)))
                     }
                     Err(e) => {
                         self.protocol_error(now, e.into());
@@ -1125,10 +1122,7 @@ impl<
                     if trailing > 0 {
                         bump(&mut self.stats.trailing_bytes);
                     }
-                    Ok(match self.on_packet(now, p) {
-                        Some(app) => Received::with_app(data.len(), app),
-                        None => Received::consumed(data.len()),
-                    })
+                    Ok(Received::maybe(data.len(), self.on_packet(now, p)))
                 }
                 Err(_) => {
                     bump(&mut self.stats.decode_errors);

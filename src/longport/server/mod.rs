@@ -1931,10 +1931,7 @@ impl<P: Copy + Eq, const PEERS: usize, const SESSIONS: usize> Server<P, PEERS, S
                 None
             }
         };
-        match app {
-            Some(app) => Received::with_app(consumed, app),
-            None => Received::consumed(consumed),
-        }
+        Received::maybe(consumed, app)
     }
 
     /// A gzip-compressed Auth or Reconnect: inflated (bounded) and decoded here to check it,
@@ -2182,10 +2179,7 @@ impl<P: Copy + Eq, const PEERS: usize, const SESSIONS: usize> Server<P, PEERS, S
             }
         };
         self.mark_rx(idx, now);
-        Ok(match app {
-            Some(app) => Received::with_app(consumed, app),
-            None => Received::consumed(consumed),
-        })
+        Ok(Received::maybe(consumed, app))
     }
 
     /// The processing deadline of a request: the client's, at most 60 s, or the default for 0
