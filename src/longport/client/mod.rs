@@ -1717,13 +1717,9 @@ impl<
             self.token = None;
         }
         let mut scratch = [0u8; CONTROL_INFLATE_LEN];
-        let plain = match control_body(&h, body, &mut scratch) {
-            Ok(b) => b,
-            Err(e) => {
-                self.protocol_error(now, e);
-                return None;
-            }
-        };
+        let plain = control_body(&h, body, &mut scratch)
+            .map_err(|e| self.protocol_error(now, e))
+            .ok()?;
         if status.is_success() {
             match SessionGrant::decode(plain) {
                 Ok(grant) => self.on_granted(now, kind, &grant),
@@ -1803,13 +1799,9 @@ impl<
         body: &'a [u8],
     ) -> Option<ClientApp<'a>> {
         let mut scratch = [0u8; CONTROL_INFLATE_LEN];
-        let plain = match control_body(&h, body, &mut scratch) {
-            Ok(b) => b,
-            Err(e) => {
-                self.protocol_error(now, e);
-                return None;
-            }
-        };
+        let plain = control_body(&h, body, &mut scratch)
+            .map_err(|e| self.protocol_error(now, e))
+            .ok()?;
         match Close::decode(plain) {
             Ok(c) => {
                 self.link_down(
