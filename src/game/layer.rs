@@ -580,17 +580,9 @@ pub(crate) fn ack_ok(
     sequence: u16,
 ) -> bool {
     match vital {
-        Some(v) => {
-            let header = Header {
-                flags: Flags {
-                    resend: marks.resend,
-                    ..Flags::default()
-                },
-                ack: marks.ack,
-                num_chunks: 0,
-            };
-            v.on_packet(now, &header).is_ok()
-        }
+        Some(v) => v
+            .on_packet(now, &Header::ack_only(marks.ack, marks.resend))
+            .is_ok(),
         None => ack_in_range(marks.ack, peer_ack, sequence),
     }
 }

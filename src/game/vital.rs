@@ -1282,19 +1282,11 @@ mod tests {
 
     use super::*;
     use crate::game::chunk::Chunks;
-    use crate::game::wire::Flags;
 
     type V = Vital<4096, 16, 4096, 16>;
 
     fn header(ack: u16, resend: bool) -> Header {
-        Header {
-            flags: Flags {
-                resend,
-                ..Flags::default()
-            },
-            ack,
-            num_chunks: 0,
-        }
+        Header::ack_only(ack, resend)
     }
 
     fn ms(t: u64) -> Instant {
