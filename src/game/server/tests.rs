@@ -1108,10 +1108,7 @@ fn many_peers_admitted_kept_alive_and_timed_out_individually() {
 #[test]
 fn timer_heap_survives_churn_and_overflow() {
     let mut s: Server<Addr, 2> = Server::with_capacities(ServerConfig::new(SECRET));
-    let accept = |s: &Server<Addr, 2>, a: Addr| {
-        let p = with_token("10 00 00 03", s.token_for(a));
-        p
-    };
+    let accept = |s: &Server<Addr, 2>, a: Addr| with_token("10 00 00 03", s.token_for(a));
     for a in [1, 2] {
         let p = accept(&s, a);
         to_s(&mut s, ms(0), a, &p);
