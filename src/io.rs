@@ -83,6 +83,15 @@ impl<T> Received<T> {
         }
     }
 
+    /// `n` bytes consumed, carrying `app` if there is one
+    pub(crate) const fn maybe(n: usize, app: Option<T>) -> Self {
+        Received {
+            consumed: n,
+            need: None,
+            app,
+        }
+    }
+
     /// Bytes the caller may discard from the front of its input
     #[must_use]
     pub const fn bytes_consumed(&self) -> usize {

@@ -126,6 +126,7 @@ extern crate alloc;
 #[cfg(feature = "std")]
 extern crate std;
 
+mod config;
 pub mod game;
 pub mod io;
 pub mod longport;

@@ -146,6 +146,15 @@ pub(crate) const fn clamp_delay(d: Duration, min: Duration) -> Duration {
     }
 }
 
+/// `d` clamped into `[min, MAX_DELAY]` when it is `Some` (for config setters of optional timers)
+#[must_use]
+pub(crate) const fn clamp_some(d: Option<Duration>, min: Duration) -> Option<Duration> {
+    match d {
+        Some(d) => Some(clamp_delay(d, min)),
+        None => None,
+    }
+}
+
 /// A machine's view of time: monotonic, and shifted past backward steps of the caller's clock
 ///
 /// Every machine holds one. [`Clock::update`] turns the caller's `now` into machine time: equal
@@ -311,6 +320,14 @@ mod tests {
             Duration::from_secs(5)
         );
         assert_eq!(clamp_delay(Duration::MAX, min), MAX_DELAY);
+    }
+
+    #[test]
+    fn clamp_some_keeps_none() {
+        let min = Duration::from_millis(1);
+        assert_eq!(clamp_some(None, min), None);
+        assert_eq!(clamp_some(Some(Duration::ZERO), min), Some(min));
+        assert_eq!(clamp_some(Some(Duration::MAX), min), Some(MAX_DELAY));
     }
 
     #[test]

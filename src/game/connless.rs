@@ -605,9 +605,7 @@ impl<'a> ServerInfo<'a> {
             }
             InfoKind::Legacy64 { offset } => super::packer::int_len(offset),
         };
-        CONNLESS_HEADER_LEN
-            + TYPE_LEN
-            + dec_len(i64::from(self.token))
+        answer_head_len(self.token)
             + self.version.wire_len()
             + self.name.wire_len()
             + self.map.wire_len()
@@ -632,11 +630,7 @@ impl<'a> ServerInfo<'a> {
     /// [`BufferTooSmall`] with the exact size; nothing is written.
     pub fn emit(&self, out: &mut [u8]) -> Result<usize, BufferTooSmall> {
         let len = self.buffer_len();
-        let dst = out.get_mut(..len).ok_or(BufferTooSmall { required: len })?;
-        let mut p = Packer::new(dst);
-        p.raw(&VANILLA_HEADER)?;
-        p.raw(&self.packet_type())?;
-        write_dec(&mut p, i64::from(self.token))?;
+        let mut p = answer_start(out, len, &self.packet_type(), self.token)?;
         p.str(self.version)?;
         p.str(self.name)?;
         p.str(self.map)?;
@@ -808,9 +802,7 @@ impl<'a> ServerInfoMore<'a> {
     /// Exact number of bytes [`ServerInfoMore::emit`] writes
     #[must_use]
     pub fn buffer_len(&self) -> usize {
-        CONNLESS_HEADER_LEN
-            + TYPE_LEN
-            + dec_len(i64::from(self.token))
+        answer_head_len(self.token)
             + dec_len(i64::from(self.packet_no))
             + 1
             + self.clients.wire_len(true)
@@ -822,11 +814,7 @@ impl<'a> ServerInfoMore<'a> {
     /// [`BufferTooSmall`] with the exact size; nothing is written.
     pub fn emit(&self, out: &mut [u8]) -> Result<usize, BufferTooSmall> {
         let len = self.buffer_len();
-        let dst = out.get_mut(..len).ok_or(BufferTooSmall { required: len })?;
-        let mut p = Packer::new(dst);
-        p.raw(&VANILLA_HEADER)?;
-        p.raw(&TYPE_INFO_EXTENDED_MORE)?;
-        write_dec(&mut p, i64::from(self.token))?;
+        let mut p = answer_start(out, len, &TYPE_INFO_EXTENDED_MORE, self.token)?;
         write_dec(&mut p, i64::from(self.packet_no))?;
         p.str(Str::EMPTY)?;
         self.clients.write(&mut p, true)?;
@@ -892,6 +880,27 @@ impl<'a> Connless<'a> {
             Connless::Other(p) => p.emit(out),
         }
     }
+}
+
+/// Length of an answer's start: the connless header, the packet type, the request's token
+const fn answer_head_len(token: i32) -> usize {
+    CONNLESS_HEADER_LEN + TYPE_LEN + dec_len(token as i64)
+}
+
+/// Start an answer of `len` bytes in `out`: the vanilla header, the packet type `ty`, the
+/// request's `token` (as a decimal string); the rest is written with the packer returned
+fn answer_start<'o>(
+    out: &'o mut [u8],
+    len: usize,
+    ty: &[u8; TYPE_LEN],
+    token: i32,
+) -> Result<Packer<'o>, BufferTooSmall> {
+    let dst = out.get_mut(..len).ok_or(BufferTooSmall { required: len })?;
+    let mut p = Packer::new(dst);
+    p.raw(&VANILLA_HEADER)?;
+    p.raw(ty)?;
+    write_dec(&mut p, i64::from(token))?;
+    Ok(p)
 }
 
 fn string<'a>(u: &mut Unpacker<'a>) -> Result<Str<'a>, ConnlessError> {

@@ -9,8 +9,8 @@ use super::error::Error;
 use super::huffman;
 use super::vital::{Channel, Filled, QueueError, Vital, VitalConfig};
 use super::wire::{
-    ControlPacket, Flags, Header, Reason, Token, Warnings, FLAG_COMPRESSION, HEADER_LEN,
-    MAX_PACKET_LEN, TOKEN_LEN,
+    self, ack_in_range, ChunkPacket, ControlPacket, DecodeError, Flags, Header, Packet, Reason,
+    Token, TokenMode, Warnings, FLAG_COMPRESSION, HEADER_LEN, MAX_PACKET_LEN, TOKEN_LEN,
 };
 use crate::time::Instant;
 
@@ -359,17 +359,288 @@ pub(crate) fn queue_error(e: QueueError) -> Error {
     }
 }
 
+/// `send_non_vital`'s checks before anything is written: `data` fits one chunk, `out` one packet
+#[inline]
+pub(crate) fn check_non_vital(data: &[u8], out: &[u8]) -> Result<(), Error> {
+    if data.len() > MAX_CHUNK_SIZE {
+        return Err(Error::TooLong {
+            len: data.len(),
+            max: MAX_CHUNK_SIZE,
+        });
+    }
+    if out.len() < MAX_PACKET_LEN {
+        return Err(Error::BufferTooSmall {
+            required: MAX_PACKET_LEN,
+        });
+    }
+    Ok(())
+}
+
+/// Why a datagram of a connection was dropped before its token and ack were checked: the stats
+/// counter it goes to, or none
+#[derive(Clone, Copy)]
+pub(crate) enum Dropped {
+    /// `dropped_malformed`
+    Malformed,
+    /// `dropped_wrong_token`
+    WrongToken,
+    /// Not counted
+    Silent,
+}
+
+/// The application value of a datagram, or `None` when it was dropped, counted in `malformed` or
+/// `wrong_token`
+#[inline]
+pub(crate) fn counted<A>(
+    handled: Result<Option<A>, Dropped>,
+    malformed: &mut u64,
+    wrong_token: &mut u64,
+) -> Option<A> {
+    match handled {
+        Ok(app) => app,
+        Err(Dropped::Malformed) => {
+            super::count(malformed);
+            None
+        }
+        Err(Dropped::WrongToken) => {
+            super::count(wrong_token);
+            None
+        }
+        Err(Dropped::Silent) => None,
+    }
+}
+
+/// The first byte of a datagram of a connection whose header parses, that is no longer than a
+/// packet and, when it is a control packet, has its id byte
+#[inline]
+pub(crate) fn first_byte(data: &[u8]) -> Result<u8, Dropped> {
+    match Header::parse(data) {
+        Ok(h) if data.len() <= MAX_PACKET_LEN && !(h.flags.control && data.len() == HEADER_LEN) => {
+            Ok(data[0])
+        }
+        _ => Err(Dropped::Malformed),
+    }
+}
+
+/// `bytes` parsed in `mode` as a [`Pkt`]; a missing token is [`Dropped::WrongToken`], any other
+/// decode error [`Dropped::Malformed`]
+#[inline]
+pub(crate) fn parse(bytes: &[u8], mode: TokenMode) -> Result<Pkt<'_>, Dropped> {
+    match wire::parse(bytes, mode) {
+        Ok(p) => Ok(match p.packet {
+            Packet::Control(c) => Pkt::Control {
+                c,
+                warnings: p.warnings,
+            },
+            Packet::Chunks(c) => Pkt::Chunks(ChunksIn {
+                header: c.header,
+                token: c.token,
+                payload: Payload::Slice(c.payload),
+            }),
+        }),
+        Err(DecodeError::MissingToken) => Err(Dropped::WrongToken),
+        Err(_) => Err(Dropped::Malformed),
+    }
+}
+
+/// Decode the Huffman-compressed control packet `data` into `small`: the header with the
+/// compression flag cleared, then the decoded payload (cut at [`SMALL_LEN`]); returns the decoded
+/// payload's whole length
+#[inline]
+pub(crate) fn decompress_control(
+    data: &[u8],
+    small: &mut [u8; SMALL_LEN],
+) -> Result<usize, Dropped> {
+    let (head, payload) = data
+        .split_first_chunk::<HEADER_LEN>()
+        .ok_or(Dropped::Silent)?;
+    small[..HEADER_LEN].copy_from_slice(head);
+    small[0] &= !FLAG_COMPRESSION;
+    huffman::decompress_prefix(payload, &mut small[HEADER_LEN..]).map_err(|_| Dropped::Malformed)
+}
+
+/// A Huffman-compressed chunk packet decoded as far as its token candidate (the last four
+/// decompressed bytes): into the receive buffer, or without one in passing
+pub(crate) struct Compressed<'p> {
+    header: Header,
+    /// Decompressed length: header and payload in the receive buffer, else the payload's
+    plain_len: usize,
+    /// The token candidate, `None` when too short for one
+    pub(crate) tail: Option<Token>,
+    /// Without a receive buffer: the compressed payload, handed out as it is
+    passing: Option<&'p [u8]>,
+}
+
+/// Decompress the chunk packet `data` into `rx`, or without a receive buffer decode it in passing
+/// for its token only
+#[inline]
+pub(crate) fn decompress_chunks<'p>(
+    rx: Option<&mut Rx>,
+    data: &'p [u8],
+) -> Result<Compressed<'p>, Dropped> {
+    let header = Header::parse(data).map_err(|_| Dropped::Silent)?;
+    if let Some(rx) = rx {
+        let plain_len = rx.decompress(data).ok_or(Dropped::Malformed)?.len();
+        let tail = tail_token(rx.bytes(plain_len));
+        return Ok(Compressed {
+            header,
+            plain_len,
+            tail,
+            passing: None,
+        });
+    }
+    let payload = data.get(HEADER_LEN..).unwrap_or(&[]);
+    let (plain_len, last4) = huffman::decompressed_tail(payload).map_err(|_| Dropped::Malformed)?;
+    Ok(Compressed {
+        header,
+        plain_len,
+        tail: (plain_len >= TOKEN_LEN).then_some(Token(last4)),
+        passing: Some(payload),
+    })
+}
+
+impl<'p> Compressed<'p> {
+    /// The packet read in `mode`: in [`TokenMode::Trailing`] its token is the candidate, which
+    /// must be there
+    #[inline]
+    pub(crate) fn packet(self, mode: TokenMode) -> Result<Pkt<'p>, Dropped> {
+        let trailing = mode == TokenMode::Trailing;
+        let Some(payload) = self.passing else {
+            let (token, len) = if trailing {
+                let len = self.plain_len.checked_sub(HEADER_LEN + TOKEN_LEN);
+                (self.tail, len.ok_or(Dropped::WrongToken)?)
+            } else {
+                (None, self.plain_len - HEADER_LEN)
+            };
+            let header = Header {
+                flags: Flags {
+                    compression: false,
+                    ..self.header.flags
+                },
+                ..self.header
+            };
+            let payload = Payload::Rx(len);
+            return Ok(Pkt::Chunks(ChunksIn {
+                header,
+                token,
+                payload,
+            }));
+        };
+        let token = if trailing {
+            Some(self.tail.ok_or(Dropped::WrongToken)?)
+        } else {
+            None
+        };
+        Ok(Pkt::Chunks(ChunksIn {
+            header: self.header,
+            token,
+            payload: Payload::Slice(payload),
+        }))
+    }
+}
+
+/// What [`Pkt::marks`] reads off a packet for the token and ack checks
+pub(crate) struct Marks {
+    pub(crate) token: Option<Token>,
+    pub(crate) ack: u16,
+    /// The packet asks for a resend
+    pub(crate) resend: bool,
+    pub(crate) warnings: Warnings,
+}
+
+impl Pkt<'_> {
+    /// The token, ack, resend flag and warnings of the packet
+    #[inline]
+    pub(crate) fn marks(&self) -> Marks {
+        match self {
+            Pkt::Control { c, warnings } => Marks {
+                token: c.token,
+                ack: c.ack,
+                resend: warnings.contains(Warnings::CONTROL_RESEND),
+                warnings: *warnings,
+            },
+            Pkt::Chunks(c) => Marks {
+                token: c.token,
+                ack: c.header.ack,
+                resend: c.header.flags.resend,
+                warnings: Warnings::NONE,
+            },
+        }
+    }
+}
+
+/// The ack check of an accepted packet: with the chunk layer its `vital` channel takes the ack
+/// (and a resend request), without it the ack must lie in `peer_ack..=sequence`
+#[inline]
+pub(crate) fn ack_ok(
+    vital: Option<&mut dyn Channel>,
+    now: Instant,
+    marks: &Marks,
+    peer_ack: u16,
+    sequence: u16,
+) -> bool {
+    match vital {
+        Some(v) => v
+            .on_packet(now, &Header::ack_only(marks.ack, marks.resend))
+            .is_ok(),
+        None => ack_in_range(marks.ack, peer_ack, sequence),
+    }
+}
+
+/// What an accepted chunk packet gives the application, as its `App` value: with a receive
+/// buffer `rx` the packet is loaded there (`ready`: read it with `poll_chunk`); without one it
+/// is handed out (`pass`), borrowed from the datagram (a compressed one without its token,
+/// which is inside the compressed data)
+#[inline]
+pub(crate) fn deliver<'p, A>(
+    rx: Option<&mut Rx>,
+    chunks: ChunksIn<'p>,
+    pass: impl FnOnce(ChunkPacket<'p>) -> A,
+    ready: A,
+) -> Option<A> {
+    let ChunksIn {
+        header,
+        token,
+        payload,
+    } = chunks;
+    match (rx, payload) {
+        (Some(rx), Payload::Slice(bytes)) => {
+            rx.load(header.num_chunks, HEADER_LEN, bytes.len(), Some(bytes));
+            Some(ready)
+        }
+        (Some(rx), Payload::Rx(len)) => {
+            rx.load(header.num_chunks, HEADER_LEN, len, None);
+            Some(ready)
+        }
+        (None, Payload::Slice(payload)) => Some(pass(ChunkPacket {
+            header,
+            payload,
+            token: if header.flags.compression {
+                None
+            } else {
+                token
+            },
+        })),
+        (None, Payload::Rx(_)) => None,
+    }
+}
+
 /// A packet after decompression and parsing, before its token, ack and state checks
 pub(crate) enum Pkt<'p> {
     Control {
         c: ControlPacket<'p>,
         warnings: Warnings,
     },
-    Chunks {
-        header: Header,
-        token: Option<Token>,
-        payload: Payload<'p>,
-    },
+    Chunks(ChunksIn<'p>),
+}
+
+/// A received chunk packet: its header, its token (checked for presence when the connection has
+/// one), where its payload is
+#[derive(Clone, Copy)]
+pub(crate) struct ChunksIn<'p> {
+    pub(crate) header: Header,
+    pub(crate) token: Option<Token>,
+    pub(crate) payload: Payload<'p>,
 }
 
 /// Where a chunk packet's payload is
@@ -384,11 +655,7 @@ pub(crate) enum Payload<'p> {
 /// What an accepted packet gives the application
 pub(crate) enum Outcome<'p> {
     Nothing,
-    Chunks {
-        header: Header,
-        token: Option<Token>,
-        payload: Payload<'p>,
-    },
+    Chunks(ChunksIn<'p>),
     Close(Reason<'p>),
 }
 

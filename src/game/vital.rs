@@ -100,7 +100,8 @@ use core::fmt;
 
 use super::chunk::{Chunk, ChunkFlags, ChunkWriter, MAX_CHUNK_SIZE};
 use super::wire::{ack_in_range, Header};
-use crate::time::{clamp_delay, Duration, Instant};
+use crate::config::{getters, setters};
+use crate::time::{clamp_delay, clamp_some, Duration, Instant};
 
 /// 10-bit sequence and ack arithmetic (everything modulo 1024)
 pub mod seq {
@@ -219,160 +220,76 @@ impl VitalConfig {
         }
     }
 
-    /// Re-send the oldest unacked chunk when its last send is this old, clamped into
-    /// `[1 ms, 30 days]` (reference: 1 s)
-    #[must_use]
-    pub const fn with_resend_timeout(mut self, d: Duration) -> Self {
-        self.resend_timeout = clamp_delay(d, MIN_TIMER);
-        self
+    setters! {
+        /// Re-send the oldest unacked chunk when its last send is this old, clamped into
+        /// `[1 ms, 30 days]` (reference: 1 s)
+        fn with_resend_timeout(d: Duration) { resend_timeout = clamp_delay(d, MIN_TIMER) }
+
+        /// Queued chunks without `flush`, and a pending resend request in the reference mode, go out
+        /// when the last send is this old; clamped into `[1 ms, 30 days]` (reference: 500 ms)
+        fn with_flush_timeout(d: Duration) { flush_timeout = clamp_delay(d, MIN_TIMER) }
+
+        /// Give up ([`TooWeak::NotAcked`]) when the oldest unacked chunk was first sent this long
+        /// ago; clamped into `[1 ms, 30 days]` (vanilla 0.6: 10 s; DDNet: `conn_timeout`, 100 s)
+        fn with_unacked_timeout(d: Duration) { unacked_timeout = clamp_delay(d, MIN_TIMER) }
+
+        /// `None` (reference): a resend request rides on the next packet, at the latest after
+        /// the flush timeout. `Some(d)`: a packet carrying it is due `d` after the gap was seen
+        /// (`d` clamped into `[0, 30 days]`; 0 = at once)
+        fn with_request_delay(d: Option<Duration>) { request_delay = clamp_some(d, Duration::ZERO) }
+
+        /// Least time between two resend requests sent, clamped into `[0, 30 days]` (reference: 0,
+        /// no limit; a request is only ever sent after a gap, so 0 cannot spin)
+        fn with_request_interval(d: Duration) { request_interval = clamp_zero(d) }
+
+        /// Least time between two peer resend requests answered, clamped into `[0, 30 days]`;
+        /// requests in between are counted and ignored (DDNet 16.4 answers all: 0; newer versions at
+        /// most 10 per second: 100 ms, the default)
+        fn with_answer_interval(d: Duration) { answer_interval = clamp_zero(d) }
+
+        /// Keep out-of-order vital chunks up to this far ahead of the ack in the reorder buffer,
+        /// clamped into `[0, 255]`; 0 = drop them like the reference (also when the reorder capacity
+        /// is 0)
+        fn with_reorder_window(window: u16) { reorder_window = if window > 255 { 255 } else { window } }
+
+        /// `Some(d)`: report through [`Vital::needs_ack`] when a new ack has not been sent for `d`
+        /// (clamped into `[0, 30 days]`; the machine then sends a keep-alive); `None`: acks only
+        /// ride on packets sent anyway
+        fn with_ack_delay(d: Option<Duration>) { ack_delay = clamp_some(d, Duration::ZERO) }
+
+        /// When the oldest unacked chunk's resend timer fires, re-send every unacked chunk instead of
+        /// that one only (reference: that one). Helps when the peer is idle: it holds the oldest chunk
+        /// already but its ack is lost, while a later chunk is missing and nothing makes it ask
+        fn with_timer_resends_all(all: bool) { timer_resends_all = all }
+
+        /// `Some(d)`: while the reorder buffer holds chunks (a gap is known), repeat the resend
+        /// request `d` after the last one (still no more often than the request interval), also when
+        /// nothing arrives; `d` clamped into `[1 ms, 30 days]`. `None`: only out-of-order arrivals
+        /// ask (reference)
+        fn with_gap_repeat(d: Option<Duration>) { gap_repeat = clamp_some(d, MIN_TIMER) }
     }
 
-    /// Queued chunks without `flush`, and a pending resend request in the reference mode, go out
-    /// when the last send is this old; clamped into `[1 ms, 30 days]` (reference: 500 ms)
-    #[must_use]
-    pub const fn with_flush_timeout(mut self, d: Duration) -> Self {
-        self.flush_timeout = clamp_delay(d, MIN_TIMER);
-        self
-    }
-
-    /// Give up ([`TooWeak::NotAcked`]) when the oldest unacked chunk was first sent this long
-    /// ago; clamped into `[1 ms, 30 days]` (vanilla 0.6: 10 s; DDNet: `conn_timeout`, 100 s)
-    #[must_use]
-    pub const fn with_unacked_timeout(mut self, d: Duration) -> Self {
-        self.unacked_timeout = clamp_delay(d, MIN_TIMER);
-        self
-    }
-
-    /// `None` (reference): a resend request rides on the next packet, at the latest after
-    /// the flush timeout. `Some(d)`: a packet carrying it is due `d` after the gap was seen
-    /// (`d` clamped into `[0, 30 days]`; 0 = at once)
-    #[must_use]
-    pub const fn with_request_delay(mut self, d: Option<Duration>) -> Self {
-        self.request_delay = match d {
-            Some(d) => Some(clamp_zero(d)),
-            None => None,
-        };
-        self
-    }
-
-    /// Least time between two resend requests sent, clamped into `[0, 30 days]` (reference: 0,
-    /// no limit; a request is only ever sent after a gap, so 0 cannot spin)
-    #[must_use]
-    pub const fn with_request_interval(mut self, d: Duration) -> Self {
-        self.request_interval = clamp_zero(d);
-        self
-    }
-
-    /// Least time between two peer resend requests answered, clamped into `[0, 30 days]`;
-    /// requests in between are counted and ignored (DDNet 16.4 answers all: 0; newer versions at
-    /// most 10 per second: 100 ms, the default)
-    #[must_use]
-    pub const fn with_answer_interval(mut self, d: Duration) -> Self {
-        self.answer_interval = clamp_zero(d);
-        self
-    }
-
-    /// Keep out-of-order vital chunks up to this far ahead of the ack in the reorder buffer,
-    /// clamped into `[0, 255]`; 0 = drop them like the reference (also when the reorder capacity
-    /// is 0)
-    #[must_use]
-    pub const fn with_reorder_window(mut self, window: u16) -> Self {
-        self.reorder_window = if window > 255 { 255 } else { window };
-        self
-    }
-
-    /// `Some(d)`: report through [`Vital::needs_ack`] when a new ack has not been sent for `d`
-    /// (clamped into `[0, 30 days]`; the machine then sends a keep-alive); `None`: acks only
-    /// ride on packets sent anyway
-    #[must_use]
-    pub const fn with_ack_delay(mut self, d: Option<Duration>) -> Self {
-        self.ack_delay = match d {
-            Some(d) => Some(clamp_zero(d)),
-            None => None,
-        };
-        self
-    }
-
-    /// When the oldest unacked chunk's resend timer fires, re-send every unacked chunk instead of
-    /// that one only (reference: that one). Helps when the peer is idle: it holds the oldest chunk
-    /// already but its ack is lost, while a later chunk is missing and nothing makes it ask
-    #[must_use]
-    pub const fn with_timer_resends_all(mut self, all: bool) -> Self {
-        self.timer_resends_all = all;
-        self
-    }
-
-    /// `Some(d)`: while the reorder buffer holds chunks (a gap is known), repeat the resend
-    /// request `d` after the last one (still no more often than the request interval), also when
-    /// nothing arrives; `d` clamped into `[1 ms, 30 days]`. `None`: only out-of-order arrivals
-    /// ask (reference)
-    #[must_use]
-    pub const fn with_gap_repeat(mut self, d: Option<Duration>) -> Self {
-        self.gap_repeat = match d {
-            Some(d) => Some(clamp_delay(d, MIN_TIMER)),
-            None => None,
-        };
-        self
-    }
-
-    /// Resend timeout of the oldest unacked chunk
-    #[must_use]
-    pub const fn resend_timeout(&self) -> Duration {
-        self.resend_timeout
-    }
-
-    /// Flush timeout of queued chunks
-    #[must_use]
-    pub const fn flush_timeout(&self) -> Duration {
-        self.flush_timeout
-    }
-
-    /// Give-up timeout of the oldest unacked chunk
-    #[must_use]
-    pub const fn unacked_timeout(&self) -> Duration {
-        self.unacked_timeout
-    }
-
-    /// Delay of a resend request after a gap (`None`: with the next packet)
-    #[must_use]
-    pub const fn request_delay(&self) -> Option<Duration> {
-        self.request_delay
-    }
-
-    /// Least time between two resend requests sent
-    #[must_use]
-    pub const fn request_interval(&self) -> Duration {
-        self.request_interval
-    }
-
-    /// Least time between two peer resend requests answered
-    #[must_use]
-    pub const fn answer_interval(&self) -> Duration {
-        self.answer_interval
-    }
-
-    /// Reorder window (0: no reorder buffer)
-    #[must_use]
-    pub const fn reorder_window(&self) -> u16 {
-        self.reorder_window
-    }
-
-    /// Ack delay (`None`: acks only ride on packets sent anyway)
-    #[must_use]
-    pub const fn ack_delay(&self) -> Option<Duration> {
-        self.ack_delay
-    }
-
-    /// Whether the resend timer re-sends every unacked chunk
-    #[must_use]
-    pub const fn timer_resends_all(&self) -> bool {
-        self.timer_resends_all
-    }
-
-    /// Repeat interval of the resend request while a gap is open (`None`: no repeat)
-    #[must_use]
-    pub const fn gap_repeat(&self) -> Option<Duration> {
-        self.gap_repeat
+    getters! {
+        /// Resend timeout of the oldest unacked chunk
+        fn resend_timeout() -> Duration;
+        /// Flush timeout of queued chunks
+        fn flush_timeout() -> Duration;
+        /// Give-up timeout of the oldest unacked chunk
+        fn unacked_timeout() -> Duration;
+        /// Delay of a resend request after a gap (`None`: with the next packet)
+        fn request_delay() -> Option<Duration>;
+        /// Least time between two resend requests sent
+        fn request_interval() -> Duration;
+        /// Least time between two peer resend requests answered
+        fn answer_interval() -> Duration;
+        /// Reorder window (0: no reorder buffer)
+        fn reorder_window() -> u16;
+        /// Ack delay (`None`: acks only ride on packets sent anyway)
+        fn ack_delay() -> Option<Duration>;
+        /// Whether the resend timer re-sends every unacked chunk
+        fn timer_resends_all() -> bool;
+        /// Repeat interval of the resend request while a gap is open (`None`: no repeat)
+        fn gap_repeat() -> Option<Duration>;
     }
 }
 
@@ -1365,19 +1282,11 @@ mod tests {
 
     use super::*;
     use crate::game::chunk::Chunks;
-    use crate::game::wire::Flags;
 
     type V = Vital<4096, 16, 4096, 16>;
 
     fn header(ack: u16, resend: bool) -> Header {
-        Header {
-            flags: Flags {
-                resend,
-                ..Flags::default()
-            },
-            ack,
-            num_chunks: 0,
-        }
+        Header::ack_only(ack, resend)
     }
 
     fn ms(t: u64) -> Instant {

@@ -215,6 +215,21 @@ impl Header {
         }
     }
 
+    /// A header with only `ack` and the resend flag: what the ack check of the chunk layer
+    /// ([`Vital::on_packet`](super::vital::Vital::on_packet)) looks at in a received packet
+    #[inline]
+    pub(crate) const fn ack_only(ack: u16, resend: bool) -> Header {
+        Header {
+            flags: Flags {
+                compression: false,
+                resend,
+                control: false,
+            },
+            ack,
+            num_chunks: 0,
+        }
+    }
+
     /// The header of three bytes whose byte 0 passed the [`HEADER_ERROR_MASK`] check
     #[inline]
     const fn decode(b0: u8, b1: u8, b2: u8) -> Header {

@@ -4,24 +4,23 @@
 
 use heapless::Deque;
 
-use super::chunk::{Chunk, MAX_CHUNK_SIZE};
+use super::chunk::Chunk;
 use super::connless::{InfoRequest, InfoRequestKind, ServerInfo};
 use super::error::Error;
 use super::event::{ClientApp, ClientEvent, CloseCause};
-use super::huffman;
 use super::layer::{
-    self, imp::Imp, tail_token, ChunkConfig, ControlOnly, Layer, Outcome, Payload, Pkt, Reliable,
+    self, imp::Imp, tail_token, ChunkConfig, ControlOnly, Dropped, Layer, Outcome, Pkt, Reliable,
     SMALL_LEN,
 };
 use super::vital::VitalStats;
 use super::wire::{
-    self, ack_in_range, Control, ControlId, ControlPacket, DecodeError, Flags, Header, Packet,
-    Reason, Token, TokenMode, Warnings, ACK_MODULO, FLAG_COMPRESSION, FLAG_CONNLESS, FLAG_CONTROL,
-    HEADER_LEN, MAX_PACKET_LEN, TOKEN_LEN,
+    Control, ControlId, ControlPacket, Flags, Reason, Token, TokenMode, ACK_MODULO,
+    FLAG_COMPRESSION, FLAG_CONNLESS, FLAG_CONTROL, HEADER_LEN,
 };
 use super::{count, local_reason, LocalReason, MIN_DELAY};
+use crate::config::{getters, setters};
 use crate::io::{BufferTooSmall, FrameKind, PeerText, Received, Transmit};
-use crate::time::{clamp_delay, earliest, Clock, Duration, Instant};
+use crate::time::{clamp_delay, clamp_some, earliest, Clock, Duration, Instant};
 
 #[cfg(test)]
 mod tests;
@@ -69,99 +68,53 @@ impl ClientConfig {
         }
     }
 
-    /// Send the bare vanilla CONNECT (`10 00 00 01`) instead of the DDNet token form
-    /// `CONNECT | "TKEN" | FF FF FF FF`. Default: `false` (token form; a vanilla server's bare
-    /// reply still works).
-    #[must_use]
-    pub const fn with_vanilla(mut self, vanilla: bool) -> Self {
-        self.vanilla = vanilla;
-        self
+    setters! {
+        /// Send the bare vanilla CONNECT (`10 00 00 01`) instead of the DDNet token form
+        /// `CONNECT | "TKEN" | FF FF FF FF`. Default: `false` (token form; a vanilla server's bare
+        /// reply still works).
+        fn with_vanilla(vanilla: bool) { vanilla = vanilla }
+
+        /// Interval between CONNECT retransmissions while connecting, clamped into
+        /// `[1 ms, 30 days]`. Default: 500 ms, as DDNet and vanilla 0.6.
+        fn with_connect_resend(interval: Duration) { connect_resend = clamp_delay(interval, MIN_DELAY) }
+
+        /// Give up connecting ([`CloseCause::ConnectTimeout`]) this long after `connect`, clamped
+        /// into `[1 ms, 30 days]`. Default: 10 s. (DDNet's and vanilla's network layer has no connect
+        /// timeout; their game layer gives up.)
+        fn with_connect_timeout(timeout: Duration) { connect_timeout = clamp_delay(timeout, MIN_DELAY) }
+
+        /// Send a KEEP_ALIVE when online and nothing was sent for this long, clamped into
+        /// `[1 ms, 30 days]`. Default: 250 ms. DDNet and vanilla 0.6 send one after 1 s without
+        /// sending, on both sides; set `Duration::from_secs(1)` to match them on the wire.
+        fn with_keep_alive(interval: Duration) { keep_alive = clamp_delay(interval, MIN_DELAY) }
+
+        /// The connection times out ([`CloseCause::Timeout`], no CLOSE sent) when nothing valid was
+        /// received for this long, clamped into `[1 ms, 30 days]`. Default: 10 s (vanilla 0.6.4;
+        /// DDNet's `conn_timeout` defaults to 100 s).
+        fn with_timeout(timeout: Duration) { timeout = clamp_delay(timeout, MIN_DELAY) }
+
+        /// Lost-ACCEPT recovery: when nothing but CONNECT_ACCEPT arrived for this long after the
+        /// client sent ACCEPT, it starts the handshake over (see [`Client`]); `None` disables it.
+        /// Clamped into `[1 ms, 30 days]`. Default: 2 s: a DDNet server creates the connection only
+        /// on ACCEPT and never asks for it again, and it sends a keep-alive within about 1 s of
+        /// admission. A repeated handshake on a server that did get the first ACCEPT is a harmless
+        /// "rejoin" of a connection that has exchanged nothing yet.
+        fn with_accept_retry(wait: Option<Duration>) { accept_retry = clamp_some(wait, MIN_DELAY) }
     }
 
-    /// Interval between CONNECT retransmissions while connecting, clamped into
-    /// `[1 ms, 30 days]`. Default: 500 ms, as DDNet and vanilla 0.6.
-    #[must_use]
-    pub const fn with_connect_resend(mut self, interval: Duration) -> Self {
-        self.connect_resend = clamp_delay(interval, MIN_DELAY);
-        self
-    }
-
-    /// Give up connecting ([`CloseCause::ConnectTimeout`]) this long after `connect`, clamped
-    /// into `[1 ms, 30 days]`. Default: 10 s. (DDNet's and vanilla's network layer has no connect
-    /// timeout; their game layer gives up.)
-    #[must_use]
-    pub const fn with_connect_timeout(mut self, timeout: Duration) -> Self {
-        self.connect_timeout = clamp_delay(timeout, MIN_DELAY);
-        self
-    }
-
-    /// Send a KEEP_ALIVE when online and nothing was sent for this long, clamped into
-    /// `[1 ms, 30 days]`. Default: 250 ms. DDNet and vanilla 0.6 send one after 1 s without
-    /// sending, on both sides; set `Duration::from_secs(1)` to match them on the wire.
-    #[must_use]
-    pub const fn with_keep_alive(mut self, interval: Duration) -> Self {
-        self.keep_alive = clamp_delay(interval, MIN_DELAY);
-        self
-    }
-
-    /// The connection times out ([`CloseCause::Timeout`], no CLOSE sent) when nothing valid was
-    /// received for this long, clamped into `[1 ms, 30 days]`. Default: 10 s (vanilla 0.6.4;
-    /// DDNet's `conn_timeout` defaults to 100 s).
-    #[must_use]
-    pub const fn with_timeout(mut self, timeout: Duration) -> Self {
-        self.timeout = clamp_delay(timeout, MIN_DELAY);
-        self
-    }
-
-    /// Lost-ACCEPT recovery: when nothing but CONNECT_ACCEPT arrived for this long after the
-    /// client sent ACCEPT, it starts the handshake over (see [`Client`]); `None` disables it.
-    /// Clamped into `[1 ms, 30 days]`. Default: 2 s: a DDNet server creates the connection only
-    /// on ACCEPT and never asks for it again, and it sends a keep-alive within about 1 s of
-    /// admission. A repeated handshake on a server that did get the first ACCEPT is a harmless
-    /// "rejoin" of a connection that has exchanged nothing yet.
-    #[must_use]
-    pub const fn with_accept_retry(mut self, wait: Option<Duration>) -> Self {
-        self.accept_retry = match wait {
-            Some(d) => Some(clamp_delay(d, MIN_DELAY)),
-            None => None,
-        };
-        self
-    }
-
-    /// Whether the client sends the vanilla CONNECT
-    #[must_use]
-    pub const fn vanilla(&self) -> bool {
-        self.vanilla
-    }
-
-    /// CONNECT resend interval
-    #[must_use]
-    pub const fn connect_resend(&self) -> Duration {
-        self.connect_resend
-    }
-
-    /// Connect timeout
-    #[must_use]
-    pub const fn connect_timeout(&self) -> Duration {
-        self.connect_timeout
-    }
-
-    /// Keep-alive interval
-    #[must_use]
-    pub const fn keep_alive(&self) -> Duration {
-        self.keep_alive
-    }
-
-    /// Timeout of an online connection
-    #[must_use]
-    pub const fn timeout(&self) -> Duration {
-        self.timeout
-    }
-
-    /// Lost-ACCEPT recovery wait, `None` when disabled
-    #[must_use]
-    pub const fn accept_retry(&self) -> Option<Duration> {
-        self.accept_retry
+    getters! {
+        /// Whether the client sends the vanilla CONNECT
+        fn vanilla() -> bool;
+        /// CONNECT resend interval
+        fn connect_resend() -> Duration;
+        /// Connect timeout
+        fn connect_timeout() -> Duration;
+        /// Keep-alive interval
+        fn keep_alive() -> Duration;
+        /// Timeout of an online connection
+        fn timeout() -> Duration;
+        /// Lost-ACCEPT recovery wait, `None` when disabled
+        fn accept_retry() -> Option<Duration>;
     }
 }
 
@@ -182,7 +135,7 @@ pub struct ClientStats {
     /// Packets dropped because their token was wrong or missing
     pub dropped_wrong_token: u64,
     /// Packets dropped because their ack was outside `peer_ack..=sequence`
-    /// ([`wire::ack_in_range`])
+    /// ([`wire::ack_in_range`](super::wire::ack_in_range))
     pub dropped_bad_ack: u64,
     /// Datagrams that did not parse as a 0.6 packet
     pub dropped_malformed: u64,
@@ -297,7 +250,7 @@ struct Pending {
 ///
 /// With [`ControlOnly`] the client implements the control plane only, not vital-chunk
 /// sequencing. Every packet it sends carries its `ack`, the value the application last reported
-/// with [`Client::set_ack`] (0 until then). Incoming packets must pass [`wire::ack_in_range`]:
+/// with [`Client::set_ack`] (0 until then). Incoming packets must pass [`wire::ack_in_range`](super::wire::ack_in_range):
 /// `peer_ack <= ack <= sequence` (mod 1024), where `peer_ack` is the last ack the server reported
 /// and `sequence` the client's own last vital sequence number, reported with
 /// [`Client::set_sequence`] (0 until then). Packets outside that range are dropped and counted in
@@ -491,7 +444,7 @@ impl<const EVENTS: usize, const SB: usize, const SN: usize, const RB: usize, con
     /// Write a chunk packet into `out` now: this non-vital chunk (never acked or resent; DDNet
     /// sends INPUT this way), then every queued vital chunk that fits
     ///
-    /// `out` must hold [`MAX_PACKET_LEN`] bytes.
+    /// `out` must hold [`MAX_PACKET_LEN`](super::wire::MAX_PACKET_LEN) bytes.
     ///
     /// # Errors
     /// [`Error::NotOpen`], [`Error::Closed`], [`Error::TooLong`] (more than 1023 bytes),
@@ -503,17 +456,7 @@ impl<const EVENTS: usize, const SB: usize, const SN: usize, const RB: usize, con
         out: &mut [u8],
     ) -> Result<Transmit<()>, Error> {
         self.check_open()?;
-        if data.len() > MAX_CHUNK_SIZE {
-            return Err(Error::TooLong {
-                len: data.len(),
-                max: MAX_CHUNK_SIZE,
-            });
-        }
-        if out.len() < MAX_PACKET_LEN {
-            return Err(Error::BufferTooSmall {
-                required: MAX_PACKET_LEN,
-            });
-        }
+        layer::check_non_vital(data, out)?;
         let now = self.clock.update(now);
         let c = &mut self.chunks;
         let (len, _) = layer::write_chunk_packet(
@@ -620,10 +563,7 @@ impl<const EVENTS: usize, L: Layer> Client<EVENTS, L> {
         let n = data.len();
         if data.first().is_some_and(|&b| b & FLAG_CONNLESS != 0) {
             self.clock.update(now);
-            return Ok(match self.handle_connless(data) {
-                Some(app) => Received::with_app(n, app),
-                None => Received::consumed(n),
-            });
+            return Ok(Received::maybe(n, self.handle_connless(data)));
         }
         match self.state {
             ClientState::Offline | ClientState::Closed => {
@@ -637,10 +577,13 @@ impl<const EVENTS: usize, L: Layer> Client<EVENTS, L> {
             return Err(Error::QueueFull);
         }
         let now = self.clock.update(now);
-        Ok(match self.handle_datagram(now, data) {
-            Some(app) => Received::with_app(n, app),
-            None => Received::consumed(n),
-        })
+        let handled = self.handle_datagram(now, data);
+        let app = layer::counted(
+            handled,
+            &mut self.stats.dropped_malformed,
+            &mut self.stats.dropped_wrong_token,
+        );
+        Ok(Received::maybe(n, app))
     }
 
     /// Let timers fire: CONNECT resend, connect timeout, keep-alive, lost-ACCEPT recovery,
@@ -1072,78 +1015,45 @@ impl<const EVENTS: usize, L: Layer> Client<EVENTS, L> {
     }
 
     /// A datagram while connecting or online (the event queue has room)
-    fn handle_datagram<'a>(&mut self, now: Instant, data: &'a [u8]) -> Option<ClientApp<'a>> {
-        let b0 = match Header::parse(data) {
-            // (a control packet needs its id byte)
-            Ok(h)
-                if data.len() <= MAX_PACKET_LEN
-                    && !(h.flags.control && data.len() == HEADER_LEN) =>
-            {
-                data[0]
-            }
-            _ => {
-                count(&mut self.stats.dropped_malformed);
-                return None;
-            }
-        };
+    fn handle_datagram<'a>(
+        &mut self,
+        now: Instant,
+        data: &'a [u8],
+    ) -> Result<Option<ClientApp<'a>>, Dropped> {
+        let b0 = layer::first_byte(data)?;
         if b0 & FLAG_COMPRESSION != 0 {
-            return self.handle_compressed(now, data);
+            return self.handle_compressed(now, b0, data);
         }
         let id = (b0 & FLAG_CONTROL != 0).then(|| data.get(HEADER_LEN).copied().unwrap_or(0xff));
-        let tail = tail_token(data);
-        let (mode, swap) = self.read_mode(id, tail)?;
-        let pkt = self.parse(data, mode)?;
-        match self.process(now, mode, swap, pkt) {
-            Outcome::Nothing => None,
-            Outcome::Close(reason) => {
-                self.keep_peer_reason(reason);
-                Some(ClientApp::Close {
-                    reason: reason.text(),
-                })
-            }
-            Outcome::Chunks {
-                header,
-                token,
-                payload: Payload::Slice(payload),
-            } => match L::conn(&mut self.chunks) {
-                Some(p) => {
-                    p.rx.load(header.num_chunks, HEADER_LEN, payload.len(), Some(payload));
-                    Some(ClientApp::ChunksReady)
-                }
-                None => Some(ClientApp::Chunks(wire::ChunkPacket {
-                    header,
-                    payload,
-                    token,
-                })),
-            },
-            Outcome::Chunks { .. } => None,
-        }
+        let (mode, swap) = self
+            .read_mode(id, tail_token(data))
+            .ok_or(Dropped::Silent)?;
+        let pkt = layer::parse(data, mode)?;
+        let outcome = self.process(now, mode, swap, pkt);
+        Ok(self.app_of(outcome))
     }
 
     /// A datagram with the compression flag: decompressed (into the receive buffer, or in passing
     /// without a buffer) before anything else is looked at
-    fn handle_compressed<'a>(&mut self, now: Instant, data: &'a [u8]) -> Option<ClientApp<'a>> {
-        let (head, payload) = data.split_first_chunk::<HEADER_LEN>()?;
-        let control = head[0] & FLAG_CONTROL != 0;
-        if control {
+    fn handle_compressed<'a>(
+        &mut self,
+        now: Instant,
+        b0: u8,
+        data: &'a [u8],
+    ) -> Result<Option<ClientApp<'a>>, Dropped> {
+        if b0 & FLAG_CONTROL != 0 {
             // decoded into a small buffer: only vanilla 0.6.4 peers send these, without token
             let mut small = [0u8; SMALL_LEN];
-            small[..HEADER_LEN].copy_from_slice(head);
-            small[0] &= !FLAG_COMPRESSION;
-            let Ok(total) = huffman::decompress_prefix(payload, &mut small[HEADER_LEN..]) else {
-                count(&mut self.stats.dropped_malformed);
-                return None;
-            };
+            let total = layer::decompress_control(data, &mut small)?;
             let len = (HEADER_LEN + total).min(SMALL_LEN);
             let id = small.get(HEADER_LEN).copied();
-            let (mode, swap) = self.read_mode(id, None)?;
+            let (mode, swap) = self.read_mode(id, None).ok_or(Dropped::Silent)?;
             if mode == TokenMode::Trailing || total + HEADER_LEN > SMALL_LEN {
                 // DDNet never compresses control packets; on a token connection drop them
-                count(&mut self.stats.dropped_malformed);
-                return None;
+                return Err(Dropped::Malformed);
             }
-            let pkt = self.parse(&small[..len], mode)?;
-            return match self.process(now, mode, swap, pkt) {
+            let pkt = layer::parse(&small[..len], mode)?;
+            return Ok(match self.process(now, mode, swap, pkt) {
                 Outcome::Close(reason) => {
                     self.keep_peer_reason(reason);
                     Some(ClientApp::Close {
@@ -1151,113 +1061,29 @@ impl<const EVENTS: usize, L: Layer> Client<EVENTS, L> {
                     })
                 }
                 _ => None,
-            };
+            });
         }
-        let header = Header::parse(head).ok()?;
-        let pkt = if let Some(p) = L::conn(&mut self.chunks) {
-            let Some(plain_len) = p.rx.decompress(data).map(<[u8]>::len) else {
-                count(&mut self.stats.dropped_malformed);
-                return None;
-            };
-            let tail = tail_token(p.rx.bytes(plain_len));
-            let (mode, swap) = self.read_mode(None, tail)?;
-            let (token, len) = match mode {
-                TokenMode::Trailing => match plain_len.checked_sub(HEADER_LEN + TOKEN_LEN) {
-                    Some(len) => (tail, len),
-                    None => {
-                        count(&mut self.stats.dropped_wrong_token);
-                        return None;
-                    }
-                },
-                _ => (None, plain_len - HEADER_LEN),
-            };
-            (
-                mode,
-                swap,
-                Pkt::Chunks {
-                    header: Header {
-                        flags: Flags {
-                            compression: false,
-                            ..header.flags
-                        },
-                        ..header
-                    },
-                    token,
-                    payload: Payload::Rx(len),
-                },
-            )
-        } else {
-            let Ok((plain_len, last4)) = huffman::decompressed_tail(payload) else {
-                count(&mut self.stats.dropped_malformed);
-                return None;
-            };
-            let tail = (plain_len >= TOKEN_LEN).then_some(Token(last4));
-            let (mode, swap) = self.read_mode(None, tail)?;
-            if mode == TokenMode::Trailing && tail.is_none() {
-                count(&mut self.stats.dropped_wrong_token);
-                return None;
-            }
-            let token = if mode == TokenMode::Trailing {
-                tail
-            } else {
-                None
-            };
-            (
-                mode,
-                swap,
-                Pkt::Chunks {
-                    header,
-                    token,
-                    payload: Payload::Slice(payload),
-                },
-            )
-        };
-        let (mode, swap, pkt) = pkt;
-        match self.process(now, mode, swap, pkt) {
-            Outcome::Chunks {
-                header,
-                payload: Payload::Slice(payload),
-                ..
-            } => Some(ClientApp::Chunks(wire::ChunkPacket {
-                header,
-                payload,
-                token: None,
-            })),
-            Outcome::Chunks {
-                header,
-                payload: Payload::Rx(len),
-                ..
-            } => {
-                let p = L::conn(&mut self.chunks)?;
-                p.rx.load(header.num_chunks, HEADER_LEN, len, None);
-                Some(ClientApp::ChunksReady)
-            }
-            _ => None,
-        }
+        let rx = L::conn(&mut self.chunks).map(|p| p.rx);
+        let packet = layer::decompress_chunks(rx, data)?;
+        let (mode, swap) = self.read_mode(None, packet.tail).ok_or(Dropped::Silent)?;
+        let pkt = packet.packet(mode)?;
+        let outcome = self.process(now, mode, swap, pkt);
+        Ok(self.app_of(outcome))
     }
 
-    /// Parse `bytes` in `mode`; decode errors counted
-    #[inline(never)]
-    fn parse<'p>(&mut self, bytes: &'p [u8], mode: TokenMode) -> Option<Pkt<'p>> {
-        match wire::parse(bytes, mode) {
-            Ok(p) => Some(match p.packet {
-                Packet::Control(c) => Pkt::Control {
-                    c,
-                    warnings: p.warnings,
-                },
-                Packet::Chunks(c) => Pkt::Chunks {
-                    header: c.header,
-                    token: c.token,
-                    payload: Payload::Slice(c.payload),
-                },
-            }),
-            Err(DecodeError::MissingToken) => {
-                count(&mut self.stats.dropped_wrong_token);
-                None
+    /// What an accepted packet gives the application
+    fn app_of<'a>(&mut self, outcome: Outcome<'a>) -> Option<ClientApp<'a>> {
+        match outcome {
+            Outcome::Nothing => None,
+            Outcome::Close(reason) => {
+                self.keep_peer_reason(reason);
+                Some(ClientApp::Close {
+                    reason: reason.text(),
+                })
             }
-            Err(_) => {
-                count(&mut self.stats.dropped_malformed);
-                None
+            Outcome::Chunks(chunks) => {
+                let rx = L::conn(&mut self.chunks).map(|p| p.rx);
+                layer::deliver(rx, chunks, ClientApp::Chunks, ClientApp::ChunksReady)
             }
         }
     }
@@ -1278,59 +1104,28 @@ impl<const EVENTS: usize, L: Layer> Client<EVENTS, L> {
         } else {
             self.token
         };
-        let (token, ack, resend, warnings) = match &pkt {
-            Pkt::Control { c, warnings } => (
-                c.token,
-                c.ack,
-                warnings.contains(Warnings::CONTROL_RESEND),
-                *warnings,
-            ),
-            Pkt::Chunks { header, token, .. } => {
-                (*token, header.ack, header.flags.resend, Warnings::NONE)
-            }
-        };
-        if mode == TokenMode::Trailing && token != expect {
+        let marks = pkt.marks();
+        if mode == TokenMode::Trailing && marks.token != expect {
             count(&mut self.stats.dropped_wrong_token);
             return Outcome::Nothing;
         }
-        let header = Header {
-            flags: Flags {
-                resend,
-                ..Flags::default()
-            },
-            ack,
-            num_chunks: 0,
-        };
-        match L::conn(&mut self.chunks) {
-            Some(p) => {
-                if p.vital.on_packet(now, &header).is_err() {
-                    count(&mut self.stats.dropped_bad_ack);
-                    return Outcome::Nothing;
-                }
-            }
-            None => {
-                if !ack_in_range(ack, self.peer_ack, self.sequence) {
-                    count(&mut self.stats.dropped_bad_ack);
-                    return Outcome::Nothing;
-                }
-            }
+        let vital = L::conn(&mut self.chunks).map(|p| p.vital);
+        if !layer::ack_ok(vital, now, &marks, self.peer_ack, self.sequence) {
+            count(&mut self.stats.dropped_bad_ack);
+            return Outcome::Nothing;
         }
-        self.peer_ack = ack;
+        self.peer_ack = marks.ack;
         if swap {
             let old = self.token;
             self.token = expect;
             self.alt_token = Some(old);
         }
-        if !warnings.is_empty() {
+        if !marks.warnings.is_empty() {
             count(&mut self.stats.warnings);
         }
         match pkt {
             Pkt::Control { c, .. } => self.handle_control(now, c),
-            Pkt::Chunks {
-                header,
-                token,
-                payload,
-            } => {
+            Pkt::Chunks(chunks) => {
                 if self.state != ClientState::Online {
                     count(&mut self.stats.dropped_not_online);
                     return Outcome::Nothing;
@@ -1338,11 +1133,7 @@ impl<const EVENTS: usize, L: Layer> Client<EVENTS, L> {
                 self.last_recv = now;
                 self.heard_server();
                 count(&mut self.stats.chunk_packets_received);
-                Outcome::Chunks {
-                    header,
-                    token,
-                    payload,
-                }
+                Outcome::Chunks(chunks)
             }
         }
     }

@@ -38,11 +38,17 @@ fn feed_app<'a, const E: usize>(
     r.into_app()
 }
 
-/// A token-mode client online at 0 ms with token TOK (CONNECT and ACCEPT drained)
-fn online() -> Client {
+/// A token-mode client that connected at 0 ms (its CONNECT handed out)
+fn connecting() -> Client {
     let mut c = Client::new(ClientConfig::default());
     c.connect(ms(0)).unwrap();
     assert_eq!(drain(&mut c, ms(0)).len(), 1);
+    c
+}
+
+/// A token-mode client online at 0 ms with token TOK (CONNECT and ACCEPT drained)
+fn online() -> Client {
+    let mut c = connecting();
     feed(&mut c, ms(0), &hex("10 00 00 02 54 4b 45 4e 12 34 56 78"));
     assert_eq!(drain(&mut c, ms(0)), [hex("10 00 00 03 12 34 56 78")]);
     assert_eq!(
@@ -114,9 +120,7 @@ fn token_accept_goes_online() {
 
 #[test]
 fn bare_connect_accept_means_vanilla_connection() {
-    let mut c = Client::new(ClientConfig::default());
-    c.connect(ms(0)).unwrap();
-    let _ = drain(&mut c, ms(0));
+    let mut c = connecting();
     feed(&mut c, ms(100), &hex("10 00 00 02"));
     assert_eq!(events(&mut c), [ClientEvent::Connected { token: None }]);
     assert_eq!(drain(&mut c, ms(100)), [hex("10 00 00 03")]);
@@ -244,9 +248,7 @@ fn peer_close_with_reason_online_and_while_connecting() {
     assert_eq!(closed_cause(&mut c), CloseCause::Peer);
     assert!(drain(&mut c, ms(5)).is_empty());
 
-    let mut c = Client::new(ClientConfig::default());
-    c.connect(ms(0)).unwrap();
-    let _ = drain(&mut c, ms(0));
+    let mut c = connecting();
     let mut pkt = hex("10 00 00 04");
     pkt.extend_from_slice(b"This server is full\0");
     pkt.extend_from_slice(&[1, 2, 3, 4]);
@@ -291,9 +293,7 @@ fn bad_ack_dropped_and_counted_until_sequence_reported() {
 
 #[test]
 fn connect_accept_with_nonzero_ack_is_dropped() {
-    let mut c = Client::new(ClientConfig::default());
-    c.connect(ms(0)).unwrap();
-    let _ = drain(&mut c, ms(0));
+    let mut c = connecting();
     feed(&mut c, ms(1), &hex("10 01 00 02 54 4b 45 4e 12 34 56 78"));
     assert_eq!(c.stats().dropped_bad_ack, 1);
     assert_eq!(c.state(), ClientState::Connecting);
@@ -429,9 +429,7 @@ fn at_most_one_closed_event() {
 
 #[test]
 fn late_connect_accept_gets_no_second_accept() {
-    let mut c = Client::new(ClientConfig::default());
-    c.connect(ms(0)).unwrap();
-    let _ = drain(&mut c, ms(0));
+    let mut c = connecting();
     c.handle_timeout(ms(500));
     assert_eq!(drain(&mut c, ms(500)).len(), 1, "CONNECT resent");
     let ca = hex("10 00 00 02 54 4b 45 4e 12 34 56 78");
@@ -504,30 +502,20 @@ fn keep_alive_carries_reported_ack() {
     assert_eq!(drain(&mut c, ms(250)), [hex("13 ff 00 00 12 34 56 78")]);
 }
 
-/// Every interval and timeout zero
-fn zero_config() -> ClientConfig {
+/// Every interval and timeout set to `d`
+fn config_all(d: Duration) -> ClientConfig {
     ClientConfig::new()
-        .with_connect_resend(Duration::ZERO)
-        .with_connect_timeout(Duration::ZERO)
-        .with_keep_alive(Duration::ZERO)
-        .with_timeout(Duration::ZERO)
-        .with_accept_retry(Some(Duration::ZERO))
-}
-
-/// Every interval and timeout `Duration::MAX`
-fn huge_config() -> ClientConfig {
-    ClientConfig::new()
-        .with_connect_resend(Duration::MAX)
-        .with_connect_timeout(Duration::MAX)
-        .with_keep_alive(Duration::MAX)
-        .with_timeout(Duration::MAX)
-        .with_accept_retry(Some(Duration::MAX))
+        .with_connect_resend(d)
+        .with_connect_timeout(d)
+        .with_keep_alive(d)
+        .with_timeout(d)
+        .with_accept_retry(Some(d))
 }
 
 #[test]
 fn config_setters_clamp_zero_and_huge_values() {
     use crate::time::MAX_DELAY;
-    let zero = zero_config();
+    let zero = config_all(Duration::ZERO);
     let one = Duration::from_millis(1);
     assert_eq!(
         (
@@ -539,7 +527,7 @@ fn config_setters_clamp_zero_and_huge_values() {
         ),
         (one, one, one, one, Some(one))
     );
-    let huge = huge_config();
+    let huge = config_all(Duration::MAX);
     assert_eq!(
         (
             huge.connect_resend(),
@@ -594,7 +582,7 @@ fn check_deadlines(config: ClientConfig, start: Instant) {
 
 #[test]
 fn poll_timeout_stays_within_max_delay_and_never_spins() {
-    let (zero, huge) = (zero_config(), huge_config());
+    let (zero, huge) = (config_all(Duration::ZERO), config_all(Duration::MAX));
     // a year of uptime, so that a deadline past MAX_DELAY would be visible
     let year = Instant::from_secs(365 * 24 * 3600);
     for config in [zero, huge, ClientConfig::default()] {
@@ -695,9 +683,7 @@ fn queue_full_changes_nothing_and_a_drain_always_makes_room() {
 fn the_default_queue_holds_a_whole_life() {
     // Connected and Closed are the only events of a client's life: with the default capacity
     // (4) nothing is ever refused even when the application never drains events
-    let mut c = Client::new(ClientConfig::default());
-    c.connect(ms(0)).unwrap();
-    let _ = drain(&mut c, ms(0));
+    let mut c = connecting();
     feed(&mut c, ms(1), &hex("10 00 00 02 54 4b 45 4e 12 34 56 78"));
     feed(&mut c, ms(2), &hex("10 00 00 04 12 34 56 78"));
     assert_eq!(c.close(ms(3), ""), Err(Error::Closed));

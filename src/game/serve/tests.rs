@@ -120,79 +120,97 @@ fn start_info() -> Vec<u8> {
     })
 }
 
-/// Feed one vital message and flush
-fn feed<'a>(
-    s: &mut Serve,
-    rec: &mut Rec,
-    o: &Offer<'_>,
-    m: &mut &[u8],
-    data: &'a [u8],
-) -> ServeEvent<'a> {
-    let ev = s.handle_chunk(o, vital(data)).unwrap();
-    s.flush(NOW, rec, 7, o, m).unwrap();
-    ev
+/// One peer's join served from the map `m` under the offer `o`, into a recording server
+struct Join<'m> {
+    s: Serve,
+    rec: Rec,
+    o: Offer<'m>,
+    m: &'m [u8],
 }
 
-fn joined(s: &mut Serve, rec: &mut Rec, o: &Offer<'_>, m: &mut &[u8]) {
-    let i = info(VERSION_0_6, "");
-    assert!(matches!(feed(s, rec, o, m, &i), ServeEvent::Info { .. }));
+impl<'m> Join<'m> {
+    fn new(m: &'m [u8], o: Offer<'m>) -> Self {
+        Join {
+            s: Serve::new(),
+            rec: Rec::default(),
+            o,
+            m,
+        }
+    }
+
+    /// Feed one vital message and flush
+    fn feed<'a>(&mut self, data: &'a [u8]) -> ServeEvent<'a> {
+        let ev = self.s.handle_chunk(&self.o, vital(data)).unwrap();
+        self.flush().unwrap();
+        ev
+    }
+
+    /// Flush, the pieces read from the whole map
+    fn flush(&mut self) -> Result<(), ServeError> {
+        self.flush_from(self.m)
+    }
+
+    /// Flush, the pieces read from `map`
+    fn flush_from(&mut self, mut map: &[u8]) -> Result<(), ServeError> {
+        self.s.flush(NOW, &mut self.rec, 7, &self.o, &mut map)
+    }
+
+    /// Feed the INFO of a 0.6 client without password: the join is announced
+    fn joined(&mut self) {
+        let i = info(VERSION_0_6, "");
+        assert!(matches!(self.feed(&i), ServeEvent::Info { .. }));
+    }
 }
 
 #[test]
 fn map_requests_before_info_are_ignored() {
     let m = map();
-    let o = offer(&m);
-    let (mut s, mut rec) = (Serve::new(), Rec::default());
+    let mut j = Join::new(&m, offer(&m));
     let r = request(0);
-    assert_eq!(
-        feed(&mut s, &mut rec, &o, &mut &m[..], &r),
-        ServeEvent::Ignored(Ignored::WrongState)
-    );
-    assert!(rec.sent.is_empty());
+    assert_eq!(j.feed(&r), ServeEvent::Ignored(Ignored::WrongState));
+    assert!(j.rec.sent.is_empty());
 }
 
 #[test]
 fn out_of_range_map_requests_are_ignored() {
     let m = map();
-    let o = offer(&m);
-    let (mut s, mut rec) = (Serve::new(), Rec::default());
-    joined(&mut s, &mut rec, &o, &mut &m[..]);
-    let before = rec.sent.len();
+    let mut j = Join::new(&m, offer(&m));
+    j.joined();
+    let before = j.rec.sent.len();
     for k in [-1, i32::MIN, 20, 21, i32::MAX, 0x0500_0000] {
         let r = request(k);
         assert_eq!(
-            feed(&mut s, &mut rec, &o, &mut &m[..], &r),
+            j.feed(&r),
             ServeEvent::Ignored(Ignored::OutOfRange),
             "piece {k}"
         );
     }
     assert_eq!(
-        rec.sent.len(),
+        j.rec.sent.len(),
         before,
         "nothing sent for out-of-range pieces"
     );
-    assert_eq!(s.requests(), 0);
+    assert_eq!(j.s.requests(), 0);
 }
 
 #[test]
 fn window_like_16_4_and_last_piece() {
     let m = map();
-    let o = offer(&m);
-    let (mut s, mut rec) = (Serve::new(), Rec::default());
-    joined(&mut s, &mut rec, &o, &mut &m[..]);
+    let mut j = Join::new(&m, offer(&m));
+    j.joined();
     let r = request(0);
     assert_eq!(
-        feed(&mut s, &mut rec, &o, &mut &m[..], &r),
+        j.feed(&r),
         ServeEvent::MapRequest {
             piece: 0,
             queued: 16
         }
     );
-    assert_eq!(rec.pieces(), (0..16).collect::<Vec<_>>());
+    assert_eq!(j.rec.pieces(), (0..16).collect::<Vec<_>>());
     // in-order requests: one more piece each, until the map ends
     for k in 1..20 {
         let r = request(k);
-        let ev = feed(&mut s, &mut rec, &o, &mut &m[..], &r);
+        let ev = j.feed(&r);
         let expect = u8::from(k + 15 < 20);
         assert_eq!(
             ev,
@@ -202,19 +220,20 @@ fn window_like_16_4_and_last_piece() {
             }
         );
     }
-    assert_eq!(rec.pieces(), (0..20).collect::<Vec<_>>());
+    assert_eq!(j.rec.pieces(), (0..20).collect::<Vec<_>>());
     // reassemble: every byte, the last piece flagged and short
     let mut file = Vec::new();
-    for msg in rec.messages() {
+    for msg in j.rec.messages() {
         if let Message::MapData(d) = msg {
-            assert_eq!(d.crc, o.crc());
+            assert_eq!(d.crc, j.o.crc());
             assert_eq!(d.last, i32::from(d.chunk == 19));
             file.extend_from_slice(d.data);
         }
     }
     assert_eq!(file, m);
     // every MAP_DATA flushed, as DDNet does
-    assert!(rec
+    assert!(j
+        .rec
         .sent
         .iter()
         .all(|(d, f)| !matches!(Message::parse(d), Ok(Message::MapData(_))) || *f));
@@ -223,13 +242,12 @@ fn window_like_16_4_and_last_piece() {
 #[test]
 fn repeated_map_requests_are_bounded() {
     let m = map();
-    let o = offer(&m);
-    let (mut s, mut rec) = (Serve::new(), Rec::default());
-    joined(&mut s, &mut rec, &o, &mut &m[..]);
+    let mut j = Join::new(&m, offer(&m));
+    j.joined();
     let r = request(0);
     let mut answered = 0;
     for _ in 0..1000 {
-        match feed(&mut s, &mut rec, &o, &mut &m[..], &r) {
+        match j.feed(&r) {
             ServeEvent::MapRequest { .. } => answered += 1,
             ServeEvent::Ignored(Ignored::TooManyRequests) => {}
             other => panic!("{other:?}"),
@@ -238,8 +256,8 @@ fn repeated_map_requests_are_bounded() {
     // 2 x 20 pieces + 16
     assert_eq!(answered, 56);
     // the first request: 16 pieces; every repeat: piece 0 only
-    assert_eq!(rec.pieces().len(), 16 + 55);
-    assert_eq!(s.pieces_due(), 0);
+    assert_eq!(j.rec.pieces().len(), 16 + 55);
+    assert_eq!(j.s.pieces_due(), 0);
 }
 
 #[test]
@@ -247,123 +265,79 @@ fn out_of_order_flood_does_not_grow_the_queue() {
     let m = map();
     let o = offer(&m);
     // nothing fits into the resend buffer: requests pile up as due pieces
-    let (mut s, mut rec) = (Serve::new(), Rec::default());
-    joined(&mut s, &mut rec, &o, &mut &m[..]);
-    rec.room = Some(0);
+    let mut j = Join::new(&m, o);
+    j.joined();
+    j.rec.room = Some(0);
     for k in (0..20).cycle().skip(3).take(50) {
         let r = request(k);
-        let _ = feed(&mut s, &mut rec, &o, &mut &m[..], &r);
+        let _ = j.feed(&r);
     }
-    assert_eq!(s.pieces_due(), DUE_PIECES);
-    assert!(s.dropped() > 0);
-    assert!(s.wants_flush());
+    assert_eq!(j.s.pieces_due(), DUE_PIECES);
+    assert!(j.s.dropped() > 0);
+    assert!(j.s.wants_flush());
     // room again: everything due goes out in order of the requests
-    rec.room = None;
-    s.flush(NOW, &mut rec, 7, &o, &mut &m[..]).unwrap();
-    assert_eq!(s.pieces_due(), 0);
-    assert!(!s.wants_flush());
+    j.rec.room = None;
+    j.flush().unwrap();
+    assert_eq!(j.s.pieces_due(), 0);
+    assert!(!j.s.wants_flush());
 }
 
 #[test]
 fn enter_game_before_ready_and_start_info_is_ignored() {
     let m = map();
-    let o = offer(&m);
-    let (mut s, mut rec) = (Serve::new(), Rec::default());
+    let mut j = Join::new(&m, offer(&m));
     let e = emit(|b| EnterGame {}.emit(b).unwrap());
     let ready = emit(|b| Ready {}.emit(b).unwrap());
     let si = start_info();
     // before INFO
-    assert_eq!(
-        feed(&mut s, &mut rec, &o, &mut &m[..], &e),
-        ServeEvent::Ignored(Ignored::WrongState)
-    );
-    assert_eq!(
-        feed(&mut s, &mut rec, &o, &mut &m[..], &si),
-        ServeEvent::Ignored(Ignored::WrongState)
-    );
-    assert_eq!(
-        feed(&mut s, &mut rec, &o, &mut &m[..], &ready),
-        ServeEvent::Ignored(Ignored::WrongState)
-    );
-    joined(&mut s, &mut rec, &o, &mut &m[..]);
+    assert_eq!(j.feed(&e), ServeEvent::Ignored(Ignored::WrongState));
+    assert_eq!(j.feed(&si), ServeEvent::Ignored(Ignored::WrongState));
+    assert_eq!(j.feed(&ready), ServeEvent::Ignored(Ignored::WrongState));
+    j.joined();
     // after INFO, before READY
-    assert_eq!(
-        feed(&mut s, &mut rec, &o, &mut &m[..], &e),
-        ServeEvent::Ignored(Ignored::WrongState)
-    );
-    assert_eq!(
-        feed(&mut s, &mut rec, &o, &mut &m[..], &si),
-        ServeEvent::Ignored(Ignored::WrongState)
-    );
-    assert_eq!(
-        feed(&mut s, &mut rec, &o, &mut &m[..], &ready),
-        ServeEvent::Ready { first: true }
-    );
+    assert_eq!(j.feed(&e), ServeEvent::Ignored(Ignored::WrongState));
+    assert_eq!(j.feed(&si), ServeEvent::Ignored(Ignored::WrongState));
+    assert_eq!(j.feed(&ready), ServeEvent::Ready { first: true });
     // READY, no start info yet
-    assert_eq!(
-        feed(&mut s, &mut rec, &o, &mut &m[..], &e),
-        ServeEvent::Ignored(Ignored::WrongState)
-    );
+    assert_eq!(j.feed(&e), ServeEvent::Ignored(Ignored::WrongState));
     // non-vital start info and ENTERGAME do not count
     assert_eq!(
-        s.handle_chunk(&o, Chunk::non_vital(&si)).unwrap(),
+        j.s.handle_chunk(&j.o, Chunk::non_vital(&si)).unwrap(),
         ServeEvent::Ignored(Ignored::NotVital)
     );
-    assert!(matches!(
-        feed(&mut s, &mut rec, &o, &mut &m[..], &si),
-        ServeEvent::StartInfo { .. }
-    ));
+    assert!(matches!(j.feed(&si), ServeEvent::StartInfo { .. }));
+    assert_eq!(j.feed(&si), ServeEvent::Ignored(Ignored::Repeated));
     assert_eq!(
-        feed(&mut s, &mut rec, &o, &mut &m[..], &si),
-        ServeEvent::Ignored(Ignored::Repeated)
-    );
-    assert_eq!(
-        s.handle_chunk(&o, Chunk::non_vital(&e)).unwrap(),
+        j.s.handle_chunk(&j.o, Chunk::non_vital(&e)).unwrap(),
         ServeEvent::Ignored(Ignored::NotVital)
     );
-    assert_eq!(
-        feed(&mut s, &mut rec, &o, &mut &m[..], &e),
-        ServeEvent::Entered
-    );
-    assert!(s.in_game());
+    assert_eq!(j.feed(&e), ServeEvent::Entered);
+    assert!(j.s.in_game());
     // a second ENTERGAME changes nothing; a second READY gets another CON_READY
-    assert_eq!(
-        feed(&mut s, &mut rec, &o, &mut &m[..], &e),
-        ServeEvent::Ignored(Ignored::WrongState)
-    );
-    let n = rec.sent.len();
-    assert_eq!(
-        feed(&mut s, &mut rec, &o, &mut &m[..], &ready),
-        ServeEvent::Ready { first: false }
-    );
-    assert_eq!(rec.messages()[n..], [Message::ConReady(ConReady {})]);
+    assert_eq!(j.feed(&e), ServeEvent::Ignored(Ignored::WrongState));
+    let n = j.rec.sent.len();
+    assert_eq!(j.feed(&ready), ServeEvent::Ready { first: false });
+    assert_eq!(j.rec.messages()[n..], [Message::ConReady(ConReady {})]);
 }
 
 #[test]
 fn wrong_version_is_closed_with_ddnet_wording() {
     let m = map();
-    let o = offer(&m);
-    let (mut s, mut rec) = (Serve::new(), Rec::default());
+    let mut j = Join::new(&m, offer(&m));
     let i = info("0.6 626fce9a778ab4d4", "");
+    assert_eq!(j.feed(&i), ServeEvent::Refused(Refusal::WrongVersion));
     assert_eq!(
-        feed(&mut s, &mut rec, &o, &mut &m[..], &i),
-        ServeEvent::Refused(Refusal::WrongVersion)
-    );
-    assert_eq!(
-        rec.closed,
+        j.rec.closed,
         ["Wrong version. Server is running '0.6 626fce9a778df4d4' and client '0.6 626fce9a778ab4d4'"]
     );
-    assert!(rec.sent.is_empty(), "no MAP_CHANGE for a refused client");
-    assert_eq!(s.state(), ServeState::Refused);
+    assert!(j.rec.sent.is_empty(), "no MAP_CHANGE for a refused client");
+    assert_eq!(j.s.state(), ServeState::Refused);
     // everything after is ignored, the CLOSE is not repeated
     for data in [info(VERSION_0_6, ""), request(0)] {
-        assert_eq!(
-            feed(&mut s, &mut rec, &o, &mut &m[..], &data),
-            ServeEvent::Ignored(Ignored::WrongState)
-        );
+        assert_eq!(j.feed(&data), ServeEvent::Ignored(Ignored::WrongState));
     }
-    assert_eq!(rec.closed.len(), 1);
-    assert!(rec.sent.is_empty());
+    assert_eq!(j.rec.closed.len(), 1);
+    assert!(j.rec.sent.is_empty());
 }
 
 #[test]
@@ -372,14 +346,14 @@ fn hostile_version_strings_fit_the_close() {
     let o = offer(&m);
     let long = "é".repeat(200);
     for v in ["", "0.7 802f1be60a05665f", "\x01\x1b[31mred\n", &long] {
-        let (mut s, mut rec) = (Serve::new(), Rec::default());
+        let mut j = Join::new(&m, o);
         let i = info(v, "");
-        let _ = feed(&mut s, &mut rec, &o, &mut &m[..], &i);
-        let r = &rec.closed[0];
+        let _ = j.feed(&i);
+        let r = &j.rec.closed[0];
         assert!(r.len() <= MAX_REASON_LEN, "{} bytes", r.len());
         assert!(r.starts_with(WRONG_VERSION_HEAD) && r.ends_with('\''));
         assert!(!r.chars().any(|c| c.is_control()), "{r:?}");
-        assert_eq!(s.refusal_reason(), Some(r.as_str()));
+        assert_eq!(j.s.refusal_reason(), Some(r.as_str()));
     }
 }
 
@@ -387,30 +361,21 @@ fn hostile_version_strings_fit_the_close() {
 fn wrong_password_and_repeated_info() {
     let m = map();
     let o = offer(&m).with_password("secret");
-    let (mut s, mut rec) = (Serve::new(), Rec::default());
+    let mut j = Join::new(&m, o);
     let i = info(VERSION_0_6, "guess");
-    assert_eq!(
-        feed(&mut s, &mut rec, &o, &mut &m[..], &i),
-        ServeEvent::Refused(Refusal::WrongPassword)
-    );
-    assert_eq!(rec.closed, [WRONG_PASSWORD]);
+    assert_eq!(j.feed(&i), ServeEvent::Refused(Refusal::WrongPassword));
+    assert_eq!(j.rec.closed, [WRONG_PASSWORD]);
     // the right password; then a second INFO is ignored (one announcement)
-    let (mut s, mut rec) = (Serve::new(), Rec::default());
+    let mut j = Join::new(&m, o);
     let i = info(VERSION_0_6, "secret");
-    assert!(matches!(
-        feed(&mut s, &mut rec, &o, &mut &m[..], &i),
-        ServeEvent::Info { .. }
-    ));
-    let n = rec.sent.len();
-    assert_eq!(
-        feed(&mut s, &mut rec, &o, &mut &m[..], &i),
-        ServeEvent::Ignored(Ignored::WrongState)
-    );
-    assert_eq!(rec.sent.len(), n);
+    assert!(matches!(j.feed(&i), ServeEvent::Info { .. }));
+    let n = j.rec.sent.len();
+    assert_eq!(j.feed(&i), ServeEvent::Ignored(Ignored::WrongState));
+    assert_eq!(j.rec.sent.len(), n);
     // non-vital INFO does not count
-    let mut s = Serve::new();
+    let mut j = Join::new(&m, o);
     assert_eq!(
-        s.handle_chunk(&o, Chunk::non_vital(&i)).unwrap(),
+        j.s.handle_chunk(&j.o, Chunk::non_vital(&i)).unwrap(),
         ServeEvent::Ignored(Ignored::NotVital)
     );
 }
@@ -419,10 +384,9 @@ fn wrong_password_and_repeated_info() {
 fn announcement_like_16_4() {
     let m = map();
     let sha = crate::game::sha256::Sha256::digest(&m);
-    let o = offer(&m).with_sha256(sha);
-    let (mut s, mut rec) = (Serve::new(), Rec::default());
-    joined(&mut s, &mut rec, &o, &mut &m[..]);
-    let msgs = rec.messages();
+    let mut j = Join::new(&m, offer(&m).with_sha256(sha));
+    j.joined();
+    let msgs = j.rec.messages();
     assert!(matches!(msgs[0], Message::RconType(_)));
     assert_eq!(
         msgs[1],
@@ -434,39 +398,37 @@ fn announcement_like_16_4() {
     let Message::MapDetails(d) = msgs[2] else {
         panic!("{:?}", msgs[2])
     };
-    assert_eq!((d.sha256, d.crc, d.size), (sha, o.crc(), m.len() as i32));
+    assert_eq!((d.sha256, d.crc, d.size), (sha, j.o.crc(), m.len() as i32));
     let Message::MapChange(c) = msgs[3] else {
         panic!("{:?}", msgs[3])
     };
     assert_eq!(
         (c.name.as_bytes(), c.crc, c.size),
-        (&b"hostile"[..], o.crc(), m.len() as i32)
+        (&b"hostile"[..], j.o.crc(), m.len() as i32)
     );
     // MAP_CHANGE flushes the packet; the three before it ride along
-    let flushes: Vec<bool> = rec.sent.iter().map(|(_, f)| *f).collect();
+    let flushes: Vec<bool> = j.rec.sent.iter().map(|(_, f)| *f).collect();
     assert_eq!(flushes, [false, false, false, true]);
     // a vanilla announcement: MAP_CHANGE only
-    let o = offer(&m).with_capabilities(None);
-    let (mut s, mut rec) = (Serve::new(), Rec::default());
-    joined(&mut s, &mut rec, &o, &mut &m[..]);
-    assert!(matches!(rec.messages()[..], [Message::MapChange(_)]));
+    let mut j = Join::new(&m, offer(&m).with_capabilities(None));
+    j.joined();
+    assert!(matches!(j.rec.messages()[..], [Message::MapChange(_)]));
 }
 
 #[test]
 fn full_resend_buffer_keeps_messages_due_in_order() {
     let m = map();
-    let o = offer(&m).with_motd("hi");
-    let (mut s, mut rec) = (Serve::new(), Rec::default());
-    rec.room = Some(2);
-    joined(&mut s, &mut rec, &o, &mut &m[..]);
-    assert_eq!(rec.sent.len(), 2);
-    assert!(s.wants_flush());
+    let mut j = Join::new(&m, offer(&m).with_motd("hi"));
+    j.rec.room = Some(2);
+    j.joined();
+    assert_eq!(j.rec.sent.len(), 2);
+    assert!(j.s.wants_flush());
     let r = request(0);
-    let _ = feed(&mut s, &mut rec, &o, &mut &m[..], &r);
-    assert_eq!(rec.sent.len(), 2);
-    rec.room = None;
-    s.flush(NOW, &mut rec, 7, &o, &mut &m[..]).unwrap();
-    let msgs = rec.messages();
+    let _ = j.feed(&r);
+    assert_eq!(j.rec.sent.len(), 2);
+    j.rec.room = None;
+    j.flush().unwrap();
+    let msgs = j.rec.messages();
     assert!(matches!(msgs[2], Message::MapChange(_)));
     assert!(matches!(
         msgs[3],
@@ -480,37 +442,30 @@ fn short_map_source_is_an_error_not_a_panic() {
     let m = map();
     let o = offer(&m);
     let short = &m[..1000];
-    let (mut s, mut rec) = (Serve::new(), Rec::default());
-    joined(&mut s, &mut rec, &o, &mut &m[..]);
+    let mut j = Join::new(&m, o);
+    j.joined();
     let r = request(0);
-    let _ = s.handle_chunk(&o, vital(&r)).unwrap();
-    assert_eq!(
-        s.flush(NOW, &mut rec, 7, &o, &mut &short[..]),
-        Err(ServeError::Map(MapReadError))
-    );
+    let _ = j.s.handle_chunk(&j.o, vital(&r)).unwrap();
+    assert_eq!(j.flush_from(short), Err(ServeError::Map(MapReadError)));
     // piece 0 went out, piece 1 stays due
-    assert_eq!(rec.pieces(), [0]);
-    assert_eq!(s.pieces_due(), 15);
+    assert_eq!(j.rec.pieces(), [0]);
+    assert_eq!(j.s.pieces_due(), 15);
 }
 
 #[test]
 fn ping_ex_is_answered_and_other_messages_pass_through() {
     let m = map();
-    let o = offer(&m);
-    let (mut s, mut rec) = (Serve::new(), Rec::default());
+    let mut j = Join::new(&m, offer(&m));
     let p = emit(|b| crate::game::msg::PingEx { id: [5; 16] }.emit(b).unwrap());
-    assert_eq!(
-        feed(&mut s, &mut rec, &o, &mut &m[..], &p),
-        ServeEvent::Ping
-    );
-    assert_eq!(rec.messages(), [Message::PongEx(PongEx { id: [5; 16] })]);
+    assert_eq!(j.feed(&p), ServeEvent::Ping);
+    assert_eq!(j.rec.messages(), [Message::PongEx(PongEx { id: [5; 16] })]);
     let say = emit(|b| emit_message(MsgHeader::game(17), b"\0\0hi\0", b).unwrap());
     assert!(matches!(
-        feed(&mut s, &mut rec, &o, &mut &m[..], &say),
+        j.feed(&say),
         ServeEvent::Message(Message::Game { .. })
     ));
     assert!(matches!(
-        s.handle_chunk(&o, vital(&[0x80])),
+        j.s.handle_chunk(&j.o, vital(&[0x80])),
         Err(ServeError::Message(_))
     ));
 }

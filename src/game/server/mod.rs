@@ -9,23 +9,21 @@ use core::hash::Hash;
 
 use heapless::Deque;
 
-use super::chunk::{Chunk, MAX_CHUNK_SIZE};
+use super::chunk::Chunk;
 use super::connless::{ConnlessPacket, InfoContent, InfoRequest};
 use super::error::Error;
 use super::event::{CloseCause, ServerApp, ServerEvent};
-use super::huffman;
 use super::layer::{
-    self, imp::Imp, tail_token, ChunkConfig, ControlOnly, Layer, Outcome, Payload, Pkt, Reliable,
-    SMALL_LEN,
+    self, imp::Imp, ChunkConfig, ControlOnly, Dropped, Layer, Outcome, Pkt, Reliable, SMALL_LEN,
 };
 use super::token::{mint, table_key, TokenSecret};
 use super::vital::VitalStats;
 use super::wire::{
-    self, ack_in_range, Control, ControlPacket, DecodeError, Flags, Header, Packet, Reason, Token,
-    TokenMode, Warnings, ACK_MODULO, FLAG_COMPRESSION, FLAG_CONNLESS, HEADER_LEN, MAX_PACKET_LEN,
-    TOKEN_LEN,
+    self, Control, ControlPacket, Flags, Packet, Reason, Token, TokenMode, Warnings, ACK_MODULO,
+    FLAG_COMPRESSION, FLAG_CONNLESS, HEADER_LEN,
 };
 use super::{count, local_reason, LocalReason, MIN_DELAY};
+use crate::config::{at_least_one, getters, setters};
 use crate::io::{BufferTooSmall, FrameKind, PeerText, Received, Transmit};
 use crate::time::{clamp_delay, Clock, Duration, Instant};
 use peer::{next_frame, stamp, PeerCold, PeerHot, OUT_CHUNKS, OUT_CONNECT_ACCEPT, OUT_KEEP_ALIVE};
@@ -119,24 +117,18 @@ impl ServerConfig {
         }
     }
 
-    /// Server-info requests per second (a window of 1 s) handed to the application as
-    /// [`ServerApp::InfoRequest`] with the client list allowed; later ones in the window get the
-    /// answer without the list, which is little larger than the request (DDNet 16.4's
-    /// `sv_server_info_per_second`, default 50). Clamped to at most
-    /// [`ServerConfig::info_replies_per_second`].
-    #[must_use]
-    pub const fn with_info_per_second(mut self, n: u32) -> Self {
-        self.info_per_second = n;
-        self
-    }
+    setters! {
+        /// Server-info requests per second (a window of 1 s) handed to the application as
+        /// [`ServerApp::InfoRequest`] with the client list allowed; later ones in the window get the
+        /// answer without the list, which is little larger than the request (DDNet 16.4's
+        /// `sv_server_info_per_second`, default 50). Clamped to at most
+        /// [`ServerConfig::info_replies_per_second`].
+        fn with_info_per_second(n: u32) { info_per_second = n }
 
-    /// Server-info requests per second answered at all; more are dropped and counted
-    /// ([`ServerStats::dropped_info_flood`]). Default 500 (newer DDNet's
-    /// `sv_server_info_replies_per_second`); 0 answers none.
-    #[must_use]
-    pub const fn with_info_replies_per_second(mut self, n: u32) -> Self {
-        self.info_replies_per_second = n;
-        self
+        /// Server-info requests per second answered at all; more are dropped and counted
+        /// ([`ServerStats::dropped_info_flood`]). Default 500 (newer DDNet's
+        /// `sv_server_info_replies_per_second`); 0 answers none.
+        fn with_info_replies_per_second(n: u32) { info_replies_per_second = n }
     }
 
     /// Server-info requests per second answered with the client list
@@ -155,45 +147,27 @@ impl ServerConfig {
         self.info_replies_per_second
     }
 
-    /// Policy for vanilla CONNECTs. Default: [`VanillaPolicy::Reject`].
-    #[must_use]
-    pub const fn with_vanilla(mut self, policy: VanillaPolicy) -> Self {
-        self.vanilla = policy;
-        self
-    }
+    setters! {
+        /// Policy for vanilla CONNECTs. Default: [`VanillaPolicy::Reject`].
+        fn with_vanilla(policy: VanillaPolicy) { vanilla = policy }
 
-    /// Send a KEEP_ALIVE to an online peer when nothing was sent to it for this long, clamped
-    /// into `[1 ms, 30 days]`. Default: 1 s, what DDNet and vanilla servers do.
-    #[must_use]
-    pub const fn with_keep_alive(mut self, interval: Duration) -> Self {
-        self.keep_alive = clamp_delay(interval, MIN_DELAY);
-        self
-    }
+        /// Send a KEEP_ALIVE to an online peer when nothing was sent to it for this long, clamped
+        /// into `[1 ms, 30 days]`. Default: 1 s, what DDNet and vanilla servers do.
+        fn with_keep_alive(interval: Duration) { keep_alive = clamp_delay(interval, MIN_DELAY) }
 
-    /// A peer times out ([`CloseCause::Timeout`], no CLOSE sent) when nothing valid arrived from
-    /// it for this long, clamped into `[1 ms, 30 days]`. Default: 10 s (vanilla 0.6.4; DDNet's
-    /// `conn_timeout` defaults to 100 s).
-    #[must_use]
-    pub const fn with_timeout(mut self, timeout: Duration) -> Self {
-        self.timeout = clamp_delay(timeout, MIN_DELAY);
-        self
-    }
+        /// A peer times out ([`CloseCause::Timeout`], no CLOSE sent) when nothing valid arrived from
+        /// it for this long, clamped into `[1 ms, 30 days]`. Default: 10 s (vanilla 0.6.4; DDNet's
+        /// `conn_timeout` defaults to 100 s).
+        fn with_timeout(timeout: Duration) { timeout = clamp_delay(timeout, MIN_DELAY) }
 
-    /// CONNECT_ACCEPT resend interval for [`VanillaPolicy::Pending`] slots, clamped into
-    /// `[1 ms, 30 days]`. Default: 500 ms.
-    #[must_use]
-    pub const fn with_connect_accept_resend(mut self, interval: Duration) -> Self {
-        self.connect_accept_resend = clamp_delay(interval, MIN_DELAY);
-        self
-    }
+        /// CONNECT_ACCEPT resend interval for [`VanillaPolicy::Pending`] slots, clamped into
+        /// `[1 ms, 30 days]`. Default: 500 ms.
+        fn with_connect_accept_resend(interval: Duration) { connect_accept_resend = clamp_delay(interval, MIN_DELAY) }
 
-    /// Admit at most this many peers (online and pending), at least 1; the server clamps it to
-    /// its `PEERS` too. Default: `PEERS`. The peer table has `2 × PEERS` buckets, so it is at
-    /// most half full whatever `max_peers` is: lookups stay short.
-    #[must_use]
-    pub const fn with_max_peers(mut self, max_peers: usize) -> Self {
-        self.max_peers = if max_peers == 0 { 1 } else { max_peers };
-        self
+        /// Admit at most this many peers (online and pending), at least 1; the server clamps it to
+        /// its `PEERS` too. Default: `PEERS`. The peer table has `2 × PEERS` buckets, so it is at
+        /// most half full whatever `max_peers` is: lookups stay short.
+        fn with_max_peers(max_peers: usize) { max_peers = at_least_one(max_peers) }
     }
 
     /// The token secret
@@ -202,35 +176,18 @@ impl ServerConfig {
         &self.secret
     }
 
-    /// Policy for vanilla CONNECTs
-    #[must_use]
-    pub const fn vanilla(&self) -> VanillaPolicy {
-        self.vanilla
-    }
-
-    /// Keep-alive interval
-    #[must_use]
-    pub const fn keep_alive(&self) -> Duration {
-        self.keep_alive
-    }
-
-    /// Peer timeout
-    #[must_use]
-    pub const fn timeout(&self) -> Duration {
-        self.timeout
-    }
-
-    /// CONNECT_ACCEPT resend interval of pending vanilla slots
-    #[must_use]
-    pub const fn connect_accept_resend(&self) -> Duration {
-        self.connect_accept_resend
-    }
-
-    /// Most peers admitted; `usize::MAX` until a server clamped it to its `PEERS`
-    /// ([`Server::config`] shows the clamped value)
-    #[must_use]
-    pub const fn max_peers(&self) -> usize {
-        self.max_peers
+    getters! {
+        /// Policy for vanilla CONNECTs
+        fn vanilla() -> VanillaPolicy;
+        /// Keep-alive interval
+        fn keep_alive() -> Duration;
+        /// Peer timeout
+        fn timeout() -> Duration;
+        /// CONNECT_ACCEPT resend interval of pending vanilla slots
+        fn connect_accept_resend() -> Duration;
+        /// Most peers admitted; `usize::MAX` until a server clamped it to its `PEERS`
+        /// ([`Server::config`] shows the clamped value)
+        fn max_peers() -> usize;
     }
 }
 
@@ -631,7 +588,7 @@ impl<
     /// resent; DDNet sends snapshots this way), then every vital chunk queued for the peer that
     /// fits
     ///
-    /// `out` must hold [`MAX_PACKET_LEN`] bytes.
+    /// `out` must hold [`MAX_PACKET_LEN`](super::wire::MAX_PACKET_LEN) bytes.
     ///
     /// # Errors
     /// [`Error::Closed`], [`Error::UnknownPeer`], [`Error::NotOpen`], [`Error::TooLong`] (more
@@ -644,17 +601,7 @@ impl<
         out: &mut [u8],
     ) -> Result<Transmit<P>, Error> {
         let (slot, hot) = self.open_peer(peer)?;
-        if data.len() > MAX_CHUNK_SIZE {
-            return Err(Error::TooLong {
-                len: data.len(),
-                max: MAX_CHUNK_SIZE,
-            });
-        }
-        if out.len() < MAX_PACKET_LEN {
-            return Err(Error::BufferTooSmall {
-                required: MAX_PACKET_LEN,
-            });
-        }
+        layer::check_non_vital(data, out)?;
         let now = self.clock.update(now);
         let shared = &mut self.layer;
         let (len, _) = layer::write_chunk_packet(
@@ -856,10 +803,7 @@ impl<P: Copy + Eq + Hash, const PEERS: usize, const EVENTS: usize, L: Layer>
         }
         if data.first().is_some_and(|&b| b & FLAG_CONNLESS != 0) {
             let now = self.clock.update(now);
-            return Ok(match self.handle_connless(now, from, data) {
-                Some(app) => Received::with_app(n, app),
-                None => Received::consumed(n),
-            });
+            return Ok(Received::maybe(n, self.handle_connless(now, from, data)));
         }
         if self.events.is_full() {
             return Err(Error::QueueFull);
@@ -867,10 +811,13 @@ impl<P: Copy + Eq + Hash, const PEERS: usize, const EVENTS: usize, L: Layer>
         let now = self.clock.update(now);
         // one table lookup per datagram; the entry is then reached by its slot
         if let Some(slot) = self.peers.find_hashed(hash, &from) {
-            Ok(match self.handle_known(now, from, slot, data) {
-                Some(app) => Received::with_app(n, app),
-                None => Received::consumed(n),
-            })
+            let handled = self.handle_known(now, from, slot, data);
+            let app = layer::counted(
+                handled,
+                &mut self.stats.dropped_malformed,
+                &mut self.stats.dropped_wrong_token,
+            );
+            Ok(Received::maybe(n, app))
         } else {
             self.handle_unknown(now, from, data);
             Ok(Received::consumed(n))
@@ -1475,101 +1422,46 @@ impl<P: Copy + Eq + Hash, const PEERS: usize, const EVENTS: usize, L: Layer>
         from: P,
         slot: usize,
         data: &'a [u8],
-    ) -> Option<ServerApp<'a>> {
-        let (_, &hot) = self.peers.get(slot)?;
+    ) -> Result<Option<ServerApp<'a>>, Dropped> {
+        let (_, &hot) = self.peers.get(slot).ok_or(Dropped::Silent)?;
         let mode = if hot.token().is_some() {
             TokenMode::Trailing
         } else {
             TokenMode::Vanilla
         };
-        let b0 = match Header::parse(data) {
-            // (a control packet needs its id byte)
-            Ok(h)
-                if data.len() <= MAX_PACKET_LEN
-                    && !(h.flags.control && data.len() == HEADER_LEN) =>
-            {
-                data[0]
-            }
-            _ => {
-                count(&mut self.stats.dropped_malformed);
-                return None;
-            }
-        };
+        let b0 = layer::first_byte(data)?;
         if b0 & FLAG_COMPRESSION != 0 {
-            return self.handle_known_compressed(now, from, slot, mode, data);
+            return self.handle_known_compressed(now, from, slot, mode, b0, data);
         }
-        let parsed = match wire::parse(data, mode) {
-            Ok(p) => p,
-            Err(DecodeError::MissingToken) => {
-                count(&mut self.stats.dropped_wrong_token);
-                return None;
-            }
-            Err(_) => {
-                count(&mut self.stats.dropped_malformed);
-                return None;
-            }
-        };
-        let pkt = match parsed.packet {
-            Packet::Control(c) => {
-                if c.control == Control::Connect {
-                    // CONNECT from an existing peer: answer CONNECT_ACCEPT again (DDNet form for
-                    // token peers), connection unchanged, no liveness refresh. DDNet does this
-                    // for token CONNECTs; for vanilla CONNECTs DDNet and 0.6.4 stay silent, which
-                    // strands a vanilla client whose first CONNECT_ACCEPT was lost, so we answer
-                    // those too (4 bytes for 4 bytes). A token CONNECT ends with FF FF FF FF, not
-                    // the token, so it is recognised before the token check.
-                    let reply = ControlPacket {
-                        ack: 0,
-                        control: Control::ConnectAccept,
-                        token: hot.token(),
-                    };
-                    if reply.buffer_len() <= data.len() {
-                        let cold = Self::cold_mut(&mut self.cold, slot);
-                        Self::queue_out(&mut self.dirty, slot, cold, OUT_CONNECT_ACCEPT);
+        let pkt = layer::parse(data, mode)?;
+        if let Pkt::Control { c, .. } = &pkt {
+            if c.control == Control::Connect {
+                // CONNECT from an existing peer: answer CONNECT_ACCEPT again (DDNet form for
+                // token peers), connection unchanged, no liveness refresh. DDNet does this
+                // for token CONNECTs; for vanilla CONNECTs DDNet and 0.6.4 stay silent, which
+                // strands a vanilla client whose first CONNECT_ACCEPT was lost, so we answer
+                // those too (4 bytes for 4 bytes). A token CONNECT ends with FF FF FF FF, not
+                // the token, so it is recognised before the token check.
+                let reply = ControlPacket {
+                    ack: 0,
+                    control: Control::ConnectAccept,
+                    token: hot.token(),
+                };
+                if reply.buffer_len() <= data.len() {
+                    let cold = Self::cold_mut(&mut self.cold, slot);
+                    Self::queue_out(&mut self.dirty, slot, cold, OUT_CONNECT_ACCEPT);
+                }
+                // a token peer that is online re-handshakes: its next ACCEPT re-joins
+                if let Some((_, h)) = self.peers.get_mut(slot) {
+                    if h.online() && h.token().is_some() {
+                        h.arm_rejoin();
                     }
-                    // a token peer that is online re-handshakes: its next ACCEPT re-joins
-                    if let Some((_, h)) = self.peers.get_mut(slot) {
-                        if h.online() && h.token().is_some() {
-                            h.arm_rejoin();
-                        }
-                    }
-                    return None;
                 }
-                Pkt::Control {
-                    c,
-                    warnings: parsed.warnings,
-                }
+                return Ok(None);
             }
-            Packet::Chunks(c) => Pkt::Chunks {
-                header: c.header,
-                token: c.token,
-                payload: Payload::Slice(c.payload),
-            },
-        };
-        match self.process_known(now, from, slot, pkt) {
-            Outcome::Nothing => None,
-            Outcome::Close(reason) => Some(ServerApp::Close {
-                reason: reason.text(),
-            }),
-            Outcome::Chunks {
-                header,
-                token,
-                payload: Payload::Slice(payload),
-            } => match L::shared(&mut self.layer) {
-                Some(sh) => {
-                    sh.rx
-                        .load(header.num_chunks, HEADER_LEN, payload.len(), Some(payload));
-                    *sh.owner = Some((slot, self.cold[slot & (PEERS - 1)].gen));
-                    Some(ServerApp::ChunksReady)
-                }
-                None => Some(ServerApp::Chunks(wire::ChunkPacket {
-                    header,
-                    payload,
-                    token,
-                })),
-            },
-            Outcome::Chunks { .. } => None,
         }
+        let outcome = self.process_known(now, from, slot, pkt);
+        Ok(self.known_app(slot, outcome))
     }
 
     /// A datagram with the compression flag from a peer in the table: decompressed (into the
@@ -1580,115 +1472,51 @@ impl<P: Copy + Eq + Hash, const PEERS: usize, const EVENTS: usize, L: Layer>
         from: P,
         slot: usize,
         mode: TokenMode,
+        b0: u8,
         data: &'a [u8],
-    ) -> Option<ServerApp<'a>> {
-        let (head, payload) = data.split_first_chunk::<HEADER_LEN>()?;
-        if head[0] & wire::FLAG_CONTROL != 0 {
+    ) -> Result<Option<ServerApp<'a>>, Dropped> {
+        if b0 & wire::FLAG_CONTROL != 0 {
             // only vanilla 0.6.4 peers send these (without token); DDNet never does
             let mut small = [0u8; SMALL_LEN];
-            small[..HEADER_LEN].copy_from_slice(head);
-            small[0] &= !FLAG_COMPRESSION;
-            let total = huffman::decompress_prefix(payload, &mut small[HEADER_LEN..]);
-            let len = match total {
-                Ok(t) if mode == TokenMode::Vanilla && HEADER_LEN + t <= SMALL_LEN => {
-                    HEADER_LEN + t
-                }
-                _ => {
-                    count(&mut self.stats.dropped_malformed);
-                    return None;
-                }
-            };
-            let parsed = match wire::parse(&small[..len], mode) {
-                Ok(p) => p,
-                Err(_) => {
-                    count(&mut self.stats.dropped_malformed);
-                    return None;
-                }
-            };
-            let Packet::Control(c) = parsed.packet else {
-                return None;
-            };
-            if c.control == Control::Connect {
-                return None;
+            let total = layer::decompress_control(data, &mut small)?;
+            if mode != TokenMode::Vanilla || HEADER_LEN + total > SMALL_LEN {
+                return Err(Dropped::Malformed);
             }
-            let pkt = Pkt::Control {
-                c,
-                warnings: parsed.warnings,
-            };
-            return match self.process_known(now, from, slot, pkt) {
+            let pkt =
+                layer::parse(&small[..HEADER_LEN + total], mode).map_err(|_| Dropped::Malformed)?;
+            match &pkt {
+                Pkt::Control { c, .. } if c.control != Control::Connect => {}
+                _ => return Ok(None),
+            }
+            return Ok(match self.process_known(now, from, slot, pkt) {
                 Outcome::Close(_) => Some(ServerApp::Close {
                     reason: PeerText::new(&[]),
                 }),
                 _ => None,
-            };
+            });
         }
-        let header = Header::parse(head).ok()?;
-        let token_peer = mode == TokenMode::Trailing;
-        let pkt = if let Some(sh) = L::shared(&mut self.layer) {
-            let Some(plain_len) = sh.rx.decompress(data).map(<[u8]>::len) else {
-                count(&mut self.stats.dropped_malformed);
-                return None;
-            };
-            let tail = tail_token(sh.rx.bytes(plain_len));
-            let len = if token_peer {
-                match plain_len.checked_sub(HEADER_LEN + TOKEN_LEN) {
-                    Some(len) => len,
-                    None => {
-                        count(&mut self.stats.dropped_wrong_token);
-                        return None;
-                    }
-                }
-            } else {
-                plain_len - HEADER_LEN
-            };
-            Pkt::Chunks {
-                header: Header {
-                    flags: Flags {
-                        compression: false,
-                        ..header.flags
-                    },
-                    ..header
-                },
-                token: if token_peer { tail } else { None },
-                payload: Payload::Rx(len),
-            }
-        } else {
-            let Ok((plain_len, last4)) = huffman::decompressed_tail(payload) else {
-                count(&mut self.stats.dropped_malformed);
-                return None;
-            };
-            if token_peer && plain_len < TOKEN_LEN {
-                count(&mut self.stats.dropped_wrong_token);
-                return None;
-            }
-            Pkt::Chunks {
-                header,
-                token: token_peer.then_some(Token(last4)),
-                payload: Payload::Slice(payload),
-            }
-        };
-        match self.process_known(now, from, slot, pkt) {
-            Outcome::Chunks {
-                header,
-                payload: Payload::Slice(payload),
-                ..
-            } => Some(ServerApp::Chunks(wire::ChunkPacket {
-                header,
-                payload,
-                token: None,
-            })),
-            Outcome::Chunks {
-                header,
-                payload: Payload::Rx(len),
-                ..
-            } => {
+        let rx = L::shared(&mut self.layer).map(|sh| sh.rx);
+        let pkt = layer::decompress_chunks(rx, data)?.packet(mode)?;
+        let outcome = self.process_known(now, from, slot, pkt);
+        Ok(self.known_app(slot, outcome))
+    }
+
+    /// What an accepted packet of the peer in `slot` gives the application
+    fn known_app<'a>(&mut self, slot: usize, outcome: Outcome<'a>) -> Option<ServerApp<'a>> {
+        match outcome {
+            Outcome::Nothing => None,
+            Outcome::Close(reason) => Some(ServerApp::Close {
+                reason: reason.text(),
+            }),
+            Outcome::Chunks(chunks) => {
                 let gen = self.cold(slot).gen;
-                let sh = L::shared(&mut self.layer)?;
-                sh.rx.load(header.num_chunks, HEADER_LEN, len, None);
-                *sh.owner = Some((slot, gen));
-                Some(ServerApp::ChunksReady)
+                let rx = L::shared(&mut self.layer).map(|sh| {
+                    // the packet in the receive buffer is this peer's now
+                    *sh.owner = Some((slot, gen));
+                    sh.rx
+                });
+                layer::deliver(rx, chunks, ServerApp::Chunks, ServerApp::ChunksReady)
             }
-            _ => None,
         }
     }
 
@@ -1703,22 +1531,12 @@ impl<P: Copy + Eq + Hash, const PEERS: usize, const EVENTS: usize, L: Layer>
         let Some((_, hot)) = self.peers.get_mut(slot) else {
             return Outcome::Nothing;
         };
-        let (token, ack, resend, warnings) = match &pkt {
-            Pkt::Control { c, warnings } => (
-                c.token,
-                c.ack,
-                warnings.contains(Warnings::CONTROL_RESEND),
-                *warnings,
-            ),
-            Pkt::Chunks { header, token, .. } => {
-                (*token, header.ack, header.flags.resend, Warnings::NONE)
-            }
-        };
-        if token != hot.token() {
+        let marks = pkt.marks();
+        if marks.token != hot.token() {
             count(&mut self.stats.dropped_wrong_token);
             return Outcome::Nothing;
         }
-        if matches!(pkt, Pkt::Chunks { .. }) {
+        if matches!(pkt, Pkt::Chunks(_)) {
             // chunks after a CONNECT: the peer carries on with this connection (the CONNECT was
             // a late retry of its first handshake), so a later ACCEPT is no rejoin
             let _ = hot.take_rejoin();
@@ -1758,31 +1576,14 @@ impl<P: Copy + Eq + Hash, const PEERS: usize, const EVENTS: usize, L: Layer>
         let Some((_, hot)) = self.peers.get_mut(slot) else {
             return Outcome::Nothing;
         };
-        let header = Header {
-            flags: Flags {
-                resend,
-                ..Flags::default()
-            },
-            ack,
-            num_chunks: 0,
-        };
-        match L::peer(&mut self.layer_peers[slot & (PEERS - 1)]) {
-            Some((v, _)) => {
-                if v.on_packet(now, &header).is_err() {
-                    count(&mut self.stats.dropped_bad_ack);
-                    return Outcome::Nothing;
-                }
-            }
-            None => {
-                if !ack_in_range(ack, hot.peer_ack(), hot.sequence()) {
-                    count(&mut self.stats.dropped_bad_ack);
-                    return Outcome::Nothing;
-                }
-            }
+        let vital = L::peer(&mut self.layer_peers[slot & (PEERS - 1)]).map(|(v, _)| v);
+        if !layer::ack_ok(vital, now, &marks, hot.peer_ack(), hot.sequence()) {
+            count(&mut self.stats.dropped_bad_ack);
+            return Outcome::Nothing;
         }
-        hot.set_peer_ack(ack);
+        hot.set_peer_ack(marks.ack);
         hot.last_recv = stamp(now);
-        if !warnings.is_empty() {
+        if !marks.warnings.is_empty() {
             count(&mut self.stats.warnings);
         }
         // a RESEND request or an ack may have made a packet due
@@ -1813,11 +1614,7 @@ impl<P: Copy + Eq + Hash, const PEERS: usize, const EVENTS: usize, L: Layer>
                 // ACCEPT (a rejoin was handled above), CONNECT_ACCEPT: liveness only
                 _ => Outcome::Nothing,
             },
-            Pkt::Chunks {
-                header,
-                token,
-                payload,
-            } => {
+            Pkt::Chunks(chunks) => {
                 if !hot.online() {
                     // VanillaPolicy::Pending: the first chunk packet completes the connect
                     hot.set_online();
@@ -1833,11 +1630,7 @@ impl<P: Copy + Eq + Hash, const PEERS: usize, const EVENTS: usize, L: Layer>
                     // most the difference).
                 }
                 count(&mut self.stats.chunk_packets_received);
-                Outcome::Chunks {
-                    header,
-                    token,
-                    payload,
-                }
+                Outcome::Chunks(chunks)
             }
         }
     }

@@ -67,6 +67,23 @@ fn to_c(c: &mut Client, now: Instant, d: &[u8]) -> Option<Vec<u8>> {
         .map(|c| c.payload.to_vec())
 }
 
+/// One round over a lossless link at `now`: the datagrams of `c` (address `addr`) to `s`, then
+/// those of `s` (all to `addr`) to `c`
+fn exchange<const N: usize, const E: usize>(
+    s: &mut Server<Addr, N, E>,
+    c: &mut Client,
+    addr: Addr,
+    now: Instant,
+) {
+    for p in c_out(c, now) {
+        to_s(s, now, addr, &p);
+    }
+    for (to, p) in s_out(s, now) {
+        assert_eq!(to, addr);
+        to_c(c, now, &p);
+    }
+}
+
 /// Run the handshake of `c` (address `addr`) with `s` at `now` over a lossless link
 fn handshake<const N: usize, const E: usize>(
     s: &mut Server<Addr, N, E>,
@@ -76,14 +93,65 @@ fn handshake<const N: usize, const E: usize>(
 ) {
     c.connect(now).unwrap();
     for _ in 0..4 {
-        for p in c_out(c, now) {
-            to_s(s, now, addr, &p);
-        }
-        for (to, p) in s_out(s, now) {
-            assert_eq!(to, addr);
-            to_c(c, now, &p);
-        }
+        exchange(s, c, addr, now);
     }
+}
+
+/// Run the timers of `s` and `c` and the lossless link between them from `now` until `end`;
+/// the last instant run
+fn run_until(s: &mut Srv, c: &mut Client, addr: Addr, mut now: Instant, end: Instant) -> Instant {
+    while now < end {
+        now = crate::time::earliest(c.poll_timeout(), s.poll_timeout()).unwrap();
+        c.handle_timeout(now);
+        s.handle_timeout(now);
+        exchange(s, c, addr, now);
+    }
+    now
+}
+
+/// A server with `policy` and the client `c`, connecting since 0 ms (its CONNECT not sent yet)
+fn connecting(policy: VanillaPolicy, mut c: Client) -> (Srv, Client) {
+    c.connect(ms(0)).unwrap();
+    (server(policy), c)
+}
+
+/// The addresses of the datagrams `s` hands out at `now`, in order
+fn out_addrs<const N: usize, const E: usize>(
+    s: &mut Server<Addr, N, E>,
+    now: Instant,
+) -> Vec<Addr> {
+    s_out(s, now).iter().map(|(a, _)| *a).collect()
+}
+
+/// A rejecting server and a token client, online as peer `addr` since 0 ms (the server's
+/// `Connected` event taken)
+fn online_pair(addr: Addr) -> (Srv, Client) {
+    let mut s = server(VanillaPolicy::Reject);
+    let mut c = token_client();
+    handshake(&mut s, &mut c, addr, ms(0));
+    let _ = s_events(&mut s);
+    (s, c)
+}
+
+/// The hex bytes `prefix`, then the token `tok`
+fn with_token(prefix: &str, tok: Token) -> Vec<u8> {
+    let mut v = hex(prefix);
+    v.extend_from_slice(&tok.0);
+    v
+}
+
+/// The events of `s` are exactly: `peer` closed with `cause`
+fn assert_closed<const N: usize, const E: usize>(
+    s: &mut Server<Addr, N, E>,
+    peer: Addr,
+    cause: CloseCause,
+) {
+    assert_eq!(s_events(s), [ServerEvent::Closed { peer, cause }]);
+}
+
+/// The events of `c` are exactly: closed with `cause`
+fn assert_c_closed(c: &mut Client, cause: CloseCause) {
+    assert_eq!(c_events(c), [ClientEvent::Closed { cause }]);
 }
 
 fn token_client() -> Client {
@@ -146,8 +214,7 @@ fn peer_times_out_on_schedule_across_the_millisecond_wrap() {
     let mut c = token_client();
     handshake(&mut s, &mut c, 1, ms(base));
     let _ = s_events(&mut s);
-    let mut ka = hex("10 00 00 00");
-    ka.extend_from_slice(&s.token_for(1).0);
+    let ka = with_token("10 00 00 00", s.token_for(1));
     // the peer sends a KEEP_ALIVE every 500 ms for 20 s, across the wrap; the server runs
     // every timer it asks for
     let mut now = base;
@@ -174,28 +241,19 @@ fn peer_times_out_on_schedule_across_the_millisecond_wrap() {
             assert_eq!(t, deadline);
         }
     }
-    assert_eq!(
-        s_events(&mut s),
-        [ServerEvent::Closed {
-            peer: 1,
-            cause: CloseCause::Timeout
-        }]
-    );
+    assert_closed(&mut s, 1, CloseCause::Timeout);
 }
 
 #[test]
 fn token_handshake_is_stateless_until_accept() {
-    let mut s = server(VanillaPolicy::Reject);
-    let mut c = token_client();
-    c.connect(ms(0)).unwrap();
+    let (mut s, mut c) = connecting(VanillaPolicy::Reject, token_client());
     let connect = c_out(&mut c, ms(0));
     to_s(&mut s, ms(0), 1, &connect[0]);
     assert_eq!(s.peer_count(), 0);
     let reply = s_out(&mut s, ms(0));
     let tok = s.token_for(1);
     assert!(!tok.is_sentinel());
-    let mut expect = hex("10 00 00 02 54 4b 45 4e");
-    expect.extend_from_slice(&tok.0);
+    let expect = with_token("10 00 00 02 54 4b 45 4e", tok);
     assert_eq!(reply, [(1, expect.clone())]);
     // the same address always gets the same token; nothing stored
     to_s(&mut s, ms(1), 1, &connect[0]);
@@ -209,8 +267,7 @@ fn token_handshake_is_stateless_until_accept() {
         [ClientEvent::Connected { token: Some(tok) }]
     );
     let accept = c_out(&mut c, ms(2));
-    let mut expect_accept = hex("10 00 00 03");
-    expect_accept.extend_from_slice(&tok.0);
+    let expect_accept = with_token("10 00 00 03", tok);
     assert_eq!(accept, [expect_accept]);
     to_s(&mut s, ms(3), 1, &accept[0]);
     assert_eq!(
@@ -229,25 +286,21 @@ fn token_handshake_is_stateless_until_accept() {
 fn accept_with_wrong_or_missing_token_creates_nothing() {
     let mut s = server(VanillaPolicy::Admit);
     let good = s.token_for(1);
-    let mut wrong = hex("10 00 00 03");
-    wrong.extend_from_slice(&s.token_for(2).0);
+    let wrong = with_token("10 00 00 03", s.token_for(2));
     to_s(&mut s, ms(0), 1, &wrong);
     to_s(&mut s, ms(0), 1, &hex("10 00 00 03"));
     assert_eq!(s.peer_count(), 0);
     assert_eq!(s.stats().dropped_wrong_token, 1);
     assert_eq!(s.stats().ignored_unsolicited, 1);
     assert!(s_out(&mut s, ms(0)).is_empty());
-    let mut right = hex("10 00 00 03");
-    right.extend_from_slice(&good.0);
+    let right = with_token("10 00 00 03", good);
     to_s(&mut s, ms(0), 1, &right);
     assert_eq!(s.peer_count(), 1);
 }
 
 #[test]
 fn vanilla_admit_policy() {
-    let mut s = server(VanillaPolicy::Admit);
-    let mut c = vanilla_client();
-    c.connect(ms(0)).unwrap();
+    let (mut s, mut c) = connecting(VanillaPolicy::Admit, vanilla_client());
     to_s(&mut s, ms(0), 9, &c_out(&mut c, ms(0))[0]);
     assert_eq!(
         s_events(&mut s),
@@ -337,9 +390,7 @@ fn pending_slot_times_out_without_event() {
 
 #[test]
 fn vanilla_reject_policy_sends_bare_close() {
-    let mut s = server(VanillaPolicy::Reject);
-    let mut c = vanilla_client();
-    c.connect(ms(0)).unwrap();
+    let (mut s, mut c) = connecting(VanillaPolicy::Reject, vanilla_client());
     to_s(&mut s, ms(0), 3, &c_out(&mut c, ms(0))[0]);
     let out = s_out(&mut s, ms(0));
     assert_eq!(out, [(3, hex("10 00 00 04"))]);
@@ -349,12 +400,7 @@ fn vanilla_reject_policy_sends_bare_close() {
         r.into_app().and_then(|a| a.close_reason()),
         Some(PeerText::new(b""))
     );
-    assert_eq!(
-        c_events(&mut c),
-        [ClientEvent::Closed {
-            cause: CloseCause::Peer
-        }]
-    );
+    assert_c_closed(&mut c, CloseCause::Peer);
 }
 
 #[test]
@@ -382,17 +428,7 @@ fn in_memory_token_and_vanilla_sessions() {
         assert_eq!(to_c(&mut c, ms(11), &buf[..t.len]), Some(b"yo".to_vec()));
         // 30 s of keep-alives keep both sides up
         let mut now = ms(11);
-        while now < ms(30_000) {
-            now = crate::time::earliest(c.poll_timeout(), s.poll_timeout()).unwrap();
-            c.handle_timeout(now);
-            s.handle_timeout(now);
-            for p in c_out(&mut c, now) {
-                to_s(&mut s, now, 1, &p);
-            }
-            for (_, p) in s_out(&mut s, now) {
-                to_c(&mut c, now, &p);
-            }
-        }
+        now = run_until(&mut s, &mut c, 1, now, ms(30_000));
         assert_eq!(c.state(), ClientState::Online);
         assert!(s.is_online(1));
         assert!(
@@ -414,9 +450,7 @@ fn in_memory_token_and_vanilla_sessions() {
 
 #[test]
 fn lost_connect_and_lost_connect_accept_recover_by_resend() {
-    let mut s = server(VanillaPolicy::Reject);
-    let mut c = token_client();
-    c.connect(ms(0)).unwrap();
+    let (mut s, mut c) = connecting(VanillaPolicy::Reject, token_client());
     let _lost_connect = c_out(&mut c, ms(0));
     c.handle_timeout(ms(500));
     let connect = c_out(&mut c, ms(500));
@@ -468,9 +502,7 @@ fn lost_accept_without_retry_leaves_server_without_peer_and_client_times_out() {
 
 #[test]
 fn lost_accept_recovered_by_retry_handshake() {
-    let mut s = server(VanillaPolicy::Reject);
-    let mut c = token_client();
-    c.connect(ms(0)).unwrap();
+    let (mut s, mut c) = connecting(VanillaPolicy::Reject, token_client());
     to_s(&mut s, ms(0), 1, &c_out(&mut c, ms(0))[0]);
     for (_, p) in s_out(&mut s, ms(0)) {
         to_c(&mut c, ms(0), &p);
@@ -482,12 +514,7 @@ fn lost_accept_recovered_by_retry_handshake() {
     while c.stats().accept_retries == 0 {
         now = c.poll_timeout().unwrap();
         c.handle_timeout(now);
-        for p in c_out(&mut c, now) {
-            to_s(&mut s, now, 1, &p);
-        }
-        for (_, p) in s_out(&mut s, now) {
-            to_c(&mut c, now, &p);
-        }
+        exchange(&mut s, &mut c, 1, now);
     }
     assert_eq!(now, ms(2_000));
     // CONNECT -> CONNECT_ACCEPT -> ACCEPT happened at 2 s over the lossless link
@@ -497,17 +524,7 @@ fn lost_accept_recovered_by_retry_handshake() {
     assert!(s.is_online(1));
     assert_eq!(s_events(&mut s).len(), 1);
     // the server's first keep-alive ends the retrying; no further handshakes
-    while now < ms(20_000) {
-        now = crate::time::earliest(c.poll_timeout(), s.poll_timeout()).unwrap();
-        c.handle_timeout(now);
-        s.handle_timeout(now);
-        for p in c_out(&mut c, now) {
-            to_s(&mut s, now, 1, &p);
-        }
-        for (_, p) in s_out(&mut s, now) {
-            to_c(&mut c, now, &p);
-        }
-    }
+    run_until(&mut s, &mut c, 1, now, ms(20_000));
     assert_eq!(c.stats().accept_retries, 1);
     assert_eq!(c.state(), ClientState::Online);
     assert!(c_events(&mut c).is_empty(), "no second Connected event");
@@ -515,10 +532,7 @@ fn lost_accept_recovered_by_retry_handshake() {
 
 #[test]
 fn ddnet_connect_from_existing_peer_is_reanswered() {
-    let mut s = server(VanillaPolicy::Reject);
-    let mut c = token_client();
-    handshake(&mut s, &mut c, 1, ms(0));
-    let _ = s_events(&mut s);
+    let (mut s, _c) = online_pair(1);
     s.set_ack(1, 7).unwrap();
     let tok = s.token_for(1);
     to_s(
@@ -527,8 +541,7 @@ fn ddnet_connect_from_existing_peer_is_reanswered() {
         1,
         &hex("10 00 00 01 54 4b 45 4e ff ff ff ff"),
     );
-    let mut expect = hex("10 00 00 02 54 4b 45 4e");
-    expect.extend_from_slice(&tok.0);
+    let expect = with_token("10 00 00 02 54 4b 45 4e", tok);
     assert_eq!(s_out(&mut s, ms(100)), [(1, expect)]);
     assert!(s.is_online(1));
     assert!(s_events(&mut s).is_empty());
@@ -538,13 +551,9 @@ fn ddnet_connect_from_existing_peer_is_reanswered() {
 
 #[test]
 fn server_keep_alive_cadence_and_timeout_exactly_at_deadline() {
-    let mut s = server(VanillaPolicy::Reject);
-    let mut c = token_client();
-    handshake(&mut s, &mut c, 1, ms(0));
-    let _ = s_events(&mut s);
+    let (mut s, _c) = online_pair(1);
     let tok = s.token_for(1);
-    let mut ka = hex("10 00 00 00");
-    ka.extend_from_slice(&tok.0);
+    let ka = with_token("10 00 00 00", tok);
     // admitted at 0: keep-alives at 1 s, 2 s, ...
     for i in 1..10u64 {
         assert_eq!(s.poll_timeout(), Some(ms(i * 1000)));
@@ -558,13 +567,7 @@ fn server_keep_alive_cadence_and_timeout_exactly_at_deadline() {
     assert!(s.is_online(1));
     s.handle_timeout(ms(10_000));
     assert_eq!(s.peer_count(), 0);
-    assert_eq!(
-        s_events(&mut s),
-        [ServerEvent::Closed {
-            peer: 1,
-            cause: CloseCause::Timeout
-        }]
-    );
+    assert_closed(&mut s, 1, CloseCause::Timeout);
     assert!(s_out(&mut s, ms(10_000)).is_empty());
     assert_eq!(s.poll_timeout(), None);
     assert_eq!(s.stats().peers_timed_out, 1);
@@ -572,10 +575,7 @@ fn server_keep_alive_cadence_and_timeout_exactly_at_deadline() {
 
 #[test]
 fn close_reasons_both_ways() {
-    let mut s = server(VanillaPolicy::Reject);
-    let mut c = token_client();
-    handshake(&mut s, &mut c, 1, ms(0));
-    let _ = s_events(&mut s);
+    let (mut s, mut c) = online_pair(1);
     c.close(ms(5), "bye").unwrap();
     let close = c_out(&mut c, ms(5));
     assert_eq!(close.len(), 1);
@@ -586,13 +586,7 @@ fn close_reasons_both_ways() {
             reason: PeerText::new(b"bye")
         })
     );
-    assert_eq!(
-        s_events(&mut s),
-        [ServerEvent::Closed {
-            peer: 1,
-            cause: CloseCause::Peer
-        }]
-    );
+    assert_closed(&mut s, 1, CloseCause::Peer);
     assert!(s_out(&mut s, ms(5)).is_empty(), "nothing sent back");
 
     let mut c = token_client();
@@ -600,13 +594,7 @@ fn close_reasons_both_ways() {
     let _ = s_events(&mut s);
     let _ = c_events(&mut c);
     s.close(ms(20), 2, "Kicked (ci test kick)").unwrap();
-    assert_eq!(
-        s_events(&mut s),
-        [ServerEvent::Closed {
-            peer: 2,
-            cause: CloseCause::Local
-        }]
-    );
+    assert_closed(&mut s, 2, CloseCause::Local);
     let out = s_out(&mut s, ms(20));
     let mut expect = hex("10 00 00 04");
     expect.extend_from_slice(b"Kicked (ci test kick)\0");
@@ -617,27 +605,18 @@ fn close_reasons_both_ways() {
         r.into_app().and_then(|a| a.close_reason()),
         Some(PeerText::new(b"Kicked (ci test kick)"))
     );
-    assert_eq!(
-        c_events(&mut c),
-        [ClientEvent::Closed {
-            cause: CloseCause::Peer
-        }]
-    );
+    assert_c_closed(&mut c, CloseCause::Peer);
     assert_eq!(s.close(ms(22), 2, ""), Err(Error::UnknownPeer));
 }
 
 #[test]
 fn wrong_token_and_bad_ack_from_peer_dropped_and_counted() {
-    let mut s = server(VanillaPolicy::Reject);
-    let mut c = token_client();
-    handshake(&mut s, &mut c, 1, ms(0));
-    let _ = s_events(&mut s);
+    let (mut s, _c) = online_pair(1);
     let tok = s.token_for(1);
     to_s(&mut s, ms(1), 1, &hex("10 00 00 04 78 00 01 02 03 04"));
     to_s(&mut s, ms(1), 1, &hex("10 00 00"));
     assert_eq!(s.stats().dropped_wrong_token, 1);
-    let mut bad_ack = hex("10 05 00 04 79 00");
-    bad_ack.extend_from_slice(&tok.0);
+    let bad_ack = with_token("10 05 00 04 79 00", tok);
     to_s(&mut s, ms(2), 1, &bad_ack);
     assert_eq!(s.stats().dropped_bad_ack, 1);
     assert!(s.is_online(1));
@@ -810,8 +789,7 @@ fn backwards_time_shifts_the_timeline() {
     assert!(s_out(&mut s, ms(0)).is_empty());
     assert!(s.is_online(1));
     // a keep-alive after the step: the next one is due 1 s later in the caller's clock
-    let mut ka = hex("10 00 00 00");
-    ka.extend_from_slice(&s.token_for(1).0);
+    let ka = with_token("10 00 00 00", s.token_for(1));
     to_s(&mut s, ms(0), 1, &ka);
     assert_eq!(s.poll_timeout(), Some(ms(1_000)));
     // and the peer times out 10 s after its last keep-alive, in the caller's clock
@@ -912,8 +890,7 @@ fn amplification_at_most_one_before_admission() {
             }
         }
         // the valid ACCEPT of a token client gets no reply at all (admission)
-        let mut accept = hex("10 00 00 03");
-        accept.extend_from_slice(&s.token_for(1).0);
+        let accept = with_token("10 00 00 03", s.token_for(1));
         to_s(&mut s, ms(0), 1, &accept);
         assert!(s_out(&mut s, ms(0)).is_empty());
     }
@@ -1131,11 +1108,7 @@ fn many_peers_admitted_kept_alive_and_timed_out_individually() {
 #[test]
 fn timer_heap_survives_churn_and_overflow() {
     let mut s: Server<Addr, 2> = Server::with_capacities(ServerConfig::new(SECRET));
-    let accept = |s: &Server<Addr, 2>, a: Addr| {
-        let mut p = hex("10 00 00 03");
-        p.extend_from_slice(&s.token_for(a).0);
-        p
-    };
+    let accept = |s: &Server<Addr, 2>, a: Addr| with_token("10 00 00 03", s.token_for(a));
     for a in [1, 2] {
         let p = accept(&s, a);
         to_s(&mut s, ms(0), a, &p);
@@ -1153,43 +1126,19 @@ fn timer_heap_survives_churn_and_overflow() {
     // after the rebuild: 2 keeps its 1 s cadence, the new 1 starts from 400 ms
     assert_eq!(s.poll_timeout(), Some(ms(1000)));
     s.handle_timeout(ms(1000));
-    assert_eq!(
-        s_out(&mut s, ms(1000))
-            .iter()
-            .map(|(a, _)| *a)
-            .collect::<Vec<_>>(),
-        [2]
-    );
+    assert_eq!(out_addrs(&mut s, ms(1000)), [2]);
     assert_eq!(s.poll_timeout(), Some(ms(1400)));
     s.handle_timeout(ms(1400));
-    assert_eq!(
-        s_out(&mut s, ms(1400))
-            .iter()
-            .map(|(a, _)| *a)
-            .collect::<Vec<_>>(),
-        [1]
-    );
+    assert_eq!(out_addrs(&mut s, ms(1400)), [1]);
     // 2 times out at 10 s, 1 at 10.4 s
     s.handle_timeout(ms(10_000));
     let _ = s_out(&mut s, ms(10_000));
-    assert_eq!(
-        s_events(&mut s),
-        [ServerEvent::Closed {
-            peer: 2,
-            cause: CloseCause::Timeout
-        }]
-    );
+    assert_closed(&mut s, 2, CloseCause::Timeout);
     while let Some(t) = s.poll_timeout() {
         s.handle_timeout(t);
         let _ = s_out(&mut s, t);
     }
-    assert_eq!(
-        s_events(&mut s),
-        [ServerEvent::Closed {
-            peer: 1,
-            cause: CloseCause::Timeout
-        }]
-    );
+    assert_closed(&mut s, 1, CloseCause::Timeout);
     assert_eq!(s.peer_count(), 0);
 }
 
@@ -1198,8 +1147,7 @@ fn liveness_refresh_defers_entry_without_early_action() {
     let mut s = server(VanillaPolicy::Reject);
     let mut c = token_client();
     handshake(&mut s, &mut c, 1, ms(0));
-    let mut ka = hex("10 00 00 00");
-    ka.extend_from_slice(&s.token_for(1).0);
+    let ka = with_token("10 00 00 00", s.token_for(1));
     // the server sends every second; the peer's packets push the timeout back
     for sec in 1..=30u64 {
         s.handle_timeout(ms(sec * 1000));
@@ -1215,9 +1163,7 @@ fn liveness_refresh_defers_entry_without_early_action() {
 }
 #[test]
 fn vanilla_admit_recovers_from_lost_connect_accept() {
-    let mut s = server(VanillaPolicy::Admit);
-    let mut c = vanilla_client();
-    c.connect(ms(0)).unwrap();
+    let (mut s, mut c) = connecting(VanillaPolicy::Admit, vanilla_client());
     to_s(&mut s, ms(0), 1, &c_out(&mut c, ms(0))[0]);
     let _lost = s_out(&mut s, ms(0));
     c.handle_timeout(ms(500));
@@ -1363,8 +1309,7 @@ fn check_server_deadlines(config: ServerConfig, start: Instant) {
     let check = crate::game::test_util::assert_sane_deadline::<Srv>;
     let mut s: Srv = Server::with_capacities(config.with_vanilla(VanillaPolicy::Pending));
     let mut now = start;
-    let mut accept = hex("10 00 00 03");
-    accept.extend_from_slice(&s.token_for(1).0);
+    let accept = with_token("10 00 00 03", s.token_for(1));
     to_s(&mut s, now, 1, &accept);
     to_s(&mut s, now, 2, &hex("10 00 00 01"));
     let _ = s_out(&mut s, now);

@@ -8,6 +8,7 @@ mod tests;
 
 use heapless::{Deque, String, Vec};
 
+use crate::config::{at_most, getters, setters};
 use crate::io::{BufferTooSmall, FrameKind, PeerText, Received, Transmit};
 use crate::longport::control::{
     emit_packet, AuthRequest, Body, Close, CloseCode, ErrorBody, Heartbeat, Metadata,
@@ -22,7 +23,7 @@ use crate::longport::wire::{
 use crate::longport::{
     bump, bump_by, emit_raw, truncated, Echo, Text, WallClock, MAX_WS_CONTROL_PAYLOAD,
 };
-use crate::time::{clamp_delay, earliest, Clock, Duration, Instant, MAX_DELAY};
+use crate::time::{clamp_delay, clamp_some, earliest, Clock, Duration, Instant, MAX_DELAY};
 use crate::wire::Reader;
 
 use reconnect::{backoff, After};
@@ -118,62 +119,35 @@ impl ClientConfig {
         Self::new(Transport::WebSocket)
     }
 
-    /// TCP handshake bytes sent first (default `11 09`: version 1, protobuf, OpenAPI)
-    #[must_use]
-    pub const fn with_handshake(mut self, handshake: Handshake) -> Self {
-        self.handshake = handshake;
-        self
-    }
+    setters! {
+        /// TCP handshake bytes sent first (default `11 09`: version 1, protobuf, OpenAPI)
+        fn with_handshake(handshake: Handshake) { handshake = handshake }
 
-    /// How long a dial may take after [`ClientEvent::ConnectTransport`] (default 10 s; clamped
-    /// to 1 ms ..= [`MAX_DELAY`])
-    #[must_use]
-    pub const fn with_connect_timeout(mut self, timeout: Duration) -> Self {
-        self.connect_timeout = clamp_delay(timeout, MIN_TIMEOUT);
-        self
-    }
+        /// How long a dial may take after [`ClientEvent::ConnectTransport`] (default 10 s; clamped
+        /// to 1 ms ..= [`MAX_DELAY`])
+        fn with_connect_timeout(timeout: Duration) { connect_timeout = clamp_delay(timeout, MIN_TIMEOUT) }
 
-    /// How long the auth/reconnect response (or a needed token) may take (default 10 s; clamped
-    /// to 1 ms ..= [`MAX_DELAY`]); also the login request's header timeout field (at most
-    /// 60 000 ms)
-    #[must_use]
-    pub const fn with_auth_timeout(mut self, timeout: Duration) -> Self {
-        self.auth_timeout = clamp_delay(timeout, MIN_TIMEOUT);
-        self
-    }
+        /// How long the auth/reconnect response (or a needed token) may take (default 10 s; clamped
+        /// to 1 ms ..= [`MAX_DELAY`]); also the login request's header timeout field (at most
+        /// 60 000 ms)
+        fn with_auth_timeout(timeout: Duration) { auth_timeout = clamp_delay(timeout, MIN_TIMEOUT) }
 
-    /// Client heartbeat period (default 60 s; clamped to 1 s ..= [`MAX_DELAY`]); `None` sends
-    /// none and relies on the server's heartbeats or pings
-    #[must_use]
-    pub const fn with_heartbeat_interval(mut self, interval: Option<Duration>) -> Self {
-        self.heartbeat_interval = match interval {
-            Some(i) => Some(clamp_delay(i, MIN_HEARTBEAT_INTERVAL)),
-            None => None,
-        };
-        self
-    }
+        /// Client heartbeat period (default 60 s; clamped to 1 s ..= [`MAX_DELAY`]); `None` sends
+        /// none and relies on the server's heartbeats or pings
+        fn with_heartbeat_interval(interval: Option<Duration>) {
+            heartbeat_interval = clamp_some(interval, MIN_HEARTBEAT_INTERVAL)
+        }
 
-    /// The connection is declared dead after this long without a sign of life (default 120 s;
-    /// clamped to 1 ms ..= [`MAX_DELAY`])
-    #[must_use]
-    pub const fn with_heartbeat_timeout(mut self, timeout: Duration) -> Self {
-        self.heartbeat_timeout = clamp_delay(timeout, MIN_TIMEOUT);
-        self
-    }
+        /// The connection is declared dead after this long without a sign of life (default 120 s;
+        /// clamped to 1 ms ..= [`MAX_DELAY`])
+        fn with_heartbeat_timeout(timeout: Duration) { heartbeat_timeout = clamp_delay(timeout, MIN_TIMEOUT) }
 
-    /// Count every inbound packet as a sign of life, not only heartbeats (default true)
-    #[must_use]
-    pub const fn with_any_inbound_is_alive(mut self, any: bool) -> Self {
-        self.any_inbound_is_alive = any;
-        self
-    }
+        /// Count every inbound packet as a sign of life, not only heartbeats (default true)
+        fn with_any_inbound_is_alive(any: bool) { any_inbound_is_alive = any }
 
-    /// Timeout of a request sent with a zero timeout (default 30 s; clamped to
-    /// 1 ms ..= [`MAX_DELAY`])
-    #[must_use]
-    pub const fn with_request_timeout(mut self, timeout: Duration) -> Self {
-        self.request_timeout = clamp_delay(timeout, MIN_TIMEOUT);
-        self
+        /// Timeout of a request sent with a zero timeout (default 30 s; clamped to
+        /// 1 ms ..= [`MAX_DELAY`])
+        fn with_request_timeout(timeout: Duration) { request_timeout = clamp_delay(timeout, MIN_TIMEOUT) }
     }
 
     /// Reconnect back-off: the first delay `base` (default 1 s), doubled per failed attempt up
@@ -185,185 +159,82 @@ impl ClientConfig {
         self
     }
 
-    /// Give up (final [`ClientEvent::Closed`]) after this many consecutive failed attempts
-    /// (default `None`: never)
-    #[must_use]
-    pub const fn with_max_reconnect_attempts(mut self, attempts: Option<u32>) -> Self {
-        self.max_reconnect_attempts = attempts;
-        self
+    setters! {
+        /// Give up (final [`ClientEvent::Closed`]) after this many consecutive failed attempts
+        /// (default `None`: never)
+        fn with_max_reconnect_attempts(attempts: Option<u32>) { max_reconnect_attempts = attempts }
+
+        /// Add `jitter(attempt)` to every reconnect delay (the sum is clamped to [`MAX_DELAY`])
+        fn with_jitter(jitter: JitterFn) { jitter = Some(jitter) }
+
+        /// A session is not resumed within this margin before it expires (default 10 s; clamped to
+        /// 0 ..= [`MAX_DELAY`])
+        fn with_expiry_margin(margin: Duration) { expiry_margin = clamp_delay(margin, Duration::ZERO) }
+
+        /// Read `expires` below `1e11` as milliseconds relative to the response (a heuristic,
+        /// default false; see [`Client`], Session expiry)
+        fn with_relative_expiry_heuristic(on: bool) { relative_expiry_heuristic = on }
+
+        /// Largest accepted body (default 1 MiB; at most [`MAX_BODY_LEN`], the most the 24-bit
+        /// length field can announce; 0 accepts only empty bodies)
+        fn with_max_body(max_body: usize) { max_body = at_most(max_body, MAX_BODY_LEN) }
+
+        /// Start request ids at `id` (default 1; 0 is taken as 1); for tests and fuzzing of the wrap
+        fn with_first_request_id(id: u32) { first_request_id = if id == 0 { 1 } else { id } }
+
+        /// What a login refused with status 6 (the account's connection quota) leads to (default
+        /// [`QuotaPolicy::Stop`]; a `RetryAfter` delay is clamped to 1 s ..= [`MAX_DELAY`])
+        fn with_quota_policy(policy: QuotaPolicy) { quota_policy = policy.clamped() }
+
+        /// Send business request bodies of at least `threshold` bytes as gzip members (default
+        /// `None`: never; feature `gzip`)
+        ///
+        /// The official Go client compresses bodies of 1024 bytes and more. This crate has no
+        /// compressor: the member is made of stored (uncompressed) deflate blocks
+        /// ([`gzip_stored`](crate::longport::gzip::gzip_stored)), 18 bytes plus 5 per 64 KiB larger
+        /// than the body. It is the wire form servers must accept, not a saving; to really
+        /// compress, deflate the body yourself and send it with [`Client::send_request_gzip`].
+        #[cfg(feature = "gzip")]
+        fn with_gzip_requests(threshold: Option<usize>) { gzip_requests = threshold }
     }
 
-    /// Add `jitter(attempt)` to every reconnect delay (the sum is clamped to [`MAX_DELAY`])
-    #[must_use]
-    pub const fn with_jitter(mut self, jitter: JitterFn) -> Self {
-        self.jitter = Some(jitter);
-        self
-    }
-
-    /// A session is not resumed within this margin before it expires (default 10 s; clamped to
-    /// 0 ..= [`MAX_DELAY`])
-    #[must_use]
-    pub const fn with_expiry_margin(mut self, margin: Duration) -> Self {
-        self.expiry_margin = clamp_delay(margin, Duration::ZERO);
-        self
-    }
-
-    /// Read `expires` below `1e11` as milliseconds relative to the response (a heuristic,
-    /// default false; see [`Client`], Session expiry)
-    #[must_use]
-    pub const fn with_relative_expiry_heuristic(mut self, on: bool) -> Self {
-        self.relative_expiry_heuristic = on;
-        self
-    }
-
-    /// Largest accepted body (default 1 MiB; at most [`MAX_BODY_LEN`], the most the 24-bit
-    /// length field can announce; 0 accepts only empty bodies)
-    #[must_use]
-    pub const fn with_max_body(mut self, max_body: usize) -> Self {
-        self.max_body = if max_body > MAX_BODY_LEN {
-            MAX_BODY_LEN
-        } else {
-            max_body
-        };
-        self
-    }
-
-    /// Start request ids at `id` (default 1; 0 is taken as 1); for tests and fuzzing of the wrap
-    #[must_use]
-    pub const fn with_first_request_id(mut self, id: u32) -> Self {
-        self.first_request_id = if id == 0 { 1 } else { id };
-        self
-    }
-
-    /// What a login refused with status 6 (the account's connection quota) leads to (default
-    /// [`QuotaPolicy::Stop`]; a `RetryAfter` delay is clamped to 1 s ..= [`MAX_DELAY`])
-    #[must_use]
-    pub const fn with_quota_policy(mut self, policy: QuotaPolicy) -> Self {
-        self.quota_policy = policy.clamped();
-        self
-    }
-
-    /// Send business request bodies of at least `threshold` bytes as gzip members (default
-    /// `None`: never; feature `gzip`)
-    ///
-    /// The official Go client compresses bodies of 1024 bytes and more. This crate has no
-    /// compressor: the member is made of stored (uncompressed) deflate blocks
-    /// ([`gzip_stored`](crate::longport::gzip::gzip_stored)), 18 bytes plus 5 per 64 KiB larger
-    /// than the body. It is the wire form servers must accept, not a saving; to really
-    /// compress, deflate the body yourself and send it with [`Client::send_request_gzip`].
-    #[cfg(feature = "gzip")]
-    #[must_use]
-    pub const fn with_gzip_requests(mut self, threshold: Option<usize>) -> Self {
-        self.gzip_requests = threshold;
-        self
-    }
-
-    /// TCP or WebSocket
-    #[must_use]
-    pub const fn transport(&self) -> Transport {
-        self.transport
-    }
-
-    /// The TCP handshake sent first
-    #[must_use]
-    pub const fn handshake(&self) -> Handshake {
-        self.handshake
-    }
-
-    /// See [`ClientConfig::with_connect_timeout`]
-    #[must_use]
-    pub const fn connect_timeout(&self) -> Duration {
-        self.connect_timeout
-    }
-
-    /// See [`ClientConfig::with_auth_timeout`]
-    #[must_use]
-    pub const fn auth_timeout(&self) -> Duration {
-        self.auth_timeout
-    }
-
-    /// See [`ClientConfig::with_heartbeat_interval`]
-    #[must_use]
-    pub const fn heartbeat_interval(&self) -> Option<Duration> {
-        self.heartbeat_interval
-    }
-
-    /// See [`ClientConfig::with_heartbeat_timeout`]
-    #[must_use]
-    pub const fn heartbeat_timeout(&self) -> Duration {
-        self.heartbeat_timeout
-    }
-
-    /// See [`ClientConfig::with_any_inbound_is_alive`]
-    #[must_use]
-    pub const fn any_inbound_is_alive(&self) -> bool {
-        self.any_inbound_is_alive
-    }
-
-    /// See [`ClientConfig::with_request_timeout`]
-    #[must_use]
-    pub const fn request_timeout(&self) -> Duration {
-        self.request_timeout
-    }
-
-    /// First reconnect delay (see [`ClientConfig::with_reconnect_backoff`])
-    #[must_use]
-    pub const fn reconnect_base(&self) -> Duration {
-        self.reconnect_base
-    }
-
-    /// Cap of the reconnect delay before jitter (see [`ClientConfig::with_reconnect_backoff`])
-    #[must_use]
-    pub const fn reconnect_max(&self) -> Duration {
-        self.reconnect_max
-    }
-
-    /// See [`ClientConfig::with_max_reconnect_attempts`]
-    #[must_use]
-    pub const fn max_reconnect_attempts(&self) -> Option<u32> {
-        self.max_reconnect_attempts
-    }
-
-    /// See [`ClientConfig::with_jitter`]
-    #[must_use]
-    pub const fn jitter(&self) -> Option<JitterFn> {
-        self.jitter
-    }
-
-    /// See [`ClientConfig::with_expiry_margin`]
-    #[must_use]
-    pub const fn expiry_margin(&self) -> Duration {
-        self.expiry_margin
-    }
-
-    /// See [`ClientConfig::with_relative_expiry_heuristic`]
-    #[must_use]
-    pub const fn relative_expiry_heuristic(&self) -> bool {
-        self.relative_expiry_heuristic
-    }
-
-    /// See [`ClientConfig::with_max_body`]
-    #[must_use]
-    pub const fn max_body(&self) -> usize {
-        self.max_body
-    }
-
-    /// See [`ClientConfig::with_first_request_id`]
-    #[must_use]
-    pub const fn first_request_id(&self) -> u32 {
-        self.first_request_id
-    }
-
-    /// See [`ClientConfig::with_quota_policy`]
-    #[must_use]
-    pub const fn quota_policy(&self) -> QuotaPolicy {
-        self.quota_policy
-    }
-
-    /// See `ClientConfig::with_gzip_requests` (feature `gzip`; always `None` without it)
-    #[must_use]
-    pub const fn gzip_requests(&self) -> Option<usize> {
-        self.gzip_requests
+    getters! {
+        /// TCP or WebSocket
+        fn transport() -> Transport;
+        /// The TCP handshake sent first
+        fn handshake() -> Handshake;
+        /// See [`ClientConfig::with_connect_timeout`]
+        fn connect_timeout() -> Duration;
+        /// See [`ClientConfig::with_auth_timeout`]
+        fn auth_timeout() -> Duration;
+        /// See [`ClientConfig::with_heartbeat_interval`]
+        fn heartbeat_interval() -> Option<Duration>;
+        /// See [`ClientConfig::with_heartbeat_timeout`]
+        fn heartbeat_timeout() -> Duration;
+        /// See [`ClientConfig::with_any_inbound_is_alive`]
+        fn any_inbound_is_alive() -> bool;
+        /// See [`ClientConfig::with_request_timeout`]
+        fn request_timeout() -> Duration;
+        /// First reconnect delay (see [`ClientConfig::with_reconnect_backoff`])
+        fn reconnect_base() -> Duration;
+        /// Cap of the reconnect delay before jitter (see [`ClientConfig::with_reconnect_backoff`])
+        fn reconnect_max() -> Duration;
+        /// See [`ClientConfig::with_max_reconnect_attempts`]
+        fn max_reconnect_attempts() -> Option<u32>;
+        /// See [`ClientConfig::with_jitter`]
+        fn jitter() -> Option<JitterFn>;
+        /// See [`ClientConfig::with_expiry_margin`]
+        fn expiry_margin() -> Duration;
+        /// See [`ClientConfig::with_relative_expiry_heuristic`]
+        fn relative_expiry_heuristic() -> bool;
+        /// See [`ClientConfig::with_max_body`]
+        fn max_body() -> usize;
+        /// See [`ClientConfig::with_first_request_id`]
+        fn first_request_id() -> u32;
+        /// See [`ClientConfig::with_quota_policy`]
+        fn quota_policy() -> QuotaPolicy;
+        /// See `ClientConfig::with_gzip_requests` (feature `gzip`; always `None` without it)
+        fn gzip_requests() -> Option<usize>;
     }
 }
 
@@ -1238,10 +1109,7 @@ impl<
                     }
                     Ok(Frame::Packet(p, n)) => {
                         self.deframer = deframer;
-                        Ok(match self.on_packet(now, p) {
-                            Some(app) => Received::with_app(n, app),
-                            None => Received::consumed(n),
-                        })
+                        Ok(Received::maybe(n, self.on_packet(now, p)))
                     }
                     Err(e) => {
                         self.protocol_error(now, e.into());
@@ -1254,10 +1122,7 @@ impl<
                     if trailing > 0 {
                         bump(&mut self.stats.trailing_bytes);
                     }
-                    Ok(match self.on_packet(now, p) {
-                        Some(app) => Received::with_app(data.len(), app),
-                        None => Received::consumed(data.len()),
-                    })
+                    Ok(Received::maybe(data.len(), self.on_packet(now, p)))
                 }
                 Err(_) => {
                     bump(&mut self.stats.decode_errors);
@@ -1852,13 +1717,9 @@ impl<
             self.token = None;
         }
         let mut scratch = [0u8; CONTROL_INFLATE_LEN];
-        let plain = match control_body(&h, body, &mut scratch) {
-            Ok(b) => b,
-            Err(e) => {
-                self.protocol_error(now, e);
-                return None;
-            }
-        };
+        let plain = control_body(&h, body, &mut scratch)
+            .map_err(|e| self.protocol_error(now, e))
+            .ok()?;
         if status.is_success() {
             match SessionGrant::decode(plain) {
                 Ok(grant) => self.on_granted(now, kind, &grant),
@@ -1938,13 +1799,9 @@ impl<
         body: &'a [u8],
     ) -> Option<ClientApp<'a>> {
         let mut scratch = [0u8; CONTROL_INFLATE_LEN];
-        let plain = match control_body(&h, body, &mut scratch) {
-            Ok(b) => b,
-            Err(e) => {
-                self.protocol_error(now, e);
-                return None;
-            }
-        };
+        let plain = control_body(&h, body, &mut scratch)
+            .map_err(|e| self.protocol_error(now, e))
+            .ok()?;
         match Close::decode(plain) {
             Ok(c) => {
                 self.link_down(

@@ -173,6 +173,38 @@ fn ready_tcp() -> C {
     ready_with(cfg_tcp())
 }
 
+/// A TCP client that called `connect` with token "abc" and opened its transport (events
+/// taken), and the id of its Auth request
+fn auth_pending() -> (C, RequestId) {
+    let mut c = client(cfg_tcp());
+    c.connect(T0, Credentials::new("abc")).unwrap();
+    let _ = events(&mut c);
+    let (_, rid, _, _) = open_transport(&mut c, T0);
+    (c, rid)
+}
+
+/// Lose the transport at 1 ms; the reconnect dial starts at 1.001 s (events taken)
+fn redial(c: &mut C) {
+    c.handle_closed(at(1), ());
+    let _ = events(c);
+    c.handle_timeout(at(1_001));
+    let _ = events(c);
+}
+
+/// [`redial`], then open the transport at 1.001 s: the id of the Reconnect request
+fn reconnect_request(c: &mut C) -> RequestId {
+    redial(c);
+    let (cmd, rid, _, _) = open_transport(c, at(1_001));
+    assert_eq!(cmd, CMD_RECONNECT);
+    rid
+}
+
+/// The refusal of login request `rid` (command `cmd`): `status` with `Error{code, msg}`
+fn refusal(cmd: u8, rid: RequestId, status: Status, code: u64, msg: &str) -> StdVec<u8> {
+    let err = enc(&ErrorBody::new(code, msg));
+    pkt(Packet::response(cmd, rid, status, &err))
+}
+
 fn send(c: &mut C, now: Instant, cmd: u8, timeout: Duration, body: &[u8]) -> RequestId {
     let mut out = [0u8; 256];
     let (id, t) = c.send_request(now, cmd, timeout, body, &mut out).unwrap();
@@ -250,17 +282,14 @@ fn credentials_too_large_are_refused_without_change() {
 
 #[test]
 fn auth_denied_reports_status_and_error_code_then_asks_for_a_token() {
-    let mut c = client(cfg_tcp());
-    c.connect(T0, Credentials::new("abc")).unwrap();
-    let _ = events(&mut c);
-    let (_, rid, _, _) = open_transport(&mut c, T0);
-    let err = enc(&ErrorBody::new(403, "connections limitation is hit"));
-    let resp = pkt(Packet::response(
+    let (mut c, rid) = auth_pending();
+    let resp = refusal(
         CMD_AUTH,
         rid,
         Status::Unauthenticated,
-        &err,
-    ));
+        403,
+        "connections limitation is hit",
+    );
     // the message comes back borrowed from the input
     let r = c.handle_input(at(5), (), &resp).unwrap();
     assert_eq!(
@@ -887,23 +916,15 @@ fn without_a_wall_clock_only_zero_is_checked_and_the_heuristic_reads_relative_ms
 #[test]
 fn rejected_reconnect_drops_the_session_and_asks_for_a_token() {
     let mut c = ready_tcp();
-    c.handle_closed(at(1), ());
-    let _ = events(&mut c);
-    c.handle_timeout(at(1_001));
-    let _ = events(&mut c);
-    let (cmd, rid, _, _) = open_transport(&mut c, at(1_001));
-    assert_eq!(cmd, CMD_RECONNECT);
-    let err = enc(&ErrorBody::new(401, "session expired"));
-    feed(
-        &mut c,
-        at(1_002),
-        &pkt(Packet::response(
-            CMD_RECONNECT,
-            rid,
-            Status::Unauthenticated,
-            &err,
-        )),
+    let rid = reconnect_request(&mut c);
+    let resp = refusal(
+        CMD_RECONNECT,
+        rid,
+        Status::Unauthenticated,
+        401,
+        "session expired",
     );
+    feed(&mut c, at(1_002), &resp);
     let ev = events(&mut c);
     assert!(matches!(
         ev[0],
@@ -939,10 +960,7 @@ fn rejected_reconnect_drops_the_session_and_asks_for_a_token() {
 #[test]
 fn token_needed_on_an_open_transport_waits_for_provide_token() {
     let mut c = ready_tcp();
-    c.handle_closed(at(1), ());
-    let _ = events(&mut c);
-    c.handle_timeout(at(1_001));
-    let _ = events(&mut c);
+    redial(&mut c);
     // the session is given up while dialing (e.g. it expired)
     c.session = None;
     c.handle_connected(at(1_002)).unwrap();
@@ -1008,10 +1026,7 @@ fn responses_are_correlated_borrowed_and_errors_decoded() {
 
 #[test]
 fn gzip_control_bodies_need_the_gzip_feature() {
-    let mut c = client(cfg_tcp());
-    c.connect(T0, Credentials::new("abc")).unwrap();
-    let _ = events(&mut c);
-    let (_, rid, _, _) = open_transport(&mut c, T0);
+    let (mut c, rid) = auth_pending();
     let plain = grant("s1", EXPIRES);
     let mut gz = [0u8; 128];
     let n = crate::longport::gzip::gzip_stored(&plain, &mut gz).unwrap();
@@ -1214,10 +1229,7 @@ fn close_fails_requests_sends_ws_close_and_emits_one_closed() {
 #[test]
 fn giving_up_after_max_attempts_closes() {
     let mut c = ready_with(cfg_tcp().with_max_reconnect_attempts(Some(1)));
-    c.handle_closed(at(1), ());
-    let _ = events(&mut c);
-    c.handle_timeout(at(1_001));
-    let _ = events(&mut c);
+    redial(&mut c);
     c.handle_closed(at(1_002), ());
     assert_eq!(
         events(&mut c),
@@ -1530,23 +1542,10 @@ fn quota_refusal_of_a_reconnect_follows_the_policy() {
         QuotaPolicy::RetryAfter(Duration::from_secs(300)),
     ] {
         let mut c = ready_with(cfg_tcp().with_quota_policy(policy));
-        c.handle_closed(at(1), ());
-        let _ = events(&mut c);
-        c.handle_timeout(at(1_001));
-        let _ = events(&mut c);
-        let (cmd, rid, _, _) = open_transport(&mut c, at(1_001));
-        assert_eq!(cmd, CMD_RECONNECT);
-        let err = enc(&ErrorBody::new(403, "connections limitation is hit"));
-        let apps = feed(
-            &mut c,
-            at(1_002),
-            &pkt(Packet::response(
-                CMD_RECONNECT,
-                rid,
-                Status::PermissionDenied,
-                &err,
-            )),
-        );
+        let rid = reconnect_request(&mut c);
+        let quota = "connections limitation is hit";
+        let resp = refusal(CMD_RECONNECT, rid, Status::PermissionDenied, 403, quota);
+        let apps = feed(&mut c, at(1_002), &resp);
         assert_eq!(apps, [(255, b"connections limitation is hit".to_vec())]);
         let ev = events(&mut c);
         assert_eq!(

@@ -10,6 +10,7 @@ mod tests;
 
 use heapless::Vec;
 
+use crate::config::{at_least_one, at_most, getters, setters};
 use crate::io::{BufferTooSmall, FrameKind, Received, Transmit};
 use crate::longport::control::{
     AuthRequest, Body, CloseCode, Heartbeat, Metadata, ReconnectRequest, CMD_AUTH, CMD_CLOSE,
@@ -22,7 +23,7 @@ use crate::longport::wire::{
     Kind, Packet, RequestId, Signature, Status, DEFAULT_MAX_BODY, MAX_BODY_LEN,
 };
 use crate::longport::{bump, bump_by, truncated, Echo, Text, WallClock};
-use crate::time::{clamp_delay, Clock, Duration, Instant};
+use crate::time::{clamp_delay, clamp_some, Clock, Duration, Instant};
 
 pub use admission::{AccountId, Admission, Grant, Source};
 pub use rate::{RateLimit, MAX_COMMAND_LIMITS};
@@ -110,86 +111,51 @@ impl ServerConfig {
         }
     }
 
-    /// Time from `handle_connected` until the connection must be authenticated (default 10 s;
-    /// clamped to 1 ms ..= [`MAX_DELAY`](crate::time::MAX_DELAY))
-    #[must_use]
-    pub const fn with_auth_timeout(mut self, timeout: Duration) -> Self {
-        self.auth_timeout = clamp_delay(timeout, MIN_TIMEOUT);
-        self
-    }
+    setters! {
+        /// Time from `handle_connected` until the connection must be authenticated (default 10 s;
+        /// clamped to 1 ms ..= [`MAX_DELAY`](crate::time::MAX_DELAY))
+        fn with_auth_timeout(timeout: Duration) { auth_timeout = clamp_delay(timeout, MIN_TIMEOUT) }
 
-    /// Silence after which an authenticated connection is closed (default 150 s; clamped to
-    /// 1 ms ..= [`MAX_DELAY`](crate::time::MAX_DELAY))
-    #[must_use]
-    pub const fn with_heartbeat_timeout(mut self, timeout: Duration) -> Self {
-        self.heartbeat_timeout = clamp_delay(timeout, MIN_TIMEOUT);
-        self
-    }
+        /// Silence after which an authenticated connection is closed (default 150 s; clamped to
+        /// 1 ms ..= [`MAX_DELAY`](crate::time::MAX_DELAY))
+        fn with_heartbeat_timeout(timeout: Duration) { heartbeat_timeout = clamp_delay(timeout, MIN_TIMEOUT) }
 
-    /// WebSocket Ping cadence (default 20 s; clamped to 1 s ..= [`MAX_DELAY`](crate::time::MAX_DELAY))
-    #[must_use]
-    pub const fn with_ws_ping_interval(mut self, interval: Duration) -> Self {
-        self.ws_ping_interval = clamp_delay(interval, MIN_WS_PING_INTERVAL);
-        self
-    }
+        /// WebSocket Ping cadence (default 20 s; clamped to 1 s ..= [`MAX_DELAY`](crate::time::MAX_DELAY))
+        fn with_ws_ping_interval(interval: Duration) {
+            ws_ping_interval = clamp_delay(interval, MIN_WS_PING_INTERVAL)
+        }
 
-    /// Cadence of the server's own heartbeat requests (cmd 1) to authenticated TCP clients
-    /// (default `None`: none; clamped to 1 s ..= [`MAX_DELAY`](crate::time::MAX_DELAY))
-    ///
-    /// Each answer gives [`ServerEvent::HeartbeatRtt`]. The official Go client echoes them;
-    /// the official Rust client has no TCP transport.
-    #[must_use]
-    pub const fn with_tcp_heartbeat_interval(mut self, interval: Option<Duration>) -> Self {
-        self.tcp_heartbeat_interval = match interval {
-            Some(i) => Some(clamp_delay(i, MIN_WS_PING_INTERVAL)),
-            None => None,
-        };
-        self
-    }
+        /// Cadence of the server's own heartbeat requests (cmd 1) to authenticated TCP clients
+        /// (default `None`: none; clamped to 1 s ..= [`MAX_DELAY`](crate::time::MAX_DELAY))
+        ///
+        /// Each answer gives [`ServerEvent::HeartbeatRtt`]. The official Go client echoes them;
+        /// the official Rust client has no TCP transport.
+        fn with_tcp_heartbeat_interval(interval: Option<Duration>) {
+            tcp_heartbeat_interval = clamp_some(interval, MIN_WS_PING_INTERVAL)
+        }
 
-    /// Most connections that may be unauthenticated at once (default 8; at least 1, and never
-    /// more than the `PEERS` the table holds); a new connection beyond it evicts the oldest
-    #[must_use]
-    pub const fn with_max_unauthenticated(mut self, max: usize) -> Self {
-        self.max_unauthenticated = if max == 0 { 1 } else { max };
-        self
-    }
+        /// Most connections that may be unauthenticated at once (default 8; at least 1, and never
+        /// more than the `PEERS` the table holds); a new connection beyond it evicts the oldest
+        fn with_max_unauthenticated(max: usize) { max_unauthenticated = at_least_one(max) }
 
-    /// Most unauthenticated connections one known [`Source`] may hold (default 4; at least 1);
-    /// a new connection from that source beyond it evicts that source's oldest
-    #[must_use]
-    pub const fn with_max_unauthenticated_per_source(mut self, max: usize) -> Self {
-        self.max_unauthenticated_per_source = if max == 0 { 1 } else { max };
-        self
-    }
+        /// Most unauthenticated connections one known [`Source`] may hold (default 4; at least 1);
+        /// a new connection from that source beyond it evicts that source's oldest
+        fn with_max_unauthenticated_per_source(max: usize) {
+            max_unauthenticated_per_source = at_least_one(max)
+        }
 
-    /// Largest announced body accepted (default 1 MiB; at most [`MAX_BODY_LEN`], the most the
-    /// 24-bit length field can announce)
-    #[must_use]
-    pub const fn with_max_body(mut self, max_body: usize) -> Self {
-        self.max_body = if max_body > MAX_BODY_LEN {
-            MAX_BODY_LEN
-        } else {
-            max_body
-        };
-        self
-    }
+        /// Largest announced body accepted (default 1 MiB; at most [`MAX_BODY_LEN`], the most the
+        /// 24-bit length field can announce)
+        fn with_max_body(max_body: usize) { max_body = at_most(max_body, MAX_BODY_LEN) }
 
-    /// Largest announced body accepted before authentication (default 4 KiB, ample for a
-    /// token and its metadata; at most [`MAX_BODY_LEN`]; the smaller of this and
-    /// [`ServerConfig::max_body`] applies)
-    ///
-    /// A packet header that announces more closes the connection at once with
-    /// `Close{UnpackError}`, so the caller never buffers more than this for a connection
-    /// nobody has authenticated.
-    #[must_use]
-    pub const fn with_max_auth_body(mut self, max: usize) -> Self {
-        self.max_auth_body = if max > MAX_BODY_LEN {
-            MAX_BODY_LEN
-        } else {
-            max
-        };
-        self
+        /// Largest announced body accepted before authentication (default 4 KiB, ample for a
+        /// token and its metadata; at most [`MAX_BODY_LEN`]; the smaller of this and
+        /// [`ServerConfig::max_body`] applies)
+        ///
+        /// A packet header that announces more closes the connection at once with
+        /// `Close{UnpackError}`, so the caller never buffers more than this for a connection
+        /// nobody has authenticated.
+        fn with_max_auth_body(max: usize) { max_auth_body = at_most(max, MAX_BODY_LEN) }
     }
 
     /// Most requests of one connection handed to the application and not answered yet
@@ -222,33 +188,29 @@ impl ServerConfig {
         self
     }
 
-    /// Most live connections per [`AccountId`] (default `None`: no quota; `Some(0)` is taken
-    /// as 1)
-    ///
-    /// A login that would exceed it is refused by the machine as the LongPort gateway does:
-    /// status 6 (PermissionDenied), `Error{403, "connections limitation is hit"}`, then
-    /// `Close{AuthError}`. With a quota, `limit` and `online` in the response granting a login
-    /// with an account are the quota and the account's live connections (this one included). A
-    /// connection stops counting as soon as it closes. The account is the one the application
-    /// names in [`Grant::with_account`] (a Reconnect without one keeps the session's); logins
-    /// without an account are not counted and report the grant's own numbers.
-    #[must_use]
-    pub const fn with_account_quota(mut self, quota: Option<u32>) -> Self {
-        self.account_quota = match quota {
-            Some(0) => Some(1),
-            q => q,
-        };
-        self
-    }
+    setters! {
+        /// Most live connections per [`AccountId`] (default `None`: no quota; `Some(0)` is taken
+        /// as 1)
+        ///
+        /// A login that would exceed it is refused by the machine as the LongPort gateway does:
+        /// status 6 (PermissionDenied), `Error{403, "connections limitation is hit"}`, then
+        /// `Close{AuthError}`. With a quota, `limit` and `online` in the response granting a login
+        /// with an account are the quota and the account's live connections (this one included). A
+        /// connection stops counting as soon as it closes. The account is the one the application
+        /// names in [`Grant::with_account`] (a Reconnect without one keeps the session's); logins
+        /// without an account are not counted and report the grant's own numbers.
+        fn with_account_quota(quota: Option<u32>) {
+            account_quota = match quota {
+                Some(0) => Some(1),
+                q => q,
+            }
+        }
 
-    /// Rate limit of the business requests of each connection (default `None`)
-    ///
-    /// A request over it is answered by the machine with status 3 and `Error{301606}`; the
-    /// application never sees it. Heartbeats and control requests are not limited.
-    #[must_use]
-    pub const fn with_rate_limit(mut self, limit: Option<RateLimit>) -> Self {
-        self.rate_limit = limit;
-        self
+        /// Rate limit of the business requests of each connection (default `None`)
+        ///
+        /// A request over it is answered by the machine with status 3 and `Error{301606}`; the
+        /// application never sees it. Heartbeats and control requests are not limited.
+        fn with_rate_limit(limit: Option<RateLimit>) { rate_limit = limit }
     }
 
     /// Rate limit of command `cmd` on each connection (in addition to
@@ -295,52 +257,23 @@ impl ServerConfig {
         self
     }
 
-    /// See [`ServerConfig::with_auth_timeout`]
-    #[must_use]
-    pub const fn auth_timeout(&self) -> Duration {
-        self.auth_timeout
-    }
-
-    /// See [`ServerConfig::with_heartbeat_timeout`]
-    #[must_use]
-    pub const fn heartbeat_timeout(&self) -> Duration {
-        self.heartbeat_timeout
-    }
-
-    /// See [`ServerConfig::with_ws_ping_interval`]
-    #[must_use]
-    pub const fn ws_ping_interval(&self) -> Duration {
-        self.ws_ping_interval
-    }
-
-    /// See [`ServerConfig::with_tcp_heartbeat_interval`]
-    #[must_use]
-    pub const fn tcp_heartbeat_interval(&self) -> Option<Duration> {
-        self.tcp_heartbeat_interval
-    }
-
-    /// See [`ServerConfig::with_max_unauthenticated`] (the value set, before the `PEERS` cap)
-    #[must_use]
-    pub const fn max_unauthenticated(&self) -> usize {
-        self.max_unauthenticated
-    }
-
-    /// See [`ServerConfig::with_max_unauthenticated_per_source`]
-    #[must_use]
-    pub const fn max_unauthenticated_per_source(&self) -> usize {
-        self.max_unauthenticated_per_source
-    }
-
-    /// See [`ServerConfig::with_max_body`]
-    #[must_use]
-    pub const fn max_body(&self) -> usize {
-        self.max_body
-    }
-
-    /// See [`ServerConfig::with_max_auth_body`] (the value set, before the `max_body` cap)
-    #[must_use]
-    pub const fn max_auth_body(&self) -> usize {
-        self.max_auth_body
+    getters! {
+        /// See [`ServerConfig::with_auth_timeout`]
+        fn auth_timeout() -> Duration;
+        /// See [`ServerConfig::with_heartbeat_timeout`]
+        fn heartbeat_timeout() -> Duration;
+        /// See [`ServerConfig::with_ws_ping_interval`]
+        fn ws_ping_interval() -> Duration;
+        /// See [`ServerConfig::with_tcp_heartbeat_interval`]
+        fn tcp_heartbeat_interval() -> Option<Duration>;
+        /// See [`ServerConfig::with_max_unauthenticated`] (the value set, before the `PEERS` cap)
+        fn max_unauthenticated() -> usize;
+        /// See [`ServerConfig::with_max_unauthenticated_per_source`]
+        fn max_unauthenticated_per_source() -> usize;
+        /// See [`ServerConfig::with_max_body`]
+        fn max_body() -> usize;
+        /// See [`ServerConfig::with_max_auth_body`] (the value set, before the `max_body` cap)
+        fn max_auth_body() -> usize;
     }
 
     /// See [`ServerConfig::with_max_pending_requests`]
@@ -349,22 +282,13 @@ impl ServerConfig {
         self.max_pending_requests as usize
     }
 
-    /// See [`ServerConfig::with_default_request_timeout`]
-    #[must_use]
-    pub const fn default_request_timeout(&self) -> Duration {
-        self.default_request_timeout
-    }
-
-    /// See [`ServerConfig::with_account_quota`]
-    #[must_use]
-    pub const fn account_quota(&self) -> Option<u32> {
-        self.account_quota
-    }
-
-    /// See [`ServerConfig::with_rate_limit`]
-    #[must_use]
-    pub const fn rate_limit(&self) -> Option<RateLimit> {
-        self.rate_limit
+    getters! {
+        /// See [`ServerConfig::with_default_request_timeout`]
+        fn default_request_timeout() -> Duration;
+        /// See [`ServerConfig::with_account_quota`]
+        fn account_quota() -> Option<u32>;
+        /// See [`ServerConfig::with_rate_limit`]
+        fn rate_limit() -> Option<RateLimit>;
     }
 
     /// The limit of command `cmd`, see [`ServerConfig::with_command_rate_limit`]
@@ -2007,10 +1931,7 @@ impl<P: Copy + Eq, const PEERS: usize, const SESSIONS: usize> Server<P, PEERS, S
                 None
             }
         };
-        match app {
-            Some(app) => Received::with_app(consumed, app),
-            None => Received::consumed(consumed),
-        }
+        Received::maybe(consumed, app)
     }
 
     /// A gzip-compressed Auth or Reconnect: inflated (bounded) and decoded here to check it,
@@ -2258,10 +2179,7 @@ impl<P: Copy + Eq, const PEERS: usize, const SESSIONS: usize> Server<P, PEERS, S
             }
         };
         self.mark_rx(idx, now);
-        Ok(match app {
-            Some(app) => Received::with_app(consumed, app),
-            None => Received::consumed(consumed),
-        })
+        Ok(Received::maybe(consumed, app))
     }
 
     /// The processing deadline of a request: the client's, at most 60 s, or the default for 0

@@ -108,6 +108,31 @@ fn assert_closed(s: &mut S, peer: u32, cause: CloseCause) {
     assert_eq!(events(s), [ServerEvent::Closed { peer, cause }]);
 }
 
+/// Peer 1 connects over `transport` at 0 ms
+fn peer_1(s: &mut S, transport: Transport) {
+    s.handle_connected(ms(0), 1, transport, Source::UNKNOWN)
+        .unwrap();
+}
+
+/// Peer 1 connects over TCP at 0 ms and sends the handshake
+fn tcp_peer_1(s: &mut S) {
+    peer_1(s, Transport::Tcp);
+    let _ = s.handle_input(ms(0), 1, &[0x11, 0x09]).unwrap();
+}
+
+/// A server whose WebSocket peer 1 sent an Auth with `token` at 0 ms (the decision pending)
+fn auth_pending(token: &str) -> S {
+    let mut s = server();
+    peer_1(&mut s, Transport::WebSocket);
+    let _ = s.handle_input(ms(0), 1, &auth_req(1, token)).unwrap();
+    s
+}
+
+/// Whether `bytes` from peer 1 reach the application
+fn reaches_app(s: &mut S, now: Instant, bytes: &[u8]) -> bool {
+    s.handle_input(now, 1, bytes).unwrap().app().is_some()
+}
+
 fn kind_of(t: Transport) -> FrameKind {
     match t {
         Transport::Tcp => FrameKind::Stream,
@@ -118,8 +143,7 @@ fn kind_of(t: Transport) -> FrameKind {
 #[test]
 fn tcp_handshake_and_pipelined_auth_in_one_read() {
     let mut s = server();
-    s.handle_connected(ms(0), 1, Transport::Tcp, Source::UNKNOWN)
-        .unwrap();
+    peer_1(&mut s, Transport::Tcp);
     assert_eq!(s.state(1), Some(ServerState::AwaitHandshake));
     // the handshake and an auth request (id 1, token "abc") in one read
     let buf = hex("11 09 01 02 00 00 00 01 13 88 00 00 05 0a 03 61 62 63");
@@ -155,8 +179,7 @@ fn tcp_handshake_and_pipelined_auth_in_one_read() {
 #[test]
 fn tcp_byte_at_a_time() {
     let mut s = server();
-    s.handle_connected(ms(0), 1, Transport::Tcp, Source::UNKNOWN)
-        .unwrap();
+    peer_1(&mut s, Transport::Tcp);
     let stream = hex("11 09 01 02 00 00 00 01 13 88 00 00 05 0a 03 61 62 63");
     let mut buf: StdVec<u8> = StdVec::new();
     let mut needs = StdVec::new();
@@ -191,8 +214,7 @@ fn tcp_byte_at_a_time() {
 #[test]
 fn bad_handshake_closes_with_unpack_error() {
     let mut s = server();
-    s.handle_connected(ms(0), 1, Transport::Tcp, Source::UNKNOWN)
-        .unwrap();
+    peer_1(&mut s, Transport::Tcp);
     let bad = hex("12 09 01 02");
     let r = s.handle_input(ms(0), 1, &bad).unwrap();
     assert_eq!(r.bytes_consumed(), 4);
@@ -256,8 +278,7 @@ fn non_auth_first_packet_gets_status_5_and_auth_error_close() {
 #[test]
 fn non_request_first_packet_is_closed_without_response() {
     let mut s = server();
-    s.handle_connected(ms(0), 1, Transport::WebSocket, Source::UNKNOWN)
-        .unwrap();
+    peer_1(&mut s, Transport::WebSocket);
     let _ = s.handle_input(ms(0), 1, &hex("03 65 00 00 00")).unwrap();
     let out = drain(&mut s, ms(0));
     assert_eq!(out.len(), 2);
@@ -271,9 +292,7 @@ fn non_request_first_packet_is_closed_without_response() {
 #[test]
 fn auth_accept_response_bytes_match_the_vector() {
     let mut s = server();
-    s.handle_connected(ms(0), 1, Transport::Tcp, Source::UNKNOWN)
-        .unwrap();
-    let _ = s.handle_input(ms(0), 1, &[0x11, 0x09]).unwrap();
+    tcp_peer_1(&mut s);
     let _ = s.handle_input(ms(0), 1, &auth_req(1, "abc")).unwrap();
     s.accept_auth(ms(5), 1, grant("s1", 1_700_086_400_000))
         .unwrap();
@@ -311,10 +330,7 @@ fn auth_accept_response_bytes_match_the_vector() {
 
 #[test]
 fn accept_checks_what_is_pending() {
-    let mut s = server();
-    s.handle_connected(ms(0), 1, Transport::WebSocket, Source::UNKNOWN)
-        .unwrap();
-    let _ = s.handle_input(ms(0), 1, &auth_req(1, "abc")).unwrap();
+    let mut s = auth_pending("abc");
     assert_eq!(
         s.accept_auth(ms(0), 9, grant("s", FAR)),
         Err(Error::UnknownPeer)
@@ -332,10 +348,7 @@ fn accept_checks_what_is_pending() {
 
 #[test]
 fn auth_reject_sends_error_then_close() {
-    let mut s = server();
-    s.handle_connected(ms(0), 1, Transport::WebSocket, Source::UNKNOWN)
-        .unwrap();
-    let _ = s.handle_input(ms(0), 1, &auth_req(1, "abc")).unwrap();
+    let mut s = auth_pending("abc");
     s.reject_auth(
         ms(0),
         1,
@@ -444,9 +457,7 @@ fn assert_sess_expired(s: &mut S, conn: u32, cause: CloseCause) {
 #[test]
 fn reconnect_with_unknown_or_expired_session_is_rejected() {
     let mut s = server();
-    s.handle_connected(ms(0), 1, Transport::Tcp, Source::UNKNOWN)
-        .unwrap();
-    let _ = s.handle_input(ms(0), 1, &[0x11, 0x09]).unwrap();
+    tcp_peer_1(&mut s);
     let req = reconnect_req(1, "nope");
     let r = s.handle_input(ms(0), 1, &req).unwrap();
     assert_eq!(r.app(), None, "the application is not involved");
@@ -455,9 +466,7 @@ fn reconnect_with_unknown_or_expired_session_is_rejected() {
     // expired: wall clock says 2023-11-15, the session ended a second before
     let mut s = server();
     s.set_wall_clock(ms(0), 1_700_000_000_000);
-    s.handle_connected(ms(0), 1, Transport::Tcp, Source::UNKNOWN)
-        .unwrap();
-    let _ = s.handle_input(ms(0), 1, &[0x11, 0x09]).unwrap();
+    tcp_peer_1(&mut s);
     let _ = s.handle_input(ms(0), 1, &auth_req(1, "t")).unwrap();
     s.accept_auth(ms(0), 1, grant("s1", 1_700_000_060_000))
         .unwrap();
@@ -600,8 +609,7 @@ fn heartbeat_echo_matches_the_vectors() {
 #[test]
 fn pipelined_stream_is_held_while_auth_pending_then_parsed_in_order() {
     let mut s = server();
-    s.handle_connected(ms(0), 1, Transport::Tcp, Source::UNKNOWN)
-        .unwrap();
+    peer_1(&mut s, Transport::Tcp);
     // handshake, auth, a business request and a heartbeat all in one read
     let mut stream = hex("11 09");
     stream.extend(auth_req(1, "abc"));
@@ -738,8 +746,7 @@ fn ws_ping_cadence_and_pong_liveness() {
 fn ws_pings_start_before_auth_and_client_pings_get_pongs() {
     let mut s = server();
     s.config = ServerConfig::new().with_auth_timeout(Duration::from_secs(60));
-    s.handle_connected(ms(0), 1, Transport::WebSocket, Source::UNKNOWN)
-        .unwrap();
+    peer_1(&mut s, Transport::WebSocket);
     assert_eq!(s.poll_timeout(), Some(ms(20_000)));
     s.handle_timeout(ms(20_000));
     let out = drain(&mut s, ms(20_000));
@@ -829,10 +836,7 @@ fn heartbeat_deadline_counts_from_the_auth_decision() {
 fn reject_with_success_status_is_refused() {
     // found by the longport_server fuzz target: a status-0 rejection with an empty Error body
     // reads as a successful login with an empty session id
-    let mut s = server();
-    s.handle_connected(ms(0), 1, Transport::WebSocket, Source::UNKNOWN)
-        .unwrap();
-    let _ = s.handle_input(ms(0), 1, &auth_req(1, "tok")).unwrap();
+    let mut s = auth_pending("tok");
     assert_eq!(
         s.reject_auth(ms(1), 1, Status::Success, 0, ""),
         Err(Error::SuccessStatus)
@@ -853,8 +857,7 @@ fn reject_with_success_status_is_refused() {
 #[test]
 fn auth_deadline_closes_unauthenticated_connections() {
     let mut s = server();
-    s.handle_connected(ms(0), 1, Transport::Tcp, Source::UNKNOWN)
-        .unwrap();
+    peer_1(&mut s, Transport::Tcp);
     s.handle_connected(ms(0), 2, Transport::WebSocket, Source::UNKNOWN)
         .unwrap();
     let _ = s.handle_input(ms(0), 2, &auth_req(1, "t")).unwrap(); // decision never comes
@@ -922,8 +925,7 @@ fn shutdown_closes_everyone() {
 #[test]
 fn unauthenticated_cap_evicts_the_oldest_and_table_full() {
     let mut s = S::with_capacities(ServerConfig::new().with_max_unauthenticated(2));
-    s.handle_connected(ms(0), 1, Transport::Tcp, Source::UNKNOWN)
-        .unwrap();
+    peer_1(&mut s, Transport::Tcp);
     s.handle_connected(ms(1), 2, Transport::WebSocket, Source::UNKNOWN)
         .unwrap();
     // a third evicts the oldest, with a proper close
@@ -1115,8 +1117,7 @@ fn send_guards() {
         s.push(ms(0), 1, 101, b"", &mut out),
         Err(Error::UnknownPeer)
     );
-    s.handle_connected(ms(0), 1, Transport::WebSocket, Source::UNKNOWN)
-        .unwrap();
+    peer_1(&mut s, Transport::WebSocket);
     assert_eq!(s.push(ms(0), 1, 101, b"", &mut out), Err(Error::NotOpen));
     let _ = s.handle_input(ms(0), 1, &auth_req(1, "t")).unwrap();
     s.accept_auth(ms(0), 1, grant("s1", FAR)).unwrap();
@@ -1161,10 +1162,7 @@ fn send_guards() {
 
 #[test]
 fn buffer_too_small_keeps_the_frame() {
-    let mut s = server();
-    s.handle_connected(ms(0), 1, Transport::WebSocket, Source::UNKNOWN)
-        .unwrap();
-    let _ = s.handle_input(ms(0), 1, &auth_req(1, "abc")).unwrap();
+    let mut s = auth_pending("abc");
     s.accept_auth(ms(0), 1, grant("s1", 1_700_086_400_000))
         .unwrap();
     s.close(ms(0), 1, CloseCode::AuthError, "bad token")
@@ -1289,8 +1287,7 @@ fn undecodable_input_closes_with_unpack_error() {
 #[test]
 fn ws_trailing_bytes_are_counted_and_ignored() {
     let mut s = server();
-    s.handle_connected(ms(0), 1, Transport::WebSocket, Source::UNKNOWN)
-        .unwrap();
+    peer_1(&mut s, Transport::WebSocket);
     let mut msg = auth_req(1, "abc");
     msg.extend_from_slice(b"junk");
     let r = s.handle_input(ms(0), 1, &msg).unwrap();
@@ -1311,8 +1308,7 @@ fn closed_transport_while_closing_reports_the_first_cause() {
     assert!(drain(&mut s, ms(0)).is_empty());
     assert_closed(&mut s, 1, CloseCause::Local);
     assert_eq!(s.connections(), 0);
-    s.handle_connected(ms(0), 1, Transport::Tcp, Source::UNKNOWN)
-        .unwrap();
+    peer_1(&mut s, Transport::Tcp);
 }
 
 #[test]
@@ -1516,10 +1512,7 @@ fn quota_refusal_matches_the_vector_and_frees_slots_on_close() {
         Admission::Granted { online: 2, .. }
     ));
     // without a quota the grant's numbers are reported
-    let mut s = server();
-    s.handle_connected(ms(0), 1, Transport::WebSocket, Source::UNKNOWN)
-        .unwrap();
-    let _ = s.handle_input(ms(0), 1, &auth_req(1, "t")).unwrap();
+    let mut s = auth_pending("t");
     assert_eq!(
         s.accept_auth(ms(0), 1, grant("s", FAR).with_limit_online(10, 3)),
         Ok(Admission::Granted {
@@ -1539,26 +1532,10 @@ fn rate_limit_refusals_are_answered_in_order_and_bounded() {
     let req = |cmd, id| packet(&Packet::request(cmd, RequestId(id), 0, b"x"));
     // the command limit: one 14, the second refused; the connection's burst of 2 is charged
     // only by what passes
-    assert!(s
-        .handle_input(ms(1), 1, &req(14, 10))
-        .unwrap()
-        .app()
-        .is_some());
-    assert!(s
-        .handle_input(ms(1), 1, &req(14, 11))
-        .unwrap()
-        .app()
-        .is_none());
-    assert!(s
-        .handle_input(ms(1), 1, &req(6, 12))
-        .unwrap()
-        .app()
-        .is_some());
-    assert!(s
-        .handle_input(ms(1), 1, &req(6, 13))
-        .unwrap()
-        .app()
-        .is_none());
+    assert!(reaches_app(&mut s, ms(1), &req(14, 10)));
+    assert!(!reaches_app(&mut s, ms(1), &req(14, 11)));
+    assert!(reaches_app(&mut s, ms(1), &req(6, 12)));
+    assert!(!reaches_app(&mut s, ms(1), &req(6, 13)));
     // heartbeats and control requests are not limited
     let hb = packet(&Packet::request(CMD_HEARTBEAT, RequestId(20), 0, b"hb"));
     let _ = s.handle_input(ms(1), 1, &hb).unwrap();
@@ -1596,27 +1573,15 @@ fn rate_limit_refusals_are_answered_in_order_and_bounded() {
     );
     // four refusals wait at most; the fifth input is QueueFull until they are handed out
     for id in 30..34 {
-        assert!(s
-            .handle_input(ms(2), 1, &req(6, id))
-            .unwrap()
-            .app()
-            .is_none());
+        assert!(!reaches_app(&mut s, ms(2), &req(6, id)));
     }
     let before = s.stats();
     assert_eq!(s.handle_input(ms(2), 1, &req(6, 34)), Err(Error::QueueFull));
     assert_eq!(s.stats(), before, "nothing changed");
     assert_eq!(drain(&mut s, ms(2)).len(), 4);
-    assert!(s
-        .handle_input(ms(2), 1, &req(6, 34))
-        .unwrap()
-        .app()
-        .is_none());
+    assert!(!reaches_app(&mut s, ms(2), &req(6, 34)));
     // a second later the bucket has one token again
-    assert!(s
-        .handle_input(ms(1_002), 1, &req(6, 35))
-        .unwrap()
-        .app()
-        .is_some());
+    assert!(reaches_app(&mut s, ms(1_002), &req(6, 35)));
 }
 
 #[test]
@@ -1707,8 +1672,7 @@ fn tcp_server_heartbeats_and_rtt() {
     let mut s = S::with_capacities(cfg);
     s.set_wall_clock(ms(0), 1_700_000_000_000);
     // none before authentication
-    s.handle_connected(ms(0), 1, Transport::Tcp, Source::UNKNOWN)
-        .unwrap();
+    peer_1(&mut s, Transport::Tcp);
     assert_eq!(s.poll_timeout(), Some(ms(10_000)), "only the auth deadline");
     let _ = s.handle_input(ms(0), 1, &[0x11, 0x09]).unwrap();
     let _ = s.handle_input(ms(0), 1, &auth_req(1, "tok")).unwrap();
@@ -1788,8 +1752,7 @@ fn websocket_pong_of_the_last_ping_gives_rtt() {
 #[test]
 fn pre_auth_body_limit_switches_to_max_body_after_auth_on_tcp() {
     let mut s = server();
-    s.handle_connected(ms(0), 1, Transport::Tcp, Source::UNKNOWN)
-        .unwrap();
+    peer_1(&mut s, Transport::Tcp);
     let mut stream = std::vec![0x11, 0x09];
     stream.extend(auth_req(1, "tok"));
     // pipelined after the Auth: a request with a 10 KB body (over the pre-auth 4 KiB)
@@ -1813,8 +1776,7 @@ fn an_expired_session_displaces_nobody_and_counts_for_the_quota() {
     // admitted as if it displaced the first connection, which stayed live: 2 over a quota of 1
     let mut s = S::with_capacities(ServerConfig::new().with_account_quota(Some(1)));
     s.set_wall_clock(ms(0), 1_700_000_000_000);
-    s.handle_connected(ms(0), 1, Transport::WebSocket, Source::UNKNOWN)
-        .unwrap();
+    peer_1(&mut s, Transport::WebSocket);
     let _ = s.handle_input(ms(0), 1, &auth_req(1, "t")).unwrap();
     let expired = 1_600_000_000_000;
     let g = grant("same", expired).with_account(AccountId(1));
