@@ -395,10 +395,21 @@ fn metadata_iteration_is_restartable_and_copyable() {
         m.into_iter().collect::<Vec<_>>()
     );
     assert_eq!((&m).into_iter().count(), 2);
+    // the iterator knows how many entries are left, as it goes
+    let mut it = m.iter();
+    assert_eq!((it.len(), it.size_hint()), (2, (2, Some(2))));
+    assert_eq!(it.next(), Some(("k", "v")));
+    assert_eq!(it.len(), 1);
+    assert_eq!(it.next(), Some(("k", "w")));
+    assert_eq!((it.len(), it.next(), it.len()), (0, None, 0));
     assert_eq!(m.get("k"), Some("w"), "duplicate key: last wins");
     assert_ne!(m, Metadata::from_pairs(&[("k", "v")]));
     let pairs = Metadata::from_pairs(&[("k", "v"), ("k", "w")]);
     assert_eq!(m, pairs);
+    assert!(!m.is_empty() && !pairs.is_empty() && Metadata::EMPTY.is_empty());
+    // as many entries is not enough: the entries and their order count
+    assert_ne!(m, Metadata::from_pairs(&[("k", "v"), ("k", "x")]));
+    assert_ne!(pairs, Metadata::from_pairs(&[("k", "w"), ("k", "v")]));
     // equal views hash equally, whatever their backing
     use core::hash::BuildHasher;
     let state = std::hash::RandomState::new();
