@@ -31,6 +31,8 @@
 //! request and machine event ([`ServerItem`]) with a [`Ctl`] to decide and answer; see
 //! `examples/longport_tcp_server.rs` of the `tether-net` repository for a complete server.
 
+#[cfg(any(target_os = "linux", target_os = "android"))]
+pub mod mmsg;
 mod tcp_client;
 mod tcp_server;
 mod udp;
@@ -40,4 +42,6 @@ pub use crate::Input;
 pub use tcp_client::{TcpClient, TcpClientStats, TokenSource};
 pub use tcp_server::{Ctl, TcpServer, TcpServerStats};
 pub use tether_net::longport::{Admission, Grant, SessionId, Source};
-pub use udp::{DatagramPeer, UdpDriver, UdpStats};
+#[cfg(any(target_os = "linux", target_os = "android"))]
+pub use udp::BatchInput;
+pub use udp::{DatagramPeer, UdpDriver, UdpStats, DEFAULT_BATCH};
