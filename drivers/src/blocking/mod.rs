@@ -1,7 +1,9 @@
 //! Blocking drivers: one thread, std sockets, no runtime
 //!
 //! * [`UdpDriver`]: any datagram machine over a `std::net::UdpSocket`: the game client (socket
-//!   connected to the server) and the game server (keyed by `SocketAddr`).
+//!   connected to the server) and the game server (keyed by `SocketAddr`);
+//!   [`UdpDriver::run_batched`] (Linux) is the same loop with `recvmmsg` / `sendmmsg` for a
+//!   machine that takes a batch ([`BatchInput`]: the game server).
 //! * [`TcpClient`]: the LongPort client over TCP (dials on `ConnectTransport`, keeps the
 //!   compacting receive buffer, answers `TokenNeeded` from a token source, retries on a full
 //!   queue, runs the timers).
