@@ -55,6 +55,12 @@ fn token_of(reply: &[u8]) -> Token {
     }
 }
 
+/// Give loopback delivery a moment (under heavy load the kernel may finish it in `ksoftirqd`
+/// rather than inside `send`), for tests that read what was sent without waiting
+fn settle() {
+    std::thread::sleep(Duration::from_millis(50));
+}
+
 fn recv_one(sock: &UdpSocket) -> Vec<u8> {
     let mut b = [0u8; 2048];
     let n = sock
@@ -208,8 +214,8 @@ fn batched_and_one_at_a_time_loops_agree_on_events_replies_and_counters() {
 /// runs timers only when a read times out never runs them under steady load)
 fn timeout_fires_with_datagrams_queued(batched: bool) {
     let config = ServerConfig::new(TokenSecret([8; 16]))
-        .with_keep_alive(Duration::from_millis(10))
-        .with_timeout(Duration::from_millis(20));
+        .with_keep_alive(Duration::from_millis(100))
+        .with_timeout(Duration::from_millis(200));
     let mut driver =
         UdpDriver::bind(Server::<SocketAddr>::new(config), "127.0.0.1:0").expect("server socket");
     let c = clients(2, driver.local_addr().unwrap());
@@ -231,20 +237,21 @@ fn timeout_fires_with_datagrams_queued(batched: bool) {
     for s in &c {
         s.send(&connect()).unwrap();
     }
-    run(&mut driver, Duration::from_millis(5), None);
+    run(&mut driver, Duration::from_millis(50), None);
     let mut tokens = Vec::new();
     for s in &c {
         let t = token_of(&recv_one(s));
         s.send(&control(Control::Accept, Some(t))).unwrap();
         tokens.push(t);
     }
-    run(&mut driver, Duration::from_millis(5), None);
+    run(&mut driver, Duration::from_millis(50), None);
     assert_eq!(driver.machine().peer_count(), 2);
     let ka = control(Control::KeepAlive, Some(tokens[0]));
     for _ in 0..200 {
         c[0].send(&ka).unwrap();
     }
-    std::thread::sleep(Duration::from_millis(40));
+    // past both peers' timeouts: the silent one's and the sender's, whose datagrams wait unread
+    std::thread::sleep(Duration::from_millis(300));
     let before = driver.stats().received;
     let silent = c[1].local_addr().unwrap();
     let cause = run(&mut driver, Duration::from_secs(5), Some(silent));
@@ -276,6 +283,7 @@ fn a_zero_limit_handles_one_batch_without_waiting() {
     for s in &c {
         s.send(&connect()).unwrap();
     }
+    settle();
     let t = WallClock::now();
     let none = driver
         .run_batched(Duration::ZERO, |_, _, _| Some(()))
@@ -306,6 +314,7 @@ fn events_after_the_closure_stopped_come_with_the_next_call() {
     for s in &c {
         s.send(&connect()).unwrap();
     }
+    settle();
     driver
         .run_batched(Duration::ZERO, |_, _, _| Some(()))
         .unwrap();
@@ -313,6 +322,7 @@ fn events_after_the_closure_stopped_come_with_the_next_call() {
         let t = token_of(&recv_one(s));
         s.send(&control(Control::Accept, Some(t))).unwrap();
     }
+    settle();
     // the three ACCEPTs are queued: one batch feeds them all, the closure stops at the first
     // `Connected`, the other two wait in the backlog
     let mut peers = Vec::new();
