@@ -1,7 +1,9 @@
 //! Blocking drivers: one thread, std sockets, no runtime
 //!
 //! * [`UdpDriver`]: any datagram machine over a `std::net::UdpSocket`: the game client (socket
-//!   connected to the server) and the game server (keyed by `SocketAddr`).
+//!   connected to the server) and the game server (keyed by `SocketAddr`);
+//!   [`UdpDriver::run_batched`] (Linux) is the same loop with `recvmmsg` / `sendmmsg` for a
+//!   machine that takes a batch ([`BatchInput`]: the game server).
 //! * [`TcpClient`]: the LongPort client over TCP (dials on `ConnectTransport`, keeps the
 //!   compacting receive buffer, answers `TokenNeeded` from a token source, retries on a full
 //!   queue, runs the timers).
@@ -31,6 +33,8 @@
 //! request and machine event ([`ServerItem`]) with a [`Ctl`] to decide and answer; see
 //! `examples/longport_tcp_server.rs` of the `tether-net` repository for a complete server.
 
+#[cfg(any(target_os = "linux", target_os = "android"))]
+pub mod mmsg;
 mod tcp_client;
 mod tcp_server;
 mod udp;
@@ -40,4 +44,6 @@ pub use crate::Input;
 pub use tcp_client::{TcpClient, TcpClientStats, TokenSource};
 pub use tcp_server::{Ctl, TcpServer, TcpServerStats};
 pub use tether_net::longport::{Admission, Grant, SessionId, Source};
-pub use udp::{DatagramPeer, UdpDriver, UdpStats};
+#[cfg(any(target_os = "linux", target_os = "android"))]
+pub use udp::BatchInput;
+pub use udp::{DatagramPeer, UdpDriver, UdpStats, DEFAULT_BATCH};

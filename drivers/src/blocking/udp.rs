@@ -11,12 +11,20 @@ use std::vec::Vec;
 use tether_net::time::Epoch;
 use tether_net::{drain, DrainError, Instant, Machine};
 
+#[cfg(any(target_os = "linux", target_os = "android"))]
+use super::mmsg::{MmsgHeaders, RecvBatch, SendBatch};
 use super::Input;
+#[cfg(any(target_os = "linux", target_os = "android"))]
+pub use crate::datagram::BatchInput;
 pub use crate::datagram::DatagramPeer;
 use crate::QueueFull;
 
 /// Largest datagram the driver receives (game packets are at most 1400 bytes)
 const RECV_LEN: usize = 2048;
+
+/// Datagrams per `recvmmsg` / `sendmmsg` call of [`UdpDriver::run_batched`] unless set with
+/// [`UdpDriver::with_batch_size`]
+pub const DEFAULT_BATCH: usize = 32;
 
 /// Datagram counters of a [`UdpDriver`]
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -30,6 +38,11 @@ pub struct UdpStats {
     pub received: u64,
     /// Inputs the machine refused with `QueueFull` and that were fed again after a drain
     pub retried: u64,
+    /// `recvmmsg` calls that returned datagrams ([`UdpDriver::run_batched`]; `received /
+    /// batches` is the mean batch)
+    pub batches: u64,
+    /// `sendmmsg` calls ([`UdpDriver::run_batched`])
+    pub send_calls: u64,
 }
 
 /// A machine over one blocking UDP socket, with a monotonic clock started at creation
@@ -38,7 +51,9 @@ pub struct UdpStats {
 /// server: [`UdpDriver::connect`]) and the game [`Server`](tether_net::game::Server) keyed by
 /// `SocketAddr` ([`UdpDriver::bind`]) with the same loop. Commands go through
 /// [`UdpDriver::command`]; [`UdpDriver::run`] runs the loop and hands every event and every
-/// application value to your closure.
+/// application value to your closure. [`UdpDriver::run_batched`] is the same loop with batched
+/// syscalls (`recvmmsg` / `sendmmsg`, Linux) for machines that take a batch ([`BatchInput`]:
+/// the game server).
 pub struct UdpDriver<M: Machine> {
     sock: UdpSocket,
     machine: M,
@@ -48,6 +63,9 @@ pub struct UdpDriver<M: Machine> {
     /// Events that arrived after the closure asked to stop, handed out by the next `run`
     backlog: VecDeque<M::Event>,
     stats: UdpStats,
+    batch: usize,
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    io: Option<(RecvBatch, SendBatch)>,
 }
 
 impl<M: Machine> fmt::Debug for UdpDriver<M> {
@@ -75,7 +93,25 @@ where
             inp: std::vec![0; RECV_LEN],
             backlog: VecDeque::new(),
             stats: UdpStats::default(),
+            batch: DEFAULT_BATCH,
+            #[cfg(any(target_os = "linux", target_os = "android"))]
+            io: None,
         }
+    }
+
+    /// Datagrams per `recvmmsg` / `sendmmsg` call of [`UdpDriver::run_batched`] (default
+    /// [`DEFAULT_BATCH`]), clamped to `[1, 1024]` (Linux's `UIO_MAXIOV`); the buffers take
+    /// `2 × n × 2048` bytes
+    #[must_use]
+    pub fn with_batch_size(mut self, n: usize) -> Self {
+        self.batch = n.clamp(1, 1024);
+        self
+    }
+
+    /// Datagrams per syscall of [`UdpDriver::run_batched`]
+    #[must_use]
+    pub fn batch_size(&self) -> usize {
+        self.batch
     }
 
     /// A server socket bound to `local`
@@ -220,6 +256,8 @@ where
                 Ok((n, from)) => {
                     self.stats.received += 1;
                     self.feed(n, M::Peer::from_addr(from), &mut f, &mut result)?;
+                    // timers run even while datagrams keep coming
+                    self.timers_if_due();
                 }
                 Err(e)
                     if matches!(
@@ -235,6 +273,14 @@ where
                 }
                 Err(e) => return Err(e),
             }
+        }
+    }
+
+    /// `handle_timeout` when the machine's deadline has passed
+    fn timers_if_due(&mut self) {
+        let now = self.now();
+        if self.machine.poll_timeout().is_some_and(|t| t <= now) {
+            self.machine.handle_timeout(now);
         }
     }
 
@@ -313,5 +359,252 @@ where
                 Err(e) => return Err(io::Error::other(e.to_string())),
             }
         }
+    }
+}
+
+/// Where frames and events go while a batch is fed: the send queue (flushed with `sendmmsg`
+/// when full) and the closure (or the backlog once it asked to stop)
+#[cfg(any(target_os = "linux", target_os = "android"))]
+struct Sink<'s, M: Machine, F, R> {
+    sock: &'s UdpSocket,
+    out: &'s mut Vec<u8>,
+    tx: &'s mut SendBatch,
+    txh: &'s mut MmsgHeaders,
+    stats: &'s mut UdpStats,
+    backlog: &'s mut VecDeque<M::Event>,
+    f: &'s mut F,
+    result: &'s mut Option<R>,
+}
+
+#[cfg(any(target_os = "linux", target_os = "android"))]
+impl<M, F, R> Sink<'_, M, F, R>
+where
+    M: Machine,
+    M::Peer: DatagramPeer,
+    F: for<'a> FnMut(&mut M, Instant, Input<'a, M>) -> Option<R>,
+{
+    /// Step 2 of the run loop into the send queue: every frame queued (the queue sent when
+    /// full), every event to the closure
+    fn drain(&mut self, machine: &mut M, now: Instant) -> io::Result<()> {
+        loop {
+            let Sink {
+                sock,
+                out,
+                tx,
+                txh,
+                stats,
+                backlog,
+                f,
+                result,
+            } = self;
+            let r = drain(
+                machine,
+                now,
+                out,
+                |t, bytes| {
+                    let to = t.to.to_addr();
+                    if tx.is_full() {
+                        Self::count(stats, tx.send(txh, sock));
+                    }
+                    if !tx.queue(to, bytes) {
+                        // longer than a slot: alone, now
+                        let sent = match to {
+                            Some(addr) => sock.send_to(bytes, addr),
+                            None => sock.send(bytes),
+                        };
+                        match sent {
+                            Ok(_) => stats.sent += 1,
+                            Err(_) => stats.send_errors += 1,
+                        }
+                    }
+                    Ok::<(), io::Error>(())
+                },
+                |m, ev| {
+                    if result.is_some() {
+                        backlog.push_back(ev);
+                    } else {
+                        **result = f(m, now, Input::Event(ev));
+                    }
+                },
+            );
+            match r {
+                Ok(()) => return Ok(()),
+                Err(DrainError::BufferTooSmall(e)) => self.out.resize(e.required, 0),
+                Err(DrainError::Send(e)) => return Err(e),
+                Err(e) => return Err(io::Error::other(e.to_string())),
+            }
+        }
+    }
+
+    /// Send what is queued
+    fn send(&mut self) {
+        if self.tx.queued() > 0 {
+            Self::count(self.stats, self.tx.send(self.txh, self.sock));
+        }
+    }
+
+    fn count(stats: &mut UdpStats, c: super::mmsg::SendCount) {
+        stats.sent += c.sent;
+        stats.send_errors += c.errors;
+        stats.send_calls += c.calls;
+    }
+}
+
+#[cfg(any(target_os = "linux", target_os = "android"))]
+impl<M> UdpDriver<M>
+where
+    M: BatchInput,
+    M::Peer: DatagramPeer,
+    M::Error: QueueFull + fmt::Display,
+{
+    /// [`UdpDriver::run`] with batched syscalls: each `recvmmsg` takes up to
+    /// [`UdpDriver::batch_size`] datagrams, the machine gets them in one
+    /// [`BatchInput::handle_batch`], and the frames it hands out go out with `sendmmsg`
+    ///
+    /// Same events, application values and frames as [`UdpDriver::run`] (frames and events are
+    /// drained after every datagram, as after a single input; only the sends are gathered),
+    /// and the same timers: they run when due, also while datagrams keep coming. Frames are
+    /// sent at the end of each batch, when the send queue is full, and before the loop sleeps.
+    ///
+    /// A `limit` of zero handles what is ready (one batch at most) without waiting. Each call
+    /// allocates the syscall headers once (they hold raw pointers and stay on this thread):
+    /// prefer long calls to many short ones.
+    ///
+    /// When `f` returns `Some(r)`, the call returns after the batch being fed: the datagrams of
+    /// that batch that follow are still fed (they were read from the socket), their application
+    /// values still go to `f` (whose results after the first `Some` are ignored) and their
+    /// events wait for the next call.
+    ///
+    /// # Errors
+    /// As [`UdpDriver::run`].
+    pub fn run_batched<R>(
+        &mut self,
+        limit: Duration,
+        mut f: impl for<'a> FnMut(&mut M, Instant, Input<'a, M>) -> Option<R>,
+    ) -> io::Result<Option<R>> {
+        let end = crate::deadline(limit);
+        while let Some(ev) = self.backlog.pop_front() {
+            let now = self.now();
+            if let Some(r) = f(&mut self.machine, now, Input::Event(ev)) {
+                return Ok(Some(r));
+            }
+        }
+        let (mut rx, mut tx) = match self.io.take() {
+            Some(io) if io.0.capacity() == self.batch => io,
+            _ => (RecvBatch::new(self.batch), SendBatch::new(self.batch)),
+        };
+        let (mut rxh, mut txh) = (rx.headers(), tx.headers());
+        let r = self.batched_loop(end, &mut rx, &mut rxh, &mut tx, &mut txh, &mut f);
+        self.io = Some((rx, tx));
+        r
+    }
+
+    fn batched_loop<R, F>(
+        &mut self,
+        end: std::time::Instant,
+        rx: &mut RecvBatch,
+        rxh: &mut MmsgHeaders,
+        tx: &mut SendBatch,
+        txh: &mut MmsgHeaders,
+        f: &mut F,
+    ) -> io::Result<Option<R>>
+    where
+        F: for<'a> FnMut(&mut M, Instant, Input<'a, M>) -> Option<R>,
+    {
+        let mut result = None;
+        let UdpDriver {
+            sock,
+            machine,
+            epoch,
+            out,
+            backlog,
+            stats,
+            ..
+        } = self;
+        let mut sink = Sink {
+            sock,
+            out,
+            tx,
+            txh,
+            stats,
+            backlog,
+            f,
+            result: &mut result,
+        };
+        loop {
+            // 2. drain: every frame queued and sent, every event to `f`
+            let now = epoch.instant(std::time::Instant::now());
+            sink.drain(machine, now)?;
+            // timers run when due, also while datagrams keep coming
+            if sink.result.is_none() && machine.poll_timeout().is_some_and(|t| t <= now) {
+                machine.handle_timeout(now);
+                sink.drain(machine, now)?;
+            }
+            sink.send();
+            if sink.result.is_some() {
+                break;
+            }
+            // 1. input: what is queued, else sleep until the deadline, `end` or a datagram
+            let mut n = rx.recv(rxh, sink.sock, None)?;
+            if n == 0 {
+                let wall = std::time::Instant::now();
+                if wall >= end {
+                    break;
+                }
+                let wake = machine
+                    .poll_timeout()
+                    .map_or(end, |t| epoch.to_std(t).min(end));
+                let wait = wake
+                    .saturating_duration_since(wall)
+                    .max(Duration::from_millis(1));
+                n = rx.recv(rxh, sink.sock, Some(wait))?;
+                if n == 0 {
+                    let now = epoch.instant(std::time::Instant::now());
+                    machine.handle_timeout(now);
+                    continue;
+                }
+            }
+            sink.stats.received += n as u64;
+            sink.stats.batches += 1;
+            let now = epoch.instant(std::time::Instant::now());
+            let items: Vec<(M::Peer, &[u8])> = (0..n)
+                .filter_map(|i| rx.get(i))
+                .map(|(from, bytes)| (M::Peer::from_addr(from), bytes))
+                .collect();
+            let mut at = 0;
+            while at < items.len() {
+                let rest = &items[at..];
+                let mut failed = None;
+                let done = machine.handle_batch(now, rest, |m, i, received| {
+                    if failed.is_some() {
+                        return;
+                    }
+                    if let Some(app) = received.into_app() {
+                        let r = (sink.f)(m, now, Input::App(rest[i].0, app));
+                        if sink.result.is_none() {
+                            *sink.result = r;
+                        }
+                    }
+                    if let Err(e) = sink.drain(m, now) {
+                        failed = Some(e);
+                    }
+                });
+                if let Some(e) = failed {
+                    return Err(e);
+                }
+                at += done;
+                if at < items.len() {
+                    // `QueueFull`: drain, feed the rest again
+                    sink.stats.retried += 1;
+                    sink.drain(machine, now)?;
+                }
+            }
+            if std::time::Instant::now() >= end {
+                sink.drain(machine, now)?;
+                sink.send();
+                break;
+            }
+        }
+        Ok(result)
     }
 }

@@ -1,0 +1,357 @@
+//! Batched datagram I/O on Linux: `recvmmsg` into preallocated buffers, `sendmmsg` of queued
+//! frames (through `nix`'s safe wrappers)
+//!
+//! [`RecvBatch`] and [`SendBatch`] hold the buffers and travel between threads with their
+//! driver; the syscall headers ([`MmsgHeaders`]) hold raw pointers, so they are made on the
+//! thread that uses them, once per [`UdpDriver::run_batched`](super::UdpDriver::run_batched)
+//! call. The end-to-end bench's bare receive-and-reply loop uses these same types, so that it
+//! makes exactly the driver's syscalls.
+
+use std::io::{self, IoSlice, IoSliceMut};
+use std::net::{SocketAddr, UdpSocket};
+use std::os::fd::AsRawFd;
+use std::time::Duration;
+use std::vec::Vec;
+
+use nix::sys::socket::{
+    recvmmsg, sendmmsg, ControlMessage, MsgFlags, MultiHeaders, SockaddrStorage,
+};
+
+/// Largest batch: Linux's `UIO_MAXIOV`, the most messages one `recvmmsg`/`sendmmsg` takes
+pub const MAX_BATCH: usize = 1024;
+
+/// Bytes per receive slot (game packets are at most 1400 bytes; a longer datagram is cut here,
+/// as the one-at-a-time loop cuts it)
+pub const SLOT_LEN: usize = 2048;
+
+/// What one [`SendBatch::send`] did
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct SendCount {
+    /// Datagrams the kernel took
+    pub sent: u64,
+    /// Datagrams dropped because their send failed (UDP is lossy: the machine's timers recover)
+    pub errors: u64,
+    /// `sendmmsg` calls made
+    pub calls: u64,
+}
+
+/// The syscall headers of a [`RecvBatch`] or a [`SendBatch`]: one `mmsghdr` per slot, made on
+/// the thread that uses them (`headers()`; they hold raw pointers, so they are not `Send`)
+///
+/// Each batch gets its own: `sendmmsg` points its headers at the send queue's addresses,
+/// `recvmmsg` needs headers pointing at their own address slots.
+#[derive(Debug)]
+pub struct MmsgHeaders {
+    inner: MultiHeaders<SockaddrStorage>,
+    cap: usize,
+    send: bool,
+}
+
+/// Receive buffers for batched input over one UDP socket: up to `capacity` datagrams per
+/// `recvmmsg` call, each in a slot of [`SLOT_LEN`] bytes (`capacity × SLOT_LEN` bytes)
+///
+/// Nothing is copied: datagrams stay in their slots until the next [`RecvBatch::recv`] and are
+/// read with [`RecvBatch::get`].
+#[derive(Debug)]
+pub struct RecvBatch {
+    cap: usize,
+    buf: Vec<u8>,
+    /// Per received datagram: source and length (slot `i` holds datagram `i`)
+    meta: Vec<(SocketAddr, usize)>,
+    /// Datagrams whose source was no IP address (not in `meta`)
+    unnamed: u64,
+}
+
+impl RecvBatch {
+    /// Buffers for batches of `capacity` datagrams, clamped to `[1, MAX_BATCH]`
+    #[must_use]
+    pub fn new(capacity: usize) -> Self {
+        let cap = capacity.clamp(1, MAX_BATCH);
+        RecvBatch {
+            cap,
+            buf: std::vec![0; cap * SLOT_LEN],
+            meta: Vec::with_capacity(cap),
+            unnamed: 0,
+        }
+    }
+
+    /// Datagrams per batch
+    #[must_use]
+    pub fn capacity(&self) -> usize {
+        self.cap
+    }
+
+    /// The `recvmmsg` headers for this batch (allocates: make them once per thread and loop)
+    #[must_use]
+    pub fn headers(&self) -> MmsgHeaders {
+        MmsgHeaders {
+            inner: MultiHeaders::preallocate(self.cap, None),
+            cap: self.cap,
+            send: false,
+        }
+    }
+
+    /// Receive up to `capacity` datagrams with one `recvmmsg` call; returns how many
+    ///
+    /// `wait: None` does not block (`MSG_DONTWAIT`): `Ok(0)` when nothing is queued. `Some(t)`
+    /// sets the socket's read timeout to `t` and blocks until the first datagram, then takes
+    /// what else is queued (`MSG_WAITFORONE`); `Ok(0)` when `t` passed. The socket must be in
+    /// blocking mode. The previous batch's datagrams are gone afterwards.
+    ///
+    /// # Errors
+    /// Socket errors other than "nothing there" (`WouldBlock`, `TimedOut`, `Interrupted`) and
+    /// ICMP refusals on a connected socket, which count as nothing received.
+    ///
+    /// # Panics
+    /// When `headers` are not receive headers of this batch's capacity or more.
+    pub fn recv(
+        &mut self,
+        headers: &mut MmsgHeaders,
+        sock: &UdpSocket,
+        wait: Option<Duration>,
+    ) -> io::Result<usize> {
+        assert!(
+            !headers.send && headers.cap >= self.cap,
+            "headers of another batch"
+        );
+        self.meta.clear();
+        let mut flags = MsgFlags::MSG_WAITFORONE;
+        match wait {
+            None => flags |= MsgFlags::MSG_DONTWAIT,
+            Some(t) => sock.set_read_timeout(Some(t.max(Duration::from_micros(1))))?,
+        }
+        let mut iovs: Vec<[IoSliceMut<'_>; 1]> = self
+            .buf
+            .chunks_exact_mut(SLOT_LEN)
+            .map(|b| [IoSliceMut::new(b)])
+            .collect();
+        let got = recvmmsg(
+            sock.as_raw_fd(),
+            &mut headers.inner,
+            iovs.iter_mut(),
+            flags,
+            None,
+        );
+        match got {
+            Ok(msgs) => {
+                for m in msgs {
+                    match m.address.as_ref().and_then(to_std) {
+                        Some(from) => self.meta.push((from, m.bytes.min(SLOT_LEN))),
+                        None => self.unnamed += 1,
+                    }
+                }
+            }
+            Err(e) => {
+                let e = io::Error::from(e);
+                if !matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock
+                        | io::ErrorKind::TimedOut
+                        | io::ErrorKind::Interrupted
+                        | io::ErrorKind::ConnectionRefused
+                ) {
+                    return Err(e);
+                }
+            }
+        }
+        Ok(self.meta.len())
+    }
+
+    /// Datagrams of the last [`RecvBatch::recv`]
+    #[must_use]
+    pub fn len(&self) -> usize {
+        self.meta.len()
+    }
+
+    /// True when the last [`RecvBatch::recv`] got nothing
+    #[must_use]
+    pub fn is_empty(&self) -> bool {
+        self.meta.is_empty()
+    }
+
+    /// Datagram `i` of the last [`RecvBatch::recv`]: its source and bytes
+    #[must_use]
+    pub fn get(&self, i: usize) -> Option<(SocketAddr, &[u8])> {
+        let &(from, n) = self.meta.get(i)?;
+        Some((from, &self.buf[i * SLOT_LEN..i * SLOT_LEN + n]))
+    }
+
+    /// Datagrams received without an IP source address (dropped), since creation
+    #[must_use]
+    pub fn unnamed(&self) -> u64 {
+        self.unnamed
+    }
+}
+
+/// A send queue for batched output over one UDP socket: up to `capacity` frames, copied into
+/// slots of [`SLOT_LEN`] bytes, sent with one `sendmmsg` call ([`SendBatch::send`])
+#[derive(Debug)]
+pub struct SendBatch {
+    cap: usize,
+    buf: Vec<u8>,
+    len: Vec<usize>,
+    to: Vec<Option<SockaddrStorage>>,
+}
+
+impl SendBatch {
+    /// A queue of `capacity` frames, clamped to `[1, MAX_BATCH]`
+    #[must_use]
+    pub fn new(capacity: usize) -> Self {
+        let cap = capacity.clamp(1, MAX_BATCH);
+        SendBatch {
+            cap,
+            buf: std::vec![0; cap * SLOT_LEN],
+            len: Vec::with_capacity(cap),
+            to: Vec::with_capacity(cap),
+        }
+    }
+
+    /// Frames per `sendmmsg` call
+    #[must_use]
+    pub fn capacity(&self) -> usize {
+        self.cap
+    }
+
+    /// The `sendmmsg` headers for this queue (allocates: make them once per thread and loop)
+    #[must_use]
+    pub fn headers(&self) -> MmsgHeaders {
+        MmsgHeaders {
+            inner: MultiHeaders::preallocate(self.cap, None),
+            cap: self.cap,
+            send: true,
+        }
+    }
+
+    /// Frames queued for the next [`SendBatch::send`]
+    #[must_use]
+    pub fn queued(&self) -> usize {
+        self.len.len()
+    }
+
+    /// True when the queue holds `capacity` frames
+    #[must_use]
+    pub fn is_full(&self) -> bool {
+        self.len.len() >= self.cap
+    }
+
+    /// Queue a copy of `bytes` for `to` (`None`: the address the socket is connected to);
+    /// `false` when the queue is full (send it first) or the frame is longer than [`SLOT_LEN`]
+    /// (send that one alone)
+    pub fn queue(&mut self, to: Option<SocketAddr>, bytes: &[u8]) -> bool {
+        let i = self.len.len();
+        if i >= self.cap || bytes.len() > SLOT_LEN {
+            return false;
+        }
+        self.buf[i * SLOT_LEN..i * SLOT_LEN + bytes.len()].copy_from_slice(bytes);
+        self.len.push(bytes.len());
+        self.to.push(to.map(SockaddrStorage::from));
+        true
+    }
+
+    /// Send every queued frame with `sendmmsg` (more calls when the kernel takes only part of
+    /// them; a frame whose send fails is dropped and counted) and empty the queue
+    ///
+    /// # Panics
+    /// When `headers` are not send headers of this queue's capacity or more.
+    pub fn send(&mut self, headers: &mut MmsgHeaders, sock: &UdpSocket) -> SendCount {
+        assert!(
+            headers.send && headers.cap >= self.cap,
+            "headers of another batch"
+        );
+        let mut count = SendCount::default();
+        let n = self.len.len();
+        let mut at = 0;
+        while at < n {
+            let iovs: Vec<[IoSlice<'_>; 1]> = (at..n)
+                .map(|i| {
+                    [IoSlice::new(
+                        &self.buf[i * SLOT_LEN..i * SLOT_LEN + self.len[i]],
+                    )]
+                })
+                .collect();
+            let cmsgs: [ControlMessage<'_>; 0] = [];
+            count.calls += 1;
+            match sendmmsg(
+                sock.as_raw_fd(),
+                &mut headers.inner,
+                iovs.iter(),
+                &self.to[at..n],
+                cmsgs,
+                MsgFlags::empty(),
+            ) {
+                Ok(r) => {
+                    let sent = r.count();
+                    count.sent += sent as u64;
+                    if sent == 0 {
+                        // nothing taken and no error: drop the first rather than spin
+                        count.errors += 1;
+                    }
+                    at += sent.max(1);
+                }
+                Err(nix::errno::Errno::EINTR) => {}
+                Err(_) => {
+                    // the first frame failed (refused, unreachable, no buffer): drop it, go on
+                    count.errors += 1;
+                    at += 1;
+                }
+            }
+        }
+        self.len.clear();
+        self.to.clear();
+        count
+    }
+}
+
+/// The std form of a socket address (`None` for families other than IPv4 and IPv6)
+fn to_std(a: &SockaddrStorage) -> Option<SocketAddr> {
+    if let Some(v4) = a.as_sockaddr_in() {
+        return Some(SocketAddr::from(*v4));
+    }
+    a.as_sockaddr_in6().map(|v6| SocketAddr::from(*v6))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_batch_round_trips_on_loopback() {
+        let a = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let b = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let (mut rx, mut tx) = (RecvBatch::new(4), SendBatch::new(4));
+        let (mut rh, mut th) = (rx.headers(), tx.headers());
+        assert_eq!(rx.recv(&mut rh, &b, None).unwrap(), 0, "nothing queued yet");
+        for i in 0..6u8 {
+            let to = Some(b.local_addr().unwrap());
+            assert_eq!(tx.queue(to, &[i; 3]), i < 4, "a queue of 4");
+        }
+        assert!(tx.is_full());
+        let c = tx.send(&mut th, &a);
+        assert_eq!((c.sent, c.errors, tx.queued()), (4, 0, 0));
+        let mut seen = Vec::new();
+        while seen.len() < 4 {
+            let n = rx.recv(&mut rh, &b, Some(Duration::from_secs(5))).unwrap();
+            assert!(n >= 1, "timed out with {seen:?}");
+            for i in 0..n {
+                let (from, bytes) = rx.get(i).unwrap();
+                assert_eq!(from, a.local_addr().unwrap());
+                seen.push(bytes.to_vec());
+            }
+        }
+        assert_eq!(seen, (0..4u8).map(|i| std::vec![i; 3]).collect::<Vec<_>>());
+        let n = rx
+            .recv(&mut rh, &b, Some(Duration::from_millis(20)))
+            .unwrap();
+        assert_eq!(n, 0, "timeout");
+        assert!(rx.get(0).is_none() && rx.is_empty());
+    }
+
+    #[test]
+    fn a_frame_too_long_for_a_slot_is_not_queued() {
+        let mut tx = SendBatch::new(2);
+        assert!(!tx.queue(None, &[0; SLOT_LEN + 1]));
+        assert!(tx.queue(None, &[0; SLOT_LEN]));
+        assert_eq!(tx.queued(), 1);
+    }
+}
