@@ -9,7 +9,7 @@ use std::time::Duration;
 use std::vec::Vec;
 
 use tether_net::time::Epoch;
-use tether_net::{drain, DrainError, Instant, Machine};
+use tether_net::{drain, Instant, Machine};
 
 use super::Input;
 pub use crate::datagram::DatagramPeer;
@@ -168,10 +168,7 @@ where
     /// # Errors
     /// As [`UdpDriver::run`].
     pub fn next_event(&mut self, limit: Duration) -> io::Result<Option<M::Event>> {
-        self.run(limit, |_, _, input| match input {
-            Input::Event(e) => Some(e),
-            Input::App(..) => None,
-        })
+        self.run(limit, |_, _, input| input.into_event())
     }
 
     /// Run the loop for at most `limit`, handing every event and application value to `f`
@@ -190,11 +187,8 @@ where
     ) -> io::Result<Option<R>> {
         let end = crate::deadline(limit);
         let mut result = None;
-        while let Some(ev) = self.backlog.pop_front() {
-            let now = self.now();
-            if let Some(r) = f(&mut self.machine, now, Input::Event(ev)) {
-                return Ok(Some(r));
-            }
+        if let Some(r) = super::replay(&mut self.backlog, &mut self.machine, &self.epoch, &mut f) {
+            return Ok(Some(r));
         }
         loop {
             // 2. drain: every frame to its address, every event to `f`
@@ -202,18 +196,10 @@ where
             if result.is_some() {
                 return Ok(result);
             }
-            let wall = std::time::Instant::now();
-            if wall >= end {
-                return Ok(None);
-            }
             // 3. sleep until the machine's deadline, the end of `limit` or a datagram
-            let wake = self
-                .machine
-                .poll_timeout()
-                .map_or(end, |t| self.epoch.to_std(t).min(end));
-            let wait = wake
-                .saturating_duration_since(wall)
-                .max(Duration::from_millis(1));
+            let Some(wait) = super::sleep_for(&self.machine, &self.epoch, end) else {
+                return Ok(None);
+            };
             self.sock.set_read_timeout(Some(wait))?;
             // 1. one input: a datagram or a due timer
             match self.sock.recv_from(&mut self.inp) {
@@ -306,11 +292,8 @@ where
                     }
                 },
             );
-            match r {
-                Ok(()) => return Ok(()),
-                Err(DrainError::BufferTooSmall(e)) => self.out.resize(e.required, 0),
-                Err(DrainError::Send(e)) => return Err(e),
-                Err(e) => return Err(io::Error::other(e.to_string())),
+            if let Some(done) = super::drained(r, &mut self.out) {
+                return done;
             }
         }
     }
