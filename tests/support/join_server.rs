@@ -3,7 +3,8 @@
 //! 0..=14 plus one more per in-order request; CON_READY after READY; Sv_ReadyToEnter after the
 //! start info; snapshots after ENTERGAME)
 //!
-//! Used by `tests/game_join.rs` and the demo (included with `#[path]`).
+//! Used by `tests/game_join.rs` (and its `map_bytes` by `tests/game_serve.rs`), included with
+//! `#[path]`.
 #![allow(dead_code)]
 
 use std::collections::HashMap;
@@ -13,7 +14,7 @@ use tether_net::game::msg::{
     emit_message, game_id, ConReady, MapChange, MapData, Message, SnapSingle,
 };
 use tether_net::game::packer::{MsgHeader, MsgId, Str};
-use tether_net::game::{Reliable, Server};
+use tether_net::game::{Error, Reliable, Server};
 use tether_net::Instant;
 
 /// DDNet 16.4's map piece size
@@ -29,6 +30,32 @@ pub struct Peer {
     pub ready: bool,
     pub start_info: bool,
     pub in_game: bool,
+}
+
+/// What the map server needs of its game server: queue a vital message to a peer
+pub trait SendVital {
+    /// As `Server::send_vital`
+    fn send_vital(
+        &mut self,
+        now: Instant,
+        peer: u32,
+        data: &[u8],
+        flush: bool,
+    ) -> Result<u16, Error>;
+}
+
+impl<const N: usize, const SB: usize, const SN: usize, const RB: usize, const RN: usize> SendVital
+    for Server<u32, N, 16, Reliable<SB, SN, RB, RN>>
+{
+    fn send_vital(
+        &mut self,
+        now: Instant,
+        peer: u32,
+        data: &[u8],
+        flush: bool,
+    ) -> Result<u16, Error> {
+        Server::send_vital(self, now, peer, data, flush)
+    }
 }
 
 /// The application side of a DDNet-like map server
@@ -58,19 +85,7 @@ impl MapServer {
         self.map.len().div_ceil(PIECE) as i32
     }
 
-    fn send_piece<
-        const N: usize,
-        const SB: usize,
-        const SN: usize,
-        const RB: usize,
-        const RN: usize,
-    >(
-        &mut self,
-        s: &mut Server<u32, N, 16, Reliable<SB, SN, RB, RN>>,
-        now: Instant,
-        peer: u32,
-        k: i32,
-    ) {
+    fn send_piece(&mut self, s: &mut impl SendVital, now: Instant, peer: u32, k: i32) {
         if k < 0 || k >= self.pieces() {
             return;
         }
@@ -91,19 +106,7 @@ impl MapServer {
     }
 
     /// Handle one chunk a client sent
-    pub fn handle<
-        const N: usize,
-        const SB: usize,
-        const SN: usize,
-        const RB: usize,
-        const RN: usize,
-    >(
-        &mut self,
-        s: &mut Server<u32, N, 16, Reliable<SB, SN, RB, RN>>,
-        now: Instant,
-        peer: u32,
-        data: &[u8],
-    ) {
+    pub fn handle(&mut self, s: &mut impl SendVital, now: Instant, peer: u32, data: &[u8]) {
         let Ok(msg) = Message::parse(data) else {
             return;
         };
