@@ -135,23 +135,18 @@ fn a_corrupt_piece_is_reported_as_a_map_mismatch() {
         Ok(JoinEvent::MapChange { size: 3, .. })
     ));
     assert!(join.wants_flush());
-    // a piece with another map's CRC is ignored, as DDNet does
-    let other = tether_net::game::msg::MapData {
+    // the map's only piece, "abc", under the map CRC field `crc`
+    let piece = |crc| tether_net::game::msg::MapData {
         last: 1,
-        crc: 1,
+        crc,
         chunk: 0,
         data: b"abc",
     };
-    let n = other.emit(&mut buf).unwrap();
+    // a piece with another map's CRC is ignored, as DDNet does
+    let n = piece(1).emit(&mut buf).unwrap();
     assert_eq!(join.handle_chunk(&buf[..n]), Ok(JoinEvent::Ignored));
     // the right CRC field, the wrong bytes: the file check fails
-    let piece = tether_net::game::msg::MapData {
-        last: 1,
-        crc: 0x1234_5678,
-        chunk: 0,
-        data: b"abc",
-    };
-    let n = piece.emit(&mut buf).unwrap();
+    let n = piece(0x1234_5678).emit(&mut buf).unwrap();
     let mut c = Crc32::new();
     c.update(b"abc");
     assert_eq!(

@@ -64,6 +64,7 @@ where
     }
 }
 
+#[cfg(any(feature = "blocking", feature = "embassy"))]
 impl<'a, M: Machine + 'a> Input<'a, M> {
     /// The event, if this is one (what the drivers' `next_event` keeps)
     pub(crate) fn into_event(self) -> Option<M::Event> {

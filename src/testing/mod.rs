@@ -476,6 +476,17 @@ impl fmt::Display for Hex<'_> {
     }
 }
 
+/// The bytes of space-separated hex pairs, as [`Hex`] shows them (test vectors, captures)
+///
+/// # Panics
+/// On anything but hex pairs separated by white space.
+#[must_use]
+pub fn from_hex(s: &str) -> Vec<u8> {
+    s.split_whitespace()
+        .map(|h| u8::from_str_radix(h, 16).expect("hex pairs"))
+        .collect()
+}
+
 /// Why a simulation run stopped before its goal
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
