@@ -51,7 +51,9 @@ fn setup(link: LinkConfig, seed: u64, map_len: usize, fast: bool) -> Run {
         }
         let mut app = sa.borrow_mut();
         for (peer, data) in chunks {
-            app.handle(&mut **s, now, peer, &data);
+            app.handle(peer, &data, &mut |d, flush| {
+                s.send_vital(now, peer, d, flush)
+            });
         }
     });
     // INFO as soon as the client is online (as the DDNet client does after its ACCEPT)
