@@ -20,15 +20,10 @@ use tether_net::game::vital::{Receive, Vital, VitalConfig};
 use tether_net::game::wire::{
     self, Control, ControlPacket, Flags, Header, Packet, Token, TokenMode,
 };
+use tether_net::testing::from_hex as hex;
 use tether_net::Instant;
 
 const TOKEN: Token = Token([0x40, 0x72, 0xf6, 0x5a]);
-
-fn hex(s: &str) -> Vec<u8> {
-    s.split_whitespace()
-        .map(|h| u8::from_str_radix(h, 16).unwrap())
-        .collect()
-}
 
 /// libtw2's captured payloads (uncompressed, as the reference compressed them)
 fn corpus() -> Vec<Vec<u8>> {

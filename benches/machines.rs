@@ -68,71 +68,8 @@ impl KeepAlives {
     }
 }
 
-/// A server with `peers` token peers admitted through CONNECT / CONNECT_ACCEPT / ACCEPT, and the
-/// KEEP_ALIVE (with token) each of them sends
-fn game_server<const N: usize>(peers: u32) -> (Box<Server<u32, N>>, KeepAlives) {
-    let mut srv: Box<Server<u32, N>> = on_big_stack(|| {
-        Box::new(Server::with_capacities(ServerConfig::new(TokenSecret(
-            [0x5A; 16],
-        ))))
-    });
-    let now = Instant::from_millis(1);
-    let connect = ControlPacket {
-        ack: 0,
-        control: Control::Connect,
-        token: Some(Token::UNKNOWN),
-    };
-    let mut c = [0u8; 16];
-    let clen = connect.emit(&mut c).expect("fits");
-    let mut out = [0u8; 1400];
-    let mut tokens = Vec::with_capacity(peers as usize);
-    let mut template = [0u8; 8];
-    for i in 0..peers {
-        let addr = peer_addr(i);
-        let _ = srv.handle_input(now, addr, &c[..clen]).expect("event room");
-        let t = srv
-            .poll_transmit(now, &mut out)
-            .expect("fits")
-            .expect("CONNECT_ACCEPT");
-        let parsed =
-            tether_net::game::wire::parse(&out[..t.len], tether_net::game::wire::TokenMode::Detect)
-                .expect("valid");
-        let tether_net::game::wire::Packet::Control(ca) = parsed.packet else {
-            panic!("not control")
-        };
-        let token = ca.token.expect("token form");
-        let mut a = [0u8; 8];
-        let alen = ControlPacket {
-            ack: 0,
-            control: Control::Accept,
-            token: Some(token),
-        }
-        .emit(&mut a)
-        .expect("fits");
-        let _ = srv.handle_input(now, addr, &a[..alen]).expect("event room");
-        match srv.poll_event() {
-            Some(ServerEvent::Connected { peer, .. }) if peer == addr => {}
-            other => panic!("peer {i} not admitted: {other:?}"),
-        }
-        let mut ka = [0u8; 8];
-        let klen = ControlPacket {
-            ack: 0,
-            control: Control::KeepAlive,
-            token: Some(token),
-        }
-        .emit(&mut ka)
-        .expect("fits");
-        assert_eq!(klen, 8);
-        template[..4].copy_from_slice(&ka[..4]);
-        tokens.push(token.0);
-        assert_eq!(&ka[4..], &token.0, "KEEP_ALIVE = header, id, token");
-    }
-    assert_eq!(srv.peer_count(), peers as usize);
-    (srv, KeepAlives { template, tokens })
-}
-
 fn keep_alive_bench<const N: usize>(c: &mut Criterion, group: &str, peers: u32) {
-    let (mut srv, packets) = game_server::<N>(peers);
+    let (mut srv, packets) = game_server::<u32, N>(peers);
     let before = srv.stats().keep_alives_received;
     let now = Instant::from_millis(2);
     let mask = (peers as usize).next_power_of_two() - 1;
@@ -141,24 +78,13 @@ fn keep_alive_bench<const N: usize>(c: &mut Criterion, group: &str, peers: u32) 
     let mut out = [0u8; 1400];
     g.bench_function(BenchmarkId::new("peers", peers), |b| {
         b.iter(|| {
-            // mask + reject keeps the pick uniform when `peers` is not a power of two
-            let i = loop {
-                let i = next(&mut rng) as usize & mask;
-                if i < packets.len() {
-                    break i;
-                }
-            };
+            let i = pick(&mut rng, mask, packets.len());
             let (addr, ka) = packets.datagram(i);
             let r = srv.handle_input(now, addr, &ka).expect("event room");
             // what a caller reads of the result (black-boxing the whole 56-byte value would
             // measure a store-forwarding stall of the harness)
             black_box((r.bytes_consumed(), r.app().is_some()));
-            while let Some(t) = srv.poll_transmit(now, &mut out).expect("fits") {
-                let _ = black_box(t);
-            }
-            while let Some(e) = srv.poll_event() {
-                black_box(e);
-            }
+            drain_black_box(&mut *srv, now, &mut out);
         })
     });
     g.finish();
@@ -226,53 +152,92 @@ impl BenchKey for std::net::SocketAddr {
     }
 }
 
-/// `game_server` for any key type
-fn game_server_keyed<K: BenchKey, const N: usize>(peers: u32) -> (Box<Server<K, N>>, KeepAlives) {
+/// A server keyed by `K` with `peers` token peers admitted through CONNECT / CONNECT_ACCEPT /
+/// ACCEPT, and the KEEP_ALIVE (with token) each of them sends
+fn game_server<K: BenchKey, const N: usize>(peers: u32) -> (Box<Server<K, N>>, KeepAlives) {
     let mut srv: Box<Server<K, N>> = on_big_stack(|| {
         Box::new(Server::with_capacities(ServerConfig::new(TokenSecret(
             [0x5A; 16],
         ))))
     });
     let now = Instant::from_millis(1);
+    let connect = ControlPacket {
+        ack: 0,
+        control: Control::Connect,
+        token: Some(Token::UNKNOWN),
+    };
+    let mut c = [0u8; 16];
+    let clen = connect.emit(&mut c).expect("fits");
+    let mut out = [0u8; 1400];
     let mut tokens = Vec::with_capacity(peers as usize);
     let mut template = [0u8; 8];
-    let mut out = [0u8; 1400];
     for i in 0..peers {
         let addr = K::key(i);
-        let token = srv.token_for(addr);
-        for control in [Control::Connect, Control::Accept] {
-            let mut b = [0u8; 16];
-            let n = ControlPacket {
-                ack: 0,
-                control,
-                token: Some(if control == Control::Connect {
-                    Token::UNKNOWN
-                } else {
-                    token
-                }),
-            }
-            .emit(&mut b)
-            .expect("fits");
-            let _ = srv.handle_input(now, addr, &b[..n]).expect("event room");
+        let _ = srv.handle_input(now, addr, &c[..clen]).expect("event room");
+        let t = srv
+            .poll_transmit(now, &mut out)
+            .expect("fits")
+            .expect("CONNECT_ACCEPT");
+        let parsed =
+            tether_net::game::wire::parse(&out[..t.len], tether_net::game::wire::TokenMode::Detect)
+                .expect("valid");
+        let tether_net::game::wire::Packet::Control(ca) = parsed.packet else {
+            panic!("not control")
+        };
+        let token = ca.token.expect("token form");
+        assert_eq!(token, srv.token_for(addr));
+        let mut a = [0u8; 8];
+        let alen = ControlPacket {
+            ack: 0,
+            control: Control::Accept,
+            token: Some(token),
         }
+        .emit(&mut a)
+        .expect("fits");
+        let _ = srv.handle_input(now, addr, &a[..alen]).expect("event room");
         while srv.poll_transmit(now, &mut out).expect("fits").is_some() {}
         match srv.poll_event() {
-            Some(ServerEvent::Connected { .. }) => {}
+            Some(ServerEvent::Connected { peer, .. }) if peer == addr => {}
             other => panic!("peer {i} not admitted: {other:?}"),
         }
         let mut ka = [0u8; 8];
-        let _ = ControlPacket {
+        let klen = ControlPacket {
             ack: 0,
             control: Control::KeepAlive,
             token: Some(token),
         }
         .emit(&mut ka)
         .expect("fits");
+        assert_eq!(klen, 8);
         template[..4].copy_from_slice(&ka[..4]);
         tokens.push(token.0);
+        assert_eq!(&ka[4..], &token.0, "KEEP_ALIVE = header, id, token");
     }
     assert_eq!(srv.peer_count(), peers as usize);
     (srv, KeepAlives { template, tokens })
+}
+
+/// A uniformly random peer below `len` (`mask`: `len` rounded up to a power of two, minus one;
+/// mask + reject keeps the pick uniform when `len` is not a power of two)
+#[inline(always)]
+fn pick(rng: &mut u64, mask: usize, len: usize) -> usize {
+    loop {
+        let i = next(rng) as usize & mask;
+        if i < len {
+            return i;
+        }
+    }
+}
+
+/// Step 2 of the run loop, for the benches: every frame and event into `black_box`
+#[inline(always)]
+fn drain_black_box<M: Machine>(m: &mut M, now: Instant, out: &mut [u8]) {
+    while let Some(t) = m.poll_transmit(now, out).expect("fits") {
+        let _ = black_box(t);
+    }
+    while let Some(e) = m.poll_event() {
+        black_box(e);
+    }
 }
 
 /// Datagrams per `handle_batch` call in the batched bench (a typical `recvmmsg` batch)
@@ -281,7 +246,7 @@ const BATCH: usize = 32;
 /// KEEP_ALIVEs from uniformly random peers among `peers`, `BATCH` per `handle_batch` call (one
 /// iteration = one batch: divide the time by `BATCH` for ns/datagram)
 fn batch_bench<K: BenchKey, const N: usize>(c: &mut Criterion, peers: u32) {
-    let (mut srv, packets) = game_server_keyed::<K, N>(peers);
+    let (mut srv, packets) = game_server::<K, N>(peers);
     let before = srv.stats().keep_alives_received;
     let now = Instant::from_millis(2);
     let mask = (peers as usize).next_power_of_two() - 1;
@@ -294,12 +259,7 @@ fn batch_bench<K: BenchKey, const N: usize>(c: &mut Criterion, peers: u32) {
             let mut keys = [K::key(0); BATCH];
             let mut bytes = [[0u8; 8]; BATCH];
             for (k, d) in keys.iter_mut().zip(&mut bytes) {
-                let i = loop {
-                    let i = next(&mut rng) as usize & mask;
-                    if i < packets.len() {
-                        break i;
-                    }
-                };
+                let i = pick(&mut rng, mask, packets.len());
                 *k = K::key(i as u32);
                 *d = packets.datagram(i).1;
             }
@@ -312,12 +272,7 @@ fn batch_bench<K: BenchKey, const N: usize>(c: &mut Criterion, peers: u32) {
                 apps += u32::from(r.app().is_some());
             });
             black_box((done, apps));
-            while let Some(t) = srv.poll_transmit(now, &mut out).expect("fits") {
-                let _ = black_box(t);
-            }
-            while let Some(e) = srv.poll_event() {
-                black_box(e);
-            }
+            drain_black_box(&mut *srv, now, &mut out);
         })
     });
     g.finish();

@@ -22,6 +22,9 @@
 //! In the game every client gets an empty snapshot every second tick (25 a second, ticks of
 //! 20 ms), enough for a DDNet client to stay in the game; there is no world.
 
+#[path = "common/udp_wait.rs"]
+mod udp_wait;
+
 use std::collections::HashMap;
 use std::fs::File;
 use std::io::{self, Read, Seek, SeekFrom};
@@ -368,26 +371,12 @@ fn run(opts: &Options) -> io::Result<()> {
                 .flatten()
                 .min();
         }
-        let wait = wake.map_or(Duration::from_millis(100), |w| {
-            epoch
-                .to_std(w)
-                .saturating_duration_since(std::time::Instant::now())
-        });
-        sock.set_read_timeout(Some(
-            wait.clamp(Duration::from_micros(200), Duration::from_millis(100)),
-        ))?;
+        let wait = udp_wait::read_timeout(&epoch, wake, Duration::from_micros(200));
+        sock.set_read_timeout(Some(wait))?;
         // 1. one input
         let (n, from) = match sock.recv_from(&mut inp) {
             Ok(r) => r,
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    io::ErrorKind::WouldBlock
-                        | io::ErrorKind::TimedOut
-                        | io::ErrorKind::ConnectionRefused
-                        | io::ErrorKind::Interrupted
-                ) =>
-            {
+            Err(e) if udp_wait::is_idle(&e) => {
                 server.handle_timeout(now());
                 continue;
             }

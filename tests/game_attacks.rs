@@ -4,12 +4,13 @@
 //!
 //! Each test was written before its fix and failed against the machines of that time.
 
+#[path = "support/forge.rs"]
+mod forge;
 #[path = "support/game_net.rs"]
 mod game_net;
 
 use game_net::*;
-use tether_net::game::chunk::{write_packet, Chunk, ChunkWriter};
-use tether_net::game::wire::{Control, ControlPacket, Flags, Header};
+use tether_net::game::wire::{Control, ControlPacket};
 use tether_net::game::{
     Client, ClientConfig, ClientEvent, ClientState, CloseCause, Server, ServerConfig, ServerEvent,
     Token, TokenSecret,
@@ -45,25 +46,6 @@ fn online(p: &mut Pair<Client, Srv>) {
     .expect("online on both sides");
 }
 
-/// A chunk packet whose payload (one non-vital chunk and `token`) is Huffman-compressed, as an
-/// off-path sender that does not know the token would forge it
-fn compressed_chunk_packet(ack: u16, token: Token) -> Vec<u8> {
-    let mut chunks = [0u8; 64];
-    let mut w = ChunkWriter::new(&mut chunks, 64);
-    // mostly zero bytes: Huffman makes them much shorter, so the packet is compressed
-    w.push(&Chunk::non_vital(&[0; 24])).unwrap();
-    let n = w.len();
-    let header = Header {
-        flags: Flags::default(),
-        ack,
-        num_chunks: 1,
-    };
-    let mut out = [0u8; 128];
-    let len = write_packet(header, &chunks[..n], Some(token), true, &mut out).unwrap();
-    assert_ne!(out[0] & 0x80, 0, "the forged packet is compressed");
-    out[..len].to_vec()
-}
-
 #[test]
 fn spoofed_compressed_datagrams_do_not_keep_a_dead_server_alive() {
     let mut p = pair(LinkConfig::perfect());
@@ -71,7 +53,7 @@ fn spoofed_compressed_datagrams_do_not_keep_a_dead_server_alive() {
     // the server goes silent (link cut); an off-path sender keeps sending compressed datagrams
     // with a wrong token, twice a second
     p.set_link_up(false);
-    let spoof = compressed_chunk_packet(0, WRONG);
+    let spoof = forge::compressed_chunk_packet(WRONG);
     let timeout = p.client().config().timeout();
     let start = p.now();
     while p.client().state() != ClientState::Closed && p.elapsed() < Duration::from_secs(60) {
@@ -95,7 +77,7 @@ fn spoofed_compressed_datagrams_do_not_keep_a_dead_peer_alive() {
     online(&mut p);
     // the client goes silent; compressed datagrams with a wrong token arrive from its address
     p.set_link_up(false);
-    let spoof = compressed_chunk_packet(0, WRONG);
+    let spoof = forge::compressed_chunk_packet(WRONG);
     let timeout = p.server().config().timeout();
     let start = p.now();
     while p.server().is_online(ADDR) && p.elapsed() < Duration::from_secs(60) {

@@ -88,46 +88,52 @@ fn server() -> Srv {
     Server::with_capacities(ServerConfig::new(TokenSecret([7; 16])))
 }
 
-/// One at a time through `handle_input`
-fn one_by_one(batches: &[(u64, Vec<Op>)]) -> (Vec<String>, String) {
+/// Every batch at its time: `feed` takes its datagrams in, then the timers run and everything
+/// is drained; the log and the stats
+fn replay(
+    batches: &[(u64, Vec<Op>)],
+    mut feed: impl FnMut(&mut Srv, Instant, &[Op], &[Vec<u8>], &mut Vec<String>),
+) -> (Vec<String>, String) {
     let mut srv = server();
     let mut log = Vec::new();
     let mut now = Instant::from_secs(1);
     for (step, ops) in batches {
         now += tether_net::Duration::from_millis(*step);
         let data: Vec<Vec<u8>> = ops.iter().map(|o| datagram(&srv, o)).collect();
-        for (i, (o, d)) in ops.iter().zip(&data).enumerate() {
-            let r = loop {
-                match srv.handle_input(now, o.peer, d) {
-                    Ok(r) => break r,
-                    Err(e) => {
-                        log.push(format!("refused {i} {e:?}"));
-                        drain(&mut srv, now, &mut log);
-                    }
-                }
-            };
-            log.push(format!("in {i} {} {:?}", r.bytes_consumed(), r.app()));
-            if o.drain {
-                drain(&mut srv, now, &mut log);
-            }
-        }
+        feed(&mut srv, now, ops, &data, &mut log);
         srv.handle_timeout(now);
         drain(&mut srv, now, &mut log);
     }
     (log, format!("{:?}", srv.stats()))
 }
 
+/// One at a time through `handle_input`
+fn one_by_one(batches: &[(u64, Vec<Op>)]) -> (Vec<String>, String) {
+    replay(batches, |srv, now, ops, data, log| {
+        for (i, (o, d)) in ops.iter().zip(data).enumerate() {
+            let r = loop {
+                match srv.handle_input(now, o.peer, d) {
+                    Ok(r) => break r,
+                    Err(e) => {
+                        log.push(format!("refused {i} {e:?}"));
+                        drain(srv, now, log);
+                    }
+                }
+            };
+            log.push(format!("in {i} {} {:?}", r.bytes_consumed(), r.app()));
+            if o.drain {
+                drain(srv, now, log);
+            }
+        }
+    })
+}
+
 /// The same datagrams through `handle_batch`
 fn batched(batches: &[(u64, Vec<Op>)]) -> (Vec<String>, String) {
-    let mut srv = server();
-    let mut log = Vec::new();
-    let mut now = Instant::from_secs(1);
-    for (step, ops) in batches {
-        now += tether_net::Duration::from_millis(*step);
-        let data: Vec<Vec<u8>> = ops.iter().map(|o| datagram(&srv, o)).collect();
+    replay(batches, |srv, now, ops, data, log| {
         let batch: Vec<(u32, &[u8])> = ops
             .iter()
-            .zip(&data)
+            .zip(data)
             .map(|(o, d)| (o.peer, d.as_slice()))
             .collect();
         let mut start = 0;
@@ -150,13 +156,10 @@ fn batched(batches: &[(u64, Vec<Op>)]) -> (Vec<String>, String) {
             start += done;
             if start < batch.len() {
                 log.push(format!("refused {start} QueueFull"));
-                drain(&mut srv, now, &mut log);
+                drain(srv, now, log);
             }
         }
-        srv.handle_timeout(now);
-        drain(&mut srv, now, &mut log);
-    }
-    (log, format!("{:?}", srv.stats()))
+    })
 }
 
 proptest! {

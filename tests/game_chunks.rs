@@ -17,15 +17,10 @@ use tether_net::game::msg::{
 use tether_net::game::packer::{MsgHeader, MsgId, Str};
 use tether_net::game::vital::{Receive, Vital, VitalConfig};
 use tether_net::game::wire::{self, DecodeError, Flags, Header, Packet, Token, TokenMode};
+use tether_net::testing::from_hex as hex;
 use tether_net::Instant;
 
 const TOK: Token = Token([0x40, 0x72, 0xf6, 0x5a]);
-
-fn hex(s: &str) -> Vec<u8> {
-    s.split_whitespace()
-        .map(|h| u8::from_str_radix(h, 16).unwrap())
-        .collect()
-}
 
 /// Decompress, parse in token mode, check the token; header and chunks
 fn open(datagram: &[u8], token: Token) -> (Header, Vec<Chunk<'static>>) {
@@ -570,25 +565,35 @@ fn strs(parts: &[&str]) -> Vec<u8> {
     v
 }
 
+/// `req` parses to `want`, which re-encodes to `req`
+fn request_round_trip(req: &[u8], want: InfoRequest) -> InfoRequest {
+    let r = InfoRequest::parse(req).unwrap();
+    assert_eq!(r, want);
+    assert_eq!(emit(r.buffer_len(), |b| r.emit(b)), req);
+    r
+}
+
+/// A connectionless packet: the 10-byte 0xff prefix, the 4-byte `kind`, `fields` NUL-terminated
+fn connless(kind: &[u8; 4], fields: &[&str]) -> Vec<u8> {
+    [ff(10), kind.to_vec(), strs(fields)].concat()
+}
+
 #[test]
 fn connless_info_request_and_inf3_answer() {
     let req = [ff(10), b"gie3\x56".to_vec()].concat();
-    let r = InfoRequest::parse(&req).unwrap();
-    assert_eq!(
-        r,
+    let r = request_round_trip(
+        &req,
         InfoRequest {
             kind: InfoRequestKind::Info,
             extended: false,
-            token: 0x56
-        }
+            token: 0x56,
+        },
     );
-    assert_eq!(emit(r.buffer_len(), |b| r.emit(b)), req);
     assert_eq!(r.answer_token(), 86);
 
-    let answer = [
-        ff(10),
-        b"inf3".to_vec(),
-        strs(&[
+    let answer = connless(
+        b"inf3",
+        &[
             "86",
             "0.6.4, 16.4",
             "probe [0/64]",
@@ -599,9 +604,8 @@ fn connless_info_request_and_inf3_answer() {
             "16",
             "0",
             "16",
-        ]),
-    ]
-    .concat();
+        ],
+    );
     assert_eq!(answer.len(), 77);
     let Connless::Info(i) = Connless::parse(&answer).unwrap() else {
         panic!()
@@ -637,22 +641,19 @@ fn connless_info_request_and_inf3_answer() {
 #[test]
 fn connless_extended_request_and_iext_answer() {
     let req = hex("78 65 12 34 00 00 ff ff ff ff 67 69 65 33 56");
-    let r = InfoRequest::parse(&req).unwrap();
-    assert_eq!(
-        r,
+    let r = request_round_trip(
+        &req,
         InfoRequest {
             kind: InfoRequestKind::Info,
             extended: true,
-            token: 0x123456
-        }
+            token: 0x123456,
+        },
     );
-    assert_eq!(emit(r.buffer_len(), |b| r.emit(b)), req);
     assert_eq!(r.answer_token(), 1193046);
 
-    let answer = [
-        ff(10),
-        b"iext".to_vec(),
-        strs(&[
+    let answer = connless(
+        b"iext",
+        &[
             "1193046",
             "0.6.4, 16.4",
             "probe",
@@ -666,9 +667,8 @@ fn connless_extended_request_and_iext_answer() {
             "0",
             "64",
             "",
-        ]),
-    ]
-    .concat();
+        ],
+    );
     assert_eq!(answer.len(), 96);
     let i = ServerInfo::parse(&answer).unwrap();
     assert_eq!(

@@ -5,12 +5,7 @@
 use tether_net::game::huffman::{
     code, compress, compressed_len, decompress, DecompressError, Encoder, EOF, MAX_DECOMPRESSED_LEN,
 };
-
-fn hex(s: &str) -> Vec<u8> {
-    s.split_whitespace()
-        .map(|h| u8::from_str_radix(h, 16).unwrap())
-        .collect()
-}
+use tether_net::testing::from_hex as hex;
 
 #[test]
 fn code_table_equals_libtw2_repr() {

@@ -43,6 +43,74 @@ impl Rng {
     }
 }
 
+/// The channel's next packet (chunks within `limit` payload bytes), compressed, as a datagram
+fn chunk_datagram<const SB: usize, const SN: usize, const RB: usize, const RN: usize>(
+    v: &mut Vital<SB, SN, RB, RN>,
+    now: Instant,
+    limit: usize,
+) -> Vec<u8> {
+    let mut construct = [0u8; 1400];
+    let mut out = [0u8; 1400];
+    let mut w = ChunkWriter::new(&mut construct, limit);
+    let f = v.fill(now, &mut w);
+    let h = Header {
+        num_chunks: w.num_chunks(),
+        ..header(f.ack, f.resend_request)
+    };
+    let n = write_packet(h, w.as_bytes(), Some(TOKEN), true, &mut out).unwrap();
+    out[..n].to_vec()
+}
+
+/// A KEEP_ALIVE with the channel's ack (which notes it as sent)
+fn keep_alive<const SB: usize, const SN: usize, const RB: usize, const RN: usize>(
+    v: &mut Vital<SB, SN, RB, RN>,
+    now: Instant,
+) -> Vec<u8> {
+    let ka = ControlPacket {
+        ack: v.ack(),
+        control: Control::KeepAlive,
+        token: Some(TOKEN),
+    };
+    let mut out = [0u8; 16];
+    let n = ka.emit(&mut out).unwrap();
+    v.note_sent(now);
+    out[..n].to_vec()
+}
+
+/// Take in one of our datagrams (token checked): its ack, then its chunks; the messages it
+/// delivers, in order. An old duplicate can carry an ack the channel no longer accepts: it is
+/// dropped.
+fn take_in<const SB: usize, const SN: usize, const RB: usize, const RN: usize>(
+    v: &mut Vital<SB, SN, RB, RN>,
+    now: Instant,
+    datagram: &[u8],
+) -> Vec<Vec<u8>> {
+    let mut scratch = [0u8; SCRATCH_LEN];
+    let plain = decompress_packet(datagram, &mut scratch).expect("our own packets decode");
+    let mut got = Vec::new();
+    match wire::parse(plain, TokenMode::Trailing).unwrap().packet {
+        Packet::Control(c) => {
+            assert_eq!(c.token, Some(TOKEN));
+            let _ = v.on_packet(now, &header(c.ack, false));
+        }
+        Packet::Chunks(p) => {
+            assert_eq!(p.token, Some(TOKEN));
+            if v.on_packet(now, &p.header).is_ok() {
+                for c in Chunks::new(p.payload, p.header.num_chunks) {
+                    let c = c.unwrap();
+                    if v.on_chunk(now, &c) == Receive::Deliver {
+                        got.push(c.data.to_vec());
+                        while let Some(d) = v.next_ready() {
+                            got.push(d.to_vec());
+                        }
+                    }
+                }
+            }
+        }
+    }
+    got
+}
+
 struct Side {
     v: Channel,
     /// Messages still to queue, in order
@@ -104,70 +172,26 @@ impl Side {
             self.failed = Some(e);
             return;
         }
-        let mut construct = [0u8; 1400];
-        let mut out = [0u8; 1400];
         while self.v.needs_packet(now) {
-            let mut w = ChunkWriter::new(&mut construct, payload_limit(true));
-            let f = self.v.fill(now, &mut w);
-            let h = Header {
-                flags: Flags {
-                    resend: f.resend_request,
-                    ..Flags::default()
-                },
-                ack: f.ack,
-                num_chunks: w.num_chunks(),
-            };
-            let n = write_packet(h, w.as_bytes(), Some(TOKEN), true, &mut out).unwrap();
-            link.send(rng, now, to, out[..n].to_vec());
+            link.send(
+                rng,
+                now,
+                to,
+                chunk_datagram(&mut self.v, now, payload_limit(true)),
+            );
             self.last_sent = now;
             self.packets_sent += 1;
         }
         // a keep-alive when idle for 1 s, or when the channel wants its ack out
         if self.v.needs_ack(now) || now >= self.last_sent + Duration::from_secs(1) {
-            let ka = ControlPacket {
-                ack: self.v.ack(),
-                control: Control::KeepAlive,
-                token: Some(TOKEN),
-            };
-            let n = ka.emit(&mut out).unwrap();
-            self.v.note_sent(now);
-            link.send(rng, now, to, out[..n].to_vec());
+            link.send(rng, now, to, keep_alive(&mut self.v, now));
             self.last_sent = now;
             self.packets_sent += 1;
         }
     }
 
     fn receive(&mut self, now: Instant, datagram: &[u8]) {
-        let mut scratch = [0u8; SCRATCH_LEN];
-        let plain = decompress_packet(datagram, &mut scratch).expect("our own packets decode");
-        let parsed = wire::parse(plain, TokenMode::Trailing).unwrap();
-        match parsed.packet {
-            Packet::Control(c) => {
-                assert_eq!(c.token, Some(TOKEN));
-                let h = Header {
-                    flags: Flags::default(),
-                    ack: c.ack,
-                    num_chunks: 0,
-                };
-                // an old duplicate can carry an ack the channel no longer accepts: dropped
-                let _ = self.v.on_packet(now, &h);
-            }
-            Packet::Chunks(p) => {
-                assert_eq!(p.token, Some(TOKEN));
-                if self.v.on_packet(now, &p.header).is_err() {
-                    return;
-                }
-                for c in Chunks::new(p.payload, p.header.num_chunks) {
-                    let c = c.unwrap();
-                    if self.v.on_chunk(now, &c) == Receive::Deliver {
-                        self.delivered.push(c.data.to_vec());
-                        while let Some(d) = self.v.next_ready() {
-                            self.delivered.push(d.to_vec());
-                        }
-                    }
-                }
-            }
-        }
+        self.delivered.extend(take_in(&mut self.v, now, datagram));
     }
 }
 
@@ -577,33 +601,13 @@ impl<const RB: usize, const RN: usize> Peer<RB, RN> {
             self.backlog.pop_front();
         }
         self.v.handle_timeout(now)?;
-        let mut construct = [0u8; 1400];
-        let mut out = [0u8; 1400];
         while self.v.needs_packet(now) {
             // one message per packet, like MAP_DATA (the 16.4 server flushes each)
-            let mut w = ChunkWriter::new(&mut construct, 1000);
-            let f = self.v.fill(now, &mut w);
-            let h = Header {
-                flags: Flags {
-                    resend: f.resend_request,
-                    ..Flags::default()
-                },
-                ack: f.ack,
-                num_chunks: w.num_chunks(),
-            };
-            let n = write_packet(h, w.as_bytes(), Some(TOKEN), true, &mut out).unwrap();
-            link.send(rng, now, to, out[..n].to_vec());
+            link.send(rng, now, to, chunk_datagram(&mut self.v, now, 1000));
             self.last_sent = now;
         }
         if self.v.needs_ack(now) || now >= self.last_sent + Duration::from_secs(1) {
-            let ka = ControlPacket {
-                ack: self.v.ack(),
-                control: Control::KeepAlive,
-                token: Some(TOKEN),
-            };
-            let n = ka.emit(&mut out).unwrap();
-            self.v.note_sent(now);
-            link.send(rng, now, to, out[..n].to_vec());
+            link.send(rng, now, to, keep_alive(&mut self.v, now));
             self.last_sent = now;
         }
         Ok(())
@@ -611,33 +615,7 @@ impl<const RB: usize, const RN: usize> Peer<RB, RN> {
 
     /// The messages this datagram delivers, in order
     fn receive(&mut self, now: Instant, datagram: &[u8]) -> Vec<Vec<u8>> {
-        let mut scratch = [0u8; SCRATCH_LEN];
-        let plain = decompress_packet(datagram, &mut scratch).unwrap();
-        let mut got = Vec::new();
-        match wire::parse(plain, TokenMode::Trailing).unwrap().packet {
-            Packet::Control(c) => {
-                let h = Header {
-                    flags: Flags::default(),
-                    ack: c.ack,
-                    num_chunks: 0,
-                };
-                let _ = self.v.on_packet(now, &h);
-            }
-            Packet::Chunks(p) => {
-                if self.v.on_packet(now, &p.header).is_ok() {
-                    for c in Chunks::new(p.payload, p.header.num_chunks) {
-                        let c = c.unwrap();
-                        if self.v.on_chunk(now, &c) == Receive::Deliver {
-                            got.push(c.data.to_vec());
-                            while let Some(d) = self.v.next_ready() {
-                                got.push(d.to_vec());
-                            }
-                        }
-                    }
-                }
-            }
-        }
-        got
+        take_in(&mut self.v, now, datagram)
     }
 }
 

@@ -4,50 +4,28 @@
 //! info, ENTERGAME, empty snapshots — on a perfect link and through 30 % loss each way; a wrong
 //! version is closed with DDNet's wording
 
+#[path = "support/join_pair.rs"]
+mod join_pair;
+#[path = "support/join_server.rs"]
+mod join_server;
+
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::rc::Rc;
 
-use tether_net::game::join::{Crc32, Join, JoinEvent, JoinState};
-use tether_net::game::msg::{Info, StartInfo};
+use join_pair::{JPair, Seen};
+use join_server::map_bytes;
+use tether_net::game::join::{Crc32, JoinState};
+use tether_net::game::msg::Info;
 use tether_net::game::packer::Str;
 use tether_net::game::serve::{empty_snapshot, Offer, Serve, ServeEvent};
 use tether_net::game::sha256::Sha256;
-use tether_net::game::{
-    ChunkConfig, Client, ClientApp, ClientConfig, ClientEvent, CloseCause, Reliable, Server,
-    ServerApp, ServerConfig, TokenSecret,
-};
-use tether_net::testing::{LinkConfig, Pair};
-use tether_net::{Duration, FrameKind, Instant};
+use tether_net::game::{ChunkConfig, ClientEvent, CloseCause, ServerApp, TokenSecret};
+use tether_net::testing::LinkConfig;
+use tether_net::Duration;
 
 const SECRET: TokenSecret = TokenSecret([0x5e; 16]);
 const ADDR: u32 = 21;
-
-type CLayer = Reliable<4096, 32, 16384, 64>;
-type SLayer = Reliable<32768, 64, 2048, 16>;
-type JClient = Client<4, CLayer>;
-type JServer = Server<u32, 2, 16, SLayer>;
-
-/// A deterministic, hard-to-compress "map"
-fn map_bytes(len: usize, seed: u64) -> Vec<u8> {
-    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    (0..len)
-        .map(|_| {
-            x ^= x >> 12;
-            x ^= x << 25;
-            x ^= x >> 27;
-            (x.wrapping_mul(0x2545_F491_4F6C_DD1D) >> 56) as u8
-        })
-        .collect()
-}
-
-#[derive(Default)]
-struct Seen {
-    map: Vec<u8>,
-    entered: Option<Instant>,
-    snapshots: u64,
-    errors: Vec<String>,
-}
 
 struct Host {
     map: Vec<u8>,
@@ -58,30 +36,13 @@ struct Host {
 }
 
 struct Run {
-    p: Pair<Box<JClient>, Box<JServer>>,
+    p: JPair,
     seen: Rc<RefCell<Seen>>,
     host: Rc<RefCell<Host>>,
 }
 
 fn setup(link: LinkConfig, seed: u64, map_len: usize, version: &'static str) -> Run {
-    let client: Box<JClient> = Box::new(Client::with_chunks(
-        ClientConfig::new()
-            .with_keep_alive(Duration::from_secs(1))
-            .with_connect_timeout(Duration::from_secs(60))
-            .with_timeout(Duration::from_secs(30)),
-        ChunkConfig::fast(),
-    ));
-    let server_chunks = ChunkConfig::new().with_vital(
-        ChunkConfig::new()
-            .vital()
-            .with_answer_interval(Duration::ZERO)
-            .with_unacked_timeout(Duration::from_secs(100)),
-    );
-    let server: Box<JServer> = Box::new(Server::with_chunks(
-        ServerConfig::new(SECRET).with_timeout(Duration::from_secs(100)),
-        server_chunks,
-    ));
-    let mut p = Pair::new(client, server, ADDR, link, seed);
+    let mut p = join_pair::pair(SECRET, ADDR, ChunkConfig::fast(), link, seed);
     let map = map_bytes(map_len, seed);
     let mut c = Crc32::new();
     c.update(&map);
@@ -92,46 +53,7 @@ fn setup(link: LinkConfig, seed: u64, map_len: usize, version: &'static str) -> 
         joins: HashMap::new(),
         in_game: false,
     }));
-    let seen: Rc<RefCell<Seen>> = Rc::default();
-    let join = Rc::new(RefCell::new(Join::new()));
-    let (j, sn) = (join.clone(), seen.clone());
-    p.answer_client_app(move |c, now, app| {
-        if !matches!(app, ClientApp::ChunksReady) {
-            return;
-        }
-        let mut join = j.borrow_mut();
-        let mut seen = sn.borrow_mut();
-        let mut start_info = false;
-        while let Some(chunk) = c.poll_chunk() {
-            match join.handle_chunk(chunk.data) {
-                Ok(JoinEvent::MapData { offset, data, .. }) => {
-                    assert_eq!(offset as usize, seen.map.len());
-                    seen.map.extend_from_slice(data);
-                }
-                Ok(JoinEvent::ConReady) => start_info = true,
-                Ok(JoinEvent::EnteredGame) => seen.entered = Some(now),
-                Ok(JoinEvent::Snapshot { .. }) => seen.snapshots += 1,
-                Ok(_) => {}
-                Err(e) => seen.errors.push(e.to_string()),
-            }
-        }
-        if start_info {
-            let mut buf = [0u8; 128];
-            let n = StartInfo {
-                name: Str::new("tether"),
-                clan: Str::EMPTY,
-                country: -1,
-                skin: Str::new("default"),
-                use_custom_color: 0,
-                color_body: 0,
-                color_feet: 0,
-            }
-            .emit(&mut buf)
-            .unwrap();
-            c.send_vital(now, &buf[..n], true).unwrap();
-        }
-        join.flush(now, &mut **c).unwrap();
-    });
+    let (join, seen) = join_pair::play_join(&mut p);
     let h = host.clone();
     p.answer_server_app(move |s, now, app| {
         if !matches!(app, ServerApp::ChunksReady) {
@@ -162,13 +84,7 @@ fn setup(link: LinkConfig, seed: u64, map_len: usize, version: &'static str) -> 
             }
         }
     });
-    let now = p.now();
-    p.client_mut().connect(now).unwrap();
-    p.run_until(
-        |p| p.client().state() == tether_net::game::ClientState::Online,
-        Duration::from_secs(60),
-    )
-    .expect("online");
+    join_pair::go_online(&mut p);
     let now = p.now();
     if version == tether_net::game::msg::VERSION_0_6 {
         join.borrow_mut()
@@ -191,37 +107,15 @@ fn setup(link: LinkConfig, seed: u64, map_len: usize, version: &'static str) -> 
 
 /// Until in the game, then 2 s of empty snapshots every 40 ms; the virtual join time
 fn join_and_play(run: &mut Run, budget: Duration) -> Duration {
-    let seen = run.seen.clone();
-    run.p
-        .run_until(
-            |_| seen.borrow().entered.is_some() || !seen.borrow().errors.is_empty(),
-            budget,
-        )
-        .unwrap_or_else(|e| panic!("not in the game: {e}; {} bytes", seen.borrow().map.len()));
-    assert!(
-        seen.borrow().errors.is_empty(),
-        "{:?}",
-        seen.borrow().errors
-    );
-    let entered = seen.borrow().entered.unwrap();
-    let mut tick = 100;
-    for _ in 0..50 {
-        run.p.run_for(Duration::from_millis(40));
-        if run.host.borrow().in_game {
-            let now = run.p.now();
-            let (mut snap, mut out) = ([0u8; 16], [0u8; 1400]);
-            let n = empty_snapshot(tick, &mut snap).unwrap();
-            let t = run
-                .p
-                .server_mut()
-                .send_non_vital(now, ADDR, &snap[..n], &mut out)
-                .unwrap();
-            run.p.send_from_server(FrameKind::Datagram, &out[..t.len]);
+    let host = run.host.clone();
+    join_pair::join_and_play(&mut run.p, &run.seen, budget, |tick| {
+        if !host.borrow().in_game {
+            return Vec::new();
         }
-        tick += 2;
-    }
-    run.p.run_for(Duration::from_millis(100));
-    entered.saturating_duration_since(Instant::ZERO)
+        let mut snap = [0u8; 16];
+        let n = empty_snapshot(tick, &mut snap).unwrap();
+        vec![(ADDR, snap[..n].to_vec())]
+    })
 }
 
 fn check_map(run: &Run) {

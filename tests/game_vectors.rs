@@ -381,8 +381,21 @@ fn control_resend_flag_is_reported() {
 
 // ---- CLOSE reasons (A.7) ----
 
+/// A vanilla CLOSE (ack 0) carrying `text` and its NUL
+fn close_packet(text: &[u8]) -> Vec<u8> {
+    let mut bytes = hexv("10 00 00 04");
+    bytes.extend_from_slice(text);
+    bytes.push(0);
+    bytes
+}
+
 fn parse_close(bytes: &str, mode: TokenMode) -> (Reason<'static>, Option<Token>, Warnings) {
-    let p = parse(hex(bytes), mode).unwrap();
+    parse_close_bytes(hex(bytes), mode)
+}
+
+/// A CLOSE parsed: its reason, token and warnings
+fn parse_close_bytes(bytes: &[u8], mode: TokenMode) -> (Reason<'_>, Option<Token>, Warnings) {
+    let p = parse(bytes, mode).unwrap();
     match p.packet {
         Packet::Control(ControlPacket {
             control: Control::Close(r),
@@ -420,41 +433,22 @@ fn reason_with_invalid_utf8() {
 #[test]
 fn reason_of_200_bytes_is_truncated_to_127() {
     let text = "a".repeat(200);
-    let mut bytes = hexv("10 00 00 04");
-    bytes.extend_from_slice(text.as_bytes());
-    bytes.push(0);
+    let mut bytes = close_packet(text.as_bytes());
     bytes.extend_from_slice(&T.0);
-    let p = parse(&bytes, TokenMode::Trailing).unwrap();
-    let Packet::Control(ControlPacket {
-        control: Control::Close(r),
-        token,
-        ..
-    }) = p.packet
-    else {
-        panic!()
-    };
+    let (r, token, warnings) = parse_close_bytes(&bytes, TokenMode::Trailing);
     assert_eq!(r.len(), MAX_REASON_LEN);
     assert_eq!(r.as_str(), Some(&text[..127]));
     assert_eq!(token, Some(T));
-    assert_eq!(p.warnings, Warnings::REASON_TRUNCATED);
+    assert_eq!(warnings, Warnings::REASON_TRUNCATED);
 }
 
 #[test]
 fn reason_of_200_bytes_multibyte_is_truncated_on_a_char_boundary() {
     let text = "é".repeat(100); // 200 bytes, 2 per char: 127 would split a char
-    let mut bytes = hexv("10 00 00 04");
-    bytes.extend_from_slice(text.as_bytes());
-    bytes.push(0);
-    let p = parse(&bytes, TokenMode::Vanilla).unwrap();
-    let Packet::Control(ControlPacket {
-        control: Control::Close(r),
-        ..
-    }) = p.packet
-    else {
-        panic!()
-    };
+    let bytes = close_packet(text.as_bytes());
+    let (r, _, warnings) = parse_close_bytes(&bytes, TokenMode::Vanilla);
     assert_eq!(r.as_str(), Some(&text[..126]));
-    assert_eq!(p.warnings, Warnings::REASON_TRUNCATED);
+    assert_eq!(warnings, Warnings::REASON_TRUNCATED);
 }
 
 #[test]
@@ -894,18 +888,9 @@ fn reason_of_exactly_127_bytes_is_kept_whole() {
         (MAX_REASON_LEN + 1, Warnings::REASON_TRUNCATED),
     ] {
         let text = "b".repeat(len);
-        let mut bytes = hexv("10 00 00 04");
-        bytes.extend_from_slice(text.as_bytes());
-        bytes.push(0);
-        let p = parse(&bytes, TokenMode::Vanilla).unwrap();
-        let Packet::Control(ControlPacket {
-            control: Control::Close(r),
-            ..
-        }) = p.packet
-        else {
-            panic!("not a CLOSE")
-        };
+        let bytes = close_packet(text.as_bytes());
+        let (r, _, got) = parse_close_bytes(&bytes, TokenMode::Vanilla);
         assert_eq!(r.as_str(), Some(&text[..MAX_REASON_LEN]), "{len} bytes");
-        assert_eq!(p.warnings, warnings, "{len} bytes");
+        assert_eq!(got, warnings, "{len} bytes");
     }
 }

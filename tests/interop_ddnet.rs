@@ -10,6 +10,8 @@
 mod ddnet;
 #[path = "../examples/ddnet_client/join.rs"]
 mod ddnet_join;
+#[path = "support/forge.rs"]
+mod forge;
 #[path = "support/lossy_proxy.rs"]
 mod lossy_proxy;
 
@@ -18,10 +20,9 @@ use std::time::Duration;
 
 use ddnet::DdnetServer;
 use lossy_proxy::LossyProxy;
-use tether_net::game::chunk::{write_packet, Chunk, ChunkWriter};
 use tether_net::game::connless::InfoKind;
 use tether_net::game::join::Crc32;
-use tether_net::game::wire::{Control, ControlPacket, Flags, Header};
+use tether_net::game::wire::{Control, ControlPacket};
 use tether_net::game::{
     Client, ClientApp, ClientConfig, ClientEvent, ClientState, CloseCause, Token,
 };
@@ -414,23 +415,6 @@ fn server_info_query_returns_name_map_and_version() {
     );
 }
 
-/// A chunk packet whose payload (one chunk and `token`) is Huffman-compressed
-fn compressed_chunk_packet(token: Token) -> Vec<u8> {
-    let mut chunks = [0u8; 64];
-    let mut w = ChunkWriter::new(&mut chunks, 64);
-    w.push(&Chunk::non_vital(&[0; 24])).unwrap();
-    let n = w.len();
-    let header = Header {
-        flags: Flags::default(),
-        ack: 0,
-        num_chunks: 1,
-    };
-    let mut out = [0u8; 128];
-    let len = write_packet(header, &chunks[..n], Some(token), true, &mut out).unwrap();
-    assert_ne!(out[0] & 0x80, 0);
-    out[..len].to_vec()
-}
-
 #[test]
 #[ignore = "needs Debian's ddnet-server; run by .ci/run"]
 fn spoofed_compressed_datagrams_do_not_refresh_liveness() {
@@ -452,7 +436,8 @@ fn spoofed_compressed_datagrams_do_not_refresh_liveness() {
     let real = c.client().token().unwrap();
     // from now on the server's datagrams are not read (the path is dead); an off-path sender
     // keeps sending compressed datagrams with a wrong token, four a second
-    let spoof = compressed_chunk_packet(Token([!real.0[0], real.0[1], real.0[2], real.0[3]]));
+    let spoof =
+        forge::compressed_chunk_packet(Token([!real.0[0], real.0[1], real.0[2], real.0[3]]));
     let start = std::time::Instant::now();
     let mut closed = None;
     while closed.is_none() && start.elapsed() < Duration::from_secs(10) {

@@ -67,6 +67,44 @@ fn expect_client(
     })
 }
 
+/// Our server serving the map file `map` as `name`, saying `CHAT` to every player who enters,
+/// with the `extra` options
+fn serve(map: &str, name: &str, extra: &[&str]) -> OurServer {
+    let mut args = vec!["--map", map, "--map-name", name, "--chat", CHAT];
+    args.extend_from_slice(extra);
+    OurServer::start(&args)
+}
+
+/// The client's chat line for our `--chat CHAT`
+fn chat_line() -> String {
+    format!("chat: *** {CHAT}")
+}
+
+/// Wait for the client's `connected, sending info` (within `connect`), then our chat line
+/// (within `chat`); both lines and the seconds between them
+fn expect_connected_and_chat(
+    client: &RealClient,
+    server: &OurServer,
+    connect: Duration,
+    chat: Duration,
+) -> (String, String, f64) {
+    let (t0, l0) = expect_client(
+        client,
+        server,
+        "",
+        "client: connected, sending info",
+        connect,
+    );
+    let (t1, l1) = expect_client(
+        client,
+        server,
+        "connected, sending info",
+        &chat_line(),
+        chat,
+    );
+    (l0, l1, (t1 - t0).as_secs_f64())
+}
+
 /// The downloaded file: name `<map>_<sha256>.map`, the bytes and CRC of the served map
 fn check_download(client: &RealClient, name: &str, map: &[u8]) {
     let files = client.downloaded_maps();
@@ -91,37 +129,18 @@ fn check_download(client: &RealClient, name: &str, map: &[u8]) {
 fn real_client_downloads_the_map_sees_our_chat_and_our_kick() {
     let map = map_bytes();
     let name = fresh_name("direct");
-    let server = OurServer::start(&[
-        "--map",
-        MAP,
-        "--map-name",
-        &name,
-        "--chat",
-        CHAT,
-        "--kick-after",
-        "3",
-        "tether interop kick",
-    ]);
+    let server = serve(MAP, &name, &["--kick-after", "3", "tether interop kick"]);
     let client = RealClient::start("realclient-direct", server.addr);
-    let (t0, l0) = expect_client(
+    let (l0, l1, secs) = expect_connected_and_chat(
         &client,
         &server,
-        "",
-        "client: connected, sending info",
         Duration::from_secs(30),
-    );
-    let chat = format!("chat: *** {CHAT}");
-    let (t1, l1) = expect_client(
-        &client,
-        &server,
-        "connected, sending info",
-        &chat,
         Duration::from_secs(20),
     );
     let (_, l2) = expect_client(
         &client,
         &server,
-        &chat,
+        &chat_line(),
         "client: offline error='",
         Duration::from_secs(20),
     );
@@ -131,10 +150,7 @@ fn real_client_downloads_the_map_sees_our_chat_and_our_kick() {
         "{l2}"
     );
     eprintln!("matched:\n{l0}\n{l1}\n{l2}");
-    eprintln!(
-        "direct: chat line {:.2} s after 'connected, sending info'",
-        (t1 - t0).as_secs_f64()
-    );
+    eprintln!("direct: chat line {secs:.2} s after 'connected, sending info'");
     check_download(&client, &name, &map);
     assert!(server
         .wait_line("entered the game", Duration::ZERO)
@@ -153,30 +169,20 @@ fn real_client_joins_through_30_percent_loss() {
     let map = std::fs::read(LOSSY_MAP).unwrap_or_else(|e| panic!("{LOSSY_MAP}: {e}"));
     for seed in [11u64, 7] {
         let name = fresh_name(&format!("lossy{seed}"));
-        let server = OurServer::start(&["--map", LOSSY_MAP, "--map-name", &name, "--chat", CHAT]);
+        let server = serve(LOSSY_MAP, &name, &[]);
         let proxy = LossyProxy::start(server.addr, 0.3, seed);
         let client = RealClient::start("realclient-lossy", proxy.addr);
-        let (t0, l0) = expect_client(
+        let (l0, l1, secs) = expect_connected_and_chat(
             &client,
             &server,
-            "",
-            "client: connected, sending info",
             Duration::from_secs(60),
-        );
-        let chat = format!("chat: *** {CHAT}");
-        let (t1, l1) = expect_client(
-            &client,
-            &server,
-            "connected, sending info",
-            &chat,
             Duration::from_secs(120),
         );
         let [c2s, c2s_lost, s2c, s2c_lost] = proxy.counts();
         eprintln!("matched:\n{l0}\n{l1}");
         eprintln!(
-            "30% loss, seed {seed}: chat line {:.2} s after 'connected, sending info'; proxy \
-             c->s {c2s} forwarded / {c2s_lost} dropped, s->c {s2c} / {s2c_lost}",
-            (t1 - t0).as_secs_f64()
+            "30% loss, seed {seed}: chat line {secs:.2} s after 'connected, sending info'; proxy \
+             c->s {c2s} forwarded / {c2s_lost} dropped, s->c {s2c} / {s2c_lost}"
         );
         assert!(c2s_lost > 0 && s2c_lost > 0, "the proxy dropped nothing");
         check_download(&client, &name, &map);
@@ -188,18 +194,9 @@ fn real_client_joins_through_30_percent_loss() {
 fn real_client_sees_our_shutdown_reason() {
     let name = fresh_name("shutdown");
     let reason = "tether shutdown for the interop test";
-    let mut server = OurServer::start(&[
-        "--map",
-        MAP,
-        "--map-name",
-        &name,
-        "--chat",
-        CHAT,
-        "--shutdown-reason",
-        reason,
-    ]);
+    let mut server = serve(MAP, &name, &["--shutdown-reason", reason]);
     let client = RealClient::start("realclient-shutdown", server.addr);
-    let chat = format!("chat: *** {CHAT}");
+    let chat = chat_line();
     expect_client(&client, &server, "", &chat, Duration::from_secs(60));
     server.interrupt();
     let (_, line) = expect_client(
@@ -229,7 +226,7 @@ fn real_client_sees_our_shutdown_reason() {
 fn our_client_joins_our_server() {
     let map = map_bytes();
     let name = fresh_name("ours");
-    let server = OurServer::start(&["--map", MAP, "--map-name", &name, "--chat", CHAT]);
+    let server = serve(MAP, &name, &[]);
     let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
     sock.connect(server.addr).unwrap();
     let opts = ddnet_join::Options {
@@ -271,28 +268,16 @@ fn real_client_downloads_a_large_map_through_the_window() {
     const TUTORIAL: &str = "/usr/share/games/ddnet/data/maps/Tutorial.map";
     let map = std::fs::read(TUTORIAL).unwrap_or_else(|e| panic!("{TUTORIAL}: {e}"));
     let name = fresh_name("large");
-    let server = OurServer::start(&["--map", TUTORIAL, "--map-name", &name, "--chat", CHAT]);
+    let server = serve(TUTORIAL, &name, &[]);
     let client = RealClient::start("realclient-large", server.addr);
-    let (t0, l0) = expect_client(
+    let (l0, l1, secs) = expect_connected_and_chat(
         &client,
         &server,
-        "",
-        "client: connected, sending info",
         Duration::from_secs(30),
-    );
-    let chat = format!("chat: *** {CHAT}");
-    let (t1, l1) = expect_client(
-        &client,
-        &server,
-        "connected, sending info",
-        &chat,
         Duration::from_secs(60),
     );
     eprintln!("matched:\n{l0}\n{l1}");
-    eprintln!(
-        "large map: chat line {:.2} s after 'connected, sending info'",
-        (t1 - t0).as_secs_f64()
-    );
+    eprintln!("large map: chat line {secs:.2} s after 'connected, sending info'");
     check_download(&client, &name, &map);
 }
 

@@ -116,6 +116,16 @@ struct Outcome {
     held_max: usize,
 }
 
+impl Outcome {
+    /// Legitimate clients connected within `limit`
+    fn logins_within(&self, limit: Duration) -> usize {
+        self.logins
+            .iter()
+            .filter(|l| l.is_some_and(|d| d <= limit))
+            .count()
+    }
+}
+
 /// `clients` legitimate TCP clients (each from its own source) log in at random moments while an
 /// attacker tries to hold `held` idle TCP connections, opening a new one every `pace` whenever
 /// it holds fewer; `attacker_sources` sources take turns (1: one host)
@@ -264,11 +274,7 @@ fn idle_sockets_from_one_source_cannot_keep_logins_out() {
     for (seed, pace_ms) in [(1u64, 10u64), (2, 1), (3, 100)] {
         let clients = 40;
         let out = attack(clients, 64, Duration::from_millis(pace_ms), 1, seed);
-        let quick = out
-            .logins
-            .iter()
-            .filter(|l| l.is_some_and(|d| d <= Duration::from_secs(2)))
-            .count();
+        let quick = out.logins_within(Duration::from_secs(2));
         println!(
             "pace {pace_ms} ms: {quick} of {clients} logins within 2 s while the attacker opened \
              {} connections and held at most {} at once; logins {:?}",
@@ -291,11 +297,7 @@ fn idle_sockets_from_one_source_cannot_keep_logins_out() {
 fn idle_sockets_from_many_sources_are_evicted_oldest_first() {
     let clients = 40;
     let out = attack(clients, 64, Duration::from_millis(10), 64, 4);
-    let quick = out
-        .logins
-        .iter()
-        .filter(|l| l.is_some_and(|d| d <= Duration::from_secs(2)))
-        .count();
+    let quick = out.logins_within(Duration::from_secs(2));
     println!(
         "64 sources: {quick} of {clients} logins within 2 s, {} attacker connections",
         out.opened

@@ -9,15 +9,10 @@ use tether_net::longport::wire::{
     MAX_BODY_LEN, MAX_PACKET_LEN, PUSH_HEADER_LEN, REQUEST_HEADER_LEN, RESPONSE_HEADER_LEN,
     SIGNATURE_LEN,
 };
+use tether_net::testing::from_hex as hex;
 use tether_net::BufferTooSmall;
 
 /// Bytes from space-separated hex
-fn hex(s: &str) -> Vec<u8> {
-    s.split_whitespace()
-        .map(|b| u8::from_str_radix(b, 16).expect("test vector hex"))
-        .collect()
-}
-
 /// `p` emits exactly `wire`, and `wire` parses back to `p` using all of it
 fn check(p: &Packet<'_>, wire: &[u8]) {
     assert_eq!(p.buffer_len(), wire.len(), "buffer_len");

@@ -25,7 +25,7 @@ use tether_net::longport::{
     ServerConfig as LpServerConfig, ServerEvent as LpServerEvent, SessionId, Source, Status,
     Transport,
 };
-use tether_net::{Duration, Instant};
+use tether_net::{Duration, Instant, Machine};
 
 #[global_allocator]
 static GLOBAL: &StatsAlloc<System> = &INSTRUMENTED_SYSTEM;
@@ -47,6 +47,71 @@ fn allocations(s: &Stats) -> usize {
     s.allocations + s.reallocations
 }
 
+/// Hand every frame `from` has queued to `to` (from `peer`), except those `lost` drops;
+/// `taken` runs after each frame `to` took in; how many it took in
+fn deliver<A: Machine, B: Machine>(
+    from: &mut A,
+    to: &mut B,
+    peer: B::Peer,
+    now: Instant,
+    buf: &mut [u8],
+    mut lost: impl FnMut() -> bool,
+    mut taken: impl FnMut(&mut B),
+) -> u64
+where
+    B::Peer: Copy,
+    B::Error: std::fmt::Debug,
+{
+    let mut n = 0;
+    while let Some(t) = from.poll_transmit(now, buf).expect("fits") {
+        if !lost() {
+            let _ = to.handle_input(now, peer, &buf[..t.len]).expect("room");
+            taken(to);
+            n += 1;
+        }
+    }
+    n
+}
+
+/// Frames hand over in full
+fn lossless() -> bool {
+    false
+}
+
+/// The game connection holds: no client event, no server `Closed`
+fn game_quiet<C, S>(client: &mut C, srv: &mut S)
+where
+    C: Machine<Event = game::ClientEvent>,
+    S: Machine<Event = ServerEvent<u32>>,
+{
+    if let Some(e) = client.poll_event() {
+        panic!("unexpected client event {e:?}");
+    }
+    while let Some(e) = srv.poll_event() {
+        assert!(!matches!(e, ServerEvent::Closed { .. }), "{e:?}");
+    }
+}
+
+/// The game handshake by hand, the client's `connect` issued: two rounds of frames each way,
+/// then its events dropped
+fn game_handshake<C: Machine<Peer = ()>, S: Machine<Peer = u32>>(
+    client: &mut C,
+    srv: &mut S,
+    now: Instant,
+    c2s: &mut [u8],
+    s2c: &mut [u8],
+) where
+    C::Error: std::fmt::Debug,
+    S::Error: std::fmt::Debug,
+{
+    for _ in 0..2 {
+        deliver(client, srv, PEER, now, c2s, lossless, |_| {});
+        deliver(srv, client, (), now, s2c, lossless, |_| {});
+    }
+    while client.poll_event().is_some() {}
+    while srv.poll_event().is_some() {}
+}
+
 /// Game client and a 16-slot server: chunk packets both ways, and every other step a 1 s pause
 /// so keep-alives flow both ways too
 fn game_pair() -> Run {
@@ -56,17 +121,8 @@ fn game_pair() -> Run {
     let mut now = Instant::from_secs(1);
     let (mut c2s, mut s2c) = ([0u8; 1400], [0u8; 1400]);
     client.connect(now).expect("idle");
-    for _ in 0..2 {
-        while let Some(t) = client.poll_transmit(now, &mut c2s).expect("fits") {
-            let _ = srv.handle_input(now, PEER, &c2s[..t.len]).expect("room");
-        }
-        while let Some(t) = srv.poll_transmit(now, &mut s2c).expect("fits") {
-            let _ = client.handle_input(now, (), &s2c[..t.len]).expect("room");
-        }
-    }
+    game_handshake(&mut client, &mut srv, now, &mut c2s, &mut s2c);
     assert!(srv.is_online(PEER));
-    while client.poll_event().is_some() {}
-    while srv.poll_event().is_some() {}
     let payload = [0x42u8; 120];
 
     let region = Region::new(GLOBAL);
@@ -95,21 +151,10 @@ fn game_pair() -> Run {
             now += Duration::from_secs(1);
             client.handle_timeout(now);
             srv.handle_timeout(now);
-            while let Some(t) = client.poll_transmit(now, &mut c2s).expect("fits") {
-                let _ = srv.handle_input(now, PEER, &c2s[..t.len]).expect("room");
-                to_server += 1;
-            }
-            while let Some(t) = srv.poll_transmit(now, &mut s2c).expect("fits") {
-                let _ = client.handle_input(now, (), &s2c[..t.len]).expect("room");
-                to_client += 1;
-            }
+            to_server += deliver(&mut client, &mut srv, PEER, now, &mut c2s, lossless, |_| {});
+            to_client += deliver(&mut srv, &mut client, (), now, &mut s2c, lossless, |_| {});
         }
-        if let Some(e) = client.poll_event() {
-            panic!("unexpected client event {e:?}");
-        }
-        while let Some(e) = srv.poll_event() {
-            assert!(!matches!(e, ServerEvent::Closed { .. }), "{e:?}");
-        }
+        game_quiet(&mut client, &mut srv);
     }
     let stats = region.change();
     assert!(srv.is_online(PEER));
@@ -142,17 +187,8 @@ fn game_chunk_pair() -> Run {
     let mut now = Instant::from_secs(1);
     let (mut c2s, mut s2c) = ([0u8; 1400], [0u8; 1400]);
     client.connect(now).expect("idle");
-    for _ in 0..2 {
-        while let Some(t) = client.poll_transmit(now, &mut c2s).expect("fits") {
-            let _ = srv.handle_input(now, PEER, &c2s[..t.len]).expect("room");
-        }
-        while let Some(t) = srv.poll_transmit(now, &mut s2c).expect("fits") {
-            let _ = client.handle_input(now, (), &s2c[..t.len]).expect("room");
-        }
-    }
+    game_handshake(&mut *client, &mut *srv, now, &mut c2s, &mut s2c);
     assert!(srv.is_online(PEER));
-    while client.poll_event().is_some() {}
-    while srv.poll_event().is_some() {}
     let vital = [0x42u8; 40];
     let zeros = [0u8; 300];
 
@@ -178,32 +214,30 @@ fn game_chunk_pair() -> Run {
             }
             to_client += 1;
         }
-        while let Some(t) = client.poll_transmit(now, &mut c2s).expect("fits") {
+        // every 7th datagram either way is lost
+        let mut lost = || {
             sent += 1;
-            if !sent.is_multiple_of(7) {
-                let _ = srv.handle_input(now, PEER, &c2s[..t.len]).expect("room");
-                while srv.poll_chunk().is_some() {
+            sent.is_multiple_of(7)
+        };
+        to_server += deliver(
+            &mut *client,
+            &mut *srv,
+            PEER,
+            now,
+            &mut c2s,
+            &mut lost,
+            |s| {
+                while s.poll_chunk().is_some() {
                     got_server += 1;
                 }
-                to_server += 1;
+            },
+        );
+        to_client += deliver(&mut *srv, &mut *client, (), now, &mut s2c, &mut lost, |c| {
+            while c.poll_chunk().is_some() {
+                got_client += 1;
             }
-        }
-        while let Some(t) = srv.poll_transmit(now, &mut s2c).expect("fits") {
-            sent += 1;
-            if !sent.is_multiple_of(7) {
-                let _ = client.handle_input(now, (), &s2c[..t.len]).expect("room");
-                while client.poll_chunk().is_some() {
-                    got_client += 1;
-                }
-                to_client += 1;
-            }
-        }
-        if let Some(e) = client.poll_event() {
-            panic!("unexpected client event {e:?}");
-        }
-        while let Some(e) = srv.poll_event() {
-            assert!(!matches!(e, ServerEvent::Closed { .. }), "{e:?}");
-        }
+        });
+        game_quiet(&mut *client, &mut *srv);
     }
     let stats = region.change();
     assert!(srv.is_online(PEER));

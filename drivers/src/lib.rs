@@ -64,6 +64,17 @@ where
     }
 }
 
+#[cfg(any(feature = "blocking", feature = "embassy"))]
+impl<'a, M: Machine + 'a> Input<'a, M> {
+    /// The event, if this is one (what the drivers' `next_event` keeps)
+    pub(crate) fn into_event(self) -> Option<M::Event> {
+        match self {
+            Input::Event(e) => Some(e),
+            Input::App(..) => None,
+        }
+    }
+}
+
 /// A LongPort session id from the OS random source: 128 random bits (32 hex digits on the
 /// wire), for [`Grant::new`](tether_net::longport::Grant::new)
 ///

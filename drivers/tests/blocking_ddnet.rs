@@ -7,13 +7,16 @@
 
 #[path = "../../tests/support/ddnet.rs"]
 mod ddnet;
+#[path = "support/game.rs"]
+mod game;
 #[path = "support/proc.rs"]
 mod proc;
 
 use std::time::Duration;
 
 use ddnet::DdnetServer;
-use tether_net::game::{Client, ClientApp, ClientConfig, ClientEvent, CloseCause};
+use game::server_close_reason;
+use tether_net::game::{Client, ClientConfig, ClientEvent, CloseCause};
 use tether_net_drivers::blocking::{Input, UdpDriver};
 
 fn connect(server: &DdnetServer) -> UdpDriver<Client> {
@@ -32,23 +35,6 @@ fn connect(server: &DdnetServer) -> UdpDriver<Client> {
         server.log_tail()
     );
     d
-}
-
-/// Run until the server closes us; the CLOSE's reason
-fn server_close_reason(d: &mut UdpDriver<Client>) -> String {
-    let mut reason = None;
-    let closed = d
-        .run(Duration::from_secs(5), |_, _, i| match i {
-            Input::App(_, ClientApp::Close { reason: r }) => {
-                reason = Some(r.to_string());
-                None
-            }
-            Input::Event(ClientEvent::Closed { cause }) => Some(cause),
-            _ => None,
-        })
-        .unwrap();
-    assert_eq!(closed, Some(CloseCause::Peer));
-    reason.expect("the CLOSE carried a reason")
 }
 
 #[test]
@@ -103,13 +89,19 @@ fn kick_and_shutdown_arrive_with_their_reasons() {
     for id in 0..4 {
         server.console(&format!("kick {id} drivers kick"));
     }
-    assert_eq!(server_close_reason(&mut d), "Kicked (drivers kick)");
+    assert_eq!(
+        server_close_reason(&mut d, Duration::from_secs(5)),
+        "Kicked (drivers kick)"
+    );
 
     let mut d = connect(&server);
     d.run(Duration::from_millis(500), |_, _, _| None::<()>)
         .unwrap();
     server.interrupt();
-    assert_eq!(server_close_reason(&mut d), "Server shutdown");
+    assert_eq!(
+        server_close_reason(&mut d, Duration::from_secs(5)),
+        "Server shutdown"
+    );
     assert_eq!(server.wait_exit(Duration::from_secs(10)), Some(0));
 }
 

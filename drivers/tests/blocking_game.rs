@@ -1,12 +1,14 @@
 //! The blocking datagram driver serving both game machines on 127.0.0.1: a client connects, the
 //! server closes it with a reason, then shuts down
 
+#[path = "support/game.rs"]
+mod game;
+
 use std::net::SocketAddr;
 use std::time::Duration;
 
 use tether_net::game::{
-    Client, ClientApp, ClientConfig, ClientEvent, CloseCause, Server, ServerConfig, ServerEvent,
-    TokenSecret,
+    Client, ClientConfig, CloseCause, Server, ServerConfig, ServerEvent, TokenSecret,
 };
 use tether_net_drivers::blocking::{Input, UdpDriver};
 
@@ -39,19 +41,8 @@ fn one_loop_serves_the_client_and_the_server() {
     });
     let mut c = UdpDriver::connect(Client::new(ClientConfig::new()), addr).unwrap();
     c.try_command(|c, now| c.connect(now)).unwrap();
-    let mut reason = None;
-    let closed = c
-        .run(Duration::from_secs(10), |_, _, input| match input {
-            Input::App(_, ClientApp::Close { reason: r }) => {
-                reason = Some(r.to_string());
-                None
-            }
-            Input::Event(ClientEvent::Closed { cause }) => Some(cause),
-            _ => None,
-        })
-        .unwrap();
-    assert_eq!(closed, Some(CloseCause::Peer));
-    assert_eq!(reason.as_deref(), Some("closed by the test"));
+    let reason = game::server_close_reason(&mut c, Duration::from_secs(10));
+    assert_eq!(reason, "closed by the test");
     let log = thread.join().unwrap();
     assert!(matches!(log[0], ServerEvent::Connected { .. }), "{log:?}");
     assert!(

@@ -10,18 +10,17 @@
 
 #[path = "../../tests/support/ddnet.rs"]
 mod ddnet;
+#[path = "support/echo.rs"]
+mod echo;
 #[path = "support/proc.rs"]
 mod proc;
 
 use std::net::Ipv4Addr;
 use std::process::Command;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
 use std::time::Duration;
 
-use tether_net::longport::{ServerConfig, ServerEvent, Status};
-use tether_net_drivers::blocking::{Grant, ServerInput, ServerItem, ServerLimits, TcpServer};
-use tether_net_drivers::random_session_id;
+use tether_net::longport::ServerConfig;
+use tether_net_drivers::blocking::{ServerLimits, TcpServer};
 
 const TAP: &str = "tthr0";
 const HOST: Ipv4Addr = Ipv4Addr::new(10, 203, 0, 1);
@@ -84,52 +83,9 @@ fn the_embassy_example_over_tap_against_ddnet_and_our_server() {
 
     let listener = std::net::TcpListener::bind((HOST, 0)).unwrap();
     let lp_addr = listener.local_addr().unwrap();
-    let mut server: TcpServer =
+    let server: TcpServer =
         TcpServer::with_capacities(listener, ServerConfig::new(), ServerLimits::default()).unwrap();
-    let (stop, drop_first) = (
-        Arc::new(AtomicBool::new(false)),
-        Arc::new(AtomicBool::new(false)),
-    );
-    let (s, d) = (stop.clone(), drop_first.clone());
-    let thread = std::thread::spawn(move || {
-        let mut logins = Vec::new();
-        while !s.load(Ordering::Relaxed) {
-            server
-                .run(Duration::from_millis(20), |ctl, item| {
-                    let expires = ctl.wall_clock_ms() + 3_600_000;
-                    match item {
-                        ServerItem::Input(ServerInput::Auth { peer, token, .. })
-                            if token == TOKEN =>
-                        {
-                            ctl.accept_auth(peer, Grant::new(random_session_id(), expires))
-                                .unwrap();
-                        }
-                        ServerItem::Input(ServerInput::Reconnect { peer, .. }) => {
-                            ctl.accept_reconnect(peer, Grant::new(random_session_id(), expires))
-                                .unwrap();
-                        }
-                        ServerItem::Input(ServerInput::Request {
-                            peer,
-                            request_id,
-                            cmd,
-                            body,
-                            ..
-                        }) => {
-                            ctl.respond(peer, cmd, request_id, Status::Success, &body)
-                                .unwrap();
-                        }
-                        ServerItem::Event(ServerEvent::Connected { peer, .. }) => logins.push(peer),
-                        _ => {}
-                    }
-                    None::<()>
-                })
-                .unwrap();
-            if d.swap(false, Ordering::Relaxed) {
-                server.command(|ctl| ctl.drop_connection(logins[0]));
-            }
-        }
-        logins
-    });
+    let server = echo::Running::start(server, TOKEN, echo::Refusals::Panic);
 
     let ddnet_addr = ddnet.addr().to_string();
     let lp = lp_addr.to_string();
@@ -145,10 +101,9 @@ fn the_embassy_example_over_tap_against_ddnet_and_our_server() {
         p.expect_line("longport: response", LINE),
         "longport: response: hello"
     );
-    drop_first.store(true, Ordering::Relaxed);
+    server.drop_first();
     p.expect_line("longport: reconnected", LINE);
     p.expect_line("longport: Some(Closed { cause: Local })", LINE);
     assert_eq!(p.wait(LINE), Some(0), "{:#?}", p.seen);
-    stop.store(true, Ordering::Relaxed);
-    assert_eq!(thread.join().unwrap().len(), 2, "login and reconnect");
+    assert_eq!(server.stop().1.len(), 2, "login and reconnect");
 }

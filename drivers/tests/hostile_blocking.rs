@@ -4,6 +4,8 @@
 
 #[path = "support/attack.rs"]
 mod attack;
+#[path = "support/echo.rs"]
+mod echo;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -13,59 +15,13 @@ use tether_net::longport::{
     Client, ClientApp, ClientConfig, ClientEvent, Credentials, ServerConfig, Status,
 };
 use tether_net_drivers::blocking::{
-    Grant, Input, ServerInput, ServerItem, ServerLimits, TcpClient, TcpServer,
+    Input, ServerInput, ServerItem, ServerLimits, TcpClient, TcpServer,
 };
-use tether_net_drivers::random_session_id;
 
 const TOKEN: &str = "hostile-test";
 
-/// Our blocking server with the echo policy on a thread, until `stop`; returns the driver's
-/// counters
-fn serve(server: TcpServer, stop: Arc<AtomicBool>) -> std::thread::JoinHandle<TcpServer> {
-    let mut server = server;
-    std::thread::spawn(move || {
-        while !stop.load(Ordering::Relaxed) {
-            server
-                .run(Duration::from_millis(20), |ctl, item| {
-                    match item {
-                        ServerItem::Input(ServerInput::Auth { peer, token, .. }) => {
-                            if token == TOKEN {
-                                let g = Grant::new(
-                                    random_session_id(),
-                                    ctl.wall_clock_ms() + 3_600_000,
-                                );
-                                let _ = ctl.accept_auth(peer, g);
-                            } else {
-                                let _ = ctl.reject_auth(
-                                    peer,
-                                    Status::Unauthenticated,
-                                    401,
-                                    "invalid token",
-                                );
-                            }
-                        }
-                        ServerItem::Input(ServerInput::Request {
-                            peer,
-                            request_id,
-                            cmd,
-                            body,
-                            ..
-                        }) => {
-                            let _ = ctl.respond(peer, cmd, request_id, Status::Success, &body);
-                        }
-                        _ => {}
-                    }
-                    None::<()>
-                })
-                .unwrap();
-        }
-        server
-    })
-}
-
-/// A legitimate client: login and one echo; the time both took
-fn login_and_request(addr: std::net::SocketAddr) -> Result<Duration, String> {
-    let started = std::time::Instant::now();
+/// A client logged in with `TOKEN` (within 5 s)
+fn logged_in(addr: std::net::SocketAddr) -> Result<TcpClient, String> {
     let mut d = TcpClient::new(Client::new(ClientConfig::tcp()), addr).unwrap();
     d.command(|c, now| c.connect(now, Credentials::new(TOKEN)))
         .unwrap();
@@ -81,6 +37,13 @@ fn login_and_request(addr: std::net::SocketAddr) -> Result<Duration, String> {
     if up != Some(true) {
         return Err(format!("no login: {up:?}"));
     }
+    Ok(d)
+}
+
+/// A legitimate client: login and one echo; the time both took
+fn login_and_request(addr: std::net::SocketAddr) -> Result<Duration, String> {
+    let started = std::time::Instant::now();
+    let mut d = logged_in(addr)?;
     d.request(4, Duration::from_secs(5), b"legit")
         .map_err(|e| e.to_string())?;
     let echoed = d
@@ -106,8 +69,7 @@ fn a_pipelining_client_that_never_reads_delays_nobody_and_memory_stays_bounded()
     let addr = listener.local_addr().unwrap();
     let server: TcpServer =
         TcpServer::with_capacities(listener, ServerConfig::new(), limits).unwrap();
-    let stop = Arc::new(AtomicBool::new(false));
-    let thread = serve(server, stop.clone());
+    let running = echo::Running::start(server, TOKEN, echo::Refusals::Ignore);
     let rss_before = attack::rss_kib();
 
     let attacker = attack::Pipeliner::start(addr, TOKEN, 60 * 1024, Duration::from_secs(8));
@@ -124,8 +86,7 @@ fn a_pipelining_client_that_never_reads_delays_nobody_and_memory_stays_bounded()
     std::thread::sleep(Duration::from_secs(3));
     let written = attacker.written.load(Ordering::Relaxed);
     drop(attacker);
-    stop.store(true, Ordering::Relaxed);
-    let server = thread.join().unwrap();
+    let (server, _) = running.stop();
     let stats = server.stats();
     let rss_after = attack::rss_kib();
     eprintln!(
@@ -155,8 +116,7 @@ fn sixty_four_idle_sockets_from_one_host_do_not_lock_logins_out() {
     let addr = listener.local_addr().unwrap();
     let server: TcpServer =
         TcpServer::with_capacities(listener, ServerConfig::new(), ServerLimits::default()).unwrap();
-    let stop = Arc::new(AtomicBool::new(false));
-    let thread = serve(server, stop.clone());
+    let running = echo::Running::start(server, TOKEN, echo::Refusals::Ignore);
     let idle = attack::IdleSockets::hold(addr, 64);
     std::thread::sleep(Duration::from_millis(300));
     let mut ok = 0;
@@ -170,8 +130,7 @@ fn sixty_four_idle_sockets_from_one_host_do_not_lock_logins_out() {
         idle.reopened.load(Ordering::Relaxed)
     );
     drop(idle);
-    stop.store(true, Ordering::Relaxed);
-    thread.join().unwrap();
+    running.stop();
     assert!(
         ok >= 18,
         "{ok} of 20 logins succeeded within 2 s while 64 idle sockets were open"
@@ -199,8 +158,7 @@ fn requests_beyond_the_pending_limit_wait_in_the_socket_and_none_is_lost() {
                 .run(Duration::from_millis(20), |ctl, item| {
                     match item {
                         ServerItem::Input(ServerInput::Auth { peer, .. }) => {
-                            let g =
-                                Grant::new(random_session_id(), ctl.wall_clock_ms() + 3_600_000);
+                            let g = echo::grant(ctl);
                             let _ = ctl.accept_auth(peer, g);
                         }
                         ServerItem::Input(ServerInput::Request {
@@ -231,19 +189,7 @@ fn requests_beyond_the_pending_limit_wait_in_the_socket_and_none_is_lost() {
         (server, most)
     });
 
-    let mut d = TcpClient::new(Client::new(ClientConfig::tcp()), addr).unwrap();
-    d.command(|c, now| c.connect(now, Credentials::new(TOKEN)))
-        .unwrap();
-    let up = d
-        .run(Duration::from_secs(5), |_, _, i| match i {
-            Input::Event(ClientEvent::Connected { .. }) => Some(true),
-            Input::Event(ClientEvent::Disconnected { .. } | ClientEvent::LoginFailed { .. }) => {
-                Some(false)
-            }
-            _ => None,
-        })
-        .unwrap();
-    assert_eq!(up, Some(true), "login");
+    let mut d = logged_in(addr).expect("login");
     for n in 0..SENT {
         d.request(4, Duration::from_secs(10), format!("req-{n}").as_bytes())
             .unwrap();

@@ -17,7 +17,7 @@ use tether_net::longport::{
 };
 use tether_net_drivers::tokio::{
     client_config_with_roots, ClientItem, ClientOptions, Listener, LongPortClient, LongPortEvents,
-    RequestError, ServerItem, ServerLimits, ServerOptions,
+    PendingResponse, RequestError, ServerItem, ServerLimits, ServerOptions,
 };
 use tokio::time::timeout;
 
@@ -44,6 +44,65 @@ async fn wait_for(
     }
 }
 
+/// The next machine event matching `f`, within `STEP`
+async fn wait_event(
+    events: &mut LongPortEvents,
+    what: &str,
+    f: impl Fn(&ClientEvent) -> bool,
+) -> ClientEvent {
+    match wait_for(events, what, |i| matches!(i, ClientItem::Event(e) if f(e))).await {
+        ClientItem::Event(e) => e,
+        other => unreachable!("{other:?}"),
+    }
+}
+
+/// The next `Connected` event, which must come `via` this login
+async fn wait_connected(events: &mut LongPortEvents, via: LoginKind) {
+    let e = wait_event(events, "Connected", |e| {
+        matches!(e, ClientEvent::Connected { .. })
+    })
+    .await;
+    assert!(
+        matches!(e, ClientEvent::Connected { via: v, .. } if v == via),
+        "{e:?}, not via {via:?}"
+    );
+}
+
+/// A client logged in over TCP with the defaults
+async fn tcp_client(url: &str) -> (LongPortClient, LongPortEvents) {
+    LongPortClient::connect(url, ClientConfig::tcp(), TOKEN, ClientOptions::default())
+        .await
+        .unwrap()
+}
+
+/// One request to the echo command; its answer is `body`
+async fn echo(client: &LongPortClient, body: &[u8]) {
+    let r = timeout(STEP, client.request(CMD_ECHO, body.to_vec()))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(r.body, body);
+}
+
+/// `n` requests the server never answers, in flight
+async fn silent_requests(client: &LongPortClient, n: u8) -> Vec<PendingResponse> {
+    let mut pending = Vec::new();
+    for i in 0..n {
+        pending.push(
+            client
+                .send(CMD_SILENT, Duration::ZERO, vec![i])
+                .await
+                .unwrap(),
+        );
+    }
+    pending
+}
+
+/// Close with "bye" (within `STEP`)
+async fn bye(client: &LongPortClient) {
+    timeout(STEP, client.close("bye")).await.unwrap().unwrap();
+}
+
 fn loopback() -> std::net::SocketAddr {
     "127.0.0.1:0".parse().unwrap()
 }
@@ -61,23 +120,10 @@ async fn scenario(
         .await
         .expect("connect in time")
         .expect("connected");
-    wait_for(&mut events, "Connected", |i| {
-        matches!(
-            i,
-            ClientItem::Event(ClientEvent::Connected {
-                via: LoginKind::Auth,
-                ..
-            })
-        )
-    })
-    .await;
+    wait_connected(&mut events, LoginKind::Auth).await;
     let first_session = client.session_id().await.expect("a session");
     assert_eq!(first_session.len(), 32);
-    let r = timeout(STEP, client.request(CMD_ECHO, b"one".to_vec()))
-        .await
-        .unwrap()
-        .unwrap();
-    assert_eq!(r.body, b"one");
+    echo(&client, b"one").await;
 
     // the server drops the transport without a word
     let peer = *srv
@@ -85,38 +131,25 @@ async fn scenario(
         .last()
         .expect("the server saw the login");
     srv.server.drop_connection(peer).await;
-    wait_for(&mut events, "Disconnected", |i| {
-        matches!(i, ClientItem::Event(ClientEvent::Disconnected { .. }))
+    wait_event(&mut events, "Disconnected", |e| {
+        matches!(e, ClientEvent::Disconnected { .. })
     })
     .await;
-    wait_for(&mut events, "Connected via Reconnect", |i| {
-        matches!(
-            i,
-            ClientItem::Event(ClientEvent::Connected {
-                via: LoginKind::Reconnect,
-                ..
-            })
-        )
-    })
-    .await;
+    wait_connected(&mut events, LoginKind::Reconnect).await;
     let second_session = client.session_id().await.expect("a session");
     assert_ne!(
         first_session, second_session,
         "a reconnect grants a new session"
     );
-    let r = timeout(STEP, client.request(CMD_ECHO, b"two".to_vec()))
-        .await
-        .unwrap()
-        .unwrap();
-    assert_eq!(r.body, b"two");
+    echo(&client, b"two").await;
 
-    timeout(STEP, client.close("bye")).await.unwrap().unwrap();
-    wait_for(&mut events, "Closed", |i| {
+    bye(&client).await;
+    wait_event(&mut events, "Closed", |e| {
         matches!(
-            i,
-            ClientItem::Event(ClientEvent::Closed {
+            e,
+            ClientEvent::Closed {
                 cause: CloseCause::Local
-            })
+            }
         )
     })
     .await;
@@ -150,12 +183,7 @@ async fn scenario(
 
 #[tokio::test]
 async fn tcp_auth_request_reconnect_close() {
-    let srv = TestServer::start(
-        &[Listener::Tcp(loopback())],
-        ServerConfig::new(),
-        ServerOptions::default(),
-    )
-    .await;
+    let srv = TestServer::on(Listener::Tcp(loopback())).await;
     let url = format!("tcp://{}", srv.addrs[0]);
     scenario(
         &url,
@@ -165,20 +193,12 @@ async fn tcp_auth_request_reconnect_close() {
         false,
     )
     .await;
-    timeout(STEP, srv.server.shutdown("done"))
-        .await
-        .unwrap()
-        .unwrap();
+    srv.shutdown().await;
 }
 
 #[tokio::test]
 async fn ws_auth_request_reconnect_close() {
-    let srv = TestServer::start(
-        &[Listener::Ws(loopback())],
-        ServerConfig::new(),
-        ServerOptions::default(),
-    )
-    .await;
+    let srv = TestServer::on(Listener::Ws(loopback())).await;
     let url = format!("ws://{}/v2", srv.addrs[0]);
     scenario(
         &url,
@@ -188,21 +208,13 @@ async fn ws_auth_request_reconnect_close() {
         true,
     )
     .await;
-    timeout(STEP, srv.server.shutdown("done"))
-        .await
-        .unwrap()
-        .unwrap();
+    srv.shutdown().await;
 }
 
 #[tokio::test]
 async fn wss_with_a_self_signed_certificate() {
     let (server_tls, roots) = lp::self_signed();
-    let srv = TestServer::start(
-        &[Listener::Wss(loopback(), server_tls)],
-        ServerConfig::new(),
-        ServerOptions::default(),
-    )
-    .await;
+    let srv = TestServer::on(Listener::Wss(loopback(), server_tls)).await;
     let url = format!("wss://localhost:{}/v2", srv.addrs[0].port());
     let options = ClientOptions::default().with_tls(client_config_with_roots(roots));
     scenario(&url, ClientConfig::websocket(), options, &srv, true).await;
@@ -219,20 +231,12 @@ async fn wss_with_a_self_signed_certificate() {
         timeout(Duration::from_secs(2), untrusted).await.is_err(),
         "no login with an untrusted certificate"
     );
-    timeout(STEP, srv.server.shutdown("done"))
-        .await
-        .unwrap()
-        .unwrap();
+    srv.shutdown().await;
 }
 
 #[tokio::test]
 async fn wrong_token_is_refused_with_the_servers_message() {
-    let srv = TestServer::start(
-        &[Listener::Ws(loopback())],
-        ServerConfig::new(),
-        ServerOptions::default(),
-    )
-    .await;
+    let srv = TestServer::on(Listener::Ws(loopback())).await;
     let url = format!("ws://{}/v2", srv.addrs[0]);
     let err = timeout(
         STEP,
@@ -290,12 +294,7 @@ async fn freezable_proxy(
 
 #[tokio::test]
 async fn a_peer_that_vanishes_ends_in_a_timeout_not_a_hang() {
-    let srv = TestServer::start(
-        &[Listener::Tcp(loopback())],
-        ServerConfig::new(),
-        ServerOptions::default(),
-    )
-    .await;
+    let srv = TestServer::on(Listener::Tcp(loopback())).await;
     let (proxy, frozen) = freezable_proxy(srv.addrs[0]).await;
     let config = ClientConfig::tcp()
         .with_heartbeat_interval(Some(Duration::from_secs(1)))
@@ -319,15 +318,15 @@ async fn a_peer_that_vanishes_ends_in_a_timeout_not_a_hang() {
         .await
         .unwrap();
     let started = std::time::Instant::now();
-    let item = wait_for(&mut events, "Disconnected", |i| {
-        matches!(i, ClientItem::Event(ClientEvent::Disconnected { .. }))
+    let item = wait_event(&mut events, "Disconnected", |e| {
+        matches!(e, ClientEvent::Disconnected { .. })
     })
     .await;
     assert_eq!(
         item,
-        ClientItem::Event(ClientEvent::Disconnected {
+        ClientEvent::Disconnected {
             cause: CloseCause::Timeout
-        })
+        }
     );
     assert!(
         started.elapsed() < Duration::from_secs(5),
@@ -341,8 +340,8 @@ async fn a_peer_that_vanishes_ends_in_a_timeout_not_a_hang() {
     );
     // the frozen proxy lets the reconnect dial in but answers nothing: the login times out,
     // the one retry allowed too, and the client ends
-    wait_for(&mut events, "Closed", |i| {
-        matches!(i, ClientItem::Event(ClientEvent::Closed { .. }))
+    wait_event(&mut events, "Closed", |e| {
+        matches!(e, ClientEvent::Closed { .. })
     })
     .await;
     assert!(timeout(STEP, client.closed()).await.is_ok());
@@ -350,29 +349,13 @@ async fn a_peer_that_vanishes_ends_in_a_timeout_not_a_hang() {
 
 #[tokio::test]
 async fn close_and_shutdown_resolve_every_request_in_flight() {
-    let srv = TestServer::start(
-        &[Listener::Tcp(loopback())],
-        ServerConfig::new(),
-        ServerOptions::default(),
-    )
-    .await;
+    let srv = TestServer::on(Listener::Tcp(loopback())).await;
     let url = format!("tcp://{}", srv.addrs[0]);
     // a local close with 8 requests in flight
-    let (client, _events) =
-        LongPortClient::connect(&url, ClientConfig::tcp(), TOKEN, ClientOptions::default())
-            .await
-            .unwrap();
-    let mut pending = Vec::new();
-    for i in 0..8u8 {
-        pending.push(
-            client
-                .send(CMD_SILENT, Duration::ZERO, vec![i])
-                .await
-                .unwrap(),
-        );
-    }
+    let (client, _events) = tcp_client(&url).await;
+    let pending = silent_requests(&client, 8).await;
     assert_eq!(client.in_flight().await, Some((8, 8)));
-    timeout(STEP, client.close("bye")).await.unwrap().unwrap();
+    bye(&client).await;
     for p in pending {
         assert_eq!(
             timeout(STEP, p).await.unwrap(),
@@ -386,19 +369,8 @@ async fn close_and_shutdown_resolve_every_request_in_flight() {
     );
 
     // the server shuts down with 8 requests in flight
-    let (client, mut events) =
-        LongPortClient::connect(&url, ClientConfig::tcp(), TOKEN, ClientOptions::default())
-            .await
-            .unwrap();
-    let mut pending = Vec::new();
-    for i in 0..8u8 {
-        pending.push(
-            client
-                .send(CMD_SILENT, Duration::ZERO, vec![i])
-                .await
-                .unwrap(),
-        );
-    }
+    let (client, mut events) = tcp_client(&url).await;
+    let pending = silent_requests(&client, 8).await;
     timeout(STEP, srv.server.shutdown("maintenance"))
         .await
         .unwrap()
@@ -425,17 +397,12 @@ async fn close_and_shutdown_resolve_every_request_in_flight() {
         Some(0),
         "no reply slot left behind"
     );
-    timeout(STEP, client.close("bye")).await.unwrap().unwrap();
+    bye(&client).await;
 }
 
 #[tokio::test]
 async fn a_cancelled_request_leaves_nothing_behind() {
-    let srv = TestServer::start(
-        &[Listener::Tcp(loopback())],
-        ServerConfig::new(),
-        ServerOptions::default(),
-    )
-    .await;
+    let srv = TestServer::on(Listener::Tcp(loopback())).await;
     let url = format!("tcp://{}", srv.addrs[0]);
     let config = ClientConfig::tcp().with_request_timeout(Duration::from_millis(300));
     let (client, _events) = LongPortClient::connect(&url, config, TOKEN, ClientOptions::default())
@@ -449,15 +416,11 @@ async fn a_cancelled_request_leaves_nothing_behind() {
     .await
     .is_err());
     // the next request is not disturbed
-    let r = timeout(STEP, client.request(CMD_ECHO, b"after".to_vec()))
-        .await
-        .unwrap()
-        .unwrap();
-    assert_eq!(r.body, b"after");
+    echo(&client, b"after").await;
     // once the machine's timeout passed, nothing of the cancelled request is left
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert_eq!(client.in_flight().await, Some((0, 0)));
-    timeout(STEP, client.close("bye")).await.unwrap().unwrap();
+    bye(&client).await;
 }
 
 #[tokio::test]
@@ -515,5 +478,5 @@ async fn a_slow_consumer_gets_backpressure_not_unbounded_memory() {
     let pushes = pushes.into_inner();
     eprintln!("the consumer got {pushes} pushes, then the disconnect");
     assert!(pushes <= pushed);
-    timeout(STEP, client.close("bye")).await.unwrap().unwrap();
+    bye(&client).await;
 }

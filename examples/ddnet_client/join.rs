@@ -7,12 +7,15 @@
 //! configured time, then CLOSE.
 #![allow(dead_code)]
 
+#[path = "../common/udp_wait.rs"]
+mod udp_wait;
+
 use std::io;
 use std::net::UdpSocket;
 use std::time::Duration;
 
 use tether_net::game::join::{Join, JoinEvent};
-use tether_net::game::msg::{Input, InputInts, StartInfo};
+use tether_net::game::msg::{Input, InputInts};
 use tether_net::game::packer::Str;
 use tether_net::game::{
     ChunkConfig, Client, ClientApp, ClientConfig, ClientEvent, CloseCause, Reliable,
@@ -211,14 +214,8 @@ pub fn run_join(sock: &UdpSocket, opts: &Options, mut out: impl FnMut(&str)) -> 
             .into_iter()
             .flatten()
             .min();
-        let wait = wake.map_or(Duration::from_millis(100), |w| {
-            epoch
-                .to_std(w)
-                .saturating_duration_since(std::time::Instant::now())
-        });
-        sock.set_read_timeout(Some(
-            wait.clamp(Duration::from_micros(100), Duration::from_millis(100)),
-        ))?;
+        let wait = udp_wait::read_timeout(&epoch, wake, Duration::from_micros(100));
+        sock.set_read_timeout(Some(wait))?;
         // 1. one input: a datagram or the due timers
         match sock.recv(&mut inp) {
             Ok(n) => {
@@ -283,17 +280,9 @@ pub fn run_join(sock: &UdpSocket, opts: &Options, mut out: impl FnMut(&str)) -> 
                 }
                 if start_info {
                     let mut m = [0u8; 128];
-                    let n = StartInfo {
-                        name: Str::new_limited(&opts.name, 15),
-                        clan: Str::EMPTY,
-                        country: -1,
-                        skin: Str::new("default"),
-                        use_custom_color: 0,
-                        color_body: 0,
-                        color_feet: 0,
-                    }
-                    .emit(&mut m)
-                    .map_err(io::Error::other)?;
+                    let n = tether_net::testing::start_info(Str::new_limited(&opts.name, 15))
+                        .emit(&mut m)
+                        .map_err(io::Error::other)?;
                     client
                         .send_vital(t, &m[..n], true)
                         .map_err(io::Error::other)?;
@@ -302,16 +291,7 @@ pub fn run_join(sock: &UdpSocket, opts: &Options, mut out: impl FnMut(&str)) -> 
                     out(&format!("join: {e}"));
                 }
             }
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    io::ErrorKind::WouldBlock
-                        | io::ErrorKind::TimedOut
-                        | io::ErrorKind::ConnectionRefused
-                ) =>
-            {
-                client.handle_timeout(now());
-            }
+            Err(e) if udp_wait::is_idle(&e) => client.handle_timeout(now()),
             Err(e) => return Err(e),
         }
     }

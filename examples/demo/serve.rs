@@ -11,7 +11,7 @@ use std::rc::Rc;
 
 use tether_net::game::chunk::{decompress_packet, Chunks, SCRATCH_LEN};
 use tether_net::game::join::{Crc32, Join, JoinEvent};
-use tether_net::game::msg::{game_id, Message, StartInfo};
+use tether_net::game::msg::{game_id, Message};
 use tether_net::game::packer::{MsgId, Str};
 use tether_net::game::serve::{empty_snapshot, Offer, Serve, ServeEvent};
 use tether_net::game::sha256::Sha256;
@@ -174,17 +174,9 @@ pub fn run() {
         }
         if start_info {
             let mut buf = [0u8; 64];
-            let n = StartInfo {
-                name: Str::new("demo"),
-                clan: Str::EMPTY,
-                country: -1,
-                skin: Str::new("default"),
-                use_custom_color: 0,
-                color_body: 0,
-                color_feet: 0,
-            }
-            .emit(&mut buf)
-            .expect("fits");
+            let n = tether_net::testing::start_info(Str::new("demo"))
+                .emit(&mut buf)
+                .expect("fits");
             c.send_vital(now, &buf[..n], true).expect("room");
         }
         join.flush(now, &mut **c).expect("room");

@@ -28,13 +28,10 @@
 
 use libfuzzer_sys::fuzz_target;
 use tether_fuzz::{drain_events, drain_transmits, interval, is_spurious, step, OpReader};
-use tether_net::game::chunk::{
-    decompress_packet, write_packet, Chunk, ChunkWriter, Chunks, SCRATCH_LEN,
-};
 use tether_net::game::connless::{ClientList, InfoKind, ServerInfo};
 use tether_net::game::packer::Str;
 use tether_net::game::vital::seq;
-use tether_net::game::wire::{self, Control, Header, Packet, Token, TokenMode, MAX_PACKET_LEN};
+use tether_net::game::wire::{self, Control, Packet, Token, TokenMode, MAX_PACKET_LEN};
 use tether_net::game::{
     ChunkConfig, Client, ClientApp, ClientConfig, ClientEvent, ClientState, CloseCause,
     ControlOnly, Error, Flags, Layer, Reliable,
@@ -154,7 +151,7 @@ where
                     Self::CHUNKS,
                     "poll_transmit produced a chunk packet {bytes:02x?}"
                 );
-                check_chunk_packet(c, bytes);
+                tether_fuzz::game_check_chunk_packet(bytes, c.token(), Some(c.ack()));
                 return;
             }
             let parsed = wire::parse(bytes, TokenMode::Detect)
@@ -452,65 +449,11 @@ where
                 } else {
                     self.c.token()
                 };
-                let n = r.u8() % 8;
-                let mut payload = [0u8; 1400];
-                let mut w = ChunkWriter::new(&mut payload, 1390);
-                for _ in 0..n {
-                    let g = r.u8();
-                    let data = r.blob();
-                    let data = &data[..data.len().min(1023)];
-                    let chunk = if g & 1 == 0 {
-                        Chunk::non_vital(data)
-                    } else {
-                        let seq = self.c.ack().wrapping_add(u16::from(g >> 1) % 6) % 1024;
-                        let mut c = Chunk::vital(seq.wrapping_add(1) % 1024, data);
-                        c.flags.resend = g & 0x80 != 0;
-                        c
-                    };
-                    if w.push(&chunk).is_err() {
-                        break;
-                    }
-                }
-                let header = Header {
-                    flags: Flags {
-                        resend: f & 4 != 0,
-                        ..Flags::default()
-                    },
-                    ack,
-                    num_chunks: w.num_chunks(),
-                };
-                let len = w.len();
-                let mut out = [0u8; 2048];
-                let n = write_packet(header, &payload[..len], token, f & 1 != 0, &mut out)
-                    .expect("fits");
-                self.input(self.now, &out[..n]);
+                let bytes = tether_fuzz::game_chunk_packet(r, f, ack, token, self.c.ack());
+                self.input(self.now, &bytes);
             }
         }
     }
-}
-
-/// A chunk packet the client sent: decompresses, parses with its token and ack, every chunk whole
-fn check_chunk_packet<L: Layer>(c: &Client<E, L>, bytes: &[u8]) {
-    let mut scratch = [0u8; SCRATCH_LEN];
-    let plain = decompress_packet(bytes, &mut scratch)
-        .unwrap_or_else(|e| panic!("own chunk packet does not decompress: {e:?}"));
-    let mode = if c.token().is_some() {
-        TokenMode::Trailing
-    } else {
-        TokenMode::Vanilla
-    };
-    let p = wire::parse(plain, mode).expect("own chunk packet parses");
-    let Packet::Chunks(p) = p.packet else {
-        panic!("chunk packet parsed as control")
-    };
-    assert_eq!(p.token, c.token(), "chunk packet token");
-    assert_eq!(p.header.ack, c.ack(), "chunk packet ack");
-    let mut it = Chunks::new(p.payload, p.header.num_chunks);
-    for chunk in it.by_ref() {
-        let chunk = chunk.expect("own chunks are whole");
-        assert!(chunk.data.len() <= 1023);
-    }
-    assert!(it.trailing().is_empty(), "bytes after the chunks");
 }
 
 impl Variant for H<ControlOnly> {
@@ -543,22 +486,14 @@ impl Variant for H<ControlOnly> {
         {
             Ok(t) => {
                 assert!(online, "send_chunks succeeded while not online");
-                assert!(t.len <= MAX_PACKET_LEN);
-                let mode = if self.c.token().is_some() {
-                    TokenMode::Trailing
-                } else {
-                    TokenMode::Vanilla
-                };
-                let p = wire::parse(&out[..t.len], mode).expect("own chunk packet parses");
-                let Packet::Chunks(c) = p.packet else {
-                    panic!("chunk packet parsed as control")
-                };
-                assert_eq!(c.payload, payload);
-                assert_eq!(c.header.num_chunks, num_chunks);
-                assert_eq!(c.header.ack, self.c.ack());
-                if !flags.compression {
-                    assert_eq!(c.token, self.c.token());
-                }
+                let header = tether_fuzz::game_check_sent_chunks(
+                    &out[..t.len],
+                    self.c.token(),
+                    payload,
+                    flags.compression,
+                );
+                assert_eq!(header.num_chunks, num_chunks);
+                assert_eq!(header.ack, self.c.ack());
             }
             Err(Error::NotOpen) => assert!(matches!(
                 state,
@@ -607,7 +542,11 @@ impl Variant for H<FuzzLayer> {
         match self.c.send_non_vital(self.now, data, &mut out) {
             Ok(t) => {
                 assert_eq!(state, ClientState::Online);
-                check_chunk_packet(&self.c, &out[..t.len]);
+                tether_fuzz::game_check_chunk_packet(
+                    &out[..t.len],
+                    self.c.token(),
+                    Some(self.c.ack()),
+                );
             }
             Err(Error::NotOpen) => assert!(matches!(
                 state,

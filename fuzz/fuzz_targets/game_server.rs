@@ -40,15 +40,11 @@
 
 use libfuzzer_sys::fuzz_target;
 use tether_fuzz::{drain_events, drain_transmits, interval, is_spurious, step, OpReader};
-use tether_net::game::chunk::{
-    decompress_packet, write_packet, Chunk, ChunkWriter, Chunks, SCRATCH_LEN,
-};
+use tether_net::game::chunk::{write_packet, Chunk, ChunkWriter};
 use tether_net::game::connless::{
     ClientInfo, InfoContent, InfoRequest, InfoRequestKind, ServerInfo,
 };
-use tether_net::game::msg::{
-    EnterGame, Info, PingEx, Ready, RequestMapData, StartInfo, VERSION_0_6,
-};
+use tether_net::game::msg::{EnterGame, Info, PingEx, Ready, RequestMapData, VERSION_0_6};
 use tether_net::game::packer::Str;
 use tether_net::game::serve::{Offer, Serve, ServeError, ServeEvent, ServeState};
 use tether_net::game::vital::seq;
@@ -58,6 +54,7 @@ use tether_net::game::{
     ServerConfig, ServerEvent, ServerState, TokenSecret, VanillaPolicy, CLOSE_QUEUE_LEN,
     STATELESS_QUEUE_LEN,
 };
+use tether_net::testing::start_info;
 use tether_net::{FrameKind, Instant};
 
 const N: usize = 4;
@@ -174,7 +171,7 @@ where
                     online[p] || s.is_online(t.to),
                     "chunk packet to peer {p}, not open"
                 );
-                check_chunk_packet(s.peer_token(t.to), bytes);
+                tether_fuzz::game_check_chunk_packet(bytes, s.peer_token(t.to), None);
                 return;
             }
             let parsed = wire::parse(bytes, TokenMode::Detect)
@@ -460,39 +457,9 @@ where
                 } else {
                     self.s.peer_token(p)
                 };
-                let n = r.u8() % 8;
                 let base = self.s.ack(p).unwrap_or(0);
-                let mut payload = [0u8; 1400];
-                let mut w = ChunkWriter::new(&mut payload, 1390);
-                for _ in 0..n {
-                    let g = r.u8();
-                    let data = r.blob();
-                    let data = &data[..data.len().min(1023)];
-                    let chunk = if g & 1 == 0 {
-                        Chunk::non_vital(data)
-                    } else {
-                        let s = (base + 1 + u16::from(g >> 1) % 6) % 1024;
-                        let mut c = Chunk::vital(s, data);
-                        c.flags.resend = g & 0x80 != 0;
-                        c
-                    };
-                    if w.push(&chunk).is_err() {
-                        break;
-                    }
-                }
-                let header = Header {
-                    flags: Flags {
-                        resend: f & 4 != 0,
-                        ..Flags::default()
-                    },
-                    ack,
-                    num_chunks: w.num_chunks(),
-                };
-                let len = w.len();
-                let mut out = [0u8; 2048];
-                let n = write_packet(header, &payload[..len], token, f & 1 != 0, &mut out)
-                    .expect("fits");
-                self.input(self.now, p, &out[..n]);
+                let bytes = tether_fuzz::game_chunk_packet(r, f, ack, token, base);
+                self.input(self.now, p, &bytes);
             }
         }
     }
@@ -525,16 +492,7 @@ where
                 RequestMapData { chunk }.emit(&mut msg)
             }
             2 => Ready {}.emit(&mut msg),
-            3 => StartInfo {
-                name: Str::new("fuzz"),
-                clan: Str::EMPTY,
-                country: -1,
-                skin: Str::new("default"),
-                use_custom_color: 0,
-                color_body: 0,
-                color_feet: 0,
-            }
-            .emit(&mut msg),
+            3 => start_info(Str::new("fuzz")).emit(&mut msg),
             4 => EnterGame {}.emit(&mut msg),
             _ => PingEx { id: [f; 16] }.emit(&mut msg),
         }
@@ -568,29 +526,6 @@ where
         .expect("fits");
         self.input(self.now, p, &out[..n]);
     }
-}
-
-/// A chunk packet the server sent: decompresses, parses with the peer's token, chunks whole
-fn check_chunk_packet(token: Option<Token>, bytes: &[u8]) {
-    let mut scratch = [0u8; SCRATCH_LEN];
-    let plain = decompress_packet(bytes, &mut scratch)
-        .unwrap_or_else(|e| panic!("own chunk packet does not decompress: {e:?}"));
-    let mode = if token.is_some() {
-        TokenMode::Trailing
-    } else {
-        TokenMode::Vanilla
-    };
-    let p = wire::parse(plain, mode).expect("own chunk packet parses");
-    let Packet::Chunks(p) = p.packet else {
-        panic!("chunk packet parsed as control")
-    };
-    assert_eq!(p.token, token, "chunk packet token");
-    let mut it = Chunks::new(p.payload, p.header.num_chunks);
-    for chunk in it.by_ref() {
-        let chunk = chunk.expect("own chunks are whole");
-        assert!(chunk.data.len() <= 1023);
-    }
-    assert!(it.trailing().is_empty(), "bytes after the chunks");
 }
 
 impl Variant for H<ControlOnly> {
@@ -636,21 +571,12 @@ impl Variant for H<ControlOnly> {
                 );
                 assert!(!self.shutdown_called);
                 assert_eq!(t.to, p);
-                assert!(t.len <= MAX_PACKET_LEN);
-                let token = self.s.peer_token(p);
-                let mode = if token.is_some() {
-                    TokenMode::Trailing
-                } else {
-                    TokenMode::Vanilla
-                };
-                let parsed = wire::parse(&out[..t.len], mode).expect("own chunk packet parses");
-                let Packet::Chunks(c) = parsed.packet else {
-                    panic!("chunks parsed as control")
-                };
-                assert_eq!(c.payload, payload);
-                if !flags.compression {
-                    assert_eq!(c.token, token);
-                }
+                tether_fuzz::game_check_sent_chunks(
+                    &out[..t.len],
+                    self.s.peer_token(p),
+                    payload,
+                    flags.compression,
+                );
             }
             Err(Error::Closed) => assert!(self.shutdown_called),
             Err(Error::UnknownPeer) => assert!(!self.s.is_online(p)),
@@ -693,7 +619,7 @@ impl Variant for H<FuzzLayer> {
             Ok(t) => {
                 assert!(self.s.is_online(p));
                 assert_eq!(t.to, p);
-                check_chunk_packet(self.s.peer_token(p), &out[..t.len]);
+                tether_fuzz::game_check_chunk_packet(&out[..t.len], self.s.peer_token(p), None);
             }
             Err(Error::Closed) => assert!(self.shutdown_called),
             Err(Error::UnknownPeer | Error::NotOpen) => assert!(!self.s.is_online(p)),

@@ -520,6 +520,112 @@ pub fn game_chunks(
     buf
 }
 
+/// A chunk packet of up to 7 well-formed chunks read from `r` (each non-vital, or vital with a
+/// sequence 1 to 6 after `base`, some marked resend), maybe compressed: bits of `f`: 1
+/// compression, 4 the packet's resend flag
+pub fn game_chunk_packet(
+    r: &mut OpReader<'_>,
+    f: u8,
+    ack: u16,
+    token: Option<tether_net::game::wire::Token>,
+    base: u16,
+) -> Vec<u8> {
+    use tether_net::game::chunk::{write_packet, Chunk, ChunkWriter};
+    use tether_net::game::wire::{Flags, Header};
+    let n = r.u8() % 8;
+    let mut payload = [0u8; 1400];
+    let mut w = ChunkWriter::new(&mut payload, 1390);
+    for _ in 0..n {
+        let g = r.u8();
+        let data = r.blob();
+        let data = &data[..data.len().min(1023)];
+        let chunk = if g & 1 == 0 {
+            Chunk::non_vital(data)
+        } else {
+            let s = (base + 1 + u16::from(g >> 1) % 6) % 1024;
+            let mut c = Chunk::vital(s, data);
+            c.flags.resend = g & 0x80 != 0;
+            c
+        };
+        if w.push(&chunk).is_err() {
+            break;
+        }
+    }
+    let header = Header {
+        flags: Flags {
+            resend: f & 4 != 0,
+            ..Flags::default()
+        },
+        ack,
+        num_chunks: w.num_chunks(),
+    };
+    let len = w.len();
+    let mut out = vec![0u8; 2048];
+    let n = write_packet(header, &payload[..len], token, f & 1 != 0, &mut out).expect("fits");
+    out.truncate(n);
+    out
+}
+
+/// Check a chunk packet a game machine sent: it decompresses, parses with `token` (and `ack`,
+/// when given), and every chunk is whole
+pub fn game_check_chunk_packet(
+    bytes: &[u8],
+    token: Option<tether_net::game::wire::Token>,
+    ack: Option<u16>,
+) {
+    use tether_net::game::chunk::{decompress_packet, Chunks, SCRATCH_LEN};
+    use tether_net::game::wire::{self, Packet, TokenMode};
+    let mut scratch = [0u8; SCRATCH_LEN];
+    let plain = decompress_packet(bytes, &mut scratch)
+        .unwrap_or_else(|e| panic!("own chunk packet does not decompress: {e:?}"));
+    let mode = if token.is_some() {
+        TokenMode::Trailing
+    } else {
+        TokenMode::Vanilla
+    };
+    let p = wire::parse(plain, mode).expect("own chunk packet parses");
+    let Packet::Chunks(p) = p.packet else {
+        panic!("chunk packet parsed as control")
+    };
+    assert_eq!(p.token, token, "chunk packet token");
+    if let Some(ack) = ack {
+        assert_eq!(p.header.ack, ack, "chunk packet ack");
+    }
+    let mut it = Chunks::new(p.payload, p.header.num_chunks);
+    for chunk in it.by_ref() {
+        let chunk = chunk.expect("own chunks are whole");
+        assert!(chunk.data.len() <= 1023);
+    }
+    assert!(it.trailing().is_empty(), "bytes after the chunks");
+}
+
+/// Check the packet a game machine's `send_chunks` wrote: at most `MAX_PACKET_LEN` bytes, parses
+/// in the mode of `token`, carries `payload` as given and (unless the compression flag was asked
+/// for) `token`; its header
+pub fn game_check_sent_chunks(
+    bytes: &[u8],
+    token: Option<tether_net::game::wire::Token>,
+    payload: &[u8],
+    compression: bool,
+) -> tether_net::game::wire::Header {
+    use tether_net::game::wire::{self, Packet, TokenMode, MAX_PACKET_LEN};
+    assert!(bytes.len() <= MAX_PACKET_LEN);
+    let mode = if token.is_some() {
+        TokenMode::Trailing
+    } else {
+        TokenMode::Vanilla
+    };
+    let parsed = wire::parse(bytes, mode).expect("own chunk packet parses");
+    let Packet::Chunks(c) = parsed.packet else {
+        panic!("chunk packet parsed as control")
+    };
+    assert_eq!(c.payload, payload);
+    if !compression {
+        assert_eq!(c.token, token);
+    }
+    c.header
+}
+
 /// `packet` (a game control or chunk packet) with everything after its header Huffman-compressed
 /// and the compression flag set, as a vanilla 0.6.4 peer sends it (or DDNet a chunk packet)
 pub fn game_compress(packet: &[u8]) -> Vec<u8> {

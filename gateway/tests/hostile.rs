@@ -107,6 +107,20 @@ async fn still_serves(g: &Gateway) {
     assert_eq!(r.status, Status::BadRequest);
 }
 
+/// A WebSocket to the gateway's quote endpoint, with the SDK's query parameters
+async fn quote_ws(
+    g: &Gateway,
+) -> tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>> {
+    let (ws, _) = timeout(
+        STEP,
+        tokio_tungstenite::connect_async(format!("{}?version=1&codec=1&platform=9", g.quote_url())),
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    ws
+}
+
 #[tokio::test]
 async fn idle_sockets_are_closed() {
     let mut g = Gateway::start("", &["--auth-timeout", "1"]);
@@ -178,13 +192,7 @@ async fn oversized_bodies_before_auth_close_the_connection_unread() {
     // over WebSocket: one 2 MiB binary message before Auth
     use futures_util::SinkExt as _;
     use tokio_tungstenite::tungstenite::Message;
-    let (mut ws, _) = timeout(
-        STEP,
-        tokio_tungstenite::connect_async(format!("{}?version=1&codec=1&platform=9", g.quote_url())),
-    )
-    .await
-    .unwrap()
-    .unwrap();
+    let mut ws = quote_ws(&g).await;
     let mut big = request(2, 1, b"");
     big.resize(2 << 20, 0);
     let _ = ws.send(Message::Binary(big.into())).await;
@@ -258,13 +266,7 @@ async fn websocket_pings_come_at_the_configured_cadence() {
     let g = Gateway::start("", &["--ping-interval", "1", "--auth-timeout", "30"]);
     // authenticated like the SDK (the machine pings authenticated connections)
     let token = otp(&g).await;
-    let (mut ws, _) = timeout(
-        STEP,
-        tokio_tungstenite::connect_async(format!("{}?version=1&codec=1&platform=9", g.quote_url())),
-    )
-    .await
-    .unwrap()
-    .unwrap();
+    let mut ws = quote_ws(&g).await;
     let auth = longport_proto::control::AuthRequest {
         token,
         metadata: Default::default(),

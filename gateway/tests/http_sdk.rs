@@ -4,6 +4,8 @@
 //! Every server binds 127.0.0.1 with a port the OS picks and runs inside the test's runtime;
 //! every await is bounded by a timeout.
 
+mod support;
+
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -20,26 +22,8 @@ const SECRET: &str = "demo-app-secret";
 const ACCESS: &str = "demo-access-token";
 const STEP: Duration = Duration::from_secs(20);
 
-/// The SDK's reqwest client honours HTTP(S)_PROXY/ALL_PROXY; a proxy would take our loopback
-/// requests away. Fail loudly rather than test a proxy.
-fn no_proxy_in_the_way() {
-    let proxied = ["HTTP_PROXY", "http_proxy", "ALL_PROXY", "all_proxy"]
-        .iter()
-        .any(|v| std::env::var_os(v).is_some_and(|s| !s.is_empty()));
-    let exempt = ["NO_PROXY", "no_proxy"].iter().any(|v| {
-        std::env::var(v).is_ok_and(|s| {
-            s.split(',')
-                .any(|h| h.trim() == "127.0.0.1" || h.trim() == "*")
-        })
-    });
-    assert!(
-        !proxied || exempt,
-        "an HTTP proxy is configured: run with NO_PROXY=127.0.0.1,localhost"
-    );
-}
-
 async fn start(quota: Option<Arc<dyn Quota>>) -> (String, HttpGateway) {
-    no_proxy_in_the_way();
+    support::no_proxy_in_the_way();
     let script = Script::parse(SCRIPT).unwrap();
     let tokens = Arc::new(TokenStore::default());
     let gw = match quota {

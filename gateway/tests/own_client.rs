@@ -15,7 +15,7 @@ use longport_proto::quote::{
     UserQuoteProfileRequest, UserQuoteProfileResponse,
 };
 use prost::Message as _;
-use support::{Gateway, ACCESS, KEY, MEMBER_ID, QUOTE_LEVEL, SECRET};
+use support::{Gateway, ACCESS, KEY, MEMBER_ID, PUSH_THEN_CLOSE, QUOTE_LEVEL, SECRET};
 use tether_net::longport::{ClientConfig, ClientEvent, Status};
 use tether_net_drivers::tokio::{
     ClientConnectError, ClientItem, ClientOptions, LongPortClient, LongPortEvents,
@@ -129,17 +129,11 @@ async fn own_client_over_websocket_gets_profile_quote_and_error_replies() {
 }
 
 async fn pushes_survive_a_scripted_close(tcp: bool) {
-    let mut g = Gateway::start(
-        concat!(
-            r#"{"push_quote": {"at": "1s", "symbol": "700.HK", "last_done": "389.0"}}"#,
-            "\n",
-            r#"{"close": {"at": "2s", "socket": "quote", "code": "ServerError", "reason": "scripted restart"}}"#,
-            "\n",
-            r#"{"push_quote": {"at": "4s", "symbol": "700.HK", "last_done": "391.0"}}"#,
-            "\n",
-        ),
-        &["--start-on-auth"],
+    let script = format!(
+        "{PUSH_THEN_CLOSE}{}\n",
+        r#"{"push_quote": {"at": "4s", "symbol": "700.HK", "last_done": "391.0"}}"#
     );
+    let mut g = Gateway::start(&script, &["--start-on-auth"]);
     let (client, mut events) = connect(&g, tcp).await;
     let sub = SubscribeRequest {
         symbol: vec!["700.HK".into()],

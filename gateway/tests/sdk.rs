@@ -14,7 +14,7 @@ use longport::quote::{PushEvent, PushEventDetail, SubFlags};
 use longport::trade::{PushEvent as TradePush, TopicType};
 use longport::wsclient::WsClientError;
 use longport::{Config, Decimal, Error, QuoteContext, TradeContext};
-use support::{Gateway, ACCESS, KEY, MEMBER_ID, QUOTE_LEVEL, SECRET};
+use support::{Gateway, ACCESS, KEY, MEMBER_ID, PUSH_THEN_CLOSE, QUOTE_LEVEL, SECRET};
 use tokio::sync::mpsc::UnboundedReceiver;
 use tokio::time::timeout;
 
@@ -146,19 +146,12 @@ async fn an_unhandled_command_is_a_response_error_with_our_status_and_code() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_scripted_close_makes_the_sdk_reconnect_resubscribe_and_pushes_continue() {
-    let mut g = Gateway::start(
-        concat!(
-            r#"{"push_quote": {"at": "1s", "symbol": "700.HK", "last_done": "389.0"}}"#,
-            "\n",
-            r#"{"close": {"at": "2s", "socket": "quote", "code": "ServerError", "reason": "scripted restart"}}"#,
-            "\n",
-            r#"{"push_quote": {"at": "7s", "symbol": "700.HK", "last_done": "391.0"}}"#,
-            "\n",
-            r#"{"push_quote": {"at": "7.5s", "symbol": "700.HK", "last_done": "391.5"}}"#,
-            "\n",
-        ),
-        &["--start-on-auth"],
+    let script = format!(
+        "{PUSH_THEN_CLOSE}{}\n{}\n",
+        r#"{"push_quote": {"at": "7s", "symbol": "700.HK", "last_done": "391.0"}}"#,
+        r#"{"push_quote": {"at": "7.5s", "symbol": "700.HK", "last_done": "391.5"}}"#
     );
+    let mut g = Gateway::start(&script, &["--start-on-auth"]);
     let (ctx, mut rx) = QuoteContext::new(config(&g, SECRET));
     timeout(STEP, ctx.subscribe(["700.HK"], SubFlags::QUOTE))
         .await

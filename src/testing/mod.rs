@@ -114,8 +114,32 @@ pub use solo::{Sent, Solo};
 use core::fmt;
 use std::vec::Vec;
 
+use crate::game::msg::StartInfo;
+use crate::game::packer::Str;
 use crate::io::FrameKind;
 use crate::time::{Duration, Instant};
+
+/// Cl_StartInfo of a player called `name` with the default look: no clan, no country, the
+/// `default` skin, no custom colours (what the tests', fuzz targets' and examples' players send)
+///
+/// ```
+/// use tether_net::game::packer::Str;
+///
+/// let si = tether_net::testing::start_info(Str::new("tee"));
+/// assert_eq!((si.country, si.skin), (-1, Str::new("default")));
+/// ```
+#[must_use]
+pub fn start_info(name: Str<'_>) -> StartInfo<'_> {
+    StartInfo {
+        name,
+        clan: Str::EMPTY,
+        country: -1,
+        skin: Str::new("default"),
+        use_custom_color: 0,
+        color_body: 0,
+        color_feet: 0,
+    }
+}
 
 /// Virtual time shared by everything in one simulation
 ///
@@ -450,6 +474,17 @@ impl fmt::Display for Hex<'_> {
         }
         Ok(())
     }
+}
+
+/// The bytes of space-separated hex pairs, as [`Hex`] shows them (test vectors, captures)
+///
+/// # Panics
+/// On anything but hex pairs separated by white space.
+#[must_use]
+pub fn from_hex(s: &str) -> Vec<u8> {
+    s.split_whitespace()
+        .map(|h| u8::from_str_radix(h, 16).expect("hex pairs"))
+        .collect()
 }
 
 /// Why a simulation run stopped before its goal

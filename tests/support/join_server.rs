@@ -3,7 +3,8 @@
 //! 0..=14 plus one more per in-order request; CON_READY after READY; Sv_ReadyToEnter after the
 //! start info; snapshots after ENTERGAME)
 //!
-//! Used by `tests/game_join.rs` and the demo (included with `#[path]`).
+//! Used by `tests/game_join.rs` (and its `map_bytes` by `tests/game_serve.rs`), included with
+//! `#[path]`.
 #![allow(dead_code)]
 
 use std::collections::HashMap;
@@ -13,8 +14,7 @@ use tether_net::game::msg::{
     emit_message, game_id, ConReady, MapChange, MapData, Message, SnapSingle,
 };
 use tether_net::game::packer::{MsgHeader, MsgId, Str};
-use tether_net::game::{Reliable, Server};
-use tether_net::Instant;
+use tether_net::game::Error;
 
 /// DDNet 16.4's map piece size
 pub const PIECE: usize = 896;
@@ -30,6 +30,10 @@ pub struct Peer {
     pub start_info: bool,
     pub in_game: bool,
 }
+
+/// How the map server queues a vital message (`data`, `flush`) to the peer it answers: the
+/// game server's `send_vital`
+pub type SendVital<'a> = dyn FnMut(&[u8], bool) -> Result<u16, Error> + 'a;
 
 /// The application side of a DDNet-like map server
 pub struct MapServer {
@@ -58,19 +62,7 @@ impl MapServer {
         self.map.len().div_ceil(PIECE) as i32
     }
 
-    fn send_piece<
-        const N: usize,
-        const SB: usize,
-        const SN: usize,
-        const RB: usize,
-        const RN: usize,
-    >(
-        &mut self,
-        s: &mut Server<u32, N, 16, Reliable<SB, SN, RB, RN>>,
-        now: Instant,
-        peer: u32,
-        k: i32,
-    ) {
+    fn send_piece(&mut self, send: &mut SendVital<'_>, k: i32) {
         if k < 0 || k >= self.pieces() {
             return;
         }
@@ -85,25 +77,12 @@ impl MapServer {
         let mut buf = [0u8; 1024];
         let n = msg.emit(&mut buf).unwrap();
         // a full resend buffer would be a bug of the test's sizing: fail loudly
-        s.send_vital(now, peer, &buf[..n], true)
-            .expect("map piece queued");
+        send(&buf[..n], true).expect("map piece queued");
         self.pieces_sent += 1;
     }
 
     /// Handle one chunk a client sent
-    pub fn handle<
-        const N: usize,
-        const SB: usize,
-        const SN: usize,
-        const RB: usize,
-        const RN: usize,
-    >(
-        &mut self,
-        s: &mut Server<u32, N, 16, Reliable<SB, SN, RB, RN>>,
-        now: Instant,
-        peer: u32,
-        data: &[u8],
-    ) {
+    pub fn handle(&mut self, peer: u32, data: &[u8], send: &mut SendVital<'_>) {
         let Ok(msg) = Message::parse(data) else {
             return;
         };
@@ -118,22 +97,22 @@ impl MapServer {
                 }
                 .emit(&mut buf)
                 .unwrap();
-                s.send_vital(now, peer, &buf[..n], true).unwrap();
+                send(&buf[..n], true).unwrap();
             }
             Message::RequestMapData(r) => {
                 let Some(p) = self.peers.get(&peer).copied() else {
                     return;
                 };
                 if r.chunk != p.next {
-                    self.send_piece(s, now, peer, r.chunk);
+                    self.send_piece(send, r.chunk);
                     return;
                 }
                 if r.chunk == 0 {
                     for k in 0..WINDOW {
-                        self.send_piece(s, now, peer, k);
+                        self.send_piece(send, k);
                     }
                 }
-                self.send_piece(s, now, peer, WINDOW + p.next);
+                self.send_piece(send, WINDOW + p.next);
                 self.peers.get_mut(&peer).unwrap().next += 1;
             }
             Message::Ready(_) => {
@@ -142,9 +121,9 @@ impl MapServer {
                 }
                 // Sv_Motd "" without flush, then CON_READY flushed: one packet
                 let n = emit_message(MsgHeader::game(game_id::SV_MOTD), b"\0", &mut buf).unwrap();
-                s.send_vital(now, peer, &buf[..n], false).unwrap();
+                send(&buf[..n], false).unwrap();
                 let n = ConReady {}.emit(&mut buf).unwrap();
-                s.send_vital(now, peer, &buf[..n], true).unwrap();
+                send(&buf[..n], true).unwrap();
             }
             Message::Game {
                 id: MsgId::Ordinal(game_id::CL_START_INFO),
@@ -159,10 +138,10 @@ impl MapServer {
                     &mut buf,
                 )
                 .unwrap();
-                s.send_vital(now, peer, &buf[..n], false).unwrap();
+                send(&buf[..n], false).unwrap();
                 let n = emit_message(MsgHeader::game(game_id::SV_READY_TO_ENTER), &[], &mut buf)
                     .unwrap();
-                s.send_vital(now, peer, &buf[..n], true).unwrap();
+                send(&buf[..n], true).unwrap();
             }
             Message::EnterGame(_) => {
                 if let Some(p) = self.peers.get_mut(&peer) {

@@ -39,6 +39,15 @@ mod tcp_client;
 mod tcp_server;
 mod udp;
 
+use std::collections::VecDeque;
+use std::io;
+use std::string::ToString;
+use std::time::Duration;
+use std::vec::Vec;
+
+use tether_net::time::Epoch;
+use tether_net::{DrainError, Instant, Machine};
+
 pub use crate::hub::{ConnId, ServerInput, ServerItem, ServerLimits};
 pub use crate::Input;
 pub use tcp_client::{TcpClient, TcpClientStats, TokenSource};
@@ -47,3 +56,50 @@ pub use tether_net::longport::{Admission, Grant, SessionId, Source};
 #[cfg(any(target_os = "linux", target_os = "android"))]
 pub use udp::BatchInput;
 pub use udp::{DatagramPeer, UdpDriver, UdpStats, DEFAULT_BATCH};
+
+/// Start of `run`: hand the events kept from an earlier call to `f`, oldest first; `Some` as
+/// soon as `f` returns it
+fn replay<M: Machine, R>(
+    backlog: &mut VecDeque<M::Event>,
+    machine: &mut M,
+    epoch: &Epoch,
+    f: &mut impl for<'a> FnMut(&mut M, Instant, Input<'a, M>) -> Option<R>,
+) -> Option<R> {
+    while let Some(ev) = backlog.pop_front() {
+        let now = epoch.instant(std::time::Instant::now());
+        if let Some(r) = f(machine, now, Input::Event(ev)) {
+            return Some(r);
+        }
+    }
+    None
+}
+
+/// Step 3: how long to wait for input, until the machine's deadline or `end` and at least
+/// 1 ms; `None` once `end` has passed
+fn sleep_for<M: Machine>(machine: &M, epoch: &Epoch, end: std::time::Instant) -> Option<Duration> {
+    let wall = std::time::Instant::now();
+    if wall >= end {
+        return None;
+    }
+    let wake = machine
+        .poll_timeout()
+        .map_or(end, |t| epoch.to_std(t).min(end));
+    Some(
+        wake.saturating_duration_since(wall)
+            .max(Duration::from_millis(1)),
+    )
+}
+
+/// End of one [`tether_net::drain`] in a `flush`: `Some` is the flush's result, `None` means
+/// `out` grew to hold the next frame and the drain goes on
+fn drained(r: Result<(), DrainError<io::Error>>, out: &mut Vec<u8>) -> Option<io::Result<()>> {
+    match r {
+        Ok(()) => Some(Ok(())),
+        Err(DrainError::BufferTooSmall(e)) => {
+            out.resize(e.required, 0);
+            None
+        }
+        Err(DrainError::Send(e)) => Some(Err(e)),
+        Err(e) => Some(Err(io::Error::other(e.to_string()))),
+    }
+}

@@ -10,7 +10,7 @@ use std::vec::Vec;
 
 use tether_net::longport::{Client, ClientApp, ClientEvent, RequestId, Status};
 use tether_net::time::Epoch;
-use tether_net::{drain, DrainError, FrameKind, Instant};
+use tether_net::{drain, FrameKind, Instant};
 
 use super::Input;
 use crate::client::{rx_capacity, LongPortClient};
@@ -205,10 +205,7 @@ impl<M: LongPortClient> TcpClient<M> {
     /// # Errors
     /// As [`TcpClient::run`].
     pub fn next_event(&mut self, limit: Duration) -> io::Result<Option<ClientEvent>> {
-        self.run(limit, |_, _, input| match input {
-            Input::Event(e) => Some(e),
-            Input::App(..) => None,
-        })
+        self.run(limit, |_, _, input| input.into_event())
     }
 
     /// Send a business request and run the loop until its outcome: the body of a status-0
@@ -283,11 +280,8 @@ impl<M: LongPortClient> TcpClient<M> {
     ) -> io::Result<Option<R>> {
         let end = crate::deadline(limit);
         let mut result = None;
-        while let Some(ev) = self.backlog.pop_front() {
-            let now = self.now();
-            if let Some(r) = f(&mut self.machine, now, Input::Event(ev)) {
-                return Ok(Some(r));
-            }
+        if let Some(r) = super::replay(&mut self.backlog, &mut self.machine, &self.epoch, &mut f) {
+            return Ok(Some(r));
         }
         loop {
             self.flush(&mut f, &mut result)?;
@@ -304,17 +298,9 @@ impl<M: LongPortClient> TcpClient<M> {
             if result.is_some() {
                 return Ok(result);
             }
-            let wall = std::time::Instant::now();
-            if wall >= end {
+            let Some(wait) = super::sleep_for(&self.machine, &self.epoch, end) else {
                 return Ok(None);
-            }
-            let wake = self
-                .machine
-                .poll_timeout()
-                .map_or(end, |t| self.epoch.to_std(t).min(end));
-            let wait = wake
-                .saturating_duration_since(wall)
-                .max(Duration::from_millis(1));
+            };
             let Some(sock) = self.sock.as_mut() else {
                 std::thread::sleep(wait);
                 let now = self.now();
@@ -475,11 +461,8 @@ impl<M: LongPortClient> TcpClient<M> {
                 self.rx.clear();
                 self.broken = false;
             }
-            match r {
-                Ok(()) => return Ok(()),
-                Err(DrainError::BufferTooSmall(e)) => self.out.resize(e.required, 0),
-                Err(DrainError::Send(e)) => return Err(e),
-                Err(e) => return Err(io::Error::other(e.to_string())),
+            if let Some(done) = super::drained(r, &mut self.out) {
+                return done;
             }
         }
     }

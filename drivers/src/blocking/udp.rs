@@ -9,7 +9,7 @@ use std::time::Duration;
 use std::vec::Vec;
 
 use tether_net::time::Epoch;
-use tether_net::{drain, DrainError, Instant, Machine};
+use tether_net::{drain, Instant, Machine};
 
 #[cfg(any(target_os = "linux", target_os = "android"))]
 use super::mmsg::{MmsgHeaders, RecvBatch, SendBatch};
@@ -204,10 +204,7 @@ where
     /// # Errors
     /// As [`UdpDriver::run`].
     pub fn next_event(&mut self, limit: Duration) -> io::Result<Option<M::Event>> {
-        self.run(limit, |_, _, input| match input {
-            Input::Event(e) => Some(e),
-            Input::App(..) => None,
-        })
+        self.run(limit, |_, _, input| input.into_event())
     }
 
     /// Run the loop for at most `limit`, handing every event and application value to `f`
@@ -226,11 +223,8 @@ where
     ) -> io::Result<Option<R>> {
         let end = crate::deadline(limit);
         let mut result = None;
-        while let Some(ev) = self.backlog.pop_front() {
-            let now = self.now();
-            if let Some(r) = f(&mut self.machine, now, Input::Event(ev)) {
-                return Ok(Some(r));
-            }
+        if let Some(r) = super::replay(&mut self.backlog, &mut self.machine, &self.epoch, &mut f) {
+            return Ok(Some(r));
         }
         loop {
             // 2. drain: every frame to its address, every event to `f`
@@ -238,18 +232,10 @@ where
             if result.is_some() {
                 return Ok(result);
             }
-            let wall = std::time::Instant::now();
-            if wall >= end {
-                return Ok(None);
-            }
             // 3. sleep until the machine's deadline, the end of `limit` or a datagram
-            let wake = self
-                .machine
-                .poll_timeout()
-                .map_or(end, |t| self.epoch.to_std(t).min(end));
-            let wait = wake
-                .saturating_duration_since(wall)
-                .max(Duration::from_millis(1));
+            let Some(wait) = super::sleep_for(&self.machine, &self.epoch, end) else {
+                return Ok(None);
+            };
             self.sock.set_read_timeout(Some(wait))?;
             // 1. one input: a datagram or a due timer
             match self.sock.recv_from(&mut self.inp) {
@@ -352,11 +338,8 @@ where
                     }
                 },
             );
-            match r {
-                Ok(()) => return Ok(()),
-                Err(DrainError::BufferTooSmall(e)) => self.out.resize(e.required, 0),
-                Err(DrainError::Send(e)) => return Err(e),
-                Err(e) => return Err(io::Error::other(e.to_string())),
+            if let Some(done) = super::drained(r, &mut self.out) {
+                return done;
             }
         }
     }
@@ -427,11 +410,8 @@ where
                     }
                 },
             );
-            match r {
-                Ok(()) => return Ok(()),
-                Err(DrainError::BufferTooSmall(e)) => self.out.resize(e.required, 0),
-                Err(DrainError::Send(e)) => return Err(e),
-                Err(e) => return Err(io::Error::other(e.to_string())),
+            if let Some(done) = super::drained(r, self.out) {
+                return done;
             }
         }
     }
@@ -483,11 +463,8 @@ where
         mut f: impl for<'a> FnMut(&mut M, Instant, Input<'a, M>) -> Option<R>,
     ) -> io::Result<Option<R>> {
         let end = crate::deadline(limit);
-        while let Some(ev) = self.backlog.pop_front() {
-            let now = self.now();
-            if let Some(r) = f(&mut self.machine, now, Input::Event(ev)) {
-                return Ok(Some(r));
-            }
+        if let Some(r) = super::replay(&mut self.backlog, &mut self.machine, &self.epoch, &mut f) {
+            return Ok(Some(r));
         }
         let (mut rx, mut tx) = match self.io.take() {
             Some(io) if io.0.capacity() == self.batch => io,
@@ -547,16 +524,9 @@ where
             // 1. input: what is queued, else sleep until the deadline, `end` or a datagram
             let mut n = rx.recv(rxh, sink.sock, None)?;
             if n == 0 {
-                let wall = std::time::Instant::now();
-                if wall >= end {
+                let Some(wait) = super::sleep_for(machine, epoch, end) else {
                     break;
-                }
-                let wake = machine
-                    .poll_timeout()
-                    .map_or(end, |t| epoch.to_std(t).min(end));
-                let wait = wake
-                    .saturating_duration_since(wall)
-                    .max(Duration::from_millis(1));
+                };
                 n = rx.recv(rxh, sink.sock, Some(wait))?;
                 if n == 0 {
                     let now = epoch.instant(std::time::Instant::now());

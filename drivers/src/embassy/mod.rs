@@ -27,7 +27,7 @@ mod udp;
 pub use tcp::{CallError, TcpBuffers, TcpClient};
 pub use udp::{EmbassyPeer, UdpBuffers, UdpDriver};
 
-use tether_net::Instant;
+use tether_net::{Instant, Machine};
 
 /// Now, from `embassy_time` (a monotonic clock), as a tether `Instant`
 #[must_use]
@@ -39,4 +39,16 @@ pub fn now() -> Instant {
 #[must_use]
 pub fn to_embassy(t: Instant) -> embassy_time::Instant {
     embassy_time::Instant::from_micros(t.as_micros())
+}
+
+/// Step 3: when to wake up, at the machine's deadline or at `end`; `None` once `end` has passed
+fn wake_at<M: Machine>(machine: &M, end: embassy_time::Instant) -> Option<embassy_time::Instant> {
+    if embassy_time::Instant::now() >= end {
+        return None;
+    }
+    Some(
+        machine
+            .poll_timeout()
+            .map_or(end, |t| to_embassy(t).min(end)),
+    )
 }

@@ -7,7 +7,7 @@ use embassy_time::{with_timeout, Duration, Timer};
 use tether_net::longport::{ClientApp, ClientEvent, Error, RequestFailure, RequestId, Status};
 use tether_net::{Duration as TDuration, FrameKind, Instant};
 
-use super::{now, to_embassy};
+use super::now;
 use crate::client::LongPortClient;
 use crate::rx::{feed_one, Fed, RxBuf};
 use crate::Input;
@@ -128,11 +128,7 @@ impl<'s, M: LongPortClient, const RX: usize, const OUT: usize> TcpClient<'s, M, 
     /// Run the loop until the next event (at most `limit`; `None` when none came), dropping
     /// application values
     pub async fn next_event(&mut self, limit: Duration) -> Option<ClientEvent> {
-        self.run(limit, |_, _, input| match input {
-            Input::Event(e) => Some(e),
-            Input::App(..) => None,
-        })
-        .await
+        self.run(limit, |_, _, input| input.into_event()).await
     }
 
     /// Send a business request and run the loop until its outcome; the body of a status-0
@@ -229,13 +225,7 @@ impl<'s, M: LongPortClient, const RX: usize, const OUT: usize> TcpClient<'s, M, 
             if r.is_some() {
                 return r;
             }
-            if embassy_time::Instant::now() >= end {
-                return None;
-            }
-            let wake = self
-                .machine
-                .poll_timeout()
-                .map_or(end, |t| to_embassy(t).min(end));
+            let wake = super::wake_at(&self.machine, end)?;
             if !self.open {
                 Timer::at(wake).await;
                 self.machine.handle_timeout(now());

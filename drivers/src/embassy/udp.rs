@@ -6,7 +6,7 @@ use embassy_net::{IpEndpoint, Stack};
 use embassy_time::{Duration, Timer};
 use tether_net::{Instant, Machine};
 
-use super::{now, to_embassy};
+use super::now;
 use crate::{Input, QueueFull};
 
 /// Largest datagram handled (game packets are at most 1400 bytes)
@@ -133,11 +133,7 @@ where
     /// Run the loop until the next event (at most `limit`; `None` when none came), dropping
     /// application values
     pub async fn next_event(&mut self, limit: Duration) -> Option<M::Event> {
-        self.run(limit, |_, _, input| match input {
-            Input::Event(e) => Some(e),
-            Input::App(..) => None,
-        })
-        .await
+        self.run(limit, |_, _, input| input.into_event()).await
     }
 
     /// Run the loop for at most `limit`, handing every event and application value to `f`;
@@ -153,13 +149,7 @@ where
             if let Some(r) = self.flush(&mut f).await {
                 return Some(r);
             }
-            if embassy_time::Instant::now() >= end {
-                return None;
-            }
-            let wake = self
-                .machine
-                .poll_timeout()
-                .map_or(end, |t| to_embassy(t).min(end));
+            let wake = super::wake_at(&self.machine, end)?;
             match select(self.sock.recv_from(&mut self.inp), Timer::at(wake)).await {
                 Either::First(Ok((n, meta))) => {
                     let from = meta.endpoint;

@@ -474,19 +474,7 @@ impl LongPortClient {
         timeout: Duration,
         body: impl Into<Vec<u8>>,
     ) -> Result<Response, RequestError> {
-        let (reply, rx) = oneshot::channel();
-        let c = Cmd::Request {
-            cmd,
-            timeout,
-            body: body.into(),
-            reply,
-            written: None,
-        };
-        self.commands
-            .send(c)
-            .await
-            .map_err(|_| RequestError::Stopped)?;
-        PendingResponse(rx).await
+        self.submit(cmd, timeout, body.into(), None).await?.await
     }
 
     /// Write a business request and return without waiting for its response: await the
@@ -500,20 +488,35 @@ impl LongPortClient {
         timeout: Duration,
         body: impl Into<Vec<u8>>,
     ) -> Result<PendingResponse, RequestError> {
-        let (reply, rx) = oneshot::channel();
         let (written, w_rx) = oneshot::channel();
+        let pending = self
+            .submit(cmd, timeout, body.into(), Some(written))
+            .await?;
+        w_rx.await.map_err(|_| RequestError::Stopped)??;
+        Ok(pending)
+    }
+
+    /// `request_with_timeout` / `send`: hand the request to the driver task (`written`, when
+    /// given, learns whether the machine sent it)
+    async fn submit(
+        &self,
+        cmd: u8,
+        timeout: Duration,
+        body: Vec<u8>,
+        written: Option<oneshot::Sender<Result<(), RequestError>>>,
+    ) -> Result<PendingResponse, RequestError> {
+        let (reply, rx) = oneshot::channel();
         let c = Cmd::Request {
             cmd,
             timeout,
-            body: body.into(),
+            body,
             reply,
-            written: Some(written),
+            written,
         };
         self.commands
             .send(c)
             .await
             .map_err(|_| RequestError::Stopped)?;
-        w_rx.await.map_err(|_| RequestError::Stopped)??;
         Ok(PendingResponse(rx))
     }
 
@@ -523,18 +526,11 @@ impl LongPortClient {
     /// # Errors
     /// [`DriverError::LongPort`] (`Closed`: already closed), [`DriverError::Stopped`].
     pub async fn close(&self, reason: &str) -> Result<(), DriverError> {
-        let (reply, rx) = oneshot::channel();
-        let c = Cmd::Close {
+        super::call(&self.commands, |reply| Cmd::Close {
             reason: reason.to_string(),
             reply,
-        };
-        self.commands
-            .send(c)
-            .await
-            .map_err(|_| DriverError::Stopped)?;
-        rx.await
-            .map_err(|_| DriverError::Stopped)?
-            .map_err(DriverError::LongPort)
+        })
+        .await
     }
 
     /// Hand over a fresh one-time token (after `TokenNeeded`)
@@ -542,18 +538,11 @@ impl LongPortClient {
     /// # Errors
     /// The machine's refusal, [`DriverError::Stopped`].
     pub async fn provide_token(&self, token: &str) -> Result<(), DriverError> {
-        let (reply, rx) = oneshot::channel();
-        let c = Cmd::Token {
+        super::call(&self.commands, |reply| Cmd::Token {
             token: token.to_string(),
             reply,
-        };
-        self.commands
-            .send(c)
-            .await
-            .map_err(|_| DriverError::Stopped)?;
-        rx.await
-            .map_err(|_| DriverError::Stopped)?
-            .map_err(DriverError::LongPort)
+        })
+        .await
     }
 
     /// Drop the current transport as if the network had (the machine reconnects per its

@@ -369,14 +369,7 @@ impl LongPortServer {
     }
 
     async fn call<T>(&self, make: impl FnOnce(Done<T>) -> Cmd) -> Result<T, DriverError> {
-        let (reply, rx) = oneshot::channel();
-        self.commands
-            .send(make(reply))
-            .await
-            .map_err(|_| DriverError::Stopped)?;
-        rx.await
-            .map_err(|_| DriverError::Stopped)?
-            .map_err(DriverError::LongPort)
+        super::call(&self.commands, make).await
     }
 
     /// Accept a pending Auth with this session (draw the id from a random source: it is a
@@ -388,13 +381,7 @@ impl LongPortServer {
     /// # Errors
     /// As `Server::accept_auth`, or [`DriverError::Stopped`].
     pub async fn accept_auth(&self, peer: ConnId, grant: Grant) -> Result<Admission, DriverError> {
-        self.call(|reply| Cmd::Accept {
-            peer,
-            reconnect: false,
-            grant,
-            reply,
-        })
-        .await
+        self.accept(peer, false, grant).await
     }
 
     /// Accept a pending Reconnect with a fresh session (answer: the machine's [`Admission`])
@@ -406,9 +393,19 @@ impl LongPortServer {
         peer: ConnId,
         grant: Grant,
     ) -> Result<Admission, DriverError> {
+        self.accept(peer, true, grant).await
+    }
+
+    /// `accept_auth` / `accept_reconnect`
+    async fn accept(
+        &self,
+        peer: ConnId,
+        reconnect: bool,
+        grant: Grant,
+    ) -> Result<Admission, DriverError> {
         self.call(|reply| Cmd::Accept {
             peer,
-            reconnect: true,
+            reconnect,
             grant,
             reply,
         })
@@ -426,15 +423,7 @@ impl LongPortServer {
         code: u64,
         msg: &str,
     ) -> Result<(), DriverError> {
-        self.call(|reply| Cmd::Reject {
-            peer,
-            reconnect: false,
-            status,
-            code,
-            msg: msg.to_string(),
-            reply,
-        })
-        .await
+        self.reject(peer, false, status, code, msg).await
     }
 
     /// Reject a pending Reconnect
@@ -448,9 +437,21 @@ impl LongPortServer {
         code: u64,
         msg: &str,
     ) -> Result<(), DriverError> {
+        self.reject(peer, true, status, code, msg).await
+    }
+
+    /// `reject_auth` / `reject_reconnect`
+    async fn reject(
+        &self,
+        peer: ConnId,
+        reconnect: bool,
+        status: Status,
+        code: u64,
+        msg: &str,
+    ) -> Result<(), DriverError> {
         self.call(|reply| Cmd::Reject {
             peer,
-            reconnect: true,
+            reconnect,
             status,
             code,
             msg: msg.to_string(),

@@ -139,3 +139,19 @@ pub(crate) fn unix_ms() -> i64 {
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
 }
+
+/// Send a command that carries a reply channel to the driver task and wait for the machine's
+/// answer to it ([`DriverError::Stopped`] when the task has ended)
+pub(crate) async fn call<C, T, E: Into<DriverError>>(
+    commands: &tokio::sync::mpsc::Sender<C>,
+    make: impl FnOnce(tokio::sync::oneshot::Sender<Result<T, E>>) -> C,
+) -> Result<T, DriverError> {
+    let (reply, rx) = tokio::sync::oneshot::channel();
+    commands
+        .send(make(reply))
+        .await
+        .map_err(|_| DriverError::Stopped)?;
+    rx.await
+        .map_err(|_| DriverError::Stopped)?
+        .map_err(Into::into)
+}

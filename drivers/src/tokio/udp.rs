@@ -17,7 +17,7 @@ use tokio::net::{lookup_host, ToSocketAddrs, UdpSocket};
 use tokio::sync::{mpsc, oneshot};
 
 use super::outlet::Outlet;
-use super::{sleep_until, tokio_at, DriverError, COMMANDS, EVENTS};
+use super::{call, sleep_until, tokio_at, DriverError, COMMANDS, EVENTS};
 use crate::datagram::DatagramPeer;
 use crate::QueueFull;
 
@@ -58,8 +58,6 @@ trait Side: Send + 'static {
     fn abandoned(&mut self, m: &mut Self::M, now: Instant);
     /// The machine is finished: the task ends
     fn finished(&self) -> bool;
-    /// The task ends: resolve whatever waits
-    fn end(&mut self);
 }
 
 async fn run<S: Side>(
@@ -128,7 +126,13 @@ async fn run<S: Side>(
     while out.congested() {
         out.deliver().await;
     }
-    side.end();
+}
+
+/// Grow `buf` to hold a chunk packet of `payload` bytes (its header and token around them)
+fn packet_room(buf: &mut Vec<u8>, payload: usize) {
+    if buf.len() < payload + 16 {
+        buf.resize(payload + 16, 0);
+    }
 }
 
 fn send<P: DatagramPeer>(sock: &UdpSocket, to: P, bytes: &[u8]) -> io::Result<usize> {
@@ -231,9 +235,7 @@ impl Side for ClientSide {
                 payload,
                 reply,
             } => {
-                if self.buf.len() < payload.len() + 16 {
-                    self.buf.resize(payload.len() + 16, 0);
-                }
+                packet_room(&mut self.buf, payload.len());
                 let r = m
                     .send_chunks(now, flags, num_chunks, &payload, &mut self.buf)
                     .map(|t| direct.push(((), self.buf[..t.len].to_vec())));
@@ -304,8 +306,6 @@ impl Side for ClientSide {
     fn finished(&self) -> bool {
         self.closed.is_some()
     }
-
-    fn end(&mut self) {}
 }
 
 /// A handle to a game client running in its own task; clone it freely
@@ -494,22 +494,6 @@ impl GameClient {
     }
 }
 
-/// Send a command that carries a reply channel to the driver task and wait for the machine's
-/// answer to it
-async fn call<C>(
-    commands: &mpsc::Sender<C>,
-    cmd: impl FnOnce(oneshot::Sender<Result<(), Error>>) -> C,
-) -> Result<(), DriverError> {
-    let (reply, rx) = oneshot::channel();
-    commands
-        .send(cmd(reply))
-        .await
-        .map_err(|_| DriverError::Stopped)?;
-    rx.await
-        .map_err(|_| DriverError::Stopped)?
-        .map_err(DriverError::Game)
-}
-
 // ---------------------------------------------------------------------------------------------
 // Server
 // ---------------------------------------------------------------------------------------------
@@ -584,9 +568,7 @@ impl Side for ServerSide {
                 payload,
                 reply,
             } => {
-                if self.buf.len() < payload.len() + 16 {
-                    self.buf.resize(payload.len() + 16, 0);
-                }
+                packet_room(&mut self.buf, payload.len());
                 let r = m
                     .send_chunks(now, peer, flags, num_chunks, &payload, &mut self.buf)
                     .map(|t| direct.push((t.to, self.buf[..t.len].to_vec())));
@@ -648,8 +630,6 @@ impl Side for ServerSide {
     fn finished(&self) -> bool {
         self.done
     }
-
-    fn end(&mut self) {}
 }
 
 /// A handle to a game server running in its own task; clone it freely

@@ -84,6 +84,19 @@ impl TestServer {
         TestServer { server, addrs, log }
     }
 
+    /// [`TestServer::start`] on one listener with the default configuration and options
+    pub async fn on(listener: Listener) -> TestServer {
+        Self::start(&[listener], ServerConfig::new(), ServerOptions::default()).await
+    }
+
+    /// Shut the server down (within `STEP`)
+    pub async fn shutdown(&self) {
+        tokio::time::timeout(STEP, self.server.shutdown("done"))
+            .await
+            .expect("shutdown in time")
+            .expect("shutdown");
+    }
+
     /// Peers that logged in, in order
     pub fn connected_peers(&self) -> Vec<u64> {
         self.log

@@ -24,6 +24,15 @@ pub const HEADER: &str = r#"{"clock": {"start": "2024-01-02T10:00:00+08:00", "sp
 {"trade_days": {"market": "HK", "days": ["20240102", "20240103"], "half_days": []}}
 "#;
 
+/// A timeline: a quote push for 700.HK at 1 s (389.0), then at 2 s a scripted `Close` of the
+/// quote connections (`ServerError`, "scripted restart"); their sessions stay valid
+pub const PUSH_THEN_CLOSE: &str = concat!(
+    r#"{"push_quote": {"at": "1s", "symbol": "700.HK", "last_done": "389.0"}}"#,
+    "\n",
+    r#"{"close": {"at": "2s", "socket": "quote", "code": "ServerError", "reason": "scripted restart"}}"#,
+    "\n",
+);
+
 /// The SDK's reqwest client honours HTTP(S)_PROXY/ALL_PROXY; a proxy would take our loopback
 /// requests away. Fail loudly rather than test a proxy.
 pub fn no_proxy_in_the_way() {

@@ -105,19 +105,8 @@ fn request(k: i32) -> Vec<u8> {
 }
 
 fn start_info() -> Vec<u8> {
-    emit(|b| {
-        StartInfo {
-            name: Str::new("p"),
-            clan: Str::EMPTY,
-            country: -1,
-            skin: Str::new("default"),
-            use_custom_color: 0,
-            color_body: 0,
-            color_feet: 0,
-        }
-        .emit(b)
-        .unwrap()
-    })
+    let si: StartInfo = crate::testing::start_info(Str::new("p"));
+    emit(|b| si.emit(b).unwrap())
 }
 
 /// One peer's join served from the map `m` under the offer `o`, into a recording server
