@@ -320,14 +320,7 @@ where
                 now,
                 out,
                 |t, bytes| {
-                    let sent = match t.to.to_addr() {
-                        Some(addr) => sock.send_to(bytes, addr),
-                        None => sock.send(bytes),
-                    };
-                    match sent {
-                        Ok(_) => stats.sent += 1,
-                        Err(_) => stats.send_errors += 1,
-                    }
+                    send_now(sock, stats, t.to.to_addr(), bytes);
                     Ok::<(), io::Error>(())
                 },
                 |m, ev| {
@@ -342,6 +335,19 @@ where
                 return done;
             }
         }
+    }
+}
+
+/// Send one datagram now (`to` is `None` on a connected socket), counting it as sent or as a
+/// send error
+fn send_now(sock: &UdpSocket, stats: &mut UdpStats, to: Option<SocketAddr>, bytes: &[u8]) {
+    let sent = match to {
+        Some(addr) => sock.send_to(bytes, addr),
+        None => sock.send(bytes),
+    };
+    match sent {
+        Ok(_) => stats.sent += 1,
+        Err(_) => stats.send_errors += 1,
     }
 }
 
@@ -391,14 +397,7 @@ where
                     }
                     if !tx.queue(to, bytes) {
                         // longer than a slot: alone, now
-                        let sent = match to {
-                            Some(addr) => sock.send_to(bytes, addr),
-                            None => sock.send(bytes),
-                        };
-                        match sent {
-                            Ok(_) => stats.sent += 1,
-                            Err(_) => stats.send_errors += 1,
-                        }
+                        send_now(sock, stats, to, bytes);
                     }
                     Ok::<(), io::Error>(())
                 },
