@@ -10,7 +10,7 @@ use cortex_m_rt::entry;
 use defmt_rtt as _;
 use tether_net::game::{self, ClientConfig, ServerConfig, TokenSecret};
 use tether_net::longport::{self, Credentials, Grant, SessionId, Source, Transport};
-use tether_net::{Duration, Instant, Machine};
+use tether_net::{Duration, Instant};
 
 #[panic_handler]
 fn panic(info: &core::panic::PanicInfo) -> ! {
