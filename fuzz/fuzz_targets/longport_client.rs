@@ -281,7 +281,12 @@ impl H {
             }
             ClientEvent::LoginFailed { status, .. } => {
                 assert_eq!(self.conn, Conn::Up, "{e:?} without an open transport");
-                if status == Status::PermissionDenied && self.quota_stop {
+                // a refusal stops the client only until the caller connects again: when the
+                // event is drained late (a held queue), the caller may already have done so
+                if status == Status::PermissionDenied
+                    && self.quota_stop
+                    && self.c.state() == ClientState::Stopped
+                {
                     self.quota_stopped = true;
                 }
             }
