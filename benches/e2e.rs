@@ -56,6 +56,7 @@ use std::time::{Duration, Instant as WallClock};
 use tether_net::game::connless::{TYPE_GETINFO, VANILLA_HEADER};
 use tether_net::game::wire::{self, Control, ControlPacket, Packet, Token, TokenMode};
 use tether_net::game::{Server, ServerApp, ServerConfig, ServerEvent, TokenSecret};
+use tether_net::testing::control_packet as control;
 use tether_net_drivers::blocking::mmsg::{RecvBatch, SendBatch};
 use tether_net_drivers::blocking::{Input, UdpDriver};
 
@@ -359,18 +360,6 @@ impl Generator {
 
 // ---------------------------------------------------------------------------------------------
 // game packets
-
-fn control(control: Control<'_>, token: Option<Token>) -> Vec<u8> {
-    let p = ControlPacket {
-        ack: 0,
-        control,
-        token,
-    };
-    let mut b = vec![0; p.buffer_len()];
-    let n = p.emit(&mut b).expect("sized");
-    b.truncate(n);
-    b
-}
 
 /// The end-of-fill marker: a server-info request (`gie3`), which the machine hands out as
 /// `ServerApp::InfoRequest`

@@ -2,8 +2,9 @@
 //! in batches, give the same results, transmits, events and stats (differential property test)
 
 use proptest::prelude::*;
-use tether_net::game::wire::{Control, ControlPacket, Reason, Token};
+use tether_net::game::wire::{Control, Reason, Token};
 use tether_net::game::{Server, ServerConfig, TokenSecret};
+use tether_net::testing::control_packet as control;
 use tether_net::Instant;
 
 /// A small event queue (2) so that batches run into `QueueFull` and resume
@@ -32,18 +33,6 @@ fn op() -> impl Strategy<Value = Op> {
             raw,
             drain,
         })
-}
-
-fn control(control: Control<'_>, token: Option<Token>) -> Vec<u8> {
-    let p = ControlPacket {
-        ack: 0,
-        control,
-        token,
-    };
-    let mut out = vec![0u8; p.buffer_len()];
-    let n = p.emit(&mut out).expect("sized");
-    out.truncate(n);
-    out
 }
 
 /// The bytes of `op` for a server whose tokens are `token_for`

@@ -9,6 +9,7 @@ use std::time::{Duration, Instant as WallClock};
 
 use tether_net::game::wire::{self, Control, ControlPacket, Packet, Reason, Token, TokenMode};
 use tether_net::game::{CloseCause, Server, ServerApp, ServerConfig, ServerEvent, TokenSecret};
+use tether_net::testing::control_packet as control;
 use tether_net_drivers::blocking::{Input, UdpDriver};
 
 /// Clients in the differential test: more than a batch (32) and more than the server's queue of
@@ -22,18 +23,6 @@ fn config() -> ServerConfig {
         // no timer frames during the test: what the server sends depends on the datagrams only
         .with_keep_alive(Duration::from_secs(60))
         .with_timeout(Duration::from_secs(60))
-}
-
-fn control(control: Control<'_>, token: Option<Token>) -> Vec<u8> {
-    let p = ControlPacket {
-        ack: 0,
-        control,
-        token,
-    };
-    let mut b = vec![0; p.buffer_len()];
-    let n = p.emit(&mut b).expect("sized");
-    b.truncate(n);
-    b
 }
 
 fn connect() -> Vec<u8> {

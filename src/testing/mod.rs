@@ -487,6 +487,23 @@ pub fn from_hex(s: &str) -> Vec<u8> {
         .collect()
 }
 
+/// The datagram of one game control packet (`ack` 0), as a client or a load generator sends it
+#[must_use]
+pub fn control_packet(
+    control: crate::game::wire::Control<'_>,
+    token: Option<crate::game::wire::Token>,
+) -> Vec<u8> {
+    let p = crate::game::wire::ControlPacket {
+        ack: 0,
+        control,
+        token,
+    };
+    let mut b = std::vec![0; p.buffer_len()];
+    let n = p.emit(&mut b).expect("sized by buffer_len");
+    b.truncate(n);
+    b
+}
+
 /// Why a simulation run stopped before its goal
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
