@@ -90,6 +90,23 @@ fn sleep_for<M: Machine>(machine: &M, epoch: &Epoch, end: std::time::Instant) ->
     )
 }
 
+/// An event drained in a `flush`: to `f` while it has not asked to stop, else kept for the next
+/// call
+fn hand_event<M: Machine, R>(
+    result: &mut Option<R>,
+    backlog: &mut VecDeque<M::Event>,
+    f: &mut impl for<'a> FnMut(&mut M, Instant, Input<'a, M>) -> Option<R>,
+    machine: &mut M,
+    now: Instant,
+    ev: M::Event,
+) {
+    if result.is_some() {
+        backlog.push_back(ev);
+    } else {
+        *result = f(machine, now, Input::Event(ev));
+    }
+}
+
 /// End of one [`tether_net::drain`] in a `flush`: `Some` is the flush's result, `None` means
 /// `out` grew to hold the next frame and the drain goes on
 fn drained(r: Result<(), DrainError<io::Error>>, out: &mut Vec<u8>) -> Option<io::Result<()>> {

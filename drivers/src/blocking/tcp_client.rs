@@ -446,11 +446,7 @@ impl<M: LongPortClient> TcpClient<M> {
                         }
                         _ => {}
                     }
-                    if result.is_some() {
-                        backlog.push_back(ev);
-                    } else {
-                        *result = f(m, now, Input::Event(ev));
-                    }
+                    super::hand_event(result, backlog, f, m, now, ev);
                 },
             );
             if gone.get() {

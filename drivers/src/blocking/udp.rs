@@ -324,11 +324,7 @@ where
                     Ok::<(), io::Error>(())
                 },
                 |m, ev| {
-                    if result.is_some() {
-                        backlog.push_back(ev);
-                    } else {
-                        *result = f(m, now, Input::Event(ev));
-                    }
+                    super::hand_event(result, backlog, f, m, now, ev);
                 },
             );
             if let Some(done) = super::drained(r, &mut self.out) {
@@ -402,11 +398,7 @@ where
                     Ok::<(), io::Error>(())
                 },
                 |m, ev| {
-                    if result.is_some() {
-                        backlog.push_back(ev);
-                    } else {
-                        **result = f(m, now, Input::Event(ev));
-                    }
+                    super::hand_event(result, backlog, f, m, now, ev);
                 },
             );
             if let Some(done) = super::drained(r, self.out) {
