@@ -977,12 +977,33 @@ impl<P: Copy + Eq + Hash, const PEERS: usize, const EVENTS: usize, L: Layer>
     ///
     /// # Errors
     /// [`BufferTooSmall`] with the exact size when `buf` cannot hold the frame; it stays queued.
+    #[inline]
     pub fn poll_transmit(
         &mut self,
         now: Instant,
         buf: &mut [u8],
     ) -> Result<Option<Transmit<P>>, BufferTooSmall> {
         let now = self.clock.update(now);
+        // the common case, kept small enough to inline: nothing queued (with the chunk layer a
+        // packet may wait in the shared out buffer: always the full path)
+        if !<L as Imp>::CHUNKS
+            && self.state == ServerState::Running
+            && self.closes.is_empty()
+            && self.replies.is_empty()
+            && self.dirty.is_empty()
+        {
+            return Ok(None);
+        }
+        self.transmit_queued(now, buf)
+    }
+
+    /// [`Server::poll_transmit`] when something may be queued (`now` already in machine time)
+    #[inline(never)]
+    fn transmit_queued(
+        &mut self,
+        now: Instant,
+        buf: &mut [u8],
+    ) -> Result<Option<Transmit<P>>, BufferTooSmall> {
         if let Some(frame) = self.closes.front() {
             let packet = ControlPacket {
                 ack: frame.ack,
@@ -1482,22 +1503,22 @@ impl<P: Copy + Eq + Hash, const PEERS: usize, const EVENTS: usize, L: Layer>
         } else {
             TokenMode::Vanilla
         };
-        let b0 = match Header::parse(data) {
-            // (a control packet needs its id byte)
-            Ok(h)
-                if data.len() <= MAX_PACKET_LEN
-                    && !(h.flags.control && data.len() == HEADER_LEN) =>
-            {
-                data[0]
-            }
-            _ => {
+        if data.first().is_some_and(|&b0| b0 & FLAG_COMPRESSION != 0) {
+            let valid = match Header::parse(data) {
+                // (a control packet needs its id byte)
+                Ok(h) => {
+                    data.len() <= MAX_PACKET_LEN && !(h.flags.control && data.len() == HEADER_LEN)
+                }
+                Err(_) => false,
+            };
+            if !valid {
                 count(&mut self.stats.dropped_malformed);
                 return None;
             }
-        };
-        if b0 & FLAG_COMPRESSION != 0 {
             return self.handle_known_compressed(now, from, slot, mode, data);
         }
+        // (a datagram `parse` accepts has a valid header, at most MAX_PACKET_LEN bytes and, for
+        // a control packet, its id byte; `MissingToken` comes only after those checks passed)
         let parsed = match wire::parse(data, mode) {
             Ok(p) => p,
             Err(DecodeError::MissingToken) => {
@@ -1509,67 +1530,79 @@ impl<P: Copy + Eq + Hash, const PEERS: usize, const EVENTS: usize, L: Layer>
                 return None;
             }
         };
-        let pkt = match parsed.packet {
-            Packet::Control(c) => {
-                if c.control == Control::Connect {
-                    // CONNECT from an existing peer: answer CONNECT_ACCEPT again (DDNet form for
-                    // token peers), connection unchanged, no liveness refresh. DDNet does this
-                    // for token CONNECTs; for vanilla CONNECTs DDNet and 0.6.4 stay silent, which
-                    // strands a vanilla client whose first CONNECT_ACCEPT was lost, so we answer
-                    // those too (4 bytes for 4 bytes). A token CONNECT ends with FF FF FF FF, not
-                    // the token, so it is recognised before the token check.
-                    let reply = ControlPacket {
-                        ack: 0,
-                        control: Control::ConnectAccept,
-                        token: hot.token(),
-                    };
-                    if reply.buffer_len() <= data.len() {
-                        let cold = Self::cold_mut(&mut self.cold, slot);
-                        Self::queue_out(&mut self.dirty, slot, cold, OUT_CONNECT_ACCEPT);
-                    }
-                    // a token peer that is online re-handshakes: its next ACCEPT re-joins
-                    if let Some((_, h)) = self.peers.get_mut(slot) {
-                        if h.online() && h.token().is_some() {
-                            h.arm_rejoin();
+        let c = match parsed.packet {
+            Packet::Control(c) => c,
+            Packet::Chunks(c) => {
+                let pkt = Pkt::Chunks {
+                    header: c.header,
+                    token: c.token,
+                    payload: Payload::Slice(c.payload),
+                };
+                return match self.process_known(now, from, slot, pkt) {
+                    Outcome::Chunks {
+                        header,
+                        token,
+                        payload: Payload::Slice(payload),
+                    } => match L::shared(&mut self.layer) {
+                        Some(sh) => {
+                            sh.rx
+                                .load(header.num_chunks, HEADER_LEN, payload.len(), Some(payload));
+                            *sh.owner = Some((slot, self.cold[slot & (PEERS - 1)].gen));
+                            Some(ServerApp::ChunksReady)
                         }
-                    }
-                    return None;
-                }
-                Pkt::Control {
-                    c,
-                    warnings: parsed.warnings,
+                        None => Some(ServerApp::Chunks(wire::ChunkPacket {
+                            header,
+                            payload,
+                            token,
+                        })),
+                    },
+                    _ => None,
+                };
+            }
+        };
+        if c.control == Control::Connect {
+            // CONNECT from an existing peer: answer CONNECT_ACCEPT again (DDNet form for token
+            // peers), connection unchanged, no liveness refresh. DDNet does this for token
+            // CONNECTs; for vanilla CONNECTs DDNet and 0.6.4 stay silent, which strands a vanilla
+            // client whose first CONNECT_ACCEPT was lost, so we answer those too (4 bytes for 4
+            // bytes). A token CONNECT ends with FF FF FF FF, not the token, so it is recognised
+            // before the token check.
+            let reply = ControlPacket {
+                ack: 0,
+                control: Control::ConnectAccept,
+                token: hot.token(),
+            };
+            if reply.buffer_len() <= data.len() {
+                let cold = Self::cold_mut(&mut self.cold, slot);
+                Self::queue_out(&mut self.dirty, slot, cold, OUT_CONNECT_ACCEPT);
+            }
+            // a token peer that is online re-handshakes: its next ACCEPT re-joins
+            if let Some((_, h)) = self.peers.get_mut(slot) {
+                if h.online() && h.token().is_some() {
+                    h.arm_rejoin();
                 }
             }
-            Packet::Chunks(c) => Pkt::Chunks {
-                header: c.header,
-                token: c.token,
-                payload: Payload::Slice(c.payload),
-            },
-        };
-        match self.process_known(now, from, slot, pkt) {
-            Outcome::Nothing => None,
-            Outcome::Close(reason) => Some(ServerApp::Close {
-                reason: reason.text(),
-            }),
-            Outcome::Chunks {
-                header,
-                token,
-                payload: Payload::Slice(payload),
-            } => match L::shared(&mut self.layer) {
-                Some(sh) => {
-                    sh.rx
-                        .load(header.num_chunks, HEADER_LEN, payload.len(), Some(payload));
-                    *sh.owner = Some((slot, self.cold[slot & (PEERS - 1)].gen));
-                    Some(ServerApp::ChunksReady)
-                }
-                None => Some(ServerApp::Chunks(wire::ChunkPacket {
-                    header,
-                    payload,
-                    token,
-                })),
-            },
-            Outcome::Chunks { .. } => None,
+            return None;
         }
+        if c.control == Control::KeepAlive {
+            // the most frequent datagram, inline: what `process_control` does for it
+            if !hot.token_is(c.token) {
+                count(&mut self.stats.dropped_wrong_token);
+            } else if self.refresh(
+                now,
+                slot,
+                c.ack,
+                parsed.warnings.contains(Warnings::CONTROL_RESEND),
+                parsed.warnings,
+            ) {
+                count(&mut self.stats.keep_alives_received);
+            }
+            return None;
+        }
+        self.process_control(now, from, slot, c, parsed.warnings)
+            .map(|reason| ServerApp::Close {
+                reason: reason.text(),
+            })
     }
 
     /// A datagram with the compression flag from a peer in the table: decompressed (into the
@@ -1700,83 +1733,178 @@ impl<P: Copy + Eq + Hash, const PEERS: usize, const EVENTS: usize, L: Layer>
         slot: usize,
         pkt: Pkt<'p>,
     ) -> Outcome<'p> {
-        let Some((_, hot)) = self.peers.get_mut(slot) else {
-            return Outcome::Nothing;
-        };
-        let (token, ack, resend, warnings) = match &pkt {
-            Pkt::Control { c, warnings } => (
-                c.token,
-                c.ack,
-                warnings.contains(Warnings::CONTROL_RESEND),
-                *warnings,
-            ),
-            Pkt::Chunks { header, token, .. } => {
-                (*token, header.ack, header.flags.resend, Warnings::NONE)
+        match pkt {
+            Pkt::Control { c, warnings } => {
+                match self.process_control(now, from, slot, c, warnings) {
+                    Some(reason) => Outcome::Close(reason),
+                    None => Outcome::Nothing,
+                }
             }
-        };
-        if token != hot.token() {
+            Pkt::Chunks {
+                header,
+                token,
+                payload,
+            } => self.process_chunks(now, from, slot, header, token, payload),
+        }
+    }
+
+    /// A control packet other than CONNECT from a known peer: the token check, a rejoin, the ack
+    /// check and liveness, then what it does; the reason of a CLOSE that closed an online peer
+    #[inline]
+    fn process_control<'p>(
+        &mut self,
+        now: Instant,
+        from: P,
+        slot: usize,
+        c: ControlPacket<'p>,
+        warnings: Warnings,
+    ) -> Option<Reason<'p>> {
+        let (_, hot) = self.peers.get_mut(slot)?;
+        if !hot.token_is(c.token) {
             count(&mut self.stats.dropped_wrong_token);
-            return Outcome::Nothing;
+            return None;
         }
-        if matches!(pkt, Pkt::Chunks { .. }) {
-            // chunks after a CONNECT: the peer carries on with this connection (the CONNECT was
-            // a late retry of its first handshake), so a later ACCEPT is no rejoin
-            let _ = hot.take_rejoin();
-        }
-        if let Pkt::Control { c, warnings } = &pkt {
-            let used = hot.peer_ack() != 0
+        if c.control == Control::Accept
+            && hot.online()
+            && hot.token().is_some()
+            && !warnings.contains(Warnings::EXTRA_BYTES)
+            && hot.take_rejoin()
+            // (only read when a rejoin is armed: the state beside the table is another cache
+            // line per datagram)
+            && (hot.peer_ack() != 0
                 || hot.sequence() != 0
                 || self.cold[slot & (PEERS - 1)].ack != 0
                 || L::peer_channel(&self.layer_peers[slot & (PEERS - 1)])
-                    .is_some_and(|v| v.sequence() != 0 || v.ack() != 0);
-            if c.control == Control::Accept
-                && hot.online()
-                && hot.token().is_some()
-                && !warnings.contains(Warnings::EXTRA_BYTES)
-                && hot.take_rejoin()
-                && used
-            {
-                // DDNet's "rejoin": a second ACCEPT (exactly id + token) on a live connection
-                // resets it before its ack is looked at, and the game-level join starts over.
-                // Unlike DDNet 16.4, only after the peer re-handshook (a token CONNECT since it
-                // went online): a duplicated or late copy of the first ACCEPT, which the network
-                // may deliver at any time, does not wipe a live connection's reliable state.
-                // (On a connection that has exchanged no vital chunk yet the reset would change
-                // nothing: no event then.)
-                hot.set_peer_ack(0);
-                hot.set_sequence(0);
-                Self::cold_mut(&mut self.cold, slot).ack = 0;
-                if let Some((v, _)) = L::peer(&mut self.layer_peers[slot & (PEERS - 1)]) {
-                    v.reset();
-                }
-                self.release_rx(slot);
-                count(&mut self.stats.rejoins);
-                // room was checked at the top of handle_input
-                let _ = self.events.push_back(ServerEvent::Rejoined { peer: from });
+                    .is_some_and(|v| v.sequence() != 0 || v.ack() != 0))
+        {
+            // DDNet's "rejoin": a second ACCEPT (exactly id + token) on a live connection
+            // resets it before its ack is looked at, and the game-level join starts over.
+            // Unlike DDNet 16.4, only after the peer re-handshook (a token CONNECT since it
+            // went online): a duplicated or late copy of the first ACCEPT, which the network
+            // may deliver at any time, does not wipe a live connection's reliable state.
+            // (On a connection that has exchanged no vital chunk yet the reset would change
+            // nothing: no event then.)
+            hot.set_peer_ack(0);
+            hot.set_sequence(0);
+            Self::cold_mut(&mut self.cold, slot).ack = 0;
+            if let Some((v, _)) = L::peer(&mut self.layer_peers[slot & (PEERS - 1)]) {
+                v.reset();
             }
+            self.release_rx(slot);
+            count(&mut self.stats.rejoins);
+            // room was checked at the top of handle_input
+            let _ = self.events.push_back(ServerEvent::Rejoined { peer: from });
+        }
+        let resend = warnings.contains(Warnings::CONTROL_RESEND);
+        if !self.refresh(now, slot, c.ack, resend, warnings) {
+            return None;
+        }
+        match c.control {
+            Control::Close(reason) => {
+                let (_, hot) = self.peers.get(slot)?;
+                let online = hot.online();
+                self.peers.remove(slot);
+                self.release_rx(slot);
+                if online {
+                    // room was checked at the top of handle_input
+                    let _ = self.events.push_back(ServerEvent::Closed {
+                        peer: from,
+                        cause: CloseCause::Peer,
+                    });
+                    return Some(reason);
+                }
+                None
+            }
+            Control::KeepAlive => {
+                count(&mut self.stats.keep_alives_received);
+                None
+            }
+            // ACCEPT (a rejoin was handled above), CONNECT_ACCEPT: liveness only
+            _ => None,
+        }
+    }
+
+    /// A chunk packet from a known peer: the token check, the ack check and liveness, then the
+    /// packet for the application (the first one completes a pending vanilla connect)
+    fn process_chunks<'p>(
+        &mut self,
+        now: Instant,
+        from: P,
+        slot: usize,
+        header: Header,
+        token: Option<Token>,
+        payload: Payload<'p>,
+    ) -> Outcome<'p> {
+        let Some((_, hot)) = self.peers.get_mut(slot) else {
+            return Outcome::Nothing;
+        };
+        if !hot.token_is(token) {
+            count(&mut self.stats.dropped_wrong_token);
+            return Outcome::Nothing;
+        }
+        // chunks after a CONNECT: the peer carries on with this connection (the CONNECT was a
+        // late retry of its first handshake), so a later ACCEPT is no rejoin
+        let _ = hot.take_rejoin();
+        if !self.refresh(now, slot, header.ack, header.flags.resend, Warnings::NONE) {
+            return Outcome::Nothing;
         }
         let Some((_, hot)) = self.peers.get_mut(slot) else {
             return Outcome::Nothing;
         };
-        let header = Header {
-            flags: Flags {
-                resend,
-                ..Flags::default()
-            },
-            ack,
-            num_chunks: 0,
+        if !hot.online() {
+            // VanillaPolicy::Pending: the first chunk packet completes the connect
+            hot.set_online();
+            Self::cold_mut(&mut self.cold, slot).out &= !OUT_CONNECT_ACCEPT;
+            count(&mut self.stats.peers_admitted);
+            let _ = self.events.push_back(ServerEvent::Connected {
+                peer: from,
+                token: None,
+            });
+            // The timer entry was set for the (shorter by default) resend interval, so it is not
+            // later than the first keep-alive deadline unless `connect_accept_resend >
+            // keep_alive` (then that keep-alive is late by at most the difference).
+        }
+        count(&mut self.stats.chunk_packets_received);
+        Outcome::Chunks {
+            header,
+            token,
+            payload,
+        }
+    }
+
+    /// The ack check and liveness refresh of a packet from a known peer whose token passed;
+    /// `false` when its ack is out of range (dropped and counted)
+    #[inline(always)]
+    fn refresh(
+        &mut self,
+        now: Instant,
+        slot: usize,
+        ack: u16,
+        resend: bool,
+        warnings: Warnings,
+    ) -> bool {
+        let Some((_, hot)) = self.peers.get_mut(slot) else {
+            return false;
         };
         match L::peer(&mut self.layer_peers[slot & (PEERS - 1)]) {
             Some((v, _)) => {
+                let header = Header {
+                    flags: Flags {
+                        resend,
+                        ..Flags::default()
+                    },
+                    ack,
+                    num_chunks: 0,
+                };
                 if v.on_packet(now, &header).is_err() {
                     count(&mut self.stats.dropped_bad_ack);
-                    return Outcome::Nothing;
+                    return false;
                 }
             }
             None => {
                 if !ack_in_range(ack, hot.peer_ack(), hot.sequence()) {
                     count(&mut self.stats.dropped_bad_ack);
-                    return Outcome::Nothing;
+                    return false;
                 }
             }
         }
@@ -1787,59 +1915,7 @@ impl<P: Copy + Eq + Hash, const PEERS: usize, const EVENTS: usize, L: Layer>
         }
         // a RESEND request or an ack may have made a packet due
         self.reschedule(slot, now);
-        let Some((_, hot)) = self.peers.get_mut(slot) else {
-            return Outcome::Nothing;
-        };
-        match pkt {
-            Pkt::Control { c, .. } => match c.control {
-                Control::Close(reason) => {
-                    let online = hot.online();
-                    self.peers.remove(slot);
-                    self.release_rx(slot);
-                    if online {
-                        // room was checked at the top of handle_input
-                        let _ = self.events.push_back(ServerEvent::Closed {
-                            peer: from,
-                            cause: CloseCause::Peer,
-                        });
-                        return Outcome::Close(reason);
-                    }
-                    Outcome::Nothing
-                }
-                Control::KeepAlive => {
-                    count(&mut self.stats.keep_alives_received);
-                    Outcome::Nothing
-                }
-                // ACCEPT (a rejoin was handled above), CONNECT_ACCEPT: liveness only
-                _ => Outcome::Nothing,
-            },
-            Pkt::Chunks {
-                header,
-                token,
-                payload,
-            } => {
-                if !hot.online() {
-                    // VanillaPolicy::Pending: the first chunk packet completes the connect
-                    hot.set_online();
-                    Self::cold_mut(&mut self.cold, slot).out &= !OUT_CONNECT_ACCEPT;
-                    count(&mut self.stats.peers_admitted);
-                    let _ = self.events.push_back(ServerEvent::Connected {
-                        peer: from,
-                        token: None,
-                    });
-                    // The timer entry was set for the (shorter by default) resend interval, so it
-                    // is not later than the first keep-alive deadline unless
-                    // `connect_accept_resend > keep_alive` (then that keep-alive is late by at
-                    // most the difference).
-                }
-                count(&mut self.stats.chunk_packets_received);
-                Outcome::Chunks {
-                    header,
-                    token,
-                    payload,
-                }
-            }
-        }
+        true
     }
 
     /// Forget the packet in the receive buffer if it belongs to slot `slot` (the peer is gone or
