@@ -1629,7 +1629,7 @@ impl<P: Copy + Eq, const PEERS: usize, const SESSIONS: usize> Server<P, PEERS, S
         if !self.tx_dirty {
             return Ok(None);
         }
-        let wall = self.wall.or_epoch_ms(now);
+        let wall = self.wall;
         let n = self.peers.len();
         for k in 0..n {
             let i = (self.tx_cursor.wrapping_add(k)) % n;
@@ -2170,23 +2170,13 @@ impl<P: Copy + Eq, const PEERS: usize, const SESSIONS: usize> Server<P, PEERS, S
                 request_id,
                 timeout_ms,
             } => match h.cmd {
-                CMD_HEARTBEAT if self.peers[idx].echo.is_none() => {
-                    match Echo::new(request_id, h.gzip, body) {
-                        Some(echo) => {
-                            self.peers[idx].echo = Some(echo);
-                            self.tx_dirty = true;
-                            bump(&mut self.stats.heartbeats_echoed);
-                            None
-                        }
-                        None => {
-                            self.admit_request(idx, now, h.cmd, request_id, false)?;
-                            Some(ServerApp::HeartbeatEcho {
-                                request_id,
-                                body,
-                                gzip: h.gzip,
-                            })
-                        }
-                    }
+                CMD_HEARTBEAT
+                    if self.peers[idx].echo.is_none()
+                        && Echo::store(&mut self.peers[idx].echo, request_id, h.gzip, body) =>
+                {
+                    self.tx_dirty = true;
+                    bump(&mut self.stats.heartbeats_echoed);
+                    None
                 }
                 CMD_HEARTBEAT => {
                     self.admit_request(idx, now, h.cmd, request_id, false)?;
