@@ -875,8 +875,9 @@ fn parse_control(
 }
 
 /// The sender's ack from header bytes 0 and 1
+/// The 10-bit ack of header bytes 0 and 1
 #[inline]
-const fn ack(b0: u8, b1: u8) -> u16 {
+pub(crate) const fn ack(b0: u8, b1: u8) -> u16 {
     (b0 as u16 & ACK_HIGH_MASK as u16) << 8 | b1 as u16
 }
 

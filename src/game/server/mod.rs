@@ -21,10 +21,13 @@ use super::layer::{
 use super::token::{mint, table_key, TokenSecret};
 use super::vital::VitalStats;
 use super::wire::{
-    self, ack_in_range, Control, ControlPacket, DecodeError, Flags, Header, Packet, Reason, Token,
-    TokenMode, Warnings, ACK_MODULO, FLAG_COMPRESSION, FLAG_CONNLESS, HEADER_LEN, MAX_PACKET_LEN,
-    TOKEN_LEN,
+    self, ack_in_range, Control, ControlId, ControlPacket, DecodeError, Flags, Header, Packet,
+    Reason, Token, TokenMode, Warnings, ACK_HIGH_MASK, ACK_MODULO, FLAG_COMPRESSION, FLAG_CONNLESS,
+    FLAG_CONTROL, HEADER_LEN, MAX_PACKET_LEN, TOKEN_LEN,
 };
+
+/// The id byte of a KEEP_ALIVE
+const KEEP_ALIVE_ID: u8 = ControlId::KeepAlive as u8;
 use super::{count, local_reason, LocalReason, MIN_DELAY};
 use crate::io::{BufferTooSmall, FrameKind, PeerText, Received, Transmit};
 use crate::time::{clamp_delay, Clock, Duration, Instant};
@@ -787,7 +790,7 @@ impl<P: Copy + Eq + Hash, const PEERS: usize, const EVENTS: usize, L: Layer>
         data: &'a [u8],
     ) -> Result<Received<ServerApp<'a>>, Error> {
         let hash = self.peers.hash_of(&from);
-        self.input_hashed(now, from, hash, data)
+        self.input_hashed(now, from, hash, None, data)
     }
 
     /// Feed a batch of datagrams, as `recvmmsg` hands them over: `batch[i]` is (sender, bytes)
@@ -816,19 +819,22 @@ impl<P: Copy + Eq + Hash, const PEERS: usize, const EVENTS: usize, L: Layer>
         for group in batch.chunks(GROUP) {
             let mut hashes = [0u32; GROUP];
             let mut words = [0u32; GROUP];
+            let mut slots = [None; GROUP];
             for (h, (from, _)) in hashes.iter_mut().zip(group) {
                 *h = self.peers.hash_of(from);
             }
             for (w, h) in words.iter_mut().zip(&hashes) {
                 *w = self.peers.touch(*h);
             }
-            let mut hits = 0u32;
-            for ((w, h), (from, _)) in words.iter().zip(&hashes).zip(group) {
-                hits += u32::from(self.peers.touch_slot(*h, *w, from));
+            for ((s, (w, h)), (from, _)) in
+                slots.iter_mut().zip(words.iter().zip(&hashes)).zip(group)
+            {
+                *s = self.peers.slot_of_word(*h, *w, from);
             }
-            core::hint::black_box(hits);
-            for (h, (from, data)) in hashes.iter().zip(group) {
-                match self.input_hashed(now, *from, *h, data) {
+            for ((h, s), (from, data)) in hashes.iter().zip(&slots).zip(group) {
+                // a slot found above is used when it still holds the key (an earlier datagram of
+                // the group may have removed or added peers); else the table is probed
+                match self.input_hashed(now, *from, *h, *s, data) {
                     Ok(received) => on_each(self, done, received),
                     Err(_) => return done,
                 }
@@ -838,13 +844,15 @@ impl<P: Copy + Eq + Hash, const PEERS: usize, const EVENTS: usize, L: Layer>
         done
     }
 
-    /// [`Server::handle_input`] with the sender's placement hash already computed
-    #[inline]
+    /// [`Server::handle_input`] with the sender's placement hash already computed, and maybe
+    /// the slot that held the sender's key a moment ago (`hint`, checked before use)
+    #[inline(always)]
     fn input_hashed<'a>(
         &mut self,
         now: Instant,
         from: P,
         hash: u32,
+        hint: Option<usize>,
         data: &'a [u8],
     ) -> Result<Received<ServerApp<'a>>, Error> {
         let n = data.len();
@@ -866,7 +874,11 @@ impl<P: Copy + Eq + Hash, const PEERS: usize, const EVENTS: usize, L: Layer>
         }
         let now = self.clock.update(now);
         // one table lookup per datagram; the entry is then reached by its slot
-        if let Some(slot) = self.peers.find_hashed(hash, &from) {
+        let slot = match hint {
+            Some(slot) if self.peers.holds(slot, &from) => Some(slot),
+            _ => self.peers.find_hashed(hash, &from),
+        };
+        if let Some(slot) = slot {
             Ok(match self.handle_known(now, from, slot, data) {
                 Some(app) => Received::with_app(n, app),
                 None => Received::consumed(n),
@@ -1490,6 +1502,7 @@ impl<P: Copy + Eq + Hash, const PEERS: usize, const EVENTS: usize, L: Layer>
     }
 
     /// A datagram from a peer in the table
+    #[inline(always)]
     fn handle_known<'a>(
         &mut self,
         now: Instant,
@@ -1498,6 +1511,20 @@ impl<P: Copy + Eq + Hash, const PEERS: usize, const EVENTS: usize, L: Layer>
         data: &'a [u8],
     ) -> Option<ServerApp<'a>> {
         let (_, &hot) = self.peers.get(slot)?;
+        // The most frequent datagram, a token peer's plain KEEP_ALIVE (header with the control
+        // flag alone and 0 chunks, id 0, token), without the general parser: what `wire::parse`
+        // returns for these 8 bytes in `Trailing` mode (a KEEP_ALIVE, that ack and token, no
+        // warnings) and what `process_control` then does with it.
+        if let [b0, b1, 0, KEEP_ALIVE_ID, t0, t1, t2, t3] = *data {
+            if b0 & !ACK_HIGH_MASK == FLAG_CONTROL && hot.token().is_some() {
+                if !hot.token_is(Some(Token([t0, t1, t2, t3]))) {
+                    count(&mut self.stats.dropped_wrong_token);
+                } else if self.refresh(now, slot, wire::ack(b0, b1), false, Warnings::NONE) {
+                    count(&mut self.stats.keep_alives_received);
+                }
+                return None;
+            }
+        }
         let mode = if hot.token().is_some() {
             TokenMode::Trailing
         } else {

@@ -221,15 +221,24 @@ impl<K: Eq, V, S: KeyHash<K>, const N: usize> Table<K, V, S, N> {
         self.bucket((hash & Self::POS_MASK) as usize)
     }
 
-    /// Read the key of the slot a bucket word (from [`Table::touch`]) points at, when its tag
-    /// matches `hash`; returns whether that key is `key` (the value only feeds `black_box`)
+    /// The slot a bucket word (from [`Table::touch`]) points at, when its tag matches `hash`
+    /// and that slot holds `key` (reads the slot: batched input does this for many keys before
+    /// it handles any of them); `None` means "probe" (the key is further along or absent)
     #[inline]
-    pub(crate) fn touch_slot(&self, hash: u32, word: u32, key: &K) -> bool {
+    pub(crate) fn slot_of_word(&self, hash: u32, word: u32, key: &K) -> Option<usize> {
         if word == 0 || word & !Self::POS_MASK != hash & !Self::POS_MASK {
-            return false;
+            return None;
         }
         let slot = (word & Self::POS_MASK) as usize - 1;
-        self.slots.get(slot).is_some_and(|s| s.key == *key)
+        self.holds(slot, key).then_some(slot)
+    }
+
+    /// Whether `slot` is in use and holds `key` (then it is `key`'s slot: keys are unique)
+    #[inline]
+    pub(crate) fn holds(&self, slot: usize, key: &K) -> bool {
+        self.slots
+            .get(slot)
+            .is_some_and(|s| s.value.is_some() && s.key == *key)
     }
 
     /// The value of `key`
