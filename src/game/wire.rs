@@ -858,6 +858,13 @@ fn parse_control(
                 Some((Control::Accept, Some(Token([t0, t1, t2, t3]))))
             }
             (TokenMode::Vanilla, &[id @ ..=ACCEPT]) => Some((simple(id), None)),
+            // what `detect` makes of the token forms without extra bytes: KEEP_ALIVE / ACCEPT +
+            // token, CONNECT / CONNECT_ACCEPT + "TKEN" + token (no warning from the payload)
+            (TokenMode::Detect, &[id @ (KEEP_ALIVE | ACCEPT), t0, t1, t2, t3])
+            | (
+                TokenMode::Detect,
+                &[id @ (CONNECT | CONNECT_ACCEPT), b'T', b'K', b'E', b'N', t0, t1, t2, t3],
+            ) => Some((simple(id), Some(Token([t0, t1, t2, t3])))),
             _ => None,
         };
         if let Some((control, token)) = fast {
