@@ -1010,7 +1010,6 @@ impl<P: Copy + Eq + Hash, const PEERS: usize, const EVENTS: usize, L: Layer>
     }
 
     /// [`Server::poll_transmit`] when something may be queued (`now` already in machine time)
-    #[inline(never)]
     fn transmit_queued(
         &mut self,
         now: Instant,
@@ -1519,7 +1518,7 @@ impl<P: Copy + Eq + Hash, const PEERS: usize, const EVENTS: usize, L: Layer>
             if b0 & !ACK_HIGH_MASK == FLAG_CONTROL && hot.token().is_some() {
                 if !hot.token_is(Some(Token([t0, t1, t2, t3]))) {
                     count(&mut self.stats.dropped_wrong_token);
-                } else if self.refresh(now, slot, wire::ack(b0, b1), false, Warnings::NONE) {
+                } else if self.refresh_inline(now, slot, wire::ack(b0, b1), false, Warnings::NONE) {
                     count(&mut self.stats.keep_alives_received);
                 }
                 return None;
@@ -1608,21 +1607,6 @@ impl<P: Copy + Eq + Hash, const PEERS: usize, const EVENTS: usize, L: Layer>
                 if h.online() && h.token().is_some() {
                     h.arm_rejoin();
                 }
-            }
-            return None;
-        }
-        if c.control == Control::KeepAlive {
-            // the most frequent datagram, inline: what `process_control` does for it
-            if !hot.token_is(c.token) {
-                count(&mut self.stats.dropped_wrong_token);
-            } else if self.refresh(
-                now,
-                slot,
-                c.ack,
-                parsed.warnings.contains(Warnings::CONTROL_RESEND),
-                parsed.warnings,
-            ) {
-                count(&mut self.stats.keep_alives_received);
             }
             return None;
         }
@@ -1901,8 +1885,21 @@ impl<P: Copy + Eq + Hash, const PEERS: usize, const EVENTS: usize, L: Layer>
 
     /// The ack check and liveness refresh of a packet from a known peer whose token passed;
     /// `false` when its ack is out of range (dropped and counted)
-    #[inline(always)]
+    #[inline]
     fn refresh(
+        &mut self,
+        now: Instant,
+        slot: usize,
+        ack: u16,
+        resend: bool,
+        warnings: Warnings,
+    ) -> bool {
+        self.refresh_inline(now, slot, ack, resend, warnings)
+    }
+
+    /// [`Server::refresh`], always inlined (the KEEP_ALIVE shortcut)
+    #[inline(always)]
+    fn refresh_inline(
         &mut self,
         now: Instant,
         slot: usize,
