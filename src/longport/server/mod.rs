@@ -21,7 +21,7 @@ use crate::longport::event::{CloseCause, LoginKind, ServerEvent};
 use crate::longport::wire::{
     Kind, Packet, RequestId, Signature, Status, DEFAULT_MAX_BODY, MAX_BODY_LEN,
 };
-use crate::longport::{bump, bump_by, truncated, Echo, Text, WallClock};
+use crate::longport::{bump, bump_by, truncated, Echo, Text, WallClock, MAX_WS_CONTROL_PAYLOAD};
 use crate::time::{clamp_delay, Clock, Duration, Instant};
 
 pub use admission::{AccountId, Admission, Grant, Source};
@@ -1549,12 +1549,14 @@ impl<P: Copy + Eq, const PEERS: usize, const SESSIONS: usize> Server<P, PEERS, S
                 if p.phase == Phase::Closing {
                     return;
                 }
-                match Vec::from_slice(payload) {
-                    Ok(v) => {
-                        p.pong = Some(v);
-                        self.tx_dirty = true;
-                    }
-                    Err(_) => bump(&mut self.stats.ws_pings_oversized),
+                if payload.len() <= MAX_WS_CONTROL_PAYLOAD {
+                    // built in place (no copy of the whole slot)
+                    let pong = p.pong.insert(Vec::new());
+                    // cannot fail: the length was checked
+                    let _ = pong.extend_from_slice(payload);
+                    self.tx_dirty = true;
+                } else {
+                    bump(&mut self.stats.ws_pings_oversized);
                 }
             }
             FrameKind::WsPong => {
