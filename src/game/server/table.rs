@@ -226,11 +226,16 @@ impl<K: Eq, V, S: KeyHash<K>, const N: usize> Table<K, V, S, N> {
     /// it handles any of them); `None` means "probe" (the key is further along or absent)
     #[inline]
     pub(crate) fn slot_of_word(&self, hash: u32, word: u32, key: &K) -> Option<usize> {
-        if word == 0 || word & !Self::POS_MASK != hash & !Self::POS_MASK {
-            return None;
-        }
-        let slot = (word & Self::POS_MASK) as usize - 1;
-        self.holds(slot, key).then_some(slot)
+        // without early exits (`&`, not `&&`): whether a key sits in its home bucket is random,
+        // so branches on it are mispredicted; the key is compared in any case (an empty word
+        // names no slot: `get` finds nothing)
+        let tagged = (word != 0) & ((word ^ hash) & !Self::POS_MASK == 0);
+        let slot = (word & Self::POS_MASK).wrapping_sub(1) as usize;
+        let held = self
+            .slots
+            .get(slot)
+            .is_some_and(|s| s.value.is_some() & (s.key == *key));
+        (tagged & held).then_some(slot)
     }
 
     /// Whether `slot` is in use and holds `key` (then it is `key`'s slot: keys are unique)
