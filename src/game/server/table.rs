@@ -98,14 +98,16 @@ impl<K, V, S, const N: usize> Table<K, V, S, N> {
         (hash & !Self::POS_MASK) | (slot as u32 + 1)
     }
 
+    /// The bucket word at position `pos` (taken modulo `2 × N`)
     #[inline]
     fn bucket(&self, pos: usize) -> u32 {
-        self.index[(pos / N) & 1][pos % N]
+        // the two halves are contiguous: one index into 2N words, in bounds by the mask
+        self.index.as_flattened()[pos & (Self::BUCKETS - 1)]
     }
 
     #[inline]
     fn bucket_mut(&mut self, pos: usize) -> &mut u32 {
-        &mut self.index[(pos / N) & 1][pos % N]
+        &mut self.index.as_flattened_mut()[pos & (Self::BUCKETS - 1)]
     }
 
     /// The key and value in `slot`, if that slot is in use
