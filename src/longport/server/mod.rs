@@ -1633,8 +1633,15 @@ impl<P: Copy + Eq, const PEERS: usize, const SESSIONS: usize> Server<P, PEERS, S
         }
         let wall = self.wall;
         let n = self.peers.len();
-        for k in 0..n {
-            let i = (self.tx_cursor.wrapping_add(k)) % n;
+        // round robin from the cursor, without a division per call (the cursor is below `n`
+        // unless connections went away since)
+        let mut i = if self.tx_cursor < n {
+            self.tx_cursor
+        } else {
+            self.tx_cursor % n.max(1)
+        };
+        for _ in 0..n {
+            let next = if i + 1 == n { 0 } else { i + 1 };
             let p = &mut self.peers[i];
             let ping = p.ping_due;
             if let Some((len, kind)) = p.next_frame(buf, now, wall)? {
@@ -1647,13 +1654,14 @@ impl<P: Copy + Eq, const PEERS: usize, const SESSIONS: usize> Server<P, PEERS, S
                     bump(&mut self.stats.heartbeats_sent);
                 }
                 bump(&mut self.stats.frames_sent);
-                self.tx_cursor = (i + 1) % n;
+                self.tx_cursor = next;
                 return Ok(Some(Transmit {
                     to: p.key,
                     len,
                     kind,
                 }));
             }
+            i = next;
         }
         self.tx_dirty = false;
         Ok(None)
