@@ -2,7 +2,8 @@
 //! peers (N = 8, 1,024, 65,536), and a LongPort heartbeat round trip through client and server
 //!
 //! `game_server_batch_*`: the same KEEP_ALIVEs from uniformly random peers through
-//! `Server::handle_batch`, 32 per call, with `u32` and `SocketAddr` keys (8 and 65,536 peers).
+//! `Server::handle_batch`, 32 per call, with `u32` and `SocketAddr` keys (8 and 65,536 peers),
+//! and that bench's harness alone (`harness_only`: peer picks, keys, batch array; no server).
 //!
 //! Run: `cargo bench --bench machines -- --warm-up-time 1 --measurement-time 3`
 
@@ -284,11 +285,48 @@ fn batch_bench<K: BenchKey, const N: usize>(c: &mut Criterion, peers: u32) {
     );
 }
 
+/// The batched bench's harness alone: the same peer picks, keys, datagrams and batch array,
+/// no server (subtract it from `random_peers` for the server's own cost per batch)
+fn batch_harness<K: BenchKey>(c: &mut Criterion, peers: u32) {
+    let packets = KeepAlives {
+        template: [0x10, 0, 0, 0, 0, 0, 0, 0],
+        tokens: (0..peers).map(|i| i.to_le_bytes()).collect(),
+    };
+    let mask = (peers as usize).next_power_of_two() - 1;
+    let mut rng = 0x2545_F491_4F6C_DD1D_u64;
+    let mut g = c.benchmark_group(format!("game_server_batch_{}", K::NAME));
+    g.throughput(criterion::Throughput::Elements(BATCH as u64));
+    g.bench_function(BenchmarkId::new("harness_only", peers), |b| {
+        b.iter(|| {
+            let mut keys = [K::key(0); BATCH];
+            let mut bytes = [[0u8; 8]; BATCH];
+            for (k, d) in keys.iter_mut().zip(&mut bytes) {
+                let i = loop {
+                    let i = next(&mut rng) as usize & mask;
+                    if i < packets.len() {
+                        break i;
+                    }
+                };
+                *k = K::key(i as u32);
+                *d = packets.datagram(i).1;
+            }
+            let mut batch: [(K, &[u8]); BATCH] = [(keys[0], &[]); BATCH];
+            for ((slot, k), d) in batch.iter_mut().zip(&keys).zip(&bytes) {
+                *slot = (*k, d);
+            }
+            black_box(&batch);
+        })
+    });
+    g.finish();
+}
+
 fn game_batch(c: &mut Criterion) {
     batch_bench::<u32, 8>(c, 8);
     batch_bench::<u32, 65536>(c, 65536);
     batch_bench::<std::net::SocketAddr, 8>(c, 8);
     batch_bench::<std::net::SocketAddr, 65536>(c, 65536);
+    batch_harness::<u32>(c, 65536);
+    batch_harness::<std::net::SocketAddr>(c, 65536);
 }
 
 /// Feed `bytes` to the LongPort server as one read of connection `conn`; returns the request id

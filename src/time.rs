@@ -179,6 +179,7 @@ impl Clock {
     }
 
     /// Machine time for the caller's `now`; records a backward step as a shift
+    #[inline]
     pub(crate) fn update(&mut self, now: Instant) -> Instant {
         let t = now.0.saturating_add(self.shift);
         if t < self.last.0 {
@@ -192,18 +193,21 @@ impl Clock {
     /// Machine time for the caller's `now` without recording it (for getters): a `now` earlier
     /// than the latest one counts as no time passing
     #[must_use]
+    #[inline]
     pub(crate) fn peek(&self, now: Instant) -> Instant {
         Instant(now.0.saturating_add(self.shift).max(self.last.0))
     }
 
     /// The latest machine time
     #[must_use]
+    #[inline]
     pub(crate) const fn now(&self) -> Instant {
         self.last
     }
 
     /// A machine instant in the caller's clock (saturating at [`Instant::ZERO`])
     #[must_use]
+    #[inline]
     pub(crate) const fn to_caller(self, t: Instant) -> Instant {
         Instant(t.0.saturating_sub(self.shift))
     }
@@ -211,6 +215,7 @@ impl Clock {
 
 /// The earlier of two optional deadlines
 #[must_use]
+#[inline]
 pub(crate) fn earliest(a: Option<Instant>, b: Option<Instant>) -> Option<Instant> {
     match (a, b) {
         (Some(a), Some(b)) => Some(a.min(b)),

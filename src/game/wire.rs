@@ -873,6 +873,13 @@ fn parse_control(
                 Some((Control::Accept, Some(Token([t0, t1, t2, t3]))))
             }
             (TokenMode::Vanilla, &[id @ ..=ACCEPT]) => Some((simple(id), None)),
+            // what `detect` makes of the token forms without extra bytes: KEEP_ALIVE / ACCEPT +
+            // token, CONNECT / CONNECT_ACCEPT + "TKEN" + token (no warning from the payload)
+            (TokenMode::Detect, &[id @ (KEEP_ALIVE | ACCEPT), t0, t1, t2, t3])
+            | (
+                TokenMode::Detect,
+                &[id @ (CONNECT | CONNECT_ACCEPT), b'T', b'K', b'E', b'N', t0, t1, t2, t3],
+            ) => Some((simple(id), Some(Token([t0, t1, t2, t3])))),
             _ => None,
         };
         if let Some((control, token)) = fast {
@@ -890,8 +897,9 @@ fn parse_control(
 }
 
 /// The sender's ack from header bytes 0 and 1
+/// The 10-bit ack of header bytes 0 and 1
 #[inline]
-const fn ack(b0: u8, b1: u8) -> u16 {
+pub(crate) const fn ack(b0: u8, b1: u8) -> u16 {
     (b0 as u16 & ACK_HIGH_MASK as u16) << 8 | b1 as u16
 }
 

@@ -169,6 +169,22 @@ impl Echo {
         })
     }
 
+    /// Store a copy of `body` in `slot`, built in place; `false` (slot unchanged) when it is
+    /// longer than [`MAX_ECHO_LEN`]
+    #[inline]
+    fn store(slot: &mut Option<Echo>, id: RequestId, gzip: bool, body: &[u8]) -> bool {
+        if body.len() > MAX_ECHO_LEN {
+            return false;
+        }
+        let echo = slot.insert(Echo {
+            id,
+            gzip,
+            body: Vec::new(),
+        });
+        // cannot fail: the length was checked
+        echo.body.extend_from_slice(body).is_ok()
+    }
+
     /// Write the echo (a cmd-1 response) at the start of `buf`
     fn emit(&self, buf: &mut [u8]) -> Result<usize, BufferTooSmall> {
         Packet::response(CMD_HEARTBEAT, self.id, Status::Success, &self.body)

@@ -14,14 +14,18 @@ use super::connless::{ConnlessPacket, InfoContent, InfoRequest};
 use super::error::Error;
 use super::event::{CloseCause, ServerApp, ServerEvent};
 use super::layer::{
-    self, imp::Imp, ChunkConfig, ControlOnly, Dropped, Layer, Outcome, Pkt, Reliable, SMALL_LEN,
+    self, imp::Imp, ChunkConfig, ControlOnly, Dropped, Layer, Marks, Outcome, Pkt, Reliable,
+    SMALL_LEN,
 };
 use super::token::{mint, table_key, TokenSecret};
 use super::vital::VitalStats;
 use super::wire::{
-    self, Control, ControlPacket, Flags, Packet, Reason, Token, TokenMode, Warnings, ACK_MODULO,
-    FLAG_COMPRESSION, FLAG_CONNLESS, HEADER_LEN,
+    self, Control, ControlId, ControlPacket, Flags, Packet, Reason, Token, TokenMode, Warnings,
+    ACK_HIGH_MASK, ACK_MODULO, FLAG_COMPRESSION, FLAG_CONNLESS, FLAG_CONTROL, HEADER_LEN,
 };
+
+/// The id byte of a KEEP_ALIVE
+const KEEP_ALIVE_ID: u8 = ControlId::KeepAlive as u8;
 use super::{count, local_reason, LocalReason, MIN_DELAY};
 use crate::config::{at_least_one, getters, setters};
 use crate::io::{BufferTooSmall, FrameKind, PeerText, Received, Transmit};
@@ -734,7 +738,7 @@ impl<P: Copy + Eq + Hash, const PEERS: usize, const EVENTS: usize, L: Layer>
         data: &'a [u8],
     ) -> Result<Received<ServerApp<'a>>, Error> {
         let hash = self.peers.hash_of(&from);
-        self.input_hashed(now, from, hash, data)
+        self.input_hashed(now, from, hash, None, data)
     }
 
     /// Feed a batch of datagrams, as `recvmmsg` hands them over: `batch[i]` is (sender, bytes)
@@ -763,19 +767,22 @@ impl<P: Copy + Eq + Hash, const PEERS: usize, const EVENTS: usize, L: Layer>
         for group in batch.chunks(GROUP) {
             let mut hashes = [0u32; GROUP];
             let mut words = [0u32; GROUP];
+            let mut slots = [None; GROUP];
             for (h, (from, _)) in hashes.iter_mut().zip(group) {
                 *h = self.peers.hash_of(from);
             }
             for (w, h) in words.iter_mut().zip(&hashes) {
                 *w = self.peers.touch(*h);
             }
-            let mut hits = 0u32;
-            for ((w, h), (from, _)) in words.iter().zip(&hashes).zip(group) {
-                hits += u32::from(self.peers.touch_slot(*h, *w, from));
+            for ((s, (w, h)), (from, _)) in
+                slots.iter_mut().zip(words.iter().zip(&hashes)).zip(group)
+            {
+                *s = self.peers.slot_of_word(*h, *w, from);
             }
-            core::hint::black_box(hits);
-            for (h, (from, data)) in hashes.iter().zip(group) {
-                match self.input_hashed(now, *from, *h, data) {
+            for ((h, s), (from, data)) in hashes.iter().zip(&slots).zip(group) {
+                // a slot found above is used when it still holds the key (an earlier datagram of
+                // the group may have removed or added peers); else the table is probed
+                match self.input_hashed(now, *from, *h, *s, data) {
                     Ok(received) => on_each(self, done, received),
                     Err(_) => return done,
                 }
@@ -785,13 +792,15 @@ impl<P: Copy + Eq + Hash, const PEERS: usize, const EVENTS: usize, L: Layer>
         done
     }
 
-    /// [`Server::handle_input`] with the sender's placement hash already computed
-    #[inline]
+    /// [`Server::handle_input`] with the sender's placement hash already computed, and maybe
+    /// the slot that held the sender's key a moment ago (`hint`, checked before use)
+    #[inline(always)]
     fn input_hashed<'a>(
         &mut self,
         now: Instant,
         from: P,
         hash: u32,
+        hint: Option<usize>,
         data: &'a [u8],
     ) -> Result<Received<ServerApp<'a>>, Error> {
         let n = data.len();
@@ -810,7 +819,11 @@ impl<P: Copy + Eq + Hash, const PEERS: usize, const EVENTS: usize, L: Layer>
         }
         let now = self.clock.update(now);
         // one table lookup per datagram; the entry is then reached by its slot
-        if let Some(slot) = self.peers.find_hashed(hash, &from) {
+        let slot = match hint {
+            Some(slot) if self.peers.holds(slot, &from) => Some(slot),
+            _ => self.peers.find_hashed(hash, &from),
+        };
+        if let Some(slot) = slot {
             let handled = self.handle_known(now, from, slot, data);
             let app = layer::counted(
                 handled,
@@ -924,12 +937,32 @@ impl<P: Copy + Eq + Hash, const PEERS: usize, const EVENTS: usize, L: Layer>
     ///
     /// # Errors
     /// [`BufferTooSmall`] with the exact size when `buf` cannot hold the frame; it stays queued.
+    #[inline]
     pub fn poll_transmit(
         &mut self,
         now: Instant,
         buf: &mut [u8],
     ) -> Result<Option<Transmit<P>>, BufferTooSmall> {
         let now = self.clock.update(now);
+        // the common case, kept small enough to inline: nothing queued (with the chunk layer a
+        // packet may wait in the shared out buffer: always the full path)
+        if !<L as Imp>::CHUNKS
+            && self.state == ServerState::Running
+            && self.closes.is_empty()
+            && self.replies.is_empty()
+            && self.dirty.is_empty()
+        {
+            return Ok(None);
+        }
+        self.transmit_queued(now, buf)
+    }
+
+    /// [`Server::poll_transmit`] when something may be queued (`now` already in machine time)
+    fn transmit_queued(
+        &mut self,
+        now: Instant,
+        buf: &mut [u8],
+    ) -> Result<Option<Transmit<P>>, BufferTooSmall> {
         if let Some(frame) = self.closes.front() {
             let packet = ControlPacket {
                 ack: frame.ack,
@@ -1416,6 +1449,7 @@ impl<P: Copy + Eq + Hash, const PEERS: usize, const EVENTS: usize, L: Layer>
     }
 
     /// A datagram from a peer in the table
+    #[inline(always)]
     fn handle_known<'a>(
         &mut self,
         now: Instant,
@@ -1424,6 +1458,27 @@ impl<P: Copy + Eq + Hash, const PEERS: usize, const EVENTS: usize, L: Layer>
         data: &'a [u8],
     ) -> Result<Option<ServerApp<'a>>, Dropped> {
         let (_, &hot) = self.peers.get(slot).ok_or(Dropped::Silent)?;
+        // The most frequent datagram, a token peer's plain KEEP_ALIVE (header with the control
+        // flag alone and 0 chunks, id 0, token), without the general parser: what `layer::parse`
+        // returns for these 8 bytes in `Trailing` mode (a KEEP_ALIVE, that ack and token, no
+        // warnings) and what `process_known` then does with it.
+        if let [b0, b1, 0, KEEP_ALIVE_ID, t0, t1, t2, t3] = *data {
+            if b0 & !ACK_HIGH_MASK == FLAG_CONTROL && hot.token().is_some() {
+                if !hot.token_is(Some(Token([t0, t1, t2, t3]))) {
+                    return Err(Dropped::WrongToken);
+                }
+                let marks = Marks {
+                    token: None,
+                    ack: wire::ack(b0, b1),
+                    resend: false,
+                    warnings: Warnings::NONE,
+                };
+                if self.refresh_inline(now, slot, &marks) {
+                    count(&mut self.stats.keep_alives_received);
+                }
+                return Ok(None);
+            }
+        }
         let mode = if hot.token().is_some() {
             TokenMode::Trailing
         } else {
@@ -1532,7 +1587,7 @@ impl<P: Copy + Eq + Hash, const PEERS: usize, const EVENTS: usize, L: Layer>
             return Outcome::Nothing;
         };
         let marks = pkt.marks();
-        if marks.token != hot.token() {
+        if !hot.token_is(marks.token) {
             count(&mut self.stats.dropped_wrong_token);
             return Outcome::Nothing;
         }
@@ -1542,17 +1597,18 @@ impl<P: Copy + Eq + Hash, const PEERS: usize, const EVENTS: usize, L: Layer>
             let _ = hot.take_rejoin();
         }
         if let Pkt::Control { c, warnings } = &pkt {
-            let used = hot.peer_ack() != 0
-                || hot.sequence() != 0
-                || self.cold[slot & (PEERS - 1)].ack != 0
-                || L::peer_channel(&self.layer_peers[slot & (PEERS - 1)])
-                    .is_some_and(|v| v.sequence() != 0 || v.ack() != 0);
             if c.control == Control::Accept
                 && hot.online()
                 && hot.token().is_some()
                 && !warnings.contains(Warnings::EXTRA_BYTES)
                 && hot.take_rejoin()
-                && used
+                // (only read when a rejoin is armed: the state beside the table is another cache
+                // line per datagram)
+                && (hot.peer_ack() != 0
+                    || hot.sequence() != 0
+                    || self.cold[slot & (PEERS - 1)].ack != 0
+                    || L::peer_channel(&self.layer_peers[slot & (PEERS - 1)])
+                        .is_some_and(|v| v.sequence() != 0 || v.ack() != 0))
             {
                 // DDNet's "rejoin": a second ACCEPT (exactly id + token) on a live connection
                 // resets it before its ack is looked at, and the game-level join starts over.
@@ -1573,21 +1629,9 @@ impl<P: Copy + Eq + Hash, const PEERS: usize, const EVENTS: usize, L: Layer>
                 let _ = self.events.push_back(ServerEvent::Rejoined { peer: from });
             }
         }
-        let Some((_, hot)) = self.peers.get_mut(slot) else {
-            return Outcome::Nothing;
-        };
-        let vital = L::peer(&mut self.layer_peers[slot & (PEERS - 1)]).map(|(v, _)| v);
-        if !layer::ack_ok(vital, now, &marks, hot.peer_ack(), hot.sequence()) {
-            count(&mut self.stats.dropped_bad_ack);
+        if !self.refresh(now, slot, &marks) {
             return Outcome::Nothing;
         }
-        hot.set_peer_ack(marks.ack);
-        hot.last_recv = stamp(now);
-        if !marks.warnings.is_empty() {
-            count(&mut self.stats.warnings);
-        }
-        // a RESEND request or an ack may have made a packet due
-        self.reschedule(slot, now);
         let Some((_, hot)) = self.peers.get_mut(slot) else {
             return Outcome::Nothing;
         };
@@ -1633,6 +1677,34 @@ impl<P: Copy + Eq + Hash, const PEERS: usize, const EVENTS: usize, L: Layer>
                 Outcome::Chunks(chunks)
             }
         }
+    }
+
+    /// The ack check and liveness refresh of a packet from a known peer whose token passed;
+    /// `false` when its ack is out of range (dropped and counted)
+    #[inline]
+    fn refresh(&mut self, now: Instant, slot: usize, marks: &Marks) -> bool {
+        self.refresh_inline(now, slot, marks)
+    }
+
+    /// [`Server::refresh`], always inlined (the KEEP_ALIVE shortcut)
+    #[inline(always)]
+    fn refresh_inline(&mut self, now: Instant, slot: usize, marks: &Marks) -> bool {
+        let Some((_, hot)) = self.peers.get_mut(slot) else {
+            return false;
+        };
+        let vital = L::peer(&mut self.layer_peers[slot & (PEERS - 1)]).map(|(v, _)| v);
+        if !layer::ack_ok(vital, now, marks, hot.peer_ack(), hot.sequence()) {
+            count(&mut self.stats.dropped_bad_ack);
+            return false;
+        }
+        hot.set_peer_ack(marks.ack);
+        hot.last_recv = stamp(now);
+        if !marks.warnings.is_empty() {
+            count(&mut self.stats.warnings);
+        }
+        // a RESEND request or an ack may have made a packet due
+        self.reschedule(slot, now);
+        true
     }
 
     /// Forget the packet in the receive buffer if it belongs to slot `slot` (the peer is gone or

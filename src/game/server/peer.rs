@@ -83,6 +83,17 @@ impl PeerHot {
         }
     }
 
+    /// Whether `token` (what a packet carried) is this peer's: its token for a token peer, none
+    /// for a vanilla peer (`== self.token()`, compared as one word)
+    #[inline]
+    pub(super) fn token_is(&self, token: Option<Token>) -> bool {
+        let mine = u32::from_ne_bytes(self.token.0);
+        match token {
+            Some(t) => mine != 0 && u32::from_ne_bytes(t.0) == mine,
+            None => mine == 0,
+        }
+    }
+
     #[inline]
     pub(super) fn online(&self) -> bool {
         self.bits.get() & ONLINE_BIT != 0

@@ -98,14 +98,16 @@ impl<K, V, S, const N: usize> Table<K, V, S, N> {
         (hash & !Self::POS_MASK) | (slot as u32 + 1)
     }
 
+    /// The bucket word at position `pos` (taken modulo `2 × N`)
     #[inline]
     fn bucket(&self, pos: usize) -> u32 {
-        self.index[(pos / N) & 1][pos % N]
+        // the two halves are contiguous: one index into 2N words, in bounds by the mask
+        self.index.as_flattened()[pos & (Self::BUCKETS - 1)]
     }
 
     #[inline]
     fn bucket_mut(&mut self, pos: usize) -> &mut u32 {
-        &mut self.index[(pos / N) & 1][pos % N]
+        &mut self.index.as_flattened_mut()[pos & (Self::BUCKETS - 1)]
     }
 
     /// The key and value in `slot`, if that slot is in use
@@ -221,15 +223,29 @@ impl<K: Eq, V, S: KeyHash<K>, const N: usize> Table<K, V, S, N> {
         self.bucket((hash & Self::POS_MASK) as usize)
     }
 
-    /// Read the key of the slot a bucket word (from [`Table::touch`]) points at, when its tag
-    /// matches `hash`; returns whether that key is `key` (the value only feeds `black_box`)
+    /// The slot a bucket word (from [`Table::touch`]) points at, when its tag matches `hash`
+    /// and that slot holds `key` (reads the slot: batched input does this for many keys before
+    /// it handles any of them); `None` means "probe" (the key is further along or absent)
     #[inline]
-    pub(crate) fn touch_slot(&self, hash: u32, word: u32, key: &K) -> bool {
-        if word == 0 || word & !Self::POS_MASK != hash & !Self::POS_MASK {
-            return false;
-        }
-        let slot = (word & Self::POS_MASK) as usize - 1;
-        self.slots.get(slot).is_some_and(|s| s.key == *key)
+    pub(crate) fn slot_of_word(&self, hash: u32, word: u32, key: &K) -> Option<usize> {
+        // without early exits (`&`, not `&&`): whether a key sits in its home bucket is random,
+        // so branches on it are mispredicted; the key is compared in any case (an empty word
+        // names no slot: `get` finds nothing)
+        let tagged = (word != 0) & ((word ^ hash) & !Self::POS_MASK == 0);
+        let slot = (word & Self::POS_MASK).wrapping_sub(1) as usize;
+        let held = self
+            .slots
+            .get(slot)
+            .is_some_and(|s| s.value.is_some() & (s.key == *key));
+        (tagged & held).then_some(slot)
+    }
+
+    /// Whether `slot` is in use and holds `key` (then it is `key`'s slot: keys are unique)
+    #[inline]
+    pub(crate) fn holds(&self, slot: usize, key: &K) -> bool {
+        self.slots
+            .get(slot)
+            .is_some_and(|s| s.value.is_some() && s.key == *key)
     }
 
     /// The value of `key`

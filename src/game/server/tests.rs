@@ -1551,3 +1551,59 @@ fn server_clock_stepping_back_one_hour_keeps_the_session() {
     assert_cadence("client", &c_sends, Duration::from_millis(250), None);
     assert_cadence("server", &s_sends, Duration::from_secs(1), Some(STEP_AT));
 }
+
+#[test]
+fn eight_byte_keep_alives_take_the_same_checks_as_any_control_packet() {
+    // A token peer's 8-byte KEEP_ALIVE (control flag alone, 0 chunks) skips the general parser;
+    // its neighbours (flags, chunk count, wrong token, acks out of range, a vanilla peer's 8
+    // bytes) go through it. Each row: header bytes, whether the peer's own token follows
+    // (else 01 02 03 04), and the counters (keep-alives, wrong token, bad ack, warnings), and
+    // whether liveness was refreshed.
+    let rows: [(&str, bool, [u64; 4], bool); 8] = [
+        ("10 00 00 00", true, [1, 0, 0, 0], true),
+        ("10 00 00 00", false, [0, 1, 0, 0], false),
+        // ack 5 with our sequence 0: out of range
+        ("10 05 00 00", true, [0, 0, 1, 0], false),
+        // ack 0x100 (the ack's high bits in byte 0): out of range
+        ("11 00 00 00", true, [0, 0, 1, 0], false),
+        // resend flag and a chunk count: accepted with a warning, through the parser
+        ("50 00 00 00", true, [1, 0, 0, 1], true),
+        ("10 00 01 00", true, [1, 0, 0, 1], true),
+        // compressed, connless-reserved bits: malformed (no counter of these four)
+        ("90 00 00 00", true, [0, 0, 0, 0], false),
+        ("18 00 00 00", true, [0, 0, 0, 0], false),
+    ];
+    for (head, own_token, counters, refreshed) in rows {
+        let mut s = server(VanillaPolicy::Reject);
+        let mut c = token_client();
+        handshake(&mut s, &mut c, 1, ms(0));
+        let _ = s_events(&mut s);
+        let mut d = hex(head);
+        if own_token {
+            d.extend_from_slice(&s.token_for(1).0);
+        } else {
+            d.extend_from_slice(&[1, 2, 3, 4]);
+        }
+        assert!(to_s(&mut s, ms(5_000), 1, &d).is_none());
+        let st = s.stats();
+        assert_eq!(
+            [
+                st.keep_alives_received,
+                st.dropped_wrong_token,
+                st.dropped_bad_ack,
+                st.warnings
+            ],
+            counters,
+            "{head}"
+        );
+        // the handshake was at 0 ms, the timeout is 10 s
+        s.handle_timeout(ms(10_000));
+        assert_eq!(s.is_online(1), refreshed, "{head}");
+    }
+    // a vanilla peer's 8 bytes: KEEP_ALIVE with 4 extra bytes (a warning), accepted
+    let mut s = server(VanillaPolicy::Admit);
+    let mut c = vanilla_client();
+    handshake(&mut s, &mut c, 1, ms(0));
+    to_s(&mut s, ms(5_000), 1, &hex("10 00 00 00 01 02 03 04"));
+    assert_eq!((s.stats().keep_alives_received, s.stats().warnings), (1, 1));
+}

@@ -140,6 +140,7 @@ impl IdCounter {
     }
 
     /// The next id not `in_use`, trying at most `tries` ids (more than can be in use at once)
+    #[inline]
     pub(super) fn next(&mut self, tries: usize, in_use: impl Fn(RequestId) -> bool) -> RequestId {
         let mut id = self.0;
         for _ in 0..tries {

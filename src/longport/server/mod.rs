@@ -22,7 +22,7 @@ use crate::longport::event::{CloseCause, LoginKind, ServerEvent};
 use crate::longport::wire::{
     Kind, Packet, RequestId, Signature, Status, DEFAULT_MAX_BODY, MAX_BODY_LEN,
 };
-use crate::longport::{bump, bump_by, truncated, Echo, Text, WallClock};
+use crate::longport::{bump, bump_by, truncated, Echo, Text, WallClock, MAX_WS_CONTROL_PAYLOAD};
 use crate::time::{clamp_delay, clamp_some, Clock, Duration, Instant};
 
 pub use admission::{AccountId, Admission, Grant, Source};
@@ -1473,12 +1473,14 @@ impl<P: Copy + Eq, const PEERS: usize, const SESSIONS: usize> Server<P, PEERS, S
                 if p.phase == Phase::Closing {
                     return;
                 }
-                match Vec::from_slice(payload) {
-                    Ok(v) => {
-                        p.pong = Some(v);
-                        self.tx_dirty = true;
-                    }
-                    Err(_) => bump(&mut self.stats.ws_pings_oversized),
+                if payload.len() <= MAX_WS_CONTROL_PAYLOAD {
+                    // built in place (no copy of the whole slot)
+                    let pong = p.pong.insert(Vec::new());
+                    // cannot fail: the length was checked
+                    let _ = pong.extend_from_slice(payload);
+                    self.tx_dirty = true;
+                } else {
+                    bump(&mut self.stats.ws_pings_oversized);
                 }
             }
             FrameKind::WsPong => {
@@ -1553,10 +1555,17 @@ impl<P: Copy + Eq, const PEERS: usize, const SESSIONS: usize> Server<P, PEERS, S
         if !self.tx_dirty {
             return Ok(None);
         }
-        let wall = self.wall.or_epoch_ms(now);
+        let wall = self.wall;
         let n = self.peers.len();
-        for k in 0..n {
-            let i = (self.tx_cursor.wrapping_add(k)) % n;
+        // round robin from the cursor, without a division per call (the cursor is below `n`
+        // unless connections went away since)
+        let mut i = if self.tx_cursor < n {
+            self.tx_cursor
+        } else {
+            self.tx_cursor % n.max(1)
+        };
+        for _ in 0..n {
+            let next = if i + 1 == n { 0 } else { i + 1 };
             let p = &mut self.peers[i];
             let ping = p.ping_due;
             if let Some((len, kind)) = p.next_frame(buf, now, wall)? {
@@ -1569,13 +1578,14 @@ impl<P: Copy + Eq, const PEERS: usize, const SESSIONS: usize> Server<P, PEERS, S
                     bump(&mut self.stats.heartbeats_sent);
                 }
                 bump(&mut self.stats.frames_sent);
-                self.tx_cursor = (i + 1) % n;
+                self.tx_cursor = next;
                 return Ok(Some(Transmit {
                     to: p.key,
                     len,
                     kind,
                 }));
             }
+            i = next;
         }
         self.tx_dirty = false;
         Ok(None)
@@ -2091,23 +2101,13 @@ impl<P: Copy + Eq, const PEERS: usize, const SESSIONS: usize> Server<P, PEERS, S
                 request_id,
                 timeout_ms,
             } => match h.cmd {
-                CMD_HEARTBEAT if self.peers[idx].echo.is_none() => {
-                    match Echo::new(request_id, h.gzip, body) {
-                        Some(echo) => {
-                            self.peers[idx].echo = Some(echo);
-                            self.tx_dirty = true;
-                            bump(&mut self.stats.heartbeats_echoed);
-                            None
-                        }
-                        None => {
-                            self.admit_request(idx, now, h.cmd, request_id, false)?;
-                            Some(ServerApp::HeartbeatEcho {
-                                request_id,
-                                body,
-                                gzip: h.gzip,
-                            })
-                        }
-                    }
+                CMD_HEARTBEAT
+                    if self.peers[idx].echo.is_none()
+                        && Echo::store(&mut self.peers[idx].echo, request_id, h.gzip, body) =>
+                {
+                    self.tx_dirty = true;
+                    bump(&mut self.stats.heartbeats_echoed);
+                    None
                 }
                 CMD_HEARTBEAT => {
                     self.admit_request(idx, now, h.cmd, request_id, false)?;

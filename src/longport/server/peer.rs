@@ -14,7 +14,7 @@ use crate::longport::server::admission::{AccountId, Source};
 use crate::longport::server::rate::Buckets;
 use crate::longport::server::session::SessionId;
 use crate::longport::wire::{Kind, RequestId, Status};
-use crate::longport::{emit_raw, Echo, Text, MAX_WS_CONTROL_PAYLOAD};
+use crate::longport::{emit_raw, Echo, Text, WallClock, MAX_WS_CONTROL_PAYLOAD};
 use crate::time::{Duration, Instant};
 
 /// Rate-limit refusals a connection holds for `poll_transmit`; one more input is refused with
@@ -327,14 +327,15 @@ impl<P: Copy> Peer<P> {
     /// Write the next frame into `buf`; the slot is cleared only on success
     ///
     /// Order: control response, heartbeat echo, rate-limit refusals, pong, server heartbeat (a
-    /// `Heartbeat{timestamp = wall_ms, heartbeat_id}` body: a WebSocket ping's payload, or a
+    /// `Heartbeat{timestamp = wall clock ms, heartbeat_id}` body: a WebSocket ping's payload, or a
     /// cmd-1 request on TCP), Close push, WebSocket close frame. Returns the length and the
     /// frame kind; `now` is when a heartbeat handed out was sent.
+    #[inline]
     pub(super) fn next_frame(
         &mut self,
         buf: &mut [u8],
         now: Instant,
-        wall_ms: i64,
+        wall: WallClock,
     ) -> Result<Option<(usize, FrameKind)>, BufferTooSmall> {
         let packet_kind = self.packet_kind();
         Ok(Some(if let Some(r) = &self.resp {
@@ -355,7 +356,10 @@ impl<P: Copy> Peer<P> {
             (len, FrameKind::WsPong)
         } else if self.ping_due {
             let id = self.hb_next_id;
-            let body = Heartbeat::new(wall_ms, Some(i32::from_ne_bytes(id.to_ne_bytes())));
+            let body = Heartbeat::new(
+                wall.or_epoch_ms(now),
+                Some(i32::from_ne_bytes(id.to_ne_bytes())),
+            );
             let frame = match self.transport {
                 Transport::WebSocket => (body.encode(buf)?, FrameKind::WsPing),
                 Transport::Tcp => {
