@@ -105,8 +105,9 @@ const TREE: [[u16; 2]; INTERNAL] = build_tree();
 /// Per symbol: the code bits (first choice in bit 0) in bits 0..16 and the length in bits 16..24
 static CODES: [u32; SYMBOLS] = build_codes();
 
-/// Bits the decoder looks up at once: 12 (40 KiB of tables) on 64-bit targets, 9 (5 KiB) on
-/// smaller ones, where flash is scarce and the 64-bit arithmetic of the fast path is slow anyway
+/// Bits the decoder looks up at once: 12 on 64-bit targets (32 KiB table, plus 2 KiB for the
+/// codes longer than that), 9 on smaller ones (4 KiB), where flash is scarce and the 64-bit
+/// arithmetic of the fast path is slow anyway
 #[cfg(not(feature = "small-huffman"))]
 const LOOKUP_BITS: u32 = if cfg!(target_pointer_width = "64") {
     12
@@ -114,33 +115,56 @@ const LOOKUP_BITS: u32 = if cfg!(target_pointer_width = "64") {
     9
 };
 #[cfg(not(feature = "small-huffman"))]
-const _: () = assert!(3 * LOOKUP_BITS + MAX_CODE_LEN <= 56 && 4 * LOOKUP_BITS <= 56);
-#[cfg(not(feature = "small-huffman"))]
 const LOOKUP_MASK: u64 = (1 << LOOKUP_BITS) - 1;
 /// Most whole symbols one table entry holds
 #[cfg(not(feature = "small-huffman"))]
-const MAX_RUN: u32 = 8;
+const MAX_RUN: u32 = 6;
+/// Length of the EOF code (checked at compile time)
+#[cfg(not(feature = "small-huffman"))]
+const EOF_LEN: usize = 15;
 
-// Two tables share the lookup index: SYMS (u64) holds up to 8 decoded bytes, first in the lowest
-// byte (LONG entries: the node reached), META (u16) says what they mean:
-//   bits 0..6    bits consumed by the bytes (and EOF, when META_EOF is set): the low 6 bits, so
-//                `buf >> meta` shifts by exactly that much
-//   bits 8..12   number of bytes (0..=8)
-//   bit 12       META_EOF: EOF follows the bytes within the lookup bits
-//   LONG entries (no symbol ends within the lookup bits) have count 0 and no EOF
+// A decode table entry is one u64:
+//   bits 0..48   up to 6 decoded bytes, the first in the lowest byte; in a LONG entry bits 0..16
+//                hold the tree node reached and bits 16..24 its first index in LONG_CODES
+//   bits 48..51  number of bytes (0..=6)
+//   bit 52       LONG: no code ends within the lookup bits (consumed = LOOKUP_BITS, no bytes;
+//                the only entries of the main table without bytes)
+//   bit 53       EOF: only in entries of the long path, which then consume and write nothing
+//   bits 58..64  bits consumed: `e >> 58`, one shift, as the next lookup waits for it
+// Storing the whole entry as 8 bytes writes its bytes; what lands after them is overwritten by
+// the next store or lies past the decoded length.
 #[cfg(not(feature = "small-huffman"))]
-const META_COUNT_SHIFT: u32 = 8;
+const COUNT_SHIFT: u32 = 48;
 #[cfg(not(feature = "small-huffman"))]
-const META_EOF: u16 = 1 << 12;
+const LONG: u64 = 1 << 52;
+#[cfg(not(feature = "small-huffman"))]
+const EOF_FLAG: u64 = 1 << 53;
+#[cfg(not(feature = "small-huffman"))]
+const USED_SHIFT: u32 = 58;
 
-/// The multi-symbol decode tables, indexed by the next [`LOOKUP_BITS`] input bits (first bit in
-/// bit 0)
 #[cfg(not(feature = "small-huffman"))]
-const DECODE: ([u64; 1 << LOOKUP_BITS], [u16; 1 << LOOKUP_BITS]) = build_decode();
+const _: () = {
+    assert!(build_codes()[EOF as usize] >> 16 == EOF_LEN as u32);
+    // the EOF code never ends within a lookup, so only the long path meets it
+    assert!(LOOKUP_BITS < EOF_LEN as u32);
+    // four lookups per refill of ≥ 57 bits; a LONG entry refills before its ≤ 15 bits
+    assert!(4 * LOOKUP_BITS <= 57 && 3 * LOOKUP_BITS + MAX_CODE_LEN <= 57);
+    assert!(MAX_RUN <= 6 && MAX_CODE_LEN < (1 << (64 - USED_SHIFT)));
+};
+
+/// Bits the 64-bit long path looks up after the first [`LOOKUP_BITS`]: the rest of any code
+#[cfg(all(not(feature = "small-huffman"), target_pointer_width = "64"))]
+const LONG_BITS: u32 = MAX_CODE_LEN - LOOKUP_BITS;
+
+/// The decode tables: the main one, indexed by the next [`LOOKUP_BITS`] input bits (first bit in
+/// bit 0), and the one for the codes longer than that (64-bit targets), indexed by a LONG entry's
+/// first index plus the next [`LONG_BITS`] bits
 #[cfg(not(feature = "small-huffman"))]
-static SYMS: [u64; 1 << LOOKUP_BITS] = DECODE.0;
+const TABLES: ([u64; 1 << LOOKUP_BITS], [u64; 256]) = build_decode();
 #[cfg(not(feature = "small-huffman"))]
-static META: [u16; 1 << LOOKUP_BITS] = DECODE.1;
+static DECODE: [u64; 1 << LOOKUP_BITS] = TABLES.0;
+#[cfg(all(not(feature = "small-huffman"), target_pointer_width = "64"))]
+static LONG_CODES: [u64; 256] = TABLES.1;
 
 /// Build the tree from [`FREQUENCIES`] (EOF frequency 1) with DDNet's tie-breaking
 const fn build_tree() -> [[u16; 2]; INTERNAL] {
@@ -221,11 +245,13 @@ const fn build_codes() -> [u32; SYMBOLS] {
     codes
 }
 
-/// Build the multi-symbol decode tables
+/// Build the decode tables (see [`TABLES`])
 #[cfg(not(feature = "small-huffman"))]
-const fn build_decode() -> ([u64; 1 << LOOKUP_BITS], [u16; 1 << LOOKUP_BITS]) {
-    let mut syms_table = [0u64; 1 << LOOKUP_BITS];
-    let mut meta_table = [0u16; 1 << LOOKUP_BITS];
+const fn build_decode() -> ([u64; 1 << LOOKUP_BITS], [u64; 256]) {
+    let mut table = [0u64; 1 << LOOKUP_BITS];
+    // the internal nodes a LONG entry can reach, in order of first appearance
+    let mut long_nodes = [0u16; 32];
+    let mut longs = 0usize;
     let mut index = 0;
     while index < (1 << LOOKUP_BITS) {
         let bits = index as u64;
@@ -234,31 +260,62 @@ const fn build_decode() -> ([u64; 1 << LOOKUP_BITS], [u16; 1 << LOOKUP_BITS]) {
         let mut count = 0u32;
         let mut syms = 0u64;
         let mut node = ROOT;
-        let mut eof = false;
-        while !eof && count < MAX_RUN && pos < LOOKUP_BITS {
+        while count < MAX_RUN && pos < LOOKUP_BITS {
             node = child(node, bits >> pos);
             pos += 1;
-            if node == EOF {
-                eof = true;
-                used = pos;
-            } else if (node as usize) < SYMBOLS {
+            if (node as usize) < SYMBOLS {
+                assert!(node != EOF);
                 syms |= (node as u64) << (8 * count);
                 count += 1;
                 used = pos;
                 node = ROOT;
             }
         }
-        if count == 0 && !eof {
-            // the code is longer than the lookup: continue from `node` bit by bit
-            syms = node as u64;
-            used = LOOKUP_BITS;
-        }
-        syms_table[index] = syms;
-        meta_table[index] =
-            (used as u16) | ((count as u16) << META_COUNT_SHIFT) | if eof { META_EOF } else { 0 };
+        table[index] = if count == 0 {
+            // the code is longer than the lookup: 64-bit targets number the nodes reached for
+            // the long table, smaller ones walk on from the node bit by bit
+            let mut first = 0;
+            if cfg!(target_pointer_width = "64") {
+                let mut rank = 0;
+                while rank < longs && long_nodes[rank] != node {
+                    rank += 1;
+                }
+                if rank == longs {
+                    long_nodes[longs] = node;
+                    longs += 1;
+                }
+                first = (rank as u64) << (MAX_CODE_LEN - LOOKUP_BITS);
+                assert!(first < 256);
+            }
+            (node as u64) | (first << 16) | ((LOOKUP_BITS as u64) << USED_SHIFT) | LONG
+        } else {
+            syms | ((used as u64) << USED_SHIFT) | ((count as u64) << COUNT_SHIFT)
+        };
         index += 1;
     }
-    (syms_table, meta_table)
+    // 64-bit: the rest of each long code in one more lookup of MAX_CODE_LEN - LOOKUP_BITS bits
+    let mut long = [0u64; 256];
+    if cfg!(target_pointer_width = "64") {
+        let rest = MAX_CODE_LEN - LOOKUP_BITS;
+        assert!(longs << rest <= 256);
+        let mut j = 0;
+        while j < longs << rest {
+            let mut node = long_nodes[j >> rest];
+            let mut pos = 0;
+            while node as usize >= SYMBOLS {
+                assert!(pos < rest);
+                node = child(node, (j as u64) >> pos);
+                pos += 1;
+            }
+            long[j] = if node == EOF {
+                EOF_FLAG
+            } else {
+                (node as u64) | (((LOOKUP_BITS + pos) as u64) << USED_SHIFT) | (1 << COUNT_SHIFT)
+            };
+            j += 1;
+        }
+    }
+    (table, long)
 }
 
 /// Length in bits of the code of `symbol` (0..=255, or [`EOF`])
@@ -480,133 +537,461 @@ pub fn decompress(input: &[u8], out: &mut [u8]) -> Result<usize, DecompressError
 /// The table-driven decoder (see "Speed" in the module docs)
 #[cfg(not(feature = "small-huffman"))]
 pub fn decompress(input: &[u8], out: &mut [u8]) -> Result<usize, DecompressError> {
-    let input_bits = input.len() * 8;
+    #[cfg(target_pointer_width = "64")]
+    if input.len() >= HALVES_MIN {
+        return decompress_halves(input, out);
+    }
     // inputs shorter than one 8-byte load are decoded from a zero-padded copy
     let mut padded = [0u8; 8];
-    let data = if input.len() < 8 {
-        padded[..input.len()].copy_from_slice(input);
-        &padded[..]
-    } else {
-        input
-    };
-    let mut d = BitReader {
-        input: data,
-        len: input.len(),
-        pos: 0,
-        buf: 0,
-        nbits: 0,
-    };
-    let mut o = 0usize;
-    let full = DecompressError::OutputFull { limit: out.len() };
-
-    // Fast path, while three table entries' 8-byte stores fit: the input is read as if followed
-    // by zero bytes, and the bits consumed are checked against the real input before every group
-    // of lookups and at EOF; a stream that ran into the padding is truncated.
-    'fast: while o + 32 <= out.len() {
-        d.refill_padded();
-        if d.consumed() > input_bits {
-            return Err(truncated(out, o, d.consumed(), input_bits));
+    let data = match padded.get_mut(..input.len()) {
+        Some(p) => {
+            p.copy_from_slice(input);
+            &padded[..]
         }
-        // ≥ 56 bits buffered: four lookups of ≤ 12 bits, or fewer and then one long code (≤ 15
-        // bits, after which the buffer is refilled); four entries store at most 18 + 8 bytes
+        None => input,
+    };
+    finish(decode_from(data, input.len() * 8, 0, out, 0, usize::MAX))
+}
+
+/// Where [`decode_from`] stopped
+#[cfg(not(feature = "small-huffman"))]
+enum Flow {
+    /// The end: EOF or an error
+    Done(Result<usize, DecompressError>),
+    /// At the first lookup boundary at or after the `stop` bit: bit `p`, `o` bytes written
+    /// (only [`decompress_halves`] pauses)
+    #[cfg_attr(not(target_pointer_width = "64"), allow(dead_code))]
+    Paused { p: usize, o: usize },
+}
+
+/// The result of a [`decode_from`] that cannot pause (`stop = usize::MAX`)
+#[cfg(not(feature = "small-huffman"))]
+#[inline(always)]
+fn finish(flow: Flow) -> Result<usize, DecompressError> {
+    match flow {
+        Flow::Done(r) => r,
+        // no bit position reaches usize::MAX
+        Flow::Paused { o, .. } => Err(DecompressError::Truncated { decoded: o }),
+    }
+}
+
+/// Decode from bit `p` of `data` into `out`, where `o` bytes are already written; pause at the
+/// first lookup boundary at or after bit `stop`
+///
+/// `data` holds at least 8 bytes; its first `input_bits` bits are the input, and it is read as if
+/// zero bytes followed it. Results and errors are those of the bit-by-bit decoder run from bit 0
+/// into `out`, given that bit `p` is where the `o`-th byte's code starts.
+///
+/// Fast path, while four table entries' 8-byte stores fit: the bits consumed are checked against
+/// the input before every group of four lookups and at EOF; a stream that ran into the padding is
+/// truncated. Near the end of `out`: exact accounting, one symbol at a time.
+#[cfg(not(feature = "small-huffman"))]
+#[inline(always)]
+fn decode_from(
+    data: &[u8],
+    input_bits: usize,
+    p: usize,
+    out: &mut [u8],
+    mut o: usize,
+    stop: usize,
+) -> Flow {
+    let mut bits = Ahead::at(data, p);
+    while bits.p < stop {
+        if bits.p > input_bits {
+            return Flow::Done(Err(truncated(out, o, bits.p, input_bits)));
+        }
+        let Some(win) = out.get_mut(o..o + 32) else {
+            break;
+        };
+        bits.start_group(data);
+        let mut w = 0;
         for _ in 0..4 {
-            let i = (d.buf & LOOKUP_MASK) as usize;
-            let m = META[i];
-            let e = SYMS[i];
-            let count = u32::from(m >> META_COUNT_SHIFT);
-            if count.wrapping_sub(1) < MAX_RUN {
-                // 1..=8 bytes, no EOF: store all 8, keep `count` of them
-                if let Some(dst) = out.get_mut(o..o + 8) {
-                    dst.copy_from_slice(&e.to_le_bytes());
-                }
-                o += count as usize;
-                d.consume(u32::from(m) & 63);
-            } else if m & META_EOF != 0 {
-                let n = (count & 0xF) as usize;
-                if let Some(dst) = out.get_mut(o..o + n) {
-                    dst.copy_from_slice(&e.to_le_bytes()[..n]);
-                }
-                d.consume(u32::from(m) & 63);
-                let end = d.consumed();
-                if end > input_bits {
-                    let symbols_end = end - MAX_CODE_LEN as usize;
-                    return Err(truncated(out, o + n, symbols_end, input_bits));
-                }
-                return Ok(o + n);
-            } else {
-                d.consume(LOOKUP_BITS);
-                let mut node = e as u16;
-                while node as usize >= SYMBOLS {
-                    node = child(node, d.buf);
-                    d.consume(1);
-                }
-                if node == EOF {
-                    let end = d.consumed();
-                    if end > input_bits {
-                        return Err(truncated(out, o, end - MAX_CODE_LEN as usize, input_bits));
-                    }
-                    return Ok(o);
-                }
-                if let Some(b) = out.get_mut(o) {
-                    *b = node as u8;
-                }
-                o += 1;
-                continue 'fast;
+            step(data, &mut bits, win, &mut w);
+            if bits.eof {
+                // EOF starts at bit p
+                let (o, p) = (o + w, bits.p);
+                return Flow::Done(if p + EOF_LEN > input_bits {
+                    Err(truncated(out, o, p, input_bits))
+                } else {
+                    Ok(o)
+                });
             }
         }
+        bits.end_group();
+        o += w;
     }
-    if d.consumed() > input_bits {
-        return Err(truncated(out, o, d.consumed(), input_bits));
+    let mut p = bits.p;
+    if p > input_bits {
+        return Flow::Done(Err(truncated(out, o, p, input_bits)));
     }
-
-    // Careful path near the end of the output: exact bit accounting, one symbol at a time.
     loop {
-        d.refill_slow();
-        let avail = (input_bits - d.consumed()).min(d.nbits as usize) as u32;
-        let i = (d.buf & LOOKUP_MASK) as usize;
-        let (m, e) = (META[i], SYMS[i]);
-        let count = usize::from((m >> META_COUNT_SHIFT) & 0xF);
-        if count == 0 && m & META_EOF == 0 {
-            // LONG: first the lookup bits, then one bit at a time
-            if avail < LOOKUP_BITS {
-                return Err(DecompressError::Truncated { decoded: o });
+        if p >= stop {
+            return Flow::Paused { p, o };
+        }
+        let buf = bits_at(data, p);
+        let mut e = DECODE[(buf & LOOKUP_MASK) as usize];
+        if e & LONG != 0 {
+            e = long_entry(e, buf);
+            if e & EOF_FLAG != 0 {
+                return Flow::Done(if p + EOF_LEN > input_bits {
+                    Err(DecompressError::Truncated { decoded: o })
+                } else {
+                    Ok(o)
+                });
             }
-            let mut avail = avail - LOOKUP_BITS;
-            d.consume(LOOKUP_BITS);
-            let mut node = e as u16;
-            while node as usize >= SYMBOLS {
-                if avail == 0 {
-                    return Err(DecompressError::Truncated { decoded: o });
-                }
-                avail -= 1;
-                node = child(node, d.buf);
-                d.consume(1);
-            }
-            if node == EOF {
-                return Ok(o);
-            }
-            *out.get_mut(o).ok_or(full)? = node as u8;
-            o += 1;
-            continue;
         }
         // whole symbols, one at a time, each checked against the input and the output
-        let mut used = 0u32;
-        let bytes = e.to_le_bytes();
-        for &sym in &bytes[..count] {
-            used += CODES[sym as usize] >> 16;
-            if used > avail {
-                return Err(DecompressError::Truncated { decoded: o });
+        for &sym in e.to_le_bytes().iter().take((e >> COUNT_SHIFT) as usize & 7) {
+            p += code_len(u16::from(sym)) as usize;
+            if p > input_bits {
+                return Flow::Done(Err(DecompressError::Truncated { decoded: o }));
             }
-            *out.get_mut(o).ok_or(full)? = sym;
+            let Some(b) = out.get_mut(o) else {
+                return Flow::Done(Err(DecompressError::OutputFull { limit: out.len() }));
+            };
+            *b = sym;
             o += 1;
         }
-        if m & META_EOF != 0 {
-            if u32::from(m & 63) > avail {
-                return Err(DecompressError::Truncated { decoded: o });
-            }
-            return Ok(o);
+    }
+}
+
+/// A bit buffer of the fast path: the input from bit `p` on in `buf` (bit `p` in bit 0), at
+/// least 57 valid bits at the start of a group of four lookups, zeros past the end of the input
+#[cfg(not(feature = "small-huffman"))]
+trait BitBuf {
+    /// The buffer at bit `p` of `data`
+    fn at(data: &[u8], p: usize) -> Self;
+    /// Before a group of lookups
+    fn start_group(&mut self, data: &[u8]);
+    /// After it
+    fn end_group(&mut self);
+    /// Before a long code: at least [`MAX_CODE_LEN`] valid bits
+    fn make_room(&mut self, data: &[u8]);
+    /// The buffered bits
+    fn buf(&self) -> u64;
+    /// Consume `n` bits
+    fn consume(&mut self, n: u64);
+    /// Note that the next code is EOF
+    fn set_eof(&mut self);
+}
+
+/// One stream alone, where every lookup waits for the one before: the bits for the next group
+/// are loaded while this group's lookups run and merged in after them, so no load stands between
+/// two groups. `buf`'s bits below `top - p` are valid, the ones above zero or valid; `next` holds
+/// the input from bit `top` (a byte boundary) on.
+#[cfg(not(feature = "small-huffman"))]
+struct Ahead {
+    buf: u64,
+    p: usize,
+    top: usize,
+    next: u64,
+    eof: bool,
+}
+
+#[cfg(not(feature = "small-huffman"))]
+impl BitBuf for Ahead {
+    #[inline(always)]
+    fn at(data: &[u8], p: usize) -> Self {
+        Ahead {
+            buf: bits_at(data, p),
+            p,
+            top: (p & !7) + 64,
+            next: 0,
+            eof: false,
         }
-        d.consume(used);
+    }
+
+    #[inline(always)]
+    fn start_group(&mut self, data: &[u8]) {
+        self.next = bits_at(data, self.top);
+    }
+
+    #[inline(always)]
+    fn end_group(&mut self) {
+        // 1..=64 valid bits are left: a group takes at most 51 of ≥ 57
+        let valid = self.top.wrapping_sub(self.p);
+        self.buf |= (self.next << 1).wrapping_shl((valid as u32).wrapping_sub(1));
+        self.top += 64usize.wrapping_sub(valid) & !7;
+    }
+
+    #[inline(always)]
+    fn make_room(&mut self, data: &[u8]) {
+        if self.top.wrapping_sub(self.p) < MAX_CODE_LEN as usize {
+            // after other long codes in this group: start afresh at p
+            *self = Ahead::at(data, self.p);
+            self.start_group(data);
+        }
+    }
+
+    #[inline(always)]
+    fn buf(&self) -> u64 {
+        self.buf
+    }
+
+    #[inline(always)]
+    fn consume(&mut self, n: u64) {
+        self.buf >>= n;
+        self.p += n as usize;
+    }
+
+    #[inline(always)]
+    fn set_eof(&mut self) {
+        self.eof = true;
+    }
+}
+
+/// Two streams interleaved ([`decompress_halves`]): one stream's loads hide behind the other's
+/// lookups, and the fewer registers per stream the better; each group and each long code load
+/// afresh at `p`.
+#[cfg(all(not(feature = "small-huffman"), target_pointer_width = "64"))]
+struct Plain {
+    buf: u64,
+    p: usize,
+    eof: bool,
+}
+
+#[cfg(all(not(feature = "small-huffman"), target_pointer_width = "64"))]
+impl BitBuf for Plain {
+    #[inline(always)]
+    fn at(data: &[u8], p: usize) -> Self {
+        Plain {
+            buf: bits_at(data, p),
+            p,
+            eof: false,
+        }
+    }
+
+    #[inline(always)]
+    fn start_group(&mut self, data: &[u8]) {
+        // the callers keep p 64 bits before the end of the input
+        self.buf = load(data, self.p >> 3) >> (self.p & 7);
+    }
+
+    #[inline(always)]
+    fn end_group(&mut self) {}
+
+    #[inline(always)]
+    fn make_room(&mut self, data: &[u8]) {
+        self.buf = bits_at(data, self.p);
+    }
+
+    #[inline(always)]
+    fn buf(&self) -> u64 {
+        self.buf
+    }
+
+    #[inline(always)]
+    fn consume(&mut self, n: u64) {
+        self.buf >>= n;
+        self.p += n as usize;
+    }
+
+    #[inline(always)]
+    fn set_eof(&mut self) {
+        self.eof = true;
+    }
+}
+
+/// One lookup of the fast path: store the entry's bytes at `win[*w..]`, consume its bits,
+/// advance `w` by its byte count
+///
+/// EOF writes and consumes nothing and sets the buffer's `eof` (further lookups from the same
+/// bits meet it again).
+#[cfg(not(feature = "small-huffman"))]
+#[inline(always)]
+fn step<B: BitBuf>(data: &[u8], bits: &mut B, win: &mut [u8], w: &mut usize) {
+    let mut e = DECODE[(bits.buf() & LOOKUP_MASK) as usize];
+    let mut count = (e >> COUNT_SHIFT) as usize & 7;
+    if count == 0 {
+        // LONG (the only entries without bytes)
+        bits.make_room(data);
+        e = long_entry(e, bits.buf());
+        if e & EOF_FLAG != 0 {
+            bits.set_eof();
+            return;
+        }
+        count = 1;
+    }
+    if let Some(dst) = win.get_mut(*w..*w + 8) {
+        dst.copy_from_slice(&e.to_le_bytes());
+    }
+    bits.consume(e >> USED_SHIFT);
+    *w += count;
+}
+
+/// The entry of the code that the LONG entry `e` starts, `buf` holding its bits from the first
+/// on: one symbol (count 1, all its bits consumed) or EOF
+#[cfg(all(not(feature = "small-huffman"), target_pointer_width = "64"))]
+#[inline(always)]
+fn long_entry(e: u64, buf: u64) -> u64 {
+    let first = (e >> 16) as usize & 0xFF;
+    let rest = (buf >> LOOKUP_BITS) as usize & ((1 << LONG_BITS) - 1);
+    LONG_CODES[(first | rest) & 0xFF]
+}
+
+/// The entry of the code that the LONG entry `e` starts, `buf` holding its bits from the first
+/// on: one symbol (count 1, all its bits consumed) or EOF
+#[cfg(all(not(feature = "small-huffman"), not(target_pointer_width = "64")))]
+#[inline(never)]
+fn long_entry(e: u64, buf: u64) -> u64 {
+    let mut node = e as u16;
+    let mut bits = buf >> LOOKUP_BITS;
+    let mut used = u64::from(LOOKUP_BITS);
+    while node as usize >= SYMBOLS {
+        node = child(node, bits);
+        bits >>= 1;
+        used += 1;
+    }
+    if node == EOF {
+        EOF_FLAG
+    } else {
+        u64::from(node) | (used << USED_SHIFT) | (1 << COUNT_SHIFT)
+    }
+}
+
+/// The 8 bytes of `b` at `at` as a little-endian word (zero when out of range)
+#[cfg(not(feature = "small-huffman"))]
+#[inline(always)]
+fn load(b: &[u8], at: usize) -> u64 {
+    b.get(at..at + 8).map_or(0, |w| {
+        let mut a = [0u8; 8];
+        a.copy_from_slice(w);
+        u64::from_le_bytes(a)
+    })
+}
+
+/// The bits of `data` from bit `p` on, bit `p` in bit 0: at least 57 of them, zero past the end
+/// of `data` (which holds at least 8 bytes)
+#[cfg(not(feature = "small-huffman"))]
+#[inline(always)]
+fn bits_at(data: &[u8], p: usize) -> u64 {
+    let at = p >> 3;
+    let n = data.len();
+    let word = if at + 8 <= n {
+        load(data, at)
+    } else if at < n {
+        // the last 8 bytes, shifted so that the byte at `at` comes first
+        load(data, n - 8) >> (8 * (at + 8 - n))
+    } else {
+        0
+    };
+    word >> (p & 7)
+}
+
+/// The [`DecompressError::Truncated`] of a fast-path decode that read `end` bits (the end of
+/// its last symbol) while the input has only `input_bits`: the symbols that end past the input
+/// were decoded from padding and are not counted
+#[cold]
+#[cfg(not(feature = "small-huffman"))]
+fn truncated(out: &[u8], mut o: usize, mut end: usize, input_bits: usize) -> DecompressError {
+    while end > input_bits && o > 0 {
+        o -= 1;
+        end -= out
+            .get(o)
+            .map_or(0, |&b| (CODES[b as usize] >> 16) as usize);
+    }
+    DecompressError::Truncated { decoded: o }
+}
+
+/// Inputs from this many bytes on are decoded as two halves at once ([`decompress_halves`])
+#[cfg(all(not(feature = "small-huffman"), target_pointer_width = "64"))]
+const HALVES_MIN: usize = 128;
+
+/// Decode a long input as two streams at once, the second starting in the middle of the input
+///
+/// Each lookup waits for the one before it (its bit position depends on the code lengths found),
+/// so one stream leaves most of the CPU idle. The second stream starts at the middle byte, most
+/// likely inside a code, and decodes into a buffer on the stack; a prefix code falls into step
+/// with the true code boundaries after a few codes. Once the first stream (from bit 0, always
+/// right) reaches the middle, it goes on until it stands on a code boundary of the second; from
+/// there on the second stream's bytes are the true ones and are copied after the first's. When no
+/// common boundary turns up (the second stream ended early: a false EOF, or its buffer was full),
+/// the first stream simply decodes the rest. Results and errors are those of the one-stream
+/// decoder.
+#[cfg(all(not(feature = "small-huffman"), target_pointer_width = "64"))]
+#[inline(never)]
+fn decompress_halves(input: &[u8], out: &mut [u8]) -> Result<usize, DecompressError> {
+    let input_bits = input.len() * 8;
+    let middle = input.len() / 2 * 8;
+    let mut second = [0u8; MAX_DECOMPRESSED_LEN];
+    let limit_b = out.len().min(MAX_DECOMPRESSED_LEN);
+    let Some(out_b) = second.get_mut(..limit_b) else {
+        return finish(decode_from(input, input_bits, 0, out, 0, usize::MAX));
+    };
+    let (mut oa, mut ob) = (0, 0);
+    // both streams, one lookup of each in turn, while nothing needs care: the first stays before
+    // the middle, the second within the input, both have room for four lookups
+    let mut a = Plain::at(input, 0);
+    let mut b = Plain::at(input, middle);
+    let (end_a, end_b) = (middle - 64, input_bits - 64);
+    while a.p <= end_a && b.p <= end_b && !(a.eof || b.eof) {
+        let (Some(wa), Some(wb)) = (
+            out.get_mut(oa..).and_then(|o| o.first_chunk_mut::<32>()),
+            out_b.get_mut(ob..).and_then(|o| o.first_chunk_mut::<32>()),
+        ) else {
+            break;
+        };
+        a.start_group(input);
+        b.start_group(input);
+        let (mut ka, mut kb) = (0, 0);
+        for _ in 0..4 {
+            step(input, &mut a, wa, &mut ka);
+            step(input, &mut b, wb, &mut kb);
+        }
+        oa += ka;
+        ob += kb;
+    }
+    let (mut pa, pb) = (a.p, b.p);
+    // the second stream to its end
+    let result_b = finish(decode_from(input, input_bits, pb, out_b, ob, usize::MAX));
+    let count_b = match result_b {
+        Ok(n) | Err(DecompressError::Truncated { decoded: n }) => n,
+        Err(DecompressError::OutputFull { limit }) => limit,
+    };
+    // the first stream up to a code boundary of the second
+    let (mut q, mut i) = (middle, 0);
+    let mut stop = middle;
+    loop {
+        match decode_from(input, input_bits, pa, out, oa, stop) {
+            Flow::Done(r) => return r,
+            Flow::Paused { p, o } => (pa, oa) = (p, o),
+        }
+        while q < pa && i < count_b {
+            q += out_b.get(i).map_or(0, |&b| code_len(u16::from(b)) as usize);
+            i += 1;
+        }
+        if q == pa {
+            break;
+        }
+        if q < pa {
+            // the second stream ended before the streams met
+            return finish(decode_from(input, input_bits, pa, out, oa, usize::MAX));
+        }
+        stop = q;
+    }
+    // in step at the second stream's byte `i`: its bytes from there on are the true ones
+    let tail = out_b.get(i..count_b).unwrap_or(&[]);
+    let total = oa + tail.len();
+    let Some(dst) = out.get_mut(oa..total) else {
+        return Err(DecompressError::OutputFull { limit: out.len() });
+    };
+    match result_b {
+        Ok(_) => {
+            dst.copy_from_slice(tail);
+            Ok(total)
+        }
+        Err(DecompressError::Truncated { .. }) => {
+            Err(DecompressError::Truncated { decoded: total })
+        }
+        Err(DecompressError::OutputFull { .. }) => {
+            // its buffer was full: go on from the end of its last byte
+            dst.copy_from_slice(tail);
+            let end = q + tail
+                .iter()
+                .map(|&b| code_len(u16::from(b)) as usize)
+                .sum::<usize>();
+            finish(decode_from(input, input_bits, end, out, total, usize::MAX))
+        }
     }
 }
 
@@ -683,97 +1068,11 @@ pub fn decompress_prefix(input: &[u8], out: &mut [u8]) -> Result<usize, Decompre
     decode_bits(input, MAX_DECOMPRESSED_LEN, out, &mut [0; 4])
 }
 
-/// The [`DecompressError::Truncated`] of a fast-path decode that read `end` bits (the end of
-/// its last symbol) while the input has only `input_bits`: the symbols that end past the input
-/// were decoded from padding and are not counted
-#[cold]
-#[cfg(not(feature = "small-huffman"))]
-fn truncated(out: &[u8], mut o: usize, mut end: usize, input_bits: usize) -> DecompressError {
-    while end > input_bits && o > 0 {
-        o -= 1;
-        end -= out
-            .get(o)
-            .map_or(0, |&b| (CODES[b as usize] >> 16) as usize);
-    }
-    DecompressError::Truncated { decoded: o }
-}
-
-/// LSB-first bit buffer over the input, read as if zero bytes followed it
-///
-/// `input` holds at least 8 bytes (a short input is copied into a zero-padded array first);
-/// `len` is the real input length. `pos` counts the bytes fetched, padding included (it may pass
-/// the input's end). Invariant: `buf` holds `nbits` bits in its low bits; the bits above them are
-/// zero or the bits of the bytes starting at `pos` (zero past the end), so fetching those bytes
-/// again is harmless.
-#[cfg(not(feature = "small-huffman"))]
-struct BitReader<'a> {
-    input: &'a [u8],
-    len: usize,
-    pos: usize,
-    buf: u64,
-    nbits: u32,
-}
-
-/// The 8 bytes of `b` at `at` as a little-endian word (zero when out of range)
-#[inline(always)]
-#[cfg(not(feature = "small-huffman"))]
-fn load(b: &[u8], at: usize) -> u64 {
-    b.get(at..at + 8).map_or(0, |w| {
-        let mut a = [0u8; 8];
-        a.copy_from_slice(w);
-        u64::from_le_bytes(a)
-    })
-}
-
-#[cfg(not(feature = "small-huffman"))]
-impl BitReader<'_> {
-    /// Bits taken out of the buffer so far
-    #[inline(always)]
-    fn consumed(&self) -> usize {
-        self.pos * 8 - self.nbits as usize
-    }
-
-    /// Top up to ≥ 56 bits, zero bytes past the end of the input
-    #[inline(always)]
-    fn refill_padded(&mut self) {
-        let n = self.input.len();
-        let word = if self.pos + 8 <= n {
-            load(self.input, self.pos)
-        } else if self.pos < n {
-            // the last 8 bytes, shifted so that the byte at `pos` comes first
-            load(self.input, n - 8) >> (8 * (self.pos + 8 - n))
-        } else {
-            0
-        };
-        self.buf |= word << self.nbits;
-        self.pos += ((63 - self.nbits) >> 3) as usize;
-        self.nbits |= 56;
-    }
-
-    /// Top up byte by byte while there is real input and room
-    #[inline]
-    fn refill_slow(&mut self) {
-        while self.nbits <= 56 && self.pos < self.len {
-            let Some(&b) = self.input.get(self.pos) else {
-                break;
-            };
-            self.buf |= u64::from(b) << self.nbits;
-            self.pos += 1;
-            self.nbits += 8;
-        }
-    }
-
-    #[inline(always)]
-    fn consume(&mut self, n: u32) {
-        // callers never take more than the buffered bits
-        self.buf >>= n & 63;
-        self.nbits = self.nbits.wrapping_sub(n);
-    }
-}
-
 #[cfg(test)]
 mod tests {
+    extern crate alloc;
     use super::*;
+    use alloc::{vec, vec::Vec};
 
     fn hex(s: &str) -> heapless::Vec<u8, 64> {
         s.split_whitespace()
@@ -951,6 +1250,101 @@ mod tests {
                 if let Ok(n) = fast {
                     assert_eq!(&a[..n], &b[..n]);
                 }
+            }
+        }
+    }
+
+    #[test]
+    fn second_half_meeting_a_false_eof() {
+        // The codes of 07 86 repeated are a 17-bit period that holds the 15 EOF bits from its
+        // bit 11 on, inside a code. For these repetition counts the middle byte of the stream,
+        // where the two-halves decoder starts its second stream, falls on such a bit 11: that
+        // stream meets EOF at once and never falls into step; the first one decodes the rest.
+        for k in [74, 90, 106, 122, 138] {
+            let plain: Vec<u8> = [0x07, 0x86].repeat(k);
+            let mut packed = vec![0u8; compressed_len(&plain)];
+            let n = compress(&plain, &mut packed).unwrap();
+            assert!(n >= 128);
+            assert_eq!(
+                decode_bits(&packed[n / 2..], 8, &mut [], &mut [0; 4]),
+                Ok(0),
+                "k = {k}"
+            );
+            let mut out = [0u8; MAX_DECOMPRESSED_LEN];
+            assert_eq!(decompress(&packed, &mut out), Ok(2 * k));
+            assert_eq!(out[..2 * k], plain[..]);
+            for (input, limit) in [
+                (&packed[..n - 2], 1394),
+                (&packed[..], 2 * k - 1),
+                (&packed[..], 100),
+            ] {
+                let mut slow = vec![0u8; limit];
+                assert_eq!(
+                    decompress(input, &mut out[..limit]),
+                    decode_bits(input, limit, &mut slow, &mut [0; 4])
+                );
+            }
+        }
+    }
+
+    /// Streams for the differential test: compressed data (from all zeros to random bytes),
+    /// whole, cut short, with bits flipped or bytes appended; arbitrary bytes; runs of one byte
+    /// (zeros decode as an endless run of 0x80)
+    fn stream() -> impl proptest::strategy::Strategy<Value = Vec<u8>> {
+        use proptest::prelude::*;
+        let packed = (
+            0u32..=10,
+            proptest::collection::vec(any::<u8>(), 0..1600),
+            any::<u16>(),
+            proptest::collection::vec(any::<u16>(), 0..4),
+            proptest::collection::vec(any::<u8>(), 0..4),
+        )
+            .prop_map(|(zeros, mut plain, cut, flips, tail)| {
+                for (i, b) in plain.iter_mut().enumerate() {
+                    if (i as u32 * 7 + u32::from(*b)) % 10 < zeros {
+                        *b = 0;
+                    }
+                }
+                let mut packed = vec![0u8; compressed_len(&plain)];
+                let n = compress(&plain, &mut packed).unwrap();
+                packed.truncate(n);
+                if cut % 3 == 0 {
+                    packed.truncate(usize::from(cut) % (n + 1));
+                }
+                let bits = packed.len() * 8;
+                for f in flips {
+                    if bits > 0 {
+                        let f = usize::from(f) % bits;
+                        packed[f / 8] ^= 1 << (f % 8);
+                    }
+                }
+                packed.extend_from_slice(&tail);
+                packed
+            });
+        prop_oneof![
+            6 => packed,
+            2 => proptest::collection::vec(any::<u8>(), 0..1600),
+            1 => (any::<u8>(), 0usize..1600).prop_map(|(b, n)| vec![b; n]),
+        ]
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig { cases: 1500, ..Default::default() })]
+
+        /// The table-driven decoder (one stream for short inputs, two halves at once for long
+        /// ones) against the bit-by-bit one: same result, same bytes
+        #[test]
+        fn table_decoder_equals_bit_by_bit(
+            input in stream(),
+            limit in proptest::prop_oneof![0usize..64, 64usize..1394, proptest::strategy::Just(MAX_DECOMPRESSED_LEN), 1395usize..5000],
+        ) {
+            let mut fast_out = vec![0u8; limit];
+            let mut slow_out = vec![0u8; limit];
+            let fast = decompress(&input, &mut fast_out);
+            let slow = decode_bits(&input, limit, &mut slow_out, &mut [0; 4]);
+            proptest::prop_assert_eq!(fast, slow);
+            if let Ok(n) = fast {
+                proptest::prop_assert_eq!(&fast_out[..n], &slow_out[..n]);
             }
         }
     }
