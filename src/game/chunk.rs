@@ -397,7 +397,8 @@ impl core::error::Error for EmitError {}
 pub struct Chunks<'a> {
     payload: &'a [u8],
     pos: usize,
-    index: u8,
+    /// `num_chunks`
+    count: u8,
     left: u8,
 }
 
@@ -415,7 +416,7 @@ impl<'a> Chunks<'a> {
         Chunks {
             payload,
             pos: 0,
-            index: 0,
+            count: num_chunks,
             left: num_chunks,
         }
     }
@@ -436,22 +437,63 @@ impl<'a> Iterator for Chunks<'a> {
         if self.left == 0 {
             return None;
         }
+        // a whole chunk with at least 3 bytes left from its start, read in place
+        if let Some(rest) = self.payload.get(self.pos..) {
+            if let Some(&[b0, b1, b2]) = rest.first_chunk::<3>() {
+                let vital = b0 & CHUNK_FLAG_VITAL != 0;
+                let hlen = if vital {
+                    VITAL_HEADER_LEN
+                } else {
+                    NON_VITAL_HEADER_LEN
+                };
+                let size = usize::from(b0 & 0x3F) << 4 | usize::from(b1 & 0x0F);
+                if let Some(data) = rest.get(hlen..hlen + size) {
+                    self.pos += hlen + size;
+                    self.left -= 1;
+                    return Some(Ok(Chunk {
+                        flags: ChunkFlags {
+                            vital,
+                            resend: b0 & CHUNK_FLAG_RESEND != 0,
+                        },
+                        seq: if vital {
+                            u16::from(b1 & 0xF0) << 2 | u16::from(b2)
+                        } else {
+                            0
+                        },
+                        data,
+                    }));
+                }
+            }
+        }
+        self.next_near_end()
+    }
+
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        (0, Some(usize::from(self.left)))
+    }
+}
+
+impl<'a> Chunks<'a> {
+    /// [`Iterator::next`] for a chunk that ends the payload or runs past it
+    #[cold]
+    #[inline(never)]
+    fn next_near_end(&mut self) -> Option<<Self as Iterator>::Item> {
         let rest = self.payload.get(self.pos..).unwrap_or(&[]);
+        let index = self.count.wrapping_sub(self.left);
         let item = match Chunk::parse(rest) {
             Ok((chunk, n)) => {
                 self.pos += n;
                 self.left -= 1;
-                self.index = self.index.wrapping_add(1);
                 return Some(Ok(chunk));
             }
             Err(ChunkError::TruncatedHeader { .. }) => ChunkError::TruncatedHeader {
-                index: self.index,
+                index,
                 offset: self.pos,
             },
             Err(ChunkError::TruncatedData {
                 size, available, ..
             }) => ChunkError::TruncatedData {
-                index: self.index,
+                index,
                 offset: self.pos,
                 size,
                 available,
@@ -459,10 +501,6 @@ impl<'a> Iterator for Chunks<'a> {
         };
         self.left = 0;
         Some(Err(item))
-    }
-
-    fn size_hint(&self) -> (usize, Option<usize>) {
-        (0, Some(usize::from(self.left)))
     }
 }
 
