@@ -209,6 +209,10 @@ proptest! {
         let n = write_packet(header, w.as_bytes(), token, compress, &mut out).unwrap();
         prop_assert!(n <= 3 + w.len() + 4);
         prop_assert_eq!(out[0] & 0x80 != 0, n < 3 + w.len() + token.map_or(0, |_| 4));
+        // compressed exactly when the Huffman form is strictly shorter
+        let mut payload = w.as_bytes().to_vec();
+        payload.extend_from_slice(token.as_ref().map_or(&[][..], |t| &t.0[..]));
+        prop_assert_eq!(out[0] & 0x80 != 0, compress && payload.len() > 1 && compressed_len(&payload) < payload.len());
         let mut scratch = vec![0u8; SCRATCH_LEN];
         let plain = decompress_packet(&out[..n], &mut scratch).unwrap();
         let mode = if token.is_some() { TokenMode::Trailing } else { TokenMode::Vanilla };

@@ -81,6 +81,27 @@ pub const fn payload_limit(token: bool) -> usize {
     }
 }
 
+/// `dst.copy_from_slice(src)` (same lengths) without a call into `memcpy` for the short copies of
+/// the chunk layer (chunk headers, tokens, small messages): up to 16 bytes as two overlapping
+/// fixed-size copies
+#[inline(always)]
+pub(crate) fn copy_short(dst: &mut [u8], src: &[u8]) {
+    let n = src.len();
+    if n > 16 || dst.len() != n {
+        dst.copy_from_slice(src);
+    } else if n >= 8 {
+        dst[..8].copy_from_slice(&src[..8]);
+        dst[n - 8..].copy_from_slice(&src[n - 8..]);
+    } else if n >= 4 {
+        dst[..4].copy_from_slice(&src[..4]);
+        dst[n - 4..].copy_from_slice(&src[n - 4..]);
+    } else if n > 0 {
+        dst[0] = src[0];
+        dst[n - 1] = src[n - 1];
+        dst[n / 2] = src[n / 2];
+    }
+}
+
 /// The two flags of a chunk
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Hash)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
@@ -660,7 +681,7 @@ impl<'b> ChunkWriter<'b> {
     #[inline]
     pub fn push(&mut self, chunk: &Chunk<'_>) -> Result<(), PushError> {
         let slot = self.reserve(chunk.flags, chunk.seq, chunk.data.len())?;
-        slot.copy_from_slice(chunk.data);
+        copy_short(slot, chunk.data);
         Ok(())
     }
 
@@ -669,6 +690,7 @@ impl<'b> ChunkWriter<'b> {
     ///
     /// # Errors
     /// [`PushError`]; nothing is written.
+    #[inline]
     pub fn reserve(
         &mut self,
         flags: ChunkFlags,
@@ -686,7 +708,12 @@ impl<'b> ChunkWriter<'b> {
         self.len = end;
         self.count += 1;
         let dst = &mut self.buf[start..end];
-        dst[..hlen].copy_from_slice(&h.to_bytes()[..hlen]);
+        let bytes = h.to_bytes();
+        if flags.vital {
+            dst[..VITAL_HEADER_LEN].copy_from_slice(&bytes);
+        } else {
+            dst[..NON_VITAL_HEADER_LEN].copy_from_slice(&bytes[..NON_VITAL_HEADER_LEN]);
+        }
         Ok(&mut dst[hlen..])
     }
 
@@ -797,6 +824,23 @@ pub fn decompress_packet<'a>(
     Ok(&scratch[..HEADER_LEN + n])
 }
 
+/// Payloads up to this long are measured before they are compressed: small packets (a vital
+/// chunk or two and the token) rarely get shorter, and summing code lengths is cheaper than
+/// encoding
+const SHORT_PAYLOAD: usize = 64;
+
+/// True when the Huffman form of `chunks | token` is strictly shorter than they are
+fn compresses(chunks: &[u8], token: &[u8]) -> bool {
+    let bits: usize = chunks
+        .iter()
+        .chain(token)
+        .map(|&b| huffman::code_len(u16::from(b)) as usize)
+        .sum::<usize>()
+        + huffman::MAX_CODE_LEN as usize;
+    // the DDNet 16.4 form: bits / 8 + 1 bytes
+    bits / 8 + 1 < chunks.len() + token.len()
+}
+
 /// Write a chunk packet: the header (`num_chunks`, flags, ack), `chunks`, the token; compressed
 /// when `compress` is set and the Huffman form of `chunks | token` is strictly shorter (the
 /// header's compression flag is then set, else cleared). Returns the datagram length.
@@ -833,7 +877,7 @@ pub fn write_packet(
     };
     let mut len = raw;
     flags.compression = false;
-    if compress && raw > 1 {
+    if compress && raw > 1 && (raw > SHORT_PAYLOAD || compresses(chunks, token_bytes)) {
         let mut e = Encoder::new(&mut body[..raw - 1]);
         let packed = e
             .push(chunks)
@@ -845,8 +889,11 @@ pub fn write_packet(
         }
     }
     if !flags.compression {
-        body[..chunks.len()].copy_from_slice(chunks);
-        body[chunks.len()..raw].copy_from_slice(token_bytes);
+        let (data, tail) = body.split_at_mut(chunks.len());
+        copy_short(data, chunks);
+        if let (Some(t), Some(dst)) = (token, tail.first_chunk_mut::<TOKEN_LEN>()) {
+            *dst = t.0;
+        }
     }
     let h = Header { flags, ..header };
     head.copy_from_slice(&h.to_bytes());
@@ -951,6 +998,17 @@ mod tests {
         // a non-vital header's high nibble of byte 1 is ignored
         let (h, n) = ChunkHeader::parse(&[0x00, 0xf4]).unwrap();
         assert_eq!((h.seq, h.size, n), (0, 4, 2));
+    }
+
+    #[test]
+    fn copy_short_copies_every_length() {
+        let src: [u8; 40] = core::array::from_fn(|i| i as u8 + 1);
+        for n in 0..=40 {
+            let mut dst = [0u8; 40];
+            copy_short(&mut dst[..n], &src[..n]);
+            assert_eq!(dst[..n], src[..n], "length {n}");
+            assert!(dst[n..].iter().all(|&b| b == 0), "length {n}");
+        }
     }
 
     #[test]
