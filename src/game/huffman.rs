@@ -32,13 +32,25 @@
 //! # Speed
 //!
 //! The decoder reads 12 bits at a time (9 on targets with pointers narrower than 64 bits) and
-//! looks them up in two tables built at compile time (4,096 × (8 + 2) bytes = 40 KiB; 5 KiB with
-//! 9 bits) that yield up to eight whole symbols per lookup; longer codes finish bit by bit. Four
-//! lookups share one refill of a 64-bit bit buffer, and each stores 8 bytes at once. The encoder
-//! looks up one packed code word per byte and writes the output four bytes at a time.
+//! looks them up in a table built at compile time (4,096 × 8 bytes = 32 KiB; 4 KiB with 9 bits)
+//! whose entries hold up to six whole symbols, their count and the bits they take; each lookup
+//! stores its 8 bytes at once. Codes longer than the lookup finish with one more lookup in a 2 KiB
+//! table (64-bit targets) or bit by bit (the others). Four lookups share one load of the input,
+//! and a single stream loads the bits of its next four lookups while the current ones run.
+//!
+//! Each lookup waits for the one before it (where a code starts depends on the lengths of the
+//! codes before), so one stream leaves most of a modern CPU idle. On 64-bit targets an input of
+//! 128 bytes or more is therefore decoded as three streams at once, from its first byte and from
+//! the bytes a third and two thirds in, the later ones into buffers on the stack (2 × 1,394
+//! bytes). A stream that starts inside a code decodes garbage for a few codes and then falls into
+//! step with the true code boundaries (a property of prefix codes); each stream goes on until it
+//! stands on a code boundary of the next one, and from there the next one's bytes are the true
+//! continuation. The result, errors included, is that of the bit-by-bit decoder, which a property
+//! test checks. The encoder looks up one packed code word per byte and writes the output four
+//! bytes at a time.
 //!
 //! For flash-constrained targets the cargo feature `small-huffman` replaces the table-driven
-//! decoder by a bit-by-bit walk of the tree (the tree's 1 KiB instead of the 5 KiB of tables;
+//! decoder by a bit-by-bit walk of the tree (the tree's 1 KiB instead of the 4 KiB of tables;
 //! same results, several times slower); the encoder and its 1 KiB code table stay.
 //!
 //! ```
@@ -124,23 +136,26 @@ const MAX_RUN: u32 = 6;
 const EOF_LEN: usize = 15;
 
 // A decode table entry is one u64:
-//   bits 0..48   up to 6 decoded bytes, the first in the lowest byte; in a LONG entry bits 0..16
-//                hold the tree node reached and bits 16..24 its first index in LONG_CODES
-//   bits 48..51  number of bytes (0..=6)
-//   bit 52       LONG: no code ends within the lookup bits (consumed = LOOKUP_BITS, no bytes;
+//   bits 0..6    bits consumed: `wrapping_shr` by the entry itself takes them (shift counts are
+//                taken modulo 64), so no mask stands between a lookup and the next
+//   bit 6        LONG: no code ends within the lookup bits (consumed = LOOKUP_BITS, no bytes;
 //                the only entries of the main table without bytes)
-//   bit 53       EOF: only in entries of the long path, which then consume and write nothing
-//   bits 58..64  bits consumed: `e >> 58`, one shift, as the next lookup waits for it
-// Storing the whole entry as 8 bytes writes its bytes; what lands after them is overwritten by
-// the next store or lies past the decoded length.
+//   bit 7        EOF: only in entries of the long path, which then consume and write nothing
+//   bits 8..56   up to 6 decoded bytes, the first in the lowest byte; in a LONG entry bits 8..24
+//                hold the tree node reached and bits 24..32 its first index in LONG_CODES
+//   bits 61..64  number of bytes (0..=6)
+// Storing `e >> 8` as 8 bytes writes the bytes; what lands after them is overwritten by the next
+// store or lies past the decoded length.
 #[cfg(not(feature = "small-huffman"))]
-const COUNT_SHIFT: u32 = 48;
+const USED_MASK: u64 = 63;
 #[cfg(not(feature = "small-huffman"))]
-const LONG: u64 = 1 << 52;
+const LONG: u64 = 1 << 6;
 #[cfg(not(feature = "small-huffman"))]
-const EOF_FLAG: u64 = 1 << 53;
+const EOF_FLAG: u64 = 1 << 7;
 #[cfg(not(feature = "small-huffman"))]
-const USED_SHIFT: u32 = 58;
+const SYM_SHIFT: u32 = 8;
+#[cfg(not(feature = "small-huffman"))]
+const COUNT_SHIFT: u32 = 61;
 
 #[cfg(not(feature = "small-huffman"))]
 const _: () = {
@@ -149,7 +164,7 @@ const _: () = {
     assert!(LOOKUP_BITS < EOF_LEN as u32);
     // four lookups per refill of ≥ 57 bits; a LONG entry refills before its ≤ 15 bits
     assert!(4 * LOOKUP_BITS <= 57 && 3 * LOOKUP_BITS + MAX_CODE_LEN <= 57);
-    assert!(MAX_RUN <= 6 && MAX_CODE_LEN < (1 << (64 - USED_SHIFT)));
+    assert!(MAX_RUN <= 6 && MAX_CODE_LEN as u64 <= USED_MASK);
 };
 
 /// Bits the 64-bit long path looks up after the first [`LOOKUP_BITS`]: the rest of any code
@@ -287,9 +302,9 @@ const fn build_decode() -> ([u64; 1 << LOOKUP_BITS], [u64; 256]) {
                 first = (rank as u64) << (MAX_CODE_LEN - LOOKUP_BITS);
                 assert!(first < 256);
             }
-            (node as u64) | (first << 16) | ((LOOKUP_BITS as u64) << USED_SHIFT) | LONG
+            ((node as u64) << SYM_SHIFT) | (first << 24) | LOOKUP_BITS as u64 | LONG
         } else {
-            syms | ((used as u64) << USED_SHIFT) | ((count as u64) << COUNT_SHIFT)
+            (syms << SYM_SHIFT) | used as u64 | ((count as u64) << COUNT_SHIFT)
         };
         index += 1;
     }
@@ -310,7 +325,7 @@ const fn build_decode() -> ([u64; 1 << LOOKUP_BITS], [u64; 256]) {
             long[j] = if node == EOF {
                 EOF_FLAG
             } else {
-                (node as u64) | (((LOOKUP_BITS + pos) as u64) << USED_SHIFT) | (1 << COUNT_SHIFT)
+                ((node as u64) << SYM_SHIFT) | (LOOKUP_BITS + pos) as u64 | (1 << COUNT_SHIFT)
             };
             j += 1;
         }
@@ -538,8 +553,8 @@ pub fn decompress(input: &[u8], out: &mut [u8]) -> Result<usize, DecompressError
 #[cfg(not(feature = "small-huffman"))]
 pub fn decompress(input: &[u8], out: &mut [u8]) -> Result<usize, DecompressError> {
     #[cfg(target_pointer_width = "64")]
-    if input.len() >= HALVES_MIN {
-        return decompress_halves(input, out);
+    if input.len() >= STREAMS_MIN {
+        return decompress_streams(input, out);
     }
     // inputs shorter than one 8-byte load are decoded from a zero-padded copy
     let mut padded = [0u8; 8];
@@ -559,7 +574,7 @@ enum Flow {
     /// The end: EOF or an error
     Done(Result<usize, DecompressError>),
     /// At the first lookup boundary at or after the `stop` bit: bit `p`, `o` bytes written
-    /// (only [`decompress_halves`] pauses)
+    /// (only the streams of [`decompress_streams`] pause)
     #[cfg_attr(not(target_pointer_width = "64"), allow(dead_code))]
     Paused { p: usize, o: usize },
 }
@@ -641,7 +656,11 @@ fn decode_from(
             }
         }
         // whole symbols, one at a time, each checked against the input and the output
-        for &sym in e.to_le_bytes().iter().take((e >> COUNT_SHIFT) as usize & 7) {
+        for &sym in (e >> SYM_SHIFT)
+            .to_le_bytes()
+            .iter()
+            .take((e >> COUNT_SHIFT) as usize)
+        {
             p += code_len(u16::from(sym)) as usize;
             if p > input_bits {
                 return Flow::Done(Err(DecompressError::Truncated { decoded: o }));
@@ -669,8 +688,8 @@ trait BitBuf {
     fn make_room(&mut self, data: &[u8]);
     /// The buffered bits
     fn buf(&self) -> u64;
-    /// Consume `n` bits
-    fn consume(&mut self, n: u64);
+    /// Consume the bits of entry `e` (its low 6 bits)
+    fn consume(&mut self, e: u64);
     /// Note that the next code is EOF
     fn set_eof(&mut self);
 }
@@ -729,9 +748,9 @@ impl BitBuf for Ahead {
     }
 
     #[inline(always)]
-    fn consume(&mut self, n: u64) {
-        self.buf >>= n;
-        self.p += n as usize;
+    fn consume(&mut self, e: u64) {
+        self.buf = self.buf.wrapping_shr(e as u32);
+        self.p += (e & USED_MASK) as usize;
     }
 
     #[inline(always)]
@@ -740,14 +759,38 @@ impl BitBuf for Ahead {
     }
 }
 
-/// Two streams interleaved ([`decompress_halves`]): one stream's loads hide behind the other's
+/// Streams interleaved ([`decompress_streams`]): one stream's loads hide behind the others'
 /// lookups, and the fewer registers per stream the better; each group and each long code load
 /// afresh at `p`.
 #[cfg(all(not(feature = "small-huffman"), target_pointer_width = "64"))]
 struct Plain {
     buf: u64,
+    /// The bit position at the start of the group, [`Plain::EOF`] set once EOF was met (which
+    /// stops the streams' loop by itself)
     p: usize,
-    eof: bool,
+    /// The sum of the entries consumed since `p` was last brought up to date: its low byte is
+    /// the sum of their bit counts (at most 4 × 15; their flag bits 6 and 7 are clear), which is
+    /// all that is used, so no lookup needs to mask its entry
+    sum: u64,
+}
+
+#[cfg(all(not(feature = "small-huffman"), target_pointer_width = "64"))]
+impl Plain {
+    /// Mark in `p`: the next code is EOF
+    const EOF: usize = 1 << 62;
+
+    /// The bit position (between groups)
+    #[inline(always)]
+    fn pos(&self) -> usize {
+        self.p & !Self::EOF
+    }
+
+    /// Count the bits consumed into `p`
+    #[inline(always)]
+    fn settle(&mut self) {
+        self.p += (self.sum & 0xFF) as usize;
+        self.sum = 0;
+    }
 }
 
 #[cfg(all(not(feature = "small-huffman"), target_pointer_width = "64"))]
@@ -757,7 +800,7 @@ impl BitBuf for Plain {
         Plain {
             buf: bits_at(data, p),
             p,
-            eof: false,
+            sum: 0,
         }
     }
 
@@ -768,11 +811,14 @@ impl BitBuf for Plain {
     }
 
     #[inline(always)]
-    fn end_group(&mut self) {}
+    fn end_group(&mut self) {
+        self.settle();
+    }
 
     #[inline(always)]
     fn make_room(&mut self, data: &[u8]) {
-        self.buf = bits_at(data, self.p);
+        self.settle();
+        self.buf = bits_at(data, self.pos());
     }
 
     #[inline(always)]
@@ -781,14 +827,15 @@ impl BitBuf for Plain {
     }
 
     #[inline(always)]
-    fn consume(&mut self, n: u64) {
-        self.buf >>= n;
-        self.p += n as usize;
+    fn consume(&mut self, e: u64) {
+        // entries that get here have their flag bits 6 and 7 clear
+        self.buf = self.buf.wrapping_shr(e as u32);
+        self.sum = self.sum.wrapping_add(e);
     }
 
     #[inline(always)]
     fn set_eof(&mut self) {
-        self.eof = true;
+        self.p |= Self::EOF;
     }
 }
 
@@ -801,7 +848,7 @@ impl BitBuf for Plain {
 #[inline(always)]
 fn step<B: BitBuf>(data: &[u8], bits: &mut B, win: &mut [u8], w: &mut usize) {
     let mut e = DECODE[(bits.buf() & LOOKUP_MASK) as usize];
-    let mut count = (e >> COUNT_SHIFT) as usize & 7;
+    let mut count = (e >> COUNT_SHIFT) as usize;
     if count == 0 {
         // LONG (the only entries without bytes)
         bits.make_room(data);
@@ -813,9 +860,9 @@ fn step<B: BitBuf>(data: &[u8], bits: &mut B, win: &mut [u8], w: &mut usize) {
         count = 1;
     }
     if let Some(dst) = win.get_mut(*w..*w + 8) {
-        dst.copy_from_slice(&e.to_le_bytes());
+        dst.copy_from_slice(&(e >> SYM_SHIFT).to_le_bytes());
     }
-    bits.consume(e >> USED_SHIFT);
+    bits.consume(e);
     *w += count;
 }
 
@@ -824,7 +871,7 @@ fn step<B: BitBuf>(data: &[u8], bits: &mut B, win: &mut [u8], w: &mut usize) {
 #[cfg(all(not(feature = "small-huffman"), target_pointer_width = "64"))]
 #[inline(always)]
 fn long_entry(e: u64, buf: u64) -> u64 {
-    let first = (e >> 16) as usize & 0xFF;
+    let first = (e >> 24) as usize & 0xFF;
     let rest = (buf >> LOOKUP_BITS) as usize & ((1 << LONG_BITS) - 1);
     LONG_CODES[(first | rest) & 0xFF]
 }
@@ -834,7 +881,7 @@ fn long_entry(e: u64, buf: u64) -> u64 {
 #[cfg(all(not(feature = "small-huffman"), not(target_pointer_width = "64")))]
 #[inline(never)]
 fn long_entry(e: u64, buf: u64) -> u64 {
-    let mut node = e as u16;
+    let mut node = (e >> SYM_SHIFT) as u16;
     let mut bits = buf >> LOOKUP_BITS;
     let mut used = u64::from(LOOKUP_BITS);
     while node as usize >= SYMBOLS {
@@ -845,7 +892,7 @@ fn long_entry(e: u64, buf: u64) -> u64 {
     if node == EOF {
         EOF_FLAG
     } else {
-        u64::from(node) | (used << USED_SHIFT) | (1 << COUNT_SHIFT)
+        (u64::from(node) << SYM_SHIFT) | used | (1 << COUNT_SHIFT)
     }
 }
 
@@ -893,105 +940,209 @@ fn truncated(out: &[u8], mut o: usize, mut end: usize, input_bits: usize) -> Dec
     DecompressError::Truncated { decoded: o }
 }
 
-/// Inputs from this many bytes on are decoded as two halves at once ([`decompress_halves`])
+/// Inputs from this many bytes on are decoded as three streams at once ([`decompress_streams`])
 #[cfg(all(not(feature = "small-huffman"), target_pointer_width = "64"))]
-const HALVES_MIN: usize = 128;
+const STREAMS_MIN: usize = 128;
+#[cfg(all(not(feature = "small-huffman"), target_pointer_width = "64"))]
+const _: () = assert!(stream_starts(STREAMS_MIN)[0] * 8 >= 64);
 
-/// Decode a long input as two streams at once, the second starting in the middle of the input
+/// How the bytes of a stream's buffer end ([`Piece`])
+#[cfg(all(not(feature = "small-huffman"), target_pointer_width = "64"))]
+#[derive(Clone, Copy)]
+enum End {
+    /// EOF follows them, within the input
+    Eof,
+    /// The input ends before the next code does
+    Truncated,
+    /// Decoding goes on from this bit (the buffer was full)
+    Resume(usize),
+}
+
+/// What a stream decoded from its start: `count` bytes of its buffer, then `end`
+#[cfg(all(not(feature = "small-huffman"), target_pointer_width = "64"))]
+#[derive(Clone, Copy)]
+struct Piece {
+    count: usize,
+    end: End,
+}
+
+/// The sum of the code lengths of `bytes`
+#[cfg(all(not(feature = "small-huffman"), target_pointer_width = "64"))]
+fn bits_of(bytes: &[u8]) -> usize {
+    bytes.iter().map(|&b| code_len(u16::from(b)) as usize).sum()
+}
+
+/// A finished stream's result as a [`Piece`] of its buffer `buf`, the stream having started at
+/// bit `start`
+#[cfg(all(not(feature = "small-huffman"), target_pointer_width = "64"))]
+fn piece_of(result: Result<usize, DecompressError>, buf: &[u8], start: usize) -> Piece {
+    match result {
+        Ok(count) => Piece {
+            count,
+            end: End::Eof,
+        },
+        Err(DecompressError::Truncated { decoded }) => Piece {
+            count: decoded,
+            end: End::Truncated,
+        },
+        Err(DecompressError::OutputFull { limit }) => Piece {
+            count: limit,
+            end: End::Resume(start + bits_of(buf.get(..limit).unwrap_or(&[]))),
+        },
+    }
+}
+
+/// Go on with a stream (at bit `p`, `o` bytes in `dst`, started at bit `start`) until it stands
+/// on a code boundary of the next stream (started at bit `next_start`, `next` of `next_buf`
+/// decoded), then append the next stream's bytes from that boundary on: as many as fit, the
+/// rest to be decoded again from where they start. Without a common boundary (the next stream
+/// ended early: a false EOF, or its buffer was full) the stream decodes the rest alone.
+#[cfg(all(not(feature = "small-huffman"), target_pointer_width = "64"))]
+#[allow(clippy::too_many_arguments)]
+#[inline(never)]
+fn join(
+    input: &[u8],
+    mut p: usize,
+    dst: &mut [u8],
+    mut o: usize,
+    start: usize,
+    next_start: usize,
+    next_buf: &[u8],
+    next: Piece,
+) -> Piece {
+    let input_bits = input.len() * 8;
+    let (mut q, mut i) = (next_start, 0);
+    let mut stop = next_start;
+    loop {
+        match decode_from(input, input_bits, p, dst, o, stop) {
+            Flow::Done(r) => return piece_of(r, dst, start),
+            Flow::Paused { p: at, o: written } => (p, o) = (at, written),
+        }
+        while q < p && i < next.count {
+            q += next_buf
+                .get(i)
+                .map_or(0, |&b| code_len(u16::from(b)) as usize);
+            i += 1;
+        }
+        if q == p {
+            break;
+        }
+        if q < p {
+            let r = finish(decode_from(input, input_bits, p, dst, o, usize::MAX));
+            return piece_of(r, dst, start);
+        }
+        stop = q;
+    }
+    // in step at the next stream's byte `i`: its bytes from there on are the true ones; as many
+    // as fit
+    let tail = next_buf.get(i..next.count).unwrap_or(&[]);
+    let free = dst.get_mut(o..).unwrap_or(&mut []);
+    let n = tail.len().min(free.len());
+    if let (Some(to), Some(from)) = (free.get_mut(..n), tail.get(..n)) {
+        to.copy_from_slice(from);
+    }
+    Piece {
+        count: o + n,
+        end: if n == tail.len() {
+            next.end
+        } else {
+            End::Resume(q + bits_of(tail.get(..n).unwrap_or(&[])))
+        },
+    }
+}
+
+/// The bytes where the second and third stream of [`decompress_streams`] start in an input of
+/// `len` bytes
+#[cfg(all(not(feature = "small-huffman"), target_pointer_width = "64"))]
+const fn stream_starts(len: usize) -> [usize; 2] {
+    [len / 3, len * 2 / 3]
+}
+
+/// Decode a long input as three streams at once, starting at its first byte and at the bytes a
+/// third and two thirds in
 ///
 /// Each lookup waits for the one before it (its bit position depends on the code lengths found),
-/// so one stream leaves most of the CPU idle. The second stream starts at the middle byte, most
-/// likely inside a code, and decodes into a buffer on the stack; a prefix code falls into step
-/// with the true code boundaries after a few codes. Once the first stream (from bit 0, always
-/// right) reaches the middle, it goes on until it stands on a code boundary of the second; from
-/// there on the second stream's bytes are the true ones and are copied after the first's. When no
-/// common boundary turns up (the second stream ended early: a false EOF, or its buffer was full),
-/// the first stream simply decodes the rest. Results and errors are those of the one-stream
-/// decoder.
+/// so one stream leaves most of the CPU idle. The later streams most likely start inside a code
+/// and decode into buffers on the stack; a prefix code falls into step with the true code
+/// boundaries after a few codes. Then, from the last stream back: each stream goes on until it
+/// stands on a code boundary of the next one, where the next one's bytes become the true
+/// continuation and are appended ([`join`]). The first stream starts at bit 0, so the result is
+/// that of the one-stream decoder, errors included.
 #[cfg(all(not(feature = "small-huffman"), target_pointer_width = "64"))]
 #[inline(never)]
-fn decompress_halves(input: &[u8], out: &mut [u8]) -> Result<usize, DecompressError> {
+fn decompress_streams(input: &[u8], out: &mut [u8]) -> Result<usize, DecompressError> {
     let input_bits = input.len() * 8;
-    let middle = input.len() / 2 * 8;
-    let mut second = [0u8; MAX_DECOMPRESSED_LEN];
-    let limit_b = out.len().min(MAX_DECOMPRESSED_LEN);
-    let Some(out_b) = second.get_mut(..limit_b) else {
-        return finish(decode_from(input, input_bits, 0, out, 0, usize::MAX));
-    };
-    let (mut oa, mut ob) = (0, 0);
-    // both streams, one lookup of each in turn, while nothing needs care: the first stays before
-    // the middle, the second within the input, both have room for four lookups
+    let [sb, sc] = stream_starts(input.len()).map(|byte| byte * 8);
+    const ROW: usize = MAX_DECOMPRESSED_LEN;
+    let limit = out.len().min(ROW);
+    let mut rows = [[0u8; ROW]; 2];
+    let [row_b, row_c] = &mut rows;
+    let (mut oa, mut ob, mut oc) = (0, 0, 0);
+    // the three streams, one lookup of each in turn, while nothing needs care: each stays 64
+    // bits before where the next one started (the last: before the end of the input), none has
+    // met EOF (which moves its position out of range), each has room for four lookups
     let mut a = Plain::at(input, 0);
-    let mut b = Plain::at(input, middle);
-    let (end_a, end_b) = (middle - 64, input_bits - 64);
-    while a.p <= end_a && b.p <= end_b && !(a.eof || b.eof) {
-        let (Some(wa), Some(wb)) = (
+    let mut b = Plain::at(input, sb);
+    let mut c = Plain::at(input, sc);
+    // (no underflow: STREAMS_MIN makes a third of the input at least 64 bits)
+    let (end_a, end_b, end_c) = (sb - 64, sc - 64, input_bits - 64);
+    while a.p <= end_a && b.p <= end_b && c.p <= end_c && ob + 32 <= limit && oc + 32 <= limit {
+        // (`min` only shows the compiler that the rows' windows are in range)
+        let (Some(wa), Some(wb), Some(wc)) = (
             out.get_mut(oa..).and_then(|o| o.first_chunk_mut::<32>()),
-            out_b.get_mut(ob..).and_then(|o| o.first_chunk_mut::<32>()),
+            row_b[ob.min(ROW - 32)..].first_chunk_mut::<32>(),
+            row_c[oc.min(ROW - 32)..].first_chunk_mut::<32>(),
         ) else {
             break;
         };
         a.start_group(input);
         b.start_group(input);
-        let (mut ka, mut kb) = (0, 0);
-        for _ in 0..4 {
-            step(input, &mut a, wa, &mut ka);
-            step(input, &mut b, wb, &mut kb);
-        }
+        c.start_group(input);
+        let (mut ka, mut kb, mut kc) = (0, 0, 0);
+        // four rounds, written out: a loop here is not unrolled, and its counter costs a register
+        step(input, &mut a, wa, &mut ka);
+        step(input, &mut b, wb, &mut kb);
+        step(input, &mut c, wc, &mut kc);
+        step(input, &mut a, wa, &mut ka);
+        step(input, &mut b, wb, &mut kb);
+        step(input, &mut c, wc, &mut kc);
+        step(input, &mut a, wa, &mut ka);
+        step(input, &mut b, wb, &mut kb);
+        step(input, &mut c, wc, &mut kc);
+        step(input, &mut a, wa, &mut ka);
+        step(input, &mut b, wb, &mut kb);
+        step(input, &mut c, wc, &mut kc);
+        a.end_group();
+        b.end_group();
+        c.end_group();
         oa += ka;
         ob += kb;
+        oc += kc;
     }
-    let (mut pa, pb) = (a.p, b.p);
-    // the second stream to its end
-    let result_b = finish(decode_from(input, input_bits, pb, out_b, ob, usize::MAX));
-    let count_b = match result_b {
-        Ok(n) | Err(DecompressError::Truncated { decoded: n }) => n,
-        Err(DecompressError::OutputFull { limit }) => limit,
-    };
-    // the first stream up to a code boundary of the second
-    let (mut q, mut i) = (middle, 0);
-    let mut stop = middle;
-    loop {
-        match decode_from(input, input_bits, pa, out, oa, stop) {
-            Flow::Done(r) => return r,
-            Flow::Paused { p, o } => (pa, oa) = (p, o),
-        }
-        while q < pa && i < count_b {
-            q += out_b.get(i).map_or(0, |&b| code_len(u16::from(b)) as usize);
-            i += 1;
-        }
-        if q == pa {
-            break;
-        }
-        if q < pa {
-            // the second stream ended before the streams met
-            return finish(decode_from(input, input_bits, pa, out, oa, usize::MAX));
-        }
-        stop = q;
-    }
-    // in step at the second stream's byte `i`: its bytes from there on are the true ones
-    let tail = out_b.get(i..count_b).unwrap_or(&[]);
-    let total = oa + tail.len();
-    let Some(dst) = out.get_mut(oa..total) else {
-        return Err(DecompressError::OutputFull { limit: out.len() });
-    };
-    match result_b {
-        Ok(_) => {
-            dst.copy_from_slice(tail);
-            Ok(total)
-        }
-        Err(DecompressError::Truncated { .. }) => {
-            Err(DecompressError::Truncated { decoded: total })
-        }
-        Err(DecompressError::OutputFull { .. }) => {
-            // its buffer was full: go on from the end of its last byte
-            dst.copy_from_slice(tail);
-            let end = q + tail
-                .iter()
-                .map(|&b| code_len(u16::from(b)) as usize)
-                .sum::<usize>();
-            finish(decode_from(input, input_bits, end, out, total, usize::MAX))
-        }
+    // the last stream to its end, the middle one up to it, the first up to the middle one
+    let (out_b, out_c) = (&mut row_b[..limit], &mut row_c[..limit]);
+    let rc = finish(decode_from(
+        input,
+        input_bits,
+        c.pos(),
+        out_c,
+        oc,
+        usize::MAX,
+    ));
+    let pc = piece_of(rc, out_c, sc);
+    let pb = join(input, b.pos(), out_b, ob, sb, sc, out_c, pc);
+    let pa = join(input, a.pos(), out, oa, 0, sb, out_b, pb);
+    match pa.end {
+        End::Eof => Ok(pa.count),
+        End::Truncated => Err(DecompressError::Truncated { decoded: pa.count }),
+        End::Resume(at) => finish(decode_from(
+            input,
+            input_bits,
+            at,
+            out,
+            pa.count,
+            usize::MAX,
+        )),
     }
 }
 
@@ -1255,36 +1406,49 @@ mod tests {
     }
 
     #[test]
-    fn second_half_meeting_a_false_eof() {
+    #[cfg(all(target_pointer_width = "64", not(feature = "small-huffman")))]
+    fn later_stream_meeting_a_false_eof() {
         // The codes of 07 86 repeated are a 17-bit period that holds the 15 EOF bits from its
-        // bit 11 on, inside a code. For these repetition counts the middle byte of the stream,
-        // where the two-halves decoder starts its second stream, falls on such a bit 11: that
-        // stream meets EOF at once and never falls into step; the first one decodes the rest.
-        for k in [74, 90, 106, 122, 138] {
+        // bit 11 on, inside a code. For the repetition counts below, the byte where the second
+        // or the third stream of the multi-stream decoder starts falls on such a bit 11: that
+        // stream meets EOF at once and never falls into step; the stream before it decodes on
+        // alone.
+        let mut found = [0; 2];
+        for k in 64..400 {
             let plain: Vec<u8> = [0x07, 0x86].repeat(k);
             let mut packed = vec![0u8; compressed_len(&plain)];
             let n = compress(&plain, &mut packed).unwrap();
-            assert!(n >= 128);
-            assert_eq!(
-                decode_bits(&packed[n / 2..], 8, &mut [], &mut [0; 4]),
-                Ok(0),
-                "k = {k}"
-            );
-            let mut out = [0u8; MAX_DECOMPRESSED_LEN];
-            assert_eq!(decompress(&packed, &mut out), Ok(2 * k));
-            assert_eq!(out[..2 * k], plain[..]);
-            for (input, limit) in [
-                (&packed[..n - 2], 1394),
-                (&packed[..], 2 * k - 1),
-                (&packed[..], 100),
-            ] {
-                let mut slow = vec![0u8; limit];
+            if n < STREAMS_MIN {
+                continue;
+            }
+            for (j, start) in stream_starts(n).into_iter().enumerate() {
+                let bit = start * 8;
+                if bit % 17 != 11 || bit + 15 > 17 * 2 * k / 2 {
+                    continue;
+                }
                 assert_eq!(
-                    decompress(input, &mut out[..limit]),
-                    decode_bits(input, limit, &mut slow, &mut [0; 4])
+                    decode_bits(&packed[start..], 8, &mut [], &mut [0; 4]),
+                    Ok(0),
+                    "k = {k}"
                 );
+                found[j] += 1;
+                let mut out = [0u8; MAX_DECOMPRESSED_LEN];
+                assert_eq!(decompress(&packed, &mut out), Ok(2 * k));
+                assert_eq!(out[..2 * k], plain[..]);
+                for (input, limit) in [
+                    (&packed[..n - 2], 1394),
+                    (&packed[..], 2 * k - 1),
+                    (&packed[..], 100),
+                ] {
+                    let mut slow = vec![0u8; limit];
+                    assert_eq!(
+                        decompress(input, &mut out[..limit]),
+                        decode_bits(input, limit, &mut slow, &mut [0; 4])
+                    );
+                }
             }
         }
+        assert!(found[0] > 0 && found[1] > 0, "{found:?}");
     }
 
     /// Streams for the differential test: compressed data (from all zeros to random bytes),
@@ -1331,8 +1495,8 @@ mod tests {
     proptest::proptest! {
         #![proptest_config(proptest::prelude::ProptestConfig { cases: 1500, ..Default::default() })]
 
-        /// The table-driven decoder (one stream for short inputs, two halves at once for long
-        /// ones) against the bit-by-bit one: same result, same bytes
+        /// The table-driven decoder (one stream for short inputs, three at once for long ones)
+        /// against the bit-by-bit one: same result, same bytes
         #[test]
         fn table_decoder_equals_bit_by_bit(
             input in stream(),
