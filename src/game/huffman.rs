@@ -727,9 +727,9 @@ impl BitBuf for Ahead {
 
     #[inline(always)]
     fn end_group(&mut self) {
-        // 1..=64 valid bits are left: a group takes at most 51 of ≥ 57
+        // 0..=64 valid bits are left: four long codes of 15 bits can take all 60 of a buffer
         let valid = self.top.wrapping_sub(self.p);
-        self.buf |= (self.next << 1).wrapping_shl((valid as u32).wrapping_sub(1));
+        self.buf |= self.next.checked_shl(valid as u32).unwrap_or(0);
         self.top += 64usize.wrapping_sub(valid) & !7;
     }
 
@@ -1304,6 +1304,34 @@ mod tests {
     }
 
     #[test]
+    fn four_long_codes_in_a_row() {
+        // 0x77 has a 15-bit code: four in one group of lookups take 60 bits, all the buffer
+        // held (found by the huffman fuzz target)
+        for n in 1..300 {
+            for lead in [
+                &[][..],
+                &[0x00][..],
+                &[0xb1, 0x18][..],
+                &[0x01, 0x02, 0x03][..],
+            ] {
+                let mut plain = lead.to_vec();
+                plain.extend(core::iter::repeat_n(0x77, n));
+                let mut packed = vec![0u8; compressed_len(&plain)];
+                let len = compress(&plain, &mut packed).unwrap();
+                for limit in [plain.len(), plain.len() + 1, MAX_DECOMPRESSED_LEN] {
+                    let mut out = vec![0u8; limit];
+                    assert_eq!(
+                        decompress(&packed[..len], &mut out),
+                        Ok(plain.len()),
+                        "n {n} limit {limit}"
+                    );
+                    assert_eq!(out[..plain.len()], plain[..]);
+                }
+            }
+        }
+    }
+
+    #[test]
     fn the_empty_stream_is_truncated() {
         let mut out = [0u8; 8];
         assert_eq!(
@@ -1456,6 +1484,7 @@ mod tests {
     /// (zeros decode as an endless run of 0x80)
     fn stream() -> impl proptest::strategy::Strategy<Value = Vec<u8>> {
         use proptest::prelude::*;
+        use proptest::strategy::Just;
         let packed = (
             0u32..=10,
             proptest::collection::vec(any::<u8>(), 0..1600),
@@ -1485,8 +1514,32 @@ mod tests {
                 packed.extend_from_slice(&tail);
                 packed
             });
+        // runs of one byte value, compressed: long runs of one code length (e.g. four 15-bit
+        // codes in a row, which empty a 60-bit buffer) at every alignment
+        let long_code = prop_oneof![
+            Just(0x77u8),                                                    // 15 bits
+            proptest::sample::select(&[0x6cu8, 0x76, 0x7e, 0xf0, 0xf8][..]), // 14 bits
+            proptest::sample::select(&[0x36u8, 0x3c, 0x3e, 0x5a, 0x5c][..]), // 13 bits
+            any::<u8>(),
+        ];
+        let runs = (
+            proptest::collection::vec((long_code, 1usize..300), 1..4),
+            any::<u16>(),
+        )
+            .prop_map(|(runs, cut)| {
+                let plain: Vec<u8> = runs.iter().flat_map(|&(b, n)| vec![b; n]).collect();
+                let mut packed = vec![0u8; compressed_len(&plain)];
+                let n = compress(&plain, &mut packed).unwrap();
+                packed.truncate(if cut % 4 == 0 {
+                    usize::from(cut) % (n + 1)
+                } else {
+                    n
+                });
+                packed
+            });
         prop_oneof![
-            6 => packed,
+            5 => packed,
+            3 => runs,
             2 => proptest::collection::vec(any::<u8>(), 0..1600),
             1 => (any::<u8>(), 0usize..1600).prop_map(|(b, n)| vec![b; n]),
         ]
