@@ -42,10 +42,10 @@
 //! codes before), so one stream leaves most of a modern CPU idle. On 64-bit targets an input of
 //! 128 bytes or more is therefore decoded as three streams at once, from its first byte and from
 //! the bytes a third and two thirds in, the later ones into buffers on the stack (2 × 1,394
-//! bytes). A stream that starts inside a code decodes garbage for a few codes and then falls into
-//! step with the true code boundaries (a property of prefix codes); each stream goes on until it
-//! stands on a code boundary of the next one, and from there the next one's bytes are the true
-//! continuation. The result, errors included, is that of the bit-by-bit decoder, which a property
+//! bytes). A stream that starts inside a code decodes garbage for a few codes and then usually
+//! falls into step with the true code boundaries (prefix codes tend to resynchronise); each
+//! stream goes on until it stands on a code boundary of the next one, and from there the next
+//! one's bytes are the true continuation (without a common boundary it decodes the rest alone). The result, errors included, is that of the bit-by-bit decoder, which a property
 //! test checks. The encoder looks up one packed code word per byte and writes the output four
 //! bytes at a time.
 //!
@@ -1063,10 +1063,11 @@ const fn stream_starts(len: usize) -> [usize; 2] {
 ///
 /// Each lookup waits for the one before it (its bit position depends on the code lengths found),
 /// so one stream leaves most of the CPU idle. The later streams most likely start inside a code
-/// and decode into buffers on the stack; a prefix code falls into step with the true code
-/// boundaries after a few codes. Then, from the last stream back: each stream goes on until it
-/// stands on a code boundary of the next one, where the next one's bytes become the true
-/// continuation and are appended ([`join`]). The first stream starts at bit 0, so the result is
+/// and decode into buffers on the stack; a prefix code usually falls into step with the true
+/// code boundaries after a few codes (not always: on periodic input it may never). Then, from the
+/// last stream back: each stream goes on until it stands on a code boundary of the next one,
+/// where the next one's bytes become the true continuation and are appended ([`join`]), or, when
+/// there is none, decodes the rest alone. The first stream starts at bit 0, so the result is
 /// that of the one-stream decoder, errors included.
 #[cfg(all(not(feature = "small-huffman"), target_pointer_width = "64"))]
 #[inline(never)]
