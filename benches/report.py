@@ -79,6 +79,14 @@ RATIOS = [
      "game_server_keep_alive/peers/65536", "game_server_keep_alive/peers/8", ("<=", 2.0)),
     ("game server KEEP_ALIVE, N = 8 / harness alone",
      "game_server_keep_alive/peers/8", "game_server_keep_alive/harness_only/8", None),
+    ("Huffman decompress, 202 libtw2 payloads / copy floor",
+     "huffman/decompress/libtw2_202", "huffman/copy_floor/libtw2_202", None),
+    ("Huffman compress, 202 libtw2 payloads / copy floor",
+     "huffman/compress/libtw2_202", "huffman/copy_floor/libtw2_202", None),
+    ("1,393-byte compressed datagram opened and split / copy floor",
+     "chunk_packet/open_and_split/1393B_57chunks", "chunk_packet/copy_floor/1393B_57chunks", None),
+    ("one 2-byte vital chunk sent, delivered and acked / copy floor",
+     "vital/send_deliver_ack/2B", "vital/copy_floor/2B", None),
 ]
 
 # The short table for the README: (label, benchmark id)
@@ -115,6 +123,9 @@ TARGETS = [
     ("LongPort header parse (push)", "lp_header/parse/push", "<=", 5.0),
     ("LongPort TCP heartbeat round trip", "lp_heartbeat/round_trip/tcp", "<=", 300.0),
     ("LongPort WebSocket heartbeat round trip", "lp_heartbeat/round_trip/websocket", "<=", 300.0),
+    ("one vital chunk sent, delivered and acked (2 B)", "vital/send_deliver_ack/2B", "<=", 50.0),
+    ("1,393-byte compressed datagram opened and split into chunks",
+     "chunk_packet/open_and_split/1393B_57chunks", "<=", 2000.0),
 ]
 
 

@@ -39,6 +39,28 @@ fn no_nul(max: usize) -> impl Strategy<Value = Vec<u8>> {
     proptest::collection::vec(1u8..=255, 0..max)
 }
 
+/// Payloads made of chunk headers with short sizes (any flag and sequence bits), then arbitrary
+/// bytes: mostly whole chunks, the last one often cut
+fn chunky_payload() -> impl Strategy<Value = Vec<u8>> {
+    (
+        proptest::collection::vec((any::<[u8; 3]>(), 0usize..40), 0..60),
+        proptest::collection::vec(any::<u8>(), 0..8),
+    )
+        .prop_map(|(chunks, tail)| {
+            let mut p = Vec::new();
+            for ([b0, b1, b2], size) in chunks {
+                let b0 = b0 & 0xC0 | (size >> 4) as u8;
+                p.extend_from_slice(&[b0, b1 & 0xF0 | (size & 0xF) as u8]);
+                if b0 & 0x40 != 0 {
+                    p.push(b2);
+                }
+                p.extend(std::iter::repeat_n(b2, size));
+            }
+            p.extend_from_slice(&tail);
+            p
+        })
+}
+
 fn chunk_flags() -> impl Strategy<Value = ChunkFlags> {
     any::<(bool, bool)>().prop_map(|(vital, resend)| ChunkFlags { vital, resend })
 }
@@ -74,6 +96,36 @@ proptest! {
             let truncated = matches!(ChunkHeader::parse(&bytes[..cut]), Err(ChunkError::TruncatedHeader { .. }));
             prop_assert!(truncated);
         }
+    }
+
+    #[test]
+    fn chunks_iterator_equals_chunk_parse(
+        payload in prop_oneof![chunky_payload(), proptest::collection::vec(any::<u8>(), 0..1500)],
+        n in any::<u8>(),
+    ) {
+        // the iterator (which reads whole chunks in place) against Chunk::parse, one by one
+        let mut it = Chunks::new(&payload, n);
+        let mut pos = 0;
+        for index in 0..n {
+            match Chunk::parse(&payload[pos..]) {
+                Ok((chunk, len)) => {
+                    prop_assert_eq!(it.next(), Some(Ok(chunk)));
+                    pos += len;
+                }
+                Err(e) => {
+                    let located = match e {
+                        ChunkError::TruncatedHeader { .. } => ChunkError::TruncatedHeader { index, offset: pos },
+                        ChunkError::TruncatedData { size, available, .. } => {
+                            ChunkError::TruncatedData { index, offset: pos, size, available }
+                        }
+                        e => e,
+                    };
+                    prop_assert_eq!(it.next(), Some(Err(located)));
+                    break;
+                }
+            }
+        }
+        prop_assert_eq!(it.next(), None);
     }
 
     #[test]
@@ -157,6 +209,10 @@ proptest! {
         let n = write_packet(header, w.as_bytes(), token, compress, &mut out).unwrap();
         prop_assert!(n <= 3 + w.len() + 4);
         prop_assert_eq!(out[0] & 0x80 != 0, n < 3 + w.len() + token.map_or(0, |_| 4));
+        // compressed exactly when the Huffman form is strictly shorter
+        let mut payload = w.as_bytes().to_vec();
+        payload.extend_from_slice(token.as_ref().map_or(&[][..], |t| &t.0[..]));
+        prop_assert_eq!(out[0] & 0x80 != 0, compress && payload.len() > 1 && compressed_len(&payload) < payload.len());
         let mut scratch = vec![0u8; SCRATCH_LEN];
         let plain = decompress_packet(&out[..n], &mut scratch).unwrap();
         let mode = if token.is_some() { TokenMode::Trailing } else { TokenMode::Vanilla };

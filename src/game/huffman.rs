@@ -32,13 +32,25 @@
 //! # Speed
 //!
 //! The decoder reads 12 bits at a time (9 on targets with pointers narrower than 64 bits) and
-//! looks them up in two tables built at compile time (4,096 × (8 + 2) bytes = 40 KiB; 5 KiB with
-//! 9 bits) that yield up to eight whole symbols per lookup; longer codes finish bit by bit. Four
-//! lookups share one refill of a 64-bit bit buffer, and each stores 8 bytes at once. The encoder
-//! looks up one packed code word per byte and writes the output four bytes at a time.
+//! looks them up in a table built at compile time (4,096 × 8 bytes = 32 KiB; 4 KiB with 9 bits)
+//! whose entries hold up to six whole symbols, their count and the bits they take; each lookup
+//! stores its 8 bytes at once. Codes longer than the lookup finish with one more lookup in a 2 KiB
+//! table (64-bit targets) or bit by bit (the others). Four lookups share one load of the input,
+//! and a single stream loads the bits of its next four lookups while the current ones run.
+//!
+//! Each lookup waits for the one before it (where a code starts depends on the lengths of the
+//! codes before), so one stream leaves most of a modern CPU idle. On 64-bit targets an input of
+//! 128 bytes or more is therefore decoded as three streams at once, from its first byte and from
+//! the bytes a third and two thirds in, the later ones into buffers on the stack (2 × 1,394
+//! bytes). A stream that starts inside a code decodes garbage for a few codes and then usually
+//! falls into step with the true code boundaries (prefix codes tend to resynchronise); each
+//! stream goes on until it stands on a code boundary of the next one, and from there the next
+//! one's bytes are the true continuation (without a common boundary it decodes the rest alone). The result, errors included, is that of the bit-by-bit decoder, which a property
+//! test checks. The encoder looks up one packed code word per byte and writes the output four
+//! bytes at a time.
 //!
 //! For flash-constrained targets the cargo feature `small-huffman` replaces the table-driven
-//! decoder by a bit-by-bit walk of the tree (the tree's 1 KiB instead of the 5 KiB of tables;
+//! decoder by a bit-by-bit walk of the tree (the tree's 1 KiB instead of the 4 KiB of tables;
 //! same results, several times slower); the encoder and its 1 KiB code table stay.
 //!
 //! ```
@@ -105,8 +117,9 @@ const TREE: [[u16; 2]; INTERNAL] = build_tree();
 /// Per symbol: the code bits (first choice in bit 0) in bits 0..16 and the length in bits 16..24
 static CODES: [u32; SYMBOLS] = build_codes();
 
-/// Bits the decoder looks up at once: 12 (40 KiB of tables) on 64-bit targets, 9 (5 KiB) on
-/// smaller ones, where flash is scarce and the 64-bit arithmetic of the fast path is slow anyway
+/// Bits the decoder looks up at once: 12 on 64-bit targets (32 KiB table, plus 2 KiB for the
+/// codes longer than that), 9 on smaller ones (4 KiB), where flash is scarce and the 64-bit
+/// arithmetic of the fast path is slow anyway
 #[cfg(not(feature = "small-huffman"))]
 const LOOKUP_BITS: u32 = if cfg!(target_pointer_width = "64") {
     12
@@ -114,33 +127,59 @@ const LOOKUP_BITS: u32 = if cfg!(target_pointer_width = "64") {
     9
 };
 #[cfg(not(feature = "small-huffman"))]
-const _: () = assert!(3 * LOOKUP_BITS + MAX_CODE_LEN <= 56 && 4 * LOOKUP_BITS <= 56);
-#[cfg(not(feature = "small-huffman"))]
 const LOOKUP_MASK: u64 = (1 << LOOKUP_BITS) - 1;
 /// Most whole symbols one table entry holds
 #[cfg(not(feature = "small-huffman"))]
-const MAX_RUN: u32 = 8;
+const MAX_RUN: u32 = 6;
+/// Length of the EOF code (checked at compile time)
+#[cfg(not(feature = "small-huffman"))]
+const EOF_LEN: usize = 15;
 
-// Two tables share the lookup index: SYMS (u64) holds up to 8 decoded bytes, first in the lowest
-// byte (LONG entries: the node reached), META (u16) says what they mean:
-//   bits 0..6    bits consumed by the bytes (and EOF, when META_EOF is set): the low 6 bits, so
-//                `buf >> meta` shifts by exactly that much
-//   bits 8..12   number of bytes (0..=8)
-//   bit 12       META_EOF: EOF follows the bytes within the lookup bits
-//   LONG entries (no symbol ends within the lookup bits) have count 0 and no EOF
+// A decode table entry is one u64:
+//   bits 0..6    bits consumed: `wrapping_shr` by the entry itself takes them (shift counts are
+//                taken modulo 64), so no mask stands between a lookup and the next
+//   bit 6        LONG: no code ends within the lookup bits (consumed = LOOKUP_BITS, no bytes;
+//                the only entries of the main table without bytes)
+//   bit 7        EOF: only in entries of the long path, which then consume and write nothing
+//   bits 8..56   up to 6 decoded bytes, the first in the lowest byte; in a LONG entry bits 8..24
+//                hold the tree node reached and bits 24..32 its first index in LONG_CODES
+//   bits 61..64  number of bytes (0..=6)
+// Storing `e >> 8` as 8 bytes writes the bytes; what lands after them is overwritten by the next
+// store or lies past the decoded length.
 #[cfg(not(feature = "small-huffman"))]
-const META_COUNT_SHIFT: u32 = 8;
+const USED_MASK: u64 = 63;
 #[cfg(not(feature = "small-huffman"))]
-const META_EOF: u16 = 1 << 12;
+const LONG: u64 = 1 << 6;
+#[cfg(not(feature = "small-huffman"))]
+const EOF_FLAG: u64 = 1 << 7;
+#[cfg(not(feature = "small-huffman"))]
+const SYM_SHIFT: u32 = 8;
+#[cfg(not(feature = "small-huffman"))]
+const COUNT_SHIFT: u32 = 61;
 
-/// The multi-symbol decode tables, indexed by the next [`LOOKUP_BITS`] input bits (first bit in
-/// bit 0)
 #[cfg(not(feature = "small-huffman"))]
-const DECODE: ([u64; 1 << LOOKUP_BITS], [u16; 1 << LOOKUP_BITS]) = build_decode();
+const _: () = {
+    assert!(build_codes()[EOF as usize] >> 16 == EOF_LEN as u32);
+    // the EOF code never ends within a lookup, so only the long path meets it
+    assert!(LOOKUP_BITS < EOF_LEN as u32);
+    // four lookups per refill of ≥ 57 bits; a LONG entry refills before its ≤ 15 bits
+    assert!(4 * LOOKUP_BITS <= 57 && 3 * LOOKUP_BITS + MAX_CODE_LEN <= 57);
+    assert!(MAX_RUN <= 6 && MAX_CODE_LEN as u64 <= USED_MASK);
+};
+
+/// Bits the 64-bit long path looks up after the first [`LOOKUP_BITS`]: the rest of any code
+#[cfg(all(not(feature = "small-huffman"), target_pointer_width = "64"))]
+const LONG_BITS: u32 = MAX_CODE_LEN - LOOKUP_BITS;
+
+/// The decode tables: the main one, indexed by the next [`LOOKUP_BITS`] input bits (first bit in
+/// bit 0), and the one for the codes longer than that (64-bit targets), indexed by a LONG entry's
+/// first index plus the next [`LONG_BITS`] bits
 #[cfg(not(feature = "small-huffman"))]
-static SYMS: [u64; 1 << LOOKUP_BITS] = DECODE.0;
+const TABLES: ([u64; 1 << LOOKUP_BITS], [u64; 256]) = build_decode();
 #[cfg(not(feature = "small-huffman"))]
-static META: [u16; 1 << LOOKUP_BITS] = DECODE.1;
+static DECODE: [u64; 1 << LOOKUP_BITS] = TABLES.0;
+#[cfg(all(not(feature = "small-huffman"), target_pointer_width = "64"))]
+static LONG_CODES: [u64; 256] = TABLES.1;
 
 /// Build the tree from [`FREQUENCIES`] (EOF frequency 1) with DDNet's tie-breaking
 const fn build_tree() -> [[u16; 2]; INTERNAL] {
@@ -221,11 +260,13 @@ const fn build_codes() -> [u32; SYMBOLS] {
     codes
 }
 
-/// Build the multi-symbol decode tables
+/// Build the decode tables (see [`TABLES`])
 #[cfg(not(feature = "small-huffman"))]
-const fn build_decode() -> ([u64; 1 << LOOKUP_BITS], [u16; 1 << LOOKUP_BITS]) {
-    let mut syms_table = [0u64; 1 << LOOKUP_BITS];
-    let mut meta_table = [0u16; 1 << LOOKUP_BITS];
+const fn build_decode() -> ([u64; 1 << LOOKUP_BITS], [u64; 256]) {
+    let mut table = [0u64; 1 << LOOKUP_BITS];
+    // the internal nodes a LONG entry can reach, in order of first appearance
+    let mut long_nodes = [0u16; 32];
+    let mut longs = 0usize;
     let mut index = 0;
     while index < (1 << LOOKUP_BITS) {
         let bits = index as u64;
@@ -234,31 +275,62 @@ const fn build_decode() -> ([u64; 1 << LOOKUP_BITS], [u16; 1 << LOOKUP_BITS]) {
         let mut count = 0u32;
         let mut syms = 0u64;
         let mut node = ROOT;
-        let mut eof = false;
-        while !eof && count < MAX_RUN && pos < LOOKUP_BITS {
+        while count < MAX_RUN && pos < LOOKUP_BITS {
             node = child(node, bits >> pos);
             pos += 1;
-            if node == EOF {
-                eof = true;
-                used = pos;
-            } else if (node as usize) < SYMBOLS {
+            if (node as usize) < SYMBOLS {
+                assert!(node != EOF);
                 syms |= (node as u64) << (8 * count);
                 count += 1;
                 used = pos;
                 node = ROOT;
             }
         }
-        if count == 0 && !eof {
-            // the code is longer than the lookup: continue from `node` bit by bit
-            syms = node as u64;
-            used = LOOKUP_BITS;
-        }
-        syms_table[index] = syms;
-        meta_table[index] =
-            (used as u16) | ((count as u16) << META_COUNT_SHIFT) | if eof { META_EOF } else { 0 };
+        table[index] = if count == 0 {
+            // the code is longer than the lookup: 64-bit targets number the nodes reached for
+            // the long table, smaller ones walk on from the node bit by bit
+            let mut first = 0;
+            if cfg!(target_pointer_width = "64") {
+                let mut rank = 0;
+                while rank < longs && long_nodes[rank] != node {
+                    rank += 1;
+                }
+                if rank == longs {
+                    long_nodes[longs] = node;
+                    longs += 1;
+                }
+                first = (rank as u64) << (MAX_CODE_LEN - LOOKUP_BITS);
+                assert!(first < 256);
+            }
+            ((node as u64) << SYM_SHIFT) | (first << 24) | LOOKUP_BITS as u64 | LONG
+        } else {
+            (syms << SYM_SHIFT) | used as u64 | ((count as u64) << COUNT_SHIFT)
+        };
         index += 1;
     }
-    (syms_table, meta_table)
+    // 64-bit: the rest of each long code in one more lookup of MAX_CODE_LEN - LOOKUP_BITS bits
+    let mut long = [0u64; 256];
+    if cfg!(target_pointer_width = "64") {
+        let rest = MAX_CODE_LEN - LOOKUP_BITS;
+        assert!(longs << rest <= 256);
+        let mut j = 0;
+        while j < longs << rest {
+            let mut node = long_nodes[j >> rest];
+            let mut pos = 0;
+            while node as usize >= SYMBOLS {
+                assert!(pos < rest);
+                node = child(node, (j as u64) >> pos);
+                pos += 1;
+            }
+            long[j] = if node == EOF {
+                EOF_FLAG
+            } else {
+                ((node as u64) << SYM_SHIFT) | (LOOKUP_BITS + pos) as u64 | (1 << COUNT_SHIFT)
+            };
+            j += 1;
+        }
+    }
+    (table, long)
 }
 
 /// Length in bits of the code of `symbol` (0..=255, or [`EOF`])
@@ -480,133 +552,598 @@ pub fn decompress(input: &[u8], out: &mut [u8]) -> Result<usize, DecompressError
 /// The table-driven decoder (see "Speed" in the module docs)
 #[cfg(not(feature = "small-huffman"))]
 pub fn decompress(input: &[u8], out: &mut [u8]) -> Result<usize, DecompressError> {
-    let input_bits = input.len() * 8;
+    #[cfg(target_pointer_width = "64")]
+    if input.len() >= STREAMS_MIN {
+        return decompress_streams(input, out);
+    }
     // inputs shorter than one 8-byte load are decoded from a zero-padded copy
     let mut padded = [0u8; 8];
-    let data = if input.len() < 8 {
-        padded[..input.len()].copy_from_slice(input);
-        &padded[..]
-    } else {
-        input
-    };
-    let mut d = BitReader {
-        input: data,
-        len: input.len(),
-        pos: 0,
-        buf: 0,
-        nbits: 0,
-    };
-    let mut o = 0usize;
-    let full = DecompressError::OutputFull { limit: out.len() };
-
-    // Fast path, while three table entries' 8-byte stores fit: the input is read as if followed
-    // by zero bytes, and the bits consumed are checked against the real input before every group
-    // of lookups and at EOF; a stream that ran into the padding is truncated.
-    'fast: while o + 32 <= out.len() {
-        d.refill_padded();
-        if d.consumed() > input_bits {
-            return Err(truncated(out, o, d.consumed(), input_bits));
+    let data = match padded.get_mut(..input.len()) {
+        Some(p) => {
+            p.copy_from_slice(input);
+            &padded[..]
         }
-        // ≥ 56 bits buffered: four lookups of ≤ 12 bits, or fewer and then one long code (≤ 15
-        // bits, after which the buffer is refilled); four entries store at most 18 + 8 bytes
+        None => input,
+    };
+    finish(decode_from(data, input.len() * 8, 0, out, 0, usize::MAX))
+}
+
+/// Where [`decode_from`] stopped
+#[cfg(not(feature = "small-huffman"))]
+enum Flow {
+    /// The end: EOF or an error
+    Done(Result<usize, DecompressError>),
+    /// At the first lookup boundary at or after the `stop` bit: bit `p`, `o` bytes written
+    /// (only the streams of [`decompress_streams`] pause)
+    #[cfg_attr(not(target_pointer_width = "64"), allow(dead_code))]
+    Paused { p: usize, o: usize },
+}
+
+/// The result of a [`decode_from`] that cannot pause (`stop = usize::MAX`)
+#[cfg(not(feature = "small-huffman"))]
+#[inline(always)]
+fn finish(flow: Flow) -> Result<usize, DecompressError> {
+    match flow {
+        Flow::Done(r) => r,
+        // no bit position reaches usize::MAX
+        Flow::Paused { o, .. } => Err(DecompressError::Truncated { decoded: o }),
+    }
+}
+
+/// Decode from bit `p` of `data` into `out`, where `o` bytes are already written; pause at the
+/// first lookup boundary at or after bit `stop`
+///
+/// `data` holds at least 8 bytes; its first `input_bits` bits are the input, and it is read as if
+/// zero bytes followed it. Results and errors are those of the bit-by-bit decoder run from bit 0
+/// into `out`, given that bit `p` is where the `o`-th byte's code starts.
+///
+/// Fast path, while four table entries' 8-byte stores fit: the bits consumed are checked against
+/// the input before every group of four lookups and at EOF; a stream that ran into the padding is
+/// truncated. Near the end of `out`: exact accounting, one symbol at a time.
+#[cfg(not(feature = "small-huffman"))]
+#[inline(always)]
+fn decode_from(
+    data: &[u8],
+    input_bits: usize,
+    p: usize,
+    out: &mut [u8],
+    mut o: usize,
+    stop: usize,
+) -> Flow {
+    let mut bits = Ahead::at(data, p);
+    while bits.p < stop {
+        if bits.p > input_bits {
+            return Flow::Done(Err(truncated(out, o, bits.p, input_bits)));
+        }
+        let Some(win) = out.get_mut(o..o + 32) else {
+            break;
+        };
+        bits.start_group(data);
+        let mut w = 0;
         for _ in 0..4 {
-            let i = (d.buf & LOOKUP_MASK) as usize;
-            let m = META[i];
-            let e = SYMS[i];
-            let count = u32::from(m >> META_COUNT_SHIFT);
-            if count.wrapping_sub(1) < MAX_RUN {
-                // 1..=8 bytes, no EOF: store all 8, keep `count` of them
-                if let Some(dst) = out.get_mut(o..o + 8) {
-                    dst.copy_from_slice(&e.to_le_bytes());
-                }
-                o += count as usize;
-                d.consume(u32::from(m) & 63);
-            } else if m & META_EOF != 0 {
-                let n = (count & 0xF) as usize;
-                if let Some(dst) = out.get_mut(o..o + n) {
-                    dst.copy_from_slice(&e.to_le_bytes()[..n]);
-                }
-                d.consume(u32::from(m) & 63);
-                let end = d.consumed();
-                if end > input_bits {
-                    let symbols_end = end - MAX_CODE_LEN as usize;
-                    return Err(truncated(out, o + n, symbols_end, input_bits));
-                }
-                return Ok(o + n);
-            } else {
-                d.consume(LOOKUP_BITS);
-                let mut node = e as u16;
-                while node as usize >= SYMBOLS {
-                    node = child(node, d.buf);
-                    d.consume(1);
-                }
-                if node == EOF {
-                    let end = d.consumed();
-                    if end > input_bits {
-                        return Err(truncated(out, o, end - MAX_CODE_LEN as usize, input_bits));
-                    }
-                    return Ok(o);
-                }
-                if let Some(b) = out.get_mut(o) {
-                    *b = node as u8;
-                }
-                o += 1;
-                continue 'fast;
+            step(data, &mut bits, win, &mut w);
+            if bits.eof {
+                // EOF starts at bit p
+                let (o, p) = (o + w, bits.p);
+                return Flow::Done(if p + EOF_LEN > input_bits {
+                    Err(truncated(out, o, p, input_bits))
+                } else {
+                    Ok(o)
+                });
             }
         }
+        bits.end_group();
+        o += w;
     }
-    if d.consumed() > input_bits {
-        return Err(truncated(out, o, d.consumed(), input_bits));
+    let mut p = bits.p;
+    if p > input_bits {
+        return Flow::Done(Err(truncated(out, o, p, input_bits)));
     }
-
-    // Careful path near the end of the output: exact bit accounting, one symbol at a time.
     loop {
-        d.refill_slow();
-        let avail = (input_bits - d.consumed()).min(d.nbits as usize) as u32;
-        let i = (d.buf & LOOKUP_MASK) as usize;
-        let (m, e) = (META[i], SYMS[i]);
-        let count = usize::from((m >> META_COUNT_SHIFT) & 0xF);
-        if count == 0 && m & META_EOF == 0 {
-            // LONG: first the lookup bits, then one bit at a time
-            if avail < LOOKUP_BITS {
-                return Err(DecompressError::Truncated { decoded: o });
+        if p >= stop {
+            return Flow::Paused { p, o };
+        }
+        let buf = bits_at(data, p);
+        let mut e = DECODE[(buf & LOOKUP_MASK) as usize];
+        if e & LONG != 0 {
+            e = long_entry(e, buf);
+            if e & EOF_FLAG != 0 {
+                return Flow::Done(if p + EOF_LEN > input_bits {
+                    Err(DecompressError::Truncated { decoded: o })
+                } else {
+                    Ok(o)
+                });
             }
-            let mut avail = avail - LOOKUP_BITS;
-            d.consume(LOOKUP_BITS);
-            let mut node = e as u16;
-            while node as usize >= SYMBOLS {
-                if avail == 0 {
-                    return Err(DecompressError::Truncated { decoded: o });
-                }
-                avail -= 1;
-                node = child(node, d.buf);
-                d.consume(1);
-            }
-            if node == EOF {
-                return Ok(o);
-            }
-            *out.get_mut(o).ok_or(full)? = node as u8;
-            o += 1;
-            continue;
         }
         // whole symbols, one at a time, each checked against the input and the output
-        let mut used = 0u32;
-        let bytes = e.to_le_bytes();
-        for &sym in &bytes[..count] {
-            used += CODES[sym as usize] >> 16;
-            if used > avail {
-                return Err(DecompressError::Truncated { decoded: o });
+        for &sym in (e >> SYM_SHIFT)
+            .to_le_bytes()
+            .iter()
+            .take((e >> COUNT_SHIFT) as usize)
+        {
+            p += code_len(u16::from(sym)) as usize;
+            if p > input_bits {
+                return Flow::Done(Err(DecompressError::Truncated { decoded: o }));
             }
-            *out.get_mut(o).ok_or(full)? = sym;
+            let Some(b) = out.get_mut(o) else {
+                return Flow::Done(Err(DecompressError::OutputFull { limit: out.len() }));
+            };
+            *b = sym;
             o += 1;
         }
-        if m & META_EOF != 0 {
-            if u32::from(m & 63) > avail {
-                return Err(DecompressError::Truncated { decoded: o });
-            }
-            return Ok(o);
+    }
+}
+
+/// A bit buffer of the fast path: the input from bit `p` on in `buf` (bit `p` in bit 0), at
+/// least 57 valid bits at the start of a group of four lookups, zeros past the end of the input
+#[cfg(not(feature = "small-huffman"))]
+trait BitBuf {
+    /// The buffer at bit `p` of `data`
+    fn at(data: &[u8], p: usize) -> Self;
+    /// Before a group of lookups
+    fn start_group(&mut self, data: &[u8]);
+    /// After it
+    fn end_group(&mut self);
+    /// Before a long code: at least [`MAX_CODE_LEN`] valid bits
+    fn make_room(&mut self, data: &[u8]);
+    /// The buffered bits
+    fn buf(&self) -> u64;
+    /// Consume the bits of entry `e` (its low 6 bits)
+    fn consume(&mut self, e: u64);
+    /// Note that the next code is EOF
+    fn set_eof(&mut self);
+}
+
+/// One stream alone, where every lookup waits for the one before: the bits for the next group
+/// are loaded while this group's lookups run and merged in after them, so no load stands between
+/// two groups. `buf`'s bits below `top - p` are valid, the ones above zero or valid; `next` holds
+/// the input from bit `top` (a byte boundary) on.
+#[cfg(not(feature = "small-huffman"))]
+struct Ahead {
+    buf: u64,
+    p: usize,
+    top: usize,
+    next: u64,
+    eof: bool,
+}
+
+#[cfg(not(feature = "small-huffman"))]
+impl BitBuf for Ahead {
+    #[inline(always)]
+    fn at(data: &[u8], p: usize) -> Self {
+        Ahead {
+            buf: bits_at(data, p),
+            p,
+            top: (p & !7) + 64,
+            next: 0,
+            eof: false,
         }
-        d.consume(used);
+    }
+
+    #[inline(always)]
+    fn start_group(&mut self, data: &[u8]) {
+        self.next = bits_at(data, self.top);
+    }
+
+    #[inline(always)]
+    fn end_group(&mut self) {
+        // 0..=64 valid bits are left: four long codes of 15 bits can take all 60 of a buffer
+        let valid = self.top.wrapping_sub(self.p);
+        self.buf |= self.next.checked_shl(valid as u32).unwrap_or(0);
+        self.top += 64usize.wrapping_sub(valid) & !7;
+    }
+
+    #[inline(always)]
+    fn make_room(&mut self, data: &[u8]) {
+        if self.top.wrapping_sub(self.p) < MAX_CODE_LEN as usize {
+            // after other long codes in this group: start afresh at p
+            *self = Ahead::at(data, self.p);
+            self.start_group(data);
+        }
+    }
+
+    #[inline(always)]
+    fn buf(&self) -> u64 {
+        self.buf
+    }
+
+    #[inline(always)]
+    fn consume(&mut self, e: u64) {
+        self.buf = self.buf.wrapping_shr(e as u32);
+        self.p += (e & USED_MASK) as usize;
+    }
+
+    #[inline(always)]
+    fn set_eof(&mut self) {
+        self.eof = true;
+    }
+}
+
+/// Streams interleaved ([`decompress_streams`]): one stream's loads hide behind the others'
+/// lookups, and the fewer registers per stream the better; each group and each long code load
+/// afresh at `p`.
+#[cfg(all(not(feature = "small-huffman"), target_pointer_width = "64"))]
+struct Plain {
+    buf: u64,
+    /// The bit position at the start of the group, [`Plain::EOF`] set once EOF was met (which
+    /// stops the streams' loop by itself)
+    p: usize,
+    /// The sum of the entries consumed since `p` was last brought up to date: its low byte is
+    /// the sum of their bit counts (at most 4 × 15; their flag bits 6 and 7 are clear), which is
+    /// all that is used, so no lookup needs to mask its entry
+    sum: u64,
+}
+
+#[cfg(all(not(feature = "small-huffman"), target_pointer_width = "64"))]
+impl Plain {
+    /// Mark in `p`: the next code is EOF
+    const EOF: usize = 1 << 62;
+
+    /// The bit position (between groups)
+    #[inline(always)]
+    fn pos(&self) -> usize {
+        self.p & !Self::EOF
+    }
+
+    /// Count the bits consumed into `p`
+    #[inline(always)]
+    fn settle(&mut self) {
+        self.p += (self.sum & 0xFF) as usize;
+        self.sum = 0;
+    }
+}
+
+#[cfg(all(not(feature = "small-huffman"), target_pointer_width = "64"))]
+impl BitBuf for Plain {
+    #[inline(always)]
+    fn at(data: &[u8], p: usize) -> Self {
+        Plain {
+            buf: bits_at(data, p),
+            p,
+            sum: 0,
+        }
+    }
+
+    #[inline(always)]
+    fn start_group(&mut self, data: &[u8]) {
+        // the callers keep p 64 bits before the end of the input
+        self.buf = load(data, self.p >> 3) >> (self.p & 7);
+    }
+
+    #[inline(always)]
+    fn end_group(&mut self) {
+        self.settle();
+    }
+
+    #[inline(always)]
+    fn make_room(&mut self, data: &[u8]) {
+        self.settle();
+        self.buf = bits_at(data, self.pos());
+    }
+
+    #[inline(always)]
+    fn buf(&self) -> u64 {
+        self.buf
+    }
+
+    #[inline(always)]
+    fn consume(&mut self, e: u64) {
+        // entries that get here have their flag bits 6 and 7 clear
+        self.buf = self.buf.wrapping_shr(e as u32);
+        self.sum = self.sum.wrapping_add(e);
+    }
+
+    #[inline(always)]
+    fn set_eof(&mut self) {
+        self.p |= Self::EOF;
+    }
+}
+
+/// One lookup of the fast path: store the entry's bytes at `win[*w..]`, consume its bits,
+/// advance `w` by its byte count
+///
+/// EOF writes and consumes nothing and sets the buffer's `eof` (further lookups from the same
+/// bits meet it again).
+#[cfg(not(feature = "small-huffman"))]
+#[inline(always)]
+fn step<B: BitBuf>(data: &[u8], bits: &mut B, win: &mut [u8], w: &mut usize) {
+    let mut e = DECODE[(bits.buf() & LOOKUP_MASK) as usize];
+    let mut count = (e >> COUNT_SHIFT) as usize;
+    if count == 0 {
+        // LONG (the only entries without bytes)
+        bits.make_room(data);
+        e = long_entry(e, bits.buf());
+        if e & EOF_FLAG != 0 {
+            bits.set_eof();
+            return;
+        }
+        count = 1;
+    }
+    if let Some(dst) = win.get_mut(*w..*w + 8) {
+        dst.copy_from_slice(&(e >> SYM_SHIFT).to_le_bytes());
+    }
+    bits.consume(e);
+    *w += count;
+}
+
+/// The entry of the code that the LONG entry `e` starts, `buf` holding its bits from the first
+/// on: one symbol (count 1, all its bits consumed) or EOF
+#[cfg(all(not(feature = "small-huffman"), target_pointer_width = "64"))]
+#[inline(always)]
+fn long_entry(e: u64, buf: u64) -> u64 {
+    let first = (e >> 24) as usize & 0xFF;
+    let rest = (buf >> LOOKUP_BITS) as usize & ((1 << LONG_BITS) - 1);
+    LONG_CODES[(first | rest) & 0xFF]
+}
+
+/// The entry of the code that the LONG entry `e` starts, `buf` holding its bits from the first
+/// on: one symbol (count 1, all its bits consumed) or EOF
+#[cfg(all(not(feature = "small-huffman"), not(target_pointer_width = "64")))]
+#[inline(never)]
+fn long_entry(e: u64, buf: u64) -> u64 {
+    let mut node = (e >> SYM_SHIFT) as u16;
+    let mut bits = buf >> LOOKUP_BITS;
+    let mut used = u64::from(LOOKUP_BITS);
+    while node as usize >= SYMBOLS {
+        node = child(node, bits);
+        bits >>= 1;
+        used += 1;
+    }
+    if node == EOF {
+        EOF_FLAG
+    } else {
+        (u64::from(node) << SYM_SHIFT) | used | (1 << COUNT_SHIFT)
+    }
+}
+
+/// The 8 bytes of `b` at `at` as a little-endian word (zero when out of range)
+#[cfg(not(feature = "small-huffman"))]
+#[inline(always)]
+fn load(b: &[u8], at: usize) -> u64 {
+    b.get(at..at + 8).map_or(0, |w| {
+        let mut a = [0u8; 8];
+        a.copy_from_slice(w);
+        u64::from_le_bytes(a)
+    })
+}
+
+/// The bits of `data` from bit `p` on, bit `p` in bit 0: at least 57 of them, zero past the end
+/// of `data` (which holds at least 8 bytes)
+#[cfg(not(feature = "small-huffman"))]
+#[inline(always)]
+fn bits_at(data: &[u8], p: usize) -> u64 {
+    let at = p >> 3;
+    let n = data.len();
+    let word = if at + 8 <= n {
+        load(data, at)
+    } else if at < n {
+        // the last 8 bytes, shifted so that the byte at `at` comes first
+        load(data, n - 8) >> (8 * (at + 8 - n))
+    } else {
+        0
+    };
+    word >> (p & 7)
+}
+
+/// The [`DecompressError::Truncated`] of a fast-path decode that read `end` bits (the end of
+/// its last symbol) while the input has only `input_bits`: the symbols that end past the input
+/// were decoded from padding and are not counted
+#[cold]
+#[cfg(not(feature = "small-huffman"))]
+fn truncated(out: &[u8], mut o: usize, mut end: usize, input_bits: usize) -> DecompressError {
+    while end > input_bits && o > 0 {
+        o -= 1;
+        end -= out
+            .get(o)
+            .map_or(0, |&b| (CODES[b as usize] >> 16) as usize);
+    }
+    DecompressError::Truncated { decoded: o }
+}
+
+/// Inputs from this many bytes on are decoded as three streams at once ([`decompress_streams`])
+#[cfg(all(not(feature = "small-huffman"), target_pointer_width = "64"))]
+const STREAMS_MIN: usize = 128;
+#[cfg(all(not(feature = "small-huffman"), target_pointer_width = "64"))]
+const _: () = assert!(stream_starts(STREAMS_MIN)[0] * 8 >= 64);
+
+/// How the bytes of a stream's buffer end ([`Piece`])
+#[cfg(all(not(feature = "small-huffman"), target_pointer_width = "64"))]
+#[derive(Clone, Copy)]
+enum End {
+    /// EOF follows them, within the input
+    Eof,
+    /// The input ends before the next code does
+    Truncated,
+    /// Decoding goes on from this bit (the buffer was full)
+    Resume(usize),
+}
+
+/// What a stream decoded from its start: `count` bytes of its buffer, then `end`
+#[cfg(all(not(feature = "small-huffman"), target_pointer_width = "64"))]
+#[derive(Clone, Copy)]
+struct Piece {
+    count: usize,
+    end: End,
+}
+
+/// The sum of the code lengths of `bytes`
+#[cfg(all(not(feature = "small-huffman"), target_pointer_width = "64"))]
+fn bits_of(bytes: &[u8]) -> usize {
+    bytes.iter().map(|&b| code_len(u16::from(b)) as usize).sum()
+}
+
+/// A finished stream's result as a [`Piece`] of its buffer `buf`, the stream having started at
+/// bit `start`
+#[cfg(all(not(feature = "small-huffman"), target_pointer_width = "64"))]
+fn piece_of(result: Result<usize, DecompressError>, buf: &[u8], start: usize) -> Piece {
+    match result {
+        Ok(count) => Piece {
+            count,
+            end: End::Eof,
+        },
+        Err(DecompressError::Truncated { decoded }) => Piece {
+            count: decoded,
+            end: End::Truncated,
+        },
+        Err(DecompressError::OutputFull { limit }) => Piece {
+            count: limit,
+            end: End::Resume(start + bits_of(buf.get(..limit).unwrap_or(&[]))),
+        },
+    }
+}
+
+/// Go on with a stream (at bit `p`, `o` bytes in `dst`, started at bit `start`) until it stands
+/// on a code boundary of the next stream (started at bit `next_start`, `next` of `next_buf`
+/// decoded), then append the next stream's bytes from that boundary on: as many as fit, the
+/// rest to be decoded again from where they start. Without a common boundary (the next stream
+/// ended early: a false EOF, or its buffer was full) the stream decodes the rest alone.
+#[cfg(all(not(feature = "small-huffman"), target_pointer_width = "64"))]
+#[allow(clippy::too_many_arguments)]
+#[inline(never)]
+fn join(
+    input: &[u8],
+    mut p: usize,
+    dst: &mut [u8],
+    mut o: usize,
+    start: usize,
+    next_start: usize,
+    next_buf: &[u8],
+    next: Piece,
+) -> Piece {
+    let input_bits = input.len() * 8;
+    let (mut q, mut i) = (next_start, 0);
+    let mut stop = next_start;
+    loop {
+        match decode_from(input, input_bits, p, dst, o, stop) {
+            Flow::Done(r) => return piece_of(r, dst, start),
+            Flow::Paused { p: at, o: written } => (p, o) = (at, written),
+        }
+        while q < p && i < next.count {
+            q += next_buf
+                .get(i)
+                .map_or(0, |&b| code_len(u16::from(b)) as usize);
+            i += 1;
+        }
+        if q == p {
+            break;
+        }
+        if q < p {
+            let r = finish(decode_from(input, input_bits, p, dst, o, usize::MAX));
+            return piece_of(r, dst, start);
+        }
+        stop = q;
+    }
+    // in step at the next stream's byte `i`: its bytes from there on are the true ones; as many
+    // as fit
+    let tail = next_buf.get(i..next.count).unwrap_or(&[]);
+    let free = dst.get_mut(o..).unwrap_or(&mut []);
+    let n = tail.len().min(free.len());
+    if let (Some(to), Some(from)) = (free.get_mut(..n), tail.get(..n)) {
+        to.copy_from_slice(from);
+    }
+    Piece {
+        count: o + n,
+        end: if n == tail.len() {
+            next.end
+        } else {
+            End::Resume(q + bits_of(tail.get(..n).unwrap_or(&[])))
+        },
+    }
+}
+
+/// The bytes where the second and third stream of [`decompress_streams`] start in an input of
+/// `len` bytes
+#[cfg(all(not(feature = "small-huffman"), target_pointer_width = "64"))]
+const fn stream_starts(len: usize) -> [usize; 2] {
+    [len / 3, len * 2 / 3]
+}
+
+/// Decode a long input as three streams at once, starting at its first byte and at the bytes a
+/// third and two thirds in
+///
+/// Each lookup waits for the one before it (its bit position depends on the code lengths found),
+/// so one stream leaves most of the CPU idle. The later streams most likely start inside a code
+/// and decode into buffers on the stack; a prefix code usually falls into step with the true
+/// code boundaries after a few codes (not always: on periodic input it may never). Then, from the
+/// last stream back: each stream goes on until it stands on a code boundary of the next one,
+/// where the next one's bytes become the true continuation and are appended ([`join`]), or, when
+/// there is none, decodes the rest alone. The first stream starts at bit 0, so the result is
+/// that of the one-stream decoder, errors included.
+#[cfg(all(not(feature = "small-huffman"), target_pointer_width = "64"))]
+#[inline(never)]
+fn decompress_streams(input: &[u8], out: &mut [u8]) -> Result<usize, DecompressError> {
+    let input_bits = input.len() * 8;
+    let [sb, sc] = stream_starts(input.len()).map(|byte| byte * 8);
+    const ROW: usize = MAX_DECOMPRESSED_LEN;
+    let limit = out.len().min(ROW);
+    let mut rows = [[0u8; ROW]; 2];
+    let [row_b, row_c] = &mut rows;
+    let (mut oa, mut ob, mut oc) = (0, 0, 0);
+    // the three streams, one lookup of each in turn, while nothing needs care: each stays 64
+    // bits before where the next one started (the last: before the end of the input), none has
+    // met EOF (which moves its position out of range), each has room for four lookups
+    let mut a = Plain::at(input, 0);
+    let mut b = Plain::at(input, sb);
+    let mut c = Plain::at(input, sc);
+    // (no underflow: STREAMS_MIN makes a third of the input at least 64 bits)
+    let (end_a, end_b, end_c) = (sb - 64, sc - 64, input_bits - 64);
+    while a.p <= end_a && b.p <= end_b && c.p <= end_c && ob + 32 <= limit && oc + 32 <= limit {
+        // (`min` only shows the compiler that the rows' windows are in range)
+        let (Some(wa), Some(wb), Some(wc)) = (
+            out.get_mut(oa..).and_then(|o| o.first_chunk_mut::<32>()),
+            row_b[ob.min(ROW - 32)..].first_chunk_mut::<32>(),
+            row_c[oc.min(ROW - 32)..].first_chunk_mut::<32>(),
+        ) else {
+            break;
+        };
+        a.start_group(input);
+        b.start_group(input);
+        c.start_group(input);
+        let (mut ka, mut kb, mut kc) = (0, 0, 0);
+        // four rounds, written out: a loop here is not unrolled, and its counter costs a register
+        step(input, &mut a, wa, &mut ka);
+        step(input, &mut b, wb, &mut kb);
+        step(input, &mut c, wc, &mut kc);
+        step(input, &mut a, wa, &mut ka);
+        step(input, &mut b, wb, &mut kb);
+        step(input, &mut c, wc, &mut kc);
+        step(input, &mut a, wa, &mut ka);
+        step(input, &mut b, wb, &mut kb);
+        step(input, &mut c, wc, &mut kc);
+        step(input, &mut a, wa, &mut ka);
+        step(input, &mut b, wb, &mut kb);
+        step(input, &mut c, wc, &mut kc);
+        a.end_group();
+        b.end_group();
+        c.end_group();
+        oa += ka;
+        ob += kb;
+        oc += kc;
+    }
+    // the last stream to its end, the middle one up to it, the first up to the middle one
+    let (out_b, out_c) = (&mut row_b[..limit], &mut row_c[..limit]);
+    let rc = finish(decode_from(
+        input,
+        input_bits,
+        c.pos(),
+        out_c,
+        oc,
+        usize::MAX,
+    ));
+    let pc = piece_of(rc, out_c, sc);
+    let pb = join(input, b.pos(), out_b, ob, sb, sc, out_c, pc);
+    let pa = join(input, a.pos(), out, oa, 0, sb, out_b, pb);
+    match pa.end {
+        End::Eof => Ok(pa.count),
+        End::Truncated => Err(DecompressError::Truncated { decoded: pa.count }),
+        End::Resume(at) => finish(decode_from(
+            input,
+            input_bits,
+            at,
+            out,
+            pa.count,
+            usize::MAX,
+        )),
     }
 }
 
@@ -683,97 +1220,11 @@ pub fn decompress_prefix(input: &[u8], out: &mut [u8]) -> Result<usize, Decompre
     decode_bits(input, MAX_DECOMPRESSED_LEN, out, &mut [0; 4])
 }
 
-/// The [`DecompressError::Truncated`] of a fast-path decode that read `end` bits (the end of
-/// its last symbol) while the input has only `input_bits`: the symbols that end past the input
-/// were decoded from padding and are not counted
-#[cold]
-#[cfg(not(feature = "small-huffman"))]
-fn truncated(out: &[u8], mut o: usize, mut end: usize, input_bits: usize) -> DecompressError {
-    while end > input_bits && o > 0 {
-        o -= 1;
-        end -= out
-            .get(o)
-            .map_or(0, |&b| (CODES[b as usize] >> 16) as usize);
-    }
-    DecompressError::Truncated { decoded: o }
-}
-
-/// LSB-first bit buffer over the input, read as if zero bytes followed it
-///
-/// `input` holds at least 8 bytes (a short input is copied into a zero-padded array first);
-/// `len` is the real input length. `pos` counts the bytes fetched, padding included (it may pass
-/// the input's end). Invariant: `buf` holds `nbits` bits in its low bits; the bits above them are
-/// zero or the bits of the bytes starting at `pos` (zero past the end), so fetching those bytes
-/// again is harmless.
-#[cfg(not(feature = "small-huffman"))]
-struct BitReader<'a> {
-    input: &'a [u8],
-    len: usize,
-    pos: usize,
-    buf: u64,
-    nbits: u32,
-}
-
-/// The 8 bytes of `b` at `at` as a little-endian word (zero when out of range)
-#[inline(always)]
-#[cfg(not(feature = "small-huffman"))]
-fn load(b: &[u8], at: usize) -> u64 {
-    b.get(at..at + 8).map_or(0, |w| {
-        let mut a = [0u8; 8];
-        a.copy_from_slice(w);
-        u64::from_le_bytes(a)
-    })
-}
-
-#[cfg(not(feature = "small-huffman"))]
-impl BitReader<'_> {
-    /// Bits taken out of the buffer so far
-    #[inline(always)]
-    fn consumed(&self) -> usize {
-        self.pos * 8 - self.nbits as usize
-    }
-
-    /// Top up to ≥ 56 bits, zero bytes past the end of the input
-    #[inline(always)]
-    fn refill_padded(&mut self) {
-        let n = self.input.len();
-        let word = if self.pos + 8 <= n {
-            load(self.input, self.pos)
-        } else if self.pos < n {
-            // the last 8 bytes, shifted so that the byte at `pos` comes first
-            load(self.input, n - 8) >> (8 * (self.pos + 8 - n))
-        } else {
-            0
-        };
-        self.buf |= word << self.nbits;
-        self.pos += ((63 - self.nbits) >> 3) as usize;
-        self.nbits |= 56;
-    }
-
-    /// Top up byte by byte while there is real input and room
-    #[inline]
-    fn refill_slow(&mut self) {
-        while self.nbits <= 56 && self.pos < self.len {
-            let Some(&b) = self.input.get(self.pos) else {
-                break;
-            };
-            self.buf |= u64::from(b) << self.nbits;
-            self.pos += 1;
-            self.nbits += 8;
-        }
-    }
-
-    #[inline(always)]
-    fn consume(&mut self, n: u32) {
-        // callers never take more than the buffered bits
-        self.buf >>= n & 63;
-        self.nbits = self.nbits.wrapping_sub(n);
-    }
-}
-
 #[cfg(test)]
 mod tests {
+    extern crate alloc;
     use super::*;
+    use alloc::{vec, vec::Vec};
 
     fn hex(s: &str) -> heapless::Vec<u8, 64> {
         s.split_whitespace()
@@ -850,6 +1301,34 @@ mod tests {
             let mut back = [0u8; 64];
             let m = decompress(&packed, &mut back).unwrap();
             assert_eq!(&back[..m], &plain[..]);
+        }
+    }
+
+    #[test]
+    fn four_long_codes_in_a_row() {
+        // 0x77 has a 15-bit code: four in one group of lookups take 60 bits, all the buffer
+        // held (found by the huffman fuzz target)
+        for n in 1..300 {
+            for lead in [
+                &[][..],
+                &[0x00][..],
+                &[0xb1, 0x18][..],
+                &[0x01, 0x02, 0x03][..],
+            ] {
+                let mut plain = lead.to_vec();
+                plain.extend(core::iter::repeat_n(0x77, n));
+                let mut packed = vec![0u8; compressed_len(&plain)];
+                let len = compress(&plain, &mut packed).unwrap();
+                for limit in [plain.len(), plain.len() + 1, MAX_DECOMPRESSED_LEN] {
+                    let mut out = vec![0u8; limit];
+                    assert_eq!(
+                        decompress(&packed[..len], &mut out),
+                        Ok(plain.len()),
+                        "n {n} limit {limit}"
+                    );
+                    assert_eq!(out[..plain.len()], plain[..]);
+                }
+            }
         }
     }
 
@@ -951,6 +1430,139 @@ mod tests {
                 if let Ok(n) = fast {
                     assert_eq!(&a[..n], &b[..n]);
                 }
+            }
+        }
+    }
+
+    #[test]
+    #[cfg(all(target_pointer_width = "64", not(feature = "small-huffman")))]
+    fn later_stream_meeting_a_false_eof() {
+        // The codes of 07 86 repeated are a 17-bit period that holds the 15 EOF bits from its
+        // bit 11 on, inside a code. For the repetition counts below, the byte where the second
+        // or the third stream of the multi-stream decoder starts falls on such a bit 11: that
+        // stream meets EOF at once and never falls into step; the stream before it decodes on
+        // alone.
+        let mut found = [0; 2];
+        for k in 64..400 {
+            let plain: Vec<u8> = [0x07, 0x86].repeat(k);
+            let mut packed = vec![0u8; compressed_len(&plain)];
+            let n = compress(&plain, &mut packed).unwrap();
+            if n < STREAMS_MIN {
+                continue;
+            }
+            for (j, start) in stream_starts(n).into_iter().enumerate() {
+                let bit = start * 8;
+                if bit % 17 != 11 || bit + 15 > 17 * 2 * k / 2 {
+                    continue;
+                }
+                assert_eq!(
+                    decode_bits(&packed[start..], 8, &mut [], &mut [0; 4]),
+                    Ok(0),
+                    "k = {k}"
+                );
+                found[j] += 1;
+                let mut out = [0u8; MAX_DECOMPRESSED_LEN];
+                assert_eq!(decompress(&packed, &mut out), Ok(2 * k));
+                assert_eq!(out[..2 * k], plain[..]);
+                for (input, limit) in [
+                    (&packed[..n - 2], 1394),
+                    (&packed[..], 2 * k - 1),
+                    (&packed[..], 100),
+                ] {
+                    let mut slow = vec![0u8; limit];
+                    assert_eq!(
+                        decompress(input, &mut out[..limit]),
+                        decode_bits(input, limit, &mut slow, &mut [0; 4])
+                    );
+                }
+            }
+        }
+        assert!(found[0] > 0 && found[1] > 0, "{found:?}");
+    }
+
+    /// Streams for the differential test: compressed data (from all zeros to random bytes),
+    /// whole, cut short, with bits flipped or bytes appended; arbitrary bytes; runs of one byte
+    /// (zeros decode as an endless run of 0x80)
+    fn stream() -> impl proptest::strategy::Strategy<Value = Vec<u8>> {
+        use proptest::prelude::*;
+        use proptest::strategy::Just;
+        let packed = (
+            0u32..=10,
+            proptest::collection::vec(any::<u8>(), 0..1600),
+            any::<u16>(),
+            proptest::collection::vec(any::<u16>(), 0..4),
+            proptest::collection::vec(any::<u8>(), 0..4),
+        )
+            .prop_map(|(zeros, mut plain, cut, flips, tail)| {
+                for (i, b) in plain.iter_mut().enumerate() {
+                    if (i as u32 * 7 + u32::from(*b)) % 10 < zeros {
+                        *b = 0;
+                    }
+                }
+                let mut packed = vec![0u8; compressed_len(&plain)];
+                let n = compress(&plain, &mut packed).unwrap();
+                packed.truncate(n);
+                if cut % 3 == 0 {
+                    packed.truncate(usize::from(cut) % (n + 1));
+                }
+                let bits = packed.len() * 8;
+                for f in flips {
+                    if bits > 0 {
+                        let f = usize::from(f) % bits;
+                        packed[f / 8] ^= 1 << (f % 8);
+                    }
+                }
+                packed.extend_from_slice(&tail);
+                packed
+            });
+        // runs of one byte value, compressed: long runs of one code length (e.g. four 15-bit
+        // codes in a row, which empty a 60-bit buffer) at every alignment
+        let long_code = prop_oneof![
+            Just(0x77u8),                                                    // 15 bits
+            proptest::sample::select(&[0x6cu8, 0x76, 0x7e, 0xf0, 0xf8][..]), // 14 bits
+            proptest::sample::select(&[0x36u8, 0x3c, 0x3e, 0x5a, 0x5c][..]), // 13 bits
+            any::<u8>(),
+        ];
+        let runs = (
+            proptest::collection::vec((long_code, 1usize..300), 1..4),
+            any::<u16>(),
+        )
+            .prop_map(|(runs, cut)| {
+                let plain: Vec<u8> = runs.iter().flat_map(|&(b, n)| vec![b; n]).collect();
+                let mut packed = vec![0u8; compressed_len(&plain)];
+                let n = compress(&plain, &mut packed).unwrap();
+                packed.truncate(if cut % 4 == 0 {
+                    usize::from(cut) % (n + 1)
+                } else {
+                    n
+                });
+                packed
+            });
+        prop_oneof![
+            5 => packed,
+            3 => runs,
+            2 => proptest::collection::vec(any::<u8>(), 0..1600),
+            1 => (any::<u8>(), 0usize..1600).prop_map(|(b, n)| vec![b; n]),
+        ]
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig { cases: 1500, ..Default::default() })]
+
+        /// The table-driven decoder (one stream for short inputs, three at once for long ones)
+        /// against the bit-by-bit one: same result, same bytes
+        #[test]
+        fn table_decoder_equals_bit_by_bit(
+            input in stream(),
+            limit in proptest::prop_oneof![0usize..64, 64usize..1394, proptest::strategy::Just(MAX_DECOMPRESSED_LEN), 1395usize..5000],
+        ) {
+            let mut fast_out = vec![0u8; limit];
+            let mut slow_out = vec![0u8; limit];
+            let fast = decompress(&input, &mut fast_out);
+            let slow = decode_bits(&input, limit, &mut slow_out, &mut [0; 4]);
+            proptest::prop_assert_eq!(fast, slow);
+            if let Ok(n) = fast {
+                proptest::prop_assert_eq!(&fast_out[..n], &slow_out[..n]);
             }
         }
     }

@@ -98,7 +98,7 @@
 
 use core::fmt;
 
-use super::chunk::{Chunk, ChunkFlags, ChunkWriter, MAX_CHUNK_SIZE};
+use super::chunk::{copy_short, Chunk, ChunkFlags, ChunkWriter, MAX_CHUNK_SIZE};
 use super::wire::{ack_in_range, Header};
 use crate::config::{getters, setters};
 use crate::time::{clamp_delay, clamp_some, Duration, Instant};
@@ -454,10 +454,15 @@ struct Span {
 }
 
 /// Byte arena with bounded records: bump allocation, compaction when the end is reached
+///
+/// Records are kept in offset order (a new record goes to `top`, above every other; removals and
+/// compaction keep the order), so compaction is one pass.
 struct Arena<M, const B: usize, const N: usize> {
     data: [u8; B],
     recs: heapless::Vec<(M, Span), N>,
     top: usize,
+    /// Bytes held by live records
+    used: usize,
 }
 
 impl<M: Copy, const B: usize, const N: usize> Arena<M, B, N> {
@@ -466,6 +471,7 @@ impl<M: Copy, const B: usize, const N: usize> Arena<M, B, N> {
             data: [0; B],
             recs: heapless::Vec::new(),
             top: 0,
+            used: 0,
         }
     }
 
@@ -482,12 +488,7 @@ impl<M: Copy, const B: usize, const N: usize> Arena<M, B, N> {
 
     /// Room for one more record of `len` bytes (after a compaction if needed)?
     fn can_push(&self, len: usize) -> bool {
-        self.recs.len() < N && self.used() + len <= B
-    }
-
-    /// Bytes held by live records
-    fn used(&self) -> usize {
-        self.recs.iter().map(|(_, s)| usize::from(s.len)).sum()
+        self.recs.len() < N && self.used + len <= B
     }
 
     /// Append a record (copied); false when there is no room
@@ -502,7 +503,7 @@ impl<M: Copy, const B: usize, const N: usize> Arena<M, B, N> {
         let Some(dst) = self.data.get_mut(start..start + data.len()) else {
             return false;
         };
-        dst.copy_from_slice(data);
+        copy_short(dst, data);
         let span = Span {
             off: start as u32,
             len: data.len() as u16,
@@ -511,12 +512,28 @@ impl<M: Copy, const B: usize, const N: usize> Arena<M, B, N> {
             return false;
         }
         self.top += data.len();
+        self.used += data.len();
         true
     }
 
     fn remove(&mut self, i: usize) {
         if i < self.recs.len() {
-            self.recs.remove(i);
+            let (_, s) = self.recs.remove(i);
+            self.used -= usize::from(s.len);
+        }
+        if self.recs.is_empty() {
+            self.top = 0;
+        }
+    }
+
+    /// Remove the first `n` records
+    fn remove_front(&mut self, n: usize) {
+        if n >= self.recs.len() {
+            self.clear();
+            return;
+        }
+        for (_, s) in self.recs.drain(..n) {
+            self.used -= usize::from(s.len);
         }
         if self.recs.is_empty() {
             self.top = 0;
@@ -526,29 +543,17 @@ impl<M: Copy, const B: usize, const N: usize> Arena<M, B, N> {
     fn clear(&mut self) {
         self.recs.clear();
         self.top = 0;
+        self.used = 0;
     }
 
     /// Move every live record's data down to the start, in offset order (never overlapping a
     /// record not yet moved)
     fn compact(&mut self) {
         let mut dst = 0usize;
-        let mut last: Option<u32> = None;
-        loop {
-            // the record with the smallest offset above the last one moved
-            let mut pick: Option<usize> = None;
-            for (i, (_, s)) in self.recs.iter().enumerate() {
-                if last.is_none_or(|l| s.off > l) && pick.is_none_or(|p| s.off < self.recs[p].1.off)
-                {
-                    pick = Some(i);
-                }
-            }
-            let Some(i) = pick else { break };
-            let s = self.recs[i].1;
-            let len = usize::from(s.len);
-            self.data
-                .copy_within(s.off as usize..s.off as usize + len, dst);
-            last = Some(s.off);
-            self.recs[i].1.off = dst as u32;
+        for (_, s) in self.recs.iter_mut() {
+            let (off, len) = (s.off as usize, usize::from(s.len));
+            self.data.copy_within(off..off + len, dst);
+            s.off = dst as u32;
             dst += len;
         }
         self.top = dst;
@@ -1061,9 +1066,7 @@ impl<const SB: usize, const SN: usize, const RB: usize, const RN: usize> Vital<S
             }
             n += 1;
         }
-        for _ in 0..n {
-            self.send.remove(0);
-        }
+        self.send.remove_front(n);
         if header.flags.resend {
             if self
                 .last_answer
@@ -1380,6 +1383,51 @@ mod tests {
         assert_eq!(v.unacked(), 1);
         let (_, chunks) = packet(&mut v, ms(2));
         assert_eq!(chunks, vec![(2, false, b"b".to_vec())]);
+    }
+
+    #[test]
+    fn arena_against_a_model() {
+        // random pushes, removals anywhere and from the front against a list of (meta, bytes):
+        // same records, same bytes, same room (`used` counted, compaction in one pass)
+        let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
+        let mut next = |n: u64| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x % n
+        };
+        let mut arena: Arena<u16, 256, 8> = Arena::new();
+        let mut model: Vec<(u16, Vec<u8>)> = Vec::new();
+        for step in 0..20_000u16 {
+            match next(4) {
+                0 | 1 => {
+                    let len = next(90) as usize;
+                    let data: Vec<u8> = (0..len).map(|i| (i as u16 ^ step) as u8).collect();
+                    let room = model.len() < 8
+                        && model.iter().map(|(_, d)| d.len()).sum::<usize>() + len <= 256;
+                    assert_eq!(arena.can_push(len), room);
+                    assert_eq!(arena.push(step, &data), room);
+                    if room {
+                        model.push((step, data));
+                    }
+                }
+                2 if !model.is_empty() => {
+                    let i = next(model.len() as u64) as usize;
+                    arena.remove(i);
+                    model.remove(i);
+                }
+                _ => {
+                    let n = next(model.len() as u64 + 2) as usize;
+                    arena.remove_front(n);
+                    model.drain(..n.min(model.len()));
+                }
+            }
+            assert_eq!(arena.len(), model.len());
+            for ((m, span), (mm, data)) in arena.recs.iter().zip(&model) {
+                assert_eq!(m, mm);
+                assert_eq!(arena.bytes(*span), &data[..]);
+            }
+        }
     }
 
     #[test]
