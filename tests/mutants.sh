@@ -20,7 +20,11 @@
 # (the library's unit tests always); a shard runs every target but the slow soak and flood.
 # The copy cargo-mutants builds in leaves out what .gitignore files ignore (the nested target
 # directories of the other workspaces would add gigabytes).
-# Environment: MUTANTS_JOBS (default 1), MUTANTS_OUT (default target/mutants/<name>).
+# Environment: MUTANTS_JOBS (default 1), MUTANTS_OUT (default target/mutants/<name>),
+# MUTANTS_IN_PLACE=1: mutate this checkout's files in place (one job; no copy, so the build
+# reuses ./target; use a spare worktree, the files are restored after each mutant),
+# MUTANTS_FAST=1: no debuginfo and rust-lld as the linker (each mutant relinks every selected
+# test binary; this cuts that from about a minute to seconds here).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -52,6 +56,13 @@ targets_for() {
   done
 }
 
+place=(--jobs "${MUTANTS_JOBS:-1}" --gitignore true)
+[ "${MUTANTS_IN_PLACE:-0}" = 1 ] && place=(--in-place)
+if [ "${MUTANTS_FAST:-0}" = 1 ]; then
+  export CARGO_PROFILE_DEV_DEBUG=0
+  export RUSTFLAGS="${RUSTFLAGS:-} -C link-arg=-B$(rustc --print sysroot)/lib/rustlib/$(rustc -vV | sed -n 's/^host: //p')/bin/gcc-ld -C link-arg=-fuse-ld=lld"
+fi
+
 name=$(echo "$what" | tr '/.' '__')
 out=${MUTANTS_OUT:-target/mutants/$name}
 mkdir -p "$out"
@@ -81,7 +92,7 @@ if [ "$mode" = retry ]; then
     done <"$work/todo.txt"
     status=0
     # shellcheck disable=SC2046
-    cargo mutants --file "$what" "${re[@]}" --jobs "${MUTANTS_JOBS:-1}" --gitignore true --output "$work" "$@" \
+    cargo mutants --file "$what" "${re[@]}" "${place[@]}" --output "$work" "$@" \
       -- --lib $(targets_for "$what") || status=$?
     case "$status" in
       0|2|3) ;;
@@ -110,7 +121,7 @@ else
   start=$SECONDS
   status=0
   # shellcheck disable=SC2086
-  cargo mutants "${sel[@]}" --jobs "${MUTANTS_JOBS:-1}" --gitignore true --output "$out" "$@" -- --lib $tests || status=$?
+  cargo mutants "${sel[@]}" "${place[@]}" --output "$out" "$@" -- --lib $tests || status=$?
   case "$status" in
     0|2|3) ;;
     *) echo "$what: cargo mutants failed (exit $status); no score" >&2; exit "$status" ;;
