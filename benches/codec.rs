@@ -61,13 +61,15 @@ fn game_control(c: &mut Criterion) {
     let mut g = c.benchmark_group("game_control");
     let reason = Reason::from_str("kicked by an admin for flooding the chat");
     // (name, packet with token as the token form sends it, packet without token)
-    let cases: [(&str, Control<'_>); 5] = [
+    let cases: [(&str, Control<'_>); 6] = [
         ("keep_alive", Control::KeepAlive),
         ("connect", Control::Connect),
         ("connect_accept", Control::ConnectAccept),
         ("accept", Control::Accept),
+        ("close_bye", Control::Close(Reason::from_str("bye"))),
         ("close_reason", Control::Close(reason)),
     ];
+    let mut floor_buf = [0u8; gw::MAX_PACKET_LEN];
     for (name, control) in cases {
         let token = match control {
             Control::Connect => Token::UNKNOWN,
@@ -85,6 +87,14 @@ fn game_control(c: &mut Criterion) {
         };
         let tok_bytes = control_bytes(&tokened);
         let van_bytes = control_bytes(&vanilla);
+        // the floor of any parse: the same datagram copied out of the caller's receive buffer
+        g.bench_with_input(BenchmarkId::new("copy_floor", name), &tok_bytes, |b, bytes| {
+            b.iter(|| {
+                let src = black_box(&bytes[..]);
+                floor_buf[..src.len()].copy_from_slice(src);
+                black_box(&floor_buf);
+            })
+        });
         for (mode_name, mode, bytes) in [
             ("vanilla", TokenMode::Vanilla, &van_bytes),
             ("trailing", TokenMode::Trailing, &tok_bytes),
