@@ -641,6 +641,22 @@ fn client_config_setters_clamp_zero_and_huge_values() {
 }
 
 #[test]
+fn server_config_max_pending_requests_is_clamped_to_1_through_65535() {
+    let with = |n| {
+        ServerConfig::new()
+            .with_max_pending_requests(n)
+            .max_pending_requests()
+    };
+    assert_eq!(with(0), 1);
+    assert_eq!(with(1), 1);
+    assert_eq!(with(32), 32);
+    assert_eq!(with(65_535), 65_535);
+    // not reduced modulo 65,536 (70,000 would be 4,464)
+    assert_eq!(with(70_000), 65_535);
+    assert_eq!(with(usize::MAX), 65_535);
+}
+
+#[test]
 fn server_config_setters_clamp_zero_and_huge_values() {
     let zero = ServerConfig::new()
         .with_auth_timeout(Duration::ZERO)

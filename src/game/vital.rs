@@ -1450,4 +1450,34 @@ mod tests {
         assert!(f.resend_request);
         assert_eq!(f.ack, 3);
     }
+
+    #[test]
+    fn sequence_arithmetic_takes_any_u16_modulo_1024() {
+        let reduce = |x: u16| u32::from(x) % 1024;
+        let samples = (0..=u16::MAX)
+            .step_by(61)
+            .chain([1023, 1024, 1025, u16::MAX - 1, u16::MAX]);
+        for s in samples {
+            assert_eq!(u32::from(seq::next(s)), (reduce(s) + 1) % 1024, "next({s})");
+            for t in [0, 1, 511, 1023, 1024, u16::MAX - 1, u16::MAX, s] {
+                let want = (reduce(t) + 1024 - reduce(s)) % 1024;
+                assert_eq!(u32::from(seq::distance(s, t)), want, "distance({s}, {t})");
+            }
+        }
+    }
+
+    #[test]
+    fn error_texts_name_the_sizes_and_the_range() {
+        assert_eq!(
+            QueueError::TooLarge { size: 2000 }.to_string(),
+            std::format!("vital chunk of 2000 bytes (max {MAX_CHUNK_SIZE})")
+        );
+        assert_eq!(QueueError::BufferFull.to_string(), "resend buffer full");
+        let bad = BadAck {
+            ack: 900,
+            peer_ack: 10,
+            sequence: 12,
+        };
+        assert_eq!(bad.to_string(), "ack 900 outside 10..=12");
+    }
 }
