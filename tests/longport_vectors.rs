@@ -776,3 +776,49 @@ fn max_packet_len_is_the_largest_packet() {
     let (q, used) = Packet::parse(&buf, MAX_BODY_LEN).expect("parse");
     assert_eq!((q, used), (p, MAX_PACKET_LEN));
 }
+
+#[test]
+fn a_body_too_long_to_represent_is_refused_before_the_buffer_is_looked_at() {
+    let body = vec![0u8; MAX_BODY_LEN + 1];
+    let p = Packet::request(9, RequestId(7), 30_000, &body);
+    // whatever the buffer: `usize::MAX`, which no buffer satisfies, not a size to grow to
+    assert_eq!(
+        p.emit(&mut [0u8; 16]),
+        Err(BufferTooSmall {
+            required: usize::MAX
+        })
+    );
+}
+
+#[test]
+fn reserve_bits_keep_two_bits_and_zero_adds_none() {
+    let emit = |p: Packet<'_>| {
+        let mut buf = [0u8; 64];
+        let n = p.emit(&mut buf).expect("emit");
+        buf[..n].to_vec()
+    };
+    let plain = Packet::request(9, RequestId(7), 30_000, b"x");
+    assert_eq!(emit(plain.with_reserve(0)), emit(plain));
+    assert_eq!(emit(plain.with_reserve(7)), emit(plain.with_reserve(3)));
+    assert_ne!(emit(plain.with_reserve(3)), emit(plain));
+    // the other bits of the first byte are untouched
+    assert_eq!(emit(plain.with_reserve(3))[1..], emit(plain)[1..]);
+}
+
+#[test]
+fn handshake_bytes_round_trip_every_nibble() {
+    // each of the four nibbles (version, codec, platform, reserve) at a value of its own
+    for bytes in [
+        [0x11, 0x09],
+        [0x21, 0x59],
+        [0xF3, 0xA4],
+        [0x0F, 0xF0],
+        [0xF0, 0x0F],
+    ] {
+        let h = Handshake::from_bytes(bytes);
+        assert_eq!(h.to_bytes(), bytes, "{bytes:02x?}");
+        let mut out = [0u8; 2];
+        assert_eq!(h.emit(&mut out), Ok(2));
+        assert_eq!(out, bytes);
+    }
+}
