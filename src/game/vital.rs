@@ -1431,6 +1431,25 @@ mod tests {
     }
 
     #[test]
+    fn arena_compacts_when_a_record_would_pass_the_end_and_only_then() {
+        let mut arena: Arena<u8, 8, 4> = Arena::new();
+        assert!(arena.push(0, &[1; 4]));
+        // ends exactly at the end of the buffer: fits without compaction
+        assert!(arena.push(1, &[2; 4]));
+        assert_eq!(arena.top, 8);
+        arena.remove_front(1);
+        // one byte more than the space above `top` (none): compacted first, then appended
+        assert!(arena.push(2, &[3]));
+        let recs: Vec<(u8, Vec<u8>)> = arena
+            .recs
+            .iter()
+            .map(|&(m, s)| (m, arena.bytes(s).to_vec()))
+            .collect();
+        assert_eq!(recs, vec![(1, vec![2; 4]), (2, vec![3])]);
+        assert_eq!(arena.top, 5);
+    }
+
+    #[test]
     fn out_of_order_and_reorder_buffer() {
         let mut v = V::new(VitalConfig::fast());
         let c = |s, d| Chunk::vital(s, d);
