@@ -63,6 +63,10 @@ if [ "${MUTANTS_FAST:-0}" = 1 ]; then
   export RUSTFLAGS="${RUSTFLAGS:-} -C link-arg=-B$(rustc --print sysroot)/lib/rustlib/$(rustc -vV | sed -n 's/^host: //p')/bin/gcc-ld -C link-arg=-fuse-ld=lld"
 fi
 
+# The target selection goes to every cargo call (`--cargo-arg`), so that a mutant's build links
+# only the test binaries that run, not every test, example and bench of the package.
+as_cargo_args() { for a in "$@"; do printf -- '--cargo-arg=%s ' "$a"; done; }
+
 name=$(echo "$what" | tr '/.' '__')
 out=${MUTANTS_OUT:-target/mutants/$name}
 mkdir -p "$out"
@@ -93,7 +97,7 @@ if [ "$mode" = retry ]; then
     status=0
     # shellcheck disable=SC2046
     cargo mutants --file "$what" "${re[@]}" "${place[@]}" --output "$work" "$@" \
-      -- --lib $(targets_for "$what") || status=$?
+      $(as_cargo_args --lib $(targets_for "$what")) || status=$?
     case "$status" in
       0|2|3) ;;
       *) echo "$what: cargo mutants failed (exit $status); no score" >&2; exit "$status" ;;
@@ -121,7 +125,8 @@ else
   start=$SECONDS
   status=0
   # shellcheck disable=SC2086
-  cargo mutants "${sel[@]}" "${place[@]}" --output "$out" "$@" -- --lib $tests || status=$?
+  cargo mutants "${sel[@]}" "${place[@]}" --output "$out" "$@" $(as_cargo_args --lib $tests) \
+    || status=$?
   case "$status" in
     0|2|3) ;;
     *) echo "$what: cargo mutants failed (exit $status); no score" >&2; exit "$status" ;;
