@@ -1799,3 +1799,65 @@ fn an_expired_session_displaces_nobody_and_counts_for_the_quota() {
     assert_eq!(s.state(1), Some(ServerState::Authenticated));
     assert_eq!(s.online(AccountId(1)), 1);
 }
+
+#[test]
+fn a_closing_connection_swallows_input_and_refuses_the_auth_decision() {
+    // pending: closed by the server before the application decided
+    let mut s = auth_pending("abc");
+    s.close(ms(0), 1, CloseCode::ServerError, "bye").unwrap();
+    assert_eq!(s.accept_auth(ms(0), 1, grant("s", FAR)), Err(Error::Closed));
+    // authenticated: a heartbeat that arrives while the close drains is consumed unanswered
+    let mut s = server();
+    authed(&mut s, ms(0), 1, Transport::Tcp, "s1");
+    s.close(ms(0), 1, CloseCode::ServerError, "bye").unwrap();
+    let hb = hex("01 01 00 00 00 01 00 00 00 00 07 08 80 d0 95 ff bc 31");
+    let r = s.handle_input(ms(1), 1, &hb).unwrap();
+    assert_eq!((r.bytes_consumed(), r.app()), (hb.len(), None));
+    // a partial packet too: nothing is held for a connection that is going away
+    let r = s.handle_input(ms(1), 1, &hb[..5]).unwrap();
+    assert_eq!((r.bytes_consumed(), r.app()), (5, None));
+    assert_eq!(
+        drain(&mut s, ms(1)),
+        [(
+            1,
+            FrameKind::Stream,
+            close_push(CloseCode::ServerError, "bye")
+        )]
+    );
+    assert_eq!(s.stats().heartbeats_echoed, 0);
+}
+
+#[test]
+fn a_ws_message_without_trailing_bytes_is_not_counted_as_one() {
+    let mut s = server();
+    peer_1(&mut s, Transport::WebSocket);
+    let msg = auth_req(1, "abc");
+    let r = s.handle_input(ms(0), 1, &msg).unwrap();
+    assert!(matches!(r.app(), Some(ServerApp::Auth { .. })));
+    assert_eq!(s.stats().trailing_bytes, 0);
+}
+
+#[test]
+fn send_takes_the_largest_body_and_refuses_one_byte_more() {
+    let mut s = server();
+    authed(&mut s, ms(0), 1, Transport::Tcp, "s1");
+    let _ = drain(&mut s, ms(0));
+    let body = std::vec![0x5a; MAX_BODY_LEN + 1];
+    let mut out = std::vec![0u8; MAX_BODY_LEN + 64];
+    assert_eq!(
+        s.send(ms(0), 1, &Packet::push(101, &body), &mut out),
+        Err(Error::TooLong {
+            len: MAX_BODY_LEN + 1,
+            max: MAX_BODY_LEN
+        })
+    );
+    let t = s
+        .send(
+            ms(0),
+            1,
+            &Packet::push(101, &body[..MAX_BODY_LEN]),
+            &mut out,
+        )
+        .expect("the largest body fits the 24-bit length");
+    assert!(t.len > MAX_BODY_LEN);
+}
