@@ -1861,3 +1861,15 @@ fn send_takes_the_largest_body_and_refuses_one_byte_more() {
         .expect("the largest body fits the 24-bit length");
     assert!(t.len > MAX_BODY_LEN);
 }
+
+#[test]
+fn websocket_control_frames_for_a_tcp_connection_are_ignored() {
+    let mut s = server();
+    authed(&mut s, ms(0), 1, Transport::Tcp, "s1");
+    let _ = drain(&mut s, ms(0));
+    s.handle_frame(ms(1), 1, FrameKind::WsPing, b"p");
+    s.handle_frame(ms(1), 1, FrameKind::WsClose(1000), b"");
+    assert!(drain(&mut s, ms(1)).is_empty());
+    assert_eq!(s.stats().ws_pings_received, 0);
+    assert_eq!(s.state(1), Some(ServerState::Authenticated));
+}
