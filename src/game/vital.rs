@@ -1450,6 +1450,33 @@ mod tests {
     }
 
     #[test]
+    fn arena_removal_past_the_end_changes_nothing() {
+        let mut arena: Arena<u8, 8, 4> = Arena::new();
+        assert!(arena.push(0, &[1; 3]));
+        arena.remove(1);
+        arena.remove(9);
+        assert_eq!(arena.len(), 1);
+        assert_eq!(arena.bytes(arena.recs[0].1), &[1; 3]);
+        assert_eq!((arena.top, arena.used), (3, 3));
+    }
+
+    #[test]
+    fn set_sequence_and_ack_take_any_u16_modulo_1024() {
+        let mut v = V::new(VitalConfig::reference());
+        for (set, want) in [(5, 5), (1023, 1023), (1024, 0), (1030, 6), (u16::MAX, 1023)] {
+            v.set_sequence(set);
+            assert_eq!(v.sequence(), want, "set_sequence({set})");
+            v.set_ack(set);
+            assert_eq!(v.ack(), want, "set_ack({set})");
+        }
+        // the next vital chunk follows the reduced sequence
+        v.set_sequence(1030);
+        v.queue(ms(0), b"x", true).unwrap();
+        let (_, chunks) = packet(&mut v, ms(0));
+        assert_eq!(chunks[0].0, 7);
+    }
+
+    #[test]
     fn out_of_order_and_reorder_buffer() {
         let mut v = V::new(VitalConfig::fast());
         let c = |s, d| Chunk::vital(s, d);
