@@ -1806,6 +1806,10 @@ fn a_closing_connection_swallows_input_and_refuses_the_auth_decision() {
     let mut s = auth_pending("abc");
     s.close(ms(0), 1, CloseCode::ServerError, "bye").unwrap();
     assert_eq!(s.accept_auth(ms(0), 1, grant("s", FAR)), Err(Error::Closed));
+    assert_eq!(
+        s.reject_auth(ms(0), 1, Status::Unauthenticated, 401, "no"),
+        Err(Error::Closed)
+    );
     // authenticated: a heartbeat that arrives while the close drains is consumed unanswered
     let mut s = server();
     authed(&mut s, ms(0), 1, Transport::Tcp, "s1");
