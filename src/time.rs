@@ -83,6 +83,13 @@ impl Instant {
         Instant(self.0.saturating_add(duration_micros(d)))
     }
 
+    /// `self + us` microseconds, saturating at [`Instant::MAX`] (for delays kept in
+    /// microseconds)
+    #[must_use]
+    pub(crate) const fn add_micros(self, us: u64) -> Instant {
+        Instant(self.0.saturating_add(us))
+    }
+
     /// `self - d`, saturating at [`Instant::ZERO`]
     #[must_use]
     pub fn saturating_sub(self, d: Duration) -> Instant {

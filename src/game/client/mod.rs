@@ -2,8 +2,6 @@
 //!
 //! The public description (states, token mode, ack, timers) is on [`Client`].
 
-use heapless::Deque;
-
 use super::chunk::{Chunk, MAX_CHUNK_SIZE};
 use super::connless::{InfoRequest, InfoRequestKind, ServerInfo};
 use super::error::Error;
@@ -29,7 +27,9 @@ mod tests;
 /// Settings of a [`Client`]
 ///
 /// Build it with [`ClientConfig::new`] (or `default()`, the same) and the `with_*` setters;
-/// every interval and timeout is clamped into `[1 ms, 30 days]` ([`MAX_DELAY`]).
+/// every interval and timeout is clamped into `[1 ms, 30 days]` ([`MAX_DELAY`]) and kept in
+/// whole microseconds, the unit of [`Instant`](crate::Instant) (so it takes 48 bytes, not the
+/// 88 of five `Duration`s on 32-bit targets).
 ///
 /// ```
 /// use core::time::Duration;
@@ -42,16 +42,37 @@ mod tests;
 /// ```
 ///
 /// [`MAX_DELAY`]: crate::time::MAX_DELAY
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
 #[non_exhaustive]
 pub struct ClientConfig {
+    // every delay in microseconds, at most MAX_DELAY (2.6e12 µs)
+    connect_resend: u64,
+    connect_timeout: u64,
+    keep_alive: u64,
+    timeout: u64,
+    /// 0: disabled (a set wait is at least 1 ms)
+    accept_retry: u64,
     vanilla: bool,
-    connect_resend: Duration,
-    connect_timeout: Duration,
-    keep_alive: Duration,
-    timeout: Duration,
-    accept_retry: Option<Duration>,
+}
+
+/// `d` clamped into `[1 ms, MAX_DELAY]`, in whole microseconds
+const fn delay_micros(d: Duration) -> u64 {
+    // at most 30 days: fits
+    clamp_delay(d, MIN_DELAY).as_micros() as u64
+}
+
+impl core::fmt::Debug for ClientConfig {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("ClientConfig")
+            .field("vanilla", &self.vanilla)
+            .field("connect_resend", &self.connect_resend())
+            .field("connect_timeout", &self.connect_timeout())
+            .field("keep_alive", &self.keep_alive())
+            .field("timeout", &self.timeout())
+            .field("accept_retry", &self.accept_retry())
+            .finish()
+    }
 }
 
 impl ClientConfig {
@@ -60,12 +81,12 @@ impl ClientConfig {
     #[must_use]
     pub const fn new() -> Self {
         ClientConfig {
+            connect_resend: 500_000,
+            connect_timeout: 10_000_000,
+            keep_alive: 250_000,
+            timeout: 10_000_000,
+            accept_retry: 2_000_000,
             vanilla: false,
-            connect_resend: Duration::from_millis(500),
-            connect_timeout: Duration::from_secs(10),
-            keep_alive: Duration::from_millis(250),
-            timeout: Duration::from_secs(10),
-            accept_retry: Some(Duration::from_secs(2)),
         }
     }
 
@@ -82,7 +103,7 @@ impl ClientConfig {
     /// `[1 ms, 30 days]`. Default: 500 ms, as DDNet and vanilla 0.6.
     #[must_use]
     pub const fn with_connect_resend(mut self, interval: Duration) -> Self {
-        self.connect_resend = clamp_delay(interval, MIN_DELAY);
+        self.connect_resend = delay_micros(interval);
         self
     }
 
@@ -91,7 +112,7 @@ impl ClientConfig {
     /// timeout; their game layer gives up.)
     #[must_use]
     pub const fn with_connect_timeout(mut self, timeout: Duration) -> Self {
-        self.connect_timeout = clamp_delay(timeout, MIN_DELAY);
+        self.connect_timeout = delay_micros(timeout);
         self
     }
 
@@ -100,7 +121,7 @@ impl ClientConfig {
     /// sending, on both sides; set `Duration::from_secs(1)` to match them on the wire.
     #[must_use]
     pub const fn with_keep_alive(mut self, interval: Duration) -> Self {
-        self.keep_alive = clamp_delay(interval, MIN_DELAY);
+        self.keep_alive = delay_micros(interval);
         self
     }
 
@@ -109,7 +130,7 @@ impl ClientConfig {
     /// DDNet's `conn_timeout` defaults to 100 s).
     #[must_use]
     pub const fn with_timeout(mut self, timeout: Duration) -> Self {
-        self.timeout = clamp_delay(timeout, MIN_DELAY);
+        self.timeout = delay_micros(timeout);
         self
     }
 
@@ -122,8 +143,8 @@ impl ClientConfig {
     #[must_use]
     pub const fn with_accept_retry(mut self, wait: Option<Duration>) -> Self {
         self.accept_retry = match wait {
-            Some(d) => Some(clamp_delay(d, MIN_DELAY)),
-            None => None,
+            Some(d) => delay_micros(d),
+            None => 0,
         };
         self
     }
@@ -137,31 +158,34 @@ impl ClientConfig {
     /// CONNECT resend interval
     #[must_use]
     pub const fn connect_resend(&self) -> Duration {
-        self.connect_resend
+        Duration::from_micros(self.connect_resend)
     }
 
     /// Connect timeout
     #[must_use]
     pub const fn connect_timeout(&self) -> Duration {
-        self.connect_timeout
+        Duration::from_micros(self.connect_timeout)
     }
 
     /// Keep-alive interval
     #[must_use]
     pub const fn keep_alive(&self) -> Duration {
-        self.keep_alive
+        Duration::from_micros(self.keep_alive)
     }
 
     /// Timeout of an online connection
     #[must_use]
     pub const fn timeout(&self) -> Duration {
-        self.timeout
+        Duration::from_micros(self.timeout)
     }
 
     /// Lost-ACCEPT recovery wait, `None` when disabled
     #[must_use]
     pub const fn accept_retry(&self) -> Option<Duration> {
-        self.accept_retry
+        match self.accept_retry {
+            0 => None,
+            us => Some(Duration::from_micros(us)),
+        }
     }
 }
 
@@ -237,6 +261,33 @@ pub enum ClientState {
     Closed,
 }
 
+/// The events not handed out yet: a client's life has at most two, `Connected` then `Closed`
+/// (always the last), so one slot each holds every state a queue of any capacity can be in
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+struct Events {
+    /// `Connected { token }` waiting
+    connected: Option<Option<Token>>,
+    /// `Closed { cause }` waiting
+    closed: Option<CloseCause>,
+}
+
+impl Events {
+    /// Events waiting
+    fn len(&self) -> usize {
+        usize::from(self.connected.is_some()) + usize::from(self.closed.is_some())
+    }
+
+    /// The oldest event
+    fn pop(&mut self) -> Option<ClientEvent> {
+        if let Some(token) = self.connected.take() {
+            return Some(ClientEvent::Connected { token });
+        }
+        self.closed
+            .take()
+            .map(|cause| ClientEvent::Closed { cause })
+    }
+}
+
 /// Control frames waiting for `poll_transmit`
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 struct Pending {
@@ -266,7 +317,9 @@ struct Pending {
 /// `Offline` → [`Client::connect`] → `Connecting` → CONNECT_ACCEPT → `Online` → `Closed` (local
 /// close, peer CLOSE, timeout, connect timeout, or with the chunk layer a too weak connection).
 /// The client connects once; to reconnect, create a new one. Its whole life has at most two
-/// events, `Connected` and `Closed`, so the default queue of 4 never fills.
+/// events, `Connected` and `Closed`, so the default queue of 4 never fills (and the client keeps
+/// two event slots whatever `EVENTS` is: `EVENTS = 1` only makes it wait until `Connected` was
+/// polled before it takes more input).
 ///
 /// # Token mode and vanilla mode
 ///
@@ -368,7 +421,9 @@ pub struct Client<const EVENTS: usize = 4, L: Layer = ControlOnly> {
     ack: u16,
     sequence: u16,
     peer_ack: u16,
-    connect_start: Instant,
+    /// Connecting: when `connect` was called (the connect timeout runs from it); online: when
+    /// the last ACCEPT (or, while `retry_connecting`, the last retry CONNECT) was queued
+    phase_at: Instant,
     last_send: Instant,
     last_recv: Instant,
     pending: Pending,
@@ -377,15 +432,14 @@ pub struct Client<const EVENTS: usize = 4, L: Layer = ControlOnly> {
     awaiting_server: bool,
     /// Lost-ACCEPT recovery is resending CONNECT (waiting for CONNECT_ACCEPT)
     retry_connecting: bool,
-    /// When the last ACCEPT (or, while `retry_connecting`, the last retry CONNECT) was queued
-    handshake_at: Instant,
     /// Our CLOSE's reason, or after the server's CLOSE its reason (`peer_closed`)
     close_reason: LocalReason,
     peer_closed: bool,
-    close_token: Option<Token>,
+    /// `close` was called while online: the CLOSE carries the token (which no longer changes)
+    close_online: bool,
     /// The server-info query of `request_info`
     info: Option<InfoRequest>,
-    events: Deque<ClientEvent, EVENTS>,
+    events: Events,
     stats: ClientStats,
     /// The chunk layer's state (nothing for [`ControlOnly`])
     chunks: <L as Imp>::Conn,
@@ -582,18 +636,17 @@ impl<const EVENTS: usize, L: Layer> Client<EVENTS, L> {
             ack: 0,
             sequence: 0,
             peer_ack: 0,
-            connect_start: Instant::ZERO,
+            phase_at: Instant::ZERO,
             last_send: Instant::ZERO,
             last_recv: Instant::ZERO,
             pending: Pending::default(),
             awaiting_server: false,
             retry_connecting: false,
-            handshake_at: Instant::ZERO,
             close_reason: LocalReason::new(),
             peer_closed: false,
-            close_token: None,
+            close_online: false,
             info: None,
-            events: Deque::new(),
+            events: Events::default(),
             stats: ClientStats::default(),
             chunks,
         }
@@ -633,7 +686,7 @@ impl<const EVENTS: usize, L: Layer> Client<EVENTS, L> {
             }
             ClientState::Connecting | ClientState::Online => {}
         }
-        if self.events.is_full() {
+        if self.events_full() {
             return Err(Error::QueueFull);
         }
         let now = self.clock.update(now);
@@ -650,19 +703,19 @@ impl<const EVENTS: usize, L: Layer> Client<EVENTS, L> {
         let now = self.clock.update(now);
         match self.state {
             ClientState::Connecting => {
-                if now >= self.connect_start + self.config.connect_timeout {
-                    if !self.events.is_full() {
+                if now >= self.phase_at.add_micros(self.config.connect_timeout) {
+                    if !self.events_full() {
                         self.finish(CloseCause::ConnectTimeout);
                     }
                 } else if !self.pending.connect
-                    && now >= self.last_send + self.config.connect_resend
+                    && now >= self.last_send.add_micros(self.config.connect_resend)
                 {
                     self.pending.connect = true;
                 }
             }
             ClientState::Online => {
-                if now >= self.last_recv + self.config.timeout {
-                    if !self.events.is_full() {
+                if now >= self.last_recv.add_micros(self.config.timeout) {
+                    if !self.events_full() {
                         self.finish(CloseCause::Timeout);
                     }
                     return;
@@ -670,7 +723,7 @@ impl<const EVENTS: usize, L: Layer> Client<EVENTS, L> {
                 let mut wants_ack = false;
                 if let Some(p) = L::conn(&mut self.chunks) {
                     if let Err(weak) = p.vital.handle_timeout(now) {
-                        if !self.events.is_full() {
+                        if !self.events_full() {
                             self.finish(CloseCause::TooWeak(weak));
                         }
                         return;
@@ -680,7 +733,7 @@ impl<const EVENTS: usize, L: Layer> Client<EVENTS, L> {
                 if let Some(at) = self.accept_retry_at() {
                     if now >= at {
                         self.pending.connect = true;
-                        self.handshake_at = now;
+                        self.phase_at = now;
                         if !self.retry_connecting {
                             self.retry_connecting = true;
                             count(&mut self.stats.accept_retries);
@@ -688,7 +741,7 @@ impl<const EVENTS: usize, L: Layer> Client<EVENTS, L> {
                     }
                 }
                 if !self.has_pending()
-                    && (wants_ack || now >= self.last_send + self.config.keep_alive)
+                    && (wants_ack || now >= self.last_send.add_micros(self.config.keep_alive))
                 {
                     self.pending.keep_alive = true;
                 }
@@ -769,7 +822,7 @@ impl<const EVENTS: usize, L: Layer> Client<EVENTS, L> {
     /// The next event: `Connected`, then `Closed` (always the last)
     #[must_use]
     pub fn poll_event(&mut self) -> Option<ClientEvent> {
-        self.events.pop_front()
+        self.events.pop()
     }
 
     /// When [`Client::handle_timeout`] must be called next, in the caller's clock: CONNECT resend
@@ -795,7 +848,7 @@ impl<const EVENTS: usize, L: Layer> Client<EVENTS, L> {
         }
         let now = self.clock.update(now);
         self.state = ClientState::Connecting;
-        self.connect_start = now;
+        self.phase_at = now;
         self.last_send = now;
         self.pending.connect = true;
         Ok(())
@@ -816,16 +869,12 @@ impl<const EVENTS: usize, L: Layer> Client<EVENTS, L> {
         if self.state == ClientState::Closed {
             return Err(Error::Closed);
         }
-        if self.events.is_full() {
+        if self.events_full() {
             return Err(Error::QueueFull);
         }
         self.clock.update(now);
         let send = self.state != ClientState::Offline;
-        self.close_token = if self.state == ClientState::Online {
-            self.token
-        } else {
-            None
-        };
+        self.close_online = self.state == ClientState::Online;
         self.close_reason = local_reason(reason);
         self.finish(CloseCause::Local);
         self.pending.close = send;
@@ -950,15 +999,15 @@ impl<const EVENTS: usize, L: Layer> Client<EVENTS, L> {
     fn next_deadline(&self) -> Option<Instant> {
         match self.state {
             ClientState::Connecting => {
-                let give_up = self.connect_start + self.config.connect_timeout;
-                let resend =
-                    (!self.pending.connect).then(|| self.last_send + self.config.connect_resend);
+                let give_up = self.phase_at.add_micros(self.config.connect_timeout);
+                let resend = (!self.pending.connect)
+                    .then(|| self.last_send.add_micros(self.config.connect_resend));
                 earliest(Some(give_up), resend)
             }
             ClientState::Online => {
-                let timeout = self.last_recv + self.config.timeout;
-                let keep_alive =
-                    (!self.has_pending()).then(|| self.last_send + self.config.keep_alive);
+                let timeout = self.last_recv.add_micros(self.config.timeout);
+                let keep_alive = (!self.has_pending())
+                    .then(|| self.last_send.add_micros(self.config.keep_alive));
                 // a vital deadline that passed (the oldest chunk changed when an ack released
                 // the one before it) is due now
                 let vital = L::conn_channel(&self.chunks)
@@ -982,7 +1031,7 @@ impl<const EVENTS: usize, L: Layer> Client<EVENTS, L> {
             p.out.clear();
         }
         // Room was checked by every caller; a full queue cannot happen here.
-        let _ = self.events.push_back(ClientEvent::Closed { cause });
+        self.events.closed = Some(cause);
     }
 
     /// Something besides CONNECT_ACCEPT came from the server with the token: it has the
@@ -995,8 +1044,9 @@ impl<const EVENTS: usize, L: Layer> Client<EVENTS, L> {
 
     /// When the next lost-ACCEPT retry (or retry CONNECT resend) is due, if one is armed
     fn accept_retry_at(&self) -> Option<Instant> {
-        let retry = self.config.accept_retry?;
-        let armed = self.state == ClientState::Online
+        let retry = self.config.accept_retry;
+        let armed = retry != 0
+            && self.state == ClientState::Online
             && self.awaiting_server
             && !self.pending.connect
             && !self.pending.accept;
@@ -1005,7 +1055,12 @@ impl<const EVENTS: usize, L: Layer> Client<EVENTS, L> {
         } else {
             retry
         };
-        armed.then(|| self.handshake_at + wait)
+        armed.then(|| self.phase_at.add_micros(wait))
+    }
+
+    /// The event queue holds `EVENTS` events: an input that may queue one must wait
+    fn events_full(&self) -> bool {
+        self.events.len() >= EVENTS
     }
 
     fn has_pending(&self) -> bool {
@@ -1367,12 +1422,10 @@ impl<const EVENTS: usize, L: Layer> Client<EVENTS, L> {
                 self.pending.connect = false;
                 self.pending.accept = true;
                 self.awaiting_server = true;
-                self.handshake_at = now;
+                self.phase_at = now;
                 self.last_recv = now;
                 // Room was checked at the top of handle_input.
-                let _ = self
-                    .events
-                    .push_back(ClientEvent::Connected { token: self.token });
+                self.events.connected = Some(self.token);
             }
             (ClientState::Online, Control::ConnectAccept) => {
                 let token = if self.config.vanilla { None } else { c.token };
@@ -1389,7 +1442,7 @@ impl<const EVENTS: usize, L: Layer> Client<EVENTS, L> {
                         self.pending.connect = false;
                         self.pending.accept = true;
                         self.retry_connecting = false;
-                        self.handshake_at = now;
+                        self.phase_at = now;
                     }
                 } else if self.awaiting_server && self.alt_token != Some(token) {
                     // another candidate (see "Forged CONNECT_ACCEPTs"): it becomes the current
@@ -1399,7 +1452,7 @@ impl<const EVENTS: usize, L: Layer> Client<EVENTS, L> {
                     self.pending.connect = false;
                     self.pending.accept = true;
                     self.retry_connecting = false;
-                    self.handshake_at = now;
+                    self.phase_at = now;
                     count(&mut self.stats.token_candidates);
                 }
             }
@@ -1433,7 +1486,7 @@ impl<const EVENTS: usize, L: Layer> Client<EVENTS, L> {
         let (control, token, which) = if p.close {
             (
                 Control::Close(Reason::from_bytes(&self.close_reason)),
-                self.close_token,
+                if self.close_online { self.token } else { None },
                 Which::Close,
             )
         } else if p.connect {
