@@ -17,7 +17,7 @@ use super::wire::{
     Reason, Token, TokenMode, Warnings, ACK_MODULO, FLAG_COMPRESSION, FLAG_CONNLESS, FLAG_CONTROL,
     HEADER_LEN, MAX_PACKET_LEN, TOKEN_LEN,
 };
-use super::{count, local_reason, LocalReason, MIN_DELAY};
+use super::{count, LocalReason, MIN_DELAY};
 use crate::io::{BufferTooSmall, FrameKind, PeerText, Received, Transmit};
 use crate::time::{clamp_delay, earliest, Clock, Duration, Instant};
 
@@ -875,7 +875,7 @@ impl<const EVENTS: usize, L: Layer> Client<EVENTS, L> {
         self.clock.update(now);
         let send = self.state != ClientState::Offline;
         self.close_online = self.state == ClientState::Online;
-        self.close_reason = local_reason(reason);
+        self.keep_reason(Reason::from_str(reason));
         self.finish(CloseCause::Local);
         self.pending.close = send;
         Ok(())
@@ -1473,10 +1473,15 @@ impl<const EVENTS: usize, L: Layer> Client<EVENTS, L> {
 
     /// Keep the server's CLOSE reason (for [`Client::peer_close_reason`])
     fn keep_peer_reason(&mut self, reason: Reason<'_>) {
+        self.keep_reason(reason);
+        self.peer_closed = true;
+    }
+
+    /// Keep `reason` (ours until its CLOSE is written, or the server's), written in place
+    fn keep_reason(&mut self, reason: Reason<'_>) {
         self.close_reason.clear();
         // at most MAX_REASON_LEN bytes: fits
         let _ = self.close_reason.extend_from_slice(reason.as_bytes());
-        self.peer_closed = true;
     }
 
     /// The next control frame to send, if any, and which pending flag it clears; the
