@@ -394,6 +394,7 @@ pub(crate) enum Outcome<'p> {
 
 /// Size of the stack buffer a compressed control packet is decoded into (header, id, a CLOSE
 /// reason of 127 bytes and its NUL, a token, and slack)
+#[cfg(feature = "control-huffman")]
 pub(crate) const SMALL_LEN: usize = 192;
 
 /// The last four bytes of a packet as a token candidate (`None` when it has no room for one)

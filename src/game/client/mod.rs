@@ -3,13 +3,16 @@
 //! The public description (states, token mode, ack, timers) is on [`Client`].
 
 use super::chunk::{Chunk, MAX_CHUNK_SIZE};
+#[cfg(feature = "server-info")]
 use super::connless::{InfoRequest, InfoRequestKind, ServerInfo};
 use super::error::Error;
 use super::event::{ClientApp, ClientEvent, CloseCause};
+#[cfg(feature = "control-huffman")]
 use super::huffman;
+#[cfg(feature = "control-huffman")]
+use super::layer::SMALL_LEN;
 use super::layer::{
     self, imp::Imp, tail_token, ChunkConfig, ControlOnly, Layer, Outcome, Payload, Pkt, Reliable,
-    SMALL_LEN,
 };
 use super::vital::VitalStats;
 use super::wire::{
@@ -295,6 +298,7 @@ struct Pending {
     accept: bool,
     keep_alive: bool,
     close: bool,
+    #[cfg(feature = "server-info")]
     info: bool,
 }
 
@@ -438,6 +442,7 @@ pub struct Client<const EVENTS: usize = 4, L: Layer = ControlOnly> {
     /// `close` was called while online: the CLOSE carries the token (which no longer changes)
     close_online: bool,
     /// The server-info query of `request_info`
+    #[cfg(feature = "server-info")]
     info: Option<InfoRequest>,
     events: Events,
     stats: ClientStats,
@@ -645,6 +650,7 @@ impl<const EVENTS: usize, L: Layer> Client<EVENTS, L> {
             close_reason: LocalReason::new(),
             peer_closed: false,
             close_online: false,
+            #[cfg(feature = "server-info")]
             info: None,
             events: Events::default(),
             stats: ClientStats::default(),
@@ -768,6 +774,7 @@ impl<const EVENTS: usize, L: Layer> Client<EVENTS, L> {
                 kind: FrameKind::Datagram,
             }))
         };
+        #[cfg(feature = "server-info")]
         if self.pending.info && self.state != ClientState::Closed {
             if let Some(q) = self.info {
                 let len = q.emit(buf)?;
@@ -889,8 +896,11 @@ impl<const EVENTS: usize, L: Layer> Client<EVENTS, L> {
     /// [`ClientApp::ServerInfo`]; a later call replaces the query. There is no retry timer: a
     /// lost request or answer is the caller's to repeat (servers rate-limit answers).
     ///
+    /// Feature `server-info` (on by default).
+    ///
     /// # Errors
     /// [`Error::Closed`].
+    #[cfg(feature = "server-info")]
     pub fn request_info(&mut self, now: Instant, token: u32, extended: bool) -> Result<(), Error> {
         if self.state == ClientState::Closed {
             return Err(Error::Closed);
@@ -1070,6 +1080,7 @@ impl<const EVENTS: usize, L: Layer> Client<EVENTS, L> {
 
     /// A connectionless datagram: a server-info answer to our query (or the unsolicited update,
     /// token −1, while online), anything else dropped
+    #[cfg(feature = "server-info")]
     fn handle_connless<'a>(&mut self, data: &'a [u8]) -> Option<ClientApp<'a>> {
         let wanted = match ServerInfo::parse(data) {
             Ok(info) if self.state != ClientState::Closed => {
@@ -1089,6 +1100,13 @@ impl<const EVENTS: usize, L: Layer> Client<EVENTS, L> {
                 None
             }
         }
+    }
+
+    /// Without the `server-info` feature every connectionless datagram is dropped
+    #[cfg(not(feature = "server-info"))]
+    fn handle_connless<'a>(&mut self, _: &'a [u8]) -> Option<ClientApp<'a>> {
+        count(&mut self.stats.dropped_connless);
+        None
     }
 
     /// How to read a packet whose last four (decompressed) bytes are `tail` and whose control id
@@ -1181,32 +1199,7 @@ impl<const EVENTS: usize, L: Layer> Client<EVENTS, L> {
         let (head, payload) = data.split_first_chunk::<HEADER_LEN>()?;
         let control = head[0] & FLAG_CONTROL != 0;
         if control {
-            // decoded into a small buffer: only vanilla 0.6.4 peers send these, without token
-            let mut small = [0u8; SMALL_LEN];
-            small[..HEADER_LEN].copy_from_slice(head);
-            small[0] &= !FLAG_COMPRESSION;
-            let Ok(total) = huffman::decompress_prefix(payload, &mut small[HEADER_LEN..]) else {
-                count(&mut self.stats.dropped_malformed);
-                return None;
-            };
-            let len = (HEADER_LEN + total).min(SMALL_LEN);
-            let id = small.get(HEADER_LEN).copied();
-            let (mode, swap) = self.read_mode(id, None)?;
-            if mode == TokenMode::Trailing || total + HEADER_LEN > SMALL_LEN {
-                // DDNet never compresses control packets; on a token connection drop them
-                count(&mut self.stats.dropped_malformed);
-                return None;
-            }
-            let pkt = self.parse(&small[..len], mode)?;
-            return match self.process(now, mode, swap, pkt) {
-                Outcome::Close(reason) => {
-                    self.keep_peer_reason(reason);
-                    Some(ClientApp::Close {
-                        reason: PeerText::new(&[]),
-                    })
-                }
-                _ => None,
-            };
+            return self.handle_compressed_control(now, head, payload);
         }
         let header = Header::parse(head).ok()?;
         let pkt = if let Some(p) = L::conn(&mut self.chunks) {
@@ -1242,10 +1235,7 @@ impl<const EVENTS: usize, L: Layer> Client<EVENTS, L> {
                 },
             )
         } else {
-            let Ok((plain_len, last4)) = huffman::decompressed_tail(payload) else {
-                count(&mut self.stats.dropped_malformed);
-                return None;
-            };
+            let (plain_len, last4) = self.decompressed_tail(payload)?;
             let tail = (plain_len >= TOKEN_LEN).then_some(Token(last4));
             let (mode, swap) = self.read_mode(None, tail)?;
             if mode == TokenMode::Trailing && tail.is_none() {
@@ -1289,6 +1279,72 @@ impl<const EVENTS: usize, L: Layer> Client<EVENTS, L> {
             }
             _ => None,
         }
+    }
+
+    /// A compressed control packet (only vanilla 0.6.4 peers send them, without token: it
+    /// compresses a CLOSE when that is shorter), decoded into a small buffer
+    #[cfg(feature = "control-huffman")]
+    fn handle_compressed_control<'a>(
+        &mut self,
+        now: Instant,
+        head: &[u8; HEADER_LEN],
+        payload: &[u8],
+    ) -> Option<ClientApp<'a>> {
+        let mut small = [0u8; SMALL_LEN];
+        small[..HEADER_LEN].copy_from_slice(head);
+        small[0] &= !FLAG_COMPRESSION;
+        let Ok(total) = huffman::decompress_prefix(payload, &mut small[HEADER_LEN..]) else {
+            count(&mut self.stats.dropped_malformed);
+            return None;
+        };
+        let len = (HEADER_LEN + total).min(SMALL_LEN);
+        let id = small.get(HEADER_LEN).copied();
+        let (mode, swap) = self.read_mode(id, None)?;
+        if mode == TokenMode::Trailing || total + HEADER_LEN > SMALL_LEN {
+            // DDNet never compresses control packets; on a token connection drop them
+            count(&mut self.stats.dropped_malformed);
+            return None;
+        }
+        let pkt = self.parse(&small[..len], mode)?;
+        match self.process(now, mode, swap, pkt) {
+            Outcome::Close(reason) => {
+                self.keep_peer_reason(reason);
+                Some(ClientApp::Close {
+                    reason: PeerText::new(&[]),
+                })
+            }
+            _ => None,
+        }
+    }
+
+    /// Without the `control-huffman` feature a compressed control packet is dropped
+    #[cfg(not(feature = "control-huffman"))]
+    fn handle_compressed_control<'a>(
+        &mut self,
+        _: Instant,
+        _: &[u8; HEADER_LEN],
+        _: &[u8],
+    ) -> Option<ClientApp<'a>> {
+        count(&mut self.stats.dropped_malformed);
+        None
+    }
+
+    /// The decompressed length and last four bytes of a compressed chunk packet's payload
+    /// ([`ControlOnly`]: decoded in passing); `None` (counted) when it does not decode
+    #[cfg(feature = "control-huffman")]
+    fn decompressed_tail(&mut self, payload: &[u8]) -> Option<(usize, [u8; 4])> {
+        let tail = huffman::decompressed_tail(payload).ok();
+        if tail.is_none() {
+            count(&mut self.stats.dropped_malformed);
+        }
+        tail
+    }
+
+    /// Without the `control-huffman` feature a [`ControlOnly`] client drops compressed packets
+    #[cfg(not(feature = "control-huffman"))]
+    fn decompressed_tail(&mut self, _: &[u8]) -> Option<(usize, [u8; 4])> {
+        count(&mut self.stats.dropped_malformed);
+        None
     }
 
     /// Parse `bytes` in `mode`; decode errors counted

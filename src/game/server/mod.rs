@@ -13,10 +13,12 @@ use super::chunk::{Chunk, MAX_CHUNK_SIZE};
 use super::connless::{ConnlessPacket, InfoContent, InfoRequest};
 use super::error::Error;
 use super::event::{CloseCause, ServerApp, ServerEvent};
+#[cfg(feature = "control-huffman")]
 use super::huffman;
+#[cfg(feature = "control-huffman")]
+use super::layer::SMALL_LEN;
 use super::layer::{
     self, imp::Imp, tail_token, ChunkConfig, ControlOnly, Layer, Outcome, Payload, Pkt, Reliable,
-    SMALL_LEN,
 };
 use super::token::{mint, table_key, TokenSecret};
 use super::vital::VitalStats;
@@ -26,7 +28,9 @@ use super::wire::{
     TOKEN_LEN,
 };
 use super::{count, local_reason, LocalReason, MIN_DELAY};
-use crate::io::{BufferTooSmall, FrameKind, PeerText, Received, Transmit};
+#[cfg(feature = "control-huffman")]
+use crate::io::PeerText;
+use crate::io::{BufferTooSmall, FrameKind, Received, Transmit};
 use crate::time::{clamp_delay, Clock, Duration, Instant};
 use peer::{next_frame, stamp, PeerCold, PeerHot, OUT_CHUNKS, OUT_CONNECT_ACCEPT, OUT_KEEP_ALIVE};
 use table::{PeerHashKey, Table};
@@ -1584,43 +1588,7 @@ impl<P: Copy + Eq + Hash, const PEERS: usize, const EVENTS: usize, L: Layer>
     ) -> Option<ServerApp<'a>> {
         let (head, payload) = data.split_first_chunk::<HEADER_LEN>()?;
         if head[0] & wire::FLAG_CONTROL != 0 {
-            // only vanilla 0.6.4 peers send these (without token); DDNet never does
-            let mut small = [0u8; SMALL_LEN];
-            small[..HEADER_LEN].copy_from_slice(head);
-            small[0] &= !FLAG_COMPRESSION;
-            let total = huffman::decompress_prefix(payload, &mut small[HEADER_LEN..]);
-            let len = match total {
-                Ok(t) if mode == TokenMode::Vanilla && HEADER_LEN + t <= SMALL_LEN => {
-                    HEADER_LEN + t
-                }
-                _ => {
-                    count(&mut self.stats.dropped_malformed);
-                    return None;
-                }
-            };
-            let parsed = match wire::parse(&small[..len], mode) {
-                Ok(p) => p,
-                Err(_) => {
-                    count(&mut self.stats.dropped_malformed);
-                    return None;
-                }
-            };
-            let Packet::Control(c) = parsed.packet else {
-                return None;
-            };
-            if c.control == Control::Connect {
-                return None;
-            }
-            let pkt = Pkt::Control {
-                c,
-                warnings: parsed.warnings,
-            };
-            return match self.process_known(now, from, slot, pkt) {
-                Outcome::Close(_) => Some(ServerApp::Close {
-                    reason: PeerText::new(&[]),
-                }),
-                _ => None,
-            };
+            return self.handle_compressed_control(now, from, slot, mode, head, payload);
         }
         let header = Header::parse(head).ok()?;
         let token_peer = mode == TokenMode::Trailing;
@@ -1653,10 +1621,7 @@ impl<P: Copy + Eq + Hash, const PEERS: usize, const EVENTS: usize, L: Layer>
                 payload: Payload::Rx(len),
             }
         } else {
-            let Ok((plain_len, last4)) = huffman::decompressed_tail(payload) else {
-                count(&mut self.stats.dropped_malformed);
-                return None;
-            };
+            let (plain_len, last4) = self.decompressed_tail(payload)?;
             if token_peer && plain_len < TOKEN_LEN {
                 count(&mut self.stats.dropped_wrong_token);
                 return None;
@@ -1690,6 +1655,87 @@ impl<P: Copy + Eq + Hash, const PEERS: usize, const EVENTS: usize, L: Layer>
             }
             _ => None,
         }
+    }
+
+    /// A compressed control packet of a known peer (only vanilla 0.6.4 peers send them, without
+    /// token; DDNet never does), decoded into a small buffer
+    #[cfg(feature = "control-huffman")]
+    fn handle_compressed_control<'a>(
+        &mut self,
+        now: Instant,
+        from: P,
+        slot: usize,
+        mode: TokenMode,
+        head: &[u8; HEADER_LEN],
+        payload: &[u8],
+    ) -> Option<ServerApp<'a>> {
+        let mut small = [0u8; SMALL_LEN];
+        small[..HEADER_LEN].copy_from_slice(head);
+        small[0] &= !FLAG_COMPRESSION;
+        let total = huffman::decompress_prefix(payload, &mut small[HEADER_LEN..]);
+        let len = match total {
+            Ok(t) if mode == TokenMode::Vanilla && HEADER_LEN + t <= SMALL_LEN => HEADER_LEN + t,
+            _ => {
+                count(&mut self.stats.dropped_malformed);
+                return None;
+            }
+        };
+        let parsed = match wire::parse(&small[..len], mode) {
+            Ok(p) => p,
+            Err(_) => {
+                count(&mut self.stats.dropped_malformed);
+                return None;
+            }
+        };
+        let Packet::Control(c) = parsed.packet else {
+            return None;
+        };
+        if c.control == Control::Connect {
+            return None;
+        }
+        let pkt = Pkt::Control {
+            c,
+            warnings: parsed.warnings,
+        };
+        match self.process_known(now, from, slot, pkt) {
+            Outcome::Close(_) => Some(ServerApp::Close {
+                reason: PeerText::new(&[]),
+            }),
+            _ => None,
+        }
+    }
+
+    /// Without the `control-huffman` feature a compressed control packet is dropped
+    #[cfg(not(feature = "control-huffman"))]
+    fn handle_compressed_control<'a>(
+        &mut self,
+        _: Instant,
+        _: P,
+        _: usize,
+        _: TokenMode,
+        _: &[u8; HEADER_LEN],
+        _: &[u8],
+    ) -> Option<ServerApp<'a>> {
+        count(&mut self.stats.dropped_malformed);
+        None
+    }
+
+    /// The decompressed length and last four bytes of a compressed chunk packet's payload
+    /// ([`ControlOnly`]: decoded in passing); `None` (counted) when it does not decode
+    #[cfg(feature = "control-huffman")]
+    fn decompressed_tail(&mut self, payload: &[u8]) -> Option<(usize, [u8; 4])> {
+        let tail = huffman::decompressed_tail(payload).ok();
+        if tail.is_none() {
+            count(&mut self.stats.dropped_malformed);
+        }
+        tail
+    }
+
+    /// Without the `control-huffman` feature a [`ControlOnly`] server drops compressed packets
+    #[cfg(not(feature = "control-huffman"))]
+    fn decompressed_tail(&mut self, _: &[u8]) -> Option<(usize, [u8; 4])> {
+        count(&mut self.stats.dropped_malformed);
+        None
     }
 
     /// The token, ack and state checks of a decoded packet of a known peer, then what it does
