@@ -138,10 +138,7 @@ pub const MAX_DELAY: Duration = Duration::from_secs(30 * 24 * 3600);
 /// A [`Duration`] in whole microseconds, saturating at `u64::MAX`
 #[must_use]
 pub(crate) fn duration_micros(d: Duration) -> u64 {
-    // (64-bit arithmetic: `as_micros` is a u128)
-    d.as_secs()
-        .saturating_mul(1_000_000)
-        .saturating_add(u64::from(d.subsec_micros()))
+    u64::try_from(d.as_micros()).unwrap_or(u64::MAX)
 }
 
 /// `us` microseconds as a [`Duration`] (what `Duration::from_micros` gives, without its 64-bit
