@@ -784,3 +784,11 @@ fn without_server_info_connless_datagrams_are_dropped() {
     assert_eq!(c.stats().dropped_connless, 1);
     assert_eq!(c.stats().info_answers, 0);
 }
+
+#[test]
+fn size_stays_within_the_recorded_figure() {
+    // 408 B without `server-info`, 416 B with it; the same on 64-bit hosts and 32-bit targets
+    // (no pointer-sized field). embedded/FOOTPRINT.md has the Cortex-M figures.
+    let size = core::mem::size_of::<Client>();
+    assert!(size <= 416, "game::Client is {size} B");
+}
