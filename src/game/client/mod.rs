@@ -372,6 +372,12 @@ struct Pending {
 /// understood on a token-less connection; DDNet never sends one, so on a token connection it is
 /// dropped.
 ///
+/// Both compressed cases need the feature `control-huffman` (on by default; about 2 KB of
+/// flash on Cortex-M). Without it a [`ControlOnly`] client drops every compressed datagram
+/// (counted in [`ClientStats::dropped_malformed`]): compressed chunk packets then neither reach
+/// the application nor count as a sign of life, and a compressed CLOSE is missed (the client
+/// times out instead). [`Reliable`] decompresses chunk packets either way.
+///
 /// # Timers
 ///
 /// * CONNECT is resent every [`ClientConfig::connect_resend`] (500 ms) while connecting;
@@ -397,7 +403,9 @@ struct Pending {
 /// [`Client::request_info`] sends a server-info request (what a server browser sends), also
 /// before or without `connect`; the answers with its token come back as
 /// [`ClientApp::ServerInfo`], as does the unsolicited update (token −1) a DDNet server sends its
-/// players.
+/// players. This needs the feature `server-info` (on by default; about 1.7 KB of flash on
+/// Cortex-M); without it connectionless datagrams are dropped
+/// ([`ClientStats::dropped_connless`]).
 ///
 /// ```
 /// use tether_net::game::{Client, ClientConfig, ClientEvent};
