@@ -8,8 +8,10 @@
 # .text + .rodata + .data (initialisers live in flash), static RAM = .data + .bss + .uninit,
 # each minus the baseline. Because the drive loop makes the compiler link the memcpy/memmove/
 # memset routines of compiler-builtins (up to ~3 KB, shared by everything else in a real
-# firmware), they are also reported separately. size_of comes from the `sizes` firmware run
-# on QEMU (thumbv7m: same data layout as thumbv7em).
+# firmware), they are also reported separately. Every variant is built with tether's default
+# features off (`default-features = false`) except the rows that name them. size_of comes from
+# the `sizes` firmware run on QEMU (thumbv7m: same data layout as thumbv7em); the stack use of
+# single calls into the machines from the scenario firmware run on QEMU (thumbv7m, release).
 #
 # Needs: rustup target thumbv7em-none-eabihf + thumbv7m-none-eabi, arm-none-eabi-size/nm
 # (binutils-arm-none-eabi), qemu-system-arm. Installs nothing.
@@ -24,9 +26,10 @@ OUT=FOOTPRINT.md
 # budgets (bytes)
 BUDGET_GAME_CLIENT_FLASH=6144
 BUDGET_LP_CLIENT_FLASH=16384
-BUDGET_GAME_CLIENT_SIZE=128
+BUDGET_GAME_CLIENT_SIZE=256
 BUDGET_GAME_PEER_SLOT=64
 BUDGET_CHUNK_LAYER_FLASH=4096
+BUDGET_CALL_STACK=2048
 
 cargo build --quiet --profile "$PROFILE" --target "$TARGET" \
   --bin fp-baseline --bin fp-game-client --bin fp-game-server --bin fp-lp-client --bin fp-lp-server \
@@ -42,6 +45,10 @@ done
 cargo build --quiet --profile "$PROFILE" --target "$TARGET" --features small-huffman \
   --bin fp-game-client-chunks --bin fp-huffman
 for v in fp-game-client-chunks fp-huffman; do cp "$DIR/$v" "$M/$v-small"; done
+# the game machines with tether's default features (server-info, control-huffman)
+cargo build --quiet --profile "$PROFILE" --target "$TARGET" --features tether-defaults \
+  --bin fp-game-client --bin fp-game-server
+for v in fp-game-client fp-game-server; do cp "$DIR/$v" "$M/$v-default"; done
 DIR="$M"
 
 # "flash ram" of an ELF
@@ -72,8 +79,10 @@ read -r BASE_FLASH BASE_RAM < <(sections "$DIR/fp-baseline")
 BASE_MEM=$(mem_routines "$DIR/fp-baseline")
 
 declare -A MACHINE=(
-  [fp-game-client]='`game::Client` (EVENTS = 4)'
-  [fp-game-server]='`game::Server<([u8; 4], u16), 16>`'
+  [fp-game-client]='`game::Client` (EVENTS = 4), no default features'
+  [fp-game-client-default]='the same, default features (`server-info`, `control-huffman`)'
+  [fp-game-server]='`game::Server<([u8; 4], u16), 16>`, no default features'
+  [fp-game-server-default]='the same, default features (`server-info`, `control-huffman`)'
   [fp-lp-client]='`longport::Client` (default capacities, TCP, no `alloc`)'
   [fp-lp-server]='`longport::Server<u32>` (16 conns, 64 sessions)'
   [fp-game-client-chunks]='`game::Client<4, Reliable<2048, 16, 2048, 16>>`'
@@ -84,6 +93,7 @@ declare -A MACHINE=(
 )
 declare -A ROLE=(
   [fp-game-client]='game client' [fp-game-server]='game server'
+  [fp-game-client-default]='game client' [fp-game-server-default]='game server'
   [fp-lp-client]='LongPort client' [fp-lp-server]='LongPort server'
   [fp-game-client-chunks]='game client, chunk layer' [fp-game-client-chunks-small]='game client, chunk layer'
   [fp-vital]='vital channel' [fp-huffman]='Huffman' [fp-huffman-small]='Huffman'
@@ -92,8 +102,9 @@ declare -A ROLE=(
 flash_rows=""
 budget_rows=""
 declare -A NET=()
-for v in fp-game-client fp-game-server fp-lp-client fp-lp-server fp-game-client-chunks \
-  fp-game-client-chunks-small fp-vital fp-huffman fp-huffman-small; do
+for v in fp-game-client fp-game-client-default fp-game-server fp-game-server-default fp-lp-client \
+  fp-lp-server fp-game-client-chunks fp-game-client-chunks-small fp-vital fp-huffman \
+  fp-huffman-small; do
   read -r flash ram < <(sections "$DIR/$v")
   mem=$(mem_routines "$DIR/$v")
   dflash=$((flash - BASE_FLASH))
@@ -103,11 +114,12 @@ for v in fp-game-client fp-game-server fp-lp-client fp-lp-server fp-game-client-
   flash_rows+="| ${ROLE[$v]} | ${MACHINE[$v]} | $dflash | $dmem | $net | $dram |"$'\n'
   NET[$v]=$net
   case "$v" in
-    fp-game-client) b=$BUDGET_GAME_CLIENT_FLASH ;;
-    fp-lp-client) b=$BUDGET_LP_CLIENT_FLASH ;;
+    fp-game-client) b=$BUDGET_GAME_CLIENT_FLASH what='game client (no default features)' ;;
+    fp-game-client-default) b=$BUDGET_GAME_CLIENT_FLASH what='game client with default features' ;;
+    fp-lp-client) b=$BUDGET_LP_CLIENT_FLASH what='LongPort client' ;;
     *) continue ;;
   esac
-  budget_rows+="| ${ROLE[$v]} flash ≤ $b B | $dflash B: $(verdict "$dflash" "$b") | $net B: $(verdict "$net" "$b") |"$'\n'
+  budget_rows+="| $what flash ≤ $b B | $dflash B: $(verdict "$dflash" "$b") | $net B: $(verdict "$net" "$b") |"$'\n'
 done
 
 # size_of, printed by the `sizes` firmware under QEMU (thumbv7m)
@@ -126,6 +138,13 @@ while IFS= read -r line; do
   esac
 done <<< "$SIZES_LOG"
 [ -n "$size_rows" ] || { echo "footprint: the sizes firmware printed nothing" >&2; exit 1; }
+# the game client again with tether's default features (its server-info query is a field)
+SIZES_DEFAULT_LOG=$(cargo run --quiet --release --bin sizes --target thumbv7m-none-eabi --features tether-defaults 2>/dev/null)
+client_size_default=$(printf '%s\n' "$SIZES_DEFAULT_LOG" | awk 'index($0, "size_of game::Client =") == 1 { print $NF }')
+[ -n "$client_size_default" ] || { echo "footprint: the sizes firmware (default features) printed nothing" >&2; exit 1; }
+size_rows=$(printf '%s' "$size_rows" | awk -v d="$client_size_default" '
+  { print }
+  index($0, "| `game::Client` |") == 1 { print "| `game::Client` with default features | " d " |" }')$'\n'
 
 declare -A HUFF=([fp-huffman]='lookup tables' [fp-huffman-small]='`small-huffman`')
 for h in fp-huffman fp-huffman-small; do
@@ -133,10 +152,38 @@ for h in fp-huffman fp-huffman-small; do
   budget_rows+="| chunk layer (vital channel + Huffman with ${HUFF[$h]}) flash ≤ $BUDGET_CHUNK_LAYER_FLASH B | | ${NET[fp-vital]} + ${NET[$h]} = $sum B: $(verdict "$sum" "$BUDGET_CHUNK_LAYER_FLASH") |"$'\n'
 done
 
+# stack use of single calls into the machines: the scenario firmware on QEMU (thumbv7m, release)
+STACK_LOG=$(cargo run --quiet --release --bin tether-firmware --target thumbv7m-none-eabi 2>/dev/null) || {
+  echo "footprint: the scenario firmware failed on QEMU" >&2
+  exit 1
+}
+stack_rows=""
+deepest=0
+deepest_call=""
+while IFS= read -r line; do
+  case "$line" in
+    "stack call "*)
+      # stack call <scenario> <label> = <bytes>   (or >= <window> when the window ran out)
+      read -r _ _ scenario label op bytes <<< "$line"
+      [ "$op" = "=" ] || bytes=">= $bytes"
+      stack_rows+="| $scenario | \`$label\` | $bytes |"$'\n'
+      n=${bytes#>= }
+      if [ "$op" != "=" ] || [ "$n" -gt "$deepest" ]; then
+        deepest=$n
+        deepest_call="$scenario \`$label\`"
+        [ "$op" = "=" ] || deepest=$((BUDGET_CALL_STACK + 1))
+      fi
+      ;;
+  esac
+done <<< "$STACK_LOG"
+[ -n "$stack_rows" ] || { echo "footprint: the scenario firmware printed no stack figures" >&2; exit 1; }
+scenario_peaks=$(printf '%s\n' "$STACK_LOG" | awk '/^peak stack use:/ { sub(/^peak stack use: /, ""); print }')
+budget_rows+="| stack of any single call into a machine ≤ $BUDGET_CALL_STACK B | deepest: $deepest_call $deepest B: $(verdict "$deepest" "$BUDGET_CALL_STACK") | |"$'\n'
+
 client_size=$(size_of "game::Client")
 peer_u32=$(size_of "game::Server per peer slot (u32 key)")
 peer_addr=$(size_of "game::Server per peer slot ((ipv4,port) key)")
-budget_rows+="| \`size_of::<game::Client>()\` ≤ $BUDGET_GAME_CLIENT_SIZE B | $client_size B: $(verdict "$client_size" "$BUDGET_GAME_CLIENT_SIZE") | |"$'\n'
+budget_rows+="| \`size_of::<game::Client>()\` ≤ $BUDGET_GAME_CLIENT_SIZE B | no default features: $client_size B: $(verdict "$client_size" "$BUDGET_GAME_CLIENT_SIZE"); default features: $client_size_default B: $(verdict "$client_size_default" "$BUDGET_GAME_CLIENT_SIZE") | |"$'\n'
 budget_rows+="| game server, one peer slot ≤ $BUDGET_GAME_PEER_SLOT B (whole marginal cost per peer) | u32 key: $peer_u32 B: $(verdict "$peer_u32" "$BUDGET_GAME_PEER_SLOT"); (ipv4, port) key: $peer_addr B: $(verdict "$peer_addr" "$BUDGET_GAME_PEER_SLOT") | |"$'\n'
 
 rustc_v=$(rustc --version)
@@ -148,6 +195,9 @@ LTO, codegen-units 1, panic abort). Each role is one firmware (\`embedded/src/bi
 that runs only that machine, in a static, through the same fixed drive loop (opaque inputs,
 the role's commands, \`handle_input\`/\`handle_timeout\`/\`poll_*\`); numbers are that firmware
 minus the baseline firmware without a machine (flash ${BASE_FLASH} B, RAM ${BASE_RAM} B).
+tether is built with \`default-features = false\` except in the rows that name its default
+features (\`server-info\`: the game client's server-info queries; \`control-huffman\`: compressed
+packets read without the chunk layer).
 Flash = .text + .rodata (+ .data initialisers, 0 here); static RAM = .data + .bss, which is
 the machine itself (stack not included). "mem*" is compiler-builtins' memcpy/memmove/memset,
 which the machine code makes the linker pull in but which any firmware that copies buffers
@@ -156,7 +206,7 @@ already has.
 | role | machine | flash Δ (B) | of which mem* (B) | flash Δ without mem* (B) | static RAM Δ (B) |
 |---|---|---:|---:|---:|---:|
 ${flash_rows}
-### size_of (32-bit Cortex-M, default capacities)
+### size_of (32-bit Cortex-M, default capacities, no default features unless named)
 
 | type | bytes |
 |---|---:|
@@ -164,6 +214,16 @@ ${size_rows}
 "Per peer slot" / "per connection slot" / "per session entry" are marginal costs:
 (size_of with 2k slots − size_of with k slots) / k, i.e. everything one more slot adds.
 
+### Stack per call (QEMU Cortex-M3, thumbv7m, release profile)
+
+The deepest single call of each kind into a machine in the QEMU scenarios (\`src/stack.rs\`:
+the stack below the caller is painted before the call and searched after it; 16 B is the
+smallest figure it can show). Whole scenarios, with their machines and logs on the stack:
+${scenario_peaks}.
+
+| scenario | call | peak stack (B) |
+|---|---|---:|
+${stack_rows}
 ### Budgets
 
 | budget | measured | without mem* |

@@ -3,7 +3,8 @@
 //!
 //! A setter line `fn with_x(arg: T) { field = value }` becomes
 //! `#[must_use] pub const fn with_x(mut self, arg: T) -> Self { self.field = value; self }`; a
-//! getter line `fn x() -> T;` becomes `#[must_use] pub const fn x(&self) -> T { self.x }`. The
+//! getter line `fn x() -> T;` becomes `#[must_use] pub const fn x(&self) -> T { self.x }`, and
+//! `fn x() -> T = conv;` (a field stored in another form) `... -> T { conv(self.x) }`. The
 //! doc comments and other attributes written above a line go on the method it makes, so the
 //! rendered docs are those of hand-written methods.
 
@@ -27,14 +28,16 @@ pub(crate) use setters;
 macro_rules! getters {
     ($(
         $(#[$attr:meta])*
-        fn $name:ident() -> $ty:ty;
+        fn $name:ident() -> $ty:ty $(= $conv:path)?;
     )*) => {$(
         $(#[$attr])*
         #[must_use]
         pub const fn $name(&self) -> $ty {
-            self.$name
+            $crate::config::getters!(@value self.$name $(, $conv)?)
         }
     )*};
+    (@value $value:expr) => { $value };
+    (@value $value:expr, $conv:path) => { $conv($value) };
 }
 pub(crate) use getters;
 

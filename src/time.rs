@@ -68,19 +68,26 @@ impl Instant {
     /// Whole milliseconds since the epoch
     #[must_use]
     pub const fn as_millis(self) -> u64 {
-        self.0 / 1_000
+        div_rem_small(self.0, 1_000).0
     }
 
     /// Time elapsed from `earlier` to `self`, or zero if `earlier` is later
     #[must_use]
     pub fn saturating_duration_since(self, earlier: Instant) -> Duration {
-        Duration::from_micros(self.0.saturating_sub(earlier.0))
+        duration_from_micros(self.0.saturating_sub(earlier.0))
     }
 
     /// `self + d`, saturating at [`Instant::MAX`]
     #[must_use]
     pub fn saturating_add(self, d: Duration) -> Instant {
         Instant(self.0.saturating_add(duration_micros(d)))
+    }
+
+    /// `self + us` microseconds, saturating at [`Instant::MAX`] (for delays kept in
+    /// microseconds)
+    #[must_use]
+    pub(crate) const fn add_micros(self, us: u64) -> Instant {
+        Instant(self.0.saturating_add(us))
     }
 
     /// `self - d`, saturating at [`Instant::ZERO`]
@@ -132,6 +139,50 @@ pub const MAX_DELAY: Duration = Duration::from_secs(30 * 24 * 3600);
 #[must_use]
 pub(crate) fn duration_micros(d: Duration) -> u64 {
     u64::try_from(d.as_micros()).unwrap_or(u64::MAX)
+}
+
+/// `us` microseconds as a [`Duration`] (what `Duration::from_micros` gives, without its 64-bit
+/// division)
+#[must_use]
+pub(crate) const fn duration_from_micros(us: u64) -> Duration {
+    // 1_000_000 = 64 * 15_625, and 15_625 < 2^16
+    let secs = div_rem_small(us >> 6, 15_625).0;
+    // the remainder is below 1_000_000: the casts are exact
+    let micros = (us - secs * 1_000_000) as u32;
+    Duration::new(secs, micros * 1_000)
+}
+
+/// `(x / d, x % d)` for a divisor `d` in `1..=65_536`
+///
+/// On 32-bit targets it takes three 32-bit divisions (long division in 16-bit digits): a 64-bit
+/// division is a library call there (compiler-builtins' `__aeabi_uldivmod` with
+/// `u64_div_rem`, about 1 KB of flash on Cortex-M) that a firmware otherwise need not link. On
+/// 64-bit targets it is the plain division.
+#[must_use]
+pub(crate) const fn div_rem_small(x: u64, d: u32) -> (u64, u32) {
+    if cfg!(target_pointer_width = "64") {
+        let d = d as u64;
+        // the remainder is below d: the cast is exact
+        (x / d, (x % d) as u32)
+    } else {
+        div_rem_digits(x, d)
+    }
+}
+
+/// [`div_rem_small`] in 32-bit steps (separate, so 64-bit hosts test it too)
+#[must_use]
+const fn div_rem_digits(x: u64, d: u32) -> (u64, u32) {
+    // every partial dividend is below d * 2^16 <= 2^32, every partial quotient below 2^16
+    let hi = (x >> 32) as u32;
+    let (q_hi, r) = (hi / d, hi % d);
+    let mid = (r << 16) | ((x >> 16) as u32 & 0xFFFF);
+    let (q_mid, r) = (mid / d, mid % d);
+    let lo = (r << 16) | (x as u32 & 0xFFFF);
+    let (q_lo, r) = (lo / d, lo % d);
+    (
+        ((q_hi as u64) << 32) | ((q_mid as u64) << 16) | q_lo as u64,
+        r,
+    )
 }
 
 /// `d` clamped into `[min, MAX_DELAY]` (for config setters)
@@ -286,6 +337,50 @@ mod tests {
             Duration::from_millis(2)
         );
         assert_eq!(Instant::from_secs(2).as_millis(), 2_000);
+    }
+
+    #[test]
+    fn division_without_64_bit_divide_matches() {
+        let xs = [
+            0,
+            1,
+            999,
+            1_000,
+            65_535,
+            65_536,
+            u64::from(u32::MAX),
+            u64::from(u32::MAX) + 1,
+            1 << 48,
+            0x1234_5678_9ABC_DEF0,
+            u64::MAX - 1,
+            u64::MAX,
+        ];
+        let ds = [1, 2, 3, 7, 125, 1_000, 15_625, 65_535, 65_536];
+        let mut x = 0x9E37_79B9_7F4A_7C15_u64;
+        for i in 0..2_000 {
+            // xorshift: spread over the whole range
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            let v = if i < xs.len() { xs[i] } else { x >> (i % 64) };
+            for &d in &ds {
+                let want = (v / u64::from(d), (v % u64::from(d)) as u32);
+                assert_eq!(div_rem_digits(v, d), want, "{v} / {d}");
+                assert_eq!(div_rem_small(v, d), want, "{v} / {d}");
+            }
+            assert_eq!(duration_from_micros(v), Duration::from_micros(v), "{v} µs");
+        }
+        for d in [
+            Duration::ZERO,
+            Duration::new(1, 999_999_999),
+            MAX_DELAY,
+            Duration::new(u64::MAX / 1_000_000, 999_999_999),
+            Duration::new(u64::MAX / 1_000_000 + 1, 0),
+            Duration::MAX,
+        ] {
+            let want = u64::try_from(d.as_micros()).unwrap_or(u64::MAX);
+            assert_eq!(duration_micros(d), want, "{d:?}");
+        }
     }
 
     #[test]

@@ -216,9 +216,89 @@ impl<'a> Writer<'a> {
     }
 }
 
+/// True when `bytes` is valid UTF-8: what `core::str::from_utf8(bytes).is_ok()` says
+///
+/// For codecs that only need the verdict (they keep the bytes): one byte at a time, a fraction
+/// of the flash of core's validator (whose word-at-a-time ASCII path is about 370 B on
+/// Cortex-M), which a firmware then need not link.
+pub(crate) fn is_utf8(bytes: &[u8]) -> bool {
+    let mut i = 0;
+    while let Some(&lead) = bytes.get(i) {
+        // continuation bytes and the smallest code point of each length
+        let (more, min) = match lead {
+            0..=0x7F => {
+                i += 1;
+                continue;
+            }
+            0xC2..=0xDF => (1, 0x80),
+            0xE0..=0xEF => (2, 0x800),
+            0xF0..=0xF4 => (3, 0x1_0000),
+            _ => return false,
+        };
+        // the lead byte's payload bits: 5, 4 or 3
+        let mut c = u32::from(lead) & (0x3F >> more);
+        for k in 1..=more {
+            match bytes.get(i + k) {
+                Some(&b) if b & 0xC0 == 0x80 => c = c << 6 | u32::from(b & 0x3F),
+                _ => return false,
+            }
+        }
+        // overlong forms, UTF-16 surrogates, beyond U+10FFFF
+        if c < min || (0xD800..=0xDFFF).contains(&c) || c > 0x10_FFFF {
+            return false;
+        }
+        i += 1 + more;
+    }
+    true
+}
+
 #[cfg(test)]
 mod tests {
+    extern crate std;
+    use std::vec::Vec;
+
     use super::*;
+
+    #[test]
+    fn is_utf8_agrees_with_core() {
+        let check = |b: &[u8]| {
+            assert_eq!(is_utf8(b), core::str::from_utf8(b).is_ok(), "{b:02x?}");
+        };
+        // every sequence of up to 3 bytes from lead/continuation/boundary values, every
+        // 2-byte sequence
+        for a in 0..=255u8 {
+            check(&[a]);
+            for b in 0..=255u8 {
+                check(&[a, b]);
+                check(&[b'x', a, b]);
+            }
+        }
+        let edges = [
+            0x00, 0x7F, 0x80, 0x8F, 0x90, 0x9F, 0xA0, 0xBF, 0xC0, 0xC1, 0xC2, 0xDF, 0xE0, 0xED,
+            0xEF, 0xF0, 0xF4, 0xF5, 0xFF,
+        ];
+        for &a in &edges {
+            for &b in &edges {
+                for &c in &edges {
+                    check(&[a, b, c]);
+                    for &d in &edges {
+                        check(&[a, b, c, d]);
+                        check(&[a, b, c, d, b'x']);
+                    }
+                }
+            }
+        }
+        // every code point, encoded, then cut short
+        let mut all = Vec::new();
+        for c in (0..=0x10_FFFF).filter_map(char::from_u32) {
+            let mut buf = [0; 4];
+            let s = c.encode_utf8(&mut buf).as_bytes();
+            check(s);
+            check(&s[..s.len() - 1]);
+            all.extend_from_slice(s);
+        }
+        check(&all);
+    }
 
     #[test]
     fn reader_reads_big_endian_and_stops_at_end() {

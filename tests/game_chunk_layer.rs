@@ -7,7 +7,7 @@ use std::cell::RefCell;
 use std::rc::Rc;
 
 use proptest::prelude::*;
-use tether_net::game::connless::{ClientInfo, InfoContent, InfoKind, InfoRequest};
+use tether_net::game::connless::{ClientInfo, InfoContent, InfoRequest};
 use tether_net::game::packer::Str;
 use tether_net::game::vital::{TooWeak, VitalConfig};
 use tether_net::game::{
@@ -390,6 +390,8 @@ fn info_content<'a>(clients: &'a [ClientInfo<'a>]) -> InfoContent<'a> {
     }
 }
 
+// the query needs the feature server-info (on by default)
+#[cfg(feature = "server-info")]
 #[test]
 fn server_info_query_and_answer() {
     // a control-only client queries a control-only server, without connecting
@@ -452,7 +454,7 @@ fn server_info_query_and_answer() {
             "tether test server Tutorial 0.6.4, tether Vanilla 1".to_string(),
             format!(
                 "tether test server Tutorial 0.6.4, tether {:?} 1",
-                InfoKind::Extended {
+                tether_net::game::connless::InfoKind::Extended {
                     map_crc: 0x8d4c6486,
                     map_size: 1_082_711
                 }

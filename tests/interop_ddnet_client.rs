@@ -20,10 +20,13 @@ use std::time::{Duration, Instant};
 
 use lossy_proxy::LossyProxy;
 use real_client::{OurServer, RealClient};
+#[cfg(feature = "server-info")]
 use tether_net::game::connless::InfoKind;
 use tether_net::game::join::Crc32;
 use tether_net::game::sha256::Sha256;
+#[cfg(feature = "server-info")]
 use tether_net::game::{Client, ClientApp, ClientConfig};
+#[cfg(feature = "server-info")]
 use tether_net_drivers::blocking::{Input, UdpDriver};
 
 /// A small map every DDNet client has (Debian's ddnet-data), served under a new name so that
@@ -281,6 +284,8 @@ fn real_client_downloads_a_large_map_through_the_window() {
     check_download(&client, &name, &map);
 }
 
+// the query needs the feature server-info (on by default)
+#[cfg(feature = "server-info")]
 #[test]
 #[ignore = "needs the ddnet_server example; run by .ci/run"]
 fn server_info_of_our_server_lists_name_map_and_players() {

@@ -61,7 +61,10 @@ impl World {
     /// The client's next datagram, if any
     fn next_from_client(&mut self) -> Result<Option<usize>, crate::runner::Fail> {
         let now = self.clock.now();
-        let t = try_step!(self.client.poll_transmit(now, &mut self.buf));
+        let t = try_step!(crate::stack_call!(
+            "client.poll_transmit",
+            self.client.poll_transmit(now, &mut self.buf)
+        ));
         if t.is_some() {
             self.datagrams += 1;
         }
@@ -71,9 +74,12 @@ impl World {
     /// Feed a datagram to the client and hand its chunks out
     fn to_client(&mut self, bytes: &[u8]) -> StepResult {
         let now = self.clock.now();
-        let r = try_step!(self.client.handle_input(now, (), bytes));
+        let r = try_step!(crate::stack_call!(
+            "client.handle_input",
+            self.client.handle_input(now, (), bytes)
+        ));
         if let Some(ClientApp::ChunksReady) = r.into_app() {
-            while let Some(c) = self.client.poll_chunk() {
+            while let Some(c) = crate::stack_call!("client.poll_chunk", self.client.poll_chunk()) {
                 let first = c.data.first().copied().unwrap_or(0);
                 ensure!(
                     self.client_got
@@ -88,7 +94,10 @@ impl World {
 }
 
 fn handshake(w: &mut World) -> StepResult {
-    try_step!(w.client.connect(w.clock.now()));
+    try_step!(crate::stack_call!(
+        "client.connect",
+        w.client.connect(w.clock.now())
+    ));
     let n = w.next_from_client()?;
     ensure_eq!(n, Some(12));
     let mut reply = [0u8; 16];
@@ -101,7 +110,7 @@ fn handshake(w: &mut World) -> StepResult {
     w.to_client(&reply[..len])?;
     ensure_eq!(w.client.state(), ClientState::Online);
     ensure_eq!(
-        w.client.poll_event(),
+        crate::stack_call!("client.poll_event", w.client.poll_event()),
         Some(ClientEvent::Connected { token: Some(TOKEN) })
     );
     // the ACCEPT
@@ -113,18 +122,24 @@ fn lost_vital_chunk_is_resent(w: &mut World) -> StepResult {
     let now = w.clock.now();
     // INFO "0.6 626fce9a778df4d4" as DDNet's join sends it: vital sequence 1
     let info = b"\x030.6 626fce9a778df4d4\x00\x00";
-    ensure_eq!(try_step!(w.client.send_vital(now, info, true)), 1);
+    ensure_eq!(
+        try_step!(crate::stack_call!(
+            "client.send_vital",
+            w.client.send_vital(now, info, true)
+        )),
+        1
+    );
     // the first packet is lost on the way
     ensure!(w.next_from_client()?.is_some(), "the chunk packet goes out");
     ensure_eq!(w.next_from_client()?, None);
     // 1 s later (DDNet's resend timer) it goes out again, flagged as a resend
-    let due = w.client.poll_timeout();
+    let due = crate::stack_call!("client.poll_timeout", w.client.poll_timeout());
     ensure!(
         due.is_some_and(|t| t <= now + Duration::from_secs(1)),
         "a resend timer runs"
     );
     let t = w.clock.advance(Duration::from_secs(1));
-    w.client.handle_timeout(t);
+    crate::stack_call!("client.handle_timeout", w.client.handle_timeout(t));
     let Some(len) = w.next_from_client()? else {
         return Err(crate::runner::Fail::new(line!(), format_args!("no resend")));
     };
@@ -133,7 +148,10 @@ fn lost_vital_chunk_is_resent(w: &mut World) -> StepResult {
     let plain = try_step!(decompress_packet(&w.buf[..len], &mut scratch));
     let parsed = try_step!(wire::parse(plain, TokenMode::Trailing));
     let Packet::Chunks(p) = parsed.packet else {
-        return Err(crate::runner::Fail::new(line!(), format_args!("not chunks")));
+        return Err(crate::runner::Fail::new(
+            line!(),
+            format_args!("not chunks"),
+        ));
     };
     ensure_eq!(p.token, Some(TOKEN));
     try_step!(w.peer.on_packet(t, &p.header));
@@ -144,7 +162,10 @@ fn lost_vital_chunk_is_resent(w: &mut World) -> StepResult {
             offset: 0
         }
     )));
-    ensure!(c.flags.vital && c.flags.resend, "a vital chunk marked as resent");
+    ensure!(
+        c.flags.vital && c.flags.resend,
+        "a vital chunk marked as resent"
+    );
     ensure_eq!(c.seq, 1);
     ensure_eq!(w.peer.on_chunk(t, &c), Receive::Deliver);
     w.peer_got.clear();
@@ -169,14 +190,17 @@ fn compressed_packet_delivers_in_order(w: &mut World) -> StepResult {
         num_chunks: cw.num_chunks(),
     };
     let mut out = [0u8; 200];
-    let n = try_step!(write_packet(header, cw.as_bytes(), Some(TOKEN), true, &mut out));
+    let n = try_step!(write_packet(
+        header,
+        cw.as_bytes(),
+        Some(TOKEN),
+        true,
+        &mut out
+    ));
     ensure!(out[0] & 0x80 != 0, "the packet went out compressed");
     ensure!(n < 3 + cw.len() + 4, "compressed is shorter");
     w.to_client(&out[..n])?;
-    ensure_eq!(
-        w.client_got.as_slice(),
-        &[(true, 0x05, 10), (false, 0, 40)]
-    );
+    ensure_eq!(w.client_got.as_slice(), &[(true, 0x05, 10), (false, 0, 40)]);
     ensure_eq!(w.client.ack(), 1);
     ensure_eq!(w.client.unacked(), 0);
     Ok(())
@@ -185,8 +209,8 @@ fn compressed_packet_delivers_in_order(w: &mut World) -> StepResult {
 fn huffman_vectors(_w: &mut World) -> StepResult {
     // live DDNet 16.4 capture: an INPUT packet's payload, 22 bytes -> 15
     let plain: [u8; 22] = [
-        0x01, 0x00, 0x21, 0x90, 0x01, 0x92, 0x01, 0x28, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x40,
-        0x72, 0xf6, 0x5a,
+        0x01, 0x00, 0x21, 0x90, 0x01, 0x92, 0x01, 0x28, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x40, 0x72,
+        0xf6, 0x5a,
     ];
     let packed: [u8; 15] = [
         0x98, 0x91, 0x49, 0x64, 0x81, 0xd6, 0xff, 0x95, 0xe0, 0xc4, 0x31, 0x8a, 0x4b, 0x71, 0x03,
@@ -211,12 +235,18 @@ fn huffman_vectors(_w: &mut World) -> StepResult {
 
 const STEPS: &[Step<World>] = &[
     ("chunks: handshake of a Reliable client", handshake),
-    ("chunks: a lost vital chunk is resent after 1 s", lost_vital_chunk_is_resent),
+    (
+        "chunks: a lost vital chunk is resent after 1 s",
+        lost_vital_chunk_is_resent,
+    ),
     (
         "chunks: compressed packet, vital + non-vital chunk in order",
         compressed_packet_delivers_in_order,
     ),
-    ("chunks: Huffman vectors of a DDNet capture", huffman_vectors),
+    (
+        "chunks: Huffman vectors of a DDNet capture",
+        huffman_vectors,
+    ),
 ];
 
 /// Run the chunk-layer scenario (its own stack frame)

@@ -1,6 +1,5 @@
 //! The counted virtual clock the scenarios run on (the machines never read a clock)
 
-
 use tether_net::{Duration, Instant};
 
 /// Virtual time that only moves when a scenario moves it; counts its moves

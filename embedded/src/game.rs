@@ -72,33 +72,46 @@ impl World {
         let now = self.clock.now();
         loop {
             let mut moved = false;
-            while let Some(t) = try_step!(self.client.poll_transmit(now, &mut self.buf)) {
+            while let Some(t) = try_step!(crate::stack_call!(
+                "client.poll_transmit",
+                self.client.poll_transmit(now, &mut self.buf)
+            )) {
                 ensure_eq!(t.kind, FrameKind::Datagram);
                 self.datagrams_c2s += 1;
                 moved = true;
-                let r = try_step!(self.server.handle_input(now, ADDR, &self.buf[..t.len]));
+                let r = try_step!(crate::stack_call!(
+                    "server.handle_input",
+                    self.server.handle_input(now, ADDR, &self.buf[..t.len])
+                ));
                 ensure_eq!(r.bytes_consumed(), t.len);
                 match r.into_app() {
                     Some(ServerApp::Chunks(chunk)) => {
                         record_chunk(&mut self.server_chunks, &chunk)?
                     }
                     Some(ServerApp::Close { reason }) => {
-                        self.server_close_reason = Some(try_step!(Vec::from_slice(reason.as_bytes())));
+                        self.server_close_reason =
+                            Some(try_step!(Vec::from_slice(reason.as_bytes())));
                     }
                     _ => {}
                 }
             }
-            while let Some(t) = try_step!(self.server.poll_transmit(now, &mut self.buf)) {
+            while let Some(t) = try_step!(crate::stack_call!(
+                "server.poll_transmit",
+                self.server.poll_transmit(now, &mut self.buf)
+            )) {
                 ensure_eq!(t.to, ADDR);
                 self.datagrams_s2c += 1;
                 moved = true;
-                let r = try_step!(self.client.handle_input(now, (), &self.buf[..t.len]));
+                let r = try_step!(crate::stack_call!(
+                    "client.handle_input",
+                    self.client.handle_input(now, (), &self.buf[..t.len])
+                ));
                 ensure!(r.app().is_none(), "the server sent no chunk packets");
             }
-            while let Some(ev) = self.client.poll_event() {
+            while let Some(ev) = crate::stack_call!("client.poll_event", self.client.poll_event()) {
                 ensure!(self.client_events.push(ev).is_ok(), "client event log full");
             }
-            while let Some(ev) = self.server.poll_event() {
+            while let Some(ev) = crate::stack_call!("server.poll_event", self.server.poll_event()) {
                 ensure!(self.server_events.push(ev).is_ok(), "server event log full");
             }
             if !moved {
@@ -116,10 +129,13 @@ fn record_chunk(log: &mut Vec<Vec<u8, 32>, 4>, chunk: &ChunkPacket<'_>) -> StepR
 
 fn connect(w: &mut World) -> StepResult {
     ensure_eq!(w.client.state(), ClientState::Offline);
-    try_step!(w.client.connect(w.clock.now()));
+    try_step!(crate::stack_call!(
+        "client.connect",
+        w.client.connect(w.clock.now())
+    ));
     ensure_eq!(w.client.state(), ClientState::Connecting);
     ensure!(
-        w.client.poll_timeout().is_some(),
+        crate::stack_call!("client.poll_timeout", w.client.poll_timeout()).is_some(),
         "a connecting client runs its resend timer"
     );
     Ok(())
@@ -154,12 +170,17 @@ fn handshake(w: &mut World) -> StepResult {
 fn chunk_packet(w: &mut World) -> StepResult {
     let now = w.clock.now();
     let mut out = [0u8; 64];
-    let t = try_step!(w
-        .client
-        .send_chunks(now, Flags::default(), 1, b"\x40\x02\x02hi", &mut out));
+    let t = try_step!(crate::stack_call!(
+        "client.send_chunks",
+        w.client
+            .send_chunks(now, Flags::default(), 1, b"\x40\x02\x02hi", &mut out)
+    ));
     // header (3) + payload (5) + token (4)
     ensure_eq!(t.len, 12);
-    let r = try_step!(w.server.handle_input(now, ADDR, &out[..t.len]));
+    let r = try_step!(crate::stack_call!(
+        "server.handle_input",
+        w.server.handle_input(now, ADDR, &out[..t.len])
+    ));
     let Some(chunk) = r.into_app().and_then(|a| a.chunks()) else {
         return Err(crate::runner::Fail::new(
             line!(),
@@ -179,7 +200,10 @@ fn keep_alives(w: &mut World) -> StepResult {
     let end = w.online_at + KEEP_ALIVE_SPAN;
     let ticks_before = w.clock.ticks;
     loop {
-        let (c, s) = (w.client.poll_timeout(), w.server.poll_timeout());
+        let (c, s) = (
+            crate::stack_call!("client.poll_timeout", w.client.poll_timeout()),
+            crate::stack_call!("server.poll_timeout", w.server.poll_timeout()),
+        );
         let Some(next) = c.into_iter().chain(s).min() else {
             return Err(crate::runner::Fail::new(
                 line!(),
@@ -190,8 +214,8 @@ fn keep_alives(w: &mut World) -> StepResult {
             break;
         }
         let now = w.clock.advance_to_deadline(c, s).unwrap_or(next);
-        w.client.handle_timeout(now);
-        w.server.handle_timeout(now);
+        crate::stack_call!("client.handle_timeout", w.client.handle_timeout(now));
+        crate::stack_call!("server.handle_timeout", w.server.handle_timeout(now));
         w.pump()?;
     }
     let (cs, ss) = (w.client.stats(), w.server.stats());
@@ -233,7 +257,10 @@ fn keep_alives(w: &mut World) -> StepResult {
 
 fn close(w: &mut World) -> StepResult {
     let now = w.clock.now();
-    try_step!(w.client.close(now, "bye from the firmware"));
+    try_step!(crate::stack_call!(
+        "client.close",
+        w.client.close(now, "bye from the firmware")
+    ));
     w.pump()?;
     ensure_eq!(
         w.client_events.as_slice(),
@@ -256,7 +283,10 @@ fn close(w: &mut World) -> StepResult {
     ensure_eq!(w.client.state(), ClientState::Closed);
     ensure_eq!(w.server.peer_count(), 0);
     ensure!(!w.server.is_online(ADDR), "peer removed");
-    ensure_eq!(w.client.poll_timeout(), None);
+    ensure_eq!(
+        crate::stack_call!("client.poll_timeout", w.client.poll_timeout()),
+        None
+    );
     Ok(())
 }
 

@@ -7,8 +7,8 @@
 use heapless::{String, Vec};
 use tether_net::longport::{
     Client, ClientApp as LpClientApp, ClientConfig, ClientEvent, ClientState, CloseCause,
-    CloseCode, Credentials, Error, LoginKind, RequestId, Server, ServerApp as LpServerApp,
-    ServerConfig, ServerEvent, ServerState, Grant, SessionId, Source, Status, Transport,
+    CloseCode, Credentials, Error, Grant, LoginKind, RequestId, Server, ServerApp as LpServerApp,
+    ServerConfig, ServerEvent, ServerState, SessionId, Source, Status, Transport,
 };
 use tether_net::{Duration, FrameKind, Instant};
 
@@ -129,7 +129,10 @@ impl World {
     fn flush_client(&mut self) -> Result<u32, Fail> {
         let now = self.clock.now();
         let mut n = 0;
-        while let Some(t) = try_step!(self.client.poll_transmit(now, &mut self.out)) {
+        while let Some(t) = try_step!(crate::stack_call!(
+            "client.poll_transmit",
+            self.client.poll_transmit(now, &mut self.out)
+        )) {
             ensure_eq!(t.kind, FrameKind::Stream);
             ensure!(
                 self.c2s.extend_from_slice(&self.out[..t.len]).is_ok(),
@@ -145,7 +148,10 @@ impl World {
     fn flush_server(&mut self) -> Result<u32, Fail> {
         let now = self.clock.now();
         let mut n = 0;
-        while let Some(t) = try_step!(self.server.poll_transmit(now, &mut self.out)) {
+        while let Some(t) = try_step!(crate::stack_call!(
+            "server.poll_transmit",
+            self.server.poll_transmit(now, &mut self.out)
+        )) {
             ensure_eq!(t.to, CONN);
             ensure_eq!(t.kind, FrameKind::Stream);
             ensure!(
@@ -162,7 +168,10 @@ impl World {
     fn feed_server(&mut self) -> StepResult {
         let now = self.clock.now();
         while !self.c2s.is_empty() {
-            let r = match self.server.handle_input(now, CONN, &self.c2s) {
+            let r = match crate::stack_call!(
+                "server.handle_input",
+                self.server.handle_input(now, CONN, &self.c2s)
+            ) {
                 Ok(r) => r,
                 Err(Error::AuthPending) => break,
                 Err(e) => return Err(Fail::new(line!(), format_args!("server input: {e:?}"))),
@@ -201,7 +210,10 @@ impl World {
     fn feed_client(&mut self) -> StepResult {
         let now = self.clock.now();
         while !self.s2c.is_empty() {
-            let r = try_step!(self.client.handle_input(now, (), &self.s2c));
+            let r = try_step!(crate::stack_call!(
+                "client.handle_input",
+                self.client.handle_input(now, (), &self.s2c)
+            ));
             let consumed = r.bytes_consumed();
             if let Some(app) = r.into_app() {
                 let entry = match app {
@@ -238,10 +250,10 @@ impl World {
     }
 
     fn collect_events(&mut self) -> StepResult {
-        while let Some(ev) = self.client.poll_event() {
+        while let Some(ev) = crate::stack_call!("client.poll_event", self.client.poll_event()) {
             ensure!(self.client_events.push(ev).is_ok(), "client event log full");
         }
-        while let Some(ev) = self.server.poll_event() {
+        while let Some(ev) = crate::stack_call!("server.poll_event", self.server.poll_event()) {
             ensure!(self.server_events.push(ev).is_ok(), "server event log full");
         }
         Ok(())
@@ -270,7 +282,10 @@ impl World {
 
 fn connect(w: &mut World) -> StepResult {
     let now = w.clock.now();
-    try_step!(w.client.connect(now, Credentials::new(TOKEN)));
+    try_step!(crate::stack_call!(
+        "client.connect",
+        w.client.connect(now, Credentials::new(TOKEN))
+    ));
     w.collect_events()?;
     ensure_eq!(
         w.client_events.as_slice(),
@@ -278,9 +293,16 @@ fn connect(w: &mut World) -> StepResult {
     );
     ensure_eq!(w.client.state(), ClientState::Connecting);
     // the caller "opens the TCP connection": both ends learn about it
-    try_step!(w.server.handle_connected(now, CONN, Transport::Tcp, Source::UNKNOWN));
+    try_step!(crate::stack_call!(
+        "server.handle_connected",
+        w.server
+            .handle_connected(now, CONN, Transport::Tcp, Source::UNKNOWN)
+    ));
     ensure_eq!(w.server.state(CONN), Some(ServerState::AwaitHandshake));
-    try_step!(w.client.handle_connected(now));
+    try_step!(crate::stack_call!(
+        "client.handle_connected",
+        w.client.handle_connected(now)
+    ));
     ensure_eq!(w.client.state(), ClientState::LoggingIn);
     Ok(())
 }
@@ -302,9 +324,11 @@ fn auth(w: &mut World) -> StepResult {
         "client waits for the auth response"
     );
     let now = w.clock.now();
-    let grant =
-        Grant::new(SessionId::from_random(SESSION_RANDOM), EXPIRES).with_limit_online(3, 1);
-    try_step!(w.server.accept_auth(now, CONN, grant));
+    let grant = Grant::new(SessionId::from_random(SESSION_RANDOM), EXPIRES).with_limit_online(3, 1);
+    try_step!(crate::stack_call!(
+        "server.accept_auth",
+        w.server.accept_auth(now, CONN, grant)
+    ));
     w.pump()?;
     ensure_eq!(
         w.client_events.as_slice(),
@@ -334,12 +358,15 @@ fn auth(w: &mut World) -> StepResult {
 
 fn heartbeat(w: &mut World) -> StepResult {
     let authed_at = w.clock.now();
-    let (c, s) = (w.client.poll_timeout(), w.server.poll_timeout());
+    let (c, s) = (
+        crate::stack_call!("client.poll_timeout", w.client.poll_timeout()),
+        crate::stack_call!("server.poll_timeout", w.server.poll_timeout()),
+    );
     // the client heartbeat (60 s) is the first timer; the server's silence timeout is 150 s
     ensure_eq!(c, Some(authed_at + Duration::from_secs(60)));
     let now = try_step!(w.clock.advance_to_deadline(c, s).ok_or("no deadline"));
-    w.client.handle_timeout(now);
-    w.server.handle_timeout(now);
+    crate::stack_call!("client.handle_timeout", w.client.handle_timeout(now));
+    crate::stack_call!("server.handle_timeout", w.server.handle_timeout(now));
     ensure_eq!(w.flush_client()?, 1);
     w.clock.advance(LINK_DELAY);
     w.feed_server()?;
@@ -363,10 +390,11 @@ fn heartbeat(w: &mut World) -> StepResult {
 
 fn request(w: &mut World) -> StepResult {
     let now = w.clock.now();
-    let (id, t) =
-        try_step!(w
-            .client
-            .send_request(now, CMD_ECHO, Duration::from_secs(5), BODY, &mut w.out));
+    let (id, t) = try_step!(crate::stack_call!(
+        "client.send_request",
+        w.client
+            .send_request(now, CMD_ECHO, Duration::from_secs(5), BODY, &mut w.out)
+    ));
     ensure_eq!(t.kind, FrameKind::Stream);
     ensure_eq!(t.len, 11 + BODY.len());
     ensure!(
@@ -384,10 +412,11 @@ fn request(w: &mut World) -> StepResult {
     };
     ensure_eq!(w.server_apps.as_slice(), &[expected]);
     // the application echoes the body through respond(), written straight into its buffer
-    let t =
-        try_step!(w
-            .server
-            .respond(now, CONN, CMD_ECHO, id, Status::Success, BODY, &mut w.out));
+    let t = try_step!(crate::stack_call!(
+        "server.respond",
+        w.server
+            .respond(now, CONN, CMD_ECHO, id, Status::Success, BODY, &mut w.out)
+    ));
     ensure_eq!(t.to, CONN);
     ensure!(
         w.s2c.extend_from_slice(&w.out[..t.len]).is_ok(),
@@ -412,7 +441,10 @@ fn request(w: &mut World) -> StepResult {
 
 fn shutdown_close(w: &mut World) -> StepResult {
     let now = w.clock.now();
-    try_step!(w.server.shutdown(now, "server shutdown"));
+    try_step!(crate::stack_call!(
+        "server.shutdown",
+        w.server.shutdown(now, "server shutdown")
+    ));
     ensure_eq!(w.flush_server()?, 1);
     w.collect_events()?;
     ensure_eq!(
@@ -456,7 +488,10 @@ fn shutdown_close(w: &mut World) -> StepResult {
 
 fn client_close(w: &mut World) -> StepResult {
     let now = w.clock.now();
-    try_step!(w.client.close(now, "done"));
+    try_step!(crate::stack_call!(
+        "client.close",
+        w.client.close(now, "done")
+    ));
     w.collect_events()?;
     ensure_eq!(
         w.client_events.as_slice(),
@@ -466,7 +501,10 @@ fn client_close(w: &mut World) -> StepResult {
     );
     ensure_eq!(w.client.state(), ClientState::Closed);
     ensure_eq!(w.flush_client()?, 0);
-    ensure_eq!(w.client.poll_timeout(), None);
+    ensure_eq!(
+        crate::stack_call!("client.poll_timeout", w.client.poll_timeout()),
+        None
+    );
     Ok(())
 }
 

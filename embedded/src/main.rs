@@ -28,12 +28,15 @@ fn main() -> ! {
     stack::paint();
     game::run(&mut runner);
     let (game_stack, size) = stack::peak();
+    stack::report("game");
     stack::paint();
     chunks::run(&mut runner);
     let (chunks_stack, _) = stack::peak();
+    stack::report("chunks");
     stack::paint();
     longport::run(&mut runner);
     let (lp_stack, _) = stack::peak();
+    stack::report("longport");
     hprintln!(
         "peak stack use: game {} B, chunk layer {} B, longport {} B, of {} B",
         game_stack,

@@ -446,6 +446,7 @@ pub(crate) fn parse(bytes: &[u8], mode: TokenMode) -> Result<Pkt<'_>, Dropped> {
 /// Decode the Huffman-compressed control packet `data` into `small`: the header with the
 /// compression flag cleared, then the decoded payload (cut at [`SMALL_LEN`]); returns the decoded
 /// payload's whole length
+#[cfg(feature = "control-huffman")]
 #[inline]
 pub(crate) fn decompress_control(
     data: &[u8],
@@ -457,6 +458,33 @@ pub(crate) fn decompress_control(
     small[..HEADER_LEN].copy_from_slice(head);
     small[0] &= !FLAG_COMPRESSION;
     huffman::decompress_prefix(payload, &mut small[HEADER_LEN..]).map_err(|_| Dropped::Malformed)
+}
+
+/// Without the feature `control-huffman` a compressed control packet is dropped
+/// ([`Dropped::Malformed`]), `small` untouched
+#[cfg(not(feature = "control-huffman"))]
+#[inline]
+pub(crate) fn decompress_control(
+    _data: &[u8],
+    _small: &mut [u8; SMALL_LEN],
+) -> Result<usize, Dropped> {
+    Err(Dropped::Malformed)
+}
+
+/// The decompressed length and last four bytes of a compressed chunk packet's payload, decoded
+/// in passing (no receive buffer)
+#[cfg(feature = "control-huffman")]
+#[inline]
+fn decompressed_tail(payload: &[u8]) -> Result<(usize, [u8; 4]), Dropped> {
+    huffman::decompressed_tail(payload).map_err(|_| Dropped::Malformed)
+}
+
+/// Without the feature `control-huffman` a compressed chunk packet without a receive buffer
+/// ([`ControlOnly`]) is dropped ([`Dropped::Malformed`])
+#[cfg(not(feature = "control-huffman"))]
+#[inline]
+fn decompressed_tail(_payload: &[u8]) -> Result<(usize, [u8; 4]), Dropped> {
+    Err(Dropped::Malformed)
 }
 
 /// A Huffman-compressed chunk packet decoded as far as its token candidate (the last four
@@ -490,7 +518,7 @@ pub(crate) fn decompress_chunks<'p>(
         });
     }
     let payload = data.get(HEADER_LEN..).unwrap_or(&[]);
-    let (plain_len, last4) = huffman::decompressed_tail(payload).map_err(|_| Dropped::Malformed)?;
+    let (plain_len, last4) = decompressed_tail(payload)?;
     Ok(Compressed {
         header,
         plain_len,

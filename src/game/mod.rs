@@ -115,7 +115,7 @@ fn count(counter: &mut u64) {
 
 /// A CLOSE reason kept until its CLOSE is written (or a peer's, kept after it closed): at most
 /// [`wire::MAX_REASON_LEN`] bytes, no NUL
-type LocalReason = heapless::Vec<u8, { wire::MAX_REASON_LEN }>;
+type LocalReason = heapless::Vec<u8, { wire::MAX_REASON_LEN }, u8>;
 
 /// `reason` as sent in a CLOSE (cut at a NUL, then to 127 bytes on a char boundary), kept
 fn local_reason(reason: &str) -> LocalReason {

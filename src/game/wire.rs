@@ -762,7 +762,7 @@ fn parse_reason<'a>(extra: &'a [u8], token_may_follow: bool, w: &mut Warnings) -
             extra
         }
     };
-    let valid = core::str::from_utf8(text).is_ok();
+    let valid = crate::wire::is_utf8(text);
     let mut kept = text;
     if text.len() > MAX_REASON_LEN {
         w.insert(Warnings::REASON_TRUNCATED);

@@ -8,8 +8,7 @@ mod fp_common;
 use core::hint::black_box;
 
 use tether_net::longport::{
-    CloseCode, Grant, Server, ServerApp as App, ServerConfig, SessionId, Source, Status,
-    Transport,
+    CloseCode, Grant, Server, ServerApp as App, ServerConfig, SessionId, Source, Status, Transport,
 };
 
 type LpServer = Server<u32>;
@@ -26,7 +25,8 @@ fn main() -> ! {
         let conn: u32 = black_box(1);
         match i.command {
             0 => {
-                let _ = black_box(server.handle_connected(now, conn, Transport::Tcp, Source::UNKNOWN));
+                let _ =
+                    black_box(server.handle_connected(now, conn, Transport::Tcp, Source::UNKNOWN));
             }
             1 => {
                 let _ = black_box(server.close(now, conn, CloseCode::ServerError, "bye"));
@@ -58,7 +58,10 @@ fn main() -> ! {
             }
         }
         // (from the hardware RNG in a real firmware)
-        let session = Grant::new(SessionId::from_random(black_box([7; 16])), black_box(1 << 40));
+        let session = Grant::new(
+            SessionId::from_random(black_box([7; 16])),
+            black_box(1 << 40),
+        );
         match grant {
             Some(true) => {
                 let _ = black_box(server.accept_auth(now, conn, session.clone()));

@@ -30,7 +30,10 @@ fn main() -> ! {
     show!("game::ClientConfig", size_of::<game::ClientConfig>());
     show!("game::ClientStats", size_of::<game::ClientStats>());
     show!("game::CloseCause", size_of::<game::CloseCause>());
-    show!("game::Server<u32> (64 peers)", size_of::<game::Server<u32>>());
+    show!(
+        "game::Server<u32> (64 peers)",
+        size_of::<game::Server<u32>>()
+    );
     show!("game::Server<u32,16>", size_of::<game::Server<u32, 16>>());
     show!(
         "game::Server<(ipv4,port),16>",

@@ -2,9 +2,8 @@
 //!
 //! The public description (states, token mode, ack, timers) is on [`Client`].
 
-use heapless::Deque;
-
 use super::chunk::Chunk;
+#[cfg(feature = "server-info")]
 use super::connless::{InfoRequest, InfoRequestKind, ServerInfo};
 use super::error::Error;
 use super::event::{ClientApp, ClientEvent, CloseCause};
@@ -17,10 +16,10 @@ use super::wire::{
     Control, ControlId, ControlPacket, Flags, Reason, Token, TokenMode, ACK_MODULO,
     FLAG_COMPRESSION, FLAG_CONNLESS, FLAG_CONTROL, HEADER_LEN,
 };
-use super::{count, local_reason, LocalReason, MIN_DELAY};
+use super::{count, LocalReason, MIN_DELAY};
 use crate::config::{getters, setters};
 use crate::io::{BufferTooSmall, FrameKind, PeerText, Received, Transmit};
-use crate::time::{clamp_delay, clamp_some, earliest, Clock, Duration, Instant};
+use crate::time::{clamp_delay, earliest, Clock, Duration, Instant};
 
 #[cfg(test)]
 mod tests;
@@ -28,7 +27,9 @@ mod tests;
 /// Settings of a [`Client`]
 ///
 /// Build it with [`ClientConfig::new`] (or `default()`, the same) and the `with_*` setters;
-/// every interval and timeout is clamped into `[1 ms, 30 days]` ([`MAX_DELAY`]).
+/// every interval and timeout is clamped into `[1 ms, 30 days]` ([`MAX_DELAY`]) and kept in
+/// whole microseconds, the unit of [`Instant`](crate::Instant) (so it takes 48 bytes, not the
+/// 88 of five `Duration`s on 32-bit targets).
 ///
 /// ```
 /// use core::time::Duration;
@@ -41,16 +42,45 @@ mod tests;
 /// ```
 ///
 /// [`MAX_DELAY`]: crate::time::MAX_DELAY
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
 #[non_exhaustive]
 pub struct ClientConfig {
+    // every delay in microseconds, at most MAX_DELAY (2.6e12 µs)
+    connect_resend: u64,
+    connect_timeout: u64,
+    keep_alive: u64,
+    timeout: u64,
+    /// 0: disabled (a set wait is at least 1 ms)
+    accept_retry: u64,
     vanilla: bool,
-    connect_resend: Duration,
-    connect_timeout: Duration,
-    keep_alive: Duration,
-    timeout: Duration,
-    accept_retry: Option<Duration>,
+}
+
+/// `d` clamped into `[1 ms, MAX_DELAY]`, in whole microseconds
+const fn delay_micros(d: Duration) -> u64 {
+    // at most 30 days: fits
+    clamp_delay(d, MIN_DELAY).as_micros() as u64
+}
+
+/// A wait kept in microseconds (`0`: disabled) as a `Duration`
+const fn micros_or_none(us: u64) -> Option<Duration> {
+    match us {
+        0 => None,
+        us => Some(Duration::from_micros(us)),
+    }
+}
+
+impl core::fmt::Debug for ClientConfig {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("ClientConfig")
+            .field("vanilla", &self.vanilla)
+            .field("connect_resend", &self.connect_resend())
+            .field("connect_timeout", &self.connect_timeout())
+            .field("keep_alive", &self.keep_alive())
+            .field("timeout", &self.timeout())
+            .field("accept_retry", &self.accept_retry())
+            .finish()
+    }
 }
 
 impl ClientConfig {
@@ -59,12 +89,12 @@ impl ClientConfig {
     #[must_use]
     pub const fn new() -> Self {
         ClientConfig {
+            connect_resend: 500_000,
+            connect_timeout: 10_000_000,
+            keep_alive: 250_000,
+            timeout: 10_000_000,
+            accept_retry: 2_000_000,
             vanilla: false,
-            connect_resend: Duration::from_millis(500),
-            connect_timeout: Duration::from_secs(10),
-            keep_alive: Duration::from_millis(250),
-            timeout: Duration::from_secs(10),
-            accept_retry: Some(Duration::from_secs(2)),
         }
     }
 
@@ -76,22 +106,22 @@ impl ClientConfig {
 
         /// Interval between CONNECT retransmissions while connecting, clamped into
         /// `[1 ms, 30 days]`. Default: 500 ms, as DDNet and vanilla 0.6.
-        fn with_connect_resend(interval: Duration) { connect_resend = clamp_delay(interval, MIN_DELAY) }
+        fn with_connect_resend(interval: Duration) { connect_resend = delay_micros(interval) }
 
         /// Give up connecting ([`CloseCause::ConnectTimeout`]) this long after `connect`, clamped
         /// into `[1 ms, 30 days]`. Default: 10 s. (DDNet's and vanilla's network layer has no connect
         /// timeout; their game layer gives up.)
-        fn with_connect_timeout(timeout: Duration) { connect_timeout = clamp_delay(timeout, MIN_DELAY) }
+        fn with_connect_timeout(timeout: Duration) { connect_timeout = delay_micros(timeout) }
 
         /// Send a KEEP_ALIVE when online and nothing was sent for this long, clamped into
         /// `[1 ms, 30 days]`. Default: 250 ms. DDNet and vanilla 0.6 send one after 1 s without
         /// sending, on both sides; set `Duration::from_secs(1)` to match them on the wire.
-        fn with_keep_alive(interval: Duration) { keep_alive = clamp_delay(interval, MIN_DELAY) }
+        fn with_keep_alive(interval: Duration) { keep_alive = delay_micros(interval) }
 
         /// The connection times out ([`CloseCause::Timeout`], no CLOSE sent) when nothing valid was
         /// received for this long, clamped into `[1 ms, 30 days]`. Default: 10 s (vanilla 0.6.4;
         /// DDNet's `conn_timeout` defaults to 100 s).
-        fn with_timeout(timeout: Duration) { timeout = clamp_delay(timeout, MIN_DELAY) }
+        fn with_timeout(timeout: Duration) { timeout = delay_micros(timeout) }
 
         /// Lost-ACCEPT recovery: when nothing but CONNECT_ACCEPT arrived for this long after the
         /// client sent ACCEPT, it starts the handshake over (see [`Client`]); `None` disables it.
@@ -99,22 +129,27 @@ impl ClientConfig {
         /// on ACCEPT and never asks for it again, and it sends a keep-alive within about 1 s of
         /// admission. A repeated handshake on a server that did get the first ACCEPT is a harmless
         /// "rejoin" of a connection that has exchanged nothing yet.
-        fn with_accept_retry(wait: Option<Duration>) { accept_retry = clamp_some(wait, MIN_DELAY) }
+        fn with_accept_retry(wait: Option<Duration>) {
+            accept_retry = match wait {
+                Some(d) => delay_micros(d),
+                None => 0,
+            }
+        }
     }
 
     getters! {
         /// Whether the client sends the vanilla CONNECT
         fn vanilla() -> bool;
         /// CONNECT resend interval
-        fn connect_resend() -> Duration;
+        fn connect_resend() -> Duration = Duration::from_micros;
         /// Connect timeout
-        fn connect_timeout() -> Duration;
+        fn connect_timeout() -> Duration = Duration::from_micros;
         /// Keep-alive interval
-        fn keep_alive() -> Duration;
+        fn keep_alive() -> Duration = Duration::from_micros;
         /// Timeout of an online connection
-        fn timeout() -> Duration;
+        fn timeout() -> Duration = Duration::from_micros;
         /// Lost-ACCEPT recovery wait, `None` when disabled
-        fn accept_retry() -> Option<Duration>;
+        fn accept_retry() -> Option<Duration> = micros_or_none;
     }
 }
 
@@ -190,6 +225,33 @@ pub enum ClientState {
     Closed,
 }
 
+/// The events not handed out yet: a client's life has at most two, `Connected` then `Closed`
+/// (always the last), so one slot each holds every state a queue of any capacity can be in
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+struct Events {
+    /// `Connected { token }` waiting
+    connected: Option<Option<Token>>,
+    /// `Closed { cause }` waiting
+    closed: Option<CloseCause>,
+}
+
+impl Events {
+    /// Events waiting
+    fn len(&self) -> usize {
+        usize::from(self.connected.is_some()) + usize::from(self.closed.is_some())
+    }
+
+    /// The oldest event
+    fn pop(&mut self) -> Option<ClientEvent> {
+        if let Some(token) = self.connected.take() {
+            return Some(ClientEvent::Connected { token });
+        }
+        self.closed
+            .take()
+            .map(|cause| ClientEvent::Closed { cause })
+    }
+}
+
 /// Control frames waiting for `poll_transmit`
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 struct Pending {
@@ -197,6 +259,7 @@ struct Pending {
     accept: bool,
     keep_alive: bool,
     close: bool,
+    #[cfg(feature = "server-info")]
     info: bool,
 }
 
@@ -219,7 +282,9 @@ struct Pending {
 /// `Offline` → [`Client::connect`] → `Connecting` → CONNECT_ACCEPT → `Online` → `Closed` (local
 /// close, peer CLOSE, timeout, connect timeout, or with the chunk layer a too weak connection).
 /// The client connects once; to reconnect, create a new one. Its whole life has at most two
-/// events, `Connected` and `Closed`, so the default queue of 4 never fills.
+/// events, `Connected` and `Closed`, so the default queue of 4 never fills (and the client keeps
+/// two event slots whatever `EVENTS` is: `EVENTS = 1` only makes it wait until `Connected` was
+/// polled before it takes more input).
 ///
 /// # Token mode and vanilla mode
 ///
@@ -268,6 +333,12 @@ struct Pending {
 /// understood on a token-less connection; DDNet never sends one, so on a token connection it is
 /// dropped.
 ///
+/// Both compressed cases need the feature `control-huffman` (on by default; about 2 KB of
+/// flash on Cortex-M). Without it a [`ControlOnly`] client drops every compressed datagram
+/// (counted in [`ClientStats::dropped_malformed`]): compressed chunk packets then neither reach
+/// the application nor count as a sign of life, and a compressed CLOSE is missed (the client
+/// times out instead). [`Reliable`] decompresses chunk packets either way.
+///
 /// # Timers
 ///
 /// * CONNECT is resent every [`ClientConfig::connect_resend`] (500 ms) while connecting;
@@ -293,7 +364,9 @@ struct Pending {
 /// [`Client::request_info`] sends a server-info request (what a server browser sends), also
 /// before or without `connect`; the answers with its token come back as
 /// [`ClientApp::ServerInfo`], as does the unsolicited update (token −1) a DDNet server sends its
-/// players.
+/// players. This needs the feature `server-info` (on by default; about 1.7 KB of flash on
+/// Cortex-M); without it connectionless datagrams are dropped
+/// ([`ClientStats::dropped_connless`]).
 ///
 /// ```
 /// use tether_net::game::{Client, ClientConfig, ClientEvent};
@@ -321,7 +394,9 @@ pub struct Client<const EVENTS: usize = 4, L: Layer = ControlOnly> {
     ack: u16,
     sequence: u16,
     peer_ack: u16,
-    connect_start: Instant,
+    /// Connecting: when `connect` was called (the connect timeout runs from it); online: when
+    /// the last ACCEPT (or, while `retry_connecting`, the last retry CONNECT) was queued
+    phase_at: Instant,
     last_send: Instant,
     last_recv: Instant,
     pending: Pending,
@@ -330,19 +405,26 @@ pub struct Client<const EVENTS: usize = 4, L: Layer = ControlOnly> {
     awaiting_server: bool,
     /// Lost-ACCEPT recovery is resending CONNECT (waiting for CONNECT_ACCEPT)
     retry_connecting: bool,
-    /// When the last ACCEPT (or, while `retry_connecting`, the last retry CONNECT) was queued
-    handshake_at: Instant,
     /// Our CLOSE's reason, or after the server's CLOSE its reason (`peer_closed`)
     close_reason: LocalReason,
     peer_closed: bool,
-    close_token: Option<Token>,
+    /// `close` was called while online: the CLOSE carries the token (which no longer changes)
+    close_online: bool,
     /// The server-info query of `request_info`
+    #[cfg(feature = "server-info")]
     info: Option<InfoRequest>,
-    events: Deque<ClientEvent, EVENTS>,
+    events: Events,
     stats: ClientStats,
     /// The chunk layer's state (nothing for [`ControlOnly`])
     chunks: <L as Imp>::Conn,
 }
+
+// The client's size on 32-bit targets (Cortex-M, wasm32), checked when the library is built
+// for them (embedded/run.sh builds it for three Cortex-M targets): a field that grows it fails
+// here, not only in the footprint report. Its parts are listed in embedded/README.md; the
+// 256-byte budget of issue 14 is not met (the CLOSE reason buffer alone is 128 B).
+#[cfg(target_pointer_width = "32")]
+const _: () = assert!(core::mem::size_of::<Client>() <= 416);
 
 impl Client {
     /// A control-only client in state `Offline` with the default event capacity (4: more than the
@@ -525,18 +607,18 @@ impl<const EVENTS: usize, L: Layer> Client<EVENTS, L> {
             ack: 0,
             sequence: 0,
             peer_ack: 0,
-            connect_start: Instant::ZERO,
+            phase_at: Instant::ZERO,
             last_send: Instant::ZERO,
             last_recv: Instant::ZERO,
             pending: Pending::default(),
             awaiting_server: false,
             retry_connecting: false,
-            handshake_at: Instant::ZERO,
             close_reason: LocalReason::new(),
             peer_closed: false,
-            close_token: None,
+            close_online: false,
+            #[cfg(feature = "server-info")]
             info: None,
-            events: Deque::new(),
+            events: Events::default(),
             stats: ClientStats::default(),
             chunks,
         }
@@ -573,7 +655,7 @@ impl<const EVENTS: usize, L: Layer> Client<EVENTS, L> {
             }
             ClientState::Connecting | ClientState::Online => {}
         }
-        if self.events.is_full() {
+        if self.events_full() {
             return Err(Error::QueueFull);
         }
         let now = self.clock.update(now);
@@ -593,19 +675,19 @@ impl<const EVENTS: usize, L: Layer> Client<EVENTS, L> {
         let now = self.clock.update(now);
         match self.state {
             ClientState::Connecting => {
-                if now >= self.connect_start + self.config.connect_timeout {
-                    if !self.events.is_full() {
+                if now >= self.phase_at.add_micros(self.config.connect_timeout) {
+                    if !self.events_full() {
                         self.finish(CloseCause::ConnectTimeout);
                     }
                 } else if !self.pending.connect
-                    && now >= self.last_send + self.config.connect_resend
+                    && now >= self.last_send.add_micros(self.config.connect_resend)
                 {
                     self.pending.connect = true;
                 }
             }
             ClientState::Online => {
-                if now >= self.last_recv + self.config.timeout {
-                    if !self.events.is_full() {
+                if now >= self.last_recv.add_micros(self.config.timeout) {
+                    if !self.events_full() {
                         self.finish(CloseCause::Timeout);
                     }
                     return;
@@ -613,7 +695,7 @@ impl<const EVENTS: usize, L: Layer> Client<EVENTS, L> {
                 let mut wants_ack = false;
                 if let Some(p) = L::conn(&mut self.chunks) {
                     if let Err(weak) = p.vital.handle_timeout(now) {
-                        if !self.events.is_full() {
+                        if !self.events_full() {
                             self.finish(CloseCause::TooWeak(weak));
                         }
                         return;
@@ -623,7 +705,7 @@ impl<const EVENTS: usize, L: Layer> Client<EVENTS, L> {
                 if let Some(at) = self.accept_retry_at() {
                     if now >= at {
                         self.pending.connect = true;
-                        self.handshake_at = now;
+                        self.phase_at = now;
                         if !self.retry_connecting {
                             self.retry_connecting = true;
                             count(&mut self.stats.accept_retries);
@@ -631,7 +713,7 @@ impl<const EVENTS: usize, L: Layer> Client<EVENTS, L> {
                     }
                 }
                 if !self.has_pending()
-                    && (wants_ack || now >= self.last_send + self.config.keep_alive)
+                    && (wants_ack || now >= self.last_send.add_micros(self.config.keep_alive))
                 {
                     self.pending.keep_alive = true;
                 }
@@ -658,6 +740,7 @@ impl<const EVENTS: usize, L: Layer> Client<EVENTS, L> {
                 kind: FrameKind::Datagram,
             }))
         };
+        #[cfg(feature = "server-info")]
         if self.pending.info && self.state != ClientState::Closed {
             if let Some(q) = self.info {
                 let len = q.emit(buf)?;
@@ -712,7 +795,7 @@ impl<const EVENTS: usize, L: Layer> Client<EVENTS, L> {
     /// The next event: `Connected`, then `Closed` (always the last)
     #[must_use]
     pub fn poll_event(&mut self) -> Option<ClientEvent> {
-        self.events.pop_front()
+        self.events.pop()
     }
 
     /// When [`Client::handle_timeout`] must be called next, in the caller's clock: CONNECT resend
@@ -738,7 +821,7 @@ impl<const EVENTS: usize, L: Layer> Client<EVENTS, L> {
         }
         let now = self.clock.update(now);
         self.state = ClientState::Connecting;
-        self.connect_start = now;
+        self.phase_at = now;
         self.last_send = now;
         self.pending.connect = true;
         Ok(())
@@ -759,17 +842,13 @@ impl<const EVENTS: usize, L: Layer> Client<EVENTS, L> {
         if self.state == ClientState::Closed {
             return Err(Error::Closed);
         }
-        if self.events.is_full() {
+        if self.events_full() {
             return Err(Error::QueueFull);
         }
         self.clock.update(now);
         let send = self.state != ClientState::Offline;
-        self.close_token = if self.state == ClientState::Online {
-            self.token
-        } else {
-            None
-        };
-        self.close_reason = local_reason(reason);
+        self.close_online = self.state == ClientState::Online;
+        self.keep_reason(Reason::from_str(reason));
         self.finish(CloseCause::Local);
         self.pending.close = send;
         Ok(())
@@ -783,8 +862,11 @@ impl<const EVENTS: usize, L: Layer> Client<EVENTS, L> {
     /// [`ClientApp::ServerInfo`]; a later call replaces the query. There is no retry timer: a
     /// lost request or answer is the caller's to repeat (servers rate-limit answers).
     ///
+    /// Feature `server-info` (on by default).
+    ///
     /// # Errors
     /// [`Error::Closed`].
+    #[cfg(feature = "server-info")]
     pub fn request_info(&mut self, now: Instant, token: u32, extended: bool) -> Result<(), Error> {
         if self.state == ClientState::Closed {
             return Err(Error::Closed);
@@ -893,15 +975,15 @@ impl<const EVENTS: usize, L: Layer> Client<EVENTS, L> {
     fn next_deadline(&self) -> Option<Instant> {
         match self.state {
             ClientState::Connecting => {
-                let give_up = self.connect_start + self.config.connect_timeout;
-                let resend =
-                    (!self.pending.connect).then(|| self.last_send + self.config.connect_resend);
+                let give_up = self.phase_at.add_micros(self.config.connect_timeout);
+                let resend = (!self.pending.connect)
+                    .then(|| self.last_send.add_micros(self.config.connect_resend));
                 earliest(Some(give_up), resend)
             }
             ClientState::Online => {
-                let timeout = self.last_recv + self.config.timeout;
-                let keep_alive =
-                    (!self.has_pending()).then(|| self.last_send + self.config.keep_alive);
+                let timeout = self.last_recv.add_micros(self.config.timeout);
+                let keep_alive = (!self.has_pending())
+                    .then(|| self.last_send.add_micros(self.config.keep_alive));
                 // a vital deadline that passed (the oldest chunk changed when an ack released
                 // the one before it) is due now
                 let vital = L::conn_channel(&self.chunks)
@@ -925,7 +1007,7 @@ impl<const EVENTS: usize, L: Layer> Client<EVENTS, L> {
             p.out.clear();
         }
         // Room was checked by every caller; a full queue cannot happen here.
-        let _ = self.events.push_back(ClientEvent::Closed { cause });
+        self.events.closed = Some(cause);
     }
 
     /// Something besides CONNECT_ACCEPT came from the server with the token: it has the
@@ -938,8 +1020,9 @@ impl<const EVENTS: usize, L: Layer> Client<EVENTS, L> {
 
     /// When the next lost-ACCEPT retry (or retry CONNECT resend) is due, if one is armed
     fn accept_retry_at(&self) -> Option<Instant> {
-        let retry = self.config.accept_retry?;
-        let armed = self.state == ClientState::Online
+        let retry = self.config.accept_retry;
+        let armed = retry != 0
+            && self.state == ClientState::Online
             && self.awaiting_server
             && !self.pending.connect
             && !self.pending.accept;
@@ -948,7 +1031,12 @@ impl<const EVENTS: usize, L: Layer> Client<EVENTS, L> {
         } else {
             retry
         };
-        armed.then(|| self.handshake_at + wait)
+        armed.then(|| self.phase_at.add_micros(wait))
+    }
+
+    /// The event queue holds `EVENTS` events: an input that may queue one must wait
+    fn events_full(&self) -> bool {
+        self.events.len() >= EVENTS
     }
 
     fn has_pending(&self) -> bool {
@@ -958,6 +1046,7 @@ impl<const EVENTS: usize, L: Layer> Client<EVENTS, L> {
 
     /// A connectionless datagram: a server-info answer to our query (or the unsolicited update,
     /// token −1, while online), anything else dropped
+    #[cfg(feature = "server-info")]
     fn handle_connless<'a>(&mut self, data: &'a [u8]) -> Option<ClientApp<'a>> {
         let wanted = match ServerInfo::parse(data) {
             Ok(info) if self.state != ClientState::Closed => {
@@ -977,6 +1066,13 @@ impl<const EVENTS: usize, L: Layer> Client<EVENTS, L> {
                 None
             }
         }
+    }
+
+    /// Without the `server-info` feature every connectionless datagram is dropped
+    #[cfg(not(feature = "server-info"))]
+    fn handle_connless<'a>(&mut self, _: &'a [u8]) -> Option<ClientApp<'a>> {
+        count(&mut self.stats.dropped_connless);
+        None
     }
 
     /// How to read a packet whose last four (decompressed) bytes are `tail` and whose control id
@@ -1158,12 +1254,10 @@ impl<const EVENTS: usize, L: Layer> Client<EVENTS, L> {
                 self.pending.connect = false;
                 self.pending.accept = true;
                 self.awaiting_server = true;
-                self.handshake_at = now;
+                self.phase_at = now;
                 self.last_recv = now;
                 // Room was checked at the top of handle_input.
-                let _ = self
-                    .events
-                    .push_back(ClientEvent::Connected { token: self.token });
+                self.events.connected = Some(self.token);
             }
             (ClientState::Online, Control::ConnectAccept) => {
                 let token = if self.config.vanilla { None } else { c.token };
@@ -1180,7 +1274,7 @@ impl<const EVENTS: usize, L: Layer> Client<EVENTS, L> {
                         self.pending.connect = false;
                         self.pending.accept = true;
                         self.retry_connecting = false;
-                        self.handshake_at = now;
+                        self.phase_at = now;
                     }
                 } else if self.awaiting_server && self.alt_token != Some(token) {
                     // another candidate (see "Forged CONNECT_ACCEPTs"): it becomes the current
@@ -1190,7 +1284,7 @@ impl<const EVENTS: usize, L: Layer> Client<EVENTS, L> {
                     self.pending.connect = false;
                     self.pending.accept = true;
                     self.retry_connecting = false;
-                    self.handshake_at = now;
+                    self.phase_at = now;
                     count(&mut self.stats.token_candidates);
                 }
             }
@@ -1211,10 +1305,15 @@ impl<const EVENTS: usize, L: Layer> Client<EVENTS, L> {
 
     /// Keep the server's CLOSE reason (for [`Client::peer_close_reason`])
     fn keep_peer_reason(&mut self, reason: Reason<'_>) {
+        self.keep_reason(reason);
+        self.peer_closed = true;
+    }
+
+    /// Keep `reason` (ours until its CLOSE is written, or the server's), written in place
+    fn keep_reason(&mut self, reason: Reason<'_>) {
         self.close_reason.clear();
         // at most MAX_REASON_LEN bytes: fits
         let _ = self.close_reason.extend_from_slice(reason.as_bytes());
-        self.peer_closed = true;
     }
 
     /// The next control frame to send, if any, and which pending flag it clears; the
@@ -1224,7 +1323,7 @@ impl<const EVENTS: usize, L: Layer> Client<EVENTS, L> {
         let (control, token, which) = if p.close {
             (
                 Control::Close(Reason::from_bytes(&self.close_reason)),
-                self.close_token,
+                if self.close_online { self.token } else { None },
                 Which::Close,
             )
         } else if p.connect {

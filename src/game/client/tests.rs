@@ -309,6 +309,32 @@ fn chunks_delivered_borrowed_and_refresh_liveness() {
     c.handle_timeout(ms(10_000));
     let _ = drain(&mut c, ms(10_000));
     assert_eq!(c.state(), ClientState::Online);
+}
+
+#[test]
+#[cfg(not(feature = "control-huffman"))]
+fn without_control_huffman_compressed_packets_are_dropped() {
+    let mut c = online();
+    let mut packed = [0u8; 32];
+    let n = crate::game::huffman::compress(&hex("42 43 12 34 56 78"), &mut packed).unwrap();
+    let mut pkt = hex("80 00 01");
+    pkt.extend_from_slice(&packed[..n]);
+    // the right token inside, but not decoded: dropped, not a sign of life
+    assert_eq!(feed(&mut c, ms(10_001), &pkt), None);
+    // a compressed CLOSE (what vanilla 0.6.4 sends) is not seen either
+    let n = crate::game::huffman::compress(&hex("04 62 79 65 00"), &mut packed).unwrap();
+    let mut close = hex("90 00 00");
+    close.extend_from_slice(&packed[..n]);
+    assert_eq!(feed(&mut c, ms(10_002), &close), None);
+    assert_eq!(c.stats().dropped_malformed, 2);
+    assert_eq!(c.stats().chunk_packets_received, 0);
+    assert_eq!(c.state(), ClientState::Online);
+}
+
+#[test]
+#[cfg(feature = "control-huffman")]
+fn compressed_chunks_have_their_token_checked_in_passing() {
+    let mut c = online();
     // a compressed packet is passed through still compressed, after its token (inside the
     // compressed data) was checked: the right token is accepted, a wrong one dropped
     let mut packed = [0u8; 32];
@@ -700,4 +726,55 @@ fn the_default_queue_holds_a_whole_life() {
             }
         ]
     );
+}
+
+/// An unsolicited server-info update (token -1), as DDNet sends it to its players
+fn info_update() -> Vec<u8> {
+    use crate::game::connless::{ClientList, InfoKind, ServerInfo};
+    use crate::game::packer::Str;
+    let info = ServerInfo {
+        kind: InfoKind::Vanilla,
+        token: -1,
+        version: Str::new("0.6.4"),
+        name: Str::new("srv"),
+        map: Str::new("dm1"),
+        game_type: Str::new("DM"),
+        flags: 0,
+        num_players: 0,
+        max_players: 8,
+        num_clients: 0,
+        max_clients: 8,
+        clients: ClientList::EMPTY,
+    };
+    let mut buf = vec![0u8; info.buffer_len()];
+    assert_eq!(info.emit(&mut buf), Ok(buf.len()));
+    buf
+}
+
+#[test]
+#[cfg(feature = "server-info")]
+fn server_info_update_is_handed_out_while_online() {
+    let mut c = online();
+    let update = info_update();
+    let app = feed_app(&mut c, ms(1), &update);
+    assert!(matches!(app, Some(ClientApp::ServerInfo(i)) if i.token == -1));
+    assert_eq!(c.stats().info_answers, 1);
+}
+
+#[test]
+#[cfg(not(feature = "server-info"))]
+fn without_server_info_connless_datagrams_are_dropped() {
+    let mut c = online();
+    let update = info_update();
+    assert_eq!(feed_app(&mut c, ms(1), &update), None);
+    assert_eq!(c.stats().dropped_connless, 1);
+    assert_eq!(c.stats().info_answers, 0);
+}
+
+#[test]
+fn size_stays_within_the_recorded_figure() {
+    // 408 B without `server-info`, 416 B with it; the same on 64-bit hosts and 32-bit targets
+    // (no pointer-sized field). embedded/FOOTPRINT.md has the Cortex-M figures.
+    let size = core::mem::size_of::<Client>();
+    assert!(size <= 416, "game::Client is {size} B");
 }

@@ -347,6 +347,12 @@ struct Shutdown {
 /// is what the application reports with [`Server::set_ack`] (0 until then) and its sequence what
 /// it reports with [`Server::set_sequence`].
 ///
+/// A compressed packet has its token checked after decoding (in passing with [`ControlOnly`],
+/// into the receive buffer with [`Reliable`]); a compressed control packet (vanilla 0.6.4)
+/// is read on a token-less connection. Without the feature `control-huffman` (on by default)
+/// the [`ControlOnly`] server drops compressed packets and both layers drop compressed control
+/// packets ([`ServerStats::dropped_malformed`]).
+///
 /// # Timers and their cost
 ///
 /// Per peer: KEEP_ALIVE when nothing was sent for [`ServerConfig::keep_alive`], timeout (no CLOSE

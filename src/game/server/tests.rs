@@ -915,6 +915,7 @@ fn set_ack_and_sequence_apply_per_peer() {
     assert_eq!(s_out(&mut s, ms(1000)), [(1, hex("11 00 00 00"))]);
 }
 #[test]
+#[cfg(feature = "control-huffman")]
 fn compressed_chunks_have_their_token_checked_after_decompression() {
     let mut s = server(VanillaPolicy::Reject);
     let mut c = token_client();
@@ -946,6 +947,30 @@ fn compressed_chunks_have_their_token_checked_after_decompression() {
     // undecodable: malformed
     assert_eq!(to_s(&mut s, ms(1), 1, &hex("80 00 01 de ad")), None);
     assert_eq!(s.stats().dropped_malformed, 1);
+}
+
+#[test]
+#[cfg(not(feature = "control-huffman"))]
+fn without_control_huffman_compressed_packets_are_dropped() {
+    let mut s = server(VanillaPolicy::Reject);
+    let mut c = token_client();
+    handshake(&mut s, &mut c, 1, ms(0));
+    let token = s.peer_token(1).unwrap();
+    let mut plain = vec![0xde, 0xad];
+    plain.extend_from_slice(&token.0);
+    let mut packed = [0u8; 64];
+    let n = crate::game::huffman::compress(&plain, &mut packed).unwrap();
+    let mut pkt = hex("80 00 01");
+    pkt.extend_from_slice(&packed[..n]);
+    // a compressed chunk packet with the right token inside, a compressed CLOSE: both dropped
+    assert_eq!(to_s(&mut s, ms(1), 1, &pkt), None);
+    let n = crate::game::huffman::compress(&hex("04 62 79 65 00"), &mut packed).unwrap();
+    let mut close = hex("90 00 00");
+    close.extend_from_slice(&packed[..n]);
+    assert_eq!(to_s(&mut s, ms(2), 1, &close), None);
+    assert_eq!(s.stats().dropped_malformed, 2);
+    assert_eq!(s.stats().chunk_packets_received, 0);
+    assert!(s.is_online(1));
 }
 
 /// Deterministic garbage and mutated valid packets into both machines in every state: no

@@ -1765,7 +1765,7 @@ impl<
             && g.expires > 0
             && g.expires < RELATIVE_EXPIRY_LIMIT_MS
         {
-            Some(now.saturating_add(Duration::from_millis(g.expires.unsigned_abs())))
+            Some(now.add_micros(g.expires.unsigned_abs().saturating_mul(1_000)))
         } else {
             None
         };

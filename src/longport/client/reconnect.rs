@@ -101,11 +101,16 @@ pub(super) fn backoff(
     jitter: Option<JitterFn>,
     attempt: u32,
 ) -> Duration {
-    let shift = attempt.saturating_sub(1).min(31);
-    let delay = base
-        .checked_mul(1u32 << shift)
-        .unwrap_or(Duration::MAX)
-        .min(max);
+    // base * 2^(attempt - 1) by doubling (`Duration * u32` divides 64-bit numbers, a library
+    // call on 32-bit targets); stops once at `max`, where the product would be capped anyway
+    let mut delay = base;
+    for _ in 0..attempt.saturating_sub(1).min(31) {
+        if delay >= max {
+            break;
+        }
+        delay = delay.saturating_add(delay);
+    }
+    let delay = delay.min(max);
     let jitter = jitter.map_or(Duration::ZERO, |j| j(attempt));
     delay.saturating_add(jitter).min(MAX_DELAY)
 }
