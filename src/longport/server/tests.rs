@@ -1877,3 +1877,43 @@ fn websocket_control_frames_for_a_tcp_connection_are_ignored() {
     assert_eq!(s.stats().ws_pings_received, 0);
     assert_eq!(s.state(1), Some(ServerState::Authenticated));
 }
+
+#[test]
+fn client_pushes_and_responses_of_business_commands_reach_the_application_control_ones_do_not() {
+    let mut s = server();
+    authed(&mut s, ms(0), 1, Transport::Tcp, "s1");
+    let _ = drain(&mut s, ms(0));
+    let push = packet(&Packet::push(101, b"p"));
+    assert_eq!(
+        s.handle_input(ms(1), 1, &push).unwrap().into_app(),
+        Some(ServerApp::Push {
+            cmd: 101,
+            body: &b"p"[..],
+            gzip: false
+        })
+    );
+    let resp = packet(&Packet::response(101, RequestId(4), Status::Success, b"r"));
+    assert_eq!(
+        s.handle_input(ms(1), 1, &resp).unwrap().into_app(),
+        Some(ServerApp::Response {
+            request_id: RequestId(4),
+            cmd: 101,
+            status: Status::Success,
+            body: &b"r"[..],
+            gzip: false
+        })
+    );
+    // the control commands (heartbeat, auth, reconnect) as pushes or responses are ignored
+    let before = s.stats().ignored_packets;
+    for cmd in [CMD_AUTH, CMD_RECONNECT] {
+        for p in [
+            packet(&Packet::push(cmd, b"")),
+            packet(&Packet::response(cmd, RequestId(5), Status::Success, b"")),
+        ] {
+            let r = s.handle_input(ms(1), 1, &p).unwrap();
+            assert_eq!((r.bytes_consumed(), r.app()), (p.len(), None), "cmd {cmd}");
+        }
+    }
+    assert_eq!(s.stats().ignored_packets, before + 4);
+    assert!(drain(&mut s, ms(1)).is_empty());
+}
