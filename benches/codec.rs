@@ -88,13 +88,17 @@ fn game_control(c: &mut Criterion) {
         let tok_bytes = control_bytes(&tokened);
         let van_bytes = control_bytes(&vanilla);
         // the floor of any parse: the same datagram copied out of the caller's receive buffer
-        g.bench_with_input(BenchmarkId::new("copy_floor", name), &tok_bytes, |b, bytes| {
-            b.iter(|| {
-                let src = black_box(&bytes[..]);
-                floor_buf[..src.len()].copy_from_slice(src);
-                black_box(&floor_buf);
-            })
-        });
+        g.bench_with_input(
+            BenchmarkId::new("copy_floor", name),
+            &tok_bytes,
+            |b, bytes| {
+                b.iter(|| {
+                    let src = black_box(&bytes[..]);
+                    floor_buf[..src.len()].copy_from_slice(src);
+                    black_box(&floor_buf);
+                })
+            },
+        );
         for (mode_name, mode, bytes) in [
             ("vanilla", TokenMode::Vanilla, &van_bytes),
             ("trailing", TokenMode::Trailing, &tok_bytes),
