@@ -855,3 +855,14 @@ fn server_queue_full_changes_nothing_and_a_drain_makes_room() {
     let t = s.push(now, PEER, 101, b"q", &mut out).unwrap();
     assert_eq!(t.kind, FrameKind::WsBinary);
 }
+
+#[test]
+fn rate_limit_clamps_its_rate_and_keeps_its_burst() {
+    use tether_net::longport::RateLimit;
+    let l = RateLimit::per_second(4, 5);
+    assert_eq!((l.interval(), l.burst()), (Duration::from_millis(250), 5));
+    let l = RateLimit::per_second(0, 0);
+    assert_eq!((l.interval(), l.burst()), (Duration::from_secs(1), 1));
+    let l = RateLimit::per_second(u32::MAX, 7);
+    assert_eq!((l.interval(), l.burst()), (Duration::from_micros(1), 7));
+}
