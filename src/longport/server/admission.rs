@@ -215,5 +215,16 @@ mod tests {
         assert!(!Source::UNKNOWN.is_known() && Source::from(a).is_known());
         assert_eq!(Source::default(), Source::UNKNOWN);
         assert_eq!(Source::from_bytes([1; 16]).key(), Some([1; 16]));
+        assert_eq!(Source::from_bytes([2; 16]).key(), Some([2; 16]));
+        assert_eq!(Source::UNKNOWN.key(), None);
+        // the key of an address: IPv4 as its IPv4-mapped form, IPv6 as its /64 prefix
+        let ip = IpAddr::V4(Ipv4Addr::new(192, 0, 2, 7));
+        assert_eq!(
+            Source::from(ip).key(),
+            Some(Ipv4Addr::new(192, 0, 2, 7).to_ipv6_mapped().octets())
+        );
+        let mut prefix = [0u8; 16];
+        prefix[..8].copy_from_slice(&a.octets()[..8]);
+        assert_eq!(Source::from(IpAddr::V6(a)).key(), Some(prefix));
     }
 }
