@@ -267,6 +267,16 @@ fn refused_ok(ours: PbError) -> Result<(), TestCaseError> {
     Ok(())
 }
 
+/// The same for a request body, whose field 2 is the `metadata` map: prost reads a map entry
+/// after a field-2 key of any wire type (see `check_requests`), we refuse a wire type other
+/// than length-delimited there
+fn request_refused_ok(ours: PbError) -> Result<(), TestCaseError> {
+    if ours == (PbError::WrongWireType { field: 2 }) {
+        return Ok(());
+    }
+    refused_ok(ours)
+}
+
 fn check_all(bytes: &[u8]) -> Result<(), TestCaseError> {
     check_bodies(bytes)?;
     check_requests(bytes)
@@ -276,8 +286,11 @@ fn check_all(bytes: &[u8]) -> Result<(), TestCaseError> {
 ///
 /// prost does not check the wire type of a map field: it reads a length after a `metadata` key
 /// of any wire type (`10 00` is an empty entry to prost). We refuse that with
-/// `WrongWireType { field: 2 }`, or `Truncated` when the declared wire type's value does not
-/// fit; generators that often write field 2 with other wire types stay away from this check.
+/// `WrongWireType { field: 2 }` (accepted here as that known difference), or `Truncated` when
+/// the declared wire type's value does not fit; generators that often write field 2 with other
+/// wire types stay away from this check. (Arbitrary bytes meet the case now and then:
+/// `10 06 b5 00 00 00 00 00` after another field is a varint-typed field 2 that prost reads as a
+/// 6-byte entry.)
 fn check_requests(bytes: &[u8]) -> Result<(), TestCaseError> {
     match (AuthRequest::decode(bytes), pb::AuthRequest::decode(bytes)) {
         (Ok(o), Ok(p)) => {
@@ -287,7 +300,7 @@ fn check_requests(bytes: &[u8]) -> Result<(), TestCaseError> {
             prop_assert_eq!(o.metadata.iter().count(), o.metadata.len());
         }
         (Ok(o), Err(e)) => prop_assert!(false, "we accepted {o:?}, prost refused: {e}"),
-        (Err(o), Ok(_)) => refused_ok(o)?,
+        (Err(o), Ok(_)) => request_refused_ok(o)?,
         (Err(_), Err(_)) => {}
     }
     match (
@@ -300,7 +313,7 @@ fn check_requests(bytes: &[u8]) -> Result<(), TestCaseError> {
             prop_assert_eq!(o.metadata.iter().count(), o.metadata.len());
         }
         (Ok(o), Err(e)) => prop_assert!(false, "we accepted {o:?}, prost refused: {e}"),
-        (Err(o), Ok(_)) => refused_ok(o)?,
+        (Err(o), Ok(_)) => request_refused_ok(o)?,
         (Err(_), Err(_)) => {}
     }
     Ok(())
