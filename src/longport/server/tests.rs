@@ -1726,6 +1726,24 @@ fn tcp_server_heartbeats_and_rtt() {
     let out = drain(&mut s, ms(11_000));
     let (p, _) = Packet::parse(&out[0].2, MAX_BODY_LEN).unwrap();
     assert_eq!(p.header.kind.request_id(), Some(RequestId(2)));
+    // while heartbeat 2 is outstanding, an answer to another id measures nothing
+    let _ = s.handle_input(ms(11_010), 1, &echo).unwrap();
+    assert!(events(&mut s).is_empty());
+    assert_eq!(s.stats().heartbeat_acks, 1);
+    let echo2 = packet(&Packet::response(
+        CMD_HEARTBEAT,
+        RequestId(2),
+        Status::Success,
+        p.body,
+    ));
+    let _ = s.handle_input(ms(11_020), 1, &echo2).unwrap();
+    assert_eq!(
+        events(&mut s),
+        [ServerEvent::HeartbeatRtt {
+            peer: 1,
+            rtt: Duration::from_millis(20)
+        }]
+    );
 }
 
 #[test]
