@@ -329,6 +329,14 @@ mod tests {
             Err(Error::TooShort { len: 15, min: 16 })
         );
         assert_eq!(
+            SessionId::from_random_bytes(&[0x5a; 16]).map(|id| id.as_str().len()),
+            Ok(32)
+        );
+        // a bearer secret: its Debug form (what ends up in logs) shows its length only
+        let shown = std::format!("{id:?}");
+        assert_eq!(shown, "SessionId(<32 chars>)");
+        assert!(!shown.contains("0123"));
+        assert_eq!(
             SessionId::from_random_bytes(&[0; 33]),
             Err(Error::TooLong { len: 33, max: 32 })
         );
