@@ -359,4 +359,16 @@ mod tests {
         assert!(!ct_eq(b"s1", b"s12"));
         assert!(ct_eq(b"", b""));
     }
+
+    #[test]
+    fn a_session_expires_at_its_expiry_instant() {
+        let mut t: Sessions<u32, 4> = Sessions::new();
+        let id = SessionId::from_random([7; 16]);
+        let _ = t.bind(1, id, 1_000, None, 0);
+        assert_eq!(t.purge_expired(999), 0);
+        assert_eq!(t.len(), 1);
+        // `expires` is the first wall-clock millisecond at which the session is gone
+        assert_eq!(t.purge_expired(1_000), 1);
+        assert_eq!(t.len(), 0);
+    }
 }

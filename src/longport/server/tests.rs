@@ -1935,3 +1935,38 @@ fn client_pushes_and_responses_of_business_commands_reach_the_application_contro
     assert_eq!(s.stats().ignored_packets, before + 4);
     assert!(drain(&mut s, ms(1)).is_empty());
 }
+
+#[test]
+fn a_login_granted_a_held_session_id_displaces_its_holder_within_the_quota() {
+    // quota 1: connection 2 holds session "dup" of account 7; connection 9 is granted the same
+    // session id for account 7: it takes over (connection 2 is closed as a duplicate), so
+    // connection 2 does not count against the quota
+    let mut s = S::with_capacities(ServerConfig::new().with_account_quota(Some(1)));
+    s.handle_connected(ms(0), 9, Transport::Tcp, Source::UNKNOWN)
+        .unwrap();
+    let _ = s.handle_input(ms(0), 9, &[0x11, 0x09]).unwrap();
+    let _ = s.handle_input(ms(0), 9, &auth_req(1, "t")).unwrap();
+    let _ = drain(&mut s, ms(0));
+    let _ = events(&mut s);
+    // the holder
+    s.handle_connected(ms(0), 2, Transport::Tcp, Source::UNKNOWN)
+        .unwrap();
+    let _ = s.handle_input(ms(0), 2, &[0x11, 0x09]).unwrap();
+    let _ = s.handle_input(ms(0), 2, &auth_req(1, "t")).unwrap();
+    assert_eq!(
+        s.accept_auth(ms(0), 2, grant("dup", FAR).with_account(AccountId(7))),
+        Ok(Admission::Granted {
+            limit: 1,
+            online: 1
+        })
+    );
+    let _ = drain(&mut s, ms(0));
+    assert_eq!(
+        s.accept_auth(ms(0), 9, grant("dup", FAR).with_account(AccountId(7))),
+        Ok(Admission::Granted {
+            limit: 1,
+            online: 1
+        })
+    );
+    assert_eq!(s.session_id(9), Some("dup"));
+}
