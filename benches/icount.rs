@@ -22,6 +22,7 @@ use tether_net::longport::{
     Client as DefaultClient, ClientConfig, ClientEvent, Credentials, Grant, Server as LpServer,
     ServerApp, ServerConfig as LpServerConfig, SessionId, Source, Transport,
 };
+use tether_net::testing::control_packet;
 use tether_net::Instant;
 type DefaultServer<P> = LpServer<P>;
 
@@ -82,14 +83,7 @@ fn game<const N: usize>(peers: u32, iters: u64) {
             Some(ServerEvent::Connected { .. }) => {}
             o => panic!("{o:?}"),
         }
-        let mut ka = [0u8; 8];
-        ControlPacket {
-            ack: 0,
-            control: Control::KeepAlive,
-            token: Some(token),
-        }
-        .emit(&mut ka)
-        .unwrap();
+        let ka = control_packet(Control::KeepAlive, Some(token));
         template[..4].copy_from_slice(&ka[..4]);
         tokens.push(token.0);
     }
@@ -243,14 +237,7 @@ fn batch<K: BenchKey, const N: usize>(peers: u32, iters: u64, harness_only: bool
             srv.poll_event(),
             Some(ServerEvent::Connected { .. })
         ));
-        let mut ka = [0u8; 8];
-        ControlPacket {
-            ack: 0,
-            control: Control::KeepAlive,
-            token: Some(token),
-        }
-        .emit(&mut ka)
-        .unwrap();
+        let ka = control_packet(Control::KeepAlive, Some(token));
         template[..4].copy_from_slice(&ka[..4]);
         tokens.push(token.0);
     }
