@@ -1130,12 +1130,17 @@ impl<P: Copy + Eq, const PEERS: usize, const SESSIONS: usize> Server<P, PEERS, S
         bump_by(&mut self.stats.sessions_evicted, purged);
         let presented = retired.and_then(|g| self.sessions.by_generation(g));
         let account = grant.account.or(presented.and_then(|f| f.account));
-        // the live connection this login displaces, if any: it does not count for the quota
-        let displaced = match presented {
-            Some(found) => found.peer,
-            None => self.sessions.holder(grant.session_id.as_str()),
-        }
-        .filter(|&o| o != peer);
+        // the live connections this login displaces: the presented session's (a Reconnect
+        // retires it) and the granted session id's holder (binding takes it over); neither
+        // counts for the quota (a Reconnect granted another live session id displaces both:
+        // found by the `longport_server` fuzz target)
+        let retiring = presented
+            .and_then(|found| found.peer)
+            .filter(|&o| o != peer);
+        let holder = self
+            .sessions
+            .holder(grant.session_id.as_str())
+            .filter(|&o| o != peer);
         let (limit, online) = match (self.config.account_quota, account) {
             (Some(quota), Some(a)) => {
                 let others = self
@@ -1145,7 +1150,8 @@ impl<P: Copy + Eq, const PEERS: usize, const SESSIONS: usize> Server<P, PEERS, S
                         p.is_live()
                             && p.account == Some(a)
                             && p.key != peer
-                            && Some(p.key) != displaced
+                            && Some(p.key) != retiring
+                            && Some(p.key) != holder
                     })
                     .count();
                 let others = u32::try_from(others).unwrap_or(u32::MAX);

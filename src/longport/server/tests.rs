@@ -1970,3 +1970,54 @@ fn a_login_granted_a_held_session_id_displaces_its_holder_within_the_quota() {
     );
     assert_eq!(s.session_id(9), Some("dup"));
 }
+
+#[test]
+fn a_reconnect_that_displaces_two_holders_counts_both_out_of_the_quota() {
+    // found by the `longport_server` fuzz target (CI, stop 20): a Reconnect presenting
+    // connection 1's session and granted connection 2's session id closes both of them, so the
+    // quota must count neither; the reported `online` was 2 while one connection stayed live
+    let mut s = S::with_capacities(ServerConfig::new().with_account_quota(Some(2)));
+    authed_as(&mut s, ms(0), 1, Transport::Tcp, 7);
+    authed_as(&mut s, ms(0), 2, Transport::Tcp, 7);
+    assert_eq!(s.online(AccountId(7)), 2);
+    s.handle_connected(ms(1), 3, Transport::Tcp, Source::UNKNOWN)
+        .unwrap();
+    let _ = s.handle_input(ms(1), 3, &[0x11, 0x09]).unwrap();
+    let _ = s
+        .handle_input(ms(1), 3, &reconnect_req(1, "acct-1"))
+        .unwrap();
+    assert_eq!(
+        s.accept_reconnect(ms(1), 3, grant("acct-2", FAR)),
+        Ok(Admission::Granted {
+            limit: 2,
+            online: 1
+        })
+    );
+    assert_eq!(s.online(AccountId(7)), 1);
+    assert_eq!(s.state(1), Some(ServerState::Closing));
+    assert_eq!(s.state(2), Some(ServerState::Closing));
+    assert_eq!(s.session_id(3), Some("acct-2"));
+}
+
+#[test]
+fn an_auth_granted_a_held_session_id_displaces_only_that_holder_for_the_quota() {
+    // quota 2 and two live connections of account 7: an Auth granted connection 2's session id
+    // closes connection 2 alone, so connection 1 still counts: 1 + 1 = 2, within the quota
+    let mut s = S::with_capacities(ServerConfig::new().with_account_quota(Some(2)));
+    authed_as(&mut s, ms(0), 1, Transport::Tcp, 7);
+    authed_as(&mut s, ms(0), 2, Transport::Tcp, 7);
+    s.handle_connected(ms(1), 3, Transport::Tcp, Source::UNKNOWN)
+        .unwrap();
+    let _ = s.handle_input(ms(1), 3, &[0x11, 0x09]).unwrap();
+    let _ = s.handle_input(ms(1), 3, &auth_req(1, "t")).unwrap();
+    assert_eq!(
+        s.accept_auth(ms(1), 3, grant("acct-2", FAR).with_account(AccountId(7))),
+        Ok(Admission::Granted {
+            limit: 2,
+            online: 2
+        })
+    );
+    assert_eq!(s.online(AccountId(7)), 2);
+    assert_eq!(s.state(1), Some(ServerState::Authenticated));
+    assert_eq!(s.state(2), Some(ServerState::Closing));
+}
