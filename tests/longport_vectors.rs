@@ -415,6 +415,11 @@ fn v15_ws_query_in_both_orders() {
         WsParams::parse_query("token=x&version=1&&lang=en&codec=1&platform=9&a"),
         Ok(WsParams::OPENAPI)
     );
+    // leading zeros up to three digits are the same number ("0009" is one digit too many)
+    assert_eq!(
+        WsParams::parse_query("version=001&codec=01&platform=009"),
+        Ok(WsParams::OPENAPI)
+    );
     let mut buf = [0u8; 64];
     let n = WsParams::OPENAPI.write_query(&mut buf).unwrap();
     assert_eq!(&buf[..n], b"version=1&codec=1&platform=9");
