@@ -1632,3 +1632,40 @@ fn eight_byte_keep_alives_take_the_same_checks_as_any_control_packet() {
     to_s(&mut s, ms(5_000), 1, &hex("10 00 00 00 01 02 03 04"));
     assert_eq!((s.stats().keep_alives_received, s.stats().warnings), (1, 1));
 }
+
+#[test]
+fn keep_alives_go_out_on_schedule_while_the_peer_talks_more_often_than_the_timeout() {
+    // timeout 400 ms, keep-alive 1 s, the client talking every 300 ms: the timer entry fires at
+    // the (refreshed) timeout again and again and is re-filed each time; the KEEP_ALIVE must
+    // still come due at the last send + 1 s, not wait for the peer's next packet
+    let mut s: Srv = Server::with_capacities(
+        ServerConfig::new(SECRET)
+            .with_vanilla(VanillaPolicy::Reject)
+            .with_timeout(Duration::from_millis(400)),
+    );
+    let mut c = Client::new(ClientConfig::new().with_keep_alive(Duration::from_millis(300)));
+    handshake(&mut s, &mut c, 1, ms(0));
+    let _ = s_events(&mut s);
+    let ka = with_token("10 00 00 00", s.token_for(1));
+    let mut sent_at = Vec::new();
+    let mut now = ms(0);
+    while now < ms(5_000) {
+        now = crate::time::earliest(c.poll_timeout(), s.poll_timeout()).unwrap();
+        c.handle_timeout(now);
+        s.handle_timeout(now);
+        for p in c_out(&mut c, now) {
+            to_s(&mut s, now, 1, &p);
+        }
+        for (_, p) in s_out(&mut s, now) {
+            if p == ka {
+                sent_at.push(now);
+            }
+            to_c(&mut c, now, &p);
+        }
+    }
+    assert!(s.is_online(1));
+    assert_eq!(
+        sent_at,
+        [ms(1_000), ms(2_000), ms(3_000), ms(4_000), ms(5_000)]
+    );
+}

@@ -133,3 +133,48 @@ impl<const N: usize> Timers<N> {
         self.lost = false;
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::TimerEntry;
+    use crate::time::Instant;
+    use core::cmp::Ordering;
+
+    #[test]
+    fn entry_comparisons_agree_with_the_heap_order() {
+        // the heap orders by (at, gen); `==` and `partial_cmp` must say the same as `cmp` (the
+        // contract of `Ord`), the slot takes no part
+        let at = |us| Instant::from_micros(us);
+        let entries = [
+            TimerEntry {
+                at: at(5),
+                gen: 1,
+                slot: 0,
+            },
+            TimerEntry {
+                at: at(5),
+                gen: 1,
+                slot: 3,
+            },
+            TimerEntry {
+                at: at(5),
+                gen: 2,
+                slot: 0,
+            },
+            TimerEntry {
+                at: at(9),
+                gen: 0,
+                slot: 1,
+            },
+        ];
+        for a in &entries {
+            for b in &entries {
+                let ord = a.cmp(b);
+                assert_eq!(a.partial_cmp(b), Some(ord), "{a:?} {b:?}");
+                assert_eq!(a == b, ord == Ordering::Equal, "{a:?} {b:?}");
+            }
+        }
+        assert_eq!(entries[0], entries[1]);
+        assert!(entries[0] < entries[2] && entries[2] < entries[3]);
+    }
+}
