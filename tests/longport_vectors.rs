@@ -827,3 +827,32 @@ fn handshake_bytes_round_trip_every_nibble() {
         assert_eq!(out, bytes);
     }
 }
+
+#[test]
+fn ws_query_writes_every_byte_value_in_decimal_into_an_exact_buffer() {
+    // values beyond a nibble are not valid parameters but are written as given (one, two and
+    // three digits); the exact length fits, one byte less is refused with that length
+    for v in 0..=u8::MAX {
+        let p = WsParams {
+            version: v,
+            codec: v / 3,
+            platform: 255 - v,
+        };
+        let want = format!(
+            "version={}&codec={}&platform={}",
+            p.version, p.codec, p.platform
+        );
+        assert_eq!(p.query_len(), want.len(), "{p:?}");
+        let mut buf = vec![0u8; want.len()];
+        assert_eq!(p.write_query(&mut buf), Ok(want.len()), "{p:?}");
+        assert_eq!(buf, want.as_bytes());
+        let mut short = vec![0u8; want.len() - 1];
+        assert_eq!(
+            p.write_query(&mut short),
+            Err(BufferTooSmall {
+                required: want.len()
+            })
+        );
+        assert!(short.iter().all(|&b| b == 0), "nothing written");
+    }
+}
