@@ -600,3 +600,25 @@ proptest! {
         check_reference(&fields.concat())?;
     }
 }
+
+#[test]
+fn generated_close_code_names_round_trip_and_match_the_proto() {
+    // the names of proto/control.proto's `Close.Code`, in value order
+    let names = [
+        "HeartbeatTimeout",
+        "ServerError",
+        "ServerShutdown",
+        "UnpackError",
+        "AuthError",
+        "SessExpired",
+        "ConnectDuplicate",
+    ];
+    for (value, name) in names.iter().enumerate() {
+        let code = pb::close::Code::try_from(value as i32).unwrap();
+        assert_eq!(code.as_str_name(), *name);
+        assert_eq!(pb::close::Code::from_str_name(name), Some(code));
+        assert_eq!(CloseCode::from_i32(value as i32).to_i32(), code as i32);
+    }
+    assert_eq!(pb::close::Code::from_str_name("heartbeat_timeout"), None);
+    assert_eq!(pb::close::Code::from_str_name(""), None);
+}
