@@ -602,7 +602,7 @@ proptest! {
 }
 
 #[test]
-fn generated_close_code_names_round_trip_and_match_the_proto() {
+fn generated_enum_names_round_trip_and_match_the_proto() {
     // the names of proto/control.proto's `Close.Code`, in value order
     let names = [
         "HeartbeatTimeout",
@@ -621,4 +621,12 @@ fn generated_close_code_names_round_trip_and_match_the_proto() {
     }
     assert_eq!(pb::close::Code::from_str_name("heartbeat_timeout"), None);
     assert_eq!(pb::close::Code::from_str_name(""), None);
+    // `Command`: the names of the control command codes
+    let commands = ["CMD_CLOSE", "CMD_HEARTBEAT", "CMD_AUTH", "CMD_RECONNECT"];
+    for (value, name) in commands.iter().enumerate() {
+        let cmd = pb::Command::try_from(value as i32).unwrap();
+        assert_eq!(cmd.as_str_name(), *name);
+        assert_eq!(pb::Command::from_str_name(name), Some(cmd));
+    }
+    assert_eq!(pb::Command::from_str_name("CmdAuth"), None);
 }
