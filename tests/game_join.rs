@@ -149,17 +149,50 @@ fn a_corrupt_piece_is_reported_as_a_map_mismatch() {
     assert_eq!(join.handle_chunk(&buf[..n]), Ok(JoinEvent::Ignored));
     // the right CRC field, the wrong bytes: the file check fails
     let n = piece(0x1234_5678).emit(&mut buf).unwrap();
-    let mut c = Crc32::new();
-    c.update(b"abc");
+    let err = join.handle_chunk(&buf[..n]).unwrap_err();
+    // CRC32 of "abc" (IEEE): 352441c2
     assert_eq!(
-        join.handle_chunk(&buf[..n]),
-        Err(JoinError::MapMismatch {
+        err,
+        JoinError::MapMismatch {
             expected_crc: 0x1234_5678,
-            crc: c.finish(),
+            crc: 0x3524_41c2,
             expected_size: 3,
             size: 3
-        })
+        }
+    );
+    assert_eq!(
+        err.to_string(),
+        "map mismatch: crc 352441c2 (expected 12345678), 3 bytes (expected 3)"
     );
     // garbage is no message
     assert!(matches!(join.handle_chunk(&[]), Err(JoinError::Message(_))));
+}
+
+#[test]
+fn crc32_matches_the_ieee_check_values_in_one_call_or_piece_by_piece() {
+    // known answers of CRC-32/ISO-HDLC (zlib's crc32, what DDNet checks maps with)
+    let all: Vec<u8> = (0..=255).collect();
+    let ff = [0xFFu8; 1000];
+    let vectors: [(&[u8], u32); 7] = [
+        (b"", 0),
+        (b"a", 0xe8b7_be43),
+        (b"abc", 0x3524_41c2),
+        (b"123456789", 0xcbf4_3926),
+        (b"The quick brown fox jumps over the lazy dog", 0x414f_a339),
+        (&all, 0x2905_8c73),
+        (&ff, 0xe053_3230),
+    ];
+    for (data, want) in vectors {
+        let mut c = Crc32::new();
+        c.update(data);
+        assert_eq!(c.finish(), want, "{} bytes", data.len());
+        // the same in pieces of every size (a map arrives in pieces)
+        for step in [1, 7, 64] {
+            let mut c = Crc32::new();
+            for piece in data.chunks(step) {
+                c.update(piece);
+            }
+            assert_eq!(c.finish(), want, "{} bytes in pieces of {step}", data.len());
+        }
+    }
 }
