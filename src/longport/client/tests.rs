@@ -1587,3 +1587,30 @@ fn quota_refusal_of_a_reconnect_follows_the_policy() {
         }
     }
 }
+
+#[test]
+fn a_request_over_the_table_is_refused_before_anything_is_written_and_lost_ones_are_counted() {
+    let mut c = ready_tcp();
+    let ids: StdVec<RequestId> = (0..4)
+        .map(|_| send(&mut c, at(1), 11, Duration::ZERO, b"x"))
+        .collect();
+    let sent = c.stats().packets_sent;
+    let mut out = [0x5Au8; 64];
+    assert_eq!(
+        c.send_request(at(1), 11, Duration::ZERO, b"x", &mut out),
+        Err(Error::TooManyInFlight)
+    );
+    assert_eq!(out, [0x5A; 64], "nothing written");
+    assert_eq!(c.stats().packets_sent, sent);
+    // the transport goes: the four waiting requests fail, each counted
+    c.handle_closed(at(2), ());
+    assert_eq!(c.stats().requests_failed, 4);
+    let failed: StdVec<RequestId> = events(&mut c)
+        .into_iter()
+        .filter_map(|e| match e {
+            Ev::RequestFailed { id, .. } => Some(id),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(failed, ids);
+}

@@ -652,6 +652,25 @@ fn pipelined_stream_is_held_while_auth_pending_then_parsed_in_order() {
 fn oversized_heartbeat_goes_to_the_application() {
     let mut s = server();
     authed(&mut s, ms(0), 1, Transport::Tcp, "s1");
+    // exactly the largest body the machine echoes itself: not handed over, echoed as it came
+    let body = [5u8; MAX_ECHO_LEN];
+    let req = packet(&Packet::request(CMD_HEARTBEAT, RequestId(41), 0, &body));
+    let r = s.handle_input(ms(1), 1, &req).unwrap();
+    assert_eq!(r.into_app(), None);
+    assert_eq!(
+        drain(&mut s, ms(1)),
+        [(
+            1,
+            FrameKind::Stream,
+            packet(&Packet::response(
+                CMD_HEARTBEAT,
+                RequestId(41),
+                Status::Success,
+                &body
+            ))
+        )]
+    );
+    // one byte more: the application echoes it
     let body = [7u8; MAX_ECHO_LEN + 1];
     let req = packet(&Packet::request(CMD_HEARTBEAT, RequestId(42), 0, &body));
     let r = s.handle_input(ms(1), 1, &req).unwrap();
