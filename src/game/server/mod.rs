@@ -1112,7 +1112,7 @@ impl<P: Copy + Eq + Hash, const PEERS: usize, const EVENTS: usize, L: Layer>
         self.shutdown_reason = local_reason(reason);
         self.replies.clear();
         self.dirty.clear();
-        self.timers.clear();
+        // the timer heap stays as it is: a server that is not running never reads it again
         Ok(())
     }
 

@@ -126,12 +126,6 @@ impl<const N: usize> Timers<N> {
         }
         self.lost = false;
     }
-
-    /// Remove every entry
-    pub(super) fn clear(&mut self) {
-        self.heap.clear();
-        self.lost = false;
-    }
 }
 
 #[cfg(test)]
