@@ -866,3 +866,34 @@ fn rate_limit_clamps_its_rate_and_keeps_its_burst() {
     let l = RateLimit::per_second(u32::MAX, 7);
     assert_eq!((l.interval(), l.burst()), (Duration::from_micros(1), 7));
 }
+
+#[test]
+fn error_and_failure_texts_are_what_a_log_shows() {
+    use tether_net::longport::{ProtocolError, RequestFailure};
+    let cases: [(Error, &str); 6] = [
+        (
+            Error::QueueFull,
+            "queues full: drain transmits and events, then retry",
+        ),
+        (
+            Error::BufferTooSmall { required: 18 },
+            "output buffer too small: 18 bytes required",
+        ),
+        (
+            Error::TooLong { len: 70, max: 64 },
+            "70 bytes long, at most 64 accepted",
+        ),
+        (Error::ControlCommand(2), "command 2 is a control command"),
+        (Error::TooManyInFlight, "too many requests in flight"),
+        (Error::TableFull, "connection table full"),
+    ];
+    for (e, text) in cases {
+        assert_eq!(e.to_string(), text, "{e:?}");
+    }
+    assert_eq!(
+        ProtocolError::CompressedControl { cmd: 2 }.to_string(),
+        "compressed control command 2 cannot be inflated"
+    );
+    assert_eq!(RequestFailure::Disconnected.to_string(), "connection lost");
+    assert_eq!(RequestFailure::Closed.to_string(), "client closed");
+}
