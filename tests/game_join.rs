@@ -196,3 +196,57 @@ fn crc32_matches_the_ieee_check_values_in_one_call_or_piece_by_piece() {
         }
     }
 }
+
+#[test]
+fn out_of_order_and_empty_map_pieces_are_ignored() {
+    let mut join = Join::new();
+    let mut buf = [0u8; 1024];
+    let change = tether_net::game::msg::MapChange {
+        name: Str::new("m"),
+        crc: 0x4b8e_39ef,
+        size: 6,
+    };
+    let n = change.emit(&mut buf).unwrap();
+    assert!(matches!(
+        join.handle_chunk(&buf[..n]),
+        Ok(JoinEvent::MapChange { size: 6, .. })
+    ));
+    let piece = |chunk, data: &'static [u8]| tether_net::game::msg::MapData {
+        last: 0,
+        crc: 0x4b8e_39ef,
+        chunk,
+        data,
+    };
+    // piece 1 before piece 0, and an empty piece 0: neither is taken
+    for p in [piece(1, b"def"), piece(0, b"")] {
+        let n = p.emit(&mut buf).unwrap();
+        assert_eq!(
+            join.handle_chunk(&buf[..n]),
+            Ok(JoinEvent::Ignored),
+            "{p:?}"
+        );
+    }
+    let n = piece(0, b"abc").emit(&mut buf).unwrap();
+    assert!(matches!(
+        join.handle_chunk(&buf[..n]),
+        Ok(JoinEvent::MapData {
+            offset: 0,
+            received: 3,
+            done: false,
+            ..
+        })
+    ));
+    // piece 0 again is a repeat: ignored
+    let n = piece(0, b"abc").emit(&mut buf).unwrap();
+    assert_eq!(join.handle_chunk(&buf[..n]), Ok(JoinEvent::Ignored));
+    let n = piece(1, b"def").emit(&mut buf).unwrap();
+    assert!(matches!(
+        join.handle_chunk(&buf[..n]),
+        Ok(JoinEvent::MapData {
+            offset: 3,
+            received: 6,
+            done: true,
+            ..
+        })
+    ));
+}
