@@ -250,3 +250,113 @@ fn out_of_order_and_empty_map_pieces_are_ignored() {
         })
     ));
 }
+
+/// A `SendVital` that records what it is given
+#[derive(Default)]
+struct Sent(Vec<Vec<u8>>);
+
+impl tether_net::game::join::SendVital for Sent {
+    fn send_vital(
+        &mut self,
+        _now: tether_net::Instant,
+        data: &[u8],
+        flush: bool,
+    ) -> Result<u16, tether_net::game::Error> {
+        assert!(flush);
+        self.0.push(data.to_vec());
+        Ok(self.0.len() as u16)
+    }
+}
+
+/// The messages `sent` holds, by kind, in order
+fn sent_messages(sent: &Sent) -> Vec<String> {
+    use tether_net::game::msg::Message;
+    sent.0
+        .iter()
+        .map(|d| match Message::parse(d).unwrap() {
+            Message::RequestMapData(r) => format!("request {}", r.chunk),
+            Message::Ready(_) => "ready".into(),
+            Message::EnterGame(_) => "enter".into(),
+            other => format!("{other:?}"),
+        })
+        .collect()
+}
+
+#[test]
+fn a_join_reports_the_map_its_progress_and_the_latest_snapshot_tick() {
+    use tether_net::game::msg::{MapData, SnapEmpty};
+    let now = tether_net::Instant::ZERO;
+    let mut join = Join::new();
+    let mut buf = [0u8; 256];
+    assert_eq!(
+        (join.map(), join.progress(), join.last_snapshot_tick()),
+        (None, None, None)
+    );
+    assert!(!join.wants_flush());
+    // "abcdef" in two pieces, the second without the `last` flag: the size says it is done
+    let change = tether_net::game::msg::MapChange {
+        name: Str::new("m"),
+        crc: 0x4b8e_39ef,
+        size: 6,
+    };
+    let n = change.emit(&mut buf).unwrap();
+    join.handle_chunk(&buf[..n]).unwrap();
+    assert_eq!(join.map(), Some((0x4b8e_39ef, 6)));
+    assert_eq!(join.progress(), Some((0, 6)));
+    assert!(join.wants_flush());
+    let mut sent = Sent::default();
+    join.flush(now, &mut sent).unwrap();
+    assert!(!join.wants_flush());
+    for (chunk, data) in [(0, &b"abc"[..]), (1, &b"def"[..])] {
+        let n = MapData {
+            last: 0,
+            crc: 0x4b8e_39ef,
+            chunk,
+            data,
+        }
+        .emit(&mut buf)
+        .unwrap();
+        join.handle_chunk(&buf[..n]).unwrap();
+        if chunk == 0 {
+            assert_eq!(join.progress(), Some((3, 6)));
+            join.flush(now, &mut sent).unwrap();
+        }
+    }
+    assert_eq!(join.progress(), None, "done: no download left");
+    assert_eq!(join.map(), Some((0x4b8e_39ef, 6)));
+    assert_eq!(join.state(), JoinState::Ready);
+    assert!(join.wants_flush());
+    join.flush(now, &mut sent).unwrap();
+    assert_eq!(sent_messages(&sent), ["request 0", "request 1", "ready"]);
+    // the latest snapshot tick only moves forward
+    for (tick, latest) in [(10, 10), (8, 10), (10, 10), (11, 11), (-5, 11)] {
+        let n = SnapEmpty { tick, delta: 1 }.emit(&mut buf).unwrap();
+        assert_eq!(
+            join.handle_chunk(&buf[..n]),
+            Ok(JoinEvent::Snapshot { tick })
+        );
+        assert_eq!(join.last_snapshot_tick(), Some(latest), "after {tick}");
+    }
+}
+
+#[test]
+fn skipping_the_download_sends_ready_and_no_piece_request() {
+    let now = tether_net::Instant::ZERO;
+    let mut join = Join::new();
+    let mut buf = [0u8; 256];
+    let change = tether_net::game::msg::MapChange {
+        name: Str::new("m"),
+        crc: 7,
+        size: 100_000,
+    };
+    let n = change.emit(&mut buf).unwrap();
+    join.handle_chunk(&buf[..n]).unwrap();
+    join.skip_download();
+    assert_eq!(join.state(), JoinState::Ready);
+    assert_eq!(join.progress(), None);
+    assert_eq!(join.map(), Some((7, 100_000)));
+    let mut sent = Sent::default();
+    join.flush(now, &mut sent).unwrap();
+    assert_eq!(sent_messages(&sent), ["ready"]);
+    assert!(!join.wants_flush());
+}
