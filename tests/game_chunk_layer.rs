@@ -227,6 +227,9 @@ fn a_handshake_retry_in_flight_does_not_reset_the_exchange() {
 
 #[test]
 fn non_vital_chunks_pass_through_and_packets_are_compressed_when_shorter() {
+    // compression is on by default, and can be turned off
+    assert!(chunk_config(false).compression());
+    assert!(!chunk_config(false).with_compression(false).compression());
     let (mut p, at_client, at_server) = pair(LinkConfig::perfect(), 2, false);
     p.record_transcript(true);
     let now = p.now();
@@ -537,4 +540,30 @@ fn connless_flood_is_answered_within_the_amplification_bound() {
     // nothing was queued on the machine's own transmit path, no peer created
     assert_eq!(s.peer_count(), 0);
     assert_eq!(s.poll_transmit(Instant::from_secs(1), &mut out), Ok(None));
+}
+
+#[test]
+fn a_chunk_running_past_the_packet_end_is_counted_once_and_the_rest_dropped() {
+    let (mut p, at_client, at_server) = pair(LinkConfig::perfect(), 5, false);
+    let token = p.server().token_for(ADDR);
+    // two non-vital chunks announced: `aa` whole, then one claiming 10 bytes with 1 left
+    let mut bad = vec![0x00, 0x00, 0x02, 0x00, 0x01, 0xaa, 0x00, 0x0a, 0xbb];
+    bad.extend_from_slice(&token.0);
+    p.inject_to_server(FrameKind::Datagram, &bad);
+    assert_eq!(at_server.borrow().last(), Some(&(false, vec![0xaa])));
+    assert_eq!(p.server().stats().malformed_chunks, 1);
+    // asking again finds nothing more, and counts nothing more
+    assert!(p.server_mut().poll_chunk().is_none());
+    assert_eq!(p.server().stats().malformed_chunks, 1);
+    // the same from the server to the client
+    p.inject_to_client(FrameKind::Datagram, &bad);
+    assert_eq!(at_client.borrow().last(), Some(&(false, vec![0xaa])));
+    assert_eq!(p.client().stats().malformed_chunks, 1);
+    assert!(p.client_mut().poll_chunk().is_none());
+    assert!(p.client_mut().poll_chunk().is_none());
+    assert_eq!(p.client().stats().malformed_chunks, 1);
+    // well-formed packets read to their end count nothing more
+    exchange(&mut p, 3, &[5, 300]);
+    assert_eq!(p.server().stats().malformed_chunks, 1);
+    assert_eq!(p.client().stats().malformed_chunks, 1);
 }
