@@ -1669,3 +1669,27 @@ fn keep_alives_go_out_on_schedule_while_the_peer_talks_more_often_than_the_timeo
         [ms(1_000), ms(2_000), ms(3_000), ms(4_000), ms(5_000)]
     );
 }
+
+#[test]
+fn a_peer_ack_going_backwards_is_dropped_and_the_range_wraps() {
+    let (mut s, _c) = online_pair(1);
+    let tok = s.token_for(1);
+    // KEEP_ALIVE acking `ack`: flags 1 and the ack's high bits, its low byte, no chunks
+    let ka = |ack: u16| {
+        let mut d = vec![0x10 | (ack >> 8) as u8, ack as u8, 0x00, 0x00];
+        d.extend_from_slice(&tok.0);
+        d
+    };
+    s.set_sequence(1, 1000).unwrap();
+    for (ack, dropped) in [(900, 0), (800, 1), (1000, 1), (999, 2)] {
+        to_s(&mut s, ms(1), 1, &ka(ack));
+        assert_eq!(s.stats().dropped_bad_ack, dropped, "ack {ack}");
+    }
+    // our sequence wrapped past 1023: the accepted range is 1000..=1023, 0..=5
+    s.set_sequence(1, 5).unwrap();
+    for (ack, dropped) in [(1020, 2), (3, 2), (1021, 3), (6, 4), (5, 4)] {
+        to_s(&mut s, ms(2), 1, &ka(ack));
+        assert_eq!(s.stats().dropped_bad_ack, dropped, "ack {ack}");
+    }
+    assert!(s.is_online(1));
+}
