@@ -158,12 +158,21 @@ fn keep_alive_cadence_and_chunk_traffic_defers_it() {
         .unwrap();
     assert_eq!(&out[..t.len], hex("00 00 01 aa bb 12 34 56 78").as_slice());
     assert_eq!(c.poll_timeout(), Some(ms(650)));
+    // a chunk packet is never a control packet: the control flag asked for is cleared
+    let control = Flags {
+        control: true,
+        ..Flags::default()
+    };
+    let t = c
+        .send_chunks(ms(400), control, 1, &[0xAA, 0xBB], &mut out)
+        .unwrap();
+    assert_eq!(&out[..t.len], hex("00 00 01 aa bb 12 34 56 78").as_slice());
     c.handle_timeout(ms(500));
     assert!(drain(&mut c, ms(500)).is_empty());
     c.handle_timeout(ms(650));
     assert_eq!(drain(&mut c, ms(650)).len(), 1);
     assert_eq!(c.stats().keep_alives_sent, 2);
-    assert_eq!(c.stats().chunk_packets_sent, 1);
+    assert_eq!(c.stats().chunk_packets_sent, 2);
 }
 
 #[test]
