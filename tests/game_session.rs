@@ -1227,3 +1227,32 @@ fn drain_sends_the_close_a_server_issues_on_connected_before_the_loop_sleeps() {
     assert_eq!(connected_events(&client_events), 1);
     assert_eq!(closed_events(&client_events), [CloseCause::Peer]);
 }
+
+#[test]
+fn game_error_texts_are_what_a_log_shows() {
+    use tether_net::game::Error;
+    let cases: [(Error, &str); 4] = [
+        (
+            Error::QueueFull,
+            "queue full: drain poll_transmit and poll_event first",
+        ),
+        (
+            Error::BufferTooSmall { required: 9 },
+            "output buffer too small: 9 bytes required",
+        ),
+        (
+            Error::TooLong {
+                len: 1401,
+                max: 1400,
+            },
+            "packet too long: 1401 bytes, at most 1400",
+        ),
+        (
+            Error::TooManyInFlight,
+            "resend buffer full: too many vital chunks not acknowledged yet",
+        ),
+    ];
+    for (e, text) in cases {
+        assert_eq!(e.to_string(), text, "{e:?}");
+    }
+}

@@ -137,10 +137,7 @@ fn write_chunks(
     token: Option<Token>,
     out: &mut [u8],
 ) -> Result<usize, Error> {
-    let flags = Flags {
-        control: false,
-        ..flags
-    };
+    // (`ChunkPacket::emit` writes the control flag cleared)
     let packet = ChunkPacket {
         header: Header {
             flags,
