@@ -10,7 +10,7 @@ use super::huffman;
 use super::vital::{Channel, Filled, QueueError, Vital, VitalConfig};
 use super::wire::{
     self, ack_in_range, ChunkPacket, ControlPacket, DecodeError, Flags, Header, Packet, Reason,
-    Token, TokenMode, Warnings, HEADER_LEN, MAX_PACKET_LEN, TOKEN_LEN,
+    Token, TokenMode, Warnings, FLAG_COMPRESSION, HEADER_LEN, MAX_PACKET_LEN, TOKEN_LEN,
 };
 use crate::time::Instant;
 
@@ -198,18 +198,15 @@ impl Rx {
         self.end = 0;
     }
 
-    /// Decompress `datagram`'s payload (compression flag set) into the buffer after
-    /// `HEADER_LEN` bytes; returns the plain datagram's length, `None` when it does not decode
-    ///
-    /// The header bytes in the buffer are not written: nothing reads them (the header comes
-    /// from the datagram's own parse; [`tail_token`] reads a token only from a payload long
-    /// enough to hold one).
-    pub(crate) fn decompress(&mut self, datagram: &[u8]) -> Option<usize> {
+    /// Decompress `datagram` (compression flag set) into the buffer: header (flag cleared) and
+    /// payload; returns the plain datagram, `None` when it does not decode
+    pub(crate) fn decompress(&mut self, datagram: &[u8]) -> Option<&[u8]> {
         self.clear();
-        let payload = datagram.get(HEADER_LEN..)?;
-        let body = self.buf.get_mut(HEADER_LEN..HEADER_LEN + MAX_PAYLOAD)?;
-        let n = huffman::decompress(payload, body).ok()?;
-        Some(HEADER_LEN + n)
+        let (&[b0, b1, b2], payload) = datagram.split_first_chunk::<HEADER_LEN>()?;
+        let (head, body) = self.buf.split_first_chunk_mut::<HEADER_LEN>()?;
+        *head = [b0 & !FLAG_COMPRESSION, b1, b2];
+        let n = huffman::decompress(payload, &mut body[..MAX_PAYLOAD]).ok()?;
+        self.buf.get(..HEADER_LEN + n)
     }
 
     /// Make the accepted chunk packet readable: its chunk data is `buf[start..start + len]`
@@ -459,7 +456,7 @@ pub(crate) fn decompress_control(
         .split_first_chunk::<HEADER_LEN>()
         .ok_or(Dropped::Silent)?;
     small[..HEADER_LEN].copy_from_slice(head);
-    small[0] &= !wire::FLAG_COMPRESSION;
+    small[0] &= !FLAG_COMPRESSION;
     huffman::decompress_prefix(payload, &mut small[HEADER_LEN..]).map_err(|_| Dropped::Malformed)
 }
 
@@ -511,7 +508,7 @@ pub(crate) fn decompress_chunks<'p>(
 ) -> Result<Compressed<'p>, Dropped> {
     let header = Header::parse(data).map_err(|_| Dropped::Silent)?;
     if let Some(rx) = rx {
-        let plain_len = rx.decompress(data).ok_or(Dropped::Malformed)?;
+        let plain_len = rx.decompress(data).ok_or(Dropped::Malformed)?.len();
         let tail = tail_token(rx.bytes(plain_len));
         return Ok(Compressed {
             header,
