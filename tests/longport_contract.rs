@@ -897,3 +897,51 @@ fn error_and_failure_texts_are_what_a_log_shows() {
     assert_eq!(RequestFailure::Disconnected.to_string(), "connection lost");
     assert_eq!(RequestFailure::Closed.to_string(), "client closed");
 }
+
+/// The line-anchored exclusions of `.cargo/mutants.toml` must still point at the lines they
+/// were written for (lines move when code above them changes). Reads the files at run time:
+/// a packaged crate has no `.cargo/`, and a sandbox may have no file system; then it checks
+/// nothing.
+#[test]
+fn line_anchored_mutants_exclusions_still_point_at_their_lines() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let Ok(config) = std::fs::read_to_string(root.join(".cargo/mutants.toml")) else {
+        return;
+    };
+    // (path as written in the exclusion, text the anchored line must contain)
+    let anchors = [
+        (
+            "longport/server/mod",
+            "self.protocol_error(idx, ProtocolError::CompressedControl",
+        ),
+        ("game/sha256", "let ch = (e & f) ^ (!e & g);"),
+        ("game/sha256", "let maj = (a & b) ^ (a & c) ^ (b & c);"),
+        (
+            "game/server/peer",
+            "| ((u32::from(sequence) & ACK_MASK) << SEQUENCE_SHIFT);",
+        ),
+    ];
+    for (path, text) in anchors {
+        let src = std::fs::read_to_string(root.join(format!("src/{path}.rs"))).unwrap();
+        let needle = format!("\"{}\\\\.rs:", path.replace('.', "\\\\."));
+        let lines: Vec<usize> = config
+            .match_indices(&needle)
+            .filter_map(|(i, m)| {
+                config[i + m.len()..]
+                    .split(':')
+                    .next()
+                    .and_then(|l| l.parse().ok())
+            })
+            .collect();
+        assert!(!lines.is_empty(), "no line anchor for {path}");
+        assert!(
+            lines.iter().any(|&l| src
+                .lines()
+                .nth(l - 1)
+                .is_some_and(|line| line.contains(text))),
+            "src/{path}.rs: no anchor of {lines:?} is the line with `{text}`; it is at line {:?}: \
+             update .cargo/mutants.toml",
+            src.lines().position(|l| l.contains(text)).map(|i| i + 1)
+        );
+    }
+}
