@@ -171,7 +171,7 @@ impl Default for ChunkConfig {
 }
 
 /// The receive buffer: one decompressed (or copied) packet, read chunk by chunk
-pub struct Rx {
+pub(crate) struct Rx {
     buf: [u8; SCRATCH_LEN],
     /// Next chunk's offset in `buf`
     pos: u16,
@@ -540,16 +540,11 @@ impl<'p> Compressed<'p> {
             } else {
                 (None, self.plain_len - HEADER_LEN)
             };
-            let header = Header {
-                flags: Flags {
-                    compression: false,
-                    ..self.header.flags
-                },
-                ..self.header
-            };
+            // the header keeps its compression flag: on this path only its chunk count, ack and
+            // resend flag are read
             let payload = Payload::Rx(len);
             return Ok(Pkt::Chunks(ChunksIn {
-                header,
+                header: self.header,
                 token,
                 payload,
             }));
@@ -740,11 +735,6 @@ impl Out {
         self.len = 0;
         Ok(len)
     }
-
-    /// Forget the waiting packet
-    pub(crate) fn clear(&mut self) {
-        self.len = 0;
-    }
 }
 
 /// The chunk-layer state of a client: the vital channel, the receive buffer, the construct buffer
@@ -836,11 +826,9 @@ pub(crate) mod imp {
         fn new_shared(config: ChunkConfig) -> Self::Shared;
         fn conn(c: &mut Self::Conn) -> Option<ConnParts<'_>>;
         fn conn_channel(c: &Self::Conn) -> Option<&dyn Channel>;
-        fn conn_rx(c: &Self::Conn) -> Option<&Rx>;
         fn peer(p: &mut Self::Peer) -> Option<(&mut dyn Channel, &mut Instant)>;
         fn peer_channel(p: &Self::Peer) -> Option<&dyn Channel>;
         fn shared(s: &mut Self::Shared) -> Option<SharedParts<'_>>;
-        fn shared_rx(s: &Self::Shared) -> Option<&Rx>;
     }
 
     impl Imp for ControlOnly {
@@ -864,10 +852,6 @@ pub(crate) mod imp {
             None
         }
         #[inline]
-        fn conn_rx(_: &()) -> Option<&Rx> {
-            None
-        }
-        #[inline]
         fn peer(_: &mut ()) -> Option<(&mut dyn Channel, &mut Instant)> {
             None
         }
@@ -877,10 +861,6 @@ pub(crate) mod imp {
         }
         #[inline]
         fn shared(_: &mut ()) -> Option<SharedParts<'_>> {
-            None
-        }
-        #[inline]
-        fn shared_rx(_: &()) -> Option<&Rx> {
             None
         }
     }
@@ -930,9 +910,6 @@ pub(crate) mod imp {
         fn conn_channel(c: &Self::Conn) -> Option<&dyn Channel> {
             Some(&c.vital)
         }
-        fn conn_rx(c: &Self::Conn) -> Option<&Rx> {
-            Some(&c.rx)
-        }
         fn peer(p: &mut Self::Peer) -> Option<(&mut dyn Channel, &mut Instant)> {
             Some((&mut p.vital, &mut p.timer_at))
         }
@@ -949,8 +926,42 @@ pub(crate) mod imp {
                 owner: &mut s.owner,
             })
         }
-        fn shared_rx(s: &Self::Shared) -> Option<&Rx> {
-            Some(&s.rx)
-        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_chunk_packet_for_a_too_small_buffer_reports_the_size_it_needs() {
+        // the machines always hand over a whole packet's room; the writer's contract still holds
+        let mut vital: Vital<1024, 8, 0, 0> = Vital::new(VitalConfig::reference());
+        let mut tx = [0u8; MAX_PAYLOAD];
+        let mut out = [0u8; 8];
+        let data = b"0123456789";
+        let r = write_chunk_packet(
+            &mut vital,
+            &mut tx,
+            Instant::ZERO,
+            None,
+            false,
+            Some(data),
+            &mut out,
+        );
+        // header, chunk header, data
+        let required = HEADER_LEN + 2 + data.len();
+        assert_eq!(r.map(|(n, _)| n), Err(Error::BufferTooSmall { required }));
+        let mut out = [0u8; MAX_PACKET_LEN];
+        let r = write_chunk_packet(
+            &mut vital,
+            &mut tx,
+            Instant::ZERO,
+            None,
+            false,
+            Some(data),
+            &mut out,
+        );
+        assert_eq!(r.map(|(n, _)| n), Ok(required));
     }
 }

@@ -1010,8 +1010,8 @@ impl<const EVENTS: usize, L: Layer> Client<EVENTS, L> {
         self.state = ClientState::Closed;
         self.pending = Pending::default();
         if let Some(p) = L::conn(&mut self.chunks) {
+            // a packet left in `out` is never handed out: `Closed` is final
             p.rx.clear();
-            p.out.clear();
         }
         // Room was checked by every caller; a full queue cannot happen here.
         self.events.closed = Some(cause);

@@ -1749,7 +1749,7 @@ impl<P: Copy + Eq + Hash, const PEERS: usize, const EVENTS: usize, L: Layer>
         let to = match self.peers.get(slot) {
             Some((&to, _)) if self.cold[slot & (PEERS - 1)].gen == gen => to,
             _ => {
-                sh.out.clear();
+                // the packet stays in `out` unread: the next one is written over it
                 *sh.out_to = None;
                 return Ok(None);
             }

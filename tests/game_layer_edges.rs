@@ -1,0 +1,254 @@
+//! Edges of the chunk layer's receive path, each from a peer that sends what a real peer can send
+//! but our own writer never does: a packet with no chunk (DDNet's resend request), a small
+//! compressed packet, a compressed packet on a vanilla connection that claims more chunks than it
+//! holds (the bytes of the packet before must not come back as a chunk), a compressed datagram
+//! longer than a packet, a rejoin while a vital chunk waits unsent, a chunk of the largest size.
+
+use tether_net::game::huffman::compress;
+use tether_net::game::{
+    ChunkConfig, Client, ClientApp, ClientConfig, ClientEvent, Error, Reliable, Server,
+    ServerConfig, ServerEvent, TokenSecret,
+};
+use tether_net::testing::from_hex;
+use tether_net::{Duration, Instant};
+
+type Layer = Reliable<4096, 16, 4096, 16>;
+type RClient = Client<4, Layer>;
+type RServer = Server<u32, 4, 16, Layer>;
+
+/// The token the server offers in [`CONNECT_ACCEPT`]
+const TOKEN: [u8; 4] = [0x12, 0x34, 0x56, 0x78];
+
+fn at(ms: u64) -> Instant {
+    Instant::ZERO + Duration::from_millis(ms)
+}
+
+fn drain(c: &mut RClient, now: Instant) -> Vec<Vec<u8>> {
+    let mut out = Vec::new();
+    let mut buf = [0u8; 1400];
+    while let Some(t) = c.poll_transmit(now, &mut buf).unwrap() {
+        out.push(buf[..t.len].to_vec());
+    }
+    out
+}
+
+/// A `Reliable` client online at 0 ms, uncompressed sending; in token mode with [`TOKEN`], else
+/// on a vanilla connection (a CONNECT_ACCEPT without token)
+fn online(token: bool) -> Box<RClient> {
+    let mut c: Box<RClient> = Box::new(Client::with_chunks(
+        ClientConfig::new(),
+        ChunkConfig::new().with_compression(false),
+    ));
+    c.connect(at(0)).unwrap();
+    drain(&mut c, at(0));
+    let accept = if token {
+        from_hex("10 00 00 02 54 4b 45 4e 12 34 56 78")
+    } else {
+        from_hex("10 00 00 02")
+    };
+    let _ = c.handle_input(at(0), (), &accept).unwrap();
+    drain(&mut c, at(0));
+    let events: Vec<_> = core::iter::from_fn(|| c.poll_event()).collect();
+    assert!(matches!(events.as_slice(), [ClientEvent::Connected { .. }]));
+    c
+}
+
+/// Feed one datagram; the chunks it delivered (vital?, data), or `None` when it was dropped
+fn feed(c: &mut RClient, now: Instant, bytes: &[u8]) -> Option<Vec<(bool, Vec<u8>)>> {
+    let r = c.handle_input(now, (), bytes).unwrap();
+    assert_eq!(r.bytes_consumed(), bytes.len());
+    match r.into_app() {
+        Some(ClientApp::ChunksReady) => {}
+        None => return None,
+        Some(other) => panic!("unexpected {other:?}"),
+    }
+    let mut got = Vec::new();
+    while let Some(chunk) = c.poll_chunk() {
+        got.push((chunk.flags.vital, chunk.data.to_vec()));
+    }
+    Some(got)
+}
+
+/// A chunk packet header (`flags` nibble, ack, number of chunks) and `plain` Huffman-compressed
+fn compressed(first: u8, num_chunks: u8, plain: &[u8]) -> Vec<u8> {
+    let mut packed = vec![0u8; 4096];
+    let n = compress(plain, &mut packed).unwrap();
+    let mut pkt = vec![first, 0x00, num_chunks];
+    pkt.extend_from_slice(&packed[..n]);
+    pkt
+}
+
+#[test]
+fn a_packet_with_no_chunk_but_its_token_asks_for_a_resend() {
+    // DDNet's CNetConnection::Flush sends a packet of no chunk when it only has a resend request:
+    // 3 header bytes and the token, 7 bytes in all
+    let mut c = online(true);
+    c.send_vital(at(10), b"hello", true).unwrap();
+    let first = drain(&mut c, at(10));
+    assert_eq!(first.len(), 1);
+    let resent = c.chunk_stats().resent;
+    let mut request = from_hex("40 00 00");
+    request.extend_from_slice(&TOKEN);
+    assert_eq!(feed(&mut c, at(20), &request), Some(vec![]));
+    let stats = c.stats();
+    assert_eq!(stats.dropped_wrong_token + stats.dropped_malformed, 0);
+    assert_eq!(stats.chunk_packets_received, 1);
+    // the vital chunk goes out again at once, the same chunk with its resend flag (0x80)
+    let mut again = first[0].clone();
+    again[3] |= 0x80;
+    assert_eq!(drain(&mut c, at(20)), [again]);
+    assert_eq!(c.chunk_stats().resent, resent + 1);
+}
+
+#[test]
+fn a_small_compressed_packet_is_read_with_its_token() {
+    let mut c = online(true);
+    // one non-vital chunk of one byte and the token: 10 bytes decompressed
+    let mut plain = from_hex("00 01 aa");
+    plain.extend_from_slice(&TOKEN);
+    let pkt = compressed(0x80, 1, &plain);
+    assert_eq!(feed(&mut c, at(10), &pkt), Some(vec![(false, vec![0xaa])]));
+    // no chunk, only the token: 7 bytes decompressed
+    let pkt = compressed(0x80, 0, &TOKEN);
+    assert_eq!(feed(&mut c, at(20), &pkt), Some(vec![]));
+    // the token of another connection: dropped
+    let pkt = compressed(0x80, 1, &from_hex("00 01 aa 12 34 56 79"));
+    assert_eq!(feed(&mut c, at(30), &pkt), None);
+    let stats = c.stats();
+    assert_eq!(stats.chunk_packets_received, 2);
+    assert_eq!(stats.dropped_wrong_token, 1);
+}
+
+#[test]
+fn a_compressed_packet_claiming_more_chunks_than_it_holds_does_not_replay_the_packet_before() {
+    // a vanilla connection (no token), where the decompressed payload is all chunks
+    let mut c = online(false);
+    let a = from_hex("00 00 02 00 01 aa 00 01 bb");
+    assert_eq!(
+        feed(&mut c, at(10), &a),
+        Some(vec![(false, vec![0xaa]), (false, vec![0xbb])])
+    );
+    // two chunks claimed, one there: the receive buffer still holds the second chunk of the
+    // packet before right behind it, which must not be read as this packet's second chunk
+    let b = compressed(0x80, 2, &from_hex("00 01 cc"));
+    assert_eq!(feed(&mut c, at(20), &b), Some(vec![(false, vec![0xcc])]));
+    // a whole one reads whole
+    let b = compressed(0x80, 2, &from_hex("00 01 dd 00 02 ee ff"));
+    assert_eq!(
+        feed(&mut c, at(30), &b),
+        Some(vec![(false, vec![0xdd]), (false, vec![0xee, 0xff])])
+    );
+}
+
+#[test]
+fn a_compressed_datagram_longer_than_a_packet_is_dropped_though_it_decodes() {
+    // DDNet reads at most 1,400 bytes a datagram: a longer one is no packet, whatever it holds.
+    // Rare symbols take more than 8 bits each, so this compressed payload outgrows its plain text.
+    let data: Vec<u8> = (0..1000u32).map(|i| 0xc1 ^ (i * 37) as u8 | 0x81).collect();
+    let build = |len: usize| {
+        let mut plain = vec![(len >> 4) as u8 & 0x3f, len as u8 & 0x0f];
+        plain.extend_from_slice(&data[..len]);
+        plain.extend_from_slice(&TOKEN);
+        compressed(0x80, 1, &plain)
+    };
+    let long = build(1000);
+    assert!(long.len() > 1400, "premise: {} bytes", long.len());
+    let mut short_len = 1000;
+    while build(short_len).len() > 1400 {
+        short_len -= 10;
+    }
+    let short = build(short_len);
+
+    let mut c = online(true);
+    assert_eq!(feed(&mut c, at(10), &long), None);
+    assert_eq!(c.stats().dropped_malformed, 1);
+    assert_eq!(c.stats().chunk_packets_received, 0);
+    // the same content cut to fit a packet is read
+    assert_eq!(
+        feed(&mut c, at(20), &short),
+        Some(vec![(false, data[..short_len].to_vec())])
+    );
+
+    // a `ControlOnly` client, which checks the token of a compressed packet in passing, drops it
+    // the same way
+    let mut plain_client: Client<4> = Client::new(ClientConfig::new());
+    plain_client.connect(at(0)).unwrap();
+    let mut buf = [0u8; 1400];
+    while plain_client
+        .poll_transmit(at(0), &mut buf)
+        .unwrap()
+        .is_some()
+    {}
+    let _ = plain_client
+        .handle_input(at(0), (), &from_hex("10 00 00 02 54 4b 45 4e 12 34 56 78"))
+        .unwrap();
+    let r = plain_client.handle_input(at(10), (), &long).unwrap();
+    assert!(r.into_app().is_none());
+    assert_eq!(plain_client.stats().dropped_malformed, 1);
+    let r = plain_client.handle_input(at(20), (), &short).unwrap();
+    assert!(matches!(r.into_app(), Some(ClientApp::Chunks(_))));
+}
+
+#[test]
+fn a_chunk_of_the_largest_size_is_sent_and_one_byte_more_is_refused() {
+    let mut c = online(true);
+    let mut buf = [0u8; 1400];
+    let t = c.send_non_vital(at(10), &[7u8; 1023], &mut buf).unwrap();
+    // header, chunk header (2 bytes: 1023 in 10 bits), the data, the token
+    assert_eq!(t.len, 3 + 2 + 1023 + 4);
+    assert_eq!(&buf[3..5], &[0x3f, 0x0f]);
+    assert_eq!(
+        c.send_non_vital(at(10), &[7u8; 1024], &mut buf),
+        Err(Error::TooLong {
+            len: 1024,
+            max: 1023
+        })
+    );
+}
+
+const SECRET: TokenSecret = TokenSecret([0x5a; 16]);
+/// A DDNet CONNECT (token form, no token yet)
+const TOKEN_CONNECT: &str = "10 00 00 01 54 4b 45 4e ff ff ff ff";
+
+fn handshake(s: &mut RServer, now: Instant, peer: u32) -> Vec<u8> {
+    let _ = s.handle_input(now, peer, &from_hex(TOKEN_CONNECT)).unwrap();
+    let mut buf = [0u8; 1400];
+    while s.poll_transmit(now, &mut buf).unwrap().is_some() {}
+    let mut accept = from_hex("10 00 00 03");
+    accept.extend_from_slice(&s.token_for(peer).0);
+    let _ = s.handle_input(now, peer, &accept).unwrap();
+    accept
+}
+
+#[test]
+fn a_rejoin_while_a_vital_chunk_waits_unsent_resets_the_channel() {
+    let mut s: Box<RServer> = Box::new(Server::with_chunks(
+        ServerConfig::new(SECRET),
+        ChunkConfig::new(),
+    ));
+    let events = |s: &mut RServer| core::iter::from_fn(|| s.poll_event()).collect::<Vec<_>>();
+    // a peer that re-handshakes before anything was exchanged: nothing to reset, no event
+    let accept = handshake(&mut s, at(0), 1);
+    assert!(matches!(
+        events(&mut s).as_slice(),
+        [ServerEvent::Connected { peer: 1, .. }]
+    ));
+    let _ = s.handle_input(at(5), 1, &from_hex(TOKEN_CONNECT)).unwrap();
+    let _ = s.handle_input(at(5), 1, &accept).unwrap();
+    assert_eq!(events(&mut s), []);
+    assert_eq!(s.stats().rejoins, 0);
+    // a vital chunk queued for the peer and not yet sent: its channel has state, so a rejoin
+    // resets it (the chunk belonged to the old connection), as DDNet resets the connection
+    let accept = handshake(&mut s, at(10), 2);
+    assert!(matches!(
+        events(&mut s).as_slice(),
+        [ServerEvent::Connected { peer: 2, .. }]
+    ));
+    assert_eq!(s.send_vital(at(10), 2, b"old", false), Ok(1));
+    let _ = s.handle_input(at(15), 2, &from_hex(TOKEN_CONNECT)).unwrap();
+    let _ = s.handle_input(at(15), 2, &accept).unwrap();
+    assert_eq!(events(&mut s), [ServerEvent::Rejoined { peer: 2 }]);
+    assert_eq!(s.stats().rejoins, 1);
+    // the next vital chunk is the new connection's first
+    assert_eq!(s.send_vital(at(20), 2, b"new", false), Ok(1));
+}
