@@ -171,5 +171,11 @@ fn bits_after_eof_are_ignored() {
         let mut out = [0u8; 16];
         let m = decompress(&with_junk, &mut out).unwrap();
         assert_eq!(&out[..m], b"abc");
+        // a long tail after EOF (a datagram padded with junk): the long-input decoder, which
+        // reads three parts of the input at once, stops at EOF in its first part as well
+        with_junk.extend_from_slice(&[junk; 1000]);
+        let mut out = [0u8; 1400];
+        let m = decompress(&with_junk, &mut out).unwrap();
+        assert_eq!(&out[..m], b"abc");
     }
 }

@@ -917,6 +917,7 @@ fn line_anchored_mutants_exclusions_still_point_at_their_lines() {
         ("game/sha256", "let ch = (e & f) ^ (!e & g);"),
         ("game/sha256", "let maj = (a & b) ^ (a & c) ^ (b & c);"),
         ("game/layer", "    Err(Dropped::Malformed)"),
+        ("game/chunk", "n > 16 || dst.len() != n"),
         (
             "game/server/peer",
             "| ((u32::from(sequence) & ACK_MASK) << SEQUENCE_SHIFT);",
