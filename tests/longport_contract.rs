@@ -919,6 +919,18 @@ fn line_anchored_mutants_exclusions_still_point_at_their_lines() {
         ("game/layer", "    Err(Dropped::Malformed)"),
         ("game/chunk", "n > 16 || dst.len() != n"),
         (
+            "game/chunk",
+            "let size = u16::from(b0 & 0x3F) << 4 | u16::from(b1 & 0x0F);",
+        ),
+        (
+            "game/chunk",
+            "let b0 = self.flags.bits() | (size >> 4) as u8;",
+        ),
+        (
+            "game/chunk",
+            "(size & 0x0F) as u8 | ((seq >> 2) & 0xF0) as u8,",
+        ),
+        (
             "game/server/peer",
             "| ((u32::from(sequence) & ACK_MASK) << SEQUENCE_SHIFT);",
         ),
@@ -926,13 +938,21 @@ fn line_anchored_mutants_exclusions_still_point_at_their_lines() {
     for (path, text) in anchors {
         let src = std::fs::read_to_string(root.join(format!("src/{path}.rs"))).unwrap();
         let needle = format!("\"{}\\\\.rs:", path.replace('.', "\\\\."));
+        // the line numbers after the path: `12:`, or alternatives `(12:3|45:6)`
         let lines: Vec<usize> = config
             .match_indices(&needle)
-            .filter_map(|(i, m)| {
-                config[i + m.len()..]
-                    .split(':')
-                    .next()
-                    .and_then(|l| l.parse().ok())
+            .flat_map(|(i, m)| {
+                let rest = &config[i + m.len()..];
+                let rest = &rest[..rest.find('"').unwrap_or(rest.len())];
+                rest.split(['(', '|', ')'])
+                    .filter_map(|t| {
+                        let digits =
+                            t.len() - t.trim_start_matches(|c: char| c.is_ascii_digit()).len();
+                        (digits > 0 && t[digits..].starts_with(':'))
+                            .then(|| t[..digits].parse().ok())
+                            .flatten()
+                    })
+                    .collect::<Vec<usize>>()
             })
             .collect();
         assert!(!lines.is_empty(), "no line anchor for {path}");

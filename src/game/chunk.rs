@@ -992,6 +992,19 @@ mod tests {
     }
 
     #[test]
+    fn a_chunks_header_holds_its_length_and_sequence_cut_to_their_fields() {
+        let data = [0u8; 2000];
+        let h = Chunk::vital(5000, &data).header();
+        assert_eq!((h.size, h.seq), (1023, 5000 & 0x3FF));
+        let h = Chunk::vital(0x3FF, &data[..5]).header();
+        assert_eq!((h.flags, h.size, h.seq), (ChunkFlags::VITAL, 5, 1023));
+        let h = Chunk::non_vital(&data[..1024]).header();
+        assert_eq!((h.flags, h.size, h.seq), (ChunkFlags::NON_VITAL, 1023, 0));
+        assert_eq!(Chunk::non_vital(&data[..1023]).header().size, 1023);
+        assert_eq!(Chunk::vital(7, &data[..1023]).buffer_len(), 3 + 1023);
+    }
+
+    #[test]
     fn overlapping_sequence_bits_are_ored() {
         // byte 1 says q7q6 = 01, byte 2 says q7q6 = 10: DDNet ORs them (seq 0xC0 | 0x100)
         let (h, _) = ChunkHeader::parse(&[0x40, 0x51, 0x80]).unwrap();
