@@ -920,6 +920,10 @@ fn line_anchored_mutants_exclusions_still_point_at_their_lines() {
         ("game/chunk", "n > 16 || dst.len() != n"),
         (
             "game/chunk",
+            "let size = usize::from(b0 & 0x3F) << 4 | usize::from(b1 & 0x0F);",
+        ),
+        (
+            "game/chunk",
             "let size = u16::from(b0 & 0x3F) << 4 | u16::from(b1 & 0x0F);",
         ),
         (

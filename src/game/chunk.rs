@@ -1005,6 +1005,94 @@ mod tests {
     }
 
     #[test]
+    fn a_chunk_is_written_as_it_is_read_and_refused_whole() {
+        let data = [0xab_u8; 300];
+        let resent = Chunk {
+            flags: ChunkFlags {
+                vital: true,
+                resend: true,
+            },
+            seq: 5,
+            data: &data[..1],
+        };
+        for c in [
+            Chunk::vital(1023, &data),
+            Chunk::non_vital(&data[..16]),
+            resent,
+        ] {
+            let mut buf = [0u8; 400];
+            let n = c.emit(&mut buf).unwrap();
+            assert_eq!(n, c.buffer_len());
+            assert_eq!(Chunk::parse(&buf[..n]), Ok((c, n)));
+            // one byte short: an error with the exact size, nothing written
+            let mut short = [0x55_u8; 400];
+            assert_eq!(
+                c.emit(&mut short[..n - 1]),
+                Err(EmitError::BufferTooSmall { required: n })
+            );
+            assert!(short.iter().all(|&b| b == 0x55));
+        }
+        let big = [0u8; 1024];
+        let mut buf = [0u8; 1100];
+        assert_eq!(
+            Chunk::non_vital(&big).emit(&mut buf),
+            Err(EmitError::TooLarge { size: 1024 })
+        );
+        assert_eq!(Chunk::non_vital(&big[..1023]).emit(&mut buf), Ok(2 + 1023));
+        assert_eq!(&buf[..2], &[0x3f, 0x0f]);
+    }
+
+    #[test]
+    fn chunk_error_texts_are_what_a_log_shows() {
+        extern crate std;
+        use std::string::ToString;
+        let cases = [
+            (
+                ChunkError::TruncatedHeader {
+                    index: 2,
+                    offset: 9,
+                }
+                .to_string(),
+                "chunk 2 header truncated at byte 9",
+            ),
+            (
+                ChunkError::TruncatedData {
+                    index: 0,
+                    offset: 3,
+                    size: 906,
+                    available: 40,
+                }
+                .to_string(),
+                "chunk 0 at byte 3: 906 data bytes announced, 40 left",
+            ),
+            (
+                EmitError::TooLarge { size: 1024 }.to_string(),
+                "chunk of 1024 bytes (max 1023)",
+            ),
+            (
+                EmitError::BufferTooSmall { required: 12 }.to_string(),
+                "buffer too small (12 bytes needed)",
+            ),
+        ];
+        for (got, want) in cases {
+            assert_eq!(got, want);
+        }
+    }
+
+    #[test]
+    fn the_chunk_iterator_bounds_its_length_by_the_chunks_left() {
+        // two announced, one there: at most 2, then at most 1, then none
+        let payload = [0x00, 0x01, 0xaa];
+        let mut chunks = Chunks::new(&payload, 2);
+        assert_eq!(chunks.size_hint(), (0, Some(2)));
+        assert!(matches!(chunks.next(), Some(Ok(_))));
+        assert_eq!(chunks.size_hint(), (0, Some(1)));
+        assert!(matches!(chunks.next(), Some(Err(_))));
+        assert_eq!(chunks.size_hint(), (0, Some(0)));
+        assert_eq!(chunks.next(), None);
+    }
+
+    #[test]
     fn overlapping_sequence_bits_are_ored() {
         // byte 1 says q7q6 = 01, byte 2 says q7q6 = 10: DDNet ORs them (seq 0xC0 | 0x100)
         let (h, _) = ChunkHeader::parse(&[0x40, 0x51, 0x80]).unwrap();
