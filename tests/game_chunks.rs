@@ -423,6 +423,17 @@ fn compressed_datagram_errors() {
         decompress_packet(&[0xa0, 0, 0, 0], &mut scratch),
         Err(PacketError::Header(DecodeError::Connless))
     );
+    assert_eq!(
+        decompress_packet(&[0x84, 0, 0, 0], &mut scratch),
+        Err(PacketError::Header(DecodeError::ReservedBits(0x04)))
+    );
+    assert_eq!(
+        decompress_packet(&[0x80; 1401], &mut scratch),
+        Err(PacketError::Header(DecodeError::TooLong { len: 1401 }))
+    );
+    // an uncompressed datagram is handed back as it is
+    let plain = hex("00 00 01 00 01 aa");
+    assert_eq!(decompress_packet(&plain, &mut scratch), Ok(&plain[..]));
     // a compressed CLOSE (vanilla 0.6.4 may send one) decompresses into a plain control packet
     let mut reason = vec![0x04];
     reason.extend_from_slice(b"Server shutdown\0");
@@ -502,6 +513,79 @@ fn chunk_writer_limits() {
         Err(PushError::TooManyChunks)
     );
     assert_eq!(Chunks::new(w.as_bytes(), w.num_chunks()).count(), 255);
+    // `fits` answers what `push` would do; `clear` starts the packet over
+    let mut buf = [0u8; 1400];
+    let mut w = ChunkWriter::new(&mut buf, 10);
+    assert!(w.is_empty());
+    assert!(w.fits(ChunkFlags::NON_VITAL, 8));
+    assert!(!w.fits(ChunkFlags::NON_VITAL, 9));
+    assert!(!w.fits(ChunkFlags::VITAL, 8));
+    assert!(!w.fits(ChunkFlags::NON_VITAL, 1024));
+    w.push(&Chunk::non_vital(&[1, 2, 3])).unwrap();
+    assert!(!w.is_empty());
+    assert!(w.fits(ChunkFlags::NON_VITAL, 3));
+    assert!(!w.fits(ChunkFlags::NON_VITAL, 4));
+    w.clear();
+    assert!(w.is_empty());
+    assert_eq!((w.len(), w.num_chunks(), w.remaining()), (0, 0, 10));
+    w.push(&Chunk::vital(9, &[4; 7])).unwrap();
+    assert_eq!(w.as_bytes(), &[0x40, 0x07, 0x09, 4, 4, 4, 4, 4, 4, 4]);
+}
+
+#[test]
+fn a_last_chunk_shorter_than_three_bytes_is_read_to_the_end() {
+    // an empty non-vital chunk (2 bytes) ends the payload: read by the near-end path
+    let payload = hex("00 01 aa 00 00");
+    let mut chunks = Chunks::new(&payload, 2);
+    assert_eq!(chunks.next(), Some(Ok(Chunk::non_vital(&[0xaa]))));
+    assert_eq!(chunks.next(), Some(Ok(Chunk::non_vital(&[]))));
+    assert_eq!(chunks.next(), None);
+    assert_eq!(chunks.trailing(), &[] as &[u8]);
+    // and one more byte after it is trailing
+    let payload = hex("00 01 aa 00 00 ee");
+    let mut chunks = Chunks::new(&payload, 2);
+    assert_eq!(chunks.by_ref().count(), 2);
+    assert_eq!(chunks.trailing(), &[0xee]);
+}
+
+#[test]
+fn chunk_layer_error_texts_are_what_a_log_shows() {
+    let cases = [
+        (
+            PushError::Full {
+                required: 365,
+                available: 364,
+            }
+            .to_string(),
+            "packet full (365 bytes needed, 364 left)",
+        ),
+        (
+            PushError::TooManyChunks.to_string(),
+            "packet full (255 chunks)",
+        ),
+        (
+            PushError::TooLarge { size: 1024 }.to_string(),
+            "chunk of 1024 bytes (max 1023)",
+        ),
+        (
+            PacketError::TooLong { len: 1400 }.to_string(),
+            "payload of 1400 bytes (max 1394)",
+        ),
+        (
+            PacketError::BufferTooSmall { required: 1400 }.to_string(),
+            "buffer too small (1400 bytes needed)",
+        ),
+    ];
+    for (got, want) in cases {
+        assert_eq!(got, want);
+    }
+    // the wrapped errors read as themselves
+    assert_eq!(
+        PacketError::Header(DecodeError::Connless).to_string(),
+        DecodeError::Connless.to_string()
+    );
+    let full = DecompressError::OutputFull { limit: 1397 };
+    assert_eq!(PacketError::Huffman(full).to_string(), full.to_string());
 }
 
 #[test]
