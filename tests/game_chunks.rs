@@ -467,6 +467,17 @@ fn write_packet_limits_and_raw_fallback() {
     // an empty chunk-less resend request: header + token, never compressed (4 B < 2 B + …)
     assert_eq!(write_packet(h, &[], Some(TOK), true, &mut out), Ok(7));
     assert_eq!(&out[..7], &hex("43 ff 00 40 72 f6 5a")[..]);
+    // the shortest payloads Huffman shortens: four zero bytes (two empty chunks, no token) take
+    // 1 bit each and EOF 15, 19 bits in 3 bytes; three would also take 3 bytes, so stay raw
+    let h0 = Header {
+        flags: Flags::default(),
+        ack: 0,
+        num_chunks: 2,
+    };
+    assert_eq!(write_packet(h0, &[0; 4], None, true, &mut out), Ok(6));
+    assert_eq!(out[0] & 0x80, 0x80, "compressed");
+    assert_eq!(write_packet(h0, &[0; 3], None, true, &mut out), Ok(6));
+    assert_eq!(out[0] & 0x80, 0, "raw");
     let too_long = vec![0u8; MAX_PAYLOAD - 3];
     assert_eq!(
         write_packet(h, &too_long, Some(TOK), true, &mut out),

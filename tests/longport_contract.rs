@@ -918,6 +918,10 @@ fn line_anchored_mutants_exclusions_still_point_at_their_lines() {
         ("game/sha256", "let maj = (a & b) ^ (a & c) ^ (b & c);"),
         ("game/layer", "    Err(Dropped::Malformed)"),
         ("game/chunk", "n > 16 || dst.len() != n"),
+        (
+            "game/chunk",
+            "(raw > SHORT_PAYLOAD || compresses(chunks, token_bytes))",
+        ),
         ("game/huffman", "let mut node = (e >> SYM_SHIFT) as u16;"),
         (
             "game/huffman",
