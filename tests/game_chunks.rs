@@ -478,6 +478,24 @@ fn write_packet_limits_and_raw_fallback() {
     assert_eq!(out[0] & 0x80, 0x80, "compressed");
     assert_eq!(write_packet(h0, &[0; 3], None, true, &mut out), Ok(6));
     assert_eq!(out[0] & 0x80, 0, "raw");
+    // a payload whose Huffman form is exactly as long as itself stays raw (DDNet keeps the
+    // compressed form only when strictly shorter): the encoder gets one byte less than the raw
+    // payload to write into
+    let even = (70..200)
+        .flat_map(|len| (0..=len).flat_map(move |zeros| (1..=255u8).map(move |x| (len, zeros, x))))
+        .map(|(len, zeros, x)| {
+            let mut p = vec![0u8; zeros];
+            p.resize(len, x);
+            p
+        })
+        .find(|p| tether_net::game::huffman::compressed_len(p) == p.len())
+        .expect("a payload of 70 to 200 bytes that Huffman does not shorten or lengthen");
+    assert_eq!(
+        write_packet(h0, &even, None, true, &mut out),
+        Ok(3 + even.len())
+    );
+    assert_eq!(out[0] & 0x80, 0, "raw");
+    assert_eq!(&out[3..3 + even.len()], &even[..]);
     let too_long = vec![0u8; MAX_PAYLOAD - 3];
     assert_eq!(
         write_packet(h, &too_long, Some(TOK), true, &mut out),
