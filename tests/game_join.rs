@@ -360,3 +360,36 @@ fn skipping_the_download_sends_ready_and_no_piece_request() {
     assert_eq!(sent_messages(&sent), ["ready"]);
     assert!(!join.wants_flush());
 }
+
+#[test]
+fn a_ready_to_enter_before_the_start_info_does_not_enter_the_game() {
+    use tether_net::game::msg::{emit_message, game_id};
+    use tether_net::game::packer::MsgHeader;
+    let mut buf = [0u8; 64];
+    let n = emit_message(MsgHeader::game(game_id::SV_READY_TO_ENTER), &[], &mut buf).unwrap();
+    let ready_to_enter = buf[..n].to_vec();
+    let mut join = Join::new();
+    // before anything, and while the map downloads: handed on as a message, nothing changes
+    assert!(matches!(
+        join.handle_chunk(&ready_to_enter),
+        Ok(JoinEvent::Message(_))
+    ));
+    assert_eq!(join.state(), JoinState::Idle);
+    let change = tether_net::game::msg::MapChange {
+        name: Str::new("m"),
+        crc: 0x4b8e_39ef,
+        size: 6,
+    };
+    let n = change.emit(&mut buf).unwrap();
+    join.handle_chunk(&buf[..n]).unwrap();
+    let state = join.state();
+    let mut sent = Sent::default();
+    join.flush(tether_net::Instant::ZERO, &mut sent).unwrap();
+    assert!(matches!(
+        join.handle_chunk(&ready_to_enter),
+        Ok(JoinEvent::Message(_))
+    ));
+    assert_eq!(join.state(), state);
+    assert!(!join.wants_flush(), "no ENTERGAME to send");
+    assert_eq!(sent_messages(&sent), ["request 0"]);
+}
