@@ -251,4 +251,21 @@ fn a_rejoin_while_a_vital_chunk_waits_unsent_resets_the_channel() {
     assert_eq!(s.stats().rejoins, 1);
     // the next vital chunk is the new connection's first
     assert_eq!(s.send_vital(at(20), 2, b"new", false), Ok(1));
+
+    // a chunk due at once (flush) when the rejoin comes: the reset drops it, and nothing goes
+    // out in its place (no chunk packet of the old connection, no stray KEEP_ALIVE)
+    let accept = handshake(&mut s, at(30), 3);
+    let _ = events(&mut s);
+    let mut buf = [0u8; 1400];
+    assert_eq!(s.send_vital(at(30), 3, b"old", true), Ok(1));
+    let _ = s.handle_input(at(31), 3, &from_hex(TOKEN_CONNECT)).unwrap();
+    let _ = s.handle_input(at(31), 3, &accept).unwrap();
+    assert_eq!(events(&mut s), [ServerEvent::Rejoined { peer: 3 }]);
+    let mut sent = Vec::new();
+    while let Some(t) = s.poll_transmit(at(31), &mut buf).unwrap() {
+        sent.push((t.to, buf[..t.len].to_vec()));
+    }
+    let mut connect_accept = from_hex("10 00 00 02 54 4b 45 4e");
+    connect_accept.extend_from_slice(&s.token_for(3).0);
+    assert_eq!(sent, [(3, connect_accept)], "only the CONNECT's answer");
 }
