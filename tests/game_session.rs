@@ -1256,3 +1256,102 @@ fn game_error_texts_are_what_a_log_shows() {
         assert_eq!(e.to_string(), text, "{e:?}");
     }
 }
+
+#[test]
+fn game_codec_error_texts_are_what_a_log_shows() {
+    use tether_net::game::connless::ConnlessError;
+    use tether_net::game::huffman::{CompressError, DecompressError};
+    use tether_net::game::msg::MsgError;
+    use tether_net::game::packer::{MsgHeader, UnpackError};
+    use tether_net::game::serve::{MapReadError, ServeError};
+    use tether_net::game::vital::BadAck;
+    let cases: Vec<(String, &str)> = vec![
+        (UnpackError::Truncated.to_string(), "message truncated"),
+        (
+            UnpackError::MissingNul.to_string(),
+            "string without NUL terminator",
+        ),
+        (
+            UnpackError::NegativeLength(-3).to_string(),
+            "negative length -3",
+        ),
+        (
+            UnpackError::BadMsgId(-1).to_string(),
+            "message id out of range (header -1)",
+        ),
+        (
+            MsgError::Unpack(UnpackError::Truncated).to_string(),
+            "message truncated",
+        ),
+        (
+            MsgError::Unexpected(MsgHeader::game(8)).to_string(),
+            "unexpected message MsgHeader { system: false, id: Ordinal(8) }",
+        ),
+        (MsgError::BadValue.to_string(), "field value out of range"),
+        (
+            ConnlessError::TooShort { len: 5 }.to_string(),
+            "connless packet too short (5 bytes)",
+        ),
+        (
+            ConnlessError::TooLong { len: 1401 }.to_string(),
+            "connless packet too long (1401 bytes)",
+        ),
+        (
+            ConnlessError::NotConnless.to_string(),
+            "not a connectionless packet",
+        ),
+        (
+            ConnlessError::SixUp.to_string(),
+            "0.7 connectionless packet",
+        ),
+        (
+            ConnlessError::Truncated.to_string(),
+            "connless packet truncated",
+        ),
+        (
+            ConnlessError::BadNumber.to_string(),
+            "bad number in server info",
+        ),
+        (
+            ConnlessError::UnexpectedType.to_string(),
+            "unexpected connless packet type",
+        ),
+        (MapReadError.to_string(), "map bytes not readable"),
+        (
+            ServeError::Send(tether_net::game::Error::TooManyInFlight).to_string(),
+            "cannot send: resend buffer full: too many vital chunks not acknowledged yet",
+        ),
+        (
+            ServeError::Message(MsgError::BadValue).to_string(),
+            "unreadable message: field value out of range",
+        ),
+        (
+            ServeError::Map(MapReadError).to_string(),
+            "map bytes not readable",
+        ),
+        (
+            CompressError::OutputFull.to_string(),
+            "huffman: compressed data does not fit",
+        ),
+        (
+            DecompressError::OutputFull { limit: 1394 }.to_string(),
+            "huffman: decoded data exceeds 1394 bytes",
+        ),
+        (
+            DecompressError::Truncated { decoded: 7 }.to_string(),
+            "huffman: input ends before EOF (after 7 bytes)",
+        ),
+        (
+            BadAck {
+                ack: 9,
+                peer_ack: 2,
+                sequence: 5,
+            }
+            .to_string(),
+            "ack 9 outside 2..=5",
+        ),
+    ];
+    for (got, want) in cases {
+        assert_eq!(got, want);
+    }
+}

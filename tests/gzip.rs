@@ -976,3 +976,59 @@ proptest! {
         let _ = gunzip(&m, &mut out);
     }
 }
+
+#[test]
+fn gzip_error_texts_are_what_a_log_shows() {
+    let cases = [
+        (GzipError::BadMagic, "gzip: bad magic bytes"),
+        (
+            GzipError::UnsupportedMethod,
+            "gzip: compression method is not deflate",
+        ),
+        (GzipError::ReservedFlags, "gzip: reserved header flags set"),
+        (GzipError::HeaderTruncated, "gzip: truncated header"),
+        (GzipError::HeaderCrc, "gzip: header CRC16 mismatch"),
+        (
+            GzipError::Truncated,
+            "gzip: truncated deflate stream or trailer",
+        ),
+        (GzipError::InvalidBlockType, "deflate: invalid block type 3"),
+        (
+            GzipError::StoredLengthMismatch,
+            "deflate: stored block LEN/NLEN mismatch",
+        ),
+        (
+            GzipError::InvalidCodeLengths,
+            "deflate: invalid Huffman code lengths",
+        ),
+        (
+            GzipError::InvalidSymbol,
+            "deflate: invalid Huffman code or symbol",
+        ),
+        (
+            GzipError::DistanceTooFar,
+            "deflate: back-reference before start of output",
+        ),
+        (
+            GzipError::OutputLimit { limit: 4096 },
+            "gzip: decoded data exceeds the 4096-byte output limit",
+        ),
+        (
+            GzipError::CrcMismatch {
+                expected: 0x1234,
+                actual: 0xdead_beef,
+            },
+            "gzip: CRC32 mismatch (trailer 0x00001234, data 0xdeadbeef)",
+        ),
+        (
+            GzipError::SizeMismatch {
+                expected: 3,
+                actual: 4,
+            },
+            "gzip: ISIZE mismatch (trailer 3, data 4)",
+        ),
+    ];
+    for (e, text) in cases {
+        assert_eq!(e.to_string(), text, "{e:?}");
+    }
+}
