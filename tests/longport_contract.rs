@@ -928,6 +928,7 @@ fn line_anchored_mutants_exclusions_still_point_at_their_lines() {
             "        (u64::from(node) << SYM_SHIFT) | used | (1 << COUNT_SHIFT)",
         ),
         ("game/huffman", "    let limit = out.len();"),
+        ("game/huffman", "        while q < p {"),
         (
             "game/chunk",
             "let size = usize::from(b0 & 0x3F) << 4 | usize::from(b1 & 0x0F);",

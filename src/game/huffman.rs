@@ -1011,6 +1011,8 @@ fn join(
     next: Piece,
 ) -> Piece {
     let input_bits = input.len() * 8;
+    // the next stream's decoded bytes (its buffer holds scratch bytes after them)
+    let known = next_buf.get(..next.count).unwrap_or(&[]);
     let (mut q, mut i) = (next_start, 0);
     let mut stop = next_start;
     loop {
@@ -1018,10 +1020,9 @@ fn join(
             Flow::Done(r) => return piece_of(r, dst, start),
             Flow::Paused { p: at, o: written } => (p, o) = (at, written),
         }
-        while q < p && i < next.count {
-            q += next_buf
-                .get(i)
-                .map_or(0, |&b| code_len(u16::from(b)) as usize);
+        while q < p {
+            let Some(&b) = known.get(i) else { break };
+            q += code_len(u16::from(b)) as usize;
             i += 1;
         }
         if q == p {
@@ -1035,7 +1036,7 @@ fn join(
     }
     // in step at the next stream's byte `i`: its bytes from there on are the true ones; as many
     // as fit
-    let tail = next_buf.get(i..next.count).unwrap_or(&[]);
+    let tail = known.get(i..).unwrap_or(&[]);
     let free = dst.get_mut(o..).unwrap_or(&mut []);
     let n = tail.len().min(free.len());
     if let (Some(to), Some(from)) = (free.get_mut(..n), tail.get(..n)) {
