@@ -1010,6 +1010,7 @@ fn join(
     next_buf: &[u8],
     next: Piece,
 ) -> Piece {
+    use core::cmp::Ordering;
     let input_bits = input.len() * 8;
     // the next stream's decoded bytes (its buffer holds scratch bytes after them)
     let known = next_buf.get(..next.count).unwrap_or(&[]);
@@ -1025,14 +1026,17 @@ fn join(
             q += code_len(u16::from(b)) as usize;
             i += 1;
         }
-        if q == p {
-            break;
+        match q.cmp(&p) {
+            // a common boundary
+            Ordering::Equal => break,
+            // the next stream's bytes ran out before it: the rest alone
+            Ordering::Less => {
+                let r = finish(decode_from(input, input_bits, p, dst, o, usize::MAX));
+                return piece_of(r, dst, start);
+            }
+            // go on to the next stream's next boundary
+            Ordering::Greater => stop = q,
         }
-        if q < p {
-            let r = finish(decode_from(input, input_bits, p, dst, o, usize::MAX));
-            return piece_of(r, dst, start);
-        }
-        stop = q;
     }
     // in step at the next stream's byte `i`: its bytes from there on are the true ones; as many
     // as fit
