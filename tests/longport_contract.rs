@@ -929,6 +929,15 @@ fn line_anchored_mutants_exclusions_still_point_at_their_lines() {
         ),
         ("game/huffman", "    let limit = out.len();"),
         ("game/huffman", "        while q < p {"),
+        ("game/huffman", "    [len / 3, len * 2 / 3]"),
+        (
+            "game/huffman",
+            "let (end_a, end_b, end_c) = (sb - 64, sc - 64, input_bits - 64);",
+        ),
+        (
+            "game/huffman",
+            "while a.p <= end_a && b.p <= end_b && c.p <= end_c && ob + 32 <= limit",
+        ),
         (
             "game/chunk",
             "let size = usize::from(b0 & 0x3F) << 4 | usize::from(b1 & 0x0F);",
