@@ -932,6 +932,10 @@ fn line_anchored_mutants_exclusions_still_point_at_their_lines() {
         ("game/huffman", "    [len / 3, len * 2 / 3]"),
         (
             "game/huffman",
+            "row_b[ob.min(ROW - 32)..].first_chunk_mut::<32>(),",
+        ),
+        (
+            "game/huffman",
             "let (end_a, end_b, end_c) = (sb - 64, sc - 64, input_bits - 64);",
         ),
         (
