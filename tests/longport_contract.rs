@@ -929,6 +929,10 @@ fn line_anchored_mutants_exclusions_still_point_at_their_lines() {
         ),
         ("game/huffman", "    let limit = out.len();"),
         ("game/huffman", "        while q < p {"),
+        (
+            "game/huffman",
+            "            q += code_len(u16::from(b)) as usize;",
+        ),
         ("game/huffman", "    while end > input_bits && o > 0 {"),
         ("game/huffman", "    [len / 3, len * 2 / 3]"),
         (
