@@ -269,3 +269,25 @@ fn a_rejoin_while_a_vital_chunk_waits_unsent_resets_the_channel() {
     connect_accept.extend_from_slice(&s.token_for(3).0);
     assert_eq!(sent, [(3, connect_accept)], "only the CONNECT's answer");
 }
+
+#[test]
+fn the_client_counts_its_vital_chunks_until_the_server_acknowledges_them() {
+    let mut c = online(true);
+    assert_eq!(c.unacked(), 0);
+    assert_eq!(c.send_vital(at(1), b"one", false), Ok(1));
+    assert_eq!(c.send_vital(at(1), b"two", true), Ok(2));
+    assert_eq!(c.unacked(), 2, "queued");
+    assert_eq!(drain(&mut c, at(1)).len(), 1, "both in one packet");
+    assert_eq!(c.unacked(), 2, "sent, not acknowledged");
+    // the server's KEEP_ALIVEs acknowledge sequence 1, then 2
+    assert_eq!(
+        feed(&mut c, at(2), &from_hex("10 01 00 00 12 34 56 78")),
+        None
+    );
+    assert_eq!(c.unacked(), 1);
+    assert_eq!(
+        feed(&mut c, at(3), &from_hex("10 02 00 00 12 34 56 78")),
+        None
+    );
+    assert_eq!(c.unacked(), 0);
+}

@@ -301,6 +301,46 @@ fn bad_ack_dropped_and_counted_until_sequence_reported() {
 }
 
 #[test]
+fn the_reported_sequence_is_taken_modulo_1024() {
+    let mut c = online();
+    // 1029 is sequence 5 of the 10-bit space: acks 0..=5 are in range, 6 is not
+    c.set_sequence(1024 + 5);
+    feed(&mut c, ms(5), &hex("10 06 00 00 12 34 56 78"));
+    assert_eq!(c.stats().dropped_bad_ack, 1);
+    assert_eq!(c.peer_ack(), 0);
+    feed(&mut c, ms(6), &hex("10 05 00 00 12 34 56 78"));
+    assert_eq!(c.stats().dropped_bad_ack, 1);
+    assert_eq!(c.peer_ack(), 5);
+}
+
+#[test]
+fn a_closed_client_ignores_input_though_its_queue_is_full() {
+    // both events of a life waiting in a queue of two: the client is closed, so input is taken
+    // and ignored (counted), not refused for the full queue, and the events stay as they were
+    let mut c: Client<2> = Client::with_capacities(ClientConfig::default());
+    c.connect(ms(0)).unwrap();
+    let _ = drain(&mut c, ms(0));
+    feed(&mut c, ms(1), &hex("10 00 00 02 54 4b 45 4e 12 34 56 78"));
+    let close = hex("10 00 00 04 12 34 56 78");
+    feed(&mut c, ms(2), &close);
+    assert_eq!(c.stats().ignored_closed, 0);
+    feed(&mut c, ms(3), &close);
+    assert_eq!(c.stats().ignored_closed, 1);
+    assert_eq!(c.close(ms(3), "late"), Err(Error::Closed));
+    assert_eq!(
+        events(&mut c),
+        [
+            ClientEvent::Connected {
+                token: Some(Token([0x12, 0x34, 0x56, 0x78]))
+            },
+            ClientEvent::Closed {
+                cause: CloseCause::Peer
+            }
+        ]
+    );
+}
+
+#[test]
 fn connect_accept_with_nonzero_ack_is_dropped() {
     let mut c = connecting();
     feed(&mut c, ms(1), &hex("10 01 00 02 54 4b 45 4e 12 34 56 78"));
