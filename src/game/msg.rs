@@ -1133,6 +1133,32 @@ mod tests {
     use super::*;
 
     #[test]
+    fn every_snapshot_form_gives_its_delta_tick() {
+        // the wire carries `tick - delta_tick`; `tick + 1` means a delta against the empty
+        // snapshot (-1), and the subtraction wraps like the reference's int arithmetic
+        let data = &[0u8; 2][..];
+        for (tick, delta, delta_tick) in [(100, 3, 97), (80, 81, -1), (i32::MIN, 1, i32::MAX)] {
+            let snap = Snap {
+                tick,
+                delta,
+                num_parts: 2,
+                part: 0,
+                crc: 0,
+                data,
+            };
+            assert_eq!(snap.delta_tick(), delta_tick);
+            assert_eq!(SnapEmpty { tick, delta }.delta_tick(), delta_tick);
+            let single = SnapSingle {
+                tick,
+                delta,
+                crc: 0,
+                data,
+            };
+            assert_eq!(single.delta_tick(), delta_tick);
+        }
+    }
+
+    #[test]
     fn no_field_messages_are_one_byte() {
         let mut out = [0u8; 4];
         assert_eq!(Ready {}.emit(&mut out), Ok(1));
