@@ -1199,6 +1199,41 @@ mod tests {
     }
 
     #[test]
+    fn input_ints_compare_by_size_and_values_whatever_their_form() {
+        let parsed = |vals: &[i32]| {
+            let msg = Input {
+                ack_tick: 1,
+                intended_tick: 2,
+                input: InputInts::from_values(vals),
+            };
+            let mut out = [0u8; 64];
+            let n = msg.emit(&mut out).unwrap();
+            (out, n)
+        };
+        let (bytes, n) = parsed(&[1, -2, 300]);
+        let from_wire = Input::parse(&bytes[..n]).unwrap().input;
+        // the packed (received) form equals the values form with the same ints
+        assert_eq!(from_wire, InputInts::from_values(&[1, -2, 300]));
+        assert_eq!(
+            from_wire.iter().collect::<alloc::vec::Vec<_>>(),
+            [1, -2, 300]
+        );
+        assert!(!from_wire.is_empty());
+        assert_eq!(from_wire.len(), 3);
+        // one int different, one more or one fewer: not equal
+        assert_ne!(from_wire, InputInts::from_values(&[1, -2, 301]));
+        assert_ne!(from_wire, InputInts::from_values(&[1, -2, 300, 0]));
+        assert_ne!(from_wire, InputInts::from_values(&[1, -2]));
+        let none = InputInts::from_values(&[]);
+        assert!(none.is_empty());
+        assert_eq!(none.size(), 0);
+        let (bytes, n) = parsed(&[]);
+        let empty_from_wire = Input::parse(&bytes[..n]).unwrap().input;
+        assert!(empty_from_wire.is_empty());
+        assert_eq!(empty_from_wire, none);
+    }
+
+    #[test]
     fn input_size_out_of_range() {
         // size 516 > 512
         assert_eq!(
