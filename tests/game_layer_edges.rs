@@ -278,6 +278,7 @@ fn the_client_counts_its_vital_chunks_until_the_server_acknowledges_them() {
     assert_eq!(c.send_vital(at(1), b"two", true), Ok(2));
     assert_eq!(c.unacked(), 2, "queued");
     assert_eq!(drain(&mut c, at(1)).len(), 1, "both in one packet");
+    assert_eq!(c.stats().chunk_packets_sent, 1);
     assert_eq!(c.unacked(), 2, "sent, not acknowledged");
     // the server's KEEP_ALIVEs acknowledge sequence 1, then 2
     assert_eq!(

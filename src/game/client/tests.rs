@@ -301,6 +301,35 @@ fn bad_ack_dropped_and_counted_until_sequence_reported() {
 }
 
 #[test]
+#[cfg(feature = "server-info")]
+fn an_info_request_carries_the_token_cut_to_its_form() {
+    // the 0.6 request has one token byte, DDNet's extended one three
+    use crate::game::connless::InfoRequest;
+    for (extended, token) in [(false, 0x78), (true, 0x34_5678)] {
+        let mut c: Client = Client::with_capacities(ClientConfig::default());
+        c.request_info(ms(0), 0x1234_5678, extended).unwrap();
+        let sent = drain(&mut c, ms(0));
+        assert_eq!(sent.len(), 1);
+        let req = InfoRequest::parse(&sent[0]).unwrap();
+        assert_eq!((req.extended, req.token), (extended, token));
+    }
+}
+
+#[test]
+fn confirmed_once_the_server_sends_more_than_connect_accept() {
+    let mut c = connecting();
+    assert!(!c.is_confirmed());
+    feed(&mut c, ms(1), &hex("10 00 00 02 54 4b 45 4e 12 34 56 78"));
+    assert_eq!(c.state(), ClientState::Online);
+    assert!(!c.is_confirmed(), "only CONNECT_ACCEPT so far");
+    feed(&mut c, ms(2), &hex("10 00 00 00 12 34 56 78"));
+    assert!(c.is_confirmed(), "a KEEP_ALIVE with the token");
+    feed(&mut c, ms(3), &hex("10 00 00 04 12 34 56 78"));
+    assert_eq!(c.state(), ClientState::Closed);
+    assert!(!c.is_confirmed());
+}
+
+#[test]
 fn the_reported_sequence_is_taken_modulo_1024() {
     let mut c = online();
     // 1029 is sequence 5 of the 10-bit space: acks 0..=5 are in range, 6 is not
