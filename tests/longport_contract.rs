@@ -930,6 +930,10 @@ fn line_anchored_mutants_exclusions_still_point_at_their_lines() {
         ("game/huffman", "    let limit = out.len();"),
         ("game/huffman", "        while q < p {"),
         (
+            "game/client/mod",
+            "    fn handle_connless<'a>(&mut self, _: &'a [u8]) -> Option<ClientApp<'a>> {",
+        ),
+        (
             "game/huffman",
             "            q += code_len(u16::from(b)) as usize;",
         ),

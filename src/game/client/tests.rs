@@ -840,6 +840,69 @@ fn server_info_update_is_handed_out_while_online() {
 }
 
 #[test]
+#[cfg(feature = "server-info")]
+fn info_answers_are_taken_only_when_asked_for_or_as_an_update_while_online() {
+    let answer = |token: i32| {
+        let mut buf = info_update();
+        // the token is the first string after the 14-byte header ("-1" in the update)
+        assert_eq!(&buf[14..17], b"-1\0");
+        let mut t = std::format!("{token}").into_bytes();
+        t.push(0);
+        buf.splice(14..17, t);
+        buf
+    };
+    // an update (token -1) while connecting, or while offline: not ours
+    let mut c = connecting();
+    assert_eq!(feed_app(&mut c, ms(1), &info_update()), None);
+    let mut offline: Client = Client::with_capacities(ClientConfig::default());
+    assert_eq!(feed_app(&mut offline, ms(1), &info_update()), None);
+    assert_eq!(offline.stats().dropped_connless, 1);
+    // online, an answer with a token nobody asked for
+    let mut c = online();
+    assert_eq!(feed_app(&mut c, ms(1), &answer(7)), None);
+    assert_eq!(c.stats().dropped_connless, 1);
+    // asked for while offline, answered after the connection closed: dropped
+    let mut c: Client = Client::with_capacities(ClientConfig::default());
+    c.request_info(ms(0), 7, false).unwrap();
+    let _ = drain(&mut c, ms(0));
+    assert!(matches!(
+        feed_app(&mut c, ms(1), &answer(7)),
+        Some(ClientApp::ServerInfo(i)) if i.token == 7
+    ));
+    c.connect(ms(2)).unwrap();
+    let _ = drain(&mut c, ms(2));
+    feed(&mut c, ms(3), &hex("10 00 00 02 54 4b 45 4e 12 34 56 78"));
+    feed(&mut c, ms(4), &hex("10 00 00 04 12 34 56 78"));
+    assert_eq!(c.state(), ClientState::Closed);
+    assert_eq!(feed_app(&mut c, ms(5), &answer(7)), None);
+    assert_eq!(c.stats().info_answers, 1);
+    assert_eq!(c.stats().dropped_connless, 1);
+}
+
+#[test]
+fn a_keep_alive_is_not_queued_behind_a_pending_accept() {
+    let mut c = connecting();
+    feed(&mut c, ms(1), &hex("10 00 00 02 54 4b 45 4e 12 34 56 78"));
+    // the keep-alive interval since the CONNECT has passed, the ACCEPT is still waiting: it
+    // goes out alone (it is the keep-alive)
+    c.handle_timeout(ms(300));
+    assert_eq!(drain(&mut c, ms(300)), [hex("10 00 00 03 12 34 56 78")]);
+    assert_eq!(c.stats().keep_alives_sent, 0);
+}
+
+#[test]
+fn a_queued_keep_alive_sets_no_deadline_of_its_own() {
+    // handle_timeout queued the KEEP_ALIVE; until it is written the next deadline is another
+    // timer's, not the passed keep-alive time (a driver that asks before draining must not spin)
+    let mut c = online();
+    c.handle_timeout(ms(300));
+    let next = c.poll_timeout().unwrap();
+    assert!(next > ms(300), "{next:?}");
+    assert_eq!(drain(&mut c, ms(300)), [hex("10 00 00 00 12 34 56 78")]);
+    assert_eq!(c.poll_timeout(), Some(ms(550)));
+}
+
+#[test]
 #[cfg(not(feature = "server-info"))]
 fn without_server_info_connless_datagrams_are_dropped() {
     let mut c = online();
