@@ -329,6 +329,56 @@ fn confirmed_once_the_server_sends_more_than_connect_accept() {
     assert!(!c.is_confirmed());
 }
 
+/// CONNECT_ACCEPT with token `t` (hex of four bytes)
+fn connect_accept_with(t: &str) -> Vec<u8> {
+    hex(&std::format!("10 00 00 02 54 4b 45 4e {t}"))
+}
+
+#[test]
+fn the_server_packets_pick_the_earlier_candidate_token() {
+    // CONNECT_ACCEPT with 12345678, then another with aabbccdd (which becomes current); the
+    // server's keep-alive carries 12345678: that candidate wins
+    let mut c = connecting();
+    feed(&mut c, ms(1), &connect_accept_with("12 34 56 78"));
+    feed(&mut c, ms(2), &connect_accept_with("aa bb cc dd"));
+    assert_eq!(c.token(), Some(Token([0xaa, 0xbb, 0xcc, 0xdd])));
+    assert_eq!(c.stats().token_candidates, 1);
+    feed(&mut c, ms(3), &hex("10 00 00 00 12 34 56 78"));
+    assert_eq!(c.token(), Some(TOK));
+    assert!(c.is_confirmed());
+    assert_eq!(c.stats().keep_alives_received, 1);
+    // confirmed: a CONNECT_ACCEPT with another token is a packet with the wrong token
+    feed(&mut c, ms(4), &connect_accept_with("aa bb cc dd"));
+    assert_eq!(c.stats().dropped_wrong_token, 1);
+    assert_eq!(c.stats().token_candidates, 1);
+    assert_eq!(c.token(), Some(TOK));
+}
+
+#[test]
+fn a_keep_alive_with_the_current_token_wins_over_a_bare_candidate() {
+    // a bare CONNECT_ACCEPT (vanilla server?) first, then one with 12345678: the keep-alive
+    // with 12345678 confirms the token, it does not fall back to the bare candidate
+    let mut c = connecting();
+    feed(&mut c, ms(1), &hex("10 00 00 02"));
+    feed(&mut c, ms(2), &connect_accept_with("12 34 56 78"));
+    assert_eq!(c.token(), Some(TOK));
+    feed(&mut c, ms(3), &hex("10 00 00 00 12 34 56 78"));
+    assert_eq!(c.token(), Some(TOK));
+    assert!(c.is_confirmed());
+}
+
+#[test]
+fn a_vanilla_client_takes_no_token_from_a_later_connect_accept() {
+    let mut c = Client::new(ClientConfig::default().with_vanilla(true));
+    c.connect(ms(0)).unwrap();
+    let _ = drain(&mut c, ms(0));
+    feed(&mut c, ms(1), &hex("10 00 00 02"));
+    assert_eq!(c.state(), ClientState::Online);
+    feed(&mut c, ms(2), &connect_accept_with("12 34 56 78"));
+    assert_eq!(c.token(), None);
+    assert_eq!(c.stats().token_candidates, 0);
+}
+
 #[test]
 fn the_reported_sequence_is_taken_modulo_1024() {
     let mut c = online();
