@@ -368,6 +368,17 @@ fn a_keep_alive_with_the_current_token_wins_over_a_bare_candidate() {
 }
 
 #[test]
+fn a_chunk_packet_is_no_connect_accept_whatever_its_first_payload_byte() {
+    // not confirmed yet; a chunk packet whose payload starts with 02 (CONNECT_ACCEPT's id in a
+    // control packet) is read as the chunk packet it is, with the token, and confirms
+    let mut c = online();
+    assert!(!c.is_confirmed());
+    let app = feed(&mut c, ms(5), &hex("00 00 01 02 43 12 34 56 78"));
+    assert_eq!(app, Some(vec![0x02, 0x43]));
+    assert!(c.is_confirmed());
+}
+
+#[test]
 fn a_vanilla_client_takes_no_token_from_a_later_connect_accept() {
     let mut c = Client::new(ClientConfig::default().with_vanilla(true));
     c.connect(ms(0)).unwrap();
