@@ -931,6 +931,10 @@ fn line_anchored_mutants_exclusions_still_point_at_their_lines() {
         ("game/huffman", "        while q < p {"),
         (
             "game/client/mod",
+            "} else if self.awaiting_server && self.alt_token != Some(token) {",
+        ),
+        (
+            "game/client/mod",
             "    fn handle_connless<'a>(&mut self, _: &'a [u8]) -> Option<ClientApp<'a>> {",
         ),
         (

@@ -558,6 +558,14 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_string_counts_its_bytes_without_the_nul() {
+        let s = Str::new("héllo");
+        assert_eq!((s.len(), s.wire_len(), s.is_empty()), (6, 7, false));
+        let e = Str::new("");
+        assert_eq!((e.len(), e.wire_len(), e.is_empty()), (0, 1, true));
+    }
+
+    #[test]
     fn int_vectors() {
         let cases: [(i32, &[u8]); 16] = [
             (0, &[0x00]),

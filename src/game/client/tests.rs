@@ -378,6 +378,91 @@ fn a_chunk_packet_is_no_connect_accept_whatever_its_first_payload_byte() {
     assert!(c.is_confirmed());
 }
 
+/// A vanilla client online (bare CONNECT_ACCEPT answered)
+fn vanilla_online() -> Client {
+    let mut c = Client::new(ClientConfig::default().with_vanilla(true));
+    c.connect(ms(0)).unwrap();
+    let _ = drain(&mut c, ms(0));
+    feed(&mut c, ms(1), &hex("10 00 00 02"));
+    let _ = drain(&mut c, ms(1));
+    assert_eq!(c.state(), ClientState::Online);
+    c
+}
+
+/// A compressed control packet (header 90 00 00, ack 0) of `plain`
+fn compressed_control(plain: &[u8]) -> Vec<u8> {
+    let mut packed = [0u8; 512];
+    let n = crate::game::huffman::compress(plain, &mut packed).unwrap();
+    let mut pkt = hex("90 00 00");
+    pkt.extend_from_slice(&packed[..n]);
+    pkt
+}
+
+/// CLOSE's payload with a reason of `len` bytes
+fn close_payload(len: usize) -> Vec<u8> {
+    let mut plain = vec![0x04];
+    plain.extend(core::iter::repeat_n(b'r', len));
+    plain.push(0);
+    plain
+}
+
+#[test]
+#[cfg(feature = "control-huffman")]
+fn a_compressed_close_fits_the_small_buffer_or_is_dropped() {
+    // the CLOSE is decoded into a 192-byte buffer: 3 header bytes, then id, reason and NUL; a
+    // reason of 187 bytes fills it exactly and is understood (the event reason keeps 127 bytes)
+    for reason in [98, 187] {
+        let mut c = vanilla_online();
+        let pkt = compressed_control(&close_payload(reason));
+        let app = feed_app(&mut c, ms(2), &pkt);
+        assert!(
+            matches!(app, Some(ClientApp::Close { .. })),
+            "{reason}: {app:?}"
+        );
+        assert_eq!(c.state(), ClientState::Closed);
+        let kept = c.peer_close_reason().unwrap();
+        assert_eq!(kept.as_bytes().len(), reason.min(127), "{reason}");
+        assert_eq!(c.stats().dropped_malformed, 0);
+    }
+    // one byte more does not fit: dropped as malformed, the connection stays
+    let mut c = vanilla_online();
+    assert_eq!(
+        feed_app(&mut c, ms(2), &compressed_control(&close_payload(188))),
+        None
+    );
+    assert_eq!(c.state(), ClientState::Online);
+    assert_eq!(c.stats().dropped_malformed, 1);
+}
+
+#[test]
+#[cfg(feature = "control-huffman")]
+fn a_compressed_control_packet_on_a_token_connection_is_dropped() {
+    // DDNet never compresses control packets: a compressed KEEP_ALIVE that even carries the
+    // token is dropped as malformed on a token connection
+    let mut c = online();
+    assert_eq!(
+        feed_app(&mut c, ms(2), &compressed_control(&hex("00 12 34 56 78"))),
+        None
+    );
+    assert_eq!(c.stats().dropped_malformed, 1);
+    assert_eq!(c.stats().keep_alives_received, 0);
+    assert!(!c.is_confirmed());
+}
+
+#[test]
+fn any_control_packet_with_the_token_confirms_and_only_warned_packets_count_warnings() {
+    let mut c = online();
+    // an ACCEPT from the server (odd, but a packet with the token after our ACCEPT)
+    feed(&mut c, ms(5), &hex("10 00 00 03 12 34 56 78"));
+    assert!(c.is_confirmed());
+    assert_eq!(c.stats().warnings, 0);
+    // a late CONNECT_ACCEPT with the current token: liveness, no second ACCEPT, no candidate
+    feed(&mut c, ms(6), &connect_accept_with("12 34 56 78"));
+    assert!(drain(&mut c, ms(6)).is_empty());
+    assert_eq!(c.stats().token_candidates, 0);
+    assert_eq!(c.token(), Some(TOK));
+}
+
 #[test]
 fn a_vanilla_client_takes_no_token_from_a_later_connect_accept() {
     let mut c = Client::new(ClientConfig::default().with_vanilla(true));
