@@ -242,6 +242,7 @@ fn auth_ok_tcp_matches_the_vectors_and_reports_the_grant() {
     assert_eq!(events(&mut c), [connected(LoginKind::Auth, EXPIRES, true)]);
     assert_eq!(c.state(), ClientState::Connected);
     assert_eq!(c.session_id(), Some("s1"));
+    assert_eq!(c.session_expires(), Some(EXPIRES));
     assert!(!c.has_token(), "one-time token used up");
     assert_eq!(c.poll_timeout(), Some(at(60_000)), "first heartbeat");
 }
@@ -320,6 +321,7 @@ fn auth_denied_reports_status_and_error_code_then_asks_for_a_token() {
     );
     assert!(!c.has_token());
     assert_eq!(c.session_id(), None);
+    assert_eq!(c.session_expires(), None);
     // the back-off elapses without a token: wait for one, no second TokenNeeded
     c.handle_timeout(at(1_005));
     assert!(events(&mut c).is_empty());
