@@ -1231,6 +1231,22 @@ mod tests {
         let empty_from_wire = Input::parse(&bytes[..n]).unwrap().input;
         assert!(empty_from_wire.is_empty());
         assert_eq!(empty_from_wire, none);
+        // hashing agrees with equality (the forms hash alike), and the debug form lists the ints
+        let hash = |v: &InputInts<'_>| {
+            use core::hash::{Hash, Hasher};
+            let mut h = std::hash::DefaultHasher::new();
+            v.hash(&mut h);
+            h.finish()
+        };
+        assert_eq!(
+            hash(&from_wire),
+            hash(&InputInts::from_values(&[1, -2, 300]))
+        );
+        assert_ne!(
+            hash(&from_wire),
+            hash(&InputInts::from_values(&[1, -2, 301]))
+        );
+        assert_eq!(std::format!("{from_wire:?}"), "[1, -2, 300]");
     }
 
     #[test]
