@@ -248,6 +248,39 @@ fn auth_ok_tcp_matches_the_vectors_and_reports_the_grant() {
 }
 
 #[test]
+fn the_largest_body_goes_out_in_a_buffer_of_exactly_its_size_and_one_byte_more_is_refused() {
+    use crate::longport::wire::{MAX_BODY_LEN, REQUEST_HEADER_LEN};
+    let mut c = ready_tcp();
+    let big = vec![7u8; MAX_BODY_LEN];
+    let bigger = vec![7u8; MAX_BODY_LEN + 1];
+    let too_long = Error::TooLong {
+        len: MAX_BODY_LEN + 1,
+        max: MAX_BODY_LEN,
+    };
+    let mut out = vec![0u8; REQUEST_HEADER_LEN + MAX_BODY_LEN];
+    let (_, t) = c
+        .send_request(at(1), 11, Duration::ZERO, &big, &mut out)
+        .unwrap();
+    assert_eq!(t.len, out.len());
+    let mut out = vec![0u8; REQUEST_HEADER_LEN + MAX_BODY_LEN + 1];
+    assert_eq!(
+        c.send_request(at(1), 11, Duration::ZERO, &bigger, &mut out)
+            .err(),
+        Some(too_long)
+    );
+    // the heartbeat echo has the same bound
+    let mut out = vec![0u8; MAX_BODY_LEN + 64];
+    assert!(c
+        .echo_heartbeat(at(1), RequestId(9), &big, false, &mut out)
+        .is_ok());
+    assert_eq!(
+        c.echo_heartbeat(at(1), RequestId(9), &bigger, false, &mut out)
+            .err(),
+        Some(too_long)
+    );
+}
+
+#[test]
 fn auth_carries_metadata() {
     let mut c = client(cfg_tcp());
     let meta = [("accept-language", "en")];
@@ -1215,6 +1248,15 @@ fn close_fails_requests_sends_ws_close_and_emits_one_closed() {
     c.handle_timeout(at(1_000_000));
     assert!(events(&mut c).is_empty());
     assert_eq!(c.poll_timeout(), None);
+    // over TCP there is no close frame: closing the link is the caller's
+    let mut c = ready_tcp();
+    c.close(at(2), "bye now").unwrap();
+    assert_eq!(tx(&mut c, at(2)), []);
+    // nor on a WebSocket that is not up yet
+    let mut c = client(cfg_ws());
+    c.connect(T0, Credentials::new("abc")).unwrap();
+    c.close(T0, "bye now").unwrap();
+    assert_eq!(tx(&mut c, T0), []);
     assert_eq!(c.state(), ClientState::Closed);
     let mut out = [0u8; 64];
     assert_eq!(
