@@ -968,6 +968,24 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_connless_datagram_of_the_largest_packet_size_parses_and_one_byte_more_is_too_long() {
+        let mut d = [0xffu8; MAX_PACKET_LEN + 1];
+        let p = ConnlessPacket::parse(&d[..MAX_PACKET_LEN]).unwrap();
+        assert_eq!(p.payload.len(), MAX_PACKET_LEN - CONNLESS_HEADER_LEN);
+        assert_eq!(
+            ConnlessPacket::parse(&d),
+            Err(ConnlessError::TooLong {
+                len: MAX_PACKET_LEN + 1
+            })
+        );
+        d[0] = 0x00;
+        assert_eq!(
+            ConnlessPacket::parse(&d[..MAX_PACKET_LEN]),
+            Err(ConnlessError::NotConnless)
+        );
+    }
+
+    #[test]
     fn decimal_numbers() {
         for v in [
             0i64,
