@@ -576,6 +576,14 @@ fn server_heartbeat_requests_are_echoed() {
     );
     assert!(tx(&mut c, at(2)).is_empty());
     assert_eq!(c.stats().dropped, 1);
+    // after the link went down: bytes are dropped and counted, an empty read is not a drop
+    c.handle_closed(at(3), ());
+    let r = c.handle_input(at(3), (), &[]).unwrap();
+    assert_eq!(r.bytes_consumed(), 0);
+    assert_eq!(c.stats().dropped, 1);
+    let r = c.handle_input(at(3), (), &[1, 2, 3]).unwrap();
+    assert_eq!(r.bytes_consumed(), 3);
+    assert_eq!(c.stats().dropped, 2);
 }
 
 #[test]
@@ -640,6 +648,11 @@ fn websocket_login_heartbeat_and_ping_pong() {
 #[test]
 fn websocket_messages_are_consumed_whole_and_bad_ones_dropped() {
     let mut c = ready_with(cfg_ws());
+    // a whole message: nothing trailing
+    let clean = pkt(Packet::push(101, &[1]));
+    let r = c.handle_input(at(1), (), &clean).unwrap();
+    assert_eq!(r.bytes_consumed(), clean.len());
+    assert_eq!(c.stats().trailing_bytes, 0);
     let mut msg = pkt(Packet::push(101, &[1]));
     msg.extend([0xAA, 0xBB]);
     let r = c.handle_input(at(1), (), &msg).unwrap();
