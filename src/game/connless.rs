@@ -968,6 +968,55 @@ mod tests {
     use super::*;
 
     #[test]
+    fn client_lists_compare_by_their_entries_whatever_their_form() {
+        extern crate std;
+        use crate::game::packer::Str;
+        let player = |name| ClientInfo {
+            name: Str::new(name),
+            clan: Str::new("c"),
+            country: -1,
+            score: 10,
+            is_player: 1,
+        };
+        let two = [player("a"), player("b")];
+        let info = ServerInfo {
+            kind: InfoKind::Vanilla,
+            token: 3,
+            version: Str::new("0.6.4"),
+            name: Str::new("srv"),
+            map: Str::new("dm1"),
+            game_type: Str::new("DM"),
+            flags: 0,
+            num_players: 2,
+            max_players: 8,
+            num_clients: 2,
+            max_clients: 8,
+            clients: ClientList::from_slice(&two),
+        };
+        let mut buf = [0u8; 256];
+        let n = info.emit(&mut buf).unwrap();
+        let parsed = ServerInfo::parse(&buf[..n]).unwrap();
+        let wire = parsed.clients;
+        // the list read from the wire equals the one it was written from
+        assert_eq!(wire, ClientList::from_slice(&two));
+        assert!(!wire.is_empty());
+        assert!(ClientList::EMPTY.is_empty());
+        // another entry, one fewer: not equal
+        let other = [player("a"), player("x")];
+        assert_ne!(wire, ClientList::from_slice(&other));
+        assert_ne!(wire, ClientList::from_slice(&two[..1]));
+        // hashing agrees with equality
+        let hash = |l: &ClientList<'_>| {
+            use core::hash::{Hash, Hasher};
+            let mut h = std::hash::DefaultHasher::new();
+            l.hash(&mut h);
+            h.finish()
+        };
+        assert_eq!(hash(&wire), hash(&ClientList::from_slice(&two)));
+        assert_ne!(hash(&wire), hash(&ClientList::from_slice(&other)));
+    }
+
+    #[test]
     fn a_connless_datagram_of_the_largest_packet_size_parses_and_one_byte_more_is_too_long() {
         let mut d = [0xffu8; MAX_PACKET_LEN + 1];
         let p = ConnlessPacket::parse(&d[..MAX_PACKET_LEN]).unwrap();
