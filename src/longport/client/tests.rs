@@ -295,6 +295,35 @@ fn auth_carries_metadata() {
 }
 
 #[test]
+fn early_timeouts_change_nothing_while_dialing_or_backing_off() {
+    // dialing: the connect timeout has not passed
+    let mut c = client(cfg_tcp());
+    c.connect(T0, Credentials::new("abc")).unwrap();
+    let _ = events(&mut c);
+    let state = c.state();
+    let deadline = c.poll_timeout().unwrap();
+    c.handle_timeout(deadline - Duration::from_millis(1));
+    assert_eq!(c.state(), state);
+    assert!(events(&mut c).is_empty());
+    // backing off after the link dropped: the reconnect waits for its time
+    let mut c = ready_tcp();
+    c.handle_closed(at(1), ());
+    let at_reconnect = events(&mut c)
+        .into_iter()
+        .find_map(|e| match e {
+            Ev::ReconnectScheduled { at, .. } => Some(at),
+            _ => None,
+        })
+        .unwrap();
+    let state = c.state();
+    c.handle_timeout(at_reconnect - Duration::from_millis(1));
+    assert_eq!(c.state(), state);
+    assert!(events(&mut c).is_empty());
+    c.handle_timeout(at_reconnect);
+    assert_ne!(c.state(), state, "the reconnect starts at its time");
+}
+
+#[test]
 fn credentials_too_large_are_refused_without_change() {
     let mut c = client(cfg_tcp());
     let long = "x".repeat(65);
