@@ -379,6 +379,7 @@ fn a_chunk_packet_is_no_connect_accept_whatever_its_first_payload_byte() {
 }
 
 /// A vanilla client online (bare CONNECT_ACCEPT answered)
+#[cfg(feature = "control-huffman")]
 fn vanilla_online() -> Client {
     let mut c = Client::new(ClientConfig::default().with_vanilla(true));
     c.connect(ms(0)).unwrap();
@@ -390,6 +391,7 @@ fn vanilla_online() -> Client {
 }
 
 /// A compressed control packet (header 90 00 00, ack 0) of `plain`
+#[cfg(feature = "control-huffman")]
 fn compressed_control(plain: &[u8]) -> Vec<u8> {
     let mut packed = [0u8; 512];
     let n = crate::game::huffman::compress(plain, &mut packed).unwrap();
@@ -399,6 +401,7 @@ fn compressed_control(plain: &[u8]) -> Vec<u8> {
 }
 
 /// CLOSE's payload with a reason of `len` bytes
+#[cfg(feature = "control-huffman")]
 fn close_payload(len: usize) -> Vec<u8> {
     let mut plain = vec![0x04];
     plain.extend(core::iter::repeat_n(b'r', len));
