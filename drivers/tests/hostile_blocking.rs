@@ -72,7 +72,7 @@ fn a_pipelining_client_that_never_reads_delays_nobody_and_memory_stays_bounded()
     let running = echo::Running::start(server, TOKEN, echo::Refusals::Ignore);
     let rss_before = attack::rss_kib();
 
-    let attacker = attack::Pipeliner::start(addr, TOKEN, 60 * 1024, Duration::from_secs(8));
+    let attacker = attack::Pipeliner::start(addr, TOKEN, 60 * 1024, Duration::from_secs(30));
     std::thread::sleep(Duration::from_millis(500));
     let mut worst = Duration::ZERO;
     let delays = Arc::new(Mutex::new(Vec::new()));
@@ -82,8 +82,8 @@ fn a_pipelining_client_that_never_reads_delays_nobody_and_memory_stays_bounded()
         worst = worst.max(took);
         std::thread::sleep(Duration::from_millis(300));
     }
-    // the attacker's outbox stays full past the stall timeout: it is dropped
-    std::thread::sleep(Duration::from_secs(3));
+    // the attacker's outbox stays full past the stall timeout (2 s): it is dropped
+    let dropped = attacker.wait_dropped(Duration::from_secs(15));
     let written = attacker.written.load(Ordering::Relaxed);
     drop(attacker);
     let (server, _) = running.stop();
@@ -100,6 +100,10 @@ fn a_pipelining_client_that_never_reads_delays_nobody_and_memory_stays_bounded()
     );
     assert!(stats.peak_outbox <= 1024 * 1024 + 64 * 1024, "{stats:?}");
     assert!(stats.peak_input <= (1 << 20) + 64, "{stats:?}");
+    assert!(
+        dropped,
+        "the non-reading client is still connected: {stats:?}"
+    );
     assert!(
         stats.stalled >= 1,
         "the non-reading client was dropped: {stats:?}"

@@ -58,7 +58,7 @@ async fn a_pipelining_client_that_never_reads_delays_nobody_and_memory_stays_bou
     let url = format!("tcp://{addr}");
     let rss_before = attack::rss_kib();
     let attacker = tokio::task::spawn_blocking(move || {
-        attack::Pipeliner::start(addr, TOKEN, 60 * 1024, Duration::from_secs(8))
+        attack::Pipeliner::start(addr, TOKEN, 60 * 1024, Duration::from_secs(30))
     })
     .await
     .unwrap();
@@ -72,7 +72,13 @@ async fn a_pipelining_client_that_never_reads_delays_nobody_and_memory_stays_bou
         );
         tokio::time::sleep(Duration::from_millis(300)).await;
     }
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    // the attacker's outbox stays full past the stall timeout (2 s): it is dropped
+    let (attacker, dropped) = tokio::task::spawn_blocking(move || {
+        let dropped = attacker.wait_dropped(Duration::from_secs(15));
+        (attacker, dropped)
+    })
+    .await
+    .unwrap();
     let written = attacker.written.load(Ordering::Relaxed);
     tokio::task::spawn_blocking(move || drop(attacker))
         .await
@@ -94,6 +100,10 @@ async fn a_pipelining_client_that_never_reads_delays_nobody_and_memory_stays_bou
         "{snap:?}"
     );
     assert!(snap.driver.peak_input <= (1 << 20) + 64, "{snap:?}");
+    assert!(
+        dropped,
+        "the non-reading client is still connected: {snap:?}"
+    );
     assert!(
         snap.driver.stalled >= 1,
         "the non-reading client was dropped: {snap:?}"

@@ -65,20 +65,30 @@ pub fn raw_login(addr: SocketAddr, token: &str) -> TcpStream {
 /// What a pipelining client managed to write
 pub struct Pipeliner {
     pub written: Arc<AtomicU64>,
+    /// Set when a write failed: the server closed the connection
+    pub dropped: Arc<AtomicBool>,
     stop: Arc<AtomicBool>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
 
 impl Pipeliner {
     /// Log in, then write echo requests of `body_len` bytes back to back and never read, until
-    /// stopped or `limit` passed (writes time out after 100 ms so the thread can stop)
+    /// stopped, dropped by the server or `limit` passed (writes time out after 100 ms so the
+    /// thread can stop).
+    ///
+    /// The socket's receive buffer is pinned small (4 KiB, no autotuning), so the echoes it never
+    /// reads back up into the server's outbox within milliseconds instead of first filling
+    /// megabytes of loopback buffers: the server's stall rule is then reached on every run.
     pub fn start(addr: SocketAddr, token: &str, body_len: usize, limit: Duration) -> Pipeliner {
         let mut s = raw_login(addr, token);
+        nix::sys::socket::setsockopt(&s, nix::sys::socket::sockopt::RcvBuf, &4096)
+            .expect("SO_RCVBUF");
         s.set_write_timeout(Some(Duration::from_millis(100)))
             .unwrap();
         let written = Arc::new(AtomicU64::new(0));
         let stop = Arc::new(AtomicBool::new(false));
-        let (w, st) = (written.clone(), stop.clone());
+        let dropped = Arc::new(AtomicBool::new(false));
+        let (w, st, dr) = (written.clone(), stop.clone(), dropped.clone());
         let thread = std::thread::spawn(move || {
             let body = vec![0x5a; body_len];
             let mut pkt = vec![0u8; body_len + 64];
@@ -92,7 +102,7 @@ impl Pipeliner {
                 let mut sent = 0;
                 while sent < n && !st.load(Ordering::Relaxed) && StdInstant::now() < end {
                     match s.write(&pkt[sent..n]) {
-                        Ok(0) => return,
+                        Ok(0) => return dr.store(true, Ordering::Relaxed),
                         Ok(k) => {
                             sent += k;
                             w.fetch_add(k as u64, Ordering::Relaxed);
@@ -103,16 +113,28 @@ impl Pipeliner {
                                 std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
                             ) => {}
                         // the server dropped us
-                        Err(_) => return,
+                        Err(_) => return dr.store(true, Ordering::Relaxed),
                     }
                 }
             }
         });
         Pipeliner {
             written,
+            dropped,
             stop,
             thread: Some(thread),
         }
+    }
+}
+
+impl Pipeliner {
+    /// Wait until the server has dropped the connection, at most `limit`; whether it did
+    pub fn wait_dropped(&self, limit: Duration) -> bool {
+        let end = StdInstant::now() + limit;
+        while !self.dropped.load(Ordering::Relaxed) && StdInstant::now() < end {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        self.dropped.load(Ordering::Relaxed)
     }
 }
 
