@@ -132,7 +132,8 @@ pub enum ClientApp<'a> {
     Close {
         /// The reason as the server sent it (at most 127 bytes, without the NUL). Empty for a
         /// Huffman-compressed CLOSE (vanilla 0.6.4 servers send them): its text is not in the
-        /// datagram as such; read it from
+        /// datagram as such; read its first
+        /// [`KEPT_REASON_LEN`](super::KEPT_REASON_LEN) bytes from
         /// [`Client::peer_close_reason`](super::Client::peer_close_reason)
         reason: PeerText<'a>,
     },

@@ -391,10 +391,10 @@ pub(crate) enum Dropped {
 /// The application value of a datagram, or `None` when it was dropped, counted in `malformed` or
 /// `wrong_token`
 #[inline]
-pub(crate) fn counted<A>(
+pub(crate) fn counted<A, C: super::Counter>(
     handled: Result<Option<A>, Dropped>,
-    malformed: &mut u64,
-    wrong_token: &mut u64,
+    malformed: &mut C,
+    wrong_token: &mut C,
 ) -> Option<A> {
     match handled {
         Ok(app) => app,

@@ -91,7 +91,7 @@ pub mod token;
 pub mod vital;
 pub mod wire;
 
-pub use client::{Client, ClientConfig, ClientState, ClientStats};
+pub use client::{Client, ClientConfig, ClientState, ClientStats, KEPT_REASON_LEN};
 pub use error::Error;
 pub use event::{ClientApp, ClientEvent, CloseCause, ServerApp, ServerEvent};
 pub use layer::{ChunkConfig, ControlOnly, Layer, Reliable};
@@ -109,8 +109,29 @@ const MIN_DELAY: Duration = Duration::from_millis(1);
 
 /// Add one to a counter of the stats (they saturate)
 #[inline]
-fn count(counter: &mut u64) {
-    *counter = counter.saturating_add(1);
+fn count<C: Counter>(counter: &mut C) {
+    counter.bump();
+}
+
+/// A saturating event counter: `u64` in the servers' statistics, `u32` inside the game client
+/// (which widens them in [`ClientStats`])
+trait Counter {
+    /// Add one, saturating
+    fn bump(&mut self);
+}
+
+impl Counter for u64 {
+    #[inline]
+    fn bump(&mut self) {
+        *self = self.saturating_add(1);
+    }
+}
+
+impl Counter for u32 {
+    #[inline]
+    fn bump(&mut self) {
+        *self = self.saturating_add(1);
+    }
 }
 
 /// A CLOSE reason kept until its CLOSE is written (or a peer's, kept after it closed): at most

@@ -31,6 +31,8 @@ pub struct Seen {
     pub entered: Option<Instant>,
     pub snapshots: u64,
     pub errors: Vec<JoinError>,
+    /// The reason of the server's CLOSE, whole, as `ClientApp::Close` handed it out
+    pub close_reason: Option<String>,
 }
 
 /// The client (`chunks`; keep-alive 1 s, connect timeout 60 s, timeout 30 s) at `addr` and a
@@ -69,6 +71,9 @@ pub fn play_join(p: &mut JPair) -> (Rc<RefCell<Join>>, Rc<RefCell<Seen>>) {
     let join = Rc::new(RefCell::new(Join::new()));
     let (j, sn) = (join.clone(), seen.clone());
     p.answer_client_app(move |c, now, app| {
+        if let ClientApp::Close { reason } = app {
+            sn.borrow_mut().close_reason = Some(reason.to_string());
+        }
         if !matches!(app, ClientApp::ChunksReady) {
             return;
         }

@@ -16,7 +16,7 @@ use super::wire::{
     Control, ControlId, ControlPacket, Flags, Reason, Token, TokenMode, ACK_MODULO,
     FLAG_COMPRESSION, FLAG_CONNLESS, FLAG_CONTROL, HEADER_LEN,
 };
-use super::{count, LocalReason, MIN_DELAY};
+use super::{count, MIN_DELAY};
 use crate::config::{getters, setters};
 use crate::io::{BufferTooSmall, FrameKind, PeerText, Received, Transmit};
 use crate::time::{clamp_delay, earliest, Clock, Duration, Instant};
@@ -166,55 +166,79 @@ impl Default for ClientConfig {
     }
 }
 
-/// Counters of a [`Client`]; they only grow (saturating)
-///
-/// The chunk layer's own counters (resends, duplicates, reordered chunks) are
-/// [`Client::chunk_stats`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Hash)]
-#[cfg_attr(feature = "defmt", derive(defmt::Format))]
-#[non_exhaustive]
-pub struct ClientStats {
+macro_rules! client_counters {
+    ($($(#[$doc:meta])* $name:ident,)*) => {
+        /// Counters of a [`Client`]; they only grow (saturating)
+        ///
+        /// The client keeps them in 32 bits (saturating at 4,294,967,295: twelve hours of a
+        /// 100,000-datagram-per-second flood) and widens them here. The chunk layer's own
+        /// counters (resends, duplicates, reordered chunks) are [`Client::chunk_stats`].
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Hash)]
+        #[cfg_attr(feature = "defmt", derive(defmt::Format))]
+        #[non_exhaustive]
+        pub struct ClientStats {
+            $($(#[$doc])* pub $name: u64,)*
+        }
+
+        /// The counters as the client keeps them: 32 bits each (half the size)
+        #[derive(Debug, Clone, Copy, Default)]
+        struct Counters {
+            $($name: u32,)*
+        }
+
+        impl Counters {
+            /// As handed out by [`Client::stats`]
+            fn widen(&self) -> ClientStats {
+                ClientStats {
+                    $($name: u64::from(self.$name),)*
+                }
+            }
+        }
+    };
+}
+
+client_counters! {
     /// Packets dropped because their token was wrong or missing
-    pub dropped_wrong_token: u64,
+    dropped_wrong_token,
     /// Packets dropped because their ack was outside `peer_ack..=sequence`
     /// ([`wire::ack_in_range`](super::wire::ack_in_range))
-    pub dropped_bad_ack: u64,
+    dropped_bad_ack,
     /// Datagrams that did not parse as a 0.6 packet
-    pub dropped_malformed: u64,
+    dropped_malformed,
     /// Chunk packets received while not online (dropped)
-    pub dropped_not_online: u64,
+    dropped_not_online,
     /// Datagrams fed before `connect` or after the connection closed (ignored)
-    pub ignored_closed: u64,
+    ignored_closed,
     /// Accepted packets that carried decoder [`Warnings`](super::wire::Warnings)
-    pub warnings: u64,
+    warnings,
     /// CONNECT packets sent (first one and retransmissions)
-    pub connects_sent: u64,
+    connects_sent,
     /// KEEP_ALIVE packets sent
-    pub keep_alives_sent: u64,
+    keep_alives_sent,
     /// KEEP_ALIVE packets received (and accepted)
-    pub keep_alives_received: u64,
+    keep_alives_received,
     /// Chunk packets written by [`Client::send_chunks`]
-    pub chunk_packets_sent: u64,
+    chunk_packets_sent,
     /// Chunk packets delivered as [`ClientApp::Chunks`]
-    pub chunk_packets_received: u64,
+    chunk_packets_received,
     /// Handshakes started over because nothing came back after ACCEPT
     /// ([`ClientConfig::with_accept_retry`]); the CONNECT resends of one such restart count once
     /// here (and each in [`ClientStats::connects_sent`])
-    pub accept_retries: u64,
+    accept_retries,
     /// CONNECT_ACCEPTs dropped because their token was a sentinel (`FF FF FF FF` or
     /// `00 00 00 00`, which no server mints)
-    pub dropped_sentinel_token: u64,
+    dropped_sentinel_token,
     /// CONNECT_ACCEPTs with another token than the current one, answered with ACCEPT while the
     /// connection was not confirmed yet (see [`ClientEvent::Connected`])
-    pub token_candidates: u64,
+    token_candidates,
     /// Server-info answers handed out ([`ClientApp::ServerInfo`])
-    pub info_answers: u64,
+    info_answers,
     /// Server-info requests sent
-    pub info_requests_sent: u64,
+    info_requests_sent,
     /// Connectionless datagrams dropped (not an answer to our query, or malformed)
-    pub dropped_connless: u64,
+    dropped_connless,
     /// Chunk packets whose chunks ran past the end of the packet (the rest was dropped)
-    pub malformed_chunks: u64,
+    malformed_chunks,
 }
 
 /// Where a [`Client`] is
@@ -230,6 +254,35 @@ pub enum ClientState {
     Online,
     /// The connection ended (see the [`ClientEvent::Closed`] event)
     Closed,
+}
+
+/// How many bytes of a CLOSE reason a game [`Client`] keeps: of its own, from
+/// [`Client::close`] until the CLOSE is written, and of the server's, for
+/// [`Client::peer_close_reason`]; longer texts are cut on a char boundary
+///
+/// A bound on the client's size (it fits in 256 bytes on 32-bit targets): the reasons DDNet's
+/// client and server send are shorter, except ban and kick messages with a long free text, which
+/// [`ClientApp::Close`] hands out whole. [`Client::close_static`] sends a constant reason of any
+/// length (up to the 127 bytes DDNet reads) without keeping a copy.
+pub const KEPT_REASON_LEN: usize = 30;
+
+/// A CLOSE reason the client keeps
+#[derive(Debug, Clone)]
+enum KeptReason {
+    /// A copy of the first [`KEPT_REASON_LEN`] bytes
+    Copied(heapless::Vec<u8, KEPT_REASON_LEN, u8>),
+    /// `close_static`'s text, cut when the CLOSE is written
+    Static(&'static str),
+}
+
+impl KeptReason {
+    /// The bytes a CLOSE carries
+    fn as_bytes(&self) -> &[u8] {
+        match self {
+            KeptReason::Copied(kept) => kept,
+            KeptReason::Static(text) => Reason::from_str(text).as_bytes(),
+        }
+    }
 }
 
 /// The events not handed out yet: a client's life has at most two, `Connected` then `Closed`
@@ -413,7 +466,7 @@ pub struct Client<const EVENTS: usize = 4, L: Layer = ControlOnly> {
     /// Lost-ACCEPT recovery is resending CONNECT (waiting for CONNECT_ACCEPT)
     retry_connecting: bool,
     /// Our CLOSE's reason, or after the server's CLOSE its reason (`peer_closed`)
-    close_reason: LocalReason,
+    close_reason: KeptReason,
     peer_closed: bool,
     /// `close` was called while online: the CLOSE carries the token (which no longer changes)
     close_online: bool,
@@ -421,17 +474,17 @@ pub struct Client<const EVENTS: usize = 4, L: Layer = ControlOnly> {
     #[cfg(feature = "server-info")]
     info: Option<InfoRequest>,
     events: Events,
-    stats: ClientStats,
+    stats: Counters,
     /// The chunk layer's state (nothing for [`ControlOnly`])
     chunks: <L as Imp>::Conn,
 }
 
 // The client's size on 32-bit targets (Cortex-M, wasm32), checked when the library is built
-// for them (embedded/run.sh builds it for three Cortex-M targets): a field that grows it fails
-// here, not only in the footprint report. Its parts are listed in embedded/README.md; the
-// 256-byte budget of issue 14 is not met (the CLOSE reason buffer alone is 128 B).
+// for them (embedded/run.sh builds it for three Cortex-M targets): a field that grows it past
+// the 256-byte budget of issue 14 fails here, not only in the footprint report. Its parts are
+// listed in embedded/README.md (248 B with the default features, 240 B without).
 #[cfg(target_pointer_width = "32")]
-const _: () = assert!(core::mem::size_of::<Client>() <= 416);
+const _: () = assert!(core::mem::size_of::<Client>() <= 256);
 
 impl Client {
     /// A control-only client in state `Offline` with the default event capacity (4: more than the
@@ -620,13 +673,13 @@ impl<const EVENTS: usize, L: Layer> Client<EVENTS, L> {
             pending: Pending::default(),
             awaiting_server: false,
             retry_connecting: false,
-            close_reason: LocalReason::new(),
+            close_reason: KeptReason::Copied(heapless::Vec::new()),
             peer_closed: false,
             close_online: false,
             #[cfg(feature = "server-info")]
             info: None,
             events: Events::default(),
-            stats: ClientStats::default(),
+            stats: Counters::default(),
             chunks,
         }
     }
@@ -837,28 +890,53 @@ impl<const EVENTS: usize, L: Layer> Client<EVENTS, L> {
     /// Close the connection: queue CLOSE with `reason` and end in `Closed` with
     /// [`CloseCause::Local`]
     ///
-    /// `reason` may be empty; it is cut at a NUL and to 127 bytes on a char boundary (what DDNet
-    /// reads at most). The CLOSE carries the current ack and, in token mode while online, the
-    /// token; while connecting no token is known yet, so it is the bare form. When `connect` was
-    /// never called nothing is sent. The `Closed` event is queued at once; the CLOSE comes from
-    /// the next `poll_transmit`.
+    /// `reason` may be empty; it is cut at a NUL, and the client keeps its first
+    /// [`KEPT_REASON_LEN`] bytes (cut on a char boundary) until the CLOSE is written: that is
+    /// what the CLOSE carries. [`Client::close_static`] sends a longer constant text whole. The
+    /// CLOSE carries the current ack and, in token mode while online, the token; while connecting
+    /// no token is known yet, so it is the bare form. When `connect` was never called nothing is
+    /// sent. The `Closed` event is queued at once; the CLOSE comes from the next `poll_transmit`.
     ///
     /// # Errors
     /// [`Error::Closed`] when already closed, [`Error::QueueFull`]; nothing changed.
     pub fn close(&mut self, now: Instant, reason: &str) -> Result<(), Error> {
+        self.check_may_close()?;
+        self.keep_reason(Reason::from_str(reason));
+        self.close_with(now);
+        Ok(())
+    }
+
+    /// [`Client::close`] with a reason that lives as long as the program: nothing is copied, and
+    /// the CLOSE carries up to 127 bytes of it (cut at a NUL, then on a char boundary: what DDNet
+    /// reads at most)
+    ///
+    /// # Errors
+    /// [`Error::Closed`] when already closed, [`Error::QueueFull`]; nothing changed.
+    pub fn close_static(&mut self, now: Instant, reason: &'static str) -> Result<(), Error> {
+        self.check_may_close()?;
+        self.close_reason = KeptReason::Static(reason);
+        self.close_with(now);
+        Ok(())
+    }
+
+    /// `close` may go ahead: not closed yet, and room for the `Closed` event
+    fn check_may_close(&self) -> Result<(), Error> {
         if self.state == ClientState::Closed {
             return Err(Error::Closed);
         }
         if self.events_full() {
             return Err(Error::QueueFull);
         }
+        Ok(())
+    }
+
+    /// The rest of `close`, once the reason is kept
+    fn close_with(&mut self, now: Instant) {
         self.clock.update(now);
         let send = self.state != ClientState::Offline;
         self.close_online = self.state == ClientState::Online;
-        self.keep_reason(Reason::from_str(reason));
         self.finish(CloseCause::Local);
         self.pending.close = send;
-        Ok(())
     }
 
     /// Send a server-info request (`gie3`, what a server browser or status bot sends) with
@@ -921,13 +999,14 @@ impl<const EVENTS: usize, L: Layer> Client<EVENTS, L> {
         L::conn_channel(&self.chunks).map_or(self.peer_ack, |v| v.peer_ack())
     }
 
-    /// The reason of the server's CLOSE, once the client closed because of one (kept, at most 127
-    /// bytes; also the text of a Huffman-compressed CLOSE, which
-    /// [`ClientApp::Close`] cannot carry)
+    /// The reason of the server's CLOSE, once the client closed because of one: its first
+    /// [`KEPT_REASON_LEN`] bytes, cut on a char boundary (the whole text came out of
+    /// `handle_input` as [`ClientApp::Close`]; the kept part is the only text of a
+    /// Huffman-compressed CLOSE, which `ClientApp::Close` cannot carry)
     #[must_use]
     pub fn peer_close_reason(&self) -> Option<PeerText<'_>> {
         self.peer_closed
-            .then(|| PeerText::new(self.close_reason.as_slice()))
+            .then(|| PeerText::new(self.close_reason.as_bytes()))
     }
 
     /// The configuration
@@ -939,7 +1018,7 @@ impl<const EVENTS: usize, L: Layer> Client<EVENTS, L> {
     /// Counters
     #[must_use]
     pub fn stats(&self) -> ClientStats {
-        self.stats
+        self.stats.widen()
     }
 
     /// Online: `Err(NotOpen)` before, `Err(Closed)` after
@@ -1316,11 +1395,19 @@ impl<const EVENTS: usize, L: Layer> Client<EVENTS, L> {
         self.peer_closed = true;
     }
 
-    /// Keep `reason` (ours until its CLOSE is written, or the server's), written in place
+    /// Keep `reason` (ours until its CLOSE is written, or the server's): its first
+    /// [`KEPT_REASON_LEN`] bytes
     fn keep_reason(&mut self, reason: Reason<'_>) {
-        self.close_reason.clear();
-        // at most MAX_REASON_LEN bytes: fits
-        let _ = self.close_reason.extend_from_slice(reason.as_bytes());
+        let bytes = reason.as_bytes();
+        let mut end = bytes.len().min(KEPT_REASON_LEN);
+        // back to the start of a UTF-8 sequence (a continuation byte is 10xxxxxx)
+        while bytes.get(end).is_some_and(|b| b & 0xc0 == 0x80) {
+            end -= 1;
+        }
+        let mut kept = heapless::Vec::new();
+        // at most KEPT_REASON_LEN bytes: fits
+        let _ = kept.extend_from_slice(&bytes[..end]);
+        self.close_reason = KeptReason::Copied(kept);
     }
 
     /// The next control frame to send, if any, and which pending flag it clears; the
@@ -1329,7 +1416,7 @@ impl<const EVENTS: usize, L: Layer> Client<EVENTS, L> {
         let p = &self.pending;
         let (control, token, which) = if p.close {
             (
-                Control::Close(Reason::from_bytes(&self.close_reason)),
+                Control::Close(Reason::from_bytes(self.close_reason.as_bytes())),
                 if self.close_online { self.token } else { None },
                 Which::Close,
             )

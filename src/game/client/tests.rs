@@ -221,6 +221,95 @@ fn local_close_with_reason_then_silence() {
     );
 }
 
+/// The reason bytes of a CLOSE the online client `TOK` sent (between the id and the NUL)
+fn close_reason_sent(frame: &[u8]) -> &[u8] {
+    assert_eq!(&frame[..4], hex("10 00 00 04").as_slice());
+    assert_eq!(&frame[frame.len() - 5..], [0, 0x12, 0x34, 0x56, 0x78]);
+    &frame[4..frame.len() - 5]
+}
+
+#[test]
+fn a_long_close_reason_is_sent_cut_to_what_the_client_keeps_on_a_char_boundary() {
+    // 29 ASCII bytes, then "é" (2 bytes) across the 30-byte limit: the cut goes before it
+    let reason = "Leaving for a little while no\u{e9}\u{e9} and more text after it";
+    let mut c = online();
+    c.close(ms(10), reason).unwrap();
+    let frames = drain(&mut c, ms(10));
+    assert_eq!(frames.len(), 1);
+    assert_eq!(
+        close_reason_sent(&frames[0]),
+        b"Leaving for a little while no"
+    );
+    // exactly KEPT_REASON_LEN ASCII bytes go out whole, one more is cut
+    for (len, sent) in [
+        (KEPT_REASON_LEN, KEPT_REASON_LEN),
+        (KEPT_REASON_LEN + 1, KEPT_REASON_LEN),
+    ] {
+        let text = "r".repeat(len);
+        let mut c = online();
+        c.close(ms(10), &text).unwrap();
+        let frames = drain(&mut c, ms(10));
+        assert_eq!(close_reason_sent(&frames[0]).len(), sent, "{len}");
+    }
+}
+
+#[test]
+fn a_static_close_reason_goes_out_whole_up_to_what_ddnet_reads() {
+    static LONG: &str =
+        "You are leaving this server because the operator of this bot asked for it, \
+        and this sentence is long enough to pass the 127 bytes DDNet reads at most \u{e9}\u{e9}";
+    assert!(LONG.len() > 127);
+    let mut c = online();
+    c.close_static(ms(10), LONG).unwrap();
+    assert_eq!(closed_cause(&mut c), CloseCause::Local);
+    let frames = drain(&mut c, ms(10));
+    let sent = close_reason_sent(&frames[0]);
+    assert_eq!(sent, Reason::from_str(LONG).as_bytes());
+    assert!(
+        sent.len() > KEPT_REASON_LEN && sent.len() <= 127,
+        "{}",
+        sent.len()
+    );
+    assert!(core::str::from_utf8(sent).is_ok());
+    // cut at a NUL too; refused like close
+    let mut c = online();
+    c.close_static(ms(10), "bye\0hidden").unwrap();
+    assert_eq!(close_reason_sent(&drain(&mut c, ms(10))[0]), b"bye");
+    assert_eq!(c.close_static(ms(11), "again"), Err(Error::Closed));
+    let mut c: Client<1> = Client::with_capacities(ClientConfig::default());
+    c.connect(ms(0)).unwrap();
+    let _ = drain(&mut c, ms(0));
+    feed(&mut c, ms(1), &hex("10 00 00 02 54 4b 45 4e 12 34 56 78"));
+    assert_eq!(c.close_static(ms(2), "full"), Err(Error::QueueFull));
+    assert_eq!(c.state(), ClientState::Online);
+}
+
+#[test]
+fn the_servers_long_reason_is_handed_out_whole_and_kept_cut() {
+    let mut c = online();
+    // 29 ASCII bytes, then a 3-byte character across the limit, then more
+    let text = "Kicked by the server operator\u{20ac} because of spam in the chat";
+    let mut pkt = hex("10 00 00 04");
+    pkt.extend_from_slice(text.as_bytes());
+    pkt.push(0);
+    pkt.extend_from_slice(&TOK.0);
+    let app = feed_app(&mut c, ms(5), &pkt).expect("the reason");
+    assert_eq!(app.close_reason().and_then(|r| r.to_str()), Some(text));
+    let kept = c.peer_close_reason().unwrap();
+    assert_eq!(kept.to_str(), Some("Kicked by the server operator"));
+}
+
+#[test]
+fn counters_are_kept_in_32_bits_and_saturate() {
+    let mut c = online();
+    c.stats.dropped_malformed = u32::MAX - 1;
+    for _ in 0..3 {
+        assert_eq!(feed_app(&mut c, ms(1), &hex("10 00")), None);
+    }
+    assert_eq!(c.stats().dropped_malformed, u64::from(u32::MAX));
+    assert_eq!(c.state(), ClientState::Online);
+}
+
 #[test]
 fn close_carries_ack_and_empty_reason() {
     let mut c = online();
@@ -413,7 +502,7 @@ fn close_payload(len: usize) -> Vec<u8> {
 #[cfg(feature = "control-huffman")]
 fn a_compressed_close_fits_the_small_buffer_or_is_dropped() {
     // the CLOSE is decoded into a 192-byte buffer: 3 header bytes, then id, reason and NUL; a
-    // reason of 187 bytes fills it exactly and is understood (the event reason keeps 127 bytes)
+    // reason of 187 bytes fills it exactly and is understood (the client keeps 30 bytes of it)
     for reason in [98, 187] {
         let mut c = vanilla_online();
         let pkt = compressed_control(&close_payload(reason));
@@ -424,7 +513,11 @@ fn a_compressed_close_fits_the_small_buffer_or_is_dropped() {
         );
         assert_eq!(c.state(), ClientState::Closed);
         let kept = c.peer_close_reason().unwrap();
-        assert_eq!(kept.as_bytes().len(), reason.min(127), "{reason}");
+        assert_eq!(
+            kept.as_bytes().len(),
+            reason.min(KEPT_REASON_LEN),
+            "{reason}"
+        );
         assert_eq!(c.stats().dropped_malformed, 0);
     }
     // one byte more does not fit: dropped as malformed, the connection stays
