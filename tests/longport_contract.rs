@@ -975,6 +975,7 @@ fn line_anchored_mutants_exclusions_still_point_at_their_lines() {
             "game/server/peer",
             "| ((u32::from(sequence) & ACK_MASK) << SEQUENCE_SHIFT);",
         ),
+        ("longport/client/mod", "|| self.tx_heartbeat == Some(id)"),
     ];
     for (path, text) in anchors {
         let src = std::fs::read_to_string(root.join(format!("src/{path}.rs"))).unwrap();

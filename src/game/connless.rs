@@ -1035,6 +1035,64 @@ mod tests {
     }
 
     #[test]
+    fn an_answer_of_exactly_the_largest_datagram_lists_every_client_and_one_byte_more_drops_one() {
+        extern crate std;
+        use std::string::String;
+        use std::vec::Vec;
+        fn content<'a>(clients: &'a [ClientInfo<'a>]) -> InfoContent<'a> {
+            InfoContent {
+                version: Str::new("0.6.4, 19.0"),
+                name: Str::new("a full server"),
+                map: Str::new("Tutorial"),
+                map_crc: 0x8d4c_6486,
+                map_size: 1_082_711,
+                game_type: Str::new("DDraceNetwork"),
+                flags: 0,
+                num_players: 40,
+                max_players: 64,
+                num_clients: 40,
+                max_clients: 64,
+                clients,
+            }
+        }
+        fn client(name: &str) -> ClientInfo<'_> {
+            ClientInfo {
+                name: Str::new(name),
+                clan: Str::EMPTY,
+                country: -1,
+                score: 0,
+                is_player: 1,
+            }
+        }
+        let request = InfoRequest {
+            kind: InfoRequestKind::Info,
+            extended: true,
+            token: 0x12_3456,
+        };
+        let base = content(&[]).answer(&request, true).buffer_len();
+        // full clients of a 50-byte name, then one whose name takes up the rest exactly
+        let fifty = "x".repeat(50);
+        let unit = client(&fifty).wire_len(true);
+        let empty = client("").wire_len(true);
+        let full = (MAX_PACKET_LEN - base) / unit - 1;
+        let last = MAX_PACKET_LEN - base - full * unit - empty;
+        assert!(last > 0 && last < 2 * unit, "{last}");
+        for (extra, listed, len) in [
+            (0, full + 1, MAX_PACKET_LEN),
+            (1, full, MAX_PACKET_LEN - last - empty),
+        ] {
+            let mut names: Vec<String> = (0..full).map(|_| "x".repeat(50)).collect();
+            names.push("y".repeat(last + extra));
+            let clients: Vec<ClientInfo<'_>> = names.iter().map(|n| client(n)).collect();
+            let answer = content(&clients).answer(&request, true);
+            assert_eq!(answer.clients.len(), listed, "{extra}");
+            assert_eq!(answer.buffer_len(), len, "{extra}");
+            let mut out = [0u8; MAX_PACKET_LEN];
+            assert_eq!(answer.emit(&mut out), Ok(len));
+        }
+    }
+
+    #[test]
     fn decimal_numbers() {
         for v in [
             0i64,

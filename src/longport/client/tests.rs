@@ -344,6 +344,24 @@ fn credentials_too_large_are_refused_without_change() {
 }
 
 #[test]
+fn metadata_takes_exactly_its_pair_limit_and_reports_the_bytes_it_would_store() {
+    let mut c = client(cfg_tcp());
+    let meta = [("k", "v"); MAX_METADATA_PAIRS];
+    c.connect(T0, Credentials::new("abc").with_metadata(&meta))
+        .unwrap();
+    // 4 length bytes + key + value per pair: 4 + 30 + 20 = 54 and 4 + 1 + 10 = 15, 69 bytes
+    // in all for the 64-byte store of these tests' client
+    let (k, v) = ("k".repeat(30), "v".repeat(20));
+    let meta = [(k.as_str(), v.as_str()), ("a", &v[..10])];
+    let mut c = client(cfg_tcp());
+    assert_eq!(
+        c.connect(T0, Credentials::new("abc").with_metadata(&meta)),
+        Err(Error::TooLong { len: 69, max: 64 })
+    );
+    assert_eq!(c.state(), ClientState::Idle);
+}
+
+#[test]
 fn auth_denied_reports_status_and_error_code_then_asks_for_a_token() {
     let (mut c, rid) = auth_pending();
     let resp = refusal(
@@ -991,6 +1009,21 @@ fn without_a_wall_clock_only_zero_is_checked_and_the_heuristic_reads_relative_ms
 }
 
 #[test]
+fn the_heuristic_reads_1e11_and_above_as_an_absolute_time() {
+    let cfg = ClientConfig::tcp().with_relative_expiry_heuristic(true);
+    // 1e11 ms after the epoch (1973) is long past at WALL_T0: not resumable
+    let mut c = C::with_capacities(cfg);
+    c.set_wall_clock(T0, WALL_T0);
+    log_in(&mut c, 100_000_000_000);
+    assert!(!c.session_resumable(at(1)));
+    // one less is relative: about three years from now
+    let mut c = C::with_capacities(cfg);
+    c.set_wall_clock(T0, WALL_T0);
+    log_in(&mut c, 99_999_999_999);
+    assert!(c.session_resumable(at(1)));
+}
+
+#[test]
 fn rejected_reconnect_drops_the_session_and_asks_for_a_token() {
     let mut c = ready_tcp();
     let rid = reconnect_request(&mut c);
@@ -1352,6 +1385,28 @@ fn full_event_queue_refuses_input_and_defers_timers() {
         c.connect(at(1), Credentials::new("x")),
         Err(Error::AlreadyConnected)
     );
+}
+
+#[test]
+fn commands_go_ahead_with_exactly_the_event_reserve_free() {
+    // 16 event slots, 4 kept for what a command may queue: with 12 waiting `connect`,
+    // `reconnect_now` and `provide_token` go ahead, with 13 they are refused
+    let mut c = client(cfg_tcp());
+    for _ in 0..13 {
+        c.push_event(Ev::TokenNeeded);
+    }
+    assert_eq!(c.provide_token(T0, "abc"), Err(Error::QueueFull));
+    assert_eq!(
+        c.connect(T0, Credentials::new("abc")),
+        Err(Error::QueueFull)
+    );
+    assert_eq!(c.reconnect_now(T0), Err(Error::QueueFull));
+    assert!(!c.has_token());
+    assert!(c.poll_event().is_some());
+    c.provide_token(T0, "abc").unwrap();
+    assert!(c.has_token());
+    c.reconnect_now(T0).unwrap();
+    assert_eq!(c.state(), ClientState::Connecting);
 }
 
 #[test]
