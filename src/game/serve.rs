@@ -401,7 +401,7 @@ impl<
 
 /// Messages due, in the order [`Serve::flush`] sends them
 mod due {
-    pub(super) const RCON_TYPE: u16 = 1 << 0;
+    pub(super) const RCON_TYPE: u16 = 1; // bit 0
     pub(super) const CAPABILITIES: u16 = 1 << 1;
     pub(super) const MAP_DETAILS: u16 = 1 << 2;
     pub(super) const MAP_CHANGE: u16 = 1 << 3;

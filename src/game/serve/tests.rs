@@ -480,3 +480,57 @@ fn serve_stays_small() {
         core::mem::size_of::<Serve>()
     );
 }
+
+#[test]
+fn ready_brings_the_motd_then_con_ready_and_start_info_the_vote_clear_then_ready_to_enter() {
+    let m = map();
+    let mut j = Join::new(&m, offer(&m).with_motd("welcome"));
+    j.joined();
+    let n = j.rec.sent.len();
+    let ready = emit(|b| Ready {}.emit(b).unwrap());
+    assert_eq!(j.feed(&ready), ServeEvent::Ready { first: true });
+    let msgs = j.rec.messages();
+    assert_eq!(msgs.len(), n + 2, "{msgs:?}");
+    assert_eq!(
+        msgs[n],
+        Message::Game {
+            id: MsgId::Ordinal(game_id::SV_MOTD),
+            body: b"welcome\0"
+        }
+    );
+    assert_eq!(msgs[n + 1], Message::ConReady(ConReady {}));
+    let n = j.rec.sent.len();
+    let si = start_info();
+    assert!(matches!(j.feed(&si), ServeEvent::StartInfo { .. }));
+    let msgs = j.rec.messages();
+    assert_eq!(msgs.len(), n + 2, "{msgs:?}");
+    assert_eq!(
+        msgs[n],
+        Message::Game {
+            id: MsgId::Ordinal(game_id::SV_VOTE_CLEAR_OPTIONS),
+            body: b""
+        }
+    );
+    assert!(
+        matches!(
+            msgs[n + 1],
+            Message::Game {
+                id: MsgId::Ordinal(game_id::SV_READY_TO_ENTER),
+                ..
+            }
+        ),
+        "{msgs:?}"
+    );
+}
+
+#[test]
+fn an_offer_reports_what_it_was_built_with() {
+    let sha = [7u8; 32];
+    let o = Offer::new("ctf5", 0x8d4c_6486, 19 * MAP_PIECE as u32 + 100).with_sha256(sha);
+    assert_eq!(o.name(), "ctf5");
+    assert_eq!(o.crc(), 0x8d4c_6486);
+    assert_eq!(o.size(), 19 * MAP_PIECE as u32 + 100);
+    assert_eq!(o.sha256(), Some(sha));
+    assert_eq!(o.pieces(), 20);
+    assert_eq!(Offer::new("ctf5", 1, 2).sha256(), None);
+}
