@@ -292,3 +292,38 @@ fn the_client_counts_its_vital_chunks_until_the_server_acknowledges_them() {
     );
     assert_eq!(c.unacked(), 0);
 }
+
+#[test]
+fn a_non_vital_packet_carries_its_own_peers_ack_and_replaces_a_queued_keep_alive() {
+    let mut s: Box<RServer> = Box::new(Server::with_chunks(
+        ServerConfig::new(SECRET),
+        ChunkConfig::new().with_compression(false),
+    ));
+    for peer in [1, 2, 3] {
+        handshake(&mut s, at(0), peer);
+    }
+    while s.poll_event().is_some() {}
+    // peer 3 (the third slot) sends one vital chunk, sequence 1: the server acks 1 to it only
+    let mut pkt = from_hex("00 00 01 40 01 01 78");
+    pkt.extend_from_slice(&s.token_for(3).0);
+    let _ = s.handle_input(at(10), 3, &pkt).unwrap();
+    while s.poll_chunk().is_some() {}
+    let mut buf = [0u8; 1400];
+    while s.poll_transmit(at(10), &mut buf).unwrap().is_some() {}
+    let mut out = [0u8; 1400];
+    let t = s.send_non_vital(at(10), 3, b"nv", &mut out).unwrap();
+    assert_eq!((t.to, &out[..2]), (3, &[0x00, 0x01][..]), "ack 1 to peer 3");
+    let t = s.send_non_vital(at(10), 1, b"nv", &mut out).unwrap();
+    assert_eq!((t.to, &out[..2]), (1, &[0x00, 0x00][..]), "ack 0 to peer 1");
+    // every keep-alive is due 1 s after the last send (peers 1 and 3 at 1,010 ms); a non-vital
+    // packet to peer 3 before the next poll takes its keep-alive's place
+    let due = at(1010);
+    s.handle_timeout(due);
+    let _ = s.send_non_vital(due, 3, b"nv", &mut out).unwrap();
+    let mut to = Vec::new();
+    while let Some(t) = s.poll_transmit(due, &mut buf).unwrap() {
+        to.push(t.to);
+    }
+    to.sort_unstable();
+    assert_eq!(to, [1, 2], "keep-alives to the others only");
+}

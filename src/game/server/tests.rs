@@ -915,6 +915,55 @@ fn set_ack_and_sequence_apply_per_peer() {
     assert_eq!(s_out(&mut s, ms(1000)), [(1, hex("11 00 00 00"))]);
 }
 #[test]
+fn set_ack_and_sequence_take_any_u16_modulo_1024() {
+    let mut s = server(VanillaPolicy::Admit);
+    to_s(&mut s, ms(0), 1, &hex("10 00 00 01"));
+    let _ = s_out(&mut s, ms(0));
+    s.set_ack(1, u16::MAX).unwrap();
+    s.set_sequence(1, u16::MAX).unwrap();
+    // sequence 1023: a packet acking 1023 is in range
+    to_s(&mut s, ms(1), 1, &hex("13 ff 00 00"));
+    assert_eq!(s.stats().dropped_bad_ack, 0);
+    assert_eq!(s.stats().keep_alives_received, 1);
+    s.handle_timeout(ms(1000));
+    assert_eq!(s_out(&mut s, ms(1000)), [(1, hex("13 ff 00 00"))]);
+    s.set_ack(1, 1024 + 5).unwrap();
+    s.handle_timeout(ms(2000));
+    assert_eq!(s_out(&mut s, ms(2000)), [(1, hex("10 05 00 00"))]);
+}
+
+#[test]
+fn a_chunk_packet_sent_over_a_queued_keep_alive_replaces_it() {
+    let (mut s, _c) = online_pair(1);
+    let _ = s_out(&mut s, ms(0));
+    // the keep-alive falls due and is queued, then the application sends chunks first
+    let due = s.poll_timeout().unwrap();
+    s.handle_timeout(due);
+    let mut out = [0u8; 64];
+    let _ = s
+        .send_chunks(due, 1, Flags::default(), 1, &[0x40, 0x01, 0x02], &mut out)
+        .unwrap();
+    assert!(
+        s_out(&mut s, due).is_empty(),
+        "the keep-alive went with the chunks"
+    );
+    assert_eq!(s.stats().keep_alives_sent, 0);
+}
+
+#[test]
+fn info_rates_are_clamped_and_reported() {
+    let c = ServerConfig::new(SECRET)
+        .with_info_per_second(600)
+        .with_info_replies_per_second(500);
+    assert_eq!(c.info_per_second(), 500, "clamped to the replies");
+    assert_eq!(c.info_replies_per_second(), 500);
+    let c = c.with_info_per_second(20);
+    assert_eq!(c.info_per_second(), 20);
+    assert_eq!(ServerConfig::new(SECRET).info_replies_per_second(), 500);
+    assert_eq!(ServerConfig::new(SECRET).info_per_second(), 50);
+}
+
+#[test]
 #[cfg(feature = "control-huffman")]
 fn compressed_chunks_have_their_token_checked_after_decompression() {
     let mut s = server(VanillaPolicy::Reject);
