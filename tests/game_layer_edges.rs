@@ -326,4 +326,34 @@ fn a_non_vital_packet_carries_its_own_peers_ack_and_replaces_a_queued_keep_alive
     }
     to.sort_unstable();
     assert_eq!(to, [1, 2], "keep-alives to the others only");
+    // peer 3's own keep-alive, a second later, carries the ack of its vital chunk too
+    s.handle_timeout(at(2010));
+    let mut ka = Vec::new();
+    while let Some(t) = s.poll_transmit(at(2010), &mut buf).unwrap() {
+        if t.to == 3 {
+            ka.push(buf[..4].to_vec());
+        }
+    }
+    assert_eq!(ka, [from_hex("10 01 00 00")], "KEEP_ALIVE acking 1");
+}
+
+#[test]
+fn chunks_of_a_peer_closed_before_they_were_read_never_reach_the_peer_in_its_slot() {
+    let mut s: Box<RServer> = Box::new(Server::with_chunks(
+        ServerConfig::new(SECRET),
+        ChunkConfig::new().with_compression(false),
+    ));
+    for peer in [1, 2, 3] {
+        handshake(&mut s, at(0), peer);
+    }
+    while s.poll_event().is_some() {}
+    let mut pkt = from_hex("00 00 01 40 01 01 78");
+    pkt.extend_from_slice(&s.token_for(3).0);
+    let _ = s.handle_input(at(10), 3, &pkt).unwrap();
+    // the application closes peer 3 before reading its chunk; peer 4 takes the freed slot
+    s.close(at(10), 3, "bye").unwrap();
+    handshake(&mut s, at(10), 4);
+    assert!(s.is_online(4));
+    assert!(s.poll_chunk().is_none(), "nothing for peer 4");
+    assert_eq!(s.chunk_stats(4).unwrap().delivered, 0);
 }
