@@ -357,3 +357,26 @@ fn chunks_of_a_peer_closed_before_they_were_read_never_reach_the_peer_in_its_slo
     assert!(s.poll_chunk().is_none(), "nothing for peer 4");
     assert_eq!(s.chunk_stats(4).unwrap().delivered, 0);
 }
+
+#[test]
+fn a_third_slot_peers_early_chunk_comes_out_of_its_own_reorder_buffer() {
+    let mut s: Box<RServer> = Box::new(Server::with_chunks(
+        ServerConfig::new(SECRET),
+        ChunkConfig::fast().with_compression(false),
+    ));
+    for peer in [1, 2, 3] {
+        handshake(&mut s, at(0), peer);
+    }
+    while s.poll_event().is_some() {}
+    let mut got = Vec::new();
+    // peer 3 sends sequence 2 ("y") before 1 ("x"): 2 waits in peer 3's reorder buffer
+    for (at_ms, chunk) in [(10, "40 01 02 79"), (20, "40 01 01 78")] {
+        let mut pkt = from_hex(&format!("00 00 01 {chunk}"));
+        pkt.extend_from_slice(&s.token_for(3).0);
+        let _ = s.handle_input(at(at_ms), 3, &pkt).unwrap();
+        while let Some((peer, c)) = s.poll_chunk() {
+            got.push((peer, c.seq, c.data.to_vec()));
+        }
+    }
+    assert_eq!(got, [(3, 1, b"x".to_vec()), (3, 2, b"y".to_vec())]);
+}
