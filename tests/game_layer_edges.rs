@@ -379,4 +379,122 @@ fn a_third_slot_peers_early_chunk_comes_out_of_its_own_reorder_buffer() {
         }
     }
     assert_eq!(got, [(3, 1, b"x".to_vec()), (3, 2, b"y".to_vec())]);
+    // the counters are peer 3's own
+    assert_eq!(s.chunk_stats(3).unwrap().delivered, 2);
+    assert_eq!(s.chunk_stats(1).unwrap().delivered, 0);
+}
+
+/// Four chunk-layer clients on a four-slot server (every slot taken, the fourth joining late),
+/// one datagram in five lost each way: each side receives exactly its own vital chunks, in
+/// order, once. Returns what the server and each client received.
+fn four_clients_exchange() -> (Vec<(u32, Vec<u8>)>, Vec<Vec<Vec<u8>>>) {
+    const K: usize = 12;
+    let mut s: Box<RServer> = Box::new(Server::with_chunks(
+        ServerConfig::new(SECRET),
+        ChunkConfig::fast().with_compression(false),
+    ));
+    let mut cs: Vec<Box<RClient>> = (0..4)
+        .map(|_| {
+            Box::new(Client::with_chunks(
+                ClientConfig::new(),
+                ChunkConfig::fast().with_compression(false),
+            ))
+        })
+        .collect();
+    let mut at_srv: Vec<(u32, Vec<u8>)> = Vec::new();
+    let mut at_cli: Vec<Vec<Vec<u8>>> = vec![Vec::new(); 4];
+    let mut sent = [0usize; 4];
+    let mut online = [false; 4];
+    // one datagram in five lost each way, from a fixed xorshift sequence
+    let mut x = 0x9e37_79b9_7f4a_7c15u64;
+    let mut lose = || {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        x % 5 == 0
+    };
+    let mut buf = [0u8; 1400];
+    for step in 0..6000u64 {
+        let now = at(step * 10);
+        for (i, c) in cs.iter_mut().enumerate() {
+            // clients 1-3 connect at once, client 4 after 300 ms of traffic
+            if (i < 3 && step == 0) || (i == 3 && step == 30) {
+                c.connect(now).unwrap();
+            }
+            if c.poll_timeout().is_some_and(|d| d <= now) {
+                c.handle_timeout(now);
+            }
+            while let Some(e) = c.poll_event() {
+                if let ClientEvent::Connected { .. } = e {
+                    online[i] = true;
+                }
+            }
+            if online[i]
+                && sent[i] < K
+                && c.send_vital(now, &[b'c', i as u8, sent[i] as u8], true)
+                    .is_ok()
+            {
+                sent[i] += 1;
+            }
+            while let Some(t) = c.poll_transmit(now, &mut buf).unwrap() {
+                if lose() {
+                    continue;
+                }
+                let peer = i as u32 + 1;
+                let _ = s.handle_input(now, peer, &buf[..t.len]).unwrap();
+                while let Some((p, chunk)) = s.poll_chunk() {
+                    if chunk.flags.vital {
+                        at_srv.push((p, chunk.data.to_vec()));
+                    }
+                }
+            }
+        }
+        while let Some(e) = s.poll_event() {
+            if let ServerEvent::Connected { peer, .. } = e {
+                for k in 0..K {
+                    // queued at once: the channel sends them as room allows
+                    s.send_vital(now, peer, &[b's', peer as u8, k as u8], k == K - 1)
+                        .unwrap();
+                }
+            }
+        }
+        if s.poll_timeout().is_some_and(|d| d <= now) {
+            s.handle_timeout(now);
+        }
+        while let Some(t) = s.poll_transmit(now, &mut buf).unwrap() {
+            if lose() {
+                continue;
+            }
+            let c = &mut cs[t.to as usize - 1];
+            let r = c.handle_input(now, (), &buf[..t.len]).unwrap();
+            if let Some(ClientApp::ChunksReady) = r.into_app() {
+                while let Some(chunk) = c.poll_chunk() {
+                    if chunk.flags.vital {
+                        at_cli[t.to as usize - 1].push(chunk.data.to_vec());
+                    }
+                }
+            }
+        }
+        let done = at_srv.len() == 4 * K && at_cli.iter().all(|v| v.len() == K);
+        if done && cs.iter().all(|c| c.unacked() == 0) {
+            break;
+        }
+    }
+    (at_srv, at_cli)
+}
+
+#[test]
+fn four_chunk_clients_in_every_slot_each_get_exactly_their_own_chunks_under_loss() {
+    let (at_srv, at_cli) = four_clients_exchange();
+    for i in 0..4u8 {
+        let from: Vec<Vec<u8>> = at_srv
+            .iter()
+            .filter(|(p, _)| *p == u32::from(i) + 1)
+            .map(|(_, d)| d.clone())
+            .collect();
+        let want: Vec<Vec<u8>> = (0..12u8).map(|k| vec![b'c', i, k]).collect();
+        assert_eq!(from, want, "the server from client {}", i + 1);
+        let want: Vec<Vec<u8>> = (0..12u8).map(|k| vec![b's', i + 1, k]).collect();
+        assert_eq!(at_cli[usize::from(i)], want, "client {}", i + 1);
+    }
 }

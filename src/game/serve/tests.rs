@@ -244,6 +244,16 @@ fn repeated_map_requests_are_bounded() {
     }
     // 2 x 20 pieces + 16
     assert_eq!(answered, 56);
+    // a request for another piece than the next one queues that piece alone
+    let mut other = Join::new(&m, offer(&m));
+    other.joined();
+    assert_eq!(
+        other.feed(&request(5)),
+        ServeEvent::MapRequest {
+            piece: 5,
+            queued: 1
+        }
+    );
     // the first request: 16 pieces; every repeat: piece 0 only
     assert_eq!(j.rec.pieces().len(), 16 + 55);
     assert_eq!(j.s.pieces_due(), 0);
@@ -300,6 +310,7 @@ fn enter_game_before_ready_and_start_info_is_ignored() {
         j.s.handle_chunk(&j.o, Chunk::non_vital(&e)).unwrap(),
         ServeEvent::Ignored(Ignored::NotVital)
     );
+    assert!(!j.s.in_game());
     assert_eq!(j.feed(&e), ServeEvent::Entered);
     assert!(j.s.in_game());
     // a second ENTERGAME changes nothing; a second READY gets another CON_READY
@@ -343,6 +354,22 @@ fn hostile_version_strings_fit_the_close() {
         assert!(r.starts_with(WRONG_VERSION_HEAD) && r.ends_with('\''));
         assert!(!r.chars().any(|c| c.is_control()), "{r:?}");
         assert_eq!(j.s.refusal_reason(), Some(r.as_str()));
+        assert_eq!(j.s.refusal(), Some(Refusal::WrongVersion));
+    }
+    // a long version fills the 127 bytes exactly: as much of it as fits, then the quote; a
+    // two-byte character is never split
+    let room = MAX_REASON_LEN - WRONG_VERSION_HEAD.len() - 1;
+    // (room is 58: "a" and 28 "é" end at byte 57, the 29th would end past the room)
+    let odd = std::format!("a{long}");
+    let cases = [
+        ("x".repeat(200), "x".repeat(room)),
+        (long, "é".repeat(room / 2)),
+        (odd, std::format!("a{}", "é".repeat((room - 1) / 2))),
+    ];
+    for (v, kept) in cases {
+        let mut j = Join::new(&m, o);
+        let _ = j.feed(&info(&v, ""));
+        assert_eq!(j.rec.closed[0], std::format!("{WRONG_VERSION_HEAD}{kept}'"));
     }
 }
 
