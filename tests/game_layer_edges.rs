@@ -384,10 +384,13 @@ fn a_third_slot_peers_early_chunk_comes_out_of_its_own_reorder_buffer() {
     assert_eq!(s.chunk_stats(1).unwrap().delivered, 0);
 }
 
+/// What the server received (peer, data) and what each client received
+type Received = (Vec<(u32, Vec<u8>)>, Vec<Vec<Vec<u8>>>);
+
 /// Four chunk-layer clients on a four-slot server (every slot taken, the fourth joining late),
 /// one datagram in five lost each way: each side receives exactly its own vital chunks, in
 /// order, once. Returns what the server and each client received.
-fn four_clients_exchange() -> (Vec<(u32, Vec<u8>)>, Vec<Vec<Vec<u8>>>) {
+fn four_clients_exchange() -> Received {
     const K: usize = 12;
     let mut s: Box<RServer> = Box::new(Server::with_chunks(
         ServerConfig::new(SECRET),
@@ -411,7 +414,7 @@ fn four_clients_exchange() -> (Vec<(u32, Vec<u8>)>, Vec<Vec<Vec<u8>>>) {
         x ^= x << 13;
         x ^= x >> 7;
         x ^= x << 17;
-        x % 5 == 0
+        x.is_multiple_of(5)
     };
     let mut buf = [0u8; 1400];
     for step in 0..6000u64 {
