@@ -501,3 +501,33 @@ fn four_chunk_clients_in_every_slot_each_get_exactly_their_own_chunks_under_loss
         assert_eq!(at_cli[usize::from(i)], want, "client {}", i + 1);
     }
 }
+
+#[test]
+fn a_silent_peer_with_an_unacked_chunk_times_out_as_a_timeout_not_too_weak() {
+    // the peer goes silent right after joining while a vital chunk waits for its ack: both
+    // the 10 s timeout and the 10 s unacked limit fall due at once; the timeout is the cause
+    let mut s: Box<RServer> = Box::new(Server::with_chunks(
+        ServerConfig::new(SECRET),
+        ChunkConfig::new().with_compression(false),
+    ));
+    handshake(&mut s, at(0), 1);
+    while s.poll_event().is_some() {}
+    assert_eq!(s.send_vital(at(0), 1, b"hello", true), Ok(1));
+    let mut buf = [0u8; 1400];
+    let mut closed = None;
+    let mut now = at(0);
+    while closed.is_none() && now < at(20_000) {
+        while s.poll_transmit(now, &mut buf).unwrap().is_some() {}
+        now = s.poll_timeout().unwrap();
+        s.handle_timeout(now);
+        while let Some(e) = s.poll_event() {
+            if let ServerEvent::Closed { peer: 1, cause } = e {
+                closed = Some((now, cause));
+            }
+        }
+    }
+    assert_eq!(
+        closed,
+        Some((at(10_000), tether_net::game::CloseCause::Timeout))
+    );
+}

@@ -279,6 +279,18 @@ fn out_of_order_flood_does_not_grow_the_queue() {
     j.flush().unwrap();
     assert_eq!(j.s.pieces_due(), 0);
     assert!(!j.s.wants_flush());
+    // one piece asked again and again: each request queues it once more until the queue is
+    // full; the rest are counted as dropped
+    let mut j = Join::new(&m, o);
+    j.joined();
+    j.rec.room = Some(0);
+    let r = request(5);
+    for _ in 0..DUE_PIECES + 3 {
+        let _ = j.feed(&r);
+    }
+    assert_eq!(j.s.requests(), DUE_PIECES as u32 + 3);
+    assert_eq!(j.s.pieces_due(), DUE_PIECES);
+    assert_eq!(j.s.dropped(), 3);
 }
 
 #[test]
