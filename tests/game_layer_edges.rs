@@ -5,6 +5,7 @@
 //! longer than a packet, a rejoin while a vital chunk waits unsent, a chunk of the largest size.
 
 use tether_net::game::huffman::compress;
+use tether_net::game::vital::VitalConfig;
 use tether_net::game::{
     ChunkConfig, Client, ClientApp, ClientConfig, ClientEvent, Error, Reliable, Server,
     ServerConfig, ServerEvent, TokenSecret,
@@ -530,4 +531,36 @@ fn a_silent_peer_with_an_unacked_chunk_times_out_as_a_timeout_not_too_weak() {
         closed,
         Some((at(10_000), tether_net::game::CloseCause::Timeout))
     );
+}
+
+#[test]
+fn a_vital_chunk_with_nothing_to_send_back_is_acked_by_an_early_keep_alive() {
+    let mut s: Box<RServer> = Box::new(Server::with_chunks(
+        ServerConfig::new(SECRET),
+        ChunkConfig::new()
+            .with_compression(false)
+            .with_vital(VitalConfig::reference().with_ack_delay(Some(Duration::from_millis(50)))),
+    ));
+    handshake(&mut s, at(0), 1);
+    while s.poll_event().is_some() {}
+    let mut buf = [0u8; 1400];
+    while s.poll_transmit(at(0), &mut buf).unwrap().is_some() {}
+    let mut pkt = from_hex("00 00 01 40 01 01 78");
+    pkt.extend_from_slice(&s.token_for(1).0);
+    let _ = s.handle_input(at(10), 1, &pkt).unwrap();
+    while s.poll_chunk().is_some() {}
+    // an ack delay of 50 ms: the first packet to the peer is a KEEP_ALIVE acking 1, 50 ms later,
+    // long before the 1 s cadence
+    let mut now = at(10);
+    let first = loop {
+        if let Some(t) = s.poll_transmit(now, &mut buf).unwrap() {
+            break (now, buf[..t.len].to_vec());
+        }
+        now = s.poll_timeout().unwrap();
+        s.handle_timeout(now);
+    };
+    let mut ka = from_hex("10 01 00 00");
+    ka.extend_from_slice(&s.token_for(1).0);
+    assert_eq!(first.1, ka);
+    assert_eq!(first.0, at(60));
 }
