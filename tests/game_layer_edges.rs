@@ -541,26 +541,32 @@ fn a_vital_chunk_with_nothing_to_send_back_is_acked_by_an_early_keep_alive() {
             .with_compression(false)
             .with_vital(VitalConfig::reference().with_ack_delay(Some(Duration::from_millis(50)))),
     ));
-    handshake(&mut s, at(0), 1);
+    // the third of three peers (its own slot's channel decides)
+    for peer in [1, 2, 3] {
+        handshake(&mut s, at(0), peer);
+    }
     while s.poll_event().is_some() {}
     let mut buf = [0u8; 1400];
     while s.poll_transmit(at(0), &mut buf).unwrap().is_some() {}
     let mut pkt = from_hex("00 00 01 40 01 01 78");
-    pkt.extend_from_slice(&s.token_for(1).0);
-    let _ = s.handle_input(at(10), 1, &pkt).unwrap();
+    pkt.extend_from_slice(&s.token_for(3).0);
+    let _ = s.handle_input(at(10), 3, &pkt).unwrap();
     while s.poll_chunk().is_some() {}
     // an ack delay of 50 ms: the first packet to the peer is a KEEP_ALIVE acking 1, 50 ms later,
     // long before the 1 s cadence
     let mut now = at(10);
     let first = loop {
         if let Some(t) = s.poll_transmit(now, &mut buf).unwrap() {
-            break (now, buf[..t.len].to_vec());
+            if t.to == 3 {
+                break (now, buf[..t.len].to_vec());
+            }
+            continue;
         }
         now = s.poll_timeout().unwrap();
         s.handle_timeout(now);
     };
     let mut ka = from_hex("10 01 00 00");
-    ka.extend_from_slice(&s.token_for(1).0);
+    ka.extend_from_slice(&s.token_for(3).0);
     assert_eq!(first.1, ka);
     assert_eq!(first.0, at(60));
 }
