@@ -294,19 +294,28 @@ fn the_client_counts_its_vital_chunks_until_the_server_acknowledges_them() {
     assert_eq!(c.unacked(), 0);
 }
 
-#[test]
-fn a_non_vital_packet_carries_its_own_peers_ack_and_replaces_a_queued_keep_alive() {
-    let mut s: Box<RServer> = Box::new(Server::with_chunks(
-        ServerConfig::new(SECRET),
-        ChunkConfig::new().with_compression(false),
-    ));
-    for peer in [1, 2, 3] {
+/// A chunk-layer server (`chunks`) with `peers` joined at 0 ms, their events drained
+fn server_with(chunks: ChunkConfig, peers: &[u32]) -> Box<RServer> {
+    let mut s: Box<RServer> = Box::new(Server::with_chunks(ServerConfig::new(SECRET), chunks));
+    for &peer in peers {
         handshake(&mut s, at(0), peer);
     }
     while s.poll_event().is_some() {}
+    s
+}
+
+/// A chunk packet from `peer` with one vital chunk: sequence `seq`, the byte `byte`
+fn one_vital_chunk(s: &RServer, peer: u32, seq: u8, byte: u8) -> Vec<u8> {
+    let mut pkt = vec![0x00, 0x00, 0x01, 0x40, 0x01, seq, byte];
+    pkt.extend_from_slice(&s.token_for(peer).0);
+    pkt
+}
+
+#[test]
+fn a_non_vital_packet_carries_its_own_peers_ack_and_replaces_a_queued_keep_alive() {
+    let mut s = server_with(ChunkConfig::new().with_compression(false), &[1, 2, 3]);
     // peer 3 (the third slot) sends one vital chunk, sequence 1: the server acks 1 to it only
-    let mut pkt = from_hex("00 00 01 40 01 01 78");
-    pkt.extend_from_slice(&s.token_for(3).0);
+    let pkt = one_vital_chunk(&s, 3, 1, b'x');
     let _ = s.handle_input(at(10), 3, &pkt).unwrap();
     while s.poll_chunk().is_some() {}
     let mut buf = [0u8; 1400];
@@ -340,16 +349,8 @@ fn a_non_vital_packet_carries_its_own_peers_ack_and_replaces_a_queued_keep_alive
 
 #[test]
 fn chunks_of_a_peer_closed_before_they_were_read_never_reach_the_peer_in_its_slot() {
-    let mut s: Box<RServer> = Box::new(Server::with_chunks(
-        ServerConfig::new(SECRET),
-        ChunkConfig::new().with_compression(false),
-    ));
-    for peer in [1, 2, 3] {
-        handshake(&mut s, at(0), peer);
-    }
-    while s.poll_event().is_some() {}
-    let mut pkt = from_hex("00 00 01 40 01 01 78");
-    pkt.extend_from_slice(&s.token_for(3).0);
+    let mut s = server_with(ChunkConfig::new().with_compression(false), &[1, 2, 3]);
+    let pkt = one_vital_chunk(&s, 3, 1, b'x');
     let _ = s.handle_input(at(10), 3, &pkt).unwrap();
     // the application closes peer 3 before reading its chunk; peer 4 takes the freed slot
     s.close(at(10), 3, "bye").unwrap();
@@ -361,19 +362,11 @@ fn chunks_of_a_peer_closed_before_they_were_read_never_reach_the_peer_in_its_slo
 
 #[test]
 fn a_third_slot_peers_early_chunk_comes_out_of_its_own_reorder_buffer() {
-    let mut s: Box<RServer> = Box::new(Server::with_chunks(
-        ServerConfig::new(SECRET),
-        ChunkConfig::fast().with_compression(false),
-    ));
-    for peer in [1, 2, 3] {
-        handshake(&mut s, at(0), peer);
-    }
-    while s.poll_event().is_some() {}
+    let mut s = server_with(ChunkConfig::fast().with_compression(false), &[1, 2, 3]);
     let mut got = Vec::new();
     // peer 3 sends sequence 2 ("y") before 1 ("x"): 2 waits in peer 3's reorder buffer
-    for (at_ms, chunk) in [(10, "40 01 02 79"), (20, "40 01 01 78")] {
-        let mut pkt = from_hex(&format!("00 00 01 {chunk}"));
-        pkt.extend_from_slice(&s.token_for(3).0);
+    for (at_ms, seq, byte) in [(10, 2, b'y'), (20, 1, b'x')] {
+        let pkt = one_vital_chunk(&s, 3, seq, byte);
         let _ = s.handle_input(at(at_ms), 3, &pkt).unwrap();
         while let Some((peer, c)) = s.poll_chunk() {
             got.push((peer, c.seq, c.data.to_vec()));
@@ -507,12 +500,7 @@ fn four_chunk_clients_in_every_slot_each_get_exactly_their_own_chunks_under_loss
 fn a_silent_peer_with_an_unacked_chunk_times_out_as_a_timeout_not_too_weak() {
     // the peer goes silent right after joining while a vital chunk waits for its ack: both
     // the 10 s timeout and the 10 s unacked limit fall due at once; the timeout is the cause
-    let mut s: Box<RServer> = Box::new(Server::with_chunks(
-        ServerConfig::new(SECRET),
-        ChunkConfig::new().with_compression(false),
-    ));
-    handshake(&mut s, at(0), 1);
-    while s.poll_event().is_some() {}
+    let mut s = server_with(ChunkConfig::new().with_compression(false), &[1]);
     assert_eq!(s.send_vital(at(0), 1, b"hello", true), Ok(1));
     let mut buf = [0u8; 1400];
     let mut closed = None;
@@ -535,21 +523,13 @@ fn a_silent_peer_with_an_unacked_chunk_times_out_as_a_timeout_not_too_weak() {
 
 #[test]
 fn a_vital_chunk_with_nothing_to_send_back_is_acked_by_an_early_keep_alive() {
-    let mut s: Box<RServer> = Box::new(Server::with_chunks(
-        ServerConfig::new(SECRET),
-        ChunkConfig::new()
-            .with_compression(false)
-            .with_vital(VitalConfig::reference().with_ack_delay(Some(Duration::from_millis(50)))),
-    ));
     // the third of three peers (its own slot's channel decides)
-    for peer in [1, 2, 3] {
-        handshake(&mut s, at(0), peer);
-    }
-    while s.poll_event().is_some() {}
+    let vital = VitalConfig::reference().with_ack_delay(Some(Duration::from_millis(50)));
+    let chunks = ChunkConfig::new().with_compression(false).with_vital(vital);
+    let mut s = server_with(chunks, &[1, 2, 3]);
     let mut buf = [0u8; 1400];
     while s.poll_transmit(at(0), &mut buf).unwrap().is_some() {}
-    let mut pkt = from_hex("00 00 01 40 01 01 78");
-    pkt.extend_from_slice(&s.token_for(3).0);
+    let pkt = one_vital_chunk(&s, 3, 1, b'x');
     let _ = s.handle_input(at(10), 3, &pkt).unwrap();
     while s.poll_chunk().is_some() {}
     // an ack delay of 50 ms: the first packet to the peer is a KEEP_ALIVE acking 1, 50 ms later,
