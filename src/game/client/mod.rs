@@ -260,10 +260,11 @@ pub enum ClientState {
 /// [`Client::close`] until the CLOSE is written, and of the server's, for
 /// [`Client::peer_close_reason`]; longer texts are cut on a char boundary
 ///
-/// A bound on the client's size (it fits in 256 bytes on 32-bit targets): the reasons DDNet's
-/// client and server send are shorter, except ban and kick messages with a long free text, which
-/// [`ClientApp::Close`] hands out whole. [`Client::close_static`] sends a constant reason of any
-/// length (up to the 127 bytes DDNet reads) without keeping a copy.
+/// A bound on the client's size (it fits in 256 bytes on 32-bit targets). Short reasons
+/// ("Timeout", "Server shutdown", "This server is full") are kept whole; longer ones, such as
+/// DDNet's 85-byte wrong-version wording or a ban with its free text, come out whole once, as
+/// [`ClientApp::Close`] borrowed from the datagram. [`Client::close_static`] sends a constant
+/// reason of any length (up to the 127 bytes DDNet reads) without keeping a copy.
 pub const KEPT_REASON_LEN: usize = 30;
 
 /// A CLOSE reason the client keeps
