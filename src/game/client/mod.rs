@@ -1401,8 +1401,10 @@ impl<const EVENTS: usize, L: Layer> Client<EVENTS, L> {
     fn keep_reason(&mut self, reason: Reason<'_>) {
         let bytes = reason.as_bytes();
         let mut end = bytes.len().min(KEPT_REASON_LEN);
-        // back to the start of a UTF-8 sequence (a continuation byte is 10xxxxxx)
-        while bytes.get(end).is_some_and(|b| b & 0xc0 == 0x80) {
+        // back to the start of a UTF-8 sequence (a continuation byte is 10xxxxxx), at most three
+        // bytes (a sequence is at most four long): a peer's text need not be UTF-8
+        let least = end.saturating_sub(3);
+        while end > least && bytes.get(end).is_some_and(|b| b & 0xc0 == 0x80) {
             end -= 1;
         }
         let mut kept = heapless::Vec::new();

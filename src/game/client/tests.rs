@@ -300,6 +300,28 @@ fn the_servers_long_reason_is_handed_out_whole_and_kept_cut() {
 }
 
 #[test]
+fn a_server_reason_of_continuation_bytes_only_is_kept_cut_without_a_panic() {
+    // not UTF-8: 40 bytes 0x80 (found by the game_client fuzz target: the cut walked back past
+    // the first byte). The cut backs off at most three bytes, the longest a UTF-8 sequence
+    // can still be open
+    for bytes in [
+        vec![0x80u8; 40],
+        vec![0xbfu8; 31],
+        [vec![b'a'; 27], vec![0x80; 10]].concat(),
+    ] {
+        let mut c = online();
+        let mut pkt = hex("10 00 00 04");
+        pkt.extend_from_slice(&bytes);
+        pkt.push(0);
+        pkt.extend_from_slice(&TOK.0);
+        let app = feed_app(&mut c, ms(5), &pkt).expect("the reason");
+        assert_eq!(app.close_reason().map(|r| r.as_bytes()), Some(&bytes[..]));
+        let kept = c.peer_close_reason().unwrap();
+        assert_eq!(kept.as_bytes(), &bytes[..KEPT_REASON_LEN - 3]);
+    }
+}
+
+#[test]
 fn counters_are_kept_in_32_bits_and_saturate() {
     let mut c = online();
     c.stats.dropped_malformed = u32::MAX - 1;
