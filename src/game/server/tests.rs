@@ -1742,3 +1742,42 @@ fn a_peer_ack_going_backwards_is_dropped_and_the_range_wraps() {
     }
     assert!(s.is_online(1));
 }
+
+#[test]
+fn a_frame_that_found_the_transmit_queue_full_of_stale_entries_goes_out_at_its_next_timer() {
+    // Two slots, so the transmit queue holds two entries. Peer 1 (pending) is queued, closed
+    // before its CONNECT_ACCEPT went out and replaced by peer 2 in the same slot: both entries
+    // name that slot. Peer 3 then lands in the other slot and cannot be queued.
+    let mut s: Server<Addr, 2> =
+        Server::with_capacities(ServerConfig::new(SECRET).with_vanilla(VanillaPolicy::Pending));
+    let resend = s.config().connect_accept_resend();
+    to_s(&mut s, ms(0), 1, &hex("10 00 00 01"));
+    s.close(ms(0), 1, "").unwrap();
+    to_s(&mut s, ms(0), 2, &hex("10 00 00 01"));
+    to_s(&mut s, ms(0), 3, &hex("10 00 00 01"));
+    assert_eq!(s.peer_count(), 2);
+    // the CLOSE to 1, then the two entries of slot 0 give peer 2's CONNECT_ACCEPT once; peer
+    // 3's waits
+    assert_eq!(out_addrs(&mut s, ms(0)), [1, 2]);
+    assert_eq!(out_addrs(&mut s, ms(1)), [] as [Addr; 0]);
+    // its timer entry (filed for one resend interval after the failed queueing) queues it
+    // again: it goes out then, and follows the usual cadence from there
+    let mut sent = Vec::new();
+    while let Some(t) = s.poll_timeout().filter(|&t| t < ms(1200)) {
+        s.handle_timeout(t);
+        for (to, d) in s_out(&mut s, t) {
+            assert_eq!(d, hex("10 00 00 02"));
+            sent.push((t, to));
+        }
+    }
+    let first = ms(1) + resend;
+    assert_eq!(
+        sent,
+        [
+            (ms(0) + resend, 2),
+            (first, 3),
+            (ms(0) + resend + resend, 2),
+            (first + resend, 3)
+        ]
+    );
+}
