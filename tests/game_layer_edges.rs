@@ -550,3 +550,33 @@ fn a_vital_chunk_with_nothing_to_send_back_is_acked_by_an_early_keep_alive() {
     assert_eq!(first.1, ka);
     assert_eq!(first.0, at(60));
 }
+
+#[test]
+fn a_chunk_packet_refused_by_a_small_buffer_comes_out_whole_on_the_next_call() {
+    let mut s = server_with(ChunkConfig::new().with_compression(false), &[1, 2]);
+    let mut buf = [0u8; 1400];
+    while s.poll_transmit(at(0), &mut buf).unwrap().is_some() {}
+    s.send_vital(at(10), 2, b"hello", true).unwrap();
+    // the packet is written into the server's out buffer before the caller's is checked: a
+    // buffer too small for it is refused with the size it needs, the packet kept
+    let mut small = [0u8; 4];
+    let required = match s.poll_transmit(at(10), &mut small) {
+        Err(e) => e.required,
+        Ok(t) => panic!("a 4-byte buffer took {t:?}"),
+    };
+    assert!(required > 4);
+    // nothing else is queued, yet the kept packet comes out, to peer 2, exactly that size
+    let t = s
+        .poll_transmit(at(10), &mut buf)
+        .unwrap()
+        .expect("the kept packet");
+    assert_eq!((t.to, t.len), (2, required));
+    let payload = &buf[3..t.len - 4];
+    assert!(
+        payload.windows(5).any(|w| w == b"hello"),
+        "the vital chunk is in it: {:02x?}",
+        &buf[..t.len]
+    );
+    assert_eq!(&buf[t.len - 4..t.len], &s.token_for(2).0);
+    assert!(s.poll_transmit(at(10), &mut buf).unwrap().is_none());
+}
