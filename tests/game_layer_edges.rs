@@ -318,6 +318,8 @@ fn a_non_vital_packet_carries_its_own_peers_ack_and_replaces_a_queued_keep_alive
     let pkt = one_vital_chunk(&s, 3, 1, b'x');
     let _ = s.handle_input(at(10), 3, &pkt).unwrap();
     while s.poll_chunk().is_some() {}
+    // the ack each peer is sent is its own vital channel's
+    assert_eq!((s.ack(1), s.ack(3), s.ack(4)), (Some(0), Some(1), None));
     let mut buf = [0u8; 1400];
     while s.poll_transmit(at(10), &mut buf).unwrap().is_some() {}
     let mut out = [0u8; 1400];

@@ -906,7 +906,9 @@ fn set_ack_and_sequence_apply_per_peer() {
     to_s(&mut s, ms(0), 1, &hex("10 00 00 01"));
     let _ = s_out(&mut s, ms(0));
     assert_eq!(s.set_ack(9, 1), Err(Error::UnknownPeer));
+    assert_eq!((s.ack(1), s.ack(9)), (Some(0), None));
     s.set_ack(1, 256).unwrap();
+    assert_eq!(s.ack(1), Some(256));
     s.set_sequence(1, 3).unwrap();
     to_s(&mut s, ms(1), 1, &hex("10 03 00 00"));
     assert_eq!(s.stats().dropped_bad_ack, 0);
@@ -927,7 +929,9 @@ fn set_ack_and_sequence_take_any_u16_modulo_1024() {
     assert_eq!(s.stats().keep_alives_received, 1);
     s.handle_timeout(ms(1000));
     assert_eq!(s_out(&mut s, ms(1000)), [(1, hex("13 ff 00 00"))]);
+    assert_eq!(s.ack(1), Some(1023), "kept modulo 1024");
     s.set_ack(1, 1024 + 5).unwrap();
+    assert_eq!(s.ack(1), Some(5));
     s.handle_timeout(ms(2000));
     assert_eq!(s_out(&mut s, ms(2000)), [(1, hex("10 05 00 00"))]);
 }
