@@ -582,3 +582,61 @@ fn a_chunk_packet_refused_by_a_small_buffer_comes_out_whole_on_the_next_call() {
     assert_eq!(&buf[t.len - 4..t.len], &s.token_for(2).0);
     assert!(s.poll_transmit(at(10), &mut buf).unwrap().is_none());
 }
+
+#[test]
+fn a_peer_admitted_into_a_freed_slot_starts_a_fresh_vital_channel_and_leaves_the_others_alone() {
+    let mut s = server_with(ChunkConfig::new().with_compression(false), &[1, 2, 3, 4]);
+    let mut buf = [0u8; 1400];
+    while s.poll_transmit(at(0), &mut buf).unwrap().is_some() {}
+    // every peer sends vital chunk 1 and is sent two: the channels of all four slots have state
+    for peer in [1, 2, 3, 4] {
+        let pkt = one_vital_chunk(&s, peer, 1, b'x');
+        let r = s.handle_input(at(10), peer, &pkt).unwrap();
+        assert_eq!(r.bytes_consumed(), pkt.len());
+        // (the chunks of one packet are read before the next is taken in)
+        while s.poll_chunk().is_some() {}
+        assert_eq!(s.ack(peer), Some(1));
+        assert_eq!(s.send_vital(at(10), peer, b"a", false), Ok(1));
+        assert_eq!(s.send_vital(at(10), peer, b"b", false), Ok(2));
+    }
+    // peer 1 leaves; peer 9 takes its slot
+    s.close(at(20), 1, "bye").unwrap();
+    while s.poll_event().is_some() {}
+    handshake(&mut s, at(20), 9);
+    while s.poll_event().is_some() {}
+    assert_eq!(s.peer_count(), 4);
+    // 9's channel is new: nothing acked, its first chunk is sequence 1
+    assert_eq!(s.ack(9), Some(0));
+    assert_eq!(s.send_vital(at(20), 9, b"c", false), Ok(1));
+    // the others kept theirs
+    for peer in [2, 3, 4] {
+        assert_eq!(s.ack(peer), Some(1), "peer {peer}");
+        assert_eq!(
+            s.send_vital(at(20), peer, b"c", false),
+            Ok(3),
+            "peer {peer}"
+        );
+    }
+}
+
+#[test]
+fn a_chunk_due_when_its_peers_timer_fires_leaves_no_deadline_in_the_past() {
+    let mut s = server_with(ChunkConfig::new().with_compression(false), &[1, 2, 3]);
+    let mut buf = [0u8; 1400];
+    while s.poll_transmit(at(0), &mut buf).unwrap().is_some() {}
+    // the keep-alive timers fire at 1 s; a flushed chunk for the third peer is due right then
+    let due = s.poll_timeout().unwrap();
+    assert_eq!(due, at(1000));
+    assert_eq!(s.send_vital(due, 3, b"now", true), Ok(1));
+    s.handle_timeout(due);
+    // the chunk goes out with the next poll_transmit; until then no timer says "already due"
+    let next = s.poll_timeout().unwrap();
+    assert!(next > due, "{next:?} is not after {due:?}");
+    let mut to = Vec::new();
+    while let Some(t) = s.poll_transmit(due, &mut buf).unwrap() {
+        to.push(t.to);
+    }
+    to.sort_unstable();
+    assert_eq!(to, [1, 2, 3]);
+    assert!(s.poll_timeout().unwrap() > due);
+}

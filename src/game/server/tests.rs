@@ -1785,3 +1785,36 @@ fn a_frame_that_found_the_transmit_queue_full_of_stale_entries_goes_out_at_its_n
         ]
     );
 }
+
+#[test]
+fn a_timer_heap_rebuilt_with_four_slots_keeps_every_peers_cadence() {
+    // four token peers in the four slots; kicking and re-admitting peer 1 leaves a stale entry
+    // that overflows the heap of four, so the next handle_timeout rebuilds it from the table
+    let mut s = server(VanillaPolicy::Reject);
+    let accept = |s: &Srv, a: Addr| with_token("10 00 00 03", s.token_for(a));
+    for a in [1, 2, 3, 4] {
+        let p = accept(&s, a);
+        to_s(&mut s, ms(0), a, &p);
+    }
+    s.close(ms(400), 1, "").unwrap();
+    let p = accept(&s, 1);
+    to_s(&mut s, ms(400), 1, &p);
+    let _ = s_events(&mut s);
+    let _ = s_out(&mut s, ms(400));
+    assert_eq!(s.poll_timeout(), Some(ms(400)), "rebuild requested");
+    s.handle_timeout(ms(400));
+    // every slot's entry survives the rebuild: 2, 3 and 4 at 1 s, 1 at 1.4 s
+    let mut sent = Vec::new();
+    while let Some(t) = s.poll_timeout().filter(|&t| t <= ms(2400)) {
+        s.handle_timeout(t);
+        for a in out_addrs(&mut s, t) {
+            sent.push((t, a));
+        }
+    }
+    let mut expected = Vec::new();
+    for k in 1..=2u64 {
+        expected.extend([(ms(k * 1000), 2), (ms(k * 1000), 3), (ms(k * 1000), 4)]);
+        expected.push((ms(k * 1000 + 400), 1));
+    }
+    assert_eq!(sent, expected);
+}
