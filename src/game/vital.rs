@@ -1330,6 +1330,92 @@ mod tests {
         assert_eq!(v.queue(ms(0), b"b", false), Ok(0));
     }
 
+    /// Fill one packet whose chunk payload may take at most `limit` bytes; the vital chunks'
+    /// sequences
+    fn packet_within(v: &mut V, now: Instant, limit: usize) -> Vec<u16> {
+        let mut buf = [0u8; 1400];
+        let mut w = ChunkWriter::new(&mut buf, limit);
+        let _ = v.fill(now, &mut w);
+        Chunks::new(w.as_bytes(), w.num_chunks())
+            .map(|c| c.unwrap().seq)
+            .collect()
+    }
+
+    #[test]
+    fn a_chunk_of_the_largest_size_is_queued_and_one_byte_more_is_refused() {
+        let mut v = V::new(VitalConfig::reference());
+        assert_eq!(v.queue(ms(0), &[7; MAX_CHUNK_SIZE], false), Ok(1));
+        assert_eq!(
+            v.queue(ms(0), &[7; MAX_CHUNK_SIZE + 1], false),
+            Err(QueueError::TooLarge {
+                size: MAX_CHUNK_SIZE + 1
+            })
+        );
+        assert_eq!(v.queue(ms(0), b"x", false), Ok(2));
+        assert_eq!((v.stats().queued, v.unacked()), (2, 2));
+        let (f, chunks) = packet(&mut v, ms(0));
+        assert_eq!(f.vital_chunks, 2);
+        assert_eq!(chunks[0].2.len(), MAX_CHUNK_SIZE);
+    }
+
+    #[test]
+    fn poll_timeout_says_now_while_a_flushed_chunk_or_a_resend_waits() {
+        let mut v = V::new(VitalConfig::reference());
+        assert_eq!(v.poll_timeout(), None);
+        v.note_sent(ms(1000));
+        // a flushed chunk is due at once, not at the flush deadline (1,500 ms)
+        v.queue(ms(1100), b"ready", true).unwrap();
+        assert_eq!(v.poll_timeout(), Some(ms(1100)));
+        let _ = packet(&mut v, ms(1100));
+        // sent: the next deadline is its resend, 1 s after
+        assert_eq!(v.poll_timeout(), Some(ms(2100)));
+        // the resend timer runs late, at 2,300 ms: the resend is due then, until it is sent
+        v.handle_timeout(ms(2300)).unwrap();
+        assert_eq!(v.stats().timer_resends, 1);
+        assert_eq!(v.poll_timeout(), Some(ms(2300)));
+        let (_, chunks) = packet(&mut v, ms(2300));
+        assert_eq!(chunks, vec![(1, true, b"ready".to_vec())]);
+        assert_eq!(v.poll_timeout(), Some(ms(3300)));
+    }
+
+    #[test]
+    fn the_resend_timer_waits_its_whole_timeout_after_the_last_send() {
+        let mut v = V::new(VitalConfig::reference());
+        v.queue(ms(0), b"x", true).unwrap();
+        let _ = packet(&mut v, ms(0));
+        for (t, resends) in [(999, 0), (1000, 1)] {
+            v.handle_timeout(ms(t)).unwrap();
+            assert_eq!(v.stats().timer_resends, resends, "at {t} ms");
+            assert_eq!(v.needs_packet(ms(t)), resends == 1, "at {t} ms");
+        }
+        // resent at 1,000 ms: the next resend is 1 s after that send
+        let _ = packet(&mut v, ms(1000));
+        for (t, resends) in [(1999, 1), (2000, 2)] {
+            v.handle_timeout(ms(t)).unwrap();
+            assert_eq!(v.stats().timer_resends, resends, "at {t} ms");
+        }
+    }
+
+    #[test]
+    fn a_timer_resend_of_all_chunks_counts_each_chunk_once() {
+        // every unacked chunk is re-sent when the timer fires (the fast preset)
+        let mut v = V::new(VitalConfig::fast());
+        v.queue(ms(0), b"aa", false).unwrap();
+        v.queue(ms(0), b"bb", true).unwrap();
+        assert_eq!(packet_within(&mut v, ms(0), 100), [1, 2]);
+        // the peer asks for a resend: both are pending again; a packet with room for one re-sends 1
+        v.on_packet(ms(100), &header(0, true)).unwrap();
+        assert_eq!(packet_within(&mut v, ms(100), 5), [1]);
+        assert!(v.needs_packet(ms(100)), "2 still waits");
+        // chunk 1's resend timer (250 ms) fires: 1 is pending again, 2 already was
+        v.handle_timeout(ms(350)).unwrap();
+        assert_eq!(v.stats().timer_resends, 1);
+        assert_eq!(packet_within(&mut v, ms(350), 100), [1, 2]);
+        // both went out: nothing is due until the next resend timer
+        assert!(!v.needs_packet(ms(350)));
+        assert_eq!(v.poll_timeout(), Some(ms(600)));
+    }
+
     #[test]
     fn flush_rules() {
         let mut v = V::new(VitalConfig::reference());
