@@ -1417,6 +1417,60 @@ mod tests {
     }
 
     #[test]
+    fn a_delayed_resend_request_is_due_its_delay_after_the_gap() {
+        let config = VitalConfig::reference().with_request_delay(Some(Duration::from_millis(50)));
+        let mut v = V::new(config);
+        // chunk 2 before chunk 1: a gap seen at 100 ms
+        assert_eq!(v.on_chunk(ms(100), &Chunk::vital(2, b"two")), Receive::Gap);
+        assert_eq!(v.poll_timeout(), Some(ms(150)));
+        assert!(!v.needs_packet(ms(149)));
+        assert!(v.needs_packet(ms(150)));
+        let mut buf = [0u8; 1400];
+        let mut w = ChunkWriter::new(&mut buf, 1390);
+        assert!(v.fill(ms(150), &mut w).resend_request);
+        assert_eq!(v.stats().requests_sent, 1);
+    }
+
+    #[test]
+    fn an_ack_is_reported_due_only_its_delay_after_it_changed_and_until_it_is_sent() {
+        // without an ack delay, acks only ride on packets sent anyway
+        let mut plain = V::new(VitalConfig::reference());
+        assert_eq!(
+            plain.on_chunk(ms(0), &Chunk::vital(1, b"one")),
+            Receive::Deliver
+        );
+        assert!(!plain.needs_ack(ms(60_000)));
+        let config = VitalConfig::reference().with_ack_delay(Some(Duration::from_millis(50)));
+        let mut v = V::new(config);
+        assert!(!v.needs_ack(ms(0)), "nothing received");
+        assert_eq!(
+            v.on_chunk(ms(10), &Chunk::vital(1, b"one")),
+            Receive::Deliver
+        );
+        assert!(!v.needs_ack(ms(59)));
+        assert!(v.needs_ack(ms(60)));
+        assert_eq!(v.poll_timeout(), Some(ms(60)));
+        // a packet carried it
+        v.note_sent(ms(60));
+        assert!(!v.needs_ack(ms(10_000)));
+    }
+
+    #[test]
+    fn sent_and_resent_chunks_are_counted_apart() {
+        let mut v = V::new(VitalConfig::reference());
+        v.queue(ms(0), b"a", false).unwrap();
+        v.queue(ms(0), b"b", true).unwrap();
+        let _ = packet(&mut v, ms(0));
+        assert_eq!((v.stats().sent, v.stats().resent), (2, 0));
+        v.handle_timeout(ms(1000)).unwrap();
+        let _ = packet(&mut v, ms(1000));
+        assert_eq!((v.stats().sent, v.stats().resent), (2, 1));
+        v.queue(ms(1000), b"c", true).unwrap();
+        let _ = packet(&mut v, ms(1000));
+        assert_eq!((v.stats().sent, v.stats().resent), (3, 1));
+    }
+
+    #[test]
     fn flush_rules() {
         let mut v = V::new(VitalConfig::reference());
         v.note_sent(ms(1000));
