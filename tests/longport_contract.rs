@@ -976,6 +976,10 @@ fn line_anchored_mutants_exclusions_still_point_at_their_lines() {
             "| ((u32::from(sequence) & ACK_MASK) << SEQUENCE_SHIFT);",
         ),
         ("longport/client/mod", "|| self.tx_heartbeat == Some(id)"),
+        (
+            "game/vital",
+            "if self.pending_resends > 0 || (self.pending_new > 0 && self.flush) {",
+        ),
     ];
     for (path, text) in anchors {
         let src = std::fs::read_to_string(root.join(format!("src/{path}.rs"))).unwrap();
