@@ -1818,3 +1818,90 @@ fn a_timer_heap_rebuilt_with_four_slots_keeps_every_peers_cadence() {
     }
     assert_eq!(sent, expected);
 }
+
+/// A control packet as vanilla 0.6.4 sends it compressed: header `90 <ack> 00` (control and
+/// compression flags), then the Huffman code of `plain` (control id and payload)
+#[cfg(feature = "control-huffman")]
+fn compressed_control(plain: &[u8]) -> Vec<u8> {
+    let mut packed = [0u8; 512];
+    let n = crate::game::huffman::compress(plain, &mut packed).unwrap();
+    let mut pkt = hex("90 00 00");
+    pkt.extend_from_slice(&packed[..n]);
+    pkt
+}
+
+#[test]
+#[cfg(feature = "control-huffman")]
+fn compressed_control_packets_of_a_vanilla_peer_are_understood() {
+    let mut s = server(VanillaPolicy::Admit);
+    to_s(&mut s, ms(0), 5, &hex("10 00 00 01"));
+    let _ = s_events(&mut s);
+    let _ = s_out(&mut s, ms(0));
+    // a compressed KEEP_ALIVE: a sign of life like a plain one
+    to_s(&mut s, ms(100), 5, &compressed_control(&[0x00]));
+    assert_eq!(s.stats().keep_alives_received, 1);
+    assert_eq!(s.stats().dropped_malformed, 0);
+    // a compressed CONNECT from the online peer: nothing happens (no CONNECT_ACCEPT again, no
+    // rejoin armed)
+    to_s(&mut s, ms(200), 5, &compressed_control(&[0x01]));
+    assert!(s_out(&mut s, ms(200)).is_empty());
+    assert!(s.is_online(5));
+    // a compressed CLOSE: the peer goes, the application gets the CLOSE (its reason sits in a
+    // stack buffer, so it is handed out empty)
+    let bye = compressed_control(b"\x04bye\0");
+    let r = s.handle_input(ms(300), 5, &bye).unwrap();
+    match r.into_app() {
+        Some(ServerApp::Close { reason }) => assert_eq!(reason.as_bytes(), b""),
+        other => panic!("not a CLOSE: {other:?}"),
+    }
+    assert_closed(&mut s, 5, CloseCause::Peer);
+    assert_eq!(s.peer_count(), 0);
+}
+
+#[test]
+#[cfg(feature = "control-huffman")]
+fn a_compressed_control_packet_is_read_up_to_the_192_byte_buffer_and_only_from_vanilla_peers() {
+    // CLOSE (1 byte), the reason and its NUL: 3 + 189 bytes fill the 192-byte buffer exactly
+    let close = |reason_len: usize| {
+        let mut plain = vec![0x04];
+        plain.extend(core::iter::repeat_n(b'r', reason_len));
+        plain.push(0);
+        compressed_control(&plain)
+    };
+    let mut s = server(VanillaPolicy::Admit);
+    for a in [5, 6] {
+        to_s(&mut s, ms(0), a, &hex("10 00 00 01"));
+    }
+    let _ = s_events(&mut s);
+    // one byte more than fits: dropped as malformed, the peer stays
+    to_s(&mut s, ms(100), 6, &close(188));
+    assert_eq!(s.stats().dropped_malformed, 1);
+    assert!(s.is_online(6));
+    let fits = close(187);
+    let r = s.handle_input(ms(100), 5, &fits).unwrap();
+    assert!(matches!(r.into_app(), Some(ServerApp::Close { .. })));
+    assert!(!s.is_online(5));
+    // a token peer never sends compressed control packets (DDNet does not): dropped, even a
+    // well-formed KEEP_ALIVE with the token inside
+    let (mut s, _c) = online_pair(1);
+    let mut plain = vec![0x00];
+    plain.extend_from_slice(&s.token_for(1).0);
+    to_s(&mut s, ms(100), 1, &compressed_control(&plain));
+    assert_eq!(s.stats().dropped_malformed, 1);
+    assert_eq!(s.stats().keep_alives_received, 0);
+}
+
+#[test]
+fn a_vanilla_peer_that_connects_again_while_online_is_answered_and_never_rejoins() {
+    let mut s = server(VanillaPolicy::Admit);
+    to_s(&mut s, ms(0), 5, &hex("10 00 00 01"));
+    let _ = s_events(&mut s);
+    let _ = s_out(&mut s, ms(0));
+    // its CONNECT_ACCEPT was lost: it connects again and is answered, then sends ACCEPT
+    to_s(&mut s, ms(100), 5, &hex("10 00 00 01"));
+    assert_eq!(s_out(&mut s, ms(100)), [(5, hex("10 00 00 02"))]);
+    to_s(&mut s, ms(110), 5, &hex("10 00 00 03"));
+    assert_eq!(s_events(&mut s), []);
+    assert_eq!(s.stats().rejoins, 0);
+    assert!(s.is_online(5));
+}
