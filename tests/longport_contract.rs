@@ -977,6 +977,11 @@ fn line_anchored_mutants_exclusions_still_point_at_their_lines() {
         ),
         ("longport/client/mod", "|| self.tx_heartbeat == Some(id)"),
         (
+            "game/server/mod",
+            "if b0 & !ACK_HIGH_MASK == FLAG_CONTROL && hot.token().is_some() {",
+        ),
+        ("game/server/mod", "if h.online() && h.token().is_some() {"),
+        (
             "game/vital",
             "if self.pending_resends > 0 || (self.pending_new > 0 && self.flush) {",
         ),

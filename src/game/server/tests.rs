@@ -1856,6 +1856,22 @@ fn compressed_control_packets_of_a_vanilla_peer_are_understood() {
     }
     assert_closed(&mut s, 5, CloseCause::Peer);
     assert_eq!(s.peer_count(), 0);
+    // nor is a compressed CONNECT a sign of life: a peer that sends nothing else times out 10 s
+    // after it was admitted
+    to_s(&mut s, ms(1000), 6, &hex("10 00 00 01"));
+    let _ = s_events(&mut s);
+    let mut run_until = |s: &mut Srv, end: Instant| {
+        while let Some(t) = s.poll_timeout().filter(|&t| t <= end) {
+            s.handle_timeout(t);
+            let _ = s_out(s, t);
+        }
+    };
+    run_until(&mut s, ms(6000));
+    to_s(&mut s, ms(6000), 6, &compressed_control(&[0x01]));
+    run_until(&mut s, ms(10_999));
+    assert!(s.is_online(6));
+    run_until(&mut s, ms(11_000));
+    assert_closed(&mut s, 6, CloseCause::Timeout);
 }
 
 #[test]
