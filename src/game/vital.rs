@@ -1470,6 +1470,70 @@ mod tests {
         assert_eq!((v.stats().sent, v.stats().resent), (3, 1));
     }
 
+    /// Fill one packet (all that fits) and say whether it carries a resend request
+    fn requests(v: &mut V, now: Instant) -> bool {
+        let mut buf = [0u8; 1400];
+        let mut w = ChunkWriter::new(&mut buf, 1390);
+        v.fill(now, &mut w).resend_request
+    }
+
+    #[test]
+    fn an_open_gap_repeats_its_request_every_gap_repeat_and_stops_once_filled() {
+        // the fast preset: request at once, at most every 100 ms, repeated every 200 ms
+        let mut v = V::new(VitalConfig::fast());
+        assert_eq!(
+            v.on_chunk(ms(0), &Chunk::vital(2, b"two")),
+            Receive::Buffered
+        );
+        assert!(v.needs_packet(ms(0)));
+        assert!(requests(&mut v, ms(0)));
+        // chunk 1 is still missing: the next request is due 200 ms after the first
+        assert_eq!(v.poll_timeout(), Some(ms(200)));
+        assert!(!v.needs_packet(ms(199)));
+        assert!(v.needs_packet(ms(200)));
+        assert!(requests(&mut v, ms(200)));
+        assert_eq!(v.stats().requests_sent, 2);
+        // the gap fills: no request is pending any more, none is repeated
+        assert_eq!(
+            v.on_chunk(ms(250), &Chunk::vital(1, b"one")),
+            Receive::Deliver
+        );
+        while v.next_ready().is_some() {}
+        assert!(!requests(&mut v, ms(250)));
+        assert_eq!(v.poll_timeout(), None);
+        assert!(!v.needs_packet(ms(10_000)));
+        assert_eq!(v.stats().requests_sent, 2);
+    }
+
+    #[test]
+    fn a_new_gap_waits_for_the_request_interval() {
+        let mut v = V::new(VitalConfig::fast());
+        assert_eq!(
+            v.on_chunk(ms(0), &Chunk::vital(3, b"three")),
+            Receive::Buffered
+        );
+        assert!(requests(&mut v, ms(0)));
+        // chunks 1 and 2 come at 50 ms, then 5 before 4: another gap, but the last request went
+        // out 50 ms ago (at most one every 100 ms)
+        assert_eq!(
+            v.on_chunk(ms(50), &Chunk::vital(1, b"one")),
+            Receive::Deliver
+        );
+        assert_eq!(
+            v.on_chunk(ms(50), &Chunk::vital(2, b"two")),
+            Receive::Deliver
+        );
+        while v.next_ready().is_some() {}
+        assert_eq!(
+            v.on_chunk(ms(50), &Chunk::vital(5, b"five")),
+            Receive::Buffered
+        );
+        assert_eq!(v.poll_timeout(), Some(ms(100)));
+        assert!(!v.needs_packet(ms(99)));
+        assert!(!requests(&mut v, ms(60)));
+        assert!(requests(&mut v, ms(100)));
+    }
+
     #[test]
     fn flush_rules() {
         let mut v = V::new(VitalConfig::reference());
