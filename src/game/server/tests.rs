@@ -1921,3 +1921,39 @@ fn a_vanilla_peer_that_connects_again_while_online_is_answered_and_never_rejoins
     assert_eq!(s.stats().rejoins, 0);
     assert!(s.is_online(5));
 }
+
+#[test]
+fn a_rejoin_resets_a_connection_whose_only_state_is_its_ack_or_its_sequence() {
+    // three token peers in the first three slots; the application reported an ack to the third
+    // (vital chunks it read) and a sequence to the second (vital chunks it sent)
+    let mut s = server(VanillaPolicy::Reject);
+    let connect = hex("10 00 00 01 54 4b 45 4e ff ff ff ff");
+    let accept = |s: &Srv, a: Addr| with_token("10 00 00 03", s.token_for(a));
+    for a in [1, 2, 3] {
+        let p = accept(&s, a);
+        to_s(&mut s, ms(0), a, &p);
+    }
+    let _ = s_events(&mut s);
+    s.set_ack(3, 5).unwrap();
+    s.set_sequence(2, 3).unwrap();
+    // each re-handshakes: a token CONNECT, then ACCEPT
+    for (a, at) in [(1, 10), (2, 20), (3, 30)] {
+        to_s(&mut s, ms(at), a, &connect);
+        let p = accept(&s, a);
+        to_s(&mut s, ms(at), a, &p);
+    }
+    // 1 had nothing to reset; 2 and 3 start over
+    assert_eq!(
+        s_events(&mut s),
+        [
+            ServerEvent::Rejoined { peer: 2 },
+            ServerEvent::Rejoined { peer: 3 }
+        ]
+    );
+    assert_eq!(s.stats().rejoins, 2);
+    assert_eq!((s.ack(1), s.ack(2), s.ack(3)), (Some(0), Some(0), Some(0)));
+    // 2's sequence is 0 again: a packet acking 3 is now beyond it
+    let ka = with_token("10 03 00 00", s.token_for(2));
+    to_s(&mut s, ms(40), 2, &ka);
+    assert_eq!(s.stats().dropped_bad_ack, 1);
+}
