@@ -1687,6 +1687,7 @@ mod tests {
         let c = |s, d| Chunk::vital(s, d);
         assert_eq!(v.on_chunk(ms(0), &c(2, b"two")), Receive::Buffered);
         assert_eq!(v.on_chunk(ms(0), &c(2, b"two")), Receive::Duplicate);
+        assert_eq!((v.stats().duplicates, v.stats().buffered), (1, 1));
         assert_eq!(v.on_chunk(ms(0), &c(3, b"three")), Receive::Buffered);
         assert!(v.needs_packet(ms(0)));
         assert_eq!(v.next_ready(), None);
@@ -1697,6 +1698,7 @@ mod tests {
         assert_eq!(v.ack(), 3);
         assert_eq!(v.reordered(), 0);
         assert_eq!(v.on_chunk(ms(0), &c(2, b"two")), Receive::Duplicate);
+        assert_eq!(v.stats().duplicates, 2);
         let (f, _) = packet(&mut v, ms(0));
         assert!(f.resend_request);
         assert_eq!(f.ack, 3);
