@@ -983,6 +983,10 @@ fn line_anchored_mutants_exclusions_still_point_at_their_lines() {
         ("game/server/mod", "if h.online() && h.token().is_some() {"),
         (
             "game/vital",
+            "if RN > 0 && seq::distance(self.ack, s) <= window && self.reorder.push(s, chunk.data) {",
+        ),
+        (
+            "game/vital",
             "if self.pending_resends > 0 || (self.pending_new > 0 && self.flush) {",
         ),
     ];

@@ -1177,11 +1177,6 @@ impl<const SB: usize, const SN: usize, const RB: usize, const RN: usize> Vital<S
         let span = self.reorder.recs.iter().find(|(q, _)| *q == t)?.1;
         Some(self.reorder.bytes(span))
     }
-
-    /// True when a chunk is waiting to be written into a packet (new or a resend)
-    fn has_pending(&self) -> bool {
-        self.pending_new > 0 || self.pending_resends > 0
-    }
 }
 
 /// Home of [`Channel`]: a private module, so the trait is nameable by the crate only (the machines'
@@ -1205,7 +1200,6 @@ mod channel {
         fn handle_timeout(&mut self, now: Instant) -> Result<(), TooWeak>;
         fn needs_packet(&self, now: Instant) -> bool;
         fn needs_ack(&self, now: Instant) -> bool;
-        fn has_pending(&self) -> bool;
         fn fill(&mut self, now: Instant, w: &mut ChunkWriter<'_>) -> Filled;
         fn note_sent(&mut self, now: Instant);
         fn on_packet(&mut self, now: Instant, header: &Header) -> Result<(), BadAck>;
@@ -1249,9 +1243,6 @@ impl<const SB: usize, const SN: usize, const RB: usize, const RN: usize> Channel
     }
     fn needs_ack(&self, now: Instant) -> bool {
         Vital::needs_ack(self, now)
-    }
-    fn has_pending(&self) -> bool {
-        Vital::has_pending(self)
     }
     fn fill(&mut self, now: Instant, w: &mut ChunkWriter<'_>) -> Filled {
         Vital::fill(self, now, w)
@@ -1503,6 +1494,33 @@ mod tests {
         assert_eq!(v.poll_timeout(), None);
         assert!(!v.needs_packet(ms(10_000)));
         assert_eq!(v.stats().requests_sent, 2);
+    }
+
+    #[test]
+    fn a_repeated_request_stays_due_while_one_of_two_gaps_is_still_open() {
+        let mut v = V::new(VitalConfig::fast());
+        // 2 and 4 before 1 and 3: two gaps, one request at once
+        assert_eq!(
+            v.on_chunk(ms(0), &Chunk::vital(2, b"two")),
+            Receive::Buffered
+        );
+        assert_eq!(
+            v.on_chunk(ms(0), &Chunk::vital(4, b"four")),
+            Receive::Buffered
+        );
+        assert!(requests(&mut v, ms(0)));
+        assert_eq!(v.poll_timeout(), Some(ms(200)));
+        // 1 fills the first gap (1 and 2 delivered); 3 is still missing: the repeat stays due
+        assert_eq!(
+            v.on_chunk(ms(100), &Chunk::vital(1, b"one")),
+            Receive::Deliver
+        );
+        assert_eq!(v.next_ready(), Some(&b"two"[..]));
+        assert_eq!(v.next_ready(), None);
+        assert_eq!(v.ack(), 2);
+        assert_eq!(v.poll_timeout(), Some(ms(200)));
+        assert!(v.needs_packet(ms(200)));
+        assert!(requests(&mut v, ms(200)));
     }
 
     #[test]
