@@ -640,3 +640,90 @@ fn a_chunk_due_when_its_peers_timer_fires_leaves_no_deadline_in_the_past() {
     assert_eq!(to, [1, 2, 3]);
     assert!(s.poll_timeout().unwrap() > due);
 }
+
+/// A KEEP_ALIVE from `peer` acking our vital sequence `ack`
+fn keep_alive_acking(s: &RServer, peer: u32, ack: u8) -> Vec<u8> {
+    let mut pkt = vec![0x10, ack, 0x00, 0x00];
+    pkt.extend_from_slice(&s.token_for(peer).0);
+    pkt
+}
+
+#[test]
+fn a_third_slot_peers_ack_is_checked_against_its_own_channel() {
+    let mut s = server_with(ChunkConfig::new().with_compression(false), &[1, 2, 3, 4]);
+    let mut buf = [0u8; 1400];
+    while s.poll_transmit(at(0), &mut buf).unwrap().is_some() {}
+    // only peer 3 (the third slot) was sent vital chunks: 1 and 2
+    s.send_vital(at(10), 3, b"a", false).unwrap();
+    s.send_vital(at(10), 3, b"b", true).unwrap();
+    while s.poll_transmit(at(10), &mut buf).unwrap().is_some() {}
+    assert_eq!(s.chunk_stats(3).unwrap().sent, 2);
+    // its ack of 2 is in range for its channel (out of range for the others')
+    let _ = s
+        .handle_input(at(20), 3, &keep_alive_acking(&s, 3, 2))
+        .unwrap();
+    assert_eq!(s.stats().dropped_bad_ack, 0);
+    assert_eq!(s.stats().keep_alives_received, 1);
+    // the same ack from peer 4, which was sent nothing, is refused
+    let _ = s
+        .handle_input(at(20), 4, &keep_alive_acking(&s, 4, 2))
+        .unwrap();
+    assert_eq!(s.stats().dropped_bad_ack, 1);
+}
+
+#[test]
+fn a_rejoin_forgets_the_unread_chunks_of_the_old_connection() {
+    let mut s = server_with(ChunkConfig::new().with_compression(false), &[1, 2, 3]);
+    let mut buf = [0u8; 1400];
+    while s.poll_transmit(at(0), &mut buf).unwrap().is_some() {}
+    // peer 3 has state (a vital chunk sent to it), then sends one that is not read yet
+    s.send_vital(at(10), 3, b"to", true).unwrap();
+    while s.poll_transmit(at(10), &mut buf).unwrap().is_some() {}
+    let pkt = one_vital_chunk(&s, 3, 1, b'x');
+    let _ = s.handle_input(at(20), 3, &pkt).unwrap();
+    // it re-handshakes before the application read the chunk: the connection starts over,
+    // and the old connection's chunk is not handed out
+    let mut accept = from_hex("10 00 00 03");
+    accept.extend_from_slice(&s.token_for(3).0);
+    let _ = s.handle_input(at(30), 3, &from_hex(TOKEN_CONNECT)).unwrap();
+    let _ = s.handle_input(at(30), 3, &accept).unwrap();
+    let events: Vec<_> = core::iter::from_fn(|| s.poll_event()).collect();
+    assert_eq!(events, [ServerEvent::Rejoined { peer: 3 }]);
+    assert!(s.poll_chunk().is_none());
+    assert_eq!(s.ack(3), Some(0));
+    // the other peers' input goes on as usual
+    let pkt = one_vital_chunk(&s, 2, 1, b'y');
+    let _ = s.handle_input(at(40), 2, &pkt).unwrap();
+    let (from, chunk) = s.poll_chunk().expect("peer 2's chunk");
+    assert_eq!((from, chunk.data), (2, &b"y"[..]));
+}
+
+#[test]
+fn a_kept_chunk_packet_never_goes_to_the_next_occupant_of_its_slot() {
+    let mut s = server_with(ChunkConfig::new().with_compression(false), &[1, 2, 3]);
+    let mut buf = [0u8; 1400];
+    while s.poll_transmit(at(0), &mut buf).unwrap().is_some() {}
+    // a chunk packet for peer 3 is written, refused by a small buffer and kept
+    s.send_vital(at(10), 3, b"for peer 3 only", true).unwrap();
+    assert!(s.poll_transmit(at(10), &mut [0u8; 4]).is_err());
+    // peer 3 is closed and peer 9 takes its slot before the next poll_transmit
+    // (a token peer's ACCEPT admits it; nothing is polled in between)
+    s.close(at(20), 3, "bye").unwrap();
+    let mut accept = from_hex("10 00 00 03");
+    accept.extend_from_slice(&s.token_for(9).0);
+    let _ = s.handle_input(at(20), 9, &accept).unwrap();
+    while s.poll_event().is_some() {}
+    assert!(s.is_online(9));
+    let mut out = Vec::new();
+    while let Some(t) = s.poll_transmit(at(20), &mut buf).unwrap() {
+        out.push((t.to, buf[..t.len].to_vec()));
+    }
+    assert!(
+        out.iter()
+            .all(|(_, d)| !d.windows(15).any(|w| w == b"for peer 3 only")),
+        "{out:02x?}"
+    );
+    // peer 3 got its CLOSE and nothing else; nothing at all went to 9
+    assert_eq!(out.len(), 1, "{out:02x?}");
+    assert_eq!((out[0].0, out[0].1[3]), (3, 0x04));
+}
