@@ -1957,3 +1957,21 @@ fn a_rejoin_resets_a_connection_whose_only_state_is_its_ack_or_its_sequence() {
     to_s(&mut s, ms(40), 2, &ka);
     assert_eq!(s.stats().dropped_bad_ack, 1);
 }
+
+#[test]
+fn a_pending_peers_first_chunk_packet_cancels_its_queued_connect_accept() {
+    let mut s = server(VanillaPolicy::Pending);
+    to_s(&mut s, ms(0), 5, &hex("10 00 00 01"));
+    assert_eq!(s_out(&mut s, ms(0)), [(5, hex("10 00 00 02"))]);
+    // the resend falls due and is queued, but a chunk packet arrives before it is sent: the
+    // peer is online and needs no CONNECT_ACCEPT any more
+    let resend = Instant::ZERO + s.config().connect_accept_resend();
+    s.handle_timeout(resend);
+    to_s(&mut s, resend, 5, &hex("00 00 01 00 01 07"));
+    assert!(matches!(
+        s_events(&mut s).as_slice(),
+        [ServerEvent::Connected { peer: 5, .. }]
+    ));
+    assert!(s_out(&mut s, resend).is_empty());
+    assert_eq!(s.stats().connect_accepts_sent, 1);
+}
