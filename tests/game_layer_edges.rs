@@ -281,17 +281,18 @@ fn the_client_counts_its_vital_chunks_until_the_server_acknowledges_them() {
     assert_eq!(drain(&mut c, at(1)).len(), 1, "both in one packet");
     assert_eq!(c.stats().chunk_packets_sent, 1);
     assert_eq!(c.unacked(), 2, "sent, not acknowledged");
+    assert_eq!(c.peer_ack(), 0);
     // the server's KEEP_ALIVEs acknowledge sequence 1, then 2
     assert_eq!(
         feed(&mut c, at(2), &from_hex("10 01 00 00 12 34 56 78")),
         None
     );
-    assert_eq!(c.unacked(), 1);
+    assert_eq!((c.unacked(), c.peer_ack()), (1, 1));
     assert_eq!(
         feed(&mut c, at(3), &from_hex("10 02 00 00 12 34 56 78")),
         None
     );
-    assert_eq!(c.unacked(), 0);
+    assert_eq!((c.unacked(), c.peer_ack()), (0, 2));
 }
 
 /// A chunk-layer server (`chunks`) with `peers` joined at 0 ms, their events drained
@@ -551,6 +552,21 @@ fn a_vital_chunk_with_nothing_to_send_back_is_acked_by_an_early_keep_alive() {
     ka.extend_from_slice(&s.token_for(3).0);
     assert_eq!(first.1, ka);
     assert_eq!(first.0, at(60));
+    // that KEEP_ALIVE carried the ack: the next packet to peer 3 keeps the 1 s cadence
+    let next = loop {
+        now = s.poll_timeout().unwrap();
+        s.handle_timeout(now);
+        let mut to3 = None;
+        while let Some(t) = s.poll_transmit(now, &mut buf).unwrap() {
+            if t.to == 3 {
+                to3 = Some(now);
+            }
+        }
+        if let Some(t) = to3 {
+            break t;
+        }
+    };
+    assert_eq!(next, at(1060));
 }
 
 #[test]
