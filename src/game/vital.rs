@@ -1183,8 +1183,7 @@ impl<const SB: usize, const SN: usize, const RB: usize, const RN: usize> Vital<S
 /// sealed [`Layer`](super::Layer) mentions it)
 mod channel {
     use super::{
-        BadAck, Chunk, ChunkWriter, Filled, Header, Instant, QueueError, Receive, TooWeak,
-        VitalStats,
+        BadAck, Chunk, ChunkWriter, Filled, Header, Instant, Receive, TooWeak, VitalStats,
     };
 
     /// The operations of a [`Vital`] channel without its capacities: what the machines call, so that
@@ -1194,8 +1193,6 @@ mod channel {
         fn ack(&self) -> u16;
         fn sequence(&self) -> u16;
         fn peer_ack(&self) -> u16;
-        fn unacked(&self) -> usize;
-        fn queue(&mut self, now: Instant, data: &[u8], flush: bool) -> Result<u16, QueueError>;
         fn poll_timeout(&self) -> Option<Instant>;
         fn handle_timeout(&mut self, now: Instant) -> Result<(), TooWeak>;
         fn needs_packet(&self, now: Instant) -> bool;
@@ -1225,12 +1222,6 @@ impl<const SB: usize, const SN: usize, const RB: usize, const RN: usize> Channel
     }
     fn peer_ack(&self) -> u16 {
         self.peer_ack
-    }
-    fn unacked(&self) -> usize {
-        Vital::unacked(self)
-    }
-    fn queue(&mut self, now: Instant, data: &[u8], flush: bool) -> Result<u16, QueueError> {
-        Vital::queue(self, now, data, flush)
     }
     fn poll_timeout(&self) -> Option<Instant> {
         Vital::poll_timeout(self)

@@ -1860,7 +1860,7 @@ fn compressed_control_packets_of_a_vanilla_peer_are_understood() {
     // after it was admitted
     to_s(&mut s, ms(1000), 6, &hex("10 00 00 01"));
     let _ = s_events(&mut s);
-    let mut run_until = |s: &mut Srv, end: Instant| {
+    let run_until = |s: &mut Srv, end: Instant| {
         while let Some(t) = s.poll_timeout().filter(|&t| t <= end) {
             s.handle_timeout(t);
             let _ = s_out(s, t);
