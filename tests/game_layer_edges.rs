@@ -743,3 +743,79 @@ fn a_kept_chunk_packet_never_goes_to_the_next_occupant_of_its_slot() {
     assert_eq!(out.len(), 1, "{out:02x?}");
     assert_eq!((out[0].0, out[0].1[3]), (3, 0x04));
 }
+
+/// Everything `s` hands out at `now`: (to, first byte, datagram)
+fn drain_server(s: &mut RServer, now: Instant) -> Vec<(u32, Vec<u8>)> {
+    let mut buf = [0u8; 1400];
+    let mut out = Vec::new();
+    while let Some(t) = s.poll_transmit(now, &mut buf).unwrap() {
+        out.push((t.to, buf[..t.len].to_vec()));
+    }
+    out
+}
+
+#[test]
+fn a_connect_accept_goes_out_before_the_chunk_packet_queued_with_it() {
+    let mut s = server_with(ChunkConfig::new().with_compression(false), &[1, 2, 3]);
+    let _ = drain_server(&mut s, at(0));
+    // a flushed chunk for peer 3, then its CONNECT (a re-handshake) before anything was sent
+    s.send_vital(at(10), 3, b"chunk", true).unwrap();
+    let _ = s.handle_input(at(10), 3, &from_hex(TOKEN_CONNECT)).unwrap();
+    let out = drain_server(&mut s, at(10));
+    assert_eq!(out.len(), 2, "{out:02x?}");
+    assert_eq!((out[0].0, out[0].1[3]), (3, 0x02), "CONNECT_ACCEPT first");
+    assert_eq!(
+        (out[1].0, out[1].1[0] & 0x10),
+        (3, 0),
+        "then the chunk packet"
+    );
+}
+
+#[test]
+fn a_chunk_packet_due_with_a_keep_alive_replaces_it() {
+    let mut s = server_with(ChunkConfig::new().with_compression(false), &[1, 2, 3]);
+    let _ = drain_server(&mut s, at(0));
+    // at 1 s the keep-alives fall due; a flushed chunk for peer 3 is queued at the same instant
+    s.handle_timeout(at(1000));
+    s.send_vital(at(1000), 3, b"chunk", true).unwrap();
+    let out = drain_server(&mut s, at(1000));
+    let to3: Vec<_> = out.iter().filter(|(to, _)| *to == 3).collect();
+    assert_eq!(to3.len(), 1, "{out:02x?}");
+    assert_eq!(
+        to3[0].1[0] & 0x10,
+        0,
+        "a chunk packet, no KEEP_ALIVE after it"
+    );
+    // the others get their KEEP_ALIVE
+    assert_eq!(out.len(), 3);
+}
+
+#[test]
+fn chunks_that_need_two_packets_go_out_in_one_drain() {
+    let mut s = server_with(ChunkConfig::new().with_compression(false), &[1, 2, 3]);
+    let _ = drain_server(&mut s, at(0));
+    for _ in 0..3 {
+        s.send_vital(at(10), 3, &[b'z'; 600], true).unwrap();
+    }
+    let out = drain_server(&mut s, at(10));
+    assert_eq!(
+        out.len(),
+        2,
+        "two chunks fit a packet, the third goes in a second"
+    );
+    assert!(out.iter().all(|(to, d)| *to == 3 && d[0] & 0x10 == 0));
+    assert_eq!(s.chunk_stats(3).unwrap().sent, 3);
+    assert!(drain_server(&mut s, at(10)).is_empty());
+}
+
+#[test]
+fn a_flushed_chunk_carried_by_a_non_vital_packet_leaves_nothing_queued() {
+    let mut s = server_with(ChunkConfig::new().with_compression(false), &[1, 2, 3]);
+    let _ = drain_server(&mut s, at(0));
+    s.send_vital(at(10), 3, b"vital", true).unwrap();
+    let mut out = [0u8; 1400];
+    let t = s.send_non_vital(at(10), 3, b"snap", &mut out).unwrap();
+    assert!(out[..t.len].windows(5).any(|w| w == b"vital"));
+    assert!(drain_server(&mut s, at(10)).is_empty());
+    assert_eq!(s.chunk_stats(3).unwrap().sent, 1);
+}
