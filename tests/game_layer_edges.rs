@@ -818,4 +818,22 @@ fn a_flushed_chunk_carried_by_a_non_vital_packet_leaves_nothing_queued() {
     assert!(out[..t.len].windows(5).any(|w| w == b"vital"));
     assert!(drain_server(&mut s, at(10)).is_empty());
     assert_eq!(s.chunk_stats(3).unwrap().sent, 1);
+    // the peer acks it; the keep-alive cadence goes on from that packet: the next 1 s after it
+    let _ = s
+        .handle_input(at(20), 3, &keep_alive_acking(&s, 3, 1))
+        .unwrap();
+    assert_eq!(s.stats().dropped_bad_ack, 0);
+    s.handle_timeout(at(20));
+    let mut to3: Vec<(Instant, u8)> = Vec::new();
+    let mut now = at(20);
+    while now <= at(1100) {
+        for (to, d) in drain_server(&mut s, now) {
+            if to == 3 {
+                to3.push((now, d[3]));
+            }
+        }
+        now = s.poll_timeout().unwrap().max(now);
+        s.handle_timeout(now);
+    }
+    assert_eq!(to3, [(at(1010), 0x00)], "one KEEP_ALIVE, at 1,010 ms");
 }

@@ -982,6 +982,11 @@ fn line_anchored_mutants_exclusions_still_point_at_their_lines() {
         ),
         ("game/server/mod", "if h.online() && h.token().is_some() {"),
         (
+            "game/server/mod",
+            "if cold.out & OUT_CONNECT_ACCEPT == 0 && cold.out & OUT_CHUNKS != 0 {",
+        ),
+        ("game/server/mod", "                                cold.out &= !OUT_CHUNKS;"),
+        (
             "game/vital",
             "if RN > 0 && seq::distance(self.ack, s) <= window && self.reorder.push(s, chunk.data) {",
         ),
