@@ -1975,3 +1975,30 @@ fn a_pending_peers_first_chunk_packet_cancels_its_queued_connect_accept() {
     assert!(s_out(&mut s, resend).is_empty());
     assert_eq!(s.stats().connect_accepts_sent, 1);
 }
+
+#[test]
+fn a_connect_accept_and_a_keep_alive_queued_together_both_go_out_in_one_drain() {
+    let mut s = server(VanillaPolicy::Reject);
+    let accept = with_token("10 00 00 03", s.token_for(1));
+    to_s(&mut s, ms(0), 1, &accept);
+    let _ = s_events(&mut s);
+    // the keep-alive falls due, and the peer's CONNECT (a re-handshake) comes in the same instant
+    s.handle_timeout(ms(1000));
+    to_s(
+        &mut s,
+        ms(1000),
+        1,
+        &hex("10 00 00 01 54 4b 45 4e ff ff ff ff"),
+    );
+    let out = s_out(&mut s, ms(1000));
+    let kinds: Vec<u8> = out
+        .iter()
+        .map(|(to, d)| if *to == 1 { d[3] } else { 0xff })
+        .collect();
+    assert_eq!(
+        kinds,
+        [0x02, 0x00],
+        "CONNECT_ACCEPT, then KEEP_ALIVE: {out:02x?}"
+    );
+    assert_eq!(s.stats().keep_alives_sent, 1);
+}
