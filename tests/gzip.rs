@@ -382,6 +382,12 @@ fn header_errors() {
         0x1f, 0x8b, 8, 0x04, 0, 0, 0, 0, 0, 0xff, 0x10, 0x00, 1, 2, 3,
     ];
     assert_eq!(decode(&fextra, 16), Err(GzipError::HeaderTruncated));
+    // An extra field that ends exactly where the input ends is a whole header: what is missing
+    // is the deflate stream.
+    let fextra_whole = [
+        0x1f, 0x8b, 8, 0x04, 0, 0, 0, 0, 0, 0xff, 0x03, 0x00, 1, 2, 3,
+    ];
+    assert_eq!(decode(&fextra_whole, 16), Err(GzipError::Truncated));
     let fname = [0x1f, 0x8b, 8, 0x08, 0, 0, 0, 0, 0, 0xff, b'a', b'b'];
     assert_eq!(decode(&fname, 16), Err(GzipError::HeaderTruncated));
     let fcomment = [0x1f, 0x8b, 8, 0x10, 0, 0, 0, 0, 0, 0xff, b'a'];
