@@ -981,6 +981,7 @@ fn line_anchored_mutants_exclusions_still_point_at_their_lines() {
             "if b0 & !ACK_HIGH_MASK == FLAG_CONTROL && hot.token().is_some() {",
         ),
         ("game/server/mod", "if h.online() && h.token().is_some() {"),
+        ("longport/gzip", "        if self.cnt < n {"),
         (
             "game/server/mod",
             "if cold.out & OUT_CONNECT_ACCEPT == 0 && cold.out & OUT_CHUNKS != 0 {",
