@@ -982,6 +982,8 @@ fn line_anchored_mutants_exclusions_still_point_at_their_lines() {
         ),
         ("game/server/mod", "if h.online() && h.token().is_some() {"),
         ("longport/gzip", "        if self.cnt < n {"),
+        ("longport/gzip", "*slot = (sym << 4) | len as u16;"),
+        ("longport/gzip", "if bits.cnt < MAX_BITS as u32 {"),
         (
             "game/server/mod",
             "if cold.out & OUT_CONNECT_ACCEPT == 0 && cold.out & OUT_CHUNKS != 0 {",

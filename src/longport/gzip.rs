@@ -847,6 +847,28 @@ mod tests {
     }
 
     #[test]
+    fn a_code_that_ends_exactly_at_the_end_of_the_input_is_decoded() {
+        let mut lengths = [0u8; 16];
+        for (i, l) in lengths.iter_mut().enumerate() {
+            *l = (i as u8 + 1).min(15);
+        }
+        let mut h = Huffman::<16, 128>::new();
+        h.build(&lengths, false).unwrap();
+        // table path: eight 1-bit codes (symbol 0) fill one byte exactly
+        let mut bits = Bits::new(&[0x00]);
+        for _ in 0..8 {
+            assert_eq!(h.decode(&mut bits), Ok(0));
+        }
+        assert_eq!(h.decode(&mut bits), Err(GzipError::Truncated));
+        // bit-by-bit path: symbol 0 (code 0), then symbol 14 (fourteen 1s and a 0, 15 bits):
+        // 16 bits, two bytes exactly
+        let mut bits = Bits::new(&[0xFE, 0x7F]);
+        assert_eq!(h.decode(&mut bits), Ok(0));
+        assert_eq!(h.decode(&mut bits), Ok(14));
+        assert_eq!(h.decode(&mut bits), Err(GzipError::Truncated));
+    }
+
+    #[test]
     fn the_bit_reader_hands_out_the_last_bits_of_its_input_exactly() {
         // 16 bits of input: 3 + 13 are all there is, one bit more is missing
         let mut bits = Bits::new(&[0b1010_1101, 0b0101_0011]);
