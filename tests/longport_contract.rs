@@ -985,6 +985,7 @@ fn line_anchored_mutants_exclusions_still_point_at_their_lines() {
         ("longport/gzip", "*slot = (sym << 4) | len as u16;"),
         ("longport/gzip", "if bits.cnt < MAX_BITS as u32 {"),
         ("longport/gzip", "let mut lengths = [0u8; 286 + 32];"),
+        ("longport/gzip", "let n = distance.min(end - to);"),
         (
             "game/server/mod",
             "if cold.out & OUT_CONNECT_ACCEPT == 0 && cold.out & OUT_CHUNKS != 0 {",

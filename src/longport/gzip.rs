@@ -873,7 +873,7 @@ mod tests {
         // 16 bits of input: 3 + 13 are all there is, one bit more is missing
         let mut bits = Bits::new(&[0b1010_1101, 0b0101_0011]);
         assert_eq!(bits.bits(3), Ok(0b101));
-        assert_eq!(bits.bits(13), Ok(0b0101_0011_1010_1));
+        assert_eq!(bits.bits(13), Ok(0b0_1010_0111_0101));
         assert_eq!(bits.bits(1), Err(GzipError::Truncated));
         let mut bits = Bits::new(&[0xAB, 0xCD]);
         assert_eq!(bits.bits(16), Ok(0xCDAB));
