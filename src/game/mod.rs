@@ -198,6 +198,17 @@ mod test_util {
             .collect()
     }
 
+    /// A control packet as vanilla 0.6.4 sends it compressed: header `90 00 00` (control and
+    /// compression flags, ack 0), then the Huffman code of `plain` (control id and payload)
+    #[cfg(feature = "control-huffman")]
+    pub(super) fn compressed_control(plain: &[u8]) -> Vec<u8> {
+        let mut packed = [0u8; 512];
+        let n = super::huffman::compress(plain, &mut packed).unwrap();
+        let mut pkt = hex("90 00 00");
+        pkt.extend_from_slice(&packed[..n]);
+        pkt
+    }
+
     /// After `m`'s timers ran at `now`, its next deadline is not `Instant::MAX`, not more than
     /// `MAX_DELAY` after `now`, and not at or before `now` (no spinning)
     pub(super) fn assert_sane_deadline<M: Machine>(m: &M, now: Instant) {

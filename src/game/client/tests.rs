@@ -3,6 +3,8 @@ use std::vec;
 use std::vec::Vec;
 
 use super::*;
+#[cfg(feature = "control-huffman")]
+use crate::game::test_util::compressed_control;
 use crate::game::test_util::{hex, ms};
 use crate::io::PeerText;
 
@@ -499,16 +501,6 @@ fn vanilla_online() -> Client {
     let _ = drain(&mut c, ms(1));
     assert_eq!(c.state(), ClientState::Online);
     c
-}
-
-/// A compressed control packet (header 90 00 00, ack 0) of `plain`
-#[cfg(feature = "control-huffman")]
-fn compressed_control(plain: &[u8]) -> Vec<u8> {
-    let mut packed = [0u8; 512];
-    let n = crate::game::huffman::compress(plain, &mut packed).unwrap();
-    let mut pkt = hex("90 00 00");
-    pkt.extend_from_slice(&packed[..n]);
-    pkt
 }
 
 /// CLOSE's payload with a reason of `len` bytes

@@ -4,6 +4,8 @@ use std::vec::Vec;
 
 use super::peer::unstamp;
 use super::*;
+#[cfg(feature = "control-huffman")]
+use crate::game::test_util::compressed_control;
 use crate::game::test_util::{hex, ms};
 use crate::game::{Client, ClientConfig, ClientEvent, ClientState};
 use crate::io::PeerText;
@@ -1817,17 +1819,6 @@ fn a_timer_heap_rebuilt_with_four_slots_keeps_every_peers_cadence() {
         expected.push((ms(k * 1000 + 400), 1));
     }
     assert_eq!(sent, expected);
-}
-
-/// A control packet as vanilla 0.6.4 sends it compressed: header `90 <ack> 00` (control and
-/// compression flags), then the Huffman code of `plain` (control id and payload)
-#[cfg(feature = "control-huffman")]
-fn compressed_control(plain: &[u8]) -> Vec<u8> {
-    let mut packed = [0u8; 512];
-    let n = crate::game::huffman::compress(plain, &mut packed).unwrap();
-    let mut pkt = hex("90 00 00");
-    pkt.extend_from_slice(&packed[..n]);
-    pkt
 }
 
 #[test]
