@@ -825,15 +825,21 @@ mod tests {
         assert_eq!(h.build(&[1, 2, 2], false), Ok(()));
     }
 
-    #[test]
-    fn huffman_decodes_long_codes_through_slow_path() {
-        // Lengths 1, 2, ..., 14, 15, 15: a complete code whose longest codes exceed the table.
+    /// Code lengths 1, 2, ..., 14, 15, 15: a complete code whose longest codes exceed the table
+    fn long_code() -> Huffman<16, 128> {
         let mut lengths = [0u8; 16];
         for (i, l) in lengths.iter_mut().enumerate() {
             *l = (i as u8 + 1).min(15);
         }
         let mut h = Huffman::<16, 128>::new();
         h.build(&lengths, false).unwrap();
+        h
+    }
+
+    #[test]
+    fn huffman_decodes_long_codes_through_slow_path() {
+        // Lengths 1, 2, ..., 14, 15, 15: a complete code whose longest codes exceed the table.
+        let h = long_code();
         // Symbol 15 has code 111111111111111 (15 ones), symbol 14 has 111111111111110.
         let stream = [0xFF, 0xFF, 0xFF, 0x1F];
         let mut bits = Bits::new(&stream);
@@ -848,12 +854,7 @@ mod tests {
 
     #[test]
     fn a_code_that_ends_exactly_at_the_end_of_the_input_is_decoded() {
-        let mut lengths = [0u8; 16];
-        for (i, l) in lengths.iter_mut().enumerate() {
-            *l = (i as u8 + 1).min(15);
-        }
-        let mut h = Huffman::<16, 128>::new();
-        h.build(&lengths, false).unwrap();
+        let h = long_code();
         // table path: eight 1-bit codes (symbol 0) fill one byte exactly
         let mut bits = Bits::new(&[0x00]);
         for _ in 0..8 {

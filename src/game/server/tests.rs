@@ -1185,6 +1185,18 @@ fn many_peers_admitted_kept_alive_and_timed_out_individually() {
     assert_eq!(keep_alives, 2048 * 9 + 1024 * 3);
     assert_eq!(s.stats().peers_timed_out, 1024);
 }
+/// Kick token peer `a` at 400 ms and admit it again at once: its old timer entry is stale and
+/// overflows a full heap, so `handle_timeout` at 400 ms rebuilds it
+fn kick_and_readmit_overflowing_the_heap<const N: usize>(s: &mut Server<Addr, N>, a: Addr) {
+    s.close(ms(400), a, "").unwrap();
+    let p = with_token("10 00 00 03", s.token_for(a));
+    to_s(s, ms(400), a, &p);
+    let _ = s_events(s);
+    let _ = s_out(s, ms(400));
+    assert_eq!(s.poll_timeout(), Some(ms(400)), "rebuild requested");
+    s.handle_timeout(ms(400));
+}
+
 #[test]
 fn timer_heap_survives_churn_and_overflow() {
     let mut s: Server<Addr, 2> = Server::with_capacities(ServerConfig::new(SECRET));
@@ -1195,13 +1207,7 @@ fn timer_heap_survives_churn_and_overflow() {
     }
     assert_eq!(s.poll_timeout(), Some(ms(1000)));
     // kick and re-admit 1 at 400 ms: its old entry is stale, the heap (2 entries) overflows
-    s.close(ms(400), 1, "").unwrap();
-    let p = accept(&s, 1);
-    to_s(&mut s, ms(400), 1, &p);
-    let _ = s_events(&mut s);
-    let _ = s_out(&mut s, ms(400));
-    assert_eq!(s.poll_timeout(), Some(ms(400)), "rebuild requested");
-    s.handle_timeout(ms(400));
+    kick_and_readmit_overflowing_the_heap(&mut s, 1);
     assert!(s_out(&mut s, ms(400)).is_empty());
     // after the rebuild: 2 keeps its 1 s cadence, the new 1 starts from 400 ms
     assert_eq!(s.poll_timeout(), Some(ms(1000)));
@@ -1798,13 +1804,7 @@ fn a_timer_heap_rebuilt_with_four_slots_keeps_every_peers_cadence() {
         let p = accept(&s, a);
         to_s(&mut s, ms(0), a, &p);
     }
-    s.close(ms(400), 1, "").unwrap();
-    let p = accept(&s, 1);
-    to_s(&mut s, ms(400), 1, &p);
-    let _ = s_events(&mut s);
-    let _ = s_out(&mut s, ms(400));
-    assert_eq!(s.poll_timeout(), Some(ms(400)), "rebuild requested");
-    s.handle_timeout(ms(400));
+    kick_and_readmit_overflowing_the_heap(&mut s, 1);
     // every slot's entry survives the rebuild: 2, 3 and 4 at 1 s, 1 at 1.4 s
     let mut sent = Vec::new();
     while let Some(t) = s.poll_timeout().filter(|&t| t <= ms(2400)) {
