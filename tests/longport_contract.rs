@@ -942,6 +942,13 @@ fn line_anchored_mutants_exclusions_still_point_at_their_lines() {
             "            q += code_len(u16::from(b)) as usize;",
         ),
         ("game/huffman", "    while end > input_bits && o > 0 {"),
+        ("game/huffman", "const INTERNAL: usize = SYMBOLS - 1;"),
+        (
+            "game/huffman",
+            "((node as u64) << SYM_SHIFT) | (first << 24) | LOOKUP_BITS as u64 | LONG",
+        ),
+        ("game/huffman", "            if (node as usize) < SYMBOLS {"),
+        ("game/huffman", "        while j < longs << rest {"),
         ("game/huffman", "    [len / 3, len * 2 / 3]"),
         (
             "game/huffman",

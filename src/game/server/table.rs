@@ -223,21 +223,21 @@ impl<K: Eq, V, S: KeyHash<K>, const N: usize> Table<K, V, S, N> {
         self.bucket((hash & Self::POS_MASK) as usize)
     }
 
-    /// The slot a bucket word (from [`Table::touch`]) points at, when its tag matches `hash`
-    /// and that slot holds `key` (reads the slot: batched input does this for many keys before
-    /// it handles any of them); `None` means "probe" (the key is further along or absent)
+    /// The slot a bucket word (from [`Table::touch`]) points at, when that slot holds `key`
+    /// (reads the slot: batched input does this for many keys before it handles any of them);
+    /// `None` means "probe" (the key is further along or absent)
     #[inline]
-    pub(crate) fn slot_of_word(&self, hash: u32, word: u32, key: &K) -> Option<usize> {
-        // without early exits (`&`, not `&&`): whether a key sits in its home bucket is random,
-        // so branches on it are mispredicted; the key is compared in any case (an empty word
-        // names no slot: `get` finds nothing)
-        let tagged = (word != 0) & ((word ^ hash) & !Self::POS_MASK == 0);
+    pub(crate) fn slot_of_word(&self, word: u32, key: &K) -> Option<usize> {
+        // no early exits (`&`, not `&&`) and no tag test: whether a key sits in its home bucket
+        // is random, so branches on it are mispredicted, and a live slot holding `key` was named
+        // by `key`'s own word, tag and all (an empty word names slot `usize::MAX`, where `get`
+        // finds nothing)
         let slot = (word & Self::POS_MASK).wrapping_sub(1) as usize;
         let held = self
             .slots
             .get(slot)
             .is_some_and(|s| s.value.is_some() & (s.key == *key));
-        (tagged & held).then_some(slot)
+        held.then_some(slot)
     }
 
     /// Whether `slot` is in use and holds `key` (then it is `key`'s slot: keys are unique)
@@ -646,6 +646,52 @@ mod tests {
         // the run is compact again: no tombstones, no holes
         let run = (42..42 + left.len()).all(|p| t.bucket(p) != 0);
         assert!(run && t.bucket(42 + left.len()) == 0);
+    }
+
+    #[test]
+    fn batch_prefetch_names_the_slot_of_a_key_in_its_home_bucket() {
+        // what `Server::handle_batch` reads for a group before handling any datagram: the home
+        // bucket's word (`touch`), then the slot it names when that slot holds the key
+        // (`slot_of_word`), checked again before use (`holds`). `None` sends a datagram to a
+        // full probe: a prefetch that never found anything would be correct but no faster
+        // than one lookup after another, so it must find every key that sits at home.
+        struct Spread;
+        impl KeyHash<u32> for Spread {
+            fn hash_key(&self, key: &u32) -> u32 {
+                // home bucket 2k mod 16, the key as the tag
+                key.wrapping_mul(2) | (key << 16)
+            }
+        }
+        fn prefetch(t: &Table<u32, u32, Spread, 8>, k: u32) -> Option<usize> {
+            t.slot_of_word(t.touch(t.hash_of(&k)), &k)
+        }
+        let mut t: Table<u32, u32, _, 8> = Table::new(Spread);
+        for k in 0..6u32 {
+            assert!(t.insert(k, 100 + k).is_ok());
+        }
+        for k in 0..6u32 {
+            let slot = t.find(&k).unwrap();
+            assert_eq!(prefetch(&t, k), Some(slot), "key {k} sits in its home bucket");
+            assert!(t.holds(slot, &k));
+            assert!(!t.holds(slot, &(k + 1)));
+        }
+        // key 8's home bucket (16 mod 16) is key 0's: the word names key 0's slot, so "probe"
+        assert!(t.insert(8, 108).is_ok());
+        assert_eq!(prefetch(&t, 8), None);
+        assert_eq!(t.lookup(&8), Some(&108));
+        // absent keys: an empty home bucket (7: bucket 14) and an occupied one (16: bucket 0)
+        assert_eq!(t.touch(t.hash_of(&7)), 0);
+        assert_eq!(prefetch(&t, 7), None);
+        assert_eq!(prefetch(&t, 16), None);
+        // a removed key: its slot is free though it still holds the old key's bytes, so
+        // neither a word read before the removal nor the slot itself finds it
+        let word = t.touch(t.hash_of(&3));
+        let slot = t.find(&3).unwrap();
+        assert_eq!(t.remove(slot), Some((3, 103)));
+        assert_eq!(t.slot_of_word(word, &3), None);
+        assert!(!t.holds(slot, &3));
+        assert!(!t.holds(usize::MAX, &3));
+        check_invariants(&t);
     }
 
     #[test]
