@@ -671,7 +671,11 @@ mod tests {
         }
         for k in 0..6u32 {
             let slot = t.find(&k).unwrap();
-            assert_eq!(prefetch(&t, k), Some(slot), "key {k} sits in its home bucket");
+            assert_eq!(
+                prefetch(&t, k),
+                Some(slot),
+                "key {k} sits in its home bucket"
+            );
             assert!(t.holds(slot, &k));
             assert!(!t.holds(slot, &(k + 1)));
         }
