@@ -950,6 +950,7 @@ fn line_anchored_mutants_exclusions_still_point_at_their_lines() {
         ("game/huffman", "            if (node as usize) < SYMBOLS {"),
         ("game/huffman", "        while j < longs << rest {"),
         ("game/huffman", "    while bits.p < stop {"),
+        ("game/huffman", "    const EOF: usize = 1 << 62;"),
         ("game/huffman", "        if bits.p > input_bits {"),
         ("game/huffman", "    [len / 3, len * 2 / 3]"),
         (

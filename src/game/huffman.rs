@@ -1246,6 +1246,37 @@ mod tests {
     }
 
     #[test]
+    fn a_buffer_of_exactly_the_decoded_length_takes_an_eof_that_ends_the_input() {
+        // a caller that knows the length decodes into exactly that much room: then every
+        // symbol goes through the exact one-at-a-time path (no 32 bytes of room for the fast
+        // one), and when the EOF code's last bit is the input's last bit (newer DDNet sends
+        // nothing after it) the packet is whole, not truncated
+        let mut aligned = 0;
+        for n in 1..48usize {
+            for seed in 0u8..6 {
+                let msg: Vec<u8> = (0..n)
+                    .map(|i| (i as u8).wrapping_mul(seed.wrapping_add(3)) ^ seed)
+                    .collect();
+                let mut packed = vec![0u8; 2 * n + 8];
+                let mut len = compress(&msg, &mut packed).unwrap();
+                let bits: u32 =
+                    msg.iter().map(|&b| code_len(u16::from(b))).sum::<u32>() + code_len(EOF);
+                if bits % 8 == 0 {
+                    // newer DDNet's form: without 16.4's `00` byte after a byte-aligned EOF
+                    assert_eq!(packed[len - 1], 0);
+                    len -= 1;
+                    aligned += 1;
+                }
+                let mut out = vec![0u8; n];
+                assert_eq!(decompress(&packed[..len], &mut out), Ok(n), "{msg:02x?}");
+                assert_eq!(out, msg);
+            }
+        }
+        // the case the test is about does occur
+        assert!(aligned >= 10, "{aligned}");
+    }
+
+    #[test]
     fn example_codes() {
         assert_eq!(code_str(0x00), "1");
         assert_eq!(code_str(0x01), "0001");
