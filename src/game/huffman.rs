@@ -1261,7 +1261,7 @@ mod tests {
                 let mut len = compress(&msg, &mut packed).unwrap();
                 let bits: u32 =
                     msg.iter().map(|&b| code_len(u16::from(b))).sum::<u32>() + code_len(EOF);
-                if bits % 8 == 0 {
+                if bits.is_multiple_of(8) {
                     // newer DDNet's form: without 16.4's `00` byte after a byte-aligned EOF
                     assert_eq!(packed[len - 1], 0);
                     len -= 1;
