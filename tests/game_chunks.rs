@@ -398,6 +398,38 @@ fn truncated_and_hostile_chunk_packets() {
 }
 
 #[test]
+fn an_empty_chunk_that_ends_the_payload_is_read_and_the_next_is_missing_at_the_end() {
+    // A non-vital chunk of no data is only its 2-byte header: the one chunk too short for the
+    // in-place read, so the slow path takes it. A hostile peer ends a packet with it and
+    // announces more chunks than follow: the missing one is reported at the payload's end.
+    let payload = hex("00 00");
+    let mut it = Chunks::new(&payload, 2);
+    assert_eq!(it.next(), Some(Ok(Chunk::non_vital(&[]))));
+    assert_eq!(it.trailing(), &[] as &[u8]);
+    assert_eq!(
+        it.next(),
+        Some(Err(ChunkError::TruncatedHeader {
+            index: 1,
+            offset: 2
+        }))
+    );
+    assert_eq!(it.next(), None);
+    // after a vital chunk
+    let payload = hex("40 21 bd 1f 00 00");
+    let mut it = Chunks::new(&payload, 3);
+    assert_eq!(it.next(), Some(Ok(Chunk::vital(189, &[0x1f]))));
+    assert_eq!(it.next(), Some(Ok(Chunk::non_vital(&[]))));
+    assert_eq!(
+        it.next(),
+        Some(Err(ChunkError::TruncatedHeader {
+            index: 2,
+            offset: 6
+        }))
+    );
+    assert_eq!(it.next(), None);
+}
+
+#[test]
 fn compressed_datagram_errors() {
     let mut scratch = vec![0u8; SCRATCH_LEN];
     // a Huffman bomb in a full datagram: dropped, not a hang

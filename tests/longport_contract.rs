@@ -952,6 +952,11 @@ fn line_anchored_mutants_exclusions_still_point_at_their_lines() {
         ("game/huffman", "    while bits.p < stop {"),
         ("game/huffman", "    const EOF: usize = 1 << 62;"),
         ("game/huffman", "        if bits.p > input_bits {"),
+        ("game/huffman", "    if p > input_bits {"),
+        (
+            "game/huffman",
+            "        if self.top.wrapping_sub(self.p) < MAX_CODE_LEN as usize {",
+        ),
         ("game/huffman", "    [len / 3, len * 2 / 3]"),
         (
             "game/huffman",
