@@ -4,7 +4,8 @@
 //!
 //! Run: `cargo bench --manifest-path benches/Cargo.toml --bench e2e` (about 30 s; Linux).
 //! `E2E_SECONDS` (5), `E2E_REPS` (3), `E2E_BATCH` (32), `E2E_CLIENTS` (65536), `E2E_FILL`
-//! (4096) and `E2E_KEEP_ALIVE_MS` (0 = the machine's KEEP_ALIVE timer off) change the defaults.
+//! (4096) and `E2E_KEEP_ALIVE_MS` (0 = the machine's KEEP_ALIVE timer off) change the defaults;
+//! `E2E_KEY=v4` keys the server by `SocketAddrV4` (8 bytes) instead of `SocketAddr` (32).
 //! Writes `benches/target/e2e.json` (`E2E_JSON` elsewhere); `python3 benches/report.py --e2e`
 //! prints its table. Fails loudly when the sockets cannot be opened or the clients not admitted.
 //!
@@ -46,7 +47,7 @@
 
 use std::io;
 use std::mem::{size_of, zeroed};
-use std::net::{SocketAddr, UdpSocket};
+use std::net::{SocketAddr, SocketAddrV4, UdpSocket};
 use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::mpsc;
@@ -58,7 +59,7 @@ use tether_net::game::wire::{self, Control, ControlPacket, Packet, Token, TokenM
 use tether_net::game::{Server, ServerApp, ServerConfig, ServerEvent, TokenSecret};
 use tether_net::testing::control_packet as control;
 use tether_net_drivers::blocking::mmsg::{RecvBatch, SendBatch};
-use tether_net_drivers::blocking::{Input, UdpDriver};
+use tether_net_drivers::blocking::{DatagramPeer, Input, UdpDriver};
 
 /// Capacity of the measured server (the most clients the bench can admit)
 const PEERS: usize = 65_536;
@@ -77,8 +78,6 @@ const RCVBUF: i32 = 64 << 20;
 /// Kernel memory one small datagram takes in a receive queue here (measured: 832 bytes), with a
 /// margin
 const SKB_BYTES: usize = 1024;
-
-type Srv = Server<SocketAddr, PEERS>;
 
 fn env_or(name: &str, default: usize) -> usize {
     std::env::var(name)
@@ -412,13 +411,16 @@ struct MachineEnd {
     peers: usize,
 }
 
-fn machine_thread(
+fn machine_thread<P>(
     sock: UdpSocket,
     batch: usize,
     keep_alive: Duration,
     cmds: mpsc::Receiver<Cmd>,
     out: mpsc::Sender<Drain>,
-) -> MachineEnd {
+) -> MachineEnd
+where
+    P: DatagramPeer + core::hash::Hash,
+{
     pin(1);
     let mut secret = [0u8; 16];
     getrandom::fill(&mut secret).expect("OS random source");
@@ -427,7 +429,7 @@ fn machine_thread(
     let config = ServerConfig::new(TokenSecret(secret))
         .with_keep_alive(keep_alive)
         .with_timeout(Duration::from_secs(60));
-    let server: Srv = Server::with_capacities(config);
+    let server: Server<P, PEERS> = Server::with_capacities(config);
     let mut driver = Box::new(UdpDriver::new(server, sock).with_batch_size(batch));
     while let Ok(cmd) = cmds.recv() {
         match cmd {
@@ -809,6 +811,17 @@ fn main() {
     let clients = env_or("E2E_CLIENTS", PEERS).clamp(1, PEERS);
     // 0: no KEEP_ALIVEs from the machine (30 days), so neither loop sends anything
     let keep_alive_ms = env_or("E2E_KEEP_ALIVE_MS", 0);
+    // the server's peer key: `SocketAddr` (32 bytes), or with `E2E_KEY=v4` `SocketAddrV4` (8)
+    let v4_keys = match std::env::var("E2E_KEY").as_deref() {
+        Ok("v4") => true,
+        Ok("addr") | Err(_) => false,
+        Ok(other) => panic!("e2e: E2E_KEY is `v4` or `addr`, not `{other}`"),
+    };
+    let key_name = if v4_keys {
+        "SocketAddrV4"
+    } else {
+        "SocketAddr"
+    };
     let keep_alive = match keep_alive_ms {
         0 => Duration::from_secs(30 * 24 * 3600),
         ms => Duration::from_millis(ms as u64),
@@ -836,7 +849,13 @@ fn main() {
         .name("e2e-machine".into())
         // the 65,536-peer server is built on this thread's stack before it moves into the driver
         .stack_size(256 << 20)
-        .spawn(move || machine_thread(msock, batch, keep_alive, mcmd_rx, mres_tx))
+        .spawn(move || {
+            if v4_keys {
+                machine_thread::<SocketAddrV4>(msock, batch, keep_alive, mcmd_rx, mres_tx)
+            } else {
+                machine_thread::<SocketAddr>(msock, batch, keep_alive, mcmd_rx, mres_tx)
+            }
+        })
         .expect("spawn");
     let (bcmd, bcmd_rx) = mpsc::channel();
     let (bres_tx, bres) = mpsc::channel();
@@ -974,7 +993,7 @@ fn main() {
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs());
     let json = format!(
-        "{{\n  \"unix_time\": {unix},\n  \"clients\": {clients},\n  \"batch\": {batch},\n  \"seconds\": {seconds},\n  \"per_fill\": {k},\n  \"keep_alive_ms\": {keep_alive_ms},\n  \"cpu\": \"{cpu}\",\n  \"cores\": {cores},\n  \"kernel\": \"{kernel}\",\n  \"rcvbuf\": {buf},\n  \"rcvbuf_forced\": {forced},\n  \"load_start\": \"{load_start}\",\n  \"load_end\": \"{load_end}\",\n  \"machine_rate\": {:.0},\n  \"bare_rate\": {:.0},\n  \"machine_cpu_ns\": {:.1},\n  \"bare_cpu_ns\": {:.1},\n  \"ratio\": {ratio:.4},\n  \"cpu_ratio\": {cpu_ratio:.4},\n  \"best_ratio\": {best_ratio:.4},\n  \"ratios\": [{ratio_list}],\n  \"cpu_ratios\": [{cpu_ratio_list}],\n  \"mean_batch\": {:.2},\n  \"reps\": [\n    {}\n  ]\n}}\n",
+        "{{\n  \"unix_time\": {unix},\n  \"clients\": {clients},\n  \"batch\": {batch},\n  \"seconds\": {seconds},\n  \"per_fill\": {k},\n  \"keep_alive_ms\": {keep_alive_ms},\n  \"key\": \"{key_name}\",\n  \"cpu\": \"{cpu}\",\n  \"cores\": {cores},\n  \"kernel\": \"{kernel}\",\n  \"rcvbuf\": {buf},\n  \"rcvbuf_forced\": {forced},\n  \"load_start\": \"{load_start}\",\n  \"load_end\": \"{load_end}\",\n  \"machine_rate\": {:.0},\n  \"bare_rate\": {:.0},\n  \"machine_cpu_ns\": {:.1},\n  \"bare_cpu_ns\": {:.1},\n  \"ratio\": {ratio:.4},\n  \"cpu_ratio\": {cpu_ratio:.4},\n  \"best_ratio\": {best_ratio:.4},\n  \"ratios\": [{ratio_list}],\n  \"cpu_ratios\": [{cpu_ratio_list}],\n  \"mean_batch\": {:.2},\n  \"reps\": [\n    {}\n  ]\n}}\n",
         median(&mut mrates),
         median(&mut brates),
         median(&mut mcpu),

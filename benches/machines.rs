@@ -2,7 +2,8 @@
 //! peers (N = 8, 1,024, 65,536), and a LongPort heartbeat round trip through client and server
 //!
 //! `game_server_batch_*`: the same KEEP_ALIVEs from uniformly random peers through
-//! `Server::handle_batch`, 32 per call, with `u32` and `SocketAddr` keys (8 and 65,536 peers),
+//! `Server::handle_batch`, 32 per call, with `u32`, `SocketAddr` and `SocketAddrV4` keys (8 and
+//! 65,536 peers),
 //! and that bench's harness alone (`harness_only`: peer picks, keys, batch array; no server).
 //!
 //! Run: `cargo bench --bench machines -- --warm-up-time 1 --measurement-time 3`
@@ -150,6 +151,17 @@ impl BenchKey for std::net::SocketAddr {
     fn key(i: u32) -> Self {
         let a = peer_addr(i);
         std::net::SocketAddr::from((a.to_be_bytes(), 8303 + (i & 0xFF) as u16))
+    }
+}
+
+/// What an IPv4-only server can key by: 8 bytes instead of `SocketAddr`'s 32, so a peer slot
+/// is 20 bytes instead of 44
+impl BenchKey for std::net::SocketAddrV4 {
+    const NAME: &'static str = "socket_addr_v4";
+    #[inline(always)]
+    fn key(i: u32) -> Self {
+        let a = peer_addr(i);
+        std::net::SocketAddrV4::new(a.into(), 8303 + (i & 0xFF) as u16)
     }
 }
 
@@ -325,8 +337,11 @@ fn game_batch(c: &mut Criterion) {
     batch_bench::<u32, 65536>(c, 65536);
     batch_bench::<std::net::SocketAddr, 8>(c, 8);
     batch_bench::<std::net::SocketAddr, 65536>(c, 65536);
+    batch_bench::<std::net::SocketAddrV4, 8>(c, 8);
+    batch_bench::<std::net::SocketAddrV4, 65536>(c, 65536);
     batch_harness::<u32>(c, 65536);
     batch_harness::<std::net::SocketAddr>(c, 65536);
+    batch_harness::<std::net::SocketAddrV4>(c, 65536);
 }
 
 /// Feed `bytes` to the LongPort server as one read of connection `conn`; returns the request id

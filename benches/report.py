@@ -278,7 +278,8 @@ def print_e2e(e):
     print("| loop | datagrams/s while draining (median of repetitions) | slowest – fastest drain | "
           "CPU per datagram (server thread) | sent / received | datagrams per `recvmmsg` |")
     print("| --- | ---: | ---: | ---: | ---: | ---: |")
-    for key, label in (("machine", "machine: `UdpDriver::run_batched` + `Server<SocketAddr, 65536>`"),
+    peer = e.get("key", "SocketAddr")
+    for key, label in (("machine", f"machine: `UdpDriver::run_batched` + `Server<{peer}, 65536>`"),
                        ("bare", "bare: the same `RecvBatch`/`SendBatch` calls, no machine")):
         rates = sorted(r[key]["rate"] for r in reps)
         lo = min(r[key]["min_rate"] for r in reps)

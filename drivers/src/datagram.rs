@@ -1,21 +1,25 @@
 //! How a datagram machine's peer key maps to UDP addresses
 
-use std::net::SocketAddr;
+use std::net::{SocketAddr, SocketAddrV4};
 
 #[cfg(feature = "blocking")]
 pub use batch::BatchInput;
 
 /// How a machine's peer key maps to UDP addresses
 pub trait DatagramPeer: Copy + Eq {
-    /// The key for a datagram that came from `addr`
-    fn from_addr(addr: SocketAddr) -> Self;
+    /// The key for a datagram that came from `addr`; `None` for a source this key type cannot
+    /// hold (an IPv6 sender where the key is a [`SocketAddrV4`]): the driver drops that
+    /// datagram without feeding it (the blocking driver counts it in `UdpStats::unkeyed`)
+    fn from_addr(addr: SocketAddr) -> Option<Self>;
     /// Where a frame for this key goes; `None`: to the address the socket is connected to
     fn to_addr(self) -> Option<SocketAddr>;
 }
 
 /// A client's peer: the one server its socket is connected to
 impl DatagramPeer for () {
-    fn from_addr(_: SocketAddr) -> Self {}
+    fn from_addr(_: SocketAddr) -> Option<Self> {
+        Some(())
+    }
     fn to_addr(self) -> Option<SocketAddr> {
         None
     }
@@ -23,11 +27,28 @@ impl DatagramPeer for () {
 
 /// A server's peer: the client's address
 impl DatagramPeer for SocketAddr {
-    fn from_addr(addr: SocketAddr) -> Self {
-        addr
+    fn from_addr(addr: SocketAddr) -> Option<Self> {
+        Some(addr)
     }
     fn to_addr(self) -> Option<SocketAddr> {
         Some(self)
+    }
+}
+
+/// The peer of a server on an IPv4 socket: 8 bytes where a `SocketAddr` takes 32, so a game
+/// server's peer slot is 20 bytes instead of 44 (at 65,536 peers 1.25 MiB of slots instead of
+/// 2.75 MiB, which keeps the peer table in a 2 MiB L2 cache). IPv6 senders, IPv4-mapped ones
+/// included, are not keyed (on an IPv6 socket a reply to an IPv4 key could not be sent): bind
+/// the socket to an IPv4 address.
+impl DatagramPeer for SocketAddrV4 {
+    fn from_addr(addr: SocketAddr) -> Option<Self> {
+        match addr {
+            SocketAddr::V4(a) => Some(a),
+            SocketAddr::V6(_) => None,
+        }
+    }
+    fn to_addr(self) -> Option<SocketAddr> {
+        Some(SocketAddr::V4(self))
     }
 }
 

@@ -4,13 +4,15 @@
 //! datagrams keep coming; a zero limit; events after the closure asked to stop.
 #![cfg(target_os = "linux")]
 
-use std::net::{SocketAddr, UdpSocket};
+use std::fmt;
+use std::hash::Hash;
+use std::net::{SocketAddr, SocketAddrV4, UdpSocket};
 use std::time::{Duration, Instant as WallClock};
 
 use tether_net::game::wire::{self, Control, ControlPacket, Packet, Reason, Token, TokenMode};
 use tether_net::game::{CloseCause, Server, ServerApp, ServerConfig, ServerEvent, TokenSecret};
 use tether_net::testing::control_packet as control;
-use tether_net_drivers::blocking::{Input, UdpDriver};
+use tether_net_drivers::blocking::{DatagramPeer, Input, UdpDriver};
 
 /// Clients in the differential test: more than a batch (32) and more than the server's queue of
 /// stateless replies (16), so a CONNECT burst read in one batch would overflow that queue if
@@ -84,8 +86,16 @@ struct Outcome {
 /// The script: a burst of CONNECTs queued before the server runs, then ACCEPTs, KEEP_ALIVEs
 /// (one with a wrong token), a CLOSE with a reason, and a CLOSE "end" on which the server shuts
 /// down; every client still in the table reads the shutdown CLOSE
-fn script(batched: bool, batch: usize, clients_v: &[UdpSocket], server_sock: UdpSocket) -> Outcome {
-    let driver = UdpDriver::new(Server::<SocketAddr>::new(config()), server_sock);
+fn script<P>(
+    batched: bool,
+    batch: usize,
+    clients_v: &[UdpSocket],
+    server_sock: UdpSocket,
+) -> Outcome
+where
+    P: DatagramPeer + Hash + fmt::Display + fmt::Debug + Send + 'static,
+{
+    let driver = UdpDriver::new(Server::<P>::new(config()), server_sock);
     let mut driver = driver.with_batch_size(batch);
     // queued before the server reads: its first recvmmsg takes up to a whole batch
     for c in clients_v {
@@ -93,9 +103,7 @@ fn script(batched: bool, batch: usize, clients_v: &[UdpSocket], server_sock: Udp
     }
     let server = std::thread::spawn(move || {
         let mut log = Vec::new();
-        let f = |srv: &mut Server<SocketAddr>,
-                 now: tether_net::Instant,
-                 input: Input<'_, Server<SocketAddr>>| {
+        let f = |srv: &mut Server<P>, now: tether_net::Instant, input: Input<'_, Server<P>>| {
             match input {
                 Input::Event(e) => {
                     log.push(format!("{e:?}"));
@@ -167,11 +175,11 @@ fn batched_and_one_at_a_time_loops_agree_on_events_replies_and_counters() {
     let s1 = UdpSocket::bind("127.0.0.1:0").expect("server socket");
     let s2 = UdpSocket::bind("127.0.0.1:0").expect("server socket");
     let c1 = clients(CLIENTS, s1.local_addr().unwrap());
-    let one = script(false, 1, &c1, s1);
+    let one = script::<SocketAddr>(false, 1, &c1, s1);
     for c in &c1 {
         c.connect(s2.local_addr().unwrap()).unwrap();
     }
-    let batched = script(true, 32, &c1, s2);
+    let batched = script::<SocketAddr>(true, 32, &c1, s2);
     // tokens depend on the client address only, so everything compares byte for byte
     assert_eq!(one, batched);
     // and the run did what the script says
@@ -196,6 +204,76 @@ fn batched_and_one_at_a_time_loops_agree_on_events_replies_and_counters() {
     assert_eq!(one.received, 5 * CLIENTS as u64 + 3);
     // CONNECT_ACCEPT each + the shutdown CLOSE to the 38 left
     assert_eq!(one.sent, 2 * CLIENTS as u64 - 2);
+}
+
+#[test]
+fn a_server_keyed_by_socket_addr_v4_behaves_as_one_keyed_by_socket_addr() {
+    // `SocketAddrV4` keys (8 bytes instead of 32) on an IPv4 socket: the same script and clients
+    // give the same events, replies and counters in both loops
+    let socks: Vec<UdpSocket> = (0..3)
+        .map(|_| UdpSocket::bind("127.0.0.1:0").expect("server socket"))
+        .collect();
+    let addrs: Vec<SocketAddr> = socks.iter().map(|s| s.local_addr().unwrap()).collect();
+    let c = clients(CLIENTS, addrs[0]);
+    let mut socks = socks.into_iter();
+    let wide = script::<SocketAddr>(true, 32, &c, socks.next().unwrap());
+    let mut narrow = Vec::new();
+    for (batched, addr) in [(true, addrs[1]), (false, addrs[2])] {
+        for s in &c {
+            s.connect(addr).unwrap();
+        }
+        let batch = if batched { 32 } else { 1 };
+        narrow.push(script::<SocketAddrV4>(
+            batched,
+            batch,
+            &c,
+            socks.next().unwrap(),
+        ));
+    }
+    assert_eq!(wide.stats.keep_alives_received, 3 * CLIENTS as u64);
+    // both loops over `SocketAddrV4` keys: byte for byte the same
+    assert_eq!(narrow[0], narrow[1]);
+    // against `SocketAddr` keys: the tokens differ (a token is a keyed hash of the key's `Hash`
+    // stream, and `SocketAddr`'s starts with its variant), everything else is the same
+    let shape = |o: &Outcome| {
+        let log: Vec<String> = o.log.iter().map(|l| without_token(l)).collect();
+        let sizes: Vec<Vec<usize>> = o
+            .replies
+            .iter()
+            .map(|r| r.iter().map(Vec::len).collect())
+            .collect();
+        (log, sizes, o.stats, o.received, o.sent)
+    };
+    assert_eq!(shape(&narrow[0]), shape(&wide));
+    assert_ne!(narrow[0].replies, wide.replies, "the tokens should differ");
+}
+
+/// A log line with the token's bytes left out
+fn without_token(line: &str) -> String {
+    match line.split_once("Token([") {
+        Some((head, tail)) => {
+            let rest = tail.split_once("])").map_or("", |(_, r)| r);
+            format!("{head}Token(..){rest}")
+        }
+        None => line.to_owned(),
+    }
+}
+
+/// An IPv4 key holds IPv4 senders only: an IPv6 one (IPv4-mapped included, whose replies an
+/// IPv4 key could not address on the IPv6 socket it came through) is not a peer
+#[test]
+fn socket_addr_v4_keys_hold_ipv4_senders_only() {
+    let v4: SocketAddr = "10.1.2.3:8303".parse().unwrap();
+    let key = SocketAddrV4::from_addr(v4).expect("an IPv4 sender");
+    assert_eq!(key, "10.1.2.3:8303".parse::<SocketAddrV4>().unwrap());
+    assert_eq!(key.to_addr(), Some(v4));
+    for v6 in ["[::ffff:10.1.2.3]:8303", "[::1]:8303", "[2001:db8::1]:8303"] {
+        assert_eq!(SocketAddrV4::from_addr(v6.parse().unwrap()), None, "{v6}");
+    }
+    // the other keys take every sender
+    let v6: SocketAddr = "[2001:db8::1]:8303".parse().unwrap();
+    assert_eq!(SocketAddr::from_addr(v6), Some(v6));
+    assert_eq!(<() as DatagramPeer>::from_addr(v6), Some(()));
 }
 
 /// A peer's timeout passes while the server's socket holds 200 KEEP_ALIVEs of another peer:

@@ -43,6 +43,10 @@ pub struct UdpStats {
     pub batches: u64,
     /// `sendmmsg` calls ([`UdpDriver::run_batched`])
     pub send_calls: u64,
+    /// Datagrams dropped unread because the machine's peer key cannot hold their source
+    /// ([`DatagramPeer::from_addr`] gave `None`: an IPv6 sender of a server keyed by
+    /// `SocketAddrV4`)
+    pub unkeyed: u64,
 }
 
 /// A machine over one blocking UDP socket, with a monotonic clock started at creation
@@ -241,7 +245,10 @@ where
             match self.sock.recv_from(&mut self.inp) {
                 Ok((n, from)) => {
                     self.stats.received += 1;
-                    self.feed(n, M::Peer::from_addr(from), &mut f, &mut result)?;
+                    match M::Peer::from_addr(from) {
+                        Some(peer) => self.feed(n, peer, &mut f, &mut result)?,
+                        None => self.stats.unkeyed += 1,
+                    }
                     // timers run even while datagrams keep coming
                     self.timers_if_due();
                 }
@@ -528,10 +535,13 @@ where
             sink.stats.received += n as u64;
             sink.stats.batches += 1;
             let now = epoch.instant(std::time::Instant::now());
-            let items: Vec<(M::Peer, &[u8])> = (0..n)
-                .filter_map(|i| rx.get(i))
-                .map(|(from, bytes)| (M::Peer::from_addr(from), bytes))
-                .collect();
+            let mut items: Vec<(M::Peer, &[u8])> = Vec::with_capacity(n);
+            for (from, bytes) in (0..n).filter_map(|i| rx.get(i)) {
+                match M::Peer::from_addr(from) {
+                    Some(peer) => items.push((peer, bytes)),
+                    None => sink.stats.unkeyed += 1,
+                }
+            }
             let mut at = 0;
             while at < items.len() {
                 let rest = &items[at..];

@@ -97,8 +97,8 @@ async fn run<S: Side>(
                 }
             },
             r = sock.recv_from(&mut inp), if !out.congested() => match r {
-                Ok((n, from)) => {
-                    let from = S::Peer::from_addr(from);
+                // a source the peer key cannot hold (`DatagramPeer::from_addr`): dropped
+                Ok((n, from)) => if let Some(from) = S::Peer::from_addr(from) {
                     loop {
                         let t = now();
                         let refused = match machine.handle_input(t, from, &inp[..n]) {
