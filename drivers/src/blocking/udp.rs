@@ -53,8 +53,8 @@ pub struct UdpStats {
 ///
 /// Serves the game [`Client`](tether_net::game::Client) (peer `()`, socket connected to the
 /// server: [`UdpDriver::connect`]) and the game [`Server`](tether_net::game::Server) keyed by
-/// `SocketAddr`, or by `SocketAddrV4` on an IPv4 socket (a quarter of the key's memory; see
-/// [`DatagramPeer`]), ([`UdpDriver::bind`]) with the same loop. Commands go through
+/// `SocketAddr` ([`UdpDriver::bind`]; on an IPv4 socket `SocketAddrV4` keys take a quarter of
+/// the key memory, see [`DatagramPeer`]) with the same loop. Commands go through
 /// [`UdpDriver::command`]; [`UdpDriver::run`] runs the loop and hands every event and every
 /// application value to your closure. [`UdpDriver::run_batched`] is the same loop with batched
 /// syscalls (`recvmmsg` / `sendmmsg`, Linux) for machines that take a batch ([`BatchInput`]:
