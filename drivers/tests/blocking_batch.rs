@@ -276,6 +276,103 @@ fn socket_addr_v4_keys_hold_ipv4_senders_only() {
     assert_eq!(<() as DatagramPeer>::from_addr(v6), Some(()));
 }
 
+/// A key that refuses senders on odd ports: it stands in for a key type that cannot hold some
+/// sources (`SocketAddrV4` and IPv6 senders, which a test on 127.0.0.1 cannot produce)
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+struct EvenPort(SocketAddrV4);
+
+impl DatagramPeer for EvenPort {
+    fn from_addr(addr: SocketAddr) -> Option<Self> {
+        match addr {
+            SocketAddr::V4(a) if a.port() % 2 == 0 => Some(EvenPort(a)),
+            _ => None,
+        }
+    }
+    fn to_addr(self) -> Option<SocketAddr> {
+        Some(SocketAddr::V4(self.0))
+    }
+}
+
+/// `n` client sockets on 127.0.0.1 whose ports are even (`even`) or odd
+fn clients_by_port(n: usize, even: bool, server: SocketAddr) -> Vec<UdpSocket> {
+    let mut v = Vec::new();
+    while v.len() < n {
+        let s = UdpSocket::bind("127.0.0.1:0").expect("client socket");
+        if (s.local_addr().unwrap().port() % 2 == 0) == even {
+            s.connect(server).expect("connect");
+            s.set_read_timeout(Some(Duration::from_millis(300)))
+                .unwrap();
+            v.push(s);
+        }
+    }
+    v
+}
+
+/// Datagrams whose source the key cannot hold are dropped before the machine and counted, in
+/// both loops; the datagrams around them in the same batch are handled, and application values
+/// name their own senders (the batched loop hands the machine the kept datagrams only)
+fn unkeyed_senders_are_dropped_and_counted(batched: bool) {
+    let mut driver = UdpDriver::bind(Server::<EvenPort>::new(config()), "127.0.0.1:0")
+        .expect("server socket")
+        .with_batch_size(32);
+    let server = driver.local_addr().unwrap();
+    let odd = clients_by_port(3, false, server);
+    let even = clients_by_port(3, true, server);
+    let mut info = tether_net::game::connless::VANILLA_HEADER.to_vec();
+    info.extend_from_slice(&tether_net::game::connless::TYPE_GETINFO);
+    info.push(7);
+    // queued before the server reads: odd and even senders alternate within one batch
+    for (o, e) in odd.iter().zip(&even) {
+        o.send(&connect()).unwrap();
+        e.send(&info).unwrap();
+        o.send(&info).unwrap();
+        e.send(&connect()).unwrap();
+    }
+    settle();
+    let mut asked = Vec::new();
+    let f =
+        |_: &mut Server<EvenPort>, _: tether_net::Instant, input: Input<'_, Server<EvenPort>>| {
+            if let Input::App(peer, ServerApp::InfoRequest(_)) = input {
+                asked.push(SocketAddr::V4(peer.0));
+            }
+            None::<()>
+        };
+    if batched {
+        driver.run_batched(Duration::from_millis(200), f).unwrap();
+    } else {
+        driver.run(Duration::from_millis(200), f).unwrap();
+    }
+    let st = driver.stats();
+    assert_eq!((st.received, st.unkeyed), (12, 6), "batched {batched}");
+    let mut want: Vec<SocketAddr> = even.iter().map(|e| e.local_addr().unwrap()).collect();
+    asked.sort();
+    want.sort();
+    assert_eq!(
+        asked, want,
+        "every even sender's request, named by its own address"
+    );
+    assert_eq!(driver.machine().stats().info_requests, 3);
+    // the even senders' CONNECTs were answered, the odd ones' never reached the machine
+    for e in &even {
+        // (panics unless it is a token CONNECT_ACCEPT)
+        token_of(&recv_one(e));
+    }
+    for o in &odd {
+        let mut b = [0u8; 64];
+        assert!(o.recv(&mut b).is_err(), "no reply to an unkeyed sender");
+    }
+}
+
+#[test]
+fn unkeyed_senders_are_dropped_and_counted_batched() {
+    unkeyed_senders_are_dropped_and_counted(true);
+}
+
+#[test]
+fn unkeyed_senders_are_dropped_and_counted_one_at_a_time() {
+    unkeyed_senders_are_dropped_and_counted(false);
+}
+
 /// A peer's timeout passes while the server's socket holds 200 KEEP_ALIVEs of another peer:
 /// the timeout must fire while they are being read, not once the socket is empty (a loop that
 /// runs timers only when a read times out never runs them under steady load)
