@@ -284,7 +284,7 @@ struct EvenPort(SocketAddrV4);
 impl DatagramPeer for EvenPort {
     fn from_addr(addr: SocketAddr) -> Option<Self> {
         match addr {
-            SocketAddr::V4(a) if a.port() % 2 == 0 => Some(EvenPort(a)),
+            SocketAddr::V4(a) if a.port().is_multiple_of(2) => Some(EvenPort(a)),
             _ => None,
         }
     }
@@ -298,7 +298,7 @@ fn clients_by_port(n: usize, even: bool, server: SocketAddr) -> Vec<UdpSocket> {
     let mut v = Vec::new();
     while v.len() < n {
         let s = UdpSocket::bind("127.0.0.1:0").expect("client socket");
-        if (s.local_addr().unwrap().port() % 2 == 0) == even {
+        if s.local_addr().unwrap().port().is_multiple_of(2) == even {
             s.connect(server).expect("connect");
             s.set_read_timeout(Some(Duration::from_millis(300)))
                 .unwrap();
