@@ -1,7 +1,8 @@
 //! The game chunk layer: Huffman compress / decompress of real packets (libtw2's 202 captured
 //! Teeworlds payloads and the live DDNet 16.4 captures), a 1,400-byte compressed datagram
 //! decompressed and split into chunks, and one vital chunk sent and acked through two `Vital`
-//! channels — each next to a `copy_from_slice` floor of the same bytes in the same run
+//! channels — each next to a `copy_from_slice` floor of the same bytes in the same run; the
+//! datagram also with the caches evicted before each call (`open_and_split_cold`)
 //!
 //! Run: `cargo bench --bench chunks -- --warm-up-time 1 --measurement-time 2`.
 //! Throughput: decompression counts output bytes, compression input bytes.
@@ -11,7 +12,7 @@
 
 use core::hint::black_box;
 
-use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+use criterion::{criterion_group, criterion_main, BatchSize, BenchmarkId, Criterion, Throughput};
 use tether_net::game::chunk::{
     decompress_packet, payload_limit, write_packet, Chunk, ChunkWriter, Chunks, SCRATCH_LEN,
 };
@@ -169,6 +170,27 @@ fn packet(c: &mut Criterion) {
             bytes
         })
     });
+    // the same after other work evicted the decoder's tables from L1 and L2 (a 4 MiB walk before
+    // every call, not timed): what a server sees when compressed datagrams are rare
+    let mut evict = vec![0u8; 4 << 20];
+    g.bench_with_input(
+        BenchmarkId::new("open_and_split_cold", &name),
+        &dgram,
+        |b, d| {
+            b.iter_batched(
+                || {
+                    for line in evict.chunks_mut(64) {
+                        line[0] = line[0].wrapping_add(1);
+                    }
+                },
+                |()| {
+                    let plain = decompress_packet(black_box(d), &mut scratch).unwrap();
+                    plain.len()
+                },
+                BatchSize::PerIteration,
+            )
+        },
+    );
     // the chunk split alone, on the already decompressed payload
     let plain = decompress_packet(&dgram, &mut scratch).unwrap().to_vec();
     let payload = &plain[3..plain.len() - 4];

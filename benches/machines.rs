@@ -6,6 +6,9 @@
 //! 65,536 peers),
 //! and that bench's harness alone (`harness_only`: peer picks, keys, batch array; no server).
 //!
+//! `game_server_flood`: the stateless path a spoofing flood takes, datagrams from a fresh
+//! unknown source each (a token CONNECT answered, an ACCEPT with a guessed token, junk).
+//!
 //! Run: `cargo bench --bench machines -- --warm-up-time 1 --measurement-time 3`
 
 // criterion_group! generates undocumented public functions
@@ -481,5 +484,83 @@ fn lp_heartbeat(c: &mut Criterion) {
     );
 }
 
-criterion_group!(benches, game_keep_alive, game_batch, lp_heartbeat);
+/// The stateless path under a flood: datagrams from addresses the server has never seen (a
+/// spoofing attacker picks a fresh source for each), one at a time, with every frame the server
+/// queues drained: a token CONNECT (answered with a CONNECT_ACCEPT carrying the minted token, no
+/// state kept), an ACCEPT with a guessed token (minted again and compared, dropped) and 8 bytes of
+/// junk (dropped by the parser). The server holds 1,024 established peers.
+fn game_flood(c: &mut Criterion) {
+    let (mut srv, _) = game_server::<u32, 1024>(1024);
+    let now = Instant::from_millis(2);
+    let emit = |control, token| {
+        let mut b = [0u8; 16];
+        let n = ControlPacket {
+            ack: 0,
+            control,
+            token: Some(token),
+        }
+        .emit(&mut b)
+        .expect("fits");
+        b[..n].to_vec()
+    };
+    let connect = emit(Control::Connect, Token::UNKNOWN);
+    let accept = emit(Control::Accept, Token([0xA5, 0x5A, 0x0F, 0xF0]));
+    let mut junk = [0u8; 8];
+    let mut out = [0u8; 1400];
+    let mut g = c.benchmark_group("game_server_flood");
+    let before = srv.stats();
+    let mut sent = 0u64;
+    for (name, datagram) in [
+        ("connect", &connect[..]),
+        ("accept_guessed_token", &accept[..]),
+    ] {
+        // a fresh source each time: `peer_addr` of numbers past the peers' (it is a bijection,
+        // so never a peer's address)
+        let mut k = 1024_u32;
+        g.bench_function(BenchmarkId::new("unknown_source", name), |b| {
+            b.iter(|| {
+                k = k.wrapping_add(1).max(1024);
+                let r = srv
+                    .handle_input(now, peer_addr(k), black_box(datagram))
+                    .expect("no event");
+                black_box(r.bytes_consumed());
+                drain_black_box(&mut *srv, now, &mut out);
+            })
+        });
+        sent += u64::from(k - 1024);
+    }
+    let mut rng = 0x2545_F491_4F6C_DD1D_u64;
+    let mut k = 1024_u32;
+    g.bench_function(BenchmarkId::new("unknown_source", "junk_8B"), |b| {
+        b.iter(|| {
+            k = k.wrapping_add(1).max(1024);
+            let from = peer_addr(k);
+            junk = next(&mut rng).to_le_bytes();
+            // a header the parser refuses: a reserved bit set, the connless bit clear
+            junk[0] = (junk[0] & !0x20) | 0x04;
+            let r = srv
+                .handle_input(now, from, black_box(&junk))
+                .expect("no event");
+            black_box(r.bytes_consumed());
+            drain_black_box(&mut *srv, now, &mut out);
+        })
+    });
+    g.finish();
+    let after = srv.stats();
+    // nothing of the flood was kept: no peer added, no event
+    assert_eq!(srv.peer_count(), 1024, "the flood added peers");
+    eprintln!(
+        "game_server_flood: {sent} CONNECTs and guessed-token ACCEPTs; {} dropped as malformed, {} wrong tokens",
+        after.dropped_malformed - before.dropped_malformed,
+        after.dropped_wrong_token - before.dropped_wrong_token
+    );
+}
+
+criterion_group!(
+    benches,
+    game_keep_alive,
+    game_batch,
+    game_flood,
+    lp_heartbeat
+);
 criterion_main!(benches);
