@@ -87,3 +87,141 @@ async fn client_and_server_over_loopback_udp() {
         Some(GameServerItem::Event(ServerEvent::ShutdownComplete))
     );
 }
+
+/// A flood from one spoofing host: junk (a reserved header bit), token CONNECTs (answered
+/// statelessly, one CONNECT_ACCEPT of the same size each) and ACCEPTs with a guessed token, in
+/// rounds; `GameServer::stats` shows each kind counted where it belongs, no peer and no event is
+/// created, and a real client still gets in afterwards
+#[tokio::test]
+async fn a_spoofed_and_junk_flood_shows_in_the_stats_and_creates_no_peer() {
+    use std::net::SocketAddr;
+    use tether_net::game::wire::{Control, ControlPacket, Token};
+    use tether_net::game::Server;
+    use tokio::net::UdpSocket;
+
+    const ROUNDS: u64 = 5;
+    const EACH: u64 = 20;
+    let secret = TokenSecret([7; 16]);
+    let (server, mut sevents) = GameServer::bind("127.0.0.1:0", ServerConfig::new(secret))
+        .await
+        .unwrap();
+    let attacker = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    attacker.connect(server.local_addr()).await.unwrap();
+    // the token the server would mint for the attacker's address, to be sure the guess is wrong
+    let real = Server::<SocketAddr>::new(ServerConfig::new(secret))
+        .token_for(attacker.local_addr().unwrap());
+    let guess = Token(real.0.map(|b| b ^ 0x5A));
+    let emit = |control, token| {
+        let mut b = [0u8; 16];
+        let n = ControlPacket {
+            ack: 0,
+            control,
+            token: Some(token),
+        }
+        .emit(&mut b)
+        .unwrap();
+        b[..n].to_vec()
+    };
+    let connect = emit(Control::Connect, Token::UNKNOWN);
+    let accept = emit(Control::Accept, guess);
+    let junk = [0x14u8, 0x00, 0x00, 0x00];
+    let mut replies = 0u64;
+    let mut buf = [0u8; 64];
+    for round in 1..=ROUNDS {
+        for _ in 0..EACH {
+            attacker.send(&junk).await.unwrap();
+            attacker.send(&connect).await.unwrap();
+            attacker.send(&accept).await.unwrap();
+        }
+        // wait until the server has read the round (each kind in its counter)
+        let deadline = std::time::Instant::now() + STEP;
+        let st = loop {
+            let st = server.stats().await.unwrap();
+            if st.machine.dropped_malformed >= round * EACH
+                && st.machine.dropped_wrong_token >= round * EACH
+                && st.machine.connect_accepts_sent >= round * EACH
+            {
+                break st;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "round {round} not read within 5 s: {st:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        };
+        assert_eq!(st.machine.dropped_malformed, round * EACH, "{st:?}");
+        assert_eq!(st.machine.dropped_wrong_token, round * EACH, "{st:?}");
+        assert_eq!(st.machine.connect_accepts_sent, round * EACH, "{st:?}");
+        assert_eq!((st.peers, st.machine.peers_admitted), (0, 0), "{st:?}");
+        // every CONNECT was answered, never with more bytes than it had
+        while replies < round * EACH {
+            let n = timeout(STEP, attacker.recv(&mut buf))
+                .await
+                .expect("a CONNECT_ACCEPT for every CONNECT")
+                .unwrap();
+            assert!(n <= connect.len(), "{n} bytes for {}", connect.len());
+            assert_eq!(buf[3], 0x02, "CONNECT_ACCEPT");
+            replies += 1;
+        }
+    }
+    // nothing else came back (no reply to junk or to a guessed ACCEPT), no event
+    assert!(
+        timeout(Duration::from_millis(200), attacker.recv(&mut buf))
+            .await
+            .is_err(),
+        "an extra reply"
+    );
+    assert!(timeout(Duration::from_millis(200), sevents.next())
+        .await
+        .is_err());
+    // a real client is still admitted
+    let (client, _cevents) = timeout(
+        STEP,
+        GameClient::connect(server.local_addr(), ClientConfig::new()),
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    assert!(matches!(
+        timeout(STEP, sevents.next()).await.unwrap(),
+        Some(GameServerItem::Event(ServerEvent::Connected { .. }))
+    ));
+    let st = server.stats().await.unwrap();
+    assert_eq!((st.peers, st.machine.peers_admitted), (1, 1), "{st:?}");
+    // the client's counters: its CONNECTs (resent on a timer, so one or more), nothing dropped
+    let cs = client.stats().await.unwrap();
+    assert!(cs.connects_sent >= 1 && cs.dropped_malformed == 0, "{cs:?}");
+    client.close("bye").await.unwrap();
+}
+
+/// The first datagram of a fresh socket goes out: the client's first CONNECT is answered, so a
+/// client whose CONNECT resend is 10 s connects at once (the driver used to try the send before
+/// the runtime knew the new socket was writable; the CONNECT was dropped and only the resend
+/// got through, 500 ms later with the default interval)
+#[tokio::test]
+async fn the_first_connect_of_a_fresh_client_socket_is_sent() {
+    let (server, mut sevents) =
+        GameServer::bind("127.0.0.1:0", ServerConfig::new(TokenSecret([3; 16])))
+            .await
+            .unwrap();
+    let config = ClientConfig::new().with_connect_resend(Duration::from_secs(10));
+    let (client, _cevents) = timeout(
+        Duration::from_secs(3),
+        GameClient::connect(server.local_addr(), config),
+    )
+    .await
+    .expect("connected without a resend")
+    .unwrap();
+    assert_eq!(client.stats().await.unwrap().connects_sent, 1);
+    assert!(matches!(
+        timeout(STEP, sevents.next()).await.unwrap(),
+        Some(GameServerItem::Event(ServerEvent::Connected { .. }))
+    ));
+    let st = server.stats().await.unwrap();
+    assert_eq!(
+        (st.peers, st.machine.connect_accepts_sent),
+        (1, 1),
+        "{st:?}"
+    );
+    client.close("bye").await.unwrap();
+}

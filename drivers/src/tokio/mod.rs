@@ -69,7 +69,7 @@ pub use lp_server::{
 pub use tls::{client_config_with_roots, webpki_client_config};
 pub use udp::{
     GameClient, GameClientItem, GameConnectError, GameEvents, GameServer, GameServerEvents,
-    GameServerItem,
+    GameServerItem, GameServerStats,
 };
 
 pub use crate::datagram::DatagramPeer;

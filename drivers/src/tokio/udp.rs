@@ -8,8 +8,8 @@ use std::vec::Vec;
 
 use tether_net::game::wire::{Flags, Header, Token};
 use tether_net::game::{
-    Client, ClientApp, ClientConfig, ClientEvent, CloseCause, Error, Server, ServerApp,
-    ServerConfig, ServerEvent,
+    Client, ClientApp, ClientConfig, ClientEvent, ClientStats, CloseCause, Error, Server,
+    ServerApp, ServerConfig, ServerEvent, ServerStats,
 };
 use tether_net::time::Epoch;
 use tether_net::{drain, DrainError, Instant, Machine};
@@ -69,6 +69,10 @@ async fn run<S: Side>(
 ) where
     <S::M as Machine>::Error: QueueFull,
 {
+    // Frames go out with `try_send`, which answers from the runtime's readiness cache: for a
+    // fresh socket that cache is empty until the reactor has polled it once, so the first frame
+    // (a client's CONNECT) failed with `WouldBlock` and was lost. Wait for it once here.
+    let _ = sock.writable().await;
     let epoch = Epoch::new(std::time::Instant::now());
     let now = || epoch.instant(std::time::Instant::now());
     let mut buf = std::vec![0u8; RECV_LEN];
@@ -205,6 +209,7 @@ enum ClientCmd {
         reply: oneshot::Sender<Result<(), Error>>,
     },
     Closed(oneshot::Sender<CloseCause>),
+    Stats(oneshot::Sender<ClientStats>),
 }
 
 struct ClientSide {
@@ -247,6 +252,9 @@ impl Side for ClientSide {
                     let _ = reply.send(Err(e));
                 }
             },
+            ClientCmd::Stats(reply) => {
+                let _ = reply.send(m.stats());
+            }
             ClientCmd::Closed(reply) => match self.closed {
                 Some(cause) => {
                     let _ = reply.send(cause);
@@ -492,6 +500,22 @@ impl GameClient {
         self.commands.send(ClientCmd::Closed(reply)).await.ok()?;
         rx.await.ok()
     }
+
+    /// The machine's counters (datagrams dropped as malformed, with a wrong token, ...)
+    ///
+    /// Answered between two inputs, like every command: while the event stream is full and
+    /// unread, this waits.
+    ///
+    /// # Errors
+    /// [`DriverError::Stopped`] once the connection has ended and its task is gone.
+    pub async fn stats(&self) -> Result<ClientStats, DriverError> {
+        let (reply, rx) = oneshot::channel();
+        self.commands
+            .send(ClientCmd::Stats(reply))
+            .await
+            .map_err(|_| DriverError::Stopped)?;
+        rx.await.map_err(|_| DriverError::Stopped)
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -539,6 +563,18 @@ enum ServerCmd {
         reason: String,
         reply: oneshot::Sender<Result<(), Error>>,
     },
+    Stats(oneshot::Sender<GameServerStats>),
+}
+
+/// What [`GameServer::stats`] reports
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct GameServerStats {
+    /// The machine's counters: what was dropped and why (malformed datagrams, wrong tokens, a
+    /// full stateless reply queue, info floods, ...), admissions, keep-alives
+    pub machine: ServerStats,
+    /// Peers in the table now (online, or admitted and not yet online)
+    pub peers: usize,
 }
 
 struct ServerSide {
@@ -580,6 +616,12 @@ impl Side for ServerSide {
                 reply,
             } => {
                 let _ = reply.send(m.close(now, peer, &reason));
+            }
+            ServerCmd::Stats(reply) => {
+                let _ = reply.send(GameServerStats {
+                    machine: m.stats(),
+                    peers: m.peer_count(),
+                });
             }
             ServerCmd::Shutdown { reason, reply } => match m.shutdown(now, &reason) {
                 Ok(()) => self.shutdown_waiters.push(reply),
@@ -720,6 +762,24 @@ impl GameServer {
             reply,
         })
         .await
+    }
+
+    /// The machine's counters and the number of peers: what a flood of spoofed or junk
+    /// datagrams cost shows here (`dropped_malformed`, `dropped_wrong_token`,
+    /// `dropped_reply_queue_full`, `dropped_info_flood`) while it creates no peer
+    ///
+    /// Answered between two inputs, like every command: while the event stream is full and
+    /// unread, this waits.
+    ///
+    /// # Errors
+    /// [`DriverError::Stopped`] once the server's task has ended.
+    pub async fn stats(&self) -> Result<GameServerStats, DriverError> {
+        let (reply, rx) = oneshot::channel();
+        self.commands
+            .send(ServerCmd::Stats(reply))
+            .await
+            .map_err(|_| DriverError::Stopped)?;
+        rx.await.map_err(|_| DriverError::Stopped)
     }
 
     /// Close every peer with `reason`; returns once `ShutdownComplete` was reported
