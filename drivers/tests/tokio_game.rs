@@ -153,6 +153,13 @@ async fn a_spoofed_and_junk_flood_shows_in_the_stats_and_creates_no_peer() {
         assert_eq!(st.machine.dropped_wrong_token, round * EACH, "{st:?}");
         assert_eq!(st.machine.connect_accepts_sent, round * EACH, "{st:?}");
         assert_eq!((st.peers, st.machine.peers_admitted), (0, 0), "{st:?}");
+        // every datagram reached the machine; one reply per CONNECT left the socket
+        assert_eq!(st.socket.received, 3 * round * EACH, "{st:?}");
+        assert_eq!(
+            (st.socket.sent, st.socket.send_errors),
+            (round * EACH, 0),
+            "{st:?}"
+        );
         // every CONNECT was answered, never with more bytes than it had
         while replies < round * EACH {
             let n = timeout(STEP, attacker.recv(&mut buf))
@@ -190,7 +197,10 @@ async fn a_spoofed_and_junk_flood_shows_in_the_stats_and_creates_no_peer() {
     assert_eq!((st.peers, st.machine.peers_admitted), (1, 1), "{st:?}");
     // the client's counters: its CONNECTs (resent on a timer, so one or more), nothing dropped
     let cs = client.stats().await.unwrap();
-    assert!(cs.connects_sent >= 1 && cs.dropped_malformed == 0, "{cs:?}");
+    assert!(
+        cs.machine.connects_sent >= 1 && cs.machine.dropped_malformed == 0,
+        "{cs:?}"
+    );
     client.close("bye").await.unwrap();
 }
 
@@ -212,7 +222,11 @@ async fn the_first_connect_of_a_fresh_client_socket_is_sent() {
     .await
     .expect("connected without a resend")
     .unwrap();
-    assert_eq!(client.stats().await.unwrap().connects_sent, 1);
+    let cs = client.stats().await.unwrap();
+    assert_eq!(cs.machine.connects_sent, 1, "{cs:?}");
+    // the CONNECT and the ACCEPT went out, none was refused
+    assert_eq!((cs.socket.sent, cs.socket.send_errors), (2, 0), "{cs:?}");
+    assert_eq!(cs.socket.received, 1, "the CONNECT_ACCEPT: {cs:?}");
     assert!(matches!(
         timeout(STEP, sevents.next()).await.unwrap(),
         Some(GameServerItem::Event(ServerEvent::Connected { .. }))

@@ -68,8 +68,8 @@ pub use lp_server::{
 };
 pub use tls::{client_config_with_roots, webpki_client_config};
 pub use udp::{
-    GameClient, GameClientItem, GameConnectError, GameEvents, GameServer, GameServerEvents,
-    GameServerItem, GameServerStats,
+    GameClient, GameClientItem, GameClientStats, GameConnectError, GameEvents, GameServer,
+    GameServerEvents, GameServerItem, GameServerStats, SocketStats,
 };
 
 pub use crate::datagram::DatagramPeer;

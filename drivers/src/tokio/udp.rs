@@ -24,6 +24,30 @@ use crate::QueueFull;
 /// Largest datagram received
 const RECV_LEN: usize = 2048;
 
+/// Socket counters of a tokio datagram loop ([`GameServer::stats`], [`GameClient::stats`])
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub struct SocketStats {
+    /// Datagrams received and handed to the machine
+    pub received: u64,
+    /// Receive errors (an ICMP refusal of an earlier send, and the like)
+    pub receive_errors: u64,
+    /// Datagrams sent
+    pub sent: u64,
+    /// Frames the socket refused (a full send buffer: UDP is lossy, the frame is dropped and
+    /// the machine's timers recover)
+    pub send_errors: u64,
+}
+
+impl SocketStats {
+    fn count_send(&mut self, r: &io::Result<usize>) {
+        match r {
+            Ok(_) => self.sent += 1,
+            Err(_) => self.send_errors += 1,
+        }
+    }
+}
+
 /// What one side of the datagram loop (client or server) does with commands, events and data
 trait Side: Send + 'static {
     type M: Machine<Peer = Self::Peer> + Send + 'static;
@@ -31,13 +55,15 @@ trait Side: Send + 'static {
     type Cmd: Send + 'static;
     type Item: Send + 'static;
 
-    /// A command; a datagram it writes itself (chunks) goes into `direct`
+    /// A command; a datagram it writes itself (chunks) goes into `direct`; `socket` is what
+    /// the loop counted so far
     fn command(
         &mut self,
         m: &mut Self::M,
         now: Instant,
         cmd: Self::Cmd,
         direct: &mut Vec<(Self::Peer, Vec<u8>)>,
+        socket: &SocketStats,
     );
     /// Application data borrowed from one datagram
     fn app<'a>(
@@ -79,11 +105,20 @@ async fn run<S: Side>(
     let mut inp = std::vec![0u8; RECV_LEN];
     let mut direct: Vec<(S::Peer, Vec<u8>)> = Vec::new();
     let mut abandoned = false;
+    let mut stats = SocketStats::default();
     loop {
         // 2. drain: frames to the socket (never waiting: UDP is lossy), events to the side
-        flush(&sock, &mut machine, &mut side, &mut out, &mut buf, now());
+        flush(
+            &sock,
+            &mut machine,
+            &mut side,
+            &mut out,
+            &mut buf,
+            now(),
+            &mut stats,
+        );
         for (to, bytes) in direct.drain(..) {
-            let _ = send(&sock, to, &bytes);
+            stats.count_send(&send(&sock, to, &bytes));
         }
         if side.finished() {
             break;
@@ -94,7 +129,7 @@ async fn run<S: Side>(
             biased;
             () = out.deliver(), if out.congested() => {}
             cmd = commands.recv(), if !out.saturated() && !abandoned => match cmd {
-                Some(cmd) => side.command(&mut machine, now(), cmd, &mut direct),
+                Some(cmd) => side.command(&mut machine, now(), cmd, &mut direct, &stats),
                 None => {
                     abandoned = true;
                     side.abandoned(&mut machine, now());
@@ -103,6 +138,7 @@ async fn run<S: Side>(
             r = sock.recv_from(&mut inp), if !out.congested() => match r {
                 // a source the peer key cannot hold (`DatagramPeer::from_addr`): dropped
                 Ok((n, from)) => if let Some(from) = S::Peer::from_addr(from) {
+                    stats.received += 1;
                     loop {
                         let t = now();
                         let refused = match machine.handle_input(t, from, &inp[..n]) {
@@ -117,11 +153,14 @@ async fn run<S: Side>(
                         if !refused.is_queue_full() {
                             break;
                         }
-                        flush(&sock, &mut machine, &mut side, &mut out, &mut buf, t);
+                        flush(&sock, &mut machine, &mut side, &mut out, &mut buf, t, &mut stats);
                     }
                 }
                 // ICMP refusals and the like: the machine's timers decide
-                Err(_) => machine.handle_timeout(now()),
+                Err(_) => {
+                    stats.receive_errors += 1;
+                    machine.handle_timeout(now());
+                }
             },
             () = sleep_until(deadline), if !out.saturated() => machine.handle_timeout(now()),
         }
@@ -153,6 +192,7 @@ fn flush<S: Side>(
     out: &mut Outlet<S::Item>,
     buf: &mut Vec<u8>,
     now: Instant,
+    stats: &mut SocketStats,
 ) {
     loop {
         let r = drain(
@@ -160,7 +200,7 @@ fn flush<S: Side>(
             now,
             buf,
             |t, bytes| {
-                let _ = send(sock, t.to, bytes);
+                stats.count_send(&send(sock, t.to, bytes));
                 Ok::<(), io::Error>(())
             },
             |m, ev| side.event(m, now, ev, out),
@@ -209,7 +249,17 @@ enum ClientCmd {
         reply: oneshot::Sender<Result<(), Error>>,
     },
     Closed(oneshot::Sender<CloseCause>),
-    Stats(oneshot::Sender<ClientStats>),
+    Stats(oneshot::Sender<GameClientStats>),
+}
+
+/// What [`GameClient::stats`] reports
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct GameClientStats {
+    /// The machine's counters (CONNECTs and KEEP_ALIVEs sent, datagrams dropped and why, ...)
+    pub machine: ClientStats,
+    /// The socket's
+    pub socket: SocketStats,
 }
 
 struct ClientSide {
@@ -232,6 +282,7 @@ impl Side for ClientSide {
         now: Instant,
         cmd: ClientCmd,
         direct: &mut Vec<((), Vec<u8>)>,
+        socket: &SocketStats,
     ) {
         match cmd {
             ClientCmd::Send {
@@ -253,7 +304,10 @@ impl Side for ClientSide {
                 }
             },
             ClientCmd::Stats(reply) => {
-                let _ = reply.send(m.stats());
+                let _ = reply.send(GameClientStats {
+                    machine: m.stats(),
+                    socket: *socket,
+                });
             }
             ClientCmd::Closed(reply) => match self.closed {
                 Some(cause) => {
@@ -501,14 +555,15 @@ impl GameClient {
         rx.await.ok()
     }
 
-    /// The machine's counters (datagrams dropped as malformed, with a wrong token, ...)
+    /// The machine's counters (datagrams dropped as malformed, with a wrong token, ...) and
+    /// the socket's
     ///
     /// Answered between two inputs, like every command: while the event stream is full and
     /// unread, this waits.
     ///
     /// # Errors
     /// [`DriverError::Stopped`] once the connection has ended and its task is gone.
-    pub async fn stats(&self) -> Result<ClientStats, DriverError> {
+    pub async fn stats(&self) -> Result<GameClientStats, DriverError> {
         let (reply, rx) = oneshot::channel();
         self.commands
             .send(ClientCmd::Stats(reply))
@@ -575,6 +630,8 @@ pub struct GameServerStats {
     pub machine: ServerStats,
     /// Peers in the table now (online, or admitted and not yet online)
     pub peers: usize,
+    /// The socket's counters
+    pub socket: SocketStats,
 }
 
 struct ServerSide {
@@ -595,6 +652,7 @@ impl Side for ServerSide {
         now: Instant,
         cmd: ServerCmd,
         direct: &mut Vec<(SocketAddr, Vec<u8>)>,
+        socket: &SocketStats,
     ) {
         match cmd {
             ServerCmd::Send {
@@ -621,6 +679,7 @@ impl Side for ServerSide {
                 let _ = reply.send(GameServerStats {
                     machine: m.stats(),
                     peers: m.peer_count(),
+                    socket: *socket,
                 });
             }
             ServerCmd::Shutdown { reason, reply } => match m.shutdown(now, &reason) {
