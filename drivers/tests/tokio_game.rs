@@ -239,3 +239,118 @@ async fn the_first_connect_of_a_fresh_client_socket_is_sent() {
     );
     client.close("bye").await.unwrap();
 }
+
+/// Server browsers' info requests: unanswered until `GameServer::set_info`, then answered in
+/// the form asked for (`inf3` for a vanilla `gie3`, `iext` with the map CRC for the extended
+/// one) with the counts of the client list; a spoofed request flood is bounded by the machine's
+/// `info_replies_per_second` (the rest counted in `dropped_info_flood`); `set_info(None)` stops
+/// the answers
+#[tokio::test]
+async fn the_tokio_game_server_answers_info_requests_once_told_what_to_say() {
+    use tether_net::game::connless::{InfoKind, InfoRequest, InfoRequestKind, ServerInfo};
+    use tether_net_drivers::tokio::{GameServerInfo, GameServerInfoClient};
+    use tokio::net::UdpSocket;
+
+    let config = ServerConfig::new(TokenSecret([5; 16])).with_info_replies_per_second(20);
+    let (server, _sevents) = GameServer::bind("127.0.0.1:0", config).await.unwrap();
+    let browser = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    browser.connect(server.local_addr()).await.unwrap();
+    let request = |extended, token| {
+        let mut b = [0u8; InfoRequest::LEN];
+        InfoRequest {
+            kind: InfoRequestKind::Info,
+            extended,
+            token,
+        }
+        .emit(&mut b)
+        .unwrap();
+        b
+    };
+    let mut buf = [0u8; 2048];
+    let quiet = Duration::from_millis(200);
+    // nothing to say yet: no answer, the request counted
+    browser.send(&request(false, 0x42)).await.unwrap();
+    assert!(timeout(quiet, browser.recv(&mut buf)).await.is_err());
+    assert_eq!(server.stats().await.unwrap().machine.info_requests, 1);
+
+    let info = GameServerInfo {
+        version: "0.6.4, tether".into(),
+        name: "tokio test server".into(),
+        map: "dm1".into(),
+        map_crc: 0xDEAD_BEEF,
+        map_size: 5805,
+        game_type: "DM".into(),
+        flags: 0,
+        max_players: 8,
+        max_clients: 16,
+        clients: vec![
+            GameServerInfoClient {
+                name: "alice".into(),
+                clan: "t".into(),
+                country: -1,
+                score: 3,
+                is_player: true,
+            },
+            GameServerInfoClient {
+                name: "bob".into(),
+                clan: String::new(),
+                country: 276,
+                score: 0,
+                is_player: false,
+            },
+        ],
+    };
+    server.set_info(Some(info)).await.unwrap();
+    browser.send(&request(false, 0x42)).await.unwrap();
+    let n = timeout(STEP, browser.recv(&mut buf))
+        .await
+        .unwrap()
+        .unwrap();
+    let a = ServerInfo::parse(&buf[..n]).unwrap();
+    assert_eq!(a.kind, InfoKind::Vanilla);
+    assert_eq!(a.token, 0x42);
+    assert_eq!(a.name.as_str(), Some("tokio test server"));
+    assert_eq!(a.map.as_str(), Some("dm1"));
+    assert_eq!((a.num_players, a.max_players), (1, 8));
+    assert_eq!((a.num_clients, a.max_clients), (2, 16));
+    let names: Vec<_> = a.clients.iter().map(|c| c.name.as_str()).collect();
+    assert_eq!(names, [Some("alice"), Some("bob")]);
+    // the extended form carries the map CRC and the 24-bit token
+    browser.send(&request(true, 0x12_3456)).await.unwrap();
+    let n = timeout(STEP, browser.recv(&mut buf))
+        .await
+        .unwrap()
+        .unwrap();
+    let a = ServerInfo::parse(&buf[..n]).unwrap();
+    assert_eq!(a.token, 0x12_3456);
+    assert!(
+        matches!(
+            a.kind,
+            InfoKind::Extended {
+                map_crc: 0xDEAD_BEEF,
+                map_size: 5805,
+                ..
+            }
+        ),
+        "{:?}",
+        a.kind
+    );
+    // a flood of 100 requests within a second: at most 20 requests a second are answered (3
+    // were counted in this window already, so 17 here unless the window ran out meanwhile)
+    for t in 0..100u32 {
+        browser.send(&request(false, t)).await.unwrap();
+    }
+    let mut answers = 0;
+    while timeout(quiet, browser.recv(&mut buf)).await.is_ok() {
+        answers += 1;
+    }
+    let st = server.stats().await.unwrap();
+    assert_eq!(st.machine.info_requests, 103, "{st:?}");
+    assert!(answers <= 20, "{answers} answers past the limit");
+    assert_eq!(st.machine.dropped_info_flood, 100 - answers, "{st:?}");
+    // no more answers once the info is withdrawn
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    server.set_info(None).await.unwrap();
+    browser.send(&request(false, 7)).await.unwrap();
+    assert!(timeout(quiet, browser.recv(&mut buf)).await.is_err());
+}

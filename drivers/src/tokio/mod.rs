@@ -69,7 +69,8 @@ pub use lp_server::{
 pub use tls::{client_config_with_roots, webpki_client_config};
 pub use udp::{
     GameClient, GameClientItem, GameClientStats, GameConnectError, GameEvents, GameServer,
-    GameServerEvents, GameServerItem, GameServerStats, SocketStats,
+    GameServerEvents, GameServerInfo, GameServerInfoClient, GameServerItem, GameServerStats,
+    SocketStats,
 };
 
 pub use crate::datagram::DatagramPeer;

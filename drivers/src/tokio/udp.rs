@@ -6,7 +6,9 @@ use std::net::SocketAddr;
 use std::string::{String, ToString};
 use std::vec::Vec;
 
-use tether_net::game::wire::{Flags, Header, Token};
+use tether_net::game::connless::{ClientInfo, InfoContent};
+use tether_net::game::packer::Str;
+use tether_net::game::wire::{Flags, Header, Token, MAX_PACKET_LEN};
 use tether_net::game::{
     Client, ClientApp, ClientConfig, ClientEvent, ClientStats, CloseCause, Error, Server,
     ServerApp, ServerConfig, ServerEvent, ServerStats,
@@ -66,11 +68,16 @@ trait Side: Send + 'static {
         socket: &SocketStats,
     );
     /// Application data borrowed from one datagram
+    /// Application data borrowed from one datagram, right after the input that handed it out
+    /// (an answer the side writes, such as a server-info answer, goes into `direct`)
     fn app<'a>(
         &mut self,
+        m: &mut Self::M,
+        now: Instant,
         from: Self::Peer,
         app: <Self::M as Machine>::App<'a>,
         out: &mut Outlet<Self::Item>,
+        direct: &mut Vec<(Self::Peer, Vec<u8>)>,
     );
     /// A machine event
     fn event(
@@ -144,7 +151,7 @@ async fn run<S: Side>(
                         let refused = match machine.handle_input(t, from, &inp[..n]) {
                             Ok(r) => {
                                 if let Some(app) = r.into_app() {
-                                    side.app(from, app, &mut out);
+                                    side.app(&mut machine, t, from, app, &mut out, &mut direct);
                                 }
                                 break;
                             }
@@ -318,7 +325,15 @@ impl Side for ClientSide {
         }
     }
 
-    fn app<'a>(&mut self, _: (), app: ClientApp<'a>, out: &mut Outlet<GameClientItem>) {
+    fn app<'a>(
+        &mut self,
+        _: &mut Client,
+        _: Instant,
+        _: (),
+        app: ClientApp<'a>,
+        out: &mut Outlet<GameClientItem>,
+        _: &mut Vec<((), Vec<u8>)>,
+    ) {
         out.push(match app {
             ClientApp::Chunks(p) => GameClientItem::Chunks {
                 header: p.header,
@@ -619,6 +634,48 @@ enum ServerCmd {
         reply: oneshot::Sender<Result<(), Error>>,
     },
     Stats(oneshot::Sender<GameServerStats>),
+    SetInfo(Option<GameServerInfo>),
+}
+
+/// What a tokio [`GameServer`] tells server browsers ([`GameServer::set_info`]); the player and
+/// client counts are those of `clients`
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct GameServerInfo {
+    /// Game version, e.g. `0.6.4, 16.4`
+    pub version: String,
+    /// Server name
+    pub name: String,
+    /// Map name
+    pub map: String,
+    /// CRC32 of the map file (the extended answer carries it)
+    pub map_crc: u32,
+    /// Map size in bytes (the extended answer carries it)
+    pub map_size: i32,
+    /// Game type, e.g. `DDraceNetwork`
+    pub game_type: String,
+    /// Bit 0: password required
+    pub flags: i32,
+    /// Player slots
+    pub max_players: i32,
+    /// Client slots
+    pub max_clients: i32,
+    /// The clients listed (as many as fit into one answer; DDNet 16.4 lists at most 16 in `inf3`)
+    pub clients: Vec<GameServerInfoClient>,
+}
+
+/// One client of a [`GameServerInfo`]
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct GameServerInfoClient {
+    /// Player name
+    pub name: String,
+    /// Clan
+    pub clan: String,
+    /// Country code (−1: none)
+    pub country: i32,
+    /// Score (DDNet: −9999 = no time yet)
+    pub score: i32,
+    /// A player (true) or a spectator
+    pub is_player: bool,
 }
 
 /// What [`GameServer::stats`] reports
@@ -635,6 +692,7 @@ pub struct GameServerStats {
 }
 
 struct ServerSide {
+    info: Option<GameServerInfo>,
     done: bool,
     shutdown_waiters: Vec<oneshot::Sender<Result<(), Error>>>,
     buf: Vec<u8>,
@@ -675,6 +733,7 @@ impl Side for ServerSide {
             } => {
                 let _ = reply.send(m.close(now, peer, &reason));
             }
+            ServerCmd::SetInfo(info) => self.info = info,
             ServerCmd::Stats(reply) => {
                 let _ = reply.send(GameServerStats {
                     machine: m.stats(),
@@ -691,7 +750,53 @@ impl Side for ServerSide {
         }
     }
 
-    fn app<'a>(&mut self, from: SocketAddr, app: ServerApp<'a>, out: &mut Outlet<GameServerItem>) {
+    fn app<'a>(
+        &mut self,
+        m: &mut Server<SocketAddr>,
+        now: Instant,
+        from: SocketAddr,
+        app: ServerApp<'a>,
+        out: &mut Outlet<GameServerItem>,
+        direct: &mut Vec<(SocketAddr, Vec<u8>)>,
+    ) {
+        if let ServerApp::InfoRequest(_) = app {
+            // answered from the info last set, within the machine's rate limits; without one
+            // the request stays unanswered (counted in `info_requests`)
+            if let Some(info) = &self.info {
+                let clients: Vec<ClientInfo<'_>> = info
+                    .clients
+                    .iter()
+                    .map(|c| ClientInfo {
+                        name: Str::new(&c.name),
+                        clan: Str::new(&c.clan),
+                        country: c.country,
+                        score: c.score,
+                        is_player: i32::from(c.is_player),
+                    })
+                    .collect();
+                let count = |n: usize| i32::try_from(n).unwrap_or(i32::MAX);
+                let content = InfoContent {
+                    version: Str::new(&info.version),
+                    name: Str::new(&info.name),
+                    map: Str::new(&info.map),
+                    map_crc: info.map_crc,
+                    map_size: info.map_size,
+                    game_type: Str::new(&info.game_type),
+                    flags: info.flags,
+                    num_players: count(info.clients.iter().filter(|c| c.is_player).count()),
+                    max_players: info.max_players,
+                    num_clients: count(info.clients.len()),
+                    max_clients: info.max_clients,
+                    clients: &clients,
+                };
+                let mut answer = std::vec![0u8; MAX_PACKET_LEN];
+                if let Ok(Some(t)) = m.answer_info(now, &content, &mut answer) {
+                    answer.truncate(t.len);
+                    direct.push((t.to, answer));
+                }
+            }
+            return;
+        }
         out.push(match app {
             ServerApp::Chunks(p) => GameServerItem::Chunks {
                 peer: from,
@@ -763,6 +868,7 @@ impl GameServer {
         let (tx, rx) = mpsc::channel(EVENTS);
         let (cmd_tx, cmd_rx) = mpsc::channel(COMMANDS);
         let side = ServerSide {
+            info: None,
             done: false,
             shutdown_waiters: Vec::new(),
             buf: std::vec![0; 1500],
@@ -839,6 +945,23 @@ impl GameServer {
             .await
             .map_err(|_| DriverError::Stopped)?;
         rx.await.map_err(|_| DriverError::Stopped)
+    }
+
+    /// Answer server browsers' info requests (`gie3`, extended or not, and `fstd`) with `info`
+    /// from now on, or stop answering them (`None`, the state after [`GameServer::bind`])
+    ///
+    /// The machine's limits apply: the client list only in the first
+    /// `ServerConfig::info_per_second` answers of a second, no answer at all past
+    /// `ServerConfig::info_replies_per_second` (a spoofed request makes the server send to its
+    /// victim, so both are bounded).
+    ///
+    /// # Errors
+    /// [`DriverError::Stopped`] once the server's task has ended.
+    pub async fn set_info(&self, info: Option<GameServerInfo>) -> Result<(), DriverError> {
+        self.commands
+            .send(ServerCmd::SetInfo(info))
+            .await
+            .map_err(|_| DriverError::Stopped)
     }
 
     /// Close every peer with `reason`; returns once `ShutdownComplete` was reported
