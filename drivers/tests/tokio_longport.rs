@@ -16,8 +16,9 @@ use tether_net::longport::{
     ServerEvent,
 };
 use tether_net_drivers::tokio::{
-    client_config_with_roots, ClientItem, ClientOptions, Listener, LongPortClient, LongPortEvents,
-    PendingResponse, RequestError, ServerItem, ServerLimits, ServerOptions,
+    client_config_with_roots, ClientConnectError, ClientItem, ClientOptions, Listener,
+    LongPortClient, LongPortEvents, PendingResponse, RequestError, ServerItem, ServerLimits,
+    ServerOptions,
 };
 use tokio::time::timeout;
 
@@ -209,6 +210,63 @@ async fn ws_auth_request_reconnect_close() {
     )
     .await;
     srv.shutdown().await;
+}
+
+/// `ws://host:port` (no path) is the root path: the client logs in (it used to put the protocol
+/// query straight after the authority, the handshake refused the URL and `connect` dialed
+/// again and again without returning)
+#[tokio::test]
+async fn a_ws_url_without_a_path_logs_in() {
+    let srv = TestServer::on(Listener::Ws(loopback())).await;
+    let url = format!("ws://{}", srv.addrs[0]);
+    let (client, _events) = timeout(
+        STEP,
+        LongPortClient::connect(
+            &url,
+            ClientConfig::websocket(),
+            TOKEN,
+            ClientOptions::default(),
+        ),
+    )
+    .await
+    .expect("logged in")
+    .unwrap();
+    let r = timeout(STEP, client.request(CMD_ECHO, b"root".to_vec()))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(r.body, b"root");
+    client.close("bye").await.unwrap();
+    srv.shutdown().await;
+}
+
+/// Nothing listens: `connect` dials per the reconnect policy and, with a bound on the
+/// attempts, fails once they are used up instead of waiting for ever
+#[tokio::test]
+async fn connect_to_a_closed_port_fails_after_the_allowed_attempts() {
+    // a port that was just free
+    let port = std::net::TcpListener::bind(loopback())
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let config = ClientConfig::tcp().with_max_reconnect_attempts(Some(2));
+    let r = timeout(
+        STEP,
+        LongPortClient::connect(
+            &format!("tcp://127.0.0.1:{port}"),
+            config,
+            TOKEN,
+            ClientOptions::default(),
+        ),
+    )
+    .await
+    .expect("gave up within 10 s");
+    assert!(
+        matches!(r, Err(ClientConnectError::Closed(_))),
+        "{:?}",
+        r.map(|_| ())
+    );
 }
 
 #[tokio::test]

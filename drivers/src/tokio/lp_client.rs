@@ -346,6 +346,10 @@ fn parse_url(url: &str) -> Result<Endpoint, String> {
         return Err("no host".into());
     }
     let mut full = url.to_string();
+    if ws && !rest[end..].starts_with('/') {
+        // no path: the root path, before any query (the handshake refuses `host?query`)
+        full.insert(scheme.len() + 3 + end, '/');
+    }
     if ws && !url.contains("version=") {
         full.push(if url.contains('?') { '&' } else { '?' });
         full.push_str("version=1&codec=1&platform=9");
@@ -364,10 +368,16 @@ impl LongPortClient {
     /// returns once the first `Connected` arrived (also the first item of the event stream
     /// after `ConnectTransport`)
     ///
-    /// `url` is `tcp://host:port` (with `ClientConfig::tcp()`), `ws://host[:port]/path` or
-    /// `wss://host[:port]/path` (with `ClientConfig::websocket()`); the protocol query
-    /// `version=1&codec=1&platform=9` is appended to WebSocket URLs that have none. Must be
-    /// called inside a tokio runtime.
+    /// `url` is `tcp://host:port` (with `ClientConfig::tcp()`), `ws://host[:port][/path]` or
+    /// `wss://host[:port][/path]` (with `ClientConfig::websocket()`; no path is the root path);
+    /// the protocol query `version=1&codec=1&platform=9` is appended to WebSocket URLs that
+    /// have none. Must be called inside a tokio runtime.
+    ///
+    /// While the transport cannot be opened (server down, handshake refused), the machine's
+    /// reconnect policy decides: `connect` waits through its back-off, for ever with the default
+    /// `ClientConfig::with_max_reconnect_attempts(None)`, and fails with
+    /// [`ClientConnectError::Closed`] once a set number of attempts has failed; wrap it in a
+    /// timeout to bound the wait otherwise.
     ///
     /// # Errors
     /// [`ClientConnectError`]. The task ends with the error.
@@ -1116,5 +1126,18 @@ mod tests {
         assert_eq!(e.url, "ws://[::1]:81/v2?version=1&codec=1&platform=9");
         assert!(parse_url("tcp://host").is_err());
         assert!(parse_url("http://host:1").is_err());
+    }
+
+    #[test]
+    fn a_websocket_url_without_a_path_gets_the_root_path() {
+        // `ws://host:port` is a valid URL whose path is `/`; with the query appended straight
+        // after the authority the WebSocket handshake refused it and the client kept dialing
+        let e = parse_url("ws://127.0.0.1:8080").unwrap();
+        assert_eq!(e.url, "ws://127.0.0.1:8080/?version=1&codec=1&platform=9");
+        let e = parse_url("wss://example.test?version=1&codec=1&platform=9").unwrap();
+        assert_eq!(e.url, "wss://example.test/?version=1&codec=1&platform=9");
+        let e = parse_url("ws://[::1]").unwrap();
+        assert_eq!((e.host.as_str(), e.port), ("::1", 80));
+        assert_eq!(e.url, "ws://[::1]/?version=1&codec=1&platform=9");
     }
 }
