@@ -77,7 +77,8 @@ async fn client_and_server_over_loopback_udp() {
         }
     }
     assert_eq!(reason.as_deref(), Some("server shutdown"));
-    assert_eq!(second.closed().await, None, "the client's task has ended");
+    // the cause, also once the client's task has ended
+    assert_eq!(second.closed().await, Some(CloseCause::Peer));
     let mut last = None;
     while let Some(item) = timeout(STEP, sevents.next()).await.unwrap() {
         last = Some(item);
@@ -353,4 +354,150 @@ async fn the_tokio_game_server_answers_info_requests_once_told_what_to_say() {
     server.set_info(None).await.unwrap();
     browser.send(&request(false, 7)).await.unwrap();
     assert!(timeout(quiet, browser.recv(&mut buf)).await.is_err());
+}
+
+/// The rest of the handles' API over loopback: chunk packets both ways (the largest a packet
+/// holds, and one byte more refused with `TooLong`), `send` to an unknown peer refused, the
+/// client closing with a reason (the server sees it, `closed()` reports it), a client whose
+/// handles are all dropped closing itself ("client dropped"), and a server whose handles are
+/// all dropped shutting down ("server stopped", seen by its client)
+#[tokio::test]
+async fn chunks_both_ways_and_every_way_to_close() {
+    use tether_net::game::wire::Flags;
+    use tether_net::game::Error;
+    use tether_net_drivers::tokio::DriverError;
+
+    // the payload a 1,400-byte datagram holds after the 3-byte header and the 4-byte token
+    const MOST: usize = 1400 - 3 - 4;
+    let (server, mut sevents) =
+        GameServer::bind("127.0.0.1:0", ServerConfig::new(TokenSecret([1; 16])))
+            .await
+            .unwrap();
+    assert!(format!("{server:?}").contains("GameServer"));
+    let connected = |item| match item {
+        Some(GameServerItem::Event(ServerEvent::Connected { peer, .. })) => peer,
+        other => panic!("{other:?}"),
+    };
+    let (client, mut cevents) = GameClient::connect(server.local_addr(), ClientConfig::new())
+        .await
+        .unwrap();
+    assert!(format!("{client:?}").contains("GameClient"));
+    // a client of 127.0.0.1 sends from 127.0.0.1
+    assert_eq!(client.local_addr().ip(), std::net::Ipv4Addr::LOCALHOST);
+    let peer = connected(timeout(STEP, sevents.next()).await.unwrap());
+    assert!(matches!(
+        timeout(STEP, cevents.next()).await.unwrap(),
+        Some(GameClientItem::Event(ClientEvent::Connected { .. }))
+    ));
+    let up: Vec<u8> = (0..MOST).map(|i| i as u8).collect();
+    client.send(Flags::default(), 3, &up).await.unwrap();
+    match timeout(STEP, sevents.next()).await.unwrap() {
+        Some(GameServerItem::Chunks {
+            peer: from,
+            header,
+            payload,
+        }) => {
+            assert_eq!((from, header.num_chunks), (peer, 3));
+            assert_eq!(payload, up);
+        }
+        other => panic!("{other:?}"),
+    }
+    let down = b"\x40\x05\x01hello".to_vec();
+    server.send(peer, Flags::default(), 1, &down).await.unwrap();
+    match timeout(STEP, cevents.next()).await.unwrap() {
+        Some(GameClientItem::Chunks { header, payload }) => {
+            assert_eq!((header.num_chunks, payload), (1, down.clone()));
+        }
+        other => panic!("{other:?}"),
+    }
+    // one byte more than a datagram holds, and a peer that is not there
+    let too_long = vec![0u8; MOST + 1];
+    assert!(matches!(
+        client.send(Flags::default(), 1, &too_long).await,
+        Err(DriverError::Game(Error::TooLong { .. }))
+    ));
+    assert!(matches!(
+        server.send(peer, Flags::default(), 1, &too_long).await,
+        Err(DriverError::Game(Error::TooLong { .. }))
+    ));
+    let nobody: std::net::SocketAddr = "127.0.0.1:9".parse().unwrap();
+    assert!(matches!(
+        server.send(nobody, Flags::default(), 1, &down).await,
+        Err(DriverError::Game(_))
+    ));
+    // the client closes with a reason
+    client.close("see you").await.unwrap();
+    assert_eq!(
+        timeout(STEP, sevents.next()).await.unwrap(),
+        Some(GameServerItem::Close {
+            peer,
+            reason: "see you".into()
+        })
+    );
+    assert_eq!(
+        timeout(STEP, sevents.next()).await.unwrap(),
+        Some(GameServerItem::Event(ServerEvent::Closed {
+            peer,
+            cause: CloseCause::Peer
+        }))
+    );
+    assert_eq!(client.closed().await, Some(CloseCause::Local));
+    // after the end the handle reports the task gone
+    drop(cevents);
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert!(matches!(
+        client.send(Flags::default(), 1, &down).await,
+        Err(DriverError::Stopped)
+    ));
+
+    // a client nobody holds any more closes itself
+    let (dropped, dropped_events) = GameClient::connect(server.local_addr(), ClientConfig::new())
+        .await
+        .unwrap();
+    let peer2 = connected(timeout(STEP, sevents.next()).await.unwrap());
+    drop((dropped, dropped_events));
+    assert_eq!(
+        timeout(STEP, sevents.next()).await.unwrap(),
+        Some(GameServerItem::Close {
+            peer: peer2,
+            reason: "client dropped".into()
+        })
+    );
+    assert!(matches!(
+        timeout(STEP, sevents.next()).await.unwrap(),
+        Some(GameServerItem::Event(ServerEvent::Closed { .. }))
+    ));
+
+    // a server nobody holds any more shuts down; its client hears why
+    let (last, mut last_events) = GameClient::connect(server.local_addr(), ClientConfig::new())
+        .await
+        .unwrap();
+    let _ = connected(timeout(STEP, sevents.next()).await.unwrap());
+    assert!(matches!(
+        timeout(STEP, last_events.next()).await.unwrap(),
+        Some(GameClientItem::Event(ClientEvent::Connected { .. }))
+    ));
+    drop(server);
+    assert_eq!(
+        timeout(STEP, last_events.next()).await.unwrap(),
+        Some(GameClientItem::Close {
+            reason: "server stopped".into()
+        })
+    );
+    assert_eq!(
+        timeout(STEP, last.closed()).await.unwrap(),
+        Some(CloseCause::Peer)
+    );
+    // the server's stream ends after its last event
+    let mut tail = Vec::new();
+    while let Some(item) = timeout(STEP, sevents.next()).await.unwrap() {
+        tail.push(item);
+    }
+    assert!(
+        matches!(
+            tail.last(),
+            Some(GameServerItem::Event(ServerEvent::ShutdownComplete))
+        ),
+        "{tail:?}"
+    );
 }

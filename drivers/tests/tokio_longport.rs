@@ -237,6 +237,10 @@ async fn a_ws_url_without_a_path_logs_in() {
         .unwrap();
     assert_eq!(r.body, b"root");
     client.close("bye").await.unwrap();
+    // the cause, at once and also once the driver task has ended
+    assert_eq!(client.closed().await, Some(CloseCause::Local));
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert_eq!(client.closed().await, Some(CloseCause::Local));
     srv.shutdown().await;
 }
 

@@ -6,7 +6,7 @@ use std::future::Future;
 use std::io;
 use std::pin::Pin;
 use std::string::{String, ToString};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll};
 use std::time::Duration;
 use std::vec::Vec;
@@ -299,6 +299,8 @@ enum Cmd {
 #[derive(Clone)]
 pub struct LongPortClient {
     commands: mpsc::Sender<Cmd>,
+    /// Set by the task as it ends
+    ended: Arc<OnceLock<CloseCause>>,
 }
 
 impl fmt::Debug for LongPortClient {
@@ -421,6 +423,7 @@ impl LongPortClient {
         let (tx, rx) = mpsc::channel(options.events);
         let (cmd_tx, cmd_rx) = mpsc::channel(COMMANDS);
         let (up_tx, up_rx) = oneshot::channel();
+        let ended = Arc::new(OnceLock::new());
         let tls = if endpoint.tls {
             Some(options.tls.clone().unwrap_or_else(webpki_client_config))
         } else {
@@ -442,6 +445,7 @@ impl LongPortClient {
             connected: Some(up_tx),
             login_error: None,
             closed: None,
+            ended: Arc::clone(&ended),
             close_waiters: Vec::new(),
             end_waiters: Vec::new(),
             tokens: options.tokens,
@@ -452,7 +456,13 @@ impl LongPortClient {
         };
         tokio::spawn(task.run(cmd_rx));
         match up_rx.await {
-            Ok(Ok(())) => Ok((LongPortClient { commands: cmd_tx }, LongPortEvents(rx))),
+            Ok(Ok(())) => Ok((
+                LongPortClient {
+                    commands: cmd_tx,
+                    ended,
+                },
+                LongPortEvents(rx),
+            )),
             Ok(Err(e)) => Err(e),
             Err(_) => Err(ClientConnectError::Closed(CloseCause::Local)),
         }
@@ -577,11 +587,20 @@ impl LongPortClient {
         rx.await.ok()
     }
 
-    /// Wait until the client has ended, for whatever cause
+    /// Wait until the client has ended, for whatever cause; at once when it has
+    ///
+    /// `None` only when the driver task went away without ending (the runtime shut down).
     pub async fn closed(&self) -> Option<CloseCause> {
+        if let Some(&cause) = self.ended.get() {
+            return Some(cause);
+        }
         let (reply, rx) = oneshot::channel();
-        self.commands.send(Cmd::Closed(reply)).await.ok()?;
-        rx.await.ok()
+        let answer = match self.commands.send(Cmd::Closed(reply)).await {
+            Ok(()) => rx.await.ok(),
+            Err(_) => None,
+        };
+        // the task may have ended between the check and the command
+        answer.or_else(|| self.ended.get().copied())
     }
 }
 
@@ -635,6 +654,8 @@ struct Task<M> {
     connected: Option<oneshot::Sender<Result<(), ClientConnectError>>>,
     login_error: Option<(Status, Option<u64>, String)>,
     closed: Option<CloseCause>,
+    /// The cause, for handles asking after the task has ended
+    ended: Arc<OnceLock<CloseCause>>,
     close_waiters: Vec<oneshot::Sender<Result<(), tether_net::longport::Error>>>,
     end_waiters: Vec<oneshot::Sender<CloseCause>>,
     tokens: Option<Box<dyn FnMut() -> Option<String> + Send>>,
@@ -711,6 +732,7 @@ impl<M: Machine + Send + 'static> Task<M> {
             let _ = reply.send(Err(RequestError::Failed(RequestFailure::Closed)));
         }
         let cause = self.closed.unwrap_or(CloseCause::Local);
+        let _ = self.ended.set(cause);
         for tx in self.close_waiters.drain(..) {
             let _ = tx.send(Ok(()));
         }

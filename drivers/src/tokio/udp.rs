@@ -4,6 +4,7 @@ use std::fmt;
 use std::io;
 use std::net::SocketAddr;
 use std::string::{String, ToString};
+use std::sync::{Arc, OnceLock};
 use std::vec::Vec;
 
 use tether_net::game::connless::{ClientInfo, InfoContent};
@@ -178,13 +179,6 @@ async fn run<S: Side>(
     }
 }
 
-/// Grow `buf` to hold a chunk packet of `payload` bytes (its header and token around them)
-fn packet_room(buf: &mut Vec<u8>, payload: usize) {
-    if buf.len() < payload + 16 {
-        buf.resize(payload + 16, 0);
-    }
-}
-
 fn send<P: DatagramPeer>(sock: &UdpSocket, to: P, bytes: &[u8]) -> io::Result<usize> {
     match to.to_addr() {
         Some(addr) => sock.try_send_to(bytes, addr),
@@ -272,8 +266,11 @@ pub struct GameClientStats {
 struct ClientSide {
     connected: Option<oneshot::Sender<Result<Option<Token>, CloseCause>>>,
     closed: Option<CloseCause>,
+    /// The cause, for handles asking after the task has ended
+    ended: Arc<OnceLock<CloseCause>>,
     close_waiters: Vec<oneshot::Sender<Result<(), Error>>>,
     end_waiters: Vec<oneshot::Sender<CloseCause>>,
+    /// Where `send_chunks` writes: a whole datagram, the most a chunk packet can be
     buf: Vec<u8>,
 }
 
@@ -298,7 +295,6 @@ impl Side for ClientSide {
                 payload,
                 reply,
             } => {
-                packet_room(&mut self.buf, payload.len());
                 let r = m
                     .send_chunks(now, flags, num_chunks, &payload, &mut self.buf)
                     .map(|t| direct.push(((), self.buf[..t.len].to_vec())));
@@ -361,6 +357,7 @@ impl Side for ClientSide {
             }
             ClientEvent::Closed { cause } => {
                 self.closed = Some(cause);
+                let _ = self.ended.set(cause);
                 if let Some(tx) = self.connected.take() {
                     let _ = tx.send(Err(cause));
                 }
@@ -401,6 +398,7 @@ impl Side for ClientSide {
 pub struct GameClient {
     commands: mpsc::Sender<ClientCmd>,
     local: SocketAddr,
+    ended: Arc<OnceLock<CloseCause>>,
 }
 
 impl fmt::Debug for GameClient {
@@ -504,12 +502,14 @@ impl GameClient {
         let (tx, rx) = mpsc::channel(events.max(1));
         let (cmd_tx, cmd_rx) = mpsc::channel(COMMANDS);
         let (up_tx, up_rx) = oneshot::channel();
+        let ended = Arc::new(OnceLock::new());
         let side = ClientSide {
             connected: Some(up_tx),
             closed: None,
+            ended: Arc::clone(&ended),
             close_waiters: Vec::new(),
             end_waiters: Vec::new(),
-            buf: std::vec![0; 1500],
+            buf: std::vec![0; MAX_PACKET_LEN],
         };
         tokio::spawn(run(sock, machine, side, cmd_rx, Outlet::new(tx)));
         match up_rx.await {
@@ -517,6 +517,7 @@ impl GameClient {
                 GameClient {
                     commands: cmd_tx,
                     local,
+                    ended,
                 },
                 GameEvents(rx),
             )),
@@ -563,11 +564,21 @@ impl GameClient {
         .await
     }
 
-    /// Wait until the connection has ended, for whatever cause
+    /// Wait until the connection has ended, for whatever cause; at once when it has
+    ///
+    /// `None` only when the driver task went away without a `Closed` event (the runtime shut
+    /// down).
     pub async fn closed(&self) -> Option<CloseCause> {
+        if let Some(&cause) = self.ended.get() {
+            return Some(cause);
+        }
         let (reply, rx) = oneshot::channel();
-        self.commands.send(ClientCmd::Closed(reply)).await.ok()?;
-        rx.await.ok()
+        let answer = match self.commands.send(ClientCmd::Closed(reply)).await {
+            Ok(()) => rx.await.ok(),
+            Err(_) => None,
+        };
+        // the task may have ended between the check and the command
+        answer.or_else(|| self.ended.get().copied())
     }
 
     /// The machine's counters (datagrams dropped as malformed, with a wrong token, ...) and
@@ -695,6 +706,7 @@ struct ServerSide {
     info: Option<GameServerInfo>,
     done: bool,
     shutdown_waiters: Vec<oneshot::Sender<Result<(), Error>>>,
+    /// Where `send_chunks` writes: a whole datagram, the most a chunk packet can be
     buf: Vec<u8>,
 }
 
@@ -720,7 +732,6 @@ impl Side for ServerSide {
                 payload,
                 reply,
             } => {
-                packet_room(&mut self.buf, payload.len());
                 let r = m
                     .send_chunks(now, peer, flags, num_chunks, &payload, &mut self.buf)
                     .map(|t| direct.push((t.to, self.buf[..t.len].to_vec())));
@@ -871,7 +882,7 @@ impl GameServer {
             info: None,
             done: false,
             shutdown_waiters: Vec::new(),
-            buf: std::vec![0; 1500],
+            buf: std::vec![0; MAX_PACKET_LEN],
         };
         tokio::spawn(run(
             sock,
