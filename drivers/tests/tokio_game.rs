@@ -501,3 +501,30 @@ async fn chunks_both_ways_and_every_way_to_close() {
         "{tail:?}"
     );
 }
+
+/// Nobody answers: `connect` ends with the machine's connect timeout, as an error that says so
+#[tokio::test]
+async fn connect_to_a_silent_port_times_out_with_a_readable_error() {
+    use tether_net_drivers::tokio::GameConnectError;
+
+    // a UDP port that is bound and never answers
+    let silent = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let config = ClientConfig::new()
+        .with_connect_resend(Duration::from_millis(50))
+        .with_connect_timeout(Duration::from_millis(300));
+    let r = timeout(
+        STEP,
+        GameClient::connect(silent.local_addr().unwrap(), config),
+    )
+    .await
+    .expect("gave up within the timeout");
+    let e = match r {
+        Err(e @ GameConnectError::Closed(CloseCause::ConnectTimeout)) => e,
+        other => panic!("{:?}", other.map(|_| ())),
+    };
+    assert_eq!(e.to_string(), "closed before connecting: ConnectTimeout");
+    // and the CONNECTs did reach the port (the resends included)
+    let mut buf = [0u8; 64];
+    let n = silent.try_recv(&mut buf).expect("a CONNECT arrived");
+    assert_eq!(buf[3], 0x01, "CONNECT: {:02x?}", &buf[..n]);
+}

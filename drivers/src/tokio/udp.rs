@@ -987,3 +987,19 @@ impl GameServer {
         .await
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::SocketStats;
+    use std::io::{Error, ErrorKind};
+
+    #[test]
+    fn refused_sends_are_counted_apart_from_sent_ones() {
+        let mut s = SocketStats::default();
+        s.count_send(&Ok(8));
+        // what a fresh socket's first `try_send` used to meet, and a full send buffer
+        s.count_send(&Err(Error::from(ErrorKind::WouldBlock)));
+        s.count_send(&Err(Error::from(ErrorKind::ConnectionRefused)));
+        assert_eq!((s.sent, s.send_errors), (1, 2));
+    }
+}
