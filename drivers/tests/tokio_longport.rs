@@ -542,3 +542,147 @@ async fn a_slow_consumer_gets_backpressure_not_unbounded_memory() {
     assert!(pushes <= pushed);
     bye(&client).await;
 }
+
+/// A refused token is replaced from the token source without the caller's help: `connect`
+/// returns logged in, the source was asked once, the server saw the refused and the fresh Auth
+#[tokio::test]
+async fn a_refused_token_is_replaced_from_the_token_source() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use tether_net_drivers::tokio::ServerInput;
+
+    let srv = TestServer::on(Listener::Tcp(loopback())).await;
+    let asked = Arc::new(AtomicUsize::new(0));
+    let counter = Arc::clone(&asked);
+    let options = ClientOptions::default().with_token_source(move || {
+        counter.fetch_add(1, Ordering::SeqCst);
+        Some(TOKEN.to_string())
+    });
+    let (client, _events) = timeout(
+        STEP,
+        LongPortClient::connect(
+            &format!("tcp://{}", srv.addrs[0]),
+            ClientConfig::tcp(),
+            "expired-token",
+            options,
+        ),
+    )
+    .await
+    .expect("logged in with the fresh token")
+    .unwrap();
+    assert_eq!(asked.load(Ordering::SeqCst), 1);
+    let r = timeout(STEP, client.request(CMD_ECHO, b"t".to_vec()))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(r.body, b"t");
+    let auths: Vec<String> = srv
+        .log
+        .lock()
+        .unwrap()
+        .iter()
+        .filter_map(|i| match i {
+            ServerItem::Input(ServerInput::Auth { token, .. }) => Some(token.clone()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(auths, ["expired-token", TOKEN]);
+    bye(&client).await;
+    srv.shutdown().await;
+}
+
+/// Without a token source, a Close that drops the session (`SessExpired`) puts `TokenNeeded` in
+/// the event stream; `provide_token` logs in again
+#[tokio::test]
+async fn token_needed_after_a_session_dropping_close_is_answered_with_provide_token() {
+    let srv = TestServer::on(Listener::Tcp(loopback())).await;
+    let (client, mut events) = timeout(
+        STEP,
+        LongPortClient::connect(
+            &format!("tcp://{}", srv.addrs[0]),
+            ClientConfig::tcp(),
+            TOKEN,
+            ClientOptions::default(),
+        ),
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    assert_eq!(
+        srv.server
+            .close_all(CloseCode::SessExpired, "expired")
+            .await,
+        1
+    );
+    // wait for TokenNeeded (the Close, Disconnected and ReconnectScheduled come first)
+    loop {
+        match timeout(STEP, events.next()).await.unwrap() {
+            Some(ClientItem::Event(ClientEvent::TokenNeeded)) => break,
+            Some(_) => {}
+            None => panic!("the stream ended"),
+        }
+    }
+    client.provide_token(TOKEN).await.unwrap();
+    loop {
+        match timeout(STEP, events.next()).await.unwrap() {
+            Some(ClientItem::Event(ClientEvent::Connected { .. })) => break,
+            Some(_) => {}
+            None => panic!("the stream ended"),
+        }
+    }
+    assert_eq!(srv.connected_peers().len(), 2);
+    let r = timeout(STEP, client.request(CMD_ECHO, b"again".to_vec()))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(r.body, b"again");
+    bye(&client).await;
+    srv.shutdown().await;
+}
+
+/// `drop_transport` drops the connection as a network would: the client reconnects with its
+/// session (the server sees a Reconnect) and goes on
+#[tokio::test]
+async fn drop_transport_reconnects_with_the_session() {
+    use tether_net_drivers::tokio::ServerInput;
+
+    let srv = TestServer::on(Listener::Tcp(loopback())).await;
+    let (client, mut events) = timeout(
+        STEP,
+        LongPortClient::connect(
+            &format!("tcp://{}", srv.addrs[0]),
+            ClientConfig::tcp(),
+            TOKEN,
+            ClientOptions::default(),
+        ),
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    // the first login's events come first
+    loop {
+        match timeout(STEP, events.next()).await.unwrap() {
+            Some(ClientItem::Event(ClientEvent::Connected { .. })) => break,
+            Some(_) => {}
+            None => panic!("the stream ended"),
+        }
+    }
+    client.drop_transport().await;
+    let mut disconnected = false;
+    loop {
+        match timeout(STEP, events.next()).await.unwrap() {
+            Some(ClientItem::Event(ClientEvent::Disconnected { .. })) => disconnected = true,
+            Some(ClientItem::Event(ClientEvent::Connected { .. })) => break,
+            Some(_) => {}
+            None => panic!("the stream ended"),
+        }
+    }
+    assert!(disconnected, "Disconnected came before the new Connected");
+    assert!(srv.saw(|i| matches!(i, ServerItem::Input(ServerInput::Reconnect { .. }))));
+    let r = timeout(STEP, client.request(CMD_ECHO, b"back".to_vec()))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(r.body, b"back");
+    bye(&client).await;
+    srv.shutdown().await;
+}

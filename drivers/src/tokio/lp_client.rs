@@ -951,8 +951,12 @@ impl<M: Machine + Send + 'static> Task<M> {
                             }
                         }
                         ClientEvent::LoginFailed { status, code, .. } => {
+                            // with a token source the machine logs in again with a fresh
+                            // token, and `connect` waits for that (the sender stays: taking it
+                            // here dropped it, and `connect` failed with `Closed(Local)` while
+                            // the task went on to log in)
                             let has_source = tokens.is_some();
-                            if let (Some(tx), false) = (connected.take(), has_source) {
+                            if let Some(tx) = connected.take_if(|_| !has_source) {
                                 let message = login_error.take().map(|e| e.2).unwrap_or_default();
                                 let _ = tx.send(Err(ClientConnectError::LoginFailed {
                                     status,
