@@ -686,3 +686,34 @@ async fn drop_transport_reconnects_with_the_session() {
     bye(&client).await;
     srv.shutdown().await;
 }
+
+/// A request and its echo far larger than the driver's first buffers (1 KiB for writing
+/// requests, 64 KiB for reading): both grow, over TCP and WebSocket
+#[tokio::test]
+async fn a_large_request_and_its_response_grow_the_buffers() {
+    for (listener, scheme, config) in [
+        (Listener::Tcp(loopback()), "tcp", ClientConfig::tcp()),
+        (Listener::Ws(loopback()), "ws", ClientConfig::websocket()),
+    ] {
+        let srv = TestServer::on(listener).await;
+        let url = match scheme {
+            "tcp" => format!("tcp://{}", srv.addrs[0]),
+            _ => format!("ws://{}/v2", srv.addrs[0]),
+        };
+        let (client, _events) = timeout(
+            STEP,
+            LongPortClient::connect(&url, config, TOKEN, ClientOptions::default()),
+        )
+        .await
+        .unwrap()
+        .unwrap();
+        let body: Vec<u8> = (0..200 * 1024).map(|i| (i % 251) as u8).collect();
+        let r = timeout(STEP, client.request(CMD_ECHO, body.clone()))
+            .await
+            .expect("echoed in time")
+            .unwrap();
+        assert!(r.body == body, "{scheme}: {} bytes back", r.body.len());
+        bye(&client).await;
+        srv.shutdown().await;
+    }
+}
