@@ -717,3 +717,40 @@ async fn a_large_request_and_its_response_grow_the_buffers() {
         srv.shutdown().await;
     }
 }
+
+/// A request nobody answers ends with `TimedOut` (and says so); the handles print their type;
+/// the event stream works as a `futures_core::Stream` (the login's first event first)
+#[tokio::test]
+async fn a_silent_request_times_out_and_the_handles_print_and_stream() {
+    let srv = TestServer::on(Listener::Tcp(loopback())).await;
+    let config = ClientConfig::tcp().with_request_timeout(Duration::from_millis(200));
+    let options = ClientOptions::default();
+    assert!(format!("{options:?}").contains("ClientOptions"));
+    let (client, mut events) = timeout(
+        STEP,
+        LongPortClient::connect(&format!("tcp://{}", srv.addrs[0]), config, TOKEN, options),
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    assert!(format!("{client:?}").contains("LongPortClient"));
+    let e = timeout(STEP, client.request(CMD_SILENT, b"x".to_vec()))
+        .await
+        .unwrap()
+        .unwrap_err();
+    assert!(matches!(e, RequestError::TimedOut), "{e:?}");
+    assert_eq!(e.to_string(), "timed out");
+    let first = std::future::poll_fn(|cx| {
+        futures_core::Stream::poll_next(std::pin::Pin::new(&mut events), cx)
+    })
+    .await;
+    assert!(
+        matches!(
+            first,
+            Some(ClientItem::Event(ClientEvent::ConnectTransport { .. }))
+        ),
+        "{first:?}"
+    );
+    bye(&client).await;
+    srv.shutdown().await;
+}
