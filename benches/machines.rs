@@ -20,6 +20,7 @@ use core::mem::size_of;
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
 use tether_net::game::wire::{Control, ControlPacket, Token};
 use tether_net::game::{Server, ServerConfig, ServerEvent, TokenSecret};
+use tether_net::testing::control_packet;
 use tether_net::longport::{
     Client as LpClient, ClientConfig, ClientEvent, Credentials, Grant, RequestId,
     Server as LpServer, ServerApp as LpServerApp, ServerConfig as LpServerConfig, SessionId,
@@ -492,19 +493,8 @@ fn lp_heartbeat(c: &mut Criterion) {
 fn game_flood(c: &mut Criterion) {
     let (mut srv, _) = game_server::<u32, 1024>(1024);
     let now = Instant::from_millis(2);
-    let emit = |control, token| {
-        let mut b = [0u8; 16];
-        let n = ControlPacket {
-            ack: 0,
-            control,
-            token: Some(token),
-        }
-        .emit(&mut b)
-        .expect("fits");
-        b[..n].to_vec()
-    };
-    let connect = emit(Control::Connect, Token::UNKNOWN);
-    let accept = emit(Control::Accept, Token([0xA5, 0x5A, 0x0F, 0xF0]));
+    let connect = control_packet(Control::Connect, Some(Token::UNKNOWN));
+    let accept = control_packet(Control::Accept, Some(Token([0xA5, 0x5A, 0x0F, 0xF0])));
     let mut junk = [0u8; 8];
     let mut out = [0u8; 1400];
     let mut g = c.benchmark_group("game_server_flood");

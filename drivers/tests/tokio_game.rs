@@ -96,8 +96,9 @@ async fn client_and_server_over_loopback_udp() {
 #[tokio::test]
 async fn a_spoofed_and_junk_flood_shows_in_the_stats_and_creates_no_peer() {
     use std::net::SocketAddr;
-    use tether_net::game::wire::{Control, ControlPacket, Token};
+    use tether_net::game::wire::{Control, Token};
     use tether_net::game::Server;
+    use tether_net::testing::control_packet;
     use tokio::net::UdpSocket;
 
     const ROUNDS: u64 = 5;
@@ -112,19 +113,8 @@ async fn a_spoofed_and_junk_flood_shows_in_the_stats_and_creates_no_peer() {
     let real = Server::<SocketAddr>::new(ServerConfig::new(secret))
         .token_for(attacker.local_addr().unwrap());
     let guess = Token(real.0.map(|b| b ^ 0x5A));
-    let emit = |control, token| {
-        let mut b = [0u8; 16];
-        let n = ControlPacket {
-            ack: 0,
-            control,
-            token: Some(token),
-        }
-        .emit(&mut b)
-        .unwrap();
-        b[..n].to_vec()
-    };
-    let connect = emit(Control::Connect, Token::UNKNOWN);
-    let accept = emit(Control::Accept, guess);
+    let connect = control_packet(Control::Connect, Some(Token::UNKNOWN));
+    let accept = control_packet(Control::Accept, Some(guess));
     let junk = [0x14u8, 0x00, 0x00, 0x00];
     let mut replies = 0u64;
     let mut buf = [0u8; 64];

@@ -104,6 +104,21 @@ async fn bye(client: &LongPortClient) {
     timeout(STEP, client.close("bye")).await.unwrap().unwrap();
 }
 
+/// Read `events` until an event `wanted` accepts (within `STEP` each); the events before it
+async fn until(
+    events: &mut LongPortEvents,
+    wanted: impl Fn(&ClientEvent) -> bool,
+) -> Vec<ClientItem> {
+    let mut before = Vec::new();
+    loop {
+        match timeout(STEP, events.next()).await.unwrap() {
+            Some(ClientItem::Event(e)) if wanted(&e) => return before,
+            Some(item) => before.push(item),
+            None => panic!("the stream ended"),
+        }
+    }
+}
+
 fn loopback() -> std::net::SocketAddr {
     "127.0.0.1:0".parse().unwrap()
 }
@@ -613,22 +628,10 @@ async fn token_needed_after_a_session_dropping_close_is_answered_with_provide_to
             .await,
         1
     );
-    // wait for TokenNeeded (the Close, Disconnected and ReconnectScheduled come first)
-    loop {
-        match timeout(STEP, events.next()).await.unwrap() {
-            Some(ClientItem::Event(ClientEvent::TokenNeeded)) => break,
-            Some(_) => {}
-            None => panic!("the stream ended"),
-        }
-    }
+    // TokenNeeded (the Close, Disconnected and ReconnectScheduled come first)
+    until(&mut events, |e| matches!(e, ClientEvent::TokenNeeded)).await;
     client.provide_token(TOKEN).await.unwrap();
-    loop {
-        match timeout(STEP, events.next()).await.unwrap() {
-            Some(ClientItem::Event(ClientEvent::Connected { .. })) => break,
-            Some(_) => {}
-            None => panic!("the stream ended"),
-        }
-    }
+    until(&mut events, |e| matches!(e, ClientEvent::Connected { .. })).await;
     assert_eq!(srv.connected_peers().len(), 2);
     let r = timeout(STEP, client.request(CMD_ECHO, b"again".to_vec()))
         .await
@@ -659,24 +662,15 @@ async fn drop_transport_reconnects_with_the_session() {
     .unwrap()
     .unwrap();
     // the first login's events come first
-    loop {
-        match timeout(STEP, events.next()).await.unwrap() {
-            Some(ClientItem::Event(ClientEvent::Connected { .. })) => break,
-            Some(_) => {}
-            None => panic!("the stream ended"),
-        }
-    }
+    until(&mut events, |e| matches!(e, ClientEvent::Connected { .. })).await;
     client.drop_transport().await;
-    let mut disconnected = false;
-    loop {
-        match timeout(STEP, events.next()).await.unwrap() {
-            Some(ClientItem::Event(ClientEvent::Disconnected { .. })) => disconnected = true,
-            Some(ClientItem::Event(ClientEvent::Connected { .. })) => break,
-            Some(_) => {}
-            None => panic!("the stream ended"),
-        }
-    }
-    assert!(disconnected, "Disconnected came before the new Connected");
+    let before = until(&mut events, |e| matches!(e, ClientEvent::Connected { .. })).await;
+    assert!(
+        before
+            .iter()
+            .any(|i| matches!(i, ClientItem::Event(ClientEvent::Disconnected { .. }))),
+        "Disconnected came before the new Connected: {before:?}"
+    );
     assert!(srv.saw(|i| matches!(i, ServerItem::Input(ServerInput::Reconnect { .. }))));
     let r = timeout(STEP, client.request(CMD_ECHO, b"back".to_vec()))
         .await
