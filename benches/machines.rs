@@ -20,12 +20,12 @@ use core::mem::size_of;
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
 use tether_net::game::wire::{Control, ControlPacket, Token};
 use tether_net::game::{Server, ServerConfig, ServerEvent, TokenSecret};
-use tether_net::testing::control_packet;
 use tether_net::longport::{
     Client as LpClient, ClientConfig, ClientEvent, Credentials, Grant, RequestId,
     Server as LpServer, ServerApp as LpServerApp, ServerConfig as LpServerConfig, SessionId,
     Source, Transport,
 };
+use tether_net::testing::control_packet;
 use tether_net::{FrameKind, Instant, Machine};
 
 /// xorshift64: the peer each iteration picks (fixed seed, no bias that matters here)
