@@ -591,16 +591,7 @@ impl LongPortClient {
     ///
     /// `None` only when the driver task went away without ending (the runtime shut down).
     pub async fn closed(&self) -> Option<CloseCause> {
-        if let Some(&cause) = self.ended.get() {
-            return Some(cause);
-        }
-        let (reply, rx) = oneshot::channel();
-        let answer = match self.commands.send(Cmd::Closed(reply)).await {
-            Ok(()) => rx.await.ok(),
-            Err(_) => None,
-        };
-        // the task may have ended between the check and the command
-        answer.or_else(|| self.ended.get().copied())
+        super::ended(&self.ended, &self.commands, Cmd::Closed).await
     }
 }
 

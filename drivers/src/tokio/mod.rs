@@ -141,6 +141,26 @@ pub(crate) fn unix_ms() -> i64 {
         .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
 }
 
+/// How a client's connection ended: `ended` when the task has recorded it, else the task's
+/// answer to the command `make` builds (it replies when the connection ends); `None` only when
+/// the task went away without recording a cause
+pub(crate) async fn ended<C, T: Copy>(
+    ended: &std::sync::OnceLock<T>,
+    commands: &tokio::sync::mpsc::Sender<C>,
+    make: impl FnOnce(tokio::sync::oneshot::Sender<T>) -> C,
+) -> Option<T> {
+    if let Some(&cause) = ended.get() {
+        return Some(cause);
+    }
+    let (reply, rx) = tokio::sync::oneshot::channel();
+    let answer = match commands.send(make(reply)).await {
+        Ok(()) => rx.await.ok(),
+        Err(_) => None,
+    };
+    // the task may have ended between the check and the command
+    answer.or_else(|| ended.get().copied())
+}
+
 /// Send a command that carries a reply channel to the driver task and wait for the machine's
 /// answer to it ([`DriverError::Stopped`] when the task has ended)
 pub(crate) async fn call<C, T, E: Into<DriverError>>(

@@ -569,16 +569,7 @@ impl GameClient {
     /// `None` only when the driver task went away without a `Closed` event (the runtime shut
     /// down).
     pub async fn closed(&self) -> Option<CloseCause> {
-        if let Some(&cause) = self.ended.get() {
-            return Some(cause);
-        }
-        let (reply, rx) = oneshot::channel();
-        let answer = match self.commands.send(ClientCmd::Closed(reply)).await {
-            Ok(()) => rx.await.ok(),
-            Err(_) => None,
-        };
-        // the task may have ended between the check and the command
-        answer.or_else(|| self.ended.get().copied())
+        super::ended(&self.ended, &self.commands, ClientCmd::Closed).await
     }
 
     /// The machine's counters (datagrams dropped as malformed, with a wrong token, ...) and
