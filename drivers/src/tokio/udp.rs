@@ -68,7 +68,6 @@ trait Side: Send + 'static {
         direct: &mut Vec<(Self::Peer, Vec<u8>)>,
         socket: &SocketStats,
     );
-    /// Application data borrowed from one datagram
     /// Application data borrowed from one datagram, right after the input that handed it out
     /// (an answer the side writes, such as a server-info answer, goes into `direct`)
     fn app<'a>(
@@ -265,8 +264,8 @@ pub struct GameClientStats {
 
 struct ClientSide {
     connected: Option<oneshot::Sender<Result<Option<Token>, CloseCause>>>,
-    closed: Option<CloseCause>,
-    /// The cause, for handles asking after the task has ended
+    /// How the connection ended (set once), shared with the handles so that they can ask after
+    /// the task has ended
     ended: Arc<OnceLock<CloseCause>>,
     close_waiters: Vec<oneshot::Sender<Result<(), Error>>>,
     end_waiters: Vec<oneshot::Sender<CloseCause>>,
@@ -312,7 +311,7 @@ impl Side for ClientSide {
                     socket: *socket,
                 });
             }
-            ClientCmd::Closed(reply) => match self.closed {
+            ClientCmd::Closed(reply) => match self.ended.get().copied() {
                 Some(cause) => {
                     let _ = reply.send(cause);
                 }
@@ -356,7 +355,6 @@ impl Side for ClientSide {
                 }
             }
             ClientEvent::Closed { cause } => {
-                self.closed = Some(cause);
                 let _ = self.ended.set(cause);
                 if let Some(tx) = self.connected.take() {
                     let _ = tx.send(Err(cause));
@@ -378,7 +376,7 @@ impl Side for ClientSide {
     }
 
     fn finished(&self) -> bool {
-        self.closed.is_some()
+        self.ended.get().is_some()
     }
 }
 
@@ -505,7 +503,6 @@ impl GameClient {
         let ended = Arc::new(OnceLock::new());
         let side = ClientSide {
             connected: Some(up_tx),
-            closed: None,
             ended: Arc::clone(&ended),
             close_waiters: Vec::new(),
             end_waiters: Vec::new(),
