@@ -104,21 +104,6 @@ async fn bye(client: &LongPortClient) {
     timeout(STEP, client.close("bye")).await.unwrap().unwrap();
 }
 
-/// Read `events` until an event `wanted` accepts (within `STEP` each); the events before it
-async fn until(
-    events: &mut LongPortEvents,
-    wanted: impl Fn(&ClientEvent) -> bool,
-) -> Vec<ClientItem> {
-    let mut before = Vec::new();
-    loop {
-        match timeout(STEP, events.next()).await.unwrap() {
-            Some(ClientItem::Event(e)) if wanted(&e) => return before,
-            Some(item) => before.push(item),
-            None => panic!("the stream ended"),
-        }
-    }
-}
-
 fn loopback() -> std::net::SocketAddr {
     "127.0.0.1:0".parse().unwrap()
 }
@@ -629,9 +614,12 @@ async fn token_needed_after_a_session_dropping_close_is_answered_with_provide_to
         1
     );
     // TokenNeeded (the Close, Disconnected and ReconnectScheduled come first)
-    until(&mut events, |e| matches!(e, ClientEvent::TokenNeeded)).await;
+    wait_event(&mut events, "TokenNeeded", |e| {
+        matches!(e, ClientEvent::TokenNeeded)
+    })
+    .await;
     client.provide_token(TOKEN).await.unwrap();
-    until(&mut events, |e| matches!(e, ClientEvent::Connected { .. })).await;
+    wait_connected(&mut events, LoginKind::Auth).await;
     assert_eq!(srv.connected_peers().len(), 2);
     let r = timeout(STEP, client.request(CMD_ECHO, b"again".to_vec()))
         .await
@@ -662,15 +650,13 @@ async fn drop_transport_reconnects_with_the_session() {
     .unwrap()
     .unwrap();
     // the first login's events come first
-    until(&mut events, |e| matches!(e, ClientEvent::Connected { .. })).await;
+    wait_connected(&mut events, LoginKind::Auth).await;
     client.drop_transport().await;
-    let before = until(&mut events, |e| matches!(e, ClientEvent::Connected { .. })).await;
-    assert!(
-        before
-            .iter()
-            .any(|i| matches!(i, ClientItem::Event(ClientEvent::Disconnected { .. }))),
-        "Disconnected came before the new Connected: {before:?}"
-    );
+    wait_event(&mut events, "Disconnected", |e| {
+        matches!(e, ClientEvent::Disconnected { .. })
+    })
+    .await;
+    wait_connected(&mut events, LoginKind::Reconnect).await;
     assert!(srv.saw(|i| matches!(i, ServerItem::Input(ServerInput::Reconnect { .. }))));
     let r = timeout(STEP, client.request(CMD_ECHO, b"back".to_vec()))
         .await
@@ -747,4 +733,49 @@ async fn a_silent_request_times_out_and_the_handles_print_and_stream() {
     );
     bye(&client).await;
     srv.shutdown().await;
+}
+
+/// A transport that stops taking bytes (a frozen proxy that reads nothing more) while the
+/// client writes 16 MiB of requests: the write blocks, and after `with_write_timeout` the
+/// transport counts as lost, well before the heartbeat would notice (with the default 10 s
+/// write timeout this takes 10 s)
+#[tokio::test]
+async fn a_write_that_blocks_past_the_write_timeout_drops_the_transport() {
+    let srv = TestServer::on(Listener::Tcp(loopback())).await;
+    let (proxy, frozen) = freezable_proxy(srv.addrs[0]).await;
+    let config = ClientConfig::tcp()
+        .with_heartbeat_interval(Some(Duration::from_secs(30)))
+        .with_heartbeat_timeout(Duration::from_secs(60))
+        .with_request_timeout(Duration::from_secs(60));
+    let options = ClientOptions::default().with_write_timeout(Duration::from_millis(300));
+    let (client, mut events) = timeout(
+        STEP,
+        LongPortClient::connect(&format!("tcp://{proxy}"), config, TOKEN, options),
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    frozen.store(true, std::sync::atomic::Ordering::Relaxed);
+    let started = std::time::Instant::now();
+    // (kept: a dropped response handle would cancel its request before it is written)
+    let mut pending = Vec::new();
+    for _ in 0..32 {
+        match client
+            .send(CMD_ECHO, Duration::ZERO, vec![7u8; 512 * 1024])
+            .await
+        {
+            Ok(p) => pending.push(p),
+            Err(_) => break,
+        }
+    }
+    let e = wait_event(&mut events, "Disconnected", |e| {
+        matches!(e, ClientEvent::Disconnected { .. })
+    })
+    .await;
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{e:?} after {:?}",
+        started.elapsed()
+    );
+    bye(&client).await;
 }
