@@ -231,11 +231,7 @@ async fn a_ws_url_without_a_path_logs_in() {
     .await
     .expect("logged in")
     .unwrap();
-    let r = timeout(STEP, client.request(CMD_ECHO, b"root".to_vec()))
-        .await
-        .unwrap()
-        .unwrap();
-    assert_eq!(r.body, b"root");
+    echo(&client, b"root").await;
     client.close("bye").await.unwrap();
     // the cause, at once and also once the driver task has ended
     assert_eq!(client.closed().await, Some(CloseCause::Local));
@@ -570,11 +566,7 @@ async fn a_refused_token_is_replaced_from_the_token_source() {
     .expect("logged in with the fresh token")
     .unwrap();
     assert_eq!(asked.load(Ordering::SeqCst), 1);
-    let r = timeout(STEP, client.request(CMD_ECHO, b"t".to_vec()))
-        .await
-        .unwrap()
-        .unwrap();
-    assert_eq!(r.body, b"t");
+    echo(&client, b"t").await;
     let auths: Vec<String> = srv
         .log
         .lock()
@@ -595,18 +587,9 @@ async fn a_refused_token_is_replaced_from_the_token_source() {
 #[tokio::test]
 async fn token_needed_after_a_session_dropping_close_is_answered_with_provide_token() {
     let srv = TestServer::on(Listener::Tcp(loopback())).await;
-    let (client, mut events) = timeout(
-        STEP,
-        LongPortClient::connect(
-            &format!("tcp://{}", srv.addrs[0]),
-            ClientConfig::tcp(),
-            TOKEN,
-            ClientOptions::default(),
-        ),
-    )
-    .await
-    .unwrap()
-    .unwrap();
+    let (client, mut events) = timeout(STEP, tcp_client(&format!("tcp://{}", srv.addrs[0])))
+        .await
+        .unwrap();
     assert_eq!(
         srv.server
             .close_all(CloseCode::SessExpired, "expired")
@@ -621,11 +604,7 @@ async fn token_needed_after_a_session_dropping_close_is_answered_with_provide_to
     client.provide_token(TOKEN).await.unwrap();
     wait_connected(&mut events, LoginKind::Auth).await;
     assert_eq!(srv.connected_peers().len(), 2);
-    let r = timeout(STEP, client.request(CMD_ECHO, b"again".to_vec()))
-        .await
-        .unwrap()
-        .unwrap();
-    assert_eq!(r.body, b"again");
+    echo(&client, b"again").await;
     bye(&client).await;
     srv.shutdown().await;
 }
@@ -637,18 +616,9 @@ async fn drop_transport_reconnects_with_the_session() {
     use tether_net_drivers::tokio::ServerInput;
 
     let srv = TestServer::on(Listener::Tcp(loopback())).await;
-    let (client, mut events) = timeout(
-        STEP,
-        LongPortClient::connect(
-            &format!("tcp://{}", srv.addrs[0]),
-            ClientConfig::tcp(),
-            TOKEN,
-            ClientOptions::default(),
-        ),
-    )
-    .await
-    .unwrap()
-    .unwrap();
+    let (client, mut events) = timeout(STEP, tcp_client(&format!("tcp://{}", srv.addrs[0])))
+        .await
+        .unwrap();
     // the first login's events come first
     wait_connected(&mut events, LoginKind::Auth).await;
     client.drop_transport().await;
@@ -658,11 +628,7 @@ async fn drop_transport_reconnects_with_the_session() {
     .await;
     wait_connected(&mut events, LoginKind::Reconnect).await;
     assert!(srv.saw(|i| matches!(i, ServerItem::Input(ServerInput::Reconnect { .. }))));
-    let r = timeout(STEP, client.request(CMD_ECHO, b"back".to_vec()))
-        .await
-        .unwrap()
-        .unwrap();
-    assert_eq!(r.body, b"back");
+    echo(&client, b"back").await;
     bye(&client).await;
     srv.shutdown().await;
 }

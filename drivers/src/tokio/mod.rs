@@ -152,13 +152,11 @@ pub(crate) async fn ended<C, T: Copy>(
     if let Some(&cause) = ended.get() {
         return Some(cause);
     }
-    let (reply, rx) = tokio::sync::oneshot::channel();
-    let answer = match commands.send(make(reply)).await {
-        Ok(()) => rx.await.ok(),
-        Err(_) => None,
-    };
     // the task may have ended between the check and the command
-    answer.or_else(|| ended.get().copied())
+    ask(commands, make)
+        .await
+        .ok()
+        .or_else(|| ended.get().copied())
 }
 
 /// Send a command that carries a reply channel to the driver task and wait for the machine's
@@ -167,12 +165,19 @@ pub(crate) async fn call<C, T, E: Into<DriverError>>(
     commands: &tokio::sync::mpsc::Sender<C>,
     make: impl FnOnce(tokio::sync::oneshot::Sender<Result<T, E>>) -> C,
 ) -> Result<T, DriverError> {
+    ask(commands, make).await?.map_err(Into::into)
+}
+
+/// Send a command that carries a reply channel to the driver task and wait for the reply
+/// ([`DriverError::Stopped`] when the task has ended)
+pub(crate) async fn ask<C, T>(
+    commands: &tokio::sync::mpsc::Sender<C>,
+    make: impl FnOnce(tokio::sync::oneshot::Sender<T>) -> C,
+) -> Result<T, DriverError> {
     let (reply, rx) = tokio::sync::oneshot::channel();
     commands
         .send(make(reply))
         .await
         .map_err(|_| DriverError::Stopped)?;
-    rx.await
-        .map_err(|_| DriverError::Stopped)?
-        .map_err(Into::into)
+    rx.await.map_err(|_| DriverError::Stopped)
 }

@@ -578,12 +578,7 @@ impl GameClient {
     /// # Errors
     /// [`DriverError::Stopped`] once the connection has ended and its task is gone.
     pub async fn stats(&self) -> Result<GameClientStats, DriverError> {
-        let (reply, rx) = oneshot::channel();
-        self.commands
-            .send(ClientCmd::Stats(reply))
-            .await
-            .map_err(|_| DriverError::Stopped)?;
-        rx.await.map_err(|_| DriverError::Stopped)
+        super::ask(&self.commands, ClientCmd::Stats).await
     }
 }
 
@@ -938,12 +933,7 @@ impl GameServer {
     /// # Errors
     /// [`DriverError::Stopped`] once the server's task has ended.
     pub async fn stats(&self) -> Result<GameServerStats, DriverError> {
-        let (reply, rx) = oneshot::channel();
-        self.commands
-            .send(ServerCmd::Stats(reply))
-            .await
-            .map_err(|_| DriverError::Stopped)?;
-        rx.await.map_err(|_| DriverError::Stopped)
+        super::ask(&self.commands, ServerCmd::Stats).await
     }
 
     /// Answer server browsers' info requests (`gie3`, extended or not, and `fstd`) with `info`
