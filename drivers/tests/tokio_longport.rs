@@ -10,7 +10,7 @@ mod lp;
 use std::sync::Arc;
 use std::time::Duration;
 
-use lp::{TestServer, CMD_ECHO, CMD_SILENT, STEP, TOKEN};
+use lp::{long_token, TestServer, CMD_ECHO, CMD_SILENT, LONG_TOKEN_LEN, STEP, TOKEN};
 use tether_net::longport::{
     ClientConfig, ClientEvent, CloseCause, CloseCode, LoginKind, RequestFailure, ServerConfig,
     ServerEvent,
@@ -744,4 +744,228 @@ async fn a_write_that_blocks_past_the_write_timeout_drops_the_transport() {
         started.elapsed()
     );
     bye(&client).await;
+}
+
+/// On WebSocket the client's heartbeat is a WebSocket Ping: the driver writes it and the
+/// server's Pong comes back as a round-trip time, again and again, with no disconnect
+#[tokio::test]
+async fn websocket_heartbeats_are_pings_whose_pongs_give_round_trip_times() {
+    let srv = TestServer::on(Listener::Ws(loopback())).await;
+    let config = ClientConfig::websocket()
+        .with_heartbeat_interval(Some(Duration::from_secs(1)))
+        .with_heartbeat_timeout(Duration::from_millis(1500));
+    let (client, mut events) = timeout(
+        STEP,
+        LongPortClient::connect(
+            &format!("ws://{}/v2", srv.addrs[0]),
+            config,
+            TOKEN,
+            ClientOptions::default(),
+        ),
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    for _ in 0..2 {
+        let e = wait_event(&mut events, "HeartbeatRtt or Disconnected", |e| {
+            matches!(
+                e,
+                ClientEvent::HeartbeatRtt { .. } | ClientEvent::Disconnected { .. }
+            )
+        })
+        .await;
+        let ClientEvent::HeartbeatRtt { rtt } = e else {
+            panic!("{e:?}: the Ping was not answered");
+        };
+        assert!(rtt < Duration::from_secs(1), "{rtt:?}");
+    }
+    let snap = srv.server.snapshot().await.unwrap();
+    assert!(snap.stats.ws_pings_received >= 2, "{snap:?}");
+    bye(&client).await;
+    srv.shutdown().await;
+}
+
+/// A TCP proxy that can be frozen (it forwards nothing more either way) and tells when the
+/// client closes its side and how many connections it accepted
+async fn watching_proxy(
+    to: std::net::SocketAddr,
+) -> (
+    std::net::SocketAddr,
+    Arc<std::sync::atomic::AtomicBool>,
+    Arc<std::sync::atomic::AtomicUsize>,
+    tokio::sync::mpsc::UnboundedReceiver<std::time::Instant>,
+) {
+    use std::sync::atomic::Ordering::Relaxed;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let frozen = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let accepted = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let (eof_tx, eof_rx) = tokio::sync::mpsc::unbounded_channel();
+    let listener = tokio::net::TcpListener::bind(loopback()).await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (f, a) = (frozen.clone(), accepted.clone());
+    tokio::spawn(async move {
+        while let Ok((inbound, _)) = listener.accept().await {
+            a.fetch_add(1, Relaxed);
+            let outbound = tokio::net::TcpStream::connect(to).await.unwrap();
+            let (mut ri, wi) = inbound.into_split();
+            let (ro, mut wo) = outbound.into_split();
+            tokio::spawn(pipe(ro, wi, f.clone()));
+            let (f, eof_tx) = (f.clone(), eof_tx.clone());
+            tokio::spawn(async move {
+                let mut buf = [0u8; 4096];
+                loop {
+                    match ri.read(&mut buf).await {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) if !f.load(Relaxed) => {
+                            let _ = wo.write_all(&buf[..n]).await;
+                        }
+                        Ok(_) => {}
+                    }
+                }
+                let _ = eof_tx.send(std::time::Instant::now());
+            });
+        }
+    });
+    (addr, frozen, accepted, eof_rx)
+}
+
+/// When the machine declares the transport lost (here: no heartbeat answer), the driver closes
+/// the socket at once, not only when the redial replaces it seconds later
+#[tokio::test]
+async fn a_lost_transport_is_closed_at_the_disconnect_not_at_the_redial() {
+    let srv = TestServer::on(Listener::Tcp(loopback())).await;
+    let (proxy, frozen, accepted, mut eofs) = watching_proxy(srv.addrs[0]).await;
+    let config = ClientConfig::tcp()
+        .with_heartbeat_interval(Some(Duration::from_secs(1)))
+        .with_heartbeat_timeout(Duration::from_millis(1500))
+        .with_reconnect_backoff(Duration::from_secs(4), Duration::from_secs(4));
+    let (client, mut events) = timeout(
+        STEP,
+        LongPortClient::connect(
+            &format!("tcp://{proxy}"),
+            config,
+            TOKEN,
+            ClientOptions::default(),
+        ),
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    frozen.store(true, std::sync::atomic::Ordering::Relaxed);
+    let e = wait_event(&mut events, "Disconnected", |e| {
+        matches!(e, ClientEvent::Disconnected { .. })
+    })
+    .await;
+    let disconnected = std::time::Instant::now();
+    assert_eq!(
+        e,
+        ClientEvent::Disconnected {
+            cause: CloseCause::Timeout
+        }
+    );
+    let eof = timeout(STEP, eofs.recv()).await.unwrap().unwrap();
+    assert!(
+        eof.saturating_duration_since(disconnected) < Duration::from_millis(1000),
+        "the socket was closed {:?} after the disconnect",
+        eof.saturating_duration_since(disconnected)
+    );
+    assert_eq!(
+        accepted.load(std::sync::atomic::Ordering::Relaxed),
+        1,
+        "closed before any redial"
+    );
+    bye(&client).await;
+}
+
+/// With an event channel of one item, pushes the application does not take stop the reading:
+/// a response waits in the socket until the consumer catches up (with the default 64 it comes
+/// at once)
+#[tokio::test]
+async fn a_one_item_event_channel_holds_back_reading_until_the_consumer_catches_up() {
+    let srv = TestServer::on(Listener::Tcp(loopback())).await;
+    let url = format!("tcp://{}", srv.addrs[0]);
+    for capacity in [None, Some(1)] {
+        let mut options = ClientOptions::default();
+        if let Some(n) = capacity {
+            options = options.with_events_capacity(n);
+        }
+        let (client, mut events) = timeout(
+            STEP,
+            LongPortClient::connect(&url, ClientConfig::tcp(), TOKEN, options),
+        )
+        .await
+        .unwrap()
+        .unwrap();
+        let peer = *srv.connected_peers().last().unwrap();
+        for i in 0..20u8 {
+            srv.server.push(peer, 101, vec![i; 16]).await.unwrap();
+        }
+        // the pushes reach the client task before the request goes out
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let mut pending = client
+            .send(CMD_ECHO, Duration::ZERO, b"behind the pushes".to_vec())
+            .await
+            .unwrap();
+        let early = timeout(Duration::from_millis(500), &mut pending).await;
+        match capacity {
+            None => assert!(early.is_ok(), "the default channel holds 20 pushes"),
+            Some(_) => assert!(
+                early.is_err(),
+                "the response was read while 19 pushes waited for the consumer"
+            ),
+        }
+        let mut pushes = 0;
+        while pushes < 20 {
+            if let ClientItem::Push { .. } = wait_for(&mut events, "a push", |_| true).await {
+                pushes += 1;
+            }
+        }
+        if capacity.is_some() {
+            let r = timeout(STEP, pending).await.unwrap().unwrap();
+            assert_eq!(r.body, b"behind the pushes");
+        }
+        bye(&client).await;
+    }
+    srv.shutdown().await;
+}
+
+/// A token longer than the driver's first frame buffer (1 KiB), through `connect_with` and a
+/// machine whose token capacity is 4 KiB (the default machine takes 512 bytes): the buffer
+/// grows and the Auth goes out whole
+#[tokio::test]
+async fn a_token_longer_than_the_frame_buffer_logs_in() {
+    let srv = TestServer::on(Listener::Tcp(loopback())).await;
+    let token = long_token();
+    let url = format!("tcp://{}", srv.addrs[0]);
+    let refused =
+        LongPortClient::connect(&url, ClientConfig::tcp(), &token, ClientOptions::default())
+            .await
+            .unwrap_err();
+    assert!(
+        matches!(
+            refused,
+            ClientConnectError::Refused(tether_net::longport::Error::TooLong {
+                len: LONG_TOKEN_LEN,
+                max: 512
+            })
+        ),
+        "{refused:?}"
+    );
+    let machine =
+        tether_net::longport::Client::<16, 16, 4096>::with_capacities(ClientConfig::tcp());
+    let (client, _events) = timeout(
+        STEP,
+        LongPortClient::connect_with(&url, machine, &token, ClientOptions::default()),
+    )
+    .await
+    .expect("logged in")
+    .unwrap();
+    assert!(srv.saw(|i| matches!(
+        i,
+        ServerItem::Input(tether_net_drivers::tokio::ServerInput::Auth { token, .. })
+            if token.len() == LONG_TOKEN_LEN
+    )));
+    echo(&client, b"long").await;
+    bye(&client).await;
+    srv.shutdown().await;
 }

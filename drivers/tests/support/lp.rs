@@ -13,6 +13,14 @@ use tether_net_drivers::tokio::{
 };
 
 pub const TOKEN: &str = "test-token";
+/// Length of the other token the test server accepts: [`long_token`]
+pub const LONG_TOKEN_LEN: usize = 3000;
+
+/// A token longer than the client driver's 1 KiB frame buffer (real tokens are JWT-sized), which
+/// the test server accepts too
+pub fn long_token() -> String {
+    "t".repeat(LONG_TOKEN_LEN)
+}
 pub const CMD_ECHO: u8 = 4;
 /// Requests with this command are never answered
 pub const CMD_SILENT: u8 = 9;
@@ -51,7 +59,7 @@ impl TestServer {
                 let expires = unix_ms() + 3_600_000;
                 match item {
                     ServerItem::Input(ServerInput::Auth { peer, token, .. }) => {
-                        if token == TOKEN {
+                        if token == TOKEN || token == long_token() {
                             let _ = s
                                 .accept_auth(peer, Grant::new(random_session_id(), expires))
                                 .await;
