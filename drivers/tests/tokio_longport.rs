@@ -969,3 +969,64 @@ async fn a_token_longer_than_the_frame_buffer_logs_in() {
     bye(&client).await;
     srv.shutdown().await;
 }
+
+/// Metadata pairs of the options (what the official SDKs send: `accept-language`) reach the
+/// server's application with the Auth and again with the Reconnect, over TCP and WebSocket;
+/// more pairs than the machine takes are refused before anything is dialed
+#[tokio::test]
+async fn metadata_goes_with_the_auth_and_the_reconnect() {
+    use tether_net_drivers::tokio::ServerInput;
+
+    let pairs = vec![
+        ("accept-language".to_string(), "en".to_string()),
+        ("client".to_string(), "tether".to_string()),
+    ];
+    for (listener, scheme, config) in [
+        (Listener::Tcp(loopback()), "tcp", ClientConfig::tcp()),
+        (Listener::Ws(loopback()), "ws", ClientConfig::websocket()),
+    ] {
+        let srv = TestServer::on(listener).await;
+        let url = match scheme {
+            "tcp" => format!("tcp://{}", srv.addrs[0]),
+            _ => format!("ws://{}/v2", srv.addrs[0]),
+        };
+        let options = ClientOptions::default()
+            .with_metadata([("accept-language", "en"), ("client", "tether")]);
+        let (client, mut events) =
+            timeout(STEP, LongPortClient::connect(&url, config, TOKEN, options))
+                .await
+                .unwrap()
+                .unwrap();
+        assert!(
+            srv.saw(|i| matches!(i, ServerItem::Input(ServerInput::Auth { metadata, .. }) if *metadata == pairs)),
+            "{scheme}: {:#?}",
+            srv.log.lock().unwrap()
+        );
+        wait_connected(&mut events, LoginKind::Auth).await;
+        client.drop_transport().await;
+        wait_connected(&mut events, LoginKind::Reconnect).await;
+        assert!(
+            srv.saw(|i| matches!(i, ServerItem::Input(ServerInput::Reconnect { metadata, .. }) if *metadata == pairs)),
+            "{scheme}: {:#?}",
+            srv.log.lock().unwrap()
+        );
+        bye(&client).await;
+        srv.shutdown().await;
+    }
+    let nine = (0..9).map(|i| (format!("k{i}"), "v"));
+    let refused = LongPortClient::connect(
+        "tcp://127.0.0.1:9",
+        ClientConfig::tcp(),
+        TOKEN,
+        ClientOptions::default().with_metadata(nine),
+    )
+    .await
+    .unwrap_err();
+    assert!(
+        matches!(
+            refused,
+            ClientConnectError::Refused(tether_net::longport::Error::TooLong { len: 9, max: 8 })
+        ),
+        "{refused:?}"
+    );
+}

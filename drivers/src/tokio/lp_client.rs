@@ -41,6 +41,7 @@ pub struct ClientOptions {
     events: usize,
     tokens: Option<Box<dyn FnMut() -> Option<String> + Send>>,
     write_timeout: Duration,
+    metadata: Vec<(String, String)>,
 }
 
 impl fmt::Debug for ClientOptions {
@@ -50,18 +51,20 @@ impl fmt::Debug for ClientOptions {
             .field("events", &self.events)
             .field("token_source", &self.tokens.is_some())
             .field("write_timeout", &self.write_timeout)
+            .field("metadata", &self.metadata)
             .finish()
     }
 }
 
 impl Default for ClientOptions {
-    /// webpki roots for `wss://`, 64 events, no token source, 10 s write timeout
+    /// webpki roots for `wss://`, 64 events, no token source, 10 s write timeout, no metadata
     fn default() -> Self {
         ClientOptions {
             tls: None,
             events: EVENTS,
             tokens: None,
             write_timeout: WRITE_TIMEOUT,
+            metadata: Vec::new(),
         }
     }
 }
@@ -94,6 +97,20 @@ impl ClientOptions {
     #[must_use]
     pub fn with_write_timeout(mut self, timeout: Duration) -> Self {
         self.write_timeout = timeout;
+        self
+    }
+    /// Metadata pairs sent with every Auth and Reconnect request (the official SDKs send
+    /// `accept-language`); the machine's limits apply (`connect` fails with
+    /// [`ClientConnectError::Refused`] beyond them)
+    #[must_use]
+    pub fn with_metadata<K: Into<String>, V: Into<String>>(
+        mut self,
+        pairs: impl IntoIterator<Item = (K, V)>,
+    ) -> Self {
+        self.metadata = pairs
+            .into_iter()
+            .map(|(k, v)| (k.into(), v.into()))
+            .collect();
         self
     }
 }
@@ -417,8 +434,16 @@ impl LongPortClient {
         }
         let epoch = Epoch::new(std::time::Instant::now());
         machine.set_wall_clock(Instant::ZERO, unix_ms());
+        let metadata: Vec<(&str, &str)> = options
+            .metadata
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
         machine
-            .connect(Instant::ZERO, Credentials::new(token))
+            .connect(
+                Instant::ZERO,
+                Credentials::new(token).with_metadata(&metadata),
+            )
             .map_err(ClientConnectError::Refused)?;
         let (tx, rx) = mpsc::channel(options.events);
         let (cmd_tx, cmd_rx) = mpsc::channel(COMMANDS);
