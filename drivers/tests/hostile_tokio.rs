@@ -149,3 +149,74 @@ async fn sixty_four_idle_sockets_from_one_host_do_not_lock_logins_out() {
         "{ok} of 20 logins succeeded within 2 s while 64 idle sockets were open"
     );
 }
+
+/// Open a WebSocket to `addr` by hand (so that the test can then write raw frames)
+async fn raw_websocket(addr: std::net::SocketAddr) -> tokio::net::TcpStream {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let req = format!(
+        "GET /v2?version=1&codec=1&platform=9 HTTP/1.1\r\nHost: {addr}\r\nUpgrade: websocket\r\n\
+         Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\
+         Sec-WebSocket-Version: 13\r\n\r\n"
+    );
+    s.write_all(req.as_bytes()).await.unwrap();
+    let mut head = Vec::new();
+    let mut b = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        assert_eq!(
+            s.read(&mut b).await.unwrap(),
+            1,
+            "the upgrade response ended early"
+        );
+        head.push(b[0]);
+    }
+    assert!(
+        head.starts_with(b"HTTP/1.1 101"),
+        "{}",
+        String::from_utf8_lossy(&head)
+    );
+    s
+}
+
+/// A WebSocket client announces one 8 MiB binary message (far over any body the machine
+/// takes: 4 KiB before the login, 1 MiB after) and sends it slowly: the server refuses it at the
+/// frame header and closes the connection, instead of buffering up to the WebSocket library's
+/// default 64 MiB per connection until the message is complete
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_oversized_websocket_message_is_refused_at_its_header() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let srv = TestServer::on(Listener::Ws("127.0.0.1:0".parse().unwrap())).await;
+    let mut s = raw_websocket(srv.addrs[0]).await;
+    let len: u64 = 8 << 20;
+    let mut frame = vec![0x82, 0x80 | 127];
+    frame.extend_from_slice(&len.to_be_bytes());
+    frame.extend_from_slice(&[1, 2, 3, 4]);
+    frame.extend_from_slice(&[0u8; 4096]);
+    s.write_all(&frame).await.unwrap();
+    let started = std::time::Instant::now();
+    // keep sending the body slowly; the server must end the connection well before its login
+    // deadline (10 s) would
+    let ended = timeout(Duration::from_secs(3), async {
+        let mut buf = [0u8; 256];
+        loop {
+            tokio::select! {
+                r = s.read(&mut buf) => match r {
+                    Ok(0) | Err(_) => return,
+                    Ok(_) => {} // a close frame: wait for the end of the stream
+                },
+                () = tokio::time::sleep(Duration::from_millis(50)) => {
+                    if s.write_all(&[0u8; 4096]).await.is_err() {
+                        return;
+                    }
+                }
+            }
+        }
+    })
+    .await;
+    assert!(
+        ended.is_ok(),
+        "the connection is still open {:?} after announcing an 8 MiB message",
+        started.elapsed()
+    );
+    srv.server.shutdown("done").await.unwrap();
+}

@@ -1030,3 +1030,62 @@ async fn metadata_goes_with_the_auth_and_the_reconnect() {
         "{refused:?}"
     );
 }
+
+/// A hostile WebSocket server that answers the login with the header of an 8 MiB message and
+/// trickles its body: the client drops that transport at the header (its largest packet is the
+/// machine's body limit) instead of buffering up to the WebSocket library's 64 MiB and waiting
+/// for its login deadline
+#[tokio::test]
+async fn an_oversized_websocket_message_from_the_server_drops_the_transport_at_its_header() {
+    use tokio::io::AsyncWriteExt;
+    let listener = tokio::net::TcpListener::bind(loopback()).await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let accepted = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let a = accepted.clone();
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            a.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            tokio::spawn(async move {
+                let Ok(mut ws) = tokio_tungstenite::accept_async(tcp).await else {
+                    return;
+                };
+                let s = ws.get_mut();
+                let mut header = vec![0x82, 127];
+                header.extend_from_slice(&(8u64 << 20).to_be_bytes());
+                if s.write_all(&header).await.is_err() {
+                    return;
+                }
+                while s.write_all(&[0u8; 4096]).await.is_ok() {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            });
+        }
+    });
+    let config = ClientConfig::websocket()
+        .with_auth_timeout(Duration::from_secs(5))
+        .with_max_reconnect_attempts(Some(1))
+        .with_reconnect_backoff(Duration::from_millis(100), Duration::from_millis(100));
+    let started = std::time::Instant::now();
+    let r = timeout(
+        STEP,
+        LongPortClient::connect(
+            &format!("ws://{addr}/v2"),
+            config,
+            TOKEN,
+            ClientOptions::default(),
+        ),
+    )
+    .await
+    .expect("gave up within 10 s");
+    assert!(
+        matches!(r, Err(ClientConnectError::Closed(_))),
+        "{:?}",
+        r.map(|_| ())
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "two transports took {:?}: each waited for its login deadline",
+        started.elapsed()
+    );
+    assert_eq!(accepted.load(std::sync::atomic::Ordering::Relaxed), 2);
+}

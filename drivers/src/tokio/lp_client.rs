@@ -763,8 +763,11 @@ impl<M: Machine + Send + 'static> Task<M> {
     /// Dial the endpoint (the machine asked for a transport)
     async fn open(&mut self) {
         let timeout = self.machine.connect_timeout();
-        let opened =
-            tokio::time::timeout(timeout, dial_link(self.endpoint.clone(), self.tls.clone())).await;
+        let opened = tokio::time::timeout(
+            timeout,
+            dial_link(self.endpoint.clone(), self.tls.clone(), self.rx_max),
+        )
+        .await;
         let now = self.now();
         match opened {
             Ok(Ok(link)) => {
@@ -1061,7 +1064,11 @@ impl<M: Machine + Send + 'static> Task<M> {
 }
 
 /// Open the transport of `endpoint`: TCP, then TLS and the WebSocket upgrade when asked
-async fn dial_link(endpoint: Endpoint, tls: Option<Arc<rustls::ClientConfig>>) -> io::Result<Link> {
+async fn dial_link(
+    endpoint: Endpoint,
+    tls: Option<Arc<rustls::ClientConfig>>,
+    max_packet: usize,
+) -> io::Result<Link> {
     let tcp = TcpStream::connect((endpoint.host.as_str(), endpoint.port)).await?;
     let _ = tcp.set_nodelay(true);
     if !endpoint.ws {
@@ -1078,9 +1085,13 @@ async fn dial_link(endpoint: Endpoint, tls: Option<Arc<rustls::ClientConfig>>) -
         }
         None => MaybeTls::Plain(tcp),
     };
-    let (ws, _) = tokio_tungstenite::client_async(endpoint.url.as_str(), stream)
-        .await
-        .map_err(io::Error::other)?;
+    let (ws, _) = tokio_tungstenite::client_async_with_config(
+        endpoint.url.as_str(),
+        stream,
+        Some(super::ws_config(max_packet)),
+    )
+    .await
+    .map_err(io::Error::other)?;
     Ok(Link::Ws(Box::new(ws)))
 }
 

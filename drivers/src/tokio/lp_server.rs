@@ -631,6 +631,7 @@ impl AcceptLoop {
                 remote,
                 shared,
                 conn_tx: self.conn_tx.clone(),
+                max_packet: self.max_input,
             };
             let (tls, ws, hook) = (self.tls.clone(), self.ws, self.hook.clone());
             let (abort_tx, abort_rx) = oneshot::channel();
@@ -649,6 +650,8 @@ struct Conn {
     remote: SocketAddr,
     shared: Arc<ConnShared>,
     conn_tx: mpsc::Sender<ConnMsg>,
+    /// The largest WebSocket message or frame taken (the hub's input limit)
+    max_packet: usize,
 }
 
 /// A transport of one connection
@@ -697,7 +700,11 @@ impl Conn {
             };
             match tokio::time::timeout(
                 UPGRADE_TIMEOUT,
-                tokio_tungstenite::accept_hdr_async(stream, check),
+                tokio_tungstenite::accept_hdr_async_with_config(
+                    stream,
+                    check,
+                    Some(super::ws_config(self.max_packet)),
+                ),
             )
             .await
             {

@@ -135,6 +135,18 @@ pub(crate) async fn sleep_until(at: Option<tokio::time::Instant>) {
 }
 
 /// Unix milliseconds of the system clock
+/// The WebSocket library's limits for a LongPort connection: one message is one packet, so
+/// nothing longer than `max_packet` (the machine's largest header + body) is buffered; a frame
+/// or message announcing more ends the connection at its header (the library's defaults would
+/// buffer up to 64 MiB per connection first)
+pub(crate) fn ws_config(
+    max_packet: usize,
+) -> tokio_tungstenite::tungstenite::protocol::WebSocketConfig {
+    tokio_tungstenite::tungstenite::protocol::WebSocketConfig::default()
+        .max_message_size(Some(max_packet))
+        .max_frame_size(Some(max_packet))
+}
+
 pub(crate) fn unix_ms() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
