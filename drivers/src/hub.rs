@@ -1011,3 +1011,104 @@ fn owned(peer: ConnId, app: ServerApp<'_>) -> Option<Owned> {
         _ => return None,
     }))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::cell::Cell;
+    use std::rc::Rc;
+    use tether_net::Duration;
+
+    /// An outbox whose fill level the test sets
+    struct Level(Rc<Cell<usize>>);
+
+    impl Outbox for Level {
+        fn queued(&self) -> usize {
+            self.0.get()
+        }
+        fn push(&mut self, frame: OutFrame) {
+            self.0.set(self.0.get() + frame.bytes.len());
+        }
+        fn finish(&mut self, _linger: Duration) {}
+    }
+
+    const STALL: Duration = Duration::from_secs(5);
+    const HIGH: usize = 1000;
+
+    fn at(ms: u64) -> Instant {
+        Instant::from_millis(ms)
+    }
+
+    /// A hub with one TCP connection (id 1) connected at 0 ms, and its outbox level
+    fn hub() -> (Hub<Level, 4, 4>, Rc<Cell<usize>>) {
+        let limits = ServerLimits::default()
+            .with_outbox(HIGH, 10 * HIGH)
+            .with_stall_timeout(STALL);
+        let mut hub = Hub::new(ServerConfig::new(), limits);
+        let level = Rc::new(Cell::new(0));
+        hub.connect(
+            at(0),
+            1,
+            Transport::Tcp,
+            Source::from(std::net::IpAddr::from([127, 0, 0, 1])),
+            Level(level.clone()),
+        )
+        .unwrap();
+        (hub, level)
+    }
+
+    #[test]
+    fn the_outbox_limit_is_never_below_the_high_water_mark() {
+        let l = ServerLimits::default().with_outbox(10, 100);
+        assert_eq!((l.outbox_high, l.outbox_max), (10, 100));
+        let l = ServerLimits::default().with_outbox(100, 10);
+        assert_eq!((l.outbox_high, l.outbox_max), (100, 100));
+        let l = ServerLimits::default().with_outbox(50, 50);
+        assert_eq!((l.outbox_high, l.outbox_max), (50, 50));
+    }
+
+    /// An outbox found above the high-water mark after the machine's output was handed out
+    /// starts the stall clock at once: the hub's deadline is then the stall deadline (5 s), not
+    /// the machine's (the login deadline, 10 s)
+    #[test]
+    fn an_outbox_over_the_mark_after_a_flush_sets_the_stall_deadline() {
+        let (mut hub, level) = hub();
+        assert_eq!(hub.poll_timeout(), Some(at(10_000)));
+        level.set(HIGH);
+        hub.process(at(100));
+        assert_eq!(hub.poll_timeout(), Some(at(100) + STALL));
+        hub.tick(at(100) + STALL);
+        assert_eq!(hub.take_killed(), [1]);
+    }
+
+    /// An outbox the socket drained below the mark stops the stall clock: a client that reads
+    /// slowly but keeps reading is timed from its latest stall, not its first
+    #[test]
+    fn a_drained_outbox_restarts_the_stall_clock() {
+        let (mut hub, level) = hub();
+        level.set(HIGH);
+        assert_eq!(hub.room(at(0), 1), 0);
+        level.set(HIGH - 1);
+        hub.drained(1);
+        level.set(HIGH);
+        hub.process(at(4_000));
+        hub.tick(at(5_000));
+        assert!(hub.take_killed().is_empty(), "killed for a stall of 1 s");
+        assert_eq!(hub.poll_timeout(), Some(at(4_000) + STALL));
+        hub.tick(at(9_000));
+        assert_eq!(hub.take_killed(), [1]);
+    }
+
+    /// A writer that took bytes but left the outbox at the mark has not drained it: the clock
+    /// keeps running from the first stall
+    #[test]
+    fn an_outbox_still_at_the_mark_keeps_the_stall_clock() {
+        let (mut hub, level) = hub();
+        level.set(HIGH);
+        assert_eq!(hub.room(at(0), 1), 0);
+        hub.drained(1);
+        hub.process(at(4_000));
+        hub.tick(at(5_000));
+        assert_eq!(hub.take_killed(), [1]);
+    }
+}
