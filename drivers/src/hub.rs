@@ -60,11 +60,19 @@ pub struct ServerLimits {
     pub stall_timeout: Duration,
     /// How long a closing WebSocket waits for the client's Close reply
     pub close_linger: Duration,
+    /// Connections of all sources together in their TLS or WebSocket handshake, before the
+    /// machine meets them (tokio `ws://` and `wss://` listeners); beyond it the oldest is
+    /// closed
+    pub max_handshakes: usize,
+    /// Connections of one source (IP address) in their handshakes; beyond it that source's
+    /// oldest is closed
+    pub max_handshakes_per_source: usize,
 }
 
 impl Default for ServerLimits {
     /// 64 KiB outbox high-water mark, 4 MiB outbox at most, 5 s stall timeout, 2 s close
-    /// linger, a receive buffer for one packet of the machine's `max_body`
+    /// linger, a receive buffer for one packet of the machine's `max_body`, 256 connections in
+    /// their handshakes, 8 of them per source
     fn default() -> Self {
         ServerLimits {
             max_input: None,
@@ -72,6 +80,8 @@ impl Default for ServerLimits {
             outbox_max: 4 * 1024 * 1024,
             stall_timeout: Duration::from_secs(5),
             close_linger: Duration::from_secs(2),
+            max_handshakes: 256,
+            max_handshakes_per_source: 8,
         }
     }
 }
@@ -100,6 +110,14 @@ impl ServerLimits {
     #[must_use]
     pub const fn with_close_linger(mut self, linger: Duration) -> Self {
         self.close_linger = linger;
+        self
+    }
+    /// Set [`ServerLimits::max_handshakes`] and [`ServerLimits::max_handshakes_per_source`]
+    /// (each at least 1)
+    #[must_use]
+    pub const fn with_handshakes(mut self, total: usize, per_source: usize) -> Self {
+        self.max_handshakes = if total > 1 { total } else { 1 };
+        self.max_handshakes_per_source = if per_source > 1 { per_source } else { 1 };
         self
     }
 }

@@ -220,3 +220,118 @@ async fn an_oversized_websocket_message_is_refused_at_its_header() {
     );
     srv.server.shutdown("done").await.unwrap();
 }
+
+/// 300 sockets from one host open the `ws://` and the `wss://` listener and send nothing (the
+/// upgrade, and the TLS handshake, never come: a slowloris the machine never sees, since it
+/// meets a connection only once its handshakes are done). The driver holds at most 8
+/// connections per source in that phase, closing the source's oldest for each new one, so the
+/// sockets do not pile up until their 5 s handshake timeout; a real client from the same host
+/// logs in right after
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_sockets_in_the_handshake_are_bounded_per_source() {
+    use tokio::io::AsyncReadExt;
+    let (tls, roots) = lp::self_signed();
+    let srv = TestServer::start(
+        &[
+            Listener::Ws("127.0.0.1:0".parse().unwrap()),
+            Listener::Wss("127.0.0.1:0".parse().unwrap(), tls),
+        ],
+        ServerConfig::new(),
+        ServerOptions::default(),
+    )
+    .await;
+    for (i, addr) in srv.addrs.clone().into_iter().enumerate() {
+        let mut idle = Vec::new();
+        for _ in 0..300 {
+            idle.push(tokio::net::TcpStream::connect(addr).await.unwrap());
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let mut open = 0;
+        for s in &mut idle {
+            let mut b = [0u8; 1];
+            if timeout(Duration::from_millis(5), s.read(&mut b))
+                .await
+                .is_err()
+            {
+                open += 1;
+            }
+        }
+        assert!(
+            open <= 8,
+            "listener {i}: {open} of 300 idle sockets still open"
+        );
+        let snap = srv.server.snapshot().await.unwrap();
+        // (the first listener's last 8 may still be in their handshakes)
+        assert!(
+            (292 * (i as u64 + 1)..=300 * (i as u64 + 1)).contains(&snap.handshakes_evicted),
+            "{snap:?}"
+        );
+        let (url, config, options) = if i == 0 {
+            (
+                format!("ws://{addr}/v2"),
+                ClientConfig::websocket(),
+                ClientOptions::default(),
+            )
+        } else {
+            (
+                format!("wss://localhost:{}/v2", addr.port()),
+                ClientConfig::websocket(),
+                ClientOptions::default().with_tls(
+                    tether_net_drivers::tokio::client_config_with_roots(roots.clone()),
+                ),
+            )
+        };
+        let started = std::time::Instant::now();
+        let (client, _events) = timeout(
+            Duration::from_secs(2),
+            LongPortClient::connect(&url, config, TOKEN, options),
+        )
+        .await
+        .expect("logged in within 2 s")
+        .unwrap();
+        eprintln!(
+            "listener {i}: {open} idle sockets left open, login in {:?}",
+            started.elapsed()
+        );
+        client.close("bye").await.unwrap();
+    }
+    srv.server.shutdown("done").await.unwrap();
+}
+
+/// The same from 100 sources (127.0.0.2 to 127.0.0.101, 3 sockets each) against a bound of 64
+/// handshakes in all: the oldest go first, so the last 64 opened stay and the first 236 are
+/// closed
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_sockets_in_the_handshake_from_many_sources_are_bounded_in_all_oldest_first() {
+    use tokio::io::AsyncReadExt;
+    let srv = TestServer::start(
+        &[Listener::Ws("127.0.0.1:0".parse().unwrap())],
+        ServerConfig::new(),
+        ServerOptions::default().with_limits(ServerLimits::default().with_handshakes(64, 8)),
+    )
+    .await;
+    let mut idle = Vec::new();
+    for round in 0..3 {
+        for host in 2..102u8 {
+            let s = tokio::net::TcpSocket::new_v4().unwrap();
+            s.bind(std::net::SocketAddr::from(([127, 0, 0, host], 0)))
+                .unwrap();
+            idle.push((round, host, s.connect(srv.addrs[0]).await.unwrap()));
+        }
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut open = Vec::new();
+    for (i, (_, _, s)) in idle.iter_mut().enumerate() {
+        let mut b = [0u8; 1];
+        if timeout(Duration::from_millis(5), s.read(&mut b))
+            .await
+            .is_err()
+        {
+            open.push(i);
+        }
+    }
+    assert_eq!(open, (236..300).collect::<Vec<_>>());
+    let snap = srv.server.snapshot().await.unwrap();
+    assert_eq!(snap.handshakes_evicted, 236, "{snap:?}");
+    srv.server.shutdown("done").await.unwrap();
+}

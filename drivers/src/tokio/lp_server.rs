@@ -1,14 +1,14 @@
 //! The LongPort server over tokio: TCP and WebSocket listeners (optionally TLS), one task for
 //! the machine, one task per connection
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::fmt;
 use std::io;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
 use std::string::{String, ToString};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
 use std::vec::Vec;
@@ -134,6 +134,9 @@ pub struct ServerSnapshot {
     pub sessions: usize,
     /// The driver layer's counters (stalled connections, peak buffers)
     pub driver: HubStats,
+    /// Connections closed in their TLS or WebSocket handshake to keep within
+    /// [`ServerLimits::max_handshakes`] and [`ServerLimits::max_handshakes_per_source`]
+    pub handshakes_evicted: u64,
 }
 
 /// The items of a [`LongPortServer`] (a bounded channel; see the module docs): new
@@ -316,9 +319,11 @@ impl LongPortServer {
             addrs.push(listener.local_addr()?);
             bound.push((listener, tls, ws));
         }
+        let handshakes = Arc::new(Mutex::new(Handshakes::new(&options.limits)));
         for (listener, tls, ws) in bound {
             let accept = AcceptLoop {
                 listener,
+                handshakes: handshakes.clone(),
                 tls,
                 ws,
                 conn_tx: conn_tx.clone(),
@@ -348,6 +353,7 @@ impl LongPortServer {
             outlet: Outlet::new(tx),
             conns: HashMap::new(),
             accept: handles,
+            handshakes,
             shutdown_waiters: Vec::new(),
             complete: false,
         };
@@ -597,8 +603,70 @@ impl LongPortServer {
     }
 }
 
+/// Connections in their TLS or WebSocket handshake, oldest first: the machine meets a
+/// connection only once those are done, so the driver bounds this phase itself (per source
+/// and in all), closing the oldest beyond the bounds as the machine does with unauthenticated
+/// connections
+struct Handshakes {
+    pending: VecDeque<(IpAddr, ConnId, AbortHandle)>,
+    total: usize,
+    per_source: usize,
+    evicted: u64,
+}
+
+impl Handshakes {
+    fn new(limits: &ServerLimits) -> Self {
+        Handshakes {
+            pending: VecDeque::new(),
+            total: limits.max_handshakes,
+            per_source: limits.max_handshakes_per_source,
+            evicted: 0,
+        }
+    }
+
+    /// A new connection from `source` starts its handshakes; makes room first
+    fn admit(&mut self, source: IpAddr, id: ConnId, abort: AbortHandle) {
+        let mine = self.pending.iter().filter(|p| p.0 == source).count();
+        let victim = if mine >= self.per_source {
+            self.pending.iter().position(|p| p.0 == source)
+        } else if self.pending.len() >= self.total {
+            Some(0)
+        } else {
+            None
+        };
+        if let Some((_, _, task)) = victim.and_then(|i| self.pending.remove(i)) {
+            task.abort();
+            self.evicted += 1;
+        }
+        self.pending.push_back((source, id, abort));
+    }
+
+    /// The connection's handshakes ended (done, failed or timed out)
+    fn done(&mut self, id: ConnId) {
+        if let Some(i) = self.pending.iter().position(|p| p.1 == id) {
+            self.pending.remove(i);
+        }
+    }
+}
+
+/// Takes a connection out of [`Handshakes`] when dropped (also when its task is aborted)
+struct InHandshake {
+    gate: Arc<Mutex<Handshakes>>,
+    id: ConnId,
+}
+
+impl Drop for InHandshake {
+    fn drop(&mut self) {
+        if let Ok(mut g) = self.gate.lock() {
+            g.done(self.id);
+        }
+    }
+}
+
 struct AcceptLoop {
     listener: TcpListener,
+    /// Shared by the server's listeners
+    handshakes: Arc<Mutex<Handshakes>>,
     tls: Option<tokio_rustls::TlsAcceptor>,
     ws: bool,
     conn_tx: mpsc::Sender<ConnMsg>,
@@ -634,11 +702,20 @@ impl AcceptLoop {
                 max_packet: self.max_input,
             };
             let (tls, ws, hook) = (self.tls.clone(), self.ws, self.hook.clone());
+            let gate = (ws || tls.is_some()).then(|| InHandshake {
+                gate: self.handshakes.clone(),
+                id,
+            });
             let (abort_tx, abort_rx) = oneshot::channel();
             let task = tokio::spawn(async move {
                 let Ok(abort) = abort_rx.await else { return };
-                conn.run(stream, tls, ws, hook, abort).await;
+                conn.run(stream, tls, ws, hook, abort, gate).await;
             });
+            if ws || self.tls.is_some() {
+                if let Ok(mut g) = self.handshakes.lock() {
+                    g.admit(remote.ip(), id, task.abort_handle());
+                }
+            }
             let _ = abort_tx.send(task.abort_handle());
         }
     }
@@ -668,6 +745,7 @@ impl Conn {
         ws: bool,
         hook: Option<UpgradeHook>,
         abort: AbortHandle,
+        handshakes: Option<InHandshake>,
     ) {
         let stream = match tls {
             Some(acceptor) => {
@@ -714,6 +792,7 @@ impl Conn {
         } else {
             Link::Tcp(stream)
         };
+        drop(handshakes);
         let transport = match link {
             Link::Tcp(_) => Transport::Tcp,
             Link::Ws(_) => Transport::WebSocket,
@@ -925,6 +1004,7 @@ struct MachineTask<const PEERS: usize, const SESSIONS: usize> {
     outlet: Outlet<ServerItem>,
     conns: HashMap<ConnId, ConnEntry>,
     accept: Vec<AbortHandle>,
+    handshakes: Arc<Mutex<Handshakes>>,
     shutdown_waiters: Vec<Done>,
     complete: bool,
 }
@@ -1158,8 +1238,69 @@ impl<const PEERS: usize, const SESSIONS: usize> MachineTask<PEERS, SESSIONS> {
                     connections: self.hub.server.connections(),
                     sessions: self.hub.server.sessions(),
                     driver: self.hub.stats(),
+                    handshakes_evicted: self.handshakes.lock().map_or(0, |g| g.evicted),
                 });
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ip(last: u8) -> IpAddr {
+        IpAddr::from([10, 0, 0, last])
+    }
+
+    /// A task that waits for ever, standing for a connection in its handshake
+    fn parked() -> AbortHandle {
+        tokio::spawn(std::future::pending::<()>()).abort_handle()
+    }
+
+    fn ids(g: &Handshakes) -> Vec<ConnId> {
+        g.pending.iter().map(|p| p.1).collect()
+    }
+
+    #[tokio::test]
+    async fn a_source_over_its_bound_loses_its_own_oldest_handshake() {
+        let mut g = Handshakes::new(&ServerLimits::default().with_handshakes(10, 2));
+        let (a1, b1) = (parked(), parked());
+        g.admit(ip(1), 1, a1.clone());
+        g.admit(ip(2), 2, b1.clone());
+        g.admit(ip(1), 3, parked());
+        assert_eq!((ids(&g), g.evicted), (vec![1, 2, 3], 0));
+        g.admit(ip(1), 4, parked());
+        assert_eq!((ids(&g), g.evicted), (vec![2, 3, 4], 1));
+        tokio::task::yield_now().await;
+        assert!(a1.is_finished(), "the evicted connection's task is aborted");
+        assert!(!b1.is_finished());
+        g.done(3);
+        g.done(99);
+        assert_eq!(ids(&g), [2, 4]);
+        g.admit(ip(1), 5, parked());
+        assert_eq!((ids(&g), g.evicted), (vec![2, 4, 5], 1));
+    }
+
+    #[tokio::test]
+    async fn over_the_total_bound_the_oldest_handshake_of_any_source_goes() {
+        let mut g = Handshakes::new(&ServerLimits::default().with_handshakes(3, 10));
+        let first = parked();
+        g.admit(ip(1), 1, first.clone());
+        g.admit(ip(2), 2, parked());
+        g.admit(ip(3), 3, parked());
+        assert_eq!((ids(&g), g.evicted), (vec![1, 2, 3], 0));
+        g.admit(ip(4), 4, parked());
+        assert_eq!((ids(&g), g.evicted), (vec![2, 3, 4], 1));
+        tokio::task::yield_now().await;
+        assert!(first.is_finished());
+    }
+
+    #[test]
+    fn handshake_bounds_are_at_least_one() {
+        let l = ServerLimits::default().with_handshakes(0, 0);
+        assert_eq!((l.max_handshakes, l.max_handshakes_per_source), (1, 1));
+        let l = ServerLimits::default().with_handshakes(5, 2);
+        assert_eq!((l.max_handshakes, l.max_handshakes_per_source), (5, 2));
     }
 }
