@@ -1129,4 +1129,29 @@ mod tests {
         hub.tick(at(5_000));
         assert_eq!(hub.take_killed(), [1]);
     }
+
+    /// The read credit: the receive buffer's free room while the outbox is below the mark,
+    /// none at or above it; each change from reading to not reading counts once in `paused`
+    #[test]
+    fn room_is_the_free_input_while_the_outbox_is_below_the_mark() {
+        let (mut hub, level) = hub();
+        let max = hub.max_input();
+        assert_eq!(hub.room(at(0), 1), max);
+        assert_eq!(hub.input_stream(1, b"\x00\x00"), 2);
+        assert_eq!(hub.room(at(0), 1), max - 2);
+        level.set(HIGH - 1);
+        assert_eq!(hub.room(at(0), 1), max - 2);
+        assert_eq!(hub.stats().paused, 0);
+        level.set(HIGH);
+        assert_eq!(hub.room(at(0), 1), 0);
+        assert_eq!(hub.room(at(1), 1), 0);
+        assert_eq!(hub.room(at(1), 1), 0);
+        assert_eq!(hub.stats().paused, 1, "one pause, however often it is asked");
+        level.set(0);
+        assert_eq!(hub.room(at(2), 1), max - 2);
+        level.set(HIGH);
+        assert_eq!(hub.room(at(3), 1), 0);
+        assert_eq!(hub.stats().paused, 2);
+        assert_eq!(hub.room(at(3), 7), 0, "an unknown connection is not read");
+    }
 }
