@@ -36,6 +36,11 @@ use tether_net::{drain, DrainError, Duration, FrameKind, Instant};
 use crate::client::rx_capacity;
 use crate::rx::{feed_one, Fed, RxBuf};
 
+/// What one WebSocket message or control frame waiting in a connection's queue counts
+/// against its input bound besides its payload (its queue entry): without it, empty messages
+/// behind a pending auth decision were free and the queue grew without bound
+pub(crate) const MESSAGE_COST: usize = 64;
+
 /// A connection's key in the driver's server machine: a counter, never reused
 pub type ConnId = u64;
 
@@ -247,6 +252,15 @@ pub(crate) trait Outbox {
 pub(crate) enum WsIn {
     Binary(Vec<u8>),
     Frame(FrameKind, Vec<u8>),
+}
+
+impl WsIn {
+    /// What it counts against the connection's input bound: payload and [`MESSAGE_COST`]
+    pub(crate) fn cost(&self) -> usize {
+        match self {
+            WsIn::Binary(b) | WsIn::Frame(_, b) => b.len() + MESSAGE_COST,
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -486,9 +500,7 @@ impl<O: Outbox, const PEERS: usize, const SESSIONS: usize> Hub<O, PEERS, SESSION
             return;
         };
         if let Rx::Messages(q, n) = &mut c.rx {
-            *n += match &msg {
-                WsIn::Binary(b) | WsIn::Frame(_, b) => b.len(),
-            };
+            *n += msg.cost();
             self.stats.peak_input = self.stats.peak_input.max(*n as u64);
             q.push_back(msg);
         }
@@ -585,13 +597,13 @@ impl<O: Outbox, const PEERS: usize, const SESSIONS: usize> Hub<O, PEERS, SESSION
                 Rx::Messages(q, n) => match q.pop_front() {
                     None => Ok(false),
                     Some(WsIn::Frame(kind, payload)) => {
-                        *n -= payload.len();
+                        *n -= payload.len() + MESSAGE_COST;
                         self.server.handle_frame(now, id, kind, &payload);
                         Ok(true)
                     }
                     Some(WsIn::Binary(msg)) => match self.server.handle_input(now, id, &msg) {
                         Ok(r) => {
-                            *n -= msg.len();
+                            *n -= msg.len() + MESSAGE_COST;
                             if let Some(app) = r.into_app() {
                                 got = owned(id, app);
                             }
@@ -1146,7 +1158,11 @@ mod tests {
         assert_eq!(hub.room(at(0), 1), 0);
         assert_eq!(hub.room(at(1), 1), 0);
         assert_eq!(hub.room(at(1), 1), 0);
-        assert_eq!(hub.stats().paused, 1, "one pause, however often it is asked");
+        assert_eq!(
+            hub.stats().paused,
+            1,
+            "one pause, however often it is asked"
+        );
         level.set(0);
         assert_eq!(hub.room(at(2), 1), max - 2);
         level.set(HIGH);

@@ -335,3 +335,88 @@ async fn idle_sockets_in_the_handshake_from_many_sources_are_bounded_in_all_olde
     assert_eq!(snap.handshakes_evicted, 236, "{snap:?}");
     srv.server.shutdown("done").await.unwrap();
 }
+
+/// The Auth of a WebSocket client, as the client machine writes it
+fn ws_auth_message() -> Vec<u8> {
+    use tether_net::longport::{Client, ClientEvent, Credentials};
+    let mut c = Client::new(ClientConfig::websocket());
+    c.connect(tether_net::Instant::ZERO, Credentials::new(TOKEN))
+        .unwrap();
+    let mut out = [0u8; 2048];
+    let mut auth = Vec::new();
+    tether_net::drain(
+        &mut c,
+        tether_net::Instant::ZERO,
+        &mut out,
+        |_, b| {
+            auth = b.to_vec();
+            Ok::<(), ()>(())
+        },
+        |c, ev| {
+            if let ClientEvent::ConnectTransport { .. } = ev {
+                c.handle_connected(tether_net::Instant::ZERO).unwrap();
+            }
+        },
+    )
+    .unwrap();
+    assert!(!auth.is_empty() && auth.len() < 126);
+    auth
+}
+
+/// A WebSocket client sends its Auth, which the application does not decide on, and then
+/// millions of empty binary messages (6 bytes each on the wire, no payload): they wait behind
+/// the Auth, and each counts against the connection's input bound like a message with a body,
+/// so the server stops reading and memory stays bounded (counted by their payload alone they
+/// were free: the queue grew by one entry per message, 48 MB for 1.9 million in 6.6 s, until
+/// the login deadline)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn empty_websocket_messages_behind_a_pending_auth_are_bounded() {
+    use tether_net_drivers::tokio::{LongPortServer, ServerItem};
+    use tokio::io::AsyncWriteExt;
+    let (server, mut events) = LongPortServer::bind(
+        &[Listener::Ws("127.0.0.1:0".parse().unwrap())],
+        ServerConfig::new(),
+        ServerOptions::default(),
+    )
+    .await
+    .unwrap();
+    // an application that never decides on a login
+    tokio::spawn(async move { while let Some(ServerItem::Input(_) | _) = events.next().await {} });
+    let rss_before = attack::rss_kib();
+    let (mut r, mut s) = raw_websocket(server.local_addrs()[0]).await.into_split();
+    // the attacker reads (and drops) whatever comes back
+    tokio::spawn(async move {
+        use tokio::io::AsyncReadExt;
+        let mut b = vec![0u8; 64 * 1024];
+        while matches!(r.read(&mut b).await, Ok(n) if n > 0) {}
+    });
+    let auth = ws_auth_message();
+    let mut frame = vec![0x82, 0x80 | auth.len() as u8, 0, 0, 0, 0];
+    frame.extend_from_slice(&auth);
+    s.write_all(&frame).await.unwrap();
+    let chunk: Vec<u8> = [0x82u8, 0x80, 0, 0, 0, 0].repeat(10_000);
+    let mut sent = 0u64;
+    let started = std::time::Instant::now();
+    while sent < 4_000_000 && started.elapsed() < Duration::from_secs(6) {
+        match timeout(Duration::from_secs(2), s.write_all(&chunk)).await {
+            Ok(Ok(())) => sent += 10_000,
+            _ => break,
+        }
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let snap = server.snapshot().await.unwrap();
+    let rss_after = attack::rss_kib();
+    eprintln!(
+        "{sent} empty messages written in {:?}; RSS {rss_before} -> {rss_after} KiB; {snap:?}",
+        started.elapsed(),
+    );
+    assert!(
+        rss_after.saturating_sub(rss_before) < 32 * 1024,
+        "RSS grew {rss_before} -> {rss_after} KiB with {sent} messages queued"
+    );
+    assert!(sent < 4_000_000, "the server read every message");
+    // the queue stops at the connection's input bound (one packet of the machine's 1 MiB body
+    // limit) plus at most the message read when the credit ran out
+    assert!(snap.driver.peak_input <= (1 << 20) + 1024, "{snap:?}");
+    server.shutdown("done").await.unwrap();
+}

@@ -876,9 +876,7 @@ impl Conn {
                         }
                     }
                     Some(msg) => {
-                        let n = match &msg {
-                            WsIn::Binary(b) | WsIn::Frame(_, b) => b.len(),
-                        };
+                        let n = msg.cost();
                         shared.credit.fetch_sub(n.min(shared.credit.load(Ordering::Acquire)), Ordering::AcqRel);
                         if self.conn_tx.send(ConnMsg::Message(self.id, msg)).await.is_err() {
                             return;
