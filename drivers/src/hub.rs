@@ -22,7 +22,7 @@
 //! * nothing waits on one connection: all work per call is bounded, so one stuck client never
 //!   delays the others.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::string::{String, ToString};
 use std::vec::Vec;
 
@@ -289,6 +289,30 @@ struct Conn<O> {
     blocked: bool,
     /// Input bytes parsed since the driver last asked ([`Hub::take_consumed`])
     consumed: usize,
+    /// In [`Hub::ready`]
+    ready: bool,
+    /// In [`Hub::touched`]
+    touched: bool,
+}
+
+/// Start a connection's stall clock (if not running) or stop it, keeping `over_high` in step
+fn stall_clock<O>(
+    c: &mut Conn<O>,
+    over_high: &mut HashSet<ConnId>,
+    id: ConnId,
+    running: Option<Instant>,
+) {
+    match running {
+        Some(now) => {
+            c.over_high_since.get_or_insert(now);
+            over_high.insert(id);
+        }
+        None => {
+            if c.over_high_since.take().is_some() {
+                over_high.remove(&id);
+            }
+        }
+    }
 }
 
 /// Counters of the driver layer (the machine has its own: `ServerStats`)
@@ -329,6 +353,15 @@ pub(crate) struct Hub<O, const PEERS: usize, const SESSIONS: usize> {
     closing: Vec<ConnId>,
     /// Connections dropped by the stall rules: close the socket now
     killed: Vec<ConnId>,
+    /// Connections [`Hub::process`] must look at: input came, or what held them back (an
+    /// auth decision, answers owed, a full outbox) may have changed. Only these are fed, so
+    /// the work per input does not grow with the number of idle connections
+    ready: Vec<ConnId>,
+    /// Connections fed or woken since [`Hub::take_touched`]: their read credit and pause
+    /// state may have changed
+    touched: Vec<ConnId>,
+    /// Connections whose stall clock runs (outbox at or above `outbox_high`)
+    over_high: HashSet<ConnId>,
     stats: HubStats,
 }
 
@@ -353,8 +386,32 @@ impl<O: Outbox, const PEERS: usize, const SESSIONS: usize> Hub<O, PEERS, SESSION
             inputs: VecDeque::new(),
             closing: Vec::new(),
             killed: Vec::new(),
+            ready: Vec::new(),
+            touched: Vec::new(),
+            over_high: HashSet::new(),
             stats: HubStats::default(),
         }
+    }
+
+    /// Have [`Hub::process`] look at this connection
+    fn wake(&mut self, id: ConnId) {
+        if let Some(c) = self.conns.get_mut(&id) {
+            if !c.ready {
+                c.ready = true;
+                self.ready.push(id);
+            }
+        }
+    }
+
+    /// Connections fed or woken since the last call (their read credit and pause state may
+    /// have changed): what a driver re-checks instead of every connection
+    pub(crate) fn take_touched(&mut self) -> Vec<ConnId> {
+        for id in &self.touched {
+            if let Some(c) = self.conns.get_mut(id) {
+                c.touched = false;
+            }
+        }
+        std::mem::take(&mut self.touched)
     }
 
     pub(crate) fn stats(&self) -> HubStats {
@@ -389,19 +446,21 @@ impl<O: Outbox, const PEERS: usize, const SESSIONS: usize> Hub<O, PEERS, SESSION
                 in_flight_full: false,
                 blocked: false,
                 consumed: 0,
+                ready: false,
+                touched: false,
             },
         );
         Ok(())
     }
 
-    /// Start the stall clock of every outbox above the high-water mark, stop it for the others
-    fn note_outboxes(&mut self, now: Instant) {
+    /// Start the stall clock of each of these outboxes above the high-water mark, stop it for
+    /// the others
+    fn note_outboxes(&mut self, now: Instant, ids: &[ConnId]) {
         let high = self.limits.outbox_high;
-        for c in self.conns.values_mut() {
-            if c.outbox.queued() >= high {
-                c.over_high_since.get_or_insert(now);
-            } else {
-                c.over_high_since = None;
+        for &id in ids {
+            if let Some(c) = self.conns.get_mut(&id) {
+                let running = (c.outbox.queued() >= high).then_some(now);
+                stall_clock(c, &mut self.over_high, id, running);
             }
         }
     }
@@ -410,7 +469,9 @@ impl<O: Outbox, const PEERS: usize, const SESSIONS: usize> Hub<O, PEERS, SESSION
     pub(crate) fn drained(&mut self, id: ConnId) {
         if let Some(c) = self.conns.get_mut(&id) {
             if c.outbox.queued() < self.limits.outbox_high {
-                c.over_high_since = None;
+                stall_clock(c, &mut self.over_high, id, None);
+                // input held back by the full outbox may go on
+                self.wake(id);
             }
         }
     }
@@ -423,11 +484,8 @@ impl<O: Outbox, const PEERS: usize, const SESSIONS: usize> Hub<O, PEERS, SESSION
         let Some(c) = self.conns.get_mut(&id) else {
             return 0;
         };
-        if c.outbox.queued() >= high {
-            c.over_high_since.get_or_insert(now);
-        } else {
-            c.over_high_since = None;
-        }
+        let running = (c.outbox.queued() >= high).then_some(now);
+        stall_clock(c, &mut self.over_high, id, running);
         let used = match &c.rx {
             Rx::Stream(b) => b.len(),
             Rx::Messages(_, n) => *n,
@@ -440,8 +498,10 @@ impl<O: Outbox, const PEERS: usize, const SESSIONS: usize> Hub<O, PEERS, SESSION
         if room == 0 && !c.blocked {
             c.blocked = true;
             self.stats.paused += 1;
-        } else if room > 0 {
+        } else if room > 0 && c.blocked {
             c.blocked = false;
+            // what held the connection back is gone: input already buffered may go on
+            self.wake(id);
         }
         room
     }
@@ -491,6 +551,9 @@ impl<O: Outbox, const PEERS: usize, const SESSIONS: usize> Hub<O, PEERS, SESSION
         }
         let n = b.extend(data);
         self.stats.peak_input = self.stats.peak_input.max(b.len() as u64);
+        if n > 0 {
+            self.wake(id);
+        }
         n
     }
 
@@ -503,6 +566,7 @@ impl<O: Outbox, const PEERS: usize, const SESSIONS: usize> Hub<O, PEERS, SESSION
             *n += msg.cost();
             self.stats.peak_input = self.stats.peak_input.max(*n as u64);
             q.push_back(msg);
+            self.wake(id);
         }
     }
 
@@ -518,16 +582,23 @@ impl<O: Outbox, const PEERS: usize, const SESSIONS: usize> Hub<O, PEERS, SESSION
         self.server.handle_timeout(now);
         let (high, stall) = (self.limits.outbox_high, self.limits.stall_timeout);
         let mut stuck = Vec::new();
-        for (&id, c) in &mut self.conns {
-            let q = c.outbox.queued();
-            self.stats.peak_outbox = self.stats.peak_outbox.max(q as u64);
-            if q >= high {
+        // only outboxes that were at or above the mark can have stalled (an outbox grows only
+        // by `flush` and `send`, which start the clock)
+        let stalling: Vec<ConnId> = self.over_high.iter().copied().collect();
+        for id in stalling {
+            let Some(c) = self.conns.get_mut(&id) else {
+                self.over_high.remove(&id);
+                continue;
+            };
+            if c.outbox.queued() >= high {
                 let since = *c.over_high_since.get_or_insert(now);
                 if now.saturating_duration_since(since) >= stall {
                     stuck.push(id);
                 }
             } else {
-                c.over_high_since = None;
+                // drained without the driver saying so
+                stall_clock(c, &mut self.over_high, id, None);
+                self.wake(id);
             }
         }
         for id in stuck {
@@ -548,9 +619,9 @@ impl<O: Outbox, const PEERS: usize, const SESSIONS: usize> Hub<O, PEERS, SESSION
     /// The earliest of the machine's deadline and the stall deadlines
     pub(crate) fn poll_timeout(&self) -> Option<Instant> {
         let stall = self
-            .conns
-            .values()
-            .filter_map(|c| c.over_high_since)
+            .over_high
+            .iter()
+            .filter_map(|id| self.conns.get(id)?.over_high_since)
             .min()
             .map(|t| t + self.limits.stall_timeout);
         match (self.server.poll_timeout(), stall) {
@@ -562,10 +633,22 @@ impl<O: Outbox, const PEERS: usize, const SESSIONS: usize> Hub<O, PEERS, SESSION
 
     /// Feed what the connections hold, one packet at a time with a drain after each, as long as
     /// each connection's bounds allow
+    ///
+    /// Only connections that got input, or whose hold-up may have ended, since the last call
+    /// are looked at (see [`Hub::ready`]).
     pub(crate) fn process(&mut self, now: Instant) {
-        let ids: Vec<ConnId> = self.conns.keys().copied().collect();
-        for id in ids {
-            self.process_conn(now, id);
+        while !self.ready.is_empty() {
+            let ids = std::mem::take(&mut self.ready);
+            for id in ids {
+                if let Some(c) = self.conns.get_mut(&id) {
+                    c.ready = false;
+                    if !c.touched {
+                        c.touched = true;
+                        self.touched.push(id);
+                    }
+                }
+                self.process_conn(now, id);
+            }
         }
         self.flush(now);
     }
@@ -727,6 +810,7 @@ impl<O: Outbox, const PEERS: usize, const SESSIONS: usize> Hub<O, PEERS, SESSION
             } = self;
             let peak = &mut stats.peak_outbox;
             let mut overflow = Vec::new();
+            let mut pushed = Vec::new();
             let max = self.limits.outbox_max;
             let r = drain(
                 &mut **server,
@@ -742,6 +826,9 @@ impl<O: Outbox, const PEERS: usize, const SESSIONS: usize> Hub<O, PEERS, SESSION
                                 bytes: bytes.to_vec(),
                             });
                             *peak = (*peak).max(c.outbox.queued() as u64);
+                            if pushed.last() != Some(&t.to) {
+                                pushed.push(t.to);
+                            }
                         }
                     }
                     Ok::<(), core::convert::Infallible>(())
@@ -751,7 +838,7 @@ impl<O: Outbox, const PEERS: usize, const SESSIONS: usize> Hub<O, PEERS, SESSION
             for id in overflow {
                 self.kill(now, id);
             }
-            self.note_outboxes(now);
+            self.note_outboxes(now, &pushed);
             match r {
                 Ok(()) => break,
                 Err(DrainError::BufferTooSmall(e)) => self.out.resize(e.required, 0),
@@ -774,6 +861,7 @@ impl<O: Outbox, const PEERS: usize, const SESSIONS: usize> Hub<O, PEERS, SESSION
             .collect();
         for id in closed {
             if let Some(mut c) = self.conns.remove(&id) {
+                self.over_high.remove(&id);
                 c.outbox.finish(linger);
                 if !self.killed.contains(&id) {
                     self.closing.push(id);
@@ -807,7 +895,11 @@ impl<O: Outbox, const PEERS: usize, const SESSIONS: usize> Hub<O, PEERS, SESSION
                     });
                     self.stats.peak_outbox = self.stats.peak_outbox.max(c.outbox.queued() as u64);
                     if c.outbox.queued() >= self.limits.outbox_high {
-                        c.over_high_since.get_or_insert(now);
+                        stall_clock(c, &mut self.over_high, peer, Some(now));
+                    }
+                    if c.in_flight_full {
+                        // an answer: the requests held back may go on
+                        self.wake(peer);
                     }
                     return Ok(());
                 }
@@ -847,6 +939,8 @@ impl<O: Outbox, const PEERS: usize, const SESSIONS: usize> Hub<O, PEERS, SESSION
         } else {
             self.server.accept_auth(now, peer, grant)
         };
+        // the input that waited for the decision goes on
+        self.wake(peer);
         self.flush(now);
         r
     }
@@ -865,6 +959,7 @@ impl<O: Outbox, const PEERS: usize, const SESSIONS: usize> Hub<O, PEERS, SESSION
         } else {
             self.server.reject_auth(now, peer, status, code, msg)
         };
+        self.wake(peer);
         self.flush(now);
         r
     }
@@ -1097,16 +1192,57 @@ mod tests {
         assert_eq!((l.outbox_high, l.outbox_max), (50, 50));
     }
 
-    /// An outbox found above the high-water mark after the machine's output was handed out
-    /// starts the stall clock at once: the hub's deadline is then the stall deadline (5 s), not
-    /// the machine's (the login deadline, 10 s)
+    /// The Auth a TCP client machine writes
+    fn auth_bytes() -> Vec<u8> {
+        use tether_net::longport::{Client, ClientConfig, ClientEvent, Credentials};
+        let mut c = Client::new(ClientConfig::tcp());
+        c.connect(at(0), Credentials::new("token")).unwrap();
+        let mut out = [0u8; 1024];
+        let mut auth = Vec::new();
+        drain(
+            &mut c,
+            at(0),
+            &mut out,
+            |_, b| {
+                auth.extend_from_slice(b);
+                Ok::<(), ()>(())
+            },
+            |c, ev| {
+                if let ClientEvent::ConnectTransport { .. } = ev {
+                    c.handle_connected(at(0)).unwrap();
+                }
+            },
+        )
+        .unwrap();
+        auth
+    }
+
+    /// Connection 1 logs in at `now`: its Auth is fed and accepted, and the response goes to
+    /// its outbox (the machine's output, handed out by a flush)
+    fn log_in(hub: &mut Hub<Level, 4, 4>, now: Instant) {
+        let auth = auth_bytes();
+        assert_eq!(hub.input_stream(1, &auth), auth.len());
+        hub.process(now);
+        assert!(matches!(
+            hub.next_input(),
+            Some(ServerInput::Auth { peer: 1, .. })
+        ));
+        let grant = Grant::new(crate::random_session_id(), 4_000_000_000_000);
+        hub.accept(now, 1, false, grant).unwrap();
+    }
+
+    /// An outbox the machine's output took above the high-water mark starts the stall clock at
+    /// once: the hub's deadline is then the stall deadline (5 s), not the machine's
     #[test]
     fn an_outbox_over_the_mark_after_a_flush_sets_the_stall_deadline() {
         let (mut hub, level) = hub();
         assert_eq!(hub.poll_timeout(), Some(at(10_000)));
-        level.set(HIGH);
-        hub.process(at(100));
+        level.set(HIGH - 1);
+        log_in(&mut hub, at(100));
+        assert!(level.get() > HIGH, "the login response was queued");
         assert_eq!(hub.poll_timeout(), Some(at(100) + STALL));
+        hub.tick(at(100) + STALL - Duration::from_millis(1));
+        assert!(hub.take_killed().is_empty());
         hub.tick(at(100) + STALL);
         assert_eq!(hub.take_killed(), [1]);
     }
@@ -1120,8 +1256,7 @@ mod tests {
         assert_eq!(hub.room(at(0), 1), 0);
         level.set(HIGH - 1);
         hub.drained(1);
-        level.set(HIGH);
-        hub.process(at(4_000));
+        log_in(&mut hub, at(4_000));
         hub.tick(at(5_000));
         assert!(hub.take_killed().is_empty(), "killed for a stall of 1 s");
         assert_eq!(hub.poll_timeout(), Some(at(4_000) + STALL));
@@ -1169,5 +1304,115 @@ mod tests {
         assert_eq!(hub.room(at(3), 1), 0);
         assert_eq!(hub.stats().paused, 2);
         assert_eq!(hub.room(at(3), 7), 0, "an unknown connection is not read");
+    }
+
+    /// Business requests as a TCP client writes them (cmd 4, ids `first..first + n`)
+    fn requests(first: u32, n: u32) -> Vec<u8> {
+        let mut bytes = Vec::new();
+        for id in first..first + n {
+            let mut buf = [0u8; 64];
+            let len = Packet::request(4, RequestId(id), 0, b"req")
+                .emit(&mut buf)
+                .unwrap();
+            bytes.extend_from_slice(&buf[..len]);
+        }
+        bytes
+    }
+
+    fn request_ids(hub: &mut Hub<Level, 4, 4>) -> Vec<u32> {
+        let mut ids = Vec::new();
+        while let Some(i) = hub.next_input() {
+            if let ServerInput::Request { request_id, .. } = i {
+                ids.push(request_id.0);
+            }
+        }
+        ids
+    }
+
+    /// Only connections with something new are fed, so every hold-up's end must bring its
+    /// connection back: requests pipelined behind the Auth go on when the login is accepted,
+    /// without more input
+    #[test]
+    fn input_behind_an_auth_decision_goes_on_when_it_is_decided() {
+        let (mut hub, _level) = hub();
+        let mut bytes = auth_bytes();
+        bytes.extend_from_slice(&requests(10, 2));
+        assert_eq!(hub.input_stream(1, &bytes), bytes.len());
+        hub.process(at(1));
+        assert!(matches!(
+            hub.next_input(),
+            Some(ServerInput::Auth { peer: 1, .. })
+        ));
+        hub.process(at(2));
+        assert_eq!(
+            request_ids(&mut hub),
+            [] as [u32; 0],
+            "behind the pending login"
+        );
+        let grant = Grant::new(crate::random_session_id(), 4_000_000_000_000);
+        hub.accept(at(3), 1, false, grant).unwrap();
+        hub.process(at(3));
+        assert_eq!(request_ids(&mut hub), [10, 11]);
+        assert_eq!(hub.take_touched(), [1]);
+        assert_eq!(hub.take_touched(), [] as [ConnId; 0]);
+    }
+
+    /// Requests over the pending limit wait in the buffer; an answer brings the next one out,
+    /// without more input
+    #[test]
+    fn input_held_by_the_pending_limit_goes_on_with_an_answer() {
+        let limits = ServerLimits::default().with_outbox(HIGH, 10 * HIGH);
+        let mut hub: Hub<Level, 4, 4> =
+            Hub::new(ServerConfig::new().with_max_pending_requests(1), limits);
+        let level = Rc::new(Cell::new(0));
+        let source = Source::from(std::net::IpAddr::from([127, 0, 0, 1]));
+        hub.connect(at(0), 1, Transport::Tcp, source, Level(level))
+            .unwrap();
+        log_in(&mut hub, at(1));
+        let bytes = requests(20, 3);
+        assert_eq!(hub.input_stream(1, &bytes), bytes.len());
+        hub.process(at(2));
+        assert_eq!(request_ids(&mut hub), [20]);
+        assert!(hub.requests_pending(1));
+        hub.process(at(3));
+        assert_eq!(request_ids(&mut hub), [] as [u32; 0]);
+        hub.respond(at(4), 1, 4, RequestId(20), Status::Success, b"", false)
+            .unwrap();
+        hub.process(at(4));
+        assert_eq!(request_ids(&mut hub), [21]);
+    }
+
+    /// Input held back by a full outbox goes on once the writer reports it drained
+    #[test]
+    fn input_held_by_a_full_outbox_goes_on_when_it_drains() {
+        let (mut hub, level) = hub();
+        log_in(&mut hub, at(1));
+        level.set(HIGH);
+        let bytes = requests(30, 1);
+        assert_eq!(hub.input_stream(1, &bytes), bytes.len());
+        hub.process(at(2));
+        assert_eq!(request_ids(&mut hub), [] as [u32; 0]);
+        level.set(0);
+        hub.drained(1);
+        hub.process(at(3));
+        assert_eq!(request_ids(&mut hub), [30]);
+    }
+
+    /// The same when the driver only asks for the read credit (the blocking driver's way: it
+    /// never reports drains): the first credit after the pause brings the held input out
+    #[test]
+    fn input_held_by_a_full_outbox_goes_on_at_the_next_credit() {
+        let (mut hub, level) = hub();
+        log_in(&mut hub, at(1));
+        level.set(HIGH);
+        let bytes = requests(40, 1);
+        assert_eq!(hub.input_stream(1, &bytes), bytes.len());
+        hub.process(at(2));
+        assert_eq!(hub.room(at(2), 1), 0);
+        assert_eq!(request_ids(&mut hub), [] as [u32; 0]);
+        level.set(0);
+        assert!(hub.room(at(3), 1) > 0);
+        hub.process(at(3));
+        assert_eq!(request_ids(&mut hub), [40]);
     }
 }

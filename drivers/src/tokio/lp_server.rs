@@ -1092,9 +1092,13 @@ impl<const PEERS: usize, const SESSIONS: usize> MachineTask<PEERS, SESSIONS> {
         }
     }
 
-    /// Give each connection back the credit of what the machine parsed
+    /// Give the connections the hub fed or woke back the credit of what the machine parsed,
+    /// and their pause state (only those: the work does not grow with idle connections)
     fn update_gates(&mut self) {
-        for (&id, c) in &self.conns {
+        for id in self.hub.take_touched() {
+            let Some(c) = self.conns.get(&id) else {
+                continue;
+            };
             let consumed = self.hub.take_consumed(id);
             let paused = self.hub.requests_pending(id);
             let was = c.shared.paused.swap(paused, Ordering::AcqRel);
