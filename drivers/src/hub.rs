@@ -1415,4 +1415,36 @@ mod tests {
         hub.process(at(3));
         assert_eq!(request_ids(&mut hub), [40]);
     }
+
+    /// A WebSocket message counts its payload and `MESSAGE_COST` against the read credit until
+    /// the machine has taken it; then the credit comes back, in full
+    #[test]
+    fn websocket_messages_hold_credit_until_they_are_fed() {
+        let (mut hub, _level) = hub();
+        let source = Source::from(std::net::IpAddr::from([127, 0, 0, 2]));
+        let level = Rc::new(Cell::new(0));
+        hub.connect(at(0), 2, Transport::WebSocket, source, Level(level))
+            .unwrap();
+        let max = hub.max_input();
+        assert_eq!(hub.room(at(0), 2), max);
+        hub.input_message(2, WsIn::Frame(FrameKind::WsPing, vec![7; 10]));
+        hub.input_message(2, WsIn::Frame(FrameKind::WsPong, Vec::new()));
+        assert_eq!(hub.room(at(0), 2), max - 10 - 2 * MESSAGE_COST);
+        hub.process(at(1));
+        assert_eq!(hub.take_consumed(2), 10 + 2 * MESSAGE_COST);
+        assert_eq!(hub.take_consumed(2), 0);
+        assert_eq!(hub.room(at(1), 2), max);
+    }
+
+    /// A connection is dropped once: a second kill, or a kill of a connection the hub does not
+    /// hold, changes nothing
+    #[test]
+    fn a_connection_is_killed_once() {
+        let (mut hub, _level) = hub();
+        hub.kill(at(1), 1);
+        hub.kill(at(2), 1);
+        hub.kill(at(2), 99);
+        assert_eq!(hub.stats().stalled, 1);
+        assert_eq!(hub.take_killed(), [1]);
+    }
 }
