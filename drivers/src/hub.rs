@@ -67,17 +67,18 @@ pub struct ServerLimits {
     pub close_linger: Duration,
     /// Connections of all sources together in their TLS or WebSocket handshake, before the
     /// machine meets them (tokio `ws://` and `wss://` listeners); beyond it the oldest is
-    /// closed
-    pub max_handshakes: usize,
+    /// closed. `None`: the machine's `ServerConfig::max_unauthenticated`
+    pub max_handshakes: Option<usize>,
     /// Connections of one source (IP address) in their handshakes; beyond it that source's
-    /// oldest is closed
-    pub max_handshakes_per_source: usize,
+    /// oldest is closed. `None`: the machine's
+    /// `ServerConfig::max_unauthenticated_per_source`
+    pub max_handshakes_per_source: Option<usize>,
 }
 
 impl Default for ServerLimits {
     /// 64 KiB outbox high-water mark, 4 MiB outbox at most, 5 s stall timeout, 2 s close
-    /// linger, a receive buffer for one packet of the machine's `max_body`, 256 connections in
-    /// their handshakes, 8 of them per source
+    /// linger, a receive buffer for one packet of the machine's `max_body`, as many connections
+    /// in their handshakes (all, and per source) as the machine lets wait for their login
     fn default() -> Self {
         ServerLimits {
             max_input: None,
@@ -85,8 +86,8 @@ impl Default for ServerLimits {
             outbox_max: 4 * 1024 * 1024,
             stall_timeout: Duration::from_secs(5),
             close_linger: Duration::from_secs(2),
-            max_handshakes: 256,
-            max_handshakes_per_source: 8,
+            max_handshakes: None,
+            max_handshakes_per_source: None,
         }
     }
 }
@@ -121,8 +122,8 @@ impl ServerLimits {
     /// (each at least 1)
     #[must_use]
     pub const fn with_handshakes(mut self, total: usize, per_source: usize) -> Self {
-        self.max_handshakes = if total > 1 { total } else { 1 };
-        self.max_handshakes_per_source = if per_source > 1 { per_source } else { 1 };
+        self.max_handshakes = Some(if total > 1 { total } else { 1 });
+        self.max_handshakes_per_source = Some(if per_source > 1 { per_source } else { 1 });
         self
     }
 }

@@ -223,10 +223,10 @@ async fn an_oversized_websocket_message_is_refused_at_its_header() {
 
 /// 300 sockets from one host open the `ws://` and the `wss://` listener and send nothing (the
 /// upgrade, and the TLS handshake, never come: a slowloris the machine never sees, since it
-/// meets a connection only once its handshakes are done). The driver holds at most 8
-/// connections per source in that phase, closing the source's oldest for each new one, so the
-/// sockets do not pile up until their 5 s handshake timeout; a real client from the same host
-/// logs in right after
+/// meets a connection only once its handshakes are done). The driver holds as many
+/// connections per source in that phase as the machine lets wait for their login (4 by
+/// default), closing the source's oldest for each new one, so the sockets do not pile up until
+/// their 5 s handshake timeout; a real client from the same host logs in right after
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn idle_sockets_in_the_handshake_are_bounded_per_source() {
     use tokio::io::AsyncReadExt;
@@ -257,13 +257,13 @@ async fn idle_sockets_in_the_handshake_are_bounded_per_source() {
             }
         }
         assert!(
-            open <= 8,
+            open <= 4,
             "listener {i}: {open} of 300 idle sockets still open"
         );
         let snap = srv.server.snapshot().await.unwrap();
-        // (the first listener's last 8 may still be in their handshakes)
+        // (the first listener's last 4 may still be in their handshakes)
         assert!(
-            (292 * (i as u64 + 1)..=300 * (i as u64 + 1)).contains(&snap.handshakes_evicted),
+            (296 * (i as u64 + 1)..=300 * (i as u64 + 1)).contains(&snap.handshakes_evicted),
             "{snap:?}"
         );
         let (url, config, options) = if i == 0 {

@@ -319,7 +319,7 @@ impl LongPortServer {
             addrs.push(listener.local_addr()?);
             bound.push((listener, tls, ws));
         }
-        let handshakes = Arc::new(Mutex::new(Handshakes::new(&options.limits)));
+        let handshakes = Arc::new(Mutex::new(Handshakes::new(&options.limits, &config)));
         for (listener, tls, ws) in bound {
             let accept = AcceptLoop {
                 listener,
@@ -615,11 +615,17 @@ struct Handshakes {
 }
 
 impl Handshakes {
-    fn new(limits: &ServerLimits) -> Self {
+    fn new(limits: &ServerLimits, config: &ServerConfig) -> Self {
         Handshakes {
             pending: VecDeque::new(),
-            total: limits.max_handshakes,
-            per_source: limits.max_handshakes_per_source,
+            total: limits
+                .max_handshakes
+                .unwrap_or_else(|| config.max_unauthenticated())
+                .max(1),
+            per_source: limits
+                .max_handshakes_per_source
+                .unwrap_or_else(|| config.max_unauthenticated_per_source())
+                .max(1),
             evicted: 0,
         }
     }
@@ -1266,7 +1272,10 @@ mod tests {
 
     #[tokio::test]
     async fn a_source_over_its_bound_loses_its_own_oldest_handshake() {
-        let mut g = Handshakes::new(&ServerLimits::default().with_handshakes(10, 2));
+        let mut g = Handshakes::new(
+            &ServerLimits::default().with_handshakes(10, 2),
+            &ServerConfig::new(),
+        );
         let (a1, b1) = (parked(), parked());
         g.admit(ip(1), 1, a1.clone());
         g.admit(ip(2), 2, b1.clone());
@@ -1286,7 +1295,10 @@ mod tests {
 
     #[tokio::test]
     async fn over_the_total_bound_the_oldest_handshake_of_any_source_goes() {
-        let mut g = Handshakes::new(&ServerLimits::default().with_handshakes(3, 10));
+        let mut g = Handshakes::new(
+            &ServerLimits::default().with_handshakes(3, 10),
+            &ServerConfig::new(),
+        );
         let first = parked();
         g.admit(ip(1), 1, first.clone());
         g.admit(ip(2), 2, parked());
@@ -1299,10 +1311,23 @@ mod tests {
     }
 
     #[test]
-    fn handshake_bounds_are_at_least_one() {
+    fn handshake_bounds_are_at_least_one_and_default_to_the_machines_login_bounds() {
         let l = ServerLimits::default().with_handshakes(0, 0);
-        assert_eq!((l.max_handshakes, l.max_handshakes_per_source), (1, 1));
+        assert_eq!(
+            (l.max_handshakes, l.max_handshakes_per_source),
+            (Some(1), Some(1))
+        );
         let l = ServerLimits::default().with_handshakes(5, 2);
-        assert_eq!((l.max_handshakes, l.max_handshakes_per_source), (5, 2));
+        assert_eq!(
+            (l.max_handshakes, l.max_handshakes_per_source),
+            (Some(5), Some(2))
+        );
+        let config = ServerConfig::new()
+            .with_max_unauthenticated(40)
+            .with_max_unauthenticated_per_source(6);
+        let g = Handshakes::new(&ServerLimits::default(), &config);
+        assert_eq!((g.total, g.per_source), (40, 6));
+        let g = Handshakes::new(&ServerLimits::default().with_handshakes(7, 3), &config);
+        assert_eq!((g.total, g.per_source), (7, 3));
     }
 }
