@@ -230,3 +230,62 @@ fn requests_beyond_the_pending_limit_wait_in_the_socket_and_none_is_lost() {
     );
     assert!(stats.in_flight_full >= 1, "{stats:?}");
 }
+
+/// A connection the application closes gets the Close packet, then its socket is shut: the
+/// client reads the packet and then the end of the stream (a socket left open would hold the
+/// descriptor until the client gave up), and the server forgets it
+#[test]
+fn a_connection_the_server_closes_gets_the_close_then_the_end_of_the_stream() {
+    use std::io::Read;
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let mut server: TcpServer =
+        TcpServer::with_capacities(listener, ServerConfig::new(), ServerLimits::default()).unwrap();
+    let client = std::thread::spawn(move || {
+        let mut s = attack::raw_login(addr, TOKEN);
+        let mut got = Vec::new();
+        let mut buf = [0u8; 256];
+        loop {
+            match s.read(&mut buf) {
+                Ok(0) => return Ok(got),
+                Ok(n) => got.extend_from_slice(&buf[..n]),
+                Err(e) => return Err(format!("{e} after {} bytes", got.len())),
+            }
+        }
+    });
+    let mut peer = None;
+    let started = std::time::Instant::now();
+    while !client.is_finished() && started.elapsed() < Duration::from_secs(8) {
+        server
+            .run(Duration::from_millis(10), |ctl, item| {
+                if let ServerItem::Input(ServerInput::Auth { peer: p, .. }) = item {
+                    let g = echo::grant(ctl);
+                    let _ = ctl.accept_auth(p, g);
+                    peer = Some(p);
+                }
+                None::<()>
+            })
+            .unwrap();
+        if let Some(p) = peer.take() {
+            // the login response goes out first
+            server
+                .run(Duration::from_millis(50), |_, _| None::<()>)
+                .unwrap();
+            server.command(|ctl| {
+                ctl.close(
+                    p,
+                    tether_net::longport::CloseCode::ServerShutdown,
+                    "maintenance",
+                )
+                .unwrap();
+            });
+        }
+    }
+    let got = client.join().unwrap().expect("the end of the stream");
+    assert!(
+        got.windows(b"maintenance".len())
+            .any(|w| w == b"maintenance"),
+        "the Close with its reason came first: {got:?}"
+    );
+    assert_eq!(server.connections(), 0);
+}
