@@ -76,6 +76,18 @@ async fn tcp_client(url: &str) -> (LongPortClient, LongPortEvents) {
         .unwrap()
 }
 
+/// A client logged in at `url` (within `STEP`)
+async fn logged_in(
+    url: &str,
+    config: ClientConfig,
+    options: ClientOptions,
+) -> (LongPortClient, LongPortEvents) {
+    timeout(STEP, LongPortClient::connect(url, config, TOKEN, options))
+        .await
+        .expect("logged in within the step")
+        .unwrap()
+}
+
 /// One request to the echo command; its answer is `body`
 async fn echo(client: &LongPortClient, body: &[u8]) {
     let r = timeout(STEP, client.request(CMD_ECHO, body.to_vec()))
@@ -646,13 +658,7 @@ async fn a_large_request_and_its_response_grow_the_buffers() {
             "tcp" => format!("tcp://{}", srv.addrs[0]),
             _ => format!("ws://{}/v2", srv.addrs[0]),
         };
-        let (client, _events) = timeout(
-            STEP,
-            LongPortClient::connect(&url, config, TOKEN, ClientOptions::default()),
-        )
-        .await
-        .unwrap()
-        .unwrap();
+        let (client, _events) = logged_in(&url, config, ClientOptions::default()).await;
         let body: Vec<u8> = (0..200 * 1024).map(|i| (i % 251) as u8).collect();
         let r = timeout(STEP, client.request(CMD_ECHO, body.clone()))
             .await
@@ -672,13 +678,7 @@ async fn a_silent_request_times_out_and_the_handles_print_and_stream() {
     let config = ClientConfig::tcp().with_request_timeout(Duration::from_millis(200));
     let options = ClientOptions::default();
     assert!(format!("{options:?}").contains("ClientOptions"));
-    let (client, mut events) = timeout(
-        STEP,
-        LongPortClient::connect(&format!("tcp://{}", srv.addrs[0]), config, TOKEN, options),
-    )
-    .await
-    .unwrap()
-    .unwrap();
+    let (client, mut events) = logged_in(&format!("tcp://{}", srv.addrs[0]), config, options).await;
     assert!(format!("{client:?}").contains("LongPortClient"));
     let e = timeout(STEP, client.request(CMD_SILENT, b"x".to_vec()))
         .await
@@ -714,13 +714,7 @@ async fn a_write_that_blocks_past_the_write_timeout_drops_the_transport() {
         .with_heartbeat_timeout(Duration::from_secs(60))
         .with_request_timeout(Duration::from_secs(60));
     let options = ClientOptions::default().with_write_timeout(Duration::from_millis(300));
-    let (client, mut events) = timeout(
-        STEP,
-        LongPortClient::connect(&format!("tcp://{proxy}"), config, TOKEN, options),
-    )
-    .await
-    .unwrap()
-    .unwrap();
+    let (client, mut events) = logged_in(&format!("tcp://{proxy}"), config, options).await;
     frozen.store(true, std::sync::atomic::Ordering::Relaxed);
     let started = std::time::Instant::now();
     // (kept: a dropped response handle would cancel its request before it is written)
@@ -754,18 +748,12 @@ async fn websocket_heartbeats_are_pings_whose_pongs_give_round_trip_times() {
     let config = ClientConfig::websocket()
         .with_heartbeat_interval(Some(Duration::from_secs(1)))
         .with_heartbeat_timeout(Duration::from_millis(1500));
-    let (client, mut events) = timeout(
-        STEP,
-        LongPortClient::connect(
-            &format!("ws://{}/v2", srv.addrs[0]),
-            config,
-            TOKEN,
-            ClientOptions::default(),
-        ),
+    let (client, mut events) = logged_in(
+        &format!("ws://{}/v2", srv.addrs[0]),
+        config,
+        ClientOptions::default(),
     )
-    .await
-    .unwrap()
-    .unwrap();
+    .await;
     for _ in 0..2 {
         let e = wait_event(&mut events, "HeartbeatRtt or Disconnected", |e| {
             matches!(
@@ -839,18 +827,8 @@ async fn a_lost_transport_is_closed_at_the_disconnect_not_at_the_redial() {
         .with_heartbeat_interval(Some(Duration::from_secs(1)))
         .with_heartbeat_timeout(Duration::from_millis(1500))
         .with_reconnect_backoff(Duration::from_secs(4), Duration::from_secs(4));
-    let (client, mut events) = timeout(
-        STEP,
-        LongPortClient::connect(
-            &format!("tcp://{proxy}"),
-            config,
-            TOKEN,
-            ClientOptions::default(),
-        ),
-    )
-    .await
-    .unwrap()
-    .unwrap();
+    let (client, mut events) =
+        logged_in(&format!("tcp://{proxy}"), config, ClientOptions::default()).await;
     frozen.store(true, std::sync::atomic::Ordering::Relaxed);
     let e = wait_event(&mut events, "Disconnected", |e| {
         matches!(e, ClientEvent::Disconnected { .. })
@@ -889,13 +867,7 @@ async fn a_one_item_event_channel_holds_back_reading_until_the_consumer_catches_
         if let Some(n) = capacity {
             options = options.with_events_capacity(n);
         }
-        let (client, mut events) = timeout(
-            STEP,
-            LongPortClient::connect(&url, ClientConfig::tcp(), TOKEN, options),
-        )
-        .await
-        .unwrap()
-        .unwrap();
+        let (client, mut events) = logged_in(&url, ClientConfig::tcp(), options).await;
         let peer = *srv.connected_peers().last().unwrap();
         for i in 0..20u8 {
             srv.server.push(peer, 101, vec![i; 16]).await.unwrap();
@@ -992,11 +964,7 @@ async fn metadata_goes_with_the_auth_and_the_reconnect() {
         };
         let options = ClientOptions::default()
             .with_metadata([("accept-language", "en"), ("client", "tether")]);
-        let (client, mut events) =
-            timeout(STEP, LongPortClient::connect(&url, config, TOKEN, options))
-                .await
-                .unwrap()
-                .unwrap();
+        let (client, mut events) = logged_in(&url, config, options).await;
         assert!(
             srv.saw(|i| matches!(i, ServerItem::Input(ServerInput::Auth { metadata, .. }) if *metadata == pairs)),
             "{scheme}: {:#?}",
