@@ -10,7 +10,9 @@ mod lp;
 use std::sync::Arc;
 use std::time::Duration;
 
-use lp::{long_token, TestServer, CMD_ECHO, CMD_SILENT, LONG_TOKEN_LEN, STEP, TOKEN};
+use lp::{
+    long_token, TestServer, CMD_ECHO, CMD_GZIP_ECHO, CMD_SILENT, LONG_TOKEN_LEN, STEP, TOKEN,
+};
 use tether_net::longport::{
     ClientConfig, ClientEvent, CloseCause, CloseCode, LoginKind, RequestFailure, ServerConfig,
     ServerEvent,
@@ -1056,4 +1058,98 @@ async fn an_oversized_websocket_message_from_the_server_drops_the_transport_at_i
         started.elapsed()
     );
     assert_eq!(accepted.load(std::sync::atomic::Ordering::Relaxed), 2);
+}
+
+/// `respond_gzip` sets the packet's gzip flag: the client's response says so and carries the
+/// member as it went over the wire, over TCP and WebSocket
+#[tokio::test]
+async fn a_gzip_response_arrives_flagged_with_its_member_unchanged() {
+    // "hello, gzip" as a gzip member
+    const MEMBER: [u8; 31] = [
+        31, 139, 8, 0, 0, 0, 0, 0, 2, 255, 203, 72, 205, 201, 201, 215, 81, 72, 175, 202, 44, 0, 0,
+        74, 155, 177, 92, 11, 0, 0, 0,
+    ];
+    for (listener, ws) in [
+        (Listener::Tcp(loopback()), false),
+        (Listener::Ws(loopback()), true),
+    ] {
+        let srv = TestServer::on(listener).await;
+        let (client, _events) = if ws {
+            let url = format!("ws://{}/v2", srv.addrs[0]);
+            logged_in(&url, ClientConfig::websocket(), ClientOptions::default()).await
+        } else {
+            tcp_client(&format!("tcp://{}", srv.addrs[0])).await
+        };
+        let r = timeout(STEP, client.request(CMD_GZIP_ECHO, MEMBER.to_vec()))
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(r.gzip, "ws {ws}: {r:?}");
+        assert_eq!(r.body, MEMBER);
+        let plain = timeout(STEP, client.request(CMD_ECHO, MEMBER.to_vec()))
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(!plain.gzip);
+        bye(&client).await;
+        srv.shutdown().await;
+    }
+}
+
+/// The upgrade hook sees every WebSocket upgrade request's target and whether its protocol
+/// query parsed; a request without the query is refused with 400 and never reaches the machine
+#[tokio::test]
+async fn the_upgrade_hook_sees_each_upgrade_and_a_bad_query_is_refused() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let s = seen.clone();
+    let hook: tether_net_drivers::tokio::UpgradeHook = Arc::new(move |target: &str, ok: bool| {
+        s.lock().unwrap().push((target.to_string(), ok));
+    });
+    let srv = TestServer::start(
+        &[Listener::Ws(loopback())],
+        ServerConfig::new(),
+        ServerOptions::default().with_upgrade_hook(hook),
+    )
+    .await;
+    let addr = srv.addrs[0];
+    let (client, _events) = logged_in(
+        &format!("ws://{addr}/v2"),
+        ClientConfig::websocket(),
+        ClientOptions::default(),
+    )
+    .await;
+    bye(&client).await;
+    let mut raw = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let req = format!(
+        "GET /v2?codec=7 HTTP/1.1\r\nHost: {addr}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+    );
+    raw.write_all(req.as_bytes()).await.unwrap();
+    let mut answer = Vec::new();
+    timeout(STEP, raw.read_to_end(&mut answer))
+        .await
+        .unwrap()
+        .unwrap();
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 400"), "{answer}");
+    assert!(answer.contains("bad LongPort query"), "{answer}");
+    let seen = seen.lock().unwrap().clone();
+    assert_eq!(seen.len(), 2, "{seen:?}");
+    assert!(
+        seen[0].0.starts_with("/v2?") && seen[0].0.contains("version=1") && seen[0].1,
+        "{seen:?}"
+    );
+    assert_eq!(seen[1], ("/v2?codec=7".to_string(), false));
+    assert_eq!(
+        srv.server
+            .snapshot()
+            .await
+            .unwrap()
+            .stats
+            .connections_accepted,
+        1,
+        "the refused upgrade never reached the machine"
+    );
+    srv.shutdown().await;
 }

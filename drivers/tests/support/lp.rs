@@ -1,5 +1,5 @@
 //! Our tokio LongPort server with the test policy: token `TOKEN`, random session ids, echo,
-//! and one command (`CMD_SILENT`) that is never answered
+//! a gzip-flagged echo (`CMD_GZIP_ECHO`) and one command (`CMD_SILENT`) that is never answered
 #![allow(dead_code)]
 
 use std::net::SocketAddr;
@@ -24,6 +24,8 @@ pub fn long_token() -> String {
 pub const CMD_ECHO: u8 = 4;
 /// Requests with this command are never answered
 pub const CMD_SILENT: u8 = 9;
+/// Requests with this command are echoed with the gzip flag set (`respond_gzip`)
+pub const CMD_GZIP_ECHO: u8 = 5;
 /// A bound for every await of the tests
 pub const STEP: Duration = Duration::from_secs(10);
 
@@ -72,6 +74,17 @@ impl TestServer {
                     ServerItem::Input(ServerInput::Reconnect { peer, .. }) => {
                         let _ = s
                             .accept_reconnect(peer, Grant::new(random_session_id(), expires))
+                            .await;
+                    }
+                    ServerItem::Input(ServerInput::Request {
+                        peer,
+                        request_id,
+                        cmd: CMD_GZIP_ECHO,
+                        body,
+                        ..
+                    }) => {
+                        let _ = s
+                            .respond_gzip(peer, CMD_GZIP_ECHO, request_id, Status::Success, body)
                             .await;
                     }
                     ServerItem::Input(ServerInput::Request {
