@@ -862,8 +862,12 @@ impl Conn {
                         }
                         let before = shared.queued.fetch_sub(n, Ordering::AcqRel);
                         if before >= shared.outbox_high && before - n < shared.outbox_high {
-                            // below the high-water mark again: the stall clock stops
-                            let _ = self.conn_tx.try_send(ConnMsg::Drained(self.id));
+                            // below the high-water mark again: the stall clock stops, and
+                            // input held back by the full outbox goes on (so this one must
+                            // arrive: the hub looks only at connections it was told about)
+                            if self.conn_tx.send(ConnMsg::Drained(self.id)).await.is_err() {
+                                return;
+                            }
                         }
                         shared.wake.notify_one();
                     }
