@@ -475,10 +475,6 @@ async fn heartbeats_held_by_a_full_outbox_are_echoed_as_it_drains() {
     assert_eq!(ids, want);
     let snap = srv.server.snapshot().await.unwrap();
     assert_eq!(snap.driver.stalled, 0, "{snap:?}");
-    assert!(
-        snap.driver.paused == 0 || took < Duration::from_secs(3),
-        "{took:?}"
-    );
     assert!(took < Duration::from_secs(3), "{took:?}");
     srv.server.shutdown("done").await.unwrap();
 }
