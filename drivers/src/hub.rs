@@ -292,6 +292,10 @@ struct Conn<O> {
     consumed: usize,
     /// In [`Hub::ready`]
     ready: bool,
+    /// Feeding stopped at a full outbox or at the pending-request limit with input left: fed
+    /// again once the driver reports the hold-up gone ([`Hub::drained`], read credit from
+    /// [`Hub::room`], an answer)
+    held: bool,
     /// In [`Hub::touched`]
     touched: bool,
 }
@@ -394,6 +398,15 @@ impl<O: Outbox, const PEERS: usize, const SESSIONS: usize> Hub<O, PEERS, SESSION
         }
     }
 
+    /// A held connection's hold-up is gone: feed it again
+    fn release(&mut self, id: ConnId) {
+        if let Some(c) = self.conns.get_mut(&id) {
+            if std::mem::take(&mut c.held) {
+                self.wake(id);
+            }
+        }
+    }
+
     /// Have [`Hub::process`] look at this connection
     fn wake(&mut self, id: ConnId) {
         if let Some(c) = self.conns.get_mut(&id) {
@@ -449,6 +462,7 @@ impl<O: Outbox, const PEERS: usize, const SESSIONS: usize> Hub<O, PEERS, SESSION
                 consumed: 0,
                 ready: false,
                 touched: false,
+                held: false,
             },
         );
         Ok(())
@@ -472,7 +486,7 @@ impl<O: Outbox, const PEERS: usize, const SESSIONS: usize> Hub<O, PEERS, SESSION
             if c.outbox.queued() < self.limits.outbox_high {
                 stall_clock(c, &mut self.over_high, id, None);
                 // input held back by the full outbox may go on
-                self.wake(id);
+                self.release(id);
             }
         }
     }
@@ -499,10 +513,13 @@ impl<O: Outbox, const PEERS: usize, const SESSIONS: usize> Hub<O, PEERS, SESSION
         if room == 0 && !c.blocked {
             c.blocked = true;
             self.stats.paused += 1;
-        } else if room > 0 && c.blocked {
+        } else if room > 0 {
             c.blocked = false;
-            // what held the connection back is gone: input already buffered may go on
-            self.wake(id);
+        }
+        if room > 0 {
+            // whatever held the connection back is gone: input already buffered may go on
+            // (the outbox may have filled and drained between two calls)
+            self.release(id);
         }
         room
     }
@@ -599,7 +616,7 @@ impl<O: Outbox, const PEERS: usize, const SESSIONS: usize> Hub<O, PEERS, SESSION
             } else {
                 // drained without the driver saying so
                 stall_clock(c, &mut self.over_high, id, None);
-                self.wake(id);
+                self.release(id);
             }
         }
         for id in stuck {
@@ -657,13 +674,12 @@ impl<O: Outbox, const PEERS: usize, const SESSIONS: usize> Hub<O, PEERS, SESSION
     fn process_conn(&mut self, now: Instant, id: ConnId) {
         let high = self.limits.outbox_high;
         loop {
-            if self.requests_pending(id) {
-                return;
-            }
+            let pending = self.requests_pending(id);
             let Some(c) = self.conns.get_mut(&id) else {
                 return;
             };
-            if c.outbox.queued() >= high {
+            if pending || c.outbox.queued() >= high {
+                c.held = true;
                 return;
             }
             // take the buffer out, so that the app value may borrow it while the hub works
@@ -715,6 +731,7 @@ impl<O: Outbox, const PEERS: usize, const SESSIONS: usize> Hub<O, PEERS, SESSION
                 Err(Error::TooManyInFlight) => {
                     if let Some(c) = self.conns.get_mut(&id) {
                         c.in_flight_full = true;
+                        c.held = true;
                         self.stats.in_flight_full += 1;
                     }
                     return;
@@ -900,7 +917,7 @@ impl<O: Outbox, const PEERS: usize, const SESSIONS: usize> Hub<O, PEERS, SESSION
                     }
                     if c.in_flight_full {
                         // an answer: the requests held back may go on
-                        self.wake(peer);
+                        self.release(peer);
                     }
                     return Ok(());
                 }

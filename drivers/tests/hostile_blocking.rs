@@ -289,3 +289,64 @@ fn a_connection_the_server_closes_gets_the_close_then_the_end_of_the_stream() {
     );
     assert_eq!(server.connections(), 0);
 }
+
+/// The blocking server with a 1 KiB outbox mark: every echo of a 4 KiB heartbeat fills the
+/// outbox, so of the 16 or so heartbeats one socket read brings, one is fed and the others wait
+/// in the receive buffer; the connection is fed again once the socket took the echo (the
+/// driver asks for read credit every turn, and the credit's return wakes it). 200 pipelined
+/// heartbeats, read as they come, are all echoed in order
+#[test]
+fn heartbeats_held_by_a_full_outbox_are_echoed_as_it_drains() {
+    use std::io::{Read, Write};
+    use tether_net::longport::wire::{Packet, RequestId};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let limits = ServerLimits::default().with_outbox(1024, 1 << 20);
+    let mut server: TcpServer =
+        TcpServer::with_capacities(listener, ServerConfig::new(), limits).unwrap();
+    let client = std::thread::spawn(move || {
+        let s = attack::raw_login(addr, TOKEN);
+        let mut w = s.try_clone().unwrap();
+        let writer = std::thread::spawn(move || {
+            let mut buf = vec![0u8; 8 * 1024];
+            for i in 0..200u32 {
+                let body = vec![i as u8; 4 * 1024];
+                let n = Packet::request(1, RequestId(100 + i), 0, &body)
+                    .emit(&mut buf)
+                    .unwrap();
+                w.write_all(&buf[..n]).unwrap();
+            }
+        });
+        let mut r = s;
+        let (mut rx, mut ids) = (Vec::new(), Vec::new());
+        let mut buf = vec![0u8; 64 * 1024];
+        while ids.len() < 200 {
+            match r.read(&mut buf) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => rx.extend_from_slice(&buf[..n]),
+            }
+            while let Ok((p, used)) = Packet::parse(&rx, 1 << 20) {
+                ids.push(p.header.kind.request_id().map(|id| id.0));
+                rx.drain(..used);
+            }
+        }
+        writer.join().unwrap();
+        ids
+    });
+    let started = std::time::Instant::now();
+    while !client.is_finished() && started.elapsed() < Duration::from_secs(10) {
+        server
+            .run(Duration::from_millis(10), |ctl, item| {
+                if let ServerItem::Input(ServerInput::Auth { peer, .. }) = item {
+                    let g = echo::grant(ctl);
+                    let _ = ctl.accept_auth(peer, g);
+                }
+                None::<()>
+            })
+            .unwrap();
+    }
+    let ids = client.join().unwrap();
+    let want: Vec<Option<u32>> = (100..300).map(Some).collect();
+    assert_eq!(ids, want);
+    assert_eq!(server.stats().stalled, 0);
+}
