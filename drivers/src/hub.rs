@@ -362,8 +362,9 @@ pub(crate) struct Hub<O, const PEERS: usize, const SESSIONS: usize> {
     /// auth decision, answers owed, a full outbox) may have changed. Only these are fed, so
     /// the work per input does not grow with the number of idle connections
     ready: Vec<ConnId>,
-    /// Connections fed or woken since [`Hub::take_touched`]: their read credit and pause
-    /// state may have changed
+    /// Connections fed by the latest [`Hub::process`] call: their read credit and pause state
+    /// may have changed (a driver that does not ask, [`Hub::take_touched`], loses nothing: the
+    /// list starts afresh with each call)
     touched: Vec<ConnId>,
     /// Connections whose stall clock runs (outbox at or above `outbox_high`)
     over_high: HashSet<ConnId>,
@@ -417,8 +418,8 @@ impl<O: Outbox, const PEERS: usize, const SESSIONS: usize> Hub<O, PEERS, SESSION
         }
     }
 
-    /// Connections fed or woken since the last call (their read credit and pause state may
-    /// have changed): what a driver re-checks instead of every connection
+    /// Connections fed by the latest [`Hub::process`] call (their read credit and pause state
+    /// may have changed): what a driver re-checks instead of every connection
     pub(crate) fn take_touched(&mut self) -> Vec<ConnId> {
         for id in &self.touched {
             if let Some(c) = self.conns.get_mut(id) {
@@ -655,6 +656,8 @@ impl<O: Outbox, const PEERS: usize, const SESSIONS: usize> Hub<O, PEERS, SESSION
     /// Only connections that got input, or whose hold-up may have ended, since the last call
     /// are looked at (see [`Hub::ready`]).
     pub(crate) fn process(&mut self, now: Instant) {
+        // (what the previous call fed and nobody took: forgotten, so the list stays bounded)
+        drop(self.take_touched());
         while !self.ready.is_empty() {
             let ids = std::mem::take(&mut self.ready);
             for id in ids {
@@ -1378,6 +1381,13 @@ mod tests {
         assert_eq!(request_ids(&mut hub), [10, 11]);
         assert_eq!(hub.take_touched(), [1]);
         assert_eq!(hub.take_touched(), [] as [ConnId; 0]);
+        // what a call fed and nobody took is forgotten by the next call
+        let more = requests(12, 1);
+        assert_eq!(hub.input_stream(1, &more), more.len());
+        hub.process(at(4));
+        hub.process(at(5));
+        assert_eq!(hub.take_touched(), [] as [ConnId; 0]);
+        assert_eq!(request_ids(&mut hub), [12]);
     }
 
     /// Requests over the pending limit wait in the buffer; an answer brings the next one out,
