@@ -708,7 +708,9 @@ impl AcceptLoop {
                 max_packet: self.max_input,
             };
             let (tls, ws, hook) = (self.tls.clone(), self.ws, self.hook.clone());
-            let gate = (ws || tls.is_some()).then(|| InHandshake {
+            // a plain TCP connection meets the machine at once: no handshake to bound
+            let handshaking = ws || tls.is_some();
+            let gate = handshaking.then(|| InHandshake {
                 gate: self.handshakes.clone(),
                 id,
             });
@@ -717,7 +719,7 @@ impl AcceptLoop {
                 let Ok(abort) = abort_rx.await else { return };
                 conn.run(stream, tls, ws, hook, abort, gate).await;
             });
-            if ws || self.tls.is_some() {
+            if handshaking {
                 if let Ok(mut g) = self.handshakes.lock() {
                     g.admit(remote.ip(), id, task.abort_handle());
                 }
