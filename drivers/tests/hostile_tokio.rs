@@ -240,6 +240,20 @@ async fn idle_sockets_in_the_handshake_are_bounded_per_source() {
         ServerOptions::default(),
     )
     .await;
+    // a client logged in before the flood, from the same host: its handshake ended, so the
+    // flood cannot close it
+    let (early, _early_events) = timeout(
+        Duration::from_secs(2),
+        LongPortClient::connect(
+            &format!("ws://{}/v2", srv.addrs[0]),
+            ClientConfig::websocket(),
+            TOKEN,
+            ClientOptions::default(),
+        ),
+    )
+    .await
+    .expect("logged in within 2 s")
+    .unwrap();
     for (i, addr) in srv.addrs.clone().into_iter().enumerate() {
         let mut idle = Vec::new();
         for _ in 0..300 {
@@ -295,6 +309,15 @@ async fn idle_sockets_in_the_handshake_are_bounded_per_source() {
         );
         client.close("bye").await.unwrap();
     }
+    let r = timeout(
+        Duration::from_secs(2),
+        early.request(CMD_ECHO, b"still here".to_vec()),
+    )
+    .await
+    .expect("the early client is still served")
+    .unwrap();
+    assert_eq!(r.body, b"still here");
+    assert!(srv.connected_peers().len() >= 3);
     srv.server.shutdown("done").await.unwrap();
 }
 
