@@ -30,7 +30,11 @@
 //! Each connection has a bounded receive buffer and a bounded outbox ([`ServerLimits`]): a
 //! client whose answers cannot be written is not read any more, and one whose outbox stays
 //! above the high-water mark past the stall timeout (or overflows) is dropped, so one stuck
-//! client never delays the others.
+//! client never delays the others. Before the machine meets a connection, its TLS and
+//! WebSocket handshakes are bounded too (5 s; per source and in all, by default as many as the
+//! machine lets wait for a login, the oldest closed first), and no WebSocket message or frame
+//! longer than the machine's largest packet is buffered (the client applies the same bound to
+//! its server). The work per input is independent of how many idle connections are open.
 //!
 //! # Backpressure and memory
 //!
