@@ -501,3 +501,32 @@ async fn heartbeats_held_by_a_full_outbox_are_echoed_as_it_drains() {
     assert!(took < Duration::from_secs(3), "{took:?}");
     srv.server.shutdown("done").await.unwrap();
 }
+
+/// A socket that connects and never logs in is closed by the machine's login deadline (here
+/// 300 ms): the driver runs the machine's timers on its own clock
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_socket_that_never_logs_in_is_closed_at_the_login_deadline() {
+    use tokio::io::AsyncReadExt;
+    let srv = TestServer::start(
+        &[Listener::Tcp("127.0.0.1:0".parse().unwrap())],
+        ServerConfig::new().with_auth_timeout(Duration::from_millis(300)),
+        ServerOptions::default(),
+    )
+    .await;
+    let mut s = tokio::net::TcpStream::connect(srv.addrs[0]).await.unwrap();
+    let started = std::time::Instant::now();
+    let mut buf = [0u8; 256];
+    let ended = timeout(Duration::from_secs(3), async {
+        while matches!(s.read(&mut buf).await, Ok(n) if n > 0) {}
+    })
+    .await;
+    assert!(ended.is_ok(), "still open after {:?}", started.elapsed());
+    assert!(
+        started.elapsed() >= Duration::from_millis(250),
+        "{:?}",
+        started.elapsed()
+    );
+    let snap = srv.server.snapshot().await.unwrap();
+    assert_eq!(snap.stats.auth_timeouts, 1, "{snap:?}");
+    srv.server.shutdown("done").await.unwrap();
+}

@@ -1153,3 +1153,43 @@ async fn the_upgrade_hook_sees_each_upgrade_and_a_bad_query_is_refused() {
     );
     srv.shutdown().await;
 }
+
+/// `close` of one connection: its client gets the Close with the code (`ServerShutdown`: it
+/// reconnects by its policy), the other connection goes on; the server's options and handle
+/// print
+#[tokio::test]
+async fn the_server_closes_one_connection_with_a_code() {
+    let options = ServerOptions::default().with_events_capacity(8);
+    assert!(format!("{options:?}").contains("ServerOptions"));
+    let srv = TestServer::start(&[Listener::Tcp(loopback())], ServerConfig::new(), options).await;
+    assert!(format!("{:?}", srv.server).contains("LongPortServer"));
+    let url = format!("tcp://{}", srv.addrs[0]);
+    let (gone, mut gone_events) = tcp_client(&url).await;
+    let (stays, _events) = tcp_client(&url).await;
+    let peer = srv.connected_peers()[0];
+    srv.server
+        .close(peer, CloseCode::ServerShutdown, "maintenance")
+        .await
+        .unwrap();
+    let e = wait_event(&mut gone_events, "Disconnected", |e| {
+        matches!(e, ClientEvent::Disconnected { .. })
+    })
+    .await;
+    assert_eq!(
+        e,
+        ClientEvent::Disconnected {
+            cause: CloseCause::Peer {
+                code: CloseCode::ServerShutdown
+            }
+        }
+    );
+    echo(&stays, b"still here").await;
+    assert!(srv
+        .server
+        .close(peer, CloseCode::ServerShutdown, "again")
+        .await
+        .is_err());
+    bye(&stays).await;
+    bye(&gone).await;
+    srv.shutdown().await;
+}
