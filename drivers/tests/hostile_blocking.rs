@@ -297,42 +297,13 @@ fn a_connection_the_server_closes_gets_the_close_then_the_end_of_the_stream() {
 /// heartbeats, read as they come, are all echoed in order
 #[test]
 fn heartbeats_held_by_a_full_outbox_are_echoed_as_it_drains() {
-    use std::io::{Read, Write};
-    use tether_net::longport::wire::{Packet, RequestId};
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = listener.local_addr().unwrap();
     let limits = ServerLimits::default().with_outbox(1024, 1 << 20);
     let mut server: TcpServer =
         TcpServer::with_capacities(listener, ServerConfig::new(), limits).unwrap();
-    let client = std::thread::spawn(move || {
-        let s = attack::raw_login(addr, TOKEN);
-        let mut w = s.try_clone().unwrap();
-        let writer = std::thread::spawn(move || {
-            let mut buf = vec![0u8; 8 * 1024];
-            for i in 0..200u32 {
-                let body = vec![i as u8; 4 * 1024];
-                let n = Packet::request(1, RequestId(100 + i), 0, &body)
-                    .emit(&mut buf)
-                    .unwrap();
-                w.write_all(&buf[..n]).unwrap();
-            }
-        });
-        let mut r = s;
-        let (mut rx, mut ids) = (Vec::new(), Vec::new());
-        let mut buf = vec![0u8; 64 * 1024];
-        while ids.len() < 200 {
-            match r.read(&mut buf) {
-                Ok(0) | Err(_) => break,
-                Ok(n) => rx.extend_from_slice(&buf[..n]),
-            }
-            while let Ok((p, used)) = Packet::parse(&rx, 1 << 20) {
-                ids.push(p.header.kind.request_id().map(|id| id.0));
-                rx.drain(..used);
-            }
-        }
-        writer.join().unwrap();
-        ids
-    });
+    let client =
+        std::thread::spawn(move || attack::pipelined_heartbeats(addr, TOKEN, 200, 4 * 1024));
     let started = std::time::Instant::now();
     while !client.is_finished() && started.elapsed() < Duration::from_secs(10) {
         server

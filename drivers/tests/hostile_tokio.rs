@@ -450,8 +450,6 @@ async fn empty_websocket_messages_behind_a_pending_auth_are_bounded() {
 /// pipelines 20 of them and reads as they come gets all 20 echoes, in order, without a stall
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn heartbeats_held_by_a_full_outbox_are_echoed_as_it_drains() {
-    use std::io::{Read, Write};
-    use tether_net::longport::wire::{Packet, RequestId};
     let limits = ServerLimits::default().with_outbox(4096, 1 << 20);
     let srv = TestServer::start(
         &[Listener::Tcp("127.0.0.1:0".parse().unwrap())],
@@ -462,34 +460,7 @@ async fn heartbeats_held_by_a_full_outbox_are_echoed_as_it_drains() {
     let addr = srv.addrs[0];
     let started = std::time::Instant::now();
     let ids = tokio::task::spawn_blocking(move || {
-        let s = attack::raw_login(addr, TOKEN);
-        let mut w = s.try_clone().unwrap();
-        let writer = std::thread::spawn(move || {
-            let mut buf = vec![0u8; 70 * 1024];
-            for i in 0..20u32 {
-                let body = vec![i as u8; 64 * 1024];
-                let n = Packet::request(1, RequestId(100 + i), 0, &body)
-                    .emit(&mut buf)
-                    .unwrap();
-                w.write_all(&buf[..n]).unwrap();
-            }
-        });
-        let mut r = s;
-        let (mut rx, mut ids) = (Vec::new(), Vec::new());
-        let mut buf = vec![0u8; 64 * 1024];
-        while ids.len() < 20 {
-            match r.read(&mut buf) {
-                Ok(0) | Err(_) => break,
-                Ok(n) => rx.extend_from_slice(&buf[..n]),
-            }
-            while let Ok((p, used)) = Packet::parse(&rx, 1 << 20) {
-                assert_eq!(p.body.len(), 64 * 1024);
-                ids.push(p.header.kind.request_id().map(|id| id.0));
-                rx.drain(..used);
-            }
-        }
-        writer.join().unwrap();
-        ids
+        attack::pipelined_heartbeats(addr, TOKEN, 20, 64 * 1024)
     })
     .await
     .unwrap();

@@ -212,3 +212,42 @@ impl Drop for IdleSockets {
         }
     }
 }
+
+/// Log in over raw TCP, then pipeline `n` heartbeat requests (cmd 1, ids 100, 101, ...) of
+/// `body_len` bytes from one thread while reading their echoes on this one; returns the request
+/// ids of the echoes, in order of arrival, once `n` came or the stream ended
+pub fn pipelined_heartbeats(
+    addr: SocketAddr,
+    token: &str,
+    n: u32,
+    body_len: usize,
+) -> Vec<Option<u32>> {
+    let s = raw_login(addr, token);
+    let mut w = s.try_clone().unwrap();
+    let writer = std::thread::spawn(move || {
+        let mut buf = vec![0u8; body_len + 64];
+        for i in 0..n {
+            let body = vec![i as u8; body_len];
+            let len = Packet::request(1, RequestId(100 + i), 0, &body)
+                .emit(&mut buf)
+                .unwrap();
+            w.write_all(&buf[..len]).unwrap();
+        }
+    });
+    let mut r = s;
+    let (mut rx, mut ids) = (Vec::new(), Vec::new());
+    let mut buf = vec![0u8; 64 * 1024];
+    while ids.len() < n as usize {
+        match r.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(got) => rx.extend_from_slice(&buf[..got]),
+        }
+        while let Ok((p, used)) = Packet::parse(&rx, 1 << 20) {
+            assert_eq!(p.body.len(), body_len);
+            ids.push(p.header.kind.request_id().map(|id| id.0));
+            rx.drain(..used);
+        }
+    }
+    writer.join().unwrap();
+    ids
+}
