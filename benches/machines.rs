@@ -9,6 +9,9 @@
 //! `game_server_flood`: the stateless path a spoofing flood takes, datagrams from a fresh
 //! unknown source each (a token CONNECT answered, an ACCEPT with a guessed token, junk).
 //!
+//! `lp_server_heartbeat`: a heartbeat from a random one of N authenticated LongPort connections
+//! through the server, with the driver's drain and `poll_timeout` after it (N = 1, 64, 1,024).
+//!
 //! Run: `cargo bench --bench machines -- --warm-up-time 1 --measurement-time 3`
 
 // criterion_group! generates undocumented public functions
@@ -546,11 +549,94 @@ fn game_flood(c: &mut Criterion) {
     );
 }
 
+/// A LongPort server holding `n` authenticated TCP connections (ids 0..n), and the bytes of one
+/// client heartbeat request (the same packet serves every connection: the server echoes it)
+fn lp_server_with(n: u32) -> (Box<LpServer<u32, 1024, 1024>>, Vec<u8>, Instant) {
+    let (mut client, _, now) = lp_pair(Transport::Tcp);
+    let mut login = [0u8; 1024];
+    let mut fresh = LpClient::new(ClientConfig::new(Transport::Tcp));
+    fresh
+        .connect(now, Credentials::new("one-time-token"))
+        .expect("connect");
+    while fresh.poll_event().is_some() {}
+    fresh.handle_connected(now).expect("connected");
+    let t = fresh
+        .poll_transmit(now, &mut login)
+        .expect("fits")
+        .expect("login");
+    let login = login[..t.len].to_vec();
+    let at = client.poll_timeout().expect("heartbeat timer");
+    client.handle_timeout(at);
+    let mut hb = [0u8; 256];
+    let t = client
+        .poll_transmit(at, &mut hb)
+        .expect("fits")
+        .expect("heartbeat");
+    let hb = hb[..t.len].to_vec();
+    let (srv, now) = on_big_stack(move || {
+        let mut srv: Box<LpServer<u32, 1024, 1024>> =
+            Box::new(LpServer::with_capacities(LpServerConfig::new()));
+        let mut out = [0u8; 1024];
+        for conn in 0..n {
+            srv.handle_connected(now, conn, Transport::Tcp, Source::UNKNOWN)
+                .expect("room");
+            let mut rest = &login[..];
+            while !rest.is_empty() {
+                let r = srv.handle_input(now, conn, rest).expect("input taken");
+                rest = &rest[r.bytes_consumed()..];
+            }
+            let mut random = [0u8; 16];
+            random[..4].copy_from_slice(&conn.to_le_bytes());
+            let grant = Grant::new(SessionId::from_random(random), i64::MAX);
+            srv.accept_auth(now, conn, grant).expect("pending auth");
+            while srv.poll_transmit(now, &mut out).expect("fits").is_some() {}
+            while srv.poll_event().is_some() {}
+        }
+        assert_eq!(srv.sessions(), n as usize);
+        (srv, now)
+    });
+    (srv, hb, now)
+}
+
+/// A heartbeat from a uniformly random one of N authenticated connections through the LongPort
+/// server, with what a driver does after each read: drain `poll_transmit` (the echo) and
+/// `poll_event`, then ask `poll_timeout` for its next wake-up
+fn lp_server_peers(c: &mut Criterion) {
+    let mut g = c.benchmark_group("lp_server_heartbeat");
+    for n in [1u32, 64, 1024] {
+        let (mut srv, hb, now) = lp_server_with(n);
+        let mut out = [0u8; 256];
+        let mut x = 0x2545_F491_4F6C_DD1Du64;
+        let (mut inputs, mut echoes) = (0u64, 0u64);
+        g.bench_function(BenchmarkId::new("random_peer", n), |b| {
+            b.iter(|| {
+                let conn = (next(&mut x) % u64::from(n)) as u32;
+                let r = srv.handle_input(now, conn, &hb).expect("input taken");
+                debug_assert_eq!(r.bytes_consumed(), hb.len());
+                inputs += 1;
+                while let Some(t) = srv.poll_transmit(now, &mut out).expect("fits") {
+                    echoes += 1;
+                    black_box(t.len);
+                }
+                while let Some(e) = srv.poll_event() {
+                    black_box(e);
+                }
+                black_box(srv.poll_timeout())
+            })
+        });
+        // every heartbeat got its echo, and no connection went away
+        assert_eq!(srv.sessions(), n as usize);
+        assert_eq!(echoes, inputs);
+    }
+    g.finish();
+}
+
 criterion_group!(
     benches,
     game_keep_alive,
     game_batch,
     game_flood,
-    lp_heartbeat
+    lp_heartbeat,
+    lp_server_peers
 );
 criterion_main!(benches);
