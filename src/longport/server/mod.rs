@@ -4,6 +4,7 @@
 mod admission;
 mod peer;
 mod rate;
+mod ready;
 mod session;
 #[cfg(test)]
 mod tests;
@@ -30,6 +31,7 @@ pub use rate::{RateLimit, MAX_COMMAND_LIMITS};
 pub use session::{SessionId, MAX_SESSION_ENTROPY, MIN_SESSION_ENTROPY};
 
 use peer::{CtlBody, CtlResponse, Login, Peer, Phase, Refusal};
+use ready::Ready;
 use session::Sessions;
 
 /// Longest session id the server grants, in bytes of text (the hex of
@@ -839,10 +841,15 @@ pub struct Server<P, const PEERS: usize = 16, const SESSIONS: usize = 64> {
     clock: Clock,
     wall: WallClock,
     peers: Vec<Peer<P>, PEERS>,
+    /// `peers[i].key` at `i`: what a lookup scans (a few bytes per connection, not a `Peer`)
+    keys: Vec<P, PEERS>,
     sessions: Sessions<P, SESSIONS>,
-    tx_cursor: usize,
-    tx_dirty: bool,
-    ev_dirty: bool,
+    /// Connections with a frame for `poll_transmit`, in turn
+    tx_ready: Ready<PEERS>,
+    /// Connections with an event for `poll_event`
+    ev_ready: Ready<PEERS>,
+    /// No deadline of any connection is earlier (machine time); `None`: no connection has one
+    wake: Option<Instant>,
     shutdown: Shutdown,
     stats: ServerStats,
 }
@@ -865,10 +872,11 @@ impl<P: Copy + Eq, const PEERS: usize, const SESSIONS: usize> Server<P, PEERS, S
             clock: Clock::new(),
             wall: WallClock::default(),
             peers: Vec::new(),
+            keys: Vec::new(),
             sessions: Sessions::new(),
-            tx_cursor: 0,
-            tx_dirty: false,
-            ev_dirty: false,
+            tx_ready: Ready::new(),
+            ev_ready: Ready::new(),
+            wake: None,
             shutdown: Shutdown::Running,
             stats: ServerStats::default(),
         }
@@ -1060,6 +1068,8 @@ impl<P: Copy + Eq, const PEERS: usize, const SESSIONS: usize> Server<P, PEERS, S
         );
         // cannot fail: the table was not full above and eviction frees no slot yet
         let _ = self.peers.push(p);
+        let _ = self.keys.push(peer);
+        self.note_deadline(self.peers.len() - 1);
         bump(&mut self.stats.connections_accepted);
         Ok(())
     }
@@ -1281,7 +1291,6 @@ impl<P: Copy + Eq, const PEERS: usize, const SESSIONS: usize> Server<P, PEERS, S
             return Err(Error::Closed);
         }
         self.shutdown = Shutdown::Draining;
-        self.ev_dirty = true;
         let text = truncated(reason);
         for i in 0..self.peers.len() {
             self.begin_close(
@@ -1484,7 +1493,7 @@ impl<P: Copy + Eq, const PEERS: usize, const SESSIONS: usize> Server<P, PEERS, S
                     let pong = p.pong.insert(Vec::new());
                     // cannot fail: the length was checked
                     let _ = pong.extend_from_slice(payload);
-                    self.tx_dirty = true;
+                    self.mark_tx(idx);
                 } else {
                     bump(&mut self.stats.ws_pings_oversized);
                 }
@@ -1499,7 +1508,7 @@ impl<P: Copy + Eq, const PEERS: usize, const SESSIONS: usize> Server<P, PEERS, S
                 {
                     if p.heartbeat_answered(u32::from_ne_bytes(id.to_ne_bytes()), now) {
                         bump(&mut self.stats.heartbeat_acks);
-                        self.ev_dirty = true;
+                        self.mark_ev(idx);
                     }
                 }
             }
@@ -1521,7 +1530,11 @@ impl<P: Copy + Eq, const PEERS: usize, const SESSIONS: usize> Server<P, PEERS, S
     /// over TCP; early calls do nothing
     pub fn handle_timeout(&mut self, now: Instant) {
         let now = self.clock.update(now);
+        if self.wake.is_none_or(|at| now < at) {
+            return;
+        }
         let hb = self.config.heartbeat_timeout;
+        let mut wake: Option<Instant> = None;
         for i in 0..self.peers.len() {
             let p = &self.peers[i];
             let expired = match p.phase {
@@ -1541,10 +1554,14 @@ impl<P: Copy + Eq, const PEERS: usize, const SESSIONS: usize> Server<P, PEERS, S
                 if now >= at {
                     p.ping_due = true;
                     p.next_ping = Some(now + interval);
-                    self.tx_dirty = true;
+                    self.mark_tx(i);
                 }
             }
+            if let Some(d) = self.peers[i].deadline(hb) {
+                wake = Some(wake.map_or(d, |w| w.min(d)));
+            }
         }
+        self.wake = wake;
     }
 
     /// Write the next frame into `buf` (connections take turns)
@@ -1558,42 +1575,38 @@ impl<P: Copy + Eq, const PEERS: usize, const SESSIONS: usize> Server<P, PEERS, S
         buf: &mut [u8],
     ) -> Result<Option<Transmit<P>>, BufferTooSmall> {
         let now = self.clock.update(now);
-        if !self.tx_dirty {
-            return Ok(None);
-        }
         let wall = self.wall;
-        let n = self.peers.len();
-        // round robin from the cursor, without a division per call (the cursor is below `n`
-        // unless connections went away since)
-        let mut i = if self.tx_cursor < n {
-            self.tx_cursor
-        } else {
-            self.tx_cursor % n.max(1)
-        };
-        for _ in 0..n {
-            let next = if i + 1 == n { 0 } else { i + 1 };
+        while let Some(i) = self.tx_ready.front() {
             let p = &mut self.peers[i];
             let ping = p.ping_due;
-            if let Some((len, kind)) = p.next_frame(buf, now, wall)? {
-                if p.phase == Phase::Closing {
-                    self.ev_dirty = true;
-                }
-                if kind == FrameKind::WsPing {
-                    bump(&mut self.stats.ws_pings_sent);
-                } else if ping && !p.ping_due {
-                    bump(&mut self.stats.heartbeats_sent);
-                }
-                bump(&mut self.stats.frames_sent);
-                self.tx_cursor = next;
-                return Ok(Some(Transmit {
-                    to: p.key,
-                    len,
-                    kind,
-                }));
+            let Some((len, kind)) = p.next_frame(buf, now, wall)? else {
+                p.tx_queued = false;
+                self.tx_ready.pop();
+                continue;
+            };
+            let flushed = p.flushed();
+            let closed = flushed && p.phase == Phase::Closing;
+            let to = p.key;
+            if kind == FrameKind::WsPing {
+                bump(&mut self.stats.ws_pings_sent);
+            } else if ping && !p.ping_due {
+                bump(&mut self.stats.heartbeats_sent);
             }
-            i = next;
+            bump(&mut self.stats.frames_sent);
+            // its next frame, if any, waits for the others' turn
+            self.tx_ready.pop();
+            if flushed {
+                self.peers[i].tx_queued = false;
+            } else {
+                self.tx_ready.push(i);
+            }
+            if closed {
+                self.mark_ev(i);
+            }
+            return Ok(Some(Transmit { to, len, kind }));
         }
-        self.tx_dirty = false;
+        #[cfg(all(debug_assertions, any(test, feature = "testing")))]
+        self.check_queues();
         Ok(None)
     }
 
@@ -1602,11 +1615,8 @@ impl<P: Copy + Eq, const PEERS: usize, const SESSIONS: usize> Server<P, PEERS, S
     /// then `ShutdownComplete`
     #[must_use]
     pub fn poll_event(&mut self) -> Option<ServerEvent<P>> {
-        if !self.ev_dirty {
-            return None;
-        }
-        let mut i = 0;
-        while let Some(p) = self.peers.get_mut(i) {
+        while let Some(i) = self.ev_ready.front() {
+            let p = &mut self.peers[i];
             if let Some(ev) = p.announce.take() {
                 return Some(ev);
             }
@@ -1618,36 +1628,39 @@ impl<P: Copy + Eq, const PEERS: usize, const SESSIONS: usize> Server<P, PEERS, S
                 Phase::Gone => true,
                 _ => false,
             };
+            p.ev_queued = false;
+            self.ev_ready.pop();
             if done {
                 let ev = ServerEvent::Closed {
                     peer: p.key,
                     cause: p.cause.unwrap_or(CloseCause::TransportClosed),
                 };
-                self.peers.swap_remove(i);
+                self.remove(i);
                 return Some(ev);
             }
-            i += 1;
         }
+        #[cfg(all(debug_assertions, any(test, feature = "testing")))]
+        self.check_queues();
         if self.shutdown == Shutdown::Draining && self.peers.is_empty() {
             self.shutdown = Shutdown::Reported;
             return Some(ServerEvent::ShutdownComplete);
         }
-        self.ev_dirty = false;
         None
     }
 
-    /// Earliest auth deadline, heartbeat deadline or WebSocket ping time over all connections,
-    /// in the caller's clock (`O(PEERS)`)
+    /// When [`Server::handle_timeout`] must be called next, in the caller's clock: the earliest
+    /// auth deadline, heartbeat deadline or WebSocket ping time over all connections (O(1))
     ///
-    /// Never more than [`MAX_DELAY`](crate::time::MAX_DELAY) after the latest `now` given to the server.
+    /// May be earlier than any real deadline: input moves a connection's heartbeat deadline
+    /// later without a search for the new earliest one, and a closed connection's deadline
+    /// lingers; such a wake-up finds nothing due and computes the earliest deadline afresh.
+    /// Never more than [`MAX_DELAY`](crate::time::MAX_DELAY) after the latest `now` given to the
+    /// server.
     #[must_use]
     pub fn poll_timeout(&self) -> Option<Instant> {
-        let hb = self.config.heartbeat_timeout;
-        self.peers
-            .iter()
-            .filter_map(|p| p.deadline(hb))
-            .min()
-            .map(|t| self.clock.to_caller(t))
+        #[cfg(all(debug_assertions, any(test, feature = "testing")))]
+        self.check_wake();
+        self.wake.map(|t| self.clock.to_caller(t))
     }
 
     // -----------------------------------------------------------------------------------------
@@ -1655,7 +1668,87 @@ impl<P: Copy + Eq, const PEERS: usize, const SESSIONS: usize> Server<P, PEERS, S
     // -----------------------------------------------------------------------------------------
 
     fn find(&self, peer: P) -> Option<usize> {
-        self.peers.iter().position(|p| p.key == peer)
+        self.keys.iter().position(|k| *k == peer)
+    }
+
+    /// Queue peer `idx` for `poll_transmit` (once)
+    #[inline]
+    fn mark_tx(&mut self, idx: usize) {
+        let p = &mut self.peers[idx];
+        if !p.tx_queued {
+            p.tx_queued = true;
+            self.tx_ready.push(idx);
+        }
+    }
+
+    /// Queue peer `idx` for `poll_event` (once)
+    #[inline]
+    fn mark_ev(&mut self, idx: usize) {
+        let p = &mut self.peers[idx];
+        if !p.ev_queued {
+            p.ev_queued = true;
+            self.ev_ready.push(idx);
+        }
+    }
+
+    /// Peer `idx`'s deadline may have moved earlier: keep `wake` a lower bound of all of them
+    #[inline]
+    fn note_deadline(&mut self, idx: usize) {
+        if let Some(d) = self.peers[idx].deadline(self.config.heartbeat_timeout) {
+            self.wake = Some(self.wake.map_or(d, |w| w.min(d)));
+        }
+    }
+
+    /// The earliest deadline of all connections, exactly (`O(PEERS)`)
+    fn recompute_wake(&mut self) {
+        let hb = self.config.heartbeat_timeout;
+        self.wake = self.peers.iter().filter_map(|p| p.deadline(hb)).min();
+    }
+
+    /// Forget peer `idx` (reported closed); the last peer takes its index
+    fn remove(&mut self, idx: usize) {
+        let last = self.peers.len() - 1;
+        self.peers.swap_remove(idx);
+        self.keys.swap_remove(idx);
+        self.tx_ready.removed(idx, last);
+        self.ev_ready.removed(idx, last);
+        if self.peers.is_empty() {
+            self.wake = None;
+        }
+    }
+
+    /// Test builds: every frame and event of every connection is queued when a drain ends
+    #[cfg(all(debug_assertions, any(test, feature = "testing")))]
+    fn check_queues(&self) {
+        for (i, p) in self.peers.iter().enumerate() {
+            assert!(self.keys[i] == p.key, "key {i} out of step");
+            assert_eq!(
+                p.tx_queued,
+                self.tx_ready.live().contains(&i),
+                "tx flag {i}"
+            );
+            assert_eq!(
+                p.ev_queued,
+                self.ev_ready.live().contains(&i),
+                "ev flag {i}"
+            );
+            assert!(p.tx_queued || p.flushed(), "peer {i} has a frame unqueued");
+            let event = p.announce.is_some()
+                || p.rtt.is_some()
+                || p.phase == Phase::Gone
+                || (p.phase == Phase::Closing && p.flushed());
+            assert!(p.ev_queued || !event, "peer {i} has an event unqueued");
+        }
+        assert_eq!(self.keys.len(), self.peers.len());
+    }
+
+    /// Test builds: `wake` is no later than any connection's deadline
+    #[cfg(all(debug_assertions, any(test, feature = "testing")))]
+    fn check_wake(&self) {
+        let hb = self.config.heartbeat_timeout;
+        if let Some(d) = self.peers.iter().filter_map(|p| p.deadline(hb)).min() {
+            assert!(self.wake.is_some_and(|w| w <= d), "wake after a deadline");
+        }
     }
 
     /// The wall clock at the latest `now` (milliseconds since the epoch when not set)
@@ -1726,6 +1819,7 @@ impl<P: Copy + Eq, const PEERS: usize, const SESSIONS: usize> Server<P, PEERS, S
         let Some(idx) = self.find(peer) else { return };
         let tcp_interval = self.config.tcp_heartbeat_interval;
         let max_body = self.config.max_body;
+        let login_deadline = self.peers[idx].deadline(self.config.heartbeat_timeout);
         let p = &mut self.peers[idx];
         p.last_rx = p.last_rx.max(now);
         p.resp = Some(CtlResponse {
@@ -1754,8 +1848,14 @@ impl<P: Copy + Eq, const PEERS: usize, const SESSIONS: usize> Server<P, PEERS, S
             via,
             expires: grant.expires,
         });
-        self.tx_dirty = true;
-        self.ev_dirty = true;
+        self.mark_tx(idx);
+        self.mark_ev(idx);
+        if login_deadline.is_some() && login_deadline == self.wake {
+            // the login deadline was the earliest: find the next one (once per login)
+            self.recompute_wake();
+        } else {
+            self.note_deadline(idx);
+        }
     }
 
     /// Store `id` bound to `peer`; evicts as documented, closes an older holder of the same id
@@ -1853,8 +1953,8 @@ impl<P: Copy + Eq, const PEERS: usize, const SESSIONS: usize> Server<P, PEERS, S
             CloseCause::LoginTimeout => bump(&mut self.stats.auth_timeouts),
             _ => {}
         }
-        self.tx_dirty = true;
-        self.ev_dirty = true;
+        self.mark_tx(idx);
+        self.mark_ev(idx);
         true
     }
 
@@ -1867,7 +1967,7 @@ impl<P: Copy + Eq, const PEERS: usize, const SESSIONS: usize> Server<P, PEERS, S
         if p.transport_gone(cause) {
             let key = p.key;
             self.sessions.detach(key);
-            self.ev_dirty = true;
+            self.mark_ev(idx);
         }
     }
 
@@ -2081,7 +2181,7 @@ impl<P: Copy + Eq, const PEERS: usize, const SESSIONS: usize> Server<P, PEERS, S
             p.refusals
                 .push(Refusal { cmd, request_id })
                 .map_err(|_| Error::QueueFull)?;
-            self.tx_dirty = true;
+            self.mark_tx(idx);
             bump(&mut self.stats.requests_rate_limited);
             return Ok(false);
         }
@@ -2111,7 +2211,7 @@ impl<P: Copy + Eq, const PEERS: usize, const SESSIONS: usize> Server<P, PEERS, S
                     if self.peers[idx].echo.is_none()
                         && Echo::store(&mut self.peers[idx].echo, request_id, h.gzip, body) =>
                 {
-                    self.tx_dirty = true;
+                    self.mark_tx(idx);
                     bump(&mut self.stats.heartbeats_echoed);
                     None
                 }
@@ -2140,7 +2240,7 @@ impl<P: Copy + Eq, const PEERS: usize, const SESSIONS: usize> Server<P, PEERS, S
                             msg: truncated("unexpected control command"),
                         },
                     });
-                    self.tx_dirty = true;
+                    self.mark_tx(idx);
                     None
                 }
                 cmd => {
@@ -2175,7 +2275,7 @@ impl<P: Copy + Eq, const PEERS: usize, const SESSIONS: usize> Server<P, PEERS, S
             Kind::Response { request_id, .. } if h.cmd == CMD_HEARTBEAT => {
                 if self.peers[idx].heartbeat_answered(request_id.0, now) {
                     bump(&mut self.stats.heartbeat_acks);
-                    self.ev_dirty = true;
+                    self.mark_ev(idx);
                 }
                 None
             }

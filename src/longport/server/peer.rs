@@ -174,6 +174,10 @@ pub(super) struct Peer<P> {
     pub(super) announce: Option<ServerEvent<P>>,
     /// Why it closes, reported with `Closed`
     pub(super) cause: Option<CloseCause>,
+    /// In the server's queue of connections with a frame to send
+    pub(super) tx_queued: bool,
+    /// In the server's queue of connections with an event to report
+    pub(super) ev_queued: bool,
 }
 
 impl<P: Copy> Peer<P> {
@@ -218,6 +222,8 @@ impl<P: Copy> Peer<P> {
             close: None,
             announce: None,
             cause: None,
+            tx_queued: false,
+            ev_queued: false,
         }
     }
 

@@ -801,6 +801,12 @@ fn heartbeat_timeout_closes() {
     let v3 = hex("01 01 00 00 00 01 00 00 00 00 07 08 80 d0 95 ff bc 31");
     let _ = s.handle_input(ms(60_000), 1, &v3).unwrap();
     let _ = drain(&mut s, ms(60_000));
+    // the input moved the deadline to 210 s without a search over all connections: the wake-up
+    // at the old one (150 s) finds nothing due and computes the new one
+    assert_eq!(s.poll_timeout(), Some(ms(150_000)));
+    s.handle_timeout(ms(150_000));
+    assert!(drain(&mut s, ms(150_000)).is_empty());
+    assert_eq!(s.state(1), Some(ServerState::Authenticated));
     assert_eq!(s.poll_timeout(), Some(ms(210_000)));
     s.handle_timeout(ms(209_999));
     assert!(drain(&mut s, ms(209_999)).is_empty());
@@ -2039,4 +2045,153 @@ fn an_auth_granted_a_held_session_id_displaces_only_that_holder_for_the_quota() 
     assert_eq!(s.online(AccountId(7)), 2);
     assert_eq!(s.state(1), Some(ServerState::Authenticated));
     assert_eq!(s.state(2), Some(ServerState::Closing));
+}
+
+// -------------------------------------------------------------------------------------------
+// Queues of ready connections and the earliest deadline (no call walks every connection)
+// -------------------------------------------------------------------------------------------
+
+#[test]
+fn connections_with_frames_take_turns_one_frame_each() {
+    let mut s = server();
+    s.config = ServerConfig::new().with_auth_timeout(Duration::from_secs(60));
+    for conn in [1, 2] {
+        s.handle_connected(ms(0), conn, Transport::WebSocket, Source::UNKNOWN)
+            .unwrap();
+    }
+    // both pings fall due; then peer 1 pings us: peer 1 holds a pong and a ping, peer 2 a ping
+    s.handle_timeout(ms(20_000));
+    s.handle_frame(ms(20_000), 1, FrameKind::WsPing, b"p1");
+    let order: StdVec<(u32, FrameKind)> = drain(&mut s, ms(20_000))
+        .into_iter()
+        .map(|(to, kind, _)| (to, kind))
+        .collect();
+    assert_eq!(
+        order,
+        [
+            (1, FrameKind::WsPong),
+            (2, FrameKind::WsPing),
+            (1, FrameKind::WsPing)
+        ]
+    );
+    // each is queued again by its next frame, and only once however many it gets
+    s.handle_frame(ms(20_001), 2, FrameKind::WsPing, b"a");
+    s.handle_frame(ms(20_001), 2, FrameKind::WsPing, b"b");
+    s.handle_frame(ms(20_001), 1, FrameKind::WsPing, b"c");
+    assert_eq!(
+        drain(&mut s, ms(20_001)),
+        [
+            (2, FrameKind::WsPong, b"b".to_vec()),
+            (1, FrameKind::WsPong, b"c".to_vec())
+        ]
+    );
+}
+
+#[test]
+fn a_removed_connection_leaves_the_others_frames_and_events_with_their_own_keys() {
+    let mut s = server();
+    for conn in [1, 2, 3, 4] {
+        s.handle_connected(ms(0), conn, Transport::WebSocket, Source::UNKNOWN)
+            .unwrap();
+    }
+    for conn in [4, 1, 3, 2] {
+        s.handle_frame(ms(1), conn, FrameKind::WsPing, &[conn as u8]);
+    }
+    // peer 1 (the first slot) goes: its pong is dropped, and the last slot (peer 4) moves into
+    // its place when `Closed` is reported
+    s.handle_closed(ms(1), 1);
+    assert_closed(&mut s, 1, CloseCause::TransportClosed);
+    assert_eq!(s.connections(), 3);
+    // peer 3 goes too, before the pongs are out: `Closed` after the others' frames
+    s.handle_closed(ms(1), 3);
+    assert_eq!(
+        drain(&mut s, ms(1)),
+        [
+            (4, FrameKind::WsPong, [4].to_vec()),
+            (2, FrameKind::WsPong, [2].to_vec())
+        ]
+    );
+    assert_closed(&mut s, 3, CloseCause::TransportClosed);
+    // the moved peers are still themselves: input, frames and closing reach the right one
+    s.handle_frame(ms(2), 4, FrameKind::WsPing, b"four");
+    s.close(ms(2), 2, CloseCode::ServerError, "two").unwrap();
+    let out = drain(&mut s, ms(2));
+    assert_eq!(
+        out.iter()
+            .map(|(to, kind, _)| (*to, *kind))
+            .collect::<StdVec<_>>(),
+        [
+            (4, FrameKind::WsPong),
+            (2, FrameKind::WsBinary),
+            (
+                2,
+                FrameKind::WsClose(CloseCode::ServerError.ws_close_code())
+            )
+        ]
+    );
+    assert_eq!(out[0].2, b"four");
+    assert_closed(&mut s, 2, CloseCause::Local);
+    assert_eq!(s.connections(), 1);
+    assert_eq!(s.state(4), Some(ServerState::AwaitAuth));
+    assert_eq!(s.state(2), None);
+}
+
+#[test]
+fn the_earliest_deadline_is_a_bound_that_a_wake_up_makes_exact() {
+    let mut s = server();
+    authed(&mut s, ms(0), 1, Transport::Tcp, "s1");
+    authed(&mut s, ms(0), 2, Transport::Tcp, "s2");
+    let v3 = hex("01 01 00 00 00 01 00 00 00 00 07 08 80 d0 95 ff bc 31");
+    // peer 2 is heard from at 100 s (deadline 250 s); peer 1 is not (150 s)
+    let _ = s.handle_input(ms(100_000), 2, &v3).unwrap();
+    let _ = drain(&mut s, ms(100_000));
+    assert_eq!(s.poll_timeout(), Some(ms(150_000)));
+    // an early call fires nothing
+    s.handle_timeout(ms(149_999));
+    assert!(drain(&mut s, ms(149_999)).is_empty());
+    assert_eq!(s.poll_timeout(), Some(ms(150_000)));
+    s.handle_timeout(ms(150_000));
+    let out = drain(&mut s, ms(150_000));
+    assert_eq!(out.len(), 1);
+    assert_eq!(out[0].0, 1);
+    assert_closed(&mut s, 1, CloseCause::Timeout);
+    assert_eq!(s.state(2), Some(ServerState::Authenticated));
+    // the wake-up found peer 2's deadline
+    assert_eq!(s.poll_timeout(), Some(ms(250_000)));
+    // with no connection left, no timer
+    s.handle_closed(ms(200_000), 2);
+    let _ = events(&mut s);
+    assert_eq!(s.poll_timeout(), None);
+}
+
+#[test]
+fn a_login_accepted_moves_the_earliest_deadline_to_the_next_one() {
+    let mut s = server();
+    // peer 1's login deadline (10 s) is the earliest; peer 2 connects at 4 s (14 s)
+    peer_1(&mut s, Transport::WebSocket);
+    s.handle_connected(ms(4_000), 2, Transport::WebSocket, Source::UNKNOWN)
+        .unwrap();
+    assert_eq!(s.poll_timeout(), Some(ms(10_000)));
+    // peer 2's login (not the earliest deadline) leaves the bound as it was
+    let _ = s.handle_input(ms(5_000), 2, &auth_req(1, "tok")).unwrap();
+    s.accept_auth(ms(5_000), 2, grant("s2", FAR)).unwrap();
+    assert_eq!(s.poll_timeout(), Some(ms(10_000)));
+    // peer 1's login was: the next deadline is its first ping at 20 s (peer 2 pings at 24 s)
+    let _ = s.handle_input(ms(6_000), 1, &auth_req(1, "tok")).unwrap();
+    s.accept_auth(ms(6_000), 1, grant("s1", FAR)).unwrap();
+    assert_eq!(s.poll_timeout(), Some(ms(20_000)));
+    s.handle_timeout(ms(20_000));
+    let out = drain(&mut s, ms(20_000));
+    // the two AuthResponses and peer 1's ping
+    assert_eq!(
+        out.iter()
+            .map(|(to, kind, _)| (*to, *kind))
+            .collect::<StdVec<_>>(),
+        [
+            (2, FrameKind::WsBinary),
+            (1, FrameKind::WsBinary),
+            (1, FrameKind::WsPing)
+        ]
+    );
+    assert_eq!(s.poll_timeout(), Some(ms(24_000)));
 }
