@@ -10,7 +10,8 @@
 //! unknown source each (a token CONNECT answered, an ACCEPT with a guessed token, junk).
 //!
 //! `lp_server_heartbeat`: a heartbeat from a random one of N authenticated LongPort connections
-//! through the server, with the driver's drain and `poll_timeout` after it (N = 1, 64, 1,024).
+//! through the server, with the driver's drain and `poll_timeout` after it (N = 1, 64, 1,024);
+//! `lp_server_churn`: a connection that comes and goes beside N logged-in ones (1, 1,023).
 //!
 //! Run: `cargo bench --bench machines -- --warm-up-time 1 --measurement-time 3`
 
@@ -631,12 +632,43 @@ fn lp_server_peers(c: &mut Criterion) {
     g.finish();
 }
 
+/// A connection that comes and goes while N others are logged in: a WebSocket from a known
+/// source connects, is closed by its transport, and its `Closed` is drained (what a flood of
+/// short-lived connections costs the server)
+fn lp_server_churn(c: &mut Criterion) {
+    let mut g = c.benchmark_group("lp_server_churn");
+    // 1,023: the table holds 1,024 connections, one slot for the newcomer
+    for n in [1u32, 1023] {
+        let (mut srv, _, now) = lp_server_with(n);
+        let mut out = [0u8; 256];
+        let mut conn = n;
+        g.bench_function(BenchmarkId::new("connect_close", n), |b| {
+            b.iter(|| {
+                conn = conn.wrapping_add(1).max(n);
+                let mut key = [0u8; 16];
+                key[..4].copy_from_slice(&(conn & 0xff).to_le_bytes());
+                let source = Source::from_bytes(key);
+                srv.handle_connected(now, conn, Transport::WebSocket, source)
+                    .expect("room");
+                srv.handle_closed(now, conn);
+                while srv.poll_transmit(now, &mut out).expect("fits").is_some() {}
+                while let Some(e) = srv.poll_event() {
+                    black_box(e);
+                }
+            })
+        });
+        assert_eq!(srv.connections(), n as usize);
+    }
+    g.finish();
+}
+
 criterion_group!(
     benches,
     game_keep_alive,
     game_batch,
     game_flood,
     lp_heartbeat,
-    lp_server_peers
+    lp_server_peers,
+    lp_server_churn
 );
 criterion_main!(benches);

@@ -31,7 +31,7 @@ pub use rate::{RateLimit, MAX_COMMAND_LIMITS};
 pub use session::{SessionId, MAX_SESSION_ENTROPY, MIN_SESSION_ENTROPY};
 
 use peer::{CtlBody, CtlResponse, Login, Peer, Phase, Refusal};
-use ready::Ready;
+use ready::{renumber, Ready};
 use session::Sessions;
 
 /// Longest session id the server grants, in bytes of text (the hex of
@@ -854,6 +854,8 @@ pub struct Server<P, const PEERS: usize = 16, const SESSIONS: usize = 64> {
     tx_ready: Ready<PEERS>,
     /// Connections with an event for `poll_event`
     ev_ready: Ready<PEERS>,
+    /// The connections not logged in yet (handshake, login, or a login pending), in no order
+    unauth: Vec<usize, PEERS>,
     /// No deadline of any connection is earlier (machine time); `None`: no connection has one
     wake: Option<Instant>,
     shutdown: Shutdown,
@@ -882,6 +884,7 @@ impl<P: Copy + Eq, const PEERS: usize, const SESSIONS: usize> Server<P, PEERS, S
             sessions: Sessions::new(),
             tx_ready: Ready::new(),
             ev_ready: Ready::new(),
+            unauth: Vec::new(),
             wake: None,
             shutdown: Shutdown::Running,
             stats: ServerStats::default(),
@@ -919,7 +922,7 @@ impl<P: Copy + Eq, const PEERS: usize, const SESSIONS: usize> Server<P, PEERS, S
     /// Registered connections not authenticated yet
     #[must_use]
     pub fn unauthenticated(&self) -> usize {
-        self.peers.iter().filter(|p| p.is_unauthenticated()).count()
+        self.unauth.len()
     }
 
     /// Sessions in the table (expired ones included until the table is next touched)
@@ -1075,7 +1078,9 @@ impl<P: Copy + Eq, const PEERS: usize, const SESSIONS: usize> Server<P, PEERS, S
         // cannot fail: the table was not full above and eviction frees no slot yet
         let _ = self.peers.push(p);
         let _ = self.keys.push(peer);
-        self.note_deadline(self.peers.len() - 1);
+        let idx = self.peers.len() - 1;
+        let _ = self.unauth.push(idx);
+        self.note_deadline(idx);
         bump(&mut self.stats.connections_accepted);
         Ok(())
     }
@@ -1706,6 +1711,13 @@ impl<P: Copy + Eq, const PEERS: usize, const SESSIONS: usize> Server<P, PEERS, S
         }
     }
 
+    /// Peer `idx` left the login phases (logged in, closing or gone)
+    fn logged_in_or_gone(&mut self, idx: usize) {
+        if let Some(pos) = self.unauth.iter().position(|&i| i == idx) {
+            self.unauth.swap_remove(pos);
+        }
+    }
+
     /// The earliest deadline of all connections, exactly (`O(PEERS)`)
     fn recompute_wake(&mut self) {
         let hb = self.config.heartbeat_timeout;
@@ -1719,6 +1731,7 @@ impl<P: Copy + Eq, const PEERS: usize, const SESSIONS: usize> Server<P, PEERS, S
         self.keys.swap_remove(idx);
         self.tx_ready.removed(idx, last);
         self.ev_ready.removed(idx, last);
+        renumber(&mut self.unauth, idx, last);
         if self.peers.is_empty() {
             self.wake = None;
         }
@@ -1747,6 +1760,16 @@ impl<P: Copy + Eq, const PEERS: usize, const SESSIONS: usize> Server<P, PEERS, S
             assert!(p.ev_queued || !event, "peer {i} has an event unqueued");
         }
         assert_eq!(self.keys.len(), self.peers.len());
+        // the unauthenticated list holds each connection in the login phases, once
+        let listed = |i: usize| self.unauth.iter().filter(|&&u| u == i).count();
+        for (i, p) in self.peers.iter().enumerate() {
+            assert_eq!(
+                listed(i),
+                usize::from(p.is_unauthenticated()),
+                "login list {i}"
+            );
+        }
+        assert!(self.unauth.iter().all(|&u| u < self.peers.len()));
     }
 
     /// Test builds: `wake` is no later than any connection's deadline
@@ -1765,9 +1788,9 @@ impl<P: Copy + Eq, const PEERS: usize, const SESSIONS: usize> Server<P, PEERS, S
 
     /// Unauthenticated connections from `source`
     fn unauthenticated_from(&self, source: Source) -> usize {
-        self.peers
+        self.unauth
             .iter()
-            .filter(|p| p.is_unauthenticated() && p.source == source)
+            .filter(|&&i| self.peers[i].source == source)
             .count()
     }
 
@@ -1775,10 +1798,10 @@ impl<P: Copy + Eq, const PEERS: usize, const SESSIONS: usize> Server<P, PEERS, S
     /// not sent a login first
     fn evict_oldest(&mut self, source: Option<Source>) {
         let victim = self
-            .peers
+            .unauth
             .iter()
-            .enumerate()
-            .filter(|(_, p)| p.is_unauthenticated() && source.is_none_or(|s| p.source == s))
+            .map(|&i| (i, &self.peers[i]))
+            .filter(|(_, p)| source.is_none_or(|s| p.source == s))
             .min_by_key(|(_, p)| (matches!(p.phase, Phase::Pending(_)), p.since))
             .map(|(i, _)| i);
         if let Some(i) = victim {
@@ -1845,6 +1868,8 @@ impl<P: Copy + Eq, const PEERS: usize, const SESSIONS: usize> Server<P, PEERS, S
         });
         p.phase = Phase::Authenticated;
         p.account = account;
+        self.logged_in_or_gone(idx);
+        let p = &mut self.peers[idx];
         if p.transport == Transport::Tcp {
             // the handshake is behind us: only the body limit changes
             p.deframer = StreamDeframer::new(false, max_body);
@@ -1952,7 +1977,8 @@ impl<P: Copy + Eq, const PEERS: usize, const SESSIONS: usize> Server<P, PEERS, S
         if !p.begin_close(cause, code, text) {
             return false;
         }
-        let key = p.key;
+        self.logged_in_or_gone(idx);
+        let key = self.peers[idx].key;
         self.sessions.detach(key);
         match cause {
             CloseCause::Protocol(_) => bump(&mut self.stats.protocol_errors),
@@ -1972,7 +1998,8 @@ impl<P: Copy + Eq, const PEERS: usize, const SESSIONS: usize> Server<P, PEERS, S
             return;
         };
         if p.transport_gone(cause) {
-            let key = p.key;
+            self.logged_in_or_gone(idx);
+            let key = self.peers[idx].key;
             self.sessions.detach(key);
             self.mark_ev(idx);
         }

@@ -54,12 +54,7 @@ impl<const N: usize> Ready<N> {
     /// (`swap_remove`): forget `gone`'s entry and rename `moved`'s
     pub(super) fn removed(&mut self, gone: usize, moved: usize) {
         self.compact();
-        self.slots.retain(|&i| i != gone);
-        for i in &mut self.slots {
-            if *i == moved {
-                *i = gone;
-            }
-        }
+        renumber(&mut self.slots, gone, moved);
     }
 
     /// Move the live entries to the front of the storage
@@ -74,6 +69,17 @@ impl<const N: usize> Ready<N> {
     #[cfg(all(debug_assertions, any(test, feature = "testing")))]
     pub(super) fn live(&self) -> &[usize] {
         &self.slots[self.head..]
+    }
+}
+
+/// Connection `gone` was removed and `moved` took its index: drop `gone` from `list`, rename
+/// `moved`
+pub(super) fn renumber<const N: usize>(list: &mut Vec<usize, N>, gone: usize, moved: usize) {
+    list.retain(|&i| i != gone);
+    for i in list {
+        if *i == moved {
+            *i = gone;
+        }
     }
 }
 
