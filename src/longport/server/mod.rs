@@ -752,7 +752,7 @@ enum Shutdown {
 /// connection and a login (the unauthenticated counts, the account quota) are `O(PEERS)`, a
 /// `Closed` is `O(PEERS)` at most (the queues are renumbered); session lookups `O(SESSIONS)`.
 /// (A heartbeat from a random one of 1,024 connections, with the drain and `poll_timeout` after
-/// it: about 200 ns, against 8 µs when every call walked every connection; `benches/machines.rs`,
+/// it: 200–350 ns, against 8 µs when every call walked every connection; `benches/machines.rs`,
 /// `lp_server_heartbeat`.) Sessions need no timer, so they do not appear in `poll_timeout`.
 /// Events are derived from per-connection state, so there is no event queue that could
 /// overflow (each connection is queued at most once); their order across connections is the
