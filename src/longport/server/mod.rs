@@ -1686,21 +1686,13 @@ impl<P: Copy + Eq, const PEERS: usize, const SESSIONS: usize> Server<P, PEERS, S
     /// Queue peer `idx` for `poll_transmit` (once)
     #[inline]
     fn mark_tx(&mut self, idx: usize) {
-        let p = &mut self.peers[idx];
-        if !p.tx_queued {
-            p.tx_queued = true;
-            self.tx_ready.push(idx);
-        }
+        self.tx_ready.mark(idx, &mut self.peers[idx].tx_queued);
     }
 
     /// Queue peer `idx` for `poll_event` (once)
     #[inline]
     fn mark_ev(&mut self, idx: usize) {
-        let p = &mut self.peers[idx];
-        if !p.ev_queued {
-            p.ev_queued = true;
-            self.ev_ready.push(idx);
-        }
+        self.ev_ready.mark(idx, &mut self.peers[idx].ev_queued);
     }
 
     /// Peer `idx`'s deadline may have moved earlier: keep `wake` a lower bound of all of them

@@ -50,6 +50,15 @@ impl<const N: usize> Ready<N> {
         let _ = self.slots.push(idx);
     }
 
+    /// Queue `idx` unless its flag says it is queued already; sets the flag
+    #[inline]
+    pub(super) fn mark(&mut self, idx: usize, queued: &mut bool) {
+        if !*queued {
+            *queued = true;
+            self.push(idx);
+        }
+    }
+
     /// Connection `gone` was removed and the last one, `moved`, took its index
     /// (`swap_remove`): forget `gone`'s entry and rename `moved`'s
     pub(super) fn removed(&mut self, gone: usize, moved: usize) {
