@@ -740,9 +740,10 @@ enum Shutdown {
 ///
 /// # Cost
 ///
-/// Memory is fixed by the const generics: on x86_64 a connection slot takes about 740 bytes (the
-/// bounded response, echo, refusal, pong and close slots above, and the rate-limit buckets) and
-/// a session entry about 110, so `Server<u32, 16, 64>` is about 19 KB.
+/// Memory is fixed by the const generics: on x86_64 a connection takes about 760 bytes (its slot:
+/// the bounded response, echo, refusal, pong and close slots above and the rate-limit buckets;
+/// its key and its places in the queues) and a session entry about 110, so
+/// `Server<u32, 16, 64>` is about 20 KB.
 ///
 /// Connections are found by a scan of a key array (`PEERS` keys side by side, a few bytes each,
 /// not the connection slots). `poll_transmit` and `poll_event` take connections from two
