@@ -1712,9 +1712,14 @@ impl<P: Copy + Eq, const PEERS: usize, const SESSIONS: usize> Server<P, PEERS, S
     }
 
     /// The earliest deadline of all connections, exactly (`O(PEERS)`)
-    fn recompute_wake(&mut self) {
+    fn earliest_deadline(&self) -> Option<Instant> {
         let hb = self.config.heartbeat_timeout;
-        self.wake = self.peers.iter().filter_map(|p| p.deadline(hb)).min();
+        self.peers.iter().filter_map(|p| p.deadline(hb)).min()
+    }
+
+    /// Make `wake` the earliest deadline exactly
+    fn recompute_wake(&mut self) {
+        self.wake = self.earliest_deadline();
     }
 
     /// Forget peer `idx` (reported closed); the last peer takes its index
@@ -1768,8 +1773,7 @@ impl<P: Copy + Eq, const PEERS: usize, const SESSIONS: usize> Server<P, PEERS, S
     /// Test builds: `wake` is no later than any connection's deadline
     #[cfg(all(debug_assertions, any(test, feature = "testing")))]
     fn check_wake(&self) {
-        let hb = self.config.heartbeat_timeout;
-        if let Some(d) = self.peers.iter().filter_map(|p| p.deadline(hb)).min() {
+        if let Some(d) = self.earliest_deadline() {
             assert!(self.wake.is_some_and(|w| w <= d), "wake after a deadline");
         }
     }
