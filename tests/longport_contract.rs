@@ -910,10 +910,6 @@ fn line_anchored_mutants_exclusions_still_point_at_their_lines() {
     };
     // (path as written in the exclusion, text the anchored line must contain)
     let anchors = [
-        (
-            "longport/server/mod",
-            "self.protocol_error(idx, ProtocolError::CompressedControl",
-        ),
         ("game/sha256", "let ch = (e & f) ^ (!e & g);"),
         ("game/sha256", "let maj = (a & b) ^ (a & c) ^ (b & c);"),
         ("game/layer", "    Err(Dropped::Malformed)"),

@@ -542,6 +542,9 @@ enum Shutdown {
     Reported,
 }
 
+/// Keys compared at a time when a connection is looked up by key ([`Server::find`])
+const KEY_BLOCK: usize = 16;
+
 /// Sans-IO LongPort server for up to `PEERS` connections (default 16) and `SESSIONS` sessions
 /// (default 64)
 ///
@@ -746,15 +749,19 @@ enum Shutdown {
 /// `Server<u32, 16, 64>` is about 20 KB.
 ///
 /// Connections are found by a scan of a key array (`PEERS` keys side by side, a few bytes each,
-/// not the connection slots). `poll_transmit` and `poll_event` take connections from two
-/// queues of those with a frame or an event, `O(1)` per item; a connection with several frames
-/// hands out one and waits for the others' turn. `poll_timeout` is `O(1)`, and `handle_timeout`
+/// not the connection slots), 16 keys compared at a time once there are 16 or more.
+/// `poll_transmit` and `poll_event` take connections from two queues of those with a frame or
+/// an event, `O(1)` per item; a connection with several frames hands out one and waits for the
+/// others' turn. `poll_timeout` is `O(1)`, and `handle_timeout`
 /// returns at once before the earliest deadline and is `O(PEERS)` when one is due. A new
 /// connection and a login (the unauthenticated counts, the account quota) are `O(PEERS)`, a
-/// `Closed` is `O(PEERS)` at most (the queues are renumbered); session lookups `O(SESSIONS)`.
+/// `Closed` is `O(PEERS)` at most (the queues are renumbered); session lookups `O(SESSIONS)`,
+/// and so is the end of a logged-in connection (its session lets go of it); a connection that
+/// never logged in ends without touching the session table.
 /// (A heartbeat from a random one of 1,024 connections, with the drain and `poll_timeout` after
-/// it: 200–350 ns, against 8 µs when every call walked every connection; `benches/machines.rs`,
-/// `lp_server_heartbeat`.) Sessions need no timer, so they do not appear in `poll_timeout`.
+/// it: 120–155 ns, against 8 µs when every call walked every connection; a connection in and
+/// out beside 1,023 others about 250–290 ns; `benches/machines.rs`, `lp_server_heartbeat` and
+/// `lp_server_churn`.) Sessions need no timer, so they do not appear in `poll_timeout`.
 /// Events are derived from per-connection state, so there is no event queue that could
 /// overflow (each connection is queued at most once); their order across connections is the
 /// order in which they became due.
@@ -1680,8 +1687,35 @@ impl<P: Copy + Eq, const PEERS: usize, const SESSIONS: usize> Server<P, PEERS, S
     // Internals
     // -----------------------------------------------------------------------------------------
 
+    /// Index of the connection with key `peer` (inlined: the small-table scan it was before
+    /// tables of a block or more got their own search)
+    #[inline(always)]
     fn find(&self, peer: P) -> Option<usize> {
-        self.keys.iter().position(|k| *k == peer)
+        if self.keys.len() < KEY_BLOCK {
+            self.keys.iter().position(|k| *k == peer)
+        } else {
+            self.find_in_blocks(peer)
+        }
+    }
+
+    /// [`Server::find`] in a table of a block of keys or more: 16 keys at a time, each block
+    /// compared whole without an early exit (for small keys such as `u32` the compiler uses
+    /// vector instructions); the position is then looked for in the one block that holds the key
+    fn find_in_blocks(&self, peer: P) -> Option<usize> {
+        let keys = &self.keys[..];
+        let mut start = 0;
+        loop {
+            let Some(block) = keys.get(start..start + KEY_BLOCK) else {
+                return keys[start..]
+                    .iter()
+                    .position(|k| *k == peer)
+                    .map(|i| start + i);
+            };
+            if block.iter().fold(false, |hit, k| hit | (*k == peer)) {
+                return block.iter().position(|k| *k == peer).map(|i| start + i);
+            }
+            start += KEY_BLOCK;
+        }
     }
 
     /// Queue peer `idx` for `poll_transmit` (once)
@@ -1768,6 +1802,15 @@ impl<P: Copy + Eq, const PEERS: usize, const SESSIONS: usize> Server<P, PEERS, S
             );
         }
         assert!(self.unauth.iter().all(|&u| u < self.peers.len()));
+        // a session is held only by a live connection whose login was accepted
+        for holder in self.sessions.holders() {
+            assert!(
+                self.peers
+                    .iter()
+                    .any(|p| p.key == holder && p.phase == Phase::Authenticated),
+                "a session held by a connection without a login"
+            );
+        }
     }
 
     /// Test builds: `wake` is no later than any connection's deadline
@@ -1971,12 +2014,14 @@ impl<P: Copy + Eq, const PEERS: usize, const SESSIONS: usize> Server<P, PEERS, S
         let Some(p) = self.peers.get_mut(idx) else {
             return false;
         };
+        let logged_in = p.phase == Phase::Authenticated;
         if !p.begin_close(cause, code, text) {
             return false;
         }
         self.logged_in_or_gone(idx);
-        let key = self.peers[idx].key;
-        self.sessions.detach(key);
+        if logged_in {
+            self.detach_session(idx);
+        }
         match cause {
             CloseCause::Protocol(_) => bump(&mut self.stats.protocol_errors),
             CloseCause::Timeout => bump(&mut self.stats.heartbeat_timeouts),
@@ -1988,16 +2033,26 @@ impl<P: Copy + Eq, const PEERS: usize, const SESSIONS: usize> Server<P, PEERS, S
         true
     }
 
+    /// The session of logged-in peer `idx` loses its live connection (called as it leaves the
+    /// authenticated phase: a connection that never logged in holds no session, so its end
+    /// does not search the session table)
+    fn detach_session(&mut self, idx: usize) {
+        let key = self.peers[idx].key;
+        self.sessions.detach(key);
+    }
+
     /// The transport of peer `idx` is gone: drop its frames, report `cause` unless a close was
     /// under way
     fn transport_gone(&mut self, idx: usize, cause: CloseCause) {
         let Some(p) = self.peers.get_mut(idx) else {
             return;
         };
+        let logged_in = p.phase == Phase::Authenticated;
         if p.transport_gone(cause) {
             self.logged_in_or_gone(idx);
-            let key = self.peers[idx].key;
-            self.sessions.detach(key);
+            if logged_in {
+                self.detach_session(idx);
+            }
             self.mark_ev(idx);
         }
     }
@@ -2042,9 +2097,12 @@ impl<P: Copy + Eq, const PEERS: usize, const SESSIONS: usize> Server<P, PEERS, S
             return Received::consumed(consumed);
         };
         let app = match h.cmd {
+            #[cfg(feature = "gzip")]
             CMD_AUTH | CMD_RECONNECT if h.gzip => {
                 self.compressed_login(idx, h.cmd, request_id, packet.body)
             }
+            #[cfg(not(feature = "gzip"))]
+            CMD_AUTH | CMD_RECONNECT if h.gzip => self.compressed_login_unsupported(idx, h.cmd),
             CMD_AUTH => match AuthRequest::decode(packet.body) {
                 Ok(req) => {
                     self.peers[idx].phase = Phase::Pending(Login::Auth { request_id });
@@ -2129,13 +2187,7 @@ impl<P: Copy + Eq, const PEERS: usize, const SESSIONS: usize> Server<P, PEERS, S
 
     /// Without the `gzip` feature a compressed Auth or Reconnect closes with `UnpackError`
     #[cfg(not(feature = "gzip"))]
-    fn compressed_login<'a>(
-        &mut self,
-        idx: usize,
-        cmd: u8,
-        _request_id: RequestId,
-        _body: &'a [u8],
-    ) -> Option<ServerApp<'a>> {
+    fn compressed_login_unsupported<'a>(&mut self, idx: usize, cmd: u8) -> Option<ServerApp<'a>> {
         self.protocol_error(idx, ProtocolError::CompressedControl { cmd });
         None
     }

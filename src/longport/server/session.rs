@@ -214,6 +214,12 @@ impl<P: Copy + Eq, const N: usize> Sessions<P, N> {
             .map(|s| s.id.as_str())
     }
 
+    /// Every live connection holding a session (test builds: the server's invariant check)
+    #[cfg(all(debug_assertions, any(test, feature = "testing")))]
+    pub(super) fn holders(&self) -> impl Iterator<Item = P> + '_ {
+        self.entries.iter().filter_map(|s| s.peer)
+    }
+
     /// The live connection holding the session with this id
     pub(super) fn holder(&self, id: &str) -> Option<P> {
         self.lookup(id).and_then(|i| self.entries[i].peer)

@@ -2195,3 +2195,121 @@ fn a_login_accepted_moves_the_earliest_deadline_to_the_next_one() {
     );
     assert_eq!(s.poll_timeout(), Some(ms(24_000)));
 }
+
+/// A connection's session lets go of it when it ends, by either side (its transport, a close
+/// by the application): a later connection with the same key holds no session until its own
+/// login, and a Reconnect that presents the session displaces nobody. A connection that
+/// never logged in ends without touching the session table, whose other entries stay held.
+#[test]
+fn an_ended_connection_lets_go_of_its_session_and_its_key_can_be_reused() {
+    let mut s = server();
+    authed(&mut s, ms(0), 1, Transport::Tcp, "s1");
+    authed(&mut s, ms(0), 2, Transport::WebSocket, "s2");
+    assert_eq!(s.session_id(1), Some("s1"));
+    // ended by its transport
+    s.handle_closed(ms(10), 1);
+    assert_closed(&mut s, 1, CloseCause::TransportClosed);
+    // ended by the application
+    s.close(ms(10), 2, CloseCode::ServerShutdown, "bye")
+        .unwrap();
+    let _ = drain(&mut s, ms(10));
+    assert!(matches!(
+        events(&mut s)[..],
+        [ServerEvent::Closed { peer: 2, .. }]
+    ));
+    assert_eq!(s.connections(), 0);
+    assert_eq!(
+        s.session_expires("s1"),
+        Some(FAR),
+        "sessions outlive connections"
+    );
+    assert_eq!(s.session_expires("s2"), Some(FAR));
+
+    // the keys come back for connections that have not logged in
+    for key in [1, 2] {
+        s.handle_connected(ms(20), key, Transport::WebSocket, Source::UNKNOWN)
+            .unwrap();
+        assert_eq!(s.session_id(key), None, "key {key} holds no session");
+    }
+    // key 1 resumes "s2": nobody holds it, so nobody is closed as a duplicate
+    let req = reconnect_req(1, "s2");
+    let r = s.handle_input(ms(21), 1, &req).unwrap();
+    assert!(matches!(
+        r.into_app(),
+        Some(ServerApp::Reconnect {
+            session_id: "s2",
+            ..
+        })
+    ));
+    s.accept_reconnect(ms(21), 1, grant("s3", FAR)).unwrap();
+    let _ = drain(&mut s, ms(21));
+    assert!(matches!(
+        events(&mut s)[..],
+        [ServerEvent::Connected { peer: 1, .. }]
+    ));
+    assert_eq!(s.session_id(1), Some("s3"));
+    assert_eq!(s.stats().duplicates_closed, 0);
+    // key 2 never logs in and goes; key 1 keeps its session
+    s.handle_closed(ms(30), 2);
+    assert_closed(&mut s, 2, CloseCause::TransportClosed);
+    assert_eq!(s.session_id(1), Some("s3"));
+    assert_eq!(s.connections(), 1);
+}
+
+/// Connections are found by key past the first blocks of the key array (it is searched 16 keys
+/// at a time): with 37 connections (two full blocks and five more), each key reaches its own
+/// connection, before and after connections leave from the first block, the middle and the
+/// end (which moves the last ones into their places), and unknown keys reach none
+#[test]
+fn every_key_of_a_large_table_reaches_its_own_connection() {
+    let config = ServerConfig::new()
+        .with_max_unauthenticated(40)
+        .with_max_unauthenticated_per_source(40);
+    let mut s: Server<u32, 40, 4> = Server::with_capacities(config);
+    let key = |i: u32| i.wrapping_mul(0x9e37_79b9) ^ 0x5555;
+    let mut live: StdVec<u32> = (0..37).map(key).collect();
+    for &k in &live {
+        s.handle_connected(ms(0), k, Transport::Tcp, Source::UNKNOWN)
+            .unwrap();
+    }
+    // every other connection sends its handshake: only those have one
+    for (i, &k) in live.iter().enumerate() {
+        if i % 2 == 0 {
+            assert_eq!(
+                s.handle_input(ms(1), k, &[0x11, 0x09])
+                    .unwrap()
+                    .bytes_consumed(),
+                2
+            );
+        }
+    }
+    let shaken: StdVec<u32> = live.iter().copied().step_by(2).collect();
+    let check = |s: &Server<u32, 40, 4>, live: &[u32]| {
+        for &k in live {
+            assert_eq!(
+                s.handshake(k).is_some(),
+                shaken.contains(&k),
+                "key {k:#x} reached another connection"
+            );
+        }
+        for unknown in [0u32, 1, key(37), key(99), u32::MAX] {
+            assert!(s.handshake(unknown).is_none());
+            assert!(!live.contains(&unknown));
+        }
+        assert_eq!(s.connections(), live.len());
+    };
+    check(&s, &live);
+    // leaving: from the first block, the middle, the end
+    for gone in [live[3], live[20], live[36], live[0]] {
+        s.handle_closed(ms(2), gone);
+        let closed: StdVec<_> = core::iter::from_fn(|| s.poll_event()).collect();
+        assert!(matches!(
+            closed[..],
+            [ServerEvent::Closed { peer, .. }] if peer == gone
+        ));
+        live.retain(|&k| k != gone);
+        assert!(s.handshake(gone).is_none());
+        assert!(s.handle_input(ms(2), gone, &[0x11, 0x09]).is_err());
+        check(&s, &live);
+    }
+}
