@@ -1190,16 +1190,13 @@ mod tests {
         let limits = ServerLimits::default()
             .with_outbox(HIGH, 10 * HIGH)
             .with_stall_timeout(STALL);
-        let mut hub = Hub::new(ServerConfig::new(), limits);
-        let level = Rc::new(Cell::new(0));
-        hub.connect(
-            at(0),
-            1,
-            Transport::Tcp,
-            Source::from(std::net::IpAddr::from([127, 0, 0, 1])),
-            Level(level.clone()),
-        )
-        .unwrap();
+        hub_with(ServerConfig::new(), limits)
+    }
+
+    /// The same with this machine configuration and these limits
+    fn hub_with(config: ServerConfig, limits: ServerLimits) -> (Hub<Level, 4, 4>, Rc<Cell<usize>>) {
+        let mut hub = Hub::new(config, limits);
+        let level = another(&mut hub, at(0), 1);
         (hub, level)
     }
 
@@ -1395,12 +1392,7 @@ mod tests {
     #[test]
     fn input_held_by_the_pending_limit_goes_on_with_an_answer() {
         let limits = ServerLimits::default().with_outbox(HIGH, 10 * HIGH);
-        let mut hub: Hub<Level, 4, 4> =
-            Hub::new(ServerConfig::new().with_max_pending_requests(1), limits);
-        let level = Rc::new(Cell::new(0));
-        let source = Source::from(std::net::IpAddr::from([127, 0, 0, 1]));
-        hub.connect(at(0), 1, Transport::Tcp, source, Level(level))
-            .unwrap();
+        let (mut hub, _level) = hub_with(ServerConfig::new().with_max_pending_requests(1), limits);
         log_in(&mut hub, at(1));
         let bytes = requests(20, 3);
         assert_eq!(hub.input_stream(1, &bytes), bytes.len());
@@ -1476,6 +1468,285 @@ mod tests {
         assert_eq!(hub.take_consumed(2), 10 + auth.len() + 2 * MESSAGE_COST);
         assert_eq!(hub.take_consumed(2), 0);
         assert_eq!(hub.room(at(1), 2), max - request.len() - MESSAGE_COST);
+    }
+
+    /// The outbox hard limit (`outbox_max`, 10,000 B here) for frames the application writes
+    /// (`send`): a frame that fills the outbox exactly to the limit goes in; one byte more and
+    /// the connection is dropped at once, without waiting for the stall timeout
+    #[test]
+    fn a_sent_frame_may_fill_the_outbox_to_the_limit_and_not_one_byte_more() {
+        let max = 10 * HIGH;
+        let push = Packet::push(7, b"pushed body");
+        let len = {
+            let (mut h, level) = hub();
+            log_in(&mut h, at(1));
+            let before = level.get();
+            h.send(at(2), 1, &push).unwrap();
+            level.get() - before
+        };
+        assert!(len > 1);
+
+        let (mut h, level) = hub();
+        log_in(&mut h, at(1));
+        level.set(max - len);
+        assert!(h.send(at(2), 1, &push).is_ok());
+        assert_eq!(level.get(), max, "filled to the limit");
+        assert!(
+            h.take_killed().is_empty(),
+            "exactly at the limit is allowed"
+        );
+        assert_eq!(h.stats().peak_outbox, max as u64);
+
+        let (mut h, level) = hub();
+        log_in(&mut h, at(1));
+        level.set(max - len + 1);
+        assert!(matches!(h.send(at(2), 1, &push), Err(SendError::Stalled)));
+        assert_eq!(level.get(), max - len + 1, "the frame was not queued");
+        assert_eq!(h.take_killed(), [1]);
+        assert_eq!(h.stats().stalled, 1);
+
+        // an empty outbox takes no frame longer than the limit either
+        let limits = ServerLimits::default()
+            .with_outbox(1, 1)
+            .with_stall_timeout(STALL);
+        let (mut small, level) = hub_with(ServerConfig::new(), limits);
+        // the login response itself is longer than one byte: the flush drops the connection
+        log_in(&mut small, at(1));
+        assert_eq!(level.get(), 0, "nothing over the limit was queued");
+        assert_eq!(small.take_killed(), [1]);
+    }
+
+    /// The same limit for the machine's own frames (handed out by a flush): the Close push of
+    /// `close` may fill the outbox exactly; one byte more drops the connection
+    #[test]
+    fn a_flushed_frame_may_fill_the_outbox_to_the_limit_and_not_one_byte_more() {
+        let max = 10 * HIGH;
+        let close =
+            |h: &mut Hub<Level, 4, 4>| h.close(at(2), 1, CloseCode::ServerShutdown, "maintenance");
+        let len = {
+            let (mut h, level) = hub();
+            log_in(&mut h, at(1));
+            let before = level.get();
+            close(&mut h).unwrap();
+            level.get() - before
+        };
+        assert!(len > 1, "the Close push went through the flush");
+
+        let (mut h, level) = hub();
+        log_in(&mut h, at(1));
+        level.set(max - len);
+        close(&mut h).unwrap();
+        assert_eq!(level.get(), max);
+        assert!(
+            h.take_killed().is_empty(),
+            "exactly at the limit is allowed"
+        );
+        assert_eq!(h.stats().stalled, 0);
+
+        let (mut h, level) = hub();
+        log_in(&mut h, at(1));
+        level.set(max - len + 1);
+        let _ = close(&mut h);
+        assert_eq!(level.get(), max - len + 1, "the Close push was not queued");
+        assert_eq!(h.take_killed(), [1]);
+        assert_eq!(h.stats().stalled, 1);
+    }
+
+    /// The login packet of `cmd` whose body is `body` encoded and compressed (a stored gzip
+    /// member, as the official Go client flags bodies of 1 KiB and more), behind the TCP
+    /// handshake
+    fn gzip_login<'b, B: tether_net::longport::control::Body<'b>>(cmd: u8, body: &B) -> Vec<u8> {
+        let mut plain = vec![0u8; body.encoded_len()];
+        body.encode(&mut plain).unwrap();
+        let mut gz = vec![0u8; plain.len() + 64];
+        let n = tether_net::longport::gzip::gzip_stored(&plain, &mut gz).unwrap();
+        let mut buf = vec![0u8; n + 64];
+        let len = Packet::request(cmd, RequestId(1), 0, &gz[..n])
+            .with_gzip(true)
+            .emit(&mut buf)
+            .unwrap();
+        let mut bytes = auth_bytes()[..2].to_vec();
+        bytes.extend_from_slice(&buf[..len]);
+        bytes
+    }
+
+    /// Another TCP connection `id`, from 127.0.0.`id`, connected at `now`; its outbox level
+    fn another(h: &mut Hub<Level, 4, 4>, now: Instant, id: u8) -> Rc<Cell<usize>> {
+        let level = Rc::new(Cell::new(0));
+        let source = Source::from(std::net::IpAddr::from([127, 0, 0, id]));
+        h.connect(
+            now,
+            ConnId::from(id),
+            Transport::Tcp,
+            source,
+            Level(level.clone()),
+        )
+        .unwrap();
+        level
+    }
+
+    /// With the feature `gzip`, compressed logins reach the application as ordinary ones: the
+    /// token, the session id, the session's expiry and the metadata, inflated
+    #[cfg(feature = "gzip")]
+    #[test]
+    fn compressed_logins_are_handed_over_inflated() {
+        use tether_net::longport::control::{
+            AuthRequest, Metadata, ReconnectRequest, CMD_AUTH, CMD_RECONNECT,
+        };
+        let pairs = [("accept-language", "en"), ("client", "gz")];
+        let (mut h, _level) = hub();
+        let auth = AuthRequest::new("gz-token", Metadata::from_pairs(&pairs));
+        let bytes = gzip_login(CMD_AUTH, &auth);
+        assert_eq!(h.input_stream(1, &bytes), bytes.len());
+        h.process(at(1));
+        let expected_pairs: Vec<(String, String)> = pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        assert_eq!(
+            h.next_input(),
+            Some(ServerInput::Auth {
+                peer: 1,
+                request_id: RequestId(1),
+                token: "gz-token".to_string(),
+                metadata: expected_pairs.clone(),
+            })
+        );
+        let session = crate::random_session_id();
+        let expires = 4_000_000_000_000;
+        h.accept(at(2), 1, false, Grant::new(session.clone(), expires))
+            .unwrap();
+        assert_eq!(h.server.stats().auths_accepted, 1);
+
+        // a second connection resumes that session with a compressed Reconnect
+        another(&mut h, at(3), 2);
+        let reconnect = ReconnectRequest::new(session.as_str(), Metadata::from_pairs(&pairs[..1]));
+        let bytes = gzip_login(CMD_RECONNECT, &reconnect);
+        assert_eq!(h.input_stream(2, &bytes), bytes.len());
+        h.process(at(4));
+        assert_eq!(
+            h.next_input(),
+            Some(ServerInput::Reconnect {
+                peer: 2,
+                request_id: RequestId(1),
+                session_id: session.as_str().to_string(),
+                expires,
+                metadata: expected_pairs[..1].to_vec(),
+            })
+        );
+        assert_eq!(h.server.stats().compressed_logins, 2);
+        assert_eq!(h.server.stats().auths_rejected, 0);
+        assert_eq!(h.server.stats().reconnects_rejected, 0);
+    }
+
+    /// Without the feature `gzip` (while the machine has it: another crate of the build turned it
+    /// on), compressed logins are refused for the client with status 3 and code 400, and never
+    /// reach the application
+    #[cfg(not(feature = "gzip"))]
+    #[test]
+    fn compressed_logins_the_driver_cannot_read_are_refused() {
+        use tether_net::longport::control::{
+            AuthRequest, Metadata, ReconnectRequest, CMD_AUTH, CMD_RECONNECT,
+        };
+        // feeds a compressed login to connection `id`: refused, nothing for the application
+        let refused = |h: &mut Hub<Level, 4, 4>, level: &Cell<usize>, id, bytes: Vec<u8>| {
+            assert_eq!(h.input_stream(id, &bytes), bytes.len());
+            h.process(at(4));
+            assert_eq!(h.next_input(), None);
+            assert!(level.get() > 0, "the refusal was queued for the client");
+        };
+        let (mut h, level) = hub();
+        let auth = AuthRequest::new("gz-token", Metadata::EMPTY);
+        refused(&mut h, &level, 1, gzip_login(CMD_AUTH, &auth));
+        assert_eq!(h.server.stats().auths_rejected, 1);
+
+        // a Reconnect of a live session, compressed: refused the same way
+        let session = crate::random_session_id();
+        another(&mut h, at(2), 2);
+        let plain = auth_bytes();
+        assert_eq!(h.input_stream(2, &plain), plain.len());
+        h.process(at(2));
+        assert!(matches!(
+            h.next_input(),
+            Some(ServerInput::Auth { peer: 2, .. })
+        ));
+        h.accept(
+            at(2),
+            2,
+            false,
+            Grant::new(session.clone(), 4_000_000_000_000),
+        )
+        .unwrap();
+        let level3 = another(&mut h, at(3), 3);
+        let reconnect = ReconnectRequest::new(session.as_str(), Metadata::EMPTY);
+        refused(&mut h, &level3, 3, gzip_login(CMD_RECONNECT, &reconnect));
+        assert_eq!(h.server.stats().reconnects_rejected, 1);
+        assert_eq!(h.server.stats().compressed_logins, 2);
+    }
+
+    /// A logged-in client's own Response (to a request the application sent) and Push packets
+    /// reach the application whole: command, request id, status, body and gzip flag
+    #[test]
+    fn a_clients_response_and_push_reach_the_application() {
+        let (mut h, _level) = hub();
+        log_in(&mut h, at(1));
+        let mut bytes = Vec::new();
+        let mut buf = [0u8; 64];
+        let n = Packet::response(20, RequestId(77), Status::BadRequest, b"answer")
+            .emit(&mut buf)
+            .unwrap();
+        bytes.extend_from_slice(&buf[..n]);
+        let n = Packet::push(21, b"pushed")
+            .with_gzip(true)
+            .emit(&mut buf)
+            .unwrap();
+        bytes.extend_from_slice(&buf[..n]);
+        assert_eq!(h.input_stream(1, &bytes), bytes.len());
+        h.process(at(2));
+        assert_eq!(
+            h.next_input(),
+            Some(ServerInput::Response {
+                peer: 1,
+                request_id: RequestId(77),
+                cmd: 20,
+                status: Status::BadRequest,
+                body: b"answer".to_vec(),
+                gzip: false,
+            })
+        );
+        assert_eq!(
+            h.next_input(),
+            Some(ServerInput::Push {
+                peer: 1,
+                cmd: 21,
+                body: b"pushed".to_vec(),
+                gzip: true,
+            })
+        );
+        assert_eq!(h.next_input(), None);
+    }
+
+    /// A heartbeat too long for the machine to echo by itself (over `MAX_ECHO_LEN`) is echoed
+    /// by the hub, body and request id unchanged, and never reaches the application
+    #[test]
+    fn a_heartbeat_too_long_for_the_machine_is_echoed_by_the_hub() {
+        use tether_net::longport::control::CMD_HEARTBEAT;
+        use tether_net::longport::MAX_ECHO_LEN;
+        let (mut h, level) = hub();
+        log_in(&mut h, at(1));
+        let before = level.get();
+        let body = vec![7u8; MAX_ECHO_LEN + 1];
+        let mut buf = vec![0u8; 256];
+        let n = Packet::request(CMD_HEARTBEAT, RequestId(42), 0, &body)
+            .emit(&mut buf)
+            .unwrap();
+        assert_eq!(h.input_stream(1, &buf[..n]), n);
+        h.process(at(2));
+        assert_eq!(h.next_input(), None, "not for the application");
+        let echo = Packet::response(CMD_HEARTBEAT, RequestId(42), Status::Success, &body)
+            .emit(&mut buf)
+            .unwrap();
+        assert_eq!(level.get() - before, echo, "the echo went to the outbox");
     }
 
     /// A connection is dropped once: a second kill, or a kill of a connection the hub does not

@@ -19,8 +19,8 @@ use tether_net::longport::{
 };
 use tether_net_drivers::tokio::{
     client_config_with_roots, ClientConnectError, ClientItem, ClientOptions, Listener,
-    LongPortClient, LongPortEvents, PendingResponse, RequestError, ServerItem, ServerLimits,
-    ServerOptions,
+    LongPortClient, LongPortEvents, PendingResponse, RequestError, ServerEvents, ServerItem,
+    ServerLimits, ServerOptions,
 };
 use tokio::time::timeout;
 
@@ -1192,4 +1192,162 @@ async fn the_server_closes_one_connection_with_a_code() {
     bye(&stays).await;
     bye(&gone).await;
     srv.shutdown().await;
+}
+
+/// The next item of the server's event stream, taken through `futures_core::Stream` (within
+/// `STEP`)
+async fn next_server_item(events: &mut ServerEvents) -> Option<ServerItem> {
+    timeout(
+        STEP,
+        std::future::poll_fn(|cx| {
+            futures_core::Stream::poll_next(std::pin::Pin::new(&mut *events), cx)
+        }),
+    )
+    .await
+    .expect("a server item within the step")
+}
+
+/// An application that accepts every Auth and refuses every Reconnect (`reject_reconnect`):
+/// the client hears the refusal with its status and code and the server counts it; the
+/// application reads the server's items as a `futures_core::Stream`
+#[tokio::test]
+async fn a_refused_reconnect_reaches_the_client_with_its_status_and_code() {
+    use tether_net::longport::Status;
+    use tether_net_drivers::random_session_id;
+    use tether_net_drivers::tokio::{Grant, LongPortServer, ServerInput};
+
+    let (server, mut items) = LongPortServer::bind(
+        &[Listener::Tcp(loopback())],
+        ServerConfig::new(),
+        ServerOptions::default(),
+    )
+    .await
+    .unwrap();
+    let url = format!("tcp://{}", server.local_addrs()[0]);
+    let app = server.clone();
+    let (seen_tx, mut seen) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        while let Some(item) = next_server_item(&mut items).await {
+            match &item {
+                ServerItem::Input(ServerInput::Auth { peer, .. }) => {
+                    let grant = Grant::new(random_session_id(), lp::unix_ms() + 3_600_000);
+                    app.accept_auth(*peer, grant).await.unwrap();
+                }
+                ServerItem::Input(ServerInput::Reconnect { peer, .. }) => {
+                    app.reject_reconnect(*peer, Status::Unauthenticated, 40_105, "session gone")
+                        .await
+                        .unwrap();
+                }
+                _ => {}
+            }
+            let _ = seen_tx.send(item);
+        }
+    });
+    let (client, mut events) = logged_in(&url, ClientConfig::tcp(), ClientOptions::default()).await;
+    wait_connected(&mut events, LoginKind::Auth).await;
+    client.drop_transport().await;
+    let e = wait_event(&mut events, "LoginFailed", |e| {
+        matches!(e, ClientEvent::LoginFailed { .. })
+    })
+    .await;
+    assert_eq!(
+        e,
+        ClientEvent::LoginFailed {
+            kind: LoginKind::Reconnect,
+            status: Status::Unauthenticated,
+            code: Some(40_105),
+        }
+    );
+    let stats = server.snapshot().await.unwrap().stats;
+    assert_eq!(
+        (stats.reconnects_rejected, stats.reconnects_accepted),
+        (1, 0)
+    );
+    assert_eq!(stats.auths_accepted, 1);
+    // the refused connection ends on the server with the refusal as its cause
+    let closed = timeout(STEP, async {
+        while let Some(item) = seen.recv().await {
+            if let ServerItem::Event(ServerEvent::Closed { cause, .. }) = item {
+                return Some(cause);
+            }
+        }
+        None
+    })
+    .await
+    .unwrap();
+    assert!(closed.is_some(), "the refused connection was closed");
+    drop(client);
+    timeout(STEP, server.shutdown("done"))
+        .await
+        .unwrap()
+        .unwrap();
+}
+
+/// The server's event channel bounds how far the machine reads ahead of an application that
+/// does not take its items: with room for 2 items, 12 pipelined WebSocket requests stop after a
+/// few (the rest wait in the connection's channel and socket); with the default 64 all 12 are
+/// read. Nothing is lost: once the application reads again, all 12 come in order.
+#[tokio::test]
+async fn the_servers_event_channel_holds_the_machine_back_until_the_application_reads() {
+    use tether_net_drivers::random_session_id;
+    use tether_net_drivers::tokio::{Grant, LongPortServer, ServerInput};
+
+    // the client machine keeps at most 16 requests in flight
+    const N: u8 = 12;
+    for capacity in [None, Some(2)] {
+        let mut options = ServerOptions::default();
+        if let Some(n) = capacity {
+            options = options.with_events_capacity(n);
+        }
+        let (server, mut items) =
+            LongPortServer::bind(&[Listener::Ws(loopback())], ServerConfig::new(), options)
+                .await
+                .unwrap();
+        let url = format!("ws://{}/v2", server.local_addrs()[0]);
+        // the application logs the client in, then stops reading
+        let app = server.clone();
+        let login = tokio::spawn(async move {
+            loop {
+                match next_server_item(&mut items).await {
+                    Some(ServerItem::Input(ServerInput::Auth { peer, .. })) => {
+                        let grant = Grant::new(random_session_id(), lp::unix_ms() + 3_600_000);
+                        app.accept_auth(peer, grant).await.unwrap();
+                    }
+                    Some(ServerItem::Event(ServerEvent::Connected { .. })) => return items,
+                    Some(_) => {}
+                    None => panic!("the server stopped"),
+                }
+            }
+        });
+        let (client, _events) =
+            logged_in(&url, ClientConfig::websocket(), ClientOptions::default()).await;
+        let mut items = timeout(STEP, login).await.unwrap().unwrap();
+        let base = server.snapshot().await.unwrap().stats.packets_received;
+        let pending = silent_requests(&client, N).await;
+        // give the machine time to read whatever it may
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let read = server.snapshot().await.unwrap().stats.packets_received - base;
+        match capacity {
+            None => assert_eq!(read, u64::from(N), "the default channel takes all {N}"),
+            Some(n) => assert!(
+                read <= n as u64 + 2,
+                "{read} requests read with room for {n} items"
+            ),
+        }
+        let mut bodies = Vec::new();
+        while bodies.len() < usize::from(N) {
+            if let Some(ServerItem::Input(ServerInput::Request { body, .. })) =
+                next_server_item(&mut items).await
+            {
+                bodies.push(body[0]);
+            }
+        }
+        assert_eq!(bodies, (0..N).collect::<Vec<u8>>(), "all {N}, in order");
+        drop(pending);
+        bye(&client).await;
+        timeout(STEP, server.shutdown("done"))
+            .await
+            .unwrap()
+            .unwrap();
+    }
 }
