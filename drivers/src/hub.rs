@@ -1270,6 +1270,37 @@ mod tests {
         assert_eq!(hub.take_killed(), [1]);
     }
 
+    /// A frame the application sends that takes the outbox to the high-water mark starts the
+    /// stall clock right there, at the send's time (not at the next flush or tick, which may
+    /// come much later for a connection that sends nothing more); one that leaves it below the
+    /// mark does not
+    #[test]
+    fn an_application_send_that_reaches_the_mark_starts_the_stall_clock_at_once() {
+        let push = Packet::push(7, b"pushed body");
+        let (mut hub, level) = hub();
+        log_in(&mut hub, at(1));
+        let machine_deadline = hub.poll_timeout();
+        let len = {
+            let before = level.get();
+            hub.send(at(2), 1, &push).unwrap();
+            level.get() - before
+        };
+        assert_eq!(
+            hub.poll_timeout(),
+            machine_deadline,
+            "below the mark: no stall clock"
+        );
+        // the next frame ends exactly at the mark
+        level.set(HIGH - len);
+        hub.send(at(3_000), 1, &push).unwrap();
+        assert_eq!(level.get(), HIGH);
+        assert_eq!(hub.poll_timeout(), Some(at(3_000) + STALL));
+        hub.tick(at(3_000) + STALL - Duration::from_millis(1));
+        assert!(hub.take_killed().is_empty());
+        hub.tick(at(3_000) + STALL);
+        assert_eq!(hub.take_killed(), [1]);
+    }
+
     /// An outbox the socket drained below the mark stops the stall clock: a client that reads
     /// slowly but keeps reading is timed from its latest stall, not its first
     #[test]

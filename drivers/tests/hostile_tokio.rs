@@ -501,3 +501,109 @@ async fn a_socket_that_never_logs_in_is_closed_at_the_login_deadline() {
     assert_eq!(snap.stats.auth_timeouts, 1, "{snap:?}");
     srv.server.shutdown("done").await.unwrap();
 }
+
+/// Read raw WebSocket frames of the server (unmasked) until a Close frame; its payload, or
+/// `None` when the stream ended first
+async fn read_until_close(s: &mut tokio::net::TcpStream) -> Option<Vec<u8>> {
+    use tokio::io::AsyncReadExt;
+    loop {
+        let mut h = [0u8; 2];
+        s.read_exact(&mut h).await.ok()?;
+        let len = match h[1] & 0x7F {
+            126 => {
+                let mut l = [0u8; 2];
+                s.read_exact(&mut l).await.ok()?;
+                usize::from(u16::from_be_bytes(l))
+            }
+            127 => panic!("a frame over 64 KiB from the server"),
+            n => usize::from(n),
+        };
+        let mut payload = vec![0u8; len];
+        s.read_exact(&mut payload).await.ok()?;
+        if h[0] & 0x0F == 0x8 {
+            return Some(payload);
+        }
+    }
+}
+
+/// A WebSocket connection the server closes (here: no login within 300 ms) gets a Close frame,
+/// and the server then waits for the client's Close before it ends the TCP connection (RFC 6455
+/// §7.1.1), but no longer than `ServerLimits::close_linger`: a client that answers after 400 ms
+/// sees its socket end right after its answer, one that never answers (an attacker holding
+/// closed connections open) sees it end at the linger
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_websocket_close_waits_for_the_clients_answer_but_no_longer_than_the_linger() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let linger = Duration::from_millis(1500);
+    let srv = TestServer::start(
+        &[Listener::Ws("127.0.0.1:0".parse().unwrap())],
+        ServerConfig::new().with_auth_timeout(Duration::from_millis(300)),
+        ServerOptions::default().with_limits(ServerLimits::default().with_close_linger(linger)),
+    )
+    .await;
+    let (mut answers, mut silent) = (
+        raw_websocket(srv.addrs[0]).await,
+        raw_websocket(srv.addrs[0]).await,
+    );
+    let mut buf = [0u8; 64];
+
+    // the client that answers late
+    let close = timeout(Duration::from_secs(3), read_until_close(&mut answers))
+        .await
+        .expect("no Close frame within 3 s")
+        .expect("the stream ended without a Close frame");
+    let closed_at = std::time::Instant::now();
+    assert!(close.len() >= 2, "a Close frame without a code: {close:?}");
+    let held = timeout(Duration::from_millis(400), answers.read(&mut buf)).await;
+    assert!(
+        held.is_err(),
+        "the server ended the connection before the client could answer its Close: {held:?}"
+    );
+    // a masked Close frame with code 1000
+    let mask = [0x11, 0x22, 0x33, 0x44];
+    let reply = [
+        0x88,
+        0x82,
+        mask[0],
+        mask[1],
+        mask[2],
+        mask[3],
+        0x03 ^ mask[0],
+        0xE8 ^ mask[1],
+    ];
+    answers.write_all(&reply).await.unwrap();
+    let answered = std::time::Instant::now();
+    let ended = timeout(Duration::from_secs(3), async {
+        while matches!(answers.read(&mut buf).await, Ok(n) if n > 0) {}
+    })
+    .await;
+    assert!(ended.is_ok(), "still open 3 s after the client's Close");
+    assert!(
+        answered.elapsed() < Duration::from_secs(1),
+        "the connection ended {:?} after the client's Close, not at once (linger {linger:?})",
+        answered.elapsed()
+    );
+
+    // the client that never answers: its Close went out with the other's
+    let close = timeout(Duration::from_secs(1), read_until_close(&mut silent))
+        .await
+        .expect("no Close frame")
+        .expect("the stream ended without a Close frame");
+    assert!(close.len() >= 2);
+    let ended = timeout(Duration::from_secs(4), async {
+        while matches!(silent.read(&mut buf).await, Ok(n) if n > 0) {}
+    })
+    .await;
+    assert!(
+        ended.is_ok(),
+        "a client that never answers the Close holds its socket"
+    );
+    let held = closed_at.elapsed();
+    assert!(
+        held > linger - Duration::from_millis(200) && held < linger + Duration::from_secs(1),
+        "a silent client's connection ended {held:?} after the Close, linger {linger:?}"
+    );
+    let snap = srv.server.snapshot().await.unwrap();
+    assert_eq!(snap.stats.auth_timeouts, 2, "{snap:?}");
+    srv.server.shutdown("done").await.unwrap();
+}

@@ -1351,3 +1351,59 @@ async fn the_servers_event_channel_holds_the_machine_back_until_the_application_
             .unwrap();
     }
 }
+
+/// A connection whose read credit (`with_max_input`, here 256 bytes) ran out reads on as soon
+/// as the machine has taken the bytes, even when the application answers nothing (no frame is
+/// written to it, the one other thing that wakes its reader): 12 pipelined 100-byte requests
+/// the server never answers all reach the application
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reader_out_of_credit_reads_on_when_the_machine_takes_its_bytes() {
+    use tether_net_drivers::tokio::ServerInput;
+    let limits = ServerLimits::default().with_max_input(256);
+    let srv = TestServer::start(
+        &[Listener::Tcp(loopback())],
+        ServerConfig::new(),
+        ServerOptions::default().with_limits(limits),
+    )
+    .await;
+    let url = format!("tcp://{}", srv.addrs[0]);
+    let (client, _events) = tcp_client(&url).await;
+    let mut pending = Vec::new();
+    for i in 0..12u8 {
+        pending.push(
+            client
+                .send(CMD_SILENT, Duration::ZERO, vec![i; 100])
+                .await
+                .unwrap(),
+        );
+    }
+    let silent = || {
+        srv.log
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|item| {
+                matches!(
+                    item,
+                    ServerItem::Input(ServerInput::Request {
+                        cmd: CMD_SILENT,
+                        ..
+                    })
+                )
+            })
+            .count()
+    };
+    let started = std::time::Instant::now();
+    while silent() < 12 && started.elapsed() < Duration::from_secs(3) {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(
+        silent(),
+        12,
+        "requests the application saw after {:?} (1,440 bytes behind 256 bytes of credit)",
+        started.elapsed()
+    );
+    drop(pending);
+    bye(&client).await;
+    srv.shutdown().await;
+}
