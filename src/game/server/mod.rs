@@ -782,8 +782,13 @@ impl<P: Copy + Eq + Hash, const PEERS: usize, const EVENTS: usize, L: Layer>
             }
             // then the slots those words name: the second dependent load of each key, again
             // started for the whole group before any datagram is handled
-            for ((s, word), (from, _)) in slots.iter_mut().zip(words.iter().copied()).zip(group) {
-                *s = self.peers.slot_of_word(word, from);
+            for (((s, word), h), (from, _)) in slots
+                .iter_mut()
+                .zip(words.iter().copied())
+                .zip(&hashes)
+                .zip(group)
+            {
+                *s = self.peers.slot_near(*h, word, from);
             }
             for ((h, s), (from, data)) in hashes.iter().zip(&slots).zip(group) {
                 // a slot found above is used when it still holds the key (an earlier datagram of
