@@ -780,8 +780,8 @@ impl<P: Copy + Eq + Hash, const PEERS: usize, const EVENTS: usize, L: Layer>
             for (w, h) in words.iter_mut().zip(&hashes) {
                 *w = self.peers.touch(*h);
             }
-            // then the slots those words name: the second dependent load of each key, again
-            // started for the whole group before any datagram is handled
+            // then the slot of each home word, or of the next bucket's if the home tag is another
+            // key's (`slot_near`): each key's second dependent load, started for the whole group
             for (((s, word), h), (from, _)) in slots
                 .iter_mut()
                 .zip(words.iter().copied())
