@@ -328,11 +328,13 @@ mod tests {
         }
         assert!(tx.is_full());
         let c = tx.send(&mut th, &a);
-        assert_eq!((c.sent, c.errors, tx.queued()), (4, 0, 0));
+        assert_eq!((c.sent, c.errors, c.calls, tx.queued()), (4, 0, 1, 0));
+        assert!(!tx.is_full());
         let mut seen = Vec::new();
         while seen.len() < 4 {
             let n = rx.recv(&mut rh, &b, Some(Duration::from_secs(5))).unwrap();
             assert!(n >= 1, "timed out with {seen:?}");
+            assert_eq!((rx.len(), rx.is_empty(), rx.unnamed()), (n, false, 0));
             for i in 0..n {
                 let (from, bytes) = rx.get(i).unwrap();
                 assert_eq!(from, a.local_addr().unwrap());
@@ -345,6 +347,41 @@ mod tests {
             .unwrap();
         assert_eq!(n, 0, "timeout");
         assert!(rx.get(0).is_none() && rx.is_empty());
+    }
+
+    #[test]
+    fn capacities_are_clamped_to_one_and_max_batch() {
+        for (asked, got) in [(0, 1), (1, 1), (5, 5), (MAX_BATCH + 1, MAX_BATCH)] {
+            assert_eq!(RecvBatch::new(asked).capacity(), got);
+            assert_eq!(SendBatch::new(asked).capacity(), got);
+        }
+        let mut tx = SendBatch::new(2);
+        assert!(!tx.is_full() && tx.queue(None, b"x") && !tx.is_full());
+        assert!(tx.queue(None, b"y") && tx.is_full());
+    }
+
+    #[test]
+    fn a_frame_whose_send_fails_is_dropped_and_counted_and_the_rest_go_out() {
+        let a = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let b = UdpSocket::bind("127.0.0.1:0").unwrap();
+        b.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let mut tx = SendBatch::new(4);
+        let mut th = tx.headers();
+        let to_b = Some(b.local_addr().unwrap());
+        // port 0 is no destination: `sendto` fails with EINVAL
+        let nowhere = Some(SocketAddr::from(([127, 0, 0, 1], 0)));
+        for (to, bytes) in [(to_b, b"one"), (nowhere, b"two"), (to_b, b"six")] {
+            assert!(tx.queue(to, bytes));
+        }
+        // the kernel takes "one" and stops at "two"; "two" fails alone and is dropped; "six"
+        // goes in a third call
+        let c = tx.send(&mut th, &a);
+        assert_eq!((c.sent, c.errors, c.calls, tx.queued()), (2, 1, 3, 0));
+        let mut buf = [0u8; 8];
+        for want in [b"one", b"six"] {
+            let n = b.recv(&mut buf).expect("a datagram within 5 s");
+            assert_eq!(&buf[..n], want);
+        }
     }
 
     #[test]
