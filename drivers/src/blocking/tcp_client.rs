@@ -59,6 +59,8 @@ pub struct TcpClient<M: LongPortClient = Client> {
     tokens: Option<TokenSource>,
     dial: bool,
     broken: bool,
+    /// Whole packets may wait in `rx`: a `run` stopped in the middle of a read's bytes
+    unfed: bool,
     backlog: VecDeque<ClientEvent>,
     stats: TcpClientStats,
 }
@@ -110,6 +112,7 @@ impl<M: LongPortClient> TcpClient<M> {
             tokens: None,
             dial: false,
             broken: false,
+            unfed: false,
             backlog: VecDeque::new(),
             stats: TcpClientStats::default(),
         })
@@ -298,6 +301,10 @@ impl<M: LongPortClient> TcpClient<M> {
             if result.is_some() {
                 return Ok(result);
             }
+            if std::mem::take(&mut self.unfed) && self.sock.is_some() {
+                self.feed(&mut f, &mut result)?;
+                continue;
+            }
             let Some(wait) = super::sleep_for(&self.machine, &self.epoch, end) else {
                 return Ok(None);
             };
@@ -369,18 +376,22 @@ impl<M: LongPortClient> TcpClient<M> {
         }
     }
 
-    /// Feed every whole packet in the buffer, draining after each
+    /// Feed every whole packet in the buffer, draining after each, until `f` asks to stop: the
+    /// packets after that one stay in the buffer for the next `run` (their values are borrowed
+    /// from it, so they cannot be kept otherwise)
     fn feed<R>(
         &mut self,
         f: &mut impl for<'a> FnMut(&mut M, Instant, Input<'a, M>) -> Option<R>,
         result: &mut Option<R>,
     ) -> io::Result<()> {
         loop {
+            if result.is_some() {
+                self.unfed = !self.rx.is_empty();
+                return Ok(());
+            }
             let now = self.now();
             let fed = feed_one(&mut self.machine, now, (), &mut self.rx, |m, app| {
-                if result.is_none() {
-                    *result = f(m, now, Input::App((), app));
-                }
+                *result = f(m, now, Input::App((), app));
             });
             match fed {
                 Ok(Fed::Frame) => self.flush(f, result)?,

@@ -1,6 +1,6 @@
 //! The LongPort server over non-blocking `std::net` TCP sockets, one thread
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::fmt;
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream, ToSocketAddrs};
@@ -213,6 +213,8 @@ pub struct TcpServer<const PEERS: usize = 64, const SESSIONS: usize = 256> {
     socks: HashMap<ConnId, Sock>,
     /// Sockets whose connection the machine closed: their outbox drains, then they close
     finishing: Vec<Sock>,
+    /// `Accepted` items not handed out yet (a `run` that stopped early keeps them)
+    accepted: VecDeque<ServerItem>,
     epoch: Epoch,
     next_id: ConnId,
     chunk: Vec<u8>,
@@ -259,6 +261,7 @@ impl<const PEERS: usize, const SESSIONS: usize> TcpServer<PEERS, SESSIONS> {
             hub,
             socks: HashMap::new(),
             finishing: Vec::new(),
+            accepted: VecDeque::new(),
             epoch: Epoch::new(std::time::Instant::now()),
             next_id: 1,
             chunk: std::vec![0; READ_CHUNK],
@@ -319,7 +322,6 @@ impl<const PEERS: usize, const SESSIONS: usize> TcpServer<PEERS, SESSIONS> {
         mut f: impl FnMut(&mut Ctl<'_, PEERS, SESSIONS>, ServerItem) -> Option<R>,
     ) -> io::Result<Option<R>> {
         let end = crate::deadline(limit);
-        let mut accepted: Vec<ServerItem> = Vec::new();
         loop {
             let now = self.now();
             let mut busy = false;
@@ -351,7 +353,7 @@ impl<const PEERS: usize, const SESSIONS: usize> TcpServer<PEERS, SESSIONS> {
                                         eof: false,
                                     },
                                 );
-                                accepted.push(ServerItem::Accepted {
+                                self.accepted.push_back(ServerItem::Accepted {
                                     peer: id,
                                     remote,
                                     transport: Transport::Tcp,
@@ -377,23 +379,15 @@ impl<const PEERS: usize, const SESSIONS: usize> TcpServer<PEERS, SESSIONS> {
             // 2. the machine's work, then the application's
             self.hub.process(now);
             let mut result = None;
-            for item in accepted.drain(..) {
-                if result.is_none() {
-                    result = f(
-                        &mut Ctl {
-                            hub: &mut self.hub,
-                            now,
-                        },
-                        item,
-                    );
-                }
-            }
             while result.is_none() {
-                let item = match self.hub.next_input() {
-                    Some(i) => ServerItem::Input(i),
-                    None => match self.hub.next_event() {
-                        Some(e) => ServerItem::Event(e),
-                        None => break,
+                let item = match self.accepted.pop_front() {
+                    Some(a) => a,
+                    None => match self.hub.next_input() {
+                        Some(i) => ServerItem::Input(i),
+                        None => match self.hub.next_event() {
+                            Some(e) => ServerItem::Event(e),
+                            None => break,
+                        },
                     },
                 };
                 busy = true;
