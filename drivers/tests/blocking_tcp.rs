@@ -646,3 +646,24 @@ fn an_idle_server_sleeps_and_its_run_lasts_the_limit() {
     // a loop that naps 1 ms per idle turn uses a few percent of a core, one that spins all of it
     assert!(cpu < took / 5, "{cpu:?} of CPU in {took:?}");
 }
+
+/// A listener that can no longer accept (shut for reading: `accept` fails with EINVAL) ends
+/// `run` with that error instead of a loop that spins on it or drops it
+#[test]
+fn a_listener_that_fails_for_good_ends_run_with_its_error() {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let fd = std::os::fd::AsRawFd::as_raw_fd(&listener);
+    let mut srv: TcpServer =
+        TcpServer::with_capacities(listener, ServerConfig::new(), ServerLimits::default()).unwrap();
+    assert_eq!(
+        srv.run(Duration::from_millis(10), |_, _| None::<()>)
+            .unwrap(),
+        None
+    );
+    nix::sys::socket::shutdown(fd, nix::sys::socket::Shutdown::Read).unwrap();
+    let r = srv.run(Duration::from_secs(1), |_, _| None::<()>);
+    assert_eq!(
+        r.map_err(|e| e.kind()),
+        Err(std::io::ErrorKind::InvalidInput)
+    );
+}

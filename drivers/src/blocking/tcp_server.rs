@@ -523,3 +523,147 @@ fn write_some(stream: &mut TcpStream, out: &SharedQueue) -> io::Result<bool> {
     }
     Ok(moved)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tether_net::FrameKind;
+
+    const K: usize = 1024;
+
+    /// A connected pair on loopback, the first end non-blocking; with `fill`, written until its
+    /// send buffer and the peer's receive buffer are full (a write now would block)
+    fn pair(fill: bool) -> (TcpStream, TcpStream) {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let a = TcpStream::connect(l.local_addr().unwrap()).unwrap();
+        let (b, _) = l.accept().unwrap();
+        a.set_nonblocking(true).unwrap();
+        let junk = std::vec![0u8; 64 * K];
+        if fill {
+            loop {
+                match (&a).write(&junk) {
+                    Ok(_) => {}
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                    Err(e) => panic!("{e}"),
+                }
+            }
+        }
+        (a, b)
+    }
+
+    fn queue(len: usize, head: usize) -> SharedQueue {
+        let q = SharedQueue::default();
+        {
+            let mut b = q.lock();
+            b.buf = (0..len).map(|i| (i / K) as u8).collect();
+            b.head = head;
+        }
+        q
+    }
+
+    #[test]
+    fn queued_counts_the_bytes_the_socket_has_not_taken() {
+        let mut q = queue(10, 4);
+        assert_eq!(q.queued(), 6);
+        q.push(OutFrame {
+            kind: FrameKind::Stream,
+            bytes: std::vec![9; 5],
+        });
+        assert_eq!(q.queued(), 11);
+        assert_eq!(q.lock().buf[10..], [9; 5]);
+    }
+
+    #[test]
+    fn finish_sets_the_linger_deadline_from_now() {
+        let mut q = SharedQueue::default();
+        assert_eq!(q.lock().finish_by, None);
+        let before = std::time::Instant::now();
+        q.finish(Duration::from_secs(5));
+        let after = std::time::Instant::now();
+        let by = q.lock().finish_by.unwrap();
+        assert!(by >= before + Duration::from_secs(5) && by <= after + Duration::from_secs(5));
+    }
+
+    /// A socket that takes nothing: the queue is kept, and compacted only once more than 64 KiB
+    /// were taken and they are more than half of it
+    #[test]
+    fn a_blocked_write_keeps_the_queue_and_compacts_a_long_taken_head() {
+        let (mut a, _b) = pair(true);
+        for (len, head, compacted) in [
+            (150 * K, 100 * K, true),
+            (100 * K, 64 * K, false),
+            (3000, 2000, false),
+            (200 * K, 100 * K, false),
+            (250 * K, 100 * K, false),
+        ] {
+            let q = queue(len, head);
+            assert!(!write_some(&mut a, &q).unwrap(), "nothing moved");
+            let b = q.lock();
+            let (want_len, want_head) = if compacted {
+                (len - head, 0)
+            } else {
+                (len, head)
+            };
+            assert_eq!((b.buf.len(), b.head), (want_len, want_head), "{len} {head}");
+            assert_eq!(
+                b.buf[b.head],
+                (head / K) as u8,
+                "{len} {head}: the first byte kept"
+            );
+        }
+    }
+
+    #[test]
+    fn a_write_the_socket_takes_empties_the_queue() {
+        let (mut a, mut b) = pair(false);
+        let q = queue(3000, 1000);
+        assert!(write_some(&mut a, &q).unwrap());
+        let left = q.lock();
+        assert_eq!((left.buf.len(), left.head), (0, 0));
+        let mut got = std::vec![0u8; 2000];
+        b.read_exact(&mut got).unwrap();
+        assert_eq!(got, queue(3000, 1000).lock().buf[1000..]);
+    }
+
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn a_write_to_a_reset_connection_is_an_error() {
+        let (mut a, b) = pair(false);
+        // the peer resets: SO_LINGER 0, then close
+        let zero = nix::libc::linger {
+            l_onoff: 1,
+            l_linger: 0,
+        };
+        nix::sys::socket::setsockopt(&b, nix::sys::socket::sockopt::Linger, &zero).unwrap();
+        drop(b);
+        std::thread::sleep(Duration::from_millis(50));
+        let mut err = None;
+        // a first write may still be taken by the kernel; a later one fails
+        for _ in 0..3 {
+            if let Err(e) = write_some(&mut a, &queue(3000, 0)) {
+                err = Some(e.kind());
+                break;
+            }
+        }
+        assert!(
+            matches!(
+                err,
+                Some(io::ErrorKind::ConnectionReset | io::ErrorKind::BrokenPipe)
+            ),
+            "{err:?}"
+        );
+    }
+
+    #[test]
+    fn accept_errors_worth_retrying_are_told_apart() {
+        for (e, transient) in [
+            (io::Error::from_raw_os_error(24), true), // EMFILE
+            (io::ErrorKind::ConnectionAborted.into(), true),
+            (io::ErrorKind::ConnectionReset.into(), true),
+            (io::Error::from_raw_os_error(22), false), // EINVAL: the listener is unusable
+            (io::Error::from_raw_os_error(9), false),  // EBADF
+        ] {
+            assert_eq!(is_transient_accept_error(&e), transient, "{e}");
+        }
+    }
+}
