@@ -62,6 +62,8 @@ pub struct TcpClient<'s, M: LongPortClient, const RX: usize = 2048, const OUT: u
     open: bool,
     dial: bool,
     gone: bool,
+    /// Whole packets may wait in `rx`: a `run` stopped in the middle of a read's bytes
+    unfed: bool,
 }
 
 impl<'s, M: LongPortClient, const RX: usize, const OUT: usize> TcpClient<'s, M, RX, OUT> {
@@ -76,6 +78,7 @@ impl<'s, M: LongPortClient, const RX: usize, const OUT: usize> TcpClient<'s, M, 
             open: false,
             dial: false,
             gone: false,
+            unfed: false,
         }
     }
 
@@ -225,6 +228,12 @@ impl<'s, M: LongPortClient, const RX: usize, const OUT: usize> TcpClient<'s, M, 
             if r.is_some() {
                 return r;
             }
+            if core::mem::take(&mut self.unfed) && self.open {
+                if let Some(r) = self.feed(&mut f).await {
+                    return Some(r);
+                }
+                continue;
+            }
             let wake = super::wake_at(&self.machine, end)?;
             if !self.open {
                 Timer::at(wake).await;
@@ -270,28 +279,34 @@ impl<'s, M: LongPortClient, const RX: usize, const OUT: usize> TcpClient<'s, M, 
         }
     }
 
+    /// Feed every whole packet in `rx`, draining after each, until `f` asks to stop: the
+    /// packets after that one stay in `rx` for the next `run` (their values are borrowed from
+    /// it), the events of that one in the machine
     async fn feed<R>(
         &mut self,
         f: &mut impl for<'a> FnMut(&mut M, Instant, Input<'a, M>) -> Option<R>,
     ) -> Option<R> {
-        let mut result = None;
         loop {
             let t = now();
+            let mut result = None;
             let fed = feed_one(&mut self.machine, t, (), &mut self.rx, |m, app| {
-                if result.is_none() {
-                    result = f(m, t, Input::App((), app));
-                }
+                result = f(m, t, Input::App((), app));
             });
+            if result.is_some() {
+                self.unfed = !self.rx.is_empty();
+                return result;
+            }
             match fed {
                 Ok(Fed::NeedMore(_)) | Err(Error::QueueFull) | Ok(Fed::Frame) => {}
-                Err(_) => return result,
+                Err(_) => return None,
             }
             let stop = matches!(fed, Ok(Fed::NeedMore(_)));
             if let Some(r) = self.flush(f).await {
-                return result.or(Some(r));
+                self.unfed = !self.rx.is_empty();
+                return Some(r);
             }
             if stop || !self.open {
-                return result;
+                return None;
             }
         }
     }
