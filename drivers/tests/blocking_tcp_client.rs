@@ -143,6 +143,8 @@ fn call_returns_its_own_outcome_and_keeps_the_events_it_passes() {
     let srv = Server::start();
     let mut d = logged_in(srv.addr);
     assert!(d.is_open());
+    // the login was written through the drain and counted there
+    assert!(d.stats().bytes_sent > TOKEN.len() as u64, "{:?}", d.stats());
     let unix_ms = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .unwrap()
@@ -166,6 +168,10 @@ fn call_returns_its_own_outcome_and_keeps_the_events_it_passes() {
         d.next_event(Duration::from_secs(1)).unwrap(),
         Some(ClientEvent::RequestTimedOut { id: never })
     );
+    // a request is counted as written at once: an 11-byte header and its body
+    let before = d.stats().bytes_sent;
+    d.request(4, Duration::from_secs(5), &[1; 100]).unwrap();
+    assert_eq!(d.stats().bytes_sent - before, 111);
     // a body larger than the driver's first request buffer (1 KiB)
     let big = vec![0x5a; 8 * 1024];
     assert_eq!(d.call(4, Duration::from_secs(5), &big).unwrap(), big);
