@@ -509,17 +509,21 @@ fn chunks() -> usize {
     (3 * wmem_max / CHUNK).max(192)
 }
 
-#[test]
-fn everything_queued_before_a_close_reaches_a_client_that_reads_late() {
+/// Queue `chunks()` pushes to a client that does not read, close it, run the server for `wait`,
+/// then let the client read: the bytes it got before the end of the stream, the pushes among
+/// them and the Close reason if one came
+fn close_with_linger(
+    linger: Duration,
+    wait: Duration,
+) -> (usize, Vec<(u8, usize)>, Option<String>) {
     let limits = ServerLimits::default()
         .with_outbox(64 * 1024, 16 << 20)
         .with_stall_timeout(Duration::from_secs(60))
-        .with_close_linger(Duration::from_secs(20));
+        .with_close_linger(linger);
     let (mut srv, addr) = server(limits);
     let closing = login_push_close(&mut srv, addr, chunks(), CHUNK).unwrap();
     // the connection is closed for the machine; its socket lingers with the outbox
-    srv.run(Duration::from_millis(300), |_, _| None::<()>)
-        .unwrap();
+    srv.run(wait, |_, _| None::<()>).unwrap();
     assert_eq!(srv.connections(), 0);
     closing.go.send(()).unwrap();
     let started = StdInstant::now();
@@ -529,8 +533,15 @@ fn everything_queued_before_a_close_reaches_a_client_that_reads_late() {
     }
     let got = closing.client.join().unwrap();
     let (pushes, close) = packets(&got);
+    (got.len(), pushes, close)
+}
+
+#[test]
+fn everything_queued_before_a_close_reaches_a_client_that_reads_late() {
+    let (bytes, pushes, close) =
+        close_with_linger(Duration::from_secs(20), Duration::from_millis(300));
     let want: Vec<(u8, usize)> = (0..chunks()).map(|i| (i as u8, CHUNK)).collect();
-    assert_eq!(pushes.len(), chunks(), "{} bytes", got.len());
+    assert_eq!(pushes.len(), chunks(), "{bytes} bytes");
     assert_eq!(pushes, want);
     let close = close.expect("the Close came after the pushes");
     assert!(close.contains("the end"), "{close:?}");
@@ -538,26 +549,11 @@ fn everything_queued_before_a_close_reaches_a_client_that_reads_late() {
 
 #[test]
 fn a_client_that_never_reads_its_close_is_cut_off_after_the_linger() {
-    let limits = ServerLimits::default()
-        .with_outbox(64 * 1024, 16 << 20)
-        .with_stall_timeout(Duration::from_secs(60))
-        .with_close_linger(Duration::from_millis(500));
-    let (mut srv, addr) = server(limits);
-    let closing = login_push_close(&mut srv, addr, chunks(), CHUNK).unwrap();
     // past the linger the socket is shut with most of the outbox unsent
-    srv.run(Duration::from_millis(1500), |_, _| None::<()>)
-        .unwrap();
-    closing.go.send(()).unwrap();
-    let started = StdInstant::now();
-    while !closing.client.is_finished() && started.elapsed() < Duration::from_secs(20) {
-        srv.run(Duration::from_millis(10), |_, _| None::<()>)
-            .unwrap();
-    }
-    let got = closing.client.join().unwrap();
-    let (pushes, close) = packets(&got);
+    let (bytes, pushes, close) =
+        close_with_linger(Duration::from_millis(500), Duration::from_millis(1500));
     eprintln!(
-        "the client got {} of {} bytes before the end of the stream",
-        got.len(),
+        "the client got {bytes} of {} bytes before the end of the stream",
         chunks() * CHUNK
     );
     assert!(
