@@ -270,8 +270,8 @@ impl<M: LongPortClient> TcpClient<M> {
     /// Run the loop for at most `limit`, handing every event and application value to `f`
     ///
     /// `f` may issue commands on the machine it is given. Returns `Some(r)` as soon as `f`
-    /// returns `Some(r)` (events already queued then are kept for the next call), `None` when
-    /// `limit` elapsed.
+    /// returns `Some(r)` (events already queued then, and packets already read but not yet
+    /// fed, are kept for the next call), `None` when `limit` elapsed.
     ///
     /// # Errors
     /// Machine errors other than `QueueFull`. Socket errors are transport losses, reported to

@@ -616,6 +616,7 @@ mod tests {
     #[test]
     fn a_write_the_socket_takes_empties_the_queue() {
         let (mut a, mut b) = pair(false);
+        b.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
         let q = queue(3000, 1000);
         assert!(write_some(&mut a, &q).unwrap());
         let left = q.lock();

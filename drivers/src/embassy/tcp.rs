@@ -201,7 +201,8 @@ impl<'s, M: LongPortClient, const RX: usize, const OUT: usize> TcpClient<'s, M, 
     }
 
     /// Run the loop for at most `limit`, handing every event and application value to `f`;
-    /// `Some(r)` as soon as `f` returns it, `None` when `limit` elapsed
+    /// `Some(r)` as soon as `f` returns it (events queued then wait in the machine, packets
+    /// already read in the receive buffer, for the next call), `None` when `limit` elapsed
     pub async fn run<R>(
         &mut self,
         limit: Duration,
