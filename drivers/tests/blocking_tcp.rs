@@ -7,6 +7,8 @@
 
 #[path = "support/attack.rs"]
 mod attack;
+#[path = "support/blocking_lp.rs"]
+mod blocking_lp;
 #[path = "support/echo.rs"]
 mod echo;
 
@@ -14,28 +16,22 @@ use std::io::Read;
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::sync::mpsc;
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant as StdInstant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant as StdInstant};
+
+use blocking_lp::{client, logged_in, server, unix_ms, until};
 
 use tether_net::longport::wire::Packet;
 use tether_net::longport::{
-    Client, ClientApp, ClientConfig, ClientEvent, CloseCause, CloseCode, Credentials, Error,
-    LoginKind, ServerConfig, ServerEvent, Status,
+    ClientApp, ClientEvent, CloseCause, CloseCode, Error, LoginKind, ServerConfig, ServerEvent,
+    Status,
 };
 use tether_net_drivers::blocking::{
-    ConnId, Ctl, Input, ServerInput, ServerItem, ServerLimits, TcpClient, TcpServer,
+    ConnId, Ctl, Input, ServerInput, ServerItem, ServerLimits, TcpServer,
 };
 
 const TOKEN: &str = "blocking-tcp-test";
 
-fn server(limits: ServerLimits) -> (TcpServer, SocketAddr) {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = listener.local_addr().unwrap();
-    let s = TcpServer::with_capacities(listener, ServerConfig::new(), limits).unwrap();
-    (s, addr)
-}
-
-/// Turn the server in 10 ms steps with `policy` until `client` finished (at most 15 s), then
-/// the client's result
+/// Turn the server in 10 ms steps with `policy` until `client` finished (at most 15 s)
 fn drive<T>(
     server: &mut TcpServer,
     client: &JoinHandle<T>,
@@ -50,35 +46,6 @@ fn drive<T>(
             })
             .unwrap();
     }
-}
-
-/// A client that reconnects fast (10 ms back-off)
-fn client(addr: SocketAddr, token: &str) -> TcpClient {
-    let config = ClientConfig::tcp()
-        .with_reconnect_backoff(Duration::from_millis(10), Duration::from_secs(1));
-    let mut d = TcpClient::new(Client::new(config), addr).unwrap();
-    d.command(|c, now| c.connect(now, Credentials::new(token)))
-        .unwrap();
-    d
-}
-
-/// Run the client until `f` returns `Some` (at most 10 s)
-fn until<R>(
-    d: &mut TcpClient,
-    mut f: impl for<'a> FnMut(Input<'a, Client>) -> Option<R>,
-) -> Option<R> {
-    d.run(Duration::from_secs(10), |_, _, i| f(i)).unwrap()
-}
-
-fn logged_in(d: &mut TcpClient) {
-    let up = until(d, |i| match i {
-        Input::Event(ClientEvent::Connected { .. }) => Some(true),
-        Input::Event(ClientEvent::LoginFailed { .. } | ClientEvent::Disconnected { .. }) => {
-            Some(false)
-        }
-        _ => None,
-    });
-    assert_eq!(up, Some(true), "the login succeeded");
 }
 
 /// Three clients connect before the server's first turn: it accepts all three in that turn, and
@@ -169,10 +136,7 @@ fn a_push_reaches_the_client_and_ctl_tells_the_time_and_the_wall_clock() {
     while !c.is_finished() && started.elapsed() < Duration::from_secs(15) {
         srv.run(Duration::from_millis(10), |ctl, item| {
             if let ServerItem::Event(ServerEvent::Connected { peer, .. }) = item {
-                let unix_ms = SystemTime::now()
-                    .duration_since(UNIX_EPOCH)
-                    .unwrap()
-                    .as_millis() as i64;
+                let unix_ms = unix_ms();
                 seen.push((ctl.now(), ctl.wall_clock_ms(), unix_ms, format!("{ctl:?}")));
                 ctl.push(peer, 42, b"news").unwrap();
                 ctl.push(peer, 43, b"more news").unwrap();

@@ -4,6 +4,8 @@
 //! answers a refused login, read timeouts are not losses, a closed client closes its socket, and
 //! the counters count
 
+#[path = "support/blocking_lp.rs"]
+mod blocking_lp;
 #[path = "support/echo.rs"]
 mod echo;
 
@@ -12,15 +14,12 @@ use std::net::{SocketAddr, TcpListener};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{mpsc, Arc, Mutex};
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant as StdInstant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant as StdInstant};
 
 use tether_net::longport::{
-    Client, ClientConfig, ClientEvent, CloseCause, Credentials, LoginKind, ServerConfig,
-    ServerEvent, Status,
+    Client, ClientConfig, ClientEvent, CloseCause, Credentials, LoginKind, ServerEvent, Status,
 };
-use tether_net_drivers::blocking::{
-    Ctl, Input, ServerInput, ServerItem, ServerLimits, TcpClient, TcpServer,
-};
+use tether_net_drivers::blocking::{Ctl, Input, ServerInput, ServerItem, ServerLimits, TcpClient};
 
 const TOKEN: &str = "blocking-tcp-client-test";
 
@@ -69,11 +68,7 @@ fn policy(ctl: &mut Ctl<'_, 64, 256>, item: ServerItem, held: &mut Vec<Held>) {
 
 impl Server {
     fn start() -> Server {
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        let addr = listener.local_addr().unwrap();
-        let mut srv: TcpServer =
-            TcpServer::with_capacities(listener, ServerConfig::new(), ServerLimits::default())
-                .unwrap();
+        let (mut srv, addr) = blocking_lp::server(ServerLimits::default());
         let events = Arc::new(Mutex::new(Vec::new()));
         let stop = Arc::new(AtomicBool::new(false));
         let (e, s) = (events.clone(), stop.clone());
@@ -121,20 +116,10 @@ impl Drop for Server {
     }
 }
 
+/// A client logged in to `addr` with `TOKEN`
 fn logged_in(addr: SocketAddr) -> TcpClient {
-    let mut d = TcpClient::new(Client::new(ClientConfig::tcp()), addr).unwrap();
-    d.command(|c, now| c.connect(now, Credentials::new(TOKEN)))
-        .unwrap();
-    let up = d
-        .run(Duration::from_secs(10), |_, _, i| match i {
-            Input::Event(e @ ClientEvent::Connected { .. }) => Some(Ok(e)),
-            Input::Event(
-                e @ (ClientEvent::LoginFailed { .. } | ClientEvent::Disconnected { .. }),
-            ) => Some(Err(e)),
-            _ => None,
-        })
-        .unwrap();
-    assert!(matches!(up, Some(Ok(_))), "no login: {up:?}");
+    let mut d = blocking_lp::client(addr, TOKEN);
+    blocking_lp::logged_in(&mut d);
     d
 }
 
@@ -145,10 +130,7 @@ fn call_returns_its_own_outcome_and_keeps_the_events_it_passes() {
     assert!(d.is_open());
     // the login was written through the drain and counted there
     assert!(d.stats().bytes_sent > TOKEN.len() as u64, "{:?}", d.stats());
-    let unix_ms = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_millis() as i64;
+    let unix_ms = blocking_lp::unix_ms();
     let wall = d.machine().wall_clock_ms(d.now()).unwrap();
     assert!(
         (wall - unix_ms).abs() < 2_000,
