@@ -211,14 +211,6 @@ impl<'s, M: LongPortClient, const RX: usize, const OUT: usize> TcpClient<'s, M, 
         let end = embassy_time::Instant::now() + limit;
         loop {
             let r = self.flush(&mut f).await;
-            if self.gone {
-                self.gone = false;
-                if self.open {
-                    self.sock.abort();
-                    self.open = false;
-                }
-                self.rx.clear();
-            }
             if self.dial {
                 self.dial = false;
                 self.open_transport().await;
@@ -312,8 +304,25 @@ impl<'s, M: LongPortClient, const RX: usize, const OUT: usize> TcpClient<'s, M, 
         }
     }
 
-    /// Step 2, awaited: frames to the socket, events to the driver's housekeeping, then to `f`
+    /// Step 2, awaited: frames to the socket, events to the driver's housekeeping, then to `f`;
+    /// a connection the machine is finished with (`Disconnected`, `Closed`, a failed write) is
+    /// closed before this returns, also when `f` stopped the run at that event
     async fn flush<R>(
+        &mut self,
+        f: &mut impl for<'a> FnMut(&mut M, Instant, Input<'a, M>) -> Option<R>,
+    ) -> Option<R> {
+        let r = self.flush_events(f).await;
+        if core::mem::take(&mut self.gone) {
+            if self.open {
+                self.sock.abort();
+                self.open = false;
+            }
+            self.rx.clear();
+        }
+        r
+    }
+
+    async fn flush_events<R>(
         &mut self,
         f: &mut impl for<'a> FnMut(&mut M, Instant, Input<'a, M>) -> Option<R>,
     ) -> Option<R> {
