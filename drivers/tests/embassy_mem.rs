@@ -501,7 +501,18 @@ fn a_refused_login_is_login_failed() {
     with_server(script.clone(), async |stack| {
         let mut b = TcpBuffers::new();
         let mut d = client(stack, &mut b, "wrong token");
-        let evs = events_until(&mut d, |e| matches!(e, ClientEvent::LoginFailed { .. })).await;
+        // through `next_event`: ConnectTransport first, then the refusal
+        let mut evs = Vec::new();
+        while let Some(e) = d.next_event(LIMIT).await {
+            evs.push(e);
+            if matches!(e, ClientEvent::LoginFailed { .. }) {
+                break;
+            }
+        }
+        assert!(
+            matches!(evs.first(), Some(ClientEvent::ConnectTransport { .. })),
+            "{evs:?}"
+        );
         assert!(
             matches!(
                 evs.last(),
@@ -764,5 +775,146 @@ fn sends_that_fail_are_counted() {
         c.command(|c, t| c.connect(t)).unwrap();
         assert_eq!(c.next_event(Duration::from_millis(200)).await, None);
         assert!(c.send_errors() >= 1, "{}", c.send_errors());
+    });
+}
+
+/// Why [`Picky`] refuses an input
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum PickyError {
+    QueueFull,
+    Broken,
+}
+
+impl tether_net_drivers::QueueFull for PickyError {
+    fn is_queue_full(&self) -> bool {
+        *self == PickyError::QueueFull
+    }
+}
+
+/// A datagram server machine that refuses every datagram once with `QueueFull` (as a machine
+/// whose event queue is full does) and takes it when fed again: its bytes are the application
+/// value, an event names its length, and a reply "re:" + bytes goes back to the sender;
+/// `broken` is refused with another error
+#[derive(Default)]
+struct Picky {
+    refused: bool,
+    refusals: u32,
+    events: VecDeque<usize>,
+    replies: VecDeque<(IpEndpoint, Vec<u8>)>,
+}
+
+impl tether_net::Machine for Picky {
+    type Peer = IpEndpoint;
+    type Event = usize;
+    type App<'a> = &'a [u8];
+    type Error = PickyError;
+
+    fn handle_input<'a>(
+        &mut self,
+        _now: tether_net::Instant,
+        from: IpEndpoint,
+        data: &'a [u8],
+    ) -> Result<tether_net::Received<&'a [u8]>, PickyError> {
+        if data == b"broken" {
+            return Err(PickyError::Broken);
+        }
+        if !self.refused {
+            self.refused = true;
+            self.refusals += 1;
+            return Err(PickyError::QueueFull);
+        }
+        self.refused = false;
+        self.events.push_back(data.len());
+        self.replies.push_back((from, [b"re:", data].concat()));
+        Ok(tether_net::Received::with_app(data.len(), data))
+    }
+
+    fn handle_timeout(&mut self, _now: tether_net::Instant) {}
+
+    fn poll_transmit(
+        &mut self,
+        _now: tether_net::Instant,
+        buf: &mut [u8],
+    ) -> Result<Option<tether_net::Transmit<IpEndpoint>>, tether_net::BufferTooSmall> {
+        let Some((to, bytes)) = self.replies.pop_front() else {
+            return Ok(None);
+        };
+        buf[..bytes.len()].copy_from_slice(&bytes);
+        Ok(Some(tether_net::Transmit {
+            to,
+            len: bytes.len(),
+            kind: tether_net::FrameKind::Datagram,
+        }))
+    }
+
+    fn poll_event(&mut self) -> Option<usize> {
+        self.events.pop_front()
+    }
+
+    fn poll_timeout(&self) -> Option<tether_net::Instant> {
+        None
+    }
+}
+
+#[test]
+fn a_queue_full_refusal_is_fed_again_and_a_server_replies_to_each_sender() {
+    let (mut host, mut device) = (mem::Resources::new(), mem::Resources::new());
+    let ((hs, hr), (ds, dr), _link) = mem::pair(&mut host, &mut device);
+    mem::run(hr, dr, async move {
+        let (mut rm, mut tm) = ([PacketMetadata::EMPTY; 8], [PacketMetadata::EMPTY; 8]);
+        let (mut rb, mut tb) = ([0u8; 2048], [0u8; 2048]);
+        let mut sock = UdpSocket::new(ds, &mut rm, &mut rb, &mut tm, &mut tb);
+        sock.bind(GAME_PORT).unwrap();
+        // `remote` is not used by a server: replies go to each datagram's sender
+        let unused = IpEndpoint::new(mem::HOST.into(), 1);
+        let mut d = UdpDriver::new(sock, unused, Picky::default());
+        let (mut hm, mut htm) = ([PacketMetadata::EMPTY; 8], [PacketMetadata::EMPTY; 8]);
+        let (mut hb, mut htb) = ([0u8; 2048], [0u8; 2048]);
+        let mut peer = UdpSocket::new(hs, &mut hm, &mut hb, &mut htm, &mut htb);
+        peer.bind(9100).unwrap();
+        let to = IpEndpoint::new(mem::DEVICE.into(), GAME_PORT);
+        for m in [&b"one"[..], b"broken", b"two", b"three"] {
+            peer.send_to(m, to).await.unwrap();
+        }
+        let mut seen = Vec::new();
+        let r = d
+            .run(Duration::from_millis(300), |_, _, i| {
+                seen.push(match i {
+                    Input::App(from, app) => {
+                        assert_eq!(from, IpEndpoint::new(mem::HOST.into(), 9100));
+                        format!("app {}", String::from_utf8_lossy(app))
+                    }
+                    Input::Event(n) => format!("event {n}"),
+                });
+                None::<()>
+            })
+            .await;
+        assert_eq!(r, None);
+        // each once, in order, after one refusal each; `broken` dropped, the loop went on
+        assert_eq!(
+            seen,
+            [
+                "app one",
+                "event 3",
+                "app two",
+                "event 3",
+                "app three",
+                "event 5"
+            ]
+        );
+        assert_eq!(d.machine().refusals, 3);
+        let mut buf = [0u8; 64];
+        for want in [&b"re:one"[..], b"re:two", b"re:three"] {
+            let (n, meta) = with_timeout(LIMIT, peer.recv_from(&mut buf))
+                .await
+                .expect("no reply")
+                .unwrap();
+            assert_eq!(&buf[..n], want);
+            assert_eq!(meta.endpoint, to);
+        }
+        // `next_event` hands out the next event and stops there
+        peer.send_to(b"four", to).await.unwrap();
+        assert_eq!(d.next_event(LIMIT).await, Some(4));
+        assert_eq!(d.send_errors(), 0);
     });
 }

@@ -155,7 +155,9 @@ impl<'s, M: LongPortClient, const RX: usize, const OUT: usize> TcpClient<'s, M, 
             .map_err(CallError::Refused)?;
         let outcome = self
             .run(
-                Duration::from_secs(30 * 24 * 3600),
+                // no limit of its own: the request's timeout ends it (136 years, still far from
+                // overflowing `embassy_time::Instant` when added to now)
+                Duration::from_secs(u32::MAX as u64),
                 |_, _, input| match input {
                     Input::App(
                         _,
