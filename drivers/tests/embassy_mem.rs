@@ -46,6 +46,8 @@ enum Cmd {
     /// Reset the connection (RST) as a crashed server would
     Drop,
     Close(CloseCode, &'static str),
+    /// Write these bytes as they are (a hostile or broken server)
+    Raw(Vec<u8>),
 }
 
 /// The server's script and log, shared with the test
@@ -59,6 +61,8 @@ struct Script {
     accepted: u32,
     /// (cmd, body) of every request
     requests: Vec<(u8, Vec<u8>)>,
+    /// Read nothing from the clients and answer nothing (a server that hangs after accepting)
+    silent: bool,
 }
 
 type Shared = Rc<RefCell<Script>>;
@@ -95,6 +99,7 @@ async fn serve(stack: Stack<'_>, script: Shared) -> ! {
                     Cmd::Push(c, b) => after.push((c, b)),
                     Cmd::Drop => reset = true,
                     Cmd::Close(code, reason) => srv.close(t, peer, code, reason).unwrap(),
+                    Cmd::Raw(bytes) => wire.extend_from_slice(&bytes),
                 }
             }
             held.retain(|(cmd, id, body, at)| {
@@ -107,6 +112,9 @@ async fn serve(stack: Stack<'_>, script: Shared) -> ! {
                 }
                 !due
             });
+            if script.borrow().silent {
+                inbuf.clear();
+            }
             while let Ok(r) = srv.handle_input(t, peer, &inbuf) {
                 let n = r.bytes_consumed();
                 match r.app() {
@@ -917,4 +925,66 @@ fn a_queue_full_refusal_is_fed_again_and_a_server_replies_to_each_sender() {
         assert_eq!(d.next_event(LIMIT).await, Some(4));
         assert_eq!(d.send_errors(), 0);
     });
+}
+
+#[test]
+fn garbage_from_the_server_is_a_protocol_error_and_the_socket_is_closed_at_once() {
+    let script = Shared::default();
+    let s2 = script.clone();
+    with_server(script.clone(), async move |stack| {
+        let mut b = TcpBuffers::new();
+        let mut d = client(stack, &mut b, TOKEN);
+        logged_in(&mut d, LoginKind::Auth).await;
+        // a packet header with a reserved type (0) and junk behind it
+        s2.borrow_mut().cmds.push_back(Cmd::Raw(vec![0x00; 64]));
+        let evs = events_until(&mut d, |e| matches!(e, ClientEvent::Disconnected { .. })).await;
+        assert!(
+            matches!(
+                evs.last(),
+                Some(ClientEvent::Disconnected {
+                    cause: CloseCause::Protocol(_)
+                })
+            ),
+            "{evs:?}"
+        );
+        assert!(!d.is_open(), "the socket outlived the protocol error");
+        // a fresh connection logs in again (the junk is not carried over)
+        logged_in(&mut d, LoginKind::Reconnect).await;
+    });
+    assert_eq!(script.borrow().accepted, 2);
+}
+
+#[test]
+fn a_server_that_accepts_and_never_answers_is_left_at_the_login_timeout() {
+    let script = Shared::default();
+    script.borrow_mut().silent = true;
+    with_server(script.clone(), async |stack| {
+        let mut b = TcpBuffers::new();
+        let config = config().with_auth_timeout(StdDuration::from_millis(300));
+        let mut d: Lp<'_> = client_to(stack, &mut b, server_endpoint(), config, TOKEN);
+        let t0 = Instant::now();
+        let evs = events_until(&mut d, |e| matches!(e, ClientEvent::Disconnected { .. })).await;
+        assert!(
+            matches!(
+                evs.last(),
+                Some(ClientEvent::Disconnected {
+                    cause: CloseCause::LoginTimeout
+                })
+            ),
+            "{evs:?}"
+        );
+        assert!(Instant::now() - t0 < Duration::from_secs(3));
+        assert!(!d.is_open());
+        // it dials again: the server sees a second connection
+        events_until(&mut d, |e| {
+            matches!(e, ClientEvent::ConnectTransport { .. })
+        })
+        .await;
+        d.next_event(Duration::from_millis(100)).await;
+    });
+    assert!(
+        script.borrow().accepted >= 2,
+        "{}",
+        script.borrow().accepted
+    );
 }
