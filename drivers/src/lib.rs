@@ -95,9 +95,12 @@ pub fn random_session_id() -> tether_net::longport::SessionId {
 #[cfg(feature = "blocking")]
 pub(crate) fn deadline(limit: core::time::Duration) -> std::time::Instant {
     let now = std::time::Instant::now();
-    now.checked_add(limit)
-        .unwrap_or_else(|| now + core::time::Duration::from_secs(365 * 24 * 3600))
+    now.checked_add(limit).unwrap_or_else(|| now + YEAR)
 }
+
+/// What [`deadline`] gives an absurd limit: 365 days
+#[cfg(feature = "blocking")]
+const YEAR: core::time::Duration = core::time::Duration::from_secs(31_536_000);
 
 /// Tells the backpressure refusal apart from the other errors of a machine
 ///
@@ -117,5 +120,57 @@ impl QueueFull for tether_net::game::Error {
 impl QueueFull for tether_net::longport::Error {
     fn is_queue_full(&self) -> bool {
         matches!(self, tether_net::longport::Error::QueueFull)
+    }
+}
+
+#[cfg(all(test, feature = "std"))]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_input_shows_what_it_holds() {
+        use tether_net::longport::{Client, ClientApp, ClientEvent};
+        let e: Input<'_, Client> = Input::Event(ClientEvent::TokenNeeded);
+        assert_eq!(format!("{e:?}"), "Event(TokenNeeded)");
+        let a: Input<'_, Client> = Input::App(
+            (),
+            ClientApp::Push {
+                cmd: 9,
+                body: b"x",
+                gzip: false,
+            },
+        );
+        assert_eq!(
+            format!("{a:?}"),
+            "App((), Push { cmd: 9, body: [120], gzip: false })"
+        );
+    }
+
+    #[test]
+    fn only_queue_full_is_queue_full() {
+        assert!(tether_net::game::Error::QueueFull.is_queue_full());
+        assert!(!tether_net::game::Error::Closed.is_queue_full());
+        assert!(tether_net::longport::Error::QueueFull.is_queue_full());
+        assert!(!tether_net::longport::Error::Closed.is_queue_full());
+    }
+
+    #[cfg(feature = "blocking")]
+    #[test]
+    fn a_deadline_is_the_limit_from_now_or_a_year_for_absurd_limits() {
+        let before = std::time::Instant::now();
+        let d = deadline(core::time::Duration::from_secs(5));
+        let after = std::time::Instant::now();
+        assert!(d >= before + core::time::Duration::from_secs(5));
+        assert!(d <= after + core::time::Duration::from_secs(5));
+        let far = deadline(core::time::Duration::MAX);
+        assert!(far >= before + YEAR && far <= std::time::Instant::now() + YEAR);
+        assert_eq!(YEAR.as_secs(), 365 * 24 * 3600);
+    }
+
+    #[test]
+    fn session_ids_are_random() {
+        let (a, b) = (random_session_id(), random_session_id());
+        assert_eq!(a.as_str().len(), 32);
+        assert_ne!(a.as_str(), b.as_str());
     }
 }

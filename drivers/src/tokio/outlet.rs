@@ -84,3 +84,76 @@ impl<T> Outlet<T> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn runtime() -> tokio::runtime::Runtime {
+        tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap()
+    }
+
+    #[test]
+    fn items_beyond_the_channel_wait_in_order_and_the_backlog_has_a_bound() {
+        let (tx, mut rx) = mpsc::channel(2);
+        let mut o = Outlet::new(tx);
+        o.push(1);
+        o.push(2);
+        assert!(!o.congested(), "the channel held both");
+        o.push(3);
+        assert!(o.congested());
+        for i in 4..(3 + BACKLOG as i32 - 1) {
+            o.push(i);
+            assert!(!o.saturated(), "{i}");
+        }
+        o.push(100);
+        assert!(o.saturated(), "{BACKLOG} items in the backlog");
+        // the consumer reads: the backlog goes out in order, one item per delivery
+        assert_eq!(rx.try_recv(), Ok(1));
+        runtime().block_on(o.deliver());
+        assert!(!o.saturated());
+        assert_eq!(rx.try_recv(), Ok(2));
+        assert_eq!(rx.try_recv(), Ok(3));
+        assert_eq!(rx.try_recv().ok(), None);
+        // an item pushed while others wait goes behind them, even with room in the channel
+        o.push(200);
+        runtime().block_on(o.deliver());
+        assert_eq!(rx.try_recv(), Ok(4));
+        let mut rest = Vec::new();
+        while o.congested() {
+            runtime().block_on(o.deliver());
+            rest.push(rx.try_recv().unwrap());
+        }
+        let want: Vec<i32> = (5..(3 + BACKLOG as i32 - 1)).chain([100, 200]).collect();
+        assert_eq!(rest, want);
+        assert_eq!(o.dropped(), 0);
+    }
+
+    #[test]
+    fn items_for_a_consumer_that_went_away_are_dropped_and_counted() {
+        let (tx, rx) = mpsc::channel(1);
+        let mut o = Outlet::new(tx);
+        o.push(1);
+        o.push(2);
+        o.push(3);
+        assert!(o.congested());
+        drop(rx);
+        // the delivery finds the consumer gone: the backlog is dropped
+        runtime().block_on(o.deliver());
+        assert!(!o.congested());
+        assert_eq!(o.dropped(), 2);
+        o.push(4);
+        assert_eq!(o.dropped(), 3);
+        assert!(!o.congested());
+        // found by a push too
+        let (tx, rx) = mpsc::channel(1);
+        let mut o = Outlet::new(tx);
+        drop(rx);
+        o.push(1);
+        o.push(2);
+        assert_eq!(o.dropped(), 2);
+        assert!(!o.congested());
+    }
+}
