@@ -313,6 +313,25 @@ fn with_server<R>(script: Shared, body: impl for<'s> AsyncFnOnce(Stack<'s>) -> R
     })
 }
 
+/// [`with_server`] with a client logged in with `TOKEN`, handed to `body`
+fn with_logged_in<R>(script: Shared, body: impl for<'s, 'd> AsyncFnOnce(&'d mut Lp<'s>) -> R) -> R {
+    with_server(script, async move |stack| {
+        let mut b = TcpBuffers::new();
+        let mut d = client(stack, &mut b, TOKEN);
+        logged_in(&mut d, LoginKind::Auth).await;
+        body(&mut d).await
+    })
+}
+
+/// Run `d` until it is disconnected: the events on the way and the cause
+async fn disconnected(d: &mut Lp<'_>) -> (Vec<ClientEvent>, CloseCause) {
+    let evs = events_until(d, |e| matches!(e, ClientEvent::Disconnected { .. })).await;
+    match evs.last() {
+        Some(&ClientEvent::Disconnected { cause }) => (evs, cause),
+        _ => panic!("no Disconnected: {evs:?}"),
+    }
+}
+
 #[test]
 fn a_push_sent_with_the_login_response_reaches_a_client_that_stopped_at_connected() {
     let script = Shared::default();
@@ -336,10 +355,7 @@ fn a_push_sent_with_the_login_response_reaches_a_client_that_stopped_at_connecte
 #[test]
 fn call_returns_its_own_answer_and_the_packet_after_it_waits_for_the_next_run() {
     let script = Shared::default();
-    with_server(script.clone(), async |stack| {
-        let mut b = TcpBuffers::new();
-        let mut d = client(stack, &mut b, TOKEN);
-        logged_in(&mut d, LoginKind::Auth).await;
+    with_logged_in(script.clone(), async |d| {
         // an earlier request answered 300 ms after it arrives, and a call answered 300 ms after
         // its own: the earlier answer comes first and is not the call's
         d.request(5, StdDuration::from_secs(5), b"earlier")
@@ -360,7 +376,7 @@ fn call_returns_its_own_answer_and_the_packet_after_it_waits_for_the_next_run() 
             .await;
         assert_eq!(n, Ok(5));
         assert_eq!(
-            pushes(&mut d, Duration::from_millis(300)).await,
+            pushes(d, Duration::from_millis(300)).await,
             [(50, b"after the response".to_vec())]
         );
     });
@@ -369,10 +385,7 @@ fn call_returns_its_own_answer_and_the_packet_after_it_waits_for_the_next_run() 
 #[test]
 fn call_outcomes_status_size_timeout_and_a_reset_connection() {
     let script = Shared::default();
-    with_server(script.clone(), async |stack| {
-        let mut b = TcpBuffers::new();
-        let mut d = client(stack, &mut b, TOKEN);
-        logged_in(&mut d, LoginKind::Auth).await;
+    with_logged_in(script.clone(), async |d| {
         let mut resp = [0u8; 8];
         // a body exactly as long as the buffer fits; one byte longer does not
         assert_eq!(
@@ -423,13 +436,10 @@ fn call_outcomes_status_size_timeout_and_a_reset_connection() {
 #[test]
 fn drop_transport_closes_the_socket_and_the_client_comes_back_with_its_session() {
     let script = Shared::default();
-    with_server(script.clone(), async |stack| {
-        let mut b = TcpBuffers::new();
-        let mut d = client(stack, &mut b, TOKEN);
-        logged_in(&mut d, LoginKind::Auth).await;
+    with_logged_in(script.clone(), async |d| {
         d.drop_transport();
         assert!(!d.is_open(), "open after drop_transport");
-        logged_in(&mut d, LoginKind::Reconnect).await;
+        logged_in(d, LoginKind::Reconnect).await;
         assert!(d.is_open());
     });
     let s = script.borrow();
@@ -447,23 +457,12 @@ fn drop_transport_closes_the_socket_and_the_client_comes_back_with_its_session()
 fn a_server_close_ends_the_connection_at_the_disconnected_event() {
     let script = Shared::default();
     let s2 = script.clone();
-    with_server(script.clone(), async move |stack| {
-        let mut b = TcpBuffers::new();
-        let mut d = client(stack, &mut b, TOKEN);
-        logged_in(&mut d, LoginKind::Auth).await;
+    with_logged_in(script.clone(), async move |d| {
         s2.borrow_mut()
             .cmds
             .push_back(Cmd::Close(CloseCode::ServerShutdown, "maintenance"));
-        let evs = events_until(&mut d, |e| matches!(e, ClientEvent::Disconnected { .. })).await;
-        assert!(
-            matches!(
-                evs.last(),
-                Some(ClientEvent::Disconnected {
-                    cause: CloseCause::Peer { .. }
-                })
-            ),
-            "{evs:?}"
-        );
+        let (evs, cause) = disconnected(d).await;
+        assert!(matches!(cause, CloseCause::Peer { .. }), "{evs:?}");
         assert!(!d.is_open(), "the socket outlived Disconnected");
     });
 }
@@ -482,16 +481,8 @@ fn a_silent_link_is_a_heartbeat_timeout_and_the_client_reconnects_when_it_return
             let mut d: Lp<'_> = client_to(ds, &mut b, server_endpoint(), config, TOKEN);
             logged_in(&mut d, LoginKind::Auth).await;
             link.set_down(true);
-            let evs = events_until(&mut d, |e| matches!(e, ClientEvent::Disconnected { .. })).await;
-            assert!(
-                matches!(
-                    evs.last(),
-                    Some(ClientEvent::Disconnected {
-                        cause: CloseCause::Timeout
-                    })
-                ),
-                "{evs:?}"
-            );
+            let (evs, cause) = disconnected(&mut d).await;
+            assert!(matches!(cause, CloseCause::Timeout), "{evs:?}");
             assert!(!d.is_open());
             link.set_down(false);
             logged_in(&mut d, LoginKind::Reconnect).await;
@@ -545,11 +536,7 @@ fn a_packet_larger_than_the_receive_buffer_drops_the_connection_and_the_next_one
         let mut d: Lp<'_> = client_to(stack, &mut b, server_endpoint(), config, TOKEN);
         logged_in(&mut d, LoginKind::Auth).await;
         s2.borrow_mut().cmds.push_back(Cmd::Push(42, vec![7; 6000]));
-        let evs = events_until(&mut d, |e| matches!(e, ClientEvent::Disconnected { .. })).await;
-        assert!(
-            matches!(evs.last(), Some(ClientEvent::Disconnected { .. })),
-            "{evs:?}"
-        );
+        disconnected(&mut d).await;
         logged_in(&mut d, LoginKind::Reconnect).await;
         s2.borrow_mut().cmds.push_back(Cmd::Push(43, vec![8; 3000]));
         assert_eq!(
@@ -633,23 +620,12 @@ fn a_refused_dial_and_a_dial_into_silence_are_retried() {
 fn a_reset_from_the_server_is_a_lost_transport_and_the_client_reconnects() {
     let script = Shared::default();
     let s2 = script.clone();
-    with_server(script.clone(), async move |stack| {
-        let mut b = TcpBuffers::new();
-        let mut d = client(stack, &mut b, TOKEN);
-        logged_in(&mut d, LoginKind::Auth).await;
+    with_logged_in(script.clone(), async move |d| {
         s2.borrow_mut().cmds.push_back(Cmd::Drop);
-        let evs = events_until(&mut d, |e| matches!(e, ClientEvent::Disconnected { .. })).await;
-        assert!(
-            matches!(
-                evs.last(),
-                Some(ClientEvent::Disconnected {
-                    cause: CloseCause::TransportClosed
-                })
-            ),
-            "{evs:?}"
-        );
+        let (evs, cause) = disconnected(d).await;
+        assert!(matches!(cause, CloseCause::TransportClosed), "{evs:?}");
         assert!(!d.is_open());
-        logged_in(&mut d, LoginKind::Reconnect).await;
+        logged_in(d, LoginKind::Reconnect).await;
     });
     assert_eq!(script.borrow().accepted, 2);
 }
@@ -931,25 +907,14 @@ fn a_queue_full_refusal_is_fed_again_and_a_server_replies_to_each_sender() {
 fn garbage_from_the_server_is_a_protocol_error_and_the_socket_is_closed_at_once() {
     let script = Shared::default();
     let s2 = script.clone();
-    with_server(script.clone(), async move |stack| {
-        let mut b = TcpBuffers::new();
-        let mut d = client(stack, &mut b, TOKEN);
-        logged_in(&mut d, LoginKind::Auth).await;
+    with_logged_in(script.clone(), async move |d| {
         // a packet header with a reserved type (0) and junk behind it
         s2.borrow_mut().cmds.push_back(Cmd::Raw(vec![0x00; 64]));
-        let evs = events_until(&mut d, |e| matches!(e, ClientEvent::Disconnected { .. })).await;
-        assert!(
-            matches!(
-                evs.last(),
-                Some(ClientEvent::Disconnected {
-                    cause: CloseCause::Protocol(_)
-                })
-            ),
-            "{evs:?}"
-        );
+        let (evs, cause) = disconnected(d).await;
+        assert!(matches!(cause, CloseCause::Protocol(_)), "{evs:?}");
         assert!(!d.is_open(), "the socket outlived the protocol error");
         // a fresh connection logs in again (the junk is not carried over)
-        logged_in(&mut d, LoginKind::Reconnect).await;
+        logged_in(d, LoginKind::Reconnect).await;
     });
     assert_eq!(script.borrow().accepted, 2);
 }
@@ -963,16 +928,8 @@ fn a_server_that_accepts_and_never_answers_is_left_at_the_login_timeout() {
         let config = config().with_auth_timeout(StdDuration::from_millis(300));
         let mut d: Lp<'_> = client_to(stack, &mut b, server_endpoint(), config, TOKEN);
         let t0 = Instant::now();
-        let evs = events_until(&mut d, |e| matches!(e, ClientEvent::Disconnected { .. })).await;
-        assert!(
-            matches!(
-                evs.last(),
-                Some(ClientEvent::Disconnected {
-                    cause: CloseCause::LoginTimeout
-                })
-            ),
-            "{evs:?}"
-        );
+        let (evs, cause) = disconnected(&mut d).await;
+        assert!(matches!(cause, CloseCause::LoginTimeout), "{evs:?}");
         assert!(Instant::now() - t0 < Duration::from_secs(3));
         assert!(!d.is_open());
         // it dials again: the server sees a second connection
