@@ -117,3 +117,14 @@ pub const fn rx_capacity(max_body: usize) -> usize {
         + max_body
         + tether_net::longport::wire::SIGNATURE_LEN
 }
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn a_receive_buffer_holds_the_largest_packet_plus_35_bytes() {
+        // an 11-byte request header and the 24-byte signature trailer around the body: the
+        // "max_body below RX - 35" of the embassy client's documentation
+        assert_eq!(super::rx_capacity(0), 35);
+        assert_eq!(super::rx_capacity(1000), 1035);
+    }
+}

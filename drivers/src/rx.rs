@@ -151,6 +151,73 @@ pub fn feed_one<M: Machine, B: AsRef<[u8]> + AsMut<[u8]>>(
 mod tests {
     use super::*;
 
+    #[cfg(feature = "std")]
+    /// A machine that consumes `take` bytes of each input without asking for more (0: a
+    /// machine that cannot make progress on what it was given)
+    struct Taker {
+        take: usize,
+    }
+
+    #[cfg(feature = "std")]
+    impl Machine for Taker {
+        type Peer = ();
+        type Event = ();
+        type App<'a> = &'a [u8];
+        type Error = ();
+
+        fn handle_input<'a>(
+            &mut self,
+            _now: tether_net::Instant,
+            _from: (),
+            data: &'a [u8],
+        ) -> Result<Received<&'a [u8]>, ()> {
+            let n = self.take.min(data.len());
+            Ok(Received::with_app(n, &data[..n]))
+        }
+
+        fn handle_timeout(&mut self, _now: tether_net::Instant) {}
+
+        fn poll_transmit(
+            &mut self,
+            _now: tether_net::Instant,
+            _buf: &mut [u8],
+        ) -> Result<Option<tether_net::Transmit<()>>, tether_net::BufferTooSmall> {
+            Ok(None)
+        }
+
+        fn poll_event(&mut self) -> Option<()> {
+            None
+        }
+
+        fn poll_timeout(&self) -> Option<tether_net::Instant> {
+            None
+        }
+    }
+
+    #[cfg(feature = "std")]
+    #[test]
+    fn a_feed_that_consumes_nothing_asks_for_more_instead_of_looping() {
+        use std::vec::Vec;
+        let now = tether_net::Instant::from_millis(1);
+        let mut rx = RxBuf::new([0u8; 16]);
+        rx.extend(b"abcdef");
+        let mut got = Vec::new();
+        let mut m = Taker { take: 4 };
+        let fed = feed_one(&mut m, now, (), &mut rx, |_, app| got.push(app.to_vec()));
+        assert_eq!(fed, Ok(Fed::Frame));
+        assert_eq!(rx.data(), b"ef");
+        // nothing consumed and nothing needed: a driver must read more, not feed again
+        let mut m = Taker { take: 0 };
+        let fed = feed_one(&mut m, now, (), &mut rx, |_, app| got.push(app.to_vec()));
+        assert_eq!(fed, Ok(Fed::NeedMore(None)));
+        assert_eq!(rx.data(), b"ef");
+        assert_eq!(got, [b"abcd".to_vec(), Vec::new()]);
+        // an empty buffer is not fed at all
+        rx.consume(2);
+        let fed = feed_one(&mut m, now, (), &mut rx, |_, _| panic!("fed nothing"));
+        assert_eq!(fed, Ok(Fed::NeedMore(None)));
+    }
+
     #[test]
     fn compacts_only_when_the_tail_is_short() {
         let mut rx = RxBuf::new([0u8; 8]);
