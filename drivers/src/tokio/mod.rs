@@ -197,3 +197,28 @@ pub(crate) async fn ask<C, T>(
         .map_err(|_| DriverError::Stopped)?;
     rx.await.map_err(|_| DriverError::Stopped)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn driver_errors_read_as_their_cause() {
+        assert_eq!(DriverError::Stopped.to_string(), "the driver has stopped");
+        let game = tether_net::game::Error::QueueFull;
+        assert_eq!(DriverError::from(game).to_string(), game.to_string());
+        let lp = tether_net::longport::Error::NotOpen;
+        assert_eq!(DriverError::from(lp).to_string(), lp.to_string());
+    }
+
+    #[test]
+    fn the_wall_clock_is_unix_milliseconds() {
+        let ms = |t: std::time::SystemTime| {
+            t.duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as i64
+        };
+        let before = ms(std::time::SystemTime::now());
+        let t = unix_ms();
+        let after = ms(std::time::SystemTime::now());
+        assert!((before..=after).contains(&t), "{before} {t} {after}");
+    }
+}
