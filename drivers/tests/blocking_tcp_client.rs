@@ -318,3 +318,29 @@ fn failed_dials_are_counted() {
     assert_eq!(stats.dials, 0, "{stats:?}");
     assert!(!d.is_open());
 }
+
+#[test]
+fn a_login_larger_than_the_frame_buffer_grows_it() {
+    // 3,000 bytes of token: the login packet is larger than the driver's 1 KiB frame buffer, so
+    // the drain reports `BufferTooSmall` and the driver grows the buffer (a machine with room
+    // for such a token: the default one refuses it)
+    let token: &'static str = Box::leak("t".repeat(3000).into_boxed_str());
+    let (srv, addr) = blocking_lp::server(ServerLimits::default());
+    let running = echo::Running::start(srv, token, echo::Refusals::Panic);
+    let machine: Client<16, 16, 4096> = Client::with_capacities(ClientConfig::tcp());
+    let mut d = TcpClient::new(machine, addr).unwrap();
+    d.command(|c, now| c.connect(now, Credentials::new(token)))
+        .unwrap();
+    let up = d
+        .run(Duration::from_secs(10), |_, _, i| match i {
+            Input::Event(e @ ClientEvent::Connected { .. }) => Some(Ok(e)),
+            Input::Event(
+                e @ (ClientEvent::LoginFailed { .. } | ClientEvent::Disconnected { .. }),
+            ) => Some(Err(e)),
+            _ => None,
+        })
+        .unwrap();
+    assert!(matches!(up, Some(Ok(_))), "no login: {up:?}");
+    assert!(d.stats().bytes_sent > 3000, "{:?}", d.stats());
+    running.stop();
+}
