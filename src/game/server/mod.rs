@@ -383,11 +383,11 @@ struct Shutdown {
 /// known peer, whose token is compared with the one stored in its slot.
 ///
 /// Memory grows linearly with `PEERS`. Per peer of capacity: two index buckets (8 bytes), one
-/// slot (`P` and 12 bytes of state: 16 bytes for `P = u32`), a free-list entry (4), the state
-/// beside the table (16), one timer-heap entry (16) and one transmit-queue entry (4), plus a
-/// fixed part: 64 bytes per peer for `P = u32` (`Server<u32, 65536>` is about 4.2 MB: build
-/// large servers in a `Box` or a `static`). With 65,536 peers the index and the slots (all a
-/// KEEP_ALIVE touches) are 1.5 MiB.
+/// slot (`P` and 12 bytes of state: 16 bytes for `u32`, 20 for `([u8; 4], u16)`), a free-list
+/// entry (4), 12 bytes beside the table, a timer-heap entry (16) and a transmit-queue entry
+/// (4), plus a fixed part: 60 bytes per peer for `u32`, 64 for `([u8; 4], u16)` (3.9 MB for
+/// `Server<u32, 65536>`: build large servers in a `Box` or a `static`). With 65,536 peers the
+/// index and the slots (all a KEEP_ALIVE touches) are 1.5 MiB.
 ///
 /// Time comes from the caller and must be monotonic; a step back is taken as no time passing
 /// (see [`time`](crate::time)).
@@ -529,7 +529,7 @@ impl<P: Copy + Eq + Hash, const PEERS: usize, const EVENTS: usize> Server<P, PEE
         let (slot, hot) = self.open_peer(peer)?;
         let cold = Self::cold_mut(&mut self.cold, slot);
         let len = super::write_chunks(flags, cold.ack, num_chunks, payload, hot.token(), out)?;
-        cold.last_send = self.clock.update(now);
+        cold.sent(self.clock.update(now));
         cold.out &= !OUT_KEEP_ALIVE;
         count(&mut self.stats.chunk_packets_sent);
         Ok(Transmit {
@@ -624,7 +624,7 @@ impl<
             out,
         )?;
         let cold = Self::cold_mut(&mut self.cold, slot);
-        cold.last_send = now;
+        cold.sent(now);
         cold.out &= !OUT_KEEP_ALIVE;
         count(&mut self.stats.chunk_packets_sent);
         self.reschedule(slot, now);
@@ -924,7 +924,7 @@ impl<P: Copy + Eq + Hash, const PEERS: usize, const EVENTS: usize, L: Layer>
                     bits |= OUT_KEEP_ALIVE;
                 }
             }
-            if cold.out == 0 && now >= cold.last_send + hot.send_interval(&config) {
+            if cold.out == 0 && now >= cold.last_send(now) + hot.send_interval(&config) {
                 bits |= if hot.online() {
                     OUT_KEEP_ALIVE
                 } else {
@@ -1842,7 +1842,7 @@ impl<P: Copy + Eq + Hash, const PEERS: usize, const EVENTS: usize, L: Layer>
                         if let Ok((len, _)) = written {
                             sh.out.set(len);
                             *sh.out_to = Some((slot, cold.gen));
-                            cold.last_send = now;
+                            cold.sent(now);
                             cold.out &= !OUT_KEEP_ALIVE;
                             if !v.needs_packet(now) {
                                 cold.out &= !OUT_CHUNKS;
@@ -1865,7 +1865,7 @@ impl<P: Copy + Eq + Hash, const PEERS: usize, const EVENTS: usize, L: Layer>
             };
             let len = packet.emit(buf)?;
             cold.out &= !bit;
-            cold.last_send = now;
+            cold.sent(now);
             if cold.out == 0 {
                 cold.queued = false;
                 self.dirty.pop_front();

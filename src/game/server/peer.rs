@@ -155,11 +155,13 @@ impl PeerHot {
     }
 }
 
-/// The per-peer state only timers, commands and sends touch; 16 bytes, in an array beside the
+/// The per-peer state only timers, commands and sends touch; 12 bytes, in an array beside the
 /// table indexed by the peer's slot
 #[derive(Debug, Clone, Copy)]
 pub(super) struct PeerCold {
-    pub(super) last_send: Instant,
+    /// When we last sent the peer a datagram (a [`stamp`], like [`PeerHot`]'s receive time:
+    /// the send timer fires up to 1 ms after the exact deadline)
+    last_send: u32,
     /// Admission number: identifies this slot's entry in the timer heap
     pub(super) gen: u32,
     /// The ack we send (the application's last in-order vital sequence), mod 1024
@@ -172,7 +174,7 @@ pub(super) struct PeerCold {
 
 impl PeerCold {
     pub(super) const EMPTY: PeerCold = PeerCold {
-        last_send: Instant::ZERO,
+        last_send: 0,
         gen: 0,
         ack: 0,
         out: 0,
@@ -181,10 +183,22 @@ impl PeerCold {
 
     pub(super) fn new(now: Instant, gen: u32) -> Self {
         PeerCold {
-            last_send: now,
+            last_send: stamp(now),
             gen,
             ..Self::EMPTY
         }
+    }
+
+    /// Note a datagram sent to the peer at `now`
+    #[inline]
+    pub(super) fn sent(&mut self, now: Instant) {
+        self.last_send = stamp(now);
+    }
+
+    /// When we last sent the peer a datagram (1 ms resolution, judged at `now`)
+    #[inline]
+    pub(super) fn last_send(&self, now: Instant) -> Instant {
+        unstamp(self.last_send, now)
     }
 }
 

@@ -175,13 +175,18 @@ fn per_peer_memory_layout() {
         "the niche holds the free flag"
     );
     assert_eq!(size_of::<table::Slot<u32, PeerHot>>(), 16);
-    assert_eq!(size_of::<PeerCold>(), 16);
+    assert_eq!(size_of::<PeerCold>(), 12);
     assert_eq!(size_of::<TimerEntry>(), 16);
-    // per peer of capacity: 2 buckets (8) + slot (16) + free-list entry (4) + cold (16) +
-    // timer entry (16) + transmit-queue entry (4) = 64 bytes, plus a fixed part
-    let fixed = size_of::<Server<u32, 2>>() - 2 * 64;
-    assert_eq!(size_of::<Server<u32, 1024>>(), fixed + 1024 * 64);
-    assert_eq!(size_of::<Server<u32, 65536>>(), fixed + 65536 * 64);
+    // per peer of capacity: 2 buckets (8) + slot (16) + free-list entry (4) + cold (12) +
+    // timer entry (16) + transmit-queue entry (4) = 60 bytes, plus a fixed part
+    let fixed = size_of::<Server<u32, 2>>() - 2 * 60;
+    assert_eq!(size_of::<Server<u32, 1024>>(), fixed + 1024 * 60);
+    assert_eq!(size_of::<Server<u32, 65536>>(), fixed + 65536 * 60);
+    // an (IPv4 address, port) key: its slot is 20 bytes (6 + 12, aligned to 4), 64 per peer
+    type V4 = ([u8; 4], u16);
+    assert_eq!(size_of::<table::Slot<V4, PeerHot>>(), 20);
+    let fixed = size_of::<Server<V4, 2>>() - 2 * 64;
+    assert_eq!(size_of::<Server<V4, 1024>>(), fixed + 1024 * 64);
 }
 
 #[test]

@@ -29,7 +29,7 @@ pub(super) fn timer_at(
     let send = if cold.out != 0 {
         now + interval
     } else {
-        cold.last_send + interval
+        cold.last_send(now) + interval
     };
     timeout.min(send)
 }
