@@ -31,9 +31,11 @@ const PRESENT: NonZeroU32 = match NonZeroU32::new(1 << 31) {
     None => panic!("1 << 31 is not zero"),
 };
 
-/// A peer's last receive time as kept in its slot: milliseconds since the caller's epoch,
-/// rounded up, low 32 bits (wraps every 49.7 days; see [`unstamp`])
-#[inline]
+/// A peer's last receive or send time as kept: milliseconds since the caller's epoch, rounded
+/// up, low 32 bits (wraps every 49.7 days; see [`unstamp`]). Not inlined on 32-bit targets,
+/// where the 64-bit division is a long sequence at every call site.
+#[cfg_attr(target_pointer_width = "32", inline(never))]
+#[cfg_attr(not(target_pointer_width = "32"), inline)]
 pub(super) fn stamp(t: Instant) -> u32 {
     t.as_micros().div_ceil(1_000) as u32
 }
