@@ -16,7 +16,9 @@ use criterion::{criterion_group, criterion_main, BatchSize, BenchmarkId, Criteri
 use tether_net::game::chunk::{
     decompress_packet, payload_limit, write_packet, Chunk, ChunkWriter, Chunks, SCRATCH_LEN,
 };
-use tether_net::game::huffman::{compress, compressed_len, decompress, MAX_DECOMPRESSED_LEN};
+use tether_net::game::huffman::{
+    compress, compressed_len, decompress, decompressed_tail, MAX_DECOMPRESSED_LEN,
+};
 use tether_net::game::vital::{Receive, Vital, VitalConfig};
 use tether_net::game::wire::{
     self, Control, ControlPacket, Flags, Header, Packet, Token, TokenMode,
@@ -84,6 +86,17 @@ fn huffman(c: &mut Criterion) {
                 out[..p.len()].copy_from_slice(black_box(p));
             }
             out[0]
+        })
+    });
+    // the bit-by-bit decoder without an output buffer: the token check of a compressed chunk
+    // packet by a machine without the chunk layer (and the `small-huffman` decoder's loop)
+    g.bench_function("decompressed_tail/libtw2_202", |b| {
+        b.iter(|| {
+            let mut n = 0;
+            for p in &packed {
+                n += decompressed_tail(black_box(p)).unwrap().0;
+            }
+            n
         })
     });
     // single live packets

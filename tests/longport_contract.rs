@@ -918,10 +918,10 @@ fn line_anchored_mutants_exclusions_still_point_at_their_lines() {
             "game/chunk",
             "(raw > SHORT_PAYLOAD || compresses(chunks, token_bytes))",
         ),
-        ("game/huffman", "let mut node = (e >> SYM_SHIFT) as u16;"),
+        ("game/huffman", "let mut node = (e >> SYM_SHIFT) as usize & 0xFFFF;"),
         (
             "game/huffman",
-            "        (u64::from(node) << SYM_SHIFT) | used | (1 << COUNT_SHIFT)",
+            "        ((node as u64) << SYM_SHIFT) | used | (1 << COUNT_SHIFT)",
         ),
         ("game/huffman", "    let limit = out.len();"),
         ("game/huffman", "        while q < p {"),

@@ -50,8 +50,12 @@
 //! bytes at a time.
 //!
 //! For flash-constrained targets the cargo feature `small-huffman` replaces the table-driven
-//! decoder by a bit-by-bit walk of the tree (the tree's 1 KiB instead of the 4 KiB of tables;
-//! same results, several times slower); the encoder and its 1 KiB code table stay.
+//! decoder by a bit-by-bit walk of the tree (576 bytes, nine bits per child, instead of the 4 KiB
+//! of tables; same results, several times slower). Targets narrower than 64 bits walk this
+//! packed tree for their longest codes too; 64-bit ones keep the 1 KiB form, whose walk is
+//! faster. The encoder's code table takes 514 bytes with `small-huffman` and on targets narrower
+//! than 64 bits (each code with a marker bit above it, the length read back as the marker's
+//! position), else 1,028 bytes of ready 32-bit words.
 //!
 //! ```
 //! use tether_net::game::huffman::{compress, compressed_len, decompress};
@@ -115,7 +119,124 @@ pub const FREQUENCIES: [u32; 256] = [
 const TREE: [[u16; 2]; INTERNAL] = build_tree();
 
 /// Per symbol: the code bits (first choice in bit 0) in bits 0..16 and the length in bits 16..24
+/// (64-bit targets with the lookup tables, where the encoder wants the word as it is)
+#[cfg(not(any(feature = "small-huffman", not(target_pointer_width = "64"))))]
 static CODES: [u32; SYMBOLS] = build_codes();
+
+/// Per symbol: the code bits with one more bit set just above them, `bits | 1 << len` (a code has
+/// at most 15 bits, so this fits 16), half the flash of the 32-bit words; the length is the
+/// position of the highest set bit (`small-huffman` and targets narrower than 64 bits)
+#[cfg(any(feature = "small-huffman", not(target_pointer_width = "64")))]
+static CODES: [u16; SYMBOLS] = mark_codes(build_codes());
+
+/// [`build_codes`]'s words in the marked 16-bit form of the small [`CODES`]
+#[cfg_attr(
+    not(any(test, feature = "small-huffman", not(target_pointer_width = "64"))),
+    allow(dead_code)
+)]
+const fn mark_codes(codes: [u32; SYMBOLS]) -> [u16; SYMBOLS] {
+    let mut marked = [0u16; SYMBOLS];
+    let mut i = 0;
+    while i < SYMBOLS {
+        let len = codes[i] >> 16;
+        assert!(len >= 1 && len <= MAX_CODE_LEN && (codes[i] & 0xFFFF) >> len == 0);
+        marked[i] = ((codes[i] & 0xFFFF) | (1 << len)) as u16;
+        i += 1;
+    }
+    marked
+}
+
+/// The code word of symbol `i` (< [`SYMBOLS`]): bits in bits 0..16, length in bits 16..24
+#[inline(always)]
+fn code_word(i: usize) -> u32 {
+    #[cfg(not(any(feature = "small-huffman", not(target_pointer_width = "64"))))]
+    {
+        CODES[i]
+    }
+    #[cfg(any(feature = "small-huffman", not(target_pointer_width = "64")))]
+    {
+        unmark(CODES[i])
+    }
+}
+
+/// A marked 16-bit code word back in the 32-bit form (`m` is not zero)
+#[cfg_attr(
+    not(any(test, feature = "small-huffman", not(target_pointer_width = "64"))),
+    allow(dead_code)
+)]
+#[inline(always)]
+fn unmark(m: u16) -> u32 {
+    let m = u32::from(m);
+    let len = 31 - m.leading_zeros();
+    (m ^ (1 << len)) | (len << 16)
+}
+
+/// The tree for walks at run time (the bit-by-bit decoder; the long codes of 32-bit targets) as
+/// it is built: one 16-bit load per step (64-bit targets with the lookup tables, where flash is
+/// plentiful and the packed form's extra work per bit made the walk four times slower)
+#[cfg(not(any(feature = "small-huffman", not(target_pointer_width = "64"))))]
+static TREE_WIDE: [[u16; 2]; INTERNAL] = TREE;
+
+/// The tree for walks at run time in 576 bytes instead of [`TREE`]'s 1,024 (`small-huffman`
+/// and targets narrower than 64 bits): child `c = 2 × (node - 257) + bit` is `TREE_LOW[c]` plus
+/// bit `c % 8` of `TREE_HIGH[c / 8]` as bit 8. Nine bits suffice because the root is nobody's
+/// child: a child is one of the 257 leaves or one of the internal nodes 257..=511.
+#[cfg_attr(
+    not(any(test, feature = "small-huffman", not(target_pointer_width = "64"))),
+    allow(dead_code)
+)]
+static TREE_LOW: [u8; 2 * INTERNAL] = pack_tree().0;
+/// The ninth bits of the children (see [`TREE_LOW`])
+#[cfg_attr(
+    not(any(test, feature = "small-huffman", not(target_pointer_width = "64"))),
+    allow(dead_code)
+)]
+static TREE_HIGH: [u8; 2 * INTERNAL / 8] = pack_tree().1;
+
+/// [`TREE`] split into the low bytes and the ninth bits of its children
+#[cfg_attr(
+    not(any(test, feature = "small-huffman", not(target_pointer_width = "64"))),
+    allow(dead_code)
+)]
+const fn pack_tree() -> ([u8; 2 * INTERNAL], [u8; 2 * INTERNAL / 8]) {
+    let mut low = [0u8; 2 * INTERNAL];
+    let mut high = [0u8; 2 * INTERNAL / 8];
+    let mut c = 0;
+    while c < 2 * INTERNAL {
+        let id = TREE[c / 2][c % 2];
+        assert!(id < ROOT);
+        low[c] = id as u8;
+        high[c / 8] |= ((id >> 8) as u8) << (c % 8);
+        c += 1;
+    }
+    (low, high)
+}
+
+/// The child of internal node `node` (257..=512) for the lowest bit of `bit`, from the packed
+/// tree
+#[cfg_attr(
+    not(any(test, feature = "small-huffman", not(target_pointer_width = "64"))),
+    allow(dead_code)
+)]
+#[inline(always)]
+fn packed_child(node: usize, bit: u64) -> usize {
+    // the mask keeps the index in range without a check (`node` is internal)
+    let c = ((node.wrapping_sub(SYMBOLS) << 1) | (bit & 1) as usize) & (2 * INTERNAL - 1);
+    usize::from(TREE_LOW[c]) | (usize::from(TREE_HIGH[c >> 3] >> (c & 7) & 1) << 8)
+}
+
+/// The child of internal node `node` (257..=512) for the lowest bit of `bit`, at run time
+#[inline(always)]
+fn tree_child(node: usize, bit: u64) -> usize {
+    #[cfg(not(any(feature = "small-huffman", not(target_pointer_width = "64"))))]
+    {
+        usize::from(TREE_WIDE[node - SYMBOLS][(bit & 1) as usize])
+    }
+    #[cfg(any(feature = "small-huffman", not(target_pointer_width = "64")))]
+    {
+        packed_child(node, bit)
+    }
+}
 
 /// Bits the decoder looks up at once: 12 on 64-bit targets (32 KiB table, plus 2 KiB for the
 /// codes longer than that), 9 on smaller ones (4 KiB), where flash is scarce and the 64-bit
@@ -337,16 +458,19 @@ const fn build_decode() -> ([u64; 1 << LOOKUP_BITS], [u64; 256]) {
 #[must_use]
 #[inline]
 pub fn code_len(symbol: u16) -> u32 {
-    CODES.get(symbol as usize).map_or(0, |c| c >> 16)
+    code(symbol).1
 }
 
 /// The code of `symbol` (0..=255, or [`EOF`]) as `(bits, length)`: the first choice in bit 0
 #[must_use]
 #[inline]
 pub fn code(symbol: u16) -> (u16, u32) {
-    CODES
-        .get(symbol as usize)
-        .map_or((0, 0), |&c| ((c & 0xFFFF) as u16, c >> 16))
+    if usize::from(symbol) < SYMBOLS {
+        let c = code_word(usize::from(symbol));
+        ((c & 0xFFFF) as u16, c >> 16)
+    } else {
+        (0, 0)
+    }
 }
 
 /// Exact size of [`compress`]'s output for `input` (DDNet 16.4 form: `bits / 8 + 1` bytes)
@@ -354,7 +478,7 @@ pub fn code(symbol: u16) -> (u16, u32) {
 pub fn compressed_len(input: &[u8]) -> usize {
     let bits: usize = input
         .iter()
-        .map(|&b| (CODES[b as usize] >> 16) as usize)
+        .map(|&b| (code_word(usize::from(b)) >> 16) as usize)
         .sum::<usize>()
         + MAX_CODE_LEN as usize; // EOF
     bits / 8 + 1
@@ -473,8 +597,8 @@ impl<'o> Encoder<'o> {
         let mut pairs = data.chunks_exact(2);
         for pair in &mut pairs {
             // two codes (≤ 30 bits) on top of < 32 pending bits fit the 64-bit accumulator
-            let a = CODES[pair[0] as usize];
-            let b = CODES[pair[1] as usize];
+            let a = code_word(usize::from(pair[0]));
+            let b = code_word(usize::from(pair[1]));
             self.acc |= u64::from(a & 0xFFFF) << self.nbits;
             self.nbits += a >> 16;
             self.acc |= u64::from(b & 0xFFFF) << self.nbits;
@@ -484,7 +608,7 @@ impl<'o> Encoder<'o> {
             }
         }
         for &byte in pairs.remainder() {
-            self.put(CODES[byte as usize]);
+            self.put(code_word(usize::from(byte)));
             if self.nbits >= 32 {
                 self.flush32()?;
             }
@@ -503,7 +627,7 @@ impl<'o> Encoder<'o> {
     /// # Errors
     /// [`CompressError::OutputFull`] when the output buffer is too small.
     pub fn finish(mut self) -> Result<usize, CompressError> {
-        self.put(CODES[EOF as usize]);
+        self.put(code_word(usize::from(EOF)));
         if self.nbits >= 32 {
             self.flush32()?;
         }
@@ -534,8 +658,8 @@ pub fn compress(input: &[u8], out: &mut [u8]) -> Result<usize, CompressError> {
 
 /// Decompress `input` into `out`; returns the number of bytes written
 ///
-/// With the `small-huffman` feature this is the bit-by-bit decoder (1 KiB of tree instead of the
-/// lookup tables; several times slower), else the table-driven one. Decoding stops at the EOF
+/// With the `small-huffman` feature this is the bit-by-bit decoder (576 bytes of tree instead of
+/// the lookup tables; several times slower), else the table-driven one. Decoding stops at the EOF
 /// symbol; bytes after it are ignored (DDNet 16.4 writes a `00` byte
 /// there when the stream ends on a byte boundary, newer versions do not).
 ///
@@ -881,18 +1005,18 @@ fn long_entry(e: u64, buf: u64) -> u64 {
 #[cfg(all(not(feature = "small-huffman"), not(target_pointer_width = "64")))]
 #[inline(never)]
 fn long_entry(e: u64, buf: u64) -> u64 {
-    let mut node = (e >> SYM_SHIFT) as u16;
+    let mut node = (e >> SYM_SHIFT) as usize & 0xFFFF;
     let mut bits = buf >> LOOKUP_BITS;
     let mut used = u64::from(LOOKUP_BITS);
-    while node as usize >= SYMBOLS {
-        node = child(node, bits);
+    while node >= SYMBOLS {
+        node = tree_child(node, bits);
         bits >>= 1;
         used += 1;
     }
-    if node == EOF {
+    if node == usize::from(EOF) {
         EOF_FLAG
     } else {
-        (u64::from(node) << SYM_SHIFT) | used | (1 << COUNT_SHIFT)
+        ((node as u64) << SYM_SHIFT) | used | (1 << COUNT_SHIFT)
     }
 }
 
@@ -935,7 +1059,7 @@ fn truncated(out: &[u8], mut o: usize, mut end: usize, input_bits: usize) -> Dec
         o -= 1;
         end -= out
             .get(o)
-            .map_or(0, |&b| (CODES[b as usize] >> 16) as usize);
+            .map_or(0, |&b| (code_word(usize::from(b)) >> 16) as usize);
     }
     DecompressError::Truncated { decoded: o }
 }
@@ -1164,15 +1288,16 @@ fn decode_bits(
     out: &mut [u8],
     tail: &mut [u8; 4],
 ) -> Result<usize, DecompressError> {
-    let mut node = ROOT;
+    // `usize`, not `u16`: no partial-register writes on x86, no zero extensions on Arm
+    let mut node = usize::from(ROOT);
     let mut n = 0usize;
     for &byte in input {
         for bit in 0..8 {
-            node = child(node, u64::from(byte >> bit));
-            if node == EOF {
+            node = tree_child(node, u64::from(byte >> bit));
+            if node == usize::from(EOF) {
                 return Ok(n);
             }
-            if (node as usize) < SYMBOLS {
+            if node < SYMBOLS {
                 if n == limit {
                     return Err(DecompressError::OutputFull { limit });
                 }
@@ -1182,7 +1307,7 @@ fn decode_bits(
                 }
                 *tail = [tail[1], tail[2], tail[3], b];
                 n += 1;
-                node = ROOT;
+                node = usize::from(ROOT);
             }
         }
     }
@@ -1274,6 +1399,34 @@ mod tests {
         }
         // the case the test is about does occur
         assert!(aligned >= 10, "{aligned}");
+    }
+
+    #[test]
+    fn packed_tree_is_the_tree() {
+        for node in SYMBOLS as u16..=ROOT {
+            for bit in 0..2u64 {
+                // only the lowest bit of `bit` chooses
+                let want = usize::from(child(node, bit));
+                let n = usize::from(node);
+                assert_eq!(tree_child(n, bit), want, "{node} {bit}");
+                assert_eq!(packed_child(n, bit), want, "{node} {bit}");
+                assert_eq!(tree_child(n, bit | 6), want, "{node} {bit}");
+                assert_eq!(packed_child(n, bit | 6), want, "{node} {bit}");
+            }
+        }
+        // both halves hold data: leaves and internal children, ninth bits set and clear
+        assert!(TREE_HIGH.iter().any(|&b| b != 0) && TREE_HIGH.iter().any(|&b| b != 0xFF));
+    }
+
+    #[test]
+    fn code_words_of_either_table_are_the_built_codes() {
+        let built = build_codes();
+        let marked = mark_codes(built);
+        for (i, &word) in built.iter().enumerate() {
+            assert_eq!(code_word(i), word, "{i}");
+            assert_eq!(unmark(marked[i]), word, "{i}");
+            assert_eq!(u32::from(marked[i]) >> (word >> 16), 1, "{i}: the mark");
+        }
     }
 
     #[test]
