@@ -140,7 +140,8 @@ const fn mark_codes(codes: [u32; SYMBOLS]) -> [u16; SYMBOLS] {
     while i < SYMBOLS {
         let len = codes[i] >> 16;
         assert!(len >= 1 && len <= MAX_CODE_LEN && (codes[i] & 0xFFFF) >> len == 0);
-        marked[i] = ((codes[i] & 0xFFFF) | (1 << len)) as u16;
+        // `+` sets the marker: the code's bits are all below it (checked above)
+        marked[i] = ((codes[i] & 0xFFFF) + (1 << len)) as u16;
         i += 1;
     }
     marked
@@ -168,7 +169,8 @@ fn code_word(i: usize) -> u32 {
 fn unmark(m: u16) -> u32 {
     let m = u32::from(m);
     let len = 31 - m.leading_zeros();
-    (m ^ (1 << len)) | (len << 16)
+    // the marker off, the length on top (`+`: the two parts share no bit)
+    (m ^ (1 << len)) + (len << 16)
 }
 
 /// The tree for walks at run time (the bit-by-bit decoder; the long codes of 32-bit targets) as
@@ -220,9 +222,10 @@ const fn pack_tree() -> ([u8; 2 * INTERNAL], [u8; 2 * INTERNAL / 8]) {
 )]
 #[inline(always)]
 fn packed_child(node: usize, bit: u64) -> usize {
-    // the mask keeps the index in range without a check (`node` is internal)
-    let c = ((node.wrapping_sub(SYMBOLS) << 1) | (bit & 1) as usize) & (2 * INTERNAL - 1);
-    usize::from(TREE_LOW[c]) | (usize::from(TREE_HIGH[c >> 3] >> (c & 7) & 1) << 8)
+    // the mask keeps the index in range without a check (`node` is internal); `+` joins parts
+    // that share no bit
+    let c = ((node.wrapping_sub(SYMBOLS) << 1) + (bit & 1) as usize) & (2 * INTERNAL - 1);
+    usize::from(TREE_LOW[c]) + (usize::from(TREE_HIGH[c >> 3] >> (c & 7) & 1) << 8)
 }
 
 /// The child of internal node `node` (257..=512) for the lowest bit of `bit`, at run time
