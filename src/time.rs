@@ -90,6 +90,13 @@ impl Instant {
         Instant(self.0.saturating_add(us))
     }
 
+    /// `self - us` microseconds, saturating at [`Instant::ZERO`] (for delays kept in
+    /// microseconds)
+    #[must_use]
+    pub(crate) const fn sub_micros(self, us: u64) -> Instant {
+        Instant(self.0.saturating_sub(us))
+    }
+
     /// `self - d`, saturating at [`Instant::ZERO`]
     #[must_use]
     pub fn saturating_sub(self, d: Duration) -> Instant {

@@ -101,7 +101,7 @@ use core::fmt;
 use super::chunk::{copy_short, Chunk, ChunkFlags, ChunkWriter, MAX_CHUNK_SIZE};
 use super::wire::{ack_in_range, Header};
 use crate::config::{getters, setters};
-use crate::time::{clamp_delay, clamp_some, Duration, Instant};
+use crate::time::{clamp_delay, clamp_some, duration_from_micros, Duration, Instant};
 
 /// 10-bit sequence and ack arithmetic (everything modulo 1024)
 pub mod seq {
@@ -150,20 +150,62 @@ pub mod seq {
 /// ```
 ///
 /// [`MAX_DELAY`]: crate::time::MAX_DELAY
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Clone, Copy, PartialEq, Eq)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
 #[non_exhaustive]
 pub struct VitalConfig {
-    resend_timeout: Duration,
-    flush_timeout: Duration,
-    unacked_timeout: Duration,
-    request_delay: Option<Duration>,
-    request_interval: Duration,
-    answer_interval: Duration,
+    // every delay in whole microseconds, at most MAX_DELAY (2.6e12 µs): the timers add them to
+    // instants as they are (a `Duration` would be converted at every use, a 64 × 64-bit multiply
+    // on 32-bit targets)
+    resend_timeout: u64,
+    flush_timeout: u64,
+    unacked_timeout: u64,
+    request_delay: Option<u64>,
+    request_interval: u64,
+    answer_interval: u64,
     reorder_window: u16,
-    ack_delay: Option<Duration>,
+    ack_delay: Option<u64>,
     timer_resends_all: bool,
-    gap_repeat: Option<Duration>,
+    gap_repeat: Option<u64>,
+}
+
+impl fmt::Debug for VitalConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("VitalConfig")
+            .field("resend_timeout", &self.resend_timeout())
+            .field("flush_timeout", &self.flush_timeout())
+            .field("unacked_timeout", &self.unacked_timeout())
+            .field("request_delay", &self.request_delay())
+            .field("request_interval", &self.request_interval())
+            .field("answer_interval", &self.answer_interval())
+            .field("reorder_window", &self.reorder_window)
+            .field("ack_delay", &self.ack_delay())
+            .field("timer_resends_all", &self.timer_resends_all)
+            .field("gap_repeat", &self.gap_repeat())
+            .finish()
+    }
+}
+
+/// A clamped delay (at most [`MAX_DELAY`](crate::time::MAX_DELAY)) in whole microseconds
+const fn micros(d: Duration) -> u64 {
+    // at most 30 days: fits
+    d.as_micros() as u64
+}
+
+/// [`micros`] of an optional delay
+const fn micros_some(d: Option<Duration>) -> Option<u64> {
+    match d {
+        Some(d) => Some(micros(d)),
+        None => None,
+    }
+}
+
+/// An optional delay kept in microseconds as a `Duration`
+const fn duration_some(us: Option<u64>) -> Option<Duration> {
+    match us {
+        Some(us) => Some(duration_from_micros(us)),
+        None => None,
+    }
 }
 
 /// Shortest resend, flush, unacked and repeat interval the setters accept
@@ -182,12 +224,12 @@ impl VitalConfig {
     #[must_use]
     pub const fn reference() -> Self {
         VitalConfig {
-            resend_timeout: Duration::from_secs(1),
-            flush_timeout: Duration::from_millis(500),
-            unacked_timeout: Duration::from_secs(10),
+            resend_timeout: 1_000_000,
+            flush_timeout: 500_000,
+            unacked_timeout: 10_000_000,
             request_delay: None,
-            request_interval: Duration::ZERO,
-            answer_interval: Duration::from_millis(100),
+            request_interval: 0,
+            answer_interval: 100_000,
             reorder_window: 0,
             ack_delay: None,
             timer_resends_all: false,
@@ -207,45 +249,45 @@ impl VitalConfig {
     #[must_use]
     pub const fn fast() -> Self {
         VitalConfig {
-            resend_timeout: Duration::from_millis(250),
-            flush_timeout: Duration::from_millis(500),
-            unacked_timeout: Duration::from_secs(10),
-            request_delay: Some(Duration::ZERO),
-            request_interval: Duration::from_millis(100),
-            answer_interval: Duration::from_millis(100),
+            resend_timeout: 250_000,
+            flush_timeout: 500_000,
+            unacked_timeout: 10_000_000,
+            request_delay: Some(0),
+            request_interval: 100_000,
+            answer_interval: 100_000,
             reorder_window: 255,
             ack_delay: None,
             timer_resends_all: true,
-            gap_repeat: Some(Duration::from_millis(200)),
+            gap_repeat: Some(200_000),
         }
     }
 
     setters! {
         /// Re-send the oldest unacked chunk when its last send is this old, clamped into
         /// `[1 ms, 30 days]` (reference: 1 s)
-        fn with_resend_timeout(d: Duration) { resend_timeout = clamp_delay(d, MIN_TIMER) }
+        fn with_resend_timeout(d: Duration) { resend_timeout = micros(clamp_delay(d, MIN_TIMER)) }
 
         /// Queued chunks without `flush`, and a pending resend request in the reference mode, go out
         /// when the last send is this old; clamped into `[1 ms, 30 days]` (reference: 500 ms)
-        fn with_flush_timeout(d: Duration) { flush_timeout = clamp_delay(d, MIN_TIMER) }
+        fn with_flush_timeout(d: Duration) { flush_timeout = micros(clamp_delay(d, MIN_TIMER)) }
 
         /// Give up ([`TooWeak::NotAcked`]) when the oldest unacked chunk was first sent this long
         /// ago; clamped into `[1 ms, 30 days]` (vanilla 0.6: 10 s; DDNet: `conn_timeout`, 100 s)
-        fn with_unacked_timeout(d: Duration) { unacked_timeout = clamp_delay(d, MIN_TIMER) }
+        fn with_unacked_timeout(d: Duration) { unacked_timeout = micros(clamp_delay(d, MIN_TIMER)) }
 
         /// `None` (reference): a resend request rides on the next packet, at the latest after
         /// the flush timeout. `Some(d)`: a packet carrying it is due `d` after the gap was seen
         /// (`d` clamped into `[0, 30 days]`; 0 = at once)
-        fn with_request_delay(d: Option<Duration>) { request_delay = clamp_some(d, Duration::ZERO) }
+        fn with_request_delay(d: Option<Duration>) { request_delay = micros_some(clamp_some(d, Duration::ZERO)) }
 
         /// Least time between two resend requests sent, clamped into `[0, 30 days]` (reference: 0,
         /// no limit; a request is only ever sent after a gap, so 0 cannot spin)
-        fn with_request_interval(d: Duration) { request_interval = clamp_zero(d) }
+        fn with_request_interval(d: Duration) { request_interval = micros(clamp_zero(d)) }
 
         /// Least time between two peer resend requests answered, clamped into `[0, 30 days]`;
         /// requests in between are counted and ignored (DDNet 16.4 answers all: 0; newer versions at
         /// most 10 per second: 100 ms, the default)
-        fn with_answer_interval(d: Duration) { answer_interval = clamp_zero(d) }
+        fn with_answer_interval(d: Duration) { answer_interval = micros(clamp_zero(d)) }
 
         /// Keep out-of-order vital chunks up to this far ahead of the ack in the reorder buffer,
         /// clamped into `[0, 255]`; 0 = drop them like the reference (also when the reorder capacity
@@ -255,7 +297,7 @@ impl VitalConfig {
         /// `Some(d)`: report through [`Vital::needs_ack`] when a new ack has not been sent for `d`
         /// (clamped into `[0, 30 days]`; the machine then sends a keep-alive); `None`: acks only
         /// ride on packets sent anyway
-        fn with_ack_delay(d: Option<Duration>) { ack_delay = clamp_some(d, Duration::ZERO) }
+        fn with_ack_delay(d: Option<Duration>) { ack_delay = micros_some(clamp_some(d, Duration::ZERO)) }
 
         /// When the oldest unacked chunk's resend timer fires, re-send every unacked chunk instead of
         /// that one only (reference: that one). Helps when the peer is idle: it holds the oldest chunk
@@ -266,30 +308,30 @@ impl VitalConfig {
         /// request `d` after the last one (still no more often than the request interval), also when
         /// nothing arrives; `d` clamped into `[1 ms, 30 days]`. `None`: only out-of-order arrivals
         /// ask (reference)
-        fn with_gap_repeat(d: Option<Duration>) { gap_repeat = clamp_some(d, MIN_TIMER) }
+        fn with_gap_repeat(d: Option<Duration>) { gap_repeat = micros_some(clamp_some(d, MIN_TIMER)) }
     }
 
     getters! {
         /// Resend timeout of the oldest unacked chunk
-        fn resend_timeout() -> Duration;
+        fn resend_timeout() -> Duration = duration_from_micros;
         /// Flush timeout of queued chunks
-        fn flush_timeout() -> Duration;
+        fn flush_timeout() -> Duration = duration_from_micros;
         /// Give-up timeout of the oldest unacked chunk
-        fn unacked_timeout() -> Duration;
+        fn unacked_timeout() -> Duration = duration_from_micros;
         /// Delay of a resend request after a gap (`None`: with the next packet)
-        fn request_delay() -> Option<Duration>;
+        fn request_delay() -> Option<Duration> = duration_some;
         /// Least time between two resend requests sent
-        fn request_interval() -> Duration;
+        fn request_interval() -> Duration = duration_from_micros;
         /// Least time between two peer resend requests answered
-        fn answer_interval() -> Duration;
+        fn answer_interval() -> Duration = duration_from_micros;
         /// Reorder window (0: no reorder buffer)
         fn reorder_window() -> u16;
         /// Ack delay (`None`: acks only ride on packets sent anyway)
-        fn ack_delay() -> Option<Duration>;
+        fn ack_delay() -> Option<Duration> = duration_some;
         /// Whether the resend timer re-sends every unacked chunk
         fn timer_resends_all() -> bool;
         /// Repeat interval of the resend request while a gap is open (`None`: no repeat)
-        fn gap_repeat() -> Option<Duration>;
+        fn gap_repeat() -> Option<Duration> = duration_some;
     }
 }
 
@@ -837,9 +879,9 @@ impl<const SB: usize, const SN: usize, const RB: usize, const RN: usize> Vital<S
         }
         if let Some((s, _)) = self.send.recs.first() {
             if let Some(first) = s.first {
-                at(first + self.config.unacked_timeout);
+                at(first.add_micros(self.config.unacked_timeout));
                 if !s.pending {
-                    at(s.last + self.config.resend_timeout);
+                    at(s.last.add_micros(self.config.resend_timeout));
                 }
             }
         }
@@ -848,23 +890,23 @@ impl<const SB: usize, const SN: usize, const RB: usize, const RN: usize> Vital<S
 
     fn flush_deadline(&self) -> Instant {
         self.last_send
-            .map_or(Instant::ZERO, |l| l + self.config.flush_timeout)
+            .map_or(Instant::ZERO, |l| l.add_micros(self.config.flush_timeout))
     }
 
     fn request_deadline(&self) -> Option<Instant> {
         let since = self.request_since?;
         let due = match self.config.request_delay {
-            Some(d) => since + d,
+            Some(d) => since.add_micros(d),
             None => self.flush_deadline(),
         };
-        let allowed = self
-            .last_request
-            .map_or(Instant::ZERO, |l| l + self.config.request_interval);
+        let allowed = self.last_request.map_or(Instant::ZERO, |l| {
+            l.add_micros(self.config.request_interval)
+        });
         Some(due.max(allowed))
     }
 
     fn ack_deadline(&self) -> Option<Instant> {
-        Some(self.ack_unsent_since? + self.config.ack_delay?)
+        Some(self.ack_unsent_since?.add_micros(self.config.ack_delay?))
     }
 
     /// Run the timers: re-queue the oldest unacked chunk when [`VitalConfig::resend_timeout`]
@@ -884,13 +926,14 @@ impl<const SB: usize, const SN: usize, const RB: usize, const RN: usize> Vital<S
         let Some(first) = s.first else {
             return Ok(());
         };
-        if now >= first + unacked_timeout {
+        if now >= first.add_micros(unacked_timeout) {
             return Err(TooWeak::NotAcked {
                 seq: s.seq,
-                secs: u32::try_from(unacked_timeout.as_secs()).unwrap_or(u32::MAX),
+                secs: u32::try_from(duration_from_micros(unacked_timeout).as_secs())
+                    .unwrap_or(u32::MAX),
             });
         }
-        if !s.pending && now >= s.last + resend_timeout {
+        if !s.pending && now >= s.last.add_micros(resend_timeout) {
             let all = self.config.timer_resends_all;
             for (s, _) in self.send.recs.iter_mut() {
                 if s.first.is_some() && !s.pending {
@@ -976,7 +1019,7 @@ impl<const SB: usize, const SN: usize, const RB: usize, const RN: usize> Vital<S
         }
         let allowed = self
             .last_request
-            .is_none_or(|l| now >= l + self.config.request_interval);
+            .is_none_or(|l| now >= l.add_micros(self.config.request_interval));
         let resend_request = self.request_since.is_some() && allowed;
         if resend_request {
             self.request_since = None;
@@ -1001,8 +1044,8 @@ impl<const SB: usize, const SN: usize, const RB: usize, const RN: usize> Vital<S
             if self.request_since.is_none() && self.reorder.len() > 0 {
                 if let Some(last) = self.last_request {
                     // `request_since + request_delay` is when it becomes due
-                    let delay = self.config.request_delay.unwrap_or(Duration::ZERO);
-                    self.request_since = Some((last + d).saturating_sub(delay).max(now));
+                    let delay = self.config.request_delay.unwrap_or(0);
+                    self.request_since = Some(last.add_micros(d).sub_micros(delay).max(now));
                     self.repeat_pending = true;
                 }
             }
@@ -1070,7 +1113,7 @@ impl<const SB: usize, const SN: usize, const RB: usize, const RN: usize> Vital<S
         if header.flags.resend {
             if self
                 .last_answer
-                .is_none_or(|l| now >= l + self.config.answer_interval)
+                .is_none_or(|l| now >= l.add_micros(self.config.answer_interval))
             {
                 self.last_answer = Some(now);
                 self.stats.requests_answered += 1;
@@ -1290,6 +1333,87 @@ mod tests {
             })
             .collect();
         (f, chunks)
+    }
+
+    #[test]
+    fn config_keeps_every_delay_to_the_microsecond_and_clamps_it() {
+        use crate::time::MAX_DELAY;
+        let us = Duration::from_micros;
+        let c = VitalConfig::reference()
+            .with_resend_timeout(us(1_234_567))
+            .with_flush_timeout(us(7_001))
+            .with_unacked_timeout(us(99_000_001))
+            .with_request_delay(Some(us(3)))
+            .with_request_interval(us(1))
+            .with_answer_interval(us(250_001))
+            .with_ack_delay(Some(us(40_017)))
+            .with_gap_repeat(Some(us(1_000_999)));
+        assert_eq!(c.resend_timeout(), us(1_234_567));
+        assert_eq!(c.flush_timeout(), us(7_001));
+        assert_eq!(c.unacked_timeout(), us(99_000_001));
+        assert_eq!(c.request_delay(), Some(us(3)));
+        assert_eq!(c.request_interval(), us(1));
+        assert_eq!(c.answer_interval(), us(250_001));
+        assert_eq!(c.ack_delay(), Some(us(40_017)));
+        assert_eq!(c.gap_repeat(), Some(us(1_000_999)));
+        // sub-microsecond parts are dropped, the ends clamped
+        let c = c
+            .with_resend_timeout(Duration::new(2, 999))
+            .with_flush_timeout(Duration::ZERO)
+            .with_unacked_timeout(Duration::MAX)
+            .with_request_delay(None)
+            .with_request_interval(Duration::MAX)
+            .with_answer_interval(Duration::ZERO)
+            .with_ack_delay(Some(Duration::ZERO))
+            .with_gap_repeat(Some(Duration::ZERO));
+        assert_eq!(c.resend_timeout(), Duration::from_secs(2));
+        assert_eq!(c.flush_timeout(), MIN_TIMER);
+        assert_eq!(c.unacked_timeout(), MAX_DELAY);
+        assert_eq!(c.request_delay(), None);
+        assert_eq!(c.request_interval(), MAX_DELAY);
+        assert_eq!(c.answer_interval(), Duration::ZERO);
+        assert_eq!(c.ack_delay(), Some(Duration::ZERO));
+        assert_eq!(c.gap_repeat(), Some(MIN_TIMER));
+        assert_eq!(c.with_ack_delay(None).ack_delay(), None);
+        assert_eq!(c.with_gap_repeat(None).gap_repeat(), None);
+        // the presets as documented
+        let f = VitalConfig::fast();
+        assert_eq!(
+            (f.resend_timeout(), f.flush_timeout(), f.unacked_timeout()),
+            (
+                Duration::from_millis(250),
+                Duration::from_millis(500),
+                Duration::from_secs(10)
+            )
+        );
+        assert_eq!(f.request_delay(), Some(Duration::ZERO));
+        assert_eq!(f.request_interval(), Duration::from_millis(100));
+        assert_eq!(f.answer_interval(), Duration::from_millis(100));
+        assert_eq!(f.gap_repeat(), Some(Duration::from_millis(200)));
+        assert_eq!(
+            (f.ack_delay(), f.reorder_window(), f.timer_resends_all()),
+            (None, 255, true)
+        );
+        let r = VitalConfig::default();
+        assert_eq!(
+            (r.resend_timeout(), r.flush_timeout(), r.unacked_timeout()),
+            (
+                Duration::from_secs(1),
+                Duration::from_millis(500),
+                Duration::from_secs(10)
+            )
+        );
+        assert_eq!(
+            (r.request_delay(), r.request_interval()),
+            (None, Duration::ZERO)
+        );
+        assert_eq!(r.answer_interval(), Duration::from_millis(100));
+        assert_eq!((r.gap_repeat(), r.ack_delay()), (None, None));
+        // Debug shows durations, not the stored microseconds
+        let text = std::format!("{f:?}");
+        assert!(text.contains("resend_timeout: 250ms"), "{text}");
+        assert!(text.contains("gap_repeat: Some(200ms)"), "{text}");
+        assert!(text.contains("reorder_window: 255"), "{text}");
     }
 
     #[test]
