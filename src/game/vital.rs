@@ -137,7 +137,8 @@ pub mod seq {
 ///
 /// Build it from a preset ([`VitalConfig::reference`], also `new()` and `default()`, or
 /// [`VitalConfig::fast`]) and the `with_*` setters, which clamp every value into the range their
-/// docs give (at most 30 days, [`MAX_DELAY`]).
+/// docs give (at most 30 days, [`MAX_DELAY`]). Delays are kept in whole microseconds, the unit of
+/// [`Instant`]: a getter gives back what its setter took without the part below a microsecond.
 ///
 /// ```
 /// use core::time::Duration;
