@@ -142,6 +142,9 @@ impl core::fmt::Display for Instant {
 /// Setters clamp larger values to it; see the module docs.
 pub const MAX_DELAY: Duration = Duration::from_secs(30 * 24 * 3600);
 
+/// [`MAX_DELAY`] in microseconds
+pub(crate) const MAX_DELAY_MICROS: u64 = 30 * 24 * 3600 * 1_000_000;
+
 /// A [`Duration`] in whole microseconds, saturating at `u64::MAX`
 #[must_use]
 pub(crate) fn duration_micros(d: Duration) -> u64 {
@@ -204,11 +207,30 @@ pub(crate) const fn clamp_delay(d: Duration, min: Duration) -> Duration {
     }
 }
 
-/// `d` clamped into `[min, MAX_DELAY]` when it is `Some` (for config setters of optional timers)
+/// `d` clamped into `[min, MAX_DELAY]`, in whole microseconds (for configurations that keep
+/// their delays in the unit of [`Instant`]: a timer then adds them with one 64-bit addition
+/// instead of a `Duration` conversion at every use)
 #[must_use]
-pub(crate) const fn clamp_some(d: Option<Duration>, min: Duration) -> Option<Duration> {
+pub(crate) const fn clamp_micros(d: Duration, min: Duration) -> u64 {
+    // at most MAX_DELAY (2.6e12 µs): the cast is exact
+    clamp_delay(d, min).as_micros() as u64
+}
+
+/// [`clamp_micros`] of an optional delay
+#[must_use]
+pub(crate) const fn clamp_micros_some(d: Option<Duration>, min: Duration) -> Option<u64> {
     match d {
-        Some(d) => Some(clamp_delay(d, min)),
+        Some(d) => Some(clamp_micros(d, min)),
+        None => None,
+    }
+}
+
+/// An optional delay kept in microseconds as a [`Duration`] (for the getters of such
+/// configurations)
+#[must_use]
+pub(crate) const fn duration_from_micros_some(us: Option<u64>) -> Option<Duration> {
+    match us {
+        Some(us) => Some(duration_from_micros(us)),
         None => None,
     }
 }
@@ -430,11 +452,27 @@ mod tests {
     }
 
     #[test]
-    fn clamp_some_keeps_none() {
+    fn clamped_microseconds_keep_none_and_drop_what_is_below_a_microsecond() {
         let min = Duration::from_millis(1);
-        assert_eq!(clamp_some(None, min), None);
-        assert_eq!(clamp_some(Some(Duration::ZERO), min), Some(min));
-        assert_eq!(clamp_some(Some(Duration::MAX), min), Some(MAX_DELAY));
+        assert_eq!(clamp_micros(Duration::ZERO, min), 1_000);
+        assert_eq!(clamp_micros(Duration::new(5, 123_456_789), min), 5_123_456);
+        assert_eq!(clamp_micros(Duration::MAX, min), MAX_DELAY_MICROS);
+        assert_eq!(MAX_DELAY_MICROS, duration_micros(MAX_DELAY));
+        assert_eq!(clamp_micros_some(None, min), None);
+        assert_eq!(clamp_micros_some(Some(Duration::ZERO), min), Some(1_000));
+        assert_eq!(
+            clamp_micros_some(Some(Duration::MAX), min),
+            Some(MAX_DELAY_MICROS)
+        );
+        assert_eq!(duration_from_micros_some(None), None);
+        assert_eq!(
+            duration_from_micros_some(Some(MAX_DELAY_MICROS)),
+            Some(MAX_DELAY)
+        );
+        assert_eq!(
+            duration_from_micros_some(Some(1_000_001)),
+            Some(Duration::from_micros(1_000_001))
+        );
     }
 
     #[test]

@@ -641,6 +641,43 @@ fn client_config_setters_clamp_zero_and_huge_values() {
 }
 
 #[test]
+fn client_config_keeps_its_delays_to_the_microsecond_and_debug_shows_durations() {
+    // 12.345678999 s: the last 999 ns are dropped
+    let c = every_duration(ClientConfig::tcp(), Duration::new(12, 345_678_999))
+        .with_heartbeat_interval(None);
+    let us = Duration::from_micros(12_345_678);
+    for d in [
+        c.connect_timeout(),
+        c.auth_timeout(),
+        c.heartbeat_timeout(),
+        c.request_timeout(),
+        c.reconnect_base(),
+        c.reconnect_max(),
+        c.expiry_margin(),
+    ] {
+        assert_eq!(d, us);
+    }
+    assert_eq!(c.heartbeat_interval(), None);
+    let one_more = c.with_heartbeat_interval(Some(Duration::from_micros(1_000_001)));
+    assert_eq!(
+        one_more.heartbeat_interval(),
+        Some(Duration::from_micros(1_000_001))
+    );
+    let text = format!("{c:?}");
+    for part in [
+        "ClientConfig { transport: Tcp, handshake: ",
+        "connect_timeout: 12.345678s, auth_timeout: 12.345678s, heartbeat_interval: None, \
+         heartbeat_timeout: 12.345678s, any_inbound_is_alive: true, request_timeout: 12.345678s, \
+         reconnect_base: 12.345678s, reconnect_max: 12.345678s, max_reconnect_attempts: None, \
+         jitter: None, expiry_margin: 12.345678s, relative_expiry_heuristic: false, \
+         max_body: 1048576, first_request_id: 1, quota_policy: Stop, gzip_requests: None }",
+    ] {
+        assert!(text.contains(part), "{part} in {text}");
+    }
+    assert!(format!("{one_more:?}").contains("heartbeat_interval: Some(1.000001s)"));
+}
+
+#[test]
 fn server_config_max_pending_requests_is_clamped_to_1_through_65535() {
     let with = |n| {
         ServerConfig::new()
@@ -682,6 +719,47 @@ fn server_config_setters_clamp_zero_and_huge_values() {
     assert_eq!(huge.max_body(), tether_net::longport::wire::MAX_BODY_LEN);
     assert_eq!(huge.default_request_timeout(), Duration::from_secs(60));
     assert_eq!(ServerConfig::default(), ServerConfig::new());
+}
+
+#[test]
+fn server_config_keeps_its_timers_to_the_microsecond_and_debug_shows_durations() {
+    let odd = Duration::new(3, 141_592_653); // 3.141592653 s: the last 653 ns are dropped
+    let c = ServerConfig::new()
+        .with_auth_timeout(odd)
+        .with_heartbeat_timeout(odd)
+        .with_ws_ping_interval(odd)
+        .with_tcp_heartbeat_interval(Some(odd))
+        .with_default_request_timeout(odd);
+    let us = Duration::from_micros(3_141_592);
+    assert_eq!(
+        (
+            c.auth_timeout(),
+            c.heartbeat_timeout(),
+            c.ws_ping_interval(),
+            c.tcp_heartbeat_interval()
+        ),
+        (us, us, us, Some(us))
+    );
+    // the request timeout is handed out, not a timer: kept whole
+    assert_eq!(c.default_request_timeout(), odd);
+    assert_eq!(c, c.with_auth_timeout(us));
+    assert_ne!(c, c.with_auth_timeout(us + Duration::from_micros(1)));
+    assert_eq!(
+        c.with_tcp_heartbeat_interval(None).tcp_heartbeat_interval(),
+        None
+    );
+    let text = format!("{c:?}");
+    assert!(
+        text.starts_with(
+            "ServerConfig { auth_timeout: 3.141592s, heartbeat_timeout: 3.141592s, \
+             ws_ping_interval: 3.141592s, tcp_heartbeat_interval: Some(3.141592s), \
+             max_unauthenticated: 8, max_unauthenticated_per_source: 4, max_body: 1048576, \
+             max_auth_body: 4096, max_pending_requests: 32, \
+             default_request_timeout: 3.141592653s, account_quota: None, rate_limit: None, \
+             command_limits: [None"
+        ),
+        "{text}"
+    );
 }
 
 /// Bound every deadline: `Some(t)` with `t` no later than `now + MAX_DELAY`, never `Instant::MAX`

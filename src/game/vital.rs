@@ -101,7 +101,10 @@ use core::fmt;
 use super::chunk::{copy_short, Chunk, ChunkFlags, ChunkWriter, MAX_CHUNK_SIZE};
 use super::wire::{ack_in_range, Header};
 use crate::config::{getters, setters};
-use crate::time::{clamp_delay, clamp_some, duration_from_micros, Duration, Instant};
+use crate::time::{
+    clamp_micros, clamp_micros_some, duration_from_micros, duration_from_micros_some, Duration,
+    Instant,
+};
 
 /// 10-bit sequence and ack arithmetic (everything modulo 1024)
 pub mod seq {
@@ -187,36 +190,12 @@ impl fmt::Debug for VitalConfig {
     }
 }
 
-/// A clamped delay (at most [`MAX_DELAY`](crate::time::MAX_DELAY)) in whole microseconds
-const fn micros(d: Duration) -> u64 {
-    // at most 30 days: fits
-    d.as_micros() as u64
-}
-
-/// [`micros`] of an optional delay
-const fn micros_some(d: Option<Duration>) -> Option<u64> {
-    match d {
-        Some(d) => Some(micros(d)),
-        None => None,
-    }
-}
-
-/// An optional delay kept in microseconds as a `Duration`
-const fn duration_some(us: Option<u64>) -> Option<Duration> {
-    match us {
-        Some(us) => Some(duration_from_micros(us)),
-        None => None,
-    }
-}
-
 /// Shortest resend, flush, unacked and repeat interval the setters accept
 const MIN_TIMER: Duration = Duration::from_millis(1);
 
-/// `d` clamped into `[0, MAX_DELAY]` (delays after an event and rate limits: zero is "at once" /
-/// "no limit", never a timer that could spin)
-const fn clamp_zero(d: Duration) -> Duration {
-    clamp_delay(d, Duration::ZERO)
-}
+/// Shortest delay after an event and shortest rate limit: zero is "at once" / "no limit", never a
+/// timer that could spin
+const NO_MIN: Duration = Duration::ZERO;
 
 impl VitalConfig {
     /// The reference (DDNet 16.4) timers: resend after 1 s, flush after 500 ms, resend request on
@@ -266,29 +245,29 @@ impl VitalConfig {
     setters! {
         /// Re-send the oldest unacked chunk when its last send is this old, clamped into
         /// `[1 ms, 30 days]` (reference: 1 s)
-        fn with_resend_timeout(d: Duration) { resend_timeout = micros(clamp_delay(d, MIN_TIMER)) }
+        fn with_resend_timeout(d: Duration) { resend_timeout = clamp_micros(d, MIN_TIMER) }
 
         /// Queued chunks without `flush`, and a pending resend request in the reference mode, go out
         /// when the last send is this old; clamped into `[1 ms, 30 days]` (reference: 500 ms)
-        fn with_flush_timeout(d: Duration) { flush_timeout = micros(clamp_delay(d, MIN_TIMER)) }
+        fn with_flush_timeout(d: Duration) { flush_timeout = clamp_micros(d, MIN_TIMER) }
 
         /// Give up ([`TooWeak::NotAcked`]) when the oldest unacked chunk was first sent this long
         /// ago; clamped into `[1 ms, 30 days]` (vanilla 0.6: 10 s; DDNet: `conn_timeout`, 100 s)
-        fn with_unacked_timeout(d: Duration) { unacked_timeout = micros(clamp_delay(d, MIN_TIMER)) }
+        fn with_unacked_timeout(d: Duration) { unacked_timeout = clamp_micros(d, MIN_TIMER) }
 
         /// `None` (reference): a resend request rides on the next packet, at the latest after
         /// the flush timeout. `Some(d)`: a packet carrying it is due `d` after the gap was seen
         /// (`d` clamped into `[0, 30 days]`; 0 = at once)
-        fn with_request_delay(d: Option<Duration>) { request_delay = micros_some(clamp_some(d, Duration::ZERO)) }
+        fn with_request_delay(d: Option<Duration>) { request_delay = clamp_micros_some(d, NO_MIN) }
 
         /// Least time between two resend requests sent, clamped into `[0, 30 days]` (reference: 0,
         /// no limit; a request is only ever sent after a gap, so 0 cannot spin)
-        fn with_request_interval(d: Duration) { request_interval = micros(clamp_zero(d)) }
+        fn with_request_interval(d: Duration) { request_interval = clamp_micros(d, NO_MIN) }
 
         /// Least time between two peer resend requests answered, clamped into `[0, 30 days]`;
         /// requests in between are counted and ignored (DDNet 16.4 answers all: 0; newer versions at
         /// most 10 per second: 100 ms, the default)
-        fn with_answer_interval(d: Duration) { answer_interval = micros(clamp_zero(d)) }
+        fn with_answer_interval(d: Duration) { answer_interval = clamp_micros(d, NO_MIN) }
 
         /// Keep out-of-order vital chunks up to this far ahead of the ack in the reorder buffer,
         /// clamped into `[0, 255]`; 0 = drop them like the reference (also when the reorder capacity
@@ -298,7 +277,7 @@ impl VitalConfig {
         /// `Some(d)`: report through [`Vital::needs_ack`] when a new ack has not been sent for `d`
         /// (clamped into `[0, 30 days]`; the machine then sends a keep-alive); `None`: acks only
         /// ride on packets sent anyway
-        fn with_ack_delay(d: Option<Duration>) { ack_delay = micros_some(clamp_some(d, Duration::ZERO)) }
+        fn with_ack_delay(d: Option<Duration>) { ack_delay = clamp_micros_some(d, NO_MIN) }
 
         /// When the oldest unacked chunk's resend timer fires, re-send every unacked chunk instead of
         /// that one only (reference: that one). Helps when the peer is idle: it holds the oldest chunk
@@ -309,7 +288,7 @@ impl VitalConfig {
         /// request `d` after the last one (still no more often than the request interval), also when
         /// nothing arrives; `d` clamped into `[1 ms, 30 days]`. `None`: only out-of-order arrivals
         /// ask (reference)
-        fn with_gap_repeat(d: Option<Duration>) { gap_repeat = micros_some(clamp_some(d, MIN_TIMER)) }
+        fn with_gap_repeat(d: Option<Duration>) { gap_repeat = clamp_micros_some(d, MIN_TIMER) }
     }
 
     getters! {
@@ -320,7 +299,7 @@ impl VitalConfig {
         /// Give-up timeout of the oldest unacked chunk
         fn unacked_timeout() -> Duration = duration_from_micros;
         /// Delay of a resend request after a gap (`None`: with the next packet)
-        fn request_delay() -> Option<Duration> = duration_some;
+        fn request_delay() -> Option<Duration> = duration_from_micros_some;
         /// Least time between two resend requests sent
         fn request_interval() -> Duration = duration_from_micros;
         /// Least time between two peer resend requests answered
@@ -328,11 +307,11 @@ impl VitalConfig {
         /// Reorder window (0: no reorder buffer)
         fn reorder_window() -> u16;
         /// Ack delay (`None`: acks only ride on packets sent anyway)
-        fn ack_delay() -> Option<Duration> = duration_some;
+        fn ack_delay() -> Option<Duration> = duration_from_micros_some;
         /// Whether the resend timer re-sends every unacked chunk
         fn timer_resends_all() -> bool;
         /// Repeat interval of the resend request while a gap is open (`None`: no repeat)
-        fn gap_repeat() -> Option<Duration> = duration_some;
+        fn gap_repeat() -> Option<Duration> = duration_from_micros_some;
     }
 }
 

@@ -19,7 +19,7 @@ use super::wire::{
 use super::{count, MIN_DELAY};
 use crate::config::{getters, setters};
 use crate::io::{BufferTooSmall, FrameKind, PeerText, Received, Transmit};
-use crate::time::{clamp_delay, earliest, Clock, Duration, Instant};
+use crate::time::{clamp_micros, duration_from_micros, earliest, Clock, Duration, Instant};
 
 #[cfg(test)]
 mod tests;
@@ -63,17 +63,11 @@ pub struct ClientConfig {
     vanilla: bool,
 }
 
-/// `d` clamped into `[1 ms, MAX_DELAY]`, in whole microseconds
-const fn delay_micros(d: Duration) -> u64 {
-    // at most 30 days: fits
-    clamp_delay(d, MIN_DELAY).as_micros() as u64
-}
-
 /// A wait kept in microseconds (`0`: disabled) as a `Duration`
 const fn micros_or_none(us: u64) -> Option<Duration> {
     match us {
         0 => None,
-        us => Some(Duration::from_micros(us)),
+        us => Some(duration_from_micros(us)),
     }
 }
 
@@ -113,22 +107,22 @@ impl ClientConfig {
 
         /// Interval between CONNECT retransmissions while connecting, clamped into
         /// `[1 ms, 30 days]`. Default: 500 ms, as DDNet and vanilla 0.6.
-        fn with_connect_resend(interval: Duration) { connect_resend = delay_micros(interval) }
+        fn with_connect_resend(interval: Duration) { connect_resend = clamp_micros(interval, MIN_DELAY) }
 
         /// Give up connecting ([`CloseCause::ConnectTimeout`]) this long after `connect`, clamped
         /// into `[1 ms, 30 days]`. Default: 10 s. (DDNet's and vanilla's network layer has no connect
         /// timeout; their game layer gives up.)
-        fn with_connect_timeout(timeout: Duration) { connect_timeout = delay_micros(timeout) }
+        fn with_connect_timeout(timeout: Duration) { connect_timeout = clamp_micros(timeout, MIN_DELAY) }
 
         /// Send a KEEP_ALIVE when online and nothing was sent for this long, clamped into
         /// `[1 ms, 30 days]`. Default: 250 ms. DDNet and vanilla 0.6 send one after 1 s without
         /// sending, on both sides; set `Duration::from_secs(1)` to match them on the wire.
-        fn with_keep_alive(interval: Duration) { keep_alive = delay_micros(interval) }
+        fn with_keep_alive(interval: Duration) { keep_alive = clamp_micros(interval, MIN_DELAY) }
 
         /// The connection times out ([`CloseCause::Timeout`], no CLOSE sent) when nothing valid was
         /// received for this long, clamped into `[1 ms, 30 days]`. Default: 10 s (vanilla 0.6.4;
         /// DDNet's `conn_timeout` defaults to 100 s).
-        fn with_timeout(timeout: Duration) { timeout = delay_micros(timeout) }
+        fn with_timeout(timeout: Duration) { timeout = clamp_micros(timeout, MIN_DELAY) }
 
         /// Lost-ACCEPT recovery: when nothing but CONNECT_ACCEPT arrived for this long after the
         /// client sent ACCEPT, it starts the handshake over (see [`Client`]); `None` disables it.
@@ -138,7 +132,7 @@ impl ClientConfig {
         /// "rejoin" of a connection that has exchanged nothing yet.
         fn with_accept_retry(wait: Option<Duration>) {
             accept_retry = match wait {
-                Some(d) => delay_micros(d),
+                Some(d) => clamp_micros(d, MIN_DELAY),
                 None => 0,
             }
         }
@@ -148,13 +142,13 @@ impl ClientConfig {
         /// Whether the client sends the vanilla CONNECT
         fn vanilla() -> bool;
         /// CONNECT resend interval
-        fn connect_resend() -> Duration = Duration::from_micros;
+        fn connect_resend() -> Duration = duration_from_micros;
         /// Connect timeout
-        fn connect_timeout() -> Duration = Duration::from_micros;
+        fn connect_timeout() -> Duration = duration_from_micros;
         /// Keep-alive interval
-        fn keep_alive() -> Duration = Duration::from_micros;
+        fn keep_alive() -> Duration = duration_from_micros;
         /// Timeout of an online connection
-        fn timeout() -> Duration = Duration::from_micros;
+        fn timeout() -> Duration = duration_from_micros;
         /// Lost-ACCEPT recovery wait, `None` when disabled
         fn accept_retry() -> Option<Duration> = micros_or_none;
     }

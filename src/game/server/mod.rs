@@ -29,7 +29,7 @@ const KEEP_ALIVE_ID: u8 = ControlId::KeepAlive as u8;
 use super::{count, local_reason, LocalReason, MIN_DELAY};
 use crate::config::{at_least_one, getters, setters};
 use crate::io::{BufferTooSmall, FrameKind, PeerText, Received, Transmit};
-use crate::time::{clamp_delay, Clock, Duration, Instant};
+use crate::time::{clamp_micros, duration_from_micros, Clock, Duration, Instant};
 use peer::{next_frame, stamp, PeerCold, PeerHot, OUT_CHUNKS, OUT_CONNECT_ACCEPT, OUT_KEEP_ALIVE};
 use table::{PeerHashKey, Table};
 use timers::{timer_at, TimerEntry, Timers};
@@ -75,7 +75,9 @@ pub enum VanillaPolicy {
 /// source** (the OS's random generator, a hardware RNG) at start-up. Tokens and the peer-table
 /// hash key are derived from it; with a known or guessable secret anyone can compute valid
 /// tokens for spoofed addresses offline. Every interval and timeout is clamped into
-/// `[1 ms, 30 days]` ([`MAX_DELAY`]).
+/// `[1 ms, 30 days]` ([`MAX_DELAY`]) and kept in whole microseconds, the unit of
+/// [`Instant`](crate::Instant): a getter gives back what its setter took without the part below
+/// a microsecond.
 ///
 /// ```
 /// use core::time::Duration;
@@ -89,15 +91,17 @@ pub enum VanillaPolicy {
 /// ```
 ///
 /// [`MAX_DELAY`]: crate::time::MAX_DELAY
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Clone, Copy, PartialEq, Eq)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
 #[non_exhaustive]
 pub struct ServerConfig {
     secret: TokenSecret,
     vanilla: VanillaPolicy,
-    keep_alive: Duration,
-    timeout: Duration,
-    connect_accept_resend: Duration,
+    // every delay in whole microseconds, at most MAX_DELAY (2.6e12 µs): the peer timers add them
+    // to an `Instant` without a `Duration` conversion
+    keep_alive: u64,
+    timeout: u64,
+    connect_accept_resend: u64,
     max_peers: usize,
     info_per_second: u32,
     info_replies_per_second: u32,
@@ -112,9 +116,9 @@ impl ServerConfig {
         ServerConfig {
             secret,
             vanilla: VanillaPolicy::Reject,
-            keep_alive: Duration::from_secs(1),
-            timeout: Duration::from_secs(10),
-            connect_accept_resend: Duration::from_millis(500),
+            keep_alive: 1_000_000,
+            timeout: 10_000_000,
+            connect_accept_resend: 500_000,
             max_peers: usize::MAX,
             info_per_second: 50,
             info_replies_per_second: 500,
@@ -157,16 +161,16 @@ impl ServerConfig {
 
         /// Send a KEEP_ALIVE to an online peer when nothing was sent to it for this long, clamped
         /// into `[1 ms, 30 days]`. Default: 1 s, what DDNet and vanilla servers do.
-        fn with_keep_alive(interval: Duration) { keep_alive = clamp_delay(interval, MIN_DELAY) }
+        fn with_keep_alive(interval: Duration) { keep_alive = clamp_micros(interval, MIN_DELAY) }
 
         /// A peer times out ([`CloseCause::Timeout`], no CLOSE sent) when nothing valid arrived from
         /// it for this long, clamped into `[1 ms, 30 days]`. Default: 10 s (vanilla 0.6.4; DDNet's
         /// `conn_timeout` defaults to 100 s).
-        fn with_timeout(timeout: Duration) { timeout = clamp_delay(timeout, MIN_DELAY) }
+        fn with_timeout(timeout: Duration) { timeout = clamp_micros(timeout, MIN_DELAY) }
 
         /// CONNECT_ACCEPT resend interval for [`VanillaPolicy::Pending`] slots, clamped into
         /// `[1 ms, 30 days]`. Default: 500 ms.
-        fn with_connect_accept_resend(interval: Duration) { connect_accept_resend = clamp_delay(interval, MIN_DELAY) }
+        fn with_connect_accept_resend(interval: Duration) { connect_accept_resend = clamp_micros(interval, MIN_DELAY) }
 
         /// Admit at most this many peers (online and pending), at least 1; the server clamps it to
         /// its `PEERS` too. Default: `PEERS`. The peer table has `2 × PEERS` buckets, so it is at
@@ -184,14 +188,29 @@ impl ServerConfig {
         /// Policy for vanilla CONNECTs
         fn vanilla() -> VanillaPolicy;
         /// Keep-alive interval
-        fn keep_alive() -> Duration;
+        fn keep_alive() -> Duration = duration_from_micros;
         /// Peer timeout
-        fn timeout() -> Duration;
+        fn timeout() -> Duration = duration_from_micros;
         /// CONNECT_ACCEPT resend interval of pending vanilla slots
-        fn connect_accept_resend() -> Duration;
+        fn connect_accept_resend() -> Duration = duration_from_micros;
         /// Most peers admitted; `usize::MAX` until a server clamped it to its `PEERS`
         /// ([`Server::config`] shows the clamped value)
         fn max_peers() -> usize;
+    }
+}
+
+impl core::fmt::Debug for ServerConfig {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("ServerConfig")
+            .field("secret", &self.secret)
+            .field("vanilla", &self.vanilla)
+            .field("keep_alive", &self.keep_alive())
+            .field("timeout", &self.timeout())
+            .field("connect_accept_resend", &self.connect_accept_resend())
+            .field("max_peers", &self.max_peers)
+            .field("info_per_second", &self.info_per_second)
+            .field("info_replies_per_second", &self.info_replies_per_second)
+            .finish()
     }
 }
 
@@ -886,7 +905,7 @@ impl<P: Copy + Eq + Hash, const PEERS: usize, const EVENTS: usize, L: Layer>
                     continue;
                 }
             }
-            let timed_out = now >= hot.last_recv(now) + config.timeout;
+            let timed_out = now >= hot.last_recv(now).add_micros(config.timeout);
             let too_weak = match chunks {
                 Some((v, _)) if !timed_out => v.handle_timeout(now).err(),
                 _ => None,
@@ -924,7 +943,7 @@ impl<P: Copy + Eq + Hash, const PEERS: usize, const EVENTS: usize, L: Layer>
                     bits |= OUT_KEEP_ALIVE;
                 }
             }
-            if cold.out == 0 && now >= cold.last_send(now) + hot.send_interval(&config) {
+            if cold.out == 0 && now >= cold.last_send(now).add_micros(hot.send_interval(&config)) {
                 bits |= if hot.online() {
                     OUT_KEEP_ALIVE
                 } else {

@@ -6,7 +6,7 @@ use core::num::NonZeroU32;
 
 use super::ServerConfig;
 use crate::game::wire::{Control, ControlPacket, Token};
-use crate::time::{Duration, Instant};
+use crate::time::Instant;
 
 /// Pending-output bit: CONNECT_ACCEPT to this peer
 pub(super) const OUT_CONNECT_ACCEPT: u8 = 1;
@@ -147,8 +147,9 @@ impl PeerHot {
     }
 
     /// Interval of the send timer: keep-alive when online, CONNECT_ACCEPT resend when pending
-    /// (at least 1 ms by the config's clamping, so a due timer always moves forward)
-    pub(super) fn send_interval(&self, config: &ServerConfig) -> Duration {
+    /// in microseconds (at least 1 ms by the config's clamping, so a due timer always moves
+    /// forward)
+    pub(super) fn send_interval(&self, config: &ServerConfig) -> u64 {
         if self.online() {
             config.keep_alive
         } else {

@@ -1321,6 +1321,34 @@ fn more_than_65536_peers_and_churn_at_capacity() {
     }
 }
 
+#[test]
+fn config_keeps_its_delays_to_the_microsecond_and_debug_shows_durations() {
+    let odd = Duration::new(2, 345_678_999); // 2.345678999 s: the last 999 ns are dropped
+    let c = ServerConfig::new(SECRET)
+        .with_keep_alive(odd)
+        .with_timeout(odd + Duration::from_micros(1))
+        .with_connect_accept_resend(Duration::from_micros(1_001));
+    assert_eq!(
+        (c.keep_alive(), c.timeout(), c.connect_accept_resend()),
+        (
+            Duration::from_micros(2_345_678),
+            Duration::from_micros(2_345_679),
+            Duration::from_micros(1_001)
+        )
+    );
+    // configurations that differ by a microsecond differ
+    assert_ne!(c, c.with_timeout(odd));
+    assert_eq!(c, c.with_timeout(Duration::from_micros(2_345_679)));
+    let text = std::format!("{c:?}");
+    for part in [
+        "ServerConfig { secret: TokenSecret(..), vanilla: Reject, keep_alive: 2.345678s,",
+        "timeout: 2.345679s, connect_accept_resend: 1.001ms, max_peers: 18446744073709551615,",
+        "info_per_second: 50, info_replies_per_second: 500 }",
+    ] {
+        assert!(text.contains(part), "{part} in {text}");
+    }
+}
+
 /// Every interval and timeout zero, and no peers allowed
 fn zero_config() -> ServerConfig {
     ServerConfig::new(SECRET)

@@ -24,12 +24,12 @@ pub(super) fn timer_at(
     config: &ServerConfig,
     now: Instant,
 ) -> Instant {
-    let timeout = hot.last_recv(now) + config.timeout;
+    let timeout = hot.last_recv(now).add_micros(config.timeout);
     let interval = hot.send_interval(config);
     let send = if cold.out != 0 {
-        now + interval
+        now.add_micros(interval)
     } else {
-        cold.last_send(now) + interval
+        cold.last_send(now).add_micros(interval)
     };
     timeout.min(send)
 }

@@ -23,7 +23,10 @@ use crate::longport::wire::{
 use crate::longport::{
     bump, bump_by, emit_raw, truncated, Echo, Text, WallClock, MAX_WS_CONTROL_PAYLOAD,
 };
-use crate::time::{clamp_delay, clamp_some, earliest, Clock, Duration, Instant, MAX_DELAY};
+use crate::time::{
+    clamp_micros, clamp_micros_some, div_rem_small, duration_from_micros,
+    duration_from_micros_some, duration_micros, earliest, Clock, Duration, Instant, MAX_DELAY,
+};
 use crate::wire::Reader;
 
 use reconnect::{backoff, After};
@@ -56,24 +59,27 @@ const MIN_HEARTBEAT_INTERVAL: Duration = Duration::from_secs(1);
 /// Build with [`ClientConfig::new`] (or [`ClientConfig::tcp`] / [`ClientConfig::websocket`]) and
 /// adjust with the `with_*` setters, which clamp every value into the range they document (so
 /// [`Client::poll_timeout`] never lies more than [`MAX_DELAY`] ahead and nothing can make the
-/// client spin).
-#[derive(Debug, Clone, Copy)]
+/// client spin). Delays are kept in whole microseconds, the unit of [`Instant`]: a getter gives
+/// back what its setter took without the part below a microsecond.
+#[derive(Clone, Copy)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
 #[non_exhaustive]
 pub struct ClientConfig {
     transport: Transport,
     handshake: Handshake,
-    connect_timeout: Duration,
-    auth_timeout: Duration,
-    heartbeat_interval: Option<Duration>,
-    heartbeat_timeout: Duration,
+    // every delay in whole microseconds, at most MAX_DELAY (2.6e12 µs): the timers add them to
+    // an `Instant` without a `Duration` conversion
+    connect_timeout: u64,
+    auth_timeout: u64,
+    heartbeat_interval: Option<u64>,
+    heartbeat_timeout: u64,
     any_inbound_is_alive: bool,
-    request_timeout: Duration,
-    reconnect_base: Duration,
-    reconnect_max: Duration,
+    request_timeout: u64,
+    reconnect_base: u64,
+    reconnect_max: u64,
     max_reconnect_attempts: Option<u32>,
     jitter: Option<JitterFn>,
-    expiry_margin: Duration,
+    expiry_margin: u64,
     relative_expiry_heuristic: bool,
     max_body: usize,
     first_request_id: u32,
@@ -88,17 +94,17 @@ impl ClientConfig {
         ClientConfig {
             transport,
             handshake: Handshake::OPENAPI,
-            connect_timeout: Duration::from_secs(10),
-            auth_timeout: Duration::from_secs(10),
-            heartbeat_interval: Some(Duration::from_secs(60)),
-            heartbeat_timeout: Duration::from_secs(120),
+            connect_timeout: 10_000_000,
+            auth_timeout: 10_000_000,
+            heartbeat_interval: Some(60_000_000),
+            heartbeat_timeout: 120_000_000,
             any_inbound_is_alive: true,
-            request_timeout: Duration::from_secs(30),
-            reconnect_base: Duration::from_secs(1),
-            reconnect_max: Duration::from_secs(30),
+            request_timeout: 30_000_000,
+            reconnect_base: 1_000_000,
+            reconnect_max: 30_000_000,
             max_reconnect_attempts: None,
             jitter: None,
-            expiry_margin: Duration::from_secs(10),
+            expiry_margin: 10_000_000,
             relative_expiry_heuristic: false,
             max_body: DEFAULT_MAX_BODY,
             first_request_id: 1,
@@ -125,37 +131,37 @@ impl ClientConfig {
 
         /// How long a dial may take after [`ClientEvent::ConnectTransport`] (default 10 s; clamped
         /// to 1 ms ..= [`MAX_DELAY`])
-        fn with_connect_timeout(timeout: Duration) { connect_timeout = clamp_delay(timeout, MIN_TIMEOUT) }
+        fn with_connect_timeout(timeout: Duration) { connect_timeout = clamp_micros(timeout, MIN_TIMEOUT) }
 
         /// How long the auth/reconnect response (or a needed token) may take (default 10 s; clamped
         /// to 1 ms ..= [`MAX_DELAY`]); also the login request's header timeout field (at most
         /// 60 000 ms)
-        fn with_auth_timeout(timeout: Duration) { auth_timeout = clamp_delay(timeout, MIN_TIMEOUT) }
+        fn with_auth_timeout(timeout: Duration) { auth_timeout = clamp_micros(timeout, MIN_TIMEOUT) }
 
         /// Client heartbeat period (default 60 s; clamped to 1 s ..= [`MAX_DELAY`]); `None` sends
         /// none and relies on the server's heartbeats or pings
         fn with_heartbeat_interval(interval: Option<Duration>) {
-            heartbeat_interval = clamp_some(interval, MIN_HEARTBEAT_INTERVAL)
+            heartbeat_interval = clamp_micros_some(interval, MIN_HEARTBEAT_INTERVAL)
         }
 
         /// The connection is declared dead after this long without a sign of life (default 120 s;
         /// clamped to 1 ms ..= [`MAX_DELAY`])
-        fn with_heartbeat_timeout(timeout: Duration) { heartbeat_timeout = clamp_delay(timeout, MIN_TIMEOUT) }
+        fn with_heartbeat_timeout(timeout: Duration) { heartbeat_timeout = clamp_micros(timeout, MIN_TIMEOUT) }
 
         /// Count every inbound packet as a sign of life, not only heartbeats (default true)
         fn with_any_inbound_is_alive(any: bool) { any_inbound_is_alive = any }
 
         /// Timeout of a request sent with a zero timeout (default 30 s; clamped to
         /// 1 ms ..= [`MAX_DELAY`])
-        fn with_request_timeout(timeout: Duration) { request_timeout = clamp_delay(timeout, MIN_TIMEOUT) }
+        fn with_request_timeout(timeout: Duration) { request_timeout = clamp_micros(timeout, MIN_TIMEOUT) }
     }
 
     /// Reconnect back-off: the first delay `base` (default 1 s), doubled per failed attempt up
     /// to `max` (default 30 s); both clamped to 1 ms ..= [`MAX_DELAY`]
     #[must_use]
     pub const fn with_reconnect_backoff(mut self, base: Duration, max: Duration) -> Self {
-        self.reconnect_base = clamp_delay(base, MIN_TIMEOUT);
-        self.reconnect_max = clamp_delay(max, MIN_TIMEOUT);
+        self.reconnect_base = clamp_micros(base, MIN_TIMEOUT);
+        self.reconnect_max = clamp_micros(max, MIN_TIMEOUT);
         self
     }
 
@@ -169,7 +175,7 @@ impl ClientConfig {
 
         /// A session is not resumed within this margin before it expires (default 10 s; clamped to
         /// 0 ..= [`MAX_DELAY`])
-        fn with_expiry_margin(margin: Duration) { expiry_margin = clamp_delay(margin, Duration::ZERO) }
+        fn with_expiry_margin(margin: Duration) { expiry_margin = clamp_micros(margin, Duration::ZERO) }
 
         /// Read `expires` below `1e11` as milliseconds relative to the response (a heuristic,
         /// default false; see [`Client`], Session expiry)
@@ -204,27 +210,27 @@ impl ClientConfig {
         /// The TCP handshake sent first
         fn handshake() -> Handshake;
         /// See [`ClientConfig::with_connect_timeout`]
-        fn connect_timeout() -> Duration;
+        fn connect_timeout() -> Duration = duration_from_micros;
         /// See [`ClientConfig::with_auth_timeout`]
-        fn auth_timeout() -> Duration;
+        fn auth_timeout() -> Duration = duration_from_micros;
         /// See [`ClientConfig::with_heartbeat_interval`]
-        fn heartbeat_interval() -> Option<Duration>;
+        fn heartbeat_interval() -> Option<Duration> = duration_from_micros_some;
         /// See [`ClientConfig::with_heartbeat_timeout`]
-        fn heartbeat_timeout() -> Duration;
+        fn heartbeat_timeout() -> Duration = duration_from_micros;
         /// See [`ClientConfig::with_any_inbound_is_alive`]
         fn any_inbound_is_alive() -> bool;
         /// See [`ClientConfig::with_request_timeout`]
-        fn request_timeout() -> Duration;
+        fn request_timeout() -> Duration = duration_from_micros;
         /// First reconnect delay (see [`ClientConfig::with_reconnect_backoff`])
-        fn reconnect_base() -> Duration;
+        fn reconnect_base() -> Duration = duration_from_micros;
         /// Cap of the reconnect delay before jitter (see [`ClientConfig::with_reconnect_backoff`])
-        fn reconnect_max() -> Duration;
+        fn reconnect_max() -> Duration = duration_from_micros;
         /// See [`ClientConfig::with_max_reconnect_attempts`]
         fn max_reconnect_attempts() -> Option<u32>;
         /// See [`ClientConfig::with_jitter`]
         fn jitter() -> Option<JitterFn>;
         /// See [`ClientConfig::with_expiry_margin`]
-        fn expiry_margin() -> Duration;
+        fn expiry_margin() -> Duration = duration_from_micros;
         /// See [`ClientConfig::with_relative_expiry_heuristic`]
         fn relative_expiry_heuristic() -> bool;
         /// See [`ClientConfig::with_max_body`]
@@ -235,6 +241,31 @@ impl ClientConfig {
         fn quota_policy() -> QuotaPolicy;
         /// See `ClientConfig::with_gzip_requests` (feature `gzip`; always `None` without it)
         fn gzip_requests() -> Option<usize>;
+    }
+}
+
+impl core::fmt::Debug for ClientConfig {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        let mut d = f.debug_struct("ClientConfig");
+        d.field("transport", &self.transport)
+            .field("handshake", &self.handshake)
+            .field("connect_timeout", &self.connect_timeout())
+            .field("auth_timeout", &self.auth_timeout())
+            .field("heartbeat_interval", &self.heartbeat_interval())
+            .field("heartbeat_timeout", &self.heartbeat_timeout())
+            .field("any_inbound_is_alive", &self.any_inbound_is_alive)
+            .field("request_timeout", &self.request_timeout())
+            .field("reconnect_base", &self.reconnect_base())
+            .field("reconnect_max", &self.reconnect_max())
+            .field("max_reconnect_attempts", &self.max_reconnect_attempts)
+            .field("jitter", &self.jitter)
+            .field("expiry_margin", &self.expiry_margin())
+            .field("relative_expiry_heuristic", &self.relative_expiry_heuristic)
+            .field("max_body", &self.max_body)
+            .field("first_request_id", &self.first_request_id)
+            .field("quota_policy", &self.quota_policy)
+            .field("gzip_requests", &self.gzip_requests)
+            .finish()
     }
 }
 
@@ -859,7 +890,7 @@ impl<
             } else {
                 self.request_token();
                 self.phase = Phase::AwaitToken {
-                    deadline: now.saturating_add(self.config.auth_timeout),
+                    deadline: now.add_micros(self.config.auth_timeout),
                 };
             }
         }
@@ -948,10 +979,11 @@ impl<
         if out.len() < required {
             return Err(Error::BufferTooSmall { required });
         }
+        // in microseconds, at most MAX_DELAY
         let timeout = if timeout.is_zero() {
             self.config.request_timeout
         } else {
-            timeout.min(MAX_DELAY)
+            duration_micros(timeout.min(MAX_DELAY))
         };
         let id = self.alloc_id();
         let header = Header {
@@ -969,7 +1001,7 @@ impl<
         let hlen = header.emit(out)?;
         let rest = out.get_mut(hlen..).unwrap_or_default();
         let blen = form.write(body, rest)?;
-        if !self.requests.insert(id, now.saturating_add(timeout)) {
+        if !self.requests.insert(id, now.add_micros(timeout)) {
             // unreachable: checked above; keep the id unused rather than panic
             return Err(Error::TooManyInFlight);
         }
@@ -1367,7 +1399,7 @@ impl<
             return false;
         }
         if let Some(deadline) = s.relative_deadline {
-            return now.saturating_add(self.config.expiry_margin) < deadline;
+            return now.add_micros(self.config.expiry_margin) < deadline;
         }
         if s.expires <= 0 {
             return false;
@@ -1375,8 +1407,8 @@ impl<
         match self.wall.at(now) {
             None => true,
             Some(wall) => {
-                let margin =
-                    i64::try_from(self.config.expiry_margin.as_millis()).unwrap_or(i64::MAX);
+                // at most MAX_DELAY in milliseconds (2.6e9): the cast is exact
+                let margin = div_rem_small(self.config.expiry_margin, 1_000).0 as i64;
                 s.expires.saturating_sub(margin) > wall
             }
         }
@@ -1400,8 +1432,7 @@ impl<
     }
 
     fn liveness_deadline(&self) -> Instant {
-        self.last_alive
-            .saturating_add(self.config.heartbeat_timeout)
+        self.last_alive.add_micros(self.config.heartbeat_timeout)
     }
 
     fn can_login(&self, now: Instant) -> bool {
@@ -1435,7 +1466,7 @@ impl<
             bump(&mut self.stats.reconnects);
         }
         self.phase = Phase::Dialing {
-            deadline: now.saturating_add(self.config.connect_timeout),
+            deadline: now.add_micros(self.config.connect_timeout),
         };
         self.push_event(ClientEvent::ConnectTransport {
             attempt: self.attempt,
@@ -1448,7 +1479,7 @@ impl<
         self.phase = Phase::Login {
             kind,
             rid,
-            deadline: now.saturating_add(self.config.auth_timeout),
+            deadline: now.add_micros(self.config.auth_timeout),
         };
     }
 
@@ -1514,15 +1545,16 @@ impl<
                 return;
             }
         }
-        let delay = fixed.unwrap_or_else(|| {
-            backoff(
+        let delay = match fixed {
+            Some(d) => duration_micros(d),
+            None => backoff(
                 self.config.reconnect_base,
                 self.config.reconnect_max,
                 self.config.jitter,
                 self.attempt,
-            )
-        });
-        let at = now.saturating_add(delay);
+            ),
+        };
+        let at = now.add_micros(delay);
         self.phase = Phase::Backoff { at };
         if fixed.is_none() && !self.can_login(now) {
             self.session = None;
@@ -1553,10 +1585,7 @@ impl<
     }
 
     fn queue_heartbeat(&mut self, now: Instant) {
-        self.next_heartbeat = self
-            .config
-            .heartbeat_interval
-            .map(|i| now.saturating_add(i));
+        self.next_heartbeat = self.config.heartbeat_interval.map(|i| now.add_micros(i));
         if self.tx_heartbeat.is_none() {
             self.tx_heartbeat = Some(self.alloc_id());
         }
@@ -1779,10 +1808,7 @@ impl<
         self.token_requested = false;
         self.phase = Phase::Ready;
         self.last_alive = now;
-        self.next_heartbeat = self
-            .config
-            .heartbeat_interval
-            .map(|i| now.saturating_add(i));
+        self.next_heartbeat = self.config.heartbeat_interval.map(|i| now.add_micros(i));
         self.push_event(ClientEvent::Connected {
             via,
             expires: g.expires,
@@ -1914,9 +1940,9 @@ const fn transmit(len: usize, kind: FrameKind) -> Transmit<()> {
     Transmit { to: (), len, kind }
 }
 
-/// The request header's timeout field: `min(ms, 60000)`
-fn header_timeout(d: Duration) -> u16 {
-    u16::try_from(d.as_millis())
+/// The request header's timeout field for a timeout of `us` microseconds: `min(ms, 60000)`
+fn header_timeout(us: u64) -> u16 {
+    u16::try_from(div_rem_small(us, 1_000).0)
         .unwrap_or(MAX_HEADER_TIMEOUT_MS)
         .min(MAX_HEADER_TIMEOUT_MS)
 }

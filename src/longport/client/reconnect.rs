@@ -2,7 +2,7 @@
 //! what a refusal for the account's connection quota does ([`QuotaPolicy`])
 
 use crate::longport::control::CloseCode;
-use crate::time::{clamp_delay, Duration, MAX_DELAY};
+use crate::time::{clamp_delay, duration_micros, Duration, MAX_DELAY_MICROS};
 
 /// Shortest delay [`QuotaPolicy::RetryAfter`] is clamped to
 const MIN_QUOTA_RETRY: Duration = Duration::from_secs(1);
@@ -24,7 +24,7 @@ pub enum QuotaPolicy {
     /// closing the account's other connections (the default)
     Stop,
     /// [`ClientEvent::ReconnectScheduled`](crate::longport::ClientEvent::ReconnectScheduled)
-    /// this long after the refusal (clamped to 1 s ..= [`MAX_DELAY`]); when it elapses,
+    /// this long after the refusal (clamped to 1 s ..= [`MAX_DELAY`](crate::time::MAX_DELAY)); when it elapses,
     /// [`ClientEvent::TokenNeeded`](crate::longport::ClientEvent::TokenNeeded), then a fresh
     /// Auth. Counts as a failed attempt for
     /// [`ClientConfig::with_max_reconnect_attempts`](crate::longport::ClientConfig::with_max_reconnect_attempts).
@@ -93,16 +93,12 @@ impl After {
     }
 }
 
-/// Delay before reconnect attempt `attempt` (1 for the first retry): `base` doubled per earlier
-/// failed attempt, capped at `max`, plus `jitter(attempt)`; never more than [`MAX_DELAY`]
-pub(super) fn backoff(
-    base: Duration,
-    max: Duration,
-    jitter: Option<JitterFn>,
-    attempt: u32,
-) -> Duration {
-    // base * 2^(attempt - 1) by doubling (`Duration * u32` divides 64-bit numbers, a library
-    // call on 32-bit targets); stops once at `max`, where the product would be capped anyway
+/// Delay in microseconds before reconnect attempt `attempt` (1 for the first retry): `base`
+/// doubled per earlier failed attempt, capped at `max` (both in microseconds), plus
+/// `jitter(attempt)`; never more than [`MAX_DELAY`](crate::time::MAX_DELAY)
+pub(super) fn backoff(base: u64, max: u64, jitter: Option<JitterFn>, attempt: u32) -> u64 {
+    // base * 2^(attempt - 1) by doubling; stops once at `max`, where the product would be capped
+    // anyway
     let mut delay = base;
     for _ in 0..attempt.saturating_sub(1).min(31) {
         if delay >= max {
@@ -111,8 +107,8 @@ pub(super) fn backoff(
         delay = delay.saturating_add(delay);
     }
     let delay = delay.min(max);
-    let jitter = jitter.map_or(Duration::ZERO, |j| j(attempt));
-    delay.saturating_add(jitter).min(MAX_DELAY)
+    let jitter = jitter.map_or(0, |j| duration_micros(j(attempt)));
+    delay.saturating_add(jitter).min(MAX_DELAY_MICROS)
 }
 
 #[cfg(test)]
@@ -121,16 +117,25 @@ mod tests {
 
     #[test]
     fn backoff_doubles_caps_and_clamps_jitter() {
-        let s = Duration::from_secs;
+        let s = |n: u64| n * 1_000_000;
         let delays: [u64; 6] =
-            core::array::from_fn(|i| backoff(s(1), s(30), None, i as u32 + 1).as_secs());
+            core::array::from_fn(|i| backoff(s(1), s(30), None, i as u32 + 1) / s(1));
         assert_eq!(delays, [1, 2, 4, 8, 16, 30]);
         assert_eq!(backoff(s(1), s(30), None, u32::MAX), s(30));
         fn huge(_: u32) -> Duration {
             Duration::MAX
         }
-        assert_eq!(backoff(s(1), s(30), Some(huge), 1), MAX_DELAY);
-        assert_eq!(backoff(MAX_DELAY, MAX_DELAY, None, 40), MAX_DELAY);
+        assert_eq!(backoff(s(1), s(30), Some(huge), 1), MAX_DELAY_MICROS);
+        assert_eq!(
+            backoff(MAX_DELAY_MICROS, MAX_DELAY_MICROS, None, 40),
+            MAX_DELAY_MICROS
+        );
+        // the jitter is added to the microsecond (below that it is dropped)
+        fn some(attempt: u32) -> Duration {
+            Duration::from_nanos(u64::from(attempt) * 1_500_999)
+        }
+        assert_eq!(backoff(s(1), s(30), Some(some), 1), 1_001_500);
+        assert_eq!(backoff(s(1), s(30), Some(some), 2), 2_003_001);
     }
 
     #[test]
@@ -141,7 +146,7 @@ mod tests {
         );
         assert_eq!(
             QuotaPolicy::RetryAfter(Duration::MAX).clamped(),
-            QuotaPolicy::RetryAfter(MAX_DELAY)
+            QuotaPolicy::RetryAfter(crate::time::MAX_DELAY)
         );
         assert_eq!(QuotaPolicy::Stop.clamped(), QuotaPolicy::Stop);
     }

@@ -24,7 +24,10 @@ use crate::longport::wire::{
     Kind, Packet, RequestId, Signature, Status, DEFAULT_MAX_BODY, MAX_BODY_LEN,
 };
 use crate::longport::{bump, bump_by, truncated, Echo, Text, WallClock, MAX_WS_CONTROL_PAYLOAD};
-use crate::time::{clamp_delay, clamp_some, Clock, Duration, Instant};
+use crate::time::{
+    clamp_delay, clamp_micros, clamp_micros_some, duration_from_micros, duration_from_micros_some,
+    Clock, Duration, Instant,
+};
 
 pub use admission::{AccountId, Admission, Grant, Source};
 pub use rate::{RateLimit, MAX_COMMAND_LIMITS};
@@ -69,20 +72,24 @@ const MIN_TIMEOUT: Duration = Duration::from_millis(1);
 /// clamp every value into the range they document (so [`Server::poll_timeout`] never lies more
 /// than [`MAX_DELAY`](crate::time::MAX_DELAY) ahead). What the real LongPort gateway does where
 /// its numbers are not public (account quota, rate limits, server heartbeats over TCP) is off by
-/// default.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// default. The connection timers are kept in whole microseconds, the unit of [`Instant`]: their
+/// getters give back what the setters took without the part below a microsecond.
+#[derive(Clone, Copy, PartialEq, Eq)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
 #[non_exhaustive]
 pub struct ServerConfig {
-    auth_timeout: Duration,
-    heartbeat_timeout: Duration,
-    ws_ping_interval: Duration,
-    tcp_heartbeat_interval: Option<Duration>,
+    // the timers in whole microseconds, at most MAX_DELAY (2.6e12 µs): they are added to an
+    // `Instant` without a `Duration` conversion
+    auth_timeout: u64,
+    heartbeat_timeout: u64,
+    ws_ping_interval: u64,
+    tcp_heartbeat_interval: Option<u64>,
     max_unauthenticated: usize,
     max_unauthenticated_per_source: usize,
     max_body: usize,
     max_auth_body: usize,
     max_pending_requests: u16,
+    // handed out in `ServerApp::Request` as it is, never added to an `Instant`
     default_request_timeout: Duration,
     account_quota: Option<u32>,
     rate_limit: Option<RateLimit>,
@@ -97,9 +104,9 @@ impl ServerConfig {
     #[must_use]
     pub const fn new() -> Self {
         ServerConfig {
-            auth_timeout: Duration::from_secs(10),
-            heartbeat_timeout: Duration::from_secs(150),
-            ws_ping_interval: Duration::from_secs(20),
+            auth_timeout: 10_000_000,
+            heartbeat_timeout: 150_000_000,
+            ws_ping_interval: 20_000_000,
             tcp_heartbeat_interval: None,
             max_unauthenticated: 8,
             max_unauthenticated_per_source: 4,
@@ -116,15 +123,15 @@ impl ServerConfig {
     setters! {
         /// Time from `handle_connected` until the connection must be authenticated (default 10 s;
         /// clamped to 1 ms ..= [`MAX_DELAY`](crate::time::MAX_DELAY))
-        fn with_auth_timeout(timeout: Duration) { auth_timeout = clamp_delay(timeout, MIN_TIMEOUT) }
+        fn with_auth_timeout(timeout: Duration) { auth_timeout = clamp_micros(timeout, MIN_TIMEOUT) }
 
         /// Silence after which an authenticated connection is closed (default 150 s; clamped to
         /// 1 ms ..= [`MAX_DELAY`](crate::time::MAX_DELAY))
-        fn with_heartbeat_timeout(timeout: Duration) { heartbeat_timeout = clamp_delay(timeout, MIN_TIMEOUT) }
+        fn with_heartbeat_timeout(timeout: Duration) { heartbeat_timeout = clamp_micros(timeout, MIN_TIMEOUT) }
 
         /// WebSocket Ping cadence (default 20 s; clamped to 1 s ..= [`MAX_DELAY`](crate::time::MAX_DELAY))
         fn with_ws_ping_interval(interval: Duration) {
-            ws_ping_interval = clamp_delay(interval, MIN_WS_PING_INTERVAL)
+            ws_ping_interval = clamp_micros(interval, MIN_WS_PING_INTERVAL)
         }
 
         /// Cadence of the server's own heartbeat requests (cmd 1) to authenticated TCP clients
@@ -133,7 +140,7 @@ impl ServerConfig {
         /// Each answer gives [`ServerEvent::HeartbeatRtt`]. The official Go client echoes them;
         /// the official Rust client has no TCP transport.
         fn with_tcp_heartbeat_interval(interval: Option<Duration>) {
-            tcp_heartbeat_interval = clamp_some(interval, MIN_WS_PING_INTERVAL)
+            tcp_heartbeat_interval = clamp_micros_some(interval, MIN_WS_PING_INTERVAL)
         }
 
         /// Most connections that may be unauthenticated at once (default 8; at least 1, and never
@@ -261,13 +268,13 @@ impl ServerConfig {
 
     getters! {
         /// See [`ServerConfig::with_auth_timeout`]
-        fn auth_timeout() -> Duration;
+        fn auth_timeout() -> Duration = duration_from_micros;
         /// See [`ServerConfig::with_heartbeat_timeout`]
-        fn heartbeat_timeout() -> Duration;
+        fn heartbeat_timeout() -> Duration = duration_from_micros;
         /// See [`ServerConfig::with_ws_ping_interval`]
-        fn ws_ping_interval() -> Duration;
+        fn ws_ping_interval() -> Duration = duration_from_micros;
         /// See [`ServerConfig::with_tcp_heartbeat_interval`]
-        fn tcp_heartbeat_interval() -> Option<Duration>;
+        fn tcp_heartbeat_interval() -> Option<Duration> = duration_from_micros_some;
         /// See [`ServerConfig::with_max_unauthenticated`] (the value set, before the `PEERS` cap)
         fn max_unauthenticated() -> usize;
         /// See [`ServerConfig::with_max_unauthenticated_per_source`]
@@ -323,6 +330,29 @@ impl ServerConfig {
         } else {
             self.max_body
         }
+    }
+}
+
+impl core::fmt::Debug for ServerConfig {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("ServerConfig")
+            .field("auth_timeout", &self.auth_timeout())
+            .field("heartbeat_timeout", &self.heartbeat_timeout())
+            .field("ws_ping_interval", &self.ws_ping_interval())
+            .field("tcp_heartbeat_interval", &self.tcp_heartbeat_interval())
+            .field("max_unauthenticated", &self.max_unauthenticated)
+            .field(
+                "max_unauthenticated_per_source",
+                &self.max_unauthenticated_per_source,
+            )
+            .field("max_body", &self.max_body)
+            .field("max_auth_body", &self.max_auth_body)
+            .field("max_pending_requests", &self.max_pending_requests)
+            .field("default_request_timeout", &self.default_request_timeout)
+            .field("account_quota", &self.account_quota)
+            .field("rate_limit", &self.rate_limit)
+            .field("command_limits", &self.command_limits)
+            .finish()
     }
 }
 
@@ -1560,7 +1590,9 @@ impl<P: Copy + Eq, const PEERS: usize, const SESSIONS: usize> Server<P, PEERS, S
                 Phase::AwaitHandshake | Phase::AwaitAuth | Phase::Pending(_) => {
                     (now >= p.auth_deadline).then_some(CloseCause::LoginTimeout)
                 }
-                Phase::Authenticated => (now >= p.last_rx + hb).then_some(CloseCause::Timeout),
+                Phase::Authenticated => {
+                    (now >= p.last_rx.add_micros(hb)).then_some(CloseCause::Timeout)
+                }
                 Phase::Closing | Phase::Gone => continue,
             };
             if let Some(cause) = expired {
@@ -1572,7 +1604,7 @@ impl<P: Copy + Eq, const PEERS: usize, const SESSIONS: usize> Server<P, PEERS, S
             if let (Some(at), Some(interval)) = (p.next_ping, interval) {
                 if now >= at {
                     p.ping_due = true;
-                    p.next_ping = Some(now + interval);
+                    p.next_ping = Some(now.add_micros(interval));
                     self.mark_tx(i);
                 }
             }
@@ -1851,8 +1883,8 @@ impl<P: Copy + Eq, const PEERS: usize, const SESSIONS: usize> Server<P, PEERS, S
         }
     }
 
-    /// The server heartbeat cadence on `transport`, if any
-    fn heartbeat_interval(&self, transport: Transport) -> Option<Duration> {
+    /// The server heartbeat cadence on `transport` in microseconds, if any
+    fn heartbeat_interval(&self, transport: Transport) -> Option<u64> {
         match transport {
             Transport::WebSocket => Some(self.config.ws_ping_interval),
             Transport::Tcp => self.config.tcp_heartbeat_interval,
@@ -1913,7 +1945,7 @@ impl<P: Copy + Eq, const PEERS: usize, const SESSIONS: usize> Server<P, PEERS, S
         if p.transport == Transport::Tcp {
             // the handshake is behind us: only the body limit changes
             p.deframer = StreamDeframer::new(false, max_body);
-            p.next_ping = tcp_interval.map(|i| now + i);
+            p.next_ping = tcp_interval.map(|i| now.add_micros(i));
         }
         p.announce = Some(ServerEvent::Connected {
             peer,

@@ -188,8 +188,8 @@ impl<P: Copy> Peer<P> {
         transport: Transport,
         source: Source,
         now: Instant,
-        auth_timeout: Duration,
-        ws_ping_interval: Duration,
+        auth_timeout: u64,
+        ws_ping_interval: u64,
         max_body: usize,
     ) -> Self {
         let tcp = transport == Transport::Tcp;
@@ -205,9 +205,9 @@ impl<P: Copy> Peer<P> {
             },
             deframer: StreamDeframer::new(tcp, max_body),
             handshake: None,
-            auth_deadline: now + auth_timeout,
+            auth_deadline: now.add_micros(auth_timeout),
             last_rx: now,
-            next_ping: (!tcp).then(|| now + ws_ping_interval),
+            next_ping: (!tcp).then(|| now.add_micros(ws_ping_interval)),
             resp: None,
             echo: None,
             refusals: Vec::new(),
@@ -277,11 +277,12 @@ impl<P: Copy> Peer<P> {
         }
     }
 
-    /// The next deadline of this connection, in machine time
-    pub(super) fn deadline(&self, heartbeat_timeout: Duration) -> Option<Instant> {
+    /// The next deadline of this connection, in machine time (`heartbeat_timeout` in
+    /// microseconds)
+    pub(super) fn deadline(&self, heartbeat_timeout: u64) -> Option<Instant> {
         let d = match self.phase {
             Phase::AwaitHandshake | Phase::AwaitAuth | Phase::Pending(_) => self.auth_deadline,
-            Phase::Authenticated => self.last_rx + heartbeat_timeout,
+            Phase::Authenticated => self.last_rx.add_micros(heartbeat_timeout),
             Phase::Closing | Phase::Gone => return None,
         };
         Some(match self.next_ping {
