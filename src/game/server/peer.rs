@@ -6,7 +6,7 @@ use core::num::NonZeroU32;
 
 use super::ServerConfig;
 use crate::game::wire::{Control, ControlPacket, Token};
-use crate::time::Instant;
+use crate::time::{div_rem_small, Instant};
 
 /// Pending-output bit: CONNECT_ACCEPT to this peer
 pub(super) const OUT_CONNECT_ACCEPT: u8 = 1;
@@ -33,11 +33,19 @@ const PRESENT: NonZeroU32 = match NonZeroU32::new(1 << 31) {
 
 /// A peer's last receive or send time as kept: milliseconds since the caller's epoch, rounded
 /// up, low 32 bits (wraps every 49.7 days; see [`unstamp`]). Not inlined on 32-bit targets,
-/// where the 64-bit division is a long sequence at every call site.
+/// where the division is three 32-bit divisions at every call site.
 #[cfg_attr(target_pointer_width = "32", inline(never))]
 #[cfg_attr(not(target_pointer_width = "32"), inline)]
 pub(super) fn stamp(t: Instant) -> u32 {
-    t.as_micros().div_ceil(1_000) as u32
+    millis_up(t) as u32
+}
+
+/// `t` in whole milliseconds, rounded up (by [`div_rem_small`]: a 64-bit division is a library
+/// call on 32-bit targets)
+#[inline]
+fn millis_up(t: Instant) -> u64 {
+    let (ms, rest) = div_rem_small(t.as_micros(), 1_000);
+    ms + u64::from(rest != 0)
 }
 
 /// The instant of a [`stamp`]: the latest whole millisecond at or before `now` (rounded up)
@@ -49,7 +57,7 @@ pub(super) fn stamp(t: Instant) -> u32 {
 /// then looks younger than it is and times out one timeout later.
 #[inline]
 pub(super) fn unstamp(stamp: u32, now: Instant) -> Instant {
-    let now_ms = now.as_micros().div_ceil(1_000);
+    let now_ms = millis_up(now);
     let age = (now_ms as u32).wrapping_sub(stamp);
     Instant::from_millis(now_ms.saturating_sub(u64::from(age)))
 }

@@ -7,7 +7,7 @@
 //! `max(tat, now) + interval`. So a quiet connection may send `burst` requests at once, and then
 //! one per `interval`.
 
-use crate::time::{Duration, Instant};
+use crate::time::{duration_from_micros, Duration, Instant};
 
 /// Most per-command limits a [`ServerConfig`](crate::longport::ServerConfig) holds
 pub const MAX_COMMAND_LIMITS: usize = 8;
@@ -43,7 +43,8 @@ impl RateLimit {
             rate
         };
         RateLimit {
-            interval_us: 1_000_000 / rate as u64,
+            // a 32-bit division (rate is at most 1,000,000)
+            interval_us: (1_000_000 / rate) as u64,
             burst: if burst == 0 { 1 } else { burst },
         }
     }
@@ -51,7 +52,7 @@ impl RateLimit {
     /// Time between two requests at the sustained rate
     #[must_use]
     pub const fn interval(&self) -> Duration {
-        Duration::from_micros(self.interval_us)
+        duration_from_micros(self.interval_us)
     }
 
     /// Requests allowed at once after a quiet spell
@@ -62,10 +63,13 @@ impl RateLimit {
 
     /// The bucket's next `tat` if a request at `now` conforms, else `None`
     fn check(&self, tat: Instant, now: Instant) -> Option<Instant> {
-        let interval = Duration::from_micros(self.interval_us);
-        let tolerance = interval.saturating_mul(self.burst.saturating_sub(1));
+        // in microseconds: at most 10^6 x (2^32 - 1), no overflow; no `Duration` (whose
+        // `from_micros` divides 64-bit numbers, a library call on 32-bit targets)
+        let tolerance = self
+            .interval_us
+            .saturating_mul(u64::from(self.burst.saturating_sub(1)));
         let start = tat.max(now);
-        (start <= now.saturating_add(tolerance)).then(|| start.saturating_add(interval))
+        (start <= now.add_micros(tolerance)).then(|| start.add_micros(self.interval_us))
     }
 }
 
