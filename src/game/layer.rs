@@ -686,6 +686,20 @@ pub(crate) enum Outcome<'p> {
 /// reason of 127 bytes and its NUL, a token, and slack)
 pub(crate) const SMALL_LEN: usize = 192;
 
+/// The stack buffer a compressed control packet is decoded into, word-aligned: zeroing it is
+/// then the word-wise `memclr` every firmware links anyway (a byte array of this size made
+/// 32-bit Arm builds link the unaligned one too, 208 B)
+#[repr(align(8))]
+pub(crate) struct Small(pub(crate) [u8; SMALL_LEN]);
+
+impl Small {
+    /// All zeros
+    #[inline]
+    pub(crate) const fn new() -> Self {
+        Small([0; SMALL_LEN])
+    }
+}
+
 /// The last four bytes of a packet as a token candidate (`None` when it has no room for one)
 pub(crate) fn tail_token(bytes: &[u8]) -> Option<Token> {
     if bytes.len() < HEADER_LEN + TOKEN_LEN {

@@ -1220,8 +1220,9 @@ impl<const EVENTS: usize, L: Layer> Client<EVENTS, L> {
     ) -> Result<Option<ClientApp<'a>>, Dropped> {
         if b0 & FLAG_CONTROL != 0 {
             // decoded into a small buffer: only vanilla 0.6.4 peers send these, without token
-            let mut small = [0u8; SMALL_LEN];
-            let total = layer::decompress_control(data, &mut small)?;
+            let mut small = layer::Small::new();
+            let small = &mut small.0;
+            let total = layer::decompress_control(data, small)?;
             let len = (HEADER_LEN + total).min(SMALL_LEN);
             let id = small.get(HEADER_LEN).copied();
             let (mode, swap) = self.read_mode(id, None).ok_or(Dropped::Silent)?;

@@ -1562,8 +1562,9 @@ impl<P: Copy + Eq + Hash, const PEERS: usize, const EVENTS: usize, L: Layer>
     ) -> Result<Option<ServerApp<'a>>, Dropped> {
         if b0 & wire::FLAG_CONTROL != 0 {
             // only vanilla 0.6.4 peers send these (without token); DDNet never does
-            let mut small = [0u8; SMALL_LEN];
-            let total = layer::decompress_control(data, &mut small)?;
+            let mut small = layer::Small::new();
+            let small = &mut small.0;
+            let total = layer::decompress_control(data, small)?;
             if mode != TokenMode::Vanilla || HEADER_LEN + total > SMALL_LEN {
                 return Err(Dropped::Malformed);
             }
