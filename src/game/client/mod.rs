@@ -388,7 +388,7 @@ struct Pending {
 /// understood on a token-less connection; DDNet never sends one, so on a token connection it is
 /// dropped.
 ///
-/// Both compressed cases need the feature `control-huffman` (on by default; about 2 KB of
+/// Both compressed cases need the feature `control-huffman` (on by default; about 1.7 KB of
 /// flash on Cortex-M). Without it a [`ControlOnly`] client drops every compressed datagram
 /// (counted in [`ClientStats::dropped_malformed`]): compressed chunk packets then neither reach
 /// the application nor count as a sign of life, and a compressed CLOSE is missed (the client
