@@ -550,6 +550,33 @@ fn rng_sequences_are_the_reference_ones() {
 }
 
 #[test]
+fn rng_fill_writes_the_little_endian_outputs_and_fates_say_who_got_the_frame() {
+    // fill: each 8 bytes are the next output, little-endian; a short tail takes the low bytes
+    let mut buf = [0u8; 11];
+    Rng::new(0).fill(&mut buf);
+    let mut r = Rng::new(0);
+    let (a, b) = (r.next_u64().to_le_bytes(), r.next_u64().to_le_bytes());
+    assert_eq!(buf[..8], a);
+    assert_eq!(buf[8..], b[..3]);
+    let reached = [
+        Fate::Delivered,
+        Fate::Duplicate,
+        Fate::Refused,
+        Fate::Injected,
+    ];
+    let dropped = [
+        Fate::Lost,
+        Fate::Filtered,
+        Fate::Oversize,
+        Fate::LinkDown,
+        Fate::TransportClosed,
+        Fate::Unroutable,
+    ];
+    assert!(reached.iter().all(|f| f.reached_receiver()));
+    assert!(dropped.iter().all(|f| !f.reached_receiver()));
+}
+
+#[test]
 fn trace_records_show_like_their_entries() {
     let record = TraceRecord {
         at: Instant::from_micros(1_500_000),
