@@ -577,6 +577,167 @@ fn rng_fill_writes_the_little_endian_outputs_and_fates_say_who_got_the_frame() {
 }
 
 #[test]
+fn link_setters_set_what_they_name() {
+    let c = LinkConfig::perfect()
+        .with_loss(0.25)
+        .with_duplicate(0.5)
+        .with_reorder(0.75, Duration::from_millis(7))
+        .with_latency(Duration::from_millis(3))
+        .with_jitter(Duration::from_millis(2))
+        .with_mtu(Some(100))
+        .with_split_stream(true);
+    assert_eq!(
+        (c.loss, c.duplicate, c.reorder, c.reorder_delay),
+        (0.25, 0.5, 0.75, Duration::from_millis(7))
+    );
+    assert_eq!(
+        (c.latency, c.jitter, c.mtu, c.split_stream),
+        (
+            Duration::from_millis(3),
+            Duration::from_millis(2),
+            Some(100),
+            true
+        )
+    );
+    // the setters change one field of any config, not only of the perfect one
+    let lossless = LinkConfig::lossy(1.0).with_loss(0.0);
+    assert_eq!(lossless, LinkConfig::perfect());
+    let mut link = Link::new(LinkConfig::perfect().with_loss(1.0), 1);
+    assert_eq!(
+        link.send(Instant::ZERO, FrameKind::Datagram, b"x"),
+        Err(Fate::Lost)
+    );
+}
+
+#[test]
+fn a_link_delivers_in_arrival_order_and_its_timing_is_latency_plus_jitter() {
+    let t0 = Instant::from_secs(1);
+    let latency = Duration::from_millis(10);
+    let jitter = Duration::from_millis(5);
+    let config = LinkConfig::perfect()
+        .with_latency(latency)
+        .with_jitter(jitter)
+        .with_duplicate(0.5)
+        .with_reorder(0.5, Duration::from_millis(20));
+    let mut link = Link::new(config, 7);
+    for i in 0..40u8 {
+        link.send(t0, FrameKind::Datagram, &[i]).unwrap();
+    }
+    let queued = link.in_flight();
+    assert!(queued > 40, "some duplicates: {queued}");
+    let mut got = Vec::new();
+    while let Some(f) = link.poll_delivery(Instant::from_secs(2)) {
+        got.push(f);
+    }
+    assert_eq!(got.len(), queued);
+    // popped in arrival order, each no earlier than the latency after sending and no later than
+    // latency + jitter + the longest reorder delay (+1 µs)
+    assert!(got.windows(2).all(|w| w[0].deliver_at <= w[1].deliver_at));
+    let latest = t0 + latency + jitter + Duration::from_millis(20) + Duration::from_micros(1);
+    for f in &got {
+        assert!(
+            f.deliver_at >= t0 + latency && f.deliver_at <= latest,
+            "{f:?}"
+        );
+    }
+    assert!(got.iter().any(|f| f.fate == Fate::Duplicate));
+    // the jitter and the reorder delays really spread the arrivals
+    assert!(got.iter().any(|f| f.deliver_at > t0 + latency + jitter));
+    assert!(got.first().unwrap().deliver_at < t0 + latency + jitter);
+}
+
+#[test]
+fn a_link_drops_datagrams_over_its_mtu_only_and_can_be_cut() {
+    let t0 = Instant::from_secs(1);
+    let mut link = Link::new(LinkConfig::perfect().with_mtu(Some(4)), 3);
+    assert_eq!(link.send(t0, FrameKind::Datagram, &[0; 4]), Ok(1));
+    assert_eq!(
+        link.send(t0, FrameKind::Datagram, &[0; 5]),
+        Err(Fate::Oversize)
+    );
+    // stream frames ignore the MTU
+    assert_eq!(link.send(t0, FrameKind::Stream, &[0; 5]), Ok(1));
+    assert!(link.is_up());
+    link.set_up(false);
+    assert!(!link.is_up());
+    assert_eq!(
+        link.send(t0, FrameKind::Datagram, &[0]),
+        Err(Fate::LinkDown)
+    );
+    // frames already in flight come out as LinkDown while it is cut
+    let f = link.poll_delivery(Instant::from_secs(2)).unwrap();
+    assert_eq!(f.fate, Fate::LinkDown);
+}
+
+#[test]
+fn reliable_frames_keep_fifo_order_split_only_when_asked_and_reset_forgets_them() {
+    let t0 = Instant::from_secs(1);
+    let latency = Duration::from_millis(10);
+    let config = LinkConfig::perfect()
+        .with_latency(latency)
+        .with_jitter(Duration::from_millis(30));
+    let mut link = Link::new(config, 11);
+    for i in 0..20u8 {
+        // one byte frames are never split, even with splitting on
+        assert_eq!(link.send(t0, FrameKind::Stream, &[i]), Ok(1));
+    }
+    let mut order = Vec::new();
+    while let Some(f) = link.poll_delivery(Instant::from_secs(2)) {
+        assert!(f.deliver_at >= t0 + latency, "{f:?}");
+        order.push(f.bytes[0]);
+    }
+    assert_eq!(order, (0..20).collect::<Vec<u8>>(), "FIFO despite jitter");
+    // splitting: only stream frames longer than one byte, only with split_stream
+    let mut plain = Link::new(LinkConfig::perfect(), 5);
+    assert_eq!(plain.send(t0, FrameKind::Stream, &[7; 64]), Ok(1));
+    let mut split = Link::new(LinkConfig::perfect().with_split_stream(true), 5);
+    let mut chunks = 0;
+    for _ in 0..10 {
+        chunks += split.send(t0, FrameKind::Stream, &[7; 64]).unwrap();
+    }
+    assert!(chunks > 10, "some frames split: {chunks}");
+    assert_eq!(split.send(t0, FrameKind::Stream, &[7]), Ok(1));
+    assert_eq!(
+        split.send(t0, FrameKind::WsBinary, &[7; 64]),
+        Ok(1),
+        "WebSocket frames are never split"
+    );
+    // reset_reliable drops the reliable frames in flight and keeps the datagrams
+    let mut link = Link::new(LinkConfig::perfect(), 2);
+    link.send(t0, FrameKind::Stream, b"tcp").unwrap();
+    link.send(t0, FrameKind::Datagram, b"udp").unwrap();
+    link.send(t0, FrameKind::WsBinary, b"ws").unwrap();
+    link.reset_reliable();
+    assert_eq!(link.in_flight(), 1);
+    let f = link.poll_delivery(Instant::from_secs(2)).unwrap();
+    assert_eq!(
+        (f.kind, f.bytes.as_slice()),
+        (FrameKind::Datagram, &b"udp"[..])
+    );
+    // and forgets the FIFO position: a reliable frame sent after it is not held behind the
+    // jittered ones sent before
+    let mut link = Link::new(
+        LinkConfig::perfect().with_jitter(Duration::from_secs(10)),
+        4,
+    );
+    let mut last = Instant::ZERO;
+    for _ in 0..10 {
+        link.send(t0, FrameKind::Stream, b"x").unwrap();
+    }
+    while let Some(f) = link.poll_delivery(Instant::from_secs(100)) {
+        last = f.deliver_at;
+    }
+    assert!(
+        last > t0 + Duration::from_secs(5),
+        "jitter pushed the tail out: {last}"
+    );
+    link.set_config(LinkConfig::perfect());
+    link.reset_reliable();
+    link.send(t0, FrameKind::Stream, b"y").unwrap();
+    assert_eq!(link.next_delivery(), Some(t0 + Duration::from_millis(10)));
+}
+
+#[test]
 fn trace_records_show_like_their_entries() {
     let record = TraceRecord {
         at: Instant::from_micros(1_500_000),
