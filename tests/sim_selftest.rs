@@ -1668,6 +1668,159 @@ fn solo_reassembles_a_byte_by_byte_stream() {
 }
 
 #[test]
+fn solo_switches_and_hooks_do_what_they_say() {
+    let mut solo = Solo::new(Echo::<u8>::new(Flavour::Datagram));
+    // keep_sent(false): counted, not kept
+    solo.keep_sent(false);
+    solo.input(1, FrameKind::Datagram, b"a");
+    assert!(solo.sent().is_empty());
+    assert_eq!(solo.stats().transmits, 1);
+    solo.keep_sent(true);
+    solo.input(1, FrameKind::Datagram, b"b");
+    assert_eq!(solo.sent().len(), 1);
+    // keep_events(false): the hook still sees every event
+    let seen = Rc::new(RefCell::new(Vec::new()));
+    let s2 = Rc::clone(&seen);
+    solo.on_event(move |e: &EchoEvent<u8>| s2.borrow_mut().push(e.clone()));
+    solo.keep_events(false);
+    let kept = solo.events().len();
+    solo.input(2, FrameKind::Datagram, b"cd");
+    assert_eq!(solo.events().len(), kept);
+    assert_eq!(*seen.borrow(), [EchoEvent::Got(2, 2)]);
+    // answer_app: the hook gets the machine, the time and the payload, and may answer at once
+    let apps = Rc::new(RefCell::new(Vec::new()));
+    let a2 = Rc::clone(&apps);
+    solo.answer_app(move |m: &mut Echo<u8>, now, a: &&[u8]| {
+        a2.borrow_mut().push((now, a.to_vec()));
+        m.send_to(9, b"answer");
+    });
+    solo.advance(Duration::from_millis(5));
+    solo.input(3, FrameKind::Datagram, b"e");
+    assert_eq!(*apps.borrow(), [(Instant::from_millis(5), b"e".to_vec())]);
+    let to: Vec<u8> = solo.sent().iter().map(|s| s.to).collect();
+    assert_eq!(
+        &to[to.len() - 2..],
+        [3, 9],
+        "the echo, then the hook's answer"
+    );
+}
+
+#[test]
+fn solo_closes_a_websocket_on_its_close_frame_unless_told_not_to() {
+    let mut solo = Solo::new(Echo::<u8>::new(Flavour::Ws));
+    solo.input(1, FrameKind::WsClose(1000), b"");
+    assert_eq!(
+        solo.take_events(),
+        [EchoEvent::PeerClosed(1), EchoEvent::TransportClosed(1)]
+    );
+    solo.set_ws_close_closes_transport(false);
+    solo.input(2, FrameKind::WsClose(1000), b"");
+    assert_eq!(solo.take_events(), [EchoEvent::PeerClosed(2)]);
+}
+
+#[test]
+fn solo_closing_one_transport_keeps_the_other_peers_buffers() {
+    let mut solo = Solo::new(Echo::<u8>::new(Flavour::Stream));
+    let apps = Rc::new(RefCell::new(Vec::new()));
+    let a2 = Rc::clone(&apps);
+    solo.on_app(move |a: &&[u8]| a2.borrow_mut().push(a.to_vec()));
+    solo.input(1, FrameKind::Stream, &[2, b'a']); // half of a 2-byte frame
+    solo.input(2, FrameKind::Stream, &[1]); // a 1-byte frame's length only
+    solo.close_transport(1);
+    assert_eq!(solo.events().last(), Some(&EchoEvent::TransportClosed(1)));
+    solo.input(2, FrameKind::Stream, b"z");
+    assert_eq!(*apps.borrow(), [b"z".to_vec()]);
+    // peer 1 starts over with an empty buffer
+    solo.input(1, FrameKind::Stream, &[1, b'y']);
+    assert_eq!(apps.borrow().last().unwrap(), b"y");
+}
+
+#[test]
+fn solo_counts_what_it_drains_and_ends_advance_at_the_time_asked() {
+    let mut solo = Solo::new(Pinger::new(Duration::from_millis(100), Instant::ZERO));
+    // timers at 0, 100, ..., 1000 ms; the clock still ends at 1,050 ms
+    assert_eq!(solo.advance(Duration::from_millis(1_050)), 11);
+    assert_eq!(solo.now(), Instant::from_millis(1_050));
+    solo.input((), FrameKind::Datagram, &3u32.to_be_bytes());
+    let st = *solo.stats();
+    assert_eq!(
+        (st.timeouts, st.transmits, st.bytes_out, st.events),
+        (11, 11, 44, 1)
+    );
+    // more than one frame and event in a drain are all counted
+    let mut echo = Solo::new(Echo::<u8>::new(Flavour::Datagram));
+    for to in 0..5 {
+        echo.machine_mut().send_to(to, b"xyz");
+    }
+    echo.input(9, FrameKind::Datagram, b"ab");
+    echo.input(9, FrameKind::Datagram, b"cd");
+    let st = *echo.stats();
+    assert_eq!(
+        (st.transmits, st.bytes_out, st.events),
+        (7, 5 * 3 + 2 + 2, 2)
+    );
+}
+
+#[test]
+#[cfg_attr(panic = "abort", ignore = "expects a panic: wasm32 aborts on panic")]
+#[should_panic(expected = "emitted more than 100000 transmits in one drain")]
+fn solo_stops_a_machine_that_floods_one_drain() {
+    let mut solo = Solo::new(Echo::<u8>::new(Flavour::Datagram));
+    solo.keep_sent(false);
+    for _ in 0..100_001 {
+        solo.machine_mut().send_to(1, b"x");
+    }
+    solo.drain();
+}
+
+#[test]
+fn solo_closed_when_holds_from_the_drain_after_the_machine_reports_closed() {
+    use core::cell::Cell;
+    let closed = Rc::new(Cell::new(false));
+    let c2 = Rc::clone(&closed);
+    let mut solo = Solo::new(Echo::<u8>::new(Flavour::Datagram));
+    solo.closed_when(move |_| c2.get());
+    solo.input(1, FrameKind::Datagram, b"a");
+    // the machine now says it is closed, but this input's drain is the one that notes it: its
+    // echo is still allowed
+    closed.set(true);
+    solo.input(1, FrameKind::Datagram, b"b");
+    assert_eq!(solo.sent().len(), 2);
+}
+
+#[test]
+#[cfg_attr(panic = "abort", ignore = "expects a panic: wasm32 aborts on panic")]
+#[should_panic(expected = "3 steps without virtual time advancing")]
+fn solo_stall_limit_is_the_one_set() {
+    let mut solo = Solo::new(Stuck {
+        deadline: Instant::from_millis(1),
+        go_back: false,
+    });
+    solo.set_stall_limit(3);
+    solo.advance(Duration::from_secs(1));
+}
+
+#[test]
+#[cfg_attr(panic = "abort", ignore = "expects a panic: wasm32 aborts on panic")]
+#[should_panic(expected = "after it reported closed")]
+fn solo_closed_when_makes_a_closed_machine_silent() {
+    let mut solo = Solo::new(Echo::<u8>::new(Flavour::Datagram));
+    solo.closed_when(|_| true);
+    solo.input(1, FrameKind::Datagram, b"a"); // the drain after it notes "closed"
+    solo.input(1, FrameKind::Datagram, b"b"); // and this echo breaks the invariant
+}
+
+#[test]
+fn solo_without_checks_lets_a_closed_machine_talk() {
+    let mut solo = Solo::new(Echo::<u8>::new(Flavour::Datagram));
+    solo.closed_when(|_| true);
+    solo.set_checks(false);
+    solo.input(1, FrameKind::Datagram, b"a");
+    solo.input(1, FrameKind::Datagram, b"b");
+    assert_eq!(solo.sent().len(), 2);
+}
+
+#[test]
 #[cfg_attr(panic = "abort", ignore = "expects a panic: wasm32 aborts on panic")]
 #[should_panic(expected = "livelocked")]
 fn solo_detects_a_stalled_timer() {
