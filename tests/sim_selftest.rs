@@ -1774,6 +1774,18 @@ fn solo_stops_a_machine_that_floods_one_drain() {
 }
 
 #[test]
+#[cfg_attr(panic = "abort", ignore = "expects a panic: wasm32 aborts on panic")]
+#[should_panic(expected = "reported more than 100000 events in one drain")]
+fn solo_stops_a_machine_that_reports_too_many_events_in_one_drain() {
+    let mut solo = Solo::new(Echo::<u8>::new(Flavour::Datagram));
+    solo.keep_events(false);
+    for _ in 0..100_001 {
+        solo.machine_mut().events.push_back(EchoEvent::Got(1, 0));
+    }
+    solo.drain();
+}
+
+#[test]
 fn solo_closed_when_holds_from_the_drain_after_the_machine_reports_closed() {
     use core::cell::Cell;
     let closed = Rc::new(Cell::new(false));
