@@ -1802,7 +1802,7 @@ fn solo_closed_when_holds_from_the_drain_after_the_machine_reports_closed() {
 
 #[test]
 #[cfg_attr(panic = "abort", ignore = "expects a panic: wasm32 aborts on panic")]
-#[should_panic(expected = "3 steps without virtual time advancing")]
+#[should_panic(expected = "livelocked at 0.001000s: 3 steps without virtual time advancing")]
 fn solo_stall_limit_is_the_one_set() {
     let mut solo = Solo::new(Stuck {
         deadline: Instant::from_millis(1),
@@ -1830,18 +1830,6 @@ fn solo_without_checks_lets_a_closed_machine_talk() {
     solo.input(1, FrameKind::Datagram, b"a");
     solo.input(1, FrameKind::Datagram, b"b");
     assert_eq!(solo.sent().len(), 2);
-}
-
-#[test]
-#[cfg_attr(panic = "abort", ignore = "expects a panic: wasm32 aborts on panic")]
-#[should_panic(expected = "livelocked")]
-fn solo_detects_a_stalled_timer() {
-    let mut solo = Solo::new(Stuck {
-        deadline: Instant::from_millis(1),
-        go_back: false,
-    });
-    solo.set_stall_limit(100);
-    solo.advance(Duration::from_secs(1));
 }
 
 #[test]
