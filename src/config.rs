@@ -41,6 +41,35 @@ macro_rules! getters {
 }
 pub(crate) use getters;
 
+/// `Debug` and, with the `defmt` feature, `defmt::Format` of a configuration: the struct's name
+/// and each listed value under its name, in order
+///
+/// `config_fmt!(Config, c => { a: c.a(), b: c.b })` shows `a` as its getter gives it, so the
+/// delays kept in microseconds show as `Duration`s in both forms, not as bare numbers.
+macro_rules! config_fmt {
+    ($ty:ident, $c:ident => { $($name:ident: $value:expr),* $(,)? }) => {
+        impl core::fmt::Debug for $ty {
+            fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+                let $c = self;
+                f.debug_struct(stringify!($ty))
+                    $(.field(stringify!($name), &$value))*
+                    .finish()
+            }
+        }
+
+        #[cfg(feature = "defmt")]
+        impl defmt::Format for $ty {
+            fn format(&self, f: defmt::Formatter<'_>) {
+                let $c = self;
+                defmt::write!(f, "{=str} {{", stringify!($ty));
+                $(defmt::write!(f, " {=str}: {},", stringify!($name), $value);)*
+                defmt::write!(f, " }}");
+            }
+        }
+    };
+}
+pub(crate) use config_fmt;
+
 /// `n`, or 1 when it is 0 (capacities and counts that must not be zero)
 #[must_use]
 pub(crate) const fn at_least_one(n: usize) -> usize {

@@ -100,7 +100,7 @@ use core::fmt;
 
 use super::chunk::{copy_short, Chunk, ChunkFlags, ChunkWriter, MAX_CHUNK_SIZE};
 use super::wire::{ack_in_range, Header};
-use crate::config::{getters, setters};
+use crate::config::{config_fmt, getters, setters};
 use crate::time::{
     clamp_micros, clamp_micros_some, duration_from_micros, duration_from_micros_some, Duration,
     Instant,
@@ -155,7 +155,6 @@ pub mod seq {
 ///
 /// [`MAX_DELAY`]: crate::time::MAX_DELAY
 #[derive(Clone, Copy, PartialEq, Eq)]
-#[cfg_attr(feature = "defmt", derive(defmt::Format))]
 #[non_exhaustive]
 pub struct VitalConfig {
     // every delay in whole microseconds, at most MAX_DELAY (2.6e12 µs): the timers add them to
@@ -173,22 +172,18 @@ pub struct VitalConfig {
     gap_repeat: Option<u64>,
 }
 
-impl fmt::Debug for VitalConfig {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("VitalConfig")
-            .field("resend_timeout", &self.resend_timeout())
-            .field("flush_timeout", &self.flush_timeout())
-            .field("unacked_timeout", &self.unacked_timeout())
-            .field("request_delay", &self.request_delay())
-            .field("request_interval", &self.request_interval())
-            .field("answer_interval", &self.answer_interval())
-            .field("reorder_window", &self.reorder_window)
-            .field("ack_delay", &self.ack_delay())
-            .field("timer_resends_all", &self.timer_resends_all)
-            .field("gap_repeat", &self.gap_repeat())
-            .finish()
-    }
-}
+config_fmt!(VitalConfig, c => {
+    resend_timeout: c.resend_timeout(),
+    flush_timeout: c.flush_timeout(),
+    unacked_timeout: c.unacked_timeout(),
+    request_delay: c.request_delay(),
+    request_interval: c.request_interval(),
+    answer_interval: c.answer_interval(),
+    reorder_window: c.reorder_window,
+    ack_delay: c.ack_delay(),
+    timer_resends_all: c.timer_resends_all,
+    gap_repeat: c.gap_repeat(),
+});
 
 /// Shortest resend, flush, unacked and repeat interval the setters accept
 const MIN_TIMER: Duration = Duration::from_millis(1);

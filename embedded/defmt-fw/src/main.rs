@@ -1,5 +1,5 @@
-//! defmt link check: a game handshake and a LongPort login in memory, every machine event and
-//! the machines themselves logged with `defmt::info!` through defmt-rtt
+//! defmt link check: a game handshake and a LongPort login in memory, every machine event, the
+//! machines and their configurations logged with `defmt::info!` through defmt-rtt
 //!
 //! Built for thumbv7em-none-eabihf (`cargo build --release`); not run (RTT needs a probe).
 #![no_std]
@@ -23,9 +23,15 @@ fn panic(info: &core::panic::PanicInfo) -> ! {
 /// Game: CONNECT / CONNECT_ACCEPT / ACCEPT, one keep-alive period, CLOSE
 fn game_session() {
     const ADDR: u16 = 1;
-    let mut client = game::Client::new(ClientConfig::default());
-    let mut server: game::Server<u16, 4> =
-        game::Server::with_capacities(ServerConfig::new(TokenSecret([3; 16])));
+    let (client_config, server_config) = (
+        ClientConfig::default(),
+        ServerConfig::new(TokenSecret([3; 16])),
+    );
+    // delays show as `Duration`s (kept in microseconds inside)
+    defmt::info!("game configs {} {}", client_config, server_config);
+    defmt::info!("vital config {}", game::vital::VitalConfig::new());
+    let mut client = game::Client::new(client_config);
+    let mut server: game::Server<u16, 4> = game::Server::with_capacities(server_config);
     let mut buf = [0u8; 1400];
     let mut now = Instant::from_secs(1);
     let _ = client.connect(now);
@@ -64,8 +70,11 @@ fn game_session() {
 /// LongPort over in-memory TCP: handshake + auth, accepted by the application
 fn longport_session() {
     const CONN: u8 = 1;
-    let mut client = longport::Client::new(longport::ClientConfig::tcp());
-    let mut server: longport::Server<u8> = longport::Server::new(longport::ServerConfig::new());
+    let (client_config, server_config) =
+        (longport::ClientConfig::tcp(), longport::ServerConfig::new());
+    defmt::info!("longport configs {} {}", client_config, server_config);
+    let mut client = longport::Client::new(client_config);
+    let mut server: longport::Server<u8> = longport::Server::new(server_config);
     let now = Instant::from_secs(1);
     let mut buf = [0u8; 512];
     let _ = client.connect(now, Credentials::new("token"));

@@ -17,7 +17,7 @@ use super::wire::{
     FLAG_COMPRESSION, FLAG_CONNLESS, FLAG_CONTROL, HEADER_LEN,
 };
 use super::{count, MIN_DELAY};
-use crate::config::{getters, setters};
+use crate::config::{config_fmt, getters, setters};
 use crate::io::{BufferTooSmall, FrameKind, PeerText, Received, Transmit};
 use crate::time::{clamp_micros, duration_from_micros, earliest, Clock, Duration, Instant};
 
@@ -50,7 +50,6 @@ fn parse(data: &[u8], mode: TokenMode) -> Result<Pkt<'_>, Dropped> {
 ///
 /// [`MAX_DELAY`]: crate::time::MAX_DELAY
 #[derive(Clone, Copy, PartialEq, Eq, Hash)]
-#[cfg_attr(feature = "defmt", derive(defmt::Format))]
 #[non_exhaustive]
 pub struct ClientConfig {
     // every delay in microseconds, at most MAX_DELAY (2.6e12 µs)
@@ -71,18 +70,14 @@ const fn micros_or_none(us: u64) -> Option<Duration> {
     }
 }
 
-impl core::fmt::Debug for ClientConfig {
-    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
-        f.debug_struct("ClientConfig")
-            .field("vanilla", &self.vanilla)
-            .field("connect_resend", &self.connect_resend())
-            .field("connect_timeout", &self.connect_timeout())
-            .field("keep_alive", &self.keep_alive())
-            .field("timeout", &self.timeout())
-            .field("accept_retry", &self.accept_retry())
-            .finish()
-    }
-}
+config_fmt!(ClientConfig, c => {
+    vanilla: c.vanilla,
+    connect_resend: c.connect_resend(),
+    connect_timeout: c.connect_timeout(),
+    keep_alive: c.keep_alive(),
+    timeout: c.timeout(),
+    accept_retry: c.accept_retry(),
+});
 
 impl ClientConfig {
     /// The defaults: token mode, CONNECT resent every 500 ms, connect timeout 10 s, keep-alive

@@ -27,7 +27,7 @@ use super::wire::{
 /// The id byte of a KEEP_ALIVE
 const KEEP_ALIVE_ID: u8 = ControlId::KeepAlive as u8;
 use super::{count, local_reason, LocalReason, MIN_DELAY};
-use crate::config::{at_least_one, getters, setters};
+use crate::config::{at_least_one, config_fmt, getters, setters};
 use crate::io::{BufferTooSmall, FrameKind, PeerText, Received, Transmit};
 use crate::time::{clamp_micros, duration_from_micros, Clock, Duration, Instant};
 use peer::{next_frame, stamp, PeerCold, PeerHot, OUT_CHUNKS, OUT_CONNECT_ACCEPT, OUT_KEEP_ALIVE};
@@ -92,7 +92,6 @@ pub enum VanillaPolicy {
 ///
 /// [`MAX_DELAY`]: crate::time::MAX_DELAY
 #[derive(Clone, Copy, PartialEq, Eq)]
-#[cfg_attr(feature = "defmt", derive(defmt::Format))]
 #[non_exhaustive]
 pub struct ServerConfig {
     secret: TokenSecret,
@@ -199,20 +198,16 @@ impl ServerConfig {
     }
 }
 
-impl core::fmt::Debug for ServerConfig {
-    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
-        f.debug_struct("ServerConfig")
-            .field("secret", &self.secret)
-            .field("vanilla", &self.vanilla)
-            .field("keep_alive", &self.keep_alive())
-            .field("timeout", &self.timeout())
-            .field("connect_accept_resend", &self.connect_accept_resend())
-            .field("max_peers", &self.max_peers)
-            .field("info_per_second", &self.info_per_second)
-            .field("info_replies_per_second", &self.info_replies_per_second)
-            .finish()
-    }
-}
+config_fmt!(ServerConfig, c => {
+    secret: c.secret,
+    vanilla: c.vanilla,
+    keep_alive: c.keep_alive(),
+    timeout: c.timeout(),
+    connect_accept_resend: c.connect_accept_resend(),
+    max_peers: c.max_peers,
+    info_per_second: c.info_per_second,
+    info_replies_per_second: c.info_replies_per_second,
+});
 
 /// Counters of a [`Server`]; they only grow (saturating)
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Hash)]

@@ -8,7 +8,7 @@ mod tests;
 
 use heapless::{Deque, String, Vec};
 
-use crate::config::{at_most, getters, setters};
+use crate::config::{at_most, config_fmt, getters, setters};
 use crate::io::{BufferTooSmall, FrameKind, PeerText, Received, Transmit};
 use crate::longport::control::{
     emit_packet, AuthRequest, Body, Close, CloseCode, ErrorBody, Heartbeat, Metadata,
@@ -62,7 +62,6 @@ const MIN_HEARTBEAT_INTERVAL: Duration = Duration::from_secs(1);
 /// client spin). Delays are kept in whole microseconds, the unit of [`Instant`]: a getter gives
 /// back what its setter took without the part below a microsecond.
 #[derive(Clone, Copy)]
-#[cfg_attr(feature = "defmt", derive(defmt::Format))]
 #[non_exhaustive]
 pub struct ClientConfig {
     transport: Transport,
@@ -244,30 +243,26 @@ impl ClientConfig {
     }
 }
 
-impl core::fmt::Debug for ClientConfig {
-    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
-        let mut d = f.debug_struct("ClientConfig");
-        d.field("transport", &self.transport)
-            .field("handshake", &self.handshake)
-            .field("connect_timeout", &self.connect_timeout())
-            .field("auth_timeout", &self.auth_timeout())
-            .field("heartbeat_interval", &self.heartbeat_interval())
-            .field("heartbeat_timeout", &self.heartbeat_timeout())
-            .field("any_inbound_is_alive", &self.any_inbound_is_alive)
-            .field("request_timeout", &self.request_timeout())
-            .field("reconnect_base", &self.reconnect_base())
-            .field("reconnect_max", &self.reconnect_max())
-            .field("max_reconnect_attempts", &self.max_reconnect_attempts)
-            .field("jitter", &self.jitter)
-            .field("expiry_margin", &self.expiry_margin())
-            .field("relative_expiry_heuristic", &self.relative_expiry_heuristic)
-            .field("max_body", &self.max_body)
-            .field("first_request_id", &self.first_request_id)
-            .field("quota_policy", &self.quota_policy)
-            .field("gzip_requests", &self.gzip_requests)
-            .finish()
-    }
-}
+config_fmt!(ClientConfig, c => {
+    transport: c.transport,
+    handshake: c.handshake,
+    connect_timeout: c.connect_timeout(),
+    auth_timeout: c.auth_timeout(),
+    heartbeat_interval: c.heartbeat_interval(),
+    heartbeat_timeout: c.heartbeat_timeout(),
+    any_inbound_is_alive: c.any_inbound_is_alive,
+    request_timeout: c.request_timeout(),
+    reconnect_base: c.reconnect_base(),
+    reconnect_max: c.reconnect_max(),
+    max_reconnect_attempts: c.max_reconnect_attempts,
+    jitter: c.jitter,
+    expiry_margin: c.expiry_margin(),
+    relative_expiry_heuristic: c.relative_expiry_heuristic,
+    max_body: c.max_body,
+    first_request_id: c.first_request_id,
+    quota_policy: c.quota_policy,
+    gzip_requests: c.gzip_requests,
+});
 
 /// Login material: a one-time token and optional metadata pairs (e.g. `accept-language`)
 ///

@@ -11,7 +11,7 @@ mod tests;
 
 use heapless::Vec;
 
-use crate::config::{at_least_one, at_most, getters, setters};
+use crate::config::{at_least_one, at_most, config_fmt, getters, setters};
 use crate::io::{BufferTooSmall, FrameKind, Received, Transmit};
 use crate::longport::control::{
     AuthRequest, Body, CloseCode, Heartbeat, Metadata, ReconnectRequest, CMD_AUTH, CMD_CLOSE,
@@ -75,7 +75,6 @@ const MIN_TIMEOUT: Duration = Duration::from_millis(1);
 /// default. The connection timers are kept in whole microseconds, the unit of [`Instant`]: their
 /// getters give back what the setters took without the part below a microsecond.
 #[derive(Clone, Copy, PartialEq, Eq)]
-#[cfg_attr(feature = "defmt", derive(defmt::Format))]
 #[non_exhaustive]
 pub struct ServerConfig {
     // the timers in whole microseconds, at most MAX_DELAY (2.6e12 µs): they are added to an
@@ -333,28 +332,21 @@ impl ServerConfig {
     }
 }
 
-impl core::fmt::Debug for ServerConfig {
-    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
-        f.debug_struct("ServerConfig")
-            .field("auth_timeout", &self.auth_timeout())
-            .field("heartbeat_timeout", &self.heartbeat_timeout())
-            .field("ws_ping_interval", &self.ws_ping_interval())
-            .field("tcp_heartbeat_interval", &self.tcp_heartbeat_interval())
-            .field("max_unauthenticated", &self.max_unauthenticated)
-            .field(
-                "max_unauthenticated_per_source",
-                &self.max_unauthenticated_per_source,
-            )
-            .field("max_body", &self.max_body)
-            .field("max_auth_body", &self.max_auth_body)
-            .field("max_pending_requests", &self.max_pending_requests)
-            .field("default_request_timeout", &self.default_request_timeout)
-            .field("account_quota", &self.account_quota)
-            .field("rate_limit", &self.rate_limit)
-            .field("command_limits", &self.command_limits)
-            .finish()
-    }
-}
+config_fmt!(ServerConfig, c => {
+    auth_timeout: c.auth_timeout(),
+    heartbeat_timeout: c.heartbeat_timeout(),
+    ws_ping_interval: c.ws_ping_interval(),
+    tcp_heartbeat_interval: c.tcp_heartbeat_interval(),
+    max_unauthenticated: c.max_unauthenticated,
+    max_unauthenticated_per_source: c.max_unauthenticated_per_source,
+    max_body: c.max_body,
+    max_auth_body: c.max_auth_body,
+    max_pending_requests: c.max_pending_requests,
+    default_request_timeout: c.default_request_timeout,
+    account_quota: c.account_quota,
+    rate_limit: c.rate_limit,
+    command_limits: c.command_limits,
+});
 
 impl Default for ServerConfig {
     fn default() -> Self {
