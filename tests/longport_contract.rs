@@ -1067,7 +1067,7 @@ fn line_anchored_mutants_exclusions_still_point_at_their_lines() {
         ("longport/client/mod", "|| self.tx_heartbeat == Some(id)"),
         (
             "game/server/mod",
-            "if b0 & !ACK_HIGH_MASK == FLAG_CONTROL && hot.token().is_some() {",
+            "if b0 & !ACK_HIGH_MASK == FLAG_CONTROL",
         ),
         ("game/server/mod", "if h.online() && h.token().is_some() {"),
         ("longport/gzip", "        if self.cnt < n {"),

@@ -283,6 +283,16 @@ pub enum ServerState {
 
 type PeerTable<P, const PEERS: usize> = Table<P, PeerHot, PeerHashKey, PEERS>;
 
+/// Where an input's sender is in the peer table: looked up already, or a slot that held its
+/// key a moment ago (checked before use) or nothing, then probed
+#[derive(Debug, Clone, Copy)]
+enum Lookup {
+    /// The result of a lookup done for this datagram
+    Done(Option<usize>),
+    /// Probe, unless the hinted slot holds the sender's key
+    Hint(Option<usize>),
+}
+
 /// A reply to an address without state
 #[derive(Debug, Clone, Copy)]
 enum Reply<P> {
@@ -819,6 +829,13 @@ impl<P: Copy + Eq + Hash, const PEERS: usize, const EVENTS: usize, L: Layer>
 
     /// [`Server::handle_input`] with the sender's placement hash already computed, and maybe
     /// the slot that held the sender's key a moment ago (`hint`, checked before use)
+    ///
+    /// The most frequent datagram, a token peer's plain KEEP_ALIVE (header with the control
+    /// flag alone and 0 chunks, id 0, a token: 8 bytes), is handled here without the general
+    /// parser: what `layer::parse` returns for these bytes in `Trailing` mode (a KEEP_ALIVE,
+    /// that ack and token, no warnings) and what `process_known` then does with it. Everything
+    /// else goes to [`Server::input_general`], out of line, so that this path keeps to a few
+    /// registers.
     #[inline(always)]
     fn input_hashed<'a>(
         &mut self,
@@ -826,6 +843,60 @@ impl<P: Copy + Eq + Hash, const PEERS: usize, const EVENTS: usize, L: Layer>
         from: P,
         hash: u32,
         hint: Option<usize>,
+        data: &'a [u8],
+    ) -> Result<Received<ServerApp<'a>>, Error> {
+        let mut lookup = Lookup::Hint(hint);
+        if let [b0, b1, 0, KEEP_ALIVE_ID, t0, t1, t2, t3] = *data {
+            if b0 & !ACK_HIGH_MASK == FLAG_CONTROL
+                && self.state == ServerState::Running
+                && !self.events.is_full()
+            {
+                let slot = self.lookup(lookup, hash, &from);
+                if let Some((slot, hot)) = slot.and_then(|s| Some((s, *self.peers.get(s)?.1))) {
+                    if hot.token().is_some() {
+                        self.info_pending = None;
+                        let now = self.clock.update(now);
+                        if hot.token_is(Some(Token([t0, t1, t2, t3]))) {
+                            let marks = Marks {
+                                token: None,
+                                ack: wire::ack(b0, b1),
+                                resend: false,
+                                warnings: Warnings::NONE,
+                            };
+                            if self.refresh_inline(now, slot, &marks) {
+                                count(&mut self.stats.keep_alives_received);
+                            }
+                        } else {
+                            count(&mut self.stats.dropped_wrong_token);
+                        }
+                        return Ok(Received::consumed(data.len()));
+                    }
+                }
+                lookup = Lookup::Done(slot);
+            }
+        }
+        self.input_general(now, from, hash, lookup, data)
+    }
+
+    /// The slot of `from`: `lookup`'s if it was done, the hinted one if it still holds `from`,
+    /// else a probe of the table
+    #[inline(always)]
+    fn lookup(&self, lookup: Lookup, hash: u32, from: &P) -> Option<usize> {
+        match lookup {
+            Lookup::Done(slot) => slot,
+            Lookup::Hint(Some(slot)) if self.peers.holds(slot, from) => Some(slot),
+            Lookup::Hint(_) => self.peers.find_hashed(hash, from),
+        }
+    }
+
+    /// [`Server::input_hashed`] for every datagram but a token peer's plain KEEP_ALIVE
+    #[inline(never)]
+    fn input_general<'a>(
+        &mut self,
+        now: Instant,
+        from: P,
+        hash: u32,
+        lookup: Lookup,
         data: &'a [u8],
     ) -> Result<Received<ServerApp<'a>>, Error> {
         let n = data.len();
@@ -844,10 +915,7 @@ impl<P: Copy + Eq + Hash, const PEERS: usize, const EVENTS: usize, L: Layer>
         }
         let now = self.clock.update(now);
         // one table lookup per datagram; the entry is then reached by its slot
-        let slot = match hint {
-            Some(slot) if self.peers.holds(slot, &from) => Some(slot),
-            _ => self.peers.find_hashed(hash, &from),
-        };
+        let slot = self.lookup(lookup, hash, &from);
         if let Some(slot) = slot {
             let handled = self.handle_known(now, from, slot, data);
             let app = layer::counted(
@@ -1483,27 +1551,7 @@ impl<P: Copy + Eq + Hash, const PEERS: usize, const EVENTS: usize, L: Layer>
         data: &'a [u8],
     ) -> Result<Option<ServerApp<'a>>, Dropped> {
         let (_, &hot) = self.peers.get(slot).ok_or(Dropped::Silent)?;
-        // The most frequent datagram, a token peer's plain KEEP_ALIVE (header with the control
-        // flag alone and 0 chunks, id 0, token), without the general parser: what `layer::parse`
-        // returns for these 8 bytes in `Trailing` mode (a KEEP_ALIVE, that ack and token, no
-        // warnings) and what `process_known` then does with it.
-        if let [b0, b1, 0, KEEP_ALIVE_ID, t0, t1, t2, t3] = *data {
-            if b0 & !ACK_HIGH_MASK == FLAG_CONTROL && hot.token().is_some() {
-                if !hot.token_is(Some(Token([t0, t1, t2, t3]))) {
-                    return Err(Dropped::WrongToken);
-                }
-                let marks = Marks {
-                    token: None,
-                    ack: wire::ack(b0, b1),
-                    resend: false,
-                    warnings: Warnings::NONE,
-                };
-                if self.refresh_inline(now, slot, &marks) {
-                    count(&mut self.stats.keep_alives_received);
-                }
-                return Ok(None);
-            }
-        }
+        // (a token peer's plain KEEP_ALIVE never gets here: `input_hashed` took it)
         let mode = if hot.token().is_some() {
             TokenMode::Trailing
         } else {

@@ -44,8 +44,10 @@ pub(super) fn stamp(t: Instant) -> u32 {
 /// call on 32-bit targets)
 #[inline]
 fn millis_up(t: Instant) -> u64 {
-    let (ms, rest) = div_rem_small(t.as_micros(), 1_000);
-    ms + u64::from(rest != 0)
+    // ⌈x / 1000⌉ = ⌊(x − 1) / 1000⌋ + 1 for x ≥ 1: one division, no remainder test
+    t.as_micros()
+        .checked_sub(1)
+        .map_or(0, |x| div_rem_small(x, 1_000).0 + 1)
 }
 
 /// The instant of a [`stamp`]: the latest whole millisecond at or before `now` (rounded up)

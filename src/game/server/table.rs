@@ -175,8 +175,9 @@ impl<K: Eq, V, S: KeyHash<K>, const N: usize> Table<K, V, S, N> {
     fn probe(&self, hash: u32, key: &K) -> Probe {
         let tag = hash & !Self::POS_MASK;
         let mut pos = (hash & Self::POS_MASK) as usize;
-        // at least one bucket is empty (len <= N < 2N): the loop ends; bounded anyway
-        for _ in 0..=self.len {
+        // at least one bucket is empty (len <= N < 2N): the loop ends; bounded anyway (by a
+        // half-open range: `0..=len` keeps an "exhausted" flag, a few instructions per lookup)
+        for _ in 0..self.len + 1 {
             let word = self.bucket(pos);
             if word == 0 {
                 return Probe::Missing(Some(pos));

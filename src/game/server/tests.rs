@@ -809,6 +809,57 @@ fn backwards_time_shifts_the_timeline() {
     assert!(now <= ms(10_001), "timed out at {now}");
 }
 
+/// The KEEP_ALIVE fast path (`input_hashed`) takes a token peer's plain KEEP_ALIVE only where
+/// the general path would: not from a server shutting down, not with the event queue full, and
+/// not a connectionless datagram of the same shape
+#[test]
+fn a_keep_alive_takes_the_fast_path_only_where_the_general_path_would_refresh() {
+    // a connectionless datagram shaped like the peer's KEEP_ALIVE (0xEC: the connectionless
+    // flag among others, and `0xEC ^ 0xFC` is the control flag) is connectionless
+    let mut s = server(VanillaPolicy::Reject);
+    let mut c = token_client();
+    handshake(&mut s, &mut c, 1, ms(0));
+    let _ = s_events(&mut s);
+    let tok = s.token_for(1);
+    let before = s.stats();
+    to_s(&mut s, ms(10), 1, &with_token("ec 00 00 00", tok));
+    let after = s.stats();
+    assert_eq!(after.keep_alives_received, before.keep_alives_received);
+    assert_eq!(after.dropped_connless, before.dropped_connless + 1);
+    // the same bytes as a KEEP_ALIVE are one; with a wrong token they are dropped as such
+    to_s(&mut s, ms(20), 1, &with_token("10 00 00 00", tok));
+    assert_eq!(s.stats().keep_alives_received, after.keep_alives_received + 1);
+    let wrong = Token([tok.0[0] ^ 1, tok.0[1], tok.0[2], tok.0[3]]);
+    to_s(&mut s, ms(30), 1, &with_token("10 00 00 00", wrong));
+    assert_eq!(s.stats().dropped_wrong_token, after.dropped_wrong_token + 1);
+    assert_eq!(s.stats().keep_alives_received, after.keep_alives_received + 1);
+
+    // with the event queue full, a KEEP_ALIVE is refused like any datagram
+    let mut s: Server<Addr, 4, 1> = Server::with_capacities(ServerConfig::new(SECRET));
+    let mut c = token_client();
+    handshake(&mut s, &mut c, 1, ms(0)); // its Connected event fills the queue
+    let ka = with_token("10 00 00 00", s.token_for(1));
+    let before = s.stats();
+    assert_eq!(s.handle_input(ms(10), 1, &ka), Err(Error::QueueFull));
+    assert_eq!(s.stats().keep_alives_received, before.keep_alives_received);
+    assert_eq!(s_events(&mut s).len(), 1);
+    to_s(&mut s, ms(10), 1, &ka);
+    assert_eq!(s.stats().keep_alives_received, before.keep_alives_received + 1);
+
+    // a server shutting down ignores it (the peer is still in the table until its CLOSE)
+    let mut s = server(VanillaPolicy::Reject);
+    let mut c = token_client();
+    handshake(&mut s, &mut c, 1, ms(0));
+    let _ = s_events(&mut s);
+    let ka = with_token("10 00 00 00", s.token_for(1));
+    s.shutdown(ms(10), "bye").unwrap();
+    assert_eq!(s.state(), ServerState::ShuttingDown);
+    let before = s.stats();
+    to_s(&mut s, ms(20), 1, &ka);
+    assert_eq!(s.stats().keep_alives_received, before.keep_alives_received);
+    assert_eq!(s.stats().ignored_stopped, before.ignored_stopped + 1);
+}
+
 #[test]
 fn full_event_queue_refuses_input_without_consuming() {
     let mut s: Server<Addr, 4, 1> =
