@@ -20,6 +20,7 @@ fn panic(_: &core::panic::PanicInfo) -> ! {
 }
 
 /// Opaque inputs for one loop iteration
+#[allow(dead_code)] // not every variant reads every input
 pub struct Inputs {
     /// Time of this iteration
     pub now: Instant,
