@@ -845,13 +845,12 @@ impl<P: Copy + Eq + Hash, const PEERS: usize, const EVENTS: usize, L: Layer>
         hint: Option<usize>,
         data: &'a [u8],
     ) -> Result<Received<ServerApp<'a>>, Error> {
-        let mut lookup = Lookup::Hint(hint);
         if let [b0, b1, 0, KEEP_ALIVE_ID, t0, t1, t2, t3] = *data {
             if b0 & !ACK_HIGH_MASK == FLAG_CONTROL
                 && self.state == ServerState::Running
                 && !self.events.is_full()
             {
-                let slot = self.lookup(lookup, hash, &from);
+                let slot = self.lookup(Lookup::Hint(hint), hash, &from);
                 if let Some((slot, hot)) = slot.and_then(|s| Some((s, *self.peers.get(s)?.1))) {
                     if hot.token().is_some() {
                         self.info_pending = None;
@@ -872,10 +871,11 @@ impl<P: Copy + Eq + Hash, const PEERS: usize, const EVENTS: usize, L: Layer>
                         return Ok(Received::consumed(data.len()));
                     }
                 }
-                lookup = Lookup::Done(slot);
+                // the lookup is done: the general path takes its result
+                return self.input_general(now, from, hash, Lookup::Done(slot), data);
             }
         }
-        self.input_general(now, from, hash, lookup, data)
+        self.input_general(now, from, hash, Lookup::Hint(hint), data)
     }
 
     /// The slot of `from`: `lookup`'s if it was done, the hinted one if it still holds `from`,

@@ -828,11 +828,17 @@ fn a_keep_alive_takes_the_fast_path_only_where_the_general_path_would_refresh() 
     assert_eq!(after.dropped_connless, before.dropped_connless + 1);
     // the same bytes as a KEEP_ALIVE are one; with a wrong token they are dropped as such
     to_s(&mut s, ms(20), 1, &with_token("10 00 00 00", tok));
-    assert_eq!(s.stats().keep_alives_received, after.keep_alives_received + 1);
+    assert_eq!(
+        s.stats().keep_alives_received,
+        after.keep_alives_received + 1
+    );
     let wrong = Token([tok.0[0] ^ 1, tok.0[1], tok.0[2], tok.0[3]]);
     to_s(&mut s, ms(30), 1, &with_token("10 00 00 00", wrong));
     assert_eq!(s.stats().dropped_wrong_token, after.dropped_wrong_token + 1);
-    assert_eq!(s.stats().keep_alives_received, after.keep_alives_received + 1);
+    assert_eq!(
+        s.stats().keep_alives_received,
+        after.keep_alives_received + 1
+    );
 
     // with the event queue full, a KEEP_ALIVE is refused like any datagram
     let mut s: Server<Addr, 4, 1> = Server::with_capacities(ServerConfig::new(SECRET));
@@ -844,7 +850,10 @@ fn a_keep_alive_takes_the_fast_path_only_where_the_general_path_would_refresh() 
     assert_eq!(s.stats().keep_alives_received, before.keep_alives_received);
     assert_eq!(s_events(&mut s).len(), 1);
     to_s(&mut s, ms(10), 1, &ka);
-    assert_eq!(s.stats().keep_alives_received, before.keep_alives_received + 1);
+    assert_eq!(
+        s.stats().keep_alives_received,
+        before.keep_alives_received + 1
+    );
 
     // a server shutting down ignores it (the peer is still in the table until its CLOSE)
     let mut s = server(VanillaPolicy::Reject);
