@@ -72,7 +72,7 @@ impl World {
     }
 
     /// Feed a datagram to the client and hand its chunks out
-    fn to_client(&mut self, bytes: &[u8]) -> StepResult {
+    fn deliver_to_client(&mut self, bytes: &[u8]) -> StepResult {
         let now = self.clock.now();
         let r = try_step!(crate::stack_call!(
             "client.handle_input",
@@ -107,7 +107,7 @@ fn handshake(w: &mut World) -> StepResult {
         token: Some(TOKEN),
     }
     .emit(&mut reply));
-    w.to_client(&reply[..len])?;
+    w.deliver_to_client(&reply[..len])?;
     ensure_eq!(w.client.state(), ClientState::Online);
     ensure_eq!(
         crate::stack_call!("client.poll_event", w.client.poll_event()),
@@ -199,7 +199,7 @@ fn compressed_packet_delivers_in_order(w: &mut World) -> StepResult {
     ));
     ensure!(out[0] & 0x80 != 0, "the packet went out compressed");
     ensure!(n < 3 + cw.len() + 4, "compressed is shorter");
-    w.to_client(&out[..n])?;
+    w.deliver_to_client(&out[..n])?;
     ensure_eq!(w.client_got.as_slice(), &[(true, 0x05, 10), (false, 0, 40)]);
     ensure_eq!(w.client.ack(), 1);
     ensure_eq!(w.client.unacked(), 0);

@@ -255,6 +255,71 @@ fn keep_alives(w: &mut World) -> StepResult {
     Ok(())
 }
 
+/// A spoofed source that shares the peer's link (its datagrams carry what it overheard)
+const SPOOFER: u8 = 9;
+
+fn batch(w: &mut World) -> StepResult {
+    // the client's next KEEP_ALIVE, taken out of the client by hand
+    let due = crate::stack_call!("client.poll_timeout", w.client.poll_timeout());
+    let Some(due) = due else {
+        return Err(crate::runner::Fail::new(
+            line!(),
+            format_args!("no client timer while online"),
+        ));
+    };
+    let now = w.clock.advance_to_deadline(Some(due), None).unwrap_or(due);
+    crate::stack_call!("client.handle_timeout", w.client.handle_timeout(now));
+    let mut ka = [0u8; 16];
+    let Some(t) = try_step!(crate::stack_call!(
+        "client.poll_transmit",
+        w.client.poll_transmit(now, &mut ka)
+    )) else {
+        return Err(crate::runner::Fail::new(
+            line!(),
+            format_args!("the client sent no KEEP_ALIVE"),
+        ));
+    };
+    // header (3) + control id (1) + token (4)
+    ensure_eq!(t.len, 8);
+    let ka = &ka[..t.len];
+    // the same KEEP_ALIVE with its token's last byte changed: a guessed token
+    let mut guessed = [0u8; 8];
+    guessed.copy_from_slice(ka);
+    guessed[7] ^= 0x5a;
+    let before = w.server.stats();
+    // one recvmmsg's worth: the peer's KEEP_ALIVE, the same bytes replayed from another
+    // address, a guessed token from the peer's address
+    let batch: [(u8, &[u8]); 3] = [(ADDR, ka), (SPOOFER, ka), (ADDR, &guessed)];
+    let mut consumed = [0usize; 3];
+    let mut apps = 0u32;
+    let done = crate::stack_call!(
+        "server.handle_batch",
+        w.server.handle_batch(now, &batch, |_, i, r| {
+            consumed[i] = r.bytes_consumed();
+            apps += u32::from(r.app().is_some());
+        })
+    );
+    ensure_eq!(done, 3);
+    ensure_eq!(consumed, [8, 8, 8]);
+    ensure_eq!(apps, 0);
+    let after = w.server.stats();
+    ensure_eq!(after.keep_alives_received, before.keep_alives_received + 1);
+    ensure_eq!(after.dropped_wrong_token, before.dropped_wrong_token + 1);
+    ensure_eq!(after.ignored_unsolicited, before.ignored_unsolicited + 1);
+    ensure_eq!(w.server.peer_count(), 1);
+    ensure!(
+        !w.server.is_online(SPOOFER),
+        "no peer for the spoofed source"
+    );
+    ensure!(w.server.is_online(ADDR), "the peer stays online");
+    ensure_eq!(
+        crate::stack_call!("server.poll_event", w.server.poll_event()),
+        None
+    );
+    w.pump()?;
+    Ok(())
+}
+
 fn close(w: &mut World) -> StepResult {
     let now = w.clock.now();
     try_step!(crate::stack_call!(
@@ -295,6 +360,10 @@ const STEPS: &[Step<World>] = &[
     ("game: handshake CONNECT/CONNECT_ACCEPT/ACCEPT", handshake),
     ("game: chunk packet passes through with token", chunk_packet),
     ("game: keep-alives over 2 s of virtual time", keep_alives),
+    (
+        "game: a batch through handle_batch, spoofed datagrams dropped",
+        batch,
+    ),
     ("game: client close, reason seen by server", close),
 ];
 
