@@ -1638,12 +1638,18 @@ fn solo_fires_timers_in_order_and_takes_inputs() {
     assert_eq!(solo.stats().input_errors, 1);
 }
 
-#[test]
-fn solo_reassembles_a_byte_by_byte_stream() {
+/// A `Solo` around a stream `Echo`, and the application payloads it delivers, copied out
+fn stream_solo() -> (Solo<Echo<u8>>, Rc<RefCell<Vec<Vec<u8>>>>) {
     let mut solo = Solo::new(Echo::<u8>::new(Flavour::Stream));
     let apps = Rc::new(RefCell::new(Vec::new()));
-    let a2 = Rc::clone(&apps);
-    solo.on_app(move |a: &&[u8]| a2.borrow_mut().push(a.to_vec()));
+    let sink = Rc::clone(&apps);
+    solo.on_app(move |a: &&[u8]| sink.borrow_mut().push(a.to_vec()));
+    (solo, apps)
+}
+
+#[test]
+fn solo_reassembles_a_byte_by_byte_stream() {
+    let (mut solo, apps) = stream_solo();
     let mut stream = prefixed(b"hello");
     stream.extend(prefixed(b""));
     stream.extend(prefixed(b"world"));
@@ -1720,10 +1726,7 @@ fn solo_closes_a_websocket_on_its_close_frame_unless_told_not_to() {
 
 #[test]
 fn solo_closing_one_transport_keeps_the_other_peers_buffers() {
-    let mut solo = Solo::new(Echo::<u8>::new(Flavour::Stream));
-    let apps = Rc::new(RefCell::new(Vec::new()));
-    let a2 = Rc::clone(&apps);
-    solo.on_app(move |a: &&[u8]| a2.borrow_mut().push(a.to_vec()));
+    let (mut solo, apps) = stream_solo();
     solo.input(1, FrameKind::Stream, &[2, b'a']); // half of a 2-byte frame
     solo.input(2, FrameKind::Stream, &[1]); // a 1-byte frame's length only
     solo.close_transport(1);
