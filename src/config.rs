@@ -47,22 +47,33 @@ pub(crate) use getters;
 /// `config_fmt!(Config, c => { a: c.a(), b: c.b })` shows `a` as its getter gives it, so the
 /// delays kept in microseconds show as `Duration`s in both forms, not as bare numbers.
 macro_rules! config_fmt {
-    ($ty:ident, $c:ident => { $($name:ident: $value:expr),* $(,)? }) => {
+    ($ty:ident, $c:ident => {
+        $first:ident: $first_value:expr $(, $name:ident: $value:expr)* $(,)?
+    }) => {
         impl core::fmt::Debug for $ty {
             fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
                 let $c = self;
                 f.debug_struct(stringify!($ty))
+                    .field(stringify!($first), &$first_value)
                     $(.field(stringify!($name), &$value))*
                     .finish()
             }
         }
 
+        // `Name { a: …, b: … }` as `Debug` writes it: one `write!` per field (defmt builds no
+        // format string from a macro list), the separator in front of every field but the first
         #[cfg(feature = "defmt")]
         impl defmt::Format for $ty {
             fn format(&self, f: defmt::Formatter<'_>) {
                 let $c = self;
-                defmt::write!(f, "{=str} {{", stringify!($ty));
-                $(defmt::write!(f, " {=str}: {},", stringify!($name), $value);)*
+                defmt::write!(
+                    f,
+                    "{=str} {{ {=str}: {}",
+                    stringify!($ty),
+                    stringify!($first),
+                    $first_value
+                );
+                $(defmt::write!(f, ", {=str}: {}", stringify!($name), $value);)*
                 defmt::write!(f, " }}");
             }
         }
