@@ -1638,8 +1638,11 @@ fn solo_fires_timers_in_order_and_takes_inputs() {
     assert_eq!(solo.stats().input_errors, 1);
 }
 
-/// A `Solo` around a stream `Echo`, and the application payloads it delivers, copied out
-fn stream_solo() -> (Solo<Echo<u8>>, Rc<RefCell<Vec<Vec<u8>>>>) {
+/// The application payloads a `Solo` delivered, copied out
+type Payloads = Rc<RefCell<Vec<Vec<u8>>>>;
+
+/// A `Solo` around a stream `Echo`, and the application payloads it delivers
+fn stream_solo() -> (Solo<Echo<u8>>, Payloads) {
     let mut solo = Solo::new(Echo::<u8>::new(Flavour::Stream));
     let apps = Rc::new(RefCell::new(Vec::new()));
     let sink = Rc::clone(&apps);
