@@ -69,8 +69,13 @@ fn drain(srv: &mut Srv, now: Instant, log: &mut Vec<String>) {
 }
 
 /// Batches of (time step in ms, datagrams)
-fn batches() -> impl Strategy<Value = Vec<(u64, Vec<Op>)>> {
-    proptest::collection::vec((0u64..4000, proptest::collection::vec(op(), 0..40)), 1..8)
+/// Batches, each after a clock step in milliseconds: mostly forward, a sixth of them backward (a
+/// clock that jumps back is part of what the two paths must agree on)
+fn batches() -> impl Strategy<Value = Vec<(i64, Vec<Op>)>> {
+    proptest::collection::vec(
+        (-800i64..4000, proptest::collection::vec(op(), 0..40)),
+        1..8,
+    )
 }
 
 fn server() -> Srv {
@@ -80,14 +85,15 @@ fn server() -> Srv {
 /// Every batch at its time: `feed` takes its datagrams in, then the timers run and everything
 /// is drained; the log and the stats
 fn replay(
-    batches: &[(u64, Vec<Op>)],
+    batches: &[(i64, Vec<Op>)],
     mut feed: impl FnMut(&mut Srv, Instant, &[Op], &[Vec<u8>], &mut Vec<String>),
 ) -> (Vec<String>, String) {
     let mut srv = server();
     let mut log = Vec::new();
     let mut now = Instant::from_secs(1);
     for (step, ops) in batches {
-        now += tether_net::Duration::from_millis(*step);
+        let by = tether_net::Duration::from_millis(step.unsigned_abs());
+        now = if *step < 0 { now - by } else { now + by };
         let data: Vec<Vec<u8>> = ops.iter().map(|o| datagram(&srv, o)).collect();
         feed(&mut srv, now, ops, &data, &mut log);
         srv.handle_timeout(now);
@@ -97,7 +103,7 @@ fn replay(
 }
 
 /// One at a time through `handle_input`
-fn one_by_one(batches: &[(u64, Vec<Op>)]) -> (Vec<String>, String) {
+fn one_by_one(batches: &[(i64, Vec<Op>)]) -> (Vec<String>, String) {
     replay(batches, |srv, now, ops, data, log| {
         for (i, (o, d)) in ops.iter().zip(data).enumerate() {
             let r = loop {
@@ -118,7 +124,7 @@ fn one_by_one(batches: &[(u64, Vec<Op>)]) -> (Vec<String>, String) {
 }
 
 /// The same datagrams through `handle_batch`
-fn batched(batches: &[(u64, Vec<Op>)]) -> (Vec<String>, String) {
+fn batched(batches: &[(i64, Vec<Op>)]) -> (Vec<String>, String) {
     replay(batches, |srv, now, ops, data, log| {
         let batch: Vec<(u32, &[u8])> = ops
             .iter()
@@ -189,4 +195,36 @@ fn the_fixed_sequence_connects_closes_and_resumes() {
     );
     assert!(a.iter().any(|l| l.starts_with("refused")), "{a:#?}");
     assert!(a.iter().any(|l| l.contains("Close")), "{a:#?}");
+}
+
+/// A clock that jumps back between batches: both paths count the same KEEP_ALIVEs and nobody
+/// times out or is refused for it
+#[test]
+fn a_clock_jumping_back_between_batches_changes_nothing_between_the_paths() {
+    let op = |peer, kind| Op {
+        peer,
+        kind,
+        raw: Vec::new(),
+        drain: true,
+    };
+    let join: Vec<Op> = (0..3).flat_map(|p| [op(p, 0), op(p, 1)]).collect();
+    let keep_alives: Vec<Op> = (0..3).map(|p| op(p, 2)).collect();
+    let batches = vec![
+        (0, join),
+        (-900, keep_alives.clone()),
+        (3_000, keep_alives.clone()),
+        (-800, keep_alives),
+    ];
+    let (a, a_stats) = one_by_one(&batches);
+    let (b, b_stats) = batched(&batches);
+    assert_eq!(a, b);
+    assert_eq!(a_stats, b_stats);
+    assert_eq!(
+        a.iter().filter(|l| l.starts_with("ev Connected")).count(),
+        3,
+        "{a:#?}"
+    );
+    assert!(a_stats.contains("keep_alives_received: 9"), "{a_stats}");
+    assert!(a_stats.contains("peers_timed_out: 0"), "{a_stats}");
+    assert!(!a.iter().any(|l| l.starts_with("ev Closed")), "{a:#?}");
 }
