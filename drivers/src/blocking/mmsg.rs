@@ -17,8 +17,14 @@ use nix::sys::socket::{
     recvmmsg, sendmmsg, ControlMessage, MsgFlags, MultiHeaders, SockaddrStorage,
 };
 
-/// Largest batch: Linux's `UIO_MAXIOV`, the most messages one `recvmmsg`/`sendmmsg` takes
+/// Largest batch (Linux's `UIO_MAXIOV`, the most messages one `recvmmsg`/`sendmmsg` takes; the
+/// calls here take at most [`IOV_CHUNK`] each)
 pub const MAX_BATCH: usize = 1024;
+
+/// `iovec`s per `recvmmsg` / `sendmmsg` call, in an array on the stack (no allocation per
+/// call): a batch of more datagrams takes one call per 64 (a receive stops at the first call
+/// that does not fill its 64)
+pub const IOV_CHUNK: usize = 64;
 
 /// Bytes per receive slot (game packets are at most 1400 bytes; a longer datagram is cut here,
 /// as the one-at-a-time loop cuts it)
@@ -57,8 +63,8 @@ pub struct MmsgHeaders {
 pub struct RecvBatch {
     cap: usize,
     buf: Vec<u8>,
-    /// Per received datagram: source and length (slot `i` holds datagram `i`)
-    meta: Vec<(SocketAddr, usize)>,
+    /// Per received datagram: source, slot and length
+    meta: Vec<(SocketAddr, usize, usize)>,
     /// Datagrams whose source was no IP address (not in `meta`)
     unnamed: u64,
 }
@@ -86,13 +92,14 @@ impl RecvBatch {
     #[must_use]
     pub fn headers(&self) -> MmsgHeaders {
         MmsgHeaders {
-            inner: MultiHeaders::preallocate(self.cap, None),
-            cap: self.cap,
+            inner: MultiHeaders::preallocate(self.cap.min(IOV_CHUNK), None),
+            cap: self.cap.min(IOV_CHUNK),
             send: false,
         }
     }
 
-    /// Receive up to `capacity` datagrams with one `recvmmsg` call; returns how many
+    /// Receive up to `capacity` datagrams with one `recvmmsg` call (one per [`IOV_CHUNK`], the
+    /// later ones only while the earlier filled theirs); returns how many
     ///
     /// `wait: None` does not block (`MSG_DONTWAIT`): `Ok(0)` when nothing is queued. `Some(t)`
     /// sets the socket's read timeout to `t` and blocks until the first datagram, then takes
@@ -112,7 +119,7 @@ impl RecvBatch {
         wait: Option<Duration>,
     ) -> io::Result<usize> {
         assert!(
-            !headers.send && headers.cap >= self.cap,
+            !headers.send && headers.cap >= self.cap.min(IOV_CHUNK),
             "headers of another batch"
         );
         self.meta.clear();
@@ -121,39 +128,55 @@ impl RecvBatch {
             None => flags |= MsgFlags::MSG_DONTWAIT,
             Some(t) => sock.set_read_timeout(Some(t.max(Duration::from_micros(1))))?,
         }
-        let mut iovs: Vec<[IoSliceMut<'_>; 1]> = self
-            .buf
-            .chunks_exact_mut(SLOT_LEN)
-            .map(|b| [IoSliceMut::new(b)])
-            .collect();
-        let got = recvmmsg(
-            sock.as_raw_fd(),
-            &mut headers.inner,
-            iovs.iter_mut(),
-            flags,
-            None,
-        );
-        match got {
-            Ok(msgs) => {
-                for m in msgs {
-                    match m.address.as_ref().and_then(to_std) {
-                        Some(from) => self.meta.push((from, m.bytes.min(SLOT_LEN))),
-                        None => self.unnamed += 1,
+        let RecvBatch {
+            buf, meta, unnamed, ..
+        } = self;
+        let fd = sock.as_raw_fd();
+        let mut slots = buf.chunks_exact_mut(SLOT_LEN);
+        let mut first = 0;
+        loop {
+            let mut k = 0;
+            let mut iovs: [[IoSliceMut<'_>; 1]; IOV_CHUNK] = core::array::from_fn(|_| {
+                let slot = slots.next().map_or(&mut [][..], |b| {
+                    k += 1;
+                    b
+                });
+                [IoSliceMut::new(slot)]
+            });
+            let got = recvmmsg(fd, &mut headers.inner, iovs[..k].iter_mut(), flags, None);
+            let mut taken = 0;
+            match got {
+                Ok(msgs) => {
+                    for (j, m) in msgs.enumerate() {
+                        taken += 1;
+                        match m.address.as_ref().and_then(to_std) {
+                            Some(from) => meta.push((from, first + j, m.bytes.min(SLOT_LEN))),
+                            None => *unnamed += 1,
+                        }
+                    }
+                }
+                Err(e) => {
+                    let e = io::Error::from(e);
+                    // after a first call that took datagrams, keep them: the error comes again
+                    if first == 0
+                        && !matches!(
+                            e.kind(),
+                            io::ErrorKind::WouldBlock
+                                | io::ErrorKind::TimedOut
+                                | io::ErrorKind::Interrupted
+                                | io::ErrorKind::ConnectionRefused
+                        )
+                    {
+                        return Err(e);
                     }
                 }
             }
-            Err(e) => {
-                let e = io::Error::from(e);
-                if !matches!(
-                    e.kind(),
-                    io::ErrorKind::WouldBlock
-                        | io::ErrorKind::TimedOut
-                        | io::ErrorKind::Interrupted
-                        | io::ErrorKind::ConnectionRefused
-                ) {
-                    return Err(e);
-                }
+            first += k;
+            if taken < k || k < IOV_CHUNK || first >= self.cap {
+                break;
             }
+            // the next call takes only what is queued
+            flags |= MsgFlags::MSG_DONTWAIT;
         }
         Ok(self.meta.len())
     }
@@ -173,8 +196,8 @@ impl RecvBatch {
     /// Datagram `i` of the last [`RecvBatch::recv`]: its source and bytes
     #[must_use]
     pub fn get(&self, i: usize) -> Option<(SocketAddr, &[u8])> {
-        let &(from, n) = self.meta.get(i)?;
-        Some((from, &self.buf[i * SLOT_LEN..i * SLOT_LEN + n]))
+        let &(from, slot, n) = self.meta.get(i)?;
+        Some((from, &self.buf[slot * SLOT_LEN..slot * SLOT_LEN + n]))
     }
 
     /// Datagrams received without an IP source address (dropped), since creation
@@ -185,7 +208,8 @@ impl RecvBatch {
 }
 
 /// A send queue for batched output over one UDP socket: up to `capacity` frames, copied into
-/// slots of [`SLOT_LEN`] bytes, sent with one `sendmmsg` call ([`SendBatch::send`])
+/// slots of [`SLOT_LEN`] bytes, sent with one `sendmmsg` call per [`IOV_CHUNK`] frames
+/// ([`SendBatch::send`])
 #[derive(Debug)]
 pub struct SendBatch {
     cap: usize,
@@ -217,8 +241,8 @@ impl SendBatch {
     #[must_use]
     pub fn headers(&self) -> MmsgHeaders {
         MmsgHeaders {
-            inner: MultiHeaders::preallocate(self.cap, None),
-            cap: self.cap,
+            inner: MultiHeaders::preallocate(self.cap.min(IOV_CHUNK), None),
+            cap: self.cap.min(IOV_CHUNK),
             send: true,
         }
     }
@@ -249,34 +273,37 @@ impl SendBatch {
         true
     }
 
-    /// Send every queued frame with `sendmmsg` (more calls when the kernel takes only part of
-    /// them; a frame whose send fails is dropped and counted) and empty the queue
+    /// Send every queued frame with `sendmmsg` (one call per [`IOV_CHUNK`] frames, more when
+    /// the kernel takes only part of them; a frame whose send fails is dropped and counted) and
+    /// empty the queue
     ///
     /// # Panics
     /// When `headers` are not send headers of this queue's capacity or more.
     pub fn send(&mut self, headers: &mut MmsgHeaders, sock: &UdpSocket) -> SendCount {
         assert!(
-            headers.send && headers.cap >= self.cap,
+            headers.send && headers.cap >= self.cap.min(IOV_CHUNK),
             "headers of another batch"
         );
         let mut count = SendCount::default();
         let n = self.len.len();
         let mut at = 0;
         while at < n {
-            let iovs: Vec<[IoSlice<'_>; 1]> = (at..n)
-                .map(|i| {
-                    [IoSlice::new(
-                        &self.buf[i * SLOT_LEN..i * SLOT_LEN + self.len[i]],
-                    )]
-                })
-                .collect();
+            let end = n.min(at + IOV_CHUNK);
+            let iovs: [[IoSlice<'_>; 1]; IOV_CHUNK] = core::array::from_fn(|j| {
+                let i = at + j;
+                [IoSlice::new(if i < end {
+                    &self.buf[i * SLOT_LEN..i * SLOT_LEN + self.len[i]]
+                } else {
+                    &[]
+                })]
+            });
             let cmsgs: [ControlMessage<'_>; 0] = [];
             count.calls += 1;
             match sendmmsg(
                 sock.as_raw_fd(),
                 &mut headers.inner,
-                iovs.iter(),
-                &self.to[at..n],
+                iovs[..end - at].iter(),
+                &self.to[at..end],
                 cmsgs,
                 MsgFlags::empty(),
             ) {
@@ -382,6 +409,42 @@ mod tests {
             let n = b.recv(&mut buf).expect("a datagram within 5 s");
             assert_eq!(&buf[..n], want);
         }
+    }
+
+    #[test]
+    fn a_batch_over_one_iov_chunk_takes_one_call_per_chunk_and_keeps_its_order() {
+        let a = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let b = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let (mut rx, mut tx) = (RecvBatch::new(150), SendBatch::new(150));
+        let (mut rh, mut th) = (rx.headers(), tx.headers());
+        let to = Some(b.local_addr().unwrap());
+        const N: usize = IOV_CHUNK + IOV_CHUNK / 2 + 4;
+        for i in 0..N {
+            assert!(tx.queue(to, &(i as u16).to_le_bytes()));
+        }
+        let c = tx.send(&mut th, &a);
+        assert_eq!((c.sent, c.errors, c.calls), (N as u64, 0, 2));
+        std::thread::sleep(Duration::from_millis(50));
+        // all queued: the first call fills its 64, the second takes the rest
+        let n = rx.recv(&mut rh, &b, Some(Duration::from_secs(5))).unwrap();
+        assert_eq!(n, N);
+        for i in 0..N {
+            let (from, bytes) = rx.get(i).unwrap();
+            assert_eq!(
+                (from, bytes),
+                (a.local_addr().unwrap(), &(i as u16).to_le_bytes()[..])
+            );
+        }
+        assert!(rx.get(N).is_none());
+        // exactly one chunk queued: the second call finds nothing, which is no error
+        for i in 0..IOV_CHUNK {
+            assert!(tx.queue(to, &[i as u8]));
+        }
+        assert_eq!(tx.send(&mut th, &a).calls, 1);
+        std::thread::sleep(Duration::from_millis(50));
+        assert_eq!(rx.recv(&mut rh, &b, None).unwrap(), IOV_CHUNK);
+        assert_eq!(rx.get(IOV_CHUNK - 1).unwrap().1, &[IOV_CHUNK as u8 - 1]);
+        assert_eq!(rx.recv(&mut rh, &b, None).unwrap(), 0);
     }
 
     #[test]

@@ -26,6 +26,11 @@ const RECV_LEN: usize = 2048;
 /// [`UdpDriver::with_batch_size`]
 pub const DEFAULT_BATCH: usize = 32;
 
+/// Datagrams [`UdpDriver::run_batched`] hands to the machine's `handle_batch` at once: what the
+/// game server looks up together; a longer `recvmmsg` batch is fed group after group from an
+/// array on the stack
+const FEED: usize = 32;
+
 /// Datagram counters of a [`UdpDriver`]
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 #[non_exhaustive]
@@ -38,8 +43,8 @@ pub struct UdpStats {
     pub received: u64,
     /// Inputs the machine refused with `QueueFull` and that were fed again after a drain
     pub retried: u64,
-    /// `recvmmsg` calls that returned datagrams ([`UdpDriver::run_batched`]; `received /
-    /// batches` is the mean batch)
+    /// Batches read: `recvmmsg` calls that returned datagrams ([`UdpDriver::run_batched`];
+    /// `received / batches` is the mean batch; a batch of more than 64 takes one call per 64)
     pub batches: u64,
     /// `sendmmsg` calls ([`UdpDriver::run_batched`])
     pub send_calls: u64,
@@ -106,7 +111,8 @@ where
 
     /// Datagrams per `recvmmsg` / `sendmmsg` call of [`UdpDriver::run_batched`] (default
     /// [`DEFAULT_BATCH`]), clamped to `[1, 1024]` (Linux's `UIO_MAXIOV`); the buffers take
-    /// `2 × n × 2048` bytes
+    /// `2 × n × 2048` bytes. Above 64 ([`IOV_CHUNK`](super::mmsg::IOV_CHUNK)) a batch takes one
+    /// call per 64 datagrams: the `iovec`s of a call are an array on the stack
     #[must_use]
     pub fn with_batch_size(mut self, n: usize) -> Self {
         self.batch = n.clamp(1, 1024);
@@ -536,41 +542,57 @@ where
             sink.stats.received += n as u64;
             sink.stats.batches += 1;
             let now = epoch.instant(std::time::Instant::now());
-            let mut items: Vec<(M::Peer, &[u8])> = Vec::with_capacity(n);
-            for (from, bytes) in (0..n).filter_map(|i| rx.get(i)) {
-                match M::Peer::from_addr(from) {
-                    Some(peer) => items.push((peer, bytes)),
-                    None => sink.stats.unkeyed += 1,
-                }
-            }
-            let mut at = 0;
-            while at < items.len() {
-                let rest = &items[at..];
-                let mut failed = None;
-                let done = machine.handle_batch(now, rest, |m, i, received| {
-                    if failed.is_some() {
-                        return;
-                    }
-                    if let Some(app) = received.into_app() {
-                        let r = (sink.f)(m, now, Input::App(rest[i].0, app));
-                        if sink.result.is_none() {
-                            *sink.result = r;
-                        }
-                    }
-                    if let Err(e) = sink.drain(m, now) {
-                        failed = Some(e);
+            // fed group after group from an array on the stack: no allocation per batch
+            let unkeyed = std::cell::Cell::new(0);
+            let mut keyed = (0..n)
+                .filter_map(|i| rx.get(i))
+                .filter_map(|(from, bytes)| match M::Peer::from_addr(from) {
+                    Some(peer) => Some((peer, bytes)),
+                    None => {
+                        unkeyed.set(unkeyed.get() + 1);
+                        None
                     }
                 });
-                if let Some(e) = failed {
-                    return Err(e);
+            while let Some(first) = keyed.next() {
+                let mut group = [first; FEED];
+                let mut len = 1;
+                // `zip` asks `group` first: no datagram is taken from `keyed` without a slot
+                for (slot, item) in group[1..].iter_mut().zip(&mut keyed) {
+                    *slot = item;
+                    len += 1;
                 }
-                at += done;
-                if at < items.len() {
-                    // `QueueFull`: drain, feed the rest again
-                    sink.stats.retried += 1;
-                    sink.drain(machine, now)?;
+                let items = &group[..len];
+                let mut at = 0;
+                while at < items.len() {
+                    let rest = &items[at..];
+                    let mut failed = None;
+                    let done = machine.handle_batch(now, rest, |m, i, received| {
+                        if failed.is_some() {
+                            return;
+                        }
+                        if let Some(app) = received.into_app() {
+                            let r = (sink.f)(m, now, Input::App(rest[i].0, app));
+                            if sink.result.is_none() {
+                                *sink.result = r;
+                            }
+                        }
+                        if let Err(e) = sink.drain(m, now) {
+                            failed = Some(e);
+                        }
+                    });
+                    if let Some(e) = failed {
+                        sink.stats.unkeyed += unkeyed.get();
+                        return Err(e);
+                    }
+                    at += done;
+                    if at < items.len() {
+                        // `QueueFull`: drain, feed the rest again
+                        sink.stats.retried += 1;
+                        sink.drain(machine, now)?;
+                    }
                 }
             }
+            sink.stats.unkeyed += unkeyed.get();
             if std::time::Instant::now() >= end {
                 sink.drain(machine, now)?;
                 sink.send();
