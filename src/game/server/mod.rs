@@ -792,8 +792,8 @@ impl<P: Copy + Eq + Hash, const PEERS: usize, const EVENTS: usize, L: Layer>
     where
         F: FnMut(&mut Self, usize, Received<ServerApp<'a>>),
     {
-        // 32, what a `recvmmsg` of 32 hands over, looked up at once: 5 % faster per datagram at
-        // 65,536 peers than two groups of 16 (more misses in flight), for 384 more bytes of stack
+        // 32 (a `recvmmsg` of 32) looked up at once: 5 % faster per datagram at 65,536 peers than
+        // two groups of 16 (more misses in flight), for 384 B more stack on 64-bit, 256 B on 32-bit
         const GROUP: usize = 32;
         let mut done = 0;
         for group in batch.chunks(GROUP) {
