@@ -67,6 +67,8 @@ pub struct RecvBatch {
     meta: Vec<(SocketAddr, usize, usize)>,
     /// Datagrams whose source was no IP address (not in `meta`)
     unnamed: u64,
+    /// `recvmmsg` calls made
+    calls: u64,
 }
 
 impl RecvBatch {
@@ -79,6 +81,7 @@ impl RecvBatch {
             buf: std::vec![0; cap * SLOT_LEN],
             meta: Vec::with_capacity(cap),
             unnamed: 0,
+            calls: 0,
         }
     }
 
@@ -129,7 +132,11 @@ impl RecvBatch {
             Some(t) => sock.set_read_timeout(Some(t.max(Duration::from_micros(1))))?,
         }
         let RecvBatch {
-            buf, meta, unnamed, ..
+            buf,
+            meta,
+            unnamed,
+            calls,
+            cap,
         } = self;
         let fd = sock.as_raw_fd();
         let mut slots = buf.chunks_exact_mut(SLOT_LEN);
@@ -143,6 +150,7 @@ impl RecvBatch {
                 });
                 [IoSliceMut::new(slot)]
             });
+            *calls += 1;
             let got = recvmmsg(fd, &mut headers.inner, iovs[..k].iter_mut(), flags, None);
             let mut taken = 0;
             match got {
@@ -172,7 +180,8 @@ impl RecvBatch {
                 }
             }
             first += k;
-            if taken < k || k < IOV_CHUNK || first >= self.cap {
+            // short of the chunk (all that was queued), or out of slots
+            if taken < k || first >= *cap {
                 break;
             }
             // the next call takes only what is queued
@@ -204,6 +213,12 @@ impl RecvBatch {
     #[must_use]
     pub fn unnamed(&self) -> u64 {
         self.unnamed
+    }
+
+    /// `recvmmsg` calls made, since creation
+    #[must_use]
+    pub fn calls(&self) -> u64 {
+        self.calls
     }
 }
 
@@ -411,40 +426,88 @@ mod tests {
         }
     }
 
-    #[test]
-    fn a_batch_over_one_iov_chunk_takes_one_call_per_chunk_and_keeps_its_order() {
-        let a = UdpSocket::bind("127.0.0.1:0").unwrap();
-        let b = UdpSocket::bind("127.0.0.1:0").unwrap();
-        let (mut rx, mut tx) = (RecvBatch::new(150), SendBatch::new(150));
-        let (mut rh, mut th) = (rx.headers(), tx.headers());
-        let to = Some(b.local_addr().unwrap());
-        const N: usize = IOV_CHUNK + IOV_CHUNK / 2 + 4;
-        for i in 0..N {
-            assert!(tx.queue(to, &(i as u16).to_le_bytes()));
+    /// Send `n` datagrams of 2 bytes (their index) from `a` to `b`, in `send_calls` calls
+    fn queue_up(a: &UdpSocket, b: &UdpSocket, n: usize, send_calls: u64) {
+        let mut tx = SendBatch::new(n);
+        let mut th = tx.headers();
+        for i in 0..n {
+            assert!(tx.queue(Some(b.local_addr().unwrap()), &(i as u16).to_le_bytes()));
         }
-        let c = tx.send(&mut th, &a);
-        assert_eq!((c.sent, c.errors, c.calls), (N as u64, 0, 2));
+        let c = tx.send(&mut th, a);
+        assert_eq!((c.sent, c.errors, c.calls), (n as u64, 0, send_calls));
         std::thread::sleep(Duration::from_millis(50));
-        // all queued: the first call fills its 64, the second takes the rest
-        let n = rx.recv(&mut rh, &b, Some(Duration::from_secs(5))).unwrap();
-        assert_eq!(n, N);
-        for i in 0..N {
+    }
+
+    /// The datagrams of the last receive are `0..n` from `a`, in order
+    fn check(rx: &RecvBatch, a: &UdpSocket, n: usize) {
+        assert_eq!(rx.len(), n);
+        for i in 0..n {
             let (from, bytes) = rx.get(i).unwrap();
             assert_eq!(
                 (from, bytes),
                 (a.local_addr().unwrap(), &(i as u16).to_le_bytes()[..])
             );
         }
-        assert!(rx.get(N).is_none());
-        // exactly one chunk queued: the second call finds nothing, which is no error
-        for i in 0..IOV_CHUNK {
-            assert!(tx.queue(to, &[i as u8]));
-        }
-        assert_eq!(tx.send(&mut th, &a).calls, 1);
-        std::thread::sleep(Duration::from_millis(50));
+        assert!(rx.get(n).is_none());
+    }
+
+    #[test]
+    fn a_batch_over_one_iov_chunk_takes_one_call_per_chunk_and_keeps_its_order() {
+        let a = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let b = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let mut rx = RecvBatch::new(150);
+        let mut rh = rx.headers();
+        // all queued: the first call fills its 64, the second takes the rest and stops the
+        // receive (a third, or a second that waited for more, would be wrong)
+        const N: usize = IOV_CHUNK + IOV_CHUNK / 2 + 4;
+        queue_up(&a, &b, N, 2);
+        let t = std::time::Instant::now();
+        assert_eq!(
+            rx.recv(&mut rh, &b, Some(Duration::from_secs(10))).unwrap(),
+            N
+        );
+        assert!(t.elapsed() < Duration::from_secs(5), "waited for more");
+        check(&rx, &a, N);
+        assert_eq!(rx.calls(), 2);
+        // fewer than a chunk: one call
+        queue_up(&a, &b, 10, 1);
+        assert_eq!(rx.recv(&mut rh, &b, None).unwrap(), 10);
+        check(&rx, &a, 10);
+        assert_eq!(rx.calls(), 3);
+        // exactly one chunk: the second call finds nothing, which is no error
+        queue_up(&a, &b, IOV_CHUNK, 1);
         assert_eq!(rx.recv(&mut rh, &b, None).unwrap(), IOV_CHUNK);
-        assert_eq!(rx.get(IOV_CHUNK - 1).unwrap().1, &[IOV_CHUNK as u8 - 1]);
+        check(&rx, &a, IOV_CHUNK);
+        assert_eq!(rx.calls(), 5);
         assert_eq!(rx.recv(&mut rh, &b, None).unwrap(), 0);
+        assert_eq!(rx.calls(), 6);
+        // a capacity of one chunk, filled: no second call
+        let mut rx = RecvBatch::new(IOV_CHUNK);
+        let mut rh = rx.headers();
+        queue_up(&a, &b, IOV_CHUNK + 3, 2);
+        assert_eq!(rx.recv(&mut rh, &b, None).unwrap(), IOV_CHUNK);
+        check(&rx, &a, IOV_CHUNK);
+        assert_eq!(rx.calls(), 1);
+    }
+
+    #[test]
+    fn a_socket_error_is_returned_and_non_ip_sources_are_counted_apart() {
+        use std::os::fd::OwnedFd;
+        use std::os::unix::net::UnixDatagram;
+        // a listening TCP socket in a `UdpSocket`: recvmmsg fails (not "nothing there")
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let not_udp = UdpSocket::from(OwnedFd::from(l));
+        let mut rx = RecvBatch::new(4);
+        let mut rh = rx.headers();
+        assert!(rx.recv(&mut rh, &not_udp, None).is_err());
+        // datagrams from a Unix socket: received, but no IP source to hand out
+        let (u1, u2) = UnixDatagram::pair().unwrap();
+        for m in [&b"a"[..], b"b", b"c"] {
+            u1.send(m).unwrap();
+        }
+        let unix = UdpSocket::from(OwnedFd::from(u2));
+        assert_eq!(rx.recv(&mut rh, &unix, None).unwrap(), 0);
+        assert_eq!((rx.unnamed(), rx.calls()), (3, 2));
     }
 
     #[test]

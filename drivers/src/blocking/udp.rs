@@ -543,16 +543,14 @@ where
             sink.stats.batches += 1;
             let now = epoch.instant(std::time::Instant::now());
             // fed group after group from an array on the stack: no allocation per batch
-            let unkeyed = std::cell::Cell::new(0);
+            let unkeyed = (0..n)
+                .filter_map(|i| rx.get(i))
+                .filter(|&(from, _)| M::Peer::from_addr(from).is_none())
+                .count();
+            sink.stats.unkeyed += unkeyed as u64;
             let mut keyed = (0..n)
                 .filter_map(|i| rx.get(i))
-                .filter_map(|(from, bytes)| match M::Peer::from_addr(from) {
-                    Some(peer) => Some((peer, bytes)),
-                    None => {
-                        unkeyed.set(unkeyed.get() + 1);
-                        None
-                    }
-                });
+                .filter_map(|(from, bytes)| Some((M::Peer::from_addr(from)?, bytes)));
             while let Some(first) = keyed.next() {
                 let mut group = [first; FEED];
                 let mut len = 1;
@@ -581,7 +579,6 @@ where
                         }
                     });
                     if let Some(e) = failed {
-                        sink.stats.unkeyed += unkeyed.get();
                         return Err(e);
                     }
                     at += done;
@@ -592,7 +589,6 @@ where
                     }
                 }
             }
-            sink.stats.unkeyed += unkeyed.get();
             if std::time::Instant::now() >= end {
                 sink.drain(machine, now)?;
                 sink.send();
