@@ -43,8 +43,8 @@ pub struct UdpStats {
     pub received: u64,
     /// Inputs the machine refused with `QueueFull` and that were fed again after a drain
     pub retried: u64,
-    /// Batches read: `recvmmsg` calls that returned datagrams ([`UdpDriver::run_batched`];
-    /// `received / batches` is the mean batch; a batch of more than 64 takes one call per 64)
+    /// Batches read ([`UdpDriver::run_batched`]): receives that returned datagrams, each one
+    /// `recvmmsg` (one per 64 datagrams above 64); `received / batches` is the mean batch
     pub batches: u64,
     /// `sendmmsg` calls ([`UdpDriver::run_batched`])
     pub send_calls: u64,
