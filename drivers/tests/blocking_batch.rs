@@ -4,12 +4,16 @@
 //! datagrams keep coming; a zero limit; events after the closure asked to stop.
 #![cfg(target_os = "linux")]
 
+#[path = "support/accept.rs"]
+mod accept;
+
 use std::fmt;
 use std::hash::Hash;
 use std::net::{SocketAddr, SocketAddrV4, UdpSocket};
 use std::time::{Duration, Instant as WallClock};
 
-use tether_net::game::wire::{self, Control, ControlPacket, Packet, Reason, Token, TokenMode};
+use accept::token_of;
+use tether_net::game::wire::{Control, Reason, Token};
 use tether_net::game::{CloseCause, Server, ServerApp, ServerConfig, ServerEvent, TokenSecret};
 use tether_net::testing::control_packet as control;
 use tether_net_drivers::blocking::{DatagramPeer, Input, UdpDriver};
@@ -29,21 +33,6 @@ fn config() -> ServerConfig {
 
 fn connect() -> Vec<u8> {
     control(Control::Connect, Some(Token::UNKNOWN))
-}
-
-/// The token of a CONNECT_ACCEPT
-fn token_of(reply: &[u8]) -> Token {
-    match wire::parse(reply, TokenMode::Detect)
-        .expect("valid reply")
-        .packet
-    {
-        Packet::Control(ControlPacket {
-            control: Control::ConnectAccept,
-            token: Some(t),
-            ..
-        }) => t,
-        other => panic!("not a token CONNECT_ACCEPT: {other:?}"),
-    }
 }
 
 /// Give loopback delivery a moment (under heavy load the kernel may finish it in `ksoftirqd`

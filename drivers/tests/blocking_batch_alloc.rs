@@ -6,12 +6,16 @@
 //! `libtest-mimic` (`harness = false`), so no harness thread allocates while it counts.
 #![cfg(target_os = "linux")]
 
+#[path = "support/accept.rs"]
+mod accept;
+
 use std::alloc::System;
 use std::net::{SocketAddr, UdpSocket};
 use std::time::Duration;
 
+use accept::token_of;
 use stats_alloc::{Region, StatsAlloc, INSTRUMENTED_SYSTEM};
-use tether_net::game::wire::{self, Control, ControlPacket, Packet, Reason, Token, TokenMode};
+use tether_net::game::wire::{Control, Reason, Token};
 use tether_net::game::{Server, ServerApp, ServerConfig, TokenSecret};
 use tether_net::testing::control_packet as control;
 use tether_net_drivers::blocking::{Input, UdpDriver};
@@ -32,20 +36,6 @@ fn config() -> ServerConfig {
     ServerConfig::new(TokenSecret([7; 16]))
         .with_keep_alive(Duration::from_secs(60))
         .with_timeout(Duration::from_secs(60))
-}
-
-fn token_of(reply: &[u8]) -> Token {
-    match wire::parse(reply, TokenMode::Detect)
-        .expect("valid reply")
-        .packet
-    {
-        Packet::Control(ControlPacket {
-            control: Control::ConnectAccept,
-            token: Some(t),
-            ..
-        }) => t,
-        other => panic!("not a token CONNECT_ACCEPT: {other:?}"),
-    }
 }
 
 /// Loopback delivery of what was just sent
