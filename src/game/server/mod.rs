@@ -7,8 +7,6 @@
 
 use core::hash::Hash;
 
-use heapless::Deque;
-
 use super::chunk::Chunk;
 use super::connless::{ConnlessPacket, InfoContent, InfoRequest};
 use super::error::Error;
@@ -31,10 +29,12 @@ use crate::config::{at_least_one, config_fmt, getters, setters};
 use crate::io::{BufferTooSmall, FrameKind, PeerText, Received, Transmit};
 use crate::time::{clamp_micros, duration_from_micros, Clock, Duration, Instant};
 use peer::{next_frame, stamp, PeerCold, PeerHot, OUT_CHUNKS, OUT_CONNECT_ACCEPT, OUT_KEEP_ALIVE};
+use queue::Queue;
 use table::{PeerHashKey, Table};
 use timers::{timer_at, TimerEntry, Timers};
 
 mod peer;
+mod queue;
 mod table;
 #[cfg(test)]
 mod tests;
@@ -439,10 +439,10 @@ pub struct Server<P, const PEERS: usize = 64, const EVENTS: usize = 16, L: Layer
     /// Per-slot state beside the table (see [`PeerCold`])
     cold: [PeerCold; PEERS],
     /// Slots of peers with `out` bits set (each at most once while `queued`)
-    dirty: Deque<u32, PEERS>,
-    replies: Deque<Reply<P>, STATELESS_QUEUE_LEN>,
-    closes: Deque<CloseFrame<P>, CLOSE_QUEUE_LEN>,
-    events: Deque<ServerEvent<P>, EVENTS>,
+    dirty: Queue<u32, PEERS>,
+    replies: Queue<Reply<P>, STATELESS_QUEUE_LEN>,
+    closes: Queue<CloseFrame<P>, CLOSE_QUEUE_LEN>,
+    events: Queue<ServerEvent<P>, EVENTS>,
     state: ServerState,
     shutdown: Shutdown,
     shutdown_reason: LocalReason,
@@ -727,10 +727,10 @@ impl<P: Copy + Eq + Hash, const PEERS: usize, const EVENTS: usize, L: Layer>
             config,
             clock: Clock::new(),
             cold: [PeerCold::EMPTY; PEERS],
-            dirty: Deque::new(),
-            replies: Deque::new(),
-            closes: Deque::new(),
-            events: Deque::new(),
+            dirty: Queue::new(),
+            replies: Queue::new(),
+            closes: Queue::new(),
+            events: Queue::new(),
             state: ServerState::Running,
             shutdown: Shutdown {
                 tx: 0,
@@ -1047,9 +1047,7 @@ impl<P: Copy + Eq + Hash, const PEERS: usize, const EVENTS: usize, L: Layer>
         // packet may wait in the shared out buffer: always the full path)
         if !<L as Imp>::CHUNKS
             && self.state == ServerState::Running
-            && self.closes.is_empty()
-            && self.replies.is_empty()
-            && self.dirty.is_empty()
+            && self.closes.count() | self.replies.count() | self.dirty.count() == 0
         {
             return Ok(None);
         }
@@ -1393,7 +1391,7 @@ impl<P: Copy + Eq + Hash, const PEERS: usize, const EVENTS: usize, L: Layer>
     }
 
     /// Mark output bits on a slot and queue the peer for `poll_transmit`
-    fn queue_out(dirty: &mut Deque<u32, PEERS>, slot: usize, cold: &mut PeerCold, bits: u8) {
+    fn queue_out(dirty: &mut Queue<u32, PEERS>, slot: usize, cold: &mut PeerCold, bits: u8) {
         cold.out |= bits;
         // A full queue only happens with stale entries of removed peers; the slot's next timer
         // entry re-queues it then.

@@ -2088,3 +2088,38 @@ fn a_connect_accept_and_a_keep_alive_queued_together_both_go_out_in_one_drain() 
     );
     assert_eq!(s.stats().keep_alives_sent, 1);
 }
+
+/// Frames wait in two of the three transmit queues at once, with equal counts (a CLOSE and a
+/// stateless CONNECT_ACCEPT; a KEEP_ALIVE and a stateless CONNECT_ACCEPT): `poll_transmit` hands
+/// out both (its nothing-queued test must not let equal counts cancel out)
+#[test]
+fn frames_waiting_in_two_queues_at_once_all_go_out() {
+    const CONNECT: &[u8] = b"\x10\x00\x00\x01TKEN\xff\xff\xff\xff";
+    // a CLOSE for peer 1 (close queue) and a CONNECT_ACCEPT for address 2 (reply queue)
+    let (mut s, _c) = online_pair(1);
+    s.close(ms(10), 1, "bye").unwrap();
+    assert_eq!(to_s(&mut s, ms(10), 2, CONNECT), None);
+    let out = s_out(&mut s, ms(10));
+    assert_eq!(out.iter().map(|(a, _)| *a).collect::<Vec<_>>(), [1, 2]);
+    assert_eq!(out[0].1[3], 4, "CLOSE first");
+    assert_eq!(
+        &out[1].1[..8],
+        b"\x10\x00\x00\x02TKEN",
+        "then CONNECT_ACCEPT"
+    );
+    // peer 1's KEEP_ALIVE (a dirty slot) and a CONNECT_ACCEPT for address 2 (reply queue)
+    let (mut s, _c) = online_pair(1);
+    let due = s.poll_timeout().unwrap();
+    s.handle_timeout(due);
+    assert_eq!(to_s(&mut s, due, 2, CONNECT), None);
+    let out = s_out(&mut s, due);
+    assert_eq!(out.len(), 2, "{out:?}");
+    assert!(
+        out.iter().any(|(a, d)| *a == 1 && d[3] == 0),
+        "KEEP_ALIVE to 1: {out:?}"
+    );
+    assert!(
+        out.iter().any(|(a, d)| *a == 2 && d[3] == 2),
+        "CONNECT_ACCEPT to 2: {out:?}"
+    );
+}
