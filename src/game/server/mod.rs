@@ -810,8 +810,8 @@ impl<P: Copy + Eq + Hash, const PEERS: usize, const EVENTS: usize, L: Layer>
             for (w, h) in words.iter_mut().zip(&hashes) {
                 *w = self.peers.touch(*h);
             }
-            // then the slot of each home word, or of the next bucket's if the home tag is another
-            // key's (`slot_near`): each key's second dependent load, started for the whole group
+            // then the slot named by the first of the four buckets from home with the key's tag
+            // (`slot_near`): each key's second dependent load, started for the whole group
             for (((s, word), h), (from, _)) in slots
                 .iter_mut()
                 .zip(words.iter().copied())
@@ -885,13 +885,17 @@ impl<P: Copy + Eq + Hash, const PEERS: usize, const EVENTS: usize, L: Layer>
     }
 
     /// The slot of `from`: `lookup`'s if it was done, the hinted one if it still holds `from`,
-    /// else a probe of the table
+    /// else the one the buckets near its home name (`Table::slot_near`), else a probe of the
+    /// table
     #[inline(always)]
     fn lookup(&self, lookup: Lookup, hash: u32, from: &P) -> Option<usize> {
         match lookup {
             Lookup::Done(slot) => slot,
             Lookup::Hint(Some(slot)) if self.peers.holds(slot, from) => Some(slot),
-            Lookup::Hint(_) => self.peers.find_hashed(hash, from),
+            Lookup::Hint(_) => self
+                .peers
+                .slot_near(hash, self.peers.touch(hash), from)
+                .or_else(|| self.peers.find_hashed(hash, from)),
         }
     }
 
