@@ -246,12 +246,13 @@ impl<K: Eq, V, S: KeyHash<K>, const N: usize> Table<K, V, S, N> {
 
     /// [`Table::slot_of_word`] for the first word among the [`NEAR`] buckets from `hash`'s home
     /// whose tag is `hash`'s (`home`: the home bucket's word, from [`Table::touch`]): a key sits
-    /// in one of them unless its run is long (at a load of one half, about one key in twenty
-    /// does not), and it is found with selects, without a branch on where it sits. A branch on
-    /// that is mispredicted whenever the next datagram comes from a peer placed differently
-    /// from the last one: a KEEP_ALIVE from one of 8 random peers took 12.4–12.6 ns with the
-    /// probe loop alone, 8.4 ns with this first (AMD EPYC, `benches/RESULTS.md`). `None` means
-    /// "probe": the key is further along, behind another key with the same tag, or absent.
+    /// in one of them unless its run is long (in a table at a load of one half, a quarter of the
+    /// keys sit past home and about one in thirty four or more buckets past, by a simulation),
+    /// and it is found with selects, without a branch on where it sits. A branch on that is
+    /// mispredicted whenever the next datagram comes from a peer placed differently from the
+    /// last one: a KEEP_ALIVE from one of 8 random peers took 12.3–12.6 ns with the probe loop
+    /// alone, 8.3–8.5 ns with this first (AMD EPYC, `benches/RESULTS.md`). `None` means "probe":
+    /// the key is further along, behind another key with the same tag, or absent.
     ///
     /// [`NEAR`]: Self::NEAR
     #[inline]
